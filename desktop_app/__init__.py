@@ -1,0 +1,1 @@
+"""CaptionDesk desktop application: a thin PySide6 layer over :mod:`core`."""

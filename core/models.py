@@ -1,0 +1,178 @@
+"""ORM models of a CaptionDesk library (SQLAlchemy 2.x typed declarative mapping).
+
+The schema itself is owned by the Alembic migrations in ``core/migrations``; these
+classes must stay in step with them (``tests/test_store.py`` compares the two).
+
+Captions keep their whole history: every text ever written for an image is a row, and
+exactly one row per image is *current* (a partial unique index enforces it).  Provenance
+lives on each row: ``source`` says whether a model, a person or an import wrote it, and
+the model/adapter identity and generation settings are stored beside it.  A trigger
+refuses to make a model or import caption current while a human one is, so a person's
+words are never overwritten even by a buggy caller.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class ImageState(enum.StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    ERROR = "error"
+
+
+class CaptionSource(enum.StrEnum):
+    MODEL = "model"
+    HUMAN = "human"
+    IMPORT = "import"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    #: Found "running" at start-up: the process that ran it died.  Can be resumed.
+    INTERRUPTED = "interrupted"
+
+
+class LibraryRoot(Base):
+    """A folder the user added; images are stored relative to it."""
+
+    __tablename__ = "library_roots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_scan_at: Mapped[datetime | None]
+
+    images: Mapped[list[Image]] = relationship(
+        back_populates="root", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Image(Base):
+    """One image file, identified by its root and path, followed across moves by fingerprint."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("root_id", "rel_path", name="uq_images_root_path"),
+        Index("ix_images_fingerprint", "fingerprint"),
+        Index("ix_images_state", "state"),
+        CheckConstraint("state IN ('ok', 'missing', 'error')", name="ck_images_state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("library_roots.id", ondelete="CASCADE"))
+    rel_path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    fingerprint: Mapped[str] = mapped_column(String(40))
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    format: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default=ImageState.OK)
+    error: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    root: Mapped[LibraryRoot] = relationship(back_populates="images")
+    captions: Mapped[list[Caption]] = relationship(
+        back_populates="image",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Caption.id",
+    )
+
+
+class ModelVersion(Base):
+    """A captioning model the library knows: a base model, optionally with a trained adapter."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    base_model: Mapped[str] = mapped_column(Text)
+    adapter_path: Mapped[str | None] = mapped_column(Text)
+    family: Mapped[str | None] = mapped_column(String(32))
+    method: Mapped[str | None] = mapped_column(String(16))
+    config: Mapped[dict[str, Any] | None]
+    metrics: Mapped[dict[str, Any] | None]
+    data_snapshot: Mapped[dict[str, Any] | None]
+    is_active: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Caption(Base):
+    """One caption text for an image, with where it came from."""
+
+    __tablename__ = "captions"
+    __table_args__ = (
+        Index("ix_captions_image", "image_id"),
+        # At most one current caption per image.
+        Index(
+            "uq_captions_one_current",
+            "image_id",
+            unique=True,
+            sqlite_where=text("is_current = 1"),
+        ),
+        Index("ix_captions_current_source", "is_current", "source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    is_current: Mapped[bool] = mapped_column(default=True)
+    #: For model captions: hub id or folder of the base model.
+    model_name: Mapped[str | None] = mapped_column(Text)
+    #: For model captions: adapter name/path, None for the plain base model.
+    adapter: Mapped[str | None] = mapped_column(Text)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    #: Generation settings (model) or import details (file, format).
+    settings: Mapped[dict[str, Any] | None]
+    #: Mean token log-probability of a model caption (<= 0; nearer 0 = more confident).
+    score: Mapped[float | None] = mapped_column(Float)
+    #: For imports: where the text came from (file path, format).
+    origin: Mapped[str | None] = mapped_column(Text)
+    #: The caption this one was derived from (a correction of a model caption, a revert).
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("captions.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    image: Mapped[Image] = relationship(back_populates="captions")
+
+
+class Job(Base):
+    """A long-running job (scan, caption, train, export) and how far it got."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any] | None]
+    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int | None]
+    #: Job-specific resume point and counters (e.g. last image id, errors so far).
+    checkpoint: Mapped[dict[str, Any] | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]

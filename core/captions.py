@@ -1,0 +1,156 @@
+"""Writing and reading captions with their provenance.
+
+Rules every caller gets for free:
+
+* Every caption ever written stays in the history; one row per image is current.
+* A human caption is never replaced by a model or an import.  Such a caption is still
+  stored (the GUI shows the model's words beside the person's) but not made current.
+  A database trigger backs this up.
+* A person's edit, an "accept" and a revert all write a new human row that points at
+  the row it came from (``parent_id``), so the history reads as what happened.
+
+All functions take an open :class:`~sqlalchemy.orm.Session` (from ``Database.write``);
+the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.models import Caption, CaptionSource
+
+
+class CaptionError(Exception):
+    """A caption operation that cannot be done (the message says why)."""
+
+
+def current_caption(session: Session, image_id: int) -> Caption | None:
+    return session.scalar(
+        select(Caption).where(Caption.image_id == image_id, Caption.is_current.is_(True))
+    )
+
+
+def caption_history(session: Session, image_id: int) -> list[Caption]:
+    """All captions of an image, oldest first."""
+    return list(
+        session.scalars(select(Caption).where(Caption.image_id == image_id).order_by(Caption.id))
+    )
+
+
+def _make_current(session: Session, image_id: int, caption: Caption) -> None:
+    session.execute(
+        update(Caption)
+        .where(Caption.image_id == image_id, Caption.is_current.is_(True))
+        .values(is_current=False)
+    )
+    caption.is_current = True
+    session.add(caption)
+    session.flush()
+
+
+def add_model_caption(
+    session: Session,
+    image_id: int,
+    text: str,
+    *,
+    model_name: str,
+    adapter: str | None = None,
+    model_version_id: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+    score: float | None = None,
+) -> Caption:
+    """Store a model's caption; it becomes current unless a human caption is current."""
+    caption = Caption(
+        image_id=image_id,
+        text=text,
+        source=CaptionSource.MODEL.value,
+        is_current=False,
+        model_name=model_name,
+        adapter=adapter,
+        model_version_id=model_version_id,
+        settings=dict(settings) if settings is not None else None,
+        score=score,
+    )
+    current = current_caption(session, image_id)
+    if current is not None and current.source == CaptionSource.HUMAN:
+        session.add(caption)
+        session.flush()
+        return caption
+    _make_current(session, image_id, caption)
+    return caption
+
+
+def add_import_caption(
+    session: Session,
+    image_id: int,
+    text: str,
+    *,
+    origin: str,
+    details: Mapping[str, Any] | None = None,
+    verified: bool = False,
+) -> Caption:
+    """Store an imported caption.
+
+    With *verified* the import stands for a person's words (a hand-written dataset) and
+    is stored as a human caption with the import as its origin; it still never replaces
+    a human caption that is already current.
+    """
+    current = current_caption(session, image_id)
+    human_current = current is not None and current.source == CaptionSource.HUMAN
+    caption = Caption(
+        image_id=image_id,
+        text=text,
+        source=(CaptionSource.HUMAN if verified else CaptionSource.IMPORT).value,
+        is_current=False,
+        origin=origin,
+        settings=dict(details) if details is not None else None,
+    )
+    if human_current:
+        session.add(caption)
+        session.flush()
+        return caption
+    _make_current(session, image_id, caption)
+    return caption
+
+
+def set_human_caption(
+    session: Session, image_id: int, text: str, *, parent_id: int | None = None
+) -> Caption:
+    """A person wrote or corrected the caption: it becomes current."""
+    text = text.strip()
+    if not text:
+        raise CaptionError("a caption cannot be empty")
+    if parent_id is None:
+        current = current_caption(session, image_id)
+        parent_id = current.id if current is not None else None
+    caption = Caption(
+        image_id=image_id,
+        text=text,
+        source=CaptionSource.HUMAN.value,
+        is_current=False,
+        parent_id=parent_id,
+    )
+    _make_current(session, image_id, caption)
+    return caption
+
+
+def accept_caption(session: Session, image_id: int) -> Caption:
+    """Mark the current caption as verified by a person (no-op if it already is)."""
+    current = current_caption(session, image_id)
+    if current is None:
+        raise CaptionError("this image has no caption to accept")
+    if current.source == CaptionSource.HUMAN:
+        return current
+    return set_human_caption(session, image_id, current.text, parent_id=current.id)
+
+
+def revert_to(session: Session, caption_id: int) -> Caption:
+    """Make an earlier caption's text current again, as the person's choice."""
+    old = session.get(Caption, caption_id)
+    if old is None:
+        raise CaptionError(f"no caption with id {caption_id}")
+    return set_human_caption(session, old.image_id, old.text, parent_id=old.id)

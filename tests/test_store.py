@@ -1,0 +1,228 @@
+"""Schema, migrations and the caption provenance rules."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+
+from core import captions
+from core.library import Library
+from core.migrate import LibraryOpenError, NewerLibraryError, head_revision, upgrade
+from core.models import Base, Caption, CaptionSource, Image
+
+
+def _add_image(library: Library, rel_path: str = "a.jpg", fingerprint: str = "f" * 32) -> int:
+    with library.db.write() as session:
+        root_id = session.execute(
+            text("INSERT INTO library_roots(path, added_at) VALUES (:p, '2026-01-01') RETURNING id"),
+            {"p": f"/photos/{rel_path}"},
+        ).scalar_one()
+        image = Image(root_id=root_id, rel_path=rel_path, size=1, mtime_ns=1, fingerprint=fingerprint)
+        session.add(image)
+        session.flush()
+        return image.id
+
+
+def test_migrations_match_the_orm_models(library: Library) -> None:
+    fts = lambda obj, name, type_, *_: not (type_ == "table" and name.startswith("captions_fts"))  # noqa: E731
+    with library.db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_object": fts})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_pragmas(library: Library) -> None:
+    with library.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def _fill_revision_0001(path: Path) -> None:
+    """Data written by the first schema revision, straight through SQL."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        INSERT INTO library_roots(id, path, added_at) VALUES (1, '/photos', '2026-01-01');
+        INSERT INTO images(id, root_id, rel_path, size, mtime_ns, fingerprint, state, first_seen_at, last_seen_at)
+            VALUES (1, 1, 'a.jpg', 10, 5, 'fa', 'ok', '2026-01-01', '2026-01-01'),
+                   (2, 1, 'b.jpg', 11, 6, 'fb', 'missing', '2026-01-01', '2026-01-01');
+        INSERT INTO model_versions(id, name, base_model, is_active, created_at)
+            VALUES (1, 'mine', 'Salesforce/blip-image-captioning-base', 1, '2026-01-01');
+        INSERT INTO captions(id, image_id, text, source, is_current, model_name, model_version_id, settings, score, created_at)
+            VALUES (1, 1, 'a dog on a beach', 'model', 0, 'blip', 1, '{"num_beams": 3}', -0.5, '2026-01-01'),
+                   (2, 1, 'my dog Rex on Brighton beach', 'human', 1, NULL, NULL, NULL, NULL, '2026-01-02'),
+                   (3, 2, 'a café terrace', 'model', 1, 'blip', 1, NULL, -1.25, '2026-01-01');
+        INSERT INTO jobs(id, kind, params, state, done, total, created_at, updated_at)
+            VALUES (1, 'caption', '{"model": "blip"}', 'running', 5, 10, '2026-01-01', '2026-01-01');
+        """
+    )
+    conn.commit()
+    conn.close()
+
+
+def _dump(path: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            for table in ("library_roots", "images", "captions", "model_versions")
+        }
+    finally:
+        conn.close()
+
+
+def test_upgrade_from_first_revision_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    upgrade(path, target="0001")
+    _fill_revision_0001(path)
+    before = _dump(path)
+
+    library = Library(path)  # opening migrates
+    try:
+        assert library.migration.from_revision == "0001"
+        assert library.migration.to_revision == head_revision()
+        assert _dump(path) == before  # the images rebuild did not cascade into captions
+        assert library.migration.backup is not None and _dump(library.migration.backup) == before
+        assert library.db.integrity_check() == ["ok"]
+        with library.db.read() as session:
+            # Existing captions were indexed for full-text search, accents folded.
+            hits = session.execute(
+                text("SELECT rowid FROM captions_fts WHERE captions_fts MATCH 'cafe'")
+            ).scalars().all()
+            assert hits == [3]
+        # The running job of the dead process is now resumable.
+        assert [job.state for job in library.jobs()] == ["interrupted"]
+    finally:
+        library.close()
+
+
+def test_refuses_a_library_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    Library(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NewerLibraryError, match="newer version of CaptionDesk"):
+        Library(path)
+
+
+def test_refuses_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LibraryOpenError, match="not a CaptionDesk library"):
+        Library(other)
+    text_file = tmp_path / "text.db"
+    text_file.write_text("hello " * 100)
+    with pytest.raises(LibraryOpenError, match="not a CaptionDesk library"):
+        Library(text_file)
+
+
+def test_reopening_does_not_migrate_or_back_up_again(tmp_path: Path) -> None:
+    Library(tmp_path / "lib.db").close()
+    again = Library(tmp_path / "lib.db")
+    again.close()
+    assert again.migration.backup is None
+    assert list(tmp_path.glob("*.backup-*")) == []
+
+
+def test_model_caption_never_replaces_human(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        first = captions.add_model_caption(session, image_id, "a dog", model_name="blip", score=-0.4)
+        assert first.is_current
+        human = captions.set_human_caption(session, image_id, "Rex asleep on the sofa")
+        assert human.parent_id == first.id
+        later = captions.add_model_caption(session, image_id, "a cat", model_name="blip", score=-0.1)
+        assert not later.is_current
+        imported = captions.add_import_caption(session, image_id, "from a sidecar", origin="a.txt")
+        assert not imported.is_current
+    with library.db.read() as session:
+        current = captions.current_caption(session, image_id)
+        assert current is not None and current.text == "Rex asleep on the sofa"
+        history = [(c.text, c.source) for c in captions.caption_history(session, image_id)]
+        assert history == [
+            ("a dog", "model"),
+            ("Rex asleep on the sofa", "human"),
+            ("a cat", "model"),
+            ("from a sidecar", "import"),
+        ]
+
+
+def test_database_trigger_backs_up_the_rule(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        captions.set_human_caption(session, image_id, "by hand")
+    insert_model_row = text(
+        "INSERT INTO captions(image_id, text, source, is_current, created_at) "
+        "VALUES (:i, 'x', 'model', :current, '2026-01-01')"
+    )
+    # A buggy caller skipping the API, inserting a current model row...
+    with pytest.raises(IntegrityError, match="human caption is current"):
+        with library.db.write() as session:
+            session.execute(insert_model_row, {"i": image_id, "current": 1})
+    # ...or promoting an old model row over the human one.
+    with library.db.write() as session:
+        session.execute(insert_model_row, {"i": image_id, "current": 0})
+    with pytest.raises(IntegrityError, match="human caption is current"):
+        with library.db.write() as session:
+            session.execute(text("UPDATE captions SET is_current = 1 WHERE source = 'model'"))
+    with library.db.read() as session:
+        assert captions.current_caption(session, image_id).text == "by hand"  # rolled back
+
+
+def test_one_current_caption_per_image(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        captions.add_model_caption(session, image_id, "one", model_name="m")
+    with pytest.raises(IntegrityError):
+        with library.db.write() as session:
+            session.add(Caption(image_id=image_id, text="two", source="model", is_current=True))
+
+
+def test_accept_and_revert_write_human_rows(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        model = captions.add_model_caption(session, image_id, "a red car", model_name="m", score=-2.0)
+        accepted = captions.accept_caption(session, image_id)
+        assert (accepted.source, accepted.text, accepted.parent_id) == ("human", "a red car", model.id)
+        captions.set_human_caption(session, image_id, "a red Fiat 500")
+        reverted = captions.revert_to(session, model.id)
+        assert reverted.text == "a red car" and reverted.source == CaptionSource.HUMAN
+    with library.db.read() as session:
+        assert session.scalar(select(Caption.text).where(Caption.is_current.is_(True))) == "a red car"
+
+
+def test_full_text_search_follows_edits(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        caption = captions.add_model_caption(session, image_id, "a lighthouse at dusk", model_name="m")
+        caption.text = "a windmill at dawn"
+    with library.db.read() as session:
+        match = lambda q: session.execute(  # noqa: E731
+            text("SELECT rowid FROM captions_fts WHERE captions_fts MATCH :q"), {"q": q}
+        ).scalars().all()
+        assert match("windmill") == [caption.id]
+        assert match("lighthouse") == []
+
+
+def test_deleting_a_root_removes_its_images_and_captions(library: Library, photo_dir: Path) -> None:
+    root = library.add_root(photo_dir)
+    with library.db.write() as session:
+        image = Image(root_id=root.id, rel_path="x.jpg", size=1, mtime_ns=1, fingerprint="ff")
+        session.add(image)
+        session.flush()
+        captions.add_model_caption(session, image.id, "text", model_name="m")
+    library.remove_root(root.id)
+    with library.db.read() as session:
+        assert session.scalar(select(Caption.id)) is None
+        assert session.scalar(select(Image.id)) is None

@@ -1,0 +1,229 @@
+"""A CaptionDesk library: one SQLite file, its folders, and the jobs that run on it.
+
+:class:`Library` is the entry point the CLI and the GUI share.  Opening one migrates the
+schema (with a backup first, see :mod:`core.migrate`) and marks jobs that were still
+"running" — their process died — as interrupted, so they can be resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platformdirs import user_data_path
+from sqlalchemy import case, delete, func, select, update
+
+from core import APP_NAME
+from core.db import Database
+from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
+from core.migrate import LibraryOpenError, upgrade
+from core.models import Caption, CaptionSource, Image, ImageState, Job, JobState, LibraryRoot, utcnow
+
+ENV_LIBRARY = "CAPTIONDESK_LIBRARY"
+
+
+class LibraryError(Exception):
+    """A user-level problem with a library operation (the message says what to do)."""
+
+
+def default_library_path() -> Path:
+    """``$CAPTIONDESK_LIBRARY``, else ``library.db`` in the user's data folder."""
+    env = os.environ.get(ENV_LIBRARY)
+    if env:
+        return Path(env).expanduser()
+    return user_data_path(APP_NAME, appauthor=False) / "library.db"
+
+
+@dataclass(frozen=True)
+class RootStatus:
+    root_id: int
+    path: str
+    images: int = 0
+    uncaptioned: int = 0
+    model: int = 0
+    human: int = 0
+    imported: int = 0
+    missing: int = 0
+    errors: int = 0
+
+
+class Library:
+    """An open library file.  Thread-safe: every method uses its own short session."""
+
+    def __init__(self, path: Path | str, *, cache_dir: Path | None = None) -> None:
+        self.path = Path(path).expanduser().absolute()
+        if self.path.is_dir():
+            raise LibraryOpenError(f"{self.path} is a folder; give the path of a library file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LibraryOpenError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
+        self.migration = upgrade(self.path)
+        self.db = Database(self.path)
+        self.cache_dir = cache_dir or self.path.with_name(self.path.stem + ".cache")
+        self._mark_interrupted_jobs()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- roots ---------------------------------------------------------------------
+
+    def add_root(self, folder: Path | str) -> LibraryRoot:
+        """Add *folder* to the library (not scanned yet).  Adding it twice is harmless."""
+        path = Path(folder).expanduser()
+        if not path.exists():
+            raise LibraryError(f"folder not found: {path}")
+        if not path.is_dir():
+            raise LibraryError(f"not a folder: {path}")
+        path = path.resolve()
+        with self.db.write() as session:
+            for root in session.scalars(select(LibraryRoot)):
+                existing = Path(root.path)
+                if existing == path:
+                    return root
+                if path.is_relative_to(existing):
+                    raise LibraryError(f"{path} is already in the library, inside {existing}")
+                if existing.is_relative_to(path):
+                    raise LibraryError(
+                        f"{path} contains the library folder {existing}; remove that one first"
+                    )
+            root = LibraryRoot(path=str(path))
+            session.add(root)
+            session.flush()
+            return root
+
+    def roots(self) -> list[LibraryRoot]:
+        with self.db.read() as session:
+            return list(session.scalars(select(LibraryRoot).order_by(LibraryRoot.path)))
+
+    def find_root(self, folder: Path | str) -> LibraryRoot:
+        path = Path(folder).expanduser().resolve()
+        for root in self.roots():
+            if Path(root.path) == path:
+                return root
+        raise LibraryError(f"{path} is not a library folder (add it first)")
+
+    def remove_root(self, root_id: int) -> None:
+        """Forget a folder and its images' records and captions (files are untouched)."""
+        with self.db.write() as session:
+            session.execute(delete(LibraryRoot).where(LibraryRoot.id == root_id))
+
+    def image_path(self, image: Image) -> Path:
+        root = image.root if "root" in image.__dict__ else None
+        if root is None:
+            with self.db.read() as session:
+                root_path = session.scalar(
+                    select(LibraryRoot.path).where(LibraryRoot.id == image.root_id)
+                )
+        else:
+            root_path = root.path
+        return Path(root_path) / image.rel_path
+
+    # -- scanning ------------------------------------------------------------------
+
+    def scan(
+        self,
+        root_ids: list[int] | None = None,
+        *,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken = NEVER_CANCELLED,
+    ):  # -> ScanStats (imported lazily to keep this module light)
+        from core.scanner import scan
+
+        with self.job("scan", {"root_ids": root_ids}) as job_id:
+            stats = scan(self.db, root_ids, progress=progress, cancel=cancel)
+            self.finish_job(
+                job_id,
+                JobState.CANCELLED if stats.cancelled else JobState.DONE,
+                done=stats.files_seen,
+                checkpoint=stats.counts(),
+                message="; ".join(stats.problems[:20]) or None,
+            )
+        return stats
+
+    # -- status --------------------------------------------------------------------
+
+    def status(self) -> list[RootStatus]:
+        """Counts per root: images, uncaptioned, by model / human / import, missing, errors."""
+        current = (
+            select(Caption.image_id, Caption.source)
+            .where(Caption.is_current.is_(True))
+            .subquery()
+        )
+
+        def count_if(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        query = (
+            select(
+                LibraryRoot.id,
+                LibraryRoot.path,
+                func.count(Image.id),
+                count_if((current.c.source.is_(None)) & (Image.state == ImageState.OK)),
+                count_if(current.c.source == CaptionSource.MODEL),
+                count_if(current.c.source == CaptionSource.HUMAN),
+                count_if(current.c.source == CaptionSource.IMPORT),
+                count_if(Image.state == ImageState.MISSING),
+                count_if(Image.state == ImageState.ERROR),
+            )
+            .select_from(LibraryRoot)
+            .outerjoin(Image, Image.root_id == LibraryRoot.id)
+            .outerjoin(current, current.c.image_id == Image.id)
+            .group_by(LibraryRoot.id)
+            .order_by(LibraryRoot.path)
+        )
+        with self.db.read() as session:
+            return [RootStatus(*row) for row in session.execute(query)]
+
+    # -- job records ---------------------------------------------------------------
+
+    def _mark_interrupted_jobs(self) -> None:
+        with self.db.write() as session:
+            session.execute(
+                update(Job)
+                .where(Job.state == JobState.RUNNING)
+                .values(state=JobState.INTERRUPTED.value, updated_at=utcnow())
+            )
+
+    def start_job(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
+        with self.db.write() as session:
+            job = Job(kind=kind, params=dict(params or {}), state=JobState.RUNNING.value)
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def update_job(self, job_id: int, **values: Any) -> None:
+        with self.db.write() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def finish_job(self, job_id: int, state: JobState, **values: Any) -> None:
+        self.update_job(job_id, state=state.value, finished_at=utcnow(), **values)
+
+    @contextmanager
+    def job(self, kind: str, params: Mapping[str, Any] | None = None) -> Iterator[int]:
+        """Record a job; an exception marks it failed (with the message) and re-raises."""
+        job_id = self.start_job(kind, params)
+        try:
+            yield job_id
+        except BaseException as exc:
+            self.finish_job(job_id, JobState.FAILED, message=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        query = select(Job).order_by(Job.id)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
+        with self.db.read() as session:
+            return list(session.scalars(query))

@@ -1,0 +1,380 @@
+"""Recursive, incremental folder scanning.
+
+A scan walks each library root and brings the ``images`` table in line with the disk:
+
+* an unchanged file (same size and mtime) costs one ``stat`` — no read;
+* a new or changed file is fingerprinted and its header probed (size, format); a file
+  whose header cannot be read is stored with ``state='error'`` and the reason;
+* a file that disappeared becomes ``state='missing'``; its captions are kept;
+* a file that appears with the fingerprint of a missing one is the same photo moved or
+  renamed: the old record (and its captions) moves to the new path.
+
+Only a scan that walked a root to the end marks anything missing: a cancelled or
+crashed scan keeps every record as it was, and the next scan picks up from the disk.
+Results are committed in batches, each its own short write transaction, so a crash loses
+at most one batch and readers (the GUI) see progress as it happens.
+
+Hidden files and folders (dot-names, and the Windows hidden attribute) are skipped;
+symlinked folders are followed once (a symlink loop is detected by device/inode);
+unreadable folders and broken links are counted and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from core.db import Database
+from core.fingerprint import fingerprint_and_head
+from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, probe
+from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
+from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
+
+#: Records written per transaction.
+BATCH_SIZE = 1000
+
+
+@dataclass
+class ScanStats:
+    """What a scan found; ``problems`` holds human-readable notes (unreadable folders...)."""
+
+    files_seen: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    missing: int = 0
+    reappeared: int = 0
+    errors: int = 0
+    cancelled: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "new": self.new,
+            "changed": self.changed,
+            "moved": self.moved,
+            "missing": self.missing,
+            "errors": self.errors,
+        }
+
+
+def _is_hidden(entry: os.DirEntry[str]) -> bool:
+    if entry.name.startswith("."):
+        return True
+    attributes = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
+    return bool(attributes & getattr(stat_module, "FILE_ATTRIBUTE_HIDDEN", 0))
+
+
+def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield ``(relative_path, stat)`` for every image file under *root*.
+
+    Relative paths use ``/`` on every platform so a library moves between systems.
+    """
+    try:
+        root_stat = root.stat()
+    except OSError as exc:
+        problems.append(f"cannot read folder {root}: {exc.strerror or exc}")
+        return
+    visited = {(root_stat.st_dev, root_stat.st_ino)}
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listing = list(entries)
+        except OSError as exc:
+            problems.append(f"cannot read folder {folder}: {exc.strerror or exc}")
+            continue
+        subfolders: list[tuple[str, str]] = []
+        for entry in listing:
+            try:
+                if _is_hidden(entry):
+                    continue
+                if entry.is_dir(follow_symlinks=True):
+                    st = entry.stat(follow_symlinks=True)
+                    key = (st.st_dev, st.st_ino)
+                    if key in visited:
+                        if entry.is_symlink():
+                            problems.append(f"skipped symlink loop {entry.path}")
+                        continue
+                    visited.add(key)
+                    subfolders.append((entry.path, f"{prefix}{entry.name}/"))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue
+                st = entry.stat(follow_symlinks=True)
+                if not stat_module.S_ISREG(st.st_mode):
+                    continue
+            except FileNotFoundError:
+                if entry.is_symlink():
+                    problems.append(f"skipped broken link {entry.path}")
+                continue  # vanished while we looked: the next scan settles it
+            except OSError as exc:
+                problems.append(f"cannot read {entry.path}: {exc.strerror or exc}")
+                continue
+            yield f"{prefix}{entry.name}", st
+        # Sorted, reversed onto the stack: folders are visited in name order.
+        stack.extend(sorted(subfolders, reverse=True))
+
+
+def _describe(path: str, st: os.stat_result) -> dict[str, object]:
+    """Fingerprint and probe one new or changed file: the columns to store for it."""
+    row: dict[str, object] = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "width": None,
+        "height": None,
+        "format": None,
+        "state": ImageState.OK.value,
+        "error": None,
+    }
+    try:
+        row["fingerprint"], head = fingerprint_and_head(path, st.st_size)
+    except OSError as exc:
+        # Unreadable (permissions, I/O error): keep it visible with the reason.
+        row["fingerprint"] = f"unreadable:{st.st_size}:{st.st_mtime_ns}"
+        row["state"] = ImageState.ERROR.value
+        row["error"] = f"cannot read file: {exc.strerror or exc}"
+        return row
+    try:
+        info = probe(path, head)
+    except ImageDecodeError as exc:
+        row["state"] = ImageState.ERROR.value
+        row["error"] = str(exc)
+    else:
+        row["width"], row["height"], row["format"] = info.width, info.height, info.format
+    return row
+
+
+class _RootScan:
+    """Scanning state of one root: what the DB knew, and the writes waiting to flush."""
+
+    def __init__(self, db: Database, root_id: int, root_path: Path, stats: ScanStats) -> None:
+        self.db = db
+        self.root_id = root_id
+        self.root_path = root_path
+        self.stats = stats
+        with db.read() as session:
+            rows = session.execute(
+                select(Image.id, Image.rel_path, Image.size, Image.mtime_ns, Image.state).where(
+                    Image.root_id == root_id
+                )
+            ).all()
+        self.known: dict[str, tuple[int, int, int, str]] = {
+            rel: (image_id, size, mtime, state) for image_id, rel, size, mtime, state in rows
+        }
+        self.seen_ids: set[int] = set()
+        self.inserts: list[dict[str, object]] = []
+        self.updates: list[dict[str, object]] = []
+        self.reappeared: list[int] = []
+
+    def visit(self, rel_path: str, st: os.stat_result) -> None:
+        stats = self.stats
+        stats.files_seen += 1
+        known = self.known.get(rel_path)
+        if known is not None:
+            image_id, size, mtime, state = known
+            self.seen_ids.add(image_id)
+            if size == st.st_size and mtime == st.st_mtime_ns:
+                stats.unchanged += 1
+                if state == ImageState.MISSING:
+                    self.reappeared.append(image_id)
+                    stats.reappeared += 1
+                return
+            row = _describe(os.path.join(self.root_path, rel_path), st)
+            row["b_id"] = image_id
+            self.updates.append(row)
+            stats.changed += 1
+        else:
+            row = _describe(os.path.join(self.root_path, rel_path), st)
+            row.update(root_id=self.root_id, rel_path=rel_path)
+            self.inserts.append(row)
+            stats.new += 1
+        if row["state"] == ImageState.ERROR:
+            stats.errors += 1
+
+    @property
+    def pending(self) -> int:
+        return len(self.inserts) + len(self.updates) + len(self.reappeared)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        now = utcnow()
+        with self.db.write() as session:
+            if self.inserts:
+                for row in self.inserts:
+                    row["first_seen_at"] = now
+                    row["last_seen_at"] = now
+                session.execute(insert(Image), self.inserts)
+            if self.updates:
+                for row in self.updates:
+                    row["last_seen_at"] = now
+                columns = [k for k in self.updates[0] if k != "b_id"]
+                stmt = (
+                    update(Image)
+                    .where(Image.id == bindparam("b_id"))
+                    .values({c: bindparam(c) for c in columns})
+                )
+                session.connection().execute(stmt, self.updates)
+            if self.reappeared:
+                session.execute(
+                    update(Image)
+                    .where(Image.id.in_(self.reappeared))
+                    .values(state=ImageState.OK.value, error=None, last_seen_at=now)
+                )
+        self.inserts.clear()
+        self.updates.clear()
+        self.reappeared.clear()
+
+    def finish(self) -> list[int]:
+        """After a complete walk: the ids of records whose files were not found."""
+        return [
+            image_id
+            for image_id, _size, _mtime, state in self.known.values()
+            if image_id not in self.seen_ids and state != ImageState.MISSING
+        ]
+
+
+def _settle_vanished(
+    db: Database, vanished: Sequence[int], stats: ScanStats, scan_started: datetime
+) -> None:
+    """Move records whose file vanished onto a matching new file, else mark them missing.
+
+    A vanished (or earlier missing) record absorbs a newer, uncaptioned record with the
+    same fingerprint: that is the same photo at a new path, and the old record carries
+    the captions.  Newer-and-uncaptioned also covers a move that a crashed scan had
+    already inserted as a new file.
+    """
+    now = utcnow()
+    vanished_ids = set(vanished)
+    with db.write() as session:
+        if vanished:
+            for chunk_start in range(0, len(vanished), 900):
+                chunk = vanished[chunk_start : chunk_start + 900]
+                session.execute(
+                    update(Image)
+                    .where(Image.id.in_(chunk))
+                    .values(state=ImageState.MISSING.value)
+                )
+            stats.missing += len(vanished)
+        missing = session.execute(
+            select(Image.id, Image.fingerprint, Image.first_seen_at).where(
+                Image.state == ImageState.MISSING
+            )
+        ).all()
+        if not missing:
+            return
+        fingerprints = {fp for _id, fp, _first in missing}
+        has_captions = select(Caption.id).where(Caption.image_id == Image.id).exists()
+        candidates: dict[str, list[Image]] = {}
+        for fp_chunk_start in range(0, len(fingerprints), 900):
+            chunk = list(fingerprints)[fp_chunk_start : fp_chunk_start + 900]
+            for image in session.scalars(
+                select(Image)
+                .where(Image.fingerprint.in_(chunk), Image.state != ImageState.MISSING, ~has_captions)
+                .order_by(Image.id)
+            ):
+                candidates.setdefault(image.fingerprint, []).append(image)
+        for old_id, fp, first_seen in missing:
+            choices = [c for c in candidates.get(fp, []) if c.first_seen_at >= first_seen]
+            if not choices:
+                continue
+            new = choices[0]
+            candidates[fp].remove(new)
+            moved_values = {
+                "root_id": new.root_id,
+                "rel_path": new.rel_path,
+                "size": new.size,
+                "mtime_ns": new.mtime_ns,
+                "width": new.width,
+                "height": new.height,
+                "format": new.format,
+                "state": new.state,
+                "error": new.error,
+                "last_seen_at": now,
+            }
+            # Delete first: the new record holds the (root, path) the old one moves to.
+            session.execute(delete(Image).where(Image.id == new.id))
+            session.execute(update(Image).where(Image.id == old_id).values(moved_values))
+            stats.moved += 1
+            if old_id in vanished_ids:
+                stats.missing -= 1
+            if new.first_seen_at >= scan_started:  # inserted by this scan: not really new
+                stats.new -= 1
+
+
+def scan(
+    db: Database,
+    root_ids: Sequence[int] | None = None,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken = NEVER_CANCELLED,
+    batch_size: int = BATCH_SIZE,
+) -> ScanStats:
+    """Scan the given roots (all roots when None).  See the module docstring."""
+    with db.read() as session:
+        query = select(LibraryRoot.id, LibraryRoot.path).order_by(LibraryRoot.id)
+        if root_ids is not None:
+            query = query.where(LibraryRoot.id.in_(list(root_ids)))
+        roots = session.execute(query).all()
+
+    stats = ScanStats()
+    scan_started = utcnow()
+    throttle = Throttle(0.1)
+    started = time.monotonic()
+    vanished: list[int] = []
+
+    def report(message: str) -> None:
+        elapsed = time.monotonic() - started
+        rate = stats.files_seen / elapsed if elapsed > 0 else None
+        progress(Progress(stats.files_seen, None, message, stats.counts(), rate))
+
+    for root_id, root_path_text in roots:
+        root_path = Path(root_path_text)
+        problems_before = len(stats.problems)
+        state = _RootScan(db, root_id, root_path, stats)
+        walk = walk_images(root_path, stats.problems)
+        completed = True
+        for count, (rel_path, st) in enumerate(walk):
+            if count % 64 == 0 and cancel.is_set():
+                completed = False
+                break
+            state.visit(rel_path, st)
+            if state.pending >= batch_size:
+                state.flush()
+            if throttle.ready():
+                report(f"Scanning {root_path}")
+        state.flush()
+        if not completed:
+            stats.cancelled = True
+            break
+        root_unreadable = any(
+            p.startswith(f"cannot read folder {root_path}:") for p in stats.problems[problems_before:]
+        )
+        if root_unreadable:
+            # An unplugged drive or unmounted share is not a mass deletion.
+            continue
+        vanished.extend(state.finish())
+        with db.write() as session:
+            session.execute(
+                update(LibraryRoot).where(LibraryRoot.id == root_id).values(last_scan_at=utcnow())
+            )
+
+    if not stats.cancelled:
+        _settle_vanished(db, vanished, stats, scan_started)
+    report("Scan cancelled" if stats.cancelled else "Scan finished")
+    return stats
+
+
+def count_images(db: Database) -> int:
+    with db.read() as session:
+        return session.scalar(select(func.count(Image.id))) or 0

@@ -198,11 +198,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path: Path | str, max_size: int | None = None) -> Image.Image:
+def load_rgb(
+    path: Path | str, max_size: int | None = None, *, draft_size: int | None = None
+) -> Image.Image:
     """Decode *path* to an upright 8-bit RGB image.
 
     With *max_size*, the result fits in a ``max_size`` x ``max_size`` box (aspect kept),
     and JPEGs are decoded at a reduced DCT scale no smaller than that box.
+    With *draft_size* only the reduced-scale JPEG decode is done (both sides stay at
+    least that big, no resize): what a model's own processor should resize from.
     Raises :class:`ImageDecodeError` with a user-facing message on any failure.
     """
     im = _open(path)
@@ -210,10 +214,11 @@ def load_rgb(path: Path | str, max_size: int | None = None) -> Image.Image:
         _check_size(path, *im.size)
         if getattr(im, "n_frames", 1) > 1:
             im.seek(0)
-        if max_size is not None and im.format == "JPEG":
+        draft_to = max_size or draft_size
+        if draft_to is not None and im.format == "JPEG":
             # draft() keeps the decoded image at least this big; orientation may swap
             # the axes afterwards, which a square box does not care about.
-            im.draft("RGB", (max_size, max_size))
+            im.draft("RGB", (draft_to, draft_to))
         try:
             im.load()
         except (OSError, SyntaxError, ValueError) as exc:

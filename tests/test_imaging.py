@@ -137,3 +137,10 @@ def test_fast_header_probe_agrees_with_pillow(tmp_path: Path, corpus: dict[str, 
         probe(corpus["zero_byte"], b"")
     with pytest.raises(ImageDecodeError, match="too large"):
         probe(corpus["bomb"], corpus["bomb"].read_bytes()[:65536])
+
+
+def test_draft_size_decodes_reduced_but_not_below(tmp_path: Path) -> None:
+    path = write_jpeg(tmp_path / "big.jpg", size=(3000, 2000), seed=6)
+    image = load_rgb(path, draft_size=384)
+    # DCT scaling by 1/4 gives 750x500: the smallest scale keeping both sides >= 384.
+    assert image.size == (750, 500)

@@ -252,3 +252,21 @@ def test_nested_roots_are_refused(library: Library, photo_dir: Path) -> None:
     with pytest.raises(LibraryError, match="already in the library"):
         library.add_root(photo_dir / "sub")
     assert library.add_root(photo_dir).path == str(photo_dir.resolve())  # idempotent
+
+
+def test_every_supported_format_is_scanned_and_decoded(library: Library, photo_dir: Path) -> None:
+    from PIL import Image as PILImage
+
+    from core.imaging import load_rgb
+
+    red = PILImage.new("RGB", (40, 30), (200, 10, 10))
+    expected = {"webp": "WEBP", "tif": "TIFF", "bmp": "BMP", "gif": "GIF", "avif": "AVIF", "heic": "HEIF", "png": "PNG"}
+    for ext in expected:
+        red.save(photo_dir / f"red.{ext}")
+    library.scan([library.add_root(photo_dir).id])
+    images = _images(library)
+    for ext, fmt in expected.items():
+        image = images[f"red.{ext}"]
+        assert (image.state, image.format, image.width, image.height) == ("ok", fmt, 40, 30), ext
+        r, g, b = load_rgb(photo_dir / f"red.{ext}").getpixel((20, 15))
+        assert r > 180 and g < 40 and b < 40, ext

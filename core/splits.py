@@ -1,0 +1,62 @@
+"""The train/validation split shared by dataset export and retraining.
+
+Every image is assigned to a split from its content fingerprint alone::
+
+    u = blake2b(seed, fingerprint) read as a number in [0, 1)
+    split = "validation" if u < val_ratio else "train"
+
+That gives the properties both features rely on:
+
+* **Deterministic** — the same library, ratio and seed always give the same split, on
+  any machine and in any order of iteration (no random state, no counting).
+* **Stable as the library grows** — an image's split depends on nothing but its own
+  fingerprint, so adding or removing other photos never moves it to the other side.
+  Raising the ratio only moves images from train to validation (the thresholds nest),
+  never the other way.
+* **Duplicate-safe** — byte-identical copies share a fingerprint, so they always land
+  on the same side and a duplicate can never leak from train into validation.
+
+Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
+ratio and seed to agree on which images are held out; do not re-implement it.
+
+Note: the fingerprint is a content hash of the file (see :mod:`core.fingerprint`), so an
+edit that rewrites the file — including writing metadata into it — gives it a new
+fingerprint and may move it to the other split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+TRAIN = "train"
+VALIDATION = "validation"
+SPLITS = (TRAIN, VALIDATION)
+
+#: The held-out share used when the caller does not choose one.
+DEFAULT_VAL_RATIO = 0.1
+DEFAULT_SEED = 0
+
+
+def validate_val_ratio(val_ratio: float) -> float:
+    """Return *val_ratio* if it is a usable share in [0, 1); raise ValueError otherwise.
+
+    1.0 is refused: a dataset with nothing to train on is certainly a mistake.
+    """
+    ratio = float(val_ratio)
+    if math.isnan(ratio) or not 0.0 <= ratio < 1.0:
+        raise ValueError(f"the validation ratio must be at least 0 and below 1, not {val_ratio}")
+    return ratio
+
+
+def split_position(fingerprint: str, seed: int = DEFAULT_SEED) -> float:
+    """The image's fixed position in [0, 1) for this *seed*; uniform over fingerprints."""
+    # The NUL separates seed and fingerprint, so seed 1 + "2ab.." never equals seed 12 + "ab..".
+    message = f"{int(seed)}\x00{fingerprint}".encode()
+    digest = hashlib.blake2b(message, digest_size=8, person=b"cd-split").digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def assign_split(fingerprint: str, val_ratio: float, seed: int = DEFAULT_SEED) -> str:
+    """``"validation"`` for about *val_ratio* of all fingerprints, ``"train"`` for the rest."""
+    return VALIDATION if split_position(fingerprint, seed) < val_ratio else TRAIN

@@ -1,0 +1,226 @@
+"""``captiondesk export | import | write-metadata``: datasets in and out, captions into photos.
+
+:func:`register` adds the three sub-commands to the main parser's sub-parsers.  Like the
+rest of the CLI, user mistakes print one line and exit 2, Ctrl-C stops after the current
+image (exit 130) keeping what is done, and a progress bar shows on a terminal.
+
+This module stays light to import (it is loaded for every ``captiondesk`` call): the
+format lists below are checked against the core modules by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# Attribute access at call time: core.cli may import this module while it is loading.
+from core import cli
+from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+
+# Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
+ONLY_CHOICES = ("captioned", "verified")
+CAPTION_EXTENSIONS = (".txt", ".caption")
+
+#: Problems listed on stderr before "... and N more".
+SHOWN_PROBLEMS = 10
+
+
+def _print_problems(problems: list[str]) -> None:
+    for problem in problems[:SHOWN_PROBLEMS]:
+        print(f"  warning: {problem}", file=sys.stderr)
+    if len(problems) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more warnings", file=sys.stderr)
+
+
+def _run(description: str, job: Any) -> tuple[Any, bool]:
+    bar = cli.ProgressBar(description)
+    try:
+        return cli.run_cancellable(lambda cancel: job(bar, cancel))
+    finally:
+        bar.close()
+
+
+# -- export ---------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export import ExportError, export_dataset
+
+    with cli._open_library(args) as library:
+        try:
+            stats, interrupted = _run(
+                "Exporting",
+                lambda progress, cancel: export_dataset(
+                    library,
+                    args.format,
+                    args.out,
+                    only=args.only,
+                    folder=args.folder,
+                    val_ratio=args.val_ratio,
+                    seed=args.seed,
+                    caption_extension=args.caption_extension,
+                    overwrite=args.overwrite,
+                    progress=progress,
+                    cancel=cancel,
+                ),
+            )
+        except ExportError as exc:
+            raise cli.UserError(str(exc)) from None
+    if stats is None:
+        return cli.EXIT_INTERRUPTED
+    _print_problems(stats.problems)
+    if stats.cancelled:
+        print(f"Export cancelled: nothing was written to {args.out}")
+        return cli.EXIT_INTERRUPTED
+    if stats.exported == 0:
+        which = "verified (human) captions" if args.only == "verified" else "captions"
+        where = f" in {args.folder}" if args.folder else ""
+        left_out = stats.missing + stats.errors + stats.skipped
+        detail = f" ({left_out} left out, see the warnings above)" if left_out else ""
+        raise cli.UserError(f"nothing to export: no readable images with {which}{where}{detail}")
+    converted = f"; {stats.converted} converted to JPEG" if stats.converted else ""
+    print(
+        f"Exported {stats.exported} images to {stats.out} "
+        f"(train {stats.train}, validation {stats.validation}{converted}); "
+        f"{stats.missing} missing, {stats.errors} unreadable, {stats.skipped} skipped"
+    )
+    return cli.EXIT_INTERRUPTED if interrupted else cli.EXIT_OK
+
+
+# -- import ---------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.importer import CaptionImportError, import_captions
+
+    with cli._open_library(args) as library:
+        try:
+            stats, interrupted = _run(
+                "Importing",
+                lambda progress, cancel: import_captions(
+                    library, args.format, args.src, verified=args.verified, progress=progress, cancel=cancel
+                ),
+            )
+        except CaptionImportError as exc:
+            raise cli.UserError(str(exc)) from None
+    if stats is None:
+        return cli.EXIT_INTERRUPTED
+    _print_problems(stats.problems)
+    kind = "verified captions" if args.verified else "captions"
+    print(
+        ("Import cancelled" if stats.cancelled else "Import finished")
+        + f": {stats.rows} images named, {stats.imported} {kind} added "
+        f"({stats.current} now current, {stats.kept_human} kept beside a person's caption), "
+        f"{stats.unchanged} already there, {stats.unmatched} unmatched, {stats.ambiguous} ambiguous"
+    )
+    if stats.unmatched_names:
+        more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
+        listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
+        print(f"  not in the library: {listed}", file=sys.stderr)
+    return cli.EXIT_INTERRUPTED if interrupted or stats.cancelled else cli.EXIT_OK
+
+
+# -- write-metadata -------------------------------------------------------------------
+
+
+def cmd_write_metadata(args: argparse.Namespace) -> int:
+    from core.export import ExportError
+    from core.metadata import MetadataUnavailable, write_metadata
+
+    with cli._open_library(args) as library:
+        try:
+            stats, interrupted = _run(
+                "Writing metadata",
+                lambda progress, cancel: write_metadata(
+                    library, sidecar=args.sidecar, only=args.only, folder=args.folder,
+                    progress=progress, cancel=cancel,
+                ),
+            )
+        except (ExportError, MetadataUnavailable) as exc:
+            raise cli.UserError(str(exc)) from None
+    if stats is None:
+        return cli.EXIT_INTERRUPTED
+    _print_problems(stats.problems)
+    print(
+        ("Cancelled" if stats.cancelled else "Finished")
+        + f": captions written into {stats.written} files and {stats.sidecars} .xmp sidecars; "
+        f"{stats.unchanged} already up to date, {stats.missing} missing, {stats.errors} failed"
+    )
+    if interrupted or stats.cancelled:
+        return cli.EXIT_INTERRUPTED
+    # A photo that could not be written is worth a non-zero status for scripts.
+    return cli.EXIT_FAILED if stats.errors else cli.EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add ``export``, ``import`` and ``write-metadata`` to the main parser's sub-parsers."""
+    export = subparsers.add_parser(
+        "export",
+        help="export captioned images as a training dataset",
+        description=(
+            "Write a dataset of the captioned images to OUT: imagefolder (Hugging Face), csv, "
+            "coco (COCO captions JSON), sidecar (image + .txt per image, kohya/OneTrainer), "
+            "parquet (images embedded). Images are split into train/validation by content, "
+            "the same way every time. OUT appears only once the export is complete."
+        ),
+    )
+    export.add_argument("format", choices=EXPORT_FORMATS, metavar="FORMAT", help=", ".join(EXPORT_FORMATS))
+    export.add_argument("out", metavar="OUT", help="folder to create (outside the library)")
+    export.add_argument(
+        "--only", choices=ONLY_CHOICES, default="captioned",
+        help="captioned: any current caption (default); verified: only captions a person wrote or accepted",
+    )
+    export.add_argument("--folder", metavar="F", help="only images in this library folder (or a folder inside one)")
+    export.add_argument(
+        "--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
+        help=f"share of images held out for validation, 0 to <1 (default {DEFAULT_VAL_RATIO})",
+    )
+    export.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
+    export.add_argument(
+        "--caption-extension", choices=CAPTION_EXTENSIONS, default=".txt",
+        help="caption file extension for the sidecar format (default .txt)",
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier CaptionDesk export at OUT")
+    export.set_defaults(handler=cmd_export)
+
+    importer = subparsers.add_parser(
+        "import",
+        help="import captions from a dataset or from photo metadata",
+        description=(
+            "Import captions from SRC: sidecar (.txt/.caption beside images), flickr8k "
+            "(captions.txt), coco (captions JSON), imagefolder (metadata.jsonl/.csv), csv, "
+            "parquet, or metadata (XMP/IPTC/EXIF already in the photos). Captions are matched "
+            "to library images by path, file name, then content. A person's caption is never replaced."
+        ),
+    )
+    importer.add_argument("format", choices=IMPORT_FORMATS, metavar="FORMAT", help=", ".join(IMPORT_FORMATS))
+    importer.add_argument("src", metavar="SRC", help="file or folder to import from")
+    importer.add_argument(
+        "--verified", action="store_true",
+        help="the captions were written by people (e.g. Flickr8k): store them as verified training data",
+    )
+    importer.set_defaults(handler=cmd_import)
+
+    write = subparsers.add_parser(
+        "write-metadata",
+        help="write current captions into the photos' metadata",
+        description=(
+            "Write each image's current caption as XMP dc:description, IPTC Caption-Abstract (UTF-8) "
+            "and, when ASCII, EXIF ImageDescription. JPEG/PNG/TIFF/WebP are updated in place "
+            "(atomically, pixels untouched); HEIC/AVIF and others get an .xmp sidecar. "
+            "Exit status 1 if any file could not be written."
+        ),
+    )
+    write.add_argument("--sidecar", action="store_true", help="write .xmp sidecars only; leave every photo untouched")
+    write.add_argument(
+        "--only", choices=ONLY_CHOICES, default="captioned",
+        help="captioned: any current caption (default); verified: only captions a person wrote or accepted",
+    )
+    write.add_argument("--folder", metavar="F", help="only images in this library folder (or a folder inside one)")
+    write.set_defaults(handler=cmd_write_metadata)

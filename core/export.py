@@ -1,0 +1,860 @@
+"""Export captioned images as a training dataset: imagefolder, CSV, COCO, sidecar, parquet.
+
+What goes in: every image with a current caption (``only="captioned"``), or only those
+whose current caption a person wrote or verified (``only="verified"``), optionally
+restricted to one library folder.  Only images that exist and decode are exported;
+missing and unreadable ones are counted and listed in the stats' ``problems``.
+
+Layouts written under ``OUT`` (each split folder only when it has images):
+
+``imagefolder``
+    ``train/`` and ``validation/`` with the images and a ``metadata.jsonl`` of
+    ``{"file_name", "text"}`` lines: ``datasets.load_dataset("imagefolder", data_dir=OUT)``.
+``csv``
+    ``captions.csv`` (``file_name`` relative to OUT, ``text``, ``split`` and provenance
+    columns) beside ``train/`` and ``validation/`` image folders.
+``coco``
+    ``annotations/captions_train.json`` and ``captions_validation.json`` (COCO
+    captions: ``images`` + ``annotations``; ``file_name`` relative to the split folder).
+``sidecar``
+    the images in ``train/`` / ``validation/``, each with a caption file of the same stem
+    (``.txt`` or ``.caption``) as kohya sd-scripts and OneTrainer read them.
+``parquet``
+    ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
+    in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
+
+The split comes from :func:`core.splits.assign_split`: deterministic, stable as the
+library grows, and byte-identical duplicates always on the same side.
+
+HEIC/HEIF/AVIF are converted to JPEG (named ``IMG_1.HEIC.jpg``): imagefolder, PIL
+without plugins and the training tools cannot read them.  Other files are copied as
+they are, metadata included.
+
+Atomicity: everything is written into a hidden ``.OUT.partial-*`` folder beside OUT and
+renamed into place only when complete (after fsync), so a cancelled, failed or killed
+export never leaves a half dataset at OUT.  A later export to the same OUT removes the
+hidden leftovers of a killed one (once untouched for an hour, so a running one is safe).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy.sql import Select
+
+from core import __version__
+from core.db import Database
+from core.imaging import ImageDecodeError, load_rgb
+from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
+from core.models import Caption, CaptionSource, Image, ImageState, JobState, LibraryRoot
+from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
+
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+#: ``captioned``: any current caption; ``verified``: the current caption is a person's.
+ONLY_CHOICES = ("captioned", "verified")
+CAPTION_EXTENSIONS = (".txt", ".caption")
+#: Formats the dataset consumers cannot read: exported as JPEG.
+CONVERT_TO_JPEG = frozenset({".heic", ".heif", ".avif"})
+CONVERTED_JPEG_QUALITY = 95
+#: Box the readability check decodes into (JPEGs decode at 1/8 scale: cheap).
+READABLE_CHECK_SIZE = 64
+#: Written into every export: how it was made (and the mark that allows --overwrite).
+MANIFEST_NAME = "captiondesk_export.json"
+CSV_NAME = "captions.csv"
+CSV_COLUMNS = (
+    "file_name", "text", "split", "source", "model_name", "adapter", "origin", "score",
+    "caption_created_at", "fingerprint", "library_path",
+)
+#: A hidden partial folder untouched for this long belongs to a killed export.
+STALE_PARTIAL_SECONDS = 3600.0
+#: Rows per database read while streaming the selection.
+CHUNK_SIZE = 500
+#: Parquet row groups: at most this many images or bytes (the Hub viewer likes ~100).
+PARQUET_ROWS_PER_GROUP = 100
+PARQUET_BYTES_PER_GROUP = 64 * 1024 * 1024
+
+
+class ExportError(Exception):
+    """The export cannot be done as asked (the message says what to change)."""
+
+
+# -- what to export -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderFilter:
+    """A library root, or a sub-folder of one (``prefix`` is root-relative, ending in /)."""
+
+    root_id: int
+    root_path: str
+    prefix: str = ""
+
+
+def resolve_folder(db: Database, folder: Path | str) -> FolderFilter:
+    """The library root that is *folder* or contains it; ExportError if none does."""
+    path = Path(folder).expanduser().resolve()
+    with db.read() as session:
+        roots = session.execute(select(LibraryRoot.id, LibraryRoot.path)).all()
+    for root_id, root_path in roots:
+        root = Path(root_path)
+        if path == root:
+            return FolderFilter(root_id, root_path)
+        if path.is_relative_to(root):
+            return FolderFilter(root_id, root_path, path.relative_to(root).as_posix() + "/")
+    raise ExportError(f"{path} is not a library folder or inside one")
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionedImage:
+    """One image with its current caption, as streamed from the library."""
+
+    image_id: int
+    root_id: int
+    root_path: str
+    rel_path: str
+    fingerprint: str
+    state: str
+    error: str | None
+    width: int | None
+    height: int | None
+    size: int
+    mtime_ns: int
+    caption_id: int
+    text: str
+    source: str
+    model_name: str | None
+    adapter: str | None
+    origin: str | None
+    score: float | None
+    caption_created_at: datetime
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root_path) / self.rel_path
+
+
+# "is_current + 0" rather than "is_current = 1": on the bare column SQLite picks the
+# (is_current, source) index, reads every current caption and sorts them again for each
+# chunk of the keyset pagination below (quadratic: 4.1 s to stream 50 000 images).  With the
+# expression it walks images by id and looks each caption up by image_id (1.0 s).
+_current_flag = type_coerce(Caption.is_current, Integer) + 0
+
+
+def _captioned_query(only: str, folder: FolderFilter | None) -> Select[Any]:
+    if only not in ONLY_CHOICES:
+        raise ExportError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
+    query = (
+        select(
+            Image.id, Image.root_id, LibraryRoot.path, Image.rel_path, Image.fingerprint,
+            Image.state, Image.error, Image.width, Image.height, Image.size, Image.mtime_ns,
+            Caption.id, Caption.text, Caption.source, Caption.model_name, Caption.adapter,
+            Caption.origin, Caption.score, Caption.created_at,
+        )
+        .join(Caption, (Caption.image_id == Image.id) & (_current_flag == 1))
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+    )
+    if only == "verified":
+        query = query.where(Caption.source == CaptionSource.HUMAN.value)
+    if folder is not None:
+        query = query.where(Image.root_id == folder.root_id)
+        if folder.prefix:
+            # substr, not LIKE: folder names may contain % and _.
+            query = query.where(func.substr(Image.rel_path, 1, len(folder.prefix)) == folder.prefix)
+    return query
+
+
+def iter_captioned_images(
+    db: Database, *, only: str = "captioned", folder: FolderFilter | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[CaptionedImage]:
+    """Every image with a current caption (whatever its state), by id, in short reads.
+
+    Keyset pagination on the image id: each chunk is its own short read transaction, so
+    a 100 000-image export holds neither 100 000 objects nor a read lock for its length.
+    """
+    base = _captioned_query(only, folder)
+    last_id = 0
+    while True:
+        query = base.where(Image.id > last_id).order_by(Image.id).limit(chunk_size)
+        with db.read() as session:
+            rows = session.execute(query).all()
+        if not rows:
+            return
+        for row in rows:
+            yield CaptionedImage(*row)
+        last_id = rows[-1][0]
+
+
+def count_captioned_images(db: Database, *, only: str = "captioned", folder: FolderFilter | None = None) -> int:
+    query = _captioned_query(only, folder).with_only_columns(func.count(Image.id))
+    with db.read() as session:
+        return session.scalar(query) or 0
+
+
+def _root_labels(db: Database, only: str, folder: FolderFilter | None) -> dict[int, str]:
+    """Folder names to prefix file names with when the export spans several roots."""
+    query = _captioned_query(only, folder).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
+    with db.read() as session:
+        roots = sorted(session.execute(query).all())
+    if len(roots) <= 1:
+        return {}
+    names = [Path(path).name or "root" for _id, path in roots]
+    return {
+        root_id: name if names.count(name) == 1 else f"{name}-{root_id}"
+        for (root_id, _path), name in zip(roots, names, strict=True)
+    }
+
+
+# -- stats ----------------------------------------------------------------------------
+
+
+@dataclass
+class ExportStats:
+    """What an export did; ``problems`` lists each image left out and why."""
+
+    format: str
+    exported: int = 0
+    train: int = 0
+    validation: int = 0
+    converted: int = 0
+    skipped: int = 0
+    missing: int = 0
+    errors: int = 0
+    cancelled: bool = False
+    #: Where the dataset is, once renamed into place; None if nothing was written.
+    out: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "exported": self.exported,
+            "train": self.train,
+            "validation": self.validation,
+            "converted": self.converted,
+            "skipped": self.skipped,
+            "missing": self.missing,
+            "errors": self.errors,
+        }
+
+
+# -- staging folder -------------------------------------------------------------------
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    if directory:
+        try:  # directories cannot be opened for fsync on Windows: best effort there
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+    else:
+        fd = os.open(path, os.O_RDWR)  # Windows cannot flush a read-only descriptor
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for child in folder.iterdir():
+        try:
+            newest = max(newest, child.stat().st_mtime)
+        except OSError:
+            continue
+    return newest
+
+
+class _Staging:
+    """A hidden folder beside OUT, renamed onto OUT when the dataset is complete."""
+
+    def __init__(self, out: Path, *, overwrite: bool) -> None:
+        self.out = out
+        self.replaces_existing = False
+        if out.exists() or out.is_symlink():
+            if not out.is_dir() or out.is_symlink():
+                raise ExportError(f"{out} exists and is a file or a link; choose a new folder")
+            if any(out.iterdir()):
+                if not (out / MANIFEST_NAME).is_file():
+                    raise ExportError(
+                        f"{out} exists and is not a CaptionDesk export; choose a new folder"
+                    )
+                if not overwrite:
+                    raise ExportError(f"{out} already holds an export; pass --overwrite to replace it")
+                self.replaces_existing = True
+        self._remove_stale_leftovers()
+        # os.mkdir, not mkdtemp: the dataset keeps the user's umask, not mode 0700.
+        self.path = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+        except OSError as exc:
+            raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from None
+
+    def _remove_stale_leftovers(self) -> None:
+        """Partial folders of a killed export to this OUT (and old data of a killed swap)."""
+        now = time.time()
+        if not self.out.parent.is_dir():
+            return
+        for pattern in (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"):
+            for leftover in self.out.parent.glob(pattern):
+                try:
+                    if leftover.is_dir() and now - _newest_mtime(leftover) > STALE_PARTIAL_SECONDS:
+                        shutil.rmtree(leftover, ignore_errors=True)
+                except OSError:
+                    continue
+
+    def commit(self) -> None:
+        """fsync everything, then rename into place (replacing an earlier export)."""
+        for folder, _dirs, files in os.walk(self.path, topdown=False):
+            for name in files:
+                _fsync(Path(folder) / name)
+            _fsync(Path(folder), directory=True)
+        old: Path | None = None
+        if self.out.exists():
+            if self.replaces_existing:
+                old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}"
+                os.replace(self.out, old)
+            else:
+                self.out.rmdir()  # empty (checked at the start); rename cannot replace it on Windows
+        os.replace(self.path, self.out)
+        _fsync(self.out.parent, directory=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# -- images ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PreparedImage:
+    """The bytes to put in the dataset: the original file, or its JPEG conversion."""
+
+    data: bytes
+    converted: bool
+    width: int | None
+    height: int | None
+
+
+def _icc_profile(path: Path) -> bytes | None:
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            return im.info.get("icc_profile")
+    except Exception:  # noqa: BLE001 - colour profile is a nicety; the pixels decoded already
+        return None
+
+
+def _prepare_image(path: Path, width: int | None, height: int | None) -> _PreparedImage:
+    """Check that *path* decodes and return what to write.  Raises ImageDecodeError/OSError."""
+    if path.suffix.lower() in CONVERT_TO_JPEG:
+        rgb = load_rgb(path)  # orientation applied: the JPEG carries no EXIF to rotate it
+        buffer = io.BytesIO()
+        icc = _icc_profile(path)
+        options: dict[str, Any] = {"quality": CONVERTED_JPEG_QUALITY}
+        if icc:
+            options["icc_profile"] = icc  # e.g. Display P3 from an iPhone: keep colours right
+        rgb.save(buffer, "JPEG", **options)
+        return _PreparedImage(buffer.getvalue(), True, rgb.width, rgb.height)
+    # A cheap decode proves the file is readable (truncated or corrupt files raise).
+    load_rgb(path, max_size=READABLE_CHECK_SIZE)
+    return _PreparedImage(path.read_bytes(), False, width, height)
+
+
+def _dataset_name(image: CaptionedImage, root_labels: dict[int, str]) -> str:
+    """The image's path inside a split folder: root-relative, so imports match it back."""
+    name = image.rel_path
+    if PurePosixPath(name).suffix.lower() in CONVERT_TO_JPEG:
+        name += ".jpg"
+    label = root_labels.get(image.root_id)
+    if label:
+        name = f"{label}/{name}"
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or ".." in parts:
+        raise ExportError(f"unsafe path in the library: {image.rel_path!r}")
+    return name
+
+
+class _NameAllocator:
+    """Unique names within one split folder, case-insensitively (exFAT, NTFS, APFS).
+
+    With *by_stem*, names must also differ without their extension: a sidecar caption
+    file is ``stem + .txt``, so ``a.jpg`` and ``a.png`` would share one.
+    """
+
+    def __init__(self, *, by_stem: bool) -> None:
+        self.by_stem = by_stem
+        self.used: set[str] = set()
+
+    def _key(self, name: str) -> str:
+        path = PurePosixPath(name)
+        return str(path.with_suffix("") if self.by_stem else path).casefold()
+
+    def allocate(self, wanted: str) -> str:
+        candidate = wanted
+        path = PurePosixPath(wanted)
+        number = 1
+        while self._key(candidate) in self.used:
+            number += 1
+            candidate = str(path.with_name(f"{path.stem}~{number}{path.suffix}"))
+        self.used.add(self._key(candidate))
+        return candidate
+
+
+# -- writers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Item:
+    image: CaptionedImage
+    split: str
+    #: Path relative to the split folder.
+    name: str
+    text: str
+    prepared: _PreparedImage
+
+
+class _Writer(Protocol):
+    by_stem: bool
+
+    def add(self, item: _Item) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "xb") as handle:  # x: never silently overwrite another item
+        handle.write(data)
+
+
+def _provenance(image: CaptionedImage) -> dict[str, Any]:
+    return {
+        "source": image.source,
+        "model_name": image.model_name,
+        "adapter": image.adapter,
+        "origin": image.origin,
+        "score": image.score,
+        "caption_created_at": image.caption_created_at.isoformat(),
+        "fingerprint": image.fingerprint,
+        # Root-relative, never absolute: an exported dataset does not reveal home folders.
+        "library_path": image.rel_path,
+    }
+
+
+class _ImageFolderWriter:
+    by_stem = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.handles: dict[str, io.TextIOWrapper] = {}
+
+    def add(self, item: _Item) -> None:
+        _write_bytes(self.root / item.split / item.name, item.prepared.data)
+        handle = self.handles.get(item.split)
+        if handle is None:
+            # Kept open across add() calls, closed in close() (also on failure).
+            handle = open(self.root / item.split / "metadata.jsonl", "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            self.handles[item.split] = handle
+        handle.write(json.dumps({"file_name": item.name, "text": item.text}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+class _CsvWriter:
+    by_stem = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.handle = open(root / CSV_NAME, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+        self.writer = csv.DictWriter(self.handle, fieldnames=CSV_COLUMNS)
+        self.writer.writeheader()
+
+    def add(self, item: _Item) -> None:
+        _write_bytes(self.root / item.split / item.name, item.prepared.data)
+        row = {"file_name": f"{item.split}/{item.name}", "text": item.text, "split": item.split}
+        row.update(_provenance(item.image))
+        self.writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _CocoWriter:
+    by_stem = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.images: dict[str, list[dict[str, Any]]] = {}
+        self.annotations: dict[str, list[dict[str, Any]]] = {}
+        self.next_annotation_id = 1
+
+    def add(self, item: _Item) -> None:
+        _write_bytes(self.root / item.split / item.name, item.prepared.data)
+        width, height = item.prepared.width, item.prepared.height
+        if width is None or height is None:
+            from core.imaging import probe
+
+            info = probe(self.root / item.split / item.name)
+            width, height = info.width, info.height
+        self.images.setdefault(item.split, []).append(
+            {"id": item.image.image_id, "file_name": item.name, "width": width, "height": height}
+        )
+        self.annotations.setdefault(item.split, []).append(
+            {"id": self.next_annotation_id, "image_id": item.image.image_id, "caption": item.text}
+        )
+        self.next_annotation_id += 1
+
+    def close(self) -> None:
+        folder = self.root / "annotations"
+        folder.mkdir(exist_ok=True)
+        for split, images in self.images.items():
+            document = {
+                "info": {
+                    "description": f"CaptionDesk export ({split})",
+                    "version": __version__,
+                    "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+                "licenses": [],
+                "images": images,
+                "annotations": self.annotations[split],
+            }
+            with open(folder / f"captions_{split}.json", "w", encoding="utf-8") as handle:
+                json.dump(document, handle, ensure_ascii=False)
+
+
+class _SidecarWriter:
+    by_stem = True
+
+    def __init__(self, root: Path, caption_extension: str) -> None:
+        self.root = root
+        self.caption_extension = caption_extension
+
+    def add(self, item: _Item) -> None:
+        image_path = self.root / item.split / item.name
+        _write_bytes(image_path, item.prepared.data)
+        # kohya sd-scripts reads only the first line of a caption file.
+        one_line = " ".join(item.text.splitlines())
+        _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
+
+    def close(self) -> None:
+        pass
+
+
+class _ParquetWriter:
+    """One parquet file per split, in row groups, with the HF ``Image`` feature layout."""
+
+    by_stem = False
+
+    def __init__(self, root: Path) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ExportError("parquet export needs pyarrow: pip install pyarrow") from None
+        self.pa, self.pq = pa, pq
+        self.root = root
+        string = pa.string()
+        self.schema = pa.schema(
+            [
+                ("image", pa.struct([("bytes", pa.binary()), ("path", string)])),
+                ("text", string),
+                ("file_name", string),
+                ("source", string),
+                ("model_name", string),
+                ("adapter", string),
+                ("origin", string),
+                ("score", pa.float64()),
+                ("caption_created_at", string),
+                ("fingerprint", string),
+                ("library_path", string),
+            ]
+        )
+        value = {"dtype": "string", "_type": "Value"}
+        features: dict[str, Any] = {name: value for name in self.schema.names}
+        features["image"] = {"_type": "Image"}
+        features["score"] = {"dtype": "float64", "_type": "Value"}
+        # The key datasets itself writes: load_dataset("parquet") then decodes `image`.
+        self.schema = self.schema.with_metadata(
+            {"huggingface": json.dumps({"info": {"features": features}})}
+        )
+        self.writers: dict[str, Any] = {}
+        self.buffers: dict[str, list[dict[str, Any]]] = {}
+        self.buffered_bytes: dict[str, int] = {}
+
+    def add(self, item: _Item) -> None:
+        row = {"image": {"bytes": item.prepared.data, "path": item.name}, "text": item.text, "file_name": item.name}
+        row.update(_provenance(item.image))
+        self.buffers.setdefault(item.split, []).append(row)
+        self.buffered_bytes[item.split] = self.buffered_bytes.get(item.split, 0) + len(item.prepared.data)
+        if (
+            len(self.buffers[item.split]) >= PARQUET_ROWS_PER_GROUP
+            or self.buffered_bytes[item.split] >= PARQUET_BYTES_PER_GROUP
+        ):
+            self._flush(item.split)
+
+    def _flush(self, split: str) -> None:
+        rows = self.buffers.get(split)
+        if not rows:
+            return
+        writer = self.writers.get(split)
+        if writer is None:
+            folder = self.root / "data"
+            folder.mkdir(exist_ok=True)
+            # The Hub's shard naming; datasets infers the split from it.
+            writer = self.pq.ParquetWriter(folder / f"{split}-00000-of-00001.parquet", self.schema)
+            self.writers[split] = writer
+        writer.write_table(self.pa.Table.from_pylist(rows, schema=self.schema))
+        self.buffers[split] = []
+        self.buffered_bytes[split] = 0
+
+    def close(self) -> None:
+        for split in list(self.buffers):
+            self._flush(split)
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
+    if fmt == "imagefolder":
+        return _ImageFolderWriter(root)
+    if fmt == "csv":
+        return _CsvWriter(root)
+    if fmt == "coco":
+        return _CocoWriter(root)
+    if fmt == "sidecar":
+        return _SidecarWriter(root, caption_extension)
+    if fmt == "parquet":
+        return _ParquetWriter(root)
+    raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+
+# -- the job --------------------------------------------------------------------------
+
+
+def _check_out_folder(db: Database, out: Path) -> None:
+    """OUT inside a library folder would be scanned back in as duplicates of every photo."""
+    with db.read() as session:
+        roots = list(session.scalars(select(LibraryRoot.path)))
+    resolved = out.resolve()
+    for root_path in roots:
+        root = Path(root_path)
+        if resolved == root or resolved.is_relative_to(root):
+            raise ExportError(
+                f"{out} is inside the library folder {root}; the next scan would add the "
+                "exported copies as new photos. Choose a folder outside the library."
+            )
+        if root.is_relative_to(resolved):
+            raise ExportError(f"{out} contains the library folder {root}; choose another folder")
+
+
+def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) -> None:
+    manifest = {
+        "format": params["format"],
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "captiondesk_version": __version__,
+        "only": params["only"],
+        "folder": params["folder"],
+        "split": {
+            "function": "core.splits.assign_split",
+            "val_ratio": params["val_ratio"],
+            "seed": params["seed"],
+        },
+        "counts": stats.counts(),
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def export_dataset(
+    library: Any,
+    fmt: str,
+    out: Path | str,
+    *,
+    only: str = "captioned",
+    folder: Path | str | None = None,
+    val_ratio: float = DEFAULT_VAL_RATIO,
+    seed: int = DEFAULT_SEED,
+    caption_extension: str = ".txt",
+    overwrite: bool = False,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken = NEVER_CANCELLED,
+) -> ExportStats:
+    """Export the library's captioned images to *out* in format *fmt* (see module doc).
+
+    *library* is a :class:`core.library.Library`.  Raises :class:`ExportError` for
+    options that cannot work (before anything is written).  Returns stats; ``out`` is
+    None when the export was cancelled or nothing qualified, and then nothing exists at
+    *out*.  The run is recorded as an ``export`` job.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if caption_extension not in CAPTION_EXTENSIONS:
+        raise ExportError(f"caption extension must be one of {', '.join(CAPTION_EXTENSIONS)}")
+    try:
+        val_ratio = validate_val_ratio(val_ratio)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ExportError("parquet export needs pyarrow: pip install pyarrow") from None
+    db: Database = library.db
+    out_path = Path(out).expanduser().absolute()
+    folder_filter = resolve_folder(db, folder) if folder is not None else None
+    _check_out_folder(db, out_path)
+    params = {
+        "format": fmt, "out": str(out_path), "only": only,
+        "folder": str(folder) if folder is not None else None,
+        "val_ratio": val_ratio, "seed": seed, "caption_extension": caption_extension,
+    }
+    total = count_captioned_images(db, only=only, folder=folder_filter)
+    root_labels = _root_labels(db, only, folder_filter)
+    stats = ExportStats(format=fmt)
+    staging = _Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
+    try:
+        with library.job("export", params) as job_id:
+            _run_export(
+                db, staging.path, fmt, stats,
+                only=only, folder_filter=folder_filter, root_labels=root_labels,
+                val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
+                total=total, progress=progress, cancel=cancel,
+            )
+            if stats.cancelled or stats.exported == 0:
+                staging.discard()
+            else:
+                try:
+                    _write_manifest(staging.path, stats, params)
+                    staging.commit()
+                except OSError as exc:
+                    raise ExportError(f"cannot finish the export at {out_path}: {exc.strerror or exc}") from exc
+                stats.out = out_path
+            library.finish_job(
+                job_id,
+                JobState.CANCELLED if stats.cancelled else JobState.DONE,
+                done=stats.exported, total=total, checkpoint=stats.counts(),
+                message="; ".join(stats.problems[:20]) or None,
+            )
+    except BaseException:
+        staging.discard()
+        raise
+    return stats
+
+
+def _run_export(
+    db: Database,
+    root: Path,
+    fmt: str,
+    stats: ExportStats,
+    *,
+    only: str,
+    folder_filter: FolderFilter | None,
+    root_labels: dict[int, str],
+    val_ratio: float,
+    seed: int,
+    caption_extension: str,
+    total: int,
+    progress: ProgressCallback,
+    cancel: CancelToken,
+) -> None:
+    writer = _make_writer(fmt, root, caption_extension)
+    allocators = {split: _NameAllocator(by_stem=writer.by_stem) for split in SPLITS}
+    throttle = Throttle(0.1)
+    started = time.monotonic()
+    done = 0
+
+    def report(message: str) -> None:
+        elapsed = time.monotonic() - started
+        progress(Progress(done, total, message, stats.counts(), done / elapsed if elapsed > 0 else None))
+
+    try:
+        for image in iter_captioned_images(db, only=only, folder=folder_filter):
+            if cancel.is_set():
+                stats.cancelled = True
+                break
+            done += 1
+            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed)
+            if throttle.ready():
+                report(f"Exporting {fmt}")
+    finally:
+        writer.close()
+    report("Export cancelled" if stats.cancelled else "Export finished")
+
+
+def _export_one(
+    image: CaptionedImage,
+    writer: _Writer,
+    allocators: dict[str, _NameAllocator],
+    stats: ExportStats,
+    root_labels: dict[int, str],
+    val_ratio: float,
+    seed: int,
+) -> None:
+    """Export one image, or count and note why it was left out."""
+    text = image.text.strip()
+    if not text:
+        stats.skipped += 1
+        stats.problems.append(f"{image.path}: empty caption, skipped")
+        return
+    if image.state == ImageState.MISSING:
+        stats.missing += 1
+        stats.problems.append(f"{image.path}: missing (last scan did not find it)")
+        return
+    if image.state == ImageState.ERROR:
+        stats.errors += 1
+        stats.problems.append(f"{image.path}: unreadable ({image.error or 'error at scan'})")
+        return
+    path = image.path
+    if not path.is_file():
+        stats.missing += 1
+        stats.problems.append(f"{path}: missing (not found now; rescan the library)")
+        return
+    try:
+        prepared = _prepare_image(path, image.width, image.height)
+    except ImageDecodeError as exc:
+        stats.errors += 1
+        stats.problems.append(f"{path}: {exc}")
+        return
+    except OSError as exc:  # reading the source failed: this image only
+        stats.errors += 1
+        stats.problems.append(f"{path}: cannot read ({exc.strerror or exc})")
+        return
+    try:
+        wanted_name = _dataset_name(image, root_labels)
+    except ExportError as exc:
+        stats.errors += 1
+        stats.problems.append(f"{path}: {exc}")
+        return
+    split = assign_split(image.fingerprint, val_ratio, seed)
+    name = allocators[split].allocate(wanted_name)
+    try:
+        writer.add(_Item(image, split, name, text, prepared))
+    except OSError as exc:
+        # The output side failed (disk full, permissions): stop, the dataset would be incomplete.
+        raise ExportError(f"cannot write the dataset: {exc.strerror or exc}") from exc
+    stats.exported += 1
+    stats.converted += prepared.converted
+    if split == "train":
+        stats.train += 1
+    else:
+        stats.validation += 1

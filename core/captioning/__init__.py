@@ -1,0 +1,65 @@
+"""The captioning model layer: load a local Hugging Face image-to-text model and caption PIL images.
+
+Typical use::
+
+    from core.captioning import GenerationSettings, load_captioner
+
+    captioner = load_captioner("Salesforce/blip-image-captioning-base", progress=print)
+    settings = GenerationSettings(max_new_tokens=30)
+    batch = captioner.preprocess(images, settings)      # CPU only, any thread
+    results = captioner.generate(batch, settings)      # [CaptionResult(text, score), ...]
+
+Everything is exported lazily (PEP 562 ``__getattr__``): importing this
+package imports neither torch nor transformers; they are loaded when a model
+is loaded or a device is resolved.  No Qt anywhere in ``core``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Captioner, CaptionResult
+    from .device import resolve_device
+    from .errors import CaptionError, ModelLoadError
+    from .families.blip import DEFAULT_MODEL
+    from .registry import load_captioner
+    from .settings import GenerationSettings
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CaptionError",
+    "CaptionResult",
+    "Captioner",
+    "GenerationSettings",
+    "ModelLoadError",
+    "load_captioner",
+    "resolve_device",
+]
+
+# name -> submodule that defines it.  None of these submodules imports torch
+# at module level (``families.blip`` imports transformers only inside load()).
+_EXPORTS: dict[str, str] = {
+    "GenerationSettings": ".settings",
+    "CaptionResult": ".base",
+    "Captioner": ".base",
+    "load_captioner": ".registry",
+    "ModelLoadError": ".errors",
+    "CaptionError": ".errors",
+    "DEFAULT_MODEL": ".families.blip",
+    "resolve_device": ".device",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

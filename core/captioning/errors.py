@@ -1,0 +1,77 @@
+"""Exceptions raised by the captioning model layer.
+
+Messages are written for the person running CaptionDesk, not for a developer:
+they say what went wrong and what to do about it, in one or two sentences,
+so the GUI/CLI can show ``str(error)`` without a stack trace.  The original
+exception is kept as ``__cause__`` for the log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["CaptionError", "ModelLoadError"]
+
+LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device"]
+
+
+class ModelLoadError(Exception):
+    """A captioning model (or its adapter) could not be loaded.
+
+    Attributes:
+        kind: Machine-readable category, so the UI can offer the right fix:
+            ``"not_downloaded"`` (hub id not cached and the hub unreachable),
+            ``"bad_model"`` (a folder that is not a loadable model),
+            ``"unsupported"`` (a valid model of a family CaptionDesk cannot caption with),
+            ``"bad_adapter"`` (LoRA/PEFT adapter missing or incompatible),
+            ``"device"`` (the requested device is not available).
+        model: The model id or folder the user asked for.
+    """
+
+    def __init__(self, message: str, *, kind: LoadErrorKind, model: str | None = None) -> None:
+        super().__init__(message)
+        self.kind: LoadErrorKind = kind
+        self.model = model
+
+    @classmethod
+    def not_downloaded(cls, model_id: str, detail: str | None = None) -> ModelLoadError:
+        """Hub id that is not in the local cache while the hub cannot be reached."""
+        msg = (
+            f"The model '{model_id}' is not downloaded yet and the Hugging Face Hub could not be reached "
+            "(no internet connection, or offline mode is on via HF_HUB_OFFLINE). "
+            "Connect to the internet once so it can be downloaded, or download it elsewhere and point "
+            "--model at the local folder that contains it (the folder with config.json and the weights), "
+            f"e.g. --model /path/to/{model_id.rstrip('/').split('/')[-1]}."
+        )
+        if detail:
+            msg += f" Details: {detail}"
+        return cls(msg, kind="not_downloaded", model=model_id)
+
+    @classmethod
+    def bad_folder(cls, folder: str | Path, problem: str) -> ModelLoadError:
+        """A local folder that exists but does not hold a loadable model."""
+        return cls(f"The folder '{folder}' is not a usable captioning model: {problem}",
+                   kind="bad_model", model=str(folder))
+
+    @classmethod
+    def unsupported(cls, model: str, model_type: str | None, supported: list[str]) -> ModelLoadError:
+        """A loadable model whose architecture CaptionDesk has no captioner for."""
+        return cls(
+            f"The model '{model}' has architecture '{model_type or 'unknown'}', which CaptionDesk cannot use "
+            f"for captioning. Supported model types: {', '.join(sorted(supported))}.",
+            kind="unsupported", model=model,
+        )
+
+    @classmethod
+    def bad_adapter(cls, adapter: str | Path, problem: str, model: str | None = None) -> ModelLoadError:
+        """A LoRA/PEFT adapter that is missing or does not fit the base model."""
+        return cls(f"The adapter '{adapter}' could not be applied: {problem}", kind="bad_adapter", model=model)
+
+
+class CaptionError(Exception):
+    """Generation failed for one batch (bad input, numerical failure, ...).
+
+    ``torch.cuda.OutOfMemoryError`` is deliberately *not* wrapped in this: the
+    engine catches it to halve the batch size and retry.
+    """

@@ -1,0 +1,77 @@
+"""Any other ``AutoModelForImageTextToText`` model: Florence-2, SmolVLM, Idefics3, Qwen2/2.5-VL, PaliGemma, ...
+
+These models caption when *asked* to, so a prompt is always used:
+
+* Florence-2 takes a task token; the default is ``"<CAPTION>"`` (use
+  ``"<DETAILED_CAPTION>"`` / ``"<MORE_DETAILED_CAPTION>"`` for longer text).
+* Chat models get a single user turn with the image and the instruction,
+  rendered with the processor's chat template (``add_generation_prompt``);
+  the default instruction is :data:`DEFAULT_INSTRUCTION`.
+* Anything else gets the prompt text as is.
+
+Decoder-only models are padded on the left (image token counts can differ
+per image, e.g. Qwen-VL's dynamic resolution), so every row ends where
+generation starts.  Remote code (``trust_remote_code``) is never enabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..base import HFCaptioner
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..registry import LoadContext
+
+__all__ = ["DEFAULT_INSTRUCTION", "GenericCaptioner", "load"]
+
+#: Instruction given to chat-style VLMs when the settings have no prompt.
+DEFAULT_INSTRUCTION = "Describe this image in one sentence."
+
+#: Default task prompts for models that take task tokens instead of instructions.
+TASK_PROMPTS: dict[str, str] = {"florence2": "<CAPTION>"}
+
+
+class GenericCaptioner(HFCaptioner):
+    """Captioner for prompt-driven image-text-to-text models."""
+
+    family = "generic"
+
+    def _default_prompt(self) -> str | None:
+        return TASK_PROMPTS.get(self.model.config.model_type, DEFAULT_INSTRUCTION)
+
+    def _uses_chat_template(self) -> bool:
+        return bool(getattr(self.processor, "chat_template", None))
+
+    def _render(self, prompt: str) -> str:
+        if not self._uses_chat_template():
+            return prompt
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, images: Sequence[Image.Image], prompt: str | None) -> dict[str, Any]:
+        text = self._render(prompt or "")
+        # The processor tokenizes (and expands image placeholders) in one
+        # call, so the whole call holds the tokenizer lock.
+        with self._tokenizer_lock:
+            encoded = self.processor(images=list(images), text=[text] * len(images), return_tensors="pt",
+                                     padding=True)
+        return dict(encoded)
+
+
+def load(ctx: LoadContext) -> GenericCaptioner:
+    """Load an ``AutoModelForImageTextToText`` checkpoint described by ``ctx``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = ctx.load_pretrained(AutoProcessor, "processor (processor_config.json / tokenizer)")
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or not hasattr(processor, "image_processor"):
+        raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
+    model = ctx.load_model(AutoModelForImageTextToText)
+    if not model.config.is_encoder_decoder:
+        # Left padding keeps the generation start aligned across the batch.
+        tokenizer.padding_side = "left"
+    return ctx.finish(GenericCaptioner, model, processor, tokenizer)

@@ -1,0 +1,434 @@
+"""Tiny, randomly initialised captioning models that can be built offline.
+
+The test-suite cannot download anything (the Hugging Face hub is unreachable
+in CI and on the build boxes), so every model family that
+:mod:`core.captioning` supports gets a builder here that creates a
+few-hundred-kilobyte model *plus its processor/tokenizer* from configs and an
+in-code vocabulary, then ``save_pretrained``s both into a folder.  The folder
+then looks exactly like a downloaded checkpoint, so tests exercise the real
+loading path (``AutoConfig`` -> family -> ``from_pretrained``).
+
+Why the tokenizers are built the way they are (transformers 5.x):
+
+* ``BertTokenizer(vocab_file=...)`` is silently ignored in 5.x; the vocabulary
+  must be passed as ``vocab={token: id}``.
+* GPT-2/OPT/BART byte-level BPE tokenizers are built from a vocabulary that
+  holds the byte-level symbols of printable ASCII plus a handful of merged
+  words, with ``merges`` as a list of *tuples* (a list of ``"a b"`` strings is
+  rejected by ``tokenizers``).
+
+Weights are seeded so a given builder always produces the same model.
+Every builder returns the folder it wrote to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Words that appear in the synthetic captions; enough to give the BPE/WordPiece
+#: vocabularies real multi-character tokens without making the model big.
+WORDS: tuple[str, ...] = (
+    "a", "an", "the", "of", "on", "in", "with", "and", "photo", "photography", "picture",
+    "red", "green", "blue", "yellow", "white", "black", "circle", "square", "triangle",
+    "dog", "cat", "beach", "sky", "tree", "house", "person", "car", "small", "large",
+)
+
+#: Image side length used by all tiny models; small keeps preprocessing cheap.
+IMAGE_SIZE = 32
+
+
+def _seed(seed: int) -> None:
+    # Builders must be deterministic: tests compare captions across loads.
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def make_bert_tokenizer() -> Any:
+    """A WordPiece tokenizer over :data:`WORDS` plus BERT's special tokens and ``[DEC]``."""
+    from transformers import BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {tok: i for i, tok in enumerate([*specials, *WORDS])}
+    tok = BertTokenizer(vocab=vocab)
+    # BLIP's decoder starts generation from a dedicated [DEC] token.
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    return tok
+
+
+def _byte_level_vocab(specials: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocab (printable ASCII symbols + merged :data:`WORDS`) and its merges."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    # ByteLevel maps every byte to a printable unicode symbol; build the same
+    # table GPT-2 uses and keep only printable ASCII so decoded random output
+    # never contains broken UTF-8.
+    alphabet = _bytes_to_unicode()
+    assert set(alphabet.values()) <= set(ByteLevel.alphabet())
+    vocab: dict[str, int] = {}
+    for special in specials:
+        vocab[special] = len(vocab)
+    for byte in range(32, 127):
+        vocab.setdefault(alphabet[byte], len(vocab))
+    merges: list[tuple[str, str]] = []
+    space = alphabet[ord(" ")]
+    for word in WORDS:
+        for piece in (space + word, word):
+            current = piece[0]
+            for char in piece[1:]:
+                if current + char not in vocab:
+                    merges.append((current, char))
+                    vocab[current + char] = len(vocab)
+                current += char
+    return vocab, merges
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-unicode table (same as in ``tokenizers``)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def make_gpt2_tokenizer(*, bos: str = "<|endoftext|>", eos: str = "<|endoftext|>", pad: str | None = None,
+                        unk: str = "<|endoftext|>", extra_specials: list[str] | None = None) -> Any:
+    """A tiny byte-level BPE tokenizer (GPT-2 / OPT style)."""
+    from transformers import GPT2Tokenizer
+
+    specials = list(dict.fromkeys([s for s in (pad, bos, eos, unk) if s] + list(extra_specials or [])))
+    vocab, merges = _byte_level_vocab(specials)
+    tok = GPT2Tokenizer(vocab=vocab, merges=merges, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk)
+    if extra_specials:
+        # Being in the vocab is not enough: they must be "added tokens" or BPE splits them into characters.
+        from tokenizers import AddedToken
+
+        tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in extra_specials], special_tokens=True)
+    return tok
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def build_tiny_blip(path: str | Path, *, seed: int = 0, hidden_size: int = 64) -> Path:
+    """Tiny ``BlipForConditionalGeneration`` (~190k parameters) + ``BlipProcessor``.
+
+    ``hidden_size`` (vision and text) lets tests make an incompatible sibling.
+    """
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_bert_tokenizer()
+    # The PIL image processor avoids the "torchvision missing" fallback warning.
+    proc = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+                         tokenizer=tok)
+    cfg = BlipConfig(
+        vision_config=BlipVisionConfig(hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=IMAGE_SIZE, patch_size=8,
+                                       # BlipConfig's default vision init is 1e-10, which would make
+                                       # all image features ~0 and every caption identical.
+                                       initializer_range=0.02).to_dict(),
+        text_config=BlipTextConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                                   num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=48,
+                                   bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
+                                   eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id).to_dict(),
+        projection_dim=hidden_size,
+        image_text_hidden_size=hidden_size,
+    )
+    model = BlipForConditionalGeneration(cfg).eval()
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_tiny_blip2(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``Blip2ForConditionalGeneration`` with an OPT language model + ``Blip2Processor``."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        OPTConfig,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    # OPT's tokenizer uses </s> as BOS and EOS and has a separate <pad>.
+    tok = make_gpt2_tokenizer(bos="</s>", eos="</s>", pad="<pad>", unk="<unk>")
+    num_query_tokens = 4
+    proc = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+                          tokenizer=tok, num_query_tokens=num_query_tokens)
+    # The processor added the <image> placeholder token to the tokenizer; the
+    # LM's vocabulary must include it.
+    image_token_id = tok.convert_tokens_to_ids("<image>")
+    text_cfg = OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, word_embed_proj_dim=32,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id)
+    cfg = Blip2Config(
+        # Blip2VisionConfig also defaults to initializer_range=1e-10 (image-blind outputs).
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8, "initializer_range": 0.02},
+        qformer_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
+        text_config=text_cfg.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token_id,
+    )
+    model = Blip2ForConditionalGeneration(cfg).eval()
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_tiny_git(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``GitForCausalLM`` + ``GitProcessor`` (CLIP image processor, BERT tokenizer)."""
+    from transformers import GitConfig, GitForCausalLM, GitProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_bert_tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    proc = GitProcessor(image_processor=image_processor, tokenizer=tok)
+    cfg = GitConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8},
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64,
+        # GIT starts from [CLS] and stops at [SEP] (like the real microsoft/git-* checkpoints).
+        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id,
+    )
+    model = GitForCausalLM(cfg).eval()
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def build_tiny_vision_encoder_decoder(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ViT-encoder + GPT-2-decoder ``VisionEncoderDecoderModel`` (nlpconnect/vit-gpt2 layout).
+
+    Like the real ``nlpconnect/vit-gpt2-image-captioning`` checkpoint, the
+    folder holds an image processor and a tokenizer but no ``processor``
+    config, which is exactly what the loader must cope with.
+    """
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_gpt2_tokenizer()  # <|endoftext|> is BOS, EOS and (below) PAD, as in GPT-2
+    enc = ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    image_size=IMAGE_SIZE, patch_size=8)
+    dec = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    cfg.decoder_start_token_id = tok.bos_token_id
+    cfg.pad_token_id = tok.eos_token_id
+    cfg.eos_token_id = tok.eos_token_id
+    model = VisionEncoderDecoderModel(config=cfg).eval()
+    model.generation_config.decoder_start_token_id = tok.bos_token_id
+    model.generation_config.pad_token_id = tok.eos_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(path)
+    ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def folder_size(path: str | Path) -> int:
+    """Total size in bytes of the files in ``path`` (tests keep tiny models tiny)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- trained tiny BLIP
+
+SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230), "yellow": (240, 220, 30),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+
+
+def shape_image(colour: str, shape: str, *, rng: Any, size: int = IMAGE_SIZE * 2) -> Any:
+    """An RGB image of one coloured shape on black, with random position/size (a caption class)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    r = int(rng.integers(size // 5, size // 3))
+    cx, cy = (int(rng.integers(r, size - r)) for _ in range(2))
+    # Slight colour jitter so the model learns the hue, not one exact value.
+    fill = tuple(int(min(255, max(0, c + rng.integers(-20, 21)))) for c in SHAPE_COLOURS[colour])
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    return image
+
+
+def shape_dataset(n: int, *, seed: int) -> tuple[list[Any], list[str]]:
+    """``n`` shape images and their captions (``"a red circle"``), classes balanced."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    classes = [(c, s) for c in SHAPE_COLOURS for s in SHAPES]
+    images, captions = [], []
+    for i in range(n):
+        colour, shape = classes[i % len(classes)]
+        images.append(shape_image(colour, shape, rng=rng))
+        captions.append(f"a {colour} {shape}")
+    return images, captions
+
+
+def train_tiny_blip(path: str | Path, *, steps: int = 150, batch_size: int = 32, seed: int = 0) -> Path:
+    """Build the tiny BLIP, fine-tune it on :func:`shape_dataset`, save it to ``path``.
+
+    A *trained* model has peaked output distributions like a real
+    checkpoint, which is what makes tests such as "int8 gives the same
+    captions as fp32" meaningful (on random weights every step is a near-tie
+    and any noise flips the argmax).  Takes ~10-20 s on 2 CPU cores.
+
+    Recipe (from the project's ML stack notes): the processor puts ``[CLS]`` first but
+    ``generate`` starts from ``[DEC]``, so the first input id is replaced by
+    the decoder BOS and padding is masked out of the labels.
+    """
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    path = Path(path)
+    build_tiny_blip(path, seed=seed)
+    model = BlipForConditionalGeneration.from_pretrained(path)
+    processor = BlipProcessor.from_pretrained(path)
+    images, captions = shape_dataset(600, seed=seed)
+    enc = processor(images=images, text=captions, return_tensors="pt", padding="longest")
+    input_ids = enc["input_ids"].clone()
+    input_ids[:, 0] = model.config.text_config.bos_token_id
+    labels = input_ids.masked_fill(enc["attention_mask"] == 0, -100)
+
+    _seed(seed)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.2)
+    gen = torch.Generator().manual_seed(seed)
+    n = input_ids.shape[0]
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        loss = model(pixel_values=enc["pixel_values"][idx], input_ids=input_ids[idx],
+                     attention_mask=enc["attention_mask"][idx], labels=labels[idx]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+    model.eval()
+    model.save_pretrained(path)
+    return path
+
+
+def build_tiny_florence2(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny native ``Florence2ForConditionalGeneration`` (DaViT + BART) + ``Florence2Processor``.
+
+    Florence-2 is the task-token style member of the generic family
+    (``"<CAPTION>"`` is expanded by the processor into an instruction).
+    """
+    from transformers import (
+        BartConfig,
+        BartTokenizer,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Florence2VisionConfig,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    vocab, merges = _byte_level_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    vocab["<image>"] = len(vocab)
+    # The processor reads tokenizer.image_token / image_token_id.
+    tok = BartTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": "<image>"})
+    size = 2 * IMAGE_SIZE  # DaViT downsamples 32x: 64 px -> 2x2 feature map
+    vision = Florence2VisionConfig(depths=(1, 1, 1, 1), embed_dim=(16, 32, 32, 32), num_heads=(1, 2, 2, 2),
+                                   num_groups=(1, 2, 2, 2), window_size=2, projection_dim=32, drop_path_rate=0.0,
+                                   max_position_embeddings=8, max_temporal_embeddings=4)
+    text = BartConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                      decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      decoder_start_token_id=tok.eos_token_id, forced_bos_token_id=None)
+    cfg = Florence2Config(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=tok.image_token_id)
+    model = Florence2ForConditionalGeneration(cfg).eval()
+    image_processor = CLIPImageProcessorPil(size={"height": size, "width": size}, do_center_crop=False,
+                                            image_seq_length=(size // 32) ** 2 + 1)
+    Florence2Processor(image_processor=image_processor, tokenizer=tok).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+#: Minimal chat template: one user turn with an image placeholder and text.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | upper }}: "
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_tiny_llava(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``LlavaForConditionalGeneration`` (CLIP vision + Llama) with a chat template.
+
+    The chat-template, decoder-only, left-padded member of the generic family
+    (the path SmolVLM / Qwen-VL / LLaVA checkpoints take).
+    """
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_gpt2_tokenizer(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", extra_specials=["<image>"])
+    patch = 8
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=IMAGE_SIZE, patch_size=patch, projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                      image_token_index=tok.convert_tokens_to_ids("<image>"),
+                      image_seq_length=(IMAGE_SIZE // patch) ** 2, vision_feature_layer=-1)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+                               vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)  # CLIP's CLS token
+    processor.save_pretrained(path)
+    model.save_pretrained(path)
+    return path

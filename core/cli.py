@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 
 from core import __version__
 
+#: The default captioning model (kept here too so `--help` needs no torch import).
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -182,6 +185,79 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from core.captioning.engine import CaptionJobSpec, image_ids_under, run_caption_job
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.settings import GenerationSettings
+    from core.library import LibraryError
+
+    if bool(args.folders) == bool(args.all):
+        raise UserError("name the folders to caption, or --all for the whole library")
+    try:
+        settings = GenerationSettings(
+            num_beams=args.beams,
+            min_new_tokens=args.min_new_tokens,
+            max_new_tokens=args.max_new_tokens,
+            prompt=args.prompt,
+            repetition_penalty=args.repetition_penalty,
+        )
+        spec_kwargs: dict[str, Any] = dict(
+            model=args.model,
+            adapter=args.adapter,
+            settings=settings,
+            batch_size=args.batch_size,
+            device=args.device,
+            overwrite_model_captions=args.overwrite_model_captions,
+            optimize=args.optimize,
+        )
+        CaptionJobSpec(**spec_kwargs)  # validate before touching the library
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    with _open_library(args) as library:
+        image_ids: list[int] | None = None
+        if args.folders:
+            image_ids = []
+            for folder in args.folders:
+                try:
+                    ids = image_ids_under(library, folder)
+                except LookupError:
+                    # Not in the library yet: add it and scan it first, as a user expects.
+                    try:
+                        root = library.add_root(folder)
+                    except LibraryError as exc:
+                        raise UserError(str(exc)) from None
+                    print(f"Added {root.path}")
+                    if _scan_with_progress(library, [root.id]) != EXIT_OK:
+                        return EXIT_INTERRUPTED
+                    ids = image_ids_under(library, folder)
+                image_ids.extend(ids)
+        spec = CaptionJobSpec(**spec_kwargs, image_ids=image_ids)
+        bar = ProgressBar("Captioning", unit="img")
+        try:
+            stats, interrupted = run_cancellable(
+                lambda cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)
+            )
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+        finally:
+            bar.close()
+    assert stats is not None
+    rate = stats.captioned / stats.seconds if stats.seconds else 0.0
+    print(
+        ("Cancelled" if stats.cancelled else "Finished")
+        + f": {stats.captioned} captioned, {stats.skipped} skipped, {stats.errors} errors"
+        + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)"
+    )
+    for problem in stats.problems[:10]:
+        print(f"  error: {problem}", file=sys.stderr)
+    if len(stats.problems) > 10:
+        print(f"  ... and {len(stats.problems) - 10} more errors", file=sys.stderr)
+    if stats.cancelled:
+        print("Run the same command again to resume.", file=sys.stderr)
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
@@ -220,7 +296,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show counts per folder")
     status.set_defaults(handler=cmd_status)
+
+    caption = commands.add_parser(
+        "caption",
+        help="caption images with a local model",
+        description="Caption images. Re-running resumes: images this model version already "
+        "captioned are skipped; a person's captions are never overwritten.",
+    )
+    caption.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to caption (added if new)")
+    caption.add_argument("--all", action="store_true", help="caption the whole library")
+    caption.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="ID_OR_PATH",
+        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL})",
+    )
+    caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
+    caption.add_argument("--batch-size", type=int, default=8, metavar="N")
+    caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
+    caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
+    caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
+    caption.add_argument("--prompt", metavar="TEXT", help='conditional prefix, e.g. "a photography of"')
+    caption.add_argument("--repetition-penalty", type=float, default=1.0, metavar="F")
+    caption.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    caption.add_argument(
+        "--optimize",
+        default="auto",
+        choices=["auto", "none"],
+        help="CPU speed-ups (int8 Linear layers, fused attention); 'none' for the plain fp32 model",
+    )
+    caption.add_argument(
+        "--overwrite-model-captions",
+        action="store_true",
+        help="re-caption images this model already captioned (human captions are still kept)",
+    )
+    caption.set_defaults(handler=cmd_caption)
+
+    # Later features register their own sub-commands (stdlib-only at import time).
+    from core import cli_dataset, selfcheck
+
+    cli_dataset.register(commands)
+    selfcheck.register(commands)
     return parser
+
+
+def _gui_request(argv: list[str], parser: argparse.ArgumentParser) -> list[str] | None:
+    """The folders to open when *argv* asks for the desktop app, else None.
+
+    ``captiondesk`` alone, or ``captiondesk [--library PATH] FOLDER...`` (existing
+    folders, no subcommand), opens the window.
+    """
+    subcommands = {"add", "scan", "status", "caption", "export", "import", "write-metadata",
+                   "train", "eval", "models", "self-check"}
+    rest = list(argv)
+    if len(rest) >= 2 and rest[0] == "--library":
+        rest = rest[2:]
+    elif rest and rest[0].startswith("--library="):
+        rest = rest[1:]
+    if any(arg.startswith("-") for arg in rest) or any(arg in subcommands for arg in rest):
+        return None
+    if all(Path(arg).is_dir() for arg in rest):
+        return rest
+    return None
+
+
+def _open_gui(argv: list[str], folders: list[str]) -> int:
+    try:
+        from desktop_app.app import main as gui_main
+    except ImportError as exc:
+        print(f"captiondesk: error: the desktop app cannot start ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    return gui_main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.migrate import LibraryOpenError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    gui_folders = _gui_request(argv, parser)
+    if gui_folders is not None:
+        return _open_gui(argv, gui_folders)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

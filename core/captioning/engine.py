@@ -1,0 +1,450 @@
+"""The batch captioning job: library images in, captions with provenance out.
+
+:func:`run_caption_job` follows the core job contract (``progress``, ``cancel``):
+
+* **Selection** happens in SQL at the start, from the library's current state, so a job
+  that was interrupted resumes by simply running again: images the same model version
+  (base model + adapter) already captioned are skipped.  Images whose current caption
+  a person wrote are never selected, and a person's caption that appears *while* the
+  job runs is still protected (``core.captions.add_model_caption`` files the model's
+  text as history then).  Imported captions are kept too.
+* **Decoding ahead of the model**: worker threads decode (JPEG draft mode) and run the
+  processor for the next batches while the model works on this one; PIL and the
+  processors release the GIL for most of that work.
+* **Resilience**: an image that cannot be decoded is marked ``error`` with the reason
+  and the batch goes on without it; CUDA out-of-memory halves the batch size and retries
+  (down to one image); any other failure of a batch is retried image by image, so one
+  bad input costs one error.
+* **Commits per batch** in a short write session, so cancel (checked between batches)
+  or a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import aliased
+
+from core.captioning.settings import GenerationSettings
+from core.captions import add_model_caption
+from core.imaging import ImageDecodeError, load_rgb
+from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, no_progress
+from core.models import Caption, CaptionSource, Image, ImageState, JobState, LibraryRoot, ModelVersion
+
+log = logging.getLogger(__name__)
+
+#: Decode JPEGs at the smallest DCT scale that keeps both sides at least this big;
+#: captioning models take 224-448 px inputs, so this is ~7x cheaper on a 12 MP photo.
+DECODE_DRAFT_SIZE = 448
+#: Batches decoded ahead of the model.
+PREFETCH_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class CaptionJobSpec:
+    """What to caption, with which model and settings."""
+
+    model: str
+    adapter: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    batch_size: int = 8
+    device: str = "auto"
+    overwrite_model_captions: bool = False
+    #: Explicit scope (a selection or a filter); None: every ok image of ``root_ids``.
+    image_ids: list[int] | None = None
+    #: Library roots in scope when ``image_ids`` is None; None: all roots.
+    root_ids: list[int] | None = None
+    #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
+    optimize: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.model or not self.model.strip():
+            raise ValueError(f"model must name a hub id, a folder or a model version, got {self.model!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+
+@dataclass
+class CaptionJobStats:
+    captioned: int = 0
+    skipped: int = 0
+    errors: int = 0
+    cancelled: bool = False
+    job_id: int = 0
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    final_batch_size: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The model a spec names, as stored in caption provenance."""
+
+    model_name: str
+    adapter: str | None
+    model_version_id: int | None
+
+
+def resolve_model(library: Any, model: str, adapter: str | None) -> ResolvedModel:
+    """A model-version name → its base model and adapter; a folder → its absolute path."""
+    with library.db.read() as session:
+        version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
+    if version is not None:
+        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id)
+    if os.path.isdir(model):
+        model = str(Path(model).resolve())
+    if adapter is not None and os.path.isdir(adapter):
+        adapter = str(Path(adapter).resolve())
+    return ResolvedModel(model, adapter, None)
+
+
+def image_ids_under(library: Any, folder: Path | str) -> list[int]:
+    """Ids of the images under *folder*: a library root or any sub-folder of one."""
+    target = Path(folder).expanduser().resolve()
+    for root in library.roots():
+        root_path = Path(root.path)
+        if target == root_path or target.is_relative_to(root_path):
+            prefix = target.relative_to(root_path).as_posix()
+            query = select(Image.id).where(Image.root_id == root.id)
+            if prefix != ".":
+                # rel_path always uses "/"; escape LIKE wildcards in the folder name.
+                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                query = query.where(Image.rel_path.like(f"{escaped}/%", escape="\\"))
+            with library.db.read() as session:
+                return list(session.scalars(query.order_by(Image.rel_path)))
+    raise LookupError(f"{target} is not inside a library folder")
+
+
+def select_images(
+    library: Any, spec: CaptionJobSpec, resolved: ResolvedModel
+) -> tuple[list[tuple[int, str]], int]:
+    """``([(image_id, absolute_path)], skipped)`` for the spec's scope, in path order."""
+    current = aliased(Caption)
+    base = (
+        select(
+            Image.id,
+            LibraryRoot.path,
+            Image.rel_path,
+            current.source,
+            current.model_name,
+            current.adapter,
+        )
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+        .outerjoin(current, and_(current.image_id == Image.id, current.is_current.is_(True)))
+        .where(Image.state == ImageState.OK)
+    )
+    rows: list[Any] = []
+    with library.db.read() as session:
+        if spec.image_ids is not None:
+            ids = list(dict.fromkeys(spec.image_ids))
+            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                rows.extend(session.execute(base.where(Image.id.in_(ids[start : start + 900]))))
+        else:
+            query = base
+            if spec.root_ids is not None:
+                query = query.where(Image.root_id.in_(spec.root_ids))
+            rows = list(session.execute(query))
+    # Missing and unreadable files are not in scope at all (the scan reported them);
+    # "skipped" counts readable images whose caption is kept.
+    in_scope = len(rows)
+    rows.sort(key=lambda row: (row[1], row[2]))
+
+    selected: list[tuple[int, str]] = []
+    for image_id, root_path, rel_path, source, model_name, adapter in rows:
+        if source in (CaptionSource.HUMAN, CaptionSource.IMPORT):
+            continue  # a person's words, or a caption the user brought in deliberately
+        if (
+            source == CaptionSource.MODEL
+            and not spec.overwrite_model_captions
+            and model_name == resolved.model_name
+            and adapter == resolved.adapter
+        ):
+            continue  # done by this very model version already (resume)
+        selected.append((image_id, os.path.join(root_path, rel_path)))
+    return selected, in_scope - len(selected)
+
+
+@dataclass
+class _Prepared:
+    """A batch after decoding: the images that decoded, and those that did not."""
+
+    image_ids: list[int]
+    inputs: Any
+    failures: list[tuple[int, str]]
+    images: list[Any]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _free_accelerator_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+class _BatchCaptioner:
+    """Runs ``generate`` with OOM back-off and per-image isolation of failures."""
+
+    def __init__(self, captioner: Any, settings: GenerationSettings, batch_size: int) -> None:
+        self.captioner = captioner
+        self.settings = settings
+        self.batch_size = batch_size
+
+    def caption(self, images: list[Any], inputs: Any) -> list[Any | BaseException]:
+        """One result (CaptionResult) or exception per image, in order."""
+        if len(images) <= self.batch_size and inputs is not None:
+            try:
+                return list(self.captioner.generate(inputs, self.settings))
+            except Exception as exc:  # noqa: BLE001 - sorted out below
+                return self._recover(images, exc)
+        return self._in_chunks(images)
+
+    def _in_chunks(self, images: list[Any]) -> list[Any | BaseException]:
+        results: list[Any | BaseException] = []
+        start = 0
+        while start < len(images):
+            chunk = images[start : start + self.batch_size]
+            try:
+                batch = self.captioner.preprocess(chunk, self.settings)
+                results.extend(self.captioner.generate(batch, self.settings))
+            except Exception as exc:  # noqa: BLE001
+                if _is_out_of_memory(exc) and self.batch_size > 1:
+                    self._halve(exc)
+                    continue  # retry the same chunk, smaller
+                if len(chunk) > 1:
+                    results.extend(self._one_by_one(chunk))
+                else:
+                    results.append(exc)
+            start += len(chunk)
+        return results
+
+    def _recover(self, images: list[Any], exc: BaseException) -> list[Any | BaseException]:
+        if _is_out_of_memory(exc):
+            if self.batch_size == 1 or len(images) == 1:
+                return [exc] * len(images)
+            self._halve(exc)
+            return self._in_chunks(images)
+        if len(images) == 1:
+            return [exc]
+        log.warning("batch of %d failed (%s); retrying image by image", len(images), exc)
+        return self._one_by_one(images)
+
+    def _one_by_one(self, images: list[Any]) -> list[Any | BaseException]:
+        results: list[Any | BaseException] = []
+        for image in images:
+            try:
+                batch = self.captioner.preprocess([image], self.settings)
+                results.extend(self.captioner.generate(batch, self.settings))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+        return results
+
+    def _halve(self, exc: BaseException) -> None:
+        _free_accelerator_memory()
+        self.batch_size = max(1, self.batch_size // 2)
+        log.warning("out of memory (%s); batch size now %d", exc, self.batch_size)
+
+
+def _decode_batch(captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]]) -> _Prepared:
+    ids: list[int] = []
+    images: list[Any] = []
+    failures: list[tuple[int, str]] = []
+    for image_id, path in batch:
+        try:
+            images.append(load_rgb(path, draft_size=DECODE_DRAFT_SIZE))
+            ids.append(image_id)
+        except ImageDecodeError as exc:
+            failures.append((image_id, str(exc)))
+    inputs = None
+    if images:
+        try:
+            inputs = captioner.preprocess(images, settings)
+        except Exception as exc:  # noqa: BLE001 - the captioning thread retries per image
+            log.warning("preprocessing a batch failed: %s", exc)
+    return _Prepared(ids, inputs, failures, images)
+
+
+def _prefetch(
+    pool: ThreadPoolExecutor,
+    captioner: Any,
+    settings: GenerationSettings,
+    selected: list[tuple[int, str]],
+    batch_size: int,
+) -> Iterator[Future[_Prepared]]:
+    """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
+    batches = (selected[i : i + batch_size] for i in range(0, len(selected), batch_size))
+    pending: deque[Future[_Prepared]] = deque()
+    for batch in batches:
+        pending.append(pool.submit(_decode_batch, captioner, settings, batch))
+        if len(pending) > PREFETCH_BATCHES:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
+def run_caption_job(
+    library: Any,
+    spec: CaptionJobSpec,
+    *,
+    captioner: Any | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken = NEVER_CANCELLED,
+    on_batch: Callable[[list[int]], None] | None = None,
+) -> CaptionJobStats:
+    """Caption the images *spec* selects; see the module docstring.
+
+    *captioner*: an already-loaded captioner to reuse (the GUI's long-lived worker keeps
+    one); None loads ``spec.model`` (+ adapter).  *on_batch* receives the ids of the
+    images whose captions changed, after each committed batch (from this thread).
+    """
+    started = time.monotonic()
+    resolved = resolve_model(library, spec.model, spec.adapter)
+    stats = CaptionJobStats()
+    params = {
+        "model": resolved.model_name,
+        "adapter": resolved.adapter,
+        "settings": spec.settings.to_dict(),
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "overwrite_model_captions": spec.overwrite_model_captions,
+        "images": len(spec.image_ids) if spec.image_ids is not None else None,
+        "root_ids": spec.root_ids,
+    }
+    with library.job("caption", params) as job_id:
+        stats.job_id = job_id
+        selected, stats.skipped = select_images(library, spec, resolved)
+        total = len(selected)
+        library.update_job(job_id, total=total)
+
+        def report(message: str) -> None:
+            elapsed = time.monotonic() - started
+            done = stats.captioned + stats.errors
+            rate = done / elapsed if elapsed > 0 and done else None
+            progress(Progress(done, total, message, stats.counts(), rate))
+
+        report("Loading model" if captioner is None and selected else "Starting")
+        if not selected:
+            library.finish_job(job_id, JobState.DONE, done=0, checkpoint=stats.counts())
+            stats.seconds = time.monotonic() - started
+            return stats
+
+        owns_captioner = captioner is None
+        if captioner is None:
+            from core.captioning import load_captioner
+
+            captioner = load_captioner(
+                resolved.model_name,
+                adapter=resolved.adapter,
+                device=spec.device,
+                optimize=spec.optimize,
+                progress=lambda message: report(message),
+            )
+        provenance = {
+            "generation": spec.settings.to_dict(),
+            "identity": dict(getattr(captioner, "identity", {}) or {}),
+            "device": str(getattr(captioner, "device", "")),
+            "dtype": str(getattr(captioner, "dtype", "")),
+        }
+        runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
+        try:
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="caption-decode") as pool:
+                futures = _prefetch(pool, captioner, spec.settings, selected, spec.batch_size)
+                for future in futures:
+                    if cancel.is_set():
+                        stats.cancelled = True
+                        break
+                    prepared = future.result()
+                    results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
+                    changed = _commit_batch(library, prepared, results, resolved, provenance, stats)
+                    library.update_job(job_id, done=stats.captioned + stats.errors, checkpoint=stats.counts())
+                    if on_batch is not None and changed:
+                        on_batch(changed)
+                    report("Captioning")
+                if stats.cancelled:
+                    for future in futures:  # drop the decoded-ahead batches
+                        future.cancel()
+        finally:
+            if owns_captioner:
+                captioner.close()
+        stats.final_batch_size = runner.batch_size
+        stats.seconds = time.monotonic() - started
+        report("Cancelled" if stats.cancelled else "Finished")
+        library.finish_job(
+            job_id,
+            JobState.CANCELLED if stats.cancelled else JobState.DONE,
+            done=stats.captioned + stats.errors,
+            checkpoint=stats.counts(),
+            message="; ".join(stats.problems[:20]) or None,
+        )
+    return stats
+
+
+def _commit_batch(
+    library: Any,
+    prepared: _Prepared,
+    results: list[Any],
+    resolved: ResolvedModel,
+    provenance: dict[str, Any],
+    stats: CaptionJobStats,
+) -> list[int]:
+    """Write one batch's captions and errors in one transaction; the ids that changed."""
+    changed: list[int] = []
+    with library.db.write() as session:
+        for image_id, reason in prepared.failures:
+            _mark_error(session, image_id, reason, stats)
+            changed.append(image_id)
+        for image_id, result in zip(prepared.image_ids, results, strict=True):
+            if isinstance(result, BaseException):
+                _mark_error(session, image_id, f"captioning failed: {result}", stats, keep_state=True)
+                changed.append(image_id)
+                continue
+            add_model_caption(
+                session,
+                image_id,
+                result.text,
+                model_name=resolved.model_name,
+                adapter=resolved.adapter,
+                model_version_id=resolved.model_version_id,
+                settings=provenance,
+                score=float(result.score),
+            )
+            stats.captioned += 1
+            changed.append(image_id)
+    return changed
+
+
+def _mark_error(session: Any, image_id: int, reason: str, stats: CaptionJobStats, *, keep_state: bool = False) -> None:
+    stats.errors += 1
+    path = session.scalar(select(Image.rel_path).where(Image.id == image_id))
+    stats.problems.append(f"{path}: {reason}")
+    if not keep_state:
+        # The file itself is bad: show it as an error image in the library.
+        session.execute(
+            update(Image).where(Image.id == image_id).values(state=ImageState.ERROR.value, error=reason)
+        )

@@ -1,0 +1,206 @@
+"""The batch captioning job's logic, with a fake captioner (the model code is tested with
+real tiny models in test_captioning_models.py and test_caption_cli.py)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from core import captions
+from core.captioning.engine import CaptionJobSpec, image_ids_under, run_caption_job
+from core.captioning.settings import GenerationSettings
+from core.jobs import Progress
+from core.library import Library
+from core.models import Caption, Image
+from tests.imagegen import make_corpus, write_jpeg
+
+
+@dataclass
+class Result:
+    text: str
+    score: float
+
+
+class FakeCaptioner:
+    """Captions an image with its size and mean colour; records the batches it saw."""
+
+    identity = {"family": "fake", "model": "fake"}
+    device = "cpu"
+    dtype = "float32"
+
+    def __init__(self, oom_above: int | None = None, fail_on_red: bool = False) -> None:
+        self.oom_above = oom_above
+        self.fail_on_red = fail_on_red
+        self.batch_sizes: list[int] = []
+        self.closed = False
+
+    def preprocess(self, images, settings):
+        return [(im.size, im.resize((1, 1)).getpixel((0, 0))) for im in images]
+
+    def generate(self, batch, settings):
+        self.batch_sizes.append(len(batch))
+        if self.oom_above is not None and len(batch) > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.fail_on_red and any(color[0] > 200 and color[1] < 50 for _size, color in batch):
+            raise RuntimeError("model exploded on a red image")
+        return [Result(f"a {w}x{h} photo", -0.25) for (w, h), _color in batch]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _scanned(library: Library, folder: Path, n: int = 10) -> list[int]:
+    for i in range(n):
+        write_jpeg(folder / f"{i:02}.jpg", color=(20, 200, 20), size=(40 + i, 30), seed=i)
+    library.scan([library.add_root(folder).id])
+    with library.db.read() as session:
+        return list(session.scalars(select(Image.id).order_by(Image.rel_path)))
+
+
+def _current(library: Library) -> dict[int, Caption]:
+    with library.db.read() as session:
+        return {c.image_id: c for c in session.scalars(select(Caption).where(Caption.is_current.is_(True)))}
+
+
+def test_captions_every_image_with_provenance(library: Library, photo_dir: Path) -> None:
+    ids = _scanned(library, photo_dir)
+    fake = FakeCaptioner()
+    batches: list[list[int]] = []
+    reports: list[Progress] = []
+    settings = GenerationSettings(num_beams=2, max_new_tokens=12)
+    stats = run_caption_job(
+        library,
+        CaptionJobSpec(model="fake-model", settings=settings, batch_size=4),
+        captioner=fake,
+        on_batch=batches.append,
+        progress=reports.append,
+    )
+    assert (stats.captioned, stats.skipped, stats.errors, stats.cancelled) == (10, 0, 0, False)
+    assert fake.batch_sizes == [4, 4, 2]
+    assert [len(b) for b in batches] == [4, 4, 2]
+    current = _current(library)
+    assert set(current) == set(ids)
+    first = current[ids[0]]
+    assert first.text == "a 40x30 photo" and first.source == "model" and first.score == -0.25
+    assert first.model_name == "fake-model" and first.adapter is None
+    assert first.settings["generation"]["num_beams"] == 2 and first.settings["identity"]["family"] == "fake"
+    assert reports[-1].done == 10 and reports[-1].total == 10 and reports[-1].counts["captioned"] == 10
+    assert not fake.closed  # a captioner handed in belongs to the caller
+    (job,) = library.jobs("caption")
+    assert (job.state, job.done, job.total) == ("done", 10, 10)
+
+
+def test_rerun_skips_same_model_and_never_touches_human(library: Library, photo_dir: Path) -> None:
+    ids = _scanned(library, photo_dir, 6)
+    spec = CaptionJobSpec(model="m1", batch_size=4)
+    run_caption_job(library, spec, captioner=FakeCaptioner())
+    with library.db.write() as session:
+        captions.set_human_caption(session, ids[0], "My cat Tom")
+    fake = FakeCaptioner()
+    stats = run_caption_job(library, spec, captioner=fake)
+    assert (stats.captioned, stats.skipped) == (0, 6) and fake.batch_sizes == []
+    # Overwriting model captions still leaves the person's words alone.
+    stats = run_caption_job(library, CaptionJobSpec(model="m1", overwrite_model_captions=True), captioner=FakeCaptioner())
+    assert (stats.captioned, stats.skipped) == (5, 1)
+    # A different model version re-captions model captions, but not the human one.
+    stats = run_caption_job(library, CaptionJobSpec(model="m2"), captioner=FakeCaptioner())
+    assert (stats.captioned, stats.skipped) == (5, 1)
+    current = _current(library)
+    assert current[ids[0]].text == "My cat Tom" and current[ids[0]].source == "human"
+    assert {current[i].model_name for i in ids[1:]} == {"m2"}
+
+
+def test_human_edit_during_the_job_is_kept(library: Library, photo_dir: Path) -> None:
+    ids = _scanned(library, photo_dir, 8)
+
+    class EditsWhileRunning(FakeCaptioner):
+        def generate(self, batch, settings):
+            if not self.batch_sizes:  # while the first batch runs, a person edits image 8
+                with library.db.write() as session:
+                    captions.set_human_caption(session, ids[-1], "typed by a person")
+            return super().generate(batch, settings)
+
+    stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=4), captioner=EditsWhileRunning())
+    assert stats.captioned == 8  # the model's text is stored as history...
+    assert _current(library)[ids[-1]].text == "typed by a person"  # ...not as the caption
+
+
+def test_bad_images_are_errors_and_the_rest_goes_on(library: Library, photo_dir: Path) -> None:
+    write_jpeg(photo_dir / "good.jpg", seed=1)
+    corpus = make_corpus(photo_dir / "bad")
+    library.scan([library.add_root(photo_dir).id])
+    stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=3), captioner=FakeCaptioner())
+    # zero-byte, text and bomb were already errors at scan time: not selected. The
+    # truncated JPEG passes the header probe and fails at decode.
+    assert stats.errors == 1 and "truncated" in stats.problems[0]
+    assert stats.captioned == len(corpus) - 4 + 1
+    with library.db.read() as session:
+        truncated = session.scalar(select(Image).where(Image.rel_path == "bad/truncated.jpg"))
+    assert truncated.state == "error" and "truncated" in truncated.error
+
+
+def test_out_of_memory_halves_the_batch(library: Library, photo_dir: Path) -> None:
+    _scanned(library, photo_dir, 10)
+    fake = FakeCaptioner(oom_above=2)
+    stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=8), captioner=fake)
+    assert (stats.captioned, stats.errors, stats.final_batch_size) == (10, 0, 2)
+    assert fake.batch_sizes[:3] == [8, 4, 2]  # 8 fails, 4 fails, 2 works; then stays at 2
+    assert set(fake.batch_sizes[3:]) == {2}
+
+
+def test_failing_batch_is_retried_image_by_image(library: Library, photo_dir: Path) -> None:
+    _scanned(library, photo_dir, 5)
+    write_jpeg(photo_dir / "red.jpg", color=(255, 0, 0), size=(64, 64))
+    library.scan()
+    stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=8), captioner=FakeCaptioner(fail_on_red=True))
+    assert (stats.captioned, stats.errors) == (5, 1)
+    assert "model exploded" in stats.problems[0] and "red.jpg" in stats.problems[0]
+    with library.db.read() as session:  # a model failure is not the file's fault
+        assert session.scalar(select(Image.state).where(Image.rel_path == "red.jpg")) == "ok"
+
+
+def test_cancel_stops_within_a_batch_and_resume_finishes(library: Library, photo_dir: Path) -> None:
+    _scanned(library, photo_dir, 12)
+    cancel = threading.Event()
+    fake = FakeCaptioner()
+    stats = run_caption_job(
+        library,
+        CaptionJobSpec(model="m", batch_size=3),
+        captioner=fake,
+        cancel=cancel,
+        on_batch=lambda _ids: cancel.set(),  # the user presses Cancel after the first batch
+    )
+    assert stats.cancelled and stats.captioned == 3 and fake.batch_sizes == [3]
+    assert len(_current(library)) == 3
+    assert library.jobs("caption")[-1].state == "cancelled"
+    stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=3), captioner=FakeCaptioner())
+    assert (stats.captioned, stats.skipped) == (9, 3)
+    assert len(_current(library)) == 12
+
+
+def test_scope_by_folder_and_ids(library: Library, photo_dir: Path) -> None:
+    write_jpeg(photo_dir / "a" / "1.jpg", seed=1)
+    write_jpeg(photo_dir / "a_b" / "2.jpg", seed=2)  # "_" must not act as a LIKE wildcard
+    write_jpeg(photo_dir / "ab" / "3.jpg", seed=3)
+    library.scan([library.add_root(photo_dir).id])
+    under_a = image_ids_under(library, photo_dir / "a")
+    assert len(under_a) == 1
+    assert len(image_ids_under(library, photo_dir)) == 3
+    with pytest.raises(LookupError):
+        image_ids_under(library, photo_dir.parent)
+    stats = run_caption_job(library, CaptionJobSpec(model="m", image_ids=under_a), captioner=FakeCaptioner())
+    assert stats.captioned == 1 and set(_current(library)) == set(under_a)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"model": " "}, "model"), ({"model": "m", "batch_size": 0}, "0"), ({"model": "m", "device": "tpu"}, "tpu")],
+)
+def test_spec_validation(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        CaptionJobSpec(**kwargs)

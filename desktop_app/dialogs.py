@@ -1,0 +1,244 @@
+"""Dialogs: batch captioning, find-and-replace, and the About box's text.
+
+The captioning dialog only collects choices into a :class:`~desktop_app.worker.JobRequest`
+plus a scope; it does not import ``core.captioning`` (which would pull in torch), so it
+opens instantly.  Generation settings are validated by ``GenerationSettings`` on the
+inference thread; the spin-box ranges here keep the obvious mistakes out.
+"""
+
+from __future__ import annotations
+
+import platform
+import sqlite3
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import qVersion
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core import __version__ as core_version
+from desktop_app.worker import JobRequest
+
+#: The engine's default model, repeated here so the dialog needs no torch import.
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+
+SCOPE_SELECTION = "selection"
+SCOPE_FILTER = "filter"
+SCOPE_UNCAPTIONED = "uncaptioned"
+
+
+class CaptionDialog(QDialog):
+    """Pick model, adapter, generation settings and scope for a captioning job."""
+
+    def __init__(
+        self,
+        *,
+        defaults: dict[str, Any],
+        known_models: list[str],
+        selection_count: int,
+        filter_count: int,
+        uncaptioned_count: int | None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Caption images")
+        settings = defaults.get("settings", {})
+
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.setToolTip("A Hugging Face hub id, a local model folder, or a model version name")
+        for name in dict.fromkeys([defaults.get("model") or DEFAULT_MODEL, DEFAULT_MODEL, *known_models]):
+            self.model.addItem(name)
+        self.model.setCurrentText(defaults.get("model") or DEFAULT_MODEL)
+        model_browse = QPushButton("Folder…")
+        model_browse.clicked.connect(lambda: self._browse(self.model.setCurrentText, "Choose a model folder"))
+        self.adapter = QLineEdit(defaults.get("adapter") or "")
+        self.adapter.setPlaceholderText("none (plain base model)")
+        adapter_browse = QPushButton("Folder…")
+        adapter_browse.clicked.connect(lambda: self._browse(self.adapter.setText, "Choose a trained adapter folder"))
+
+        self.num_beams = QSpinBox()
+        self.num_beams.setRange(1, 16)
+        self.num_beams.setValue(int(settings.get("num_beams", 1)))
+        self.num_beams.setToolTip("1 = greedy decoding, the fastest on a CPU")
+        self.min_tokens = QSpinBox()
+        self.min_tokens.setRange(0, 200)
+        self.min_tokens.setValue(int(settings.get("min_new_tokens", 0)))
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 512)
+        self.max_tokens.setValue(int(settings.get("max_new_tokens", 30)))
+        self.min_tokens.valueChanged.connect(lambda v: self.max_tokens.setMinimum(max(1, v)))
+        self.prompt = QLineEdit(settings.get("prompt") or "")
+        self.prompt.setPlaceholderText("model default")
+        self.repetition = QDoubleSpinBox()
+        self.repetition.setRange(0.5, 3.0)
+        self.repetition.setSingleStep(0.05)
+        self.repetition.setValue(float(settings.get("repetition_penalty", 1.0)))
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 256)
+        self.batch_size.setValue(int(defaults.get("batch_size", 8)))
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setCurrentText(defaults.get("device", "auto"))
+        self.overwrite = QCheckBox("Replace existing model captions (a person's captions are never replaced)")
+        self.overwrite.setChecked(bool(defaults.get("overwrite", False)))
+
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(model_browse)
+        adapter_row = QHBoxLayout()
+        adapter_row.addWidget(self.adapter, 1)
+        adapter_row.addWidget(adapter_browse)
+        form = QFormLayout()
+        form.addRow("Model", model_row)
+        form.addRow("Adapter", adapter_row)
+        form.addRow("Beams", self.num_beams)
+        form.addRow("Min new tokens", self.min_tokens)
+        form.addRow("Max new tokens", self.max_tokens)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Repetition penalty", self.repetition)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Device", self.device)
+
+        scope_box = QGroupBox("Images")
+        self.scope_group = QButtonGroup(self)
+        self.scope_selection = QRadioButton(f"Selected images ({selection_count})")
+        self.scope_filter = QRadioButton(f"Images in the current view ({filter_count})")
+        uncaptioned = f" ({uncaptioned_count})" if uncaptioned_count is not None else ""
+        self.scope_uncaptioned = QRadioButton(f"Everything uncaptioned{uncaptioned}")
+        scope_layout = QVBoxLayout(scope_box)
+        for button, scope in (
+            (self.scope_selection, SCOPE_SELECTION),
+            (self.scope_filter, SCOPE_FILTER),
+            (self.scope_uncaptioned, SCOPE_UNCAPTIONED),
+        ):
+            button.setProperty("scope", scope)
+            self.scope_group.addButton(button)
+            scope_layout.addWidget(button)
+        self.scope_selection.setEnabled(selection_count > 0)
+        self.scope_filter.setEnabled(filter_count > 0)
+        (self.scope_selection if selection_count > 1 else self.scope_uncaptioned).setChecked(True)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Start")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.overwrite)
+        layout.addWidget(scope_box)
+        note = QLabel("Captions appear in the grid as they are written; you can pause or cancel at any time.")
+        note.setWordWrap(True)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+
+    def _browse(self, setter, title: str) -> None:
+        folder = QFileDialog.getExistingDirectory(self, title)
+        if folder:
+            setter(folder)
+
+    def scope(self) -> str:
+        button = self.scope_group.checkedButton()
+        return button.property("scope") if button is not None else SCOPE_UNCAPTIONED
+
+    def settings_dict(self) -> dict[str, Any]:
+        return {
+            "num_beams": self.num_beams.value(),
+            "min_new_tokens": self.min_tokens.value(),
+            "max_new_tokens": max(self.max_tokens.value(), self.min_tokens.value(), 1),
+            "prompt": self.prompt.text().strip() or None,
+            "repetition_penalty": round(self.repetition.value(), 3),
+        }
+
+    def request(self) -> JobRequest:
+        """The job the dialog describes (the window fills in the image ids for the scope)."""
+        adapter = self.adapter.text().strip() or None
+        model = self.model.currentText().strip() or DEFAULT_MODEL
+        return JobRequest(
+            model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
+            adapter=adapter,
+            settings=self.settings_dict(),
+            batch_size=self.batch_size.value(),
+            device=self.device.currentText(),
+            overwrite_model_captions=self.overwrite.isChecked(),
+        )
+
+
+class FindReplaceDialog(QDialog):
+    """Find and replace across the captions currently shown (one undo step)."""
+
+    def __init__(self, view_count: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Find and replace in captions")
+        self.find = QLineEdit()
+        self.replacement = QLineEdit()
+        self.case = QCheckBox("Match case")
+        form = QFormLayout()
+        form.addRow("Find", self.find)
+        form.addRow("Replace with", self.replacement)
+        form.addRow("", self.case)
+        note = QLabel(
+            f"Applies to the current captions of the {view_count} images in the current view. "
+            "Changed captions become verified; Undo (Ctrl+Z) reverts them all."
+        )
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Replace all")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def about_text() -> str:
+    """Versions for the About box and bug reports (reads metadata; imports no torch)."""
+    rows = [
+        ("CaptionDesk", core_version),
+        ("Python", platform.python_version()),
+        ("Qt", qVersion()),
+        ("PySide6", pyside_version),
+        ("SQLAlchemy", _version("sqlalchemy")),
+        ("SQLite", sqlite3.sqlite_version),
+        ("Pillow", _version("pillow")),
+        ("PyTorch", _version("torch")),
+        ("Transformers", _version("transformers")),
+        ("PEFT", _version("peft")),
+        ("Platform", platform.platform()),
+    ]
+    table = "".join(f"<tr><td>{name}</td><td>&nbsp;{value}</td></tr>" for name, value in rows)
+    return (
+        "<h3>CaptionDesk</h3>"
+        "<p>Batch-caption photo libraries with a local image-captioning model, "
+        "review and correct the captions, and keep their provenance.</p>"
+        f"<table>{table}</table>"
+        "<p>License: GPL-3.0-or-later. Uses Qt for Python (LGPL-3.0).</p>"
+    )

@@ -1,0 +1,502 @@
+"""Read-side SQL for the GUI: filtering, sorting, search, row fetching and folder counts.
+
+Everything here is plain SQLAlchemy over a :class:`~sqlalchemy.orm.Session` and never
+imports Qt, so it is tested without a display and runs on worker threads.
+
+Why raw SQL text instead of ORM queries: the grid asks for the ids of up to 100 000
+images at a time and for chunks of a few hundred rows while scrolling; building ORM
+objects for those would cost more than the queries themselves.  The SQL is assembled
+only from fixed fragments; every user value travels as a bound parameter.
+
+The *display state* of an image (the badge in the grid) is derived in one place,
+:data:`STATE_SQL` / :func:`display_state`, so filters, counts and badges always agree:
+``error`` and ``missing`` (the file) win over the caption; otherwise the current
+caption's source decides: none → ``uncaptioned``, model → ``model``, a person's →
+``verified``, an import → ``imported``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+DisplayState = Literal["uncaptioned", "model", "verified", "imported", "error", "missing"]
+DISPLAY_STATES: tuple[DisplayState, ...] = (
+    "uncaptioned",
+    "model",
+    "verified",
+    "imported",
+    "error",
+    "missing",
+)
+SortKey = Literal["name", "date", "confidence"]
+
+#: SQL condition for each display state, over ``images i`` LEFT JOIN current ``captions c``.
+STATE_SQL: dict[str, str] = {
+    "uncaptioned": "(i.state = 'ok' AND c.id IS NULL)",
+    "model": "(i.state = 'ok' AND c.source = 'model')",
+    "verified": "(i.state = 'ok' AND c.source = 'human')",
+    "imported": "(i.state = 'ok' AND c.source = 'import')",
+    "error": "(i.state = 'error')",
+    "missing": "(i.state = 'missing')",
+}
+
+_SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
+
+#: Largest number of bound parameters put in one ``IN (...)`` list (SQLite's default
+#: limit is 32 766 on current builds, 999 on old ones; stay well under both).
+IN_CHUNK = 900
+
+_FROM = (
+    " FROM images i"
+    " LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+)
+
+
+def display_state(image_state: str, caption_source: str | None) -> DisplayState:
+    """The badge of an image: see the module docstring."""
+    if image_state == "error":
+        return "error"
+    if image_state == "missing":
+        return "missing"
+    if caption_source is None:
+        return "uncaptioned"
+    return _SOURCE_STATE.get(caption_source, "model")  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model version as captions record it: base model and optional adapter."""
+
+    model_name: str
+    adapter: str | None = None
+
+    def label(self) -> str:
+        return self.model_name if not self.adapter else f"{self.model_name} + {self.adapter}"
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """What the grid shows and in which order.  Immutable: the GUI swaps whole filters.
+
+    ``text`` is a full-text query over the *current* captions (words are ANDed, the
+    last one matches as a prefix so results follow typing).  ``states`` empty means
+    every state.  ``folder`` is a path prefix relative to ``root_id`` ending in ``/``
+    ("2023/summer/"); sub-folders are included.  ``model`` keeps images whose current
+    caption was written by that model version, or accepted/edited from one of its
+    captions.  ``min_score``/``max_score`` bound the current caption's confidence
+    (mean token log-prob, <= 0); setting either keeps only scored captions.
+    """
+
+    text: str = ""
+    states: frozenset[str] = frozenset()
+    root_id: int | None = None
+    folder: str | None = None
+    model: ModelKey | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    sort: SortKey = "name"
+    descending: bool = False
+
+    def with_(self, **changes: Any) -> ImageFilter:
+        return replace(self, **changes)
+
+
+def review_queue_filter(base: ImageFilter | None = None) -> ImageFilter:
+    """Model captions, least confident first: the order in which to fix the worst."""
+    base = base or ImageFilter()
+    return base.with_(states=frozenset({"model"}), sort="confidence", descending=False)
+
+
+_FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(user_text: str) -> str | None:
+    """Turn what a person typed into a safe FTS5 MATCH expression (None: match all).
+
+    Each word becomes a quoted string (so FTS5 syntax characters such as ``"``, ``*``,
+    ``-``, ``NEAR`` cannot produce a syntax error); words are ANDed; the last word also
+    matches as a prefix, so "sun" finds "sunset" while the person is still typing.
+    """
+    words = _FTS_TOKEN.findall(user_text)
+    if not words:
+        return None
+    parts = [f'"{w}"' for w in words[:-1]]
+    parts.append(f'"{words[-1]}"*')
+    return " AND ".join(parts)
+
+
+def _filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
+    """The WHERE clause (always at least ``1``) for *flt*, filling *params*."""
+    where: list[str] = ["1"]
+    if flt.states:
+        unknown = set(flt.states) - set(STATE_SQL)
+        if unknown:
+            raise ValueError(f"unknown state(s): {sorted(unknown)}")
+        where.append("(" + " OR ".join(STATE_SQL[s] for s in sorted(flt.states)) + ")")
+    if flt.root_id is not None:
+        where.append("i.root_id = :root_id")
+        params["root_id"] = flt.root_id
+    if flt.folder:
+        prefix = flt.folder if flt.folder.endswith("/") else flt.folder + "/"
+        # A range on (root_id, rel_path) uses the unique index; '0' sorts right after '/'.
+        where.append("i.rel_path >= :folder_lo AND i.rel_path < :folder_hi")
+        params["folder_lo"] = prefix
+        params["folder_hi"] = prefix[:-1] + "0"
+    if flt.model is not None:
+        params["model_name"] = flt.model.model_name
+        own = "c.model_name = :model_name"
+        parent = "p.model_name = :model_name"
+        if flt.model.adapter is None:
+            own += " AND c.adapter IS NULL"
+            parent += " AND p.adapter IS NULL"
+        else:
+            params["adapter"] = flt.model.adapter
+            own += " AND c.adapter = :adapter"
+            parent += " AND p.adapter = :adapter"
+        where.append(
+            f"(({own}) OR (c.source = 'human' AND EXISTS (SELECT 1 FROM captions p"
+            f" WHERE p.id = c.parent_id AND {parent})))"
+        )
+    if flt.min_score is not None:
+        where.append("c.score >= :min_score")
+        params["min_score"] = float(flt.min_score)
+    if flt.max_score is not None:
+        where.append("c.score <= :max_score")
+        params["max_score"] = float(flt.max_score)
+    match = fts_query(flt.text)
+    if match is not None:
+        # External-content FTS over every caption row; keep hits on current rows only.
+        where.append(
+            "c.id IN (SELECT rowid FROM captions_fts WHERE captions_fts MATCH :match)"
+        )
+        params["match"] = match
+    return " AND ".join(where)
+
+
+def _order_sql(flt: ImageFilter) -> str:
+    direction = "DESC" if flt.descending else "ASC"
+    if flt.sort == "name":
+        return f"i.root_id {direction}, i.rel_path {direction}"
+    if flt.sort == "date":
+        return f"i.mtime_ns {direction}, i.id {direction}"
+    if flt.sort == "confidence":
+        # Unscored (uncaptioned, human) rows go last in either direction.
+        return f"c.score IS NULL, c.score {direction}, i.id {direction}"
+    raise ValueError(f"unknown sort key {flt.sort!r}")
+
+
+def _needs_captions(flt: ImageFilter) -> bool:
+    return bool(
+        flt.states or flt.model or flt.text.strip() or flt.min_score is not None
+        or flt.max_score is not None or flt.sort == "confidence"
+    )
+
+
+def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
+    """Ids of the images matching *flt*, in display order (the grid's whole content).
+
+    Runs on the raw sqlite3 cursor: for 100 000 ids that is about half the time of
+    going through SQLAlchemy's result machinery, and it holds the GIL less (the grid's
+    worker thread shares it with the GUI thread).  The captions join is left out when
+    the filter does not look at captions: the default view is then an index-only scan.
+    """
+    params: dict[str, Any] = {}
+    where = _filter_sql(flt, params)
+    source = _FROM if _needs_captions(flt) else " FROM images i"
+    sql = f"SELECT i.id{source} WHERE {where} ORDER BY {_order_sql(flt)}"
+    cursor = session.connection().connection.driver_connection.execute(sql, params)
+    return [row[0] for row in cursor]
+
+
+def count_filtered(session: Session, flt: ImageFilter) -> int:
+    params: dict[str, Any] = {}
+    sql = f"SELECT count(*){_FROM} WHERE {_filter_sql(flt, params)}"
+    return int(session.execute(text(sql), params).scalar_one())
+
+
+def least_confident(
+    session: Session, flt: ImageFilter, *, after: tuple[float, int] | None = None
+) -> int | None:
+    """The image in *flt* whose current *model* caption has the lowest score.
+
+    With *after* = ``(score, image_id)`` of the image being looked at: the next one in
+    ascending-confidence order, so pressing "next least confident" repeatedly walks the
+    review queue even when nothing is accepted on the way.
+    """
+    params: dict[str, Any] = {}
+    where = _filter_sql(flt, params)
+    extra = ""
+    if after is not None:
+        extra = " AND (c.score > :after_score OR (c.score = :after_score AND i.id > :after_id))"
+        params["after_score"], params["after_id"] = float(after[0]), int(after[1])
+    sql = (
+        f"SELECT i.id{_FROM} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
+        f"{extra} ORDER BY c.score ASC, i.id ASC LIMIT 1"
+    )
+    return session.execute(text(sql), params).scalar()
+
+
+def ids_in_state(session: Session, ids: Sequence[int], state: str) -> set[int]:
+    """Which of *ids* are in display state *state* (for "next uncaptioned" and such)."""
+    found: set[int] = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
+        sql = f"SELECT i.id{_FROM} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
+        found.update(session.execute(text(sql)).scalars())
+    return found
+
+
+def next_in_state(
+    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400
+) -> int | None:
+    """Row index of the first image after *start_row* in *ordered_ids* that is in *state*.
+
+    Looks ahead in chunks, so the common case (the next one is near) costs one small
+    query even on a 100 000-row grid; wraps around to the top once.
+    """
+    n = len(ordered_ids)
+    if n == 0:
+        return None
+    order = list(range(start_row + 1, n)) + list(range(min(start_row + 1, n)))
+    for begin in range(0, len(order), step):
+        rows = order[begin : begin + step]
+        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state)
+        for r in rows:
+            if ordered_ids[r] in hits:
+                return r
+    return None
+
+
+# -- rows for the grid ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ImageRow:
+    """What the grid needs to draw one image (a plain value, safe across threads)."""
+
+    id: int
+    root_id: int
+    root_path: str
+    rel_path: str
+    fingerprint: str
+    image_state: str
+    error: str | None
+    width: int | None
+    height: int | None
+    caption_id: int | None
+    caption: str | None
+    source: str | None
+    score: float | None
+    model_name: str | None
+
+    @property
+    def state(self) -> DisplayState:
+        return display_state(self.image_state, self.source)
+
+    @property
+    def path(self) -> str:
+        return f"{self.root_path.rstrip('/')}/{self.rel_path}"
+
+    @property
+    def name(self) -> str:
+        return self.rel_path.rsplit("/", 1)[-1]
+
+
+def fetch_rows(session: Session, ids: Sequence[int]) -> dict[int, ImageRow]:
+    """Grid rows for *ids* (any order; missing ids are simply absent)."""
+    rows: dict[int, ImageRow] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
+        sql = (
+            "SELECT i.id, i.root_id, r.path, i.rel_path, i.fingerprint, i.state, i.error,"
+            " i.width, i.height, c.id, c.text, c.source, c.score, c.model_name"
+            f"{_FROM} JOIN library_roots r ON r.id = i.root_id WHERE i.id IN ({chunk})"
+        )
+        for values in session.execute(text(sql)):
+            rows[values[0]] = ImageRow(*values)
+    return rows
+
+
+# -- caption details for the panel ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptionInfo:
+    """One caption row with its provenance, detached from any session."""
+
+    id: int
+    image_id: int
+    text: str
+    source: str
+    is_current: bool
+    model_name: str | None
+    adapter: str | None
+    settings: dict[str, Any] | None
+    score: float | None
+    origin: str | None
+    parent_id: int | None
+    created_at: datetime | None
+
+    def provenance(self) -> str:
+        """One line saying who wrote this caption and how."""
+        if self.source == "model":
+            who = self.model_name or "model"
+            if self.adapter:
+                who += f" + {self.adapter}"
+            bits = [f"model {who}"]
+            if self.score is not None:
+                bits.append(f"confidence {self.score:.2f}")
+            return ", ".join(bits)
+        if self.source == "human":
+            return "verified by a person" + (f" (imported from {self.origin})" if self.origin else "")
+        return f"imported from {self.origin}" if self.origin else "imported"
+
+
+@dataclass(frozen=True)
+class CaptionDetails:
+    image_id: int
+    current: CaptionInfo | None
+    #: The newest caption a model wrote for the image, current or not, to show beside
+    #: the person's.
+    latest_model: CaptionInfo | None
+    history: list[CaptionInfo] = field(default_factory=list)
+
+
+def _info(row: Any) -> CaptionInfo:
+    return CaptionInfo(
+        id=row.id,
+        image_id=row.image_id,
+        text=row.text,
+        source=row.source,
+        is_current=bool(row.is_current),
+        model_name=row.model_name,
+        adapter=row.adapter,
+        settings=dict(row.settings) if row.settings else None,
+        score=row.score,
+        origin=row.origin,
+        parent_id=row.parent_id,
+        created_at=row.created_at,
+    )
+
+
+def caption_details(session: Session, image_id: int) -> CaptionDetails:
+    from core.captions import caption_history
+
+    history = [_info(c) for c in caption_history(session, image_id)]
+    current = next((c for c in history if c.is_current), None)
+    latest_model = next((c for c in reversed(history) if c.source == "model"), None)
+    return CaptionDetails(image_id, current, latest_model, history)
+
+
+# -- model versions and folder counts -------------------------------------------------------
+
+
+def model_keys(session: Session) -> list[tuple[ModelKey, int]]:
+    """Model versions that wrote captions in this library, with how many captions each."""
+    sql = (
+        "SELECT model_name, adapter, count(*) FROM captions"
+        " WHERE source = 'model' AND model_name IS NOT NULL"
+        " GROUP BY model_name, adapter ORDER BY model_name, adapter"
+    )
+    return [(ModelKey(name, adapter), n) for name, adapter, n in session.execute(text(sql))]
+
+
+@dataclass
+class Counts:
+    images: int = 0
+    uncaptioned: int = 0
+    model: int = 0
+    verified: int = 0
+    imported: int = 0
+    errors: int = 0
+    missing: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class FolderNode:
+    """A folder in the sidebar: counts include every sub-folder."""
+
+    root_id: int
+    name: str
+    #: Path relative to the root, ending in "/" ("" for the root itself).
+    prefix: str
+    counts: Counts = field(default_factory=Counts)
+    children: dict[str, FolderNode] = field(default_factory=dict)
+
+
+def folder_tree(session: Session) -> list[FolderNode]:
+    """One node per library root, with sub-folders and display-state counts.
+
+    The per-folder aggregation runs in SQL: ``rtrim(p, replace(p, '/', ''))`` strips
+    everything after the last ``/`` (the characters of the file name), which gives the
+    folder of each image without a custom SQL function.  Only the few hundred folder
+    rows come back to Python to be rolled up into the tree.
+    """
+    roots = session.execute(text("SELECT id, path FROM library_roots ORDER BY path")).all()
+    nodes = {rid: FolderNode(rid, path, "") for rid, path in roots}
+    sql = (
+        "SELECT i.root_id, rtrim(i.rel_path, replace(i.rel_path, '/', '')) AS dir, count(*),"
+        f" sum({STATE_SQL['uncaptioned']}), sum({STATE_SQL['model']}),"
+        f" sum({STATE_SQL['verified']}), sum({STATE_SQL['imported']}),"
+        f" sum({STATE_SQL['error']}), sum({STATE_SQL['missing']})"
+        f"{_FROM} GROUP BY i.root_id, dir"
+    )
+    for root_id, folder, *numbers in session.execute(text(sql)):
+        root = nodes.get(root_id)
+        if root is None:
+            continue
+        counts = Counts(*(int(n or 0) for n in numbers))
+        root.counts.add(counts)
+        node = root
+        prefix = ""
+        for part in [p for p in folder.split("/") if p]:
+            prefix += part + "/"
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = FolderNode(root_id, part, prefix)
+            child.counts.add(counts)
+            node = child
+    return [nodes[rid] for rid, _path in roots]
+
+
+def find_replace_candidates(
+    session: Session, flt: ImageFilter, find: str, *, case_sensitive: bool = False
+) -> list[tuple[int, int, str]]:
+    """``(image_id, caption_id, text)`` of current captions in *flt* that contain *find*.
+
+    SQL narrows the rows (``instr`` is case-sensitive, ``LIKE`` folds ASCII case) and
+    Python's regex makes the final call with the same rule the replacement uses.
+    """
+    if not find:
+        return []
+    params: dict[str, Any] = {"find": find}
+    where = _filter_sql(flt, params)
+    if case_sensitive:
+        cond = "instr(c.text, :find) > 0"
+    elif find.isascii():
+        # LIKE folds exactly the ASCII letters, which is all an ASCII needle can match.
+        cond = "c.text LIKE '%' || :like || '%' ESCAPE '\\'"
+        params["like"] = find.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    else:
+        cond = "1"  # non-ASCII case folding: leave it to Python below
+    sql = (
+        f"SELECT i.id, c.id, c.text{_FROM} WHERE {where} AND c.id IS NOT NULL AND {cond}"
+        f" ORDER BY {_order_sql(flt)}"
+    )
+    pattern = re.compile(re.escape(find), 0 if case_sensitive else re.IGNORECASE)
+    return [
+        (image_id, caption_id, caption)
+        for image_id, caption_id, caption in session.execute(text(sql), params)
+        if pattern.search(caption)
+    ]

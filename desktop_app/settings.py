@@ -1,0 +1,86 @@
+"""Persistent preferences (``QSettings``): layout, last library, model defaults, thumbnails.
+
+A thin typed wrapper so every key is spelled once and has a default; tests give it a
+``QSettings`` in INI format under a temporary folder so they never touch the user's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from core import APP_NAME
+
+DEFAULT_THUMBNAIL_SIZE = 160
+THUMBNAIL_SIZES = (96, 128, 160, 200, 256)
+
+
+class AppSettings:
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        self.q = qsettings if qsettings is not None else QSettings(APP_NAME, APP_NAME)
+
+    # -- window ------------------------------------------------------------------------
+
+    def geometry(self) -> QByteArray | None:
+        value = self.q.value("window/geometry")
+        return value if isinstance(value, QByteArray) else None
+
+    def window_state(self) -> QByteArray | None:
+        value = self.q.value("window/state")
+        return value if isinstance(value, QByteArray) else None
+
+    def splitter(self, name: str) -> QByteArray | None:
+        value = self.q.value(f"window/splitter_{name}")
+        return value if isinstance(value, QByteArray) else None
+
+    def save_layout(self, geometry: QByteArray, state: QByteArray, splitters: dict[str, QByteArray]) -> None:
+        self.q.setValue("window/geometry", geometry)
+        self.q.setValue("window/state", state)
+        for name, value in splitters.items():
+            self.q.setValue(f"window/splitter_{name}", value)
+
+    # -- library -----------------------------------------------------------------------
+
+    @property
+    def last_library(self) -> str | None:
+        value = self.q.value("library/last")
+        return str(value) if value else None
+
+    @last_library.setter
+    def last_library(self, path: str | None) -> None:
+        self.q.setValue("library/last", path or "")
+
+    # -- thumbnails --------------------------------------------------------------------
+
+    @property
+    def thumbnail_size(self) -> int:
+        try:
+            size = int(self.q.value("view/thumbnail_size", DEFAULT_THUMBNAIL_SIZE))
+        except (TypeError, ValueError):
+            return DEFAULT_THUMBNAIL_SIZE
+        return min(THUMBNAIL_SIZES, key=lambda s: abs(s - size))
+
+    @thumbnail_size.setter
+    def thumbnail_size(self, size: int) -> None:
+        self.q.setValue("view/thumbnail_size", int(size))
+
+    # -- captioning defaults -------------------------------------------------------------
+
+    def caption_defaults(self) -> dict[str, Any]:
+        """Last used model, adapter, generation settings, batch size, device."""
+        raw = self.q.value("captioning/defaults", "")
+        try:
+            data = json.loads(raw) if raw else {}
+        except (TypeError, ValueError):
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    def set_caption_defaults(self, values: dict[str, Any]) -> None:
+        # JSON, not nested QSettings maps: INI and the Windows registry round-trip
+        # nested types differently; a string is the same everywhere.
+        self.q.setValue("captioning/defaults", json.dumps(values, sort_keys=True))
+
+    def sync(self) -> None:
+        self.q.sync()

@@ -1,0 +1,374 @@
+"""Batch captioning on one long-lived inference thread that owns the loaded model.
+
+:class:`CaptionService` (GUI thread) starts a ``QThread`` once and moves a
+:class:`_CaptionWorker` onto it.  A job request travels there as a queued signal; the
+worker imports ``core.captioning`` *there* (torch never loads on the GUI thread, and
+never at start-up), loads the captioner once and keeps it for the next job with the same
+model/adapter/device, and calls ``core.captioning.engine.run_caption_job``.
+
+Results come back without blocking or flooding the GUI:
+
+* ``progress`` snapshots (the engine throttles them) arrive as a queued signal;
+* the image ids of each committed batch go into a :class:`~desktop_app.background.Coalescer`
+  that hands them to the grid at most every 50 ms;
+* pause and cancel are thread-safe flags the engine polls between batches
+  (:class:`PauseToken`), so they work while the worker thread is busy.
+
+The engine is reached through a small seam (``engine=``: an object with
+``CaptionJobSpec``, ``GenerationSettings``, ``run_caption_job`` and ``load_captioner``) so
+tests run the real worker with a fake captioner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from core.library import Library
+from desktop_app.background import Coalescer
+
+log = logging.getLogger(__name__)
+
+
+class PauseToken:
+    """A cancel token whose ``is_set()`` blocks while paused.
+
+    The engine checks its cancel token between batches; holding it there is a pause
+    that needs no support from the engine, and a cancel wakes it at once.
+    """
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def is_set(self) -> bool:
+        while not self._running.is_set() and not self._cancel.is_set():
+            self._running.wait(0.05)
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+@dataclass
+class JobRequest:
+    """What the GUI asks for; built into the engine's ``CaptionJobSpec`` on the worker."""
+
+    model: str
+    adapter: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    device: str = "auto"
+    overwrite_model_captions: bool = False
+    image_ids: list[int] | None = None
+    root_ids: list[int] | None = None
+    #: Caption the images that have no caption at all (ids found on the worker thread,
+    #: so a 100k-image query never runs on the GUI thread).
+    uncaptioned_only: bool = False
+
+    def describe(self) -> str:
+        return self.model if not self.adapter else f"{self.model} + {Path(self.adapter).name}"
+
+
+def real_engine() -> Any:
+    """The real engine, imported lazily (on the inference thread)."""
+    from core.captioning import load_captioner
+    from core.captioning.engine import CaptionJobSpec, resolve_model, run_caption_job
+    from core.captioning.settings import GenerationSettings
+
+    return SimpleNamespace(
+        CaptionJobSpec=CaptionJobSpec,
+        GenerationSettings=GenerationSettings,
+        run_caption_job=run_caption_job,
+        load_captioner=load_captioner,
+        resolve_model=resolve_model,
+    )
+
+
+def hub_download_bytes(model: str) -> int | None:
+    """Bytes of *model* in the Hugging Face cache so far (None for a local folder).
+
+    The loader downloads into ``models--org--name/blobs`` (``*.incomplete`` while in
+    flight); polling that folder shows download progress whatever the loader does
+    internally, and costs a few ``stat`` calls.
+    """
+    if not model or os.path.isdir(os.path.expanduser(model)):
+        return None
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    blobs = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" / "blobs"
+    total = 0
+    try:
+        with os.scandir(blobs) as entries:
+            for entry in entries:
+                try:
+                    total += entry.stat().st_size
+                except OSError:
+                    continue
+    except OSError:
+        return 0
+    return total
+
+
+class _CaptionWorker(QObject):
+    """Lives on the inference thread; keeps the loaded captioner between jobs."""
+
+    loading = Signal(str)
+    #: Status lines from the model loader ("Downloading ...", "Loading weights ...").
+    load_message = Signal(str)
+    loaded = Signal(str)
+    progress = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str, str)
+
+    def __init__(self, engine: Any | None, batches: Coalescer) -> None:
+        super().__init__()
+        self._engine = engine
+        self._batches = batches
+        self._captioner: Any = None
+        self._key: tuple[str, str | None, str] | None = None
+
+    def _get_engine(self) -> Any:
+        if self._engine is None:
+            self._engine = real_engine()
+        return self._engine
+
+    @Slot(object, object, object)
+    def run_job(self, library: Library, request: JobRequest, token: PauseToken) -> None:
+        try:
+            engine = self._get_engine()
+        except ImportError as exc:
+            self.failed.emit(
+                "The captioning engine is not available in this installation.", f"{exc}"
+            )
+            return
+        try:
+            if request.uncaptioned_only:
+                from desktop_app.queries import ImageFilter, filtered_ids
+
+                with library.db.read() as session:
+                    request.image_ids = filtered_ids(session, ImageFilter(states=frozenset({"uncaptioned"})))
+            settings = engine.GenerationSettings(**request.settings)
+            spec = engine.CaptionJobSpec(
+                model=request.model,
+                adapter=request.adapter,
+                settings=settings,
+                batch_size=request.batch_size,
+                device=request.device,
+                overwrite_model_captions=request.overwrite_model_captions,
+                image_ids=request.image_ids,
+                root_ids=request.root_ids,
+            )
+            # A model-version name stands for a base model + adapter; load what it names.
+            model, adapter = spec.model, spec.adapter
+            resolve = getattr(engine, "resolve_model", None)
+            if resolve is not None:
+                resolved = resolve(library, spec.model, spec.adapter)
+                model, adapter = resolved.model_name, resolved.adapter
+            key = (model, adapter, spec.device)
+            if self._captioner is None or self._key != key:
+                self.release()
+                self.loading.emit(request.describe())
+                self._captioner = engine.load_captioner(
+                    model, adapter=adapter, device=spec.device, progress=self.load_message.emit
+                )
+                self._key = key
+                self.loaded.emit(request.describe())
+            if token.cancelled:
+                raise _Cancelled
+            stats = engine.run_caption_job(
+                library,
+                spec,
+                captioner=self._captioner,
+                progress=self.progress.emit,
+                cancel=token,
+                on_batch=self._batches.add,
+            )
+        except _Cancelled:
+            self.finished.emit(None)
+        except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
+            detail = traceback.format_exc()
+            log.error("captioning failed: %s", detail)
+            message = str(exc) or type(exc).__name__
+            if type(exc).__name__ not in ("ModelLoadError", "CaptionError", "LibraryError"):
+                message = f"{type(exc).__name__}: {message}"
+            self.failed.emit(message, detail)
+        else:
+            self.finished.emit(stats)
+
+    @Slot()
+    def release(self) -> None:
+        """Close the loaded captioner (frees the model's memory)."""
+        if self._captioner is not None:
+            close = getattr(self._captioner, "close", None)
+            try:
+                if close is not None:
+                    close()
+            finally:
+                self._captioner = None
+                self._key = None
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class CaptionService(QObject):
+    """GUI-thread handle on the inference thread: start, pause, resume, cancel jobs."""
+
+    #: A job was accepted (its request).
+    started = Signal(object)
+    #: Loading (and maybe downloading) a model: its description.
+    model_loading = Signal(str)
+    #: A status line from the loader while it loads or downloads.
+    model_message = Signal(str)
+    model_loaded = Signal(str)
+    #: Bytes of the model downloaded so far (only while loading a hub model).
+    download_progress = Signal(int)
+    progress = Signal(object)
+    #: Ids of images whose captions were committed, coalesced (50 ms).
+    captions_landed = Signal(list)
+    #: The engine's CaptionJobStats (None when cancelled before it started).
+    finished = Signal(object)
+    #: (message for the user, details for the log)
+    failed = Signal(str, str)
+    #: Emitted whenever running/paused changes.
+    state_changed = Signal()
+
+    _request = Signal(object, object, object)
+    _release = Signal()
+
+    def __init__(self, engine: Any | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._batches = Coalescer(50, self)
+        self._batches.flushed.connect(self.captions_landed)
+        self._thread = QThread(self)
+        self._thread.setObjectName("captiondesk-inference")
+        self._worker = _CaptionWorker(engine, self._batches)
+        self._worker.moveToThread(self._thread)
+        self._request.connect(self._worker.run_job)
+        self._release.connect(self._worker.release)
+        self._worker.loading.connect(self._on_loading)
+        self._worker.loaded.connect(self._on_loaded)
+        self._worker.load_message.connect(self.model_message)
+        self._worker.progress.connect(self.progress)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._thread.finished.connect(self._worker.deleteLater)
+        self._thread.start()
+        self._token: PauseToken | None = None
+        self._request_obj: JobRequest | None = None
+        self._download_timer = QTimer(self)
+        self._download_timer.setInterval(500)
+        self._download_timer.timeout.connect(self._poll_download)
+        self._download_base: int | None = None
+
+    # -- control (GUI thread) ----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._token is not None
+
+    @property
+    def paused(self) -> bool:
+        return self._token is not None and self._token.paused
+
+    def start(self, library: Library, request: JobRequest) -> bool:
+        """Queue *request* on the inference thread; False if a job is already running."""
+        if self._token is not None:
+            return False
+        self._token = PauseToken()
+        self._request_obj = request
+        self.started.emit(request)
+        self.state_changed.emit()
+        self._request.emit(library, request, self._token)
+        return True
+
+    def pause(self) -> None:
+        if self._token is not None:
+            self._token.pause()
+            self.state_changed.emit()
+
+    def resume(self) -> None:
+        if self._token is not None:
+            self._token.resume()
+            self.state_changed.emit()
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+            self.state_changed.emit()
+
+    def release_model(self) -> None:
+        """Free the loaded model (between jobs)."""
+        self._release.emit()
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        """Cancel any job, free the model and stop the thread (closing the window)."""
+        self.cancel()
+        self._release.emit()
+        self._thread.quit()
+        stopped = self._thread.wait(timeout_ms)
+        self._batches.flush()
+        return stopped
+
+    # -- worker results (GUI thread) ----------------------------------------------------
+
+    def _on_loading(self, description: str) -> None:
+        model = self._request_obj.model if self._request_obj else ""
+        self._download_base = hub_download_bytes(model)
+        if self._download_base is not None:
+            self._download_timer.start()
+        self.model_loading.emit(description)
+
+    def _poll_download(self) -> None:
+        model = self._request_obj.model if self._request_obj else ""
+        now = hub_download_bytes(model)
+        if now is not None and self._download_base is not None and now > self._download_base:
+            self.download_progress.emit(now - self._download_base)
+
+    def _on_loaded(self, description: str) -> None:
+        self._download_timer.stop()
+        self.model_loaded.emit(description)
+
+    def _done(self) -> None:
+        self._download_timer.stop()
+        # Deliver the last batch before "finished" so the grid is complete when told.
+        self._batches.flush()
+        self._token = None
+        self._request_obj = None
+        self.state_changed.emit()
+
+    def _on_finished(self, stats: Any) -> None:
+        self._done()
+        self.finished.emit(stats)
+
+    def _on_failed(self, message: str, detail: str) -> None:
+        self._done()
+        self.failed.emit(message, detail)

@@ -1,0 +1,247 @@
+"""Background work in the window: captioning on the inference thread, scanning, start-up."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+from sqlalchemy import select
+
+from core.models import Caption
+from desktop_app.dialogs import (
+    SCOPE_FILTER,
+    SCOPE_SELECTION,
+    SCOPE_UNCAPTIONED,
+    about_text,
+)
+from desktop_app.main_window import MainWindow
+from desktop_app.settings import AppSettings
+from desktop_app.worker import JobRequest, PauseToken
+from tests.imagegen import write_jpeg
+from tests.test_gui_fakes import FakeEngine, build_library
+
+WAIT = 15_000
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+def make_window(qtbot, library, settings, engine, *, size=(1300, 850)):
+    win = MainWindow(settings, engine=engine, error_dialogs=False)
+    qtbot.addWidget(win)
+    if size is not None:
+        win.resize(*size)
+    win.show()
+    with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
+        win.set_library(library)
+    return win
+
+
+def model_captioned_ids(library) -> set[int]:
+    with library.db.read() as session:
+        return set(session.scalars(select(Caption.image_id).where(Caption.source == "model")))
+
+
+def uncaptioned_ids(window) -> set[int]:
+    return {
+        window.model.image_id(r)
+        for r in range(window.model.rowCount())
+        if window.model.row_data(r).state == "uncaptioned"
+    }
+
+
+def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir, settings):
+    build_library(library, photo_dir, count=24, model_every=3, human_every=0, bad_files=1)
+    engine = FakeEngine(delay=0.01)
+    window = make_window(qtbot, library, settings, engine)
+    todo = uncaptioned_ids(window)
+    assert len(todo) == 16
+    landed: list[list[int]] = []
+    window.captioning.captions_landed.connect(landed.append)
+    progress = []
+    window.captioning.progress.connect(progress.append)
+    request = JobRequest(model="fake-model", settings={"max_new_tokens": 20}, batch_size=4)
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
+        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+        assert window.caption_status.isVisible()
+        assert not window.actions["caption"].isEnabled()  # one job at a time
+    stats = finished.args[0]
+    assert (stats.captioned, stats.cancelled) == (16, False)
+    # Every captioned image reached the grid, in coalesced batches (not one per image).
+    assert {i for batch in landed for i in batch} == todo
+    assert len(landed) <= 4
+    assert uncaptioned_ids(window) == set()  # rows updated in place, no re-query needed
+    row = window.model.row_data(window.model.row_of(next(iter(todo))))
+    assert row.state == "model" and row.caption.startswith("a photo ") and row.score == -0.5
+    assert progress and progress[-1].done == progress[-1].total
+    assert not window.caption_status.isVisible()
+    assert window.actions["caption"].isEnabled()
+    assert [entry for entry in window.log_panel.entries if entry[0] == "error"] == []
+    # The generation settings and model are stored as defaults for the next job.
+    assert settings.caption_defaults()["model"] == "fake-model"
+    assert settings.caption_defaults()["settings"]["max_new_tokens"] == 20
+
+    # A second job with the same model reuses the loaded captioner.
+    window.go_to_row(0)
+    window.grid.selectAll()
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
+        window.start_captioning(
+            JobRequest(model="fake-model", batch_size=8, overwrite_model_captions=True), SCOPE_SELECTION
+        )
+    assert len(engine.loaded) == 1
+
+
+def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, settings):
+    build_library(library, photo_dir, count=30, model_every=0, human_every=0, bad_files=0)
+    engine = FakeEngine(delay=0.15)
+    window = make_window(qtbot, library, settings, engine)
+    landed: list[int] = []
+    window.captioning.captions_landed.connect(landed.extend)
+    request = JobRequest(model="fake-model", batch_size=2)
+    assert window.start_captioning(request, SCOPE_FILTER)
+    qtbot.waitUntil(lambda: len(landed) >= 2, timeout=WAIT)
+
+    # Pause: no batch lands while paused.
+    window.toggle_pause()
+    assert window.captioning.paused
+    time.sleep(0.35)  # at most the batch in flight finishes
+    qtbot.wait(120)
+    count_paused = len(model_captioned_ids(library))
+    qtbot.wait(400)
+    assert len(model_captioned_ids(library)) == count_paused
+    window.toggle_pause()
+    assert not window.captioning.paused
+
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
+        window.cancel_captioning()
+    stats = finished.args[0]
+    assert stats.cancelled
+    in_db = model_captioned_ids(library)
+    assert 0 < len(in_db) < 30
+    # Nothing lost: everything committed was reported to the grid, and shows there.
+    assert set(landed) == in_db
+    assert all(window.model.row_data(window.model.row_of(i)).state == "model" for i in in_db)
+    assert stats.captioned == len(in_db)
+
+
+def test_model_load_failure_is_reported_not_raised(qtbot, library, photo_dir, settings):
+    build_library(library, photo_dir, count=4, bad_files=0)
+
+    class BrokenEngine(FakeEngine):
+        def load_captioner(self, model, adapter=None, device="auto", **_kw):
+            raise RuntimeError("no such model: missing/model")
+
+    window = make_window(qtbot, library, settings, BrokenEngine())
+    with qtbot.waitSignal(window.captioning.failed, timeout=WAIT):
+        window.start_captioning(JobRequest(model="missing/model"), SCOPE_UNCAPTIONED)
+    errors = [message for level, message in window.log_panel.entries if level == "error"]
+    assert errors and "no such model" in errors[-1]
+    assert not window.captioning.running and window.actions["caption"].isEnabled()
+
+
+def test_pause_token_blocks_until_resumed_or_cancelled():
+    import threading
+
+    token = PauseToken()
+    assert token.is_set() is False
+    token.pause()
+    started = time.monotonic()
+    threading.Timer(0.2, token.resume).start()
+    assert token.is_set() is False
+    assert time.monotonic() - started >= 0.15
+    token.pause()
+    threading.Timer(0.1, token.cancel).start()
+    assert token.is_set() is True
+
+
+def test_background_scan_adds_folder_and_shows_images(qtbot, library, tmp_path, settings):
+    window = make_window(qtbot, library, settings, FakeEngine())
+    assert window.model.rowCount() == 0
+    folder = tmp_path / "new photos"
+    for k in range(12):
+        write_jpeg(folder / f"sub{k % 3}" / f"p{k:02d}.jpg", seed=k)
+    with qtbot.waitSignal(window.scan_finished, timeout=WAIT) as done:
+        root_id = window.add_folder(folder)
+    assert root_id is not None and done.args[0].new == 12
+    qtbot.waitUntil(lambda: window.model.rowCount() == 12, timeout=WAIT)
+    qtbot.waitUntil(lambda: window.sidebar.location() == (root_id, None), timeout=WAIT)
+    # Adding a folder inside it is refused with a message, not an exception.
+    assert window.add_folder(folder / "sub1") is None
+    assert "already in the library" in window.log_panel.entries[-1][1]
+    window.remove_root(root_id, confirm=False)
+    qtbot.waitUntil(lambda: window.model.rowCount() == 0, timeout=WAIT)
+
+
+def test_settings_persist_layout_and_thumbnail_size(qtbot, library, settings):
+    window = make_window(qtbot, library, settings, FakeEngine())
+    window.set_thumbnail_size(200)
+    window.resize(1111, 777)
+    window.close()  # saves the layout
+    assert settings.geometry() is not None
+    again = make_window(qtbot, library, settings, FakeEngine(), size=None)
+    assert again.thumbs.display_size == 200
+    # The offscreen screen is small, so the width is clamped to fit; the height shows
+    # the saved geometry was restored (the default is 900).
+    assert abs(again.size().height() - 777) <= 8
+    assert "PySide6" in about_text() and "SQLite" in about_text()
+
+
+def test_main_opens_window_and_library(qtbot, tmp_path, monkeypatch):
+    """``main([--library, FOLDER])``: window first, library opened and folder scanned in the background."""
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "cfg"))
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "cfg"))
+    folder = tmp_path / "pics"
+    for k in range(3):
+        write_jpeg(folder / f"a{k}.jpg", seed=k)
+    from desktop_app import app
+
+    seen = {}
+
+    def check():
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if windows and windows[0].model.rowCount() == 3:
+            seen["rows"] = 3
+            seen["title"] = windows[0].windowTitle()
+            windows[0].close()
+        elif time.monotonic() - started < 20:
+            QTimer.singleShot(50, check)
+        else:
+            for w in windows:
+                w.close()
+
+    started = time.monotonic()
+    QTimer.singleShot(50, check)
+    assert app.main(["--library", str(tmp_path / "lib.db"), str(folder)]) == 0
+    assert seen.get("rows") == 3 and "lib.db" in seen["title"]
+
+
+def test_caption_dialog_builds_the_request(qtbot):
+    from desktop_app.dialogs import CaptionDialog
+
+    dialog = CaptionDialog(
+        defaults={"model": "my/model", "settings": {"num_beams": 3, "max_new_tokens": 40}, "batch_size": 4},
+        known_models=["other/model"],
+        selection_count=0,
+        filter_count=12,
+        uncaptioned_count=7,
+    )
+    qtbot.addWidget(dialog)
+    assert not dialog.scope_selection.isEnabled()  # nothing selected
+    assert dialog.scope() == SCOPE_UNCAPTIONED and "(7)" in dialog.scope_uncaptioned.text()
+    dialog.adapter.setText("/adapters/mine")
+    dialog.prompt.setText("a photography of")
+    dialog.min_tokens.setValue(50)  # max follows: never below min
+    dialog.scope_filter.setChecked(True)
+    request = dialog.request()
+    assert (request.model, request.adapter, request.batch_size) == ("my/model", "/adapters/mine", 4)
+    assert request.settings["num_beams"] == 3 and request.settings["prompt"] == "a photography of"
+    assert request.settings["max_new_tokens"] >= request.settings["min_new_tokens"] == 50
+    assert dialog.scope() == SCOPE_FILTER
+    # The engine accepts what the dialog produces.
+    from core.captioning.settings import GenerationSettings
+
+    GenerationSettings(**request.settings)

@@ -1,0 +1,320 @@
+"""``captiondesk self-check``: is this installation (source tree or frozen bundle) complete?
+
+It reports, without touching the network or the user's library:
+
+* the versions of Python and the libraries CaptionDesk needs (an import failure is fatal);
+* the compute device captioning would use (cuda / mps / cpu);
+* where the default library lives, and whether the default captioning model is already
+  in the Hugging Face cache (a model that is missing is only a note: the first
+  ``caption`` run downloads it);
+* that the Alembic migrations are present as files and that a temporary library can be
+  created, migrated and queried;
+* that Qt's platform plugins are present (without them the window cannot open).
+
+It exits 0 when everything essential works, 1 otherwise (each problem says what broke).
+
+``self-check --smoke-test`` (hidden) additionally opens the real main window on a
+temporary library, waits until the library is open, and closes it again: the packaging
+smoke test runs it against the frozen app with ``QT_QPA_PLATFORM=offscreen``.
+
+Heavy imports (torch, transformers, Qt) happen inside the checks, never at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+
+EXIT_OK = 0
+EXIT_BROKEN = 1
+
+#: (label, module, essential): a failed import of an essential module fails the check.
+LIBRARIES: tuple[tuple[str, str, bool], ...] = (
+    ("torch", "torch", True),
+    ("transformers", "transformers", True),
+    ("peft", "peft", True),
+    ("PySide6", "PySide6", True),
+    ("SQLAlchemy", "sqlalchemy", True),
+    ("Alembic", "alembic", True),
+    ("Pillow", "PIL", True),
+    ("pillow-heif", "pillow_heif", False),
+    ("huggingface_hub", "huggingface_hub", True),
+    ("optimum", "optimum", False),
+    ("pyexiv2", "pyexiv2", False),  # optional: reading/writing photo metadata
+)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    essential: bool = True
+
+    @property
+    def status(self) -> str:
+        if self.ok:
+            return "ok"
+        return "FAIL" if self.essential else "note"
+
+
+def _frozen() -> bool:
+    return bool(getattr(sys, "frozen", False))
+
+
+def _module_version(module: str) -> str:
+    import importlib
+
+    mod = importlib.import_module(module)
+    version = getattr(mod, "__version__", None)
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version(module)
+    return str(version)
+
+
+def check_libraries() -> list[Check]:
+    checks = [Check("python", True, f"{platform.python_version()} ({sys.executable})")]
+    for label, module, essential in LIBRARIES:
+        try:
+            checks.append(Check(label, True, _module_version(module), essential))
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken binary (OSError) in a bundle
+            checks.append(Check(label, False, f"cannot import {module}: {type(exc).__name__}: {exc}", essential))
+    return checks
+
+
+def check_version() -> Check:
+    from core import __version__
+
+    ok = not __version__.startswith("0.0.0")
+    detail = __version__ if ok else f"{__version__} (package metadata not found: is captiondesk installed?)"
+    return Check("CaptionDesk", ok, detail + (" [frozen]" if _frozen() else ""))
+
+
+def check_device() -> Check:
+    try:
+        from core.captioning.device import resolve_device
+
+        device = resolve_device("auto")
+        detail = device.type
+        if device.type == "cuda":
+            import torch
+
+            detail += f" ({torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda})"
+        elif device.type == "cpu":
+            import torch
+
+            detail += f" ({torch.get_num_threads()} threads; CUDA build: {torch.version.cuda or 'no'})"
+        return Check("device", True, detail)
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("device", False, f"{type(exc).__name__}: {exc}")
+
+
+def check_library_location() -> Check:
+    from core.library import default_library_path
+
+    path = default_library_path()
+    state = "exists" if path.exists() else "not created yet"
+    return Check("library", True, f"{path} ({state})", essential=False)
+
+
+def check_model_cache(model: str = DEFAULT_MODEL, cache_dir: str | Path | None = None) -> Check:
+    """Whether *model*'s config and weights are in the HF cache (never downloads)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("default model", False, f"huggingface_hub unavailable: {exc}", essential=False)
+    try:
+        config = try_to_load_from_cache(model, "config.json", cache_dir=cache_dir)
+        weights = [
+            try_to_load_from_cache(model, name, cache_dir=cache_dir)
+            for name in ("model.safetensors", "pytorch_model.bin")
+        ]
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("default model", False, f"cannot read the Hugging Face cache: {exc}", essential=False)
+    if isinstance(config, str) and any(isinstance(w, str) for w in weights):
+        folder = Path(config).parent
+        return Check("default model", True, f"{model} cached ({folder})", essential=False)
+    return Check(
+        "default model",
+        False,
+        f"{model} is not in the Hugging Face cache; the first caption run downloads it (~1 GB)",
+        essential=False,
+    )
+
+
+def check_migrations() -> Check:
+    try:
+        from core.migrate import MIGRATIONS_DIR, head_revision
+
+        missing = [
+            name for name in ("env.py", "script.py.mako") if not (MIGRATIONS_DIR / name).is_file()
+        ]
+        versions = sorted((MIGRATIONS_DIR / "versions").glob("*.py"))
+        if missing or not versions:
+            what = ", ".join(missing + ([] if versions else ["versions/*.py"]))
+            return Check("migrations", False, f"missing in {MIGRATIONS_DIR}: {what}")
+        head = head_revision()
+        return Check("migrations", True, f"{len(versions)} revisions, head {head} ({MIGRATIONS_DIR})")
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("migrations", False, f"{type(exc).__name__}: {exc}")
+
+
+def check_temp_library() -> Check:
+    try:
+        from core.library import Library
+
+        with tempfile.TemporaryDirectory(prefix="captiondesk-selfcheck-") as tmp, \
+                Library(Path(tmp) / "selfcheck.db") as library:
+            library.status()
+            library.roots()
+        return Check("temp library", True, "created, migrated and queried")
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("temp library", False, f"{type(exc).__name__}: {exc}")
+
+
+def check_qt_plugins() -> Check:
+    try:
+        from PySide6.QtCore import QLibraryInfo
+
+        plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+        platforms = sorted(p.name for p in (plugins / "platforms").glob("*") if p.is_file())
+        if not platforms:
+            return Check("Qt plugins", False, f"no platform plugins in {plugins / 'platforms'}")
+        names = [name.split(".")[0].removeprefix("libq").removeprefix("q") for name in platforms]
+        return Check("Qt plugins", True, f"platforms: {', '.join(names)} ({plugins})")
+    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
+        return Check("Qt plugins", False, f"{type(exc).__name__}: {exc}")
+
+
+def run_checks() -> list[Check]:
+    checks = [check_version()]
+    checks += check_libraries()
+    imported = {c.name for c in checks if c.ok}
+    checks.append(check_device() if "torch" in imported else Check("device", False, "torch is missing"))
+    checks.append(check_library_location())
+    checks.append(check_model_cache())
+    checks.append(check_migrations())
+    checks.append(check_temp_library())
+    if "PySide6" in imported:
+        checks.append(check_qt_plugins())
+    return checks
+
+
+# -- GUI smoke test --------------------------------------------------------------------
+
+
+def smoke_test_gui(min_ms: int = 1500, timeout_ms: int = 60000) -> Check:
+    """Open the real main window on a temp library, wait until it is open, close it.
+
+    Settings go to a temporary folder (where Qt allows it) so the user's window layout
+    and last library are left alone.
+    """
+    with tempfile.TemporaryDirectory(prefix="captiondesk-smoke-") as tmp:
+        from PySide6.QtCore import QSettings, QTimer
+        from PySide6.QtWidgets import QApplication
+
+        for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+            QSettings.setPath(fmt, QSettings.Scope.UserScope, tmp)
+        app = QApplication.instance() or QApplication(sys.argv[:1])
+        started = time.monotonic()
+        state: dict[str, object] = {"opened": False, "title": ""}
+
+        def poll() -> None:
+            from desktop_app.main_window import MainWindow
+
+            elapsed = (time.monotonic() - started) * 1000
+            windows = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+            if windows and windows[0].library is not None:
+                state["opened"] = True
+                state["title"] = windows[0].windowTitle()
+            if (state["opened"] and elapsed >= min_ms) or elapsed >= timeout_ms:
+                timer.stop()
+                for window in windows:
+                    window.close()
+                app.quit()
+
+        timer = QTimer()
+        timer.setInterval(100)
+        timer.timeout.connect(poll)
+        timer.start()
+
+        from desktop_app.app import main as gui_main
+
+        code = gui_main(["--library", str(Path(tmp) / "smoke.db")])
+        seconds = time.monotonic() - started
+    if code != 0:
+        return Check("GUI", False, f"the application exited with status {code}")
+    if not state["opened"]:
+        return Check("GUI", False, f"the main window did not open a library within {timeout_ms / 1000:.0f} s")
+    return Check("GUI", True, f"main window {state['title']!r} opened a library and closed ({seconds:.1f} s)")
+
+
+# -- command ---------------------------------------------------------------------------
+
+
+def _print(checks: Sequence[Check], out: Callable[[str], None]) -> None:
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        out(f"  {check.status:<4}  {check.name:<{width}}  {check.detail}")
+
+
+def cmd_self_check(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a self-check never touches the network
+    checks = run_checks()
+    if getattr(args, "smoke_test", False):
+        if all(c.ok or not c.essential for c in checks):
+            checks.append(smoke_test_gui(min_ms=int(os.environ.get("CAPTIONDESK_SMOKE_EXIT_MS", "1500"))))
+        else:
+            checks.append(Check("GUI", False, "not started: essential checks failed"))
+    print("CaptionDesk self-check")
+    _print(checks, print)
+    failed = [c for c in checks if c.essential and not c.ok]
+    if failed:
+        print(
+            f"self-check FAILED: {', '.join(c.name for c in failed)} "
+            f"({'reinstall CaptionDesk' if _frozen() else 'reinstall the dependencies: pip install -e .'})",
+            file=sys.stderr,
+        )
+        return EXIT_BROKEN
+    print("self-check passed")
+    return EXIT_OK
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(handler=cmd_self_check)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``self-check`` subcommand to ``captiondesk``'s subparsers."""
+    parser = subparsers.add_parser(
+        "self-check",
+        help="check that this installation is complete (versions, device, model cache, library)",
+        description="Check that this installation works: library versions, compute device, "
+        "default model cache, migrations and a temporary library. No network access.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m core.selfcheck [--smoke-test]``."""
+    parser = argparse.ArgumentParser(prog="captiondesk self-check")
+    add_arguments(parser)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The GUI's captioning worker with a real (tiny) model: grid updates, cancel, nothing lost."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+from sqlalchemy import select
+
+from core.models import Caption
+from desktop_app.dialogs import SCOPE_FILTER, SCOPE_UNCAPTIONED
+from desktop_app.settings import AppSettings
+from desktop_app.worker import JobRequest
+from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
+from tests.test_gui_fakes import build_library
+from tests.test_gui_jobs import WAIT, make_window, uncaptioned_ids
+
+
+def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_path, tiny_blip_dir):
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    build_library(library, photo_dir, count=12, model_every=0, human_every=4, bad_files=1)
+    window = make_window(qtbot, library, settings, engine=None)  # None: the real engine
+    todo = uncaptioned_ids(window)
+    landed: list[list[int]] = []
+    window.captioning.captions_landed.connect(landed.append)
+    request = JobRequest(model=str(tiny_blip_dir), settings={"max_new_tokens": 6}, batch_size=4, device="cpu")
+    with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:
+        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+    stats = finished.args[0]
+    assert stats.captioned == len(todo) and not stats.cancelled
+    assert {i for batch in landed for i in batch} >= todo
+    with library.db.read() as session:
+        rows = session.execute(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).scalars().all()
+    assert {c.image_id for c in rows} == todo
+    assert all(c.model_name == str(tiny_blip_dir.resolve()) and c.score <= 0 for c in rows)
+    for image_id in todo:  # the grid shows what the database holds
+        row = window.model.row_data(window.model.row_of(image_id))
+        current = next(c for c in rows if c.image_id == image_id)
+        assert row.state == "model" and row.caption == current.text
+
+    # Cancel a second (overwrite) run right after its first batch lands: what was
+    # committed stays, the rest keeps its earlier caption.
+    window.captioning.captions_landed.connect(lambda _ids: window.captioning.cancel())
+    request = JobRequest(model=str(tiny_blip_dir), settings={"max_new_tokens": 5}, batch_size=2,
+                         device="cpu", overwrite_model_captions=True)
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT * 8) as finished:
+        assert window.start_captioning(request, SCOPE_FILTER)  # the whole (unfiltered) view
+    stats = finished.args[0]
+    assert stats.cancelled and 0 < stats.captioned < len(todo)
+    with library.db.read() as session:
+        current = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
+    assert {c.image_id for c in current} == todo  # nothing lost

@@ -1,0 +1,225 @@
+"""``captiondesk train | eval | models``: retrain the captioner from corrected captions.
+
+:func:`register` adds the three sub-commands to the main parser's sub-parsers.  Like the
+rest of the CLI, user mistakes print one line and exit 2; Ctrl-C stops a training run
+after the current batch, keeping the last finished epoch (run the same command again to
+resume).  This module is light to import: the training code loads on use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# Attribute access at call time: core.cli may import this module while it is loading.
+from core import cli
+from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+
+METHODS = ("lora", "full", "qlora")  # mirrors core.training.config.METHODS
+METRIC_ROWS = (("exact_match", "exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4"),
+               ("rouge_l", "ROUGE-L"), ("edit_rate", "edit rate"))
+
+
+def _metrics_table(columns: list[tuple[str, dict[str, Any]]]) -> str:
+    head = f"{'metric':<12}" + "".join(f"{title:>14}" for title, _ in columns)
+    lines = [head]
+    for key, label in METRIC_ROWS:
+        cells = []
+        for _, metrics in columns:
+            value = metrics.get(key)
+            cells.append(f"{value:>14.3f}" if isinstance(value, (int, float)) else f"{'-':>14}")
+        lines.append(f"{label:<12}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from core.captioning.errors import ModelLoadError
+    from core.training import TrainingError, VersionError
+
+    return (ModelLoadError, TrainingError, VersionError, ValueError)
+
+
+# -- train --------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.training import TrainingConfig, train
+
+    try:
+        config = TrainingConfig(
+            method=args.method, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else 1e-4),
+            epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
+            seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
+            gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
+        )
+    except ValueError as exc:
+        raise cli.UserError(str(exc)) from None
+    with cli._open_library(args) as library:
+        bar = cli.ProgressBar("Training", unit="step")
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
+            print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
+                  f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
+
+        try:
+            result, interrupted = cli.run_cancellable(
+                lambda cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
+                                     on_epoch=on_epoch))
+        except _user_errors() as exc:
+            raise cli.UserError(str(exc)) from None
+        finally:
+            bar.close()
+    if result is None or result.cancelled:
+        print(f"Training cancelled; run the same command again to resume '{args.name}'.", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    for problem in result.skipped_images[:10]:
+        print(f"  warning: {problem}", file=sys.stderr)
+    early = ", stopped early" if result.stopped_early else ""
+    print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
+          f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} of "
+          f"{result.epochs_run}{early}, {result.seconds:.0f} s")
+    print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)]))
+    from core.training.metrics import selection_score
+
+    if selection_score(result.metrics) < selection_score(result.base_metrics):
+        print("warning: the new version scores below the base model on the validation split; try more "
+              "epochs, another --lr, or more verified captions", file=sys.stderr)
+    print(f"Saved to {result.path}. Caption with: captiondesk caption --all --model {result.name}")
+    return cli.EXIT_INTERRUPTED if interrupted else cli.EXIT_OK
+
+
+# -- eval ---------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.training import evaluate_model
+
+    with cli._open_library(args) as library:
+        bar = cli.ProgressBar("Evaluating", unit="img")
+        try:
+            result, interrupted = cli.run_cancellable(
+                lambda cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
+                                              seed=args.seed, include_imports=args.include_imports,
+                                              device=args.device, progress=bar, cancel=cancel))
+        except _user_errors() as exc:
+            raise cli.UserError(str(exc)) from None
+        finally:
+            bar.close()
+    if result is None or interrupted:
+        return cli.EXIT_INTERRUPTED
+    title = args.model + (f" + {args.adapter}" if args.adapter else "")
+    print(f"Validation split: {result.metrics['n']} images (ratio {args.val_ratio:g}, seed {args.seed})")
+    print(_metrics_table([(title[-14:], result.metrics)]))
+    for problem in result.skipped[:10]:
+        print(f"  warning: {problem}", file=sys.stderr)
+    return cli.EXIT_OK
+
+
+# -- models -------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from core.training import versions
+
+    action = args.action or "list"
+    needed = {"list": 0, "rename": 2, "delete": 1, "activate": 1, "export": 2}
+    if action not in needed:
+        raise cli.UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
+    if len(args.names) != needed[action]:
+        usage = {"list": "models list", "rename": "models rename OLD NEW", "delete": "models delete NAME",
+                 "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
+        raise cli.UserError(f"usage: captiondesk {usage}")
+    with cli._open_library(args) as library:
+        try:
+            if action == "list":
+                rows = versions.list_versions(library)
+                if not rows:
+                    print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
+                    return cli.EXIT_OK
+                print(f"{'':2}{'name':<24}{'method':<8}{'exact':>8}{'CIDEr':>8}  {'created':<17}base model")
+                for v in rows:
+                    trained = (v.metrics or {}).get("trained", {})
+                    em, cider = trained.get("exact_match"), trained.get("cider")
+                    base = (v.config or {}).get("trained_from", v.base_model)
+                    em_s = f"{em:.3f}" if isinstance(em, (int, float)) else "-"
+                    cider_s = f"{cider:.3f}" if isinstance(cider, (int, float)) else "-"
+                    print(f"{'* ' if v.is_active else '  '}{v.name:<24}{v.method or '-':<8}"
+                          f"{em_s:>8}{cider_s:>8}  "
+                          f"{v.created_at:%Y-%m-%d %H:%M}  {base}")
+            elif action == "rename":
+                versions.rename_version(library, *args.names)
+                print(f"Renamed {args.names[0]} to {args.names[1]}")
+            elif action == "delete":
+                versions.delete_version(library, args.names[0])
+                print(f"Deleted {args.names[0]}")
+            elif action == "activate":
+                versions.set_active(library, args.names[0])
+                print(f"{args.names[0]} is now the active model")
+            else:
+                out = versions.export_merged(library, *args.names)
+                print(f"Exported {args.names[0]} as a standalone model to {out}")
+        except _user_errors() as exc:
+            raise cli.UserError(str(exc)) from None
+    return cli.EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def _add_split_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
+                        help=f"share of verified captions held out for validation (default {DEFAULT_VAL_RATIO})")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
+    parser.add_argument("--include-imports", action="store_true",
+                        help="also use imported (not verified) captions")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train``, ``eval`` and ``models`` to the main parser's sub-parsers."""
+    train = subparsers.add_parser(
+        "train",
+        help="retrain the captioner from verified captions",
+        description=("Fine-tune a captioning model on the captions people wrote or accepted, evaluate it on "
+                     "the held-out split after every epoch, and save the best epoch as model version NAME "
+                     "(usable as --model NAME). Ctrl-C stops after the current batch; the same command resumes."),
+    )
+    train.add_argument("--base", required=True, metavar="ID_OR_PATH", help="hub id, model folder or version name")
+    train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
+    train.add_argument("--method", choices=METHODS, default="lora",
+                       help="lora (default), full fine-tuning, or qlora (4-bit, CUDA only)")
+    train.add_argument("--lora-r", type=int, default=8, metavar="N")
+    train.add_argument("--lora-alpha", type=int, default=32, metavar="N")
+    train.add_argument("--lora-dropout", type=float, default=0.1, metavar="F")
+    train.add_argument("--lr", type=float, default=None, metavar="F",
+                       help="learning rate (default 1e-4 for LoRA, 2e-5 for full)")
+    train.add_argument("--epochs", type=int, default=5, metavar="N")
+    train.add_argument("--batch-size", type=int, default=8, metavar="N")
+    train.add_argument("--grad-accum", type=int, default=1, metavar="N", help="batches per optimiser step")
+    train.add_argument("--patience", type=int, default=2, metavar="N",
+                       help="stop after N epochs without improvement (0 = never)")
+    train.add_argument("--train-vision", action="store_true",
+                       help="also train the vision encoder (slower: its outputs can no longer be cached)")
+    train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    _add_split_args(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="score a model on the validation split",
+        description="Caption the held-out verified images and report exact match, CIDEr, BLEU-4, ROUGE-L "
+                    "and edit rate against the people's captions.")
+    evaluate.add_argument("--model", required=True, metavar="ID_OR_PATH", help="hub id, folder or version name")
+    evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
+    _add_split_args(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    models = subparsers.add_parser(
+        "models", help="list, rename, delete, activate or export trained model versions",
+        description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT "
+                    "(export writes a merged standalone model folder that plain transformers loads).")
+    models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
+    models.add_argument("names", nargs="*", metavar="ARG")
+    models.set_defaults(handler=cmd_models)

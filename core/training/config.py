@@ -1,0 +1,167 @@
+"""The validated settings of one training run (:class:`TrainingConfig`).
+
+Plain, JSON-serialisable values only: the config is stored with the model version
+(``ModelVersion.config``) and in the run folder, where a re-run compares it to decide
+whether it may resume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+
+__all__ = ["METHODS", "MIN_TRAIN", "MIN_VALIDATION", "TrainingConfig", "default_target_modules"]
+
+METHODS = ("lora", "full", "qlora")
+#: Fewest verified captions a run accepts in each split.
+MIN_TRAIN = 8
+MIN_VALIDATION = 2
+
+#: LoRA targets per ``config.model_type`` (text side; see ``vision_targets``).
+_TEXT_TARGETS: dict[str, list[str]] = {
+    "blip": ["query", "value"],  # BLIP text decoder self- and cross-attention
+    "blip-2": ["q_proj", "v_proj"],  # OPT / language model attention
+    "instructblip": ["q_proj", "v_proj"],
+    "git": ["query", "value"],  # GIT: BERT-style text layers (its CLIP vision tower uses q_proj/v_proj)
+    "vision-encoder-decoder": ["c_attn"],  # GPT-2 decoder fused qkv
+}
+_VISION_TARGETS: dict[str, list[str]] = {
+    "blip": ["qkv"],
+    "blip-2": ["qkv"],
+    "instructblip": ["qkv"],
+}
+
+
+def default_target_modules(model_type: str, *, train_vision: bool = False) -> list[str] | str:
+    """LoRA ``target_modules`` for a family; ``"all-linear"`` (peft skips the LM head) otherwise."""
+    text = _TEXT_TARGETS.get(model_type)
+    if text is None:
+        return "all-linear"
+    return text + (_VISION_TARGETS.get(model_type, []) if train_vision else [])
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None, *, low_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and not math.isnan(value)
+    if ok:
+        ok = value > low if low_open else value >= low
+        if high is not None:
+            ok = ok and value < high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyperparameters of a run.  Invalid values raise ``ValueError`` naming the field.
+
+    Attributes:
+        method: ``lora`` (adapter only), ``full`` (every decoder weight) or ``qlora``
+            (LoRA on a 4-bit base, CUDA + bitsandbytes only).
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout.
+        target_modules: LoRA target module names; None = per family
+            (:func:`default_target_modules`).
+        train_vision: LoRA also on the vision encoder (BLIP ``qkv``) / full fine-tuning
+            also unfreezes it.  Off: the vision encoder is frozen and its outputs are
+            computed once per image and reused across epochs.
+        cache_vision: Reuse vision embeddings when the encoder is frozen (``auto`` = on
+            unless the cache would exceed ``cache_limit_mb``).
+        lr, weight_decay, warmup_ratio, max_grad_norm: optimiser (AdamW) and schedule
+            (linear warm-up, cosine decay to 0, gradient clipping).
+        epochs, batch_size, grad_accum: passes over the data, images per forward pass,
+            forward passes per optimiser step.
+        patience: stop after this many evaluations without a better score (0 = never).
+        val_ratio, seed: the split, via :func:`core.splits.assign_split`.
+        include_imports: also train on imported (not verified) captions.
+        max_length: caption tokens kept (longer captions are truncated).
+        gradient_checkpointing: trade compute for memory (enabled after ``get_peft_model``).
+        mixed_precision: ``auto`` (bf16 where supported, else fp16, on CUDA only), ``no``,
+            ``bf16`` or ``fp16``.
+        device: ``auto``, ``cpu``, ``cuda`` (``cuda:N``) or ``mps``.
+        max_new_tokens: caption length cap used when evaluating.
+    """
+
+    method: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    target_modules: list[str] | str | None = None
+    train_vision: bool = False
+    cache_vision: str = "auto"
+    cache_limit_mb: int = 4096
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    epochs: int = 5
+    batch_size: int = 8
+    grad_accum: int = 1
+    patience: int = 2
+    val_ratio: float = DEFAULT_VAL_RATIO
+    seed: int = DEFAULT_SEED
+    include_imports: bool = False
+    max_length: int = 40
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"
+    device: str = "auto"
+    max_new_tokens: int = 30
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        _check_int("lora_r", self.lora_r, 1)
+        _check_int("lora_alpha", self.lora_alpha, 1)
+        _check_float("lora_dropout", self.lora_dropout, 0.0, 1.0)
+        tm = self.target_modules
+        if tm is not None and not (
+            isinstance(tm, str) and tm
+            or isinstance(tm, (list, tuple)) and tm and all(isinstance(m, str) and m for m in tm)
+        ):
+            raise ValueError(f"target_modules must be a non-empty list of module names or 'all-linear', got {tm!r}")
+        if isinstance(tm, tuple):
+            object.__setattr__(self, "target_modules", list(tm))
+        for name in ("train_vision", "include_imports", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004 - one exception type for bad settings
+        if self.cache_vision not in ("auto", "yes", "no"):
+            raise ValueError(f"cache_vision must be auto, yes or no, got {self.cache_vision!r}")
+        _check_int("cache_limit_mb", self.cache_limit_mb, 0)
+        _check_float("lr", self.lr, 0.0, 1.0, low_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0)
+        _check_float("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
+        _check_float("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("grad_accum", self.grad_accum, 1)
+        _check_int("patience", self.patience, 0)
+        _check_float("val_ratio", self.val_ratio, 0.0, 1.0, low_open=True)
+        _check_int("seed", self.seed, 0)
+        _check_int("max_length", self.max_length, 4)
+        _check_int("max_new_tokens", self.max_new_tokens, 1)
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.method in ("lora", "qlora")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**data)

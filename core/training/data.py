@@ -1,0 +1,119 @@
+"""Training data from the library: verified captions, deduplicated, split like export.
+
+A caption counts as training data when it is the image's *current* caption and a person
+wrote or accepted it (``source = human``); with ``include_imports`` imported captions
+count too.  Images that are missing or unreadable are left out.  Byte-identical copies
+(same fingerprint) are one example: the most recently captioned copy wins.  The
+train/validation split is :func:`core.splits.assign_split` on the fingerprint, so it is
+the same split ``captiondesk export`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
+from core.splits import (
+    DEFAULT_SEED,
+    TRAIN,
+    VALIDATION,
+    assign_split,
+    validate_val_ratio,
+)
+
+from .config import MIN_TRAIN, MIN_VALIDATION
+
+__all__ = ["InsufficientDataError", "TrainingData", "TrainingExample", "collect_training_data"]
+
+
+class InsufficientDataError(ValueError):
+    """Too few verified captions to train (the message says how many are needed)."""
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    image_id: int
+    fingerprint: str
+    path: str
+    caption: str
+    split: str
+
+
+@dataclass
+class TrainingData:
+    train: list[TrainingExample] = field(default_factory=list)
+    validation: list[TrainingExample] = field(default_factory=list)
+    #: Examples dropped because another image had the same fingerprint.
+    duplicates: int = 0
+    val_ratio: float = 0.1
+    seed: int = DEFAULT_SEED
+    include_imports: bool = False
+
+    def summary(self) -> str:
+        dup = f", {self.duplicates} duplicate copies ignored" if self.duplicates else ""
+        return f"{len(self.train)} training and {len(self.validation)} validation captions{dup}"
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a model version stores about its data (ids + fingerprints per split)."""
+        return {
+            "val_ratio": self.val_ratio,
+            "seed": self.seed,
+            "include_imports": self.include_imports,
+            "train": [[e.image_id, e.fingerprint] for e in self.train],
+            "validation": [[e.image_id, e.fingerprint] for e in self.validation],
+        }
+
+    def require(self, min_train: int = MIN_TRAIN, min_validation: int = MIN_VALIDATION) -> None:
+        """Raise :class:`InsufficientDataError` unless both splits are big enough."""
+        if len(self.train) >= min_train and len(self.validation) >= min_validation:
+            return
+        kinds = "verified or imported captions" if self.include_imports else "verified (human) captions"
+        total = len(self.train) + len(self.validation)
+        raise InsufficientDataError(
+            f"not enough training data: {total} usable {kinds} ({len(self.train)} train, "
+            f"{len(self.validation)} validation at validation ratio {self.val_ratio:g}); at least "
+            f"{min_train} for training and {min_validation} for validation are needed. Write or accept "
+            "more captions (or raise --val-ratio if only validation is short)."
+        )
+
+
+def collect_training_data(
+    library: Any,
+    *,
+    val_ratio: float = 0.1,
+    seed: int = DEFAULT_SEED,
+    include_imports: bool = False,
+) -> TrainingData:
+    """Every usable (image, caption) pair of *library*, split into train and validation."""
+    ratio = validate_val_ratio(val_ratio)
+    sources = [CaptionSource.HUMAN.value] + ([CaptionSource.IMPORT.value] if include_imports else [])
+    query = (
+        select(Image.id, Image.fingerprint, LibraryRoot.path, Image.rel_path, Caption.text, Caption.id)
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+        .join(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
+        .where(Image.state == ImageState.OK.value, Caption.source.in_(sources))
+        .order_by(Caption.id.desc())
+    )
+    data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports)
+    seen: set[str] = set()
+    with library.db.read() as session:
+        rows = list(session.execute(query))
+    examples = []
+    for image_id, fingerprint, root, rel_path, text, _caption_id in rows:
+        text = " ".join(text.split())
+        if not text:
+            continue
+        if fingerprint in seen:
+            data.duplicates += 1
+            continue
+        seen.add(fingerprint)
+        split = assign_split(fingerprint, ratio, seed)
+        examples.append(TrainingExample(image_id, fingerprint, os.path.join(root, rel_path), text, split))
+    examples.sort(key=lambda e: e.image_id)
+    data.train = [e for e in examples if e.split == TRAIN]
+    data.validation = [e for e in examples if e.split == VALIDATION]
+    return data

@@ -1,0 +1,326 @@
+"""Caption metrics computed offline in pure Python (no Java, no downloads).
+
+All functions take *hypotheses* (one model caption per image) and *references* (per
+image, one human caption or a list of them).  Text is normalised the same way for every
+metric by :func:`tokenize`: lower-cased, punctuation removed, split on whitespace.
+
+* :func:`bleu4` — corpus BLEU-4 (Papineni et al. 2002): clipped n-gram precisions for
+  n = 1..4 summed over the corpus, uniform weights, brevity penalty
+  ``exp(1 - r/c)`` when the candidate corpus is shorter than the reference corpus
+  (``r`` = closest reference length per sentence).  Smoothing: Chen & Cherry (2014)
+  *method 1* — an n-gram order with zero matches gets ``epsilon / total`` with
+  ``epsilon = 0.1`` instead of 0, so one missing 4-gram does not zero the score.
+  Range 0..1.
+* :func:`cider_d` — CIDEr-D (Vedantam et al. 2015, as in ``pycocoevalcap``): TF-IDF
+  n-gram vectors (n = 1..4) with document frequencies from the references (one
+  document per image), clipped candidate counts, Gaussian length penalty
+  (sigma = 6), averaged over references, times 10.  Range 0..10 (10 = every caption
+  identical to its reference).  With a single image every idf is 0, so CIDEr is 0.
+* :func:`rouge_l` — ROUGE-L F-measure from the longest common subsequence, beta = 1.2
+  (pycocoevalcap), best reference per image, mean over images.  Range 0..1.
+* :func:`exact_match` — share of images whose normalised caption equals a reference.
+* :func:`edit_rate` — word-level Levenshtein distance between model and human caption
+  divided by the human caption's length (the word error rate), best reference per
+  image, mean over images.  0 = identical; it can exceed 1.
+
+:func:`caption_metrics` returns all of them in one dict (the format stored with a model
+version).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = [
+    "BLEU_SMOOTHING_EPSILON",
+    "bleu4",
+    "caption_metrics",
+    "cider_d",
+    "edit_rate",
+    "exact_match",
+    "rouge_l",
+    "selection_score",
+    "tokenize",
+    "word_edit_distance",
+]
+
+BLEU_SMOOTHING_EPSILON = 0.1
+CIDER_SIGMA = 6.0
+ROUGE_BETA = 1.2
+
+_PUNCT = re.compile(r"[^\w\s']+", re.UNICODE)
+
+Refs = Sequence[str | Sequence[str]]
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words, punctuation removed."""
+    return _PUNCT.sub(" ", text.lower()).split()
+
+
+def _ref_lists(hypotheses: Sequence[str], references: Refs) -> list[list[list[str]]]:
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
+    out = []
+    for refs in references:
+        group = [refs] if isinstance(refs, str) else list(refs)
+        if not group:
+            raise ValueError("every hypothesis needs at least one reference")
+        out.append([tokenize(r) for r in group])
+    return out
+
+
+def _ngrams(words: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
+    return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+# --------------------------------------------------------------------------- BLEU
+
+
+def bleu4(hypotheses: Sequence[str], references: Refs, *, epsilon: float = BLEU_SMOOTHING_EPSILON) -> float:
+    """Corpus BLEU-4 with brevity penalty and Chen & Cherry method-1 smoothing."""
+    refs = _ref_lists(hypotheses, references)
+    matches = [0] * 4
+    totals = [0] * 4
+    hyp_len = ref_len = 0
+    for hyp, group in zip(hypotheses, refs, strict=True):
+        words = tokenize(hyp)
+        hyp_len += len(words)
+        # Closest reference length (ties: the shorter), as in NLTK / sacrebleu.
+        ref_len += min((abs(len(r) - len(words)), len(r)) for r in group)[1]
+        for n in range(1, 5):
+            counts = _ngrams(words, n)
+            max_ref: Counter[tuple[str, ...]] = Counter()
+            for r in group:
+                max_ref |= _ngrams(r, n)
+            matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
+            totals[n - 1] += max(0, len(words) - n + 1)
+    if hyp_len == 0:
+        return 0.0
+    log_precision = 0.0
+    for m, t in zip(matches, totals, strict=True):
+        if t == 0:
+            return 0.0  # no n-grams of this order at all (every caption shorter than n)
+        p = m / t if m > 0 else epsilon / t
+        log_precision += math.log(p) / 4
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return bp * math.exp(log_precision)
+
+
+# --------------------------------------------------------------------------- CIDEr-D
+
+
+def cider_d(hypotheses: Sequence[str], references: Refs, *, sigma: float = CIDER_SIGMA) -> float:
+    """Corpus CIDEr-D (mean over images, x10), document frequencies from the references."""
+    refs = _ref_lists(hypotheses, references)
+    if not refs:
+        return 0.0
+    ref_grams = [[[_ngrams(r, n) for n in range(1, 5)] for r in group] for group in refs]
+    df: Counter[tuple[str, ...]] = Counter()
+    for group in ref_grams:
+        seen: set[tuple[str, ...]] = set()
+        for per_n in group:
+            for counts in per_n:
+                seen.update(counts)
+        df.update(seen)
+    log_docs = math.log(float(len(refs)))
+
+    def vector(per_n: list[Counter[tuple[str, ...]]]) -> tuple[list[dict[tuple[str, ...], float]], list[float]]:
+        vecs, norms = [], []
+        for counts in per_n:
+            vec = {g: c * (log_docs - math.log(max(1.0, df[g]))) for g, c in counts.items()}
+            vecs.append(vec)
+            norms.append(math.sqrt(sum(v * v for v in vec.values())))
+        return vecs, norms
+
+    scores = []
+    for hyp, group, group_grams in zip(hypotheses, refs, ref_grams, strict=True):
+        words = tokenize(hyp)
+        hyp_vec, hyp_norm = vector([_ngrams(words, n) for n in range(1, 5)])
+        total = 0.0
+        for ref_words, per_n in zip(group, group_grams, strict=True):
+            ref_vec, ref_norm = vector(per_n)
+            delta = len(words) - len(ref_words)
+            sim = 0.0
+            for n in range(4):
+                val = sum(min(v, ref_vec[n].get(g, 0.0)) * ref_vec[n].get(g, 0.0) for g, v in hyp_vec[n].items())
+                if hyp_norm[n] != 0 and ref_norm[n] != 0:
+                    val /= hyp_norm[n] * ref_norm[n]
+                sim += val * math.exp(-(delta**2) / (2 * sigma**2))
+            total += sim / 4
+        scores.append(total / len(group) * 10.0)
+    return sum(scores) / len(scores)
+
+
+# --------------------------------------------------------------------------- ROUGE-L
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(hypotheses: Sequence[str], references: Refs, *, beta: float = ROUGE_BETA) -> float:
+    """Mean ROUGE-L F-measure (pycocoevalcap: max precision and recall over references)."""
+    refs = _ref_lists(hypotheses, references)
+    if not refs:
+        return 0.0
+    scores = []
+    for hyp, group in zip(hypotheses, refs, strict=True):
+        words = tokenize(hyp)
+        precisions, recalls = [], []
+        for r in group:
+            lcs = _lcs(words, r)
+            precisions.append(lcs / len(words) if words else 0.0)
+            recalls.append(lcs / len(r) if r else 0.0)
+        p, r_ = max(precisions), max(recalls)
+        scores.append(((1 + beta**2) * p * r_) / (r_ + beta**2 * p) if p and r_ else 0.0)
+    return sum(scores) / len(scores)
+
+
+# --------------------------------------------------------------------------- exact match, edit rate
+
+
+def exact_match(hypotheses: Sequence[str], references: Refs) -> float:
+    refs = _ref_lists(hypotheses, references)
+    if not refs:
+        return 0.0
+    hits = sum(tokenize(h) in group for h, group in zip(hypotheses, refs, strict=True))
+    return hits / len(refs)
+
+
+def word_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two word sequences (insert, delete, substitute cost 1)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def edit_rate(hypotheses: Sequence[str], references: Refs) -> float:
+    """Mean word edit distance / reference length (how much a person would have to change)."""
+    refs = _ref_lists(hypotheses, references)
+    if not refs:
+        return 0.0
+    rates = []
+    for hyp, group in zip(hypotheses, refs, strict=True):
+        words = tokenize(hyp)
+        rates.append(min(word_edit_distance(words, r) / max(1, len(r)) for r in group))
+    return sum(rates) / len(rates)
+
+
+# --------------------------------------------------------------------------- all together
+
+
+def caption_metrics(hypotheses: Sequence[str], references: Refs) -> dict[str, float]:
+    """Every metric above, rounded to 4 decimals, plus the number of images ``n``."""
+    return {
+        "bleu4": round(bleu4(hypotheses, references), 4),
+        "cider": round(cider_d(hypotheses, references), 4),
+        "rouge_l": round(rouge_l(hypotheses, references), 4),
+        "exact_match": round(exact_match(hypotheses, references), 4),
+        "edit_rate": round(edit_rate(hypotheses, references), 4),
+        "n": len(hypotheses),
+    }
+
+
+def selection_score(metrics: dict[str, float]) -> float:
+    """How checkpoints are ranked: CIDEr (0..10) + BLEU-4 (0..1)."""
+    return float(metrics.get("cider", 0.0)) + float(metrics.get("bleu4", 0.0))
+
+
+# --------------------------------------------------------------------------- evaluating a model
+
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one model on the library's validation split."""
+
+    model: str
+    adapter: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: ``(image_id, model caption, human caption)`` per validation image.
+    predictions: list[tuple[int, str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def evaluate_model(
+    library: Any,
+    model: str,
+    adapter: str | None = None,
+    *,
+    val_ratio: float = 0.1,
+    seed: int = 0,
+    include_imports: bool = False,
+    device: str = "auto",
+    optimize: str = "none",
+    batch_size: int = 8,
+    max_new_tokens: int = 30,
+    captioner: Any | None = None,
+    progress: Any = None,
+    cancel: Any = None,
+) -> EvalResult:
+    """Caption the validation split with *model* (hub id, folder or version name) and score it.
+
+    The split is the one training and export use (:func:`core.splits.assign_split` with
+    *val_ratio* and *seed*).  ``optimize="none"`` by default so the numbers are those of the
+    plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError` when the
+    validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
+    """
+    from core.captioning.engine import resolve_model
+    from core.captioning.settings import GenerationSettings
+    from core.imaging import ImageDecodeError, load_rgb
+    from core.jobs import Progress
+
+    from .data import InsufficientDataError, collect_training_data
+
+    data = collect_training_data(library, val_ratio=val_ratio, seed=seed, include_imports=include_imports)
+    if not data.validation:
+        raise InsufficientDataError(
+            f"there are no verified captions in the validation split ({data.summary()} at validation ratio "
+            f"{val_ratio:g}); write or accept more captions, or raise --val-ratio")
+    resolved = resolve_model(library, model, adapter)
+    result = EvalResult(resolved.model_name, resolved.adapter)
+    owns = captioner is None
+    if captioner is None:
+        from core.captioning import load_captioner
+
+        captioner = load_captioner(resolved.model_name, adapter=resolved.adapter, device=device, optimize=optimize)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    examples = data.validation
+    try:
+        for start in range(0, len(examples), batch_size):
+            if cancel is not None and cancel.is_set():
+                break
+            chunk, images = [], []
+            for ex in examples[start : start + batch_size]:
+                try:
+                    images.append(load_rgb(ex.path, draft_size=448))
+                    chunk.append(ex)
+                except ImageDecodeError as exc:
+                    result.skipped.append(f"{ex.path}: {exc}")
+            if images:
+                for ex, res in zip(chunk, captioner.caption(images, settings), strict=True):
+                    result.predictions.append((ex.image_id, res.text, ex.caption))
+            if progress is not None:
+                progress(Progress(min(start + batch_size, len(examples)), len(examples), "Evaluating"))
+    finally:
+        if owns:
+            captioner.close()
+    result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    return result

@@ -1,0 +1,566 @@
+"""Retrain a captioning model from the library's verified captions (a core job).
+
+:func:`train` is deliberately one explicit loop rather than a ``Trainer`` subclass, so
+every step can be read top to bottom:
+
+1. **Data** — :func:`core.training.data.collect_training_data` (verified captions, the
+   shared fingerprint split); too little data is refused with a clear message.
+2. **Model** — loaded through :func:`core.captioning.load_captioner` (``optimize="none"``,
+   fp32), so every loading error reads the same as when captioning, and the family's
+   captioner is reused for evaluation.  LoRA/QLoRA wrap it with peft
+   (``get_peft_model``; gradient checkpointing is enabled *after* it, see the ML stack
+   notes); full fine-tuning trains everything except, by default, the vision encoder.
+3. **Frozen vision encoder → embeddings computed once.**  For BLIP, when the vision
+   encoder is not trained, ``model.vision_model`` runs once per training image under
+   ``no_grad`` and the text decoder is then called with ``encoder_hidden_states`` every
+   epoch.  The vision encoder is kept in eval mode, so the loss is exactly the uncached
+   one (tested).  ``benchmarks/train_step.py`` measures the gain.
+4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient
+   accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
+   validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
+   after ``patience`` evaluations without improvement, best checkpoint by CIDEr + BLEU-4.
+5. **Resume** — after every epoch the trainable weights, optimiser, scheduler, history
+   and best checkpoint are saved in the run folder (``<library>.models/<name>.run``).
+   Running the same ``train`` again (same name, settings and data) continues from the
+   last finished epoch; a cancelled run loses at most the epoch in progress.
+6. **Version** — the best weights are saved (adapter via ``save_pretrained``, or the whole
+   model + processor for full fine-tuning) to ``<library>.models/<name>`` and registered
+   as a :class:`~core.models.ModelVersion` with config, data snapshot and metrics
+   (base model and trained), usable as ``--model NAME`` everywhere.
+
+torch, transformers and peft are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.jobs import (
+    NEVER_CANCELLED,
+    CancelToken,
+    Progress,
+    ProgressCallback,
+    no_progress,
+)
+from core.models import JobState
+
+from .config import TrainingConfig, default_target_modules
+from .data import TrainingData, TrainingExample, collect_training_data
+from .metrics import caption_metrics, selection_score
+
+__all__ = ["TrainingError", "TrainingResult", "blip_loss", "train"]
+
+log = logging.getLogger(__name__)
+
+#: Families :func:`train` knows how to build training batches for.
+TRAINABLE_FAMILIES = ("blip", "git", "vision_encoder_decoder")
+#: JPEG draft decode size for training images (as for captioning).
+DECODE_DRAFT_SIZE = 448
+
+
+class TrainingError(Exception):
+    """A run that cannot be started or continued (the message says why and what to do)."""
+
+
+@dataclass
+class TrainingResult:
+    name: str
+    method: str
+    version_id: int | None = None
+    path: str | None = None
+    cancelled: bool = False
+    resumed_from_epoch: int = 0
+    epochs_run: int = 0
+    best_epoch: int = 0
+    stopped_early: bool = False
+    base_metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_size: int = 0
+    validation_size: int = 0
+    skipped_images: list[str] = field(default_factory=list)
+    cached_vision: bool = False
+    trainable_parameters: int = 0
+    seconds: float = 0.0
+    job_id: int = 0
+
+
+# --------------------------------------------------------------------------- model setup
+
+
+def _family_of(captioner: Any) -> str:
+    family = getattr(captioner, "family", None) or captioner.identity.get("family")
+    return str(family)
+
+
+def _vision_module(family: str, model: Any) -> Any | None:
+    """The vision encoder of a (plain transformers) model, or None if unknown."""
+    if family == "blip":
+        return model.vision_model
+    if family == "git":
+        return model.git.image_encoder
+    if family == "vision_encoder_decoder":
+        return model.encoder
+    return getattr(model, "vision_model", None) or getattr(model, "vision_tower", None)
+
+
+def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
+    """The base model quantized to 4 bit (bitsandbytes), wrapped in its family captioner."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TrainingError("QLoRA needs an NVIDIA GPU with CUDA (4-bit bitsandbytes); "
+                            "use --method lora on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes") from exc
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    from core.captioning import load_captioner
+
+    plain = load_captioner(base, device=config.device, optimize="none")
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                               bnb_4bit_use_double_quant=True)
+    ref = plain.identity.get("model") or base
+    model = AutoModelForImageTextToText.from_pretrained(ref, quantization_config=quant, device_map={"": 0})
+    captioner = type(plain)(model, plain.processor, plain.tokenizer, identity=plain.identity,
+                            device=plain.device, dtype=dtype)
+    plain.model = None  # drop the fp32 copy
+    return captioner
+
+
+def _all_linear_targets(model: Any, frozen_vision: Any | None) -> list[str]:
+    """Every ``nn.Linear`` except the LM head (and a frozen vision encoder), as full module names.
+
+    peft's own ``"all-linear"`` keeps BLIP's head (``text_decoder.cls.predictions.decoder``)
+    because BLIP does not report it as the output embeddings; that head is tied to the
+    input embeddings, so merging a LoRA into it would change the inputs too and the merged
+    model would caption differently from the trained one.
+    """
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    skip = {id(m) for m in frozen_vision.modules()} if frozen_vision is not None else set()
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or id(module) in skip or module is head:
+            continue
+        if name.endswith(("lm_head", "predictions.decoder", "output_projection")):
+            continue
+        names.append(name)
+    return names
+
+
+def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple[Any, Any, Any]:
+    """``(trainable, inner, targets)``: the module to optimise/save, the transformers model, LoRA targets."""
+    inner = captioner.model
+    vision = _vision_module(family, inner)
+    targets: Any = None
+    if config.uses_lora:
+        from peft import LoraConfig, get_peft_model
+
+        if config.method == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            inner = prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
+        model_type = getattr(inner.config, "model_type", "")
+        targets = config.target_modules or default_target_modules(model_type, train_vision=config.train_vision)
+        if targets == "all-linear":
+            targets = _all_linear_targets(inner, vision if not config.train_vision else None)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=targets, bias="none")
+        with warnings.catch_warnings():
+            # peft reads a transformers property deprecated in 5.x; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            trainable = get_peft_model(inner, lora)
+        inner = trainable.base_model.model
+        if not config.train_vision and vision is not None:
+            for p in vision.parameters():  # "all-linear" may have reached into it
+                p.requires_grad_(False)
+    else:
+        trainable = inner
+        for p in inner.parameters():
+            p.requires_grad_(True)
+        if vision is not None and not config.train_vision:
+            for p in vision.parameters():
+                p.requires_grad_(False)
+    if config.gradient_checkpointing:
+        # After get_peft_model: enabling it before makes BLIP fail with "a leaf Variable
+        # that requires grad is being used in an in-place operation".
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return trainable, inner, targets
+
+
+def _trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise TrainingError(f"the saved run does not fit this model ({missing[0]} not found)")
+    import torch
+
+    with torch.no_grad():
+        for n, value in state.items():
+            params[n].copy_(value.to(params[n].device))
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass
+class _Encoded:
+    """Token ids/labels for a list of examples (CPU tensors, row i = example i)."""
+
+    input_ids: Any
+    attention_mask: Any
+    labels: Any
+
+
+def _encode_text(captioner: Any, family: str, captions: list[str], max_length: int) -> _Encoded:
+    tok = captioner.tokenizer
+    inner = captioner.model
+    if family == "vision_encoder_decoder":
+        if tok.pad_token_id is None:  # GPT-2 has no pad token; padding is masked out anyway
+            tok.pad_token = tok.eos_token
+        eos = tok.eos_token or ""
+        enc = tok([c + eos for c in captions], padding="longest", truncation=True, max_length=max_length,
+                  return_tensors="pt")
+    else:
+        enc = tok(captions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+    input_ids = enc["input_ids"].clone()
+    mask = enc["attention_mask"]
+    if family == "blip":
+        # The processor starts with [CLS]; generate() starts from [DEC] (bos): train like that.
+        input_ids[:, 0] = inner.config.text_config.bos_token_id
+    labels = input_ids.masked_fill(mask == 0, -100)
+    return _Encoded(input_ids, mask, labels)
+
+
+def _pixel_values(captioner: Any, images: list[Any]) -> Any:
+    return captioner._pixel_values(images)
+
+
+def blip_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
+              pixel_values: Any = None, image_embeds: Any = None) -> Any:
+    """BLIP captioning loss from pixels, or from precomputed vision embeddings.
+
+    With ``image_embeds`` (``model.vision_model(pixel_values).last_hidden_state``) the
+    vision encoder is skipped; the result equals ``model(pixel_values=...).loss``.
+    """
+    if image_embeds is None:
+        image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
+    out = model.text_decoder(input_ids=input_ids, attention_mask=attention_mask,
+                             encoder_hidden_states=image_embeds, labels=labels, reduction="mean")
+    return out.loss
+
+
+def _loss(family: str, inner: Any, batch: dict[str, Any]) -> Any:
+    if family == "blip":
+        return blip_loss(inner, **batch)
+    if family == "vision_encoder_decoder":
+        return inner(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+    return inner(**batch).loss  # git: input_ids, attention_mask, pixel_values, labels
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def _config_key(base: str, config: TrainingConfig, data: TrainingData) -> dict[str, Any]:
+    """What must match for a run folder to be resumed."""
+    return {"base_model": base, "config": config.to_dict(), "data": data.snapshot()}
+
+
+def _schedule(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _load_images(examples: list[TrainingExample], skipped: list[str]) -> tuple[list[TrainingExample], list[Any]]:
+    from core.imaging import ImageDecodeError, load_rgb
+
+    kept, images = [], []
+    for ex in examples:
+        try:
+            images.append(load_rgb(ex.path, draft_size=DECODE_DRAFT_SIZE))
+            kept.append(ex)
+        except ImageDecodeError as exc:
+            skipped.append(f"{ex.path}: {exc}")
+    return kept, images
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def train(
+    library: Any,
+    base_model: str,
+    name: str,
+    config: TrainingConfig | None = None,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken = NEVER_CANCELLED,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingResult:
+    """Train *base_model* on the library's verified captions and save it as version *name*.
+
+    *on_epoch* receives each evaluation record (``epoch``, ``loss``, metrics), epoch 0
+    being the base model — for a live chart.  Returns a :class:`TrainingResult`;
+    ``cancelled`` results leave the run folder behind so the same call resumes.
+
+    Raises:
+        InsufficientDataError: too few verified captions (a ``ValueError``).
+        TrainingError: bad name, unsupported family, a run folder that does not match.
+        ModelLoadError: the base model cannot be loaded.
+    """
+    import torch
+
+    from core.captioning import load_captioner
+    from core.captioning.engine import resolve_model
+    from core.captioning.settings import GenerationSettings
+
+    from . import versions
+
+    config = config or TrainingConfig()
+    started = time.monotonic()
+    versions.validate_name(name)
+    if versions.get_version(library, name) is not None:
+        raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
+                            "(or delete it with 'captiondesk models delete')")
+    data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
+                                 include_imports=config.include_imports)
+    data.require()
+    resolved = resolve_model(library, base_model, None)
+    if resolved.adapter is not None:
+        raise TrainingError(f"'{base_model}' is a LoRA version; train from its base model "
+                            f"'{resolved.model_name}' instead (or export it merged and train from that folder)")
+    base = resolved.model_name
+    result = TrainingResult(name=name, method=config.method)
+
+    run_dir = versions.run_dir(library, name)
+    key = _config_key(base, config, data)
+    state_path = run_dir / "state.pt"
+    if (run_dir / "run.json").is_file():
+        saved = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        if saved != json.loads(json.dumps(key)):
+            raise TrainingError(
+                f"an unfinished run named '{name}' exists with different settings or data ({run_dir}); "
+                "re-run it with the same settings to resume, choose another --name, or delete that folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(key), encoding="utf-8")
+
+    params = {"base_model": base, "name": name, "config": config.to_dict(),
+              "train": len(data.train), "validation": len(data.validation)}
+    with library.job("train", params) as job_id:
+        result.job_id = job_id
+
+        def report(done: int, total: int | None, message: str, **counts: int) -> None:
+            progress(Progress(done, total, message, counts))
+
+        report(0, None, "Loading model")
+        if config.method == "qlora":
+            captioner = _load_qlora_captioner(base, config)
+        else:
+            captioner = load_captioner(base, device=config.device, optimize="none")
+        family = _family_of(captioner)
+        if family not in TRAINABLE_FAMILIES:
+            raise TrainingError(f"training {family} models is not supported yet "
+                                f"(supported: {', '.join(TRAINABLE_FAMILIES)})")
+        device = captioner.device
+        trainable, inner, targets = _prepare_model(captioner, family, config)
+        result.trainable_parameters = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
+        params_to_train = [p for p in trainable.parameters() if p.requires_grad]
+
+        # -- data into tensors ---------------------------------------------------
+        report(0, None, "Reading images")
+        train_ex, train_images = _load_images(data.train, result.skipped_images)
+        val_ex, val_images = _load_images(data.validation, result.skipped_images)
+        if not train_ex or not val_ex:
+            raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
+        result.train_size, result.validation_size = len(train_ex), len(val_ex)
+        text = _encode_text(captioner, family, [e.caption for e in train_ex], config.max_length)
+        settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
+        val_batches = [captioner.preprocess(val_images[i : i + config.batch_size], settings)
+                       for i in range(0, len(val_images), config.batch_size)]
+        refs = [e.caption for e in val_ex]
+        vision = _vision_module(family, inner)
+        vision_frozen = vision is not None and not any(p.requires_grad for p in vision.parameters())
+
+        embeds = None
+        if family == "blip" and vision_frozen and config.cache_vision != "no":
+            vc = inner.config.vision_config
+            tokens = (vc.image_size // vc.patch_size) ** 2 + 1
+            size_mb = len(train_ex) * tokens * vc.hidden_size * 4 / 2**20
+            if config.cache_vision == "yes" or size_mb <= config.cache_limit_mb:
+                report(0, None, "Encoding training images (once)")
+                vision.eval()
+                parts = []
+                with torch.no_grad():
+                    for i in range(0, len(train_images), config.batch_size):
+                        pixels = _pixel_values(captioner, train_images[i : i + config.batch_size]).to(device)
+                        parts.append(vision(pixel_values=pixels).last_hidden_state.float().cpu())
+                        if cancel.is_set():
+                            break
+                if not cancel.is_set():
+                    embeds = torch.cat(parts)
+                    train_images = []  # the pixels are no longer needed
+        result.cached_vision = embeds is not None
+
+        # -- optimiser, schedule, precision -------------------------------------
+        micro_per_epoch = math.ceil(len(train_ex) / config.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+        total_steps = steps_per_epoch * config.epochs
+        warmup = int(config.warmup_ratio * total_steps)
+        optimizer = torch.optim.AdamW(params_to_train, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total_steps))
+        amp_dtype = None
+        if device.type == "cuda" and config.mixed_precision != "no" and config.method != "qlora":
+            if config.mixed_precision == "fp16" or (config.mixed_precision == "auto"
+                                                    and not torch.cuda.is_bf16_supported()):
+                amp_dtype = torch.float16
+            else:
+                amp_dtype = torch.bfloat16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+        def evaluate() -> dict[str, float]:
+            trainable.eval()
+            preds: list[str] = []
+            for batch in val_batches:
+                preds.extend(r.text for r in captioner.generate(batch, settings))
+            return caption_metrics(preds, refs)
+
+        def set_train_mode() -> None:
+            trainable.train()
+            if vision_frozen:
+                vision.eval()  # frozen encoder: no dropout, so cached == uncached
+
+        # -- resume ------------------------------------------------------------------
+        start_epoch, global_step, bad_epochs = 0, 0, 0
+        history: list[dict[str, Any]] = []
+        best_score, best_epoch = -math.inf, 0
+        if state_path.is_file():
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            _load_trainable_state(trainable, state["weights"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            start_epoch, global_step = state["epoch"], state["global_step"]
+            bad_epochs, history = state["bad_epochs"], state["history"]
+            best_score, best_epoch = state["best_score"], state["best_epoch"]
+            result.resumed_from_epoch = start_epoch
+            report(global_step, total_steps, f"Resuming after epoch {start_epoch}")
+        if not history:
+            report(0, total_steps, "Evaluating the base model")
+            base_metrics = evaluate()
+            history.append({"epoch": 0, "loss": None, **base_metrics})
+            if on_epoch is not None:
+                on_epoch(dict(history[0]))
+        result.base_metrics = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
+        stopped = bool(start_epoch and config.patience and bad_epochs >= config.patience)
+
+        # -- the loop ------------------------------------------------------------------
+        epoch = start_epoch
+        while epoch < config.epochs and not stopped and not result.cancelled:
+            set_train_mode()
+            order = torch.randperm(len(train_ex), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+            losses: list[float] = []
+            optimizer.zero_grad(set_to_none=True)
+            for micro in range(micro_per_epoch):
+                if cancel.is_set():
+                    result.cancelled = True
+                    break
+                idx = order[micro * config.batch_size : (micro + 1) * config.batch_size]
+                batch: dict[str, Any] = {"input_ids": text.input_ids[idx].to(device),
+                                         "attention_mask": text.attention_mask[idx].to(device),
+                                         "labels": text.labels[idx].to(device)}
+                if embeds is not None:
+                    batch["image_embeds"] = embeds[idx].to(device)
+                else:
+                    batch["pixel_values"] = _pixel_values(captioner, [train_images[i] for i in idx.tolist()]).to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = _loss(family, inner, batch)
+                scaler.scale(loss / config.grad_accum).backward()
+                losses.append(float(loss.detach()))
+                if (micro + 1) % config.grad_accum == 0 or micro + 1 == micro_per_epoch:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params_to_train, config.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    global_step += 1
+                    report(global_step, total_steps,
+                           f"Epoch {epoch + 1}/{config.epochs}, loss {sum(losses) / len(losses):.4f}",
+                           epoch=epoch + 1)
+            if result.cancelled:
+                break
+            report(global_step, total_steps, f"Evaluating epoch {epoch + 1}")
+            metrics = evaluate()
+            epoch += 1
+            record = {"epoch": epoch, "loss": round(sum(losses) / len(losses), 5), **metrics}
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(dict(record))
+            score = selection_score(metrics)
+            if score > best_score:
+                best_score, best_epoch, bad_epochs = score, epoch, 0
+                torch.save(_trainable_state(trainable), run_dir / "best.pt")
+            else:
+                bad_epochs += 1
+            torch.save({"weights": _trainable_state(trainable), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                        "global_step": global_step, "bad_epochs": bad_epochs, "history": history,
+                        "best_score": best_score, "best_epoch": best_epoch}, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)
+            library.update_job(job_id, done=global_step, total=total_steps, checkpoint={"epoch": epoch})
+            if config.patience and bad_epochs >= config.patience and epoch < config.epochs:
+                result.stopped_early = stopped = True
+
+        result.history = history
+        result.epochs_run = epoch
+        result.best_epoch = best_epoch
+        if result.cancelled:
+            report(global_step, total_steps, "Cancelled (run again to resume)")
+            library.finish_job(job_id, JobState.CANCELLED, done=global_step,
+                               message=f"cancelled in epoch {epoch + 1}; resumable from {run_dir}")
+            captioner.close()
+            result.seconds = time.monotonic() - started
+            return result
+
+        # -- save the best epoch as a model version ----------------------------------
+        report(global_step, total_steps, "Saving the best model")
+        if best_epoch > 0:
+            _load_trainable_state(trainable, torch.load(run_dir / "best.pt", map_location="cpu"))
+        best = next(h for h in history if h["epoch"] == best_epoch)
+        result.metrics = {k: v for k, v in best.items() if k not in ("epoch", "loss")}
+        stored_config = {**config.to_dict(), "target_modules": targets, "family": family,
+                         "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision}
+        metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": best_epoch,
+                          "history": history, "stopped_early": result.stopped_early}
+        version = versions.save_version(
+            library, name=name, base_model=base, model=trainable, captioner=captioner, method=config.method,
+            family=family, config=stored_config, metrics=metrics_record, data_snapshot=data.snapshot(),
+        )
+        captioner.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        result.version_id, result.path = version.id, version.adapter_path or version.base_model
+        library.finish_job(job_id, JobState.DONE, done=global_step, total=total_steps,
+                           checkpoint={"epoch": epoch, "best_epoch": best_epoch, "version_id": version.id})
+        report(global_step, total_steps, "Finished")
+    result.seconds = time.monotonic() - started
+    return result

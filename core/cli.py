@@ -333,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.set_defaults(handler=cmd_caption)
 
     # Later features register their own sub-commands (stdlib-only at import time).
-    from core import cli_dataset, selfcheck
+    from core import cli_dataset, cli_training, selfcheck
 
     cli_dataset.register(commands)
+    cli_training.register(commands)
     selfcheck.register(commands)
     return parser
 

@@ -45,6 +45,8 @@ DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
 SCOPE_SELECTION = "selection"
 SCOPE_FILTER = "filter"
 SCOPE_UNCAPTIONED = "uncaptioned"
+#: Everything not captioned by a person or by this model version (after retraining).
+SCOPE_LIBRARY = "library"
 
 
 class CaptionDialog(QDialog):

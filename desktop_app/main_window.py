@@ -56,7 +56,9 @@ from desktop_app.background import submit
 from desktop_app.caption_panel import CaptionPanel
 from desktop_app.delegate import ThumbnailDelegate
 from desktop_app.dialogs import (
+    DEFAULT_MODEL,
     SCOPE_FILTER,
+    SCOPE_LIBRARY,
     SCOPE_SELECTION,
     CaptionDialog,
     FindReplaceDialog,
@@ -334,6 +336,8 @@ class MainWindow(QMainWindow):
         caption.addAction(a("pause", "Pause / resume captioning", self.toggle_pause, "Ctrl+Shift+P"))
         caption.addAction(a("cancel_caption", "Cancel captioning", self.cancel_captioning, None))
         caption.addAction(a("release_model", "Unload model", self.captioning.release_model, None))
+        caption.addSeparator()
+        caption.addAction(a("train", "Train on verified captions…", self.open_train_dialog, None))
 
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(a("about", "About CaptionDesk", self.show_about, None))
@@ -342,7 +346,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has_library = self.library is not None
         running = self.captioning.running
-        for key in ("add_folder", "rescan", "caption", "replace"):
+        for key in ("add_folder", "rescan", "caption", "replace", "train"):
             self.actions[key].setEnabled(has_library)
         self.actions["caption"].setEnabled(has_library and not running)
         self.actions["pause"].setEnabled(running)
@@ -854,6 +858,44 @@ class MainWindow(QMainWindow):
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
             self.start_captioning(dialog.request(), dialog.scope())
 
+    def open_train_dialog(self) -> None:
+        """Retrain the captioner on the verified captions (a non-modal dialog)."""
+        if self.library is None:
+            return
+        from desktop_app.train_dialog import TrainDialog
+
+        base = self.settings.caption_defaults().get("model") or DEFAULT_MODEL
+        dialog = TrainDialog(self.library, base_model=base, parent=self)
+        dialog.version_created.connect(self.offer_new_version)
+        dialog.show()
+
+    def offer_new_version(self, name: str) -> None:
+        """One click: make the new version active and re-caption model-only images."""
+        answer = QMessageBox.question(
+            self,
+            "New model version",
+            f"Make “{name}” the active model and re-caption the images that only have "
+            "model captions? Your own captions are kept.",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.use_model_version(name)
+
+    def use_model_version(self, name: str) -> bool:
+        if self.library is None:
+            return False
+        from core.training.versions import set_active
+
+        set_active(self.library, name)
+        defaults = self.settings.caption_defaults()
+        request = JobRequest(
+            model=name,
+            settings=dict(defaults.get("settings") or {}),
+            batch_size=int(defaults.get("batch_size") or 8),
+            device=str(defaults.get("device") or "auto"),
+        )
+        return self.start_captioning(request, SCOPE_LIBRARY)
+
     def start_captioning(self, request: JobRequest, scope: str) -> bool:
         """Start *request* over *scope* (selection / current view / everything uncaptioned)."""
         if self.library is None:
@@ -862,6 +904,12 @@ class MainWindow(QMainWindow):
             request.image_ids = self.selected_ids()
         elif scope == SCOPE_FILTER:
             request.image_ids = self.model.ids()
+        elif scope == SCOPE_LIBRARY:
+            # The engine's own scope: every readable image except those a person
+            # captioned, imported, or this very model version already captioned.
+            request.image_ids = None
+            request.root_ids = None
+            request.uncaptioned_only = False
         else:
             # Explicit ids (found on the inference thread): the engine's own "whole
             # library" scope would also re-caption images another model captioned,
@@ -869,7 +917,7 @@ class MainWindow(QMainWindow):
             request.uncaptioned_only = True
             request.image_ids = None
             request.root_ids = None
-        if not request.uncaptioned_only and not request.image_ids:
+        if scope != SCOPE_LIBRARY and not request.uncaptioned_only and not request.image_ids:
             self.report_error("No images to caption in that scope.")
             return False
         self.settings.set_caption_defaults(

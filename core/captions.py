@@ -52,6 +52,17 @@ def _make_current(session: Session, image_id: int, caption: Caption) -> None:
     session.flush()
 
 
+def _store_unless_human_current(session: Session, image_id: int, caption: Caption) -> Caption:
+    """Make *caption* current, or file it as history when a person's caption is current."""
+    current = current_caption(session, image_id)
+    if current is not None and current.source == CaptionSource.HUMAN:
+        session.add(caption)
+        session.flush()
+        return caption
+    _make_current(session, image_id, caption)
+    return caption
+
+
 def add_model_caption(
     session: Session,
     image_id: int,
@@ -75,13 +86,7 @@ def add_model_caption(
         settings=dict(settings) if settings is not None else None,
         score=score,
     )
-    current = current_caption(session, image_id)
-    if current is not None and current.source == CaptionSource.HUMAN:
-        session.add(caption)
-        session.flush()
-        return caption
-    _make_current(session, image_id, caption)
-    return caption
+    return _store_unless_human_current(session, image_id, caption)
 
 
 def add_import_caption(
@@ -99,8 +104,6 @@ def add_import_caption(
     is stored as a human caption with the import as its origin; it still never replaces
     a human caption that is already current.
     """
-    current = current_caption(session, image_id)
-    human_current = current is not None and current.source == CaptionSource.HUMAN
     caption = Caption(
         image_id=image_id,
         text=text,
@@ -109,12 +112,7 @@ def add_import_caption(
         origin=origin,
         settings=dict(details) if details is not None else None,
     )
-    if human_current:
-        session.add(caption)
-        session.flush()
-        return caption
-    _make_current(session, image_id, caption)
-    return caption
+    return _store_unless_human_current(session, image_id, caption)
 
 
 def set_human_caption(

@@ -39,7 +39,7 @@ def build_blip_base(folder: Path) -> Path:
         return folder
     import torch
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
-    from transformers.models.blip.image_processing_blip import BlipImageProcessorPil
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     torch.manual_seed(0)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

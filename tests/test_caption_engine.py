@@ -18,6 +18,7 @@ from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import make_corpus, write_jpeg
+from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
 
 
 @dataclass
@@ -204,3 +205,16 @@ def test_scope_by_folder_and_ids(library: Library, photo_dir: Path) -> None:
 def test_spec_validation(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         CaptionJobSpec(**kwargs)
+
+
+def test_draft_size_follows_the_model_input(tiny_blip_dir) -> None:
+    from core.captioning import load_captioner
+    from core.captioning.engine import DEFAULT_DRAFT_SIZE, DRAFT_FRACTION, draft_size_for
+
+    captioner = load_captioner(str(tiny_blip_dir), device="cpu")
+    try:
+        side = captioner.processor.image_processor.size["height"]
+        assert draft_size_for(captioner) == max(64, int(side * DRAFT_FRACTION))
+    finally:
+        captioner.close()
+    assert draft_size_for(FakeCaptioner()) == DEFAULT_DRAFT_SIZE

@@ -42,9 +42,14 @@ from core.models import Caption, CaptionSource, Image, ImageState, JobState, Lib
 
 log = logging.getLogger(__name__)
 
-#: Decode JPEGs at the smallest DCT scale that keeps both sides at least this big;
-#: captioning models take 224-448 px inputs, so this is ~7x cheaper on a 12 MP photo.
-DECODE_DRAFT_SIZE = 448
+#: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at
+#: least this fraction of the model's input size.  The processor resizes to the input
+#: size anyway; allowing a slight (< 1/0.85) upscale lets a 4:3 photo use the next
+#: smaller scale.  Measured here: BLIP-base on 2000x1500 JPEGs, 0.997 -> 1.21 img/s end
+#: to end, because decode threads compete with torch for the same two cores.
+DRAFT_FRACTION = 0.85
+#: Used when the model's input size cannot be read from its processor.
+DEFAULT_DRAFT_SIZE = 448
 #: Batches decoded ahead of the model.
 PREFETCH_BATCHES = 2
 
@@ -271,13 +276,28 @@ class _BatchCaptioner:
         log.warning("out of memory (%s); batch size now %d", exc, self.batch_size)
 
 
-def _decode_batch(captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]]) -> _Prepared:
+def draft_size_for(captioner: Any) -> int:
+    """The JPEG draft size for *captioner*: a fraction of its processor's input size."""
+    processor = getattr(captioner, "processor", None)
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None)
+    if size is not None and not isinstance(size, dict):
+        size = {k: getattr(size, k, None) for k in ("height", "width", "shortest_edge", "longest_edge")}
+    sides = [v for k, v in (size or {}).items() if k in ("height", "width", "shortest_edge") and v]
+    if not sides:
+        return DEFAULT_DRAFT_SIZE
+    return max(64, int(max(sides) * DRAFT_FRACTION))
+
+
+def _decode_batch(
+    captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]], draft_size: int
+) -> _Prepared:
     ids: list[int] = []
     images: list[Any] = []
     failures: list[tuple[int, str]] = []
     for image_id, path in batch:
         try:
-            images.append(load_rgb(path, draft_size=DECODE_DRAFT_SIZE))
+            images.append(load_rgb(path, draft_size=draft_size))
             ids.append(image_id)
         except ImageDecodeError as exc:
             failures.append((image_id, str(exc)))
@@ -299,9 +319,10 @@ def _prefetch(
 ) -> Iterator[Future[_Prepared]]:
     """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
     batches = (selected[i : i + batch_size] for i in range(0, len(selected), batch_size))
+    draft_size = draft_size_for(captioner)
     pending: deque[Future[_Prepared]] = deque()
     for batch in batches:
-        pending.append(pool.submit(_decode_batch, captioner, settings, batch))
+        pending.append(pool.submit(_decode_batch, captioner, settings, batch, draft_size))
         if len(pending) > PREFETCH_BATCHES:
             yield pending.popleft()
     while pending:

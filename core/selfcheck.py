@@ -27,7 +27,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,20 +182,6 @@ def check_temp_library() -> Check:
         return Check("temp library", False, f"{type(exc).__name__}: {exc}")
 
 
-def check_qt_plugins() -> Check:
-    try:
-        from PySide6.QtCore import QLibraryInfo
-
-        plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
-        platforms = sorted(p.name for p in (plugins / "platforms").glob("*") if p.is_file())
-        if not platforms:
-            return Check("Qt plugins", False, f"no platform plugins in {plugins / 'platforms'}")
-        names = [name.split(".")[0].removeprefix("libq").removeprefix("q") for name in platforms]
-        return Check("Qt plugins", True, f"platforms: {', '.join(names)} ({plugins})")
-    except Exception as exc:  # noqa: BLE001 - a self-check reports every failure
-        return Check("Qt plugins", False, f"{type(exc).__name__}: {exc}")
-
-
 def run_checks() -> list[Check]:
     checks = [check_version()]
     checks += check_libraries()
@@ -207,57 +192,11 @@ def run_checks() -> list[Check]:
     checks.append(check_migrations())
     checks.append(check_temp_library())
     if "PySide6" in imported:
+        # Qt stays out of core/: the Qt checks live in the desktop app package.
+        from desktop_app.selfcheck_gui import check_qt_plugins
+
         checks.append(check_qt_plugins())
     return checks
-
-
-# -- GUI smoke test --------------------------------------------------------------------
-
-
-def smoke_test_gui(min_ms: int = 1500, timeout_ms: int = 60000) -> Check:
-    """Open the real main window on a temp library, wait until it is open, close it.
-
-    Settings go to a temporary folder (where Qt allows it) so the user's window layout
-    and last library are left alone.
-    """
-    with tempfile.TemporaryDirectory(prefix="captiondesk-smoke-") as tmp:
-        from PySide6.QtCore import QSettings, QTimer
-        from PySide6.QtWidgets import QApplication
-
-        for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-            QSettings.setPath(fmt, QSettings.Scope.UserScope, tmp)
-        app = QApplication.instance() or QApplication(sys.argv[:1])
-        started = time.monotonic()
-        state: dict[str, object] = {"opened": False, "title": ""}
-
-        def poll() -> None:
-            from desktop_app.main_window import MainWindow
-
-            elapsed = (time.monotonic() - started) * 1000
-            windows = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-            if windows and windows[0].library is not None:
-                state["opened"] = True
-                state["title"] = windows[0].windowTitle()
-            if (state["opened"] and elapsed >= min_ms) or elapsed >= timeout_ms:
-                timer.stop()
-                for window in windows:
-                    window.close()
-                app.quit()
-
-        timer = QTimer()
-        timer.setInterval(100)
-        timer.timeout.connect(poll)
-        timer.start()
-
-        from desktop_app.app import main as gui_main
-
-        code = gui_main(["--library", str(Path(tmp) / "smoke.db")])
-        seconds = time.monotonic() - started
-    if code != 0:
-        return Check("GUI", False, f"the application exited with status {code}")
-    if not state["opened"]:
-        return Check("GUI", False, f"the main window did not open a library within {timeout_ms / 1000:.0f} s")
-    return Check("GUI", True, f"main window {state['title']!r} opened a library and closed ({seconds:.1f} s)")
 
 
 # -- command ---------------------------------------------------------------------------
@@ -274,6 +213,8 @@ def cmd_self_check(args: argparse.Namespace) -> int:
     checks = run_checks()
     if getattr(args, "smoke_test", False):
         if all(c.ok or not c.essential for c in checks):
+            from desktop_app.selfcheck_gui import smoke_test_gui
+
             checks.append(smoke_test_gui(min_ms=int(os.environ.get("CAPTIONDESK_SMOKE_EXIT_MS", "1500"))))
         else:
             checks.append(Check("GUI", False, "not started: essential checks failed"))

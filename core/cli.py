@@ -371,11 +371,15 @@ def _open_gui(argv: list[str], folders: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from core import scan_process
+
+    if argv[:1] == [scan_process.FROZEN_COMMAND]:  # the desktop app's scan child (frozen build)
+        return scan_process.main(argv[1:])
     from core.library import LibraryError
     from core.migrate import LibraryOpenError
 
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
     gui_folders = _gui_request(argv, parser)
     if gui_folders is not None:
         return _open_gui(argv, gui_folders)

@@ -8,6 +8,8 @@ schema (with a backup first, see :mod:`core.migrate`) and marks jobs that were s
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,16 +192,33 @@ class Library:
     # -- job records ---------------------------------------------------------------
 
     def _mark_interrupted_jobs(self) -> None:
+        """Jobs left "running" by a process that is gone become "interrupted".
+
+        Another live process may have the library open (the desktop app's scan child,
+        a CLI run next to the window): its jobs are left alone.  Each job records its
+        owner (host, pid) in ``params["_owner"]``; jobs of another host cannot be
+        checked and stay as they are.
+        """
+        host = socket.gethostname()
         with self.db.write() as session:
-            session.execute(
-                update(Job)
-                .where(Job.state == JobState.RUNNING)
-                .values(state=JobState.INTERRUPTED.value, updated_at=utcnow())
-            )
+            stale = [
+                job_id
+                for job_id, params in session.execute(
+                    select(Job.id, Job.params).where(Job.state == JobState.RUNNING)
+                )
+                if _owner_is_gone((params or {}).get("_owner"), host)
+            ]
+            if stale:
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(stale))
+                    .values(state=JobState.INTERRUPTED.value, updated_at=utcnow())
+                )
 
     def start_job(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
+        owner = {"host": socket.gethostname(), "pid": os.getpid()}
         with self.db.write() as session:
-            job = Job(kind=kind, params=dict(params or {}), state=JobState.RUNNING.value)
+            job = Job(kind=kind, params={**(params or {}), "_owner": owner}, state=JobState.RUNNING.value)
             session.add(job)
             session.flush()
             return job.id
@@ -227,3 +246,34 @@ class Library:
             query = query.where(Job.kind == kind)
         with self.db.read() as session:
             return list(session.scalars(query))
+
+
+def _owner_is_gone(owner: Any, host: str) -> bool:
+    """Whether the process that started a job has certainly ended."""
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return True  # written before owners were recorded
+    if owner.get("host") != host:
+        return False
+    if owner["pid"] == os.getpid():
+        return False  # this process re-opened the library: its jobs are alive
+    return not _pid_alive(owner["pid"])
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import captions
 from core.library import Library
-from core.migrate import LibraryOpenError, NewerLibraryError, head_revision, upgrade
+from core.migrate import HEAD_REVISION, LibraryOpenError, NewerLibraryError, head_revision, upgrade
 from core.models import Base, Caption, CaptionSource, Image
 
 
@@ -100,6 +102,17 @@ def test_upgrade_from_first_revision_keeps_every_row(tmp_path: Path) -> None:
         assert [job.state for job in library.jobs()] == ["interrupted"]
     finally:
         library.close()
+
+
+def test_head_revision_constant_matches_the_migrations(tmp_path: Path) -> None:
+    """HEAD_REVISION must name Alembic's head (update it with each new migration)."""
+    assert HEAD_REVISION == head_revision()
+    Library(tmp_path / "lib.db").close()
+    # Re-opening an up-to-date library is a plain sqlite3 check: Alembic is not imported.
+    script = ("import sys; from core.library import Library; "
+              f"Library({str(tmp_path / 'lib.db')!r}).close(); print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_refuses_a_library_from_a_newer_version(tmp_path: Path) -> None:

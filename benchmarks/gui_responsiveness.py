@@ -111,9 +111,15 @@ def _start_stall_sampler(state: dict[str, float]) -> None:
             last = state["last"]
             if time.perf_counter() - last > 0.05 and reported != last:
                 reported = last
-                frame = sys._current_frames().get(main_id)
+                frames = sys._current_frames()
+                frame = frames.get(main_id)
                 stack = "".join(traceback.format_stack(frame, limit=12)) if frame else "?"
-                print(f"--- GUI thread stalled > 50 ms at:\n{stack}", file=sys.stderr, flush=True)
+                others = "".join(
+                    f"  [{ident}] " + "".join(traceback.format_stack(f, limit=3)[-2:]).replace("\n", "\n  ")
+                    for ident, f in frames.items() if ident not in (main_id, threading.get_ident())
+                )
+                print(f"--- GUI thread stalled > 50 ms at:\n{stack}--- other threads:\n{others}",
+                      file=sys.stderr, flush=True)
 
     threading.Thread(target=watch, daemon=True).start()
 
@@ -123,6 +129,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=15.0, help="how long to run the jobs")
     parser.add_argument("--prepare-only", action="store_true", help="build the cached library and stop")
+    parser.add_argument("--jobs", choices=["both", "scan", "caption", "none"], default="both",
+                        help="which background jobs run during the stall measurement")
     parser.add_argument(
         "--diagnose", action="store_true", help="print the GUI thread's stack during each stall over 50 ms"
     )
@@ -233,8 +241,10 @@ def main() -> int:
     if args.diagnose:
         _start_stall_sampler(state)
     jobs_started = state["jobs"] = time.perf_counter()
-    window.start_scan(None)
-    window.start_captioning(JobRequest(model="fake-model", batch_size=8), "uncaptioned")
+    if args.jobs in ("both", "scan"):
+        window.start_scan(None)
+    if args.jobs in ("both", "caption"):
+        window.start_captioning(JobRequest(model="fake-model", batch_size=8), "uncaptioned")
     end = jobs_started + args.seconds
     while time.perf_counter() < end:
         app.processEvents()

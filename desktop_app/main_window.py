@@ -52,7 +52,7 @@ from PySide6.QtWidgets import (
 from core.jobs import Progress
 from core.library import Library, LibraryError
 from desktop_app import queries
-from desktop_app.background import submit
+from desktop_app.background import JOB_NICENESS, submit
 from desktop_app.caption_panel import CaptionPanel
 from desktop_app.delegate import ThumbnailDelegate
 from desktop_app.dialogs import (
@@ -781,7 +781,11 @@ class MainWindow(QMainWindow):
         self._job_refresh.start()
 
         def work() -> Any:
-            return library.scan(root_ids, progress=lambda p: progress.add([p]), cancel=cancel)
+            # In a child process: a big scan's Python work would otherwise fight
+            # every repaint for the GIL (see core.scan_process).
+            from core.scan_process import scan_in_subprocess
+
+            return scan_in_subprocess(library.path, root_ids, progress=lambda p: progress.add([p]), cancel=cancel)
 
         def done(stats: Any) -> None:
             progress.flush()
@@ -809,7 +813,7 @@ class MainWindow(QMainWindow):
             self._stop_job_refresh()
             self._report_exception(exc)
 
-        submit(self.scan_pool, work, done, failed)
+        submit(self.scan_pool, work, done, failed, niceness=JOB_NICENESS)
         return True
 
     def cancel_scan(self) -> None:

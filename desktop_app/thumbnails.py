@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from core.imaging import ImageDecodeError, ensure_thumbnail, load_rgb
-from desktop_app.background import Coalescer, submit
+from desktop_app.background import Coalescer, lower_thread_priority, submit
 
 #: Size of the thumbnails kept in the disk cache; the grid scales them down.
 DISK_SIZE = 256
@@ -151,6 +151,7 @@ class ThumbnailCache(QObject):
     # -- worker threads --------------------------------------------------------------
 
     def _drain(self) -> None:
+        lower_thread_priority()
         while True:
             with self._lock:
                 if not self._stack:

@@ -41,6 +41,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.background import JOB_NICENESS, lower_thread_priority
+
 __all__ = ["MetricChart", "TrainDialog"]
 
 METRICS = (("exact_match", "Exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
@@ -97,6 +99,7 @@ class _TrainWorker(QObject):
 
     @Slot()
     def work(self) -> None:
+        lower_thread_priority(JOB_NICENESS)
         try:
             result = self._run(*self._args, progress=self.progress.emit, cancel=self.cancel,
                                on_epoch=self.epoch.emit)

@@ -33,7 +33,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from core.library import Library
-from desktop_app.background import Coalescer
+from desktop_app.background import JOB_NICENESS, Coalescer, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ class _CaptionWorker(QObject):
 
     @Slot(object, object, object)
     def run_job(self, library: Library, request: JobRequest, token: PauseToken) -> None:
+        lower_thread_priority(JOB_NICENESS)  # torch's CPU threads, started from here, inherit it
         try:
             engine = self._get_engine()
         except ImportError as exc:

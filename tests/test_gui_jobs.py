@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 
 import pytest
@@ -245,3 +248,28 @@ def test_caption_dialog_builds_the_request(qtbot):
     from core.captioning.settings import GenerationSettings
 
     GenerationSettings(**request.settings)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_worker_threads_run_below_the_gui_thread(qtbot) -> None:
+    """Pool work and job threads yield the CPU to the GUI thread (per-thread niceness)."""
+    from PySide6.QtCore import QThreadPool
+
+    from desktop_app.background import JOB_NICENESS, POOL_NICENESS, submit
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    gui = niceness()
+    pool = QThreadPool()
+    results: list[int] = []
+    submit(pool, niceness, results.append)
+    qtbot.waitUntil(lambda: bool(results), timeout=WAIT)
+    job_pool = QThreadPool()
+    job_pool.setMaxThreadCount(1)
+    submit(job_pool, niceness, results.append, niceness=JOB_NICENESS)
+    qtbot.waitUntil(lambda: len(results) == 2, timeout=WAIT)
+    assert results == [min(19, gui + POOL_NICENESS), min(19, gui + JOB_NICENESS)]
+    assert niceness() == gui  # the GUI thread itself is untouched
+    pool.waitForDone()
+    job_pool.waitForDone()

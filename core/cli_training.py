@@ -185,7 +185,9 @@ def register(subparsers: Any) -> None:
         help="retrain the captioner from verified captions",
         description=("Fine-tune a captioning model on the captions people wrote or accepted, evaluate it on "
                      "the held-out split after every epoch, and save the best epoch as model version NAME "
-                     "(usable as --model NAME). Ctrl-C stops after the current batch; the same command resumes."),
+                     "(usable as --model NAME). Ctrl-C stops after the current batch; the same command resumes. "
+                     "Trainable: BLIP, BLIP-2 (OPT or Flan-T5), GIT and vision encoder-decoder (e.g. ViT-GPT2) "
+                     "models."),
     )
     train.add_argument("--base", required=True, metavar="ID_OR_PATH", help="hub id, model folder or version name")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")

@@ -198,6 +198,59 @@ def build_tiny_blip2(path: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
+def make_t5_tokenizer() -> Any:
+    """A tiny SentencePiece-style (Unigram) T5 tokenizer over :data:`WORDS` plus single letters.
+
+    Like Flan-T5's: ``<pad>`` = 0 (also the decoder start), ``</s>`` = 1 is appended to
+    every encoded text (so ``""`` encodes to ``[1]``), ``<unk>`` = 2.
+    """
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    pieces += [("\u2581" + word, -1.0) for word in WORDS]
+    pieces += [(char, -5.0) for char in "abcdefghijklmnopqrstuvwxyz"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def build_tiny_blip2_t5(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``Blip2ForConditionalGeneration`` with a Flan-T5-style (encoder-decoder) language model."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        T5Config,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_t5_tokenizer()
+    num_query_tokens = 4
+    proc = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+                          tokenizer=tok, num_query_tokens=num_query_tokens)
+    image_token_id = tok.convert_tokens_to_ids("<image>")
+    text_cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1,
+                        num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                        decoder_start_token_id=tok.pad_token_id,
+                        # transformers 5's T5Config has no bos_token_id attribute at all, which
+                        # Blip2Captioner reads; hub conversions (written by 4.x) carry it as null.
+                        bos_token_id=None)
+    cfg = Blip2Config(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8, "initializer_range": 0.02},
+        qformer_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
+        text_config=text_cfg.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token_id,
+    )
+    model = Blip2ForConditionalGeneration(cfg).eval()
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
 def build_tiny_git(path: str | Path, *, seed: int = 0) -> Path:
     """Tiny ``GitForCausalLM`` + ``GitProcessor`` (CLIP image processor, BERT tokenizer)."""
     from transformers import GitConfig, GitForCausalLM, GitProcessor

@@ -23,21 +23,37 @@ MIN_VALIDATION = 2
 #: LoRA targets per ``config.model_type`` (text side; see ``vision_targets``).
 _TEXT_TARGETS: dict[str, list[str]] = {
     "blip": ["query", "value"],  # BLIP text decoder self- and cross-attention
-    "blip-2": ["q_proj", "v_proj"],  # OPT / language model attention
+    # BLIP-2 / InstructBLIP: the language model's attention (OPT ``q_proj``/``v_proj``; Flan-T5
+    # is in _T5_TARGETS).  Not the Q-Former (``query``/``value``) nor the vision tower (``qkv``).
+    "blip-2": ["q_proj", "v_proj"],
     "instructblip": ["q_proj", "v_proj"],
     "git": ["query", "value"],  # GIT: BERT-style text layers (its CLIP vision tower uses q_proj/v_proj)
     "vision-encoder-decoder": ["c_attn"],  # GPT-2 decoder fused qkv
 }
+#: Language models whose attention projections are called ``q``/``k``/``v``/``o`` (T5 family).
+_T5_LIKE = frozenset({"t5", "mt5", "umt5"})
+_T5_TARGETS = ["q", "v"]
 _VISION_TARGETS: dict[str, list[str]] = {
     "blip": ["qkv"],
     "blip-2": ["qkv"],
     "instructblip": ["qkv"],
+    "git": ["q_proj", "v_proj"],  # GIT's CLIP vision tower (its text layers use query/value)
+    # The image encoder: ViT/DeiT/BEiT attention is q_proj/v_proj in transformers 5 (query/value
+    # before); GPT-2 decoders use neither name.
+    "vision-encoder-decoder": ["q_proj", "v_proj", "query", "value"],
 }
 
 
-def default_target_modules(model_type: str, *, train_vision: bool = False) -> list[str] | str:
-    """LoRA ``target_modules`` for a family; ``"all-linear"`` (peft skips the LM head) otherwise."""
+def default_target_modules(model_type: str, *, train_vision: bool = False,
+                           language_model_type: str | None = None) -> list[str] | str:
+    """LoRA ``target_modules`` for a family; ``"all-linear"`` (peft skips the LM head) otherwise.
+
+    *language_model_type* (``config.text_config.model_type``) picks the targets of BLIP-2 /
+    InstructBLIP's language model: Flan-T5's attention is ``q``/``v``, OPT's ``q_proj``/``v_proj``.
+    """
     text = _TEXT_TARGETS.get(model_type)
+    if model_type in ("blip-2", "instructblip") and language_model_type in _T5_LIKE:
+        text = _T5_TARGETS
     if text is None:
         return "all-linear"
     return text + (_VISION_TARGETS.get(model_type, []) if train_vision else [])
@@ -69,8 +85,8 @@ class TrainingConfig:
         lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout.
         target_modules: LoRA target module names; None = per family
             (:func:`default_target_modules`).
-        train_vision: LoRA also on the vision encoder (BLIP ``qkv``) / full fine-tuning
-            also unfreezes it.  Off: the vision encoder is frozen and its outputs are
+        train_vision: LoRA also on the vision encoder (BLIP / BLIP-2 ``qkv``, GIT and
+            ViT ``q_proj``/``v_proj``) / full fine-tuning also unfreezes it.  Off: the vision encoder is frozen and its outputs are
             computed once per image and reused across epochs.
         cache_vision: Reuse vision embeddings when the encoder is frozen (``auto`` = on
             unless the cache would exceed ``cache_limit_mb``).

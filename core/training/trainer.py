@@ -1,5 +1,11 @@
 """Retrain a captioning model from the library's verified captions (a core job).
 
+Trainable families (:data:`TRAINABLE_FAMILIES`): **BLIP** (``BlipForConditionalGeneration``),
+**BLIP-2** with an OPT (decoder-only) or Flan-T5 (encoder-decoder) language model,
+**GIT** (``GitForCausalLM``) and **VisionEncoderDecoder** (e.g. ViT-GPT2).  The generic
+family (``AutoModelForImageTextToText``: Florence-2, LLaVA, SmolVLM, Qwen-VL, …) is refused
+with a :class:`TrainingError` naming the trainable families.
+
 :func:`train` is deliberately one explicit loop rather than a ``Trainer`` subclass, so
 every step can be read top to bottom:
 
@@ -10,11 +16,16 @@ every step can be read top to bottom:
    captioner is reused for evaluation.  LoRA/QLoRA wrap it with peft
    (``get_peft_model``; gradient checkpointing is enabled *after* it, see the ML stack
    notes); full fine-tuning trains everything except, by default, the vision encoder.
-3. **Frozen vision encoder → embeddings computed once.**  For BLIP, when the vision
-   encoder is not trained, ``model.vision_model`` runs once per training image under
-   ``no_grad`` and the text decoder is then called with ``encoder_hidden_states`` every
-   epoch.  The vision encoder is kept in eval mode, so the loss is exactly the uncached
-   one (tested).  ``benchmarks/train_step.py`` measures the gain.
+   Training batches are built the way each family's captioner generates (what comes
+   first, where generation stops, which labels are masked: see "batches" below).
+3. **Frozen vision encoder → embeddings computed once.**  For BLIP, BLIP-2 and
+   VisionEncoderDecoder, when the vision encoder is not trained, it runs once per training
+   image under ``no_grad`` and every epoch reuses its ``last_hidden_state``: BLIP's text
+   decoder gets it as ``encoder_hidden_states``, BLIP-2 runs its Q-Former and projection
+   on it (:func:`blip2_loss`), VisionEncoderDecoder passes it as ``encoder_outputs``.  The
+   vision encoder is kept in eval mode, so the loss is exactly the uncached one (tested).
+   GIT's forward takes pixels only, so GIT always runs its image encoder.
+   ``benchmarks/train_step.py`` measures the gain (BLIP).
 4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient
    accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
@@ -56,12 +67,13 @@ from .config import TrainingConfig, default_target_modules
 from .data import TrainingData, TrainingExample, collect_training_data
 from .metrics import caption_metrics, selection_score
 
-__all__ = ["TrainingError", "TrainingResult", "blip_loss", "train"]
+__all__ = ["TRAINABLE_FAMILIES", "TrainingError", "TrainingResult", "blip2_loss", "blip_loss", "train",
+           "vision_encoder_decoder_loss"]
 
 log = logging.getLogger(__name__)
 
 #: Families :func:`train` knows how to build training batches for.
-TRAINABLE_FAMILIES = ("blip", "git", "vision_encoder_decoder")
+TRAINABLE_FAMILIES = ("blip", "blip2", "git", "vision_encoder_decoder")
 #: JPEG draft decode size for training images (as for captioning).
 DECODE_DRAFT_SIZE = 448
 
@@ -97,19 +109,29 @@ class TrainingResult:
 
 
 def _family_of(captioner: Any) -> str:
+    """The captioner's family as a module name (``vision-encoder-decoder`` → ``vision_encoder_decoder``)."""
     family = getattr(captioner, "family", None) or captioner.identity.get("family")
-    return str(family)
+    return str(family).replace("-", "_")
 
 
 def _vision_module(family: str, model: Any) -> Any | None:
     """The vision encoder of a (plain transformers) model, or None if unknown."""
-    if family == "blip":
+    if family in ("blip", "blip2"):
         return model.vision_model
     if family == "git":
         return model.git.image_encoder
     if family == "vision_encoder_decoder":
         return model.encoder
     return getattr(model, "vision_model", None) or getattr(model, "vision_tower", None)
+
+
+def _unsupported_family(family: str, captioner: Any) -> TrainingError:
+    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
+    what = f"{family} models" + (f" ({model_type})" if model_type and model_type != family else "")
+    return TrainingError(
+        f"training {what} is not supported yet; trainable model families: {', '.join(TRAINABLE_FAMILIES)} "
+        "(e.g. Salesforce/blip-image-captioning-*, Salesforce/blip2-*, microsoft/git-*, "
+        "nlpconnect/vit-gpt2-image-captioning)")
 
 
 def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
@@ -174,7 +196,9 @@ def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple
 
             inner = prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
         model_type = getattr(inner.config, "model_type", "")
-        targets = config.target_modules or default_target_modules(model_type, train_vision=config.train_vision)
+        text_type = getattr(getattr(inner.config, "text_config", None), "model_type", None)
+        targets = config.target_modules or default_target_modules(model_type, train_vision=config.train_vision,
+                                                                  language_model_type=text_type)
         if targets == "all-linear":
             targets = _all_linear_targets(inner, vision if not config.train_vision else None)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -198,6 +222,13 @@ def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple
         # After get_peft_model: enabling it before makes BLIP fail with "a leaf Variable
         # that requires grad is being used in an in-place operation".
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers also hooks the input embeddings so their output requires grad (needed
+        # by *reentrant* checkpointing only).  Under LoRA that output is a frozen leaf, and
+        # GIT adds its position embeddings to it in place: "a leaf Variable that requires
+        # grad is being used in an in-place operation".  Non-reentrant checkpointing does
+        # not need the hook.
+        if hasattr(inner, "disable_input_require_grads"):
+            inner.disable_input_require_grads()
     return trainable, inner, targets
 
 
@@ -218,39 +249,114 @@ def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- batches
+#
+# Each family's training batch mirrors how its captioner generates (core/captioning/families):
+#
+# * blip — ``[DEC] caption [SEP]``: the processor starts with ``[CLS]`` but ``generate``
+#   starts from ``[DEC]`` (bos), so the first id is replaced; labels = input ids, padding
+#   masked (BLIP's text decoder shifts them itself).
+# * blip2, decoder-only LM (OPT) — ``<image> x num_query_tokens, BOS, caption, EOS``: the
+#   captioner's prefix (placeholders, then what the tokenizer makes of the empty prompt,
+#   with a BOS added if missing), then the caption and EOS.  Labels are aligned with the
+#   input ids (``Blip2ForConditionalGeneration.forward`` keeps the last ``labels.size(1)``
+#   logits and its causal-LM loss shifts by one) and are -100 on the placeholders, BOS
+#   and padding.
+# * blip2, encoder-decoder LM (Flan-T5) — the encoder input is the captioner's prefix
+#   (placeholders + ``</s>``); labels = ``caption EOS`` go to the T5 decoder, which shifts
+#   them right behind ``decoder_start_token_id`` itself.
+# * git — ``[CLS] caption [SEP]`` (model bos … eos); ``GitForCausalLM`` drops the first
+#   label and shifts, so labels = input ids with padding masked.
+# * vision_encoder_decoder — labels = ``caption EOS``; ``decoder_input_ids`` =
+#   ``decoder_start_token_id`` + labels[:-1], built here so checkpoints without a
+#   ``pad_token_id`` (which ``shift_tokens_right`` needs) train too.
+#
+# Caption tokens are produced without special tokens and padded here, so the tokenizer is
+# never modified (GPT-2 has no pad token; padding is masked out of the loss anyway).
+
+#: Families whose frozen vision encoder output is computed once and reused every epoch.
+CACHEABLE_VISION = ("blip", "blip2", "vision_encoder_decoder")
 
 
-@dataclass
-class _Encoded:
-    """Token ids/labels for a list of examples (CPU tensors, row i = example i)."""
+def _eos_id(captioner: Any) -> int:
+    """The token that ends a caption: the first id the captioner stops at."""
+    ids = captioner._eos_token_ids()
+    if ids:
+        return ids[0]
+    tok = captioner.tokenizer
+    for value in (getattr(tok, "eos_token_id", None), getattr(tok, "sep_token_id", None)):
+        if value is not None:
+            return int(value)
+    raise TrainingError("the model has no end-of-sequence token (generation_config.eos_token_id); "
+                        "captions could not be taught to end")
 
-    input_ids: Any
-    attention_mask: Any
-    labels: Any
+
+def _pad(rows: list[list[int]], value: int) -> Any:
+    import torch
+
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def _encode_text(captioner: Any, family: str, captions: list[str], max_length: int) -> _Encoded:
+def _encode_text(captioner: Any, family: str, captions: list[str], max_length: int) -> dict[str, Any]:
+    """Token tensors for *captions* (CPU, row i = caption i), keyed like the loss function's arguments."""
     tok = captioner.tokenizer
     inner = captioner.model
-    if family == "vision_encoder_decoder":
-        if tok.pad_token_id is None:  # GPT-2 has no pad token; padding is masked out anyway
-            tok.pad_token = tok.eos_token
-        eos = tok.eos_token or ""
-        enc = tok([c + eos for c in captions], padding="longest", truncation=True, max_length=max_length,
-                  return_tensors="pt")
-    else:
-        enc = tok(captions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
-    input_ids = enc["input_ids"].clone()
-    mask = enc["attention_mask"]
     if family == "blip":
-        # The processor starts with [CLS]; generate() starts from [DEC] (bos): train like that.
-        input_ids[:, 0] = inner.config.text_config.bos_token_id
-    labels = input_ids.masked_fill(mask == 0, -100)
-    return _Encoded(input_ids, mask, labels)
+        enc = tok(captions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+        input_ids = enc["input_ids"].clone()
+        input_ids[:, 0] = inner.config.text_config.bos_token_id  # [CLS] -> [DEC], as generate() starts
+        mask = enc["attention_mask"]
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+
+    caption_ids = [[int(i) for i in ids] for ids in tok(captions, add_special_tokens=False)["input_ids"]]
+    eos = _eos_id(captioner)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    if family == "git":
+        bos = inner.config.bos_token_id if inner.config.bos_token_id is not None else tok.cls_token_id
+        rows = [[int(bos), *ids[: max_length - 2], eos] for ids in caption_ids]
+        input_ids = _pad(rows, pad)
+        mask = _pad([[1] * len(r) for r in rows], 0)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+    if family == "vision_encoder_decoder":
+        start = inner.generation_config.decoder_start_token_id
+        if start is None:
+            start = inner.config.decoder_start_token_id
+        if start is None:
+            raise TrainingError("the model has no decoder_start_token_id; set it in its config.json")
+        targets = [[*ids[: max_length - 1], eos] for ids in caption_ids]
+        return {"decoder_input_ids": _pad([[int(start), *t[:-1]] for t in targets], pad),
+                "labels": _pad(targets, -100)}
+    if family == "blip2":
+        config = inner.config
+        prefix = [int(config.image_token_id)] * int(config.num_query_tokens)
+        prompt = captioner._tokenize_prompt("")  # as Blip2Captioner._encode with no prompt
+        if config.text_config.is_encoder_decoder:
+            input_ids = _pad([prefix + prompt] * len(captions), pad)
+            targets = [[*ids[: max_length - 1], eos] for ids in caption_ids]
+            return {"input_ids": input_ids, "attention_mask": input_ids.new_ones(input_ids.shape),
+                    "labels": _pad(targets, -100)}
+        bos = getattr(config.text_config, "bos_token_id", None)
+        if bos is not None and (not prompt or prompt[0] != bos):
+            prompt = [int(bos), *prompt]
+        room = max(1, max_length - len(prompt) - 1)  # max_length counts the text tokens (BOS … EOS)
+        prefix = prefix + prompt
+        rows = [prefix + [*ids[:room], eos] for ids in caption_ids]
+        input_ids = _pad(rows, pad)
+        mask = _pad([[1] * len(r) for r in rows], 0)
+        labels = input_ids.masked_fill(mask == 0, -100)
+        labels[:, : len(prefix)] = -100
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    raise TrainingError(f"no training batches for the {family} family")
 
 
 def _pixel_values(captioner: Any, images: list[Any]) -> Any:
-    return captioner._pixel_values(images)
+    # VisionEncoderDecoder captioners hold a bare image processor (no processor.image_processor).
+    return captioner._pixel_values(images, getattr(captioner, "image_processor", None))
+
+
+def _vision_embeds(vision: Any, pixel_values: Any) -> Any:
+    """What the model's own forward takes from its (frozen) vision encoder: the last hidden state."""
+    return vision(pixel_values=pixel_values).last_hidden_state
 
 
 def blip_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
@@ -267,11 +373,55 @@ def blip_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
     return out.loss
 
 
+def blip2_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
+               pixel_values: Any = None, image_embeds: Any = None) -> Any:
+    """BLIP-2 captioning loss from pixels, or from precomputed vision embeddings.
+
+    With ``image_embeds`` (``model.vision_model(pixel_values).last_hidden_state``) only the
+    vision encoder is skipped: the Q-Former and the projection (trainable) run here as in
+    ``Blip2ForConditionalGeneration.get_image_features``, and the model's own forward
+    (``mm_encoder_outputs``) computes the loss, so it equals ``model(pixel_values=...).loss``.
+    """
+    if image_embeds is None:
+        return model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                     labels=labels).loss
+    import torch
+    from transformers.models.blip_2.modeling_blip_2 import (
+        BaseModelOutputWithVisionQformerOutputs,
+    )
+
+    image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+    query_tokens = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+    qformer = model.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
+                            encoder_attention_mask=image_mask, return_dict=True)
+    query_output = qformer.last_hidden_state
+    if query_output.dtype != image_embeds.dtype:  # the Q-Former is kept in fp32
+        query_output = query_output.to(image_embeds.dtype)
+    image = BaseModelOutputWithVisionQformerOutputs(
+        last_hidden_state=image_embeds, pooler_output=model.language_projection(query_output),
+        qformer_outputs=qformer)
+    return model(pixel_values=None, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                 mm_encoder_outputs={"image": image}).loss
+
+
+def vision_encoder_decoder_loss(model: Any, *, decoder_input_ids: Any, labels: Any,
+                                pixel_values: Any = None, image_embeds: Any = None) -> Any:
+    """VisionEncoderDecoder loss from pixels, or from precomputed encoder outputs (``image_embeds``)."""
+    if image_embeds is None:
+        return model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, labels=labels).loss
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return model(encoder_outputs=BaseModelOutput(last_hidden_state=image_embeds),
+                 decoder_input_ids=decoder_input_ids, labels=labels).loss
+
+
 def _loss(family: str, inner: Any, batch: dict[str, Any]) -> Any:
     if family == "blip":
         return blip_loss(inner, **batch)
+    if family == "blip2":
+        return blip2_loss(inner, **batch)
     if family == "vision_encoder_decoder":
-        return inner(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        return vision_encoder_decoder_loss(inner, **batch)
     return inner(**batch).loss  # git: input_ids, attention_mask, pixel_values, labels
 
 
@@ -379,8 +529,9 @@ def train(
             captioner = load_captioner(base, device=config.device, optimize="none")
         family = _family_of(captioner)
         if family not in TRAINABLE_FAMILIES:
-            raise TrainingError(f"training {family} models is not supported yet "
-                                f"(supported: {', '.join(TRAINABLE_FAMILIES)})")
+            error = _unsupported_family(family, captioner)
+            captioner.close()
+            raise error
         device = captioner.device
         trainable, inner, targets = _prepare_model(captioner, family, config)
         result.trainable_parameters = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
@@ -402,23 +553,24 @@ def train(
         vision_frozen = vision is not None and not any(p.requires_grad for p in vision.parameters())
 
         embeds = None
-        if family == "blip" and vision_frozen and config.cache_vision != "no":
-            vc = inner.config.vision_config
-            tokens = (vc.image_size // vc.patch_size) ** 2 + 1
-            size_mb = len(train_ex) * tokens * vc.hidden_size * 4 / 2**20
-            if config.cache_vision == "yes" or size_mb <= config.cache_limit_mb:
-                report(0, None, "Encoding training images (once)")
-                vision.eval()
-                parts = []
-                with torch.no_grad():
-                    for i in range(0, len(train_images), config.batch_size):
-                        pixels = _pixel_values(captioner, train_images[i : i + config.batch_size]).to(device)
-                        parts.append(vision(pixel_values=pixels).last_hidden_state.float().cpu())
-                        if cancel.is_set():
+        if family in CACHEABLE_VISION and vision_frozen and config.cache_vision != "no":
+            report(0, None, "Encoding training images (once)")
+            vision.eval()
+            parts: list[Any] | None = []
+            with torch.no_grad():
+                for i in range(0, len(train_images), config.batch_size):
+                    pixels = _pixel_values(captioner, train_images[i : i + config.batch_size]).to(device)
+                    parts.append(_vision_embeds(vision, pixels).float().cpu())
+                    if i == 0 and config.cache_vision == "auto":
+                        size_mb = parts[0][0].numel() * 4 * len(train_images) / 2**20
+                        if size_mb > config.cache_limit_mb:
+                            parts = None  # too big to keep: run the encoder every step instead
                             break
-                if not cancel.is_set():
-                    embeds = torch.cat(parts)
-                    train_images = []  # the pixels are no longer needed
+                    if cancel.is_set():
+                        break
+            if parts and not cancel.is_set():
+                embeds = torch.cat(parts)
+                train_images = []  # the pixels are no longer needed
         result.cached_vision = embeds is not None
 
         # -- optimiser, schedule, precision -------------------------------------
@@ -485,9 +637,7 @@ def train(
                     result.cancelled = True
                     break
                 idx = order[micro * config.batch_size : (micro + 1) * config.batch_size]
-                batch: dict[str, Any] = {"input_ids": text.input_ids[idx].to(device),
-                                         "attention_mask": text.attention_mask[idx].to(device),
-                                         "labels": text.labels[idx].to(device)}
+                batch: dict[str, Any] = {key: value[idx].to(device) for key, value in text.items()}
                 if embeds is not None:
                     batch["image_embeds"] = embeds[idx].to(device)
                 else:

@@ -38,7 +38,7 @@ class Blip2Captioner(HFCaptioner):
 
         config = self.model.config
         text_ids = self._tokenize_prompt(prompt or "")
-        bos = config.text_config.bos_token_id
+        bos = getattr(config.text_config, "bos_token_id", None)  # T5 configs in transformers 5 have none
         if not config.text_config.is_encoder_decoder and bos is not None and (not text_ids or text_ids[0] != bos):
             text_ids = [int(bos), *text_ids]
         image_ids = [int(config.image_token_id)] * int(config.num_query_tokens)

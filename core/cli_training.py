@@ -192,7 +192,8 @@ def register(subparsers: Any) -> None:
     train.add_argument("--base", required=True, metavar="ID_OR_PATH", help="hub id, model folder or version name")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
     train.add_argument("--method", choices=METHODS, default="lora",
-                       help="lora (default), full fine-tuning, or qlora (4-bit, CUDA only)")
+                       help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
+                            "meant for CUDA, also runs on CPU, slower)")
     train.add_argument("--lora-r", type=int, default=8, metavar="N")
     train.add_argument("--lora-alpha", type=int, default=32, metavar="N")
     train.add_argument("--lora-dropout", type=float, default=0.1, metavar="F")

@@ -19,6 +19,7 @@ query/value at lr 1e-4, sized for BLIP-base).
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from pathlib import Path
 
@@ -153,6 +154,35 @@ def test_lora_learns_the_new_style_and_reloads_identically(styled_library) -> No
     _assert_new_style(_new_images_captions(library, "style-b-lora"))
 
 
+def test_qlora_learns_the_new_style_on_a_4bit_base(styled_library) -> None:
+    """QLoRA: the base is loaded in NF4 (bitsandbytes; its CPU kernels here, CUDA elsewhere)."""
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    from core.training import trainer
+
+    library, _ = styled_library
+    seen: list[type] = []
+    real_prepare = trainer._prepare_model
+
+    def spy(captioner, family, config):
+        seen.extend({type(m) for m in captioner.model.modules()})
+        return real_prepare(captioner, family, config)
+
+    # More epochs than plain LoRA: the NF4 base starts further from style A's weights.
+    cfg = TrainingConfig(method="qlora", lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                         lr=5e-3, epochs=16, patience=0, **SHORT)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "_prepare_model", spy)
+        result = train(library, "style-a", "style-b-qlora", cfg)
+    assert bnb.nn.Linear4bit in seen  # really trained on the 4-bit base
+    _assert_learned(result)
+    version = versions.get_version(library, "style-b-qlora")
+    assert version.method == "qlora" and Path(version.adapter_path, "adapter_config.json").is_file()
+    # The adapter is applied to the full-precision base when captioning (usual QLoRA use).
+    _assert_new_style(_new_images_captions(library, "style-b-qlora"))
+
+
 def test_adapter_logits_and_merged_export_match(styled_library, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import BlipForConditionalGeneration, BlipProcessor
@@ -280,7 +310,7 @@ def test_versions_rename_activate_delete_and_cli(styled_library, tmp_path: Path,
     assert "exact match" in out and "CIDEr" in out
 
 
-def test_too_little_data_and_qlora_without_cuda(tmp_path: Path) -> None:
+def test_too_little_data_and_qlora_requirements(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(3)
@@ -296,11 +326,17 @@ def test_too_little_data_and_qlora_without_cuda(tmp_path: Path) -> None:
         assert data.duplicates == 1 and len(data.train) + len(data.validation) == 5
         with pytest.raises(InsufficientDataError, match="at least 8 for training and 2 for validation"):
             train(library, "unused", "tiny", TrainingConfig(val_ratio=0.3))
-        assert not torch.cuda.is_available()
         data.require(min_train=1, min_validation=0)
-        with pytest.raises(TrainingError, match="QLoRA needs an NVIDIA GPU"):
-            from core.training.trainer import _load_qlora_captioner
+        from core.training.trainer import _qlora_device
 
-            _load_qlora_captioner("unused", TrainingConfig(method="qlora"))
+        with pytest.raises(TrainingError, match="does not run on Apple GPUs"):
+            _qlora_device(TrainingConfig(method="qlora", device="mps"))
+        if not torch.cuda.is_available():
+            with pytest.raises(TrainingError, match="no CUDA GPU is available"):
+                _qlora_device(TrainingConfig(method="qlora", device="cuda"))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(sys.modules, "bitsandbytes", None)  # not installed
+            with pytest.raises(TrainingError, match="pip install bitsandbytes"):
+                _qlora_device(TrainingConfig(method="qlora"))
         with library.db.read() as session:
             assert session.scalar(select(ModelVersion)) is None

@@ -81,7 +81,8 @@ class TrainingConfig:
 
     Attributes:
         method: ``lora`` (adapter only), ``full`` (every decoder weight) or ``qlora``
-            (LoRA on a 4-bit base, CUDA + bitsandbytes only).
+            (LoRA on a 4-bit NF4 base via bitsandbytes: CUDA, or its
+            CPU kernels, which save memory but are slower than ``lora``).
         lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout.
         target_modules: LoRA target module names; None = per family
             (:func:`default_target_modules`).

@@ -134,31 +134,71 @@ def _unsupported_family(family: str, captioner: Any) -> TrainingError:
         "nlpconnect/vit-gpt2-image-captioning)")
 
 
-def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
-    """The base model quantized to 4 bit (bitsandbytes), wrapped in its family captioner."""
+def _qlora_device(config: TrainingConfig) -> str:
+    """Where a QLoRA run can go: ``cuda`` when present, else ``cpu`` if bitsandbytes runs 4-bit there."""
     import torch
 
-    if not torch.cuda.is_available():
-        raise TrainingError("QLoRA needs an NVIDIA GPU with CUDA (4-bit bitsandbytes); "
-                            "use --method lora on this machine")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
-        raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes") from exc
-    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+        raise TrainingError("QLoRA needs the bitsandbytes package: pip install bitsandbytes "
+                            "(or use --method lora)") from exc
+    wanted = str(config.device)
+    if wanted.startswith("cuda") or (wanted == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda was asked for but no CUDA GPU is available")
+        return "cuda" if wanted == "auto" else wanted
+    if wanted == "mps":
+        raise TrainingError("QLoRA (bitsandbytes 4-bit) does not run on Apple GPUs; use --method lora")
+    # bitsandbytes >= 0.45 has CPU kernels for 4-bit layers; older builds fail here.
+    try:
+        import bitsandbytes.functional as bnbf
+
+        probe = torch.randn(64, 64)
+        packed, state = bnbf.quantize_4bit(probe, quant_type="nf4")
+        restored = bnbf.dequantize_4bit(packed, state)
+        if restored.shape != probe.shape or not torch.isfinite(restored).all():
+            raise RuntimeError("4-bit round trip gave a wrong result")
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable on this CPU
+        raise TrainingError(f"QLoRA needs an NVIDIA GPU with CUDA, or a bitsandbytes build with CPU "
+                            f"support ({exc}); use --method lora on this machine") from exc
+    return "cpu"
+
+
+def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
+    """The base model quantized to 4 bit (bitsandbytes NF4), inside its family's captioner.
+
+    On CUDA the 4-bit layers compute in bf16 (fp16 where bf16 is missing); on a CPU,
+    where bitsandbytes also runs, in fp32 — slower than plain LoRA, but the base model
+    takes ~1/4 of the memory, which is what lets a large model (BLIP-2) train at all.
+    The model is reloaded with the same class the family loader chose, so the captioner
+    (processor, prompts, generation) is exactly the one used for captioning.
+    """
+    import torch
+    from transformers import BitsAndBytesConfig
 
     from core.captioning import load_captioner
 
-    plain = load_captioner(base, device=config.device, optimize="none")
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    device = _qlora_device(config)
+    plain = load_captioner(base, device="cpu", optimize="none")
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        device_map: dict[str, Any] = {"": torch.device(device).index or 0}
+    else:
+        dtype, device_map = torch.float32, {"": "cpu"}
+        log.warning("QLoRA on the CPU: the base model is held in 4 bit to save memory, "
+                    "but steps are slower than --method lora")
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                bnb_4bit_use_double_quant=True)
     ref = plain.identity.get("model") or base
-    model = AutoModelForImageTextToText.from_pretrained(ref, quantization_config=quant, device_map={"": 0})
-    captioner = type(plain)(model, plain.processor, plain.tokenizer, identity=plain.identity,
-                            device=plain.device, dtype=dtype)
-    plain.model = None  # drop the fp32 copy
-    return captioner
+    model_class = type(plain.model)
+    plain.model = None  # drop the fp32 copy before loading the 4-bit one
+    model = model_class.from_pretrained(ref, quantization_config=quant, device_map=device_map)
+    model.eval()
+    plain.model = model
+    plain._device = torch.device(device)
+    plain._dtype = dtype
+    return plain
 
 
 def _all_linear_targets(model: Any, frozen_vision: Any | None) -> list[str]:

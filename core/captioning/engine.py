@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import select, update
 
 from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption
 from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, no_progress
-from core.models import Caption, CaptionSource, Image, ImageState, JobState, LibraryRoot, ModelVersion
+from core.models import CaptionSource, Image, ImageState, JobState, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -137,49 +136,57 @@ def image_ids_under(library: Any, folder: Path | str) -> list[int]:
 def select_images(
     library: Any, spec: CaptionJobSpec, resolved: ResolvedModel
 ) -> tuple[list[tuple[int, str]], int]:
-    """``([(image_id, absolute_path)], skipped)`` for the spec's scope, in path order."""
-    current = aliased(Caption)
-    base = (
-        select(
-            Image.id,
-            LibraryRoot.path,
-            Image.rel_path,
-            current.source,
-            current.model_name,
-            current.adapter,
-        )
-        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
-        .outerjoin(current, and_(current.image_id == Image.id, current.is_current.is_(True)))
-        .where(Image.state == ImageState.OK)
-    )
-    rows: list[Any] = []
-    with library.db.read() as session:
-        if spec.image_ids is not None:
-            ids = list(dict.fromkeys(spec.image_ids))
-            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-                rows.extend(session.execute(base.where(Image.id.in_(ids[start : start + 900]))))
-        else:
-            query = base
-            if spec.root_ids is not None:
-                query = query.where(Image.root_id.in_(spec.root_ids))
-            rows = list(session.execute(query))
-    # Missing and unreadable files are not in scope at all (the scan reported them);
-    # "skipped" counts readable images whose caption is kept.
-    in_scope = len(rows)
-    rows.sort(key=lambda row: (row[1], row[2]))
+    """``([(image_id, absolute_path)], skipped)`` for the spec's scope, in path order.
 
-    selected: list[tuple[int, str]] = []
-    for image_id, root_path, rel_path, source, model_name, adapter in rows:
-        if source in (CaptionSource.HUMAN, CaptionSource.IMPORT):
-            continue  # a person's words, or a caption the user brought in deliberately
-        if (
-            source == CaptionSource.MODEL
-            and not spec.overwrite_model_captions
-            and model_name == resolved.model_name
-            and adapter == resolved.adapter
-        ):
-            continue  # done by this very model version already (resume)
-        selected.append((image_id, os.path.join(root_path, rel_path)))
+    Missing and unreadable files are not in scope at all (the scan reported them).
+    Selected: readable images with no caption, or whose current caption is a model's
+    (unless this very model version wrote it and ``overwrite_model_captions`` is off:
+    that is how a re-run resumes).  Never a person's caption or an imported one.
+    "skipped" counts the readable images in scope that are not selected.
+
+    Filtering and path building happen in SQL on plain driver rows: on a 100k-image
+    library this runs on the inference thread while the GUI paints, and a Python loop
+    over ORM rows held the GIL long enough to stall the window (0.45 s -> ~0.1 s).
+    """
+    scope = (
+        "FROM images i JOIN library_roots r ON r.id = i.root_id "
+        "LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1 "
+        "WHERE i.state = ?"
+    )
+    selected_only = (
+        " AND (c.id IS NULL OR (c.source = ? AND NOT (? AND c.model_name IS ? AND c.adapter IS ?)))"
+    )
+    wanted = (CaptionSource.MODEL.value, int(not spec.overwrite_model_captions), resolved.model_name,
+              resolved.adapter)
+    chunks: list[tuple[str, tuple[Any, ...]]]
+    if spec.image_ids is not None:
+        ids = list(dict.fromkeys(int(i) for i in spec.image_ids))
+        chunks = []
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            part = ids[start : start + 900]
+            chunks.append((f" AND i.id IN ({','.join('?' * len(part))})", tuple(part)))
+    elif spec.root_ids is not None:
+        roots = [int(r) for r in spec.root_ids]
+        chunks = [(f" AND i.root_id IN ({','.join('?' * len(roots))})", tuple(roots))] if roots else []
+    else:
+        chunks = [("", ())]
+    rows: list[tuple[str, int]] = []
+    in_scope = 0
+    with library.db.read() as session:
+        # The driver's own cursor (inside the session's transaction): plain tuples,
+        # fetched and sorted in C.
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        try:
+            for where, params in chunks:
+                base = (ImageState.OK.value, *params)
+                in_scope += cursor.execute(f"SELECT count(*) {scope}{where}", base).fetchone()[0]
+                cursor.execute(f"SELECT r.path || ? || i.rel_path, i.id {scope}{where}{selected_only}",
+                               (os.sep, *base, *wanted))
+                rows.extend(cursor.fetchall())
+        finally:
+            cursor.close()
+    rows.sort()
+    selected = [(image_id, path) for path, image_id in rows]
     return selected, in_scope - len(selected)
 
 
@@ -209,7 +216,7 @@ def _free_accelerator_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         pass
 
 
@@ -226,7 +233,7 @@ class _BatchCaptioner:
         if len(images) <= self.batch_size and inputs is not None:
             try:
                 return list(self.captioner.generate(inputs, self.settings))
-            except Exception as exc:  # noqa: BLE001 - sorted out below
+            except Exception as exc:
                 return self._recover(images, exc)
         return self._in_chunks(images)
 
@@ -238,7 +245,7 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess(chunk, self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if _is_out_of_memory(exc) and self.batch_size > 1:
                     self._halve(exc)
                     continue  # retry the same chunk, smaller
@@ -266,7 +273,7 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess([image], self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 results.append(exc)
         return results
 
@@ -305,7 +312,7 @@ def _decode_batch(
     if images:
         try:
             inputs = captioner.preprocess(images, settings)
-        except Exception as exc:  # noqa: BLE001 - the captioning thread retries per image
+        except Exception as exc:
             log.warning("preprocessing a batch failed: %s", exc)
     return _Prepared(ids, inputs, failures, images)
 
@@ -323,7 +330,7 @@ class _InlineExecutor:
         future: Future[_Prepared] = Future()
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by future.result()
+        except BaseException as exc:
             future.set_exception(exc)
         return future
 

@@ -139,6 +139,9 @@ class CaptionedImage:
     origin: str | None
     score: float | None
     caption_created_at: datetime
+    #: What the train/validation split hashes: the fingerprint before the file's first
+    #: change (e.g. metadata written into it), else the fingerprint.
+    split_key: str
 
     @property
     def path(self) -> Path:
@@ -161,6 +164,7 @@ def _captioned_query(only: str, folder: FolderFilter | None) -> Select[Any]:
             Image.state, Image.error, Image.width, Image.height, Image.size, Image.mtime_ns,
             Caption.id, Caption.text, Caption.source, Caption.model_name, Caption.adapter,
             Caption.origin, Caption.score, Caption.created_at,
+            func.coalesce(Image.split_key, Image.fingerprint),
         )
         .join(Caption, (Caption.image_id == Image.id) & (_current_flag == 1))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
@@ -845,7 +849,7 @@ def _export_one(
         stats.errors += 1
         stats.problems.append(f"{path}: {exc}")
         return
-    split = assign_split(image.fingerprint, val_ratio, seed)
+    split = assign_split(image.split_key, val_ratio, seed)
     name = allocators[split].allocate(wanted_name)
     try:
         writer.add(_Item(image, split, name, text, prepared))

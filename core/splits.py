@@ -19,9 +19,11 @@ That gives the properties both features rely on:
 Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
 ratio and seed to agree on which images are held out; do not re-implement it.
 
-Note: the fingerprint is a content hash of the file (see :mod:`core.fingerprint`), so an
-edit that rewrites the file — including writing metadata into it — gives it a new
-fingerprint and may move it to the other split.
+What is hashed is the image's *split key*: its fingerprint as first seen.  The
+fingerprint is a content hash (see :mod:`core.fingerprint`) and changes when the file is
+rewritten — writing captions into its metadata included — so the library keeps the
+original in ``images.split_key`` (a trigger, migration 0003) and callers pass
+``split_key or fingerprint``: a photo never changes sides because it was edited.
 """
 
 from __future__ import annotations

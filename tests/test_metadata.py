@@ -425,3 +425,40 @@ def test_write_metadata_can_be_cancelled(library: Library, photo_dir: Path) -> N
     assert stats.cancelled and stats.written == 2
     assert sum(read_caption(photo_dir / f"{i}.jpg") is not None for i in range(4)) == 2
     assert library.jobs("write-metadata")[-1].state == "cancelled"
+
+
+def test_writing_metadata_never_moves_a_photo_between_splits(library: Library, photo_dir: Path) -> None:
+    """The fingerprint changes with the file's bytes; the train/validation split must not."""
+    from core.export import iter_captioned_images
+    from core.splits import assign_split
+    from core.training import collect_training_data
+
+    for i in range(24):
+        make_photo(photo_dir / f"p{i:02}.jpg", seed=i)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            captions.set_human_caption(session, image.id, f"photo {image.rel_path}")
+
+    def splits() -> tuple[dict[int, str], dict[int, str]]:
+        data = collect_training_data(library, val_ratio=0.5)
+        training = {e.image_id: e.split for e in data.train + data.validation}
+        exported = {i.image_id: assign_split(i.split_key, 0.5) for i in iter_captioned_images(library.db)}
+        return training, exported
+
+    before = splits()
+    old = {i.id: i.fingerprint for i in images_by_path(library).values()}
+    assert before[0] == before[1] and set(before[0].values()) == {"train", "validation"}
+    assert metadata.write_metadata(library).written == 24
+    library.scan()
+    new = {i.id: i.fingerprint for i in images_by_path(library).values()}
+    assert all(new[i] != old[i] for i in old)  # every file was rewritten...
+    # ...and by its new fingerprint alone some photos would have changed sides.
+    assert any(assign_split(new[i], 0.5) != assign_split(old[i], 0.5) for i in old)
+    assert splits() == before
+    # Written again (a second edit), the key still is the first fingerprint.
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            captions.set_human_caption(session, image.id, f"edited {image.rel_path}")
+    assert metadata.write_metadata(library).written == 24
+    assert splits() == before

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.splits import (
@@ -92,7 +92,8 @@ def collect_training_data(
     ratio = validate_val_ratio(val_ratio)
     sources = [CaptionSource.HUMAN.value] + ([CaptionSource.IMPORT.value] if include_imports else [])
     query = (
-        select(Image.id, Image.fingerprint, LibraryRoot.path, Image.rel_path, Caption.text, Caption.id)
+        select(Image.id, Image.fingerprint, LibraryRoot.path, Image.rel_path, Caption.text, Caption.id,
+               func.coalesce(Image.split_key, Image.fingerprint))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
         .join(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
         .where(Image.state == ImageState.OK.value, Caption.source.in_(sources))
@@ -103,7 +104,7 @@ def collect_training_data(
     with library.db.read() as session:
         rows = list(session.execute(query))
     examples = []
-    for image_id, fingerprint, root, rel_path, text, _caption_id in rows:
+    for image_id, fingerprint, root, rel_path, text, _caption_id, split_key in rows:
         text = " ".join(text.split())
         if not text:
             continue
@@ -111,7 +112,9 @@ def collect_training_data(
             data.duplicates += 1
             continue
         seen.add(fingerprint)
-        split = assign_split(fingerprint, ratio, seed)
+        # The key survives rewrites of the file (migration 0003): a validation photo
+        # stays in validation after its metadata is written.
+        split = assign_split(split_key, ratio, seed)
         examples.append(TrainingExample(image_id, fingerprint, os.path.join(root, rel_path), text, split))
     examples.sort(key=lambda e: e.image_id)
     data.train = [e for e in examples if e.split == TRAIN]

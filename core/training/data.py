@@ -4,7 +4,8 @@ A caption counts as training data when it is the image's *current* caption and a
 wrote or accepted it (``source = human``); with ``include_imports`` imported captions
 count too.  Images that are missing or unreadable are left out.  Byte-identical copies
 (same fingerprint) are one example: the most recently captioned copy wins.  The
-train/validation split is :func:`core.splits.assign_split` on the fingerprint, so it is
+train/validation split is :func:`core.splits.assign_split` on the split key (the first
+fingerprint, kept when a file is rewritten), so it is
 the same split ``captiondesk export`` writes.
 """
 

@@ -70,6 +70,8 @@ Evaluated and *not* used:
   faster per image than batch 8 (the tower gets slower per image; the decoder gains
   less than that).  A decode-ahead thread at idle CPU priority (``SCHED_IDLE``) instead
   of decoding in line: 0.90-0.98 vs 0.92-1.00 img/s end to end - no difference.
+  ``torch.compile`` of the ``auto`` vision tower: 0.95x (4.99 vs 4.76 s per batch of 8)
+  after a 33 s compile - the notes' +1.4x was on the fp32 tower, where int8 already wins.
 * From the project's ML stack notes, not re-measured here: a hand
   ``torch.onnx.export`` of the vision tower on onnxruntime gave ~1.2x (fp32) /
   ~1.8x (int8) at batch 8 - no better than SDPA+int8 in torch, for a second

@@ -23,6 +23,7 @@ Every builder returns the folder it wrote to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,44 +159,46 @@ def build_tiny_blip(path: str | Path, *, seed: int = 0, hidden_size: int = 64) -
     return path
 
 
-def build_tiny_blip2(path: str | Path, *, seed: int = 0) -> Path:
-    """Tiny ``Blip2ForConditionalGeneration`` with an OPT language model + ``Blip2Processor``."""
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2Processor,
-        OPTConfig,
-    )
+def _build_tiny_blip2(path: str | Path, tok: Any, text_config: Callable[[Any], Any], *, seed: int) -> Path:
+    """Tiny ``Blip2ForConditionalGeneration`` + ``Blip2Processor`` around *tok*.
+
+    *text_config* makes the language model's config from the tokenizer once the
+    processor has added its ``<image>`` placeholder (the LM's vocabulary must include it).
+    """
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     _seed(seed)
     path = Path(path)
-    # OPT's tokenizer uses </s> as BOS and EOS and has a separate <pad>.
-    tok = make_gpt2_tokenizer(bos="</s>", eos="</s>", pad="<pad>", unk="<unk>")
     num_query_tokens = 4
     proc = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
                           tokenizer=tok, num_query_tokens=num_query_tokens)
-    # The processor added the <image> placeholder token to the tokenizer; the
-    # LM's vocabulary must include it.
-    image_token_id = tok.convert_tokens_to_ids("<image>")
-    text_cfg = OPTConfig(vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64, word_embed_proj_dim=32,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id)
     cfg = Blip2Config(
         # Blip2VisionConfig also defaults to initializer_range=1e-10 (image-blind outputs).
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
                        "image_size": IMAGE_SIZE, "patch_size": 8, "initializer_range": 0.02},
         qformer_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                         "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
-        text_config=text_cfg.to_dict(),
+        text_config=text_config(tok).to_dict(),
         num_query_tokens=num_query_tokens,
-        image_token_index=image_token_id,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
     )
     model = Blip2ForConditionalGeneration(cfg).eval()
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return path
+
+
+def build_tiny_blip2(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``Blip2ForConditionalGeneration`` with an OPT language model + ``Blip2Processor``."""
+    from transformers import OPTConfig
+
+    # OPT's tokenizer uses </s> as BOS and EOS and has a separate <pad>.
+    tok = make_gpt2_tokenizer(bos="</s>", eos="</s>", pad="<pad>", unk="<unk>")
+    return _build_tiny_blip2(path, tok, lambda tok: OPTConfig(
+        vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=64, word_embed_proj_dim=32, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id), seed=seed)
 
 
 def make_t5_tokenizer() -> Any:
@@ -214,41 +217,16 @@ def make_t5_tokenizer() -> Any:
 
 def build_tiny_blip2_t5(path: str | Path, *, seed: int = 0) -> Path:
     """Tiny ``Blip2ForConditionalGeneration`` with a Flan-T5-style (encoder-decoder) language model."""
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2Processor,
-        T5Config,
-    )
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+    from transformers import T5Config
 
-    _seed(seed)
-    path = Path(path)
-    tok = make_t5_tokenizer()
-    num_query_tokens = 4
-    proc = Blip2Processor(image_processor=BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
-                          tokenizer=tok, num_query_tokens=num_query_tokens)
-    image_token_id = tok.convert_tokens_to_ids("<image>")
-    text_cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1,
-                        num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                        decoder_start_token_id=tok.pad_token_id,
-                        # transformers 5's T5Config has no bos_token_id attribute at all, which
-                        # Blip2Captioner reads; hub conversions (written by 4.x) carry it as null.
-                        bos_token_id=None)
-    cfg = Blip2Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": IMAGE_SIZE, "patch_size": 8, "initializer_range": 0.02},
-        qformer_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                        "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
-        text_config=text_cfg.to_dict(),
-        num_query_tokens=num_query_tokens,
-        image_token_index=image_token_id,
-    )
-    model = Blip2ForConditionalGeneration(cfg).eval()
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return _build_tiny_blip2(path, make_t5_tokenizer(), lambda tok: T5Config(
+        vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1,
+        num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+        # transformers 5's T5Config has no bos_token_id attribute at all, which
+        # Blip2Captioner reads; hub conversions (written by 4.x) carry it as null.
+        bos_token_id=None), seed=seed)
 
 
 def build_tiny_git(path: str | Path, *, seed: int = 0) -> Path:

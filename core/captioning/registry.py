@@ -113,6 +113,8 @@ class LoadContext:
         adapter: Optional PEFT adapter folder (or hub id).
         plan: Load dtype and optimisations (from :func:`.optimize.plan_optimizations`).
         hub_kwargs: Extra ``from_pretrained`` kwargs (``local_files_only``).
+        model_kwargs: Extra ``from_pretrained`` kwargs for the model weights only
+            (e.g. ``quantization_config`` + ``device_map`` for QLoRA training).
     """
 
     model: str
@@ -125,6 +127,7 @@ class LoadContext:
     plan: OptimizationPlan
     progress: ProgressCallback
     hub_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     # -- failures ----------------------------------------------------------
 
@@ -155,11 +158,14 @@ class LoadContext:
         self.progress(f"Loading model weights for {self.model}")
         try:
             model, info = model_cls.from_pretrained(
-                self.ref, dtype=self.dtype, output_loading_info=True, **self.hub_kwargs, **kwargs
+                self.ref, dtype=self.dtype, output_loading_info=True, **self.hub_kwargs, **self.model_kwargs,
+                **kwargs,
             )
         except Exception as exc:  # every failure becomes a readable error
             raise self.fail(exc, "model weights") from exc
         _check_loading_info(self, model, info)
+        if "device_map" in self.model_kwargs:  # placed while loading (quantized models cannot be moved)
+            return model.eval()
         return model.to(self.device).eval()
 
     def load_pretrained(self, loader: Any, what: str, **kwargs: Any) -> Any:
@@ -399,6 +405,7 @@ def load_captioner(
     optimize: str = "auto",
     progress: ProgressCallback | None = None,
     local_files_only: bool | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> HFCaptioner:
     """Load a captioning model and return a ready :class:`~core.captioning.base.Captioner`.
 
@@ -414,6 +421,8 @@ def load_captioner(
         local_files_only: ``True`` never touches the network; ``False``/``None``
             downloads a hub model that is not cached (``HF_HUB_OFFLINE=1``
             still forbids it).
+        model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
+            ``quantization_config`` and ``device_map`` (then the model is not moved).
 
     Raises:
         ModelLoadError: with a message meant for the user.
@@ -464,7 +473,7 @@ def load_captioner(
             module = importlib.import_module(f"{__package__}.families.{family}")
             ctx = LoadContext(model=model_str, ref=ref, is_local=is_local, config=config, device=dev,
                               dtype=plan.dtype, adapter=adapter_str, plan=plan,
-                              progress=report, hub_kwargs=hub_kwargs)
+                              progress=report, hub_kwargs=hub_kwargs, model_kwargs=dict(model_kwargs or {}))
             captioner = module.load(ctx)
         except ModelLoadError as exc:
             # A partially cached hub model fails the cache-only attempt: retry online.

@@ -171,8 +171,8 @@ def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
     On CUDA the 4-bit layers compute in bf16 (fp16 where bf16 is missing); on a CPU,
     where bitsandbytes also runs, in fp32 — slower than plain LoRA, but the base model
     takes ~1/4 of the memory, which is what lets a large model (BLIP-2) train at all.
-    The model is reloaded with the same class the family loader chose, so the captioner
-    (processor, prompts, generation) is exactly the one used for captioning.
+    The weights are loaded once, already quantized, through the same loader as for
+    captioning (family class, processor, prompts, error messages).
     """
     import torch
     from transformers import BitsAndBytesConfig
@@ -180,25 +180,17 @@ def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
     from core.captioning import load_captioner
 
     device = _qlora_device(config)
-    plain = load_captioner(base, device="cpu", optimize="none")
     if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         device_map: dict[str, Any] = {"": torch.device(device).index or 0}
     else:
-        dtype, device_map = torch.float32, {"": "cpu"}
+        compute, device_map = torch.float32, {"": "cpu"}
         log.warning("QLoRA on the CPU: the base model is held in 4 bit to save memory, "
                     "but steps are slower than --method lora")
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
                                bnb_4bit_use_double_quant=True)
-    ref = plain.identity.get("model") or base
-    model_class = type(plain.model)
-    plain.model = None  # drop the fp32 copy before loading the 4-bit one
-    model = model_class.from_pretrained(ref, quantization_config=quant, device_map=device_map)
-    model.eval()
-    plain.model = model
-    plain._device = torch.device(device)
-    plain._dtype = dtype
-    return plain
+    return load_captioner(base, device=device, optimize="none",
+                          model_kwargs={"quantization_config": quant, "device_map": device_map})
 
 
 def _all_linear_targets(model: Any, frozen_vision: Any | None) -> list[str]:

@@ -45,7 +45,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -370,6 +370,20 @@ def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return rows, list(reader.fieldnames or [])
 
 
+def _rows_from_tables(
+    tables: list[Path], read: Callable[[Path], tuple[list[dict[str, Any]], list[str]]], fmt: str, stats: ImportStats
+) -> Iterator[CaptionGroup]:
+    """Caption groups from each table *read* parses; a table that cannot be read is one recorded error."""
+    for table in tables:
+        try:
+            rows, columns = read(table)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            stats.errors += 1
+            stats.problems.append(f"{table}: cannot read ({exc})")
+            continue
+        yield from _rows_from_table(rows, columns, table, fmt, stats)
+
+
 def read_imagefolder(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """Every ``metadata.jsonl`` / ``metadata.csv`` under *src*."""
     tables = [src] if src.is_file() else [
@@ -377,14 +391,9 @@ def read_imagefolder(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     ]
     if not tables:
         raise CaptionImportError(f"no metadata.jsonl or metadata.csv found under {src}")
-    for table in tables:
-        try:
-            rows, columns = _read_jsonl(table, stats) if table.suffix == ".jsonl" else _read_csv(table)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            stats.errors += 1
-            stats.problems.append(f"{table}: cannot read ({exc})")
-            continue
-        yield from _rows_from_table(rows, columns, table, "imagefolder", stats)
+    yield from _rows_from_tables(
+        tables, lambda t: _read_jsonl(t, stats) if t.suffix == ".jsonl" else _read_csv(t), "imagefolder", stats
+    )
 
 
 def read_csv_file(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
@@ -392,14 +401,7 @@ def read_csv_file(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     tables = [src] if src.is_file() else sorted(src.glob("*.csv"))
     if not tables:
         raise CaptionImportError(f"no .csv file found in {src}")
-    for table in tables:
-        try:
-            rows, columns = _read_csv(table)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            stats.errors += 1
-            stats.problems.append(f"{table}: cannot read ({exc})")
-            continue
-        yield from _rows_from_table(rows, columns, table, "csv", stats)
+    yield from _rows_from_tables(tables, _read_csv, "csv", stats)
 
 
 def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from core import captions, scanner
 from core.jobs import Progress
 from core.library import Library
-from core.models import Caption, Image
+from core.models import Image
 from tests.imagegen import make_corpus, write_jpeg
 
 

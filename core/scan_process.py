@@ -49,14 +49,31 @@ def worker_command(library_path: Path | str, root_ids: Sequence[int] | None) -> 
     return [sys.executable, "-m", "core.scan_process", str(library_path), *ids]
 
 
-def _watch_cancel(cancel: CancelToken, stdin: IO[str], done: threading.Event) -> None:
-    while not done.wait(0.1):
-        if cancel.is_set():
+class _CancelSender:
+    """Tells the child to stop, once: from the watcher thread or right after a progress line."""
+
+    def __init__(self, stdin: IO[str]) -> None:
+        self._stdin = stdin
+        self._lock = threading.Lock()
+        self._sent = False
+
+    def send(self) -> None:
+        with self._lock:
+            if self._sent:
+                return
+            self._sent = True
             try:
-                stdin.write("cancel\n")
-                stdin.flush()
+                self._stdin.write("cancel\n")
+                self._stdin.flush()
             except (OSError, ValueError):  # the child already exited
                 pass
+
+
+def _watch_cancel(cancel: CancelToken, sender: _CancelSender, done: threading.Event) -> None:
+    # Covers cancels while the child reports nothing (a long walk of a slow disk).
+    while not done.wait(0.1):
+        if cancel.is_set():
+            sender.send()
             return
 
 
@@ -92,7 +109,8 @@ def scan_in_subprocess(
         raise ScanProcessError(f"cannot start the scan process: {exc}") from exc
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     done = threading.Event()
-    watcher = threading.Thread(target=_watch_cancel, args=(cancel, child.stdin, done), daemon=True)
+    sender = _CancelSender(child.stdin)
+    watcher = threading.Thread(target=_watch_cancel, args=(cancel, sender, done), daemon=True)
     watcher.start()
     stats: ScanStats | None = None
     error: str | None = None
@@ -109,6 +127,8 @@ def scan_in_subprocess(
                 p = message["progress"]
                 progress(Progress(p["done"], p.get("total"), p.get("message", ""), p.get("counts", {}),
                                   p.get("rate")))
+                if cancel.is_set():  # often set by that very callback: stop the child now
+                    sender.send()
             elif "stats" in message:
                 known = {f.name for f in fields(ScanStats)}
                 stats = ScanStats(**{k: v for k, v in message["stats"].items() if k in known})

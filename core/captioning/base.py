@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from core.allocator import release_free_memory
+
 from .errors import CaptionError
 from .settings import GenerationSettings
 
@@ -392,6 +394,7 @@ class HFCaptioner(Captioner):
             import torch
 
             torch.cuda.empty_cache()
+        release_free_memory()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from core.allocator import release_free_memory
 from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption
 from core.imaging import ImageDecodeError, load_rgb
@@ -451,6 +452,9 @@ def run_caption_job(
         finally:
             if owns_captioner:
                 captioner.close()
+            else:
+                # A kept captioner's freed activations go back to the OS between jobs.
+                release_free_memory()
         stats.final_batch_size = runner.batch_size
         stats.seconds = time.monotonic() - started
         report("Cancelled" if stats.cancelled else "Finished")

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.allocator import keep_freed_memory
+
 from .device import resolve_device
 from .errors import ModelLoadError
 
@@ -436,6 +438,10 @@ def load_captioner(
     parse_optimize(optimize)  # validate before any slow work
     dev = resolve_device(device)
     plan = plan_optimizations(optimize, dev)
+    if dev.type == "cpu":
+        # Reuse freed activation memory instead of re-faulting it every batch
+        # (10-20 % of CPU batch time; see core.allocator).
+        keep_freed_memory()
     adapter_str = str(adapter) if adapter is not None else None
 
     folder = Path(model_str).expanduser()

@@ -29,6 +29,7 @@ from core.captioning import (
 )
 from core.captioning.base import sequence_scores
 from core.captioning.device import default_dtype
+from core.captioning.lm_head import RescoredInt8Head
 from core.captioning.optimize import (
     SDPA_TOLERANCE,
     _sdpa_blip_attention_class,
@@ -405,12 +406,56 @@ def test_int8_path_stays_close_to_fp32(trained_blip_dir: Path) -> None:
     quantized = [n for n, m in fast.model.named_modules() if type(m).__name__ == "Linear"
                  and type(m).__module__.startswith("torch.ao.nn.quantized")]
     assert len(quantized) > 20
-    assert type(fast.model.text_decoder.cls.predictions.decoder) is torch.nn.Linear  # LM head kept fp32
+    head = fast.model.text_decoder.cls.predictions.decoder
+    assert isinstance(head, RescoredInt8Head)  # int8 logits, top candidates rescored in fp32
+    assert head.weight is fast.model.text_decoder.bert.embeddings.word_embeddings.weight  # tied: no fp32 copy
     got = fast.caption(images, settings)
     same = sum(a.text == b.text for a, b in zip(got, ref, strict=True))
     assert same >= 0.9 * len(images), f"only {same}/{len(images)} captions unchanged by int8"
     diffs = [abs(a.score - b.score) for a, b in zip(got, ref, strict=True) if a.text == b.text]
     assert sum(diffs) / len(diffs) < 0.02 and max(diffs) < 0.1
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
+                            "ignore:torch.quantize_per_tensor:UserWarning")
+def test_rescored_int8_head_never_lets_int8_rounding_pick_the_token() -> None:
+    """Plain int8 logits flip near-tie argmaxes; the rescored head returns fp32's choice and values."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 5000)
+    hidden = torch.randn(512, 64)
+    with torch.inference_mode():
+        reference = linear(hidden)
+        plain = quantize_dynamic(torch.nn.Sequential(linear), {"0": per_channel_dynamic_qconfig},
+                                 dtype=torch.qint8, inplace=False)(hidden)
+        head = RescoredInt8Head(linear)
+        got = head(hidden)
+        got_3d = head(hidden.view(8, 64, 64))
+    # The test is only meaningful if int8 alone does get some tokens wrong.
+    assert (plain.argmax(-1) != reference.argmax(-1)).sum() > 5
+    assert torch.equal(got.argmax(-1), reference.argmax(-1))
+    top = reference.topk(8, dim=-1)
+    assert torch.allclose(got.gather(-1, top.indices), top.values, atol=1e-5)
+    assert torch.allclose(got_3d.view(512, -1), got, atol=1e-5)
+    # Everything else is the int8 approximation, close to fp32.
+    assert (got - reference).abs().max() < 0.1
+    assert head.weight is linear.weight and linear.weight.dtype == torch.float32  # shared, untouched
+
+
+def test_rescored_lm_head_gives_the_captions_of_an_fp32_head(trained_blip_dir: Path) -> None:
+    """Greedy and beam captions with the rescored int8 head equal those with an fp32 head."""
+    from core.captioning.optimize import quantize_int8
+
+    images, _ = tiny_models.shape_dataset(32, seed=11)
+    fast = load_captioner(trained_blip_dir)  # auto: rescored head
+    fp32_head = load_captioner(trained_blip_dir, optimize="sdpa")
+    quantize_int8(fp32_head.model, rescore_lm_head=False)
+    assert type(fp32_head.model.text_decoder.cls.predictions.decoder) is torch.nn.Linear
+    for settings in (GenerationSettings(max_new_tokens=8), GenerationSettings(max_new_tokens=8, num_beams=3)):
+        ref, got = fp32_head.caption(images, settings), fast.caption(images, settings)
+        assert [r.text for r in got] == [r.text for r in ref]
+        assert [r.score for r in got] == pytest.approx([r.score for r in ref], abs=2e-3)
 
 
 # --------------------------------------------------------------------------- load errors

@@ -18,15 +18,23 @@
     other families (BLIP-2, GIT, ViT-GPT2, Florence-2, ...) already use SDPA
     through transformers' attention interface, so nothing is patched there.
   - ``int8``: ``torch.ao.quantization.quantize_dynamic`` on every
-    ``nn.Linear`` except the LM head, int8 weights with per-output-channel
-    scales, activations quantized per batch at run time.  It helps most on
-    the small decoder GEMMs that are memory-bound on CPU.  The LM head stays
-    fp32: it is <1% of the FLOPs at BLIP-base size but decides every argmax.
+    ``nn.Linear``, int8 weights with per-output-channel scales, activations
+    quantized per batch at run time.  The LM head becomes a
+    :class:`~core.captioning.lm_head.RescoredInt8Head`: int8 logits for the
+    whole vocabulary, then the top 32 candidates recomputed from the fp32
+    weights, so int8 rounding never picks the token (a plain int8 head flips
+    ~4 % of near-tie argmaxes in ``tests``; the rescored one none).  The fp32
+    head read its 94 MB of weights for every token: 25 ms of a ~75 ms decoding
+    step at batch 8, against 2 ms in int8.
     ``quantize_dynamic`` is deprecated in favour of torchao (which is not a
     dependency); its deprecation warnings (a ``DeprecationWarning`` and a
     ``UserWarning`` about ``quantize_per_channel``) are suppressed here.  Note that
     activation scales are computed per *batch*, so an int8 caption can differ
     slightly depending on which images share its batch (fp32 paths do not).
+  - Not an optimisation of the model but of the process: loading on the CPU
+    tunes glibc's allocator (:mod:`core.allocator`) so freed activation memory
+    is reused instead of being page-faulted in again for every batch
+    (~500,000 faults per batch of 8 before; 10-20 % of the batch time).
 
 * **CUDA / MPS** - ``sdpa`` + ``half`` (bf16 where supported, else fp16).
   No int8: dynamic quantization has only CPU kernels.
@@ -39,11 +47,13 @@ Measured here (2-core build box, BLIP-base architecture with random
 weights, 384 px, batch 8, exactly 20 tokens greedy, interleaved best-of-3 in
 one process; the machine is shared, so single runs vary by 20 % or more):
 plain batch-8 fp32 0.67 img/s; + vision SDPA 0.81 (1.2x); + int8 1.13-1.33,
-with the same speed for per-tensor/per-channel weight scales and with or
-without the LM head quantized.  End to end through ``load_captioner``
-(``benchmarks/caption_model_speed.py``), ``"auto"`` is 2.2-2.4x faster than
-the naive per-image ``processor -> generate`` loop with 2 threads and 2.0x
-with 1 thread (batching alone: 1.1-1.2x).
+with the same speed for per-tensor/per-channel weight scales (these first
+numbers predate the rescored LM head and the allocator tuning).  End to end
+through the caption job (``benchmarks/caption_throughput.py``, decode and
+commits included, interleaved with the naive loop): ``auto`` with the fp32 LM
+head and the default allocator was 2.45-2.79x the naive per-image
+``processor -> generate`` loop; with both it is about 3x (see that script's
+output in the README).
 
 Evaluated and *not* used:
 
@@ -52,9 +62,20 @@ Evaluated and *not* used:
   on its own - the decoder attends with one query token per step.  Patching
   it would mean copying transformers' KV-cache bookkeeping into this module,
   which is not worth that risk.
-* Quantizing the LM head, or per-tensor weight scales: no faster (see
-  above); per-channel scales and an fp32 LM head are the safer choice for
-  accuracy at equal speed.
+* Per-tensor weight scales: no faster than per-channel, and less accurate.
+  (An earlier note here said an int8 LM head was no faster either; measured
+  again on a quiet machine it is 12x faster for that layer, which is why the
+  rescored head above exists.)
+* Absorbing the cross-attention key/value projections into the query side
+  (scores ``= (q W_k) H^T``, context ``= (p H) W_v^T + b_v``, so the image tokens
+  ``H`` are never projected): it removes the ~0.5 s per batch projection of
+  577 x 12 x 2 image keys/values but multiplies each step's cross-attention
+  work by the head count; measured 5.02 vs 4.98 s per batch (interleaved) -
+  no gain, not kept.
+* ``torch.backends.quantized.engine``: ``x86`` (the default), ``fbgemm`` and
+  ``onednn`` run the vision MLP within noise of each other (163 / 173 / 154 ms
+  for fc1+fc2 at batch 8); ``onednn`` is 3x slower for the decoder's 8-row
+  products.  The default is kept.
 * ``optimum`` 2.3 (checked in this venv): it ships no ONNX exporter and no
   BetterTransformer any more, and ``optimum.fx.parallelization`` does not
   even import on Python 3.11 (dataclass with a mutable ``slice`` default).
@@ -62,13 +83,17 @@ Evaluated and *not* used:
   requires ``transformers<4.58`` and ``optimum~=2.1`` and has no BLIP,
   BLIP-2 or GIT export config (only VisionEncoderDecoder): it cannot be
   installed next to transformers 5.x and would not cover the default model.
-* Where the time goes now (torch profiler, BLIP-base, batch 8, 20 tokens, 1 thread,
-  ``auto``): int8 Linear 59 % (mostly the vision tower, compute-bound), the vision
-  tower's SDPA 13 %, the decoder's cross-attention reads of the cached image keys and
-  values 9 % (memory-bound), GELU 6 %, the fp32 LM head 5 %, KV-cache concatenation 4 %.
-  The vision tower alone runs 2.0x faster under ``auto`` than in fp32.  Batch 16 is no
-  faster per image than batch 8 (the tower gets slower per image; the decoder gains
-  less than that).  A decode-ahead thread at idle CPU priority (``SCHED_IDLE``) instead
+* Where the time goes now (torch profiler, BLIP-base, batch 8, 20 tokens, 2 threads,
+  ``auto`` with the rescored head and the allocator tuning; ~6.2-6.9 s per batch):
+  int8 Linear 65 % (the vision tower's 784 GOP at ~250 GOP/s, close to what AVX2
+  int8 can do on two cores, plus the decoder's one-off projection of the image tokens
+  to cross-attention keys and values, ~0.5 s), the vision tower's SDPA 17 % (flash
+  kernel; the math path is 2x slower), the decoder's reads of the cached image keys and
+  values 8 % (memory-bound, already contiguous), GELU 3 %, KV-cache concatenation 1 %.
+  Python overhead of ``generate`` is under 0.2 s per batch (cProfile).  The vision
+  tower alone runs 2.0x faster under ``auto`` than in fp32.  Batch 16 is no faster per
+  image than batch 8 (1.18 vs 1.20 img/s, interleaved).
+  A decode-ahead thread at idle CPU priority (``SCHED_IDLE``) instead
   of decoding in line: 0.90-0.98 vs 0.92-1.00 img/s end to end - no difference.
   ``torch.compile`` of the ``auto`` vision tower: 0.95x (4.99 vs 4.76 s per batch of 8)
   after a 33 s compile - the notes' +1.4x was on the fp32 tower, where int8 already wins.
@@ -310,7 +335,7 @@ def patch_blip_sdpa(model: Any) -> int:
 
 
 def _is_lm_head(name: str, module: Any, model: Any) -> bool:
-    """The output projection to the vocabulary (kept in fp32)."""
+    """The output projection to the vocabulary (int8 with exact fp32 top-k, see lm_head.py)."""
     get_out = getattr(model, "get_output_embeddings", None)
     try:
         out = get_out() if callable(get_out) else None
@@ -319,8 +344,12 @@ def _is_lm_head(name: str, module: Any, model: Any) -> bool:
     return module is out or name.endswith(("lm_head", "cls.predictions.decoder", "output_projection"))
 
 
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantization of ``nn.Linear`` layers (except the LM head), in place."""
+def quantize_int8(model: Any, *, rescore_lm_head: bool = True) -> Any:
+    """Dynamic int8 quantization of the model's ``nn.Linear`` layers, in place.
+
+    The LM head becomes a :class:`~core.captioning.lm_head.RescoredInt8Head` (int8 logits,
+    the top candidates recomputed in fp32), or stays fp32 with ``rescore_lm_head=False``.
+    """
     import torch
     from torch import nn
 
@@ -331,11 +360,20 @@ def quantize_int8(model: Any) -> Any:
         warnings.filterwarnings("ignore", message=r".*quantize_per_(tensor|channel).*deprecated", category=UserWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+        from .lm_head import RescoredInt8Head
+
+        heads = [name for name, module in model.named_modules()
+                 if type(module) is nn.Linear and _is_lm_head(name, module, model)]
         spec = {
             name: per_channel_dynamic_qconfig
             for name, module in model.named_modules()
-            if type(module) is nn.Linear and not _is_lm_head(name, module, model)
+            if type(module) is nn.Linear and name not in heads
         }
-        if not spec:
-            return model
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        if spec:
+            model = quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        if rescore_lm_head:
+            for name in heads:
+                parent_name, _, attr = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, attr, RescoredInt8Head(getattr(parent, attr)))
+        return model

@@ -32,6 +32,14 @@ to the batch-8 fp32 run.  Random weights give near-uniform next-token
 distributions, so int8 flipping one of 8 here says little about quality;
 ``test_int8_path_stays_close_to_fp32`` checks that on a trained tiny model.
 
+Since then (same day, later): the int8 paths use the rescored int8 LM head
+(``core/captioning/lm_head.py``), and the first ``load_captioner`` call of the
+process turns on the CPU allocator tuning (``core/allocator.py``), which is
+process-wide - so in this script *every* row, the naive loop's included, runs
+with it, and the table above (taken before both) is out of date.  The
+end-to-end comparison against a naive loop in a process of its own, as a
+tutorial script would run it, is ``benchmarks/caption_throughput.py``.
+
 What is timed:
 
 * naive: for each image, ``processor(images=im)`` -> ``model.generate`` ->

@@ -217,7 +217,7 @@ def _free_accelerator_memory() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort
         pass
 
 
@@ -234,7 +234,7 @@ class _BatchCaptioner:
         if len(images) <= self.batch_size and inputs is not None:
             try:
                 return list(self.captioner.generate(inputs, self.settings))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - sorted out below
                 return self._recover(images, exc)
         return self._in_chunks(images)
 
@@ -246,7 +246,7 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess(chunk, self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - OOM halves, anything else goes image by image
                 if _is_out_of_memory(exc) and self.batch_size > 1:
                     self._halve(exc)
                     continue  # retry the same chunk, smaller
@@ -274,7 +274,7 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess([image], self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one image's failure is recorded for it
                 results.append(exc)
         return results
 
@@ -313,7 +313,7 @@ def _decode_batch(
     if images:
         try:
             inputs = captioner.preprocess(images, settings)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the captioning thread retries per image
             log.warning("preprocessing a batch failed: %s", exc)
     return _Prepared(ids, inputs, failures, images)
 

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.delegate import BADGES
-from desktop_app.queries import CaptionDetails, CaptionInfo, ImageRow
+from core.queries import CaptionDetails, CaptionInfo, ImageRow
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
 

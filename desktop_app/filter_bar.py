@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.queries import ImageFilter, ModelKey
+from core.queries import ImageFilter, ModelKey
 
 STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
     ("All states", frozenset()),

@@ -28,7 +28,7 @@ from PySide6.QtCore import (
 )
 
 from core.library import Library
-from desktop_app.queries import ImageRow, fetch_rows
+from core.queries import ImageRow, fetch_rows
 
 CHUNK = 256
 MAX_CHUNKS = 64

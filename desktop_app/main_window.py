@@ -51,7 +51,7 @@ from PySide6.QtWidgets import (
 
 from core.jobs import Progress
 from core.library import Library, LibraryError
-from desktop_app import queries
+from core import queries
 from desktop_app.background import JOB_NICENESS, submit
 from desktop_app.caption_panel import CaptionPanel
 from desktop_app.delegate import ThumbnailDelegate
@@ -68,7 +68,7 @@ from desktop_app.filter_bar import FilterBar
 from desktop_app.grid_model import ImageGridModel
 from desktop_app.jobs_widget import JobStatusWidget, format_bytes, format_eta
 from desktop_app.log_panel import LogPanel, QtLogHandler
-from desktop_app.queries import ImageFilter, ImageRow
+from core.queries import ImageFilter, ImageRow
 from desktop_app.review import CaptionEditor
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 from desktop_app.sidebar import LibrarySidebar, Location

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.queries import Counts, FolderNode
+from core.queries import Counts, FolderNode
 
 COLUMNS = ["Folder", "Img", "Unc", "Mod", "Ver", "Err"]
 _TOOLTIPS = [

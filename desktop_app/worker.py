@@ -171,7 +171,7 @@ class _CaptionWorker(QObject):
             return
         try:
             if request.uncaptioned_only:
-                from desktop_app.queries import ImageFilter, filtered_ids
+                from core.queries import ImageFilter, filtered_ids
 
                 with library.db.read() as session:
                     request.image_ids = filtered_ids(session, ImageFilter(states=frozenset({"uncaptioned"})))

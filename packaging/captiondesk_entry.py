@@ -1,8 +1,8 @@
 """Entry point of the frozen CaptionDesk application (PyInstaller runs this file).
 
-It behaves exactly like the ``captiondesk`` console script (``core.cli:main``): no
+It behaves exactly like the ``captiondesk`` console script (``captiondesk.cli:main``): no
 arguments or only folders open the desktop window, subcommands run the CLI.  Until
-``core.cli`` registers ``self-check`` itself, it is routed to :mod:`core.selfcheck` here.
+``captiondesk.cli`` registers ``self-check`` itself, it is routed to :mod:`core.selfcheck` here.
 """
 
 import multiprocessing
@@ -20,7 +20,7 @@ def _self_check_registered(cli) -> bool:
 
 def main() -> int:
     multiprocessing.freeze_support()
-    from core import cli
+    from captiondesk import cli
 
     argv = sys.argv[1:]
     if "self-check" in argv and not _self_check_registered(cli):

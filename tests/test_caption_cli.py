@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
-from core.cli import main
+from captiondesk.cli import main
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import make_corpus, write_jpeg

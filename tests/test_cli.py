@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
+from captiondesk.cli import main
 from tests.imagegen import write_jpeg
 
 
@@ -48,7 +48,7 @@ def test_library_from_environment(tmp_path: Path, photo_dir: Path, monkeypatch) 
 )
 def test_user_errors_are_one_line_no_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "--library", str(tmp_path / "l.db"), *argv],
+        [sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "l.db"), *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,5 +59,5 @@ def test_user_errors_are_one_line_no_traceback(tmp_path: Path, argv: list[str], 
 
 
 def test_version() -> None:
-    result = subprocess.run([sys.executable, "-m", "core.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "captiondesk", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("CaptionDesk ")

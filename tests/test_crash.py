@@ -48,7 +48,7 @@ def test_kill_during_scan_repeatedly(tmp_path: Path, many_photos: Path) -> None:
     for _attempt in range(8):
         before = _count_images(db_path)
         process = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "scan"],
+            [sys.executable, "-m", "captiondesk", "scan"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -20,8 +20,9 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-import core.cli
-from core import captions, cli_dataset
+import captiondesk.cli
+from core import captions
+from captiondesk import dataset_commands as cli_dataset
 from core import export as export_module
 from core.export import MANIFEST_NAME, ExportError, export_dataset
 from core.jobs import Progress
@@ -37,8 +38,8 @@ NON_ASCII_CAPTION = "Café – 東京の桜 🌸, \"quoted\" and, commas"
 
 
 def run_cli(argv: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``captiondesk`` main() with the dataset commands registered (until core.cli does it)."""
-    original = core.cli.build_parser
+    """``captiondesk`` main() with the dataset commands registered (until captiondesk.cli does it)."""
+    original = captiondesk.cli.build_parser
 
     def build_with_dataset_commands() -> argparse.ArgumentParser:
         parser = original()
@@ -47,8 +48,8 @@ def run_cli(argv: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> int:
             cli_dataset.register(subparsers)
         return parser
 
-    monkeypatch.setattr(core.cli, "build_parser", build_with_dataset_commands)
-    return core.cli.main(list(argv))
+    monkeypatch.setattr(captiondesk.cli, "build_parser", build_with_dataset_commands)
+    return captiondesk.cli.main(list(argv))
 
 
 def images_by_path(library: Library) -> dict[str, Image]:
@@ -507,7 +508,7 @@ def test_cli_ctrl_c_stops_export_cleanly(
         cancel.set()  # what Ctrl-C does in run_cancellable
         return job(cancel), True
 
-    monkeypatch.setattr(core.cli, "run_cancellable", fake_run_cancellable)
+    monkeypatch.setattr(captiondesk.cli, "run_cancellable", fake_run_cancellable)
     code = run_cli(["--library", str(library.path), "export", "csv", str(tmp_path / "out")], monkeypatch)
     assert code == 130 and not (tmp_path / "out").exists()
 

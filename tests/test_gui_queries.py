@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from core.captions import add_model_caption, current_caption, set_human_caption
 from core.models import Caption
-from desktop_app import edits, queries
-from desktop_app.queries import ImageFilter, ModelKey
+from core import queries
+from desktop_app import edits
+from core.queries import ImageFilter, ModelKey
 from tests.test_gui_fakes import build_library
 
 

@@ -97,13 +97,13 @@ def test_jobs_of_live_processes_are_not_marked_interrupted(tmp_path: Path) -> No
 
 
 def test_frozen_builds_reach_the_worker_through_the_cli(tmp_path: Path) -> None:
-    """A PyInstaller build runs ``<app> _scan-worker LIBRARY``: core.cli routes it to the worker."""
+    """A PyInstaller build runs ``<app> _scan-worker LIBRARY``: captiondesk.cli routes it to the worker."""
     import json
 
     photos = _tree(tmp_path / "photos", 5)
     with Library(tmp_path / "lib.db") as library:
         library.add_root(photos)
-    child = subprocess.run([sys.executable, "-m", "core.cli", "_scan-worker", str(tmp_path / "lib.db")],
+    child = subprocess.run([sys.executable, "-m", "captiondesk", "_scan-worker", str(tmp_path / "lib.db")],
                            input="", capture_output=True, text=True, timeout=120, check=False)
     # stdin closed at once = the parent went away: the worker stops after its first batch,
     # but still reports what it did as its last line.

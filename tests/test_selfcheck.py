@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core import selfcheck
-from core.cli import build_parser
+from captiondesk.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _parser_with_selfcheck() -> argparse.ArgumentParser:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "self-check" not in subparsers.choices:  # until core.cli registers it itself
+    if "self-check" not in subparsers.choices:  # until captiondesk.cli registers it itself
         selfcheck.register(subparsers)
     return parser
 

@@ -281,7 +281,7 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
 
 
 def test_versions_rename_activate_delete_and_cli(styled_library, tmp_path: Path, capsys) -> None:
-    from core import cli_training
+    from captiondesk import training_commands as cli_training
 
     library, _ = styled_library
     if versions.get_version(library, "resumed") is None:

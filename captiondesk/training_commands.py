@@ -12,8 +12,8 @@ import argparse
 import sys
 from typing import Any
 
-# Attribute access at call time: core.cli may import this module while it is loading.
-from core import cli
+# Attribute access at call time: captiondesk.cli may import this module while it is loading.
+from captiondesk import cli
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 METHODS = ("lora", "full", "qlora")  # mirrors core.training.config.METHODS

@@ -14,8 +14,8 @@ import argparse
 import sys
 from typing import Any
 
-# Attribute access at call time: core.cli may import this module while it is loading.
-from core import cli
+# Attribute access at call time: captiondesk.cli may import this module while it is loading.
+from captiondesk import cli
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 # Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).

@@ -333,10 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.set_defaults(handler=cmd_caption)
 
     # Later features register their own sub-commands (stdlib-only at import time).
-    from core import cli_dataset, cli_training, selfcheck
+    from captiondesk import dataset_commands, training_commands
+    from core import selfcheck
 
-    cli_dataset.register(commands)
-    cli_training.register(commands)
+    dataset_commands.register(commands)
+    training_commands.register(commands)
     selfcheck.register(commands)
     return parser
 
@@ -397,5 +398,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-if __name__ == "__main__":  # python -m core.cli
+if __name__ == "__main__":  # python -m captiondesk.cli
     sys.exit(main())

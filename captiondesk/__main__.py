@@ -1,0 +1,7 @@
+"""``python -m captiondesk``: the same as the ``captiondesk`` console script."""
+
+import sys
+
+from captiondesk.cli import main
+
+sys.exit(main())

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core import __version__
-
-#: The default captioning model (kept here too so `--help` needs no torch import).
-DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 
 EXIT_OK = 0
 EXIT_BROKEN = 1

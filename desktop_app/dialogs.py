@@ -1,8 +1,8 @@
 """Dialogs: batch captioning, find-and-replace, and the About box's text.
 
 The captioning dialog only collects choices into a :class:`~desktop_app.worker.JobRequest`
-plus a scope; it does not import ``core.captioning`` (which would pull in torch), so it
-opens instantly.  Generation settings are validated by ``GenerationSettings`` on the
+plus a scope; it imports only the torch-free top of ``core.captioning`` (``DEFAULT_MODEL``),
+so it opens instantly.  Generation settings are validated by ``GenerationSettings`` on the
 inference thread; the spin-box ranges here keep the obvious mistakes out.
 """
 
@@ -37,10 +37,8 @@ from PySide6.QtWidgets import (
 )
 
 from core import __version__ as core_version
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from desktop_app.worker import JobRequest
-
-#: The engine's default model, repeated here so the dialog needs no torch import.
-DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
 
 SCOPE_SELECTION = "selection"
 SCOPE_FILTER = "filter"

@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.captioning import DEFAULT_MODEL
 from desktop_app.background import JOB_NICENESS, lower_thread_priority
 
 __all__ = ["MetricChart", "TrainDialog"]
@@ -114,7 +115,7 @@ class TrainDialog(QDialog):
 
     version_created = Signal(str)
 
-    def __init__(self, library: Any, *, base_model: str = "Salesforce/blip-image-captioning-base",
+    def __init__(self, library: Any, *, base_model: str = DEFAULT_MODEL,
                  train_fn: Callable[..., Any] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train captioner")

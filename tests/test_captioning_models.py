@@ -52,7 +52,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:Fu
 #: family fixture name -> Captioner.identity["family"]
 FAMILY_OF = {
     "blip": "blip",
-    "blip2": "blip2",
+    "blip2": "blip-2",
     "git": "git",
     "vision_encoder_decoder": "vision-encoder-decoder",
     "florence2": "generic",
@@ -110,6 +110,48 @@ def test_import_does_not_load_torch() -> None:
         "assert DEFAULT_MODEL == 'Salesforce/blip-image-captioning-base'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_default_model_is_defined_once() -> None:
+    """``core.captioning.DEFAULT_MODEL`` is the only place the default model id is written."""
+    literal = "Salesforce/blip-image-captioning-" + "base"
+    holders = sorted(str(p.relative_to(REPO)) for folder in ("core", "captiondesk", "desktop_app")
+                     for p in (REPO / folder).rglob("*.py") if literal in p.read_text(encoding="utf-8"))
+    assert holders == [str(Path("core", "captioning", "__init__.py"))]
+
+
+# --------------------------------------------------------------------------- model families
+
+
+def test_every_family_has_one_id_and_legacy_spellings_resolve() -> None:
+    from core.captioning.families import (
+        FAMILIES,
+        LEGACY_FAMILY_IDS,
+        canonical_family_id,
+        family_for_model_type,
+        get_family,
+    )
+    from core.training.trainer import TRAINABLE_FAMILIES
+
+    assert list(FAMILIES) == ["blip", "blip-2", "git", "vision-encoder-decoder", "generic"]
+    for family_id, family in FAMILIES.items():
+        assert family.id == family_id and get_family(family_id) is family
+        assert canonical_family_id(family_id) == family_id
+        assert "_" not in family_id  # one spelling: hyphens, like config.model_type
+        assert all(family_for_model_type(t) is family for t in family.model_types)
+    # Spellings found in stored versions and job records still resolve, to the same object.
+    assert get_family("blip2") is FAMILIES["blip-2"]
+    assert get_family("vision_encoder_decoder") is FAMILIES["vision-encoder-decoder"]
+    assert not set(LEGACY_FAMILY_IDS) & set(FAMILIES) and set(LEGACY_FAMILY_IDS.values()) <= set(FAMILIES)
+    assert canonical_family_id("florence2") == "florence2"  # unknown ids pass through unchanged
+    with pytest.raises(KeyError, match="unknown model family"):
+        get_family("blip3")
+    # What each family declares is what the loader and the trainer act on.
+    assert [f.id for f in FAMILIES.values() if f.cpu_int8_eligible] == ["blip", "git", "vision-encoder-decoder"]
+    assert TRAINABLE_FAMILIES == ("blip", "blip-2", "git", "vision-encoder-decoder")
+    assert [f.id for f in FAMILIES.values() if f.supports_vision_cache] == ["blip", "blip-2",
+                                                                           "vision-encoder-decoder"]
+    assert FAMILIES["generic"].lora_targets() == "all-linear"
 
 
 # --------------------------------------------------------------------------- settings
@@ -588,8 +630,8 @@ def test_adapter_changes_captions_and_matches_peft(tmp_path: Path, trained_blip_
     assert "lora" not in type(adapted.model).__name__.lower()  # merged into plain weights
 
     # The in-memory (unmerged) PEFT model, run through the same captioning code.
-    in_memory = BlipCaptioner(peft_model, base.processor, base.tokenizer, identity={}, device=torch.device("cpu"),
-                              dtype=torch.float32)
+    in_memory = BlipCaptioner(peft_model, base.processor, base.tokenizer, identity={}, family=base.family,
+                              device=torch.device("cpu"), dtype=torch.float32)
     expected = in_memory.caption(images, settings)
     got = adapted.caption(images, settings)
     plain = base.caption(images, settings)

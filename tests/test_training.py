@@ -30,6 +30,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 from sqlalchemy import select
 
+from core.captioning import get_family
 from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captions import set_human_caption
 from core.library import Library
@@ -44,7 +45,6 @@ from core.training import (
     train,
     versions,
 )
-from core.training.trainer import blip_loss
 from tests import tiny_models
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230), "yellow": (240, 220, 30)}
@@ -237,12 +237,12 @@ def test_cached_vision_embeddings_give_the_same_loss(tiny_blip_path: Path) -> No
     inner.vision_model.eval()
     with torch.no_grad():
         embeds = inner.vision_model(pixel_values=enc["pixel_values"]).last_hidden_state
+    text = {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
+    blip = get_family("blip")
     torch.manual_seed(0)
-    uncached = blip_loss(inner, input_ids=ids, attention_mask=enc["attention_mask"], labels=labels,
-                         pixel_values=enc["pixel_values"])
+    uncached = blip.loss(inner, {**text, "pixel_values": enc["pixel_values"]})
     torch.manual_seed(0)
-    cached = blip_loss(inner, input_ids=ids, attention_mask=enc["attention_mask"], labels=labels,
-                       image_embeds=embeds)
+    cached = blip.loss(inner, {**text, "image_embeds": embeds})
     torch.manual_seed(0)
     full = inner(pixel_values=enc["pixel_values"], input_ids=ids, attention_mask=enc["attention_mask"],
                  labels=labels).loss
@@ -278,6 +278,44 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
     assert not versions.run_dir(library, "resumed").exists()
     with pytest.raises(TrainingError, match="already exists"):
         train(library, "style-a", "resumed", cfg)
+
+
+def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.captioning.base import HFCaptioner
+
+    library, _ = styled_library
+    closed: list[HFCaptioner] = []
+    real_close = HFCaptioner.close
+
+    def recording_close(self: HFCaptioner) -> None:
+        closed.append(self)
+        real_close(self)
+
+    def exploding_loss(self, model, batch):
+        raise RuntimeError("loss exploded")
+
+    monkeypatch.setattr(HFCaptioner, "close", recording_close)
+    monkeypatch.setattr(type(get_family("blip")), "loss", exploding_loss)
+    with pytest.raises(RuntimeError, match="loss exploded"):
+        train(library, "style-a", "broken", TrainingConfig(method="full", epochs=1, **SHORT))
+    assert len(closed) == 1 and closed[0].model is None  # the loaded model was released
+    job = library.jobs("train")[-1]
+    assert job.state == "failed" and "loss exploded" in job.message
+    assert versions.get_version(library, "broken") is None
+
+
+def test_legacy_family_spellings_read_as_the_one_id(styled_library) -> None:
+    library, _ = styled_library
+    with library.db.write() as session:
+        session.add(ModelVersion(name="old-vit-gpt2", base_model="/nowhere", family="vision_encoder_decoder",
+                                 method="full", config={}, metrics={}, data_snapshot={}, is_active=False))
+    try:
+        assert versions.get_version(library, "old-vit-gpt2").family == "vision-encoder-decoder"
+        listed = {v.name: v.family for v in versions.list_versions(library)}
+        assert listed["old-vit-gpt2"] == "vision-encoder-decoder"
+        assert all(f is None or get_family(f).id == f for f in listed.values())
+    finally:
+        versions.delete_version(library, "old-vit-gpt2", delete_files=False)
 
 
 def test_versions_rename_activate_delete_and_cli(styled_library, tmp_path: Path, capsys) -> None:

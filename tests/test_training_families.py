@@ -32,14 +32,7 @@ import torch
 
 from core.library import Library
 from core.training import TrainingConfig, TrainingError, evaluate_model, train, versions
-from core.training.trainer import (
-    TRAINABLE_FAMILIES,
-    _encode_text,
-    _prepare_model,
-    _vision_embeds,
-    blip2_loss,
-    vision_encoder_decoder_loss,
-)
+from core.training.trainer import TRAINABLE_FAMILIES, _prepare_model
 from tests import tiny_models
 from tests.test_training import COLOURS, STYLE_B, _label, _new_images_captions, _square
 
@@ -126,7 +119,7 @@ def test_blip2_full_finetune_learns(library: Library, blip2_style_b) -> None:
     _assert_learned(result, STYLE_B)
     assert result.cached_vision, "frozen BLIP-2 vision encoder: embeddings computed once"
     version = versions.get_version(library, "blip2-b")
-    assert version.family == "blip2" and version.method == "full" and version.adapter_path is None
+    assert version.family == "blip-2" and version.method == "full" and version.adapter_path is None
     _assert_style(_new_images_captions(library, "blip2-b"), STYLE_B)
 
 
@@ -190,7 +183,7 @@ def test_vision_encoder_decoder_full_finetune_learns(library: Library, models: d
                               TrainingConfig(**FULL))
     assert result.cached_vision
     version = versions.get_version(library, "vit-gpt2-b")
-    assert version.family == "vision_encoder_decoder"
+    assert version.family == "vision-encoder-decoder"
     # Image processor and tokenizer are saved beside the weights (there is no processor config).
     assert Path(version.base_model, "preprocessor_config.json").is_file()
     assert Path(version.base_model, "tokenizer_config.json").is_file()
@@ -208,12 +201,11 @@ def _load(path: Path):
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "git", "vision_encoder_decoder"])
 def test_training_batches_follow_how_the_captioner_generates(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
-    family = captioner.family.replace("-", "_")
     tok, config = captioner.tokenizer, captioner.model.config
     captions = ["a red square", "the picture of a square in blue"]
-    enc = _encode_text(captioner, family, captions, max_length=40)
+    enc = captioner.family.encode_training_batch(captioner, captions, max_length=40)
     words = [tok(c, add_special_tokens=False)["input_ids"] for c in captions]
-    eos = captioner._eos_token_ids()[0]
+    eos = captioner.eos_token_ids()[0]
     prompt = captioner.preprocess([_square("red", np.random.default_rng(0))], _settings()).inputs
     if key == "vision_encoder_decoder":
         start = captioner.model.generation_config.decoder_start_token_id
@@ -246,9 +238,8 @@ def test_training_batches_follow_how_the_captioner_generates(models: dict[str, P
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "git", "vision_encoder_decoder"])
 def test_long_captions_are_cut_to_max_length_and_still_end(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
-    family = captioner.family.replace("-", "_")
-    enc = _encode_text(captioner, family, ["a red square " * 20, "a red square"], max_length=10)
-    eos = captioner._eos_token_ids()[0]
+    enc = captioner.family.encode_training_batch(captioner, ["a red square " * 20, "a red square"], max_length=10)
+    eos = captioner.eos_token_ids()[0]
     labels = enc["labels"][0]
     taught = labels[labels != -100].tolist()
     # At most max_length text tokens (BOS … EOS; the image placeholders are not text), ending in EOS.
@@ -261,26 +252,24 @@ def test_long_captions_are_cut_to_max_length_and_still_end(models: dict[str, Pat
 
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "vision_encoder_decoder"])
 def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], key: str) -> None:
-    from core.training.trainer import _pixel_values, _vision_module
-
     captioner = _load(models[key])
-    family = captioner.family.replace("-", "_")
+    family = captioner.family
+    assert family.supports_vision_cache
     captioner.model.train()
-    vision = _vision_module(family, captioner.model)
+    vision = family.vision_tower(captioner.model)
     vision.eval()
     rng = np.random.default_rng(0)
-    pixels = _pixel_values(captioner, [_square(c, rng) for c in COLOURS])
-    batch = _encode_text(captioner, family, [STYLE_B.format(c=c) for c in COLOURS], 40)
-    loss = blip2_loss if family == "blip2" else vision_encoder_decoder_loss
+    pixels = captioner.pixel_values([_square(c, rng) for c in COLOURS])
+    batch = family.encode_training_batch(captioner, [STYLE_B.format(c=c) for c in COLOURS], 40)
     with torch.no_grad():
-        embeds = _vision_embeds(vision, pixels)
+        embeds = family.vision_embeddings(vision, pixels)
     torch.manual_seed(0)  # same dropout masks (train mode; the frozen encoder is in eval mode)
-    cached = loss(captioner.model, image_embeds=embeds, **batch)
+    cached = family.loss(captioner.model, {**batch, "image_embeds": embeds})
     torch.manual_seed(0)
-    uncached = loss(captioner.model, pixel_values=pixels, **batch)
+    uncached = family.loss(captioner.model, {**batch, "pixel_values": pixels})
     torch.testing.assert_close(cached, uncached)
     cached.backward()  # gradients reach the trainable parts (Q-Former / decoder) from the cached path
-    trained = captioner.model.qformer if family == "blip2" else captioner.model.decoder
+    trained = captioner.model.qformer if family.id == "blip-2" else captioner.model.decoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained.parameters())
     captioner.close()
 
@@ -289,7 +278,7 @@ def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], ke
 def test_blip2_lora_default_targets_are_the_language_model(models: dict[str, Path], key: str,
                                                           expected: list[str]) -> None:
     captioner = _load(models[key])
-    trainable, _, targets = _prepare_model(captioner, "blip2", TrainingConfig())
+    trainable, _, targets = _prepare_model(captioner, captioner.family, TrainingConfig())
     assert targets == expected
     lora = [n for n, p in trainable.named_parameters() if p.requires_grad]
     # Only the language model: not the Q-Former (query/value) nor the vision tower (qkv).
@@ -299,13 +288,11 @@ def test_blip2_lora_default_targets_are_the_language_model(models: dict[str, Pat
 
 @pytest.mark.parametrize("key", ["blip2", "git", "vision_encoder_decoder"])
 def test_lora_train_vision_reaches_the_vision_encoder_only_when_asked(models: dict[str, Path], key: str) -> None:
-    from core.training.trainer import _vision_module
-
     for train_vision in (False, True):
         captioner = _load(models[key])
-        family = captioner.family.replace("-", "_")
+        family = captioner.family
         trainable, inner, _ = _prepare_model(captioner, family, TrainingConfig(train_vision=train_vision))
-        in_vision = [n for n, p in _vision_module(family, inner).named_parameters() if p.requires_grad]
+        in_vision = [n for n, p in family.vision_tower(inner).named_parameters() if p.requires_grad]
         assert bool(in_vision) == train_vision, (train_vision, in_vision)
         assert all("lora_" in n for n in in_vision)
         assert any(p.requires_grad for n, p in trainable.named_parameters() if "lora_" in n)

@@ -2,9 +2,9 @@
 
 Typical use::
 
-    from core.captioning import GenerationSettings, load_captioner
+    from core.captioning import DEFAULT_MODEL, GenerationSettings, load_captioner
 
-    captioner = load_captioner("Salesforce/blip-image-captioning-base", progress=print)
+    captioner = load_captioner(DEFAULT_MODEL, progress=print)
     settings = GenerationSettings(max_new_tokens=30)
     batch = captioner.preprocess(images, settings)      # CPU only, any thread
     results = captioner.generate(batch, settings)      # [CaptionResult(text, score), ...]
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .base import Captioner, CaptionResult
     from .device import resolve_device
     from .errors import CaptionError, ModelLoadError
-    from .families.blip import DEFAULT_MODEL
+    from .families import ModelFamily, canonical_family_id, get_family
     from .registry import load_captioner
     from .settings import GenerationSettings
 
@@ -33,13 +33,20 @@ __all__ = [
     "CaptionResult",
     "Captioner",
     "GenerationSettings",
+    "ModelFamily",
     "ModelLoadError",
+    "canonical_family_id",
+    "get_family",
     "load_captioner",
     "resolve_device",
 ]
 
+#: The model used when none is configured (BLIP-base, ~990 MB).  The one
+#: definition: the CLI, the GUI and the self-check import it from here.
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+
 # name -> submodule that defines it.  None of these submodules imports torch
-# at module level (``families.blip`` imports transformers only inside load()).
+# at module level (the family modules import transformers only inside methods).
 _EXPORTS: dict[str, str] = {
     "GenerationSettings": ".settings",
     "CaptionResult": ".base",
@@ -47,7 +54,9 @@ _EXPORTS: dict[str, str] = {
     "load_captioner": ".registry",
     "ModelLoadError": ".errors",
     "CaptionError": ".errors",
-    "DEFAULT_MODEL": ".families.blip",
+    "ModelFamily": ".families",
+    "canonical_family_id": ".families",
+    "get_family": ".families",
     "resolve_device": ".device",
 }
 

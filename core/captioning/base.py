@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from .families.base import ModelFamily
+
 __all__ = ["MIN_SCORE", "CaptionResult", "Captioner", "HFCaptioner", "PreparedBatch", "sequence_scores"]
 
 #: Floor for scores (a caption containing a token with probability 0 gets this, not -inf).
@@ -204,12 +206,12 @@ def sequence_scores(
 class HFCaptioner(Captioner):
     """Shared implementation for transformers image-to-text models.
 
-    Subclasses set :attr:`family` and implement :meth:`_encode`, and may
-    override :meth:`_eos_token_ids`, :meth:`_default_prompt` and
-    :meth:`_generate_kwargs`.
+    Subclasses (one per family, in ``families/*.py``) implement :meth:`_encode`,
+    and may override :meth:`eos_token_ids`, :meth:`pixel_values`,
+    :meth:`_default_prompt` and :meth:`_generate_kwargs`.  :attr:`family` is the
+    :class:`~core.captioning.families.base.ModelFamily` that loaded it.
     """
 
-    family: ClassVar[str] = "hf"
     #: Input keys the model's ``generate`` mutates in place (BLIP overwrites
     #: ``input_ids[:, 0]``); they are cloned so a prepared batch can be retried.
     mutated_inputs: ClassVar[tuple[str, ...]] = ()
@@ -221,6 +223,7 @@ class HFCaptioner(Captioner):
         tokenizer: Any,
         *,
         identity: dict[str, Any],
+        family: ModelFamily,
         device: torch.device,
         dtype: torch.dtype,
         optimizations: Sequence[str] = (),
@@ -228,7 +231,8 @@ class HFCaptioner(Captioner):
         self.model = model
         self.processor = processor
         self.tokenizer = tokenizer
-        self._identity = {**identity, "family": self.family, "optimizations": list(optimizations)}
+        self.family = family
+        self._identity = {**identity, "family": family.id, "optimizations": list(optimizations)}
         self._device = device
         self._dtype = dtype
         # Rust tokenizers raise "Already borrowed" when one instance is used
@@ -262,7 +266,7 @@ class HFCaptioner(Captioner):
         """Prompt used when ``settings.prompt`` is ``None``."""
         return None
 
-    def _eos_token_ids(self) -> list[int]:
+    def eos_token_ids(self) -> list[int]:
         """Token ids that end a caption (used for scoring and stripping)."""
         eos = self.model.generation_config.eos_token_id
         if eos is None:
@@ -302,9 +306,9 @@ class HFCaptioner(Captioner):
             kwargs["early_stopping"] = True
         return kwargs
 
-    # -- helpers for families --------------------------------------------------
+    # -- helpers for families and training batches ---------------------------------
 
-    def _tokenize_prompt(self, prompt: str, **kwargs: Any) -> list[int]:
+    def tokenize_prompt(self, prompt: str, **kwargs: Any) -> list[int]:
         """Token ids of ``prompt`` (cached, thread-safe)."""
         key = (prompt, tuple(sorted(kwargs.items())))
         with self._tokenizer_lock:
@@ -314,10 +318,9 @@ class HFCaptioner(Captioner):
                 self._prompt_cache[key] = cached
         return list(cached)
 
-    def _pixel_values(self, images: Sequence[Image.Image], image_processor: Any | None = None) -> torch.Tensor:
-        """Pixel tensor from the image processor (stateless, safe without a lock)."""
-        ip = image_processor if image_processor is not None else self.processor.image_processor
-        return ip(images=list(images), return_tensors="pt")["pixel_values"]
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Pixel tensor (CPU) from the image processor (stateless, safe without a lock)."""
+        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     # -- Captioner API ----------------------------------------------------------
 
@@ -357,7 +360,7 @@ class HFCaptioner(Captioner):
             # torch.cuda.OutOfMemoryError is deliberately not caught here.
             out = self.model.generate(**inputs, **self._generate_kwargs(settings))
         tokens, valid, scores = sequence_scores(
-            out.sequences, out.logits, self._eos_token_ids(), getattr(out, "beam_indices", None)
+            out.sequences, out.logits, self.eos_token_ids(), getattr(out, "beam_indices", None)
         )
         if torch.isnan(scores).any():
             # NaN logits mean a numerical failure (typically fp16 overflow); the

@@ -8,23 +8,22 @@
    cached model on an offline machine would otherwise spend ~25 s in hub
    retries).  Only when it is not cached, and network use is allowed, is it
    downloaded into the standard Hugging Face cache;
-2. reads the config and picks the family from ``model_type`` via
-   :data:`FAMILIES` (anything else that ``AutoModelForImageTextToText`` can
-   load goes to the generic family);
-3. lets the family module build model + processor through a
+2. reads the config and picks the :class:`~.families.base.ModelFamily` for its
+   ``model_type`` (:func:`~.families.family_for_model_type`; anything else that
+   ``AutoModelForImageTextToText`` can load goes to the generic family);
+3. lets the family build model + processor through a
    :class:`LoadContext`, which maps every failure to a
    :class:`~core.captioning.errors.ModelLoadError` with a readable message,
    applies the optional PEFT adapter (merged into the weights) and then the
    speed optimisations from :mod:`core.captioning.optimize`.
 
-Family modules are imported only here, when a model is loaded, so importing
+Family modules import transformers only inside their methods, so importing
 :mod:`core.captioning` does not import torch or transformers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import warnings
@@ -42,24 +41,14 @@ if TYPE_CHECKING:
     import torch
 
     from .base import HFCaptioner
+    from .families.base import ModelFamily
     from .optimize import OptimizationPlan
 
-__all__ = ["FAMILIES", "LoadContext", "load_captioner"]
+__all__ = ["LoadContext", "load_captioner"]
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
-
-#: ``config.model_type`` -> module in ``core.captioning.families``.
-#: Types not listed here fall back to ``generic`` when transformers maps them
-#: to ``AutoModelForImageTextToText`` (Florence-2, SmolVLM, Qwen-VL, ...).
-FAMILIES: dict[str, str] = {
-    "blip": "blip",
-    "blip-2": "blip2",
-    "git": "git",
-    "vision-encoder-decoder": "vision_encoder_decoder",
-}
-GENERIC_FAMILY = "generic"
 
 #: Checkpoint with this fraction of weights missing is refused (instead of
 #: running with random weights); smaller gaps are logged.
@@ -111,6 +100,7 @@ class LoadContext:
         ref: What is passed to ``from_pretrained`` (absolute folder path or hub id).
         is_local: Whether ``ref`` is a local folder.
         config: The loaded transformers config.
+        family: The model family chosen for ``config.model_type``.
         device, dtype: Where and in which precision to run.
         adapter: Optional PEFT adapter folder (or hub id).
         plan: Load dtype and optimisations (from :func:`.optimize.plan_optimizations`).
@@ -123,6 +113,7 @@ class LoadContext:
     ref: str
     is_local: bool
     config: Any
+    family: ModelFamily
     device: torch.device
     dtype: torch.dtype
     adapter: str | None
@@ -184,7 +175,7 @@ class LoadContext:
         adapter_identity = None
         if self.adapter is not None:
             model, adapter_identity = _apply_adapter(self, model)
-        applied = opt.apply_optimizations(model, family=captioner_cls.family, plan=self.plan,
+        applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
                                           progress=self.progress)
         model = applied.model
         identity = {
@@ -194,7 +185,7 @@ class LoadContext:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
         }
-        return captioner_cls(model, processor, tokenizer, identity=identity, device=self.device,
+        return captioner_cls(model, processor, tokenizer, identity=identity, family=self.family, device=self.device,
                              dtype=self.dtype, optimizations=applied.names)
 
 
@@ -385,18 +376,22 @@ def _read_hub_config(model_id: str, hub_kwargs: dict[str, Any]) -> Any:
                              kind="bad_model", model=model_id) from exc
 
 
-def _family_module(config: Any, model: str) -> str:
+def _family_for(config: Any, model: str) -> ModelFamily:
+    from .families import FAMILIES, GENERIC_FAMILY_ID, family_for_model_type
+
     model_type = getattr(config, "model_type", None)
-    if model_type in FAMILIES:
-        return FAMILIES[model_type]
+    family = family_for_model_type(model_type)
+    if family is not None:
+        return family
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
     )
 
     if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        return GENERIC_FAMILY
+        return FAMILIES[GENERIC_FAMILY_ID]
+    known = [t for f in FAMILIES.values() for t in f.model_types]
     raise ModelLoadError.unsupported(model, model_type,
-                                     [*FAMILIES, "other AutoModelForImageTextToText types (Florence-2, SmolVLM, ...)"])
+                                     [*known, "other AutoModelForImageTextToText types (Florence-2, SmolVLM, ...)"])
 
 
 def load_captioner(
@@ -413,7 +408,7 @@ def load_captioner(
 
     Args:
         model: Local model folder or hub id; ``None`` means
-            :data:`~core.captioning.families.blip.DEFAULT_MODEL`.
+            :data:`core.captioning.DEFAULT_MODEL`.
         adapter: Optional PEFT/LoRA adapter folder; merged into the weights.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"mps"``.
         optimize: ``"auto"`` (fastest correct settings for the device),
@@ -430,7 +425,7 @@ def load_captioner(
         ModelLoadError: with a message meant for the user.
         ValueError: for an unknown ``device``/``optimize`` value.
     """
-    from .families.blip import DEFAULT_MODEL
+    from . import DEFAULT_MODEL
     from .optimize import parse_optimize, plan_optimizations
 
     report: ProgressCallback = progress or (lambda _msg: None)
@@ -475,12 +470,11 @@ def load_captioner(
                     report(f"Looking for {model_str} in the Hugging Face cache")
                 config = _read_hub_config(model_str, hub_kwargs)
                 ref = model_str
-            family = _family_module(config, model_str)
-            module = importlib.import_module(f"{__package__}.families.{family}")
-            ctx = LoadContext(model=model_str, ref=ref, is_local=is_local, config=config, device=dev,
+            family = _family_for(config, model_str)
+            ctx = LoadContext(model=model_str, ref=ref, is_local=is_local, config=config, family=family, device=dev,
                               dtype=plan.dtype, adapter=adapter_str, plan=plan,
                               progress=report, hub_kwargs=hub_kwargs, model_kwargs=dict(model_kwargs or {}))
-            captioner = module.load(ctx)
+            captioner = family.load(ctx)
         except ModelLoadError as exc:
             # A partially cached hub model fails the cache-only attempt: retry online.
             if exc.kind == "not_downloaded" and hub_kwargs.get("local_files_only") and len(attempts) > 1:

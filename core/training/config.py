@@ -20,43 +20,21 @@ METHODS = ("lora", "full", "qlora")
 MIN_TRAIN = 8
 MIN_VALIDATION = 2
 
-#: LoRA targets per ``config.model_type`` (text side; see ``vision_targets``).
-_TEXT_TARGETS: dict[str, list[str]] = {
-    "blip": ["query", "value"],  # BLIP text decoder self- and cross-attention
-    # BLIP-2 / InstructBLIP: the language model's attention (OPT ``q_proj``/``v_proj``; Flan-T5
-    # is in _T5_TARGETS).  Not the Q-Former (``query``/``value``) nor the vision tower (``qkv``).
-    "blip-2": ["q_proj", "v_proj"],
-    "instructblip": ["q_proj", "v_proj"],
-    "git": ["query", "value"],  # GIT: BERT-style text layers (its CLIP vision tower uses q_proj/v_proj)
-    "vision-encoder-decoder": ["c_attn"],  # GPT-2 decoder fused qkv
-}
-#: Language models whose attention projections are called ``q``/``k``/``v``/``o`` (T5 family).
-_T5_LIKE = frozenset({"t5", "mt5", "umt5"})
-_T5_TARGETS = ["q", "v"]
-_VISION_TARGETS: dict[str, list[str]] = {
-    "blip": ["qkv"],
-    "blip-2": ["qkv"],
-    "instructblip": ["qkv"],
-    "git": ["q_proj", "v_proj"],  # GIT's CLIP vision tower (its text layers use query/value)
-    # The image encoder: ViT/DeiT/BEiT attention is q_proj/v_proj in transformers 5 (query/value
-    # before); GPT-2 decoders use neither name.
-    "vision-encoder-decoder": ["q_proj", "v_proj", "query", "value"],
-}
-
-
 def default_target_modules(model_type: str, *, train_vision: bool = False,
-                           language_model_type: str | None = None) -> list[str] | str:
-    """LoRA ``target_modules`` for a family; ``"all-linear"`` (peft skips the LM head) otherwise.
+                           model_config: Any | None = None) -> list[str] | str:
+    """LoRA ``target_modules`` for a ``config.model_type``; ``"all-linear"`` (peft skips the LM head) otherwise.
 
-    *language_model_type* (``config.text_config.model_type``) picks the targets of BLIP-2 /
-    InstructBLIP's language model: Flan-T5's attention is ``q``/``v``, OPT's ``q_proj``/``v_proj``.
+    The targets are declared by the model family (:meth:`ModelFamily.lora_targets
+    <core.captioning.families.base.ModelFamily.lora_targets>`); *model_config* (the
+    transformers config) lets BLIP-2 pick its language model's names (OPT ``q_proj``/
+    ``v_proj``, Flan-T5 ``q``/``v``).
     """
-    text = _TEXT_TARGETS.get(model_type)
-    if model_type in ("blip-2", "instructblip") and language_model_type in _T5_LIKE:
-        text = _T5_TARGETS
-    if text is None:
+    from core.captioning.families import family_for_model_type
+
+    family = family_for_model_type(model_type)
+    if family is None:
         return "all-linear"
-    return text + (_VISION_TARGETS.get(model_type, []) if train_vision else [])
+    return family.lora_targets(model_config, train_vision=train_vision)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

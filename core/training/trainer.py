@@ -1,10 +1,16 @@
 """Retrain a captioning model from the library's verified captions (a core job).
 
-Trainable families (:data:`TRAINABLE_FAMILIES`): **BLIP** (``BlipForConditionalGeneration``),
+Trainable families (:data:`TRAINABLE_FAMILIES`, those whose
+:class:`~core.captioning.families.base.ModelFamily` says ``trainable``): **BLIP**,
 **BLIP-2** with an OPT (decoder-only) or Flan-T5 (encoder-decoder) language model,
-**GIT** (``GitForCausalLM``) and **VisionEncoderDecoder** (e.g. ViT-GPT2).  The generic
-family (``AutoModelForImageTextToText``: Florence-2, LLaVA, SmolVLM, Qwen-VL, …) is refused
+**GIT** and **VisionEncoderDecoder** (e.g. ViT-GPT2).  The generic family
+(``AutoModelForImageTextToText``: Florence-2, LLaVA, SmolVLM, Qwen-VL, …) is refused
 with a :class:`TrainingError` naming the trainable families.
+
+Everything that differs between families — the vision tower, LoRA targets, how a
+caption becomes a training batch that mirrors generation, the loss, whether the
+frozen vision tower's output can be cached — is asked of the family object; this
+module is the loop, and it always closes the model it loaded, whatever fails.
 
 :func:`train` is deliberately one explicit loop rather than a ``Trainer`` subclass, so
 every step can be read top to bottom:
@@ -17,13 +23,13 @@ every step can be read top to bottom:
    (``get_peft_model``; gradient checkpointing is enabled *after* it, see the ML stack
    notes); full fine-tuning trains everything except, by default, the vision encoder.
    Training batches are built the way each family's captioner generates (what comes
-   first, where generation stops, which labels are masked: see "batches" below).
-3. **Frozen vision encoder → embeddings computed once.**  For BLIP, BLIP-2 and
-   VisionEncoderDecoder, when the vision encoder is not trained, it runs once per training
-   image under ``no_grad`` and every epoch reuses its ``last_hidden_state``: BLIP's text
-   decoder gets it as ``encoder_hidden_states``, BLIP-2 runs its Q-Former and projection
-   on it (:func:`blip2_loss`), VisionEncoderDecoder passes it as ``encoder_outputs``.  The
-   vision encoder is kept in eval mode, so the loss is exactly the uncached one (tested).
+   first, where generation stops, which labels are masked): see each family's
+   ``encode_training_batch`` in ``core/captioning/families/``.
+3. **Frozen vision encoder → embeddings computed once.**  For families with
+   ``supports_vision_cache`` (BLIP, BLIP-2, VisionEncoderDecoder), when the vision
+   encoder is not trained, it runs once per training image under ``no_grad`` and every
+   epoch passes its output to the family's ``loss`` as ``image_embeds``.  The vision
+   encoder is kept in eval mode, so the loss is exactly the uncached one (tested).
    GIT's forward takes pixels only, so GIT always runs its image encoder.
    ``benchmarks/train_step.py`` measures the gain (BLIP).
 4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient
@@ -52,8 +58,10 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -63,19 +71,20 @@ from core.jobs import (
 )
 from core.models import JobState
 
-from .config import TrainingConfig, default_target_modules
+from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
 from .metrics import caption_metrics, selection_score
 
-__all__ = ["TRAINABLE_FAMILIES", "TrainingError", "TrainingResult", "blip2_loss", "blip_loss", "train",
-           "vision_encoder_decoder_loss"]
+__all__ = ["TRAINABLE_FAMILIES", "TrainingError", "TrainingResult", "train"]
 
 log = logging.getLogger(__name__)
 
-#: Families :func:`train` knows how to build training batches for.
-TRAINABLE_FAMILIES = ("blip", "blip2", "git", "vision_encoder_decoder")
+#: Ids of the families :func:`train` can train (declared by each family: ``trainable``).
+TRAINABLE_FAMILIES: tuple[str, ...] = tuple(trainable_family_ids())
 #: JPEG draft decode size for training images (as for captioning).
 DECODE_DRAFT_SIZE = 448
+
+Report = Callable[..., None]
 
 
 class TrainingError(Exception):
@@ -105,30 +114,150 @@ class TrainingResult:
     job_id: int = 0
 
 
-# --------------------------------------------------------------------------- model setup
+# --------------------------------------------------------------------------- the job
 
 
-def _family_of(captioner: Any) -> str:
-    """The captioner's family as a module name (``vision-encoder-decoder`` → ``vision_encoder_decoder``)."""
-    family = getattr(captioner, "family", None) or captioner.identity.get("family")
-    return str(family).replace("-", "_")
+def train(
+    library: Any,
+    base_model: str,
+    name: str,
+    config: TrainingConfig | None = None,
+    *,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken = NEVER_CANCELLED,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainingResult:
+    """Train *base_model* on the library's verified captions and save it as version *name*.
+
+    *on_epoch* receives each evaluation record (``epoch``, ``loss``, metrics), epoch 0
+    being the base model — for a live chart.  Returns a :class:`TrainingResult`;
+    ``cancelled`` results leave the run folder behind so the same call resumes.  The
+    loaded model is closed (memory released) however the run ends.
+
+    Raises:
+        InsufficientDataError: too few verified captions (a ``ValueError``).
+        TrainingError: bad name, unsupported family, a run folder that does not match.
+        ModelLoadError: the base model cannot be loaded.
+    """
+    config = config or TrainingConfig()
+    started = time.monotonic()
+    base, data = _check_request(library, base_model, name, config)
+    run_dir = _open_run_folder(library, name, base, config, data)
+    result = TrainingResult(name=name, method=config.method)
+
+    params = {"base_model": base, "name": name, "config": config.to_dict(),
+              "train": len(data.train), "validation": len(data.validation)}
+    with library.job("train", params) as job_id:
+        result.job_id = job_id
+
+        def report(done: int, total: int | None, message: str, **counts: int) -> None:
+            progress(Progress(done, total, message, counts))
+
+        def on_checkpoint(done: int, total: int, epoch: int) -> None:
+            library.update_job(job_id, done=done, total=total, checkpoint={"epoch": epoch})
+
+        report(0, None, "Loading model")
+        captioner = _load_base_captioner(base, config)
+        try:
+            family = _trainable_family(captioner)
+            model = _PreparedModel.build(captioner, family, config)
+            result.trainable_parameters = sum(p.numel() for p in model.params)
+            examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
+            loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
+                                 on_epoch, on_checkpoint)
+            state = loop.run(result)
+            if result.cancelled:
+                report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
+                library.finish_job(job_id, JobState.CANCELLED, done=state.global_step,
+                                   message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
+            else:
+                report(state.global_step, loop.total_steps, "Saving the best model")
+                version = _save_best_version(library, loop, state, base, name, data, result)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                result.version_id, result.path = version.id, version.adapter_path or version.base_model
+                library.finish_job(job_id, JobState.DONE, done=state.global_step, total=loop.total_steps,
+                                   checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch,
+                                               "version_id": version.id})
+                report(state.global_step, loop.total_steps, "Finished")
+        finally:
+            captioner.close()  # whatever failed after loading: give the memory back
+    result.seconds = time.monotonic() - started
+    return result
 
 
-def _vision_module(family: str, model: Any) -> Any | None:
-    """The vision encoder of a (plain transformers) model, or None if unknown."""
-    if family in ("blip", "blip2"):
-        return model.vision_model
-    if family == "git":
-        return model.git.image_encoder
-    if family == "vision_encoder_decoder":
-        return model.encoder
-    return getattr(model, "vision_model", None) or getattr(model, "vision_tower", None)
+# --------------------------------------------------------------------------- before loading
 
 
-def _unsupported_family(family: str, captioner: Any) -> TrainingError:
+def _check_request(library: Any, base_model: str, name: str, config: TrainingConfig) -> tuple[str, TrainingData]:
+    """``(base model, data)`` after the checks that need no model: name, data size, base."""
+    from core.captioning.engine import resolve_model
+
+    from . import versions
+
+    versions.validate_name(name)
+    if versions.get_version(library, name) is not None:
+        raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
+                            "(or delete it with 'captiondesk models delete')")
+    data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
+                                 include_imports=config.include_imports)
+    data.require()
+    resolved = resolve_model(library, base_model, None)
+    if resolved.adapter is not None:
+        raise TrainingError(f"'{base_model}' is a LoRA version; train from its base model "
+                            f"'{resolved.model_name}' instead (or export it merged and train from that folder)")
+    return resolved.model_name, data
+
+
+def _open_run_folder(library: Any, name: str, base: str, config: TrainingConfig, data: TrainingData) -> Path:
+    """The run folder, created or (same settings and data) reused to resume."""
+    from . import versions
+
+    run_dir = versions.run_dir(library, name)
+    key = _config_key(base, config, data)
+    if (run_dir / "run.json").is_file():
+        saved = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        if saved != json.loads(json.dumps(key)):
+            raise TrainingError(
+                f"an unfinished run named '{name}' exists with different settings or data ({run_dir}); "
+                "re-run it with the same settings to resume, choose another --name, or delete that folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(key), encoding="utf-8")
+    return run_dir
+
+
+def _config_key(base: str, config: TrainingConfig, data: TrainingData) -> dict[str, Any]:
+    """What must match for a run folder to be resumed."""
+    return {"base_model": base, "config": config.to_dict(), "data": data.snapshot()}
+
+
+def _schedule(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _load_base_captioner(base: str, config: TrainingConfig) -> Any:
+    """The base model in its family's captioner: fp32 and unoptimised, or 4-bit for QLoRA."""
+    if config.method == "qlora":
+        return _load_qlora_captioner(base, config)
+    from core.captioning import load_captioner
+
+    return load_captioner(base, device=config.device, optimize="none")
+
+
+def _trainable_family(captioner: Any) -> ModelFamily:
+    family: ModelFamily = captioner.family
+    if family.trainable:
+        return family
     model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
-    what = f"{family} models" + (f" ({model_type})" if model_type and model_type != family else "")
-    return TrainingError(
+    what = f"{family.id} models" + (f" ({model_type})" if model_type and model_type != family.id else "")
+    raise TrainingError(
         f"training {what} is not supported yet; trainable model families: {', '.join(TRAINABLE_FAMILIES)} "
         "(e.g. Salesforce/blip-image-captioning-*, Salesforce/blip2-*, microsoft/git-*, "
         "nlpconnect/vit-gpt2-image-captioning)")
@@ -215,10 +344,10 @@ def _all_linear_targets(model: Any, frozen_vision: Any | None) -> list[str]:
     return names
 
 
-def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple[Any, Any, Any]:
+def _prepare_model(captioner: Any, family: ModelFamily, config: TrainingConfig) -> tuple[Any, Any, Any]:
     """``(trainable, inner, targets)``: the module to optimise/save, the transformers model, LoRA targets."""
     inner = captioner.model
-    vision = _vision_module(family, inner)
+    vision = family.vision_tower(inner)
     targets: Any = None
     if config.uses_lora:
         from peft import LoraConfig, get_peft_model
@@ -227,10 +356,7 @@ def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple
             from peft import prepare_model_for_kbit_training
 
             inner = prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
-        model_type = getattr(inner.config, "model_type", "")
-        text_type = getattr(getattr(inner.config, "text_config", None), "model_type", None)
-        targets = config.target_modules or default_target_modules(model_type, train_vision=config.train_vision,
-                                                                  language_model_type=text_type)
+        targets = config.target_modules or family.lora_targets(inner.config, train_vision=config.train_vision)
         if targets == "all-linear":
             targets = _all_linear_targets(inner, vision if not config.train_vision else None)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -264,6 +390,30 @@ def _prepare_model(captioner: Any, family: str, config: TrainingConfig) -> tuple
     return trainable, inner, targets
 
 
+@dataclass
+class _PreparedModel:
+    """The model made trainable: what to optimise and save, and its (frozen or not) vision tower."""
+
+    trainable: Any  # PeftModel for LoRA/QLoRA, the transformers model for full fine-tuning
+    inner: Any  # the transformers model inside (what the family's loss runs)
+    targets: Any  # LoRA target modules (stored with the version), None for full
+    vision: Any | None
+    vision_frozen: bool
+    params: list[Any]
+
+    @classmethod
+    def build(cls, captioner: Any, family: ModelFamily, config: TrainingConfig) -> _PreparedModel:
+        trainable, inner, targets = _prepare_model(captioner, family, config)
+        vision = family.vision_tower(inner)
+        frozen = vision is not None and not any(p.requires_grad for p in vision.parameters())
+        return cls(trainable, inner, targets, vision, frozen, [p for p in trainable.parameters() if p.requires_grad])
+
+    def set_train_mode(self) -> None:
+        self.trainable.train()
+        if self.vision_frozen:
+            self.vision.eval()  # frozen encoder: no dropout, so cached == uncached
+
+
 def _trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
@@ -280,197 +430,71 @@ def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
             params[n].copy_(value.to(params[n].device))
 
 
-# --------------------------------------------------------------------------- batches
-#
-# Each family's training batch mirrors how its captioner generates (core/captioning/families):
-#
-# * blip — ``[DEC] caption [SEP]``: the processor starts with ``[CLS]`` but ``generate``
-#   starts from ``[DEC]`` (bos), so the first id is replaced; labels = input ids, padding
-#   masked (BLIP's text decoder shifts them itself).
-# * blip2, decoder-only LM (OPT) — ``<image> x num_query_tokens, BOS, caption, EOS``: the
-#   captioner's prefix (placeholders, then what the tokenizer makes of the empty prompt,
-#   with a BOS added if missing), then the caption and EOS.  Labels are aligned with the
-#   input ids (``Blip2ForConditionalGeneration.forward`` keeps the last ``labels.size(1)``
-#   logits and its causal-LM loss shifts by one) and are -100 on the placeholders, BOS
-#   and padding.
-# * blip2, encoder-decoder LM (Flan-T5) — the encoder input is the captioner's prefix
-#   (placeholders + ``</s>``); labels = ``caption EOS`` go to the T5 decoder, which shifts
-#   them right behind ``decoder_start_token_id`` itself.
-# * git — ``[CLS] caption [SEP]`` (model bos … eos); ``GitForCausalLM`` drops the first
-#   label and shifts, so labels = input ids with padding masked.
-# * vision_encoder_decoder — labels = ``caption EOS``; ``decoder_input_ids`` =
-#   ``decoder_start_token_id`` + labels[:-1], built here so checkpoints without a
-#   ``pad_token_id`` (which ``shift_tokens_right`` needs) train too.
-#
-# Caption tokens are produced without special tokens and padded here, so the tokenizer is
-# never modified (GPT-2 has no pad token; padding is masked out of the loss anyway).
 
-#: Families whose frozen vision encoder output is computed once and reused every epoch.
-CACHEABLE_VISION = ("blip", "blip2", "vision_encoder_decoder")
+# --------------------------------------------------------------------------- data
 
 
-def _eos_id(captioner: Any) -> int:
-    """The token that ends a caption: the first id the captioner stops at."""
-    ids = captioner._eos_token_ids()
-    if ids:
-        return ids[0]
-    tok = captioner.tokenizer
-    for value in (getattr(tok, "eos_token_id", None), getattr(tok, "sep_token_id", None)):
-        if value is not None:
-            return int(value)
-    raise TrainingError("the model has no end-of-sequence token (generation_config.eos_token_id); "
-                        "captions could not be taught to end")
+@dataclass
+class _Examples:
+    """The run's examples as the loop consumes them."""
+
+    size: int
+    text: dict[str, Any]  # caption token tensors, row i = training example i
+    images: list[Any]  # training images (emptied when their vision embeddings are cached)
+    embeds: Any | None  # cached vision-tower outputs, or None
+    val_batches: list[Any]  # preprocessed validation batches (as for captioning)
+    refs: list[str]  # validation captions
 
 
-def _pad(rows: list[list[int]], value: int) -> Any:
+def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
+                      data: TrainingData, result: TrainingResult, report: Report, cancel: CancelToken) -> _Examples:
+    report(0, None, "Reading images")
+    train_ex, train_images = _load_images(data.train, result.skipped_images)
+    val_ex, val_images = _load_images(data.validation, result.skipped_images)
+    if not train_ex or not val_ex:
+        raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
+    result.train_size, result.validation_size = len(train_ex), len(val_ex)
+    try:
+        text = family.encode_training_batch(captioner, [e.caption for e in train_ex], config.max_length)
+    except TrainingNotSupportedError as exc:
+        raise TrainingError(str(exc)) from exc
+    settings = _eval_settings(config)
+    val_batches = [captioner.preprocess(val_images[i : i + config.batch_size], settings)
+                   for i in range(0, len(val_images), config.batch_size)]
+    embeds = None
+    if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
+        report(0, None, "Encoding training images (once)")
+        embeds = _encode_vision_once(captioner, family, model.vision, train_images, config, cancel)
+        if embeds is not None:
+            train_images = []  # the pixels are no longer needed
+    result.cached_vision = embeds is not None
+    return _Examples(len(train_ex), text, train_images, embeds, val_batches, [e.caption for e in val_ex])
+
+
+def _eval_settings(config: TrainingConfig) -> Any:
+    from core.captioning.settings import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=config.max_new_tokens)
+
+
+def _encode_vision_once(captioner: Any, family: ModelFamily, vision: Any, images: list[Any],
+                        config: TrainingConfig, cancel: CancelToken) -> Any | None:
+    """The frozen vision tower's output for every training image, or None (too big, or cancelled)."""
     import torch
 
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def _encode_text(captioner: Any, family: str, captions: list[str], max_length: int) -> dict[str, Any]:
-    """Token tensors for *captions* (CPU, row i = caption i), keyed like the loss function's arguments."""
-    tok = captioner.tokenizer
-    inner = captioner.model
-    if family == "blip":
-        enc = tok(captions, padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
-        input_ids = enc["input_ids"].clone()
-        input_ids[:, 0] = inner.config.text_config.bos_token_id  # [CLS] -> [DEC], as generate() starts
-        mask = enc["attention_mask"]
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
-
-    caption_ids = [[int(i) for i in ids] for ids in tok(captions, add_special_tokens=False)["input_ids"]]
-    eos = _eos_id(captioner)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    if family == "git":
-        bos = inner.config.bos_token_id if inner.config.bos_token_id is not None else tok.cls_token_id
-        rows = [[int(bos), *ids[: max_length - 2], eos] for ids in caption_ids]
-        input_ids = _pad(rows, pad)
-        mask = _pad([[1] * len(r) for r in rows], 0)
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
-    if family == "vision_encoder_decoder":
-        start = inner.generation_config.decoder_start_token_id
-        if start is None:
-            start = inner.config.decoder_start_token_id
-        if start is None:
-            raise TrainingError("the model has no decoder_start_token_id; set it in its config.json")
-        targets = [[*ids[: max_length - 1], eos] for ids in caption_ids]
-        return {"decoder_input_ids": _pad([[int(start), *t[:-1]] for t in targets], pad),
-                "labels": _pad(targets, -100)}
-    if family == "blip2":
-        config = inner.config
-        prefix = [int(config.image_token_id)] * int(config.num_query_tokens)
-        prompt = captioner._tokenize_prompt("")  # as Blip2Captioner._encode with no prompt
-        if config.text_config.is_encoder_decoder:
-            input_ids = _pad([prefix + prompt] * len(captions), pad)
-            targets = [[*ids[: max_length - 1], eos] for ids in caption_ids]
-            return {"input_ids": input_ids, "attention_mask": input_ids.new_ones(input_ids.shape),
-                    "labels": _pad(targets, -100)}
-        bos = getattr(config.text_config, "bos_token_id", None)
-        if bos is not None and (not prompt or prompt[0] != bos):
-            prompt = [int(bos), *prompt]
-        room = max(1, max_length - len(prompt) - 1)  # max_length counts the text tokens (BOS … EOS)
-        prefix = prefix + prompt
-        rows = [prefix + [*ids[:room], eos] for ids in caption_ids]
-        input_ids = _pad(rows, pad)
-        mask = _pad([[1] * len(r) for r in rows], 0)
-        labels = input_ids.masked_fill(mask == 0, -100)
-        labels[:, : len(prefix)] = -100
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-    raise TrainingError(f"no training batches for the {family} family")
-
-
-def _pixel_values(captioner: Any, images: list[Any]) -> Any:
-    # VisionEncoderDecoder captioners hold a bare image processor (no processor.image_processor).
-    return captioner._pixel_values(images, getattr(captioner, "image_processor", None))
-
-
-def _vision_embeds(vision: Any, pixel_values: Any) -> Any:
-    """What the model's own forward takes from its (frozen) vision encoder: the last hidden state."""
-    return vision(pixel_values=pixel_values).last_hidden_state
-
-
-def blip_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
-              pixel_values: Any = None, image_embeds: Any = None) -> Any:
-    """BLIP captioning loss from pixels, or from precomputed vision embeddings.
-
-    With ``image_embeds`` (``model.vision_model(pixel_values).last_hidden_state``) the
-    vision encoder is skipped; the result equals ``model(pixel_values=...).loss``.
-    """
-    if image_embeds is None:
-        image_embeds = model.vision_model(pixel_values=pixel_values).last_hidden_state
-    out = model.text_decoder(input_ids=input_ids, attention_mask=attention_mask,
-                             encoder_hidden_states=image_embeds, labels=labels, reduction="mean")
-    return out.loss
-
-
-def blip2_loss(model: Any, *, input_ids: Any, attention_mask: Any, labels: Any,
-               pixel_values: Any = None, image_embeds: Any = None) -> Any:
-    """BLIP-2 captioning loss from pixels, or from precomputed vision embeddings.
-
-    With ``image_embeds`` (``model.vision_model(pixel_values).last_hidden_state``) only the
-    vision encoder is skipped: the Q-Former and the projection (trainable) run here as in
-    ``Blip2ForConditionalGeneration.get_image_features``, and the model's own forward
-    (``mm_encoder_outputs``) computes the loss, so it equals ``model(pixel_values=...).loss``.
-    """
-    if image_embeds is None:
-        return model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                     labels=labels).loss
-    import torch
-    from transformers.models.blip_2.modeling_blip_2 import (
-        BaseModelOutputWithVisionQformerOutputs,
-    )
-
-    image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-    query_tokens = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    qformer = model.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
-                            encoder_attention_mask=image_mask, return_dict=True)
-    query_output = qformer.last_hidden_state
-    if query_output.dtype != image_embeds.dtype:  # the Q-Former is kept in fp32
-        query_output = query_output.to(image_embeds.dtype)
-    image = BaseModelOutputWithVisionQformerOutputs(
-        last_hidden_state=image_embeds, pooler_output=model.language_projection(query_output),
-        qformer_outputs=qformer)
-    return model(pixel_values=None, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                 mm_encoder_outputs={"image": image}).loss
-
-
-def vision_encoder_decoder_loss(model: Any, *, decoder_input_ids: Any, labels: Any,
-                                pixel_values: Any = None, image_embeds: Any = None) -> Any:
-    """VisionEncoderDecoder loss from pixels, or from precomputed encoder outputs (``image_embeds``)."""
-    if image_embeds is None:
-        return model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, labels=labels).loss
-    from transformers.modeling_outputs import BaseModelOutput
-
-    return model(encoder_outputs=BaseModelOutput(last_hidden_state=image_embeds),
-                 decoder_input_ids=decoder_input_ids, labels=labels).loss
-
-
-def _loss(family: str, inner: Any, batch: dict[str, Any]) -> Any:
-    if family == "blip":
-        return blip_loss(inner, **batch)
-    if family == "blip2":
-        return blip2_loss(inner, **batch)
-    if family == "vision_encoder_decoder":
-        return vision_encoder_decoder_loss(inner, **batch)
-    return inner(**batch).loss  # git: input_ids, attention_mask, pixel_values, labels
-
-
-# --------------------------------------------------------------------------- run folder
-
-
-def _config_key(base: str, config: TrainingConfig, data: TrainingData) -> dict[str, Any]:
-    """What must match for a run folder to be resumed."""
-    return {"base_model": base, "config": config.to_dict(), "data": data.snapshot()}
-
-
-def _schedule(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    vision.eval()
+    parts: list[Any] = []
+    with torch.no_grad():
+        for i in range(0, len(images), config.batch_size):
+            pixels = captioner.pixel_values(images[i : i + config.batch_size]).to(captioner.device)
+            parts.append(family.vision_embeddings(vision, pixels).float().cpu())
+            if i == 0 and config.cache_vision == "auto":
+                size_mb = parts[0][0].numel() * 4 * len(images) / 2**20
+                if size_mb > config.cache_limit_mb:
+                    return None  # too big to keep: run the encoder every step instead
+            if cancel.is_set():
+                return None
+    return torch.cat(parts) if parts else None
 
 
 def _load_images(examples: list[TrainingExample], skipped: list[str]) -> tuple[list[TrainingExample], list[Any]]:
@@ -486,263 +510,204 @@ def _load_images(examples: list[TrainingExample], skipped: list[str]) -> tuple[l
     return kept, images
 
 
-# --------------------------------------------------------------------------- the job
+
+# --------------------------------------------------------------------------- the loop
 
 
-def train(
-    library: Any,
-    base_model: str,
-    name: str,
-    config: TrainingConfig | None = None,
-    *,
-    progress: ProgressCallback = no_progress,
-    cancel: CancelToken = NEVER_CANCELLED,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> TrainingResult:
-    """Train *base_model* on the library's verified captions and save it as version *name*.
+@dataclass
+class _LoopState:
+    """Where the loop stands; saved after every epoch (``state.pt``) so a re-run resumes."""
 
-    *on_epoch* receives each evaluation record (``epoch``, ``loss``, metrics), epoch 0
-    being the base model — for a live chart.  Returns a :class:`TrainingResult`;
-    ``cancelled`` results leave the run folder behind so the same call resumes.
+    epoch: int = 0
+    global_step: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
 
-    Raises:
-        InsufficientDataError: too few verified captions (a ``ValueError``).
-        TrainingError: bad name, unsupported family, a run folder that does not match.
-        ModelLoadError: the base model cannot be loaded.
-    """
+
+class _TrainingLoop:
+    """AdamW with linear warm-up + cosine decay, gradient clipping and accumulation, optional
+    CUDA autocast; an evaluation after every epoch, early stopping, best checkpoint, resume."""
+
+    def __init__(self, captioner: Any, family: ModelFamily, model: _PreparedModel, examples: _Examples,
+                 config: TrainingConfig, run_dir: Path, report: Report, cancel: CancelToken,
+                 on_epoch: Callable[[dict[str, Any]], None] | None,
+                 on_checkpoint: Callable[[int, int, int], None]) -> None:
+        import torch
+
+        self.captioner, self.family, self.model, self.examples = captioner, family, model, examples
+        self.config, self.run_dir, self.report, self.cancel = config, run_dir, report, cancel
+        self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
+        self.device = captioner.device
+        self.state_path = run_dir / "state.pt"
+        self.settings = _eval_settings(config)
+        self.micro_per_epoch = math.ceil(examples.size / config.batch_size)
+        steps_per_epoch = math.ceil(self.micro_per_epoch / config.grad_accum)
+        self.total_steps = steps_per_epoch * config.epochs
+        warmup = int(config.warmup_ratio * self.total_steps)
+        self.optimizer = torch.optim.AdamW(model.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _schedule(s, warmup, self.total_steps))
+        self.amp_dtype = _autocast_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    # -- pieces -----------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.trainable.eval()
+        preds: list[str] = []
+        for batch in self.examples.val_batches:
+            preds.extend(r.text for r in self.captioner.generate(batch, self.settings))
+        return caption_metrics(preds, self.examples.refs)
+
+    def resume(self) -> _LoopState:
+        """The saved state of an earlier run of the same settings, or a fresh one."""
+        import torch
+
+        if not self.state_path.is_file():
+            return _LoopState()
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        _load_trainable_state(self.model.trainable, saved["weights"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        state = _LoopState(epoch=saved["epoch"], global_step=saved["global_step"], bad_epochs=saved["bad_epochs"],
+                           history=saved["history"], best_score=saved["best_score"], best_epoch=saved["best_epoch"])
+        self.report(state.global_step, self.total_steps, f"Resuming after epoch {state.epoch}")
+        return state
+
+    def _batch(self, idx: Any) -> dict[str, Any]:
+        ex = self.examples
+        batch: dict[str, Any] = {key: value[idx].to(self.device) for key, value in ex.text.items()}
+        if ex.embeds is not None:
+            batch["image_embeds"] = ex.embeds[idx].to(self.device)
+        else:
+            batch["pixel_values"] = self.captioner.pixel_values([ex.images[i] for i in idx.tolist()]).to(self.device)
+        return batch
+
+    def train_epoch(self, state: _LoopState) -> list[float] | None:
+        """One pass over the training data; the micro-batch losses, or None when cancelled."""
+        import torch
+
+        config = self.config
+        self.model.set_train_mode()
+        order = torch.randperm(self.examples.size,
+                               generator=torch.Generator().manual_seed(config.seed * 7919 + state.epoch))
+        losses: list[float] = []
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(self.micro_per_epoch):
+            if self.cancel.is_set():
+                return None
+            batch = self._batch(order[micro * config.batch_size : (micro + 1) * config.batch_size])
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss = self.family.loss(self.model.inner, batch)
+            self.scaler.scale(loss / config.grad_accum).backward()
+            losses.append(float(loss.detach()))
+            if (micro + 1) % config.grad_accum == 0 or micro + 1 == self.micro_per_epoch:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.params, config.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                self.report(state.global_step, self.total_steps,
+                            f"Epoch {state.epoch + 1}/{config.epochs}, loss {sum(losses) / len(losses):.4f}",
+                            epoch=state.epoch + 1)
+        return losses
+
+    def record(self, state: _LoopState, loss: float | None, metrics: dict[str, float]) -> None:
+        record = {"epoch": state.epoch, "loss": loss, **metrics}
+        state.history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(dict(record))
+
+    def save_checkpoint(self, state: _LoopState, improved: bool) -> None:
+        import torch
+
+        weights = _trainable_state(self.model.trainable)
+        if improved:
+            torch.save(weights, self.run_dir / "best.pt")
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save({"weights": weights, "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "epoch": state.epoch, "global_step": state.global_step, "bad_epochs": state.bad_epochs,
+                    "history": state.history, "best_score": state.best_score, "best_epoch": state.best_epoch}, tmp)
+        tmp.replace(self.state_path)
+        self.on_checkpoint(state.global_step, self.total_steps, state.epoch)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, result: TrainingResult) -> _LoopState:
+        config = self.config
+        state = self.resume()
+        result.resumed_from_epoch = state.epoch
+        if not state.history:
+            self.report(0, self.total_steps, "Evaluating the base model")
+            self.record(state, None, self.evaluate())
+        result.base_metrics = _metrics_only(state.history[0])
+        stopped = bool(state.epoch and config.patience and state.bad_epochs >= config.patience)
+        while state.epoch < config.epochs and not stopped:
+            losses = self.train_epoch(state)
+            if losses is None:
+                result.cancelled = True
+                break
+            self.report(state.global_step, self.total_steps, f"Evaluating epoch {state.epoch + 1}")
+            metrics = self.evaluate()
+            state.epoch += 1
+            self.record(state, round(sum(losses) / len(losses), 5), metrics)
+            score = selection_score(metrics)
+            improved = score > state.best_score
+            if improved:
+                state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+            else:
+                state.bad_epochs += 1
+            self.save_checkpoint(state, improved)
+            if config.patience and state.bad_epochs >= config.patience and state.epoch < config.epochs:
+                result.stopped_early = stopped = True
+        result.history = state.history
+        result.epochs_run = state.epoch
+        result.best_epoch = state.best_epoch
+        return state
+
+
+def _autocast_dtype(config: TrainingConfig, device: Any) -> Any | None:
+    """bf16 (fp16 where bf16 is missing) autocast on CUDA, unless disabled; None elsewhere and for QLoRA."""
     import torch
 
-    from core.captioning import load_captioner
-    from core.captioning.engine import resolve_model
-    from core.captioning.settings import GenerationSettings
+    if device.type != "cuda" or config.mixed_precision == "no" or config.method == "qlora":
+        return None
+    if config.mixed_precision == "fp16" or (config.mixed_precision == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _metrics_only(record: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in record.items() if k not in ("epoch", "loss")}
+
+
+# --------------------------------------------------------------------------- the version
+
+
+def _save_best_version(library: Any, loop: _TrainingLoop, state: _LoopState, base: str, name: str,
+                       data: TrainingData, result: TrainingResult) -> Any:
+    """Load the best epoch's weights back and register them as model version *name*."""
+    import torch
 
     from . import versions
 
-    config = config or TrainingConfig()
-    started = time.monotonic()
-    versions.validate_name(name)
-    if versions.get_version(library, name) is not None:
-        raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
-                            "(or delete it with 'captiondesk models delete')")
-    data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
-                                 include_imports=config.include_imports)
-    data.require()
-    resolved = resolve_model(library, base_model, None)
-    if resolved.adapter is not None:
-        raise TrainingError(f"'{base_model}' is a LoRA version; train from its base model "
-                            f"'{resolved.model_name}' instead (or export it merged and train from that folder)")
-    base = resolved.model_name
-    result = TrainingResult(name=name, method=config.method)
-
-    run_dir = versions.run_dir(library, name)
-    key = _config_key(base, config, data)
-    state_path = run_dir / "state.pt"
-    if (run_dir / "run.json").is_file():
-        saved = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(key)):
-            raise TrainingError(
-                f"an unfinished run named '{name}' exists with different settings or data ({run_dir}); "
-                "re-run it with the same settings to resume, choose another --name, or delete that folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(key), encoding="utf-8")
-
-    params = {"base_model": base, "name": name, "config": config.to_dict(),
-              "train": len(data.train), "validation": len(data.validation)}
-    with library.job("train", params) as job_id:
-        result.job_id = job_id
-
-        def report(done: int, total: int | None, message: str, **counts: int) -> None:
-            progress(Progress(done, total, message, counts))
-
-        report(0, None, "Loading model")
-        if config.method == "qlora":
-            captioner = _load_qlora_captioner(base, config)
-        else:
-            captioner = load_captioner(base, device=config.device, optimize="none")
-        family = _family_of(captioner)
-        if family not in TRAINABLE_FAMILIES:
-            error = _unsupported_family(family, captioner)
-            captioner.close()
-            raise error
-        device = captioner.device
-        trainable, inner, targets = _prepare_model(captioner, family, config)
-        result.trainable_parameters = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
-        params_to_train = [p for p in trainable.parameters() if p.requires_grad]
-
-        # -- data into tensors ---------------------------------------------------
-        report(0, None, "Reading images")
-        train_ex, train_images = _load_images(data.train, result.skipped_images)
-        val_ex, val_images = _load_images(data.validation, result.skipped_images)
-        if not train_ex or not val_ex:
-            raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
-        result.train_size, result.validation_size = len(train_ex), len(val_ex)
-        text = _encode_text(captioner, family, [e.caption for e in train_ex], config.max_length)
-        settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
-        val_batches = [captioner.preprocess(val_images[i : i + config.batch_size], settings)
-                       for i in range(0, len(val_images), config.batch_size)]
-        refs = [e.caption for e in val_ex]
-        vision = _vision_module(family, inner)
-        vision_frozen = vision is not None and not any(p.requires_grad for p in vision.parameters())
-
-        embeds = None
-        if family in CACHEABLE_VISION and vision_frozen and config.cache_vision != "no":
-            report(0, None, "Encoding training images (once)")
-            vision.eval()
-            parts: list[Any] | None = []
-            with torch.no_grad():
-                for i in range(0, len(train_images), config.batch_size):
-                    pixels = _pixel_values(captioner, train_images[i : i + config.batch_size]).to(device)
-                    parts.append(_vision_embeds(vision, pixels).float().cpu())
-                    if i == 0 and config.cache_vision == "auto":
-                        size_mb = parts[0][0].numel() * 4 * len(train_images) / 2**20
-                        if size_mb > config.cache_limit_mb:
-                            parts = None  # too big to keep: run the encoder every step instead
-                            break
-                    if cancel.is_set():
-                        break
-            if parts and not cancel.is_set():
-                embeds = torch.cat(parts)
-                train_images = []  # the pixels are no longer needed
-        result.cached_vision = embeds is not None
-
-        # -- optimiser, schedule, precision -------------------------------------
-        micro_per_epoch = math.ceil(len(train_ex) / config.batch_size)
-        steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-        total_steps = steps_per_epoch * config.epochs
-        warmup = int(config.warmup_ratio * total_steps)
-        optimizer = torch.optim.AdamW(params_to_train, lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, warmup, total_steps))
-        amp_dtype = None
-        if device.type == "cuda" and config.mixed_precision != "no" and config.method != "qlora":
-            if config.mixed_precision == "fp16" or (config.mixed_precision == "auto"
-                                                    and not torch.cuda.is_bf16_supported()):
-                amp_dtype = torch.float16
-            else:
-                amp_dtype = torch.bfloat16
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-        def evaluate() -> dict[str, float]:
-            trainable.eval()
-            preds: list[str] = []
-            for batch in val_batches:
-                preds.extend(r.text for r in captioner.generate(batch, settings))
-            return caption_metrics(preds, refs)
-
-        def set_train_mode() -> None:
-            trainable.train()
-            if vision_frozen:
-                vision.eval()  # frozen encoder: no dropout, so cached == uncached
-
-        # -- resume ------------------------------------------------------------------
-        start_epoch, global_step, bad_epochs = 0, 0, 0
-        history: list[dict[str, Any]] = []
-        best_score, best_epoch = -math.inf, 0
-        if state_path.is_file():
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-            _load_trainable_state(trainable, state["weights"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            start_epoch, global_step = state["epoch"], state["global_step"]
-            bad_epochs, history = state["bad_epochs"], state["history"]
-            best_score, best_epoch = state["best_score"], state["best_epoch"]
-            result.resumed_from_epoch = start_epoch
-            report(global_step, total_steps, f"Resuming after epoch {start_epoch}")
-        if not history:
-            report(0, total_steps, "Evaluating the base model")
-            base_metrics = evaluate()
-            history.append({"epoch": 0, "loss": None, **base_metrics})
-            if on_epoch is not None:
-                on_epoch(dict(history[0]))
-        result.base_metrics = {k: v for k, v in history[0].items() if k not in ("epoch", "loss")}
-        stopped = bool(start_epoch and config.patience and bad_epochs >= config.patience)
-
-        # -- the loop ------------------------------------------------------------------
-        epoch = start_epoch
-        while epoch < config.epochs and not stopped and not result.cancelled:
-            set_train_mode()
-            order = torch.randperm(len(train_ex), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
-            losses: list[float] = []
-            optimizer.zero_grad(set_to_none=True)
-            for micro in range(micro_per_epoch):
-                if cancel.is_set():
-                    result.cancelled = True
-                    break
-                idx = order[micro * config.batch_size : (micro + 1) * config.batch_size]
-                batch: dict[str, Any] = {key: value[idx].to(device) for key, value in text.items()}
-                if embeds is not None:
-                    batch["image_embeds"] = embeds[idx].to(device)
-                else:
-                    batch["pixel_values"] = _pixel_values(captioner, [train_images[i] for i in idx.tolist()]).to(device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = _loss(family, inner, batch)
-                scaler.scale(loss / config.grad_accum).backward()
-                losses.append(float(loss.detach()))
-                if (micro + 1) % config.grad_accum == 0 or micro + 1 == micro_per_epoch:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params_to_train, config.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    global_step += 1
-                    report(global_step, total_steps,
-                           f"Epoch {epoch + 1}/{config.epochs}, loss {sum(losses) / len(losses):.4f}",
-                           epoch=epoch + 1)
-            if result.cancelled:
-                break
-            report(global_step, total_steps, f"Evaluating epoch {epoch + 1}")
-            metrics = evaluate()
-            epoch += 1
-            record = {"epoch": epoch, "loss": round(sum(losses) / len(losses), 5), **metrics}
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(dict(record))
-            score = selection_score(metrics)
-            if score > best_score:
-                best_score, best_epoch, bad_epochs = score, epoch, 0
-                torch.save(_trainable_state(trainable), run_dir / "best.pt")
-            else:
-                bad_epochs += 1
-            torch.save({"weights": _trainable_state(trainable), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                        "global_step": global_step, "bad_epochs": bad_epochs, "history": history,
-                        "best_score": best_score, "best_epoch": best_epoch}, state_path.with_suffix(".tmp"))
-            state_path.with_suffix(".tmp").replace(state_path)
-            library.update_job(job_id, done=global_step, total=total_steps, checkpoint={"epoch": epoch})
-            if config.patience and bad_epochs >= config.patience and epoch < config.epochs:
-                result.stopped_early = stopped = True
-
-        result.history = history
-        result.epochs_run = epoch
-        result.best_epoch = best_epoch
-        if result.cancelled:
-            report(global_step, total_steps, "Cancelled (run again to resume)")
-            library.finish_job(job_id, JobState.CANCELLED, done=global_step,
-                               message=f"cancelled in epoch {epoch + 1}; resumable from {run_dir}")
-            captioner.close()
-            result.seconds = time.monotonic() - started
-            return result
-
-        # -- save the best epoch as a model version ----------------------------------
-        report(global_step, total_steps, "Saving the best model")
-        if best_epoch > 0:
-            _load_trainable_state(trainable, torch.load(run_dir / "best.pt", map_location="cpu"))
-        best = next(h for h in history if h["epoch"] == best_epoch)
-        result.metrics = {k: v for k, v in best.items() if k not in ("epoch", "loss")}
-        stored_config = {**config.to_dict(), "target_modules": targets, "family": family,
-                         "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision}
-        metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": best_epoch,
-                          "history": history, "stopped_early": result.stopped_early}
-        version = versions.save_version(
-            library, name=name, base_model=base, model=trainable, captioner=captioner, method=config.method,
-            family=family, config=stored_config, metrics=metrics_record, data_snapshot=data.snapshot(),
-        )
-        captioner.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        result.version_id, result.path = version.id, version.adapter_path or version.base_model
-        library.finish_job(job_id, JobState.DONE, done=global_step, total=total_steps,
-                           checkpoint={"epoch": epoch, "best_epoch": best_epoch, "version_id": version.id})
-        report(global_step, total_steps, "Finished")
-    result.seconds = time.monotonic() - started
-    return result
+    model, config = loop.model, loop.config
+    if state.best_epoch > 0:
+        _load_trainable_state(model.trainable, torch.load(loop.run_dir / "best.pt", map_location="cpu"))
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    result.metrics = _metrics_only(best)
+    stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
+                     "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision}
+    metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
+                      "history": state.history, "stopped_early": result.stopped_early}
+    return versions.save_version(
+        library, name=name, base_model=base, model=model.trainable, captioner=loop.captioner,
+        method=config.method, family=loop.family.id, config=stored_config, metrics=metrics_record,
+        data_snapshot=data.snapshot(),
+    )

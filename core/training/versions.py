@@ -14,6 +14,12 @@ A version is a :class:`~core.models.ModelVersion` row plus a folder beside the l
 
 Renaming changes only the name: the folder stays where it is, so captions written by the
 version keep pointing at existing files.
+
+``ModelVersion.family`` is the family's one id (:attr:`ModelFamily.id
+<core.captioning.families.base.ModelFamily.id>`, e.g. ``blip-2``).  Versions saved
+before the ids were unified spell two of them differently (``blip2``,
+``vision_encoder_decoder``); every read here normalises them
+(:func:`core.captioning.families.canonical_family_id`), so callers see one spelling.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
+from core.captioning.families import canonical_family_id
 from core.models import ModelVersion
 
 __all__ = [
@@ -68,9 +76,16 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _normalised(version: ModelVersion | None) -> ModelVersion | None:
+    """``version`` with a legacy family spelling replaced by the canonical id (not written back)."""
+    if version is not None and version.family is not None:
+        set_committed_value(version, "family", canonical_family_id(version.family))
+    return version
+
+
 def get_version(library: Any, name: str) -> ModelVersion | None:
     with library.db.read() as session:
-        return session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+        return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.name == name)))
 
 
 def _require(library: Any, name: str) -> ModelVersion:
@@ -83,12 +98,13 @@ def _require(library: Any, name: str) -> ModelVersion:
 
 def list_versions(library: Any) -> list[ModelVersion]:
     with library.db.read() as session:
-        return list(session.scalars(select(ModelVersion).order_by(ModelVersion.created_at, ModelVersion.id)))
+        rows = session.scalars(select(ModelVersion).order_by(ModelVersion.created_at, ModelVersion.id))
+        return [v for v in map(_normalised, rows) if v is not None]
 
 
 def get_active_version(library: Any) -> ModelVersion | None:
     with library.db.read() as session:
-        return session.scalar(select(ModelVersion).where(ModelVersion.is_active.is_(True)))
+        return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.is_active.is_(True))))
 
 
 def _unique_folder(parent: Path, name: str) -> Path:
@@ -138,7 +154,7 @@ def save_version(
         name=name,
         base_model=base_model if lora else str(folder),
         adapter_path=str(folder) if lora else None,
-        family=family,
+        family=canonical_family_id(family),
         method=method,
         config={**config, "trained_from": base_model},
         metrics=metrics,

@@ -6,6 +6,12 @@ tokenizer's trailing ``[SEP]``) and stops at ``sep_token_id``, not at
 ``eos_token_id``.  The captioner therefore passes ``[CLS] prompt [SEP]`` (or
 nothing, for unconditional captions), clones ``input_ids`` before each call
 and scores/strips with ``sep_token_id`` as EOS.
+
+Training batches are ``[DEC] caption [SEP]``: the tokenizer starts with ``[CLS]``
+but ``generate`` starts from ``[DEC]`` (bos), so the first id is replaced; labels =
+input ids with padding masked (BLIP's text decoder shifts them itself).  A frozen
+vision tower's output is cached and fed to the text decoder as
+``encoder_hidden_states``.
 """
 
 from __future__ import annotations
@@ -14,45 +20,77 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import HFCaptioner
+from .base import ModelFamily
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ..registry import LoadContext
 
-__all__ = ["DEFAULT_MODEL", "BlipCaptioner", "load"]
-
-#: The model used when none is configured (~990 MB; BLIP-large works with the same code).
-DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+__all__ = ["FAMILY", "BlipCaptioner", "BlipFamily"]
 
 
 class BlipCaptioner(HFCaptioner):
     """Captioner for ``BlipForConditionalGeneration``."""
 
-    family = "blip"
     mutated_inputs = ("input_ids",)
 
     def _encode(self, images: Sequence[Image.Image], prompt: str | None) -> dict[str, Any]:
         import torch
 
-        inputs: dict[str, Any] = {"pixel_values": self._pixel_values(images)}
+        inputs: dict[str, Any] = {"pixel_values": self.pixel_values(images)}
         if prompt:
-            ids = self._tokenize_prompt(prompt)  # [CLS] prompt [SEP]
+            ids = self.tokenize_prompt(prompt)  # [CLS] prompt [SEP]
             input_ids = torch.tensor([ids], dtype=torch.long).repeat(len(images), 1)
             inputs["input_ids"] = input_ids
             inputs["attention_mask"] = torch.ones_like(input_ids)
         return inputs
 
-    def _eos_token_ids(self) -> list[int]:
+    def eos_token_ids(self) -> list[int]:
         # BlipForConditionalGeneration.generate stops at sep_token_id.
         return [int(self.model.config.text_config.sep_token_id)]
 
 
-def load(ctx: LoadContext) -> BlipCaptioner:
-    """Load a BLIP checkpoint described by ``ctx``."""
-    from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipProcessor
+class BlipFamily(ModelFamily):
+    """BLIP: the default captioner; small enough for int8 on the CPU."""
 
-    processor = ctx.load_pretrained(BlipProcessor, "processor (preprocessor_config.json / tokenizer)")
-    tokenizer = processor.tokenizer if processor is not None else ctx.load_pretrained(AutoTokenizer, "tokenizer")
-    model = ctx.load_model(BlipForConditionalGeneration)
-    return ctx.finish(BlipCaptioner, model, processor, tokenizer)
+    id = "blip"
+    model_types = ("blip",)
+    examples = ("Salesforce/blip-image-captioning-*",)
+    cpu_int8_eligible = True
+    sdpa_vision_patch = True
+    trainable = True
+    supports_vision_cache = True
+    lora_text_targets = ("query", "value")  # text decoder self- and cross-attention
+    lora_vision_targets = ("qkv",)
+
+    def load(self, ctx: LoadContext) -> BlipCaptioner:
+        from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipProcessor
+
+        processor = ctx.load_pretrained(BlipProcessor, "processor (preprocessor_config.json / tokenizer)")
+        tokenizer = processor.tokenizer if processor is not None else ctx.load_pretrained(AutoTokenizer, "tokenizer")
+        model = ctx.load_model(BlipForConditionalGeneration)
+        return ctx.finish(BlipCaptioner, model, processor, tokenizer)
+
+    def vision_tower(self, model: Any) -> Any:
+        return model.vision_model
+
+    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int) -> dict[str, Any]:
+        enc = captioner.tokenizer(captions, padding="longest", truncation=True, max_length=max_length,
+                                  return_tensors="pt")
+        input_ids = enc["input_ids"].clone()
+        input_ids[:, 0] = captioner.model.config.text_config.bos_token_id  # [CLS] -> [DEC], as generate() starts
+        mask = enc["attention_mask"]
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": input_ids.masked_fill(mask == 0, -100)}
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Loss from pixels, or from cached ``image_embeds`` (then equal to ``model(pixel_values=...).loss``)."""
+        image_embeds = batch.get("image_embeds")
+        if image_embeds is None:
+            image_embeds = model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        out = model.text_decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 encoder_hidden_states=image_embeds, labels=batch["labels"], reduction="mean")
+        return out.loss
+
+
+FAMILY = BlipFamily()

@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import HFCaptioner
+from .base import ModelFamily
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ..registry import LoadContext
 
-__all__ = ["DEFAULT_INSTRUCTION", "GenericCaptioner", "load"]
+__all__ = ["DEFAULT_INSTRUCTION", "FAMILY", "GenericCaptioner", "GenericFamily"]
 
 #: Instruction given to chat-style VLMs when the settings have no prompt.
 DEFAULT_INSTRUCTION = "Describe this image in one sentence."
@@ -37,8 +38,6 @@ TASK_PROMPTS: dict[str, str] = {"florence2": "<CAPTION>"}
 
 class GenericCaptioner(HFCaptioner):
     """Captioner for prompt-driven image-text-to-text models."""
-
-    family = "generic"
 
     def _default_prompt(self) -> str | None:
         return TASK_PROMPTS.get(self.model.config.model_type, DEFAULT_INSTRUCTION)
@@ -62,16 +61,28 @@ class GenericCaptioner(HFCaptioner):
         return dict(encoded)
 
 
-def load(ctx: LoadContext) -> GenericCaptioner:
-    """Load an ``AutoModelForImageTextToText`` checkpoint described by ``ctx``."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+class GenericFamily(ModelFamily):
+    """Fallback for ``AutoModelForImageTextToText`` types without a family of their own.
 
-    processor = ctx.load_pretrained(AutoProcessor, "processor (processor_config.json / tokenizer)")
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None or not hasattr(processor, "image_processor"):
-        raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
-    model = ctx.load_model(AutoModelForImageTextToText)
-    if not model.config.is_encoder_decoder:
-        # Left padding keeps the generation start aligned across the batch.
-        tokenizer.padding_side = "left"
-    return ctx.finish(GenericCaptioner, model, processor, tokenizer)
+    Not trainable yet, and left in fp32 by ``optimize="auto"`` (LLM-based models;
+    dynamic int8 was not validated on them).
+    """
+
+    id = "generic"
+    examples = ("Florence-2", "SmolVLM", "Qwen2-VL", "PaliGemma", "LLaVA")
+
+    def load(self, ctx: LoadContext) -> GenericCaptioner:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = ctx.load_pretrained(AutoProcessor, "processor (processor_config.json / tokenizer)")
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or not hasattr(processor, "image_processor"):
+            raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
+        model = ctx.load_model(AutoModelForImageTextToText)
+        if not model.config.is_encoder_decoder:
+            # Left padding keeps the generation start aligned across the batch.
+            tokenizer.padding_side = "left"
+        return ctx.finish(GenericCaptioner, model, processor, tokenizer)
+
+
+FAMILY = GenericFamily()

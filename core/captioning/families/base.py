@@ -1,0 +1,146 @@
+"""What a model family is: :class:`ModelFamily`, the one place that knows a family.
+
+A family (BLIP, BLIP-2, GIT, VisionEncoderDecoder, the generic
+``AutoModelForImageTextToText`` one, ...) declares, in one file under
+``core/captioning/families/``:
+
+* which ``config.model_type`` values it loads, and **how** (:meth:`ModelFamily.load`,
+  returning its :class:`~core.captioning.base.HFCaptioner` subclass, which owns
+  generation: how images + prompt become model inputs, where captions end);
+* which CPU fast paths ``optimize="auto"`` may use on it (:attr:`cpu_int8_eligible`,
+  :attr:`sdpa_vision_patch`);
+* how it is trained: whether it can be (:attr:`trainable`), its LoRA targets
+  (:meth:`lora_targets`), its vision tower and whether that tower's output can be
+  cached while it is frozen (:meth:`vision_tower`, :attr:`supports_vision_cache`,
+  :meth:`vision_embeddings`), how captions become a training batch that mirrors
+  generation (:meth:`encode_training_batch`) and the loss (:meth:`loss`).
+
+The trainer and the loader only call these public methods; they never test a
+family's id.  Family ids are spelt one way (:attr:`ModelFamily.id`); legacy
+spellings found in stored data are mapped by
+:func:`core.captioning.families.canonical_family_id`.
+
+Nothing here imports torch or transformers at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..base import HFCaptioner
+    from ..registry import LoadContext
+
+__all__ = ["ModelFamily", "TrainingNotSupportedError", "pad_rows"]
+
+
+class TrainingNotSupportedError(Exception):
+    """The family cannot build training batches (the message names the family)."""
+
+
+def pad_rows(rows: list[list[int]], value: int) -> Any:
+    """``rows`` right-padded with ``value`` into one ``(len(rows), longest)`` long tensor."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+class ModelFamily:
+    """One model family: its loader, its CPU fast paths and how it is trained.
+
+    Subclasses set the class attributes and implement :meth:`load`; trainable
+    families also implement :meth:`encode_training_batch` (and :meth:`loss` when
+    the model's own ``forward(...).loss`` is not enough).  Instances are
+    stateless singletons held by the registry in :mod:`core.captioning.families`.
+    """
+
+    #: The one spelling of this family's id: captioner identity, ``ModelVersion.family``.
+    id: ClassVar[str]
+    #: ``config.model_type`` values this family loads (empty for the generic fallback).
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: Example checkpoints, for messages.
+    examples: ClassVar[tuple[str, ...]] = ()
+
+    # -- inference fast paths ----------------------------------------------------------
+
+    #: ``optimize="auto"`` int8-quantizes it on the CPU (small, validated models only).
+    cpu_int8_eligible: ClassVar[bool] = False
+    #: Its vision attention is BLIP's hand-written one, switched to SDPA by ``optimize``.
+    sdpa_vision_patch: ClassVar[bool] = False
+
+    # -- training ------------------------------------------------------------------------
+
+    #: :func:`core.training.train` can train it.
+    trainable: ClassVar[bool] = False
+    #: A frozen vision tower's output can be computed once and fed back via ``image_embeds``.
+    supports_vision_cache: ClassVar[bool] = False
+    #: LoRA ``target_modules`` of the text side / of the vision tower (empty: "all-linear").
+    lora_text_targets: ClassVar[tuple[str, ...]] = ()
+    lora_vision_targets: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        return f"<model family {self.id}>"
+
+    # -- loading / generation --------------------------------------------------------------
+
+    def load(self, ctx: LoadContext) -> HFCaptioner:
+        """Build model + processor through ``ctx`` and return the ready captioner."""
+        raise NotImplementedError
+
+    # -- training ------------------------------------------------------------------------
+
+    def lora_targets(self, model_config: Any | None = None, *, train_vision: bool = False) -> list[str] | str:
+        """Default LoRA ``target_modules``; ``"all-linear"`` when the family names none.
+
+        ``model_config`` (the transformers config, when known) lets a family pick
+        per checkpoint (BLIP-2's language model is OPT or Flan-T5).
+        """
+        if not self.lora_text_targets:
+            return "all-linear"
+        return [*self.lora_text_targets, *(self.lora_vision_targets if train_vision else ())]
+
+    def vision_tower(self, model: Any) -> Any | None:
+        """The vision encoder of a plain transformers model of this family, or None."""
+        return getattr(model, "vision_model", None) or getattr(model, "vision_tower", None)
+
+    def vision_embeddings(self, vision: Any, pixel_values: Any) -> Any:
+        """What the model's forward takes from its (frozen) vision tower: the last hidden state."""
+        return vision(pixel_values=pixel_values).last_hidden_state
+
+    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int) -> dict[str, Any]:
+        """Token tensors for ``captions`` (CPU, row i = caption i), keyed like :meth:`loss`'s batch.
+
+        The batch mirrors how the captioner generates: same prefix, same end token.
+        """
+        raise TrainingNotSupportedError(f"no training batches for the {self.id} family")
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Mean caption loss of ``batch`` (token tensors + ``pixel_values`` or ``image_embeds``)."""
+        return model(**batch).loss
+
+    # -- shared helpers for subclasses -------------------------------------------------
+
+    @staticmethod
+    def caption_end_token(captioner: HFCaptioner) -> int:
+        """The token that ends a caption: the first id the captioner stops at."""
+        ids = captioner.eos_token_ids()
+        if ids:
+            return ids[0]
+        tok = captioner.tokenizer
+        for value in (getattr(tok, "eos_token_id", None), getattr(tok, "sep_token_id", None)):
+            if value is not None:
+                return int(value)
+        raise TrainingNotSupportedError("the model has no end-of-sequence token (generation_config.eos_token_id); "
+                                        "captions could not be taught to end")
+
+    @staticmethod
+    def caption_token_ids(captioner: HFCaptioner, captions: list[str]) -> list[list[int]]:
+        """Caption tokens without special tokens (the tokenizer itself is never modified)."""
+        return [[int(i) for i in ids] for ids in captioner.tokenizer(captions, add_special_tokens=False)["input_ids"]]
+
+    @staticmethod
+    def pad_token(captioner: HFCaptioner, fallback: int) -> int:
+        """The tokenizer's pad id, or ``fallback`` (GPT-2 has none; padding is masked anyway)."""
+        pad = captioner.tokenizer.pad_token_id
+        return int(pad) if pad is not None else fallback

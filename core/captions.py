@@ -25,7 +25,11 @@ from core.models import Caption, CaptionSource
 
 
 class CaptionError(Exception):
-    """A caption operation that cannot be done (the message says why)."""
+    """A caption edit that cannot be done (the message says why).
+
+    About stored captions only; a model failing to caption a batch raises
+    :class:`core.captioning.errors.GenerationError` instead.
+    """
 
 
 def current_caption(session: Session, image_id: int) -> Caption | None:

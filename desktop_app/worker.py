@@ -217,7 +217,7 @@ class _CaptionWorker(QObject):
             detail = traceback.format_exc()
             log.error("captioning failed: %s", detail)
             message = str(exc) or type(exc).__name__
-            if type(exc).__name__ not in ("ModelLoadError", "CaptionError", "LibraryError"):
+            if type(exc).__name__ not in ("ModelLoadError", "GenerationError", "LibraryError"):
                 message = f"{type(exc).__name__}: {message}"
             self.failed.emit(message, detail)
         else:

@@ -681,7 +681,7 @@ def test_adapter_errors(tmp_path: Path, tiny_blip_dir: Path, tiny_model_dirs: di
 
 
 def test_nan_scores_fail_the_batch(tiny_blip_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.captioning import CaptionError
+    from core.captioning import GenerationError
 
     captioner = load_captioner(tiny_blip_dir, optimize="none")
     real_generate = captioner.model.generate
@@ -692,5 +692,5 @@ def test_nan_scores_fail_the_batch(tiny_blip_dir: Path, monkeypatch: pytest.Monk
         return out
 
     monkeypatch.setattr(captioner.model, "generate", nan_logits)
-    with pytest.raises(CaptionError, match="NaN"):
+    with pytest.raises(GenerationError, match="NaN"):
         captioner.caption(_images(), GenerationSettings(max_new_tokens=3))

@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .base import Captioner, CaptionResult
     from .device import resolve_device
-    from .errors import CaptionError, ModelLoadError
+    from .errors import GenerationError, ModelLoadError
     from .families import ModelFamily, canonical_family_id, get_family
     from .registry import load_captioner
     from .settings import GenerationSettings
 
 __all__ = [
     "DEFAULT_MODEL",
-    "CaptionError",
     "CaptionResult",
     "Captioner",
+    "GenerationError",
     "GenerationSettings",
     "ModelFamily",
     "ModelLoadError",
@@ -53,7 +53,7 @@ _EXPORTS: dict[str, str] = {
     "Captioner": ".base",
     "load_captioner": ".registry",
     "ModelLoadError": ".errors",
-    "CaptionError": ".errors",
+    "GenerationError": ".errors",
     "ModelFamily": ".families",
     "canonical_family_id": ".families",
     "get_family": ".families",

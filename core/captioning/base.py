@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.allocator import release_free_memory
 
-from .errors import CaptionError
+from .errors import GenerationError
 from .settings import GenerationSettings
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ class HFCaptioner(Captioner):
         if torch.isnan(scores).any():
             # NaN logits mean a numerical failure (typically fp16 overflow); the
             # text would be garbage, so fail the batch and let the caller retry.
-            raise CaptionError(
+            raise GenerationError(
                 f"the model produced NaN scores for {int(torch.isnan(scores).sum())} of {batch.size} images "
                 f"(numerical overflow in {str(self._dtype).removeprefix('torch.')}?)"
             )

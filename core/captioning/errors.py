@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["CaptionError", "ModelLoadError"]
+__all__ = ["GenerationError", "ModelLoadError"]
 
 LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device"]
 
@@ -69,8 +69,11 @@ class ModelLoadError(Exception):
         return cls(f"The adapter '{adapter}' could not be applied: {problem}", kind="bad_adapter", model=model)
 
 
-class CaptionError(Exception):
-    """Generation failed for one batch (bad input, numerical failure, ...).
+class GenerationError(Exception):
+    """The model failed to caption one batch (numerical failure, bad output, ...).
+
+    Not to be confused with :class:`core.captions.CaptionError`, which refuses an
+    edit of stored captions (empty text, nothing to accept, ...).
 
     ``torch.cuda.OutOfMemoryError`` is deliberately *not* wrapped in this: the
     engine catches it to halve the batch size and retry.

@@ -12,8 +12,11 @@ caption becomes a training batch that mirrors generation, the loss, whether the
 frozen vision tower's output can be cached — is asked of the family object; this
 module is the loop, and it always closes the model it loaded, whatever fails.
 
-:func:`train` is deliberately one explicit loop rather than a ``Trainer`` subclass, so
-every step can be read top to bottom:
+:func:`train` is deliberately an explicit loop rather than a ``Trainer`` subclass; it
+reads top to bottom as its steps (:func:`_check_request`, :func:`_open_run_folder`,
+:func:`_load_base_captioner`, :meth:`_PreparedModel.build`, :func:`_prepare_examples`,
+:class:`_TrainingLoop`, :func:`_save_best_version`), all inside one ``try/finally`` that
+closes the loaded model:
 
 1. **Data** — :func:`core.training.data.collect_training_data` (verified captions, the
    shared fingerprint split); too little data is refused with a clear message.

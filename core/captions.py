@@ -156,3 +156,46 @@ def revert_to(session: Session, caption_id: int) -> Caption:
     if old is None:
         raise CaptionError(f"no caption with id {caption_id}")
     return set_human_caption(session, old.image_id, old.text, parent_id=old.id)
+
+
+class StaleCaptionError(CaptionError):
+    """An undo/redo found a different caption current than the one it expected."""
+
+
+def repoint_current(session: Session, image_id: int, *, expected: int | None, target: int | None) -> None:
+    """Undo/redo of a caption change: make *target* current again (None: no caption).
+
+    Writes no caption row: undoing an edit of a model caption brings back the *model*
+    caption itself (unverified, with its score), not a person's copy of its words.
+
+    The protection of a person's caption holds here too: the current caption is moved
+    only while it is still *expected* — the caption the change being undone or redone
+    produced.  So a person's caption can be set aside only by undoing or redoing that
+    very step; one written since (in another window, by find-and-replace, ...) makes the
+    step stale and nothing is written (:class:`StaleCaptionError`).
+    """
+    current = session.scalar(
+        select(Caption.id).where(Caption.image_id == image_id, Caption.is_current.is_(True))
+    )
+    if current != expected:
+        raise StaleCaptionError(
+            f"the caption of image {image_id} was changed since; "
+            "this step can no longer be undone or redone"
+        )
+    if target == current:
+        return
+    # Clear first: the database trigger refuses to make a model caption current beside a
+    # current human one, and the partial unique index allows one current row per image.
+    session.execute(
+        update(Caption)
+        .where(Caption.image_id == image_id, Caption.is_current.is_(True))
+        .values(is_current=False)
+    )
+    if target is not None:
+        result = session.execute(
+            update(Caption)
+            .where(Caption.id == target, Caption.image_id == image_id)
+            .values(is_current=True)
+        )
+        if result.rowcount != 1:
+            raise StaleCaptionError("that caption no longer exists")

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_data_path
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from core import APP_NAME
 from core.db import Database
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 from core.migrate import LibraryOpenError, upgrade
-from core.models import Caption, CaptionSource, Image, ImageState, Job, JobState, LibraryRoot, utcnow
+from core.models import Image, Job, JobState, LibraryRoot, utcnow
 
 ENV_LIBRARY = "CAPTIONDESK_LIBRARY"
 
@@ -111,11 +111,17 @@ class Library:
             return list(session.scalars(select(LibraryRoot).order_by(LibraryRoot.path)))
 
     def find_root(self, folder: Path | str) -> LibraryRoot:
-        path = Path(folder).expanduser().resolve()
-        for root in self.roots():
-            if Path(root.path) == path:
-                return root
-        raise LibraryError(f"{path} is not a library folder (add it first)")
+        """The root that is exactly *folder* (not a sub-folder of one)."""
+        from core.queries import FolderNotInLibraryError, resolve_folder
+
+        with self.db.read() as session:
+            try:
+                scope = resolve_folder(session, folder)
+            except FolderNotInLibraryError:
+                scope = None
+            if scope is not None and not scope.prefix:
+                return session.get_one(LibraryRoot, scope.root_id)
+        raise LibraryError(f"{Path(folder).expanduser().resolve()} is not a library folder (add it first)")
 
     def remove_root(self, root_id: int) -> None:
         """Forget a folder and its images' records and captions (files are untouched)."""
@@ -158,36 +164,25 @@ class Library:
     # -- status --------------------------------------------------------------------
 
     def status(self) -> list[RootStatus]:
-        """Counts per root: images, uncaptioned, by model / human / import, missing, errors."""
-        current = (
-            select(Caption.image_id, Caption.source)
-            .where(Caption.is_current.is_(True))
-            .subquery()
-        )
+        """Counts per root: images, uncaptioned, by model / human / import, missing, errors.
 
-        def count_if(condition: Any) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+        Each image counts once, in its display state (:data:`core.queries.STATE_SQL`), so
+        these are the numbers the GUI's sidebar shows and they add up to ``images``.
+        """
+        from sqlalchemy import text
 
-        query = (
-            select(
-                LibraryRoot.id,
-                LibraryRoot.path,
-                func.count(Image.id),
-                count_if((current.c.source.is_(None)) & (Image.state == ImageState.OK)),
-                count_if(current.c.source == CaptionSource.MODEL),
-                count_if(current.c.source == CaptionSource.HUMAN),
-                count_if(current.c.source == CaptionSource.IMPORT),
-                count_if(Image.state == ImageState.MISSING),
-                count_if(Image.state == ImageState.ERROR),
-            )
-            .select_from(LibraryRoot)
-            .outerjoin(Image, Image.root_id == LibraryRoot.id)
-            .outerjoin(current, current.c.image_id == Image.id)
-            .group_by(LibraryRoot.id)
-            .order_by(LibraryRoot.path)
+        from core.queries import STATE_SQL
+
+        states = ("uncaptioned", "model", "verified", "imported", "missing", "error")
+        sums = ", ".join(f"coalesce(sum({STATE_SQL[s]}), 0)" for s in states)
+        sql = (
+            f"SELECT r.id, r.path, count(i.id), {sums} FROM library_roots r"
+            " LEFT JOIN images i ON i.root_id = r.id"
+            " LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+            " GROUP BY r.id ORDER BY r.path"
         )
         with self.db.read() as session:
-            return [RootStatus(*row) for row in session.execute(query)]
+            return [RootStatus(*row) for row in session.execute(text(sql))]
 
     # -- job records ---------------------------------------------------------------
 

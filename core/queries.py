@@ -17,13 +17,15 @@ caption's source decides: none → ``uncaptioned``, model → ``model``, a perso
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "error", "missing"]
@@ -53,10 +55,9 @@ _SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
 #: limit is 32 766 on current builds, 999 on old ones; stay well under both).
 IN_CHUNK = 900
 
-_FROM = (
-    " FROM images i"
-    " LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
-)
+#: ``images i`` with its current caption ``c`` (NULL columns when it has none).
+CURRENT_JOIN = " FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+_FROM = CURRENT_JOIN
 
 
 def display_state(image_state: str, caption_source: str | None) -> DisplayState:
@@ -132,8 +133,70 @@ def fts_query(user_text: str) -> str | None:
     return " AND ".join(parts)
 
 
-def _filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
-    """The WHERE clause (always at least ``1``) for *flt*, filling *params*."""
+# -- folder scope ---------------------------------------------------------------------------
+
+
+class FolderNotInLibraryError(LookupError):
+    """A folder on disk that is neither a library root nor inside one."""
+
+
+@dataclass(frozen=True)
+class FolderScope:
+    """A library root, or a folder inside one: what "under this folder" means in the store.
+
+    ``prefix`` is relative to the root, uses "/" and ends in "/" ("" for the root itself).
+    """
+
+    root_id: int
+    root_path: str
+    prefix: str = ""
+
+    def image_filter(self, base: ImageFilter | None = None) -> ImageFilter:
+        """*base* (default: everything) narrowed to this folder and its sub-folders."""
+        return (base or ImageFilter()).with_(root_id=self.root_id, folder=self.prefix or None)
+
+
+def resolve_folder(session: Session, folder: str | os.PathLike[str]) -> FolderScope:
+    """The one folder resolver: a path on disk → the root that is it or contains it.
+
+    The path is made absolute and its symlinks resolved, as roots are when added.
+    Raises :class:`FolderNotInLibraryError` when no root is or contains *folder*.
+    """
+    target = Path(folder).expanduser().resolve()
+    roots = session.execute(text("SELECT id, path FROM library_roots ORDER BY path")).all()
+    for root_id, root_path in roots:
+        root = Path(root_path)
+        if target == root:
+            return FolderScope(root_id, root_path)
+        if target.is_relative_to(root):
+            return FolderScope(root_id, root_path, target.relative_to(root).as_posix() + "/")
+    raise FolderNotInLibraryError(f"{target} is not a library folder or inside one (add it first)")
+
+
+def folder_range(prefix: str) -> tuple[str, str]:
+    """``(lo, hi)`` with ``lo <= rel_path < hi`` exactly for paths under folder *prefix*.
+
+    The one definition of "under this folder": a range on ``rel_path`` uses the
+    ``(root_id, rel_path)`` unique index (LIKE and substr cannot), needs no escaping of
+    ``%`` or ``_`` in folder names, and keeps a sibling such as ``2023-old/`` out of
+    ``2023/`` because ``'0'`` is the character right after ``'/'``.
+    """
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    return prefix, prefix[:-1] + "0"
+
+
+def in_folder(rel_path: Any, prefix: str) -> Any:
+    """SQLAlchemy condition: the column *rel_path* is under *prefix* (see folder_range)."""
+    lo, hi = folder_range(prefix)
+    return and_(rel_path >= lo, rel_path < hi)
+
+
+def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
+    """The WHERE clause (always at least ``1``) for *flt*, filling *params*.
+
+    Written over ``images i`` left-joined to the current caption ``c`` (:data:`CURRENT_JOIN`),
+    for callers that select their own columns through the one description of "which images".
+    """
     where: list[str] = ["1"]
     if flt.states:
         unknown = set(flt.states) - set(STATE_SQL)
@@ -144,11 +207,8 @@ def _filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
         where.append("i.root_id = :root_id")
         params["root_id"] = flt.root_id
     if flt.folder:
-        prefix = flt.folder if flt.folder.endswith("/") else flt.folder + "/"
-        # A range on (root_id, rel_path) uses the unique index; '0' sorts right after '/'.
         where.append("i.rel_path >= :folder_lo AND i.rel_path < :folder_hi")
-        params["folder_lo"] = prefix
-        params["folder_hi"] = prefix[:-1] + "0"
+        params["folder_lo"], params["folder_hi"] = folder_range(flt.folder)
     if flt.model is not None:
         params["model_name"] = flt.model.model_name
         own = "c.model_name = :model_name"
@@ -208,7 +268,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
     the filter does not look at captions: the default view is then an index-only scan.
     """
     params: dict[str, Any] = {}
-    where = _filter_sql(flt, params)
+    where = filter_sql(flt, params)
     source = _FROM if _needs_captions(flt) else " FROM images i"
     sql = f"SELECT i.id{source} WHERE {where} ORDER BY {_order_sql(flt)}"
     cursor = session.connection().connection.driver_connection.execute(sql, params)
@@ -217,7 +277,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
 
 def count_filtered(session: Session, flt: ImageFilter) -> int:
     params: dict[str, Any] = {}
-    sql = f"SELECT count(*){_FROM} WHERE {_filter_sql(flt, params)}"
+    sql = f"SELECT count(*){_FROM} WHERE {filter_sql(flt, params)}"
     return int(session.execute(text(sql), params).scalar_one())
 
 
@@ -231,7 +291,7 @@ def least_confident(
     review queue even when nothing is accepted on the way.
     """
     params: dict[str, Any] = {}
-    where = _filter_sql(flt, params)
+    where = filter_sql(flt, params)
     extra = ""
     if after is not None:
         extra = " AND (c.score > :after_score OR (c.score = :after_score AND i.id > :after_id))"
@@ -481,7 +541,7 @@ def find_replace_candidates(
     if not find:
         return []
     params: dict[str, Any] = {"find": find}
-    where = _filter_sql(flt, params)
+    where = filter_sql(flt, params)
     if case_sensitive:
         cond = "instr(c.text, :find) > 0"
     elif find.isascii():

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.queries import ImageFilter, ModelKey
+from core.queries import ImageFilter, ModelKey, review_queue_filter
 
 STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
     ("All states", frozenset()),
@@ -149,9 +149,10 @@ class FilterBar(QWidget):
         self._silent = True
         try:
             if on:
-                self.state.setCurrentIndex(self._state_index(frozenset({"model"})))
-                self.sort.setCurrentIndex(self.sort.findData("confidence"))
-                self.descending.setChecked(False)
+                queue = review_queue_filter(self.filter())
+                self.state.setCurrentIndex(self._state_index(queue.states))
+                self.sort.setCurrentIndex(self.sort.findData(queue.sort))
+                self.descending.setChecked(queue.descending)
             else:
                 self.state.setCurrentIndex(0)
                 self.sort.setCurrentIndex(self.sort.findData("name"))

@@ -1,9 +1,9 @@
 """Caption edits as undoable commands: edit, accept, revert, find-and-replace.
 
 :class:`CaptionEditor` performs each operation at once — one short write transaction
-through :mod:`desktop_app.edits` (which uses :mod:`core.captions`) — and then pushes a
+through :mod:`core.edits` (which uses :mod:`core.captions`) — and then pushes a
 :class:`ChangeCommand` on its ``QUndoStack``.  Undo and redo re-point which caption is
-current (see :mod:`desktop_app.edits` for why), so stepping back and forth writes no new
+current (see :mod:`core.edits` for why), so stepping back and forth writes no new
 rows and never loses one.  The editor reports the images it touched through
 :attr:`CaptionEditor.changed`; the window refreshes the grid and the panel from that.
 """
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from core import edits
 from core.captions import CaptionError
+from core.edits import Change
 from core.library import Library
-from desktop_app import edits
-from desktop_app.edits import Change
 
 
 class ChangeCommand(QUndoCommand):

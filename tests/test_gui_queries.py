@@ -8,10 +8,9 @@ import operator
 import pytest
 from sqlalchemy import select
 
+from core import edits, queries
 from core.captions import add_model_caption, current_caption, set_human_caption
 from core.models import Caption
-from core import queries
-from desktop_app import edits
 from core.queries import ImageFilter, ModelKey
 from tests.test_gui_fakes import build_library
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from core import captions
@@ -223,6 +223,41 @@ def test_accept_and_revert_write_human_rows(library: Library) -> None:
         assert reverted.text == "a red car" and reverted.source == CaptionSource.HUMAN
     with library.db.read() as session:
         assert session.scalar(select(Caption.text).where(Caption.is_current.is_(True))) == "a red car"
+
+
+def test_undo_repointing_never_sets_aside_a_persons_caption(library: Library) -> None:
+    image_id = _add_image(library)
+    with library.db.write() as session:
+        model = captions.add_model_caption(session, image_id, "a dog", model_name="blip", score=-0.4)
+        edit = captions.set_human_caption(session, image_id, "Rex asleep")
+    # Undoing the person's own edit brings the model caption itself back (no new row)...
+    with library.db.write() as session:
+        captions.repoint_current(session, image_id, expected=edit.id, target=model.id)
+    with library.db.read() as session:
+        assert captions.current_caption(session, image_id).id == model.id
+    # ...and redo makes the person's caption current again.
+    with library.db.write() as session:
+        captions.repoint_current(session, image_id, expected=model.id, target=edit.id)
+    # A person's caption written since the step (here: a later edit) is never set aside,
+    # whether by a stale undo back to the model caption or to no caption at all.
+    with library.db.write() as session:
+        later = captions.set_human_caption(session, image_id, "Rex asleep on the sofa")
+    for expected, target in ((edit.id, model.id), (model.id, None), (None, model.id)):
+        with pytest.raises(captions.StaleCaptionError):
+            with library.db.write() as session:
+                captions.repoint_current(session, image_id, expected=expected, target=target)
+        with library.db.read() as session:
+            assert captions.current_caption(session, image_id).id == later.id
+    # A caption of another image is never made current here.
+    other_id = _add_image(library, "b.jpg", "e" * 32)
+    with library.db.write() as session:
+        other = captions.add_model_caption(session, other_id, "a cat", model_name="blip")
+    with pytest.raises(captions.StaleCaptionError):
+        with library.db.write() as session:
+            captions.repoint_current(session, image_id, expected=later.id, target=other.id)
+    with library.db.read() as session:
+        assert captions.current_caption(session, image_id).id == later.id
+        assert session.scalar(select(func.count()).select_from(Caption)) == 4  # no rows written
 
 
 def test_full_text_search_follows_edits(library: Library) -> None:

@@ -1,4 +1,4 @@
-"""Write-side caption operations for the GUI, on top of :mod:`core.captions`.
+"""Undoable caption edits: each one a short write transaction over :mod:`core.captions`.
 
 Every operation is one short write transaction (``library.db.write()``) and returns a
 :class:`Change` — which caption was current before and which is after — so the GUI's
@@ -7,12 +7,12 @@ undo stack can move between the two without writing new rows.  No Qt here.
 Why undo *re-points* ``is_current`` instead of writing another caption: undoing an edit
 of a model caption must bring back the *model* caption (unverified, with its score),
 not a human copy of its words; and the history stays an honest, append-only record of
-what was written.  Re-pointing is guarded: it only happens while the caption the
-change produced is still current, so an undo never clobbers a newer edit (made in
-another window, by find-and-replace, ...).  Going back to a model caption when a
-person's caption is current is allowed only here, as the person's own undo; the
-database trigger that protects human captions is respected by clearing the current
-row before the older one is made current.
+what was written.  The re-pointing itself is :func:`core.captions.repoint_current`,
+which moves the current caption only while the caption the change produced is still
+current, so an undo never clobbers a newer edit (made in another window, by
+find-and-replace, ...) and never sets aside a person's caption it did not write.
+
+Used by the GUI's undo stack (``desktop_app.review``); nothing here imports Qt.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.captions import (
     CaptionError,
+    StaleCaptionError,
     accept_caption,
     current_caption,
+    repoint_current,
     revert_to,
     set_human_caption,
 )
@@ -46,8 +47,8 @@ __all__ = [
 ]
 
 
-class StaleChangeError(CaptionError):
-    """An undo/redo found a different caption current than the one it expected."""
+#: An undo/redo found a different caption current than the one it expected.
+StaleChangeError = StaleCaptionError
 
 
 @dataclass(frozen=True)
@@ -100,24 +101,6 @@ def revert(db: Database, caption_id: int) -> Change:
         return Change(old.image_id, before, caption.id)
 
 
-def _set_current(session: Session, image_id: int, caption_id: int | None) -> None:
-    # Clear first: the trigger refuses a model caption while a human one is current,
-    # and the partial unique index allows one current row per image.
-    session.execute(
-        update(Caption)
-        .where(Caption.image_id == image_id, Caption.is_current.is_(True))
-        .values(is_current=False)
-    )
-    if caption_id is not None:
-        result = session.execute(
-            update(Caption)
-            .where(Caption.id == caption_id, Caption.image_id == image_id)
-            .values(is_current=True)
-        )
-        if result.rowcount != 1:
-            raise StaleChangeError("that caption no longer exists")
-
-
 def apply_changes(db: Database, changes: Sequence[Change], *, undo: bool) -> None:
     """Move each image's current caption back to ``before`` (undo) or to ``after`` (redo).
 
@@ -126,24 +109,9 @@ def apply_changes(db: Database, changes: Sequence[Change], *, undo: bool) -> Non
     says which image.
     """
     with db.write() as session:
-        ids = [c.image_id for c in changes]
-        current: dict[int, int] = {}
-        for start in range(0, len(ids), 900):
-            chunk = ids[start : start + 900]
-            rows = session.execute(
-                select(Caption.image_id, Caption.id).where(
-                    Caption.image_id.in_(chunk), Caption.is_current.is_(True)
-                )
-            )
-            current.update((image_id, caption_id) for image_id, caption_id in rows)
         for change in changes:
             expected, target = (change.after, change.before) if undo else (change.before, change.after)
-            if current.get(change.image_id) != expected:
-                raise StaleChangeError(
-                    f"the caption of image {change.image_id} was changed since; "
-                    "this step can no longer be undone or redone"
-                )
-            _set_current(session, change.image_id, target)
+            repoint_current(session, change.image_id, expected=expected, target=target)
 
 
 def replace_captions(

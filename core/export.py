@@ -59,6 +59,7 @@ from core.db import Database
 from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, CaptionSource, Image, ImageState, JobState, LibraryRoot
+from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
 
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
@@ -93,27 +94,13 @@ class ExportError(Exception):
 # -- what to export -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FolderFilter:
-    """A library root, or a sub-folder of one (``prefix`` is root-relative, ending in /)."""
-
-    root_id: int
-    root_path: str
-    prefix: str = ""
-
-
-def resolve_folder(db: Database, folder: Path | str) -> FolderFilter:
-    """The library root that is *folder* or contains it; ExportError if none does."""
-    path = Path(folder).expanduser().resolve()
+def folder_scope(db: Database, folder: Path | str) -> FolderScope:
+    """*folder* as a library scope (:func:`core.queries.resolve_folder`); ExportError if outside."""
     with db.read() as session:
-        roots = session.execute(select(LibraryRoot.id, LibraryRoot.path)).all()
-    for root_id, root_path in roots:
-        root = Path(root_path)
-        if path == root:
-            return FolderFilter(root_id, root_path)
-        if path.is_relative_to(root):
-            return FolderFilter(root_id, root_path, path.relative_to(root).as_posix() + "/")
-    raise ExportError(f"{path} is not a library folder or inside one")
+        try:
+            return resolve_folder(session, folder)
+        except FolderNotInLibraryError as exc:
+            raise ExportError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +142,7 @@ class CaptionedImage:
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
-def _captioned_query(only: str, folder: FolderFilter | None) -> Select[Any]:
+def _captioned_query(only: str, folder: FolderScope | None) -> Select[Any]:
     if only not in ONLY_CHOICES:
         raise ExportError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
     query = (
@@ -174,13 +161,12 @@ def _captioned_query(only: str, folder: FolderFilter | None) -> Select[Any]:
     if folder is not None:
         query = query.where(Image.root_id == folder.root_id)
         if folder.prefix:
-            # substr, not LIKE: folder names may contain % and _.
-            query = query.where(func.substr(Image.rel_path, 1, len(folder.prefix)) == folder.prefix)
+            query = query.where(in_folder(Image.rel_path, folder.prefix))
     return query
 
 
 def iter_captioned_images(
-    db: Database, *, only: str = "captioned", folder: FolderFilter | None = None,
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[CaptionedImage]:
     """Every image with a current caption (whatever its state), by id, in short reads.
@@ -201,13 +187,13 @@ def iter_captioned_images(
         last_id = rows[-1][0]
 
 
-def count_captioned_images(db: Database, *, only: str = "captioned", folder: FolderFilter | None = None) -> int:
+def count_captioned_images(db: Database, *, only: str = "captioned", folder: FolderScope | None = None) -> int:
     query = _captioned_query(only, folder).with_only_columns(func.count(Image.id))
     with db.read() as session:
         return session.scalar(query) or 0
 
 
-def _root_labels(db: Database, only: str, folder: FolderFilter | None) -> dict[int, str]:
+def _root_labels(db: Database, only: str, folder: FolderScope | None) -> dict[int, str]:
     """Folder names to prefix file names with when the export spans several roots."""
     query = _captioned_query(only, folder).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
     with db.read() as session:
@@ -725,7 +711,7 @@ def export_dataset(
             raise ExportError("parquet export needs pyarrow: pip install pyarrow") from None
     db: Database = library.db
     out_path = Path(out).expanduser().absolute()
-    folder_filter = resolve_folder(db, folder) if folder is not None else None
+    folder_filter = folder_scope(db, folder) if folder is not None else None
     _check_out_folder(db, out_path)
     params = {
         "format": fmt, "out": str(out_path), "only": only,
@@ -772,7 +758,7 @@ def _run_export(
     stats: ExportStats,
     *,
     only: str,
-    folder_filter: FolderFilter | None,
+    folder_filter: FolderScope | None,
     root_labels: dict[int, str],
     val_ratio: float,
     seed: int,

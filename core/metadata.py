@@ -564,11 +564,11 @@ def write_metadata(
     the file was as the last scan saw it) so the next scan does not report it changed.
     Recorded as a ``write-metadata`` job.
     """
-    from core.export import count_captioned_images, iter_captioned_images, resolve_folder
+    from core.export import count_captioned_images, folder_scope, iter_captioned_images
 
     _pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
-    folder_filter = resolve_folder(db, folder) if folder is not None else None
+    folder_filter = folder_scope(db, folder) if folder is not None else None
     total = count_captioned_images(db, only=only, folder=folder_filter)
     stats = MetadataWriteStats()
     pending_updates: list[dict[str, Any]] = []

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import text as sql_text
 
-from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
+from core.queries import CURRENT_JOIN, ImageFilter, filter_sql
 from core.splits import (
     DEFAULT_SEED,
     TRAIN,
@@ -91,19 +91,20 @@ def collect_training_data(
 ) -> TrainingData:
     """Every usable (image, caption) pair of *library*, split into train and validation."""
     ratio = validate_val_ratio(val_ratio)
-    sources = [CaptionSource.HUMAN.value] + ([CaptionSource.IMPORT.value] if include_imports else [])
-    query = (
-        select(Image.id, Image.fingerprint, LibraryRoot.path, Image.rel_path, Caption.text, Caption.id,
-               func.coalesce(Image.split_key, Image.fingerprint))
-        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
-        .join(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
-        .where(Image.state == ImageState.OK.value, Caption.source.in_(sources))
-        .order_by(Caption.id.desc())
+    # The store's own states: "verified" is a readable image whose current caption a
+    # person wrote or accepted; "imported" the same with an imported caption.
+    wanted = ImageFilter(states=frozenset({"verified", "imported"} if include_imports else {"verified"}))
+    params: dict[str, Any] = {}
+    query = sql_text(
+        "SELECT i.id, i.fingerprint, r.path, i.rel_path, c.text, c.id,"
+        f" coalesce(i.split_key, i.fingerprint){CURRENT_JOIN}"
+        " JOIN library_roots r ON r.id = i.root_id"
+        f" WHERE {filter_sql(wanted, params)} ORDER BY c.id DESC"
     )
     data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports)
     seen: set[str] = set()
     with library.db.read() as session:
-        rows = list(session.execute(query))
+        rows = list(session.execute(query, params))
     examples = []
     for image_id, fingerprint, root, rel_path, text, _caption_id, split_key in rows:
         text = " ".join(text.split())

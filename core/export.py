@@ -45,11 +45,11 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
 from sqlalchemy.sql import Select
@@ -57,8 +57,8 @@ from sqlalchemy.sql import Select
 from core import __version__
 from core.db import Database
 from core.imaging import ImageDecodeError, load_rgb
-from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
-from core.models import Caption, CaptionSource, Image, ImageState, JobState, LibraryRoot
+from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
+from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
 
@@ -211,8 +211,11 @@ def _root_labels(db: Database, only: str, folder: FolderScope | None) -> dict[in
 
 
 @dataclass
-class ExportStats:
+class ExportStats(JobStats):
     """What an export did; ``problems`` lists each image left out and why."""
+
+    TITLE: ClassVar[str] = "Export"
+    LABELS: ClassVar[Mapping[str, tuple[str, str]]] = {"errors": ("unreadable", "unreadable")}
 
     format: str
     exported: int = 0
@@ -222,10 +225,8 @@ class ExportStats:
     skipped: int = 0
     missing: int = 0
     errors: int = 0
-    cancelled: bool = False
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
-    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -237,6 +238,16 @@ class ExportStats:
             "missing": self.missing,
             "errors": self.errors,
         }
+
+    def summary(self) -> str:
+        if self.cancelled or self.out is None:
+            return super().summary()
+        converted = f"; {self.converted} converted to JPEG" if self.converted else ""
+        return (
+            f"Exported {count_phrase(self.exported, 'image', 'images')} to {self.out} "
+            f"(train {self.train}, validation {self.validation}{converted}); "
+            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped"
+        )
 
 
 # -- staging folder -------------------------------------------------------------------
@@ -720,15 +731,15 @@ def export_dataset(
     }
     total = count_captioned_images(db, only=only, folder=folder_filter)
     root_labels = _root_labels(db, only, folder_filter)
-    stats = ExportStats(format=fmt)
     staging = _Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
-        with library.job("export", params) as job_id:
+        with library.job("export", params, ExportStats(format=fmt), progress) as run:
+            stats = run.stats
             _run_export(
-                db, staging.path, fmt, stats,
+                db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, root_labels=root_labels,
                 val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
-                total=total, progress=progress, cancel=cancel,
+                total=total, cancel=cancel,
             )
             if stats.cancelled or stats.exported == 0:
                 staging.discard()
@@ -739,12 +750,7 @@ def export_dataset(
                 except OSError as exc:
                     raise ExportError(f"cannot finish the export at {out_path}: {exc.strerror or exc}") from exc
                 stats.out = out_path
-            library.finish_job(
-                job_id,
-                JobState.CANCELLED if stats.cancelled else JobState.DONE,
-                done=stats.exported, total=total, checkpoint=stats.counts(),
-                message="; ".join(stats.problems[:20]) or None,
-            )
+            run.done = stats.exported  # the record counts what was exported
     except BaseException:
         staging.discard()
         raise
@@ -755,7 +761,7 @@ def _run_export(
     db: Database,
     root: Path,
     fmt: str,
-    stats: ExportStats,
+    run: JobRun[ExportStats],
     *,
     only: str,
     folder_filter: FolderScope | None,
@@ -764,19 +770,12 @@ def _run_export(
     seed: int,
     caption_extension: str,
     total: int,
-    progress: ProgressCallback,
     cancel: CancelToken,
 ) -> None:
+    stats = run.stats
     writer = _make_writer(fmt, root, caption_extension)
     allocators = {split: _NameAllocator(by_stem=writer.by_stem) for split in SPLITS}
-    throttle = Throttle(0.1)
-    started = time.monotonic()
     done = 0
-
-    def report(message: str) -> None:
-        elapsed = time.monotonic() - started
-        progress(Progress(done, total, message, stats.counts(), done / elapsed if elapsed > 0 else None))
-
     try:
         for image in iter_captioned_images(db, only=only, folder=folder_filter):
             if cancel.is_set():
@@ -784,11 +783,10 @@ def _run_export(
                 break
             done += 1
             _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed)
-            if throttle.ready():
-                report(f"Exporting {fmt}")
+            run.progress(done, total, f"Exporting {fmt}")
     finally:
         writer.close()
-    report("Export cancelled" if stats.cancelled else "Export finished")
+    run.progress(done, total, "Export cancelled" if stats.cancelled else "Export finished", force=True)
 
 
 def _export_one(

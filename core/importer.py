@@ -44,11 +44,10 @@ import csv
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import insert, select
 
@@ -57,8 +56,8 @@ from core.db import Database
 from core.export import CONVERT_TO_JPEG, MANIFEST_NAME
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
-from core.models import Caption, CaptionSource, Image, JobState, LibraryRoot
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.models import Caption, CaptionSource, Image, LibraryRoot
 
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 SIDECAR_EXTENSIONS = (".txt", ".caption")
@@ -92,10 +91,14 @@ class CaptionGroup:
 
 
 @dataclass
-class ImportStats:
+class ImportStats(JobStats):
     """What an import did; ``problems`` lists rows and files that could not be used."""
 
+    TITLE: ClassVar[str] = "Import"
+
     format: str
+    #: The captions were written by people (stored as verified).
+    verified: bool = False
     #: Images the source named (caption groups read).
     rows: int = 0
     #: Caption rows added to the library.
@@ -109,9 +112,7 @@ class ImportStats:
     unmatched: int = 0
     ambiguous: int = 0
     errors: int = 0
-    cancelled: bool = False
     unmatched_names: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -132,6 +133,15 @@ class ImportStats:
             self.unmatched += 1
         if len(self.unmatched_names) < UNMATCHED_EXAMPLES:
             self.unmatched_names.append(name + (" (ambiguous)" if ambiguous else ""))
+
+    def summary(self) -> str:
+        kind = "verified captions" if self.verified else "captions"
+        return (
+            f"{self.TITLE} {'cancelled' if self.cancelled else 'finished'}: "
+            f"{self.rows} images named, {self.imported} {kind} added "
+            f"({self.current} now current, {self.kept_human} kept beside a person's caption), "
+            f"{self.unchanged} already there, {self.unmatched} unmatched, {self.ambiguous} ambiguous"
+        )
 
 
 # -- reading sources ------------------------------------------------------------------
@@ -657,24 +667,16 @@ def import_captions(
     source = Path(src).expanduser().absolute()
     if not source.exists():
         raise CaptionImportError(f"not found: {source}")
-    stats = ImportStats(format=fmt)
+    stats = ImportStats(format=fmt, verified=verified)
     db: Database = library.db
     groups = reader(source, stats)
     # Read the first group before recording a job: a source that is not of this format
     # is the user's mistake (CaptionImportError), not a failed job.
     first = next(groups, None)
     params = {"format": fmt, "src": str(source), "verified": verified}
-    with library.job("import", params) as job_id:
+    with library.job("import", params, stats, progress) as run:
         matcher = ImageMatcher(db)
         batch: list[tuple[int, str, CaptionGroup]] = []
-        throttle = Throttle(0.1)
-        started = time.monotonic()
-
-        def report(message: str) -> None:
-            elapsed = time.monotonic() - started
-            rate = stats.rows / elapsed if elapsed > 0 else None
-            progress(Progress(stats.rows, None, message, stats.counts(), rate))
-
         pending = [first] if first is not None else []
         for group in _chain(pending, groups):
             if cancel.is_set():
@@ -689,18 +691,10 @@ def import_captions(
                 if len(batch) >= WRITE_BATCH:
                     _store_batch(db, batch, fmt, verified, stats)
                     batch.clear()
-            if throttle.ready():
-                report(f"Importing {fmt}")
+            run.progress(stats.rows, None, f"Importing {fmt}")
         if batch:
             _store_batch(db, batch, fmt, verified, stats)
-        report("Import cancelled" if stats.cancelled else "Import finished")
-        library.finish_job(
-            job_id,
-            JobState.CANCELLED if stats.cancelled else JobState.DONE,
-            done=stats.rows,
-            checkpoint=stats.counts(),
-            message="; ".join(stats.problems[:20]) or None,
-        )
+        run.progress(stats.rows, None, "Import cancelled" if stats.cancelled else "Import finished", force=True)
     return stats
 
 

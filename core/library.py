@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy import delete, select, update
 
 from core import APP_NAME
 from core.db import Database
-from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
 from core.migrate import LibraryOpenError, upgrade
 from core.models import Image, Job, JobState, LibraryRoot, utcnow
 
@@ -150,16 +149,11 @@ class Library:
     ):  # -> ScanStats (imported lazily to keep this module light)
         from core.scanner import scan
 
-        with self.job("scan", {"root_ids": root_ids}) as job_id:
-            stats = scan(self.db, root_ids, progress=progress, cancel=cancel)
-            self.finish_job(
-                job_id,
-                JobState.CANCELLED if stats.cancelled else JobState.DONE,
-                done=stats.files_seen,
-                checkpoint=stats.counts(),
-                message="; ".join(stats.problems[:20]) or None,
-            )
-        return stats
+        with self.job("scan", {"root_ids": root_ids}) as run:
+            # The scanner reports its own progress (it runs without a library, too).
+            run.stats = scan(self.db, root_ids, progress=progress, cancel=cancel)
+            run.done = run.stats.files_seen
+        return run.stats
 
     # -- status --------------------------------------------------------------------
 
@@ -225,15 +219,21 @@ class Library:
     def finish_job(self, job_id: int, state: JobState, **values: Any) -> None:
         self.update_job(job_id, state=state.value, finished_at=utcnow(), **values)
 
-    @contextmanager
-    def job(self, kind: str, params: Mapping[str, Any] | None = None) -> Iterator[int]:
-        """Record a job; an exception marks it failed (with the message) and re-raises."""
+    def job(
+        self,
+        kind: str,
+        params: Mapping[str, Any] | None = None,
+        stats: S | None = None,
+        progress: ProgressCallback = no_progress,
+    ) -> JobRun[S]:
+        """Record a job and return its run, to use as ``with library.job(...) as run``.
+
+        The run throttles *progress*, collects *stats* (a plain :class:`JobStats` when
+        None) and finishes the record when the block ends: failed (with the message)
+        when it raises, else cancelled or done; see :class:`core.jobs.JobRun`.
+        """
         job_id = self.start_job(kind, params)
-        try:
-            yield job_id
-        except BaseException as exc:
-            self.finish_job(job_id, JobState.FAILED, message=f"{type(exc).__name__}: {exc}")
-            raise
+        return JobRun(self, job_id, stats if stats is not None else JobStats(), progress)  # type: ignore[arg-type]
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         query = select(Job).order_by(Job.id)

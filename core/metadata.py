@@ -34,19 +34,18 @@ import io
 import os
 import stat as stat_module
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from xml.etree import ElementTree
 
 from sqlalchemy import update
 
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
-from core.models import Image, ImageState, JobState
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, count_phrase, no_progress
+from core.models import Image, ImageState
 
 if TYPE_CHECKING:
     from core.export import CaptionedImage
@@ -521,8 +520,10 @@ def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> Writ
 
 
 @dataclass
-class MetadataWriteStats:
+class MetadataWriteStats(JobStats):
     """What a write-metadata run did; ``problems`` names each file that failed and why."""
+
+    TITLE: ClassVar[str] = "Writing metadata"
 
     written: int = 0
     sidecars: int = 0
@@ -530,8 +531,6 @@ class MetadataWriteStats:
     skipped: int = 0
     missing: int = 0
     errors: int = 0
-    cancelled: bool = False
-    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -542,6 +541,14 @@ class MetadataWriteStats:
             "missing": self.missing,
             "errors": self.errors,
         }
+
+    def summary(self) -> str:
+        return (
+            f"{self.TITLE} {'cancelled' if self.cancelled else 'finished'}: "
+            f"captions written into {count_phrase(self.written, 'file', 'files')} and "
+            f"{count_phrase(self.sidecars, '.xmp sidecar', '.xmp sidecars')}; "
+            f"{self.unchanged} already up to date, {self.missing} missing, {self.errors} failed"
+        )
 
 
 #: Records updated per transaction after in-file writes.
@@ -570,10 +577,7 @@ def write_metadata(
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
     total = count_captioned_images(db, only=only, folder=folder_filter)
-    stats = MetadataWriteStats()
     pending_updates: list[dict[str, Any]] = []
-    throttle = Throttle(0.1)
-    started = time.monotonic()
     done = 0
 
     def flush_updates() -> None:
@@ -589,12 +593,9 @@ def write_metadata(
                 )
         pending_updates.clear()
 
-    def report(message: str) -> None:
-        elapsed = time.monotonic() - started
-        progress(Progress(done, total, message, stats.counts(), done / elapsed if elapsed > 0 else None))
-
     params = {"sidecar": sidecar, "only": only, "folder": str(folder) if folder is not None else None}
-    with library.job("write-metadata", params) as job_id:
+    with library.job("write-metadata", params, MetadataWriteStats(), progress) as run:
+        stats = run.stats
         for image in iter_captioned_images(db, only=only, folder=folder_filter):
             if cancel.is_set():
                 stats.cancelled = True
@@ -605,16 +606,9 @@ def write_metadata(
                 pending_updates.append(update_row)
                 if len(pending_updates) >= _DB_BATCH:
                     flush_updates()
-            if throttle.ready():
-                report("Writing captions into metadata")
+            run.progress(done, total, "Writing captions into metadata")
         flush_updates()
-        report("Cancelled" if stats.cancelled else "Finished")
-        library.finish_job(
-            job_id,
-            JobState.CANCELLED if stats.cancelled else JobState.DONE,
-            done=done, total=total, checkpoint=stats.counts(),
-            message="; ".join(stats.problems[:20]) or None,
-        )
+        run.progress(done, total, "Cancelled" if stats.cancelled else "Finished", force=True)
     return stats
 
 

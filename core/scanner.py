@@ -24,17 +24,18 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from core.db import Database
 from core.fingerprint import fingerprint_and_head
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, probe
-from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 
 #: Records written per transaction.
@@ -42,8 +43,14 @@ BATCH_SIZE = 1000
 
 
 @dataclass
-class ScanStats:
+class ScanStats(JobStats):
     """What a scan found; ``problems`` holds human-readable notes (unreadable folders...)."""
+
+    TITLE: ClassVar[str] = "Scan"
+    LABELS: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "files": ("file", "files"),
+        "errors": ("unreadable", "unreadable"),
+    }
 
     files_seen: int = 0
     new: int = 0
@@ -53,8 +60,6 @@ class ScanStats:
     missing: int = 0
     reappeared: int = 0
     errors: int = 0
-    cancelled: bool = False
-    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -64,6 +69,9 @@ class ScanStats:
             "missing": self.missing,
             "errors": self.errors,
         }
+
+    def summary_counts(self) -> dict[str, int]:
+        return {"files": self.files_seen, **self.counts()}
 
 
 def _is_hidden(entry: os.DirEntry[str]) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select, update
 
@@ -37,8 +37,8 @@ from core.allocator import release_free_memory
 from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption
 from core.imaging import ImageDecodeError, load_rgb
-from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, no_progress
-from core.models import CaptionSource, Image, ImageState, JobState, ModelVersion
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.models import CaptionSource, Image, ImageState, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,14 @@ class CaptionJobSpec:
 
 
 @dataclass
-class CaptionJobStats:
+class CaptionJobStats(JobStats):
+    """What a caption job did; ``problems`` names each image that failed and why."""
+
+    TITLE: ClassVar[str] = "Captioning"
+
     captioned: int = 0
     skipped: int = 0
     errors: int = 0
-    cancelled: bool = False
-    job_id: int = 0
-    problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     final_batch_size: int = 0
 
@@ -385,7 +386,6 @@ def run_caption_job(
     """
     started = time.monotonic()
     resolved = resolve_model(library, spec.model, spec.adapter)
-    stats = CaptionJobStats()
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
@@ -396,21 +396,18 @@ def run_caption_job(
         "images": len(spec.image_ids) if spec.image_ids is not None else None,
         "root_ids": spec.root_ids,
     }
-    with library.job("caption", params) as job_id:
-        stats.job_id = job_id
+    with library.job("caption", params, CaptionJobStats(), progress) as run:
+        stats = run.stats
         selected, stats.skipped = select_images(library, spec, resolved)
         total = len(selected)
-        library.update_job(job_id, total=total)
+        run.save(total=total)
 
         def report(message: str) -> None:
-            elapsed = time.monotonic() - started
-            done = stats.captioned + stats.errors
-            rate = done / elapsed if elapsed > 0 and done else None
-            progress(Progress(done, total, message, stats.counts(), rate))
+            # Once per batch: not throttled.
+            run.progress(stats.captioned + stats.errors, total, message, force=True)
 
         report("Loading model" if captioner is None and selected else "Starting")
         if not selected:
-            library.finish_job(job_id, JobState.DONE, done=0, checkpoint=stats.counts())
             stats.seconds = time.monotonic() - started
             return stats
 
@@ -442,7 +439,7 @@ def run_caption_job(
                     prepared = future.result()
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
                     changed = _commit_batch(library, prepared, results, resolved, provenance, stats)
-                    library.update_job(job_id, done=stats.captioned + stats.errors, checkpoint=stats.counts())
+                    run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
                     report("Captioning")
@@ -458,13 +455,6 @@ def run_caption_job(
         stats.final_batch_size = runner.batch_size
         stats.seconds = time.monotonic() - started
         report("Cancelled" if stats.cancelled else "Finished")
-        library.finish_job(
-            job_id,
-            JobState.CANCELLED if stats.cancelled else JobState.DONE,
-            done=stats.captioned + stats.errors,
-            checkpoint=stats.counts(),
-            message="; ".join(stats.problems[:20]) or None,
-        )
     return stats
 
 

@@ -72,7 +72,6 @@ from core.jobs import (
     ProgressCallback,
     no_progress,
 )
-from core.models import JobState
 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
@@ -150,14 +149,14 @@ def train(
 
     params = {"base_model": base, "name": name, "config": config.to_dict(),
               "train": len(data.train), "validation": len(data.validation)}
-    with library.job("train", params) as job_id:
-        result.job_id = job_id
+    with library.job("train", params) as run:
+        result.job_id = run.job_id
 
         def report(done: int, total: int | None, message: str, **counts: int) -> None:
             progress(Progress(done, total, message, counts))
 
         def on_checkpoint(done: int, total: int, epoch: int) -> None:
-            library.update_job(job_id, done=done, total=total, checkpoint={"epoch": epoch})
+            run.save(done=done, total=total, checkpoint={"epoch": epoch})
 
         report(0, None, "Loading model")
         captioner = _load_base_captioner(base, config)
@@ -171,16 +170,16 @@ def train(
             state = loop.run(result)
             if result.cancelled:
                 report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
-                library.finish_job(job_id, JobState.CANCELLED, done=state.global_step,
-                                   message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
+                run.stats.cancelled = True
+                run.finish(done=state.global_step,
+                           message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
             else:
                 report(state.global_step, loop.total_steps, "Saving the best model")
                 version = _save_best_version(library, loop, state, base, name, data, result)
                 shutil.rmtree(run_dir, ignore_errors=True)
                 result.version_id, result.path = version.id, version.adapter_path or version.base_model
-                library.finish_job(job_id, JobState.DONE, done=state.global_step, total=loop.total_steps,
-                                   checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch,
-                                               "version_id": version.id})
+                run.finish(done=state.global_step, total=loop.total_steps,
+                           checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch, "version_id": version.id})
                 report(state.global_step, loop.total_steps, "Finished")
         finally:
             captioner.close()  # whatever failed after loading: give the memory back

@@ -163,15 +163,17 @@ class EngineRunner:
         self.captioner.caption([Image.new("RGB", (384, 384))] * batch_size, self.settings)
 
     def image_ids(self) -> list[int]:
-        from core.captioning.engine import image_ids_under
+        from core.queries import filtered_ids, resolve_folder
 
-        return sorted(image_ids_under(self.library, self.library.roots()[0].path))
+        with self.library.db.read() as session:
+            folder = resolve_folder(session, self.library.roots()[0].path)
+            return sorted(filtered_ids(session, folder.image_filter()))
 
     def run(self, image_ids: list[int], *, overwrite: bool = False) -> float:
         from core.captioning.engine import CaptionJobSpec, run_caption_job
 
         spec = CaptionJobSpec(model=str(self.model_dir), settings=self.settings, batch_size=self.batch_size,
-                              device=self.device, image_ids=image_ids, overwrite_model_captions=overwrite)
+                              device=self.device, scope=image_ids, overwrite_model_captions=overwrite)
         start = time.perf_counter()
         stats = run_caption_job(self.library, spec, captioner=self.captioner)
         elapsed = time.perf_counter() - start

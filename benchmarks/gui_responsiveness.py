@@ -154,7 +154,7 @@ def main() -> int:
     from desktop_app.app import tune_interpreter
     from desktop_app.main_window import MainWindow
     from desktop_app.settings import AppSettings
-    from desktop_app.worker import JobRequest
+    from core.captioning.settings import CaptionJobSpec
 
     sys.path.insert(0, str(ROOT))
     from tests.test_gui_fakes import FakeEngine
@@ -244,7 +244,7 @@ def main() -> int:
     if args.jobs in ("both", "scan"):
         window.start_scan(None)
     if args.jobs in ("both", "caption"):
-        window.start_captioning(JobRequest(model="fake-model", batch_size=8), "uncaptioned")
+        window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=8), "uncaptioned")
     end = jobs_started + args.seconds
     while time.perf_counter() < end:
         app.processEvents()

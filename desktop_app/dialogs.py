@@ -1,9 +1,10 @@
 """Dialogs: batch captioning, find-and-replace, and the About box's text.
 
-The captioning dialog only collects choices into a :class:`~desktop_app.worker.JobRequest`
-plus a scope; it imports only the torch-free top of ``core.captioning`` (``DEFAULT_MODEL``),
-so it opens instantly.  Generation settings are validated by ``GenerationSettings`` on the
-inference thread; the spin-box ranges here keep the obvious mistakes out.
+The captioning dialog only collects choices into a
+:class:`~core.captioning.settings.CaptionJobSpec` (the one the CLI builds too) plus a scope
+choice that the window turns into the spec's scope; it imports only the torch-free parts
+of ``core.captioning``, so it opens instantly.  The spin-box ranges keep the values
+``GenerationSettings`` would refuse out.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import platform
 import sqlite3
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from PySide6 import __version__ as pyside_version
 from PySide6.QtCore import qVersion
@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 
 from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-from desktop_app.worker import JobRequest
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
 
 SCOPE_SELECTION = "selection"
 SCOPE_FILTER = "filter"
@@ -53,7 +53,7 @@ class CaptionDialog(QDialog):
     def __init__(
         self,
         *,
-        defaults: dict[str, Any],
+        defaults: CaptionJobSpec,
         known_models: list[str],
         selection_count: int,
         filter_count: int,
@@ -62,46 +62,47 @@ class CaptionDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Caption images")
-        settings = defaults.get("settings", {})
+        self._defaults = defaults
+        settings = defaults.settings
 
         self.model = QComboBox()
         self.model.setEditable(True)
         self.model.setToolTip("A Hugging Face hub id, a local model folder, or a model version name")
-        for name in dict.fromkeys([defaults.get("model") or DEFAULT_MODEL, DEFAULT_MODEL, *known_models]):
+        for name in dict.fromkeys([defaults.model, DEFAULT_MODEL, *known_models]):
             self.model.addItem(name)
-        self.model.setCurrentText(defaults.get("model") or DEFAULT_MODEL)
+        self.model.setCurrentText(defaults.model)
         model_browse = QPushButton("Folder…")
         model_browse.clicked.connect(lambda: self._browse(self.model.setCurrentText, "Choose a model folder"))
-        self.adapter = QLineEdit(defaults.get("adapter") or "")
+        self.adapter = QLineEdit(defaults.adapter or "")
         self.adapter.setPlaceholderText("none (plain base model)")
         adapter_browse = QPushButton("Folder…")
         adapter_browse.clicked.connect(lambda: self._browse(self.adapter.setText, "Choose a trained adapter folder"))
 
         self.num_beams = QSpinBox()
         self.num_beams.setRange(1, 16)
-        self.num_beams.setValue(int(settings.get("num_beams", 1)))
+        self.num_beams.setValue(settings.num_beams)
         self.num_beams.setToolTip("1 = greedy decoding, the fastest on a CPU")
         self.min_tokens = QSpinBox()
         self.min_tokens.setRange(0, 200)
-        self.min_tokens.setValue(int(settings.get("min_new_tokens", 0)))
+        self.min_tokens.setValue(settings.min_new_tokens)
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 512)
-        self.max_tokens.setValue(int(settings.get("max_new_tokens", 30)))
+        self.max_tokens.setValue(settings.max_new_tokens)
         self.min_tokens.valueChanged.connect(lambda v: self.max_tokens.setMinimum(max(1, v)))
-        self.prompt = QLineEdit(settings.get("prompt") or "")
+        self.prompt = QLineEdit(settings.prompt or "")
         self.prompt.setPlaceholderText("model default")
         self.repetition = QDoubleSpinBox()
         self.repetition.setRange(0.5, 3.0)
         self.repetition.setSingleStep(0.05)
-        self.repetition.setValue(float(settings.get("repetition_penalty", 1.0)))
+        self.repetition.setValue(settings.repetition_penalty)
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 256)
-        self.batch_size.setValue(int(defaults.get("batch_size", 8)))
+        self.batch_size.setValue(defaults.batch_size)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.device.setCurrentText(defaults.get("device", "auto"))
+        self.device.setCurrentText(defaults.device)
         self.overwrite = QCheckBox("Replace existing model captions (a person's captions are never replaced)")
-        self.overwrite.setChecked(bool(defaults.get("overwrite", False)))
+        self.overwrite.setChecked(defaults.overwrite_model_captions)
 
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
@@ -161,26 +162,27 @@ class CaptionDialog(QDialog):
         button = self.scope_group.checkedButton()
         return button.property("scope") if button is not None else SCOPE_UNCAPTIONED
 
-    def settings_dict(self) -> dict[str, Any]:
-        return {
-            "num_beams": self.num_beams.value(),
-            "min_new_tokens": self.min_tokens.value(),
-            "max_new_tokens": max(self.max_tokens.value(), self.min_tokens.value(), 1),
-            "prompt": self.prompt.text().strip() or None,
-            "repetition_penalty": round(self.repetition.value(), 3),
-        }
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            num_beams=self.num_beams.value(),
+            min_new_tokens=self.min_tokens.value(),
+            max_new_tokens=max(self.max_tokens.value(), self.min_tokens.value(), 1),
+            prompt=self.prompt.text().strip() or None,
+            repetition_penalty=round(self.repetition.value(), 3),
+        )
 
-    def request(self) -> JobRequest:
-        """The job the dialog describes (the window fills in the image ids for the scope)."""
+    def spec(self) -> CaptionJobSpec:
+        """The job the dialog describes; the window sets its scope from :meth:`scope`."""
         adapter = self.adapter.text().strip() or None
         model = self.model.currentText().strip() or DEFAULT_MODEL
-        return JobRequest(
+        return self._defaults.with_(
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
-            settings=self.settings_dict(),
+            settings=self.generation_settings(),
             batch_size=self.batch_size.value(),
             device=self.device.currentText(),
             overwrite_model_captions=self.overwrite.isChecked(),
+            scope=None,
         )
 
 

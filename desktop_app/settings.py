@@ -7,14 +7,15 @@ A thin typed wrapper so every key is spelled once and has a default; tests give 
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from PySide6.QtCore import QByteArray, QSettings
 
 from core import APP_NAME
+from core.captioning.settings import CaptionJobSpec
 
 DEFAULT_THUMBNAIL_SIZE = 160
 THUMBNAIL_SIZES = (96, 128, 160, 200, 256)
+#: Where the last caption job's spec is kept (the key predates the spec: same place).
+_CAPTION_SPEC_KEY = "captioning/defaults"
 
 
 class AppSettings:
@@ -68,19 +69,25 @@ class AppSettings:
 
     # -- captioning defaults -------------------------------------------------------------
 
-    def caption_defaults(self) -> dict[str, Any]:
-        """Last used model, adapter, generation settings, batch size, device."""
-        raw = self.q.value("captioning/defaults", "")
+    def caption_spec(self) -> CaptionJobSpec:
+        """The last caption job's model, adapter, generation settings, batch size, device
+        (``CaptionJobSpec.to_dict``); the default spec when none was kept or it no longer
+        reads (an older or hand-edited file).  Its scope is None: the dialog asks."""
+        raw = self.q.value(_CAPTION_SPEC_KEY, "")
         try:
             data = json.loads(raw) if raw else {}
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+            if "overwrite" in data:  # how versions before the spec spelled it
+                data.setdefault("overwrite_model_captions", data.pop("overwrite"))
+            return CaptionJobSpec.from_dict(data)
         except (TypeError, ValueError):
-            data = {}
-        return data if isinstance(data, dict) else {}
+            return CaptionJobSpec()
 
-    def set_caption_defaults(self, values: dict[str, Any]) -> None:
+    def set_caption_spec(self, spec: CaptionJobSpec) -> None:
         # JSON, not nested QSettings maps: INI and the Windows registry round-trip
         # nested types differently; a string is the same everywhere.
-        self.q.setValue("captioning/defaults", json.dumps(values, sort_keys=True))
+        self.q.setValue(_CAPTION_SPEC_KEY, json.dumps(spec.to_dict(), sort_keys=True))
 
     def sync(self) -> None:
         self.q.sync()

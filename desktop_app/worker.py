@@ -1,7 +1,8 @@
 """Batch captioning on one long-lived inference thread that owns the loaded model.
 
 :class:`CaptionService` (GUI thread) starts a ``QThread`` once and moves a
-:class:`_CaptionWorker` onto it.  A job request travels there as a queued signal; the
+:class:`_CaptionWorker` onto it.  A job — a ``core.captioning.settings.CaptionJobSpec``,
+the same the CLI builds — travels there as a queued signal; the
 worker imports ``core.captioning`` *there* (torch never loads on the GUI thread, and
 never at start-up), loads the captioner once and keeps it for the next job with the same
 model/adapter/device, and calls ``core.captioning.engine.run_caption_job``.
@@ -15,8 +16,8 @@ Results come back without blocking or flooding the GUI:
   (:class:`PauseToken`), so they work while the worker thread is busy.
 
 The engine is reached through a small seam (``engine=``: an object with
-``CaptionJobSpec``, ``GenerationSettings``, ``run_caption_job`` and ``load_captioner``) so
-tests run the real worker with a fake captioner.
+``resolve_model``, ``run_caption_job`` and ``load_captioner``) so tests run the real
+worker with a fake captioner.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import logging
 import os
 import threading
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from core.captioning.settings import CaptionJobSpec
 from core.library import Library
 from desktop_app.background import JOB_NICENESS, Coalescer, lower_thread_priority
 
@@ -74,35 +75,12 @@ class PauseToken:
         return self._cancel.is_set()
 
 
-@dataclass
-class JobRequest:
-    """What the GUI asks for; built into the engine's ``CaptionJobSpec`` on the worker."""
-
-    model: str
-    adapter: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 8
-    device: str = "auto"
-    overwrite_model_captions: bool = False
-    image_ids: list[int] | None = None
-    root_ids: list[int] | None = None
-    #: Caption the images that have no caption at all (ids found on the worker thread,
-    #: so a 100k-image query never runs on the GUI thread).
-    uncaptioned_only: bool = False
-
-    def describe(self) -> str:
-        return self.model if not self.adapter else f"{self.model} + {Path(self.adapter).name}"
-
-
 def real_engine() -> Any:
     """The real engine, imported lazily (on the inference thread)."""
     from core.captioning import load_captioner
-    from core.captioning.engine import CaptionJobSpec, resolve_model, run_caption_job
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.engine import resolve_model, run_caption_job
 
     return SimpleNamespace(
-        CaptionJobSpec=CaptionJobSpec,
-        GenerationSettings=GenerationSettings,
         run_caption_job=run_caption_job,
         load_captioner=load_captioner,
         resolve_model=resolve_model,
@@ -160,7 +138,7 @@ class _CaptionWorker(QObject):
         return self._engine
 
     @Slot(object, object, object)
-    def run_job(self, library: Library, request: JobRequest, token: PauseToken) -> None:
+    def run_job(self, library: Library, spec: CaptionJobSpec, token: PauseToken) -> None:
         lower_thread_priority(JOB_NICENESS)  # torch's CPU threads, started from here, inherit it
         try:
             engine = self._get_engine()
@@ -170,42 +148,25 @@ class _CaptionWorker(QObject):
             )
             return
         try:
-            if request.uncaptioned_only:
-                from core.queries import ImageFilter, filtered_ids
-
-                with library.db.read() as session:
-                    request.image_ids = filtered_ids(session, ImageFilter(states=frozenset({"uncaptioned"})))
-            settings = engine.GenerationSettings(**request.settings)
-            spec = engine.CaptionJobSpec(
-                model=request.model,
-                adapter=request.adapter,
-                settings=settings,
-                batch_size=request.batch_size,
-                device=request.device,
-                overwrite_model_captions=request.overwrite_model_captions,
-                image_ids=request.image_ids,
-                root_ids=request.root_ids,
-            )
-            # A model-version name stands for a base model + adapter; load what it names.
-            model, adapter = spec.model, spec.adapter
-            resolve = getattr(engine, "resolve_model", None)
-            if resolve is not None:
-                resolved = resolve(library, spec.model, spec.adapter)
-                model, adapter = resolved.model_name, resolved.adapter
-            key = (model, adapter, spec.device)
+            # Resolved once, here: a model-version name stands for a base model + adapter;
+            # the worker loads what it names and the engine records the same.
+            resolved = engine.resolve_model(library, spec.model, spec.adapter)
+            key = (resolved.model_name, resolved.adapter, spec.device)
             if self._captioner is None or self._key != key:
                 self.release()
-                self.loading.emit(request.describe())
+                self.loading.emit(spec.label())
                 self._captioner = engine.load_captioner(
-                    model, adapter=adapter, device=spec.device, progress=self.load_message.emit
+                    resolved.model_name, adapter=resolved.adapter, device=spec.device,
+                    progress=self.load_message.emit,
                 )
                 self._key = key
-                self.loaded.emit(request.describe())
+                self.loaded.emit(spec.label())
             if token.cancelled:
                 raise _Cancelled
             stats = engine.run_caption_job(
                 library,
                 spec,
+                resolved=resolved,
                 captioner=self._captioner,
                 progress=self.progress.emit,
                 cancel=token,
@@ -243,7 +204,7 @@ class _Cancelled(Exception):
 class CaptionService(QObject):
     """GUI-thread handle on the inference thread: start, pause, resume, cancel jobs."""
 
-    #: A job was accepted (its request).
+    #: A job was accepted (its CaptionJobSpec).
     started = Signal(object)
     #: Loading (and maybe downloading) a model: its description.
     model_loading = Signal(str)
@@ -284,7 +245,7 @@ class CaptionService(QObject):
         self._thread.finished.connect(self._worker.deleteLater)
         self._thread.start()
         self._token: PauseToken | None = None
-        self._request_obj: JobRequest | None = None
+        self._spec: CaptionJobSpec | None = None
         self._download_timer = QTimer(self)
         self._download_timer.setInterval(500)
         self._download_timer.timeout.connect(self._poll_download)
@@ -300,15 +261,15 @@ class CaptionService(QObject):
     def paused(self) -> bool:
         return self._token is not None and self._token.paused
 
-    def start(self, library: Library, request: JobRequest) -> bool:
-        """Queue *request* on the inference thread; False if a job is already running."""
+    def start(self, library: Library, spec: CaptionJobSpec) -> bool:
+        """Queue *spec* on the inference thread; False if a job is already running."""
         if self._token is not None:
             return False
         self._token = PauseToken()
-        self._request_obj = request
-        self.started.emit(request)
+        self._spec = spec
+        self.started.emit(spec)
         self.state_changed.emit()
-        self._request.emit(library, request, self._token)
+        self._request.emit(library, spec, self._token)
         return True
 
     def pause(self) -> None:
@@ -342,14 +303,14 @@ class CaptionService(QObject):
     # -- worker results (GUI thread) ----------------------------------------------------
 
     def _on_loading(self, description: str) -> None:
-        model = self._request_obj.model if self._request_obj else ""
+        model = self._spec.model if self._spec else ""
         self._download_base = hub_download_bytes(model)
         if self._download_base is not None:
             self._download_timer.start()
         self.model_loading.emit(description)
 
     def _poll_download(self) -> None:
-        model = self._request_obj.model if self._request_obj else ""
+        model = self._spec.model if self._spec else ""
         now = hub_download_bytes(model)
         if now is not None and self._download_base is not None and now > self._download_base:
             self.download_progress.emit(now - self._download_base)
@@ -363,7 +324,7 @@ class CaptionService(QObject):
         # Deliver the last batch before "finished" so the grid is complete when told.
         self._batches.flush()
         self._token = None
-        self._request_obj = None
+        self._spec = None
         self.state_changed.emit()
 
     def _on_finished(self, stats: Any) -> None:

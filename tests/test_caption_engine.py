@@ -12,7 +12,7 @@ import torch
 from sqlalchemy import select
 
 from core import captions
-from core.captioning.engine import CaptionJobSpec, image_ids_under, run_caption_job
+from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captioning.settings import GenerationSettings
 from core.jobs import Progress
 from core.library import Library
@@ -184,18 +184,71 @@ def test_cancel_stops_within_a_batch_and_resume_finishes(library: Library, photo
     assert len(_current(library)) == 12
 
 
-def test_scope_by_folder_and_ids(library: Library, photo_dir: Path) -> None:
-    write_jpeg(photo_dir / "a" / "1.jpg", seed=1)
-    write_jpeg(photo_dir / "a_b" / "2.jpg", seed=2)  # "_" must not act as a LIKE wildcard
-    write_jpeg(photo_dir / "ab" / "3.jpg", seed=3)
+def test_one_folder_scope_for_engine_export_metadata_and_grid(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    """A folder on disk selects the same images everywhere (one resolver, one range)."""
+    import csv
+
+    from core.export import ExportError, export_dataset
+    from core.metadata import sidecar_path, write_metadata
+    from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
+
+    write_jpeg(photo_dir / "2023" / "1.jpg", seed=1)
+    write_jpeg(photo_dir / "2023" / "summer" / "2.jpg", seed=2)
+    write_jpeg(photo_dir / "2023-old" / "3.jpg", seed=3)  # a sibling with a common prefix
+    write_jpeg(photo_dir / "2023_" / "4.jpg", seed=4)  # "_" is no wildcard
+    write_jpeg(photo_dir / "5.jpg", seed=5)
     library.scan([library.add_root(photo_dir).id])
-    under_a = image_ids_under(library, photo_dir / "a")
-    assert len(under_a) == 1
-    assert len(image_ids_under(library, photo_dir)) == 3
-    with pytest.raises(LookupError):
-        image_ids_under(library, photo_dir.parent)
-    stats = run_caption_job(library, CaptionJobSpec(model="m", image_ids=under_a), captioner=FakeCaptioner())
-    assert stats.captioned == 1 and set(_current(library)) == set(under_a)
+    folder = photo_dir / "2023"
+    with library.db.read() as session:
+        scope = resolve_folder(session, folder)
+        assert (scope.prefix, resolve_folder(session, photo_dir).prefix) == ("2023/", "")
+        grid_ids = set(filtered_ids(session, scope.image_filter()))
+        by_path = {p: i for i, p in session.execute(select(Image.id, Image.rel_path))}
+        with pytest.raises(FolderNotInLibraryError, match="not a library folder or inside one"):
+            resolve_folder(session, photo_dir.parent)
+        with pytest.raises(FolderNotInLibraryError):
+            resolve_folder(session, tmp_path / "photos-elsewhere")
+    expected = {by_path["2023/1.jpg"], by_path["2023/summer/2.jpg"]}
+    assert grid_ids == expected
+
+    stats = run_caption_job(library, CaptionJobSpec(model="m", scope=scope.image_filter()), captioner=FakeCaptioner())
+    assert stats.captioned == 2 and set(_current(library)) == expected
+    # Everything else gets a caption too, so export and metadata have a choice to make.
+    run_caption_job(library, CaptionJobSpec(model="m"), captioner=FakeCaptioner())
+    assert len(_current(library)) == 5
+
+    export = export_dataset(library, "csv", tmp_path / "out", folder=folder)
+    with open(tmp_path / "out" / "captions.csv", newline="", encoding="utf-8") as handle:
+        exported = {by_path[row["library_path"]] for row in csv.DictReader(handle)}
+    assert export.exported == 2 and exported == expected
+
+    written = write_metadata(library, sidecar=True, folder=folder)
+    assert written.errors == 0
+    with_sidecar = {by_path[p] for p in by_path if sidecar_path(photo_dir / p).exists()}
+    assert with_sidecar == expected
+
+    # A path outside the library is a clear error, never "everything" or "nothing".
+    with pytest.raises(ExportError, match="not a library folder or inside one"):
+        export_dataset(library, "csv", tmp_path / "out2", folder=photo_dir.parent)
+    with pytest.raises(ExportError, match="not a library folder or inside one"):
+        write_metadata(library, sidecar=True, folder=photo_dir.parent)
+
+
+def test_scope_by_ids_and_uncaptioned(library: Library, photo_dir: Path) -> None:
+    from core.queries import ImageFilter
+
+    for n in range(4):
+        write_jpeg(photo_dir / f"{n}.jpg", seed=n)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.read() as session:
+        ids = sorted(session.scalars(select(Image.id)))
+    stats = run_caption_job(library, CaptionJobSpec(model="m", scope=[ids[0], ids[0]]), captioner=FakeCaptioner())
+    assert stats.captioned == 1 and set(_current(library)) == {ids[0]}
+    uncaptioned = ImageFilter(states=frozenset({"uncaptioned"}))
+    stats = run_caption_job(library, CaptionJobSpec(model="m2", scope=uncaptioned), captioner=FakeCaptioner())
+    # Another model's caption is not "uncaptioned": only the three without one.
+    assert (stats.captioned, stats.skipped) == (3, 0) and set(_current(library)) == set(ids)
+    assert library.jobs("caption")[-1].params["scope"]["states"] == ["uncaptioned"]
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
 import time
+from dataclasses import fields
 
 import pytest
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from sqlalchemy import select
 
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.models import Caption
 from desktop_app.dialogs import (
     SCOPE_FILTER,
@@ -21,7 +24,7 @@ from desktop_app.dialogs import (
 )
 from desktop_app.main_window import MainWindow
 from desktop_app.settings import AppSettings
-from desktop_app.worker import JobRequest, PauseToken
+from desktop_app.worker import PauseToken
 from tests.imagegen import write_jpeg
 from tests.test_gui_fakes import FakeEngine, build_library
 
@@ -67,7 +70,7 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     window.captioning.captions_landed.connect(landed.append)
     progress = []
     window.captioning.progress.connect(progress.append)
-    request = JobRequest(model="fake-model", settings={"max_new_tokens": 20}, batch_size=4)
+    request = CaptionJobSpec(model="fake-model", settings=GenerationSettings(max_new_tokens=20), batch_size=4)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
         assert window.start_captioning(request, SCOPE_UNCAPTIONED)
         assert window.caption_status.isVisible()
@@ -85,15 +88,14 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     assert window.actions["caption"].isEnabled()
     assert [entry for entry in window.log_panel.entries if entry[0] == "error"] == []
     # The generation settings and model are stored as defaults for the next job.
-    assert settings.caption_defaults()["model"] == "fake-model"
-    assert settings.caption_defaults()["settings"]["max_new_tokens"] == 20
+    assert settings.caption_spec() == request  # the scope is not kept: the dialog asks
 
     # A second job with the same model reuses the loaded captioner.
     window.go_to_row(0)
     window.grid.selectAll()
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
         window.start_captioning(
-            JobRequest(model="fake-model", batch_size=8, overwrite_model_captions=True), SCOPE_SELECTION
+            CaptionJobSpec(model="fake-model", batch_size=8, overwrite_model_captions=True), SCOPE_SELECTION
         )
     assert len(engine.loaded) == 1
 
@@ -104,7 +106,7 @@ def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, se
     window = make_window(qtbot, library, settings, engine)
     landed: list[int] = []
     window.captioning.captions_landed.connect(landed.extend)
-    request = JobRequest(model="fake-model", batch_size=2)
+    request = CaptionJobSpec(model="fake-model", batch_size=2)
     assert window.start_captioning(request, SCOPE_FILTER)
     qtbot.waitUntil(lambda: len(landed) >= 2, timeout=WAIT)
 
@@ -140,7 +142,7 @@ def test_model_load_failure_is_reported_not_raised(qtbot, library, photo_dir, se
 
     window = make_window(qtbot, library, settings, BrokenEngine())
     with qtbot.waitSignal(window.captioning.failed, timeout=WAIT):
-        window.start_captioning(JobRequest(model="missing/model"), SCOPE_UNCAPTIONED)
+        window.start_captioning(CaptionJobSpec(model="missing/model"), SCOPE_UNCAPTIONED)
     errors = [message for level, message in window.log_panel.entries if level == "error"]
     assert errors and "no such model" in errors[-1]
     assert not window.captioning.running and window.actions["caption"].isEnabled()
@@ -222,11 +224,14 @@ def test_main_opens_window_and_library(qtbot, tmp_path, monkeypatch):
     assert seen.get("rows") == 3 and "lib.db" in seen["title"]
 
 
-def test_caption_dialog_builds_the_request(qtbot):
+def test_caption_dialog_builds_the_spec(qtbot):
     from desktop_app.dialogs import CaptionDialog
 
+    defaults = CaptionJobSpec(
+        model="my/model", settings=GenerationSettings(num_beams=3, max_new_tokens=40), batch_size=4, optimize="none"
+    )
     dialog = CaptionDialog(
-        defaults={"model": "my/model", "settings": {"num_beams": 3, "max_new_tokens": 40}, "batch_size": 4},
+        defaults=defaults,
         known_models=["other/model"],
         selection_count=0,
         filter_count=12,
@@ -235,19 +240,39 @@ def test_caption_dialog_builds_the_request(qtbot):
     qtbot.addWidget(dialog)
     assert not dialog.scope_selection.isEnabled()  # nothing selected
     assert dialog.scope() == SCOPE_UNCAPTIONED and "(7)" in dialog.scope_uncaptioned.text()
+    assert dialog.spec() == defaults  # untouched, the dialog gives back what it was given
     dialog.adapter.setText("/adapters/mine")
     dialog.prompt.setText("a photography of")
     dialog.min_tokens.setValue(50)  # max follows: never below min
     dialog.scope_filter.setChecked(True)
-    request = dialog.request()
-    assert (request.model, request.adapter, request.batch_size) == ("my/model", "/adapters/mine", 4)
-    assert request.settings["num_beams"] == 3 and request.settings["prompt"] == "a photography of"
-    assert request.settings["max_new_tokens"] >= request.settings["min_new_tokens"] == 50
+    spec = dialog.spec()
+    assert (spec.model, spec.adapter, spec.batch_size, spec.optimize) == ("my/model", "/adapters/mine", 4, "none")
+    assert spec.settings.num_beams == 3 and spec.settings.prompt == "a photography of"
+    assert spec.settings.max_new_tokens >= spec.settings.min_new_tokens == 50
     assert dialog.scope() == SCOPE_FILTER
-    # The engine accepts what the dialog produces.
-    from core.captioning.settings import GenerationSettings
 
-    GenerationSettings(**request.settings)
+
+def test_caption_spec_round_trips_through_settings(settings):
+    assert settings.caption_spec() == CaptionJobSpec()  # nothing kept yet: the defaults
+    spec = CaptionJobSpec(
+        model="my/model", adapter="/adapters/mine", batch_size=3, device="cpu", optimize="none",
+        overwrite_model_captions=True,
+        settings=GenerationSettings(num_beams=2, min_new_tokens=4, max_new_tokens=9, prompt="a photo of",
+                                    repetition_penalty=1.3),
+        scope=(1, 2, 3),
+    )
+    settings.set_caption_spec(spec)
+    settings.sync()
+    reread = AppSettings(QSettings(settings.q.fileName(), QSettings.Format.IniFormat))
+    assert reread.caption_spec() == spec.with_(scope=None)  # a selection is not a preference
+    # Every field of the spec is kept, by its own name (no hand-written parallel dict).
+    kept = json.loads(reread.q.value("captioning/defaults"))
+    assert set(kept) == {f.name for f in fields(CaptionJobSpec)} - {"scope"}
+    # What versions before the spec wrote still reads; what no longer reads gives defaults.
+    reread.q.setValue("captioning/defaults", json.dumps({"model": "old/model", "overwrite": True}))
+    assert reread.caption_spec() == CaptionJobSpec(model="old/model", overwrite_model_captions=True)
+    reread.q.setValue("captioning/defaults", json.dumps({"model": "m", "batch_size": 0}))
+    assert reread.caption_spec() == CaptionJobSpec()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings
 from sqlalchemy import select
 
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.models import Caption
 from desktop_app.dialogs import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from desktop_app.settings import AppSettings
-from desktop_app.worker import JobRequest
 from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
 from tests.test_gui_fakes import build_library
 from tests.test_gui_jobs import WAIT, make_window, uncaptioned_ids
@@ -21,7 +21,8 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     todo = uncaptioned_ids(window)
     landed: list[list[int]] = []
     window.captioning.captions_landed.connect(landed.append)
-    request = JobRequest(model=str(tiny_blip_dir), settings={"max_new_tokens": 6}, batch_size=4, device="cpu")
+    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=6), batch_size=4,
+                             device="cpu")
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:
         assert window.start_captioning(request, SCOPE_UNCAPTIONED)
     stats = finished.args[0]
@@ -39,8 +40,8 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     # Cancel a second (overwrite) run right after its first batch lands: what was
     # committed stays, the rest keeps its earlier caption.
     window.captioning.captions_landed.connect(lambda _ids: window.captioning.cancel())
-    request = JobRequest(model=str(tiny_blip_dir), settings={"max_new_tokens": 5}, batch_size=2,
-                         device="cpu", overwrite_model_captions=True)
+    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=5), batch_size=2,
+                             device="cpu", overwrite_model_captions=True)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT * 8) as finished:
         assert window.start_captioning(request, SCOPE_FILTER)  # the whole (unfiltered) view
     stats = finished.args[0]

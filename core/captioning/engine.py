@@ -27,18 +27,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import select, update
 
 from core.allocator import release_free_memory
-from core.captioning.settings import GenerationSettings
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
 from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import CaptionSource, Image, ImageState, ModelVersion
+from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +53,6 @@ DRAFT_FRACTION = 0.85
 DEFAULT_DRAFT_SIZE = 448
 #: Batches decoded ahead of the model.
 PREFETCH_BATCHES = 2
-
-
-@dataclass(frozen=True)
-class CaptionJobSpec:
-    """What to caption, with which model and settings."""
-
-    model: str
-    adapter: str | None = None
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
-    batch_size: int = 8
-    device: str = "auto"
-    overwrite_model_captions: bool = False
-    #: Explicit scope (a selection or a filter); None: every ok image of ``root_ids``.
-    image_ids: list[int] | None = None
-    #: Library roots in scope when ``image_ids`` is None; None: all roots.
-    root_ids: list[int] | None = None
-    #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
-    optimize: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not self.model or not self.model.strip():
-            raise ValueError(f"model must name a hub id, a folder or a model version, got {self.model!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
 
 
 @dataclass
@@ -118,21 +93,17 @@ def resolve_model(library: Any, model: str, adapter: str | None) -> ResolvedMode
     return ResolvedModel(model, adapter, None)
 
 
-def image_ids_under(library: Any, folder: Path | str) -> list[int]:
-    """Ids of the images under *folder*: a library root or any sub-folder of one."""
-    target = Path(folder).expanduser().resolve()
-    for root in library.roots():
-        root_path = Path(root.path)
-        if target == root_path or target.is_relative_to(root_path):
-            prefix = target.relative_to(root_path).as_posix()
-            query = select(Image.id).where(Image.root_id == root.id)
-            if prefix != ".":
-                # rel_path always uses "/"; escape LIKE wildcards in the folder name.
-                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                query = query.where(Image.rel_path.like(f"{escaped}/%", escape="\\"))
-            with library.db.read() as session:
-                return list(session.scalars(query.order_by(Image.rel_path)))
-    raise LookupError(f"{target} is not inside a library folder")
+def describe_scope(scope: Any) -> dict[str, Any] | None:
+    """The scope as the job record keeps it (plain JSON; ids are counted, not listed)."""
+    if scope is None:
+        return None
+    if isinstance(scope, ImageFilter):
+        return {
+            "states": sorted(scope.states), "root_id": scope.root_id, "folder": scope.folder,
+            "text": scope.text or None, "model": scope.model.label() if scope.model else None,
+            "min_score": scope.min_score, "max_score": scope.max_score,
+        }
+    return {"images": len(scope)}
 
 
 def select_images(
@@ -150,28 +121,32 @@ def select_images(
     library this runs on the inference thread while the GUI paints, and a Python loop
     over ORM rows held the GIL long enough to stall the window (0.45 s -> ~0.1 s).
     """
-    scope = (
-        "FROM images i JOIN library_roots r ON r.id = i.root_id "
-        "LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1 "
-        "WHERE i.state = ?"
-    )
+    # The job's own parameters are named job_*: an ImageFilter scope fills its own.
+    wanted = {
+        "job_ok": ImageState.OK.value,
+        "job_model_source": CaptionSource.MODEL.value,
+        "job_keep_own": int(not spec.overwrite_model_captions),
+        "job_model": resolved.model_name,
+        "job_adapter": resolved.adapter,
+        "job_sep": os.sep,
+    }
+    in_scope_sql = f"{CURRENT_JOIN} JOIN library_roots r ON r.id = i.root_id WHERE i.state = :job_ok"
     selected_only = (
-        " AND (c.id IS NULL OR (c.source = ? AND NOT (? AND c.model_name IS ? AND c.adapter IS ?)))"
+        " AND (c.id IS NULL OR (c.source = :job_model_source"
+        " AND NOT (:job_keep_own AND c.model_name IS :job_model AND c.adapter IS :job_adapter)))"
     )
-    wanted = (CaptionSource.MODEL.value, int(not spec.overwrite_model_captions), resolved.model_name,
-              resolved.adapter)
-    chunks: list[tuple[str, tuple[Any, ...]]]
-    if spec.image_ids is not None:
-        ids = list(dict.fromkeys(int(i) for i in spec.image_ids))
-        chunks = []
-        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            part = ids[start : start + 900]
-            chunks.append((f" AND i.id IN ({','.join('?' * len(part))})", tuple(part)))
-    elif spec.root_ids is not None:
-        roots = [int(r) for r in spec.root_ids]
-        chunks = [(f" AND i.root_id IN ({','.join('?' * len(roots))})", tuple(roots))] if roots else []
+    chunks: list[tuple[str, dict[str, Any]]]
+    if isinstance(spec.scope, ImageFilter):
+        params: dict[str, Any] = {}
+        chunks = [(f" AND {filter_sql(spec.scope, params)}", params)]
+    elif spec.scope is not None:
+        ids = spec.scope
+        chunks = [
+            (f" AND i.id IN ({','.join(str(int(x)) for x in ids[start : start + IN_CHUNK])})", {})
+            for start in range(0, len(ids), IN_CHUNK)
+        ]
     else:
-        chunks = [("", ())]
+        chunks = [("", {})]
     rows: list[tuple[str, int]] = []
     in_scope = 0
     with library.db.read() as session:
@@ -180,10 +155,12 @@ def select_images(
         cursor = session.connection().connection.dbapi_connection.cursor()
         try:
             for where, params in chunks:
-                base = (ImageState.OK.value, *params)
-                in_scope += cursor.execute(f"SELECT count(*) {scope}{where}", base).fetchone()[0]
-                cursor.execute(f"SELECT r.path || ? || i.rel_path, i.id {scope}{where}{selected_only}",
-                               (os.sep, *base, *wanted))
+                values = {**params, **wanted}
+                in_scope += cursor.execute(f"SELECT count(*){in_scope_sql}{where}", values).fetchone()[0]
+                cursor.execute(
+                    f"SELECT r.path || :job_sep || i.rel_path, i.id{in_scope_sql}{where}{selected_only}",
+                    values,
+                )
                 rows.extend(cursor.fetchall())
         finally:
             cursor.close()
@@ -373,6 +350,7 @@ def run_caption_job(
     library: Any,
     spec: CaptionJobSpec,
     *,
+    resolved: ResolvedModel | None = None,
     captioner: Any | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
@@ -380,12 +358,15 @@ def run_caption_job(
 ) -> CaptionJobStats:
     """Caption the images *spec* selects; see the module docstring.
 
-    *captioner*: an already-loaded captioner to reuse (the GUI's long-lived worker keeps
-    one); None loads ``spec.model`` (+ adapter).  *on_batch* receives the ids of the
-    images whose captions changed, after each committed batch (from this thread).
+    *resolved*: ``resolve_model(library, spec.model, spec.adapter)`` when the caller
+    already resolved it (the GUI's worker does, to load that model), so it is resolved
+    once.  *captioner*: an already-loaded captioner to reuse (the GUI's long-lived worker
+    keeps one); None loads the resolved model (+ adapter).  *on_batch* receives the ids
+    of the images whose captions changed, after each committed batch (from this thread).
     """
     started = time.monotonic()
-    resolved = resolve_model(library, spec.model, spec.adapter)
+    if resolved is None:
+        resolved = resolve_model(library, spec.model, spec.adapter)
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
@@ -393,8 +374,7 @@ def run_caption_job(
         "batch_size": spec.batch_size,
         "device": spec.device,
         "overwrite_model_captions": spec.overwrite_model_captions,
-        "images": len(spec.image_ids) if spec.image_ids is not None else None,
-        "root_ids": spec.root_ids,
+        "scope": describe_scope(spec.scope),
     }
     with library.job("caption", params, CaptionJobStats(), progress) as run:
         stats = run.stats

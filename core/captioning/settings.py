@@ -1,17 +1,27 @@
-"""Generation settings for a captioning run.
+"""What a captioning run is: :class:`GenerationSettings` and the whole :class:`CaptionJobSpec`.
 
 A :class:`GenerationSettings` is an immutable, validated bundle of the decoding
 knobs that change what a model writes.  It is stored next to every caption as
 provenance JSON (:meth:`GenerationSettings.to_dict`), so it deliberately holds
 only plain, JSON-serialisable values and no torch objects.
+
+A :class:`CaptionJobSpec` is the one description of a caption request: the CLI's
+``caption`` command and the GUI's dialog both build one, the engine runs it, and the
+GUI keeps the last one as its defaults (:meth:`CaptionJobSpec.to_dict`).  Nothing here
+imports torch, so the dialog can build specs without loading the engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ["GenerationSettings"]
+from core.captioning import DEFAULT_MODEL
+from core.queries import ImageFilter
+
+__all__ = ["CaptionJobSpec", "CaptionScope", "GenerationSettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +89,71 @@ class GenerationSettings:
         if unknown:
             raise ValueError(f"unknown generation setting(s): {', '.join(map(repr, unknown))}")
         return cls(**data)
+
+
+#: Which images a job looks at: ``None`` is the whole library; an :class:`ImageFilter`
+#: is a folder (``FolderScope.image_filter()``), the uncaptioned images, or the grid's
+#: current view, evaluated when the job starts; a tuple of ids is an explicit selection.
+#: Within the scope the engine still never touches a person's or an imported caption.
+CaptionScope = ImageFilter | tuple[int, ...] | None
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class CaptionJobSpec:
+    """What to caption (``scope``), with which model and settings."""
+
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    batch_size: int = 8
+    device: str = "auto"
+    #: Also re-caption images whose current caption this very model version wrote.
+    overwrite_model_captions: bool = False
+    #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
+    optimize: str = "auto"
+    scope: CaptionScope = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"model must name a hub id, a folder or a model version, got {self.model!r}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.device not in _DEVICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if not isinstance(self.settings, GenerationSettings):
+            raise ValueError(f"settings must be GenerationSettings, got {self.settings!r}")
+        scope = self.scope
+        if scope is not None and not isinstance(scope, ImageFilter):
+            # Any sequence of ids becomes a tuple: the spec stays immutable.
+            object.__setattr__(self, "scope", tuple(dict.fromkeys(int(i) for i in scope)))
+
+    def with_(self, **changes: Any) -> CaptionJobSpec:
+        return replace(self, **changes)
+
+    def label(self) -> str:
+        """The model as a person reads it: "base" or "base + adapter-folder-name"."""
+        return self.model if not self.adapter else f"{self.model} + {Path(self.adapter).name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec's fields as plain JSON values, without the scope (a selection is not
+        a preference); :meth:`from_dict` reads it back."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scope"}
+        data["settings"] = self.settings.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, scope: CaptionScope = None) -> CaptionJobSpec:
+        """Inverse of :meth:`to_dict`; ``ValueError`` for unknown keys or bad values."""
+        known = {f.name for f in fields(cls)} - {"scope"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown caption job field(s): {', '.join(map(repr, unknown))}")
+        values = dict(data)
+        if "settings" in values:
+            settings = values["settings"]
+            if not isinstance(settings, Mapping):
+                raise ValueError(f"settings must be a mapping, got {settings!r}")
+            values["settings"] = GenerationSettings.from_dict(dict(settings))
+        return cls(**values, scope=scope)

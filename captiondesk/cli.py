@@ -10,131 +10,43 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from captiondesk import dataset_commands, selfcheck_command, training_commands
+from captiondesk.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UserError,
+    open_library,
+    print_problems,
+    run_with_progress,
+)
 from core import __version__
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from core.library import Library
 
 
-class UserError(Exception):
-    """An error caused by the user's input: shown as one line, exit status 2."""
 
-
-# -- progress and cancellation --------------------------------------------------------
-
-
-class ProgressBar:
-    """A tqdm bar on a terminal; silent (summary only) when output is redirected."""
-
-    def __init__(self, description: str, unit: str = "img") -> None:
-        self._bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(desc=description, unit=unit, dynamic_ncols=True, leave=True)
-
-    def __call__(self, progress: Any) -> None:
-        bar = self._bar
-        if bar is None:
-            return
-        if progress.total is not None and bar.total != progress.total:
-            bar.total = progress.total
-        bar.n = progress.done
-        postfix = {k: v for k, v in progress.counts.items() if v}
-        if postfix:
-            bar.set_postfix(postfix, refresh=False)
-        bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def run_cancellable(job: Callable[[threading.Event], T]) -> tuple[T | None, bool]:
-    """Run ``job(cancel)`` on a worker thread; Ctrl-C sets *cancel* and waits for it.
-
-    Returns ``(result, interrupted)``.  The job decides how fast it stops (between
-    batches); what it committed stays committed.
-    """
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = job(cancel)
-        except BaseException as exc:  # re-raised on the main thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target, name="captiondesk-job", daemon=True)
-    worker.start()
-    interrupted = False
-    while worker.is_alive():
-        try:
-            worker.join(0.2)
-        except KeyboardInterrupt:
-            if interrupted:  # a second Ctrl-C: stop waiting
-                raise
-            interrupted = True
-            cancel.set()
-            print("\nStopping after the current batch (Ctrl-C again to quit now)...", file=sys.stderr)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result"), interrupted
-
-
-# -- commands -------------------------------------------------------------------------
-
-
-def _open_library(args: argparse.Namespace):
-    from core.library import Library, default_library_path
-
-    path = Path(args.library) if args.library else default_library_path()
-    return Library(path)
-
-
-def _print_scan_summary(stats: Any) -> None:
-    parts = [
-        f"{stats.files_seen} files",
-        f"{stats.new} new",
-        f"{stats.changed} changed",
-        f"{stats.moved} moved",
-        f"{stats.missing} missing",
-        f"{stats.errors} unreadable",
-    ]
-    print("Scan " + ("cancelled" if stats.cancelled else "finished") + ": " + ", ".join(parts))
-    for problem in stats.problems[:10]:
-        print(f"  warning: {problem}", file=sys.stderr)
-    if len(stats.problems) > 10:
-        print(f"  ... and {len(stats.problems) - 10} more warnings", file=sys.stderr)
-
-
-def _scan_with_progress(library: Any, root_ids: list[int] | None) -> int:
-    bar = ProgressBar("Scanning", unit="file")
-    try:
-        stats, interrupted = run_cancellable(
-            lambda cancel: library.scan(root_ids, progress=bar, cancel=cancel)
-        )
-    finally:
-        bar.close()
+def _scan_with_progress(library: Library, root_ids: list[int] | None) -> int:
+    stats, interrupted = run_with_progress(
+        "Scanning", lambda bar, cancel: library.scan(root_ids, progress=bar, cancel=cancel), unit="file"
+    )
     if stats is not None:
-        _print_scan_summary(stats)
+        print(stats.summary())
+        print_problems(stats.problems)
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     from core.library import LibraryError
 
-    with _open_library(args) as library:
+    with open_library(args) as library:
         root_ids = []
         for folder in args.folders:
             try:
@@ -151,7 +63,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from core.library import LibraryError
 
-    with _open_library(args) as library:
+    with open_library(args) as library:
         if args.folders:
             try:
                 root_ids = [library.find_root(folder).id for folder in args.folders]
@@ -165,7 +77,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _open_library(args) as library:
+    with open_library(args) as library:
         rows = library.status()
         print(f"Library: {library.path}")
         if not rows:
@@ -184,77 +96,63 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import run_caption_job
+    from core.captioning.engine import CaptionJobSpec, image_ids_under, run_caption_job
     from core.captioning.errors import ModelLoadError
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.captioning.settings import GenerationSettings
     from core.library import LibraryError
-    from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 
     if bool(args.folders) == bool(args.all):
         raise UserError("name the folders to caption, or --all for the whole library")
     try:
-        # The same spec the GUI builds; validated before the library is touched.
-        spec = CaptionJobSpec(
+        settings = GenerationSettings(
+            num_beams=args.beams,
+            min_new_tokens=args.min_new_tokens,
+            max_new_tokens=args.max_new_tokens,
+            prompt=args.prompt,
+            repetition_penalty=args.repetition_penalty,
+        )
+        spec_kwargs: dict[str, Any] = dict(
             model=args.model,
             adapter=args.adapter,
-            settings=GenerationSettings(
-                num_beams=args.beams,
-                min_new_tokens=args.min_new_tokens,
-                max_new_tokens=args.max_new_tokens,
-                prompt=args.prompt,
-                repetition_penalty=args.repetition_penalty,
-            ),
+            settings=settings,
             batch_size=args.batch_size,
             device=args.device,
             overwrite_model_captions=args.overwrite_model_captions,
             optimize=args.optimize,
         )
+        CaptionJobSpec(**spec_kwargs)  # validate before touching the library
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
-    with _open_library(args) as library:
-        folders = []
-        for folder in args.folders or []:
-            try:
-                with library.db.read() as session:
-                    folders.append(resolve_folder(session, folder).image_filter())
-            except FolderNotInLibraryError:
-                # Not in the library yet: add it and scan it first, as a user expects.
+    with open_library(args) as library:
+        image_ids: list[int] | None = None
+        if args.folders:
+            image_ids = []
+            for folder in args.folders:
                 try:
-                    root = library.add_root(folder)
-                except LibraryError as exc:
-                    raise UserError(str(exc)) from None
-                print(f"Added {root.path}")
-                if _scan_with_progress(library, [root.id]) != EXIT_OK:
-                    return EXIT_INTERRUPTED
-                with library.db.read() as session:
-                    folders.append(resolve_folder(session, folder).image_filter())
-        if len(folders) == 1:
-            spec = spec.with_(scope=folders[0])
-        elif folders:
-            # Several folders: their images together (one that overlaps another counts once).
-            with library.db.read() as session:
-                spec = spec.with_(scope=[i for flt in folders for i in filtered_ids(session, flt)])
-        bar = ProgressBar("Captioning", unit="img")
+                    ids = image_ids_under(library, folder)
+                except LookupError:
+                    # Not in the library yet: add it and scan it first, as a user expects.
+                    try:
+                        root = library.add_root(folder)
+                    except LibraryError as exc:
+                        raise UserError(str(exc)) from None
+                    print(f"Added {root.path}")
+                    if _scan_with_progress(library, [root.id]) != EXIT_OK:
+                        return EXIT_INTERRUPTED
+                    ids = image_ids_under(library, folder)
+                image_ids.extend(ids)
+        spec = CaptionJobSpec(**spec_kwargs, image_ids=image_ids)
         try:
-            stats, interrupted = run_cancellable(
-                lambda cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)
+            stats, interrupted = run_with_progress(
+                "Captioning", lambda bar, cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)
             )
         except ModelLoadError as exc:
             raise UserError(str(exc)) from None
-        finally:
-            bar.close()
     assert stats is not None
     rate = stats.captioned / stats.seconds if stats.seconds else 0.0
-    print(
-        ("Cancelled" if stats.cancelled else "Finished")
-        + f": {stats.captioned} captioned, {stats.skipped} skipped, {stats.errors} errors"
-        + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)"
-    )
-    for problem in stats.problems[:10]:
-        print(f"  error: {problem}", file=sys.stderr)
-    if len(stats.problems) > 10:
-        print(f"  ... and {len(stats.problems) - 10} more errors", file=sys.stderr)
+    print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
+    print_problems(stats.problems, "error")
     if stats.cancelled:
         print("Run the same command again to resume.", file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
@@ -334,13 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     caption.set_defaults(handler=cmd_caption)
 
-    # Later features register their own sub-commands (stdlib-only at import time).
-    from captiondesk import dataset_commands, training_commands
-    from core import selfcheck
-
+    # The other command modules register their own sub-commands (light to import).
     dataset_commands.register(commands)
     training_commands.register(commands)
-    selfcheck.register(commands)
+    selfcheck_command.register(commands)
     return parser
 
 

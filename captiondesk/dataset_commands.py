@@ -14,8 +14,15 @@ import argparse
 import sys
 from typing import Any
 
-# Attribute access at call time: captiondesk.cli may import this module while it is loading.
-from captiondesk import cli
+from captiondesk.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UserError,
+    open_library,
+    print_problems,
+    run_with_progress,
+)
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 # Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
@@ -24,24 +31,6 @@ IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet"
 ONLY_CHOICES = ("captioned", "verified")
 CAPTION_EXTENSIONS = (".txt", ".caption")
 
-#: Problems listed on stderr before "... and N more".
-SHOWN_PROBLEMS = 10
-
-
-def _print_problems(problems: list[str]) -> None:
-    for problem in problems[:SHOWN_PROBLEMS]:
-        print(f"  warning: {problem}", file=sys.stderr)
-    if len(problems) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more warnings", file=sys.stderr)
-
-
-def _run(description: str, job: Any) -> tuple[Any, bool]:
-    bar = cli.ProgressBar(description)
-    try:
-        return cli.run_cancellable(lambda cancel: job(bar, cancel))
-    finally:
-        bar.close()
-
 
 # -- export ---------------------------------------------------------------------------
 
@@ -49,9 +38,9 @@ def _run(description: str, job: Any) -> tuple[Any, bool]:
 def cmd_export(args: argparse.Namespace) -> int:
     from core.export import ExportError, export_dataset
 
-    with cli._open_library(args) as library:
+    with open_library(args) as library:
         try:
-            stats, interrupted = _run(
+            stats, interrupted = run_with_progress(
                 "Exporting",
                 lambda progress, cancel: export_dataset(
                     library,
@@ -68,26 +57,21 @@ def cmd_export(args: argparse.Namespace) -> int:
                 ),
             )
         except ExportError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
     if stats is None:
-        return cli.EXIT_INTERRUPTED
-    _print_problems(stats.problems)
+        return EXIT_INTERRUPTED
+    print_problems(stats.problems)
     if stats.cancelled:
         print(f"Export cancelled: nothing was written to {args.out}")
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     if stats.exported == 0:
         which = "verified (human) captions" if args.only == "verified" else "captions"
         where = f" in {args.folder}" if args.folder else ""
         left_out = stats.missing + stats.errors + stats.skipped
         detail = f" ({left_out} left out, see the warnings above)" if left_out else ""
-        raise cli.UserError(f"nothing to export: no readable images with {which}{where}{detail}")
-    converted = f"; {stats.converted} converted to JPEG" if stats.converted else ""
-    print(
-        f"Exported {stats.exported} images to {stats.out} "
-        f"(train {stats.train}, validation {stats.validation}{converted}); "
-        f"{stats.missing} missing, {stats.errors} unreadable, {stats.skipped} skipped"
-    )
-    return cli.EXIT_INTERRUPTED if interrupted else cli.EXIT_OK
+        raise UserError(f"nothing to export: no readable images with {which}{where}{detail}")
+    print(stats.summary())
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 # -- import ---------------------------------------------------------------------------
@@ -96,31 +80,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from core.importer import CaptionImportError, import_captions
 
-    with cli._open_library(args) as library:
+    with open_library(args) as library:
         try:
-            stats, interrupted = _run(
+            stats, interrupted = run_with_progress(
                 "Importing",
                 lambda progress, cancel: import_captions(
                     library, args.format, args.src, verified=args.verified, progress=progress, cancel=cancel
                 ),
             )
         except CaptionImportError as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
     if stats is None:
-        return cli.EXIT_INTERRUPTED
-    _print_problems(stats.problems)
-    kind = "verified captions" if args.verified else "captions"
-    print(
-        ("Import cancelled" if stats.cancelled else "Import finished")
-        + f": {stats.rows} images named, {stats.imported} {kind} added "
-        f"({stats.current} now current, {stats.kept_human} kept beside a person's caption), "
-        f"{stats.unchanged} already there, {stats.unmatched} unmatched, {stats.ambiguous} ambiguous"
-    )
+        return EXIT_INTERRUPTED
+    print_problems(stats.problems)
+    print(stats.summary())
     if stats.unmatched_names:
         more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
         listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
         print(f"  not in the library: {listed}", file=sys.stderr)
-    return cli.EXIT_INTERRUPTED if interrupted or stats.cancelled else cli.EXIT_OK
+    return EXIT_INTERRUPTED if interrupted or stats.cancelled else EXIT_OK
 
 
 # -- write-metadata -------------------------------------------------------------------
@@ -130,9 +108,9 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
     from core.export import ExportError
     from core.metadata import MetadataUnavailable, write_metadata
 
-    with cli._open_library(args) as library:
+    with open_library(args) as library:
         try:
-            stats, interrupted = _run(
+            stats, interrupted = run_with_progress(
                 "Writing metadata",
                 lambda progress, cancel: write_metadata(
                     library, sidecar=args.sidecar, only=args.only, folder=args.folder,
@@ -140,19 +118,15 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
                 ),
             )
         except (ExportError, MetadataUnavailable) as exc:
-            raise cli.UserError(str(exc)) from None
+            raise UserError(str(exc)) from None
     if stats is None:
-        return cli.EXIT_INTERRUPTED
-    _print_problems(stats.problems)
-    print(
-        ("Cancelled" if stats.cancelled else "Finished")
-        + f": captions written into {stats.written} files and {stats.sidecars} .xmp sidecars; "
-        f"{stats.unchanged} already up to date, {stats.missing} missing, {stats.errors} failed"
-    )
+        return EXIT_INTERRUPTED
+    print_problems(stats.problems)
+    print(stats.summary())
     if interrupted or stats.cancelled:
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     # A photo that could not be written is worth a non-zero status for scripts.
-    return cli.EXIT_FAILED if stats.errors else cli.EXIT_OK
+    return EXIT_FAILED if stats.errors else EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------

@@ -12,8 +12,14 @@ import argparse
 import sys
 from typing import Any
 
-# Attribute access at call time: captiondesk.cli may import this module while it is loading.
-from captiondesk import cli
+from captiondesk.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UserError,
+    open_library,
+    print_problems,
+    run_with_progress,
+)
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 METHODS = ("lora", "full", "qlora")  # mirrors core.training.config.METHODS
@@ -55,28 +61,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
         )
     except ValueError as exc:
-        raise cli.UserError(str(exc)) from None
-    with cli._open_library(args) as library:
-        bar = cli.ProgressBar("Training", unit="step")
-
+        raise UserError(str(exc)) from None
+    with open_library(args) as library:
         def on_epoch(record: dict[str, Any]) -> None:
             loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
             print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
                   f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
         try:
-            result, interrupted = cli.run_cancellable(
-                lambda cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
-                                     on_epoch=on_epoch))
+            result, interrupted = run_with_progress(
+                "Training",
+                lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
+                                          on_epoch=on_epoch),
+                unit="step")
         except _user_errors() as exc:
-            raise cli.UserError(str(exc)) from None
-        finally:
-            bar.close()
+            raise UserError(str(exc)) from None
     if result is None or result.cancelled:
         print(f"Training cancelled; run the same command again to resume '{args.name}'.", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
-    for problem in result.skipped_images[:10]:
-        print(f"  warning: {problem}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_problems(result.skipped_images)
     early = ", stopped early" if result.stopped_early else ""
     print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
           f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} of "
@@ -88,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("warning: the new version scores below the base model on the validation split; try more "
               "epochs, another --lr, or more verified captions", file=sys.stderr)
     print(f"Saved to {result.path}. Caption with: captiondesk caption --all --model {result.name}")
-    return cli.EXIT_INTERRUPTED if interrupted else cli.EXIT_OK
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
 
 # -- eval ---------------------------------------------------------------------------
@@ -97,25 +100,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.training import evaluate_model
 
-    with cli._open_library(args) as library:
-        bar = cli.ProgressBar("Evaluating", unit="img")
+    with open_library(args) as library:
         try:
-            result, interrupted = cli.run_cancellable(
-                lambda cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
-                                              seed=args.seed, include_imports=args.include_imports,
-                                              device=args.device, progress=bar, cancel=cancel))
+            result, interrupted = run_with_progress(
+                "Evaluating",
+                lambda bar, cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
+                                                   seed=args.seed, include_imports=args.include_imports,
+                                                   device=args.device, progress=bar, cancel=cancel))
         except _user_errors() as exc:
-            raise cli.UserError(str(exc)) from None
-        finally:
-            bar.close()
+            raise UserError(str(exc)) from None
     if result is None or interrupted:
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     print(f"Validation split: {result.metrics['n']} images (ratio {args.val_ratio:g}, seed {args.seed})")
     print(_metrics_table([(title[-14:], result.metrics)]))
-    for problem in result.skipped[:10]:
-        print(f"  warning: {problem}", file=sys.stderr)
-    return cli.EXIT_OK
+    print_problems(result.skipped)
+    return EXIT_OK
 
 
 # -- models -------------------------------------------------------------------------
@@ -127,18 +127,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     action = args.action or "list"
     needed = {"list": 0, "rename": 2, "delete": 1, "activate": 1, "export": 2}
     if action not in needed:
-        raise cli.UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
+        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
     if len(args.names) != needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW", "delete": "models delete NAME",
                  "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
-        raise cli.UserError(f"usage: captiondesk {usage}")
-    with cli._open_library(args) as library:
+        raise UserError(f"usage: captiondesk {usage}")
+    with open_library(args) as library:
         try:
             if action == "list":
                 rows = versions.list_versions(library)
                 if not rows:
                     print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
-                    return cli.EXIT_OK
+                    return EXIT_OK
                 print(f"{'':2}{'name':<24}{'method':<8}{'exact':>8}{'CIDEr':>8}  {'created':<17}base model")
                 for v in rows:
                     trained = (v.metrics or {}).get("trained", {})
@@ -162,8 +162,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 out = versions.export_merged(library, *args.names)
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
         except _user_errors() as exc:
-            raise cli.UserError(str(exc)) from None
-    return cli.EXIT_OK
+            raise UserError(str(exc)) from None
+    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------

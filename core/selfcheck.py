@@ -1,4 +1,4 @@
-"""``captiondesk self-check``: is this installation (source tree or frozen bundle) complete?
+"""The checks behind ``captiondesk self-check``: is this installation complete?
 
 It reports, without touching the network or the user's library:
 
@@ -8,33 +8,25 @@ It reports, without touching the network or the user's library:
   in the Hugging Face cache (a model that is missing is only a note: the first
   ``caption`` run downloads it);
 * that the Alembic migrations are present as files and that a temporary library can be
-  created, migrated and queried;
-* that Qt's platform plugins are present (without them the window cannot open).
+  created, migrated and queried.
 
-It exits 0 when everything essential works, 1 otherwise (each problem says what broke).
+Each problem says what broke.  The ``self-check`` command lives in the command-line
+package; it adds the desktop app's Qt checks (kept there: ``core`` never imports Qt,
+the desktop app or the command line).
 
-``self-check --smoke-test`` (hidden) additionally opens the real main window on a
-temporary library, waits until the library is open, and closes it again: the packaging
-smoke test runs it against the frozen app with ``QT_QPA_PLATFORM=offscreen``.
-
-Heavy imports (torch, transformers, Qt) happen inside the checks, never at import time.
+Heavy imports (torch, transformers) happen inside the checks, never at import time.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-
-EXIT_OK = 0
-EXIT_BROKEN = 1
 
 #: (label, module, essential): a failed import of an essential module fails the check.
 LIBRARIES: tuple[tuple[str, str, bool], ...] = (
@@ -66,7 +58,8 @@ class Check:
         return "FAIL" if self.essential else "note"
 
 
-def _frozen() -> bool:
+def frozen() -> bool:
+    """Whether this is the packaged (PyInstaller) application."""
     return bool(getattr(sys, "frozen", False))
 
 
@@ -97,7 +90,7 @@ def check_version() -> Check:
 
     ok = not __version__.startswith("0.0.0")
     detail = __version__ if ok else f"{__version__} (package metadata not found: is captiondesk installed?)"
-    return Check("CaptionDesk", ok, detail + (" [frozen]" if _frozen() else ""))
+    return Check("CaptionDesk", ok, detail + (" [frozen]" if frozen() else ""))
 
 
 def check_device() -> Check:
@@ -183,6 +176,7 @@ def check_temp_library() -> Check:
 
 
 def run_checks() -> list[Check]:
+    """The checks that need no Qt (the ``self-check`` command adds the desktop app's)."""
     checks = [check_version()]
     checks += check_libraries()
     imported = {c.name for c in checks if c.ok}
@@ -191,71 +185,15 @@ def run_checks() -> list[Check]:
     checks.append(check_model_cache())
     checks.append(check_migrations())
     checks.append(check_temp_library())
-    if "PySide6" in imported:
-        # Qt stays out of core/: the Qt checks live in the desktop app package.
-        from desktop_app.selfcheck_gui import check_qt_plugins
-
-        checks.append(check_qt_plugins())
     return checks
 
 
-# -- command ---------------------------------------------------------------------------
+def essential_failures(checks: Sequence[Check]) -> list[Check]:
+    """The checks whose failure makes the installation unusable."""
+    return [c for c in checks if c.essential and not c.ok]
 
 
-def _print(checks: Sequence[Check], out: Callable[[str], None]) -> None:
+def format_checks(checks: Sequence[Check]) -> list[str]:
+    """One aligned line per check: status, name, detail."""
     width = max(len(c.name) for c in checks)
-    for check in checks:
-        out(f"  {check.status:<4}  {check.name:<{width}}  {check.detail}")
-
-
-def cmd_self_check(args: argparse.Namespace) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a self-check never touches the network
-    checks = run_checks()
-    if getattr(args, "smoke_test", False):
-        if all(c.ok or not c.essential for c in checks):
-            from desktop_app.selfcheck_gui import smoke_test_gui
-
-            checks.append(smoke_test_gui(min_ms=int(os.environ.get("CAPTIONDESK_SMOKE_EXIT_MS", "1500"))))
-        else:
-            checks.append(Check("GUI", False, "not started: essential checks failed"))
-    print("CaptionDesk self-check")
-    _print(checks, print)
-    failed = [c for c in checks if c.essential and not c.ok]
-    if failed:
-        print(
-            f"self-check FAILED: {', '.join(c.name for c in failed)} "
-            f"({'reinstall CaptionDesk' if _frozen() else 'reinstall the dependencies: pip install -e .'})",
-            file=sys.stderr,
-        )
-        return EXIT_BROKEN
-    print("self-check passed")
-    return EXIT_OK
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)
-    parser.set_defaults(handler=cmd_self_check)
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``self-check`` subcommand to ``captiondesk``'s subparsers."""
-    parser = subparsers.add_parser(
-        "self-check",
-        help="check that this installation is complete (versions, device, model cache, library)",
-        description="Check that this installation works: library versions, compute device, "
-        "default model cache, migrations and a temporary library. No network access.",
-    )
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m core.selfcheck [--smoke-test]``."""
-    parser = argparse.ArgumentParser(prog="captiondesk self-check")
-    add_arguments(parser)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return [f"  {check.status:<4}  {check.name:<{width}}  {check.detail}" for check in checks]

@@ -1,7 +1,7 @@
 """The Qt half of ``captiondesk self-check``: platform plugins and a GUI smoke test.
 
-Kept here so that :mod:`core` never imports Qt; :mod:`core.selfcheck` imports this
-module lazily.
+Kept here so that :mod:`core` never imports Qt or the desktop app;
+:mod:`captiondesk.selfcheck_command` adds these checks to core's (lazily).
 """
 
 from __future__ import annotations

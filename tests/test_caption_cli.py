@@ -44,7 +44,7 @@ def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path
     assert main(argv) == 0
     out = capsys.readouterr()
     # 4 photos + 6 decodable corpus files; the truncated JPEG fails at decode.
-    assert "10 captioned, 0 skipped, 1 errors" in out.out, out
+    assert "10 captioned, 0 skipped, 1 error in" in out.out, out
     assert "truncated" in out.err
     rows = _current_rows(db)
     assert len(rows) == 10

@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 import captiondesk.cli
+import captiondesk.common
 from core import captions
 from captiondesk import dataset_commands as cli_dataset
 from core import export as export_module
@@ -508,7 +509,7 @@ def test_cli_ctrl_c_stops_export_cleanly(
         cancel.set()  # what Ctrl-C does in run_cancellable
         return job(cancel), True
 
-    monkeypatch.setattr(captiondesk.cli, "run_cancellable", fake_run_cancellable)
+    monkeypatch.setattr(captiondesk.common, "run_cancellable", fake_run_cancellable)
     code = run_cli(["--library", str(library.path), "export", "csv", str(tmp_path / "out")], monkeypatch)
     assert code == 130 and not (tmp_path / "out").exists()
 

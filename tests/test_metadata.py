@@ -383,7 +383,7 @@ def test_write_metadata_job_counts_updates_records_and_goes_on_after_errors(
     code = run_cli(["--library", str(library.path), "write-metadata"], monkeypatch)
     captured = capsys.readouterr()
     assert code == 1  # broken.jpg could not be written
-    assert "captions written into 2 files and 1 .xmp sidecars" in captured.out
+    assert "captions written into 2 files and 1 .xmp sidecar;" in captured.out
     assert "1 missing, 1 failed" in captured.out and "broken.jpg" in captured.err
     assert pillow_read(photo_dir / "tram.jpg")["exif"] == ASCII_CAPTION
     assert pillow_read(photo_dir / "sakura.png")["xmp"] == CAPTION

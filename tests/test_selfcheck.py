@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -10,22 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from core import selfcheck
+from captiondesk import selfcheck_command
 from captiondesk.cli import build_parser
+from core import selfcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _parser_with_selfcheck() -> argparse.ArgumentParser:
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "self-check" not in subparsers.choices:  # until captiondesk.cli registers it itself
-        selfcheck.register(subparsers)
-    return parser
-
-
 def test_self_check_passes_in_source_tree(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parser_with_selfcheck().parse_args(["self-check"])
+    args = build_parser().parse_args(["self-check"])
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     for name in ("python", "torch", "transformers", "peft", "PySide6", "SQLAlchemy", "Pillow",
@@ -52,7 +44,7 @@ def test_missing_migrations_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_broken_essential_library_exits_nonzero(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(selfcheck, "LIBRARIES", (("nosuchlib", "captiondesk_no_such_module", True),))
     monkeypatch.setattr(selfcheck, "check_device", lambda: selfcheck.Check("device", True, "cpu"))
-    assert selfcheck.main([]) == 1
+    assert selfcheck_command.main([]) == 1
     captured = capsys.readouterr()
     assert "FAIL  nosuchlib" in captured.out
     assert "self-check FAILED: nosuchlib" in captured.err
@@ -88,7 +80,7 @@ def test_entry_script_routes_self_check_and_version() -> None:
 def test_gui_smoke_test_in_source_tree(tmp_path: Path) -> None:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path),
            "CAPTIONDESK_SMOKE_EXIT_MS": "500", "CAPTIONDESK_LIBRARY": str(tmp_path / "lib.db")}
-    result = subprocess.run([sys.executable, "-m", "core.selfcheck", "--smoke-test"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "captiondesk", "self-check", "--smoke-test"], capture_output=True,
                             text=True, cwd=ROOT, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok    GUI" in result.stdout

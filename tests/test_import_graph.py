@@ -1,0 +1,131 @@
+"""The project's import graph: no circles between modules, and the layers point one way.
+
+``core`` is the plain library: it imports nothing of ``desktop_app`` (Qt) or
+``captiondesk`` (the command line), not even lazily.  Among all project modules the
+imports form no cycle — neither those made while a module loads nor the lazy ones inside
+functions (``if TYPE_CHECKING:`` imports never run and do not count) — and every module
+imports on its own.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "captiondesk", "desktop_app")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _project_modules() -> dict[str, Path]:
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:  # Alembic's scripts run inside Alembic, not imported
+                continue
+            modules[_module_name(path)] = path
+    return modules
+
+
+MODULES = _project_modules()
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(module: str, path: Path, *, module_level_only: bool) -> set[str]:
+    """The project modules *module* imports (``from pkg import submodule`` counts as
+    ``pkg.submodule``); module level only, or anywhere (lazy imports in functions too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                visit(node.orelse)  # the TYPE_CHECKING branch never runs
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                for alias in node.names:
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and module_level_only:
+                continue  # runs when called, not when the module loads
+            else:
+                visit([child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)])
+
+    visit(tree.body)
+    return {name for name in found if name in MODULES and name != module}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One example path per cycle found by depth-first search."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_core_imports_nothing_of_the_app_or_the_command_line() -> None:
+    offenders = {
+        module: sorted(name for name in _imports(module, path, module_level_only=False)
+                       if name.split(".")[0] in ("desktop_app", "captiondesk"))
+        for module, path in MODULES.items()
+        if module.split(".")[0] == "core"
+    }
+    assert {m: names for m, names in offenders.items() if names} == {}
+
+
+def test_command_modules_import_only_the_shared_helpers() -> None:
+    """``captiondesk.cli`` imports the command modules; they import ``common``, not ``cli``."""
+    for module in ("captiondesk.dataset_commands", "captiondesk.training_commands", "captiondesk.selfcheck_command"):
+        imported = _imports(module, MODULES[module], module_level_only=False)
+        assert {name for name in imported if name.startswith("captiondesk")} <= {"captiondesk.common"}, module
+
+
+@pytest.mark.parametrize("module_level_only", [True, False], ids=["at-load", "with-lazy-imports"])
+def test_no_import_cycles_between_project_modules(module_level_only: bool) -> None:
+    graph = {module: _imports(module, path, module_level_only=module_level_only) for module, path in MODULES.items()}
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.endswith("__main__")))
+def test_every_module_imports(module: str) -> None:
+    importlib.import_module(module)

@@ -1,4 +1,14 @@
-"""Read-side SQL for the GUI: filtering, sorting, search, row fetching and folder counts.
+"""The store's read side: which images (state, folder, filters), sorting, search, rows, counts.
+
+One definition of each idea, used by the GUI, the captioning engine, export, metadata
+writing, training data and ``Library.status``:
+
+* :class:`ImageFilter` describes "which images" (root + folder prefix, states, text,
+  model, scores); :func:`filter_sql` is its WHERE clause for callers that pick their own
+  columns over :data:`CURRENT_JOIN`.
+* :func:`resolve_folder` turns a folder on disk into a :class:`FolderScope` (root id +
+  root-relative prefix); :func:`folder_range` / :func:`in_folder` are "under this folder".
+* :data:`STATE_SQL` / :func:`display_state` are the image states.
 
 Everything here is plain SQLAlchemy over a :class:`~sqlalchemy.orm.Session` and never
 imports Qt, so it is tested without a display and runs on worker threads.

@@ -1,6 +1,6 @@
 """The caption panel: edit the current caption, see the model's words and the history.
 
-Pure view: it shows a :class:`~desktop_app.queries.CaptionDetails` and reports what the
+Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
 person asked for through signals; the window runs the operations (via
 :class:`~desktop_app.review.CaptionEditor`) and reloads the panel afterwards.
 """

@@ -1,6 +1,6 @@
 """The thumbnail grid's model: a list of image ids with rows fetched lazily in chunks.
 
-Filtering and sorting happen in SQL (:mod:`desktop_app.queries`); this model only holds
+Filtering and sorting happen in SQL (:mod:`core.queries`); this model only holds
 the resulting ordered ids (100 000 ints is under 1 MB) and fetches the few hundred rows
 the view actually asks for, :data:`CHUNK` at a time, keeping :data:`MAX_CHUNKS` of them
 in an LRU.  A chunk is one indexed ``IN (...)`` query — about a millisecond — so doing
@@ -42,7 +42,7 @@ ModelIndex = QModelIndex | QPersistentModelIndex
 
 
 class ImageGridModel(QAbstractListModel):
-    """Ordered image ids; rows (:class:`~desktop_app.queries.ImageRow`) loaded on demand."""
+    """Ordered image ids; rows (:class:`~core.queries.ImageRow`) loaded on demand."""
 
     #: Emitted after the id list was replaced wholesale (a new filter or sort).
     reset_done = Signal()

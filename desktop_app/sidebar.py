@@ -1,6 +1,6 @@
 """The library sidebar: roots and sub-folders with counts, and add/remove/rescan buttons.
 
-The counts come from :func:`desktop_app.queries.folder_tree`, computed on a pool thread
+The counts come from :func:`core.queries.folder_tree`, computed on a pool thread
 by the window; the sidebar only renders the tree it is given and keeps the selection
 across refreshes (a refresh lands every couple of seconds during a job).
 """

@@ -59,19 +59,13 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
-from core.jobs import (
-    NEVER_CANCELLED,
-    CancelToken,
-    Progress,
-    ProgressCallback,
-    no_progress,
-)
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
@@ -94,12 +88,16 @@ class TrainingError(Exception):
 
 
 @dataclass
-class TrainingResult:
+class TrainingResult(JobStats):
+    """What a training run did (``skipped_images``: the images it could not use, and why)."""
+
+    TITLE: ClassVar[str] = "Training"
+    LABELS: ClassVar[Mapping[str, tuple[str, str]]] = {"epochs": ("epoch", "epochs")}
+
     name: str
     method: str
     version_id: int | None = None
     path: str | None = None
-    cancelled: bool = False
     resumed_from_epoch: int = 0
     epochs_run: int = 0
     best_epoch: int = 0
@@ -113,7 +111,9 @@ class TrainingResult:
     cached_vision: bool = False
     trainable_parameters: int = 0
     seconds: float = 0.0
-    job_id: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"epochs": self.epochs_run, "train": self.train_size, "validation": self.validation_size}
 
 
 # --------------------------------------------------------------------------- the job
@@ -149,11 +149,11 @@ def train(
 
     params = {"base_model": base, "name": name, "config": config.to_dict(),
               "train": len(data.train), "validation": len(data.validation)}
-    with library.job("train", params) as run:
-        result.job_id = run.job_id
+    with library.job("train", params, result, progress) as run:
 
         def report(done: int, total: int | None, message: str, **counts: int) -> None:
-            progress(Progress(done, total, message, counts))
+            # Once per optimiser step or evaluation: not throttled; the loop's own counters.
+            run.progress(done, total, message, force=True, counts=counts)
 
         def on_checkpoint(done: int, total: int, epoch: int) -> None:
             run.save(done=done, total=total, checkpoint={"epoch": epoch})
@@ -170,7 +170,6 @@ def train(
             state = loop.run(result)
             if result.cancelled:
                 report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
-                run.stats.cancelled = True
                 run.finish(done=state.global_step,
                            message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
             else:

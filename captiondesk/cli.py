@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from captiondesk import dataset_commands, selfcheck_command, training_commands
 from captiondesk.common import (
@@ -96,53 +96,57 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import CaptionJobSpec, image_ids_under, run_caption_job
+    from core.captioning.engine import run_caption_job
     from core.captioning.errors import ModelLoadError
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.library import LibraryError
+    from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 
     if bool(args.folders) == bool(args.all):
         raise UserError("name the folders to caption, or --all for the whole library")
     try:
-        settings = GenerationSettings(
-            num_beams=args.beams,
-            min_new_tokens=args.min_new_tokens,
-            max_new_tokens=args.max_new_tokens,
-            prompt=args.prompt,
-            repetition_penalty=args.repetition_penalty,
-        )
-        spec_kwargs: dict[str, Any] = dict(
+        # The same spec the GUI builds; validated before the library is touched.
+        spec = CaptionJobSpec(
             model=args.model,
             adapter=args.adapter,
-            settings=settings,
+            settings=GenerationSettings(
+                num_beams=args.beams,
+                min_new_tokens=args.min_new_tokens,
+                max_new_tokens=args.max_new_tokens,
+                prompt=args.prompt,
+                repetition_penalty=args.repetition_penalty,
+            ),
             batch_size=args.batch_size,
             device=args.device,
             overwrite_model_captions=args.overwrite_model_captions,
             optimize=args.optimize,
         )
-        CaptionJobSpec(**spec_kwargs)  # validate before touching the library
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
     with open_library(args) as library:
-        image_ids: list[int] | None = None
-        if args.folders:
-            image_ids = []
-            for folder in args.folders:
+        folders = []
+        for folder in args.folders or []:
+            try:
+                with library.db.read() as session:
+                    folders.append(resolve_folder(session, folder).image_filter())
+            except FolderNotInLibraryError:
+                # Not in the library yet: add it and scan it first, as a user expects.
                 try:
-                    ids = image_ids_under(library, folder)
-                except LookupError:
-                    # Not in the library yet: add it and scan it first, as a user expects.
-                    try:
-                        root = library.add_root(folder)
-                    except LibraryError as exc:
-                        raise UserError(str(exc)) from None
-                    print(f"Added {root.path}")
-                    if _scan_with_progress(library, [root.id]) != EXIT_OK:
-                        return EXIT_INTERRUPTED
-                    ids = image_ids_under(library, folder)
-                image_ids.extend(ids)
-        spec = CaptionJobSpec(**spec_kwargs, image_ids=image_ids)
+                    root = library.add_root(folder)
+                except LibraryError as exc:
+                    raise UserError(str(exc)) from None
+                print(f"Added {root.path}")
+                if _scan_with_progress(library, [root.id]) != EXIT_OK:
+                    return EXIT_INTERRUPTED
+                with library.db.read() as session:
+                    folders.append(resolve_folder(session, folder).image_filter())
+        if len(folders) == 1:
+            spec = spec.with_(scope=folders[0])
+        elif folders:
+            # Several folders: their images together (one that overlaps another counts once).
+            with library.db.read() as session:
+                spec = spec.with_(scope=[i for flt in folders for i in filtered_ids(session, flt)])
         try:
             stats, interrupted = run_with_progress(
                 "Captioning", lambda bar, cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
 from sqlalchemy.sql import Select
@@ -61,6 +61,9 @@ from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCa
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
 #: ``captioned``: any current caption; ``verified``: the current caption is a person's.
@@ -687,7 +690,7 @@ def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) ->
 
 
 def export_dataset(
-    library: Any,
+    library: Library,
     fmt: str,
     out: Path | str,
     *,

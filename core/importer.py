@@ -47,7 +47,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import insert, select
 
@@ -58,6 +58,9 @@ from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import Caption, CaptionSource, Image, LibraryRoot
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 SIDECAR_EXTENSIONS = (".txt", ".caption")
@@ -647,7 +650,7 @@ def _store_batch(
 
 
 def import_captions(
-    library: Any,
+    library: Library,
     fmt: str,
     src: Path | str,
     *,

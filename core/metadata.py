@@ -48,6 +48,7 @@ from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, 
 from core.models import Image, ImageState
 
 if TYPE_CHECKING:
+    from core.library import Library
     from core.export import CaptionedImage
 
 #: Formats whose files carry the caption themselves (exiv2 writes these).
@@ -556,7 +557,7 @@ _DB_BATCH = 200
 
 
 def write_metadata(
-    library: Any,
+    library: Library,
     *,
     sidecar: bool = False,
     only: str = "captioned",

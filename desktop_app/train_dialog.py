@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QPointF, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPen
@@ -43,6 +43,9 @@ from PySide6.QtWidgets import (
 
 from core.captioning import DEFAULT_MODEL
 from desktop_app.background import JOB_NICENESS, lower_thread_priority
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 __all__ = ["MetricChart", "TrainDialog"]
 
@@ -93,7 +96,7 @@ class _TrainWorker(QObject):
     finished = Signal(object)
     failed = Signal(str)
 
-    def __init__(self, run: Callable[..., Any], library: Any, base: str, name: str, config: Any) -> None:
+    def __init__(self, run: Callable[..., Any], library: Library, base: str, name: str, config: Any) -> None:
         super().__init__()
         self._run, self._args = run, (library, base, name, config)
         self.cancel = threading.Event()
@@ -115,7 +118,7 @@ class TrainDialog(QDialog):
 
     version_created = Signal(str)
 
-    def __init__(self, library: Any, *, base_model: str = DEFAULT_MODEL,
+    def __init__(self, library: Library, *, base_model: str = DEFAULT_MODEL,
                  train_fn: Callable[..., Any] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train captioner")

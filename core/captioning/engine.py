@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import select, update
 
@@ -40,6 +40,9 @@ from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import CaptionSource, Image, ImageState, ModelVersion
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class ResolvedModel:
     model_version_id: int | None
 
 
-def resolve_model(library: Any, model: str, adapter: str | None) -> ResolvedModel:
+def resolve_model(library: Library, model: str, adapter: str | None) -> ResolvedModel:
     """A model-version name → its base model and adapter; a folder → its absolute path."""
     with library.db.read() as session:
         version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
@@ -107,7 +110,7 @@ def describe_scope(scope: Any) -> dict[str, Any] | None:
 
 
 def select_images(
-    library: Any, spec: CaptionJobSpec, resolved: ResolvedModel
+    library: Library, spec: CaptionJobSpec, resolved: ResolvedModel
 ) -> tuple[list[tuple[int, str]], int]:
     """``([(image_id, absolute_path)], skipped)`` for the spec's scope, in path order.
 
@@ -347,7 +350,7 @@ def _prefetch(
 
 
 def run_caption_job(
-    library: Any,
+    library: Library,
     spec: CaptionJobSpec,
     *,
     resolved: ResolvedModel | None = None,
@@ -439,7 +442,7 @@ def run_caption_job(
 
 
 def _commit_batch(
-    library: Any,
+    library: Library,
     prepared: _Prepared,
     results: list[Any],
     resolved: ResolvedModel,

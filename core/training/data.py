@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text as sql_text
 
@@ -27,6 +27,9 @@ from core.splits import (
 )
 
 from .config import MIN_TRAIN, MIN_VALIDATION
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 __all__ = ["InsufficientDataError", "TrainingData", "TrainingExample", "collect_training_data"]
 
@@ -83,7 +86,7 @@ class TrainingData:
 
 
 def collect_training_data(
-    library: Any,
+    library: Library,
     *,
     val_ratio: float = 0.1,
     seed: int = DEFAULT_SEED,

@@ -244,7 +244,10 @@ def selection_score(metrics: dict[str, float]) -> float:
 
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 
 @dataclass
@@ -260,7 +263,7 @@ class EvalResult:
 
 
 def evaluate_model(
-    library: Any,
+    library: Library,
     model: str,
     adapter: str | None = None,
     *,

@@ -62,7 +62,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
@@ -70,6 +70,9 @@ from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
 from .metrics import caption_metrics, selection_score
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 __all__ = ["TRAINABLE_FAMILIES", "TrainingError", "TrainingResult", "train"]
 
@@ -120,7 +123,7 @@ class TrainingResult(JobStats):
 
 
 def train(
-    library: Any,
+    library: Library,
     base_model: str,
     name: str,
     config: TrainingConfig | None = None,
@@ -189,7 +192,7 @@ def train(
 # --------------------------------------------------------------------------- before loading
 
 
-def _check_request(library: Any, base_model: str, name: str, config: TrainingConfig) -> tuple[str, TrainingData]:
+def _check_request(library: Library, base_model: str, name: str, config: TrainingConfig) -> tuple[str, TrainingData]:
     """``(base model, data)`` after the checks that need no model: name, data size, base."""
     from core.captioning.engine import resolve_model
 
@@ -209,7 +212,7 @@ def _check_request(library: Any, base_model: str, name: str, config: TrainingCon
     return resolved.model_name, data
 
 
-def _open_run_folder(library: Any, name: str, base: str, config: TrainingConfig, data: TrainingData) -> Path:
+def _open_run_folder(library: Library, name: str, base: str, config: TrainingConfig, data: TrainingData) -> Path:
     """The run folder, created or (same settings and data) reused to resume."""
     from . import versions
 
@@ -691,7 +694,7 @@ def _metrics_only(record: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the version
 
 
-def _save_best_version(library: Any, loop: _TrainingLoop, state: _LoopState, base: str, name: str,
+def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState, base: str, name: str,
                        data: TrainingData, result: TrainingResult) -> Any:
     """Load the best epoch's weights back and register them as model version *name*."""
     import torch

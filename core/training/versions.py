@@ -27,13 +27,16 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.captioning.families import canonical_family_id
 from core.models import ModelVersion
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 __all__ = [
     "VersionError",
@@ -57,12 +60,12 @@ class VersionError(Exception):
     """A version operation that cannot be done (the message says why)."""
 
 
-def models_dir(library: Any) -> Path:
+def models_dir(library: Library) -> Path:
     """``<library stem>.models`` beside the library file."""
     return library.path.with_name(library.path.stem + ".models")
 
 
-def run_dir(library: Any, name: str) -> Path:
+def run_dir(library: Library, name: str) -> Path:
     """Where an unfinished training run keeps its resumable state."""
     return models_dir(library) / f"{name}.run"
 
@@ -83,12 +86,12 @@ def _normalised(version: ModelVersion | None) -> ModelVersion | None:
     return version
 
 
-def get_version(library: Any, name: str) -> ModelVersion | None:
+def get_version(library: Library, name: str) -> ModelVersion | None:
     with library.db.read() as session:
         return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.name == name)))
 
 
-def _require(library: Any, name: str) -> ModelVersion:
+def _require(library: Library, name: str) -> ModelVersion:
     version = get_version(library, name)
     if version is None:
         known = ", ".join(v.name for v in list_versions(library)) or "none yet"
@@ -96,13 +99,13 @@ def _require(library: Any, name: str) -> ModelVersion:
     return version
 
 
-def list_versions(library: Any) -> list[ModelVersion]:
+def list_versions(library: Library) -> list[ModelVersion]:
     with library.db.read() as session:
         rows = session.scalars(select(ModelVersion).order_by(ModelVersion.created_at, ModelVersion.id))
         return [v for v in map(_normalised, rows) if v is not None]
 
 
-def get_active_version(library: Any) -> ModelVersion | None:
+def get_active_version(library: Library) -> ModelVersion | None:
     with library.db.read() as session:
         return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.is_active.is_(True))))
 
@@ -124,7 +127,7 @@ def _save_processor(captioner: Any, folder: Path) -> None:
 
 
 def save_version(
-    library: Any,
+    library: Library,
     *,
     name: str,
     base_model: str,
@@ -168,7 +171,7 @@ def save_version(
     return version
 
 
-def rename_version(library: Any, old: str, new: str) -> None:
+def rename_version(library: Library, old: str, new: str) -> None:
     validate_name(new)
     _require(library, old)
     if get_version(library, new) is not None:
@@ -177,7 +180,7 @@ def rename_version(library: Any, old: str, new: str) -> None:
         session.execute(update(ModelVersion).where(ModelVersion.name == old).values(name=new))
 
 
-def delete_version(library: Any, name: str, *, delete_files: bool = True) -> None:
+def delete_version(library: Library, name: str, *, delete_files: bool = True) -> None:
     """Forget a version; its folder is removed when it lies in the library's models folder."""
     version = _require(library, name)
     with library.db.write() as session:
@@ -191,7 +194,7 @@ def delete_version(library: Any, name: str, *, delete_files: bool = True) -> Non
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def set_active(library: Any, name: str | None) -> None:
+def set_active(library: Library, name: str | None) -> None:
     """Make *name* the active version (the GUI's default model); None clears it."""
     target = _require(library, name).id if name is not None else None
     with library.db.write() as session:
@@ -200,7 +203,7 @@ def set_active(library: Any, name: str | None) -> None:
             session.execute(update(ModelVersion).where(ModelVersion.id == target).values(is_active=True))
 
 
-def export_merged(library: Any, name: str, out: Path | str, *, device: str = "cpu") -> Path:
+def export_merged(library: Library, name: str, out: Path | str, *, device: str = "cpu") -> Path:
     """Write version *name* as a standalone model folder that plain transformers loads.
 
     LoRA versions are merged into the base weights (``merge_and_unload``); the processor

@@ -49,14 +49,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core import queries
+from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
 from core.library import Library, LibraryError
-from core import queries
 from desktop_app.background import JOB_NICENESS, submit
 from desktop_app.caption_panel import CaptionPanel
 from desktop_app.delegate import ThumbnailDelegate
 from desktop_app.dialogs import (
-    DEFAULT_MODEL,
     SCOPE_FILTER,
     SCOPE_LIBRARY,
     SCOPE_SELECTION,
@@ -73,7 +73,7 @@ from desktop_app.review import CaptionEditor
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 from desktop_app.sidebar import LibrarySidebar, Location
 from desktop_app.thumbnails import PreviewLoader, ThumbnailCache
-from desktop_app.worker import CaptionService, JobRequest
+from desktop_app.worker import CaptionService
 
 log = logging.getLogger("captiondesk.gui")
 
@@ -848,7 +848,7 @@ class MainWindow(QMainWindow):
             known = [key.model_name for key, _n in queries.model_keys(session)]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=frozenset({"uncaptioned"})))
         dialog = CaptionDialog(
-            defaults=self.settings.caption_defaults(),
+            defaults=self.settings.caption_spec(),
             known_models=known,
             selection_count=len(self.grid.selectionModel().selectedIndexes()),
             filter_count=self.model.rowCount(),
@@ -856,7 +856,7 @@ class MainWindow(QMainWindow):
             parent=self,
         )
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
-            self.start_captioning(dialog.request(), dialog.scope())
+            self.start_captioning(dialog.spec(), dialog.scope())
 
     def open_train_dialog(self) -> None:
         """Retrain the captioner on the verified captions (a non-modal dialog)."""
@@ -864,7 +864,7 @@ class MainWindow(QMainWindow):
             return
         from desktop_app.train_dialog import TrainDialog
 
-        base = self.settings.caption_defaults().get("model") or DEFAULT_MODEL
+        base = self.settings.caption_spec().model
         dialog = TrainDialog(self.library, base_model=base, parent=self)
         dialog.version_created.connect(self.offer_new_version)
         dialog.show()
@@ -887,55 +887,38 @@ class MainWindow(QMainWindow):
         from core.training.versions import set_active
 
         set_active(self.library, name)
-        defaults = self.settings.caption_defaults()
-        request = JobRequest(
-            model=name,
-            settings=dict(defaults.get("settings") or {}),
-            batch_size=int(defaults.get("batch_size") or 8),
-            device=str(defaults.get("device") or "auto"),
-        )
-        return self.start_captioning(request, SCOPE_LIBRARY)
+        spec = self.settings.caption_spec().with_(model=name, adapter=None, overwrite_model_captions=False)
+        return self.start_captioning(spec, SCOPE_LIBRARY)
 
-    def start_captioning(self, request: JobRequest, scope: str) -> bool:
-        """Start *request* over *scope* (selection / current view / everything uncaptioned)."""
+    def start_captioning(self, spec: CaptionJobSpec, scope: str) -> bool:
+        """Start *spec* over *scope* (selection / current view / everything uncaptioned)."""
         if self.library is None:
             return False
         if scope == SCOPE_SELECTION:
-            request.image_ids = self.selected_ids()
+            spec = spec.with_(scope=self.selected_ids())
+            empty = not spec.scope
         elif scope == SCOPE_FILTER:
-            request.image_ids = self.model.ids()
+            spec = spec.with_(scope=self.current_filter())
+            empty = self.model.rowCount() == 0
         elif scope == SCOPE_LIBRARY:
             # The engine's own scope: every readable image except those a person
             # captioned, imported, or this very model version already captioned.
-            request.image_ids = None
-            request.root_ids = None
-            request.uncaptioned_only = False
+            spec, empty = spec.with_(scope=None), False
         else:
-            # Explicit ids (found on the inference thread): the engine's own "whole
-            # library" scope would also re-caption images another model captioned,
-            # which is not what "uncaptioned" means.
-            request.uncaptioned_only = True
-            request.image_ids = None
-            request.root_ids = None
-        if scope != SCOPE_LIBRARY and not request.uncaptioned_only and not request.image_ids:
+            # Not the whole library: that would also re-caption images another model
+            # captioned, which is not what "uncaptioned" means.  The engine evaluates
+            # the filter on the inference thread, never here.
+            spec, empty = spec.with_(scope=ImageFilter(states=frozenset({"uncaptioned"}))), False
+        if empty:
             self.report_error("No images to caption in that scope.")
             return False
-        self.settings.set_caption_defaults(
-            {
-                "model": request.model,
-                "adapter": request.adapter,
-                "settings": request.settings,
-                "batch_size": request.batch_size,
-                "device": request.device,
-                "overwrite": request.overwrite_model_captions,
-            }
-        )
-        if not self.captioning.start(self.library, request):
+        self.settings.set_caption_spec(spec)
+        if not self.captioning.start(self.library, spec):
             self.report_error("A captioning job is already running.")
             return False
-        self.caption_status.begin(f"Starting {request.describe()}…")
+        self.caption_status.begin(f"Starting {spec.label()}…")
         self._job_refresh.start()
-        log.info("Captioning with %s (%s)", request.describe(), scope)
+        log.info("Captioning with %s (%s)", spec.label(), scope)
         return True
 
     def toggle_pause(self) -> None:

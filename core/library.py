@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platformdirs import user_data_path
 from sqlalchemy import delete, select, update
@@ -23,6 +23,9 @@ from core.db import Database
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
 from core.migrate import LibraryOpenError, upgrade
 from core.models import Image, Job, JobState, LibraryRoot, utcnow
+
+if TYPE_CHECKING:
+    from core.scanner import ScanStats  # imported when scanning: keeps this module light
 
 ENV_LIBRARY = "CAPTIONDESK_LIBRARY"
 
@@ -146,7 +149,7 @@ class Library:
         *,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken = NEVER_CANCELLED,
-    ):  # -> ScanStats (imported lazily to keep this module light)
+    ) -> ScanStats:
         from core.scanner import scan
 
         with self.job("scan", {"root_ids": root_ids}) as run:

@@ -56,6 +56,7 @@ from sqlalchemy.sql import Select
 
 from core import __version__
 from core.db import Database
+from core.filenames import to_os
 from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
@@ -135,7 +136,7 @@ class CaptionedImage:
 
     @property
     def path(self) -> Path:
-        return Path(self.root_path) / self.rel_path
+        return Path(to_os(self.root_path)) / to_os(self.rel_path)
 
 
 # "is_current + 0" rather than "is_current = 1": on the bare column SQLite picks the

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 
 from core import APP_NAME
 from core.db import Database
+from core.filenames import to_os, to_stored
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
 from core.migrate import LibraryOpenError, upgrade
 from core.models import Image, Job, JobState, LibraryRoot, utcnow
@@ -103,7 +104,7 @@ class Library:
                     raise LibraryError(
                         f"{path} contains the library folder {existing}; remove that one first"
                     )
-            root = LibraryRoot(path=str(path))
+            root = LibraryRoot(path=to_stored(str(path)))
             session.add(root)
             session.flush()
             return root
@@ -139,7 +140,7 @@ class Library:
                 )
         else:
             root_path = root.path
-        return Path(root_path) / image.rel_path
+        return Path(to_os(root_path)) / to_os(image.rel_path)
 
     # -- scanning ------------------------------------------------------------------
 

@@ -193,9 +193,19 @@ def _read_iptc(image: Any) -> tuple[dict[str, Any], bool]:
     return iptc, True
 
 
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _open_file(path: Path) -> Any:
     pyexiv2 = _pyexiv2()
-    if sys.platform == "win32":  # pyexiv2 cannot open non-ASCII paths on Windows
+    # pyexiv2 cannot open non-ASCII paths on Windows, nor (anywhere) a name that is not
+    # valid UTF-8 (surrogate-escaped bytes): read the bytes ourselves then.
+    if sys.platform == "win32" or not str(path).isascii() and not _utf8_encodable(str(path)):
         return pyexiv2.ImageData(path.read_bytes())
     return pyexiv2.Image(str(path))
 

@@ -372,7 +372,9 @@ class ImageRow:
 
     @property
     def path(self) -> str:
-        return f"{self.root_path.rstrip('/')}/{self.rel_path}"
+        from core.filenames import to_os  # a name that is not UTF-8 is stored escaped
+
+        return to_os(f"{self.root_path.rstrip('/')}/{self.rel_path}")
 
     @property
     def name(self) -> str:

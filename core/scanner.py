@@ -33,6 +33,7 @@ from typing import ClassVar
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from core.db import Database
+from core.filenames import for_display, to_os, to_stored
 from core.fingerprint import fingerprint_and_head
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, probe
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
@@ -81,15 +82,22 @@ def _is_hidden(entry: os.DirEntry[str]) -> bool:
     return bool(attributes & getattr(stat_module, "FILE_ATTRIBUTE_HIDDEN", 0))
 
 
+def _shown(os_path: str) -> str:
+    """An OS path as printable text (undecodable bytes as ``\\xNN``)."""
+    return for_display(to_stored(os_path))
+
+
 def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative_path, stat)`` for every image file under *root*.
 
-    Relative paths use ``/`` on every platform so a library moves between systems.
+    Relative paths use ``/`` on every platform so a library moves between systems, and
+    are in stored form (:func:`core.filenames.to_stored`): a name that is not valid UTF-8
+    is kept losslessly instead of failing the whole scan.
     """
     try:
         root_stat = root.stat()
     except OSError as exc:
-        problems.append(f"cannot read folder {root}: {exc.strerror or exc}")
+        problems.append(f"cannot read folder {_shown(str(root))}: {exc.strerror or exc}")
         return
     visited = {(root_stat.st_dev, root_stat.st_ino)}
     stack: list[tuple[str, str]] = [(str(root), "")]
@@ -99,7 +107,7 @@ def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_
             with os.scandir(folder) as entries:
                 listing = list(entries)
         except OSError as exc:
-            problems.append(f"cannot read folder {folder}: {exc.strerror or exc}")
+            problems.append(f"cannot read folder {_shown(folder)}: {exc.strerror or exc}")
             continue
         subfolders: list[tuple[str, str]] = []
         for entry in listing:
@@ -111,10 +119,10 @@ def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_
                     key = (st.st_dev, st.st_ino)
                     if key in visited:
                         if entry.is_symlink():
-                            problems.append(f"skipped symlink loop {entry.path}")
+                            problems.append(f"skipped symlink loop {_shown(entry.path)}")
                         continue
                     visited.add(key)
-                    subfolders.append((entry.path, f"{prefix}{entry.name}/"))
+                    subfolders.append((entry.path, f"{prefix}{to_stored(entry.name)}/"))
                     continue
                 if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
@@ -123,12 +131,12 @@ def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_
                     continue
             except FileNotFoundError:
                 if entry.is_symlink():
-                    problems.append(f"skipped broken link {entry.path}")
+                    problems.append(f"skipped broken link {_shown(entry.path)}")
                 continue  # vanished while we looked: the next scan settles it
             except OSError as exc:
-                problems.append(f"cannot read {entry.path}: {exc.strerror or exc}")
+                problems.append(f"cannot read {_shown(entry.path)}: {exc.strerror or exc}")
                 continue
-            yield f"{prefix}{entry.name}", st
+            yield f"{prefix}{to_stored(entry.name)}", st
         # Sorted, reversed onto the stack: folders are visited in name order.
         stack.extend(sorted(subfolders, reverse=True))
 
@@ -197,12 +205,12 @@ class _RootScan:
                     self.reappeared.append(image_id)
                     stats.reappeared += 1
                 return
-            row = _describe(os.path.join(self.root_path, rel_path), st)
+            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st)
             row["b_id"] = image_id
             self.updates.append(row)
             stats.changed += 1
         else:
-            row = _describe(os.path.join(self.root_path, rel_path), st)
+            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st)
             row.update(root_id=self.root_id, rel_path=rel_path)
             self.inserts.append(row)
             stats.new += 1
@@ -347,7 +355,7 @@ def scan(
         progress(Progress(stats.files_seen, None, message, stats.counts(), rate))
 
     for root_id, root_path_text in roots:
-        root_path = Path(root_path_text)
+        root_path = Path(to_os(root_path_text))
         problems_before = len(stats.problems)
         state = _RootScan(db, root_id, root_path, stats)
         walk = walk_images(root_path, stats.problems)
@@ -366,7 +374,7 @@ def scan(
             stats.cancelled = True
             break
         root_unreadable = any(
-            p.startswith(f"cannot read folder {root_path}:") for p in stats.problems[problems_before:]
+            p.startswith(f"cannot read folder {_shown(str(root_path))}:") for p in stats.problems[problems_before:]
         )
         if root_unreadable:
             # An unplugged drive or unmounted share is not a mass deletion.

@@ -36,6 +36,7 @@ from sqlalchemy import select, update
 from core.allocator import release_free_memory
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
+from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import CaptionSource, Image, ImageState, ModelVersion
@@ -168,7 +169,8 @@ def select_images(
         finally:
             cursor.close()
     rows.sort()
-    selected = [(image_id, path) for path, image_id in rows]
+    # Stored paths → OS names (a name that is not valid UTF-8 is stored escaped).
+    selected = [(image_id, to_os(path)) for path, image_id in rows]
     return selected, in_scope - len(selected)
 
 
@@ -478,7 +480,7 @@ def _commit_batch(
 def _mark_error(session: Any, image_id: int, reason: str, stats: CaptionJobStats, *, keep_state: bool = False) -> None:
     stats.errors += 1
     path = session.scalar(select(Image.rel_path).where(Image.id == image_id))
-    stats.problems.append(f"{path}: {reason}")
+    stats.problems.append(f"{for_display(path or '?')}: {reason}")
     if not keep_state:
         # The file itself is bad: show it as an error image in the library.
         session.execute(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text as sql_text
 
+from core.filenames import to_os
 from core.queries import CURRENT_JOIN, ImageFilter, filter_sql
 from core.splits import (
     DEFAULT_SEED,
@@ -120,7 +121,7 @@ def collect_training_data(
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
         split = assign_split(split_key, ratio, seed)
-        examples.append(TrainingExample(image_id, fingerprint, os.path.join(root, rel_path), text, split))
+        examples.append(TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split))
     examples.sort(key=lambda e: e.image_id)
     data.train = [e for e in examples if e.split == TRAIN]
     data.validation = [e for e in examples if e.split == VALIDATION]

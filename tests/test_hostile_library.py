@@ -1,0 +1,110 @@
+"""Issue #17, hostile input and faults: file names, images in error, library file faults.
+
+Every case runs the real CLI (``python -m captiondesk --library L ...``) in a subprocess
+where the issue showed a command, and checks three things: one clear line (no
+traceback), nothing read or written where it should not be, and no state that sticks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core.filenames import for_display, to_os, to_stored
+from core.library import Library
+from core.models import Caption, Image
+from tests.imagegen import write_jpeg
+from tests.model_fixtures import tiny_model_dirs  # noqa: F401 - fixture
+
+REPO = Path(__file__).resolve().parent.parent
+CAFE = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name: not valid UTF-8
+
+
+def cli(library: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "captiondesk", "--library", str(library), *args],
+        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+# -- file names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["plain.jpg", CAFE, os.fsdecode(b"\xff\xfe.jpg"), "r\uef80al-pua.jpg", "caf\u00e9-utf8.jpg", "a\\xe9.jpg"],
+)
+def test_stored_names_round_trip(name: str) -> None:
+    stored = to_stored(name)
+    stored.encode("utf-8")  # storable in SQLite text
+    assert to_os(stored) == name
+    assert os.fsencode(to_os(stored)) == os.fsencode(name)
+    assert for_display(stored).encode("utf-8")
+
+
+def test_stored_names_are_unique() -> None:
+    names = [CAFE, "caf\u00e9.jpg", "caf\\xe9.jpg", "caf\uefe9.jpg", os.fsdecode(b"caf\xc3.jpg")]
+    assert len({to_stored(n) for n in names}) == len(names)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX byte file names")
+def test_latin1_file_name_scan_caption_export_write_metadata(tmp_path: Path, tiny_model_dirs) -> None:
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg", seed=1)
+    write_jpeg(photos / "b.jpg", seed=2)
+    os.makedirs(os.fsencode(photos) + b"/sub\xe8")
+    shutil.copy(photos / "a.jpg", os.fsencode(photos) + b"/caf\xe9.jpg")
+    write_jpeg(Path(os.fsdecode(os.fsencode(photos) + b"/sub\xe8/c.jpg")), seed=3)
+    lib = tmp_path / "lib.db"
+
+    added = cli(lib, "add", str(photos))
+    assert added.returncode == 0, added.stderr
+    assert "4 files, 4 new" in added.stdout and "0 unreadable" in added.stdout
+
+    with Library(lib) as library, library.db.read() as session:
+        stored = set(session.scalars(select(Image.rel_path)))
+    assert {to_os(p) for p in stored} == {"a.jpg", "b.jpg", CAFE, os.fsdecode(b"sub\xe8/c.jpg")}
+
+    rescan = cli(lib, "scan")
+    assert rescan.returncode == 0 and "0 new, 0 changed" in rescan.stdout, rescan
+
+    model = tiny_model_dirs["blip"]
+    captioned = cli(lib, "caption", str(photos), "--model", str(model), "--device", "cpu", "--max-new-tokens", "5",
+                    "--min-new-tokens", "2")
+    assert captioned.returncode == 0, captioned.stderr
+    assert "4 captioned, 0 skipped, 0 errors" in captioned.stdout, captioned
+
+    out = tmp_path / "ds"
+    exported = cli(lib, "export", "imagefolder", str(out))
+    assert exported.returncode == 0, exported.stderr
+    names = {json.loads(line)["file_name"] for line in (out / "train").joinpath("metadata.jsonl").read_text().splitlines()} \
+        if (out / "train" / "metadata.jsonl").exists() else set()
+    names |= {json.loads(line)["file_name"] for line in (out / "validation").joinpath("metadata.jsonl").read_text().splitlines()} \
+        if (out / "validation" / "metadata.jsonl").exists() else set()
+    assert any(to_os(n) == CAFE for n in names), names
+
+    written = cli(lib, "write-metadata")
+    assert written.returncode == 0, written.stdout + written.stderr
+    from core.metadata import read_caption
+
+    found = read_caption(photos / CAFE)
+    assert found is not None and found.text
+
+    status = cli(lib, "status")
+    assert status.returncode == 0 and "Traceback" not in status.stderr

@@ -78,7 +78,13 @@ def add_model_caption(
     settings: Mapping[str, Any] | None = None,
     score: float | None = None,
 ) -> Caption:
-    """Store a model's caption; it becomes current unless a human caption is current."""
+    """Store a model's caption; it becomes current unless a human caption is current.
+
+    An empty (or blank) text is refused with :class:`CaptionError`: a model that
+    generated nothing failed on that image, and must not replace a caption with "".
+    """
+    if not text or not text.strip():
+        raise CaptionError("the model generated an empty caption")
     caption = Caption(
         image_id=image_id,
         text=text,

@@ -108,3 +108,83 @@ def test_latin1_file_name_scan_caption_export_write_metadata(tmp_path: Path, tin
 
     status = cli(lib, "status")
     assert status.returncode == 0 and "Traceback" not in status.stderr
+
+
+# -- a model folder without tokenizer, empty generations -----------------------------------
+
+
+def _captions_by_path(lib: Path) -> dict[str, list[tuple[str, bool]]]:
+    with Library(lib) as library, library.db.read() as session:
+        rows = session.execute(
+            select(Image.rel_path, Caption.text, Caption.is_current).join(Caption, Caption.image_id == Image.id)
+            .order_by(Caption.id)
+        ).all()
+    out: dict[str, list[tuple[str, bool]]] = {}
+    for rel, text, current in rows:
+        out.setdefault(rel, []).append((text, current))
+    return out
+
+
+def test_model_folder_without_tokenizer_is_refused(tmp_path: Path, tiny_model_dirs) -> None:
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_jpeg(photos / f"p{i}.jpg", seed=i)
+    lib = tmp_path / "lib.db"
+    model = tiny_model_dirs["blip"]
+    first = cli(lib, "caption", "--model", str(model), "--device", "cpu", "--max-new-tokens", "4",
+                "--min-new-tokens", "2", str(photos))
+    assert first.returncode == 0 and "3 captioned" in first.stdout, first
+    before = _captions_by_path(lib)
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(model, broken)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).unlink()
+    result = cli(lib, "caption", "--all", "--model", str(broken), "--device", "cpu", "--overwrite-model-captions")
+    assert_clean_error(result, "tokenizer", str(broken))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert _captions_by_path(lib) == before  # nothing overwritten
+
+
+def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) -> None:
+    """A model that generates nothing (EOS first) never replaces a caption with ""."""
+    from dataclasses import replace
+
+    from core.captioning import load_captioner
+    from core.captioning.engine import CaptionJobSpec, run_caption_job
+    from core.captions import CaptionError, add_model_caption
+
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_jpeg(photos / f"p{i}.jpg", seed=i)
+    model = tiny_model_dirs["blip"]
+    with Library(tmp_path / "lib.db") as library:
+        root = library.add_root(photos)
+        library.scan()
+        spec = CaptionJobSpec(model=str(model), device="cpu", root_ids=[root.id])
+        captioner = load_captioner(str(model), device="cpu")
+        try:
+            first = run_caption_job(library, spec, captioner=captioner)
+            assert first.captioned == 3
+            real_generate = captioner.generate
+
+            def generate_nothing_for_p1(batch, settings):
+                results = real_generate(batch, settings)
+                return [replace(r, text="") if i == 1 else r for i, r in enumerate(results)]
+
+            captioner.generate = generate_nothing_for_p1  # the tokenizer decoded nothing
+            again = run_caption_job(library, replace(spec, overwrite_model_captions=True), captioner=captioner)
+        finally:
+            captioner.close()
+        assert again.captioned == 2 and again.errors == 1
+        assert "empty caption" in again.problems[0]
+        with library.db.read() as session:
+            texts = list(session.scalars(select(Caption.text)))
+            assert "" not in texts
+            current = session.scalars(select(Caption.text).where(Caption.is_current.is_(True))).all()
+            assert len(current) == 3 and all(current)
+            image_states = set(session.scalars(select(Image.state)))
+            assert image_states == {"ok"}  # the file is fine; the model failed
+            with pytest.raises(CaptionError):
+                add_model_caption(session, 1, "  ", model_name="m")

@@ -462,6 +462,13 @@ def _commit_batch(
                 _mark_error(session, image_id, f"captioning failed: {result}", stats, keep_state=True)
                 changed.append(image_id)
                 continue
+            if not result.text or not result.text.strip():
+                # Nothing generated (e.g. a broken tokenizer): an error for this image,
+                # and the caption it had stays current.
+                _mark_error(session, image_id, "captioning failed: the model generated an empty caption",
+                            stats, keep_state=True)
+                changed.append(image_id)
+                continue
             add_model_caption(
                 session,
                 image_id,

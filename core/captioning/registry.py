@@ -462,6 +462,12 @@ def load_captioner(
             if is_local:
                 report(f"Reading model folder {folder}")
                 config = _read_local_config(folder, model_str)
+                # Refuse an incomplete folder up front: transformers would otherwise fall
+                # back to a few-token default tokenizer and "caption" with empty strings.
+                if missing := _missing_processor_files(folder):
+                    raise ModelLoadError.bad_folder(
+                        folder, f"{' and '.join(missing)} missing; copy them from the original model"
+                    )
                 ref = str(folder.resolve())
             else:
                 if hub_kwargs.get("local_files_only") is False:

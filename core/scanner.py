@@ -5,6 +5,8 @@ A scan walks each library root and brings the ``images`` table in line with the 
 * an unchanged file (same size and mtime) costs one ``stat`` — no read;
 * a new or changed file is fingerprinted and its header probed (size, format); a file
   whose header cannot be read is stored with ``state='error'`` and the reason;
+* a file in ``error`` is checked again (header, then a small decode) even when its size
+  and mtime did not change, so an error whose cause went away does not stick;
 * a file that disappeared becomes ``state='missing'``; its captions are kept;
 * a file that appears with the fingerprint of a missing one is the same photo moved or
   renamed: the old record (and its captions) moves to the new path.
@@ -35,12 +37,14 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from core.db import Database
 from core.filenames import for_display, to_os, to_stored
 from core.fingerprint import fingerprint_and_head
-from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, probe
+from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 
 #: Records written per transaction.
 BATCH_SIZE = 1000
+#: Images in error are decoded again at this size on each scan to see if they recovered.
+RECHECK_DECODE_SIZE = 64
 
 
 @dataclass
@@ -170,6 +174,15 @@ def _describe(path: str, st: os.stat_result) -> dict[str, object]:
     return row
 
 
+def _check_decodes(path: str, row: dict[str, object]) -> None:
+    """Decode *path* (small); on failure put the reason in *row* as an error."""
+    try:
+        load_rgb(path, max_size=RECHECK_DECODE_SIZE)
+    except ImageDecodeError as exc:
+        row["state"] = ImageState.ERROR.value
+        row["error"] = str(exc)
+
+
 class _RootScan:
     """Scanning state of one root: what the DB knew, and the writes waiting to flush."""
 
@@ -199,16 +212,30 @@ class _RootScan:
         if known is not None:
             image_id, size, mtime, state = known
             self.seen_ids.add(image_id)
-            if size == st.st_size and mtime == st.st_mtime_ns:
+            if size == st.st_size and mtime == st.st_mtime_ns and state != ImageState.ERROR:
                 stats.unchanged += 1
                 if state == ImageState.MISSING:
                     self.reappeared.append(image_id)
                     stats.reappeared += 1
                 return
-            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st)
+            # Changed, or in error: an error is checked again on every scan, since its
+            # cause (permissions, a file being copied, a restored backup with the same
+            # size and mtime, ...) can go away without the file changing.
+            path = os.path.join(self.root_path, to_os(rel_path))
+            row = _describe(path, st)
+            if state == ImageState.ERROR and size == st.st_size and mtime == st.st_mtime_ns:
+                if row["state"] == ImageState.OK:
+                    # The error may come from decoding at caption time (a truncated
+                    # file whose header is fine): only a real decode clears it.
+                    _check_decodes(path, row)
+                if row["state"] == ImageState.ERROR:
+                    stats.unchanged += 1  # still bad: counted in the final error count
+                    return
+                stats.reappeared += 1  # readable again
+            else:
+                stats.changed += 1
             row["b_id"] = image_id
             self.updates.append(row)
-            stats.changed += 1
         else:
             row = _describe(os.path.join(self.root_path, to_os(rel_path)), st)
             row.update(root_id=self.root_id, rel_path=rel_path)
@@ -387,8 +414,59 @@ def scan(
 
     if not stats.cancelled:
         _settle_vanished(db, vanished, stats, scan_started)
+        # "unreadable" is every image of these roots in error now (as ``status`` counts
+        # them), not only those found bad by this scan.
+        with db.read() as session:
+            stats.errors = session.scalar(
+                select(func.count(Image.id)).where(
+                    Image.state == ImageState.ERROR, Image.root_id.in_([r for r, _p in roots])
+                )
+            ) or 0
     report("Scan cancelled" if stats.cancelled else "Scan finished")
     return stats
+
+
+def recheck_errors(
+    db: Database, *, image_ids: Sequence[int] | None = None, root_ids: Sequence[int] | None = None
+) -> int:
+    """Check the images in ``error`` (among *image_ids*, else of *root_ids*, else all) again.
+
+    The same check a scan does (stat, header, a small decode); an image that is readable
+    now goes back to ``ok`` with its new size, mtime and fingerprint.  Returns how many
+    recovered.  Costs nothing when no image is in error.
+    """
+    query = (
+        select(Image.id, LibraryRoot.path, Image.rel_path)
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+        .where(Image.state == ImageState.ERROR)
+    )
+    if image_ids is None and root_ids is not None:
+        query = query.where(Image.root_id.in_(list(root_ids)))
+    with db.read() as session:
+        rows = session.execute(query).all()
+    if image_ids is not None:
+        wanted = set(image_ids)
+        rows = [row for row in rows if row[0] in wanted]
+    recovered: list[dict[str, object]] = []
+    for image_id, root_path, rel_path in rows:
+        path = os.path.join(to_os(root_path), to_os(rel_path))
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # still not there: the next scan marks it missing
+        row = _describe(path, st)
+        if row["state"] == ImageState.OK:
+            _check_decodes(path, row)
+        if row["state"] == ImageState.OK:
+            row["b_id"] = image_id
+            row["last_seen_at"] = utcnow()
+            recovered.append(row)
+    if recovered:
+        columns = [k for k in recovered[0] if k != "b_id"]
+        stmt = update(Image).where(Image.id == bindparam("b_id")).values({c: bindparam(c) for c in columns})
+        with db.write() as session:
+            session.connection().execute(stmt, recovered)
+    return len(recovered)
 
 
 def count_images(db: Database) -> int:

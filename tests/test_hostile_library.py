@@ -188,3 +188,98 @@ def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) 
             assert image_states == {"ok"}  # the file is fine; the model failed
             with pytest.raises(CaptionError):
                 add_model_caption(session, 1, "  ", model_name="m")
+
+
+# -- error states do not stick ------------------------------------------------------------
+
+
+def _status_errors(lib: Path) -> int:
+    status = cli(lib, "status")
+    assert status.returncode == 0, status.stderr
+    row = [line for line in status.stdout.splitlines() if "photos" in line][0]
+    return int(row.split()[-1])
+
+
+def _caption_args(model: Path) -> list[str]:
+    return ["--model", str(model), "--device", "cpu", "--max-new-tokens", "4", "--min-new-tokens", "2"]
+
+
+def test_unreadable_file_fixed_in_place_recovers_on_scan(tmp_path: Path, tiny_model_dirs) -> None:
+    """An error whose cause goes away without changing size or mtime (chmod 644) clears."""
+    photos = tmp_path / "photos"
+    good = write_jpeg(tmp_path / "good.jpg", seed=5)
+    write_jpeg(photos / "ok.jpg", seed=1)
+    bad = photos / "bad.jpg"
+    bad.write_bytes(b"\0" * good.stat().st_size)  # unreadable as an image, same size
+    stamp = bad.stat().st_mtime_ns
+    lib = tmp_path / "lib.db"
+    added = cli(lib, "add", str(photos))
+    assert "1 unreadable" in added.stdout, added
+    assert _status_errors(lib) == 1
+
+    # The cause goes away, size and mtime stay (what chmod 644 does for a non-root user).
+    shutil.copyfile(good, bad)
+    os.utime(bad, ns=(stamp, stamp))
+    scanned = cli(lib, "scan")
+    assert "0 unreadable" in scanned.stdout, scanned
+    assert _status_errors(lib) == 0
+    captioned = cli(lib, "caption", str(photos), *_caption_args(tiny_model_dirs["blip"]))
+    assert "2 captioned, 0 skipped, 0 errors" in captioned.stdout, captioned
+
+
+def test_scan_unreadable_count_agrees_with_status(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "ok.jpg", seed=1)
+    (photos / "bad.jpg").write_bytes(b"not an image")
+    lib = tmp_path / "lib.db"
+    assert "1 unreadable" in cli(lib, "add", str(photos)).stdout
+    again = cli(lib, "scan")  # nothing changed: the error is still there, and said so
+    assert "1 unreadable" in again.stdout, again
+    assert _status_errors(lib) == 1
+
+
+def test_file_missing_at_caption_time_then_restored_with_cp_p(tmp_path: Path, tiny_model_dirs) -> None:
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg", seed=1)
+    write_jpeg(photos / "b.jpg", seed=2)
+    lib = tmp_path / "lib.db"
+    assert cli(lib, "add", str(photos)).returncode == 0
+    backup = tmp_path / "b-backup.jpg"
+    shutil.copy2(photos / "b.jpg", backup)
+    (photos / "b.jpg").unlink()  # gone after the scan, before captioning
+    model = tiny_model_dirs["blip"]
+    first = cli(lib, "caption", str(photos), *_caption_args(model))
+    assert "1 captioned, 0 skipped, 1 errors" in first.stdout, first
+    assert _status_errors(lib) == 1
+
+    shutil.copy2(backup, photos / "b.jpg")  # cp -p: same size and mtime
+    # caption alone retries it...
+    second = cli(lib, "caption", str(photos), *_caption_args(model))
+    assert "1 captioned, 1 skipped, 0 errors" in second.stdout, second
+    assert _status_errors(lib) == 0
+    # ...and a scan agrees.
+    scanned = cli(lib, "scan")
+    assert "0 unreadable" in scanned.stdout and "0 missing" in scanned.stdout, scanned
+
+
+def test_file_restored_then_scanned_clears_error(tmp_path: Path, tiny_model_dirs) -> None:
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg", seed=1)
+    lib = tmp_path / "lib.db"
+    assert cli(lib, "add", str(photos)).returncode == 0
+    backup = tmp_path / "a-backup.jpg"
+    shutil.copy2(photos / "a.jpg", backup)
+    # Truncated while being copied over: decoding fails at caption time.
+    data = backup.read_bytes()
+    (photos / "a.jpg").write_bytes(data[: len(data) // 2])
+    stamp = backup.stat().st_mtime_ns
+    model = tiny_model_dirs["blip"]
+    cli(lib, "scan")
+    first = cli(lib, "caption", str(photos), *_caption_args(model))
+    assert "1 errors" in first.stdout, first
+    assert "1 unreadable" in cli(lib, "scan").stdout  # a decode check, not only the header
+    shutil.copy2(backup, photos / "a.jpg")
+    os.utime(photos / "a.jpg", ns=(stamp, stamp))
+    assert "0 unreadable" in cli(lib, "scan").stdout
+    assert _status_errors(lib) == 0
+    assert "1 captioned" in cli(lib, "caption", str(photos), *_caption_args(model)).stdout

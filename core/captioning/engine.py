@@ -41,6 +41,7 @@ from core.imaging import ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import CaptionSource, Image, ImageState, ModelVersion
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
+from core.scanner import recheck_errors
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -115,7 +116,9 @@ def select_images(
 ) -> tuple[list[tuple[int, str]], int]:
     """``([(image_id, absolute_path)], skipped)`` for the spec's scope, in path order.
 
-    Missing and unreadable files are not in scope at all (the scan reported them).
+    Missing and unreadable files are not in scope (the scan reported them); images in
+    error were re-checked just before (:func:`core.scanner.recheck_errors`), so one whose
+    cause went away is back in scope.
     Selected: readable images with no caption, or whose current caption is a model's
     (unless this very model version wrote it and ``overwrite_model_captions`` is off:
     that is how a re-run resumes).  Never a person's caption or an imported one.
@@ -383,6 +386,11 @@ def run_caption_job(
     }
     with library.job("caption", params, CaptionJobStats(), progress) as run:
         stats = run.stats
+        # An error whose cause went away (file restored, made readable) must not stick.
+        if isinstance(spec.scope, ImageFilter):
+            recheck_errors(library.db, root_ids=[spec.scope.root_id] if spec.scope.root_id is not None else None)
+        else:
+            recheck_errors(library.db, image_ids=spec.scope)
         selected, stats.skipped = select_images(library, spec, resolved)
         total = len(selected)
         run.save(total=total)

@@ -462,12 +462,6 @@ def load_captioner(
             if is_local:
                 report(f"Reading model folder {folder}")
                 config = _read_local_config(folder, model_str)
-                # Refuse an incomplete folder up front: transformers would otherwise fall
-                # back to a few-token default tokenizer and "caption" with empty strings.
-                if missing := _missing_processor_files(folder):
-                    raise ModelLoadError.bad_folder(
-                        folder, f"{' and '.join(missing)} missing; copy them from the original model"
-                    )
                 ref = str(folder.resolve())
             else:
                 if hub_kwargs.get("local_files_only") is False:
@@ -477,6 +471,12 @@ def load_captioner(
                 config = _read_hub_config(model_str, hub_kwargs)
                 ref = model_str
             family = _family_for(config, model_str)
+            if is_local and (missing := _missing_processor_files(folder)):
+                # Refuse an incomplete folder up front: transformers would otherwise fall
+                # back to a few-token default tokenizer and "caption" with empty strings.
+                raise ModelLoadError.bad_folder(
+                    folder, f"{' and '.join(missing)} missing; copy them from the original model"
+                )
             ctx = LoadContext(model=model_str, ref=ref, is_local=is_local, config=config, family=family, device=dev,
                               dtype=plan.dtype, adapter=adapter_str, plan=plan,
                               progress=report, hub_kwargs=hub_kwargs, model_kwargs=dict(model_kwargs or {}))

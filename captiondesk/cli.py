@@ -21,6 +21,7 @@ from captiondesk.common import (
     EXIT_OK,
     EXIT_USAGE,
     UserError,
+    library_path,
     open_library,
     print_problems,
     run_with_progress,
@@ -77,7 +78,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with open_library(args) as library:
+    with open_library(args, reading=True) as library:
         rows = library.status()
         print(f"Library: {library.path}")
         if not rows:
@@ -272,6 +273,25 @@ def _open_gui(argv: list[str], folders: list[str]) -> int:
     return gui_main(argv)
 
 
+def _fault_message(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """One line for a fault of the library file or the disk, None for anything else."""
+    import errno
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    from core.db import ReadOnlyLibraryError, explain_database_error
+
+    if isinstance(exc, (DBAPIError, sqlite3.Error, ReadOnlyLibraryError)):
+        return explain_database_error(library_path(args), exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk is full{where}; free some space and run the command again"
+        return f"{exc.strerror}{where}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from core import scan_process
@@ -294,6 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, LibraryError, LibraryOpenError) as exc:
         print(f"captiondesk: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        # The library file, its disk or its lock failing (full, read-only, damaged,
+        # busy) is not a bug: one line that says what is wrong.  Anything else is.
+        message = _fault_message(args, exc)
+        if message is None:
+            raise
+        print(f"captiondesk: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -105,12 +105,21 @@ def run_with_progress(
         bar.close()
 
 
-def open_library(args: argparse.Namespace) -> Library:
-    """The library ``--library`` names, else the default one."""
-    from core.library import Library, default_library_path
+def library_path(args: argparse.Namespace) -> Path:
+    """The library file ``--library`` names, else the default one."""
+    from core.library import default_library_path
 
-    path = Path(args.library) if args.library else default_library_path()
-    return Library(path)
+    return Path(args.library) if getattr(args, "library", None) else default_library_path()
+
+
+def open_library(args: argparse.Namespace, *, reading: bool = False) -> Library:
+    """The library ``--library`` names, else the default one.
+
+    *reading* commands (status, export) open a library they cannot write read-only.
+    """
+    from core.library import Library
+
+    return Library(library_path(args), read_only=None if reading else False)
 
 
 def print_problems(problems: list[str], label: str = "warning") -> None:

@@ -38,7 +38,7 @@ CAPTION_EXTENSIONS = (".txt", ".caption")
 def cmd_export(args: argparse.Namespace) -> int:
     from core.export import ExportError, export_dataset
 
-    with open_library(args) as library:
+    with open_library(args, reading=True) as library:
         try:
             stats, interrupted = run_with_progress(
                 "Exporting",

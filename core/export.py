@@ -38,6 +38,7 @@ hidden leftovers of a killed one (once untouched for an hour, so a running one i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -634,10 +635,21 @@ class _ParquetWriter:
         self.buffered_bytes[split] = 0
 
     def close(self) -> None:
-        for split in list(self.buffers):
-            self._flush(split)
-        for writer in self.writers.values():
-            writer.close()
+        try:
+            for split in list(self.buffers):
+                self._flush(split)
+        finally:
+            writers, self.writers = list(self.writers.values()), {}
+            failures: list[OSError] = []
+            for writer in writers:
+                try:
+                    writer.close()
+                except OSError as exc:
+                    failures.append(exc)
+                finally:
+                    writer.is_open = False  # else pyarrow retries (and prints) on garbage collection
+            if failures:
+                raise failures[0]
 
 
 def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
@@ -788,8 +800,16 @@ def _run_export(
             done += 1
             _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed)
             run.progress(done, total, f"Exporting {fmt}")
-    finally:
+    except BaseException:
+        # The export is discarded; closing may fail for the same reason (a full disk)
+        # and must not replace the error that says what went wrong.
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
+    try:
         writer.close()
+    except OSError as exc:
+        raise ExportError(f"cannot write the dataset: {exc.strerror or exc}") from exc
     run.progress(done, total, "Export cancelled" if stats.cancelled else "Export finished", force=True)
 
 

@@ -22,7 +22,7 @@ from core import APP_NAME
 from core.db import Database
 from core.filenames import to_os, to_stored
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
-from core.migrate import LibraryOpenError, upgrade
+from core.migrate import HEAD_REVISION, LibraryOpenError, MigrationResult, upgrade
 from core.models import Image, Job, JobState, LibraryRoot, utcnow
 
 if TYPE_CHECKING:
@@ -59,18 +59,57 @@ class RootStatus:
 class Library:
     """An open library file.  Thread-safe: every method uses its own short session."""
 
-    def __init__(self, path: Path | str, *, cache_dir: Path | None = None) -> None:
+    def __init__(self, path: Path | str, *, cache_dir: Path | None = None, read_only: bool | None = False) -> None:
+        """Open (create, migrate) the library at *path*.
+
+        *read_only*: True only reads the file (no migration, no job records; writes
+        raise :class:`core.db.ReadOnlyLibraryError`); None decides by access: a library
+        whose file or folder cannot be written is opened read-only (reading commands).
+        """
         self.path = Path(path).expanduser().absolute()
         if self.path.is_dir():
             raise LibraryOpenError(f"{self.path} is a folder; give the path of a library file")
+        if self.path.exists() and not self.path.is_file():
+            raise LibraryOpenError(f"{self.path} is not a regular file (a device or pipe); give the path of a library file")
+        if read_only is None:
+            read_only = self.path.exists() and not (
+                os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+            )
+        self.read_only = read_only
+        self.cache_dir = cache_dir or self.path.with_name(self.path.stem + ".cache")
+        if read_only:
+            self.migration = MigrationResult(HEAD_REVISION, HEAD_REVISION, None)
+            self.db = Database(self.path, read_only=True)
+            self._check_read_only_revision()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LibraryOpenError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
         self.migration = upgrade(self.path)
         self.db = Database(self.path)
-        self.cache_dir = cache_dir or self.path.with_name(self.path.stem + ".cache")
         self._mark_interrupted_jobs()
+
+    def _check_read_only_revision(self) -> None:
+        """A read-only library must already be in this version's format (it cannot be migrated)."""
+        from sqlalchemy.exc import DBAPIError
+
+        from core.db import explain_database_error
+
+        try:
+            with self.db.read() as session:
+                revision = session.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except DBAPIError as exc:
+            self.db.close()
+            if "no such table" in str(exc):
+                raise LibraryOpenError(f"{self.path} is not a CaptionDesk library") from None
+            raise LibraryOpenError(explain_database_error(self.path, exc) or f"cannot read {self.path}: {exc.orig}") from None
+        if revision != HEAD_REVISION:
+            self.db.close()
+            raise LibraryOpenError(
+                f"{self.path} is read-only and in another version's format (schema {revision!r}, this version "
+                f"uses {HEAD_REVISION!r}); open it once with write access to upgrade it"
+            )
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -209,6 +248,8 @@ class Library:
                 )
 
     def start_job(self, kind: str, params: Mapping[str, Any] | None = None) -> int:
+        if self.read_only:
+            return 0  # a reading job (export) on a read-only library is not recorded
         owner = {"host": socket.gethostname(), "pid": os.getpid()}
         with self.db.write() as session:
             job = Job(kind=kind, params={**(params or {}), "_owner": owner}, state=JobState.RUNNING.value)
@@ -217,6 +258,8 @@ class Library:
             return job.id
 
     def update_job(self, job_id: int, **values: Any) -> None:
+        if self.read_only and job_id == 0:
+            return
         with self.db.write() as session:
             session.execute(update(Job).where(Job.id == job_id).values(**values))
 

@@ -77,7 +77,14 @@ def _current_revision(path: Path) -> tuple[str | None, bool]:
             }
             revision = MigrationContext.configure(conn).get_current_revision()
     except Exception as exc:  # sqlite3.DatabaseError: "file is not a database", etc.
-        raise LibraryOpenError(f"{path} is not a CaptionDesk library ({exc.__cause__ or exc})") from exc
+        from core.db import explain_database_error
+
+        # A full disk, a read-only folder or a damaged file is not "not a library".
+        cause = exc.__cause__ or exc
+        explained = explain_database_error(path, exc)
+        if explained is not None and "file is not a database" not in str(cause):
+            raise LibraryOpenError(explained) from exc
+        raise LibraryOpenError(f"{path} is not a CaptionDesk library ({cause})") from exc
     finally:
         engine.dispose()
     return revision, bool(tables)

@@ -283,3 +283,167 @@ def test_file_restored_then_scanned_clears_error(tmp_path: Path, tiny_model_dirs
     assert "0 unreadable" in cli(lib, "scan").stdout
     assert _status_errors(lib) == 0
     assert "1 captioned" in cli(lib, "caption", str(photos), *_caption_args(model)).stdout
+
+
+# -- library file faults --------------------------------------------------------------------
+
+
+def _library_with_captions(base: Path, count: int = 4) -> Path:
+    from core.captions import set_human_caption
+
+    photos = base / "photos"
+    for i in range(count):
+        write_jpeg(photos / f"p{i}.jpg", seed=i, size=(96, 72))
+    lib = base / "lib.db"
+    with Library(lib) as library:
+        library.add_root(photos)
+        library.scan()
+        with library.db.write() as session:
+            for image_id in session.scalars(select(Image.id)):
+                set_human_caption(session, image_id, f"photo number {image_id}")
+    return lib
+
+
+def _mount(folder: Path, *options: str) -> bool:
+    """Mount a tmpfs (or remount a bind read-only) at *folder*; False where not allowed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    result = subprocess.run(["mount", *options, str(folder)], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def mounts():
+    made: list[Path] = []
+    yield made
+    for folder in reversed(made):
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def _read_only_folder(folder: Path, mounts: list[Path]) -> None:
+    """Make *folder* read-only for this process (a read-only bind mount as root)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        if not (_mount(folder, "--bind", str(folder)) and mounts.append(folder) is None
+                and _mount(folder, "-o", "remount,bind,ro")):
+            pytest.skip("cannot make a read-only mount here")
+    else:
+        for child in folder.iterdir():
+            child.chmod(0o444)
+        folder.chmod(0o555)
+
+
+def test_read_only_library_can_be_shown_and_exported(tmp_path: Path, mounts) -> None:
+    lib = _library_with_captions(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(lib, ro / "lib.db")
+    _read_only_folder(ro, mounts)
+    try:
+        status = cli(ro / "lib.db", "status")
+        assert status.returncode == 0, status.stderr
+        assert "4" in status.stdout and "Traceback" not in status.stderr
+        exported = cli(ro / "lib.db", "export", "csv", str(tmp_path / "out"))
+        assert exported.returncode == 0, exported.stderr
+        assert "Exported 4 images" in exported.stdout
+        scanned = cli(ro / "lib.db", "scan")
+        assert_clean_error(scanned, "read-only", "'status' and 'export' work")
+        assert sorted(p.name for p in ro.iterdir()) == ["lib.db"]  # nothing written beside it
+    finally:
+        if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+            ro.chmod(0o755)
+
+
+def test_dev_null_is_not_a_library(tmp_path: Path) -> None:
+    if not os.path.exists("/dev/null") or sys.platform == "win32":
+        pytest.skip("POSIX only")
+    before = set(os.listdir("/dev"))
+    result = cli(Path("/dev/null"), "status")
+    assert_clean_error(result, "/dev/null is not a regular file")
+    assert set(os.listdir("/dev")) - before == set()
+
+
+def test_corrupted_page_says_damaged_and_names_backups(tmp_path: Path) -> None:
+    lib = _library_with_captions(tmp_path)
+    backup = tmp_path / "lib.backup-0002-20260101-000000-000000.db"
+    shutil.copy(lib, backup)
+    data = bytearray(lib.read_bytes())
+    page = 4096
+    assert len(data) >= 4 * page
+    data[3 * page : 4 * page] = b"\xff" * page
+    lib.write_bytes(bytes(data))
+    result = cli(lib, "status")
+    assert_clean_error(result, "is damaged", "malformed", str(backup), ".recover")
+    assert "not a CaptionDesk library" not in result.stderr
+
+
+def test_truncated_library_is_damaged_not_foreign(tmp_path: Path) -> None:
+    lib = _library_with_captions(tmp_path)
+    data = lib.read_bytes()
+    lib.write_bytes(data[: len(data) // 3])
+    result = cli(lib, "status")
+    assert_clean_error(result, "is damaged")
+    assert "not a CaptionDesk library" not in result.stderr
+
+
+def test_full_disk_while_adding_and_exporting(tmp_path: Path, mounts) -> None:
+    full = tmp_path / "full"
+    if not _mount(full, "-t", "tmpfs", "-o", "size=300k", "tmpfs"):
+        pytest.skip("cannot mount a small tmpfs here")
+    mounts.append(full)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(3000):
+        (many / f"a_rather_long_file_name_to_fill_the_library_{i:05d}_abcdefghijklmnop.jpg").write_bytes(b"x")
+    added = cli(full / "lib.db", "add", str(many))
+    assert_clean_error(added, "is full")
+    assert "not a CaptionDesk library" not in added.stderr
+
+    lib = _library_with_captions(tmp_path / "lib", count=6)
+    small = tmp_path / "small"
+    if not _mount(small, "-t", "tmpfs", "-o", "size=8k", "tmpfs"):
+        pytest.skip("cannot mount a small tmpfs here")
+    mounts.append(small)
+    for fmt in ("imagefolder", "parquet", "sidecar"):
+        result = cli(lib, "export", fmt, str(small / f"out-{fmt}"))
+        assert_clean_error(result, "No space left on device")
+        assert "Exception ignored" not in result.stderr
+    assert list(small.iterdir()) == []  # nothing half-written left behind
+
+
+def test_full_disk_library_reported_as_full_not_foreign(tmp_path: Path, mounts) -> None:
+    full = tmp_path / "full"
+    if not _mount(full, "-t", "tmpfs", "-o", "size=4k", "tmpfs"):
+        pytest.skip("cannot mount a small tmpfs here")
+    mounts.append(full)
+    result = cli(full / "lib.db", "status")
+    assert_clean_error(result, "is full")
+    assert "not a CaptionDesk library" not in result.stderr
+
+
+def test_write_lock_held_by_another_process(tmp_path: Path, monkeypatch, capsys) -> None:
+    import core.db
+    from captiondesk.cli import main
+
+    lib = _library_with_captions(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time, sqlite3\n"
+            "from core.library import Library\n"
+            f"lib = Library({str(lib)!r}); lib.start_job('caption', {{}})\n"
+            f"conn = sqlite3.connect({str(lib)!r}, isolation_level=None)\n"
+            "conn.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(60)\n"
+        )],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(core.db, "BUSY_TIMEOUT_MS", 300)
+        photos = tmp_path / "photos"
+        assert main(["--library", str(lib), "scan", str(photos)]) == 1
+        err = capsys.readouterr().err
+        assert "is busy" in err and f"process {holder.pid}" in err and "caption job" in err, err
+        assert "Traceback" not in err
+    finally:
+        holder.kill()
+        holder.wait()

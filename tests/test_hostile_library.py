@@ -152,7 +152,8 @@ def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) 
     from dataclasses import replace
 
     from core.captioning import load_captioner
-    from core.captioning.engine import CaptionJobSpec, run_caption_job
+    from core.captioning.engine import run_caption_job
+    from core.captioning.settings import CaptionJobSpec
     from core.captions import CaptionError, add_model_caption
 
     photos = tmp_path / "photos"
@@ -160,9 +161,9 @@ def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) 
         write_jpeg(photos / f"p{i}.jpg", seed=i)
     model = tiny_model_dirs["blip"]
     with Library(tmp_path / "lib.db") as library:
-        root = library.add_root(photos)
+        library.add_root(photos)
         library.scan()
-        spec = CaptionJobSpec(model=str(model), device="cpu", root_ids=[root.id])
+        spec = CaptionJobSpec(model=str(model), device="cpu")  # the whole library
         captioner = load_captioner(str(model), device="cpu")
         try:
             first = run_caption_job(library, spec, captioner=captioner)
@@ -249,7 +250,7 @@ def test_file_missing_at_caption_time_then_restored_with_cp_p(tmp_path: Path, ti
     (photos / "b.jpg").unlink()  # gone after the scan, before captioning
     model = tiny_model_dirs["blip"]
     first = cli(lib, "caption", str(photos), *_caption_args(model))
-    assert "1 captioned, 0 skipped, 1 errors" in first.stdout, first
+    assert "1 captioned, 0 skipped, 1 error " in first.stdout, first
     assert _status_errors(lib) == 1
 
     shutil.copy2(backup, photos / "b.jpg")  # cp -p: same size and mtime
@@ -276,7 +277,7 @@ def test_file_restored_then_scanned_clears_error(tmp_path: Path, tiny_model_dirs
     model = tiny_model_dirs["blip"]
     cli(lib, "scan")
     first = cli(lib, "caption", str(photos), *_caption_args(model))
-    assert "1 errors" in first.stdout, first
+    assert "1 error " in first.stdout, first
     assert "1 unreadable" in cli(lib, "scan").stdout  # a decode check, not only the header
     shutil.copy2(backup, photos / "a.jpg")
     os.utime(photos / "a.jpg", ns=(stamp, stamp))

@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
@@ -450,11 +450,27 @@ def _write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def portable_model_ref(value: str | None) -> str | None:
+    """A model or adapter reference fit for a dataset: hub ids as they are, local paths by name.
+
+    Captions made with a local model (a trained version, a folder passed to ``--model``)
+    record its absolute path; exported, that would reveal this machine's folders (home,
+    temporary training folders) and mean nothing elsewhere.  The last path component
+    (the version's or folder's name) is kept.
+    """
+    if not value:
+        return value
+    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
+        name = PureWindowsPath(value).name if PureWindowsPath(value).drive or "\\" in value else PurePosixPath(value).name
+        return name or None
+    return value
+
+
 def _provenance(image: CaptionedImage) -> dict[str, Any]:
     return {
         "source": image.source,
-        "model_name": image.model_name,
-        "adapter": image.adapter,
+        "model_name": portable_model_ref(image.model_name),
+        "adapter": portable_model_ref(image.adapter),
         "origin": image.origin,
         "score": image.score,
         "caption_created_at": image.caption_created_at.isoformat(),
@@ -478,7 +494,9 @@ class _ImageFolderWriter:
             # Kept open across add() calls, closed in close() (also on failure).
             handle = open(self.root / item.split / "metadata.jsonl", "w", encoding="utf-8", newline="\n")  # noqa: SIM115
             self.handles[item.split] = handle
-        handle.write(json.dumps({"file_name": item.name, "text": item.text}, ensure_ascii=False) + "\n")
+        # `source` (human / model / import) lets an import keep who wrote each caption.
+        line = {"file_name": item.name, "text": item.text, "source": item.image.source}
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -544,7 +562,9 @@ class _CocoWriter:
                 "annotations": self.annotations[split],
             }
             with open(folder / f"captions_{split}.json", "w", encoding="utf-8") as handle:
-                json.dump(document, handle, ensure_ascii=False)
+                # ASCII with \u escapes: pycocotools opens the file with the locale's
+                # encoding, so UTF-8 text fails to load where that is not UTF-8 (cp1252).
+                json.dump(document, handle, ensure_ascii=True)
 
 
 class _SidecarWriter:
@@ -678,7 +698,8 @@ def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) ->
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "captiondesk_version": __version__,
         "only": params["only"],
-        "folder": params["folder"],
+        # The folder's name only: an export carries no absolute path of this machine.
+        "folder": Path(params["folder"]).name if params["folder"] else None,
         "split": {
             "function": "core.splits.assign_split",
             "val_ratio": params["val_ratio"],

@@ -1,0 +1,200 @@
+"""Interchange that other tools read right (issue #14 item 7): sidecar names and RAW+JPEG
+pairs, EXIF ImageDescription, COCO under a non-UTF-8 locale, no absolute paths in exports,
+who wrote a caption surviving export → import, CJK-aware caption metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from core import captions
+from core.export import export_dataset, portable_model_ref
+from core.importer import import_captions
+from core.library import Library
+from core.metadata import read_caption, sidecar_path, write_caption, write_metadata
+from core.models import Caption, CaptionSource, Image
+from core.training.metrics import bleu4, rouge_l, tokenize
+from tests.imagegen import write_jpeg
+from tests.test_export import current_captions, run_cli
+from tests.test_metadata import make_photo
+
+ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
+
+
+def _library_with_sources(library: Library, photo_dir: Path) -> dict[str, str]:
+    """Six photos: even ones captioned by a person, odd ones by a local (absolute-path) model."""
+    for i in range(6):
+        write_jpeg(photo_dir / f"p{i}.jpg", seed=300 + i)
+    library.scan([library.add_root(photo_dir).id])
+    sources = {}
+    with library.db.write() as session:
+        for number, image in enumerate(session.scalars(select(Image).order_by(Image.rel_path))):
+            if number % 2 == 0:
+                captions.set_human_caption(session, image.id, f"a person wrote {number}")
+                sources[image.rel_path] = CaptionSource.HUMAN.value
+            else:
+                captions.add_model_caption(session, image.id, f"a model wrote {number}", model_name=ABSOLUTE_MODEL,
+                                           adapter="/home/someone/adapters/style-lora", score=-0.4)
+                sources[image.rel_path] = CaptionSource.MODEL.value
+    return sources
+
+
+# -- sidecars and RAW+JPEG pairs ----------------------------------------------------------
+
+
+def test_sidecar_naming_is_a_choice_with_stem_as_default(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "a" / "photo.jpg")
+    assert sidecar_path(photo) == photo.with_suffix(".xmp")
+    assert sidecar_path(photo, "stem") == photo.with_suffix(".xmp")
+    assert sidecar_path(photo, "full") == photo.with_name("photo.jpg.xmp")
+    with pytest.raises(ValueError):
+        sidecar_path(photo, "other")
+    outcome = write_caption(photo, "a full-name sidecar", sidecar=True, sidecar_naming="full")
+    assert outcome.target == photo.with_name("photo.jpg.xmp")
+    assert read_caption(photo).location == outcome.target
+
+
+def test_raw_jpeg_pair_never_shares_a_sidecar(library: Library, photo_dir: Path) -> None:
+    jpeg = make_photo(photo_dir / "IMG_2.JPG")
+    (photo_dir / "IMG_2.CR2").write_bytes(b"II*\x00 pretend raw")
+    lightroom = photo_dir / "IMG_2.xmp"  # Lightroom's sidecar of the RAW
+    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True)
+    (photo_dir / "other.xmp").rename(lightroom)
+    before = lightroom.read_bytes()
+    # Import: the RAW's sidecar is not the JPEG's caption.
+    assert read_caption(jpeg) is None or read_caption(jpeg).location != lightroom
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = session.scalar(select(Image.id).where(Image.rel_path == "IMG_2.JPG"))
+        captions.set_human_caption(session, image_id, "the jpeg's own caption")
+    stats = write_metadata(library, sidecar=True, sidecar_naming="stem")
+    assert stats.errors == 0
+    assert lightroom.read_bytes() == before  # the RAW's sidecar untouched
+    own = photo_dir / "IMG_2.JPG.xmp"
+    assert own.is_file()
+    found = read_caption(jpeg)
+    assert (found.text, found.location) == ("the jpeg's own caption", own)
+
+
+def test_cli_write_metadata_sidecar_naming(library: Library, photo_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = make_photo(photo_dir / "solo.jpg")
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "a solo photo")
+    library.close()
+    db = str(tmp_path / "library.db")
+    assert run_cli(["--library", db, "write-metadata", "--sidecar", "--sidecar-naming", "full"], monkeypatch) == 0
+    assert (photo_dir / "solo.jpg.xmp").is_file() and not (photo_dir / "solo.xmp").exists()
+    assert photo.read_bytes() == make_photo(tmp_path / "again" / "solo.jpg").read_bytes()  # photo untouched
+
+
+def test_non_ascii_caption_reports_the_exif_description_it_removes(library: Library, photo_dir: Path) -> None:
+    photo = make_photo(photo_dir / "old.jpg")
+    write_caption(photo, "An old ASCII description")
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "東京の桜")
+    stats = write_metadata(library)
+    assert stats.written == 1 and stats.exif_descriptions_removed == 1
+    assert any("An old ASCII description" in p and "removed" in p for p in stats.problems)
+    assert read_caption(photo).text == "東京の桜"
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+
+def test_coco_json_is_ascii_and_loads_under_a_latin1_locale(library: Library, photo_dir: Path,
+                                                            tmp_path: Path) -> None:
+    write_jpeg(photo_dir / "x.jpg", seed=1)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "Café – 東京の桜 🌸")
+    out = tmp_path / "coco"
+    export_dataset(library, "coco", out, val_ratio=0.0)
+    annotation = out / "annotations" / "captions_train.json"
+    annotation.read_bytes().decode("ascii")
+    # pycocotools opens with the locale's encoding: force a non-UTF-8 one in a child.
+    code = (
+        "import builtins, json\n"
+        "real_open = builtins.open\n"
+        "def cp1252_open(file, mode='r', *args, **kwargs):\n"
+        "    if 'b' not in mode:\n"
+        "        kwargs.setdefault('encoding', 'cp1252')\n"
+        "    return real_open(file, mode, *args, **kwargs)\n"
+        "builtins.open = cp1252_open\n"
+        "from pycocotools.coco import COCO\n"
+        f"c = COCO({str(annotation)!r})\n"
+        "print(json.dumps([a['caption'] for a in c.dataset['annotations']]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["Café – 東京の桜 🌸"]
+
+
+def test_exports_hold_no_absolute_local_paths(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    _library_with_sources(library, photo_dir)
+    assert portable_model_ref("Salesforce/blip-image-captioning-base") == "Salesforce/blip-image-captioning-base"
+    assert portable_model_ref("C:\\Users\\me\\models\\v1") == "v1"
+    for fmt in ("csv", "parquet", "imagefolder", "coco", "sidecar"):
+        out = tmp_path / f"out-{fmt}"
+        export_dataset(library, fmt, out, folder=photo_dir, val_ratio=0.3)
+        for file in out.rglob("*"):
+            if file.suffix in (".csv", ".json", ".jsonl", ".txt"):
+                text = file.read_text(encoding="utf-8")
+                assert str(tmp_path) not in text and "/tmp/" not in text and "/home/" not in text, file
+    rows = list(csv.DictReader(open(tmp_path / "out-csv" / "captions.csv", encoding="utf-8")))
+    assert {r["model_name"] for r in rows if r["source"] == "model"} == {"holiday-v2"}
+    assert {r["adapter"] for r in rows if r["source"] == "model"} == {"style-lora"}
+    table = pq.read_table(tmp_path / "out-parquet" / "data" / "train-00000-of-00001.parquet")
+    assert not any(v and v.startswith("/") for v in table.column("model_name").to_pylist())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "imagefolder"])
+def test_who_wrote_a_caption_survives_export_and_import(fmt: str, library: Library, photo_dir: Path,
+                                                        tmp_path: Path) -> None:
+    sources = _library_with_sources(library, photo_dir)
+    out = tmp_path / "dataset"
+    export_dataset(library, fmt, out, val_ratio=0.0)
+    # Another library over the same photos.
+    other = Library(tmp_path / "other.db")
+    try:
+        other.scan([other.add_root(photo_dir).id])
+        stats = import_captions(other, fmt, out, honour_source=True)
+        assert stats.imported == 6 and stats.errors == 0
+        got = current_captions(other)
+        verified = {path for path, (_text, source) in got.items() if source == CaptionSource.HUMAN.value}
+        assert verified == {p for p, s in sources.items() if s == "human"}
+        assert all(got[p][1] == CaptionSource.IMPORT.value for p, s in sources.items() if s == "model")
+        with other.db.read() as session:
+            details = [c.settings for c in session.scalars(select(Caption))]
+        assert {d.get("written_by") for d in details} == {"human", "model"}
+    finally:
+        other.close()
+    # Without the option, nothing is verified (the old behaviour, unchanged).
+    third = Library(tmp_path / "third.db")
+    try:
+        third.scan([third.add_root(photo_dir).id])
+        import_captions(third, fmt, out)
+        assert {s for _t, s in current_captions(third).values()} == {CaptionSource.IMPORT.value}
+    finally:
+        third.close()
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def test_cjk_captions_are_tokenized_by_character() -> None:
+    assert tokenize("赤い車。") == ["赤", "い", "車"]
+    assert tokenize("A red car, on the road!") == ["a", "red", "car", "on", "the", "road"]
+    assert tokenize("빨간 자동차") == ["빨간", "자동차"]  # Korean separates words with spaces
+    hyp, ref = "赤い車が道路を走っている", "赤い車が道を走っている"
+    assert rouge_l([hyp], [ref]) > 0.9
+    assert bleu4([hyp], [ref]) > 0.5
+    assert rouge_l([hyp], ["青い空に白い雲"]) < 0.3

@@ -26,7 +26,7 @@ from captiondesk.common import (
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 # Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
-EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
 SIDECAR_NAMINGS = ("stem", "full")  # core.metadata.SIDECAR_NAMINGS
@@ -142,7 +142,8 @@ def register(subparsers: Any) -> None:
         help="export captioned images as a training dataset",
         description=(
             "Write a dataset of the captioned images to OUT: imagefolder (Hugging Face), csv, "
-            "coco (COCO captions JSON), sidecar (image + .txt per image, kohya/OneTrainer), "
+            "coco (COCO captions JSON), sidecar (image + .txt per image, OneTrainer), kohya (sd-scripts "
+            "<repeats>_<name> folders + dataset TOML per split), "
             "parquet (images embedded). Images are split into train/validation by content, "
             "the same way every time. OUT appears only once the export is complete."
         ),

@@ -19,6 +19,14 @@ Layouts written under ``OUT`` (each split folder only when it has images):
 ``sidecar``
     the images in ``train/`` / ``validation/``, each with a caption file of the same stem
     (``.txt`` or ``.caption``) as kohya sd-scripts and OneTrainer read them.
+``kohya``
+    the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
+    ``validation/1_captions/`` holding every image directly (sub-folders flattened as
+    ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
+    to PNG) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
+    ``dataset_validation.toml`` in sd-scripts' ``--dataset_config`` format (paths
+    relative to OUT: run sd-scripts from OUT).  The plain ``sidecar`` layout keeps
+    sub-folders and formats as they are, which sd-scripts skips.
 ``parquet``
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
@@ -65,7 +73,7 @@ from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, v
 if TYPE_CHECKING:
     from core.library import Library
 
-EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 #: ``captioned``: any current caption; ``verified``: the current caption is a person's.
 ONLY_CHOICES = ("captioned", "verified")
 CAPTION_EXTENSIONS = (".txt", ".caption")
@@ -659,6 +667,62 @@ class _ParquetWriter:
             writer.close()
 
 
+#: What sd-scripts' ``glob_images`` finds (library/train_util.py ``IMAGE_EXTENSIONS``,
+#: matched on the exact suffix in those spellings).
+KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
+KOHYA_CONCEPT = "captions"
+DEFAULT_KOHYA_REPEATS = 1
+
+
+class _KohyaWriter:
+    """sd-scripts' DreamBooth-style folders: ``<split>/<repeats>_<concept>/`` + TOML configs."""
+
+    by_stem = True
+
+    def __init__(self, root: Path, caption_extension: str, repeats: int = DEFAULT_KOHYA_REPEATS) -> None:
+        self.root = root
+        self.caption_extension = caption_extension
+        #: Validation images are looked at once: repeats only weight training.
+        self.folders = {"train": f"{repeats}_{KOHYA_CONCEPT}", "validation": f"1_{KOHYA_CONCEPT}"}
+        self.repeats = {"train": repeats, "validation": 1}
+        self.used: set[str] = set()
+
+    @staticmethod
+    def dataset_name(wanted: str) -> str:
+        """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
+        name = "__".join(PurePosixPath(wanted).parts)
+        if PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
+            name += ".png"
+        return name
+
+    def add(self, item: _Item) -> None:
+        image_path = self.root / item.split / self.folders[item.split] / item.name
+        data = item.prepared.data
+        if PurePosixPath(item.name).suffix.lower() != item.image.path.suffix.lower() and not item.prepared.converted:
+            buffer = io.BytesIO()
+            load_rgb(item.image.path).save(buffer, "PNG")  # lossless; 16-bit scaled, upright
+            data = buffer.getvalue()
+        _write_bytes(image_path, data)
+        one_line = " ".join(item.text.splitlines())  # sd-scripts reads the first line only
+        _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
+        self.used.add(item.split)
+
+    def close(self) -> None:
+        for split in sorted(self.used):
+            config = (
+                f"# kohya sd-scripts dataset config (--dataset_config) for the {split} split,\n"
+                "# written by CaptionDesk. image_dir is relative: run sd-scripts from this folder.\n"
+                "[general]\n"
+                f"caption_extension = {json.dumps(self.caption_extension)}\n"
+                "shuffle_caption = false\n\n"
+                "[[datasets]]\n\n"
+                "  [[datasets.subsets]]\n"
+                f"  image_dir = {json.dumps(f'{split}/{self.folders[split]}')}\n"
+                f"  num_repeats = {self.repeats[split]}\n"
+            )
+            (self.root / f"dataset_{split}.toml").write_text(config, encoding="utf-8")
+
+
 def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
     if fmt == "imagefolder":
         return _ImageFolderWriter(root)
@@ -670,6 +734,8 @@ def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
         return _SidecarWriter(root, caption_extension)
     if fmt == "parquet":
         return _ParquetWriter(root)
+    if fmt == "kohya":
+        return _KohyaWriter(root, caption_extension)
     raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
 
@@ -857,6 +923,8 @@ def _export_one(
         stats.errors += 1
         stats.problems.append(f"{path}: {exc}")
         return
+    if isinstance(writer, _KohyaWriter):
+        wanted_name = writer.dataset_name(wanted_name)
     split = assign_split(image.split_key, val_ratio, seed)
     name = allocators[split].allocate(wanted_name)
     try:

@@ -198,3 +198,73 @@ def test_cjk_captions_are_tokenized_by_character() -> None:
     assert rouge_l([hyp], [ref]) > 0.9
     assert bleu4([hyp], [ref]) > 0.5
     assert rouge_l([hyp], ["青い空に白い雲"]) < 0.3
+
+
+# -- kohya sd-scripts layout ------------------------------------------------------------------
+
+#: sd-scripts library/train_util.py: IMAGE_EXTENSIONS, matched by exact suffix.
+SD_SCRIPTS_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP"}
+
+
+def _sd_scripts_discovery(train_data_dir: Path, caption_extension: str = ".txt") -> dict[str, tuple[int, str]]:
+    """What sd-scripts' DreamBooth dataset sees under --train_data_dir: image → (repeats, caption).
+
+    Mirrors its rules: only sub-folders named ``<repeats>_<name>`` (others ignored), each
+    folder's direct files with an image extension (no recursion), caption file
+    ``os.path.splitext(image)[0] + caption_extension`` (first line).
+    """
+    seen = {}
+    for folder in sorted(train_data_dir.iterdir()):
+        if not folder.is_dir():
+            continue
+        head, _, _name = folder.name.partition("_")
+        try:
+            repeats = int(head)
+        except ValueError:
+            continue  # sd-scripts: "ignore directory without repeats"
+        for image in sorted(folder.iterdir()):
+            if image.is_file() and image.suffix in SD_SCRIPTS_IMAGE_EXTENSIONS:
+                caption_file = Path(str(image)[: -len(image.suffix)] + caption_extension)
+                caption = caption_file.read_text(encoding="utf-8").splitlines()[0] if caption_file.is_file() else ""
+                seen[f"{folder.name}/{image.name}"] = (repeats, caption)
+    return seen
+
+
+def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    import tomllib
+
+    from PIL import Image as PILImage
+
+    from tests.test_export import make_captioned_library
+
+    texts = make_captioned_library(library, photo_dir, count=12)  # 12 JPEGs in 3 sub-folders + a HEIC
+    for name in ("scan.tif", "anim.gif"):
+        PILImage.new("RGB", (40, 30), (10, 200, 30)).save(photo_dir / name)
+    library.scan()
+    with library.db.write() as session:
+        for name in ("scan.tif", "anim.gif"):
+            image_id = session.scalar(select(Image.id).where(Image.rel_path == name))
+            captions.set_human_caption(session, image_id, f"a green {name}")
+            texts[name] = f"a green {name}"
+    # The plain sidecar layout: sd-scripts sees nothing (no repeats prefix, sub-folders).
+    plain = tmp_path / "plain"
+    export_dataset(library, "sidecar", plain, val_ratio=0.25)
+    assert _sd_scripts_discovery(plain / "train") == {}
+    out = tmp_path / "kohya"
+    stats = export_dataset(library, "kohya", out, val_ratio=0.25)
+    assert stats.exported == len(texts) == 15 and stats.validation > 0
+    seen_total = 0
+    for split, count in (("train", stats.train), ("validation", stats.validation)):
+        seen = _sd_scripts_discovery(out / split)
+        assert len(seen) == count  # every exported image, none skipped
+        seen_total += len(seen)
+        assert {caption for _repeats, caption in seen.values()} <= {" ".join(t.splitlines()) for t in texts.values()}
+        config = tomllib.loads((out / f"dataset_{split}.toml").read_text(encoding="utf-8"))
+        assert config["general"]["caption_extension"] == ".txt"
+        (subset,) = config["datasets"][0]["subsets"]
+        assert (out / subset["image_dir"]).is_dir() and subset["num_repeats"] == 1
+        assert not Path(subset["image_dir"]).is_absolute()
+        for name in seen:
+            with PILImage.open(out / split / name) as im:
+                im.load()
+    assert seen_total == 15

@@ -268,3 +268,56 @@ def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: 
             with PILImage.open(out / split / name) as im:
                 im.load()
     assert seen_total == 15
+
+
+# -- the split of a photo across libraries -----------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_a_photo_keeps_its_split_in_a_new_library_after_write_metadata(
+    suffix: str, library: Library, photo_dir: Path, tmp_path: Path
+) -> None:
+    from core.export import iter_captioned_images
+    from core.fingerprint import image_data_key
+
+    for i in range(24):
+        make_photo(photo_dir / f"p{i:02}{suffix}", seed=i)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            captions.set_human_caption(session, image.id, f"photo {image.rel_path} 東京")
+
+    def splits(lib: Library) -> dict[str, str]:
+        return {i.rel_path: assign_split(i.split_key, 0.5) for i in iter_captioned_images(lib.db)}
+
+    from core.splits import assign_split
+
+    before = splits(library)
+    keys = {p.name: image_data_key(p) for p in photo_dir.iterdir()}
+    assert all(k is not None for k in keys.values()) and len(set(keys.values())) == 24
+    assert write_metadata(library).written == 24
+    assert {p.name: image_data_key(p) for p in photo_dir.iterdir()} == keys  # metadata aside, same data
+    other = Library(tmp_path / "other.db")  # first sees the photos after the write
+    try:
+        other.scan([other.add_root(photo_dir).id])
+        import_captions(other, "metadata", photo_dir)
+        assert splits(other) == before
+        assert set(before.values()) == {"train", "validation"}
+    finally:
+        other.close()
+    library.scan()
+    assert splits(library) == before
+
+
+def test_image_data_key_follows_pixels_not_metadata(tmp_path: Path) -> None:
+    from core.fingerprint import image_data_key
+
+    a = make_photo(tmp_path / "a.jpg", seed=1)
+    b = make_photo(tmp_path / "b.jpg", seed=2)
+    assert image_data_key(a) != image_data_key(b)
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(a.read_bytes())
+    write_caption(copy, "a caption written by another tool")
+    assert copy.read_bytes() != a.read_bytes() and image_data_key(copy) == image_data_key(a)
+    (tmp_path / "x.txt").write_bytes(b"not an image")
+    assert image_data_key(tmp_path / "x.txt") is None

@@ -20,6 +20,7 @@ from core.importer import import_captions
 from core.library import Library
 from core.metadata import read_caption, sidecar_path, write_caption, write_metadata
 from core.models import Caption, CaptionSource, Image
+from core.splits import assign_split
 from core.training.metrics import bleu4, rouge_l, tokenize
 from tests.imagegen import write_jpeg
 from tests.test_export import current_captions, run_cli
@@ -94,6 +95,25 @@ def test_cli_write_metadata_sidecar_naming(library: Library, photo_dir: Path, tm
     assert run_cli(["--library", db, "write-metadata", "--sidecar", "--sidecar-naming", "full"], monkeypatch) == 0
     assert (photo_dir / "solo.jpg.xmp").is_file() and not (photo_dir / "solo.xmp").exists()
     assert photo.read_bytes() == make_photo(tmp_path / "again" / "solo.jpg").read_bytes()  # photo untouched
+
+
+def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
+    from PySide6.QtCore import QSettings
+
+    from captiondesk import dataset_commands
+    from core import metadata
+    from desktop_app.settings import AppSettings
+
+    assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
+    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "stem"
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert settings.sidecar_naming == "stem"
+    settings.sidecar_naming = "full"
+    settings.sync()
+    again = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert again.sidecar_naming == "full"
+    with pytest.raises(ValueError):
+        settings.sidecar_naming = "photo.xmp"
 
 
 def test_non_ascii_caption_reports_the_exif_description_it_removes(library: Library, photo_dir: Path) -> None:
@@ -289,8 +309,6 @@ def test_a_photo_keeps_its_split_in_a_new_library_after_write_metadata(
 
     def splits(lib: Library) -> dict[str, str]:
         return {i.rel_path: assign_split(i.split_key, 0.5) for i in iter_captioned_images(lib.db)}
-
-    from core.splits import assign_split
 
     before = splits(library)
     keys = {p.name: image_data_key(p) for p in photo_dir.iterdir()}

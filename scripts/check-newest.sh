@@ -20,18 +20,21 @@ fi
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
+pin="$VENV/torch-pin.txt"
 if [ -n "${NEWEST_TORCH:-}" ]; then
-    "$VENV/bin/python" -m pip install --quiet --upgrade torch
+    : > "$pin"
 else
-    # torch stays on the README's pin: an unpinned one is a multi-GB CUDA download.
-    "$VENV/bin/python" -m pip install --quiet "torch==$(sed -n 's/^torch==//p' requirements/constraints.txt)"
+    # torch stays on the README's pin (an unpinned one is a multi-GB CUDA download), also
+    # through the eager upgrade below, which would otherwise replace it.
+    grep '^torch==' requirements/constraints.txt > "$pin"
 fi
-# No -c: the newest releases the pyproject.toml ranges allow.
-"$VENV/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+# Only that pin as a constraint: the newest releases the pyproject.toml ranges allow.
+"$VENV/bin/python" -m pip install --quiet -c "$pin" torch
+"$VENV/bin/python" -m pip install --quiet -c "$pin" --upgrade --upgrade-strategy eager -e ".[test]"
 
 echo "== versions that differ from requirements/constraints.txt =="
 "$VENV/bin/python" -m pip freeze --exclude-editable | grep -v '^#' | sed -E 's/^(torch==[^+]+)\+.*/\1/' \
-    | LC_ALL=C sort -f | comm -13 <(grep -v '^#' requirements/constraints.txt | LC_ALL=C sort -f) - || true
+    | LC_ALL=C sort | LC_ALL=C comm -13 <(grep -v '^#' requirements/constraints.txt | LC_ALL=C sort) - || true
 echo "== pytest ${*:-(whole suite)} =="
 status=0
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?

@@ -26,9 +26,11 @@ from captiondesk.common import (
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 # Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
-EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
+SIDECAR_NAMINGS = ("stem", "full")  # core.metadata.SIDECAR_NAMINGS
+DEFAULT_SIDECAR_NAMING = "stem"  # core.metadata.DEFAULT_SIDECAR_NAMING
 CAPTION_EXTENSIONS = (".txt", ".caption")
 
 
@@ -85,7 +87,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             stats, interrupted = run_with_progress(
                 "Importing",
                 lambda progress, cancel: import_captions(
-                    library, args.format, args.src, verified=args.verified, progress=progress, cancel=cancel
+                    library, args.format, args.src, verified=args.verified, honour_source=args.keep_source,
+                    progress=progress, cancel=cancel,
                 ),
             )
         except CaptionImportError as exc:
@@ -113,7 +116,7 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
             stats, interrupted = run_with_progress(
                 "Writing metadata",
                 lambda progress, cancel: write_metadata(
-                    library, sidecar=args.sidecar, only=args.only, folder=args.folder,
+                    library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
                     progress=progress, cancel=cancel,
                 ),
             )
@@ -139,7 +142,8 @@ def register(subparsers: Any) -> None:
         help="export captioned images as a training dataset",
         description=(
             "Write a dataset of the captioned images to OUT: imagefolder (Hugging Face), csv, "
-            "coco (COCO captions JSON), sidecar (image + .txt per image, kohya/OneTrainer), "
+            "coco (COCO captions JSON), sidecar (image + .txt per image, OneTrainer), kohya (sd-scripts "
+            "<repeats>_<name> folders + dataset TOML per split), "
             "parquet (images embedded). Images are split into train/validation by content, "
             "the same way every time. OUT appears only once the export is complete."
         ),
@@ -179,6 +183,11 @@ def register(subparsers: Any) -> None:
         "--verified", action="store_true",
         help="the captions were written by people (e.g. Flickr8k): store them as verified training data",
     )
+    importer.add_argument(
+        "--keep-source", action="store_true",
+        help="honour the source column of CaptionDesk exports (csv, parquet, imagefolder): rows a person "
+             "wrote are stored verified, model rows stay unverified (rows without it follow --verified)",
+    )
     importer.set_defaults(handler=cmd_import)
 
     write = subparsers.add_parser(
@@ -192,6 +201,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     write.add_argument("--sidecar", action="store_true", help="write .xmp sidecars only; leave every photo untouched")
+    write.add_argument(
+        "--sidecar-naming", choices=SIDECAR_NAMINGS, default=DEFAULT_SIDECAR_NAMING,
+        help=f"stem: photo.xmp (Lightroom, exiftool); full: photo.jpg.xmp (digiKam, darktable); default "
+             f"{DEFAULT_SIDECAR_NAMING}. A RAW+JPEG pair never shares one: the JPEG then gets photo.jpg.xmp",
+    )
     write.add_argument(
         "--only", choices=ONLY_CHOICES, default="captioned",
         help="captioned: any current caption (default); verified: only captions a person wrote or accepted",

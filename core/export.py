@@ -19,6 +19,14 @@ Layouts written under ``OUT`` (each split folder only when it has images):
 ``sidecar``
     the images in ``train/`` / ``validation/``, each with a caption file of the same stem
     (``.txt`` or ``.caption``) as kohya sd-scripts and OneTrainer read them.
+``kohya``
+    the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
+    ``validation/1_captions/`` holding every image directly (sub-folders flattened as
+    ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
+    to PNG) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
+    ``dataset_validation.toml`` in sd-scripts' ``--dataset_config`` format (paths
+    relative to OUT: run sd-scripts from OUT).  The plain ``sidecar`` layout keeps
+    sub-folders and formats as they are, which sd-scripts skips.
 ``parquet``
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
@@ -49,7 +57,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
@@ -67,7 +75,7 @@ from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, v
 if TYPE_CHECKING:
     from core.library import Library
 
-EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet")
+EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 #: ``captioned``: any current caption; ``verified``: the current caption is a person's.
 ONLY_CHOICES = ("captioned", "verified")
 CAPTION_EXTENSIONS = (".txt", ".caption")
@@ -452,11 +460,27 @@ def _write_bytes(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def portable_model_ref(value: str | None) -> str | None:
+    """A model or adapter reference fit for a dataset: hub ids as they are, local paths by name.
+
+    Captions made with a local model (a trained version, a folder passed to ``--model``)
+    record its absolute path; exported, that would reveal this machine's folders (home,
+    temporary training folders) and mean nothing elsewhere.  The last path component
+    (the version's or folder's name) is kept.
+    """
+    if not value:
+        return value
+    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
+        name = PureWindowsPath(value).name if PureWindowsPath(value).drive or "\\" in value else PurePosixPath(value).name
+        return name or None
+    return value
+
+
 def _provenance(image: CaptionedImage) -> dict[str, Any]:
     return {
         "source": image.source,
-        "model_name": image.model_name,
-        "adapter": image.adapter,
+        "model_name": portable_model_ref(image.model_name),
+        "adapter": portable_model_ref(image.adapter),
         "origin": image.origin,
         "score": image.score,
         "caption_created_at": image.caption_created_at.isoformat(),
@@ -480,7 +504,9 @@ class _ImageFolderWriter:
             # Kept open across add() calls, closed in close() (also on failure).
             handle = open(self.root / item.split / "metadata.jsonl", "w", encoding="utf-8", newline="\n")  # noqa: SIM115
             self.handles[item.split] = handle
-        handle.write(json.dumps({"file_name": item.name, "text": item.text}, ensure_ascii=False) + "\n")
+        # `source` (human / model / import) lets an import keep who wrote each caption.
+        line = {"file_name": item.name, "text": item.text, "source": item.image.source}
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         for handle in self.handles.values():
@@ -546,7 +572,9 @@ class _CocoWriter:
                 "annotations": self.annotations[split],
             }
             with open(folder / f"captions_{split}.json", "w", encoding="utf-8") as handle:
-                json.dump(document, handle, ensure_ascii=False)
+                # ASCII with \u escapes: pycocotools opens the file with the locale's
+                # encoding, so UTF-8 text fails to load where that is not UTF-8 (cp1252).
+                json.dump(document, handle, ensure_ascii=True)
 
 
 class _SidecarWriter:
@@ -652,6 +680,62 @@ class _ParquetWriter:
                 raise failures[0]
 
 
+#: What sd-scripts' ``glob_images`` finds (library/train_util.py ``IMAGE_EXTENSIONS``,
+#: matched on the exact suffix in those spellings).
+KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
+KOHYA_CONCEPT = "captions"
+DEFAULT_KOHYA_REPEATS = 1
+
+
+class _KohyaWriter:
+    """sd-scripts' DreamBooth-style folders: ``<split>/<repeats>_<concept>/`` + TOML configs."""
+
+    by_stem = True
+
+    def __init__(self, root: Path, caption_extension: str, repeats: int = DEFAULT_KOHYA_REPEATS) -> None:
+        self.root = root
+        self.caption_extension = caption_extension
+        #: Validation images are looked at once: repeats only weight training.
+        self.folders = {"train": f"{repeats}_{KOHYA_CONCEPT}", "validation": f"1_{KOHYA_CONCEPT}"}
+        self.repeats = {"train": repeats, "validation": 1}
+        self.used: set[str] = set()
+
+    @staticmethod
+    def dataset_name(wanted: str) -> str:
+        """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
+        name = "__".join(PurePosixPath(wanted).parts)
+        if PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
+            name += ".png"
+        return name
+
+    def add(self, item: _Item) -> None:
+        image_path = self.root / item.split / self.folders[item.split] / item.name
+        data = item.prepared.data
+        if PurePosixPath(item.name).suffix.lower() != item.image.path.suffix.lower() and not item.prepared.converted:
+            buffer = io.BytesIO()
+            load_rgb(item.image.path).save(buffer, "PNG")  # lossless; 16-bit scaled, upright
+            data = buffer.getvalue()
+        _write_bytes(image_path, data)
+        one_line = " ".join(item.text.splitlines())  # sd-scripts reads the first line only
+        _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
+        self.used.add(item.split)
+
+    def close(self) -> None:
+        for split in sorted(self.used):
+            config = (
+                f"# kohya sd-scripts dataset config (--dataset_config) for the {split} split,\n"
+                "# written by CaptionDesk. image_dir is relative: run sd-scripts from this folder.\n"
+                "[general]\n"
+                f"caption_extension = {json.dumps(self.caption_extension)}\n"
+                "shuffle_caption = false\n\n"
+                "[[datasets]]\n\n"
+                "  [[datasets.subsets]]\n"
+                f"  image_dir = {json.dumps(f'{split}/{self.folders[split]}')}\n"
+                f"  num_repeats = {self.repeats[split]}\n"
+            )
+            (self.root / f"dataset_{split}.toml").write_text(config, encoding="utf-8")
+
+
 def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
     if fmt == "imagefolder":
         return _ImageFolderWriter(root)
@@ -663,6 +747,8 @@ def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
         return _SidecarWriter(root, caption_extension)
     if fmt == "parquet":
         return _ParquetWriter(root)
+    if fmt == "kohya":
+        return _KohyaWriter(root, caption_extension)
     raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
 
@@ -691,7 +777,8 @@ def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) ->
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "captiondesk_version": __version__,
         "only": params["only"],
-        "folder": params["folder"],
+        # The folder's name only: an export carries no absolute path of this machine.
+        "folder": Path(params["folder"]).name if params["folder"] else None,
         "split": {
             "function": "core.splits.assign_split",
             "val_ratio": params["val_ratio"],
@@ -857,6 +944,8 @@ def _export_one(
         stats.errors += 1
         stats.problems.append(f"{path}: {exc}")
         return
+    if isinstance(writer, _KohyaWriter):
+        wanted_name = writer.dataset_name(wanted_name)
     split = assign_split(image.split_key, val_ratio, seed)
     name = allocators[split].allocate(wanted_name)
     try:

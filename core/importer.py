@@ -26,6 +26,11 @@ Rules:
   ``origin`` of ``"FORMAT:file it came from"`` (for photo metadata the field instead:
   ``"xmp:…"``, ``"iptc:…"``, ``"exif:…"``); details (row name, position among the
   image's captions, how it was matched) go in the caption's settings.
+* With *honour_source* (CLI ``--keep-source``), a row's own ``source`` column (CaptionDesk's
+  csv / parquet / imagefolder exports carry one) decides instead: ``human`` rows are
+  stored verified, every other row (``model``, ``import``) as an unverified import, so an
+  export → import into another library keeps exactly the verified set.  Rows without the
+  column fall back to *verified*.
 * A human caption that is current is never replaced: the import is stored beside it.
 * With several captions for one image, the first becomes current and the others are
   kept in its history, in order.
@@ -91,6 +96,17 @@ class CaptionGroup:
     #: The image bytes, when the source embeds them (parquet).
     image_bytes: bytes | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Who wrote the captions according to the source (its ``source`` column), if it says.
+    written_by: str | None = None
+
+
+#: Columns naming who wrote a row's caption (CaptionDesk exports: human / model / import).
+SOURCE_COLUMN = "source"
+
+
+def _row_source(row: dict[str, Any]) -> str | None:
+    value = row.get(SOURCE_COLUMN)
+    return str(value).strip().lower() or None if value not in (None, "") else None
 
 
 @dataclass
@@ -341,20 +357,24 @@ def _rows_from_table(
         )
         return
     grouped: dict[str, list[Any]] = {}
+    written_by: dict[str, str | None] = {}
     for row in rows:
         name = row.get(name_column)
         if not name:
             continue
         value = row.get(text_column)
         texts = value if isinstance(value, list) else [value]
-        grouped.setdefault(str(name).replace("\\", "/"), []).extend(texts)
+        key = str(name).replace("\\", "/")
+        grouped.setdefault(key, []).extend(texts)
+        written_by.setdefault(key, _row_source(row))  # the first caption's row decides
     for name, texts in grouped.items():
         captions = _unique_captions(texts)
         if not captions:
             continue
         candidate = table_file.parent / name
         yield CaptionGroup(
-            name, captions, f"{fmt}:{table_file}", image_file=candidate if candidate.is_file() else None
+            name, captions, f"{fmt}:{table_file}", image_file=candidate if candidate.is_file() else None,
+            written_by=written_by.get(name),
         )
 
 
@@ -436,7 +456,7 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                 stats.errors += 1
                 stats.problems.append(f"{parquet_file}: needs a caption column and an image or file name column")
                 continue
-            wanted = [c for c in {text_column, name_column, "image"} if c in columns]
+            wanted = [c for c in {text_column, name_column, "image", SOURCE_COLUMN} if c in columns]
             row_number = 0
             # Small batches: each row may hold a photo's bytes.
             for batch in reader.iter_batches(batch_size=64, columns=wanted):
@@ -453,6 +473,7 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                         captions,
                         f"parquet:{parquet_file}",
                         image_bytes=image.get("bytes"),
+                        written_by=_row_source(row),
                     )
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             stats.errors += 1
@@ -590,12 +611,20 @@ class ImageMatcher:
 # -- writing --------------------------------------------------------------------------
 
 
+def _group_verified(group: CaptionGroup, verified: bool, honour_source: bool) -> bool:
+    """Whether *group*'s captions are stored as a person's (see the module doc)."""
+    if honour_source and group.written_by is not None:
+        return group.written_by == CaptionSource.HUMAN.value
+    return verified
+
+
 def _store_batch(
-    db: Database, batch: list[tuple[int, str, CaptionGroup]], fmt: str, verified: bool, stats: ImportStats
+    db: Database, batch: list[tuple[int, str, CaptionGroup]], fmt: str, verified: bool, stats: ImportStats,
+    honour_source: bool = False,
 ) -> None:
     """Add one batch of matched groups in one transaction (see the rules in the module doc)."""
     image_ids = list({image_id for image_id, _how, _group in batch})
-    source = (CaptionSource.HUMAN if verified else CaptionSource.IMPORT).value
+    import_verified = verified
     with db.write() as session:
         known: dict[int, set[tuple[str, str | None, str]]] = {i: set() for i in image_ids}
         current: dict[int, tuple[str, str]] = {}
@@ -611,6 +640,8 @@ def _store_batch(
         # one bulk insert for the batch instead of an ORM flush per row (5x faster).
         history_rows: list[dict[str, Any]] = []
         for image_id, how, group in batch:
+            verified = _group_verified(group, import_verified, honour_source)
+            source = (CaptionSource.HUMAN if verified else CaptionSource.IMPORT).value
             for index, text in enumerate(group.captions):
                 if (text, group.origin, source) in known[image_id]:
                     stats.unchanged += 1
@@ -623,6 +654,8 @@ def _store_batch(
                     "matched_by": how,
                     **group.details,
                 }
+                if group.written_by is not None:
+                    details["written_by"] = group.written_by
                 if index == 0:
                     now = current.get(image_id)
                     if now is not None and now[0] == text and (not verified or now[1] == CaptionSource.HUMAN):
@@ -655,6 +688,7 @@ def import_captions(
     src: Path | str,
     *,
     verified: bool = False,
+    honour_source: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
 ) -> ImportStats:
@@ -676,7 +710,7 @@ def import_captions(
     # Read the first group before recording a job: a source that is not of this format
     # is the user's mistake (CaptionImportError), not a failed job.
     first = next(groups, None)
-    params = {"format": fmt, "src": str(source), "verified": verified}
+    params = {"format": fmt, "src": str(source), "verified": verified, "honour_source": honour_source}
     with library.job("import", params, stats, progress) as run:
         matcher = ImageMatcher(db)
         batch: list[tuple[int, str, CaptionGroup]] = []
@@ -692,11 +726,11 @@ def import_captions(
             else:
                 batch.append((image_id, how, group))
                 if len(batch) >= WRITE_BATCH:
-                    _store_batch(db, batch, fmt, verified, stats)
+                    _store_batch(db, batch, fmt, verified, stats, honour_source)
                     batch.clear()
             run.progress(stats.rows, None, f"Importing {fmt}")
         if batch:
-            _store_batch(db, batch, fmt, verified, stats)
+            _store_batch(db, batch, fmt, verified, stats, honour_source)
         run.progress(stats.rows, None, "Import cancelled" if stats.cancelled else "Import finished", force=True)
     return stats
 

@@ -7,7 +7,15 @@ Where a caption goes, per the Metadata Working Group's guidance:
   (``Iptc.Envelope.CharacterSet = ESC % G``) — without it readers decode non-ASCII text as
   Latin-1 and show mojibake;
 * EXIF ``ImageDescription`` only when the caption is ASCII (the EXIF type is ASCII);
-  a different old value is removed rather than left to contradict the new caption.
+  a different old value is removed rather than left to contradict the new caption, and
+  the removal is reported (``WriteOutcome.removed_exif_description``, the job's
+  ``problems``): the old text is not lost silently.
+
+Sidecar names (``SIDECAR_NAMINGS``): ``full`` = ``photo.jpg.xmp`` (digiKam, darktable),
+``stem`` = ``photo.xmp`` (Lightroom, exiftool; the default, ``DEFAULT_SIDECAR_NAMING``).
+A RAW+JPEG pair (``IMG_2.CR2`` + ``IMG_2.JPG``) shares a stem, and Lightroom's
+``IMG_2.xmp`` belongs to the RAW: a stem-named sidecar is therefore only used (written
+or read) for an image no other file shares the stem with; otherwise the full name is.
 
 JPEG, PNG and TIFF get all three in the file; WebP gets XMP and EXIF (it has no IPTC).
 HEIC/HEIF/AVIF/GIF/BMP (and RAW files, should they be added) get an ``.xmp`` sidecar,
@@ -56,6 +64,16 @@ IN_FILE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", 
 #: Of those, the ones with an IPTC block (WebP has none).
 IPTC_SUFFIXES = IN_FILE_SUFFIXES - {".webp"}
 SIDECAR_SUFFIX = ".xmp"
+#: ``stem``: ``photo.xmp``; ``full``: ``photo.jpg.xmp`` (see the module doc).
+SIDECAR_NAMINGS = ("stem", "full")
+DEFAULT_SIDECAR_NAMING = "stem"
+#: Camera RAW formats: not captioned, but they share a stem (and Lightroom's sidecar) with
+#: the JPEG shot beside them.
+RAW_EXTENSIONS = frozenset({
+    ".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".iiq", ".k25", ".kdc", ".mef",
+    ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf",
+    ".srw", ".x3f",
+})
 
 XMP_DESCRIPTION = "Xmp.dc.description"
 X_DEFAULT = 'lang="x-default"'
@@ -114,25 +132,36 @@ def _pyexiv2() -> Any:
 # -- sidecars -------------------------------------------------------------------------
 
 
-def sidecar_path(image_path: Path | str) -> Path:
-    """The ``.xmp`` sidecar for *image_path*.
+def validate_sidecar_naming(naming: str) -> str:
+    if naming not in SIDECAR_NAMINGS:
+        raise ValueError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, not {naming!r}")
+    return naming
 
-    ``IMG_1.xmp`` (Adobe's and exiftool's naming) unless ``IMG_1.HEIC.xmp`` (darktable's
-    and digiKam's) already exists, or another image in the folder shares the stem
-    (``IMG_1.HEIC`` beside ``IMG_1.JPG``): then the full-name form keeps them apart.
+
+def _shares_stem(path: Path) -> bool:
+    """Whether another image or RAW file in *path*'s folder has the same stem (a RAW+JPEG pair)."""
+    try:
+        return any(
+            other.name != path.name and other.suffix.lower() in IMAGE_EXTENSIONS | RAW_EXTENSIONS
+            for other in path.parent.glob(f"{_glob_escape(path.stem)}.*")
+        )
+    except OSError:
+        return True  # cannot tell: the full name is never someone else's
+
+
+def sidecar_path(image_path: Path | str, naming: str = DEFAULT_SIDECAR_NAMING) -> Path:
+    """The ``.xmp`` sidecar to write for *image_path*.
+
+    *naming* ``full``: ``IMG_1.JPG.xmp``.  ``stem``: ``IMG_1.xmp`` — unless the full-name
+    one already exists (it is updated, never duplicated), or another image or RAW file
+    shares the stem (``IMG_1.CR2`` beside ``IMG_1.JPG``: ``IMG_1.xmp`` is the RAW's), in
+    which case the full name keeps them apart.
     """
     path = Path(image_path)
     full_name = path.with_name(path.name + SIDECAR_SUFFIX)
-    if full_name.exists():
+    if validate_sidecar_naming(naming) == "full" or full_name.exists() or _shares_stem(path):
         return full_name
-    try:
-        siblings = [
-            other for other in path.parent.glob(f"{_glob_escape(path.stem)}.*")
-            if other.name != path.name and other.suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    except OSError:
-        siblings = []
-    return full_name if siblings else path.with_suffix(SIDECAR_SUFFIX)
+    return path.with_suffix(SIDECAR_SUFFIX)
 
 
 def _glob_escape(text: str) -> str:
@@ -140,9 +169,13 @@ def _glob_escape(text: str) -> str:
 
 
 def _existing_sidecar(image_path: Path) -> Path | None:
-    for candidate in (image_path.with_name(image_path.name + SIDECAR_SUFFIX), image_path.with_suffix(SIDECAR_SUFFIX)):
-        if candidate.is_file():
-            return candidate
+    """*image_path*'s own sidecar: the full-name one, or the stem one if no pair shares it."""
+    full_name = image_path.with_name(image_path.name + SIDECAR_SUFFIX)
+    if full_name.is_file():
+        return full_name
+    stem_name = image_path.with_suffix(SIDECAR_SUFFIX)
+    if stem_name.is_file() and not _shares_stem(image_path):
+        return stem_name
     return None
 
 
@@ -454,6 +487,8 @@ class WriteOutcome:
     changed: bool
     in_file: bool
     fields: tuple[str, ...] = ()
+    #: An older EXIF ImageDescription removed because the caption is not ASCII.
+    removed_exif_description: str | None = None
 
 
 def _write_in_file(path: Path, text: str) -> WriteOutcome:
@@ -466,6 +501,7 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
             xmp = _xmp_changes(image, text)
             iptc = _iptc_changes(image, text) if suffix in IPTC_SUFFIXES else {}
             exif = _exif_changes(image, text)
+            removed = image.read_exif().get(EXIF_DESCRIPTION) if exif.get(EXIF_DESCRIPTION, "") is None else None
             if not (xmp or iptc or exif):
                 return WriteOutcome(path, changed=False, in_file=True)
             if xmp:
@@ -483,12 +519,12 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
         raise MetadataError(f"{path.name}: writing metadata would change the image data; file left as it was")
     _atomic_write(path, after, mode)
     fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-    return WriteOutcome(path, changed=True, in_file=True, fields=fields)
+    return WriteOutcome(path, changed=True, in_file=True, fields=fields, removed_exif_description=removed)
 
 
-def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
+def _write_sidecar(image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NAMING) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
-    target = sidecar_path(image_path)
+    target = sidecar_path(image_path, naming)
     try:
         existing = target.read_bytes()
     except FileNotFoundError:
@@ -510,7 +546,9 @@ def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
     return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
 
 
-def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> WriteOutcome:
+def write_caption(
+    path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING
+) -> WriteOutcome:
     """Store *text* as the caption in *path*'s metadata (see module doc for where).
 
     Returns what was done; ``changed`` is False when the metadata already said so.
@@ -523,7 +561,7 @@ def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> Writ
     if not real.is_file():
         raise FileNotFoundError(2, "file not found", str(path))
     if sidecar or real.suffix.lower() not in IN_FILE_SUFFIXES:
-        return _write_sidecar(real, text)
+        return _write_sidecar(real, text, sidecar_naming)
     return _write_in_file(real, text)
 
 
@@ -542,9 +580,12 @@ class MetadataWriteStats(JobStats):
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
+    exif_descriptions_removed: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
+            "exif_descriptions_removed": self.exif_descriptions_removed,
             "written": self.written,
             "sidecars": self.sidecars,
             "unchanged": self.unchanged,
@@ -570,6 +611,7 @@ def write_metadata(
     library: Library,
     *,
     sidecar: bool = False,
+    sidecar_naming: str = DEFAULT_SIDECAR_NAMING,
     only: str = "captioned",
     folder: Path | str | None = None,
     progress: ProgressCallback = no_progress,
@@ -584,6 +626,7 @@ def write_metadata(
     """
     from core.export import count_captioned_images, folder_scope, iter_captioned_images
 
+    validate_sidecar_naming(sidecar_naming)
     _pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
@@ -604,7 +647,10 @@ def write_metadata(
                 )
         pending_updates.clear()
 
-    params = {"sidecar": sidecar, "only": only, "folder": str(folder) if folder is not None else None}
+    params = {
+        "sidecar": sidecar, "sidecar_naming": sidecar_naming, "only": only,
+        "folder": str(folder) if folder is not None else None,
+    }
     with library.job("write-metadata", params, MetadataWriteStats(), progress) as run:
         stats = run.stats
         for image in iter_captioned_images(db, only=only, folder=folder_filter):
@@ -612,7 +658,7 @@ def write_metadata(
                 stats.cancelled = True
                 break
             done += 1
-            update_row = _write_one(image, sidecar, stats)
+            update_row = _write_one(image, sidecar, stats, sidecar_naming)
             if update_row is not None:
                 pending_updates.append(update_row)
                 if len(pending_updates) >= _DB_BATCH:
@@ -623,7 +669,9 @@ def write_metadata(
     return stats
 
 
-def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) -> dict[str, Any] | None:
+def _write_one(
+    image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats, sidecar_naming: str = DEFAULT_SIDECAR_NAMING
+) -> dict[str, Any] | None:
     """Write one image's caption; returns the record update due after an in-file write."""
     path = image.path
     if image.state == ImageState.MISSING:
@@ -635,7 +683,7 @@ def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) 
         return None
     try:
         before = os.stat(path)
-        outcome = write_caption(path, image.text, sidecar=sidecar)
+        outcome = write_caption(path, image.text, sidecar=sidecar, sidecar_naming=sidecar_naming)
     except FileNotFoundError:
         stats.missing += 1
         stats.problems.append(f"{path}: missing (not found now; rescan the library)")
@@ -657,6 +705,12 @@ def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) 
         stats.sidecars += 1
         return None
     stats.written += 1
+    if outcome.removed_exif_description is not None:
+        stats.exif_descriptions_removed += 1
+        stats.problems.append(
+            f"{path}: older EXIF ImageDescription {outcome.removed_exif_description!r} removed "
+            "(EXIF holds ASCII only; the caption is in XMP and IPTC)"
+        )
     if (before.st_size, before.st_mtime_ns) != (image.size, image.mtime_ns):
         return None  # changed since the scan for other reasons: let the scanner look at it
     after = os.stat(outcome.target)

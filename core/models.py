@@ -83,8 +83,9 @@ class Image(Base):
     size: Mapped[int]
     mtime_ns: Mapped[int]
     fingerprint: Mapped[str] = mapped_column(String(40))
-    #: The fingerprint before the file's first change (set by a trigger, migration 0003);
-    #: None = never changed.  The train/validation split hashes ``split_key or fingerprint``.
+    #: The image-data key the scanner computed when the library first saw the file, else the
+    #: fingerprint before its first change (trigger, migration 0003); None = neither.  The
+    #: train/validation split hashes ``split_key or fingerprint`` (see core.splits).
     split_key: Mapped[str | None] = mapped_column(String(40))
     width: Mapped[int | None]
     height: Mapped[int | None]

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from core.db import Database
 from core.filenames import for_display, to_os, to_stored
-from core.fingerprint import fingerprint_and_head
+from core.fingerprint import fingerprint_and_head, image_data_key
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
@@ -145,8 +145,13 @@ def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_
         stack.extend(sorted(subfolders, reverse=True))
 
 
-def _describe(path: str, st: os.stat_result) -> dict[str, object]:
-    """Fingerprint and probe one new or changed file: the columns to store for it."""
+def _describe(path: str, st: os.stat_result, *, new: bool = False) -> dict[str, object]:
+    """Fingerprint and probe one new or changed file: the columns to store for it.
+
+    A *new* file also gets its split key, the key of its image data without metadata
+    (:func:`core.fingerprint.image_data_key`), so writing captions into it later — here
+    or before another library sees it — never moves it between train and validation.
+    """
     row: dict[str, object] = {
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
@@ -156,6 +161,8 @@ def _describe(path: str, st: os.stat_result) -> dict[str, object]:
         "state": ImageState.OK.value,
         "error": None,
     }
+    if new:
+        row["split_key"] = None  # every inserted row has the same columns
     try:
         row["fingerprint"], head = fingerprint_and_head(path, st.st_size)
     except OSError as exc:
@@ -164,6 +171,11 @@ def _describe(path: str, st: os.stat_result) -> dict[str, object]:
         row["state"] = ImageState.ERROR.value
         row["error"] = f"cannot read file: {exc.strerror or exc}"
         return row
+    if new:
+        try:
+            row["split_key"] = image_data_key(path, st.st_size, head)
+        except OSError:
+            row["split_key"] = None  # the fingerprint stands in (as for TIFF, HEIC...)
     try:
         info = probe(path, head)
     except ImageDecodeError as exc:
@@ -237,7 +249,7 @@ class _RootScan:
             row["b_id"] = image_id
             self.updates.append(row)
         else:
-            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st)
+            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st, new=True)
             row.update(root_id=self.root_id, rel_path=rel_path)
             self.inserts.append(row)
             stats.new += 1

@@ -19,11 +19,15 @@ That gives the properties both features rely on:
 Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
 ratio and seed to agree on which images are held out; do not re-implement it.
 
-What is hashed is the image's *split key*: its fingerprint as first seen.  The
-fingerprint is a content hash (see :mod:`core.fingerprint`) and changes when the file is
-rewritten — writing captions into its metadata included — so the library keeps the
-original in ``images.split_key`` (a trigger, migration 0003) and callers pass
-``split_key or fingerprint``: a photo never changes sides because it was edited.
+What is hashed is the image's *split key*, ``images.split_key``.  The scanner sets it
+when the library first sees a file: the key of its image data without metadata
+(:func:`core.fingerprint.image_data_key`; JPEG, PNG, WebP), so a photo whose captions
+were written into it — by CaptionDesk or another tool, before or after this library saw
+it — lands on the same side in every library.  Where there is no such key (TIFF,
+HEIC..., and rows from before this rule) it is the fingerprint as first seen: the
+trigger of migration 0003 keeps that when the file is rewritten, and callers pass
+``split_key or fingerprint``.  Either way a photo never changes sides because it was
+edited.
 """
 
 from __future__ import annotations

@@ -89,5 +89,21 @@ class AppSettings:
         # nested types differently; a string is the same everywhere.
         self.q.setValue(_CAPTION_SPEC_KEY, json.dumps(spec.to_dict(), sort_keys=True))
 
+    # -- metadata write-back --------------------------------------------------------------
+
+    @property
+    def sidecar_naming(self) -> str:
+        """``stem`` (photo.xmp) or ``full`` (photo.jpg.xmp); core.metadata's default if unset or unknown."""
+        from core.metadata import DEFAULT_SIDECAR_NAMING, SIDECAR_NAMINGS
+
+        value = str(self.q.value("metadata/sidecar_naming", DEFAULT_SIDECAR_NAMING))
+        return value if value in SIDECAR_NAMINGS else DEFAULT_SIDECAR_NAMING
+
+    @sidecar_naming.setter
+    def sidecar_naming(self, naming: str) -> None:
+        from core.metadata import validate_sidecar_naming
+
+        self.q.setValue("metadata/sidecar_naming", validate_sidecar_naming(naming))
+
     def sync(self) -> None:
         self.q.sync()

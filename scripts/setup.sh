@@ -15,8 +15,15 @@ fi
 python -m pip install --quiet --upgrade pip
 # torch first, pinned: on the dev/CI machines 2.13.0 is a local CPU wheel; an unpinned
 # torch pulled in by transformers would fetch a multi-GB CUDA build instead.
+CONSTRAINTS=requirements/constraints.txt
 if ! python -c "import torch" 2>/dev/null; then
-    python -m pip install --quiet "torch==2.13.0"
+    python -m pip install --quiet -c "$CONSTRAINTS" "torch==2.13.0"
 fi
-python -m pip install --quiet -e ".[test]"
+# Every other package at the version the test suite last passed with (a newer release can
+# break us: bitsandbytes 0.50 did).  Refresh: scripts/refresh-constraints.sh.  The torch
+# line is left out so a CUDA build installed beforehand is kept.
+tested=$(mktemp)
+trap 'rm -f "$tested"' EXIT
+grep -v '^torch==' "$CONSTRAINTS" > "$tested"
+python -m pip install --quiet -c "$tested" -e ".[test]"
 echo "CaptionDesk installed in $(pwd)/.venv"

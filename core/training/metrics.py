@@ -2,7 +2,12 @@
 
 All functions take *hypotheses* (one model caption per image) and *references* (per
 image, one human caption or a list of them).  Text is normalised the same way for every
-metric by :func:`tokenize`: lower-cased, punctuation removed, split on whitespace.
+metric by :func:`tokenize`: lower-cased, punctuation removed, split on whitespace —
+and Chinese/Japanese characters (Han, kana) one token each, since those languages do not
+put spaces between words (a whole Japanese caption would otherwise be a single token,
+and two captions differing in one character would share nothing).  Latin text is
+tokenized exactly as before (the pycocoevalcap-equality tests).  Korean separates words
+with spaces and is left to the whitespace split.
 
 * :func:`bleu4` — corpus BLEU-4 (Papineni et al. 2002): clipped n-gram precisions for
   n = 1..4 summed over the corpus, uniform weights, brevity penalty
@@ -52,13 +57,18 @@ CIDER_SIGMA = 6.0
 ROUGE_BETA = 1.2
 
 _PUNCT = re.compile(r"[^\w\s']+", re.UNICODE)
+#: Scripts written without spaces between words: every character is a token.
+_CJK_CHAR = re.compile(
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0002fa1f]"
+)
 
 Refs = Sequence[str | Sequence[str]]
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words, punctuation removed."""
-    return _PUNCT.sub(" ", text.lower()).split()
+    """Lower-case words, punctuation removed; each Chinese/Japanese character a word of its own."""
+    return _CJK_CHAR.sub(r" \g<0> ", _PUNCT.sub(" ", text.lower())).split()
 
 
 def _ref_lists(hypotheses: Sequence[str], references: Refs) -> list[list[list[str]]]:

@@ -326,6 +326,32 @@ def _load_qlora_captioner(base: str, config: TrainingConfig) -> Any:
                           model_kwargs={"quantization_config": quant, "device_map": device_map})
 
 
+def _keep_4bit_layers_trainable(model: Any) -> int:
+    """Keep every bitsandbytes 4-bit layer on its trainable (autograd) path; returns how many.
+
+    bitsandbytes >= 0.50 repacks a ``Linear4bit`` weight into a CPU inference layout the
+    first time the layer runs in eval mode without grad (our per-epoch evaluation), and
+    from then on uses a kernel whose ``result += bias`` breaks backward ("a view of a leaf
+    Variable that requires grad is being used in an in-place operation").  Turning the
+    repacking off keeps training and evaluation on the same kernel; a weight that was
+    already repacked is converted back.  Older releases have neither attribute: no-op.
+    """
+    count = 0
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+            module.quant_state = weight.quant_state
+        count += 1
+    return count
+
+
 def _all_linear_targets(model: Any, frozen_vision: Any | None) -> list[str]:
     """Every ``nn.Linear`` except the LM head (and a frozen vision encoder), as full module names.
 
@@ -360,6 +386,7 @@ def _prepare_model(captioner: Any, family: ModelFamily, config: TrainingConfig) 
             from peft import prepare_model_for_kbit_training
 
             inner = prepare_model_for_kbit_training(inner, use_gradient_checkpointing=False)
+            _keep_4bit_layers_trainable(inner)
         targets = config.target_modules or family.lora_targets(inner.config, train_vision=config.train_vision)
         if targets == "all-linear":
             targets = _all_linear_targets(inner, vision if not config.train_vision else None)

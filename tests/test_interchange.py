@@ -1,0 +1,341 @@
+"""Interchange that other tools read right (issue #14 item 7): sidecar names and RAW+JPEG
+pairs, EXIF ImageDescription, COCO under a non-UTF-8 locale, no absolute paths in exports,
+who wrote a caption surviving export → import, CJK-aware caption metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from core import captions
+from core.export import export_dataset, portable_model_ref
+from core.importer import import_captions
+from core.library import Library
+from core.metadata import read_caption, sidecar_path, write_caption, write_metadata
+from core.models import Caption, CaptionSource, Image
+from core.splits import assign_split
+from core.training.metrics import bleu4, rouge_l, tokenize
+from tests.imagegen import write_jpeg
+from tests.test_export import current_captions, run_cli
+from tests.test_metadata import make_photo
+
+ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
+
+
+def _library_with_sources(library: Library, photo_dir: Path) -> dict[str, str]:
+    """Six photos: even ones captioned by a person, odd ones by a local (absolute-path) model."""
+    for i in range(6):
+        write_jpeg(photo_dir / f"p{i}.jpg", seed=300 + i)
+    library.scan([library.add_root(photo_dir).id])
+    sources = {}
+    with library.db.write() as session:
+        for number, image in enumerate(session.scalars(select(Image).order_by(Image.rel_path))):
+            if number % 2 == 0:
+                captions.set_human_caption(session, image.id, f"a person wrote {number}")
+                sources[image.rel_path] = CaptionSource.HUMAN.value
+            else:
+                captions.add_model_caption(session, image.id, f"a model wrote {number}", model_name=ABSOLUTE_MODEL,
+                                           adapter="/home/someone/adapters/style-lora", score=-0.4)
+                sources[image.rel_path] = CaptionSource.MODEL.value
+    return sources
+
+
+# -- sidecars and RAW+JPEG pairs ----------------------------------------------------------
+
+
+def test_sidecar_naming_is_a_choice_with_stem_as_default(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "a" / "photo.jpg")
+    assert sidecar_path(photo) == photo.with_suffix(".xmp")
+    assert sidecar_path(photo, "stem") == photo.with_suffix(".xmp")
+    assert sidecar_path(photo, "full") == photo.with_name("photo.jpg.xmp")
+    with pytest.raises(ValueError):
+        sidecar_path(photo, "other")
+    outcome = write_caption(photo, "a full-name sidecar", sidecar=True, sidecar_naming="full")
+    assert outcome.target == photo.with_name("photo.jpg.xmp")
+    assert read_caption(photo).location == outcome.target
+
+
+def test_raw_jpeg_pair_never_shares_a_sidecar(library: Library, photo_dir: Path) -> None:
+    jpeg = make_photo(photo_dir / "IMG_2.JPG")
+    (photo_dir / "IMG_2.CR2").write_bytes(b"II*\x00 pretend raw")
+    lightroom = photo_dir / "IMG_2.xmp"  # Lightroom's sidecar of the RAW
+    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True)
+    (photo_dir / "other.xmp").rename(lightroom)
+    before = lightroom.read_bytes()
+    # Import: the RAW's sidecar is not the JPEG's caption.
+    assert read_caption(jpeg) is None or read_caption(jpeg).location != lightroom
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = session.scalar(select(Image.id).where(Image.rel_path == "IMG_2.JPG"))
+        captions.set_human_caption(session, image_id, "the jpeg's own caption")
+    stats = write_metadata(library, sidecar=True, sidecar_naming="stem")
+    assert stats.errors == 0
+    assert lightroom.read_bytes() == before  # the RAW's sidecar untouched
+    own = photo_dir / "IMG_2.JPG.xmp"
+    assert own.is_file()
+    found = read_caption(jpeg)
+    assert (found.text, found.location) == ("the jpeg's own caption", own)
+
+
+def test_cli_write_metadata_sidecar_naming(library: Library, photo_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = make_photo(photo_dir / "solo.jpg")
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "a solo photo")
+    library.close()
+    db = str(tmp_path / "library.db")
+    assert run_cli(["--library", db, "write-metadata", "--sidecar", "--sidecar-naming", "full"], monkeypatch) == 0
+    assert (photo_dir / "solo.jpg.xmp").is_file() and not (photo_dir / "solo.xmp").exists()
+    assert photo.read_bytes() == make_photo(tmp_path / "again" / "solo.jpg").read_bytes()  # photo untouched
+
+
+def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
+    from PySide6.QtCore import QSettings
+
+    from captiondesk import dataset_commands
+    from core import metadata
+    from desktop_app.settings import AppSettings
+
+    assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
+    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "stem"
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert settings.sidecar_naming == "stem"
+    settings.sidecar_naming = "full"
+    settings.sync()
+    again = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    assert again.sidecar_naming == "full"
+    with pytest.raises(ValueError):
+        settings.sidecar_naming = "photo.xmp"
+
+
+def test_non_ascii_caption_reports_the_exif_description_it_removes(library: Library, photo_dir: Path) -> None:
+    photo = make_photo(photo_dir / "old.jpg")
+    write_caption(photo, "An old ASCII description")
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "東京の桜")
+    stats = write_metadata(library)
+    assert stats.written == 1 and stats.exif_descriptions_removed == 1
+    assert any("An old ASCII description" in p and "removed" in p for p in stats.problems)
+    assert read_caption(photo).text == "東京の桜"
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+
+def test_coco_json_is_ascii_and_loads_under_a_latin1_locale(library: Library, photo_dir: Path,
+                                                            tmp_path: Path) -> None:
+    write_jpeg(photo_dir / "x.jpg", seed=1)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), "Café – 東京の桜 🌸")
+    out = tmp_path / "coco"
+    export_dataset(library, "coco", out, val_ratio=0.0)
+    annotation = out / "annotations" / "captions_train.json"
+    annotation.read_bytes().decode("ascii")
+    # pycocotools opens with the locale's encoding: force a non-UTF-8 one in a child.
+    code = (
+        "import builtins, json\n"
+        "real_open = builtins.open\n"
+        "def cp1252_open(file, mode='r', *args, **kwargs):\n"
+        "    if 'b' not in mode:\n"
+        "        kwargs.setdefault('encoding', 'cp1252')\n"
+        "    return real_open(file, mode, *args, **kwargs)\n"
+        "builtins.open = cp1252_open\n"
+        "from pycocotools.coco import COCO\n"
+        f"c = COCO({str(annotation)!r})\n"
+        "print(json.dumps([a['caption'] for a in c.dataset['annotations']]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["Café – 東京の桜 🌸"]
+
+
+def test_exports_hold_no_absolute_local_paths(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    _library_with_sources(library, photo_dir)
+    assert portable_model_ref("Salesforce/blip-image-captioning-base") == "Salesforce/blip-image-captioning-base"
+    assert portable_model_ref("C:\\Users\\me\\models\\v1") == "v1"
+    for fmt in ("csv", "parquet", "imagefolder", "coco", "sidecar"):
+        out = tmp_path / f"out-{fmt}"
+        export_dataset(library, fmt, out, folder=photo_dir, val_ratio=0.3)
+        for file in out.rglob("*"):
+            if file.suffix in (".csv", ".json", ".jsonl", ".txt"):
+                text = file.read_text(encoding="utf-8")
+                assert str(tmp_path) not in text and "/tmp/" not in text and "/home/" not in text, file
+    rows = list(csv.DictReader(open(tmp_path / "out-csv" / "captions.csv", encoding="utf-8")))
+    assert {r["model_name"] for r in rows if r["source"] == "model"} == {"holiday-v2"}
+    assert {r["adapter"] for r in rows if r["source"] == "model"} == {"style-lora"}
+    table = pq.read_table(tmp_path / "out-parquet" / "data" / "train-00000-of-00001.parquet")
+    assert not any(v and v.startswith("/") for v in table.column("model_name").to_pylist())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "imagefolder"])
+def test_who_wrote_a_caption_survives_export_and_import(fmt: str, library: Library, photo_dir: Path,
+                                                        tmp_path: Path) -> None:
+    sources = _library_with_sources(library, photo_dir)
+    out = tmp_path / "dataset"
+    export_dataset(library, fmt, out, val_ratio=0.0)
+    # Another library over the same photos.
+    other = Library(tmp_path / "other.db")
+    try:
+        other.scan([other.add_root(photo_dir).id])
+        stats = import_captions(other, fmt, out, honour_source=True)
+        assert stats.imported == 6 and stats.errors == 0
+        got = current_captions(other)
+        verified = {path for path, (_text, source) in got.items() if source == CaptionSource.HUMAN.value}
+        assert verified == {p for p, s in sources.items() if s == "human"}
+        assert all(got[p][1] == CaptionSource.IMPORT.value for p, s in sources.items() if s == "model")
+        with other.db.read() as session:
+            details = [c.settings for c in session.scalars(select(Caption))]
+        assert {d.get("written_by") for d in details} == {"human", "model"}
+    finally:
+        other.close()
+    # Without the option, nothing is verified (the old behaviour, unchanged).
+    third = Library(tmp_path / "third.db")
+    try:
+        third.scan([third.add_root(photo_dir).id])
+        import_captions(third, fmt, out)
+        assert {s for _t, s in current_captions(third).values()} == {CaptionSource.IMPORT.value}
+    finally:
+        third.close()
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def test_cjk_captions_are_tokenized_by_character() -> None:
+    assert tokenize("赤い車。") == ["赤", "い", "車"]
+    assert tokenize("A red car, on the road!") == ["a", "red", "car", "on", "the", "road"]
+    assert tokenize("빨간 자동차") == ["빨간", "자동차"]  # Korean separates words with spaces
+    hyp, ref = "赤い車が道路を走っている", "赤い車が道を走っている"
+    assert rouge_l([hyp], [ref]) > 0.9
+    assert bleu4([hyp], [ref]) > 0.5
+    assert rouge_l([hyp], ["青い空に白い雲"]) < 0.3
+
+
+# -- kohya sd-scripts layout ------------------------------------------------------------------
+
+#: sd-scripts library/train_util.py: IMAGE_EXTENSIONS, matched by exact suffix.
+SD_SCRIPTS_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP"}
+
+
+def _sd_scripts_discovery(train_data_dir: Path, caption_extension: str = ".txt") -> dict[str, tuple[int, str]]:
+    """What sd-scripts' DreamBooth dataset sees under --train_data_dir: image → (repeats, caption).
+
+    Mirrors its rules: only sub-folders named ``<repeats>_<name>`` (others ignored), each
+    folder's direct files with an image extension (no recursion), caption file
+    ``os.path.splitext(image)[0] + caption_extension`` (first line).
+    """
+    seen = {}
+    for folder in sorted(train_data_dir.iterdir()):
+        if not folder.is_dir():
+            continue
+        head, _, _name = folder.name.partition("_")
+        try:
+            repeats = int(head)
+        except ValueError:
+            continue  # sd-scripts: "ignore directory without repeats"
+        for image in sorted(folder.iterdir()):
+            if image.is_file() and image.suffix in SD_SCRIPTS_IMAGE_EXTENSIONS:
+                caption_file = Path(str(image)[: -len(image.suffix)] + caption_extension)
+                caption = caption_file.read_text(encoding="utf-8").splitlines()[0] if caption_file.is_file() else ""
+                seen[f"{folder.name}/{image.name}"] = (repeats, caption)
+    return seen
+
+
+def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    import tomllib
+
+    from PIL import Image as PILImage
+
+    from tests.test_export import make_captioned_library
+
+    texts = make_captioned_library(library, photo_dir, count=12)  # 12 JPEGs in 3 sub-folders + a HEIC
+    for name in ("scan.tif", "anim.gif"):
+        PILImage.new("RGB", (40, 30), (10, 200, 30)).save(photo_dir / name)
+    library.scan()
+    with library.db.write() as session:
+        for name in ("scan.tif", "anim.gif"):
+            image_id = session.scalar(select(Image.id).where(Image.rel_path == name))
+            captions.set_human_caption(session, image_id, f"a green {name}")
+            texts[name] = f"a green {name}"
+    # The plain sidecar layout: sd-scripts sees nothing (no repeats prefix, sub-folders).
+    plain = tmp_path / "plain"
+    export_dataset(library, "sidecar", plain, val_ratio=0.25)
+    assert _sd_scripts_discovery(plain / "train") == {}
+    out = tmp_path / "kohya"
+    stats = export_dataset(library, "kohya", out, val_ratio=0.25)
+    assert stats.exported == len(texts) == 15 and stats.validation > 0
+    seen_total = 0
+    for split, count in (("train", stats.train), ("validation", stats.validation)):
+        seen = _sd_scripts_discovery(out / split)
+        assert len(seen) == count  # every exported image, none skipped
+        seen_total += len(seen)
+        assert {caption for _repeats, caption in seen.values()} <= {" ".join(t.splitlines()) for t in texts.values()}
+        config = tomllib.loads((out / f"dataset_{split}.toml").read_text(encoding="utf-8"))
+        assert config["general"]["caption_extension"] == ".txt"
+        (subset,) = config["datasets"][0]["subsets"]
+        assert (out / subset["image_dir"]).is_dir() and subset["num_repeats"] == 1
+        assert not Path(subset["image_dir"]).is_absolute()
+        for name in seen:
+            with PILImage.open(out / split / name) as im:
+                im.load()
+    assert seen_total == 15
+
+
+# -- the split of a photo across libraries -----------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_a_photo_keeps_its_split_in_a_new_library_after_write_metadata(
+    suffix: str, library: Library, photo_dir: Path, tmp_path: Path
+) -> None:
+    from core.export import iter_captioned_images
+    from core.fingerprint import image_data_key
+
+    for i in range(24):
+        make_photo(photo_dir / f"p{i:02}{suffix}", seed=i)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            captions.set_human_caption(session, image.id, f"photo {image.rel_path} 東京")
+
+    def splits(lib: Library) -> dict[str, str]:
+        return {i.rel_path: assign_split(i.split_key, 0.5) for i in iter_captioned_images(lib.db)}
+
+    before = splits(library)
+    keys = {p.name: image_data_key(p) for p in photo_dir.iterdir()}
+    assert all(k is not None for k in keys.values()) and len(set(keys.values())) == 24
+    assert write_metadata(library).written == 24
+    assert {p.name: image_data_key(p) for p in photo_dir.iterdir()} == keys  # metadata aside, same data
+    other = Library(tmp_path / "other.db")  # first sees the photos after the write
+    try:
+        other.scan([other.add_root(photo_dir).id])
+        import_captions(other, "metadata", photo_dir)
+        assert splits(other) == before
+        assert set(before.values()) == {"train", "validation"}
+    finally:
+        other.close()
+    library.scan()
+    assert splits(library) == before
+
+
+def test_image_data_key_follows_pixels_not_metadata(tmp_path: Path) -> None:
+    from core.fingerprint import image_data_key
+
+    a = make_photo(tmp_path / "a.jpg", seed=1)
+    b = make_photo(tmp_path / "b.jpg", seed=2)
+    assert image_data_key(a) != image_data_key(b)
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(a.read_bytes())
+    write_caption(copy, "a caption written by another tool")
+    assert copy.read_bytes() != a.read_bytes() and image_data_key(copy) == image_data_key(a)
+    (tmp_path / "x.txt").write_bytes(b"not an image")
+    assert image_data_key(tmp_path / "x.txt") is None

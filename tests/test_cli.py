@@ -16,11 +16,12 @@ def test_add_scan_status(tmp_path: Path, photo_dir: Path, capsys: pytest.Capture
     write_jpeg(photo_dir / "a.jpg", seed=1)
     (photo_dir / "broken.jpg").write_bytes(b"")
     lib = str(tmp_path / "lib.db")
-    assert main(["--library", lib, "add", str(photo_dir)]) == 0
+    # Done, but one file failed (unreadable): exit status 1.
+    assert main(["--library", lib, "add", str(photo_dir)]) == 1
     out = capsys.readouterr().out
     assert "2 files, 2 new" in out and "1 unreadable" in out
     write_jpeg(photo_dir / "b.jpg", seed=2)
-    assert main(["--library", lib, "scan"]) == 0
+    assert main(["--library", lib, "scan"]) == 1  # the broken file is still unreadable
     assert "1 new" in capsys.readouterr().out
     assert main(["--library", lib, "status"]) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,7 @@ def test_add_scan_status(tmp_path: Path, photo_dir: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "2 files, 2 new" in out and "1 unreadable" in out
     write_jpeg(photo_dir / "b.jpg", seed=2)
-    assert main(["--library", lib, "scan"]) == 1  # the broken file is still unreadable
+    assert main(["--library", lib, "scan"]) == 0  # the broken file is unchanged: not read again
     assert "1 new" in capsys.readouterr().out
     assert main(["--library", lib, "status"]) == 0
     out = capsys.readouterr().out

@@ -343,6 +343,7 @@ def _open_gui(argv: list[str], folders: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    called_as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     from core import scan_process
 
@@ -359,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    quiet_third_party(args.verbose)
+    if called_as_program:
+        # Process-wide (environment, warning filters): only for the real command, never
+        # for a caller embedding main() (tests, the desktop app).
+        quiet_third_party(args.verbose)
     try:
         return args.handler(args)
     except (UserError, LibraryError, LibraryOpenError) as exc:
@@ -376,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return _fail(args, EXIT_RUNTIME, f"{type(exc).__name__}: {exc} (run again with --verbose for details)")
+        return _fail(args, EXIT_RUNTIME, _runtime_message(exc))
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:
@@ -385,6 +389,13 @@ def _fail(args: argparse.Namespace, code: int, message: str) -> int:
     if wants_json(args):
         emit_json({"command": args.command, "exit_code": code, "error": message})
     return code
+
+
+def _runtime_message(exc: BaseException) -> str:
+    """One line: what failed (the driver's own words, not SQLAlchemy's SQL echo)."""
+    detail = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    detail = " ".join(detail.split())
+    return f"the library file or the disk failed: {detail} (work committed before this is kept)"
 
 
 def _is_runtime_failure(exc: BaseException) -> bool:

@@ -43,6 +43,9 @@ EXIT_CODES_HELP = (
     "(work committed so far is kept)."
 )
 
+#: When this command started (``--json``'s "seconds" for jobs that do not time themselves).
+COMMAND_STARTED = time.monotonic()
+
 #: Problems listed on stderr before "... and N more".
 SHOWN_PROBLEMS = 10
 
@@ -234,7 +237,8 @@ def emit_json(payload: dict[str, Any]) -> None:
 
 def job_payload(command: str, stats: Any, interrupted: bool, seconds: float | None = None,
                 **extra: Any) -> dict[str, Any]:
-    """The ``--json`` object of a job: exit code, job id, cancelled, counts, problems, seconds."""
+    """The ``--json`` object of a job: exit code, job id, cancelled, counts, problems, seconds
+    (the job's own time when it measures it, else the command's wall time so far)."""
     code = job_exit_code(stats, interrupted)
     payload: dict[str, Any] = {
         "command": command,
@@ -248,6 +252,8 @@ def job_payload(command: str, stats: Any, interrupted: bool, seconds: float | No
     }
     if seconds is None and stats is not None:
         seconds = getattr(stats, "seconds", None)
+    if seconds is None:
+        seconds = time.monotonic() - COMMAND_STARTED
     payload["seconds"] = round(seconds, 3) if seconds is not None else None
     payload.update(extra)
     return payload
@@ -282,7 +288,6 @@ def quiet_third_party(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # inherited by child processes (scan)
     warnings.filterwarnings("ignore")
     for name in ("transformers", "huggingface_hub", "bitsandbytes", "peft", "torch", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -3,8 +3,9 @@
 ``python -m tests.cli_child ARGS...`` is ``captiondesk ARGS...``, except that with
 ``$CAPTIONDESK_TEST_PROGRESS_DELAY`` set (seconds) every progress report the CLI receives
 waits that long on the job's thread — so a job on a handful of tiny images lasts long
-enough for a test to send SIGINT mid-way.  The slow-down lives here, in the test
-harness; the product code never sleeps.
+enough for a test to send SIGINT mid-way — and with ``$CAPTIONDESK_TEST_BUSY_TIMEOUT_MS``
+a locked library fails after that long instead of 30 s.  These knobs live here, in the
+test harness; the product code never sleeps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ if _DELAY > 0:
         time.sleep(_DELAY)  # on the job's thread: the job itself slows down
 
     common.ProgressBar.__call__ = _slow_report  # type: ignore[method-assign]
+
+if os.environ.get("CAPTIONDESK_TEST_BUSY_TIMEOUT_MS"):
+    from core import db
+
+    db.BUSY_TIMEOUT_MS = int(os.environ["CAPTIONDESK_TEST_BUSY_TIMEOUT_MS"])
 
 if __name__ == "__main__":
     from captiondesk.cli import main

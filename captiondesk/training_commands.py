@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from captiondesk.common import (
+    COMMAND_STARTED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UserError,
@@ -128,6 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print_problems(result.skipped)
     if wants_json(args):
         emit_json({"command": "eval", "exit_code": EXIT_OK, "cancelled": False, "model": args.model,
+                   "seconds": round(time.monotonic() - COMMAND_STARTED, 3),
                    "adapter": args.adapter, "val_ratio": args.val_ratio, "seed": args.seed,
                    "metrics": result.metrics, "problems": list(result.skipped)})
         return EXIT_OK

@@ -192,3 +192,16 @@ def test_caption_with_a_failed_image_exits_1_json_and_quiet_stderr(tmp_path: Pat
     verbose = _cli("--library", lib, "--verbose", "caption", "--all", "--model", str(model),
                    "--max-new-tokens", "4", "--device", "cpu", "--overwrite-model-captions", timeout=300)
     assert verbose.returncode == 0 and "Loading weights" in verbose.stderr  # the failed image is not retried
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_third_party_notices_stay_off_a_redirected_stderr(verbose: bool) -> None:
+    pytest.importorskip("bitsandbytes")
+    code = (f"from captiondesk.common import quiet_third_party; quiet_third_party({verbose}); "
+            "import warnings; warnings.warn('a library warning'); import bitsandbytes")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    # bitsandbytes logs a notice about its CPU kernels on import; Python warnings likewise.
+    assert ("a library warning" in result.stderr) is verbose
+    assert ("gemm_4bit" in result.stderr) is verbose

@@ -10,6 +10,7 @@ images take long enough to interrupt.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -137,15 +138,18 @@ def _library(tmp_path: Path, n: int, *, human: bool = False, sidecars: bool = Fa
 def test_ctrl_c_during_caption_exits_130_and_keeps_committed_batches(tmp_path: Path, tiny_blip_dir: Path) -> None:
     db, photos = _library(tmp_path, 30)
     child = Child(["--library", str(db), "caption", str(photos), "--model", str(tiny_blip_dir), "--batch-size", "2",
-                   "--max-new-tokens", "4", "--device", "cpu"], delay=0.4, cwd=tmp_path)
+                   "--max-new-tokens", "4", "--device", "cpu", "--json"], delay=0.4, cwd=tmp_path)
     done = child.wait_for_progress("Captioning", min_done=2)
     child.interrupt()
     code, out, err = child.finish()
     _assert_clean_interrupt(code, err)
-    assert "Captioning cancelled" in out and "Run the same command again to resume" in err
+    assert "Run the same command again to resume" in err
+    payload = json.loads(out)  # --json: still exactly one object on stdout
+    assert payload["exit_code"] == 130 and payload["cancelled"] is True
     state = _db_state(db)
     assert state["integrity"] == "ok"
-    assert done <= state["captions"].get("model", 0) < 30  # every batch reported was committed
+    # Every batch reported was committed, and the summary counts what was committed.
+    assert done <= state["captions"].get("model", 0) == payload["counts"]["captioned"] < 30
     assert state["jobs"]["caption"] == "cancelled"
 
 

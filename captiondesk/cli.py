@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from captiondesk import dataset_commands, selfcheck_command, training_commands
 from captiondesk.common import (
@@ -43,16 +43,17 @@ from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports
 
 if TYPE_CHECKING:
     from core.library import Library
+    from core.scanner import ScanStats
 
 
-def _scan(library: Library, root_ids: list[int] | None) -> tuple[object, bool]:
+def _scan(library: Library, root_ids: list[int] | None) -> tuple[ScanStats | None, bool]:
     return run_with_progress(
         "Scanning", lambda bar, cancel: library.scan(root_ids, progress=bar, cancel=cancel), unit="file"
     )
 
 
 def _scan_with_progress(args: argparse.Namespace, library: Library, root_ids: list[int] | None,
-                        command: str = "scan", **extra: object) -> int:
+                        command: str = "scan", **extra: Any) -> int:
     stats, interrupted = _scan(library, root_ids)
 
     def human() -> None:

@@ -1,47 +1,68 @@
 """``captiondesk`` command line: a thin layer over :mod:`core`.
 
-User errors (a bad path, a library from a newer version, ...) print one clear line and
-exit with status 2; tracebacks are reserved for bugs.  Long jobs run on a worker thread
-so Ctrl-C cancels them cleanly (everything committed so far is kept), and show a
-progress bar when stderr is a terminal.
+Exit status, the same for every command (:data:`common.EXIT_CODES_HELP`): 0 all done,
+1 done with failed items, 2 bad arguments or a user error (a bad path, a library from a
+newer version, ... — one clear line, no traceback), 3 a runtime failure (the library file
+or the disk failed), 130 interrupted.  Tracebacks are reserved for bugs.  Long jobs run
+on a worker thread so Ctrl-C cancels them cleanly (everything committed so far is kept),
+and show a progress bar when stderr is a terminal (plain lines otherwise).  ``--json``
+puts one JSON object on stdout for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from captiondesk import dataset_commands, selfcheck_command, training_commands
 from captiondesk.common import (
+    EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_RUNTIME,
     EXIT_USAGE,
     UserError,
+    add_json_flag,
+    emit_json,
+    finish_job,
+    job_exit_code,
     library_path,
     open_library,
     print_problems,
+    quiet_third_party,
     run_with_progress,
+    say,
+    wants_json,
 )
 from core import __version__
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 
 if TYPE_CHECKING:
     from core.library import Library
+    from core.scanner import ScanStats
 
 
-
-def _scan_with_progress(library: Library, root_ids: list[int] | None) -> int:
-    stats, interrupted = run_with_progress(
+def _scan(library: Library, root_ids: list[int] | None) -> tuple[ScanStats | None, bool]:
+    return run_with_progress(
         "Scanning", lambda bar, cancel: library.scan(root_ids, progress=bar, cancel=cancel), unit="file"
     )
-    if stats is not None:
-        print(stats.summary())
-        print_problems(stats.problems)
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _scan_with_progress(args: argparse.Namespace, library: Library, root_ids: list[int] | None,
+                        command: str = "scan", **extra: Any) -> int:
+    stats, interrupted = _scan(library, root_ids)
+
+    def human() -> None:
+        if stats is not None:
+            print(stats.summary())
+            print_problems(stats.problems)
+
+    return finish_job(args, command, stats, interrupted, human, **extra)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -49,16 +70,20 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     with open_library(args) as library:
         root_ids = []
+        added = []
         for folder in args.folders:
             try:
                 root = library.add_root(folder)
             except LibraryError as exc:
                 raise UserError(str(exc)) from None
-            print(f"Added {root.path}")
+            say(args, f"Added {root.path}")
             root_ids.append(root.id)
+            added.append(str(root.path))
         if args.no_scan:
+            if wants_json(args):
+                emit_json({"command": "add", "exit_code": EXIT_OK, "added": added})
             return EXIT_OK
-        return _scan_with_progress(library, root_ids)
+        return _scan_with_progress(args, library, root_ids, "add", added=added)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -74,12 +99,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
             if not library.roots():
                 raise UserError("the library has no folders yet; add one with 'captiondesk add FOLDER'")
             root_ids = None
-        return _scan_with_progress(library, root_ids)
+        return _scan_with_progress(args, library, root_ids)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with open_library(args, reading=True) as library:
         rows = library.status()
+        if wants_json(args):
+            fields = ("images", "uncaptioned", "model", "human", "imported", "missing", "errors")
+            folders = [{"folder": row.path, **{f: getattr(row, f) for f in fields}} for row in rows]
+            totals = {f: sum(folder[f] for folder in folders) for f in fields}
+            emit_json({"command": "status", "exit_code": EXIT_OK, "library": str(library.path),
+                       "folders": folders, "total": totals})
+            return EXIT_OK
         print(f"Library: {library.path}")
         if not rows:
             print("No folders yet. Add one with: captiondesk add FOLDER")
@@ -137,8 +169,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
                     root = library.add_root(folder)
                 except LibraryError as exc:
                     raise UserError(str(exc)) from None
-                print(f"Added {root.path}")
-                if _scan_with_progress(library, [root.id]) != EXIT_OK:
+                say(args, f"Added {root.path}")
+                scan_stats, interrupted = _scan(library, [root.id])
+                if scan_stats is not None:
+                    say(args, scan_stats.summary())
+                    print_problems(scan_stats.problems)
+                if job_exit_code(scan_stats, interrupted) == EXIT_INTERRUPTED:
+                    if wants_json(args):
+                        emit_json({"command": "caption", "exit_code": EXIT_INTERRUPTED, "cancelled": True,
+                                   "job_id": None, "counts": {}, "problems": [], "seconds": None})
                     return EXIT_INTERRUPTED
                 with library.db.read() as session:
                     folders.append(resolve_folder(session, folder).image_filter())
@@ -154,13 +193,18 @@ def cmd_caption(args: argparse.Namespace) -> int:
             )
         except ModelLoadError as exc:
             raise UserError(str(exc)) from None
-    assert stats is not None
-    rate = stats.captioned / stats.seconds if stats.seconds else 0.0
-    print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
-    print_problems(stats.problems, "error")
-    if stats.cancelled:
+    print_problems(stats.problems if stats is not None else [], "error")
+
+    def human() -> None:
+        if stats is not None:
+            rate = stats.captioned / stats.seconds if stats.seconds else 0.0
+            print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
+
+    code = finish_job(args, "caption", stats, interrupted, human,
+                      model=spec.model, adapter=spec.adapter)
+    if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    return code
 
 
 def _shorten(text: str, width: int) -> str:
@@ -180,7 +224,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="captiondesk",
-        description="Batch-caption photo libraries with a local, fine-tunable captioning model.",
+        description="Batch-caption photo libraries with a local, fine-tunable captioning model. "
+        "Without a command, opens the desktop app.",
+        epilog=EXIT_CODES_HELP + " --json (on status, models list, eval and every job) prints one JSON "
+        "object on stdout; progress and messages stay on stderr.",
     )
     parser.add_argument("--version", action="version", version=f"CaptionDesk {__version__}")
     parser.add_argument(
@@ -188,18 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="library file (default: $CAPTIONDESK_LIBRARY, else library.db in your data folder)",
     )
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="keep other libraries' progress bars and warnings on stderr when it is not a terminal",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     add = commands.add_parser("add", help="add folders to the library and scan them")
     add.add_argument("folders", nargs="+", metavar="FOLDER")
     add.add_argument("--no-scan", action="store_true", help="add without scanning")
+    add_json_flag(add)
     add.set_defaults(handler=cmd_add)
 
     scan = commands.add_parser("scan", help="re-scan library folders (incremental)")
     scan.add_argument("folders", nargs="*", metavar="FOLDER", help="default: every folder")
+    add_json_flag(scan)
     scan.set_defaults(handler=cmd_scan)
 
     status = commands.add_parser("status", help="show counts per folder")
+    add_json_flag(status)
     status.set_defaults(handler=cmd_status)
 
     caption = commands.add_parser(
@@ -235,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-caption images this model already captioned (human captions are still kept)",
     )
+    add_json_flag(caption)
     caption.set_defaults(handler=cmd_caption)
 
     # The other command modules register their own sub-commands (light to import).
@@ -264,7 +319,23 @@ def _gui_request(argv: list[str], parser: argparse.ArgumentParser) -> list[str] 
     return None
 
 
+def _missing_display() -> bool:
+    """True on Linux/BSD when no X11 or Wayland display is set (and Qt is not told otherwise).
+
+    Checked before importing Qt: without a display Qt's xcb plugin aborts the process
+    (SIGABRT, exit 134) with a message about plugins that does not say what to do.
+    """
+    if sys.platform in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _open_gui(argv: list[str], folders: list[str]) -> int:
+    if _missing_display():
+        print("captiondesk: error: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the window cannot open; "
+              "run headless with the commands instead, e.g. 'captiondesk caption FOLDER' "
+              "(see 'captiondesk --help')", file=sys.stderr)
+        return EXIT_USAGE
     try:
         from desktop_app.app import main as gui_main
     except ImportError as exc:
@@ -293,6 +364,7 @@ def _fault_message(args: argparse.Namespace, exc: BaseException) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    called_as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     from core import scan_process
 
@@ -309,22 +381,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if called_as_program:
+        # Process-wide (environment, warning filters): only for the real command, never
+        # for a caller embedding main() (tests, the desktop app).
+        quiet_third_party(args.verbose)
     try:
         return args.handler(args)
     except (UserError, LibraryError, LibraryOpenError) as exc:
-        print(f"captiondesk: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, EXIT_USAGE, str(exc))
+    except KeyboardInterrupt:  # Ctrl-C outside a job (loading, opening the library...)
+        print("\nInterrupted.", file=sys.stderr)
+        if wants_json(args):
+            emit_json({"command": args.command, "exit_code": EXIT_INTERRUPTED, "cancelled": True})
+        return EXIT_INTERRUPTED
     except Exception as exc:
         # The library file, its disk or its lock failing (full, read-only, damaged,
         # busy) is not a bug: one line that says what is wrong.  Anything else is.
         message = _fault_message(args, exc)
-        if message is None:
-            raise
-        print(f"captiondesk: error: {message}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        if message is None and not _is_runtime_failure(exc):
+            raise  # a bug: the traceback is what a report needs
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        return _fail(args, EXIT_RUNTIME, message or _runtime_message(exc))
+
+
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    """One ``captiondesk: error:`` line on stderr (and the ``--json`` object); returns *code*."""
+    print(f"captiondesk: error: {message}", file=sys.stderr)
+    if wants_json(args):
+        emit_json({"command": args.command, "exit_code": code, "error": message})
+    return code
+
+
+def _runtime_message(exc: BaseException) -> str:
+    """One line: what failed (the driver's own words, not SQLAlchemy's SQL echo)."""
+    detail = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    detail = " ".join(detail.split())
+    return f"the library file or the disk failed: {detail} (work committed before this is kept)"
+
+
+def _is_runtime_failure(exc: BaseException) -> bool:
+    """The disk or the library file failed (not the user's input, not a bug in CaptionDesk)."""
+    if isinstance(exc, (OSError, MemoryError)):
+        return True
+    try:
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        return False
+    return isinstance(exc, DBAPIError)
 
 
 if __name__ == "__main__":  # python -m captiondesk.cli

@@ -1,5 +1,6 @@
 """What every ``captiondesk`` command shares: exit codes, user errors, the progress bar,
-Ctrl-C cancellation, opening the library, and printing a job's problems.
+Ctrl-C cancellation, opening the library, printing a job's problems, ``--json`` output
+and quieting third-party output.
 
 The command modules (:mod:`captiondesk.cli`'s own commands, :mod:`.dataset_commands`,
 :mod:`.training_commands`, :mod:`.selfcheck_command`) import this module only; the
@@ -9,9 +10,14 @@ parser in :mod:`captiondesk.cli` imports them — so there is no import circle.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,10 +25,26 @@ if TYPE_CHECKING:
     from core.jobs import Progress
     from core.library import Library
 
+# One scheme for every command (README "Command line", ``captiondesk --help``).
+#: Everything asked for was done.
 EXIT_OK = 0
+#: The command ran to the end, but some items failed (the summary's error count).
 EXIT_FAILED = 1
+#: Bad arguments or a user error (a missing folder, an unknown model...): nothing done.
 EXIT_USAGE = 2
+#: A runtime failure the user did not cause (the library file or disk failed mid-way).
+EXIT_RUNTIME = 3
+#: Stopped by Ctrl-C (128 + SIGINT, as shells report it); committed work is kept.
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "exit status: 0 all done; 1 done, but some items failed; 2 bad arguments or user error "
+    "(nothing done); 3 runtime failure (library file or disk); 130 interrupted by Ctrl-C "
+    "(work committed so far is kept)."
+)
+
+#: When this command started (``--json``'s "seconds" for jobs that do not time themselves).
+COMMAND_STARTED = time.monotonic()
 
 #: Problems listed on stderr before "... and N more".
 SHOWN_PROBLEMS = 10
@@ -34,11 +56,27 @@ class UserError(Exception):
     """An error caused by the user's input: shown as one line, exit status 2."""
 
 
+#: Seconds between plain progress lines when stderr is not a terminal (logs, pipes).
+PROGRESS_INTERVAL_ENV = "CAPTIONDESK_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 30.0
+
+
 class ProgressBar:
-    """A tqdm bar on a terminal; silent (summary only) when output is redirected."""
+    """A tqdm bar on a terminal; when stderr is redirected, a plain line such as
+    ``Captioning: 40/120 img (captioned 38, errors 2)`` at most every
+    ``$CAPTIONDESK_PROGRESS_INTERVAL`` seconds (default 30), so logs show a job is alive."""
 
     def __init__(self, description: str, unit: str = "img") -> None:
         self._bar = None
+        self._description = description
+        self._unit = unit
+        try:
+            self._interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_PROGRESS_INTERVAL))
+        except ValueError:
+            self._interval = DEFAULT_PROGRESS_INTERVAL
+        # The first plain line after one interval too: a command that fails or ends
+        # quickly prints only its one result or error line.
+        self._next_line = time.monotonic() + self._interval
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -47,6 +85,7 @@ class ProgressBar:
     def __call__(self, progress: Progress) -> None:
         bar = self._bar
         if bar is None:
+            self._plain_line(progress)
             return
         if progress.total is not None and bar.total != progress.total:
             bar.total = progress.total
@@ -56,18 +95,51 @@ class ProgressBar:
             bar.set_postfix(postfix, refresh=False)
         bar.refresh()
 
+    def _plain_line(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now < self._next_line:
+            return
+        self._next_line = now + self._interval
+        total = f"/{progress.total}" if progress.total is not None else ""
+        counts = ", ".join(f"{key} {value}" for key, value in progress.counts.items())
+        print(f"{self._description}: {progress.done}{total} {self._unit}" + (f" ({counts})" if counts else ""),
+              file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+@contextmanager
+def _sigint_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Use *handler* for SIGINT inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_cancellable(job: Callable[[threading.Event], T]) -> tuple[T | None, bool]:
     """Run ``job(cancel)`` on a worker thread; Ctrl-C sets *cancel* and waits for it.
 
     Returns ``(result, interrupted)``.  The job decides how fast it stops (between
-    batches); what it committed stays committed.
+    batches); what it committed stays committed.  A second Ctrl-C quits at once with
+    status 130 (``os._exit``): each batch is one database transaction, so the batch in
+    flight is rolled back and every committed one is kept.
+
+    Ctrl-C is a SIGINT handler that only sets *cancel*, not a ``KeyboardInterrupt``
+    caught around ``Thread.join``: on Python 3.11/3.12 an interrupted ``join(timeout)``
+    can make ``is_alive()`` False while the thread still runs (CPython gh-90882), and the
+    process then exits under a running torch thread ("terminate called without an
+    active exception", SIGABRT).  The main thread therefore waits on an event the
+    worker sets, never on the thread's own lock.
     """
     cancel = threading.Event()
+    finished = threading.Event()
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -75,22 +147,28 @@ def run_cancellable(job: Callable[[threading.Event], T]) -> tuple[T | None, bool
             outcome["result"] = job(cancel)
         except BaseException as exc:  # re-raised on the main thread
             outcome["error"] = exc
+        finally:
+            finished.set()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if not cancel.is_set():
+            cancel.set()
+            print("\nStopping after the current batch (Ctrl-C again to quit now; finished batches are kept)...",
+                  file=sys.stderr, flush=True)
+            return
+        print("\nQuitting now; finished batches are kept.", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
 
     worker = threading.Thread(target=target, name="captiondesk-job", daemon=True)
-    worker.start()
-    interrupted = False
-    while worker.is_alive():
-        try:
-            worker.join(0.2)
-        except KeyboardInterrupt:
-            if interrupted:  # a second Ctrl-C: stop waiting
-                raise
-            interrupted = True
-            cancel.set()
-            print("\nStopping after the current batch (Ctrl-C again to quit now)...", file=sys.stderr)
+    with _sigint_handler(on_sigint):
+        worker.start()
+        while not finished.wait(0.2):
+            pass
+    worker.join()  # returns at once: the job is over
     if "error" in outcome:
         raise outcome["error"]
-    return outcome.get("result"), interrupted
+    return outcome.get("result"), cancel.is_set()
 
 
 def run_with_progress(
@@ -128,3 +206,104 @@ def print_problems(problems: list[str], label: str = "warning") -> None:
         print(f"  {label}: {problem}", file=sys.stderr)
     if len(problems) > SHOWN_PROBLEMS:
         print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more {label}s", file=sys.stderr)
+
+
+# -- exit status and --json -----------------------------------------------------------
+
+
+def failed_items(stats: Any) -> int:
+    """How many items a finished job could not process (its ``errors`` counter)."""
+    return int(stats.counts().get("errors", 0)) if hasattr(stats, "counts") else 0
+
+
+def job_exit_code(stats: Any, interrupted: bool) -> int:
+    """130 if the job was stopped, 1 if some items failed, else 0 (see :data:`EXIT_CODES_HELP`)."""
+    if interrupted or stats is None or getattr(stats, "cancelled", False):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed_items(stats) else EXIT_OK
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON object on stdout instead of the human summary (progress stays on stderr)",
+    )
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """A human line: stdout normally, stderr under ``--json`` (stdout holds only the JSON)."""
+    print(text, file=sys.stderr if wants_json(args) else sys.stdout)
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    """The one JSON object a ``--json`` command prints on stdout."""
+    json.dump(payload, sys.stdout, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def job_payload(command: str, stats: Any, interrupted: bool, seconds: float | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """The ``--json`` object of a job: exit code, job id, cancelled, counts, problems, seconds
+    (the job's own time when it measures it, else the command's wall time so far)."""
+    code = job_exit_code(stats, interrupted)
+    payload: dict[str, Any] = {
+        "command": command,
+        "exit_code": code,
+        "job_id": getattr(stats, "job_id", 0) or None,
+        "cancelled": code == EXIT_INTERRUPTED,
+        "counts": stats.counts() if stats is not None else {},
+        "failed": failed_items(stats) if stats is not None else 0,
+        "problems": list(getattr(stats, "problems", []) or []) if stats is not None else [],
+        "summary": stats.summary() if stats is not None else None,
+    }
+    if seconds is None and stats is not None:
+        seconds = getattr(stats, "seconds", None)
+    if seconds is None:
+        seconds = time.monotonic() - COMMAND_STARTED
+    payload["seconds"] = round(seconds, 3) if seconds is not None else None
+    payload.update(extra)
+    return payload
+
+
+def finish_job(args: argparse.Namespace, command: str, stats: Any, interrupted: bool, human: Callable[[], None],
+               *, seconds: float | None = None, **extra: Any) -> int:
+    """Print a job's outcome (``human()`` or the ``--json`` object) and return its exit code."""
+    if wants_json(args):
+        emit_json(job_payload(command, stats, interrupted, seconds, **extra))
+    else:
+        human()
+    return job_exit_code(stats, interrupted)
+
+
+# -- third-party output ---------------------------------------------------------------
+
+
+def quiet_third_party(verbose: bool) -> None:
+    """Keep other libraries' progress bars, notices and warnings off a redirected stderr.
+
+    transformers' "Loading weights" bar, huggingface_hub downloads, bitsandbytes' kernel
+    notice and Python warnings are noise in a log or a pipe; on a terminal (or with
+    ``--verbose``) they stay.  Set before those libraries are imported (they read the
+    environment on import); the CLI process is the only one affected.
+    """
+    if verbose or sys.stderr.isatty():
+        return
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "huggingface_hub", "bitsandbytes", "peft", "torch", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported: switch it off directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()

@@ -1,8 +1,9 @@
 """``captiondesk export | import | write-metadata``: datasets in and out, captions into photos.
 
 :func:`register` adds the three sub-commands to the main parser's sub-parsers.  Like the
-rest of the CLI, user mistakes print one line and exit 2, Ctrl-C stops after the current
-image (exit 130) keeping what is done, and a progress bar shows on a terminal.
+rest of the CLI, user mistakes print one line and exit 2, failed items make the status 1,
+Ctrl-C stops after the current image (exit 130) keeping what is done, a progress bar
+shows on a terminal, and ``--json`` prints one JSON object on stdout.
 
 This module stays light to import (it is loaded for every ``captiondesk`` call): the
 format lists below are checked against the core modules by the tests.
@@ -15,10 +16,9 @@ import sys
 from typing import Any
 
 from captiondesk.common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     UserError,
+    add_json_flag,
+    finish_job,
     open_library,
     print_problems,
     run_with_progress,
@@ -60,20 +60,19 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
         except ExportError as exc:
             raise UserError(str(exc)) from None
-    if stats is None:
-        return EXIT_INTERRUPTED
-    print_problems(stats.problems)
-    if stats.cancelled:
-        print(f"Export cancelled: nothing was written to {args.out}")
-        return EXIT_INTERRUPTED
+    if stats is not None:
+        print_problems(stats.problems)
+    if stats is None or stats.cancelled or interrupted:
+        return finish_job(args, "export", stats, True,
+                          lambda: print(f"Export cancelled: nothing was written to {args.out}"), out=None)
     if stats.exported == 0:
         which = "verified (human) captions" if args.only == "verified" else "captions"
         where = f" in {args.folder}" if args.folder else ""
         left_out = stats.missing + stats.errors + stats.skipped
         detail = f" ({left_out} left out, see the warnings above)" if left_out else ""
         raise UserError(f"nothing to export: no readable images with {which}{where}{detail}")
-    print(stats.summary())
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    return finish_job(args, "export", stats, interrupted, lambda: print(stats.summary()),
+                      out=str(stats.out) if stats.out else None)
 
 
 # -- import ---------------------------------------------------------------------------
@@ -93,15 +92,14 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         except CaptionImportError as exc:
             raise UserError(str(exc)) from None
-    if stats is None:
-        return EXIT_INTERRUPTED
-    print_problems(stats.problems)
-    print(stats.summary())
-    if stats.unmatched_names:
-        more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
-        listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
-        print(f"  not in the library: {listed}", file=sys.stderr)
-    return EXIT_INTERRUPTED if interrupted or stats.cancelled else EXIT_OK
+    if stats is not None:
+        print_problems(stats.problems)
+        if stats.unmatched_names:
+            more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
+            listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
+            print(f"  not in the library: {listed}", file=sys.stderr)
+    return finish_job(args, "import", stats, interrupted, lambda: stats is not None and print(stats.summary()),
+                      unmatched_names=list(stats.unmatched_names) if stats is not None else [])
 
 
 # -- write-metadata -------------------------------------------------------------------
@@ -122,14 +120,11 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
             )
         except (ExportError, MetadataUnavailable) as exc:
             raise UserError(str(exc)) from None
-    if stats is None:
-        return EXIT_INTERRUPTED
-    print_problems(stats.problems)
-    print(stats.summary())
-    if interrupted or stats.cancelled:
-        return EXIT_INTERRUPTED
-    # A photo that could not be written is worth a non-zero status for scripts.
-    return EXIT_FAILED if stats.errors else EXIT_OK
+    if stats is not None:
+        print_problems(stats.problems)
+    # A photo that could not be written makes the status 1 (its errors count).
+    return finish_job(args, "write-metadata", stats, interrupted,
+                      lambda: stats is not None and print(stats.summary()))
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -165,6 +160,7 @@ def register(subparsers: Any) -> None:
         help="caption file extension for the sidecar format (default .txt)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier CaptionDesk export at OUT")
+    add_json_flag(export)
     export.set_defaults(handler=cmd_export)
 
     importer = subparsers.add_parser(
@@ -188,6 +184,7 @@ def register(subparsers: Any) -> None:
         help="honour the source column of CaptionDesk exports (csv, parquet, imagefolder): rows a person "
              "wrote are stored verified, model rows stay unverified (rows without it follow --verified)",
     )
+    add_json_flag(importer)
     importer.set_defaults(handler=cmd_import)
 
     write = subparsers.add_parser(
@@ -211,4 +208,5 @@ def register(subparsers: Any) -> None:
         help="captioned: any current caption (default); verified: only captions a person wrote or accepted",
     )
     write.add_argument("--folder", metavar="F", help="only images in this library folder (or a folder inside one)")
+    add_json_flag(write)
     write.set_defaults(handler=cmd_write_metadata)

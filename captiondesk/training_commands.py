@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from captiondesk.common import (
+    COMMAND_STARTED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UserError,
+    add_json_flag,
+    emit_json,
+    finish_job,
     open_library,
     print_problems,
     run_with_progress,
+    wants_json,
 )
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
@@ -76,22 +82,30 @@ def cmd_train(args: argparse.Namespace) -> int:
                 unit="step")
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
-    if result is None or result.cancelled:
+    if result is None or result.cancelled or interrupted:
         print(f"Training cancelled; run the same command again to resume '{args.name}'.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return finish_job(args, "train", result, True, lambda: None, name=args.name)
     print_problems(result.skipped_images)
-    early = ", stopped early" if result.stopped_early else ""
-    print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
-          f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} of "
-          f"{result.epochs_run}{early}, {result.seconds:.0f} s")
-    print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)]))
     from core.training.metrics import selection_score
 
     if selection_score(result.metrics) < selection_score(result.base_metrics):
         print("warning: the new version scores below the base model on the validation split; try more "
               "epochs, another --lr, or more verified captions", file=sys.stderr)
-    print(f"Saved to {result.path}. Caption with: captiondesk caption --all --model {result.name}")
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+    def human() -> None:
+        early = ", stopped early" if result.stopped_early else ""
+        print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
+              f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} "
+              f"of {result.epochs_run}{early}, {result.seconds:.0f} s")
+        print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)]))
+        print(f"Saved to {result.path}. Caption with: captiondesk caption --all --model {result.name}")
+
+    return finish_job(
+        args, "train", result, interrupted, human,
+        name=result.name, method=result.method, path=result.path, best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
+        metrics=result.metrics, skipped_images=result.skipped_images,
+    )
 
 
 # -- eval ---------------------------------------------------------------------------
@@ -110,11 +124,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
     if result is None or interrupted:
+        if wants_json(args):
+            emit_json({"command": "eval", "exit_code": EXIT_INTERRUPTED, "cancelled": True})
         return EXIT_INTERRUPTED
+    print_problems(result.skipped)
+    if wants_json(args):
+        emit_json({"command": "eval", "exit_code": EXIT_OK, "cancelled": False, "model": args.model,
+                   "seconds": round(time.monotonic() - COMMAND_STARTED, 3),
+                   "adapter": args.adapter, "val_ratio": args.val_ratio, "seed": args.seed,
+                   "metrics": result.metrics, "problems": list(result.skipped)})
+        return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     print(f"Validation split: {result.metrics['n']} images (ratio {args.val_ratio:g}, seed {args.seed})")
     print(_metrics_table([(title[-14:], result.metrics)]))
-    print_problems(result.skipped)
     return EXIT_OK
 
 
@@ -136,6 +158,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         try:
             if action == "list":
                 rows = versions.list_versions(library)
+                if wants_json(args):
+                    emit_json({"command": "models list", "exit_code": EXIT_OK, "versions": [
+                        {"name": v.name, "active": bool(v.is_active), "method": v.method,
+                         "base_model": (v.config or {}).get("trained_from", v.base_model),
+                         "metrics": (v.metrics or {}).get("trained", {}), "created_at": v.created_at}
+                        for v in rows]})
+                    return EXIT_OK
                 if not rows:
                     print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
                     return EXIT_OK
@@ -208,6 +237,7 @@ def register(subparsers: Any) -> None:
                        help="also train the vision encoder (slower: its outputs can no longer be cached)")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
     _add_split_args(train)
+    add_json_flag(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = subparsers.add_parser(
@@ -217,6 +247,7 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--model", required=True, metavar="ID_OR_PATH", help="hub id, folder or version name")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     _add_split_args(evaluate)
+    add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     models = subparsers.add_parser(
@@ -225,4 +256,5 @@ def register(subparsers: Any) -> None:
                     "(export writes a merged standalone model folder that plain transformers loads).")
     models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
     models.add_argument("names", nargs="*", metavar="ARG")
+    add_json_flag(models)
     models.set_defaults(handler=cmd_models)

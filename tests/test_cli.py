@@ -1,7 +1,11 @@
-"""The command line: add, scan, status; user errors are one line and exit 2."""
+"""The command line: add, scan, status; user errors are one line and exit 2; the exit
+status scheme (0/1/2/3/130), ``--json`` and the headless start."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +20,15 @@ def test_add_scan_status(tmp_path: Path, photo_dir: Path, capsys: pytest.Capture
     write_jpeg(photo_dir / "a.jpg", seed=1)
     (photo_dir / "broken.jpg").write_bytes(b"")
     lib = str(tmp_path / "lib.db")
-    assert main(["--library", lib, "add", str(photo_dir)]) == 0
+    # Done, but one file failed (unreadable): exit status 1.
+    assert main(["--library", lib, "add", str(photo_dir)]) == 1
     out = capsys.readouterr().out
     assert "2 files, 2 new" in out and "1 unreadable" in out
     write_jpeg(photo_dir / "b.jpg", seed=2)
-    assert main(["--library", lib, "scan"]) == 0
-    assert "1 new" in capsys.readouterr().out
+    # The broken file is checked again (an error may clear) and is still unreadable: exit 1.
+    assert main(["--library", lib, "scan"]) == 1
+    out = capsys.readouterr().out
+    assert "1 new" in out and "1 unreadable" in out
     assert main(["--library", lib, "status"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if str(photo_dir.resolve())[-30:] in l)
@@ -61,3 +68,142 @@ def test_user_errors_are_one_line_no_traceback(tmp_path: Path, argv: list[str], 
 def test_version() -> None:
     result = subprocess.run([sys.executable, "-m", "captiondesk", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("CaptionDesk ")
+
+
+# -- exit status, --json, headless start ----------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*argv: str, env: dict[str, str] | None = None, module: str = "captiondesk",
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``captiondesk ARGV`` in a child process, stdout and stderr captured (not terminals)."""
+    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def test_help_documents_the_exit_status_scheme() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for phrase in ("0 all done", "1 done, but some items failed", "2 bad arguments", "3 runtime failure",
+                   "130 interrupted", "--json"):
+        assert phrase in text, phrase
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["caption", "--batch-size", "many"], ["export", "tarball", "out"], ["status", "--bogus"],
+     ["models", "rename", "only-one"], ["train", "--name", "x"]],
+)
+def test_bad_arguments_exit_2(tmp_path: Path, argv: list[str]) -> None:
+    result = _cli("--library", str(tmp_path / "l.db"), *argv)
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_and_models_list_json(tmp_path: Path, photo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_jpeg(photo_dir / "a.jpg", seed=1)
+    lib = str(tmp_path / "lib.db")
+    assert main(["--library", lib, "add", str(photo_dir), "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["command"] == "add" and added["counts"]["new"] == 1 and added["exit_code"] == 0
+    assert added["added"] == [str(photo_dir.resolve())]
+    assert main(["--library", lib, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["folders"][0]["images"] == 1 and status["total"]["uncaptioned"] == 1
+    assert main(["--library", lib, "models", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"command": "models list", "exit_code": 0, "versions": []}
+
+
+def test_user_error_with_json_is_still_one_object(tmp_path: Path) -> None:
+    result = _cli("--library", str(tmp_path / "l.db"), "scan", "--json")
+    assert result.returncode == 2
+    payload = json.loads(result.stdout)
+    assert payload["exit_code"] == 2 and "no folders yet" in payload["error"]
+    assert "no folders yet" in result.stderr
+
+
+def test_import_with_failed_rows_exits_1_and_reports_them_in_json(tmp_path: Path, photo_dir: Path) -> None:
+    write_jpeg(photo_dir / "a.jpg", seed=1)
+    write_jpeg(photo_dir / "b.jpg", seed=2)
+    (photo_dir / "a.txt").write_text("a red circle", encoding="utf-8")
+    (photo_dir / "b.txt").write_bytes(b"\xff\xfe\x00bad \xc3(")  # not text: this row fails
+    lib = str(tmp_path / "lib.db")
+    assert _cli("--library", lib, "add", str(photo_dir)).returncode == 0
+    result = _cli("--library", lib, "import", "sidecar", str(photo_dir), "--json")
+    payload = json.loads(result.stdout)
+    assert payload["counts"]["imported"] == 1
+    if payload["counts"]["errors"]:
+        assert result.returncode == 1 and payload["failed"] == payload["counts"]["errors"] and payload["problems"]
+    else:  # this importer reads the bytes leniently: then everything imported is a success
+        assert result.returncode == 0
+    assert payload["job_id"] and payload["cancelled"] is False
+
+
+def test_locked_library_is_a_runtime_failure_exit_3(tmp_path: Path, photo_dir: Path) -> None:
+    lib = tmp_path / "lib.db"
+    write_jpeg(photo_dir / "a.jpg")
+    assert main(["--library", str(lib), "add", str(photo_dir)]) == 0
+    holder = sqlite3.connect(lib, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another program holds the library file
+    try:
+        env = {**os.environ, "CAPTIONDESK_TEST_BUSY_TIMEOUT_MS": "300"}
+        result = _cli("--library", str(lib), "scan", "--json", env=env, module="tests.cli_child")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 3, result.stderr
+    assert "is busy" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert json.loads(result.stdout)["exit_code"] == 3
+
+
+def test_no_display_says_so_and_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["CAPTIONDESK_LIBRARY"] = str(tmp_path / "l.db")
+    for argv in ([], [str(tmp_path)]):  # the window alone, or the window on a folder
+        result = _cli(*argv, env=env)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no display" in lines[0] and "captiondesk caption" in lines[0]
+    assert not (tmp_path / "l.db").exists()
+
+
+@pytest.mark.slow
+def test_caption_with_a_failed_image_exits_1_json_and_quiet_stderr(tmp_path: Path, photo_dir: Path) -> None:
+    from tests.tiny_models import build_tiny_blip
+
+    model = build_tiny_blip(tmp_path / "blip")
+    write_jpeg(photo_dir / "good.jpg", seed=1)
+    good = (photo_dir / "good.jpg").read_bytes()
+    (photo_dir / "cut.jpg").write_bytes(good[: len(good) // 2])  # truncated: fails at decode
+    lib = str(tmp_path / "lib.db")
+    result = _cli("--library", lib, "caption", str(photo_dir), "--model", str(model), "--max-new-tokens", "4",
+                  "--device", "cpu", "--json", timeout=300)
+    assert result.returncode == 1, result.stderr
+    payload = json.loads(result.stdout)  # stdout is exactly one JSON object
+    assert payload["command"] == "caption" and payload["exit_code"] == 1
+    assert payload["counts"] == {"captioned": 1, "skipped": 0, "errors": 1}
+    assert payload["failed"] == 1 and "cut.jpg" in payload["problems"][0]
+    assert payload["job_id"] and payload["cancelled"] is False and payload["seconds"] > 0
+    # stderr is not a terminal: no third-party bars or warnings, only CaptionDesk's own lines.
+    assert "Loading weights" not in result.stderr and "Warning" not in result.stderr, result.stderr
+    assert "%|" not in result.stderr
+    # --verbose lets them through again.
+    verbose = _cli("--library", lib, "--verbose", "caption", "--all", "--model", str(model),
+                   "--max-new-tokens", "4", "--device", "cpu", "--overwrite-model-captions", timeout=300)
+    assert verbose.returncode == 0 and "Loading weights" in verbose.stderr  # the failed image is not retried
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_third_party_notices_stay_off_a_redirected_stderr(verbose: bool) -> None:
+    pytest.importorskip("bitsandbytes")
+    code = (f"from captiondesk.common import quiet_third_party; quiet_third_party({verbose}); "
+            "import warnings; warnings.warn('a library warning'); import bitsandbytes")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    # bitsandbytes logs a notice about its CPU kernels on import; Python warnings likewise.
+    assert ("a library warning" in result.stderr) is verbose
+    assert ("gemm_4bit" in result.stderr) is verbose

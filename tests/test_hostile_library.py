@@ -441,7 +441,7 @@ def test_write_lock_held_by_another_process(tmp_path: Path, monkeypatch, capsys)
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setattr(core.db, "BUSY_TIMEOUT_MS", 300)
         photos = tmp_path / "photos"
-        assert main(["--library", str(lib), "scan", str(photos)]) == 1
+        assert main(["--library", str(lib), "scan", str(photos)]) == 3  # a runtime failure (the library is busy), not a usage error
         err = capsys.readouterr().err
         assert "is busy" in err and f"process {holder.pid}" in err and "caption job" in err, err
         assert "Traceback" not in err

@@ -132,7 +132,10 @@ def test_full_finetune_learns_the_new_style(styled_library) -> None:
     assert version.metrics["base"]["exact_match"] == 0.0 and version.config["trained_from"].endswith("style-a")
     snapshot = version.data_snapshot
     assert len(snapshot["train"]) == result.train_size and len(snapshot["validation"]) == result.validation_size
-    assert all(assign_split(fp, VAL_RATIO) == "validation" for _, fp in snapshot["validation"])
+    # The split is keyed on the image data (images.split_key), not on the file's fingerprint.
+    with library.db.read() as session:
+        split_keys = dict(session.execute(select(Image.id, Image.split_key)).all())
+    assert all(assign_split(split_keys[image_id], VAL_RATIO) == "validation" for image_id, _ in snapshot["validation"])
     # Re-captioning images nobody captioned gives the new style, with the right colour.
     _assert_new_style(_new_images_captions(library, "style-b-full"))
 

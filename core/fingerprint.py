@@ -46,3 +46,18 @@ def fingerprint_and_head(path: Path | str, size: int | None = None) -> tuple[str
 def fingerprint_file(path: Path | str, size: int | None = None) -> str:
     """Return a 32-hex-digit fingerprint of the file at *path*."""
     return fingerprint_and_head(path, size)[0]
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    """The fingerprint :func:`fingerprint_file` gives a file holding exactly *data*.
+
+    For images embedded in a dataset (parquet): no temporary file, nothing written.
+    """
+    size = len(data)
+    digest = hashlib.blake2b(_VERSION + size.to_bytes(8, "little"), digest_size=16)
+    if size <= 2 * CHUNK:
+        digest.update(data)
+    else:
+        digest.update(data[:CHUNK])
+        digest.update(data[-CHUNK:])
+    return digest.hexdigest()

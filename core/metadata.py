@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat as stat_module
 import sys
 import time
@@ -56,6 +57,9 @@ IN_FILE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", 
 #: Of those, the ones with an IPTC block (WebP has none).
 IPTC_SUFFIXES = IN_FILE_SUFFIXES - {".webp"}
 SIDECAR_SUFFIX = ".xmp"
+#: Characters XML 1.0 cannot hold: exiv2 stores them in XMP as spaces, so the caption is
+#: written with spaces in every field (else each run would see a difference and rewrite).
+_NOT_XML_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 XMP_DESCRIPTION = "Xmp.dc.description"
 X_DEFAULT = 'lang="x-default"'
@@ -374,7 +378,8 @@ def same_image_data(before: bytes, after: bytes) -> bool:
 
 def _atomic_write(target: Path, data: bytes, mode: int | None = None) -> None:
     """Write *data* to a hidden temporary file beside *target*, fsync, rename over it."""
-    temporary = target.with_name(f".{target.name}.captiondesk-{uuid.uuid4().hex[:8]}.tmp")
+    # Short and fixed-length: a name near the 255-byte limit must still get a temporary.
+    temporary = target.with_name(f".cd-{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(temporary, "xb") as handle:
             handle.write(data)
@@ -500,13 +505,19 @@ def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
     return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
 
 
+def metadata_text(text: str) -> str:
+    """*text* as the metadata will hold it: control characters XML cannot carry become
+    spaces (what exiv2 would store anyway), ends stripped."""
+    return _NOT_XML_CHARACTERS.sub(" ", text).strip()
+
+
 def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> WriteOutcome:
     """Store *text* as the caption in *path*'s metadata (see module doc for where).
 
     Returns what was done; ``changed`` is False when the metadata already said so.
     Raises :class:`MetadataError` (nothing written) or OSError from the file system.
     """
-    text = text.strip()
+    text = metadata_text(text)
     if not text:
         raise MetadataError("an empty caption is not written")
     real = Path(os.path.realpath(path))  # a symlink keeps pointing at the updated photo

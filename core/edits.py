@@ -17,7 +17,6 @@ Used by the GUI's undo stack (``desktop_app.review``); nothing here imports Qt.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from core.captions import (
 )
 from core.db import Database
 from core.models import Caption
+from core.queries import find_pattern
 
 __all__ = [
     "CaptionError",
@@ -128,7 +128,7 @@ def replace_captions(
     overwritten.  Replacing to an empty caption is skipped too (a caption cannot be
     empty).  The new captions are the person's (verified) with the old row as parent.
     """
-    pattern = re.compile(re.escape(find), 0 if case_sensitive else re.IGNORECASE)
+    pattern = find_pattern(find, case_sensitive=case_sensitive)  # the rule the candidates were found with
     changes: list[Change] = []
     with db.write() as session:
         for image_id, caption_id, old_text in candidates:

@@ -41,7 +41,10 @@ they are, metadata included.
 Atomicity: everything is written into a hidden ``.OUT.partial-*`` folder beside OUT and
 renamed into place only when complete (after fsync), so a cancelled, failed or killed
 export never leaves a half dataset at OUT.  A later export to the same OUT removes the
-hidden leftovers of a killed one (once untouched for an hour, so a running one is safe).
+hidden leftovers of a killed one: at once when the folder's name says its process (on
+this machine) is gone, else once untouched for an hour, so a running one is safe.
+``--overwrite`` refuses, naming them, when files were added to or changed in the earlier
+export after it was made: they are the user's, not CaptionDesk's to delete.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ import io
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,8 +96,11 @@ CSV_COLUMNS = (
     "file_name", "text", "split", "source", "model_name", "adapter", "origin", "score",
     "caption_created_at", "fingerprint", "library_path",
 )
-#: A hidden partial folder untouched for this long belongs to a killed export.
+#: A hidden partial folder untouched for this long belongs to a killed export (when its
+#: owner cannot be asked: another machine, or not POSIX).
 STALE_PARTIAL_SECONDS = 3600.0
+#: Files in an earlier export that the user added or changed, listed when refusing.
+SHOWN_USER_FILES = 5
 #: Rows per database read while streaming the selection.
 CHUNK_SIZE = 500
 #: Parquet row groups: at most this many images or bytes (the Hub viewer likes ~100).
@@ -214,10 +222,20 @@ def _root_labels(db: Database, only: str, folder: FolderScope | None) -> dict[in
     if len(roots) <= 1:
         return {}
     names = [Path(path).name or "root" for _id, path in roots]
-    return {
-        root_id: name if names.count(name) == 1 else f"{name}-{root_id}"
-        for (root_id, _path), name in zip(roots, names, strict=True)
-    }
+    folded = [name.casefold() for name in names]
+    labels: dict[int, str] = {}
+    taken: set[str] = set()
+    for (root_id, _path), name in zip(roots, names, strict=True):
+        label = name if folded.count(name.casefold()) == 1 else f"{name}-{root_id}"
+        # "photos-2" may also be another root's own name: never share a folder.
+        number = 1
+        candidate = label
+        while candidate.casefold() in taken or (candidate != name and candidate.casefold() in folded):
+            number += 1
+            candidate = f"{label}~{number}"
+        taken.add(candidate.casefold())
+        labels[root_id] = candidate
+    return labels
 
 
 # -- stats ----------------------------------------------------------------------------
@@ -283,6 +301,57 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _host_tag() -> str:
+    """A short tag of this machine: a partial folder's pid means something only here."""
+    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
+
+
+def _owner_is_dead(leftover_name: str) -> bool:
+    """Whether a ``.OUT.partial-HOST-PID-…`` folder's exporting process is gone.
+
+    Only on POSIX (``os.kill(pid, 0)`` would terminate the process on Windows) and only
+    for folders made on this machine; otherwise the one-hour rule decides.
+    """
+    if os.name != "posix":
+        return False
+    fields = leftover_name.rsplit(".partial-", 1)[-1].split("-")
+    if len(fields) != 3 or fields[0] != _host_tag() or not fields[1].isdigit():
+        return False
+    pid = int(fields[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _files_changed_since(out: Path, manifest: Path) -> list[str]:
+    """Files under *out* added or changed after its export finished (the manifest is
+    written last; ctime cannot be set back by copying tools)."""
+    try:
+        info = manifest.stat()
+    except OSError:
+        return []
+    finished = max(info.st_ctime_ns, info.st_mtime_ns)
+    changed = []
+    for folder, _dirs, files in os.walk(out):
+        for name in files:
+            path = Path(folder) / name
+            if path == manifest:
+                continue
+            try:
+                stamp = path.lstat()
+            except OSError:
+                continue
+            if max(stamp.st_ctime_ns, stamp.st_mtime_ns) > finished:
+                changed.append(path.relative_to(out).as_posix())
+    return sorted(changed)
+
+
 def _newest_mtime(folder: Path) -> float:
     newest = folder.stat().st_mtime
     for child in folder.iterdir():
@@ -309,10 +378,19 @@ class _Staging:
                     )
                 if not overwrite:
                     raise ExportError(f"{out} already holds an export; pass --overwrite to replace it")
+                user_files = _files_changed_since(out, out / MANIFEST_NAME)
+                if user_files:
+                    listed = ", ".join(user_files[:SHOWN_USER_FILES])
+                    more = f" and {len(user_files) - SHOWN_USER_FILES} more" if len(user_files) > SHOWN_USER_FILES else ""
+                    raise ExportError(
+                        f"{out} holds {len(user_files)} files added or changed after the export "
+                        f"({listed}{more}); --overwrite would delete them. Move them out or choose a new folder"
+                    )
                 self.replaces_existing = True
         self._remove_stale_leftovers()
         # os.mkdir, not mkdtemp: the dataset keeps the user's umask, not mode 0700.
-        self.path = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+        # Host and pid in the name: a later export removes it as soon as this process is gone.
+        self.path = out.parent / f".{out.name}.partial-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
@@ -327,7 +405,9 @@ class _Staging:
         for pattern in (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"):
             for leftover in self.out.parent.glob(pattern):
                 try:
-                    if leftover.is_dir() and now - _newest_mtime(leftover) > STALE_PARTIAL_SECONDS:
+                    if leftover.is_dir() and (
+                        _owner_is_dead(leftover.name) or now - _newest_mtime(leftover) > STALE_PARTIAL_SECONDS
+                    ):
                         shutil.rmtree(leftover, ignore_errors=True)
                 except OSError:
                     continue
@@ -412,24 +492,65 @@ class _NameAllocator:
 
     With *by_stem*, names must also differ without their extension: a sidecar caption
     file is ``stem + .txt``, so ``a.jpg`` and ``a.png`` would share one.
+
+    Files and folders never take each other's path: a library folder named ``x.txt/``
+    beside ``x.jpg`` (whose caption file is ``x.txt``), or one named ``metadata.jsonl/``
+    (a *reserved* name the writer needs), gets the next free ``~N`` name instead of
+    aborting the export.  *companions* are the suffixes of files written beside each
+    item (the sidecar caption).
     """
 
-    def __init__(self, *, by_stem: bool) -> None:
+    def __init__(self, *, by_stem: bool, companions: tuple[str, ...] = (), reserved: tuple[str, ...] = ()) -> None:
         self.by_stem = by_stem
+        self.companions = companions
         self.used: set[str] = set()
+        #: Every file path claimed (items, their companions, reserved names), case-folded.
+        self.files: set[str] = {name.casefold() for name in reserved}
+        #: Folder path as wanted (under its allocated parent) → folder path allocated.
+        self.folders: dict[str, str] = {}
+        self.folder_keys: set[str] = set()
 
     def _key(self, name: str) -> str:
         path = PurePosixPath(name)
         return str(path.with_suffix("") if self.by_stem else path).casefold()
 
+    def _companion_paths(self, name: str) -> list[str]:
+        path = PurePosixPath(name)
+        return [str(path.with_suffix(suffix)) for suffix in self.companions]
+
+    def _free(self, name: str) -> bool:
+        if self._key(name) in self.used:
+            return False
+        return all(p.casefold() not in self.files and p.casefold() not in self.folder_keys
+                   for p in (name, *self._companion_paths(name)))
+
+    def _folder(self, parent: str, part: str) -> str:
+        wanted = f"{parent}/{part}" if parent else part
+        allocated = self.folders.get(wanted.casefold())
+        if allocated is None:
+            candidate, number = wanted, 1
+            while candidate.casefold() in self.files:  # a file already has this path
+                number += 1
+                candidate = f"{parent}/{part}~{number}" if parent else f"{part}~{number}"
+            allocated = candidate
+            self.folders[wanted.casefold()] = allocated
+            self.folder_keys.add(allocated.casefold())
+        return allocated
+
     def allocate(self, wanted: str) -> str:
-        candidate = wanted
         path = PurePosixPath(wanted)
+        parent = ""
+        for part in path.parts[:-1]:
+            parent = self._folder(parent, part)
+        name = path.name
+        candidate = f"{parent}/{name}" if parent else name
         number = 1
-        while self._key(candidate) in self.used:
+        while not self._free(candidate):
             number += 1
-            candidate = str(path.with_name(f"{path.stem}~{number}{path.suffix}"))
+            renamed = f"{path.stem}~{number}{path.suffix}"
+            candidate = f"{parent}/{renamed}" if parent else renamed
         self.used.add(self._key(candidate))
+        self.files.update(p.casefold() for p in (candidate, *self._companion_paths(candidate)))
         return candidate
 
 
@@ -474,6 +595,13 @@ def portable_model_ref(value: str | None) -> str | None:
         name = PureWindowsPath(value).name if PureWindowsPath(value).drive or "\\" in value else PurePosixPath(value).name
         return name or None
     return value
+def _export_relative(filename: Any) -> str:
+    """A path inside the staging folder as the user will know it: relative to OUT."""
+    path = Path(os.fsdecode(filename))
+    for parent in path.parents:
+        if parent.name.startswith(".") and ".partial-" in parent.name:
+            return path.relative_to(parent).as_posix()
+    return str(path)
 
 
 def _provenance(image: CaptionedImage) -> dict[str, Any]:
@@ -492,6 +620,8 @@ def _provenance(image: CaptionedImage) -> dict[str, Any]:
 
 class _ImageFolderWriter:
     by_stem = False
+    #: Written in each split folder: no image (or folder of images) may take the name.
+    reserved_names = ("metadata.jsonl",)
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -583,6 +713,7 @@ class _SidecarWriter:
     def __init__(self, root: Path, caption_extension: str) -> None:
         self.root = root
         self.caption_extension = caption_extension
+        self.companion_suffixes = (caption_extension,)
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / item.name
@@ -877,7 +1008,14 @@ def _run_export(
 ) -> None:
     stats = run.stats
     writer = _make_writer(fmt, root, caption_extension)
-    allocators = {split: _NameAllocator(by_stem=writer.by_stem) for split in SPLITS}
+    allocators = {
+        split: _NameAllocator(
+            by_stem=writer.by_stem,
+            companions=getattr(writer, "companion_suffixes", ()),
+            reserved=getattr(writer, "reserved_names", ()),
+        )
+        for split in SPLITS
+    }
     done = 0
     try:
         for image in iter_captioned_images(db, only=only, folder=folder_filter):
@@ -952,7 +1090,8 @@ def _export_one(
         writer.add(_Item(image, split, name, text, prepared))
     except OSError as exc:
         # The output side failed (disk full, permissions): stop, the dataset would be incomplete.
-        raise ExportError(f"cannot write the dataset: {exc.strerror or exc}") from exc
+        where = f" ({_export_relative(exc.filename)})" if getattr(exc, "filename", None) else ""
+        raise ExportError(f"cannot write the dataset{where}: {exc.strerror or exc}") from exc
     stats.exported += 1
     stats.converted += prepared.converted
     if split == "train":

@@ -154,3 +154,16 @@ def image_data_key(path: Path | str, size: int | None = None, head: bytes | None
         else:
             ok = False
     return DATA_KEY_PREFIX + digest.hexdigest() if ok else None
+def fingerprint_bytes(data: bytes) -> str:
+    """The fingerprint :func:`fingerprint_file` gives a file holding exactly *data*.
+
+    For images embedded in a dataset (parquet): no temporary file, nothing written.
+    """
+    size = len(data)
+    digest = hashlib.blake2b(_VERSION + size.to_bytes(8, "little"), digest_size=16)
+    if size <= 2 * CHUNK:
+        digest.update(data)
+    else:
+        digest.update(data[:CHUNK])
+        digest.update(data[-CHUNK:])
+    return digest.hexdigest()

@@ -36,6 +36,12 @@ Rules:
   kept in its history, in order.
 * Importing the same source again adds nothing (same text from the same origin is
   skipped), and a caption equal to the current one is not duplicated.
+* Hostile input is reported, never fatal: a row that cannot be used (bad UTF-8, a
+  lone surrogate, a caption over :data:`MAX_CAPTION_CHARS`, a bad COCO id) is one
+  ``problems`` line and is skipped, the good rows are kept; a file that cannot be parsed
+  at all is one line.  Nothing outside the source tree (SRC, or the folder holding the
+  SRC file) and the library folders is opened: symlinks and ``../`` or absolute names
+  leading out are refused, and so are caption files that are not regular files.
 * Rows are matched to library images by: the image file's own location when SRC is
   (inside) a library folder; the path as the source names it against root-relative
   paths (longest matching tail first); the file name when unique; finally the content
@@ -48,7 +54,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -59,7 +65,7 @@ from sqlalchemy import insert, select
 from core import captions as caption_store
 from core.db import Database
 from core.export import CONVERT_TO_JPEG, MANIFEST_NAME
-from core.fingerprint import fingerprint_file
+from core.fingerprint import fingerprint_bytes, fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import Caption, CaptionSource, Image, LibraryRoot
@@ -76,6 +82,14 @@ TEXT_COLUMNS = ("text", "caption", "captions", "description")
 WRITE_BATCH = 200
 #: How many unmatched names the stats keep for the report.
 UNMATCHED_EXAMPLES = 10
+#: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
+MAX_CAPTION_CHARS = 64 * 1024
+#: Sidecar caption files larger than this are not read.
+MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
+#: CSV fields may be this long (Python's default of 128 KiB rejected whole files).
+MAX_CSV_FIELD = 16 * 1024 * 1024
+#: Names longer than this are cut in reports (a parquet "name" may be megabytes).
+MAX_REPORTED_NAME = 200
 
 
 class CaptionImportError(Exception):
@@ -142,7 +156,9 @@ class ImportStats(JobStats):
             "unchanged": self.unchanged,
             "unmatched": self.unmatched,
             "ambiguous": self.ambiguous,
-            "errors": self.errors,
+            # Every problem is a row or file that could not be used: a failed item, whether
+            # the reader counted it as an error or only reported it and skipped it.
+            "errors": max(self.errors, len(self.problems)),
         }
 
     def note_unmatched(self, name: str, *, ambiguous: bool = False) -> None:
@@ -151,7 +167,7 @@ class ImportStats(JobStats):
         else:
             self.unmatched += 1
         if len(self.unmatched_names) < UNMATCHED_EXAMPLES:
-            self.unmatched_names.append(name + (" (ambiguous)" if ambiguous else ""))
+            self.unmatched_names.append(readable_name(name) + (" (ambiguous)" if ambiguous else ""))
 
     def summary(self) -> str:
         kind = "verified captions" if self.verified else "captions"
@@ -187,6 +203,66 @@ def _relative(path: Path, base: Path) -> str:
         return path.name
 
 
+def _source_root(src: Path) -> Path:
+    """The tree an import may read: SRC itself, or the folder holding the SRC file."""
+    return (src if src.is_dir() else src.parent).resolve()
+
+
+def _inside(path: Path, base: Path) -> bool:
+    """Whether *path*, symlinks resolved, is *base* or inside it (*base* resolved)."""
+    try:
+        return path.resolve().is_relative_to(base)
+    except (OSError, RuntimeError, ValueError):  # symlink loops, NUL in the name
+        return False
+
+
+def _contained_file(folder: Path, name: str, base: Path) -> Path | None:
+    """``folder / name`` when it is a regular file inside *base*; None for absolute or
+    ``../`` names that lead out, links that leave, and anything that is not a file."""
+    if not name or "\x00" in name or PurePosixPath(name).is_absolute() or os.path.isabs(name):
+        return None
+    candidate = folder / name
+    if not _inside(candidate, base):
+        return None
+    try:
+        return candidate if candidate.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def readable_name(name: str) -> str:
+    """*name* as it can be printed: invalid UTF-8 escaped, shortened when huge."""
+    text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= MAX_REPORTED_NAME else text[: MAX_REPORTED_NAME - 1] + "…"
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (JSON "\ud800", undecodable bytes)
+        return False
+    return True
+
+
+def _read_caption_file(caption_file: Path, base: Path) -> str:
+    """A sidecar caption's text; OSError/ValueError saying why it is refused."""
+    if not _inside(caption_file, base):
+        raise ValueError("a link leading outside the import folder; not read")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the import
+    fd = os.open(caption_file, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file; not read")
+        if info.st_size > MAX_CAPTION_FILE_BYTES:
+            raise ValueError(f"{info.st_size} bytes, more than a caption ({MAX_CAPTION_FILE_BYTES}); not read")
+        data = os.read(fd, MAX_CAPTION_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8-sig")
+
+
 def _unique_captions(texts: Iterable[Any]) -> list[str]:
     """Stripped, non-empty, first occurrence kept, in order."""
     seen: set[str] = set()
@@ -203,6 +279,7 @@ def _unique_captions(texts: Iterable[Any]) -> list[str]:
 
 def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """``photo.txt`` / ``photo.caption`` beside each image under *src*."""
+    base = _source_root(src)
     for folder, files in _walk(src):
         names = set(files)
         images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
@@ -215,10 +292,14 @@ def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                     continue
                 caption_file = folder / caption_name
                 try:
-                    text = caption_file.read_text(encoding="utf-8-sig")
-                except (OSError, UnicodeDecodeError) as exc:
+                    text = _read_caption_file(caption_file, base)
+                except OSError as exc:
                     stats.errors += 1
-                    stats.problems.append(f"{caption_file}: cannot read ({exc})")
+                    stats.problems.append(f"{caption_file}: cannot read ({exc.strerror or exc})")
+                    break
+                except ValueError as exc:  # UnicodeDecodeError included
+                    stats.errors += 1
+                    stats.problems.append(f"{caption_file}: {exc}")
                     break
                 texts = _unique_captions([text])
                 if texts:
@@ -226,7 +307,7 @@ def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                         name=_relative(folder / image_name, src),
                         captions=texts,
                         origin=f"sidecar:{caption_file}",
-                        image_file=folder / image_name,
+                        image_file=folder / image_name if _inside(folder / image_name, base) else None,
                     )
                 break  # .txt wins over .caption when both exist
         for name in files:
@@ -259,17 +340,25 @@ def read_flickr8k(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """Flickr8k ``captions.txt`` (CSV) or ``Flickr8k.token.txt`` (``name#n<TAB>text``)."""
     source = _find_file(src, FLICKR_FILE_NAMES, "captions.txt or Flickr8k.token.txt")
     grouped: dict[str, list[str]] = {}
-    with open(source, encoding="utf-8-sig", newline="") as handle:
+    # surrogateescape: one line of bad UTF-8 is that line's problem, not the file's.
+    with open(source, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
+                continue
+            if not _valid_text(line):
+                stats.problems.append(f"{source}:{number}: not valid UTF-8, skipped")
                 continue
             if "\t" in line:
                 key, text = line.split("\t", 1)
                 name = key.rsplit("#", 1)[0] if "#" in key else key
             else:
                 # Kaggle's captions.txt: quoted or not, and captions contain commas.
-                fields = next(csv.reader([line]))
+                try:
+                    fields = next(csv.reader([line]))
+                except csv.Error as exc:
+                    stats.problems.append(f"{source}:{number}: {exc}, skipped")
+                    continue
                 if len(fields) < 2:
                     stats.problems.append(f"{source}:{number}: not 'image,caption'")
                     continue
@@ -279,7 +368,11 @@ def read_flickr8k(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
             grouped.setdefault(name.strip(), []).append(text)
     if not grouped:
         raise CaptionImportError(f"{source} holds no captions")
-    images = _images_by_name(source.parent)
+    base = _source_root(src)
+    images = {
+        name: path for name, path in _images_by_name(source.parent).items()
+        if path is not None and _inside(path, base)
+    }
     for name, texts in grouped.items():
         captions = _unique_captions(texts)
         if captions:
@@ -306,24 +399,72 @@ def _coco_image_folders(json_file: Path) -> list[Path]:
     return [c for c in candidates if c.is_dir()]
 
 
+def _coco_id(value: Any) -> int | None:
+    """A COCO id: an integer (or integral number/string); None for 1e999, NaN, "x", True..."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 30:
+        return int(value)
+    return None
+
+
+def _load_coco(json_file: Path) -> tuple[list[Any], list[Any]]:
+    """``(images, annotations)`` lists; ValueError saying why the file is not COCO."""
+    with open(json_file, encoding="utf-8") as handle:
+        try:
+            document = json.load(handle)
+        except RecursionError:
+            raise ValueError("nested too deeply to be a COCO file") from None
+    if not isinstance(document, dict):
+        raise ValueError("the top level is not an object")
+    images, annotations = document.get("images"), document.get("annotations")
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise ValueError('needs "images" and "annotations" lists')
+    return images, annotations
+
+
 def read_coco(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """COCO captions: ``images`` (id, file_name) and ``annotations`` (image_id, caption)."""
+    base = _source_root(src)
     for json_file in _coco_files(src):
         try:
-            with open(json_file, encoding="utf-8") as handle:
-                document = json.load(handle)
-            images = {int(img["id"]): str(img["file_name"]) for img in document["images"]}
-            annotations = sorted(document["annotations"], key=lambda a: a.get("id", 0))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            image_entries, annotation_entries = _load_coco(json_file)
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
             stats.errors += 1
-            stats.problems.append(f"{json_file}: not a COCO captions file ({type(exc).__name__}: {exc})")
+            stats.problems.append(f"{json_file}: not a COCO captions file ({exc})")
             continue
+        images: dict[int, str] = {}
+        bad_entries = 0
+        for entry in image_entries:
+            image_id = _coco_id(entry.get("id")) if isinstance(entry, dict) else None
+            file_name = entry.get("file_name") if isinstance(entry, dict) else None
+            if image_id is None or not isinstance(file_name, str) or not file_name:
+                bad_entries += 1
+                continue
+            images[image_id] = file_name
         by_image: dict[int, list[str]] = {}
-        for annotation in annotations:
-            try:
-                by_image.setdefault(int(annotation["image_id"]), []).append(annotation["caption"])
-            except (KeyError, TypeError, ValueError):
-                stats.problems.append(f"{json_file}: annotation without image_id/caption skipped")
+        # COCO order is by annotation id; entries without a usable id keep file order.
+        numbered = [
+            (_coco_id(a.get("id")) if isinstance(a, dict) else None, position, a)
+            for position, a in enumerate(annotation_entries)
+        ]
+        numbered.sort(key=lambda item: (item[0] is None, item[0] or 0, item[1]))
+        for _id, _position, annotation in numbered:
+            image_id = _coco_id(annotation.get("image_id")) if isinstance(annotation, dict) else None
+            caption = annotation.get("caption") if isinstance(annotation, dict) else None
+            if image_id is None or not isinstance(caption, str):
+                bad_entries += 1
+                continue
+            by_image.setdefault(image_id, []).append(caption)
+        if bad_entries:
+            stats.problems.append(
+                f"{json_file}: {bad_entries} image or annotation entries without a usable id, "
+                "file_name or caption skipped"
+            )
         folders = _coco_image_folders(json_file)
         for image_id, texts in by_image.items():
             file_name = images.get(image_id)
@@ -333,7 +474,9 @@ def read_coco(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
             captions = _unique_captions(texts)
             if not captions:
                 continue
-            image_file = next((f / file_name for f in folders if (f / file_name).is_file()), None)
+            image_file = next(
+                (found for f in folders if (found := _contained_file(f, file_name, base)) is not None), None
+            )
             yield CaptionGroup(file_name, captions, f"coco:{json_file}", image_file=image_file)
 
 
@@ -343,7 +486,8 @@ def _pick_column(columns: Iterable[str], choices: tuple[str, ...]) -> str | None
 
 
 def _rows_from_table(
-    rows: Iterable[dict[str, Any]], columns: Iterable[str], table_file: Path, fmt: str, stats: ImportStats
+    rows: Iterable[dict[str, Any]], columns: Iterable[str], table_file: Path, fmt: str, stats: ImportStats,
+    base: Path,
 ) -> Iterator[CaptionGroup]:
     """Groups from a table with a file-name and a caption column (paths relative to it)."""
     columns = list(columns)
@@ -360,7 +504,7 @@ def _rows_from_table(
     written_by: dict[str, str | None] = {}
     for row in rows:
         name = row.get(name_column)
-        if not name:
+        if not name or not isinstance(name, (str, int)):
             continue
         value = row.get(text_column)
         texts = value if isinstance(value, list) else [value]
@@ -371,9 +515,8 @@ def _rows_from_table(
         captions = _unique_captions(texts)
         if not captions:
             continue
-        candidate = table_file.parent / name
         yield CaptionGroup(
-            name, captions, f"{fmt}:{table_file}", image_file=candidate if candidate.is_file() else None,
+            name, captions, f"{fmt}:{table_file}", image_file=_contained_file(table_file.parent, name, base),
             written_by=written_by.get(name),
         )
 
@@ -381,13 +524,17 @@ def _rows_from_table(
 def _read_jsonl(path: Path, stats: ImportStats) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     columns: dict[str, None] = {}
-    with open(path, encoding="utf-8-sig") as handle:
+    # surrogateescape: a line of bad UTF-8 is that line's problem, not the file's.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            if not _valid_text(line):
+                stats.problems.append(f"{path}:{number}: not valid UTF-8, skipped")
+                continue
             try:
                 row = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 stats.problems.append(f"{path}:{number}: not valid JSON, skipped")
                 continue
             if isinstance(row, dict):
@@ -397,16 +544,25 @@ def _read_jsonl(path: Path, stats: ImportStats) -> tuple[list[dict[str, Any]], l
 
 
 def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        return rows, list(reader.fieldnames or [])
+    # Long captions are fine (over-long ones are skipped per row later); the limit is
+    # process-wide, so it is put back afterwards.  surrogateescape: rows with bad UTF-8
+    # are skipped one by one instead of the whole file.
+    previous_limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            return rows, [c for c in reader.fieldnames or [] if isinstance(c, str)]
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 def _rows_from_tables(
-    tables: list[Path], read: Callable[[Path], tuple[list[dict[str, Any]], list[str]]], fmt: str, stats: ImportStats
+    src: Path, tables: list[Path], read: Callable[[Path], tuple[list[dict[str, Any]], list[str]]], fmt: str,
+    stats: ImportStats,
 ) -> Iterator[CaptionGroup]:
     """Caption groups from each table *read* parses; a table that cannot be read is one recorded error."""
+    base = _source_root(src)
     for table in tables:
         try:
             rows, columns = read(table)
@@ -414,7 +570,7 @@ def _rows_from_tables(
             stats.errors += 1
             stats.problems.append(f"{table}: cannot read ({exc})")
             continue
-        yield from _rows_from_table(rows, columns, table, fmt, stats)
+        yield from _rows_from_table(rows, columns, table, fmt, stats, base)
 
 
 def read_imagefolder(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
@@ -425,7 +581,7 @@ def read_imagefolder(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     if not tables:
         raise CaptionImportError(f"no metadata.jsonl or metadata.csv found under {src}")
     yield from _rows_from_tables(
-        tables, lambda t: _read_jsonl(t, stats) if t.suffix == ".jsonl" else _read_csv(t), "imagefolder", stats
+        src, tables, lambda t: _read_jsonl(t, stats) if t.suffix == ".jsonl" else _read_csv(t), "imagefolder", stats
     )
 
 
@@ -434,12 +590,13 @@ def read_csv_file(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     tables = [src] if src.is_file() else sorted(src.glob("*.csv"))
     if not tables:
         raise CaptionImportError(f"no .csv file found in {src}")
-    yield from _rows_from_tables(tables, _read_csv, "csv", stats)
+    yield from _rows_from_tables(src, tables, _read_csv, "csv", stats)
 
 
 def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """Parquet files with ``text`` and an ``image`` struct (bytes, path) or ``file_name``."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise CaptionImportError("importing parquet needs pyarrow: pip install pyarrow") from None
@@ -462,30 +619,56 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
             for batch in reader.iter_batches(batch_size=64, columns=wanted):
                 for row in batch.to_pylist():
                     row_number += 1
-                    image = row.get("image") if isinstance(row.get("image"), dict) else {}
-                    name = (row.get(name_column) if name_column else None) or image.get("path") or ""
+                    name, image_bytes = _parquet_name_and_bytes(row, name_column)
                     value = row.get(text_column)
                     captions = _unique_captions(value if isinstance(value, list) else [value])
                     if not captions:
                         continue
                     yield CaptionGroup(
-                        str(name).replace("\\", "/") or f"row {row_number}",
+                        name.replace("\\", "/") or f"row {row_number}",
                         captions,
                         f"parquet:{parquet_file}",
-                        image_bytes=image.get("bytes"),
+                        image_bytes=image_bytes,
                         written_by=_row_source(row),
                     )
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        except (OSError, ValueError, pa.ArrowException) as exc:  # ArrowInvalid is a ValueError
             stats.errors += 1
             stats.problems.append(f"{parquet_file}: cannot read ({exc})")
+
+
+def _parquet_name_and_bytes(row: dict[str, Any], name_column: str | None) -> tuple[str, bytes | None]:
+    """The row's image name and embedded bytes.
+
+    ``image`` is the HF ``Image`` struct ``{bytes, path}`` (its ``path`` is the name), or
+    plain bytes; a ``file_name``-like column wins for the name.  Never the printed dict.
+    """
+    image = row.get("image")
+    image_bytes: bytes | None = None
+    image_path: Any = None
+    if isinstance(image, dict):
+        image_bytes, image_path = image.get("bytes"), image.get("path")
+    elif isinstance(image, bytes):
+        image_bytes = image
+    name: Any = row.get(name_column) if name_column and name_column != "image" else None
+    if isinstance(name, dict):
+        name = name.get("path")
+    if not isinstance(name, str) or not name:
+        name = image_path if isinstance(image_path, str) else ""
+    if not isinstance(image_bytes, bytes):
+        image_bytes = None
+    return name, image_bytes
 
 
 def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """Captions stored in the photos under *src* (XMP sidecar, XMP, IPTC, EXIF)."""
     from core.metadata import MetadataError, MetadataUnavailable, read_caption
 
+    base = _source_root(src)
     files = [src] if src.is_file() else _image_files(src)
     for image_file in files:
+        if not _inside(image_file, base):
+            stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
+            continue
         try:
             found = read_caption(image_file)
         except MetadataUnavailable as exc:
@@ -596,13 +779,7 @@ class ImageMatcher:
             if group.image_file is not None:
                 return fingerprint_file(group.image_file)
             if group.image_bytes:
-                # Same algorithm as for files on disk: write the bytes out and hash them.
-                with tempfile.NamedTemporaryFile(suffix=".img", delete=False) as handle:
-                    handle.write(group.image_bytes)
-                try:
-                    return fingerprint_file(handle.name)
-                finally:
-                    os.unlink(handle.name)
+                return fingerprint_bytes(group.image_bytes)  # same algorithm, no file written
         except OSError:
             return None
         return None
@@ -720,6 +897,8 @@ def import_captions(
                 stats.cancelled = True
                 break
             stats.rows += 1
+            if not _usable_group(group, stats):
+                continue
             image_id, how = matcher.match(group)
             if image_id is None:
                 stats.note_unmatched(group.name, ambiguous=how == "ambiguous")
@@ -733,6 +912,34 @@ def import_captions(
             _store_batch(db, batch, fmt, verified, stats, honour_source)
         run.progress(stats.rows, None, "Import cancelled" if stats.cancelled else "Import finished", force=True)
     return stats
+
+
+def _usable_group(group: CaptionGroup, stats: ImportStats) -> bool:
+    """Drop the captions no library can hold (one problem line each); False if none is left.
+
+    Shared by every format, so a lone surrogate or a megabyte "caption" is a skipped row
+    wherever it comes from, never a failed batch.
+    """
+    if not _valid_text(group.name):
+        group.name = readable_name(group.name)
+    if not _valid_text(group.origin):  # a file name with bytes that are not UTF-8
+        group.origin = group.origin.encode("utf-8", "backslashreplace").decode("utf-8")
+    kept = []
+    for text in group.captions:
+        if not _valid_text(text):
+            stats.problems.append(f"{group.origin} ({readable_name(group.name)}): caption is not valid UTF-8, skipped")
+        elif len(text) > MAX_CAPTION_CHARS:
+            stats.problems.append(
+                f"{group.origin} ({readable_name(group.name)}): caption of {len(text)} characters "
+                f"(more than {MAX_CAPTION_CHARS}), skipped"
+            )
+        else:
+            kept.append(text)
+    if not kept:
+        stats.errors += 1
+        return False
+    group.captions = kept
+    return True
 
 
 def _chain(first: list[CaptionGroup], rest: Iterator[CaptionGroup]) -> Iterator[CaptionGroup]:

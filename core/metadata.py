@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat as stat_module
 import sys
 import uuid
@@ -74,6 +75,9 @@ RAW_EXTENSIONS = frozenset({
     ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf",
     ".srw", ".x3f",
 })
+#: Characters XML 1.0 cannot hold: exiv2 stores them in XMP as spaces, so the caption is
+#: written with spaces in every field (else each run would see a difference and rewrite).
+_NOT_XML_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 XMP_DESCRIPTION = "Xmp.dc.description"
 X_DEFAULT = 'lang="x-default"'
@@ -417,7 +421,8 @@ def same_image_data(before: bytes, after: bytes) -> bool:
 
 def _atomic_write(target: Path, data: bytes, mode: int | None = None) -> None:
     """Write *data* to a hidden temporary file beside *target*, fsync, rename over it."""
-    temporary = target.with_name(f".{target.name}.captiondesk-{uuid.uuid4().hex[:8]}.tmp")
+    # Short and fixed-length: a name near the 255-byte limit must still get a temporary.
+    temporary = target.with_name(f".cd-{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(temporary, "xb") as handle:
             handle.write(data)
@@ -546,6 +551,12 @@ def _write_sidecar(image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NA
     return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
 
 
+def metadata_text(text: str) -> str:
+    """*text* as the metadata will hold it: control characters XML cannot carry become
+    spaces (what exiv2 would store anyway), ends stripped."""
+    return _NOT_XML_CHARACTERS.sub(" ", text).strip()
+
+
 def write_caption(
     path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING
 ) -> WriteOutcome:
@@ -554,7 +565,7 @@ def write_caption(
     Returns what was done; ``changed`` is False when the metadata already said so.
     Raises :class:`MetadataError` (nothing written) or OSError from the file system.
     """
-    text = text.strip()
+    text = metadata_text(text)
     if not text:
         raise MetadataError("an empty caption is not written")
     real = Path(os.path.realpath(path))  # a symlink keeps pointing at the updated photo

@@ -247,6 +247,11 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
             "c.id IN (SELECT rowid FROM captions_fts WHERE captions_fts MATCH :match)"
         )
         params["match"] = match
+    elif flt.text.strip():
+        # Only punctuation or emoji: the FTS tokenizer drops them, so "no words" must not
+        # mean "everything".  Look for the characters themselves.
+        where.append("instr(c.text, :needle) > 0")
+        params["needle"] = flt.text.strip()
     return " AND ".join(where)
 
 
@@ -542,6 +547,26 @@ def folder_tree(session: Session) -> list[FolderNode]:
     return [nodes[rid] for rid, _path in roots]
 
 
+def find_pattern(find: str, *, case_sensitive: bool = False) -> re.Pattern[str]:
+    """The pattern find-and-replace looks for: *find* literally, letter case ignored
+    unless *case_sensitive*.
+
+    Not ``re.IGNORECASE``: it makes ``i``, ``I``, ``ı`` and ``İ`` one letter, so a search
+    for "İ" would rewrite every "i".  Each letter matches only itself and its one-letter
+    upper and lower case.
+    """
+    if case_sensitive:
+        return re.compile(re.escape(find))
+    parts = []
+    for char in find:
+        variants = sorted({v for v in (char, char.lower(), char.upper()) if len(v) == 1})
+        if len(variants) == 1:
+            parts.append(re.escape(char))
+        else:
+            parts.append("[" + "".join(re.escape(v) for v in variants) + "]")
+    return re.compile("".join(parts))
+
+
 def find_replace_candidates(
     session: Session, flt: ImageFilter, find: str, *, case_sensitive: bool = False
 ) -> list[tuple[int, int, str]]:
@@ -566,7 +591,7 @@ def find_replace_candidates(
         f"SELECT i.id, c.id, c.text{_FROM} WHERE {where} AND c.id IS NOT NULL AND {cond}"
         f" ORDER BY {_order_sql(flt)}"
     )
-    pattern = re.compile(re.escape(find), 0 if case_sensitive else re.IGNORECASE)
+    pattern = find_pattern(find, case_sensitive=case_sensitive)
     return [
         (image_id, caption_id, caption)
         for image_id, caption_id, caption in session.execute(text(sql), params)

@@ -120,6 +120,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite_model_captions=args.overwrite_model_captions,
             optimize=args.optimize,
+            backend=args.backend,
+            endpoint=args.endpoint,
+            max_concurrency=args.max_concurrency,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -234,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-caption images this model already captioned (human captions are still kept)",
     )
+    server = caption.add_argument_group(
+        "model server", "caption with an OpenAI-compatible server (Ollama, LM Studio, llama-server, vLLM); "
+        "the API key, if one is needed, comes from $CAPTIONDESK_API_KEY, $OPENAI_API_KEY or the OS keyring")
+    server.add_argument("--backend", default="local", choices=["local", "openai"],
+                        help="'openai': send images to --endpoint; --model is the server's model name")
+    server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
+    server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
+                        help="requests in flight at once (default 4)")
     caption.set_defaults(handler=cmd_caption)
 
     # The other command modules register their own sub-commands (light to import).

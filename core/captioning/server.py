@@ -45,12 +45,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import Captioner, CaptionResult
+from .endpoints import endpoint_host, normalize_endpoint
 from .errors import GenerationError, ModelLoadError
-from .settings import GenerationSettings
 
 if TYPE_CHECKING:
     import httpx2
     from PIL import Image
+
+    from .settings import GenerationSettings
 
 __all__ = [
     "DEFAULT_SERVER_PROMPT",
@@ -78,56 +80,6 @@ _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 # --------------------------------------------------------------------------- endpoints
-
-
-def _redacted(url: str) -> str:
-    """*url* with any ``user:password@`` replaced, for error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-    return url
-
-
-def normalize_endpoint(endpoint: str | None) -> str:
-    """The server's base URL, checked: ``http(s)://host[:port]/path`` without a trailing
-    slash; a bare ``http://host:port`` gets ``/v1``.  ``ValueError`` names the bad value.
-
-    Credentials in the URL and query strings are refused: the URL is stored in the job
-    record and the GUI's settings, where a secret must never end up.
-    """
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise ValueError(f"endpoint must be the server's URL, e.g. http://localhost:11434/v1, got {endpoint!r}")
-    text = endpoint.strip()
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError for a non-numeric port
-    except ValueError:
-        raise ValueError(f"endpoint is not a valid URL: {_redacted(text)!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"endpoint must start with http:// or https:// and name a host, got {_redacted(text)!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"endpoint must not contain credentials (set CAPTIONDESK_API_KEY instead), got "
-                         f"{_redacted(text)!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"endpoint must not have a query string or fragment, got {text!r}")
-    path = parts.path.rstrip("/") or "/v1"
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-def endpoint_host(endpoint: str) -> str:
-    """``host:port`` of *endpoint*: what provenance records (never a path, query or secret)."""
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{host}:{port}" if port is not None else host
 
 
 def resolve_api_key(endpoint: str | None = None) -> str | None:

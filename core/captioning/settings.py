@@ -155,8 +155,7 @@ class CaptionJobSpec:
             return
         if self.adapter is not None:
             raise ValueError(f"a server model cannot take a local adapter, got {self.adapter!r}")
-        # Imported here: server.py imports httpx2, which the dialog need not load to build a local spec.
-        from core.captioning.server import normalize_endpoint
+        from core.captioning.endpoints import normalize_endpoint
 
         # normalize_endpoint raises ValueError naming the bad value (credentials redacted).
         object.__setattr__(self, "endpoint", normalize_endpoint(self.endpoint))
@@ -167,7 +166,7 @@ class CaptionJobSpec:
     def label(self) -> str:
         """The model as a person reads it: "base" or "base + adapter-folder-name"."""
         if self.backend != "local":
-            from core.captioning.server import endpoint_host
+            from core.captioning.endpoints import endpoint_host
 
             return f"{self.model} @ {endpoint_host(self.endpoint or '')}"
         return self.model if not self.adapter else f"{self.model} + {Path(self.adapter).name}"

@@ -307,3 +307,28 @@ def test_endpoint_normalisation_and_round_trip() -> None:
     data = json.loads(json.dumps(spec.to_dict()))
     assert CaptionJobSpec.from_dict(data) == spec
     assert spec.label() == "m @ 127.0.0.1:8080"
+
+
+def test_caption_dialog_picks_a_server_model(qtbot, server: FakeServer) -> None:
+    from desktop_app.dialogs import CaptionDialog
+
+    dialog = CaptionDialog(defaults=CaptionJobSpec(adapter="/adapters/mine"), known_models=[], selection_count=0,
+                           filter_count=0, uncaptioned_count=3)
+    qtbot.addWidget(dialog)
+    assert not dialog.endpoint.isEnabled() and dialog.adapter.isEnabled()
+    dialog.backend.setCurrentIndex(dialog.backend.findData("openai"))
+    assert dialog.endpoint.isEnabled() and not dialog.adapter.isEnabled()
+    dialog.endpoint.setText(server.endpoint)
+    assert dialog.load_server_models() == ["llava:latest", "qwen2.5vl:7b"]
+    assert [dialog.model.itemText(i) for i in range(dialog.model.count())] == ["llava:latest", "qwen2.5vl:7b"]
+    dialog.max_concurrency.setValue(2)
+    spec = dialog.spec()
+    assert (spec.backend, spec.endpoint, spec.model, spec.adapter, spec.max_concurrency) == (
+        "openai", server.endpoint, "llava:latest", None, 2)
+    # Back to a local model: the spec has no endpoint (the field keeps the text for later).
+    dialog.backend.setCurrentIndex(dialog.backend.findData("local"))
+    assert (dialog.spec().backend, dialog.spec().endpoint) == ("local", None)
+    dialog.backend.setCurrentIndex(dialog.backend.findData("openai"))
+    dialog.endpoint.setText("localhost:11434")
+    with pytest.raises(ValueError, match="must start with http"):
+        dialog.spec()

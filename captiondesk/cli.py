@@ -104,10 +104,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     if bool(args.folders) == bool(args.all):
         raise UserError("name the folders to caption, or --all for the whole library")
+    if args.backend != "local" and not args.model:
+        raise UserError("name the server's model with --model (e.g. --model llava for Ollama)")
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
-            model=args.model,
+            model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
                 num_beams=args.beams,
@@ -214,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--all", action="store_true", help="caption the whole library")
     caption.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL})",
+        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
+        "with --backend openai, the server's model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")

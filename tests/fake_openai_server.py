@@ -17,13 +17,14 @@ implements the parts of the OpenAI API shape CaptionDesk uses:
 Behaviour is scripted over HTTP, by the test process:
 
 * ``POST /_control`` with JSON ``{"queue": [...], "delay": s, "models": [...],
-  "openai_models": bool, "api_key": str|null, "fail_colors": [...]}`` (all optional):
+  "openai_models": bool, "strict_models": bool, "api_key": str|null, "fail_colors": [...]}`` (all optional):
   ``queue`` holds the behaviours of the next chat requests, in arrival order; each is
   ``"ok"``, ``"429"`` (with ``Retry-After: 1``), ``"429-noheader"``, ``"500"``,
   ``"503"``, ``"slow"`` (sleeps 3 s before answering), ``"malformed"`` (HTTP 200 with
   a body that is not JSON) or ``"400"``.  After the queue, requests are ``"ok"``,
   each after ``delay`` seconds.  Images whose colour is named in ``fail_colors`` always
   get a malformed answer (a per-image failure that retries do not fix).  With
+  ``strict_models``, a model not in ``models`` gets 404.  With
   ``api_key`` set, a request without ``Authorization: Bearer <key>`` gets 401.
 * ``GET /_control`` returns counters: ``chat_requests``, ``max_in_flight``,
   ``uploaded_sizes`` (``[w, h]`` per decoded image), ``formats``, ``authorized``
@@ -61,6 +62,7 @@ class State:
         self.delay = 0.0
         self.models = ["llava:latest", "qwen2.5vl:7b"]
         self.openai_models = True
+        self.strict_models = False
         self.api_key: str | None = None
         self.fail_colors: list[str] = []
         self.in_flight = 0
@@ -121,6 +123,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.openai_models = bool(script.get("openai_models", STATE.openai_models))
                 STATE.api_key = script.get("api_key", STATE.api_key)
                 STATE.fail_colors = list(script.get("fail_colors", STATE.fail_colors))
+                STATE.strict_models = bool(script.get("strict_models", STATE.strict_models))
             self._send(200, {"ok": True})
             return
         if self.path != "/v1/chat/completions":
@@ -160,6 +163,10 @@ class Handler(BaseHTTPRequestHandler):
             model = body["model"]
         except Exception as exc:  # noqa: BLE001 - any malformed request is a 400, as OpenAI does
             self._error(400, f"invalid request: {type(exc).__name__}: {exc}", "invalid_request_error")
+            return
+        if STATE.strict_models and model not in STATE.models:
+            # What Ollama answers for a model it has not pulled.
+            self._error(404, f'model "{model}" not found, try pulling it first', "api_error")
             return
         color = _color_name(image)
         with STATE.lock:

@@ -332,3 +332,23 @@ def test_caption_dialog_picks_a_server_model(qtbot, server: FakeServer) -> None:
     dialog.endpoint.setText("localhost:11434")
     with pytest.raises(ValueError, match="must start with http"):
         dialog.spec()
+
+
+def test_a_model_the_server_does_not_have_stops_the_job(library: Library, photo_dir: Path, server: FakeServer) -> None:
+    _photos(library, photo_dir, [GREEN] * 3, size=(64, 48))
+    server.script(strict_models=True)
+    with pytest.raises(ModelLoadError, match="has no model 'llava:7b' .*not found, try pulling it first"):
+        run_caption_job(library, _spec(server, model="llava:7b"))
+    assert server.counters()["chat_requests"] <= 3  # not retried
+    assert _current(library) == {}
+    with library.db.read() as session:
+        assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
+
+
+def test_the_cli_wants_the_servers_model_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from captiondesk.cli import main
+
+    code = main(["--library", str(tmp_path / "lib.db"), "caption", "--all", "--backend", "openai",
+                 "--endpoint", "http://127.0.0.1:9/v1"])
+    assert code == 2
+    assert "name the server's model with --model" in capsys.readouterr().err

@@ -13,7 +13,7 @@ Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the
   connections), retrying 429 (honouring ``Retry-After``), 5xx, timeouts and dropped
   connections with exponential back-off.  A request that still fails becomes that
   image's error (the engine marks it, like a local decoding failure) — except a server
-  that cannot be reached at all or refuses the API key: that is one
+  that cannot be reached at all, refuses the API key or has no such model (404): that is one
   :class:`~core.captioning.errors.ModelLoadError` (kind ``"server"``) for the whole
   job, raised before anything is written, so nothing is lost and the same command
   resumes once the server is up.
@@ -107,7 +107,19 @@ def _server_root(endpoint: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
-def _client(api_key: str | None, *, timeout: float, connections: int) -> httpx2.Client:
+def _is_loopback(endpoint: str) -> bool:
+    import ipaddress
+
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _client(endpoint: str, api_key: str | None, *, timeout: float, connections: int) -> httpx2.Client:
     import httpx2
 
     headers = {"Accept": "application/json"}
@@ -117,8 +129,9 @@ def _client(api_key: str | None, *, timeout: float, connections: int) -> httpx2.
         headers=headers,
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
         limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
-        # Local servers only: a system proxy must not see local traffic (or the key).
-        trust_env=False,
+        # A server on this machine is never reached through a system proxy (which would
+        # see the key); a remote one honours the proxy and CA settings of the environment.
+        trust_env=not _is_loopback(endpoint),
     )
 
 
@@ -142,7 +155,7 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
 
     endpoint = normalize_endpoint(endpoint)
     key = api_key if api_key is not None else resolve_api_key(endpoint)
-    with _client(key, timeout=timeout, connections=1) as client:
+    with _client(endpoint, key, timeout=timeout, connections=1) as client:
         attempts: list[tuple[str, Callable[[Any], list[str]]]] = [
             (f"{endpoint}/models", lambda body: [str(m["id"]) for m in body["data"]]),
             (f"{_server_root(endpoint)}/api/tags", lambda body: [str(m["name"]) for m in body["models"]]),
@@ -250,7 +263,7 @@ class ServerCaptioner(Captioner):
         #: Decode JPEGs at a draft scale near the upload size (read by the engine).
         self.draft_size = max(64, max_image_side * 3 // 4)
         self._key = api_key
-        self._client = _client(api_key, timeout=timeout, connections=self.max_concurrency)
+        self._client = _client(self.endpoint, api_key, timeout=timeout, connections=self.max_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="caption-server")
         self._fatal = threading.Event()
         self._identity = {
@@ -366,6 +379,14 @@ class ServerCaptioner(Captioner):
                 if response.status_code in (401, 403):
                     self._fatal.set()
                     raise _refused(self.endpoint, response, self._key)
+                if response.status_code == 404:
+                    # No such model (Ollama: "model not found, try pulling it first") or no
+                    # chat-completions route: the same for every image, so it stops the job.
+                    self._fatal.set()
+                    raise ModelLoadError(
+                        f"The server at {self.endpoint} has no model '{self.model}' or no chat-completions API "
+                        f"(HTTP 404: {_error_message(response, self._key)}). Pick one of the models the server "
+                        "lists, or check --endpoint.", kind="server", model=self.model)
                 problem = f"HTTP {response.status_code}: {_error_message(response, self._key)}"
                 if response.status_code not in _RETRY_STATUS:
                     raise ServerRequestError(f"the server rejected the image ({problem})")

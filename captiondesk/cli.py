@@ -137,10 +137,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     if bool(args.folders) == bool(args.all):
         raise UserError("name the folders to caption, or --all for the whole library")
+    if args.backend != "local" and not args.model:
+        raise UserError("name the server's model with --model (e.g. --model llava for Ollama)")
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
-            model=args.model,
+            model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
                 num_beams=args.beams,
@@ -153,6 +155,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite_model_captions=args.overwrite_model_captions,
             optimize=args.optimize,
+            backend=args.backend,
+            endpoint=args.endpoint,
+            max_concurrency=args.max_concurrency,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -266,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--all", action="store_true", help="caption the whole library")
     caption.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL})",
+        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
+        "with --backend openai, the server's model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")
@@ -290,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-caption images this model already captioned (human captions are still kept)",
     )
     add_json_flag(caption)
+    server = caption.add_argument_group(
+        "model server", "caption with an OpenAI-compatible server (Ollama, LM Studio, llama-server, vLLM); "
+        "the API key, if one is needed, comes from $CAPTIONDESK_API_KEY, $OPENAI_API_KEY or the OS keyring")
+    server.add_argument("--backend", default="local", choices=["local", "openai"],
+                        help="'openai': send images to --endpoint; --model is the server's model name")
+    server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
+    server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
+                        help="requests in flight at once (default 4)")
     caption.set_defaults(handler=cmd_caption)
 
     # The other command modules register their own sub-commands (light to import).

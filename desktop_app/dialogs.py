@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -104,13 +105,37 @@ class CaptionDialog(QDialog):
         self.overwrite = QCheckBox("Replace existing model captions (a person's captions are never replaced)")
         self.overwrite.setChecked(defaults.overwrite_model_captions)
 
+        # Where the model runs: here, or on an OpenAI-compatible server (Ollama, ...).
+        self.backend = QComboBox()
+        self.backend.addItem("Local model", "local")
+        self.backend.addItem("Model server (OpenAI-compatible)", "openai")
+        self.backend.setCurrentIndex(max(0, self.backend.findData(defaults.backend)))
+        self.endpoint = QLineEdit(defaults.endpoint or "")
+        self.endpoint.setPlaceholderText("http://localhost:11434/v1")
+        self.endpoint.setToolTip("The server's base URL. An API key, if needed, comes from "
+                                 "$CAPTIONDESK_API_KEY, $OPENAI_API_KEY or the OS keyring; it is never stored.")
+        self.refresh_models = QPushButton("Refresh models")
+        self.refresh_models.setToolTip("Ask the server which models it offers")
+        self.refresh_models.clicked.connect(self.load_server_models)
+        self.max_concurrency = QSpinBox()
+        self.max_concurrency.setRange(1, 64)
+        self.max_concurrency.setValue(defaults.max_concurrency)
+        self.max_concurrency.setToolTip("Requests sent to the server at once")
+
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         model_row.addWidget(model_browse)
         adapter_row = QHBoxLayout()
         adapter_row.addWidget(self.adapter, 1)
         adapter_row.addWidget(adapter_browse)
+        endpoint_row = QHBoxLayout()
+        endpoint_row.addWidget(self.endpoint, 1)
+        endpoint_row.addWidget(self.refresh_models)
         form = QFormLayout()
+        self._form = form
+        form.addRow("Runs on", self.backend)
+        form.addRow("Server", endpoint_row)
+        form.addRow("Requests at once", self.max_concurrency)
         form.addRow("Model", model_row)
         form.addRow("Adapter", adapter_row)
         form.addRow("Beams", self.num_beams)
@@ -153,6 +178,44 @@ class CaptionDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(buttons)
 
+        self._local_only = [self.adapter, adapter_browse, model_browse, self.num_beams, self.min_tokens,
+                            self.repetition, self.device]
+        self._server_only = [self.endpoint, self.refresh_models, self.max_concurrency]
+        self.backend.currentIndexChanged.connect(self._show_backend)
+        self._show_backend()
+
+    def _show_backend(self) -> None:
+        server = self.backend.currentData() == "openai"
+        for widget in self._server_only:
+            widget.setEnabled(server)
+        for widget in self._local_only:
+            widget.setEnabled(not server)
+        self.prompt.setPlaceholderText("describe the photo in one sentence" if server else "model default")
+
+    def load_server_models(self) -> list[str]:
+        """Fill the model list from the server (a local server answers at once; 5 s at most)."""
+        from core.captioning.errors import ModelLoadError
+        from core.captioning.server import list_server_models
+
+        try:
+            names = list_server_models(self.endpoint.text().strip())
+        except (ModelLoadError, ValueError) as exc:
+            QMessageBox.warning(self, "Model server", str(exc))
+            return []
+        current = self.model.currentText()
+        self.model.clear()
+        self.model.addItems(names)
+        self.model.setCurrentText(current if current in names or not names else names[0])
+        return names
+
+    def accept(self) -> None:
+        try:
+            self.spec()  # a bad endpoint is said here, not when the job starts
+        except ValueError as exc:
+            QMessageBox.warning(self, "Caption images", str(exc))
+            return
+        super().accept()
+
     def _browse(self, setter, title: str) -> None:
         folder = QFileDialog.getExistingDirectory(self, title)
         if folder:
@@ -173,9 +236,15 @@ class CaptionDialog(QDialog):
 
     def spec(self) -> CaptionJobSpec:
         """The job the dialog describes; the window sets its scope from :meth:`scope`."""
-        adapter = self.adapter.text().strip() or None
+        server = self.backend.currentData() == "openai"
+        adapter = None if server else self.adapter.text().strip() or None
         model = self.model.currentText().strip() or DEFAULT_MODEL
+        endpoint = self.endpoint.text().strip()
         return self._defaults.with_(
+            backend="openai" if server else "local",
+            # Kept in the settings for the next time the server is picked, but a local spec has none.
+            endpoint=(endpoint or None) if server else None,
+            max_concurrency=self.max_concurrency.value(),
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
             settings=self.generation_settings(),

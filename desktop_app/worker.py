@@ -147,6 +147,9 @@ class _CaptionWorker(QObject):
                 "The captioning engine is not available in this installation.", f"{exc}"
             )
             return
+        if spec.backend != "local":
+            self._run_server_job(engine, library, spec, token)
+            return
         try:
             # Resolved once, here: a model-version name stands for a base model + adapter;
             # the worker loads what it names and the engine records the same.
@@ -181,6 +184,25 @@ class _CaptionWorker(QObject):
             if type(exc).__name__ not in ("ModelLoadError", "GenerationError", "LibraryError"):
                 message = f"{type(exc).__name__}: {message}"
             self.failed.emit(message, detail)
+        else:
+            self.finished.emit(stats)
+
+    def _run_server_job(self, engine: Any, library: Library, spec: CaptionJobSpec, token: PauseToken) -> None:
+        """A model-server job: the engine opens (one request) and closes the server captioner
+        itself, so nothing is kept; a local model kept from an earlier job is freed."""
+        self.release()
+        try:
+            self.loading.emit(spec.label())
+            self.loaded.emit(spec.label())  # the engine checks the server is there before captioning
+            stats = engine.run_caption_job(
+                library, spec, progress=self.progress.emit, cancel=token, on_batch=self._batches.add,
+            )
+        except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
+            log.error("captioning with a server failed: %s", traceback.format_exc())
+            message = str(exc) or type(exc).__name__
+            if type(exc).__name__ not in ("ModelLoadError", "GenerationError", "LibraryError"):
+                message = f"{type(exc).__name__}: {message}"
+            self.failed.emit(message, traceback.format_exc())
         else:
             self.finished.emit(stats)
 

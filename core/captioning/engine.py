@@ -14,7 +14,9 @@
 * **Resilience**: an image that cannot be decoded is marked ``error`` with the reason
   and the batch goes on without it; CUDA out-of-memory halves the batch size and retries
   (down to one image); any other failure of a batch is retried image by image, so one
-  bad input costs one error.
+  bad input costs one error.  A :class:`ModelLoadError` from ``generate`` (a model
+  server that went away or refuses the key, see core.captioning.server) stops the job:
+  retrying image by image would only turn one outage into an error on every image.
 * **Commits per batch** in a short write session, so cancel (checked between batches)
   or a crash loses at most the batch in flight.
 """
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import select, update
 
 from core.allocator import release_free_memory
+from core.captioning.errors import ModelLoadError
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
 from core.filenames import for_display, to_os
@@ -85,8 +88,11 @@ class ResolvedModel:
     model_version_id: int | None
 
 
-def resolve_model(library: Library, model: str, adapter: str | None) -> ResolvedModel:
-    """A model-version name → its base model and adapter; a folder → its absolute path."""
+def resolve_model(library: Library, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
+    """A model-version name → its base model and adapter; a folder → its absolute path.
+    A server backend's model name is the server's, taken as it is."""
+    if backend != "local":
+        return ResolvedModel(model, None, None)  # the server's own model name
     with library.db.read() as session:
         version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
     if version is not None:
@@ -220,6 +226,8 @@ class _BatchCaptioner:
         if len(images) <= self.batch_size and inputs is not None:
             try:
                 return list(self.captioner.generate(inputs, self.settings))
+            except ModelLoadError:
+                raise
             except Exception as exc:  # noqa: BLE001 - sorted out below
                 return self._recover(images, exc)
         return self._in_chunks(images)
@@ -232,6 +240,8 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess(chunk, self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
+            except ModelLoadError:
+                raise
             except Exception as exc:  # noqa: BLE001 - OOM halves, anything else goes image by image
                 if _is_out_of_memory(exc) and self.batch_size > 1:
                     self._halve(exc)
@@ -260,6 +270,8 @@ class _BatchCaptioner:
             try:
                 batch = self.captioner.preprocess([image], self.settings)
                 results.extend(self.captioner.generate(batch, self.settings))
+            except ModelLoadError:
+                raise
             except Exception as exc:  # noqa: BLE001 - one image's failure is recorded for it
                 results.append(exc)
         return results
@@ -271,7 +283,11 @@ class _BatchCaptioner:
 
 
 def draft_size_for(captioner: Any) -> int:
-    """The JPEG draft size for *captioner*: a fraction of its processor's input size."""
+    """The JPEG draft size for *captioner*: its own ``draft_size`` (a server captioner's
+    upload size), else a fraction of its processor's input size."""
+    explicit = getattr(captioner, "draft_size", None)
+    if isinstance(explicit, int) and explicit > 0:
+        return explicit
     processor = getattr(captioner, "processor", None)
     image_processor = getattr(processor, "image_processor", processor)
     size = getattr(image_processor, "size", None)
@@ -374,7 +390,7 @@ def run_caption_job(
     """
     started = time.monotonic()
     if resolved is None:
-        resolved = resolve_model(library, spec.model, spec.adapter)
+        resolved = resolve_model(library, spec.model, spec.adapter, spec.backend)
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
@@ -384,6 +400,9 @@ def run_caption_job(
         "overwrite_model_captions": spec.overwrite_model_captions,
         "scope": describe_scope(spec.scope),
     }
+    if spec.backend != "local":
+        # The endpoint was validated credential- and query-free; the key is never here.
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
     with library.job("caption", params, CaptionJobStats(), progress) as run:
         stats = run.stats
         # An error whose cause went away (file restored, made readable) must not stick.
@@ -405,7 +424,14 @@ def run_caption_job(
             return stats
 
         owns_captioner = captioner is None
-        if captioner is None:
+        if captioner is None and spec.backend == "openai":
+            from core.captioning.server import load_server_captioner
+
+            captioner = load_server_captioner(
+                spec.endpoint or "", resolved.model_name, max_concurrency=spec.max_concurrency,
+                progress=lambda message: report(message),
+            )
+        elif captioner is None:
             from core.captioning import load_captioner
 
             captioner = load_captioner(
@@ -485,7 +511,8 @@ def _commit_batch(
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,
                 settings=provenance,
-                score=float(result.score),
+                # A server that returns no token log-probabilities gives no score.
+                score=float(result.score) if result.score is not None else None,
             )
             stats.captioned += 1
             changed.append(image_id)

@@ -13,7 +13,7 @@ from typing import Literal
 
 __all__ = ["GenerationError", "ModelLoadError"]
 
-LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device"]
+LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device", "server"]
 
 
 class ModelLoadError(Exception):
@@ -25,7 +25,9 @@ class ModelLoadError(Exception):
             ``"bad_model"`` (a folder that is not a loadable model),
             ``"unsupported"`` (a valid model of a family CaptionDesk cannot caption with),
             ``"bad_adapter"`` (LoRA/PEFT adapter missing or incompatible),
-            ``"device"`` (the requested device is not available).
+            ``"device"`` (the requested device is not available),
+            ``"server"`` (a model server that cannot be reached or refuses the API key;
+            raised mid-job too, by ``generate``, and it stops the job).
         model: The model id or folder the user asked for.
     """
 

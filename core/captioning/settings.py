@@ -21,7 +21,7 @@ from typing import Any
 from core.captioning import DEFAULT_MODEL
 from core.queries import ImageFilter
 
-__all__ = ["CaptionJobSpec", "CaptionScope", "GenerationSettings"]
+__all__ = ["BACKENDS", "CaptionJobSpec", "CaptionScope", "GenerationSettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +98,20 @@ class GenerationSettings:
 CaptionScope = ImageFilter | tuple[int, ...] | None
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Where captions come from: "local" loads a Hugging Face model in this process;
+#: "openai" sends images to an OpenAI-compatible chat-completions server
+#: (core.captioning.server; Ollama, LM Studio, llama.cpp's llama-server, vLLM).
+BACKENDS = ("local", "openai")
 
 
 @dataclass(frozen=True)
 class CaptionJobSpec:
-    """What to caption (``scope``), with which model and settings."""
+    """What to caption (``scope``), with which model and settings.
+
+    With ``backend="openai"``, ``model`` is the name the server knows the model by and
+    ``endpoint`` the server's base URL (e.g. ``http://localhost:11434/v1``); the API key
+    is never part of the spec (see :func:`core.captioning.server.resolve_api_key`).
+    """
 
     model: str = DEFAULT_MODEL
     adapter: str | None = None
@@ -113,6 +122,10 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
+    backend: str = "local"
+    endpoint: str | None = None
+    #: Server backend only: at most this many requests in flight at once.
+    max_concurrency: int = 4
     scope: CaptionScope = None
 
     def __post_init__(self) -> None:
@@ -124,16 +137,38 @@ class CaptionJobSpec:
             raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         if not isinstance(self.settings, GenerationSettings):
             raise ValueError(f"settings must be GenerationSettings, got {self.settings!r}")
+        self._check_backend()
         scope = self.scope
         if scope is not None and not isinstance(scope, ImageFilter):
             # Any sequence of ids becomes a tuple: the spec stays immutable.
             object.__setattr__(self, "scope", tuple(dict.fromkeys(int(i) for i in scope)))
+
+    def _check_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        conc = self.max_concurrency
+        if not isinstance(conc, int) or isinstance(conc, bool) or not 1 <= conc <= 64:
+            raise ValueError(f"max_concurrency must be an integer from 1 to 64, got {conc!r}")
+        if self.backend == "local":
+            if self.endpoint is not None:
+                raise ValueError(f"endpoint is only used with backend 'openai', got {self.endpoint!r}")
+            return
+        if self.adapter is not None:
+            raise ValueError(f"a server model cannot take a local adapter, got {self.adapter!r}")
+        from core.captioning.endpoints import normalize_endpoint
+
+        # normalize_endpoint raises ValueError naming the bad value (credentials redacted).
+        object.__setattr__(self, "endpoint", normalize_endpoint(self.endpoint))
 
     def with_(self, **changes: Any) -> CaptionJobSpec:
         return replace(self, **changes)
 
     def label(self) -> str:
         """The model as a person reads it: "base" or "base + adapter-folder-name"."""
+        if self.backend != "local":
+            from core.captioning.endpoints import endpoint_host
+
+            return f"{self.model} @ {endpoint_host(self.endpoint or '')}"
         return self.model if not self.adapter else f"{self.model} + {Path(self.adapter).name}"
 
     def to_dict(self) -> dict[str, Any]:

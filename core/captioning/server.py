@@ -1,0 +1,462 @@
+"""Captioning with a model server: an OpenAI-compatible chat-completions endpoint.
+
+Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the same
+``POST {endpoint}/chat/completions`` dialect, so one backend drives them all.
+:class:`ServerCaptioner` has the :class:`~core.captioning.base.Captioner` interface, so
+:func:`core.captioning.engine.run_caption_job` drives it like a local model:
+
+* ``preprocess`` (decode-ahead threads) shrinks each image to at most
+  ``max_image_side`` pixels and JPEG-encodes it into a ``data:`` URL: a 24-megapixel
+  photo would be ~10 MB of base64 and no vision model looks at more than ~1-2k pixels.
+* ``generate`` sends a batch's images concurrently, at most ``max_concurrency``
+  requests in flight (one shared ``httpx2.Client`` whose pool has that many
+  connections), retrying 429 (honouring ``Retry-After``), 5xx, timeouts and dropped
+  connections with exponential back-off.  A request that still fails becomes that
+  image's error (the engine marks it, like a local decoding failure) — except a server
+  that cannot be reached at all, refuses the API key or has no such model (404): that is one
+  :class:`~core.captioning.errors.ModelLoadError` (kind ``"server"``) for the whole
+  job, raised before anything is written, so nothing is lost and the same command
+  resumes once the server is up.
+
+The API key comes from ``$CAPTIONDESK_API_KEY``, ``$OPENAI_API_KEY`` or the OS keyring
+(service ``captiondesk``, user = the endpoint's host) and lives only in the client's
+headers: it is never part of the spec, the provenance (which records the endpoint's
+``host:port`` and the model), the job record or a log line, and any server message is
+scrubbed of it before it is shown.
+
+``httpx2`` (the maintained successor of ``httpx``, already installed as a dependency of
+``huggingface_hub``) is imported lazily so building a spec does not load it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .base import Captioner, CaptionResult
+from .endpoints import endpoint_host, normalize_endpoint
+from .errors import GenerationError, ModelLoadError
+
+if TYPE_CHECKING:
+    import httpx2
+    from PIL import Image
+
+    from .settings import GenerationSettings
+
+__all__ = [
+    "DEFAULT_SERVER_PROMPT",
+    "ServerCaptioner",
+    "endpoint_host",
+    "list_server_models",
+    "load_server_captioner",
+    "normalize_endpoint",
+    "resolve_api_key",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variables searched for the API key, in this order.
+API_KEY_VARIABLES = ("CAPTIONDESK_API_KEY", "OPENAI_API_KEY")
+#: OS keyring service name (the user name is the endpoint's host).
+KEYRING_SERVICE = "captiondesk"
+#: The instruction sent when the settings have no prompt (a chat model needs one).
+DEFAULT_SERVER_PROMPT = "Write a one-sentence caption describing this photo. Reply with the caption only."
+#: Longest side of an uploaded image.
+DEFAULT_MAX_IMAGE_SIDE = 1024
+#: Longest wait a server's Retry-After may impose before one retry.
+MAX_RETRY_AFTER_S = 60.0
+_RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def resolve_api_key(endpoint: str | None = None) -> str | None:
+    """The API key: ``$CAPTIONDESK_API_KEY``, ``$OPENAI_API_KEY``, else the OS keyring
+    (``keyring`` package, if installed: service ``captiondesk``, user = endpoint host).
+    ``None`` when there is none (local servers usually need none)."""
+    for name in API_KEY_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    try:
+        import keyring
+    except ImportError:
+        return None
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, endpoint_host(endpoint) if endpoint else "default")
+    except Exception as exc:  # noqa: BLE001 - a broken keyring backend must not stop captioning
+        log.info("no API key from the OS keyring (%s)", type(exc).__name__)
+        return None
+    return value or None
+
+
+def _server_root(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def _is_loopback(endpoint: str) -> bool:
+    import ipaddress
+
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _client(endpoint: str, api_key: str | None, *, timeout: float, connections: int) -> httpx2.Client:
+    import httpx2
+
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return httpx2.Client(
+        headers=headers,
+        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
+        limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
+        # A server on this machine is never reached through a system proxy (which would
+        # see the key); a remote one honours the proxy and CA settings of the environment.
+        trust_env=not _is_loopback(endpoint),
+    )
+
+
+def _unreachable(endpoint: str, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"The model server at {endpoint} cannot be reached ({type(exc).__name__}: {exc}). "
+        "Is it running? Start it (e.g. `ollama serve`) or check --endpoint; nothing was changed, "
+        "run the same command again once it is up.",
+        kind="server", model=endpoint,
+    )
+
+
+def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: float = 5.0) -> list[str]:
+    """The model names a server offers, sorted, for the GUI's model picker.
+
+    Asks the OpenAI ``GET {endpoint}/models`` first; Ollama's own ``GET /api/tags``
+    when that is missing.  ``ModelLoadError`` (kind ``"server"``) when the server
+    cannot be reached or answers neither.
+    """
+    import httpx2
+
+    endpoint = normalize_endpoint(endpoint)
+    key = api_key if api_key is not None else resolve_api_key(endpoint)
+    with _client(endpoint, key, timeout=timeout, connections=1) as client:
+        attempts: list[tuple[str, Callable[[Any], list[str]]]] = [
+            (f"{endpoint}/models", lambda body: [str(m["id"]) for m in body["data"]]),
+            (f"{_server_root(endpoint)}/api/tags", lambda body: [str(m["name"]) for m in body["models"]]),
+        ]
+        problems = []
+        for url, names in attempts:
+            try:
+                response = client.get(url)
+            except httpx2.TransportError as exc:
+                raise _unreachable(endpoint, exc) from None
+            if response.status_code in (401, 403):
+                raise _refused(endpoint, response, key)
+            try:
+                response.raise_for_status()
+                return sorted(set(names(response.json())))
+            except (httpx2.HTTPStatusError, ValueError, KeyError, TypeError) as exc:
+                problems.append(f"{urlsplit(url).path}: {_scrub(str(exc), key)[:120]}")
+    raise ModelLoadError(f"The server at {endpoint} did not list its models ({'; '.join(problems)}).",
+                         kind="server", model=endpoint)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _scrub(text: str, key: str | None) -> str:
+    """*text* without the API key (a server may echo the Authorization header back)."""
+    return text.replace(key, "***") if key else text
+
+
+def _error_message(response: httpx2.Response, key: str | None) -> str:
+    """The server's own explanation: the OpenAI error object's message, else the body's start."""
+    try:
+        body = response.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return _scrub(str(message), key)[:300]
+    except ValueError:
+        pass
+    return _scrub(response.text.strip(), key)[:200] or response.reason_phrase
+
+
+def _refused(endpoint: str, response: httpx2.Response, key: str | None) -> ModelLoadError:
+    hint = ("set CAPTIONDESK_API_KEY (or OPENAI_API_KEY) to a valid key" if key is None
+            else "the key in CAPTIONDESK_API_KEY / OPENAI_API_KEY / the keyring is not accepted")
+    return ModelLoadError(
+        f"The model server at {endpoint} refused the request (HTTP {response.status_code}: "
+        f"{_error_message(response, key)}); {hint}.",
+        kind="server", model=endpoint,
+    )
+
+
+class ServerRequestError(GenerationError):
+    """One image's request failed for good (after retries, or a non-retryable answer)."""
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+    except ValueError:
+        return None  # an HTTP date: rare from model servers; fall back to back-off
+
+
+# --------------------------------------------------------------------------- captioner
+
+
+@dataclass(frozen=True)
+class ServerBatch:
+    """Preprocessed images: JPEG ``data:`` URLs, and the prompt they go with."""
+
+    urls: list[str]
+    prompt: str
+
+
+class ServerCaptioner(Captioner):
+    """A model behind an OpenAI-compatible chat-completions endpoint.
+
+    Thread-safety: :meth:`preprocess` is pure; :meth:`generate` may run from one thread
+    at a time (it fans out to its own pool of ``max_concurrency`` threads).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 4,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+        jpeg_quality: int = 85,
+    ) -> None:
+        self.endpoint = normalize_endpoint(endpoint)
+        self.model = model
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = max(0, int(max_retries))
+        self.backoff = backoff
+        self.max_image_side = max_image_side
+        self.jpeg_quality = jpeg_quality
+        #: Decode JPEGs at a draft scale near the upload size (read by the engine).
+        self.draft_size = max(64, max_image_side * 3 // 4)
+        self._key = api_key
+        self._client = _client(self.endpoint, api_key, timeout=timeout, connections=self.max_concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="caption-server")
+        self._fatal = threading.Event()
+        self._identity = {
+            "backend": "openai",
+            "family": "openai",
+            "endpoint": endpoint_host(self.endpoint),
+            "model": model,
+            "adapter": None,
+            "revision": None,
+            "optimizations": [],
+        }
+
+    def __repr__(self) -> str:  # never the key
+        return f"ServerCaptioner({self.endpoint!r}, {self.model!r}, max_concurrency={self.max_concurrency})"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    @property
+    def device(self) -> str:  # type: ignore[override]
+        # Not a torch device: the engine only prints it and picks decode-ahead threads
+        # for anything that is not the CPU, which suits waiting on a server.
+        return "server"
+
+    @property
+    def dtype(self) -> None:  # type: ignore[override]
+        return None
+
+    def preprocess(self, images: Sequence[Image.Image], settings: GenerationSettings) -> ServerBatch:
+        """Each image shrunk to ``max_image_side`` and JPEG-encoded as a ``data:`` URL."""
+        from PIL import Image as PILImage
+
+        urls = []
+        for image in images:
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            if max(rgb.size) > self.max_image_side:
+                rgb = rgb.copy()  # thumbnail works in place; the caller's image stays as it was
+                rgb.thumbnail((self.max_image_side, self.max_image_side), PILImage.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            rgb.save(buffer, "JPEG", quality=self.jpeg_quality)
+            urls.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+        return ServerBatch(urls, settings.prompt or DEFAULT_SERVER_PROMPT)
+
+    def request_body(self, url: str, prompt: str, settings: GenerationSettings) -> dict[str, Any]:
+        """The chat-completions request for one image.
+
+        ``temperature`` 0 matches the local models' greedy decoding; beams, minimum
+        length and repetition penalty have no portable chat-completions equivalent.
+        """
+        return {
+            "model": self.model,
+            "messages": [{
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": prompt},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }],
+            "max_tokens": settings.max_new_tokens,
+            "temperature": 0,
+            "stream": False,
+        }
+
+    def generate(self, batch: ServerBatch, settings: GenerationSettings) -> list[CaptionResult | BaseException]:  # type: ignore[override]
+        """One result per image: a :class:`CaptionResult`, or the exception that image's
+        request ended with (the engine records it as that image's error).
+
+        Raises :class:`ModelLoadError` (kind ``"server"``) when the server is
+        unreachable or refuses the key: the whole job stops before this batch is written.
+        """
+        if batch.prompt != (settings.prompt or DEFAULT_SERVER_PROMPT):
+            raise GenerationError("the batch was prepared with a different prompt")
+        self._fatal.clear()
+        futures = [self._pool.submit(self._caption_one, url, batch.prompt, settings) for url in batch.urls]
+        results: list[CaptionResult | BaseException] = []
+        fatal: ModelLoadError | None = None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except ModelLoadError as exc:
+                fatal = fatal or exc
+            except Exception as exc:  # noqa: BLE001 - one image's failure is that image's error
+                results.append(exc)
+        if fatal is not None:
+            raise fatal
+        return results
+
+    def _caption_one(self, url: str, prompt: str, settings: GenerationSettings) -> CaptionResult:
+        import httpx2
+
+        body = self.request_body(url, prompt, settings)
+        chat_url = f"{self.endpoint}/chat/completions"
+        attempt = 0
+        while True:
+            if self._fatal.is_set():
+                raise GenerationError("skipped: the server failed")
+            wait: float | None = None
+            try:
+                response = self._client.post(chat_url, json=body)
+            except httpx2.TimeoutException as exc:
+                problem: str = f"timed out ({type(exc).__name__})"
+            except httpx2.TransportError as exc:
+                # Refused/reset connections: retried like a 503 (a server restarting),
+                # then the job stops with one error instead of failing every image.
+                if attempt >= self.max_retries:
+                    self._fatal.set()
+                    raise _unreachable(self.endpoint, exc) from None
+                problem = f"connection failed ({type(exc).__name__})"
+            else:
+                if response.status_code == 200:
+                    return self._parse(response)
+                if response.status_code in (401, 403):
+                    self._fatal.set()
+                    raise _refused(self.endpoint, response, self._key)
+                if response.status_code == 404:
+                    # No such model (Ollama: "model not found, try pulling it first") or no
+                    # chat-completions route: the same for every image, so it stops the job.
+                    self._fatal.set()
+                    raise ModelLoadError(
+                        f"The server at {self.endpoint} has no model '{self.model}' or no chat-completions API "
+                        f"(HTTP 404: {_error_message(response, self._key)}). Pick one of the models the server "
+                        "lists, or check --endpoint.", kind="server", model=self.model)
+                problem = f"HTTP {response.status_code}: {_error_message(response, self._key)}"
+                if response.status_code not in _RETRY_STATUS:
+                    raise ServerRequestError(f"the server rejected the image ({problem})")
+                wait = _retry_after(response)
+            if attempt >= self.max_retries:
+                raise ServerRequestError(f"the server failed {attempt + 1} times; last: {problem}")
+            if wait is None:
+                # Exponential back-off with jitter, so concurrent retries do not arrive together.
+                wait = self.backoff * (2 ** attempt) * (0.5 + random.random())  # noqa: S311 - not crypto
+            log.info("server request failed (%s); retry %d/%d in %.1f s", problem, attempt + 1, self.max_retries, wait)
+            time.sleep(wait)
+            attempt += 1
+
+    def _parse(self, response: httpx2.Response) -> CaptionResult:
+        """``choices[0].message.content`` of a chat completion; the score from the
+        returned token log-probabilities when the server sent any (else ``None``)."""
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise ServerRequestError(
+                f"the server's answer is not valid JSON: {_scrub(response.text, self._key)[:80]!r}") from None
+        try:
+            choice = body["choices"][0]
+            content = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise ServerRequestError(
+                f"the server's answer has no choices[0].message.content: {_scrub(str(body), self._key)[:120]}"
+            ) from None
+        if isinstance(content, list):  # content parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise ServerRequestError(f"the server's caption is not text: {content!r}"[:160])
+        score = None
+        logprobs = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+        if logprobs:
+            values = [float(t["logprob"]) for t in logprobs if isinstance(t, dict) and "logprob" in t]
+            score = sum(values) / len(values) if values else None
+        return CaptionResult(content.strip(), score)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+
+
+def load_server_captioner(
+    endpoint: str,
+    model: str,
+    *,
+    max_concurrency: int = 4,
+    api_key: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> ServerCaptioner:
+    """A :class:`ServerCaptioner`, after checking that the server answers.
+
+    A dead server fails here, with one clear :class:`ModelLoadError`, before the job
+    touches anything.  A model the server does not list is only logged: some servers
+    (llama-server) serve whatever they were started with under any name.
+    """
+    report = progress or (lambda _msg: None)
+    endpoint = normalize_endpoint(endpoint)
+    key = api_key if api_key is not None else resolve_api_key(endpoint)
+    report(f"Connecting to {endpoint}")
+    try:
+        names = list_server_models(endpoint, api_key=key)
+    except ModelLoadError as exc:
+        if "did not list" not in str(exc):
+            raise
+        names = []
+    if names and model not in names and f"{model}:latest" not in names:
+        log.warning("model %r is not among the server's models %s", model, names[:20])
+    report(f"Captioning with {model} on {endpoint_host(endpoint)}")
+    return ServerCaptioner(endpoint, model, api_key=key, max_concurrency=max_concurrency, **options)

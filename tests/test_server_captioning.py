@@ -1,0 +1,354 @@
+"""The model-server backend against a real HTTP server process on 127.0.0.1
+(tests/fake_openai_server.py speaks the OpenAI chat-completions shape)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from core.captioning.engine import run_caption_job
+from core.captioning.errors import ModelLoadError
+from core.captioning.server import (
+    ServerCaptioner,
+    endpoint_host,
+    list_server_models,
+    normalize_endpoint,
+)
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.export import export_dataset
+from core.library import Library
+from core.models import Caption, Image, ImageState
+from tests.imagegen import write_jpeg
+
+SERVER_SCRIPT = Path(__file__).with_name("fake_openai_server.py")
+SECRET = "sk-test-7f3a9c1e55d2b8406e9a"
+
+
+class FakeServer:
+    """The fake server process: its endpoint, scripting and counters."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}/v1"
+
+    def script(self, **behaviour: object) -> None:
+        httpx2.post(f"http://127.0.0.1:{self.port}/_control", json=behaviour, trust_env=False).raise_for_status()
+
+    def counters(self) -> dict:
+        return httpx2.get(f"http://127.0.0.1:{self.port}/_control", trust_env=False).json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _start_server() -> FakeServer:
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("PORT "), line
+    return FakeServer(process, int(line.split()[1]))
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    fake = _start_server()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CAPTIONDESK_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _photos(library: Library, folder: Path, colors: list[tuple[int, int, int]], size=(1600, 1200)) -> list[int]:
+    for i, color in enumerate(colors):
+        write_jpeg(folder / f"{i:02}.jpg", color=color, size=size, seed=i)
+    library.scan([library.add_root(folder).id])
+    with library.db.read() as session:
+        return list(session.scalars(select(Image.id).order_by(Image.rel_path)))
+
+
+def _current(library: Library) -> dict[int, Caption]:
+    with library.db.read() as session:
+        return {c.image_id: c for c in session.scalars(select(Caption).where(Caption.is_current.is_(True)))}
+
+
+def _spec(server: FakeServer, **changes: object) -> CaptionJobSpec:
+    values: dict = {"backend": "openai", "endpoint": server.endpoint, "model": "llava:latest", "batch_size": 4}
+    values.update(changes)
+    return CaptionJobSpec(**values)
+
+
+GREEN, RED = (20, 200, 20), (200, 40, 40)
+
+
+def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    ids = _photos(library, photo_dir, [GREEN] * 5)
+    spec = _spec(server, settings=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
+    stats = run_caption_job(library, spec)
+
+    assert (stats.captioned, stats.errors) == (5, 0)
+    current = _current(library)
+    assert sorted(current) == sorted(ids)
+    counters = server.counters()
+    # 1600x1200 photos are uploaded as JPEGs of at most 1024 px.
+    assert counters["uploaded_sizes"] == [[1024, 768]] * 5
+    assert set(counters["formats"]) == {"JPEG"}
+    assert counters["prompts"] == ["Describe the photo in one line."] * 5
+    for caption in current.values():
+        assert caption.text == "a 1024x768 green photo"  # whitespace stripped
+        assert caption.model_name == "llava:latest"
+        assert caption.score is None  # the server sent no log-probabilities
+        identity = caption.settings["identity"]
+        assert identity["backend"] == "openai"
+        assert identity["endpoint"] == f"127.0.0.1:{server.port}"
+        assert identity["model"] == "llava:latest"
+        assert caption.settings["generation"]["prompt"] == "Describe the photo in one line."
+    job = library.jobs("caption")[-1]
+    assert job.params["endpoint"] == server.endpoint and job.params["backend"] == "openai"
+
+    # Resuming: nothing left to do, no request sent.
+    again = run_caption_job(library, spec)
+    assert (again.captioned, again.skipped) == (0, 5)
+    assert server.counters()["chat_requests"] == 5
+
+
+def test_429_5xx_and_timeouts_are_retried(library: Library, photo_dir: Path, server: FakeServer) -> None:
+    _photos(library, photo_dir, [GREEN] * 4, size=(64, 48))
+    server.script(queue=["429", "500", "503", "slow", "429-noheader"])
+    captioner = ServerCaptioner(server.endpoint, "llava:latest", max_concurrency=2, timeout=1.0, backoff=0.05)
+    started = time.monotonic()
+    stats = run_caption_job(library, _spec(server), captioner=captioner)
+    captioner.close()
+
+    assert (stats.captioned, stats.errors) == (4, 0), stats.problems
+    assert {c.text for c in _current(library).values()} == {"a 64x48 green photo"}
+    counters = server.counters()
+    assert counters["chat_requests"] == 4 + 5  # each failure retried once, then answered
+    assert counters["behaviours"][:5] == ["429", "500", "503", "slow", "429-noheader"]
+    # Retry-After: 1 was honoured (back-off alone is 0.05-0.1 s here).
+    assert time.monotonic() - started >= 1.0
+
+
+def test_an_image_whose_requests_keep_failing_is_that_images_error(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    ids = _photos(library, photo_dir, [GREEN, RED, GREEN], size=(64, 48))
+    server.script(fail_colors=["red"])  # malformed JSON for the red photo, every time
+    captioner = ServerCaptioner(server.endpoint, "llava:latest", max_retries=1, backoff=0.01)
+    stats = run_caption_job(library, _spec(server), captioner=captioner)
+    captioner.close()
+
+    assert (stats.captioned, stats.errors) == (2, 1)
+    assert "not valid JSON" in stats.problems[0] and "01.jpg" in stats.problems[0]
+    assert sorted(_current(library)) == sorted([ids[0], ids[2]])
+    with library.db.read() as session:  # the file is fine: it stays OK, to retry later
+        assert session.get(Image, ids[1]).state == ImageState.OK.value
+
+
+def test_a_dead_server_gives_one_clear_error_and_nothing_is_lost(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    ids = _photos(library, photo_dir, [GREEN] * 3, size=(64, 48))
+    spec = _spec(server)
+    run_caption_job(library, spec.with_(scope=(ids[0],)))
+    before = {i: c.text for i, c in _current(library).items()}
+    server.stop()
+
+    with pytest.raises(ModelLoadError) as raised:
+        run_caption_job(library, spec)
+    message = str(raised.value)
+    assert raised.value.kind == "server"
+    assert f"127.0.0.1:{server.port}" in message and "cannot be reached" in message and "Is it running?" in message
+    assert {i: c.text for i, c in _current(library).items()} == before
+    with library.db.read() as session:
+        assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
+    assert library.jobs("caption")[-1].state == "failed"
+
+
+def test_a_server_that_dies_mid_job_stops_it_keeping_the_committed_batches(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 4, size=(64, 48))
+    captioner = ServerCaptioner(server.endpoint, "llava:latest", max_retries=1, backoff=0.01)
+    done: list[list[int]] = []
+
+    def after_batch(changed: list[int]) -> None:
+        done.append(changed)
+        server.stop()  # after the first batch of two
+
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        run_caption_job(library, _spec(server, batch_size=2), captioner=captioner, on_batch=after_batch)
+    captioner.close()
+    assert sorted(_current(library)) == sorted(done[0])  # the first batch is kept, no error marks
+    with library.db.read() as session:
+        assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
+
+
+def test_concurrency_bound_is_respected(library: Library, photo_dir: Path, server: FakeServer) -> None:
+    _photos(library, photo_dir, [GREEN] * 8, size=(64, 48))
+    server.script(delay=0.3)
+    stats = run_caption_job(library, _spec(server, batch_size=8, max_concurrency=3))
+    assert stats.captioned == 8
+    # 8 requests of 0.3 s each: three at a time, never more.
+    assert server.counters()["max_in_flight"] == 3
+
+
+def test_the_api_key_is_sent_but_never_stored_logged_or_exported(
+    library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 3, size=(64, 48))
+    monkeypatch.setenv("CAPTIONDESK_API_KEY", SECRET)
+    server.script(api_key=SECRET, queue=["429"])
+    caplog.set_level(logging.DEBUG)  # httpx2/httpcore debug logging included
+    stats = run_caption_job(library, _spec(server))
+    assert stats.captioned == 3
+    assert server.counters()["authorized"] == 4  # every request carried the key
+
+    for fmt in ("imagefolder", "csv", "coco", "parquet"):
+        export_dataset(library, fmt, tmp_path / "export" / fmt, val_ratio=0)
+    library.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("library.db*"))
+    exported = b"".join(p.read_bytes() for p in (tmp_path / "export").rglob("*") if p.is_file())
+    assert b"llava:latest" in stored and b"llava:latest" in exported  # the provenance is there...
+    assert SECRET.encode() not in stored  # ...the key is not
+    assert SECRET.encode() not in exported
+    assert caplog.records and SECRET not in caplog.text
+
+
+def test_a_wrong_key_stops_the_job_with_one_error_that_does_not_show_it(
+    library: Library, photo_dir: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 2, size=(64, 48))
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server.script(api_key="sk-another-key")
+    with pytest.raises(ModelLoadError, match="refused the request .HTTP 401: Incorrect API key") as raised:
+        run_caption_job(library, _spec(server))
+    assert SECRET not in str(raised.value)
+    assert _current(library) == {}
+
+
+def test_the_cli_captions_with_a_server_and_reports_a_dead_one_in_one_line(
+    library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 2, size=(64, 48))
+    db = str(tmp_path / "library.db")
+    library.close()
+    command = [sys.executable, "-m", "captiondesk", "--library", db, "caption", "--all",
+               "--backend", "openai", "--endpoint", server.endpoint, "--model", "llava:latest"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CAPTIONDESK_API_KEY": SECRET}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 captioned" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+
+    server.stop()
+    failed = subprocess.run([*command, "--overwrite-model-captions"], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert failed.returncode == 2
+    errors = [line for line in failed.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "cannot be reached" in errors[0], failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_model_discovery_openai_and_ollama(server: FakeServer) -> None:
+    assert list_server_models(server.endpoint) == ["llava:latest", "qwen2.5vl:7b"]
+    # Ollama without the OpenAI /v1/models route: its own /api/tags.
+    server.script(openai_models=False, models=["moondream:latest", "llava:13b"])
+    assert list_server_models(f"http://127.0.0.1:{server.port}") == ["llava:13b", "moondream:latest"]
+    server.stop()
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        list_server_models(server.endpoint)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"backend": "grpc"}, "backend must be one of local, openai, got 'grpc'"),
+        ({"backend": "openai", "endpoint": None}, "endpoint must be the server's URL"),
+        ({"backend": "openai", "endpoint": "ftp://host/v1"}, "got 'ftp://host/v1'"),
+        ({"backend": "openai", "endpoint": "http://bob:hunter2@host/v1"}, r"got 'http://\*\*\*@host/v1'"),
+        ({"backend": "openai", "endpoint": "http://host/v1?key=abc"}, "query string"),
+        ({"backend": "openai", "endpoint": "http://h/v1", "max_concurrency": 0}, "max_concurrency .* got 0"),
+        ({"endpoint": "http://h/v1"}, "only used with backend 'openai'"),
+    ],
+)
+def test_spec_validation_names_the_bad_value(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        CaptionJobSpec(**changes)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_endpoint_normalisation_and_round_trip() -> None:
+    assert normalize_endpoint("http://localhost:11434") == "http://localhost:11434/v1"
+    assert normalize_endpoint(" http://localhost:1234/v1/ ") == "http://localhost:1234/v1"
+    assert endpoint_host("http://localhost:11434/v1") == "localhost:11434"
+    spec = CaptionJobSpec(backend="openai", endpoint="http://127.0.0.1:8080", model="m", max_concurrency=2)
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert CaptionJobSpec.from_dict(data) == spec
+    assert spec.label() == "m @ 127.0.0.1:8080"
+
+
+def test_caption_dialog_picks_a_server_model(qtbot, server: FakeServer) -> None:
+    from desktop_app.dialogs import CaptionDialog
+
+    dialog = CaptionDialog(defaults=CaptionJobSpec(adapter="/adapters/mine"), known_models=[], selection_count=0,
+                           filter_count=0, uncaptioned_count=3)
+    qtbot.addWidget(dialog)
+    assert not dialog.endpoint.isEnabled() and dialog.adapter.isEnabled()
+    dialog.backend.setCurrentIndex(dialog.backend.findData("openai"))
+    assert dialog.endpoint.isEnabled() and not dialog.adapter.isEnabled()
+    dialog.endpoint.setText(server.endpoint)
+    assert dialog.load_server_models() == ["llava:latest", "qwen2.5vl:7b"]
+    assert [dialog.model.itemText(i) for i in range(dialog.model.count())] == ["llava:latest", "qwen2.5vl:7b"]
+    dialog.max_concurrency.setValue(2)
+    spec = dialog.spec()
+    assert (spec.backend, spec.endpoint, spec.model, spec.adapter, spec.max_concurrency) == (
+        "openai", server.endpoint, "llava:latest", None, 2)
+    # Back to a local model: the spec has no endpoint (the field keeps the text for later).
+    dialog.backend.setCurrentIndex(dialog.backend.findData("local"))
+    assert (dialog.spec().backend, dialog.spec().endpoint) == ("local", None)
+    dialog.backend.setCurrentIndex(dialog.backend.findData("openai"))
+    dialog.endpoint.setText("localhost:11434")
+    with pytest.raises(ValueError, match="must start with http"):
+        dialog.spec()
+
+
+def test_a_model_the_server_does_not_have_stops_the_job(library: Library, photo_dir: Path, server: FakeServer) -> None:
+    _photos(library, photo_dir, [GREEN] * 3, size=(64, 48))
+    server.script(strict_models=True)
+    with pytest.raises(ModelLoadError, match="has no model 'llava:7b' .*not found, try pulling it first"):
+        run_caption_job(library, _spec(server, model="llava:7b"))
+    assert server.counters()["chat_requests"] <= 3  # not retried
+    assert _current(library) == {}
+    with library.db.read() as session:
+        assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
+
+
+def test_the_cli_wants_the_servers_model_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from captiondesk.cli import main
+
+    code = main(["--library", str(tmp_path / "lib.db"), "caption", "--all", "--backend", "openai",
+                 "--endpoint", "http://127.0.0.1:9/v1"])
+    assert code == 2
+    assert "name the server's model with --model" in capsys.readouterr().err

@@ -735,11 +735,3 @@ def _write_one(
     }
 
 
-def metadata_available() -> bool:
-    """Whether pyexiv2 is installed (for a GUI that greys out the metadata actions)."""
-    try:
-        _pyexiv2()
-    except MetadataUnavailable:
-        return False
-    return True
-

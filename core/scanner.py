@@ -479,8 +479,3 @@ def recheck_errors(
         with db.write() as session:
             session.connection().execute(stmt, recovered)
     return len(recovered)
-
-
-def count_images(db: Database) -> int:
-    with db.read() as session:
-        return session.scalar(select(func.count(Image.id))) or 0

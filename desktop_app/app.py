@@ -2,7 +2,7 @@
 
 ``main()`` shows the window first and opens the library afterwards on a worker thread
 (opening may migrate and back up a big file), so the window appears at once whatever
-the library's size.  ``captiondesk-gui FOLDER`` (``main(["FOLDER"])``) adds the folder,
+the library's size.  ``captiondesk FOLDER`` (``main(["FOLDER"])``) adds the folder,
 scans it in the background and shows it.
 
 Unexpected exceptions in Qt callbacks are caught by :func:`_install_excepthook` and shown

@@ -5,7 +5,9 @@ Threading (the rule: the GUI thread only paints and answers the user):
 * the grid's id list, sidebar counts and opening a library run on ``self.pool``;
   results return through :func:`desktop_app.background.submit`;
 * thumbnails and the preview decode on ``self.pool`` too (:mod:`desktop_app.thumbnails`);
-* a scan runs on ``self.scan_pool`` (one thread) with progress as queued signals;
+* a scan runs in a child process (:func:`core.scan_process.scan_in_subprocess`, so a
+  100k-file scan never competes with painting for the GIL), watched from ``self.scan_pool``
+  (one thread) with progress as queued signals;
 * captioning runs on the long-lived inference thread of
   :class:`~desktop_app.worker.CaptionService`;
 * caption edits are short write transactions on the GUI thread (a person's single edit

@@ -28,7 +28,6 @@ from core.captions import set_human_caption
 from core.library import Library
 from core.models import Image
 from tests.imagegen import write_jpeg
-from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 #: "Captioning: 4/40 img (captioned 4, ...)": the CLI's progress line on a non-terminal stderr.

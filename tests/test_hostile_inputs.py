@@ -30,7 +30,7 @@ from core.library import Library
 from core.models import Caption, Image
 from core.queries import ImageFilter, filtered_ids, find_pattern, find_replace_candidates
 from tests.imagegen import write_jpeg
-from tests.test_export import current_captions, images_by_path, run_cli
+from tests.library_helpers import current_captions, images_by_path, run_cli
 
 SECRET = "root:x:0:0:secret-line-from-outside"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ from core.filenames import for_display, to_os, to_stored
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import write_jpeg
-from tests.model_fixtures import tiny_model_dirs  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
 CAFE = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name: not valid UTF-8

@@ -23,8 +23,8 @@ from core.models import Caption, CaptionSource, Image
 from core.splits import assign_split
 from core.training.metrics import bleu4, rouge_l, tokenize
 from tests.imagegen import write_jpeg
-from tests.test_export import current_captions, run_cli
-from tests.test_metadata import make_photo
+from tests.library_helpers import current_captions, run_cli
+from tests.library_helpers import make_photo
 
 ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
 
@@ -255,7 +255,7 @@ def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: 
 
     from PIL import Image as PILImage
 
-    from tests.test_export import make_captioned_library
+    from tests.library_helpers import make_captioned_library
 
     texts = make_captioned_library(library, photo_dir, count=12)  # 12 JPEGs in 3 sub-folders + a HEIC
     for name in ("scan.tif", "anim.gif"):

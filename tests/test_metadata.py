@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
-import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import IptcImagePlugin
@@ -32,7 +31,7 @@ from core.metadata import (
 )
 from core.models import Image
 from tests.imagegen import write_jpeg
-from tests.test_export import images_by_path, run_cli, write_heic
+from tests.library_helpers import images_by_path, make_photo, run_cli, write_heic
 
 CAPTION = "Café – 東京の桜 🌸 at dusk"
 ASCII_CAPTION = "A red tram crossing a bridge"
@@ -44,28 +43,6 @@ IN_FILE_FORMATS = ["jpg", "png", "tif", "webp"]
 
 
 # -- test images and independent readers -------------------------------------------------------
-
-
-def make_photo(path: Path, *, seed: int = 0) -> Path:
-    """A noisy image (so compression is not trivial) with camera EXIF already in it."""
-    rng = np.random.default_rng(seed)
-    image = PILImage.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), "RGB")
-    exif = PILImage.Exif()
-    exif[0x010F] = "TestCam"  # Make
-    exif[0x0110] = "Model 1"  # Model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".jpg":
-        image.save(path, "JPEG", quality=90, exif=exif.tobytes())
-    elif suffix == ".png":
-        image.save(path, "PNG", exif=exif.tobytes())
-    elif suffix == ".webp":
-        image.save(path, "WEBP", quality=80, exif=exif.tobytes())
-    elif suffix == ".tif":
-        image.save(path, "TIFF", tiffinfo={0x010F: "TestCam", 0x0110: "Model 1"})
-    else:
-        raise ValueError(suffix)
-    return path
 
 
 def pixels(path: Path) -> tuple[str, tuple[int, int], bytes]:

@@ -52,6 +52,7 @@ def _run(code: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_freed_blocks_are_reused_instead_of_faulted_in_again() -> None:
     default = _run(FAULTS_SCRIPT.format(root=str(ROOT), tune=False))
     tuned = _run(FAULTS_SCRIPT.format(root=str(ROOT), tune=True))
@@ -69,6 +70,7 @@ def test_environment_switch_turns_the_tuning_off() -> None:
     assert off["faults"] > 100_000
 
 
+@pytest.mark.slow
 def test_loading_a_cpu_captioner_tunes_the_allocator(tiny_blip_dir: Path) -> None:
     code = f"""
 import json, sys

@@ -34,6 +34,7 @@ def _current_rows(db_path: Path) -> dict[str, Caption]:
     return {rel: caption for rel, caption in rows}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path, capsys) -> None:
     photos = _photos(tmp_path / "photos")
@@ -59,6 +60,7 @@ def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path
     assert "0 captioned, 10 skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_rerun_never_overwrites_human_and_adapter_is_a_new_version(tiny_model_dirs, tmp_path: Path, capsys) -> None:
     photos = tmp_path / "photos"
     for i in range(3):
@@ -86,6 +88,7 @@ def test_broken_model_folder_is_a_clean_error(tmp_path: Path, capsys) -> None:
     assert code == 2 and "not-a-model" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_unreachable_hub_is_a_clean_error(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
     photos = tmp_path / "photos"

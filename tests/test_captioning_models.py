@@ -225,6 +225,7 @@ def test_optimization_plans() -> None:
 # --------------------------------------------------------------------------- every family
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_family_loads_and_captions(name: str, tiny_model_dirs: dict[str, Path]) -> None:
     folder = tiny_model_dirs[name]
@@ -324,6 +325,7 @@ def test_close_releases_the_model(tiny_blip_dir: Path) -> None:
 # --------------------------------------------------------------------------- scores
 
 
+@pytest.mark.slow
 def test_scores_match_transformers_and_a_teacher_forced_pass(trained_blip_dir: Path) -> None:
     captioner = load_captioner(trained_blip_dir, optimize="none")
     model = captioner.model
@@ -390,6 +392,7 @@ def test_sequence_scores_masks_everything_after_eos() -> None:
     )
 
 
+@pytest.mark.slow
 def test_trained_model_captions_and_prompt_is_stripped(trained_blip_dir: Path) -> None:
     captioner = load_captioner(trained_blip_dir, optimize="none")
     images, captions = tiny_models.shape_dataset(24, seed=11)
@@ -615,6 +618,7 @@ def _make_adapter(base_dir: Path, out: Path, *, target_modules: list[str], seed:
     return peft_model.eval()
 
 
+@pytest.mark.slow
 def test_adapter_changes_captions_and_matches_peft(tmp_path: Path, trained_blip_dir: Path) -> None:
     from core.captioning.families.blip import BlipCaptioner
 
@@ -645,6 +649,7 @@ def test_adapter_changes_captions_and_matches_peft(tmp_path: Path, trained_blip_
     _check_results(fast.caption(images, settings), len(images))
 
 
+@pytest.mark.slow
 def test_adapter_errors(tmp_path: Path, tiny_blip_dir: Path, tiny_model_dirs: dict[str, Path]) -> None:
     with pytest.raises(ModelLoadError) as info:
         load_captioner(tiny_blip_dir, adapter=tmp_path / "missing-adapter")

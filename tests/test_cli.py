@@ -53,6 +53,7 @@ def test_library_from_environment(tmp_path: Path, photo_dir: Path, monkeypatch) 
         (["add"], "required"),
     ],
 )
+@pytest.mark.slow
 def test_user_errors_are_one_line_no_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "l.db"), *argv],
@@ -96,6 +97,7 @@ def test_help_documents_the_exit_status_scheme() -> None:
     [["caption", "--batch-size", "many"], ["export", "tarball", "out"], ["status", "--bogus"],
      ["models", "rename", "only-one"], ["train", "--name", "x"]],
 )
+@pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path: Path, argv: list[str]) -> None:
     result = _cli("--library", str(tmp_path / "l.db"), *argv)
     assert result.returncode == 2, result.stderr
@@ -116,6 +118,7 @@ def test_status_and_models_list_json(tmp_path: Path, photo_dir: Path, capsys: py
     assert json.loads(capsys.readouterr().out) == {"command": "models list", "exit_code": 0, "versions": []}
 
 
+@pytest.mark.slow
 def test_user_error_with_json_is_still_one_object(tmp_path: Path) -> None:
     result = _cli("--library", str(tmp_path / "l.db"), "scan", "--json")
     assert result.returncode == 2
@@ -124,6 +127,7 @@ def test_user_error_with_json_is_still_one_object(tmp_path: Path) -> None:
     assert "no folders yet" in result.stderr
 
 
+@pytest.mark.slow
 def test_import_with_failed_rows_exits_1_and_reports_them_in_json(tmp_path: Path, photo_dir: Path) -> None:
     write_jpeg(photo_dir / "a.jpg", seed=1)
     write_jpeg(photo_dir / "b.jpg", seed=2)
@@ -141,6 +145,7 @@ def test_import_with_failed_rows_exits_1_and_reports_them_in_json(tmp_path: Path
     assert payload["job_id"] and payload["cancelled"] is False
 
 
+@pytest.mark.slow
 def test_locked_library_is_a_runtime_failure_exit_3(tmp_path: Path, photo_dir: Path) -> None:
     lib = tmp_path / "lib.db"
     write_jpeg(photo_dir / "a.jpg")
@@ -159,6 +164,7 @@ def test_locked_library_is_a_runtime_failure_exit_3(tmp_path: Path, photo_dir: P
     assert json.loads(result.stdout)["exit_code"] == 3
 
 
+@pytest.mark.slow
 def test_no_display_says_so_and_exits_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env["CAPTIONDESK_LIBRARY"] = str(tmp_path / "l.db")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sqlalchemy import func, select
 
 from core import captions
@@ -11,6 +13,7 @@ from core.library import Library
 from core.models import Caption, Image
 
 
+@pytest.mark.slow
 def test_writers_and_readers_in_parallel(library: Library, photo_dir) -> None:
     root = library.add_root(photo_dir)
     with library.db.write() as session:

@@ -116,6 +116,7 @@ def test_split_is_stable_as_library_grows_and_keeps_duplicates_together(
 # -- formats read back by their consumers ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_imagefolder_loads_with_datasets(library: Library, photo_dir: Path, tmp_path: Path) -> None:
     texts = make_captioned_library(library, photo_dir)
     out = tmp_path / "dataset"
@@ -352,6 +353,7 @@ def test_failed_export_leaves_nothing_and_records_the_failure(
     assert job.state == "failed" and "No space left" in job.message
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
     library: Library, photo_dir: Path, tmp_path: Path
 ) -> None:

@@ -75,6 +75,7 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     assert len(engine.loaded) == 1
 
 
+@pytest.mark.slow
 def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, settings):
     build_library(library, photo_dir, count=30, model_every=0, human_every=0, bad_files=0)
     engine = FakeEngine(delay=0.15)

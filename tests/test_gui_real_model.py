@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QSettings
 from sqlalchemy import select
 
@@ -13,6 +14,7 @@ from tests.gui_fakes import build_library
 from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
 
+@pytest.mark.slow
 def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_path, tiny_blip_dir):
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     build_library(library, photo_dir, count=12, model_every=0, human_every=4, bad_files=1)

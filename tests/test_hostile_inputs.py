@@ -610,6 +610,7 @@ WRITERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(WRITERS))
 def test_fuzz_importer(tmp_path: Path, kind: str) -> None:
     """Seeded malformed files: no exception, good rows kept, nothing opened outside."""

@@ -61,6 +61,7 @@ def test_stored_names_are_unique() -> None:
     assert len({to_stored(n) for n in names}) == len(names)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX byte file names")
 def test_latin1_file_name_scan_caption_export_write_metadata(tmp_path: Path, tiny_model_dirs) -> None:
     photos = tmp_path / "photos"
@@ -123,6 +124,7 @@ def _captions_by_path(lib: Path) -> dict[str, list[tuple[str, bool]]]:
     return out
 
 
+@pytest.mark.slow
 def test_model_folder_without_tokenizer_is_refused(tmp_path: Path, tiny_model_dirs) -> None:
     photos = tmp_path / "photos"
     for i in range(3):
@@ -145,6 +147,7 @@ def test_model_folder_without_tokenizer_is_refused(tmp_path: Path, tiny_model_di
     assert _captions_by_path(lib) == before  # nothing overwritten
 
 
+@pytest.mark.slow
 def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) -> None:
     """A model that generates nothing (EOS first) never replaces a caption with ""."""
     from dataclasses import replace
@@ -203,6 +206,7 @@ def _caption_args(model: Path) -> list[str]:
     return ["--model", str(model), "--device", "cpu", "--max-new-tokens", "4", "--min-new-tokens", "2"]
 
 
+@pytest.mark.slow
 def test_unreadable_file_fixed_in_place_recovers_on_scan(tmp_path: Path, tiny_model_dirs) -> None:
     """An error whose cause goes away without changing size or mtime (chmod 644) clears."""
     photos = tmp_path / "photos"
@@ -226,6 +230,7 @@ def test_unreadable_file_fixed_in_place_recovers_on_scan(tmp_path: Path, tiny_mo
     assert "2 captioned, 0 skipped, 0 errors" in captioned.stdout, captioned
 
 
+@pytest.mark.slow
 def test_scan_unreadable_count_agrees_with_status(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     write_jpeg(photos / "ok.jpg", seed=1)
@@ -237,6 +242,7 @@ def test_scan_unreadable_count_agrees_with_status(tmp_path: Path) -> None:
     assert _status_errors(lib) == 1
 
 
+@pytest.mark.slow
 def test_file_missing_at_caption_time_then_restored_with_cp_p(tmp_path: Path, tiny_model_dirs) -> None:
     photos = tmp_path / "photos"
     write_jpeg(photos / "a.jpg", seed=1)
@@ -261,6 +267,7 @@ def test_file_missing_at_caption_time_then_restored_with_cp_p(tmp_path: Path, ti
     assert "0 unreadable" in scanned.stdout and "0 missing" in scanned.stdout, scanned
 
 
+@pytest.mark.slow
 def test_file_restored_then_scanned_clears_error(tmp_path: Path, tiny_model_dirs) -> None:
     photos = tmp_path / "photos"
     write_jpeg(photos / "a.jpg", seed=1)
@@ -332,6 +339,7 @@ def _read_only_folder(folder: Path, mounts: list[Path]) -> None:
         folder.chmod(0o555)
 
 
+@pytest.mark.slow
 def test_read_only_library_can_be_shown_and_exported(tmp_path: Path, mounts) -> None:
     lib = _library_with_captions(tmp_path)
     ro = tmp_path / "ro"
@@ -376,6 +384,7 @@ def test_corrupted_page_says_damaged_and_names_backups(tmp_path: Path) -> None:
     assert "not a CaptionDesk library" not in result.stderr
 
 
+@pytest.mark.slow
 def test_truncated_library_is_damaged_not_foreign(tmp_path: Path) -> None:
     lib = _library_with_captions(tmp_path)
     data = lib.read_bytes()
@@ -385,6 +394,7 @@ def test_truncated_library_is_damaged_not_foreign(tmp_path: Path) -> None:
     assert "not a CaptionDesk library" not in result.stderr
 
 
+@pytest.mark.slow
 def test_full_disk_while_adding_and_exporting(tmp_path: Path, mounts) -> None:
     full = tmp_path / "full"
     if not _mount(full, "-t", "tmpfs", "-o", "size=300k", "tmpfs"):
@@ -410,6 +420,7 @@ def test_full_disk_while_adding_and_exporting(tmp_path: Path, mounts) -> None:
     assert list(small.iterdir()) == []  # nothing half-written left behind
 
 
+@pytest.mark.slow
 def test_full_disk_library_reported_as_full_not_foreign(tmp_path: Path, mounts) -> None:
     full = tmp_path / "full"
     if not _mount(full, "-t", "tmpfs", "-o", "size=4k", "tmpfs"):
@@ -420,6 +431,7 @@ def test_full_disk_library_reported_as_full_not_foreign(tmp_path: Path, mounts) 
     assert "not a CaptionDesk library" not in result.stderr
 
 
+@pytest.mark.slow
 def test_write_lock_held_by_another_process(tmp_path: Path, monkeypatch, capsys) -> None:
     import core.db
     from captiondesk.cli import main

@@ -47,6 +47,7 @@ def _second_library(tmp_path: Path, photo_dir: Path) -> Library:
         ("parquet", "."),
     ],
 )
+@pytest.mark.slow
 def test_export_then_import_gives_the_same_captions(
     library: Library, photo_dir: Path, tmp_path: Path, fmt: str, source: str
 ) -> None:

@@ -24,6 +24,7 @@ def _tree(folder: Path, count: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_child_scan_lands_in_the_library_with_progress(tmp_path: Path) -> None:
     photos = _tree(tmp_path / "photos", 40)
     with Library(tmp_path / "lib.db") as library:
@@ -41,6 +42,7 @@ def test_child_scan_lands_in_the_library_with_progress(tmp_path: Path) -> None:
         assert again.new == 0 and again.unchanged == 41
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_child_and_keeps_what_it_committed(tmp_path: Path) -> None:
     photos = _tree(tmp_path / "photos", 3000)
     with Library(tmp_path / "lib.db") as library:

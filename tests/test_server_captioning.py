@@ -132,6 +132,7 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     assert server.counters()["chat_requests"] == 5
 
 
+@pytest.mark.slow
 def test_429_5xx_and_timeouts_are_retried(library: Library, photo_dir: Path, server: FakeServer) -> None:
     _photos(library, photo_dir, [GREEN] * 4, size=(64, 48))
     server.script(queue=["429", "500", "503", "slow", "429-noheader"])
@@ -204,6 +205,7 @@ def test_a_server_that_dies_mid_job_stops_it_keeping_the_committed_batches(
         assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
 
 
+@pytest.mark.slow
 def test_concurrency_bound_is_respected(library: Library, photo_dir: Path, server: FakeServer) -> None:
     _photos(library, photo_dir, [GREEN] * 8, size=(64, 48))
     server.script(delay=0.3)
@@ -213,6 +215,7 @@ def test_concurrency_bound_is_respected(library: Library, photo_dir: Path, serve
     assert server.counters()["max_in_flight"] == 3
 
 
+@pytest.mark.slow
 def test_the_api_key_is_sent_but_never_stored_logged_or_exported(
     library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
@@ -236,6 +239,7 @@ def test_the_api_key_is_sent_but_never_stored_logged_or_exported(
     assert caplog.records and SECRET not in caplog.text
 
 
+@pytest.mark.slow
 def test_a_wrong_key_stops_the_job_with_one_error_that_does_not_show_it(
     library: Library, photo_dir: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -248,6 +252,7 @@ def test_a_wrong_key_stops_the_job_with_one_error_that_does_not_show_it(
     assert _current(library) == {}
 
 
+@pytest.mark.slow
 def test_the_cli_captions_with_a_server_and_reports_a_dead_one_in_one_line(
     library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path
 ) -> None:

@@ -114,6 +114,7 @@ def blip2_style_b(library: Library, models: dict[str, Path]):
     return train(library, str(models["blip2"]), "blip2-b", TrainingConfig(**{**FULL, "epochs": 15}))
 
 
+@pytest.mark.slow
 def test_blip2_full_finetune_learns(library: Library, blip2_style_b) -> None:
     result = blip2_style_b
     _assert_learned(result, STYLE_B)
@@ -123,6 +124,7 @@ def test_blip2_full_finetune_learns(library: Library, blip2_style_b) -> None:
     _assert_style(new_images_captions(library, "blip2-b"), STYLE_B)
 
 
+@pytest.mark.slow
 def test_blip2_lora_learns_and_the_adapter_reloads_identically(library: Library, blip2_style_b) -> None:
     from peft import PeftModel
     from transformers import Blip2ForConditionalGeneration
@@ -160,6 +162,7 @@ def test_blip2_lora_learns_and_the_adapter_reloads_identically(library: Library,
     assert sum(text == STYLE_C.format(c=c) for text, c in zip(merged, COLOURS, strict=True)) >= 3, merged
 
 
+@pytest.mark.slow
 def test_blip2_flan_t5_full_finetune_learns(library: Library, models: dict[str, Path]) -> None:
     torch.manual_seed(0)
     cfg = TrainingConfig(**{**FULL, "lr": 5e-3, "epochs": 15})
@@ -170,6 +173,7 @@ def test_blip2_flan_t5_full_finetune_learns(library: Library, models: dict[str, 
 # --------------------------------------------------------------------------- GIT, ViT-GPT2
 
 
+@pytest.mark.slow
 def test_git_full_finetune_learns(library: Library, models: dict[str, Path]) -> None:
     torch.manual_seed(0)
     result = _train_and_check(library, str(models["git"]), "git-b", STYLE_B, TrainingConfig(**FULL))
@@ -177,6 +181,7 @@ def test_git_full_finetune_learns(library: Library, models: dict[str, Path]) -> 
     assert versions.get_version(library, "git-b").family == "git"
 
 
+@pytest.mark.slow
 def test_vision_encoder_decoder_full_finetune_learns(library: Library, models: dict[str, Path]) -> None:
     torch.manual_seed(0)
     result = _train_and_check(library, str(models["vision_encoder_decoder"]), "vit-gpt2-b", STYLE_B,
@@ -198,6 +203,7 @@ def _load(path: Path):
     return load_captioner(str(path), device="cpu", optimize="none")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "git", "vision_encoder_decoder"])
 def test_training_batches_follow_how_the_captioner_generates(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
@@ -235,6 +241,7 @@ def test_training_batches_follow_how_the_captioner_generates(models: dict[str, P
     captioner.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "git", "vision_encoder_decoder"])
 def test_long_captions_are_cut_to_max_length_and_still_end(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
@@ -250,6 +257,7 @@ def test_long_captions_are_cut_to_max_length_and_still_end(models: dict[str, Pat
     captioner.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["blip2", "blip2-t5", "vision_encoder_decoder"])
 def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
@@ -274,6 +282,7 @@ def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], ke
     captioner.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "expected"), [("blip2", ["q_proj", "v_proj"]), ("blip2-t5", ["q", "v"])])
 def test_blip2_lora_default_targets_are_the_language_model(models: dict[str, Path], key: str,
                                                           expected: list[str]) -> None:
@@ -286,6 +295,7 @@ def test_blip2_lora_default_targets_are_the_language_model(models: dict[str, Pat
     captioner.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["blip2", "git", "vision_encoder_decoder"])
 def test_lora_train_vision_reaches_the_vision_encoder_only_when_asked(models: dict[str, Path], key: str) -> None:
     for train_vision in (False, True):
@@ -299,6 +309,7 @@ def test_lora_train_vision_reaches_the_vision_encoder_only_when_asked(models: di
         captioner.close()
 
 
+@pytest.mark.slow
 def test_unsupported_family_is_refused_clearly(library: Library, tmp_path: Path) -> None:
     label(library, STYLE_B)
     florence = tiny_models.build_tiny_florence2(tmp_path / "florence")

@@ -71,6 +71,13 @@ class ElidedLabel(QLabel):
         painter.drawText(self.contentsRect(), int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), shown)
 
 
+def compact_table(table: Any) -> None:
+    """Rows one text line high (the default leaves a lot of air on most styles)."""
+    header = table.verticalHeader()
+    header.setVisible(False)
+    header.setDefaultSectionSize(table.fontMetrics().height() + 8)
+
+
 def wrapped(text: str) -> QLabel:
     """A word-wrapped explanatory label (fixed width comes from the dialog)."""
     label = QLabel(text)
@@ -140,6 +147,11 @@ class JobFooter(QWidget):
         self.bar.setTextVisible(True)
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
+        # Space kept, bar hidden until a job runs: an idle "0%" reads like a stuck job.
+        policy = self.bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.bar.setSizePolicy(policy)
+        self.bar.hide()
         self.status = ElidedLabel("")
         self.start_button = QPushButton(start_text)
         self.start_button.setDefault(True)
@@ -161,6 +173,7 @@ class JobFooter(QWidget):
         self.cancel_button.setEnabled(running)
         if running:
             self.bar.setRange(0, 0)
+            self.bar.show()
         if message:
             self.status.setText(message)
 

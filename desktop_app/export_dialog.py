@@ -89,6 +89,7 @@ class ExportDialog(QDialog):
         self.seed.setValue(DEFAULT_SEED)
         self.out = QLineEdit()
         self.out.setPlaceholderText("a new folder outside the library")
+        self.out.textChanged.connect(self.out.setToolTip)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self.choose_out)
         self.overwrite = QCheckBox("Replace an earlier CaptionDesk export in this folder")

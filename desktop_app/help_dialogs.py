@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -28,13 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.dialog_kit import DIALOG_WIDTH, ElidedLabel, JobFooter, JobRunner, show_folder
+from desktop_app.dialog_kit import DIALOG_WIDTH, ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
 
 def _table(headers: list[str]) -> QTableWidget:
     table = QTableWidget(0, len(headers))
     table.setHorizontalHeaderLabels(headers)
-    table.verticalHeader().setVisible(False)
+    compact_table(table)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     table.setWordWrap(False)
@@ -43,9 +43,9 @@ def _table(headers: list[str]) -> QTableWidget:
 
 
 def shortcut_rows(actions: list[QAction]) -> list[tuple[str, str]]:
-    """(what it does, keys) for every action that has a shortcut, in menu order."""
+    """(what it does, keys) for every action that has a shortcut, in the order given."""
     rows: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for action in actions:
         keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
         text = action.text().replace("&", "").rstrip("…").strip()
@@ -62,17 +62,22 @@ class ShortcutsDialog(QDialog):
         self.setFixedSize(DIALOG_WIDTH, 560)
         self.rows = shortcut_rows(actions)
         self.table = _table(["Action", "Keys"])
+        self.table.horizontalHeader().setStretchLastSection(False)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
+        self.table.setColumnWidth(1, 170)
         self.table.setRowCount(len(self.rows))
         for row, (text, keys) in enumerate(self.rows):
             self.table.setItem(row, 0, QTableWidgetItem(text))
             self.table.setItem(row, 1, QTableWidgetItem(keys))
         close = QPushButton("Close")
         close.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(close)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table)
-        layout.addWidget(close)
+        layout.addLayout(buttons)
 
 
 class SelfCheckDialog(QDialog):
@@ -122,10 +127,20 @@ class SelfCheckDialog(QDialog):
             for column, text in enumerate((check.name, check.status, check.detail)):
                 item = QTableWidgetItem(str(text))
                 item.setToolTip(str(text))
+                if not check.ok:
+                    # Red for what breaks the app, amber for a note (e.g. model not downloaded yet).
+                    item.setForeground(QColor("#b00020" if check.essential else "#8a5a00"))
                 self.table.setItem(row, column, item)
-        broken = [c.name for c in self.checks if not c.ok]
-        self.footer.finish(f"{len(broken)} problems: {', '.join(broken)}" if broken
-                           else f"All {len(self.checks)} checks passed.")
+        broken = [c.name for c in self.checks if not c.ok and c.essential]
+        notes = [c.name for c in self.checks if not c.ok and not c.essential]
+        parts = [f"{len(broken)} of {len(self.checks)} checks failed: {', '.join(broken)}" if broken
+                 else f"All {len(self.checks) - len(notes)} essential checks passed."]
+        if notes:
+            parts.append(f"Notes: {', '.join(notes)}.")
+        self.footer.finish(" ".join(parts))
+        first = next((i for i, c in enumerate(self.checks) if not c.ok), None)
+        if first is not None:
+            self.table.scrollToItem(self.table.item(first, 0), QAbstractItemView.ScrollHint.PositionAtCenter)
 
     def report(self) -> str:
         return "\n".join(f"{c.status:5} {c.name}: {c.detail}" for c in self.checks)

@@ -70,7 +70,6 @@ class ImportDialog(QDialog):
         file_button.clicked.connect(self.choose_file)
         self.verified = QCheckBox("These captions were checked by a person")
         self.verified_help = wrapped(VERIFIED_EXPLANATION)
-        self.verified_help.setStyleSheet("color: palette(mid);")
 
         form = QFormLayout()
         form.addRow("Format", self.format)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.dialog_kit import DIALOG_WIDTH, ElidedLabel, JobFooter, JobRunner, Scope, ScopePicker, wrapped
+from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, Scope, ScopePicker, wrapped
 
 IN_FILE_HELP = (
     "JPEG, PNG, TIFF and WebP get the caption inside the file (XMP description, IPTC caption, and the "
@@ -68,7 +68,8 @@ class MetadataDialog(QDialog):
         self.scope_picker = ScopePicker(scope)
         images = QGroupBox("Images")
         QVBoxLayout(images).addWidget(self.scope_picker)
-        self.plan_label = ElidedLabel("Not checked yet")
+        # Wrapped, not elided: every number in it matters (the text is bounded: counts only).
+        self.plan_label = wrapped("Not checked yet")
         self.check_button = QPushButton("Check again")
         form = QFormLayout()
         form.addRow("Will change", self.plan_label)
@@ -145,7 +146,7 @@ class MetadataDialog(QDialog):
             text = (f"{stats.written} photos updated, {stats.sidecars} sidecars written; "
                     f"{stats.unchanged} already up to date, {stats.missing} missing, {stats.errors} cannot be written")
             self.plan_label.setText(text)
-            self.plan_label.setToolTip(text + ("\n" + problems if problems else ""))
+            self.plan_label.setToolTip(problems)
             self.footer.finish("Cancelled check." if stats.cancelled else "Checked: nothing written yet.")
             self.footer.start_button.setEnabled(not stats.cancelled and stats.written + stats.sidecars > 0)
             return

@@ -31,10 +31,12 @@ from PySide6.QtWidgets import (
 )
 
 from core.training import versions
-from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, show_folder
+from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Images (train / val)",
-           "CIDEr before → after", "Exact before → after")
+COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match")
+#: Header tooltips: what the short headers mean.
+COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of the base model → after training",
+               7: "Share of validation captions matched exactly: base model → after training"}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -83,13 +85,15 @@ class VersionsWindow(QDialog):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
+        compact_table(self.table)
+        for column, tip in COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 150, 190, 60, 120, 130, 140)):
+        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")

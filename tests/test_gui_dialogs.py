@@ -157,7 +157,7 @@ def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, lib
     qtbot.waitUntil(lambda: dialog.plan is not None and not dialog.runner.running, timeout=WAIT)
     assert dialog.plan.written == 4 and dialog.plan.sidecars == 0  # the 4 verified captions
     assert {p: p.read_bytes() for p in photo_dir.rglob("*.jpg")} == before  # the check wrote nothing
-    assert "4 photos updated" in dialog.plan_label.full_text()
+    assert "4 photos updated" in dialog.plan_label.text()
     assert dialog.footer.start_button.isEnabled()
 
     dialog.all_captioned.setChecked(True)
@@ -287,7 +287,7 @@ def test_help_dialogs(qtbot, library):
     dialog = SelfCheckDialog(run_checks=lambda: [Check("python", True, "3.12"), Check("torch", False, "missing")])
     qtbot.addWidget(dialog)
     qtbot.waitUntil(lambda: len(dialog.checks) == 2, timeout=WAIT)
-    assert "1 problems: torch" in dialog.footer.status.full_text() and "FAIL" in dialog.report()
+    assert "1 of 2 checks failed: torch" in dialog.footer.status.full_text() and "FAIL" in dialog.report()
 
     location = LibraryLocationDialog(library)
     qtbot.addWidget(location)

@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
-from desktop_app.dialogs import DEFAULT_MODEL
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 
 DEVICES = ("auto", "cpu", "cuda", "mps")

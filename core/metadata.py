@@ -36,6 +36,7 @@ import stat as stat_module
 import sys
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -446,7 +447,7 @@ class WriteOutcome:
     fields: tuple[str, ...] = ()
 
 
-def _write_in_file(path: Path, text: str) -> WriteOutcome:
+def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     before = path.read_bytes()
     mode = os.stat(path).st_mode
@@ -458,6 +459,9 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
             exif = _exif_changes(image, text)
             if not (xmp or iptc or exif):
                 return WriteOutcome(path, changed=False, in_file=True)
+            if dry_run:
+                fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
+                return WriteOutcome(path, changed=True, in_file=True, fields=fields)
             if xmp:
                 image.modify_xmp(xmp)
             if iptc:
@@ -476,7 +480,7 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
     return WriteOutcome(path, changed=True, in_file=True, fields=fields)
 
 
-def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
+def _write_sidecar(image_path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     target = sidecar_path(image_path)
     try:
@@ -489,6 +493,8 @@ def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
             changes = _xmp_changes(sidecar, text)
             if not changes:
                 return WriteOutcome(target, changed=False, in_file=False)
+            if dry_run:
+                return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
             sidecar.modify_xmp(changes)
             data = sidecar.get_bytes()
     except MetadataUnavailable:
@@ -500,10 +506,11 @@ def _write_sidecar(image_path: Path, text: str) -> WriteOutcome:
     return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
 
 
-def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> WriteOutcome:
+def write_caption(path: Path | str, text: str, *, sidecar: bool = False, dry_run: bool = False) -> WriteOutcome:
     """Store *text* as the caption in *path*'s metadata (see module doc for where).
 
     Returns what was done; ``changed`` is False when the metadata already said so.
+    With *dry_run* nothing is written: the outcome says what a real call would do.
     Raises :class:`MetadataError` (nothing written) or OSError from the file system.
     """
     text = text.strip()
@@ -513,8 +520,8 @@ def write_caption(path: Path | str, text: str, *, sidecar: bool = False) -> Writ
     if not real.is_file():
         raise FileNotFoundError(2, "file not found", str(path))
     if sidecar or real.suffix.lower() not in IN_FILE_SUFFIXES:
-        return _write_sidecar(real, text)
-    return _write_in_file(real, text)
+        return _write_sidecar(real, text, dry_run)
+    return _write_in_file(real, text, dry_run)
 
 
 # -- the job --------------------------------------------------------------------------
@@ -554,12 +561,16 @@ def write_metadata(
     sidecar: bool = False,
     only: str = "captioned",
     folder: Path | str | None = None,
+    image_ids: Collection[int] | None = None,
+    dry_run: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
 ) -> MetadataWriteStats:
     """Write every selected image's current caption into its metadata (or a sidecar).
 
-    *only* and *folder* select images as for export.  A file written in place gets a
+    *only*, *folder* and *image_ids* select images as for export.  With *dry_run*
+    nothing is written and no job is recorded: every file is read and the stats count
+    what a real run would change (what the GUI shows before it changes anything).  A file written in place gets a
     new size, mtime and fingerprint; the image's record is updated to match (only if
     the file was as the last scan saw it) so the next scan does not report it changed.
     Recorded as a ``write-metadata`` job.
@@ -569,7 +580,7 @@ def write_metadata(
     _pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
-    total = count_captioned_images(db, only=only, folder=folder_filter)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
     stats = MetadataWriteStats()
     pending_updates: list[dict[str, Any]] = []
     throttle = Throttle(0.1)
@@ -593,9 +604,24 @@ def write_metadata(
         elapsed = time.monotonic() - started
         progress(Progress(done, total, message, stats.counts(), done / elapsed if elapsed > 0 else None))
 
-    params = {"sidecar": sidecar, "only": only, "folder": str(folder) if folder is not None else None}
+    images = iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    if dry_run:
+        for image in images:
+            if cancel.is_set():
+                stats.cancelled = True
+                break
+            done += 1
+            _write_one(image, sidecar, stats, dry_run=True)
+            if throttle.ready():
+                report("Checking what would change")
+        report("Cancelled" if stats.cancelled else "Checked")
+        return stats
+    params = {
+        "sidecar": sidecar, "only": only, "folder": str(folder) if folder is not None else None,
+        "image_ids": len(image_ids) if image_ids is not None else None,
+    }
     with library.job("write-metadata", params) as job_id:
-        for image in iter_captioned_images(db, only=only, folder=folder_filter):
+        for image in images:
             if cancel.is_set():
                 stats.cancelled = True
                 break
@@ -618,7 +644,9 @@ def write_metadata(
     return stats
 
 
-def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) -> dict[str, Any] | None:
+def _write_one(
+    image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats, *, dry_run: bool = False
+) -> dict[str, Any] | None:
     """Write one image's caption; returns the record update due after an in-file write."""
     path = image.path
     if image.state == ImageState.MISSING:
@@ -630,7 +658,7 @@ def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) 
         return None
     try:
         before = os.stat(path)
-        outcome = write_caption(path, image.text, sidecar=sidecar)
+        outcome = write_caption(path, image.text, sidecar=sidecar, dry_run=dry_run)
     except FileNotFoundError:
         stats.missing += 1
         stats.problems.append(f"{path}: missing (not found now; rescan the library)")
@@ -652,6 +680,8 @@ def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) 
         stats.sidecars += 1
         return None
     stats.written += 1
+    if dry_run:
+        return None
     if (before.st_size, before.st_mtime_ns) != (image.size, image.mtime_ns):
         return None  # changed since the scan for other reasons: let the scanner look at it
     after = os.stat(outcome.target)

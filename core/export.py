@@ -59,7 +59,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -163,7 +163,9 @@ class CaptionedImage:
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
-def _captioned_query(only: str, folder: FolderScope | None) -> Select[Any]:
+def _captioned_query(
+    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None
+) -> Select[Any]:
     if only not in ONLY_CHOICES:
         raise ExportError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
     query = (
@@ -183,19 +185,24 @@ def _captioned_query(only: str, folder: FolderScope | None) -> Select[Any]:
         query = query.where(Image.root_id == folder.root_id)
         if folder.prefix:
             query = query.where(in_folder(Image.rel_path, folder.prefix))
+    if image_ids is not None:
+        # One JSON parameter, not one per id: a 100 000-image selection stays under
+        # SQLite's bound-parameter limit.
+        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
+        query = query.where(Image.id.in_(select(ids.c.value)))
     return query
 
 
 def iter_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE,
 ) -> Iterator[CaptionedImage]:
     """Every image with a current caption (whatever its state), by id, in short reads.
 
     Keyset pagination on the image id: each chunk is its own short read transaction, so
     a 100 000-image export holds neither 100 000 objects nor a read lock for its length.
     """
-    base = _captioned_query(only, folder)
+    base = _captioned_query(only, folder, image_ids)
     last_id = 0
     while True:
         query = base.where(Image.id > last_id).order_by(Image.id).limit(chunk_size)
@@ -208,15 +215,40 @@ def iter_captioned_images(
         last_id = rows[-1][0]
 
 
-def count_captioned_images(db: Database, *, only: str = "captioned", folder: FolderScope | None = None) -> int:
-    query = _captioned_query(only, folder).with_only_columns(func.count(Image.id))
+def count_captioned_images(
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
+    image_ids: Collection[int] | None = None,
+) -> int:
+    """How many images an export (or metadata write) with these choices would take."""
+    query = _captioned_query(only, folder, image_ids).with_only_columns(func.count(Image.id))
     with db.read() as session:
         return session.scalar(query) or 0
 
 
-def _root_labels(db: Database, only: str, folder: FolderScope | None) -> dict[int, str]:
+def count_export_split(
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
+    image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
+) -> dict[str, int]:
+    """How many images each split of an export with these choices would get, before it runs.
+
+    The same split keys and :func:`assign_split` as the export itself; images that turn
+    out to be missing or unreadable during the export are left out there, so these
+    counts are an upper bound.
+    """
+    val_ratio = validate_val_ratio(val_ratio)
+    query = _captioned_query(only, folder, image_ids).with_only_columns(func.coalesce(Image.split_key, Image.fingerprint))
+    counts = dict.fromkeys(SPLITS, 0)
+    with db.read() as session:
+        for (key,) in session.execute(query):
+            counts[assign_split(key, val_ratio, seed)] += 1
+    return counts
+
+
+def _root_labels(
+    db: Database, only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None
+) -> dict[int, str]:
     """Folder names to prefix file names with when the export spans several roots."""
-    query = _captioned_query(only, folder).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
+    query = _captioned_query(only, folder, image_ids).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
     with db.read() as session:
         roots = sorted(session.execute(query).all())
     if len(roots) <= 1:
@@ -927,6 +959,7 @@ def export_dataset(
     *,
     only: str = "captioned",
     folder: Path | str | None = None,
+    image_ids: Collection[int] | None = None,
     val_ratio: float = DEFAULT_VAL_RATIO,
     seed: int = DEFAULT_SEED,
     caption_extension: str = ".txt",
@@ -936,7 +969,8 @@ def export_dataset(
 ) -> ExportStats:
     """Export the library's captioned images to *out* in format *fmt* (see module doc).
 
-    *library* is a :class:`core.library.Library`.  Raises :class:`ExportError` for
+    *library* is a :class:`core.library.Library`.  *image_ids*, when given, narrows the
+    export to those images (a selection, or the ids of a filter).  Raises :class:`ExportError` for
     options that cannot work (before anything is written).  Returns stats; ``out`` is
     None when the export was cancelled or nothing qualified, and then nothing exists at
     *out*.  The run is recorded as an ``export`` job.
@@ -961,17 +995,18 @@ def export_dataset(
     params = {
         "format": fmt, "out": str(out_path), "only": only,
         "folder": str(folder) if folder is not None else None,
+        "image_ids": len(image_ids) if image_ids is not None else None,
         "val_ratio": val_ratio, "seed": seed, "caption_extension": caption_extension,
     }
-    total = count_captioned_images(db, only=only, folder=folder_filter)
-    root_labels = _root_labels(db, only, folder_filter)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    root_labels = _root_labels(db, only, folder_filter, image_ids)
     staging = _Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
             _run_export(
                 db, staging.path, fmt, run,
-                only=only, folder_filter=folder_filter, root_labels=root_labels,
+                only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,
                 val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
                 total=total, cancel=cancel,
             )
@@ -999,6 +1034,7 @@ def _run_export(
     *,
     only: str,
     folder_filter: FolderScope | None,
+    image_ids: Collection[int] | None,
     root_labels: dict[int, str],
     val_ratio: float,
     seed: int,
@@ -1018,7 +1054,7 @@ def _run_export(
     }
     done = 0
     try:
-        for image in iter_captioned_images(db, only=only, folder=folder_filter):
+        for image in iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids):
             if cancel.is_set():
                 stats.cancelled = True
                 break

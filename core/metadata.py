@@ -44,6 +44,7 @@ import re
 import stat as stat_module
 import sys
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -53,7 +54,16 @@ from sqlalchemy import update
 
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, count_phrase, no_progress
+from core.jobs import (
+    NEVER_CANCELLED,
+    CancelToken,
+    JobStats,
+    Progress,
+    ProgressCallback,
+    Throttle,
+    count_phrase,
+    no_progress,
+)
 from core.models import Image, ImageState
 
 if TYPE_CHECKING:
@@ -496,7 +506,7 @@ class WriteOutcome:
     removed_exif_description: str | None = None
 
 
-def _write_in_file(path: Path, text: str) -> WriteOutcome:
+def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     before = path.read_bytes()
     mode = os.stat(path).st_mode
@@ -509,6 +519,9 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
             removed = image.read_exif().get(EXIF_DESCRIPTION) if exif.get(EXIF_DESCRIPTION, "") is None else None
             if not (xmp or iptc or exif):
                 return WriteOutcome(path, changed=False, in_file=True)
+            if dry_run:
+                fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
+                return WriteOutcome(path, changed=True, in_file=True, fields=fields)
             if xmp:
                 image.modify_xmp(xmp)
             if iptc:
@@ -527,7 +540,9 @@ def _write_in_file(path: Path, text: str) -> WriteOutcome:
     return WriteOutcome(path, changed=True, in_file=True, fields=fields, removed_exif_description=removed)
 
 
-def _write_sidecar(image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NAMING) -> WriteOutcome:
+def _write_sidecar(
+    image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NAMING, dry_run: bool = False
+) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     target = sidecar_path(image_path, naming)
     try:
@@ -540,6 +555,8 @@ def _write_sidecar(image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NA
             changes = _xmp_changes(sidecar, text)
             if not changes:
                 return WriteOutcome(target, changed=False, in_file=False)
+            if dry_run:
+                return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
             sidecar.modify_xmp(changes)
             data = sidecar.get_bytes()
     except MetadataUnavailable:
@@ -558,11 +575,13 @@ def metadata_text(text: str) -> str:
 
 
 def write_caption(
-    path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING
+    path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING,
+    dry_run: bool = False,
 ) -> WriteOutcome:
     """Store *text* as the caption in *path*'s metadata (see module doc for where).
 
     Returns what was done; ``changed`` is False when the metadata already said so.
+    With *dry_run* nothing is written: the outcome says what a real call would do.
     Raises :class:`MetadataError` (nothing written) or OSError from the file system.
     """
     text = metadata_text(text)
@@ -572,8 +591,8 @@ def write_caption(
     if not real.is_file():
         raise FileNotFoundError(2, "file not found", str(path))
     if sidecar or real.suffix.lower() not in IN_FILE_SUFFIXES:
-        return _write_sidecar(real, text, sidecar_naming)
-    return _write_in_file(real, text)
+        return _write_sidecar(real, text, sidecar_naming, dry_run)
+    return _write_in_file(real, text, dry_run)
 
 
 # -- the job --------------------------------------------------------------------------
@@ -625,12 +644,16 @@ def write_metadata(
     sidecar_naming: str = DEFAULT_SIDECAR_NAMING,
     only: str = "captioned",
     folder: Path | str | None = None,
+    image_ids: Collection[int] | None = None,
+    dry_run: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
 ) -> MetadataWriteStats:
     """Write every selected image's current caption into its metadata (or a sidecar).
 
-    *only* and *folder* select images as for export.  A file written in place gets a
+    *only*, *folder* and *image_ids* select images as for export.  With *dry_run*
+    nothing is written and no job is recorded: every file is read and the stats count
+    what a real run would change (what the GUI shows before it changes anything).  A file written in place gets a
     new size, mtime and fingerprint; the image's record is updated to match (only if
     the file was as the last scan saw it) so the next scan does not report it changed.
     Recorded as a ``write-metadata`` job.
@@ -641,7 +664,7 @@ def write_metadata(
     _pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
-    total = count_captioned_images(db, only=only, folder=folder_filter)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
     pending_updates: list[dict[str, Any]] = []
     done = 0
 
@@ -658,13 +681,29 @@ def write_metadata(
                 )
         pending_updates.clear()
 
+    images = iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    if dry_run:
+        # Nothing is written and no job is recorded: count what a real run would change.
+        stats = MetadataWriteStats()
+        throttle = Throttle(0.1)
+        for image in images:
+            if cancel.is_set():
+                stats.cancelled = True
+                break
+            done += 1
+            _write_one(image, sidecar, stats, sidecar_naming, dry_run=True)
+            if throttle.ready():
+                progress(Progress(done, total, "Checking what would change", stats.counts()))
+        progress(Progress(done, total, "Cancelled" if stats.cancelled else "Checked", stats.counts()))
+        return stats
     params = {
         "sidecar": sidecar, "sidecar_naming": sidecar_naming, "only": only,
         "folder": str(folder) if folder is not None else None,
+        "image_ids": len(image_ids) if image_ids is not None else None,
     }
     with library.job("write-metadata", params, MetadataWriteStats(), progress) as run:
         stats = run.stats
-        for image in iter_captioned_images(db, only=only, folder=folder_filter):
+        for image in images:
             if cancel.is_set():
                 stats.cancelled = True
                 break
@@ -681,7 +720,8 @@ def write_metadata(
 
 
 def _write_one(
-    image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats, sidecar_naming: str = DEFAULT_SIDECAR_NAMING
+    image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats,
+    sidecar_naming: str = DEFAULT_SIDECAR_NAMING, *, dry_run: bool = False
 ) -> dict[str, Any] | None:
     """Write one image's caption; returns the record update due after an in-file write."""
     path = image.path
@@ -694,7 +734,7 @@ def _write_one(
         return None
     try:
         before = os.stat(path)
-        outcome = write_caption(path, image.text, sidecar=sidecar, sidecar_naming=sidecar_naming)
+        outcome = write_caption(path, image.text, sidecar=sidecar, sidecar_naming=sidecar_naming, dry_run=dry_run)
     except FileNotFoundError:
         stats.missing += 1
         stats.problems.append(f"{path}: missing (not found now; rescan the library)")
@@ -722,6 +762,8 @@ def _write_one(
             f"{path}: older EXIF ImageDescription {outcome.removed_exif_description!r} removed "
             "(EXIF holds ASCII only; the caption is in XMP and IPTC)"
         )
+    if dry_run:
+        return None
     if (before.st_size, before.st_mtime_ns) != (image.size, image.mtime_ns):
         return None  # changed since the scan for other reasons: let the scanner look at it
     after = os.stat(outcome.target)

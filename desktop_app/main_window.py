@@ -344,6 +344,10 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(a("about", "About CaptionDesk", self.show_about, None))
         self._review_menu = review
+        # File/Model/Edit/Help dialogs (export, import, metadata, versions, preferences, help).
+        from desktop_app import verb_menus
+
+        self.verbs = verb_menus.install(self)
 
     def _update_actions(self) -> None:
         has_library = self.library is not None
@@ -1037,6 +1041,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Save the edit in progress, stop jobs and threads, close an owned library."""
+        self.verbs.close_all()
         self._commit_edit()
         self.save_layout()
         self.cancel_scan()

@@ -1,0 +1,273 @@
+"""Pieces shared by the File/Model/Edit/Help dialogs: a background job, an elided label, scopes.
+
+* :class:`JobRunner` runs one core function ``work(progress, cancel)`` on a worker
+  thread.  Core's progress callback is called on that thread; it only emits a signal,
+  which Qt queues to the GUI thread, so no widget is touched off the GUI thread.  The
+  cancel token is a ``threading.Event`` that core checks between items.
+* :class:`ElidedLabel` shows one line, elided in the middle, with the full text as its
+  tooltip: a long path never makes a dialog grow.
+* :class:`JobFooter` is the progress bar + status line + Start/Cancel/Close row.
+* :class:`Scope` is "which images" as the main window knows it (whole library, current
+  folder, selection, current filter), handed to core as ``folder=`` / ``image_ids=``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QFontMetrics, QPaintEvent, QPainter
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.queries import ImageFilter
+from desktop_app.background import JOB_NICENESS, submit
+
+#: Width of the dialogs (fits 1280x800 with room to spare; text wraps or elides).
+DIALOG_WIDTH = 560
+
+
+def show_folder(path: Path | str) -> bool:
+    """Open *path* (a folder) in the system file manager."""
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that elides long text in the middle; the tooltip has all of it."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(80)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text if text else "")
+        super().setText(text)
+        self.update()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def paintEvent(self, _event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        metrics = QFontMetrics(self.font())
+        shown = metrics.elidedText(self._full, Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
+        painter.drawText(self.contentsRect(), int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), shown)
+
+
+def compact_table(table: Any) -> None:
+    """Rows one text line high (the default leaves a lot of air on most styles)."""
+    header = table.verticalHeader()
+    header.setVisible(False)
+    header.setDefaultSectionSize(table.fontMetrics().height() + 8)
+
+
+def wrapped(text: str) -> QLabel:
+    """A word-wrapped explanatory label (fixed width comes from the dialog)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
+class JobRunner(QObject):
+    """One background job at a time; results come back as queued signals."""
+
+    #: core.jobs.Progress snapshots (throttled by core)
+    progress = Signal(object)
+    #: The function's return value.
+    finished = Signal(object)
+    #: (message for the person, traceback for the log)
+    failed = Signal(str, str)
+    _progress_from_worker = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(1)
+        self._cancel: threading.Event | None = None
+        # Emitted on the worker thread; the receiver lives here, so Qt queues it.
+        self._progress_from_worker.connect(self.progress, Qt.ConnectionType.QueuedConnection)
+
+    @property
+    def running(self) -> bool:
+        return self._cancel is not None
+
+    def start(self, work: Callable[[Callable[[Any], None], threading.Event], Any]) -> bool:
+        """Run ``work(progress, cancel)`` on the worker thread; False if one is running."""
+        if self._cancel is not None:
+            return False
+        cancel = threading.Event()
+        self._cancel = cancel
+
+        def done(result: Any) -> None:
+            self._cancel = None
+            self.finished.emit(result)
+
+        def failed(exc: BaseException) -> None:
+            self._cancel = None
+            self.failed.emit(str(exc) or type(exc).__name__, getattr(exc, "__traceback_text__", ""))
+
+        submit(self.pool, lambda: work(self._progress_from_worker.emit, cancel), done, failed,
+               niceness=JOB_NICENESS)
+        return True
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel and wait for the worker (closing the dialog)."""
+        self.cancel()
+        return self.pool.waitForDone(timeout_ms)
+
+
+class JobFooter(QWidget):
+    """Progress bar, one status line and the buttons of a job dialog."""
+
+    def __init__(self, start_text: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        # Space kept, bar hidden until a job runs: an idle "0%" reads like a stuck job.
+        policy = self.bar.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.bar.setSizePolicy(policy)
+        self.bar.hide()
+        self.status = ElidedLabel("")
+        self.start_button = QPushButton(start_text)
+        self.start_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.close_button = QPushButton("Close")
+        self.buttons = QHBoxLayout()
+        self.buttons.addStretch(1)
+        for button in (self.start_button, self.cancel_button, self.close_button):
+            self.buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addLayout(self.buttons)
+
+    def set_running(self, running: bool, message: str = "") -> None:
+        self.start_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.bar.setRange(0, 0)
+            self.bar.show()
+        if message:
+            self.status.setText(message)
+
+    def show_progress(self, progress: Any) -> None:
+        total = getattr(progress, "total", None)
+        if total:
+            self.bar.setRange(0, int(total))
+            self.bar.setValue(min(int(progress.done), int(total)))
+        message = getattr(progress, "message", "")
+        if message:
+            done = getattr(progress, "done", 0)
+            self.status.setText(f"{message}: {done} of {total}" if total else message)
+
+    def finish(self, message: str) -> None:
+        self.set_running(False)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(1)
+        self.status.setText(message)
+
+
+# -- which images -----------------------------------------------------------------------
+
+SCOPE_LIBRARY = "library"
+SCOPE_FOLDER = "folder"
+SCOPE_SELECTION = "selection"
+SCOPE_FILTER = "filter"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What "which images" can mean when a dialog opens (from the main window's state)."""
+
+    #: Absolute path of the folder open in the sidebar (None: the whole library is shown).
+    folder: str | None = None
+    #: Ids of the selected images.
+    selection: tuple[int, ...] = ()
+    #: The grid's current filter (search, states, folder, model, score).
+    flt: ImageFilter | None = None
+    #: Images the current filter shows (for the label only).
+    filter_count: int = 0
+
+    def core_arguments(self, key: str, library: Any) -> dict[str, Any]:
+        """``folder=`` / ``image_ids=`` for core; call it on the worker thread (a filter query)."""
+        if key == SCOPE_FOLDER and self.folder:
+            return {"folder": self.folder}
+        if key == SCOPE_SELECTION:
+            return {"image_ids": list(self.selection)}
+        if key == SCOPE_FILTER and self.flt is not None:
+            from core.queries import filtered_ids
+
+            with library.db.read() as session:
+                return {"image_ids": filtered_ids(session, self.flt)}
+        return {}
+
+
+class ScopePicker(QWidget):
+    """Radio buttons: whole library / current folder / selection / current filter."""
+
+    changed = Signal()
+
+    def __init__(self, scope: Scope, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.scope = scope
+        self.group = QButtonGroup(self)
+        self.buttons: dict[str, QRadioButton] = {}
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        folder_name = Path(scope.folder).name if scope.folder else ""
+        choices = (
+            (SCOPE_LIBRARY, "Whole library", True),
+            (SCOPE_FOLDER, f"Current folder ({folder_name})" if folder_name else "Current folder (none open)",
+             bool(scope.folder)),
+            (SCOPE_SELECTION, f"Selected images ({len(scope.selection)})", bool(scope.selection)),
+            (SCOPE_FILTER, f"Images the current filter shows ({scope.filter_count})",
+             scope.flt is not None and scope.filter_count > 0),
+        )
+        for key, text, enabled in choices:
+            button = QRadioButton(text)
+            button.setEnabled(enabled)
+            if key == SCOPE_FOLDER and scope.folder:
+                button.setToolTip(scope.folder)
+            self.group.addButton(button)
+            self.buttons[key] = button
+            layout.addWidget(button)
+            button.toggled.connect(lambda on: on and self.changed.emit())
+        self.buttons[SCOPE_LIBRARY].setChecked(True)
+
+    def key(self) -> str:
+        for key, button in self.buttons.items():
+            if button.isChecked():
+                return key
+        return SCOPE_LIBRARY
+
+    def set_key(self, key: str) -> None:
+        button = self.buttons.get(key)
+        if button is not None and button.isEnabled():
+            button.setChecked(True)

@@ -1,0 +1,137 @@
+"""Edit → Preferences…: default model and generation settings, device, thumbnails, library.
+
+Everything is stored through :class:`~desktop_app.settings.AppSettings` (the same keys
+the Caption dialog reads and remembers), so a default chosen here is what the next
+captioning job starts with.  The controller applies a new thumbnail size and opens a
+new library location at once when the dialog is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.settings import CaptionJobSpec
+from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
+from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: The sidecar naming choices, as people know them (core.metadata.SIDECAR_NAMINGS).
+SIDECAR_NAMING_LABELS = {
+    "stem": "IMG_1.xmp (Lightroom, exiftool)",
+    "full": "IMG_1.jpg.xmp (digiKam, darktable)",
+}
+SIDECAR_NAMING_NOTE = (
+    "A photo that shares its name with a RAW file or another photo always gets the full "
+    "name, so a JPEG's caption never lands in its RAW file's sidecar."
+)
+
+
+class PreferencesDialog(QDialog):
+    def __init__(self, settings: AppSettings, *, library_path: str | None = None, known_models: list[str] = (),
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.setFixedWidth(DIALOG_WIDTH)
+        self.settings = settings
+        spec = settings.caption_spec()
+
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        for name in dict.fromkeys([DEFAULT_MODEL, *known_models]):
+            self.model.addItem(name)
+        self.model.setCurrentText(spec.model)
+        self.model.setToolTip("A Hugging Face model id, a model folder, or the name of a trained version")
+        self.num_beams = self._spin(1, 16, spec.settings.num_beams)
+        self.max_new_tokens = self._spin(5, 200, spec.settings.max_new_tokens)
+        self.batch_size = self._spin(1, 256, spec.batch_size)
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.device.setCurrentText(spec.device)
+        self.sidecar_naming = QComboBox()
+        for naming, label in SIDECAR_NAMING_LABELS.items():
+            self.sidecar_naming.addItem(label, naming)
+        self.sidecar_naming.setCurrentIndex(max(0, self.sidecar_naming.findData(settings.sidecar_naming)))
+        self.thumbnail_size = QComboBox()
+        for size in THUMBNAIL_SIZES:
+            self.thumbnail_size.addItem(f"{size} px", size)
+        self.thumbnail_size.setCurrentIndex(THUMBNAIL_SIZES.index(settings.thumbnail_size))
+        self.library = QLineEdit(library_path or settings.last_library or "")
+        self.library.setCursorPosition(0)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.choose_library)
+
+        captioning = QGroupBox("Captioning defaults")
+        form = QFormLayout(captioning)
+        form.addRow("Model", self.model)
+        form.addRow("Beams", self.num_beams)
+        form.addRow("Max new tokens", self.max_new_tokens)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Device", self.device)
+        view = QGroupBox("Display and files")
+        view_form = QFormLayout(view)
+        view_form.addRow("Thumbnail size", self.thumbnail_size)
+        library_row = QHBoxLayout()
+        library_row.addWidget(self.library, 1)
+        library_row.addWidget(browse)
+        view_form.addRow("Library file", library_row)
+        view_form.addRow("Sidecar names", self.sidecar_naming)
+        view_form.addRow("", wrapped(SIDECAR_NAMING_NOTE))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(captioning)
+        layout.addWidget(view)
+        layout.addWidget(buttons)
+
+    @staticmethod
+    def _spin(low: int, high: int, value: int) -> QSpinBox:
+        box = QSpinBox()
+        box.setRange(low, high)
+        box.setValue(min(max(value, low), high))
+        return box
+
+    def choose_library(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Library file", self.library.text(),
+                                              "CaptionDesk library (*.db);;All files (*)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.library.setText(path)
+
+    def caption_spec(self) -> CaptionJobSpec:
+        """The remembered caption spec with these choices (the adapter and other settings kept)."""
+        spec = self.settings.caption_spec()
+        generation = replace(spec.settings, num_beams=self.num_beams.value(),
+                             max_new_tokens=self.max_new_tokens.value())
+        return spec.with_(model=self.model.currentText().strip() or DEFAULT_MODEL, settings=generation,
+                          batch_size=self.batch_size.value(), device=self.device.currentText())
+
+    def save(self) -> None:
+        """Store the choices: the default caption spec, display and file settings."""
+        self.settings.set_caption_spec(self.caption_spec())
+        self.settings.sidecar_naming = str(self.sidecar_naming.currentData())
+        self.settings.thumbnail_size = int(self.thumbnail_size.currentData())
+        if self.library.text().strip():
+            self.settings.last_library = self.library.text().strip()
+        self.settings.sync()
+
+    def accept(self) -> None:
+        self.save()
+        super().accept()

@@ -1,0 +1,199 @@
+"""Wires the File/Model/Edit/Help dialogs into the main window's menus.
+
+:func:`install` is called once from ``MainWindow._build_actions``; it adds
+
+* File → Export dataset…, Import captions…, Write captions into photos…
+* Model → Versions…
+* Edit → Preferences…
+* Help → Keyboard shortcuts, Self-check, Library location
+
+and keeps the window-specific knowledge (what "current folder", "selection" and
+"current filter" mean, what to refresh afterwards) here, out of the dialogs.  The
+dialogs are non-modal and one of each kind is open at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDialog, QMenu
+
+from core.models import LibraryRoot
+from desktop_app.dialog_kit import Scope
+
+
+def _menu(window: Any, title: str, before: str | None = None) -> QMenu:
+    """The menu bar's menu called *title* (made, before the menu *before*, if missing)."""
+    bar = window.menuBar()
+    for action in bar.actions():
+        if action.menu() is not None and action.text().replace("&", "") == title.replace("&", ""):
+            return action.menu()
+    menu = QMenu(title, window)
+    anchor = next((a for a in bar.actions() if before and a.text().replace("&", "") == before), None)
+    if anchor is not None:
+        bar.insertMenu(anchor, menu)
+    else:
+        bar.addMenu(menu)
+    return menu
+
+
+class VerbMenus:
+    """Opens each dialog over the window's library and refreshes the window after it."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+        self.open_dialogs: dict[str, QDialog] = {}
+
+    # -- state the dialogs need ----------------------------------------------------------------
+
+    def scope(self) -> Scope:
+        window = self.window
+        flt = window.current_filter()
+        folder: str | None = None
+        if flt.root_id is not None and window.library is not None:
+            with window.library.db.read() as session:
+                root = session.get(LibraryRoot, flt.root_id)
+                if root is not None:
+                    folder = str(Path(root.path) / (flt.folder or ""))
+        return Scope(folder=folder, selection=tuple(window.selected_ids()), flt=flt,
+                     filter_count=window.model.rowCount())
+
+    def _show(self, key: str, make: Any) -> QDialog | None:
+        if self.window.library is None:
+            self.window.statusBar().showMessage("Open a library first.", 5000)
+            return None
+        dialog = self.open_dialogs.get(key)
+        if dialog is not None and dialog.isVisible():
+            dialog.raise_()
+            dialog.activateWindow()
+            return dialog
+        dialog = make()
+        self.open_dialogs[key] = dialog
+        dialog.show()
+        return dialog
+
+    def _captions_changed(self, *_args: Any) -> None:
+        self.window.reload_ids()
+        self.window.schedule_sidebar_refresh()
+
+    # -- the verbs --------------------------------------------------------------------------
+
+    def open_export(self) -> QDialog | None:
+        from desktop_app.export_dialog import ExportDialog
+
+        return self._show("export", lambda: ExportDialog(self.window.library, self.scope(), parent=self.window))
+
+    def open_import(self) -> QDialog | None:
+        from desktop_app.import_dialog import ImportDialog
+
+        def make() -> QDialog:
+            dialog = ImportDialog(self.window.library, parent=self.window)
+            dialog.imported.connect(self._captions_changed)
+            return dialog
+
+        return self._show("import", make)
+
+    def open_write_metadata(self) -> QDialog | None:
+        from desktop_app.metadata_dialog import MetadataDialog
+
+        return self._show("metadata", lambda: MetadataDialog(self.window.library, self.scope(),
+                                                                sidecar_naming=self.window.settings.sidecar_naming,
+                                                                parent=self.window))
+
+    def open_versions(self) -> QDialog | None:
+        from desktop_app.versions_window import VersionsWindow
+
+        def make() -> QDialog:
+            device = self.window.settings.caption_spec().device
+            dialog = VersionsWindow(self.window.library, device=device, parent=self.window)
+            dialog.changed.connect(self.window.schedule_sidebar_refresh)
+            return dialog
+
+        return self._show("versions", make)
+
+    def open_preferences(self) -> QDialog | None:
+        from core.training.versions import list_versions
+        from desktop_app.preferences_dialog import PreferencesDialog
+
+        window = self.window
+        library = window.library
+        known = [v.name for v in list_versions(library)] if library is not None else []
+        dialog = PreferencesDialog(window.settings, library_path=str(library.path) if library else None,
+                                   known_models=known, parent=window)
+        dialog.accepted.connect(lambda: self._apply_preferences(dialog))
+        self.open_dialogs["preferences"] = dialog
+        dialog.show()
+        return dialog
+
+    def _apply_preferences(self, dialog: Any) -> None:
+        window = self.window
+        window.set_thumbnail_size(window.settings.thumbnail_size)
+        wanted = dialog.library.text().strip()
+        current = str(window.library.path) if window.library is not None else ""
+        if wanted and Path(wanted).expanduser().resolve() != Path(current).resolve():
+            window.open_library(wanted)
+
+    def open_shortcuts(self) -> QDialog | None:
+        from desktop_app.help_dialogs import ShortcutsDialog
+
+        window = self.window
+        ordered: list[QAction] = []
+        for menu_action in window.menuBar().actions():
+            if menu_action.menu() is not None:
+                ordered += [a for a in menu_action.menu().actions() if not a.isSeparator()]
+        ordered += [a for a in window.actions.values() if a not in ordered]
+        dialog = ShortcutsDialog(ordered, parent=window)
+        self.open_dialogs["shortcuts"] = dialog
+        dialog.show()
+        return dialog
+
+    def open_selfcheck(self) -> QDialog | None:
+        from desktop_app.help_dialogs import SelfCheckDialog
+
+        dialog = SelfCheckDialog(parent=self.window)
+        self.open_dialogs["selfcheck"] = dialog
+        dialog.show()
+        return dialog
+
+    def open_library_location(self) -> QDialog | None:
+        from desktop_app.help_dialogs import LibraryLocationDialog
+
+        return self._show("location", lambda: LibraryLocationDialog(self.window.library, parent=self.window))
+
+    def close_all(self) -> None:
+        for dialog in self.open_dialogs.values():
+            dialog.close()
+
+
+def install(window: Any) -> VerbMenus:
+    """Add the dialogs' actions to *window*'s menus (and to ``window.actions``)."""
+    verbs = VerbMenus(window)
+    a = window._action
+    file_menu = _menu(window, "&File")
+    quit_action = window.actions.get("quit")
+    entries = [
+        a("export_dataset", "Export dataset…", verbs.open_export, "Ctrl+Shift+E"),
+        a("import_captions", "Import captions…", verbs.open_import, "Ctrl+Shift+I"),
+        a("write_metadata", "Write captions into photos…", verbs.open_write_metadata, None),
+    ]
+    separator = file_menu.insertSeparator(quit_action) if quit_action is not None else file_menu.addSeparator()
+    for action in entries:
+        file_menu.insertAction(separator, action)
+    model_menu = _menu(window, "&Model", before="Help")
+    model_menu.addAction(a("model_versions", "Versions…", verbs.open_versions, None))
+    edit_menu = _menu(window, "&Edit")
+    edit_menu.addSeparator()
+    edit_menu.addAction(a("preferences", "Preferences…", verbs.open_preferences, QKeySequence.StandardKey.Preferences))
+    help_menu = _menu(window, "&Help")
+    first = help_menu.actions()[0] if help_menu.actions() else None
+    for action in (
+        a("shortcuts", "Keyboard shortcuts", verbs.open_shortcuts, "F1"),
+        a("self_check", "Self-check", verbs.open_selfcheck, None),
+        a("library_location", "Library location", verbs.open_library_location, None),
+    ):
+        help_menu.insertAction(first, action)
+    if first is not None:
+        help_menu.insertSeparator(first)
+    return verbs

@@ -1,0 +1,291 @@
+"""Model → Versions…: the trained model versions of this library (``captiondesk models`` / ``eval``).
+
+A table of every :class:`~core.models.ModelVersion` (base model, method, date, how many
+images it was trained and validated on, CIDEr and exact match before and after training,
+which one is active) with Activate, Rename, Delete, Evaluate and Export merged.  The
+quick actions call :mod:`core.training.versions` directly (one small transaction each);
+Evaluate (:func:`core.training.evaluate_model`) and Export merged
+(:func:`core.training.versions.export_merged`) load a model, so they run on a
+:class:`~desktop_app.dialog_kit.JobRunner` with progress and Cancel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.training import versions
+from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
+
+COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match")
+#: Header tooltips: what the short headers mean.
+COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of the base model → after training",
+               7: "Share of validation captions matched exactly: base model → after training"}
+
+
+def _metric(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def version_row(version: Any) -> list[str]:
+    """The table cells of one version (also what tests compare against)."""
+    metrics = version.metrics or {}
+    base, trained = metrics.get("base") or {}, metrics.get("trained") or {}
+    data = version.data_snapshot or {}
+    base_model = (version.config or {}).get("trained_from", version.base_model)
+    return [
+        "★" if version.is_active else "",
+        version.name,
+        Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
+        version.method or "–",
+        f"{version.created_at:%Y-%m-%d %H:%M}" if version.created_at else "–",
+        f"{len(data.get('train') or [])} / {len(data.get('validation') or [])}" if data else "–",
+        f"{_metric(base, 'cider')} → {_metric(trained, 'cider')}",
+        f"{_metric(base, 'exact_match')} → {_metric(trained, 'exact_match')}",
+    ]
+
+
+class VersionsWindow(QDialog):
+    """List, activate, rename, delete, evaluate and export the library's model versions."""
+
+    #: The versions changed (activated, renamed, deleted): the main window may refresh.
+    changed = Signal()
+    #: An evaluation finished: its core.training.metrics.EvalResult.
+    evaluated = Signal(object)
+
+    def __init__(self, library: Any, *, device: str = "auto", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Model versions")
+        self.resize(960, 460)
+        self.library = library
+        self.device = device
+        self.result: Any = None
+        self.runner = JobRunner(self)
+        self._job = ""
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        compact_table(self.table)
+        for column, tip in COLUMN_TIPS.items():
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110)):
+            self.table.setColumnWidth(column, width)
+        self.detail = ElidedLabel("")
+        self.activate_button = QPushButton("Activate")
+        self.rename_button = QPushButton("Rename…")
+        self.delete_button = QPushButton("Delete…")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.export_button = QPushButton("Export merged…")
+        self.activate_button.setToolTip("Use this version as the default model for captioning")
+        self.evaluate_button.setToolTip("Caption the validation split with this version and score it against "
+                                        "the verified captions")
+        self.export_button.setToolTip("Write a standalone model folder (LoRA merged into the base) that plain "
+                                      "transformers loads")
+        actions = QHBoxLayout()
+        for button in (self.activate_button, self.rename_button, self.delete_button, self.evaluate_button,
+                       self.export_button):
+            actions.addWidget(button)
+        actions.addStretch(1)
+        self.footer = JobFooter("Evaluate")
+        self.footer.start_button.hide()  # the row of actions above starts the jobs
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.detail)
+        layout.addLayout(actions)
+        layout.addWidget(self.footer)
+
+        self.activate_button.clicked.connect(self.activate_selected)
+        self.rename_button.clicked.connect(lambda: self.rename_selected())
+        self.delete_button.clicked.connect(lambda: self.delete_selected())
+        self.evaluate_button.clicked.connect(self.evaluate_selected)
+        self.export_button.clicked.connect(lambda: self.export_selected())
+        self.footer.cancel_button.clicked.connect(self.runner.cancel)
+        self.footer.close_button.clicked.connect(self.close)
+        self.runner.progress.connect(self.footer.show_progress)
+        self.runner.finished.connect(self._on_finished)
+        self.runner.failed.connect(lambda message, _detail: self._job_done(message))
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.refresh()
+
+    # -- table --------------------------------------------------------------------------
+
+    def refresh(self, select: str | None = None) -> None:
+        select = select or self.selected_name()
+        self.versions = versions.list_versions(self.library)
+        self.table.setRowCount(len(self.versions))
+        for row, version in enumerate(self.versions):
+            for column, text in enumerate(version_row(version)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(version.base_model if column == 2 else text)
+                self.table.setItem(row, column, item)
+            if version.name == select:
+                self.table.selectRow(row)
+        if not self.versions:
+            self.detail.setText("No trained versions yet: Caption → Train on verified captions… makes one.")
+        self._update_buttons()
+
+    def selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows or rows[0].row() >= len(getattr(self, "versions", [])):
+            return None
+        return self.versions[rows[0].row()].name
+
+    def select(self, name: str) -> None:
+        for row, version in enumerate(self.versions):
+            if version.name == name:
+                self.table.selectRow(row)
+
+    def _update_buttons(self) -> None:
+        name = self.selected_name()
+        idle = not self.runner.running
+        for button in (self.activate_button, self.rename_button, self.delete_button, self.evaluate_button,
+                       self.export_button):
+            button.setEnabled(name is not None and idle)
+        version = next((v for v in self.versions if v.name == name), None)
+        if version is not None:
+            where = version.adapter_path or version.base_model
+            self.detail.setText(f"{version.name}: {where}")
+
+    # -- quick actions ----------------------------------------------------------------------
+
+    def _guarded(self, action: Any) -> bool:
+        try:
+            action()
+        except (versions.VersionError, ValueError) as exc:
+            self.footer.status.setText(str(exc))
+            return False
+        self.changed.emit()
+        return True
+
+    def activate_selected(self) -> bool:
+        name = self.selected_name()
+        if name is None:
+            return False
+        ok = self._guarded(lambda: versions.set_active(self.library, name))
+        if ok:
+            self.footer.status.setText(f"{name} is now the active model.")
+        self.refresh(name)
+        return ok
+
+    def rename_selected(self, new_name: str | None = None) -> bool:
+        old = self.selected_name()
+        if old is None:
+            return False
+        if new_name is None:
+            new_name, accepted = QInputDialog.getText(self, "Rename version", "New name:", text=old)
+            if not accepted:
+                return False
+        new_name = new_name.strip()
+        ok = self._guarded(lambda: versions.rename_version(self.library, old, new_name))
+        if ok:
+            self.footer.status.setText(f"Renamed {old} to {new_name}.")
+        self.refresh(new_name if ok else old)
+        return ok
+
+    def delete_selected(self, *, confirm: bool = True) -> bool:
+        name = self.selected_name()
+        if name is None:
+            return False
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Delete version",
+                f"Delete the model version “{name}” and its files? Captions it wrote stay in the library.")
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        ok = self._guarded(lambda: versions.delete_version(self.library, name))
+        if ok:
+            self.footer.status.setText(f"Deleted {name}.")
+        self.refresh()
+        return ok
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def evaluate_selected(self, *, val_ratio: float | None = None, seed: int | None = None) -> bool:
+        """Score the selected version on the validation split it was trained with."""
+        name = self.selected_name()
+        if name is None or self.runner.running:
+            return False
+        version = next(v for v in self.versions if v.name == name)
+        data = version.data_snapshot or {}
+        ratio = val_ratio if val_ratio is not None else float(data.get("val_ratio", 0.1))
+        split_seed = seed if seed is not None else int(data.get("seed", 0))
+        library, device = self.library, self.device
+
+        def work(progress: Any, cancel: Any) -> Any:
+            from core.training import evaluate_model
+
+            return evaluate_model(library, name, val_ratio=ratio, seed=split_seed, device=device,
+                                  progress=progress, cancel=cancel)
+
+        self._job = "evaluate"
+        self.footer.set_running(True, f"Evaluating {name}…")
+        self.runner.start(work)
+        self._update_buttons()
+        return True
+
+    def export_selected(self, out: str | None = None) -> bool:
+        name = self.selected_name()
+        if name is None or self.runner.running:
+            return False
+        if out is None:
+            parent = QFileDialog.getExistingDirectory(self, "Export the merged model into")
+            if not parent:
+                return False
+            out = str(Path(parent) / f"{name}-merged")
+        library, device = self.library, "cpu" if self.device == "auto" else self.device
+
+        def work(_progress: Any, _cancel: Any) -> Any:
+            return versions.export_merged(library, name, out, device=device)
+
+        self._job = "export"
+        self.footer.set_running(True, f"Writing {name} as a standalone model…")
+        self.runner.start(work)
+        self._update_buttons()
+        return True
+
+    def _on_finished(self, result: Any) -> None:
+        self.result = result
+        if self._job == "evaluate":
+            m = result.metrics
+            self._job_done(f"{Path(result.model).name}: CIDEr {_metric(m, 'cider')}, exact match "
+                           f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')} on {m.get('n', 0)} "
+                           "validation images")
+            self.evaluated.emit(result)
+        else:
+            self._job_done(f"Exported to {result}")
+            self.footer.buttons.insertWidget(1, show := QPushButton("Show folder"))
+            show.clicked.connect(lambda: show_folder(result))
+
+    def _job_done(self, message: str) -> None:
+        self.footer.finish(message)
+        self.footer.start_button.hide()
+        self._update_buttons()
+
+    def closeEvent(self, event: Any) -> None:
+        self.runner.shutdown()
+        super().closeEvent(event)

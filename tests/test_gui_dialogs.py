@@ -1,0 +1,320 @@
+"""The File/Model/Edit/Help dialogs, driven with pytest-qt over a real library and the real core.
+
+Export output is loaded with ``datasets``; imported captions are read back from the
+database; captions written into photos are read back with pyexiv2; version actions are
+checked in the database and on disk, and Evaluate runs a tiny real BLIP model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings
+from sqlalchemy import select
+
+from core.models import Caption, Image, ModelVersion
+from core.training import versions
+from desktop_app.dialog_kit import SCOPE_FILTER, SCOPE_FOLDER, SCOPE_LIBRARY, SCOPE_SELECTION, Scope
+from desktop_app.export_dialog import ExportDialog
+from desktop_app.help_dialogs import LibraryLocationDialog, SelfCheckDialog, ShortcutsDialog
+from desktop_app.import_dialog import ImportDialog
+from desktop_app.metadata_dialog import MetadataDialog
+from desktop_app.preferences_dialog import PreferencesDialog
+from desktop_app.settings import AppSettings
+from desktop_app.versions_window import VersionsWindow
+from tests.imagegen import write_jpeg
+from tests.gui_fakes import build_library
+
+WAIT = 60_000
+
+
+def current(library) -> dict[str, tuple[str, str]]:
+    """rel_path → (text, source) of every current caption."""
+    with library.db.read() as session:
+        rows = session.execute(
+            select(Image.rel_path, Caption.text, Caption.source)
+            .join(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
+        ).all()
+    return {rel: (text, source) for rel, text, source in rows}
+
+
+@pytest.fixture
+def built(library, photo_dir):
+    info = build_library(library, photo_dir, count=12, model_every=1, human_every=3, bad_files=0)
+    return info
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def test_export_dialog_previews_counts_and_writes_a_loadable_imagefolder(qtbot, library, built, tmp_path):
+    import datasets
+
+    dialog = ExportDialog(library, Scope(selection=tuple(built["ids"][:6])))
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: hasattr(dialog, "preview_counts"), timeout=WAIT)
+    humans = {rel for rel, (_t, source) in current(library).items() if source == "human"}
+    assert sum(dialog.preview_counts.values()) == len(humans) == 4  # verified only, whole library
+    dialog.all_captioned.setChecked(True)
+    dialog.val_ratio.setValue(0.25)
+    qtbot.waitUntil(lambda: sum(dialog.preview_counts.values()) == 12, timeout=WAIT)
+    counts = dict(dialog.preview_counts)
+    assert counts["validation"] > 0 and counts["train"] > 0
+    assert str(counts["train"]) in dialog.summary.full_text()
+
+    out = tmp_path / "dataset"
+    dialog.out.setText(str(out))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        assert dialog.start()
+    stats = done.args[0]
+    assert stats.out == out and (stats.train, stats.validation) == (counts["train"], counts["validation"])
+    assert dialog.show_button.isVisibleTo(dialog)
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(out), cache_dir=str(tmp_path / "hf"))
+    assert loaded["train"].num_rows == counts["train"] and loaded["validation"].num_rows == counts["validation"]
+    texts = {text for text, _source in current(library).values()}
+    assert set(loaded["train"]["text"]) <= texts
+
+    # The selection scope narrows to the selected images.
+    dialog.scope_picker.set_key(SCOPE_SELECTION)
+    qtbot.waitUntil(lambda: sum(dialog.preview_counts.values()) == 6, timeout=WAIT)
+    dialog.out.setText(str(tmp_path / "selected"))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        dialog.start()
+    assert done.args[0].exported == 6
+
+
+def test_export_dialog_cancel_leaves_nothing(qtbot, library, built, tmp_path):
+    dialog = ExportDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    dialog.all_captioned.setChecked(True)
+    dialog.out.setText(str(tmp_path / "never"))
+    # Cancel right after Start, in the same GUI-thread call: the token is set before the
+    # worker has counted the images, so core stops before the first one.
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        dialog.start()
+        dialog.runner.cancel()
+    assert done.args[0].cancelled and not (tmp_path / "never").exists()
+    assert "nothing was written" in dialog.footer.status.full_text()
+
+
+def test_scope_folder_and_filter_reach_core(qtbot, library, built, photo_dir, tmp_path):
+    from core.queries import ImageFilter
+
+    dialog = ExportDialog(library, Scope(folder=str(photo_dir / "beach"), flt=ImageFilter(text="market"),
+                                         filter_count=1))
+    qtbot.addWidget(dialog)
+    dialog.all_captioned.setChecked(True)
+    dialog.scope_picker.set_key(SCOPE_FOLDER)
+    beach = sum(1 for rel in current(library) if rel.startswith("beach/"))
+    qtbot.waitUntil(lambda: sum(getattr(dialog, "preview_counts", {"x": -1}).values()) == beach, timeout=WAIT)
+    dialog.scope_picker.set_key(SCOPE_FILTER)
+    market = sum(1 for text, _s in current(library).values() if "market" in text)
+    assert 0 < market < beach
+    qtbot.waitUntil(lambda: sum(dialog.preview_counts.values()) == market, timeout=WAIT)
+
+
+# -- import --------------------------------------------------------------------------------
+
+
+def test_import_dialog_imports_sidecars_as_verified(qtbot, library, photo_dir, tmp_path):
+    for k in range(3):
+        write_jpeg(photo_dir / f"p{k}.jpg", seed=k)
+    library.scan([library.add_root(photo_dir).id])
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(3):
+        shutil.copy(photo_dir / f"p{k}.jpg", src / f"p{k}.jpg")
+        (src / f"p{k}.txt").write_text(f"a person wrote caption {k}", encoding="utf-8")
+    (src / "stranger.txt").write_text("no image for this one", encoding="utf-8")
+    write_jpeg(src / "stranger.jpg", seed=99)
+
+    dialog = ImportDialog(library)
+    qtbot.addWidget(dialog)
+    dialog.format.setCurrentIndex(dialog.format.findData("sidecar"))
+    dialog.source.setText(str(src))
+    dialog.verified.setChecked(True)
+    assert "training" in dialog.verified_help.text()
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        assert dialog.start()
+    stats = done.args[0]
+    assert stats.imported == 3 and stats.unmatched == 1
+    assert current(library) == {f"p{k}.jpg": (f"a person wrote caption {k}", "human") for k in range(3)}
+    assert "3 verified captions added" in dialog.footer.status.full_text()
+
+
+# -- write metadata ------------------------------------------------------------------------
+
+
+def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, library, built, photo_dir):
+    import pyexiv2
+
+    before = {p: p.read_bytes() for p in photo_dir.rglob("*.jpg")}
+    dialog = MetadataDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.plan is not None and not dialog.runner.running, timeout=WAIT)
+    assert dialog.plan.written == 4 and dialog.plan.sidecars == 0  # the 4 verified captions
+    assert {p: p.read_bytes() for p in photo_dir.rglob("*.jpg")} == before  # the check wrote nothing
+    assert "4 photos updated" in dialog.plan_label.text()
+    assert dialog.footer.start_button.isEnabled()
+
+    dialog.all_captioned.setChecked(True)
+    assert not dialog.footer.start_button.isEnabled()  # choices changed: check again first
+    qtbot.waitUntil(lambda: dialog.plan.written == 12 and not dialog.runner.running, timeout=WAIT)
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        assert dialog.start()
+    assert done.args[0].written == 12
+    for rel, (text, _source) in current(library).items():
+        with pyexiv2.Image(str(photo_dir / rel)) as image:
+            assert image.read_xmp()["Xmp.dc.description"] == {'lang="x-default"': text}
+    # Nothing left to change: the next check says so and Write stays off.
+    dialog.check()
+    qtbot.waitUntil(lambda: not dialog.runner.running and dialog.plan.unchanged == 12, timeout=WAIT)
+    assert not dialog.footer.start_button.isEnabled()
+
+
+def test_metadata_dialog_sidecars_for_the_selection(qtbot, library, built, photo_dir):
+    import pyexiv2
+
+    selected = built["ids"][:2]
+    dialog = MetadataDialog(library, Scope(selection=tuple(selected)))
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: not dialog.runner.running, timeout=WAIT)
+    dialog.sidecar.setChecked(True)
+    dialog.all_captioned.setChecked(True)
+    dialog.scope_picker.set_key(SCOPE_SELECTION)
+    qtbot.waitUntil(lambda: dialog._checked_choices == (True, "captioned", SCOPE_SELECTION), timeout=WAIT)
+    assert dialog.plan.sidecars == 2
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
+        dialog.start()
+    sidecars = sorted(photo_dir.rglob("*.xmp"))
+    assert len(sidecars) == 2
+    with library.db.read() as session:
+        rels = {session.get(Image, i).rel_path: i for i in selected}
+    for sidecar in sidecars:
+        rel = next(r for r in rels if Path(r).stem == sidecar.stem)
+        with pyexiv2.Image(str(sidecar)) as image:
+            assert image.read_xmp()["Xmp.dc.description"]['lang="x-default"'] == current(library)[rel][0]
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def versioned(library, built, tiny_blip_dir):  # noqa: F811
+    """Two 'full' versions whose folders are copies of a tiny real BLIP in the models folder."""
+    folder = versions.models_dir(library)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, cider in (("shapes-v1", 0.5), ("shapes-v2", 0.9)):
+        target = folder / name
+        shutil.copytree(tiny_blip_dir, target)
+        with library.db.write() as session:
+            session.add(ModelVersion(
+                name=name, base_model=str(target), adapter_path=None, family="blip", method="full",
+                config={"trained_from": "tiny-blip"},
+                metrics={"base": {"cider": 0.1, "exact_match": 0.0}, "trained": {"cider": cider, "exact_match": 0.25}},
+                data_snapshot={"val_ratio": 0.5, "seed": 0, "train": [[1, "a"]] * 6, "validation": [[2, "b"]] * 2},
+            ))
+    return folder
+
+
+def test_versions_window_lists_activates_renames_deletes(qtbot, library, versioned):
+    window = VersionsWindow(library)
+    qtbot.addWidget(window)
+    assert window.table.rowCount() == 2
+    row = [window.table.item(0, c).text() for c in range(window.table.columnCount())]
+    assert row[1:5] == ["shapes-v1", "tiny-blip", "full", row[4]] and row[5] == "6 / 2"
+    assert row[6] == "0.100 → 0.500"
+    window.select("shapes-v2")
+    with qtbot.waitSignal(window.changed):
+        assert window.activate_selected()
+    assert versions.get_active_version(library).name == "shapes-v2"
+    assert window.table.item(1, 0).text() == "★"
+    assert window.rename_selected("shapes-final")
+    assert versions.get_version(library, "shapes-final").is_active
+    assert not window.rename_selected("bad name with spaces")  # core refuses; shown, nothing changes
+    assert window.footer.status.full_text()
+    window.select("shapes-v1")
+    assert window.delete_selected(confirm=False)
+    assert [v.name for v in versions.list_versions(library)] == ["shapes-final"]
+    assert not (versioned / "shapes-v1").exists() and (versioned / "shapes-v2").exists()
+
+
+def test_versions_window_evaluates_a_real_tiny_model(qtbot, library, versioned):
+    window = VersionsWindow(library, device="cpu")
+    qtbot.addWidget(window)
+    window.select("shapes-v2")
+    with qtbot.waitSignal(window.evaluated, timeout=120_000) as done:
+        assert window.evaluate_selected()
+    result = done.args[0]
+    assert result.metrics["n"] >= 1 and 0.0 <= result.metrics["exact_match"] <= 1.0
+    assert len(result.predictions) == result.metrics["n"]
+    assert "CIDEr" in window.footer.status.full_text()
+
+
+# -- preferences and help ------------------------------------------------------------------
+
+
+def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
+    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
+    dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
+    qtbot.addWidget(dialog)
+    dialog.model.setCurrentText("shapes-v2")
+    dialog.num_beams.setValue(3)
+    dialog.device.setCurrentText("cpu")
+    dialog.thumbnail_size.setCurrentIndex(dialog.thumbnail_size.findData(256))
+    dialog.sidecar_naming.setCurrentIndex(dialog.sidecar_naming.findData("full"))
+    dialog.accept()
+    again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    spec = again.caption_spec()
+    assert (spec.model, spec.device, spec.adapter) == ("shapes-v2", "cpu", "/a")  # the adapter is kept
+    assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
+    assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
+    assert again.sidecar_naming == "full"
+
+
+def test_help_dialogs(qtbot, library):
+    from core.selfcheck import Check
+    from PySide6.QtGui import QAction, QKeySequence
+
+    action = QAction("Accept caption")
+    action.setShortcut(QKeySequence("Ctrl+Shift+A"))
+    sheet = ShortcutsDialog([action, QAction("No keys")])
+    qtbot.addWidget(sheet)
+    assert sheet.rows == [("Accept caption", "Ctrl+Shift+A")]
+
+    dialog = SelfCheckDialog(run_checks=lambda: [Check("python", True, "3.12"), Check("torch", False, "missing")])
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: len(dialog.checks) == 2, timeout=WAIT)
+    assert "1 of 2 checks failed: torch" in dialog.footer.status.full_text() and "FAIL" in dialog.report()
+
+    location = LibraryLocationDialog(library)
+    qtbot.addWidget(location)
+    assert location.path_label.full_text() == str(library.path)
+
+
+def test_menus_open_every_dialog_from_the_main_window(qtbot, library, built, tmp_path):
+    from tests.window_helpers import make_window
+    from tests.gui_fakes import FakeEngine
+
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    window = make_window(qtbot, library, settings, FakeEngine())
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert titles.index("&Model") == titles.index("&Help") - 1
+    for key in ("export_dataset", "import_captions", "write_metadata", "model_versions", "preferences",
+                "shortcuts", "library_location"):
+        window.actions[key].trigger()
+    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "versions", "preferences",
+                                              "shortcuts", "location"}
+    shortcuts = window.verbs.open_dialogs["shortcuts"]
+    assert ("Export dataset", "Ctrl+Shift+E") in shortcuts.rows
+    for dialog in window.verbs.open_dialogs.values():
+        assert dialog.width() <= 1280 and dialog.height() <= 800
+    export = window.verbs.open_dialogs["export"]
+    assert export.scope_picker.buttons[SCOPE_LIBRARY].isChecked()
+    qtbot.waitUntil(lambda: not window.verbs.open_dialogs["metadata"].runner.running, timeout=WAIT)
+    window.verbs.close_all()

@@ -118,8 +118,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         try:
             result, interrupted = run_with_progress(
                 "Evaluating",
+                # None (not given): a model version is scored on its own stored split.
                 lambda bar, cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
-                                                   seed=args.seed, include_imports=args.include_imports,
+                                                   seed=args.seed, include_imports=args.include_imports or None,
                                                    device=args.device, progress=bar, cancel=cancel))
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
@@ -135,8 +136,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "metrics": result.metrics, "problems": list(result.skipped)})
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
-    print(f"Validation split: {result.metrics['n']} images (ratio {args.val_ratio:g}, seed {args.seed})")
+    split = result.split
+    whose = f"'{result.version}''s own split, " if split.get("source") == "version" else ""
+    print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
+          f"seed {split['seed']})")
+    if result.train_overlap:
+        print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
     print(_metrics_table([(title[-14:], result.metrics)]))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print_problems(result.skipped)
     return EXIT_OK
 
 
@@ -198,10 +207,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------------
 
 
-def _add_split_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
-                        help=f"share of verified captions held out for validation (default {DEFAULT_VAL_RATIO})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
+def _add_split_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) -> None:
+    if for_eval:
+        # Not given (None): a model version is scored on the split stored with it.
+        parser.add_argument("--val-ratio", type=float, default=None, metavar="R",
+                            help="share of verified captions held out for validation (default: a model version's "
+                                 f"own stored split, else {DEFAULT_VAL_RATIO}); images the version was trained on "
+                                 "are reported")
+        parser.add_argument("--seed", type=int, default=None, metavar="S",
+                            help=f"split seed (default: a model version's own, else {DEFAULT_SEED})")
+    else:
+        parser.add_argument("--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
+                            help=f"share of verified captions held out for validation (default {DEFAULT_VAL_RATIO})")
+        parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+                            help="split seed, also the seed of every random choice in training (default 0)")
     parser.add_argument("--include-imports", action="store_true",
                         help="also use imported (not verified) captions")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -246,7 +265,7 @@ def register(subparsers: Any) -> None:
                     "and edit rate against the people's captions.")
     evaluate.add_argument("--model", required=True, metavar="ID_OR_PATH", help="hub id, folder or version name")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
-    _add_split_args(evaluate)
+    _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 

@@ -11,6 +11,11 @@
 * a decompression bomb, a truncated or corrupt file raises :class:`ImageDecodeError`
   with a message meant for the user — never a half-grey image passed on silently.
 
+:func:`load_model_input` is the one decode of a photo for a captioning model -
+captioning, training and evaluation all call it (through
+:func:`core.captioning.base.load_model_image`), so the pixels a model is scored on are
+the pixels it captions.
+
 :func:`probe` reads only the header (size, format) for the scanner.
 """
 
@@ -49,6 +54,15 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+#: JPEGs for a model are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
+#: sides at least this fraction of the model's input size.  The processor resizes to the
+#: input size anyway; allowing a slight (< 1/0.85) upscale lets a 4:3 photo use the next
+#: smaller scale.  Measured here: BLIP-base on 2000x1500 JPEGs, 0.997 -> 1.21 img/s end
+#: to end, because decode threads compete with torch for the same two cores.
+DRAFT_FRACTION = 0.85
+#: Draft size used when the model's input size is unknown.
+DEFAULT_DRAFT_SIZE = 448
 
 
 class ImageDecodeError(Exception):
@@ -241,6 +255,23 @@ def load_rgb(
         return rgb
     finally:
         im.close()
+
+
+def model_draft_size(input_side: int | None) -> int:
+    """The JPEG draft size for a model whose input is *input_side* pixels (None: unknown)."""
+    if not input_side:
+        return DEFAULT_DRAFT_SIZE
+    return max(64, int(input_side * DRAFT_FRACTION))
+
+
+def load_model_input(path: Path | str, input_side: int | None) -> Image.Image:
+    """Decode *path* for a model whose input is *input_side* pixels: THE model-input decode.
+
+    Captioning, training and evaluation all decode through this function, so a model is
+    trained and scored on exactly the pixels it captions (they used to differ: 448 px
+    drafts for training/evaluation, 0.85 x the input size for captioning).
+    """
+    return load_rgb(path, draft_size=model_draft_size(input_side))
 
 
 def thumbnail_path(cache_dir: Path, fingerprint: str, size: int) -> Path:

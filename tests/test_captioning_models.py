@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -486,6 +487,31 @@ def test_rescored_int8_head_never_lets_int8_rounding_pick_the_token() -> None:
     # Everything else is the int8 approximation, close to fp32.
     assert (got - reference).abs().max() < 0.1
     assert head.weight is linear.weight and linear.weight.dtype == torch.float32  # shared, untouched
+
+
+@pytest.mark.parametrize("fixture", ["trained_blip_dir", "tiny_blip_dir"])
+def test_int8_caption_does_not_depend_on_its_batch_mates(fixture: str, request: pytest.FixtureRequest) -> None:
+    """The real int8 path: one image alone and inside batches of other images gets identical text and score.
+
+    The random-weight model is the sharp case: every step is a near-tie, so any
+    batch-dependent int8 rounding (a per-batch activation scale) flips tokens and scores.
+    """
+    from core.captioning.int8_linear import PerImageInt8Linear
+
+    captioner = load_captioner(request.getfixturevalue(fixture))  # auto on the CPU: sdpa + int8
+    assert "int8" in captioner.identity["optimizations"]
+    assert any(isinstance(m, PerImageInt8Linear) for m in captioner.model.modules())
+    images, _ = tiny_models.shape_dataset(24, seed=7)
+    # Batch mates with very different activation ranges (bright noise, black).
+    rng = np.random.default_rng(3)
+    noise = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "RGB") for _ in range(3)]
+    mates = [*noise, Image.new("RGB", (64, 64)), *images[8:]]
+    for settings in (GenerationSettings(max_new_tokens=8), GenerationSettings(max_new_tokens=8, num_beams=3)):
+        for target in images[:4]:
+            alone = captioner.caption([target], settings)[0]
+            for batch in ([target, *mates[:7]], [*mates[3:8], target], [*mates[8:15], target, *mates[:3]]):
+                got = captioner.caption(batch, settings)[batch.index(target)]
+                assert (got.text, got.score) == (alone.text, alone.score)
 
 
 def test_rescored_lm_head_gives_the_captions_of_an_fp32_head(trained_blip_dir: Path) -> None:

@@ -44,7 +44,16 @@ if TYPE_CHECKING:
 
     from .families.base import ModelFamily
 
-__all__ = ["MIN_SCORE", "CaptionResult", "Captioner", "HFCaptioner", "PreparedBatch", "sequence_scores"]
+__all__ = [
+    "MIN_SCORE",
+    "CaptionResult",
+    "Captioner",
+    "HFCaptioner",
+    "PreparedBatch",
+    "load_model_image",
+    "model_input_side",
+    "sequence_scores",
+]
 
 #: Floor for scores (a caption containing a token with probability 0 gets this, not -inf).
 MIN_SCORE = -1e4
@@ -133,6 +142,38 @@ class Captioner(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- model input
+
+
+def model_input_side(captioner: Any) -> int | None:
+    """The larger side of *captioner*'s image-processor input, or None when it cannot be read.
+
+    A captioner without a processor may declare it as ``input_side`` (the server backend:
+    the largest side it uploads).
+    """
+    declared = getattr(captioner, "input_side", None)
+    if isinstance(declared, int) and declared > 0:
+        return declared
+    processor = getattr(captioner, "processor", None)
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None)
+    if size is not None and not isinstance(size, dict):
+        size = {k: getattr(size, k, None) for k in ("height", "width", "shortest_edge", "longest_edge")}
+    sides = [v for k, v in (size or {}).items() if k in ("height", "width", "shortest_edge") and v]
+    return max(sides) if sides else None
+
+
+def load_model_image(captioner: Any, path: Any) -> Image.Image:
+    """Decode the photo at *path* for *captioner*'s input size.
+
+    The one decoding path of the caption engine, training and evaluation
+    (:func:`core.imaging.load_model_input`); raises ``ImageDecodeError``.
+    """
+    from core.imaging import load_model_input
+
+    return load_model_input(path, model_input_side(captioner))
 
 
 # --------------------------------------------------------------------------- scoring

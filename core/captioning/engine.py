@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import select, update
 
+from core import imaging as _imaging
 from core.allocator import release_free_memory
+from core.captioning.base import load_model_image, model_input_side
 from core.captioning.errors import ModelLoadError
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
 from core.filenames import for_display, to_os
-from core.imaging import ImageDecodeError, load_rgb
+from core.imaging import ImageDecodeError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.models import CaptionSource, Image, ImageState, ModelVersion
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
@@ -51,14 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at
-#: least this fraction of the model's input size.  The processor resizes to the input
-#: size anyway; allowing a slight (< 1/0.85) upscale lets a 4:3 photo use the next
-#: smaller scale.  Measured here: BLIP-base on 2000x1500 JPEGs, 0.997 -> 1.21 img/s end
-#: to end, because decode threads compete with torch for the same two cores.
-DRAFT_FRACTION = 0.85
-#: Used when the model's input size cannot be read from its processor.
-DEFAULT_DRAFT_SIZE = 448
+# The draft fraction and default live with the one model-input decode (core.imaging);
+# re-exported here for callers that read them from the engine.
+DRAFT_FRACTION = _imaging.DRAFT_FRACTION
+DEFAULT_DRAFT_SIZE = _imaging.DEFAULT_DRAFT_SIZE
 #: Batches decoded ahead of the model.
 PREFETCH_BATCHES = 2
 
@@ -283,31 +281,18 @@ class _BatchCaptioner:
 
 
 def draft_size_for(captioner: Any) -> int:
-    """The JPEG draft size for *captioner*: its own ``draft_size`` (a server captioner's
-    upload size), else a fraction of its processor's input size."""
-    explicit = getattr(captioner, "draft_size", None)
-    if isinstance(explicit, int) and explicit > 0:
-        return explicit
-    processor = getattr(captioner, "processor", None)
-    image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "size", None)
-    if size is not None and not isinstance(size, dict):
-        size = {k: getattr(size, k, None) for k in ("height", "width", "shortest_edge", "longest_edge")}
-    sides = [v for k, v in (size or {}).items() if k in ("height", "width", "shortest_edge") and v]
-    if not sides:
-        return DEFAULT_DRAFT_SIZE
-    return max(64, int(max(sides) * DRAFT_FRACTION))
+    """The JPEG draft size for *captioner*: a fraction of its input size
+    (:func:`core.captioning.base.model_input_side`; a server captioner's upload size)."""
+    return _imaging.model_draft_size(model_input_side(captioner))
 
 
-def _decode_batch(
-    captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]], draft_size: int
-) -> _Prepared:
+def _decode_batch(captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]]) -> _Prepared:
     ids: list[int] = []
     images: list[Any] = []
     failures: list[tuple[int, str]] = []
     for image_id, path in batch:
         try:
-            images.append(load_rgb(path, draft_size=draft_size))
+            images.append(load_model_image(captioner, path))  # as training and evaluation decode
             ids.append(image_id)
         except ImageDecodeError as exc:
             failures.append((image_id, str(exc)))
@@ -360,10 +345,9 @@ def _prefetch(
 ) -> Iterator[Future[_Prepared]]:
     """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
     batches = (selected[i : i + batch_size] for i in range(0, len(selected), batch_size))
-    draft_size = draft_size_for(captioner)
     pending: deque[Future[_Prepared]] = deque()
     for batch in batches:
-        pending.append(pool.submit(_decode_batch, captioner, settings, batch, draft_size))
+        pending.append(pool.submit(_decode_batch, captioner, settings, batch))
         if len(pending) > PREFETCH_BATCHES:
             yield pending.popleft()
     while pending:

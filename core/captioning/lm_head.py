@@ -66,7 +66,10 @@ class RescoredInt8Head(nn.Module):
         logits = self.quantized(hidden)
         top = logits.topk(self.top_k, dim=-1).indices  # (..., k)
         rows = self.weight[top]  # (..., k, hidden)
-        exact = torch.matmul(rows, hidden.unsqueeze(-1)).squeeze(-1)
+        # A multiply-and-sum per candidate, not a batched matmul: bmm picks different
+        # kernels (and summation orders) for different batch sizes, which moved a caption's
+        # score in the 7th digit with its batch mates; this reduction is the same per row.
+        exact = (rows * hidden.unsqueeze(-2)).sum(-1)
         if self.bias is not None:
             exact = exact + self.bias[top]
         return logits.scatter_(-1, top, exact.to(logits.dtype))

@@ -13,8 +13,10 @@
     transformers update that changes ``BlipAttention`` disables the patch
     instead of producing wrong captions.  Other families already use SDPA.
   - ``int8``: ``quantize_dynamic`` on every ``nn.Linear`` (per-channel weight
-    scales, activations quantized per batch, so an int8 caption can depend
-    slightly on its batch mates).  The LM head becomes a
+    scales), each wrapped in a
+    :class:`~core.captioning.int8_linear.PerImageInt8Linear` so activations are
+    quantized per image, not per batch: a caption and its score are the same in
+    any batch.  The LM head becomes a
     :class:`~core.captioning.lm_head.RescoredInt8Head` (top 32 logits
     recomputed in fp32) so int8 rounding never picks the token.
   - Loading on the CPU also tunes glibc's allocator (:mod:`core.allocator`).
@@ -270,6 +272,8 @@ def quantize_int8(model: Any, *, rescore_lm_head: bool = True) -> Any:
 
     The LM head becomes a :class:`~core.captioning.lm_head.RescoredInt8Head` (int8 logits,
     the top candidates recomputed in fp32), or stays fp32 with ``rescore_lm_head=False``.
+    Every int8 layer quantizes its activations per image
+    (:class:`~core.captioning.int8_linear.PerImageInt8Linear`).
     """
     import torch
     from torch import nn
@@ -281,6 +285,7 @@ def quantize_int8(model: Any, *, rescore_lm_head: bool = True) -> Any:
         warnings.filterwarnings("ignore", message=r".*quantize_per_(tensor|channel).*deprecated", category=UserWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+        from .int8_linear import per_image
         from .lm_head import RescoredInt8Head
 
         heads = [name for name, module in model.named_modules()
@@ -297,4 +302,7 @@ def quantize_int8(model: Any, *, rescore_lm_head: bool = True) -> Any:
                 parent_name, _, attr = name.rpartition(".")
                 parent = model.get_submodule(parent_name) if parent_name else model
                 setattr(parent, attr, RescoredInt8Head(getattr(parent, attr)))
+        # Activation scales per image, not per batch: a caption must not depend on its
+        # batch mates (see int8_linear.py).  Covers the rescored head's int8 copy too.
+        per_image(model)
         return model

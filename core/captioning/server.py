@@ -261,7 +261,8 @@ class ServerCaptioner(Captioner):
         self.max_image_side = max_image_side
         self.jpeg_quality = jpeg_quality
         #: Decode JPEGs at a draft scale near the upload size (read by the engine).
-        self.draft_size = max(64, max_image_side * 3 // 4)
+        # The engine decodes for this side (JPEG draft), then the upload is resized to it.
+        self.input_side = max_image_side
         self._key = api_key
         self._client = _client(self.endpoint, api_key, timeout=timeout, connections=self.max_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="caption-server")

@@ -11,6 +11,8 @@ the same split ``captiondesk export`` writes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ class TrainingExample:
     path: str
     caption: str
     split: str
+    #: What decides the split (the first fingerprint, kept when the file is rewritten).
+    split_key: str = ""
 
 
 @dataclass
@@ -63,13 +67,19 @@ class TrainingData:
         return f"{len(self.train)} training and {len(self.validation)} validation captions{dup}"
 
     def snapshot(self) -> dict[str, Any]:
-        """What a model version stores about its data (ids + fingerprints per split)."""
+        """What a model version stores about its data: ids + fingerprints per split, and per
+        split the count and a SHA-256 of its sorted ``(split key, caption)`` pairs - equal
+        hashes mean the same library contents, so the same seed must give the same version."""
         return {
             "val_ratio": self.val_ratio,
             "seed": self.seed,
             "include_imports": self.include_imports,
             "train": [[e.image_id, e.fingerprint] for e in self.train],
             "validation": [[e.image_id, e.fingerprint] for e in self.validation],
+            "train_count": len(self.train),
+            "train_sha256": _content_hash(self.train),
+            "validation_count": len(self.validation),
+            "validation_sha256": _content_hash(self.validation),
         }
 
     def require(self, min_train: int = MIN_TRAIN, min_validation: int = MIN_VALIDATION) -> None:
@@ -84,6 +94,11 @@ class TrainingData:
             f"{min_train} for training and {min_validation} for validation are needed. Write or accept "
             "more captions (or raise --val-ratio if only validation is short)."
         )
+
+
+def _content_hash(examples: list[TrainingExample]) -> str:
+    pairs = sorted((e.split_key or e.fingerprint, e.caption) for e in examples)
+    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def collect_training_data(
@@ -121,7 +136,9 @@ def collect_training_data(
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
         split = assign_split(split_key, ratio, seed)
-        examples.append(TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split))
+        examples.append(
+            TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split, split_key)
+        )
     examples.sort(key=lambda e: e.image_id)
     data.train = [e for e in examples if e.split == TRAIN]
     data.validation = [e for e in examples if e.split == VALIDATION]

@@ -262,7 +262,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class EvalResult:
-    """Metrics of one model on the library's validation split."""
+    """Metrics of one model on a validation split of the library.
+
+    ``split`` says which split was scored (``val_ratio``, ``seed``, ``include_imports``)
+    and where it came from: ``"version"`` (the version's own stored split, the default
+    for ``--model NAME``) or ``"asked"``.  ``train_overlap`` holds the evaluated image ids
+    that were in the version's *training* data; when there are any, ``warnings`` says so
+    and ``held_out_metrics`` are the metrics of the other images alone.
+    """
 
     model: str
     adapter: str | None
@@ -270,6 +277,30 @@ class EvalResult:
     #: ``(image_id, model caption, human caption)`` per validation image.
     predictions: list[tuple[int, str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    split: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    train_overlap: list[int] = field(default_factory=list)
+    held_out_metrics: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _evaluation_split(
+    version: Any, val_ratio: float | None, seed: int | None, include_imports: bool | None,
+) -> dict[str, Any]:
+    """The split to score: the version's stored one unless a setting is given explicitly."""
+    from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+
+    stored = (version.data_snapshot or {}) if version is not None else {}
+    defaults = {
+        "val_ratio": stored.get("val_ratio", DEFAULT_VAL_RATIO),
+        "seed": stored.get("seed", DEFAULT_SEED),
+        "include_imports": bool(stored.get("include_imports", False)),
+    }
+    asked = {"val_ratio": val_ratio, "seed": seed, "include_imports": include_imports}
+    split = {k: defaults[k] if asked[k] is None else asked[k] for k in defaults}
+    from_version = bool(stored) and all(split[k] == defaults[k] for k in defaults)
+    split["source"] = "version" if from_version else "asked"
+    return split
 
 
 def evaluate_model(
@@ -277,9 +308,9 @@ def evaluate_model(
     model: str,
     adapter: str | None = None,
     *,
-    val_ratio: float = 0.1,
-    seed: int = 0,
-    include_imports: bool = False,
+    val_ratio: float | None = None,
+    seed: int | None = None,
+    include_imports: bool | None = None,
     device: str = "auto",
     optimize: str = "none",
     batch_size: int = 8,
@@ -288,27 +319,41 @@ def evaluate_model(
     progress: Any = None,
     cancel: Any = None,
 ) -> EvalResult:
-    """Caption the validation split with *model* (hub id, folder or version name) and score it.
+    """Caption a validation split with *model* (hub id, folder or version name) and score it.
 
-    The split is the one training and export use (:func:`core.splits.assign_split` with
-    *val_ratio* and *seed*).  ``optimize="none"`` by default so the numbers are those of the
-    plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError` when the
-    validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
+    A model version (``model`` = its name) is scored, by default, on **its own** validation
+    split: the ``val_ratio``, ``seed`` and ``include_imports`` stored with it when it was
+    trained, so it is never scored on its training photos.  Settings given explicitly
+    override those (and are the split for hub ids and folders; defaults
+    :data:`core.splits.DEFAULT_VAL_RATIO` / ``DEFAULT_SEED``); any evaluated image that was
+    in the version's training data is then reported (``train_overlap``, ``warnings``,
+    ``held_out_metrics`` without them).  The split is the one training and export use
+    (:func:`core.splits.assign_split`).  ``optimize="none"`` by default so the numbers are
+    those of the plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError`
+    when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
     """
+    from core.captioning.base import load_model_image
     from core.captioning.engine import resolve_model
     from core.captioning.settings import GenerationSettings
-    from core.imaging import ImageDecodeError, load_rgb
+    from core.imaging import ImageDecodeError
     from core.jobs import Progress
 
     from .data import InsufficientDataError, collect_training_data
+    from .versions import get_version
 
-    data = collect_training_data(library, val_ratio=val_ratio, seed=seed, include_imports=include_imports)
+    model = str(model)  # a Path to a folder is fine too
+    version = get_version(library, model)
+    split = _evaluation_split(version, val_ratio, seed, include_imports)
+    data = collect_training_data(library, val_ratio=split["val_ratio"], seed=split["seed"],
+                                 include_imports=split["include_imports"])
     if not data.validation:
         raise InsufficientDataError(
             f"there are no verified captions in the validation split ({data.summary()} at validation ratio "
-            f"{val_ratio:g}); write or accept more captions, or raise --val-ratio")
+            f"{split['val_ratio']:g}); write or accept more captions, or raise --val-ratio")
     resolved = resolve_model(library, model, adapter)
-    result = EvalResult(resolved.model_name, resolved.adapter)
+    result = EvalResult(resolved.model_name, resolved.adapter, split=split,
+                        version=version.name if version is not None else None)
+    trained_on = _training_images(version)
     owns = captioner is None
     if captioner is None:
         from core.captioning import load_captioner
@@ -316,6 +361,7 @@ def evaluate_model(
         captioner = load_captioner(resolved.model_name, adapter=resolved.adapter, device=device, optimize=optimize)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     examples = data.validation
+    overlap: set[int] = set()
     try:
         for start in range(0, len(examples), batch_size):
             if cancel is not None and cancel.is_set():
@@ -323,17 +369,40 @@ def evaluate_model(
             chunk, images = [], []
             for ex in examples[start : start + batch_size]:
                 try:
-                    images.append(load_rgb(ex.path, draft_size=448))
+                    images.append(load_model_image(captioner, ex.path))  # as captioning decodes
                     chunk.append(ex)
                 except ImageDecodeError as exc:
                     result.skipped.append(f"{ex.path}: {exc}")
             if images:
                 for ex, res in zip(chunk, captioner.caption(images, settings), strict=True):
                     result.predictions.append((ex.image_id, res.text, ex.caption))
+                    if ex.image_id in trained_on[0] or ex.fingerprint in trained_on[1]:
+                        overlap.add(ex.image_id)
             if progress is not None:
                 progress(Progress(min(start + batch_size, len(examples)), len(examples), "Evaluating"))
     finally:
         if owns:
             captioner.close()
     result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    if overlap:
+        result.train_overlap = sorted(overlap)
+        n = len(result.predictions)
+        held_out = [p for p in result.predictions if p[0] not in overlap]
+        result.warnings.append(
+            f"{len(overlap)} of the {n} evaluated images were training images of '{result.version}' "
+            f"(it was trained with validation ratio {version.data_snapshot.get('val_ratio')}, seed "
+            f"{version.data_snapshot.get('seed')}); these scores overstate it"
+            + (f"; on the {len(held_out)} held-out images alone: exact match "
+               if held_out else "; no evaluated image was held out"))
+        if held_out:
+            result.held_out_metrics = caption_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out])
+            m = result.held_out_metrics
+            result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result
+
+
+def _training_images(version: Any) -> tuple[set[int], set[str]]:
+    """Image ids and fingerprints of a version's training split (empty for plain models)."""
+    snapshot = (version.data_snapshot or {}) if version is not None else {}
+    rows = snapshot.get("train") or []
+    return {int(r[0]) for r in rows}, {str(r[1]) for r in rows}

@@ -59,7 +59,8 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -80,8 +81,6 @@ log = logging.getLogger(__name__)
 
 #: Ids of the families :func:`train` can train (declared by each family: ``trainable``).
 TRAINABLE_FAMILIES: tuple[str, ...] = tuple(trainable_family_ids())
-#: JPEG draft decode size for training images (as for captioning).
-DECODE_DRAFT_SIZE = 448
 
 Report = Callable[..., None]
 
@@ -162,31 +161,72 @@ def train(
             run.save(done=done, total=total, checkpoint={"epoch": epoch})
 
         report(0, None, "Loading model")
-        captioner = _load_base_captioner(base, config)
-        try:
-            family = _trainable_family(captioner)
-            model = _PreparedModel.build(captioner, family, config)
-            result.trainable_parameters = sum(p.numel() for p in model.params)
-            examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
-            loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
-                                 on_epoch, on_checkpoint)
-            state = loop.run(result)
-            if result.cancelled:
-                report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
-                run.finish(done=state.global_step,
-                           message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
-            else:
-                report(state.global_step, loop.total_steps, "Saving the best model")
-                version = _save_best_version(library, loop, state, base, name, data, result)
-                shutil.rmtree(run_dir, ignore_errors=True)
-                result.version_id, result.path = version.id, version.adapter_path or version.base_model
-                run.finish(done=state.global_step, total=loop.total_steps,
-                           checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch, "version_id": version.id})
-                report(state.global_step, loop.total_steps, "Finished")
-        finally:
-            captioner.close()  # whatever failed after loading: give the memory back
+        # Seeds, deterministic algorithms: scoped to this run (restored afterwards).
+        with _reproducible(config.seed):
+            captioner = _load_base_captioner(base, config)
+            try:
+                family = _trainable_family(captioner)
+                model = _PreparedModel.build(captioner, family, config)
+                result.trainable_parameters = sum(p.numel() for p in model.params)
+                examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
+                loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
+                                     on_epoch, on_checkpoint)
+                state = loop.run(result)
+                if result.cancelled:
+                    report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
+                    run.finish(done=state.global_step,
+                               message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
+                else:
+                    report(state.global_step, loop.total_steps, "Saving the best model")
+                    version = _save_best_version(library, loop, state, base, name, data, result)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    result.version_id, result.path = version.id, version.adapter_path or version.base_model
+                    run.finish(done=state.global_step, total=loop.total_steps,
+                               checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch, "version_id": version.id})
+                    report(state.global_step, loop.total_steps, "Finished")
+            finally:
+                captioner.close()  # whatever failed after loading: give the memory back
     result.seconds = time.monotonic() - started
     return result
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+@contextmanager
+def _reproducible(seed: int) -> Iterator[None]:
+    """Same seed + same data -> same version on the same machine, for the scope of one run.
+
+    Every random choice of a run comes from *seed*: the split (``assign_split``), the
+    shuffle (its own generator per epoch), and through torch's global generator the LoRA
+    initialisation and dropout - :meth:`_TrainingLoop.train_epoch` reseeds it per epoch so a
+    resumed run draws what an uninterrupted one would.  torch's deterministic algorithms
+    are switched on (``warn_only``: an op without a deterministic version warns instead of
+    failing) and cuDNN autotuning off.  The global RNG state and the deterministic settings
+    are restored afterwards, so captioning in the same process is not affected.
+    """
+    import os
+    import random
+
+    import torch
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_benchmark = torch.backends.cudnn.benchmark
+    # cuBLAS needs this to be deterministic on CUDA (read when cuBLAS starts).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+            torch.backends.cudnn.benchmark = was_benchmark
+            random.setstate(python_state)
 
 
 # --------------------------------------------------------------------------- before loading
@@ -480,8 +520,8 @@ class _Examples:
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
                       data: TrainingData, result: TrainingResult, report: Report, cancel: CancelToken) -> _Examples:
     report(0, None, "Reading images")
-    train_ex, train_images = _load_images(data.train, result.skipped_images)
-    val_ex, val_images = _load_images(data.validation, result.skipped_images)
+    train_ex, train_images = _load_images(captioner, data.train, result.skipped_images)
+    val_ex, val_images = _load_images(captioner, data.validation, result.skipped_images)
     if not train_ex or not val_ex:
         raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
     result.train_size, result.validation_size = len(train_ex), len(val_ex)
@@ -528,13 +568,16 @@ def _encode_vision_once(captioner: Any, family: ModelFamily, vision: Any, images
     return torch.cat(parts) if parts else None
 
 
-def _load_images(examples: list[TrainingExample], skipped: list[str]) -> tuple[list[TrainingExample], list[Any]]:
-    from core.imaging import ImageDecodeError, load_rgb
+def _load_images(captioner: Any, examples: list[TrainingExample],
+                 skipped: list[str]) -> tuple[list[TrainingExample], list[Any]]:
+    """The examples' photos decoded exactly as the caption engine decodes them for this model."""
+    from core.captioning.base import load_model_image
+    from core.imaging import ImageDecodeError
 
     kept, images = [], []
     for ex in examples:
         try:
-            images.append(load_rgb(ex.path, draft_size=DECODE_DRAFT_SIZE))
+            images.append(load_model_image(captioner, ex.path))
             kept.append(ex)
         except ImageDecodeError as exc:
             skipped.append(f"{ex.path}: {exc}")
@@ -623,6 +666,9 @@ class _TrainingLoop:
 
         config = self.config
         self.model.set_train_mode()
+        # Dropout (and anything else drawing from torch's generator) per epoch from the seed:
+        # a resumed run continues exactly as an uninterrupted one.
+        torch.manual_seed(config.seed * 1_000_003 + state.epoch)
         order = torch.randperm(self.examples.size,
                                generator=torch.Generator().manual_seed(config.seed * 7919 + state.epoch))
         losses: list[float] = []

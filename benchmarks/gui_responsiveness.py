@@ -157,7 +157,7 @@ def main() -> int:
     from core.captioning.settings import CaptionJobSpec
 
     sys.path.insert(0, str(ROOT))
-    from tests.test_gui_fakes import FakeEngine
+    from tests.gui_fakes import FakeEngine
 
     tune_interpreter()  # as desktop_app.app.main() does
     app = QApplication.instance() or QApplication([])

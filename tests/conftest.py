@@ -1,4 +1,10 @@
-"""Shared test setup: headless Qt, no network for Hugging Face, temp libraries."""
+"""Shared test setup: headless Qt, no network for Hugging Face, shared fixtures.
+
+Shared fixtures live here or in helper modules registered below; helper modules that are
+imported by tests (tests/gui_fakes.py, tests/window_helpers.py, tests/library_helpers.py,
+tests/training_scenario.py, tests/imagegen.py) have no ``test_`` prefix, so a test module
+never imports another test module.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,10 @@ import pytest  # noqa: E402
 
 from core.library import Library  # noqa: E402
 
+#: The tiny-model fixtures (tiny_model_dirs, tiny_blip_dir, trained_blip_dir) for every test;
+#: models are built on first use only.
+pytest_plugins = ["tests.model_fixtures"]
+
 
 @pytest.fixture
 def library(tmp_path: Path):
@@ -29,3 +39,13 @@ def photo_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    """The desktop app's settings in a temporary ini file (never the user's real ones)."""
+    from PySide6.QtCore import QSettings
+
+    from desktop_app.settings import AppSettings
+
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))

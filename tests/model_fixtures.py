@@ -1,13 +1,10 @@
 """Session-scoped pytest fixtures with tiny offline captioning models.
 
-Import the fixtures you need explicitly in a test module, e.g.::
-
-    from tests.model_fixtures import tiny_blip_dir, trained_blip_dir  # noqa: F401
-
-(``tests/conftest.py`` is owned by the app tests and stays model-free, so
-collecting the GUI/store tests never builds models.)  Every model is built
-once per session into ``tmp_path_factory`` and must not be modified by tests;
-copy it first if a test needs to break it.
+tests/conftest.py registers this module as a plugin (``pytest_plugins``), so every test
+can ask for these fixtures by name.  ``tests.tiny_models`` (and with it torch) is only
+imported when a model is first built, so collecting the GUI/store tests stays model-free.
+Every model is built once per session into ``tmp_path_factory`` and must not be modified
+by tests; copy it first if a test needs to break it.
 """
 
 from __future__ import annotations
@@ -17,16 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from tests import tiny_models
+
+def _builder(function_name: str) -> Callable[[Path], Path]:
+    """``tests.tiny_models.<function_name>``, imported on first call (it imports torch)."""
+
+    def build(folder: Path) -> Path:
+        from tests import tiny_models
+
+        return getattr(tiny_models, function_name)(folder)
+
+    build.__name__ = function_name
+    return build
+
 
 #: fixture/family name -> builder; ``tiny_model_dir`` is parametrized over these.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "blip": tiny_models.build_tiny_blip,
-    "blip2": tiny_models.build_tiny_blip2,
-    "git": tiny_models.build_tiny_git,
-    "vision_encoder_decoder": tiny_models.build_tiny_vision_encoder_decoder,
-    "florence2": tiny_models.build_tiny_florence2,
-    "llava": tiny_models.build_tiny_llava,
+    "blip": _builder("build_tiny_blip"),
+    "blip2": _builder("build_tiny_blip2"),
+    "git": _builder("build_tiny_git"),
+    "vision_encoder_decoder": _builder("build_tiny_vision_encoder_decoder"),
+    "florence2": _builder("build_tiny_florence2"),
+    "llava": _builder("build_tiny_llava"),
 }
 
 
@@ -52,4 +60,4 @@ def tiny_blip_dir(tiny_model_dirs: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def trained_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny BLIP fine-tuned on coloured shapes (captions like ``"a red circle"``); ~10 s to build."""
-    return tiny_models.train_tiny_blip(tmp_path_factory.mktemp("trained-blip"))
+    return _builder("train_tiny_blip")(tmp_path_factory.mktemp("trained-blip"))

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from core.allocator import tuning_enabled
-from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 

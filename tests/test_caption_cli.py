@@ -13,7 +13,7 @@ from captiondesk.cli import main
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import make_corpus, write_jpeg
-from tests.model_fixtures import BUILDERS, tiny_model_dirs  # noqa: F401 - fixture
+from tests.model_fixtures import BUILDERS
 
 
 def _photos(folder: Path) -> Path:

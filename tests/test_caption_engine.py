@@ -18,7 +18,6 @@ from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import make_corpus, write_jpeg
-from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
 
 
 @dataclass

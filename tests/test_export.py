@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -12,7 +11,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-import captiondesk.cli
 import captiondesk.common
 from core import captions
 from captiondesk import dataset_commands as cli_dataset
@@ -31,75 +28,14 @@ from core.library import Library
 from core.models import Image
 from core.splits import TRAIN, VALIDATION, assign_split, split_position, validate_val_ratio
 from tests.imagegen import write_jpeg
-
-NON_ASCII_CAPTION = "Café – 東京の桜 🌸, \"quoted\" and, commas"
-
-
-# -- helpers shared with test_import / test_metadata -----------------------------------
-
-
-def run_cli(argv: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """``captiondesk`` main() with the dataset commands registered (until captiondesk.cli does it)."""
-    original = captiondesk.cli.build_parser
-
-    def build_with_dataset_commands() -> argparse.ArgumentParser:
-        parser = original()
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "export" not in subparsers.choices:
-            cli_dataset.register(subparsers)
-        return parser
-
-    monkeypatch.setattr(captiondesk.cli, "build_parser", build_with_dataset_commands)
-    return captiondesk.cli.main(list(argv))
-
-
-def images_by_path(library: Library) -> dict[str, Image]:
-    with library.db.read() as session:
-        return {image.rel_path: image for image in session.scalars(select(Image))}
-
-
-def current_captions(library: Library) -> dict[str, tuple[str, str]]:
-    """rel_path → (text, source) of every current caption."""
-    result = {}
-    with library.db.read() as session:
-        for image in session.scalars(select(Image)):
-            caption = captions.current_caption(session, image.id)
-            if caption is not None:
-                result[image.rel_path] = (caption.text, caption.source)
-    return result
-
-
-def write_heic(path: Path, color=(20, 120, 220), size=(40, 30)) -> Path:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.new("RGB", size, color).save(path, quality=90)
-    return path
-
-
-def make_captioned_library(library: Library, photo_dir: Path, count: int = 10) -> dict[str, str]:
-    """*count* JPEGs in sub-folders plus a HEIC, captioned (a few by a person).
-
-    Returns rel_path → caption text.
-    """
-    for i in range(count):
-        write_jpeg(photo_dir / f"album{i % 3}" / f"photo{i}.jpg", seed=100 + i)
-    write_heic(photo_dir / "phone" / "IMG_0001.HEIC")
-    library.scan([library.add_root(photo_dir).id])
-    texts: dict[str, str] = {}
-    with library.db.write() as session:
-        for number, image in enumerate(session.scalars(select(Image).order_by(Image.rel_path))):
-            text = f"photo number {number} of {image.rel_path}"
-            if number == 1:
-                text = NON_ASCII_CAPTION
-            if number % 4 == 0:
-                captions.set_human_caption(session, image.id, text)
-            else:
-                captions.add_model_caption(session, image.id, text, model_name="tiny-blip", score=-0.5)
-            texts[image.rel_path] = text
-    return texts
-
+from tests.library_helpers import (
+    NON_ASCII_CAPTION,
+    current_captions,
+    images_by_path,
+    make_captioned_library,
+    run_cli,
+    write_heic,
+)
 
 def load_hf(kind: str, data_dir: Path, cache: Path):
     """The real consumer: Hugging Face datasets (a test dependency, never skipped)."""

@@ -26,38 +26,13 @@ from desktop_app.main_window import MainWindow
 from desktop_app.settings import AppSettings
 from desktop_app.worker import PauseToken
 from tests.imagegen import write_jpeg
-from tests.test_gui_fakes import FakeEngine, build_library
-
-WAIT = 15_000
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-
-
-def make_window(qtbot, library, settings, engine, *, size=(1300, 850)):
-    win = MainWindow(settings, engine=engine, error_dialogs=False)
-    qtbot.addWidget(win)
-    if size is not None:
-        win.resize(*size)
-    win.show()
-    with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
-        win.set_library(library)
-    return win
+from tests.gui_fakes import FakeEngine, build_library
+from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
 
 def model_captioned_ids(library) -> set[int]:
     with library.db.read() as session:
         return set(session.scalars(select(Caption.image_id).where(Caption.source == "model")))
-
-
-def uncaptioned_ids(window) -> set[int]:
-    return {
-        window.model.image_id(r)
-        for r in range(window.model.rowCount())
-        if window.model.row_data(r).state == "uncaptioned"
-    }
 
 
 def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir, settings):

@@ -12,7 +12,7 @@ from core import edits, queries
 from core.captions import add_model_caption, current_caption, set_human_caption
 from core.models import Caption
 from core.queries import ImageFilter, ModelKey
-from tests.test_gui_fakes import build_library
+from tests.gui_fakes import build_library
 
 
 @pytest.fixture

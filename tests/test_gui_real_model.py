@@ -9,9 +9,8 @@ from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.models import Caption
 from desktop_app.dialogs import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from desktop_app.settings import AppSettings
-from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401 - fixtures
-from tests.test_gui_fakes import build_library
-from tests.test_gui_jobs import WAIT, make_window, uncaptioned_ids
+from tests.gui_fakes import build_library
+from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
 
 def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_path, tiny_blip_dir):

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from core.models import Caption, ModelVersion
 from desktop_app.settings import AppSettings
-from tests.test_gui_fakes import FakeEngine, build_library
-from tests.test_gui_jobs import WAIT, make_window
+from tests.gui_fakes import FakeEngine, build_library
+from tests.window_helpers import WAIT, make_window
 
 
 def test_new_version_recaptions_model_only_images(qtbot, library, photo_dir, tmp_path, monkeypatch):

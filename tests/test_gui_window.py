@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from core.captions import current_caption
 from core.models import Caption
 from desktop_app.grid_model import ID_ROLE, ROW_ROLE, STATE_ROLE, ImageGridModel
 from desktop_app.main_window import MainWindow
-from desktop_app.settings import AppSettings
-from tests.test_gui_fakes import FakeEngine, build_library
+from tests.gui_fakes import FakeEngine, build_library
 
 WAIT = 10_000
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from core.importer import CaptionImportError, import_captions
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import write_jpeg
-from tests.test_export import (
+from tests.library_helpers import (
     NON_ASCII_CAPTION,
     current_captions,
     images_by_path,

@@ -32,7 +32,7 @@ from core.metadata import (
 )
 from core.models import Image
 from tests.imagegen import write_jpeg
-from tests.test_export import images_by_path, run_cli, write_heic
+from tests.library_helpers import images_by_path, run_cli, write_heic
 
 CAPTION = "Café – 東京の桜 🌸 at dusk"
 ASCII_CAPTION = "A red tram crossing a bridge"

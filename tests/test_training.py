@@ -26,15 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
-from PIL import ImageDraw
 from sqlalchemy import select
 
 from core.captioning import get_family
-from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captions import set_human_caption
 from core.library import Library
-from core.models import Caption, Image, ModelVersion
+from core.models import Image, ModelVersion
 from core.splits import assign_split
 from core.training import (
     InsufficientDataError,
@@ -46,27 +43,10 @@ from core.training import (
     versions,
 )
 from tests import tiny_models
+from tests.training_scenario import COLOURS, STYLE_A, STYLE_B, label, new_images_captions, square
 
-COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230), "yellow": (240, 220, 30)}
-STYLE_A = "a {c} square"
-STYLE_B = "the picture of a square in {c}"
 VAL_RATIO = 0.25
 SHORT = {"batch_size": 16, "val_ratio": VAL_RATIO, "max_new_tokens": 12}
-
-
-def _square(colour: str, rng: np.random.Generator, size: int = 64) -> PILImage.Image:
-    image = PILImage.new("RGB", (size, size))
-    r = int(rng.integers(size // 3, size // 2 - 2))
-    fill = tuple(int(min(255, max(0, v + rng.integers(-20, 21)))) for v in COLOURS[colour])
-    ImageDraw.Draw(image).rectangle((size // 2 - r, size // 2 - r, size // 2 + r, size // 2 + r), fill=fill)
-    return image
-
-
-def _label(library: Library, style: str) -> None:
-    with library.db.write() as session:
-        for image in session.scalars(select(Image).where(Image.rel_path.like("train/%"))):
-            colour = image.rel_path.split("_")[-1].removesuffix(".png")
-            set_human_caption(session, image.id, style.format(c=colour))
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +59,17 @@ def styled_library(tmp_path_factory: pytest.TempPathFactory):
     colours = list(COLOURS)
     for i in range(96):
         (photos / "train").mkdir(parents=True, exist_ok=True)
-        _square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
+        square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
     for i, colour in enumerate(colours):  # never captioned by a person: re-captioned at the end
         (photos / "new").mkdir(parents=True, exist_ok=True)
-        _square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
+        square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
     library = Library(root / "library.db")
     library.scan([library.add_root(photos).id])
-    _label(library, STYLE_A)
+    label(library, STYLE_A)
     first = train(library, str(base), "style-a",
                   TrainingConfig(method="full", train_vision=True, lr=3e-3, epochs=10, patience=0, **SHORT))
     assert first.metrics["exact_match"] >= 0.9, first.history
-    _label(library, STYLE_B)
+    label(library, STYLE_B)
     yield library, base
     library.close()
 
@@ -97,21 +77,6 @@ def styled_library(tmp_path_factory: pytest.TempPathFactory):
 def _assert_learned(result) -> None:
     assert result.base_metrics["exact_match"] == 0.0 and result.base_metrics["cider"] < 3.0, result.history
     assert result.metrics["exact_match"] >= 0.9 and result.metrics["cider"] >= 8.0, result.history
-
-
-def _new_images_captions(library: Library, model: str) -> list[str]:
-    with library.db.read() as session:
-        ids = list(session.scalars(select(Image.id).where(Image.rel_path.like("new/%"))))
-    stats = run_caption_job(library, CaptionJobSpec(model=model, image_ids=ids, device="cpu", optimize="none",
-                                                    overwrite_model_captions=True))
-    assert stats.captioned == 4
-    with library.db.read() as session:
-        rows = session.execute(select(Image.rel_path, Caption.text, Caption.model_version_id)
-                               .join(Caption, Caption.image_id == Image.id)
-                               .where(Image.id.in_(ids), Caption.is_current.is_(True))).all()
-    version = versions.get_version(library, model)
-    assert {r[2] for r in rows} == {version.id}
-    return [f"{path.split('_')[-1].removesuffix('.png')}|{text}" for path, text, _ in sorted(rows)]
 
 
 def _assert_new_style(items: list[str]) -> None:
@@ -134,7 +99,7 @@ def test_full_finetune_learns_the_new_style(styled_library) -> None:
     assert len(snapshot["train"]) == result.train_size and len(snapshot["validation"]) == result.validation_size
     assert all(assign_split(fp, VAL_RATIO) == "validation" for _, fp in snapshot["validation"])
     # Re-captioning images nobody captioned gives the new style, with the right colour.
-    _assert_new_style(_new_images_captions(library, "style-b-full"))
+    _assert_new_style(new_images_captions(library, "style-b-full"))
 
 
 def test_lora_learns_the_new_style_and_reloads_identically(styled_library) -> None:
@@ -151,7 +116,7 @@ def test_lora_learns_the_new_style_and_reloads_identically(styled_library) -> No
     # Save -> load gives identical outputs: the reloaded adapter reproduces the best epoch's metrics exactly.
     reloaded = evaluate_model(library, "style-b-lora", val_ratio=VAL_RATIO, device="cpu", max_new_tokens=12)
     assert reloaded.metrics == result.metrics
-    _assert_new_style(_new_images_captions(library, "style-b-lora"))
+    _assert_new_style(new_images_captions(library, "style-b-lora"))
 
 
 def test_qlora_learns_the_new_style_on_a_4bit_base(styled_library) -> None:
@@ -180,7 +145,7 @@ def test_qlora_learns_the_new_style_on_a_4bit_base(styled_library) -> None:
     version = versions.get_version(library, "style-b-qlora")
     assert version.method == "qlora" and Path(version.adapter_path, "adapter_config.json").is_file()
     # The adapter is applied to the full-precision base when captioning (usual QLoRA use).
-    _assert_new_style(_new_images_captions(library, "style-b-qlora"))
+    _assert_new_style(new_images_captions(library, "style-b-qlora"))
 
 
 def test_adapter_logits_and_merged_export_match(styled_library, tmp_path: Path) -> None:
@@ -194,7 +159,7 @@ def test_adapter_logits_and_merged_export_match(styled_library, tmp_path: Path) 
         pytest.skip("needs the LoRA version from the previous test")
     version = versions.get_version(library, "style-b-lora")
     rng = np.random.default_rng(5)
-    images = [_square(c, rng) for c in COLOURS]
+    images = [square(c, rng) for c in COLOURS]
     processor = BlipProcessor.from_pretrained(version.base_model)
     pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
     ids = torch.full((4, 1), processor.tokenizer.bos_token_id)
@@ -228,7 +193,7 @@ def test_cached_vision_embeddings_give_the_same_loss(tiny_blip_path: Path) -> No
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]))
     inner = peft_model.base_model.model
     rng = np.random.default_rng(0)
-    enc = processor(images=[_square(c, rng) for c in COLOURS], text=[STYLE_A.format(c=c) for c in COLOURS],
+    enc = processor(images=[square(c, rng) for c in COLOURS], text=[STYLE_A.format(c=c) for c in COLOURS],
                     return_tensors="pt", padding="longest")
     ids = enc["input_ids"].clone()
     ids[:, 0] = inner.config.text_config.bos_token_id
@@ -353,7 +318,7 @@ def test_too_little_data_and_qlora_requirements(tmp_path: Path) -> None:
     photos.mkdir()
     rng = np.random.default_rng(3)
     for i in range(5):
-        _square("red", rng).save(photos / f"{i}.png")
+        square("red", rng).save(photos / f"{i}.png")
     (photos / "copy.png").write_bytes((photos / "0.png").read_bytes())
     with Library(tmp_path / "lib.db") as library:
         library.scan([library.add_root(photos).id])

@@ -34,7 +34,7 @@ from core.library import Library
 from core.training import TrainingConfig, TrainingError, evaluate_model, train, versions
 from core.training.trainer import TRAINABLE_FAMILIES, _prepare_model
 from tests import tiny_models
-from tests.test_training import COLOURS, STYLE_B, _label, _new_images_captions, _square
+from tests.training_scenario import COLOURS, STYLE_B, label, new_images_captions, square
 
 VAL_RATIO = 0.25
 IMAGES = 192
@@ -53,9 +53,9 @@ def library(tmp_path_factory: pytest.TempPathFactory):
     rng = np.random.default_rng(1)
     colours = list(COLOURS)
     for i in range(IMAGES):
-        _square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
+        square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
     for i, colour in enumerate(colours):  # never captioned by a person: captioned by the trained versions
-        _square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
+        square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
     lib = Library(root / "library.db")
     lib.scan([lib.add_root(photos).id])
     yield lib
@@ -97,10 +97,10 @@ def _assert_style(items: list[str], style: str) -> None:
 
 
 def _train_and_check(library: Library, base: str, name: str, style: str, config: TrainingConfig):
-    _label(library, style)
+    label(library, style)
     result = train(library, base, name, config)
     _assert_learned(result, style)
-    _assert_style(_new_images_captions(library, name), style)
+    _assert_style(new_images_captions(library, name), style)
     return result
 
 
@@ -110,7 +110,7 @@ def _train_and_check(library: Library, base: str, name: str, style: str, config:
 @pytest.fixture(scope="module")
 def blip2_style_b(library: Library, models: dict[str, Path]):
     torch.manual_seed(0)
-    _label(library, STYLE_B)
+    label(library, STYLE_B)
     return train(library, str(models["blip2"]), "blip2-b", TrainingConfig(**{**FULL, "epochs": 15}))
 
 
@@ -120,7 +120,7 @@ def test_blip2_full_finetune_learns(library: Library, blip2_style_b) -> None:
     assert result.cached_vision, "frozen BLIP-2 vision encoder: embeddings computed once"
     version = versions.get_version(library, "blip2-b")
     assert version.family == "blip-2" and version.method == "full" and version.adapter_path is None
-    _assert_style(_new_images_captions(library, "blip2-b"), STYLE_B)
+    _assert_style(new_images_captions(library, "blip2-b"), STYLE_B)
 
 
 def test_blip2_lora_learns_and_the_adapter_reloads_identically(library: Library, blip2_style_b) -> None:
@@ -143,7 +143,7 @@ def test_blip2_lora_learns_and_the_adapter_reloads_identically(library: Library,
     assert reloaded.metrics == result.metrics
     # ... and the same logits and captions as the unmerged PeftModel.
     rng = np.random.default_rng(5)
-    images = [_square(c, rng) for c in COLOURS]
+    images = [square(c, rng) for c in COLOURS]
     captioner = load_captioner(version.base_model, adapter=version.adapter_path, device="cpu", optimize="none")
     peft_model = PeftModel.from_pretrained(Blip2ForConditionalGeneration.from_pretrained(version.base_model),
                                            version.adapter_path).eval()
@@ -206,7 +206,7 @@ def test_training_batches_follow_how_the_captioner_generates(models: dict[str, P
     enc = captioner.family.encode_training_batch(captioner, captions, max_length=40)
     words = [tok(c, add_special_tokens=False)["input_ids"] for c in captions]
     eos = captioner.eos_token_ids()[0]
-    prompt = captioner.preprocess([_square("red", np.random.default_rng(0))], _settings()).inputs
+    prompt = captioner.preprocess([square("red", np.random.default_rng(0))], _settings()).inputs
     if key == "vision_encoder_decoder":
         start = captioner.model.generation_config.decoder_start_token_id
         for row, (ids, labels, dec) in enumerate(zip(words, enc["labels"], enc["decoder_input_ids"], strict=True)):
@@ -259,7 +259,7 @@ def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], ke
     vision = family.vision_tower(captioner.model)
     vision.eval()
     rng = np.random.default_rng(0)
-    pixels = captioner.pixel_values([_square(c, rng) for c in COLOURS])
+    pixels = captioner.pixel_values([square(c, rng) for c in COLOURS])
     batch = family.encode_training_batch(captioner, [STYLE_B.format(c=c) for c in COLOURS], 40)
     with torch.no_grad():
         embeds = family.vision_embeddings(vision, pixels)
@@ -300,7 +300,7 @@ def test_lora_train_vision_reaches_the_vision_encoder_only_when_asked(models: di
 
 
 def test_unsupported_family_is_refused_clearly(library: Library, tmp_path: Path) -> None:
-    _label(library, STYLE_B)
+    label(library, STYLE_B)
     florence = tiny_models.build_tiny_florence2(tmp_path / "florence")
     with pytest.raises(TrainingError) as info:
         train(library, str(florence), "florence-b", TrainingConfig(**FULL))

@@ -1,4 +1,7 @@
-"""Shared fixtures for the GUI tests and ``benchmarks/gui_responsiveness.py`` (no tests here).
+"""Fakes and sample libraries for the GUI tests and ``benchmarks/gui_responsiveness.py``.
+
+A helper module, not a test module (no ``test_`` prefix): pytest does not collect it, and
+importing it from tests or benchmarks runs no tests.
 
 * :class:`FakeCaptioner` follows the ``core.captioning`` Captioner interface and writes
   "a photo WxH" with score -0.5 (optionally sleeping per batch to simulate work).

@@ -1,0 +1,35 @@
+"""Opening the main window in GUI tests (shared by test_gui_jobs, test_gui_versions, test_gui_real_model).
+
+A helper module, not a test module: the ``settings`` fixture these take lives in
+tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from desktop_app.main_window import MainWindow
+
+#: Milliseconds to wait for a window signal (a whole job on a busy 2-core machine).
+WAIT = 15_000
+
+
+def make_window(qtbot: Any, library: Any, settings: Any, engine: Any, *, size: tuple[int, int] | None = (1300, 850)) -> MainWindow:
+    """A shown MainWindow on *library* (engine None: the real captioning engine), grid loaded."""
+    win = MainWindow(settings, engine=engine, error_dialogs=False)
+    qtbot.addWidget(win)
+    if size is not None:
+        win.resize(*size)
+    win.show()
+    with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
+        win.set_library(library)
+    return win
+
+
+def uncaptioned_ids(window: MainWindow) -> set[int]:
+    """Ids of the grid rows shown as uncaptioned."""
+    return {
+        window.model.image_id(r)
+        for r in range(window.model.rowCount())
+        if window.model.row_data(r).state == "uncaptioned"
+    }

@@ -48,7 +48,12 @@ def test_cancel_stops_the_child_and_keeps_what_it_committed(tmp_path: Path) -> N
         cancel = threading.Event()
 
         def on_progress(p: Progress) -> None:
-            if p.done >= 500:
+            # Cancel on the first report: the child throttles progress to one line per 0.1 s
+            # and, on a quiet machine, walks all 3000 files in about that time, so waiting for
+            # a later report (it was "done >= 500") let the scan finish before the cancel
+            # arrived.  The first report comes after the first file, with ~3000 files (>= 0.1 s)
+            # still to go, while the cancel reaches it in one pipe write and a GIL switch.
+            if p.done < 3001:
                 cancel.set()
 
         stats = scan_in_subprocess(library.path, [root.id], progress=on_progress, cancel=cancel)

@@ -69,6 +69,7 @@ def test_environment_switch_turns_the_tuning_off() -> None:
     assert off["faults"] > 100_000
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and loads a model (~6 s)
 def test_loading_a_cpu_captioner_tunes_the_allocator(tiny_blip_dir: Path) -> None:
     code = f"""
 import json, sys

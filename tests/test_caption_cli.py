@@ -34,6 +34,7 @@ def _current_rows(db_path: Path) -> dict[str, Caption]:
     return {rel: caption for rel, caption in rows}
 
 
+@pytest.mark.slow  # builds and runs tiny models of every family (2-4 s each)
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path, capsys) -> None:
     photos = _photos(tmp_path / "photos")
@@ -58,6 +59,7 @@ def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path
     assert "0 captioned, 10 skipped" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # builds and runs tiny models of every family (2-4 s each)
 def test_rerun_never_overwrites_human_and_adapter_is_a_new_version(tiny_model_dirs, tmp_path: Path, capsys) -> None:
     photos = tmp_path / "photos"
     for i in range(3):

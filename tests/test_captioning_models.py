@@ -615,6 +615,7 @@ def _make_adapter(base_dir: Path, out: Path, *, target_modules: list[str], seed:
     return peft_model.eval()
 
 
+@pytest.mark.slow  # trains a LoRA adapter (~7 s)
 def test_adapter_changes_captions_and_matches_peft(tmp_path: Path, trained_blip_dir: Path) -> None:
     from core.captioning.families.blip import BlipCaptioner
 

@@ -48,6 +48,9 @@ from tests.training_scenario import COLOURS, STYLE_A, STYLE_B, label, new_images
 VAL_RATIO = 0.25
 SHORT = {"batch_size": 16, "val_ratio": VAL_RATIO, "max_new_tokens": 12}
 
+#: Trains a tiny BLIP several times (module fixture alone ~10 s): run by CI, not by `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def styled_library(tmp_path_factory: pytest.TempPathFactory):

@@ -658,13 +658,3 @@ def _write_one(image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats) 
         "mtime_ns": after.st_mtime_ns,
         "fingerprint": fingerprint_file(outcome.target, after.st_size),
     }
-
-
-def metadata_available() -> bool:
-    """Whether pyexiv2 is installed (for a GUI that greys out the metadata actions)."""
-    try:
-        _pyexiv2()
-    except MetadataUnavailable:
-        return False
-    return True
-

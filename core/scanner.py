@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from core.db import Database
 from core.fingerprint import fingerprint_and_head
@@ -381,8 +381,3 @@ def scan(
         _settle_vanished(db, vanished, stats, scan_started)
     report("Scan cancelled" if stats.cancelled else "Scan finished")
     return stats
-
-
-def count_images(db: Database) -> int:
-    with db.read() as session:
-        return session.scalar(select(func.count(Image.id))) or 0

@@ -2,8 +2,8 @@
 
 ``main()`` shows the window first and opens the library afterwards on a worker thread
 (opening may migrate and back up a big file), so the window appears at once whatever
-the library's size.  ``captiondesk-gui FOLDER`` (``main(["FOLDER"])``) adds the folder,
-scans it in the background and shows it.
+the library's size.  ``python -m desktop_app FOLDER`` (``main(["FOLDER"])``) adds
+the folder, scans it in the background and shows it.
 
 Unexpected exceptions in Qt callbacks are caught by :func:`_install_excepthook` and shown
 in the log panel and a dialog, not as a traceback on a console the user never sees.

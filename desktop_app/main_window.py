@@ -5,7 +5,9 @@ Threading (the rule: the GUI thread only paints and answers the user):
 * the grid's id list, sidebar counts and opening a library run on ``self.pool``;
   results return through :func:`desktop_app.background.submit`;
 * thumbnails and the preview decode on ``self.pool`` too (:mod:`desktop_app.thumbnails`);
-* a scan runs on ``self.scan_pool`` (one thread) with progress as queued signals;
+* a scan runs in a child process (:func:`core.scan_process.scan_in_subprocess`, so its
+  Python work never competes with repaints for the GIL); ``self.scan_pool`` (one thread)
+  only waits for it and relays its progress as queued signals;
 * captioning runs on the long-lived inference thread of
   :class:`~desktop_app.worker.CaptionService`;
 * caption edits are short write transactions on the GUI thread (a person's single edit

@@ -1,12 +1,7 @@
 """The Train dialog: retrain the captioner from verified captions, with a live chart.
 
-Not wired into the main window here.  To open it (e.g. from a "Model → Train…" menu
-action in ``main_window.py``)::
-
-    from desktop_app.train_dialog import TrainDialog
-    dialog = TrainDialog(self.library, base_model=current_model_id, parent=self)
-    dialog.version_created.connect(lambda name: ...)  # e.g. refresh the model picker
-    dialog.show()
+The main window opens it (:meth:`desktop_app.main_window.MainWindow.open_train_dialog`)
+and connects ``version_created`` to its offer to make the new version active.
 
 Training runs :func:`core.training.train` on a ``QThread``; progress, per-epoch metrics
 and the result come back as queued signals, and Cancel sets the job's cancel token (the

@@ -43,6 +43,9 @@ STYLE_C = "the {c} square"
 #: Full fine-tuning from random weights, vision encoder frozen.
 FULL = {"method": "full", "lr": 1e-2, "epochs": 12, **FAST}
 
+#: Trains four model families (minutes on 2 cores): run by CI, not by `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory):

@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from core.db import Database
 from core.filenames import for_display, to_os, to_stored

@@ -43,7 +43,6 @@ from core.training import (
     versions,
 )
 from tests import tiny_models
-from tests.training_scenario import COLOURS, STYLE_A, STYLE_B, label, new_images_captions, square
 
 # Every test here trains or loads a pre-trained tiny model (a shared ~20 s fixture).
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ which moves the current caption only while the caption the change produced is st
 current, so an undo never clobbers a newer edit (made in another window, by
 find-and-replace, ...) and never sets aside a person's caption it did not write.
 
-Used by the GUI's undo stack and the CLI alike; nothing here imports Qt.
+Used by the GUI's undo stack; nothing here imports Qt.
 """
 
 from __future__ import annotations

@@ -429,10 +429,47 @@ def same_image_data(before: bytes, after: bytes) -> bool:
 # -- writing --------------------------------------------------------------------------
 
 
+#: Temporary files beside photos: ``.cd-<pid>-<random>.tmp`` (short: a name near the
+#: 255-byte limit must still get one; the pid tells a dead writer's leftover apart).
+_TEMPORARY_PATTERN = re.compile(r"^\.cd-(\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files a killed write left in *folder* (their process is gone)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _TEMPORARY_PATTERN.match(entry.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":  # os.kill would end the process there: keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
 def _atomic_write(target: Path, data: bytes, mode: int | None = None) -> None:
     """Write *data* to a hidden temporary file beside *target*, fsync, rename over it."""
-    # Short and fixed-length: a name near the 255-byte limit must still get a temporary.
-    temporary = target.with_name(f".cd-{uuid.uuid4().hex[:12]}.tmp")
+    temporary = target.with_name(f".cd-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(temporary, "xb") as handle:
             handle.write(data)
@@ -701,9 +738,14 @@ def write_metadata(
         "folder": str(folder) if folder is not None else None,
         "image_ids": len(image_ids) if image_ids is not None else None,
     }
+    cleaned_folders: set[Path] = set()
     with library.job("write-metadata", params, MetadataWriteStats(), progress) as run:
         stats = run.stats
         for image in images:
+            folder_of_image = Path(image.path).parent
+            if folder_of_image not in cleaned_folders:  # once per folder: a killed run's leftovers
+                cleaned_folders.add(folder_of_image)
+                remove_stale_temporaries(folder_of_image)
             if cancel.is_set():
                 stats.cancelled = True
                 break

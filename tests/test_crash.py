@@ -42,29 +42,17 @@ def test_kill_during_scan_repeatedly(tmp_path: Path, many_photos: Path) -> None:
     db_path = tmp_path / "crash.db"
     with Library(db_path) as library:
         library.add_root(many_photos)
-    env = {**os.environ, "CAPTIONDESK_LIBRARY": str(db_path), "PYTHONUNBUFFERED": "1"}
-    kills = 0
-    rng = random.Random(1234)
-    for _attempt in range(8):
-        before = _count_images(db_path)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "captiondesk", "scan"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # Wait until this run has committed a batch, then kill it a random moment later:
-        # mid-probe, mid-transaction or mid-commit.
-        deadline = time.monotonic() + 60
-        while process.poll() is None and _count_images(db_path) <= before and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.06))
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait(30)
-        with Library(db_path) as library:
-            assert library.db.integrity_check() == ["ok"]
+    # Each run is killed a random moment after it committed a batch: mid-probe,
+    # mid-transaction or mid-commit.
+    counts = [0]
+
+    def committed_more() -> bool:
+        return _count_images(db_path) > counts[0]
+
+    def before_each_run() -> None:
+        counts[0] = _count_images(db_path)
+
+    kills = _kill_repeatedly(["scan"], db_path, committed_more, 8, 1234, before_each_run)
     assert kills >= 3, "the scan finished too fast to be interrupted; raise N_FILES"
 
     with Library(db_path) as library:
@@ -77,13 +65,15 @@ def test_kill_during_scan_repeatedly(tmp_path: Path, many_photos: Path) -> None:
         assert {job.state for job in library.jobs("scan")[:-1]} <= {"interrupted", "done"}
 
 
-def _kill_repeatedly(argv: list[str], db_path: Path, progressed, attempts: int, seed: int) -> int:
+def _kill_repeatedly(argv: list[str], db_path: Path, progressed, attempts: int, seed: int,
+                     before_each_run=lambda: None) -> int:
     """Run ``captiondesk ARGV`` and SIGKILL it a random moment after *progressed()* turns
     true, *attempts* times; the library must pass its integrity check after every kill."""
     env = {**os.environ, "CAPTIONDESK_LIBRARY": str(db_path), "PYTHONUNBUFFERED": "1"}
     rng = random.Random(seed)
     kills = 0
     for _attempt in range(attempts):
+        before_each_run()
         process = subprocess.Popen([sys.executable, "-m", "captiondesk", *argv], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -167,10 +157,11 @@ def test_kill_during_write_metadata_never_damages_a_photo(tmp_path: Path) -> Non
     for name, expected in pixels.items():  # every photo still decodes to the same pixels
         with PILImage.open(photos / name) as im:
             assert np.array_equal(np.asarray(im.convert("RGB")), expected), name
-    assert not [p for p in photos.iterdir() if p.suffix != ".jpg"], "temporary files left behind"
     env = {**os.environ, "CAPTIONDESK_LIBRARY": str(db_path)}
     subprocess.run([sys.executable, "-m", "captiondesk", "write-metadata"], env=env, check=True,
                    capture_output=True, timeout=300)
+    # A killed writer may leave its hidden temporary file; the next run removes it.
+    assert not [p for p in photos.iterdir() if p.suffix != ".jpg"], "temporary files left behind"
     for name in pixels:
         found = read_caption(photos / name)
         assert found is not None and found.text == f"caption of {name}", name

@@ -1,0 +1,193 @@
+"""Batch captioning from the window: the Caption dialog, start, pause, cancel, progress.
+
+What the status bar says through a job: "Starting…", "Loading model…", "Captioning the
+first batch…", then counts with a speed and ETA measured by
+:class:`~desktop_app.jobs_widget.JobClock` (paused time excluded), "Cancelling…" from the
+click until the job stops, and afterwards a link "N images failed" that opens the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from core import queries
+from core.jobs import Progress
+from core.queries import ImageFilter
+from desktop_app.dialogs import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
+from desktop_app.jobs_widget import JobClock, format_bytes, format_eta, plural
+from core.captioning.settings import CaptionJobSpec
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+log = logging.getLogger("captiondesk.gui")
+
+
+def progress_text(done: int, total: int | None, rate: float | None, eta: float | None, errors: int) -> str:
+    """The status-bar line for a running captioning job."""
+    if done == 0:
+        return "Captioning the first batch…" if not total else f"Captioning the first batch of {total:,} images…"
+    parts = [f"Captioning {done:,}" + (f" / {total:,}" if total else "")]
+    if rate:
+        parts.append(f"{rate:.1f} img/s")
+    if eta is not None:
+        parts.append(f"ETA {format_eta(eta)}")
+    if errors:
+        parts.append(plural(errors, "error"))
+    return " · ".join(parts)
+
+
+class CaptionJobsController:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+        self.clock = JobClock()
+        self.failed_count = 0
+        service = window.captioning
+        service.model_loading.connect(self._on_model_loading)
+        service.model_loaded.connect(self._on_model_loaded)
+        service.model_message.connect(self._on_model_message)
+        service.download_progress.connect(self._on_download_progress)
+        service.progress.connect(self._on_progress)
+        service.captions_landed.connect(self._on_captions_landed)
+        service.finished.connect(self._on_finished)
+        service.failed.connect(self._on_failed)
+        window.caption_status.pause_toggled.connect(self._on_pause_toggled)
+        window.caption_status.cancel_clicked.connect(self.cancel_captioning)
+
+    def open_caption_dialog(self) -> None:
+        w = self.window
+        if w.library is None:
+            return
+        with w.library.db.read() as session:
+            known = [key.model_name for key, _n in queries.model_keys(session)]
+            uncaptioned = queries.count_filtered(session, ImageFilter(states=frozenset({"uncaptioned"})))
+        dialog = CaptionDialog(
+            defaults=w.settings.caption_spec(),
+            known_models=known,
+            selection_count=len(w.grid.selectionModel().selectedIndexes()),
+            filter_count=w.model.rowCount(),
+            uncaptioned_count=uncaptioned,
+            parent=w,
+        )
+        if dialog.exec() == CaptionDialog.DialogCode.Accepted:
+            self.start_captioning(dialog.spec(), dialog.scope())
+
+    def start_captioning(self, spec: CaptionJobSpec, scope: str) -> bool:
+        """Start *spec* over *scope* (selection / current view / everything uncaptioned)."""
+        w = self.window
+        if w.library is None:
+            return False
+        if scope == SCOPE_SELECTION:
+            spec = spec.with_(scope=w.selected_ids())
+            empty = not spec.scope
+        elif scope == SCOPE_FILTER:
+            spec = spec.with_(scope=w.current_filter())
+            empty = w.model.rowCount() == 0
+        elif scope == SCOPE_LIBRARY:
+            # The engine's own scope: every readable image except those a person
+            # captioned, imported, or this very model version already captioned.
+            spec, empty = spec.with_(scope=None), False
+        else:
+            # Not the whole library: that would also re-caption images another model
+            # captioned, which is not what "uncaptioned" means.  The engine evaluates
+            # the filter on the inference thread, never here.
+            spec, empty = spec.with_(scope=ImageFilter(states=frozenset({"uncaptioned"}))), False
+        if empty:
+            w.report_error("No images to caption in that scope.")
+            return False
+        w.settings.set_caption_spec(spec)
+        if not w.captioning.start(w.library, spec):
+            w.report_error("A captioning job is already running.")
+            return False
+        self.clock.reset()
+        self.set_failed_count(0)
+        w.hide_banner()
+        w.caption_status.begin(f"Starting {spec.label()}…")
+        w._job_refresh.start()
+        log.info("Captioning with %s (%s)", spec.label(), scope)
+        return True
+
+    def toggle_pause(self) -> None:
+        if self.window.captioning.running:
+            self.window.caption_status.pause_button.toggle()
+
+    def _on_pause_toggled(self, paused: bool) -> None:
+        w = self.window
+        if paused:
+            self.clock.pause()
+            w.captioning.pause()
+            w.caption_status.label.setText(w.caption_status.label.text().split(" — ")[0] + " — paused")
+        else:
+            self.clock.resume()
+            w.captioning.resume()
+
+    def cancel_captioning(self) -> None:
+        w = self.window
+        if w.captioning.running:
+            w.captioning.cancel()
+            self.clock.resume()
+            w.caption_status.mark_cancelling("Cancelling after the current batch…")
+
+    def set_failed_count(self, count: int) -> None:
+        """Show "N images failed" (a link to the log) in the status bar; hidden at 0."""
+        self.failed_count = count
+        label = self.window.failures_label
+        label.setText(f'<a href="#log">{plural(count, "image")} failed</a>')
+        label.setToolTip("Show the log with each failed image and why")
+        label.setVisible(count > 0)
+
+    def _on_model_loading(self, description: str) -> None:
+        self.window.caption_status.set_stage(f"Loading model {description}…")
+
+    def _on_model_loaded(self, description: str) -> None:
+        log.info("Model loaded: %s", description)
+        self.window.caption_status.set_stage("Model loaded — captioning the first batch…")
+
+    def _on_model_message(self, message: str) -> None:
+        self.window.caption_status.set_stage(message)
+        log.info(message)
+
+    def _on_download_progress(self, count: int) -> None:
+        self.window.caption_status.set_stage(f"Downloading model: {format_bytes(count)}")
+
+    def _on_progress(self, progress: Progress) -> None:
+        w = self.window
+        rate, eta = self.clock.update(progress.done, progress.total)
+        errors = int(progress.counts.get("errors", 0))
+        if errors != self.failed_count:
+            self.set_failed_count(errors)
+        text = progress_text(progress.done, progress.total, rate, eta, errors)
+        if w.captioning.paused:
+            text += " — paused"
+        w.caption_status.update_progress(text, progress.done, progress.total)
+
+    def _on_captions_landed(self, image_ids: list[int]) -> None:
+        w = self.window
+        # Rows change in place (badge, snippet); the view's membership is not re-queried
+        # mid-job, so images do not jump away while the person is looking at them.
+        w.model.refresh_ids(image_ids)
+        if w.current_image_id() in set(image_ids):
+            w.navigation.reload_panel()
+
+    def _on_finished(self, stats: Any) -> None:
+        w = self.window
+        w.caption_status.end()
+        w._stop_job_refresh()
+        if stats is None:
+            message = "Captioning cancelled before it started"
+        else:
+            message = stats.summary()
+            for problem in list(stats.problems)[:20]:
+                log.warning(problem)
+            self.set_failed_count(int(stats.errors))
+        log.info(message)
+        w.statusBar().showMessage(message, 8000)
+        w.refresh_sidebar()
+        w.navigation.reload_panel()
+
+    def _on_failed(self, message: str, detail: str) -> None:
+        w = self.window
+        w.caption_status.end()
+        w._stop_job_refresh()
+        w.report_error(f"Captioning stopped: {message}", detail)

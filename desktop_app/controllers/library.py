@@ -1,0 +1,146 @@
+"""Opening a library and adding or removing photo folders (menu, empty state, drag and drop)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from core.library import Library, LibraryError
+from desktop_app.background import submit
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+log = logging.getLogger("captiondesk.gui")
+
+
+def dropped_folders(urls: list[QUrl]) -> list[Path]:
+    """The local folders among dropped *urls* (files and remote URLs are ignored)."""
+    folders = []
+    for url in urls:
+        if url.isLocalFile():
+            path = Path(url.toLocalFile())
+            if path.is_dir():
+                folders.append(path)
+    return folders
+
+
+class LibraryController:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+
+    def open_library(self, path: Path | str) -> None:
+        """Open (and migrate) *path* on a worker thread; the window stays responsive."""
+        w = self.window
+        path = Path(path)
+        w.statusBar().showMessage(f"Opening {path}…")
+
+        def done(library: Library) -> None:
+            w.set_library(library, owned=True)
+            w.settings.last_library = str(library.path)
+            w.statusBar().showMessage(f"Library {library.path}", 5000)
+
+        def failed(exc: BaseException) -> None:
+            w.statusBar().clearMessage()
+            w.report_error(f"Cannot open the library {path}: {exc}", getattr(exc, "__traceback_text__", None))
+
+        submit(w.pool, lambda: Library(path), done, failed)
+
+    def set_library(self, library: Library | None, *, owned: bool = False) -> None:
+        """Show *library* (None: nothing).  *owned*: the window closes it when done."""
+        w = self.window
+        w.navigation.commit_edit()
+        if w.library is not None and w._owns_library and w.library is not library:
+            w.scans.cancel_scan()
+            w.library.close()
+        w.library = library
+        w._owns_library = owned
+        w.editor.set_library(library)
+        w.model.set_library(library)
+        if library is not None:
+            w.thumbs.cache_dir = library.cache_dir
+            w.setWindowTitle(f"CaptionDesk — {library.path.name}")
+        w.panel.show_image(None, None)
+        w.preview.show_pixmap(None, None, "")
+        w._update_actions()
+        w.reload_ids()
+        w.refresh_sidebar()
+        if library is not None:
+            w.library_opened.emit(library)
+
+    def choose_library(self) -> None:
+        w = self.window
+        path, _ = QFileDialog.getSaveFileName(
+            w,
+            "Open or create a library",
+            w.settings.last_library or "",
+            "CaptionDesk library (*.db)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
+        if path:
+            self.open_library(path)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Add a photo folder")
+        if folder:
+            self.add_folder(folder)
+
+    def add_folder(self, folder: Path | str, *, scan: bool = True) -> int | None:
+        """Add *folder* to the library, scan it in the background and show it."""
+        w = self.window
+        if w.library is None:
+            w.report_error("Open a library first.")
+            return None
+        try:
+            root = w.library.add_root(folder)
+        except LibraryError as exc:
+            w.report_error(str(exc))
+            return None
+        log.info("Added folder %s", root.path)
+        w._pending_location = (root.id, None)
+        w.refresh_sidebar()
+        if scan:
+            w.scans.start_scan([root.id])
+        return root.id
+
+    def add_dropped(self, urls: list[QUrl]) -> list[int]:
+        """Add every local folder among dropped *urls*; the ids of the folders added."""
+        added = []
+        for folder in dropped_folders(urls):
+            root_id = self.add_folder(folder, scan=False)
+            if root_id is not None:
+                added.append(root_id)
+        if added:
+            self.window.scans.start_scan(added)
+        return added
+
+    def remove_root(self, root_id: int, *, confirm: bool = True) -> None:
+        w = self.window
+        if w.library is None:
+            return
+        if confirm:
+            answer = QMessageBox.question(
+                w,
+                "Remove folder",
+                "Remove this folder from the library?\n\nIts images' records and captions are "
+                "deleted from the library; the files on disk are not touched.",
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        if w.scans.scanning:
+            w.report_error("Wait for the scan to finish (or cancel it) before removing a folder.")
+            return
+        library = w.library
+        w.statusBar().showMessage("Removing folder…")
+
+        def done(_result: object) -> None:
+            w.statusBar().showMessage("Folder removed", 4000)
+            w.editor.undo_stack.clear()  # its captions are gone
+            w.reload_ids()
+            w.refresh_sidebar()
+
+        submit(w.pool, lambda: library.remove_root(root_id), done, w._report_exception)

@@ -1,0 +1,228 @@
+"""The current image: moving through the grid, the preview, the caption panel and edits.
+
+Every move goes through :meth:`ReviewNavigation.go_to_row`, the one place that makes a
+row current and scrolls it into view; every caption change (an edit, accept, revert,
+undo/redo, find-and-replace) arrives at :meth:`ReviewNavigation.on_captions_changed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
+from PySide6.QtGui import QPixmap
+
+from core import queries
+from core.queries import ImageRow
+from desktop_app.dialogs import FindReplaceDialog
+from desktop_app.jobs_widget import plural
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+log = logging.getLogger("captiondesk.gui")
+
+
+class ReviewNavigation:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+        window.grid.selectionModel().currentChanged.connect(self._on_current_changed)
+        window.preview_loader.loaded.connect(self._on_preview_loaded)
+        window.editor.changed.connect(self.on_captions_changed)
+
+    # -- where we are ----------------------------------------------------------------------
+
+    def current_image_id(self) -> int | None:
+        w = self.window
+        index = w.grid.currentIndex()
+        return w.model.image_id(index.row()) if index.isValid() else None
+
+    def current_row(self) -> ImageRow | None:
+        w = self.window
+        index = w.grid.currentIndex()
+        return w.model.row_data(index.row()) if index.isValid() else None
+
+    def current_index_row(self) -> int:
+        index = self.window.grid.currentIndex()
+        return index.row() if index.isValid() else -1
+
+    def selected_ids(self) -> list[int]:
+        w = self.window
+        rows = sorted(index.row() for index in w.grid.selectionModel().selectedIndexes())
+        return [w.model.image_id(r) for r in rows if w.model.image_id(r) is not None]
+
+    # -- moving ------------------------------------------------------------------------------
+
+    def go_to_row(self, row: int | None, *, scroll: bool = True) -> bool:
+        """Make *row* current (and the selection) and scroll it into view."""
+        w = self.window
+        if row is None or not 0 <= row < w.model.rowCount():
+            return False
+        index = w.model.index(row, 0)
+        w.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if scroll:
+            w.grid.scrollTo(index)
+        return True
+
+    def go_to_image(self, image_id: int) -> bool:
+        return self.go_to_row(self.window.model.row_of(image_id))
+
+    def next_image(self) -> bool:
+        return self.go_to_row(self.current_index_row() + 1)
+
+    def previous_image(self) -> bool:
+        return self.go_to_row(max(0, self.current_index_row() - 1))
+
+    def next_uncaptioned(self) -> bool:
+        w = self.window
+        if w.library is None:
+            return False
+        self.commit_edit()
+        with w.library.db.read() as session:
+            row = queries.next_in_state(session, w.model.ids(), self.current_index_row(), "uncaptioned")
+        if row is None:
+            w.statusBar().showMessage("No uncaptioned image in this view", 4000)
+            return False
+        return self.go_to_row(row)
+
+    def next_least_confident(self) -> bool:
+        w = self.window
+        if w.library is None:
+            return False
+        self.commit_edit()
+        current = self.current_row()
+        after = None
+        if current is not None and current.state == "model" and current.score is not None:
+            after = (current.score, current.id)
+        with w.library.db.read() as session:
+            image_id = queries.least_confident(session, w.current_filter(), after=after)
+        if image_id is None or not self.go_to_image(image_id):
+            w.statusBar().showMessage("No less confident model caption in this view", 4000)
+            return False
+        return True
+
+    def accept_and_next(self) -> None:
+        """Keep the caption (typed text is saved, a model caption becomes verified); move on."""
+        self.accept_current()
+        self.next_image()
+
+    def edit_and_next(self) -> None:
+        """Save the typed text, move on, and put the cursor in the next caption."""
+        self.commit_edit()
+        self.next_image()
+        self.focus_editor()
+
+    def toggle_review_queue(self) -> None:
+        bar = self.window.filter_bar
+        bar.set_review_queue(not bar.review.isChecked())
+
+    # -- showing the current image --------------------------------------------------------------
+
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        # Leaving an image saves what the person typed for it: nothing is ever lost by
+        # moving on, and every saved edit is one undo step.
+        self.commit_edit()
+        self.show_current(self.window.model.row_data(current.row()) if current.isValid() else None)
+
+    def show_current(self, row: ImageRow | None) -> None:
+        w = self.window
+        if row is None or w.library is None:
+            w.panel.show_image(None, None)
+            w.preview.show_pixmap(None, None, "")
+            return
+        with w.library.db.read() as session:
+            details = queries.caption_details(session, row.id)
+        w.panel.show_image(row, details)
+        if w.preview.image_id != row.id:
+            pixmap = w.thumbs.pixmap(row.fingerprint, row.path)
+            w.preview.show_pixmap(row.id, pixmap, "Loading…")
+            w.preview_loader.request(row.id, row.path)
+
+    def _on_preview_loaded(self, image_id: int, image: Any, error: str | None) -> None:
+        preview = self.window.preview
+        if preview.image_id != image_id:
+            return
+        if image is None:
+            preview.show_pixmap(image_id, None, error or "Cannot show this image")
+        else:
+            preview.show_pixmap(image_id, QPixmap.fromImage(image), full=True)
+
+    def reload_panel(self) -> None:
+        """Re-read the current image's captions (after a change), unless the person is typing."""
+        if self.window.panel.is_dirty():
+            return
+        self.show_current(self.current_row())
+
+    # -- editing ------------------------------------------------------------------------------
+
+    def commit_edit(self) -> bool:
+        """Save the panel's unsaved text for its image; True when something was saved."""
+        w = self.window
+        if not w.panel.is_dirty() or w.panel.image_id is None:
+            return False
+        image_id = w.panel.image_id
+        text = w.panel.text()
+        if not text:
+            w.statusBar().showMessage("An empty caption is not saved (captions cannot be empty)", 5000)
+            return False
+        saved = w.editor.save_edit(image_id, text)
+        if saved:
+            w.statusBar().showMessage("Caption saved", 2000)
+        return saved
+
+    def on_captions_changed(self, image_ids: list[int]) -> None:
+        """Captions of *image_ids* changed (edit, accept, revert, undo/redo, replace)."""
+        w = self.window
+        w.model.refresh_ids(image_ids)
+        if self.current_image_id() in image_ids:
+            # The change came from this panel (or undo/redo): show what is now current.
+            self.show_current(self.current_row())
+        w.schedule_sidebar_refresh()
+
+    def save_caption(self) -> None:
+        w = self.window
+        if not self.commit_edit() and w.panel.is_dirty() and not w.panel.text():
+            w.report_error("A caption cannot be empty.")
+
+    def accept_current(self) -> bool:
+        image_id = self.current_image_id()
+        if image_id is None:
+            return False
+        if self.window.panel.is_dirty():
+            return self.commit_edit()
+        return self.window.editor.accept(image_id)
+
+    def revert_to(self, caption_id: int) -> bool:
+        return self.window.editor.revert(caption_id)
+
+    def focus_editor(self) -> None:
+        editor = self.window.panel.editor
+        editor.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        editor.selectAll()
+
+    def focus_search(self) -> None:
+        search = self.window.filter_bar.search
+        search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        search.selectAll()
+
+    # -- find and replace ------------------------------------------------------------------------
+
+    def open_find_replace(self) -> None:
+        w = self.window
+        dialog = FindReplaceDialog(w.model.rowCount(), w)
+        if dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text():
+            self.find_replace(dialog.find.text(), dialog.replacement.text(), case_sensitive=dialog.case.isChecked())
+
+    def find_replace(self, find: str, replacement: str, *, case_sensitive: bool = False) -> int:
+        """Replace *find* in the current captions of the images in view (one undo step)."""
+        w = self.window
+        if w.library is None or not find:
+            return 0
+        self.commit_edit()
+        with w.library.db.read() as session:
+            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
+        count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive)
+        w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)
+        log.info("Find and replace “%s” → “%s”: %d captions changed", find, replacement, count)
+        return count

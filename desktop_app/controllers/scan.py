@@ -1,0 +1,117 @@
+"""Background scans of the library's folders, and what the window says after one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from core import queries
+from core.jobs import Progress
+from core.queries import ImageFilter
+from desktop_app.background import JOB_NICENESS, Coalescer, submit
+from desktop_app.jobs_widget import plural
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+log = logging.getLogger("captiondesk.gui")
+
+
+class ScanController:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+        self._cancel: threading.Event | None = None
+        self._found = 0
+
+    @property
+    def scanning(self) -> bool:
+        return self._cancel is not None
+
+    def rescan(self) -> None:
+        root_id, _folder = self.window.sidebar.location()
+        self.start_scan([root_id] if root_id is not None else None)
+
+    def start_scan(self, root_ids: list[int] | None = None) -> bool:
+        w = self.window
+        library = w.library
+        if library is None:
+            return False
+        if self._cancel is not None:
+            w.statusBar().showMessage("A scan is already running", 3000)
+            return False
+        cancel = threading.Event()
+        self._cancel = cancel
+        self._found = 0
+        w.scan_status.begin("Scanning…")
+        # Progress arrives at most every 0.1 s (the scanner throttles); a coalescer
+        # keeps only the newest snapshot per 50 ms anyway.
+        progress = Coalescer(50, w)
+        progress.flushed.connect(lambda items: self._on_progress(items[-1]))
+        w._job_refresh.start()
+
+        def work() -> Any:
+            # In a child process: a big scan's Python work would otherwise fight
+            # every repaint for the GIL (see core.scan_process).
+            from core.scan_process import scan_in_subprocess
+
+            return scan_in_subprocess(library.path, root_ids, progress=lambda p: progress.add([p]), cancel=cancel)
+
+        def done(stats: Any) -> None:
+            progress.flush()
+            progress.deleteLater()
+            self._cancel = None
+            w.scan_status.end()
+            w._stop_job_refresh()
+            summary = stats.summary()
+            log.info(summary)
+            for problem in stats.problems[:20]:
+                log.warning(problem)
+            w.statusBar().showMessage(summary, 8000)
+            w.reload_ids()
+            w.refresh_sidebar()
+            self.offer_captioning()
+            w.scan_finished.emit(stats)
+
+        def failed(exc: BaseException) -> None:
+            progress.deleteLater()
+            self._cancel = None
+            w.scan_status.end()
+            w._stop_job_refresh()
+            w._report_exception(exc)
+
+        submit(w.scan_pool, work, done, failed, niceness=JOB_NICENESS)
+        return True
+
+    def cancel_scan(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self.window.scan_status.mark_cancelling("Cancelling the scan…")
+
+    def offer_captioning(self) -> None:
+        """Count the images with no caption (on a worker) and offer to caption them."""
+        w = self.window
+        library = w.library
+        if library is None:
+            return
+
+        def work() -> int:
+            with library.db.read() as session:
+                return queries.count_filtered(session, ImageFilter(states=frozenset({"uncaptioned"})))
+
+        def done(count: int) -> None:
+            if library is w.library:
+                w.show_uncaptioned_banner(count)
+
+        submit(w.pool, work, done, w._report_exception)
+
+    def _on_progress(self, progress: Progress) -> None:
+        w = self.window
+        rate = f" ({progress.rate:,.0f}/s)" if progress.rate else ""
+        w.scan_status.update_progress(f"Scanning: {plural(progress.done, 'file')}{rate}", progress.done, progress.total)
+        # Re-query the grid only when the scan found something new: a no-change re-scan
+        # of 100k files should not re-read 100k ids every refresh.
+        found = progress.counts.get("new", 0) + progress.counts.get("moved", 0)
+        if found != self._found:
+            self._found = found
+            w._ids_dirty = True

@@ -1,0 +1,57 @@
+"""Training a new model version from the window, and switching captioning to it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import QMessageBox
+
+from desktop_app.dialogs import SCOPE_LIBRARY
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+
+class VersionsController:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = window
+        self.train_dialog = None
+
+    def open_train_dialog(self) -> None:
+        """Retrain the captioner on the verified captions (a non-modal dialog, one at a time)."""
+        w = self.window
+        if w.library is None:
+            return
+        from desktop_app.train_dialog import TrainDialog
+
+        if self.train_dialog is not None and self.train_dialog.isVisible():
+            self.train_dialog.raise_()
+            self.train_dialog.activateWindow()
+            return
+        base = w.settings.caption_spec().model
+        dialog = TrainDialog(w.library, base_model=base, parent=w)
+        dialog.version_created.connect(self.offer_new_version)
+        self.train_dialog = dialog
+        dialog.show()
+
+    def offer_new_version(self, name: str) -> None:
+        """Ask, then make *name* active and re-caption the model-only images."""
+        answer = QMessageBox.question(
+            self.window,
+            "New model version",
+            f"Make “{name}” the active model and re-caption the images that only have "
+            "model captions? Your own captions are kept.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.use_model_version(name)
+
+    def use_model_version(self, name: str) -> bool:
+        """Make *name* the active version and re-caption the images only models captioned."""
+        w = self.window
+        if w.library is None:
+            return False
+        from core.training.versions import set_active
+
+        set_active(w.library, name)
+        spec = w.settings.caption_spec().with_(model=name, adapter=None, overwrite_model_captions=False)
+        return w.caption_jobs.start_captioning(spec, SCOPE_LIBRARY)

@@ -1,7 +1,12 @@
 """The Train dialog: retrain the captioner from verified captions, with a live chart.
 
-Opened from Caption → "Train on verified captions…" (``MainWindow.open_train_dialog``);
-a version it creates refreshes the model picker.
+Opened from Caption → Train (:mod:`desktop_app.controllers.versions`); by hand::
+
+    from desktop_app.train_dialog import TrainDialog
+    dialog = TrainDialog(self.library, base_model=current_model_id, parent=self)
+    dialog.version_created.connect(lambda name: ...)  # e.g. refresh the model picker
+    dialog.use_requested.connect(lambda name: ...)    # "Make active and re-caption"
+    dialog.show()
 
 Training runs :func:`core.training.train` on a ``QThread``; progress, per-epoch metrics
 and the result come back as queued signals, and Cancel sets the job's cancel token (the
@@ -19,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, QPointF, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
+    QFileDialog,
+    QHeaderView,
+    QSizePolicy,
     QComboBox,
     QDialog,
     QDoubleSpinBox,
@@ -37,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL
+from core.training.config import MIN_TRAIN, MIN_VALIDATION
 from desktop_app.background import JOB_NICENESS, lower_thread_priority
 
 if TYPE_CHECKING:
@@ -108,10 +118,50 @@ class _TrainWorker(QObject):
         self.finished.emit(result)
 
 
+#: Metrics where a smaller number is better (the others: bigger is better).
+LOWER_IS_BETTER = frozenset({"edit_rate"})
+#: The metric that decides whether a new version beat its base.
+DECIDING_METRIC = "cider"
+
+
+def not_ready_reason(train_count: int, validation_count: int) -> str | None:
+    """Why training cannot start with these many captions, in plain words (None: it can)."""
+    if train_count < MIN_TRAIN:
+        return (f"Training needs at least {MIN_TRAIN} captioned photos to learn from; there are "
+                f"{train_count}. Write or accept more captions first.")
+    if validation_count < MIN_VALIDATION:
+        return (f"Training keeps at least {MIN_VALIDATION} photos aside to check the new version; "
+                f"there are {validation_count}. Raise the validation share or add captions.")
+    return None
+
+
+def plain_error(message: str) -> str:
+    """A training error in the dialog's words (core's messages name the CLI flag)."""
+    return message.replace("--val-ratio", "the validation share")
+
+
+def verdict(base: dict[str, float], trained: dict[str, float]) -> tuple[bool, str]:
+    """Did the trained version beat the base on the held-out photos?  (beat, sentence)"""
+    before, after = base.get(DECIDING_METRIC), trained.get(DECIDING_METRIC)
+    if before is None or after is None:
+        return False, "There were no held-out photos to compare the new version with the base model."
+    if after > before + 1e-9:
+        return True, (f"The new version beat the base model on the held-out photos "
+                      f"(CIDEr {after:.3f} vs {before:.3f}).")
+    if abs(after - before) <= 1e-9:
+        return False, (f"The new version did no better than the base model on the held-out photos "
+                       f"(CIDEr {after:.3f} both): nothing improved. Keep using the current model, "
+                       "or add more captions and train again.")
+    return False, (f"The new version did worse than the base model on the held-out photos "
+                   f"(CIDEr {after:.3f} vs {before:.3f}). Keep using the current model.")
+
+
 class TrainDialog(QDialog):
     """Method, hyperparameters, data summary, live chart, cancel, before/after table."""
 
     version_created = Signal(str)
+    #: "Make active and re-caption" was clicked for this version name.
+    use_requested = Signal(str)
 
     def __init__(self, library: Library, *, base_model: str = DEFAULT_MODEL,
                  train_fn: Callable[..., Any] | None = None, parent: QWidget | None = None) -> None:
@@ -124,6 +174,13 @@ class TrainDialog(QDialog):
         self.result: Any = None
 
         self.base = QLineEdit(base_model)
+        self.browse_base = QPushButton("Browse…")
+        self.browse_base.setToolTip("Choose a model folder on disk")
+        self.browse_base.clicked.connect(self.choose_base_folder)
+        base_row = QHBoxLayout()
+        base_row.setContentsMargins(0, 0, 0, 0)
+        base_row.addWidget(self.base, 1)
+        base_row.addWidget(self.browse_base)
         self.name = QLineEdit("my-captioner")
         self.method = QComboBox()
         self.method.addItems(["lora", "full", "qlora"])
@@ -136,13 +193,19 @@ class TrainDialog(QDialog):
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
         self.include_imports = QCheckBox("Also use imported (unverified) captions")
         self.data_summary = QLabel()
+        self.data_summary.setWordWrap(True)
+        self.not_ready = QLabel()
+        self.not_ready.setObjectName("trainNotReady")
+        self.not_ready.setWordWrap(True)
+        self.not_ready.setStyleSheet("color: #a4262c;")
         form = QFormLayout()
-        for label, widget in (("Base model", self.base), ("Version name", self.name), ("Method", self.method),
+        form.addRow("Base model", base_row)
+        for label, widget in ( ("Version name", self.name), ("Method", self.method),
                               ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Validation share", self.val_ratio), ("", self.include_imports),
-                              ("Data", self.data_summary)):
+                              ("Data", self.data_summary), ("", self.not_ready)):
             form.addRow(label, widget)
         self.method.currentTextChanged.connect(self._method_changed)
         self.val_ratio.valueChanged.connect(self.refresh_data_summary)
@@ -150,16 +213,38 @@ class TrainDialog(QDialog):
 
         self.chart = MetricChart()
         self.status = QLabel("Ready")
+        # Long messages wrap instead of widening the dialog.
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.verdict = QLabel()
+        self.verdict.setObjectName("trainVerdict")
+        self.verdict.setWordWrap(True)
+        self.verdict.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.verdict.hide()
         self.bar = QProgressBar()
         self.table = QTableWidget(len(METRICS), 2)
         self.table.setHorizontalHeaderLabels(["Base", "Trained"])
         self.table.setVerticalHeaderLabels([label for _, label in METRICS])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Every metric row visible: the table is exactly as tall as its rows.
+        self.table.resizeRowsToContents()
+        height = self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
+        height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        self.table.setFixedHeight(height)
+        self.use_button = QPushButton("Make active and re-caption")
+        self.use_button.setObjectName("trainUse")
+        self.use_button.hide()
+        self.use_button.clicked.connect(self._use_clicked)
         self.start_button = QPushButton("Train")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.use_button)
         buttons.addStretch(1)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
@@ -169,8 +254,21 @@ class TrainDialog(QDialog):
         layout.addWidget(self.bar)
         layout.addWidget(self.status)
         layout.addWidget(self.table)
+        layout.addWidget(self.verdict)
         layout.addLayout(buttons)
+        # A fixed width: neither long messages nor results make the dialog jump wider.
+        self.setFixedWidth(560)
         self.refresh_data_summary()
+
+    def choose_base_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")
+        if folder:
+            self.base.setText(folder)
+
+    def _use_clicked(self) -> None:
+        if self.result is not None:
+            self.use_button.setEnabled(False)
+            self.use_requested.emit(self.result.name)
 
     @staticmethod
     def _spin(low: int, high: int, value: int) -> QSpinBox:
@@ -209,9 +307,19 @@ class TrainDialog(QDialog):
             data = collect_training_data(self.library, val_ratio=self.val_ratio.value(),
                                          include_imports=self.include_imports.isChecked())
         except Exception as exc:  # noqa: BLE001 - shown inline
-            self.data_summary.setText(str(exc))
+            self.data_summary.setText(plain_error(str(exc)))
+            self.set_ready(str(exc) and plain_error(str(exc)))
             return
         self.data_summary.setText(data.summary())
+        self.set_ready(not_ready_reason(len(data.train), len(data.validation)))
+
+    def set_ready(self, reason: str | None) -> None:
+        """Enable Train, or disable it and say why in plain words."""
+        self.not_ready.setText(reason or "")
+        self.not_ready.setVisible(bool(reason))
+        running = self._thread is not None
+        self.start_button.setEnabled(not reason and not running)
+        self.start_button.setToolTip(reason or "")
 
     @Slot()
     def start(self) -> None:
@@ -225,6 +333,8 @@ class TrainDialog(QDialog):
         else:
             train_fn = self._train_fn
         self.chart.records.clear()
+        self.verdict.hide()
+        self.use_button.hide()
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText("Starting…")
@@ -253,12 +363,12 @@ class TrainDialog(QDialog):
         self.status.setText(progress.message)
 
     def _done(self) -> None:
-        self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self._thread is not None:
             self._thread.quit()
             self._thread.wait()
             self._thread = None
+        self.start_button.setEnabled(not self.not_ready.text())
 
     @Slot(object)
     def _on_finished(self, result: Any) -> None:
@@ -271,13 +381,20 @@ class TrainDialog(QDialog):
             for col, metrics in enumerate((result.base_metrics, result.metrics)):
                 value = metrics.get(key)
                 self.table.setItem(row, col, QTableWidgetItem("-" if value is None else f"{value:.3f}"))
-        self.status.setText(f"Saved version '{result.name}' (best epoch {result.best_epoch})")
+        self.status.setText(f"Saved version “{result.name}” (best epoch {result.best_epoch}).")
+        beat, sentence = verdict(result.base_metrics, result.metrics)
+        self.verdict.setText(sentence)
+        self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
+        self.verdict.show()
+        # Switching to a version that did not improve would only cost a re-captioning run.
+        self.use_button.setVisible(beat)
+        self.use_button.setEnabled(beat)
         self.version_created.emit(result.name)
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:
         self._done()
-        self.status.setText(message)
+        self.status.setText(plain_error(message))
 
     def closeEvent(self, event: Any) -> None:
         self.cancel()

@@ -25,6 +25,10 @@ def test_train_dialog_runs_and_fills_the_table(qtbot, library) -> None:
     dialog = TrainDialog(library, base_model="tiny", train_fn=fake_train)
     qtbot.addWidget(dialog)
     assert "0 training and 0 validation" in dialog.data_summary.text()
+    # Too little data: Train is off and the dialog says why, in plain words.
+    assert not dialog.start_button.isEnabled()
+    assert "at least 8 captioned photos" in dialog.not_ready.text()
+    width = dialog.width()
     dialog.method.setCurrentText("full")
     assert not dialog.lora_r.isEnabled() and dialog.lr.value() == 2e-5
     dialog.epochs.setValue(3)
@@ -37,7 +41,41 @@ def test_train_dialog_runs_and_fills_the_table(qtbot, library) -> None:
     loss, cider = dialog.chart.series()
     assert loss[0] == (1, 1.0) and cider[-1] == (3, 0.6)
     dialog.chart.repaint()
-    assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
+    assert not dialog.cancel_button.isEnabled()
+    assert dialog.width() == width
+    assert "beat the base model" in dialog.verdict.text()
+    assert not dialog.use_button.isHidden()
+    with qtbot.waitSignal(dialog.use_requested) as used:
+        dialog.use_button.click()
+    assert used.args == ["mine"]
+
+
+def test_no_improvement_is_said_and_not_offered(qtbot, library) -> None:
+    def same_train(library, base, name, config, *, progress, cancel, on_epoch):
+        metrics = {"exact_match": 0.1, "cider": 0.5, "bleu4": 0.1, "rouge_l": 0.3, "edit_rate": 0.8}
+        return SimpleNamespace(cancelled=False, name=name, base_metrics=dict(metrics), metrics=metrics,
+                               best_epoch=1)
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=same_train)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    width = dialog.width()
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    assert "nothing improved" in dialog.verdict.text()
+    assert dialog.use_button.isHidden()
+    assert dialog.width() == width
+    # Every metric row is visible: no scrollbar, the table is as tall as its rows.
+    assert dialog.table.verticalScrollBar().maximum() == 0
+
+
+def test_not_ready_reasons_and_plain_errors() -> None:
+    from desktop_app.train_dialog import not_ready_reason, plain_error
+
+    assert "there are 0" in not_ready_reason(10, 0)
+    assert "validation share" in not_ready_reason(10, 0)
+    assert not_ready_reason(10, 2) is None
+    assert "--val-ratio" not in plain_error("write more captions, or raise --val-ratio")
 
 
 def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
@@ -50,9 +88,9 @@ def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
     qtbot.addWidget(dialog)
     dialog.start()
     dialog.cancel()
-    qtbot.waitUntil(lambda: dialog.start_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: not dialog.cancel_button.isEnabled(), timeout=5000)
     assert "resume" in dialog.status.text()
     dialog.lr.setMinimum(0.0)
     dialog.lr.setValue(0.0)
     dialog.start()
-    assert "lr must be" in dialog.status.text() and dialog.start_button.isEnabled()
+    assert "lr must be" in dialog.status.text()

@@ -30,7 +30,8 @@ class VersionsController:
             return
         base = w.settings.caption_spec().model
         dialog = TrainDialog(w.library, base_model=base, parent=w)
-        dialog.version_created.connect(self.offer_new_version)
+        dialog.use_requested.connect(self.use_model_version)
+        dialog.version_created.connect(lambda _name: w.schedule_sidebar_refresh())
         self.train_dialog = dialog
         dialog.show()
 

@@ -8,6 +8,14 @@ Rules every caller gets for free:
   A database trigger backs this up.
 * A person's edit, an "accept" and a revert all write a new human row that points at
   the row it came from (``parent_id``), so the history reads as what happened.
+* A bulk find-and-replace does not verify anything by itself: a replaced model or
+  import caption keeps its source (it stays unreviewed, out of training data) and its
+  settings record the replacement (``settings["bulk_replace"]``); only when the person
+  asks for it does the replaced text become a human (verified) caption.
+
+Confidence: a model caption's ``score`` is its mean token log-probability (<= 0).  People
+see :func:`confidence_percent` = ``exp(score)`` as a percentage (the geometric mean of the
+per-token probabilities), which orders captions exactly as the score does.
 
 All functions take an open :class:`~sqlalchemy.orm.Session` (from ``Database.write``);
 the caller commits.
@@ -15,7 +23,9 @@ the caller commits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -205,3 +215,166 @@ def repoint_current(session: Session, image_id: int, *, expected: int | None, ta
         )
         if result.rowcount != 1:
             raise StaleCaptionError("that caption no longer exists")
+
+
+# -- bulk replace ---------------------------------------------------------------------------
+
+#: The key in a caption's ``settings`` that records a bulk find-and-replace.
+BULK_REPLACE_KEY = "bulk_replace"
+
+
+def replace_caption_text(
+    session: Session,
+    current: Caption,
+    new_text: str,
+    *,
+    find: str,
+    replacement: str,
+    verified: bool = False,
+) -> Caption:
+    """A bulk find-and-replace changed *current*'s words to *new_text*; it becomes current.
+
+    A person's caption stays a person's (their words, edited).  A model or import
+    caption stays what it was — same source, model, adapter and score — unless
+    *verified*: a bulk replacement is not a person reading the caption, so it must not
+    turn unreviewed captions into training data.  Either way the row records the
+    replacement in ``settings[BULK_REPLACE_KEY]`` and points at *current* as its parent.
+    """
+    new_text = new_text.strip()
+    if not new_text:
+        raise CaptionError("a caption cannot be empty")
+    record = {"find": find, "replace": replacement}
+    if current.source == CaptionSource.HUMAN or verified:
+        caption = Caption(
+            image_id=current.image_id,
+            text=new_text,
+            source=CaptionSource.HUMAN.value,
+            is_current=False,
+            parent_id=current.id,
+            settings={BULK_REPLACE_KEY: record},
+        )
+    else:
+        caption = Caption(
+            image_id=current.image_id,
+            text=new_text,
+            source=current.source,
+            is_current=False,
+            model_name=current.model_name,
+            adapter=current.adapter,
+            model_version_id=current.model_version_id,
+            settings={**(current.settings or {}), BULK_REPLACE_KEY: record},
+            score=current.score,
+            origin=current.origin,
+            parent_id=current.id,
+        )
+    _make_current(session, current.image_id, caption)
+    return caption
+
+
+# -- words for people: confidence and provenance --------------------------------------------
+
+
+def confidence_percent(score: float | None) -> float | None:
+    """A mean token log-probability as a percentage: ``100 * exp(score)`` (None stays None)."""
+    if score is None:
+        return None
+    return 100.0 * math.exp(min(0.0, float(score)))
+
+
+def format_confidence(score: float | None) -> str:
+    """"87%", "4%", "<1%" for a score; "" when there is none."""
+    percent = confidence_percent(score)
+    if percent is None:
+        return ""
+    if percent < 1:
+        return "<1%"
+    return f"{percent:.0f}%"
+
+
+def score_for_percent(percent: float) -> float:
+    """Inverse of :func:`confidence_percent`: the score bound for a percentage filter."""
+    return math.log(max(1e-9, min(100.0, percent)) / 100.0)
+
+
+def history_action(source: str, text: str, settings: Mapping[str, Any] | None, parent: Any | None) -> str:
+    """What happened when a caption row was written, in words.
+
+    *parent* is the row it came from (anything with ``source`` and ``text``) or None.
+    A person's row says whether they *wrote* a caption from scratch, *edited* one,
+    *accepted* a model's or import's words unchanged, or *restored* an earlier one.
+    """
+    bulk = bool(settings and BULK_REPLACE_KEY in settings)
+    if source == CaptionSource.MODEL:
+        return "model, bulk-replaced (unreviewed)" if bulk else "model"
+    if source == CaptionSource.IMPORT:
+        return "import, bulk-replaced (unreviewed)" if bulk else "import"
+    if bulk:
+        return "replaced by a person"
+    if parent is None:
+        return "written by a person"
+    if parent.text != text:
+        return "edited by a person"
+    if parent.source == CaptionSource.HUMAN:
+        return "restored by a person"
+    return "accepted by a person"
+
+
+def _short_model(name: str) -> str:
+    """A hub id stays as it is; a local folder (a path) shows as its last component."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or (len(name) > 1 and name[1] == ":"):
+        return name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name
+
+
+def provenance_lines(
+    *,
+    source: str,
+    model_name: str | None,
+    adapter: str | None,
+    settings: Mapping[str, Any] | None,
+    score: float | None,
+    origin: str | None,
+    created_at: datetime | None,
+    action: str = "",
+) -> list[str]:
+    """Readable provenance, one fact a line, no duplicates and no raw key dump.
+
+    ``Model: Salesforce/blip-image-captioning-base`` · ``Confidence: 87%`` ·
+    ``Device: cpu, float32`` · ``Decoding: 3 beams, up to 30 tokens`` · ``Date: …``.
+    The model is the id the caption records (not the temporary folder a model was
+    loaded from); device and precision come from the load, written once each.
+    """
+    settings = dict(settings or {})
+    lines: list[str] = []
+    if action:
+        lines.append(action[:1].upper() + action[1:])
+    if source in (CaptionSource.MODEL, "model") and model_name:
+        lines.append(f"Model: {_short_model(model_name)}" + (f" + {_short_model(adapter)}" if adapter else ""))
+    if score is not None:
+        lines.append(f"Confidence: {format_confidence(score)} (mean token log-prob {score:.2f})")
+    identity = settings.get("identity") or {}
+    device = settings.get("device") or identity.get("device")
+    dtype = str(settings.get("dtype") or identity.get("dtype") or "").removeprefix("torch.")
+    hardware = ", ".join(part for part in (str(device) if device else "", dtype) if part)
+    if hardware:
+        lines.append(f"Device: {hardware}")
+    generation = settings.get("generation") if isinstance(settings.get("generation"), Mapping) else settings
+    beams = generation.get("num_beams")
+    max_tokens = generation.get("max_new_tokens")
+    decoding = []
+    if beams is not None:
+        decoding.append("greedy" if beams == 1 else f"{beams} beams")
+    if max_tokens is not None:
+        decoding.append(f"up to {max_tokens} tokens")
+    if generation.get("prompt"):
+        decoding.append(f"prompt “{generation['prompt']}”")
+    if decoding:
+        lines.append("Decoding: " + ", ".join(decoding))
+    bulk = settings.get(BULK_REPLACE_KEY)
+    if isinstance(bulk, Mapping):
+        lines.append(f"Bulk-replaced “{bulk.get('find', '')}” → “{bulk.get('replace', '')}”")
+    if origin:
+        lines.append(f"Imported from: {origin}")
+    if created_at is not None:
+        lines.append(f"Date: {created_at:%Y-%m-%d %H:%M}")
+    return lines

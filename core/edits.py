@@ -27,6 +27,7 @@ from core.captions import (
     StaleCaptionError,
     accept_caption,
     current_caption,
+    replace_caption_text,
     repoint_current,
     revert_to,
     set_human_caption,
@@ -42,6 +43,7 @@ __all__ = [
     "accept",
     "apply_changes",
     "replace_captions",
+    "replacement_preview",
     "revert",
     "save_edit",
 ]
@@ -114,6 +116,29 @@ def apply_changes(db: Database, changes: Sequence[Change], *, undo: bool) -> Non
             repoint_current(session, change.image_id, expected=expected, target=target)
 
 
+def _replacer(find: str, replacement: str, *, case_sensitive: bool):
+    """The one rule of find-and-replace: the pattern the candidates were found with."""
+    pattern = find_pattern(find, case_sensitive=case_sensitive)
+    return lambda text: pattern.sub(lambda _m: replacement, text).strip()
+
+
+def replacement_preview(
+    candidates: Iterable[tuple[int, int, str]], find: str, replacement: str, *, case_sensitive: bool = False
+) -> list[tuple[int, str, str]]:
+    """``(image_id, old_text, new_text)`` for each candidate that the replacement would change.
+
+    What "Replace all" would write, computed with the same rule, so the dialog can show
+    the count and examples before anything is written.
+    """
+    replace = _replacer(find, replacement, case_sensitive=case_sensitive)
+    preview = []
+    for image_id, _caption_id, old_text in candidates:
+        new_text = replace(old_text)
+        if new_text and new_text != old_text:
+            preview.append((image_id, old_text, new_text))
+    return preview
+
+
 def replace_captions(
     db: Database,
     candidates: Iterable[tuple[int, int, str]],
@@ -121,23 +146,28 @@ def replace_captions(
     replacement: str,
     *,
     case_sensitive: bool = False,
+    verified: bool = False,
 ) -> list[Change]:
     """Replace *find* in each candidate ``(image_id, caption_id, text)``; one transaction.
 
     A candidate whose current caption changed after it was listed is skipped, never
     overwritten.  Replacing to an empty caption is skipped too (a caption cannot be
-    empty).  The new captions are the person's (verified) with the old row as parent.
+    empty).  A replaced model or import caption stays unreviewed (same source and
+    score, the replacement recorded in its settings) unless *verified*; a person's
+    caption stays a person's.  See :func:`core.captions.replace_caption_text`.
     """
-    pattern = find_pattern(find, case_sensitive=case_sensitive)  # the rule the candidates were found with
+    replace = _replacer(find, replacement, case_sensitive=case_sensitive)
     changes: list[Change] = []
     with db.write() as session:
         for image_id, caption_id, old_text in candidates:
-            new_text = pattern.sub(lambda _m: replacement, old_text).strip()
+            new_text = replace(old_text)
             if not new_text or new_text == old_text:
                 continue
             current = current_caption(session, image_id)
             if current is None or current.id != caption_id:
                 continue
-            caption = set_human_caption(session, image_id, new_text, parent_id=caption_id)
+            caption = replace_caption_text(
+                session, current, new_text, find=find, replacement=replacement, verified=verified
+            )
             changes.append(Change(image_id, caption_id, caption.id))
     return changes

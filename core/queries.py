@@ -38,6 +38,8 @@ from typing import Any, Literal
 from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
+from core.captions import format_confidence, history_action, provenance_lines
+
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
     "uncaptioned",
@@ -97,7 +99,8 @@ class ImageFilter:
     """What the grid shows and in which order.  Immutable: the GUI swaps whole filters.
 
     ``text`` is a full-text query over the *current* captions (words are ANDed, the
-    last one matches as a prefix so results follow typing).  ``states`` empty means
+    last one matches as a prefix so results follow typing), or over the file and
+    folder names (the path relative to the root holds every word, case-insensitive).  ``states`` empty means
     every state.  ``folder`` is a path prefix relative to ``root_id`` ending in ``/``
     ("2023/summer/"); sub-folders are included.  ``model`` keeps images whose current
     caption was written by that model version, or accepted/edited from one of its
@@ -243,8 +246,15 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
     match = fts_query(flt.text)
     if match is not None:
         # External-content FTS over every caption row; keep hits on current rows only.
+        # Or the file/folder path holds every typed word ("IMG_1001", "Portugal 2023").
+        name_terms = []
+        for n, word in enumerate(flt.text.split()):
+            params[f"name_{n}"] = "%" + _like_escape(word) + "%"
+            name_terms.append(f"i.rel_path LIKE :name_{n} ESCAPE '\\'")
         where.append(
-            "c.id IN (SELECT rowid FROM captions_fts WHERE captions_fts MATCH :match)"
+            "(c.id IN (SELECT rowid FROM captions_fts WHERE captions_fts MATCH :match)"
+            + (" OR (" + " AND ".join(name_terms) + ")" if name_terms else "")
+            + ")"
         )
         params["match"] = match
     elif flt.text.strip():
@@ -253,6 +263,11 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
         where.append("instr(c.text, :needle) > 0")
         params["needle"] = flt.text.strip()
     return " AND ".join(where)
+
+
+def _like_escape(value: str) -> str:
+    """*value* as a literal inside a ``LIKE ... ESCAPE '\\'`` pattern."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _order_sql(flt: ImageFilter) -> str:
@@ -421,6 +436,10 @@ class CaptionInfo:
     parent_id: int | None
     created_at: datetime | None
 
+    #: What happened when this row was written, in words ("edited by a person", ...):
+    #: see :func:`core.captions.history_action`.
+    action: str = ""
+
     def provenance(self) -> str:
         """One line saying who wrote this caption and how."""
         if self.source == "model":
@@ -429,11 +448,27 @@ class CaptionInfo:
                 who += f" + {self.adapter}"
             bits = [f"model {who}"]
             if self.score is not None:
-                bits.append(f"confidence {self.score:.2f}")
+                bits.append(f"confidence {format_confidence(self.score)}")
+            if self.action and self.action != "model":
+                bits.append("bulk-replaced, unreviewed")
             return ", ".join(bits)
         if self.source == "human":
-            return "verified by a person" + (f" (imported from {self.origin})" if self.origin else "")
+            who = self.action or "verified by a person"
+            return who + (f" (imported from {self.origin})" if self.origin else "")
         return f"imported from {self.origin}" if self.origin else "imported"
+
+    def provenance_lines(self) -> list[str]:
+        """Readable provenance, one fact a line (see :func:`core.captions.provenance_lines`)."""
+        return provenance_lines(
+            source=self.source,
+            model_name=self.model_name,
+            adapter=self.adapter,
+            settings=self.settings,
+            score=self.score,
+            origin=self.origin,
+            created_at=self.created_at,
+            action=self.action,
+        )
 
 
 @dataclass(frozen=True)
@@ -466,7 +501,12 @@ def _info(row: Any) -> CaptionInfo:
 def caption_details(session: Session, image_id: int) -> CaptionDetails:
     from core.captions import caption_history
 
-    history = [_info(c) for c in caption_history(session, image_id)]
+    rows = caption_history(session, image_id)
+    by_id = {c.id: c for c in rows}
+    history = [
+        replace(_info(c), action=history_action(c.source, c.text, c.settings, by_id.get(c.parent_id)))
+        for c in rows
+    ]
     current = next((c for c in history if c.is_current), None)
     latest_model = next((c for c in reversed(history) if c.source == "model"), None)
     return CaptionDetails(image_id, current, latest_model, history)
@@ -584,7 +624,7 @@ def find_replace_candidates(
     elif find.isascii():
         # LIKE folds exactly the ASCII letters, which is all an ASCII needle can match.
         cond = "c.text LIKE '%' || :like || '%' ESCAPE '\\'"
-        params["like"] = find.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["like"] = _like_escape(find)
     else:
         cond = "1"  # non-ASCII case folding: leave it to Python below
     sql = (

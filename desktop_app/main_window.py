@@ -167,7 +167,8 @@ class EmptyLibraryPage(QWidget):
             "unless you write captions into them."
         )
         text.setWordWrap(True)
-        text.setMaximumWidth(460)
+        # A fixed width lets the wrapped label compute its height (a maximum width clips it).
+        text.setFixedWidth(460)
         text.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.add_button = QPushButton("Add a folder…")
         self.add_button.setObjectName("emptyAddFolder")

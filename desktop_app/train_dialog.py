@@ -205,7 +205,7 @@ class TrainDialog(QDialog):
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Validation share", self.val_ratio), ("", self.include_imports),
-                              ("Data", self.data_summary), ("", self.not_ready)):
+                              ("Data", self.data_summary)):
             form.addRow(label, widget)
         self.method.currentTextChanged.connect(self._method_changed)
         self.val_ratio.valueChanged.connect(self.refresh_data_summary)
@@ -250,6 +250,8 @@ class TrainDialog(QDialog):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        # Below the form, full width: a wrapped label inside a form row gets clipped.
+        layout.addWidget(self.not_ready)
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.bar)
         layout.addWidget(self.status)

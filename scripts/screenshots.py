@@ -1,0 +1,159 @@
+"""Screenshots of the real app on a generated library, for the README and for review.
+
+    xvfb-run -s "-screen 0 1280x800x24" python scripts/screenshots.py [OUT_DIR] [--suffix=-1280]
+    xvfb-run -s "-screen 0 1920x1080x24" python scripts/screenshots.py docs/screenshots --suffix=-1920
+
+Drives the real MainWindow (default size for the screen) over a temporary library of
+generated JPEGs captioned by the tests' fake captioner, and saves ``grab()`` PNGs: first
+start (empty state), library (after a scan and a captioning run), review queue, Export
+dialog, Train dialog with results (a fake training run's numbers) and the Versions window.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def wait(app, condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
+        app.processEvents()
+
+
+def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
+    """Plausible numbers for the Train dialog's chart and table (no model is trained)."""
+    from core.jobs import Progress
+
+    for epoch in range(0, config.epochs + 1):
+        on_epoch({"epoch": epoch, "loss": None if epoch == 0 else 2.0 / (epoch + 1),
+                  "cider": 0.3 + 0.12 * epoch, "exact_match": 0.02 * epoch})
+        if epoch:
+            progress(Progress(epoch, config.epochs, f"Epoch {epoch} of {config.epochs}"))
+    base = {"exact_match": 0.0, "cider": 0.31, "bleu4": 0.08, "rouge_l": 0.29, "edit_rate": 0.83}
+    trained = {"exact_match": 0.10, "cider": 0.89, "bleu4": 0.27, "rouge_l": 0.52, "edit_rate": 0.48}
+    return SimpleNamespace(cancelled=False, name=name, base_metrics=base, metrics=trained, best_epoch=config.epochs)
+
+
+def add_versions(library) -> None:
+    """Two model versions for the Versions window (what a real training run records)."""
+    from core.models import ModelVersion
+    from core.training import versions
+
+    folder = versions.models_dir(library)
+    folder.mkdir(parents=True, exist_ok=True)
+    with library.db.write() as session:
+        for name, cider, active in (("shapes-v1", 0.41, False), ("holiday-lora", 0.89, True)):
+            session.add(ModelVersion(
+                name=name, base_model="Salesforce/blip-image-captioning-base",
+                adapter_path=str(folder / name), family="blip", method="lora", is_active=active,
+                config={"trained_from": "Salesforce/blip-image-captioning-base"},
+                metrics={"base": {"cider": 0.31, "exact_match": 0.0},
+                         "trained": {"cider": cider, "exact_match": 0.1}},
+                data_snapshot={"val_ratio": 0.1, "seed": 0, "train": [[1, "a"]] * 21,
+                               "validation": [[2, "b"]] * 3},
+            ))
+
+
+def main(argv: list[str]) -> int:
+    suffix = next((a.split("=", 1)[1] for a in argv if a.startswith("--suffix=")), "")
+    args = [a for a in argv if not a.startswith("--")]
+    out = Path(args[0] if args else ROOT / "docs" / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from core.library import Library
+    from desktop_app.dialogs import SCOPE_LIBRARY
+    from desktop_app.main_window import MainWindow
+    from desktop_app.settings import AppSettings
+    from desktop_app.train_dialog import TrainDialog
+    from desktop_app.worker import JobRequest
+    from tests.imagegen import write_jpeg
+
+    try:
+        from tests.gui_fakes import FakeEngine
+    except ImportError:  # before the tests' helper modules were renamed
+        from tests.test_gui_fakes import FakeEngine
+
+    def save(widget, name: str) -> None:
+        path = out / f"{name}{suffix}.png"
+        widget.grab().save(str(path))
+        print(f"{path}: {widget.width()}x{widget.height()}, {path.stat().st_size // 1024} KB")
+
+    with tempfile.TemporaryDirectory(prefix="captiondesk-shots-") as tmp:
+        tmp_path = Path(tmp)
+        photos = tmp_path / "Pictures" / "Holiday 2024"
+        photos.mkdir(parents=True)
+        colors = [(200, 40, 40), (40, 160, 60), (40, 80, 200), (220, 180, 40), (120, 60, 160), (30, 160, 170)]
+        for i in range(36):
+            write_jpeg(photos / f"IMG_{1000 + i}.jpg", color=colors[i % len(colors)], size=(320, 240), seed=i)
+        library = Library(tmp_path / "library.db")
+        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        window = MainWindow(settings, engine=FakeEngine(delay=0.02), error_dialogs=False)
+        window.show()
+        window.set_library(library)
+        wait(app, lambda: window.empty_state_visible, 10)
+        save(window, "first-start")
+
+        window.add_folder(photos)
+        wait(app, lambda: window.banner.isVisible(), 60)
+        save(window, "library-after-scan")
+        window.start_captioning(JobRequest(model="fake-model", batch_size=6), SCOPE_LIBRARY)
+        wait(app, lambda: not window.captioning.running, 120)
+        window.reload_ids()
+        wait(app, lambda: False, 1.0)
+        window.go_to_row(3)
+        wait(app, lambda: False, 3.0)  # thumbnails decode on the pool
+        save(window, "library")
+
+        window.start_review()
+        wait(app, lambda: False, 1.0)
+        save(window, "review")
+
+        # A person verified some captions: enough to export and train on.
+        for image_id in window.model.ids()[:24]:
+            window.editor.accept(image_id)
+        wait(app, lambda: False, 0.5)
+        dialog = window.verbs.open_export()
+        wait(app, lambda: False, 2.0)
+        save(dialog, "export-dialog")
+        dialog.close()
+
+        train = TrainDialog(library, base_model="Salesforce/blip-image-captioning-base", train_fn=fake_train,
+                            parent=window)
+        train.name.setText("holiday-lora")
+        train.epochs.setValue(4)
+        train.val_ratio.setValue(0.25)
+        train.show()
+        wait(app, lambda: False, 0.5)
+        train.start()
+        wait(app, lambda: train.result is not None, 30)
+        wait(app, lambda: False, 0.5)
+        save(train, "train-dialog-results")
+        train.close()
+
+        add_versions(library)
+        versions = window.verbs.open_versions()
+        wait(app, lambda: False, 1.0)
+        save(versions, "versions-window")
+        versions.close()
+        window.close()
+        library.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

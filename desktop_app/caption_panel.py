@@ -3,16 +3,19 @@
 Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
 person asked for through signals; the window runs the operations (via
 :class:`~desktop_app.review.CaptionEditor`) and reloads the panel afterwards.
+
+Layout rule: nothing in the panel may widen it.  Long paths and captions elide (the
+full text is in the tooltip) or wrap anywhere, so selecting an image with a 200-character
+path moves neither the panel nor the grid's columns.
 """
 
 from __future__ import annotations
 
-import json
-
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QSizePolicy,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -25,20 +28,92 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.delegate import BADGES
+from core.captions import format_confidence
 from core.queries import CaptionDetails, CaptionInfo, ImageRow
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
+#: The history's "By" column for a person's rows: what they did.
+ACTION_LABELS = {
+    "written by a person": "person, written",
+    "edited by a person": "person, edited",
+    "accepted by a person": "person, accepted",
+    "restored by a person": "person, restored",
+    "replaced by a person": "person, replaced",
+}
 
 
-def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """``{"generation": {"num_beams": 3}}`` → ``[("num_beams", 3)]``: readable provenance."""
-    items: list[tuple[str, object]] = []
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            items.extend(_flatten(value, prefix))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
+class ElidedLabel(QLabel):
+    """One line that elides in the middle ("2023/Summer…lake house 1096.jpg") to fit.
+
+    Its size hint asks for no width, so a long text never widens the layout; the full
+    text is the tooltip.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None,
+                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self._mode = mode
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(20)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text if text else "")
+        super().setText(text)
+
+    def full_text(self) -> str:
+        return self._full
+
+    def shown_text(self) -> str:
+        """The text as painted at the current width (elided when it does not fit)."""
+        return self.fontMetrics().elidedText(self._full, self._mode, max(0, self.contentsRect().width()))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(20, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(20, super().sizeHint().height())
+
+    def paintEvent(self, _event: object) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setFont(self.font())
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        painter.drawText(self.contentsRect(), int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), self.shown_text())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self.update()
+
+
+def _no_widen(label: QLabel) -> QLabel:
+    """A wrapping label that never asks for more width than it gets (wraps anywhere)."""
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(20)
+    return label
+
+
+def _breakable(text: str) -> str:
+    """*text* with zero-width spaces after "/", "_" and "-" so long names can wrap."""
+    return text.replace("/", "/\u200b").replace("_", "_\u200b").replace("-", "-\u200b")
+
+
+class _UndoPassThrough(QObject):
+    """Lets Ctrl+Z / Ctrl+Shift+Z reach the window's caption undo while the editor has
+    nothing of its own to undo (e.g. right after "save edit and next" moved on)."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
+            document = watched.document()  # type: ignore[attr-defined]
+            if event.matches(QKeySequence.StandardKey.Undo) and not document.isUndoAvailable():
+                event.ignore()
+                return True
+            if event.matches(QKeySequence.StandardKey.Redo) and not document.isRedoAvailable():
+                event.ignore()
+                return True
+        return False
 
 
 class CaptionPanel(QWidget):
@@ -53,15 +128,20 @@ class CaptionPanel(QWidget):
         self._details: CaptionDetails | None = None
         self._loaded_text = ""
 
-        self.title = QLabel("No image selected")
+        self.title = ElidedLabel("No image selected")
+        self.title.setObjectName("captionTitle")
         title_font = QFont(self.title.font())
         title_font.setBold(True)
         self.title.setFont(title_font)
-        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.badge = QLabel()
-        self.provenance = QLabel()
-        self.provenance.setWordWrap(True)
+        self.badge.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.provenance = _no_widen(QLabel())
         self.provenance.setStyleSheet("color: palette(placeholder-text);")
+        #: Inline messages ("a caption cannot be empty") instead of a modal box.
+        self.message = _no_widen(QLabel())
+        self.message.setObjectName("captionMessage")
+        self.message.setStyleSheet("color: #c0392b;")
+        self.message.hide()
 
         self.editor = QPlainTextEdit()
         self.editor.setObjectName("captionEditor")
@@ -70,6 +150,9 @@ class CaptionPanel(QWidget):
         self.editor.setMinimumHeight(60)
         self.editor.setMaximumHeight(110)
         self.editor.textChanged.connect(self._update_buttons)
+        self.editor.textChanged.connect(self.clear_message)
+        self._undo_pass_through = _UndoPassThrough(self)
+        self.editor.installEventFilter(self._undo_pass_through)
 
         self.save_button = QPushButton("Save")
         self.save_button.setToolTip("Save the text as the verified caption (Ctrl+S)")
@@ -88,11 +171,9 @@ class CaptionPanel(QWidget):
         buttons.addWidget(self.revert_button)
 
         self.model_box = QGroupBox("Model's caption")
-        self.model_text = QLabel("—")
-        self.model_text.setWordWrap(True)
+        self.model_text = _no_widen(QLabel("—"))
         self.model_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.model_meta = QLabel()
-        self.model_meta.setWordWrap(True)
+        self.model_meta = _no_widen(QLabel())
         self.model_meta.setStyleSheet("color: palette(placeholder-text);")
         self.use_model_button = QPushButton("Use model's caption")
         self.use_model_button.clicked.connect(self._use_model)
@@ -106,7 +187,10 @@ class CaptionPanel(QWidget):
 
         self.history = QTreeWidget()
         self.history.setObjectName("captionHistory")
-        self.history.setHeaderLabels(["When", "By", "Score", "Caption"])
+        self.history.setHeaderLabels(["When", "By", "Conf.", "Caption"])
+        self.history.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.history.setMinimumHeight(70)
         self.history.setRootIsDecorated(False)
         self.history.setAlternatingRowColors(True)
         self.history.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -122,11 +206,27 @@ class CaptionPanel(QWidget):
         layout.addLayout(header)
         layout.addWidget(self.provenance)
         layout.addWidget(self.editor)
+        layout.addWidget(self.message)
         layout.addLayout(buttons)
         layout.addWidget(self.model_box)
         layout.addWidget(QLabel("History"))
         layout.addWidget(self.history, 1)
+        self.setMinimumWidth(240)
         self.show_image(None, None)
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        # Width from the splitter, not from the content; height small, so the preview
+        # above gets the spare height.
+        return QSize(360, 380)
+
+    def show_message(self, text: str) -> None:
+        """An inline note under the editor (e.g. why a caption was not saved)."""
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    def clear_message(self) -> None:
+        if self.message.isVisible():
+            self.show_message("")
 
     # -- state -------------------------------------------------------------------------
 
@@ -150,16 +250,26 @@ class CaptionPanel(QWidget):
         self.editor.blockSignals(True)
         self.editor.setPlainText(self._loaded_text)
         self.editor.blockSignals(False)
-        self.editor.setEnabled(row is not None and row.image_state != "missing" or bool(current))
+        # Only a readable file can be captioned: an unreadable or missing one has no
+        # picture to describe.
+        readable = row is not None and row.image_state == "ok"
+        self.editor.setEnabled(readable)
+        self.editor.setPlaceholderText(
+            "No caption yet — type one and press Ctrl+S" if readable or row is None
+            else "This file cannot be read, so it cannot be captioned"
+        )
+        self.show_message("")
         if row is None:
             self.title.setText("No image selected")
             self.badge.clear()
+            self.badge.setToolTip("")
             self.provenance.clear()
         else:
             self.title.setText(row.rel_path)
             self.title.setToolTip(row.path)
-            label, color = BADGES.get(row.state, (row.state, "#555"))
+            label, color = badge_text(row)
             self.badge.setText(label)
+            self.badge.setToolTip(badge_tooltip(row))
             self.badge.setStyleSheet(
                 f"background:{color}; color:white; border-radius:4px; padding:1px 6px; font-weight:bold;"
             )
@@ -170,7 +280,7 @@ class CaptionPanel(QWidget):
                 lines.append(f"Error: {row.error}")
             if row.width and row.height:
                 lines.append(f"{row.width}×{row.height}")
-            self.provenance.setText(" · ".join(lines))
+            self.provenance.setText(_breakable(" · ".join(lines)))
         self._show_model(details)
         self._show_history(details)
         self._update_buttons()
@@ -182,12 +292,9 @@ class CaptionPanel(QWidget):
             self.model_meta.clear()
         else:
             self.model_text.setText(model.text)
-            meta = model.provenance()
-            if model.settings:
-                meta += " · " + ", ".join(f"{k}={v}" for k, v in _flatten(model.settings) if v is not None)
-            if model.created_at is not None:
-                meta += f" · {model.created_at:%Y-%m-%d %H:%M}"
-            self.model_meta.setText(meta)
+            lines = model.provenance_lines()
+            self.model_meta.setText(_breakable("\n".join(lines)))
+            self.model_meta.setToolTip("\n".join(lines))
 
     def _show_history(self, details: CaptionDetails | None) -> None:
         self.history.clear()
@@ -199,7 +306,7 @@ class CaptionPanel(QWidget):
         self.history.addTopLevelItems(items)
         for column in (0, 1, 2):
             self.history.resizeColumnToContents(column)
-        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 100))
+        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 120))
 
     @staticmethod
     def _history_item(caption: CaptionInfo) -> QTreeWidgetItem:
@@ -209,20 +316,14 @@ class CaptionPanel(QWidget):
             by = (caption.model_name or "model").rstrip("/").rsplit("/", 1)[-1]
             if caption.adapter:
                 by += " + " + caption.adapter.rstrip("/").rsplit("/", 1)[-1]
+            if "bulk" in caption.action:
+                by += ", replaced"
         else:
-            by = SOURCE_LABELS.get(caption.source, caption.source)
-        score = f"{caption.score:.3f}" if caption.score is not None else ""
+            by = ACTION_LABELS.get(caption.action, SOURCE_LABELS.get(caption.source, caption.source))
+        score = format_confidence(caption.score)
         item = QTreeWidgetItem([when, by, score, caption.text])
         item.setData(0, Qt.ItemDataRole.UserRole, caption.id)
-        tooltip = [caption.text, caption.provenance()]
-        if caption.model_name:
-            tooltip.append(f"model: {caption.model_name}" + (f"\nadapter: {caption.adapter}" if caption.adapter else ""))
-        if caption.settings:
-            tooltip.append("settings: " + json.dumps(caption.settings, sort_keys=True))
-        if caption.origin:
-            tooltip.append(f"origin: {caption.origin}")
-        if caption.created_at:
-            tooltip.append(f"written {caption.created_at:%Y-%m-%d %H:%M:%S} UTC")
+        tooltip = [caption.text, "", *caption.provenance_lines()]
         for column in range(4):
             item.setToolTip(column, "\n".join(tooltip))
         if caption.is_current:
@@ -256,3 +357,27 @@ class CaptionPanel(QWidget):
         model = self._details.latest_model if self._details is not None else None
         if model is not None:
             self.revert_requested.emit(model.id)
+
+
+def badge_text(row: ImageRow) -> tuple[str, str]:
+    """The badge's words and colour: "model 87%" for a scored model caption."""
+    label, color = BADGES.get(row.state, (row.state, "#555"))
+    if row.state == "model" and row.score is not None:
+        label = f"model {format_confidence(row.score)}"
+    return label, color
+
+
+def badge_tooltip(row: ImageRow) -> str:
+    if row.state == "model" and row.score is not None:
+        return (
+            f"Model caption, not reviewed yet. Confidence {format_confidence(row.score)}"
+            f" (mean token log-probability {row.score:.3f})"
+        )
+    return {
+        "uncaptioned": "No caption yet",
+        "model": "Model caption, not reviewed yet",
+        "verified": "Verified by a person (used for training)",
+        "imported": "Imported caption, not reviewed yet",
+        "error": "This file cannot be read" + (f": {row.error}" if row.error else ""),
+        "missing": "The file is missing from disk",
+    }.get(row.state, row.state)

@@ -12,6 +12,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen,
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from desktop_app.grid_model import ROW_ROLE
+from core.captions import format_confidence
 from core.queries import ImageRow
 from desktop_app.thumbnails import ThumbnailCache
 
@@ -109,7 +110,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def _paint_badge(self, painter: QPainter, box: QRect, row: ImageRow) -> None:
         label, color = BADGES.get(row.state, (row.state, "#555"))
         if row.state == "model" and row.score is not None:
-            label = f"model {row.score:.2f}"
+            label = f"model {format_confidence(row.score)}"
         if self._badge_font is None:
             self._badge_font = QFont(painter.font())
             self._badge_font.setPointSizeF(max(6.5, self._badge_font.pointSizeF() * 0.8))
@@ -127,13 +128,41 @@ class ThumbnailDelegate(QStyledItemDelegate):
 
     @staticmethod
     def _draw_wrapped(painter: QPainter, rect: QRect, text: str, metrics: QFontMetrics) -> None:
-        """Up to TEXT_LINES lines: elide to about that much text, let Qt wrap, clip the rest.
+        """Up to TEXT_LINES lines, the last one elided with "…" (never clipped mid-letter)."""
+        lines = wrap_lines(text, metrics, rect.width(), TEXT_LINES)
+        height = metrics.lineSpacing()
+        for n, line in enumerate(lines):
+            painter.drawText(
+                QRect(rect.x(), rect.y() + n * height, rect.width(), height),
+                int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                line,
+            )
 
-        Two Qt calls instead of a measured word-by-word wrap: under GIL contention every
-        Python->Qt call can wait, so fewer calls is what keeps scrolling smooth.
-        """
-        budget = TEXT_LINES * rect.width() - metrics.averageCharWidth() * 4
-        elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, budget)
-        painter.setClipRect(rect)
-        painter.drawText(rect, Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap, elided)
-        painter.setClipping(False)
+
+def wrap_lines(text: str, metrics: QFontMetrics, width: int, max_lines: int) -> list[str]:
+    """*text* wrapped into at most *max_lines* lines of *width* px; the last one elided.
+
+    Breaks at a space where one fits, else anywhere (a long file name has no spaces);
+    each line is found by bisection, so a cell costs a few dozen measurements, once
+    (cells are rendered once and cached).
+    """
+    lines: list[str] = []
+    rest = " ".join(text.split())
+    while rest and len(lines) < max_lines - 1:
+        if metrics.horizontalAdvance(rest) <= width:
+            break
+        lo, hi = 1, len(rest)  # the longest prefix that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if metrics.horizontalAdvance(rest[:mid]) <= width:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = rest.rfind(" ", 0, lo + 1)
+        if cut <= 0:
+            cut = lo
+        lines.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        lines.append(metrics.elidedText(rest, Qt.TextElideMode.ElideRight, width))
+    return lines

@@ -6,19 +6,21 @@ once per key; the query itself runs on a pool thread (see the window).
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import QAbstractItemModel, QTimer, Signal
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from core.captions import confidence_percent, score_for_percent
 from core.queries import ImageFilter, ModelKey, review_queue_filter
 
 STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
@@ -31,8 +33,45 @@ STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
 ]
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
 
-#: Spin boxes show this (their minimum) as "any": a confidence bound that is not set.
-_NO_BOUND = -10.0
+
+
+class PercentBox(QSpinBox):
+    """A confidence bound in percent; *any_value* (0 for "from", 100 for "to") reads "any"."""
+
+    def __init__(self, any_value: int, tip: str) -> None:
+        super().__init__()
+        self.any_value = any_value
+        self.setRange(0, 100)
+        self.setSingleStep(5)
+        self.setValue(any_value)
+        self.setToolTip(tip + " ('any' = no bound). Confidence = exp(mean token log-probability).")
+        self.setKeyboardTracking(False)
+
+    def textFromValue(self, value: int) -> str:  # noqa: N802 - Qt's name
+        return "any" if value == self.any_value else f"{value}%"
+
+    def valueFromText(self, text: str) -> int:  # noqa: N802
+        text = text.replace("%", "").strip()
+        if text.lower() == "any" or not text:
+            return self.any_value
+        return int(float(text))
+
+    def validate(self, text: str, pos: int) -> QValidator.State:
+        bare = text.replace("%", "").strip().lower()
+        if bare == "any" or (bare.isdigit() and 0 <= int(bare) <= 100):
+            return QValidator.State.Acceptable
+        if "any".startswith(bare) or bare.isdigit():
+            return QValidator.State.Intermediate
+        return QValidator.State.Invalid
+
+    def score_bound(self) -> float | None:
+        """The bound as a score (mean token log-prob) for :class:`ImageFilter`; None = any."""
+        value = self.value()
+        return None if value == self.any_value else score_for_percent(value)
+
+    def set_score_bound(self, score: float | None) -> None:
+        percent = confidence_percent(score)
+        self.setValue(self.any_value if percent is None else round(percent))
 
 
 class FilterBar(QWidget):
@@ -42,7 +81,7 @@ class FilterBar(QWidget):
         super().__init__(parent)
         self.search = QLineEdit()
         self.search.setObjectName("searchField")
-        self.search.setPlaceholderText("Search captions (Ctrl+F)…")
+        self.search.setPlaceholderText("Search captions, file and folder names (Ctrl+F)…")
         self.search.setClearButtonEnabled(True)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -58,8 +97,8 @@ class FilterBar(QWidget):
         self.model.setMinimumContentsLength(10)
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.addItem("Any model", None)
-        self.min_score = self._score_box("Lowest confidence to show (mean token log-prob)")
-        self.max_score = self._score_box("Highest confidence to show")
+        self.min_score = PercentBox(0, "Lowest model confidence to show")
+        self.max_score = PercentBox(100, "Highest model confidence to show")
         self.sort = QComboBox()
         for label, key in SORT_CHOICES:
             self.sort.addItem(f"Sort: {label}", key)
@@ -69,6 +108,18 @@ class FilterBar(QWidget):
         self.review.setCheckable(True)
         self.review.setToolTip("Model captions, least confident first (Ctrl+R)")
         self.review.toggled.connect(self._on_review)
+        #: "3 of 20 reviewed" while the review queue is on.
+        self.progress = QLabel()
+        self.progress.setObjectName("reviewProgress")
+        self.progress.hide()
+        self._progress_model: QAbstractItemModel | None = None
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setSingleShot(True)
+        self._progress_timer.setInterval(150)
+        self._progress_timer.timeout.connect(self.update_review_progress)
+        #: Set when the review queue was just turned on: the window then starts at the
+        #: first (least confident) row instead of keeping the current image.
+        self.restart_at_top = False
 
         for widget in (self.state, self.model, self.sort):
             widget.currentIndexChanged.connect(self._emit_now)
@@ -82,30 +133,35 @@ class FilterBar(QWidget):
         top.addWidget(self.sort)
         top.addWidget(self.descending)
         top.addWidget(self.review)
+        top.addWidget(self.progress)
         bottom = QHBoxLayout()
         bottom.addWidget(self.state)
         bottom.addWidget(self.model, 1)
-        bottom.addWidget(QLabel("Conf."))
+        bottom.addWidget(QLabel("Confidence"))
         bottom.addWidget(self.min_score)
-        bottom.addWidget(QLabel("–"))
+        bottom.addWidget(QLabel("to"))
         bottom.addWidget(self.max_score)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 2)
         layout.setSpacing(2)
         layout.addLayout(top)
         layout.addLayout(bottom)
+        # "No matches" state: says what was searched and offers the way back.
+        self.no_matches = QWidget()
+        self.no_matches.setObjectName("noMatches")
+        self.no_matches_label = QLabel()
+        self.no_matches_label.setWordWrap(True)
+        self.no_matches_label.setStyleSheet("color: palette(placeholder-text); padding: 6px;")
+        clear = QToolButton()
+        clear.setText("Show all photos")
+        clear.clicked.connect(self.clear_filters)
+        no_matches_row = QHBoxLayout(self.no_matches)
+        no_matches_row.setContentsMargins(0, 0, 0, 0)
+        no_matches_row.addWidget(self.no_matches_label, 1)
+        no_matches_row.addWidget(clear)
+        self.no_matches.hide()
+        layout.addWidget(self.no_matches)
         self._silent = False
-
-    def _score_box(self, tip: str) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(_NO_BOUND, 0.0)
-        box.setDecimals(2)
-        box.setSingleStep(0.05)
-        box.setSpecialValueText("any")
-        box.setValue(_NO_BOUND)
-        box.setToolTip(tip + "; 'any' = no bound")
-        box.setKeyboardTracking(False)
-        return box
 
     def _emit_now(self, *_args: object) -> None:
         if self._silent:
@@ -129,14 +185,12 @@ class FilterBar(QWidget):
 
     def filter(self) -> ImageFilter:
         """The filter the widgets describe (the window adds the sidebar's folder)."""
-        low = self.min_score.value()
-        high = self.max_score.value()
         return ImageFilter(
             text=self.search.text(),
             states=self.state.currentData() or frozenset(),
             model=self.model.currentData(),
-            min_score=None if low <= _NO_BOUND else low,
-            max_score=None if high <= _NO_BOUND else high,
+            min_score=self.min_score.score_bound(),
+            max_score=self.max_score.score_bound(),
             sort=self.sort.currentData(),
             descending=self.descending.isChecked(),
         )
@@ -146,6 +200,10 @@ class FilterBar(QWidget):
 
     def _on_review(self, on: bool) -> None:
         """Review queue: model captions, least confident first; off returns to all by name."""
+        self.restart_at_top = on
+        self.progress.setVisible(on)
+        if on:
+            self._progress_timer.start()
         self._silent = True
         try:
             if on:
@@ -168,3 +226,56 @@ class FilterBar(QWidget):
         """Apply a pending (debounced) change now."""
         if self._debounce.isActive():
             self._emit_now()
+
+    # -- review progress ---------------------------------------------------------------------
+
+    def watch_review_progress(self, model: QAbstractItemModel) -> None:
+        """Keep "n of N reviewed" up to date from the grid *model* (``review_progress()``)."""
+        self._progress_model = model
+        for signal in (model.dataChanged, model.modelReset, model.rowsInserted):
+            signal.connect(lambda *_args: self._progress_timer.start() if self.review.isChecked() else None)
+
+    def update_review_progress(self) -> None:
+        model = self._progress_model
+        if model is None or not self.review.isChecked():
+            self.progress.hide()
+            return
+        done, total = model.review_progress()  # type: ignore[attr-defined]
+        self.progress.setText(f"{done} of {total} reviewed")
+        self.progress.show()
+
+    def take_restart_at_top(self) -> bool:
+        """True once after the review queue was turned on (see ``restart_at_top``)."""
+        restart, self.restart_at_top = self.restart_at_top, False
+        return restart
+
+    # -- the "no matches" state ------------------------------------------------------------------
+
+    def show_result_count(self, count: int) -> None:
+        """After the grid loaded: show "No matches" (and why) when the filter found nothing."""
+        flt = self.filter()
+        narrowed = bool(flt.text.strip() or flt.states or flt.model or flt.min_score is not None
+                        or flt.max_score is not None)
+        if count or not narrowed:
+            self.no_matches.hide()
+            return
+        if flt.text.strip():
+            what = f"No matches for “{flt.text.strip()}” in captions, file or folder names"
+        else:
+            what = "No photos match these filters"
+        self.no_matches_label.setText(what + " here.")
+        self.no_matches.show()
+
+    def clear_filters(self) -> None:
+        """Back to every photo of the location, by name (search, state, model, bounds off)."""
+        self._silent = True
+        try:
+            self.review.setChecked(False)
+            self.search.clear()
+            self.state.setCurrentIndex(0)
+            self.model.setCurrentIndex(0)
+            self.min_score.setValue(self.min_score.any_value)
+            self.max_score.setValue(self.max_score.any_value)
+        finally:
+            self._silent = False
+        self._emit_now()

@@ -28,7 +28,8 @@ from PySide6.QtCore import (
 )
 
 from core.library import Library
-from core.queries import ImageRow, fetch_rows
+from core.captions import format_confidence
+from core.queries import ImageRow, fetch_rows, ids_in_state
 
 CHUNK = 256
 MAX_CHUNKS = 64
@@ -152,6 +153,20 @@ class ImageGridModel(QAbstractListModel):
             if row is not None:
                 start = prev = row
 
+    def review_progress(self) -> tuple[int, int]:
+        """``(reviewed, total)`` over the rows shown: rows no longer holding a model caption.
+
+        In the review queue every row held an unreviewed model caption when the list was
+        loaded; accepted and edited rows stay in place (rows are refreshed, not
+        removed), so this is "n of N reviewed".
+        """
+        total = len(self._ids)
+        if self._library is None or not total:
+            return 0, total
+        with self._library.db.read() as session:
+            unreviewed = len(ids_in_state(session, self._ids, "model"))
+        return total - unreviewed, total
+
     def refresh_all(self) -> None:
         """Forget every cached row and repaint (e.g. after a find-and-replace)."""
         self._chunks.clear()
@@ -196,6 +211,11 @@ class ImageGridModel(QAbstractListModel):
         lines = [row.path]
         if row.caption:
             lines.append(row.caption)
+        if row.state == "model" and row.score is not None:
+            lines.append(
+                f"Model caption, confidence {format_confidence(row.score)}"
+                f" (mean token log-prob {row.score:.3f})"
+            )
         if row.error:
             lines.append(f"Error: {row.error}")
         return "\n".join(lines)

@@ -310,6 +310,8 @@ class MainWindow(QMainWindow):
 
         self.filter_bar = FilterBar()
         self.filter_bar.changed.connect(self.reload_ids)
+        self.filter_bar.watch_review_progress(self.model)
+        self.ids_loaded.connect(self.filter_bar.show_result_count)
         self.sidebar = LibrarySidebar()
         self.sidebar.location_changed.connect(lambda _loc: self.reload_ids())
         self.sidebar.add_requested.connect(lambda: self.libraries.choose_folder())
@@ -343,7 +345,7 @@ class MainWindow(QMainWindow):
         self.right_splitter.addWidget(self.preview)
         self.right_splitter.addWidget(self.panel)
         self.right_splitter.setStretchFactor(0, 1)
-        self.right_splitter.setStretchFactor(1, 1)
+        self.right_splitter.setStretchFactor(1, 0)  # the preview takes the spare height
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.main_splitter.addWidget(self.sidebar)
         self.main_splitter.addWidget(self.center_stack)
@@ -623,7 +625,9 @@ class MainWindow(QMainWindow):
         current = self.current_image_id()
         self.navigation.commit_edit()
         self.model.set_ids(ids, row_of)
-        if current is not None and self.model.row_of(current) is not None:
+        if ids and self.filter_bar.take_restart_at_top():
+            self.go_to_row(0)  # the review queue starts at the least confident caption
+        elif current is not None and self.model.row_of(current) is not None:
             self.go_to_row(self.model.row_of(current), scroll=True)
         elif ids and not self.grid.currentIndex().isValid():
             self.go_to_row(0)

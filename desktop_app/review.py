@@ -10,10 +10,22 @@ rows and never loses one.  The editor reports the images it touched through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core import edits
 from core.captions import CaptionError
@@ -47,6 +59,9 @@ class CaptionEditor(QObject):
     changed = Signal(list)
     #: A user-facing message when an operation could not be done.
     error = Signal(str)
+    #: An undo or redo was applied: (image ids it changed, "Undone: Edit caption").
+    #: The window goes to the image it changed, so the person sees what came back.
+    stepped = Signal(list, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -90,14 +105,24 @@ class CaptionEditor(QObject):
         return self._run("Revert caption", lambda: edits.revert(self.library.db, caption_id))
 
     def replace(
-        self, candidates: Sequence[tuple[int, int, str]], find: str, replacement: str, *, case_sensitive: bool
+        self,
+        candidates: Sequence[tuple[int, int, str]],
+        find: str,
+        replacement: str,
+        *,
+        case_sensitive: bool,
+        verified: bool = False,
     ) -> int:
-        """Find-and-replace over *candidates* as one undo step; returns captions changed."""
+        """Find-and-replace over *candidates* as one undo step; returns captions changed.
+
+        Model and imported captions stay unreviewed unless *verified* (see
+        :func:`core.captions.replace_caption_text`).
+        """
         if self.library is None:
             return 0
         try:
             changes = edits.replace_captions(
-                self.library.db, candidates, find, replacement, case_sensitive=case_sensitive
+                self.library.db, candidates, find, replacement, case_sensitive=case_sensitive, verified=verified
             )
         except CaptionError as exc:
             self.error.emit(str(exc))
@@ -118,4 +143,95 @@ class CaptionEditor(QObject):
             command.setObsolete(True)
             self.error.emit(str(exc))
             return
-        self.changed.emit(sorted({c.image_id for c in command.changes}))
+        image_ids = sorted({c.image_id for c in command.changes})
+        self.changed.emit(image_ids)
+        self.stepped.emit(image_ids, f"{'Undone' if undo else 'Redone'}: {command.text()}")
+
+
+class FindReplaceDialog(QDialog):
+    """Find and replace in the captions in view: the count and a preview before anything changes.
+
+    *preview* maps ``(find, replacement, case_sensitive)`` to ``(image_id, old, new)``
+    rows (see :func:`core.edits.replacement_preview`).  "Replace all" names the count
+    and is disabled while nothing matches; model captions stay unreviewed unless
+    "Mark the changed captions as verified" is ticked.
+    """
+
+    #: How many example rows the preview lists.
+    PREVIEW_ROWS = 50
+
+    def __init__(
+        self,
+        view_count: int,
+        preview: Callable[[str, str, bool], list[tuple[int, str, str]]],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Find and replace in captions")
+        self._preview = preview
+        self.matches: list[tuple[int, str, str]] = []
+        self.find = QLineEdit()
+        self.replacement = QLineEdit()
+        self.case = QCheckBox("Match case")
+        self.verify = QCheckBox("Mark the changed captions as verified (they become training data)")
+        self.verify.setToolTip(
+            "Off: a replaced model caption stays unreviewed — still in the review queue and "
+            "not used for training. A person's caption stays verified either way."
+        )
+        form = QFormLayout()
+        form.addRow("Find", self.find)
+        form.addRow("Replace with", self.replacement)
+        form.addRow("", self.case)
+        form.addRow("", self.verify)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("replaceCount")
+        self.count_label.setWordWrap(True)
+        self.preview_list = QTreeWidget()
+        self.preview_list.setObjectName("replacePreview")
+        self.preview_list.setHeaderLabels(["Before", "After"])
+        self.preview_list.setRootIsDecorated(False)
+        self.preview_list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        note = QLabel(
+            f"Applies to the current captions of the {view_count} images in the current view. "
+            "Undo (Ctrl+Z) reverts them all."
+        )
+        note.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.replace_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.count_label)
+        layout.addWidget(self.preview_list, 1)
+        layout.addWidget(note)
+        layout.addWidget(self.buttons)
+        self.resize(640, 420)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.update_preview)
+        for field in (self.find, self.replacement):
+            field.textChanged.connect(lambda _text: self._timer.start())
+        self.case.toggled.connect(lambda _on: self.update_preview())
+        self.update_preview()
+
+    def update_preview(self) -> None:
+        """Count and list what "Replace all" would change, with the current fields."""
+        self._timer.stop()
+        find = self.find.text()
+        self.matches = self._preview(find, self.replacement.text(), self.case.isChecked()) if find else []
+        count = len(self.matches)
+        self.preview_list.clear()
+        self.preview_list.addTopLevelItems(
+            [QTreeWidgetItem([old, new]) for _image_id, old, new in self.matches[: self.PREVIEW_ROWS]]
+        )
+        if not find:
+            self.count_label.setText("Type the words to find.")
+        elif count == 0:
+            self.count_label.setText("No caption in view contains these words.")
+        else:
+            more = f" (first {self.PREVIEW_ROWS} shown)" if count > self.PREVIEW_ROWS else ""
+            self.count_label.setText(f"{count} caption{'s' if count != 1 else ''} will change{more}.")
+        self.replace_button.setText(f"Replace all ({count})" if count else "Replace all")
+        self.replace_button.setEnabled(count > 0)

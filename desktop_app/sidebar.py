@@ -23,28 +23,35 @@ from PySide6.QtWidgets import (
 
 from core.queries import Counts, FolderNode
 
-COLUMNS = ["Folder", "Img", "Unc", "Mod", "Ver", "Err"]
+#: The folder name and one compact count; the breakdown by state is each row's tooltip,
+#: so names stay readable at the sidebar's default width.
+COLUMNS = ["Folder", "Photos"]
 _TOOLTIPS = [
-    "Library folders and their sub-folders",
-    "Images: files found",
-    "Uncaptioned: images without a caption",
-    "Model: captions written by a model, not yet verified",
-    "Verified: captions written or accepted by a person",
-    "Errors: files that could not be read, or are missing",
+    "Library folders and their sub-folders (hover a folder for its counts)",
+    "Photos in the folder and its sub-folders",
 ]
+
+
+def _breakdown(counts: Counts) -> str:
+    parts = [f"{counts.images} photo{'s' if counts.images != 1 else ''}"]
+    for number, words in (
+        (counts.uncaptioned, "uncaptioned"),
+        (counts.model, "model captions to review"),
+        (counts.verified, "verified"),
+        (counts.imported, "imported"),
+        (counts.errors + counts.missing, "unreadable or missing"),
+    ):
+        if number:
+            parts.append(f"{number} {words}")
+    return parts[0] + (": " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+
 
 #: (root_id, folder prefix); (None, None) is "All photos".
 Location = tuple[int | None, str | None]
 
 
 def _numbers(counts: Counts) -> list[str]:
-    return [
-        str(counts.images),
-        str(counts.uncaptioned),
-        str(counts.model),
-        str(counts.verified),
-        str(counts.errors + counts.missing),
-    ]
+    return [str(counts.images)]
 
 
 class LibrarySidebar(QWidget):
@@ -77,7 +84,10 @@ class LibrarySidebar(QWidget):
         self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.tree.header().setStretchLastSection(False)
         self.tree.header().setMinimumSectionSize(28)
-        self.tree.setMinimumWidth(300)
+        self.tree.setMinimumWidth(160)
+        # Elide in the middle: "Alps 2019 – d…day 3" and "Alps 2019 – d…day 4" stay apart.
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setIndentation(14)
         for column in range(1, len(COLUMNS)):
             self.tree.header().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.currentItemChanged.connect(self._on_current)
@@ -116,13 +126,15 @@ class LibrarySidebar(QWidget):
             everything = QTreeWidgetItem(["All photos", *_numbers(total)])
             everything.setData(0, Qt.ItemDataRole.UserRole, (None, None))
             everything.setIcon(0, self.style().standardIcon(QStyle.StandardPixmap.SP_DirHomeIcon))
+            everything.setToolTip(0, "All photos — " + _breakdown(total))
+            everything.setToolTip(1, _breakdown(total))
             self._align(everything)
             self.tree.addTopLevelItem(everything)
             folder_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
             current_item = everything
             for root in roots:
                 item = self._make_item(root, Path(root.name).name or root.name, folder_icon, expanded)
-                item.setToolTip(0, root.name)
+                item.setToolTip(0, f"{root.name}\n{_breakdown(root.counts)}")
                 self.tree.addTopLevelItem(item)
             for item in self._all_items():
                 if item.data(0, Qt.ItemDataRole.UserRole) == selected:
@@ -142,6 +154,8 @@ class LibrarySidebar(QWidget):
         location = (node.root_id, node.prefix or None)
         item.setData(0, Qt.ItemDataRole.UserRole, location)
         item.setIcon(0, icon)
+        item.setToolTip(0, f"{label}\n{_breakdown(node.counts)}")
+        item.setToolTip(1, _breakdown(node.counts))
         self._align(item)
         for name in sorted(node.children):
             item.addChild(self._make_item(node.children[name], name, icon, expanded))

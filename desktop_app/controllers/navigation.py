@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtGui import QPixmap
 
-from core import queries
+from core import edits, queries
 from core.queries import ImageRow
-from desktop_app.dialogs import FindReplaceDialog
+from desktop_app.review import FindReplaceDialog
 from desktop_app.jobs_widget import plural
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class ReviewNavigation:
         window.grid.selectionModel().currentChanged.connect(self._on_current_changed)
         window.preview_loader.loaded.connect(self._on_preview_loaded)
         window.editor.changed.connect(self.on_captions_changed)
+        window.editor.stepped.connect(self.on_undo_step)
 
     # -- where we are ----------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class ReviewNavigation:
         image_id = w.panel.image_id
         text = w.panel.text()
         if not text:
-            w.statusBar().showMessage("An empty caption is not saved (captions cannot be empty)", 5000)
+            w.panel.show_message("An empty caption is not saved: type a caption, or undo your changes (Ctrl+Z).")
             return False
         saved = w.editor.save_edit(image_id, text)
         if saved:
@@ -183,7 +184,7 @@ class ReviewNavigation:
     def save_caption(self) -> None:
         w = self.window
         if not self.commit_edit() and w.panel.is_dirty() and not w.panel.text():
-            w.report_error("A caption cannot be empty.")
+            w.panel.show_message("A caption cannot be empty.")
 
     def accept_current(self) -> bool:
         image_id = self.current_image_id()
@@ -210,19 +211,44 @@ class ReviewNavigation:
 
     def open_find_replace(self) -> None:
         w = self.window
-        dialog = FindReplaceDialog(w.model.rowCount(), w)
+        dialog = FindReplaceDialog(w.model.rowCount(), self.replacement_preview, w)
         if dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text():
-            self.find_replace(dialog.find.text(), dialog.replacement.text(), case_sensitive=dialog.case.isChecked())
+            self.find_replace(
+                dialog.find.text(),
+                dialog.replacement.text(),
+                case_sensitive=dialog.case.isChecked(),
+                verified=dialog.verify.isChecked(),
+            )
 
-    def find_replace(self, find: str, replacement: str, *, case_sensitive: bool = False) -> int:
-        """Replace *find* in the current captions of the images in view (one undo step)."""
+    def replacement_preview(self, find: str, replacement: str, case_sensitive: bool) -> list[tuple[int, str, str]]:
+        """What a find-and-replace over the view would change: ``(image_id, old, new)``."""
+        w = self.window
+        if w.library is None or not find:
+            return []
+        with w.library.db.read() as session:
+            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
+        return edits.replacement_preview(candidates, find, replacement, case_sensitive=case_sensitive)
+
+    def on_undo_step(self, image_ids: list[int], text: str) -> None:
+        """After Ctrl+Z / Ctrl+Shift+Z: go to the image it changed and say what happened."""
+        w = self.window
+        if image_ids and self.current_image_id() not in image_ids:
+            self.go_to_image(image_ids[0])
+        w.statusBar().showMessage(text, 5000)
+
+    def find_replace(
+        self, find: str, replacement: str, *, case_sensitive: bool = False, verified: bool = False
+    ) -> int:
+        """Replace *find* in the current captions of the images in view (one undo step).
+
+        Model captions stay unreviewed unless *verified*."""
         w = self.window
         if w.library is None or not find:
             return 0
         self.commit_edit()
         with w.library.db.read() as session:
             candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
-        count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive)
+        count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
         w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)
         log.info("Find and replace “%s” → “%s”: %d captions changed", find, replacement, count)
         return count

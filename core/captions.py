@@ -346,7 +346,7 @@ def provenance_lines(
     """
     settings = dict(settings or {})
     lines: list[str] = []
-    if action:
+    if action and action not in ("model", "import"):  # the plain source goes without saying
         lines.append(action[:1].upper() + action[1:])
     if source in (CaptionSource.MODEL, "model") and model_name:
         lines.append(f"Model: {_short_model(model_name)}" + (f" + {_short_model(adapter)}" if adapter else ""))

@@ -88,9 +88,12 @@ class ElidedLabel(QLabel):
 
 
 def _no_widen(label: QLabel) -> QLabel:
-    """A wrapping label that never asks for more width than it gets (wraps anywhere)."""
+    """A wrapping label that asks for little width (text passes through :func:`_breakable`).
+
+    Its horizontal policy stays Preferred: Ignored would also drop its height-for-width,
+    and the wrapped lines would be squeezed.
+    """
     label.setWordWrap(True)
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.setMinimumWidth(20)
     return label
 
@@ -191,6 +194,7 @@ class CaptionPanel(QWidget):
         self.history.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.history.setMinimumHeight(70)
+        self.history.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.history.setRootIsDecorated(False)
         self.history.setAlternatingRowColors(True)
         self.history.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -212,12 +216,19 @@ class CaptionPanel(QWidget):
         layout.addWidget(QLabel("History"))
         layout.addWidget(self.history, 1)
         self.setMinimumWidth(240)
+        # Wrapped labels reserve two lines each: a layout's minimum height ignores how
+        # many lines a label wraps to, so without this the splitter would squeeze them
+        # (and the height must not jump from image to image).
+        line = self.fontMetrics().lineSpacing()
+        for label, lines in ((self.provenance, 2), (self.model_text, 2), (self.model_meta, 3)):
+            label.setMinimumHeight(lines * line + 2)
+            label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.show_image(None, None)
 
     def sizeHint(self) -> QSize:  # noqa: N802
-        # Width from the splitter, not from the content; height small, so the preview
-        # above gets the spare height.
-        return QSize(360, 380)
+        # Width from the splitter, not from the content.  The (empty) history asks for
+        # no height, so the preview above gets the spare height.
+        return QSize(360, super().sizeHint().height())
 
     def show_message(self, text: str) -> None:
         """An inline note under the editor (e.g. why a caption was not saved)."""
@@ -293,7 +304,8 @@ class CaptionPanel(QWidget):
         else:
             self.model_text.setText(model.text)
             lines = model.provenance_lines()
-            self.model_meta.setText(_breakable("\n".join(lines)))
+            # Compact (wrapped " · " list) so the panel stays short; one fact a line in the tooltip.
+            self.model_meta.setText(_breakable(" · ".join(lines)))
             self.model_meta.setToolTip("\n".join(lines))
 
     def _show_history(self, details: CaptionDetails | None) -> None:

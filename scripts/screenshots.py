@@ -80,13 +80,10 @@ def main(argv: list[str]) -> int:
     from desktop_app.main_window import MainWindow
     from desktop_app.settings import AppSettings
     from desktop_app.train_dialog import TrainDialog
-    from desktop_app.worker import JobRequest
+    from core.captioning.settings import CaptionJobSpec
     from tests.imagegen import write_jpeg
 
-    try:
-        from tests.gui_fakes import FakeEngine
-    except ImportError:  # before the tests' helper modules were renamed
-        from tests.test_gui_fakes import FakeEngine
+    from tests.gui_fakes import FakeEngine
 
     def save(widget, name: str) -> None:
         path = out / f"{name}{suffix}.png"
@@ -111,7 +108,7 @@ def main(argv: list[str]) -> int:
         window.add_folder(photos)
         wait(app, lambda: window.banner.isVisible(), 60)
         save(window, "library-after-scan")
-        window.start_captioning(JobRequest(model="fake-model", batch_size=6), SCOPE_LIBRARY)
+        window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=6), SCOPE_LIBRARY)
         wait(app, lambda: not window.captioning.running, 120)
         window.reload_ids()
         wait(app, lambda: False, 1.0)

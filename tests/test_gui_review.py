@@ -1,7 +1,7 @@
 """Review in the main window: a layout that never moves, review semantics, search, numbers.
 
 pytest-qt on the offscreen platform with a real temporary library and the real core;
-the captioner is the fake from :mod:`tests.test_gui_fakes` (no model is loaded).
+the captioner is the fake from :mod:`tests.gui_fakes` (no model is loaded).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from desktop_app.main_window import MainWindow
 from desktop_app.review import FindReplaceDialog
 from desktop_app.settings import AppSettings
 from tests.imagegen import write_jpeg
-from tests.test_gui_fakes import FakeEngine, build_library
+from tests.gui_fakes import FakeEngine, build_library
 
 WAIT = 10_000
 LONG_FOLDER = "2023/Summer holiday – Portugal (Algarve coast & Lisbon) with the whole family and friends"

@@ -125,7 +125,7 @@ def test_cancel_state_persists_until_the_job_stops(qtbot):
 def test_plurals_and_first_batch_text():
     assert plural(1, "error") == "1 error"
     assert plural(0, "error") == "0 errors"
-    assert plural(2_500, "image") == "2,500 images"
+    assert plural(2_500, "image") == "2500 images"
     assert progress_text(0, 241, None, None, 0) == "Captioning the first batch of 241 images…"
     assert progress_text(10, 241, 2.5, 92.4, 1) == "Captioning 10 / 241 · 2.5 img/s · ETA 1 min 32 s · 1 error"
 

@@ -339,7 +339,7 @@ def provenance_lines(
 ) -> list[str]:
     """Readable provenance, one fact a line, no duplicates and no raw key dump.
 
-    ``Model: Salesforce/blip-image-captioning-base`` · ``Confidence: 87%`` ·
+    ``Model: my-org/blip-finetuned`` · ``Confidence: 87%`` ·
     ``Device: cpu, float32`` · ``Decoding: 3 beams, up to 30 tokens`` · ``Date: …``.
     The model is the id the caption records (not the temporary folder a model was
     loaded from); device and precision come from the load, written once each.

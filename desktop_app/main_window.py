@@ -80,6 +80,7 @@ from desktop_app.log_panel import LogPanel, QtLogHandler
 from desktop_app.review import CaptionEditor
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 from desktop_app.sidebar import LibrarySidebar, Location
+from desktop_app.thumbnail_grid import ThumbnailGrid
 from desktop_app.thumbnails import PreviewLoader, ThumbnailCache
 from desktop_app.worker import CaptionService
 
@@ -285,7 +286,7 @@ class MainWindow(QMainWindow):
         self.thumbs = ThumbnailCache(None, self.pool, display_size=self.settings.thumbnail_size, parent=self)
         self.thumbs.ready.connect(self._on_thumbnails_ready)
         self.delegate = ThumbnailDelegate(self.thumbs, self)
-        self.grid = QListView()
+        self.grid = ThumbnailGrid()
         self.grid.setObjectName("thumbnailGrid")
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         # Static movement + uniform sizes: Qt lays out 100k cells arithmetically instead
@@ -353,7 +354,7 @@ class MainWindow(QMainWindow):
         self.main_splitter.setStretchFactor(0, 0)
         self.main_splitter.setStretchFactor(1, 1)
         self.main_splitter.setStretchFactor(2, 0)
-        self.main_splitter.setSizes([300, 770, 410])
+        self.main_splitter.setSizes([220, 650, 410])
         self.setCentralWidget(self.main_splitter)
 
         self.log_panel = LogPanel()
@@ -657,8 +658,7 @@ class MainWindow(QMainWindow):
                 self.preview.show_pixmap(row.id, pixmap)
 
     def _apply_grid_size(self) -> None:
-        cell = self.delegate.cell_size(self.grid.fontMetrics())
-        self.grid.setGridSize(cell + QSize(4, 4))
+        self.grid.set_cell_size(self.delegate.cell_size(self.grid.fontMetrics()))
         self.grid.setIconSize(QSize(self.thumbs.display_size, self.thumbs.display_size))
 
     def step_thumbnail_size(self, step: int) -> None:

@@ -115,6 +115,21 @@ def test_long_path_changes_no_width_and_no_grid_columns(qtbot, window, sample):
     assert "…" in title.shown_text() and title.toolTip().endswith(LONG_NAME)
 
 
+def test_grid_columns_fill_the_width(qtbot, window, sample):
+    """Whole columns share the width: the margins left and right of the grid are equal (no empty band)."""
+    cell = window.delegate.cell_size(window.grid.fontMetrics())
+    for width in (window.width(), window.width() - 200, window.width()):  # also after a narrower window
+        window.resize(width, window.height())
+        qtbot.wait(50)
+        viewport = window.grid.viewport().width()
+        cols = columns(window)
+        assert cols == viewport // (cell.width() + 4)
+        first = window.grid.visualRect(window.model.index(0, 0))
+        last = window.grid.visualRect(window.model.index(cols - 1, 0))
+        right_margin = viewport - 1 - last.right()
+        assert abs(first.left() - right_margin) <= cols, (first, last, viewport)
+
+
 def test_current_stays_in_view_after_accept_and_edit_and_next(qtbot, window, sample):
     library, _info = sample
     window.filter_bar.set_review_queue(True)

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QPointF, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -59,7 +59,11 @@ METRICS = (("exact_match", "Exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4
 
 
 class MetricChart(QWidget):
-    """Loss (red) and CIDEr/10 (blue) per epoch, drawn with QPainter (no QtCharts needed)."""
+    """Loss (red, left scale) and CIDEr (blue, right scale) per epoch, drawn with QPainter.
+
+    Each series has its own scale from 0 to its largest value, labelled on its side, so a
+    CIDEr that rises from 0.3 to 0.9 is as visible as a loss that falls from 2 to 0.4.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -71,28 +75,52 @@ class MetricChart(QWidget):
         self.update()
 
     def series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """(epoch, loss) and (epoch, CIDEr) points; epoch 0 (the base model) has no loss."""
         loss = [(r["epoch"], float(r["loss"])) for r in self.records if r.get("loss") is not None]
-        cider = [(r["epoch"], float(r.get("cider", 0.0)) / 10.0) for r in self.records]
+        cider = [(r["epoch"], float(r["cider"])) for r in self.records if r.get("cider") is not None]
         return loss, cider
 
-    def paintEvent(self, _event: Any) -> None:
+    @staticmethod
+    def scale_top(points: list[tuple[int, float]]) -> float:
+        """The top of a series' scale: its largest value (a small floor keeps flat zeros drawable)."""
+        return max([1e-3] + [v for _, v in points])
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt override)
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("white"))
         loss, cider = self.series()
-        if not cider:
+        if not loss and not cider:
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Loss and CIDEr appear here after each epoch")
             return
-        w, h, m = self.width(), self.height(), 20
-        max_epoch = max(1, max(e for e, _ in cider))
-        top = max([1.0] + [v for _, v in loss])
-        for points, colour in ((loss, "#d03030"), (cider, "#3050d0")):
+        metrics = painter.fontMetrics()
+        w, h = self.width(), self.height()
+        left, right = 8 + metrics.horizontalAdvance("0.000"), 8 + metrics.horizontalAdvance("0.000")
+        top_m, bottom_m = metrics.height() + 8, metrics.height() + 6
+        max_epoch = max([1] + [e for e, _ in loss + cider])
+        plot_w, plot_h = w - left - right, h - top_m - bottom_m
+        painter.setPen(QColor("#bbbbbb"))
+        painter.drawLine(left, h - bottom_m, w - right, h - bottom_m)
+        for (points, colour, x_label, align) in ((loss, "#d03030", 4, Qt.AlignmentFlag.AlignLeft),
+                                                  (cider, "#3050d0", w - right + 4, Qt.AlignmentFlag.AlignLeft)):
+            if not points:
+                continue
+            top = self.scale_top(points)
             painter.setPen(QPen(QColor(colour), 2))
-            scaled = [QPointF(m + (w - 2 * m) * e / max_epoch, h - m - (h - 2 * m) * min(v, top) / top)
-                      for e, v in points]
+            scaled = [QPointF(left + plot_w * e / max_epoch, h - bottom_m - plot_h * v / top) for e, v in points]
             for a, b in itertools.pairwise(scaled):
                 painter.drawLine(a, b)
+            for point in scaled:
+                painter.drawEllipse(point, 2.5, 2.5)
+            painter.setPen(QColor(colour))
+            painter.drawText(QRectF(x_label, top_m - metrics.height() / 2, right - 6, metrics.height()),
+                             int(align), f"{top:.3g}")
+            painter.drawText(QRectF(x_label, h - bottom_m - metrics.height() / 2, right - 6, metrics.height()),
+                             int(align), "0")
         painter.setPen(QColor("black"))
-        painter.drawText(m, m - 5, "loss (red), CIDEr / 10 (blue)")
+        painter.drawText(left, metrics.ascent() + 3, "loss (red, left scale) · CIDEr (blue, right scale)")
+        painter.drawText(QRectF(left, h - bottom_m + 2, plot_w, metrics.height()),
+                         int(Qt.AlignmentFlag.AlignHCenter), f"epochs 0–{max_epoch}")
+        painter.end()
 
 
 class _TrainWorker(QObject):

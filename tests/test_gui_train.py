@@ -39,7 +39,8 @@ def test_train_dialog_runs_and_fills_the_table(qtbot, library) -> None:
     assert dialog.table.item(0, 0).text() == "0.000" and dialog.table.item(0, 1).text() == "0.900"
     assert [r["epoch"] for r in dialog.chart.records] == [0, 1, 2, 3]
     loss, cider = dialog.chart.series()
-    assert loss[0] == (1, 1.0) and cider[-1] == (3, 0.6)
+    assert loss[0] == (1, 1.0) and cider[-1] == (3, 6.0)
+    assert dialog.chart.scale_top(cider) == 6.0 and dialog.chart.scale_top(loss) == 1.0  # own scale each
     dialog.chart.repaint()
     assert not dialog.cancel_button.isEnabled()
     assert dialog.width() == width

@@ -255,34 +255,6 @@ class CaptionDialog(QDialog):
         )
 
 
-class FindReplaceDialog(QDialog):
-    """Find and replace across the captions currently shown (one undo step)."""
-
-    def __init__(self, view_count: int, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Find and replace in captions")
-        self.find = QLineEdit()
-        self.replacement = QLineEdit()
-        self.case = QCheckBox("Match case")
-        form = QFormLayout()
-        form.addRow("Find", self.find)
-        form.addRow("Replace with", self.replacement)
-        form.addRow("", self.case)
-        note = QLabel(
-            f"Applies to the current captions of the {view_count} images in the current view. "
-            "Changed captions become verified; Undo (Ctrl+Z) reverts them all."
-        )
-        note.setWordWrap(True)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Replace all")
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(note)
-        layout.addWidget(buttons)
-
-
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)

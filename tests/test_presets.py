@@ -179,6 +179,10 @@ def test_training_records_the_template_and_captioning_with_the_version_reuses_it
         assert stats.captioned == 1
         caption = _current(library)["tree/new.jpg"]
         assert caption.settings["prompt_template"] == "{folder}" and caption.settings["prompt"] == "tree"
+        # The version's confidence calibration (fitted on its validation split) gives the stored score.
+        assert version.config["confidence_calibration"]["kind"] == "token_baseline"
+        assert caption.settings["score_kind"] == "calibrated_min_token"
+        assert caption.score == pytest.approx(caption.settings["scores"]["calibrated_min_token"], abs=1e-4)
     finally:
         library.close()
 

@@ -39,6 +39,7 @@ from core import imaging as _imaging
 from core.allocator import release_free_memory
 from core.captioning.base import load_model_image, model_input_side
 from core.captioning.errors import ModelLoadError
+from core.captioning.confidence import TokenCalibration, confidence_score
 from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
@@ -87,6 +88,8 @@ class ResolvedModel:
     model_version_id: int | None
     #: ``(preset, prompt_template)`` a trained version recorded (reused when a spec names neither).
     trained_prompt: tuple[str | None, str | None] = (None, None)
+    #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
+    score_calibration: dict[str, Any] | None = None
 
 
 def resolve_model(library: Library, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
@@ -98,7 +101,7 @@ def resolve_model(library: Library, model: str, adapter: str | None, backend: st
         version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
     if version is not None:
         return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
-                             stored_prompt(version.config))
+                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
     if os.path.isdir(model):
         model = str(Path(model).resolve())
     if adapter is not None and os.path.isdir(adapter):
@@ -535,7 +538,11 @@ def _commit_batch(
     stats: CaptionJobStats,
     plan: PromptPlan | None = None,
 ) -> list[int]:
-    """Write one batch's captions and errors in one transaction; the ids that changed."""
+    """Write one batch's captions and errors in one transaction; the ids that changed.
+
+    The stored score is :func:`core.captioning.confidence.confidence_score` (calibrated for a
+    trained version); its kind, and every kind's value, go into the provenance."""
+    calibration = TokenCalibration.from_dict(resolved.score_calibration)
     changed: list[int] = []
     with library.db.write() as session:
         for image_id, reason in prepared.failures:
@@ -553,6 +560,9 @@ def _commit_batch(
                             stats, keep_state=True)
                 changed.append(image_id)
                 continue
+            # A server that returns no token log-probabilities gives no score.
+            score, kind, scores = (confidence_score(result, calibration) if result.score is not None
+                                   else (None, None, {}))
             add_model_caption(
                 session,
                 image_id,
@@ -560,9 +570,8 @@ def _commit_batch(
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,
-                settings=provenance,
-                # A server that returns no token log-probabilities gives no score.
-                score=float(result.score) if result.score is not None else None,
+                settings={**provenance, "score_kind": kind, "scores": {k: round(v, 5) for k, v in scores.items()}},
+                score=float(score) if score is not None else None,
             )
             stats.captioned += 1
             changed.append(image_id)

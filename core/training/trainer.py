@@ -689,6 +689,16 @@ class _TrainingLoop:
             preds.extend(finish(r.text) for r in self.captioner.generate(batch, settings))
         return caption_metrics(preds, self.examples.refs)
 
+    def calibrate(self) -> Any:
+        """The confidence calibration of the current weights: how each token scores in their
+        captions of the validation split (core/captioning/confidence.py)."""
+        from core.captioning.confidence import TokenCalibration
+
+        self.model.trainable.eval()
+        results = [r for batch, settings in self.examples.val_batches
+                   for r in self.captioner.generate(batch, settings)]
+        return TokenCalibration.fit(results)
+
     def resume(self) -> _LoopState:
         """The saved state of an earlier run of the same settings, or a fresh one."""
         import torch
@@ -834,7 +844,8 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     result.metrics = _metrics_only(best)
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
-                     "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision}
+                     "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision,
+                     "confidence_calibration": loop.calibrate().to_dict()}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
                       "history": state.history, "stopped_early": result.stopped_early}
     return versions.save_version(

@@ -102,7 +102,7 @@ def test_training_config_defaults_and_validation() -> None:
 
 
 def test_default_target_modules_per_family() -> None:
-    assert default_target_modules("blip") == ["query", "value"]
-    assert default_target_modules("blip", train_vision=True) == ["query", "value", "qkv"]
+    assert default_target_modules("blip") == ["query", "key", "value", "dense"]  # measured: README "LoRA defaults"
+    assert default_target_modules("blip", train_vision=True) == ["query", "key", "value", "dense", "qkv"]
     assert default_target_modules("blip-2") == ["q_proj", "v_proj"]
     assert default_target_modules("florence2") == "all-linear"

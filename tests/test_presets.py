@@ -26,7 +26,7 @@ from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.library import Library
 from core.models import Caption, Image
-from core.training import TrainingConfig, train, versions
+from core.training import TrainingConfig, evaluate_model, train, versions
 from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401
 
 PREFIX_FAMILIES = [f for f in FAMILIES.values() if f.prompt_style == "prefix"]
@@ -172,6 +172,9 @@ def test_training_records_the_template_and_captioning_with_the_version_reuses_it
         version = versions.get_version(library, "prompted")
         assert version.config["prompt_template"] == "{folder}" and version.config["preset"] is None
         assert result.validation_size >= 2
+        # Evaluating the version again captions with its template: the same metrics as training's best epoch.
+        again = evaluate_model(library, "prompted", val_ratio=0.3, device="cpu", max_new_tokens=8)
+        assert again.metrics == result.metrics
         # Captioning with the version (no preset or template given) reuses the template.
         PILImage.new("RGB", (48, 48), (5, 5, 5)).save(tmp_path / "photos" / "tree" / "new.jpg")
         library.scan()

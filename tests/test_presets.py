@@ -182,10 +182,11 @@ def test_training_records_the_template_and_captioning_with_the_version_reuses_it
         assert stats.captioned == 1
         caption = _current(library)["tree/new.jpg"]
         assert caption.settings["prompt_template"] == "{folder}" and caption.settings["prompt"] == "tree"
-        # The version's confidence calibration (fitted on its validation split) gives the stored score.
+        # The version's confidence calibration (fitted on its validation split) scores its captions.
         assert version.config["confidence_calibration"]["kind"] == "token_baseline"
-        assert caption.settings["score_kind"] == "calibrated_min_token"
-        assert caption.score == pytest.approx(caption.settings["scores"]["calibrated_min_token"], abs=1e-4)
+        assert caption.settings["score_kind"] == "mean_logprob"
+        assert caption.score == pytest.approx(caption.settings["scores"]["mean_logprob"], abs=1e-4)
+        assert {"calibrated_mean", "calibrated_min_token"} <= set(caption.settings["scores"])
     finally:
         library.close()
 

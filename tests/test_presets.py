@@ -27,7 +27,6 @@ from core.captions import set_human_caption
 from core.library import Library
 from core.models import Caption, Image
 from core.training import TrainingConfig, evaluate_model, train, versions
-from tests.model_fixtures import tiny_blip_dir, tiny_model_dirs  # noqa: F401
 
 PREFIX_FAMILIES = [f for f in FAMILIES.values() if f.prompt_style == "prefix"]
 
@@ -160,8 +159,8 @@ def test_training_records_the_template_and_captioning_with_the_version_reuses_it
         # More photos so both splits have enough examples.
         photos = tmp_path / "photos"
         for i in range(3, 12):
-            for folder in ("beach", "tree"):
-                PILImage.new("RGB", (48, 48), (20 * i, 90, 200)).save(photos / folder / f"cat{i}.jpg")
+            for k, folder in enumerate(("beach", "tree")):  # distinct pixels: duplicates are one example
+                PILImage.new("RGB", (48, 48), (20 * i, 90 + 60 * k, 200)).save(photos / folder / f"cat{i}.jpg")
         library.scan()
         with library.db.write() as session:
             for image in session.scalars(select(Image)):

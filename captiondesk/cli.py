@@ -131,6 +131,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.engine import run_caption_job
     from core.captioning.errors import ModelLoadError
+    from core.captioning.presets import UnsupportedPresetError
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.library import LibraryError
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
@@ -148,7 +149,6 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 num_beams=args.beams,
                 min_new_tokens=args.min_new_tokens,
                 max_new_tokens=args.max_new_tokens,
-                prompt=args.prompt,
                 repetition_penalty=args.repetition_penalty,
             ),
             batch_size=args.batch_size,
@@ -158,6 +158,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
             backend=args.backend,
             endpoint=args.endpoint,
             max_concurrency=args.max_concurrency,
+            preset=args.preset,
+            prompt_template=args.prompt,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -196,7 +198,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             stats, interrupted = run_with_progress(
                 "Captioning", lambda bar, cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)
             )
-        except ModelLoadError as exc:
+        except (ModelLoadError, UnsupportedPresetError) as exc:
             raise UserError(str(exc)) from None
     print_problems(stats.problems if stats is not None else [], "error")
 
@@ -280,7 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
-    caption.add_argument("--prompt", metavar="TEXT", help='conditional prefix, e.g. "a photography of"')
+    from core.captioning.presets import PRESETS, VARIABLES
+
+    caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                         help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
+                              "prefix models such as BLIP: short, alt_text, t2i_prompt)")
+    caption.add_argument("--prompt", metavar="TEMPLATE",
+                         help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
+                              f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")
     caption.add_argument("--repetition-penalty", type=float, default=1.0, metavar="F")
     caption.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     caption.add_argument(

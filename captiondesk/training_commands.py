@@ -61,7 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = TrainingConfig(
             method=args.method, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else 1e-4),
+            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults").
+            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else None),
+            target_modules="all-linear" if args.lora_targets == ["all-linear"] else args.lora_targets, preset=args.preset, prompt_template=args.prompt,
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
@@ -242,11 +244,19 @@ def register(subparsers: Any) -> None:
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
                             "meant for CUDA, also runs on CPU, slower)")
-    train.add_argument("--lora-r", type=int, default=8, metavar="N")
-    train.add_argument("--lora-alpha", type=int, default=32, metavar="N")
-    train.add_argument("--lora-dropout", type=float, default=0.1, metavar="F")
+    train.add_argument("--lora-r", type=int, default=None, metavar="N", help="LoRA rank (default: per family)")
+    train.add_argument("--lora-alpha", type=int, default=None, metavar="N", help="LoRA alpha (default: per family)")
+    train.add_argument("--lora-dropout", type=float, default=None, metavar="F")
+    train.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
+                       help="LoRA target modules, or all-linear (default: per family)")
     train.add_argument("--lr", type=float, default=None, metavar="F",
-                       help="learning rate (default 1e-4 for LoRA, 2e-5 for full)")
+                       help="learning rate (default: the family's LoRA default; 2e-5 for full)")
+    from core.captioning.presets import PRESETS
+
+    train.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                       help="train the model to answer this caption preset (recorded and reused when captioning)")
+    train.add_argument("--prompt", metavar="TEMPLATE",
+                       help="train with this prompt template as the captions' prefix (recorded and reused)")
     train.add_argument("--epochs", type=int, default=5, metavar="N")
     train.add_argument("--batch-size", type=int, default=8, metavar="N")
     train.add_argument("--grad-accum", type=int, default=1, metavar="N", help="batches per optimiser step")

@@ -336,6 +336,28 @@ def read_caption(path: Path | str) -> FoundCaption | None:
     return None
 
 
+def read_keywords(path: Path | str) -> list[str]:
+    """Keywords in *path*'s metadata (XMP dc:subject, else IPTC Keywords); [] when there are none.
+
+    Raises :class:`MetadataError` when the file's metadata cannot be read.
+    """
+    path = Path(path)
+    try:
+        with _open_file(path) as image:
+            subject = image.read_xmp().get("Xmp.dc.subject")
+            iptc, _utf8 = _read_iptc(image)
+    except MetadataUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - exiv2 raises RuntimeError and friends
+        raise MetadataError(f"cannot read metadata of {path}: {exc}") from None
+    for value in (subject, iptc.get("Iptc.Application2.Keywords")):
+        words = [value] if isinstance(value, str) else list(value or [])
+        words = [w.strip() for w in words if isinstance(w, str) and w.strip()]
+        if words:
+            return words
+    return []
+
+
 # -- pixel-data comparison ------------------------------------------------------------
 
 # JPEG segments exiv2 edits: APP1 (EXIF, XMP) and APP13 (Photoshop IRB holding IPTC).

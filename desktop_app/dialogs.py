@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.presets import PRESETS, VARIABLES
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 
 SCOPE_SELECTION = "selection"
@@ -90,8 +91,19 @@ class CaptionDialog(QDialog):
         self.max_tokens.setRange(1, 512)
         self.max_tokens.setValue(settings.max_new_tokens)
         self.min_tokens.valueChanged.connect(lambda v: self.max_tokens.setMinimum(max(1, v)))
-        self.prompt = QLineEdit(settings.prompt or "")
-        self.prompt.setPlaceholderText("model default")
+        self.preset = QComboBox()
+        self.preset.addItem("Model default", None)
+        for preset in PRESETS.values():
+            self.preset.addItem(preset.label, preset.id)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(defaults.preset)))
+        self.preset.setToolTip("What kind of caption to ask for.  BLIP-like models only continue a text prefix: "
+                               "they write short captions, alt text and training prompts, not descriptions or keywords.")
+        self.prompt = QLineEdit(defaults.prompt_template or settings.prompt or "")
+        self.prompt.setPlaceholderText("your own prompt (instead of a preset)")
+        self.prompt.setToolTip("A prefix (BLIP-like models) or an instruction; per-image variables: "
+                               + ", ".join("{" + v + "}" for v in VARIABLES))
+        self.prompt.textChanged.connect(lambda text: self.preset.setEnabled(not text.strip()))
+        self.preset.setEnabled(not self.prompt.text().strip())
         self.repetition = QDoubleSpinBox()
         self.repetition.setRange(0.5, 3.0)
         self.repetition.setSingleStep(0.05)
@@ -141,6 +153,7 @@ class CaptionDialog(QDialog):
         form.addRow("Beams", self.num_beams)
         form.addRow("Min new tokens", self.min_tokens)
         form.addRow("Max new tokens", self.max_tokens)
+        form.addRow("Preset", self.preset)
         form.addRow("Prompt", self.prompt)
         form.addRow("Repetition penalty", self.repetition)
         form.addRow("Batch size", self.batch_size)
@@ -230,7 +243,6 @@ class CaptionDialog(QDialog):
             num_beams=self.num_beams.value(),
             min_new_tokens=self.min_tokens.value(),
             max_new_tokens=max(self.max_tokens.value(), self.min_tokens.value(), 1),
-            prompt=self.prompt.text().strip() or None,
             repetition_penalty=round(self.repetition.value(), 3),
         )
 
@@ -238,6 +250,7 @@ class CaptionDialog(QDialog):
         """The job the dialog describes; the window sets its scope from :meth:`scope`."""
         server = self.backend.currentData() == "openai"
         adapter = None if server else self.adapter.text().strip() or None
+        template = self.prompt.text().strip() or None
         model = self.model.currentText().strip() or DEFAULT_MODEL
         endpoint = self.endpoint.text().strip()
         return self._defaults.with_(
@@ -248,6 +261,8 @@ class CaptionDialog(QDialog):
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
             settings=self.generation_settings(),
+            preset=None if template else self.preset.currentData(),
+            prompt_template=template,
             batch_size=self.batch_size.value(),
             device=self.device.currentText(),
             overwrite_model_captions=self.overwrite.isChecked(),

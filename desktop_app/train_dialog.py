@@ -220,6 +220,9 @@ class TrainDialog(QDialog):
         self.batch_size = self._spin(1, 256, 8)
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
         self.include_imports = QCheckBox("Also use imported (unverified) captions")
+        self.family_defaults = QCheckBox("Measured LoRA defaults for the model family (rank, alpha, dropout, rate)")
+        self.family_defaults.setChecked(True)
+        self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
         self.data_summary = QLabel()
         self.data_summary.setWordWrap(True)
         self.not_ready = QLabel()
@@ -228,14 +231,15 @@ class TrainDialog(QDialog):
         self.not_ready.setStyleSheet("color: #a4262c;")
         form = QFormLayout()
         form.addRow("Base model", base_row)
-        for label, widget in ( ("Version name", self.name), ("Method", self.method),
-                              ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
+        for label, widget in (("Version name", self.name), ("Method", self.method),
+                              ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Validation share", self.val_ratio), ("", self.include_imports),
                               ("Data", self.data_summary)):
             form.addRow(label, widget)
         self.method.currentTextChanged.connect(self._method_changed)
+        self._update_enabled()
         self.val_ratio.valueChanged.connect(self.refresh_data_summary)
         self.include_imports.toggled.connect(self.refresh_data_summary)
 
@@ -317,14 +321,25 @@ class TrainDialog(QDialog):
         return box
 
     def _method_changed(self, method: str) -> None:
-        for box in (self.lora_r, self.lora_alpha, self.lora_dropout):
-            box.setEnabled(method != "full")
+        self._update_enabled()
         self.lr.setValue(2e-5 if method == "full" else 1e-4)
+
+    def _update_enabled(self) -> None:
+        method = self.method.currentText()
+        lora_by_hand = method != "full" and not self.family_defaults.isChecked()
+        for box in (self.lora_r, self.lora_alpha, self.lora_dropout):
+            box.setEnabled(lora_by_hand)
+        self.family_defaults.setEnabled(method != "full")
+        self.lr.setEnabled(method == "full" or lora_by_hand)
 
     def config(self) -> Any:
         from core.training import TrainingConfig
 
-        return TrainingConfig(method=self.method.currentText(), lora_r=self.lora_r.value(),
+        method = self.method.currentText()
+        if method != "full" and self.family_defaults.isChecked():  # None: the family's measured defaults
+            return TrainingConfig(method=method, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+                                  val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
+        return TrainingConfig(method=method, lora_r=self.lora_r.value(),
                               lora_alpha=self.lora_alpha.value(), lora_dropout=self.lora_dropout.value(),
                               lr=self.lr.value(), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
                               val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())

@@ -223,7 +223,7 @@ def test_caption_dialog_builds_the_spec(qtbot):
     dialog.scope_filter.setChecked(True)
     spec = dialog.spec()
     assert (spec.model, spec.adapter, spec.batch_size, spec.optimize) == ("my/model", "/adapters/mine", 4, "none")
-    assert spec.settings.num_beams == 3 and spec.settings.prompt == "a photography of"
+    assert spec.settings.num_beams == 3 and spec.prompt_template == "a photography of"
     assert spec.settings.max_new_tokens >= spec.settings.min_new_tokens == 50
     assert dialog.scope() == SCOPE_FILTER
 

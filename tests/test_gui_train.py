@@ -91,7 +91,19 @@ def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
     dialog.cancel()
     qtbot.waitUntil(lambda: not dialog.cancel_button.isEnabled(), timeout=5000)
     assert "resume" in dialog.status.text()
+    dialog.family_defaults.setChecked(False)  # the rate is the person's to set
     dialog.lr.setMinimum(0.0)
     dialog.lr.setValue(0.0)
     dialog.start()
     assert "lr must be" in dialog.status.text()
+
+
+def test_train_dialog_uses_the_family_lora_defaults_unless_asked(qtbot, library) -> None:
+    dialog = TrainDialog(library, base_model="tiny", train_fn=fake_train)
+    qtbot.addWidget(dialog)
+    assert dialog.family_defaults.isChecked() and not dialog.lora_r.isEnabled() and not dialog.lr.isEnabled()
+    config = dialog.config()
+    assert (config.lora_r, config.lora_alpha, config.lora_dropout, config.lr) == (None, None, None, None)
+    dialog.family_defaults.setChecked(False)
+    dialog.lora_r.setValue(4)
+    assert dialog.lora_r.isEnabled() and dialog.config().lora_r == 4 and dialog.config().lr == 1e-4

@@ -81,7 +81,14 @@ def test_caption_metrics_bundle() -> None:
 def test_training_config_defaults_and_validation() -> None:
     cfg = TrainingConfig()
     assert (cfg.method, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lr, cfg.epochs, cfg.batch_size) == (
-        "lora", 8, 32, 0.1, 1e-4, 5, 8)
+        "lora", None, None, None, None, 5, 8)  # None: the family's measured LoRA defaults
+    from core.captioning import get_family
+
+    blip = get_family("blip").lora_defaults
+    resolved = cfg.with_family_defaults(get_family("blip"))
+    assert (resolved.lora_r, resolved.lora_alpha, resolved.lora_dropout, resolved.lr, resolved.target_modules) == (
+        blip["r"], blip["alpha"], blip["dropout"], blip["lr"], blip["targets"])
+    assert TrainingConfig(method="full").with_family_defaults(get_family("blip")).lr == 1e-4
     assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
     for bad, field in [({"method": "dora"}, "method"), ({"lora_r": 0}, "lora_r"), ({"lr": 0}, "lr"),
                        ({"lr": float("nan")}, "lr"), ({"epochs": 1.5}, "epochs"), ({"batch_size": True}, "batch_size"),
@@ -95,7 +102,7 @@ def test_training_config_defaults_and_validation() -> None:
 
 
 def test_default_target_modules_per_family() -> None:
-    assert default_target_modules("blip") == ["query", "value"]
-    assert default_target_modules("blip", train_vision=True) == ["query", "value", "qkv"]
+    assert default_target_modules("blip") == ["query", "key", "value", "dense"]  # measured: README "LoRA defaults"
+    assert default_target_modules("blip", train_vision=True) == ["query", "key", "value", "dense", "qkv"]
     assert default_target_modules("blip-2") == ["q_proj", "v_proj"]
     assert default_target_modules("florence2") == "all-linear"

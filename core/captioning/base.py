@@ -53,6 +53,7 @@ __all__ = [
     "load_model_image",
     "model_input_side",
     "sequence_scores",
+    "token_logprobs",
 ]
 
 #: Floor for scores (a caption containing a token with probability 0 gets this, not -inf).
@@ -73,6 +74,10 @@ class CaptionResult:
 
     text: str
     score: float
+    #: The generated token ids (EOS included, padding not) and each one's log-probability:
+    #: what :mod:`core.captioning.confidence` turns into the stored score.
+    token_ids: tuple[int, ...] = ()
+    token_logprobs: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -211,6 +216,19 @@ def sequence_scores(
         ``(tokens, mask, mean_logprob)``: generated ``(batch, n)`` tokens, a
         boolean mask of real (non-padding) tokens, and ``(batch,)`` scores.
     """
+    tokens, valid, logprobs = token_logprobs(sequences, logits, eos_token_ids, beam_indices)
+    counts = valid.sum(dim=1).clamp(min=1)
+    return tokens, valid, logprobs.sum(dim=1) / counts
+
+
+def token_logprobs(
+    sequences: torch.Tensor,
+    logits: Sequence[torch.Tensor],
+    eos_token_ids: Iterable[int],
+    beam_indices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sequence_scores` before averaging: ``(tokens, mask, per-token log-probabilities)``
+    (0 where the mask is False)."""
     import torch
 
     if beam_indices is None:
@@ -236,9 +254,7 @@ def sequence_scores(
         step_logits = logits[step].to(tokens.device)[rows[:, step]].float()
         step_lp = torch.log_softmax(step_logits, dim=-1)
         logprobs[:, step] = step_lp.gather(1, tokens[:, step : step + 1]).squeeze(1)
-    logprobs = logprobs.masked_fill(~valid, 0.0)
-    counts = valid.sum(dim=1).clamp(min=1)
-    return tokens, valid, logprobs.sum(dim=1) / counts
+    return tokens, valid, logprobs.masked_fill(~valid, 0.0)
 
 
 # --------------------------------------------------------------------------- HF implementation
@@ -400,9 +416,10 @@ class HFCaptioner(Captioner):
         with torch.inference_mode():
             # torch.cuda.OutOfMemoryError is deliberately not caught here.
             out = self.model.generate(**inputs, **self._generate_kwargs(settings))
-        tokens, valid, scores = sequence_scores(
+        tokens, valid, logprobs = token_logprobs(
             out.sequences, out.logits, self.eos_token_ids(), getattr(out, "beam_indices", None)
         )
+        scores = logprobs.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
         if torch.isnan(scores).any():
             # NaN logits mean a numerical failure (typically fp16 overflow); the
             # text would be garbage, so fail the batch and let the caller retry.
@@ -412,10 +429,14 @@ class HFCaptioner(Captioner):
             )
         texts = self._decode(tokens, valid)
         results = []
-        for text, score in zip(texts, scores.tolist(), strict=True):
+        for text, score, row, lp, mask in zip(texts, scores.tolist(), tokens.tolist(), logprobs.tolist(),
+                                              valid.tolist(), strict=True):
             # -inf (a token the model itself ruled out) would poison sorting and
             # averages downstream; clamp to a very low finite value instead.
-            results.append(CaptionResult(text=text, score=min(0.0, max(float(score), MIN_SCORE))))
+            kept = [(t, max(float(v), MIN_SCORE)) for t, v, m in zip(row, lp, mask, strict=True) if m]
+            results.append(CaptionResult(text=text, score=min(0.0, max(float(score), MIN_SCORE)),
+                                         token_ids=tuple(t for t, _ in kept),
+                                         token_logprobs=tuple(v for _, v in kept)))
         if len(results) != batch.size:
             raise RuntimeError(f"model returned {len(results)} captions for {batch.size} images")
         return results

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +39,8 @@ from core import imaging as _imaging
 from core.allocator import release_free_memory
 from core.captioning.base import load_model_image, model_input_side
 from core.captioning.errors import ModelLoadError
+from core.captioning.confidence import TokenCalibration, confidence_score
+from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import add_model_caption
 from core.filenames import for_display, to_os
@@ -84,6 +86,10 @@ class ResolvedModel:
     model_name: str
     adapter: str | None
     model_version_id: int | None
+    #: ``(preset, prompt_template)`` a trained version recorded (reused when a spec names neither).
+    trained_prompt: tuple[str | None, str | None] = (None, None)
+    #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
+    score_calibration: dict[str, Any] | None = None
 
 
 def resolve_model(library: Library, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
@@ -94,7 +100,8 @@ def resolve_model(library: Library, model: str, adapter: str | None, backend: st
     with library.db.read() as session:
         version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
     if version is not None:
-        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id)
+        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
+                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
     if os.path.isdir(model):
         model = str(Path(model).resolve())
     if adapter is not None and os.path.isdir(adapter):
@@ -189,6 +196,61 @@ class _Prepared:
     inputs: Any
     failures: list[tuple[int, str]]
     images: list[Any]
+    settings: GenerationSettings
+
+
+def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -> PromptPlan:
+    """The job's preset/template for the loaded family: the spec's, else the trained version's.
+
+    ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
+    """
+    preset, template = spec.preset, spec.prompt_template
+    if preset is None and template is None and spec.settings.prompt is None:
+        preset, template = resolved.trained_prompt
+    family = getattr(captioner, "family", None)
+    if family is None and preset is None and template is None:
+        return PromptPlan(None, None, "", frozenset())  # a captioner without a family (test doubles)
+    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
+    return PromptPlan.for_family(family, preset=preset, template=template, model_type=model_type)
+
+
+def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> dict[int, str | None]:
+    """Each selected image's rendered prompt.  What the variables need is fetched up front:
+    current captions in one query per chunk of ids, metadata from the files; no query per image."""
+    if plan.template is None or not plan.variables:
+        prompt = plan.render()
+        return {image_id: prompt for image_id, _ in selected}
+    current: dict[int, str] = {}
+    if plan.needs_current_caption:
+        ids = [image_id for image_id, _ in selected]
+        with library.db.read() as session:
+            cursor = session.connection().connection.dbapi_connection.cursor()
+            try:
+                for start in range(0, len(ids), IN_CHUNK):
+                    chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
+                    cursor.execute(f"SELECT i.id, c.text{CURRENT_JOIN} WHERE i.id IN ({chunk})")
+                    current.update((i, t) for i, t in cursor.fetchall() if t is not None)
+            finally:
+                cursor.close()
+    prompts: dict[int, str | None] = {}
+    for image_id, path in selected:
+        keywords, description = read_metadata_variables(path) if plan.needs_metadata else ((), None)
+        prompts[image_id] = plan.render(ImageVariables(path, current.get(image_id), keywords, description))
+    return prompts
+
+
+def prompt_batches(selected: list[tuple[int, str]], prompts: dict[int, str | None], batch_size: int,
+                   settings: GenerationSettings) -> list[tuple[GenerationSettings, list[tuple[int, str]]]]:
+    """Batches of images that share one prompt (a prompt is baked into a batch's token ids),
+    in path order within each prompt; each with its settings."""
+    groups: dict[str | None, list[tuple[int, str]]] = {}
+    for item in selected:
+        groups.setdefault(prompts[item[0]], []).append(item)
+    batches = []
+    for prompt, items in groups.items():
+        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
+        batches.extend((batch_settings, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
+    return batches
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -302,7 +364,7 @@ def _decode_batch(captioner: Any, settings: GenerationSettings, batch: Sequence[
             inputs = captioner.preprocess(images, settings)
         except Exception as exc:  # noqa: BLE001 - the captioning thread retries per image
             log.warning("preprocessing a batch failed: %s", exc)
-    return _Prepared(ids, inputs, failures, images)
+    return _Prepared(ids, inputs, failures, images, settings)
 
 
 class _InlineExecutor:
@@ -339,14 +401,11 @@ def _decode_executor(captioner: Any) -> Any:
 def _prefetch(
     pool: Any,
     captioner: Any,
-    settings: GenerationSettings,
-    selected: list[tuple[int, str]],
-    batch_size: int,
+    batches: list[tuple[GenerationSettings, list[tuple[int, str]]]],
 ) -> Iterator[Future[_Prepared]]:
     """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
-    batches = (selected[i : i + batch_size] for i in range(0, len(selected), batch_size))
     pending: deque[Future[_Prepared]] = deque()
-    for batch in batches:
+    for settings, batch in batches:
         pending.append(pool.submit(_decode_batch, captioner, settings, batch))
         if len(pending) > PREFETCH_BATCHES:
             yield pending.popleft()
@@ -379,6 +438,8 @@ def run_caption_job(
         "model": resolved.model_name,
         "adapter": resolved.adapter,
         "settings": spec.settings.to_dict(),
+        "preset": spec.preset,
+        "prompt_template": spec.prompt_template,
         "batch_size": spec.batch_size,
         "device": spec.device,
         "overwrite_model_captions": spec.overwrite_model_captions,
@@ -425,8 +486,11 @@ def run_caption_job(
                 optimize=spec.optimize,
                 progress=lambda message: report(message),
             )
+        plan = prompt_plan(spec, resolved, captioner)
+        prompts = render_prompts(library, plan, selected)
         provenance = {
             "generation": spec.settings.to_dict(),
+            **plan.provenance(None),
             "identity": dict(getattr(captioner, "identity", {}) or {}),
             "device": str(getattr(captioner, "device", "")),
             "dtype": str(getattr(captioner, "dtype", "")),
@@ -434,14 +498,18 @@ def run_caption_job(
         runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
-                futures = _prefetch(pool, captioner, spec.settings, selected, spec.batch_size)
+                batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
+                futures = _prefetch(pool, captioner, batches)
                 for future in futures:
                     if cancel.is_set():
                         stats.cancelled = True
                         break
                     prepared = future.result()
+                    runner.settings = prepared.settings
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
-                    changed = _commit_batch(library, prepared, results, resolved, provenance, stats)
+                    batch_provenance = {**provenance, "generation": prepared.settings.to_dict(),
+                                        **plan.provenance(prepared.settings.prompt if plan.template else None)}
+                    changed = _commit_batch(library, prepared, results, resolved, batch_provenance, stats, plan)
                     run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
@@ -468,8 +536,13 @@ def _commit_batch(
     resolved: ResolvedModel,
     provenance: dict[str, Any],
     stats: CaptionJobStats,
+    plan: PromptPlan | None = None,
 ) -> list[int]:
-    """Write one batch's captions and errors in one transaction; the ids that changed."""
+    """Write one batch's captions and errors in one transaction; the ids that changed.
+
+    The stored score is :func:`core.captioning.confidence.confidence_score` (calibrated for a
+    trained version); its kind, and every kind's value, go into the provenance."""
+    calibration = TokenCalibration.from_dict(resolved.score_calibration)
     changed: list[int] = []
     with library.db.write() as session:
         for image_id, reason in prepared.failures:
@@ -487,16 +560,18 @@ def _commit_batch(
                             stats, keep_state=True)
                 changed.append(image_id)
                 continue
+            # A server that returns no token log-probabilities gives no score.
+            score, kind, scores = (confidence_score(result, calibration) if result.score is not None
+                                   else (None, None, {}))
             add_model_caption(
                 session,
                 image_id,
-                result.text,
+                plan.finish(result.text) if plan is not None else result.text,
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,
-                settings=provenance,
-                # A server that returns no token log-probabilities gives no score.
-                score=float(result.score) if result.score is not None else None,
+                settings={**provenance, "score_kind": kind, "scores": {k: round(v, 5) for k, v in scores.items()}},
+                score=float(score) if score is not None else None,
             )
             stats.captioned += 1
             changed.append(image_id)

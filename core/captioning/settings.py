@@ -126,6 +126,11 @@ class CaptionJobSpec:
     endpoint: str | None = None
     #: Server backend only: at most this many requests in flight at once.
     max_concurrency: int = 4
+    #: A caption preset (core/captioning/presets.py PRESETS: "short", "alt_text", ...)...
+    preset: str | None = None
+    #: ... or the user's own prompt with per-image variables ("{folder}", "{keywords}", ...).
+    #: Neither: a trained version's recorded preset/template, else ``settings.prompt``.
+    prompt_template: str | None = None
     scope: CaptionScope = None
 
     def __post_init__(self) -> None:
@@ -138,6 +143,17 @@ class CaptionJobSpec:
         if not isinstance(self.settings, GenerationSettings):
             raise ValueError(f"settings must be GenerationSettings, got {self.settings!r}")
         self._check_backend()
+        if self.preset is not None or self.prompt_template is not None:
+            from core.captioning.presets import PRESETS, template_variables
+
+            if self.preset is not None and self.prompt_template is not None:
+                raise ValueError("give a preset or a prompt template, not both")
+            if self.preset is not None and self.preset not in PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
+            if self.prompt_template is not None:
+                template_variables(self.prompt_template)  # ValueError for unknown variables
+            if self.settings.prompt is not None:
+                raise ValueError("settings.prompt and a preset/prompt template cannot both be given")
         scope = self.scope
         if scope is not None and not isinstance(scope, ImageFilter):
             # Any sequence of ids becomes a tuple: the spec stays immutable.

@@ -8,7 +8,7 @@ whether it may resume.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
@@ -61,15 +61,22 @@ class TrainingConfig:
         method: ``lora`` (adapter only), ``full`` (every decoder weight) or ``qlora``
             (LoRA on a 4-bit NF4 base via bitsandbytes: CUDA, or its
             CPU kernels, which save memory but are slower than ``lora``).
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout.
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scale and dropout; None = the
+            family's measured defaults (``ModelFamily.lora_defaults``, see the README's
+            "LoRA defaults"), filled in by :meth:`with_family_defaults` when the run starts.
         target_modules: LoRA target module names; None = per family
-            (:func:`default_target_modules`).
+            (``lora_defaults["targets"]``, else :func:`default_target_modules`).
+        preset, prompt_template: the caption preset or prompt template
+            (core/captioning/presets.py) the model is trained to answer: the rendered
+            prompt is the prefix of every training caption and of evaluation, and the
+            version records it so captioning with it reuses it.
         train_vision: LoRA also on the vision encoder (BLIP / BLIP-2 ``qkv``, GIT and
             ViT ``q_proj``/``v_proj``) / full fine-tuning also unfreezes it.  Off: the vision encoder is frozen and its outputs are
             computed once per image and reused across epochs.
         cache_vision: Reuse vision embeddings when the encoder is frozen (``auto`` = on
             unless the cache would exceed ``cache_limit_mb``).
         lr, weight_decay, warmup_ratio, max_grad_norm: optimiser (AdamW) and schedule
+            (lr None: the family's LoRA default for LoRA/QLoRA, 1e-4 for full fine-tuning)
             (linear warm-up, cosine decay to 0, gradient clipping).
         epochs, batch_size, grad_accum: passes over the data, images per forward pass,
             forward passes per optimiser step.
@@ -85,14 +92,16 @@ class TrainingConfig:
     """
 
     method: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
     target_modules: list[str] | str | None = None
+    preset: str | None = None
+    prompt_template: str | None = None
     train_vision: bool = False
     cache_vision: str = "auto"
     cache_limit_mb: int = 4096
-    lr: float = 1e-4
+    lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -112,9 +121,22 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        _check_int("lora_r", self.lora_r, 1)
-        _check_int("lora_alpha", self.lora_alpha, 1)
-        _check_float("lora_dropout", self.lora_dropout, 0.0, 1.0)
+        if self.lora_r is not None:
+            _check_int("lora_r", self.lora_r, 1)
+        if self.lora_alpha is not None:
+            _check_int("lora_alpha", self.lora_alpha, 1)
+        if self.lora_dropout is not None:
+            _check_float("lora_dropout", self.lora_dropout, 0.0, 1.0)
+        if self.preset is not None or self.prompt_template is not None:
+            from core.captioning.presets import PRESETS, template_variables
+
+            if self.preset is not None and self.prompt_template is not None:
+                raise ValueError("preset and prompt_template: give one, not both")
+            if self.preset is not None and self.preset not in PRESETS:
+                raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            if self.prompt_template is not None and "current_caption" in template_variables(self.prompt_template):
+                # The current caption of a training image is the answer itself.
+                raise ValueError("prompt_template cannot use {current_caption} for training")
         tm = self.target_modules
         if tm is not None and not (
             isinstance(tm, str) and tm
@@ -129,7 +151,8 @@ class TrainingConfig:
         if self.cache_vision not in ("auto", "yes", "no"):
             raise ValueError(f"cache_vision must be auto, yes or no, got {self.cache_vision!r}")
         _check_int("cache_limit_mb", self.cache_limit_mb, 0)
-        _check_float("lr", self.lr, 0.0, 1.0, low_open=True)
+        if self.lr is not None:
+            _check_float("lr", self.lr, 0.0, 1.0, low_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0)
         _check_float("warmup_ratio", self.warmup_ratio, 0.0, 1.0)
         _check_float("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
@@ -149,6 +172,17 @@ class TrainingConfig:
     @property
     def uses_lora(self) -> bool:
         return self.method in ("lora", "qlora")
+
+    def with_family_defaults(self, family: Any) -> TrainingConfig:
+        """This config with every unset LoRA setting and the lr taken from *family*'s
+        ``lora_defaults`` (the measured defaults; full fine-tuning: lr 1e-4)."""
+        d = family.lora_defaults
+        lr = self.lr if self.lr is not None else (d["lr"] if self.uses_lora else 1e-4)
+        return replace(self, lora_r=self.lora_r if self.lora_r is not None else d["r"],
+                       lora_alpha=self.lora_alpha if self.lora_alpha is not None else d["alpha"],
+                       lora_dropout=self.lora_dropout if self.lora_dropout is not None else d["dropout"],
+                       target_modules=self.target_modules if self.target_modules is not None else d.get("targets"),
+                       lr=lr)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

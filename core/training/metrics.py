@@ -360,6 +360,7 @@ def evaluate_model(
 
         captioner = load_captioner(resolved.model_name, adapter=resolved.adapter, device=device, optimize=optimize)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    plan = _trained_prompt_plan(captioner, resolved)
     examples = data.validation
     overlap: set[int] = set()
     try:
@@ -374,8 +375,9 @@ def evaluate_model(
                 except ImageDecodeError as exc:
                     result.skipped.append(f"{ex.path}: {exc}")
             if images:
-                for ex, res in zip(chunk, captioner.caption(images, settings), strict=True):
-                    result.predictions.append((ex.image_id, res.text, ex.caption))
+                for ex, text in zip(chunk, _caption_with_prompts(captioner, plan, chunk, images, settings),
+                                    strict=True):
+                    result.predictions.append((ex.image_id, text, ex.caption))
                     if ex.image_id in trained_on[0] or ex.fingerprint in trained_on[1]:
                         overlap.add(ex.image_id)
             if progress is not None:
@@ -406,3 +408,35 @@ def _training_images(version: Any) -> tuple[set[int], set[str]]:
     snapshot = (version.data_snapshot or {}) if version is not None else {}
     rows = snapshot.get("train") or []
     return {int(r[0]) for r in rows}, {str(r[1]) for r in rows}
+
+
+def _trained_prompt_plan(captioner: Any, resolved: Any) -> Any:
+    """The preset / template a version was trained with (None: none), as it captions with them."""
+    from core.captioning.presets import PromptPlan
+
+    preset, template = resolved.trained_prompt
+    if (preset is None and template is None) or getattr(captioner, "family", None) is None:
+        return None
+    model_type = getattr(getattr(captioner.model, "config", None), "model_type", None)
+    return PromptPlan.for_family(captioner.family, preset=preset, template=template, model_type=model_type)
+
+
+def _caption_with_prompts(captioner: Any, plan: Any, examples: list[Any], images: list[Any],
+                          settings: Any) -> list[str]:
+    """Captions of *images* in order, each generated with its rendered prompt (batched per prompt)."""
+    from dataclasses import replace
+
+    from core.captioning.presets import ImageVariables, read_metadata_variables
+
+    if plan is None:
+        return [r.text for r in captioner.caption(images, settings)]
+    groups: dict[str | None, list[int]] = {}
+    for i, ex in enumerate(examples):
+        keywords, description = read_metadata_variables(ex.path) if plan.needs_metadata else ((), None)
+        groups.setdefault(plan.render(ImageVariables(ex.path, None, keywords, description)), []).append(i)
+    texts: list[str] = [""] * len(images)
+    for prompt, idx in groups.items():
+        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
+        for i, res in zip(idx, captioner.caption([images[i] for i in idx], batch_settings), strict=True):
+            texts[i] = plan.finish(res.text)
+    return texts

@@ -166,6 +166,8 @@ def train(
             captioner = _load_base_captioner(base, config)
             try:
                 family = _trainable_family(captioner)
+                # Unset LoRA rank/alpha/dropout/targets and lr: the family's measured defaults.
+                config = config.with_family_defaults(family)
                 model = _PreparedModel.build(captioner, family, config)
                 result.trainable_parameters = sum(p.numel() for p in model.params)
                 examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
@@ -513,8 +515,9 @@ class _Examples:
     text: dict[str, Any]  # caption token tensors, row i = training example i
     images: list[Any]  # training images (emptied when their vision embeddings are cached)
     embeds: Any | None  # cached vision-tower outputs, or None
-    val_batches: list[Any]  # preprocessed validation batches (as for captioning)
-    refs: list[str]  # validation captions
+    val_batches: list[tuple[Any, Any]]  # (preprocessed batch, its GenerationSettings), as for captioning
+    refs: list[str]  # validation captions, in val_batches' order
+    plan: Any = None  # the PromptPlan (preset / template) the run trains for
 
 
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
@@ -525,13 +528,22 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
     if not train_ex or not val_ex:
         raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
     result.train_size, result.validation_size = len(train_ex), len(val_ex)
+    plan = _prompt_plan(captioner, family, config)
+    train_prompts = _render_prompts(plan, train_ex)
     try:
-        text = family.encode_training_batch(captioner, [e.caption for e in train_ex], config.max_length)
+        if plan.template is None:
+            text = family.encode_training_batch(captioner, [e.caption for e in train_ex], config.max_length)
+        else:
+            text = family.encode_training_batch(captioner, [e.caption for e in train_ex], config.max_length,
+                                                prompts=train_prompts)
     except TrainingNotSupportedError as exc:
         raise TrainingError(str(exc)) from exc
-    settings = _eval_settings(config)
-    val_batches = [captioner.preprocess(val_images[i : i + config.batch_size], settings)
-                   for i in range(0, len(val_images), config.batch_size)]
+    except TypeError as exc:
+        if "prompts" not in str(exc):
+            raise
+        raise TrainingError(f"training the {family.id} family with a preset or prompt template is not supported "
+                            "yet (BLIP is); train without --preset/--prompt") from exc
+    val_batches, refs = _validation_batches(captioner, config, plan, val_ex, val_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
@@ -539,7 +551,48 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         if embeds is not None:
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
-    return _Examples(len(train_ex), text, train_images, embeds, val_batches, [e.caption for e in val_ex])
+    return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan)
+
+
+def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) -> Any:
+    from core.captioning.presets import PromptPlan, UnsupportedPresetError
+
+    model_type = getattr(getattr(captioner.model, "config", None), "model_type", None)
+    try:
+        return PromptPlan.for_family(family, preset=config.preset, template=config.prompt_template,
+                                     model_type=model_type)
+    except UnsupportedPresetError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def _render_prompts(plan: Any, examples: list[TrainingExample]) -> list[str | None]:
+    """Each example's rendered prompt (metadata variables read from the files, no database)."""
+    from core.captioning.presets import ImageVariables, read_metadata_variables
+
+    prompts = []
+    for ex in examples:
+        keywords, description = read_metadata_variables(ex.path) if plan.needs_metadata else ((), None)
+        prompts.append(plan.render(ImageVariables(ex.path, None, keywords, description)))
+    return prompts
+
+
+def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examples: list[TrainingExample],
+                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str]]:
+    """Validation batches of one prompt each (a prompt is baked into a batch), and their references."""
+    from dataclasses import replace
+
+    settings = _eval_settings(config)
+    groups: dict[str | None, list[int]] = {}
+    for i, prompt in enumerate(_render_prompts(plan, examples)):
+        groups.setdefault(prompt, []).append(i)
+    batches, refs = [], []
+    for prompt, idx in groups.items():
+        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
+        for start in range(0, len(idx), config.batch_size):
+            chunk = idx[start : start + config.batch_size]
+            batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
+            refs.extend(examples[i].caption for i in chunk)
+    return batches, refs
 
 
 def _eval_settings(config: TrainingConfig) -> Any:
@@ -631,9 +684,20 @@ class _TrainingLoop:
     def evaluate(self) -> dict[str, float]:
         self.model.trainable.eval()
         preds: list[str] = []
-        for batch in self.examples.val_batches:
-            preds.extend(r.text for r in self.captioner.generate(batch, self.settings))
+        finish = self.examples.plan.finish if self.examples.plan is not None else (lambda text: text)
+        for batch, settings in self.examples.val_batches:
+            preds.extend(finish(r.text) for r in self.captioner.generate(batch, settings))
         return caption_metrics(preds, self.examples.refs)
+
+    def calibrate(self) -> Any:
+        """The confidence calibration of the current weights: how each token scores in their
+        captions of the validation split (core/captioning/confidence.py)."""
+        from core.captioning.confidence import TokenCalibration
+
+        self.model.trainable.eval()
+        results = [r for batch, settings in self.examples.val_batches
+                   for r in self.captioner.generate(batch, settings)]
+        return TokenCalibration.fit(results)
 
     def resume(self) -> _LoopState:
         """The saved state of an earlier run of the same settings, or a fresh one."""
@@ -780,7 +844,8 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     result.metrics = _metrics_only(best)
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
-                     "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision}
+                     "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision,
+                     "confidence_calibration": loop.calibrate().to_dict()}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
                       "history": state.history, "stopped_early": result.stopped_early}
     return versions.save_version(

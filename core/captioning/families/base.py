@@ -25,10 +25,12 @@ Nothing here imports torch or transformers at module level.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..base import HFCaptioner
+    from ..presets import Preset
     from ..registry import LoadContext
 
 __all__ = ["ModelFamily", "TrainingNotSupportedError", "pad_rows"]
@@ -69,7 +71,39 @@ class ModelFamily:
     #: Its vision attention is BLIP's hand-written one, switched to SDPA by ``optimize``.
     sdpa_vision_patch: ClassVar[bool] = False
 
+    # -- prompts and presets (core/captioning/presets.py) ------------------------------
+
+    #: How the family reads a prompt: ``"prefix"`` (the caption continues it: conditional
+    #: captioning) or ``"instruction"`` (the model is asked to do something).
+    prompt_style: ClassVar[str] = "prefix"
+    #: Preset id -> this family's prompt for it (None: an unconditional caption).  A prefix
+    #: family supports exactly these; an instruction family falls back to the preset's
+    #: instruction for the others.
+    preset_prompts: ClassVar[Mapping[str, str | None]] = {"short": None, "alt_text": None, "t2i_prompt": None}
+
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None:
+        """The prompt that makes this family write *preset* (the rendering hook for presets).
+
+        Raises:
+            UnsupportedPresetError: the family cannot follow it (the message lists what it can).
+        """
+        from ..presets import UnsupportedPresetError
+
+        if preset.id in self.preset_prompts:
+            return self.preset_prompts[preset.id]
+        if self.prompt_style == "instruction":
+            return preset.instruction
+        raise UnsupportedPresetError(
+            f"the {self.id} family cannot write the '{preset.id}' preset ({preset.label}): its prompt is a text "
+            f"prefix the caption continues, not an instruction; presets it supports: "
+            f"{', '.join(self.preset_prompts)} (or give your own prefix with --prompt)")
+
     # -- training ------------------------------------------------------------------------
+
+    #: LoRA settings chosen by measurement (README "LoRA defaults"), used when a run does
+    #: not set them: ``r``, ``alpha``, ``dropout``, ``lr`` and ``targets`` (None: the
+    #: family's :meth:`lora_targets`).
+    lora_defaults: ClassVar[Mapping[str, Any]] = {"r": 8, "alpha": 32, "dropout": 0.1, "lr": 1e-4, "targets": None}
 
     #: :func:`core.training.train` can train it.
     trainable: ClassVar[bool] = False

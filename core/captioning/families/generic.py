@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..registry import LoadContext
+    from ..presets import Preset
 
 __all__ = ["DEFAULT_INSTRUCTION", "FAMILY", "GenericCaptioner", "GenericFamily"]
 
@@ -34,6 +35,11 @@ DEFAULT_INSTRUCTION = "Describe this image in one sentence."
 
 #: Default task prompts for models that take task tokens instead of instructions.
 TASK_PROMPTS: dict[str, str] = {"florence2": "<CAPTION>"}
+#: Presets of task-token models: preset id -> task token (see core/captioning/presets.py).
+TASK_PRESETS: dict[str, dict[str, str]] = {
+    "florence2": {"short": "<CAPTION>", "alt_text": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
+                  "more_detailed": "<MORE_DETAILED_CAPTION>"},
+}
 
 
 class GenericCaptioner(HFCaptioner):
@@ -70,6 +76,21 @@ class GenericFamily(ModelFamily):
 
     id = "generic"
     examples = ("Florence-2", "SmolVLM", "Qwen2-VL", "PaliGemma", "LLaVA")
+    prompt_style = "instruction"
+    preset_prompts = {}  # every preset as its instruction, except for task-token models:
+
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None:
+        """Instruction models get the preset's instruction; Florence-2 its task tokens (the only prompts it knows)."""
+        tokens = TASK_PRESETS.get(model_type or "")
+        if tokens is None:
+            return super().preset_prompt(preset, model_type=model_type)
+        if preset.id in tokens:
+            return tokens[preset.id]
+        from ..presets import UnsupportedPresetError
+
+        raise UnsupportedPresetError(
+            f"{model_type} models follow task tokens, not instructions; presets it supports: "
+            f"{', '.join(f'{p} ({t})' for p, t in tokens.items())}")
 
     def load(self, ctx: LoadContext) -> GenericCaptioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor

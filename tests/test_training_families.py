@@ -290,7 +290,8 @@ def test_cached_vision_embeddings_give_the_same_loss(models: dict[str, Path], ke
 def test_blip2_lora_default_targets_are_the_language_model(models: dict[str, Path], key: str,
                                                           expected: list[str]) -> None:
     captioner = _load(models[key])
-    trainable, _, targets = _prepare_model(captioner, captioner.family, TrainingConfig())
+    trainable, _, targets = _prepare_model(captioner, captioner.family,
+                                           TrainingConfig().with_family_defaults(captioner.family))
     assert targets == expected
     lora = [n for n, p in trainable.named_parameters() if p.requires_grad]
     # Only the language model: not the Q-Former (query/value) nor the vision tower (qkv).
@@ -304,7 +305,8 @@ def test_lora_train_vision_reaches_the_vision_encoder_only_when_asked(models: di
     for train_vision in (False, True):
         captioner = _load(models[key])
         family = captioner.family
-        trainable, inner, _ = _prepare_model(captioner, family, TrainingConfig(train_vision=train_vision))
+        trainable, inner, _ = _prepare_model(captioner, family,
+                                             TrainingConfig(train_vision=train_vision).with_family_defaults(family))
         in_vision = [n for n, p in family.vision_tower(inner).named_parameters() if p.requires_grad]
         assert bool(in_vision) == train_vision, (train_vision, in_vision)
         assert all("lora_" in n for n in in_vision)

@@ -28,6 +28,7 @@ Prints one table with ratios full-size / start, and how long the whole run took.
     python benchmarks/library_scale.py                      # 1,000,000 images
     python benchmarks/library_scale.py --images 200000 --measure 5000
     python benchmarks/library_scale.py --keep /tmp/scale.db  # keep the library file
+    python benchmarks/library_scale.py --cache-mb 256        # experiment: a bigger SQLite page cache
 """
 
 from __future__ import annotations
@@ -334,6 +335,17 @@ class Bench:
         return per_object
 
 
+def set_cache_size(library: Library, megabytes: int) -> None:
+    """Give every connection of *library* a page cache of *megabytes* (an experiment)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA cache_size = {-megabytes * 1024}")
+
+    event.listen(library.db.engine, "connect", on_connect)
+    library.db.engine.dispose()  # pooled connections reconnect with the pragma
+
+
 def fmt(value: float | None, name: str) -> str:
     if value is None:
         return "-"
@@ -349,6 +361,9 @@ def main() -> None:
                         help="images captioned through the engine's commit at the start and at full size")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each query (median)")
     parser.add_argument("--keep", type=Path, help="copy the finished library file here")
+    parser.add_argument("--cache-mb", type=int,
+                        help="experiment: PRAGMA cache_size of every connection in MB (CaptionDesk leaves "
+                             "SQLite's default, 2 MB)")
     args = parser.parse_args()
     if args.images < 3 * args.measure:
         parser.error("--images must be at least 3 x --measure")
@@ -359,6 +374,8 @@ def main() -> None:
         photos = Path(tmp) / "photos"
         photos.mkdir()
         library = Library(Path(tmp) / "scale.db")
+        if args.cache_mb:
+            set_cache_size(library, args.cache_mb)
         root = library.add_root(photos)
         bench = Bench(library, root.id, photos, texts, args.repeat)
         m = args.measure
@@ -391,6 +408,8 @@ def main() -> None:
 
     total = time.perf_counter() - started
     print()
+    if args.cache_mb:
+        print(f"experiment: PRAGMA cache_size = {args.cache_mb} MB on every connection")
     print(f"library: {args.images:,} images, {args.images:,} model captions (one per image); "
           f"start = {m:,} images + {m:,} captions")
     print(f"{'measure':<52}{'start':>12}{'full':>12}{'full/start':>11}  note")

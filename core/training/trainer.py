@@ -3,9 +3,12 @@
 Trainable families (:data:`TRAINABLE_FAMILIES`, those whose
 :class:`~core.captioning.families.base.ModelFamily` says ``trainable``): **BLIP**,
 **BLIP-2** with an OPT (decoder-only) or Flan-T5 (encoder-decoder) language model,
-**GIT** and **VisionEncoderDecoder** (e.g. ViT-GPT2).  The generic family
-(``AutoModelForImageTextToText``: Florence-2, LLaVA, SmolVLM, Qwen-VL, …) is refused
-with a :class:`TrainingError` naming the trainable families.
+**GIT**, **VisionEncoderDecoder** (e.g. ViT-GPT2) and the prompted vision-language
+families (**Florence-2**, **LLaVA**/JoyCaption, **Qwen2-VL**/Qwen2.5-VL,
+**Idefics3**/SmolVLM, **PaliGemma**: :mod:`core.captioning.families.chat_vlm`, trained on
+exactly their captioning prompt, loss on the caption tokens only).  The generic family
+(any other ``AutoModelForImageTextToText`` model) is refused with a
+:class:`TrainingError` naming the trainable families.
 
 Everything that differs between families — the vision tower, LoRA targets, how a
 caption becomes a training batch that mirrors generation, the loss, whether the
@@ -306,7 +309,7 @@ def _trainable_family(captioner: Any) -> ModelFamily:
     raise TrainingError(
         f"training {what} is not supported yet; trainable model families: {', '.join(TRAINABLE_FAMILIES)} "
         "(e.g. Salesforce/blip-image-captioning-*, Salesforce/blip2-*, microsoft/git-*, "
-        "nlpconnect/vit-gpt2-image-captioning)")
+        "nlpconnect/vit-gpt2-image-captioning, Florence-2, LLaVA/JoyCaption, Qwen2-VL, SmolVLM, PaliGemma)")
 
 
 def _qlora_device(config: TrainingConfig) -> str:
@@ -717,12 +720,12 @@ class _TrainingLoop:
 
     def _batch(self, idx: Any) -> dict[str, Any]:
         ex = self.examples
-        batch: dict[str, Any] = {key: value[idx].to(self.device) for key, value in ex.text.items()}
+        text = {key: value[idx] for key, value in ex.text.items()}
         if ex.embeds is not None:
-            batch["image_embeds"] = ex.embeds[idx].to(self.device)
+            batch = self.family.training_batch(self.captioner, text, None, ex.embeds[idx])
         else:
-            batch["pixel_values"] = self.captioner.pixel_values([ex.images[i] for i in idx.tolist()]).to(self.device)
-        return batch
+            batch = self.family.training_batch(self.captioner, text, [ex.images[i] for i in idx.tolist()], None)
+        return {key: value.to(self.device) if hasattr(value, "to") else value for key, value in batch.items()}
 
     def train_epoch(self, state: _LoopState) -> list[float] | None:
         """One pass over the training data; the micro-batch losses, or None when cancelled."""

@@ -72,6 +72,9 @@ class PromptedVLMFamily(ModelFamily):
 
     trainable = True
     supports_vision_cache = False
+    # Presets are sent as their instructions (Florence-2 overrides: task tokens).
+    prompt_style = "instruction"
+    preset_prompts: ClassVar[dict[str, str | None]] = {}
     #: Linear layers of the language model that LoRA adapts (Llama/Qwen/Gemma names).
     lora_text_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj",
                                                     "gate_proj", "up_proj", "down_proj")

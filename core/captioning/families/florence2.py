@@ -11,11 +11,14 @@ otherwise; the model shifts labels behind ``decoder_start_token_id`` itself.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..base import HFCaptioner
 from .base import pad_rows
 from .chat_vlm import PromptedVLMFamily
+
+if TYPE_CHECKING:
+    from ..presets import Preset
 
 __all__ = ["DEFAULT_TASK", "FAMILY", "Florence2Family"]
 
@@ -31,6 +34,20 @@ class Florence2Family(PromptedVLMFamily):
     examples = ("microsoft/Florence-2-base", "microsoft/Florence-2-large")
     # BART attention and feed-forward layers.
     lora_text_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+    #: Presets are task tokens, the only prompts Florence-2 knows (it has no instructions).
+    preset_prompts = {"short": "<CAPTION>", "alt_text": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
+                      "more_detailed": "<MORE_DETAILED_CAPTION>"}
+
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None:
+        """The preset's task token; the others raise (Florence-2 follows no instructions)."""
+        if preset.id in self.preset_prompts:
+            return self.preset_prompts[preset.id]
+        from ..presets import UnsupportedPresetError
+
+        raise UnsupportedPresetError(
+            f"Florence-2 models follow task tokens, not instructions; presets it supports: "
+            f"{', '.join(f'{p} ({t})' for p, t in self.preset_prompts.items())}")
 
     def default_prompt(self, captioner: HFCaptioner) -> str | None:
         return DEFAULT_TASK

@@ -232,9 +232,34 @@ def _portable_error(exc: BaseException) -> BaseException:
         return TrainingError(f"{type(exc).__name__}: {exc}")
 
 
+def _parent_quiet() -> tuple[dict[str, int], list[Any]]:
+    """The caller's logger levels and warning filters, for the ranks to log and warn alike
+    (e.g. the CLI keeps third-party notices off a redirected stderr)."""
+    import warnings
+
+    levels = {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+              if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
+    try:
+        filters = pickle.loads(pickle.dumps(list(warnings.filters)))
+    except Exception:  # noqa: BLE001 - a filter that cannot cross processes: keep the defaults
+        filters = []
+    return levels, filters
+
+
+def _apply_quiet(quiet: tuple[dict[str, int], list[Any]]) -> None:
+    import warnings
+
+    levels, filters = quiet
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    if filters:
+        warnings.filters[:] = filters
+
+
 def _worker(rank: int, world_size: int, port: int, library_path: str, base_model: str, name: str,
-            config: dict[str, Any], events: Any, stop: Any, threads: int) -> None:
+            config: dict[str, Any], events: Any, stop: Any, threads: int, quiet: tuple[dict[str, int], list[Any]]) -> None:
     """One rank of :func:`train_in_processes` (a spawned process)."""
+    _apply_quiet(quiet)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
@@ -315,7 +340,7 @@ def train_in_processes(
     port = _free_port()
     workers = [context.Process(target=_worker, name=f"captiondesk-train-{rank}",
                                args=(rank, processes, port, str(library_path), base_model, name, config.to_dict(),
-                                     events, stop, threads))
+                                     events, stop, threads, _parent_quiet()))
                for rank in range(processes)]
     for worker in workers:
         worker.start()

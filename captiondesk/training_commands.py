@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args, "train", result, interrupted, human,
         name=result.name, method=result.method, path=result.path, best_epoch=result.best_epoch,
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
-        metrics=result.metrics, skipped_images=result.skipped_images,
+        metrics=result.metrics, skipped_images=result.skipped_images, processes=result.processes,
     )
 
 

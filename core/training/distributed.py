@@ -38,6 +38,7 @@ import pickle
 import queue
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -229,7 +230,7 @@ def _portable_error(exc: BaseException) -> BaseException:
     except Exception:  # noqa: BLE001 - any pickling failure: send the message
         from .trainer import TrainingError
 
-        return TrainingError(f"{type(exc).__name__}: {exc}")
+        return TrainingError(str(exc))
 
 
 def _parent_quiet() -> tuple[dict[str, int], list[Any]]:
@@ -256,6 +257,21 @@ def _apply_quiet(quiet: tuple[dict[str, int], list[Any]]) -> None:
         warnings.filters[:] = filters
 
 
+def _stop_when_orphaned(stop: Any) -> None:
+    """Cancel the run (at the next micro-batch, resumable) if the process that started the ranks dies."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        stop.set()
+
+    threading.Thread(target=watch, name="captiondesk-parent-watch", daemon=True).start()
+
+
 def _worker(rank: int, world_size: int, port: int, library_path: str, base_model: str, name: str,
             config: dict[str, Any], events: Any, stop: Any, threads: int, quiet: tuple[dict[str, int], list[Any]]) -> None:
     """One rank of :func:`train_in_processes` (a spawned process)."""
@@ -276,6 +292,7 @@ def _worker(rank: int, world_size: int, port: int, library_path: str, base_model
             os._exit(130)
 
     signal.signal(signal.SIGINT, on_sigint)
+    _stop_when_orphaned(stop)
     try:
         import torch
 
@@ -306,10 +323,12 @@ def _worker(rank: int, world_size: int, port: int, library_path: str, base_model
         finally:
             library.close()
         run.close()
-    except BaseException as exc:
-        if rank == 0:
-            events.put(("error", _portable_error(exc)))
-        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller, which raises it
+        # The caller raises it (one error, not one traceback per rank); it stops the other ranks.
+        events.put(("error", (rank, _portable_error(exc))))
+        events.close()
+        events.join_thread()  # sent before this process ends
+        sys.exit(1)
 
 
 def train_in_processes(
@@ -364,7 +383,10 @@ def train_in_processes(
             elif kind == "result":
                 result = payload
             elif kind == "error":
-                error = payload
+                # Every rank usually fails alike (a bad name, a missing model); report rank 0's.
+                failed_rank, failure = payload
+                if error is None or failed_rank == 0:
+                    error = failure
         if error is None and result is not None:
             for worker in workers:  # the others finish their last barrier
                 worker.join(timeout=600)

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
@@ -203,13 +203,12 @@ def train(
                 loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
                                      on_epoch, on_checkpoint, distributed)
                 state = loop.run(result)
-                if not main:
-                    pass  # the main rank saves the version (or records the cancel)
-                elif result.cancelled:
+                # Only the main rank records the outcome and saves the version.
+                if main and result.cancelled:
                     report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
                     run.finish(done=state.global_step,
                                message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
-                else:
+                elif main:
                     report(state.global_step, loop.total_steps, "Saving the best model")
                     version = _save_best_version(library, loop, state, base, name, data, result)
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -231,7 +230,7 @@ class _RankJob:
     def __init__(self, stats: TrainingResult) -> None:
         self.stats = stats
 
-    def __enter__(self) -> _RankJob:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -23,6 +23,7 @@ from captiondesk.common import (
     finish_job,
     open_library,
     print_problems,
+    run_cancellable,
     run_with_progress,
     wants_json,
 )
@@ -70,20 +71,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    with open_library(args) as library:
-        def on_epoch(record: dict[str, Any]) -> None:
-            loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
-            print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
-                  f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
+    processes = _check_processes(args, config)
 
+    def on_epoch(record: dict[str, Any]) -> None:
+        loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
+        print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
+              f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
+
+    if processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
+        from core.training.distributed import train_in_processes
+
+        with open_library(args) as library:  # create/migrate it here, before the ranks open it
+            path = library.path
         try:
             result, interrupted = run_with_progress(
                 "Training",
-                lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
-                                          on_epoch=on_epoch),
+                lambda bar, cancel: train_in_processes(path, args.base, args.name, config, processes, progress=bar,
+                                                       cancel=cancel, on_epoch=on_epoch),
                 unit="step")
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
+    elif _launched_world_size() > 1:  # under accelerate launch / torchrun: this process is one rank
+        result, interrupted, main = _train_as_launched_rank(args, config, on_epoch)
+        if not main:  # rank 0 reports; the others only say how they ended
+            return EXIT_INTERRUPTED if interrupted or result is None or result.cancelled else EXIT_OK
+    else:
+        with open_library(args) as library:
+            try:
+                result, interrupted = run_with_progress(
+                    "Training",
+                    lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
+                                              on_epoch=on_epoch),
+                    unit="step")
+            except _user_errors() as exc:
+                raise UserError(str(exc)) from None
     if result is None or result.cancelled or interrupted:
         print(f"Training cancelled; run the same command again to resume '{args.name}'.", file=sys.stderr)
         return finish_job(args, "train", result, True, lambda: None, name=args.name)
@@ -106,8 +127,67 @@ def cmd_train(args: argparse.Namespace) -> int:
         args, "train", result, interrupted, human,
         name=result.name, method=result.method, path=result.path, best_epoch=result.best_epoch,
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
-        metrics=result.metrics, skipped_images=result.skipped_images,
+        metrics=result.metrics, skipped_images=result.skipped_images, processes=result.processes,
     )
+
+
+def _launched_world_size() -> int:
+    from core.training.distributed import launched_world_size
+
+    return launched_world_size()
+
+
+def _check_processes(args: argparse.Namespace, config: Any) -> int:
+    """How many processes this command trains in (1, N from --processes, or the launcher's); user errors exit 2."""
+    from core.training.distributed import check_processes
+
+    launched = _launched_world_size()
+    processes = args.processes if args.processes is not None else launched
+    if args.processes is not None and launched > 1:
+        raise UserError(f"this command already runs in {launched} processes (accelerate launch / torchrun); "
+                        "leave out --processes")
+    try:
+        check_processes(config, processes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return processes if launched == 1 else 1
+
+
+def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool, bool]:
+    """One rank of a run started by ``accelerate launch -m captiondesk train ...``:
+    ``(result, interrupted, is_main)``.
+
+    The main rank opens the library for writing (and reports as usual); the others open it
+    read-only after it and show no progress.
+    """
+    from captiondesk.common import library_path
+    from core.library import Library
+    from core.training import train
+    from core.training.distributed import DistributedRun
+
+    run = DistributedRun.from_environment(config)
+    if run.is_main:
+        library = open_library(args)
+        run.barrier()
+    else:
+        run.barrier()
+        library = Library(library_path(args), read_only=True)
+    try:
+        if run.is_main:
+            result, interrupted = run_with_progress(
+                "Training",
+                lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
+                                          on_epoch=on_epoch, distributed=run),
+                unit="step")
+        else:  # Ctrl-C reaches every rank; only rank 0's cancel counts (it stops them all)
+            result, interrupted = run_cancellable(
+                lambda cancel: train(library, args.base, args.name, config, distributed=run))
+        return result, interrupted, run.is_main
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        library.close()
+        run.close()
 
 
 # -- eval ---------------------------------------------------------------------------
@@ -265,6 +345,9 @@ def register(subparsers: Any) -> None:
     train.add_argument("--train-vision", action="store_true",
                        help="also train the vision encoder (slower: its outputs can no longer be cached)")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--processes", type=int, default=None, metavar="N",
+                       help="train in N data-parallel processes (accelerate; one per GPU on CUDA, gloo on the CPU) "
+                            "with the same global batch; or start the command with accelerate launch")
     _add_split_args(train)
     add_json_flag(train)
     train.set_defaults(handler=cmd_train)

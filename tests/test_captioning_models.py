@@ -56,8 +56,8 @@ FAMILY_OF = {
     "blip2": "blip-2",
     "git": "git",
     "vision_encoder_decoder": "vision-encoder-decoder",
-    "florence2": "generic",
-    "llava": "generic",
+    "florence2": "florence2",
+    "llava": "llava",
 }
 
 
@@ -134,7 +134,8 @@ def test_every_family_has_one_id_and_legacy_spellings_resolve() -> None:
     )
     from core.training.trainer import TRAINABLE_FAMILIES
 
-    assert list(FAMILIES) == ["blip", "blip-2", "git", "vision-encoder-decoder", "generic"]
+    vlms = ["florence2", "llava", "qwen2-vl", "idefics3", "paligemma"]
+    assert list(FAMILIES) == ["blip", "blip-2", "git", "vision-encoder-decoder", *vlms, "generic"]
     for family_id, family in FAMILIES.items():
         assert family.id == family_id and get_family(family_id) is family
         assert canonical_family_id(family_id) == family_id
@@ -144,12 +145,12 @@ def test_every_family_has_one_id_and_legacy_spellings_resolve() -> None:
     assert get_family("blip2") is FAMILIES["blip-2"]
     assert get_family("vision_encoder_decoder") is FAMILIES["vision-encoder-decoder"]
     assert not set(LEGACY_FAMILY_IDS) & set(FAMILIES) and set(LEGACY_FAMILY_IDS.values()) <= set(FAMILIES)
-    assert canonical_family_id("florence2") == "florence2"  # unknown ids pass through unchanged
+    assert canonical_family_id("kosmos-2") == "kosmos-2"  # unknown ids pass through unchanged
     with pytest.raises(KeyError, match="unknown model family"):
         get_family("blip3")
     # What each family declares is what the loader and the trainer act on.
     assert [f.id for f in FAMILIES.values() if f.cpu_int8_eligible] == ["blip", "git", "vision-encoder-decoder"]
-    assert TRAINABLE_FAMILIES == ("blip", "blip-2", "git", "vision-encoder-decoder")
+    assert TRAINABLE_FAMILIES == ("blip", "blip-2", "git", "vision-encoder-decoder", *vlms)
     assert [f.id for f in FAMILIES.values() if f.supports_vision_cache] == ["blip", "blip-2",
                                                                            "vision-encoder-decoder"]
     assert FAMILIES["generic"].lora_targets() == "all-linear"

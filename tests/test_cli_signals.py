@@ -253,3 +253,25 @@ def test_ctrl_c_during_train(tmp_path: Path, tiny_blip_dir: Path) -> None:
     assert "run the same command again to resume 'mine'" in err
     state = _db_state(db)
     assert state["integrity"] == "ok" and state["jobs"]["train"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Path) -> None:
+    """``train --processes 2``: one Ctrl-C to the command stops both training processes after
+    their current batch; no version is written, the run folder stays to resume (issue #16)."""
+    db, _photos = _library(tmp_path, 40, human=True)
+    child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
+                   "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",
+                   "--processes", "2"],
+                  delay=0.3, cwd=tmp_path)
+    child.wait_for_progress("Training", min_done=1, timeout=240)
+    child.interrupt()
+    code, _out, err = child.finish(timeout=240)  # returns once every rank has exited (they are joined)
+    _assert_clean_interrupt(code, err)
+    assert "run the same command again to resume 'mine'" in err
+    state = _db_state(db)
+    assert state["integrity"] == "ok" and state["jobs"]["train"] == "cancelled"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 0
+    models = tmp_path / "lib.models"
+    assert (models / "mine.run" / "run.json").is_file() and not (models / "mine").exists()

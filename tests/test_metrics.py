@@ -105,4 +105,5 @@ def test_default_target_modules_per_family() -> None:
     assert default_target_modules("blip") == ["query", "key", "value", "dense"]  # measured: README "LoRA defaults"
     assert default_target_modules("blip", train_vision=True) == ["query", "key", "value", "dense", "qkv"]
     assert default_target_modules("blip-2") == ["q_proj", "v_proj"]
-    assert default_target_modules("florence2") == "all-linear"
+    assert default_target_modules("pix2struct") == "all-linear"  # generic family: no names of its own
+    assert "language_model" in default_target_modules("llava")  # the LLM only: the vision tower has q_proj too

@@ -42,15 +42,17 @@ def test_prefix_families_support_unconditional_presets_and_refuse_the_rest(famil
 
 
 def test_instruction_and_florence_presets() -> None:
-    generic = get_family("generic")
-    for preset in PRESETS.values():  # chat VLMs: the preset's instruction
-        assert PromptPlan.for_family(generic, preset=preset.id, template=None).render() == preset.instruction
-    florence = {p: PromptPlan.for_family(generic, preset=p, template=None, model_type="florence2").render()
+    for family_id in ("generic", "llava", "qwen2-vl", "idefics3", "paligemma"):
+        family = get_family(family_id)
+        for preset in PRESETS.values():  # chat VLMs: the preset's instruction
+            assert PromptPlan.for_family(family, preset=preset.id, template=None).render() == preset.instruction
+    florence2 = get_family("florence2")
+    florence = {p: PromptPlan.for_family(florence2, preset=p, template=None).render()
                 for p in ("short", "detailed", "more_detailed")}
     assert florence == {"short": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
                         "more_detailed": "<MORE_DETAILED_CAPTION>"}
     with pytest.raises(UnsupportedPresetError, match="task tokens.*detailed \\(<DETAILED_CAPTION>\\)"):
-        PromptPlan.for_family(generic, preset="keywords", template=None, model_type="florence2")
+        PromptPlan.for_family(florence2, preset="keywords", template=None)
 
 
 def test_template_variables_render_per_image() -> None:

@@ -463,3 +463,132 @@ def build_tiny_llava(path: str | Path, *, seed: int = 0) -> Path:
     processor.save_pretrained(path)
     model.save_pretrained(path)
     return path
+
+
+def _llama_text_config(tok: Any, **overrides: Any) -> Any:
+    """A 2-layer, 32-wide Llama language model over *tok* (LLaVA, Idefics3)."""
+    from transformers import LlamaConfig
+
+    values = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256,
+              "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
+              "tie_word_embeddings": False}
+    return LlamaConfig(**{**values, **overrides})
+
+
+#: Qwen2-VL's chat template, reduced to one turn of text and images (the real one also has a system turn).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen2_vl(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``Qwen2VLForConditionalGeneration`` + ``Qwen2VLProcessor`` (dynamic resolution, M-RoPE).
+
+    The image processor keeps a 64 px square at 64 px: 8 px patches, 2x2 merge -> 16 image
+    tokens; other sizes and aspect ratios give other token counts, as with the real model.
+    """
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    specials = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>"]
+    # Qwen2-VL ends an assistant turn with <|im_end|> (its generation eos) and pads with <|endoftext|>.
+    tok = make_gpt2_tokenizer(bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>", unk="<|endoftext|>",
+                              extra_specials=specials)
+    ids = tok.convert_tokens_to_ids
+    side = 2 * IMAGE_SIZE
+    image_processor = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                               size={"shortest_edge": 16 * 16, "longest_edge": side * side})
+    cfg = Qwen2VLConfig(
+        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+                     "pad_token_id": tok.pad_token_id},
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False)
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    # Qwen2VLProcessor also wants a video processor, which needs torchvision (not installed here).
+    from core.captioning.families.qwen2_vl import images_only_processor
+
+    images_only_processor(Qwen2VLProcessor, image_processor, tok, QWEN_CHAT_TEMPLATE).save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+#: Idefics3 / SmolVLM chat template, reduced: ``User:<image>text<end_of_utterance>\nAssistant:``.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_tiny_idefics3(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``Idefics3ForConditionalGeneration`` (SmolVLM layout) + ``Idefics3Processor``.
+
+    No image splitting: one 32 px global image, 8 px patches, pixel-shuffle 2 -> 4 image tokens.
+    """
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_gpt2_tokenizer(bos="<|im_start|>", eos="<end_of_utterance>", pad="<|endoftext|>", unk="<|endoftext|>",
+                              extra_specials=["<fake_token_around_image>", "<image>", "<global-img>"])
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
+                                                max_image_size={"longest_edge": IMAGE_SIZE})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    cfg = Idefics3Config(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8},
+        text_config=_llama_text_config(tok).to_dict(), scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+    model = Idefics3ForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    processor.save_pretrained(path)
+    model.save_pretrained(path)
+    return path
+
+
+def build_tiny_paligemma(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``PaliGemmaForConditionalGeneration`` (SigLIP + Gemma) + ``PaliGemmaProcessor``.
+
+    Prefix (image tokens, BOS, prompt, ``\\n``) attends bidirectionally; 32 px / 8 px patches -> 16
+    image tokens.  The processor adds PaliGemma's 1152 ``<locNNNN>``/``<segNNN>`` tokens.
+    """
+    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_gpt2_tokenizer(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>")
+    image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor.image_seq_length = (IMAGE_SIZE // 8) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)
+    text = GemmaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = PaliGemmaConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8, "projection_dim": 32},
+        text_config=text.to_dict(), image_token_index=processor.image_token_id, projection_dim=32)
+    model = PaliGemmaForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    processor.save_pretrained(path)
+    model.save_pretrained(path)
+    return path

@@ -3,9 +3,12 @@
 Trainable families (:data:`TRAINABLE_FAMILIES`, those whose
 :class:`~core.captioning.families.base.ModelFamily` says ``trainable``): **BLIP**,
 **BLIP-2** with an OPT (decoder-only) or Flan-T5 (encoder-decoder) language model,
-**GIT** and **VisionEncoderDecoder** (e.g. ViT-GPT2).  The generic family
-(``AutoModelForImageTextToText``: Florence-2, LLaVA, SmolVLM, Qwen-VL, …) is refused
-with a :class:`TrainingError` naming the trainable families.
+**GIT**, **VisionEncoderDecoder** (e.g. ViT-GPT2) and the prompted vision-language
+families (**Florence-2**, **LLaVA**/JoyCaption, **Qwen2-VL**/Qwen2.5-VL,
+**Idefics3**/SmolVLM, **PaliGemma**: :mod:`core.captioning.families.chat_vlm`, trained on
+exactly their captioning prompt, loss on the caption tokens only).  The generic family
+(any other ``AutoModelForImageTextToText`` model) is refused with a
+:class:`TrainingError` naming the trainable families.
 
 Everything that differs between families — the vision tower, LoRA targets, how a
 caption becomes a training batch that mirrors generation, the loss, whether the
@@ -61,9 +64,9 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
@@ -74,6 +77,8 @@ from .metrics import caption_metrics, selection_score
 
 if TYPE_CHECKING:
     from core.library import Library
+
+    from .distributed import DistributedRun
 
 __all__ = ["TRAINABLE_FAMILIES", "TrainingError", "TrainingResult", "train"]
 
@@ -112,6 +117,7 @@ class TrainingResult(JobStats):
     skipped_images: list[str] = field(default_factory=list)
     cached_vision: bool = False
     trainable_parameters: int = 0
+    processes: int = 1
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -130,6 +136,7 @@ def train(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    distributed: DistributedRun | None = None,
 ) -> TrainingResult:
     """Train *base_model* on the library's verified captions and save it as version *name*.
 
@@ -137,6 +144,12 @@ def train(
     being the base model — for a live chart.  Returns a :class:`TrainingResult`;
     ``cancelled`` results leave the run folder behind so the same call resumes.  The
     loaded model is closed (memory released) however the run ends.
+
+    *distributed*: this process's rank in a multi-process run
+    (:mod:`core.training.distributed`; every rank calls :func:`train` with the same
+    arguments).  Only the main rank writes (run folder, job record, version) and
+    evaluates; the others may open the library read-only and return a result without a
+    version.  None: one process, as always.
 
     Raises:
         InsufficientDataError: too few verified captions (a ``ValueError``).
@@ -146,12 +159,24 @@ def train(
     config = config or TrainingConfig()
     started = time.monotonic()
     base, data = _check_request(library, base_model, name, config)
-    run_dir = _open_run_folder(library, name, base, config, data)
+    main = distributed is None or distributed.is_main
+    if main:
+        run_dir = _open_run_folder(library, name, base, config, data)
+    if distributed is not None:
+        distributed.barrier()  # the main rank has created (or checked) the run folder
+        if not main:
+            from . import versions
+
+            run_dir = versions.run_dir(library, name)
     result = TrainingResult(name=name, method=config.method)
 
     params = {"base_model": base, "name": name, "config": config.to_dict(),
               "train": len(data.train), "validation": len(data.validation)}
-    with library.job("train", params, result, progress) as run:
+    if distributed is not None:
+        params["processes"] = distributed.world_size
+    # Other ranks keep no job record: they must not write to the library.
+    job = library.job("train", params, result, progress) if main else _RankJob(result)
+    with job as run:
 
         def report(done: int, total: int | None, message: str, **counts: int) -> None:
             # Once per optimiser step or evaluation: not throttled; the loop's own counters.
@@ -163,22 +188,27 @@ def train(
         report(0, None, "Loading model")
         # Seeds, deterministic algorithms: scoped to this run (restored afterwards).
         with _reproducible(config.seed):
-            captioner = _load_base_captioner(base, config)
+            # Each rank loads the model on its own device (its GPU, or the CPU).
+            captioner = _load_base_captioner(
+                base, config if distributed is None else replace(config, device=distributed.training_device()))
             try:
                 family = _trainable_family(captioner)
                 # Unset LoRA rank/alpha/dropout/targets and lr: the family's measured defaults.
                 config = config.with_family_defaults(family)
                 model = _PreparedModel.build(captioner, family, config)
+                if distributed is not None:
+                    distributed.sync_parameters(model.params)
                 result.trainable_parameters = sum(p.numel() for p in model.params)
                 examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
                 loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
-                                     on_epoch, on_checkpoint)
+                                     on_epoch, on_checkpoint, distributed)
                 state = loop.run(result)
-                if result.cancelled:
+                # Only the main rank records the outcome and saves the version.
+                if main and result.cancelled:
                     report(state.global_step, loop.total_steps, "Cancelled (run again to resume)")
                     run.finish(done=state.global_step,
                                message=f"cancelled in epoch {state.epoch + 1}; resumable from {run_dir}")
-                else:
+                elif main:
                     report(state.global_step, loop.total_steps, "Saving the best model")
                     version = _save_best_version(library, loop, state, base, name, data, result)
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -186,10 +216,34 @@ def train(
                     run.finish(done=state.global_step, total=loop.total_steps,
                                checkpoint={"epoch": state.epoch, "best_epoch": state.best_epoch, "version_id": version.id})
                     report(state.global_step, loop.total_steps, "Finished")
+                if distributed is not None:
+                    distributed.barrier()  # the version is saved before any rank leaves
             finally:
                 captioner.close()  # whatever failed after loading: give the memory back
     result.seconds = time.monotonic() - started
     return result
+
+
+class _RankJob:
+    """What a non-main rank has instead of ``library.job(...)``: the same calls, no writes."""
+
+    def __init__(self, stats: TrainingResult) -> None:
+        self.stats = stats
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def progress(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    def save(self, **_values: Any) -> None:
+        return None
+
+    def finish(self, **_values: Any) -> None:
+        return None
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -306,7 +360,7 @@ def _trainable_family(captioner: Any) -> ModelFamily:
     raise TrainingError(
         f"training {what} is not supported yet; trainable model families: {', '.join(TRAINABLE_FAMILIES)} "
         "(e.g. Salesforce/blip-image-captioning-*, Salesforce/blip2-*, microsoft/git-*, "
-        "nlpconnect/vit-gpt2-image-captioning)")
+        "nlpconnect/vit-gpt2-image-captioning, Florence-2, LLaVA/JoyCaption, Qwen2-VL, SmolVLM, PaliGemma)")
 
 
 def _qlora_device(config: TrainingConfig) -> str:
@@ -660,9 +714,11 @@ class _TrainingLoop:
     def __init__(self, captioner: Any, family: ModelFamily, model: _PreparedModel, examples: _Examples,
                  config: TrainingConfig, run_dir: Path, report: Report, cancel: CancelToken,
                  on_epoch: Callable[[dict[str, Any]], None] | None,
-                 on_checkpoint: Callable[[int, int, int], None]) -> None:
+                 on_checkpoint: Callable[[int, int, int], None], distributed: DistributedRun | None = None) -> None:
         import torch
 
+        self.distributed = distributed
+        self.main = distributed is None or distributed.is_main
         self.captioner, self.family, self.model, self.examples = captioner, family, model, examples
         self.config, self.run_dir, self.report, self.cancel = config, run_dir, report, cancel
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
@@ -717,15 +773,17 @@ class _TrainingLoop:
 
     def _batch(self, idx: Any) -> dict[str, Any]:
         ex = self.examples
-        batch: dict[str, Any] = {key: value[idx].to(self.device) for key, value in ex.text.items()}
+        text = {key: value[idx] for key, value in ex.text.items()}
         if ex.embeds is not None:
-            batch["image_embeds"] = ex.embeds[idx].to(self.device)
+            batch = self.family.training_batch(self.captioner, text, None, ex.embeds[idx])
         else:
-            batch["pixel_values"] = self.captioner.pixel_values([ex.images[i] for i in idx.tolist()]).to(self.device)
-        return batch
+            batch = self.family.training_batch(self.captioner, text, [ex.images[i] for i in idx.tolist()], None)
+        return {key: value.to(self.device) if hasattr(value, "to") else value for key, value in batch.items()}
 
     def train_epoch(self, state: _LoopState) -> list[float] | None:
         """One pass over the training data; the micro-batch losses, or None when cancelled."""
+        if self.distributed is not None:
+            return self.train_epoch_distributed(state)
         import torch
 
         config = self.config
@@ -746,16 +804,61 @@ class _TrainingLoop:
             self.scaler.scale(loss / config.grad_accum).backward()
             losses.append(float(loss.detach()))
             if (micro + 1) % config.grad_accum == 0 or micro + 1 == self.micro_per_epoch:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.params, config.max_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                state.global_step += 1
-                self.report(state.global_step, self.total_steps,
-                            f"Epoch {state.epoch + 1}/{config.epochs}, loss {sum(losses) / len(losses):.4f}",
-                            epoch=state.epoch + 1)
+                self.step(state, losses)
+        return losses
+
+    def step(self, state: _LoopState, losses: list[float]) -> None:
+        """One optimiser step on the accumulated gradients (clipped), and the schedule's next lr."""
+        import torch
+
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.params, self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        self.report(state.global_step, self.total_steps,
+                    f"Epoch {state.epoch + 1}/{self.config.epochs}, loss {sum(losses) / len(losses):.4f}",
+                    epoch=state.epoch + 1)
+
+    def train_epoch_distributed(self, state: _LoopState) -> list[float] | None:
+        """:meth:`train_epoch` as one rank of several (core/training/distributed.py): the same
+        shuffled micro-batches of ``batch_size`` examples (the global batch), each cut into one
+        contiguous shard per rank; a rank's mean loss weighs by its shard's share of the
+        micro-batch and the gradients are summed over the ranks before each step, so the
+        update and the recorded micro-batch losses are those of one process."""
+        import torch
+
+        config, dist = self.config, self.distributed
+        assert dist is not None
+        self.model.set_train_mode()
+        # The same shuffle on every rank; dropout draws differ per rank (rank 0's as in one process).
+        torch.manual_seed(config.seed * 1_000_003 + state.epoch + 7_654_321 * dist.rank)
+        order = torch.randperm(self.examples.size,
+                               generator=torch.Generator().manual_seed(config.seed * 7919 + state.epoch))
+        losses: list[float] = []
+        pending: list[float] = []  # this rank's weighted micro-batch losses since the last step
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(self.micro_per_epoch):
+            if dist.stop_requested(self.cancel):  # rank 0's cancel stops every rank here
+                return None
+            global_idx = order[micro * config.batch_size : (micro + 1) * config.batch_size]
+            shard = torch.tensor_split(global_idx, dist.world_size)[dist.rank]
+            if len(shard):
+                share = len(shard) / len(global_idx)
+                batch = self._batch(shard)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss = self.family.loss(self.model.inner, batch) * share
+                dist.accelerator.backward(self.scaler.scale(loss / config.grad_accum))
+                pending.append(float(loss.detach()))
+            else:
+                pending.append(0.0)  # a short last batch: nothing for this rank, zero gradients
+            if (micro + 1) % config.grad_accum == 0 or micro + 1 == self.micro_per_epoch:
+                dist.sync_gradients(self.model.params)
+                losses.extend(dist.sum(pending))
+                pending = []
+                self.step(state, losses)
         return losses
 
     def record(self, state: _LoopState, loss: float | None, metrics: dict[str, float]) -> None:
@@ -767,6 +870,8 @@ class _TrainingLoop:
     def save_checkpoint(self, state: _LoopState, improved: bool) -> None:
         import torch
 
+        if not self.main:
+            return  # the main rank keeps the run folder
         weights = _trainable_state(self.model.trainable)
         if improved:
             torch.save(weights, self.run_dir / "best.pt")
@@ -780,13 +885,19 @@ class _TrainingLoop:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def evaluate_shared(self) -> dict[str, float]:
+        """:meth:`evaluate` by the main rank; its metrics on every rank (same early-stopping decisions)."""
+        if self.distributed is None:
+            return self.evaluate()
+        return self.distributed.share(self.evaluate() if self.main else None)
+
     def run(self, result: TrainingResult) -> _LoopState:
         config = self.config
         state = self.resume()
         result.resumed_from_epoch = state.epoch
         if not state.history:
             self.report(0, self.total_steps, "Evaluating the base model")
-            self.record(state, None, self.evaluate())
+            self.record(state, None, self.evaluate_shared())
         result.base_metrics = _metrics_only(state.history[0])
         stopped = bool(state.epoch and config.patience and state.bad_epochs >= config.patience)
         while state.epoch < config.epochs and not stopped:
@@ -795,7 +906,7 @@ class _TrainingLoop:
                 result.cancelled = True
                 break
             self.report(state.global_step, self.total_steps, f"Evaluating epoch {state.epoch + 1}")
-            metrics = self.evaluate()
+            metrics = self.evaluate_shared()
             state.epoch += 1
             self.record(state, round(sum(losses) / len(losses), 5), metrics)
             score = selection_score(metrics)
@@ -843,9 +954,12 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
         _load_trainable_state(model.trainable, torch.load(loop.run_dir / "best.pt", map_location="cpu"))
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     result.metrics = _metrics_only(best)
+    if loop.distributed is not None:
+        result.processes = loop.distributed.world_size
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
                      "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision,
-                     "confidence_calibration": loop.calibrate().to_dict()}
+                     "confidence_calibration": loop.calibrate().to_dict(),
+                     **({"processes": result.processes} if result.processes > 1 else {})}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
                       "history": state.history, "stopped_early": result.stopped_early}
     return versions.save_version(

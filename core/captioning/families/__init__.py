@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 #: Modules in this package that define a ``FAMILY``; the generic fallback comes last.
-_FAMILY_MODULES = ("blip", "blip2", "git", "vision_encoder_decoder", "generic")
+_FAMILY_MODULES = ("blip", "blip2", "git", "vision_encoder_decoder", "florence2", "llava", "qwen2_vl", "idefics3",
+                   "paligemma", "generic")
 
 #: Id of the fallback family for any other ``AutoModelForImageTextToText`` model.
 GENERIC_FAMILY_ID = "generic"

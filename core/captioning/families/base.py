@@ -122,6 +122,16 @@ class ModelFamily:
         """Build model + processor through ``ctx`` and return the ready captioner."""
         raise NotImplementedError
 
+    # -- prompts -----------------------------------------------------------------------
+
+    def default_prompt(self, captioner: HFCaptioner) -> str | None:
+        """The prompt text used when the settings have none (None: caption unconditionally)."""
+        return None
+
+    def build_prompt(self, captioner: HFCaptioner, prompt_text: str | None) -> str:
+        """What the processor is given for ``prompt_text``: the text itself, or a rendered chat turn."""
+        return prompt_text or ""
+
     # -- training ------------------------------------------------------------------------
 
     def lora_targets(self, model_config: Any | None = None, *, train_vision: bool = False) -> list[str] | str:
@@ -148,6 +158,19 @@ class ModelFamily:
         The batch mirrors how the captioner generates: same prefix, same end token.
         """
         raise TrainingNotSupportedError(f"no training batches for the {self.id} family")
+
+    def training_batch(self, captioner: HFCaptioner, text: dict[str, Any], images: list[Any] | None,
+                       image_embeds: Any | None) -> dict[str, Any]:
+        """One training micro-batch (CPU tensors) for :meth:`loss`.
+
+        ``text`` holds the rows of :meth:`encode_training_batch` for these examples;
+        ``images`` their decoded photos, or None when ``image_embeds`` (the cached
+        vision-tower output) replaces them.  Families whose prompt depends on the image
+        (image token counts, e.g. Qwen2-VL's dynamic resolution) build the prompt here.
+        """
+        if image_embeds is not None:
+            return {**text, "image_embeds": image_embeds}
+        return {**text, "pixel_values": captioner.pixel_values(images or [])}
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
         """Mean caption loss of ``batch`` (token tensors + ``pixel_values`` or ``image_embeds``)."""

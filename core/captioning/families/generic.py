@@ -1,9 +1,8 @@
-"""Any other ``AutoModelForImageTextToText`` model: Florence-2, SmolVLM, Idefics3, Qwen2/2.5-VL, PaliGemma, ...
+"""Any other ``AutoModelForImageTextToText`` model (Kosmos-2, Pix2Struct, InstructBLIP, ...).
 
-These models caption when *asked* to, so a prompt is always used:
+Florence-2, LLaVA, Qwen2-VL, Idefics3/SmolVLM and PaliGemma have families of their own
+(trainable; :mod:`.chat_vlm`).  The rest caption when *asked* to, so a prompt is always used:
 
-* Florence-2 takes a task token; the default is ``"<CAPTION>"`` (use
-  ``"<DETAILED_CAPTION>"`` / ``"<MORE_DETAILED_CAPTION>"`` for longer text).
 * Chat models get a single user turn with the image and the instruction,
   rendered with the processor's chat template (``add_generation_prompt``);
   the default instruction is :data:`DEFAULT_INSTRUCTION`.
@@ -21,32 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import HFCaptioner
 from .base import ModelFamily
+from .chat_vlm import DEFAULT_INSTRUCTION
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ..registry import LoadContext
-    from ..presets import Preset
 
 __all__ = ["DEFAULT_INSTRUCTION", "FAMILY", "GenericCaptioner", "GenericFamily"]
-
-#: Instruction given to chat-style VLMs when the settings have no prompt.
-DEFAULT_INSTRUCTION = "Describe this image in one sentence."
-
-#: Default task prompts for models that take task tokens instead of instructions.
-TASK_PROMPTS: dict[str, str] = {"florence2": "<CAPTION>"}
-#: Presets of task-token models: preset id -> task token (see core/captioning/presets.py).
-TASK_PRESETS: dict[str, dict[str, str]] = {
-    "florence2": {"short": "<CAPTION>", "alt_text": "<CAPTION>", "detailed": "<DETAILED_CAPTION>",
-                  "more_detailed": "<MORE_DETAILED_CAPTION>"},
-}
 
 
 class GenericCaptioner(HFCaptioner):
     """Captioner for prompt-driven image-text-to-text models."""
 
     def _default_prompt(self) -> str | None:
-        return TASK_PROMPTS.get(self.model.config.model_type, DEFAULT_INSTRUCTION)
+        return DEFAULT_INSTRUCTION
 
     def _uses_chat_template(self) -> bool:
         return bool(getattr(self.processor, "chat_template", None))
@@ -75,22 +63,9 @@ class GenericFamily(ModelFamily):
     """
 
     id = "generic"
-    examples = ("Florence-2", "SmolVLM", "Qwen2-VL", "PaliGemma", "LLaVA")
+    examples = ("Kosmos-2", "Pix2Struct", "InstructBLIP")
     prompt_style = "instruction"
-    preset_prompts = {}  # every preset as its instruction, except for task-token models:
-
-    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None:
-        """Instruction models get the preset's instruction; Florence-2 its task tokens (the only prompts it knows)."""
-        tokens = TASK_PRESETS.get(model_type or "")
-        if tokens is None:
-            return super().preset_prompt(preset, model_type=model_type)
-        if preset.id in tokens:
-            return tokens[preset.id]
-        from ..presets import UnsupportedPresetError
-
-        raise UnsupportedPresetError(
-            f"{model_type} models follow task tokens, not instructions; presets it supports: "
-            f"{', '.join(f'{p} ({t})' for p, t in tokens.items())}")
+    preset_prompts = {}  # every preset is sent as its instruction
 
     def load(self, ctx: LoadContext) -> GenericCaptioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor

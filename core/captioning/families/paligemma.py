@@ -1,0 +1,40 @@
+"""PaliGemma captioning (``PaliGemmaForConditionalGeneration``): google/paligemma(2)-*.
+
+No chat template: the prompt is a task text such as ``"caption en"``; the processor
+puts the image tokens and BOS before it and ``\\n`` after it.  The prefix attends
+bidirectionally (``token_type_ids`` 0) and the caption causally (1), which is what the
+processor's ``suffix=`` builds for fine-tuning; :meth:`training_batch` builds the same
+rows from the captioner's own prompt inputs.  Positions are 1-based inside the model,
+so none are passed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..base import HFCaptioner
+from .chat_vlm import PromptedVLMFamily
+
+__all__ = ["DEFAULT_TASK", "FAMILY", "PaliGemmaFamily"]
+
+#: PaliGemma's captioning task prefix (the mix checkpoints also know "describe en").
+DEFAULT_TASK = "caption en"
+
+
+class PaliGemmaFamily(PromptedVLMFamily):
+    """PaliGemma: SigLIP + Gemma, task-prefix prompt, prefix-LM attention."""
+
+    id = "paligemma"
+    model_types = ("paligemma",)
+    examples = ("google/paligemma2-3b-mix-224", "google/paligemma-3b-mix-224")
+    caption_token_types: ClassVar[dict[str, int]] = {"token_type_ids": 1}
+    positions_from_mask = False
+
+    def default_prompt(self, captioner: HFCaptioner) -> str | None:
+        return DEFAULT_TASK
+
+    def build_prompt(self, captioner: HFCaptioner, prompt_text: str | None) -> str:
+        return prompt_text or ""
+
+
+FAMILY = PaliGemmaFamily()

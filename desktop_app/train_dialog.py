@@ -220,9 +220,10 @@ class TrainDialog(QDialog):
         self.batch_size = self._spin(1, 256, 8)
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
         self.include_imports = QCheckBox("Also use imported (unverified) captions")
-        self.family_defaults = QCheckBox("Measured LoRA defaults for the model family (rank, alpha, dropout, rate)")
+        self.family_defaults = QCheckBox("Use the measured LoRA settings for this model")
         self.family_defaults.setChecked(True)
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
+        self.base.editingFinished.connect(self._update_enabled)
         self.data_summary = QLabel()
         self.data_summary.setWordWrap(True)
         self.not_ready = QLabel()
@@ -321,8 +322,8 @@ class TrainDialog(QDialog):
         return box
 
     def _method_changed(self, method: str) -> None:
-        self._update_enabled()
         self.lr.setValue(2e-5 if method == "full" else 1e-4)
+        self._update_enabled()  # after: with the family's settings on, they set the rate
 
     def _update_enabled(self) -> None:
         method = self.method.currentText()
@@ -331,6 +332,40 @@ class TrainDialog(QDialog):
             box.setEnabled(lora_by_hand)
         self.family_defaults.setEnabled(method != "full")
         self.lr.setEnabled(method == "full" or lora_by_hand)
+        self._show_family_defaults(method != "full" and self.family_defaults.isChecked())
+
+    def _show_family_defaults(self, on: bool) -> None:
+        """Show in the (disabled) LoRA fields the settings training will use for the base model.
+
+        The family is read from the model's config.json (a folder or the Hugging Face cache);
+        when it is not known before the model loads, the fields say "auto".  Turning the
+        measured settings off leaves the shown values (or the general defaults) to edit.
+        """
+        from core.captioning.families.base import ModelFamily
+        from core.captioning.registry import family_hint
+
+        boxes = {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout, "lr": self.lr}
+        family = family_hint(self.base.text()) if on else None
+        if on and family is None:
+            for box in boxes.values():
+                box.setSpecialValueText("auto")
+                box.setValue(box.minimum())
+            self.family_defaults.setToolTip(
+                "The model's family is known once it loads; training then uses the rank, alpha, dropout and "
+                "learning rate measured for that family (README, \"LoRA defaults\").")
+            return
+        showing_auto = any(box.specialValueText() for box in boxes.values())
+        for box in boxes.values():
+            box.setSpecialValueText("")
+        if on or showing_auto:
+            values = (family or ModelFamily).lora_defaults
+            for key, box in boxes.items():
+                if key == "lr" and self.method.currentText() == "full":
+                    continue  # full fine-tuning has its own rate (set with the method)
+                box.setValue(values[key])
+        if family is not None:
+            self.family_defaults.setToolTip(f"Rank, alpha, dropout and learning rate measured for the {family.id} "
+                                            "family (README, \"LoRA defaults\").")
 
     def config(self) -> Any:
         from core.training import TrainingConfig

@@ -2,11 +2,15 @@
 
     xvfb-run -s "-screen 0 1280x800x24" python scripts/screenshots.py [OUT_DIR] [--suffix=-1280]
     xvfb-run -s "-screen 0 1920x1080x24" python scripts/screenshots.py docs/screenshots --suffix=-1920
+    xvfb-run -s "-screen 0 1280x800x24" python scripts/screenshots.py /tmp/shots --dialogs
 
 Drives the real MainWindow (default size for the screen) over a temporary library of
 generated JPEGs captioned by the tests' fake captioner, and saves ``grab()`` PNGs: first
 start (empty state), library (after a scan and a captioning run), review queue, Export
 dialog, Train dialog with results (a fake training run's numbers) and the Versions window.
+``--dialogs`` also saves every other dialog opened through its menu (import, write
+metadata, preferences, shortcuts, self-check, library location: ``dialog_*.png``, made by
+scripts/screenshots_dialogs.py), for review rather than for the README.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def wait(app, condition, seconds: float = 30.0) -> None:
         time.sleep(0.02)
     for _ in range(20):
         app.processEvents()
+
+
+def thumbnails_shown(window, count: int) -> bool:
+    """The first ``count`` cells have their thumbnail in memory (each one not there is queued)."""
+    rows = [window.model.row_data(i) for i in range(min(count, window.model.rowCount()))]
+    return bool(rows) and all(r is not None and window.thumbs.pixmap(r.fingerprint, r.path) is not None for r in rows)
 
 
 def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
@@ -107,6 +117,7 @@ def main(argv: list[str]) -> int:
 
         window.add_folder(photos)
         wait(app, lambda: window.banner.isVisible(), 60)
+        wait(app, lambda: thumbnails_shown(window, 9), 30)  # what a person sees a moment later
         save(window, "library-after-scan")
         window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=6), SCOPE_LIBRARY)
         wait(app, lambda: not window.captioning.running, 120)
@@ -149,6 +160,10 @@ def main(argv: list[str]) -> int:
         versions.close()
         window.close()
         library.close()
+    if "--dialogs" in argv:
+        import screenshots_dialogs  # scripts/ is on sys.path when this runs as a script
+
+        return screenshots_dialogs.main([str(out)])
     return 0
 
 

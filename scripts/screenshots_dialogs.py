@@ -5,7 +5,7 @@
 Builds a small library (JPEGs, model and human captions, two model versions), opens the
 main window and each dialog through its menu action, waits for the dialog's background
 work (counts, dry run, self-check) and saves ``widget.grab()`` PNGs into OUT_DIR
-(default /tmp/shots).  To be folded into scripts/screenshots.py.
+(default /tmp/shots).  ``scripts/screenshots.py --dialogs`` runs it after the README's shots.
 """
 
 from __future__ import annotations

@@ -107,3 +107,29 @@ def test_train_dialog_uses_the_family_lora_defaults_unless_asked(qtbot, library)
     dialog.family_defaults.setChecked(False)
     dialog.lora_r.setValue(4)
     assert dialog.lora_r.isEnabled() and dialog.config().lora_r == 4 and dialog.config().lr == 1e-4
+
+
+def test_train_dialog_shows_the_settings_measured_for_the_base_models_family(qtbot, library, tmp_path) -> None:
+    """A BLIP base model (read from its config.json, nothing loaded) shows BLIP's measured LoRA settings."""
+    from core.captioning.families import get_family
+
+    folder = tmp_path / "my-blip"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "blip"}', encoding="utf-8")
+    blip = get_family("blip").lora_defaults
+    dialog = TrainDialog(library, base_model=str(folder), train_fn=fake_train)
+    qtbot.addWidget(dialog)
+    assert (dialog.lora_r.value(), dialog.lr.value()) == (blip["r"], blip["lr"])
+    assert "blip family" in dialog.family_defaults.toolTip()
+    dialog.base.setText("no/such-model")
+    dialog.base.editingFinished.emit()
+    assert dialog.lora_r.text() == "auto" and dialog.lr.text() == "auto"  # family known once it loads
+    assert dialog.config().lora_r is None and dialog.config().lr is None
+    dialog.family_defaults.setChecked(False)  # by hand: the general defaults to start from, not "auto"
+    assert (dialog.lora_r.value(), dialog.lr.value(), dialog.lora_r.text()) == (8, 1e-4, "8")
+    dialog.family_defaults.setChecked(True)
+    dialog.method.setCurrentText("full")
+    dialog.method.setCurrentText("lora")  # back to LoRA: the measured rate again, not a fixed one
+    dialog.base.setText(str(folder))
+    dialog.base.editingFinished.emit()
+    assert dialog.lr.value() == blip["lr"]

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .families.base import ModelFamily
     from .optimize import OptimizationPlan
 
-__all__ = ["LoadContext", "load_captioner"]
+__all__ = ["LoadContext", "family_hint", "load_captioner"]
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,38 @@ def _family_for(config: Any, model: str) -> ModelFamily:
     known = [t for f in FAMILIES.values() for t in f.model_types]
     raise ModelLoadError.unsupported(model, model_type,
                                      [*known, "other AutoModelForImageTextToText types (Florence-2, SmolVLM, ...)"])
+
+
+def family_hint(model: str | Path) -> ModelFamily | None:
+    """The family of *model* read from its config.json without loading it, or None when unknown.
+
+    Cheap and offline, for showing family-specific settings before a load (the train
+    dialog's LoRA defaults): a local folder's config.json, else the Hugging Face cache's
+    copy (no network).  None when neither is there, the file is unreadable or the
+    ``model_type`` belongs to no family.
+    """
+    from .families import family_for_model_type
+
+    text = str(model).strip()
+    if not text:
+        return None
+    folder = Path(text).expanduser()
+    config_path: Path | None = folder / "config.json" if folder.is_dir() else None
+    if config_path is None and not _looks_like_path(text):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(text, "config.json")
+        except Exception:  # noqa: BLE001 - an odd id or cache layout: simply unknown
+            cached = None
+        config_path = Path(cached) if isinstance(cached, str) else None
+    if config_path is None or not config_path.is_file():
+        return None
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return family_for_model_type(raw.get("model_type")) if isinstance(raw, dict) else None
 
 
 def load_captioner(

@@ -37,11 +37,12 @@ BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.
             "qwen2-vl": tiny_models.build_tiny_qwen2_vl, "idefics3": tiny_models.build_tiny_idefics3,
             "paligemma": tiny_models.build_tiny_paligemma}
 #: Full fine-tuning from random weights reaches >= 0.9 held-out exact match in 12 epochs.
-LEARNS = ["llava", "qwen2-vl", "idefics3"]
-#: Tiny random Florence-2 (DaViT, 2x2 feature map) and PaliGemma (SigLIP) plateau at ~0.5-0.7:
-#: the loss falls to ~0.1 but two of the four colours stay confused (frozen random vision
-#: features; training the vision tower or other learning rates did not help in the time tried).
-IMPROVES = {"florence2": 0.4, "paligemma": 0.6}
+LEARNS = ["llava", "qwen2-vl", "idefics3", "paligemma"]
+#: Tiny random Florence-2 (DaViT, 2x2 feature map) plateaus at ~0.47: the loss stops at
+#: ~0.1-0.15 (about ln 4 on the colour token: the decoder barely uses the image).  Untying
+#: BART's embeddings (PaliGemma's cure) made it worse (0.3, image ignored); a 128 px input
+#: (4x4 map) reached 0.75; training the vision tower or lr 3e-3 made it worse.
+IMPROVES = {"florence2": 0.4}
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]
 

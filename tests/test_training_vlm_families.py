@@ -6,13 +6,16 @@ unseen images writes the trained style with the version's id.  The tiny random m
 from tests/tiny_models.py (hidden 32, 1-2 layers, 32-64 px, 4-16 image tokens).
 
 * Full fine-tuning from random weights (vision tower frozen) for every family.
-* LoRA on the language model (LLaVA, Qwen2-VL) restyling a fully trained version, with
+* LoRA on the language model (every family in ``LEARNS``) restyling a fully trained version, with
   gradient checkpointing; the adapter reloads to the same metrics and captions (merged vs
   unmerged ``PeftModel``), and the merged export loads in plain transformers
   (``AutoModelForImageTextToText``) with the same captions.
 * Training batches: the prompt part of each row is exactly the captioner's own input for
   that image (chat template, image tokens), labels cover only ``caption EOS``; Qwen2-VL
   rows of different image sizes get different image-token counts.
+* Presets: rows trained for a preset start with the captioner's input for that preset
+  (instruction in the chat turn; Florence-2's task token); a version trained with a preset
+  records it and captioning with the version reuses it (provenance: preset, prompt, version id).
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def test_full_finetune_learns_the_style(library: Library, models: dict[str, Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["llava", "qwen2-vl"])
+@pytest.mark.parametrize("key", LEARNS)
 def test_lora_restyle_reloads_identically_and_exports_merged(library: Library, tmp_path: Path, key: str) -> None:
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
@@ -211,3 +214,65 @@ def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[s
     loss = family.loss(captioner.model, batch)
     assert torch.isfinite(loss) and loss > 0
     captioner.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(BUILDERS))
+def test_preset_rows_are_the_captioners_input_for_that_preset(models: dict[str, Path], key: str) -> None:
+    from core.captioning.presets import PRESETS, PromptPlan
+    from core.captioning.settings import GenerationSettings
+
+    captioner = _load(models[key])
+    family = captioner.family
+    plan = PromptPlan.for_family(family, preset="detailed", template=None)
+    prompt = plan.render()
+    assert prompt == ("<DETAILED_CAPTION>" if key == "florence2" else PRESETS["detailed"].instruction)
+    rng = np.random.default_rng(0)
+    images = [square("red", rng), square("blue", rng, size=48 if key == "qwen2-vl" else 64)]
+    text = family.encode_training_batch(captioner, ["a red square", "a blue square"], 40, prompts=[prompt, prompt])
+    batch = family.training_batch(captioner, text, images, None)
+    asked = captioner.preprocess(images, GenerationSettings(prompt=prompt)).inputs  # what captioning sends
+    default = captioner.preprocess(images, GenerationSettings()).inputs
+    width = asked["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"][:, :width], asked["input_ids"])
+    assert not torch.equal(asked["input_ids"], default["input_ids"])  # the preset changed the prompt
+    # Per-image prompts (a template rendered per image) give each row its own prompt.
+    mixed = family.training_batch(captioner, family.encode_training_batch(
+        captioner, ["a red square", "a blue square"], 40, prompts=[prompt, None]), images, None)
+    for i, p in enumerate([prompt, None]):
+        one = captioner.preprocess(images[i : i + 1], GenerationSettings(prompt=p)).inputs["input_ids"][0]
+        row, mask = mixed["input_ids"][i], mixed["attention_mask"][i]
+        if captioner.model.config.is_encoder_decoder:
+            assert row[mask == 1].tolist() == one.tolist()
+        else:
+            assert row[mask == 1][: len(one)].tolist() == one.tolist()
+    captioner.close()
+
+
+@pytest.mark.slow
+def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library, models: dict[str, Path]) -> None:
+    from core.captioning.presets import PRESETS
+
+    from tests.training_scenario import new_images_captions
+
+    torch.manual_seed(0)
+    label(library, STYLE_B)
+    result = train(library, str(models["llava"]), "llava-detailed",
+                   TrainingConfig(**{**FULL, "epochs": 10}, preset="detailed"))
+    _assert_learned(result)
+    version = versions.get_version(library, "llava-detailed")
+    assert version.config["preset"] == "detailed" and version.config["prompt_template"] is None
+    # Evaluating again captions with the recorded preset: the same metrics as the best epoch.
+    again = evaluate_model(library, "llava-detailed", val_ratio=VAL_RATIO, device="cpu", max_new_tokens=12)
+    assert again.metrics == result.metrics
+    # Re-captioning with the version (no preset given) asks the preset's instruction again.
+    _assert_style(new_images_captions(library, "llava-detailed"), STYLE_B)
+    from sqlalchemy import select
+
+    from core.models import Caption, Image
+
+    with library.db.read() as session:
+        settings = session.scalars(select(Caption.settings).join(Image, Caption.image_id == Image.id)
+                                   .where(Image.rel_path.like("new/%"), Caption.is_current.is_(True))).all()
+    assert len(settings) == 4
+    assert all(s["preset"] == "detailed" and s["prompt"] == PRESETS["detailed"].instruction for s in settings)

@@ -276,3 +276,42 @@ def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library,
                                    .where(Image.rel_path.like("new/%"), Caption.is_current.is_(True))).all()
     assert len(settings) == 4
     assert all(s["preset"] == "detailed" and s["prompt"] == PRESETS["detailed"].instruction for s in settings)
+
+
+@pytest.mark.slow
+def test_cli_trains_evaluates_and_exports_a_vlm_version(library: Library, models: dict[str, Path],
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``captiondesk train`` (LoRA, preset) / ``eval`` / ``models export`` on a Qwen2-VL base, as for BLIP."""
+    import json
+
+    from transformers import AutoModelForImageTextToText
+
+    from captiondesk.cli import main
+
+    label(library, STYLE_B)
+    db = ["--library", str(library.path)]
+    assert main([*db, "train", "--base", str(models["qwen2-vl"]), "--name", "qwen-cli", "--method", "lora",
+                 "--epochs", "1", "--batch-size", "16", "--val-ratio", str(VAL_RATIO), "--device", "cpu",
+                 "--preset", "short", "--patience", "0"]) == 0
+    version = versions.get_version(library, "qwen-cli")
+    assert version.family == "qwen2-vl" and version.method == "lora" and version.config["preset"] == "short"
+    capsys.readouterr()
+    assert main([*db, "eval", "--model", "qwen-cli", "--val-ratio", str(VAL_RATIO), "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "exact_match" in json.dumps(report)
+    out = tmp_path / "qwen-merged"
+    assert main([*db, "models", "export", "qwen-cli", str(out)]) == 0
+    assert not (out / "adapter_config.json").exists()  # merged: a plain transformers checkpoint
+    assert type(AutoModelForImageTextToText.from_pretrained(out)).__name__ == "Qwen2VLForConditionalGeneration"
+    exported = _load(out)
+    rng = np.random.default_rng(4)
+    images = [square(c, rng) for c in COLOURS]
+    from core.captioning import load_captioner
+    from core.captioning.presets import PRESETS
+
+    settings = _settings()
+    asked = type(settings)(max_new_tokens=12, prompt=PRESETS["short"].instruction)
+    trained = load_captioner(version.base_model, adapter=version.adapter_path, device="cpu", optimize="none")
+    assert [r.text for r in exported.caption(images, asked)] == [r.text for r in trained.caption(images, asked)]
+    trained.close()
+    exported.close()

@@ -6,13 +6,16 @@ unseen images writes the trained style with the version's id.  The tiny random m
 from tests/tiny_models.py (hidden 32, 1-2 layers, 32-64 px, 4-16 image tokens).
 
 * Full fine-tuning from random weights (vision tower frozen) for every family.
-* LoRA on the language model (LLaVA, Qwen2-VL) restyling a fully trained version, with
+* LoRA on the language model (every family in ``LEARNS``) restyling a fully trained version, with
   gradient checkpointing; the adapter reloads to the same metrics and captions (merged vs
   unmerged ``PeftModel``), and the merged export loads in plain transformers
   (``AutoModelForImageTextToText``) with the same captions.
 * Training batches: the prompt part of each row is exactly the captioner's own input for
   that image (chat template, image tokens), labels cover only ``caption EOS``; Qwen2-VL
   rows of different image sizes get different image-token counts.
+* Presets: rows trained for a preset start with the captioner's input for that preset
+  (instruction in the chat turn; Florence-2's task token); a version trained with a preset
+  records it and captioning with the version reuses it (provenance: preset, prompt, version id).
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.
             "qwen2-vl": tiny_models.build_tiny_qwen2_vl, "idefics3": tiny_models.build_tiny_idefics3,
             "paligemma": tiny_models.build_tiny_paligemma}
 #: Full fine-tuning from random weights reaches >= 0.9 held-out exact match in 12 epochs.
-LEARNS = ["llava", "qwen2-vl", "idefics3"]
-#: Tiny random Florence-2 (DaViT, 2x2 feature map) and PaliGemma (SigLIP) plateau at ~0.5-0.7:
-#: the loss falls to ~0.1 but two of the four colours stay confused (frozen random vision
-#: features; training the vision tower or other learning rates did not help in the time tried).
-IMPROVES = {"florence2": 0.4, "paligemma": 0.6}
+LEARNS = ["llava", "qwen2-vl", "idefics3", "paligemma"]
+#: Tiny random Florence-2 (DaViT, 2x2 feature map) plateaus at ~0.47: the loss stops at
+#: ~0.1-0.15 (about ln 4 on the colour token: the decoder barely uses the image).  Untying
+#: BART's embeddings (PaliGemma's cure) made it worse (0.3, image ignored); a 128 px input
+#: (4x4 map) reached 0.75; training the vision tower or lr 3e-3 made it worse.
+IMPROVES = {"florence2": 0.4}
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]
 
@@ -116,7 +120,7 @@ def test_full_finetune_learns_the_style(library: Library, models: dict[str, Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["llava", "qwen2-vl"])
+@pytest.mark.parametrize("key", LEARNS)
 def test_lora_restyle_reloads_identically_and_exports_merged(library: Library, tmp_path: Path, key: str) -> None:
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
@@ -210,3 +214,104 @@ def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[s
     loss = family.loss(captioner.model, batch)
     assert torch.isfinite(loss) and loss > 0
     captioner.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(BUILDERS))
+def test_preset_rows_are_the_captioners_input_for_that_preset(models: dict[str, Path], key: str) -> None:
+    from core.captioning.presets import PRESETS, PromptPlan
+    from core.captioning.settings import GenerationSettings
+
+    captioner = _load(models[key])
+    family = captioner.family
+    plan = PromptPlan.for_family(family, preset="detailed", template=None)
+    prompt = plan.render()
+    assert prompt == ("<DETAILED_CAPTION>" if key == "florence2" else PRESETS["detailed"].instruction)
+    rng = np.random.default_rng(0)
+    images = [square("red", rng), square("blue", rng, size=48 if key == "qwen2-vl" else 64)]
+    text = family.encode_training_batch(captioner, ["a red square", "a blue square"], 40, prompts=[prompt, prompt])
+    batch = family.training_batch(captioner, text, images, None)
+    asked = captioner.preprocess(images, GenerationSettings(prompt=prompt)).inputs  # what captioning sends
+    default = captioner.preprocess(images, GenerationSettings()).inputs
+    width = asked["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"][:, :width], asked["input_ids"])
+    assert not torch.equal(asked["input_ids"], default["input_ids"])  # the preset changed the prompt
+    # Per-image prompts (a template rendered per image) give each row its own prompt.
+    mixed = family.training_batch(captioner, family.encode_training_batch(
+        captioner, ["a red square", "a blue square"], 40, prompts=[prompt, None]), images, None)
+    for i, p in enumerate([prompt, None]):
+        one = captioner.preprocess(images[i : i + 1], GenerationSettings(prompt=p)).inputs["input_ids"][0]
+        row, mask = mixed["input_ids"][i], mixed["attention_mask"][i]
+        if captioner.model.config.is_encoder_decoder:
+            assert row[mask == 1].tolist() == one.tolist()
+        else:
+            assert row[mask == 1][: len(one)].tolist() == one.tolist()
+    captioner.close()
+
+
+@pytest.mark.slow
+def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library, models: dict[str, Path]) -> None:
+    from core.captioning.presets import PRESETS
+
+    from tests.training_scenario import new_images_captions
+
+    torch.manual_seed(0)
+    label(library, STYLE_B)
+    result = train(library, str(models["llava"]), "llava-detailed",
+                   TrainingConfig(**{**FULL, "epochs": 10}, preset="detailed"))
+    _assert_learned(result)
+    version = versions.get_version(library, "llava-detailed")
+    assert version.config["preset"] == "detailed" and version.config["prompt_template"] is None
+    # Evaluating again captions with the recorded preset: the same metrics as the best epoch.
+    again = evaluate_model(library, "llava-detailed", val_ratio=VAL_RATIO, device="cpu", max_new_tokens=12)
+    assert again.metrics == result.metrics
+    # Re-captioning with the version (no preset given) asks the preset's instruction again.
+    _assert_style(new_images_captions(library, "llava-detailed"), STYLE_B)
+    from sqlalchemy import select
+
+    from core.models import Caption, Image
+
+    with library.db.read() as session:
+        settings = session.scalars(select(Caption.settings).join(Image, Caption.image_id == Image.id)
+                                   .where(Image.rel_path.like("new/%"), Caption.is_current.is_(True))).all()
+    assert len(settings) == 4
+    assert all(s["preset"] == "detailed" and s["prompt"] == PRESETS["detailed"].instruction for s in settings)
+
+
+@pytest.mark.slow
+def test_cli_trains_evaluates_and_exports_a_vlm_version(library: Library, models: dict[str, Path],
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``captiondesk train`` (LoRA, preset) / ``eval`` / ``models export`` on a Qwen2-VL base, as for BLIP."""
+    import json
+
+    from transformers import AutoModelForImageTextToText
+
+    from captiondesk.cli import main
+
+    label(library, STYLE_B)
+    db = ["--library", str(library.path)]
+    assert main([*db, "train", "--base", str(models["qwen2-vl"]), "--name", "qwen-cli", "--method", "lora",
+                 "--epochs", "1", "--batch-size", "16", "--val-ratio", str(VAL_RATIO), "--device", "cpu",
+                 "--preset", "short", "--patience", "0"]) == 0
+    version = versions.get_version(library, "qwen-cli")
+    assert version.family == "qwen2-vl" and version.method == "lora" and version.config["preset"] == "short"
+    capsys.readouterr()
+    assert main([*db, "eval", "--model", "qwen-cli", "--val-ratio", str(VAL_RATIO), "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "exact_match" in json.dumps(report)
+    out = tmp_path / "qwen-merged"
+    assert main([*db, "models", "export", "qwen-cli", str(out)]) == 0
+    assert not (out / "adapter_config.json").exists()  # merged: a plain transformers checkpoint
+    assert type(AutoModelForImageTextToText.from_pretrained(out)).__name__ == "Qwen2VLForConditionalGeneration"
+    exported = _load(out)
+    rng = np.random.default_rng(4)
+    images = [square(c, rng) for c in COLOURS]
+    from core.captioning import load_captioner
+    from core.captioning.presets import PRESETS
+
+    settings = _settings()
+    asked = type(settings)(max_new_tokens=12, prompt=PRESETS["short"].instruction)
+    trained = load_captioner(version.base_model, adapter=version.adapter_path, device="cpu", optimize="none")
+    assert [r.text for r in exported.caption(images, asked)] == [r.text for r in trained.caption(images, asked)]
+    trained.close()
+    exported.close()

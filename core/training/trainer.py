@@ -596,7 +596,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         if "prompts" not in str(exc):
             raise
         raise TrainingError(f"training the {family.id} family with a preset or prompt template is not supported "
-                            "yet (BLIP is); train without --preset/--prompt") from exc
+                            "yet (BLIP and the prompted vision-language families are); train without "
+                            "--preset/--prompt") from exc
     val_batches, refs = _validation_batches(captioner, config, plan, val_ex, val_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":

@@ -38,10 +38,20 @@ if TYPE_CHECKING:
 
     from ..registry import LoadContext
 
-__all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily"]
+__all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily", "RowPrompts"]
 
 #: Instruction given to chat-style VLMs when the settings have no prompt.
 DEFAULT_INSTRUCTION = "Describe this image in one sentence."
+
+
+class RowPrompts(list):
+    """Per-example prompts kept beside the caption tensors: indexable by a tensor of rows,
+    as the trainer slices every entry of the encoded training data for a micro-batch."""
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, (int, slice)):
+            return list.__getitem__(self, index) if isinstance(index, int) else RowPrompts(list.__getitem__(self, index))
+        return RowPrompts(list.__getitem__(self, int(i)) for i in index.tolist())
 
 
 class PromptedVLMCaptioner(HFCaptioner):
@@ -53,11 +63,17 @@ class PromptedVLMCaptioner(HFCaptioner):
         return self.family.default_prompt(self)
 
     def _encode(self, images: Sequence[Image.Image], prompt: str | None) -> dict[str, Any]:
-        text = self.family.build_prompt(self, prompt)
+        return self.encode_prompts(images, [prompt] * len(images))
+
+    def encode_prompts(self, images: Sequence[Image.Image], prompts: Sequence[str | None]) -> dict[str, Any]:
+        """The model inputs for ``images[i]`` asked ``prompts[i]`` (None: the family's default
+        prompt), exactly as captioning encodes them (one processor call, left padding)."""
+        default = self._default_prompt()
+        texts = [self.family.build_prompt(self, p if p is not None else default) for p in prompts]
         # The processor tokenizes (and expands image placeholders) in one
         # call, so the whole call holds the tokenizer lock.
         with self._tokenizer_lock:
-            encoded = self.processor(images=self.family.processor_images(images), text=[text] * len(images),
+            encoded = self.processor(images=self.family.processor_images(images), text=texts,
                                      return_tensors="pt", padding=True)
         return dict(encoded)
 
@@ -140,26 +156,31 @@ class PromptedVLMFamily(ModelFamily):
                 return tower
         return None
 
-    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int) -> dict[str, Any]:
-        """``caption EOS`` per row (at most ``max_length`` tokens), padded with -100."""
+    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int,
+                              prompts: list[str | None] | None = None) -> dict[str, Any]:
+        """``caption EOS`` per row (at most ``max_length`` tokens), padded with -100; with
+        *prompts* (the run's preset or template rendered per image, as captioning renders it)
+        each row also keeps its prompt (``"prompts"``) for :meth:`training_batch`."""
         from .base import pad_rows
 
         eos = self.caption_end_token(captioner)
         rows = [[*ids[: max(1, max_length - 1)], eos] for ids in self.caption_token_ids(captioner, captions)]
-        return {"caption_ids": pad_rows(rows, -100)}
+        text: dict[str, Any] = {"caption_ids": pad_rows(rows, -100)}
+        if prompts is not None:
+            text["prompts"] = RowPrompts(prompts)
+        return text
 
-    def prompt_inputs(self, captioner: HFCaptioner, images: list[Any]) -> dict[str, Any]:
-        """The captioner's own preprocessed inputs for ``images`` with the default prompt."""
-        from ..settings import GenerationSettings
-
-        return captioner.preprocess(images, GenerationSettings()).inputs
+    def prompt_inputs(self, captioner: HFCaptioner, images: list[Any],
+                      prompts: Sequence[str | None] | None = None) -> dict[str, Any]:
+        """The captioner's own encoded inputs for ``images`` with *prompts* (default: the default prompt)."""
+        return captioner.encode_prompts(images, list(prompts) if prompts is not None else [None] * len(images))
 
     def training_batch(self, captioner: HFCaptioner, text: dict[str, Any], images: list[Any] | None,
                        image_embeds: Any | None) -> dict[str, Any]:
         """Prompt inputs exactly as for generation, then ``caption EOS``; labels only on the caption."""
         import torch
 
-        inputs = self.prompt_inputs(captioner, images or [])
+        inputs = self.prompt_inputs(captioner, images or [], text.get("prompts"))
         caption = text["caption_ids"]
         on_caption = caption != -100
         inputs.pop("labels", None)  # PaliGemma's processor returns all -100 prompt labels

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..base import HFCaptioner
 from .base import pad_rows
-from .chat_vlm import PromptedVLMFamily
+from .chat_vlm import PromptedVLMFamily, RowPrompts
 
 if TYPE_CHECKING:
     from ..presets import Preset
@@ -55,8 +55,10 @@ class Florence2Family(PromptedVLMFamily):
     def build_prompt(self, captioner: HFCaptioner, prompt_text: str | None) -> str:
         return prompt_text or DEFAULT_TASK
 
-    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int) -> dict[str, Any]:
-        """Decoder labels: ``[BOS] caption EOS`` (BOS where generation forces it), padded with -100."""
+    def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int,
+                              prompts: list[str | None] | None = None) -> dict[str, Any]:
+        """Decoder labels: ``[BOS] caption EOS`` (BOS where generation forces it), padded with -100;
+        *prompts* (per example: the preset's task token) go to the encoder in :meth:`training_batch`."""
         eos = self.caption_end_token(captioner)
         model = captioner.model
         forced = getattr(model.generation_config, "forced_bos_token_id", None)
@@ -65,11 +67,14 @@ class Florence2Family(PromptedVLMFamily):
         start = [int(forced)] if forced is not None else []
         room = max(1, max_length - 1 - len(start))
         rows = [[*start, *ids[:room], eos] for ids in self.caption_token_ids(captioner, captions)]
-        return {"labels": pad_rows(rows, -100)}
+        text: dict[str, Any] = {"labels": pad_rows(rows, -100)}
+        if prompts is not None:
+            text["prompts"] = RowPrompts(prompts)
+        return text
 
     def training_batch(self, captioner: HFCaptioner, text: dict[str, Any], images: list[Any] | None,
                        image_embeds: Any | None) -> dict[str, Any]:
-        return {**self.prompt_inputs(captioner, images or []), "labels": text["labels"]}
+        return {**self.prompt_inputs(captioner, images or [], text.get("prompts")), "labels": text["labels"]}
 
 
 FAMILY = Florence2Family()

@@ -375,26 +375,9 @@ def run_caption_job(
     started = time.monotonic()
     if resolved is None:
         resolved = resolve_model(library, spec.model, spec.adapter, spec.backend)
-    params = {
-        "model": resolved.model_name,
-        "adapter": resolved.adapter,
-        "settings": spec.settings.to_dict(),
-        "batch_size": spec.batch_size,
-        "device": spec.device,
-        "overwrite_model_captions": spec.overwrite_model_captions,
-        "scope": describe_scope(spec.scope),
-    }
-    if spec.backend != "local":
-        # The endpoint was validated credential- and query-free; the key is never here.
-        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
-    with library.job("caption", params, CaptionJobStats(), progress) as run:
+    with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
-        # An error whose cause went away (file restored, made readable) must not stick.
-        if isinstance(spec.scope, ImageFilter):
-            recheck_errors(library.db, root_ids=[spec.scope.root_id] if spec.scope.root_id is not None else None)
-        else:
-            recheck_errors(library.db, image_ids=spec.scope)
-        selected, stats.skipped = select_images(library, spec, resolved)
+        selected, stats.skipped = select_pending_images(library, spec, resolved)
         total = len(selected)
         run.save(total=total)
 
@@ -425,12 +408,7 @@ def run_caption_job(
                 optimize=spec.optimize,
                 progress=lambda message: report(message),
             )
-        provenance = {
-            "generation": spec.settings.to_dict(),
-            "identity": dict(getattr(captioner, "identity", {}) or {}),
-            "device": str(getattr(captioner, "device", "")),
-            "dtype": str(getattr(captioner, "dtype", "")),
-        }
+        provenance = caption_provenance(captioner, spec.settings)
         runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
@@ -441,7 +419,9 @@ def run_caption_job(
                         break
                     prepared = future.result()
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
-                    changed = _commit_batch(library, prepared, results, resolved, provenance, stats)
+                    changed = commit_caption_batch(
+                        library, prepared.image_ids, results, prepared.failures, resolved, provenance, stats
+                    )
                     run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
@@ -461,21 +441,69 @@ def run_caption_job(
     return stats
 
 
-def _commit_batch(
+def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[str, Any]:
+    """The caption job record's parameters (``library.job("caption", ...)``), for every runner."""
+    params = {
+        "model": resolved.model_name,
+        "adapter": resolved.adapter,
+        "settings": spec.settings.to_dict(),
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "overwrite_model_captions": spec.overwrite_model_captions,
+        "scope": describe_scope(spec.scope),
+    }
+    if spec.backend != "local":
+        # The endpoint was validated credential- and query-free; the key is never here.
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
+    return params
+
+
+def select_pending_images(
+    library: Library, spec: CaptionJobSpec, resolved: ResolvedModel
+) -> tuple[list[tuple[int, str]], int]:
+    """:func:`select_images` after re-checking the scope's error images: what a job
+    (in-process or on Ray) captions, and how many it skips."""
+    # An error whose cause went away (file restored, made readable) must not stick.
+    if isinstance(spec.scope, ImageFilter):
+        recheck_errors(library.db, root_ids=[spec.scope.root_id] if spec.scope.root_id is not None else None)
+    else:
+        recheck_errors(library.db, image_ids=spec.scope)
+    return select_images(library, spec, resolved)
+
+
+def caption_provenance(captioner: Any, settings: GenerationSettings) -> dict[str, Any]:
+    """The ``settings`` provenance stored with each caption *captioner* wrote."""
+    return {
+        "generation": settings.to_dict(),
+        "identity": dict(getattr(captioner, "identity", {}) or {}),
+        "device": str(getattr(captioner, "device", "")),
+        "dtype": str(getattr(captioner, "dtype", "")),
+    }
+
+
+def commit_caption_batch(
     library: Library,
-    prepared: _Prepared,
-    results: list[Any],
+    image_ids: Sequence[int],
+    results: Sequence[Any],
+    failures: Sequence[tuple[int, str]],
     resolved: ResolvedModel,
     provenance: dict[str, Any],
     stats: CaptionJobStats,
 ) -> list[int]:
-    """Write one batch's captions and errors in one transaction; the ids that changed."""
+    """Write one batch's captions and errors in one transaction; the ids that changed.
+
+    *results*: per id of *image_ids*, a ``CaptionResult`` (``text``, ``score``) or the
+    exception captioning that image raised (an error; its caption stays current).
+    *failures*: ``(image_id, reason)`` of images that did not decode (marked ``error``).
+    The one commit of model captions for every runner (in-process and Ray), so
+    provenance and the never-overwrite-a-person rule (``add_model_caption``) live here.
+    """
     changed: list[int] = []
     with library.db.write() as session:
-        for image_id, reason in prepared.failures:
+        for image_id, reason in failures:
             _mark_error(session, image_id, reason, stats)
             changed.append(image_id)
-        for image_id, result in zip(prepared.image_ids, results, strict=True):
+        for image_id, result in zip(image_ids, results, strict=True):
             if isinstance(result, BaseException):
                 _mark_error(session, image_id, f"captioning failed: {result}", stats, keep_state=True)
                 changed.append(image_id)

@@ -187,7 +187,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     if address in LOCAL_ADDRESSES:
         store_mb = int(os.environ.get("CAPTIONDESK_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
         num_cpus = int(os.environ.get("CAPTIONDESK_RAY_NUM_CPUS", 0)) or os.cpu_count() or 1
-        ray.init(num_cpus=num_cpus, object_store_memory=store_mb * 1024 * 1024,
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=store_mb * 1024 * 1024,
                  include_dashboard=False, **common)
     else:
         ray.init(address=address, **common)  # "auto", "HOST:PORT" or "ray://HOST:PORT"

@@ -30,9 +30,11 @@ actor's ``num_cpus``).  ``actors=N`` on CPUs gives each actor ``total CPUs // N`
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,6 +266,11 @@ def run_caption_job_on_ray(
             _caption_on_ray(ray, library, spec, resolved, selected, plan, run, report, cancel, on_batch)
         finally:
             if owns_ray:
+                # Object references left in reference cycles (a stream stopped early by a
+                # cancel) must go while Ray is up: freed after shutdown, one makes Ray's
+                # core worker end the whole process.
+                gc.collect()
+                _wait_for_stream_threads()
                 ray.shutdown()
         stats.seconds = time.monotonic() - started
         report("Cancelled" if stats.cancelled else "Finished")
@@ -319,3 +326,22 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # stops the streaming executor (and with it the actor pool)
+
+
+#: Ray Data's (2.60) background thread that feeds ``iter_batches``.
+_STREAM_THREAD_NAME = "iter_threaded"
+
+
+def _wait_for_stream_threads(timeout: float = 120.0) -> None:
+    """Wait until Ray Data's iterator threads have ended, before ``ray.shutdown()``.
+
+    A stream closed early (cancel) leaves its feeding thread blocked on the batch in
+    flight; it ends once that batch arrives (one actor batch).  If it touched Ray after
+    the shutdown, Ray's core worker would end this whole process ("The core worker has
+    already been shutdown"), exit status 1 instead of the job's own.  Found by name:
+    Ray Data has no public handle on it.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == _STREAM_THREAD_NAME and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))

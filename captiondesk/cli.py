@@ -194,11 +194,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
             with library.db.read() as session:
                 spec = spec.with_(scope=[i for flt in folders for i in filtered_ids(session, flt)])
         if ray_address is not None:
-            from core.captioning.ray_backend import run_caption_job_on_ray
+            from core.captioning.ray_backend import RayClusterError, run_caption_job_on_ray
 
             def job(bar: Any, cancel: Any) -> Any:
-                return run_caption_job_on_ray(library, spec, address=ray_address, actors=args.ray_actors,
-                                              progress=bar, cancel=cancel)
+                try:
+                    return run_caption_job_on_ray(library, spec, address=ray_address, actors=args.ray_actors,
+                                                  progress=bar, cancel=cancel)
+                except RayClusterError as exc:
+                    raise UserError(str(exc)) from None
         else:
             def job(bar: Any, cancel: Any) -> Any:
                 return run_caption_job(library, spec, progress=bar, cancel=cancel)

@@ -266,7 +266,7 @@ def test_killed_driver_resumes_each_image_captioned_once_and_no_ray_process_is_l
 
 
 @pytest.mark.slow
-def test_without_ray_flag_ray_is_never_imported_and_a_missing_ray_is_one_clear_line(
+def test_without_ray_flag_ray_is_never_imported_and_ray_errors_are_one_clear_line(
     tiny_blip_dir: Path, tmp_path: Path
 ) -> None:
     photos = _photos(tmp_path / "photos", 2)
@@ -278,6 +278,8 @@ common = ["--library", {str(tmp_path / 'lib.db')!r}, "caption", {str(photos)!r},
 assert main(common) == 0
 print("ray imported:", "ray" in sys.modules)
 print("openai:", main([*common, "--ray", "--backend", "openai", "--endpoint", "http://localhost:1/v1"]))
+print("actors alone:", main([*common, "--ray-actors", "2"]))
+print("unreachable:", main([*common, "--overwrite-model-captions", "--ray", "127.0.0.1:1"]))
 sys.modules["ray"] = None  # as if Ray were not installed
 print("missing:", main([*common, "--ray"]))
 """
@@ -287,6 +289,8 @@ print("missing:", main([*common, "--ray"]))
     assert result.returncode == 0, result.stderr
     assert "ray imported: False" in result.stdout
     assert "openai: 2" in result.stdout and "cannot be combined with --backend openai" in result.stderr
+    assert "actors alone: 2" in result.stdout and "--ray-actors needs --ray" in result.stderr
+    assert "unreachable: 2" in result.stdout and "cannot reach the Ray cluster at 127.0.0.1:1" in result.stderr
     assert "missing: 2" in result.stdout
     assert "captiondesk: error: Ray is not installed" in result.stderr
     assert "pip install 'captiondesk[ray]'" in result.stderr

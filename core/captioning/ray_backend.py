@@ -73,6 +73,10 @@ class RayNotInstalledError(ImportError):
     """Ray is an optional extra; the message says how to install it."""
 
 
+class RayClusterError(RuntimeError):
+    """The Ray cluster at the given address could not be joined (nothing was captioned)."""
+
+
 def import_ray() -> Any:
     """``ray`` with Ray Data, or :class:`RayNotInstalledError` saying how to get it."""
     try:
@@ -192,8 +196,26 @@ def _connect(ray: Any, address: str | None) -> bool:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=store_mb * 1024 * 1024,
                  include_dashboard=False, **common)
     else:
-        ray.init(address=address, **common)  # "auto", "HOST:PORT" or "ray://HOST:PORT"
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **common)  # "auto", "HOST:PORT" or "ray://HOST:PORT"
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayClusterError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
     return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that accepts no TCP connection fails here,
+    at once: ``ray.init`` would retry it for minutes.  ("auto" is Ray's own lookup.)"""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayClusterError(f"cannot reach the Ray cluster at {address} ({exc}); is it running?") from None
 
 
 def _rows_to_commit(rows: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[Any], list[tuple[int, str]]]]:
@@ -232,7 +254,8 @@ def run_caption_job_on_ray(
     small object store) and stops it afterwards; "auto", "HOST:PORT" or
     "ray://HOST:PORT" joins a running cluster.  If Ray is already initialised in this
     process, that session is used and left running.  *actors*: the pool size (default:
-    see :func:`plan_actors`).  Raises :class:`RayNotInstalledError` without Ray, and
+    see :func:`plan_actors`).  Raises :class:`RayNotInstalledError` without Ray,
+    :class:`RayClusterError` when the cluster cannot be joined, and
     :class:`ModelLoadError` when the actors cannot load the model.
     """
     if spec.backend != "local":
@@ -261,7 +284,7 @@ def run_caption_job_on_ray(
         owns_ray = _connect(ray, address)
         try:
             plan = plan_actors(ray, spec.device, actors)
-            run.save(checkpoint={"ray_actors": plan.count, **plan.resources})
+            log.info("Ray actor pool: %d actor(s), each %s", plan.count, plan.resources)
             report(f"Loading the model on {plan.count} Ray actor(s)")
             _caption_on_ray(ray, library, spec, resolved, selected, plan, run, report, cancel, on_batch)
         finally:

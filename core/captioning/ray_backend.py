@@ -122,46 +122,34 @@ class CaptionActor:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        ids = batch.column("id").to_pylist()
         if self.load_error is not None:
-            ids = batch.column("id")
-            return pa.table({
-                "id": ids, "text": pa.nulls(len(ids), pa.string()), "score": pa.nulls(len(ids), pa.float64()),
-                "error": pa.array([str(self.load_error)] * len(ids), pa.string()),
-                "decode_failed": pa.array([False] * len(ids), pa.bool_()),
-                "provenance": pa.nulls(len(ids), pa.string()),
-                "load_error": pa.array([self.load_error.kind] * len(ids), pa.string()),
-            })
+            kind = self.load_error.kind
+            rows = [_output_row(image_id, error=str(self.load_error), load_error=kind) for image_id in ids]
+        else:
+            paths = [os.fsdecode(path) for path in batch.column("path").to_pylist()]
+            prepared = _decode_batch(self.captioner, self.settings, list(zip(ids, paths, strict=True)))
+            results = self.runner.caption(prepared.images, prepared.inputs) if prepared.images else []
+            rows = [_output_row(image_id, error=reason, decode_failed=True, provenance=self.provenance)
+                    for image_id, reason in prepared.failures]
+            for image_id, result in zip(prepared.image_ids, results, strict=True):
+                if isinstance(result, BaseException):
+                    rows.append(_output_row(image_id, error=str(result), provenance=self.provenance))
+                else:
+                    score = float(result.score) if result.score is not None else None
+                    rows.append(_output_row(image_id, text=result.text, score=score, provenance=self.provenance))
+        schema = pa.schema([("id", pa.int64()), ("text", pa.string()), ("score", pa.float64()),
+                            ("error", pa.string()), ("decode_failed", pa.bool_()),
+                            ("provenance", pa.string()), ("load_error", pa.string())])
+        return pa.Table.from_pylist(rows, schema=schema)
 
-        rows = list(zip(batch.column("id").to_pylist(),
-                        (os.fsdecode(p) for p in batch.column("path").to_pylist()), strict=True))
-        prepared = _decode_batch(self.captioner, self.settings, rows)
-        results = self.runner.caption(prepared.images, prepared.inputs) if prepared.images else []
-        ids: list[int] = []
-        texts: list[str | None] = []
-        scores: list[float | None] = []
-        errors: list[str | None] = []
-        decode_failed: list[bool] = []
-        for image_id, reason in prepared.failures:
-            ids.append(image_id), texts.append(None), scores.append(None)
-            errors.append(reason), decode_failed.append(True)
-        for image_id, result in zip(prepared.image_ids, results, strict=True):
-            ids.append(image_id)
-            decode_failed.append(False)
-            if isinstance(result, BaseException):
-                texts.append(None), scores.append(None), errors.append(str(result))
-            else:
-                texts.append(result.text)
-                scores.append(float(result.score) if result.score is not None else None)
-                errors.append(None)
-        return pa.table({
-            "id": pa.array(ids, pa.int64()),
-            "text": pa.array(texts, pa.string()),
-            "score": pa.array(scores, pa.float64()),
-            "error": pa.array(errors, pa.string()),
-            "decode_failed": pa.array(decode_failed, pa.bool_()),
-            "provenance": pa.array([self.provenance] * len(ids), pa.string()),
-            "load_error": pa.nulls(len(ids), pa.string()),
-        })
+
+def _output_row(image_id: int, *, text: str | None = None, score: float | None = None, error: str | None = None,
+                decode_failed: bool = False, provenance: str | None = None,
+                load_error: str | None = None) -> dict[str, Any]:
+    """One row of :class:`CaptionActor`'s output (every column, nulls where unused)."""
+    return {"id": image_id, "text": text, "score": score, "error": error, "decode_failed": decode_failed,
+            "provenance": provenance, "load_error": load_error}
 
 
 @dataclass(frozen=True)
@@ -310,7 +298,14 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     if not log.isEnabledFor(logging.DEBUG):
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines
     stats = run.stats
-    dataset = ray.data.from_items([{"id": image_id, "path": os.fsencode(path)} for image_id, path in selected])
+    # One block per batch: an actor task then captions one batch and its result comes back
+    # at once.  With Ray's default blocking (a few hundred rows a block on a big library)
+    # one task would caption many batches and hand them all back at its end: commits,
+    # progress and what a killed driver loses would go in steps of hundreds of images.
+    dataset = ray.data.from_items(
+        [{"id": image_id, "path": os.fsencode(path)} for image_id, path in selected],
+        override_num_blocks=-(-len(selected) // spec.batch_size),
+    )
     captioned = dataset.map_batches(
         CaptionActor,
         fn_constructor_kwargs={

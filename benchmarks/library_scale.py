@@ -7,7 +7,7 @@ and at the full size (default 1,000,000 images, each with one model caption):
   ``core.scanner.BATCH_SIZE`` rows per transaction); only the file reading is replaced
   by synthetic columns (fingerprint, split key, size, mtime, 4000x3000 JPEG);
 * **captions** measured at the start and at the full size go through the captioning
-  engine's commit (``commit_caption_batch``, formerly ``_commit_batch``: one transaction
+  engine's commit (``commit_caption_batch``: one transaction
   per batch, ``core.captions.add_model_caption`` per image) plus the job-record update
   the engine makes after each batch (``JobRun.save``), with the engine's provenance
   dict; 3/4 of them in the default batch (``CaptionJobSpec().batch_size`` = 8), the rest
@@ -63,16 +63,8 @@ from core.models import Caption, CaptionSource, ImageState, utcnow  # noqa: E402
 from core.queries import ImageFilter, count_filtered, fetch_rows, filtered_ids, folder_tree  # noqa: E402
 from core.scanner import recheck_errors  # noqa: E402
 
-try:  # the engine's commit and selection, public since the Ray backend shares them
-    from core.captioning.engine import commit_caption_batch
-    from core.captioning.engine import select_pending_images as select_images
-except ImportError:  # the engine before that split
-    from core.captioning.engine import _commit_batch, _Prepared
-    from core.captioning.engine import select_images
-
-    def commit_caption_batch(library, image_ids, results, failures, resolved, provenance, stats):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201
-        return _commit_batch(library, _Prepared(image_ids, None, failures, [None] * len(image_ids)),
-                             results, resolved, provenance, stats)
+from core.captioning.engine import commit_caption_batch  # noqa: E402
+from core.captioning.engine import select_pending_images as select_images  # noqa: E402
 
 #: Captions bulk-inserted per transaction between the two measured phases.
 BULK_CHUNK = 50_000

@@ -140,6 +140,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UserError("name the folders to caption, or --all for the whole library")
     if args.backend != "local" and not args.model:
         raise UserError("name the server's model with --model (e.g. --model llava for Ollama)")
+    ray_address = _ray_address(args)
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
@@ -194,10 +195,20 @@ def cmd_caption(args: argparse.Namespace) -> int:
             # Several folders: their images together (one that overlaps another counts once).
             with library.db.read() as session:
                 spec = spec.with_(scope=[i for flt in folders for i in filtered_ids(session, flt)])
+        if ray_address is not None:
+            from core.captioning.ray_backend import RayClusterError, run_caption_job_on_ray
+
+            def job(bar: Any, cancel: Any) -> Any:
+                try:
+                    return run_caption_job_on_ray(library, spec, address=ray_address, actors=args.ray_actors,
+                                                  progress=bar, cancel=cancel)
+                except RayClusterError as exc:
+                    raise UserError(str(exc)) from None
+        else:
+            def job(bar: Any, cancel: Any) -> Any:
+                return run_caption_job(library, spec, progress=bar, cancel=cancel)
         try:
-            stats, interrupted = run_with_progress(
-                "Captioning", lambda bar, cancel: run_caption_job(library, spec, progress=bar, cancel=cancel)
-            )
+            stats, interrupted = run_with_progress("Captioning", job)
         except (ModelLoadError, UnsupportedPresetError) as exc:
             raise UserError(str(exc)) from None
     print_problems(stats.problems if stats is not None else [], "error")
@@ -212,6 +223,37 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
+
+
+def _ray_address(args: argparse.Namespace) -> str | None:
+    """``--ray [ADDRESS]`` → the address for ``run_caption_job_on_ray`` (None: not on Ray).
+
+    Checked before the library is touched: Ray must be installed, and it cannot run a
+    model-server backend.  ``--ray`` takes an optional value, so ``--ray FOLDER`` would
+    read the folder as the address: a value that is not an address (local, auto,
+    HOST:PORT, ray://...) but an existing folder is taken as a folder to caption.
+    """
+    if args.ray is None:
+        if args.ray_actors is not None:
+            raise UserError("--ray-actors needs --ray")
+        return None
+    if args.backend != "local":
+        raise UserError("--ray runs the local model on a Ray cluster; it cannot be combined with --backend openai")
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise UserError(f"--ray-actors must be at least 1, got {args.ray_actors}")
+    address = args.ray
+    if address not in ("local", "auto") and ":" not in address:
+        if not os.path.isdir(address):
+            raise UserError(f"--ray {address!r} is not a Ray address (local, auto, HOST:PORT or ray://HOST:PORT)")
+        args.folders = [*args.folders, address]
+        address = "local"
+    from core.captioning.ray_backend import RayNotInstalledError, import_ray
+
+    try:
+        import_ray()
+    except RayNotInstalledError as exc:
+        raise UserError(str(exc)) from None
+    return address
 
 
 def _shorten(text: str, width: int) -> str:
@@ -312,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
     server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
                         help="requests in flight at once (default 4)")
+    cluster = caption.add_argument_group(
+        "Ray cluster", "caption on a Ray cluster (pip install 'captiondesk[ray]'); every worker must see the "
+        "photos at the same paths as this machine (shared storage)")
+    cluster.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="run decoding and the model on Ray actors: alone, a local Ray instance; "
+                         "'auto' or HOST:PORT or ray://HOST:PORT joins a running cluster")
+    cluster.add_argument("--ray-actors", type=int, metavar="N",
+                         help="actors in the pool (default: one per GPU, else one per node using all its cores)")
     caption.set_defaults(handler=cmd_caption)
 
     # The other command modules register their own sub-commands (light to import).

@@ -300,7 +300,7 @@ def quiet_third_party(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore")
-    for name in ("transformers", "huggingface_hub", "bitsandbytes", "peft", "torch", "accelerate"):
+    for name in ("transformers", "huggingface_hub", "bitsandbytes", "peft", "torch", "accelerate", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if "transformers" in sys.modules:  # already imported: switch it off directly
         from transformers.utils import logging as hf_logging

@@ -129,3 +129,32 @@ def test_cycle_finder_finds_a_cycle() -> None:
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.endswith("__main__")))
 def test_every_module_imports(module: str) -> None:
     importlib.import_module(module)
+
+
+def _imports_package(top_level: str, path: Path, *, module_level_only: bool) -> bool:
+    """Whether the module at *path* imports the package *top_level* (e.g. ``ray``)."""
+    def visit(nodes: list[ast.stmt]) -> bool:
+        for node in nodes:
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                if visit(node.orelse):
+                    return True
+                continue
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == top_level for a in node.names):
+                return True
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == top_level:
+                return True
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and module_level_only:
+                continue
+            if visit([child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]):
+                return True
+        return False
+
+    return visit(ast.parse(path.read_text(encoding="utf-8")).body)
+
+
+def test_ray_is_an_optional_extra_imported_lazily_by_its_backend_only() -> None:
+    """Ray (``captiondesk[ray]``) is imported inside functions of core.captioning.ray_backend
+    and nowhere else, so CaptionDesk without ``--ray`` never loads (or needs) it."""
+    assert {m for m, p in MODULES.items() if _imports_package("ray", p, module_level_only=False)} == {
+        "core.captioning.ray_backend"}
+    assert {m for m, p in MODULES.items() if _imports_package("ray", p, module_level_only=True)} == set()

@@ -204,13 +204,18 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -
 
     ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
     """
+    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
+    return prompt_plan_for_family(spec, resolved, getattr(captioner, "family", None), model_type)
+
+
+def prompt_plan_for_family(spec: CaptionJobSpec, resolved: ResolvedModel, family: Any,
+                           model_type: str | None) -> PromptPlan:
+    """:func:`prompt_plan` from the family itself (a driver that does not load the model)."""
     preset, template = spec.preset, spec.prompt_template
     if preset is None and template is None and spec.settings.prompt is None:
         preset, template = resolved.trained_prompt
-    family = getattr(captioner, "family", None)
     if family is None and preset is None and template is None:
         return PromptPlan(None, None, "", frozenset())  # a captioner without a family (test doubles)
-    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
     return PromptPlan.for_family(family, preset=preset, template=template, model_type=model_type)
 
 
@@ -434,28 +439,9 @@ def run_caption_job(
     started = time.monotonic()
     if resolved is None:
         resolved = resolve_model(library, spec.model, spec.adapter, spec.backend)
-    params = {
-        "model": resolved.model_name,
-        "adapter": resolved.adapter,
-        "settings": spec.settings.to_dict(),
-        "preset": spec.preset,
-        "prompt_template": spec.prompt_template,
-        "batch_size": spec.batch_size,
-        "device": spec.device,
-        "overwrite_model_captions": spec.overwrite_model_captions,
-        "scope": describe_scope(spec.scope),
-    }
-    if spec.backend != "local":
-        # The endpoint was validated credential- and query-free; the key is never here.
-        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
-    with library.job("caption", params, CaptionJobStats(), progress) as run:
+    with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
-        # An error whose cause went away (file restored, made readable) must not stick.
-        if isinstance(spec.scope, ImageFilter):
-            recheck_errors(library.db, root_ids=[spec.scope.root_id] if spec.scope.root_id is not None else None)
-        else:
-            recheck_errors(library.db, image_ids=spec.scope)
-        selected, stats.skipped = select_images(library, spec, resolved)
+        selected, stats.skipped = select_pending_images(library, spec, resolved)
         total = len(selected)
         run.save(total=total)
 
@@ -488,13 +474,7 @@ def run_caption_job(
             )
         plan = prompt_plan(spec, resolved, captioner)
         prompts = render_prompts(library, plan, selected)
-        provenance = {
-            "generation": spec.settings.to_dict(),
-            **plan.provenance(None),
-            "identity": dict(getattr(captioner, "identity", {}) or {}),
-            "device": str(getattr(captioner, "device", "")),
-            "dtype": str(getattr(captioner, "dtype", "")),
-        }
+        provenance = caption_provenance(captioner, spec.settings)
         runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
@@ -507,9 +487,9 @@ def run_caption_job(
                     prepared = future.result()
                     runner.settings = prepared.settings
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
-                    batch_provenance = {**provenance, "generation": prepared.settings.to_dict(),
-                                        **plan.provenance(prepared.settings.prompt if plan.template else None)}
-                    changed = _commit_batch(library, prepared, results, resolved, batch_provenance, stats, plan)
+                    changed = commit_caption_batch(library, prepared.image_ids, results, prepared.failures,
+                                                   resolved, batch_provenance(provenance, plan, prepared.settings),
+                                                   stats, plan)
                     run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
@@ -529,10 +509,61 @@ def run_caption_job(
     return stats
 
 
-def _commit_batch(
+def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[str, Any]:
+    """The caption job record's parameters (``library.job("caption", ...)``), for every runner."""
+    params = {
+        "model": resolved.model_name,
+        "adapter": resolved.adapter,
+        "settings": spec.settings.to_dict(),
+        "preset": spec.preset,
+        "prompt_template": spec.prompt_template,
+        "batch_size": spec.batch_size,
+        "device": spec.device,
+        "overwrite_model_captions": spec.overwrite_model_captions,
+        "scope": describe_scope(spec.scope),
+    }
+    if spec.backend != "local":
+        # The endpoint was validated credential- and query-free; the key is never here.
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
+    return params
+
+
+def select_pending_images(
+    library: Library, spec: CaptionJobSpec, resolved: ResolvedModel
+) -> tuple[list[tuple[int, str]], int]:
+    """:func:`select_images` after re-checking the scope's error images: what a job
+    (in-process or on Ray) captions, and how many it skips."""
+    # An error whose cause went away (file restored, made readable) must not stick.
+    if isinstance(spec.scope, ImageFilter):
+        recheck_errors(library.db, root_ids=[spec.scope.root_id] if spec.scope.root_id is not None else None)
+    else:
+        recheck_errors(library.db, image_ids=spec.scope)
+    return select_images(library, spec, resolved)
+
+
+def caption_provenance(captioner: Any, settings: GenerationSettings) -> dict[str, Any]:
+    """The ``settings`` provenance stored with each caption *captioner* wrote (before the
+    batch's own prompt: :func:`batch_provenance`)."""
+    return {
+        "generation": settings.to_dict(),
+        "identity": dict(getattr(captioner, "identity", {}) or {}),
+        "device": str(getattr(captioner, "device", "")),
+        "dtype": str(getattr(captioner, "dtype", "")),
+    }
+
+
+def batch_provenance(provenance: dict[str, Any], plan: PromptPlan, settings: GenerationSettings) -> dict[str, Any]:
+    """*provenance* for one batch: its generation settings (with its prompt), the preset and
+    the rendered prompt (a template's, per batch)."""
+    return {**provenance, "generation": settings.to_dict(),
+            **plan.provenance(settings.prompt if plan.template else None)}
+
+
+def commit_caption_batch(
     library: Library,
-    prepared: _Prepared,
-    results: list[Any],
+    image_ids: Sequence[int],
+    results: Sequence[Any],
+    failures: Sequence[tuple[int, str]],
     resolved: ResolvedModel,
     provenance: dict[str, Any],
     stats: CaptionJobStats,
@@ -540,15 +571,22 @@ def _commit_batch(
 ) -> list[int]:
     """Write one batch's captions and errors in one transaction; the ids that changed.
 
-    The stored score is :func:`core.captioning.confidence.confidence_score` (calibrated for a
-    trained version); its kind, and every kind's value, go into the provenance."""
+    *results*: per id of *image_ids*, a ``CaptionResult`` (``text``, ``score``, token
+    log-probabilities) or the exception captioning that image raised (an error; its caption
+    stays current).  *failures*: ``(image_id, reason)`` of images that did not decode
+    (marked ``error``).  The one commit of model captions for every runner (in-process and
+    Ray), so provenance, the preset's finishing (``plan.finish``), the stored confidence
+    (:func:`core.captioning.confidence.confidence_score`, calibrated for a trained version;
+    its kind and every kind's value go into the provenance) and the
+    never-overwrite-a-person rule (``add_model_caption``) live here.
+    """
     calibration = TokenCalibration.from_dict(resolved.score_calibration)
     changed: list[int] = []
     with library.db.write() as session:
-        for image_id, reason in prepared.failures:
+        for image_id, reason in failures:
             _mark_error(session, image_id, reason, stats)
             changed.append(image_id)
-        for image_id, result in zip(prepared.image_ids, results, strict=True):
+        for image_id, result in zip(image_ids, results, strict=True):
             if isinstance(result, BaseException):
                 _mark_error(session, image_id, f"captioning failed: {result}", stats, keep_state=True)
                 changed.append(image_id)

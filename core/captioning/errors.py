@@ -9,7 +9,7 @@ exception is kept as ``__cause__`` for the log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["GenerationError", "ModelLoadError"]
 
@@ -35,6 +35,11 @@ class ModelLoadError(Exception):
         super().__init__(message)
         self.kind: LoadErrorKind = kind
         self.model = model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its keyword-only fields, so it crosses process boundaries intact
+        # (a Ray actor that cannot load the model raises it to the driver).
+        return (_rebuild_model_load_error, (type(self), str(self), self.kind, self.model))
 
     @classmethod
     def not_downloaded(cls, model_id: str, detail: str | None = None) -> ModelLoadError:
@@ -80,3 +85,8 @@ class GenerationError(Exception):
     ``torch.cuda.OutOfMemoryError`` is deliberately *not* wrapped in this: the
     engine catches it to halve the batch size and retry.
     """
+
+
+def _rebuild_model_load_error(cls: type[ModelLoadError], message: str, kind: LoadErrorKind,
+                              model: str | None) -> ModelLoadError:
+    return cls(message, kind=kind, model=model)

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .families.base import ModelFamily
     from .optimize import OptimizationPlan
 
-__all__ = ["LoadContext", "family_hint", "load_captioner"]
+__all__ = ["LoadContext", "family_hint", "load_captioner", "read_model_family"]
 
 log = logging.getLogger(__name__)
 
@@ -424,6 +424,27 @@ def family_hint(model: str | Path) -> ModelFamily | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return family_for_model_type(raw.get("model_type")) if isinstance(raw, dict) else None
+
+
+def read_model_family(model: str | Path) -> tuple[ModelFamily, str | None]:
+    """``(family, model_type)`` of *model* from its configuration alone (no weights loaded).
+
+    What a process that prepares work for others needs (the Ray driver renders the
+    family's prompts while the actors load the model).  A local folder's config.json, else
+    the hub's (cache first).  Raises :class:`ModelLoadError` like :func:`load_captioner`.
+    """
+    model_str = str(model)
+    folder = Path(model_str).expanduser()
+    if folder.is_dir():
+        config = _read_local_config(folder, model_str)
+    else:
+        try:
+            config = _read_hub_config(model_str, {"local_files_only": True})
+        except ModelLoadError as exc:
+            if exc.kind != "not_downloaded":
+                raise
+            config = _read_hub_config(model_str, {"local_files_only": False})
+    return _family_for(config, model_str), getattr(config, "model_type", None)
 
 
 def load_captioner(

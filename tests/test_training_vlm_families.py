@@ -40,12 +40,15 @@ BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.
             "qwen2-vl": tiny_models.build_tiny_qwen2_vl, "idefics3": tiny_models.build_tiny_idefics3,
             "paligemma": tiny_models.build_tiny_paligemma}
 #: Full fine-tuning from random weights reaches >= 0.9 held-out exact match in 12 epochs.
-LEARNS = ["llava", "qwen2-vl", "idefics3", "paligemma"]
-#: Tiny random Florence-2 (DaViT, 2x2 feature map) plateaus at ~0.47: the loss stops at
-#: ~0.1-0.15 (about ln 4 on the colour token: the decoder barely uses the image).  Untying
-#: BART's embeddings (PaliGemma's cure) made it worse (0.3, image ignored); a 128 px input
-#: (4x4 map) reached 0.75; training the vision tower or lr 3e-3 made it worse.
-IMPROVES = {"florence2": 0.4}
+#: Florence-2 used to plateau at ~0.47 (loss stuck near ln 4 per caption on the colour word:
+#: the decoder barely used the image).  Cause: its projector adds a fixed cosine "temporal"
+#: embedding (cos 0 = 1 on half the channels, norm 4 at width 32) to every image token before
+#: the projection + LayerNorm, and the tiny frozen random DaViT's output (norm ~1.3 a token)
+#: was smaller, so ~70% of every image token was the same for every image.  The colours were
+#: never lost (a linear probe on every DaViT stage separates them perfectly); zeroing that
+#: embedding in an experiment gave 0.75, plus no BART dropout 1.0.  tests/tiny_models.py now
+#: scales the last DaViT stage's patch embedding so the image part outweighs it.
+LEARNS = ["florence2", "llava", "qwen2-vl", "idefics3", "paligemma"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]
 
@@ -106,12 +109,6 @@ def test_full_finetune_learns_the_style(library: Library, models: dict[str, Path
     label(library, STYLE_B)
     name = f"{key}-b"
     result = train(library, str(models[key]), name, TrainingConfig(**FULL))
-    if key in IMPROVES:
-        losses = [h["loss"] for h in result.history[1:]]
-        assert result.base_metrics["exact_match"] == 0.0 and losses[-1] < 0.2 * losses[0], result.history
-        assert result.metrics["exact_match"] >= IMPROVES[key], result.history
-        assert versions.get_version(library, name).family == key
-        return
     _assert_learned(result)
     version = versions.get_version(library, name)
     assert version.family == key and version.method == "full"

@@ -23,11 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from core.captioning import GenerationSettings, load_captioner  # noqa: E402
-from core.captioning.base import model_input_side  # noqa: E402
-from tests import tiny_models  # noqa: E402
+from core.captioning import GenerationSettings, load_captioner
+from core.captioning.base import model_input_side
+from tests import tiny_models
 
 BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.build_tiny_llava,
             "qwen2-vl": tiny_models.build_tiny_qwen2_vl, "idefics3": tiny_models.build_tiny_idefics3,

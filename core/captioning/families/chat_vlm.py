@@ -31,7 +31,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..base import HFCaptioner
-from ..input_size import ResizeTarget, processor_resample, shrink_for_processor, size_target
+from ..input_size import (
+    ResizeTarget,
+    processor_resample,
+    shrink_for_processor,
+    size_target,
+)
 from .base import ModelFamily
 
 if TYPE_CHECKING:

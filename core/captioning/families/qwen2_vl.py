@@ -65,7 +65,9 @@ class Qwen2VLFamily(PromptedVLMFamily):
 
     def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:
         """The processor's own ``smart_resize``: whole ``patch * merge`` units within ``[min_pixels, max_pixels]``."""
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            smart_resize,
+        )
 
         image_processor = getattr(processor, "image_processor", processor)
         if not getattr(image_processor, "do_resize", True):

@@ -62,6 +62,10 @@ class Qwen2VLFamily(PromptedVLMFamily):
     examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct")
     positions_from_mask = False  # 3-D M-RoPE positions, computed by the model from the mask
     vision_tower_names = ("visual",)
+    # Not int8 (measured, benchmarks/caption_model_speed.py --family qwen2-vl; 155M random weights): 14x
+    # *slower* than fp32.  The vision tower's linears see packed 2-D (patches, features) input, so the
+    # per-image int8 Linear (core/captioning/int8_linear.py) makes one kernel call per patch.
+    cpu_int8_eligible = False
 
     def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:
         """The processor's own ``smart_resize``: whole ``patch * merge`` units within ``[min_pixels, max_pixels]``."""

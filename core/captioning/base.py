@@ -162,6 +162,11 @@ def model_input_side(captioner: Any) -> int | None:
     if isinstance(declared, int) and declared > 0:
         return declared
     processor = getattr(captioner, "processor", None)
+    family = getattr(captioner, "family", None)
+    family_side = getattr(family, "model_input_side", None)
+    from_family = family_side(processor) if family_side is not None and processor is not None else None
+    if from_family:
+        return from_family  # families whose size is not a side (Qwen2-VL's pixel budget, Idefics3's longest edge)
     image_processor = getattr(processor, "image_processor", processor)
     size = getattr(image_processor, "size", None)
     if size is not None and not isinstance(size, dict):

@@ -3,7 +3,8 @@
 ``optimize="auto"`` (the default of :func:`~core.captioning.load_captioner`) applies:
 
 * **CPU** - ``sdpa`` + ``int8`` (int8 only for the small families that declare
-  ``cpu_int8_eligible``: BLIP, GIT, ViT-GPT2; billion-parameter LLMs such as
+  ``cpu_int8_eligible``: BLIP, GIT, ViT-GPT2, LLaVA, Idefics3 - each measured, see
+  ``benchmarks/caption_model_speed.py``; billion-parameter LLMs such as
   BLIP-2's OPT have activation outliers dynamic int8 handles badly), fp32 weights:
 
   - ``sdpa``: BLIP's vision attention has no ``attn_implementation="sdpa"`` in

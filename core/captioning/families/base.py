@@ -71,6 +71,10 @@ class ModelFamily:
     #: Its vision attention is BLIP's hand-written one, switched to SDPA by ``optimize``.
     sdpa_vision_patch: ClassVar[bool] = False
 
+    def model_input_side(self, processor: Any) -> int | None:
+        """The larger side of the model's image input, for the JPEG draft (None: read the processor's size)."""
+        return None
+
     # -- prompts and presets (core/captioning/presets.py) ------------------------------
 
     #: How the family reads a prompt: ``"prefix"`` (the caption continues it: conditional

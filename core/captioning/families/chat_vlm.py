@@ -31,6 +31,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..base import HFCaptioner
+from ..input_size import (
+    ResizeTarget,
+    processor_resample,
+    shrink_for_processor,
+    size_target,
+)
 from .base import ModelFamily
 
 if TYPE_CHECKING:
@@ -70,6 +76,9 @@ class PromptedVLMCaptioner(HFCaptioner):
         prompt), exactly as captioning encodes them (one processor call, left padding)."""
         default = self._default_prompt()
         texts = [self.family.build_prompt(self, p if p is not None else default) for p in prompts]
+        # Shrunk to what the processor would resize them to anyway (a 24 MP photo is not
+        # converted to numpy at full size); the processor's output is (nearly) the same.
+        images = [self.family.fit_for_processor(self.processor, image) for image in images]
         # The processor tokenizes (and expands image placeholders) in one
         # call, so the whole call holds the tokenizer lock.
         with self._tokenizer_lock:
@@ -135,6 +144,22 @@ class PromptedVLMFamily(ModelFamily):
             return prompt_text or ""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt_text or ""}]}]
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    # -- input size (core/captioning/input_size.py) -------------------------------------------
+
+    def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:
+        """What the image processor resizes an image of ``size`` (width, height) to (None: unknown)."""
+        return size_target(getattr(processor, "image_processor", processor), size)
+
+    def model_input_side(self, processor: Any) -> int | None:
+        """The larger side the processor brings a large square photo to (the JPEG draft size)."""
+        target = self.processor_input_size(processor, (8192, 8192))
+        return max(target.width, target.height) if target else None
+
+    def fit_for_processor(self, processor: Any, image: Any) -> Any:
+        """``image`` shrunk (never enlarged) to :meth:`processor_input_size` before the processor."""
+        target = self.processor_input_size(processor, image.size)
+        return shrink_for_processor(image, target, processor_resample(getattr(processor, "image_processor", None)))
 
     def processor_images(self, images: Sequence[Any]) -> list[Any]:
         """The ``images=`` argument of the processor for one image per prompt."""

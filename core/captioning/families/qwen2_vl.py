@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..input_size import ResizeTarget, size_dict
 from .chat_vlm import PromptedVLMFamily
 
 if TYPE_CHECKING:
@@ -61,6 +62,30 @@ class Qwen2VLFamily(PromptedVLMFamily):
     examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct")
     positions_from_mask = False  # 3-D M-RoPE positions, computed by the model from the mask
     vision_tower_names = ("visual",)
+    # Not int8 (measured, benchmarks/caption_model_speed.py --family qwen2-vl; 155M random weights): 14x
+    # *slower* than fp32.  The vision tower's linears see packed 2-D (patches, features) input, so the
+    # per-image int8 Linear (core/captioning/int8_linear.py) makes one kernel call per patch.
+    cpu_int8_eligible = False
+
+    def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:
+        """The processor's own ``smart_resize``: whole ``patch * merge`` units within ``[min_pixels, max_pixels]``."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            smart_resize,
+        )
+
+        image_processor = getattr(processor, "image_processor", processor)
+        if not getattr(image_processor, "do_resize", True):
+            return None
+        budget = size_dict(image_processor)
+        factor = int(image_processor.patch_size) * int(image_processor.merge_size)
+        pixels = {"factor": factor, "min_pixels": budget.get("shortest_edge", 56 * 56),
+                  "max_pixels": budget.get("longest_edge", 28 * 28 * 1280)}
+        height, width = smart_resize(size[1], size[0], **pixels)
+        if smart_resize(height, width, **pixels) != (height, width):
+            # Extreme aspect ratios (clamped to one patch row) are not a fixed point of
+            # smart_resize: shrinking to the target would change the grid, so don't.
+            return None
+        return ResizeTarget(width, height)  # the image-token count follows from it
 
     def load_processor(self, ctx: LoadContext) -> Any:
         try:

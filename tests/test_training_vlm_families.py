@@ -136,7 +136,9 @@ def test_lora_restyle_reloads_identically_and_exports_merged(library: Library, t
     version = versions.get_version(library, name)
     assert version.family == key and Path(version.adapter_path, "adapter_config.json").is_file()
     # Only the language model was adapted (the vision tower uses the same projection names).
-    assert "language_model" in str(version.config["target_modules"])
+    from core.captioning.families import get_family
+
+    assert get_family(key).language_model_path in str(version.config["target_modules"])
     # Reload (merged by load_captioner) reproduces the best epoch's metrics exactly ...
     reloaded = evaluate_model(library, name, val_ratio=VAL_RATIO, device="cpu", max_new_tokens=12)
     assert reloaded.metrics == result.metrics

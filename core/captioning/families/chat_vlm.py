@@ -87,6 +87,24 @@ class PromptedVLMCaptioner(HFCaptioner):
         return dict(encoded)
 
 
+def load_image_text_to_text(ctx: LoadContext, processor: Any, captioner_cls: type[HFCaptioner]) -> Any:
+    """An ``AutoModelForImageTextToText`` model with *processor*, ready as *captioner_cls*.
+
+    Refuses a processor without an image processor or a tokenizer; decoder-only models pad
+    on the left, so every row of a batch ends where generation starts.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or not hasattr(processor, "image_processor"):
+        raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
+    model = ctx.load_model(AutoModelForImageTextToText)
+    if not model.config.is_encoder_decoder:
+        # Left padding keeps the generation start aligned across the batch.
+        tokenizer.padding_side = "left"
+    return ctx.finish(captioner_cls, model, processor, tokenizer)
+
+
 class PromptedVLMFamily(ModelFamily):
     """A vision-language model loaded with ``AutoModelForImageTextToText`` and prompted.
 
@@ -120,17 +138,7 @@ class PromptedVLMFamily(ModelFamily):
         return ctx.load_pretrained(AutoProcessor, "processor (processor_config.json / tokenizer)")
 
     def load(self, ctx: LoadContext) -> PromptedVLMCaptioner:
-        from transformers import AutoModelForImageTextToText
-
-        processor = self.load_processor(ctx)
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is None or not hasattr(processor, "image_processor"):
-            raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
-        model = ctx.load_model(AutoModelForImageTextToText)
-        if not model.config.is_encoder_decoder:
-            # Left padding keeps the generation start aligned across the batch.
-            tokenizer.padding_side = "left"
-        return ctx.finish(PromptedVLMCaptioner, model, processor, tokenizer)
+        return load_image_text_to_text(ctx, self.load_processor(ctx), PromptedVLMCaptioner)
 
     # -- prompts ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import HFCaptioner
 from .base import ModelFamily
-from .chat_vlm import DEFAULT_INSTRUCTION
+from .chat_vlm import DEFAULT_INSTRUCTION, load_image_text_to_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -68,17 +68,10 @@ class GenericFamily(ModelFamily):
     preset_prompts = {}  # every preset is sent as its instruction
 
     def load(self, ctx: LoadContext) -> GenericCaptioner:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
 
         processor = ctx.load_pretrained(AutoProcessor, "processor (processor_config.json / tokenizer)")
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is None or not hasattr(processor, "image_processor"):
-            raise ctx.fail(ValueError("its processor has no image processor or no tokenizer"), "processor")
-        model = ctx.load_model(AutoModelForImageTextToText)
-        if not model.config.is_encoder_decoder:
-            # Left padding keeps the generation start aligned across the batch.
-            tokenizer.padding_side = "left"
-        return ctx.finish(GenericCaptioner, model, processor, tokenizer)
+        return load_image_text_to_text(ctx, processor, GenericCaptioner)
 
 
 FAMILY = GenericFamily()

@@ -133,6 +133,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.errors import ModelLoadError
     from core.captioning.presets import UnsupportedPresetError
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.jobs import count_phrase
     from core.library import LibraryError
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 
@@ -217,6 +218,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if stats is not None:
             rate = stats.captioned / stats.seconds if stats.seconds else 0.0
             print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
+            if stats.skipped and not stats.captioned and not spec.overwrite_model_captions:
+                # A new preset or prompt does not re-caption by itself: say so.
+                print(f"  ({count_phrase(stats.skipped, 'photo', 'photos')} already captioned by this model or by a "
+                      "person were skipped; add --overwrite-model-captions to caption the model's ones again, "
+                      "e.g. with another --preset or --prompt)", file=sys.stderr)
 
     code = finish_job(args, "caption", stats, interrupted, human,
                       model=spec.model, adapter=spec.adapter)

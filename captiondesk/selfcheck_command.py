@@ -21,10 +21,10 @@ from typing import Any
 from captiondesk.common import EXIT_FAILED, EXIT_OK
 
 
-def _all_checks(smoke_test: bool) -> list[Any]:
+def _all_checks(smoke_test: bool, library_path: Any = None) -> list[Any]:
     from core import selfcheck
 
-    checks = selfcheck.run_checks()
+    checks = selfcheck.run_checks(library_path)
     if any(c.name == "PySide6" and c.ok for c in checks):
         from desktop_app.selfcheck_gui import check_qt_plugins
 
@@ -43,7 +43,7 @@ def cmd_self_check(args: argparse.Namespace) -> int:
     from core import selfcheck
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a self-check never touches the network
-    checks = _all_checks(getattr(args, "smoke_test", False))
+    checks = _all_checks(getattr(args, "smoke_test", False), getattr(args, "library", None))
     print("CaptionDesk self-check")
     for line in selfcheck.format_checks(checks):
         print(line)

@@ -9,6 +9,7 @@ resume).  This module is light to import: the training code loads on use.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from typing import Any
@@ -121,7 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} "
               f"of {result.epochs_run}{early}, {result.seconds:.0f} s")
         print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)]))
-        print(f"Saved to {result.path}. Caption with: captiondesk caption --all --model {result.name}")
+        # The command to paste next names the same library (a version lives in one library).
+        library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
+        print(f"Saved to {result.path}. Caption with: "
+              f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
 
     return finish_job(
         args, "train", result, interrupted, human,

@@ -112,10 +112,11 @@ def check_device() -> Check:
         return Check("device", False, f"{type(exc).__name__}: {exc}")
 
 
-def check_library_location() -> Check:
+def check_library_location(path: Path | None = None) -> Check:
+    """Where the library is (*path*: the one the command was given, else the default)."""
     from core.library import default_library_path
 
-    path = default_library_path()
+    path = Path(path) if path is not None else default_library_path()
     state = "exists" if path.exists() else "not created yet"
     return Check("library", True, f"{path} ({state})", essential=False)
 
@@ -175,13 +176,15 @@ def check_temp_library() -> Check:
         return Check("temp library", False, f"{type(exc).__name__}: {exc}")
 
 
-def run_checks() -> list[Check]:
-    """The checks that need no Qt (the ``self-check`` command adds the desktop app's)."""
+def run_checks(library_path: Path | None = None) -> list[Check]:
+    """The checks that need no Qt (the ``self-check`` command adds the desktop app's).
+
+    *library_path*: the library to report (``--library``); None: the default one."""
     checks = [check_version()]
     checks += check_libraries()
     imported = {c.name for c in checks if c.ok}
     checks.append(check_device() if "torch" in imported else Check("device", False, "torch is missing"))
-    checks.append(check_library_location())
+    checks.append(check_library_location(library_path))
     checks.append(check_model_cache())
     checks.append(check_migrations())
     checks.append(check_temp_library())

@@ -152,7 +152,15 @@ class VerbMenus:
     def open_selfcheck(self) -> QDialog | None:
         from desktop_app.help_dialogs import SelfCheckDialog
 
-        dialog = SelfCheckDialog(parent=self.window)
+        library = self.window.library
+        path = library.path if library is not None else None
+
+        def run_checks() -> list:
+            from core.selfcheck import run_checks as run_core_checks
+
+            return run_core_checks(path)  # the library this window has open
+
+        dialog = SelfCheckDialog(run_checks=run_checks, parent=self.window)
         self.open_dialogs["selfcheck"] = dialog
         dialog.show()
         return dialog

@@ -213,3 +213,13 @@ def test_third_party_notices_stay_off_a_redirected_stderr(verbose: bool) -> None
     # bitsandbytes logs a notice about its CPU kernels on import; Python warnings likewise.
     assert ("a library warning" in result.stderr) is verbose
     assert ("gemm_4bit" in result.stderr) is verbose
+
+
+def test_self_check_reports_the_library_it_was_given(tmp_path, capsys) -> None:
+    """``--library`` is honoured by self-check too (it reported the default library before)."""
+    from captiondesk.cli import main as cli_main
+
+    path = tmp_path / "elsewhere.db"
+    cli_main(["--library", str(path), "self-check"])
+    out = capsys.readouterr().out
+    assert f"{path} (not created yet)" in out

@@ -150,6 +150,14 @@ def test_presets_in_the_cli_and_a_clear_error_for_unsupported_ones(tiny_blip_dir
         assert all(len(c.text) <= ALT_TEXT_MAX_CHARS for c in current.values())
     finally:
         library.close()
+    capsys.readouterr()
+    # Nothing left to caption: an unsupported preset is still refused (the family is read
+    # from the model folder's config.json), and a new preset says why nothing happened.
+    assert main([*base, "--preset", "detailed"]) == 2
+    assert "cannot write the 'detailed' preset" in capsys.readouterr().err
+    assert main([*base, "--preset", "short"]) == 0
+    err = capsys.readouterr().err
+    assert "6 photos already captioned" in err and "--overwrite-model-captions" in err
 
 
 def test_training_records_the_template_and_captioning_with_the_version_reuses_it(tiny_blip_dir, tmp_path) -> None:

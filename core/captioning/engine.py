@@ -219,6 +219,18 @@ def prompt_plan_for_family(spec: CaptionJobSpec, resolved: ResolvedModel, family
     return PromptPlan.for_family(family, preset=preset, template=template, model_type=model_type)
 
 
+def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) -> None:
+    """Raise ``UnsupportedPresetError`` when the spec's preset cannot be followed by the
+    model's family, if that family is known from its config.json alone (no download)."""
+    if spec.preset is None and spec.prompt_template is None:
+        return
+    from core.captioning.registry import family_hint
+
+    family = family_hint(resolved.model_name)
+    if family is not None:
+        prompt_plan_for_family(spec, resolved, family, None)
+
+
 def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> dict[int, str | None]:
     """Each selected image's rendered prompt.  What the variables need is fetched up front:
     current captions in one query per chunk of ids, metadata from the files; no query per image."""
@@ -451,6 +463,10 @@ def run_caption_job(
 
         report("Loading model" if captioner is None and selected else "Starting")
         if not selected:
+            # Nothing to caption, but a preset the model cannot follow is still an error
+            # (it would be on the next run that has work): checked when the family is known
+            # without loading (a model folder or the local cache).
+            check_prompt_without_loading(spec, resolved)
             stats.seconds = time.monotonic() - started
             return stats
 

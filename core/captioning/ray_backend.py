@@ -202,7 +202,10 @@ def _connect(ray: Any, address: str | None) -> bool:
     if ray.is_initialized():
         return False  # the caller's own Ray session (tests, notebooks): use it, leave it
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
-    common = {"logging_level": logging.WARNING, "log_to_driver": log.isEnabledFor(logging.DEBUG)}
+    debug = log.isEnabledFor(logging.DEBUG)
+    # Ray's own start-up notices (token auth, SIGTERM handler...) are not the person's
+    # business unless they asked for detail (--verbose); errors still show.
+    common = {"logging_level": logging.WARNING if debug else logging.ERROR, "log_to_driver": debug}
     if address in LOCAL_ADDRESSES:
         store_mb = int(os.environ.get("CAPTIONDESK_RAY_OBJECT_STORE_MB", DEFAULT_OBJECT_STORE_MB))
         num_cpus = int(os.environ.get("CAPTIONDESK_RAY_NUM_CPUS", 0)) or os.cpu_count() or 1
@@ -345,7 +348,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the job's own progress reports instead
     if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines, "progress bars disabled"
     stats = run.stats
     # One block per batch: an actor task then captions one batch and its result comes back
     # at once.  With Ray's default blocking (a few hundred rows a block on a big library)

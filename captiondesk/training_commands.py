@@ -223,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     split = result.split
-    whose = f"'{result.version}''s own split, " if split.get("source") == "version" else ""
+    whose = f"the own split of version '{result.version}', " if split.get("source") == "version" else ""
     print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
           f"seed {split['seed']})")
     if result.train_overlap:

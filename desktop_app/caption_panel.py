@@ -148,7 +148,7 @@ class CaptionPanel(QWidget):
 
         self.editor = QPlainTextEdit()
         self.editor.setObjectName("captionEditor")
-        self.editor.setPlaceholderText("No caption yet — type one and press Ctrl+S")
+        self.editor.setPlaceholderText("Select a photo to see and write its caption")
         self.editor.setTabChangesFocus(True)
         self.editor.setMinimumHeight(60)
         self.editor.setMaximumHeight(110)
@@ -266,7 +266,8 @@ class CaptionPanel(QWidget):
         readable = row is not None and row.image_state == "ok"
         self.editor.setEnabled(readable)
         self.editor.setPlaceholderText(
-            "No caption yet — type one and press Ctrl+S" if readable or row is None
+            "Select a photo to see and write its caption" if row is None
+            else "No caption yet — type one and press Ctrl+S" if readable
             else "This file cannot be read, so it cannot be captioned"
         )
         self.show_message("")

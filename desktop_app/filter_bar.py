@@ -81,7 +81,8 @@ class FilterBar(QWidget):
         super().__init__(parent)
         self.search = QLineEdit()
         self.search.setObjectName("searchField")
-        self.search.setPlaceholderText("Search captions and file names (Ctrl+F)…")
+        # Short enough not to be cut at the narrowest grid (the tooltip says what it searches).
+        self.search.setPlaceholderText("Search (Ctrl+F)…")
         self.search.setClearButtonEnabled(True)
         self.search.setToolTip("Finds words in the captions and in file and folder names (e.g. IMG_1001, Lisbon)")
         self._debounce = QTimer(self)

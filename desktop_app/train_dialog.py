@@ -165,7 +165,9 @@ def not_ready_reason(train_count: int, validation_count: int) -> str | None:
 
 def plain_error(message: str) -> str:
     """A training error in the dialog's words (core's messages name the CLI flag)."""
-    return message.replace("--val-ratio", "the validation share")
+    return (message.replace("--val-ratio", "the validation share")
+            .replace("import checked ones with `import ... --verified`",
+                     "import checked ones (File → Import captions, \"checked by a person\")"))
 
 
 def verdict(base: dict[str, float], trained: dict[str, float]) -> tuple[bool, str]:

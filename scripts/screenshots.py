@@ -46,21 +46,69 @@ def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
     """Plausible numbers for the Train dialog's chart and table (no model is trained)."""
     from core.jobs import Progress
 
+    from core.training import collect_training_data
+
+    # Consistent with what the dialog shows: the last epoch's CIDEr is the trained CIDEr,
+    # and exact match is a count over the library's validation photos.
+    n_val = max(1, len(collect_training_data(library, val_ratio=config.val_ratio).validation))
+    cider = [0.31 + (0.89 - 0.31) * min(1.0, e / config.epochs) ** 0.7 for e in range(config.epochs + 1)]
     for epoch in range(0, config.epochs + 1):
-        on_epoch({"epoch": epoch, "loss": None if epoch == 0 else 2.0 / (epoch + 1),
-                  "cider": 0.3 + 0.12 * epoch, "exact_match": 0.02 * epoch})
+        on_epoch({"epoch": epoch, "loss": None if epoch == 0 else 2.2 / (epoch + 1),
+                  "cider": cider[epoch], "exact_match": round(epoch / config.epochs * 2) / n_val})
         if epoch:
             progress(Progress(epoch, config.epochs, f"Epoch {epoch} of {config.epochs}"))
     base = {"exact_match": 0.0, "cider": 0.31, "bleu4": 0.08, "rouge_l": 0.29, "edit_rate": 0.83}
-    trained = {"exact_match": 0.10, "cider": 0.89, "bleu4": 0.27, "rouge_l": 0.52, "edit_rate": 0.48}
+    trained = {"exact_match": 2 / n_val, "cider": 0.89, "bleu4": 0.27, "rouge_l": 0.52, "edit_rate": 0.48}
     return SimpleNamespace(cancelled=False, name=name, base_metrics=base, metrics=trained, best_epoch=config.epochs)
+
+
+class ShotCaptioner:
+    """For the screenshots: a caption naming the photo's two colours, and a confidence that
+    varies from photo to photo (the fake model of the tests answers one constant)."""
+
+    NAMES = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 200), "yellow": (220, 180, 40),
+             "purple": (120, 60, 160), "teal": (30, 160, 160), "pink": (240, 130, 200), "orange": (240, 110, 50)}
+
+    def __init__(self, fake) -> None:
+        self._fake = fake
+        self.identity, self.device = fake.identity, fake.device
+
+    @classmethod
+    def _name(cls, rgb) -> str:
+        return min(cls.NAMES, key=lambda n: sum((a - b) ** 2 for a, b in zip(cls.NAMES[n], rgb, strict=True)))
+
+    def preprocess(self, images, settings):
+        return images
+
+    def generate(self, batch, settings):
+        from core.captioning.base import CaptionResult
+
+        self._fake.generate(batch, settings)  # the delay: progress to look at
+        results = []
+        for image in batch:
+            small = image.convert("RGB").resize((4, 4))
+            corner, rest = small.getpixel((0, 0)), small.getpixel((3, 3))
+            spread = sum(abs(a - b) for a, b in zip(corner, rest, strict=True))
+            first = self._name(corner)
+            article = "an" if first[0] in "aeiou" else "a"
+            results.append(CaptionResult(f"{article} {first} square on a {self._name(rest)} background",
+                                         -0.05 - (spread % 97) / 60))
+        return results
+
+    def caption(self, images, settings):
+        return self.generate(images, settings)
+
+    def close(self) -> None:
+        self._fake.close()
 
 
 def add_versions(library) -> None:
     """Two model versions for the Versions window (what a real training run records)."""
     from core.models import ModelVersion
-    from core.training import versions
+    from core.training import collect_training_data, versions
 
+    data = collect_training_data(library, val_ratio=0.25)  # what the Train dialog shows
+    n_train, n_val = len(data.train), max(1, len(data.validation))
     folder = versions.models_dir(library)
     folder.mkdir(parents=True, exist_ok=True)
     with library.db.write() as session:
@@ -70,9 +118,9 @@ def add_versions(library) -> None:
                 adapter_path=str(folder / name), family="blip", method="lora", is_active=active,
                 config={"trained_from": "Salesforce/blip-image-captioning-base"},
                 metrics={"base": {"cider": 0.31, "exact_match": 0.0},
-                         "trained": {"cider": cider, "exact_match": 0.1}},
-                data_snapshot={"val_ratio": 0.1, "seed": 0, "train": [[1, "a"]] * 21,
-                               "validation": [[2, "b"]] * 3},
+                         "trained": {"cider": cider, "exact_match": 2 / n_val}},
+                data_snapshot={"val_ratio": 0.25, "seed": 0, "train": [[1, "a"]] * n_train,
+                               "validation": [[2, "b"]] * n_val},
             ))
 
 
@@ -109,7 +157,10 @@ def main(argv: list[str]) -> int:
             write_jpeg(photos / f"IMG_{1000 + i}.jpg", color=colors[i % len(colors)], size=(320, 240), seed=i)
         library = Library(tmp_path / "library.db")
         settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-        window = MainWindow(settings, engine=FakeEngine(delay=0.02), error_dialogs=False)
+        engine = FakeEngine(delay=0.02)
+        load_fake = engine.load_captioner
+        engine.load_captioner = lambda *a, **k: ShotCaptioner(load_fake(*a, **k))
+        window = MainWindow(settings, engine=engine, error_dialogs=False)
         window.show()
         window.set_library(library)
         wait(app, lambda: window.empty_state_visible, 10)

@@ -77,6 +77,13 @@ def test_not_ready_reasons_and_plain_errors() -> None:
     assert "validation share" in not_ready_reason(10, 0)
     assert not_ready_reason(10, 2) is None
     assert "--val-ratio" not in plain_error("write more captions, or raise --val-ratio")
+    from core.training.data import TrainingData
+
+    try:
+        TrainingData([], [], val_ratio=0.1, include_imports=False).require()
+    except ValueError as exc:
+        shown = plain_error(str(exc))
+    assert "--" not in shown and "File → Import captions" in shown, shown
 
 
 def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:

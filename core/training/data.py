@@ -92,7 +92,8 @@ class TrainingData:
             f"not enough training data: {total} usable {kinds} ({len(self.train)} train, "
             f"{len(self.validation)} validation at validation ratio {self.val_ratio:g}); at least "
             f"{min_train} for training and {min_validation} for validation are needed. Write or accept "
-            "more captions (or raise --val-ratio if only validation is short)."
+            "more captions in the window's review, or import checked ones with `import ... --verified` "
+            "(or raise --val-ratio if only validation is short)."
         )
 
 

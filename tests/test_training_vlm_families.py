@@ -29,7 +29,7 @@ import torch
 from core.library import Library
 from core.training import TrainingConfig, evaluate_model, train, versions
 from tests import tiny_models
-from tests.training_scenario import COLOURS, STYLE_B, label, new_images_captions, square
+from tests.training_scenario import COLOURS, STYLE_B, label, new_images_captions, square, squares_library
 
 VAL_RATIO = 0.25
 IMAGES = 192
@@ -55,18 +55,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*is_gradient
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("vlm-families")
-    photos = root / "photos"
-    (photos / "train").mkdir(parents=True)
-    (photos / "new").mkdir()
-    rng = np.random.default_rng(1)
-    colours = list(COLOURS)
-    for i in range(IMAGES):
-        square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
-    for i, colour in enumerate(colours):
-        square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
-    lib = Library(root / "library.db")
-    lib.scan([lib.add_root(photos).id])
+    lib = squares_library(tmp_path_factory.mktemp("vlm-families"), IMAGES)
     yield lib
     lib.close()
 

@@ -7,6 +7,8 @@ module, not a test module, so neither test module imports the other.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
@@ -30,6 +32,23 @@ def square(colour: str, rng: np.random.Generator, size: int = 64) -> PILImage.Im
     fill = tuple(int(min(255, max(0, v + rng.integers(-20, 21)))) for v in COLOURS[colour])
     ImageDraw.Draw(image).rectangle((size // 2 - r, size // 2 - r, size // 2 + r, size // 2 + r), fill=fill)
     return image
+
+
+def squares_library(root: Path, images: int) -> Library:
+    """A library of *images* coloured squares in ``train/`` (the four colours in turn) and one
+    of each colour in ``new/`` (never captioned by a person: captioned by trained versions)."""
+    photos = root / "photos"
+    (photos / "train").mkdir(parents=True)
+    (photos / "new").mkdir()
+    rng = np.random.default_rng(1)
+    colours = list(COLOURS)
+    for i in range(images):
+        square(colours[i % 4], rng).save(photos / "train" / f"{i:03}_{colours[i % 4]}.png")
+    for i, colour in enumerate(colours):
+        square(colour, rng).save(photos / "new" / f"{i:03}_{colour}.png")
+    library = Library(root / "library.db")
+    library.scan([library.add_root(photos).id])
+    return library
 
 
 def label(library: Library, style: str) -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 from sqlalchemy import select
@@ -69,36 +68,11 @@ def photo(cls: tuple[str, str, str, str], rng: np.random.Generator, side: int = 
 def pretrain_style_a(path: str | Path, *, steps: int = 300, batch_size: int = 32, seed: int = 0,
                      n: int = 960) -> Path:
     """The tiny BLIP fully fine-tuned on style A (as ``tiny_models.train_tiny_blip`` does); ~15-30 s."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    path = Path(path)
-    tiny_models.build_tiny_blip(path, seed=seed)
-    model = BlipForConditionalGeneration.from_pretrained(path)
-    processor = BlipProcessor.from_pretrained(path)
     rng = np.random.default_rng(seed + 100)
     classes = [CLASSES[i % len(CLASSES)] for i in range(n)]
     images = [photo(c, rng) for c in classes]
-    enc = processor(images=images, text=[caption(STYLE_A, c) for c in classes], return_tensors="pt",
-                    padding="longest")
-    input_ids = enc["input_ids"].clone()
-    input_ids[:, 0] = model.config.text_config.bos_token_id
-    labels = input_ids.masked_fill(enc["attention_mask"] == 0, -100)
-    torch.manual_seed(seed)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.2)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, input_ids.shape[0], (batch_size,), generator=gen)
-        loss = model(pixel_values=enc["pixel_values"][idx], input_ids=input_ids[idx],
-                     attention_mask=enc["attention_mask"][idx], labels=labels[idx]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-    model.eval()
-    model.save_pretrained(path)
-    return path
+    return tiny_models.fine_tune_tiny_blip(path, images, [caption(STYLE_A, c) for c in classes], steps=steps,
+                                           batch_size=batch_size, seed=seed)
 
 
 def restyle_library(root: str | Path, *, n: int = 480, seed: int = 1, hard_fraction: float = 0.0,

@@ -23,11 +23,11 @@ from core.captions import (
 from core.queries import ImageFilter, review_queue_filter
 from desktop_app.caption_panel import badge_text
 from desktop_app.delegate import wrap_lines
-from desktop_app.main_window import MainWindow
 from desktop_app.review import FindReplaceDialog
 from desktop_app.settings import AppSettings
 from tests.imagegen import write_jpeg
 from tests.gui_fakes import FakeEngine, build_library
+from tests.window_helpers import make_window
 
 WAIT = 10_000
 LONG_FOLDER = "2023/Summer holiday – Portugal (Algarve coast & Lisbon) with the whole family and friends"
@@ -50,13 +50,8 @@ def sample(library, photo_dir):
 @pytest.fixture
 def window(qtbot, sample, settings):
     library, _info = sample
-    win = MainWindow(settings, engine=FakeEngine(), error_dialogs=False)
-    qtbot.addWidget(win)
-    win.resize(1280, 800)
-    win.show()
+    win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
     qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
-        win.set_library(library)
     qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()

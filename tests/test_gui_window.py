@@ -9,8 +9,8 @@ from PySide6.QtWidgets import QApplication
 from core.captions import current_caption
 from core.models import Caption
 from desktop_app.grid_model import ID_ROLE, ROW_ROLE, STATE_ROLE, ImageGridModel
-from desktop_app.main_window import MainWindow
 from tests.gui_fakes import FakeEngine, build_library
+from tests.window_helpers import make_window
 
 WAIT = 10_000
 
@@ -29,13 +29,8 @@ def engine():
 @pytest.fixture
 def window(qtbot, sample, settings, engine):
     library, _info = sample
-    win = MainWindow(settings, engine=engine, error_dialogs=False)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
+    win = make_window(qtbot, library, settings, engine, size=(1400, 900))
     qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
-        win.set_library(library)
     qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()

@@ -348,13 +348,19 @@ def train_tiny_blip(path: str | Path, *, steps: int = 150, batch_size: int = 32,
     ``generate`` starts from ``[DEC]``, so the first input id is replaced by
     the decoder BOS and padding is masked out of the labels.
     """
+    images, captions = shape_dataset(600, seed=seed)
+    return fine_tune_tiny_blip(path, images, captions, steps=steps, batch_size=batch_size, seed=seed)
+
+
+def fine_tune_tiny_blip(path: str | Path, images: list[Any], captions: list[str], *, steps: int,
+                        batch_size: int, seed: int) -> Path:
+    """Build the tiny BLIP at ``path``, fully fine-tune it on (images, captions), save it there."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     path = Path(path)
     build_tiny_blip(path, seed=seed)
     model = BlipForConditionalGeneration.from_pretrained(path)
     processor = BlipProcessor.from_pretrained(path)
-    images, captions = shape_dataset(600, seed=seed)
     enc = processor(images=images, text=captions, return_tensors="pt", padding="longest")
     input_ids = enc["input_ids"].clone()
     input_ids[:, 0] = model.config.text_config.bos_token_id

@@ -26,9 +26,15 @@ Behaviour is scripted over HTTP, by the test process:
   get a malformed answer (a per-image failure that retries do not fix).  With
   ``strict_models``, a model not in ``models`` gets 404.  With
   ``api_key`` set, a request without ``Authorization: Bearer <key>`` gets 401.
+  ``"logprobs"`` says what a request with ``"logprobs": true`` gets: ``"answer"`` (the
+  default, as vLLM and llama-server do) the caption's tokens with log-probabilities
+  (:data:`TOKEN_LOGPROB`, one value per colour, so a test can compute the mean);
+  ``"reject"`` HTTP 400 "Unrecognized request argument supplied: logprobs" (a server
+  without them); ``"ignore"`` an answer without them.
 * ``GET /_control`` returns counters: ``chat_requests``, ``max_in_flight``,
   ``uploaded_sizes`` (``[w, h]`` per decoded image), ``formats``, ``authorized``
-  (requests whose bearer token matched), ``prompts``, ``behaviours``.  The request log
+  (requests whose bearer token matched), ``prompts``, ``behaviours``, ``logprobs_asked``
+  (per chat request, whether it asked for log-probabilities).  The request log
   on stderr has method and path only.
 """
 
@@ -46,6 +52,9 @@ from typing import Any
 from PIL import Image
 
 _COLORS = {"red": (200, 40, 40), "green": (20, 200, 20), "blue": (30, 30, 220), "gray": (128, 128, 128)}
+#: Each caption token's log-probability, by the photo's colour; the last token (the
+#: colour word) is half as likely again, so the mean and the minimum differ.
+TOKEN_LOGPROB = {"red": -0.1, "green": -0.2, "blue": -0.4, "gray": -0.8}
 
 
 def _color_name(image: Image.Image) -> str:
@@ -65,10 +74,11 @@ class State:
         self.strict_models = False
         self.api_key: str | None = None
         self.fail_colors: list[str] = []
+        self.logprobs = "answer"
         self.in_flight = 0
         self.counters: dict[str, Any] = {
             "chat_requests": 0, "max_in_flight": 0, "uploaded_sizes": [], "formats": [], "authorized": 0,
-            "prompts": [], "behaviours": [],
+            "prompts": [], "behaviours": [], "logprobs_asked": [],
         }
 
 
@@ -124,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.api_key = script.get("api_key", STATE.api_key)
                 STATE.fail_colors = list(script.get("fail_colors", STATE.fail_colors))
                 STATE.strict_models = bool(script.get("strict_models", STATE.strict_models))
+                STATE.logprobs = str(script.get("logprobs", STATE.logprobs))
             self._send(200, {"ok": True})
             return
         if self.path != "/v1/chat/completions":
@@ -164,6 +175,13 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - any malformed request is a 400, as OpenAI does
             self._error(400, f"invalid request: {type(exc).__name__}: {exc}", "invalid_request_error")
             return
+        asked = body.get("logprobs") is True
+        with STATE.lock:
+            STATE.counters["logprobs_asked"].append(asked)
+        if asked and STATE.logprobs == "reject":
+            # What OpenAI-style servers answer for a parameter they do not know.
+            self._error(400, "Unrecognized request argument supplied: logprobs", "invalid_request_error")
+            return
         if STATE.strict_models and model not in STATE.models:
             # What Ollama answers for a model it has not pulled.
             self._error(404, f'model "{model}" not found, try pulling it first', "api_error")
@@ -193,10 +211,16 @@ class Handler(BaseHTTPRequestHandler):
             return
         time.sleep(3.0 if behaviour == "slow" else STATE.delay)
         caption = f"a {image.size[0]}x{image.size[1]} {color} photo"
+        logprobs = None
+        if asked and STATE.logprobs == "answer":
+            words = caption.split()
+            values = [TOKEN_LOGPROB[color] * (1.5 if word == color else 1.0) for word in words]
+            logprobs = {"content": [{"token": word, "logprob": value, "bytes": list(word.encode()), "top_logprobs": []}
+                                    for word, value in zip(words, values, strict=True)]}
         self._send(200, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"  {caption}\n"},
-                         "finish_reason": "stop", "logprobs": None}],
+                         "finish_reason": "stop", "logprobs": logprobs}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         })
 

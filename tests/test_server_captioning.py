@@ -114,10 +114,15 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     assert counters["uploaded_sizes"] == [[1024, 768]] * 5
     assert set(counters["formats"]) == {"JPEG"}
     assert counters["prompts"] == ["Describe the photo in one line."] * 5
+    assert counters["logprobs_asked"] == [True] * 5
     for caption in current.values():
         assert caption.text == "a 1024x768 green photo"  # whitespace stripped
         assert caption.model_name == "llava:latest"
-        assert caption.score is None  # the server sent no log-probabilities
+        # The server's token log-probabilities (fake server: -0.2 per token, the colour
+        # word -0.3) give the same stored score kind as a local model: their mean.
+        assert caption.score == pytest.approx(-0.225)
+        assert caption.settings["score_kind"] == "mean_logprob"
+        assert caption.settings["scores"] == {"mean_logprob": -0.225, "min_token_logprob": -0.3}
         identity = caption.settings["identity"]
         assert identity["backend"] == "openai"
         assert identity["endpoint"] == f"127.0.0.1:{server.port}"
@@ -130,6 +135,35 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     again = run_caption_job(library, spec)
     assert (again.captioned, again.skipped) == (0, 5)
     assert server.counters()["chat_requests"] == 5
+
+
+def test_a_server_that_refuses_logprobs_is_asked_once_and_captions_have_no_score(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    server.script(logprobs="reject")
+    ids = _photos(library, photo_dir, [GREEN, RED, GREEN], size=(64, 48))
+    stats = run_caption_job(library, _spec(server, max_concurrency=1))
+
+    assert (stats.captioned, stats.errors) == (3, 0)  # no error for the user
+    counters = server.counters()
+    # The first request asked and got 400; it was sent again without, and so was every later one.
+    assert counters["logprobs_asked"] == [True, False, False, False]
+    current = _current(library)
+    assert sorted(current) == sorted(ids)
+    for caption in current.values():
+        assert caption.score is None and caption.settings["score_kind"] is None
+    assert {c.text for c in current.values()} == {"a 64x48 green photo", "a 64x48 red photo"}
+
+
+def test_a_server_that_ignores_logprobs_gives_captions_without_a_score(
+    library: Library, photo_dir: Path, server: FakeServer
+) -> None:
+    server.script(logprobs="ignore")
+    _photos(library, photo_dir, [RED, GREEN], size=(64, 48))
+    stats = run_caption_job(library, _spec(server))
+    assert (stats.captioned, stats.errors) == (2, 0)
+    assert all(c.score is None for c in _current(library).values())
+    assert server.counters()["logprobs_asked"] == [True, True]  # nothing refused: it keeps asking
 
 
 @pytest.mark.slow

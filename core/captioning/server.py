@@ -17,6 +17,12 @@ Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the
   :class:`~core.captioning.errors.ModelLoadError` (kind ``"server"``) for the whole
   job, raised before anything is written, so nothing is lost and the same command
   resumes once the server is up.
+* Every request asks for the generated tokens' log-probabilities (``"logprobs": true``;
+  vLLM, llama.cpp's server and OpenAI send them) so a server caption gets the same
+  confidence score as a local model's (their mean, ``mean_logprob``).  A server that
+  answers 400 naming ``logprobs`` (or an unknown/unsupported parameter) gets the image
+  again without it, and no further request of this captioner asks for them: the
+  captions then simply have no score.
 
 The API key comes from ``$CAPTIONDESK_API_KEY``, ``$OPENAI_API_KEY`` or the OS keyring
 (service ``captiondesk``, user = the endpoint's host) and lives only in the client's
@@ -34,6 +40,7 @@ import base64
 import io
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -77,6 +84,12 @@ DEFAULT_MAX_IMAGE_SIDE = 1024
 #: Longest wait a server's Retry-After may impose before one retry.
 MAX_RETRY_AFTER_S = 60.0
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: How servers word a 400 for a request parameter they do not take (checked lower-cased,
+#: with "logprob" itself): pydantic's "extra inputs are not permitted", OpenAI's
+#: "unrecognized request argument", "unknown/unsupported parameter" and the like.
+_UNKNOWN_PARAMETER_WORDS = ("logprob", "unrecognized request argument", "unknown parameter", "unsupported parameter",
+                            "unknown field", "unknown argument", "unsupported argument", "extra inputs are not permitted",
+                            "extra fields not permitted", "unexpected keyword")
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -208,6 +221,26 @@ def _refused(endpoint: str, response: httpx2.Response, key: str | None) -> Model
     )
 
 
+def _refuses_parameter(response: httpx2.Response) -> bool:
+    """True when a 400 answer says a request parameter is not accepted (``logprobs``)."""
+    text = response.text.lower()
+    return any(words in text for words in _UNKNOWN_PARAMETER_WORDS)
+
+
+def _token_logprobs(logprobs: Any) -> list[float]:
+    """The finite ``logprob`` values of an OpenAI ``choices[0].logprobs`` object
+    (``{"content": [{"token", "logprob", ...}, ...]}``); [] when there are none."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list):
+        return []
+    values = []
+    for token in content:
+        value = token.get("logprob") if isinstance(token, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            values.append(min(0.0, float(value)))
+    return values
+
+
 class ServerRequestError(GenerationError):
     """One image's request failed for good (after retries, or a non-retryable answer)."""
 
@@ -267,6 +300,8 @@ class ServerCaptioner(Captioner):
         self._client = _client(self.endpoint, api_key, timeout=timeout, connections=self.max_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="caption-server")
         self._fatal = threading.Event()
+        #: Ask for token log-probabilities until the server refuses the parameter once.
+        self.ask_logprobs = True
         self._identity = {
             "backend": "openai",
             "family": "openai",
@@ -314,8 +349,10 @@ class ServerCaptioner(Captioner):
 
         ``temperature`` 0 matches the local models' greedy decoding; beams, minimum
         length and repetition penalty have no portable chat-completions equivalent.
+        ``logprobs`` asks for the tokens' log-probabilities (the confidence score) while
+        the server has not refused it.
         """
-        return {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [{
                 "role": "user",
@@ -328,6 +365,9 @@ class ServerCaptioner(Captioner):
             "temperature": 0,
             "stream": False,
         }
+        if self.ask_logprobs:
+            body["logprobs"] = True
+        return body
 
     def generate(self, batch: ServerBatch, settings: GenerationSettings) -> list[CaptionResult | BaseException]:  # type: ignore[override]
         """One result per image: a :class:`CaptionResult`, or the exception that image's
@@ -380,6 +420,15 @@ class ServerCaptioner(Captioner):
                 if response.status_code in (401, 403):
                     self._fatal.set()
                     raise _refused(self.endpoint, response, self._key)
+                if response.status_code == 400 and body.get("logprobs") and _refuses_parameter(response):
+                    # A server without log-probabilities: this image again without them
+                    # (not a retry), and no later request asks.  Its captions have no score.
+                    if self.ask_logprobs:
+                        self.ask_logprobs = False
+                        log.info("the server does not take 'logprobs' (%s); captions get no confidence score",
+                                 _error_message(response, self._key))
+                    body = self.request_body(url, prompt, settings)
+                    continue
                 if response.status_code == 404:
                     # No such model (Ollama: "model not found, try pulling it first") or no
                     # chat-completions route: the same for every image, so it stops the job.
@@ -420,12 +469,11 @@ class ServerCaptioner(Captioner):
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         if not isinstance(content, str):
             raise ServerRequestError(f"the server's caption is not text: {content!r}"[:160])
-        score = None
-        logprobs = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
-        if logprobs:
-            values = [float(t["logprob"]) for t in logprobs if isinstance(t, dict) and "logprob" in t]
-            score = sum(values) / len(values) if values else None
-        return CaptionResult(content.strip(), score)  # type: ignore[arg-type]
+        values = _token_logprobs(choice.get("logprobs"))
+        # The mean, as a local model's score (confidence.STORED_KIND); the tokens give the
+        # provenance's least-likely-token score too.  None: the server sent none.
+        score = sum(values) / len(values) if values else None
+        return CaptionResult(content.strip(), score, token_logprobs=tuple(values))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -190,14 +190,46 @@ def library_path(args: argparse.Namespace) -> Path:
     return Path(args.library) if getattr(args, "library", None) else default_library_path()
 
 
+def may_create_library(args: argparse.Namespace) -> bool:
+    """Whether this command may create a library file that does not exist yet.
+
+    The one rule: only a command that adds folders — ``add``, and ``caption FOLDER...``
+    (the README's first-run command) — starts a new library.  Every other command reads
+    or changes an existing one, so a missing file is a mistyped ``--library`` (or
+    ``$CAPTIONDESK_LIBRARY``), not a wish for a new empty library.
+    """
+    command = getattr(args, "command", None)
+    return command == "add" or (command == "caption" and bool(getattr(args, "folders", None)))
+
+
 def open_library(args: argparse.Namespace, *, reading: bool = False) -> Library:
     """The library ``--library`` names, else the default one.
 
     *reading* commands (status, export) open a library they cannot write read-only.
+    A library file that does not exist is a :class:`UserError` unless the command may
+    create one (:func:`may_create_library`); a path that is a folder is one too.
     """
     from core.library import Library
 
-    return Library(library_path(args), read_only=None if reading else False)
+    path = library_path(args)
+    if path.is_dir():
+        raise UserError(f"--library {path} is a folder; name the library file inside it, e.g. {path / 'library.db'}")
+    if not path.exists() and not may_create_library(args):
+        named = f" --library {_quoted(path)}" if getattr(args, "library", None) or _library_from_environment() else ""
+        raise UserError(f"no library at {path} (create one with: captiondesk add FOLDER{named})")
+    return Library(path, read_only=None if reading else False)
+
+
+def _library_from_environment() -> bool:
+    from core.library import ENV_LIBRARY
+
+    return bool(os.environ.get(ENV_LIBRARY))
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def print_problems(problems: list[str], label: str = "warning") -> None:

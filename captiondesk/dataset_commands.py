@@ -66,13 +66,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         return finish_job(args, "export", stats, True,
                           lambda: print(f"Export cancelled: nothing was written to {args.out}"), out=None)
     if stats.exported == 0:
-        which = "verified (human) captions" if args.only == "verified" else "captions"
-        where = f" in {args.folder}" if args.folder else ""
-        left_out = stats.missing + stats.errors + stats.skipped
-        detail = f" ({left_out} left out, see the warnings above)" if left_out else ""
-        raise UserError(f"nothing to export: no readable images with {which}{where}{detail}")
+        raise _nothing_selected(args, "export", stats.missing + stats.errors + stats.skipped)
     return finish_job(args, "export", stats, interrupted, lambda: print(stats.summary()),
                       out=str(stats.out) if stats.out else None)
+
+
+def _nothing_selected(args: argparse.Namespace, verb: str, left_out: int) -> UserError:
+    """The one error of ``export`` and ``write-metadata`` when ``--only``/``--folder``
+    selected no image they could use (exit 2, as for any user error): the same words
+    for both commands."""
+    which = "verified (human) captions" if args.only == "verified" else "captions"
+    where = f" in {args.folder}" if args.folder else ""
+    detail = f" ({left_out} left out, see the warnings above)" if left_out else ""
+    hint = "; verify captions first (accept or edit them in the window, or import with --verified)" \
+        if args.only == "verified" and not left_out else ""
+    return UserError(f"nothing to {verb}: no readable images with {which}{where}{detail}{hint}")
 
 
 # -- import ---------------------------------------------------------------------------
@@ -122,6 +130,11 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     if stats is not None:
         print_problems(stats.problems)
+        # Nothing selected (or only missing/empty ones): a user error, as for export.
+        # A file that could not be written is not: it makes the status 1 below.
+        if not (interrupted or stats.cancelled or stats.written or stats.sidecars or stats.unchanged
+                or stats.errors):
+            raise _nothing_selected(args, "write", stats.missing + stats.skipped)
     # A photo that could not be written makes the status 1 (its errors count).
     return finish_job(args, "write-metadata", stats, interrupted,
                       lambda: stats is not None and print(stats.summary()))

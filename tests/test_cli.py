@@ -11,8 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from captiondesk.cli import main
+from core import captions
+from core.library import Library
+from core.models import Image
 from tests.imagegen import write_jpeg
 
 
@@ -55,6 +59,7 @@ def test_library_from_environment(tmp_path: Path, photo_dir: Path, monkeypatch) 
 )
 @pytest.mark.slow
 def test_user_errors_are_one_line_no_traceback(tmp_path: Path, argv: list[str], message: str) -> None:
+    Library(tmp_path / "l.db").close()  # an empty library (a missing one is its own error)
     result = subprocess.run(
         [sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "l.db"), *argv],
         capture_output=True,
@@ -120,6 +125,7 @@ def test_status_and_models_list_json(tmp_path: Path, photo_dir: Path, capsys: py
 
 @pytest.mark.slow
 def test_user_error_with_json_is_still_one_object(tmp_path: Path) -> None:
+    Library(tmp_path / "l.db").close()
     result = _cli("--library", str(tmp_path / "l.db"), "scan", "--json")
     assert result.returncode == 2
     payload = json.loads(result.stdout)
@@ -223,3 +229,98 @@ def test_self_check_reports_the_library_it_was_given(tmp_path, capsys) -> None:
     cli_main(["--library", str(path), "self-check"])
     out = capsys.readouterr().out
     assert f"{path} (not created yet)" in out
+
+
+# -- hostile input: one line, exit 2, nothing lost ------------------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's stderr, which must be exactly one ``captiondesk: error:`` line."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("captiondesk: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["scan"], ["caption", "--all"], ["export", "csv", "OUT"], ["write-metadata"],
+    ["import", "sidecar", "SRC"], ["models", "list"], ["train", "--base", "x", "--name", "y"],
+    ["eval", "--model", "x"],
+])
+def test_a_mistyped_library_is_refused_not_created(tmp_path: Path, argv: list[str],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    typo = tmp_path / "libary.db"
+    argv = [str(tmp_path / a) if a in ("OUT", "SRC") else a for a in argv]
+    assert main(["--library", str(typo), *argv]) == 2
+    assert _one_error_line(capsys) == (f"captiondesk: error: no library at {typo} "
+                                       f"(create one with: captiondesk add FOLDER --library {typo})")
+    assert not typo.exists() and not (tmp_path / "OUT").exists()
+
+
+def test_only_commands_that_add_folders_create_a_library(tmp_path: Path, photo_dir: Path, monkeypatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # The README's first run, `captiondesk caption FOLDER` on the default library, still
+    # creates it (here an empty folder and a model folder: nothing to caption, no load).
+    monkeypatch.setenv("CAPTIONDESK_LIBRARY", str(tmp_path / "first.db"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "blip"}', encoding="utf-8")
+    assert main(["caption", str(photo_dir), "--model", str(model)]) == 0
+    assert "0 captioned" in capsys.readouterr().out and (tmp_path / "first.db").exists()
+    # `add` with a named library creates it; a folder given as --library is refused.
+    assert main(["--library", str(tmp_path / "new.db"), "add", str(photo_dir)]) == 0
+    assert (tmp_path / "new.db").exists()
+    capsys.readouterr()
+    assert main(["--library", str(tmp_path), "status"]) == 2
+    assert "is a folder" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("some-typo", "There is no model folder 'some-typo' and it is not a Hugging Face hub id"),
+    ("./no/such/folder", "The model folder './no/such/folder' does not exist"),
+    ("someone/not-downloaded", "The model 'someone/not-downloaded' is not downloaded yet"),  # HF_HUB_OFFLINE=1
+    ("EMPTY", "there is no config.json in it"),
+])
+def test_caption_checks_the_model_even_with_nothing_to_caption(
+    tmp_path: Path, photo_dir: Path, model: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = str(tmp_path / "lib.db")
+    assert main(["--library", lib, "add", str(photo_dir)]) == 0  # an empty folder: nothing to caption
+    capsys.readouterr()
+    if model == "EMPTY":
+        model = str(tmp_path)
+    assert main(["--library", lib, "caption", "--all", "--model", model]) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_caption_checks_the_adapter_with_nothing_to_caption(tmp_path: Path, photo_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    lib = str(tmp_path / "lib.db")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "blip"}', encoding="utf-8")
+    assert main(["--library", lib, "add", str(photo_dir)]) == 0
+    capsys.readouterr()
+    assert main(["--library", lib, "caption", "--all", "--model", str(model), "--adapter", "./no-adapter"]) == 2
+    assert "The adapter './no-adapter' could not be applied: the folder does not exist" in _one_error_line(capsys)
+
+
+def test_write_metadata_and_export_agree_when_nothing_is_verified(tmp_path: Path, photo_dir: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    write_jpeg(photo_dir / "a.jpg", seed=1)
+    lib = tmp_path / "lib.db"
+    assert main(["--library", str(lib), "add", str(photo_dir)]) == 0
+    with Library(lib) as library, library.db.write() as session:
+        (image_id,) = session.scalars(select(Image.id))
+        captions.add_model_caption(session, image_id, "a model caption", model_name="m", score=-0.5)
+    before = (photo_dir / "a.jpg").read_bytes()
+    capsys.readouterr()
+    assert main(["--library", str(lib), "export", "csv", str(tmp_path / "out"), "--only", "verified"]) == 2
+    exported = _one_error_line(capsys)
+    assert main(["--library", str(lib), "write-metadata", "--only", "verified"]) == 2
+    written = _one_error_line(capsys)
+    assert exported.startswith("captiondesk: error: nothing to export: no readable images with verified (human) "
+                               "captions; verify captions first")
+    assert written == exported.replace("nothing to export", "nothing to write")
+    assert (photo_dir / "a.jpg").read_bytes() == before  # the photo was not touched
+    # Captioned (the model's caption) is something to write: done, exit 0.
+    assert main(["--library", str(lib), "write-metadata", "--sidecar"]) == 0

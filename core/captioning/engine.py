@@ -465,7 +465,12 @@ def run_caption_job(
         if not selected:
             # Nothing to caption, but a preset the model cannot follow is still an error
             # (it would be on the next run that has work): checked when the family is known
-            # without loading (a model folder or the local cache).
+            # without loading (a model folder or the local cache).  So is a model that
+            # cannot be resolved (a mistyped --model), checked as cheaply.
+            if captioner is None and spec.backend == "local":
+                from core.captioning.registry import check_model_without_loading
+
+                check_model_without_loading(resolved.model_name, resolved.adapter)
             check_prompt_without_loading(spec, resolved)
             stats.seconds = time.monotonic() - started
             return stats

@@ -269,11 +269,7 @@ def _apply_adapter(ctx: LoadContext, model: Any) -> tuple[Any, dict[str, Any]]:
     path = Path(adapter).expanduser()
     looks_like_path = path.is_absolute() or adapter.startswith((".", "~")) or path.exists()
     if looks_like_path:
-        if not path.is_dir():
-            raise ModelLoadError.bad_adapter(adapter, "the folder does not exist", model=ctx.model)
-        if not (path / "adapter_config.json").is_file():
-            raise ModelLoadError.bad_adapter(
-                adapter, "it has no adapter_config.json, so it is not a PEFT/LoRA adapter folder", model=ctx.model)
+        _check_adapter_folder(adapter, ctx.model)
         source = str(path.resolve())
         try:
             adapter_cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
@@ -339,7 +335,8 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
-def _read_local_config(folder: Path, model: str) -> Any:
+def _read_local_config_json(folder: Path) -> dict[str, Any]:
+    """A model folder's config.json as a dict with a ``model_type`` (no transformers import)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError.bad_folder(
@@ -351,6 +348,11 @@ def _read_local_config(folder: Path, model: str) -> Any:
         raise ModelLoadError.bad_folder(folder, f"config.json is not valid JSON ({_short(exc, 120)})") from exc
     if not isinstance(raw, dict) or not raw.get("model_type"):
         raise ModelLoadError.bad_folder(folder, "config.json has no 'model_type', so the architecture is unknown")
+    return raw
+
+
+def _read_local_config(folder: Path, model: str) -> Any:
+    raw = _read_local_config_json(folder)
     from transformers import AutoConfig
 
     try:
@@ -424,6 +426,62 @@ def family_hint(model: str | Path) -> ModelFamily | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return family_for_model_type(raw.get("model_type")) if isinstance(raw, dict) else None
+
+
+def check_model_without_loading(model: str | Path, adapter: str | Path | None = None) -> None:
+    """Raise :class:`ModelLoadError` when *model* (and *adapter*) cannot be resolved.
+
+    Fast and offline: no weights, no transformers import, no network round trip (an
+    unreachable hub costs ~25 s of retries).  A job with nothing to do calls it so that
+    a mistyped ``--model`` is an error now rather than on the next run that has work.
+    Accepted: a local folder whose config.json names a ``model_type``; a hub id whose
+    config.json is in the Hugging Face cache; or, unless offline mode is on
+    (``HF_HUB_OFFLINE``), a well-formed ``org/name`` hub id (captioning models all
+    live under an owner; a bare word is far more often a mistyped folder).
+    """
+    text = str(model).strip()
+    folder = Path(text).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise ModelLoadError.bad_folder(folder, "it is a file; --model needs the folder that contains config.json")
+        _read_local_config_json(folder)
+    elif _looks_like_path(text) or not text:
+        raise ModelLoadError(f"The model folder '{text}' does not exist (looked for {folder.resolve()}).",
+                             kind="bad_model", model=text)
+    else:
+        from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(text)
+            cached = try_to_load_from_cache(text, "config.json")
+        except HFValidationError:
+            cached = None
+            text_ok = False
+        else:
+            text_ok = "/" in text
+        if not isinstance(cached, str):
+            if not text_ok:
+                raise ModelLoadError(
+                    f"There is no model folder '{text}' and it is not a Hugging Face hub id (those look like "
+                    "org/name, e.g. Salesforce/blip-image-captioning-base); check the spelling of --model.",
+                    kind="bad_model", model=text)
+            if constants.HF_HUB_OFFLINE:
+                raise ModelLoadError.not_downloaded(text)
+    if adapter is not None:
+        _check_adapter_folder(str(adapter), text)
+
+
+def _check_adapter_folder(adapter: str, model: str) -> None:
+    """The cheap part of :func:`_apply_adapter`'s checks: a path-like adapter must be an adapter folder."""
+    path = Path(adapter).expanduser()
+    if not (path.is_absolute() or adapter.startswith((".", "~")) or path.exists()):
+        return  # a hub id: peft resolves it when loading
+    if not path.is_dir():
+        raise ModelLoadError.bad_adapter(adapter, "the folder does not exist", model=model)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError.bad_adapter(
+            adapter, "it has no adapter_config.json, so it is not a PEFT/LoRA adapter folder", model=model)
 
 
 def read_model_family(model: str | Path) -> tuple[ModelFamily, str | None]:

@@ -442,6 +442,17 @@ def _fault_message(args: argparse.Namespace, exc: BaseException) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``captiondesk ARGV`` (``sys.argv[1:]`` when None); returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while starting up (importing SQLAlchemy, torch...), before the command's
+        # own handling: nothing was done, so no traceback, just the status.
+        print("\nInterrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     called_as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     from core import scan_process

@@ -100,6 +100,11 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         except CaptionImportError as exc:
             raise UserError(str(exc)) from None
+    if stats is not None and not (interrupted or stats.cancelled) and stats.rows == 0:
+        # Not one caption read from SRC (a file that is no such table, a folder without
+        # sidecars): the user's mistake, one line and exit 2, as "nothing to export" is.
+        reason = stats.problems[0] if len(stats.problems) == 1 else f"no {args.format} captions found in {args.src}"
+        raise UserError(f"nothing to import: {reason}")
     if stats is not None:
         print_problems(stats.problems)
         if stats.unmatched_names:

@@ -324,3 +324,21 @@ def test_write_metadata_and_export_agree_when_nothing_is_verified(tmp_path: Path
     assert (photo_dir / "a.jpg").read_bytes() == before  # the photo was not touched
     # Captioned (the model's caption) is something to write: done, exit 0.
     assert main(["--library", str(lib), "write-metadata", "--sidecar"]) == 0
+
+
+@pytest.mark.parametrize(("fmt", "src", "message"), [
+    ("csv", "photos/a.jpg", "a.jpg: needs a file name column"),  # a JPEG is no table
+    ("sidecar", "photos/a.jpg", "no sidecar captions found in"),  # a file, not a folder of sidecars
+    ("sidecar", "photos", "no sidecar captions found in"),  # a folder without any
+    ("csv", "header-only.csv", "no csv captions found in"),
+])
+def test_import_that_reads_no_caption_is_one_line_exit_2(tmp_path: Path, photo_dir: Path, fmt: str, src: str,
+                                                         message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    write_jpeg(photo_dir / "a.jpg", seed=1)
+    (tmp_path / "header-only.csv").write_text("file_name,text\n", encoding="utf-8")
+    lib = str(tmp_path / "lib.db")
+    assert main(["--library", lib, "add", str(photo_dir)]) == 0
+    capsys.readouterr()
+    assert main(["--library", lib, "import", fmt, str(tmp_path / src)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("captiondesk: error: nothing to import: ") and message in line

@@ -275,3 +275,19 @@ def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Pat
         assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 0
     models = tmp_path / "lib.models"
     assert (models / "mine.run" / "run.json").is_file() and not (models / "mine").exists()
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3])
+def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tmp_path: Path, delay: float) -> None:
+    """Ctrl-C during the first second (Python importing the CLI, SQLAlchemy, torch),
+    before any job's own handling: one "Interrupted." line, exit 130, no traceback."""
+    Library(tmp_path / "lib.db").close()
+    # `eval` imports the training stack (torch) before it could fail: seconds of start-up.
+    child = subprocess.Popen([sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "lib.db"),
+                              "eval", "--model", "x"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    _out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and err.strip() == "Interrupted."

@@ -331,6 +331,9 @@ def quiet_third_party(verbose: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # huggingface_hub sets its own loggers' level when imported (after this), so the
+    # logger levels below do not reach its "Retrying in 1s" lines: its variable does.
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
     for name in ("transformers", "huggingface_hub", "bitsandbytes", "peft", "torch", "accelerate", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -342,3 +342,16 @@ def test_import_that_reads_no_caption_is_one_line_exit_2(tmp_path: Path, photo_d
     assert main(["--library", lib, "import", fmt, str(tmp_path / src)]) == 2
     line = _one_error_line(capsys)
     assert line.startswith("captiondesk: error: nothing to import: ") and message in line
+
+
+def test_a_mistyped_model_with_photos_to_caption_fails_at_once(tmp_path: Path, photo_dir: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """With work to do as well: one line before anything is recorded (no job, no network retries)."""
+    write_jpeg(photo_dir / "a.jpg", seed=1)
+    lib = tmp_path / "lib.db"
+    assert main(["--library", str(lib), "add", str(photo_dir)]) == 0
+    capsys.readouterr()
+    assert main(["--library", str(lib), "caption", "--all", "--model", "some-typo"]) == 2
+    assert "check the spelling of --model" in _one_error_line(capsys)
+    with Library(lib) as library:
+        assert library.jobs("caption") == []

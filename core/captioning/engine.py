@@ -451,6 +451,13 @@ def run_caption_job(
     started = time.monotonic()
     if resolved is None:
         resolved = resolve_model(library, spec.model, spec.adapter, spec.backend)
+    if captioner is None and spec.backend == "local":
+        # A model that cannot be resolved (a mistyped --model) is an error at once, even
+        # with nothing to caption, before the job is recorded and without the hub's
+        # network retries; no weights are read.
+        from core.captioning.registry import check_model_without_loading
+
+        check_model_without_loading(resolved.model_name, resolved.adapter)
     with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)
@@ -465,12 +472,7 @@ def run_caption_job(
         if not selected:
             # Nothing to caption, but a preset the model cannot follow is still an error
             # (it would be on the next run that has work): checked when the family is known
-            # without loading (a model folder or the local cache).  So is a model that
-            # cannot be resolved (a mistyped --model), checked as cheaply.
-            if captioner is None and spec.backend == "local":
-                from core.captioning.registry import check_model_without_loading
-
-                check_model_without_loading(resolved.model_name, resolved.adapter)
+            # without loading (a model folder or the local cache).
             check_prompt_without_loading(spec, resolved)
             stats.seconds = time.monotonic() - started
             return stats

@@ -212,8 +212,10 @@ def open_library(args: argparse.Namespace, *, reading: bool = False) -> Library:
     from core.library import Library
 
     path = library_path(args)
-    if path.is_dir():
-        raise UserError(f"--library {path} is a folder; name the library file inside it, e.g. {path / 'library.db'}")
+    named = str(getattr(args, "library", None) or "")
+    # "new/" names a folder even before it exists (Path() drops the slash: it would become a file).
+    if path.is_dir() or named.endswith(("/", os.sep)):
+        raise UserError(f"--library {path} names a folder; name the library file inside it, e.g. {path / 'library.db'}")
     if not path.exists() and not may_create_library(args):
         named = f" --library {_quoted(path)}" if getattr(args, "library", None) or _library_from_environment() else ""
         raise UserError(f"no library at {path} (create one with: captiondesk add FOLDER{named})")

@@ -271,7 +271,10 @@ def test_only_commands_that_add_folders_create_a_library(tmp_path: Path, photo_d
     assert (tmp_path / "new.db").exists()
     capsys.readouterr()
     assert main(["--library", str(tmp_path), "status"]) == 2
-    assert "is a folder" in _one_error_line(capsys)
+    assert "names a folder" in _one_error_line(capsys)
+    # A new folder ("new/") too: not a library file named "new".
+    assert main(["--library", f"{tmp_path / 'new-folder'}/", "add", str(photo_dir)]) == 2
+    assert "names a folder" in _one_error_line(capsys) and not (tmp_path / "new-folder").exists()
 
 
 @pytest.mark.parametrize(("model", "message"), [

@@ -21,6 +21,15 @@ divided by the images.
     python benchmarks/ray_caption.py --images 16 --rounds 2
     python benchmarks/ray_caption.py --images 16 --model /path/to/small-model
 
+With ``--cli`` it times what a person runs instead: fresh ``captiondesk caption``
+processes (Python start, imports, scan, model load, captioning, commits), in-process vs
+``--ray auto`` against a Ray head started beforehand with ``ray start --head`` (a running
+cluster, as ``--ray auto`` expects) with 1 and 2 actors, and ``--ray`` alone (a local
+instance started and stopped inside the command).  There the driver of a Ray run does
+not import torch at all; the actor does, as the in-process command does.
+
+    python benchmarks/ray_caption.py --cli --images 48 --rounds 2
+
 Target: one actor within 25 % of the in-process engine (ratio <= 1.25).
 """
 
@@ -28,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +71,62 @@ def timed_job(label: str, photos: Path, spec, run) -> dict[str, float]:
     return result
 
 
+def cli_seconds(args: list[str], env: dict[str, str]) -> float:
+    """Wall time of one ``captiondesk caption`` process into a fresh library."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "captiondesk", "caption", *args, "--library", str(Path(tmp) / "bench.db"),
+                   "--json"]
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def run_cli(args: argparse.Namespace, photos: Path, model: Path) -> None:
+    """The ``--cli`` comparison (see the module docstring)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": str(args.cpus)}
+    common = [str(photos), "--model", str(model), "--min-new-tokens", str(TOKENS), "--max-new-tokens", str(TOKENS),
+              "--batch-size", str(args.batch_size), "--device", "cpu"]
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    runs = {
+        "in-process": common,
+        "--ray (local, started inside)": [*common, "--ray", "--ray-actors", "1"],
+        "--ray auto, 1 actor": [*common, "--ray", "auto", "--ray-actors", "1"],
+        "--ray auto, 2 actors": [*common, "--ray", "auto", "--ray-actors", "2"],
+    }
+    totals = dict.fromkeys(runs, 0.0)
+    cli_seconds(common, env)  # warm-up: the model and the photos into the page cache
+    head = False
+    try:
+        for round_number in range(args.rounds):
+            order = list(runs) if round_number % 2 == 0 else list(reversed(runs))
+            for label in order:
+                wants_head = "auto" in label
+                if wants_head != head:  # a running cluster only for --ray auto; --ray alone starts its own
+                    subprocess.run([ray_cli, "stop", "--force"] if head else
+                                   [ray_cli, "start", "--head", f"--num-cpus={args.cpus}", "--include-dashboard=false",
+                                    "--object-store-memory", str(256 * 1024 * 1024), "--disable-usage-stats"],
+                                   env=env, capture_output=True, check=True)
+                    head = wants_head
+                seconds = cli_seconds(runs[label], env)
+                totals[label] += seconds
+                print(f"{label:<32} {seconds:7.1f} s", flush=True)
+    finally:
+        if head:
+            subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, check=False)
+    base = totals["in-process"]
+    print()
+    print(f"over {args.rounds} round(s), {args.images} images, fresh `captiondesk caption` processes:")
+    for label, seconds in totals.items():
+        ratio = seconds / base
+        verdict = "  (target <= 1.25: " + ("met)" if ratio <= 1.25 else "NOT met)") if "1 actor" in label else ""
+        print(f"  {label:<32} {seconds:7.1f} s  {ratio:.2f}x{verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=48)
@@ -68,7 +135,13 @@ def main() -> None:
     parser.add_argument("--photo-size", default="2000x1500", help="WxH of the generated JPEGs")
     parser.add_argument("--model", type=Path, help="a model folder instead of the random BLIP-base")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="cores for Ray (and the comparison)")
+    parser.add_argument("--cli", action="store_true", help="time fresh `captiondesk caption` processes instead")
     args = parser.parse_args()
+    if args.cli:
+        width, height = (int(v) for v in args.photo_size.split("x"))
+        photos = make_photos(args.images, (width, height))
+        run_cli(args, photos, args.model or build_blip_base(CACHE / "blip-base-random"))
+        return
 
     import ray
 

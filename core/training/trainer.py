@@ -602,7 +602,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
-        embeds = _encode_vision_once(captioner, family, model.vision, train_images, config, cancel)
+        embeds = _encode_vision_once(captioner, family, model.inner, model.vision, train_images, text, config,
+                                     cancel)
         if embeds is not None:
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
@@ -656,24 +657,44 @@ def _eval_settings(config: TrainingConfig) -> Any:
     return GenerationSettings(max_new_tokens=config.max_new_tokens)
 
 
-def _encode_vision_once(captioner: Any, family: ModelFamily, vision: Any, images: list[Any],
-                        config: TrainingConfig, cancel: CancelToken) -> Any | None:
-    """The frozen vision tower's output for every training image, or None (too big, or cancelled)."""
+def _encode_vision_once(captioner: Any, family: ModelFamily, model: Any, vision: Any, images: list[Any],
+                        text: dict[str, Any], config: TrainingConfig, cancel: CancelToken) -> Any | None:
+    """The frozen vision side's output for every training example (the family's
+    :meth:`~core.captioning.families.base.ModelFamily.vision_cache_entries`: a tensor, or a list
+    of per-example entries), or None (the family declines, too big, or cancelled)."""
     import torch
 
     vision.eval()
     parts: list[Any] = []
     with torch.no_grad():
         for i in range(0, len(images), config.batch_size):
-            pixels = captioner.pixel_values(images[i : i + config.batch_size]).to(captioner.device)
-            parts.append(family.vision_embeddings(vision, pixels).float().cpu())
+            rows = {key: value[i : i + config.batch_size] for key, value in text.items()}
+            part = family.vision_cache_entries(captioner, model, vision, images[i : i + config.batch_size], rows)
+            if part is None:
+                return None
+            parts.append(part)
             if i == 0 and config.cache_vision == "auto":
-                size_mb = parts[0][0].numel() * 4 * len(images) / 2**20
+                size_mb = _nbytes(part) / len(part) * len(images) / 2**20
                 if size_mb > config.cache_limit_mb:
                     return None  # too big to keep: run the encoder every step instead
             if cancel.is_set():
                 return None
-    return torch.cat(parts) if parts else None
+    if not parts:
+        return None
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return type(parts[0])(entry for part in parts for entry in part)  # per-example entries, in example order
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes held by the tensors in ``value`` (a tensor, or lists/tuples/dicts of them)."""
+    if hasattr(value, "element_size") and hasattr(value, "numel"):
+        return value.element_size() * value.numel()
+    if isinstance(value, Mapping):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 def _load_images(captioner: Any, examples: list[TrainingExample],

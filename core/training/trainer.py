@@ -32,12 +32,20 @@ closes the loaded model:
    first, where generation stops, which labels are masked): see each family's
    ``encode_training_batch`` in ``core/captioning/families/``.
 3. **Frozen vision encoder → embeddings computed once.**  For families with
-   ``supports_vision_cache`` (BLIP, BLIP-2, VisionEncoderDecoder), when the vision
-   encoder is not trained, it runs once per training image under ``no_grad`` and every
-   epoch passes its output to the family's ``loss`` as ``image_embeds``.  The vision
-   encoder is kept in eval mode, so the loss is exactly the uncached one (tested).
+   ``supports_vision_cache``, when the vision encoder is not trained (and
+   ``cache_vision`` is not ``no``), the family's ``vision_cache_entries`` runs once per
+   training image under ``no_grad`` (:func:`_encode_vision_once`) and every micro-batch
+   passes that example's entries to the family's ``training_batch`` as ``image_embeds``.
+   BLIP, BLIP-2 and VisionEncoderDecoder cache the tower's output (one tensor, row i =
+   example i).  The prompted vision-language families (LLaVA, Qwen2-VL, Idefics3,
+   PaliGemma, Florence-2) cache, per example, the model's ``get_image_features`` output
+   (vision tower + projector) and the prompt tokens, and decline (no cache) when the
+   projector trains, as under full fine-tuning: see :mod:`core.captioning.families.chat_vlm`.
+   ``cache_vision="auto"`` skips the cache when it would exceed ``cache_limit_mb`` (estimated
+   from the first batch).  The vision encoder is kept in eval mode, so the loss is exactly
+   the uncached one (tests/test_training_families.py, tests/test_vlm_vision_cache.py).
    GIT's forward takes pixels only, so GIT always runs its image encoder.
-   ``benchmarks/train_step.py`` measures the gain (BLIP).
+   ``benchmarks/train_step.py`` measures the gain (BLIP; ``--family`` for the VLMs).
 4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient
    accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
@@ -568,7 +576,7 @@ class _Examples:
     size: int
     text: dict[str, Any]  # caption token tensors, row i = training example i
     images: list[Any]  # training images (emptied when their vision embeddings are cached)
-    embeds: Any | None  # cached vision-tower outputs, or None
+    embeds: Any | None  # the frozen-vision cache (tensor or per-example entries, row i = example i), or None
     val_batches: list[tuple[Any, Any]]  # (preprocessed batch, its GenerationSettings), as for captioning
     refs: list[str]  # validation captions, in val_batches' order
     plan: Any = None  # the PromptPlan (preset / template) the run trains for

@@ -4,7 +4,8 @@ For LLaVA, Qwen2-VL, Idefics3, PaliGemma and Florence-2 (tiny random models of
 tests/tiny_models.py):
 
 * a cached micro-batch (per-example ``get_image_features`` output + prompt tokens, rows in
-  shuffled order, images of different sizes) has exactly the uncached batch's token tensors
+  shuffled order, images of different sizes; Idefics3 with image splitting, different tile
+  counts) has exactly the uncached batch's token tensors
   and the same loss, and its gradients reach the language model;
 * the cache is declined when the projector trains (full fine-tuning);
 * a short LoRA run with the cache (``cache_vision="auto"``) records the same per-epoch losses
@@ -89,6 +90,36 @@ def test_cached_batch_and_loss_equal_the_uncached(models: dict[str, Path], key: 
     with_cache.backward()
     language = [p for n, p in model.named_parameters() if "embed" not in n and p.requires_grad]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in language)
+    captioner.close()
+
+
+def test_idefics3_tiles_of_different_counts_are_cached_per_example(models: dict[str, Path]) -> None:
+    """Image splitting (SmolVLM's default): a wide photo gets fewer tiles than a square one, the
+    processor pads the pixel tensor with empty tiles; each example keeps its own features."""
+    captioner = _load(models["idefics3"])
+    family, model = captioner.family, captioner.model
+    image_processor = captioner.processor.image_processor
+    image_processor.do_image_splitting = True
+    image_processor.size, image_processor.max_image_size = {"longest_edge": 64}, {"longest_edge": 32}
+    for module in family.image_feature_modules(model):
+        module.requires_grad_(False)
+    model.train()
+    family.vision_tower(model).eval()
+    rng = np.random.default_rng(0)
+    images = [square("red", rng), square("blue", rng).crop((0, 16, 64, 48)), square("green", rng, size=48)]
+    text = family.encode_training_batch(captioner, ["a red square", "a blue square", "a green square"], 40)
+    with torch.no_grad():
+        entries = family.vision_cache_entries(captioner, model, family.vision_tower(model), images, text)
+    assert [len(e["features"]) for e in entries] == [20, 12, 20]  # (4 tiles + global) x 4, (2 + 1) x 4
+    order = torch.tensor([1, 2, 0])
+    rows = {k: v[order] for k, v in text.items()}
+    cached = family.training_batch(captioner, rows, None, entries[order])
+    uncached = family.training_batch(captioner, rows, [images[i] for i in order.tolist()], None)
+    assert torch.equal(cached["input_ids"], uncached["input_ids"])
+    torch.manual_seed(0)
+    with_cache = family.loss(model, cached)
+    torch.manual_seed(0)
+    torch.testing.assert_close(with_cache, family.loss(model, uncached), rtol=0, atol=1e-5)
     captioner.close()
 
 

@@ -134,8 +134,14 @@ def build_family_model(family: str, size: str, folder: str) -> str:
         return str(builders[family](Path(folder)))
     if (family, size) != ("idefics3", "smolvlm"):
         raise SystemExit("--size smolvlm is built for --family idefics3 only")
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+    )
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
 
     tok = tiny_models.make_gpt2_tokenizer(bos="<|im_start|>", eos="<end_of_utterance>", pad="<|endoftext|>",
                                           unk="<|endoftext|>",

@@ -242,9 +242,9 @@ class PromptedVLMFamily(ModelFamily):
         features = [f.float().cpu() for f in features]  # one entry per example (one image each)
         if len(features) != len(images):
             return None  # not one feature block per image: nothing to key per example
-        token_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.shape == mask.shape]
-        side_names = [k for k, v in inputs.items() if isinstance(v, torch.Tensor) and k not in token_names
-                      and not k.startswith("pixel_")]
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and not k.startswith("pixel_")}
+        token_names = [k for k, v in tensors.items() if v.shape == mask.shape]
+        side_names = [k for k in tensors if k not in token_names]  # per image (Qwen2-VL's image_grid_thw)
         if any(inputs[k].shape[0] != len(images) for k in side_names):
             return None
         return VisionCacheRows(

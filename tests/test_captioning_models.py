@@ -152,8 +152,9 @@ def test_every_family_has_one_id_and_legacy_spellings_resolve() -> None:
     assert sorted(f.id for f in FAMILIES.values() if f.cpu_int8_eligible) == sorted(
         ["blip", "git", "vision-encoder-decoder", "llava", "idefics3"])  # measured: tests/test_vlm_batching.py
     assert TRAINABLE_FAMILIES == ("blip", "blip-2", "git", "vision-encoder-decoder", *vlms)
+    # The VLMs cache get_image_features output where the projector is frozen (tests/test_vlm_vision_cache.py).
     assert [f.id for f in FAMILIES.values() if f.supports_vision_cache] == ["blip", "blip-2",
-                                                                           "vision-encoder-decoder"]
+                                                                           "vision-encoder-decoder", *vlms]
     assert FAMILIES["generic"].lora_targets() == "all-linear"
 
 

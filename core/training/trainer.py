@@ -32,12 +32,20 @@ closes the loaded model:
    first, where generation stops, which labels are masked): see each family's
    ``encode_training_batch`` in ``core/captioning/families/``.
 3. **Frozen vision encoder → embeddings computed once.**  For families with
-   ``supports_vision_cache`` (BLIP, BLIP-2, VisionEncoderDecoder), when the vision
-   encoder is not trained, it runs once per training image under ``no_grad`` and every
-   epoch passes its output to the family's ``loss`` as ``image_embeds``.  The vision
-   encoder is kept in eval mode, so the loss is exactly the uncached one (tested).
+   ``supports_vision_cache``, when the vision encoder is not trained (and
+   ``cache_vision`` is not ``no``), the family's ``vision_cache_entries`` runs once per
+   training image under ``no_grad`` (:func:`_encode_vision_once`) and every micro-batch
+   passes that example's entries to the family's ``training_batch`` as ``image_embeds``.
+   BLIP, BLIP-2 and VisionEncoderDecoder cache the tower's output (one tensor, row i =
+   example i).  The prompted vision-language families (LLaVA, Qwen2-VL, Idefics3,
+   PaliGemma, Florence-2) cache, per example, the model's ``get_image_features`` output
+   (vision tower + projector) and the prompt tokens, and decline (no cache) when the
+   projector trains, as under full fine-tuning: see :mod:`core.captioning.families.chat_vlm`.
+   ``cache_vision="auto"`` skips the cache when it would exceed ``cache_limit_mb`` (estimated
+   from the first batch).  The vision encoder is kept in eval mode, so the loss is exactly
+   the uncached one (tests/test_training_families.py, tests/test_vlm_vision_cache.py).
    GIT's forward takes pixels only, so GIT always runs its image encoder.
-   ``benchmarks/train_step.py`` measures the gain (BLIP).
+   ``benchmarks/train_step.py`` measures the gain (BLIP; ``--family`` for the VLMs).
 4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient
    accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
@@ -568,7 +576,7 @@ class _Examples:
     size: int
     text: dict[str, Any]  # caption token tensors, row i = training example i
     images: list[Any]  # training images (emptied when their vision embeddings are cached)
-    embeds: Any | None  # cached vision-tower outputs, or None
+    embeds: Any | None  # the frozen-vision cache (tensor or per-example entries, row i = example i), or None
     val_batches: list[tuple[Any, Any]]  # (preprocessed batch, its GenerationSettings), as for captioning
     refs: list[str]  # validation captions, in val_batches' order
     plan: Any = None  # the PromptPlan (preset / template) the run trains for
@@ -602,7 +610,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
-        embeds = _encode_vision_once(captioner, family, model.vision, train_images, config, cancel)
+        embeds = _encode_vision_once(captioner, family, model.inner, model.vision, train_images, text, config,
+                                     cancel)
         if embeds is not None:
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
@@ -656,24 +665,44 @@ def _eval_settings(config: TrainingConfig) -> Any:
     return GenerationSettings(max_new_tokens=config.max_new_tokens)
 
 
-def _encode_vision_once(captioner: Any, family: ModelFamily, vision: Any, images: list[Any],
-                        config: TrainingConfig, cancel: CancelToken) -> Any | None:
-    """The frozen vision tower's output for every training image, or None (too big, or cancelled)."""
+def _encode_vision_once(captioner: Any, family: ModelFamily, model: Any, vision: Any, images: list[Any],
+                        text: dict[str, Any], config: TrainingConfig, cancel: CancelToken) -> Any | None:
+    """The frozen vision side's output for every training example (the family's
+    :meth:`~core.captioning.families.base.ModelFamily.vision_cache_entries`: a tensor, or a list
+    of per-example entries), or None (the family declines, too big, or cancelled)."""
     import torch
 
     vision.eval()
     parts: list[Any] = []
     with torch.no_grad():
         for i in range(0, len(images), config.batch_size):
-            pixels = captioner.pixel_values(images[i : i + config.batch_size]).to(captioner.device)
-            parts.append(family.vision_embeddings(vision, pixels).float().cpu())
+            rows = {key: value[i : i + config.batch_size] for key, value in text.items()}
+            part = family.vision_cache_entries(captioner, model, vision, images[i : i + config.batch_size], rows)
+            if part is None:
+                return None
+            parts.append(part)
             if i == 0 and config.cache_vision == "auto":
-                size_mb = parts[0][0].numel() * 4 * len(images) / 2**20
+                size_mb = _nbytes(part) / len(part) * len(images) / 2**20
                 if size_mb > config.cache_limit_mb:
                     return None  # too big to keep: run the encoder every step instead
             if cancel.is_set():
                 return None
-    return torch.cat(parts) if parts else None
+    if not parts:
+        return None
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return type(parts[0])(entry for part in parts for entry in part)  # per-example entries, in example order
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes held by the tensors in ``value`` (a tensor, or lists/tuples/dicts of them)."""
+    if hasattr(value, "element_size") and hasattr(value, "numel"):
+        return value.element_size() * value.numel()
+    if isinstance(value, Mapping):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 def _load_images(captioner: Any, examples: list[TrainingExample],

@@ -12,7 +12,7 @@ A family (BLIP, BLIP-2, GIT, VisionEncoderDecoder, the generic
 * how it is trained: whether it can be (:attr:`trainable`), its LoRA targets
   (:meth:`lora_targets`), its vision tower and whether that tower's output can be
   cached while it is frozen (:meth:`vision_tower`, :attr:`supports_vision_cache`,
-  :meth:`vision_embeddings`), how captions become a training batch that mirrors
+  :meth:`vision_embeddings`, :meth:`vision_cache_entries`), how captions become a training batch that mirrors
   generation (:meth:`encode_training_batch`) and the loss (:meth:`loss`).
 
 The trainer and the loader only call these public methods; they never test a
@@ -155,6 +155,18 @@ class ModelFamily:
     def vision_embeddings(self, vision: Any, pixel_values: Any) -> Any:
         """What the model's forward takes from its (frozen) vision tower: the last hidden state."""
         return vision(pixel_values=pixel_values).last_hidden_state
+
+    def vision_cache_entries(self, captioner: HFCaptioner, model: Any, vision: Any, images: list[Any],
+                             text: dict[str, Any]) -> Any | None:
+        """What the trainer caches for ``images`` (``text``: their rows of :meth:`encode_training_batch`),
+        called under ``no_grad`` with the frozen tower in eval mode; None: no cache for this model.
+
+        Default: :meth:`vision_embeddings` of their pixels (a tensor, row i = image i).  A family
+        may return a list indexable by a tensor of rows (one entry per example) instead; the
+        trainer hands the entries of a micro-batch to :meth:`training_batch` as ``image_embeds``.
+        """
+        pixels = captioner.pixel_values(images).to(captioner.device)
+        return self.vision_embeddings(vision, pixels).float().cpu()
 
     def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int) -> dict[str, Any]:
         """Token tensors for ``captions`` (CPU, row i = caption i), keyed like :meth:`loss`'s batch.

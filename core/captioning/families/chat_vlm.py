@@ -20,9 +20,21 @@ positions are computed from the attention mask as ``generate`` does.
 Encoder-decoder models (Florence-2) override :meth:`training_batch`: the prompt is
 the encoder input and ``caption EOS`` the decoder labels.
 
-The frozen-vision embedding cache is not offered for these families: their forwards
-take pixels (and per-image grids) and compute the image features inside, and feeding
-features back would bypass the projector the way each architecture wires it.
+**Frozen-vision cache** (:meth:`PromptedVLMFamily.vision_cache_entries`): when the
+vision tower *and* the projector/connector between it and the language model are frozen
+(LoRA on the language model, the default; not full fine-tuning, whose projector trains),
+the trainer keeps, per training example, the model's own ``get_image_features(...)``
+output (vision tower + projector, i.e. exactly what is merged into the prompt) and the
+example's unpadded prompt tokens.  A cached micro-batch re-pads the prompts as the
+processor does (same side, pad id, zeros) and the loss passes the features as
+``mm_encoder_outputs`` instead of pixels, so the model's own forward puts them at the
+image-token positions (placeholder check + ``masked_scatter``) and derives everything
+else from ``input_ids`` as before (Qwen2-VL's M-RoPE positions from ``input_ids``,
+``image_grid_thw`` and ``mm_token_type_ids``; PaliGemma's prefix mask from
+``token_type_ids``).  Florence-2's forward has no such argument: its loss merges the
+features into the encoder's input embeddings the way its forward does
+(:meth:`~.florence2.Florence2Family.loss_with_image_features`).  With the vision tower in
+eval mode the cached loss equals the uncached one (tests/test_vlm_vision_cache.py).
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ if TYPE_CHECKING:
 
     from ..registry import LoadContext
 
-__all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily", "RowPrompts"]
+__all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily", "RowPrompts", "VisionCacheRows"]
 
 #: Instruction given to chat-style VLMs when the settings have no prompt.
 DEFAULT_INSTRUCTION = "Describe this image in one sentence."
@@ -58,6 +70,12 @@ class RowPrompts(list):
         if isinstance(index, (int, slice)):
             return list.__getitem__(self, index) if isinstance(index, int) else RowPrompts(list.__getitem__(self, index))
         return RowPrompts(list.__getitem__(self, int(i)) for i in index.tolist())
+
+
+class VisionCacheRows(RowPrompts):
+    """The frozen-vision cache of the training examples, one entry per example (indexable by a
+    tensor of rows, like :class:`RowPrompts`): ``{"tokens": {name: 1-D tensor without padding},
+    "side": {name: (1, ...) tensor}, "features": (image tokens, hidden) tensor}``."""
 
 
 class PromptedVLMCaptioner(HFCaptioner):
@@ -114,7 +132,7 @@ class PromptedVLMFamily(ModelFamily):
     """
 
     trainable = True
-    supports_vision_cache = False
+    supports_vision_cache = True
     # Presets are sent as their instructions (Florence-2 overrides: task tokens).
     prompt_style = "instruction"
     preset_prompts: ClassVar[dict[str, str | None]] = {}
@@ -129,6 +147,12 @@ class PromptedVLMFamily(ModelFamily):
     caption_token_types: ClassVar[dict[str, int]] = {"token_type_ids": 0, "mm_token_type_ids": 0}
     #: The language model takes 1-D ``position_ids`` that ``generate`` derives from the mask.
     positions_from_mask: ClassVar[bool] = True
+    #: Modules on ``model.model`` between the vision tower and the language model (frozen for the cache).
+    projector_names: ClassVar[tuple[str, ...]] = ("multi_modal_projector",)
+    #: Processor outputs besides ``pixel_*`` that ``get_image_features`` takes (Qwen2-VL: the grids).
+    image_feature_inputs: ClassVar[tuple[str, ...]] = ()
+    #: The forward wants the cached features as one ``(images, tokens, hidden)`` tensor, not a list.
+    stacked_image_features: ClassVar[bool] = False
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -189,6 +213,67 @@ class PromptedVLMFamily(ModelFamily):
                 return tower
         return None
 
+    def image_feature_modules(self, model: Any) -> list[Any]:
+        """The vision tower and the projector: what ``get_image_features`` runs (and the cache replaces)."""
+        inner = getattr(model, "model", model)
+        modules = [self.vision_tower(model), *(getattr(inner, name, None) for name in self.projector_names)]
+        return [m for m in modules if m is not None]
+
+    def vision_cache_entries(self, captioner: HFCaptioner, model: Any, vision: Any, images: list[Any],
+                             text: dict[str, Any]) -> VisionCacheRows | None:
+        """Per example: its prompt tokens (unpadded), its per-image side inputs (Qwen2-VL's grid) and
+        the image features ``model.get_image_features`` computes (vision tower + projector); None
+        when a module of that path trains (e.g. the projector under full fine-tuning)."""
+        import torch
+
+        modules = self.image_feature_modules(model)
+        if not modules or any(p.requires_grad for m in modules for p in m.parameters()):
+            return None  # a trainable projector changes the features every step
+        for module in modules:
+            module.eval()
+        inputs = self.prompt_inputs(captioner, images, text.get("prompts"))
+        inputs.pop("labels", None)
+        mask = inputs["attention_mask"].bool()
+        device = captioner.device
+        feature_kwargs = {k: v.to(device) for k, v in inputs.items()
+                          if k.startswith("pixel_") or k in self.image_feature_inputs}
+        with torch.no_grad():
+            features = model.get_image_features(**feature_kwargs, return_dict=True).pooler_output
+        features = [f.float().cpu() for f in features]  # one entry per example (one image each)
+        if len(features) != len(images):
+            return None  # not one feature block per image: nothing to key per example
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and not k.startswith("pixel_")}
+        token_names = [k for k, v in tensors.items() if v.shape == mask.shape]
+        side_names = [k for k in tensors if k not in token_names]  # per image (Qwen2-VL's image_grid_thw)
+        if any(inputs[k].shape[0] != len(images) for k in side_names):
+            return None
+        return VisionCacheRows(
+            {"tokens": {k: inputs[k][i][mask[i]] for k in token_names},
+             "side": {k: inputs[k][i : i + 1] for k in side_names},
+             "features": features[i]}
+            for i in range(len(images)))
+
+    def cached_prompt_inputs(self, captioner: HFCaptioner, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The prompt inputs of cached examples as the processor pads them (tokenizer's side, pad id,
+        zeros elsewhere), their side inputs, and their features as ``"image_features"``."""
+        import torch
+
+        width = max(len(e["tokens"]["input_ids"]) for e in entries)
+        left = getattr(captioner.tokenizer, "padding_side", "right") == "left"
+        pad_id = self.pad_token(captioner, 0)
+        inputs: dict[str, Any] = {}
+        for name in entries[0]["tokens"]:
+            rows = []
+            for e in entries:
+                row = e["tokens"][name]
+                fill = torch.full((width - len(row),), pad_id if name == "input_ids" else 0, dtype=row.dtype)
+                rows.append(torch.cat([fill, row] if left else [row, fill]))
+            inputs[name] = torch.stack(rows)
+        for name in entries[0]["side"]:
+            inputs[name] = torch.cat([e["side"][name] for e in entries])
+        inputs["image_features"] = [e["features"] for e in entries]
+        return inputs
+
     def encode_training_batch(self, captioner: HFCaptioner, captions: list[str], max_length: int,
                               prompts: list[str | None] | None = None) -> dict[str, Any]:
         """``caption EOS`` per row (at most ``max_length`` tokens), padded with -100; with
@@ -210,10 +295,16 @@ class PromptedVLMFamily(ModelFamily):
 
     def training_batch(self, captioner: HFCaptioner, text: dict[str, Any], images: list[Any] | None,
                        image_embeds: Any | None) -> dict[str, Any]:
-        """Prompt inputs exactly as for generation, then ``caption EOS``; labels only on the caption."""
+        """Prompt inputs exactly as for generation, then ``caption EOS``; labels only on the caption.
+
+        With ``image_embeds`` (the cached entries of these examples) the prompt inputs are the
+        cached ones and the features travel as ``"image_features"`` (see :meth:`loss`)."""
         import torch
 
-        inputs = self.prompt_inputs(captioner, images or [], text.get("prompts"))
+        if image_embeds is not None:
+            inputs = self.cached_prompt_inputs(captioner, image_embeds)
+        else:
+            inputs = self.prompt_inputs(captioner, images or [], text.get("prompts"))
         caption = text["caption_ids"]
         on_caption = caption != -100
         inputs.pop("labels", None)  # PaliGemma's processor returns all -100 prompt labels
@@ -233,3 +324,20 @@ class PromptedVLMFamily(ModelFamily):
             positions = batch["attention_mask"].long().cumsum(-1) - 1
             batch["position_ids"] = positions.masked_fill(batch["attention_mask"] == 0, 0)
         return batch
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The model's own loss; cached ``image_features`` go in through :meth:`loss_with_image_features`."""
+        if "image_features" not in batch:
+            return model(**batch).loss
+        batch = dict(batch)
+        features = [f.to(model.device) for f in batch.pop("image_features")]
+        return self.loss_with_image_features(model, batch, features)
+
+    def loss_with_image_features(self, model: Any, batch: dict[str, Any], features: list[Any]) -> Any:
+        """The loss with precomputed image features: the forward's ``mm_encoder_outputs`` (transformers
+        5.x), which it merges at the image tokens exactly as features it computed itself."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pooled = torch.stack(features) if self.stacked_image_features else features
+        return model(**batch, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=pooled)}).loss

@@ -6,7 +6,9 @@ processor expands ``"<CAPTION>"`` (default; ``"<DETAILED_CAPTION>"`` and
 tokens before it.  Training: the encoder input is exactly that prompt (the captioner's
 own preprocessed inputs), the caption goes to the decoder as labels, ``[BOS] caption
 EOS`` where generation forces a BOS first (real checkpoints) and ``caption EOS``
-otherwise; the model shifts labels behind ``decoder_start_token_id`` itself.
+otherwise; the model shifts labels behind ``decoder_start_token_id`` itself.  The
+frozen-vision cache (:mod:`.chat_vlm`) feeds the encoder the embeddings its forward would
+build: prompt embeddings with the cached DaViT + projector features at the image tokens.
 """
 
 from __future__ import annotations
@@ -78,7 +80,20 @@ class Florence2Family(PromptedVLMFamily):
 
     def training_batch(self, captioner: HFCaptioner, text: dict[str, Any], images: list[Any] | None,
                        image_embeds: Any | None) -> dict[str, Any]:
+        if image_embeds is not None:  # the frozen-vision cache: prompt tokens + "image_features"
+            return {**self.cached_prompt_inputs(captioner, image_embeds), "labels": text["labels"]}
         return {**self.prompt_inputs(captioner, images or [], text.get("prompts")), "labels": text["labels"]}
+
+    def loss_with_image_features(self, model: Any, batch: dict[str, Any], features: list[Any]) -> Any:
+        """The encoder input as Florence-2's forward builds it (prompt embeddings, the image features
+        scattered over the image tokens), passed as ``inputs_embeds``: its forward takes no features."""
+        import torch
+
+        input_ids = batch.pop("input_ids")
+        embeds = model.get_input_embeddings()(input_ids)
+        image_features = torch.stack(features).to(embeds.device, embeds.dtype)
+        mask = model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=image_features)
+        return model(**batch, inputs_embeds=embeds.masked_scatter(mask, image_features)).loss
 
 
 FAMILY = Florence2Family()

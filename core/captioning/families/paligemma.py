@@ -29,6 +29,7 @@ class PaliGemmaFamily(PromptedVLMFamily):
     examples = ("google/paligemma2-3b-mix-224", "google/paligemma-3b-mix-224")
     caption_token_types: ClassVar[dict[str, int]] = {"token_type_ids": 1}
     positions_from_mask = False
+    stacked_image_features = True  # the forward takes the features as one (images, tokens, hidden) tensor
 
     def default_prompt(self, captioner: HFCaptioner) -> str | None:
         return DEFAULT_TASK

@@ -5,8 +5,10 @@ Dynamic resolution: the image processor resizes each photo to a multiple of
 ``image_grid_thw``; the prompt gets ``grid / merge_size**2`` image tokens per image, so
 rows of one batch can differ in length (left padding).  Training builds every row's
 prompt from the captioner's own processor call (see :mod:`.chat_vlm`), so the counts
-always match the pixels.  Positions are 3-D (M-RoPE) and computed by the model from the
-attention mask, so none are passed.
+always match the pixels.  Positions are 3-D (M-RoPE) and computed by the model from
+``input_ids``, ``image_grid_thw``, ``mm_token_type_ids`` and the attention mask, so none
+are passed; with the frozen-vision cache (:mod:`.chat_vlm`) those inputs are all still
+there (the grid is kept per example), so the model computes the same positions.
 
 The processor class also wants a video processor, which needs torchvision; where
 torchvision is missing the processor is built for images only (captioning uses none).
@@ -62,6 +64,8 @@ class Qwen2VLFamily(PromptedVLMFamily):
     examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct")
     positions_from_mask = False  # 3-D M-RoPE positions, computed by the model from the mask
     vision_tower_names = ("visual",)
+    projector_names = ()  # the patch merger (projector) is part of ``visual``
+    image_feature_inputs = ("image_grid_thw",)
     # Not int8 (measured, benchmarks/caption_model_speed.py --family qwen2-vl; 155M random weights): 14x
     # *slower* than fp32.  The vision tower's linears see packed 2-D (patches, features) input, so the
     # per-image int8 Linear (core/captioning/int8_linear.py) makes one kernel call per patch.

@@ -51,8 +51,8 @@ BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.
 #: scales the last DaViT stage's patch embedding so the image part outweighs it.
 LEARNS = ["florence2", "llava", "qwen2-vl", "idefics3", "paligemma"]
 #: The LoRA restyle runs with the family's defaults (rank, alpha, dropout, targets) and this rate:
-#: 1e-2 was the tiny models' best at every language-model width measured (README "LoRA defaults"),
-#: while the families' default rate (2e-4) is meant for real 0.5-8B checkpoints.
+#: 1e-2 was the best rate for the 32-wide tiny models (README "LoRA defaults"), while the families'
+#: default rate (2e-4) is meant for real 0.5-8B checkpoints.
 TINY_LORA_LR = 1e-2
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]

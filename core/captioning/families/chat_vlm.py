@@ -120,9 +120,10 @@ class PromptedVLMFamily(ModelFamily):
     preset_prompts: ClassVar[dict[str, str | None]] = {}
     # README "LoRA defaults" (benchmarks/lora_defaults.py --family ...): restyling tiny VLMs, r 16 on the
     # language model's attention + feed-forward learned where attention alone did not (Idefics3 0.0 vs
-    # 1.0, Qwen2-VL 0.77 vs 1.0).  The lr is NOT the tiny models' optimum (1e-2 at every width measured,
-    # 32-512: it did not fall as 1/width, so it says nothing about a 2-8B model); 2e-4 is the published
-    # LoRA rate of LLaVA-1.5 (r 128 / alpha 256: the same alpha/r of 2) and QLoRA's 7B-13B runs.
+    # 1.0, Qwen2-VL 0.77 vs 1.0).  The lr is NOT the tiny models' optimum (1e-2 at language-model width
+    # 32-256, 3e-3 at 512): even scaled as 1/width from there it would give real 0.5-8B checkpoints
+    # 4e-4 to 3e-3, above their published LoRA rates; 2e-4 is LLaVA-1.5's published LoRA rate
+    # (r 128 / alpha 256: the same alpha/r of 2) and QLoRA's for 7B-13B.
     lora_defaults: ClassVar[Mapping[str, Any]] = {"r": 16, "alpha": 32, "dropout": 0.05, "lr": 2e-4, "targets": None}
     #: Linear layers of the language model that LoRA adapts (Llama/Qwen/Gemma names).
     lora_text_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj",

@@ -112,10 +112,10 @@ def vlm_sweep(args: argparse.Namespace) -> int:
             for i, (r, which, lr) in enumerate((r, t, lr) for r in args.ranks for t in args.targets for lr in lrs):
                 t0 = time.monotonic()
                 torch.manual_seed(0)
-                lora = {} if which == "defaults" and args.ranks == [0] else {"lora_r": r, "lora_alpha": 2 * r}
-                config = TrainingConfig(method="lora", **lora, lora_dropout=0.0 if which != "defaults" else None,
-                                        target_modules=vlm_targets(family, args.family, which), lr=lr,
-                                        epochs=args.epochs, **fast)
+                # "defaults": the family's rank, alpha, dropout and targets (--ranks does not apply).
+                lora = {} if which == "defaults" else {"lora_r": r, "lora_alpha": 2 * r, "lora_dropout": 0.0}
+                config = TrainingConfig(method="lora", **lora, target_modules=vlm_targets(family, args.family, which),
+                                        lr=lr, epochs=args.epochs, **fast)
                 result = train(library, "style-a", f"run{i}", config)
                 print(json.dumps({"family": args.family, "hidden": args.hidden or "fixture",
                                   "r": result_config(library, f"run{i}", "lora_r"), "targets": which,
@@ -144,7 +144,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="BLIP: config names (prefix match)")
     parser.add_argument("--threads", type=int, default=2)
     vlm = parser.add_argument_group("vision-language families")
-    vlm.add_argument("--ranks", type=int, nargs="+", default=[16], help="0 with --targets defaults: family's rank")
+    vlm.add_argument("--ranks", type=int, nargs="+", default=[16], help="LoRA ranks (alpha = 2 x rank, no dropout)")
     vlm.add_argument("--targets", nargs="+", default=["attn+mlp"],
                      choices=["attn", "attn+mlp", "all-linear", "defaults"])
     vlm.add_argument("--lrs", type=float, nargs="+", default=None, help="default: the family's default lr")
@@ -154,6 +154,8 @@ def main() -> int:
     vlm.add_argument("--pretrain-lr", type=float, default=1e-2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.hidden and args.family != "llava":
+        parser.error("--hidden: only the tiny LLaVA has a width knob")
     if args.family != "blip":
         return vlm_sweep(args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -449,11 +449,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llava(path: str | Path, *, seed: int = 0) -> Path:
+def build_tiny_llava(path: str | Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
     """Tiny ``LlavaForConditionalGeneration`` (CLIP vision + Llama) with a chat template.
 
     The chat-template, decoder-only, left-padded member of the generic family
-    (the path SmolVLM / Qwen-VL / LLaVA checkpoints take).
+    (the path SmolVLM / Qwen-VL / LLaVA checkpoints take).  ``hidden_size``: the Llama's
+    width (feed-forward 2x), for measuring how the best LoRA lr changes with width.
     """
     from transformers import (
         CLIPVisionConfig,
@@ -470,8 +471,8 @@ def build_tiny_llava(path: str | Path, *, seed: int = 0) -> Path:
     patch = 8
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=IMAGE_SIZE, patch_size=patch, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     cfg = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
                       image_token_index=tok.convert_tokens_to_ids("<image>"),

@@ -74,7 +74,7 @@ def timed_job(label: str, photos: Path, spec, run) -> dict[str, float]:
 def cli_seconds(args: list[str], env: dict[str, str]) -> float:
     """Wall time of one ``captiondesk caption`` process into a fresh library."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "captiondesk", "caption", *args, "--library", str(Path(tmp) / "bench.db"),
+        command = [sys.executable, "-m", "captiondesk", "--library", str(Path(tmp) / "bench.db"), "caption", *args,
                    "--json"]
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

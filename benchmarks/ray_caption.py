@@ -88,7 +88,7 @@ def run_cli(args: argparse.Namespace, photos: Path, model: Path) -> None:
     """The ``--cli`` comparison (see the module docstring)."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": str(args.cpus)}
+           "RAY_USAGE_STATS_ENABLED": "0"}
     common = [str(photos), "--model", str(model), "--min-new-tokens", str(TOKENS), "--max-new-tokens", str(TOKENS),
               "--batch-size", str(args.batch_size), "--device", "cpu"]
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"

@@ -329,7 +329,7 @@ print("missing:", main([*common, "--ray"]))
     assert "pip install 'captiondesk[ray]'" in result.stderr
 
 
-def test_an_actor_runs_all_its_torch_work_on_one_thread(tiny_blip_dir: Path, tmp_path: Path,
+def test_an_actor_runs_all_its_torch_work_on_one_thread_with_its_own_core_count(tiny_blip_dir: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading and every batch run on the actor's own thread, whichever thread Ray calls from.
 
@@ -345,7 +345,10 @@ def test_an_actor_runs_all_its_torch_work_on_one_thread(tiny_blip_dir: Path, tmp
     from core.captioning import engine
     from core.captioning.ray_backend import CaptionActor
 
+    import torch
+
     torch_threads: list[tuple[str, int]] = []
+    torch_counts: list[int] = []
     real_load, real_caption = captioning.load_captioner, engine._BatchCaptioner.caption
 
     def load(*args, **kwargs):
@@ -353,22 +356,32 @@ def test_an_actor_runs_all_its_torch_work_on_one_thread(tiny_blip_dir: Path, tmp
         return real_load(*args, **kwargs)
 
     def caption(self, *args, **kwargs):
+        import torch
+
         torch_threads.append(("caption", threading.get_ident()))
+        torch_counts.append(torch.get_num_threads())
         return real_caption(self, *args, **kwargs)
 
     monkeypatch.setattr(captioning, "load_captioner", load)
     monkeypatch.setattr(engine._BatchCaptioner, "caption", caption)
     photos = sorted(_photos(tmp_path / "photos", 4).iterdir())
+    # The actor's own core count wins over whatever OMP_NUM_THREADS the worker inherited.
+    restore = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     actor = CaptionActor(model=str(tiny_blip_dir), adapter=None, device="cpu", optimize="auto",
-                         settings=SETTINGS.to_dict(), batch_size=2)
+                         settings=SETTINGS.to_dict(), batch_size=2, cpu_threads=1)
     batch = pa.table({"id": pa.array([1, 2], pa.int64()),
                       "path": pa.array([os.fsencode(p) for p in photos[:2]], pa.binary()),
                       "prompt": pa.array([None, None], pa.string())})
     outputs = []
-    for _ in range(2):  # two calls from two more threads, as Ray's executor may
-        caller = threading.Thread(target=lambda: outputs.append(actor(batch)))
-        caller.start()
-        caller.join()
+    try:
+        for _ in range(2):  # two calls from two more threads, as Ray's executor may
+            caller = threading.Thread(target=lambda: outputs.append(actor(batch)))
+            caller.start()
+            caller.join()
+    finally:
+        torch.set_num_threads(restore)  # MKL's count is process-wide: leave it as found
+    assert torch_counts == [1, 1]
     assert [kind for kind, _ in torch_threads] == ["load", "caption", "caption"]
     assert len({ident for _, ident in torch_threads}) == 1
     assert threading.get_ident() not in {ident for _, ident in torch_threads}

@@ -22,8 +22,11 @@ package) and the model (hub cache or the same folder path) installed.
 engine's loader) and decodes with the engine's decoder (``core.imaging`` through
 ``_decode_batch``).  Default count: one per GPU when the cluster has GPUs (and the spec
 does not ask for the CPU); otherwise one per node holding CPUs, each using all that
-node's cores (torch threads scale within a batch; Ray sets ``OMP_NUM_THREADS`` to the
-actor's ``num_cpus``).  ``actors=N`` on CPUs gives each actor ``total CPUs // N`` cores.
+node's cores (torch threads scale within a batch).  ``actors=N`` on CPUs gives each actor
+``total CPUs // N`` cores, and each actor sets torch's thread count to its own
+``num_cpus``: Ray's ``OMP_NUM_THREADS`` for actors gives way to one already in the
+environment ``ray start`` ran in, and two 1-core actors then ran 2 threads each on 2
+cores (measured: 8x slower).
 
 ``ray`` is imported only inside these functions: without ``--ray`` nothing imports it.
 """
@@ -109,7 +112,7 @@ class CaptionActor:
     """
 
     def __init__(self, *, model: str, adapter: str | None, device: str, optimize: str,
-                 settings: dict[str, Any], batch_size: int) -> None:
+                 settings: dict[str, Any], batch_size: int, cpu_threads: int | None = None) -> None:
         self.settings = GenerationSettings.from_dict(settings)
         # Every torch call of this actor (loading, int8 quantisation, generate) runs on one
         # thread of its own.  Ray runs __init__ on the actor's main thread but the batches
@@ -125,10 +128,16 @@ class CaptionActor:
         # UserCodeException, neither carrying the ModelLoadError (its kind, its
         # message for the person) to the driver, which stops the job with it.
         self.load_error: ModelLoadError | None = None
-        self._torch_thread.submit(self._load, model, adapter, device, optimize, batch_size).result()
+        self._torch_thread.submit(self._load, model, adapter, device, optimize, batch_size, cpu_threads).result()
 
-    def _load(self, model: str, adapter: str | None, device: str, optimize: str, batch_size: int) -> None:
+    def _load(self, model: str, adapter: str | None, device: str, optimize: str, batch_size: int,
+              cpu_threads: int | None) -> None:
         from core.captioning import load_captioner
+
+        if cpu_threads:
+            import torch
+
+            torch.set_num_threads(cpu_threads)  # on the thread that runs torch: OpenMP's setting is per thread
 
         try:
             self.captioner = load_captioner(model, adapter=adapter, device=device, optimize=optimize)
@@ -383,6 +392,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
         fn_constructor_kwargs={
             "model": resolved.model_name, "adapter": resolved.adapter, "device": spec.device,
             "optimize": spec.optimize, "settings": spec.settings.to_dict(), "batch_size": spec.batch_size,
+            "cpu_threads": int(plan.resources["num_cpus"]),
         },
         compute=ray.data.ActorPoolStrategy(size=plan.count),
         batch_size=spec.batch_size,

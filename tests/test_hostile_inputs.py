@@ -237,9 +237,9 @@ def test_coco_with_only_a_string_annotation_is_one_line(lib: Library, tmp_path: 
     source = tmp_path / "coco.json"
     source.write_text('{"images":[],"annotations":["x"]}', encoding="utf-8")
     code, out, err = cli(lib, monkeypatch, capsys, "import", "coco", str(source))
-    assert code == 1  # the unusable annotation is a failed item
-    assert "0 images named" in out
-    assert err.count("warning:") == 1 and "without a usable id" in err
+    assert code == 2  # nothing could be imported: one error line that says why
+    assert err.count("\n") == 1 and err.startswith("captiondesk: error: nothing to import")
+    assert "without a usable id" in err and "warning:" not in err
 
 
 # -- 6: path collisions in an export ----------------------------------------------------

@@ -426,7 +426,9 @@ def test_full_disk_library_reported_as_full_not_foreign(tmp_path: Path, mounts) 
     if not _mount(full, "-t", "tmpfs", "-o", "size=4k", "tmpfs"):
         pytest.skip("cannot mount a small tmpfs here")
     mounts.append(full)
-    result = cli(full / "lib.db", "status")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    result = cli(full / "lib.db", "add", str(photos))  # a command that creates the library
     assert_clean_error(result, "is full")
     assert "not a CaptionDesk library" not in result.stderr
 

@@ -462,9 +462,11 @@ def check_model_without_loading(model: str | Path, adapter: str | Path | None = 
             text_ok = "/" in text
         if not isinstance(cached, str):
             if not text_ok:
+                from . import DEFAULT_MODEL
+
                 raise ModelLoadError(
                     f"There is no model folder '{text}' and it is not a Hugging Face hub id (those look like "
-                    "org/name, e.g. Salesforce/blip-image-captioning-base); check the spelling of --model.",
+                    f"org/name, e.g. {DEFAULT_MODEL}); check the spelling of --model.",
                     kind="bad_model", model=text)
             if constants.HF_HUB_OFFLINE:
                 raise ModelLoadError.not_downloaded(text)

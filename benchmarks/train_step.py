@@ -68,6 +68,16 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+
+
+def seconds_per_step(step: Callable[[], None], steps: int) -> float:
+    """Mean seconds of *steps* timed calls of *step*, after one untimed warm-up call."""
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t) / steps
 
 
 def run_mode(mode: str, steps: int, threads: int) -> dict[str, float]:
@@ -106,11 +116,7 @@ def run_mode(mode: str, steps: int, threads: int) -> dict[str, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    per_step = (time.perf_counter() - t) / steps
+    per_step = seconds_per_step(step, steps)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"s_per_step": per_step, "steps_per_s": 1 / per_step, "peak_rss_gb": rss_gb,
@@ -211,11 +217,7 @@ def run_family_mode(path: str, mode: str, steps: int, threads: int, batch: int) 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    per_step = (time.perf_counter() - t) / steps
+    per_step = seconds_per_step(step, steps)
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     trainable_count = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
     return {"s_per_step": per_step, "steps_per_s": 1 / per_step, "peak_rss_gb": rss_gb,

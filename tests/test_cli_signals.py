@@ -289,5 +289,8 @@ def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tm
     time.sleep(delay)
     child.send_signal(signal.SIGINT)
     _out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err
+    # 130, or killed by SIGINT itself, which a shell reports as the same 130: Python ends
+    # that way at times after the handler printed the line (seen at 0.3-0.4 s on a
+    # loaded 2-core machine: "Interrupted." on stderr, then status -2).
+    assert child.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and err.strip() == "Interrupted."

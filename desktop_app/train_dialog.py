@@ -222,7 +222,7 @@ class TrainDialog(QDialog):
         self.batch_size = self._spin(1, 256, 8)
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
         self.include_imports = QCheckBox("Also use imported (unverified) captions")
-        self.family_defaults = QCheckBox("Use the measured LoRA settings for this model")
+        self.family_defaults = QCheckBox("Use the recommended LoRA settings for this model's family")
         self.family_defaults.setChecked(True)
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
         self.base.editingFinished.connect(self._update_enabled)
@@ -354,7 +354,7 @@ class TrainDialog(QDialog):
                 box.setValue(box.minimum())
             self.family_defaults.setToolTip(
                 "The model's family is known once it loads; training then uses the rank, alpha, dropout and "
-                "learning rate measured for that family (README, \"LoRA defaults\").")
+                "learning rate chosen for that family (README, \"LoRA defaults\", says how each was chosen).")
             return
         showing_auto = any(box.specialValueText() for box in boxes.values())
         for box in boxes.values():
@@ -366,8 +366,8 @@ class TrainDialog(QDialog):
                     continue  # full fine-tuning has its own rate (set with the method)
                 box.setValue(values[key])
         if family is not None:
-            self.family_defaults.setToolTip(f"Rank, alpha, dropout and learning rate measured for the {family.id} "
-                                            "family (README, \"LoRA defaults\").")
+            self.family_defaults.setToolTip(f"Rank, alpha, dropout and learning rate chosen for the {family.id} "
+                                            "family (README, \"LoRA defaults\", says how each was chosen).")
 
     def config(self) -> Any:
         from core.training import TrainingConfig

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from core import edits, queries
-from core.captions import add_model_caption, current_caption, set_human_caption
+from core.captions import add_model_caption, set_human_caption
 from core.models import Caption
 from core.queries import ImageFilter, ModelKey
 from tests.gui_fakes import build_library
+from tests.window_helpers import current
 
 
 @pytest.fixture
@@ -149,11 +150,6 @@ def test_next_in_state_wraps(sample):
         first = next(r for r, i in enumerate(ordered) if rows[i].state == "uncaptioned")
         assert queries.next_in_state(session, ordered, len(ordered) - 1, "uncaptioned") == first
         assert queries.next_in_state(session, [], 0, "uncaptioned") is None
-
-
-def current(library, image_id):
-    with library.db.read() as session:
-        return current_caption(session, image_id)
 
 
 def test_edit_undo_redo_restores_the_model_caption(sample):

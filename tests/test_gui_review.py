@@ -15,7 +15,6 @@ from PySide6.QtWidgets import QMessageBox
 from core import queries
 from core.captions import (
     add_model_caption,
-    current_caption,
     format_confidence,
     provenance_lines,
     score_for_percent,
@@ -27,7 +26,7 @@ from desktop_app.review import FindReplaceDialog
 from desktop_app.settings import AppSettings
 from tests.imagegen import write_jpeg
 from tests.gui_fakes import FakeEngine, build_library
-from tests.window_helpers import make_window
+from tests.window_helpers import current, make_window
 
 WAIT = 10_000
 LONG_FOLDER = "2023/Summer holiday – Portugal (Algarve coast & Lisbon) with the whole family and friends"
@@ -55,11 +54,6 @@ def window(qtbot, sample, settings):
     qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()
-
-
-def current(library, image_id):
-    with library.db.read() as session:
-        return current_caption(session, image_id)
 
 
 def image_id_of(library, rel_suffix: str) -> int:

@@ -6,11 +6,10 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from core.captions import current_caption
 from core.models import Caption
 from desktop_app.grid_model import ID_ROLE, ROW_ROLE, STATE_ROLE, ImageGridModel
 from tests.gui_fakes import FakeEngine, build_library
-from tests.window_helpers import make_window
+from tests.window_helpers import current, make_window
 
 WAIT = 10_000
 
@@ -34,11 +33,6 @@ def window(qtbot, sample, settings, engine):
     qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()
-
-
-def current(library, image_id):
-    with library.db.read() as session:
-        return current_caption(session, image_id)
 
 
 def set_filter(qtbot, win, **changes):

@@ -1,4 +1,5 @@
-"""Opening the main window in GUI tests (shared by test_gui_jobs, test_gui_versions, test_gui_real_model).
+"""Opening the main window in GUI tests (shared by test_gui_jobs, test_gui_versions, test_gui_real_model), and
+reading an image's current caption back (test_gui_window, test_gui_review, test_gui_queries).
 
 A helper module, not a test module: the ``settings`` fixture these take lives in
 tests/conftest.py.
@@ -33,3 +34,11 @@ def uncaptioned_ids(window: MainWindow) -> set[int]:
         for r in range(window.model.rowCount())
         if window.model.row_data(r).state == "uncaptioned"
     }
+
+
+def current(library: Any, image_id: int) -> Any:
+    """The current caption row of *image_id* (None when it has none), read in its own session."""
+    from core.captions import current_caption
+
+    with library.db.read() as session:
+        return current_caption(session, image_id)

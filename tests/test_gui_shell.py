@@ -55,6 +55,8 @@ def test_dropping_a_folder_url_adds_it(qtbot, window, photo_dir, tmp_path):
     assert event.isAccepted()
     assert [root.path for root in window.library.roots()] == [str(photo_dir.resolve())]
     qtbot.waitUntil(lambda: window.model.rowCount() == 3, timeout=10_000)
+    # The uncaptioned count runs on a worker after the scan; the grid can fill first.
+    qtbot.waitUntil(window.banner.isVisible, timeout=10_000)
     assert window.banner.label.text() == "3 photos have no caption yet."
 
 

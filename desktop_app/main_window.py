@@ -534,10 +534,11 @@ class MainWindow(QMainWindow):
         running = self.captioning.running
         for key in ("add_folder", "rescan", "caption", "replace", "train", "toolbar_review"):
             self.actions[key].setEnabled(has_library)
-        self.actions["caption"].setEnabled(has_library and not running)
+        # Captioning waits for a training run: both use the one model thread.
+        self.actions["caption"].setEnabled(has_library and not self.captioning.busy)
         self.actions["pause"].setEnabled(running)
         self.actions["cancel_caption"].setEnabled(running)
-        self.actions["release_model"].setEnabled(not running)
+        self.actions["release_model"].setEnabled(not self.captioning.busy)
 
 
     # =========================================================================
@@ -554,7 +555,7 @@ class MainWindow(QMainWindow):
 
     def show_uncaptioned_banner(self, count: int) -> None:
         """After a scan: "N photos have no caption — Caption them" (hidden when N is 0)."""
-        if count <= 0 or self.captioning.running:
+        if count <= 0 or self.captioning.busy:
             self.banner.hide()
             return
         self.banner.label.setText(f"{plural(count, 'photo')} {'has' if count == 1 else 'have'} no caption yet.")

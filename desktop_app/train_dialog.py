@@ -3,41 +3,44 @@
 Opened from Caption → Train (:mod:`desktop_app.controllers.versions`); by hand::
 
     from desktop_app.train_dialog import TrainDialog
-    dialog = TrainDialog(self.library, base_model=current_model_id, parent=self)
+    dialog = TrainDialog(self.library, base_model=current_model_id, service=self.captioning, parent=self)
     dialog.version_created.connect(lambda name: ...)  # e.g. refresh the model picker
     dialog.use_requested.connect(lambda name: ...)    # "Make active and re-caption"
     dialog.show()
 
-Training runs :func:`core.training.train` on a ``QThread``; progress, per-epoch metrics
-and the result come back as queued signals, and Cancel sets the job's cancel token (the
-run stops after the current batch and can be resumed by starting it again with the same
-name and settings).
+Training runs :func:`core.training.train` on the window's model thread
+(:class:`desktop_app.worker.CaptionService`), the one that captions: one job at a time,
+so a caption model and a training run never hold memory together.  While captioning
+runs, Train is off and the dialog says why.  Progress, per-epoch metrics and the result
+come back as queued signals, and Cancel sets the run's cancel token (the run stops after
+the current batch and can be resumed by starting it again with the same name and
+settings).  Without a *service* (a dialog on its own) the dialog starts a model thread
+of its own for each run.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
-    QHeaderView,
-    QSizePolicy,
     QComboBox,
     QDialog,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -47,7 +50,7 @@ from PySide6.QtWidgets import (
 
 from core.captioning import DEFAULT_MODEL
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
-from desktop_app.background import JOB_NICENESS, lower_thread_priority
+from desktop_app.worker import CaptionService, TrainingRun
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -85,7 +88,7 @@ class MetricChart(QWidget):
         """The top of a series' scale: its largest value (a small floor keeps flat zeros drawable)."""
         return max([1e-3] + [v for _, v in points])
 
-    def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt override)
+    def paintEvent(self, _event: Any) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("white"))
         loss, cider = self.series()
@@ -121,29 +124,6 @@ class MetricChart(QWidget):
         painter.drawText(QRectF(left, h - bottom_m + 2, plot_w, metrics.height()),
                          int(Qt.AlignmentFlag.AlignHCenter), f"epochs 0–{max_epoch}")
         painter.end()
-
-
-class _TrainWorker(QObject):
-    progress = Signal(object)
-    epoch = Signal(object)
-    finished = Signal(object)
-    failed = Signal(str)
-
-    def __init__(self, run: Callable[..., Any], library: Library, base: str, name: str, config: Any) -> None:
-        super().__init__()
-        self._run, self._args = run, (library, base, name, config)
-        self.cancel = threading.Event()
-
-    @Slot()
-    def work(self) -> None:
-        lower_thread_priority(JOB_NICENESS)
-        try:
-            result = self._run(*self._args, progress=self.progress.emit, cancel=self.cancel,
-                               on_epoch=self.epoch.emit)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.failed.emit(str(exc))
-            return
-        self.finished.emit(result)
 
 
 #: Metrics where a smaller number is better (the others: bigger is better).
@@ -194,14 +174,20 @@ class TrainDialog(QDialog):
     use_requested = Signal(str)
 
     def __init__(self, library: Library, *, base_model: str = DEFAULT_MODEL,
-                 train_fn: Callable[..., Any] | None = None, parent: QWidget | None = None) -> None:
+                 train_fn: Callable[..., Any] | None = None, service: CaptionService | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train captioner")
         self.library = library
         self._train_fn = train_fn
-        self._thread: QThread | None = None
-        self._worker: _TrainWorker | None = None
+        #: The model thread training runs on (shared with captioning in the window).
+        self._service = service
+        self._own_service: CaptionService | None = None
+        self._run: TrainingRun | None = None
+        self._data_reason: str | None = None
         self.result: Any = None
+        if service is not None:
+            service.state_changed.connect(self._refresh_start)
 
         self.base = QLineEdit(base_model)
         self.browse_base = QPushButton("Browse…")
@@ -396,11 +382,32 @@ class TrainDialog(QDialog):
         self.set_ready(not_ready_reason(len(data.train), len(data.validation)))
 
     def set_ready(self, reason: str | None) -> None:
-        """Enable Train, or disable it and say why in plain words."""
+        """Enable Train, or disable it and say why in plain words (*reason*: the data's)."""
+        self._data_reason = reason or None
+        self._refresh_start()
+
+    @property
+    def running(self) -> bool:
+        """This dialog's training run is on the model thread."""
+        return self._run is not None
+
+    def busy_reason(self) -> str | None:
+        """Why the model thread cannot take a training run now (None: it can)."""
+        if self._run is not None or self._service is None:
+            return None
+        if self._service.running:
+            return ("Captioning is running. Training uses the same model thread, so it can start "
+                    "when captioning has finished or been cancelled.")
+        if self._service.training:
+            return "Another training run is going; this one can start when it has finished."
+        return None
+
+    @Slot()
+    def _refresh_start(self) -> None:
+        reason = self._data_reason or self.busy_reason()
         self.not_ready.setText(reason or "")
         self.not_ready.setVisible(bool(reason))
-        running = self._thread is not None
-        self.start_button.setEnabled(not reason and not running)
+        self.start_button.setEnabled(not reason and self._run is None)
         self.start_button.setToolTip(reason or "")
 
     @Slot()
@@ -414,27 +421,29 @@ class TrainDialog(QDialog):
             from core.training import train as train_fn
         else:
             train_fn = self._train_fn
+        run = TrainingRun(train_fn, self.library, self.base.text().strip(), self.name.text().strip(), config)
+        run.progress.connect(self._on_progress)
+        run.epoch.connect(self.chart.add)
+        run.finished.connect(self._on_finished)
+        run.failed.connect(self._on_failed)
+        service = self._service
+        if service is None:
+            service = self._own_service = CaptionService(parent=self)
+        if not service.start_training(run):
+            self.status.setText(self.busy_reason() or "The model thread is busy.")
+            return
+        self._run = run
         self.chart.records.clear()
         self.verdict.hide()
         self.use_button.hide()
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText("Starting…")
-        self._thread = QThread(self)
-        self._worker = _TrainWorker(train_fn, self.library, self.base.text().strip(), self.name.text().strip(),
-                                    config)
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.work)
-        self._worker.progress.connect(self._on_progress)
-        self._worker.epoch.connect(self.chart.add)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.failed.connect(self._on_failed)
-        self._thread.start()
 
     @Slot()
     def cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel.set()
+        if self._run is not None:
+            self._run.cancel.set()
             self.status.setText("Stopping after the current batch…")
 
     @Slot(object)
@@ -446,11 +455,17 @@ class TrainDialog(QDialog):
 
     def _done(self) -> None:
         self.cancel_button.setEnabled(False)
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()
-            self._thread = None
-        self.start_button.setEnabled(not self.not_ready.text())
+        if self._run is not None:
+            self._run.deleteLater()
+            self._run = None
+        self._stop_own_service()
+        self._refresh_start()
+
+    def _stop_own_service(self) -> None:
+        if self._own_service is not None:
+            self._own_service.shutdown()
+            self._own_service.deleteLater()
+            self._own_service = None
 
     @Slot(object)
     def _on_finished(self, result: Any) -> None:
@@ -479,8 +494,8 @@ class TrainDialog(QDialog):
         self.status.setText(plain_error(message))
 
     def closeEvent(self, event: Any) -> None:
+        # A run on the shared model thread stops after its current step and frees the
+        # thread by itself; a thread of the dialog's own is stopped here.
         self.cancel()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait(5000)
+        self._stop_own_service()
         super().closeEvent(event)

@@ -1,4 +1,4 @@
-"""Batch captioning on one long-lived inference thread that owns the loaded model.
+"""Captioning and training on one long-lived model thread that owns the loaded model.
 
 :class:`CaptionService` (GUI thread) starts a ``QThread`` once and moves a
 :class:`_CaptionWorker` onto it.  A job — a ``core.captioning.settings.CaptionJobSpec``,
@@ -15,6 +15,11 @@ Results come back without blocking or flooding the GUI:
 * pause and cancel are thread-safe flags the engine polls between batches
   (:class:`PauseToken`), so they work while the worker thread is busy.
 
+Training a new model version (:class:`TrainingRun`, started by the Train dialog) runs on
+the same thread, one job at a time: it frees the loaded captioner first, so a caption
+model and the training copy of a model never sit in memory together (two copies of a 7B
+VLM do not fit one GPU), and captioning cannot start until training has ended.
+
 The engine is reached through a small seam (``engine=``: an object with
 ``resolve_model``, ``run_caption_job`` and ``load_captioner``) so tests run the real
 worker with a fake captioner.
@@ -26,6 +31,7 @@ import logging
 import os
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -114,8 +120,31 @@ def hub_download_bytes(model: str) -> int | None:
     return total
 
 
+class TrainingRun(QObject):
+    """One training run for the model thread (``core.training.train`` or a stand-in).
+
+    Created on the GUI thread; the model thread calls *train_fn* and emits these signals
+    from there, so they reach GUI-thread receivers queued.  ``cancel`` is the run's own
+    token: the training loop checks it between steps.
+    """
+
+    progress = Signal(object)
+    #: One per evaluated epoch (a dict of metrics), for the live chart.
+    epoch = Signal(object)
+    #: The training result (``cancelled`` set when it was stopped).
+    finished = Signal(object)
+    #: A message for the person.
+    failed = Signal(str)
+
+    def __init__(self, train_fn: Callable[..., Any], library: Library, base: str, name: str, config: Any) -> None:
+        super().__init__()
+        self.train_fn = train_fn
+        self.args = (library, base, name, config)
+        self.cancel = threading.Event()
+
+
 class _CaptionWorker(QObject):
-    """Lives on the inference thread; keeps the loaded captioner between jobs."""
+    """Lives on the model thread; keeps the loaded captioner between jobs."""
 
     loading = Signal(str)
     #: Status lines from the model loader ("Downloading ...", "Loading weights ...").
@@ -124,6 +153,8 @@ class _CaptionWorker(QObject):
     progress = Signal(object)
     finished = Signal(object)
     failed = Signal(str, str)
+    #: A training run has returned (emitted before the run's own finished/failed).
+    training_ended = Signal()
 
     def __init__(self, engine: Any | None, batches: Coalescer) -> None:
         super().__init__()
@@ -206,6 +237,24 @@ class _CaptionWorker(QObject):
         else:
             self.finished.emit(stats)
 
+    @Slot(object)
+    def run_training(self, run: TrainingRun) -> None:
+        lower_thread_priority(JOB_NICENESS)
+        # Training loads its own copy of the base model: free the captioner first, so
+        # the two never share the memory (or the GPU).
+        self.release()
+        try:
+            result = run.train_fn(*run.args, progress=run.progress.emit, cancel=run.cancel,
+                                  on_epoch=run.epoch.emit)
+        except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
+            log.error("training failed: %s", traceback.format_exc())
+            # The service is idle again before the dialog hears how the run ended.
+            self.training_ended.emit()
+            run.failed.emit(str(exc) or type(exc).__name__)
+        else:
+            self.training_ended.emit()
+            run.finished.emit(result)
+
     @Slot()
     def release(self) -> None:
         """Close the loaded captioner (frees the model's memory)."""
@@ -224,7 +273,8 @@ class _Cancelled(Exception):
 
 
 class CaptionService(QObject):
-    """GUI-thread handle on the inference thread: start, pause, resume, cancel jobs."""
+    """GUI-thread handle on the model thread: caption jobs (start, pause, resume, cancel)
+    and training runs, one at a time."""
 
     #: A job was accepted (its CaptionJobSpec).
     started = Signal(object)
@@ -242,10 +292,11 @@ class CaptionService(QObject):
     finished = Signal(object)
     #: (message for the user, details for the log)
     failed = Signal(str, str)
-    #: Emitted whenever running/paused changes.
+    #: Emitted whenever running/paused/training changes.
     state_changed = Signal()
 
     _request = Signal(object, object, object)
+    _train_request = Signal(object)
     _release = Signal()
 
     def __init__(self, engine: Any | None = None, parent: QObject | None = None) -> None:
@@ -253,10 +304,12 @@ class CaptionService(QObject):
         self._batches = Coalescer(50, self)
         self._batches.flushed.connect(self.captions_landed)
         self._thread = QThread(self)
-        self._thread.setObjectName("captiondesk-inference")
+        self._thread.setObjectName("captiondesk-model")
         self._worker = _CaptionWorker(engine, self._batches)
         self._worker.moveToThread(self._thread)
         self._request.connect(self._worker.run_job)
+        self._train_request.connect(self._worker.run_training)
+        self._worker.training_ended.connect(self._on_training_ended)
         self._release.connect(self._worker.release)
         self._worker.loading.connect(self._on_loading)
         self._worker.loaded.connect(self._on_loaded)
@@ -268,6 +321,7 @@ class CaptionService(QObject):
         self._thread.start()
         self._token: PauseToken | None = None
         self._spec: CaptionJobSpec | None = None
+        self._training: TrainingRun | None = None
         self._download_timer = QTimer(self)
         self._download_timer.setInterval(500)
         self._download_timer.timeout.connect(self._poll_download)
@@ -277,15 +331,26 @@ class CaptionService(QObject):
 
     @property
     def running(self) -> bool:
+        """A caption job is running."""
         return self._token is not None
+
+    @property
+    def training(self) -> bool:
+        """A training run is on the model thread."""
+        return self._training is not None
+
+    @property
+    def busy(self) -> bool:
+        """Captioning or training: a new job of either kind has to wait."""
+        return self.running or self.training
 
     @property
     def paused(self) -> bool:
         return self._token is not None and self._token.paused
 
     def start(self, library: Library, spec: CaptionJobSpec) -> bool:
-        """Queue *spec* on the inference thread; False if a job is already running."""
-        if self._token is not None:
+        """Queue *spec* on the model thread; False if a job or a training run is running."""
+        if self.busy:
             return False
         self._token = PauseToken()
         self._spec = spec
@@ -309,13 +374,28 @@ class CaptionService(QObject):
             self._token.cancel()
             self.state_changed.emit()
 
+    def start_training(self, run: TrainingRun) -> bool:
+        """Queue *run* on the model thread; False while captioning or another run is going."""
+        if self.busy:
+            return False
+        self._training = run
+        self.state_changed.emit()
+        self._train_request.emit(run)
+        return True
+
+    def _on_training_ended(self) -> None:
+        self._training = None
+        self.state_changed.emit()
+
     def release_model(self) -> None:
         """Free the loaded model (between jobs)."""
         self._release.emit()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Cancel any job, free the model and stop the thread (closing the window)."""
+        """Cancel any job or training run, free the model and stop the thread (closing the window)."""
         self.cancel()
+        if self._training is not None:
+            self._training.cancel.set()
         self._release.emit()
         self._thread.quit()
         stopped = self._thread.wait(timeout_ms)

@@ -1,12 +1,20 @@
-"""The Train dialog with a fake training function (the real loop is tested in test_training.py)."""
+"""The Train dialog with a fake training function (the real loop is tested in test_training.py), alone
+and on the window's model thread, taking turns with captioning."""
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
+from PySide6.QtCore import QThread
+
+from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
+from desktop_app.dialogs import SCOPE_LIBRARY
 from desktop_app.train_dialog import TrainDialog
+from tests.gui_fakes import FakeEngine, build_library
+from tests.window_helpers import WAIT, make_window
 
 
 def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
@@ -140,3 +148,83 @@ def test_train_dialog_shows_the_settings_measured_for_the_base_models_family(qtb
     dialog.base.setText(str(folder))
     dialog.base.editingFinished.emit()
     assert dialog.lr.value() == blip["lr"]
+
+
+def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, library, photo_dir, settings) -> None:
+    """Training runs on the thread that captions, one job at a time: the caption model is
+    freed before training loads its own copy, and each job waits for the other."""
+    build_library(library, photo_dir, count=40, model_every=0, human_every=2, bad_files=0)  # 20 verified
+    engine = FakeEngine(delay=0.05)
+    window = make_window(qtbot, library, settings, engine)
+    assert window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2), SCOPE_LIBRARY)
+    window.captioning.pause()  # held between batches until the test says: no race with a fast job
+
+    # Opened from the window while captioning runs: Train is off, and the dialog says why.
+    window.open_train_dialog()
+    dialog = window.versions.train_dialog
+    assert dialog is not None
+    dialog.val_ratio.setValue(0.3)  # enough photos on both sides: only the running job stands in the way
+    assert "Captioning is running" in dialog.not_ready.text()
+    assert not dialog.start_button.isEnabled()
+    # Once captioning ends, Train comes on by itself (the data is enough).
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
+        window.captioning.resume()
+    qtbot.waitUntil(dialog.start_button.isEnabled, timeout=WAIT)
+    assert dialog.not_ready.text() == ""
+    captioner = engine.captioners[-1]
+    assert not captioner.closed  # kept loaded for the next caption job, until training needs the memory
+
+    release = threading.Event()
+    seen = {}
+
+    def blocking_train(library, base, name, config, *, progress, cancel, on_epoch):
+        seen["thread"] = QThread.currentThread()
+        seen["captioner_closed"] = captioner.closed
+        while not release.is_set() and not cancel.is_set():
+            time.sleep(0.01)
+        return fake_train(library, base, name, config, progress=progress, cancel=cancel, on_epoch=on_epoch)
+
+    dialog._train_fn = blocking_train
+    dialog.name.setText("turns")
+    dialog.epochs.setValue(2)
+    dialog.start()
+    qtbot.waitUntil(lambda: "thread" in seen, timeout=WAIT)
+    assert seen["thread"] is window.captioning._thread  # the window's model thread, not one of the dialog's
+    assert seen["captioner_closed"]
+    # Captioning waits for training: the verb is off, and a start is refused with one clear line.
+    assert window.captioning.training and not window.actions["caption"].isEnabled()
+    assert not window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
+    assert "is training" in window.log_panel.entries[-1][1]
+    assert not dialog.start_button.isEnabled()  # this dialog's own run: no second one
+    dialog.reject()  # Escape hides the dialog; the run goes on, and Train brings its dialog back
+    window.open_train_dialog()
+    assert window.versions.train_dialog is dialog and dialog.isVisible()
+
+    with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
+        release.set()
+    assert not window.captioning.training and window.actions["caption"].isEnabled()
+    # The model thread captions again, loading its model afresh.
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
+        assert window.start_captioning(CaptionJobSpec(model="fake-model", overwrite_model_captions=True),
+                                       SCOPE_LIBRARY)
+    assert len(engine.loaded) == 2
+    dialog.close()
+
+
+def test_closing_the_window_stops_a_training_run(qtbot, library, photo_dir, settings) -> None:
+    build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
+    window = make_window(qtbot, library, settings, FakeEngine())
+    stopped = threading.Event()
+
+    def endless_train(*_args, cancel, **_kwargs):
+        while not cancel.is_set():
+            time.sleep(0.01)
+        stopped.set()
+        return SimpleNamespace(cancelled=True, name="x")
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=endless_train, service=window.captioning,
+                         parent=window)
+    dialog.start()
+    qtbot.waitUntil(lambda: window.captioning.training, timeout=WAIT)
+    window.close()
+    assert stopped.is_set()

@@ -24,12 +24,16 @@ class VersionsController:
             return
         from desktop_app.train_dialog import TrainDialog
 
-        if self.train_dialog is not None and self.train_dialog.isVisible():
+        # The open dialog, or a hidden one (Escape) whose run is still going: its progress
+        # and Cancel live there.
+        if self.train_dialog is not None and (self.train_dialog.isVisible() or self.train_dialog.running):
+            self.train_dialog.show()
             self.train_dialog.raise_()
             self.train_dialog.activateWindow()
             return
         base = w.settings.caption_spec().model
-        dialog = TrainDialog(w.library, base_model=base, parent=w)
+        # Training shares the window's model thread with captioning: one job at a time.
+        dialog = TrainDialog(w.library, base_model=base, service=w.captioning, parent=w)
         dialog.use_requested.connect(self.use_model_version)
         dialog.version_created.connect(lambda _name: w.schedule_sidebar_refresh())
         self.train_dialog = dialog

@@ -191,8 +191,22 @@ def main(argv: list[str]) -> int:
         save(dialog, "export-dialog")
         dialog.close()
 
+        if "--dialogs" in argv:
+            # Training waits for captioning (one model thread): the dialog says so.
+            window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2,
+                                                   overwrite_model_captions=True), SCOPE_LIBRARY)
+            window.captioning.pause()
+            window.open_train_dialog()
+            waiting = window.versions.train_dialog
+            wait(app, lambda: False, 1.0)
+            save(waiting, "dialog_train_waiting_for_captioning")
+            save(window, "dialog_train_waiting_window")
+            window.captioning.cancel()
+            wait(app, lambda: not window.captioning.running, 30)
+            waiting.close()
+
         train = TrainDialog(library, base_model="Salesforce/blip-image-captioning-base", train_fn=fake_train,
-                            parent=window)
+                            service=window.captioning, parent=window)
         train.name.setText("holiday-lora")
         train.epochs.setValue(4)
         train.val_ratio.setValue(0.25)

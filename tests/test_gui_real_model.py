@@ -7,6 +7,7 @@ from PySide6.QtCore import QSettings
 from sqlalchemy import select
 
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captions import set_human_caption
 from core.models import Caption
 from desktop_app.dialogs import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from desktop_app.settings import AppSettings
@@ -50,3 +51,50 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     with library.db.read() as session:
         current = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
     assert {c.image_id for c in current} == todo  # nothing lost
+
+
+@pytest.mark.slow
+def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(qtbot, library, photo_dir, tmp_path,
+                                                                                tiny_blip_dir):
+    """The whole loop in the window with a real model: caption, train a LoRA version on the
+    window's model thread (from the Train dialog), make it active, re-caption with it."""
+    from core.training.versions import get_active_version
+
+    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    build_library(library, photo_dir, count=30, model_every=0, human_every=2, bad_files=0)
+    # A person's captions in the tiny model's vocabulary (tests/tiny_models.WORDS): words it
+    # cannot spell are [UNK], and a model that learned those decodes to nothing.
+    colours = ("red", "green", "blue", "yellow", "black", "white")
+    with library.db.write() as session:
+        humans = session.scalars(select(Caption.image_id).where(Caption.is_current.is_(True),
+                                                                Caption.source == "human")).all()
+        for k, image_id in enumerate(sorted(humans)):
+            set_human_caption(session, image_id, f"a photo of a {colours[k % len(colours)]} square")
+    window = make_window(qtbot, library, settings, engine=None)
+    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=5), batch_size=8,
+                             device="cpu")
+    with qtbot.waitSignal(window.captioning.finished, timeout=120_000):
+        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+
+    window.open_train_dialog()
+    dialog = window.versions.train_dialog
+    assert dialog.base.text() == str(tiny_blip_dir)  # the model the window captions with
+    dialog.name.setText("window-lora")
+    dialog.epochs.setValue(4)
+    dialog.batch_size.setValue(4)
+    dialog.val_ratio.setValue(0.3)
+    assert dialog.start_button.isEnabled(), dialog.not_ready.text()
+    with qtbot.waitSignal(dialog.version_created, timeout=300_000) as created:
+        dialog.start()
+        assert window.captioning.training
+    assert created.args == ["window-lora"] and not window.captioning.training
+    assert dialog.table.item(1, 1).text() != "-"  # held-out CIDEr of the new version
+
+    with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:
+        dialog.use_requested.emit("window-lora")  # "Make active and re-caption"
+    assert get_active_version(library).name == "window-lora"
+    assert finished.args[0].captioned == 15  # every photo the base model captioned; the 15 of a person stay
+    with library.db.read() as session:
+        rows = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
+    assert len(rows) == 15 and all(c.adapter for c in rows)
+    dialog.close()

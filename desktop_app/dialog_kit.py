@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontMetrics, QPaintEvent, QPainter
+from PySide6.QtGui import QDesktopServices, QFontMetrics, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QHBoxLayout,
@@ -55,7 +55,7 @@ class ElidedLabel(QLabel):
         self.setMinimumWidth(80)
         self.setText(text)
 
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+    def setText(self, text: str) -> None:
         self._full = text
         self.setToolTip(text if text else "")
         super().setText(text)
@@ -87,7 +87,13 @@ def wrapped(text: str) -> QLabel:
 
 
 class JobRunner(QObject):
-    """One background job at a time; results come back as queued signals."""
+    """One background job at a time; results come back as queued signals.
+
+    Work that loads a model (evaluating, merging a version) is given the window's model
+    thread (*model_thread*, a ``desktop_app.worker.CaptionService``): it then runs there
+    as a ``ModelJob``, taking turns with captioning and training, instead of on a thread
+    of this runner's own.
+    """
 
     #: core.jobs.Progress snapshots (throttled by core)
     progress = Signal(object)
@@ -97,10 +103,12 @@ class JobRunner(QObject):
     failed = Signal(str, str)
     _progress_from_worker = Signal(object)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, *, model_thread: Any = None) -> None:
         super().__init__(parent)
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(1)
+        self.model_thread = model_thread
+        self._model_job: Any = None
         self._cancel: threading.Event | None = None
         # Emitted on the worker thread; the receiver lives here, so Qt queues it.
         self._progress_from_worker.connect(self.progress, Qt.ConnectionType.QueuedConnection)
@@ -109,10 +117,13 @@ class JobRunner(QObject):
     def running(self) -> bool:
         return self._cancel is not None
 
-    def start(self, work: Callable[[Callable[[Any], None], threading.Event], Any]) -> bool:
-        """Run ``work(progress, cancel)`` on the worker thread; False if one is running."""
+    def start(self, work: Callable[[Callable[[Any], None], threading.Event], Any], description: str = "") -> bool:
+        """Run ``work(progress, cancel)`` on the worker thread; False if one is running
+        (or the model thread is busy: ``model_thread.busy_reason`` says why)."""
         if self._cancel is not None:
             return False
+        if self.model_thread is not None:
+            return self._start_on_model_thread(work, description)
         cancel = threading.Event()
         self._cancel = cancel
 
@@ -127,6 +138,35 @@ class JobRunner(QObject):
         submit(self.pool, lambda: work(self._progress_from_worker.emit, cancel), done, failed,
                niceness=JOB_NICENESS)
         return True
+
+    def _start_on_model_thread(self, work: Callable[..., Any], description: str) -> bool:
+        from desktop_app.worker import ModelJob
+
+        job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel))
+        # Bound methods of this (GUI-thread) object: the model thread's emits arrive queued.
+        job.progress.connect(self.progress)
+        job.finished.connect(self._on_model_job_finished)
+        job.failed.connect(self._on_model_job_failed)
+        if not self.model_thread.start_model_job(job):
+            job.deleteLater()
+            return False
+        self._model_job = job
+        self._cancel = job.cancel
+        return True
+
+    def _model_job_ended(self) -> None:
+        self._cancel = None
+        if self._model_job is not None:
+            self._model_job.deleteLater()
+            self._model_job = None
+
+    def _on_model_job_finished(self, result: Any) -> None:
+        self._model_job_ended()
+        self.finished.emit(result)
+
+    def _on_model_job_failed(self, message: str, detail: str) -> None:
+        self._model_job_ended()
+        self.failed.emit(message, detail)
 
     def cancel(self) -> None:
         if self._cancel is not None:

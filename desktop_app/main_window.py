@@ -534,7 +534,7 @@ class MainWindow(QMainWindow):
         running = self.captioning.running
         for key in ("add_folder", "rescan", "caption", "replace", "train", "toolbar_review"):
             self.actions[key].setEnabled(has_library)
-        # Captioning waits for a training run: both use the one model thread.
+        # Captioning waits for a model job (training...): both use the one model thread.
         self.actions["caption"].setEnabled(has_library and not self.captioning.busy)
         self.actions["pause"].setEnabled(running)
         self.actions["cancel_caption"].setEnabled(running)

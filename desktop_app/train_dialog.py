@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
 
 from core.captioning import DEFAULT_MODEL
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
-from desktop_app.worker import CaptionService, TrainingRun
+from desktop_app.worker import CaptionService, ModelJob
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -183,7 +183,7 @@ class TrainDialog(QDialog):
         #: The model thread training runs on (shared with captioning in the window).
         self._service = service
         self._own_service: CaptionService | None = None
-        self._run: TrainingRun | None = None
+        self._run: ModelJob | None = None
         self._data_reason: str | None = None
         self.result: Any = None
         if service is not None:
@@ -395,12 +395,7 @@ class TrainDialog(QDialog):
         """Why the model thread cannot take a training run now (None: it can)."""
         if self._run is not None or self._service is None:
             return None
-        if self._service.running:
-            return ("Captioning is running. Training uses the same model thread, so it can start "
-                    "when captioning has finished or been cancelled.")
-        if self._service.training:
-            return "Another training run is going; this one can start when it has finished."
-        return None
+        return self._service.busy_reason("Training")
 
     @Slot()
     def _refresh_start(self) -> None:
@@ -421,7 +416,9 @@ class TrainDialog(QDialog):
             from core.training import train as train_fn
         else:
             train_fn = self._train_fn
-        run = TrainingRun(train_fn, self.library, self.base.text().strip(), self.name.text().strip(), config)
+        library, base, name = self.library, self.base.text().strip(), self.name.text().strip()
+        run = ModelJob(f"Training “{name}”",
+                       lambda **callbacks: train_fn(library, base, name, config, **callbacks))
         run.progress.connect(self._on_progress)
         run.epoch.connect(self.chart.add)
         run.finished.connect(self._on_finished)
@@ -429,7 +426,7 @@ class TrainDialog(QDialog):
         service = self._service
         if service is None:
             service = self._own_service = CaptionService(parent=self)
-        if not service.start_training(run):
+        if not service.start_model_job(run):
             self.status.setText(self.busy_reason() or "The model thread is busy.")
             return
         self._run = run
@@ -488,8 +485,8 @@ class TrainDialog(QDialog):
         self.use_button.setEnabled(beat)
         self.version_created.emit(result.name)
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
+    @Slot(str, str)
+    def _on_failed(self, message: str, _detail: str = "") -> None:
         self._done()
         self.status.setText(plain_error(message))
 

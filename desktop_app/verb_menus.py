@@ -107,7 +107,8 @@ class VerbMenus:
 
         def make() -> QDialog:
             device = self.window.settings.caption_spec().device
-            dialog = VersionsWindow(self.window.library, device=device, parent=self.window)
+            dialog = VersionsWindow(self.window.library, device=device, service=self.window.captioning,
+                                    parent=self.window)
             dialog.changed.connect(self.window.schedule_sidebar_refresh)
             return dialog
 

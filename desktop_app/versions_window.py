@@ -62,6 +62,10 @@ def version_row(version: Any) -> list[str]:
     ]
 
 
+EVALUATE_TIP = "Caption the validation split with this version and score it against the verified captions"
+EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
+
+
 class VersionsWindow(QDialog):
     """List, activate, rename, delete, evaluate and export the library's model versions."""
 
@@ -70,14 +74,18 @@ class VersionsWindow(QDialog):
     #: An evaluation finished: its core.training.metrics.EvalResult.
     evaluated = Signal(object)
 
-    def __init__(self, library: Any, *, device: str = "auto", parent: QWidget | None = None) -> None:
+    def __init__(self, library: Any, *, device: str = "auto", service: Any = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Model versions")
         self.resize(960, 460)
         self.library = library
         self.device = device
         self.result: Any = None
-        self.runner = JobRunner(self)
+        # Evaluate and Export merged load a model: in the window they run on its model
+        # thread (*service*), taking turns with captioning and training.
+        self.service = service
+        self.runner = JobRunner(self, model_thread=service)
         self._job = ""
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -102,10 +110,8 @@ class VersionsWindow(QDialog):
         self.evaluate_button = QPushButton("Evaluate")
         self.export_button = QPushButton("Export merged…")
         self.activate_button.setToolTip("Use this version as the default model for captioning")
-        self.evaluate_button.setToolTip("Caption the validation split with this version and score it against "
-                                        "the verified captions")
-        self.export_button.setToolTip("Write a standalone model folder (LoRA merged into the base) that plain "
-                                      "transformers loads")
+        self.evaluate_button.setToolTip(EVALUATE_TIP)
+        self.export_button.setToolTip(EXPORT_TIP)
         actions = QHBoxLayout()
         for button in (self.activate_button, self.rename_button, self.delete_button, self.evaluate_button,
                        self.export_button):
@@ -130,6 +136,8 @@ class VersionsWindow(QDialog):
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(lambda message, _detail: self._job_done(message))
         self.table.itemSelectionChanged.connect(self._update_buttons)
+        if service is not None:
+            service.state_changed.connect(self._update_buttons)
         self.refresh()
 
     # -- table --------------------------------------------------------------------------
@@ -166,6 +174,12 @@ class VersionsWindow(QDialog):
         for button in (self.activate_button, self.rename_button, self.delete_button, self.evaluate_button,
                        self.export_button):
             button.setEnabled(name is not None and idle)
+        # The model thread is captioning or training: the jobs that load a model wait.
+        waiting = self.service.busy_reason("Evaluating") if self.service is not None and idle else None
+        for button, tip in ((self.evaluate_button, EVALUATE_TIP), (self.export_button, EXPORT_TIP)):
+            button.setToolTip(waiting or tip)
+            if waiting:
+                button.setEnabled(False)
         version = next((v for v in self.versions if v.name == name), None)
         if version is not None:
             where = version.adapter_path or version.base_model
@@ -242,9 +256,11 @@ class VersionsWindow(QDialog):
             return evaluate_model(library, name, val_ratio=ratio, seed=split_seed, device=device,
                                   progress=progress, cancel=cancel)
 
+        if not self.runner.start(work, f"Evaluating “{name}”"):
+            self._refused("Evaluating")
+            return False
         self._job = "evaluate"
         self.footer.set_running(True, f"Evaluating {name}…")
-        self.runner.start(work)
         self._update_buttons()
         return True
 
@@ -262,11 +278,18 @@ class VersionsWindow(QDialog):
         def work(_progress: Any, _cancel: Any) -> Any:
             return versions.export_merged(library, name, out, device=device)
 
+        if not self.runner.start(work, f"Writing “{name}” as a standalone model"):
+            self._refused("Writing a merged model")
+            return False
         self._job = "export"
         self.footer.set_running(True, f"Writing {name} as a standalone model…")
-        self.runner.start(work)
         self._update_buttons()
         return True
+
+    def _refused(self, wanted: str) -> None:
+        """The model thread is busy: say why in the footer."""
+        reason = self.service.busy_reason(wanted) if self.service is not None else None
+        self.footer.status.setText(reason or "Another job is running.")
 
     def _on_finished(self, result: Any) -> None:
         self.result = result

@@ -15,10 +15,11 @@ Results come back without blocking or flooding the GUI:
 * pause and cancel are thread-safe flags the engine polls between batches
   (:class:`PauseToken`), so they work while the worker thread is busy.
 
-Training a new model version (:class:`TrainingRun`, started by the Train dialog) runs on
-the same thread, one job at a time: it frees the loaded captioner first, so a caption
-model and the training copy of a model never sit in memory together (two copies of a 7B
-VLM do not fit one GPU), and captioning cannot start until training has ended.
+Training a new model version (the Train dialog), evaluating one or writing one out merged
+(the Versions window) are :class:`ModelJob` s on the same thread, one job at a time: each
+frees the loaded captioner first, so a caption model and another copy of a model never sit
+in memory together (two copies of a 7B VLM do not fit one GPU), and captioning cannot
+start until the job has ended.
 
 The engine is reached through a small seam (``engine=``: an object with
 ``resolve_model``, ``run_caption_job`` and ``load_captioner``) so tests run the real
@@ -120,26 +121,28 @@ def hub_download_bytes(model: str) -> int | None:
     return total
 
 
-class TrainingRun(QObject):
-    """One training run for the model thread (``core.training.train`` or a stand-in).
+class ModelJob(QObject):
+    """Work that loads a model of its own, for the model thread: training a version,
+    evaluating one, writing one out merged.
 
-    Created on the GUI thread; the model thread calls *train_fn* and emits these signals
-    from there, so they reach GUI-thread receivers queued.  ``cancel`` is the run's own
-    token: the training loop checks it between steps.
+    ``work(progress=, cancel=, on_epoch=)`` runs on the model thread, which emits these
+    signals from there, so they reach GUI-thread receivers queued.  ``cancel`` is the
+    job's own token (training checks it between steps).  ``description`` names the job
+    in messages ("Training “beach-lora”").
     """
 
     progress = Signal(object)
-    #: One per evaluated epoch (a dict of metrics), for the live chart.
+    #: One per evaluated training epoch (a dict of metrics), for the live chart.
     epoch = Signal(object)
-    #: The training result (``cancelled`` set when it was stopped).
+    #: What *work* returned.
     finished = Signal(object)
-    #: A message for the person.
-    failed = Signal(str)
+    #: (message for the person, traceback for the log)
+    failed = Signal(str, str)
 
-    def __init__(self, train_fn: Callable[..., Any], library: Library, base: str, name: str, config: Any) -> None:
+    def __init__(self, description: str, work: Callable[..., Any]) -> None:
         super().__init__()
-        self.train_fn = train_fn
-        self.args = (library, base, name, config)
+        self.description = description
+        self.work = work
         self.cancel = threading.Event()
 
 
@@ -153,8 +156,8 @@ class _CaptionWorker(QObject):
     progress = Signal(object)
     finished = Signal(object)
     failed = Signal(str, str)
-    #: A training run has returned (emitted before the run's own finished/failed).
-    training_ended = Signal()
+    #: A model job has returned (emitted before the job's own finished/failed).
+    model_job_ended = Signal()
 
     def __init__(self, engine: Any | None, batches: Coalescer) -> None:
         super().__init__()
@@ -238,22 +241,22 @@ class _CaptionWorker(QObject):
             self.finished.emit(stats)
 
     @Slot(object)
-    def run_training(self, run: TrainingRun) -> None:
+    def run_model_job(self, job: ModelJob) -> None:
         lower_thread_priority(JOB_NICENESS)
-        # Training loads its own copy of the base model: free the captioner first, so
-        # the two never share the memory (or the GPU).
+        # The job loads its own copy of a model: free the captioner first, so the two
+        # never share the memory (or the GPU).
         self.release()
         try:
-            result = run.train_fn(*run.args, progress=run.progress.emit, cancel=run.cancel,
-                                  on_epoch=run.epoch.emit)
+            result = job.work(progress=job.progress.emit, cancel=job.cancel, on_epoch=job.epoch.emit)
         except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
-            log.error("training failed: %s", traceback.format_exc())
-            # The service is idle again before the dialog hears how the run ended.
-            self.training_ended.emit()
-            run.failed.emit(str(exc) or type(exc).__name__)
+            detail = traceback.format_exc()
+            log.error("%s failed: %s", job.description, detail)
+            # The service is idle again before the dialog hears how the job ended.
+            self.model_job_ended.emit()
+            job.failed.emit(str(exc) or type(exc).__name__, detail)
         else:
-            self.training_ended.emit()
-            run.finished.emit(result)
+            self.model_job_ended.emit()
+            job.finished.emit(result)
 
     @Slot()
     def release(self) -> None:
@@ -274,7 +277,7 @@ class _Cancelled(Exception):
 
 class CaptionService(QObject):
     """GUI-thread handle on the model thread: caption jobs (start, pause, resume, cancel)
-    and training runs, one at a time."""
+    and model jobs (training, evaluating, merging), one at a time."""
 
     #: A job was accepted (its CaptionJobSpec).
     started = Signal(object)
@@ -292,11 +295,11 @@ class CaptionService(QObject):
     finished = Signal(object)
     #: (message for the user, details for the log)
     failed = Signal(str, str)
-    #: Emitted whenever running/paused/training changes.
+    #: Emitted whenever running/paused/model_job changes.
     state_changed = Signal()
 
     _request = Signal(object, object, object)
-    _train_request = Signal(object)
+    _model_job_request = Signal(object)
     _release = Signal()
 
     def __init__(self, engine: Any | None = None, parent: QObject | None = None) -> None:
@@ -308,8 +311,8 @@ class CaptionService(QObject):
         self._worker = _CaptionWorker(engine, self._batches)
         self._worker.moveToThread(self._thread)
         self._request.connect(self._worker.run_job)
-        self._train_request.connect(self._worker.run_training)
-        self._worker.training_ended.connect(self._on_training_ended)
+        self._model_job_request.connect(self._worker.run_model_job)
+        self._worker.model_job_ended.connect(self._on_model_job_ended)
         self._release.connect(self._worker.release)
         self._worker.loading.connect(self._on_loading)
         self._worker.loaded.connect(self._on_loaded)
@@ -321,7 +324,7 @@ class CaptionService(QObject):
         self._thread.start()
         self._token: PauseToken | None = None
         self._spec: CaptionJobSpec | None = None
-        self._training: TrainingRun | None = None
+        self._model_job: ModelJob | None = None
         self._download_timer = QTimer(self)
         self._download_timer.setInterval(500)
         self._download_timer.timeout.connect(self._poll_download)
@@ -335,21 +338,21 @@ class CaptionService(QObject):
         return self._token is not None
 
     @property
-    def training(self) -> bool:
-        """A training run is on the model thread."""
-        return self._training is not None
+    def model_job(self) -> ModelJob | None:
+        """The training/evaluating/merging job on the model thread, if one is."""
+        return self._model_job
 
     @property
     def busy(self) -> bool:
-        """Captioning or training: a new job of either kind has to wait."""
-        return self.running or self.training
+        """Captioning or a model job: a new job of either kind has to wait."""
+        return self.running or self._model_job is not None
 
     @property
     def paused(self) -> bool:
         return self._token is not None and self._token.paused
 
     def start(self, library: Library, spec: CaptionJobSpec) -> bool:
-        """Queue *spec* on the model thread; False if a job or a training run is running."""
+        """Queue *spec* on the model thread; False if it is busy (captioning or a model job)."""
         if self.busy:
             return False
         self._token = PauseToken()
@@ -374,17 +377,27 @@ class CaptionService(QObject):
             self._token.cancel()
             self.state_changed.emit()
 
-    def start_training(self, run: TrainingRun) -> bool:
-        """Queue *run* on the model thread; False while captioning or another run is going."""
+    def start_model_job(self, job: ModelJob) -> bool:
+        """Queue *job* on the model thread; False while captioning or another job is going."""
         if self.busy:
             return False
-        self._training = run
+        self._model_job = job
         self.state_changed.emit()
-        self._train_request.emit(run)
+        self._model_job_request.emit(job)
         return True
 
-    def _on_training_ended(self) -> None:
-        self._training = None
+    def busy_reason(self, wanted: str) -> str | None:
+        """Why *wanted* ("Training", "Evaluating", ...) cannot start now, in one plain line."""
+        if self.running:
+            return (f"Captioning is running. {wanted} uses the same model thread, so it can start "
+                    "when captioning has finished or been cancelled.")
+        if self._model_job is not None:
+            return (f"{self._model_job.description} is using the model thread; {wanted.lower()} can "
+                    "start when it has finished.")
+        return None
+
+    def _on_model_job_ended(self) -> None:
+        self._model_job = None
         self.state_changed.emit()
 
     def release_model(self) -> None:
@@ -392,10 +405,10 @@ class CaptionService(QObject):
         self._release.emit()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Cancel any job or training run, free the model and stop the thread (closing the window)."""
+        """Cancel any job, free the model and stop the thread (closing the window)."""
         self.cancel()
-        if self._training is not None:
-            self._training.cancel.set()
+        if self._model_job is not None:
+            self._model_job.cancel.set()
         self._release.emit()
         self._thread.quit()
         stopped = self._thread.wait(timeout_ms)

@@ -253,6 +253,41 @@ def test_versions_window_evaluates_a_real_tiny_model(qtbot, library, versioned):
     assert "CIDEr" in window.footer.status.full_text()
 
 
+def test_versions_window_evaluates_on_the_model_thread_taking_turns(qtbot, library, versioned):
+    """Evaluate loads a model: with the window's model thread it runs there, and waits (with
+    the reason shown) while another job, here a training stand-in, holds the thread."""
+    import threading
+
+    from desktop_app.worker import CaptionService, ModelJob
+
+    service = CaptionService()
+    release = threading.Event()
+    training = ModelJob("Training “next”", lambda progress, cancel, on_epoch: release.wait(30))
+    try:
+        assert service.start_model_job(training)
+        window = VersionsWindow(library, device="cpu", service=service)
+        qtbot.addWidget(window)
+        window.select("shapes-v2")
+        expected = "Training “next” is using the model thread; evaluating can start when it has finished."
+        assert not window.evaluate_button.isEnabled() and window.evaluate_button.toolTip() == expected
+        assert window.rename_button.isEnabled()  # no model needed: not held up
+        assert not window.evaluate_selected()
+        assert window.footer.status.full_text() == expected
+
+        with qtbot.waitSignal(service.state_changed, timeout=WAIT):
+            release.set()
+        assert window.evaluate_button.isEnabled()
+        with qtbot.waitSignal(window.evaluated, timeout=120_000) as done:
+            assert window.evaluate_selected()
+            assert service.model_job is not None and service.model_job.description == "Evaluating “shapes-v2”"
+            assert not window.evaluate_button.isEnabled()
+        assert done.args[0].metrics["n"] >= 1 and service.model_job is None
+        qtbot.waitUntil(window.evaluate_button.isEnabled, timeout=WAIT)
+    finally:
+        release.set()
+        assert service.shutdown()
+
+
 # -- preferences and help ------------------------------------------------------------------
 
 

@@ -86,8 +86,8 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
     assert dialog.start_button.isEnabled(), dialog.not_ready.text()
     with qtbot.waitSignal(dialog.version_created, timeout=300_000) as created:
         dialog.start()
-        assert window.captioning.training
-    assert created.args == ["window-lora"] and not window.captioning.training
+        assert window.captioning.model_job is not None
+    assert created.args == ["window-lora"] and window.captioning.model_job is None
     assert dialog.table.item(1, 1).text() != "-"  # held-out CIDEr of the new version
 
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:

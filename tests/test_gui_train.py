@@ -192,9 +192,10 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert seen["thread"] is window.captioning._thread  # the window's model thread, not one of the dialog's
     assert seen["captioner_closed"]
     # Captioning waits for training: the verb is off, and a start is refused with one clear line.
-    assert window.captioning.training and not window.actions["caption"].isEnabled()
+    assert window.captioning.model_job is not None and not window.actions["caption"].isEnabled()
     assert not window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
-    assert "is training" in window.log_panel.entries[-1][1]
+    assert window.log_panel.entries[-1][1] == ("Training “turns” is using the model thread; captioning can start "
+                                               "when it has finished.")
     assert not dialog.start_button.isEnabled()  # this dialog's own run: no second one
     dialog.reject()  # Escape hides the dialog; the run goes on, and Train brings its dialog back
     window.open_train_dialog()
@@ -202,7 +203,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
 
     with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
         release.set()
-    assert not window.captioning.training and window.actions["caption"].isEnabled()
+    assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
     # The model thread captions again, loading its model afresh.
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
         assert window.start_captioning(CaptionJobSpec(model="fake-model", overwrite_model_captions=True),
@@ -225,6 +226,6 @@ def test_closing_the_window_stops_a_training_run(qtbot, library, photo_dir, sett
     dialog = TrainDialog(library, base_model="tiny", train_fn=endless_train, service=window.captioning,
                          parent=window)
     dialog.start()
-    qtbot.waitUntil(lambda: window.captioning.training, timeout=WAIT)
+    qtbot.waitUntil(lambda: window.captioning.model_job is not None, timeout=WAIT)
     window.close()
     assert stopped.is_set()

@@ -97,9 +97,8 @@ class CaptionJobsController:
             w.report_error("No images to caption in that scope.")
             return False
         w.settings.set_caption_spec(spec)
-        if w.captioning.training:
-            w.report_error("A new model version is training. Captioning uses the same model thread, "
-                           "so it can start when training has finished or been cancelled.")
+        if w.captioning.model_job is not None:  # training, evaluating or merging a version
+            w.report_error(w.captioning.busy_reason("Captioning"))
             return False
         if not w.captioning.start(w.library, spec):
             w.report_error("A captioning job is already running.")

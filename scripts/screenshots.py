@@ -201,6 +201,14 @@ def main(argv: list[str]) -> int:
             wait(app, lambda: False, 1.0)
             save(waiting, "dialog_train_waiting_for_captioning")
             save(window, "dialog_train_waiting_window")
+            add_versions(library)
+            busy_versions = window.verbs.open_versions()
+            wait(app, lambda: False, 0.5)
+            busy_versions.select("holiday-lora")
+            busy_versions.evaluate_selected()  # refused: the footer says why
+            wait(app, lambda: False, 0.5)
+            save(busy_versions, "dialog_versions_waiting_for_captioning")
+            busy_versions.close()
             window.captioning.cancel()
             wait(app, lambda: not window.captioning.running, 30)
             waiting.close()
@@ -218,7 +226,8 @@ def main(argv: list[str]) -> int:
         save(train, "train-dialog-results")
         train.close()
 
-        add_versions(library)
+        if "--dialogs" not in argv:  # added above, for the Versions window waiting on captioning
+            add_versions(library)
         versions = window.verbs.open_versions()
         wait(app, lambda: False, 1.0)
         save(versions, "versions-window")

@@ -2,10 +2,6 @@
 
 import sys
 
-try:
-    from captiondesk.cli import main
-except KeyboardInterrupt:  # Ctrl-C while the CLI itself is being imported: no traceback
-    print("\nInterrupted.", file=sys.stderr)
-    sys.exit(130)  # common.EXIT_INTERRUPTED (not imported: it is what was interrupted)
+from captiondesk.launch import main
 
 sys.exit(main())

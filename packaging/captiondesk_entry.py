@@ -1,6 +1,6 @@
 """Entry point of the frozen CaptionDesk application (PyInstaller runs this file).
 
-It behaves exactly like the ``captiondesk`` console script (``captiondesk.cli:main``): no
+It behaves exactly like the ``captiondesk`` console script (``captiondesk.launch:main``): no
 arguments or only folders open the desktop window, subcommands (``self-check`` included)
 run the CLI.
 """
@@ -11,9 +11,9 @@ import sys
 
 def main() -> int:
     multiprocessing.freeze_support()
-    from captiondesk import cli
+    from captiondesk.launch import main as launch
 
-    return cli.main(sys.argv[1:])
+    return launch(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -277,15 +277,22 @@ def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Pat
     assert (models / "mine.run" / "run.json").is_file() and not (models / "mine").exists()
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.3])
-def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tmp_path: Path, delay: float) -> None:
+@pytest.mark.parametrize(("launcher", "delay"), [("module", 0.1), ("module", 0.3), ("console script", 0.1)])
+def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tmp_path: Path, launcher: str,
+                                                                              delay: float) -> None:
     """Ctrl-C during the first second (Python importing the CLI, SQLAlchemy, torch),
-    before any job's own handling: one "Interrupted." line, exit 130, no traceback."""
+    before any job's own handling: one "Interrupted." line, exit 130, no traceback; through
+    ``python -m captiondesk`` and through the installed ``captiondesk`` command alike."""
     Library(tmp_path / "lib.db").close()
+    if launcher == "module":
+        command = [sys.executable, "-m", "captiondesk"]
+    else:
+        script = Path(sys.executable).parent / "captiondesk"
+        assert script.is_file(), "the console script is installed with the project (scripts/setup.sh)"
+        command = [str(script)]
     # `eval` imports the training stack (torch) before it could fail: seconds of start-up.
-    child = subprocess.Popen([sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "lib.db"),
-                              "eval", "--model", "x"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([*command, "--library", str(tmp_path / "lib.db"), "eval", "--model", "x"], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     child.send_signal(signal.SIGINT)
     _out, err = child.communicate(timeout=120)

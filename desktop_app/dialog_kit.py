@@ -142,7 +142,7 @@ class JobRunner(QObject):
     def _start_on_model_thread(self, work: Callable[..., Any], description: str) -> bool:
         from desktop_app.worker import ModelJob
 
-        job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel))
+        job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel), owner=self.parent())
         # Bound methods of this (GUI-thread) object: the model thread's emits arrive queued.
         job.progress.connect(self.progress)
         job.finished.connect(self._on_model_job_finished)

@@ -93,8 +93,10 @@ class JobClock:
 class JobStatusWidget(QWidget):
     pause_toggled = Signal(bool)
     cancel_clicked = Signal()
+    #: "Show" was clicked: bring back the window the job belongs to (``showable`` only).
+    show_clicked = Signal()
 
-    def __init__(self, name: str, *, pausable: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, name: str, *, pausable: bool, showable: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(name)
         self.label = QLabel()
@@ -109,11 +111,16 @@ class JobStatusWidget(QWidget):
         self.cancel_button = QToolButton()
         self.cancel_button.setText("Cancel")
         self.cancel_button.clicked.connect(self.cancel_clicked)
+        self.show_button = QToolButton()
+        self.show_button.setText("Show")
+        self.show_button.clicked.connect(self.show_clicked)
+        self.show_button.setVisible(showable)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
         layout.addWidget(self.label)
         layout.addWidget(self.bar)
         layout.addWidget(self.pause_button)
+        layout.addWidget(self.show_button)
         layout.addWidget(self.cancel_button)
         #: Set from the Cancel click until :meth:`end`: progress no longer replaces it.
         self.cancelling_text: str | None = None

@@ -371,6 +371,12 @@ class MainWindow(QMainWindow):
         self.scan_status = JobStatusWidget("scanStatus", pausable=False)
         self.scan_status.cancel_clicked.connect(lambda: self.scans.cancel_scan())
         self.caption_status = JobStatusWidget("captionStatus", pausable=True)
+        # Training, evaluating or merging a version on the model thread: shown here too, so
+        # its window can be closed while it runs.
+        self.model_job_status = JobStatusWidget("modelJobStatus", pausable=False, showable=True)
+        self.model_job_status.cancel_clicked.connect(self._cancel_model_job)
+        self.model_job_status.show_clicked.connect(self._show_model_job_owner)
+        self._shown_model_job: Any = None
         # "N images failed": a link that opens the log with each failure and its reason.
         self.failures_label = QLabel()
         self.failures_label.setObjectName("failuresLabel")
@@ -379,12 +385,14 @@ class MainWindow(QMainWindow):
         self.failures_label.hide()
         self.statusBar().addPermanentWidget(self.scan_status)
         self.statusBar().addPermanentWidget(self.caption_status)
+        self.statusBar().addPermanentWidget(self.model_job_status)
         self.statusBar().addPermanentWidget(self.failures_label)
         self.statusBar().addPermanentWidget(self.count_label)
 
         # -- background jobs -------------------------------------------------------
         self.captioning = CaptionService(engine, self)
         self.captioning.state_changed.connect(self._update_actions)
+        self.captioning.state_changed.connect(self._follow_model_job)
         self._ids_generation = 0
         self._pending_location: Location | None = None
         self._job_refresh = QTimer(self)
@@ -528,6 +536,38 @@ class MainWindow(QMainWindow):
         if not self.filter_bar.review.isChecked():
             self.filter_bar.set_review_queue(True)
         self.navigation.focus_editor()
+
+    def _follow_model_job(self) -> None:
+        """Show the model thread's training/evaluating/merging job in the status bar."""
+        job = self.captioning.model_job
+        if job is self._shown_model_job:
+            return
+        self._shown_model_job = job
+        if job is None:
+            self.model_job_status.end()
+            return
+        self.model_job_status.begin(f"{job.description}…")
+        self.model_job_status.show_button.setEnabled(job.owner is not None)
+        job.progress.connect(self._on_model_job_progress)
+
+    def _on_model_job_progress(self, progress: Any) -> None:
+        job = self._shown_model_job
+        if job is not None:
+            self.model_job_status.update_progress(f"{job.description}: {progress.message}", int(progress.done),
+                                                  int(progress.total) if progress.total else None)
+
+    def _cancel_model_job(self) -> None:
+        job = self._shown_model_job
+        if job is not None:
+            job.cancel.set()
+            self.model_job_status.mark_cancelling(f"Stopping {job.description[0].lower()}{job.description[1:]}…")
+
+    def _show_model_job_owner(self) -> None:
+        owner = self._shown_model_job.owner if self._shown_model_job is not None else None
+        if owner is not None:
+            owner.show()
+            owner.raise_()
+            owner.activateWindow()
 
     def _update_actions(self) -> None:
         has_library = self.library is not None

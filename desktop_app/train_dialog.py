@@ -418,7 +418,7 @@ class TrainDialog(QDialog):
             train_fn = self._train_fn
         library, base, name = self.library, self.base.text().strip(), self.name.text().strip()
         run = ModelJob(f"Training “{name}”",
-                       lambda **callbacks: train_fn(library, base, name, config, **callbacks))
+                       lambda **callbacks: train_fn(library, base, name, config, **callbacks), owner=self)
         run.progress.connect(self._on_progress)
         run.epoch.connect(self.chart.add)
         run.finished.connect(self._on_finished)
@@ -491,8 +491,10 @@ class TrainDialog(QDialog):
         self.status.setText(plain_error(message))
 
     def closeEvent(self, event: Any) -> None:
-        # A run on the shared model thread stops after its current step and frees the
-        # thread by itself; a thread of the dialog's own is stopped here.
-        self.cancel()
-        self._stop_own_service()
+        # A run on the window's model thread goes on (the status bar shows it, with Show
+        # and Cancel): training takes long, and the person may want to review meanwhile.
+        # A run on a thread of the dialog's own stops with it.
+        if self._own_service is not None:
+            self.cancel()
+            self._stop_own_service()
         super().closeEvent(event)

@@ -65,7 +65,10 @@ class VerbMenus:
             self.window.statusBar().showMessage("Open a library first.", 5000)
             return None
         dialog = self.open_dialogs.get(key)
-        if dialog is not None and dialog.isVisible():
+        runner = getattr(dialog, "runner", None)
+        # Open, or closed while its job goes on (on the model thread): the same window.
+        if dialog is not None and (dialog.isVisible() or (runner is not None and runner.running)):
+            dialog.show()
             dialog.raise_()
             dialog.activateWindow()
             return dialog

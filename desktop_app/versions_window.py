@@ -310,5 +310,8 @@ class VersionsWindow(QDialog):
         self._update_buttons()
 
     def closeEvent(self, event: Any) -> None:
-        self.runner.shutdown()
+        # A job on the window's model thread goes on (the status bar shows it); one on
+        # this window's own thread stops with it.
+        if self.runner.model_thread is None:
+            self.runner.shutdown()
         super().closeEvent(event)

@@ -128,7 +128,8 @@ class ModelJob(QObject):
     ``work(progress=, cancel=, on_epoch=)`` runs on the model thread, which emits these
     signals from there, so they reach GUI-thread receivers queued.  ``cancel`` is the
     job's own token (training checks it between steps).  ``description`` names the job
-    in messages ("Training “beach-lora”").
+    in messages ("Training “beach-lora”"); ``owner`` is the window it was started from,
+    which the main window's status bar can bring back while the job runs.
     """
 
     progress = Signal(object)
@@ -139,10 +140,11 @@ class ModelJob(QObject):
     #: (message for the person, traceback for the log)
     failed = Signal(str, str)
 
-    def __init__(self, description: str, work: Callable[..., Any]) -> None:
+    def __init__(self, description: str, work: Callable[..., Any], owner: Any = None) -> None:
         super().__init__()
         self.description = description
         self.work = work
+        self.owner = owner
         self.cancel = threading.Event()
 
 

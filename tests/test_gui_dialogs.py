@@ -280,7 +280,9 @@ def test_versions_window_evaluates_on_the_model_thread_taking_turns(qtbot, libra
         with qtbot.waitSignal(window.evaluated, timeout=120_000) as done:
             assert window.evaluate_selected()
             assert service.model_job is not None and service.model_job.description == "Evaluating “shapes-v2”"
+            assert service.model_job.owner is window  # the main window's status bar can bring it back
             assert not window.evaluate_button.isEnabled()
+            window.close()  # the job goes on (on the model thread) and still reports to its window
         assert done.args[0].metrics["n"] >= 1 and service.model_job is None
         qtbot.waitUntil(window.evaluate_button.isEnabled, timeout=WAIT)
     finally:

@@ -197,13 +197,22 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert window.log_panel.entries[-1][1] == ("Training “turns” is using the model thread; captioning can start "
                                                "when it has finished.")
     assert not dialog.start_button.isEnabled()  # this dialog's own run: no second one
-    dialog.reject()  # Escape hides the dialog; the run goes on, and Train brings its dialog back
+    # Closing the dialog does not stop the run: the main window's status bar shows it,
+    # and Show (or Train) brings the same dialog back.
+    dialog.close()
+    status = window.model_job_status
+    assert window.captioning.model_job is not None and release.is_set() is False
+    assert not status.isHidden() and status.label.text() == "Training “turns”…"
+    status.show_button.click()
+    assert dialog.isVisible()
+    dialog.reject()  # Escape: the same
     window.open_train_dialog()
     assert window.versions.train_dialog is dialog and dialog.isVisible()
 
     with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
         release.set()
     assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
+    assert status.isHidden()
     # The model thread captions again, loading its model afresh.
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
         assert window.start_captioning(CaptionJobSpec(model="fake-model", overwrite_model_captions=True),
@@ -229,3 +238,31 @@ def test_closing_the_window_stops_a_training_run(qtbot, library, photo_dir, sett
     qtbot.waitUntil(lambda: window.captioning.model_job is not None, timeout=WAIT)
     window.close()
     assert stopped.is_set()
+
+
+def test_a_training_run_is_cancelled_from_the_status_bar(qtbot, library, photo_dir, settings) -> None:
+    build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
+    window = make_window(qtbot, library, settings, FakeEngine())
+
+    def endless_train(*_args, progress, cancel, **_kwargs):
+        step = 0
+        while not cancel.is_set():
+            step += 1
+            progress(Progress(step, 1000, f"Step {step} of 1000"))
+            time.sleep(0.01)
+        return SimpleNamespace(cancelled=True, name="long")
+
+    window.open_train_dialog()
+    dialog = window.versions.train_dialog
+    dialog._train_fn = endless_train
+    dialog.name.setText("long")
+    dialog.start()
+    status = window.model_job_status
+    qtbot.waitUntil(lambda: status.label.text().startswith("Training “long”: Step "), timeout=WAIT)
+    assert status.bar.maximum() == 1000 and status.bar.value() > 0
+    dialog.close()
+    status.cancel_button.click()
+    assert status.label.text() == "Stopping training “long”…"
+    qtbot.waitUntil(status.isHidden, timeout=WAIT)
+    assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
+    assert dialog.status.text().startswith("Cancelled.")

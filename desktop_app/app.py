@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -107,6 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.deleteLater()
     app.processEvents()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    from desktop_app.worker import threads_still_running
+
+    if threads_still_running():
+        # A model job that could not stop in time (a model still loading): do not wait
+        # minutes for it, and do not let the interpreter's shutdown delete a running
+        # thread.  What it committed is in the library already; the rest is redone on
+        # the next run, as after any interruption.
+        logging.getLogger("captiondesk").warning("Quitting while a model job was still stopping")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

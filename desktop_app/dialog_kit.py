@@ -101,6 +101,8 @@ class JobRunner(QObject):
     finished = Signal(object)
     #: (message for the person, traceback for the log)
     failed = Signal(str, str)
+    #: A job on the model thread was asked to stop (here or from the main window).
+    cancel_requested = Signal()
     _progress_from_worker = Signal(object)
 
     def __init__(self, parent: QObject | None = None, *, model_thread: Any = None) -> None:
@@ -117,13 +119,14 @@ class JobRunner(QObject):
     def running(self) -> bool:
         return self._cancel is not None
 
-    def start(self, work: Callable[[Callable[[Any], None], threading.Event], Any], description: str = "") -> bool:
+    def start(self, work: Callable[[Callable[[Any], None], threading.Event], Any], description: str = "", *,
+              cancellable: bool = True) -> bool:
         """Run ``work(progress, cancel)`` on the worker thread; False if one is running
         (or the model thread is busy: ``model_thread.busy_reason`` says why)."""
         if self._cancel is not None:
             return False
         if self.model_thread is not None:
-            return self._start_on_model_thread(work, description)
+            return self._start_on_model_thread(work, description, cancellable)
         cancel = threading.Event()
         self._cancel = cancel
 
@@ -139,10 +142,12 @@ class JobRunner(QObject):
                niceness=JOB_NICENESS)
         return True
 
-    def _start_on_model_thread(self, work: Callable[..., Any], description: str) -> bool:
+    def _start_on_model_thread(self, work: Callable[..., Any], description: str, cancellable: bool) -> bool:
         from desktop_app.worker import ModelJob
 
-        job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel), owner=self.parent())
+        job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel), owner=self.parent(),
+                       cancellable=cancellable)
+        job.cancel_requested.connect(self.cancel_requested)
         # Bound methods of this (GUI-thread) object: the model thread's emits arrive queued.
         job.progress.connect(self.progress)
         job.finished.connect(self._on_model_job_finished)
@@ -169,7 +174,9 @@ class JobRunner(QObject):
         self.failed.emit(message, detail)
 
     def cancel(self) -> None:
-        if self._cancel is not None:
+        if self._model_job is not None:
+            self._model_job.request_cancel()
+        elif self._cancel is not None:
             self._cancel.set()
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:

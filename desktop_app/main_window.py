@@ -548,7 +548,11 @@ class MainWindow(QMainWindow):
             return
         self.model_job_status.begin(f"{job.description}…")
         self.model_job_status.show_button.setEnabled(job.owner is not None)
+        self.model_job_status.cancel_button.setVisible(job.cancellable)
         job.progress.connect(self._on_model_job_progress)
+        job.cancel_requested.connect(self._on_model_job_cancel_requested)
+        job.finished.connect(self._on_model_job_finished)
+        job.failed.connect(self._on_model_job_failed)
 
     def _on_model_job_progress(self, progress: Any) -> None:
         job = self._shown_model_job
@@ -557,10 +561,27 @@ class MainWindow(QMainWindow):
                                                   int(progress.total) if progress.total else None)
 
     def _cancel_model_job(self) -> None:
+        if self._shown_model_job is not None:
+            self._shown_model_job.request_cancel()
+
+    def _on_model_job_cancel_requested(self) -> None:
         job = self._shown_model_job
         if job is not None:
-            job.cancel.set()
             self.model_job_status.mark_cancelling(f"Stopping {job.description[0].lower()}{job.description[1:]}…")
+
+    def _owner_hidden(self, job: Any) -> bool:
+        return job is not None and (job.owner is None or not job.owner.isVisible())
+
+    def _on_model_job_finished(self, _result: Any) -> None:
+        job = self.sender()
+        if self._owner_hidden(job):
+            # Its window is closed: say it ended, and where to see how (the verb reopens it).
+            self.statusBar().showMessage(f"{job.description}: finished. Open it again to see the result.", 15_000)
+
+    def _on_model_job_failed(self, message: str, detail: str) -> None:
+        job = self.sender()
+        if self._owner_hidden(job):
+            self.report_error(f"{job.description} failed: {message}", detail or None)
 
     def _show_model_job_owner(self) -> None:
         owner = self._shown_model_job.owner if self._shown_model_job is not None else None

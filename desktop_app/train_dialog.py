@@ -184,6 +184,8 @@ class TrainDialog(QDialog):
         self._service = service
         self._own_service: CaptionService | None = None
         self._run: ModelJob | None = None
+        #: The last run ended while the dialog was hidden; nobody has seen how yet.
+        self.unseen_result = False
         self._data_reason: str | None = None
         self.result: Any = None
         if service is not None:
@@ -423,6 +425,7 @@ class TrainDialog(QDialog):
         run.epoch.connect(self.chart.add)
         run.finished.connect(self._on_finished)
         run.failed.connect(self._on_failed)
+        run.cancel_requested.connect(self._on_cancel_requested)
         service = self._service
         if service is None:
             service = self._own_service = CaptionService(parent=self)
@@ -440,8 +443,22 @@ class TrainDialog(QDialog):
     @Slot()
     def cancel(self) -> None:
         if self._run is not None:
-            self._run.cancel.set()
-            self.status.setText("Stopping after the current batch…")
+            self._run.request_cancel()
+
+    @Slot()
+    def _on_cancel_requested(self) -> None:
+        """Cancelled here or from the main window's status bar: say so, once."""
+        self.cancel_button.setEnabled(False)
+        self.status.setText("Stopping after the current batch…")
+
+    def _keep_if_unseen(self) -> None:
+        # The run ended while the dialog was closed: Train brings this dialog (and its
+        # result or error) back instead of a blank one.
+        self.unseen_result = not self.isVisible()
+
+    def showEvent(self, event: Any) -> None:
+        self.unseen_result = False
+        super().showEvent(event)
 
     @Slot(object)
     def _on_progress(self, progress: Any) -> None:
@@ -467,6 +484,7 @@ class TrainDialog(QDialog):
     @Slot(object)
     def _on_finished(self, result: Any) -> None:
         self.result = result
+        self._keep_if_unseen()
         self._done()
         if result.cancelled:
             self.status.setText("Cancelled. Start again with the same name and settings to resume.")
@@ -487,6 +505,7 @@ class TrainDialog(QDialog):
 
     @Slot(str, str)
     def _on_failed(self, message: str, _detail: str = "") -> None:
+        self._keep_if_unseen()
         self._done()
         self.status.setText(plain_error(message))
 
@@ -494,7 +513,15 @@ class TrainDialog(QDialog):
         # A run on the window's model thread goes on (the status bar shows it, with Show
         # and Cancel): training takes long, and the person may want to review meanwhile.
         # A run on a thread of the dialog's own stops with it.
+        self._stop_own_run()
+        super().closeEvent(event)
+
+    def done(self, result: int) -> None:
+        # Escape (reject) hides the dialog without a close event.
+        self._stop_own_run()
+        super().done(result)
+
+    def _stop_own_run(self) -> None:
         if self._own_service is not None:
             self.cancel()
             self._stop_own_service()
-        super().closeEvent(event)

@@ -66,8 +66,10 @@ class VerbMenus:
             return None
         dialog = self.open_dialogs.get(key)
         runner = getattr(dialog, "runner", None)
-        # Open, or closed while its job goes on (on the model thread): the same window.
-        if dialog is not None and (dialog.isVisible() or (runner is not None and runner.running)):
+        # Open, or closed while its job goes on (on the model thread) or after it ended
+        # unseen: the same window, with its progress, result or error.
+        if dialog is not None and (dialog.isVisible() or (runner is not None and runner.running)
+                                   or getattr(dialog, "unseen_result", False)):
             dialog.show()
             dialog.raise_()
             dialog.activateWindow()

@@ -135,6 +135,9 @@ class VersionsWindow(QDialog):
         self.runner.progress.connect(self.footer.show_progress)
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(lambda message, _detail: self._job_done(message))
+        self.runner.cancel_requested.connect(self._on_cancel_requested)
+        #: The last job ended while the window was closed; nobody has seen how yet.
+        self.unseen_result = False
         self.table.itemSelectionChanged.connect(self._update_buttons)
         if service is not None:
             service.state_changed.connect(self._update_buttons)
@@ -175,8 +178,9 @@ class VersionsWindow(QDialog):
                        self.export_button):
             button.setEnabled(name is not None and idle)
         # The model thread is captioning or training: the jobs that load a model wait.
-        waiting = self.service.busy_reason("Evaluating") if self.service is not None and idle else None
-        for button, tip in ((self.evaluate_button, EVALUATE_TIP), (self.export_button, EXPORT_TIP)):
+        for button, tip, wanted in ((self.evaluate_button, EVALUATE_TIP, "Evaluating"),
+                                    (self.export_button, EXPORT_TIP, "Writing a merged model")):
+            waiting = self.service.busy_reason(wanted) if self.service is not None and idle else None
             button.setToolTip(waiting or tip)
             if waiting:
                 button.setEnabled(False)
@@ -278,11 +282,13 @@ class VersionsWindow(QDialog):
         def work(_progress: Any, _cancel: Any) -> Any:
             return versions.export_merged(library, name, out, device=device)
 
-        if not self.runner.start(work, f"Writing “{name}” as a standalone model"):
+        # Merging cannot stop halfway (it writes one folder of weights): no Cancel.
+        if not self.runner.start(work, f"Writing “{name}” as a standalone model", cancellable=False):
             self._refused("Writing a merged model")
             return False
         self._job = "export"
         self.footer.set_running(True, f"Writing {name} as a standalone model…")
+        self.footer.cancel_button.setEnabled(False)
         self._update_buttons()
         return True
 
@@ -304,7 +310,17 @@ class VersionsWindow(QDialog):
             self.footer.buttons.insertWidget(1, show := QPushButton("Show folder"))
             show.clicked.connect(lambda: show_folder(result))
 
+    def _on_cancel_requested(self) -> None:
+        """Cancelled here or from the main window's status bar."""
+        self.footer.cancel_button.setEnabled(False)
+        self.footer.status.setText("Cancelling after the current batch…")
+
+    def showEvent(self, event: Any) -> None:
+        self.unseen_result = False
+        super().showEvent(event)
+
     def _job_done(self, message: str) -> None:
+        self.unseen_result = not self.isVisible()
         self.footer.finish(message)
         self.footer.start_button.hide()
         self._update_buttons()

@@ -121,6 +121,15 @@ def hub_download_bytes(model: str) -> int | None:
     return total
 
 
+#: Model threads whose job outlived ``CaptionService.shutdown``'s wait (see there).
+_DETACHED_THREADS: list[QThread] = []
+
+
+def threads_still_running() -> bool:
+    """A model thread let go by ``shutdown`` is still working (exiting must not wait)."""
+    return any(thread.isRunning() for thread in _DETACHED_THREADS)
+
+
 class ModelJob(QObject):
     """Work that loads a model of its own, for the model thread: training a version,
     evaluating one, writing one out merged.
@@ -129,7 +138,9 @@ class ModelJob(QObject):
     signals from there, so they reach GUI-thread receivers queued.  ``cancel`` is the
     job's own token (training checks it between steps).  ``description`` names the job
     in messages ("Training “beach-lora”"); ``owner`` is the window it was started from,
-    which the main window's status bar can bring back while the job runs.
+    which the main window's status bar can bring back while the job runs.  Whoever
+    cancels calls :meth:`request_cancel`, so every view of the job (its window, the
+    status bar) hears it; ``cancellable`` is False for work that cannot stop midway.
     """
 
     progress = Signal(object)
@@ -139,13 +150,23 @@ class ModelJob(QObject):
     finished = Signal(object)
     #: (message for the person, traceback for the log)
     failed = Signal(str, str)
+    #: Somebody asked the job to stop (GUI thread).
+    cancel_requested = Signal()
 
-    def __init__(self, description: str, work: Callable[..., Any], owner: Any = None) -> None:
+    def __init__(self, description: str, work: Callable[..., Any], owner: Any = None, *,
+                 cancellable: bool = True) -> None:
         super().__init__()
-        self.description = description
+        self.description = description or "A model job"
         self.work = work
         self.owner = owner
+        self.cancellable = cancellable
         self.cancel = threading.Event()
+
+    def request_cancel(self) -> None:
+        """Stop after the current step (GUI thread); every view of the job is told."""
+        if self.cancellable and not self.cancel.is_set():
+            self.cancel.set()
+            self.cancel_requested.emit()
 
 
 class _CaptionWorker(QObject):
@@ -226,8 +247,8 @@ class _CaptionWorker(QObject):
     def _run_server_job(self, engine: Any, library: Library, spec: CaptionJobSpec, token: PauseToken) -> None:
         """A model-server job: the engine opens (one request) and closes the server captioner
         itself, so nothing is kept; a local model kept from an earlier job is freed."""
-        self.release()
         try:
+            self.release()
             self.loading.emit(spec.label())
             self.loaded.emit(spec.label())  # the engine checks the server is there before captioning
             stats = engine.run_caption_job(
@@ -245,10 +266,11 @@ class _CaptionWorker(QObject):
     @Slot(object)
     def run_model_job(self, job: ModelJob) -> None:
         lower_thread_priority(JOB_NICENESS)
-        # The job loads its own copy of a model: free the captioner first, so the two
-        # never share the memory (or the GPU).
-        self.release()
         try:
+            # The job loads its own copy of a model: free the captioner first, so the
+            # two never share the memory (or the GPU).  Inside the try: a close() that
+            # raises (after a CUDA error) must still end the job, or the thread stays busy.
+            self.release()
             result = job.work(progress=job.progress.emit, cancel=job.cancel, on_epoch=job.epoch.emit)
         except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
             detail = traceback.format_exc()
@@ -415,6 +437,14 @@ class CaptionService(QObject):
         self._thread.quit()
         stopped = self._thread.wait(timeout_ms)
         self._batches.flush()
+        if not stopped:
+            # A job that does not check its token in time (a model still loading, a merge
+            # being written): the thread must not be deleted with this object while it runs
+            # (Qt aborts the process), so it is kept alive here, and the app exits without
+            # waiting for it (see desktop_app.app; committed work is safe either way).
+            log.warning("the model thread was still busy %d ms after it was asked to stop", timeout_ms)
+            self._thread.setParent(None)
+            _DETACHED_THREADS.append(self._thread)
         return stopped
 
     # -- worker results (GUI thread) ----------------------------------------------------

@@ -290,6 +290,31 @@ def test_versions_window_evaluates_on_the_model_thread_taking_turns(qtbot, libra
         assert service.shutdown()
 
 
+def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_window_comes_back(
+        qtbot, library, versioned, tmp_path, settings):
+    from desktop_app.main_window import MainWindow
+
+    window = MainWindow(settings, error_dialogs=False)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.sidebar_refreshed, timeout=WAIT):
+        window.set_library(library)
+    versions_window = window.verbs.open_versions()
+    versions_window.select("shapes-v1")
+    assert versions_window.export_button.toolTip().startswith("Write a standalone model folder")
+    with qtbot.waitSignal(window.captioning.state_changed, timeout=WAIT):
+        assert versions_window.export_selected(str(tmp_path / "merged"))
+    job = window.captioning.model_job
+    # A merge cannot stop halfway: no Cancel, in the window or the status bar.
+    assert job is not None and not job.cancellable and not versions_window.footer.cancel_button.isEnabled()
+    assert window.model_job_status.cancel_button.isHidden()
+    versions_window.close()  # it goes on; the Versions verb brings back this window and its outcome
+    qtbot.waitUntil(lambda: window.captioning.model_job is None, timeout=WAIT)
+    assert versions_window.unseen_result and (tmp_path / "merged" / "config.json").is_file()
+    assert window.verbs.open_versions() is versions_window
+    assert "Exported to" in versions_window.footer.status.full_text() and not versions_window.unseen_result
+
+
 # -- preferences and help ------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
 from desktop_app.dialogs import SCOPE_LIBRARY
 from desktop_app.train_dialog import TrainDialog
+from desktop_app.worker import ModelJob
 from tests.gui_fakes import FakeEngine, build_library
 from tests.window_helpers import WAIT, make_window
 
@@ -104,8 +105,8 @@ def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
     qtbot.addWidget(dialog)
     dialog.start()
     dialog.cancel()
-    qtbot.waitUntil(lambda: not dialog.cancel_button.isEnabled(), timeout=5000)
-    assert "resume" in dialog.status.text()
+    assert not dialog.cancel_button.isEnabled() and dialog.status.text() == "Stopping after the current batch…"
+    qtbot.waitUntil(lambda: "resume" in dialog.status.text(), timeout=5000)
     dialog.family_defaults.setChecked(False)  # the rate is the person's to set
     dialog.lr.setMinimum(0.0)
     dialog.lr.setValue(0.0)
@@ -262,7 +263,118 @@ def test_a_training_run_is_cancelled_from_the_status_bar(qtbot, library, photo_d
     assert status.bar.maximum() == 1000 and status.bar.value() > 0
     dialog.close()
     status.cancel_button.click()
-    assert status.label.text() == "Stopping training “long”…"
+    # Both views of the run hear the one cancel: neither offers Cancel again.
+    assert status.label.text() == "Stopping training “long”…" and not status.cancel_button.isEnabled()
+    assert not dialog.cancel_button.isEnabled() and dialog.status.text() == "Stopping after the current batch…"
     qtbot.waitUntil(status.isHidden, timeout=WAIT)
     assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
     assert dialog.status.text().startswith("Cancelled.")
+    # It ended while its dialog was closed: Train brings that dialog back, not a blank one.
+    window.open_train_dialog()
+    assert window.versions.train_dialog is dialog and dialog.status.text().startswith("Cancelled.")
+
+    # The other way round: Cancel in the dialog, and the status bar says it is stopping.
+    dialog.name.setText("long2")
+    dialog.start()
+    qtbot.waitUntil(lambda: not status.isHidden(), timeout=WAIT)
+    dialog.cancel()
+    assert status.label.text() == "Stopping training “long2”…" and not status.cancel_button.isEnabled()
+    qtbot.waitUntil(status.isHidden, timeout=WAIT)
+
+
+def test_a_failure_while_the_dialog_is_closed_is_reported_and_kept(qtbot, library, photo_dir, settings) -> None:
+    build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
+    window = make_window(qtbot, library, settings, FakeEngine())
+    go = threading.Event()
+
+    def failing_train(*_args, **_kwargs):
+        go.wait(30)
+        raise RuntimeError("CUDA out of memory")
+
+    window.open_train_dialog()
+    dialog = window.versions.train_dialog
+    dialog._train_fn = failing_train
+    dialog.start()
+    dialog.close()
+    with qtbot.waitSignal(window.captioning.state_changed, timeout=WAIT):
+        go.set()
+    qtbot.waitUntil(lambda: "CUDA out of memory" in dialog.status.text(), timeout=WAIT)
+    # Nobody was looking at the dialog: the window reports it (log panel, status bar)...
+    assert window.log_panel.entries[-1][:2] == ("error", "Training “my-captioner” failed: CUDA out of memory")
+    # ...and Train shows the dialog that holds it.
+    window.open_train_dialog()
+    assert window.versions.train_dialog is dialog and dialog.isVisible()
+
+
+def test_the_model_thread_is_not_stuck_when_freeing_the_caption_model_fails(qtbot, library, photo_dir,
+                                                                           settings) -> None:
+    build_library(library, photo_dir, count=6, model_every=0, human_every=0, bad_files=0)
+    engine = FakeEngine()
+    window = make_window(qtbot, library, settings, engine)
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
+        assert window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
+
+    def broken_close():
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    engine.captioners[-1].close = broken_close
+    job = ModelJob("Training “x”", lambda **_callbacks: "never")
+    with qtbot.waitSignal(job.failed, timeout=WAIT) as failed:
+        assert window.captioning.start_model_job(job)
+    assert "device-side assert" in failed.args[0]
+    qtbot.waitUntil(lambda: window.captioning.model_job is None, timeout=WAIT)
+    assert not window.captioning.busy  # the next job can start
+
+
+def test_a_standalone_dialog_stops_its_own_run_on_escape(qtbot, library) -> None:
+    started = threading.Event()
+
+    def slow_train(*_args, cancel, **_kwargs):
+        started.set()
+        while not cancel.is_set():
+            time.sleep(0.01)
+        return SimpleNamespace(cancelled=True, name="x")
+
+    dialog = TrainDialog(library, train_fn=slow_train)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.start()
+    assert started.wait(10)
+    dialog.reject()  # no close event: its own model thread must still stop
+    assert dialog._own_service is None and not dialog.isVisible()
+
+
+_DETACH_SCRIPT = """
+import sys, time
+from PySide6.QtCore import QCoreApplication, QEvent
+app = QCoreApplication([])
+from desktop_app.worker import CaptionService, ModelJob, threads_still_running
+service = CaptionService()
+job = ModelJob("Writing “v” as a standalone model", lambda **_callbacks: time.sleep(2), cancellable=False)
+assert service.start_model_job(job)
+time.sleep(0.2)
+print("stopped in time:", service.shutdown(timeout_ms=200), flush=True)
+service.deleteLater()
+QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+print("survived; still running:", threads_still_running(), flush=True)
+while threads_still_running():
+    time.sleep(0.05)
+print("done", flush=True)
+"""
+
+
+def test_a_model_job_that_outlives_shutdown_does_not_abort_the_process(tmp_path) -> None:
+    """Closing the window waits 10 s for the model thread; a job that cannot stop by then
+    (a model still loading, a merge being written) is let go instead of deleting its
+    running thread, which makes Qt abort the whole process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", _DETACH_SCRIPT], cwd=repo, env=env, capture_output=True, check=False,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["stopped in time: False", "survived; still running: True", "done"]

@@ -24,13 +24,16 @@ class VersionsController:
             return
         from desktop_app.train_dialog import TrainDialog
 
-        # The open dialog, or a hidden one (Escape) whose run is still going: its progress
-        # and Cancel live there.
-        if self.train_dialog is not None and (self.train_dialog.isVisible() or self.train_dialog.running):
-            self.train_dialog.show()
-            self.train_dialog.raise_()
-            self.train_dialog.activateWindow()
+        # The open dialog, or a closed one whose run is still going or ended unseen: its
+        # progress, Cancel, result or error live there.
+        dialog = self.train_dialog
+        if dialog is not None and (dialog.isVisible() or dialog.running or dialog.unseen_result):
+            dialog.show()
+            dialog.raise_()
+            dialog.activateWindow()
             return
+        if dialog is not None:
+            dialog.deleteLater()  # nothing left to see in it
         base = w.settings.caption_spec().model
         # Training shares the window's model thread with captioning: one job at a time.
         dialog = TrainDialog(w.library, base_model=base, service=w.captioning, parent=w)

@@ -378,3 +378,20 @@ def test_a_model_job_that_outlives_shutdown_does_not_abort_the_process(tmp_path)
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["stopped in time: False", "survived; still running: True", "done"]
+
+
+def test_another_library_waits_for_the_jobs_on_this_one(qtbot, library, photo_dir, settings, tmp_path) -> None:
+    """Opening another library closes this one: not while a job still reads and writes it."""
+    build_library(library, photo_dir, count=6, model_every=0, human_every=0, bad_files=0)
+    window = make_window(qtbot, library, settings, FakeEngine(delay=0.05))
+    assert window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=1), SCOPE_LIBRARY)
+    window.captioning.pause()
+    window.open_library(tmp_path / "other.db")
+    assert window.log_panel.entries[-1][1] == ("Captioning is running on this library. Another library can open "
+                                               "when it has finished or been cancelled.")
+    assert window.library is library and not (tmp_path / "other.db").exists()
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
+        window.captioning.cancel()
+    with qtbot.waitSignal(window.library_opened, timeout=WAIT):
+        window.open_library(tmp_path / "other.db")
+    assert window.library.path == tmp_path / "other.db"

@@ -37,6 +37,10 @@ class LibraryController:
         """Open (and migrate) *path* on a worker thread; the window stays responsive."""
         w = self.window
         path = Path(path)
+        busy = self.busy_with_library()
+        if busy:
+            w.report_error(busy)
+            return
         w.statusBar().showMessage(f"Opening {path}…")
 
         def done(library: Library) -> None:
@@ -49,6 +53,23 @@ class LibraryController:
             w.report_error(f"Cannot open the library {path}: {exc}", getattr(exc, "__traceback_text__", None))
 
         submit(w.pool, lambda: Library(path), done, failed)
+
+    def busy_with_library(self) -> str | None:
+        """Why another library cannot open now (None: it can).
+
+        Captioning, training, evaluating and merging read and write the open library
+        until they end: closing it under them would fail the job halfway."""
+        w = self.window
+        if w.library is None:
+            return None
+        if w.captioning.running:
+            job = "Captioning"
+        elif w.captioning.model_job is not None:
+            job = w.captioning.model_job.description
+        else:
+            return None
+        return (f"{job} is running on this library. Another library can open when it has "
+                "finished or been cancelled.")
 
     def set_library(self, library: Library | None, *, owned: bool = False) -> None:
         """Show *library* (None: nothing).  *owned*: the window closes it when done."""

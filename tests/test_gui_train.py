@@ -30,6 +30,23 @@ def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
     return SimpleNamespace(cancelled=False, name=name, base_metrics=base_metrics, metrics=metrics, best_epoch=3)
 
 
+def until_cancelled(name: str = "x", *, started: threading.Event | None = None, steps: int = 0):
+    """A training stand-in that runs until cancelled (reporting *steps* steps, if any)."""
+
+    def train(*_args, progress, cancel, **_kwargs):
+        if started is not None:
+            started.set()
+        step = 0
+        while not cancel.is_set():
+            step += 1
+            if steps:
+                progress(Progress(step, steps, f"Step {step} of {steps}"))
+            time.sleep(0.01)
+        return SimpleNamespace(cancelled=True, name=name)
+
+    return train
+
+
 def test_train_dialog_runs_and_fills_the_table(qtbot, library) -> None:
     dialog = TrainDialog(library, base_model="tiny", train_fn=fake_train)
     qtbot.addWidget(dialog)
@@ -96,12 +113,7 @@ def test_not_ready_reasons_and_plain_errors() -> None:
 
 
 def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
-    def slow_train(*args, cancel, **kwargs):
-        while not cancel.is_set():
-            time.sleep(0.01)
-        return SimpleNamespace(cancelled=True, name="x")
-
-    dialog = TrainDialog(library, train_fn=slow_train)
+    dialog = TrainDialog(library, train_fn=until_cancelled())
     qtbot.addWidget(dialog)
     dialog.start()
     dialog.cancel()
@@ -244,18 +256,9 @@ def test_closing_the_window_stops_a_training_run(qtbot, library, photo_dir, sett
 def test_a_training_run_is_cancelled_from_the_status_bar(qtbot, library, photo_dir, settings) -> None:
     build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
     window = make_window(qtbot, library, settings, FakeEngine())
-
-    def endless_train(*_args, progress, cancel, **_kwargs):
-        step = 0
-        while not cancel.is_set():
-            step += 1
-            progress(Progress(step, 1000, f"Step {step} of 1000"))
-            time.sleep(0.01)
-        return SimpleNamespace(cancelled=True, name="long")
-
     window.open_train_dialog()
     dialog = window.versions.train_dialog
-    dialog._train_fn = endless_train
+    dialog._train_fn = until_cancelled("long", steps=1000)
     dialog.name.setText("long")
     dialog.start()
     status = window.model_job_status
@@ -328,14 +331,7 @@ def test_the_model_thread_is_not_stuck_when_freeing_the_caption_model_fails(qtbo
 
 def test_a_standalone_dialog_stops_its_own_run_on_escape(qtbot, library) -> None:
     started = threading.Event()
-
-    def slow_train(*_args, cancel, **_kwargs):
-        started.set()
-        while not cancel.is_set():
-            time.sleep(0.01)
-        return SimpleNamespace(cancelled=True, name="x")
-
-    dialog = TrainDialog(library, train_fn=slow_train)
+    dialog = TrainDialog(library, train_fn=until_cancelled(started=started))
     qtbot.addWidget(dialog)
     dialog.show()
     dialog.start()

@@ -367,6 +367,13 @@ class CaptionService(QObject):
         return self._model_job
 
     @property
+    def current_job(self) -> str | None:
+        """What the model thread is doing, in words ("Captioning", "Training “x”"); None: idle."""
+        if self.running:
+            return "Captioning"
+        return self._model_job.description if self._model_job is not None else None
+
+    @property
     def busy(self) -> bool:
         """Captioning or a model job: a new job of either kind has to wait."""
         return self.running or self._model_job is not None

@@ -60,13 +60,8 @@ class LibraryController:
         Captioning, training, evaluating and merging read and write the open library
         until they end: closing it under them would fail the job halfway."""
         w = self.window
-        if w.library is None:
-            return None
-        if w.captioning.running:
-            job = "Captioning"
-        elif w.captioning.model_job is not None:
-            job = w.captioning.model_job.description
-        else:
+        job = w.captioning.current_job
+        if w.library is None or job is None:
             return None
         return (f"{job} is running on this library. Another library can open when it has "
                 "finished or been cancelled.")

@@ -277,6 +277,20 @@ def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Pat
     assert (models / "mine.run" / "run.json").is_file() and not (models / "mine").exists()
 
 
+@pytest.fixture
+def sigint_reaches_children():
+    """Children start with Ctrl-C's default action, as from an interactive terminal.
+
+    A shell starts background commands (``cmd &``) with SIGINT ignored, and children
+    inherit that: under such a test runner the command would rightly ignore the Ctrl-C
+    this test sends.  A handled signal is reset to its default in a child, so handling
+    it here for the test's duration gives children the default."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_reaches_children")
 @pytest.mark.parametrize(("launcher", "delay"), [("module", 0.1), ("module", 0.3), ("console script", 0.1)])
 def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tmp_path: Path, launcher: str,
                                                                               delay: float) -> None:

@@ -95,7 +95,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "Importing",
                 lambda progress, cancel: import_captions(
                     library, args.format, args.src, verified=args.verified, honour_source=args.keep_source,
-                    progress=progress, cancel=cancel,
+                    replace=args.replace, progress=progress, cancel=cancel,
                 ),
             )
         except CaptionImportError as exc:
@@ -188,7 +188,8 @@ def register(subparsers: Any) -> None:
             "Import captions from SRC: sidecar (.txt/.caption beside images), flickr8k "
             "(captions.txt), coco (captions JSON), imagefolder (metadata.jsonl/.csv), csv, "
             "parquet, or metadata (XMP/IPTC/EXIF already in the photos). Captions are matched "
-            "to library images by path, file name, then content. A person's caption is never replaced."
+            "to library images by path, file name, then content. A person's caption is never replaced, "
+            "unless --replace says the imported captions are the person's own later edits."
         ),
     )
     importer.add_argument("format", choices=IMPORT_FORMATS, metavar="FORMAT", help=", ".join(IMPORT_FORMATS))
@@ -201,6 +202,11 @@ def register(subparsers: Any) -> None:
         "--keep-source", action="store_true",
         help="honour the source column of CaptionDesk exports (csv, parquet, imagefolder): rows a person "
              "wrote are stored verified, model rows stay unverified (rows without it follow --verified)",
+    )
+    importer.add_argument(
+        "--replace", action="store_true",
+        help="the captions are your own edits made in another tool (e.g. of an export): they become current "
+             "and verified, also over a person's caption, which is kept in the history (implies --verified)",
     )
     add_json_flag(importer)
     importer.set_defaults(handler=cmd_import)

@@ -117,12 +117,15 @@ def add_import_caption(
     origin: str,
     details: Mapping[str, Any] | None = None,
     verified: bool = False,
+    replace: bool = False,
 ) -> Caption:
     """Store an imported caption.
 
     With *verified* the import stands for a person's words (a hand-written dataset) and
     is stored as a human caption with the import as its origin; it still never replaces
-    a human caption that is already current.
+    a human caption that is already current, unless the user asked to *replace* it (a
+    person's own edit made in another tool): then it becomes current as an edit of the
+    replaced caption, which stays in the history.
     """
     caption = Caption(
         image_id=image_id,
@@ -132,6 +135,11 @@ def add_import_caption(
         origin=origin,
         settings=dict(details) if details is not None else None,
     )
+    if replace and verified:
+        current = current_caption(session, image_id)
+        caption.parent_id = current.id if current is not None else None
+        _make_current(session, image_id, caption)
+        return caption
     return _store_unless_human_current(session, image_id, caption)
 
 

@@ -23,7 +23,7 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
     ``validation/1_captions/`` holding every image directly (sub-folders flattened as
     ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
-    to PNG) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
+    to PNG as ``scan.tif.png``) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
     ``dataset_validation.toml`` in sd-scripts' ``--dataset_config`` format (paths
     relative to OUT: run sd-scripts from OUT).  The plain ``sidecar`` layout keeps
     sub-folders and formats as they are, which sd-scripts skips.
@@ -71,7 +71,7 @@ from sqlalchemy.sql import Select
 from core import __version__
 from core.db import Database
 from core.filenames import to_os
-from core.imaging import ImageDecodeError, load_rgb
+from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
@@ -505,11 +505,55 @@ def _prepare_image(path: Path, width: int | None, height: int | None) -> _Prepar
     return _PreparedImage(path.read_bytes(), False, width, height)
 
 
-def _dataset_name(image: CaptionedImage, root_labels: dict[int, str]) -> str:
-    """The image's path inside a split folder: root-relative, so imports match it back."""
-    name = image.rel_path
+def converted_image_name(name: str, *, kohya: bool = False) -> str:
+    """*name* with the suffix of the format the export converts it to appended, if any.
+
+    ``IMG_1.HEIC`` becomes ``IMG_1.HEIC.jpg``; in the kohya layout a format sd-scripts
+    does not read also becomes PNG (``scan.tif.png``).  Keeping the original name inside
+    is what lets :func:`library_name_candidates` lead an import back to the photo.
+    """
     if PurePosixPath(name).suffix.lower() in CONVERT_TO_JPEG:
         name += ".jpg"
+    if kohya and PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
+        name += ".png"
+    return name
+
+
+def kohya_flat_name(name: str) -> str:
+    """*name* without sub-folders (sd-scripts does not recurse): ``album__photo.jpg``."""
+    return KOHYA_FOLDER_SEPARATOR.join(PurePosixPath(name).parts)
+
+
+def library_name_candidates(name: str) -> list[str]:
+    """The library paths an exported image path may stand for, *name* itself first.
+
+    The inverse of :func:`converted_image_name` and :func:`kohya_flat_name`: a library
+    file may itself be called ``a.tif.png`` or ``a__b.jpg``, so the literal name wins.
+    """
+    path = PurePosixPath(name)
+    inner = PurePosixPath(path.stem).suffix
+    candidates = [name]
+    if (path.suffix.lower() == ".jpg" and inner.lower() in CONVERT_TO_JPEG) or (
+        path.suffix == ".png" and inner.lower() in IMAGE_EXTENSIONS and inner not in KOHYA_IMAGE_EXTENSIONS
+    ):
+        candidates.append(str(path.with_name(path.stem)))
+    for candidate in list(candidates):
+        folder, _, file_name = candidate.rpartition("/")
+        if KOHYA_FOLDER_SEPARATOR in file_name.strip("_"):
+            unflattened = file_name.replace(KOHYA_FOLDER_SEPARATOR, "/")
+            candidates.append(f"{folder}/{unflattened}" if folder else unflattened)
+    return candidates
+
+
+def export_caption_line(text: str) -> str:
+    """A caption as the sidecar and kohya layouts write it: one line, since sd-scripts
+    reads only the first; imports compare captions in this form to see what was edited."""
+    return " ".join(text.strip().splitlines())
+
+
+def _dataset_name(image: CaptionedImage, root_labels: dict[int, str]) -> str:
+    """The image's path inside a split folder: root-relative, so imports match it back."""
+    name = converted_image_name(image.rel_path)
     label = root_labels.get(image.root_id)
     if label:
         name = f"{label}/{name}"
@@ -750,8 +794,7 @@ class _SidecarWriter:
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / item.name
         _write_bytes(image_path, item.prepared.data)
-        # kohya sd-scripts reads only the first line of a caption file.
-        one_line = " ".join(item.text.splitlines())
+        one_line = export_caption_line(item.text)
         _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
 
     def close(self) -> None:
@@ -847,6 +890,7 @@ class _ParquetWriter:
 #: matched on the exact suffix in those spellings).
 KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
 KOHYA_CONCEPT = "captions"
+KOHYA_FOLDER_SEPARATOR = "__"
 DEFAULT_KOHYA_REPEATS = 1
 
 
@@ -866,10 +910,7 @@ class _KohyaWriter:
     @staticmethod
     def dataset_name(wanted: str) -> str:
         """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
-        name = "__".join(PurePosixPath(wanted).parts)
-        if PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
-            name += ".png"
-        return name
+        return converted_image_name(kohya_flat_name(wanted), kohya=True)
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / self.folders[item.split] / item.name
@@ -879,7 +920,7 @@ class _KohyaWriter:
             load_rgb(item.image.path).save(buffer, "PNG")  # lossless; 16-bit scaled, upright
             data = buffer.getvalue()
         _write_bytes(image_path, data)
-        one_line = " ".join(item.text.splitlines())  # sd-scripts reads the first line only
+        one_line = export_caption_line(item.text)
         _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
         self.used.add(item.split)
 

@@ -46,7 +46,7 @@ Rules:
 * Importing the same source again adds nothing (same text from the same origin is
   skipped).
 * With *dry_run* nothing is written and no job is recorded: the stats count what the
-  import would do (the GUI shows how many person's captions it would replace).
+  import would do (the GUI shows how many people's captions it would replace).
 * Hostile input is reported, never fatal: a row that cannot be used (bad UTF-8, a
   lone surrogate, a caption over :data:`MAX_CAPTION_CHARS`, a bad COCO id) is one
   ``problems`` line and is skipped, the good rows are kept; a file that cannot be parsed
@@ -58,8 +58,8 @@ Rules:
   paths (longest matching tail first); the file name when unique; finally the content
   fingerprint when SRC holds the image itself.  Names an export converted or flattened
   (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are also tried as the library
-  name they came from (:func:`core.export.library_name_candidates`).  Unmatched and ambiguous rows are counted
-  and the first few named.
+  name they came from (:func:`core.export.library_name_candidates`).  Unmatched and
+  ambiguous rows are counted and the first few named.
 """
 
 from __future__ import annotations

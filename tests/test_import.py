@@ -433,3 +433,16 @@ def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
     assert (stats.imported, stats.replaced, stats.unchanged) == (2, 2, 3)
     assert "2 replacing a person's caption" in stats.summary()
     assert {rel: current_captions(library)[rel] for rel in edits} == {r: (t, "human") for r, t in edits.items()}
+
+
+def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
+    from core.export import _KohyaWriter, converted_image_name, library_name_candidates
+    from core.imaging import IMAGE_EXTENSIONS
+
+    for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".Tif", ".GIF", ".HEIC"}):
+        rel = f"2024/trip/IMG_1{suffix}"
+        for exported in (converted_image_name(rel), _KohyaWriter.dataset_name(rel)):
+            assert library_name_candidates(exported)[0] == exported  # a library file may be called that
+            assert rel in library_name_candidates(exported), (rel, exported)
+    assert _KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
+    assert library_name_candidates("x.png.png") == ["x.png.png"]  # kohya never converts a PNG

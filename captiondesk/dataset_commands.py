@@ -111,6 +111,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
             listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
             print(f"  not in the library: {listed}", file=sys.stderr)
+        if stats.kept_human and not stats.replace:
+            print(f"  {stats.kept_human} kept beside a person's caption, which stays current; if they are your "
+                  "own later edits (e.g. of an export), import again with --replace", file=sys.stderr)
     return finish_job(args, "import", stats, interrupted, lambda: stats is not None and print(stats.summary()),
                       unmatched_names=list(stats.unmatched_names) if stats is not None else [])
 

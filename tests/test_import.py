@@ -419,14 +419,18 @@ def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
 
 
 def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
-    library: Library, photo_dir: Path, tmp_path: Path
+    library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     images, edits = _round_trip_library(library, photo_dir, tmp_path)
     before = _history_texts(library)
-    stats = import_captions(library, "sidecar", images, verified=True)
+    code = run_cli(["--library", str(library.path), "import", "sidecar", str(images), "--verified"], monkeypatch)
+    captured = capsys.readouterr()
     # Without --replace a person's caption stays current; unedited multi-line captions add nothing.
-    assert (stats.imported, stats.kept_human, stats.current, stats.replaced, stats.unchanged) == (3, 2, 1, 0, 2)
-    assert "0 replacing" not in stats.summary()
+    assert code == 0
+    assert "3 verified captions added (1 now current, 2 kept beside a person's caption), 2 already there" \
+        in captured.out
+    assert "2 kept beside a person's caption, which stays current" in captured.err and "--replace" in captured.err
     assert current_captions(library)["album1/p2.jpg"] == ("a lighthouse", "human")
     assert _history_texts(library)["album0/p1.jpg"] == before["album0/p1.jpg"]
     stats = import_captions(library, "sidecar", images, replace=True)

@@ -41,8 +41,10 @@ they are, metadata included.
 Atomicity: everything is written into a hidden ``.OUT.partial-*`` folder beside OUT and
 renamed into place only when complete (after fsync), so a cancelled, failed or killed
 export never leaves a half dataset at OUT.  A later export to the same OUT removes the
-hidden leftovers of a killed one: at once when the folder's name says its process (on
-this machine) is gone, else once untouched for an hour, so a running one is safe.
+hidden leftovers of a killed one, and only those: folders carrying CaptionDesk's owner
+marker (:mod:`core.ownership`), at once when the marker's process (on this machine) is
+gone, else once untouched for an hour, so a running one is safe and a person's own
+``.OUT.partial-x`` or ``.OUT.old-x`` folder is never touched.
 ``--overwrite`` refuses, naming them, when files were added to or changed in the earlier
 export after it was made: they are the user's, not CaptionDesk's to delete.
 """
@@ -55,10 +57,7 @@ import io
 import json
 import os
 import shutil
-import socket
-import time
 import uuid
-import zlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,7 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from sqlalchemy import Integer, func, select, type_coerce
 from sqlalchemy.sql import Select
 
-from core import __version__
+from core import __version__, ownership
 from core.db import Database
 from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
@@ -96,9 +95,11 @@ CSV_COLUMNS = (
     "file_name", "text", "split", "source", "model_name", "adapter", "origin", "score",
     "caption_created_at", "fingerprint", "library_path",
 )
-#: A hidden partial folder untouched for this long belongs to a killed export (when its
+#: A marked partial folder untouched for this long belongs to a killed export (when its
 #: owner cannot be asked: another machine, or not POSIX).
-STALE_PARTIAL_SECONDS = 3600.0
+STALE_PARTIAL_SECONDS = ownership.STALE_SECONDS
+#: The owner marker's job name for export staging folders.
+EXPORT_JOB = "export"
 #: Files in an earlier export that the user added or changed, listed when refusing.
 SHOWN_USER_FILES = 5
 #: Rows per database read while streaming the selection.
@@ -333,34 +334,6 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _host_tag() -> str:
-    """A short tag of this machine: a partial folder's pid means something only here."""
-    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
-
-
-def _owner_is_dead(leftover_name: str) -> bool:
-    """Whether a ``.OUT.partial-HOST-PID-…`` folder's exporting process is gone.
-
-    Only on POSIX (``os.kill(pid, 0)`` would terminate the process on Windows) and only
-    for folders made on this machine; otherwise the one-hour rule decides.
-    """
-    if os.name != "posix":
-        return False
-    fields = leftover_name.rsplit(".partial-", 1)[-1].split("-")
-    if len(fields) != 3 or fields[0] != _host_tag() or not fields[1].isdigit():
-        return False
-    pid = int(fields[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
-
-
 def _files_changed_since(out: Path, manifest: Path) -> list[str]:
     """Files under *out* added or changed after its export finished (the manifest is
     written last; ctime cannot be set back by copying tools)."""
@@ -382,16 +355,6 @@ def _files_changed_since(out: Path, manifest: Path) -> list[str]:
             if max(stamp.st_ctime_ns, stamp.st_mtime_ns) > finished:
                 changed.append(path.relative_to(out).as_posix())
     return sorted(changed)
-
-
-def _newest_mtime(folder: Path) -> float:
-    newest = folder.stat().st_mtime
-    for child in folder.iterdir():
-        try:
-            newest = max(newest, child.stat().st_mtime)
-        except OSError:
-            continue
-    return newest
 
 
 class _Staging:
@@ -421,31 +384,21 @@ class _Staging:
                 self.replaces_existing = True
         self._remove_stale_leftovers()
         # os.mkdir, not mkdtemp: the dataset keeps the user's umask, not mode 0700.
-        # Host and pid in the name: a later export removes it as soon as this process is gone.
-        self.path = out.parent / f".{out.name}.partial-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # The owner marker lets a later export remove it as soon as this process is gone.
+        self.path = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.path.mkdir()
+            ownership.make_owned_dir(self.path, EXPORT_JOB)
         except OSError as exc:
             raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from None
 
     def _remove_stale_leftovers(self) -> None:
-        """Partial folders of a killed export to this OUT (and old data of a killed swap)."""
-        now = time.time()
-        if not self.out.parent.is_dir():
-            return
-        for pattern in (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"):
-            for leftover in self.out.parent.glob(pattern):
-                try:
-                    if leftover.is_dir() and (
-                        _owner_is_dead(leftover.name) or now - _newest_mtime(leftover) > STALE_PARTIAL_SECONDS
-                    ):
-                        shutil.rmtree(leftover, ignore_errors=True)
-                except OSError:
-                    continue
+        """Partial folders of a killed export to this OUT (and old data of a killed swap): marked ones only."""
+        ownership.remove_abandoned(self.out.parent, (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"),
+                                   EXPORT_JOB)
 
     def commit(self) -> None:
         """fsync everything, then rename into place (replacing an earlier export)."""
+        ownership.unmark(self.path)
         for folder, _dirs, files in os.walk(self.path, topdown=False):
             for name in files:
                 _fsync(Path(folder) / name)
@@ -453,8 +406,10 @@ class _Staging:
         old: Path | None = None
         if self.out.exists():
             if self.replaces_existing:
-                old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}"
-                os.replace(self.out, old)
+                # Inside a marked folder: a killed swap's old data is recognisably CaptionDesk's.
+                old = ownership.make_owned_dir(self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}",
+                                               EXPORT_JOB)
+                os.replace(self.out, old / self.out.name)
             else:
                 self.out.rmdir()  # empty (checked at the start); rename cannot replace it on Windows
         os.replace(self.path, self.out)

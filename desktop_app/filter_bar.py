@@ -29,7 +29,9 @@ STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
     ("Model (unverified)", frozenset({"model"})),
     ("Verified", frozenset({"verified"})),
     ("Imported", frozenset({"imported"})),
+    ("Changed since captioned", frozenset({"changed"})),
     ("Errors / missing", frozenset({"error", "missing"})),
+    ("To review (model, changed)", frozenset({"model", "changed"})),
 ]
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
 

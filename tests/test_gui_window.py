@@ -220,7 +220,7 @@ def test_changed_since_captioned_badge_filter_sidebar_and_review_queue(qtbot, wi
         window.refresh_sidebar()
     assert "1 changed since captioned" in window.sidebar.tree.topLevelItem(0).toolTip(1)
     labels = [window.filter_bar.state.itemText(i) for i in range(window.filter_bar.state.count())]
-    set_filter(qtbot, window, state=labels.index("Changed since captioned"))
+    set_filter(qtbot, window, state=labels.index("Picture changed"))
     rows = [window.model.row_data(r) for r in range(window.model.rowCount())]
     assert [(r.id, r.state, r.caption) for r in rows] == [(verified.id, "changed", None)]
     assert badge_text(rows[0])[0] == "changed" and "Changed since captioned" in badge_tooltip(rows[0])

@@ -284,7 +284,7 @@ def test_changed_picture_is_left_out_of_export_and_training_and_captioned_again(
         row = fetch_rows(session, [changed_id])[changed_id]
     assert [(c.text, c.source, c.is_current) for c in history] == [
         (f"green photo number {changed_id}", "human", False), ("a 90x70 photo", "model", True)]
-    assert row.state == "model"
+    assert row.state == "model" and row.outdated_caption_id is None
     assert run_caption_job(library, CaptionJobSpec(model="fake-model"), captioner=FakeCaptioner()).captioned == 0
 
 

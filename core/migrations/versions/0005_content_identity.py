@@ -15,7 +15,8 @@ told from a metadata rewrite, so it is not flagged, and the key is stored from t
 
 A second trigger keeps a fingerprint-kind key in step when something other than the
 scanner rewrites the file (CaptionDesk's metadata writer updates the fingerprint only),
-so the library's own writes never count as a change of picture.
+so the library's own writes never count as a change of picture (a file the scanner finds
+in error keeps its key: a half-copied file is not a new picture).
 
 Revision ID: 0005
 Revises: 0003
@@ -54,7 +55,7 @@ def upgrade() -> None:
     op.execute(
         "CREATE TRIGGER images_content_key_follows_fingerprint AFTER UPDATE OF fingerprint ON images "
         "WHEN old.content_key = old.fingerprint AND new.content_key IS old.content_key "
-        "AND new.fingerprint NOT LIKE 'unreadable:%' "
+        "AND new.fingerprint NOT LIKE 'unreadable:%' AND new.state != 'error' "
         "BEGIN UPDATE images SET content_key = new.fingerprint WHERE id = new.id; END"
     )
 

@@ -318,7 +318,8 @@ class _RootScan:
     def _compare_content(self, session: Session) -> list[tuple[int, int]]:
         """Compare the pending updates' content keys with the stored ones.
 
-        Fills :attr:`content_changes`; returns ``(image_id, current caption id)`` of the
+        Fills :attr:`content_changes` (every new fingerprint, for
+        :func:`_settle_content_moves`); returns ``(image_id, current caption id)`` of the
         captioned images whose picture changed.  A file in error keeps its stored key
         (a half-copied file is not a new picture).  A record without a stored key (from
         before content keys) cannot be compared: its new key is stored for next time.
@@ -340,9 +341,11 @@ class _RootScan:
             if row["state"] == ImageState.ERROR or row["content_key"] is None:
                 row["content_key"] = old_key
                 continue
+            if row["fingerprint"] != old_fingerprint:
+                # Other bytes: maybe another record's file (a swap), even without a stored key.
+                self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
             if old_key is None or row["content_key"] == old_key:
                 continue
-            self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
             if caption_id is not None:
                 outdate.append((image_id, caption_id))
                 self.outdated[image_id] = caption_id
@@ -369,7 +372,7 @@ def _settle_content_moves(
 ) -> None:
     """Give files that traded places (a swap, a cycle of renames) their own records back.
 
-    *changes* maps each record whose picture changed this scan to ``(old fingerprint,
+    *changes* maps each record whose file has other bytes this scan to ``(old fingerprint,
     new fingerprint)``.  When the picture now at record X's path is the one record S
     had, and following that chain comes back to X, the records of the cycle exchange
     their paths and file columns: each record, with its captions, history, split key and

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import captions, queries, scanner
 from core.jobs import Progress
@@ -121,7 +121,8 @@ def test_metadata_rewrite_is_the_same_picture(library: Library, photo_dir: Path)
     assert _current_text(library, image_id) == "a red square" and _state(library, image_id) == "verified"
 
 
-def test_swapped_names_keep_each_picture_its_own_caption(library: Library, photo_dir: Path) -> None:
+@pytest.mark.parametrize("keyed", [True, False], ids=["content-keys", "records-from-before-content-keys"])
+def test_swapped_names_keep_each_picture_its_own_caption(library: Library, photo_dir: Path, keyed: bool) -> None:
     a = write_jpeg(photo_dir / "a.jpg", color=(200, 0, 0), seed=1)
     b = write_jpeg(photo_dir / "b.jpg", color=(0, 0, 200), size=(80, 60), seed=2)
     os.utime(a, ns=(1_000_000_000, 1_000_000_000))
@@ -129,6 +130,9 @@ def test_swapped_names_keep_each_picture_its_own_caption(library: Library, photo
     library.scan([library.add_root(photo_dir).id])
     red_id = _caption(library, "a.jpg", "a red square", human=True)
     blue_id = _caption(library, "b.jpg", "a blue square", human=True)
+    if not keyed:
+        with library.db.write() as session:
+            session.execute(update(Image).values(content_key=None))
     before = _images(library)
     os.rename(a, photo_dir / "tmp.jpg")
     os.rename(b, a)

@@ -47,7 +47,9 @@ def upgrade() -> None:
         "AND format IS NOT NULL AND upper(format) NOT IN ('JPEG', 'MPO', 'PNG', 'WEBP') "
         "AND fingerprint NOT LIKE 'unreadable:%'"
     )
-    op.execute(f"CREATE TRIGGER captions_current_clears_outdated AFTER INSERT ON captions WHEN new.is_current = 1 {_CLEAR}")
+    op.execute(
+        f"CREATE TRIGGER captions_current_clears_outdated AFTER INSERT ON captions WHEN new.is_current = 1 {_CLEAR}"
+    )
     op.execute(
         "CREATE TRIGGER captions_made_current_clears_outdated AFTER UPDATE OF is_current ON captions "
         f"WHEN new.is_current = 1 AND old.is_current = 0 {_CLEAR}"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core.db import Database
 from core.filenames import for_display, to_os, to_stored
@@ -229,7 +229,7 @@ class _RootScan:
         self.inserts: list[dict[str, object]] = []
         self.updates: list[dict[str, object]] = []
         self.reappeared: list[int] = []
-        #: Records whose picture changed this scan: id -> (old fingerprint, new fingerprint).
+        #: Records whose file has other bytes this scan: id -> (old fingerprint, new fingerprint).
         self.content_changes: dict[int, tuple[str, str]] = {}
         #: Of those, the ones whose current caption went to history: id -> that caption.
         self.outdated: dict[int, int] = {}
@@ -341,7 +341,7 @@ class _RootScan:
             if row["state"] == ImageState.ERROR or row["content_key"] is None:
                 row["content_key"] = old_key
                 continue
-            if row["fingerprint"] != old_fingerprint:
+            if row["fingerprint"] != old_fingerprint and not old_fingerprint.startswith("unreadable:"):
                 # Other bytes: maybe another record's file (a swap), even without a stored key.
                 self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
             if old_key is None or row["content_key"] == old_key:
@@ -417,9 +417,15 @@ def _settle_content_moves(
                 # The picture at *place*'s path is *mover*'s: the record follows it.
                 session.execute(update(Image).where(Image.id == mover).values(files[place]))
                 caption_id = outdated.get(mover)
-                if caption_id is not None:
-                    session.execute(update(Caption).where(Caption.id == caption_id).values(is_current=True))
-                    stats.outdated -= 1
+                if caption_id is None:
+                    continue
+                other = aliased(Caption)  # not correlated with the row being updated
+                has_current = select(other.id).where(other.image_id == mover, other.is_current.is_(True))
+                # Unless a caption was written for it meanwhile (the window stays usable).
+                restored = session.execute(
+                    update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
+                )
+                stats.outdated -= restored.rowcount
     stats.moved += len(ids)
     stats.changed -= len(ids)
 

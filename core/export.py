@@ -65,6 +65,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
 from core import __version__, ownership
@@ -73,7 +74,7 @@ from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
-from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
+from core.queries import FolderNotInLibraryError, FolderScope, in_folder, outdated_phrase, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
 
 if TYPE_CHECKING:
@@ -289,6 +290,8 @@ class ExportStats(JobStats):
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    #: Images in scope left out because their picture changed since they were captioned.
+    outdated: int = 0
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
 
@@ -304,14 +307,43 @@ class ExportStats(JobStats):
         }
 
     def summary(self) -> str:
+        outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""
         if self.cancelled or self.out is None:
-            return super().summary()
+            return super().summary() + outdated
         converted = f"; {self.converted} converted to JPEG" if self.converted else ""
         return (
             f"Exported {count_phrase(self.exported, 'image', 'images')} to {self.out} "
             f"(train {self.train}, validation {self.validation}{converted}); "
-            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped"
+            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped{outdated}"
         )
+
+
+def outdated_images(
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
+    image_ids: Collection[int] | None = None,
+) -> list[Path]:
+    """Paths of the images in scope that are *changed since captioned* and whose old
+    caption an export with *only* would have taken: what it leaves out for that reason."""
+    old = aliased(Caption)
+    query = (
+        select(LibraryRoot.path, Image.rel_path)
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+        .join(old, old.id == Image.outdated_caption_id)
+        .where(Image.state == ImageState.OK.value)
+        .where(~select(Caption.id).where(Caption.image_id == Image.id, _current_flag == 1).exists())
+        .order_by(Image.root_id, Image.rel_path)
+    )
+    if only == "verified":
+        query = query.where(old.source == CaptionSource.HUMAN.value)
+    if folder is not None:
+        query = query.where(Image.root_id == folder.root_id)
+        if folder.prefix:
+            query = query.where(in_folder(Image.rel_path, folder.prefix))
+    if image_ids is not None:
+        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
+        query = query.where(Image.id.in_(select(ids.c.value)))
+    with db.read() as session:
+        return [Path(to_os(root)) / to_os(rel) for root, rel in session.execute(query)]
 
 
 # -- staging folder -------------------------------------------------------------------
@@ -1000,6 +1032,10 @@ def export_dataset(
     try:
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
+            # The caption described another picture: never pair it with this one.
+            for path in outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids):
+                stats.outdated += 1
+                stats.problems.append(f"{path}: changed since captioned, left out (caption it again)")
             _run_export(
                 db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,

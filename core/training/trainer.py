@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.queries import outdated_phrase
 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
@@ -650,6 +651,8 @@ class _Examples:
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
                       data: TrainingData, result: TrainingResult, report: Report, cancel: CancelToken) -> _Examples:
     report(0, None, "Reading images")
+    if data.outdated:
+        result.skipped_images.append(outdated_phrase(data.outdated))
     train_ex, train_images = _load_images(captioner, data.train, result.skipped_images)
     val_ex, val_images = _load_images(captioner, data.validation, result.skipped_images)
     if not train_ex or not val_ex:

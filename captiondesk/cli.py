@@ -145,6 +145,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
+            # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
@@ -167,6 +168,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            spec = spec.with_(model=current.model)
+            say(args, f"Model: {current.describe()}")
         folders = []
         for folder in args.folders or []:
             try:
@@ -322,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--model",
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
-        "with --backend openai, the server's model name (required)",
+        help="hub id, local model folder or model-version name (default: the library's current model: the "
+        f"active version, else its base model, else {DEFAULT_MODEL}); with --backend openai, the server's "
+        "model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")

@@ -201,6 +201,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.training import evaluate_model
 
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            args.model = current.model
+            print(f"Model: {current.describe()}", file=sys.stderr if wants_json(args) else sys.stdout)
         try:
             result, interrupted = run_with_progress(
                 "Evaluating",
@@ -242,24 +248,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     from core.training import versions
 
     action = args.action or "list"
-    needed = {"list": 0, "rename": 2, "delete": 1, "activate": 1, "export": 2}
+    needed = {"list": (0,), "rename": (2,), "delete": (1,), "activate": (1,), "deactivate": (0,), "base": (0, 1),
+              "export": (2,)}
     if action not in needed:
-        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
-    if len(args.names) != needed[action]:
+        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, deactivate, base "
+                        "or export)")
+    if len(args.names) not in needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW", "delete": "models delete NAME",
-                 "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
+                 "activate": "models activate NAME", "deactivate": "models deactivate",
+                 "base": "models base [ID_OR_PATH | default]", "export": "models export NAME OUT"}[action]
         raise UserError(f"usage: captiondesk {usage}")
+    from core.training import current
     with open_library(args) as library:
         try:
             if action == "list":
                 rows = versions.list_versions(library)
+                now = current.current_model(library)
                 if wants_json(args):
-                    emit_json({"command": "models list", "exit_code": EXIT_OK, "versions": [
+                    emit_json({"command": "models list", "exit_code": EXIT_OK,
+                               "current": {"model": now.model, "version": now.version, "base_model": now.base_model,
+                                           "source": now.source},
+                               "versions": [
                         {"name": v.name, "active": bool(v.is_active), "method": v.method,
                          "base_model": (v.config or {}).get("trained_from", v.base_model),
                          "metrics": (v.metrics or {}).get("trained", {}), "created_at": v.created_at}
                         for v in rows]})
                     return EXIT_OK
+                print(f"Current model: {now.describe()}")
                 if not rows:
                     print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
                     return EXIT_OK
@@ -281,7 +296,16 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"Deleted {args.names[0]}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
-                print(f"{args.names[0]} is now the active model")
+                print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
+            elif action == "deactivate":
+                now = current.use_base_model(library)
+                print(f"No version is active; captioning uses {now.describe()}")
+            elif action == "base":
+                if args.names:  # "default" forgets the library's choice
+                    current.set_base_model(library, None if args.names[0] == "default" else args.names[0])
+                now = current.current_model(library)
+                chosen = current.library_base_model(library)
+                print(f"Base model: {chosen or 'default'}; current model: {now.describe()}")
             else:
                 out = versions.export_merged(library, *args.names)
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
@@ -360,17 +384,23 @@ def register(subparsers: Any) -> None:
         "eval", help="score a model on the validation split",
         description="Caption the held-out verified images and report exact match, CIDEr, BLEU-4, ROUGE-L "
                     "and edit rate against the people's captions.")
-    evaluate.add_argument("--model", required=True, metavar="ID_OR_PATH", help="hub id, folder or version name")
+    evaluate.add_argument("--model", metavar="ID_OR_PATH",
+                          help="hub id, folder or version name (default: the library's current model: the active "
+                               "version, else its base model)")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     models = subparsers.add_parser(
-        "models", help="list, rename, delete, activate or export trained model versions",
-        description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT "
-                    "(export writes a merged standalone model folder that plain transformers loads).")
-    models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
+        "models", help="list, rename, delete, activate, deactivate or export trained model versions",
+        description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate | "
+                    "base [ID_OR_PATH | default] | export NAME OUT. The active version is the library's current "
+                    "model (caption and eval use it without --model); deactivate goes back to the library's base "
+                    "model, which base shows or sets. Export writes a merged standalone model folder that plain "
+                    "transformers loads.")
+    models.add_argument("action", nargs="?", metavar="ACTION",
+                        help="list (default), rename, delete, activate, deactivate, base, export")
     models.add_argument("names", nargs="*", metavar="ARG")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

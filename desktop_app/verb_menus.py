@@ -127,7 +127,7 @@ class VerbMenus:
         library = window.library
         known = [v.name for v in list_versions(library)] if library is not None else []
         dialog = PreferencesDialog(window.settings, library_path=str(library.path) if library else None,
-                                   known_models=known, parent=window)
+                                   known_models=known, library=library, parent=window)
         dialog.accepted.connect(lambda: self._apply_preferences(dialog))
         self.open_dialogs["preferences"] = dialog
         dialog.show()

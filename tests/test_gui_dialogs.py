@@ -222,15 +222,16 @@ def versioned(library, built, tiny_blip_dir):  # noqa: F811
 def test_versions_window_lists_activates_renames_deletes(qtbot, library, versioned):
     window = VersionsWindow(library)
     qtbot.addWidget(window)
-    assert window.table.rowCount() == 2
-    row = [window.table.item(0, c).text() for c in range(window.table.columnCount())]
+    assert window.table.rowCount() == 3  # the base model, then each version
+    assert window.table.item(0, 1).text() == "Base model" and window.table.item(0, 0).text() == "★"
+    row = [window.table.item(1, c).text() for c in range(window.table.columnCount())]
     assert row[1:5] == ["shapes-v1", "tiny-blip", "full", row[4]] and row[5] == "6 / 2"
     assert row[6] == "0.100 → 0.500"
     window.select("shapes-v2")
     with qtbot.waitSignal(window.changed):
         assert window.activate_selected()
     assert versions.get_active_version(library).name == "shapes-v2"
-    assert window.table.item(1, 0).text() == "★"
+    assert window.table.item(2, 0).text() == "★" and window.table.item(0, 0).text() == ""
     assert window.rename_selected("shapes-final")
     assert versions.get_version(library, "shapes-final").is_active
     assert not window.rename_selected("bad name with spaces")  # core refuses; shown, nothing changes
@@ -325,7 +326,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
     dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
     qtbot.addWidget(dialog)
-    dialog.model.setCurrentText("shapes-v2")
+    assert not dialog.model.isEnabled()  # the model is a library's: none is open here
     dialog.num_beams.setValue(3)
     dialog.device.setCurrentText("cpu")
     dialog.thumbnail_size.setCurrentIndex(dialog.thumbnail_size.findData(256))
@@ -333,7 +334,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     dialog.accept()
     again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     spec = again.caption_spec()
-    assert (spec.model, spec.device, spec.adapter) == ("shapes-v2", "cpu", "/a")  # the adapter is kept
+    assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
     assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"

@@ -58,7 +58,8 @@ class PreferencesDialog(QDialog):
         self.setWindowTitle("Preferences")
         self.setFixedWidth(DIALOG_WIDTH)
         self.settings = settings
-        self.library = library
+        #: The open library (its current model is edited here); self.library is the path field.
+        self.open_library = library
         spec = settings.caption_spec()
         self.current = current_model(library) if library is not None else None
         self._versions = [v.name for v in list_versions(library)] if library is not None else []
@@ -143,12 +144,12 @@ class PreferencesDialog(QDialog):
     def save_model(self) -> None:
         """Make the picked model the library's current one (a version is activated)."""
         picked = self.model.currentText().strip()
-        if self.library is None or self.current is None or not picked or picked == self.current.model:
+        if self.open_library is None or self.current is None or not picked or picked == self.current.model:
             return
         if picked in self._versions:
-            set_active(self.library, picked)
+            set_active(self.open_library, picked)
         else:
-            use_base_model(self.library, picked)
+            use_base_model(self.open_library, picked)
 
     def save(self) -> None:
         """Store the choices: the current model, the default caption spec, display and file settings."""

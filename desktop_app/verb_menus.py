@@ -136,6 +136,9 @@ class VerbMenus:
     def _apply_preferences(self, dialog: Any) -> None:
         window = self.window
         window.set_thumbnail_size(window.settings.thumbnail_size)
+        versions_window = self.open_dialogs.get("versions")
+        if versions_window is not None and versions_window.isVisible():
+            versions_window.refresh()  # the current model may have changed
         wanted = dialog.library.text().strip()
         current = str(window.library.path) if window.library is not None else ""
         if wanted and Path(wanted).expanduser().resolve() != Path(current).resolve():

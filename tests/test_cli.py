@@ -120,7 +120,10 @@ def test_status_and_models_list_json(tmp_path: Path, photo_dir: Path, capsys: py
     status = json.loads(capsys.readouterr().out)
     assert status["folders"][0]["images"] == 1 and status["total"]["uncaptioned"] == 1
     assert main(["--library", lib, "models", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"command": "models list", "exit_code": 0, "versions": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "command": "models list", "exit_code": 0, "versions": [],
+        "current": {"model": "Salesforce/blip-image-captioning-base", "version": None,
+                    "base_model": "Salesforce/blip-image-captioning-base", "source": "default"}}
 
 
 @pytest.mark.slow

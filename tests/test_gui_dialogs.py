@@ -242,6 +242,69 @@ def test_versions_window_lists_activates_renames_deletes(qtbot, library, version
     assert not (versioned / "shapes-v1").exists() and (versioned / "shapes-v2").exists()
 
 
+def test_activate_in_versions_window_is_what_the_caption_dialog_runs(qtbot, library, versioned, settings,
+                                                                     monkeypatch):
+    """Versions → Activate: the Caption dialog lists the versions and pre-selects the active one,
+    and its run stores that version's id; Use base model goes back."""
+    from desktop_app.dialogs import CaptionDialog
+    from tests.window_helpers import make_window
+
+    window = make_window(qtbot, library, settings, engine=None)  # the real engine, tiny BLIP copies
+    versions_window = window.verbs.open_versions()
+    versions_window.select("shapes-v2")
+    assert versions_window.activate_selected()
+    shown: list[CaptionDialog] = []
+
+    def accept(dialog: CaptionDialog) -> CaptionDialog.DialogCode:
+        shown.append(dialog)
+        dialog.overwrite.setChecked(True)
+        dialog.scope_filter.setChecked(True)
+        dialog.device.setCurrentText("cpu")
+        dialog.max_tokens.setValue(5)
+        return CaptionDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(CaptionDialog, "exec", accept)
+    with qtbot.waitSignal(window.captioning.finished, timeout=120_000):
+        window.caption_jobs.open_caption_dialog()
+    dialog = shown[0]
+    assert dialog.model.currentText() == "shapes-v2"
+    assert {"shapes-v1", "shapes-v2"} <= {dialog.model.itemText(i) for i in range(dialog.model.count())}
+    assert "version 'shapes-v2' (active)" in dialog.current_note.text()
+    v2 = versions.get_version(library, "shapes-v2")
+    with library.db.read() as session:
+        rows = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
+    assert len(rows) == 8 and {c.model_version_id for c in rows} == {v2.id}  # every image but a person's
+
+    from desktop_app.versions_window import BASE_ROW_NAME
+
+    versions_window.select(BASE_ROW_NAME)
+    assert versions_window.activate_button.text() == "Use base model"
+    assert not versions_window.rename_button.isEnabled() and not versions_window.delete_button.isEnabled()
+    assert versions_window.activate_selected()
+    assert versions.get_active_version(library) is None
+    assert versions_window.table.item(0, 0).text() == "★" and versions_window.table.item(2, 0).text() == ""
+    assert window.settings.caption_defaults(library).model == "Salesforce/blip-image-captioning-base"
+
+
+def test_preferences_model_is_the_librarys_current_model(qtbot, library, versioned, settings):
+    from core.training.current import current_model, library_base_model
+
+    dialog = PreferencesDialog(settings, library=library)
+    qtbot.addWidget(dialog)
+    assert dialog.model.isEnabled() and dialog.model.currentText() == "Salesforce/blip-image-captioning-base"
+    dialog.model.setCurrentText("shapes-v1")
+    dialog.accept()
+    assert current_model(library).version == "shapes-v1"  # picking a version activates it
+    dialog = PreferencesDialog(settings, library=library)
+    qtbot.addWidget(dialog)
+    assert dialog.model.currentText() == "shapes-v1" and "(active)" in dialog.model_note.text()
+    dialog.model.setCurrentText(str(versioned / "shapes-v2"))
+    dialog.accept()
+    assert current_model(library).version is None  # a base model: no version is active
+    assert library_base_model(library) == str(versioned / "shapes-v2")
+    assert settings.caption_defaults(library).model == str(versioned / "shapes-v2")
+
+
 def test_versions_window_evaluates_a_real_tiny_model(qtbot, library, versioned):
     window = VersionsWindow(library, device="cpu")
     qtbot.addWidget(window)

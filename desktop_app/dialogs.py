@@ -42,6 +42,7 @@ from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.captioning.presets import PRESETS, VARIABLES
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from desktop_app.dialog_kit import ElidedLabel
 
 if TYPE_CHECKING:
     from core.training.current import CurrentModel
@@ -83,10 +84,12 @@ class CaptionDialog(QDialog):
                 self.model.setItemData(self.model.count() - 1, "A trained version of this library",
                                        Qt.ItemDataRole.ToolTipRole)
         self.model.setCurrentText(defaults.model)
-        self.current_note = QLabel(f"Current model: {current.describe()}. Another pick here is for this run "
-                                   "only; Model → Versions changes the current one." if current is not None else "")
+        # One elided line (a wrapped label in a form row gets clipped); the tooltip says it all.
+        self.current_note = ElidedLabel(f"Current model: {current.describe()}" if current is not None else "")
         self.current_note.setObjectName("currentModelNote")
-        self.current_note.setWordWrap(True)
+        if current is not None:
+            self.current_note.setToolTip(f"The library's current model: {current.describe()}. Another pick here "
+                                         "is for this run only; Model → Versions changes the current one.")
         self.current_note.setVisible(current is not None)
         model_browse = QPushButton("Folder…")
         model_browse.clicked.connect(lambda: self._browse(self.model.setCurrentText, "Choose a model folder"))

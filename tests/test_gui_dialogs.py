@@ -269,7 +269,7 @@ def test_activate_in_versions_window_is_what_the_caption_dialog_runs(qtbot, libr
     dialog = shown[0]
     assert dialog.model.currentText() == "shapes-v2"
     assert {"shapes-v1", "shapes-v2"} <= {dialog.model.itemText(i) for i in range(dialog.model.count())}
-    assert "version 'shapes-v2' (active)" in dialog.current_note.text()
+    assert "version 'shapes-v2' (active)" in dialog.current_note.full_text()
     v2 = versions.get_version(library, "shapes-v2")
     with library.db.read() as session:
         rows = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()

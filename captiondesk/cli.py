@@ -172,8 +172,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
             from core.training.current import current_model
 
             current = current_model(library)
-            spec = spec.with_(model=current.model)
-            say(args, f"Model: {current.describe()}")
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
+            say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
         folders = []
         for folder in args.folders or []:
             try:

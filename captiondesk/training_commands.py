@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
             path = library.path
+            _default_base(args, library)
         try:
             result, interrupted = run_with_progress(
                 "Training",
@@ -98,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED if interrupted or result is None or result.cancelled else EXIT_OK
     else:
         with open_library(args) as library:
+            _default_base(args, library)
             try:
                 result, interrupted = run_with_progress(
                     "Training",
@@ -133,6 +135,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
         metrics=result.metrics, skipped_images=result.skipped_images, processes=result.processes,
     )
+
+
+def _default_base(args: argparse.Namespace, library: Any) -> None:
+    """Without --base: the library's current model's base (an active LoRA version is no base to train on)."""
+    if not args.base:
+        from core.training.current import current_model
+
+        current = current_model(library)
+        args.base = current.base_model
+        print(f"Base model: {args.base} (the current model's base)", file=sys.stderr)
 
 
 def _launched_world_size() -> int:
@@ -176,6 +188,7 @@ def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any
     else:
         run.barrier()
         library = Library(library_path(args), read_only=True)
+    _default_base(args, library)
     try:
         if run.is_main:
             result, interrupted = run_with_progress(
@@ -205,8 +218,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from core.training.current import current_model
 
             current = current_model(library)
-            args.model = current.model
-            print(f"Model: {current.describe()}", file=sys.stderr if wants_json(args) else sys.stdout)
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            args.model = current.model if args.adapter is None else current.base_model
+            print(f"Model: {current.describe() if args.adapter is None else args.model}",
+                  file=sys.stderr if wants_json(args) else sys.stdout)
         try:
             result, interrupted = run_with_progress(
                 "Evaluating",
@@ -347,7 +362,9 @@ def register(subparsers: Any) -> None:
                      "Trainable: BLIP, BLIP-2 (OPT or Flan-T5), GIT and vision encoder-decoder (e.g. ViT-GPT2) "
                      "models."),
     )
-    train.add_argument("--base", required=True, metavar="ID_OR_PATH", help="hub id, model folder or version name")
+    train.add_argument("--base", metavar="ID_OR_PATH",
+                       help="hub id, model folder or (full fine-tuned) version name (default: the library's current "
+                            "model's base: the active version's base model, else the library's base model)")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "

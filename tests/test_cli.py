@@ -100,7 +100,7 @@ def test_help_documents_the_exit_status_scheme() -> None:
 @pytest.mark.parametrize(
     "argv",
     [["caption", "--batch-size", "many"], ["export", "tarball", "out"], ["status", "--bogus"],
-     ["models", "rename", "only-one"], ["train", "--name", "x"]],
+     ["models", "rename", "only-one"], ["train", "--name", "x", "--epochs", "many"]],
 )
 @pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path: Path, argv: list[str]) -> None:

@@ -385,6 +385,11 @@ def test_activate_is_what_caption_and_eval_use_without_model(styled_library, cap
         assert main([*lib, "eval", "--device", "cpu", "--json"]) == 0
         scored = json.loads(capsys.readouterr().out)
         assert scored["model"] == "style-a" and scored["metrics"]["n"] >= 1
+        # train without --base starts from the active version's base (refused here before loading: the name is taken)
+        assert main([*lib, "train", "--name", "style-a"]) == 2
+        err = capsys.readouterr().err
+        assert f"Base model: {version.config['trained_from']} (the current model's base)" in err
+        assert "already exists" in err and "Traceback" not in err
 
         assert main([*lib, "models", "base", str(base)]) == 0
         assert main([*lib, "models", "deactivate"]) == 0

@@ -4,8 +4,9 @@ The model is the open library's current model (:mod:`core.training.current`, the
 CLI uses too): picking a trained version activates it, picking a base model deactivates
 versions and makes it the library's base model.  Everything else is stored through
 :class:`~desktop_app.settings.AppSettings` (the same keys the Caption dialog reads and
-remembers), so a default chosen here is what the next captioning job starts with.  The controller applies a new thumbnail size and opens a
-new library location at once when the dialog is accepted.
+remembers), so a default chosen here is what the next captioning job starts with.  The
+controller applies a new thumbnail size and opens a new library location at once when the
+dialog is accepted.
 """
 
 from __future__ import annotations

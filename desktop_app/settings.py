@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
 from PySide6.QtCore import QByteArray, QSettings
 
 from core import APP_NAME

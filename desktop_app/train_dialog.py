@@ -199,7 +199,6 @@ class TrainDialog(QDialog):
         self.base = QLineEdit(base_model or self.current.base_model)
         version = self.current.version
         self.continue_from = QCheckBox(f"Continue from the active version “{version}”" if version else "")
-        self.continue_from.setVisible(version is not None and base_model is None)
         self.continue_from.setEnabled(self.current.can_continue)
         self.continue_from.setToolTip(
             "Train on top of the active version (a full fine-tune) instead of its base model"
@@ -237,7 +236,8 @@ class TrainDialog(QDialog):
         self.not_ready.setStyleSheet("color: #a4262c;")
         form = QFormLayout()
         form.addRow("Base model", base_row)
-        form.addRow("", self.continue_from)
+        if version is not None and base_model is None:
+            form.addRow("", self.continue_from)
         for label, widget in (("Version name", self.name), ("Method", self.method),
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),

@@ -146,6 +146,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
+            # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
@@ -168,6 +169,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
+            say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
         folders = []
         for folder in args.folders or []:
             try:
@@ -323,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--model",
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
-        "with --backend openai, the server's model name (required)",
+        help="hub id, local model folder or model-version name (default: the library's current model: the "
+        f"active version, else its base model, else {DEFAULT_MODEL}); with --backend openai, the server's "
+        "model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")

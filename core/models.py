@@ -128,6 +128,15 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LibrarySetting(Base):
+    """One library-wide setting (e.g. the chosen base model), shared by the CLI and the window."""
+
+    __tablename__ = "library_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
 class Caption(Base):
     """One caption text for an image, with where it came from."""
 

@@ -4,7 +4,7 @@ Exit status, the same for every command (:data:`common.EXIT_CODES_HELP`): 0 all 
 1 done with failed items, 2 bad arguments or a user error (a bad path, a library from a
 newer version, ... — one clear line, no traceback), 3 a runtime failure (the library file
 or the disk failed), 130 interrupted.  Tracebacks are reserved for bugs.  Long jobs run
-on a worker thread so Ctrl-C cancels them cleanly (everything committed so far is kept),
+on a worker thread so Ctrl-C, SIGTERM and SIGHUP cancel them cleanly (everything committed so far is kept),
 and show a progress bar when stderr is a terminal (plain lines otherwise).  ``--json``
 puts one JSON object on stdout for scripts.
 """
@@ -37,6 +37,7 @@ from captiondesk.common import (
     quiet_third_party,
     run_with_progress,
     say,
+    stop_signals_interrupt,
     wants_json,
 )
 from core import __version__
@@ -444,7 +445,8 @@ def _fault_message(args: argparse.Namespace, exc: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``captiondesk ARGV`` (``sys.argv[1:]`` when None); returns the exit status."""
     try:
-        return _main(argv)
+        with stop_signals_interrupt():
+            return _main(argv)
     except KeyboardInterrupt:
         # Ctrl-C while starting up (importing SQLAlchemy, torch...), before the command's
         # own handling: nothing was done, so no traceback, just the status.

@@ -194,9 +194,18 @@ class Library:
 
         with self.job("scan", {"root_ids": root_ids}) as run:
             # The scanner reports its own progress (it runs without a library, too).
-            run.stats = scan(self.db, root_ids, progress=progress, cancel=cancel)
+            run.stats = scan(self.db, root_ids, progress=progress, cancel=cancel, exclude=self.own_paths())
             run.done = run.stats.files_seen
         return run.stats
+
+    def own_paths(self) -> list[Path]:
+        """The files and folders this library keeps beside its file: the file and its SQLite
+        companions, the thumbnail cache, the models folder (versions, training runs and their
+        partial folders).  A scan never takes them for photos."""
+        from core.training.versions import models_dir
+
+        companions = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+        return [self.path, *companions, self.cache_dir, models_dir(self)]
 
     # -- status --------------------------------------------------------------------
 

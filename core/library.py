@@ -299,6 +299,12 @@ class Library:
             return list(session.scalars(query))
 
 
+def job_owner_is_gone(params: Mapping[str, Any] | None) -> bool:
+    """Whether the process that started the job with these params has certainly ended
+    (False when it cannot be told: another host's job)."""
+    return _owner_is_gone((params or {}).get("_owner"), socket.gethostname())
+
+
 def _owner_is_gone(owner: Any, host: str) -> bool:
     """Whether the process that started a job has certainly ended."""
     if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):

@@ -229,6 +229,7 @@ def test_two_runs_at_once_share_the_work_and_caption_each_image_once(library: Li
     assert first.captioned > 0 and second.captioned > 0, results  # both worked
     assert first.captioned + second.captioned == len(ids)
     assert first.skipped + second.skipped == len(ids)  # each left the other's images alone
+    assert (first.left_to_other_runs, second.left_to_other_runs) == (first.skipped, second.skipped)
     with library.db.read() as session:
         rows = session.execute(select(Caption.image_id, func.count()).group_by(Caption.image_id)).all()
         assert dict(rows) == {image_id: 1 for image_id in ids}  # one history row each: none captioned twice

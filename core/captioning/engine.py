@@ -78,6 +78,8 @@ class CaptionJobStats(JobStats):
     errors: int = 0
     seconds: float = 0.0
     final_batch_size: int = 0
+    #: Of ``skipped``: images left to another run captioning this library at the same time.
+    left_to_other_runs: int = 0
 
     def counts(self) -> dict[str, int]:
         return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
@@ -492,6 +494,7 @@ def run_caption_job(
                 mine = claims.take(batch)
                 if len(mine) < len(batch):
                     stats.skipped += len(batch) - len(mine)
+                    stats.left_to_other_runs += len(batch) - len(mine)
                     total -= len(batch) - len(mine)
                 if mine:
                     yield batch_settings, mine

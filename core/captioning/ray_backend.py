@@ -320,6 +320,7 @@ def run_caption_job_on_ray(
         claims = CaptionClaims(library, run.job_id, spec, resolved)
         claimed = claims.take(selected)
         stats.skipped += len(selected) - len(claimed)
+        stats.left_to_other_runs = len(selected) - len(claimed)
         selected = claimed
         total = len(selected)
         run.save(total=total)

@@ -78,7 +78,8 @@ class CaptionJobStats(JobStats):
     errors: int = 0
     seconds: float = 0.0
     final_batch_size: int = 0
-    #: Of ``skipped``: images left to another run captioning this library at the same time.
+    #: Of ``skipped``: images another run captioning this library at the same time held, or
+    #: that no longer needed this caption when their batch came (core.captioning.claims).
     left_to_other_runs: int = 0
 
     def counts(self) -> dict[str, int]:

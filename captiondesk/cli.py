@@ -4,7 +4,7 @@ Exit status, the same for every command (:data:`common.EXIT_CODES_HELP`): 0 all 
 1 done with failed items, 2 bad arguments or a user error (a bad path, a library from a
 newer version, ... — one clear line, no traceback), 3 a runtime failure (the library file
 or the disk failed), 130 interrupted.  Tracebacks are reserved for bugs.  Long jobs run
-on a worker thread so Ctrl-C cancels them cleanly (everything committed so far is kept),
+on a worker thread so Ctrl-C, SIGTERM and SIGHUP cancel them cleanly (everything committed so far is kept),
 and show a progress bar when stderr is a terminal (plain lines otherwise).  ``--json``
 puts one JSON object on stdout for scripts.
 """
@@ -37,6 +37,7 @@ from captiondesk.common import (
     quiet_third_party,
     run_with_progress,
     say,
+    stop_signals_interrupt,
     wants_json,
 )
 from core import __version__
@@ -227,14 +228,19 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if stats is not None:
             rate = stats.captioned / stats.seconds if stats.seconds else 0.0
             print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
-            if stats.skipped and not stats.captioned and not spec.overwrite_model_captions:
+            if stats.left_to_other_runs:
+                print(f"  ({count_phrase(stats.left_to_other_runs, 'photo was', 'photos were')} left to another "
+                      "caption run on this library at the same time)", file=sys.stderr)
+            already = stats.skipped - stats.left_to_other_runs
+            if already and not stats.captioned and not spec.overwrite_model_captions:
                 # A new preset or prompt does not re-caption by itself: say so.
-                print(f"  ({count_phrase(stats.skipped, 'photo', 'photos')} already captioned by this model or by a "
+                print(f"  ({count_phrase(already, 'photo', 'photos')} already captioned by this model or by a "
                       "person were skipped; add --overwrite-model-captions to caption the model's ones again, "
                       "e.g. with another --preset or --prompt)", file=sys.stderr)
 
     code = finish_job(args, "caption", stats, interrupted, human,
-                      model=spec.model, adapter=spec.adapter)
+                      model=spec.model, adapter=spec.adapter,
+                      left_to_other_runs=stats.left_to_other_runs if stats is not None else 0)
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
@@ -485,7 +491,9 @@ def _main(argv: Sequence[str] | None) -> int:
         # for a caller embedding main() (tests, the desktop app).
         quiet_third_party(args.verbose)
     try:
-        return args.handler(args)
+        # Only around a command: the window (above) keeps the toolkit's own signal handling.
+        with stop_signals_interrupt():
+            return args.handler(args)
     except (UserError, LibraryError, LibraryOpenError) as exc:
         return _fail(args, EXIT_USAGE, str(exc))
     except KeyboardInterrupt:  # Ctrl-C outside a job (loading, opening the library...)

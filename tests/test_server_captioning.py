@@ -391,3 +391,32 @@ def test_the_cli_wants_the_servers_model_name(tmp_path: Path, capsys: pytest.Cap
                  "--endpoint", "http://127.0.0.1:9/v1"])
     assert code == 2
     assert "name the server's model with --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_cli_runs_at_once_share_the_server_work(library: Library, photo_dir: Path, server: FakeServer,
+                                                    tmp_path: Path) -> None:
+    """Two `caption` processes on one library at once: each photo is sent to the server once
+    and has one caption row; the second run captions what the first has not claimed."""
+    ids = _photos(library, photo_dir, [GREEN] * 24, size=(64, 48))
+    library.close()
+    server.script(delay=0.5)
+    command = [sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "library.db"), "caption", "--all",
+               "--backend", "openai", "--endpoint", server.endpoint, "--model", "llava:latest", "--batch-size", "2",
+               "--max-concurrency", "2", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CAPTIONDESK_PROGRESS_INTERVAL": "0"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert first.stderr is not None
+    for line in first.stderr:  # the second starts once the first is captioning
+        if line.startswith("Captioning:"):
+            break
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    outputs = [json.loads(process.communicate(timeout=120)[0]) for process in (first, second)]
+    assert [out["exit_code"] for out in outputs] == [0, 0], outputs
+    assert sum(out["counts"]["captioned"] for out in outputs) == len(ids)
+    assert outputs[1]["counts"]["captioned"] > 0  # it really shared the work
+    assert [out["left_to_other_runs"] for out in outputs] == [out["counts"]["skipped"] for out in outputs]
+    assert server.counters()["chat_requests"] == len(ids)  # no photo sent twice
+    with Library(tmp_path / "library.db") as reopened, reopened.db.read() as session:
+        rows = session.scalars(select(Caption.image_id)).all()
+    assert sorted(rows) == sorted(ids)  # one history row per photo

@@ -19,6 +19,9 @@
   retrying image by image would only turn one outage into an error on every image.
 * **Commits per batch** in a short write session, so cancel (checked between batches)
   or a crash loses at most the batch in flight.
+* **Concurrent runs share the work**: each batch is claimed before it is decoded
+  (:mod:`core.captioning.claims`), so a second run on the same library captions the
+  images the first does not hold, and none twice.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +41,7 @@ from sqlalchemy import select, update
 from core import imaging as _imaging
 from core.allocator import release_free_memory
 from core.captioning.base import load_model_image, model_input_side
+from core.captioning.claims import CaptionClaims
 from core.captioning.errors import ModelLoadError
 from core.captioning.confidence import TokenCalibration, confidence_score
 from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
@@ -74,6 +78,9 @@ class CaptionJobStats(JobStats):
     errors: int = 0
     seconds: float = 0.0
     final_batch_size: int = 0
+    #: Of ``skipped``: images another run captioning this library at the same time held, or
+    #: that no longer needed this caption when their batch came (core.captioning.claims).
+    left_to_other_runs: int = 0
 
     def counts(self) -> dict[str, int]:
         return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
@@ -418,7 +425,7 @@ def _decode_executor(captioner: Any) -> Any:
 def _prefetch(
     pool: Any,
     captioner: Any,
-    batches: list[tuple[GenerationSettings, list[tuple[int, str]]]],
+    batches: Iterable[tuple[GenerationSettings, list[tuple[int, str]]]],
 ) -> Iterator[Future[_Prepared]]:
     """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
     pending: deque[Future[_Prepared]] = deque()
@@ -478,6 +485,21 @@ def run_caption_job(
             return stats
 
         owns_captioner = captioner is None
+        claims = CaptionClaims(library, run.job_id, spec, resolved)
+
+        def claimed(batches: list[tuple[GenerationSettings, list[tuple[int, str]]]]) -> Iterator[
+                tuple[GenerationSettings, list[tuple[int, str]]]]:
+            # Claimed as each batch goes to decoding: a concurrent run takes the others.
+            nonlocal total
+            for batch_settings, batch in batches:
+                mine = claims.take(batch)
+                if len(mine) < len(batch):
+                    stats.skipped += len(batch) - len(mine)
+                    stats.left_to_other_runs += len(batch) - len(mine)
+                    total -= len(batch) - len(mine)
+                if mine:
+                    yield batch_settings, mine
+
         if captioner is None and spec.backend == "openai":
             from core.captioning.server import load_server_captioner
 
@@ -502,7 +524,7 @@ def run_caption_job(
         try:
             with _decode_executor(captioner) as pool:
                 batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
-                futures = _prefetch(pool, captioner, batches)
+                futures = _prefetch(pool, captioner, claimed(batches))
                 for future in futures:
                     if cancel.is_set():
                         stats.cancelled = True
@@ -521,6 +543,7 @@ def run_caption_job(
                     for future in futures:  # drop the decoded-ahead batches
                         future.cancel()
         finally:
+            claims.release()
             if owns_captioner:
                 captioner.close()
             else:

@@ -83,7 +83,7 @@ WRITE_BATCH = 200
 #: How many unmatched names the stats keep for the report.
 UNMATCHED_EXAMPLES = 10
 #: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
-MAX_CAPTION_CHARS = 64 * 1024
+MAX_CAPTION_CHARS = caption_store.MAX_CAPTION_CHARS
 #: Sidecar caption files larger than this are not read.
 MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
 #: CSV fields may be this long (Python's default of 128 KiB rejected whole files).

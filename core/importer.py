@@ -670,7 +670,7 @@ def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]
             stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
             continue
         try:
-            found = read_caption(image_file)
+            found = read_caption(image_file, within=base)
         except MetadataUnavailable as exc:
             raise CaptionImportError(str(exc)) from None
         except MetadataError as exc:

@@ -702,7 +702,7 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     from core.captioning.engine import run_caption_job
     from core.captioning.settings import CaptionJobSpec
     from core.captions import MAX_CAPTION_CHARS, CaptionError
-    from core.edits import save_edit
+    from core.edits import replace_captions, save_edit
 
     photos = tmp_path / "photos"
     add_photos(lib, photos, ["a.jpg", "b.jpg"])
@@ -718,6 +718,11 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     code, _out, err = cli(lib, monkeypatch, capsys, "import", "csv", str(source))
     assert code == 1 and f"caption of {MAX_CAPTION_CHARS + 1} characters" in err
     assert current_captions(lib) == {"b.jpg": ("good b", "import")}
+    # Find-and-replace skips the caption it would take over the limit, as it skips an empty one.
+    with lib.db.read() as session:
+        current = captions.current_caption(session, ids["b.jpg"])
+        candidate = (ids["b.jpg"], current.id, current.text)
+    assert replace_captions(lib.db, [candidate], "good", "w" * MAX_CAPTION_CHARS) == []
     # A local model: the job's limit (here tiny, so the tiny model's words exceed it).
     spec = CaptionJobSpec(model=str(tiny_model_dirs["blip"]), device="cpu", optimize="none", max_caption_chars=2,
                           settings=GenerationSettings(min_new_tokens=2, max_new_tokens=4))

@@ -348,7 +348,8 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
                 raise _refused(endpoint, response, key)
             try:
                 response.raise_for_status()
-                return sorted(set(names(response.json())))
+                # A name holding the key would be shown, picked and stored as provenance.
+                return sorted({name for name in names(response.json()) if not _holds_key(name, key)})
             except (httpx2.HTTPStatusError, ValueError, KeyError, TypeError) as exc:
                 problems.append(f"{urlsplit(url).path}: {_scrub(str(exc), key)[:120]}")
     raise ModelLoadError(f"The server at {endpoint} did not list its models ({'; '.join(problems)}).",

@@ -351,7 +351,7 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
                 # A name holding the key would be shown, picked and stored as provenance.
                 return sorted({name for name in names(response.json()) if not _holds_key(name, key)})
             except (httpx2.HTTPStatusError, ValueError, KeyError, TypeError) as exc:
-                problems.append(f"{urlsplit(url).path}: {_scrub(str(exc), key)[:120]}")
+                problems.append(f"{urlsplit(url).path}: {_shown(str(exc), key, 120)}")
     raise ModelLoadError(f"The server at {endpoint} did not list its models ({'; '.join(problems)}).",
                          kind="server", model=endpoint)
 
@@ -403,6 +403,12 @@ def _scrub(text: str, key: str | None) -> str:
     return shown
 
 
+def _shown(text: str, key: str | None, limit: int) -> str:
+    """At most *limit* characters of :func:`_scrub`'s *text*; only a head of a huge body is
+    scrubbed, with room for the key JSON-escaped across the cut."""
+    return _scrub(text[: limit + 8 * len(key or "")], key)[:limit]
+
+
 def _holds_key(text: str, key: str | None) -> bool:
     """Whether *text* holds the API key in any form :func:`_scrub` hides."""
     return bool(key) and _scrub(text, key) != _unescape_json(text)
@@ -415,10 +421,10 @@ def _error_message(response: httpx2.Response, key: str | None) -> str:
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else error
         if message:
-            return _scrub(str(message), key)[:300]
+            return _shown(str(message), key, 300)
     except ValueError:
         pass
-    return _scrub(response.text.strip(), key)[:200] or response.reason_phrase
+    return _shown(response.text.strip(), key, 200) or response.reason_phrase
 
 
 def _refused(endpoint: str, response: httpx2.Response, key: str | None) -> ModelLoadError:
@@ -684,18 +690,18 @@ class ServerCaptioner(Captioner):
             body = response.json()
         except (ValueError, json.JSONDecodeError):
             raise ServerRequestError(
-                f"the server's answer is not valid JSON: {_scrub(response.text, self._key)[:80]!r}") from None
+                f"the server's answer is not valid JSON: {_shown(response.text, self._key, 80)!r}") from None
         try:
             choice = body["choices"][0]
             content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise ServerRequestError(
-                f"the server's answer has no choices[0].message.content: {_scrub(str(body), self._key)[:120]}"
+                f"the server's answer has no choices[0].message.content: {_shown(str(body), self._key, 120)}"
             ) from None
         if isinstance(content, list):  # content parts
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         if not isinstance(content, str):
-            raise ServerRequestError(f"the server's caption is not text: {_scrub(repr(content), self._key)}"[:160])
+            raise ServerRequestError(f"the server's caption is not text: {_shown(repr(content), self._key, 120)}")
         if _holds_key(content, self._key):
             # Never a caption: it would be stored, exported and shown.
             raise ServerRequestError("the server's answer contains the API key; not stored")

@@ -635,10 +635,7 @@ def _write_sidecar(
     if target.is_symlink():
         # Reading it would copy another file's text into the library's folder.
         raise MetadataError(f"the sidecar {target.name} is a symbolic link; not written")
-    try:
-        existing = target.read_bytes()
-    except FileNotFoundError:
-        existing = None
+    existing = _read_sidecar(target, None) if os.path.lexists(target) else None
     packet = existing if existing is not None else _EMPTY_XMP_PACKET
     try:
         with pyexiv2.ImageData(packet) as sidecar:

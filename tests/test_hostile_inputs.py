@@ -695,6 +695,16 @@ def test_write_metadata_refuses_a_symlinked_photo(lib: Library, tmp_path: Path, 
     assert (photos / "link.jpg").is_symlink()
     assert opened_outside(opened, photos, lib.path.parent) == []
 
+    # A sidecar that is a link is not read (its text would be copied in) nor written through.
+    (photos / "own.xmp").symlink_to(outside / "secret.txt")
+    with recording_opens() as opened:
+        code, _out, err = cli(lib, monkeypatch, capsys, "write-metadata", "--sidecar")
+    assert code == 1
+    assert "the sidecar own.xmp is a symbolic link; not written" in err
+    assert (outside / "secret.txt").read_text(encoding="utf-8") == SECRET + "\n"
+    assert (photos / "own.xmp").is_symlink()
+    assert opened_outside(opened, photos, lib.path.parent) == []
+
 
 def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     lib: Library, tmp_path: Path, tiny_model_dirs, monkeypatch, capsys

@@ -16,8 +16,9 @@ Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the
   :data:`MAX_CHECK_SECONDS`) however slowly the server trickles its answer, and its
   answer a size bound (room for ``max_caption_chars``; a model list
   :data:`MAX_MODEL_LIST_BYTES`): reading stops there.  An answer that began but did not
-  finish in time, or is too big, is that image's error at once (not retried).  A request that still fails becomes that
-  image's error (the engine marks it, like a local decoding failure) — except a server
+  finish in time, or is too big, is that image's error at once (not retried).  A
+  request that still fails becomes that image's error (the engine marks it, like a
+  local decoding failure) — except a server
   that cannot be reached at all, refuses the API key or has no such model (404): that is one
   :class:`~core.captioning.errors.ModelLoadError` (kind ``"server"``) for the whole
   job, raised before anything is written, so nothing is lost and the same command
@@ -275,7 +276,7 @@ def _bounded_request(client: httpx2.Client, method: str, url: str, *, seconds: f
 
     :class:`AnswerTooLarge` when the body (as decoded) would exceed *max_bytes*: reading
     stops there and the connection is dropped.  A timeout (``httpx2.TimeoutException``)
-    when the whole exchange takes longer than *seconds*; ``_CURRENT.deadline.received``
+    when the whole exchange takes longer than *seconds*; ``_CURRENT.last_received``
     then says whether the server had begun to answer.
     """
     import httpx2

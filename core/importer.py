@@ -84,8 +84,9 @@ WRITE_BATCH = 200
 UNMATCHED_EXAMPLES = 10
 #: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
 MAX_CAPTION_CHARS = caption_store.MAX_CAPTION_CHARS
-#: Sidecar caption files larger than this are not read.
-MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
+#: Sidecar caption files larger than this are not read (room for the longest caption in
+#: 4-byte UTF-8, a BOM and line ends: every exported caption file imports again).
+MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS + 64
 #: CSV fields may be this long (Python's default of 128 KiB rejected whole files).
 MAX_CSV_FIELD = 16 * 1024 * 1024
 #: Names longer than this are cut in reports (a parquet "name" may be megabytes).

@@ -746,3 +746,19 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
         CaptionJobSpec(max_caption_chars=MAX_CAPTION_CHARS + 1)
     with lib.db.read() as session:
         assert max(len(text) for text in session.scalars(select(Caption.text))) <= MAX_CAPTION_CHARS
+
+
+@pytest.mark.parametrize("fmt", ["sidecar", "csv", "imagefolder"])
+def test_a_caption_at_the_limit_exports_and_imports_again(lib: Library, tmp_path: Path, fmt: str) -> None:
+    from core.captions import MAX_CAPTION_CHARS
+    from core.edits import save_edit
+
+    photos = tmp_path / "photos"
+    add_photos(lib, photos, ["a.jpg"])
+    longest = "\U0001f600" * MAX_CAPTION_CHARS  # 4 bytes each in UTF-8: the largest caption file there is
+    save_edit(lib.db, images_by_path(lib)["a.jpg"].id, longest)
+    export_dataset(lib, fmt, tmp_path / "out", val_ratio=0)
+    with Library(tmp_path / "again" / "library.db") as again:
+        add_photos(again, photos, [])
+        stats = import_captions(again, fmt, tmp_path / "out", verified=True)
+        assert stats.problems == [] and current_captions(again) == {"a.jpg": (longest, "human")}

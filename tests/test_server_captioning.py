@@ -484,6 +484,8 @@ def test_huge_and_overlong_answers_are_that_images_error_and_do_not_grow_the_lib
         assert max(len(t) for t in session.scalars(select(Caption.text))) < 100
         assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
     assert sorted(_current(library)) == [ids[2]]
+    params = library.jobs("caption")[-1].params
+    assert (params["max_caption_chars"], params["server_timeout"]) == (4000, 10.0)
     library.close()
     after = sum(p.stat().st_size for p in tmp_path.glob("library.db*"))
     assert after - before < 3 * 4000

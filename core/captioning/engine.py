@@ -544,11 +544,13 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
         "batch_size": spec.batch_size,
         "device": spec.device,
         "overwrite_model_captions": spec.overwrite_model_captions,
+        "max_caption_chars": spec.max_caption_chars,
         "scope": describe_scope(spec.scope),
     }
     if spec.backend != "local":
         # The endpoint was validated credential- and query-free; the key is never here.
-        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency,
+                      server_timeout=spec.server_timeout)
     return params
 
 

@@ -163,6 +163,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
             backend=args.backend,
             endpoint=args.endpoint,
             max_concurrency=args.max_concurrency,
+            server_timeout=args.server_timeout,
+            max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
         )
@@ -347,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
     from core.captioning.presets import PRESETS, VARIABLES
+    from core.captioning.settings import DEFAULT_SERVER_TIMEOUT
+    from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
@@ -355,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")
     caption.add_argument("--repetition-penalty", type=float, default=1.0, metavar="F")
+    caption.add_argument("--max-caption-chars", type=int, default=DEFAULT_MODEL_CAPTION_CHARS, metavar="N",
+                         help=f"a longer caption is that photo's error, not stored (default "
+                              f"{DEFAULT_MODEL_CAPTION_CHARS}, at most {MAX_CAPTION_CHARS})")
     caption.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     caption.add_argument(
         "--optimize",
@@ -376,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
     server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
                         help="requests in flight at once (default 4)")
+    server.add_argument("--server-timeout", type=float, default=DEFAULT_SERVER_TIMEOUT, metavar="SECONDS",
+                        help=f"most time one request may take, answer included (default {DEFAULT_SERVER_TIMEOUT:g})")
     cluster = caption.add_argument_group(
         "Ray cluster", "caption on a Ray cluster (pip install 'captiondesk[ray]'); every worker must see the "
         "photos at the same paths as this machine (shared storage)")

@@ -96,9 +96,10 @@ WRITE_BATCH = 200
 #: How many unmatched names the stats keep for the report.
 UNMATCHED_EXAMPLES = 10
 #: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
-MAX_CAPTION_CHARS = 64 * 1024
-#: Sidecar caption files larger than this are not read.
-MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
+MAX_CAPTION_CHARS = caption_store.MAX_CAPTION_CHARS
+#: Sidecar caption files larger than this are not read (room for the longest caption in
+#: 4-byte UTF-8, a BOM and line ends: every exported caption file imports again).
+MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS + 64
 #: CSV fields may be this long (Python's default of 128 KiB rejected whole files).
 MAX_CSV_FIELD = 16 * 1024 * 1024
 #: Names longer than this are cut in reports (a parquet "name" may be megabytes).
@@ -694,7 +695,7 @@ def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]
             stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
             continue
         try:
-            found = read_caption(image_file)
+            found = read_caption(image_file, within=base)
         except MetadataUnavailable as exc:
             raise CaptionImportError(str(exc)) from None
         except MetadataError as exc:

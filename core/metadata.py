@@ -52,6 +52,7 @@ from xml.etree import ElementTree
 
 from sqlalchemy import update
 
+from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
 from core.jobs import (
@@ -75,6 +76,9 @@ IN_FILE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", 
 #: Of those, the ones with an IPTC block (WebP has none).
 IPTC_SUFFIXES = IN_FILE_SUFFIXES - {".webp"}
 SIDECAR_SUFFIX = ".xmp"
+#: An XMP sidecar larger than this is not read: real ones hold kilobytes, and the whole
+#: packet is read into memory.
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 #: ``stem``: ``photo.xmp``; ``full``: ``photo.jpg.xmp`` (see the module doc).
 SIDECAR_NAMINGS = ("stem", "full")
 DEFAULT_SIDECAR_NAMING = "stem"
@@ -294,21 +298,45 @@ def _read_with_pillow(path: Path) -> tuple[str | None, str | None]:
     return xmp_text, exif_text if isinstance(exif_text, str) else None
 
 
-def read_caption(path: Path | str) -> FoundCaption | None:
+def _read_sidecar(sidecar: Path, within: Path | None) -> bytes:
+    """*sidecar*'s bytes; :class:`MetadataError` for a link leading out of *within* (checked
+    before anything is opened), a file that is not regular or one over :data:`MAX_SIDECAR_BYTES`."""
+    if within is not None:
+        try:
+            inside = sidecar.resolve().is_relative_to(within.resolve())
+        except (OSError, RuntimeError, ValueError):  # symlink loops, NUL in the name
+            inside = False
+        if not inside:
+            raise MetadataError(f"{sidecar}: a link leading outside {within}; not read")
+    try:
+        fd = os.open(sidecar, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+        try:
+            info = os.fstat(fd)
+            if not stat_module.S_ISREG(info.st_mode):
+                raise MetadataError(f"{sidecar}: not a regular file; not read")
+            if info.st_size > MAX_SIDECAR_BYTES:
+                raise MetadataError(f"{sidecar}: {info.st_size:,} bytes, more than an XMP sidecar "
+                                    f"({MAX_SIDECAR_BYTES:,}); not read")
+            return os.read(fd, MAX_SIDECAR_BYTES + 1)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise MetadataError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
+
+
+def read_caption(path: Path | str, *, within: Path | None = None) -> FoundCaption | None:
     """The caption stored in *path*'s metadata, or None.
 
     Looked for in this order: an XMP sidecar (written by CaptionDesk's sidecar mode,
     Lightroom, darktable...), then XMP dc:description, IPTC Caption-Abstract and EXIF
     ImageDescription in the file.  Camera boilerplate ("OLYMPUS DIGITAL CAMERA") is not a
-    caption.  Raises :class:`MetadataError` when the file's metadata cannot be read.
+    caption.  Raises :class:`MetadataError` when the file's metadata cannot be read, and
+    for a sidecar that is a link leading outside *within* (an import's source) or too big.
     """
     path = Path(path)
     sidecar = _existing_sidecar(path)
     if sidecar is not None:
-        try:
-            text = _clean(_xmp_text_from_packet(sidecar.read_bytes()))
-        except OSError as exc:
-            raise MetadataError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
+        text = _clean(_xmp_text_from_packet(_read_sidecar(sidecar, within)))
         if text:
             return FoundCaption(text, "xmp", sidecar)
     try:
@@ -604,10 +632,10 @@ def _write_sidecar(
 ) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     target = sidecar_path(image_path, naming)
-    try:
-        existing = target.read_bytes()
-    except FileNotFoundError:
-        existing = None
+    if target.is_symlink():
+        # Reading it would copy another file's text into the library's folder.
+        raise MetadataError(f"the sidecar {target.name} is a symbolic link; not written")
+    existing = _read_sidecar(target, None) if os.path.lexists(target) else None
     packet = existing if existing is not None else _EMPTY_XMP_PACKET
     try:
         with pyexiv2.ImageData(packet) as sidecar:
@@ -783,6 +811,21 @@ def write_metadata(
     return stats
 
 
+def _link_refusal(image: CaptionedImage) -> str | None:
+    """Why *image*'s file is not written through (a link, or a file outside its library
+    folder by way of a linked folder), else None: the import refuses such links too."""
+    path = image.path
+    try:
+        if path.is_symlink():
+            return "a symbolic link; metadata is not written through links (write into the file it points to)"
+        inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(to_os(image.root_path)))
+    except (OSError, ValueError):
+        return None  # the write itself reports what is wrong with the file
+    if not inside:
+        return f"its real file is outside the library folder {image.root_path} (a linked folder); not written"
+    return None
+
+
 def _write_one(
     image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats,
     sidecar_naming: str = DEFAULT_SIDECAR_NAMING, *, dry_run: bool = False
@@ -795,6 +838,11 @@ def _write_one(
         return None
     if not image.text.strip():
         stats.skipped += 1
+        return None
+    refused = _link_refusal(image)
+    if refused is not None:
+        stats.errors += 1
+        stats.problems.append(f"{path}: {refused}")
         return None
     try:
         before = os.stat(path)

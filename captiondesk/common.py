@@ -48,6 +48,8 @@ COMMAND_STARTED = time.monotonic()
 
 #: Problems listed on stderr before "... and N more".
 SHOWN_PROBLEMS = 10
+#: Unreadable photos a scan names on stderr before "... and N more" (``--json`` has all).
+SHOWN_UNREADABLE = 20
 
 T = TypeVar("T")
 
@@ -234,12 +236,19 @@ def _quoted(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def print_problems(problems: list[str], label: str = "warning") -> None:
-    """The first :data:`SHOWN_PROBLEMS` problems on stderr, then how many more there are."""
-    for problem in problems[:SHOWN_PROBLEMS]:
+def print_problems(problems: list[str], label: str = "warning", shown: int = SHOWN_PROBLEMS,
+                   plural: str | None = None) -> None:
+    """The first *shown* problems on stderr, then how many more there are."""
+    for problem in problems[:shown]:
         print(f"  {label}: {problem}", file=sys.stderr)
-    if len(problems) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more {label}s", file=sys.stderr)
+    if len(problems) > shown:
+        print(f"  ... and {len(problems) - shown} more {plural or label + 's'}", file=sys.stderr)
+
+
+def print_scan_problems(stats: Any) -> None:
+    """A scan's warnings, then the photos it counted as unreadable (the first :data:`SHOWN_UNREADABLE`)."""
+    print_problems(stats.problems)
+    print_problems(stats.unreadable, "unreadable", SHOWN_UNREADABLE, "unreadable")
 
 
 # -- exit status and --json -----------------------------------------------------------

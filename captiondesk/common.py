@@ -332,9 +332,13 @@ def quiet_third_party(verbose: bool) -> None:
     transformers' "Loading weights" bar, huggingface_hub downloads, bitsandbytes' kernel
     notice and Python warnings are noise in a log or a pipe; on a terminal (or with
     ``--verbose``) they stay.  Set before those libraries are imported (they read the
-    environment on import); the CLI process is the only one affected.
+    environment on import); the CLI process is the only one affected.  The hub-kernels
+    notices (:func:`quiet_kernel_notices`) are silenced on a terminal too.
     """
-    if verbose or sys.stderr.isatty():
+    if verbose:
+        return
+    quiet_kernel_notices()
+    if sys.stderr.isatty():
         return
     import logging
     import warnings
@@ -353,3 +357,19 @@ def quiet_third_party(verbose: bool) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+
+
+#: Where the Hugging Face hub-kernels layer (the ``kernels`` package, reached through
+#: transformers and peft) reports; it says "Skipping publisher trust check for
+#: 'kernels-community/…'" on every model load, which tells the user nothing they can act on.
+KERNEL_LOGGERS = ("kernels", "transformers.integrations.hub_kernels")
+
+
+def quiet_kernel_notices() -> None:
+    """Silence the hub-kernels notices below errors, from its loggers and as Python warnings."""
+    import logging
+    import warnings
+
+    for name in KERNEL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*publisher trust check")

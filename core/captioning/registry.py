@@ -128,6 +128,8 @@ class LoadContext:
         """Map an exception raised while loading ``what`` to a ModelLoadError."""
         if isinstance(exc, ModelLoadError):
             return exc
+        if _needs_remote_code(exc):
+            return ModelLoadError.remote_code(self.model, getattr(self.config, "model_type", None))
         if not self.is_local:
             kind = _hub_error_kind(exc)
             if kind is not None:
@@ -163,6 +165,8 @@ class LoadContext:
 
     def load_pretrained(self, loader: Any, what: str, **kwargs: Any) -> Any:
         """``loader.from_pretrained(ref)`` for processors/tokenizers, with error mapping."""
+        if getattr(loader, "__name__", "").startswith("Auto"):
+            kwargs.setdefault("trust_remote_code", False)  # None would ask on a terminal
         try:
             return loader.from_pretrained(self.ref, **self.hub_kwargs, **kwargs)
         except Exception as exc:

@@ -21,7 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
+from core.fingerprint import fingerprint_file
+from core.imaging import ImageDecodeError, load_rgb
 from core.importer import import_captions
+from core.inputs import NotARegularFile
 from core.library import Library
 from core.models import Image
 from tests.imagegen import write_jpeg
@@ -213,6 +216,11 @@ def test_fifos_are_skipped_by_every_reader_with_one_line_each(
     os.mkfifo(folder / "pipe.jpg")  # a FIFO named like a photo: the scan names it
     scan = lib.scan()
     assert any("pipe.jpg" in p and "a FIFO (named pipe), not a regular file" in p for p in scan.problems)
+    # A photo swapped for a FIFO after the scan: decoding and fingerprinting refuse it at once.
+    with pytest.raises(ImageDecodeError, match="FIFO"):
+        load_rgb(folder / "pipe.jpg")
+    with pytest.raises(NotARegularFile):
+        fingerprint_file(folder / "pipe.jpg")
     # imagefolder: a FIFO named metadata.jsonl beside a good one (the hostile user's hang)
     dataset = tmp_path / "dataset"
     (dataset / "good").mkdir(parents=True)

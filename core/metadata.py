@@ -629,7 +629,8 @@ def _write_sidecar(
     pyexiv2 = _pyexiv2()
     target = sidecar_path(image_path, naming)
     try:
-        existing = target.read_bytes()
+        with open_regular(target, "rb") as handle:  # a FIFO by the sidecar's name must not block
+            existing = handle.read()
     except FileNotFoundError:
         existing = None
     packet = existing if existing is not None else _EMPTY_XMP_PACKET

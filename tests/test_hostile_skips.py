@@ -269,6 +269,10 @@ def test_fifos_are_skipped_by_every_reader_with_one_line_each(
         assert any("b.jpg.xmp" in p and "not a regular file" in p for p in stats.problems), stats.problems
         assert any("pipe.jpg" in p and "not a regular file; skipped" in p for p in stats.problems), stats.problems
     assert current_captions(lib) == {"a.jpg": ("an a", "import"), "b.jpg": ("a b", "import")}
+    if _has_pyexiv2():  # write-metadata into a sidecar that is a FIFO: named, not blocked on
+        code, _out, err = cli(lib, monkeypatch, capsys, "write-metadata", "--sidecar", "--sidecar-naming", "full")
+        assert code == 1
+        assert f"  warning: {folder / 'b.jpg'}: a FIFO (named pipe), not a regular file" in err.splitlines()
 
 
 # -- scan names its unreadable photos -----------------------------------------------------

@@ -34,6 +34,7 @@ from captiondesk.common import (
     library_path,
     open_library,
     print_problems,
+    print_scan_problems,
     quiet_third_party,
     run_with_progress,
     say,
@@ -61,8 +62,10 @@ def _scan_with_progress(args: argparse.Namespace, library: Library, root_ids: li
     def human() -> None:
         if stats is not None:
             print(stats.summary())
-            print_problems(stats.problems)
+            print_scan_problems(stats)
 
+    if stats is not None:
+        extra["unreadable"] = stats.unreadable
     return finish_job(args, command, stats, interrupted, human, **extra)
 
 
@@ -194,7 +197,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 scan_stats, interrupted = _scan(library, [root.id])
                 if scan_stats is not None:
                     say(args, scan_stats.summary())
-                    print_problems(scan_stats.problems)
+                    print_scan_problems(scan_stats)
                 if job_exit_code(scan_stats, interrupted) == EXIT_INTERRUPTED:
                     if wants_json(args):
                         emit_json({"command": "caption", "exit_code": EXIT_INTERRUPTED, "cancelled": True,

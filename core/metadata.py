@@ -55,6 +55,7 @@ from sqlalchemy import update
 from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
+from core.inputs import open_regular
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -122,7 +123,14 @@ _EMPTY_XMP_PACKET = (
 
 
 class MetadataError(Exception):
-    """A metadata read or write that failed for one file (the message says why)."""
+    """A metadata read or write that failed for one file (the message says why).
+
+    The message is made one line: exiv2's texts end in a newline (blank lines on
+    stderr, ``\\n`` in ``--json``).
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__("; ".join(line.strip() for line in str(message).splitlines() if line.strip()))
 
 
 class MetadataUnavailable(MetadataError):
@@ -187,12 +195,15 @@ def _glob_escape(text: str) -> str:
 
 
 def _existing_sidecar(image_path: Path) -> Path | None:
-    """*image_path*'s own sidecar: the full-name one, or the stem one if no pair shares it."""
+    """*image_path*'s own sidecar: the full-name one, or the stem one if no pair shares it.
+
+    Anything by that name counts (a FIFO too), so the reader can say why it is not read.
+    """
     full_name = image_path.with_name(image_path.name + SIDECAR_SUFFIX)
-    if full_name.is_file():
+    if full_name.exists():
         return full_name
     stem_name = image_path.with_suffix(SIDECAR_SUFFIX)
-    if stem_name.is_file() and not _shares_stem(image_path):
+    if stem_name.exists() and not _shares_stem(image_path):
         return stem_name
     return None
 
@@ -261,17 +272,25 @@ def _open_file(path: Path) -> Any:
     return pyexiv2.Image(str(path))
 
 
-def _xmp_text_from_packet(packet: bytes | str) -> str | None:
-    """dc:description from a raw XMP packet (for what exiv2 cannot read in HEIC/AVIF)."""
+def _xmp_text_from_packet(packet: bytes | str, *, strict: bool = False) -> str | None:
+    """dc:description from a raw XMP packet (for what exiv2 cannot read in HEIC/AVIF).
+
+    With *strict*, a packet that is not XMP raises ``ValueError`` saying why (a sidecar
+    is nothing else), instead of counting as "no description".
+    """
     if isinstance(packet, str):
         packet = packet.encode("utf-8")
     start = packet.find(b"<x:xmpmeta")
     end = packet.rfind(b"</x:xmpmeta>")
     if start < 0 or end < 0:
+        if strict and packet.strip():
+            raise ValueError("no <x:xmpmeta> element")
         return None
     try:
         root = ElementTree.fromstring(packet[start : end + len(b"</x:xmpmeta>")])
-    except ElementTree.ParseError:
+    except ElementTree.ParseError as exc:
+        if strict:
+            raise ValueError(f"not well-formed XML ({exc})") from None
         return None
     rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
     lang = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -336,7 +355,13 @@ def read_caption(path: Path | str, *, within: Path | None = None) -> FoundCaptio
     path = Path(path)
     sidecar = _existing_sidecar(path)
     if sidecar is not None:
-        text = _clean(_xmp_text_from_packet(_read_sidecar(sidecar, within)))
+        packet = _read_sidecar(sidecar, within)
+        try:
+            text = _clean(_xmp_text_from_packet(packet, strict=True))
+        except ValueError as exc:
+            # The sidecar outranks the photo's own fields: a damaged one is reported, not bypassed.
+            raise MetadataError(f"cannot parse the XMP sidecar {sidecar} ({exc}); this photo's caption "
+                                "is not imported until the sidecar is fixed or removed") from None
         if text:
             return FoundCaption(text, "xmp", sidecar)
     try:

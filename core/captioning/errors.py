@@ -71,6 +71,18 @@ class ModelLoadError(Exception):
         )
 
     @classmethod
+    def remote_code(cls, model: str | Path, model_type: str | None) -> ModelLoadError:
+        """A model that only loads by running Python code shipped with it (``auto_map``)."""
+        return cls(
+            f"The model '{model}' (model type '{model_type or 'unknown'}') can only be loaded by running "
+            "Python code that comes with it, and CaptionDesk never runs a model's own code. "
+            "Use a model whose type the installed transformers supports without such code (BLIP, BLIP-2, "
+            "GIT, Florence-2, Qwen2-VL, SmolVLM, PaliGemma, LLaVA and others), or a copy of this model "
+            "converted to one of those types.",
+            kind="unsupported", model=str(model),
+        )
+
+    @classmethod
     def bad_adapter(cls, adapter: str | Path, problem: str, model: str | None = None) -> ModelLoadError:
         """A LoRA/PEFT adapter that is missing or does not fit the base model."""
         return cls(f"The adapter '{adapter}' could not be applied: {problem}", kind="bad_adapter", model=model)

@@ -128,6 +128,8 @@ class LoadContext:
         """Map an exception raised while loading ``what`` to a ModelLoadError."""
         if isinstance(exc, ModelLoadError):
             return exc
+        if _needs_remote_code(exc):
+            return ModelLoadError.remote_code(self.model, getattr(self.config, "model_type", None))
         if not self.is_local:
             kind = _hub_error_kind(exc)
             if kind is not None:
@@ -163,6 +165,8 @@ class LoadContext:
 
     def load_pretrained(self, loader: Any, what: str, **kwargs: Any) -> Any:
         """``loader.from_pretrained(ref)`` for processors/tokenizers, with error mapping."""
+        if getattr(loader, "__name__", "").startswith("Auto"):
+            kwargs.setdefault("trust_remote_code", False)  # None would ask on a terminal
         try:
             return loader.from_pretrained(self.ref, **self.hub_kwargs, **kwargs)
         except Exception as exc:
@@ -351,13 +355,21 @@ def _read_local_config_json(folder: Path) -> dict[str, Any]:
     return raw
 
 
+def _needs_remote_code(exc: BaseException) -> bool:
+    """Whether transformers refused *exc*'s model because it would have to run the model's own code."""
+    return "trust_remote_code" in str(exc)
+
+
 def _read_local_config(folder: Path, model: str) -> Any:
     raw = _read_local_config_json(folder)
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(str(folder))
+        # False, not the default None: None asks "run the custom code? [y/N]" on a terminal.
+        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:
+        if _needs_remote_code(exc):
+            raise ModelLoadError.remote_code(folder, raw.get("model_type")) from exc
         if isinstance(exc, (KeyError, ValueError)) and "does not recognize this architecture" in str(exc):
             raise ModelLoadError.bad_folder(
                 folder, f"its model_type '{raw.get('model_type')}' is not known to the installed transformers "
@@ -369,8 +381,10 @@ def _read_hub_config(model_id: str, hub_kwargs: dict[str, Any]) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model_id, **hub_kwargs)
+        return AutoConfig.from_pretrained(model_id, trust_remote_code=False, **hub_kwargs)
     except Exception as exc:
+        if _needs_remote_code(exc):
+            raise ModelLoadError.remote_code(model_id, None) from exc
         kind = _hub_error_kind(exc)
         if kind is not None:
             raise _hub_failure(model_id, kind, exc) from exc

@@ -339,3 +339,71 @@ def test_image_data_key_follows_pixels_not_metadata(tmp_path: Path) -> None:
     assert copy.read_bytes() != a.read_bytes() and image_data_key(copy) == image_data_key(a)
     (tmp_path / "x.txt").write_bytes(b"not an image")
     assert image_data_key(tmp_path / "x.txt") is None
+
+
+# -- photo metadata that other tools read right ------------------------------------------------
+
+
+def _scan_data(jpeg: bytes) -> bytes:
+    """The entropy-coded data: everything from the first start-of-scan marker on."""
+    return jpeg[jpeg.index(b"\xff\xda"):]
+
+
+def test_jpeg_with_a_comment_is_written_with_its_pixels_and_comment(library: Library, photo_dir: Path) -> None:
+    from PIL import Image as PILImage
+
+    from core.metadata import same_image_data
+
+    photo = write_jpeg(photo_dir / "commented.jpg", seed=7, comment=b"scanned by grandpa, 1972")
+    before = photo.read_bytes()
+    with PILImage.open(photo) as im:
+        pixels_before = im.tobytes()
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = session.scalar(select(Image.id))
+        captions.set_human_caption(session, image_id, "a birthday cake on a table")
+    preview = write_metadata(library, dry_run=True)
+    assert (preview.written, preview.errors) == (1, 0), preview.problems
+    assert photo.read_bytes() == before  # a preview writes nothing
+    stats = write_metadata(library)
+    assert (stats.written, stats.errors) == (1, 0), stats.problems
+    after = photo.read_bytes()
+    assert after != before and _scan_data(after) == _scan_data(before)
+    with PILImage.open(photo) as im:
+        assert im.tobytes() == pixels_before
+        assert im.info["comment"].rstrip(b"\0") == b"scanned by grandpa, 1972"
+    assert read_caption(photo).text == "a birthday cake on a table"
+    # The check still notices a comment that a writer dropped.
+    start = after.index(b"\xff\xfe")
+    dropped = after[:start] + after[start + 2 + int.from_bytes(after[start + 2 : start + 4], "big"):]
+    assert not same_image_data(before, dropped)
+
+
+def test_long_caption_is_cut_in_iptc_only_at_a_character_boundary(library: Library, photo_dir: Path) -> None:
+    import pyexiv2
+    from PIL import Image as PILImage
+    from PIL import IptcImagePlugin
+
+    from core.metadata import IPTC_CAPTION_MAX_BYTES
+
+    photo = write_jpeg(photo_dir / "long.jpg", seed=8)
+    # 1999 ASCII bytes, then 3-byte characters: byte 2000 falls inside the first of them.
+    text = "a" * 1999 + "東京の桜" * 300
+    assert len(text.encode("utf-8")) > 3500
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), text)
+    stats = write_metadata(library)
+    assert (stats.written, stats.errors, stats.iptc_truncated) == (1, 0, 1)
+    assert any("long.jpg" in p and "IPTC" in p for p in stats.problems)
+    with PILImage.open(photo) as im:
+        iptc = IptcImagePlugin.getiptcinfo(im)
+    raw = iptc[(2, 120)]
+    assert len(raw) <= IPTC_CAPTION_MAX_BYTES
+    assert raw.decode("utf-8") == "a" * 1999  # no half character at the end
+    with pyexiv2.Image(str(photo)) as image:
+        assert image.read_xmp()["Xmp.dc.description"]['lang="x-default"'] == text
+        assert image.read_iptc(encoding="utf-8")["Iptc.Application2.Caption"] == "a" * 1999
+    assert read_caption(photo).text == text
+    again = write_metadata(library)  # the cut IPTC caption is up to date, not rewritten
+    assert (again.written, again.unchanged) == (0, 1)

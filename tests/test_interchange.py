@@ -159,21 +159,43 @@ def test_coco_json_is_ascii_and_loads_under_a_latin1_locale(library: Library, ph
 
 
 def test_exports_hold_no_absolute_local_paths(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    from core.export import EXPORT_FORMATS, portable_origin
+
     _library_with_sources(library, photo_dir)
+    # Captions imported from sidecars record where they came from (an absolute path).
+    write_jpeg(photo_dir / "album" / "new.jpg", seed=320)
+    (photo_dir / "album" / "new.txt").write_text("a caption from a sidecar", encoding="utf-8")
+    library.scan()
+    assert import_captions(library, "sidecar", photo_dir).imported == 1
+    with library.db.read() as session:
+        assert session.scalar(select(Caption.origin).where(Caption.origin.is_not(None))).startswith(
+            f"sidecar:{photo_dir}"
+        )
     assert portable_model_ref("Salesforce/blip-image-captioning-base") == "Salesforce/blip-image-captioning-base"
     assert portable_model_ref("C:\\Users\\me\\models\\v1") == "v1"
-    for fmt in ("csv", "parquet", "imagefolder", "coco", "sidecar"):
+    assert portable_origin("csv:/home/me/data/captions.csv", "/home/me/photos") == "csv:captions.csv"
+    assert portable_origin("sidecar:C:\\Photos\\a\\x.txt", "C:\\Photos") == "sidecar:a/x.txt"
+    assert portable_origin("xmp", "/home/me/photos") == "xmp"
+    forbidden = {str(tmp_path), str(photo_dir), str(Path.home()), "/tmp/", "/home/"}
+    for fmt in EXPORT_FORMATS:
         out = tmp_path / f"out-{fmt}"
         export_dataset(library, fmt, out, folder=photo_dir, val_ratio=0.3)
-        for file in out.rglob("*"):
-            if file.suffix in (".csv", ".json", ".jsonl", ".txt"):
-                text = file.read_text(encoding="utf-8")
-                assert str(tmp_path) not in text and "/tmp/" not in text and "/home/" not in text, file
+        files = [file for file in out.rglob("*") if file.is_file()]
+        assert files, fmt
+        for file in files:
+            data = file.read_bytes()
+            assert not [p for p in forbidden if p.encode("utf-8") in data], file
+            if file.suffix == ".parquet":  # strings may sit compressed: look at the values too
+                for column in pq.read_table(file).to_pylist():
+                    values = [v for v in column.values() if isinstance(v, str)]
+                    assert not [v for v in values for p in forbidden if p in v], file
     rows = list(csv.DictReader(open(tmp_path / "out-csv" / "captions.csv", encoding="utf-8")))
     assert {r["model_name"] for r in rows if r["source"] == "model"} == {"holiday-v2"}
     assert {r["adapter"] for r in rows if r["source"] == "model"} == {"style-lora"}
-    table = pq.read_table(tmp_path / "out-parquet" / "data" / "train-00000-of-00001.parquet")
-    assert not any(v and v.startswith("/") for v in table.column("model_name").to_pylist())
+    assert {r["origin"] for r in rows if r["origin"]} == {"sidecar:album/new.txt"}
+    tables = [pq.read_table(f) for f in (tmp_path / "out-parquet" / "data").glob("*.parquet")]
+    assert not any(v and v.startswith("/") for t in tables for v in t.column("model_name").to_pylist())
+    assert {v for t in tables for v in t.column("origin").to_pylist() if v} == {"sidecar:album/new.txt"}
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "imagefolder"])
@@ -279,15 +301,21 @@ def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: 
         assert len(seen) == count  # every exported image, none skipped
         seen_total += len(seen)
         assert {caption for _repeats, caption in seen.values()} <= {" ".join(t.splitlines()) for t in texts.values()}
-        config = tomllib.loads((out / f"dataset_{split}.toml").read_text(encoding="utf-8"))
-        assert config["general"]["caption_extension"] == ".txt"
-        (subset,) = config["datasets"][0]["subsets"]
-        assert (out / subset["image_dir"]).is_dir() and subset["num_repeats"] == 1
-        assert not Path(subset["image_dir"]).is_absolute()
         for name in seen:
             with PILImage.open(out / split / name) as im:
                 im.load()
     assert seen_total == 15
+    # One config, of the train split: sd-scripts trains on every --dataset_config it gets,
+    # so the held-out images are in none.
+    assert sorted(p.name for p in out.glob("*.toml")) == ["dataset_train.toml"]
+    text = (out / "dataset_train.toml").read_text(encoding="utf-8")
+    config = tomllib.loads(text)
+    assert config["general"]["caption_extension"] == ".txt"
+    (dataset,) = config["datasets"]
+    (subset,) = dataset["subsets"]
+    assert subset["image_dir"] == "train/1_captions" and subset["num_repeats"] == 1
+    assert (out / subset["image_dir"]).is_dir()
+    assert "validation/1_captions/ are in no config" in text
 
 
 # -- the split of a photo across libraries -----------------------------------------------------

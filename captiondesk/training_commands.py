@@ -242,9 +242,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     from core.training import versions
 
     action = args.action or "list"
+    if action == "download":
+        return _download_model(args)
     needed = {"list": 0, "rename": 2, "delete": 1, "activate": 1, "export": 2}
     if action not in needed:
-        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
+        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, export or download)")
     if len(args.names) != needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW", "delete": "models delete NAME",
                  "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
@@ -287,6 +289,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
+def _download_model(args: argparse.Namespace) -> int:
+    """``models download ID --to FOLDER``: a hub model as a folder to carry to an offline machine."""
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.hub import download_model
+
+    if len(args.names) != 1 or not args.to:
+        raise UserError("usage: captiondesk models download MODEL_ID --to FOLDER")
+    try:
+        folder = download_model(args.names[0], args.to, report=print)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    print(f"Downloaded {args.names[0]} to {folder}; copy that folder to the other machine and caption there "
+          f"with --model {folder.name}")
     return EXIT_OK
 
 
@@ -367,10 +385,14 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(handler=cmd_eval)
 
     models = subparsers.add_parser(
-        "models", help="list, rename, delete, activate or export trained model versions",
-        description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT "
-                    "(export writes a merged standalone model folder that plain transformers loads).")
-    models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
+        "models", help="list, rename, delete, activate or export trained model versions; download a hub model",
+        description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT | "
+                    "download MODEL_ID --to FOLDER "
+                    "(export writes a merged standalone model folder that plain transformers loads; download "
+                    "fetches a Hugging Face hub model into a folder to copy to a machine without internet).")
+    models.add_argument("action", nargs="?", metavar="ACTION",
+                        help="list (default), rename, delete, activate, export, download")
     models.add_argument("names", nargs="*", metavar="ARG")
+    models.add_argument("--to", metavar="FOLDER", help="download: the folder to put the model in")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

@@ -141,3 +141,25 @@ def test_download_keeps_one_set_of_weights() -> None:
     both = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "tokenizer.json"]
     assert kept(both) == ["config.json", "model.safetensors", "tokenizer.json"]
     assert kept(["config.json", "pytorch_model.bin", "flax_model.msgpack"]) == ["config.json", "pytorch_model.bin"]
+
+
+def _torch_choice(**facts: str) -> dict[str, str]:
+    env = {**os.environ, **{f"TORCH_BUILD_{key.upper()}": value for key, value in facts.items()}}
+    done = subprocess.run(["bash", str(REPO / "scripts" / "torch-build.sh")], env=env, capture_output=True,
+                          text=True, timeout=30, check=True)
+    return dict(line.split("=", 1) for line in done.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("facts", "build", "index"), [
+    ({"os": "Linux", "nvidia": "no", "local": "no"}, "cpu", "https://download.pytorch.org/whl/cpu"),
+    ({"os": "Linux", "nvidia": "yes", "local": "no"}, "default", ""),
+    ({"os": "Linux", "nvidia": "no", "local": "yes"}, "default", ""),  # a CI machine's local CPU wheel
+    ({"os": "Darwin", "nvidia": "no", "local": "no"}, "default", ""),
+    ({"os": "MINGW64_NT-10.0-19045", "nvidia": "yes", "local": "no"}, "default", ""),
+])
+def test_setup_chooses_the_torch_build_for_the_machine(facts: dict[str, str], build: str, index: str) -> None:
+    choice = _torch_choice(**facts)
+    assert (choice["build"], choice["index"]) == (build, index)
+    assert choice["reason"]
+    if build == "cpu":
+        assert "no NVIDIA driver" in choice["reason"] and index in choice["reason"]

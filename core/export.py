@@ -25,8 +25,8 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
     to PNG) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` in sd-scripts'
     ``--dataset_config`` format (paths relative to OUT: run sd-scripts from OUT).  The
-    held-out images get no config: sd-scripts trains on every ``--dataset_config``.  The plain ``sidecar`` layout keeps
-    sub-folders and formats as they are, which sd-scripts skips.
+    held-out images get no config: sd-scripts trains on every ``--dataset_config``.  The
+    plain ``sidecar`` layout keeps sub-folders and formats as they are, which sd-scripts skips.
 ``parquet``
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
@@ -627,6 +627,8 @@ def portable_model_ref(value: str | None) -> str | None:
         name = PureWindowsPath(value).name if PureWindowsPath(value).drive or "\\" in value else PurePosixPath(value).name
         return name or None
     return value
+
+
 def portable_origin(origin: str | None, root_path: str | None = None) -> str | None:
     """A caption's ``origin`` (``"KIND:file it came from"``) without this machine's folders.
 

@@ -86,18 +86,18 @@ def test_a_bad_model_adds_no_folder_to_an_existing_library(
     assert library.read_bytes() == before
 
 
-def test_loading_a_model_from_a_silent_hub_gives_up_within_seconds(
-    online: None, silent_hub: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_loading_a_model_without_a_hub_gives_up_at_once(online: None) -> None:
+    """The window's and eval's path (load_captioner) asks the hub once too, before any download."""
+    import transformers  # noqa: F401 - imported before the clock starts: the wait is what is timed
+
     from core.captioning import load_captioner
 
-    monkeypatch.setenv("HF_ENDPOINT", silent_hub)
     started = time.monotonic()
     with pytest.raises(ModelLoadError) as info:
         load_captioner(NOT_CACHED)
     assert time.monotonic() - started < 10
     assert info.value.kind == "not_downloaded"
-    assert "did not answer" in str(info.value) and "models download" in str(info.value)
+    assert "cannot be reached" in str(info.value) and f"models download {NOT_CACHED}" in str(info.value)
 
 
 def test_caption_cli_says_what_it_looks_for_and_stops_when_the_hub_is_silent(

@@ -40,6 +40,8 @@ if ! python -c "import torch" 2>/dev/null; then
     # An extra index, not a replacement: pip's own configuration (a local wheel, a mirror)
     # still counts, and the CPU build's "+cpu" version wins over the default one.
     python -m pip install --quiet -c "$CONSTRAINTS" ${index:+--extra-index-url "$index"} "torch==2.13.0"
+else
+    echo "torch: keeping the torch $(python -c 'from importlib.metadata import version; print(version("torch"))') found in .venv"
 fi
 # Every other package at the version the test suite last passed with (a newer release can
 # break us: bitsandbytes 0.50 did).  Refresh: scripts/refresh-constraints.sh.  The torch

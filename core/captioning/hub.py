@@ -1,9 +1,10 @@
 """Hugging Face hub models on a machine that may be offline: ask once, fail fast, say how.
 
 A hub model that is not in the local cache is downloaded on first use.  Without a
-network, huggingface_hub retries many times before it gives up, so before any download :func:`hub_unreachable` asks the hub once with a short timeout;
-when it does not answer, the caller stops at once with :meth:`ModelLoadError.not_downloaded`,
-which tells how to bring the model over: ``captiondesk models download ID --to FOLDER``
+network, huggingface_hub retries many times before it gives up, so before any download
+:func:`hub_unreachable` asks the hub once with a short timeout; when it does not answer,
+the caller stops at once with :meth:`ModelLoadError.not_downloaded`, which tells how to
+bring the model over: ``captiondesk models download ID --to FOLDER``
 (:func:`download_model`) on a machine with network, then ``--model FOLDER`` here.
 
 huggingface_hub is imported inside the functions: importing this module stays cheap.

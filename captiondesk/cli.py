@@ -32,6 +32,7 @@ from captiondesk.common import (
     finish_job,
     job_exit_code,
     library_path,
+    may_create_library,
     open_library,
     print_problems,
     print_scan_problems,
@@ -134,7 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import run_caption_job
+    from core.captioning.engine import resolve_model, run_caption_job
     from core.captioning.errors import ModelLoadError
     from core.captioning.presets import UnsupportedPresetError
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
@@ -174,6 +175,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
+    # Exit 2 means nothing done: a model that cannot be had is found out before the library
+    # is created or a folder added (a new library has no version names to resolve).
+    checks_model = args.backend == "local" and ray_address is None
+    if checks_model and not library_path(args).exists() and may_create_library(args):
+        _check_caption_model(args, spec.model, spec.adapter)
+        checks_model = False
     with open_library(args) as library:
         if not args.model:
             from core.training.current import current_model
@@ -182,6 +189,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
             # An --adapter of its own goes on the base model, not on top of the active version.
             spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
             say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
+        if checks_model:
+            resolved = resolve_model(library, spec.model, spec.adapter)
+            _check_caption_model(args, resolved.model_name, resolved.adapter)
         folders = []
         for folder in args.folders or []:
             try:
@@ -249,6 +259,16 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
+
+
+def _check_caption_model(args: argparse.Namespace, model: str, adapter: str | None) -> None:
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.registry import check_model_obtainable
+
+    try:
+        check_model_obtainable(model, adapter, report=lambda message: say(args, message))
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _ray_address(args: argparse.Namespace) -> str | None:

@@ -100,6 +100,8 @@ IPTC_CAPTION = "Iptc.Application2.Caption"
 IPTC_CHARSET = "Iptc.Envelope.CharacterSet"
 #: ISO 2022 escape sequence that declares UTF-8 in IPTC IIM.
 IPTC_UTF8 = "\x1b%G"
+#: IPTC IIM's maximum length of Caption-Abstract, in bytes.
+IPTC_CAPTION_MAX_BYTES = 2000
 EXIF_DESCRIPTION = "Exif.Image.ImageDescription"
 
 #: What cameras put in ImageDescription by themselves: not a caption.
@@ -415,15 +417,21 @@ def read_keywords(path: Path | str) -> list[str]:
 
 # JPEG segments exiv2 edits: APP1 (EXIF, XMP) and APP13 (Photoshop IRB holding IPTC).
 _JPEG_METADATA_MARKERS = frozenset({0xE1, 0xED})
+# exiv2 moves a COM comment after the tables and ends it with a NUL: its text must survive.
+_JPEG_COMMENT = 0xFE
 _PNG_METADATA_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf"})
 _WEBP_METADATA_CHUNKS = frozenset({b"EXIF", b"XMP "})
 
 
 def _jpeg_image_digest(data: bytes) -> bytes | None:
-    """Hash of every JPEG segment but the metadata ones, and all data from the first scan on."""
+    """Hash of every JPEG segment but the metadata ones, and all data from the first scan on.
+
+    Comments count by their text (in order), not by their place among the segments.
+    """
     if not data.startswith(b"\xff\xd8"):
         return None
     digest = hashlib.blake2b()
+    comments = hashlib.blake2b()
     pos, end = 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
@@ -437,9 +445,12 @@ def _jpeg_image_digest(data: bytes) -> bytes | None:
             continue
         if marker == 0xDA:  # start of scan: entropy-coded data (and any later scans)
             digest.update(data[pos:])
-            return digest.digest()
+            return digest.digest() + comments.digest()
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker not in _JPEG_METADATA_MARKERS:
+        if marker == _JPEG_COMMENT:
+            text = data[pos + 4 : pos + 2 + length].rstrip(b"\0")
+            comments.update(len(text).to_bytes(4, "big") + text)
+        elif marker not in _JPEG_METADATA_MARKERS:
             digest.update(data[pos : pos + 2 + length])
         pos += 2 + length
     return None
@@ -577,7 +588,16 @@ def _xmp_changes(image: Any, text: str) -> dict[str, Any]:
     return {XMP_DESCRIPTION: alternatives}
 
 
+def iptc_caption_text(text: str) -> str:
+    """*text* cut to what IPTC Caption-Abstract may hold, at a UTF-8 character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= IPTC_CAPTION_MAX_BYTES:
+        return text
+    return data[:IPTC_CAPTION_MAX_BYTES].decode("utf-8", "ignore")
+
+
 def _iptc_changes(image: Any, text: str) -> dict[str, Any]:
+    text = iptc_caption_text(text)  # XMP keeps the full caption
     iptc, stored_as_utf8 = _read_iptc(image)
     changes: dict[str, Any] = {}
     if iptc.get(IPTC_CAPTION) != text:
@@ -616,6 +636,8 @@ class WriteOutcome:
     fields: tuple[str, ...] = ()
     #: An older EXIF ImageDescription removed because the caption is not ASCII.
     removed_exif_description: str | None = None
+    #: The caption was longer than IPTC allows: IPTC holds its beginning, XMP all of it.
+    iptc_truncated: bool = False
 
 
 def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
@@ -631,9 +653,8 @@ def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome
             removed = image.read_exif().get(EXIF_DESCRIPTION) if exif.get(EXIF_DESCRIPTION, "") is None else None
             if not (xmp or iptc or exif):
                 return WriteOutcome(path, changed=False, in_file=True)
-            if dry_run:
-                fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-                return WriteOutcome(path, changed=True, in_file=True, fields=fields)
+            # A dry run builds the new file in memory too: its count of files that cannot
+            # be written must be the real run's.
             if xmp:
                 image.modify_xmp(xmp)
             if iptc:
@@ -647,9 +668,14 @@ def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome
         raise MetadataError(f"cannot write metadata into {path.name}: {exc}") from None
     if not same_image_data(before, after):
         raise MetadataError(f"{path.name}: writing metadata would change the image data; file left as it was")
-    _atomic_write(path, after, mode)
     fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-    return WriteOutcome(path, changed=True, in_file=True, fields=fields, removed_exif_description=removed)
+    truncated = IPTC_CAPTION in iptc and iptc_caption_text(text) != text
+    if dry_run:
+        return WriteOutcome(path, changed=True, in_file=True, fields=fields, iptc_truncated=truncated)
+    _atomic_write(path, after, mode)
+    return WriteOutcome(
+        path, changed=True, in_file=True, fields=fields, removed_exif_description=removed, iptc_truncated=truncated
+    )
 
 
 def _write_sidecar(
@@ -724,10 +750,13 @@ class MetadataWriteStats(JobStats):
     errors: int = 0
     #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
     exif_descriptions_removed: int = 0
+    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
+    iptc_truncated: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
             "exif_descriptions_removed": self.exif_descriptions_removed,
+            "iptc_truncated": self.iptc_truncated,
             "written": self.written,
             "sidecars": self.sidecars,
             "unchanged": self.unchanged,
@@ -898,6 +927,12 @@ def _write_one(
         stats.problems.append(
             f"{path}: older EXIF ImageDescription {outcome.removed_exif_description!r} removed "
             "(EXIF holds ASCII only; the caption is in XMP and IPTC)"
+        )
+    if outcome.iptc_truncated:
+        stats.iptc_truncated += 1
+        stats.problems.append(
+            f"{path}: caption of {len(image.text.encode('utf-8'))} bytes cut to IPTC's "
+            f"{IPTC_CAPTION_MAX_BYTES} in IPTC Caption-Abstract (XMP holds all of it)"
         )
     if dry_run:
         return None

@@ -55,7 +55,7 @@ from sqlalchemy import update
 from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.inputs import open_regular
+from core.inputs import regular_file_refusal
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -334,7 +334,7 @@ def _read_sidecar(sidecar: Path, within: Path | None) -> bytes:
         try:
             info = os.fstat(fd)
             if not stat_module.S_ISREG(info.st_mode):
-                raise MetadataError(f"{sidecar}: not a regular file; not read")
+                raise MetadataError(f"{sidecar}: {regular_file_refusal(info.st_mode)}; not read")
             if info.st_size > MAX_SIDECAR_BYTES:
                 raise MetadataError(f"{sidecar}: {info.st_size:,} bytes, more than an XMP sidecar "
                                     f"({MAX_SIDECAR_BYTES:,}); not read")

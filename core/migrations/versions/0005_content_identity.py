@@ -19,7 +19,7 @@ so the library's own writes never count as a change of picture (a file the scann
 in error keeps its key: a half-copied file is not a new picture).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-07
 """
 

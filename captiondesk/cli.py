@@ -107,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_library(args, reading=True) as library:
         rows = library.status()
         if wants_json(args):
-            fields = ("images", "uncaptioned", "model", "human", "imported", "missing", "errors")
+            fields = ("images", "uncaptioned", "model", "human", "imported", "changed", "missing", "errors")
             folders = [{"folder": row.path, **{f: getattr(row, f) for f in fields}} for row in rows]
             totals = {f: sum(folder[f] for folder in folders) for f in fields}
             emit_json({"command": "status", "exit_code": EXIT_OK, "library": str(library.path),
@@ -117,11 +117,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not rows:
             print("No folders yet. Add one with: captiondesk add FOLDER")
             return EXIT_OK
-        headers = ("images", "uncaptioned", "model", "human", "imported", "missing", "errors")
+        headers = ("images", "uncaptioned", "model", "human", "imported", "changed", "missing", "errors")
         print(f"{'folder':<40} " + " ".join(f"{h:>11}" for h in headers))
         totals = [0] * len(headers)
         for row in rows:
-            values = (row.images, row.uncaptioned, row.model, row.human, row.imported, row.missing, row.errors)
+            values = (row.images, row.uncaptioned, row.model, row.human, row.imported, row.changed, row.missing,
+                      row.errors)
             totals = [t + v for t, v in zip(totals, values, strict=True)]
             print(f"{_shorten(row.path, 40):<40} " + " ".join(f"{v:>11}" for v in values))
         if len(rows) > 1:
@@ -146,6 +147,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
+            # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
@@ -168,6 +170,13 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
+            say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
         folders = []
         for folder in args.folders or []:
             try:
@@ -328,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--model",
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
-        "with --backend openai, the server's model name (required)",
+        help="hub id, local model folder or model-version name (default: the library's current model: the "
+        f"active version, else its base model, else {DEFAULT_MODEL}); with --backend openai, the server's "
+        "model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")

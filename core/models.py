@@ -87,6 +87,12 @@ class Image(Base):
     #: fingerprint before its first change (trigger, migration 0003); None = neither.  The
     #: train/validation split hashes ``split_key or fingerprint`` (see core.splits).
     split_key: Mapped[str | None] = mapped_column(String(40))
+    #: The key of the picture as last scanned: its image-data key, else its fingerprint
+    #: (migration 0005); another key at the same path means the picture itself changed.
+    content_key: Mapped[str | None] = mapped_column(String(40))
+    #: The caption that was current when the picture changed under it (now in history);
+    #: set means *changed since captioned* until a caption is current again (trigger).
+    outdated_caption_id: Mapped[int | None]
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
@@ -120,6 +126,15 @@ class ModelVersion(Base):
     data_snapshot: Mapped[dict[str, Any] | None]
     is_active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LibrarySetting(Base):
+    """One library-wide setting (e.g. the chosen base model), shared by the CLI and the window."""
+
+    __tablename__ = "library_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
 
 
 class Caption(Base):

@@ -32,8 +32,10 @@ from captiondesk.common import (
     finish_job,
     job_exit_code,
     library_path,
+    may_create_library,
     open_library,
     print_problems,
+    print_scan_problems,
     quiet_third_party,
     run_with_progress,
     say,
@@ -61,8 +63,10 @@ def _scan_with_progress(args: argparse.Namespace, library: Library, root_ids: li
     def human() -> None:
         if stats is not None:
             print(stats.summary())
-            print_problems(stats.problems)
+            print_scan_problems(stats)
 
+    if stats is not None:
+        extra["unreadable"] = stats.unreadable
     return finish_job(args, command, stats, interrupted, human, **extra)
 
 
@@ -131,7 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import run_caption_job
+    from core.captioning.engine import resolve_model, run_caption_job
     from core.captioning.errors import ModelLoadError
     from core.captioning.presets import UnsupportedPresetError
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
@@ -163,12 +167,20 @@ def cmd_caption(args: argparse.Namespace) -> int:
             backend=args.backend,
             endpoint=args.endpoint,
             max_concurrency=args.max_concurrency,
+            server_timeout=args.server_timeout,
+            max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
+    # Exit 2 means nothing done: a model that cannot be had is found out before the library
+    # is created or a folder added (a new library has no version names to resolve).
+    checks_model = args.backend == "local" and ray_address is None
+    if checks_model and not library_path(args).exists() and may_create_library(args):
+        _check_caption_model(args, spec.model, spec.adapter)
+        checks_model = False
     with open_library(args) as library:
         if not args.model:
             from core.training.current import current_model
@@ -177,6 +189,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
             # An --adapter of its own goes on the base model, not on top of the active version.
             spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
             say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
+        if checks_model:
+            resolved = resolve_model(library, spec.model, spec.adapter)
+            _check_caption_model(args, resolved.model_name, resolved.adapter)
         folders = []
         for folder in args.folders or []:
             try:
@@ -192,7 +207,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 scan_stats, interrupted = _scan(library, [root.id])
                 if scan_stats is not None:
                     say(args, scan_stats.summary())
-                    print_problems(scan_stats.problems)
+                    print_scan_problems(scan_stats)
                 if job_exit_code(scan_stats, interrupted) == EXIT_INTERRUPTED:
                     if wants_json(args):
                         emit_json({"command": "caption", "exit_code": EXIT_INTERRUPTED, "cancelled": True,
@@ -244,6 +259,16 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
+
+
+def _check_caption_model(args: argparse.Namespace, model: str, adapter: str | None) -> None:
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.registry import check_model_obtainable
+
+    try:
+        check_model_obtainable(model, adapter, report=lambda message: say(args, message))
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _ray_address(args: argparse.Namespace) -> str | None:
@@ -347,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
     from core.captioning.presets import PRESETS, VARIABLES
+    from core.captioning.settings import DEFAULT_SERVER_TIMEOUT
+    from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
@@ -355,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")
     caption.add_argument("--repetition-penalty", type=float, default=1.0, metavar="F")
+    caption.add_argument("--max-caption-chars", type=int, default=DEFAULT_MODEL_CAPTION_CHARS, metavar="N",
+                         help=f"a longer caption is that photo's error, not stored (default "
+                              f"{DEFAULT_MODEL_CAPTION_CHARS}, at most {MAX_CAPTION_CHARS})")
     caption.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     caption.add_argument(
         "--optimize",
@@ -376,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
     server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
                         help="requests in flight at once (default 4)")
+    server.add_argument("--server-timeout", type=float, default=DEFAULT_SERVER_TIMEOUT, metavar="SECONDS",
+                        help=f"most time one request may take, answer included (default {DEFAULT_SERVER_TIMEOUT:g})")
     cluster = caption.add_argument_group(
         "Ray cluster", "caption on a Ray cluster (pip install 'captiondesk[ray]'); every worker must see the "
         "photos at the same paths as this machine (shared storage)")

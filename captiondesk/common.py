@@ -49,6 +49,8 @@ COMMAND_STARTED = time.monotonic()
 
 #: Problems listed on stderr before "... and N more".
 SHOWN_PROBLEMS = 10
+#: Unreadable photos a scan names on stderr before "... and N more" (``--json`` has all).
+SHOWN_UNREADABLE = 20
 
 T = TypeVar("T")
 
@@ -283,12 +285,19 @@ def _quoted(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def print_problems(problems: list[str], label: str = "warning") -> None:
-    """The first :data:`SHOWN_PROBLEMS` problems on stderr, then how many more there are."""
-    for problem in problems[:SHOWN_PROBLEMS]:
+def print_problems(problems: list[str], label: str = "warning", shown: int = SHOWN_PROBLEMS,
+                   plural: str | None = None) -> None:
+    """The first *shown* problems on stderr, then how many more there are."""
+    for problem in problems[:shown]:
         print(f"  {label}: {problem}", file=sys.stderr)
-    if len(problems) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more {label}s", file=sys.stderr)
+    if len(problems) > shown:
+        print(f"  ... and {len(problems) - shown} more {plural or label + 's'}", file=sys.stderr)
+
+
+def print_scan_problems(stats: Any) -> None:
+    """A scan's warnings, then the photos it counted as unreadable (the first :data:`SHOWN_UNREADABLE`)."""
+    print_problems(stats.problems)
+    print_problems(stats.unreadable, "unreadable", SHOWN_UNREADABLE, "unreadable")
 
 
 # -- exit status and --json -----------------------------------------------------------
@@ -372,9 +381,13 @@ def quiet_third_party(verbose: bool) -> None:
     transformers' "Loading weights" bar, huggingface_hub downloads, bitsandbytes' kernel
     notice and Python warnings are noise in a log or a pipe; on a terminal (or with
     ``--verbose``) they stay.  Set before those libraries are imported (they read the
-    environment on import); the CLI process is the only one affected.
+    environment on import); the CLI process is the only one affected.  The hub-kernels
+    notices (:func:`quiet_kernel_notices`) are silenced on a terminal too.
     """
-    if verbose or sys.stderr.isatty():
+    if verbose:
+        return
+    quiet_kernel_notices()
+    if sys.stderr.isatty():
         return
     import logging
     import warnings
@@ -393,3 +406,19 @@ def quiet_third_party(verbose: bool) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+
+
+#: Where the Hugging Face hub-kernels layer (the ``kernels`` package, reached through
+#: transformers and peft) reports; it says "Skipping publisher trust check for
+#: 'kernels-community/…'" on every model load, which tells the user nothing they can act on.
+KERNEL_LOGGERS = ("kernels", "transformers.integrations.hub_kernels")
+
+
+def quiet_kernel_notices() -> None:
+    """Silence the hub-kernels notices below errors, from its loggers and as Python warnings."""
+    import logging
+    import warnings
+
+    for name in KERNEL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*publisher trust check")

@@ -275,11 +275,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from core.training import versions
 
     action = args.action or "list"
+    if action == "download":
+        return _download_model(args)
     needed = {"list": (0,), "rename": (2,), "delete": (1,), "activate": (1,), "deactivate": (0,), "base": (0, 1),
               "export": (2,)}
     if action not in needed:
-        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, deactivate, base "
-                        "or export)")
+        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, deactivate, base, "
+                        "export or download)")
     if len(args.names) not in needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW",
                  "delete": "models delete NAME [--with-dependants]",
@@ -341,6 +343,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
+def _download_model(args: argparse.Namespace) -> int:
+    """``models download ID --to FOLDER``: a hub model as a folder to carry to an offline machine."""
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.hub import download_model
+
+    if len(args.names) != 1 or not args.to:
+        raise UserError("usage: captiondesk models download MODEL_ID --to FOLDER")
+    try:
+        folder = download_model(args.names[0], args.to, report=print)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    print(f"Downloaded {args.names[0]} to {folder}; copy that folder to the other machine and caption there "
+          f"with --model {folder.name}")
     return EXIT_OK
 
 
@@ -427,17 +445,20 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(handler=cmd_eval)
 
     models = subparsers.add_parser(
-        "models", help="list, rename, delete, activate, deactivate or export trained model versions",
+        "models", help="list, rename, delete, activate, deactivate or export trained model versions; "
+                       "download a hub model",
         description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate | "
-                    "base [ID_OR_PATH | default] | export NAME OUT. The active version is the library's current "
-                    "model (caption and eval use it without --model); deactivate goes back to the library's base "
-                    "model, which base shows or sets. Export writes a merged standalone model folder that plain "
-                    "transformers loads. A version that others are built on is not deleted unless "
-                    "--with-dependants deletes them too.")
+                    "base [ID_OR_PATH | default] | export NAME OUT | download MODEL_ID --to FOLDER. The active "
+                    "version is the library's current model (caption and eval use it without --model); deactivate "
+                    "goes back to the library's base model, which base shows or sets. Export writes a merged "
+                    "standalone model folder that plain transformers loads; download fetches a Hugging Face hub "
+                    "model into a folder to copy to a machine without internet. A version that others are built "
+                    "on is not deleted unless --with-dependants deletes them too.")
     models.add_argument("action", nargs="?", metavar="ACTION",
-                        help="list (default), rename, delete, activate, deactivate, base, export")
+                        help="list (default), rename, delete, activate, deactivate, base, export, download")
     models.add_argument("names", nargs="*", metavar="ARG")
     models.add_argument("--with-dependants", action="store_true",
                         help="delete: also delete the versions built on this one")
+    models.add_argument("--to", metavar="FOLDER", help="download: the folder to put the model in")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

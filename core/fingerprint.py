@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core.inputs import open_regular
+
 CHUNK = 64 * 1024
 #: Bumped if the algorithm ever changes, so old and new fingerprints never collide.
 _VERSION = b"cd1"
@@ -28,7 +30,7 @@ def fingerprint_and_head(path: Path | str, size: int | None = None) -> tuple[str
     The head comes for free (it is hashed anyway) and lets the scanner read the image
     size from it without opening the file a second time.
     """
-    with open(path, "rb", buffering=0) as handle:
+    with open_regular(path, "rb", buffering=0) as handle:
         if size is None:
             size = os.fstat(handle.fileno()).st_size
         digest = hashlib.blake2b(_VERSION + size.to_bytes(8, "little"), digest_size=16)
@@ -137,7 +139,7 @@ def image_data_key(path: Path | str, size: int | None = None, head: bytes | None
     other formats (TIFF keeps its metadata amid the image data): the caller falls back
     to the fingerprint.  *head* is the file's first bytes if already read.
     """
-    with open(path, "rb", buffering=0) as handle:
+    with open_regular(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
         if size is None:
             size = os.fstat(fd).st_size

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from core.inputs import regular_file_problem
+
 try:  # HEIC/HEIF support is optional at run time but installed by default.
     from pillow_heif import register_heif_opener
 
@@ -89,6 +91,9 @@ def _check_size(path: Path | str, width: int, height: int) -> None:
 def _open(path: Path | str) -> Image.Image:
     """Open *path* lazily (header only), turning Pillow's errors into ImageDecodeError."""
     try:
+        # A FIFO that replaced a photo would block Pillow's open forever.
+        if (problem := regular_file_problem(path)) is not None:
+            raise ImageDecodeError(problem)
         if os.path.getsize(path) == 0:
             raise ImageDecodeError("file is empty (0 bytes)")
         with warnings.catch_warnings():

@@ -52,14 +52,21 @@ Rules:
   ``problems`` line and is skipped, the good rows are kept; a file that cannot be parsed
   at all is one line.  Nothing outside the source tree (SRC, or the folder holding the
   SRC file) and the library folders is opened: symlinks and ``../`` or absolute names
-  leading out are refused, and so are caption files that are not regular files.
+  leading out are refused.  A FIFO, device or other non-regular file (a FIFO named
+  ``metadata.jsonl``, a sidecar, a photo) is never opened: one problem line names it.
 * Rows are matched to library images by: the image file's own location when SRC is
   (inside) a library folder; the path as the source names it against root-relative
   paths (longest matching tail first); the file name when unique; finally the content
-  fingerprint when SRC holds the image itself.  Names an export converted or flattened
-  (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are also tried as the library
-  name they came from (:func:`core.export.library_name_candidates`).  Unmatched and
-  ambiguous rows are counted and the first few named.
+  fingerprint when SRC holds the image itself.  Paths and names match exactly first,
+  then under Unicode normalization (NFC: macOS writes ``café`` decomposed).  Names an
+  export converted or flattened (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are
+  also tried as the library name they came from (:func:`core.export.library_name_candidates`).
+  Unmatched and ambiguous rows are counted and the first few named.
+* Rows naming different paths that reach one photo only by its file name are ambiguous:
+  none of them is imported, and each is one problem line naming the other row.  A row
+  that reaches by file name a photo another row names by path, location or content is
+  not imported either (that other row is).  Name-only matches are therefore written
+  once the whole source is read; a cancelled import writes none of them.
 """
 
 from __future__ import annotations
@@ -67,7 +74,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -80,6 +86,7 @@ from core.db import Database
 from core.export import MANIFEST_NAME, export_caption_line, library_name_candidates
 from core.fingerprint import fingerprint_bytes, fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
+from core.inputs import NotARegularFile, name_key, open_regular, regular_file_problem
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, CaptionSource, Image, LibraryRoot
 
@@ -96,9 +103,10 @@ WRITE_BATCH = 200
 #: How many unmatched names the stats keep for the report.
 UNMATCHED_EXAMPLES = 10
 #: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
-MAX_CAPTION_CHARS = 64 * 1024
-#: Sidecar caption files larger than this are not read.
-MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
+MAX_CAPTION_CHARS = caption_store.MAX_CAPTION_CHARS
+#: Sidecar caption files larger than this are not read (room for the longest caption in
+#: 4-byte UTF-8, a BOM and line ends: every exported caption file imports again).
+MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS + 64
 #: CSV fields may be this long (Python's default of 128 KiB rejected whole files).
 MAX_CSV_FIELD = 16 * 1024 * 1024
 #: Names longer than this are cut in reports (a parquet "name" may be megabytes).
@@ -165,6 +173,8 @@ class ImportStats(JobStats):
     ambiguous: int = 0
     errors: int = 0
     unmatched_names: list[str] = field(default_factory=list)
+    #: Images whose current caption this import set (``current`` counts each once).
+    made_current: set[int] = field(default_factory=set, repr=False)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -213,11 +223,26 @@ def _walk(folder: Path) -> Iterator[tuple[Path, list[str]]]:
         yield Path(current), sorted(f for f in files if not f.startswith("."))
 
 
-def _image_files(folder: Path) -> Iterator[Path]:
+def _image_files(folder: Path, problems: list[str] | None = None) -> Iterator[Path]:
     for current, files in _walk(folder):
         for name in files:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not _irregular(current / name, problems):
                 yield current / name
+
+
+def _irregular(path: Path, problems: list[str] | None) -> bool:
+    """Whether *path* is a FIFO, device or other non-regular file (one line in *problems*).
+
+    Such a file is never opened: reading a FIFO blocks until something writes to it.
+    A path that cannot be looked at is left to the reader, which reports it.
+    """
+    try:
+        problem = regular_file_problem(path)
+    except (OSError, ValueError):
+        return False
+    if problem is not None and problems is not None:
+        problems.append(f"{readable_name(str(path))}: {problem}; skipped")
+    return problem is not None
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -273,17 +298,11 @@ def _read_caption_file(caption_file: Path, base: Path) -> str:
     """A sidecar caption's text; OSError/ValueError saying why it is refused."""
     if not _inside(caption_file, base):
         raise ValueError("a link leading outside the import folder; not read")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the import
-    fd = os.open(caption_file, flags)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file; not read")
-        if info.st_size > MAX_CAPTION_FILE_BYTES:
-            raise ValueError(f"{info.st_size} bytes, more than a caption ({MAX_CAPTION_FILE_BYTES}); not read")
-        data = os.read(fd, MAX_CAPTION_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+    with open_regular(caption_file, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_CAPTION_FILE_BYTES:
+            raise ValueError(f"{size} bytes, more than a caption ({MAX_CAPTION_FILE_BYTES}); not read")
+        data = handle.read(MAX_CAPTION_FILE_BYTES + 1)
     return data.decode("utf-8-sig")
 
 
@@ -305,18 +324,26 @@ def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     """``photo.txt`` / ``photo.caption`` beside each image under *src*."""
     base = _source_root(src)
     for folder, files in _walk(src):
-        names = set(files)
-        images = [f for f in files if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-        image_stems = {os.path.splitext(f)[0] for f in images}
+        # Compared as name_key: photo.jpg and its photo.txt may differ in Unicode form.
+        names = {name_key(f): f for f in files}
+        images = [
+            f for f in files
+            if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not _irregular(folder / f, stats.problems)
+        ]
+        image_stems = {name_key(os.path.splitext(f)[0]) for f in images}
         for image_name in images:
             stem = os.path.splitext(image_name)[0]
             for extension in SIDECAR_EXTENSIONS:
-                caption_name = stem + extension
-                if caption_name not in names:
+                caption_name = names.get(name_key(stem + extension))
+                if caption_name is None:
                     continue
                 caption_file = folder / caption_name
                 try:
                     text = _read_caption_file(caption_file, base)
+                except NotARegularFile as exc:
+                    stats.errors += 1
+                    stats.problems.append(f"{caption_file}: {exc}; skipped")
+                    break
                 except OSError as exc:
                     stats.errors += 1
                     stats.problems.append(f"{caption_file}: cannot read ({exc.strerror or exc})")
@@ -336,7 +363,7 @@ def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                 break  # .txt wins over .caption when both exist
         for name in files:
             stem, extension = os.path.splitext(name)
-            if extension in SIDECAR_EXTENSIONS and stem not in image_stems and name.casefold() not in (
+            if extension in SIDECAR_EXTENSIONS and name_key(stem) not in image_stems and name.casefold() not in (
                 "readme.txt", "license.txt", "captions.txt"
             ):
                 stats.note_unmatched(_relative(folder / name, src) + " (no image beside it)")
@@ -349,14 +376,17 @@ def _find_file(src: Path, names: Iterable[str], what: str) -> Path:
         for candidate in (src / name, *sorted(src.glob(f"*/{name}"))):
             if candidate.is_file():
                 return candidate
+            if candidate.exists() and not candidate.is_dir():  # a FIFO or device by that name
+                raise CaptionImportError(f"cannot import {candidate}: {regular_file_problem(candidate)}")
     raise CaptionImportError(f"no {what} found in {src}")
 
 
-def _images_by_name(folder: Path) -> dict[str, Path | None]:
-    """File name → image path under *folder* (None where the name occurs twice)."""
+def _images_by_name(folder: Path, problems: list[str]) -> dict[str, Path | None]:
+    """File name (as :func:`name_key`) → image path under *folder* (None where the name occurs twice)."""
     index: dict[str, Path | None] = {}
-    for path in _image_files(folder):
-        index[path.name] = None if path.name in index else path
+    for path in _image_files(folder, problems):
+        key = name_key(path.name)
+        index[key] = None if key in index else path
     return index
 
 
@@ -365,7 +395,7 @@ def read_flickr8k(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     source = _find_file(src, FLICKR_FILE_NAMES, "captions.txt or Flickr8k.token.txt")
     grouped: dict[str, list[str]] = {}
     # surrogateescape: one line of bad UTF-8 is that line's problem, not the file's.
-    with open(source, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+    with open_regular(source, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -394,13 +424,14 @@ def read_flickr8k(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
         raise CaptionImportError(f"{source} holds no captions")
     base = _source_root(src)
     images = {
-        name: path for name, path in _images_by_name(source.parent).items()
+        name: path for name, path in _images_by_name(source.parent, stats.problems).items()
         if path is not None and _inside(path, base)
     }
     for name, texts in grouped.items():
         captions = _unique_captions(texts)
         if captions:
-            yield CaptionGroup(name, captions, f"flickr8k:{source}", image_file=images.get(PurePosixPath(name).name))
+            image_file = images.get(name_key(PurePosixPath(name).name))
+            yield CaptionGroup(name, captions, f"flickr8k:{source}", image_file=image_file)
 
 
 def _coco_files(src: Path) -> list[Path]:
@@ -438,7 +469,7 @@ def _coco_id(value: Any) -> int | None:
 
 def _load_coco(json_file: Path) -> tuple[list[Any], list[Any]]:
     """``(images, annotations)`` lists; ValueError saying why the file is not COCO."""
-    with open(json_file, encoding="utf-8") as handle:
+    with open_regular(json_file, encoding="utf-8") as handle:
         try:
             document = json.load(handle)
         except RecursionError:
@@ -549,7 +580,7 @@ def _read_jsonl(path: Path, stats: ImportStats) -> tuple[list[dict[str, Any]], l
     rows: list[dict[str, Any]] = []
     columns: dict[str, None] = {}
     # surrogateescape: a line of bad UTF-8 is that line's problem, not the file's.
-    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
+    with open_regular(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -573,7 +604,7 @@ def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     # are skipped one by one instead of the whole file.
     previous_limit = csv.field_size_limit(MAX_CSV_FIELD)
     try:
-        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        with open_regular(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             return rows, [c for c in reader.fieldnames or [] if isinstance(c, str)]
@@ -628,6 +659,8 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
     if not files:
         raise CaptionImportError(f"no .parquet file found under {src}")
     for parquet_file in files:
+        if _irregular(parquet_file, stats.problems):
+            continue
         try:
             reader = pq.ParquetFile(parquet_file)
             columns = reader.schema_arrow.names
@@ -688,13 +721,13 @@ def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]
     from core.metadata import MetadataError, MetadataUnavailable, read_caption
 
     base = _source_root(src)
-    files = [src] if src.is_file() else _image_files(src)
+    files = [src] if src.is_file() else _image_files(src, stats.problems)
     for image_file in files:
         if not _inside(image_file, base):
             stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
             continue
         try:
-            found = read_caption(image_file)
+            found = read_caption(image_file, within=base)
         except MetadataUnavailable as exc:
             raise CaptionImportError(str(exc)) from None
         except MetadataError as exc:
@@ -732,6 +765,9 @@ class ImageMatcher:
         self.by_root_path: dict[tuple[str, str], int] = {}
         self.by_rel_path: dict[str, list[int]] = {}
         self.by_name: dict[str, list[int]] = {}
+        # The non-ASCII paths and names again, as name_key: the fallback after an exact match.
+        self.by_rel_path_key: dict[str, list[int]] = {}
+        self.by_name_key: dict[str, list[int]] = {}
         self.by_fingerprint: dict[str, list[int]] = {}
         with db.read() as session:
             self.roots = [(Path(path), path) for path in session.scalars(select(LibraryRoot.path))]
@@ -743,7 +779,11 @@ class ImageMatcher:
             for image_id, root_path, rel_path, fingerprint in rows:
                 self.by_root_path[(root_path, rel_path)] = image_id
                 self.by_rel_path.setdefault(rel_path, []).append(image_id)
-                self.by_name.setdefault(PurePosixPath(rel_path).name, []).append(image_id)
+                file_name = PurePosixPath(rel_path).name
+                self.by_name.setdefault(file_name, []).append(image_id)
+                if not rel_path.isascii():
+                    self.by_rel_path_key.setdefault(name_key(rel_path), []).append(image_id)
+                    self.by_name_key.setdefault(name_key(file_name), []).append(image_id)
                 self.by_fingerprint.setdefault(fingerprint, []).append(image_id)
 
     def _in_library(self, file: Path) -> int | None:
@@ -762,6 +802,15 @@ class ImageMatcher:
             name = name[2:]
         return [PurePosixPath(candidate) for candidate in library_name_candidates(name)]
 
+    @staticmethod
+    def _ids(exact: dict[str, list[int]], by_key: dict[str, list[int]], name: str) -> list[int]:
+        """The images *name* means: its exact spelling first, else any Unicode form of it."""
+        ids = exact.get(name)
+        if ids or name.isascii():
+            return ids or []
+        key = name_key(name)
+        return list(dict.fromkeys([*exact.get(key, []), *by_key.get(key, [])]))
+
     def match(self, group: CaptionGroup) -> tuple[int | None, str]:
         """``(image id, how)``; id None with how ``"unmatched"`` or ``"ambiguous"``."""
         if group.image_file is not None:
@@ -773,14 +822,14 @@ class ImageMatcher:
             parts = variant.parts
             # The longest tail of the source's path that is a root-relative path.
             for start in range(len(parts) - 1):
-                ids = self.by_rel_path.get("/".join(parts[start:]))
+                ids = self._ids(self.by_rel_path, self.by_rel_path_key, "/".join(parts[start:]))
                 if ids:
                     if len(ids) == 1:
                         return ids[0], "path"
                     ambiguous = True
                     break
             if not ambiguous and parts:
-                ids = self.by_name.get(parts[-1], [])
+                ids = self._ids(self.by_name, self.by_name_key, parts[-1])
                 if len(ids) == 1:
                     return ids[0], "name"
                 ambiguous = ambiguous or len(ids) > 1
@@ -894,8 +943,10 @@ def _store_batch(
                     if outcome == KEPT_HUMAN:
                         stats.kept_human += 1
                     else:
-                        stats.replaced += outcome == REPLACED
-                        stats.current += outcome == CURRENT
+                        if image_id not in stats.made_current:  # two rows for one photo count once
+                            stats.replaced += outcome == REPLACED
+                            stats.current += outcome == CURRENT
+                            stats.made_current.add(image_id)
                         current[image_id] = (text, source)
                 elif key in known[image_id]:
                     stats.unchanged += 1
@@ -939,6 +990,8 @@ def import_captions(
     source = Path(src).expanduser().absolute()
     if not source.exists():
         raise CaptionImportError(f"not found: {source}")
+    if not source.is_dir() and (problem := regular_file_problem(source)) is not None:
+        raise CaptionImportError(f"cannot import {source}: {problem}")
     verified = verified or replace  # a replacement is a person's edit made elsewhere
     stats = ImportStats(format=fmt, verified=verified, replace=replace, dry_run=dry_run)
     db: Database = library.db
@@ -952,6 +1005,7 @@ def import_captions(
         matcher = ImageMatcher(db)
         batch: list[tuple[int, str, CaptionGroup]] = []
         verb = "Checking" if dry_run else "Importing"
+        claims = _NameClaims()
         for group in _chain(pending, groups):
             if cancel.is_set():
                 stats.cancelled = True
@@ -962,12 +1016,23 @@ def import_captions(
             image_id, how = matcher.match(group)
             if image_id is None:
                 stats.note_unmatched(group.name, ambiguous=how == "ambiguous")
-            else:
+            elif claims.add(image_id, how, group):
                 batch.append((image_id, how, group))
                 if len(batch) >= WRITE_BATCH:
                     _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
                     batch.clear()
             report(stats.rows, None, f"{verb} {fmt}")
+        if not stats.cancelled:
+            # Every row is read: the name-only matches that no other row contradicts are safe.
+            for item in claims.resolve(stats):
+                batch.append(item)
+                if len(batch) >= WRITE_BATCH:
+                    _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
+                    batch.clear()
+                    if cancel.is_set():
+                        stats.cancelled = True
+                        break
+                    report(stats.rows, None, f"{verb} {fmt}")
         if batch:
             _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
         report(stats.rows, None, f"{verb} cancelled" if stats.cancelled else f"{verb} finished", force=True)
@@ -987,6 +1052,59 @@ def import_captions(
     with library.job("import", params, stats, progress) as run:
         import_all(run.progress)
     return stats
+
+
+class _NameClaims:
+    """Rows matched only by the photo's file name, held back until every row is read.
+
+    Two rows naming different paths (``x/dog.jpg``, ``y/dog.jpg``) that both land on the
+    library's one ``dog.jpg`` by file name are ambiguous: neither is imported, and each
+    gets one problem line naming the other.  A row matched by name to a photo that
+    another row names by its path, location or content is not imported either.
+    """
+
+    def __init__(self) -> None:
+        self.by_name: dict[int, list[CaptionGroup]] = {}
+        #: The first row matched by something stronger than the name, per image.
+        self.strong: dict[int, CaptionGroup] = {}
+
+    def add(self, image_id: int, how: str, group: CaptionGroup) -> bool:
+        """Record a matched row; True when it can be written now (not a name-only match)."""
+        if how != "name":
+            self.strong.setdefault(image_id, group)
+            return True
+        group.image_bytes = None  # matched: an embedded photo is not needed any more
+        self.by_name.setdefault(image_id, []).append(group)
+        return False
+
+    def resolve(self, stats: ImportStats) -> Iterator[tuple[int, str, CaptionGroup]]:
+        """The held-back rows to write; the contradicted ones become problem lines."""
+        for image_id, groups in self.by_name.items():
+            rows = list(dict.fromkeys(_row_label(g) for g in groups))  # a path named twice is one row
+            strong = self.strong.get(image_id)
+            if strong is None and len(rows) == 1:
+                yield from ((image_id, "name", g) for g in groups)
+                continue
+            photo = readable_name(PurePosixPath(groups[0].name).name)
+            for row in rows:
+                stats.ambiguous += 1
+                if strong is not None:
+                    stats.problems.append(
+                        f"{row}: matches the photo '{photo}' only by its file name, while "
+                        f"{_row_label(strong)} names that photo by its path or content; not imported"
+                    )
+                    continue
+                others = [r for r in rows if r != row]
+                more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+                stats.problems.append(
+                    f"{row}: matches the photo '{photo}' only by its file name, as does {others[0]}{more}; "
+                    "ambiguous, none of these rows is imported"
+                )
+
+
+def _row_label(group: CaptionGroup) -> str:
+    """A row as problem lines name it: ``FORMAT:file ('path as the source names it')``."""
+    return f"{group.origin} ('{readable_name(group.name)}')"
 
 
 def _usable_group(group: CaptionGroup, stats: ImportStats) -> bool:

@@ -35,7 +35,7 @@ import os
 import stat as stat_module
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
@@ -47,6 +47,7 @@ from core.db import Database
 from core.filenames import for_display, to_os, to_stored
 from core.fingerprint import fingerprint_and_head, image_data_key
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
+from core.inputs import describe_mode
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 
@@ -76,6 +77,8 @@ class ScanStats(JobStats):
     outdated: int = 0
     reappeared: int = 0
     errors: int = 0
+    #: The images counted in ``errors``: ``"path: reason"`` each (all of them).
+    unreadable: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -156,6 +159,8 @@ def walk_images(root: Path, problems: list[str],
                     continue
                 st = entry.stat(follow_symlinks=True)
                 if not stat_module.S_ISREG(st.st_mode):
+                    # Never opened: reading a FIFO named like a photo would block the scan.
+                    problems.append(f"skipped {_shown(entry.path)}: {describe_mode(st.st_mode)}, not a regular file")
                     continue
             except FileNotFoundError:
                 if entry.is_symlink():
@@ -583,11 +588,16 @@ def scan(
         # "unreadable" is every image of these roots in error now (as ``status`` counts
         # them), not only those found bad by this scan.
         with db.read() as session:
-            stats.errors = session.scalar(
-                select(func.count(Image.id)).where(
-                    Image.state == ImageState.ERROR, Image.root_id.in_([r for r, _p in roots])
-                )
-            ) or 0
+            rows = session.execute(
+                select(LibraryRoot.path, Image.rel_path, Image.error)
+                .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+                .where(Image.state == ImageState.ERROR, Image.root_id.in_([r for r, _p in roots]))
+                .order_by(LibraryRoot.id, Image.rel_path)
+            ).all()
+        stats.errors = len(rows)
+        stats.unreadable = [
+            f"{for_display(root)}/{for_display(rel)}: {error or 'unreadable'}" for root, rel, error in rows
+        ]
     report("Scan cancelled" if stats.cancelled else "Scan finished")
     return stats
 

@@ -46,7 +46,7 @@ from core.captioning.errors import ModelLoadError
 from core.captioning.confidence import TokenCalibration, confidence_score
 from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from core.captions import add_model_caption
+from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
@@ -505,6 +505,7 @@ def run_caption_job(
 
             captioner = load_server_captioner(
                 spec.endpoint or "", resolved.model_name, max_concurrency=spec.max_concurrency,
+                timeout=spec.server_timeout, max_caption_chars=spec.max_caption_chars,
                 progress=lambda message: report(message),
             )
         elif captioner is None:
@@ -534,7 +535,7 @@ def run_caption_job(
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
                     changed = commit_caption_batch(library, prepared.image_ids, results, prepared.failures,
                                                    resolved, batch_provenance(provenance, plan, prepared.settings),
-                                                   stats, plan)
+                                                   stats, plan, max_chars=spec.max_caption_chars)
                     run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
@@ -566,11 +567,13 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
         "batch_size": spec.batch_size,
         "device": spec.device,
         "overwrite_model_captions": spec.overwrite_model_captions,
+        "max_caption_chars": spec.max_caption_chars,
         "scope": describe_scope(spec.scope),
     }
     if spec.backend != "local":
         # The endpoint was validated credential- and query-free; the key is never here.
-        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency,
+                      server_timeout=spec.server_timeout)
     return params
 
 
@@ -614,6 +617,8 @@ def commit_caption_batch(
     provenance: dict[str, Any],
     stats: CaptionJobStats,
     plan: PromptPlan | None = None,
+    *,
+    max_chars: int = DEFAULT_MODEL_CAPTION_CHARS,
 ) -> list[int]:
     """Write one batch's captions and errors in one transaction; the ids that changed.
 
@@ -624,7 +629,8 @@ def commit_caption_batch(
     Ray), so provenance, the preset's finishing (``plan.finish``), the stored confidence
     (:func:`core.captioning.confidence.confidence_score`, calibrated for a trained version;
     its kind and every kind's value go into the provenance) and the
-    never-overwrite-a-person rule (``add_model_caption``) live here.
+    never-overwrite-a-person rule (``add_model_caption``) live here.  A caption longer
+    than *max_chars* is that image's error (one problem line), never stored cut short.
     """
     calibration = TokenCalibration.from_dict(resolved.score_calibration)
     changed: list[int] = []
@@ -644,13 +650,19 @@ def commit_caption_batch(
                             stats, keep_state=True)
                 changed.append(image_id)
                 continue
+            text = plan.finish(result.text) if plan is not None else result.text
+            too_long = caption_too_long(text, max_chars)
+            if too_long is not None:
+                _mark_error(session, image_id, f"captioning failed: {too_long}", stats, keep_state=True)
+                changed.append(image_id)
+                continue
             # A server that returns no token log-probabilities gives no score.
             score, kind, scores = (confidence_score(result, calibration) if result.score is not None
                                    else (None, None, {}))
             add_model_caption(
                 session,
                 image_id,
-                plan.finish(result.text) if plan is not None else result.text,
+                text,
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,

@@ -42,17 +42,17 @@ class ModelLoadError(Exception):
         return (_rebuild_model_load_error, (type(self), str(self), self.kind, self.model))
 
     @classmethod
-    def not_downloaded(cls, model_id: str, detail: str | None = None) -> ModelLoadError:
-        """Hub id that is not in the local cache while the hub cannot be reached."""
+    def not_downloaded(cls, model_id: str, detail: str | None = None, size: str | None = None) -> ModelLoadError:
+        """Hub id that is not in the local cache while the hub cannot be reached (*size*: of its download)."""
+        name = model_id.rstrip("/").split("/")[-1]
         msg = (
             f"The model '{model_id}' is not downloaded yet and the Hugging Face Hub could not be reached "
-            "(no internet connection, or offline mode is on via HF_HUB_OFFLINE). "
-            "Connect to the internet once so it can be downloaded, or download it elsewhere and point "
-            "--model at the local folder that contains it (the folder with config.json and the weights), "
-            f"e.g. --model /path/to/{model_id.rstrip('/').split('/')[-1]}."
+            f"({detail or 'no internet connection, or offline mode is on via HF_HUB_OFFLINE'}). "
+            "Connect to the internet once so it can be downloaded, or on a machine with internet run "
+            f"'captiondesk models download {model_id} --to {name}'{f' ({size})' if size else ''}, copy that "
+            "folder here and point --model at the local folder that contains it (the folder with config.json "
+            f"and the weights), e.g. --model /path/to/{name}."
         )
-        if detail:
-            msg += f" Details: {detail}"
         return cls(msg, kind="not_downloaded", model=model_id)
 
     @classmethod
@@ -68,6 +68,18 @@ class ModelLoadError(Exception):
             f"The model '{model}' has architecture '{model_type or 'unknown'}', which CaptionDesk cannot use "
             f"for captioning. Supported model types: {', '.join(sorted(supported))}.",
             kind="unsupported", model=model,
+        )
+
+    @classmethod
+    def remote_code(cls, model: str | Path, model_type: str | None) -> ModelLoadError:
+        """A model that only loads by running Python code shipped with it (``auto_map``)."""
+        return cls(
+            f"The model '{model}' (model type '{model_type or 'unknown'}') can only be loaded by running "
+            "Python code that comes with it, and CaptionDesk never runs a model's own code. "
+            "Use a model whose type the installed transformers supports without such code (BLIP, BLIP-2, "
+            "GIT, Florence-2, Qwen2-VL, SmolVLM, PaliGemma, LLaVA and others), or a copy of this model "
+            "converted to one of those types.",
+            kind="unsupported", model=str(model),
         )
 
     @classmethod

@@ -432,7 +432,8 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
                 settings = spec.settings if prompt is None else replace(spec.settings, prompt=prompt)
                 changed = commit_caption_batch(
                     library, image_ids, results, failures, resolved,
-                    batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan)
+                    batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan,
+                    max_chars=spec.max_caption_chars)
                 if on_batch is not None and changed:
                     on_batch(changed)
             run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())

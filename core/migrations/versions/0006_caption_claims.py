@@ -5,8 +5,8 @@ second run started on the same library takes the images the first one does not h
 instead of captioning every image again.  A claim belongs to a job; it counts only while
 that job is running in a live process, so a crashed run's claims never block anyone.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07
 """
 

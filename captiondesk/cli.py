@@ -109,7 +109,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with open_library(args, reading=True) as library:
         rows = library.status()
         if wants_json(args):
-            fields = ("images", "uncaptioned", "model", "human", "imported", "missing", "errors")
+            fields = ("images", "uncaptioned", "model", "human", "imported", "changed", "missing", "errors")
             folders = [{"folder": row.path, **{f: getattr(row, f) for f in fields}} for row in rows]
             totals = {f: sum(folder[f] for folder in folders) for f in fields}
             emit_json({"command": "status", "exit_code": EXIT_OK, "library": str(library.path),
@@ -119,11 +119,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not rows:
             print("No folders yet. Add one with: captiondesk add FOLDER")
             return EXIT_OK
-        headers = ("images", "uncaptioned", "model", "human", "imported", "missing", "errors")
+        headers = ("images", "uncaptioned", "model", "human", "imported", "changed", "missing", "errors")
         print(f"{'folder':<40} " + " ".join(f"{h:>11}" for h in headers))
         totals = [0] * len(headers)
         for row in rows:
-            values = (row.images, row.uncaptioned, row.model, row.human, row.imported, row.missing, row.errors)
+            values = (row.images, row.uncaptioned, row.model, row.human, row.imported, row.changed, row.missing,
+                      row.errors)
             totals = [t + v for t, v in zip(totals, values, strict=True)]
             print(f"{_shorten(row.path, 40):<40} " + " ".join(f"{v:>11}" for v in values))
         if len(rows) > 1:

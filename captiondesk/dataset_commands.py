@@ -95,7 +95,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "Importing",
                 lambda progress, cancel: import_captions(
                     library, args.format, args.src, verified=args.verified, honour_source=args.keep_source,
-                    progress=progress, cancel=cancel,
+                    replace=args.replace, progress=progress, cancel=cancel,
                 ),
             )
         except CaptionImportError as exc:
@@ -111,6 +111,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             more = stats.unmatched + stats.ambiguous - len(stats.unmatched_names)
             listed = ", ".join(stats.unmatched_names) + (f" and {more} more" if more > 0 else "")
             print(f"  not in the library: {listed}", file=sys.stderr)
+        if stats.kept_human and not stats.replace:
+            print(f"  {stats.kept_human} kept beside a person's caption, which stays current; if they are your "
+                  "own later edits (e.g. of an export), import again with --replace", file=sys.stderr)
     return finish_job(args, "import", stats, interrupted, lambda: stats is not None and print(stats.summary()),
                       unmatched_names=list(stats.unmatched_names) if stats is not None else [])
 
@@ -188,7 +191,8 @@ def register(subparsers: Any) -> None:
             "Import captions from SRC: sidecar (.txt/.caption beside images), flickr8k "
             "(captions.txt), coco (captions JSON), imagefolder (metadata.jsonl/.csv), csv, "
             "parquet, or metadata (XMP/IPTC/EXIF already in the photos). Captions are matched "
-            "to library images by path, file name, then content. A person's caption is never replaced."
+            "to library images by path, file name, then content. A person's caption is never replaced, "
+            "unless --replace says the imported captions are the person's own later edits."
         ),
     )
     importer.add_argument("format", choices=IMPORT_FORMATS, metavar="FORMAT", help=", ".join(IMPORT_FORMATS))
@@ -201,6 +205,11 @@ def register(subparsers: Any) -> None:
         "--keep-source", action="store_true",
         help="honour the source column of CaptionDesk exports (csv, parquet, imagefolder): rows a person "
              "wrote are stored verified, model rows stay unverified (rows without it follow --verified)",
+    )
+    importer.add_argument(
+        "--replace", action="store_true",
+        help="the captions are your own edits made in another tool (e.g. of an export): they become current "
+             "and verified, also over a person's caption, which is kept in the history (implies --verified)",
     )
     add_json_flag(importer)
     importer.set_defaults(handler=cmd_import)

@@ -84,6 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
             path = library.path
+            if args.restart:
+                _discard_run(library, args.name)
         try:
             result, interrupted = run_with_progress(
                 "Training",
@@ -102,12 +104,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 result, interrupted = run_with_progress(
                     "Training",
                     lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
-                                              on_epoch=on_epoch),
+                                              on_epoch=on_epoch, restart=args.restart),
                     unit="step")
             except _user_errors() as exc:
                 raise UserError(str(exc)) from None
     if result is None or result.cancelled or interrupted:
-        print(f"Training cancelled; run the same command again to resume '{args.name}'.", file=sys.stderr)
+        again = "the same command again" + (" without --restart" if args.restart else "")
+        print(f"Training cancelled; run {again} to resume '{args.name}'.", file=sys.stderr)
         return finish_job(args, "train", result, True, lambda: None, name=args.name)
     print_problems(result.skipped_images)
     from core.training.metrics import selection_score
@@ -133,6 +136,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
         metrics=result.metrics, skipped_images=result.skipped_images, processes=result.processes,
     )
+
+
+def _discard_run(library: Any, name: str) -> None:
+    from core.training import VersionError, versions
+
+    try:
+        versions.discard_run(library, name)
+    except VersionError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _launched_world_size() -> int:
@@ -181,7 +193,7 @@ def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any
             result, interrupted = run_with_progress(
                 "Training",
                 lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
-                                          on_epoch=on_epoch, distributed=run),
+                                          on_epoch=on_epoch, distributed=run, restart=args.restart),
                 unit="step")
         else:  # Ctrl-C reaches every rank; only rank 0's cancel counts (it stops them all)
             result, interrupted = run_cancellable(
@@ -246,9 +258,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if action not in needed:
         raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
     if len(args.names) != needed[action]:
-        usage = {"list": "models list", "rename": "models rename OLD NEW", "delete": "models delete NAME",
+        usage = {"list": "models list", "rename": "models rename OLD NEW",
+                 "delete": "models delete NAME [--with-dependants]",
                  "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
         raise UserError(f"usage: captiondesk {usage}")
+    if args.with_dependants and action != "delete":
+        raise UserError("--with-dependants goes with models delete")
     with open_library(args) as library:
         try:
             if action == "list":
@@ -277,8 +292,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 versions.rename_version(library, *args.names)
                 print(f"Renamed {args.names[0]} to {args.names[1]}")
             elif action == "delete":
-                versions.delete_version(library, args.names[0])
-                print(f"Deleted {args.names[0]}")
+                deleted = versions.delete_version(library, args.names[0], with_dependants=args.with_dependants)
+                print(f"Deleted {', '.join(deleted)}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
                 print(f"{args.names[0]} is now the active model")
@@ -349,6 +364,8 @@ def register(subparsers: Any) -> None:
     train.add_argument("--train-vision", action="store_true",
                        help="also train the vision encoder (slower: its outputs can no longer be cached)")
     train.add_argument("--gradient-checkpointing", action="store_true", help="less memory, slower steps")
+    train.add_argument("--restart", action="store_true",
+                       help="discard the unfinished run of NAME (its saved state) and start over")
     train.add_argument("--processes", type=int, default=None, metavar="N",
                        help="train in N data-parallel processes (accelerate; one per GPU on CUDA, gloo on the CPU) "
                             "with the same global batch; or start the command with accelerate launch")
@@ -369,8 +386,12 @@ def register(subparsers: Any) -> None:
     models = subparsers.add_parser(
         "models", help="list, rename, delete, activate or export trained model versions",
         description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT "
-                    "(export writes a merged standalone model folder that plain transformers loads).")
+                    "(export writes a merged standalone model folder that plain transformers loads). "
+                    "A version that others are built on is not deleted unless --with-dependants deletes "
+                    "them too.")
     models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
     models.add_argument("names", nargs="*", metavar="ARG")
+    models.add_argument("--with-dependants", action="store_true",
+                        help="delete: also delete the versions built on this one")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

@@ -6,6 +6,11 @@ Rules every caller gets for free:
 * A human caption is never replaced by a model or an import.  Such a caption is still
   stored (the GUI shows the model's words beside the person's) but not made current.
   A database trigger backs this up.
+* A caption belongs to the picture it describes.  When a scan finds another picture at
+  the same path (:mod:`core.scanner`), the current caption — a person's too — stops being
+  current: its text is neither deleted nor edited, it stays in the history (restore it
+  with a revert if it still fits), and the image is *changed since captioned* until any
+  caption is current again, so the next caption run may write one.
 * A person's edit, an "accept" and a revert all write a new human row that points at
   the row it came from (``parent_id``), so the history reads as what happened.
 * A bulk find-and-replace does not verify anything by itself: a replaced model or
@@ -117,12 +122,15 @@ def add_import_caption(
     origin: str,
     details: Mapping[str, Any] | None = None,
     verified: bool = False,
+    replace: bool = False,
 ) -> Caption:
     """Store an imported caption.
 
     With *verified* the import stands for a person's words (a hand-written dataset) and
     is stored as a human caption with the import as its origin; it still never replaces
-    a human caption that is already current.
+    a human caption that is already current, unless the user asked to *replace* it (a
+    person's own edit made in another tool): then it becomes current as an edit of the
+    replaced caption, which stays in the history.
     """
     caption = Caption(
         image_id=image_id,
@@ -132,6 +140,11 @@ def add_import_caption(
         origin=origin,
         settings=dict(details) if details is not None else None,
     )
+    if replace and verified:
+        current = current_caption(session, image_id)
+        caption.parent_id = current.id if current is not None else None
+        _make_current(session, image_id, caption)
+        return caption
     return _store_unless_human_current(session, image_id, caption)
 
 

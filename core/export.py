@@ -23,7 +23,7 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
     ``validation/1_captions/`` holding every image directly (sub-folders flattened as
     ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
-    to PNG) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
+    to PNG as ``scan.tif.png``) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
     ``dataset_validation.toml`` in sd-scripts' ``--dataset_config`` format (paths
     relative to OUT: run sd-scripts from OUT).  The plain ``sidecar`` layout keeps
     sub-folders and formats as they are, which sd-scripts skips.
@@ -41,8 +41,10 @@ they are, metadata included.
 Atomicity: everything is written into a hidden ``.OUT.partial-*`` folder beside OUT and
 renamed into place only when complete (after fsync), so a cancelled, failed or killed
 export never leaves a half dataset at OUT.  A later export to the same OUT removes the
-hidden leftovers of a killed one: at once when the folder's name says its process (on
-this machine) is gone, else once untouched for an hour, so a running one is safe.
+hidden leftovers of a killed one, and only those: folders carrying CaptionDesk's owner
+marker (:mod:`core.ownership`), at once when the marker's process (on this machine) is
+gone, else once untouched for an hour, so a running one is safe and a person's own
+``.OUT.partial-x`` or ``.OUT.old-x`` folder is never touched.
 ``--overwrite`` refuses, naming them, when files were added to or changed in the earlier
 export after it was made: they are the user's, not CaptionDesk's to delete.
 """
@@ -55,10 +57,7 @@ import io
 import json
 import os
 import shutil
-import socket
-import time
 import uuid
-import zlib
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,15 +65,16 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
-from core import __version__
+from core import __version__, ownership
 from core.db import Database
 from core.filenames import to_os
-from core.imaging import ImageDecodeError, load_rgb
+from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
-from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
+from core.queries import FolderNotInLibraryError, FolderScope, in_folder, outdated_phrase, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
 
 if TYPE_CHECKING:
@@ -96,9 +96,11 @@ CSV_COLUMNS = (
     "file_name", "text", "split", "source", "model_name", "adapter", "origin", "score",
     "caption_created_at", "fingerprint", "library_path",
 )
-#: A hidden partial folder untouched for this long belongs to a killed export (when its
+#: A marked partial folder untouched for this long belongs to a killed export (when its
 #: owner cannot be asked: another machine, or not POSIX).
-STALE_PARTIAL_SECONDS = 3600.0
+STALE_PARTIAL_SECONDS = ownership.STALE_SECONDS
+#: The owner marker's job name for export staging folders.
+EXPORT_JOB = "export"
 #: Files in an earlier export that the user added or changed, listed when refusing.
 SHOWN_USER_FILES = 5
 #: Rows per database read while streaming the selection.
@@ -288,6 +290,8 @@ class ExportStats(JobStats):
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    #: Images in scope left out because their picture changed since they were captioned.
+    outdated: int = 0
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
 
@@ -303,14 +307,43 @@ class ExportStats(JobStats):
         }
 
     def summary(self) -> str:
+        outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""
         if self.cancelled or self.out is None:
-            return super().summary()
+            return super().summary() + outdated
         converted = f"; {self.converted} converted to JPEG" if self.converted else ""
         return (
             f"Exported {count_phrase(self.exported, 'image', 'images')} to {self.out} "
             f"(train {self.train}, validation {self.validation}{converted}); "
-            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped"
+            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped{outdated}"
         )
+
+
+def outdated_images(
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
+    image_ids: Collection[int] | None = None,
+) -> list[Path]:
+    """Paths of the images in scope that are *changed since captioned* and whose old
+    caption an export with *only* would have taken: what it leaves out for that reason."""
+    old = aliased(Caption)
+    query = (
+        select(LibraryRoot.path, Image.rel_path)
+        .join(LibraryRoot, LibraryRoot.id == Image.root_id)
+        .join(old, old.id == Image.outdated_caption_id)
+        .where(Image.state == ImageState.OK.value)
+        .where(~select(Caption.id).where(Caption.image_id == Image.id, _current_flag == 1).exists())
+        .order_by(Image.root_id, Image.rel_path)
+    )
+    if only == "verified":
+        query = query.where(old.source == CaptionSource.HUMAN.value)
+    if folder is not None:
+        query = query.where(Image.root_id == folder.root_id)
+        if folder.prefix:
+            query = query.where(in_folder(Image.rel_path, folder.prefix))
+    if image_ids is not None:
+        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
+        query = query.where(Image.id.in_(select(ids.c.value)))
+    with db.read() as session:
+        return [Path(to_os(root)) / to_os(rel) for root, rel in session.execute(query)]
 
 
 # -- staging folder -------------------------------------------------------------------
@@ -331,34 +364,6 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
             raise
     finally:
         os.close(fd)
-
-
-def _host_tag() -> str:
-    """A short tag of this machine: a partial folder's pid means something only here."""
-    return f"{zlib.crc32(socket.gethostname().encode('utf-8', 'replace')):08x}"
-
-
-def _owner_is_dead(leftover_name: str) -> bool:
-    """Whether a ``.OUT.partial-HOST-PID-…`` folder's exporting process is gone.
-
-    Only on POSIX (``os.kill(pid, 0)`` would terminate the process on Windows) and only
-    for folders made on this machine; otherwise the one-hour rule decides.
-    """
-    if os.name != "posix":
-        return False
-    fields = leftover_name.rsplit(".partial-", 1)[-1].split("-")
-    if len(fields) != 3 or fields[0] != _host_tag() or not fields[1].isdigit():
-        return False
-    pid = int(fields[1])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
 
 
 def _files_changed_since(out: Path, manifest: Path) -> list[str]:
@@ -382,16 +387,6 @@ def _files_changed_since(out: Path, manifest: Path) -> list[str]:
             if max(stamp.st_ctime_ns, stamp.st_mtime_ns) > finished:
                 changed.append(path.relative_to(out).as_posix())
     return sorted(changed)
-
-
-def _newest_mtime(folder: Path) -> float:
-    newest = folder.stat().st_mtime
-    for child in folder.iterdir():
-        try:
-            newest = max(newest, child.stat().st_mtime)
-        except OSError:
-            continue
-    return newest
 
 
 class _Staging:
@@ -421,31 +416,21 @@ class _Staging:
                 self.replaces_existing = True
         self._remove_stale_leftovers()
         # os.mkdir, not mkdtemp: the dataset keeps the user's umask, not mode 0700.
-        # Host and pid in the name: a later export removes it as soon as this process is gone.
-        self.path = out.parent / f".{out.name}.partial-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # The owner marker lets a later export remove it as soon as this process is gone.
+        self.path = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.path.mkdir()
+            ownership.make_owned_dir(self.path, EXPORT_JOB)
         except OSError as exc:
             raise ExportError(f"cannot create {out}: {exc.strerror or exc}") from None
 
     def _remove_stale_leftovers(self) -> None:
-        """Partial folders of a killed export to this OUT (and old data of a killed swap)."""
-        now = time.time()
-        if not self.out.parent.is_dir():
-            return
-        for pattern in (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"):
-            for leftover in self.out.parent.glob(pattern):
-                try:
-                    if leftover.is_dir() and (
-                        _owner_is_dead(leftover.name) or now - _newest_mtime(leftover) > STALE_PARTIAL_SECONDS
-                    ):
-                        shutil.rmtree(leftover, ignore_errors=True)
-                except OSError:
-                    continue
+        """Partial folders of a killed export to this OUT (and old data of a killed swap): marked ones only."""
+        ownership.remove_abandoned(self.out.parent, (f".{self.out.name}.partial-*", f".{self.out.name}.old-*"),
+                                   EXPORT_JOB)
 
     def commit(self) -> None:
         """fsync everything, then rename into place (replacing an earlier export)."""
+        ownership.unmark(self.path)
         for folder, _dirs, files in os.walk(self.path, topdown=False):
             for name in files:
                 _fsync(Path(folder) / name)
@@ -453,8 +438,10 @@ class _Staging:
         old: Path | None = None
         if self.out.exists():
             if self.replaces_existing:
-                old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}"
-                os.replace(self.out, old)
+                # Inside a marked folder: a killed swap's old data is recognisably CaptionDesk's.
+                old = ownership.make_owned_dir(self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:12]}",
+                                               EXPORT_JOB)
+                os.replace(self.out, old / self.out.name)
             else:
                 self.out.rmdir()  # empty (checked at the start); rename cannot replace it on Windows
         os.replace(self.path, self.out)
@@ -505,11 +492,55 @@ def _prepare_image(path: Path, width: int | None, height: int | None) -> _Prepar
     return _PreparedImage(path.read_bytes(), False, width, height)
 
 
-def _dataset_name(image: CaptionedImage, root_labels: dict[int, str]) -> str:
-    """The image's path inside a split folder: root-relative, so imports match it back."""
-    name = image.rel_path
+def converted_image_name(name: str, *, kohya: bool = False) -> str:
+    """*name* with the suffix of the format the export converts it to appended, if any.
+
+    ``IMG_1.HEIC`` becomes ``IMG_1.HEIC.jpg``; in the kohya layout a format sd-scripts
+    does not read also becomes PNG (``scan.tif.png``).  Keeping the original name inside
+    is what lets :func:`library_name_candidates` lead an import back to the photo.
+    """
     if PurePosixPath(name).suffix.lower() in CONVERT_TO_JPEG:
         name += ".jpg"
+    if kohya and PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
+        name += ".png"
+    return name
+
+
+def kohya_flat_name(name: str) -> str:
+    """*name* without sub-folders (sd-scripts does not recurse): ``album__photo.jpg``."""
+    return KOHYA_FOLDER_SEPARATOR.join(PurePosixPath(name).parts)
+
+
+def library_name_candidates(name: str) -> list[str]:
+    """The library paths an exported image path may stand for, *name* itself first.
+
+    The inverse of :func:`converted_image_name` and :func:`kohya_flat_name`: a library
+    file may itself be called ``a.tif.png`` or ``a__b.jpg``, so the literal name wins.
+    """
+    path = PurePosixPath(name)
+    inner = PurePosixPath(path.stem).suffix
+    candidates = [name]
+    if (path.suffix.lower() == ".jpg" and inner.lower() in CONVERT_TO_JPEG) or (
+        path.suffix == ".png" and inner.lower() in IMAGE_EXTENSIONS and inner not in KOHYA_IMAGE_EXTENSIONS
+    ):
+        candidates.append(str(path.with_name(path.stem)))
+    for candidate in list(candidates):
+        folder, _, file_name = candidate.rpartition("/")
+        if KOHYA_FOLDER_SEPARATOR in file_name.strip("_"):
+            unflattened = file_name.replace(KOHYA_FOLDER_SEPARATOR, "/")
+            candidates.append(f"{folder}/{unflattened}" if folder else unflattened)
+    return candidates
+
+
+def export_caption_line(text: str) -> str:
+    """A caption as the sidecar and kohya layouts write it: one line, since sd-scripts
+    reads only the first; imports compare captions in this form to see what was edited."""
+    return " ".join(text.strip().splitlines())
+
+
+def _dataset_name(image: CaptionedImage, root_labels: dict[int, str]) -> str:
+    """The image's path inside a split folder: root-relative, so imports match it back."""
+    name = converted_image_name(image.rel_path)
     label = root_labels.get(image.root_id)
     if label:
         name = f"{label}/{name}"
@@ -750,8 +781,7 @@ class _SidecarWriter:
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / item.name
         _write_bytes(image_path, item.prepared.data)
-        # kohya sd-scripts reads only the first line of a caption file.
-        one_line = " ".join(item.text.splitlines())
+        one_line = export_caption_line(item.text)
         _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
 
     def close(self) -> None:
@@ -847,6 +877,7 @@ class _ParquetWriter:
 #: matched on the exact suffix in those spellings).
 KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
 KOHYA_CONCEPT = "captions"
+KOHYA_FOLDER_SEPARATOR = "__"
 DEFAULT_KOHYA_REPEATS = 1
 
 
@@ -866,10 +897,7 @@ class _KohyaWriter:
     @staticmethod
     def dataset_name(wanted: str) -> str:
         """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
-        name = "__".join(PurePosixPath(wanted).parts)
-        if PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
-            name += ".png"
-        return name
+        return converted_image_name(kohya_flat_name(wanted), kohya=True)
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / self.folders[item.split] / item.name
@@ -879,7 +907,7 @@ class _KohyaWriter:
             load_rgb(item.image.path).save(buffer, "PNG")  # lossless; 16-bit scaled, upright
             data = buffer.getvalue()
         _write_bytes(image_path, data)
-        one_line = " ".join(item.text.splitlines())  # sd-scripts reads the first line only
+        one_line = export_caption_line(item.text)
         _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
         self.used.add(item.split)
 
@@ -1004,6 +1032,10 @@ def export_dataset(
     try:
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
+            # The caption described another picture: never pair it with this one.
+            for path in outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids):
+                stats.outdated += 1
+                stats.problems.append(f"{path}: changed since captioned, left out (caption it again)")
             _run_export(
                 db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,

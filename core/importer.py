@@ -31,11 +31,22 @@ Rules:
   stored verified, every other row (``model``, ``import``) as an unverified import, so an
   export → import into another library keeps exactly the verified set.  Rows without the
   column fall back to *verified*.
-* A human caption that is current is never replaced: the import is stored beside it.
+* A human caption that is current is never replaced: the import is stored beside it —
+  unless the user asks with *replace* (CLI ``--replace``): then the import is taken as the
+  person's own edit made in another tool (stored verified, whatever *verified* says) and
+  becomes current, the replaced caption staying in the history.  Rows that
+  *honour_source* marks as a model's never replace a person's caption.
+* A caption whose text is the current one is unchanged and adds nothing.  Texts are
+  compared as the sidecar export writes them (:func:`core.export.export_caption_line`:
+  one line), so a multi-line caption exported and read back unedited adds no row.  A
+  verified import of the current text of a caption no person has checked yet adds a
+  person's copy of it (the library's own text, line breaks kept), as Accept does.
 * With several captions for one image, the first becomes current and the others are
   kept in its history, in order.
 * Importing the same source again adds nothing (same text from the same origin is
-  skipped), and a caption equal to the current one is not duplicated.
+  skipped).
+* With *dry_run* nothing is written and no job is recorded: the stats count what the
+  import would do (the GUI shows how many people's captions it would replace).
 * Hostile input is reported, never fatal: a row that cannot be used (bad UTF-8, a
   lone surrogate, a caption over :data:`MAX_CAPTION_CHARS`, a bad COCO id) is one
   ``problems`` line and is skipped, the good rows are kept; a file that cannot be parsed
@@ -46,9 +57,11 @@ Rules:
 * Rows are matched to library images by: the image file's own location when SRC is
   (inside) a library folder; the path as the source names it against root-relative
   paths (longest matching tail first); the file name when unique; finally the content
-  fingerprint when SRC holds the image itself.  Paths and names match exactly first,
-  then under Unicode normalization (NFC: macOS writes ``café`` decomposed).  Unmatched
-  and ambiguous rows are counted and the first few named.
+  fingerprint when SRC holds the image itself.  Names an export converted or flattened
+  (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are also tried as the library
+  name they came from (:func:`core.export.library_name_candidates`).  Paths and names
+  match exactly first, then under Unicode normalization (NFC: macOS writes ``café``
+  decomposed).  Unmatched and ambiguous rows are counted and the first few named.
 * Rows naming different paths that reach one photo only by its file name are ambiguous:
   none of them is imported, and each is one problem line naming the other row.  A row
   that reaches by file name a photo another row names by path, location or content is
@@ -70,11 +83,11 @@ from sqlalchemy import insert, select
 
 from core import captions as caption_store
 from core.db import Database
-from core.export import CONVERT_TO_JPEG, MANIFEST_NAME
+from core.export import MANIFEST_NAME, export_caption_line, library_name_candidates
 from core.fingerprint import fingerprint_bytes, fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
 from core.inputs import NotARegularFile, name_key, open_regular, regular_file_problem
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
 from core.models import Caption, CaptionSource, Image, LibraryRoot
 
 if TYPE_CHECKING:
@@ -139,12 +152,18 @@ class ImportStats(JobStats):
     format: str
     #: The captions were written by people (stored as verified).
     verified: bool = False
+    #: Imported captions replace a person's current caption (the user asked).
+    replace: bool = False
+    #: Nothing was written: the counts say what the import would do.
+    dry_run: bool = False
     #: Images the source named (caption groups read).
     rows: int = 0
     #: Caption rows added to the library.
     imported: int = 0
-    #: Added captions that became current.
+    #: Added captions that became current in place of no caption, or a model's or an import.
     current: int = 0
+    #: Added captions that became current in place of a person's caption (with *replace*).
+    replaced: int = 0
     #: Added captions left beside a current human caption (never overwritten).
     kept_human: int = 0
     #: Captions the library already had (same text from the same origin, or current).
@@ -161,6 +180,7 @@ class ImportStats(JobStats):
             "rows": self.rows,
             "imported": self.imported,
             "current": self.current,
+            "replaced": self.replaced,
             "kept_human": self.kept_human,
             "unchanged": self.unchanged,
             "unmatched": self.unmatched,
@@ -180,10 +200,14 @@ class ImportStats(JobStats):
 
     def summary(self) -> str:
         kind = "verified captions" if self.verified else "captions"
+        replaced = f"{self.replaced} replacing a person's caption, " if self.replace else ""
+        if self.dry_run:
+            head = f"{self.TITLE} check {'cancelled' if self.cancelled else 'finished'} (nothing written)"
+        else:
+            head = f"{self.TITLE} {'cancelled' if self.cancelled else 'finished'}"
         return (
-            f"{self.TITLE} {'cancelled' if self.cancelled else 'finished'}: "
-            f"{self.rows} images named, {self.imported} {kind} added "
-            f"({self.current} now current, {self.kept_human} kept beside a person's caption), "
+            f"{head}: {self.rows} images named, {self.imported} {kind} added "
+            f"({self.current} now current, {replaced}{self.kept_human} kept beside a person's caption), "
             f"{self.unchanged} already there, {self.unmatched} unmatched, {self.ambiguous} ambiguous"
         )
 
@@ -775,12 +799,7 @@ class ImageMatcher:
     def _name_variants(name: str) -> list[PurePosixPath]:
         while name.startswith("./"):
             name = name[2:]
-        path = PurePosixPath(name)
-        variants = [path]
-        # Exported "IMG_1.HEIC.jpg" is the JPEG made from library file "IMG_1.HEIC".
-        if path.suffix.lower() == ".jpg" and PurePosixPath(path.stem).suffix.lower() in CONVERT_TO_JPEG:
-            variants.append(path.with_name(path.stem))
-        return variants
+        return [PurePosixPath(candidate) for candidate in library_name_candidates(name)]
 
     @staticmethod
     def _ids(exact: dict[str, list[int]], by_key: dict[str, list[int]], name: str) -> list[int]:
@@ -843,14 +862,43 @@ def _group_verified(group: CaptionGroup, verified: bool, honour_source: bool) ->
     return verified
 
 
+#: What an import does with a source's first caption for an image (the one that may become current).
+UNCHANGED, CURRENT, REPLACED, KEPT_HUMAN = "unchanged", "current", "replaced", "kept_human"
+
+
+def _first_caption_outcome(
+    current: tuple[str, str] | None, text: str, seen: bool, verified: bool, replace: bool
+) -> tuple[str, str]:
+    """``(outcome, text to store)`` for a source's first caption of an image.
+
+    *current* is the image's current ``(text, source)``; *seen* whether the library already
+    has this text from this origin.  The one place the rules in the module doc decide, so a
+    dry run counts exactly what the import does.
+    """
+    human_current = current is not None and current[1] == CaptionSource.HUMAN
+    if current is not None and export_caption_line(current[0]) == export_caption_line(text):
+        if human_current or not verified:
+            return UNCHANGED, text
+        return CURRENT, current[0]  # a person vouches for the caption as it stands in the library
+    if human_current and verified and replace:
+        return REPLACED, text
+    if seen:
+        return UNCHANGED, text
+    return (KEPT_HUMAN if human_current else CURRENT), text
+
+
 def _store_batch(
     db: Database, batch: list[tuple[int, str, CaptionGroup]], fmt: str, verified: bool, stats: ImportStats,
-    honour_source: bool = False,
+    honour_source: bool = False, *, replace: bool = False, dry_run: bool = False,
 ) -> None:
-    """Add one batch of matched groups in one transaction (see the rules in the module doc)."""
+    """Add one batch of matched groups in one transaction (see the rules in the module doc).
+
+    With *dry_run* the same decisions are made and counted, in a read transaction that
+    writes nothing.
+    """
     image_ids = list({image_id for image_id, _how, _group in batch})
     import_verified = verified
-    with db.write() as session:
+    with (db.read() if dry_run else db.write()) as session:
         known: dict[int, set[tuple[str, str | None, str]]] = {i: set() for i in image_ids}
         current: dict[int, tuple[str, str]] = {}
         for image_id, text, origin, caption_source, is_current in session.execute(
@@ -858,7 +906,7 @@ def _store_batch(
                 Caption.image_id.in_(image_ids)
             )
         ):
-            known[image_id].add((text, origin, caption_source))
+            known[image_id].add((export_caption_line(text), origin, caption_source))
             if is_current:
                 current[image_id] = (text, caption_source)
         # Further captions (Flickr8k and COCO have five per image) only join the history:
@@ -868,9 +916,7 @@ def _store_batch(
             verified = _group_verified(group, import_verified, honour_source)
             source = (CaptionSource.HUMAN if verified else CaptionSource.IMPORT).value
             for index, text in enumerate(group.captions):
-                if (text, group.origin, source) in known[image_id]:
-                    stats.unchanged += 1
-                    continue
+                key = (export_caption_line(text), group.origin, source)
                 details = {
                     "format": fmt,
                     "name": group.name,
@@ -882,20 +928,28 @@ def _store_batch(
                 if group.written_by is not None:
                     details["written_by"] = group.written_by
                 if index == 0:
-                    now = current.get(image_id)
-                    if now is not None and now[0] == text and (not verified or now[1] == CaptionSource.HUMAN):
-                        stats.unchanged += 1  # already the current caption, with at least this standing
-                        continue
-                    added = caption_store.add_import_caption(
-                        session, image_id, text, origin=group.origin, details=details, verified=verified
+                    outcome, text = _first_caption_outcome(
+                        current.get(image_id), text, key in known[image_id], verified, replace
                     )
-                    if added.is_current:
-                        if image_id not in stats.made_current:
-                            stats.current += 1
-                            stats.made_current.add(image_id)
-                        current[image_id] = (text, source)
-                    else:
+                    if outcome == UNCHANGED:
+                        stats.unchanged += 1
+                        continue
+                    if not dry_run:
+                        caption_store.add_import_caption(
+                            session, image_id, text, origin=group.origin, details=details, verified=verified,
+                            replace=outcome == REPLACED,
+                        )
+                    if outcome == KEPT_HUMAN:
                         stats.kept_human += 1
+                    else:
+                        stats.replaced += outcome == REPLACED
+                        # Counted once per image: a second source row for it replaces the first.
+                        stats.current += outcome == CURRENT and image_id not in stats.made_current
+                        stats.made_current.add(image_id)
+                        current[image_id] = (text, source)
+                elif key in known[image_id]:
+                    stats.unchanged += 1
+                    continue
                 else:
                     history_rows.append(
                         {
@@ -903,9 +957,9 @@ def _store_batch(
                             "origin": group.origin, "settings": details,
                         }
                     )
-                known[image_id].add((text, group.origin, source))
+                known[image_id].add(key)
                 stats.imported += 1
-        if history_rows:
+        if history_rows and not dry_run:
             session.execute(insert(Caption), history_rows)
 
 
@@ -916,14 +970,18 @@ def import_captions(
     *,
     verified: bool = False,
     honour_source: bool = False,
+    replace: bool = False,
+    dry_run: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
 ) -> ImportStats:
     """Import captions from *src* in format *fmt* into *library* (see the module doc).
 
-    Raises :class:`CaptionImportError` when *src* is not such a source.  Batches are
-    committed as they go: a cancelled import keeps what it stored.  Recorded as an
-    ``import`` job.
+    With *replace* the imported captions are a person's (verified) and replace a person's
+    current caption.  With *dry_run* nothing is written and no job is recorded: the stats
+    count what the import would do.  Raises :class:`CaptionImportError` when *src* is not
+    such a source.  Batches are committed as they go: a cancelled import keeps what it
+    stored.  Recorded as an ``import`` job.
     """
     reader = _READERS.get(fmt)
     if reader is None:
@@ -933,18 +991,20 @@ def import_captions(
         raise CaptionImportError(f"not found: {source}")
     if not source.is_dir() and (problem := regular_file_problem(source)) is not None:
         raise CaptionImportError(f"cannot import {source}: {problem}")
-    stats = ImportStats(format=fmt, verified=verified)
+    verified = verified or replace  # a replacement is a person's edit made elsewhere
+    stats = ImportStats(format=fmt, verified=verified, replace=replace, dry_run=dry_run)
     db: Database = library.db
     groups = reader(source, stats)
     # Read the first group before recording a job: a source that is not of this format
     # is the user's mistake (CaptionImportError), not a failed job.
     first = next(groups, None)
-    params = {"format": fmt, "src": str(source), "verified": verified, "honour_source": honour_source}
-    with library.job("import", params, stats, progress) as run:
+    pending = [first] if first is not None else []
+
+    def import_all(report: Callable[..., None]) -> None:
         matcher = ImageMatcher(db)
         batch: list[tuple[int, str, CaptionGroup]] = []
         claims = _NameClaims()
-        pending = [first] if first is not None else []
+        verb = "Checking" if dry_run else "Importing"
         for group in _chain(pending, groups):
             if cancel.is_set():
                 stats.cancelled = True
@@ -958,23 +1018,38 @@ def import_captions(
             elif claims.add(image_id, how, group):
                 batch.append((image_id, how, group))
                 if len(batch) >= WRITE_BATCH:
-                    _store_batch(db, batch, fmt, verified, stats, honour_source)
+                    _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
                     batch.clear()
-            run.progress(stats.rows, None, f"Importing {fmt}")
+            report(stats.rows, None, f"{verb} {fmt}")
         if not stats.cancelled:
             # Every row is read: the name-only matches that no other row contradicts are safe.
             for item in claims.resolve(stats):
                 batch.append(item)
                 if len(batch) >= WRITE_BATCH:
-                    _store_batch(db, batch, fmt, verified, stats, honour_source)
+                    _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
                     batch.clear()
                     if cancel.is_set():
                         stats.cancelled = True
                         break
-                    run.progress(stats.rows, None, f"Importing {fmt}")
+                    report(stats.rows, None, f"{verb} {fmt}")
         if batch:
-            _store_batch(db, batch, fmt, verified, stats, honour_source)
-        run.progress(stats.rows, None, "Import cancelled" if stats.cancelled else "Import finished", force=True)
+            _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
+        report(stats.rows, None, f"{verb} cancelled" if stats.cancelled else f"{verb} finished", force=True)
+
+    if dry_run:
+        throttle = Throttle()
+
+        def report(done: int, total: int | None, message: str, *, force: bool = False) -> None:
+            if force or throttle.ready():
+                progress(Progress(done, total, message, stats.counts()))
+
+        import_all(report)
+        return stats
+    params = {
+        "format": fmt, "src": str(source), "verified": verified, "honour_source": honour_source, "replace": replace,
+    }
+    with library.job("import", params, stats, progress) as run:
+        import_all(run.progress)
     return stats
 
 

@@ -52,6 +52,8 @@ class RootStatus:
     model: int = 0
     human: int = 0
     imported: int = 0
+    #: Captioned before their picture changed at the same path (the caption is in history).
+    changed: int = 0
     missing: int = 0
     errors: int = 0
 
@@ -201,7 +203,8 @@ class Library:
     # -- status --------------------------------------------------------------------
 
     def status(self) -> list[RootStatus]:
-        """Counts per root: images, uncaptioned, by model / human / import, missing, errors.
+        """Counts per root: images, uncaptioned, by model / human / import, changed since
+        captioned, missing, errors.
 
         Each image counts once, in its display state (:data:`core.queries.STATE_SQL`), so
         these are the numbers the GUI's sidebar shows and they add up to ``images``.
@@ -210,7 +213,7 @@ class Library:
 
         from core.queries import STATE_SQL
 
-        states = ("uncaptioned", "model", "verified", "imported", "missing", "error")
+        states = ("uncaptioned", "model", "verified", "imported", "changed", "missing", "error")
         sums = ", ".join(f"coalesce(sum({STATE_SQL[s]}), 0)" for s in states)
         sql = (
             f"SELECT r.id, r.path, count(i.id), {sums} FROM library_roots r"

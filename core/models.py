@@ -87,6 +87,12 @@ class Image(Base):
     #: fingerprint before its first change (trigger, migration 0003); None = neither.  The
     #: train/validation split hashes ``split_key or fingerprint`` (see core.splits).
     split_key: Mapped[str | None] = mapped_column(String(40))
+    #: The key of the picture as last scanned: its image-data key, else its fingerprint
+    #: (migration 0005); another key at the same path means the picture itself changed.
+    content_key: Mapped[str | None] = mapped_column(String(40))
+    #: The caption that was current when the picture changed under it (now in history);
+    #: set means *changed since captioned* until a caption is current again (trigger).
+    outdated_caption_id: Mapped[int | None]
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))

@@ -22,7 +22,9 @@ The *display state* of an image (the badge in the grid) is derived in one place,
 :data:`STATE_SQL` / :func:`display_state`, so filters, counts and badges always agree:
 ``error`` and ``missing`` (the file) win over the caption; otherwise the current
 caption's source decides: none → ``uncaptioned``, model → ``model``, a person's →
-``verified``, an import → ``imported``.
+``verified``, an import → ``imported``.  No current caption because the picture changed
+at the same path after it was captioned (the scanner moved that caption to history,
+``images.outdated_caption_id``) → ``changed`` ("changed since captioned").
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
 from core.captions import format_confidence, history_action, provenance_lines
+from core.jobs import count_phrase
 
-DisplayState = Literal["uncaptioned", "model", "verified", "imported", "error", "missing"]
+DisplayState = Literal["uncaptioned", "model", "verified", "imported", "changed", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
     "uncaptioned",
     "model",
     "verified",
     "imported",
+    "changed",
     "error",
     "missing",
 )
@@ -53,13 +57,26 @@ SortKey = Literal["name", "date", "confidence"]
 
 #: SQL condition for each display state, over ``images i`` LEFT JOIN current ``captions c``.
 STATE_SQL: dict[str, str] = {
-    "uncaptioned": "(i.state = 'ok' AND c.id IS NULL)",
+    "uncaptioned": "(i.state = 'ok' AND c.id IS NULL AND i.outdated_caption_id IS NULL)",
     "model": "(i.state = 'ok' AND c.source = 'model')",
     "verified": "(i.state = 'ok' AND c.source = 'human')",
     "imported": "(i.state = 'ok' AND c.source = 'import')",
+    "changed": "(i.state = 'ok' AND c.id IS NULL AND i.outdated_caption_id IS NOT NULL)",
     "error": "(i.state = 'error')",
     "missing": "(i.state = 'missing')",
 }
+
+#: The images a caption run writes a caption for without being told to overwrite: none
+#: yet, or one that described the file's earlier picture.
+NEEDS_CAPTION: frozenset[str] = frozenset({"uncaptioned", "changed"})
+
+
+
+def outdated_phrase(count: int) -> str:
+    """Summary words for images a job left out because their picture changed."""
+    were = "was" if count == 1 else "were"
+    return f"{count_phrase(count, 'photo', 'photos')} changed since captioned {were} left out"
+
 
 _SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
 
@@ -72,14 +89,15 @@ CURRENT_JOIN = " FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.i
 _FROM = CURRENT_JOIN
 
 
-def display_state(image_state: str, caption_source: str | None) -> DisplayState:
-    """The badge of an image: see the module docstring."""
+def display_state(image_state: str, caption_source: str | None, outdated: bool = False) -> DisplayState:
+    """The badge of an image: see the module docstring (*outdated*: it has an
+    ``outdated_caption_id``)."""
     if image_state == "error":
         return "error"
     if image_state == "missing":
         return "missing"
     if caption_source is None:
-        return "uncaptioned"
+        return "changed" if outdated else "uncaptioned"
     return _SOURCE_STATE.get(caption_source, "model")  # type: ignore[return-value]
 
 
@@ -123,9 +141,10 @@ class ImageFilter:
 
 
 def review_queue_filter(base: ImageFilter | None = None) -> ImageFilter:
-    """Model captions, least confident first: the order in which to fix the worst."""
+    """Model captions, least confident first: the order in which to fix the worst; then
+    (unscored) the pictures that changed since they were captioned."""
     base = base or ImageFilter()
-    return base.with_(states=frozenset({"model"}), sort="confidence", descending=False)
+    return base.with_(states=frozenset({"model", "changed"}), sort="confidence", descending=False)
 
 
 _FTS_TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -385,10 +404,12 @@ class ImageRow:
     source: str | None
     score: float | None
     model_name: str | None
+    #: The caption that described this file's earlier picture (see ``changed``).
+    outdated_caption_id: int | None = None
 
     @property
     def state(self) -> DisplayState:
-        return display_state(self.image_state, self.source)
+        return display_state(self.image_state, self.source, self.outdated_caption_id is not None)
 
     @property
     def path(self) -> str:
@@ -408,7 +429,7 @@ def fetch_rows(session: Session, ids: Sequence[int]) -> dict[int, ImageRow]:
         chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
         sql = (
             "SELECT i.id, i.root_id, r.path, i.rel_path, i.fingerprint, i.state, i.error,"
-            " i.width, i.height, c.id, c.text, c.source, c.score, c.model_name"
+            " i.width, i.height, c.id, c.text, c.source, c.score, c.model_name, i.outdated_caption_id"
             f"{_FROM} JOIN library_roots r ON r.id = i.root_id WHERE i.id IN ({chunk})"
         )
         for values in session.execute(text(sql)):
@@ -534,6 +555,7 @@ class Counts:
     imported: int = 0
     errors: int = 0
     missing: int = 0
+    changed: int = 0
 
     def add(self, other: Counts) -> None:
         for name in self.__dataclass_fields__:
@@ -566,7 +588,7 @@ def folder_tree(session: Session) -> list[FolderNode]:
         "SELECT i.root_id, rtrim(i.rel_path, replace(i.rel_path, '/', '')) AS dir, count(*),"
         f" sum({STATE_SQL['uncaptioned']}), sum({STATE_SQL['model']}),"
         f" sum({STATE_SQL['verified']}), sum({STATE_SQL['imported']}),"
-        f" sum({STATE_SQL['error']}), sum({STATE_SQL['missing']})"
+        f" sum({STATE_SQL['error']}), sum({STATE_SQL['missing']}), sum({STATE_SQL['changed']})"
         f"{_FROM} GROUP BY i.root_id, dir"
     )
     for root_id, folder, *numbers in session.execute(text(sql)):

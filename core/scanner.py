@@ -9,7 +9,13 @@ A scan walks each library root and brings the ``images`` table in line with the 
   and mtime did not change, so an error whose cause went away does not stick;
 * a file that disappeared becomes ``state='missing'``; its captions are kept;
 * a file that appears with the fingerprint of a missing one is the same photo moved or
-  renamed: the old record (and its captions) moves to the new path.
+  renamed: the old record (and its captions) moves to the new path;
+* captions belong to pictures, not paths: files that traded places (two names swapped,
+  a cycle of renames) take their own records along, and a file whose *picture* changed at
+  the same path (its content key, :func:`core.fingerprint.image_data_key` or else the
+  fingerprint, differs; a metadata rewrite keeps it) has its current caption moved to
+  history and becomes *changed since captioned* (``images.outdated_caption_id``) until
+  a caption is current again.
 
 Only a scan that walked a root to the end marks anything missing: a cancelled or
 crashed scan keeps every record as it was, and the next scan picks up from the disk.
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.db import Database
 from core.filenames import for_display, to_os, to_stored
@@ -64,6 +71,8 @@ class ScanStats(JobStats):
     unchanged: int = 0
     moved: int = 0
     missing: int = 0
+    #: Captioned images whose picture changed at the same path (caption now in history).
+    outdated: int = 0
     reappeared: int = 0
     errors: int = 0
     #: The images counted in ``errors``: ``"path: reason"`` each (all of them).
@@ -79,7 +88,8 @@ class ScanStats(JobStats):
         }
 
     def summary_counts(self) -> dict[str, int]:
-        return {"files": self.files_seen, **self.counts()}
+        extra = {"changed since captioned": self.outdated} if self.outdated else {}
+        return {"files": self.files_seen, **self.counts(), **extra}
 
 
 def _is_hidden(entry: os.DirEntry[str]) -> bool:
@@ -168,6 +178,7 @@ def _describe(path: str, st: os.stat_result, *, new: bool = False) -> dict[str, 
     }
     if new:
         row["split_key"] = None  # every inserted row has the same columns
+    row["content_key"] = None
     try:
         row["fingerprint"], head = fingerprint_and_head(path, st.st_size)
     except OSError as exc:
@@ -176,11 +187,13 @@ def _describe(path: str, st: os.stat_result, *, new: bool = False) -> dict[str, 
         row["state"] = ImageState.ERROR.value
         row["error"] = f"cannot read file: {exc.strerror or exc}"
         return row
+    try:
+        data_key = image_data_key(path, st.st_size, head)
+    except OSError:
+        data_key = None  # the fingerprint stands in (as for TIFF, HEIC...)
     if new:
-        try:
-            row["split_key"] = image_data_key(path, st.st_size, head)
-        except OSError:
-            row["split_key"] = None  # the fingerprint stands in (as for TIFF, HEIC...)
+        row["split_key"] = data_key
+    row["content_key"] = data_key or row["fingerprint"]
     try:
         info = probe(path, head)
     except ImageDecodeError as exc:
@@ -221,6 +234,10 @@ class _RootScan:
         self.inserts: list[dict[str, object]] = []
         self.updates: list[dict[str, object]] = []
         self.reappeared: list[int] = []
+        #: Records whose file has other bytes this scan: id -> (old fingerprint, new fingerprint).
+        self.content_changes: dict[int, tuple[str, str]] = {}
+        #: Of those, the ones whose current caption went to history: id -> that caption.
+        self.outdated: dict[int, int] = {}
 
     def visit(self, rel_path: str, st: os.stat_result) -> None:
         stats = self.stats
@@ -278,6 +295,7 @@ class _RootScan:
             if self.updates:
                 for row in self.updates:
                     row["last_seen_at"] = now
+                outdate = self._compare_content(session)
                 columns = [k for k in self.updates[0] if k != "b_id"]
                 stmt = (
                     update(Image)
@@ -285,6 +303,13 @@ class _RootScan:
                     .values({c: bindparam(c) for c in columns})
                 )
                 session.connection().execute(stmt, self.updates)
+                # In the same transaction as the new fingerprint: a crash can never
+                # leave a new picture paired with the old picture's current caption.
+                for image_id, caption_id in outdate:
+                    session.execute(update(Caption).where(Caption.id == caption_id).values(is_current=False))
+                    session.execute(
+                        update(Image).where(Image.id == image_id).values(outdated_caption_id=caption_id)
+                    )
             if self.reappeared:
                 session.execute(
                     update(Image)
@@ -295,6 +320,43 @@ class _RootScan:
         self.updates.clear()
         self.reappeared.clear()
 
+    def _compare_content(self, session: Session) -> list[tuple[int, int]]:
+        """Compare the pending updates' content keys with the stored ones.
+
+        Fills :attr:`content_changes` (every new fingerprint, for
+        :func:`_settle_content_moves`); returns ``(image_id, current caption id)`` of the
+        captioned images whose picture changed.  A file in error keeps its stored key
+        (a half-copied file is not a new picture).  A record without a stored key (from
+        before content keys) cannot be compared: its new key is stored for next time.
+        """
+        ids = [int(row["b_id"]) for row in self.updates]  # type: ignore[call-overload]
+        old: dict[int, tuple[str, str | None, int | None]] = {}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            for image_id, fingerprint, content_key, caption_id in session.execute(
+                select(Image.id, Image.fingerprint, Image.content_key, Caption.id)
+                .outerjoin(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
+                .where(Image.id.in_(chunk))
+            ):
+                old[image_id] = (fingerprint, content_key, caption_id)
+        outdate: list[tuple[int, int]] = []
+        for row in self.updates:
+            image_id = int(row["b_id"])  # type: ignore[call-overload]
+            old_fingerprint, old_key, caption_id = old[image_id]
+            if row["state"] == ImageState.ERROR or row["content_key"] is None:
+                row["content_key"] = old_key
+                continue
+            if row["fingerprint"] != old_fingerprint and not old_fingerprint.startswith("unreadable:"):
+                # Other bytes: maybe another record's file (a swap), even without a stored key.
+                self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
+            if old_key is None or row["content_key"] == old_key:
+                continue
+            if caption_id is not None:
+                outdate.append((image_id, caption_id))
+                self.outdated[image_id] = caption_id
+                self.stats.outdated += 1
+        return outdate
+
     def finish(self) -> list[int]:
         """After a complete walk: the ids of records whose files were not found."""
         return [
@@ -302,6 +364,75 @@ class _RootScan:
             for image_id, _size, _mtime, state in self.known.values()
             if image_id not in self.seen_ids and state != ImageState.MISSING
         ]
+
+
+_FILE_COLUMNS = (
+    "root_id", "rel_path", "size", "mtime_ns", "fingerprint", "content_key",
+    "width", "height", "format", "state", "error", "last_seen_at",
+)
+
+
+def _settle_content_moves(
+    db: Database, changes: Mapping[int, tuple[str, str]], outdated: Mapping[int, int], stats: ScanStats
+) -> None:
+    """Give files that traded places (a swap, a cycle of renames) their own records back.
+
+    *changes* maps each record whose file has other bytes this scan to ``(old fingerprint,
+    new fingerprint)``.  When the picture now at record X's path is the one record S
+    had, and following that chain comes back to X, the records of the cycle exchange
+    their paths and file columns: each record, with its captions, history, split key and
+    every reference to it, lands where its picture is now, and the caption the scan had
+    moved to history is current again.  A fingerprint shared by several records is
+    ambiguous and a chain that does not close (a file overwritten by another) is left as
+    found: those images stay *changed since captioned*, which loses nothing.
+    """
+    by_old: dict[str, list[int]] = {}
+    for image_id, (old_fp, _new_fp) in changes.items():
+        by_old.setdefault(old_fp, []).append(image_id)
+    source = {}
+    for image_id, (_old_fp, new_fp) in changes.items():
+        owners = by_old.get(new_fp, [])
+        if len(owners) == 1 and owners[0] != image_id:
+            source[image_id] = owners[0]
+    cycles: list[list[int]] = []
+    placed: set[int] = set()
+    for start in sorted(source):
+        if start in placed:
+            continue
+        chain = [start]
+        while (nxt := source.get(chain[-1])) is not None and nxt not in chain and nxt not in placed:
+            chain.append(nxt)
+        if source.get(chain[-1]) == start:
+            cycles.append(chain)
+            placed.update(chain)
+    if not cycles:
+        return
+    ids = [image_id for cycle in cycles for image_id in cycle]
+    with db.write() as session:
+        columns = [getattr(Image, name) for name in _FILE_COLUMNS]
+        files: dict[int, dict[str, object]] = {}
+        for start in range(0, len(ids), 900):
+            for row in session.execute(select(Image.id, *columns).where(Image.id.in_(ids[start : start + 900]))):
+                files[row[0]] = dict(zip(_FILE_COLUMNS, row[1:], strict=True))
+        # Free every path of the cycles first: (root, path) is unique.
+        for image_id in ids:
+            session.execute(update(Image).where(Image.id == image_id).values(rel_path=f"\x00moving/{image_id}"))
+        for cycle in cycles:
+            for place, mover in zip(cycle, cycle[1:] + cycle[:1], strict=True):
+                # The picture at *place*'s path is *mover*'s: the record follows it.
+                session.execute(update(Image).where(Image.id == mover).values(files[place]))
+                caption_id = outdated.get(mover)
+                if caption_id is None:
+                    continue
+                other = aliased(Caption)  # not correlated with the row being updated
+                has_current = select(other.id).where(other.image_id == mover, other.is_current.is_(True))
+                # Unless a caption was written for it meanwhile (the window stays usable).
+                restored = session.execute(
+                    update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
+                )
+                stats.outdated -= restored.rowcount
+    stats.moved += len(ids)
+    stats.changed -= len(ids)
 
 
 def _settle_vanished(
@@ -392,6 +523,8 @@ def scan(
     throttle = Throttle(0.1)
     started = time.monotonic()
     vanished: list[int] = []
+    content_changes: dict[int, tuple[str, str]] = {}
+    outdated: dict[int, int] = {}
 
     def report(message: str) -> None:
         elapsed = time.monotonic() - started
@@ -414,6 +547,8 @@ def scan(
             if throttle.ready():
                 report(f"Scanning {root_path}")
         state.flush()
+        content_changes.update(state.content_changes)
+        outdated.update(state.outdated)
         if not completed:
             stats.cancelled = True
             break
@@ -429,6 +564,9 @@ def scan(
                 update(LibraryRoot).where(LibraryRoot.id == root_id).values(last_scan_at=utcnow())
             )
 
+    # Every record of a cycle was seen (its path holds another's picture): a cancelled
+    # scan settles the cycles it flushed too.
+    _settle_content_moves(db, content_changes, outdated, stats)
     if not stats.cancelled:
         _settle_vanished(db, vanished, stats, scan_started)
         # "unreadable" is every image of these roots in error now (as ``status`` counts

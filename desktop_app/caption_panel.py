@@ -391,6 +391,8 @@ def badge_tooltip(row: ImageRow) -> str:
         "model": "Model caption, not reviewed yet",
         "verified": "Verified by a person (used for training)",
         "imported": "Imported caption, not reviewed yet",
+        "changed": "Changed since captioned: the picture changed after it was captioned; its caption "
+        "is in history (restore it if it still fits) and the next caption run writes a new one",
         "error": "This file cannot be read" + (f": {row.error}" if row.error else ""),
         "missing": "The file is missing from disk",
     }.get(row.state, row.state)

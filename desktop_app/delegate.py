@@ -22,6 +22,7 @@ BADGES: dict[str, tuple[str, str]] = {
     "model": ("model", "#2f6fd6"),
     "verified": ("verified", "#2e9d4a"),
     "imported": ("imported", "#8a5cc2"),
+    "changed": ("changed", "#c2185b"),
     "error": ("error", "#d33c2f"),
     "missing": ("missing", "#d98a1c"),
 }

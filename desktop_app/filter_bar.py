@@ -6,7 +6,7 @@ once per key; the query itself runs on a pool thread (see the window).
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractItemModel, QTimer, Signal
+from PySide6.QtCore import QAbstractItemModel, Qt, QTimer, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -29,8 +29,15 @@ STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
     ("Model (unverified)", frozenset({"model"})),
     ("Verified", frozenset({"verified"})),
     ("Imported", frozenset({"imported"})),
+    ("Picture changed", frozenset({"changed"})),
     ("Errors / missing", frozenset({"error", "missing"})),
+    ("To review", frozenset({"model", "changed"})),
 ]
+#: Item tooltips where the short label needs more words.
+_STATE_TIPS = {
+    frozenset({"changed"}): "Changed since captioned: the picture at this path changed after it was captioned",
+    frozenset({"model", "changed"}): "The review queue: model captions, then pictures changed since captioned",
+}
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
 
 
@@ -95,6 +102,8 @@ class FilterBar(QWidget):
         self.state = QComboBox()
         for label, states in STATE_CHOICES:
             self.state.addItem(label, states)
+            if states in _STATE_TIPS:
+                self.state.setItemData(self.state.count() - 1, _STATE_TIPS[states], Qt.ItemDataRole.ToolTipRole)
         self.model = QComboBox()
         self.model.setMinimumContentsLength(10)
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

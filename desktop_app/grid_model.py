@@ -154,7 +154,8 @@ class ImageGridModel(QAbstractListModel):
                 start = prev = row
 
     def review_progress(self) -> tuple[int, int]:
-        """``(reviewed, total)`` over the rows shown: rows no longer holding a model caption.
+        """``(reviewed, total)`` over the rows shown: rows no longer holding a model caption
+        (or, for a picture changed since captioned, holding a caption again).
 
         In the review queue every row held an unreviewed model caption when the list was
         loaded; accepted and edited rows stay in place (rows are refreshed, not
@@ -164,7 +165,7 @@ class ImageGridModel(QAbstractListModel):
         if self._library is None or not total:
             return 0, total
         with self._library.db.read() as session:
-            unreviewed = len(ids_in_state(session, self._ids, "model"))
+            unreviewed = sum(len(ids_in_state(session, self._ids, s)) for s in ("model", "changed"))
         return total - unreviewed, total
 
     def refresh_all(self) -> None:

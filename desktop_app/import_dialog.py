@@ -1,8 +1,11 @@
 """File → Import captions…: :func:`core.importer.import_captions` (as ``captiondesk import``).
 
-Format, source (a file or a folder), and whether a person checked the captions.  The
-import runs in the background with progress and Cancel; a person's caption in the
-library is never replaced (core keeps an imported one beside it).
+Format, source (a file or a folder), whether a person checked the captions, and whether
+they are the person's own edits made in another tool that should replace the library's
+captions (``--replace``).  A person's caption in the library is replaced only with that
+choice, and only after the dialog has shown how many would be: it first runs the same
+function with ``dry_run=True`` (nothing written) for the current choices.  The import
+runs in the background with progress and Cancel.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ VERIFIED_EXPLANATION = (
     "training ignores them unless you ask it to include imported captions."
 )
 
+REPLACE_EXPLANATION = (
+    "For captions you exported, corrected in another program (taggui, a text editor) and now bring "
+    "back: each edited caption becomes the current, verified one, also where a person's caption is "
+    "current now; the caption it replaces stays in the history. Captions you left unchanged add nothing."
+)
+
 
 class ImportDialog(QDialog):
     imported = Signal(object)
@@ -56,6 +65,11 @@ class ImportDialog(QDialog):
         self.setFixedWidth(DIALOG_WIDTH)
         self.library = library
         self.stats: Any = None
+        #: The last preview (a dry run's stats) and the choices it was made for.
+        self.plan: Any = None
+        self._checked_choices: tuple[Any, ...] | None = None
+        self._pending_choices: tuple[Any, ...] | None = None
+        self._mode = ""
         self.runner = JobRunner(self)
 
         self.format = QComboBox()
@@ -70,6 +84,11 @@ class ImportDialog(QDialog):
         file_button.clicked.connect(self.choose_file)
         self.verified = QCheckBox("These captions were checked by a person")
         self.verified_help = wrapped(VERIFIED_EXPLANATION)
+        self.replace = QCheckBox("These are my own edits: replace the captions in the library")
+        self.replace_help = wrapped(REPLACE_EXPLANATION)
+        # Wrapped, not elided: every number in it matters (the text is bounded: counts only).
+        self.plan_label = wrapped("")
+        self.preview_button = QPushButton("Preview")
 
         form = QFormLayout()
         form.addRow("Format", self.format)
@@ -80,19 +99,28 @@ class ImportDialog(QDialog):
         source_row.addWidget(file_button)
         form.addRow("Source", source_row)
         self.footer = JobFooter("Import")
+        self.footer.buttons.insertWidget(1, self.preview_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.verified)
         layout.addWidget(self.verified_help)
+        layout.addWidget(self.replace)
+        layout.addWidget(self.replace_help)
+        layout.addWidget(self.plan_label)
         layout.addWidget(self.footer)
 
         self.format.currentIndexChanged.connect(self._format_changed)
+        self.format.currentIndexChanged.connect(self._choices_changed)
+        self.source.textChanged.connect(self._choices_changed)
+        self.verified.toggled.connect(self._choices_changed)
+        self.replace.toggled.connect(self._replace_toggled)
+        self.preview_button.clicked.connect(self.check)
         self.footer.start_button.clicked.connect(self.start)
         self.footer.cancel_button.clicked.connect(self.runner.cancel)
         self.footer.close_button.clicked.connect(self.close)
         self.runner.progress.connect(self.footer.show_progress)
         self.runner.finished.connect(self._on_finished)
-        self.runner.failed.connect(lambda message, _detail: self.footer.finish(message))
+        self.runner.failed.connect(lambda message, _detail: self._on_failed(message))
         self._format_changed()
 
     def _format_changed(self) -> None:
@@ -108,33 +136,94 @@ class ImportDialog(QDialog):
         if path:
             self.source.setText(path)
 
-    def start(self) -> bool:
-        src = self.source.text().strip()
+    def choices(self) -> tuple[str, str, bool, bool]:
+        return self.format.currentData(), self.source.text().strip(), self.verified.isChecked(), \
+            self.replace.isChecked()
+
+    def _replace_toggled(self, on: bool) -> None:
+        # A replacement is a person's edit: it is always stored verified.
+        if on:
+            self.verified.setChecked(True)
+        self.verified.setEnabled(not on)
+        self._choices_changed()
+        if on and self.source.text().strip() and not self.runner.running:
+            self.check()
+
+    def _choices_changed(self) -> None:
+        self._checked_choices = None
+        self.plan_label.setText("Not previewed yet: Preview shows how many of the library's captions "
+                                "change." if self.replace.isChecked() else "")
+
+    def _run(self, dry_run: bool) -> bool:
+        if self.runner.running:
+            return False
+        fmt, src, verified, replace = choices = self.choices()
         if not src:
             self.footer.status.setText("Choose a file or folder to import from.")
             return False
-        fmt, verified, library = self.format.currentData(), self.verified.isChecked(), self.library
+        library = self.library
+        self._mode = "check" if dry_run else "import"
+        self._pending_choices = choices
 
         def work(progress: Any, cancel: Any) -> Any:
             from core.importer import import_captions
 
-            return import_captions(library, fmt, src, verified=verified, progress=progress, cancel=cancel)
+            return import_captions(library, fmt, src, verified=verified, replace=replace, dry_run=dry_run,
+                                   progress=progress, cancel=cancel)
 
-        self.footer.set_running(True, f"Importing {fmt}…")
+        self.footer.set_running(True, f"Checking what importing {fmt} would change…" if dry_run
+                                else f"Importing {fmt}…")
+        self.preview_button.setEnabled(False)
         return self.runner.start(work)
 
+    def check(self) -> bool:
+        """Dry run: count what an import with the current choices would do, writing nothing."""
+        return self._run(dry_run=True)
+
+    def start(self) -> bool:
+        """Import; with *replace* only once the preview for these exact choices was shown."""
+        if self.replace.isChecked() and self._checked_choices != self.choices():
+            return self.check()
+        return self._run(dry_run=False)
+
+    def _on_failed(self, message: str) -> None:
+        self.preview_button.setEnabled(True)
+        self.footer.finish(message)
+
     def _on_finished(self, stats: Any) -> None:
+        self.preview_button.setEnabled(True)
+        if self._mode == "check":
+            self._on_checked(stats)
+            return
         self.stats = stats
-        kind = "verified captions" if self.verified.isChecked() else "captions"
+        self._checked_choices = None
+        kind = "verified captions" if stats.verified else "captions"
         head = "Cancelled" if stats.cancelled else "Imported"
+        replaced = f", {stats.replaced} replacing a person's caption" if stats.replace else ""
         self.footer.finish(
-            f"{head}: {stats.imported} {kind} added ({stats.kept_human} kept beside a person's caption), "
+            f"{head}: {stats.imported} {kind} added ({stats.kept_human} kept beside a person's caption{replaced}), "
             f"{stats.unchanged} already there, {stats.unmatched} not in the library")
+        if stats.replace:
+            self.plan_label.setText("")
         details = list(stats.problems[:20])
         if stats.unmatched_names:
             details.append("Not in the library: " + ", ".join(stats.unmatched_names))
         self.footer.status.setToolTip(self.footer.status.full_text() + ("\n" + "\n".join(details) if details else ""))
         self.imported.emit(stats)
+
+    def _on_checked(self, stats: Any) -> None:
+        self.plan = stats
+        if self._pending_choices != self.choices():  # changed while checking
+            self.footer.finish("")
+            self._choices_changed()
+            return
+        self._checked_choices = None if stats.cancelled else self._pending_choices
+        self.plan_label.setText(
+            f"Will replace {stats.replaced} captions a person wrote; {stats.current} more become current, "
+            f"{stats.kept_human} kept beside a person's caption, {stats.unchanged} unchanged, "
+            f"{stats.unmatched + stats.ambiguous} not in the library")
+        self.plan_label.setToolTip("\n".join(stats.problems[:20]))
+        self.footer.finish("Preview cancelled." if stats.cancelled else "Previewed: nothing imported yet.")
 
     def closeEvent(self, event: Any) -> None:
         self.runner.shutdown()

@@ -39,6 +39,7 @@ def _breakdown(counts: Counts) -> str:
         (counts.model, "model captions to review"),
         (counts.verified, "verified"),
         (counts.imported, "imported"),
+        (counts.changed, "changed since captioned"),
         (counts.errors + counts.missing, "unreadable or missing"),
     ):
         if number:

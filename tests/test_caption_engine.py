@@ -3,6 +3,7 @@ real tiny models in test_captioning_models.py and test_caption_cli.py)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,12 @@ from sqlalchemy import select
 from core import captions
 from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captioning.settings import GenerationSettings
+from core.export import export_dataset
 from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, Image
+from core.queries import NEEDS_CAPTION, ImageFilter, fetch_rows
+from core.training.data import collect_training_data
 from tests.imagegen import make_corpus, write_jpeg
 
 
@@ -248,6 +252,40 @@ def test_scope_by_ids_and_uncaptioned(library: Library, photo_dir: Path) -> None
     # Another model's caption is not "uncaptioned": only the three without one.
     assert (stats.captioned, stats.skipped) == (3, 0) and set(_current(library)) == set(ids)
     assert library.jobs("caption")[-1].params["scope"]["states"] == ["uncaptioned"]
+
+
+def test_changed_picture_is_left_out_of_export_and_training_and_captioned_again(
+    library: Library, photo_dir: Path, tmp_path: Path
+) -> None:
+    ids = _scanned(library, photo_dir, n=6)
+    with library.db.write() as session:
+        for image_id in ids:
+            captions.set_human_caption(session, image_id, f"green photo number {image_id}")
+    replaced = write_jpeg(photo_dir / "00.jpg", color=(200, 20, 20), size=(90, 70), seed=99)
+    os.utime(replaced, ns=(1, 1))
+    assert library.scan().outdated == 1
+    changed_id = ids[0]
+
+    export = export_dataset(library, "csv", tmp_path / "csv", val_ratio=0.5)
+    assert (export.exported, export.outdated) == (5, 1)
+    assert "1 photo changed since captioned was left out" in export.summary()
+    assert f"green photo number {changed_id}," not in (tmp_path / "csv" / "captions.csv").read_text()
+    data = collect_training_data(library, val_ratio=0.5)
+    assert len(data.train) + len(data.validation) == 5 and data.outdated == 1
+    assert "1 photo changed since captioned was left out" in data.summary()
+
+    # No overwrite flag: the person's caption described another picture.  The scope is
+    # the window's "everything uncaptioned"; the CLI's whole-library scope selects the same.
+    spec = CaptionJobSpec(model="fake-model", batch_size=4, scope=ImageFilter(states=NEEDS_CAPTION))
+    stats = run_caption_job(library, spec, captioner=FakeCaptioner())
+    assert stats.captioned == 1
+    with library.db.read() as session:
+        history = captions.caption_history(session, changed_id)
+        row = fetch_rows(session, [changed_id])[changed_id]
+    assert [(c.text, c.source, c.is_current) for c in history] == [
+        (f"green photo number {changed_id}", "human", False), ("a 90x70 photo", "model", True)]
+    assert row.state == "model" and row.outdated_caption_id is None
+    assert run_caption_job(library, CaptionJobSpec(model="fake-model"), captioner=FakeCaptioner()).captioned == 0
 
 
 @pytest.mark.parametrize(

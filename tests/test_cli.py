@@ -36,8 +36,8 @@ def test_add_scan_status(tmp_path: Path, photo_dir: Path, capsys: pytest.Capture
     assert main(["--library", lib, "status"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if str(photo_dir.resolve())[-30:] in l)
-    # images, uncaptioned, model, human, imported, missing, errors
-    assert line.split()[-7:] == ["3", "2", "0", "0", "0", "0", "1"]
+    # images, uncaptioned, model, human, imported, changed, missing, errors
+    assert line.split()[-8:] == ["3", "2", "0", "0", "0", "0", "0", "1"]
 
 
 def test_library_from_environment(tmp_path: Path, photo_dir: Path, monkeypatch) -> None:

@@ -144,6 +144,50 @@ def test_import_dialog_imports_sidecars_as_verified(qtbot, library, photo_dir, t
     assert "3 verified captions added" in dialog.footer.status.full_text()
 
 
+def test_import_dialog_replace_previews_then_replaces_peoples_captions(qtbot, library, photo_dir, tmp_path):
+    from core import captions
+
+    for k in range(3):
+        write_jpeg(photo_dir / f"p{k}.jpg", seed=k)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            captions.set_human_caption(session, image.id, f"old caption of {image.rel_path}")
+    src = tmp_path / "edited"
+    src.mkdir()
+    for k in range(3):
+        shutil.copy(photo_dir / f"p{k}.jpg", src / f"p{k}.jpg")
+        text = f"old caption of p{k}.jpg" if k == 2 else f"edited elsewhere {k}"  # p2 left as it was
+        (src / f"p{k}.txt").write_text(text + "\n", encoding="utf-8")
+    before = current(library)
+
+    dialog = ImportDialog(library)
+    qtbot.addWidget(dialog)
+    dialog.format.setCurrentIndex(dialog.format.findData("sidecar"))
+    dialog.source.setText(str(src))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
+        dialog.replace.setChecked(True)  # ticking it shows the preview at once
+    assert dialog.verified.isChecked() and not dialog.verified.isEnabled()
+    assert (dialog.plan.replaced, dialog.plan.unchanged, dialog.plan.dry_run) == (2, 1, True)
+    assert "Will replace 2 captions a person wrote" in dialog.plan_label.text()
+    assert current(library) == before and library.jobs("import") == []  # the preview wrote nothing
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        assert dialog.start()
+    stats = done.args[0]
+    assert (stats.replaced, stats.imported, stats.dry_run) == (2, 2, False)
+    assert current(library) == {
+        "p0.jpg": ("edited elsewhere 0", "human"), "p1.jpg": ("edited elsewhere 1", "human"),
+        "p2.jpg": ("old caption of p2.jpg", "human"),
+    }
+    assert "2 replacing a person's caption" in dialog.footer.status.full_text()
+    # Changing a choice asks for a new preview before anything is imported.
+    dialog.source.setText(str(photo_dir))
+    assert "Not previewed yet" in dialog.plan_label.text()
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
+        assert dialog.start()
+    assert dialog.plan.dry_run and len(library.jobs("import")) == 1
+
+
 # -- write metadata ------------------------------------------------------------------------
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from core.models import Caption
+from desktop_app.caption_panel import badge_text, badge_tooltip
 from desktop_app.grid_model import ID_ROLE, ROW_ROLE, STATE_ROLE, ImageGridModel
 from tests.gui_fakes import FakeEngine, build_library
+from tests.imagegen import write_jpeg
 from tests.window_helpers import current, make_window
 
 WAIT = 10_000
@@ -201,6 +206,30 @@ def test_search_filters_sort_and_review_queue(qtbot, window, sample):
     assert rows and {r.state for r in rows} == {"model"}
     assert [r.score for r in rows] == sorted(r.score for r in rows)
     assert window.current_image_id() == rows[0].id  # starts at the worst
+
+
+def test_changed_since_captioned_badge_filter_sidebar_and_review_queue(qtbot, window, sample):
+    library, _ = sample
+    verified = next(
+        window.model.row_data(r) for r in range(window.model.rowCount()) if window.model.row_data(r).state == "verified"
+    )
+    path = write_jpeg(Path(verified.path), (10, 10, 10), (70, 50), seed=77)  # another picture, same name
+    os.utime(path, ns=(1, 1))
+    assert library.scan().outdated == 1
+    with qtbot.waitSignal(window.sidebar_refreshed, timeout=WAIT):
+        window.refresh_sidebar()
+    assert "1 changed since captioned" in window.sidebar.tree.topLevelItem(0).toolTip(1)
+    labels = [window.filter_bar.state.itemText(i) for i in range(window.filter_bar.state.count())]
+    set_filter(qtbot, window, state=labels.index("Picture changed"))
+    rows = [window.model.row_data(r) for r in range(window.model.rowCount())]
+    assert [(r.id, r.state, r.caption) for r in rows] == [(verified.id, "changed", None)]
+    assert badge_text(rows[0])[0] == "changed" and "Changed since captioned" in badge_tooltip(rows[0])
+    assert window.model.index(0, 0).data(STATE_ROLE) == "changed"
+    set_filter(qtbot, window, state=0)
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        window.actions["review_queue"].trigger()
+    queue = [window.model.row_data(r) for r in range(window.model.rowCount())]
+    assert queue[-1].id == verified.id and {r.state for r in queue[:-1]} == {"model"}  # unscored: last
 
 
 def test_find_replace_is_one_undo_step(qtbot, window, sample):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core import captions
+from core import captions, ownership
 from core import export as export_module
 from core.export import export_dataset
 from core.importer import MAX_CAPTION_CHARS, import_captions
@@ -387,11 +387,13 @@ def test_a_dead_exporters_partial_folder_is_removed_at_once(lib: Library, tmp_pa
     exports.mkdir()
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    host = export_module._host_tag()
-    dead = exports / f".out.partial-{host}-{child.pid}-0123456789ab"
-    alive = exports / f".out.partial-{host}-{os.getppid()}-0123456789ab"
-    for folder in (dead, alive):
-        folder.mkdir()
+    dead = exports / ".out.partial-0123456789ab"
+    alive = exports / ".out.partial-ba9876543210"
+    for folder, pid in ((dead, child.pid), (alive, os.getppid())):
+        ownership.make_owned_dir(folder, export_module.EXPORT_JOB)
+        marker = folder / ownership.MARKER_NAME
+        marker.write_text(json.dumps({**json.loads(marker.read_text(encoding="utf-8")), "pid": pid}),
+                          encoding="utf-8")
         (folder / "half.jpg").write_bytes(b"half")
     export_dataset(lib, "csv", exports / "out")
     assert not dead.exists()

@@ -342,3 +342,111 @@ def test_rows_for_images_outside_any_root_are_unmatched_but_images_in_roots_matc
     assert stats.imported == 0 and stats.unmatched == 2
     assert sorted(stats.unmatched_names) == ["orphan.txt (no image beside it)", "other.jpg"]
     assert all(i.state == "ok" for i in images_by_path(library).values())
+
+
+# -- edits made in another tool come home --------------------------------------------------
+
+
+def _round_trip_library(library: Library, photo_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """People's captions (two multi-line), one model caption, a GIF and a TIFF that the kohya
+    export converts; exported as kohya with three caption files then edited elsewhere.
+
+    Returns the export's image folder and rel_path → the edited text.
+    """
+    from PIL import Image as PILImage
+
+    write_jpeg(photo_dir / "album0" / "p0.jpg", seed=1)
+    write_jpeg(photo_dir / "album0" / "p1.jpg", seed=2)
+    write_jpeg(photo_dir / "album1" / "p2.jpg", seed=3)
+    PILImage.new("RGB", (40, 30), (10, 200, 30)).save(photo_dir / "album1" / "anim.gif")
+    PILImage.new("RGB", (40, 30), (200, 10, 30)).save(photo_dir / "scan.tif")
+    library.scan([library.add_root(photo_dir).id])
+    ids = {rel: image.id for rel, image in images_by_path(library).items()}
+    with library.db.write() as session:
+        captions.set_human_caption(session, ids["album0/p0.jpg"], "a red barn\nat dusk")
+        captions.set_human_caption(session, ids["album0/p1.jpg"], "two dogs\n\n  on a beach ")
+        captions.set_human_caption(session, ids["album1/p2.jpg"], "a lighthouse")
+        captions.set_human_caption(session, ids["album1/anim.gif"], "a green square")
+        captions.add_model_caption(session, ids["scan.tif"], "a red squar", model_name="tiny-blip", score=-0.5)
+    out = tmp_path / "kohya"
+    export_dataset(library, "kohya", out, val_ratio=0)
+    images = out / "train" / "1_captions"
+    assert {p.name for p in images.iterdir() if p.suffix == ".png"} == {"album1__anim.gif.png", "scan.tif.png"}
+    edits = {"album1/p2.jpg": "a lighthouse in fog", "album1/anim.gif": "a green square, animated",
+             "scan.tif": "a red square"}
+    for caption_file, rel in (("album1__p2.txt", "album1/p2.jpg"), ("album1__anim.gif.txt", "album1/anim.gif"),
+                              ("scan.tif.txt", "scan.tif")):
+        (images / caption_file).write_text(edits[rel] + "\n", encoding="utf-8")  # as editors save it
+    return images, edits
+
+
+def _history_texts(library: Library) -> dict[str, list[str]]:
+    return {rel: [c.text for c in _history(library, rel)] for rel in images_by_path(library)}
+
+
+def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
+    library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images, edits = _round_trip_library(library, photo_dir, tmp_path)
+    before = _history_texts(library)
+    # The preview counts what the import will do and writes nothing.
+    preview = import_captions(library, "sidecar", images.parent.parent, verified=True, replace=True, dry_run=True)
+    assert (preview.replaced, preview.current, preview.unchanged, preview.unmatched) == (2, 1, 2, 0)
+    assert _history_texts(library) == before and library.jobs("import") == []
+
+    code = run_cli(["--library", str(library.path), "import", "sidecar", str(images.parent.parent), "--verified",
+                    "--replace", "--json"], monkeypatch)
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert code == 0
+    assert {k: counts[k] for k in ("imported", "replaced", "current", "kept_human", "unchanged", "unmatched",
+                                   "ambiguous", "errors")} == {
+        "imported": 3, "replaced": 2, "current": 1, "kept_human": 0, "unchanged": 2, "unmatched": 0,
+        "ambiguous": 0, "errors": 0}
+    after = _history_texts(library)
+    assert {rel for rel in after if after[rel] != before[rel]} == set(edits)  # nothing else gained a row
+    for rel, text in edits.items():
+        assert after[rel] == [*before[rel], text]  # the old text stays in the history
+    now = current_captions(library)
+    assert {rel: now[rel] for rel in edits} == {rel: (text, "human") for rel, text in edits.items()}
+    assert now["album0/p0.jpg"] == ("a red barn\nat dusk", "human")  # multi-line, exported and back unedited
+    replaced = _history(library, "album1/anim.gif")
+    assert replaced[-1].parent_id == replaced[-2].id and replaced[-1].settings["matched_by"] == "path"
+    assert replaced[-1].origin == f"sidecar:{images / 'album1__anim.gif.txt'}"
+    # Once home, the same folder again changes nothing.
+    again = import_captions(library, "sidecar", images.parent.parent, replace=True)
+    assert (again.imported, again.unchanged) == (0, 5) and _history_texts(library) == after
+
+
+def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
+    library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images, edits = _round_trip_library(library, photo_dir, tmp_path)
+    before = _history_texts(library)
+    code = run_cli(["--library", str(library.path), "import", "sidecar", str(images), "--verified"], monkeypatch)
+    captured = capsys.readouterr()
+    # Without --replace a person's caption stays current; unedited multi-line captions add nothing.
+    assert code == 0
+    assert "3 verified captions added (1 now current, 2 kept beside a person's caption), 2 already there" \
+        in captured.out
+    assert "2 kept beside a person's caption, which stays current" in captured.err and "--replace" in captured.err
+    assert current_captions(library)["album1/p2.jpg"] == ("a lighthouse", "human")
+    assert _history_texts(library)["album0/p1.jpg"] == before["album0/p1.jpg"]
+    stats = import_captions(library, "sidecar", images, replace=True)
+    assert (stats.imported, stats.replaced, stats.unchanged) == (2, 2, 3)
+    assert "2 replacing a person's caption" in stats.summary()
+    assert {rel: current_captions(library)[rel] for rel in edits} == {r: (t, "human") for r, t in edits.items()}
+
+
+def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
+    from core.export import _KohyaWriter, converted_image_name, library_name_candidates
+    from core.imaging import IMAGE_EXTENSIONS
+
+    for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".Tif", ".GIF", ".HEIC"}):
+        rel = f"2024/trip/IMG_1{suffix}"
+        for exported in (converted_image_name(rel), _KohyaWriter.dataset_name(rel)):
+            assert library_name_candidates(exported)[0] == exported  # a library file may be called that
+            assert rel in library_name_candidates(exported), (rel, exported)
+    assert _KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
+    assert library_name_candidates("x.png.png") == ["x.png.png"]  # kohya never converts a PNG

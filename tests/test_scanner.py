@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from core import captions, scanner
+from core import captions, queries, scanner
 from core.jobs import Progress
 from core.library import Library
 from core.models import Image
@@ -69,18 +69,85 @@ def test_unchanged_files_cost_a_stat_not_a_read(
     assert (stats.unchanged, stats.new, stats.changed, stats.missing) == (20, 0, 0, 0)
 
 
-def test_changed_file_is_refingerprinted_and_keeps_captions(library: Library, photo_dir: Path) -> None:
+def _state(library: Library, image_id: int) -> str:
+    with library.db.read() as session:
+        return queries.fetch_rows(session, [image_id])[image_id].state
+
+
+def _history(library: Library, image_id: int) -> list[tuple[str, bool]]:
+    with library.db.read() as session:
+        return [(c.text, c.is_current) for c in captions.caption_history(session, image_id)]
+
+
+def test_new_picture_at_the_same_path_is_changed_since_captioned(library: Library, photo_dir: Path) -> None:
     path = write_jpeg(photo_dir / "a.jpg", seed=1)
     library.scan([library.add_root(photo_dir).id])
     image_id = _caption(library, "a.jpg", "a red square", human=True)
-    old_fp = _images(library)["a.jpg"].fingerprint
+    old = _images(library)["a.jpg"]
     write_jpeg(path, color=(0, 0, 255), size=(80, 60), seed=9)
     os.utime(path, ns=(1, 1))
     stats = library.scan()
     image = _images(library)["a.jpg"]
-    assert stats.changed == 1
-    assert image.id == image_id and image.fingerprint != old_fp and image.width == 80
-    assert _current_text(library, image_id) == "a red square"
+    assert (stats.changed, stats.outdated) == (1, 1) and "1 changed since captioned" in stats.summary()
+    assert image.id == image_id and image.fingerprint != old.fingerprint and image.width == 80
+    assert image.split_key == old.split_key  # the record's split does not move
+    # The person's words describe the old picture: kept in history, no longer current.
+    assert _current_text(library, image_id) is None
+    assert _history(library, image_id) == [("a red square", False)]
+    assert _state(library, image_id) == "changed"
+    with library.db.read() as session:
+        assert queries.filtered_ids(session, queries.ImageFilter(states=frozenset({"changed"}))) == [image_id]
+        assert queries.filtered_ids(session, queries.ImageFilter(states=frozenset({"uncaptioned"}))) == []
+        assert [n.counts.changed for n in queries.folder_tree(session)] == [1]
+    assert library.status()[0].changed == 1
+    assert library.scan().outdated == 0  # found once
+    # Any caption made current again ends the state (here: the person restores the old one).
+    with library.db.write() as session:
+        captions.revert_to(session, image.outdated_caption_id)
+    assert _state(library, image_id) == "verified"
+    assert _images(library)["a.jpg"].outdated_caption_id is None
+
+
+def test_metadata_rewrite_is_the_same_picture(library: Library, photo_dir: Path) -> None:
+    path = write_jpeg(photo_dir / "a.jpg", seed=1)
+    library.scan([library.add_root(photo_dir).id])
+    image_id = _caption(library, "a.jpg", "a red square", human=True)
+    data = path.read_bytes()
+    comment = b"edited in another tool"
+    # A COM segment after SOI, as a metadata editor adds one: bytes change, pixels do not.
+    path.write_bytes(data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:])
+    stats = library.scan()
+    assert (stats.changed, stats.outdated) == (1, 0)
+    assert _current_text(library, image_id) == "a red square" and _state(library, image_id) == "verified"
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["content-keys", "records-from-before-content-keys"])
+def test_swapped_names_keep_each_picture_its_own_caption(library: Library, photo_dir: Path, keyed: bool) -> None:
+    a = write_jpeg(photo_dir / "a.jpg", color=(200, 0, 0), seed=1)
+    b = write_jpeg(photo_dir / "b.jpg", color=(0, 0, 200), size=(80, 60), seed=2)
+    os.utime(a, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(b, ns=(2_000_000_000, 2_000_000_000))
+    library.scan([library.add_root(photo_dir).id])
+    red_id = _caption(library, "a.jpg", "a red square", human=True)
+    blue_id = _caption(library, "b.jpg", "a blue square", human=True)
+    if not keyed:
+        with library.db.write() as session:
+            session.execute(update(Image).values(content_key=None))
+    before = _images(library)
+    os.rename(a, photo_dir / "tmp.jpg")
+    os.rename(b, a)
+    os.rename(photo_dir / "tmp.jpg", b)
+    stats = library.scan()
+    assert (stats.moved, stats.changed, stats.outdated, stats.new, stats.missing) == (2, 0, 0, 0, 0)
+    images = _images(library)
+    # Each record, with its caption, history and split key, followed its picture.
+    assert images["b.jpg"].id == red_id and images["a.jpg"].id == blue_id
+    assert images["b.jpg"].fingerprint == before["a.jpg"].fingerprint
+    assert images["b.jpg"].split_key == before["a.jpg"].split_key and images["a.jpg"].width == 80
+    assert _current_text(library, red_id) == "a red square" and _state(library, red_id) == "verified"
+    assert _current_text(library, blue_id) == "a blue square" and _state(library, blue_id) == "verified"
+    assert _history(library, red_id) == [("a red square", True)]
+    assert library.scan().changed == 0  # settled: the next scan finds nothing
 
 
 def test_removed_file_becomes_missing_keeps_captions_and_can_return(

@@ -114,6 +114,46 @@ def test_upgrade_from_first_revision_keeps_every_row(tmp_path: Path) -> None:
         library.close()
 
 
+def test_upgrade_to_content_keys_uses_what_the_library_knows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    upgrade(path, target="0003")
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        INSERT INTO library_roots(id, path, added_at) VALUES (1, '/photos', '2026-01-01');
+        INSERT INTO images(id, root_id, rel_path, size, mtime_ns, fingerprint, split_key, format, state,
+                           first_seen_at, last_seen_at)
+            VALUES (1, 1, 'new.jpg', 10, 5, 'fa', 'img1:aa', 'JPEG', 'ok', '2026-01-01', '2026-01-01'),
+                   (2, 1, 'scan.tif', 11, 6, 'fb', NULL, 'TIFF', 'ok', '2026-01-01', '2026-01-01'),
+                   (3, 1, 'legacy.jpg', 12, 7, 'fc', NULL, 'JPEG', 'ok', '2026-01-01', '2026-01-01'),
+                   (4, 1, 'bad.png', 13, 8, 'unreadable:13:8', NULL, NULL, 'error', '2026-01-01', '2026-01-01');
+        INSERT INTO captions(id, image_id, text, source, is_current, created_at)
+            VALUES (1, 2, 'a scanned letter', 'human', 1, '2026-01-02');
+        """
+    )
+    conn.commit()
+    conn.close()
+    library = Library(path)
+    try:
+        assert library.migration.from_revision == "0003"
+        with library.db.write() as session:
+            keys = dict(session.execute(text("SELECT id, content_key FROM images ORDER BY id")).all())
+            # The image-data key where known, the unchanged fingerprint where the format has
+            # none; a legacy JPEG cannot be compared yet.
+            assert keys == {1: "img1:aa", 2: "fb", 3: None, 4: None}
+            # The library's own metadata write (new fingerprint only) keeps the TIFF the same picture.
+            session.execute(text("UPDATE images SET fingerprint = 'fb2' WHERE id = 2"))
+            assert session.execute(text("SELECT content_key FROM images WHERE id = 2")).scalar() == "fb2"
+            # A caption made current ends "changed since captioned", whoever writes it.
+            session.execute(text("UPDATE captions SET is_current = 0 WHERE id = 1"))
+            session.execute(text("UPDATE images SET outdated_caption_id = 1 WHERE id = 2"))
+            captions.set_human_caption(session, 2, "a scanned letter, page 2")
+            assert session.execute(text("SELECT outdated_caption_id FROM images WHERE id = 2")).scalar() is None
+        assert library.db.integrity_check() == ["ok"]
+    finally:
+        library.close()
+
+
 def test_head_revision_constant_matches_the_migrations(tmp_path: Path) -> None:
     """HEAD_REVISION must name Alembic's head (update it with each new migration)."""
     assert HEAD_REVISION == head_revision()

@@ -238,7 +238,7 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
 
     first = train(library, "style-a", "resumed", cfg, cancel=cancel, on_epoch=stop_after_first)
     assert first.cancelled and first.epochs_run == 1 and versions.get_version(library, "resumed") is None
-    assert (versions.run_dir(library, "resumed") / "state.pt").is_file()
+    assert (versions.run_dir(library, "resumed") / "state.safetensors").is_file()
     assert library.jobs("train")[-1].state == "cancelled"
     # Different settings under the same name are refused rather than mixed in.
     with pytest.raises(TrainingError, match="different settings"):
@@ -274,6 +274,7 @@ def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: p
     job = library.jobs("train")[-1]
     assert job.state == "failed" and "loss exploded" in job.message
     assert versions.get_version(library, "broken") is None
+    assert not versions.run_dir(library, "broken").exists()  # nothing saved to resume: nothing left behind
 
 
 def test_legacy_family_spellings_read_as_the_one_id(styled_library) -> None:

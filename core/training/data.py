@@ -2,7 +2,8 @@
 
 A caption counts as training data when it is the image's *current* caption and a person
 wrote or accepted it (``source = human``); with ``include_imports`` imported captions
-count too.  Images that are missing or unreadable are left out.  Byte-identical copies
+count too.  Images that are missing or unreadable are left out, and so are those whose
+picture changed since they were captioned (counted in ``outdated``).  Byte-identical copies
 (same fingerprint) are one example: the most recently captioned copy wins.  The
 train/validation split is :func:`core.splits.assign_split` on the split key (the first
 fingerprint, kept when a file is rewritten), so it is
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text as sql_text
 
 from core.filenames import to_os
-from core.queries import CURRENT_JOIN, ImageFilter, filter_sql
+from core.queries import CURRENT_JOIN, ImageFilter, filter_sql, outdated_phrase
 from core.splits import (
     DEFAULT_SEED,
     TRAIN,
@@ -58,13 +59,16 @@ class TrainingData:
     validation: list[TrainingExample] = field(default_factory=list)
     #: Examples dropped because another image had the same fingerprint.
     duplicates: int = 0
+    #: Images whose caption would count but describes the file's earlier picture.
+    outdated: int = 0
     val_ratio: float = 0.1
     seed: int = DEFAULT_SEED
     include_imports: bool = False
 
     def summary(self) -> str:
         dup = f", {self.duplicates} duplicate copies ignored" if self.duplicates else ""
-        return f"{len(self.train)} training and {len(self.validation)} validation captions{dup}"
+        outdated = f", {outdated_phrase(self.outdated)}" if self.outdated else ""
+        return f"{len(self.train)} training and {len(self.validation)} validation captions{dup}{outdated}"
 
     def snapshot(self) -> dict[str, Any]:
         """What a model version stores about its data: ids + fingerprints per split, and per
@@ -140,6 +144,16 @@ def collect_training_data(
         examples.append(
             TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split, split_key)
         )
+    # The caption of an earlier picture at the same path: training on it would teach the
+    # model the wrong words for this one.
+    params = {}
+    changed = filter_sql(ImageFilter(states=frozenset({"changed"})), params)
+    sources = "('human', 'import')" if include_imports else "('human')"
+    with library.db.read() as session:
+        data.outdated = int(session.execute(sql_text(
+            f"SELECT count(*){CURRENT_JOIN} JOIN captions o ON o.id = i.outdated_caption_id"
+            f" WHERE {changed} AND o.source IN {sources}"
+        ), params).scalar_one())
     examples.sort(key=lambda e: e.image_id)
     data.train = [e for e in examples if e.split == TRAIN]
     data.validation = [e for e in examples if e.split == VALIDATION]

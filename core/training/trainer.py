@@ -51,9 +51,13 @@ closes the loaded model:
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
    after ``patience`` evaluations without improvement, best checkpoint by CIDEr + BLEU-4.
 5. **Resume** — after every epoch the trainable weights, optimiser, scheduler, history
-   and best checkpoint are saved in the run folder (``<library>.models/<name>.run``).
-   Running the same ``train`` again (same name, settings and data) continues from the
-   last finished epoch; a cancelled run loses at most the epoch in progress.
+   and best checkpoint are saved in the run folder (``<library>.models/<name>.run``) as
+   data, never pickle (:mod:`.run_state`: safetensors with a JSON header).  Running the
+   same ``train`` again (same name, settings and data) continues from the last finished
+   epoch; a cancelled run loses at most the epoch in progress.  A run folder that cannot
+   be resumed (damaged, another format, not CaptionDesk's) is refused naming it;
+   ``restart=True`` (``train --restart``) discards it and starts over.  A run that fails
+   before it saved any state removes its run folder, so the corrected command starts clean.
 6. **Version** — the best weights are saved (adapter via ``save_pretrained``, or the whole
    model + processor for full fine-tuning) to ``<library>.models/<name>`` and registered
    as a :class:`~core.models.ModelVersion` with config, data snapshot and metrics
@@ -78,10 +82,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.queries import outdated_phrase
 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
 from .metrics import caption_metrics, selection_score
+from .run_state import STATE_FILE, RunStateError, check_state, load_state, save_state
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -145,6 +151,7 @@ def train(
     cancel: CancelToken = NEVER_CANCELLED,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     distributed: DistributedRun | None = None,
+    restart: bool = False,
 ) -> TrainingResult:
     """Train *base_model* on the library's verified captions and save it as version *name*.
 
@@ -159,6 +166,8 @@ def train(
     evaluates; the others may open the library read-only and return a result without a
     version.  None: one process, as always.
 
+    *restart*: discard an unfinished run of *name* (its run folder) and start over.
+
     Raises:
         InsufficientDataError: too few verified captions (a ``ValueError``).
         TrainingError: bad name, unsupported family, a run folder that does not match.
@@ -169,6 +178,10 @@ def train(
     base, data = _check_request(library, base_model, name, config)
     main = distributed is None or distributed.is_main
     if main:
+        if restart:
+            from . import versions
+
+            versions.discard_run(library, name)
         run_dir = _open_run_folder(library, name, base, config, data)
     if distributed is not None:
         distributed.barrier()  # the main rank has created (or checked) the run folder
@@ -176,6 +189,28 @@ def train(
             from . import versions
 
             run_dir = versions.run_dir(library, name)
+    try:
+        return _train_in(library, base, name, config, data, run_dir, started, progress=progress, cancel=cancel,
+                         on_epoch=on_epoch, distributed=distributed)
+    except BaseException:
+        if main:
+            _remove_if_stateless(run_dir)
+        raise
+
+
+def _remove_if_stateless(run_dir: Path) -> None:
+    """After a failure: the run folder goes unless it holds saved state to resume from."""
+    from core import ownership
+
+    if ownership.owner(run_dir) is not None and not (run_dir / STATE_FILE).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _train_in(library: Library, base: str, name: str, config: TrainingConfig, data: TrainingData, run_dir: Path,
+              started: float, *, progress: ProgressCallback, cancel: CancelToken,
+              on_epoch: Callable[[dict[str, Any]], None] | None, distributed: DistributedRun | None) -> TrainingResult:
+    """:func:`train` once the request is checked and the run folder is ready."""
+    main = distributed is None or distributed.is_main
     result = TrainingResult(name=name, method=config.method)
 
     params = {"base_model": base, "name": name, "config": config.to_dict(),
@@ -316,19 +351,50 @@ def _check_request(library: Library, base_model: str, name: str, config: Trainin
     return resolved.model_name, data
 
 
+#: Owner-marker job name of run folders.
+RUN_JOB = "train"
+#: Files of the earlier, pickled run format: never loaded.
+_PICKLED_STATE = ("state.pt", "best.pt")
+
+
+def _unusable_run(name: str, run_dir: Path, why: str) -> TrainingError:
+    return TrainingError(f"the unfinished run '{name}' cannot be resumed: {run_dir} {why}; start over with the "
+                         "same command and --restart (or choose another --name)")
+
+
 def _open_run_folder(library: Library, name: str, base: str, config: TrainingConfig, data: TrainingData) -> Path:
-    """The run folder, created or (same settings and data) reused to resume."""
+    """The run folder, created or (same settings and data, CaptionDesk's, current format) reused to resume."""
+    from core import ownership
+
     from . import versions
 
     run_dir = versions.run_dir(library, name)
     key = _config_key(base, config, data)
-    if (run_dir / "run.json").is_file():
-        saved = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(key)):
-            raise TrainingError(
-                f"an unfinished run named '{name}' exists with different settings or data ({run_dir}); "
-                "re-run it with the same settings to resume, choose another --name, or delete that folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise _unusable_run(name, run_dir, "is not a folder CaptionDesk made")
+    if run_dir.is_dir():
+        contents = [p.name for p in run_dir.iterdir()]
+        if any(old in contents for old in _PICKLED_STATE):
+            raise _unusable_run(name, run_dir, "holds training state in an old format that is no longer loaded")
+        if contents and ownership.owner(run_dir) is None:
+            raise _unusable_run(name, run_dir, "is not a folder CaptionDesk made")
+        if (run_dir / "run.json").is_file():
+            try:
+                saved = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                raise _unusable_run(name, run_dir, "is damaged (run.json unreadable)") from None
+            if saved != json.loads(json.dumps(key)):
+                raise TrainingError(
+                    f"an unfinished run named '{name}' exists with different settings or data ({run_dir}); "
+                    "re-run it with the same settings to resume, choose another --name, or start over with --restart")
+        elif (run_dir / STATE_FILE).exists():
+            raise _unusable_run(name, run_dir, "is damaged (run.json missing)")
+        if (run_dir / STATE_FILE).exists():
+            try:
+                check_state(run_dir / STATE_FILE)  # before the model loads: a damaged file fails fast
+            except RunStateError as exc:
+                raise _unusable_run(name, run_dir / STATE_FILE, f"is {exc}") from None
+    ownership.make_owned_dir(run_dir, RUN_JOB, exist_ok=True)
     (run_dir / "run.json").write_text(json.dumps(key), encoding="utf-8")
     return run_dir
 
@@ -585,6 +651,8 @@ class _Examples:
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
                       data: TrainingData, result: TrainingResult, report: Report, cancel: CancelToken) -> _Examples:
     report(0, None, "Reading images")
+    if data.outdated:
+        result.skipped_images.append(outdated_phrase(data.outdated))
     train_ex, train_images = _load_images(captioner, data.train, result.skipped_images)
     val_ex, val_images = _load_images(captioner, data.validation, result.skipped_images)
     if not train_ex or not val_ex:
@@ -727,7 +795,7 @@ def _load_images(captioner: Any, examples: list[TrainingExample],
 
 @dataclass
 class _LoopState:
-    """Where the loop stands; saved after every epoch (``state.pt``) so a re-run resumes."""
+    """Where the loop stands; saved after every epoch (``state.safetensors``) so a re-run resumes."""
 
     epoch: int = 0
     global_step: int = 0
@@ -753,7 +821,8 @@ class _TrainingLoop:
         self.config, self.run_dir, self.report, self.cancel = config, run_dir, report, cancel
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
         self.device = captioner.device
-        self.state_path = run_dir / "state.pt"
+        self.state_path = run_dir / STATE_FILE
+        self.best_path = run_dir / "best.safetensors"
         self.settings = _eval_settings(config)
         self.micro_per_epoch = math.ceil(examples.size / config.batch_size)
         steps_per_epoch = math.ceil(self.micro_per_epoch / config.grad_accum)
@@ -787,17 +856,22 @@ class _TrainingLoop:
 
     def resume(self) -> _LoopState:
         """The saved state of an earlier run of the same settings, or a fresh one."""
-        import torch
-
-        if not self.state_path.is_file():
+        if not self.state_path.exists():
             return _LoopState()
-        saved = torch.load(self.state_path, map_location="cpu", weights_only=False)
-        _load_trainable_state(self.model.trainable, saved["weights"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        state = _LoopState(epoch=saved["epoch"], global_step=saved["global_step"], bad_epochs=saved["bad_epochs"],
-                           history=saved["history"], best_score=saved["best_score"], best_epoch=saved["best_epoch"])
+        name = self.run_dir.name.removesuffix(".run")
+        try:
+            saved = load_state(self.state_path)
+            _load_trainable_state(self.model.trainable, saved["weights"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.scaler.load_state_dict(saved["scaler"])
+            state = _LoopState(epoch=int(saved["epoch"]), global_step=int(saved["global_step"]),
+                               bad_epochs=int(saved["bad_epochs"]), history=list(saved["history"]),
+                               best_score=float(saved["best_score"]), best_epoch=int(saved["best_epoch"]))
+        except RunStateError as exc:
+            raise _unusable_run(name, self.state_path, f"is {exc}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, TrainingError) as exc:
+            raise _unusable_run(name, self.state_path, f"does not fit this run ({type(exc).__name__})") from None
         self.report(state.global_step, self.total_steps, f"Resuming after epoch {state.epoch}")
         return state
 
@@ -898,19 +972,16 @@ class _TrainingLoop:
             self.on_epoch(dict(record))
 
     def save_checkpoint(self, state: _LoopState, improved: bool) -> None:
-        import torch
-
         if not self.main:
             return  # the main rank keeps the run folder
         weights = _trainable_state(self.model.trainable)
         if improved:
-            torch.save(weights, self.run_dir / "best.pt")
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save({"weights": weights, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "epoch": state.epoch, "global_step": state.global_step, "bad_epochs": state.bad_epochs,
-                    "history": state.history, "best_score": state.best_score, "best_epoch": state.best_epoch}, tmp)
-        tmp.replace(self.state_path)
+            save_state(self.best_path, {"weights": weights})
+        save_state(self.state_path, {
+            "weights": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
+            "bad_epochs": state.bad_epochs, "history": state.history, "best_score": state.best_score,
+            "best_epoch": state.best_epoch})
         self.on_checkpoint(state.global_step, self.total_steps, state.epoch)
 
     # -- the loop -------------------------------------------------------------------------
@@ -975,13 +1046,15 @@ def _metrics_only(record: dict[str, Any]) -> dict[str, float]:
 def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState, base: str, name: str,
                        data: TrainingData, result: TrainingResult) -> Any:
     """Load the best epoch's weights back and register them as model version *name*."""
-    import torch
-
     from . import versions
 
     model, config = loop.model, loop.config
     if state.best_epoch > 0:
-        _load_trainable_state(model.trainable, torch.load(loop.run_dir / "best.pt", map_location="cpu"))
+        try:
+            best_weights = load_state(loop.best_path)["weights"]
+        except (RunStateError, KeyError) as exc:
+            raise _unusable_run(name, loop.best_path, f"is {exc}") from None
+        _load_trainable_state(model.trainable, best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     result.metrics = _metrics_only(best)
     if loop.distributed is not None:

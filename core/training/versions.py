@@ -15,6 +15,15 @@ A version is a :class:`~core.models.ModelVersion` row plus a folder beside the l
 Renaming changes only the name: the folder stays where it is, so captions written by the
 version keep pointing at existing files.
 
+Deleting removes only the version's own folder (the adapter of a LoRA version, the model
+of a full one).  A full version that LoRA versions are built on (their ``base_model`` is
+its folder) is not deleted while they exist: :func:`delete_version` refuses naming them,
+unless asked to delete them too (``with_dependants``, ``models delete --with-dependants``).
+
+Folders made on the way (``NAME.saving``, the hidden ``.OUT.partial-*`` of an export)
+carry CaptionDesk's owner marker (:mod:`core.ownership`); only marked ones whose process
+is gone are ever removed, never a folder of the same name that a person made.
+
 ``ModelVersion.family`` is the family's one id (:attr:`ModelFamily.id
 <core.captioning.families.base.ModelFamily.id>`, e.g. ``blip-2``).  Versions saved
 before the ids were unified spell two of them differently (``blip2``,
@@ -26,12 +35,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from core import ownership
 from core.captioning.families import canonical_family_id
 from core.models import ModelVersion
 
@@ -40,7 +51,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VersionError",
+    "VersionInUseError",
     "delete_version",
+    "dependants",
+    "discard_run",
     "export_merged",
     "get_active_version",
     "get_version",
@@ -60,6 +74,19 @@ class VersionError(Exception):
     """A version operation that cannot be done (the message says why)."""
 
 
+class VersionInUseError(VersionError):
+    """Deleting a version that other versions are built on (``dependants`` names them)."""
+
+    def __init__(self, message: str, dependants: list[str]) -> None:
+        super().__init__(message)
+        self.dependants = dependants
+
+
+#: Owner-marker job names of the folders this module makes.
+SAVE_JOB = "save-version"
+EXPORT_JOB = "models-export"
+
+
 def models_dir(library: Library) -> Path:
     """``<library stem>.models`` beside the library file."""
     return library.path.with_name(library.path.stem + ".models")
@@ -68,6 +95,19 @@ def models_dir(library: Library) -> Path:
 def run_dir(library: Library, name: str) -> Path:
     """Where an unfinished training run keeps its resumable state."""
     return models_dir(library) / f"{name}.run"
+
+
+def discard_run(library: Library, name: str) -> bool:
+    """Remove the run folder of *name* (the user asked to start over: ``train --restart``); whether one existed."""
+    validate_name(name)
+    folder = run_dir(library, name)
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+        return True
+    if not folder.exists():
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def validate_name(name: str) -> str:
@@ -145,13 +185,22 @@ def save_version(
     parent.mkdir(parents=True, exist_ok=True)
     folder = _unique_folder(parent, name)
     tmp = parent / f"{name}.saving"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if method in ("lora", "qlora"):
+    if ownership.abandoned(tmp, SAVE_JOB):
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ownership.make_owned_dir(tmp, SAVE_JOB)
+    except FileExistsError:
+        raise VersionError(f"{tmp} is in the way (another save of '{name}' running, or not CaptionDesk's); "
+                           "move it away and train again") from None
+    try:
         model.save_pretrained(tmp)
-    else:
-        model.save_pretrained(tmp)
-        _save_processor(captioner, tmp)
-    tmp.replace(folder)
+        if method not in ("lora", "qlora"):
+            _save_processor(captioner, tmp)
+        ownership.unmark(tmp)
+        tmp.replace(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     lora = method in ("lora", "qlora")
     version = ModelVersion(
         name=name,
@@ -180,18 +229,56 @@ def rename_version(library: Library, old: str, new: str) -> None:
         session.execute(update(ModelVersion).where(ModelVersion.name == old).values(name=new))
 
 
-def delete_version(library: Library, name: str, *, delete_files: bool = True) -> None:
-    """Forget a version; its folder is removed when it lies in the library's models folder."""
+def _own_folder(version: ModelVersion) -> str | None:
+    """The folder that is this version's own: the adapter of a LoRA version, the model of a full one."""
+    return version.adapter_path if version.adapter_path is not None else version.base_model
+
+
+def _same_folder(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return a == b
+
+
+def dependants(library: Library, name: str) -> list[str]:
+    """Names of the versions built on version *name* (LoRA versions whose base model is its folder)."""
     version = _require(library, name)
+    if version.adapter_path is not None:
+        return []  # an adapter is nobody's base
+    return [v.name for v in list_versions(library)
+            if v.id != version.id and v.adapter_path is not None and _same_folder(v.base_model, version.base_model)]
+
+
+def delete_version(library: Library, name: str, *, delete_files: bool = True, with_dependants: bool = False) -> list[str]:
+    """Forget version *name* and remove its own folder (when it lies in the library's models folder).
+
+    A version that others are built on is refused (:class:`VersionInUseError`, naming them)
+    unless *with_dependants*, which deletes those first.  No other version's folder is ever
+    removed.  Returns the names deleted, *name* last.
+    """
+    version = _require(library, name)
+    needing = dependants(library, name)
+    if needing and not with_dependants:
+        listed = ", ".join(f"'{n}'" for n in needing)
+        raise VersionInUseError(
+            f"'{name}' is the base model of {listed}; delete {'it' if len(needing) == 1 else 'them'} first, "
+            "or delete them together (models delete --with-dependants)", needing)
+    deleted = [d for dependant in needing for d in delete_version(library, dependant, delete_files=delete_files)]
     with library.db.write() as session:
         row = session.get(ModelVersion, version.id)
         if row is not None:
             session.delete(row)
-    if delete_files:
+    deleted.append(name)
+    own = _own_folder(version)
+    if delete_files and own and Path(own).is_dir() and not Path(own).is_symlink():
         parent = models_dir(library).resolve()
-        for path in (version.adapter_path, version.base_model):
-            if path and Path(path).is_dir() and Path(path).resolve().is_relative_to(parent):
-                shutil.rmtree(path, ignore_errors=True)
+        shared = any(_same_folder(own, path) for v in list_versions(library) for path in (v.base_model, v.adapter_path))
+        if Path(own).resolve().is_relative_to(parent) and Path(own).resolve() != parent and not shared:
+            shutil.rmtree(own, ignore_errors=True)
+    return deleted
 
 
 def set_active(library: Library, name: str | None) -> None:
@@ -207,29 +294,53 @@ def export_merged(library: Library, name: str, out: Path | str, *, device: str =
     """Write version *name* as a standalone model folder that plain transformers loads.
 
     LoRA versions are merged into the base weights (``merge_and_unload``); the processor
-    is saved beside the weights.  *out* must not exist yet (or be an empty folder).
+    is saved beside the weights; a full version's folder is copied.  *out* must not exist
+    yet (or be an empty folder).  Everything is written into a hidden, owner-marked
+    ``.OUT.partial-*`` folder beside *out* and renamed into place when complete, so a
+    killed export leaves nothing at *out* and its rerun removes that folder and finishes.
     """
     version = _require(library, name)
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise VersionError(f"{out} already exists and is not an empty folder")
-    if version.adapter_path is None:
-        if out.exists():
-            out.rmdir()
-        shutil.copytree(version.base_model, out)
-        return out
-    from core.captioning import load_captioner
-
-    # load_captioner applies the adapter with merge_and_unload (see registry._apply_adapter).
-    captioner = load_captioner(version.base_model, adapter=version.adapter_path, device=device, optimize="none")
+    ownership.remove_abandoned(out.parent, (f".{out.name}.partial-*",), EXPORT_JOB)
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
     try:
-        tmp = out.with_name(out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        captioner.model.save_pretrained(tmp)
-        _save_processor(captioner, tmp)
+        ownership.make_owned_dir(tmp, EXPORT_JOB)
+    except OSError as exc:
+        raise VersionError(f"cannot create {out}: {exc.strerror or exc}") from None
+    try:
+        if version.adapter_path is None:
+            _copy_model(Path(version.base_model), tmp)
+        else:
+            from core.captioning import load_captioner
+
+            # load_captioner applies the adapter with merge_and_unload (see registry._apply_adapter).
+            captioner = load_captioner(version.base_model, adapter=version.adapter_path, device=device,
+                                       optimize="none")
+            try:
+                captioner.model.save_pretrained(tmp)
+                _save_processor(captioner, tmp)
+            finally:
+                captioner.close()
+        ownership.unmark(tmp)
         if out.exists():
-            out.rmdir()
+            out.rmdir()  # empty (checked above); rename cannot replace a folder on Windows
         tmp.replace(out)
-    finally:
-        captioner.close()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    """Copy a full version's files into the (existing, marked) *target* folder."""
+    if not source.is_dir():
+        raise VersionError(f"the files of this version are missing ({source})")
+    for item in source.iterdir():
+        if item.name == ownership.MARKER_NAME:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.copytree(item, target / item.name)
+        else:
+            shutil.copy2(item, target / item.name)

@@ -61,7 +61,7 @@ class CaptionJobsController:
             return
         with w.library.db.read() as session:
             known = [key.model_name for key, _n in queries.model_keys(session)]
-            uncaptioned = queries.count_filtered(session, ImageFilter(states=frozenset({"uncaptioned"})))
+            uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
         dialog = CaptionDialog(
             defaults=w.settings.caption_spec(),
             known_models=known,
@@ -92,7 +92,7 @@ class CaptionJobsController:
             # Not the whole library: that would also re-caption images another model
             # captioned, which is not what "uncaptioned" means.  The engine evaluates
             # the filter on the inference thread, never here.
-            spec, empty = spec.with_(scope=ImageFilter(states=frozenset({"uncaptioned"}))), False
+            spec, empty = spec.with_(scope=ImageFilter(states=queries.NEEDS_CAPTION)), False
         if empty:
             w.report_error("No images to caption in that scope.")
             return False

@@ -97,7 +97,7 @@ class ScanController:
 
         def work() -> int:
             with library.db.read() as session:
-                return queries.count_filtered(session, ImageFilter(states=frozenset({"uncaptioned"})))
+                return queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
 
         def done(count: int) -> None:
             if library is w.library:

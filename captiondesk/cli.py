@@ -4,7 +4,7 @@ Exit status, the same for every command (:data:`common.EXIT_CODES_HELP`): 0 all 
 1 done with failed items, 2 bad arguments or a user error (a bad path, a library from a
 newer version, ... — one clear line, no traceback), 3 a runtime failure (the library file
 or the disk failed), 130 interrupted.  Tracebacks are reserved for bugs.  Long jobs run
-on a worker thread so Ctrl-C cancels them cleanly (everything committed so far is kept),
+on a worker thread so Ctrl-C, SIGTERM and SIGHUP cancel them cleanly (everything committed so far is kept),
 and show a progress bar when stderr is a terminal (plain lines otherwise).  ``--json``
 puts one JSON object on stdout for scripts.
 """
@@ -32,12 +32,14 @@ from captiondesk.common import (
     finish_job,
     job_exit_code,
     library_path,
+    may_create_library,
     open_library,
     print_problems,
     print_scan_problems,
     quiet_third_party,
     run_with_progress,
     say,
+    stop_signals_interrupt,
     wants_json,
 )
 from core import __version__
@@ -133,7 +135,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import run_caption_job
+    from core.captioning.engine import resolve_model, run_caption_job
     from core.captioning.errors import ModelLoadError
     from core.captioning.presets import UnsupportedPresetError
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
@@ -149,6 +151,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
+            # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
             settings=GenerationSettings(
@@ -164,13 +167,31 @@ def cmd_caption(args: argparse.Namespace) -> int:
             backend=args.backend,
             endpoint=args.endpoint,
             max_concurrency=args.max_concurrency,
+            server_timeout=args.server_timeout,
+            max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
+    # Exit 2 means nothing done: a model that cannot be had is found out before the library
+    # is created or a folder added (a new library has no version names to resolve).
+    checks_model = args.backend == "local" and ray_address is None
+    if checks_model and not library_path(args).exists() and may_create_library(args):
+        _check_caption_model(args, spec.model, spec.adapter)
+        checks_model = False
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
+            say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
+        if checks_model:
+            resolved = resolve_model(library, spec.model, spec.adapter)
+            _check_caption_model(args, resolved.model_name, resolved.adapter)
         folders = []
         for folder in args.folders or []:
             try:
@@ -222,17 +243,32 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if stats is not None:
             rate = stats.captioned / stats.seconds if stats.seconds else 0.0
             print(stats.summary() + f" in {stats.seconds:.1f} s ({rate:.2f} img/s)")
-            if stats.skipped and not stats.captioned and not spec.overwrite_model_captions:
+            if stats.left_to_other_runs:
+                print(f"  ({count_phrase(stats.left_to_other_runs, 'photo was', 'photos were')} left to another "
+                      "caption run on this library at the same time)", file=sys.stderr)
+            already = stats.skipped - stats.left_to_other_runs
+            if already and not stats.captioned and not spec.overwrite_model_captions:
                 # A new preset or prompt does not re-caption by itself: say so.
-                print(f"  ({count_phrase(stats.skipped, 'photo', 'photos')} already captioned by this model or by a "
+                print(f"  ({count_phrase(already, 'photo', 'photos')} already captioned by this model or by a "
                       "person were skipped; add --overwrite-model-captions to caption the model's ones again, "
                       "e.g. with another --preset or --prompt)", file=sys.stderr)
 
     code = finish_job(args, "caption", stats, interrupted, human,
-                      model=spec.model, adapter=spec.adapter)
+                      model=spec.model, adapter=spec.adapter,
+                      left_to_other_runs=stats.left_to_other_runs if stats is not None else 0)
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
+
+
+def _check_caption_model(args: argparse.Namespace, model: str, adapter: str | None) -> None:
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.registry import check_model_obtainable
+
+    try:
+        check_model_obtainable(model, adapter, report=lambda message: say(args, message))
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _ray_address(args: argparse.Namespace) -> str | None:
@@ -326,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--model",
         metavar="ID_OR_PATH",
-        help=f"hub id, local model folder or model-version name (default: {DEFAULT_MODEL}); "
-        "with --backend openai, the server's model name (required)",
+        help="hub id, local model folder or model-version name (default: the library's current model: the "
+        f"active version, else its base model, else {DEFAULT_MODEL}); with --backend openai, the server's "
+        "model name (required)",
     )
     caption.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     caption.add_argument("--batch-size", type=int, default=8, metavar="N")
@@ -335,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
     from core.captioning.presets import PRESETS, VARIABLES
+    from core.captioning.settings import DEFAULT_SERVER_TIMEOUT
+    from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
@@ -343,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")
     caption.add_argument("--repetition-penalty", type=float, default=1.0, metavar="F")
+    caption.add_argument("--max-caption-chars", type=int, default=DEFAULT_MODEL_CAPTION_CHARS, metavar="N",
+                         help=f"a longer caption is that photo's error, not stored (default "
+                              f"{DEFAULT_MODEL_CAPTION_CHARS}, at most {MAX_CAPTION_CHARS})")
     caption.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     caption.add_argument(
         "--optimize",
@@ -364,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--endpoint", metavar="URL", help="server base URL, e.g. http://localhost:11434/v1")
     server.add_argument("--max-concurrency", type=int, default=4, metavar="N",
                         help="requests in flight at once (default 4)")
+    server.add_argument("--server-timeout", type=float, default=DEFAULT_SERVER_TIMEOUT, metavar="SECONDS",
+                        help=f"most time one request may take, answer included (default {DEFAULT_SERVER_TIMEOUT:g})")
     cluster = caption.add_argument_group(
         "Ray cluster", "caption on a Ray cluster (pip install 'captiondesk[ray]'); every worker must see the "
         "photos at the same paths as this machine (shared storage)")
@@ -479,7 +523,9 @@ def _main(argv: Sequence[str] | None) -> int:
         # for a caller embedding main() (tests, the desktop app).
         quiet_third_party(args.verbose)
     try:
-        return args.handler(args)
+        # Only around a command: the window (above) keeps the toolkit's own signal handling.
+        with stop_signals_interrupt():
+            return args.handler(args)
     except (UserError, LibraryError, LibraryOpenError) as exc:
         return _fail(args, EXIT_USAGE, str(exc))
     except KeyboardInterrupt:  # Ctrl-C outside a job (loading, opening the library...)

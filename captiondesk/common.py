@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,13 +34,14 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: A runtime failure the user did not cause (the library file or disk failed mid-way).
 EXIT_RUNTIME = 3
-#: Stopped by Ctrl-C (128 + SIGINT, as shells report it); committed work is kept.
+#: Stopped by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report Ctrl-C); committed
+#: work is kept.
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "exit status: 0 all done; 1 done, but some items failed; 2 bad arguments or user error "
-    "(nothing done); 3 runtime failure (library file or disk); 130 interrupted by Ctrl-C "
-    "(work committed so far is kept)."
+    "(nothing done); 3 runtime failure (library file or disk); 130 interrupted by Ctrl-C, "
+    "SIGTERM or SIGHUP (work committed so far is kept)."
 )
 
 #: When this command started (``--json``'s "seconds" for jobs that do not time themselves).
@@ -112,24 +113,69 @@ class ProgressBar:
             self._bar.close()
 
 
+#: The signals that stop a command the way Ctrl-C does: a service manager's or ``kill``'s
+#: SIGTERM and a closed terminal's SIGHUP (not on Windows).
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 @contextmanager
-def _sigint_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Use *handler* for SIGINT inside the block (main thread only; elsewhere a no-op)."""
+def _stop_signal_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Use *handler* for every :data:`STOP_SIGNALS` inside the block (main thread only;
+    elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in _stop_signals_heard(STOP_SIGNALS)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _stop_signals_heard(signums: Sequence[signal.Signals]) -> list[signal.Signals]:
+    """*signums* less a SIGTERM or SIGHUP this process was started ignoring (``nohup``)."""
+    return [signum for signum in signums
+            if signum == signal.SIGINT or signal.getsignal(signum) is not signal.SIG_IGN]
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does, so the
+    command's one Ctrl-C path (a job's cancel, else "Interrupted." and status 130) handles
+    them too instead of the process dying without a summary."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    others = [signum for signum in STOP_SIGNALS if signum != signal.SIGINT]
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in _stop_signals_heard(others)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _tell(text: str) -> None:
+    """A line on stderr from a signal handler; a closed terminal (SIGHUP) must not stop the stop."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def run_cancellable(job: Callable[[threading.Event], T]) -> tuple[T | None, bool]:
-    """Run ``job(cancel)`` on a worker thread; Ctrl-C sets *cancel* and waits for it.
+    """Run ``job(cancel)`` on a worker thread; Ctrl-C (or SIGTERM, SIGHUP) sets *cancel* and
+    waits for it.
 
     Returns ``(result, interrupted)``.  The job decides how fast it stops (between
-    batches); what it committed stays committed.  A second Ctrl-C quits at once with
+    batches); what it committed stays committed.  A second signal quits at once with
     status 130 (``os._exit``): each batch is one database transaction, so the batch in
     flight is rolled back and every committed one is kept.
 
@@ -152,18 +198,21 @@ def run_cancellable(job: Callable[[threading.Event], T]) -> tuple[T | None, bool
         finally:
             finished.set()
 
-    def on_sigint(_signum: int, _frame: Any) -> None:
+    def on_stop_signal(signum: int, _frame: Any) -> None:
+        again = "Ctrl-C again" if signum == signal.SIGINT else f"{signal.Signals(signum).name} again"
         if not cancel.is_set():
             cancel.set()
-            print("\nStopping after the current batch (Ctrl-C again to quit now; finished batches are kept)...",
-                  file=sys.stderr, flush=True)
+            _tell(f"\nStopping after the current batch ({again} to quit now; finished batches are kept)...")
             return
-        print("\nQuitting now; finished batches are kept.", file=sys.stderr, flush=True)
-        sys.stdout.flush()
+        _tell("\nQuitting now; finished batches are kept.")
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
         os._exit(EXIT_INTERRUPTED)
 
     worker = threading.Thread(target=target, name="captiondesk-job", daemon=True)
-    with _sigint_handler(on_sigint):
+    with _stop_signal_handler(on_stop_signal):
         worker.start()
         while not finished.wait(0.2):
             pass

@@ -86,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             path = library.path
             if args.restart:
                 _discard_run(library, args.name)
+            _default_base(args, library)
         try:
             result, interrupted = run_with_progress(
                 "Training",
@@ -100,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED if interrupted or result is None or result.cancelled else EXIT_OK
     else:
         with open_library(args) as library:
+            _default_base(args, library)
             try:
                 result, interrupted = run_with_progress(
                     "Training",
@@ -147,6 +149,16 @@ def _discard_run(library: Any, name: str) -> None:
         raise UserError(str(exc)) from None
 
 
+def _default_base(args: argparse.Namespace, library: Any) -> None:
+    """Without --base: the library's current model's base (an active LoRA version is no base to train on)."""
+    if not args.base:
+        from core.training.current import current_model
+
+        current = current_model(library)
+        args.base = current.base_model
+        print(f"Base model: {args.base} (the current model's base)", file=sys.stderr)
+
+
 def _launched_world_size() -> int:
     from core.training.distributed import launched_world_size
 
@@ -188,6 +200,7 @@ def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any
     else:
         run.barrier()
         library = Library(library_path(args), read_only=True)
+    _default_base(args, library)
     try:
         if run.is_main:
             result, interrupted = run_with_progress(
@@ -213,6 +226,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.training import evaluate_model
 
     with open_library(args) as library:
+        if not args.model:
+            from core.training.current import current_model
+
+            current = current_model(library)
+            # An --adapter of its own goes on the base model, not on top of the active version.
+            args.model = current.model if args.adapter is None else current.base_model
+            print(f"Model: {current.describe() if args.adapter is None else args.model}",
+                  file=sys.stderr if wants_json(args) else sys.stdout)
         try:
             result, interrupted = run_with_progress(
                 "Evaluating",
@@ -254,27 +275,38 @@ def cmd_models(args: argparse.Namespace) -> int:
     from core.training import versions
 
     action = args.action or "list"
-    needed = {"list": 0, "rename": 2, "delete": 1, "activate": 1, "export": 2}
+    if action == "download":
+        return _download_model(args)
+    needed = {"list": (0,), "rename": (2,), "delete": (1,), "activate": (1,), "deactivate": (0,), "base": (0, 1),
+              "export": (2,)}
     if action not in needed:
-        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate or export)")
-    if len(args.names) != needed[action]:
+        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, deactivate, base, "
+                        "export or download)")
+    if len(args.names) not in needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW",
                  "delete": "models delete NAME [--with-dependants]",
-                 "activate": "models activate NAME", "export": "models export NAME OUT"}[action]
+                 "activate": "models activate NAME", "deactivate": "models deactivate",
+                 "base": "models base [ID_OR_PATH | default]", "export": "models export NAME OUT"}[action]
         raise UserError(f"usage: captiondesk {usage}")
     if args.with_dependants and action != "delete":
         raise UserError("--with-dependants goes with models delete")
+    from core.training import current
     with open_library(args) as library:
         try:
             if action == "list":
                 rows = versions.list_versions(library)
+                now = current.current_model(library)
                 if wants_json(args):
-                    emit_json({"command": "models list", "exit_code": EXIT_OK, "versions": [
+                    emit_json({"command": "models list", "exit_code": EXIT_OK,
+                               "current": {"model": now.model, "version": now.version, "base_model": now.base_model,
+                                           "source": now.source},
+                               "versions": [
                         {"name": v.name, "active": bool(v.is_active), "method": v.method,
                          "base_model": (v.config or {}).get("trained_from", v.base_model),
                          "metrics": (v.metrics or {}).get("trained", {}), "created_at": v.created_at}
                         for v in rows]})
                     return EXIT_OK
+                print(f"Current model: {now.describe()}")
                 if not rows:
                     print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
                     return EXIT_OK
@@ -296,12 +328,37 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"Deleted {', '.join(deleted)}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
-                print(f"{args.names[0]} is now the active model")
+                print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
+            elif action == "deactivate":
+                now = current.use_base_model(library)
+                print(f"No version is active; captioning uses {now.describe()}")
+            elif action == "base":
+                if args.names:  # "default" forgets the library's choice
+                    current.set_base_model(library, None if args.names[0] == "default" else args.names[0])
+                now = current.current_model(library)
+                chosen = current.library_base_model(library)
+                print(f"Base model: {chosen or 'default'}; current model: {now.describe()}")
             else:
                 out = versions.export_merged(library, *args.names)
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
+    return EXIT_OK
+
+
+def _download_model(args: argparse.Namespace) -> int:
+    """``models download ID --to FOLDER``: a hub model as a folder to carry to an offline machine."""
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.hub import download_model
+
+    if len(args.names) != 1 or not args.to:
+        raise UserError("usage: captiondesk models download MODEL_ID --to FOLDER")
+    try:
+        folder = download_model(args.names[0], args.to, report=print)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    print(f"Downloaded {args.names[0]} to {folder}; copy that folder to the other machine and caption there "
+          f"with --model {folder.name}")
     return EXIT_OK
 
 
@@ -338,7 +395,9 @@ def register(subparsers: Any) -> None:
                      "Trainable: BLIP, BLIP-2 (OPT or Flan-T5), GIT and vision encoder-decoder (e.g. ViT-GPT2) "
                      "models."),
     )
-    train.add_argument("--base", required=True, metavar="ID_OR_PATH", help="hub id, model folder or version name")
+    train.add_argument("--base", metavar="ID_OR_PATH",
+                       help="hub id, model folder or (full fine-tuned) version name (default: the library's current "
+                            "model's base: the active version's base model, else the library's base model)")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
@@ -377,21 +436,29 @@ def register(subparsers: Any) -> None:
         "eval", help="score a model on the validation split",
         description="Caption the held-out verified images and report exact match, CIDEr, BLEU-4, ROUGE-L "
                     "and edit rate against the people's captions.")
-    evaluate.add_argument("--model", required=True, metavar="ID_OR_PATH", help="hub id, folder or version name")
+    evaluate.add_argument("--model", metavar="ID_OR_PATH",
+                          help="hub id, folder or version name (default: the library's current model: the active "
+                               "version, else its base model)")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
     _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     models = subparsers.add_parser(
-        "models", help="list, rename, delete, activate or export trained model versions",
-        description="models [list] | rename OLD NEW | delete NAME | activate NAME | export NAME OUT "
-                    "(export writes a merged standalone model folder that plain transformers loads). "
-                    "A version that others are built on is not deleted unless --with-dependants deletes "
-                    "them too.")
-    models.add_argument("action", nargs="?", metavar="ACTION", help="list (default), rename, delete, activate, export")
+        "models", help="list, rename, delete, activate, deactivate or export trained model versions; "
+                       "download a hub model",
+        description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate | "
+                    "base [ID_OR_PATH | default] | export NAME OUT | download MODEL_ID --to FOLDER. The active "
+                    "version is the library's current model (caption and eval use it without --model); deactivate "
+                    "goes back to the library's base model, which base shows or sets. Export writes a merged "
+                    "standalone model folder that plain transformers loads; download fetches a Hugging Face hub "
+                    "model into a folder to copy to a machine without internet. A version that others are built "
+                    "on is not deleted unless --with-dependants deletes them too.")
+    models.add_argument("action", nargs="?", metavar="ACTION",
+                        help="list (default), rename, delete, activate, deactivate, base, export, download")
     models.add_argument("names", nargs="*", metavar="ARG")
     models.add_argument("--with-dependants", action="store_true",
                         help="delete: also delete the versions built on this one")
+    models.add_argument("--to", metavar="FOLDER", help="download: the folder to put the model in")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

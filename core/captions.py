@@ -39,12 +39,33 @@ from sqlalchemy.orm import Session
 from core.models import Caption, CaptionSource
 
 
+#: The longest caption any path stores (editor, import, find-and-replace, model, server):
+#: one limit, so whatever the library exports imports again.
+MAX_CAPTION_CHARS = 64 * 1024
+#: The default of the caption job setting that bounds a model's caption (local or server),
+#: ``CaptionJobSpec.max_caption_chars``; it can be raised up to :data:`MAX_CAPTION_CHARS`.
+DEFAULT_MODEL_CAPTION_CHARS = 4000
+
+
 class CaptionError(Exception):
     """A caption edit that cannot be done (the message says why).
 
     About stored captions only; a model failing to caption a batch raises
     :class:`core.captioning.errors.GenerationError` instead.
     """
+
+
+def caption_too_long(text: str, limit: int = MAX_CAPTION_CHARS) -> str | None:
+    """Why *text* cannot be stored as a caption (longer than *limit*), else None."""
+    if len(text) <= limit:
+        return None
+    return f"the caption has {len(text):,} characters, more than the limit of {limit:,}; not stored"
+
+
+def _check_length(text: str) -> None:
+    problem = caption_too_long(text)
+    if problem is not None:
+        raise CaptionError(problem)
 
 
 def current_caption(session: Session, image_id: int) -> Caption | None:
@@ -100,6 +121,7 @@ def add_model_caption(
     """
     if not text or not text.strip():
         raise CaptionError("the model generated an empty caption")
+    _check_length(text)
     caption = Caption(
         image_id=image_id,
         text=text,
@@ -132,6 +154,7 @@ def add_import_caption(
     person's own edit made in another tool): then it becomes current as an edit of the
     replaced caption, which stays in the history.
     """
+    _check_length(text)
     caption = Caption(
         image_id=image_id,
         text=text,
@@ -155,6 +178,7 @@ def set_human_caption(
     text = text.strip()
     if not text:
         raise CaptionError("a caption cannot be empty")
+    _check_length(text)
     if parent_id is None:
         current = current_caption(session, image_id)
         parent_id = current.id if current is not None else None
@@ -256,6 +280,7 @@ def replace_caption_text(
     new_text = new_text.strip()
     if not new_text:
         raise CaptionError("a caption cannot be empty")
+    _check_length(new_text)
     record = {"find": find, "replace": replacement}
     if current.source == CaptionSource.HUMAN or verified:
         caption = Caption(

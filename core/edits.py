@@ -26,6 +26,7 @@ from core.captions import (
     CaptionError,
     StaleCaptionError,
     accept_caption,
+    caption_too_long,
     current_caption,
     replace_caption_text,
     repoint_current,
@@ -151,8 +152,8 @@ def replace_captions(
     """Replace *find* in each candidate ``(image_id, caption_id, text)``; one transaction.
 
     A candidate whose current caption changed after it was listed is skipped, never
-    overwritten.  Replacing to an empty caption is skipped too (a caption cannot be
-    empty).  A replaced model or import caption stays unreviewed (same source and
+    overwritten.  Replacing to an empty caption, or one over the caption length limit, is
+    skipped too (no caption can be stored so).  A replaced model or import caption stays unreviewed (same source and
     score, the replacement recorded in its settings) unless *verified*; a person's
     caption stays a person's.  See :func:`core.captions.replace_caption_text`.
     """
@@ -161,7 +162,7 @@ def replace_captions(
     with db.write() as session:
         for image_id, caption_id, old_text in candidates:
             new_text = replace(old_text)
-            if not new_text or new_text == old_text:
+            if not new_text or new_text == old_text or caption_too_long(new_text.strip()) is not None:
                 continue
             current = current_caption(session, image_id)
             if current is None or current.id != caption_id:

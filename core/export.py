@@ -23,10 +23,10 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
     ``validation/1_captions/`` holding every image directly (sub-folders flattened as
     ``album__photo.jpg``; formats sd-scripts does not read, e.g. TIFF and GIF, converted
-    to PNG as ``scan.tif.png``) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` and
-    ``dataset_validation.toml`` in sd-scripts' ``--dataset_config`` format (paths
-    relative to OUT: run sd-scripts from OUT).  The plain ``sidecar`` layout keeps
-    sub-folders and formats as they are, which sd-scripts skips.
+    to PNG as ``scan.tif.png``) with ``<stem>.txt`` captions, plus ``dataset_train.toml`` in
+    sd-scripts' ``--dataset_config`` format (paths relative to OUT: run sd-scripts from OUT).
+    The held-out images get no config: sd-scripts trains on every ``--dataset_config``.  The
+    plain ``sidecar`` layout keeps sub-folders and formats as they are, which sd-scripts skips.
 ``parquet``
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
@@ -658,6 +658,27 @@ def portable_model_ref(value: str | None) -> str | None:
         name = PureWindowsPath(value).name if PureWindowsPath(value).drive or "\\" in value else PurePosixPath(value).name
         return name or None
     return value
+
+
+def portable_origin(origin: str | None, root_path: str | None = None) -> str | None:
+    """A caption's ``origin`` (``"KIND:file it came from"``) without this machine's folders.
+
+    A file under the image's library folder is given relative to it; any other absolute
+    path (an import source elsewhere) by its name: ``sidecar:album/x.txt``, ``csv:captions.csv``.
+    """
+    if not origin:
+        return origin
+    kind, colon, where = origin.partition(":")
+    if not colon or not (where.startswith(("/", "\\", "~")) or PureWindowsPath(where).drive):
+        return origin
+    if root_path:
+        with contextlib.suppress(ValueError):
+            return f"{kind}:{PurePosixPath(where).relative_to(PurePosixPath(root_path)).as_posix()}"
+        with contextlib.suppress(ValueError):
+            return f"{kind}:{PureWindowsPath(where).relative_to(PureWindowsPath(root_path)).as_posix()}"
+    return f"{kind}:{portable_model_ref(where)}"
+
+
 def _export_relative(filename: Any) -> str:
     """A path inside the staging folder as the user will know it: relative to OUT."""
     path = Path(os.fsdecode(filename))
@@ -672,7 +693,7 @@ def _provenance(image: CaptionedImage) -> dict[str, Any]:
         "source": image.source,
         "model_name": portable_model_ref(image.model_name),
         "adapter": portable_model_ref(image.adapter),
-        "origin": image.origin,
+        "origin": portable_origin(image.origin, image.root_path),
         "score": image.score,
         "caption_created_at": image.caption_created_at.isoformat(),
         "fingerprint": image.fingerprint,
@@ -912,19 +933,31 @@ class _KohyaWriter:
         self.used.add(item.split)
 
     def close(self) -> None:
-        for split in sorted(self.used):
-            config = (
-                f"# kohya sd-scripts dataset config (--dataset_config) for the {split} split,\n"
-                "# written by CaptionDesk. image_dir is relative: run sd-scripts from this folder.\n"
-                "[general]\n"
-                f"caption_extension = {json.dumps(self.caption_extension)}\n"
-                "shuffle_caption = false\n\n"
-                "[[datasets]]\n\n"
-                "  [[datasets.subsets]]\n"
-                f"  image_dir = {json.dumps(f'{split}/{self.folders[split]}')}\n"
-                f"  num_repeats = {self.repeats[split]}\n"
-            )
-            (self.root / f"dataset_{split}.toml").write_text(config, encoding="utf-8")
+        # sd-scripts has no option that loads a second config as validation data (a second
+        # --dataset_config would train on it), so only the train split gets a config.
+        if "train" not in self.used:
+            return
+        held_out = (
+            f"# The held-out images in validation/{self.folders['validation']}/ are in no config, so\n"
+            "# sd-scripts never trains on them: judge the trained model on them yourself (e.g.\n"
+            "# caption or generate from them and compare with their .txt captions). Do not pass\n"
+            "# a config of that folder to sd-scripts: every --dataset_config is training data.\n"
+            if "validation" in self.used
+            else ""
+        )
+        config = (
+            "# kohya sd-scripts dataset config (--dataset_config) of the train split, written\n"
+            "# by CaptionDesk. image_dir is relative: run sd-scripts from this folder.\n"
+            f"{held_out}"
+            "[general]\n"
+            f"caption_extension = {json.dumps(self.caption_extension)}\n"
+            "shuffle_caption = false\n\n"
+            "[[datasets]]\n\n"
+            "  [[datasets.subsets]]\n"
+            f"  image_dir = {json.dumps('train/' + self.folders['train'])}\n"
+            f"  num_repeats = {self.repeats['train']}\n"
+        )
+        (self.root / "dataset_train.toml").write_text(config, encoding="utf-8")
 
 
 def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:

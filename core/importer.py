@@ -57,11 +57,11 @@ Rules:
 * Rows are matched to library images by: the image file's own location when SRC is
   (inside) a library folder; the path as the source names it against root-relative
   paths (longest matching tail first); the file name when unique; finally the content
-  fingerprint when SRC holds the image itself.  Names an export converted or flattened
-  (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are also tried as the library
-  name they came from (:func:`core.export.library_name_candidates`).  Paths and names
-  match exactly first, then under Unicode normalization (NFC: macOS writes ``café``
-  decomposed).  Unmatched and ambiguous rows are counted and the first few named.
+  fingerprint when SRC holds the image itself.  Paths and names match exactly first,
+  then under Unicode normalization (NFC: macOS writes ``café`` decomposed).  Names an
+  export converted or flattened (``IMG_1.HEIC.jpg``, kohya's ``album__scan.tif.png``) are
+  also tried as the library name they came from (:func:`core.export.library_name_candidates`).
+  Unmatched and ambiguous rows are counted and the first few named.
 * Rows naming different paths that reach one photo only by its file name are ambiguous:
   none of them is imported, and each is one problem line naming the other row.  A row
   that reaches by file name a photo another row names by path, location or content is
@@ -103,9 +103,10 @@ WRITE_BATCH = 200
 #: How many unmatched names the stats keep for the report.
 UNMATCHED_EXAMPLES = 10
 #: A caption longer than this is not a caption (a pasted file, an attack): skipped, reported.
-MAX_CAPTION_CHARS = 64 * 1024
-#: Sidecar caption files larger than this are not read.
-MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS
+MAX_CAPTION_CHARS = caption_store.MAX_CAPTION_CHARS
+#: Sidecar caption files larger than this are not read (room for the longest caption in
+#: 4-byte UTF-8, a BOM and line ends: every exported caption file imports again).
+MAX_CAPTION_FILE_BYTES = 4 * MAX_CAPTION_CHARS + 64
 #: CSV fields may be this long (Python's default of 128 KiB rejected whole files).
 MAX_CSV_FIELD = 16 * 1024 * 1024
 #: Names longer than this are cut in reports (a parquet "name" may be megabytes).
@@ -726,7 +727,7 @@ def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]
             stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
             continue
         try:
-            found = read_caption(image_file)
+            found = read_caption(image_file, within=base)
         except MetadataUnavailable as exc:
             raise CaptionImportError(str(exc)) from None
         except MetadataError as exc:
@@ -942,10 +943,10 @@ def _store_batch(
                     if outcome == KEPT_HUMAN:
                         stats.kept_human += 1
                     else:
-                        stats.replaced += outcome == REPLACED
-                        # Counted once per image: a second source row for it replaces the first.
-                        stats.current += outcome == CURRENT and image_id not in stats.made_current
-                        stats.made_current.add(image_id)
+                        if image_id not in stats.made_current:  # two rows for one photo count once
+                            stats.replaced += outcome == REPLACED
+                            stats.current += outcome == CURRENT
+                            stats.made_current.add(image_id)
                         current[image_id] = (text, source)
                 elif key in known[image_id]:
                     stats.unchanged += 1
@@ -1003,8 +1004,8 @@ def import_captions(
     def import_all(report: Callable[..., None]) -> None:
         matcher = ImageMatcher(db)
         batch: list[tuple[int, str, CaptionGroup]] = []
-        claims = _NameClaims()
         verb = "Checking" if dry_run else "Importing"
+        claims = _NameClaims()
         for group in _chain(pending, groups):
             if cancel.is_set():
                 stats.cancelled = True

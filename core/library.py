@@ -196,9 +196,18 @@ class Library:
 
         with self.job("scan", {"root_ids": root_ids}) as run:
             # The scanner reports its own progress (it runs without a library, too).
-            run.stats = scan(self.db, root_ids, progress=progress, cancel=cancel)
+            run.stats = scan(self.db, root_ids, progress=progress, cancel=cancel, exclude=self.own_paths())
             run.done = run.stats.files_seen
         return run.stats
+
+    def own_paths(self) -> list[Path]:
+        """The files and folders this library keeps beside its file: the file and its SQLite
+        companions, the thumbnail cache, the models folder (versions, training runs and their
+        partial folders).  A scan never takes them for photos."""
+        from core.training.versions import models_dir
+
+        companions = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+        return [self.path, *companions, self.cache_dir, models_dir(self)]
 
     # -- status --------------------------------------------------------------------
 
@@ -291,6 +300,12 @@ class Library:
             query = query.where(Job.kind == kind)
         with self.db.read() as session:
             return list(session.scalars(query))
+
+
+def job_owner_is_gone(params: Mapping[str, Any] | None) -> bool:
+    """Whether the process that started the job with these params has certainly ended
+    (False when it cannot be told: another host's job)."""
+    return _owner_is_gone((params or {}).get("_owner"), socket.gethostname())
 
 
 def _owner_is_gone(owner: Any, host: str) -> bool:

@@ -52,9 +52,10 @@ from xml.etree import ElementTree
 
 from sqlalchemy import update
 
+from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.inputs import open_regular
+from core.inputs import NotARegularFile, open_regular
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -76,6 +77,9 @@ IN_FILE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", 
 #: Of those, the ones with an IPTC block (WebP has none).
 IPTC_SUFFIXES = IN_FILE_SUFFIXES - {".webp"}
 SIDECAR_SUFFIX = ".xmp"
+#: An XMP sidecar larger than this is not read: real ones hold kilobytes, and the whole
+#: packet is read into memory.
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 #: ``stem``: ``photo.xmp``; ``full``: ``photo.jpg.xmp`` (see the module doc).
 SIDECAR_NAMINGS = ("stem", "full")
 DEFAULT_SIDECAR_NAMING = "stem"
@@ -96,6 +100,8 @@ IPTC_CAPTION = "Iptc.Application2.Caption"
 IPTC_CHARSET = "Iptc.Envelope.CharacterSet"
 #: ISO 2022 escape sequence that declares UTF-8 in IPTC IIM.
 IPTC_UTF8 = "\x1b%G"
+#: IPTC IIM's maximum length of Caption-Abstract, in bytes.
+IPTC_CAPTION_MAX_BYTES = 2000
 EXIF_DESCRIPTION = "Exif.Image.ImageDescription"
 
 #: What cameras put in ImageDescription by themselves: not a caption.
@@ -313,22 +319,44 @@ def _read_with_pillow(path: Path) -> tuple[str | None, str | None]:
     return xmp_text, exif_text if isinstance(exif_text, str) else None
 
 
-def read_caption(path: Path | str) -> FoundCaption | None:
+def _read_sidecar(sidecar: Path, within: Path | None) -> bytes:
+    """*sidecar*'s bytes; :class:`MetadataError` for a link leading out of *within* (checked
+    before anything is opened), a file that is not regular or one over :data:`MAX_SIDECAR_BYTES`."""
+    if within is not None:
+        try:
+            inside = sidecar.resolve().is_relative_to(within.resolve())
+        except (OSError, RuntimeError, ValueError):  # symlink loops, NUL in the name
+            inside = False
+        if not inside:
+            raise MetadataError(f"{sidecar}: a link leading outside {within}; not read")
+    try:
+        with open_regular(sidecar, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_SIDECAR_BYTES:
+                raise MetadataError(f"{sidecar}: {size:,} bytes, more than an XMP sidecar "
+                                    f"({MAX_SIDECAR_BYTES:,}); not read")
+            return handle.read(MAX_SIDECAR_BYTES + 1)
+    except NotARegularFile as exc:
+        raise MetadataError(f"{sidecar}: {exc}; not read") from None
+    except OSError as exc:
+        raise MetadataError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
+
+
+def read_caption(path: Path | str, *, within: Path | None = None) -> FoundCaption | None:
     """The caption stored in *path*'s metadata, or None.
 
     Looked for in this order: an XMP sidecar (written by CaptionDesk's sidecar mode,
     Lightroom, darktable...), then XMP dc:description, IPTC Caption-Abstract and EXIF
     ImageDescription in the file.  Camera boilerplate ("OLYMPUS DIGITAL CAMERA") is not a
-    caption.  Raises :class:`MetadataError` when the file's metadata cannot be read.
+    caption.  Raises :class:`MetadataError` when the file's metadata cannot be read, and
+    for a sidecar that is a link leading outside *within* (an import's source) or too big.
     """
     path = Path(path)
     sidecar = _existing_sidecar(path)
     if sidecar is not None:
+        packet = _read_sidecar(sidecar, within)
         try:
-            with open_regular(sidecar, "rb") as handle:
-                text = _clean(_xmp_text_from_packet(handle.read(), strict=True))
-        except OSError as exc:
-            raise MetadataError(f"cannot read the XMP sidecar {sidecar}: {exc.strerror or exc}") from None
+            text = _clean(_xmp_text_from_packet(packet, strict=True))
         except ValueError as exc:
             # The sidecar outranks the photo's own fields: a damaged one is reported, not bypassed.
             raise MetadataError(f"cannot parse the XMP sidecar {sidecar} ({exc}); this photo's caption "
@@ -386,15 +414,21 @@ def read_keywords(path: Path | str) -> list[str]:
 
 # JPEG segments exiv2 edits: APP1 (EXIF, XMP) and APP13 (Photoshop IRB holding IPTC).
 _JPEG_METADATA_MARKERS = frozenset({0xE1, 0xED})
+# exiv2 moves a COM comment after the tables and ends it with a NUL: its text must survive.
+_JPEG_COMMENT = 0xFE
 _PNG_METADATA_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf"})
 _WEBP_METADATA_CHUNKS = frozenset({b"EXIF", b"XMP "})
 
 
 def _jpeg_image_digest(data: bytes) -> bytes | None:
-    """Hash of every JPEG segment but the metadata ones, and all data from the first scan on."""
+    """Hash of every JPEG segment but the metadata ones, and all data from the first scan on.
+
+    Comments count by their text (in order), not by their place among the segments.
+    """
     if not data.startswith(b"\xff\xd8"):
         return None
     digest = hashlib.blake2b()
+    comments = hashlib.blake2b()
     pos, end = 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
@@ -408,9 +442,12 @@ def _jpeg_image_digest(data: bytes) -> bytes | None:
             continue
         if marker == 0xDA:  # start of scan: entropy-coded data (and any later scans)
             digest.update(data[pos:])
-            return digest.digest()
+            return digest.digest() + comments.digest()
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker not in _JPEG_METADATA_MARKERS:
+        if marker == _JPEG_COMMENT:
+            text = data[pos + 4 : pos + 2 + length].rstrip(b"\0")
+            comments.update(len(text).to_bytes(4, "big") + text)
+        elif marker not in _JPEG_METADATA_MARKERS:
             digest.update(data[pos : pos + 2 + length])
         pos += 2 + length
     return None
@@ -548,7 +585,16 @@ def _xmp_changes(image: Any, text: str) -> dict[str, Any]:
     return {XMP_DESCRIPTION: alternatives}
 
 
+def iptc_caption_text(text: str) -> str:
+    """*text* cut to what IPTC Caption-Abstract may hold, at a UTF-8 character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= IPTC_CAPTION_MAX_BYTES:
+        return text
+    return data[:IPTC_CAPTION_MAX_BYTES].decode("utf-8", "ignore")
+
+
 def _iptc_changes(image: Any, text: str) -> dict[str, Any]:
+    text = iptc_caption_text(text)  # XMP keeps the full caption
     iptc, stored_as_utf8 = _read_iptc(image)
     changes: dict[str, Any] = {}
     if iptc.get(IPTC_CAPTION) != text:
@@ -587,6 +633,8 @@ class WriteOutcome:
     fields: tuple[str, ...] = ()
     #: An older EXIF ImageDescription removed because the caption is not ASCII.
     removed_exif_description: str | None = None
+    #: The caption was longer than IPTC allows: IPTC holds its beginning, XMP all of it.
+    iptc_truncated: bool = False
 
 
 def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
@@ -602,9 +650,8 @@ def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome
             removed = image.read_exif().get(EXIF_DESCRIPTION) if exif.get(EXIF_DESCRIPTION, "") is None else None
             if not (xmp or iptc or exif):
                 return WriteOutcome(path, changed=False, in_file=True)
-            if dry_run:
-                fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-                return WriteOutcome(path, changed=True, in_file=True, fields=fields)
+            # A dry run builds the new file in memory too: its count of files that cannot
+            # be written must be the real run's.
             if xmp:
                 image.modify_xmp(xmp)
             if iptc:
@@ -618,9 +665,14 @@ def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome
         raise MetadataError(f"cannot write metadata into {path.name}: {exc}") from None
     if not same_image_data(before, after):
         raise MetadataError(f"{path.name}: writing metadata would change the image data; file left as it was")
-    _atomic_write(path, after, mode)
     fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-    return WriteOutcome(path, changed=True, in_file=True, fields=fields, removed_exif_description=removed)
+    truncated = IPTC_CAPTION in iptc and iptc_caption_text(text) != text
+    if dry_run:
+        return WriteOutcome(path, changed=True, in_file=True, fields=fields, iptc_truncated=truncated)
+    _atomic_write(path, after, mode)
+    return WriteOutcome(
+        path, changed=True, in_file=True, fields=fields, removed_exif_description=removed, iptc_truncated=truncated
+    )
 
 
 def _write_sidecar(
@@ -628,11 +680,10 @@ def _write_sidecar(
 ) -> WriteOutcome:
     pyexiv2 = _pyexiv2()
     target = sidecar_path(image_path, naming)
-    try:
-        with open_regular(target, "rb") as handle:  # a FIFO by the sidecar's name must not block
-            existing = handle.read()
-    except FileNotFoundError:
-        existing = None
+    if target.is_symlink():
+        # Reading it would copy another file's text into the library's folder.
+        raise MetadataError(f"the sidecar {target.name} is a symbolic link; not written")
+    existing = _read_sidecar(target, None) if os.path.lexists(target) else None
     packet = existing if existing is not None else _EMPTY_XMP_PACKET
     try:
         with pyexiv2.ImageData(packet) as sidecar:
@@ -696,10 +747,13 @@ class MetadataWriteStats(JobStats):
     errors: int = 0
     #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
     exif_descriptions_removed: int = 0
+    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
+    iptc_truncated: int = 0
 
     def counts(self) -> dict[str, int]:
         return {
             "exif_descriptions_removed": self.exif_descriptions_removed,
+            "iptc_truncated": self.iptc_truncated,
             "written": self.written,
             "sidecars": self.sidecars,
             "unchanged": self.unchanged,
@@ -808,6 +862,21 @@ def write_metadata(
     return stats
 
 
+def _link_refusal(image: CaptionedImage) -> str | None:
+    """Why *image*'s file is not written through (a link, or a file outside its library
+    folder by way of a linked folder), else None: the import refuses such links too."""
+    path = image.path
+    try:
+        if path.is_symlink():
+            return "a symbolic link; metadata is not written through links (write into the file it points to)"
+        inside = Path(os.path.realpath(path)).is_relative_to(os.path.realpath(to_os(image.root_path)))
+    except (OSError, ValueError):
+        return None  # the write itself reports what is wrong with the file
+    if not inside:
+        return f"its real file is outside the library folder {image.root_path} (a linked folder); not written"
+    return None
+
+
 def _write_one(
     image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats,
     sidecar_naming: str = DEFAULT_SIDECAR_NAMING, *, dry_run: bool = False
@@ -820,6 +889,11 @@ def _write_one(
         return None
     if not image.text.strip():
         stats.skipped += 1
+        return None
+    refused = _link_refusal(image)
+    if refused is not None:
+        stats.errors += 1
+        stats.problems.append(f"{path}: {refused}")
         return None
     try:
         before = os.stat(path)
@@ -850,6 +924,12 @@ def _write_one(
         stats.problems.append(
             f"{path}: older EXIF ImageDescription {outcome.removed_exif_description!r} removed "
             "(EXIF holds ASCII only; the caption is in XMP and IPTC)"
+        )
+    if outcome.iptc_truncated:
+        stats.iptc_truncated += 1
+        stats.problems.append(
+            f"{path}: caption of {len(image.text.encode('utf-8'))} bytes cut to IPTC's "
+            f"{IPTC_CAPTION_MAX_BYTES} in IPTC Caption-Abstract (XMP holds all of it)"
         )
     if dry_run:
         return None

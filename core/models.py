@@ -128,6 +128,15 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LibrarySetting(Base):
+    """One library-wide setting (e.g. the chosen base model), shared by the CLI and the window."""
+
+    __tablename__ = "library_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
 class Caption(Base):
     """One caption text for an image, with where it came from."""
 
@@ -186,3 +195,14 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class CaptionClaim(Base):
+    """An image a caption job has claimed to caption (see ``core.captioning.claims``)."""
+
+    __tablename__ = "caption_claims"
+    __table_args__ = (Index("ix_caption_claims_image", "image_id"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -22,7 +22,9 @@ crashed scan keeps every record as it was, and the next scan picks up from the d
 Results are committed in batches, each its own short write transaction, so a crash loses
 at most one batch and readers (the GUI) see progress as it happens.
 
-Hidden files and folders (dot-names, and the Windows hidden attribute) are skipped;
+Hidden files and folders (dot-names, and the Windows hidden attribute) are skipped, and so
+are the library's own files when it sits inside one of its folders (its thumbnail cache
+would otherwise come back as new photos on every scan);
 symlinked folders are followed once (a symlink loop is detected by device/inode);
 unreadable folders and broken links are counted and reported, never fatal.
 """
@@ -32,7 +34,7 @@ from __future__ import annotations
 import os
 import stat as stat_module
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -104,13 +106,23 @@ def _shown(os_path: str) -> str:
     return for_display(to_stored(os_path))
 
 
-def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+def _real(path: str | Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def walk_images(root: Path, problems: list[str],
+                exclude: Collection[str | Path] = ()) -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative_path, stat)`` for every image file under *root*.
 
     Relative paths use ``/`` on every platform so a library moves between systems, and
     are in stored form (:func:`core.filenames.to_stored`): a name that is not valid UTF-8
-    is kept losslessly instead of failing the whole scan.
+    is kept losslessly instead of failing the whole scan.  Files and folders in *exclude*
+    (the library's own: :meth:`core.library.Library.own_paths`) are never entered or yielded.
     """
+    # By name first, so only an entry named like an excluded path costs a realpath.
+    excluded: dict[str, set[str]] = {}
+    for path in exclude:
+        excluded.setdefault(os.path.basename(os.fspath(path)), set()).add(_real(path))
     try:
         root_stat = root.stat()
     except OSError as exc:
@@ -130,6 +142,8 @@ def walk_images(root: Path, problems: list[str]) -> Iterator[tuple[str, os.stat_
         for entry in listing:
             try:
                 if _is_hidden(entry):
+                    continue
+                if entry.name in excluded and _real(entry.path) in excluded[entry.name]:
                     continue
                 if entry.is_dir(follow_symlinks=True):
                     st = entry.stat(follow_symlinks=True)
@@ -510,8 +524,10 @@ def scan(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
     batch_size: int = BATCH_SIZE,
+    exclude: Collection[str | Path] = (),
 ) -> ScanStats:
-    """Scan the given roots (all roots when None).  See the module docstring."""
+    """Scan the given roots (all roots when None), never *exclude*'s files and folders (see
+    :func:`walk_images`).  See the module docstring."""
     with db.read() as session:
         query = select(LibraryRoot.id, LibraryRoot.path).order_by(LibraryRoot.id)
         if root_ids is not None:
@@ -535,7 +551,7 @@ def scan(
         root_path = Path(to_os(root_path_text))
         problems_before = len(stats.problems)
         state = _RootScan(db, root_id, root_path, stats)
-        walk = walk_images(root_path, stats.problems)
+        walk = walk_images(root_path, stats.problems, exclude)
         completed = True
         for count, (rel_path, st) in enumerate(walk):
             if count % 64 == 0 and cancel.is_set():

@@ -13,9 +13,10 @@ import platform
 import sqlite3
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import qVersion
+from PySide6.QtCore import Qt, qVersion
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -41,6 +42,10 @@ from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.captioning.presets import PRESETS, VARIABLES
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from desktop_app.dialog_kit import ElidedLabel
+
+if TYPE_CHECKING:
+    from core.training.current import CurrentModel
 
 SCOPE_SELECTION = "selection"
 SCOPE_FILTER = "filter"
@@ -60,6 +65,8 @@ class CaptionDialog(QDialog):
         selection_count: int,
         filter_count: int,
         uncaptioned_count: int | None,
+        versions: list[str] = (),
+        current: CurrentModel | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -70,9 +77,20 @@ class CaptionDialog(QDialog):
         self.model = QComboBox()
         self.model.setEditable(True)
         self.model.setToolTip("A Hugging Face hub id, a local model folder, or a model version name")
-        for name in dict.fromkeys([defaults.model, DEFAULT_MODEL, *known_models]):
+        # The library's model versions first, so a trained one is a pick away.
+        for name in dict.fromkeys([defaults.model, *versions, DEFAULT_MODEL, *known_models]):
             self.model.addItem(name)
+            if name in versions:
+                self.model.setItemData(self.model.count() - 1, "A trained version of this library",
+                                       Qt.ItemDataRole.ToolTipRole)
         self.model.setCurrentText(defaults.model)
+        # One elided line (a wrapped label in a form row gets clipped); the tooltip says it all.
+        self.current_note = ElidedLabel(f"Current model: {current.describe()}" if current is not None else "")
+        self.current_note.setObjectName("currentModelNote")
+        if current is not None:
+            self.current_note.setToolTip(f"The library's current model: {current.describe()}. Another pick here "
+                                         "is for this run only; Model → Versions changes the current one.")
+        self.current_note.setVisible(current is not None)
         model_browse = QPushButton("Folder…")
         model_browse.clicked.connect(lambda: self._browse(self.model.setCurrentText, "Choose a model folder"))
         self.adapter = QLineEdit(defaults.adapter or "")
@@ -149,6 +167,7 @@ class CaptionDialog(QDialog):
         form.addRow("Server", endpoint_row)
         form.addRow("Requests at once", self.max_concurrency)
         form.addRow("Model", model_row)
+        form.addRow("", self.current_note)
         form.addRow("Adapter", adapter_row)
         form.addRow("Beams", self.num_beams)
         form.addRow("Min new tokens", self.min_tokens)

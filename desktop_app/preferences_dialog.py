@@ -1,14 +1,18 @@
-"""Edit → Preferences…: default model and generation settings, device, thumbnails, library.
+"""Edit → Preferences…: the current model, generation settings, device, thumbnails, library.
 
-Everything is stored through :class:`~desktop_app.settings.AppSettings` (the same keys
-the Caption dialog reads and remembers), so a default chosen here is what the next
-captioning job starts with.  The controller applies a new thumbnail size and opens a
-new library location at once when the dialog is accepted.
+The model is the open library's current model (:mod:`core.training.current`, the one the
+CLI uses too): picking a trained version activates it, picking a base model deactivates
+versions and makes it the library's base model.  Everything else is stored through
+:class:`~desktop_app.settings.AppSettings` (the same keys the Caption dialog reads and
+remembers), so a default chosen here is what the next captioning job starts with.  The
+controller applies a new thumbnail size and opens a new library location at once when the
+dialog is accepted.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 
 from PySide6.QtWidgets import (
@@ -28,8 +32,13 @@ from PySide6.QtWidgets import (
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.captioning.settings import CaptionJobSpec
+from core.training.current import current_model, library_base_model, use_base_model
+from core.training.versions import list_versions, set_active
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
+
+if TYPE_CHECKING:
+    from core.library import Library
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: The sidecar naming choices, as people know them (core.metadata.SIDECAR_NAMINGS).
@@ -45,19 +54,29 @@ SIDECAR_NAMING_NOTE = (
 
 class PreferencesDialog(QDialog):
     def __init__(self, settings: AppSettings, *, library_path: str | None = None, known_models: list[str] = (),
-                 parent: QWidget | None = None) -> None:
+                 library: Library | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Preferences")
         self.setFixedWidth(DIALOG_WIDTH)
         self.settings = settings
+        #: The open library (its current model is edited here); self.library is the path field.
+        self.open_library = library
         spec = settings.caption_spec()
+        self.current = current_model(library) if library is not None else None
+        self._versions = [v.name for v in list_versions(library)] if library is not None else []
 
         self.model = QComboBox()
         self.model.setEditable(True)
-        for name in dict.fromkeys([DEFAULT_MODEL, *known_models]):
+        base = library_base_model(library) if library is not None else None
+        for name in dict.fromkeys([*self._versions, *filter(None, [base]), DEFAULT_MODEL, *known_models]):
             self.model.addItem(name)
-        self.model.setCurrentText(spec.model)
-        self.model.setToolTip("A Hugging Face model id, a model folder, or the name of a trained version")
+        self.model.setCurrentText(self.current.model if self.current is not None else DEFAULT_MODEL)
+        self.model.setEnabled(library is not None)
+        self.model.setToolTip("The library's current model: a trained version (activates it), or a base model "
+                              "(a Hugging Face model id or a model folder)" if library is not None
+                              else "Open a library to choose its model")
+        self.model_note = wrapped(f"Now: {self.current.describe()}. The CLI captions with the same model."
+                                  if self.current is not None else "Each library has its own current model.")
         self.num_beams = self._spin(1, 16, spec.settings.num_beams)
         self.max_new_tokens = self._spin(5, 200, spec.settings.max_new_tokens)
         self.batch_size = self._spin(1, 256, spec.batch_size)
@@ -79,7 +98,8 @@ class PreferencesDialog(QDialog):
 
         captioning = QGroupBox("Captioning defaults")
         form = QFormLayout(captioning)
-        form.addRow("Model", self.model)
+        form.addRow("Current model", self.model)
+        form.addRow("", self.model_note)
         form.addRow("Beams", self.num_beams)
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Batch size", self.batch_size)
@@ -120,11 +140,21 @@ class PreferencesDialog(QDialog):
         spec = self.settings.caption_spec()
         generation = replace(spec.settings, num_beams=self.num_beams.value(),
                              max_new_tokens=self.max_new_tokens.value())
-        return spec.with_(model=self.model.currentText().strip() or DEFAULT_MODEL, settings=generation,
-                          batch_size=self.batch_size.value(), device=self.device.currentText())
+        return spec.with_(settings=generation, batch_size=self.batch_size.value(), device=self.device.currentText())
+
+    def save_model(self) -> None:
+        """Make the picked model the library's current one (a version is activated)."""
+        picked = self.model.currentText().strip()
+        if self.open_library is None or self.current is None or not picked or picked == self.current.model:
+            return
+        if picked in self._versions:
+            set_active(self.open_library, picked)
+        else:
+            use_base_model(self.open_library, picked)
 
     def save(self) -> None:
-        """Store the choices: the default caption spec, display and file settings."""
+        """Store the choices: the current model, the default caption spec, display and file settings."""
+        self.save_model()
         self.settings.set_caption_spec(self.caption_spec())
         self.settings.sidecar_naming = str(self.sidecar_naming.currentData())
         self.settings.thumbnail_size = int(self.thumbnail_size.currentData())

@@ -7,6 +7,8 @@ A thin typed wrapper so every key is spelled once and has a default; tests give 
 from __future__ import annotations
 
 import json
+from typing import Any
+
 from PySide6.QtCore import QByteArray, QSettings
 
 from core import APP_NAME
@@ -83,6 +85,15 @@ class AppSettings:
             return CaptionJobSpec.from_dict(data)
         except (TypeError, ValueError):
             return CaptionJobSpec()
+
+    def caption_defaults(self, library: Any) -> CaptionJobSpec:
+        """:meth:`caption_spec` with the library's current model (a model server keeps its own model name)."""
+        spec = self.caption_spec()
+        if library is None or spec.backend != "local":
+            return spec
+        from core.training.current import current_model
+
+        return spec.with_(model=current_model(library).model, adapter=None)
 
     def set_caption_spec(self, spec: CaptionJobSpec) -> None:
         # JSON, not nested QSettings maps: INI and the Windows registry round-trip

@@ -3,7 +3,8 @@
 Opened from Caption → Train (:mod:`desktop_app.controllers.versions`); by hand::
 
     from desktop_app.train_dialog import TrainDialog
-    dialog = TrainDialog(self.library, base_model=current_model_id, service=self.captioning, parent=self)
+    # base_model: the library's current model's base unless given (core.training.current)
+    dialog = TrainDialog(self.library, service=self.captioning, parent=self)
     dialog.version_created.connect(lambda name: ...)  # e.g. refresh the model picker
     dialog.use_requested.connect(lambda name: ...)    # "Make active and re-caption"
     dialog.show()
@@ -48,7 +49,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.captioning import DEFAULT_MODEL
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
 from desktop_app.worker import CaptionService, ModelJob
 
@@ -173,7 +173,7 @@ class TrainDialog(QDialog):
     #: "Make active and re-caption" was clicked for this version name.
     use_requested = Signal(str)
 
-    def __init__(self, library: Library, *, base_model: str = DEFAULT_MODEL,
+    def __init__(self, library: Library, *, base_model: str | None = None,
                  train_fn: Callable[..., Any] | None = None, service: CaptionService | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -191,7 +191,21 @@ class TrainDialog(QDialog):
         if service is not None:
             service.state_changed.connect(self._refresh_start)
 
-        self.base = QLineEdit(base_model)
+        from core.training.current import current_model
+
+        # The library's current model: an active version pre-fills its base (a LoRA
+        # version is no base to train on), and offers to continue from it where it can.
+        self.current = current_model(library)
+        self.base = QLineEdit(base_model or self.current.base_model)
+        version = self.current.version
+        self.continue_from = QCheckBox(f"Continue from the active version “{version}”" if version else "")
+        self.continue_from.setEnabled(self.current.can_continue)
+        self.continue_from.setToolTip(
+            "Train on top of the active version (a full fine-tune) instead of its base model"
+            if self.current.can_continue else
+            "A LoRA version cannot be trained further: training starts from its base model "
+            "(Export merged writes a full model folder you can train from).")
+        self.continue_from.toggled.connect(self._continue_toggled)
         self.browse_base = QPushButton("Browse…")
         self.browse_base.setToolTip("Choose a model folder on disk")
         self.browse_base.clicked.connect(self.choose_base_folder)
@@ -222,6 +236,8 @@ class TrainDialog(QDialog):
         self.not_ready.setStyleSheet("color: #a4262c;")
         form = QFormLayout()
         form.addRow("Base model", base_row)
+        if version is not None and base_model is None:
+            form.addRow("", self.continue_from)
         for label, widget in (("Version name", self.name), ("Method", self.method),
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
@@ -284,6 +300,12 @@ class TrainDialog(QDialog):
         # A fixed width: neither long messages nor results make the dialog jump wider.
         self.setFixedWidth(560)
         self.refresh_data_summary()
+
+    def _continue_toggled(self, on: bool) -> None:
+        self.base.setText(self.current.model if on else self.current.base_model)
+        self.base.setEnabled(not on)
+        self.browse_base.setEnabled(not on)
+        self._update_enabled()
 
     def choose_base_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")

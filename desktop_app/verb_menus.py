@@ -127,7 +127,7 @@ class VerbMenus:
         library = window.library
         known = [v.name for v in list_versions(library)] if library is not None else []
         dialog = PreferencesDialog(window.settings, library_path=str(library.path) if library else None,
-                                   known_models=known, parent=window)
+                                   known_models=known, library=library, parent=window)
         dialog.accepted.connect(lambda: self._apply_preferences(dialog))
         self.open_dialogs["preferences"] = dialog
         dialog.show()
@@ -136,6 +136,9 @@ class VerbMenus:
     def _apply_preferences(self, dialog: Any) -> None:
         window = self.window
         window.set_thumbnail_size(window.settings.thumbnail_size)
+        versions_window = self.open_dialogs.get("versions")
+        if versions_window is not None and versions_window.isVisible():
+            versions_window.refresh()  # the current model may have changed
         wanted = dialog.library.text().strip()
         current = str(window.library.path) if window.library is not None else ""
         if wanted and Path(wanted).expanduser().resolve() != Path(current).resolve():

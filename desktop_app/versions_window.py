@@ -30,7 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.training import versions
+from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
 COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match")
@@ -42,6 +44,16 @@ COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of th
 def _metric(metrics: dict[str, Any], key: str) -> str:
     value = metrics.get(key)
     return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+#: The first row: the library's base model, what captions when no version is active.
+BASE_ROW_NAME = "Base model"
+
+
+def base_row(model: str, active: bool) -> list[str]:
+    """The cells of the base-model row (*active*: no version is, so this model captions)."""
+    short = Path(model).name if Path(model).is_absolute() else model
+    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–"]
 
 
 def version_row(version: Any) -> list[str]:
@@ -62,6 +74,8 @@ def version_row(version: Any) -> list[str]:
     ]
 
 
+ACTIVATE_TIP = ("Make this the library's current model: captioning (here and in the CLI) uses it, and "
+                "training starts from it")
 EVALUATE_TIP = "Caption the validation split with this version and score it against the verified captions"
 EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
 
@@ -87,6 +101,8 @@ class VersionsWindow(QDialog):
         self.service = service
         self.runner = JobRunner(self, model_thread=service)
         self._job = ""
+        #: What the running job is about ("version “x”", "base model y"): its result says so.
+        self._about = ""
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -109,7 +125,7 @@ class VersionsWindow(QDialog):
         self.delete_button = QPushButton("Delete…")
         self.evaluate_button = QPushButton("Evaluate")
         self.export_button = QPushButton("Export merged…")
-        self.activate_button.setToolTip("Use this version as the default model for captioning")
+        self.activate_button.setToolTip(ACTIVATE_TIP)
         self.evaluate_button.setToolTip(EVALUATE_TIP)
         self.export_button.setToolTip(EXPORT_TIP)
         actions = QHBoxLayout()
@@ -146,10 +162,19 @@ class VersionsWindow(QDialog):
     # -- table --------------------------------------------------------------------------
 
     def refresh(self, select: str | None = None) -> None:
-        select = select or self.selected_name()
+        select = select or self.selected_name() or (BASE_ROW_NAME if self.base_selected() else None)
         self.versions = versions.list_versions(self.library)
-        self.table.setRowCount(len(self.versions))
-        for row, version in enumerate(self.versions):
+        self.current = current_model(self.library)
+        self.base_model = library_base_model(self.library) or DEFAULT_MODEL
+        self.table.setRowCount(len(self.versions) + 1)
+        for column, text in enumerate(base_row(self.base_model, self.current.version is None)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(self.base_model if column == 2 else
+                            "What captions when no version is active (Preferences → Current model changes it)")
+            self.table.setItem(0, column, item)
+        if select == BASE_ROW_NAME:
+            self.table.selectRow(0)
+        for row, version in enumerate(self.versions, start=1):
             for column, text in enumerate(version_row(version)):
                 item = QTableWidgetItem(text)
                 item.setToolTip(version.base_model if column == 2 else text)
@@ -160,23 +185,43 @@ class VersionsWindow(QDialog):
             self.detail.setText("No trained versions yet: Caption → Train on verified captions… makes one.")
         self._update_buttons()
 
-    def selected_name(self) -> str | None:
+    def _selected_row(self) -> int | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not rows or rows[0].row() >= len(getattr(self, "versions", [])):
+        return rows[0].row() if rows else None
+
+    def base_selected(self) -> bool:
+        """The base-model row is selected."""
+        return self._selected_row() == 0 and hasattr(self, "versions")
+
+    def selected_name(self) -> str | None:
+        """The selected version's name (None: none, or the base-model row)."""
+        row = self._selected_row()
+        if row is None or row == 0 or row > len(getattr(self, "versions", [])):
             return None
-        return self.versions[rows[0].row()].name
+        return self.versions[row - 1].name
 
     def select(self, name: str) -> None:
-        for row, version in enumerate(self.versions):
+        """Select version *name*, or the base-model row for :data:`BASE_ROW_NAME`."""
+        if name == BASE_ROW_NAME:
+            self.table.selectRow(0)
+        for row, version in enumerate(self.versions, start=1):
             if version.name == name:
                 self.table.selectRow(row)
 
     def _update_buttons(self) -> None:
         name = self.selected_name()
+        base = self.base_selected()
         idle = not self.runner.running
         for button in (self.activate_button, self.rename_button, self.delete_button, self.evaluate_button,
                        self.export_button):
             button.setEnabled(name is not None and idle)
+        # The base model can be made current again and scored; it is no version to rename or delete.
+        for button in (self.activate_button, self.evaluate_button):
+            if base and idle:
+                button.setEnabled(True)
+        self.activate_button.setText("Use base model" if base else "Activate")
+        self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
+                                        if base else ACTIVATE_TIP)
         # The model thread is captioning or training: the jobs that load a model wait.
         for button, tip, wanted in ((self.evaluate_button, EVALUATE_TIP, "Evaluating"),
                                     (self.export_button, EXPORT_TIP, "Writing a merged model")):
@@ -188,6 +233,8 @@ class VersionsWindow(QDialog):
         if version is not None:
             where = version.adapter_path or version.base_model
             self.detail.setText(f"{version.name}: {where}")
+        elif base:
+            self.detail.setText(f"Base model: {self.base_model}")
 
     # -- quick actions ----------------------------------------------------------------------
 
@@ -201,12 +248,20 @@ class VersionsWindow(QDialog):
         return True
 
     def activate_selected(self) -> bool:
+        """Make the selected version the current model, or (base-model row) deactivate versions."""
+        if self.base_selected():
+            ok = self._guarded(lambda: use_base_model(self.library))
+            if ok:
+                self.footer.status.setText(f"No version is active: captioning uses the base model "
+                                           f"{self.base_model}.")
+            self.refresh(BASE_ROW_NAME)
+            return ok
         name = self.selected_name()
         if name is None:
             return False
         ok = self._guarded(lambda: versions.set_active(self.library, name))
         if ok:
-            self.footer.status.setText(f"{name} is now the active model.")
+            self.footer.status.setText(f"{name} is now the active model: captioning uses it.")
         self.refresh(name)
         return ok
 
@@ -244,12 +299,13 @@ class VersionsWindow(QDialog):
     # -- jobs -------------------------------------------------------------------------------
 
     def evaluate_selected(self, *, val_ratio: float | None = None, seed: int | None = None) -> bool:
-        """Score the selected version on the validation split it was trained with."""
-        name = self.selected_name()
+        """Score the selected version on the validation split it was trained with (the base model:
+        on the default split)."""
+        name = self.base_model if self.base_selected() else self.selected_name()
         if name is None or self.runner.running:
             return False
-        version = next(v for v in self.versions if v.name == name)
-        data = version.data_snapshot or {}
+        version = next((v for v in self.versions if v.name == name), None)
+        data = (version.data_snapshot if version is not None else None) or {}
         ratio = val_ratio if val_ratio is not None else float(data.get("val_ratio", 0.1))
         split_seed = seed if seed is not None else int(data.get("seed", 0))
         library, device = self.library, self.device
@@ -260,11 +316,12 @@ class VersionsWindow(QDialog):
             return evaluate_model(library, name, val_ratio=ratio, seed=split_seed, device=device,
                                   progress=progress, cancel=cancel)
 
+        self._about = f"version “{name}”" if version is not None else f"base model {Path(name).name}"
         if not self.runner.start(work, f"Evaluating “{name}”"):
             self._refused("Evaluating")
             return False
         self._job = "evaluate"
-        self.footer.set_running(True, f"Evaluating {name}…")
+        self.footer.set_running(True, f"Evaluating {self._about}…")
         self._update_buttons()
         return True
 
@@ -278,6 +335,7 @@ class VersionsWindow(QDialog):
                 return False
             out = str(Path(parent) / f"{name}-merged")
         library, device = self.library, "cpu" if self.device == "auto" else self.device
+        self._about = f"version “{name}”"
 
         def work(_progress: Any, _cancel: Any) -> Any:
             return versions.export_merged(library, name, out, device=device)
@@ -301,12 +359,12 @@ class VersionsWindow(QDialog):
         self.result = result
         if self._job == "evaluate":
             m = result.metrics
-            self._job_done(f"{Path(result.model).name}: CIDEr {_metric(m, 'cider')}, exact match "
+            self._job_done(f"{self._about}: CIDEr {_metric(m, 'cider')}, exact match "
                            f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')} on {m.get('n', 0)} "
                            "validation images")
             self.evaluated.emit(result)
         else:
-            self._job_done(f"Exported to {result}")
+            self._job_done(f"Exported to {result} ({self._about})")
             self.footer.buttons.insertWidget(1, show := QPushButton("Show folder"))
             show.clicked.connect(lambda: show_folder(result))
 

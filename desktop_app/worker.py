@@ -45,6 +45,14 @@ from desktop_app.background import JOB_NICENESS, Coalescer, lower_thread_priorit
 
 log = logging.getLogger(__name__)
 
+#: Errors that say what the person should change (a name, the data, the base model), not bugs.
+USER_ERRORS = frozenset({"TrainingError", "VersionError", "InsufficientDataError", "ModelLoadError", "LibraryError"})
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """*exc* is (a subclass of) one of :data:`USER_ERRORS`, matched by name so torch-heavy modules stay unloaded."""
+    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+
 
 class PauseToken:
     """A cancel token whose ``is_set()`` blocks while paused.
@@ -274,7 +282,10 @@ class _CaptionWorker(QObject):
             result = job.work(progress=job.progress.emit, cancel=job.cancel, on_epoch=job.epoch.emit)
         except Exception as exc:  # noqa: BLE001 - shown in the dialog, never a crash
             detail = traceback.format_exc()
-            log.error("%s failed: %s", job.description, detail)
+            if is_user_error(exc):  # the person can act on the message; a traceback only alarms
+                log.info("%s: %s", job.description, exc)
+            else:
+                log.error("%s failed: %s", job.description, detail)
             # The service is idle again before the dialog hears how the job ended.
             self.model_job_ended.emit()
             job.failed.emit(str(exc) or type(exc).__name__, detail)

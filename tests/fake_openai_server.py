@@ -31,10 +31,20 @@ Behaviour is scripted over HTTP, by the test process:
   (:data:`TOKEN_LOGPROB`, one value per colour, so a test can compute the mean);
   ``"reject"`` HTTP 400 "Unrecognized request argument supplied: logprobs" (a server
   without them); ``"ignore"`` an answer without them.
+  Hostile behaviours (queue entries): ``"echo-exact"``, ``"echo-lower"``,
+  ``"echo-prefix"`` (HTTP 400 whose error message holds the request's bearer token as
+  sent, lower-cased, or its first half), ``"echo-json"`` (HTTP 400 whose body holds
+  the token with every character JSON-escaped, not an OpenAI error object),
+  ``"echo-200"`` (a caption that holds the token), ``"drip"`` (the whole answer, status
+  line included, one byte every 0.5 s), ``"huge"`` (HTTP 200 without Content-Length,
+  ``huge_bytes`` of caption), ``"long"`` (a caption of ``long_chars`` characters).
+  ``"models_mode"``: ``"drip"`` or ``"huge"`` (``huge_bytes`` of model list, no
+  Content-Length) for ``GET /v1/models`` and ``/api/tags``.
 * ``GET /_control`` returns counters: ``chat_requests``, ``max_in_flight``,
   ``uploaded_sizes`` (``[w, h]`` per decoded image), ``formats``, ``authorized``
   (requests whose bearer token matched), ``prompts``, ``behaviours``, ``logprobs_asked``
-  (per chat request, whether it asked for log-probabilities).  The request log
+  (per chat request, whether it asked for log-probabilities), ``bytes_sent`` (of
+  the hostile answers, as far as the client took them).  The request log
   on stderr has method and path only.
 """
 
@@ -75,10 +85,13 @@ class State:
         self.api_key: str | None = None
         self.fail_colors: list[str] = []
         self.logprobs = "answer"
+        self.models_mode = "ok"
+        self.huge_bytes = 40 * 1024 * 1024
+        self.long_chars = 5000
         self.in_flight = 0
         self.counters: dict[str, Any] = {
             "chat_requests": 0, "max_in_flight": 0, "uploaded_sizes": [], "formats": [], "authorized": 0,
-            "prompts": [], "behaviours": [], "logprobs_asked": [],
+            "prompts": [], "behaviours": [], "logprobs_asked": [], "bytes_sent": 0,
         }
 
 
@@ -102,6 +115,42 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _drip(self, body: Any) -> None:
+        """The whole answer, status line and headers included, one byte every half second."""
+        data = json.dumps(body).encode()
+        raw = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+               .encode() + data)
+        self.close_connection = True
+        try:
+            for i in range(len(raw)):
+                self.wfile.write(raw[i:i + 1])
+                self.wfile.flush()
+                with STATE.lock:
+                    STATE.counters["bytes_sent"] += 1
+                time.sleep(0.5)
+        except OSError:
+            pass  # the client gave up
+
+    def _stream(self, head: bytes, filler: bytes, tail: bytes, size: int) -> None:
+        """HTTP 200 without Content-Length: *head*, *filler* up to *size* bytes, *tail*."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        chunk = filler * (65536 // len(filler))
+        try:
+            self.wfile.write(head)
+            sent = 0
+            while sent < size:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                with STATE.lock:
+                    STATE.counters["bytes_sent"] += len(chunk)
+            self.wfile.write(tail)
+        except OSError:
+            pass  # the client stopped reading
+
     def _error(self, status: int, message: str, kind: str, code: str | None = None,
                headers: dict[str, str] | None = None) -> None:
         self._send(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
@@ -115,6 +164,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control":
             with STATE.lock:
                 self._send(200, STATE.counters)
+        elif self.path in ("/v1/models", "/api/tags") and STATE.models_mode == "drip":
+            self._drip({"object": "list", "data": [{"id": name} for name in STATE.models]})
+        elif self.path in ("/v1/models", "/api/tags") and STATE.models_mode == "huge":
+            self._stream(b'{"object": "list", "data": [', b'{"id": "model-xxxxxxxxxxxxxxxxxxxxxxxx"}, ',
+                         b'{"id": "last"}]}', STATE.huge_bytes)
         elif self.path == "/v1/models" and STATE.openai_models:
             self._send(200, {"object": "list", "data": [
                 {"id": name, "object": "model", "created": 0, "owned_by": "library"} for name in STATE.models]})
@@ -135,6 +189,9 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.fail_colors = list(script.get("fail_colors", STATE.fail_colors))
                 STATE.strict_models = bool(script.get("strict_models", STATE.strict_models))
                 STATE.logprobs = str(script.get("logprobs", STATE.logprobs))
+                STATE.models_mode = str(script.get("models_mode", STATE.models_mode))
+                STATE.huge_bytes = int(script.get("huge_bytes", STATE.huge_bytes))
+                STATE.long_chars = int(script.get("long_chars", STATE.long_chars))
             self._send(200, {"ok": True})
             return
         if self.path != "/v1/chat/completions":
@@ -209,8 +266,30 @@ class Handler(BaseHTTPRequestHandler):
         if behaviour == "malformed":
             self._send(200, None, raw=b'{"choices": [{"message": {"content": "a trunc')
             return
+        token = (auth or "").removeprefix("Bearer ")
+        echoes = {"echo-exact": token, "echo-lower": token.lower(), "echo-prefix": token[: len(token) // 2]}
+        if behaviour in echoes:
+            self._error(400, f"Invalid image. Request had Authorization: Bearer {echoes[behaviour]}",
+                        "invalid_request_error")
+            return
+        if behaviour == "echo-json":
+            escaped = "".join(f"\\u{ord(c):04x}" for c in f"Bearer {token}")
+            self._send(400, None, raw=('{"detail": "bad image", "headers": {"authorization": "' + escaped + '"}}')
+                       .encode())
+            return
+        if behaviour == "huge":
+            self._stream(b'{"choices": [{"message": {"role": "assistant", "content": "', b"a",
+                         b'"}, "finish_reason": "stop"}]}', STATE.huge_bytes)
+            return
+        if behaviour == "drip":
+            self._drip({"choices": [{"message": {"role": "assistant", "content": "a slow photo"}}]})
+            return
         time.sleep(3.0 if behaviour == "slow" else STATE.delay)
         caption = f"a {image.size[0]}x{image.size[1]} {color} photo"
+        if behaviour == "echo-200":
+            caption += f" (your key is {token})"
+        elif behaviour == "long":
+            caption = ("a very long caption " * STATE.long_chars)[: STATE.long_chars]
         logprobs = None
         if asked and STATE.logprobs == "answer":
             words = caption.split()

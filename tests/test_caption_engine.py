@@ -4,21 +4,27 @@ real tiny models in test_captioning_models.py and test_caption_cli.py)."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from core import captions
+from core.captioning.claims import CLAIM_LEASE
 from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captioning.settings import GenerationSettings
 from core.export import export_dataset
 from core.jobs import Progress
 from core.library import Library
-from core.models import Caption, Image
+from core.models import Caption, CaptionClaim, Image, Job, utcnow
 from core.queries import NEEDS_CAPTION, ImageFilter, fetch_rows
 from core.training.data import collect_training_data
 from tests.imagegen import make_corpus, write_jpeg
@@ -185,6 +191,83 @@ def test_cancel_stops_within_a_batch_and_resume_finishes(library: Library, photo
     stats = run_caption_job(library, CaptionJobSpec(model="m", batch_size=3), captioner=FakeCaptioner())
     assert (stats.captioned, stats.skipped) == (9, 3)
     assert len(_current(library)) == 12
+
+
+class _TakesTurns(FakeCaptioner):
+    """Both runs wait for each other after claiming their first batch (both selected every
+    image by then), then caption slowly enough to interleave."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+
+    def preprocess(self, images, settings):
+        if not self.batch_sizes:
+            self.barrier.wait(timeout=30)
+        return super().preprocess(images, settings)
+
+    def generate(self, batch, settings):
+        time.sleep(0.02)
+        return super().generate(batch, settings)
+
+
+def test_two_runs_at_once_share_the_work_and_caption_each_image_once(library: Library, photo_dir: Path) -> None:
+    ids = _scanned(library, photo_dir, 16)
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        with Library(library.path) as mine:  # a run of its own, as a second process would open it
+            try:
+                results[name] = run_caption_job(mine, CaptionJobSpec(model="fake-model", batch_size=2),
+                                                captioner=_TakesTurns(barrier))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                results[name] = exc
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    first, second = results["a"], results["b"]
+    assert first.captioned > 0 and second.captioned > 0, results  # both worked
+    assert first.captioned + second.captioned == len(ids)
+    assert first.skipped + second.skipped == len(ids)  # each left the other's images alone
+    assert (first.left_to_other_runs, second.left_to_other_runs) == (first.skipped, second.skipped)
+    with library.db.read() as session:
+        rows = session.execute(select(Caption.image_id, func.count()).group_by(Caption.image_id)).all()
+        assert dict(rows) == {image_id: 1 for image_id in ids}  # one history row each: none captioned twice
+        assert session.scalar(select(func.count()).select_from(CaptionClaim)) == 0  # released at the end
+
+
+@pytest.mark.parametrize(("owner", "age", "blocks"), [
+    pytest.param("dead process", timedelta(0), False, id="crashed-run-on-this-host"),
+    pytest.param("other host", CLAIM_LEASE + timedelta(minutes=1), False, id="other-host-lease-expired"),
+    pytest.param("other host", timedelta(minutes=1), True, id="other-host-within-lease"),
+])
+def test_claims_of_a_crashed_run_expire(library: Library, photo_dir: Path, owner: str, age: timedelta,
+                                        blocks: bool) -> None:
+    """A run that died holding claims blocks nobody: on this host its process is gone; on
+    another host its claims lapse once its record has not been updated for the lease."""
+    ids = _scanned(library, photo_dir, 4)
+    if owner == "dead process":
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        who = {"host": socket.gethostname(), "pid": gone.pid}
+    else:
+        who = {"host": "another-machine", "pid": 1}
+    stamp = utcnow() - age
+    with library.db.write() as session:
+        job = Job(kind="caption", params={"model": "fake-model", "adapter": None, "_owner": who}, state="running",
+                  created_at=stamp, updated_at=stamp)
+        session.add(job)
+        session.flush()
+        session.add_all(CaptionClaim(job_id=job.id, image_id=image_id, claimed_at=stamp) for image_id in ids)
+    # Written straight to the record: the ORM's onupdate would stamp it now.
+    with library.db.write() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(updated_at=stamp))
+    stats = run_caption_job(library, CaptionJobSpec(model="fake-model", batch_size=2), captioner=FakeCaptioner())
+    assert (stats.captioned, stats.skipped) == ((0, 4) if blocks else (4, 0))
 
 
 def test_one_folder_scope_for_engine_export_metadata_and_grid(library: Library, photo_dir: Path, tmp_path: Path) -> None:

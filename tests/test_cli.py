@@ -100,7 +100,7 @@ def test_help_documents_the_exit_status_scheme() -> None:
 @pytest.mark.parametrize(
     "argv",
     [["caption", "--batch-size", "many"], ["export", "tarball", "out"], ["status", "--bogus"],
-     ["models", "rename", "only-one"], ["train", "--name", "x"]],
+     ["models", "rename", "only-one"], ["train", "--name", "x", "--epochs", "many"]],
 )
 @pytest.mark.slow
 def test_bad_arguments_exit_2(tmp_path: Path, argv: list[str]) -> None:
@@ -120,7 +120,10 @@ def test_status_and_models_list_json(tmp_path: Path, photo_dir: Path, capsys: py
     status = json.loads(capsys.readouterr().out)
     assert status["folders"][0]["images"] == 1 and status["total"]["uncaptioned"] == 1
     assert main(["--library", lib, "models", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"command": "models list", "exit_code": 0, "versions": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "command": "models list", "exit_code": 0, "versions": [],
+        "current": {"model": "Salesforce/blip-image-captioning-base", "version": None,
+                    "base_model": "Salesforce/blip-image-captioning-base", "source": "default"}}
 
 
 @pytest.mark.slow

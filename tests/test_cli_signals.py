@@ -1,5 +1,6 @@
 """Ctrl-C never crashes the command line: one SIGINT stops a job after its current batch
 and exits 130, without a traceback, with the library intact and committed work kept.
+SIGTERM (``kill``, a service manager) and SIGHUP (a closed terminal) do the same.
 
 Every test runs the real CLI in a child process and sends it a real SIGINT once a
 progress line shows the job is under way.  The child starts with SIGINT at its default
@@ -82,8 +83,8 @@ class Child:
                     pytest.fail(f"no '{what}' progress line (exit {self.process.poll()}):\n" + "\n".join(self.lines))
                 self._new_line.wait(0.5)
 
-    def interrupt(self) -> None:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        self.process.send_signal(signum)
 
     def finish(self, timeout: float = 120) -> tuple[int, str, str]:
         assert self.process.stdout is not None
@@ -315,3 +316,94 @@ def test_ctrl_c_while_the_command_starts_up_is_status_130_without_a_traceback(tm
     # loaded 2-core machine: "Interrupted." on stderr, then status -2).
     assert child.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and err.strip() == "Interrupted."
+
+
+# -- SIGTERM and SIGHUP: the same path as Ctrl-C ------------------------------------------
+
+STOP_SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")]
+
+
+def _assert_stopped_like_ctrl_c(code: int, out: str, err: str, db: Path, kind: str) -> dict:
+    """Status 130, the summary on stderr, one ``--json`` object saying cancelled, and the job
+    record finished as cancelled (never left "running")."""
+    _assert_clean_interrupt(code, err)
+    payload = json.loads(out)
+    assert payload["exit_code"] == 130 and payload["cancelled"] is True, out
+    assert payload["summary"] and "cancelled" in payload["summary"], out
+    state = _db_state(db)
+    assert state["integrity"] == "ok" and state["jobs"][kind] == "cancelled", state
+    return payload
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_sigterm_or_sighup_during_caption_stops_like_ctrl_c(tmp_path: Path, tiny_blip_dir: Path,
+                                                              signum: int) -> None:
+    db, photos = _library(tmp_path, 24)
+    child = Child(["--library", str(db), "caption", str(photos), "--model", str(tiny_blip_dir), "--batch-size", "2",
+                   "--max-new-tokens", "4", "--device", "cpu", "--json"], delay=0.4, cwd=tmp_path)
+    done = child.wait_for_progress("Captioning", min_done=2)
+    child.interrupt(signum)
+    code, out, err = child.finish()
+    payload = _assert_stopped_like_ctrl_c(code, out, err, db, "caption")
+    assert f"{signal.Signals(signum).name} again to quit now" in err
+    assert payload["summary"].startswith("Captioning cancelled")
+    assert done <= payload["counts"]["captioned"] == _db_state(db)["captions"].get("model", 0) < 24
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_sigterm_or_sighup_during_scan_stops_like_ctrl_c(tmp_path: Path, signum: int) -> None:
+    photos = tmp_path / "photos"
+    for i in range(200):  # the scanner looks at the cancel token every 64 files
+        write_jpeg(photos / f"{i:03d}.jpg", size=(16, 16), seed=i)
+    db = tmp_path / "lib.db"
+    with Library(db) as library:
+        library.add_root(photos)
+    child = Child(["--library", str(db), "scan", "--json"], delay=0.05, cwd=tmp_path)
+    child.wait_for_progress("Scanning", min_done=1)
+    child.interrupt(signum)
+    code, out, err = child.finish()
+    payload = _assert_stopped_like_ctrl_c(code, out, err, db, "scan")
+    assert payload["summary"].startswith("Scan cancelled")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_sigterm_or_sighup_during_train_stops_like_ctrl_c(tmp_path: Path, tiny_blip_dir: Path, signum: int) -> None:
+    db, _photos = _library(tmp_path, 24, human=True)
+    child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
+                   "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",
+                   "--json"], delay=0.3, cwd=tmp_path)
+    child.wait_for_progress("Training", min_done=1, timeout=240)
+    child.interrupt(signum)
+    code, out, err = child.finish(timeout=240)
+    _assert_stopped_like_ctrl_c(code, out, err, db, "train")
+    assert "run the same command again to resume 'mine'" in err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_sigterm_or_sighup_outside_a_job_is_interrupted_not_killed(tmp_path: Path, signum: int,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Between jobs (opening the library, loading a model) the signal ends the command as
+    Ctrl-C does: "Interrupted.", status 130, the --json object; in-process (no start-up to wait for)."""
+    from captiondesk import cli, common
+
+    db = tmp_path / "lib.db"
+    Library(db).close()
+
+    def status_then_signal(_args: object) -> int:
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises in this (main) thread first
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_status", status_then_signal)
+    before = signal.getsignal(signum)
+    code = cli.main(["--library", str(db), "status", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 130 and json.loads(out)["cancelled"] is True
+    assert err.strip() == "Interrupted."
+    assert signal.getsignal(signum) is before is not common._raise_interrupt  # restored after the command

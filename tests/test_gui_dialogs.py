@@ -266,15 +266,16 @@ def versioned(library, built, tiny_blip_dir):  # noqa: F811
 def test_versions_window_lists_activates_renames_deletes(qtbot, library, versioned):
     window = VersionsWindow(library)
     qtbot.addWidget(window)
-    assert window.table.rowCount() == 2
-    row = [window.table.item(0, c).text() for c in range(window.table.columnCount())]
+    assert window.table.rowCount() == 3  # the base model, then each version
+    assert window.table.item(0, 1).text() == "Base model" and window.table.item(0, 0).text() == "★"
+    row = [window.table.item(1, c).text() for c in range(window.table.columnCount())]
     assert row[1:5] == ["shapes-v1", "tiny-blip", "full", row[4]] and row[5] == "6 / 2"
     assert row[6] == "0.100 → 0.500"
     window.select("shapes-v2")
     with qtbot.waitSignal(window.changed):
         assert window.activate_selected()
     assert versions.get_active_version(library).name == "shapes-v2"
-    assert window.table.item(1, 0).text() == "★"
+    assert window.table.item(2, 0).text() == "★" and window.table.item(0, 0).text() == ""
     assert window.rename_selected("shapes-final")
     assert versions.get_version(library, "shapes-final").is_active
     assert not window.rename_selected("bad name with spaces")  # core refuses; shown, nothing changes
@@ -283,6 +284,69 @@ def test_versions_window_lists_activates_renames_deletes(qtbot, library, version
     assert window.delete_selected(confirm=False)
     assert [v.name for v in versions.list_versions(library)] == ["shapes-final"]
     assert not (versioned / "shapes-v1").exists() and (versioned / "shapes-v2").exists()
+
+
+def test_activate_in_versions_window_is_what_the_caption_dialog_runs(qtbot, library, versioned, settings,
+                                                                     monkeypatch):
+    """Versions → Activate: the Caption dialog lists the versions and pre-selects the active one,
+    and its run stores that version's id; Use base model goes back."""
+    from desktop_app.dialogs import CaptionDialog
+    from tests.window_helpers import make_window
+
+    window = make_window(qtbot, library, settings, engine=None)  # the real engine, tiny BLIP copies
+    versions_window = window.verbs.open_versions()
+    versions_window.select("shapes-v2")
+    assert versions_window.activate_selected()
+    shown: list[CaptionDialog] = []
+
+    def accept(dialog: CaptionDialog) -> CaptionDialog.DialogCode:
+        shown.append(dialog)
+        dialog.overwrite.setChecked(True)
+        dialog.scope_filter.setChecked(True)
+        dialog.device.setCurrentText("cpu")
+        dialog.max_tokens.setValue(5)
+        return CaptionDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(CaptionDialog, "exec", accept)
+    with qtbot.waitSignal(window.captioning.finished, timeout=120_000):
+        window.caption_jobs.open_caption_dialog()
+    dialog = shown[0]
+    assert dialog.model.currentText() == "shapes-v2"
+    assert {"shapes-v1", "shapes-v2"} <= {dialog.model.itemText(i) for i in range(dialog.model.count())}
+    assert "version 'shapes-v2' (active)" in dialog.current_note.full_text()
+    v2 = versions.get_version(library, "shapes-v2")
+    with library.db.read() as session:
+        rows = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
+    assert len(rows) == 8 and {c.model_version_id for c in rows} == {v2.id}  # every image but a person's
+
+    from desktop_app.versions_window import BASE_ROW_NAME
+
+    versions_window.select(BASE_ROW_NAME)
+    assert versions_window.activate_button.text() == "Use base model"
+    assert not versions_window.rename_button.isEnabled() and not versions_window.delete_button.isEnabled()
+    assert versions_window.activate_selected()
+    assert versions.get_active_version(library) is None
+    assert versions_window.table.item(0, 0).text() == "★" and versions_window.table.item(2, 0).text() == ""
+    assert window.settings.caption_defaults(library).model == "Salesforce/blip-image-captioning-base"
+
+
+def test_preferences_model_is_the_librarys_current_model(qtbot, library, versioned, settings):
+    from core.training.current import current_model, library_base_model
+
+    dialog = PreferencesDialog(settings, library=library)
+    qtbot.addWidget(dialog)
+    assert dialog.model.isEnabled() and dialog.model.currentText() == "Salesforce/blip-image-captioning-base"
+    dialog.model.setCurrentText("shapes-v1")
+    dialog.accept()
+    assert current_model(library).version == "shapes-v1"  # picking a version activates it
+    dialog = PreferencesDialog(settings, library=library)
+    qtbot.addWidget(dialog)
+    assert dialog.model.currentText() == "shapes-v1" and "(active)" in dialog.model_note.text()
+    dialog.model.setCurrentText(str(versioned / "shapes-v2"))
+    dialog.accept()
+    assert current_model(library).version is None  # a base model: no version is active
+    assert library_base_model(library) == str(versioned / "shapes-v2")
+    assert settings.caption_defaults(library).model == str(versioned / "shapes-v2")
 
 
 def test_versions_window_evaluates_a_real_tiny_model(qtbot, library, versioned):
@@ -369,7 +433,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
     dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
     qtbot.addWidget(dialog)
-    dialog.model.setCurrentText("shapes-v2")
+    assert not dialog.model.isEnabled()  # the model is a library's: none is open here
     dialog.num_beams.setValue(3)
     dialog.device.setCurrentText("cpu")
     dialog.thumbnail_size.setCurrentIndex(dialog.thumbnail_size.findData(256))
@@ -377,7 +441,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     dialog.accept()
     again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     spec = again.caption_spec()
-    assert (spec.model, spec.device, spec.adapter) == ("shapes-v2", "cpu", "/a")  # the adapter is kept
+    assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
     assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"

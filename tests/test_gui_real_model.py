@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from PySide6.QtCore import QSettings
 from sqlalchemy import select
@@ -70,15 +72,19 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
                                                                 Caption.source == "human")).all()
         for k, image_id in enumerate(sorted(humans)):
             set_human_caption(session, image_id, f"a photo of a {colours[k % len(colours)]} square")
+    from core.training.current import set_base_model
+
+    set_base_model(library, str(tiny_blip_dir))  # as Preferences → Current model does
     window = make_window(qtbot, library, settings, engine=None)
-    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=5), batch_size=8,
-                             device="cpu")
+    request = settings.caption_defaults(library).with_(settings=GenerationSettings(max_new_tokens=5), batch_size=8,
+                                                       device="cpu")
+    assert request.model == str(tiny_blip_dir)
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000):
         assert window.start_captioning(request, SCOPE_UNCAPTIONED)
 
     window.open_train_dialog()
     dialog = window.versions.train_dialog
-    assert dialog.base.text() == str(tiny_blip_dir)  # the model the window captions with
+    assert dialog.base.text() == str(tiny_blip_dir)  # the library's current model
     dialog.name.setText("window-lora")
     dialog.epochs.setValue(4)
     dialog.batch_size.setValue(4)
@@ -97,4 +103,40 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
     with library.db.read() as session:
         rows = session.scalars(select(Caption).where(Caption.is_current.is_(True), Caption.source == "model")).all()
     assert len(rows) == 15 and all(c.adapter for c in rows)
+    assert {c.model_version_id for c in rows} == {get_active_version(library).id}
     dialog.close()
+
+    # Retraining after the activation: the dialog pre-fills the LoRA version's base, and the
+    # real trainer accepts it without edits: it checks name, data and base, then starts
+    # loading the model (stopped there: a cancel only lands after the base model's evaluation).
+    window.open_train_dialog()
+    again = window.versions.train_dialog
+    assert again is not dialog and again.base.text() == str(tiny_blip_dir)
+    assert not again.continue_from.isEnabled()  # a LoRA adapter is no base to train on
+    again.name.setText("window-lora-2")
+    again.val_ratio.setValue(0.3)  # this small library's split, as in the first run
+    assert again.start_button.isEnabled(), again.not_ready.text()
+    messages: list[str] = []
+
+    class Loading(Exception):
+        pass
+
+    def real_train_until_loading(library, base, name, config, *, progress, cancel, on_epoch):
+        from core.training import train
+
+        def watch(update):
+            messages.append(update.message)
+            if update.message == "Loading model":
+                raise Loading
+            progress(update)
+
+        try:
+            return train(library, base, name, config, progress=watch, cancel=cancel, on_epoch=on_epoch)
+        except Loading:
+            return SimpleNamespace(cancelled=True, name=name)
+
+    again._train_fn = real_train_until_loading
+    again.start()
+    qtbot.waitUntil(lambda: not again.running, timeout=WAIT)
+    assert messages[-1:] == ["Loading model"] and again.status.text().startswith("Cancelled"), again.status.text()
+    again.close()

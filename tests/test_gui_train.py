@@ -391,3 +391,48 @@ def test_another_library_waits_for_the_jobs_on_this_one(qtbot, library, photo_di
     with qtbot.waitSignal(window.library_opened, timeout=WAIT):
         window.open_library(tmp_path / "other.db")
     assert window.library.path == tmp_path / "other.db"
+
+
+def test_train_dialog_prefills_the_active_versions_base_and_a_user_error_is_one_line(
+        qtbot, library, photo_dir, caplog) -> None:
+    """After an Activate the dialog pre-fills the version's base (a LoRA version is no base);
+    a base the real trainer refuses is one line in the dialog and no traceback in the log."""
+    import logging
+
+    from core.models import ModelVersion
+    from core.training.versions import set_active
+
+    build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
+    with library.db.write() as session:
+        session.add(ModelVersion(name="shop-lora", base_model="org/base-model", adapter_path="/adapters/shop",
+                                 method="lora", config={"trained_from": "org/base-model"}))
+    set_active(library, "shop-lora")
+    dialog = TrainDialog(library)
+    qtbot.addWidget(dialog)
+    assert dialog.base.text() == "org/base-model"
+    assert dialog.continue_from.isVisibleTo(dialog) and not dialog.continue_from.isEnabled()
+
+    dialog.base.setText("shop-lora")  # typed by hand: the trainer itself refuses it
+    with caplog.at_level(logging.INFO):
+        dialog.start()
+        qtbot.waitUntil(lambda: not dialog.running, timeout=WAIT)
+    assert "is a LoRA version; train from its base model" in dialog.status.text()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any("Traceback" in r.getMessage() for r in caplog.records)
+
+
+def test_train_dialog_offers_to_continue_from_an_active_full_version(qtbot, library) -> None:
+    from core.models import ModelVersion
+    from core.training.versions import set_active
+
+    with library.db.write() as session:
+        session.add(ModelVersion(name="shop-full", base_model="/models/shop-full", method="full",
+                                 config={"trained_from": "org/base-model"}))
+    set_active(library, "shop-full")
+    dialog = TrainDialog(library, train_fn=fake_train)
+    qtbot.addWidget(dialog)
+    assert dialog.base.text() == "org/base-model" and dialog.continue_from.isEnabled()
+    dialog.continue_from.setChecked(True)
+    assert dialog.base.text() == "shop-full" and not dialog.base.isEnabled()
+    dialog.continue_from.setChecked(False)
+    assert dialog.base.text() == "org/base-model"

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from core import captions, ownership
 from core import export as export_module
+from core.captioning.settings import GenerationSettings
 from core.export import export_dataset
 from core.importer import MAX_CAPTION_CHARS, import_captions
 from core.library import Library
@@ -638,3 +639,128 @@ def test_fuzz_importer(tmp_path: Path, kind: str) -> None:
             assert all(isinstance(p, str) and "\n" not in p[:1] for p in stats.problems)
     finally:
         library.close()
+
+
+# -- issue #23: XMP sidecars and write-metadata through links; one caption length limit --------
+
+
+def _xmp(text: str) -> str:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt>'
+            f'<rdf:li xml:lang="x-default">{text}</rdf:li></rdf:Alt></dc:description></rdf:Description>'
+            "</rdf:RDF></x:xmpmeta>")
+
+
+def test_import_metadata_refuses_a_sidecar_link_out_of_the_source_and_a_huge_sidecar(
+    lib: Library, tmp_path: Path, outside: Path, monkeypatch, capsys
+) -> None:
+    pytest.importorskip("pyexiv2")
+    from core.metadata import MAX_SIDECAR_BYTES
+
+    photos = tmp_path / "photos"
+    add_photos(lib, photos, ["a.jpg", "b.jpg", "c.jpg"])
+    (outside / "secret.xmp").write_text(_xmp(SECRET), encoding="utf-8")
+    (photos / "a.xmp").symlink_to(outside / "secret.xmp")  # ln -s /elsewhere/secret.xmp photos/a.xmp
+    with open(photos / "b.xmp", "wb") as huge:  # sparse: a sidecar of 16 MiB + 1 byte costs no disk
+        huge.truncate(MAX_SIDECAR_BYTES + 1)
+    (photos / "c.xmp").write_text(_xmp("a cat on a sofa"), encoding="utf-8")
+    with recording_opens() as opened:
+        code, _out, err = cli(lib, monkeypatch, capsys, "import", "metadata", str(photos))
+    assert code == 1  # done, the two refused sidecars counted as failed items
+    assert current_captions(lib) == {"c.jpg": ("a cat on a sofa", "import")}
+    assert all(SECRET not in text for text in all_caption_texts(lib))
+    assert len([line for line in err.splitlines() if "a.xmp" in line]) == 1
+    assert "a.xmp: a link leading outside" in err
+    assert f"b.xmp: {MAX_SIDECAR_BYTES + 1:,} bytes, more than an XMP sidecar" in err
+    assert opened_outside(opened, photos, lib.path.parent) == []
+
+
+def test_write_metadata_refuses_a_symlinked_photo(lib: Library, tmp_path: Path, outside: Path, monkeypatch,
+                                                  capsys) -> None:
+    pytest.importorskip("pyexiv2")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "link.jpg").symlink_to(outside / "a.jpg")  # the scan follows it, as it does linked folders
+    add_photos(lib, photos, ["own.jpg"])
+    target_before = (outside / "a.jpg").read_bytes()
+    with lib.db.write() as session:
+        for name, image in images_by_path(lib).items():
+            captions.set_human_caption(session, image.id, f"caption of {name}")
+    assert set(images_by_path(lib)) == {"link.jpg", "own.jpg"}
+    with recording_opens() as opened:
+        code, out, err = cli(lib, monkeypatch, capsys, "write-metadata")
+    assert code == 1
+    assert "captions written into 1 file" in out
+    (line,) = [line for line in err.splitlines() if "link.jpg" in line]
+    assert "link.jpg: a symbolic link; metadata is not written through links" in line
+    assert (outside / "a.jpg").read_bytes() == target_before
+    assert (photos / "link.jpg").is_symlink()
+    assert opened_outside(opened, photos, lib.path.parent) == []
+
+    # A sidecar that is a link is not read (its text would be copied in) nor written through.
+    (photos / "own.xmp").symlink_to(outside / "secret.txt")
+    with recording_opens() as opened:
+        code, _out, err = cli(lib, monkeypatch, capsys, "write-metadata", "--sidecar")
+    assert code == 1
+    assert "the sidecar own.xmp is a symbolic link; not written" in err
+    assert (outside / "secret.txt").read_text(encoding="utf-8") == SECRET + "\n"
+    assert (photos / "own.xmp").is_symlink()
+    assert opened_outside(opened, photos, lib.path.parent) == []
+
+
+def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
+    lib: Library, tmp_path: Path, tiny_model_dirs, monkeypatch, capsys
+) -> None:
+    from core.captioning.engine import run_caption_job
+    from core.captioning.settings import CaptionJobSpec
+    from core.captions import MAX_CAPTION_CHARS, CaptionError
+    from core.edits import replace_captions, save_edit
+
+    photos = tmp_path / "photos"
+    add_photos(lib, photos, ["a.jpg", "b.jpg"])
+    ids = {name: image.id for name, image in images_by_path(lib).items()}
+    too_long = "w" * (MAX_CAPTION_CHARS + 1)
+
+    # The editor's save.
+    with pytest.raises(CaptionError, match="65,537 characters, more than the limit of 65,536; not stored"):
+        save_edit(lib.db, ids["a.jpg"], too_long)
+    # An import: that row is one problem line, the rest is imported.
+    source = tmp_path / "captions.csv"
+    source.write_text(f"file_name,text\na.jpg,{too_long}\nb.jpg,good b\n", encoding="utf-8")
+    code, _out, err = cli(lib, monkeypatch, capsys, "import", "csv", str(source))
+    assert code == 1 and f"caption of {MAX_CAPTION_CHARS + 1} characters" in err
+    assert current_captions(lib) == {"b.jpg": ("good b", "import")}
+    # Find-and-replace skips the caption it would take over the limit, as it skips an empty one.
+    with lib.db.read() as session:
+        current = captions.current_caption(session, ids["b.jpg"])
+        candidate = (ids["b.jpg"], current.id, current.text)
+    assert replace_captions(lib.db, [candidate], "good", "w" * MAX_CAPTION_CHARS) == []
+    # A local model: the job's limit (here tiny, so the tiny model's words exceed it).
+    spec = CaptionJobSpec(model=str(tiny_model_dirs["blip"]), device="cpu", optimize="none", max_caption_chars=2,
+                          settings=GenerationSettings(min_new_tokens=2, max_new_tokens=4))
+    stats = run_caption_job(lib, spec.with_(scope=(ids["a.jpg"],)))
+    assert (stats.captioned, stats.errors) == (0, 1)
+    assert "a.jpg: captioning failed: the caption has" in stats.problems[0]
+    assert "more than the limit of 2; not stored" in stats.problems[0]
+    # Nothing over the limit was stored anywhere, and the limit above the job's is the same one.
+    assert current_captions(lib) == {"b.jpg": ("good b", "import")}
+    with pytest.raises(ValueError, match=f"max_caption_chars must be an integer from 1 to {MAX_CAPTION_CHARS}"):
+        CaptionJobSpec(max_caption_chars=MAX_CAPTION_CHARS + 1)
+    with lib.db.read() as session:
+        assert max(len(text) for text in session.scalars(select(Caption.text))) <= MAX_CAPTION_CHARS
+
+
+@pytest.mark.parametrize("fmt", ["sidecar", "csv", "imagefolder"])
+def test_a_caption_at_the_limit_exports_and_imports_again(lib: Library, tmp_path: Path, fmt: str) -> None:
+    from core.captions import MAX_CAPTION_CHARS
+    from core.edits import save_edit
+
+    photos = tmp_path / "photos"
+    add_photos(lib, photos, ["a.jpg"])
+    longest = "\U0001f600" * MAX_CAPTION_CHARS  # 4 bytes each in UTF-8: the largest caption file there is
+    save_edit(lib.db, images_by_path(lib)["a.jpg"].id, longest)
+    export_dataset(lib, fmt, tmp_path / "out", val_ratio=0)
+    with Library(tmp_path / "again" / "library.db") as again:
+        add_photos(again, photos, [])
+        stats = import_captions(again, fmt, tmp_path / "out", verified=True)
+        assert stats.problems == [] and current_captions(again) == {"a.jpg": (longest, "human")}

@@ -159,21 +159,43 @@ def test_coco_json_is_ascii_and_loads_under_a_latin1_locale(library: Library, ph
 
 
 def test_exports_hold_no_absolute_local_paths(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    from core.export import EXPORT_FORMATS, portable_origin
+
     _library_with_sources(library, photo_dir)
+    # Captions imported from sidecars record where they came from (an absolute path).
+    write_jpeg(photo_dir / "album" / "new.jpg", seed=320)
+    (photo_dir / "album" / "new.txt").write_text("a caption from a sidecar", encoding="utf-8")
+    library.scan()
+    assert import_captions(library, "sidecar", photo_dir).imported == 1
+    with library.db.read() as session:
+        assert session.scalar(select(Caption.origin).where(Caption.origin.is_not(None))).startswith(
+            f"sidecar:{photo_dir}"
+        )
     assert portable_model_ref("Salesforce/blip-image-captioning-base") == "Salesforce/blip-image-captioning-base"
     assert portable_model_ref("C:\\Users\\me\\models\\v1") == "v1"
-    for fmt in ("csv", "parquet", "imagefolder", "coco", "sidecar"):
+    assert portable_origin("csv:/home/me/data/captions.csv", "/home/me/photos") == "csv:captions.csv"
+    assert portable_origin("sidecar:C:\\Photos\\a\\x.txt", "C:\\Photos") == "sidecar:a/x.txt"
+    assert portable_origin("xmp", "/home/me/photos") == "xmp"
+    forbidden = {str(tmp_path), str(photo_dir), str(Path.home()), "/tmp/", "/home/"}
+    for fmt in EXPORT_FORMATS:
         out = tmp_path / f"out-{fmt}"
         export_dataset(library, fmt, out, folder=photo_dir, val_ratio=0.3)
-        for file in out.rglob("*"):
-            if file.suffix in (".csv", ".json", ".jsonl", ".txt"):
-                text = file.read_text(encoding="utf-8")
-                assert str(tmp_path) not in text and "/tmp/" not in text and "/home/" not in text, file
+        files = [file for file in out.rglob("*") if file.is_file()]
+        assert files, fmt
+        for file in files:
+            data = file.read_bytes()
+            assert not [p for p in forbidden if p.encode("utf-8") in data], file
+            if file.suffix == ".parquet":  # strings may sit compressed: look at the values too
+                for column in pq.read_table(file).to_pylist():
+                    values = [v for v in column.values() if isinstance(v, str)]
+                    assert not [v for v in values for p in forbidden if p in v], file
     rows = list(csv.DictReader(open(tmp_path / "out-csv" / "captions.csv", encoding="utf-8")))
     assert {r["model_name"] for r in rows if r["source"] == "model"} == {"holiday-v2"}
     assert {r["adapter"] for r in rows if r["source"] == "model"} == {"style-lora"}
-    table = pq.read_table(tmp_path / "out-parquet" / "data" / "train-00000-of-00001.parquet")
-    assert not any(v and v.startswith("/") for v in table.column("model_name").to_pylist())
+    assert {r["origin"] for r in rows if r["origin"]} == {"sidecar:album/new.txt"}
+    tables = [pq.read_table(f) for f in (tmp_path / "out-parquet" / "data").glob("*.parquet")]
+    assert not any(v and v.startswith("/") for t in tables for v in t.column("model_name").to_pylist())
+    assert {v for t in tables for v in t.column("origin").to_pylist() if v} == {"sidecar:album/new.txt"}
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "imagefolder"])
@@ -279,15 +301,21 @@ def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: 
         assert len(seen) == count  # every exported image, none skipped
         seen_total += len(seen)
         assert {caption for _repeats, caption in seen.values()} <= {" ".join(t.splitlines()) for t in texts.values()}
-        config = tomllib.loads((out / f"dataset_{split}.toml").read_text(encoding="utf-8"))
-        assert config["general"]["caption_extension"] == ".txt"
-        (subset,) = config["datasets"][0]["subsets"]
-        assert (out / subset["image_dir"]).is_dir() and subset["num_repeats"] == 1
-        assert not Path(subset["image_dir"]).is_absolute()
         for name in seen:
             with PILImage.open(out / split / name) as im:
                 im.load()
     assert seen_total == 15
+    # One config, of the train split: sd-scripts trains on every --dataset_config it gets,
+    # so the held-out images are in none.
+    assert sorted(p.name for p in out.glob("*.toml")) == ["dataset_train.toml"]
+    text = (out / "dataset_train.toml").read_text(encoding="utf-8")
+    config = tomllib.loads(text)
+    assert config["general"]["caption_extension"] == ".txt"
+    (dataset,) = config["datasets"]
+    (subset,) = dataset["subsets"]
+    assert subset["image_dir"] == "train/1_captions" and subset["num_repeats"] == 1
+    assert (out / subset["image_dir"]).is_dir()
+    assert "validation/1_captions/ are in no config" in text
 
 
 # -- the split of a photo across libraries -----------------------------------------------------
@@ -339,3 +367,71 @@ def test_image_data_key_follows_pixels_not_metadata(tmp_path: Path) -> None:
     assert copy.read_bytes() != a.read_bytes() and image_data_key(copy) == image_data_key(a)
     (tmp_path / "x.txt").write_bytes(b"not an image")
     assert image_data_key(tmp_path / "x.txt") is None
+
+
+# -- photo metadata that other tools read right ------------------------------------------------
+
+
+def _scan_data(jpeg: bytes) -> bytes:
+    """The entropy-coded data: everything from the first start-of-scan marker on."""
+    return jpeg[jpeg.index(b"\xff\xda"):]
+
+
+def test_jpeg_with_a_comment_is_written_with_its_pixels_and_comment(library: Library, photo_dir: Path) -> None:
+    from PIL import Image as PILImage
+
+    from core.metadata import same_image_data
+
+    photo = write_jpeg(photo_dir / "commented.jpg", seed=7, comment=b"scanned by grandpa, 1972")
+    before = photo.read_bytes()
+    with PILImage.open(photo) as im:
+        pixels_before = im.tobytes()
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = session.scalar(select(Image.id))
+        captions.set_human_caption(session, image_id, "a birthday cake on a table")
+    preview = write_metadata(library, dry_run=True)
+    assert (preview.written, preview.errors) == (1, 0), preview.problems
+    assert photo.read_bytes() == before  # a preview writes nothing
+    stats = write_metadata(library)
+    assert (stats.written, stats.errors) == (1, 0), stats.problems
+    after = photo.read_bytes()
+    assert after != before and _scan_data(after) == _scan_data(before)
+    with PILImage.open(photo) as im:
+        assert im.tobytes() == pixels_before
+        assert im.info["comment"].rstrip(b"\0") == b"scanned by grandpa, 1972"
+    assert read_caption(photo).text == "a birthday cake on a table"
+    # The check still notices a comment that a writer dropped.
+    start = after.index(b"\xff\xfe")
+    dropped = after[:start] + after[start + 2 + int.from_bytes(after[start + 2 : start + 4], "big"):]
+    assert not same_image_data(before, dropped)
+
+
+def test_long_caption_is_cut_in_iptc_only_at_a_character_boundary(library: Library, photo_dir: Path) -> None:
+    import pyexiv2
+    from PIL import Image as PILImage
+    from PIL import IptcImagePlugin
+
+    from core.metadata import IPTC_CAPTION_MAX_BYTES
+
+    photo = write_jpeg(photo_dir / "long.jpg", seed=8)
+    # 1999 ASCII bytes, then 3-byte characters: byte 2000 falls inside the first of them.
+    text = "a" * 1999 + "東京の桜" * 300
+    assert len(text.encode("utf-8")) > 3500
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.set_human_caption(session, session.scalar(select(Image.id)), text)
+    stats = write_metadata(library)
+    assert (stats.written, stats.errors, stats.iptc_truncated) == (1, 0, 1)
+    assert any("long.jpg" in p and "IPTC" in p for p in stats.problems)
+    with PILImage.open(photo) as im:
+        iptc = IptcImagePlugin.getiptcinfo(im)
+    raw = iptc[(2, 120)]
+    assert len(raw) <= IPTC_CAPTION_MAX_BYTES
+    assert raw.decode("utf-8") == "a" * 1999  # no half character at the end
+    with pyexiv2.Image(str(photo)) as image:
+        assert image.read_xmp()["Xmp.dc.description"]['lang="x-default"'] == text
+        assert image.read_iptc(encoding="utf-8")["Iptc.Application2.Caption"] == "a" * 1999
+    assert read_caption(photo).text == text
+    again = write_metadata(library)  # the cut IPTC caption is up to date, not rewritten
+    assert (again.written, again.unchanged) == (0, 1)

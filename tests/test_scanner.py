@@ -337,3 +337,27 @@ def test_every_supported_format_is_scanned_and_decoded(library: Library, photo_d
         assert (image.state, image.format, image.width, image.height) == ("ok", fmt, 40, 30), ext
         r, g, b = load_rgb(photo_dir / f"red.{ext}").getpixel((20, 15))
         assert r > 180 and g < 40 and b < 40, ext
+
+
+def test_library_inside_its_own_photo_folder_never_scans_its_own_files(tmp_path: Path) -> None:
+    """The library file in the folder it catalogues: its thumbnail cache, models folder
+    (versions, training runs) and SQLite companions are not photos, scan after scan."""
+    from core.imaging import ensure_thumbnail
+    from core.training.versions import models_dir, run_dir
+
+    photos = tmp_path / "photos"
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg"):
+        write_jpeg(photos / name, size=(48, 32), seed=len(name))
+    with Library(photos / "library.db") as library:
+        library.add_root(photos)
+        for _ in range(3):
+            library.scan()
+            images = _images(library)
+            assert sorted(images) == ["a.jpg", "b.jpg", "sub/c.jpg"]
+            # What the window and training leave beside the library between scans.
+            for image in images.values():
+                ensure_thumbnail(library.image_path(image), image.fingerprint, library.cache_dir, 64)
+            write_jpeg(models_dir(library) / "mine" / "sample.jpg", size=(16, 16), seed=1)
+            write_jpeg(run_dir(library, "next") / "preview.png", size=(16, 16), seed=2)
+        assert list(library.cache_dir.rglob("*.jpg")) and (photos / "library.db-wal").exists()
+        assert library.scan().new == 0

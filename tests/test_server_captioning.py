@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -391,3 +392,170 @@ def test_the_cli_wants_the_servers_model_name(tmp_path: Path, capsys: pytest.Cap
                  "--endpoint", "http://127.0.0.1:9/v1"])
     assert code == 2
     assert "name the server's model with --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_cli_runs_at_once_share_the_server_work(library: Library, photo_dir: Path, server: FakeServer,
+                                                    tmp_path: Path) -> None:
+    """Two `caption` processes on one library at once: each photo is sent to the server once
+    and has one caption row; the second run captions what the first has not claimed."""
+    ids = _photos(library, photo_dir, [GREEN] * 24, size=(64, 48))
+    library.close()
+    server.script(delay=0.5)
+    command = [sys.executable, "-m", "captiondesk", "--library", str(tmp_path / "library.db"), "caption", "--all",
+               "--backend", "openai", "--endpoint", server.endpoint, "--model", "llava:latest", "--batch-size", "2",
+               "--max-concurrency", "2", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CAPTIONDESK_PROGRESS_INTERVAL": "0"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert first.stderr is not None
+    for line in first.stderr:  # the second starts once the first is captioning
+        if line.startswith("Captioning:"):
+            break
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    outputs = [json.loads(process.communicate(timeout=120)[0]) for process in (first, second)]
+    assert [out["exit_code"] for out in outputs] == [0, 0], outputs
+    assert sum(out["counts"]["captioned"] for out in outputs) == len(ids)
+    assert outputs[1]["counts"]["captioned"] > 0  # it really shared the work
+    assert [out["left_to_other_runs"] for out in outputs] == [out["counts"]["skipped"] for out in outputs]
+    assert server.counters()["chat_requests"] == len(ids)  # no photo sent twice
+    with Library(tmp_path / "library.db") as reopened, reopened.db.read() as session:
+        rows = session.scalars(select(Caption.image_id)).all()
+    assert sorted(rows) == sorted(ids)  # one history row per photo
+
+
+# -- hostile servers: the key in disguise, slow and huge answers ---------------------------
+
+
+def _key_pieces_in(data: bytes | str, key: str = SECRET) -> list[str]:
+    """Every run of 8 characters of *key* found in *data*, any case, JSON-escaped or not."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    unescaped = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    forms = (text.lower(), unescaped.lower())
+    pieces = {key.lower()[i:i + 8] for i in range(len(key) - 7)}
+    return sorted({p for form in forms for p in pieces if p in form})
+
+
+def test_the_key_echoed_in_any_disguise_is_never_stored_printed_or_exported(
+    library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 6, size=(64, 48))
+    library.close()
+    # One request per photo; five of them echo the key back: as sent, lower-cased, its
+    # first half, JSON-escaped in an error body, inside a 200 answer's caption.
+    server.script(api_key=SECRET, queue=["echo-exact", "echo-lower", "echo-prefix", "echo-json", "echo-200"])
+    db = tmp_path / "library.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "CAPTIONDESK_API_KEY": SECRET}
+    done = subprocess.run(
+        [sys.executable, "-m", "captiondesk", "--library", str(db), "caption", "--all", "--json",
+         "--backend", "openai", "--endpoint", server.endpoint, "--model", "llava:latest", "--max-concurrency", "1"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert server.counters()["authorized"] == 6  # the key was sent with every request
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["counts"]["captioned"] == 1 and report["counts"]["errors"] == 5
+    assert len([line for line in done.stderr.splitlines() if "error" in line]) == 5, done.stderr
+    assert "the server's answer contains the API key; not stored" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    with Library(db) as reopened:
+        export_dataset(reopened, "csv", tmp_path / "export", val_ratio=0)
+        texts = [c.text for c in _current(reopened).values()]
+        assert texts == ["a 64x48 green photo"]
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("library.db*"))
+    exported = b"".join(p.read_bytes() for p in (tmp_path / "export").rglob("*") if p.is_file())
+    for where, data in (("library", stored), ("export", exported), ("stdout", done.stdout), ("stderr", done.stderr)):
+        assert _key_pieces_in(data) == [], where
+    assert b"***" in stored  # the server's messages are kept, the key masked
+
+
+def test_a_secret_in_the_endpoints_query_string_is_never_shown_or_stored(
+    library: Library, server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captiondesk.cli import main
+
+    secret = "qs-secret-0d9e8f7a6b5c"
+    library.close()
+    code = main(["--library", str(tmp_path / "library.db"), "caption", "--all", "--backend", "openai",
+                 "--endpoint", f"{server.endpoint}?key={secret}", "--model", "llava:latest"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "must not have a query string" in err and "?***" in err
+    assert secret not in out + err
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("library.db*"))
+    assert secret.encode() not in stored
+    assert server.counters()["chat_requests"] == 0
+
+
+@pytest.mark.parametrize("url", ["http://h/v1?key=s3cr3t#frag", "http://u:s3cr3t@h/v1?x=1"])
+def test_endpoint_errors_redact_every_secret_part(url: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        normalize_endpoint(url)
+    assert "s3cr3t" not in str(raised.value) and "***" in str(raised.value)
+
+
+def test_huge_and_overlong_answers_are_that_images_error_and_do_not_grow_the_library(
+    library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path
+) -> None:
+    ids = _photos(library, photo_dir, [GREEN] * 3, size=(64, 48))
+    library.close()  # the sizes are compared with everything in the main file
+    before = sum(p.stat().st_size for p in tmp_path.glob("library.db*"))
+    library = Library(tmp_path / "library.db")
+    server.script(queue=["huge", "long"], huge_bytes=20 * 1024 * 1024, long_chars=5005)
+    started = time.monotonic()
+    stats = run_caption_job(library, _spec(server, max_concurrency=1, server_timeout=10))
+    assert time.monotonic() - started < 10
+    assert (stats.captioned, stats.errors) == (1, 2)
+    problems = "\n".join(stats.problems)
+    assert "the server's answer is longer than" in problems and "bytes; not read" in problems
+    assert "the caption has 5,005 characters, more than the limit of 4,000; not stored" in problems
+    assert server.counters()["bytes_sent"] < 20 * 1024 * 1024  # the client stopped reading
+    with library.db.read() as session:
+        assert max(len(t) for t in session.scalars(select(Caption.text))) < 100
+        assert {im.state for im in session.scalars(select(Image))} == {ImageState.OK.value}
+    assert sorted(_current(library)) == [ids[2]]
+    params = library.jobs("caption")[-1].params
+    assert (params["max_caption_chars"], params["server_timeout"]) == (4000, 10.0)
+    library.close()
+    after = sum(p.stat().st_size for p in tmp_path.glob("library.db*"))
+    assert after - before < 3 * 4000
+
+
+def test_a_huge_model_list_is_refused_without_reading_it_all(server: FakeServer) -> None:
+    server.script(models_mode="huge", huge_bytes=40 * 1024 * 1024)
+    with pytest.raises(ModelLoadError, match=r"did not list its models .*longer than 1,048,576 bytes; not read"):
+        list_server_models(server.endpoint)
+    time.sleep(0.2)
+    assert server.counters()["bytes_sent"] < 2 * 20 * 1024 * 1024  # two lists asked, neither read whole
+
+
+@pytest.mark.slow
+def test_a_server_that_drips_its_answer_is_cut_off_at_the_deadline(
+    library: Library, photo_dir: Path, server: FakeServer, tmp_path: Path
+) -> None:
+    _photos(library, photo_dir, [GREEN] * 2, size=(64, 48))
+    library.close()
+    db = str(tmp_path / "library.db")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "captiondesk", "--library", db, "caption", "--all", "--backend", "openai",
+               "--endpoint", server.endpoint, "--model", "llava:latest", "--server-timeout", "1.5"]
+
+    # One byte every half second, status line included: each request ends at the deadline.
+    server.script(queue=["drip", "drip"])
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    requests_took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "did not finish within 1.5 s" in line]
+    assert len(errors) == 2, done.stderr
+    assert server.counters()["chat_requests"] == 2  # not retried
+    assert "Traceback" not in done.stderr
+
+    # Already the "can the server be reached" check is bounded.
+    server.script(models_mode="drip")
+    started = time.monotonic()
+    failed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    check_took = time.monotonic() - started
+    assert failed.returncode == 2
+    assert "did not answer within 1.5 s" in failed.stderr and "Traceback" not in failed.stderr
+    # Start-up aside (a few seconds), the bounds hold: 1.5 s per request, both in flight together.
+    assert requests_took < 1.5 + 15 and check_took < 1.5 + 15

@@ -101,6 +101,8 @@ def test_upgrade_from_first_revision_keeps_every_row(tmp_path: Path) -> None:
         assert library.migration.backup is not None and _dump(library.migration.backup) == before
         with library.db.read() as session:  # 0003: existing rows have no split key yet (= fingerprint)
             assert session.execute(text("SELECT count(*) FROM images WHERE split_key IS NOT NULL")).scalar() == 0
+            # 0006: no run holds a claim (the old running job's process is gone anyway).
+            assert session.execute(text("SELECT count(*) FROM caption_claims")).scalar() == 0
         assert library.db.integrity_check() == ["ok"]
         with library.db.read() as session:
             # Existing captions were indexed for full-text search, accents folded.

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from core.captioning import get_family
 from core.captions import set_human_caption
 from core.library import Library
-from core.models import Image, ModelVersion
+from core.models import Caption, Image, ModelVersion
 from core.splits import assign_split
 from core.training import (
     InsufficientDataError,
@@ -351,3 +351,58 @@ def test_too_little_data_and_qlora_requirements(tmp_path: Path) -> None:
                 _qlora_device(TrainingConfig(method="qlora"))
         with library.db.read() as session:
             assert session.scalar(select(ModelVersion)) is None
+
+
+def test_activate_is_what_caption_and_eval_use_without_model(styled_library, capsys) -> None:
+    """The learning loop on the CLI: a trained version, ``models activate``, then ``caption`` and
+    ``eval`` with no ``--model`` use it (provenance names it); ``models deactivate`` goes back
+    to the library's base model, whose captions name no version."""
+    import json
+
+    from captiondesk.cli import main
+    from core.training.current import current_model
+
+    library, base = styled_library
+    lib = ["--library", str(library.path)]
+    version = versions.get_version(library, "style-a")  # trained through the library by the fixture
+    with library.db.read() as session:
+        new_ids = set(session.scalars(select(Image.id).where(Image.rel_path.like("new/%"))))
+
+    def model_captions() -> list[Caption]:
+        with library.db.read() as session:
+            return list(session.scalars(select(Caption).where(Caption.is_current.is_(True),
+                                                              Caption.source == "model")))
+
+    try:
+        assert main([*lib, "models", "activate", "style-a"]) == 0
+        assert main([*lib, "caption", "--all", "--overwrite-model-captions", "--device", "cpu",
+                     "--max-new-tokens", "8"]) == 0
+        out = capsys.readouterr().out
+        assert "Model: version 'style-a' (active)" in out
+        rows = model_captions()
+        assert {c.image_id for c in rows} == new_ids  # the people's captions stay theirs
+        assert {(c.model_version_id, c.model_name) for c in rows} == {(version.id, version.base_model)}
+
+        assert main([*lib, "eval", "--device", "cpu", "--json"]) == 0
+        scored = json.loads(capsys.readouterr().out)
+        assert scored["model"] == "style-a" and scored["metrics"]["n"] >= 1
+        # train without --base starts from the active version's base (refused here before loading: the name is taken)
+        assert main([*lib, "train", "--name", "style-a"]) == 2
+        err = capsys.readouterr().err
+        assert f"Base model: {version.config['trained_from']} (the current model's base)" in err
+        assert "already exists" in err and "Traceback" not in err
+
+        assert main([*lib, "models", "base", str(base)]) == 0
+        assert main([*lib, "models", "deactivate"]) == 0
+        assert f"captioning uses {base} (this library's base model)" in capsys.readouterr().out
+        assert main([*lib, "caption", "--all", "--overwrite-model-captions", "--device", "cpu",
+                     "--max-new-tokens", "8"]) == 0
+        rows = model_captions()
+        assert {c.image_id for c in rows} == new_ids
+        assert {(c.model_version_id, c.model_name) for c in rows} == {(None, str(base.resolve()))}
+        # A version is activated, not chosen as a base model.
+        assert main([*lib, "models", "base", "style-a"]) == 2
+        assert "activate it instead" in capsys.readouterr().err
+    finally:
+        versions.set_active(library, None)
+    assert current_model(library).version is None

@@ -13,14 +13,18 @@ __all__ = ["endpoint_host", "normalize_endpoint"]
 
 
 def _redacted(url: str) -> str:
-    """*url* with any ``user:password@`` replaced, for error messages."""
+    """*url* with any ``user:password@``, query string and fragment replaced, for error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
     if "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-    return url
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
+    if parts.query:
+        parts = parts._replace(query="***")
+    if parts.fragment:
+        parts = parts._replace(fragment="***")
+    return urlunsplit(parts)
 
 
 def normalize_endpoint(endpoint: str | None) -> str:
@@ -44,7 +48,8 @@ def normalize_endpoint(endpoint: str | None) -> str:
         raise ValueError(f"endpoint must not contain credentials (set CAPTIONDESK_API_KEY instead), got "
                          f"{_redacted(text)!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"endpoint must not have a query string or fragment, got {text!r}")
+        raise ValueError(f"endpoint must not have a query string or fragment (a secret there would be stored and "
+                         f"shown; set CAPTIONDESK_API_KEY instead), got {_redacted(text)!r}")
     path = parts.path.rstrip("/") or "/v1"
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host if port is None else f"{host}:{port}"

@@ -19,6 +19,9 @@
   retrying image by image would only turn one outage into an error on every image.
 * **Commits per batch** in a short write session, so cancel (checked between batches)
   or a crash loses at most the batch in flight.
+* **Concurrent runs share the work**: each batch is claimed before it is decoded
+  (:mod:`core.captioning.claims`), so a second run on the same library captions the
+  images the first does not hold, and none twice.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,11 +41,12 @@ from sqlalchemy import select, update
 from core import imaging as _imaging
 from core.allocator import release_free_memory
 from core.captioning.base import load_model_image, model_input_side
+from core.captioning.claims import CaptionClaims
 from core.captioning.errors import ModelLoadError
 from core.captioning.confidence import TokenCalibration, confidence_score
 from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from core.captions import add_model_caption
+from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
@@ -74,6 +78,9 @@ class CaptionJobStats(JobStats):
     errors: int = 0
     seconds: float = 0.0
     final_batch_size: int = 0
+    #: Of ``skipped``: images another run captioning this library at the same time held, or
+    #: that no longer needed this caption when their batch came (core.captioning.claims).
+    left_to_other_runs: int = 0
 
     def counts(self) -> dict[str, int]:
         return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
@@ -418,7 +425,7 @@ def _decode_executor(captioner: Any) -> Any:
 def _prefetch(
     pool: Any,
     captioner: Any,
-    batches: list[tuple[GenerationSettings, list[tuple[int, str]]]],
+    batches: Iterable[tuple[GenerationSettings, list[tuple[int, str]]]],
 ) -> Iterator[Future[_Prepared]]:
     """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
     pending: deque[Future[_Prepared]] = deque()
@@ -478,11 +485,27 @@ def run_caption_job(
             return stats
 
         owns_captioner = captioner is None
+        claims = CaptionClaims(library, run.job_id, spec, resolved)
+
+        def claimed(batches: list[tuple[GenerationSettings, list[tuple[int, str]]]]) -> Iterator[
+                tuple[GenerationSettings, list[tuple[int, str]]]]:
+            # Claimed as each batch goes to decoding: a concurrent run takes the others.
+            nonlocal total
+            for batch_settings, batch in batches:
+                mine = claims.take(batch)
+                if len(mine) < len(batch):
+                    stats.skipped += len(batch) - len(mine)
+                    stats.left_to_other_runs += len(batch) - len(mine)
+                    total -= len(batch) - len(mine)
+                if mine:
+                    yield batch_settings, mine
+
         if captioner is None and spec.backend == "openai":
             from core.captioning.server import load_server_captioner
 
             captioner = load_server_captioner(
                 spec.endpoint or "", resolved.model_name, max_concurrency=spec.max_concurrency,
+                timeout=spec.server_timeout, max_caption_chars=spec.max_caption_chars,
                 progress=lambda message: report(message),
             )
         elif captioner is None:
@@ -502,7 +525,7 @@ def run_caption_job(
         try:
             with _decode_executor(captioner) as pool:
                 batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
-                futures = _prefetch(pool, captioner, batches)
+                futures = _prefetch(pool, captioner, claimed(batches))
                 for future in futures:
                     if cancel.is_set():
                         stats.cancelled = True
@@ -512,7 +535,7 @@ def run_caption_job(
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
                     changed = commit_caption_batch(library, prepared.image_ids, results, prepared.failures,
                                                    resolved, batch_provenance(provenance, plan, prepared.settings),
-                                                   stats, plan)
+                                                   stats, plan, max_chars=spec.max_caption_chars)
                     run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())
                     if on_batch is not None and changed:
                         on_batch(changed)
@@ -521,6 +544,7 @@ def run_caption_job(
                     for future in futures:  # drop the decoded-ahead batches
                         future.cancel()
         finally:
+            claims.release()
             if owns_captioner:
                 captioner.close()
             else:
@@ -543,11 +567,13 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
         "batch_size": spec.batch_size,
         "device": spec.device,
         "overwrite_model_captions": spec.overwrite_model_captions,
+        "max_caption_chars": spec.max_caption_chars,
         "scope": describe_scope(spec.scope),
     }
     if spec.backend != "local":
         # The endpoint was validated credential- and query-free; the key is never here.
-        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency)
+        params.update(backend=spec.backend, endpoint=spec.endpoint, max_concurrency=spec.max_concurrency,
+                      server_timeout=spec.server_timeout)
     return params
 
 
@@ -591,6 +617,8 @@ def commit_caption_batch(
     provenance: dict[str, Any],
     stats: CaptionJobStats,
     plan: PromptPlan | None = None,
+    *,
+    max_chars: int = DEFAULT_MODEL_CAPTION_CHARS,
 ) -> list[int]:
     """Write one batch's captions and errors in one transaction; the ids that changed.
 
@@ -601,7 +629,8 @@ def commit_caption_batch(
     Ray), so provenance, the preset's finishing (``plan.finish``), the stored confidence
     (:func:`core.captioning.confidence.confidence_score`, calibrated for a trained version;
     its kind and every kind's value go into the provenance) and the
-    never-overwrite-a-person rule (``add_model_caption``) live here.
+    never-overwrite-a-person rule (``add_model_caption``) live here.  A caption longer
+    than *max_chars* is that image's error (one problem line), never stored cut short.
     """
     calibration = TokenCalibration.from_dict(resolved.score_calibration)
     changed: list[int] = []
@@ -621,13 +650,19 @@ def commit_caption_batch(
                             stats, keep_state=True)
                 changed.append(image_id)
                 continue
+            text = plan.finish(result.text) if plan is not None else result.text
+            too_long = caption_too_long(text, max_chars)
+            if too_long is not None:
+                _mark_error(session, image_id, f"captioning failed: {too_long}", stats, keep_state=True)
+                changed.append(image_id)
+                continue
             # A server that returns no token log-probabilities gives no score.
             score, kind, scores = (confidence_score(result, calibration) if result.score is not None
                                    else (None, None, {}))
             add_model_caption(
                 session,
                 image_id,
-                plan.finish(result.text) if plan is not None else result.text,
+                text,
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,

@@ -42,17 +42,17 @@ class ModelLoadError(Exception):
         return (_rebuild_model_load_error, (type(self), str(self), self.kind, self.model))
 
     @classmethod
-    def not_downloaded(cls, model_id: str, detail: str | None = None) -> ModelLoadError:
-        """Hub id that is not in the local cache while the hub cannot be reached."""
+    def not_downloaded(cls, model_id: str, detail: str | None = None, size: str | None = None) -> ModelLoadError:
+        """Hub id that is not in the local cache while the hub cannot be reached (*size*: of its download)."""
+        name = model_id.rstrip("/").split("/")[-1]
         msg = (
             f"The model '{model_id}' is not downloaded yet and the Hugging Face Hub could not be reached "
-            "(no internet connection, or offline mode is on via HF_HUB_OFFLINE). "
-            "Connect to the internet once so it can be downloaded, or download it elsewhere and point "
-            "--model at the local folder that contains it (the folder with config.json and the weights), "
-            f"e.g. --model /path/to/{model_id.rstrip('/').split('/')[-1]}."
+            f"({detail or 'no internet connection, or offline mode is on via HF_HUB_OFFLINE'}). "
+            "Connect to the internet once so it can be downloaded, or on a machine with internet run "
+            f"'captiondesk models download {model_id} --to {name}'{f' ({size})' if size else ''}, copy that "
+            "folder here and point --model at the local folder that contains it (the folder with config.json "
+            f"and the weights), e.g. --model /path/to/{name}."
         )
-        if detail:
-            msg += f" Details: {detail}"
         return cls(msg, kind="not_downloaded", model=model_id)
 
     @classmethod

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from core.captioning.claims import CaptionClaims
 from core.captioning.engine import (
     CaptionJobStats,
     ResolvedModel,
@@ -314,6 +315,13 @@ def run_caption_job_on_ray(
     with library.job("caption", params, CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)
+        # The dataset is fixed when it is built, so the whole selection is claimed now: a
+        # concurrent run (in-process or on Ray) leaves it to this one.
+        claims = CaptionClaims(library, run.job_id, spec, resolved)
+        claimed = claims.take(selected)
+        stats.skipped += len(selected) - len(claimed)
+        stats.left_to_other_runs = len(selected) - len(claimed)
+        selected = claimed
         total = len(selected)
         run.save(total=total)
 
@@ -321,6 +329,7 @@ def run_caption_job_on_ray(
             run.progress(stats.captioned + stats.errors, total, message, force=True)
 
         if not selected:
+            claims.release()
             report("Finished")
             stats.seconds = time.monotonic() - started
             return stats
@@ -335,6 +344,7 @@ def run_caption_job_on_ray(
             _caption_on_ray(ray, library, spec, resolved, selected, prompts, prompt_plan, pool, run, report,
                             cancel, on_batch)
         finally:
+            claims.release()
             if owns_ray:
                 # Object references left in reference cycles (a stream stopped early by a
                 # cancel) must go while Ray is up: freed after shutdown, one makes Ray's
@@ -422,7 +432,8 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
                 settings = spec.settings if prompt is None else replace(spec.settings, prompt=prompt)
                 changed = commit_caption_batch(
                     library, image_ids, results, failures, resolved,
-                    batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan)
+                    batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan,
+                    max_chars=spec.max_caption_chars)
                 if on_batch is not None and changed:
                     on_batch(changed)
             run.save(done=stats.captioned + stats.errors, checkpoint=stats.counts())

@@ -36,6 +36,7 @@ from core.allocator import keep_freed_memory
 
 from .device import resolve_device
 from .errors import ModelLoadError
+from .hub import approximate_size, hub_endpoint, hub_unreachable
 
 if TYPE_CHECKING:
     import torch
@@ -221,7 +222,7 @@ def _hub_failure(model_id: str, kind: str, exc: BaseException) -> ModelLoadError
             kind="not_downloaded", model=model_id,
         )
     detail = None if kind == "not_cached" else _short(exc, 200)
-    return ModelLoadError.not_downloaded(model_id, detail)
+    return ModelLoadError.not_downloaded(model_id, detail, approximate_size(model_id))
 
 
 def _check_loading_info(ctx: LoadContext, model: Any, info: dict[str, Any]) -> None:
@@ -483,9 +484,38 @@ def check_model_without_loading(model: str | Path, adapter: str | Path | None = 
                     f"org/name, e.g. {DEFAULT_MODEL}); check the spelling of --model.",
                     kind="bad_model", model=text)
             if constants.HF_HUB_OFFLINE:
-                raise ModelLoadError.not_downloaded(text)
+                raise ModelLoadError.not_downloaded(text, size=approximate_size(text))
     if adapter is not None:
         _check_adapter_folder(str(adapter), text)
+
+
+def _require_hub(model_id: str) -> None:
+    """Raise at once when a download of *model_id* cannot work: the hub does not answer."""
+    reason = hub_unreachable(model_id)
+    if reason is not None:
+        raise ModelLoadError.not_downloaded(model_id, reason, approximate_size(model_id))
+
+
+def check_model_obtainable(
+    model: str | Path, adapter: str | Path | None = None, report: ProgressCallback | None = None
+) -> None:
+    """:func:`check_model_without_loading`, and for a hub model not cached here, whether the hub answers.
+
+    For a command about to start work: it says where the model will come from and fails
+    within seconds (not after the download's retries) when it cannot come.
+    """
+    check_model_without_loading(model, adapter)
+    text = str(model).strip()
+    if Path(text).expanduser().exists():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(text, "config.json"), str):
+        return
+    if report is not None:
+        report(f"Looking for the model {text}: not in the Hugging Face cache; it is downloaded from "
+               f"{hub_endpoint()} on first use ({approximate_size(text)})")
+    _require_hub(text)
 
 
 def _check_adapter_folder(adapter: str, model: str) -> None:
@@ -517,6 +547,7 @@ def read_model_family(model: str | Path) -> tuple[ModelFamily, str | None]:
         except ModelLoadError as exc:
             if exc.kind != "not_downloaded":
                 raise
+            _require_hub(model_str)
             config = _read_hub_config(model_str, {"local_files_only": False})
     return _family_for(config, model_str), getattr(config, "model_type", None)
 
@@ -592,7 +623,9 @@ def load_captioner(
                 ref = str(folder.resolve())
             else:
                 if hub_kwargs.get("local_files_only") is False:
-                    report(f"Downloading {model_str} from the Hugging Face Hub (first use; this can take a while)")
+                    _require_hub(model_str)
+                    report(f"Downloading {model_str} from the Hugging Face Hub ({approximate_size(model_str)}; "
+                           "first use, this can take a while)")
                 else:
                     report(f"Looking for {model_str} in the Hugging Face cache")
                 config = _read_hub_config(model_str, hub_kwargs)

@@ -11,8 +11,14 @@ Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the
 * ``generate`` sends a batch's images concurrently, at most ``max_concurrency``
   requests in flight (one shared ``httpx2.Client`` whose pool has that many
   connections), retrying 429 (honouring ``Retry-After``), 5xx, timeouts and dropped
-  connections with exponential back-off.  A request that still fails becomes that
-  image's error (the engine marks it, like a local decoding failure) — except a server
+  connections with exponential back-off.  Each request has a wall-clock deadline
+  (``timeout``, the spec's ``server_timeout``; the reachability check at most
+  :data:`MAX_CHECK_SECONDS`) however slowly the server trickles its answer, and its
+  answer a size bound (room for ``max_caption_chars``; a model list
+  :data:`MAX_MODEL_LIST_BYTES`): reading stops there.  An answer that began but did not
+  finish in time, or is too big, is that image's error at once (not retried).  A
+  request that still fails becomes that image's error (the engine marks it, like a
+  local decoding failure) — except a server
   that cannot be reached at all, refuses the API key or has no such model (404): that is one
   :class:`~core.captioning.errors.ModelLoadError` (kind ``"server"``) for the whole
   job, raised before anything is written, so nothing is lost and the same command
@@ -27,8 +33,9 @@ Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the
 The API key comes from ``$CAPTIONDESK_API_KEY``, ``$OPENAI_API_KEY`` or the OS keyring
 (service ``captiondesk``, user = the endpoint's host) and lives only in the client's
 headers: it is never part of the spec, the provenance (which records the endpoint's
-``host:port`` and the model), the job record or a log line, and any server message is
-scrubbed of it before it is shown.
+``host:port`` and the model), the job record or a log line.  Any server text is
+scrubbed of it before it is shown — in any case, a piece of it, JSON-escaped — and a
+200 answer whose caption holds it is that image's error, never stored.
 
 ``httpx2`` (the maintained successor of ``httpx``, already installed as a dependency of
 ``huggingface_hub``) is imported lazily so building a spec does not load it.
@@ -37,19 +44,24 @@ scrubbed of it before it is shown.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
 import math
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from core.captions import DEFAULT_MODEL_CAPTION_CHARS
 
 from .base import Captioner, CaptionResult
 from .endpoints import endpoint_host, normalize_endpoint
@@ -83,6 +95,13 @@ DEFAULT_SERVER_PROMPT = "Write a one-sentence caption describing this photo. Rep
 DEFAULT_MAX_IMAGE_SIDE = 1024
 #: Longest wait a server's Retry-After may impose before one retry.
 MAX_RETRY_AFTER_S = 60.0
+#: The most a model list may weigh (a few thousand names); a bigger one is not read.
+MAX_MODEL_LIST_BYTES = 1024 * 1024
+#: Wall-clock bound of the "does the server answer" check, at most.
+MAX_CHECK_SECONDS = 10.0
+#: A run of this many characters of the API key (any case, JSON-escaped or not) in a
+#: server's text counts as the key; shorter keys count whole.
+KEY_PIECE = 8
 _RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: How servers word a 400 for a request parameter they do not take (checked lower-cased,
 #: with "logprob" itself): pydantic's "extra inputs are not permitted", OpenAI's
@@ -138,7 +157,7 @@ def _client(endpoint: str, api_key: str | None, *, timeout: float, connections: 
     headers = {"Accept": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    return httpx2.Client(
+    client = httpx2.Client(
         headers=headers,
         timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
         limits=httpx2.Limits(max_connections=connections, max_keepalive_connections=connections),
@@ -146,9 +165,152 @@ def _client(endpoint: str, api_key: str | None, *, timeout: float, connections: 
         # see the key); a remote one honours the proxy and CA settings of the environment.
         trust_env=not _is_loopback(endpoint),
     )
+    # Socket timeouts bound each read, not the request: every connection's reads and
+    # writes also stop at the calling thread's deadline (_deadline), so a server that
+    # trickles its answer cannot hold a request open past it.
+    backend = _deadline_backend()
+    for transport in (client._transport, *client._mounts.values()):  # noqa: SLF001 - no public hook
+        pool = getattr(transport, "_pool", None)
+        if pool is not None and not isinstance(pool._network_backend, backend):  # noqa: SLF001
+            pool._network_backend = backend(pool._network_backend)  # noqa: SLF001
+    return client
 
 
-def _unreachable(endpoint: str, exc: BaseException) -> ModelLoadError:
+# --------------------------------------------------------------------------- bounds
+
+
+class _Deadline:
+    """The wall-clock end of one request, and whether any of its answer arrived."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.received = 0
+
+
+_CURRENT = threading.local()
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[_Deadline]:
+    """Requests made by this thread inside the block end (a timeout) after *seconds* in all."""
+    deadline = _Deadline(seconds)
+    _CURRENT.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _CURRENT.deadline = None
+        _CURRENT.last_received = deadline.received
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """*timeout* shortened to what is left of this thread's deadline; *error* once it passed."""
+    deadline: _Deadline | None = getattr(_CURRENT, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline.end - time.monotonic()
+    if left <= 0:
+        raise error(f"no answer within {deadline.seconds:g} s")
+    return left if timeout is None else min(timeout, left)
+
+
+def _note_received(count: int) -> None:
+    deadline: _Deadline | None = getattr(_CURRENT, "deadline", None)
+    if deadline is not None:
+        deadline.received += count
+
+
+@functools.cache
+def _deadline_backend() -> type:
+    """httpcore's network backend whose streams obey the calling thread's :func:`_deadline`
+    (a class made on first use: httpcore2 is imported lazily)."""
+    import httpcore2
+
+    class Stream(httpcore2.NetworkStream):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            data = self._inner.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+            _note_received(len(data))
+            return data
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._inner.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore2.ConnectTimeout)))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class Backend(httpcore2.NetworkBackend):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> Any:
+            return Stream(self._inner.connect_tcp(host, port, _left(timeout, httpcore2.ConnectTimeout),
+                                                  local_address, socket_options))
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+            return Stream(self._inner.connect_unix_socket(path, _left(timeout, httpcore2.ConnectTimeout),
+                                                          socket_options))
+
+        def sleep(self, seconds: float) -> None:
+            self._inner.sleep(seconds)
+
+    return Backend
+
+
+class AnswerTooLarge(ValueError):
+    """A server's answer is bigger than the bound for its kind; the rest was not read."""
+
+
+def _bounded_request(client: httpx2.Client, method: str, url: str, *, seconds: float, max_bytes: int,
+                     **kwargs: Any) -> httpx2.Response:
+    """*client*'s answer to one request, read whole, within *seconds* and *max_bytes*.
+
+    :class:`AnswerTooLarge` when the body (as decoded) would exceed *max_bytes*: reading
+    stops there and the connection is dropped.  A timeout (``httpx2.TimeoutException``)
+    when the whole exchange takes longer than *seconds*; ``_CURRENT.last_received``
+    then says whether the server had begun to answer.
+    """
+    import httpx2
+
+    with _deadline(seconds) as deadline, client.stream(method, url, **kwargs) as response:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise AnswerTooLarge(f"the server's answer has {int(declared):,} bytes, more than {max_bytes:,}; not read")
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise AnswerTooLarge(f"the server's answer is longer than {max_bytes:,} bytes; not read")
+                chunks.append(chunk)
+        except httpx2.TimeoutException:
+            deadline.received = max(deadline.received, 1)  # the headers had come: it had begun to answer
+            raise
+    # The body is already decoded: the new response must not decode it again.
+    headers = [(name, value) for name, value in response.headers.multi_items()
+               if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx2.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                           request=response.request)
+
+
+def _unreachable(endpoint: str, exc: BaseException, seconds: float | None = None) -> ModelLoadError:
+    import httpx2
+
+    if isinstance(exc, httpx2.TimeoutException) and seconds is not None:
+        return ModelLoadError(
+            f"The model server at {endpoint} did not answer within {seconds:g} s. Is it overloaded or stuck? "
+            "Check it, or allow more time with --server-timeout; nothing was changed.",
+            kind="server", model=endpoint,
+        )
     return ModelLoadError(
         f"The model server at {endpoint} cannot be reached ({type(exc).__name__}: {exc}). "
         "Is it running? Start it (e.g. `ollama serve`) or check --endpoint; nothing was changed, "
@@ -168,7 +330,8 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
 
     endpoint = normalize_endpoint(endpoint)
     key = api_key if api_key is not None else resolve_api_key(endpoint)
-    with _client(endpoint, key, timeout=timeout, connections=1) as client:
+    seconds = min(timeout, MAX_CHECK_SECONDS)
+    with _client(endpoint, key, timeout=seconds, connections=1) as client:
         attempts: list[tuple[str, Callable[[Any], list[str]]]] = [
             (f"{endpoint}/models", lambda body: [str(m["id"]) for m in body["data"]]),
             (f"{_server_root(endpoint)}/api/tags", lambda body: [str(m["name"]) for m in body["models"]]),
@@ -176,16 +339,20 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
         problems = []
         for url, names in attempts:
             try:
-                response = client.get(url)
+                response = _bounded_request(client, "GET", url, seconds=seconds, max_bytes=MAX_MODEL_LIST_BYTES)
             except httpx2.TransportError as exc:
-                raise _unreachable(endpoint, exc) from None
+                raise _unreachable(endpoint, exc, seconds) from None
+            except AnswerTooLarge as exc:
+                problems.append(f"{urlsplit(url).path}: {exc}")
+                continue
             if response.status_code in (401, 403):
                 raise _refused(endpoint, response, key)
             try:
                 response.raise_for_status()
-                return sorted(set(names(response.json())))
+                # A name holding the key would be shown, picked and stored as provenance.
+                return sorted({name for name in names(response.json()) if not _holds_key(name, key)})
             except (httpx2.HTTPStatusError, ValueError, KeyError, TypeError) as exc:
-                problems.append(f"{urlsplit(url).path}: {_scrub(str(exc), key)[:120]}")
+                problems.append(f"{urlsplit(url).path}: {_shown(str(exc), key, 120)}")
     raise ModelLoadError(f"The server at {endpoint} did not list its models ({'; '.join(problems)}).",
                          kind="server", model=endpoint)
 
@@ -193,9 +360,59 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
 # --------------------------------------------------------------------------- errors
 
 
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\"\\/])")
+
+
+def _unescape_json(text: str) -> str:
+    r"""*text* with JSON string escapes (``\u0073``, ``\/``) decoded, as a person would read it."""
+    return _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), text)
+
+
+def _mask_key(text: str, key: str) -> str:
+    """*text* with every run of :data:`KEY_PIECE` or more characters of *key* (any case) as ``***``."""
+    folded = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    secret = key.lower()
+    size = min(len(secret), KEY_PIECE)
+    pieces = {secret[i:i + size] for i in range(len(secret) - size + 1)}
+    out, i = [], 0
+    while i < len(folded):
+        if folded[i:i + size] in pieces:
+            end = i + size
+            while end < len(folded) and folded[i:end + 1] in secret:
+                end += 1
+            out.append("***")
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _scrub(text: str, key: str | None) -> str:
-    """*text* without the API key (a server may echo the Authorization header back)."""
-    return text.replace(key, "***") if key else text
+    """*text* from a server, fit to show: without the API key in any case, cut or escaped.
+
+    A server may echo the Authorization header back, lower-cased, shortened or inside a
+    JSON body; any run of :data:`KEY_PIECE` characters of the key becomes ``***``, and
+    text that still holds the key once percent-decoded is not shown at all.
+    """
+    if not key:
+        return text
+    shown = _mask_key(_unescape_json(text), key)
+    decoded = unquote(shown)
+    if decoded != shown and _mask_key(decoded, key) != decoded:
+        return "(not shown: the server's text contained the API key)"
+    return shown
+
+
+def _shown(text: str, key: str | None, limit: int) -> str:
+    """At most *limit* characters of :func:`_scrub`'s *text*; only a head of a huge body is
+    scrubbed, with room for the key JSON-escaped across the cut."""
+    return _scrub(text[: limit + 8 * len(key or "")], key)[:limit]
+
+
+def _holds_key(text: str, key: str | None) -> bool:
+    """Whether *text* holds the API key in any form :func:`_scrub` hides."""
+    return bool(key) and _scrub(text, key) != _unescape_json(text)
 
 
 def _error_message(response: httpx2.Response, key: str | None) -> str:
@@ -205,10 +422,10 @@ def _error_message(response: httpx2.Response, key: str | None) -> str:
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else error
         if message:
-            return _scrub(str(message), key)[:300]
+            return _shown(str(message), key, 300)
     except ValueError:
         pass
-    return _scrub(response.text.strip(), key)[:200] or response.reason_phrase
+    return _shown(response.text.strip(), key, 200) or response.reason_phrase
 
 
 def _refused(endpoint: str, response: httpx2.Response, key: str | None) -> ModelLoadError:
@@ -285,8 +502,13 @@ class ServerCaptioner(Captioner):
         backoff: float = 0.5,
         max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
         jpeg_quality: int = 85,
+        max_caption_chars: int = DEFAULT_MODEL_CAPTION_CHARS,
     ) -> None:
         self.endpoint = normalize_endpoint(endpoint)
+        self.timeout = float(timeout)
+        #: An answer bigger than this is not read: room for the caption (up to 4 bytes a
+        #: character, JSON-escaped) and its token log-probabilities, plus the envelope.
+        self.max_answer_bytes = 64 * 1024 + 64 * max(1, int(max_caption_chars))
         self.model = model
         self.max_concurrency = max(1, int(max_concurrency))
         self.max_retries = max(0, int(max_retries))
@@ -404,9 +626,16 @@ class ServerCaptioner(Captioner):
                 raise GenerationError("skipped: the server failed")
             wait: float | None = None
             try:
-                response = self._client.post(chat_url, json=body)
+                response = _bounded_request(self._client, "POST", chat_url, json=body, seconds=self.timeout,
+                                            max_bytes=self.max_answer_bytes)
+            except AnswerTooLarge as exc:
+                raise ServerRequestError(str(exc)) from None
             except httpx2.TimeoutException as exc:
-                problem: str = f"timed out ({type(exc).__name__})"
+                if self._began_answering():
+                    # It answers, but too slowly to finish in time: another try would too.
+                    raise ServerRequestError(
+                        f"the server's answer did not finish within {self.timeout:g} s (--server-timeout)") from None
+                problem: str = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
             except httpx2.TransportError as exc:
                 # Refused/reset connections: retried like a 503 (a server restarting),
                 # then the job stops with one error instead of failing every image.
@@ -450,6 +679,11 @@ class ServerCaptioner(Captioner):
             time.sleep(wait)
             attempt += 1
 
+    @staticmethod
+    def _began_answering() -> bool:
+        """Whether the server had sent part of its answer to this thread's last request."""
+        return bool(getattr(_CURRENT, "last_received", 0))
+
     def _parse(self, response: httpx2.Response) -> CaptionResult:
         """``choices[0].message.content`` of a chat completion; the score from the
         returned token log-probabilities when the server sent any (else ``None``)."""
@@ -457,18 +691,21 @@ class ServerCaptioner(Captioner):
             body = response.json()
         except (ValueError, json.JSONDecodeError):
             raise ServerRequestError(
-                f"the server's answer is not valid JSON: {_scrub(response.text, self._key)[:80]!r}") from None
+                f"the server's answer is not valid JSON: {_shown(response.text, self._key, 80)!r}") from None
         try:
             choice = body["choices"][0]
             content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise ServerRequestError(
-                f"the server's answer has no choices[0].message.content: {_scrub(str(body), self._key)[:120]}"
+                f"the server's answer has no choices[0].message.content: {_shown(str(body), self._key, 120)}"
             ) from None
         if isinstance(content, list):  # content parts
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         if not isinstance(content, str):
-            raise ServerRequestError(f"the server's caption is not text: {content!r}"[:160])
+            raise ServerRequestError(f"the server's caption is not text: {_shown(repr(content), self._key, 120)}")
+        if _holds_key(content, self._key):
+            # Never a caption: it would be stored, exported and shown.
+            raise ServerRequestError("the server's answer contains the API key; not stored")
         values = _token_logprobs(choice.get("logprobs"))
         # The mean, as a local model's score (confidence.STORED_KIND); the tokens give the
         # provenance's least-likely-token score too.  None: the server sent none.
@@ -500,7 +737,7 @@ def load_server_captioner(
     key = api_key if api_key is not None else resolve_api_key(endpoint)
     report(f"Connecting to {endpoint}")
     try:
-        names = list_server_models(endpoint, api_key=key)
+        names = list_server_models(endpoint, api_key=key, timeout=float(options.get("timeout", MAX_CHECK_SECONDS)))
     except ModelLoadError as exc:
         if "did not list" not in str(exc):
             raise

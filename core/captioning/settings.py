@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.captioning import DEFAULT_MODEL
+from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 from core.queries import ImageFilter
 
 __all__ = ["BACKENDS", "CaptionJobSpec", "CaptionScope", "GenerationSettings"]
@@ -102,6 +103,8 @@ _DEVICES = ("auto", "cpu", "cuda", "mps")
 #: "openai" sends images to an OpenAI-compatible chat-completions server
 #: (core.captioning.server; Ollama, LM Studio, llama.cpp's llama-server, vLLM).
 BACKENDS = ("local", "openai")
+#: Server backend: the default wall-clock bound of one request, answer included.
+DEFAULT_SERVER_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,11 @@ class CaptionJobSpec:
     endpoint: str | None = None
     #: Server backend only: at most this many requests in flight at once.
     max_concurrency: int = 4
+    #: Server backend only: seconds one request (or the reachability check) may take in
+    #: all, however the server trickles its answer.
+    server_timeout: float = DEFAULT_SERVER_TIMEOUT
+    #: A model's caption longer than this (local or server) is that image's error, not stored.
+    max_caption_chars: int = DEFAULT_MODEL_CAPTION_CHARS
     #: A caption preset (core/captioning/presets.py PRESETS: "short", "alt_text", ...)...
     preset: str | None = None
     #: ... or the user's own prompt with per-image variables ("{folder}", "{keywords}", ...).
@@ -162,6 +170,14 @@ class CaptionJobSpec:
     def _check_backend(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        limit = self.max_caption_chars
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_CAPTION_CHARS:
+            raise ValueError(f"max_caption_chars must be an integer from 1 to {MAX_CAPTION_CHARS}, got {limit!r}")
+        timeout = self.server_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            # `not 0 < timeout` also rejects NaN.
+            raise ValueError(f"server_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
+        object.__setattr__(self, "server_timeout", float(timeout))
         conc = self.max_concurrency
         if not isinstance(conc, int) or isinstance(conc, bool) or not 1 <= conc <= 64:
             raise ValueError(f"max_concurrency must be an integer from 1 to 64, got {conc!r}")

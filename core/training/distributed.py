@@ -292,6 +292,10 @@ def _worker(rank: int, world_size: int, port: int, library_path: str, base_model
             os._exit(130)
 
     signal.signal(signal.SIGINT, on_sigint)
+    if hasattr(signal, "SIGHUP"):
+        # A closed terminal hangs up its whole process group, ranks included.  SIGTERM keeps
+        # its default: the parent terminates a rank stuck behind a failed one with it.
+        signal.signal(signal.SIGHUP, on_sigint)
     _stop_when_orphaned(stop)
     try:
         import torch

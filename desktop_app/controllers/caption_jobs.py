@@ -59,12 +59,17 @@ class CaptionJobsController:
         w = self.window
         if w.library is None:
             return
+        from core.training.current import current_model
+        from core.training.versions import list_versions
+
         with w.library.db.read() as session:
             known = [key.model_name for key, _n in queries.model_keys(session)]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
         dialog = CaptionDialog(
-            defaults=w.settings.caption_spec(),
+            defaults=w.settings.caption_defaults(w.library),
             known_models=known,
+            versions=[v.name for v in list_versions(w.library)],
+            current=current_model(w.library),
             selection_count=len(w.grid.selectionModel().selectedIndexes()),
             filter_count=w.model.rowCount(),
             uncaptioned_count=uncaptioned,

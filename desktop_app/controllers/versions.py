@@ -34,9 +34,9 @@ class VersionsController:
             return
         if dialog is not None:
             dialog.deleteLater()  # nothing left to see in it
-        base = w.settings.caption_spec().model
+        # The base model is the library's current model's (the dialog reads it).
         # Training shares the window's model thread with captioning: one job at a time.
-        dialog = TrainDialog(w.library, base_model=base, service=w.captioning, parent=w)
+        dialog = TrainDialog(w.library, service=w.captioning, parent=w)
         dialog.use_requested.connect(self.use_model_version)
         dialog.version_created.connect(lambda _name: w.schedule_sidebar_refresh())
         self.train_dialog = dialog
@@ -61,5 +61,6 @@ class VersionsController:
         from core.training.versions import set_active
 
         set_active(w.library, name)
-        spec = w.settings.caption_spec().with_(model=name, adapter=None, overwrite_model_captions=False)
+        spec = w.settings.caption_spec().with_(backend="local", endpoint=None, model=name, adapter=None,
+                                               overwrite_model_captions=False)
         return w.caption_jobs.start_captioning(spec, SCOPE_LIBRARY)

@@ -18,7 +18,7 @@ import unicodedata
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["NotARegularFile", "describe_mode", "name_key", "open_regular", "regular_file_problem"]
+__all__ = ["NotARegularFile", "describe_mode", "name_key", "open_regular", "regular_file_problem", "regular_file_refusal"]
 
 
 class NotARegularFile(OSError):
@@ -38,9 +38,14 @@ def describe_mode(mode: int) -> str:
     return "not a regular file"
 
 
-def _refusal(mode: int) -> NotARegularFile:
+def regular_file_refusal(mode: int) -> str:
+    """Why a file of *mode* is not read ("a FIFO (named pipe), not a regular file")."""
     what = describe_mode(mode)
-    return NotARegularFile(f"{what}, not a regular file" if what != "not a regular file" else what)
+    return f"{what}, not a regular file" if what != "not a regular file" else what
+
+
+def _refusal(mode: int) -> NotARegularFile:
+    return NotARegularFile(regular_file_refusal(mode))
 
 
 def regular_file_problem(path: Path | str) -> str | None:

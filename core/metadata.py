@@ -55,7 +55,7 @@ from sqlalchemy import update
 from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
-from core.inputs import NotARegularFile, open_regular
+from core.inputs import regular_file_refusal
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -330,14 +330,17 @@ def _read_sidecar(sidecar: Path, within: Path | None) -> bytes:
         if not inside:
             raise MetadataError(f"{sidecar}: a link leading outside {within}; not read")
     try:
-        with open_regular(sidecar, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_SIDECAR_BYTES:
-                raise MetadataError(f"{sidecar}: {size:,} bytes, more than an XMP sidecar "
+        fd = os.open(sidecar, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+        try:
+            info = os.fstat(fd)
+            if not stat_module.S_ISREG(info.st_mode):
+                raise MetadataError(f"{sidecar}: {regular_file_refusal(info.st_mode)}; not read")
+            if info.st_size > MAX_SIDECAR_BYTES:
+                raise MetadataError(f"{sidecar}: {info.st_size:,} bytes, more than an XMP sidecar "
                                     f"({MAX_SIDECAR_BYTES:,}); not read")
-            return handle.read(MAX_SIDECAR_BYTES + 1)
-    except NotARegularFile as exc:
-        raise MetadataError(f"{sidecar}: {exc}; not read") from None
+            return os.read(fd, MAX_SIDECAR_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise MetadataError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
 

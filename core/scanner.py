@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.db import Database

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThreadPool, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFontMetrics, QPainter, QPaintEvent
+from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QFontMetrics, QGuiApplication, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QHBoxLayout,
@@ -38,6 +38,37 @@ from desktop_app.background import JOB_NICENESS, submit
 
 #: Width of the dialogs (fits 1280x800 with room to spare; text wraps or elides).
 DIALOG_WIDTH = 560
+
+
+#: Room a window manager's title bar and borders take around a dialog.
+WINDOW_FRAME = QSize(16, 48)
+
+
+def available_size(widget: QWidget) -> QSize:
+    """The usable size of the screen *widget* is on (without panels and docks)."""
+    screen = widget.screen() or QGuiApplication.primaryScreen()
+    return screen.availableGeometry().size()
+
+
+def fit_on_screen(widget: QWidget, wanted: QSize | None = None, available: QSize | None = None) -> None:
+    """Size *widget* to *wanted* (its size hint) but never beyond the screen, frame included.
+
+    Dialogs that can be taller than a small screen keep their content in a scroll area, so
+    a cap here leaves their buttons on screen instead of clipping them.
+    """
+    available = available or available_size(widget)
+    wanted = wanted or widget.sizeHint()
+    limit = available - WINDOW_FRAME
+    widget.setMaximumHeight(limit.height())
+    widget.resize(min(max(wanted.width(), widget.minimumWidth()), limit.width()),
+                  min(wanted.height(), limit.height()))
+
+
+def lines_high(label: QLabel, lines: int) -> QLabel:
+    """Fix a word-wrapped *label* at *lines* text lines, so new text never moves what is below it."""
+    label.setWordWrap(True)
+    label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + 4)
+    return label
 
 
 def show_folder(path: Path | str) -> bool:

@@ -25,7 +25,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal, Slot
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QTableWidget,
@@ -50,6 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
+from desktop_app.dialog_kit import fit_on_screen, lines_high
 from desktop_app.worker import CaptionService, ModelJob
 
 if TYPE_CHECKING:
@@ -232,7 +234,7 @@ class TrainDialog(QDialog):
         self.data_summary.setWordWrap(True)
         self.not_ready = QLabel()
         self.not_ready.setObjectName("trainNotReady")
-        self.not_ready.setWordWrap(True)
+        lines_high(self.not_ready, 2)
         self.not_ready.setStyleSheet("color: #a4262c;")
         form = QFormLayout()
         form.addRow("Base model", base_row)
@@ -251,15 +253,12 @@ class TrainDialog(QDialog):
         self.include_imports.toggled.connect(self.refresh_data_summary)
 
         self.chart = MetricChart()
-        self.status = QLabel("Ready")
-        # Long messages wrap instead of widening the dialog.
-        self.status.setWordWrap(True)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.verdict = QLabel()
+        # Messages wrap in a fixed number of lines: nothing below them moves during a run.
+        self.status = lines_high(QLabel("Ready"), 2)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.verdict = lines_high(QLabel(), 2)
         self.verdict.setObjectName("trainVerdict")
-        self.verdict.setWordWrap(True)
-        self.verdict.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.verdict.hide()
+        self.verdict.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.bar = QProgressBar()
         self.table = QTableWidget(len(METRICS), 2)
         self.table.setHorizontalHeaderLabels(["Base", "Trained"])
@@ -275,6 +274,9 @@ class TrainDialog(QDialog):
         self.table.setFixedHeight(height)
         self.use_button = QPushButton("Make active and re-caption")
         self.use_button.setObjectName("trainUse")
+        keep_place = self.use_button.sizePolicy()
+        keep_place.setRetainSizeWhenHidden(True)
+        self.use_button.setSizePolicy(keep_place)
         self.use_button.hide()
         self.use_button.clicked.connect(self._use_clicked)
         self.start_button = QPushButton("Train")
@@ -287,19 +289,33 @@ class TrainDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        content = QWidget()
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addLayout(form)
         # Below the form, full width: a wrapped label inside a form row gets clipped.
-        layout.addWidget(self.not_ready)
-        layout.addWidget(self.chart, 1)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table)
-        layout.addWidget(self.verdict)
+        inner.addWidget(self.not_ready)
+        inner.addWidget(self.chart, 1)
+        inner.addWidget(self.bar)
+        inner.addWidget(self.status)
+        inner.addWidget(self.table)
+        inner.addWidget(self.verdict)
+        # Settings and results scroll on a small screen; Train and Cancel stay in view below them.
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.scroll, 1)
         layout.addLayout(buttons)
         # A fixed width: neither long messages nor results make the dialog jump wider.
         self.setFixedWidth(560)
         self.refresh_data_summary()
+        margins = layout.contentsMargins()
+        wanted = content.sizeHint().height() + buttons.sizeHint().height() + layout.spacing() \
+            + margins.top() + margins.bottom() + self.scroll.verticalScrollBar().sizeHint().width()
+        fit_on_screen(self, QSize(560, wanted))
 
     def _continue_toggled(self, on: bool) -> None:
         self.base.setText(self.current.model if on else self.current.base_model)
@@ -419,13 +435,15 @@ class TrainDialog(QDialog):
         """Why the model thread cannot take a training run now (None: it can)."""
         if self._run is not None or self._service is None:
             return None
+        job = self._service.model_job
+        if job is not None and job.owner is self:
+            return None  # this dialog's own run, still ending on the model thread
         return self._service.busy_reason("Training")
 
     @Slot()
     def _refresh_start(self) -> None:
         reason = self._data_reason or self.busy_reason()
         self.not_ready.setText(reason or "")
-        self.not_ready.setVisible(bool(reason))
         self.start_button.setEnabled(not reason and self._run is None)
         self.start_button.setToolTip(reason or "")
 
@@ -451,12 +469,15 @@ class TrainDialog(QDialog):
         service = self._service
         if service is None:
             service = self._own_service = CaptionService(parent=self)
+        # Set first: the service announces the new job before it returns, and the
+        # dialog must see that job as its own, not as another one holding the thread.
+        self._run = run
         if not service.start_model_job(run):
+            self._run = None
             self.status.setText(self.busy_reason() or "The model thread is busy.")
             return
-        self._run = run
         self.chart.records.clear()
-        self.verdict.hide()
+        self.verdict.clear()
         self.use_button.hide()
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -519,7 +540,6 @@ class TrainDialog(QDialog):
         beat, sentence = verdict(result.base_metrics, result.metrics)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
-        self.verdict.show()
         # Switching to a version that did not improve would only cost a re-captioning run.
         self.use_button.setVisible(beat)
         self.use_button.setEnabled(beat)

@@ -77,6 +77,39 @@ def test_train_dialog_runs_and_fills_the_table(qtbot, library) -> None:
     assert used.args == ["mine"]
 
 
+def test_train_dialog_fits_small_screens_and_keeps_its_layout_during_a_run(qtbot, library) -> None:
+    from PySide6.QtCore import QSize
+
+    from desktop_app.dialog_kit import WINDOW_FRAME, fit_on_screen
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=fake_train)
+    qtbot.addWidget(dialog)
+    for screen in (QSize(1024, 700), QSize(1280, 800)):
+        fit_on_screen(dialog, QSize(560, 2000), available=screen)
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        assert dialog.height() + WINDOW_FRAME.height() <= screen.height()
+        assert dialog.width() + WINDOW_FRAME.width() <= screen.width()
+        for button in (dialog.start_button, dialog.cancel_button):
+            bottom = button.mapTo(dialog, button.rect().bottomLeft()).y()
+            assert button.isVisible() and bottom < dialog.height()
+    dialog.val_ratio.setValue(0.3)
+    dialog.set_ready(None)  # the fake run needs no data
+
+    def places():
+        return [w.geometry() for w in (dialog.chart, dialog.bar, dialog.status, dialog.table, dialog.verdict,
+                                       dialog.start_button, dialog.use_button)]
+
+    before = places()
+    dialog.epochs.setValue(2)
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+        assert places() == before
+    qtbot.wait(10)
+    assert "beat the base model" in dialog.verdict.text() and not dialog.use_button.isHidden()
+    assert places() == before
+
+
 def test_no_improvement_is_said_and_not_offered(qtbot, library) -> None:
     def same_train(library, base, name, config, *, progress, cancel, on_epoch):
         metrics = {"exact_match": 0.1, "cider": 0.5, "bleu4": 0.1, "rouge_l": 0.3, "edit_rate": 0.8}
@@ -210,6 +243,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert window.log_panel.entries[-1][1] == ("Training “turns” is using the model thread; captioning can start "
                                                "when it has finished.")
     assert not dialog.start_button.isEnabled()  # this dialog's own run: no second one
+    assert dialog.not_ready.text() == ""  # and no "… is using the model thread" about itself
     # Closing the dialog does not stop the run: the main window's status bar shows it,
     # and Show (or Train) brings the same dialog back.
     dialog.close()

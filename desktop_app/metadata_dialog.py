@@ -3,11 +3,14 @@
 Nothing changes before the person has seen what will: the dialog first runs the same
 function with ``dry_run=True`` (every file is read, none written) and shows how many
 photos would be updated in place, how many ``.xmp`` sidecars written, and how many are
-already up to date.  "Write" is enabled once that check is done for the current choices.
+already up to date.  "Write" is enabled once that check is done for the current choices, and asks once more
+(with the count and where the captions go) before any photo file is changed.  Files that
+cannot be written are listed in the dialog, one line each.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -15,6 +18,8 @@ from PySide6.QtWidgets import (
     QDialog,
     QFormLayout,
     QGroupBox,
+    QMessageBox,
+    QPlainTextEdit,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
@@ -35,6 +40,14 @@ SIDECAR_HELP = (
 )
 
 
+def ask(parent: QWidget, text: str) -> bool:
+    """A Yes/No question; No is the default, so Enter never changes originals by accident."""
+    answer = QMessageBox.question(parent, "Change the photo files?", text,
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class MetadataDialog(QDialog):
     written = Signal(object)
 
@@ -51,6 +64,8 @@ class MetadataDialog(QDialog):
         self._checked_choices: tuple[Any, ...] | None = None
         self._mode = ""
         self.runner = JobRunner(self)
+        #: Asked before the photo files change (replaced in tests).
+        self.confirm: Callable[[QWidget, str], bool] = ask
 
         self.in_file = QRadioButton("Into the photo files")
         self.sidecar = QRadioButton(".xmp sidecar files only")
@@ -76,6 +91,13 @@ class MetadataDialog(QDialog):
         self.check_button = QPushButton("Check again")
         form = QFormLayout()
         form.addRow("Will change", self.plan_label)
+        # Always there at a fixed height, so a list of failures never resizes the dialog.
+        self.problems = QPlainTextEdit()
+        self.problems.setReadOnly(True)
+        self.problems.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.problems.setPlaceholderText("Photos that cannot be written are listed here, with the reason.")
+        self.problems.setFixedHeight(self.problems.fontMetrics().lineSpacing() * 4 + 12)
+        form.addRow("Problems", self.problems)
 
         self.footer = JobFooter("Write")
         self.footer.buttons.insertWidget(1, self.check_button)
@@ -131,14 +153,32 @@ class MetadataDialog(QDialog):
         """Dry run: count what a write with the current choices would change."""
         return self._run(dry_run=True)
 
+    def confirmation(self) -> str:
+        """What Write will do, in words, from the last check."""
+        plan = self.plan
+        if self.sidecar.isChecked():
+            return (f"Write {plan.sidecars} captions into .xmp sidecar files beside the photos? "
+                    "The photo files themselves are not touched.")
+        text = (f"Write captions into {plan.written} photo files? Their XMP description, IPTC caption and "
+                "EXIF description are replaced; the pixels are not touched.")
+        if plan.sidecars:
+            text += f" {plan.sidecars} photos in other formats get an .xmp sidecar instead."
+        return text + " This changes your original files."
+
     def start(self) -> bool:
         if self._checked_choices != self.choices():
             return self.check()
+        if not self.confirm(self, self.confirmation()):
+            self.footer.finish("Nothing written.")
+            return False
         return self._run(dry_run=False)
+
+    def _show_problems(self, problems: list[str]) -> None:
+        self.problems.setPlainText("\n".join(problems))
 
     def _on_finished(self, stats: Any) -> None:
         self.check_button.setEnabled(True)
-        problems = "\n".join(stats.problems[:20])
+        self._show_problems(list(stats.problems))
         if self._mode == "check":
             self.plan = stats
             if self._pending_choices != self.choices():  # changed while checking
@@ -149,7 +189,6 @@ class MetadataDialog(QDialog):
             text = (f"{stats.written} photos updated, {stats.sidecars} sidecars written; "
                     f"{stats.unchanged} already up to date, {stats.missing} missing, {stats.errors} cannot be written")
             self.plan_label.setText(text)
-            self.plan_label.setToolTip(problems)
             self.footer.finish("Cancelled check." if stats.cancelled else "Checked: nothing written yet.")
             self.footer.start_button.setEnabled(not stats.cancelled and stats.written + stats.sidecars > 0)
             return
@@ -157,7 +196,6 @@ class MetadataDialog(QDialog):
         self.footer.finish(("Cancelled" if stats.cancelled else "Done")
                            + f": captions written into {stats.written} photos and {stats.sidecars} sidecars; "
                            f"{stats.unchanged} already up to date, {stats.errors} failed")
-        self.footer.status.setToolTip(self.footer.status.full_text() + ("\n" + problems if problems else ""))
         self.footer.start_button.setEnabled(False)
         self._checked_choices = None
         self.written.emit(stats)

@@ -203,11 +203,21 @@ def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, lib
     assert "4 photos updated" in dialog.plan_label.text()
     assert dialog.footer.start_button.isEnabled()
 
+    # Write asks before changing the originals, with the count and where; No writes nothing.
+    asked = []
+    dialog.confirm = lambda _parent, text: asked.append(text) or False
+    assert not dialog.start() and not dialog.runner.running
+    assert asked == ["Write captions into 4 photo files? Their XMP description, IPTC caption and EXIF "
+                     "description are replaced; the pixels are not touched. This changes your original files."]
+    assert {p: p.read_bytes() for p in photo_dir.rglob("*.jpg")} == before
+
     dialog.all_captioned.setChecked(True)
     assert not dialog.footer.start_button.isEnabled()  # choices changed: check again first
     qtbot.waitUntil(lambda: dialog.plan.written == 12 and not dialog.runner.running, timeout=WAIT)
+    dialog.confirm = lambda _parent, text: asked.append(text) or True
     with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
         assert dialog.start()
+    assert "into 12 photo files" in asked[-1]
     assert done.args[0].written == 12
     for rel, (text, _source) in current(library).items():
         with pyexiv2.Image(str(photo_dir / rel)) as image:
@@ -216,6 +226,20 @@ def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, lib
     dialog.check()
     qtbot.waitUntil(lambda: not dialog.runner.running and dialog.plan.unchanged == 12, timeout=WAIT)
     assert not dialog.footer.start_button.isEnabled()
+
+
+def test_metadata_dialog_lists_the_files_it_cannot_write_readably(qtbot, library, built, photo_dir):
+    gone = sorted(photo_dir.rglob("*.jpg"))[0]
+    gone.unlink()
+    dialog = MetadataDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    dialog.all_captioned.setChecked(True)
+    qtbot.waitUntil(lambda: dialog._checked_choices == (False, "captioned", SCOPE_LIBRARY), timeout=WAIT)
+    height = dialog.sizeHint().height()
+    lines = dialog.problems.toPlainText().splitlines()
+    assert len(lines) == 1 and lines[0] == f"{gone}: missing (not found now; rescan the library)"
+    assert dialog.problems.isVisible() or not dialog.isVisible()
+    assert dialog.sizeHint().height() == height and dialog.footer.status.toolTip().count("\n") == 0
 
 
 def test_metadata_dialog_sidecars_for_the_selection(qtbot, library, built, photo_dir):
@@ -230,8 +254,9 @@ def test_metadata_dialog_sidecars_for_the_selection(qtbot, library, built, photo
     dialog.scope_picker.set_key(SCOPE_SELECTION)
     qtbot.waitUntil(lambda: dialog._checked_choices == (True, "captioned", SCOPE_SELECTION), timeout=WAIT)
     assert dialog.plan.sidecars == 2
+    dialog.confirm = lambda _parent, text: "not touched" in text
     with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
-        dialog.start()
+        assert dialog.start()
     sidecars = sorted(photo_dir.rglob("*.xmp"))
     assert len(sidecars) == 2
     with library.db.read() as session:

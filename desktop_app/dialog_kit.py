@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtCore import QObject, QSize, QStandardPaths, Qt, QThreadPool, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFontMetrics, QGuiApplication, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -69,6 +69,28 @@ def lines_high(label: QLabel, lines: int) -> QLabel:
     label.setWordWrap(True)
     label.setFixedHeight(label.fontMetrics().lineSpacing() * lines + 4)
     return label
+
+
+#: The folder each kind of file dialog last used in this session ("import", "export", ...).
+_last_folders: dict[str, str] = {}
+
+
+def start_folder(kind: str) -> str:
+    """Where a file dialog of *kind* opens: the folder last used for it, else Pictures, else home."""
+    last = _last_folders.get(kind)
+    if last and Path(last).is_dir():
+        return last
+    for location in (QStandardPaths.StandardLocation.PicturesLocation, QStandardPaths.StandardLocation.HomeLocation):
+        folder = QStandardPaths.writableLocation(location)
+        if folder and Path(folder).is_dir():
+            return folder
+    return str(Path.home())
+
+
+def remember_folder(kind: str, chosen: str) -> None:
+    """Note *chosen* (a folder, or a file whose folder counts) as where *kind* dialogs open next."""
+    path = Path(chosen)
+    _last_folders[kind] = str(path if path.is_dir() else path.parent)
 
 
 def show_folder(path: Path | str) -> bool:

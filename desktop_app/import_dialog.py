@@ -2,10 +2,12 @@
 
 Format, source (a file or a folder), whether a person checked the captions, and whether
 they are the person's own edits made in another tool that should replace the library's
-captions (``--replace``).  A person's caption in the library is replaced only with that
-choice, and only after the dialog has shown how many would be: it first runs the same
-function with ``dry_run=True`` (nothing written) for the current choices.  The import
-runs in the background with progress and Cancel.
+captions (``--replace``).  Nothing is imported before the dialog has shown what would
+change: it first runs the same function with ``dry_run=True`` (nothing written) for the
+current choices and shows how many captions would be added, kept beside a person's,
+replaced and unmatched; Import is enabled once that preview is shown.  The import runs
+in the background with progress and Cancel; its result wraps in the dialog, and the
+rows that could not be used are listed below it.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from core.importer import IMPORT_FORMATS
-from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, wrapped
+from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, lines_high, remember_folder, start_folder, wrapped
 
 FORMAT_DESCRIPTIONS = {
     "sidecar": "a folder of images with .txt or .caption files of the same name",
@@ -86,9 +89,13 @@ class ImportDialog(QDialog):
         self.verified_help = wrapped(VERIFIED_EXPLANATION)
         self.replace = QCheckBox("These are my own edits: replace the captions in the library")
         self.replace_help = wrapped(REPLACE_EXPLANATION)
-        # Wrapped, not elided: every number in it matters (the text is bounded: counts only).
-        self.plan_label = wrapped("")
+        # Wrapped, not elided: every number in it matters; a fixed height keeps the buttons in place.
+        self.plan_label = lines_high(wrapped(""), 3)
         self.preview_button = QPushButton("Preview")
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setPlaceholderText("Rows that cannot be imported, and names not in the library, are listed here.")
+        self.details.setFixedHeight(self.details.fontMetrics().lineSpacing() * 3 + 12)
 
         form = QFormLayout()
         form.addRow("Format", self.format)
@@ -107,6 +114,7 @@ class ImportDialog(QDialog):
         layout.addWidget(self.replace)
         layout.addWidget(self.replace_help)
         layout.addWidget(self.plan_label)
+        layout.addWidget(self.details)
         layout.addWidget(self.footer)
 
         self.format.currentIndexChanged.connect(self._format_changed)
@@ -122,19 +130,24 @@ class ImportDialog(QDialog):
         self.runner.finished.connect(self._on_finished)
         self.runner.failed.connect(lambda message, _detail: self._on_failed(message))
         self._format_changed()
+        self._choices_changed()
 
     def _format_changed(self) -> None:
         self.format_help.setText(FORMAT_DESCRIPTIONS.get(self.format.currentData(), ""))
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Import from folder")
+        folder = QFileDialog.getExistingDirectory(self, "Import from folder", start_folder("import"))
         if folder:
+            remember_folder("import", folder)
             self.source.setText(folder)
+            self.check()
 
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import from file")
+        path, _ = QFileDialog.getOpenFileName(self, "Import from file", start_folder("import"))
         if path:
+            remember_folder("import", path)
             self.source.setText(path)
+            self.check()
 
     def choices(self) -> tuple[str, str, bool, bool]:
         return self.format.currentData(), self.source.text().strip(), self.verified.isChecked(), \
@@ -151,8 +164,10 @@ class ImportDialog(QDialog):
 
     def _choices_changed(self) -> None:
         self._checked_choices = None
-        self.plan_label.setText("Not previewed yet: Preview shows how many of the library's captions "
-                                "change." if self.replace.isChecked() else "")
+        self.footer.start_button.setEnabled(False)
+        self.details.clear()
+        self.plan_label.setText("Not previewed yet: Preview shows how many captions would be added, kept "
+                                "beside a person's, replaced and not matched, before anything is imported.")
 
     def _run(self, dry_run: bool) -> bool:
         if self.runner.running:
@@ -181,10 +196,16 @@ class ImportDialog(QDialog):
         return self._run(dry_run=True)
 
     def start(self) -> bool:
-        """Import; with *replace* only once the preview for these exact choices was shown."""
-        if self.replace.isChecked() and self._checked_choices != self.choices():
+        """Import, once the preview for these exact choices was shown (else: preview first)."""
+        if self._checked_choices != self.choices():
             return self.check()
         return self._run(dry_run=False)
+
+    def _show_details(self, stats: Any) -> None:
+        details = list(stats.problems)
+        if stats.unmatched_names:
+            details.append("Not in the library: " + ", ".join(stats.unmatched_names))
+        self.details.setPlainText("\n".join(details))
 
     def _on_failed(self, message: str) -> None:
         self.preview_button.setEnabled(True)
@@ -200,15 +221,13 @@ class ImportDialog(QDialog):
         kind = "verified captions" if stats.verified else "captions"
         head = "Cancelled" if stats.cancelled else "Imported"
         replaced = f", {stats.replaced} replacing a person's caption" if stats.replace else ""
-        self.footer.finish(
-            f"{head}: {stats.imported} {kind} added ({stats.kept_human} kept beside a person's caption{replaced}), "
-            f"{stats.unchanged} already there, {stats.unmatched} not in the library")
-        if stats.replace:
-            self.plan_label.setText("")
-        details = list(stats.problems[:20])
-        if stats.unmatched_names:
-            details.append("Not in the library: " + ", ".join(stats.unmatched_names))
-        self.footer.status.setToolTip(self.footer.status.full_text() + ("\n" + "\n".join(details) if details else ""))
+        result = (f"{head}: {stats.imported} {kind} added ({stats.kept_human} kept beside a person's caption"
+                  f"{replaced}), {stats.unchanged} already there, {stats.unmatched} not in the library")
+        # The whole sentence, wrapped where the preview was; the footer's one line just says it ended.
+        self.plan_label.setText(result)
+        self.footer.finish(f"{head}.")
+        self.footer.start_button.setEnabled(False)
+        self._show_details(stats)
         self.imported.emit(stats)
 
     def _on_checked(self, stats: Any) -> None:
@@ -218,12 +237,20 @@ class ImportDialog(QDialog):
             self._choices_changed()
             return
         self._checked_choices = None if stats.cancelled else self._pending_choices
-        self.plan_label.setText(
-            f"Will replace {stats.replaced} captions a person wrote; {stats.current} more become current, "
-            f"{stats.kept_human} kept beside a person's caption, {stats.unchanged} unchanged, "
-            f"{stats.unmatched + stats.ambiguous} not in the library")
-        self.plan_label.setToolTip("\n".join(stats.problems[:20]))
+        unmatched = stats.unmatched + stats.ambiguous
+        if stats.replace:
+            self.plan_label.setText(
+                f"Will replace {stats.replaced} captions a person wrote; {stats.current} more become current, "
+                f"{stats.kept_human} kept beside a person's caption, {stats.unchanged} unchanged, "
+                f"{unmatched} not in the library")
+        else:
+            self.plan_label.setText(
+                f"Will add {stats.imported} captions ({stats.current} become current, {stats.kept_human} kept "
+                f"beside a person's caption, none replaced), {stats.unchanged} already there, "
+                f"{unmatched} not in the library")
+        self._show_details(stats)
         self.footer.finish("Preview cancelled." if stats.cancelled else "Previewed: nothing imported yet.")
+        self.footer.start_button.setEnabled(self._checked_choices is not None)
 
     def closeEvent(self, event: Any) -> None:
         self.runner.shutdown()

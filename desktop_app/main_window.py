@@ -654,8 +654,12 @@ class MainWindow(QMainWindow):
         root_id, folder = self.sidebar.location()
         return self.filter_bar.filter().with_(root_id=root_id, folder=folder)
 
-    def reload_ids(self) -> None:
-        """Re-run the current filter on a worker and show the result (keeps the current image)."""
+    def reload_ids(self, *, keep_scroll: bool = False) -> None:
+        """Re-run the current filter on a worker and show the result (keeps the current image).
+
+        *keep_scroll*: the grid stays where the person scrolled it (captions changed by a
+        dialog), instead of scrolling back to the current image.
+        """
         library = self.library
         if library is None:
             self.model.set_ids([])
@@ -676,7 +680,7 @@ class MainWindow(QMainWindow):
             if generation != self._ids_generation or library is not self.library:
                 return  # a newer filter was asked for meanwhile
             self._ids_loading = False
-            self._show_ids(*result)
+            self._show_ids(*result, keep_scroll=keep_scroll)
 
         def failed(exc: BaseException) -> None:
             self._ids_loading = False
@@ -684,14 +688,18 @@ class MainWindow(QMainWindow):
 
         submit(self.pool, work, done, failed, priority=2)
 
-    def _show_ids(self, ids: list[int], row_of: dict[int, int] | None = None) -> None:
+    def _show_ids(self, ids: list[int], row_of: dict[int, int] | None = None, *, keep_scroll: bool = False) -> None:
         current = self.current_image_id()
+        scrolled = self.grid.verticalScrollBar().value()
         self.navigation.commit_edit()
         self.model.set_ids(ids, row_of)
         if ids and self.filter_bar.take_restart_at_top():
             self.go_to_row(0)  # the review queue starts at the least confident caption
         elif current is not None and self.model.row_of(current) is not None:
-            self.go_to_row(self.model.row_of(current), scroll=True)
+            self.go_to_row(self.model.row_of(current), scroll=not keep_scroll)
+            if keep_scroll:
+                self.grid.doItemsLayout()  # the scroll range of the new rows, before putting the view back
+                self.grid.verticalScrollBar().setValue(scrolled)
         elif ids and not self.grid.currentIndex().isValid():
             self.go_to_row(0)
         elif not ids:

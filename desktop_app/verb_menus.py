@@ -80,7 +80,7 @@ class VerbMenus:
         return dialog
 
     def _captions_changed(self, *_args: Any) -> None:
-        self.window.reload_ids()
+        self.window.reload_ids(keep_scroll=True)
         self.window.schedule_sidebar_refresh()
 
     # -- the verbs --------------------------------------------------------------------------

@@ -136,12 +136,23 @@ def test_import_dialog_imports_sidecars_as_verified(qtbot, library, photo_dir, t
     dialog.source.setText(str(src))
     dialog.verified.setChecked(True)
     assert "training" in dialog.verified_help.text()
+    # Nothing is imported before the preview: Import is off, and a start previews first.
+    assert not dialog.footer.start_button.isEnabled()
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
+        assert dialog.start()
+    assert current(library) == {} and dialog.footer.start_button.isEnabled()
+    assert dialog.plan_label.text() == ("Will add 3 captions (3 become current, 0 kept beside a person's caption, "
+                                        "none replaced), 0 already there, 1 not in the library")
+    assert dialog.details.toPlainText() == "Not in the library: stranger.jpg"
     with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
         assert dialog.start()
     stats = done.args[0]
     assert stats.imported == 3 and stats.unmatched == 1
     assert current(library) == {f"p{k}.jpg": (f"a person wrote caption {k}", "human") for k in range(3)}
-    assert "3 verified captions added" in dialog.footer.status.full_text()
+    # The whole result, wrapped in the dialog (not elided, not only in a tooltip).
+    assert dialog.plan_label.text().startswith("Imported: 3 verified captions added")
+    assert dialog.plan_label.wordWrap() and dialog.plan_label.text().endswith("1 not in the library")
+    assert dialog.plan_label.heightForWidth(dialog.plan_label.width()) <= dialog.plan_label.height()
 
 
 def test_import_dialog_replace_previews_then_replaces_peoples_captions(qtbot, library, photo_dir, tmp_path):
@@ -179,7 +190,7 @@ def test_import_dialog_replace_previews_then_replaces_peoples_captions(qtbot, li
         "p0.jpg": ("edited elsewhere 0", "human"), "p1.jpg": ("edited elsewhere 1", "human"),
         "p2.jpg": ("old caption of p2.jpg", "human"),
     }
-    assert "2 replacing a person's caption" in dialog.footer.status.full_text()
+    assert "2 replacing a person's caption" in dialog.plan_label.text()
     # Changing a choice asks for a new preview before anything is imported.
     dialog.source.setText(str(photo_dir))
     assert "Not previewed yet" in dialog.plan_label.text()

@@ -248,6 +248,18 @@ def test_find_replace_is_one_undo_step(qtbot, window, sample):
     assert undone == before
 
 
+def test_captions_changed_by_a_dialog_keep_the_grids_scroll_position(qtbot, window):
+    window.resize(1024, 700)
+    window.go_to_row(0)
+    bar = window.grid.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=WAIT)
+    bar.setValue(bar.maximum())
+    scrolled = bar.value()
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        window.verbs._captions_changed()  # what an import's end does
+    assert bar.value() == scrolled > 0 and window.grid.currentIndex().row() == 0
+
+
 # -- keyboard review flow ------------------------------------------------------------
 
 

@@ -497,7 +497,7 @@ class CaptionDetails:
     image_id: int
     current: CaptionInfo | None
     #: The newest caption a model wrote for the image, current or not, to show beside
-    #: the person's.
+    #: the person's (never a bulk replacement of it).
     latest_model: CaptionInfo | None
     history: list[CaptionInfo] = field(default_factory=list)
 
@@ -520,7 +520,7 @@ def _info(row: Any) -> CaptionInfo:
 
 
 def caption_details(session: Session, image_id: int) -> CaptionDetails:
-    from core.captions import caption_history
+    from core.captions import BULK_REPLACE_KEY, caption_history
 
     rows = caption_history(session, image_id)
     by_id = {c.id: c for c in rows}
@@ -529,7 +529,10 @@ def caption_details(session: Session, image_id: int) -> CaptionDetails:
         for c in rows
     ]
     current = next((c for c in history if c.is_current), None)
-    latest_model = next((c for c in reversed(history) if c.source == "model"), None)
+    # What the model wrote: a bulk find-and-replace keeps the model as source, but its
+    # words are not the model's (and an undone replacement must not come back from here).
+    latest_model = next((c for c in reversed(history)
+                         if c.source == "model" and BULK_REPLACE_KEY not in (c.settings or {})), None)
     return CaptionDetails(image_id, current, latest_model, history)
 
 

@@ -206,6 +206,50 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     assert by[0] == "person, replaced"
 
 
+def test_ctrl_z_after_replace_all_undoes_it_and_the_models_caption_stays_the_models(qtbot, window, sample):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    library, _info = sample
+    with library.db.read() as session:
+        hits = [c for c in queries.find_replace_candidates(session, ImageFilter(), "beach")
+                if current(library, c[0]).source == "model"]
+    image_id, model_caption_id, model_words = hits[0]
+    search(qtbot, window, "beach")  # the search box has focus and an undo history of its own
+    window.filter_bar.search.setFocus()
+    window.go_to_image(image_id)
+
+    def fill_and_replace():
+        dialog = QApplication.activeModalWidget()
+        dialog.find.setText("beach")
+        dialog.replacement.setText("seaside")
+        dialog.update_preview()
+        dialog.accept()
+
+    QTimer.singleShot(0, fill_and_replace)
+    window.navigation.open_find_replace()
+    assert "seaside" in current(library, image_id).text
+    assert "Ctrl+Z to undo" in window.statusBar().currentMessage()
+    # The key goes where the window's focus is once the dialog has closed.
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=2000)
+    assert window.focusWidget() is not window.filter_bar.search
+    qtbot.keyClick(window.focusWidget(), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert current(library, image_id).id == model_caption_id  # the replace was undone ...
+    assert window.filter_bar.search.text() == "beach"  # ... not the search
+    # "Model's caption" is what the model wrote, not the undone replacement, and
+    # "Use model's caption" has nothing else to bring back.
+    window.go_to_image(image_id)
+    assert window.panel.model_text.text() == model_words
+    assert not window.panel.use_model_button.isEnabled()
+    # With the replacement kept, the model's own words are still the ones offered.
+    window.find_replace("beach", "seaside")
+    window.go_to_image(image_id)
+    assert window.panel.model_text.text() == model_words
+    window.panel.use_model_button.click()
+    qtbot.waitUntil(lambda: current(library, image_id).text == model_words, timeout=WAIT)
+
+
 def test_history_says_written_edited_accepted(qtbot, window, sample):
     library, info = sample
     image_id = info["ids"][1]  # a model caption

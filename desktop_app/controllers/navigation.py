@@ -212,7 +212,10 @@ class ReviewNavigation:
     def open_find_replace(self) -> None:
         w = self.window
         dialog = FindReplaceDialog(w.model.rowCount(), self.replacement_preview, w)
-        if dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text():
+        accepted = dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text()
+        dialog.deleteLater()
+        if accepted:
+            w.activateWindow()
             self.find_replace(
                 dialog.find.text(),
                 dialog.replacement.text(),
@@ -249,6 +252,8 @@ class ReviewNavigation:
         with w.library.db.read() as session:
             candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
         count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
+        # Ctrl+Z must reach the caption undo, not the search box that had focus before the dialog.
+        w.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)
         log.info("Find and replace “%s” → “%s”: %d captions changed", find, replacement, count)
         return count

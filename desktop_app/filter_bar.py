@@ -81,6 +81,10 @@ class PercentBox(QSpinBox):
         self.setValue(self.any_value if percent is None else round(percent))
 
 
+#: The review button's words while the queue is off (on: "n of N reviewed").
+REVIEW_OFF = "Review queue"
+
+
 class FilterBar(QWidget):
     changed = Signal()
 
@@ -115,14 +119,15 @@ class FilterBar(QWidget):
             self.sort.addItem(f"Sort: {label}", key)
         self.descending = QCheckBox("Desc.")
         self.review = QToolButton()
-        self.review.setText("Review queue")
+        self.review.setText(REVIEW_OFF)
         self.review.setCheckable(True)
         self.review.setToolTip("Model captions, least confident first (Ctrl+R)")
         self.review.toggled.connect(self._on_review)
-        #: "3 of 20 reviewed" while the review queue is on.
-        self.progress = QLabel()
-        self.progress.setObjectName("reviewProgress")
-        self.progress.hide()
+        # The button itself says "3 of 20 reviewed" while the queue is on, at a width fixed for
+        # the longest count: nothing appears beside it, so the search box never shrinks under the pointer.
+        self.review.setObjectName("reviewProgress")
+        self.review.setFixedWidth(max(self.review.sizeHint().width(),
+                                      self.review.fontMetrics().horizontalAdvance("00000 of 00000 reviewed") + 16))
         self._progress_model: QAbstractItemModel | None = None
         self._progress_timer = QTimer(self)
         self._progress_timer.setSingleShot(True)
@@ -144,7 +149,6 @@ class FilterBar(QWidget):
         top.addWidget(self.sort)
         top.addWidget(self.descending)
         top.addWidget(self.review)
-        top.addWidget(self.progress)
         bottom = QHBoxLayout()
         bottom.addWidget(self.state)
         bottom.addWidget(self.model, 1)
@@ -165,7 +169,8 @@ class FilterBar(QWidget):
         self.no_matches_label.setStyleSheet("color: palette(placeholder-text); padding: 6px;")
         clear = QToolButton()
         clear.setText("Show all photos")
-        clear.clicked.connect(self.clear_filters)
+        clear.setToolTip("Clears the search (or, without one, the filters); the review queue and sort stay")
+        clear.clicked.connect(self.clear_search)
         no_matches_row = QHBoxLayout(self.no_matches)
         no_matches_row.setContentsMargins(0, 0, 0, 0)
         no_matches_row.addWidget(self.no_matches_label, 1)
@@ -212,9 +217,10 @@ class FilterBar(QWidget):
     def _on_review(self, on: bool) -> None:
         """Review queue: model captions, least confident first; off returns to all by name."""
         self.restart_at_top = on
-        self.progress.setVisible(on)
         if on:
             self._progress_timer.start()
+        else:
+            self.review.setText(REVIEW_OFF)
         self._silent = True
         try:
             if on:
@@ -249,11 +255,14 @@ class FilterBar(QWidget):
     def update_review_progress(self) -> None:
         model = self._progress_model
         if model is None or not self.review.isChecked():
-            self.progress.hide()
+            self.review.setText(REVIEW_OFF)
             return
         done, total = model.review_progress()  # type: ignore[attr-defined]
-        self.progress.setText(f"{done} of {total} reviewed")
-        self.progress.show()
+        self.review.setText(f"{done} of {total} reviewed")
+
+    def review_progress_text(self) -> str:
+        """"n of N reviewed" while the review queue is on, else ""."""
+        return self.review.text() if self.review.isChecked() and self.review.text() != REVIEW_OFF else ""
 
     def take_restart_at_top(self) -> bool:
         """True once after the review queue was turned on (see ``restart_at_top``)."""
@@ -276,6 +285,24 @@ class FilterBar(QWidget):
             what = "No photos match these filters"
         self.no_matches_label.setText(what + " here.")
         self.no_matches.show()
+
+    def clear_search(self) -> None:
+        """The no-match banner's way back: drop the search only (review queue, sort and the
+        rest stay); without a search, the state, model and confidence filters go instead."""
+        if not self.search.text().strip():
+            self._silent = True
+            try:
+                if not self.review.isChecked():
+                    self.state.setCurrentIndex(0)
+                self.model.setCurrentIndex(0)
+                self.min_score.setValue(self.min_score.any_value)
+                self.max_score.setValue(self.max_score.any_value)
+            finally:
+                self._silent = False
+            self._emit_now()
+            return
+        self.search.clear()
+        self._emit_now()
 
     def clear_filters(self) -> None:
         """Back to every photo of the location, by name (search, state, model, bounds off)."""

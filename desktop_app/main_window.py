@@ -394,6 +394,8 @@ class MainWindow(QMainWindow):
         self.captioning.state_changed.connect(self._update_actions)
         self.captioning.state_changed.connect(self._follow_model_job)
         self._ids_generation = 0
+        #: The current photo when a filter found nothing, to come back to when it finds it again.
+        self._current_before_empty: int | None = None
         self._pending_location: Location | None = None
         self._job_refresh = QTimer(self)
         self._job_refresh.setInterval(JOB_REFRESH_MS)
@@ -690,6 +692,9 @@ class MainWindow(QMainWindow):
 
     def _show_ids(self, ids: list[int], row_of: dict[int, int] | None = None, *, keep_scroll: bool = False) -> None:
         current = self.current_image_id()
+        if current is None:  # an empty result in between (a search that found nothing) keeps the place
+            current = self._current_before_empty
+        self._current_before_empty = current if not ids else None
         scrolled = self.grid.verticalScrollBar().value()
         self.navigation.commit_edit()
         self.model.set_ids(ids, row_of)

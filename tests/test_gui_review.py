@@ -10,7 +10,7 @@ import math
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QToolButton
 
 from core import queries
 from core.captions import (
@@ -122,7 +122,7 @@ def test_grid_columns_fill_the_width(qtbot, window, sample):
 def test_current_stays_in_view_after_accept_and_edit_and_next(qtbot, window, sample):
     library, _info = sample
     window.filter_bar.set_review_queue(True)
-    qtbot.waitUntil(lambda: window.filter_bar.progress.text().startswith("0 of"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.filter_bar.review_progress_text().startswith("0 of"), timeout=WAIT)
     for _ in range(14):
         window.accept_and_next()
         qtbot.wait(5)
@@ -132,7 +132,7 @@ def test_current_stays_in_view_after_accept_and_edit_and_next(qtbot, window, sam
         window.edit_and_next()
         qtbot.wait(5)
         assert in_viewport(window)
-    qtbot.waitUntil(lambda: window.filter_bar.progress.text().startswith("20 of"), timeout=WAIT)
+    qtbot.waitUntil(lambda: window.filter_bar.review_progress_text().startswith("20 of"), timeout=WAIT)
 
 
 def test_thumbnail_names_elide_with_an_ellipsis(window):
@@ -271,10 +271,10 @@ def test_review_queue_opens_on_least_confident(qtbot, window, sample):
     with library.db.read() as session:
         worst = queries.least_confident(session, ImageFilter())
     assert window.current_image_id() == worst
-    qtbot.waitUntil(lambda: window.filter_bar.progress.text() == f"0 of {window.model.rowCount()} reviewed",
+    qtbot.waitUntil(lambda: window.filter_bar.review_progress_text() == f"0 of {window.model.rowCount()} reviewed",
                     timeout=WAIT)
     window.accept_and_next()
-    qtbot.waitUntil(lambda: window.filter_bar.progress.text() == f"1 of {window.model.rowCount()} reviewed",
+    qtbot.waitUntil(lambda: window.filter_bar.review_progress_text() == f"1 of {window.model.rowCount()} reviewed",
                     timeout=WAIT)
 
 
@@ -295,6 +295,39 @@ def test_search_finds_file_and_folder_names_and_says_no_matches(qtbot, window, s
     with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
         window.filter_bar.clear_filters()
     assert window.model.rowCount() > 40 and not window.filter_bar.no_matches.isVisible()
+
+
+def test_show_all_photos_clears_only_the_search(qtbot, window, sample):
+    bar = window.filter_bar
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        bar.set_review_queue(True)
+    sort, state = bar.sort.currentData(), bar.state.currentIndex()
+    window.go_to_row(2)
+    place = window.current_image_id()
+    assert search(qtbot, window, "zebra crossing") == 0 and bar.no_matches.isVisible()
+    clear = next(b for b in bar.no_matches.findChildren(QToolButton) if b.text() == "Show all photos")
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        clear.click()
+    assert bar.search.text() == "" and not bar.no_matches.isVisible()
+    assert bar.review.isChecked() and bar.sort.currentData() == sort and bar.state.currentIndex() == state
+    assert window.current_image_id() == place
+
+
+def test_filter_bar_keeps_its_geometry_as_the_review_count_grows(qtbot, window):
+    bar = window.filter_bar
+    for width in (1024, 1280):
+        window.resize(width, 700)
+        qtbot.waitUntil(lambda: window.width() == width, timeout=WAIT)
+        bar.review.setChecked(False)
+        QApplication.processEvents()
+        off = (bar.search.geometry(), bar.review.geometry())
+        bar.review.setChecked(True)
+        for done, total in ((9, 9), (10, 10), (100, 100), (10000, 10000)):
+            bar.review.setText(f"{done} of {total} reviewed")
+            QApplication.processEvents()
+            assert (bar.search.geometry(), bar.review.geometry()) == off
+            assert bar.review.width() >= bar.review.sizeHint().width()  # the count is never cut
+        assert bar.search.width() >= 100
 
 
 def test_broken_file_disables_editor_and_empty_caption_is_an_inline_note(qtbot, window, sample, monkeypatch):

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QToolButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QToolButton, QWidget
 
 from core.jobs import count_phrase
+from desktop_app.dialog_kit import ElidedLabel
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -99,15 +100,19 @@ class JobStatusWidget(QWidget):
     def __init__(self, name: str, *, pausable: bool, showable: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName(name)
-        self.label = QLabel()
+        # Fixed widths: the bar and buttons stay put when the text or Pause/Resume changes.
+        self.label = ElidedLabel()
+        self.label.setFixedWidth(self.label.fontMetrics().horizontalAdvance("0" * 38))
         self.bar = QProgressBar()
-        self.bar.setMaximumWidth(180)
+        self.bar.setFixedWidth(180)
         self.bar.setTextVisible(True)
         self.pause_button = QToolButton()
         self.pause_button.setText("Pause")
         self.pause_button.setCheckable(True)
         self.pause_button.toggled.connect(self._on_pause)
         self.pause_button.setVisible(pausable)
+        self.pause_button.setFixedWidth(max(self.pause_button.fontMetrics().horizontalAdvance(word)
+                                            for word in ("Pause", "Resume")) + 16)
         self.cancel_button = QToolButton()
         self.cancel_button.setText("Cancel")
         self.cancel_button.clicked.connect(self.cancel_clicked)

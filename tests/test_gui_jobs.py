@@ -86,9 +86,18 @@ def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, se
     assert window.start_captioning(request, SCOPE_FILTER)
     qtbot.waitUntil(lambda: len(landed) >= 2, timeout=WAIT)
 
-    # Pause: no batch lands while paused.
+    # Pause: no batch lands while paused, and the status bar's job row does not move.
+    status = window.caption_status
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.width() == 1024, timeout=WAIT)
+    qtbot.wait(50)
+    parts = (status.label, status.bar, status.pause_button, status.cancel_button)
+    running = [w.geometry() for w in parts]
     window.toggle_pause()
     assert window.captioning.paused
+    qtbot.wait(50)
+    assert status.pause_button.text() == "Resume" and "paused" in status.label.text()
+    assert [w.geometry() for w in parts] == running and status.geometry().right() <= window.width()
     time.sleep(0.35)  # at most the batch in flight finishes
     qtbot.wait(120)
     count_paused = len(model_captioned_ids(library))

@@ -42,7 +42,7 @@ from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.captioning.presets import PRESETS, VARIABLES
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from desktop_app.dialog_kit import ElidedLabel
+from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 
 if TYPE_CHECKING:
     from core.training.current import CurrentModel
@@ -249,8 +249,9 @@ class CaptionDialog(QDialog):
         super().accept()
 
     def _browse(self, setter, title: str) -> None:
-        folder = QFileDialog.getExistingDirectory(self, title)
+        folder = QFileDialog.getExistingDirectory(self, title, start_folder("models"))
         if folder:
+            remember_folder("models", folder)
             setter(folder)
 
     def scope(self) -> str:

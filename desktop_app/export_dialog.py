@@ -40,7 +40,10 @@ from desktop_app.dialog_kit import (
     JobRunner,
     Scope,
     ScopePicker,
+    lines_high,
+    remember_folder,
     show_folder,
+    start_folder,
     wrapped,
 )
 
@@ -72,7 +75,8 @@ class ExportDialog(QDialog):
         self.format = QComboBox()
         for fmt in EXPORT_FORMATS:
             self.format.addItem(fmt, fmt)
-        self.format_help = wrapped("")
+        # Two lines whatever the format: switching formats moves no control under the pointer.
+        self.format_help = lines_high(wrapped(""), 2)
         self.caption_extension = QComboBox()
         self.caption_extension.addItems(list(CAPTION_EXTENSIONS))
         self.verified_only = QRadioButton("Only captions a person wrote or accepted (verified)")
@@ -95,6 +99,9 @@ class ExportDialog(QDialog):
         self.overwrite = QCheckBox("Replace an earlier CaptionDesk export in this folder")
         self.summary = ElidedLabel("Counting…")
         self.show_button = QPushButton("Show folder")
+        keep_place = self.show_button.sizePolicy()
+        keep_place.setRetainSizeWhenHidden(True)
+        self.show_button.setSizePolicy(keep_place)
         self.show_button.setVisible(False)
         self.show_button.clicked.connect(lambda: self.stats is not None and show_folder(self.stats.out))
 
@@ -139,6 +146,10 @@ class ExportDialog(QDialog):
         for signal in (self.verified_only.toggled, self.scope_picker.changed, self.val_ratio.valueChanged,
                        self.seed.valueChanged):
             signal.connect(self.refresh_summary)
+        for signal in (self.format.currentIndexChanged, self.caption_extension.currentIndexChanged,
+                       self.verified_only.toggled, self.scope_picker.changed, self.val_ratio.valueChanged,
+                       self.seed.valueChanged, self.out.textChanged, self.overwrite.toggled):
+            signal.connect(self._clear_result)
         self._format_changed()
         self.refresh_summary()
 
@@ -147,14 +158,21 @@ class ExportDialog(QDialog):
     def only(self) -> str:
         return "verified" if self.verified_only.isChecked() else "captioned"
 
+    def _clear_result(self, *_args: Any) -> None:
+        """New settings: the last export's result line no longer describes them."""
+        if not self.runner.running:
+            self.footer.status.setText("")
+            self.show_button.setVisible(False)
+
     def _format_changed(self) -> None:
         fmt = self.format.currentData()
         self.format_help.setText(FORMAT_DESCRIPTIONS.get(fmt, ""))
         self.caption_extension.setEnabled(fmt == "sidecar")
 
     def choose_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export into folder")
+        folder = QFileDialog.getExistingDirectory(self, "Export into folder", start_folder("export"))
         if folder:
+            remember_folder("export", folder)
             # An empty chosen folder is fine; otherwise export into a new sub-folder of it.
             path = Path(folder)
             if path.exists() and any(path.iterdir()):

@@ -51,7 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
-from desktop_app.dialog_kit import fit_on_screen, lines_high
+from desktop_app.dialog_kit import fit_on_screen, lines_high, remember_folder, start_folder
 from desktop_app.worker import CaptionService, ModelJob
 
 if TYPE_CHECKING:
@@ -324,8 +324,9 @@ class TrainDialog(QDialog):
         self._update_enabled()
 
     def choose_base_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a base model folder", start_folder("models"))
         if folder:
+            remember_folder("models", folder)
             self.base.setText(folder)
 
     def _use_clicked(self) -> None:

@@ -199,6 +199,40 @@ def test_import_dialog_replace_previews_then_replaces_peoples_captions(qtbot, li
     assert dialog.plan.dry_run and len(library.jobs("import")) == 1
 
 
+def test_export_dialog_keeps_its_controls_in_place_when_the_format_changes(qtbot, library, built, tmp_path):
+    dialog = ExportDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    controls = [dialog.caption_extension, dialog.verified_only, dialog.all_captioned, dialog.val_ratio, dialog.out,
+                dialog.footer.start_button]
+
+    def places():
+        return [w.mapTo(dialog, w.rect().topLeft()) for w in controls], dialog.size()
+
+    before = places()
+    for index in range(dialog.format.count()):
+        dialog.format.setCurrentIndex(index)
+        qtbot.wait(1)
+        assert places() == before, dialog.format.currentData()
+    # An old result line goes as soon as a setting changes.
+    dialog.footer.finish("Done: 4 images exported")
+    dialog.show_button.setVisible(True)
+    dialog.seed.setValue(dialog.seed.value() + 1)
+    assert dialog.footer.status.full_text() == "" and not dialog.show_button.isVisible()
+    assert places() == before
+
+
+def test_file_dialogs_start_in_pictures_or_the_last_folder_used(tmp_path):
+    from desktop_app.dialog_kit import remember_folder, start_folder
+
+    assert Path(start_folder("w2-test-kind")).is_dir()
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "shots" / "a.csv").write_text("x")
+    remember_folder("w2-test-kind", str(tmp_path / "shots" / "a.csv"))  # a file: its folder counts
+    assert start_folder("w2-test-kind") == str(tmp_path / "shots")
+
+
 # -- write metadata ------------------------------------------------------------------------
 
 

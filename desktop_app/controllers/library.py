@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from core.library import Library, LibraryError
 from desktop_app.background import submit
+from desktop_app.dialog_kit import remember_folder, start_folder
 
 if TYPE_CHECKING:
     from desktop_app.main_window import MainWindow
@@ -101,8 +102,9 @@ class LibraryController:
             self.open_library(path)
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Add a photo folder")
+        folder = QFileDialog.getExistingDirectory(self.window, "Add a photo folder", start_folder("photos"))
         if folder:
+            remember_folder("photos", folder)
             self.add_folder(folder)
 
     def add_folder(self, folder: Path | str, *, scan: bool = True) -> int | None:

@@ -140,6 +140,9 @@ class CaptionPanel(QWidget):
         self.badge.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.provenance = _no_widen(QLabel())
         self.provenance.setStyleSheet("color: palette(placeholder-text);")
+        # Two lines at most, always that tall: the editor below never jumps (all of it in the tooltip).
+        self.provenance.setFixedHeight(self.provenance.fontMetrics().lineSpacing() * 2 + 2)
+        self.provenance.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         #: Inline messages ("a caption cannot be empty") instead of a modal box.
         self.message = _no_widen(QLabel())
         self.message.setObjectName("captionMessage")
@@ -275,12 +278,15 @@ class CaptionPanel(QWidget):
             self.title.setText("No image selected")
             self.badge.clear()
             self.badge.setToolTip("")
+            self.badge.hide()  # an empty coloured pill says nothing
             self.provenance.clear()
+            self.provenance.setToolTip("")
         else:
             self.title.setText(row.rel_path)
             self.title.setToolTip(row.path)
             label, color = badge_text(row)
             self.badge.setText(label)
+            self.badge.show()
             self.badge.setToolTip(badge_tooltip(row))
             self.badge.setStyleSheet(
                 f"background:{color}; color:white; border-radius:4px; padding:1px 6px; font-weight:bold;"
@@ -293,6 +299,7 @@ class CaptionPanel(QWidget):
             if row.width and row.height:
                 lines.append(f"{row.width}×{row.height}")
             self.provenance.setText(_breakable(" · ".join(lines)))
+            self.provenance.setToolTip("\n".join(lines))
         self._show_model(details)
         self._show_history(details)
         self._update_buttons()

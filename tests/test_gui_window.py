@@ -260,6 +260,35 @@ def test_captions_changed_by_a_dialog_keep_the_grids_scroll_position(qtbot, wind
     assert bar.value() == scrolled > 0 and window.grid.currentIndex().row() == 0
 
 
+def test_caption_panel_keeps_its_layout_when_the_provenance_is_long(qtbot, window, sample):
+    import dataclasses
+
+    from core import queries
+
+    library, info = sample
+    panel = window.panel
+    for width in (1024, 1280):
+        window.resize(width, 700)
+        qtbot.waitUntil(lambda: window.width() == width, timeout=WAIT)
+        window.go_to_image(next(i for i in info["ids"] if getattr(current(library, i), "source", "") == "model"))
+        row = window.navigation.current_row()
+        with library.db.read() as session:
+            details = queries.caption_details(session, row.id)
+        assert details.current is not None
+        QApplication.processEvents()
+        parts = (panel.editor, panel.save_button, panel.model_box, panel.history)
+        short = [w.geometry() for w in parts]
+        long_name = "organisation/" + "a-very-long-fine-tuned-captioner-name-" * 6
+        longer = dataclasses.replace(details.current, model_name=long_name, adapter="adapters/" + "x" * 120)
+        panel.show_image(row, dataclasses.replace(details, current=longer))
+        QApplication.processEvents()
+        assert [w.geometry() for w in parts] == short
+        assert long_name in panel.provenance.toolTip()
+    # Nothing selected: no empty badge beside "No image selected".
+    panel.show_image(None, None)
+    assert panel.title.full_text() == "No image selected" and panel.badge.isHidden()
+
+
 # -- keyboard review flow ------------------------------------------------------------
 
 

@@ -86,6 +86,9 @@ from desktop_app.worker import CaptionService
 
 log = logging.getLogger("captiondesk.gui")
 
+#: The Caption verb's tooltip while it can start.
+CAPTION_TIP = "Caption the photos in view, the folder or the library with the current model (Ctrl+Shift+C)"
+
 #: How often the grid and sidebar catch up with a running scan or captioning job.
 JOB_REFRESH_MS = 1500
 #: The window's size on first start, shrunk to fit a smaller screen.
@@ -529,7 +532,8 @@ class MainWindow(QMainWindow):
             button_action.setToolTip(action.toolTip() if action is not review else review.toolTip())
             button_action.triggered.connect(lambda _checked=False, target=action: target.trigger())
             button_action.setEnabled(action.isEnabled())
-            action.changed.connect(lambda source=action, mirror=button_action: mirror.setEnabled(source.isEnabled()))
+            action.changed.connect(lambda source=action, mirror=button_action: (
+                mirror.setEnabled(source.isEnabled()), mirror.setToolTip(source.toolTip())))
             bar.addAction(button_action)
             self.actions[f"toolbar_{text.split()[0].lower()}"] = button_action
 
@@ -574,11 +578,19 @@ class MainWindow(QMainWindow):
     def _owner_hidden(self, job: Any) -> bool:
         return job is not None and (job.owner is None or not job.owner.isVisible())
 
-    def _on_model_job_finished(self, _result: Any) -> None:
+    def _on_model_job_finished(self, result: Any) -> None:
         job = self.sender()
-        if self._owner_hidden(job):
-            # Its window is closed: say it ended, and where to see how (the verb reopens it).
-            self.statusBar().showMessage(f"{job.description}: finished. Open it again to see the result.", 15_000)
+        if job is None:
+            return
+        # Its window may be closed: say it ended, and where to see how (the verb reopens it).
+        ended = "cancelled" if getattr(result, "cancelled", False) else "finished"
+        where = " Open it again to see the result." if self._owner_hidden(job) else ""
+        log.info("%s: %s.", job.description, ended)
+        self.announce(f"{job.description}: {ended}.{where}")
+
+    def announce(self, message: str) -> None:
+        """A background job ended: say so in the status bar until the next message replaces it."""
+        self.statusBar().showMessage(message)
 
     def _on_model_job_failed(self, message: str, detail: str) -> None:
         job = self.sender()
@@ -598,10 +610,23 @@ class MainWindow(QMainWindow):
         for key in ("add_folder", "rescan", "caption", "replace", "train", "toolbar_review"):
             self.actions[key].setEnabled(has_library)
         # Captioning waits for a model job (training...): both use the one model thread.
-        self.actions["caption"].setEnabled(has_library and not self.captioning.busy)
+        # Greyed out, it says why, naming what runs.
+        caption = self.actions["caption"]
+        caption.setEnabled(has_library and not self.captioning.busy)
+        if running:
+            waiting = "Captioning is running: pause or cancel it in the status bar."
+        elif self.captioning.model_job is not None:
+            waiting = self.captioning.busy_reason("Captioning")
+        else:
+            waiting = None
+        caption.setToolTip(waiting or CAPTION_TIP)
+        caption.setStatusTip(waiting or "")
         self.actions["pause"].setEnabled(running)
         self.actions["cancel_caption"].setEnabled(running)
-        self.actions["release_model"].setEnabled(not self.captioning.busy)
+        release = self.actions["release_model"]
+        release.setEnabled(not self.captioning.busy and self.captioning.model_in_memory)
+        release.setToolTip("Free the memory of the loaded caption model" if release.isEnabled() else
+                           waiting or "No caption model is loaded.")
 
 
     # =========================================================================

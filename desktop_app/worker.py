@@ -364,6 +364,8 @@ class CaptionService(QObject):
         self._download_timer.setInterval(500)
         self._download_timer.timeout.connect(self._poll_download)
         self._download_base: int | None = None
+        #: A caption model is loaded on the model thread (Unload model has something to free).
+        self.model_in_memory = False
 
     # -- control (GUI thread) ----------------------------------------------------------
 
@@ -424,6 +426,7 @@ class CaptionService(QObject):
         if self.busy:
             return False
         self._model_job = job
+        self.model_in_memory = False  # the model thread frees the caption model before the job
         self.state_changed.emit()
         self._model_job_request.emit(job)
         return True
@@ -445,6 +448,8 @@ class CaptionService(QObject):
     def release_model(self) -> None:
         """Free the loaded model (between jobs)."""
         self._release.emit()
+        self.model_in_memory = False
+        self.state_changed.emit()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Cancel any job, free the model and stop the thread (closing the window)."""
@@ -482,7 +487,9 @@ class CaptionService(QObject):
 
     def _on_loaded(self, description: str) -> None:
         self._download_timer.stop()
+        self.model_in_memory = True
         self.model_loaded.emit(description)
+        self.state_changed.emit()
 
     def _done(self) -> None:
         self._download_timer.stop()

@@ -202,6 +202,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     build_library(library, photo_dir, count=40, model_every=0, human_every=2, bad_files=0)  # 20 verified
     engine = FakeEngine(delay=0.05)
     window = make_window(qtbot, library, settings, engine)
+    assert not window.actions["release_model"].isEnabled()  # nothing loaded yet: nothing to unload
     assert window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2), SCOPE_LIBRARY)
     window.captioning.pause()  # held between batches until the test says: no race with a fast job
 
@@ -219,6 +220,9 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert dialog.not_ready.text() == ""
     captioner = engine.captioners[-1]
     assert not captioner.closed  # kept loaded for the next caption job, until training needs the memory
+    assert window.actions["release_model"].isEnabled()
+    # The end of a background job is announced in the status bar, and stays there (no timeout).
+    assert window.statusBar().currentMessage().startswith("Captioning finished: 20 captioned")
 
     release = threading.Event()
     seen = {}
@@ -242,6 +246,10 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert not window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
     assert window.log_panel.entries[-1][1] == ("Training “turns” is using the model thread; captioning can start "
                                                "when it has finished.")
+    # Greyed out, Caption says why, naming the run (menu and toolbar); Unload has nothing to free.
+    reason = "Training “turns” is using the model thread; captioning can start when it has finished."
+    assert window.actions["caption"].toolTip() == reason == window.actions["toolbar_caption"].toolTip()
+    assert not window.actions["release_model"].isEnabled()
     assert not dialog.start_button.isEnabled()  # this dialog's own run: no second one
     assert dialog.not_ready.text() == ""  # and no "… is using the model thread" about itself
     # Closing the dialog does not stop the run: the main window's status bar shows it,
@@ -259,6 +267,9 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
         release.set()
     assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
+    assert window.statusBar().currentMessage() == "Training “turns”: finished."
+    qtbot.waitUntil(lambda: window.log_panel.entries[-1] == ("info", "Training “turns”: finished."), timeout=WAIT)
+    assert reason not in window.actions["caption"].toolTip()
     assert status.isHidden()
     # The model thread captions again, loading its model afresh.
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):

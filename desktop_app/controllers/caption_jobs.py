@@ -190,7 +190,7 @@ class CaptionJobsController:
                 log.warning(problem)
             self.set_failed_count(int(stats.errors))
         log.info(message)
-        w.statusBar().showMessage(message, 8000)
+        w.announce(message)
         w.refresh_sidebar()
         w.navigation.reload_panel()
 

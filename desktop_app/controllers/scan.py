@@ -67,7 +67,7 @@ class ScanController:
             log.info(summary)
             for problem in stats.problems[:20]:
                 log.warning(problem)
-            w.statusBar().showMessage(summary, 8000)
+            w.announce(summary)
             w.reload_ids()
             w.refresh_sidebar()
             self.offer_captioning()

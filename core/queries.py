@@ -292,7 +292,10 @@ def _like_escape(value: str) -> str:
 def _order_sql(flt: ImageFilter) -> str:
     direction = "DESC" if flt.descending else "ASC"
     if flt.sort == "name":
-        return f"i.root_id {direction}, i.rel_path {direction}"
+        # The file name (what follows the last "/"), not the path: photos from different
+        # folders interleave by name, as in a photo browser; the path breaks ties.
+        base = "substr(i.rel_path, length(rtrim(i.rel_path, replace(i.rel_path, '/', ''))) + 1)"
+        return f"{base} {direction}, i.root_id {direction}, i.rel_path {direction}"
     if flt.sort == "date":
         return f"i.mtime_ns {direction}, i.id {direction}"
     if flt.sort == "confidence":

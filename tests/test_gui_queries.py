@@ -53,7 +53,9 @@ def test_sort_by_name_date_and_confidence(sample):
     library, _info = sample
     rows = rows_for(library, ids_for(library, ImageFilter()))
     by_name = ids_for(library, ImageFilter(sort="name"))
-    assert [rows[i].rel_path for i in by_name] == sorted(r.rel_path for r in rows.values())
+    # By file name, not by path: folders interleave; the path breaks ties between equal names.
+    assert [rows[i].rel_path for i in by_name] == sorted((r.rel_path for r in rows.values()),
+                                                         key=lambda p: (p.rsplit("/", 1)[-1], p))
     assert ids_for(library, ImageFilter(sort="name", descending=True)) == by_name[::-1]
     by_conf = ids_for(library, ImageFilter(states=frozenset({"model"}), sort="confidence"))
     scores = [rows[i].score for i in by_conf]
@@ -64,6 +66,18 @@ def test_sort_by_name_date_and_confidence(sample):
     assert rows[everything[-1]].score is None
     by_date = ids_for(library, ImageFilter(sort="date"))
     assert sorted(by_date) == sorted(by_name)
+
+
+def test_sort_by_name_uses_the_file_name(library, photo_dir):
+    from tests.imagegen import write_jpeg
+
+    for rel in ("b/zz.jpg", "a/yy.jpg", "c/d/aa.jpg", "top.jpg", "a/aa.jpg"):
+        (photo_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg(photo_dir / rel, seed=len(rel))
+    library.scan([library.add_root(photo_dir).id])
+    ids = ids_for(library, ImageFilter(sort="name"))
+    assert [rows_for(library, ids)[i].rel_path for i in ids] == ["a/aa.jpg", "c/d/aa.jpg", "top.jpg", "a/yy.jpg",
+                                                                 "b/zz.jpg"]
 
 
 def test_review_queue_is_model_captions_worst_first(sample):

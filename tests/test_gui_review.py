@@ -148,7 +148,8 @@ def test_thumbnail_names_elide_with_an_ellipsis(window):
 
 
 def test_ctrl_z_right_after_save_and_next_restores_the_caption(qtbot, window, sample):
-    library, _info = sample
+    library, info = sample
+    window.go_to_image(info["ids"][0])  # a readable photo (by file name, the broken file comes first)
     first = window.current_image_id()
     before = current(library, first)
     window.panel.editor.setFocus()

@@ -283,3 +283,13 @@ def test_worker_threads_run_below_the_gui_thread(qtbot) -> None:
     assert niceness() == gui  # the GUI thread itself is untouched
     pool.waitForDone()
     job_pool.waitForDone()
+
+
+def test_model_load_errors_tell_a_gui_user_what_to_do_in_the_window():
+    from core.captioning.errors import ModelLoadError
+    from desktop_app.controllers.caption_jobs import gui_wording
+
+    message = gui_wording(str(ModelLoadError.not_downloaded("Salesforce/blip-image-captioning-base")))
+    assert "--model" not in message
+    assert "choose it in Caption images… → Model → Folder… (the folder that contains it: the one with config.json" \
+        in message and message.endswith("e.g. the folder blip-image-captioning-base.")

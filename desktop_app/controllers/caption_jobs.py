@@ -38,6 +38,19 @@ def progress_text(done: int, total: int | None, rate: float | None, eta: float |
     return " · ".join(parts)
 
 
+def gui_wording(message: str) -> str:
+    """A model-loading message in the window's words: core's name the CLI's --model flag."""
+    return (message
+            .replace("and point --model at the local folder that contains it",
+                     "and choose it in Caption images… → Model → Folder… (the folder that contains it")
+            .replace(" (the folder with config.json and the weights), e.g. --model /path/to/",
+                     ": the one with config.json and the weights), e.g. the folder ")
+            .replace("point --model at a local folder containing the model",
+                     "choose a local model folder in Caption images… → Model → Folder…")
+            .replace("Point --model at the folder that contains config.json",
+                     "Choose the folder that contains config.json (Caption images… → Model → Folder…)"))
+
+
 class CaptionJobsController:
     def __init__(self, window: MainWindow) -> None:
         self.window = window
@@ -198,4 +211,4 @@ class CaptionJobsController:
         w = self.window
         w.caption_status.end()
         w._stop_job_refresh()
-        w.report_error(f"Captioning stopped: {message}", detail)
+        w.report_error(f"Captioning stopped: {gui_wording(message)}", detail)

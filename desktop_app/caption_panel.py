@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.delegate import BADGES
+from desktop_app.dialog_kit import wrapping_tooltip
 from core.captions import format_confidence
 from core.queries import CaptionDetails, CaptionInfo, ImageRow
 
@@ -60,7 +61,7 @@ class ElidedLabel(QLabel):
 
     def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
         self._full = text
-        self.setToolTip(text if text else "")
+        self.setToolTip(wrapping_tooltip(text))
         super().setText(text)
 
     def full_text(self) -> str:
@@ -283,7 +284,7 @@ class CaptionPanel(QWidget):
             self.provenance.setToolTip("")
         else:
             self.title.setText(row.rel_path)
-            self.title.setToolTip(row.path)
+            self.title.setToolTip(wrapping_tooltip(row.path))
             label, color = badge_text(row)
             self.badge.setText(label)
             self.badge.show()

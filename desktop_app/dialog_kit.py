@@ -98,6 +98,20 @@ def show_folder(path: Path | str) -> bool:
     return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
 
 
+def wrapping_tooltip(text: str) -> str:
+    """*text* as a tooltip that wraps instead of running off the screen.
+
+    Qt wraps only rich-text tooltips; zero-width spaces after "/", "_" and "-" let a long
+    path break between its parts.
+    """
+    if not text:
+        return ""
+    import html
+
+    body = html.escape(text).replace("/", "/\u200b").replace("_", "_\u200b").replace("-", "-\u200b")
+    return "<p>" + body.replace("\n", "<br>") + "</p>"
+
+
 class ElidedLabel(QLabel):
     """A one-line label that elides long text in the middle; the tooltip has all of it."""
 
@@ -110,7 +124,7 @@ class ElidedLabel(QLabel):
 
     def setText(self, text: str) -> None:
         self._full = text
-        self.setToolTip(text if text else "")
+        self.setToolTip(wrapping_tooltip(text))
         super().setText(text)
         self.update()
 

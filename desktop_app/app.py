@@ -41,6 +41,8 @@ GIL_SWITCH_INTERVAL = 0.001
 def tune_interpreter() -> None:
     """Process-wide settings for an interactive app with busy worker threads."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # The window shows loading progress itself: no tqdm bars ("Loading weights") on the terminal.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _install_excepthook(window) -> None:

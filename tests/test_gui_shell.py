@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QUrl
 from PySide6.QtGui import QDropEvent
@@ -140,3 +143,13 @@ def test_failures_show_as_a_link_to_the_log(window):
     assert window.log_dock.isVisible()
     window.caption_jobs.set_failed_count(0)
     assert not window.failures_label.isVisible()
+
+
+def test_the_window_keeps_tqdm_bars_off_the_terminal(monkeypatch):
+    from desktop_app.app import tune_interpreter
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    before = sys.getswitchinterval()
+    tune_interpreter()
+    sys.setswitchinterval(before)
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"

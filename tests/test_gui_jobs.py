@@ -223,6 +223,10 @@ def test_caption_dialog_builds_the_spec(qtbot):
         uncaptioned_count=7,
     )
     qtbot.addWidget(dialog)
+    from desktop_app.dialog_kit import WINDOW_FRAME
+
+    hint = dialog.sizeHint().expandedTo(dialog.minimumSizeHint())  # it fits a 1024x700 screen, frame included
+    assert hint.width() + WINDOW_FRAME.width() <= 1024 and hint.height() + WINDOW_FRAME.height() <= 700, hint
     assert not dialog.scope_selection.isEnabled()  # nothing selected
     assert dialog.scope() == SCOPE_UNCAPTIONED and "(7)" in dialog.scope_uncaptioned.text()
     assert dialog.spec() == defaults  # untouched, the dialog gives back what it was given

@@ -188,6 +188,18 @@ def test_a_killed_models_export_is_finished_by_its_rerun(library: Library, tiny_
     assert [p.name for p in tmp_path.iterdir() if "exported" in p.name] == ["exported"]
 
 
+def test_models_export_refuses_the_library_models_folder(library: Library, tiny_blip_dir: Path, capsys) -> None:
+    # A version's delete removes its folder, so an export inside one would be deleted with it.
+    own = _full_version(library, "full", tiny_blip_dir)
+    models = versions.models_dir(library)
+    for out in (models / "exported", own / "sub", models):
+        code = main(["--library", str(library.path), "models", "export", "full", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and "inside the library's models folder" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in models.iterdir()) == ["full"]
+    assert sorted(p.name for p in own.iterdir()) == sorted(p.name for p in tiny_blip_dir.iterdir())
+
+
 # -- training state ------------------------------------------------------------------------------
 
 

@@ -114,6 +114,18 @@ def test_deleting_a_lora_leaves_its_full_parent_and_a_parent_with_dependants_is_
     assert sorted(p.name for p in versions.models_dir(library).iterdir()) == []
 
 
+def test_deleting_the_active_version_says_which_model_captions_now(library: Library, tiny_blip_dir: Path,
+                                                                   capsys) -> None:
+    _full_version(library, "full", tiny_blip_dir)
+    _full_version(library, "other", tiny_blip_dir)
+    versions.set_active(library, "full")
+    assert main(["--library", str(library.path), "models", "delete", "other"]) == 0
+    assert "active" not in capsys.readouterr().out
+    assert main(["--library", str(library.path), "models", "delete", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "It was the active model; captioning now uses Salesforce/blip-image-captioning-base" in out
+
+
 def test_the_versions_window_shows_the_refusal(qtbot, library: Library, tiny_blip_dir: Path) -> None:
     from desktop_app.versions_window import VersionsWindow
 

@@ -200,16 +200,22 @@ def test_a_killed_models_export_is_finished_by_its_rerun(library: Library, tiny_
     assert [p.name for p in tmp_path.iterdir() if "exported" in p.name] == ["exported"]
 
 
-def test_models_export_refuses_the_library_models_folder(library: Library, tiny_blip_dir: Path, capsys) -> None:
-    # A version's delete removes its folder, so an export inside one would be deleted with it.
+def test_exports_refuse_the_librarys_own_folders(library: Library, photo_dir: Path, tiny_blip_dir: Path,
+                                                  capsys) -> None:
+    # A version's delete removes its folder, the thumbnail cache is the library's: an export there would go too.
     own = _full_version(library, "full", tiny_blip_dir)
+    make_captioned_library(library, photo_dir, count=2)  # something to export
     models = versions.models_dir(library)
-    for out in (models / "exported", own / "sub", models):
-        code = main(["--library", str(library.path), "models", "export", "full", str(out)])
+    lib = ["--library", str(library.path)]
+    for argv in (["models", "export", "full", str(models / "exported")], ["models", "export", "full", str(own / "sub")],
+                 ["models", "export", "full", str(models)], ["models", "export", "full", str(library.cache_dir / "m")],
+                 ["export", "csv", str(own / "data")], ["export", "csv", str(library.cache_dir / "data")]):
+        code = main([*lib, *argv])
         err = capsys.readouterr().err
-        assert code == 2 and "inside the library's models folder" in err and len(err.splitlines()) == 1, err
+        assert code == 2 and "inside the library's own folder" in err and len(err.splitlines()) == 1, (argv, err)
     assert sorted(p.name for p in models.iterdir()) == ["full"]
     assert sorted(p.name for p in own.iterdir()) == sorted(p.name for p in tiny_blip_dir.iterdir())
+    assert not library.cache_dir.exists() or not any(library.cache_dir.iterdir())
 
 
 # -- training state ------------------------------------------------------------------------------

@@ -393,6 +393,8 @@ def provenance_lines(
     identity = settings.get("identity") or {}
     device = settings.get("device") or identity.get("device")
     dtype = str(settings.get("dtype") or identity.get("dtype") or "").removeprefix("torch.")
+    if "int8" in (identity.get("optimizations") or ()):
+        dtype = "int8"  # the linear layers ran quantized: the load dtype alone would say float32
     hardware = ", ".join(part for part in (str(device) if device else "", dtype) if part)
     if hardware:
         lines.append(f"Device: {hardware}")

@@ -398,6 +398,13 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
     assert any(line.startswith("Confidence: 80%") for line in lines)
     assert any(line.startswith("Date: ") for line in lines)
     assert "/tmp/" not in text and text.count("cpu") == 1 and "torch." not in text
+    # Quantized to int8 after a float32 load: provenance says int8, as the status bar did.
+    settings["identity"] = {**settings["identity"], "optimizations": ["sdpa", "int8"]}
+    with library.db.write() as session:
+        add_model_caption(session, info["ids"][2], "a dog again", model_name="Salesforce/blip-image-captioning-base",
+                          settings=settings, score=math.log(0.8))
+    with library.db.read() as session:
+        assert "Device: cpu, int8" in queries.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
     assert provenance_lines(source="human", model_name=None, adapter=None, settings=None, score=None,
                             origin=None, created_at=None, action="edited by a person") == ["Edited by a person"]
 

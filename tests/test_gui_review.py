@@ -322,7 +322,7 @@ def test_filter_bar_keeps_its_geometry_as_the_review_count_grows(qtbot, window):
     bar = window.filter_bar
     for width in (1024, 1280):
         window.resize(width, 700)
-        qtbot.waitUntil(lambda: window.width() == width, timeout=WAIT)
+        qtbot.waitUntil(lambda width=width: window.width() == width, timeout=WAIT)
         bar.review.setChecked(False)
         QApplication.processEvents()
         off = (bar.search.geometry(), bar.review.geometry())

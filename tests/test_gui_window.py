@@ -269,7 +269,7 @@ def test_caption_panel_keeps_its_layout_when_the_provenance_is_long(qtbot, windo
     panel = window.panel
     for width in (1024, 1280):
         window.resize(width, 700)
-        qtbot.waitUntil(lambda: window.width() == width, timeout=WAIT)
+        qtbot.waitUntil(lambda width=width: window.width() == width, timeout=WAIT)
         window.go_to_image(next(i for i in info["ids"] if getattr(current(library, i), "source", "") == "model"))
         row = window.navigation.current_row()
         with library.db.read() as session:

@@ -165,6 +165,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite_model_captions=args.overwrite_model_captions,
             optimize=args.optimize,
+            runtime=args.runtime,
             backend=args.backend,
             endpoint=args.endpoint,
             max_concurrency=args.max_concurrency,
@@ -392,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "none"],
         help="CPU speed-ups (int8 Linear layers, fused attention); 'none' for the plain fp32 model",
+    )
+    caption.add_argument(
+        "--runtime",
+        default="torch",
+        choices=["torch", "openvino", "auto"],
+        help="'openvino' runs BLIP's vision tower on OpenVINO on the CPU (pip install 'captiondesk[openvino]'; "
+             "converted once, cached beside the model); 'auto' picks per model family what measured faster",
     )
     caption.add_argument(
         "--overwrite-model-captions",

@@ -395,7 +395,8 @@ def provenance_lines(
     dtype = str(settings.get("dtype") or identity.get("dtype") or "").removeprefix("torch.")
     if "int8" in (identity.get("optimizations") or ()):
         dtype = "int8"  # the linear layers ran quantized: the load dtype alone would say float32
-    hardware = ", ".join(part for part in (str(device) if device else "", dtype) if part)
+    runtime = "OpenVINO" if identity.get("runtime") == "openvino" else ""
+    hardware = ", ".join(part for part in (str(device) if device else "", dtype, runtime) if part)
     if hardware:
         lines.append(f"Device: {hardware}")
     generation = settings.get("generation") if isinstance(settings.get("generation"), Mapping) else settings

@@ -516,6 +516,7 @@ def run_caption_job(
                 adapter=resolved.adapter,
                 device=spec.device,
                 optimize=spec.optimize,
+                runtime=spec.runtime,
                 progress=lambda message: report(message),
             )
         plan = prompt_plan(spec, resolved, captioner)
@@ -566,6 +567,7 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
         "prompt_template": spec.prompt_template,
         "batch_size": spec.batch_size,
         "device": spec.device,
+        "runtime": spec.runtime,
         "overwrite_model_captions": spec.overwrite_model_captions,
         "max_caption_chars": spec.max_caption_chars,
         "scope": describe_scope(spec.scope),

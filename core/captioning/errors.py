@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 __all__ = ["GenerationError", "ModelLoadError"]
 
-LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device", "server"]
+LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device", "server", "runtime"]
 
 
 class ModelLoadError(Exception):
@@ -26,6 +26,7 @@ class ModelLoadError(Exception):
             ``"unsupported"`` (a valid model of a family CaptionDesk cannot caption with),
             ``"bad_adapter"`` (LoRA/PEFT adapter missing or incompatible),
             ``"device"`` (the requested device is not available),
+            ``"runtime"`` (the requested runtime, e.g. OpenVINO, cannot run this model here),
             ``"server"`` (a model server that cannot be reached or refuses the API key;
             raised mid-job too, by ``generate``, and it stops the job).
         model: The model id or folder the user asked for.

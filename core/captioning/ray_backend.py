@@ -112,7 +112,7 @@ class CaptionActor:
     ``ModelLoadError`` kind when this actor could not load the model; ``error`` says why).
     """
 
-    def __init__(self, *, model: str, adapter: str | None, device: str, optimize: str,
+    def __init__(self, *, model: str, adapter: str | None, device: str, optimize: str, runtime: str = "torch",
                  settings: dict[str, Any], batch_size: int, cpu_threads: int | None = None) -> None:
         self.settings = GenerationSettings.from_dict(settings)
         # Every torch call of this actor (loading, int8 quantisation, generate) runs on one
@@ -129,9 +129,10 @@ class CaptionActor:
         # UserCodeException, neither carrying the ModelLoadError (its kind, its
         # message for the person) to the driver, which stops the job with it.
         self.load_error: ModelLoadError | None = None
-        self._torch_thread.submit(self._load, model, adapter, device, optimize, batch_size, cpu_threads).result()
+        self._torch_thread.submit(self._load, model, adapter, device, optimize, runtime, batch_size,
+                                  cpu_threads).result()
 
-    def _load(self, model: str, adapter: str | None, device: str, optimize: str, batch_size: int,
+    def _load(self, model: str, adapter: str | None, device: str, optimize: str, runtime: str, batch_size: int,
               cpu_threads: int | None) -> None:
         from core.captioning import load_captioner
 
@@ -141,7 +142,8 @@ class CaptionActor:
             torch.set_num_threads(cpu_threads)  # on the thread that runs torch: OpenMP's setting is per thread
 
         try:
-            self.captioner = load_captioner(model, adapter=adapter, device=device, optimize=optimize)
+            self.captioner = load_captioner(model, adapter=adapter, device=device, optimize=optimize,
+                                            runtime=runtime)
         except ModelLoadError as exc:
             self.load_error = exc
             return
@@ -401,7 +403,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
         CaptionActor,
         fn_constructor_kwargs={
             "model": resolved.model_name, "adapter": resolved.adapter, "device": spec.device,
-            "optimize": spec.optimize, "settings": spec.settings.to_dict(), "batch_size": spec.batch_size,
+            "optimize": spec.optimize, "runtime": spec.runtime, "settings": spec.settings.to_dict(), "batch_size": spec.batch_size,
             "cpu_threads": int(plan.resources["num_cpus"]),
         },
         compute=ray.data.ActorPoolStrategy(size=plan.count),

@@ -122,6 +122,8 @@ class LoadContext:
     progress: ProgressCallback
     hub_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: "torch" or "openvino" (resolved by :func:`.openvino_runtime.resolve_runtime`).
+    runtime: str = "torch"
 
     # -- failures ----------------------------------------------------------
 
@@ -180,15 +182,25 @@ class LoadContext:
         adapter_identity = None
         if self.adapter is not None:
             model, adapter_identity = _apply_adapter(self, model)
-        applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
-                                          progress=self.progress)
+        revision = _revision(self)
+        if self.runtime == "openvino":
+            from .openvino_runtime import apply_openvino
+
+            # The fp32 weights are converted as they are: torch's int8 and SDPA changes do not apply.
+            model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
+                                   adapter=adapter_identity, progress=self.progress)
+            applied = opt.AppliedOptimizations(model=model, names=["openvino"])
+        else:
+            applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
+                                              progress=self.progress)
         model = applied.model
         identity = {
             "model": self.ref if self.is_local else self.model,
-            "revision": _revision(self),
+            "revision": revision,
             "adapter": adapter_identity,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "runtime": self.runtime,
         }
         return captioner_cls(model, processor, tokenizer, identity=identity, family=self.family, device=self.device,
                              dtype=self.dtype, optimizations=applied.names)
@@ -561,6 +573,7 @@ def load_captioner(
     progress: ProgressCallback | None = None,
     local_files_only: bool | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    runtime: str = "torch",
 ) -> HFCaptioner:
     """Load a captioning model and return a ready :class:`~core.captioning.base.Captioner`.
 
@@ -578,6 +591,8 @@ def load_captioner(
             still forbids it).
         model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
             ``quantization_config`` and ``device_map`` (then the model is not moved).
+        runtime: ``"torch"``, ``"openvino"`` (BLIP on the CPU) or ``"auto"``; see
+            :mod:`core.captioning.openvino_runtime`.
 
     Raises:
         ModelLoadError: with a message meant for the user.
@@ -588,7 +603,11 @@ def load_captioner(
 
     report: ProgressCallback = progress or (lambda _msg: None)
     model_str = str(model) if model is not None else DEFAULT_MODEL
+    from .openvino_runtime import RUNTIMES, resolve_runtime
+
     parse_optimize(optimize)  # validate before any slow work
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     dev = resolve_device(device)
     plan = plan_optimizations(optimize, dev)
     if dev.type == "cpu":
@@ -631,6 +650,9 @@ def load_captioner(
                 config = _read_hub_config(model_str, hub_kwargs)
                 ref = model_str
             family = _family_for(config, model_str)
+            chosen_runtime = resolve_runtime(runtime, family, dev, model=model_str)
+            if chosen_runtime == "openvino":
+                plan = plan_optimizations("none", dev)
             if is_local and (missing := _missing_processor_files(folder)):
                 # Refuse an incomplete folder up front: transformers would otherwise fall
                 # back to a few-token default tokenizer and "caption" with empty strings.
@@ -639,7 +661,8 @@ def load_captioner(
                 )
             ctx = LoadContext(model=model_str, ref=ref, is_local=is_local, config=config, family=family, device=dev,
                               dtype=plan.dtype, adapter=adapter_str, plan=plan,
-                              progress=report, hub_kwargs=hub_kwargs, model_kwargs=dict(model_kwargs or {}))
+                              progress=report, hub_kwargs=hub_kwargs, model_kwargs=dict(model_kwargs or {}),
+                              runtime=chosen_runtime)
             captioner = family.load(ctx)
         except ModelLoadError as exc:
             # A partially cached hub model fails the cache-only attempt: retry online.

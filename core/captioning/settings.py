@@ -99,6 +99,9 @@ class GenerationSettings:
 CaptionScope = ImageFilter | tuple[int, ...] | None
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Where a local model runs (the same tuple as core.captioning.openvino_runtime.RUNTIMES,
+#: repeated so the dialog can validate a spec without importing the loader).
+RUNTIMES = ("torch", "openvino", "auto")
 #: Where captions come from: "local" loads a Hugging Face model in this process;
 #: "openai" sends images to an OpenAI-compatible chat-completions server
 #: (core.captioning.server; Ollama, LM Studio, llama.cpp's llama-server, vLLM).
@@ -125,6 +128,8 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
+    #: "torch", "openvino" (BLIP on the CPU) or "auto" (core/captioning/openvino_runtime.py).
+    runtime: str = "torch"
     backend: str = "local"
     endpoint: str | None = None
     #: Server backend only: at most this many requests in flight at once.
@@ -148,6 +153,8 @@ class CaptionJobSpec:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.device not in _DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if not isinstance(self.settings, GenerationSettings):
             raise ValueError(f"settings must be GenerationSettings, got {self.settings!r}")
         self._check_backend()

@@ -1,0 +1,147 @@
+"""The OpenVINO runtime on the tiny BLIP: same captions as torch fp32, the converted model
+cached beside the model, and a clear error where it cannot run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from captiondesk.cli import main
+from core.captioning import load_captioner, openvino_runtime
+from core.captioning.errors import ModelLoadError
+from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from tests.imagegen import write_jpeg
+from tests.tiny_models import build_tiny_blip, shape_dataset
+
+pytest.importorskip("openvino")
+
+SETTINGS = GenerationSettings(max_new_tokens=8)
+
+
+@pytest.fixture
+def blip_copy(tiny_blip_dir: Path, tmp_path: Path) -> Path:
+    """A private copy: the cache is written beside the model."""
+    return Path(shutil.copytree(tiny_blip_dir, tmp_path / "blip"))
+
+
+def _images(n: int = 4) -> list:
+    images, _ = shape_dataset(n, seed=3)
+    return [im.convert("RGB") for im in images]
+
+
+def _load(model: Path, messages: list[str] | None = None, **kwargs):
+    return load_captioner(str(model), device="cpu", runtime="openvino",
+                          progress=(messages.append if messages is not None else None), **kwargs)
+
+
+def test_openvino_captions_equal_torch_fp32(blip_copy: Path) -> None:
+    import torch
+
+    images = _images()
+    reference = load_captioner(str(blip_copy), device="cpu", optimize="none")
+    ov = _load(blip_copy)
+    assert ov.identity["runtime"] == "openvino" and ov.identity["optimizations"] == ["openvino"]
+    # The converted vision tower itself matches torch's, not just the argmax after it.
+    pixels = reference.pixel_values(images)
+    with torch.inference_mode():
+        expected = reference.model.vision_model(pixel_values=pixels).last_hidden_state
+    got = ov.model.vision_model(pixel_values=pixels).last_hidden_state
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) < 1e-4
+    for settings in (SETTINGS, GenerationSettings(max_new_tokens=8, num_beams=2)):
+        want = reference.caption(images, settings)
+        have = ov.caption(images, settings)
+        assert [r.text for r in have] == [r.text for r in want]
+        assert [r.token_ids for r in have] == [r.token_ids for r in want]
+        assert [r.score for r in have] == pytest.approx([r.score for r in want], abs=1e-4)
+    # A caption does not depend on its batch-mates.
+    assert ov.caption(images[1:2], SETTINGS)[0].token_ids == ov.caption(images, SETTINGS)[1].token_ids
+
+
+def test_cache_reused_then_invalidated_by_model_and_adapter_changes(blip_copy: Path, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import BlipForConditionalGeneration
+
+    messages: list[str] = []
+    _load(blip_copy, messages)
+    assert any("Converting the vision model" in m for m in messages)
+    [slot] = (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()
+    stamp = (slot / "vision.bin").stat().st_mtime_ns
+
+    messages.clear()
+    _load(blip_copy, messages)
+    assert any("Using the cached OpenVINO vision model" in m for m in messages)
+    assert not any("Converting" in m for m in messages)
+    assert (slot / "vision.bin").stat().st_mtime_ns == stamp
+
+    # A LoRA adapter (merged before conversion) is its own cache entry...
+    def save_adapter(seed: int) -> Path:
+        import torch
+
+        torch.manual_seed(seed)
+        base = BlipForConditionalGeneration.from_pretrained(str(blip_copy))
+        peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["qkv"], init_lora_weights=False))
+        peft_model.save_pretrained(tmp_path / "adapter")
+        return tmp_path / "adapter"
+
+    adapter = save_adapter(1)
+    messages.clear()
+    first = _load(blip_copy, messages, adapter=str(adapter))
+    assert any("Converting" in m for m in messages)
+    # ...and new adapter weights in the same folder convert again.
+    adapter = save_adapter(2)
+    messages.clear()
+    second = _load(blip_copy, messages, adapter=str(adapter))
+    assert any("Converting" in m for m in messages)
+    pixels = first.pixel_values(_images(1))
+    assert not first.model.vision_model(pixel_values=pixels).last_hidden_state.equal(
+        second.model.vision_model(pixel_values=pixels).last_hidden_state)
+
+    # New base weights in the model folder invalidate the base model's entry.
+    build_tiny_blip(blip_copy, seed=5)
+    messages.clear()
+    _load(blip_copy, messages)
+    assert any("Converting" in m for m in messages)
+    # One slot per model and adapter folder: a changed key replaced its old conversion.
+    assert len(list((blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())) == 2
+
+
+def test_runtime_openvino_without_the_package_is_one_error_line(
+    tiny_blip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(openvino_runtime, "openvino_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="needs the openvino package") as info:
+        _load(tiny_blip_dir)
+    assert info.value.kind == "runtime"
+    # auto falls back to torch rather than failing.
+    assert load_captioner(str(tiny_blip_dir), device="cpu", runtime="auto").identity["runtime"] == "torch"
+    write_jpeg(tmp_path / "photos" / "a.jpg", seed=1)
+    capsys.readouterr()
+    code = main(["--library", str(tmp_path / "lib.db"), "caption", str(tmp_path / "photos"), "--model",
+                 str(tiny_blip_dir), "--device", "cpu", "--runtime", "openvino"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("captiondesk:")]
+    assert len(errors) == 1 and "needs the openvino package" in errors[0], err
+    assert "Traceback" not in out + err
+
+
+def test_runtime_choice() -> None:
+    import torch
+
+    from core.captioning.families.blip import FAMILY as BLIP
+    from core.captioning.families.git import FAMILY as GIT
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert openvino_runtime.resolve_runtime("openvino", BLIP, cpu) == "openvino"
+    assert openvino_runtime.resolve_runtime("auto", BLIP, gpu) == "torch"
+    assert openvino_runtime.resolve_runtime("auto", GIT, cpu) == "torch"
+    for family, device, why in ((GIT, cpu, "does not cover git"), (BLIP, gpu, "CPU only")):
+        with pytest.raises(ModelLoadError, match=why):
+            openvino_runtime.resolve_runtime("openvino", family, device)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        CaptionJobSpec(runtime="onnx")
+    spec = CaptionJobSpec(runtime="openvino")
+    assert CaptionJobSpec.from_dict(spec.to_dict()).runtime == "openvino"

@@ -6,7 +6,9 @@ tower converted with ``openvino.convert_model``, cached beside the model.
 vision tower to an OpenVINO model (compiled for the CPU with fp32 inference precision,
 because OpenVINO would otherwise run bf16 on CPUs that have it and change the captions)
 and leaves the text decoder and ``generate`` to transformers, so greedy and beam search,
-scores, batching, resume and cancel are the torch path's own.  ``runtime="auto"`` picks
+scores, batching, resume and cancel are the torch path's own.  ``optimize`` then applies
+to the torch part: ``"none"`` gives the torch fp32 captions, ``"auto"`` quantizes the
+text decoder to int8 per image (captions independent of batch-mates).  ``runtime="auto"`` picks
 OpenVINO only for the families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with
 the same captions, see ``benchmarks/caption_model_speed.py --runtime all``), on the CPU,
 when the package is installed; torch otherwise.  Training always runs on torch.

@@ -183,16 +183,18 @@ class LoadContext:
         if self.adapter is not None:
             model, adapter_identity = _apply_adapter(self, model)
         revision = _revision(self)
+        runtime_names = []
         if self.runtime == "openvino":
             from .openvino_runtime import apply_openvino
 
-            # The fp32 weights are converted as they are: torch's int8 and SDPA changes do not apply.
+            # The vision tower's fp32 weights are converted first; the optimisations then
+            # apply to what stays on torch (the text decoder's int8 under optimize=auto).
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress)
-            applied = opt.AppliedOptimizations(model=model, names=["openvino"])
-        else:
-            applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
-                                              progress=self.progress)
+            runtime_names = ["openvino"]
+        applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
+                                          progress=self.progress)
+        applied.names[:0] = runtime_names
         model = applied.model
         identity = {
             "model": self.ref if self.is_local else self.model,
@@ -598,13 +600,14 @@ def load_captioner(
         ModelLoadError: with a message meant for the user.
         ValueError: for an unknown ``device``/``optimize`` value.
     """
+    import torch
+
     from . import DEFAULT_MODEL
+    from .openvino_runtime import RUNTIMES, resolve_runtime
     from .optimize import parse_optimize, plan_optimizations
 
     report: ProgressCallback = progress or (lambda _msg: None)
     model_str = str(model) if model is not None else DEFAULT_MODEL
-    from .openvino_runtime import RUNTIMES, resolve_runtime
-
     parse_optimize(optimize)  # validate before any slow work
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -651,8 +654,9 @@ def load_captioner(
                 ref = model_str
             family = _family_for(config, model_str)
             chosen_runtime = resolve_runtime(runtime, family, dev, model=model_str)
-            if chosen_runtime == "openvino":
-                plan = plan_optimizations("none", dev)
+            if chosen_runtime == "openvino" and plan.dtype != torch.float32:
+                raise ModelLoadError("The OpenVINO runtime converts the fp32 model; optimize 'half' does not "
+                                     "apply to it.", kind="runtime", model=model_str)
             if is_local and (missing := _missing_processor_files(folder)):
                 # Refuse an incomplete folder up front: transformers would otherwise fall
                 # back to a few-token default tokenizer and "caption" with empty strings.

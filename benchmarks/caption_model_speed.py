@@ -129,6 +129,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -191,18 +192,18 @@ def make_images(n: int) -> list:
     return images
 
 
-def naive_runner(folder: Path, images: list) -> Callable[[], list[str]]:
+def naive_runner(folder: Path, images: list, device: str = "cpu") -> Callable[[], list[str]]:
     import torch
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     processor = BlipProcessor.from_pretrained(folder)
-    model = BlipForConditionalGeneration.from_pretrained(folder).eval()
+    model = BlipForConditionalGeneration.from_pretrained(folder).eval().to(device)
 
     def run() -> list[str]:
         texts = []
         with torch.inference_mode():
             for image in images:
-                inputs = processor(images=image, return_tensors="pt")
+                inputs = processor(images=image, return_tensors="pt").to(device)
                 out = model.generate(**inputs, max_new_tokens=TOKENS, min_new_tokens=TOKENS)
                 texts.append(processor.decode(out[0], skip_special_tokens=True).strip())
         return texts
@@ -210,17 +211,36 @@ def naive_runner(folder: Path, images: list) -> Callable[[], list[str]]:
     return run
 
 
-def captioner_runner(folder: Path, images: list, optimize: str, batch_size: int) -> Callable[[], list[str]]:
+def captioner_runner(folder: Path, images: list, optimize: str, batch_size: int, *, runtime: str = "torch",
+                     bf16: bool = False) -> Callable[[], list[str]]:
+    """``bf16``: torch bf16 autocast (torch runtime), or the OpenVINO vision tower recompiled
+    with bf16 inference precision (openvino runtime) - measured, not offered in the app."""
+    import contextlib
+
+    import torch
+
     from core.captioning import GenerationSettings, load_captioner
 
-    captioner = load_captioner(folder, device="cpu", optimize=optimize)
+    captioner = load_captioner(folder, device="cpu", optimize=optimize, runtime=runtime)
     settings = GenerationSettings(min_new_tokens=TOKENS, max_new_tokens=TOKENS)
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    if bf16 and runtime == "openvino":
+        import openvino
+
+        tower = captioner.model.vision_model
+        core = openvino.Core()
+        tower.compiled = core.compile_model(core.read_model(str(tower.xml)), "CPU",
+                                            {"INFERENCE_PRECISION_HINT": "bf16"})
+    elif bf16:
+        def autocast() -> Any:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def run() -> list[str]:
         texts = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            texts.extend(r.text for r in captioner.generate(captioner.preprocess(chunk, settings), settings))
+        with autocast():
+            for start in range(0, len(images), batch_size):
+                chunk = images[start : start + batch_size]
+                texts.extend(r.text for r in captioner.generate(captioner.preprocess(chunk, settings), settings))
         return texts
 
     return run
@@ -236,8 +256,12 @@ VLM_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers"
 VLM_FAMILIES = ("llava", "qwen2-vl", "idefics3", "paligemma", "florence2")
 
 
-def build_vlm(name: str, folder: Path) -> Path:
-    """Save a random-weight, moderate-size model of VLM family ``name`` unless already there."""
+def build_vlm(name: str, folder: Path, shape: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Save a random-weight, moderate-size model of VLM family ``name`` unless already there.
+
+    ``shape`` overrides config values: ``{"text": {...}, "vision": {...}}`` (the text model's and
+    the vision tower's keys; for Florence-2 "text" is the BART config), e.g. a real checkpoint's sizes.
+    """
     if (folder / "model.safetensors").is_file():
         return folder
     import torch
@@ -247,7 +271,8 @@ def build_vlm(name: str, folder: Path) -> Path:
     print(f"building random-weight {name} in {folder} (once) ...", flush=True)
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
-    text = dict(VLM_TEXT)
+    text = {**VLM_TEXT, **(shape or {}).get("text", {})}
+    vision_extra = (shape or {}).get("vision", {})
     if name == "llava":
         from transformers import (
             CLIPVisionConfig,
@@ -261,7 +286,7 @@ def build_vlm(name: str, folder: Path) -> Path:
         )
 
         tok = tm.make_gpt2_tokenizer(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", extra_specials=["<image>"])
-        cfg = LlavaConfig(vision_config=CLIPVisionConfig(**VLM_VISION, image_size=224, patch_size=16).to_dict(),
+        cfg = LlavaConfig(vision_config=CLIPVisionConfig(**{**VLM_VISION, **vision_extra}, image_size=224, patch_size=16).to_dict(),
                           text_config=LlamaConfig(**text, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                                   pad_token_id=tok.pad_token_id).to_dict(),
                           image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=196)
@@ -288,9 +313,9 @@ def build_vlm(name: str, folder: Path) -> Path:
         ids = tok.convert_tokens_to_ids
         cfg = Qwen2VLConfig(
             vision_config={"depth": 12, "embed_dim": 768, "hidden_size": 512, "num_heads": 12, "mlp_ratio": 4,
-                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
-            text_config={**text, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                                     "mrope_section": [8, 12, 12]},
+                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, **vision_extra},
+            text_config={"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                             "mrope_section": [8, 12, 12]}, **text,
                          "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
                          "pad_token_id": tok.pad_token_id},
             image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
@@ -316,7 +341,7 @@ def build_vlm(name: str, folder: Path) -> Path:
                                        max_image_size={"longest_edge": 384})
         Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=144,
                           chat_template=tm.IDEFICS3_CHAT_TEMPLATE).save_pretrained(folder)
-        cfg = Idefics3Config(vision_config={**VLM_VISION, "image_size": 384, "patch_size": 16},
+        cfg = Idefics3Config(vision_config={**VLM_VISION, "image_size": 384, "patch_size": 16, **vision_extra},
                              text_config=tm._llama_text_config(tok, **text).to_dict(), scale_factor=2,
                              image_token_id=tok.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
         model = Idefics3ForConditionalGeneration(cfg)
@@ -359,11 +384,12 @@ def build_vlm(name: str, folder: Path) -> Path:
         vocab["<image>"] = len(vocab)
         tok = BartTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": "<image>"})
         # Florence-2-base's DaViT (depths 1,1,9,1, widths 128..1024) at 384 px (the real model: 768).
-        vision = Florence2VisionConfig(projection_dim=512)
-        bart = BartConfig(vocab_size=32000, d_model=512, encoder_layers=6, decoder_layers=6,
-                          encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
-                          decoder_ffn_dim=2048, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
-                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vision = Florence2VisionConfig(**{"projection_dim": 512, **vision_extra})
+        bart = BartConfig(**{"vocab_size": 32000, "d_model": 512, "encoder_layers": 6, "decoder_layers": 6,
+                             "encoder_attention_heads": 8, "decoder_attention_heads": 8, "encoder_ffn_dim": 2048,
+                             "decoder_ffn_dim": 2048, "max_position_embeddings": 1024,
+                             **(shape or {}).get("text", {})},
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                           decoder_start_token_id=tok.eos_token_id, forced_bos_token_id=None)
         cfg = Florence2Config(vision_config=vision.to_dict(), text_config=bart.to_dict(),
                               image_token_id=tok.image_token_id)
@@ -396,7 +422,7 @@ def make_photos(n: int) -> list:
     return photos
 
 
-def vlm_naive_runner(folder: Path, images: list) -> Callable[[], list[str]]:
+def vlm_naive_runner(folder: Path, images: list, device: str = "cpu") -> Callable[[], list[str]]:
     """The tutorial loop: processor(full photo, prompt) -> generate -> decode, one photo at a time, fp32."""
     import torch
     from transformers import AutoModelForImageTextToText
@@ -407,7 +433,7 @@ def vlm_naive_runner(folder: Path, images: list) -> Callable[[], list[str]]:
     ref = load_captioner(folder, device="cpu", optimize="none")
     processor, family = ref.processor, ref.family
     prompt = family.build_prompt(ref, ref.effective_prompt(GenerationSettings()))
-    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval().to(device)
     ref.close()
 
     def run() -> list[str]:
@@ -416,6 +442,7 @@ def vlm_naive_runner(folder: Path, images: list) -> Callable[[], list[str]]:
             for image in images:
                 inputs = processor(images=family.processor_images([image]), text=[prompt], return_tensors="pt")
                 inputs.pop("labels", None)
+                inputs = inputs.to(device)
                 out = model.generate(**inputs, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False)
                 start = 0 if model.config.is_encoder_decoder else inputs["input_ids"].shape[1]
                 texts.append(" ".join(processor.tokenizer.decode(out[0, start:], skip_special_tokens=True).split()))
@@ -485,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", action="append", choices=[*VLM_FAMILIES, "all-vlm"], default=None,
                         help="instead of the BLIP table, one table per vision-language family (repeatable; "
                              "'all-vlm': every one): naive loop vs the engine path")
+    parser.add_argument("--runtime", choices=["torch", "openvino", "all"], default="torch",
+                        help="BLIP table: the torch paths (default), the OpenVINO runtime's, or both with bf16 rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -506,10 +535,23 @@ def main(argv: list[str] | None = None) -> int:
     paths: list[tuple[str, Callable[[], Callable[[], list[str]]]]] = [
         ("naive per-image loop", lambda: naive_runner(folder, images)),
         (f"batch {b} fp32 (optimize=none)", lambda: captioner_runner(folder, images, "none", b)),
-        (f"batch {b} + SDPA (optimize=sdpa)", lambda: captioner_runner(folder, images, "sdpa", b)),
-        (f"batch {b} + int8 (optimize=int8)", lambda: captioner_runner(folder, images, "int8", b)),
-        ("combined (optimize=auto)", lambda: captioner_runner(folder, images, "auto", b)),
     ]
+    if args.runtime == "torch":
+        paths += [
+            (f"batch {b} + SDPA (optimize=sdpa)", lambda: captioner_runner(folder, images, "sdpa", b)),
+            (f"batch {b} + int8 (optimize=int8)", lambda: captioner_runner(folder, images, "int8", b)),
+        ]
+    if args.runtime in ("torch", "all"):
+        paths.append(("combined (optimize=auto)", lambda: captioner_runner(folder, images, "auto", b)))
+    if args.runtime == "all":
+        paths.append(("torch fp32 + bf16 autocast", lambda: captioner_runner(folder, images, "none", b, bf16=True)))
+    if args.runtime in ("openvino", "all"):
+        paths += [
+            ("openvino fp32 (optimize=none)", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
+            ("openvino + int8 decoder (auto)", lambda: captioner_runner(folder, images, "auto", b, runtime="openvino")),
+            ("openvino bf16 vision + int8 dec.",
+             lambda: captioner_runner(folder, images, "auto", b, runtime="openvino", bf16=True)),
+        ]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, {args.images} images, {TOKENS} tokens, {IMAGE_SIZE} px",
           flush=True)

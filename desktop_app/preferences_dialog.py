@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.settings import RUNTIMES, CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
@@ -83,6 +83,11 @@ class PreferencesDialog(QDialog):
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
         self.device.setCurrentText(spec.device)
+        self.runtime = QComboBox()
+        self.runtime.addItems(list(RUNTIMES))
+        self.runtime.setCurrentText(spec.runtime)
+        self.runtime.setToolTip("openvino: BLIP's vision tower on OpenVINO on the CPU (pip install "
+                                "'captiondesk[openvino]'); auto: whatever measured faster for the model")
         self.sidecar_naming = QComboBox()
         for naming, label in SIDECAR_NAMING_LABELS.items():
             self.sidecar_naming.addItem(label, naming)
@@ -104,6 +109,7 @@ class PreferencesDialog(QDialog):
         form.addRow("Max new tokens", self.max_new_tokens)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
+        form.addRow("CPU runtime", self.runtime)
         view = QGroupBox("Display and files")
         view_form = QFormLayout(view)
         view_form.addRow("Thumbnail size", self.thumbnail_size)
@@ -140,7 +146,8 @@ class PreferencesDialog(QDialog):
         spec = self.settings.caption_spec()
         generation = replace(spec.settings, num_beams=self.num_beams.value(),
                              max_new_tokens=self.max_new_tokens.value())
-        return spec.with_(settings=generation, batch_size=self.batch_size.value(), device=self.device.currentText())
+        return spec.with_(settings=generation, batch_size=self.batch_size.value(), device=self.device.currentText(),
+                         runtime=self.runtime.currentText())
 
     def save_model(self) -> None:
         """Make the picked model the library's current one (a version is activated)."""

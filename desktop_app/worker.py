@@ -219,12 +219,12 @@ class _CaptionWorker(QObject):
             # Resolved once, here: a model-version name stands for a base model + adapter;
             # the worker loads what it names and the engine records the same.
             resolved = engine.resolve_model(library, spec.model, spec.adapter)
-            key = (resolved.model_name, resolved.adapter, spec.device)
+            key = (resolved.model_name, resolved.adapter, spec.device, spec.runtime)
             if self._captioner is None or self._key != key:
                 self.release()
                 self.loading.emit(spec.label())
                 self._captioner = engine.load_captioner(
-                    resolved.model_name, adapter=resolved.adapter, device=spec.device,
+                    resolved.model_name, adapter=resolved.adapter, device=spec.device, runtime=spec.runtime,
                     progress=self.load_message.emit,
                 )
                 self._key = key

@@ -405,6 +405,10 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
                           settings=settings, score=math.log(0.8))
     with library.db.read() as session:
         assert "Device: cpu, int8" in queries.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
+    # The OpenVINO runtime is named beside the device and precision.
+    settings["identity"] = {**settings["identity"], "runtime": "openvino", "optimizations": ["openvino", "int8"]}
+    assert "Device: cpu, int8, OpenVINO" in provenance_lines(
+        source="model", model_name="m", adapter=None, settings=settings, score=None, origin=None, created_at=None)
     assert provenance_lines(source="human", model_name=None, adapter=None, settings=None, score=None,
                             origin=None, created_at=None, action="edited by a person") == ["Edited by a person"]
 

@@ -341,7 +341,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                                "versions": [
                         {"name": v.name, "active": bool(v.is_active), "method": v.method,
                          "base_model": (v.config or {}).get("trained_from", v.base_model),
-                         "metrics": (v.metrics or {}).get("trained", {}), "created_at": v.created_at}
+                         "metrics": (v.metrics or {}).get("trained", {}),
+                         "beats_base": (v.metrics or {}).get("beats_base"), "created_at": v.created_at}
                         for v in rows]})
                     return EXIT_OK
                 print(f"Current model: {now.describe()}")

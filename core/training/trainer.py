@@ -50,6 +50,9 @@ closes the loaded model:
    accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
    after ``patience`` evaluations without improvement, best checkpoint by CIDEr + BLEU-4.
+   The base model and the kept epoch are also scored on the test split (when the library has
+   enough photos for one, :mod:`core.splits`), which chooses nothing; bootstrap intervals and
+   a paired comparison with the base (:func:`.metrics.compare_to_base`) decide ``beats_base``.
 5. **Resume** — after every epoch the trainable weights, optimiser, scheduler, history
    and best checkpoint are saved in the run folder (``<library>.models/<name>.run``) as
    data, never pickle (:mod:`.run_state`: safetensors with a JSON header).  Running the
@@ -155,7 +158,7 @@ class TrainingResult(JobStats):
 
     def counts(self) -> dict[str, int]:
         return {"epochs": self.epochs_run, "train": self.train_size, "validation": self.validation_size,
-                "test": self.test_size}
+                **({"test": self.test_size} if self.test_size else {})}
 
     def verdict(self) -> str:
         """Whether the version beat its base, in one sentence (on the test split when there is one)."""

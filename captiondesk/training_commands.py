@@ -147,6 +147,9 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
             print("Test photos (seen by neither training nor epoch selection), 95 % intervals:")
             print(_metrics_table([("base", result.base_test_metrics), (result.name, result.test_metrics)],
                                  [test_iv.get("base", {}), test_iv.get("trained", {})]))
+        if result.comparison:
+            verdict = result.verdict()
+            print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
         if result.beats_base:

@@ -31,8 +31,7 @@ from core.splits import (
     TEST,
     TRAIN,
     VALIDATION,
-    assign_split,
-    test_candidate,
+    assign_split3,
     validate_test_ratio,
     validate_val_ratio,
 )
@@ -174,9 +173,8 @@ def collect_training_data(
         seen.add(fingerprint)
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
-        split = assign_split(split_key, ratio, seed)
-        if split == TRAIN and test_candidate(split_key, test_ratio, seed):
-            split = TEST  # provisional: back to train below when too few
+        # Test is provisional: back to train below when too few images land there.
+        split = assign_split3(split_key, ratio, seed, test_ratio=test_ratio)
         examples.append(
             TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split, split_key)
         )

@@ -29,8 +29,8 @@ from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
-SIDECAR_NAMINGS = ("stem", "full")  # core.metadata.SIDECAR_NAMINGS
-DEFAULT_SIDECAR_NAMING = "stem"  # core.metadata.DEFAULT_SIDECAR_NAMING
+SIDECAR_NAMINGS = ("auto", "stem", "full")  # core.metadata.SIDECAR_NAMINGS
+DEFAULT_SIDECAR_NAMING = "auto"  # core.metadata.DEFAULT_SIDECAR_NAMING
 CAPTION_EXTENSIONS = (".txt", ".caption")
 
 
@@ -227,8 +227,9 @@ def register(subparsers: Any) -> None:
     write.add_argument("--sidecar", action="store_true", help="write .xmp sidecars only; leave every photo untouched")
     write.add_argument(
         "--sidecar-naming", choices=SIDECAR_NAMINGS, default=DEFAULT_SIDECAR_NAMING,
-        help=f"stem: photo.xmp (Lightroom, exiftool); full: photo.jpg.xmp (digiKam, darktable); default "
-             f"{DEFAULT_SIDECAR_NAMING}. A RAW+JPEG pair never shares one: the JPEG then gets photo.jpg.xmp",
+        help=f"auto: photo.xmp for RAW files, photo.heic.xmp for the rest; stem: photo.xmp (Lightroom and "
+             f"Capture One, which read sidecars of RAW files only); full: photo.jpg.xmp (digiKam, darktable); "
+             f"default {DEFAULT_SIDECAR_NAMING}. A RAW+JPEG pair never shares one: the JPEG then gets photo.jpg.xmp",
     )
     write.add_argument(
         "--only", choices=ONLY_CHOICES, default="captioned",

@@ -50,9 +50,9 @@ def _library_with_sources(library: Library, photo_dir: Path) -> dict[str, str]:
 # -- sidecars and RAW+JPEG pairs ----------------------------------------------------------
 
 
-def test_sidecar_naming_is_a_choice_with_stem_as_default(tmp_path: Path) -> None:
+def test_sidecar_naming_is_a_choice_with_auto_as_default(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "a" / "photo.jpg")
-    assert sidecar_path(photo) == photo.with_suffix(".xmp")
+    assert sidecar_path(photo) == photo.with_name("photo.jpg.xmp")
     assert sidecar_path(photo, "stem") == photo.with_suffix(".xmp")
     assert sidecar_path(photo, "full") == photo.with_name("photo.jpg.xmp")
     with pytest.raises(ValueError):
@@ -66,7 +66,7 @@ def test_raw_jpeg_pair_never_shares_a_sidecar(library: Library, photo_dir: Path)
     jpeg = make_photo(photo_dir / "IMG_2.JPG")
     (photo_dir / "IMG_2.CR2").write_bytes(b"II*\x00 pretend raw")
     lightroom = photo_dir / "IMG_2.xmp"  # Lightroom's sidecar of the RAW
-    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True)
+    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True, sidecar_naming="stem")
     (photo_dir / "other.xmp").rename(lightroom)
     before = lightroom.read_bytes()
     # Import: the RAW's sidecar is not the JPEG's caption.
@@ -97,6 +97,30 @@ def test_cli_write_metadata_sidecar_naming(library: Library, photo_dir: Path, tm
     assert photo.read_bytes() == make_photo(tmp_path / "again" / "solo.jpg").read_bytes()  # photo untouched
 
 
+def test_default_sidecar_names_follow_the_file_type(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    # darktable and digiKam look for photo.heic.xmp; Lightroom and Capture One read photo.xmp of RAW files only.
+    for name in ("phone.heic", "anim.gif", "scan.bmp", "photo.jpg"):
+        assert sidecar_path(photo_dir / name) == photo_dir / f"{name}.xmp"
+    for name in ("IMG_1.CR2", "DSC_2.nef", "L1000.DNG"):
+        assert sidecar_path(photo_dir / name) == (photo_dir / name).with_suffix(".xmp")
+    # A stem sidecar written before is updated, never joined by a second one.
+    old = make_photo(photo_dir / "old.jpg")
+    write_caption(old, "written with the stem name", sidecar=True, sidecar_naming="stem")
+    assert sidecar_path(old) == photo_dir / "old.xmp"
+    # import metadata finds a sidecar under either name.
+    stem_photo, full_photo = make_photo(photo_dir / "lr.png"), make_photo(photo_dir / "dk.png")
+    write_caption(stem_photo, "a lightroom style sidecar", sidecar=True, sidecar_naming="stem")
+    write_caption(full_photo, "a darktable style sidecar", sidecar=True)
+    assert (photo_dir / "lr.xmp").is_file() and (photo_dir / "dk.png.xmp").is_file()
+    library.scan([library.add_root(photo_dir).id])
+    stats = import_captions(library, "metadata", photo_dir)
+    assert stats.errors == 0
+    assert {k: v[0] for k, v in current_captions(library).items() if k in {"lr.png", "dk.png", "old.jpg"}} == {
+        "lr.png": "a lightroom style sidecar", "dk.png": "a darktable style sidecar",
+        "old.jpg": "written with the stem name",
+    }
+
+
 def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
     from PySide6.QtCore import QSettings
 
@@ -105,9 +129,9 @@ def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
     from desktop_app.settings import AppSettings
 
     assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
-    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "stem"
+    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "auto"
     settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    assert settings.sidecar_naming == "stem"
+    assert settings.sidecar_naming == "auto"
     settings.sidecar_naming = "full"
     settings.sync()
     again = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))

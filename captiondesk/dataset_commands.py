@@ -184,7 +184,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
     export.add_argument(
         "--caption-extension", choices=CAPTION_EXTENSIONS, default=".txt",
-        help="caption file extension for the sidecar format (default .txt)",
+        help="caption file extension for the sidecar format (default .txt; OneTrainer and ai-toolkit read .txt only)",
     )
     export.add_argument(
         "--for", dest="trainer", choices=TRAINERS, default=None,

@@ -311,6 +311,7 @@ class ExportStats(JobStats):
             "skipped": self.skipped,
             "missing": self.missing,
             "errors": self.errors,
+            "unread": self.unread,
         }
 
     def summary(self) -> str:

@@ -627,6 +627,7 @@ def test_cli_export_for_a_trainer_warns_about_what_it_would_skip(
     assert "would not find" not in captured.err
     assert json.loads(captured.out)["counts"]["exported"] == len(texts)
     assert not [p for p in out.rglob("*") if p.is_dir() and p.parent != out]  # flat: no sub-folders
+    assert json.loads(captured.out)["counts"]["unread"] == 0
     out2 = tmp_path / "ot-nested"
     code = run_cli(["--library", db, "export", "sidecar", str(out2), "--for", "onetrainer", "--no-flatten",
                     "--convert-to", "none"], monkeypatch)
@@ -675,6 +676,10 @@ def test_caption_variants_round_trip(library: Library, tmp_path: Path) -> None:
         other.close()
     assert (tmp_path / "back" / "train" / "cat.txt").read_text(encoding="utf-8") == (
         out / "train" / "cat.txt").read_text(encoding="utf-8")
+    from core.importer import CaptionImportError
+
+    with pytest.raises(CaptionImportError, match="option of the sidecar format"):
+        import_captions(library, "csv", source, lines_as_variants=True)
     # Without --lines-as-variants the lines stay one (multi-line) caption, as before.
     plain = Library(tmp_path / "plain.db")
     try:

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import DEFAULT_MODEL
 from .errors import ModelLoadError
 
 #: Seconds the reachability probe waits for the hub's answer.
@@ -27,7 +28,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 #: Download sizes of the models CaptionDesk names in its documentation (weights in one format).
 KNOWN_SIZES = {
-    "Salesforce/blip-image-captioning-base": "about 1 GB",
+    DEFAULT_MODEL: "about 1 GB",
     "Salesforce/blip-image-captioning-large": "about 1.9 GB",
 }
 

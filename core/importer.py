@@ -989,8 +989,8 @@ def import_captions(
 
     With *replace* the imported captions are a person's (verified) and replace a person's
     current caption.  *lines_as_variants* (sidecar only) reads each line of a caption file as
-    one variant (see :func:`read_sidecars`).  With *dry_run* nothing is written and no job is recorded: the stats
-    count what the import would do.  Raises :class:`CaptionImportError` when *src* is not
+    one variant (see :func:`read_sidecars`).  With *dry_run* nothing is written and no job is
+    recorded: the stats count what the import would do.  Raises :class:`CaptionImportError` when *src* is not
     such a source.  Batches are committed as they go: a cancelled import keeps what it
     stored.  Recorded as an ``import`` job.
     """

@@ -188,8 +188,8 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument(
         "--for", dest="trainer", choices=TRAINERS, default=None,
-        help="sidecar/kohya: lay the images out so this trainer finds every one (flat where it does not look "
-             "into sub-folders, formats it does not read converted) and warn about any it would still skip",
+        help="sidecar/kohya: lay the images out so this trainer finds every one (flat, formats it does not "
+             "read converted) and warn about any it would still skip",
     )
     export.add_argument(
         "--flatten", action=argparse.BooleanOptionalAction, default=None,

@@ -1011,7 +1011,8 @@ class _KohyaWriter:
     @staticmethod
     def dataset_name(wanted: str) -> str:
         """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
-        return converted_image_name(kohya_flat_name(wanted), kohya=True)
+        layout = export_layout("kohya")
+        return layout.name(wanted) if layout is not None else wanted
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / self.folders[item.split] / item.name

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from captiondesk import dataset_commands, selfcheck_command, training_commands
 from captiondesk.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -525,9 +526,15 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         # Only around a command: the window (above) keeps the toolkit's own signal handling.
         with stop_signals_interrupt():
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # a reader that went away shows here, not as a warning at exit
+            return code
     except (UserError, LibraryError, LibraryOpenError) as exc:
         return _fail(args, EXIT_USAGE, str(exc))
+    except BrokenPipeError:
+        # `| head` took what it wanted: not a fault of the library or the disk, so no error line.
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C outside a job (loading, opening the library...)
         print("\nInterrupted.", file=sys.stderr)
         if wants_json(args):
@@ -544,6 +551,17 @@ def _main(argv: Sequence[str] | None) -> int:
 
             traceback.print_exc()
         return _fail(args, EXIT_RUNTIME, message or _runtime_message(exc))
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so the flush at exit does not fail on the closed pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a caller embedding main()): nothing is flushed at exit
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
 
 
 def _fail(args: argparse.Namespace, code: int, message: str) -> int:

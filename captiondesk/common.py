@@ -37,11 +37,14 @@ EXIT_RUNTIME = 3
 #: Stopped by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report Ctrl-C); committed
 #: work is kept.
 EXIT_INTERRUPTED = 130
+#: The reader of stdout went away (``captiondesk models list | head -1``): 128 + SIGPIPE,
+#: the status a shell reports for any program stopped that way.
+EXIT_BROKEN_PIPE = 141
 
 EXIT_CODES_HELP = (
     "exit status: 0 all done; 1 done, but some items failed; 2 bad arguments or user error "
     "(nothing done); 3 runtime failure (library file or disk); 130 interrupted by Ctrl-C, "
-    "SIGTERM or SIGHUP (work committed so far is kept)."
+    "SIGTERM or SIGHUP (work committed so far is kept); 141 stdout's reader went away (| head)."
 )
 
 #: When this command started (``--json``'s "seconds" for jobs that do not time themselves).

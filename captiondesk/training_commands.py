@@ -324,8 +324,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 versions.rename_version(library, *args.names)
                 print(f"Renamed {args.names[0]} to {args.names[1]}")
             elif action == "delete":
+                was = current.current_model(library)
                 deleted = versions.delete_version(library, args.names[0], with_dependants=args.with_dependants)
                 print(f"Deleted {', '.join(deleted)}")
+                if was.version in deleted:  # without this line the next caption silently uses another model
+                    print(f"It was the active model; captioning now uses {current.current_model(library).describe()}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
                 print(f"{args.names[0]} is now the active model: caption and eval use it without --model")

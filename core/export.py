@@ -1215,6 +1215,10 @@ def export_dataset(
     out_path = Path(out).expanduser().absolute()
     folder_filter = folder_scope(db, folder) if folder is not None else None
     _check_out_folder(db, out_path)
+    own = library.own_folder_holding(out_path)
+    if own is not None:
+        raise ExportError(f"{out_path} is inside the library's own folder {own}, where CaptionDesk deletes "
+                          "what it no longer needs; choose a folder outside it")
     params = {
         "format": fmt, "out": str(out_path), "only": only,
         "folder": str(folder) if folder is not None else None,

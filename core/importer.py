@@ -40,7 +40,8 @@ Rules:
   compared as the sidecar export writes them (:func:`core.export.export_caption_line`:
   one line), so a multi-line caption exported and read back unedited adds no row.  A
   verified import of the current text of a caption no person has checked yet adds a
-  person's copy of it (the library's own text, line breaks kept), as Accept does.
+  person's copy of it (the library's own text, line breaks kept), as Accept does — but
+  not under *replace*, which takes only edits: an untouched model caption stays the model's.
 * With several captions for one image, the first becomes current and the others are
   kept in its history, in order.
 * Importing the same source again adds nothing (same text from the same origin is
@@ -883,7 +884,8 @@ def _first_caption_outcome(
     """
     human_current = current is not None and current[1] == CaptionSource.HUMAN
     if current is not None and export_caption_line(current[0]) == export_caption_line(text):
-        if human_current or not verified:
+        # Under --replace only edits count: an untouched model caption stays the model's.
+        if human_current or not verified or replace:
             return UNCHANGED, text
         return CURRENT, current[0]  # a person vouches for the caption as it stands in the library
     if human_current and verified and replace:

@@ -209,6 +209,20 @@ class Library:
         companions = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         return [self.path, *companions, self.cache_dir, models_dir(self)]
 
+    def own_folder_holding(self, path: Path | str) -> Path | None:
+        """The library's own folder (thumbnail cache, models folder) that *path* is or lies in, else None.
+
+        CaptionDesk deletes in those folders (a version's folder, stale thumbnails), so an
+        export written there would be lost with them.
+        """
+        from core.training.versions import models_dir
+
+        resolved = Path(path).expanduser().resolve()
+        for own in (self.cache_dir, models_dir(self)):
+            if resolved.is_relative_to(own.expanduser().resolve()):
+                return own
+        return None
+
     # -- status --------------------------------------------------------------------
 
     def status(self) -> list[RootStatus]:

@@ -46,11 +46,13 @@ def show_folder(path: Path | str) -> bool:
 
 
 class ElidedLabel(QLabel):
-    """A one-line label that elides long text in the middle; the tooltip has all of it."""
+    """A one-line label that elides long text in the middle (or at *mode*); the tooltip has all of it."""
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, text: str = "", parent: QWidget | None = None,
+                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle) -> None:
         super().__init__(parent)
         self._full = ""
+        self._mode = mode
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setMinimumWidth(80)
         self.setText(text)
@@ -64,11 +66,13 @@ class ElidedLabel(QLabel):
     def full_text(self) -> str:
         return self._full
 
+    def shown_text(self) -> str:
+        """The text as painted at the label's present width."""
+        return QFontMetrics(self.font()).elidedText(self._full, self._mode, self.contentsRect().width())
+
     def paintEvent(self, _event: QPaintEvent) -> None:
         painter = QPainter(self)
-        metrics = QFontMetrics(self.font())
-        shown = metrics.elidedText(self._full, Qt.TextElideMode.ElideMiddle, self.contentsRect().width())
-        painter.drawText(self.contentsRect(), int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), shown)
+        painter.drawText(self.contentsRect(), int(self.alignment() | Qt.AlignmentFlag.AlignVCenter), self.shown_text())
 
 
 def compact_table(table: Any) -> None:

@@ -84,8 +84,10 @@ class CaptionDialog(QDialog):
                 self.model.setItemData(self.model.count() - 1, "A trained version of this library",
                                        Qt.ItemDataRole.ToolTipRole)
         self.model.setCurrentText(defaults.model)
-        # One elided line (a wrapped label in a form row gets clipped); the tooltip says it all.
-        self.current_note = ElidedLabel(f"Current model: {current.describe()}" if current is not None else "")
+        # One line (a wrapped label in a form row gets clipped), cut at its end so the version's
+        # name and "(active)" stay readable; the tooltip says it all.
+        self.current_note = ElidedLabel(f"Current model: {current.describe()}" if current is not None else "",
+                                        mode=Qt.TextElideMode.ElideRight)
         self.current_note.setObjectName("currentModelNote")
         if current is not None:
             self.current_note.setToolTip(f"The library's current model: {current.describe()}. Another pick here "

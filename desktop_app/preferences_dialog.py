@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
 from core.captioning.settings import CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
-from core.training.versions import list_versions, set_active
+from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
 from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 
@@ -164,5 +164,10 @@ class PreferencesDialog(QDialog):
         self.settings.sync()
 
     def accept(self) -> None:
-        self.save()
+        try:
+            self.save()
+        except VersionError as exc:
+            # A typed model that is neither a folder nor a hub id: say so and stay open to fix it.
+            self.model_note.setText(str(exc))
+            return
         super().accept()

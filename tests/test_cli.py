@@ -93,7 +93,7 @@ def test_help_documents_the_exit_status_scheme() -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for phrase in ("0 all done", "1 done, but some items failed", "2 bad arguments", "3 runtime failure",
-                   "130 interrupted", "--json"):
+                   "130 interrupted", "141 stdout's reader went away", "--json"):
         assert phrase in text, phrase
 
 
@@ -152,6 +152,21 @@ def test_import_with_failed_rows_exits_1_and_reports_them_in_json(tmp_path: Path
     else:  # this importer reads the bytes leniently: then everything imported is a success
         assert result.returncode == 0
     assert payload["job_id"] and payload["cancelled"] is False
+
+
+def test_a_closed_stdout_is_quiet_exit_141_not_a_disk_failure(tmp_path: Path, photo_dir: Path) -> None:
+    # `captiondesk status | head -1`: the reader is gone before the table is written.
+    write_jpeg(photo_dir / "a.jpg")
+    lib = str(tmp_path / "lib.db")
+    assert main(["--library", lib, "add", str(photo_dir)]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "captiondesk", "--library", lib, "status"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120, cwd=REPO)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 @pytest.mark.slow

@@ -372,6 +372,26 @@ def test_preferences_model_is_the_librarys_current_model(qtbot, library, version
     assert settings.caption_defaults(library).model == str(versioned / "shapes-v2")
 
 
+def test_a_base_model_folder_is_stored_absolute_and_a_missing_one_is_refused(
+        qtbot, library, settings, tiny_blip_dir, monkeypatch):
+    from PySide6.QtWidgets import QDialog
+
+    from core.training.current import library_base_model, set_base_model
+
+    monkeypatch.chdir(tiny_blip_dir.parent)
+    set_base_model(library, f"./{tiny_blip_dir.name}")  # as `models base ./folder` does
+    assert library_base_model(library) == str(tiny_blip_dir.resolve())
+    with pytest.raises(versions.VersionError, match="no such model folder"):
+        set_base_model(library, "./no-such-model")
+    set_base_model(library, "org/some-model")  # a hub id is taken as it is
+    dialog = PreferencesDialog(settings, library=library)
+    qtbot.addWidget(dialog)
+    dialog.model.setCurrentText("/no/such/model")
+    dialog.accept()  # stays open with the reason instead of raising out of the slot
+    assert "no such model folder" in dialog.model_note.text()
+    assert dialog.result() != QDialog.DialogCode.Accepted and library_base_model(library) == "org/some-model"
+
+
 def test_versions_window_evaluates_a_real_tiny_model(qtbot, library, versioned):
     window = VersionsWindow(library, device="cpu")
     qtbot.addWidget(window)

@@ -227,6 +227,22 @@ def test_caption_dialog_builds_the_spec(qtbot):
     assert spec.settings.max_new_tokens >= spec.settings.min_new_tokens == 50
     assert dialog.scope() == SCOPE_FILTER
 
+def test_caption_dialog_current_model_note_keeps_the_version_name_readable(qtbot):
+    from core.training.current import CurrentModel
+    from desktop_app.dialogs import CaptionDialog
+
+    current = CurrentModel(model="shop-v2", base_model="/models/Salesforce-blip-image-captioning-large",
+                           version="shop-v2", version_id=1, source="version")
+    dialog = CaptionDialog(defaults=CaptionJobSpec(model="shop-v2"), known_models=[], selection_count=0,
+                           filter_count=0, uncaptioned_count=0, versions=["shop-v2"], current=current)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    shown = dialog.current_note.shown_text()
+    assert shown != dialog.current_note.full_text()  # too long for the row, so it is cut...
+    assert shown.startswith("Current model: version 'shop-v2' (active)")  # ...at its end
+
+
 
 def test_caption_spec_round_trips_through_settings(settings):
     assert settings.caption_spec() == CaptionJobSpec()  # nothing kept yet: the defaults

@@ -348,7 +348,7 @@ def test_rows_for_images_outside_any_root_are_unmatched_but_images_in_roots_matc
 
 
 def _round_trip_library(library: Library, photo_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """People's captions (two multi-line), one model caption, a GIF and a TIFF that the kohya
+    """People's captions (two multi-line), two model captions (one left unedited), a GIF and a TIFF that the kohya
     export converts; exported as kohya with three caption files then edited elsewhere.
 
     Returns the export's image folder and rel_path → the edited text.
@@ -358,6 +358,7 @@ def _round_trip_library(library: Library, photo_dir: Path, tmp_path: Path) -> tu
     write_jpeg(photo_dir / "album0" / "p0.jpg", seed=1)
     write_jpeg(photo_dir / "album0" / "p1.jpg", seed=2)
     write_jpeg(photo_dir / "album1" / "p2.jpg", seed=3)
+    write_jpeg(photo_dir / "album1" / "p3.jpg", seed=4)
     PILImage.new("RGB", (40, 30), (10, 200, 30)).save(photo_dir / "album1" / "anim.gif")
     PILImage.new("RGB", (40, 30), (200, 10, 30)).save(photo_dir / "scan.tif")
     library.scan([library.add_root(photo_dir).id])
@@ -368,6 +369,7 @@ def _round_trip_library(library: Library, photo_dir: Path, tmp_path: Path) -> tu
         captions.set_human_caption(session, ids["album1/p2.jpg"], "a lighthouse")
         captions.set_human_caption(session, ids["album1/anim.gif"], "a green square")
         captions.add_model_caption(session, ids["scan.tif"], "a red squar", model_name="tiny-blip", score=-0.5)
+        captions.add_model_caption(session, ids["album1/p3.jpg"], "a blue car", model_name="tiny-blip", score=-0.4)
     out = tmp_path / "kohya"
     export_dataset(library, "kohya", out, val_ratio=0)
     images = out / "train" / "1_captions"
@@ -392,7 +394,7 @@ def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
     before = _history_texts(library)
     # The preview counts what the import will do and writes nothing.
     preview = import_captions(library, "sidecar", images.parent.parent, verified=True, replace=True, dry_run=True)
-    assert (preview.replaced, preview.current, preview.unchanged, preview.unmatched) == (2, 1, 2, 0)
+    assert (preview.replaced, preview.current, preview.unchanged, preview.unmatched) == (2, 1, 3, 0)
     assert _history_texts(library) == before and library.jobs("import") == []
 
     code = run_cli(["--library", str(library.path), "import", "sidecar", str(images.parent.parent), "--verified",
@@ -401,7 +403,7 @@ def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
     assert code == 0
     assert {k: counts[k] for k in ("imported", "replaced", "current", "kept_human", "unchanged", "unmatched",
                                    "ambiguous", "errors")} == {
-        "imported": 3, "replaced": 2, "current": 1, "kept_human": 0, "unchanged": 2, "unmatched": 0,
+        "imported": 3, "replaced": 2, "current": 1, "kept_human": 0, "unchanged": 3, "unmatched": 0,
         "ambiguous": 0, "errors": 0}
     after = _history_texts(library)
     assert {rel for rel in after if after[rel] != before[rel]} == set(edits)  # nothing else gained a row
@@ -410,12 +412,13 @@ def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
     now = current_captions(library)
     assert {rel: now[rel] for rel in edits} == {rel: (text, "human") for rel, text in edits.items()}
     assert now["album0/p0.jpg"] == ("a red barn\nat dusk", "human")  # multi-line, exported and back unedited
+    assert now["album1/p3.jpg"] == ("a blue car", "model")  # untouched: not a person's edit, stays the model's
     replaced = _history(library, "album1/anim.gif")
     assert replaced[-1].parent_id == replaced[-2].id and replaced[-1].settings["matched_by"] == "path"
     assert replaced[-1].origin == f"sidecar:{images / 'album1__anim.gif.txt'}"
     # Once home, the same folder again changes nothing.
     again = import_captions(library, "sidecar", images.parent.parent, replace=True)
-    assert (again.imported, again.unchanged) == (0, 5) and _history_texts(library) == after
+    assert (again.imported, again.unchanged) == (0, 6) and _history_texts(library) == after
 
 
 def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
@@ -428,13 +431,14 @@ def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
     captured = capsys.readouterr()
     # Without --replace a person's caption stays current; unedited multi-line captions add nothing.
     assert code == 0
-    assert "3 verified captions added (1 now current, 2 kept beside a person's caption), 2 already there" \
+    # (--verified alone vouches for the untouched model caption too, as Accept does.)
+    assert "4 verified captions added (2 now current, 2 kept beside a person's caption), 2 already there" \
         in captured.out
     assert "2 kept beside a person's caption, which stays current" in captured.err and "--replace" in captured.err
     assert current_captions(library)["album1/p2.jpg"] == ("a lighthouse", "human")
     assert _history_texts(library)["album0/p1.jpg"] == before["album0/p1.jpg"]
     stats = import_captions(library, "sidecar", images, replace=True)
-    assert (stats.imported, stats.replaced, stats.unchanged) == (2, 2, 3)
+    assert (stats.imported, stats.replaced, stats.unchanged) == (2, 2, 4)
     assert "2 replacing a person's caption" in stats.summary()
     assert {rel: current_captions(library)[rel] for rel in edits} == {r: (t, "human") for r, t in edits.items()}
 

@@ -114,6 +114,18 @@ def test_deleting_a_lora_leaves_its_full_parent_and_a_parent_with_dependants_is_
     assert sorted(p.name for p in versions.models_dir(library).iterdir()) == []
 
 
+def test_deleting_the_active_version_says_which_model_captions_now(library: Library, tiny_blip_dir: Path,
+                                                                   capsys) -> None:
+    _full_version(library, "full", tiny_blip_dir)
+    _full_version(library, "other", tiny_blip_dir)
+    versions.set_active(library, "full")
+    assert main(["--library", str(library.path), "models", "delete", "other"]) == 0
+    assert "active" not in capsys.readouterr().out
+    assert main(["--library", str(library.path), "models", "delete", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "It was the active model; captioning now uses Salesforce/blip-image-captioning-base" in out
+
+
 def test_the_versions_window_shows_the_refusal(qtbot, library: Library, tiny_blip_dir: Path) -> None:
     from desktop_app.versions_window import VersionsWindow
 
@@ -186,6 +198,24 @@ def test_a_killed_models_export_is_finished_by_its_rerun(library: Library, tiny_
     _loads(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_blip_dir.iterdir())
     assert [p.name for p in tmp_path.iterdir() if "exported" in p.name] == ["exported"]
+
+
+def test_exports_refuse_the_librarys_own_folders(library: Library, photo_dir: Path, tiny_blip_dir: Path,
+                                                  capsys) -> None:
+    # A version's delete removes its folder, the thumbnail cache is the library's: an export there would go too.
+    own = _full_version(library, "full", tiny_blip_dir)
+    make_captioned_library(library, photo_dir, count=2)  # something to export
+    models = versions.models_dir(library)
+    lib = ["--library", str(library.path)]
+    for argv in (["models", "export", "full", str(models / "exported")], ["models", "export", "full", str(own / "sub")],
+                 ["models", "export", "full", str(models)], ["models", "export", "full", str(library.cache_dir / "m")],
+                 ["export", "csv", str(own / "data")], ["export", "csv", str(library.cache_dir / "data")]):
+        code = main([*lib, *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and "inside the library's own folder" in err and len(err.splitlines()) == 1, (argv, err)
+    assert sorted(p.name for p in models.iterdir()) == ["full"]
+    assert sorted(p.name for p in own.iterdir()) == sorted(p.name for p in tiny_blip_dir.iterdir())
+    assert not library.cache_dir.exists() or not any(library.cache_dir.iterdir())
 
 
 # -- training state ------------------------------------------------------------------------------

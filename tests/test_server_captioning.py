@@ -330,6 +330,7 @@ def test_model_discovery_openai_and_ollama(server: FakeServer) -> None:
         ({"backend": "openai", "endpoint": "http://bob:hunter2@host/v1"}, r"got 'http://\*\*\*@host/v1'"),
         ({"backend": "openai", "endpoint": "http://host/v1?key=abc"}, "query string"),
         ({"backend": "openai", "endpoint": "http://h/v1", "max_concurrency": 0}, "max_concurrency .* got 0"),
+        ({"server_timeout": 0}, "above 0, at most 3600, got 0"),  # the message must not offer 0
         ({"endpoint": "http://h/v1"}, "only used with backend 'openai'"),
     ],
 )

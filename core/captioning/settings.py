@@ -176,7 +176,7 @@ class CaptionJobSpec:
         timeout = self.server_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
             # `not 0 < timeout` also rejects NaN.
-            raise ValueError(f"server_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
+            raise ValueError(f"server_timeout must be a number of seconds above 0, at most 3600, got {timeout!r}")
         object.__setattr__(self, "server_timeout", float(timeout))
         conc = self.max_concurrency
         if not isinstance(conc, int) or isinstance(conc, bool) or not 1 <= conc <= 64:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.registry import _looks_like_path  # the model loader's own test of a path
 from core.models import LibrarySetting
 
 from . import versions
@@ -74,11 +75,17 @@ def set_base_model(library: Library, model: str | None) -> None:
     """Choose the library's base model (None or empty: back to the default).
 
     A version name is refused: a version is made current with :func:`versions.set_active`.
+    A local folder is stored as its absolute path; a path that is not a folder is refused.
     """
     model = (model or "").strip() or None
     if model is not None and versions.get_version(library, model) is not None:
         raise versions.VersionError(f"'{model}' is a trained version: activate it instead "
                                     f"('captiondesk models activate {model}')")
+    if model is not None and Path(model).expanduser().is_dir():
+        # Stored relative, the base model would change with the folder the next command runs in.
+        model = str(Path(model).expanduser().resolve())
+    elif model is not None and _looks_like_path(model):
+        raise versions.VersionError(f"{model}: no such model folder (give a model folder or a hub id)")
     with library.db.write() as session:
         row = session.get(LibrarySetting, _BASE_MODEL_KEY)
         if model is None:

@@ -295,12 +295,16 @@ def export_merged(library: Library, name: str, out: Path | str, *, device: str =
 
     LoRA versions are merged into the base weights (``merge_and_unload``); the processor
     is saved beside the weights; a full version's folder is copied.  *out* must not exist
-    yet (or be an empty folder).  Everything is written into a hidden, owner-marked
+    yet (or be an empty folder) and lie outside the library's own folders.  Everything is written into a hidden, owner-marked
     ``.OUT.partial-*`` folder beside *out* and renamed into place when complete, so a
     killed export leaves nothing at *out* and its rerun removes that folder and finishes.
     """
     version = _require(library, name)
     out = Path(out).expanduser()
+    own = library.own_folder_holding(out)
+    if own is not None:
+        raise VersionError(f"{out} is inside the library's own folder {own}, where CaptionDesk deletes "
+                           "what it no longer needs; choose a folder outside it")
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise VersionError(f"{out} already exists and is not an empty folder")
     ownership.remove_abandoned(out.parent, (f".{out.name}.partial-*",), EXPORT_JOB)

@@ -72,7 +72,7 @@ from core import __version__, ownership
 from core.db import Database
 from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
-from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress, not_counted
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, outdated_phrase, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -291,20 +291,9 @@ class ExportStats(JobStats):
     missing: int = 0
     errors: int = 0
     #: Images in scope left out because their picture changed since they were captioned.
-    outdated: int = 0
+    outdated: int = not_counted()
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "exported": self.exported,
-            "train": self.train,
-            "validation": self.validation,
-            "converted": self.converted,
-            "skipped": self.skipped,
-            "missing": self.missing,
-            "errors": self.errors,
-        }
 
     def summary(self) -> str:
         outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""

@@ -49,7 +49,7 @@ from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
 from core.models import CaptionSource, Image, ImageState, ModelVersion
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
 from core.scanner import recheck_errors
@@ -77,13 +77,10 @@ class CaptionJobStats(JobStats):
     skipped: int = 0
     errors: int = 0
     seconds: float = 0.0
-    final_batch_size: int = 0
+    final_batch_size: int = not_counted()
     #: Of ``skipped``: images another run captioning this library at the same time held, or
     #: that no longer needed this caption when their batch came (core.captioning.claims).
-    left_to_other_runs: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
+    left_to_other_runs: int = not_counted()
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, not_counted, no_progress
 from core.queries import outdated_phrase
 
 from .config import TrainingConfig
@@ -119,23 +119,20 @@ class TrainingResult(JobStats):
     method: str
     version_id: int | None = None
     path: str | None = None
-    resumed_from_epoch: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
+    resumed_from_epoch: int = not_counted()
+    epochs_run: int = counted_as("epochs")
+    best_epoch: int = not_counted()
     stopped_early: bool = False
     base_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-    train_size: int = 0
-    validation_size: int = 0
+    train_size: int = counted_as("train")
+    validation_size: int = counted_as("validation")
     skipped_images: list[str] = field(default_factory=list)
     cached_vision: bool = False
-    trainable_parameters: int = 0
-    processes: int = 1
+    trainable_parameters: int = not_counted()
+    processes: int = not_counted(1)
     seconds: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        return {"epochs": self.epochs_run, "train": self.train_size, "validation": self.validation_size}
 
 
 # --------------------------------------------------------------------------- the job

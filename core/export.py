@@ -160,8 +160,9 @@ class CaptionedImage:
 
 # "is_current + 0" rather than "is_current = 1": on the bare column SQLite picks the
 # (is_current, source) index, reads every current caption and sorts them again for each
-# chunk of the keyset pagination below (quadratic: 4.1 s to stream 50 000 images).  With the
-# expression it walks images by id and looks each caption up by image_id (1.0 s).
+# chunk of the keyset pagination below (quadratic in the library's size).  With the
+# expression it walks images by id and looks each caption up by image_id (see
+# docs/optimization-notes.md, "Streaming an export").
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 

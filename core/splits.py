@@ -16,7 +16,7 @@ That gives the properties both features rely on:
 * **Duplicate-safe** — byte-identical copies share a fingerprint, so they always land
   on the same side and a duplicate can never leak from train into validation.
 
-Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
+Export and retraining must call :func:`assign_split` with the same
 ratio and seed to agree on which images are held out; do not re-implement it.
 
 What is hashed is the image's *split key*, ``images.split_key``.  The scanner sets it

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, not_counted, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, no_progress, not_counted
 from core.queries import outdated_phrase
 
 from .config import TrainingConfig

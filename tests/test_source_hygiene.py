@@ -68,3 +68,17 @@ def test_pointers_to_the_optimization_notes_name_a_heading() -> None:
                 for name in (" ".join(n.split()) for n in NOTES_POINTER.findall(path.read_text(encoding="utf-8")))}
     assert len(pointers) >= 10
     assert [p for p in pointers if not any(p[1].lower() in h for h in headings)] == []
+
+
+#: A backticked repository path on the map: has a folder part or a file suffix, no spaces.
+MAP_PATH = re.compile(r"`([\w.<>*/-]+/[\w.<>*-]*|[\w<>*-]+\.(?:py|md|sh|spec|toml|txt))`")
+
+
+def test_every_path_on_the_architecture_map_exists() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    paths = set(MAP_PATH.findall(text))
+    assert {"core/jobs.py", "desktop_app/controllers/", "core/captioning/families/<name>.py"} <= paths
+    # A placeholder such as <name> stands for any file of that shape.
+    missing = [p for p in sorted(paths) if not any(ROOT.glob(re.sub(r"<[^>]+>", "*", p).rstrip("/")))]
+    assert missing == []
+    assert "## Where a new feature goes" in text

@@ -25,7 +25,7 @@ from captiondesk.common import (
 )
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
-# Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
+# Mirrors of core.export / core.importer constants (importing those slows every command's start).
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")

@@ -77,7 +77,7 @@ from core import __version__, ownership
 from core.db import Database
 from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
-from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress, not_counted
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, outdated_phrase, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -165,8 +165,9 @@ class CaptionedImage:
 
 # "is_current + 0" rather than "is_current = 1": on the bare column SQLite picks the
 # (is_current, source) index, reads every current caption and sorts them again for each
-# chunk of the keyset pagination below (quadratic: 4.1 s to stream 50 000 images).  With the
-# expression it walks images by id and looks each caption up by image_id (1.0 s).
+# chunk of the keyset pagination below (quadratic in the library's size).  With the
+# expression it walks images by id and looks each caption up by image_id (see
+# docs/optimization-notes.md, "Streaming an export").
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
@@ -296,23 +297,11 @@ class ExportStats(JobStats):
     missing: int = 0
     errors: int = 0
     #: Images in scope left out because their picture changed since they were captioned.
-    outdated: int = 0
+    outdated: int = not_counted()
     #: Exported images the trainer named with ``--for`` would not find (each is a warning).
     unread: int = 0
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "exported": self.exported,
-            "train": self.train,
-            "validation": self.validation,
-            "converted": self.converted,
-            "skipped": self.skipped,
-            "missing": self.missing,
-            "errors": self.errors,
-            "unread": self.unread,
-        }
 
     def summary(self) -> str:
         outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""

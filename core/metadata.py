@@ -752,28 +752,16 @@ class MetadataWriteStats(JobStats):
 
     TITLE: ClassVar[str] = "Writing metadata"
 
+    #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
+    exif_descriptions_removed: int = 0
+    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
+    iptc_truncated: int = 0
     written: int = 0
     sidecars: int = 0
     unchanged: int = 0
     skipped: int = 0
     missing: int = 0
     errors: int = 0
-    #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
-    exif_descriptions_removed: int = 0
-    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
-    iptc_truncated: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "exif_descriptions_removed": self.exif_descriptions_removed,
-            "iptc_truncated": self.iptc_truncated,
-            "written": self.written,
-            "sidecars": self.sidecars,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-            "missing": self.missing,
-            "errors": self.errors,
-        }
 
     def summary(self) -> str:
         return (

@@ -25,7 +25,7 @@ test split.  Validation membership never changes; only training images move to t
 (when the library grows past the threshold), and a higher test ratio only moves more of
 them (the thresholds nest from the top).
 
-Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
+Export and retraining must call :func:`assign_split` with the same
 ratio and seed to agree on which images are held out; do not re-implement it.
 
 What is hashed is the image's *split key*, ``images.split_key``.  The scanner sets it

@@ -1,4 +1,4 @@
-"""Interchange that other tools read right (issue #14 item 7): sidecar names and RAW+JPEG
+"""Interchange that other tools read right: sidecar names and RAW+JPEG
 pairs, EXIF ImageDescription, COCO under a non-UTF-8 locale, no absolute paths in exports,
 who wrote a caption surviving export → import, CJK-aware caption metrics."""
 

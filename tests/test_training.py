@@ -110,7 +110,7 @@ def test_full_finetune_learns_the_new_style(styled_library) -> None:
 
 def test_lora_learns_the_new_style_and_reloads_identically(styled_library) -> None:
     library, _ = styled_library
-    # 12 epochs: with every random source seeded (#14) this run reaches 0.78 after 8.
+    # 12 epochs: with every random source seeded this run reaches 0.78 after 8.
     cfg = TrainingConfig(method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                          lr=5e-3, epochs=12, patience=0, **SHORT)
     records: list[dict] = []

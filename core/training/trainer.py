@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, no_progress, not_counted
 from core.queries import outdated_phrase
 
 from .config import TrainingConfig
@@ -129,17 +129,17 @@ class TrainingResult(JobStats):
     method: str
     version_id: int | None = None
     path: str | None = None
-    resumed_from_epoch: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
+    resumed_from_epoch: int = not_counted()
+    epochs_run: int = counted_as("epochs")
+    best_epoch: int = not_counted()
     stopped_early: bool = False
     base_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-    train_size: int = 0
-    validation_size: int = 0
+    train_size: int = counted_as("train")
+    validation_size: int = counted_as("validation")
     #: The test split (seen by neither training nor epoch selection): its size and both models' metrics.
-    test_size: int = 0
+    test_size: int = not_counted()  # counted only when there is one (counts())
     base_test_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
     #: Bootstrap intervals per split and model: ``{"validation": {"base": {...}, "trained": {...}}, "test": ...}``.
@@ -152,13 +152,12 @@ class TrainingResult(JobStats):
     notes: list[str] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
     cached_vision: bool = False
-    trainable_parameters: int = 0
-    processes: int = 1
+    trainable_parameters: int = not_counted()
+    processes: int = not_counted(1)
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"epochs": self.epochs_run, "train": self.train_size, "validation": self.validation_size,
-                **({"test": self.test_size} if self.test_size else {})}
+        return {**super().counts(), **({"test": self.test_size} if self.test_size else {})}
 
     def verdict(self) -> str:
         """Whether the version beat its base, in one sentence (on the test split when there is one)."""

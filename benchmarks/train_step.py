@@ -18,7 +18,7 @@ Usage::
 Output of ``python benchmarks/train_step.py`` on the 2-core dev VM, 2026-11-23, torch 2.13
 CPU, transformers 5.23, peft 0.21.2 (1 min 42 s in all; the VM was shared with other
 test runs, load average ~3.5 on 2 cores, so absolute times are ~2-3x the quiet-machine
-numbers in shared/ml-stack-notes.md — the ratio is the number to look at)::
+numbers — the ratio is the number to look at)::
 
      uncached: 18.57 s/step (0.054 steps/s), peak RSS 1.99 GB, 0.59M trainable
        cached: 1.44 s/step (0.695 steps/s), peak RSS 1.97 GB, 0.59M trainable, vision encode once 1.07 s/image

@@ -25,13 +25,15 @@ from captiondesk.common import (
 )
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
-# Mirrors of core.export / core.importer constants (importing those costs ~0.6 s).
+# Mirrors of core.export / core.importer constants (importing those slows every command's start).
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
-SIDECAR_NAMINGS = ("stem", "full")  # core.metadata.SIDECAR_NAMINGS
-DEFAULT_SIDECAR_NAMING = "stem"  # core.metadata.DEFAULT_SIDECAR_NAMING
+SIDECAR_NAMINGS = ("auto", "stem", "full")  # core.metadata.SIDECAR_NAMINGS
+DEFAULT_SIDECAR_NAMING = "auto"  # core.metadata.DEFAULT_SIDECAR_NAMING
 CAPTION_EXTENSIONS = (".txt", ".caption")
+TRAINERS = ("onetrainer", "ai-toolkit", "kohya")  # core.export.CONSUMERS
+CONVERT_TO_CHOICES = ("png", "jpg", "none")  # core.export.CONVERT_TO_CHOICES + none
 
 
 # -- export ---------------------------------------------------------------------------
@@ -53,6 +55,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                     val_ratio=args.val_ratio,
                     seed=args.seed,
                     caption_extension=args.caption_extension,
+                    consumer=args.trainer,
+                    flatten=args.flatten,
+                    convert_to=args.convert_to,
+                    variants=args.variants,
                     overwrite=args.overwrite,
                     progress=progress,
                     cancel=cancel,
@@ -95,7 +101,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "Importing",
                 lambda progress, cancel: import_captions(
                     library, args.format, args.src, verified=args.verified, honour_source=args.keep_source,
-                    replace=args.replace, progress=progress, cancel=cancel,
+                    replace=args.replace, lines_as_variants=args.lines_as_variants, progress=progress, cancel=cancel,
                 ),
             )
         except CaptionImportError as exc:
@@ -158,7 +164,7 @@ def register(subparsers: Any) -> None:
         help="export captioned images as a training dataset",
         description=(
             "Write a dataset of the captioned images to OUT: imagefolder (Hugging Face), csv, "
-            "coco (COCO captions JSON), sidecar (image + .txt per image, OneTrainer), kohya (sd-scripts "
+            "coco (COCO captions JSON), sidecar (image + .txt per image; see --for), kohya (sd-scripts "
             "<repeats>_<name> folders + dataset TOML per split), "
             "parquet (images embedded). Images are split into train/validation by content, "
             "the same way every time. OUT appears only once the export is complete."
@@ -178,7 +184,27 @@ def register(subparsers: Any) -> None:
     export.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
     export.add_argument(
         "--caption-extension", choices=CAPTION_EXTENSIONS, default=".txt",
-        help="caption file extension for the sidecar format (default .txt)",
+        help="caption file extension for the sidecar format (default .txt; OneTrainer and ai-toolkit read .txt only)",
+    )
+    export.add_argument(
+        "--for", dest="trainer", choices=TRAINERS, default=None,
+        help="sidecar/kohya: lay the images out so this trainer finds every one (flat, formats it does not "
+             "read converted) and warn about any it would still skip",
+    )
+    export.add_argument(
+        "--flatten", action=argparse.BooleanOptionalAction, default=None,
+        help="sidecar: put every image directly in train/ and validation/ (album__photo.jpg); "
+             "the default with --for",
+    )
+    export.add_argument(
+        "--convert-to", choices=CONVERT_TO_CHOICES, default=None,
+        help="sidecar/kohya: convert formats the trainer (with --for; else any of them) does not read, "
+             "e.g. GIF or TIFF, to png (lossless; the default with --for) or jpg; none keeps them",
+    )
+    export.add_argument(
+        "--variants", action="store_true",
+        help="sidecar: write a caption's variants (import sidecar --lines-as-variants) one per line, "
+             "as OneTrainer reads them",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier CaptionDesk export at OUT")
     add_json_flag(export)
@@ -211,6 +237,11 @@ def register(subparsers: Any) -> None:
         help="the captions are your own edits made in another tool (e.g. of an export): they become current "
              "and verified, also over a person's caption, which is kept in the history (implies --verified)",
     )
+    importer.add_argument(
+        "--lines-as-variants", action="store_true",
+        help="sidecar: each line of a caption file is one variant of the caption (OneTrainer): the first "
+             "becomes the caption, the others are kept as alternatives in its history",
+    )
     add_json_flag(importer)
     importer.set_defaults(handler=cmd_import)
 
@@ -227,8 +258,9 @@ def register(subparsers: Any) -> None:
     write.add_argument("--sidecar", action="store_true", help="write .xmp sidecars only; leave every photo untouched")
     write.add_argument(
         "--sidecar-naming", choices=SIDECAR_NAMINGS, default=DEFAULT_SIDECAR_NAMING,
-        help=f"stem: photo.xmp (Lightroom, exiftool); full: photo.jpg.xmp (digiKam, darktable); default "
-             f"{DEFAULT_SIDECAR_NAMING}. A RAW+JPEG pair never shares one: the JPEG then gets photo.jpg.xmp",
+        help=f"auto: photo.xmp for RAW files, photo.heic.xmp for the rest; stem: photo.xmp (Lightroom and "
+             f"Capture One, which read sidecars of RAW files only); full: photo.jpg.xmp (digiKam, darktable); "
+             f"default {DEFAULT_SIDECAR_NAMING}. A RAW+JPEG pair never shares one: the JPEG then gets photo.jpg.xmp",
     )
     write.add_argument(
         "--only", choices=ONLY_CHOICES, default="captioned",

@@ -35,14 +35,21 @@ METRIC_ROWS = (("exact_match", "exact match"), ("cider", "CIDEr"), ("bleu4", "BL
                ("rouge_l", "ROUGE-L"), ("edit_rate", "edit rate"))
 
 
-def _metrics_table(columns: list[tuple[str, dict[str, Any]]]) -> str:
-    head = f"{'metric':<12}" + "".join(f"{title:>14}" for title, _ in columns)
+def _metrics_table(columns: list[tuple[str, dict[str, Any]]],
+                   intervals: list[dict[str, list[float]]] | None = None) -> str:
+    """One column per model; with *intervals* (one per column) each value is followed by its 95 % interval."""
+    width = 30 if intervals else 14
+    head = f"{'metric':<12}" + "".join(f"{title:>{width}}" for title, _ in columns)
     lines = [head]
     for key, label in METRIC_ROWS:
         cells = []
-        for _, metrics in columns:
+        for col, (_, metrics) in enumerate(columns):
             value = metrics.get(key)
-            cells.append(f"{value:>14.3f}" if isinstance(value, (int, float)) else f"{'-':>14}")
+            text = f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+            interval = (intervals[col] or {}).get(key) if intervals else None
+            if interval and text != "-":
+                text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+            cells.append(f"{text:>{width}}")
         lines.append(f"{label:<12}" + "".join(cells))
     return "\n".join(lines)
 
@@ -114,29 +121,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         again = "the same command again" + (" without --restart" if args.restart else "")
         print(f"Training cancelled; run {again} to resume '{args.name}'.", file=sys.stderr)
         return finish_job(args, "train", result, True, lambda: None, name=args.name)
-    print_problems(result.skipped_images)
-    from core.training.metrics import selection_score
+    return report_training(args, result, interrupted)
 
-    if selection_score(result.metrics) < selection_score(result.base_metrics):
-        print("warning: the new version scores below the base model on the validation split; try more "
-              "epochs, another --lr, or more verified captions", file=sys.stderr)
+
+def report_training(args: argparse.Namespace, result: Any, interrupted: bool = False) -> int:
+    """A finished run's outcome: text (with the intervals and whether it beat the base) or ``--json``."""
+    print_problems(result.skipped_images)
+    if not result.beats_base:
+        print(f"warning: {result.verdict()}", file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
 
     def human() -> None:
         early = ", stopped early" if result.stopped_early else ""
+        test = f", tested on {result.test_size}" if result.test_size else ""
         print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
-              f"{result.train_size} images, validated on {result.validation_size}: best epoch {result.best_epoch} "
-              f"of {result.epochs_run}{early}, {result.seconds:.0f} s")
-        print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)]))
+              f"{result.train_size} images, validated on {result.validation_size}{test}: best epoch "
+              f"{result.best_epoch} of {result.epochs_run}{early}, {result.seconds:.0f} s")
+        validation = result.intervals.get("validation", {})
+        print("Validation photos (they also chose the best epoch), 95 % intervals:")
+        print(_metrics_table([("base", result.base_metrics), (result.name, result.metrics)],
+                             [validation.get("base", {}), validation.get("trained", {})]))
+        if result.test_size:
+            test_iv = result.intervals.get("test", {})
+            print("Test photos (seen by neither training nor epoch selection), 95 % intervals:")
+            print(_metrics_table([("base", result.base_test_metrics), (result.name, result.test_metrics)],
+                                 [test_iv.get("base", {}), test_iv.get("trained", {})]))
+        if result.comparison:
+            verdict = result.verdict()
+            print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
-        print(f"Saved to {result.path}. Caption with: "
-              f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
+        if result.beats_base:
+            print(f"Saved to {result.path}. Caption with: "
+                  f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
+        else:
+            # Not offered as the next model: it is no measurable improvement on the base.
+            print(f"Saved to {result.path}, but it did not beat the base model beyond the noise of the "
+                  "evaluation photos; keep using the current model.")
 
     return finish_job(
         args, "train", result, interrupted, human,
         name=result.name, method=result.method, path=result.path, best_epoch=result.best_epoch,
         epochs_run=result.epochs_run, stopped_early=result.stopped_early, base_metrics=result.base_metrics,
         metrics=result.metrics, skipped_images=result.skipped_images, processes=result.processes,
+        beats_base=result.beats_base, difference=result.comparison, intervals=result.intervals,
+        test={"n": result.test_size, "base_metrics": result.base_test_metrics, "metrics": result.test_metrics}
+        if result.test_size else None,
+        notes=result.notes,
     )
 
 
@@ -252,7 +284,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         emit_json({"command": "eval", "exit_code": EXIT_OK, "cancelled": False, "model": args.model,
                    "seconds": round(time.monotonic() - COMMAND_STARTED, 3),
                    "adapter": args.adapter, "val_ratio": args.val_ratio, "seed": args.seed,
-                   "metrics": result.metrics, "problems": list(result.skipped)})
+                   "split": result.split, "version": result.version,
+                   "metrics": result.metrics, "intervals": result.intervals,
+                   "scored": result.metrics.get("n", 0), "train_overlap_count": len(result.train_overlap),
+                   "train_overlap": result.train_overlap, "held_out_metrics": result.held_out_metrics,
+                   "held_out_intervals": result.held_out_intervals,
+                   "warnings": list(result.warnings), "problems": list(result.skipped)})
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     split = result.split
@@ -261,7 +298,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"seed {split['seed']})")
     if result.train_overlap:
         print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
-    print(_metrics_table([(title[-14:], result.metrics)]))
+    print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
+    print("(in brackets: 95 % bootstrap intervals over the scored photos)")
+    if result.held_out_metrics is not None:
+        print(f"Held-out photos alone ({result.held_out_metrics['n']}):")
+        print(_metrics_table([(title[-30:], result.held_out_metrics)], [result.held_out_intervals or {}]))
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print_problems(result.skipped)
@@ -303,7 +344,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                                "versions": [
                         {"name": v.name, "active": bool(v.is_active), "method": v.method,
                          "base_model": (v.config or {}).get("trained_from", v.base_model),
-                         "metrics": (v.metrics or {}).get("trained", {}), "created_at": v.created_at}
+                         "metrics": (v.metrics or {}).get("trained", {}),
+                         "beats_base": (v.metrics or {}).get("beats_base"), "created_at": v.created_at}
                         for v in rows]})
                     return EXIT_OK
                 print(f"Current model: {now.describe()}")

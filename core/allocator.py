@@ -5,15 +5,14 @@ A BLIP-base batch on the CPU allocates and frees hundreds of large activation te
 serves every allocation above its mmap threshold (at most 32 MB, 128 kB at start) with a
 fresh ``mmap`` and gives it back with ``munmap`` on free, and it trims the top of the heap
 as soon as more than twice that threshold is free there.  Each new block is then zeroed
-by the kernel page by page on first touch: measured here, ~500,000 minor page faults per
-batch of 8 captions (about 2 GB of memory re-faulted), which cost 10-20 % of the batch
-time on this VM.  PyTorch has no caching allocator for the CPU; its performance guides
+by the kernel page by page on first touch, a noticeable share of the batch time (see
+docs/optimization-notes.md, "glibc malloc tuning").  PyTorch has no caching allocator for the CPU; its performance guides
 suggest preloading jemalloc or tcmalloc, which a desktop app cannot ask of its users.
 
 :func:`keep_freed_memory` asks glibc, through ``mallopt``, to serve large blocks from the
 heap (``M_MMAP_MAX = 0``) and to keep up to :data:`TRIM_THRESHOLD` of free memory at the
 top of the heap (``M_TRIM_THRESHOLD``), so the next batch reuses the pages the previous
-one freed: page faults per batch drop to under a hundred.  The settings are process-wide
+one freed.  The settings are process-wide
 and only change *when* memory goes back to the OS, never what a computation returns.
 :func:`release_free_memory` (``malloc_trim``) hands the free pages back when a job ends,
 so an idle app does not sit on the peak of its last batch.

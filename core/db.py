@@ -6,8 +6,8 @@ operation opens a short-lived session:
 * :meth:`Database.read` — a deferred transaction (WAL readers never block the writer);
 * :meth:`Database.write` — ``BEGIN IMMEDIATE``: the write lock is taken up front, so two
   threads that both read-then-write wait on ``busy_timeout`` instead of one failing with
-  "database is locked" when it tries to upgrade its read lock (measured here: 511 of 600
-  such transactions failed with deferred BEGIN, none with IMMEDIATE).
+  "database is locked" when it tries to upgrade its read lock (see
+  docs/optimization-notes.md, "SQLite write transactions").
 
 Python 3.11's sqlite3 module starts transactions on its own in a way SQLAlchemy cannot
 steer, so the driver is put in autocommit mode (``isolation_level=None``) and the

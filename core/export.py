@@ -18,7 +18,12 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     captions: ``images`` + ``annotations``; ``file_name`` relative to the split folder).
 ``sidecar``
     the images in ``train/`` / ``validation/``, each with a caption file of the same stem
-    (``.txt`` or ``.caption``) as kohya sd-scripts and OneTrainer read them.
+    (``.txt`` or ``.caption``).  *consumer* (CLI ``--for onetrainer|ai-toolkit|kohya``)
+    applies that trainer's discovery rules (:data:`CONSUMERS`): sub-folders flattened as
+    ``album__photo.jpg`` where it does not recurse (*flatten*), formats it does not read
+    converted (*convert_to*, ``png`` by default, named ``anim.gif.png``), and every image it
+    would still skip is one warning.  *variants* writes the caption's variants (kept by
+    ``import sidecar --lines-as-variants``) one per line, as OneTrainer reads them.
 ``kohya``
     the layout kohya sd-scripts discovers: ``train/<repeats>_captions/`` and
     ``validation/1_captions/`` holding every image directly (sub-folders flattened as
@@ -72,7 +77,7 @@ from core import __version__, ownership
 from core.db import Database
 from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
-from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress, not_counted
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, outdated_phrase, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -160,8 +165,9 @@ class CaptionedImage:
 
 # "is_current + 0" rather than "is_current = 1": on the bare column SQLite picks the
 # (is_current, source) index, reads every current caption and sorts them again for each
-# chunk of the keyset pagination below (quadratic: 4.1 s to stream 50 000 images).  With the
-# expression it walks images by id and looks each caption up by image_id (1.0 s).
+# chunk of the keyset pagination below (quadratic in the library's size).  With the
+# expression it walks images by id and looks each caption up by image_id (see
+# docs/optimization-notes.md, "Streaming an export").
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
@@ -291,30 +297,22 @@ class ExportStats(JobStats):
     missing: int = 0
     errors: int = 0
     #: Images in scope left out because their picture changed since they were captioned.
-    outdated: int = 0
+    outdated: int = not_counted()
+    #: Exported images the trainer named with ``--for`` would not find (each is a warning).
+    unread: int = 0
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "exported": self.exported,
-            "train": self.train,
-            "validation": self.validation,
-            "converted": self.converted,
-            "skipped": self.skipped,
-            "missing": self.missing,
-            "errors": self.errors,
-        }
 
     def summary(self) -> str:
         outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""
         if self.cancelled or self.out is None:
             return super().summary() + outdated
         converted = f"; {self.converted} converted to JPEG" if self.converted else ""
+        unread = f"; {self.unread} the trainer would not find (see the warnings)" if self.unread else ""
         return (
             f"Exported {count_phrase(self.exported, 'image', 'images')} to {self.out} "
             f"(train {self.train}, validation {self.validation}{converted}); "
-            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped{outdated}"
+            f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped{outdated}{unread}"
         )
 
 
@@ -492,17 +490,21 @@ def _prepare_image(path: Path, width: int | None, height: int | None) -> _Prepar
     return _PreparedImage(path.read_bytes(), False, width, height)
 
 
-def converted_image_name(name: str, *, kohya: bool = False) -> str:
+def converted_image_name(
+    name: str, *, kohya: bool = False, consumers: Collection[Consumer] = (), convert_to: str = "png"
+) -> str:
     """*name* with the suffix of the format the export converts it to appended, if any.
 
-    ``IMG_1.HEIC`` becomes ``IMG_1.HEIC.jpg``; in the kohya layout a format sd-scripts
-    does not read also becomes PNG (``scan.tif.png``).  Keeping the original name inside
-    is what lets :func:`library_name_candidates` lead an import back to the photo.
+    ``IMG_1.HEIC`` becomes ``IMG_1.HEIC.jpg``; a format one of *consumers* (with *kohya*:
+    sd-scripts) does not read also becomes *convert_to* (``scan.tif.png``).  Keeping the
+    original name inside is what lets :func:`library_name_candidates` lead an import back.
     """
     if PurePosixPath(name).suffix.lower() in CONVERT_TO_JPEG:
         name += ".jpg"
-    if kohya and PurePosixPath(name).suffix not in KOHYA_IMAGE_EXTENSIONS:
-        name += ".png"
+    if kohya:
+        consumers = (*consumers, CONSUMERS["kohya"])
+    if any(not consumer.reads_suffix(PurePosixPath(name).suffix) for consumer in consumers):
+        name += f".{convert_to}"
     return name
 
 
@@ -520,9 +522,8 @@ def library_name_candidates(name: str) -> list[str]:
     path = PurePosixPath(name)
     inner = PurePosixPath(path.stem).suffix
     candidates = [name]
-    if (path.suffix.lower() == ".jpg" and inner.lower() in CONVERT_TO_JPEG) or (
-        path.suffix == ".png" and inner.lower() in IMAGE_EXTENSIONS and inner not in KOHYA_IMAGE_EXTENSIONS
-    ):
+    # A conversion appends .jpg or .png to a name in another format (never x.png.png).
+    if path.suffix in CONVERTED_SUFFIXES and inner.lower() in IMAGE_EXTENSIONS and inner != path.suffix:
         candidates.append(str(path.with_name(path.stem)))
     for candidate in list(candidates):
         folder, _, file_name = candidate.rpartition("/")
@@ -530,6 +531,67 @@ def library_name_candidates(name: str) -> list[str]:
             unflattened = file_name.replace(KOHYA_FOLDER_SEPARATOR, "/")
             candidates.append(f"{folder}/{unflattened}" if folder else unflattened)
     return candidates
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """Which images a training tool finds in the folder it is given, and their captions.
+
+    Each is its dataset loader's rule, as written in its source (quoted at each entry of
+    :data:`CONSUMERS`); tests/test_interchange.py runs the same rules on real exports.
+    """
+
+    key: str
+    label: str
+    #: Image suffixes it reads.
+    extensions: frozenset[str]
+    #: Whether the suffix must match in one of the spellings listed (sd-scripts' glob).
+    case_sensitive: bool
+    #: Whether it looks into sub-folders.
+    recursive: bool
+    #: Caption files it reads (``<stem><extension>`` beside the image).
+    caption_extensions: tuple[str, ...]
+    #: Sub-folders it leaves out even when it recurses.
+    skipped_folders: frozenset[str] = frozenset()
+
+    def reads_suffix(self, suffix: str) -> bool:
+        return (suffix if self.case_sensitive else suffix.lower()) in self.extensions
+
+    def skip_reason(self, name: str) -> str | None:
+        """Why the tool would not find *name* (relative to its folder), or None."""
+        path = PurePosixPath(name)
+        if len(path.parts) > 1 and not self.recursive:
+            return "it does not look into sub-folders (leave out --no-flatten)"
+        if self.skipped_folders.intersection(path.parts[:-1]):
+            return f"it leaves out {'/'.join(sorted(self.skipped_folders))} folders (use --flatten)"
+        if not self.reads_suffix(path.suffix):
+            return f"it does not read {path.suffix or 'extensionless'} files (use --convert-to png)"
+        return None
+
+
+#: What an export converts a format a trainer does not read to (``png`` is lossless).
+CONVERT_TO_CHOICES = ("png", "jpg")
+CONVERTED_SUFFIXES = tuple(f".{choice}" for choice in CONVERT_TO_CHOICES)
+#: What sd-scripts' ``glob_images`` finds (library/train_util.py ``IMAGE_EXTENSIONS``,
+#: matched on the exact suffix in those spellings).
+KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
+CONSUMERS: dict[str, Consumer] = {
+    # sd-scripts library/train_util.py: glob_images(dir, "*" + ext) per IMAGE_EXTENSIONS, no
+    # recursion in a subset's image_dir, caption <stem><caption_extension>.
+    "kohya": Consumer("kohya", "kohya sd-scripts", frozenset(KOHYA_IMAGE_EXTENSIONS), True, False, CAPTION_EXTENSIONS),
+    # OneTrainer modules/util/path_util.py SUPPORTED_IMAGE_EXTENSIONS (lower-cased suffix);
+    # ConceptConfig defaults include_subdirectories=False, text prompt_source "sample" (<stem>.txt).
+    "onetrainer": Consumer(
+        "onetrainer", "OneTrainer", frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}),
+        False, False, (".txt",),
+    ),
+    # ai-toolkit toolkit/data_loader.py: image_extensions, os.walk of folder_path (lower-cased
+    # suffix), files in a _controls folder removed; caption_ext "txt" by default.
+    "ai-toolkit": Consumer(
+        "ai-toolkit", "ai-toolkit", frozenset({".jpg", ".jpeg", ".png", ".webp"}), False, True, (".txt",),
+        frozenset({"_controls"}),
+    ),
+}
 
 
 def export_caption_line(text: str) -> str:
@@ -628,6 +690,30 @@ class _Item:
     name: str
     text: str
     prepared: _PreparedImage
+    #: Further caption variants, written one per line after *text* (sidecar ``--variants``).
+    variants: tuple[str, ...] = ()
+
+
+def _image_data(item: _Item) -> bytes:
+    """The bytes to write as *item.name*: the prepared ones, or the photo converted to the
+    format the export named it in (``scan.tif.png``, ``anim.gif.jpg``)."""
+    target = PurePosixPath(item.name).suffix.lower()
+    if item.prepared.converted or target == item.image.path.suffix.lower():
+        return item.prepared.data
+    rgb = load_rgb(item.image.path)  # 16-bit scaled, upright
+    buffer = io.BytesIO()
+    if target == ".jpg":
+        icc = _icc_profile(item.image.path)
+        rgb.save(buffer, "JPEG", quality=CONVERTED_JPEG_QUALITY, **({"icc_profile": icc} if icc else {}))
+    else:
+        rgb.save(buffer, "PNG")  # lossless
+    return buffer.getvalue()
+
+
+def _caption_file_text(item: _Item) -> str:
+    """One caption per line: the caption, then its variants (trainers read the first line,
+    or one line per step as OneTrainer does)."""
+    return "\n".join(export_caption_line(text) for text in (item.text, *item.variants))
 
 
 class _Writer(Protocol):
@@ -801,9 +887,8 @@ class _SidecarWriter:
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / item.name
-        _write_bytes(image_path, item.prepared.data)
-        one_line = export_caption_line(item.text)
-        _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
+        _write_bytes(image_path, _image_data(item))
+        _write_bytes(image_path.with_suffix(self.caption_extension), _caption_file_text(item).encode("utf-8"))
 
     def close(self) -> None:
         pass
@@ -894,9 +979,6 @@ class _ParquetWriter:
                 raise failures[0]
 
 
-#: What sd-scripts' ``glob_images`` finds (library/train_util.py ``IMAGE_EXTENSIONS``,
-#: matched on the exact suffix in those spellings).
-KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
 KOHYA_CONCEPT = "captions"
 KOHYA_FOLDER_SEPARATOR = "__"
 DEFAULT_KOHYA_REPEATS = 1
@@ -918,18 +1000,13 @@ class _KohyaWriter:
     @staticmethod
     def dataset_name(wanted: str) -> str:
         """Flat (sd-scripts does not recurse), with a suffix sd-scripts reads."""
-        return converted_image_name(kohya_flat_name(wanted), kohya=True)
+        layout = export_layout("kohya")
+        return layout.name(wanted) if layout is not None else wanted
 
     def add(self, item: _Item) -> None:
         image_path = self.root / item.split / self.folders[item.split] / item.name
-        data = item.prepared.data
-        if PurePosixPath(item.name).suffix.lower() != item.image.path.suffix.lower() and not item.prepared.converted:
-            buffer = io.BytesIO()
-            load_rgb(item.image.path).save(buffer, "PNG")  # lossless; 16-bit scaled, upright
-            data = buffer.getvalue()
-        _write_bytes(image_path, data)
-        one_line = export_caption_line(item.text)
-        _write_bytes(image_path.with_suffix(self.caption_extension), one_line.encode("utf-8"))
+        _write_bytes(image_path, _image_data(item))
+        _write_bytes(image_path.with_suffix(self.caption_extension), _caption_file_text(item).encode("utf-8"))
         self.used.add(item.split)
 
     def close(self) -> None:
@@ -958,6 +1035,71 @@ class _KohyaWriter:
             f"  num_repeats = {self.repeats['train']}\n"
         )
         (self.root / "dataset_train.toml").write_text(config, encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a sidecar or kohya export names its images, and the trainer that checks them."""
+
+    flatten: bool = False
+    #: Formats any of these does not read are converted to *convert_to*.
+    consumers: tuple[Consumer, ...] = ()
+    convert_to: str = "png"
+    #: The trainer named with ``--for``: each image it would still skip is one warning.
+    consumer: Consumer | None = None
+    variants: bool = False
+
+    def name(self, wanted: str) -> str:
+        if self.flatten:
+            wanted = kohya_flat_name(wanted)
+        return converted_image_name(wanted, consumers=self.consumers, convert_to=self.convert_to)
+
+
+#: The formats that write images beside caption files: the ones --for and its options shape.
+LAYOUT_FORMATS = ("sidecar", "kohya")
+
+
+def export_layout(
+    fmt: str, *, consumer: str | None = None, flatten: bool | None = None, convert_to: str | None = None,
+    caption_extension: str = ".txt", variants: bool = False,
+) -> _Layout | None:
+    """The layout these options give, with the defaults *consumer* sets; ExportError if they
+    cannot work together.  None for formats without caption files."""
+    if consumer is not None and consumer not in CONSUMERS:
+        raise ExportError(f"unknown trainer {consumer!r}; choose one of {', '.join(CONSUMERS)}")
+    if convert_to is not None and convert_to not in (*CONVERT_TO_CHOICES, "none"):
+        raise ExportError(f"--convert-to must be one of {', '.join(CONVERT_TO_CHOICES)} or none, not {convert_to!r}")
+    if fmt not in LAYOUT_FORMATS:
+        if consumer is not None or flatten is not None or convert_to is not None or variants:
+            raise ExportError(
+                "--for, --flatten, --convert-to and --variants are options of the sidecar and kohya formats"
+            )
+        return None
+    if fmt == "kohya" and (flatten is False or convert_to == "none"):
+        raise ExportError("the kohya layout is always flat and in formats sd-scripts reads")
+    if fmt == "kohya" and variants:
+        raise ExportError("sd-scripts reads one caption per file: --variants is for the sidecar format (OneTrainer)")
+    named = CONSUMERS.get(consumer) if consumer is not None else None
+    if named is not None and caption_extension not in named.caption_extensions:
+        raise ExportError(
+            f"{named.label} reads captions from {' or '.join(named.caption_extensions)} files only; "
+            "leave out --caption-extension"
+        )
+    consumers = [CONSUMERS["kohya"]] if fmt == "kohya" else []
+    if convert_to != "none":
+        if named is not None:
+            consumers.append(named)
+        elif convert_to is not None:
+            consumers.extend(CONSUMERS.values())  # no trainer named: what every one of them reads
+    if fmt == "kohya":
+        flatten = True
+    elif flatten is None:
+        # Flat for every named trainer: even one that recurses leaves some folders out (ai-toolkit's _controls).
+        flatten = named is not None
+    return _Layout(
+        flatten=flatten, consumers=tuple(dict.fromkeys(consumers)),
+        convert_to=convert_to if convert_to in CONVERT_TO_CHOICES else "png", consumer=named, variants=variants,
+    )
 
 
 def _make_writer(fmt: str, root: Path, caption_extension: str) -> _Writer:
@@ -1024,6 +1166,10 @@ def export_dataset(
     val_ratio: float = DEFAULT_VAL_RATIO,
     seed: int = DEFAULT_SEED,
     caption_extension: str = ".txt",
+    consumer: str | None = None,
+    flatten: bool | None = None,
+    convert_to: str | None = None,
+    variants: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
@@ -1034,7 +1180,8 @@ def export_dataset(
     export to those images (a selection, or the ids of a filter).  Raises :class:`ExportError` for
     options that cannot work (before anything is written).  Returns stats; ``out`` is
     None when the export was cancelled or nothing qualified, and then nothing exists at
-    *out*.  The run is recorded as an ``export`` job.
+    *out*.  The run is recorded as an ``export`` job.  *consumer*, *flatten*, *convert_to*
+    and *variants* shape the sidecar and kohya layouts (see :func:`export_layout`).
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -1044,6 +1191,10 @@ def export_dataset(
         val_ratio = validate_val_ratio(val_ratio)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
+    layout = export_layout(
+        fmt, consumer=consumer, flatten=flatten, convert_to=convert_to, caption_extension=caption_extension,
+        variants=variants,
+    )
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -1062,6 +1213,8 @@ def export_dataset(
         "folder": str(folder) if folder is not None else None,
         "image_ids": len(image_ids) if image_ids is not None else None,
         "val_ratio": val_ratio, "seed": seed, "caption_extension": caption_extension,
+        "for": consumer, "flatten": layout.flatten if layout else None,
+        "convert_to": convert_to, "variants": variants,
     }
     total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
     root_labels = _root_labels(db, only, folder_filter, image_ids)
@@ -1077,7 +1230,7 @@ def export_dataset(
                 db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,
                 val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
-                total=total, cancel=cancel,
+                total=total, cancel=cancel, layout=layout,
             )
             if stats.cancelled or stats.exported == 0:
                 staging.discard()
@@ -1110,6 +1263,7 @@ def _run_export(
     caption_extension: str,
     total: int,
     cancel: CancelToken,
+    layout: _Layout | None = None,
 ) -> None:
     stats = run.stats
     writer = _make_writer(fmt, root, caption_extension)
@@ -1128,7 +1282,8 @@ def _run_export(
                 stats.cancelled = True
                 break
             done += 1
-            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed)
+            variants = _variant_texts(db, image) if layout is not None and layout.variants else ()
+            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed, layout, variants)
             run.progress(done, total, f"Exporting {fmt}")
     except BaseException:
         # The export is discarded; closing may fail for the same reason (a full disk)
@@ -1143,6 +1298,28 @@ def _run_export(
     run.progress(done, total, "Export cancelled" if stats.cancelled else "Export finished", force=True)
 
 
+def _variant_texts(db: Database, image: CaptionedImage) -> tuple[str, ...]:
+    """The other variants imported with *image*'s caption (``import sidecar --lines-as-variants``),
+    in their file's order, without the current caption's text."""
+    index = func.json_extract(Caption.settings, "$.index")
+    query = (
+        select(Caption.text)
+        .where(Caption.image_id == image.image_id, Caption.id != image.caption_id)
+        .where(func.json_extract(Caption.settings, "$.variants") == 1, index > 0)
+        .order_by(index, Caption.id)
+    )
+    with db.read() as session:
+        texts = list(session.scalars(query))
+    seen = {export_caption_line(image.text)}
+    result = []
+    for text in texts:
+        line = export_caption_line(text)
+        if line and line not in seen:
+            seen.add(line)
+            result.append(text)
+    return tuple(result)
+
+
 def _export_one(
     image: CaptionedImage,
     writer: _Writer,
@@ -1151,6 +1328,8 @@ def _export_one(
     root_labels: dict[int, str],
     val_ratio: float,
     seed: int,
+    layout: _Layout | None = None,
+    variants: tuple[str, ...] = (),
 ) -> None:
     """Export one image, or count and note why it was left out."""
     text = image.text.strip()
@@ -1187,18 +1366,21 @@ def _export_one(
         stats.errors += 1
         stats.problems.append(f"{path}: {exc}")
         return
-    if isinstance(writer, _KohyaWriter):
-        wanted_name = writer.dataset_name(wanted_name)
+    if layout is not None:
+        wanted_name = layout.name(wanted_name)
     split = assign_split(image.split_key, val_ratio, seed)
     name = allocators[split].allocate(wanted_name)
     try:
-        writer.add(_Item(image, split, name, text, prepared))
+        writer.add(_Item(image, split, name, text, prepared, variants))
     except OSError as exc:
         # The output side failed (disk full, permissions): stop, the dataset would be incomplete.
         where = f" ({_export_relative(exc.filename)})" if getattr(exc, "filename", None) else ""
         raise ExportError(f"cannot write the dataset{where}: {exc.strerror or exc}") from exc
     stats.exported += 1
     stats.converted += prepared.converted
+    if layout is not None and layout.consumer is not None and (reason := layout.consumer.skip_reason(name)):
+        stats.unread += 1
+        stats.problems.append(f"{path}: {layout.consumer.label} would not find it as {split}/{name}: {reason}")
     if split == "train":
         stats.train += 1
     else:

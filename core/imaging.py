@@ -6,8 +6,8 @@
 * every mode becomes correct 8-bit RGB: 16-bit greyscale is scaled (Pillow's own
   ``convert`` saturates it to white), CMYK converted, transparency composited on white,
   animations give their first frame;
-* JPEGs wanted at a small size are decoded with ``draft`` (DCT scaling, ~7x faster on a
-  12 MP photo, measured in ../shared/ml-stack-notes.md);
+* JPEGs wanted at a small size are decoded with ``draft`` (DCT scaling: far less work
+  than a full decode; see docs/optimization-notes.md, "JPEG draft decode");
 * a decompression bomb, a truncated or corrupt file raises :class:`ImageDecodeError`
   with a message meant for the user — never a half-grey image passed on silently.
 
@@ -60,8 +60,8 @@ _TRANSPARENT_BACKGROUND = (255, 255, 255)
 #: JPEGs for a model are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both
 #: sides at least this fraction of the model's input size.  The processor resizes to the
 #: input size anyway; allowing a slight (< 1/0.85) upscale lets a 4:3 photo use the next
-#: smaller scale.  Measured here: BLIP-base on 2000x1500 JPEGs, 0.997 -> 1.21 img/s end
-#: to end, because decode threads compete with torch for the same two cores.
+#: smaller scale, which pays off because decode threads compete with torch for the same
+#: cores (see docs/optimization-notes.md, "JPEG draft decode").
 DRAFT_FRACTION = 0.85
 #: Draft size used when the model's input size is unknown.
 DEFAULT_DRAFT_SIZE = 448
@@ -150,8 +150,9 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
 def probe_head(head: bytes) -> ImageInfo | None:
     """Size and format of a JPEG or PNG from its first bytes; None when unsure.
 
-    Pillow's JPEG header parser costs ~100 µs a file in Python; this reads the few
-    bytes it needs in a few µs, which matters when first-scanning 100 000 photos.
+    Pillow's JPEG header parser is slow in Python next to reading the few bytes this
+    needs, which matters when first-scanning 100 000 photos (see
+    docs/optimization-notes.md, "Header probe").
     Anything unusual returns None and the caller falls back to :func:`probe`.
     """
     if head.startswith(b"\xff\xd8\xff"):

@@ -178,19 +178,9 @@ class ImportStats(JobStats):
     made_current: set[int] = field(default_factory=set, repr=False)
 
     def counts(self) -> dict[str, int]:
-        return {
-            "rows": self.rows,
-            "imported": self.imported,
-            "current": self.current,
-            "replaced": self.replaced,
-            "kept_human": self.kept_human,
-            "unchanged": self.unchanged,
-            "unmatched": self.unmatched,
-            "ambiguous": self.ambiguous,
-            # Every problem is a row or file that could not be used: a failed item, whether
-            # the reader counted it as an error or only reported it and skipped it.
-            "errors": max(self.errors, len(self.problems)),
-        }
+        # Every problem is a row or file that could not be used: a failed item, whether
+        # the reader counted it as an error or only reported it and skipped it.
+        return {**super().counts(), "errors": max(self.errors, len(self.problems))}
 
     def note_unmatched(self, name: str, *, ambiguous: bool = False) -> None:
         if ambiguous:
@@ -321,8 +311,12 @@ def _unique_captions(texts: Iterable[Any]) -> list[str]:
     return result
 
 
-def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
-    """``photo.txt`` / ``photo.caption`` beside each image under *src*."""
+def read_sidecars(src: Path, stats: ImportStats, *, lines_as_variants: bool = False) -> Iterator[CaptionGroup]:
+    """``photo.txt`` / ``photo.caption`` beside each image under *src*.
+
+    With *lines_as_variants* each line is one variant of the caption, as OneTrainer reads
+    the file: the first becomes the caption, the others join its history as variants.
+    """
     base = _source_root(src)
     for folder, files in _walk(src):
         # Compared as name_key: photo.jpg and its photo.txt may differ in Unicode form.
@@ -353,13 +347,14 @@ def read_sidecars(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                     stats.errors += 1
                     stats.problems.append(f"{caption_file}: {exc}")
                     break
-                texts = _unique_captions([text])
+                texts = _unique_captions(text.splitlines() if lines_as_variants else [text])
                 if texts:
                     yield CaptionGroup(
                         name=_relative(folder / image_name, src),
                         captions=texts,
                         origin=f"sidecar:{caption_file}",
                         image_file=folder / image_name if _inside(folder / image_name, base) else None,
+                        details={"variants": True} if lines_as_variants else {},
                     )
                 break  # .txt wins over .caption when both exist
         for name in files:
@@ -913,7 +908,7 @@ def _store_batch(
             if is_current:
                 current[image_id] = (text, caption_source)
         # Further captions (Flickr8k and COCO have five per image) only join the history:
-        # one bulk insert for the batch instead of an ORM flush per row (5x faster).
+        # one bulk insert for the batch instead of an ORM flush per row, which was far slower.
         history_rows: list[dict[str, Any]] = []
         for image_id, how, group in batch:
             verified = _group_verified(group, import_verified, honour_source)
@@ -950,7 +945,10 @@ def _store_batch(
                             stats.current += outcome == CURRENT
                             stats.made_current.add(image_id)
                         current[image_id] = (text, source)
-                elif key in known[image_id]:
+                elif key in known[image_id] or (
+                    # A variant the photo already has (from another export of it) is not added twice.
+                    group.details.get("variants") and any(k[0] == key[0] for k in known[image_id])
+                ):
                     stats.unchanged += 1
                     continue
                 else:
@@ -974,6 +972,7 @@ def import_captions(
     verified: bool = False,
     honour_source: bool = False,
     replace: bool = False,
+    lines_as_variants: bool = False,
     dry_run: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
@@ -981,8 +980,9 @@ def import_captions(
     """Import captions from *src* in format *fmt* into *library* (see the module doc).
 
     With *replace* the imported captions are a person's (verified) and replace a person's
-    current caption.  With *dry_run* nothing is written and no job is recorded: the stats
-    count what the import would do.  Raises :class:`CaptionImportError` when *src* is not
+    current caption.  *lines_as_variants* (sidecar only) reads each line of a caption file as
+    one variant (see :func:`read_sidecars`).  With *dry_run* nothing is written and no job is
+    recorded: the stats count what the import would do.  Raises :class:`CaptionImportError` when *src* is not
     such a source.  Batches are committed as they go: a cancelled import keeps what it
     stored.  Recorded as an ``import`` job.
     """
@@ -994,10 +994,12 @@ def import_captions(
         raise CaptionImportError(f"not found: {source}")
     if not source.is_dir() and (problem := regular_file_problem(source)) is not None:
         raise CaptionImportError(f"cannot import {source}: {problem}")
+    if lines_as_variants and fmt != "sidecar":
+        raise CaptionImportError("--lines-as-variants is an option of the sidecar format")
     verified = verified or replace  # a replacement is a person's edit made elsewhere
     stats = ImportStats(format=fmt, verified=verified, replace=replace, dry_run=dry_run)
     db: Database = library.db
-    groups = reader(source, stats)
+    groups = read_sidecars(source, stats, lines_as_variants=True) if lines_as_variants else reader(source, stats)
     # Read the first group before recording a job: a source that is not of this format
     # is the user's mistake (CaptionImportError), not a failed job.
     first = next(groups, None)
@@ -1050,6 +1052,7 @@ def import_captions(
         return stats
     params = {
         "format": fmt, "src": str(source), "verified": verified, "honour_source": honour_source, "replace": replace,
+        "lines_as_variants": lines_as_variants,
     }
     with library.job("import", params, stats, progress) as run:
         import_all(run.progress)

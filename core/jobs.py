@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 
@@ -85,13 +85,29 @@ def count_phrase(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else (many if many is not None else one)}"
 
 
+#: Field metadata key naming how :meth:`JobStats.counts` reports an ``int`` field: False
+#: leaves it out (bookkeeping such as a batch size), a string reports it under that name.
+COUNT = "count"
+
+
+def not_counted(default: int = 0) -> Any:
+    """An ``int`` field that :meth:`JobStats.counts` leaves out."""
+    return field(default=default, metadata={COUNT: False})
+
+
+def counted_as(key: str, default: int = 0) -> Any:
+    """An ``int`` field that :meth:`JobStats.counts` reports under *key*."""
+    return field(default=default, metadata={COUNT: key})
+
+
 @dataclass(kw_only=True)
 class JobStats:
     """What every job's result has in common; each job's stats class derives from it.
 
-    Subclasses add their counters and say which ones :meth:`counts` reports (the progress
-    bar's counters and the job record's checkpoint).  :meth:`summary` is the one line the
-    CLI prints and the GUI shows in its status bar.
+    Subclasses add their counters as ``int`` fields: :meth:`counts` reports every one of
+    them in declaration order (the progress bar's counters and the job record's
+    checkpoint), except those declared with :func:`not_counted`.  :meth:`summary` is the
+    one line the CLI prints and the GUI shows in its status bar.
     """
 
     #: How the summary line names the job ("Scan", "Captioning", ...).
@@ -104,11 +120,11 @@ class JobStats:
     #: Human-readable notes about what went wrong with single items (files, rows...).
     problems: list[str] = field(default_factory=list)
     #: The ``jobs`` record this run wrote (0 when it ran without one).
-    job_id: int = 0
+    job_id: int = not_counted()
 
     def counts(self) -> dict[str, int]:
-        """The job's counters, in display order."""
-        return {}
+        """The job's counters, in display order: its ``int`` fields, as declared."""
+        return {key: getattr(self, name) for name, key in _counters(type(self))}
 
     def summary_counts(self) -> dict[str, int]:
         """The counters the summary line shows (by default :meth:`counts`)."""
@@ -119,6 +135,21 @@ class JobStats:
         parts = [count_phrase(n, *self.LABELS.get(key, (key, key))) for key, n in self.summary_counts().items()]
         state = "cancelled" if self.cancelled else "finished"
         return f"{self.TITLE} {state}" + (": " + ", ".join(parts) if parts else "")
+
+
+_COUNTERS: dict[type, list[tuple[str, str]]] = {}
+
+
+def _counters(cls: type) -> list[tuple[str, str]]:
+    """``(field name, reported key)`` of *cls*'s counters, worked out once per class."""
+    if cls not in _COUNTERS:
+        # Annotations are strings under ``from __future__ import annotations``; bool
+        # (an int subclass) and ``int | None`` fields are not counters.
+        _COUNTERS[cls] = [
+            (f.name, f.metadata.get(COUNT) or f.name) for f in fields(cls)
+            if f.type in (int, "int") and f.metadata.get(COUNT, True) is not False
+        ]
+    return _COUNTERS[cls]
 
 
 #: How many problems the job record keeps in its message.

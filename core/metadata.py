@@ -12,7 +12,10 @@ Where a caption goes, per the Metadata Working Group's guidance:
   ``problems``): the old text is not lost silently.
 
 Sidecar names (``SIDECAR_NAMINGS``): ``full`` = ``photo.jpg.xmp`` (digiKam, darktable),
-``stem`` = ``photo.xmp`` (Lightroom, exiftool; the default, ``DEFAULT_SIDECAR_NAMING``).
+``stem`` = ``photo.xmp`` (Lightroom, Capture One, exiftool), and the default ``auto``
+(``DEFAULT_SIDECAR_NAMING``): ``stem`` for camera RAW files, ``full`` for everything else,
+since Lightroom reads sidecars only of RAW files (it reads a JPEG's, TIFF's, PNG's metadata
+inside the file) while digiKam and darktable look for ``photo.heic.xmp``.
 A RAW+JPEG pair (``IMG_2.CR2`` + ``IMG_2.JPG``) shares a stem, and Lightroom's
 ``IMG_2.xmp`` belongs to the RAW: a stem-named sidecar is therefore only used (written
 or read) for an image no other file shares the stem with; otherwise the full name is.
@@ -80,9 +83,10 @@ SIDECAR_SUFFIX = ".xmp"
 #: An XMP sidecar larger than this is not read: real ones hold kilobytes, and the whole
 #: packet is read into memory.
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024
-#: ``stem``: ``photo.xmp``; ``full``: ``photo.jpg.xmp`` (see the module doc).
-SIDECAR_NAMINGS = ("stem", "full")
-DEFAULT_SIDECAR_NAMING = "stem"
+#: ``auto``: ``stem`` for RAW files, else ``full``; ``stem``: ``photo.xmp``; ``full``:
+#: ``photo.jpg.xmp`` (see the module doc).
+SIDECAR_NAMINGS = ("auto", "stem", "full")
+DEFAULT_SIDECAR_NAMING = "auto"
 #: Camera RAW formats: not captioned, but they share a stem (and Lightroom's sidecar) with
 #: the JPEG shot beside them.
 RAW_EXTENSIONS = frozenset({
@@ -183,11 +187,17 @@ def sidecar_path(image_path: Path | str, naming: str = DEFAULT_SIDECAR_NAMING) -
     *naming* ``full``: ``IMG_1.JPG.xmp``.  ``stem``: ``IMG_1.xmp`` — unless the full-name
     one already exists (it is updated, never duplicated), or another image or RAW file
     shares the stem (``IMG_1.CR2`` beside ``IMG_1.JPG``: ``IMG_1.xmp`` is the RAW's), in
-    which case the full name keeps them apart.
+    which case the full name keeps them apart.  ``auto``: ``stem`` for a RAW file, else
+    ``full`` — unless the image's own stem-named sidecar already exists (it is updated).
     """
     path = Path(image_path)
     full_name = path.with_name(path.name + SIDECAR_SUFFIX)
-    if validate_sidecar_naming(naming) == "full" or full_name.exists() or _shares_stem(path):
+    naming = validate_sidecar_naming(naming)
+    if naming == "auto":
+        # A stem sidecar written earlier is updated: two sidecars would contradict each other.
+        own_stem = not full_name.exists() and path.with_suffix(SIDECAR_SUFFIX).exists() and not _shares_stem(path)
+        naming = "stem" if own_stem or path.suffix.lower() in RAW_EXTENSIONS else "full"
+    if naming == "full" or full_name.exists() or _shares_stem(path):
         return full_name
     return path.with_suffix(SIDECAR_SUFFIX)
 
@@ -742,28 +752,16 @@ class MetadataWriteStats(JobStats):
 
     TITLE: ClassVar[str] = "Writing metadata"
 
+    #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
+    exif_descriptions_removed: int = 0
+    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
+    iptc_truncated: int = 0
     written: int = 0
     sidecars: int = 0
     unchanged: int = 0
     skipped: int = 0
     missing: int = 0
     errors: int = 0
-    #: Older EXIF ImageDescriptions removed for a non-ASCII caption (each named in problems).
-    exif_descriptions_removed: int = 0
-    #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
-    iptc_truncated: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "exif_descriptions_removed": self.exif_descriptions_removed,
-            "iptc_truncated": self.iptc_truncated,
-            "written": self.written,
-            "sidecars": self.sidecars,
-            "unchanged": self.unchanged,
-            "skipped": self.skipped,
-            "missing": self.missing,
-            "errors": self.errors,
-        }
 
     def summary(self) -> str:
         return (

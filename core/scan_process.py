@@ -1,9 +1,9 @@
 """Run a library scan in a child process (what the desktop app does).
 
 A scan of a large folder is Python-heavy (walking, stat, fingerprint bookkeeping,
-building rows).  In the GUI process it would compete for the GIL with every repaint:
-measured on a 2-core laptop, the window stalled for 100-500 ms at a time during a
-100k-file scan.  In a child process it costs the window nothing but CPU time.
+building rows).  In the GUI process it would compete for the GIL with every repaint and
+stall the window during a large scan (see docs/optimization-notes.md, "Scanning in a
+child process").  In a child process it costs the window nothing but CPU time.
 
 :func:`scan_in_subprocess` has the same contract as :meth:`core.library.Library.scan`
 (``progress``, ``cancel``, returns :class:`~core.scanner.ScanStats`): the child writes

@@ -48,7 +48,7 @@ from core.filenames import for_display, to_os, to_stored
 from core.fingerprint import fingerprint_and_head, image_data_key
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
 from core.inputs import describe_mode
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress, not_counted
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 
 #: Records written per transaction.
@@ -67,27 +67,18 @@ class ScanStats(JobStats):
         "errors": ("unreadable", "unreadable"),
     }
 
-    files_seen: int = 0
+    files_seen: int = not_counted()
     new: int = 0
     changed: int = 0
-    unchanged: int = 0
+    unchanged: int = not_counted()
     moved: int = 0
     missing: int = 0
     #: Captioned images whose picture changed at the same path (caption now in history).
-    outdated: int = 0
-    reappeared: int = 0
+    outdated: int = not_counted()
+    reappeared: int = not_counted()
     errors: int = 0
     #: The images counted in ``errors``: ``"path: reason"`` each (all of them).
     unreadable: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "new": self.new,
-            "changed": self.changed,
-            "moved": self.moved,
-            "missing": self.missing,
-            "errors": self.errors,
-        }
 
     def summary_counts(self) -> dict[str, int]:
         extra = {"changed since captioned": self.outdated} if self.outdated else {}

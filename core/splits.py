@@ -16,7 +16,16 @@ That gives the properties both features rely on:
 * **Duplicate-safe** — byte-identical copies share a fingerprint, so they always land
   on the same side and a duplicate can never leak from train into validation.
 
-Export (issue 5) and retraining (issue 6) must call :func:`assign_split` with the same
+**The test split.**  Training also keeps a *test* split that neither training nor the
+choice of the best epoch sees (:func:`assign_split3`): the images at the other end of the
+same position, ``u >= 1 - test_ratio``, are ``"test"`` - but only when at least
+``min_test`` (:data:`MIN_TEST`) images land there, so a small library keeps its
+train/validation split exactly as before and the numbers say plainly that there is no
+test split.  Validation membership never changes; only training images move to test
+(when the library grows past the threshold), and a higher test ratio only moves more of
+them (the thresholds nest from the top).
+
+Export and retraining must call :func:`assign_split` with the same
 ratio and seed to agree on which images are held out; do not re-implement it.
 
 What is hashed is the image's *split key*, ``images.split_key``.  The scanner sets it
@@ -37,7 +46,13 @@ import math
 
 TRAIN = "train"
 VALIDATION = "validation"
+TEST = "test"
 SPLITS = (TRAIN, VALIDATION)
+
+#: The share of images at the top of the split position kept as the test split.
+DEFAULT_TEST_RATIO = 0.1
+#: Fewest images a test split needs; below it its score would be mostly noise, so there is none.
+MIN_TEST = 30
 
 #: The held-out share used when the caller does not choose one.
 DEFAULT_VAL_RATIO = 0.1
@@ -66,3 +81,27 @@ def split_position(fingerprint: str, seed: int = DEFAULT_SEED) -> float:
 def assign_split(fingerprint: str, val_ratio: float, seed: int = DEFAULT_SEED) -> str:
     """``"validation"`` for about *val_ratio* of all fingerprints, ``"train"`` for the rest."""
     return VALIDATION if split_position(fingerprint, seed) < val_ratio else TRAIN
+
+
+def test_candidate(fingerprint: str, test_ratio: float, seed: int = DEFAULT_SEED) -> bool:
+    """Whether the image is in the test end of the positions (``u >= 1 - test_ratio``)."""
+    return test_ratio > 0 and split_position(fingerprint, seed) >= 1.0 - test_ratio
+
+
+def assign_split3(fingerprint: str, val_ratio: float, seed: int = DEFAULT_SEED, *,
+                  test_ratio: float = DEFAULT_TEST_RATIO, with_test: bool = True) -> str:
+    """``"validation"`` exactly as :func:`assign_split`; of the rest ``"test"`` for positions
+    ``>= 1 - test_ratio`` when *with_test* (the caller decided there are enough), else ``"train"``."""
+    split = assign_split(fingerprint, val_ratio, seed)
+    if split == TRAIN and with_test and test_candidate(fingerprint, test_ratio, seed):
+        return TEST
+    return split
+
+
+def validate_test_ratio(val_ratio: float, test_ratio: float) -> float:
+    """*test_ratio* if it is in [0, 1) and leaves room for training beside *val_ratio*; else ValueError."""
+    ratio = float(test_ratio)
+    if math.isnan(ratio) or not 0.0 <= ratio < 1.0 or val_ratio + ratio >= 1.0:
+        raise ValueError(f"the test ratio must be at least 0 and leave training photos beside the validation "
+                         f"ratio {val_ratio:g}, not {test_ratio}")
+    return ratio

@@ -1,4 +1,7 @@
-"""File → Export dataset…: the five formats of :mod:`core.export`, over the chosen images.
+"""File → Export dataset…: the formats of :mod:`core.export`, over the chosen images.
+
+For sidecar and kohya the trainer choice lays the dataset out so that trainer finds every
+image (:data:`core.export.CONSUMERS`), the first choice being OneTrainer.
 
 Before anything is written the dialog shows how many images each split would get
 (:func:`core.export.count_export_split`, on a worker thread, refreshed as the choices
@@ -51,9 +54,22 @@ FORMAT_DESCRIPTIONS = {
     "imagefolder": "Hugging Face imagefolder: train/ and validation/ with metadata.jsonl",
     "csv": "captions.csv (file name, caption, split, provenance) beside the image folders",
     "coco": "COCO captions JSON per split (annotations/captions_train.json …)",
-    "sidecar": "each image with a caption file of the same name (kohya, OneTrainer)",
+    "sidecar": "each image with a caption file of the same name: choose the trainer below",
     "parquet": "parquet files with the images inside (loads after the photos move)",
+    "kohya": "kohya sd-scripts: <repeats>_captions folders and a dataset_train.toml",
 }
+#: Trainers a sidecar/kohya export can be laid out for (core.export.CONSUMERS); "" keeps folders and formats.
+TRAINER_LABELS = {
+    "onetrainer": "OneTrainer (flat, formats it reads)",
+    "ai-toolkit": "ai-toolkit (flat, JPEG/PNG/WebP)",
+    "kohya": "kohya sd-scripts (flat, formats it reads)",
+    "": "Any tool (keep sub-folders and formats)",
+}
+#: Which format to pick for which trainer (README "Which export for which trainer").
+TRAINER_HELP = (
+    "OneTrainer, ai-toolkit: sidecar for that trainer. kohya sd-scripts: the kohya format "
+    "(or sidecar for kohya as a dataset config's image_dir)."
+)
 
 
 class ExportDialog(QDialog):
@@ -79,6 +95,10 @@ class ExportDialog(QDialog):
         self.format_help = lines_high(wrapped(""), 2)
         self.caption_extension = QComboBox()
         self.caption_extension.addItems(list(CAPTION_EXTENSIONS))
+        self.trainer = QComboBox()
+        for key, label in TRAINER_LABELS.items():
+            self.trainer.addItem(label, key)
+        self.variants = QCheckBox("Write caption variants one per line (OneTrainer)")
         self.verified_only = QRadioButton("Only captions a person wrote or accepted (verified)")
         self.all_captioned = QRadioButton("Every image with a caption (model captions too)")
         self.verified_only.setChecked(True)
@@ -108,7 +128,10 @@ class ExportDialog(QDialog):
         what = QFormLayout()
         what.addRow("Format", self.format)
         what.addRow("", self.format_help)
+        what.addRow("For trainer", self.trainer)
+        what.addRow("", wrapped(TRAINER_HELP))
         what.addRow("Caption files", self.caption_extension)
+        what.addRow("", self.variants)
         captions = QGroupBox("Captions")
         captions_layout = QVBoxLayout(captions)
         captions_layout.addWidget(self.verified_only)
@@ -143,6 +166,7 @@ class ExportDialog(QDialog):
         self._preview.finished.connect(self._on_preview)
         self._preview.failed.connect(lambda message, _detail: self._on_preview(message))
         self.format.currentIndexChanged.connect(self._format_changed)
+        self.trainer.currentIndexChanged.connect(self._format_changed)
         for signal in (self.verified_only.toggled, self.scope_picker.changed, self.val_ratio.valueChanged,
                        self.seed.valueChanged):
             signal.connect(self.refresh_summary)
@@ -167,7 +191,14 @@ class ExportDialog(QDialog):
     def _format_changed(self) -> None:
         fmt = self.format.currentData()
         self.format_help.setText(FORMAT_DESCRIPTIONS.get(fmt, ""))
-        self.caption_extension.setEnabled(fmt == "sidecar")
+        layout_format = fmt in ("sidecar", "kohya")
+        self.trainer.setEnabled(layout_format)
+        trainer = self.trainer.currentData()
+        # OneTrainer and ai-toolkit read .txt caption files only.
+        if trainer in ("onetrainer", "ai-toolkit"):
+            self.caption_extension.setCurrentText(".txt")
+        self.caption_extension.setEnabled(fmt == "sidecar" and trainer not in ("onetrainer", "ai-toolkit"))
+        self.variants.setEnabled(fmt == "sidecar")
 
     def choose_out(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into folder", start_folder("export"))
@@ -223,6 +254,9 @@ class ExportDialog(QDialog):
         fmt, only, key = self.format.currentData(), self.only(), self.scope_picker.key()
         ratio, seed = self.val_ratio.value(), self.seed.value()
         extension, overwrite = self.caption_extension.currentText(), self.overwrite.isChecked()
+        layout_format = fmt in ("sidecar", "kohya")
+        trainer = (self.trainer.currentData() or None) if layout_format else None
+        variants = fmt == "sidecar" and self.variants.isChecked()
         scope, library = self.scope_picker.scope, self.library
         self.show_button.setVisible(False)
 
@@ -230,7 +264,8 @@ class ExportDialog(QDialog):
             from core.export import export_dataset
 
             return export_dataset(library, fmt, out, only=only, val_ratio=ratio, seed=seed,
-                                  caption_extension=extension, overwrite=overwrite, progress=progress,
+                                  caption_extension=extension, consumer=trainer, variants=variants,
+                                  overwrite=overwrite, progress=progress,
                                   cancel=cancel, **scope.core_arguments(key, library))
 
         self.footer.set_running(True, f"Exporting {fmt}…")

@@ -298,8 +298,8 @@ class MainWindow(QMainWindow):
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
         self.grid.setWrapping(True)
         self.grid.setUniformItemSizes(True)
-        # Qt's static layout still visits every row (two Python rowCount() calls each:
-        # ~0.3 s for 100k); batched, it happens in slices between events and the first
+        # Qt's static layout still visits every row (two Python rowCount() calls each, a
+        # visible pause for 100k); batched, it happens in slices between events and the first
         # screenful paints right away.
         self.grid.setLayoutMode(QListView.LayoutMode.Batched)
         self.grid.setBatchSize(1000)

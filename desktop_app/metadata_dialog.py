@@ -51,13 +51,13 @@ def ask(parent: QWidget, text: str) -> bool:
 class MetadataDialog(QDialog):
     written = Signal(object)
 
-    def __init__(self, library: Any, scope: Scope, *, sidecar_naming: str = "stem",
+    def __init__(self, library: Any, scope: Scope, *, sidecar_naming: str = "auto",
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Write captions into photos")
         self.setFixedWidth(DIALOG_WIDTH)
         self.library = library
-        #: ``stem`` or ``full`` (Preferences → Sidecar names; core.metadata.SIDECAR_NAMINGS).
+        #: ``auto``, ``stem`` or ``full`` (Preferences → Sidecar names; core.metadata.SIDECAR_NAMINGS).
         self.sidecar_naming = sidecar_naming
         self.plan: Any = None
         self.stats: Any = None

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: The sidecar naming choices, as people know them (core.metadata.SIDECAR_NAMINGS).
 SIDECAR_NAMING_LABELS = {
-    "stem": "IMG_1.xmp (Lightroom, exiftool)",
+    "auto": "By file type: IMG_1.xmp for RAW, IMG_1.heic.xmp for others",
+    "stem": "IMG_1.xmp (Lightroom, Capture One: RAW files only)",
     "full": "IMG_1.jpg.xmp (digiKam, darktable)",
 }
 SIDECAR_NAMING_NOTE = (

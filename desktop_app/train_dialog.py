@@ -153,7 +153,7 @@ def plain_error(message: str) -> str:
 
 
 def verdict(base: dict[str, float], trained: dict[str, float]) -> tuple[bool, str]:
-    """Did the trained version beat the base on the held-out photos?  (beat, sentence)"""
+    """Point estimates only, for a result without the interval comparison: (beat, sentence)."""
     before, after = base.get(DECIDING_METRIC), trained.get(DECIDING_METRIC)
     if before is None or after is None:
         return False, "There were no held-out photos to compare the new version with the base model."
@@ -166,6 +166,22 @@ def verdict(base: dict[str, float], trained: dict[str, float]) -> tuple[bool, st
                        "or add more captions and train again.")
     return False, (f"The new version did worse than the base model on the held-out photos "
                    f"(CIDEr {after:.3f} vs {before:.3f}). Keep using the current model.")
+
+
+def result_verdict(result: Any) -> tuple[bool, str]:
+    """(beat, the sentences under the table): the interval rule of core, the test split's numbers and the notes."""
+    if not getattr(result, "comparison", None):
+        return verdict(result.base_metrics, result.metrics)
+    text = result.verdict()
+    lines = [text[0].upper() + text[1:] + "."]
+    if getattr(result, "test_size", 0):
+        base, trained = result.base_test_metrics, result.test_metrics
+        lines.append(f"On {result.test_size} test photos that neither training nor the choice of epoch saw: "
+                     f"exact match {base.get('exact_match', 0):.3f} → {trained.get('exact_match', 0):.3f}, "
+                     f"CIDEr {base.get('cider', 0):.3f} → {trained.get('cider', 0):.3f}.")
+    lines.extend(note[0].upper() + note[1:] + "." for note in result.notes)
+    lines.append("In brackets: 95 % intervals over the validation photos.")
+    return bool(result.beats_base), "\n".join(lines)
 
 
 class TrainDialog(QDialog):
@@ -533,12 +549,17 @@ class TrainDialog(QDialog):
         if result.cancelled:
             self.status.setText("Cancelled. Start again with the same name and settings to resume.")
             return
+        intervals = (getattr(result, "intervals", None) or {}).get("validation", {})
         for row, (key, _) in enumerate(METRICS):
-            for col, metrics in enumerate((result.base_metrics, result.metrics)):
+            for col, (metrics, which) in enumerate(((result.base_metrics, "base"), (result.metrics, "trained"))):
                 value = metrics.get(key)
-                self.table.setItem(row, col, QTableWidgetItem("-" if value is None else f"{value:.3f}"))
+                text = "-" if value is None else f"{value:.3f}"
+                interval = intervals.get(which, {}).get(key)
+                if interval and value is not None:
+                    text += f" ({interval[0]:.2f}–{interval[1]:.2f})"
+                self.table.setItem(row, col, QTableWidgetItem(text))
         self.status.setText(f"Saved version “{result.name}” (best epoch {result.best_epoch}).")
-        beat, sentence = verdict(result.base_metrics, result.metrics)
+        beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
         # Switching to a version that did not improve would only cost a re-captioning run.

@@ -35,10 +35,12 @@ from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match")
+COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
 #: Header tooltips: what the short headers mean.
 COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of the base model → after training",
-               7: "Share of validation captions matched exactly: base model → after training"}
+               7: "Share of validation captions matched exactly: base model → after training",
+               8: "Whether the version beat its base model by more than the noise of its evaluation photos "
+                  "(a 95 % interval of the difference above 0; on the test photos when there were enough)"}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -53,7 +55,7 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–"]
+    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–"]
 
 
 def version_row(version: Any) -> list[str]:
@@ -71,7 +73,27 @@ def version_row(version: Any) -> list[str]:
         f"{len(data.get('train') or [])} / {len(data.get('validation') or [])}" if data else "–",
         f"{_metric(base, 'cider')} → {_metric(trained, 'cider')}",
         f"{_metric(base, 'exact_match')} → {_metric(trained, 'exact_match')}",
+        beats_base_cell(metrics),
     ]
+
+
+def beats_base_tip(metrics: dict[str, Any]) -> str:
+    """The stored comparison in core's words (on the test photos when there were enough)."""
+    from core.training.metrics import comparison_sentence
+
+    comparison = metrics.get("comparison") or {}
+    if not comparison:
+        return "Trained before versions recorded whether they beat the base model"
+    where = "test" if "test" in comparison else "validation"
+    text = comparison_sentence(comparison[where], where)
+    return text[0].upper() + text[1:]
+
+
+def beats_base_cell(metrics: dict[str, Any]) -> str:
+    """"yes", "no (within noise)" or "–" for versions trained before the comparison was stored."""
+    if "beats_base" not in metrics:
+        return "–"
+    return "yes" if metrics["beats_base"] else "no (within noise)"
 
 
 ACTIVATE_TIP = ("Make this the library's current model: captioning (here and in the CLI) uses it, and "
@@ -117,7 +139,7 @@ class VersionsWindow(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110)):
+        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")
@@ -177,7 +199,8 @@ class VersionsWindow(QDialog):
         for row, version in enumerate(self.versions, start=1):
             for column, text in enumerate(version_row(version)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(version.base_model if column == 2 else text)
+                item.setToolTip(version.base_model if column == 2 else
+                                beats_base_tip(version.metrics or {}) if column == 8 else text)
                 self.table.setItem(row, column, item)
             if version.name == select:
                 self.table.selectRow(row)
@@ -222,6 +245,10 @@ class VersionsWindow(QDialog):
         self.activate_button.setText("Use base model" if base else "Activate")
         self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
                                         if base else ACTIVATE_TIP)
+        chosen = next((v for v in self.versions if v.name == name), None)
+        if chosen is not None and (chosen.metrics or {}).get("beats_base") is False:
+            # Still possible, but not presented as the obvious next model.
+            self.activate_button.setToolTip(beats_base_tip(chosen.metrics) + ". Activate it anyway?")
         # The model thread is captioning or training: the jobs that load a model wait.
         for button, tip, wanted in ((self.evaluate_button, EVALUATE_TIP, "Evaluating"),
                                     (self.export_button, EXPORT_TIP, "Writing a merged model")):

@@ -259,7 +259,7 @@ def test_ctrl_c_during_train(tmp_path: Path, tiny_blip_dir: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Path) -> None:
     """``train --processes 2``: one Ctrl-C to the command stops both training processes after
-    their current batch; no version is written, the run folder stays to resume (issue #16)."""
+    their current batch; no version is written, the run folder stays to resume."""
     db, _photos = _library(tmp_path, 40, human=True)
     child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
                    "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",

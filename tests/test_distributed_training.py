@@ -1,4 +1,4 @@
-"""Training in two processes (accelerate, gloo on the CPU) matches training in one (issue #16).
+"""Training in two processes (accelerate, gloo on the CPU) matches training in one.
 
 A tiny random BLIP (tests/tiny_models.py) learns the coloured-squares captions of
 tests/training_scenario.py with LoRA, once in this process and once in 2 spawned processes

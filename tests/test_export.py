@@ -413,6 +413,8 @@ def test_cli_mirrors_core_choices() -> None:
     assert cli_dataset.IMPORT_FORMATS == importer.IMPORT_FORMATS
     assert cli_dataset.ONLY_CHOICES == export_module.ONLY_CHOICES
     assert cli_dataset.CAPTION_EXTENSIONS == export_module.CAPTION_EXTENSIONS
+    assert set(cli_dataset.TRAINERS) == set(export_module.CONSUMERS)
+    assert cli_dataset.CONVERT_TO_CHOICES == (*export_module.CONVERT_TO_CHOICES, "none")
 
 
 def test_cli_export(

@@ -85,6 +85,29 @@ def test_export_dialog_previews_counts_and_writes_a_loadable_imagefolder(qtbot, 
     assert done.args[0].exported == 6
 
 
+def test_export_dialog_lays_a_sidecar_export_out_for_the_trainer(qtbot, library, built, tmp_path):
+    dialog = ExportDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    dialog.all_captioned.setChecked(True)
+    dialog.format.setCurrentIndex(dialog.format.findData("sidecar"))
+    assert dialog.trainer.currentData() == "onetrainer" and dialog.trainer.isEnabled()
+    dialog.caption_extension.setCurrentText(".caption")
+    dialog.trainer.setCurrentIndex(dialog.trainer.findData("ai-toolkit"))
+    assert dialog.caption_extension.currentText() == ".txt" and not dialog.caption_extension.isEnabled()
+    dialog.trainer.setCurrentIndex(dialog.trainer.findData("onetrainer"))
+    out = tmp_path / "onetrainer"
+    dialog.out.setText(str(out))
+    with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT) as done:
+        assert dialog.start()
+    stats = done.args[0]
+    assert stats.exported == 12 and stats.unread == 0
+    images = [p for p in out.rglob("*") if p.is_file() and p.suffix.lower() in {".jpg", ".png"}]
+    assert len(images) == 12 and {p.parent.name for p in images} <= {"train", "validation"}  # flat
+    assert all(p.with_suffix(".txt").is_file() for p in images)
+    dialog.format.setCurrentIndex(dialog.format.findData("csv"))
+    assert not dialog.trainer.isEnabled() and not dialog.variants.isEnabled()
+
+
 def test_export_dialog_cancel_leaves_nothing(qtbot, library, built, tmp_path):
     dialog = ExportDialog(library, Scope())
     qtbot.addWidget(dialog)
@@ -307,7 +330,7 @@ def test_metadata_dialog_sidecars_for_the_selection(qtbot, library, built, photo
     with library.db.read() as session:
         rels = {session.get(Image, i).rel_path: i for i in selected}
     for sidecar in sidecars:
-        rel = next(r for r in rels if Path(r).stem == sidecar.stem)
+        rel = next(r for r in rels if Path(r).name == sidecar.stem)  # photo.jpg.xmp: the default full name
         with pyexiv2.Image(str(sidecar)) as image:
             assert image.read_xmp()["Xmp.dc.description"]['lang="x-default"'] == current(library)[rel][0]
 

@@ -129,6 +129,36 @@ def test_no_improvement_is_said_and_not_offered(qtbot, library) -> None:
     assert dialog.table.verticalScrollBar().maximum() == 0
 
 
+def test_a_gain_within_the_noise_is_said_and_not_offered(qtbot, library) -> None:
+    """A real TrainingResult judged by core's interval rule: one photo better of 30 is no win."""
+    from core.training.metrics import caption_metrics, compare_to_base, metric_intervals
+    from core.training.trainer import TrainingResult
+
+    refs = [f"a {c} square" for c in ("red", "green", "blue")] * 10
+    base_preds = [r if i % 2 else "a square" for i, r in enumerate(refs)]
+    preds = [refs[0], *base_preds[1:]]
+
+    def slight_train(library, base, name, config, *, progress, cancel, on_epoch):
+        result = TrainingResult(name=name, method="full", best_epoch=1, epochs_run=3,
+                                base_metrics=caption_metrics(base_preds, refs), metrics=caption_metrics(preds, refs),
+                                notes=["kept epoch 1 of 3: later epochs scored lower on the validation photos"])
+        result.intervals["validation"] = {"base": metric_intervals(base_preds, refs),
+                                          "trained": metric_intervals(preds, refs)}
+        result.comparison["validation"] = compare_to_base(base_preds, preds, refs)
+        return result
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=slight_train)
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    text = dialog.verdict.text()
+    assert "did not beat the base model by more than the noise" in text and "95% interval" in text
+    assert "Kept epoch 1 of 3" in text
+    assert dialog.use_button.isHidden()
+    low, high = dialog.table.item(0, 1).text().split("(")[1].rstrip(")").split("–")
+    assert float(low) <= float(dialog.table.item(0, 1).text().split()[0]) <= float(high)
+
+
 def test_not_ready_reasons_and_plain_errors() -> None:
     from desktop_app.train_dialog import not_ready_reason, plain_error
 

@@ -1,4 +1,4 @@
-"""Hostile input and faults (issue #17): one clear line per case, nothing read or written
+"""Hostile input and faults: one clear line per case, nothing read or written
 where it should not be, no state that sticks.
 
 Each reproduction from the issue is a test here, run through the CLI where the issue
@@ -641,7 +641,7 @@ def test_fuzz_importer(tmp_path: Path, kind: str) -> None:
         library.close()
 
 
-# -- issue #23: XMP sidecars and write-metadata through links; one caption length limit --------
+# -- XMP sidecars and write-metadata through links; one caption length limit --------
 
 
 def _xmp(text: str) -> str:

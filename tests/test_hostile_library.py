@@ -1,4 +1,4 @@
-"""Issue #17, hostile input and faults: file names, images in error, library file faults.
+"""Hostile input and faults: file names, images in error, library file faults.
 
 Every case runs the real CLI (``python -m captiondesk --library L ...``) in a subprocess
 where the issue showed a command, and checks three things: one clear line (no

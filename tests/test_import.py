@@ -453,4 +453,16 @@ def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
             assert library_name_candidates(exported)[0] == exported  # a library file may be called that
             assert rel in library_name_candidates(exported), (rel, exported)
     assert _KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
+    # The layouts made for a trainer (export sidecar --for ..., --convert-to png|jpg) lead back too.
+    from core.export import export_layout
+
+    for trainer in ("onetrainer", "ai-toolkit", "kohya"):
+        for convert_to in ("png", "jpg"):
+            layout = export_layout("sidecar", consumer=trainer, convert_to=convert_to)
+            for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".GIF", ".Bmp"}):
+                rel = f"2024/trip/IMG_1{suffix}"
+                exported = layout.name(converted_image_name(rel))
+                assert "/" not in exported and rel in library_name_candidates(exported), (trainer, rel, exported)
+    assert export_layout("sidecar", consumer="ai-toolkit").name("a/old.bmp") == "a__old.bmp.png"
+    assert export_layout("sidecar", consumer="onetrainer", convert_to="jpg").name("anim.gif") == "anim.gif.jpg"
     assert library_name_candidates("x.png.png") == ["x.png.png"]  # kohya never converts a PNG

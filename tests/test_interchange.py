@@ -1,4 +1,4 @@
-"""Interchange that other tools read right (issue #14 item 7): sidecar names and RAW+JPEG
+"""Interchange that other tools read right: sidecar names and RAW+JPEG
 pairs, EXIF ImageDescription, COCO under a non-UTF-8 locale, no absolute paths in exports,
 who wrote a caption surviving export → import, CJK-aware caption metrics."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from core.models import Caption, CaptionSource, Image
 from core.splits import assign_split
 from core.training.metrics import bleu4, rouge_l, tokenize
 from tests.imagegen import write_jpeg
-from tests.library_helpers import current_captions, run_cli
+from tests.library_helpers import current_captions, make_captioned_library, run_cli
 from tests.library_helpers import make_photo
 
 ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
@@ -50,9 +51,9 @@ def _library_with_sources(library: Library, photo_dir: Path) -> dict[str, str]:
 # -- sidecars and RAW+JPEG pairs ----------------------------------------------------------
 
 
-def test_sidecar_naming_is_a_choice_with_stem_as_default(tmp_path: Path) -> None:
+def test_sidecar_naming_is_a_choice_with_auto_as_default(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "a" / "photo.jpg")
-    assert sidecar_path(photo) == photo.with_suffix(".xmp")
+    assert sidecar_path(photo) == photo.with_name("photo.jpg.xmp")
     assert sidecar_path(photo, "stem") == photo.with_suffix(".xmp")
     assert sidecar_path(photo, "full") == photo.with_name("photo.jpg.xmp")
     with pytest.raises(ValueError):
@@ -66,7 +67,7 @@ def test_raw_jpeg_pair_never_shares_a_sidecar(library: Library, photo_dir: Path)
     jpeg = make_photo(photo_dir / "IMG_2.JPG")
     (photo_dir / "IMG_2.CR2").write_bytes(b"II*\x00 pretend raw")
     lightroom = photo_dir / "IMG_2.xmp"  # Lightroom's sidecar of the RAW
-    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True)
+    write_caption(make_photo(photo_dir / "other.jpg"), "the raw's description", sidecar=True, sidecar_naming="stem")
     (photo_dir / "other.xmp").rename(lightroom)
     before = lightroom.read_bytes()
     # Import: the RAW's sidecar is not the JPEG's caption.
@@ -97,6 +98,30 @@ def test_cli_write_metadata_sidecar_naming(library: Library, photo_dir: Path, tm
     assert photo.read_bytes() == make_photo(tmp_path / "again" / "solo.jpg").read_bytes()  # photo untouched
 
 
+def test_default_sidecar_names_follow_the_file_type(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    # darktable and digiKam look for photo.heic.xmp; Lightroom and Capture One read photo.xmp of RAW files only.
+    for name in ("phone.heic", "anim.gif", "scan.bmp", "photo.jpg"):
+        assert sidecar_path(photo_dir / name) == photo_dir / f"{name}.xmp"
+    for name in ("IMG_1.CR2", "DSC_2.nef", "L1000.DNG"):
+        assert sidecar_path(photo_dir / name) == (photo_dir / name).with_suffix(".xmp")
+    # A stem sidecar written before is updated, never joined by a second one.
+    old = make_photo(photo_dir / "old.jpg")
+    write_caption(old, "written with the stem name", sidecar=True, sidecar_naming="stem")
+    assert sidecar_path(old) == photo_dir / "old.xmp"
+    # import metadata finds a sidecar under either name.
+    stem_photo, full_photo = make_photo(photo_dir / "lr.png"), make_photo(photo_dir / "dk.png")
+    write_caption(stem_photo, "a lightroom style sidecar", sidecar=True, sidecar_naming="stem")
+    write_caption(full_photo, "a darktable style sidecar", sidecar=True)
+    assert (photo_dir / "lr.xmp").is_file() and (photo_dir / "dk.png.xmp").is_file()
+    library.scan([library.add_root(photo_dir).id])
+    stats = import_captions(library, "metadata", photo_dir)
+    assert stats.errors == 0
+    assert {k: v[0] for k, v in current_captions(library).items() if k in {"lr.png", "dk.png", "old.jpg"}} == {
+        "lr.png": "a lightroom style sidecar", "dk.png": "a darktable style sidecar",
+        "old.jpg": "written with the stem name",
+    }
+
+
 def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
     from PySide6.QtCore import QSettings
 
@@ -105,9 +130,9 @@ def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
     from desktop_app.settings import AppSettings
 
     assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
-    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "stem"
+    assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "auto"
     settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    assert settings.sidecar_naming == "stem"
+    assert settings.sidecar_naming == "auto"
     settings.sidecar_naming = "full"
     settings.sync()
     again = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
@@ -435,3 +460,231 @@ def test_long_caption_is_cut_in_iptc_only_at_a_character_boundary(library: Libra
     assert read_caption(photo).text == text
     again = write_metadata(library)  # the cut IPTC caption is up to date, not rewritten
     assert (again.written, again.unchanged) == (0, 1)
+
+
+# -- what each trainer finds in a sidecar export -------------------------------------------------
+
+#: OneTrainer modules/util/path_util.py: SUPPORTED_IMAGE_EXTENSIONS, compared lower-cased.
+ONETRAINER_IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
+#: ai-toolkit toolkit/data_loader.py: image_extensions, matched with file.lower().endswith(...).
+AI_TOOLKIT_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def _read_caption(image: Path, extension: str) -> str | None:
+    caption_file = Path(os.path.splitext(image)[0] + extension)
+    return caption_file.read_text(encoding="utf-8") if caption_file.is_file() else None
+
+
+def _onetrainer_discovery(concept_path: Path) -> dict[str, str | None]:
+    """What OneTrainer's default concept reads: image name → caption file text.
+
+    modules/util/config/ConceptConfig.py defaults: include_subdirectories=False (only the
+    folder's own files), text.prompt_source "sample" (``os.path.splitext(path)[0] + ".txt"``,
+    one variant per line); images by path_util.is_supported_image_extension.
+    """
+    return {
+        image.name: _read_caption(image, ".txt")
+        for image in sorted(concept_path.iterdir())
+        if image.is_file() and image.suffix.lower() in ONETRAINER_IMAGE_EXTENSIONS
+    }
+
+
+def _ai_toolkit_discovery(folder_path: Path, caption_ext: str = "txt") -> dict[str, str | None]:
+    """What ai-toolkit's AiToolkitDataset reads: path relative to *folder_path* → caption text.
+
+    toolkit/data_loader.py: ``os.walk(dataset_path)``, files whose lower-cased name ends with
+    an image extension and that do not start with ".", minus files in a ``_controls`` folder;
+    the caption is ``os.path.splitext(path)[0] + "." + caption_ext`` (dataloader_mixins.py).
+    """
+    found = {}
+    for root, _dirs, files in os.walk(folder_path):
+        for file in files:
+            if file.lower().endswith(AI_TOOLKIT_IMAGE_EXTENSIONS) and not file.startswith("."):
+                path = Path(root) / file
+                if path.parent.name != "_controls":
+                    found[path.relative_to(folder_path).as_posix()] = _read_caption(path, "." + caption_ext)
+    return found
+
+
+def _sd_scripts_subset(image_dir: Path, caption_extension: str = ".txt") -> dict[str, str | None]:
+    """What sd-scripts reads from a --dataset_config subset's image_dir: its direct files with an
+    IMAGE_EXTENSIONS suffix (exact spelling, glob_images), caption ``<stem><caption_extension>``."""
+    return {
+        image.name: _read_caption(image, caption_extension)
+        for image in sorted(image_dir.iterdir())
+        if image.is_file() and image.suffix in SD_SCRIPTS_IMAGE_EXTENSIONS
+    }
+
+
+DISCOVERY = {"onetrainer": _onetrainer_discovery, "ai-toolkit": _ai_toolkit_discovery, "kohya": _sd_scripts_subset}
+
+
+def _trainer_library(library: Library, photo_dir: Path) -> dict[str, str]:
+    """JPEGs in sub-folders, a HEIC, and the formats some trainers skip: TIFF, GIF, BMP, and a
+    folder ai-toolkit leaves out.  rel_path → caption."""
+    from PIL import Image as PILImage
+
+    texts = make_captioned_library(library, photo_dir, count=4)
+    extra = {"scan.tif": "TIFF", "anim.gif": "GIF", "old.bmp": "BMP", "_controls/pose.png": "PNG",
+             "UPPER.JPEG": "JPEG"}
+    for name, kind in extra.items():
+        (photo_dir / name).parent.mkdir(exist_ok=True)
+        PILImage.new("RGB", (40, 30), (10, 20 * len(name), 30)).save(photo_dir / name, kind)
+    library.scan()
+    with library.db.write() as session:
+        for name in extra:
+            image_id = session.scalar(select(Image.id).where(Image.rel_path == name))
+            texts[name] = f"a small {name} with\na second line"
+            captions.set_human_caption(session, image_id, texts[name])
+    return texts
+
+
+def _library_names(found: dict[str, str | None], texts: dict[str, str]) -> dict[str, str | None]:
+    """The library photo each found file stands for (core.export's naming, mapped back) → caption."""
+    from core.export import library_name_candidates
+
+    result = {}
+    for name, caption in found.items():
+        (rel,) = [c for c in library_name_candidates(name) if c in texts]
+        result[rel] = caption
+    return result
+
+
+@pytest.mark.parametrize(("fmt", "trainer"), [
+    ("sidecar", "onetrainer"), ("sidecar", "ai-toolkit"), ("sidecar", "kohya"), ("kohya", "ai-toolkit"),
+])
+def test_each_trainer_finds_every_exported_image_with_its_caption(
+    fmt: str, trainer: str, library: Library, photo_dir: Path, tmp_path: Path
+) -> None:
+    from core.export import export_caption_line
+
+    texts = _trainer_library(library, photo_dir)
+    out = tmp_path / "out"
+    stats = export_dataset(library, fmt, out, consumer=trainer, val_ratio=0.25)
+    assert stats.exported == len(texts) == 10 and stats.unread == 0 and stats.validation > 0
+    assert not [p for p in stats.problems if "would not find" in p]
+    found: dict[str, str | None] = {}
+    for split in ("train", "validation"):
+        folder = out / split / ("1_captions" if fmt == "kohya" else "")
+        found.update(_library_names(DISCOVERY[trainer](folder), texts))
+    assert found == {rel: export_caption_line(text) for rel, text in texts.items()}
+    if trainer != "ai-toolkit":  # converted to formats the trainer reads, still pictures
+        from PIL import Image as PILImage
+
+        with PILImage.open(out / "train" / ("1_captions" if fmt == "kohya" else "") / "old.bmp") as im:
+            assert im.format == "BMP"  # BMP is read by OneTrainer and sd-scripts: left as it is
+
+
+def test_a_layout_a_trainer_would_miss_is_one_warning_per_image(
+    library: Library, photo_dir: Path, tmp_path: Path
+) -> None:
+    texts = _trainer_library(library, photo_dir)
+    for trainer, options in (("onetrainer", {"flatten": False, "convert_to": "none"}),
+                             ("ai-toolkit", {"convert_to": "none"})):
+        out = tmp_path / trainer
+        stats = export_dataset(library, "sidecar", out, consumer=trainer, val_ratio=0.25, **options)
+        found = set()
+        for split in ("train", "validation"):
+            if (out / split).is_dir():
+                found |= set(_library_names(DISCOVERY[trainer](out / split), texts))
+        missed = set(texts) - found
+        assert missed and stats.unread == len(missed)
+        warned = [p for p in stats.problems if "would not find it" in p]
+        assert len(warned) == len(missed)
+        assert {rel for rel in missed if any(f"{photo_dir / rel}:" in line for line in warned)} == missed
+    # Without a trainer named, the plain layout is unchanged (sub-folders and formats kept).
+    plain = export_dataset(library, "sidecar", tmp_path / "plain", val_ratio=0.25)
+    assert plain.unread == 0 and any((tmp_path / "plain" / s / "album0").is_dir() for s in ("train", "validation"))
+
+
+def test_trainer_options_that_cannot_work_are_refused(library: Library, photo_dir: Path, tmp_path: Path) -> None:
+    from core.export import ExportError
+
+    make_captioned_library(library, photo_dir, count=2)
+    refused = [
+        ("sidecar", {"consumer": "onetrainer", "caption_extension": ".caption"}, "OneTrainer reads captions from .txt"),
+        ("csv", {"consumer": "onetrainer"}, "options of the sidecar and kohya formats"),
+        ("kohya", {"variants": True}, "--variants is for the sidecar format"),
+        ("kohya", {"flatten": False}, "always flat"),
+        ("sidecar", {"consumer": "lora-trainer-9000"}, "unknown trainer"),
+    ]
+    for fmt, options, message in refused:
+        with pytest.raises(ExportError, match=message):
+            export_dataset(library, fmt, tmp_path / "never", **options)
+        assert not (tmp_path / "never").exists()
+
+
+def test_cli_export_for_a_trainer_warns_about_what_it_would_skip(
+    library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    texts = _trainer_library(library, photo_dir)
+    library.close()
+    db = str(tmp_path / "library.db")
+    out = tmp_path / "ot"
+    assert run_cli(["--library", db, "export", "sidecar", str(out), "--for", "onetrainer", "--json"], monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert "would not find" not in captured.err
+    assert json.loads(captured.out)["counts"]["exported"] == len(texts)
+    assert not [p for p in out.rglob("*") if p.is_dir() and p.parent != out]  # flat: no sub-folders
+    assert json.loads(captured.out)["counts"]["unread"] == 0
+    out2 = tmp_path / "ot-nested"
+    code = run_cli(["--library", db, "export", "sidecar", str(out2), "--for", "onetrainer", "--no-flatten",
+                    "--convert-to", "none"], monkeypatch)
+    captured = capsys.readouterr()
+    assert code == 0  # a layout the user chose: warned, not failed
+    assert "OneTrainer would not find it" in captured.err and "does not read .gif files" in captured.err
+    assert "the trainer would not find" in captured.out
+    assert run_cli(["--library", db, "export", "csv", str(tmp_path / "x"), "--for", "kohya"], monkeypatch) == 2
+
+
+# -- caption variants (OneTrainer: one variant per line) ------------------------------------------
+
+
+def test_caption_variants_round_trip(library: Library, tmp_path: Path) -> None:
+    source = tmp_path / "dataset"
+    write_jpeg(source / "cat.jpg", seed=3)
+    write_jpeg(source / "dog.jpg", seed=4)
+    (source / "cat.txt").write_text("a cat on a sofa\nginger cat, indoors\na sleeping cat\n", encoding="utf-8")
+    (source / "dog.txt").write_text("a dog in the snow", encoding="utf-8")
+    library.scan([library.add_root(source).id])
+    stats = import_captions(library, "sidecar", source, lines_as_variants=True)
+    assert stats.errors == 0
+    assert current_captions(library) == {
+        "cat.jpg": ("a cat on a sofa", "import"), "dog.jpg": ("a dog in the snow", "import"),
+    }
+    with library.db.read() as session:
+        history = sorted(session.scalars(select(Caption.text).where(Caption.is_current.is_(False))))
+    assert history == ["a sleeping cat", "ginger cat, indoors"]
+    # Without --variants the export writes the caption alone; with it, every variant one per line.
+    export_dataset(library, "sidecar", tmp_path / "one", val_ratio=0)
+    assert (tmp_path / "one" / "train" / "cat.txt").read_text(encoding="utf-8") == "a cat on a sofa"
+    out = tmp_path / "variants"
+    export_dataset(library, "sidecar", out, val_ratio=0, consumer="onetrainer", variants=True)
+    assert _onetrainer_discovery(out / "train") == {
+        "cat.jpg": "a cat on a sofa\nginger cat, indoors\na sleeping cat", "dog.jpg": "a dog in the snow",
+    }
+    # Importing the export back adds nothing; into a new library it gives the same variants.
+    again = import_captions(library, "sidecar", out, lines_as_variants=True)
+    assert (again.imported, again.unchanged) == (0, 4)
+    other = Library(tmp_path / "other.db")
+    try:
+        other.scan([other.add_root(out / "train").id])
+        import_captions(other, "sidecar", out / "train", lines_as_variants=True)
+        export_dataset(other, "sidecar", tmp_path / "back", val_ratio=0, variants=True)
+    finally:
+        other.close()
+    assert (tmp_path / "back" / "train" / "cat.txt").read_text(encoding="utf-8") == (
+        out / "train" / "cat.txt").read_text(encoding="utf-8")
+    from core.importer import CaptionImportError
+
+    with pytest.raises(CaptionImportError, match="option of the sidecar format"):
+        import_captions(library, "csv", source, lines_as_variants=True)
+    # Without --lines-as-variants the lines stay one (multi-line) caption, as before.
+    plain = Library(tmp_path / "plain.db")
+    try:
+        plain.scan([plain.add_root(source).id])
+        import_captions(plain, "sidecar", source)
+        assert current_captions(plain)["cat.jpg"][0] == "a cat on a sofa\nginger cat, indoors\na sleeping cat"
+    finally:
+        plain.close()

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from core.jobs import JobRun, JobStats, Progress, count_phrase
+from core.jobs import JobRun, JobStats, Progress, count_phrase, counted_as, not_counted
 from core.library import Library
 from core.scanner import ScanStats
 
@@ -21,9 +21,6 @@ class _Stats(JobStats):
     skipped: int = 0
     errors: int = 0
 
-    def counts(self) -> dict[str, int]:
-        return {"counted": self.counted, "skipped": self.skipped, "errors": self.errors}
-
 
 def test_summary_is_one_line_with_plurals() -> None:
     assert _Stats(counted=12, skipped=3, errors=1).summary() == "Counting finished: 12 counted, 3 skipped, 1 error"
@@ -32,6 +29,24 @@ def test_summary_is_one_line_with_plurals() -> None:
     assert count_phrase(1, "file", "files") == "1 file" and count_phrase(0, "file", "files") == "0 files"
     scan = ScanStats(files_seen=1, new=1, errors=2)
     assert scan.summary() == "Scan finished: 1 file, 1 new, 0 changed, 0 moved, 0 missing, 2 unreadable"
+
+
+def test_counts_are_the_int_fields_in_declaration_order() -> None:
+    @dataclass
+    class Mixed(JobStats):
+        dry_run: bool = False
+        seen: int = 0
+        batch: int = not_counted(8)
+        done_rows: int = counted_as("done")
+        seconds: float = 0.0
+        version: int | None = None
+        errors: int = 0
+
+    stats = Mixed(seen=4, batch=2, done_rows=3, errors=1, version=7, dry_run=True, job_id=9)
+    assert stats.counts() == {"seen": 4, "done": 3, "errors": 1}
+    assert list(stats.counts()) == ["seen", "done", "errors"]
+    assert _Stats(counted=2).counts() == {"counted": 2, "skipped": 0, "errors": 0}
+    assert JobStats().counts() == {}
 
 
 def test_finished_run_records_done_counts_and_first_problems(library: Library) -> None:

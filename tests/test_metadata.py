@@ -198,7 +198,7 @@ def test_sidecar_mode_leaves_the_photo_byte_identical(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "photo.jpg")
     original, stat_before = photo.read_bytes(), photo.stat()
     outcome = write_caption(photo, CAPTION, sidecar=True)
-    assert outcome.target == tmp_path / "photo.xmp" and not outcome.in_file
+    assert outcome.target == tmp_path / "photo.jpg.xmp" and not outcome.in_file
     assert photo.read_bytes() == original and photo.stat().st_mtime_ns == stat_before.st_mtime_ns
     assert _xmp_description(outcome.target.read_bytes()) == CAPTION
     assert read_caption(photo) == metadata.FoundCaption(CAPTION, "xmp", outcome.target)
@@ -215,7 +215,7 @@ def test_heic_gets_a_sidecar_named_apart_from_its_jpeg_twin(tmp_path: Path) -> N
     assert outcome.target == tmp_path / "IMG_0001.HEIC.xmp" and heic.read_bytes() == original
     assert _xmp_description(outcome.target.read_bytes()) == CAPTION
     lone = write_heic(tmp_path / "lone.heic")
-    assert write_caption(lone, ASCII_CAPTION).target == tmp_path / "lone.xmp"
+    assert write_caption(lone, ASCII_CAPTION).target == tmp_path / "lone.heic.xmp"
     if EXIFTOOL:
         assert exiftool_read(outcome.target)["XMP-dc:Description"] == CAPTION
 
@@ -364,7 +364,7 @@ def test_write_metadata_job_counts_updates_records_and_goes_on_after_errors(
     assert "1 missing, 1 failed" in captured.out and "broken.jpg" in captured.err
     assert pillow_read(photo_dir / "tram.jpg")["exif"] == ASCII_CAPTION
     assert pillow_read(photo_dir / "sakura.png")["xmp"] == CAPTION
-    assert _xmp_description((photo_dir / "phone.xmp").read_bytes()) == "a phone photo"
+    assert _xmp_description((photo_dir / "phone.heic.xmp").read_bytes()) == "a phone photo"
     assert heic.read_bytes() == heic_bytes
     assert {name: pixels(photo_dir / name) for name in before} == before
     job = library.jobs("write-metadata")[-1]
@@ -380,7 +380,7 @@ def test_write_metadata_job_counts_updates_records_and_goes_on_after_errors(
     assert (stats.written, stats.sidecars, stats.unchanged) == (0, 0, 3)
     verified = metadata.write_metadata(library, only="verified", sidecar=True)
     assert (verified.sidecars, verified.written) == (1, 0)
-    assert _xmp_description((photo_dir / "sakura.xmp").read_bytes()) == CAPTION
+    assert _xmp_description((photo_dir / "sakura.png.xmp").read_bytes()) == CAPTION
 
 
 def test_write_metadata_can_be_cancelled(library: Library, photo_dir: Path) -> None:

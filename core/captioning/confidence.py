@@ -4,9 +4,8 @@ The review queue sorts by one number; which number it is is recorded in each cap
 provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
 
 * ``mean_logprob`` — the mean log-probability of the generated tokens (EOS included).  The
-  old score.  Measured weakness (issue #15): after a LoRA restyle the template words
-  ("a", "on", "background") sit at log-prob -1.1 ... -1.7 in *every* caption and swamp
-  the one informative token, so low scores stopped predicting wrong captions (AUROC 0.50).
+  old score.  After a LoRA restyle its template words can swamp the one informative token
+  (see docs/optimization-notes.md, "Confidence score kinds").
 * ``min_token_logprob`` — the least likely generated token: a caption is as doubtful as
   its most doubtful word.  Used for models without a calibration (base checkpoints).
 * ``calibrated_min_token`` — per model version: each token's log-prob minus what that
@@ -32,11 +31,9 @@ from typing import Any
 __all__ = ["SCORE_KINDS", "STORED_KIND", "TokenCalibration", "caption_scores", "confidence_score"]
 
 SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean")
-#: The kind stored as ``captions.score``, chosen by ``benchmarks/confidence.py`` (README):
-#: with LoRA versions trained with the measured defaults the template words are learned,
-#: and the mean ranked wrong captions first best (AUROC 0.87 LoRA / 0.93 full; calibrated
-#: mean 0.82 / 0.92, calibrated minimum 0.80 / 0.91, raw minimum 0.33 / 0.91).  The other
-#: kinds are still recorded in each caption's provenance (``scores``).
+#: The kind stored as ``captions.score``: the one ``benchmarks/confidence.py`` found to rank
+#: wrong captions first best (see docs/optimization-notes.md, "Confidence score kinds").
+#: The other kinds are still recorded in each caption's provenance (``scores``).
 STORED_KIND = "mean_logprob"
 
 

@@ -30,7 +30,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     ``"auto"`` picks CUDA, then Apple MPS, then CPU.  Asking explicitly for a
     device that is not there raises :class:`ModelLoadError` (kind ``"device"``)
     instead of silently falling back, because the user would otherwise wonder
-    why captioning is 20x slower than expected.  ``"cuda:1"`` style indices
+    why captioning is many times slower than expected.  ``"cuda:1"`` style indices
     are accepted.
 
     Raises:
@@ -80,8 +80,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
     * CUDA: bf16 when the GPU supports it (no overflow issues, same speed as
       fp16 on Ampere+), else fp16.
     * MPS: fp16 (bf16 support on MPS is patchy across macOS versions).
-    * CPU: fp32.  Without bf16 hardware bf16 is 5-8x *slower* on CPU
-      (measured on the 2-core build box); int8 dynamic quantization is the
+    * CPU: fp32.  Without bf16 hardware bf16 is *slower* on CPU (see
+      docs/optimization-notes.md, "bf16 on CPU"); int8 dynamic quantization is the
       CPU speed-up instead (see :mod:`core.captioning.optimize`).
     """
     import torch

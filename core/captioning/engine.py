@@ -49,7 +49,7 @@ from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
 from core.models import CaptionSource, Image, ImageState, ModelVersion
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
 from core.scanner import recheck_errors
@@ -77,13 +77,10 @@ class CaptionJobStats(JobStats):
     skipped: int = 0
     errors: int = 0
     seconds: float = 0.0
-    final_batch_size: int = 0
+    final_batch_size: int = not_counted()
     #: Of ``skipped``: images another run captioning this library at the same time held, or
     #: that no longer needed this caption when their batch came (core.captioning.claims).
-    left_to_other_runs: int = 0
-
-    def counts(self) -> dict[str, int]:
-        return {"captioned": self.captioned, "skipped": self.skipped, "errors": self.errors}
+    left_to_other_runs: int = not_counted()
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,8 @@ def select_images(
 
     Filtering and path building happen in SQL on plain driver rows: on a 100k-image
     library this runs on the inference thread while the GUI paints, and a Python loop
-    over ORM rows held the GIL long enough to stall the window (0.45 s -> ~0.1 s).
+    over ORM rows held the GIL long enough to stall the window (see
+    docs/optimization-notes.md, "Selecting images in SQL").
     """
     # The job's own parameters are named job_*: an ImageFilter scope fills its own.
     wanted = {
@@ -395,9 +393,10 @@ class _InlineExecutor:
     """``submit`` runs the call at once: decoding on the inference thread itself.
 
     On a CPU device torch's OpenMP threads already use every core; decode threads
-    running beside them make those threads spin and wait, which measured here cost more
-    (and varied more: 0.6-1.2 img/s) than decoding in line, which is a few percent of a
-    ~1 s/image model step.  On a GPU the CPU is otherwise idle, so threads overlap.
+    running beside them make those threads spin and wait, which cost more (and varied
+    more) than decoding in line, a small part of a model step (see
+    docs/optimization-notes.md, "Decoding in line on the CPU").  On a GPU the CPU is
+    otherwise idle, so threads overlap.
     """
 
     def submit(self, fn: Callable[..., _Prepared], *args: Any) -> Future[_Prepared]:

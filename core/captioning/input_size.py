@@ -38,9 +38,9 @@ class ResizeTarget:
     as they would in the processor.  For processors that keep the aspect ratio (CLIP's
     shortest edge, Idefics3's longest edge, Qwen2-VL's pixel budget) the aspect is kept
     up to their rounding; a fixed ``height x width`` (SigLIP, Florence-2) is squashed here
-    as the processor would squash it (measured on the tiny Florence-2: shrinking with the
-    aspect kept and letting the processor squash the rest resamples twice, a mean
-    difference of 0.07 in normalised pixels against 0.01 for one resize).
+    as the processor would squash it (shrinking with the aspect kept and letting the
+    processor squash the rest resamples twice; see docs/optimization-notes.md,
+    "Resizing once").
     """
 
     width: int

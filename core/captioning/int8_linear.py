@@ -3,21 +3,16 @@
 ``torch.ao`` dynamic quantization picks the activation scale from the min/max of the
 *whole* input tensor.  In a batch that tensor holds every image's activations, so one
 image's int8 rounding - and, now and then, its caption and score - changed with its batch
-mates (measured: batch 1 vs 8 changed 2 of 100 captions, scores by up to 0.018).
+mates.
 
 :class:`PerImageInt8Linear` runs the same fbgemm/qnnpack int8 kernel once per row of the
 leading dimension (one image, or one beam, in every transformers model: ``(batch, tokens,
 features)`` or ``(batch, features)``), so each activation scale comes from that row
 alone.  The integer GEMM accumulates exactly and the requantisation is element-wise, so a
 row's output is bit-identical whatever else is in the batch - the same numbers as
-captioning that image alone.  Cost, measured on the 2-core build box: the vision tower's
-``577 x 768`` blocks got slightly faster (cache-sized pieces, 50 -> 40 ms for a
-768x2304 layer at batch 8); the decoder's one-token steps pay a call per image
-(0.04 -> 0.3 ms per 768x768 layer at batch 8) - see ``docs/optimization-notes.md``.
-
-``torch._int_mm`` with per-row scales was tried first: on this CPU it is slower than the
-fp32 GEMM (200 ms vs 133 ms for the 768x2304 layer above), so it would give the int8
-speed-up away.
+captioning that image alone.  The decoder's one-token steps pay a kernel call per image;
+what that costs, and why ``torch._int_mm`` was not used, is in docs/optimization-notes.md,
+"Per-image int8 Linear".
 
 This module imports torch at import time: import it only where int8 is applied.
 """

@@ -3,8 +3,8 @@
 The LM head (hidden size -> vocabulary) decides every generated token, so the int8 path
 used to keep it in fp32.  On the CPU that made it the slowest single layer of each
 decoding step: BLIP-base's head is 30524 x 768 fp32 weights (94 MB), read in full for
-every token of every batch, and memory-bound: 25 ms of a ~75 ms step at batch 8 on this
-2-core machine, against 2 ms for the same product with int8 weights.
+every token of every batch, and memory-bound, so int8 weights cut its time the most
+(see docs/optimization-notes.md, "int8 LM head").
 
 :class:`RescoredInt8Head` gets the int8 speed without letting int8 rounding pick the
 token: it computes all logits with a dynamically quantized copy of the head, takes the

@@ -26,7 +26,7 @@ node's cores (torch threads scale within a batch).  ``actors=N`` on CPUs gives e
 ``total CPUs // N`` cores, and each actor sets torch's thread count to its own
 ``num_cpus``: Ray's ``OMP_NUM_THREADS`` for actors gives way to one already in the
 environment ``ray start`` ran in, and two 1-core actors then ran 2 threads each on 2
-cores (measured: 8x slower).
+cores, oversubscribing them (see docs/optimization-notes.md, "Ray actors").
 
 ``ray`` is imported only inside these functions: without ``--ray`` nothing imports it.
 """
@@ -120,9 +120,8 @@ class CaptionActor:
         # on another; torch's OpenMP runtime keeps a thread team per calling thread, and
         # with two teams on a machine with two cores libgomp stops spinning and puts its
         # workers to sleep after each parallel region: every small op then pays a futex
-        # wake-up (measured here: a softmax on one token 3 us -> 80 us, a whole BLIP-base
-        # batch 3.7 s -> 5.8 s).  One owner thread keeps one team, like the app's
-        # long-lived inference thread.
+        # wake-up (see docs/optimization-notes.md, "Ray actors").  One owner thread keeps
+        # one team, like the app's long-lived inference thread.
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caption-actor")
         # A model that cannot load is reported in the first batch's rows, not raised:
         # Ray reports a failed constructor as ActorDiedError and a failed batch as
@@ -413,7 +412,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     )
     # No prefetch: with one batch prefetched, Ray Data's iterator thread holds a finished
     # batch until the next one is done too, so each commit came one actor batch late
-    # (measured: the first commit after the second batch, the last two together).  The
+    # (the first commit after the second batch, the last two together).  The
     # actor pool still queues batches ahead on the actors; only the hand-over waits less.
     batches = iter(captioned.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
     try:

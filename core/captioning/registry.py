@@ -5,7 +5,7 @@
 1. resolves ``model``: an existing local folder wins; otherwise it is a hub
    id, looked up **cache first** (``local_files_only=True``) so that a model
    that was downloaded once loads instantly and without network access (a
-   cached model on an offline machine would otherwise spend ~25 s in hub
+   cached model on an offline machine would otherwise wait out the hub's
    retries).  Only when it is not cached, and network use is allowed, is it
    downloaded into the standard Hugging Face cache;
 2. reads the config and picks the :class:`~.families.base.ModelFamily` for its
@@ -461,7 +461,7 @@ def check_model_without_loading(model: str | Path, adapter: str | Path | None = 
     """Raise :class:`ModelLoadError` when *model* (and *adapter*) cannot be resolved.
 
     Fast and offline: no weights, no transformers import, no network round trip (an
-    unreachable hub costs ~25 s of retries).  A job with nothing to do calls it so that
+    unreachable hub costs many seconds of retries).  A job with nothing to do calls it so that
     a mistyped ``--model`` is an error now rather than on the next run that has work.
     Accepted: a local folder whose config.json names a ``model_type``; a hub id whose
     config.json is in the Hugging Face cache; or, unless offline mode is on
@@ -615,7 +615,7 @@ def load_captioner(
     plan = plan_optimizations(optimize, dev)
     if dev.type == "cpu":
         # Reuse freed activation memory instead of re-faulting it every batch
-        # (10-20 % of CPU batch time; see core.allocator).
+        # (a noticeable share of CPU batch time; see core.allocator).
         keep_freed_memory()
     adapter_str = str(adapter) if adapter is not None else None
 

@@ -1,4 +1,4 @@
-"""Retraining the captioner from the library's verified captions (issue #6).
+"""Retraining the captioner from the library's verified captions.
 
 Cheap to import: torch, transformers and peft are imported inside the functions that
 need them.  Entry points:

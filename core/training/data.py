@@ -7,7 +7,9 @@ picture changed since they were captioned (counted in ``outdated``).  Byte-ident
 (same fingerprint) are one example: the most recently captioned copy wins.  The
 train/validation split is :func:`core.splits.assign_split` on the split key (the first
 fingerprint, kept when a file is rewritten), so it is
-the same split ``captiondesk export`` writes.
+the same split ``captiondesk export`` writes.  With enough photos a third, *test* split
+(:func:`core.splits.assign_split3`) is taken out of the training side: neither training
+nor the choice of the best epoch sees it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text as sql_text
@@ -24,9 +26,13 @@ from core.filenames import to_os
 from core.queries import CURRENT_JOIN, ImageFilter, filter_sql, outdated_phrase
 from core.splits import (
     DEFAULT_SEED,
+    DEFAULT_TEST_RATIO,
+    MIN_TEST,
+    TEST,
     TRAIN,
     VALIDATION,
-    assign_split,
+    assign_split3,
+    validate_test_ratio,
     validate_val_ratio,
 )
 
@@ -57,6 +63,8 @@ class TrainingExample:
 class TrainingData:
     train: list[TrainingExample] = field(default_factory=list)
     validation: list[TrainingExample] = field(default_factory=list)
+    #: Held out from training and from epoch selection (empty when too few photos fall there).
+    test: list[TrainingExample] = field(default_factory=list)
     #: Examples dropped because another image had the same fingerprint.
     duplicates: int = 0
     #: Images whose caption would count but describes the file's earlier picture.
@@ -64,11 +72,25 @@ class TrainingData:
     val_ratio: float = 0.1
     seed: int = DEFAULT_SEED
     include_imports: bool = False
+    test_ratio: float = DEFAULT_TEST_RATIO
+    min_test: int = MIN_TEST
+    #: How many images the test end held (also when too few to make a test split).
+    test_candidates: int = 0
 
     def summary(self) -> str:
         dup = f", {self.duplicates} duplicate copies ignored" if self.duplicates else ""
         outdated = f", {outdated_phrase(self.outdated)}" if self.outdated else ""
-        return f"{len(self.train)} training and {len(self.validation)} validation captions{dup}{outdated}"
+        test = f", {len(self.test)} test" if self.test else ""
+        return f"{len(self.train)} training{test} and {len(self.validation)} validation captions{dup}{outdated}"
+
+    def test_note(self) -> str | None:
+        """Why there is no test split, in plain words (None: there is one)."""
+        if self.test:
+            return None
+        if self.test_ratio <= 0:
+            return "no test split was kept (test ratio 0): the validation score also chose the best epoch"
+        return (f"no test split: only {self.test_candidates} photos would be in it and at least {self.min_test} "
+                "are needed, so the validation score, which also chose the best epoch, may be optimistic")
 
     def snapshot(self) -> dict[str, Any]:
         """What a model version stores about its data: ids + fingerprints per split, and per
@@ -84,6 +106,8 @@ class TrainingData:
             "train_sha256": _content_hash(self.train),
             "validation_count": len(self.validation),
             "validation_sha256": _content_hash(self.validation),
+            **({"test": [[e.image_id, e.fingerprint] for e in self.test], "test_count": len(self.test),
+                "test_ratio": self.test_ratio, "test_sha256": _content_hash(self.test)} if self.test else {}),
         }
 
     def require(self, min_train: int = MIN_TRAIN, min_validation: int = MIN_VALIDATION) -> None:
@@ -112,9 +136,17 @@ def collect_training_data(
     val_ratio: float = 0.1,
     seed: int = DEFAULT_SEED,
     include_imports: bool = False,
+    test_ratio: float = DEFAULT_TEST_RATIO,
+    min_test: int | None = None,
 ) -> TrainingData:
-    """Every usable (image, caption) pair of *library*, split into train and validation."""
+    """Every usable (image, caption) pair of *library*, split into train, validation and
+    (when at least *min_test* images fall in it) test."""
     ratio = validate_val_ratio(val_ratio)
+    test_ratio = validate_test_ratio(ratio, test_ratio)
+    if min_test is None:
+        from core import splits
+
+        min_test = splits.MIN_TEST  # read now, so one setting governs training and eval alike
     # The store's own states: "verified" is a readable image whose current caption a
     # person wrote or accepted; "imported" the same with an imported caption.
     wanted = ImageFilter(states=frozenset({"verified", "imported"} if include_imports else {"verified"}))
@@ -125,7 +157,8 @@ def collect_training_data(
         " JOIN library_roots r ON r.id = i.root_id"
         f" WHERE {filter_sql(wanted, params)} ORDER BY c.id DESC"
     )
-    data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports)
+    data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports, test_ratio=test_ratio,
+                        min_test=min_test)
     seen: set[str] = set()
     with library.db.read() as session:
         rows = list(session.execute(query, params))
@@ -140,7 +173,8 @@ def collect_training_data(
         seen.add(fingerprint)
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
-        split = assign_split(split_key, ratio, seed)
+        # Test is provisional: back to train below when too few images land there.
+        split = assign_split3(split_key, ratio, seed, test_ratio=test_ratio)
         examples.append(
             TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split, split_key)
         )
@@ -155,6 +189,10 @@ def collect_training_data(
             f" WHERE {changed} AND o.source IN {sources}"
         ), params).scalar_one())
     examples.sort(key=lambda e: e.image_id)
+    data.test_candidates = sum(e.split == TEST for e in examples)
+    if data.test_candidates < min_test:
+        examples = [replace(e, split=TRAIN) if e.split == TEST else e for e in examples]
+    data.test = [e for e in examples if e.split == TEST]
     data.train = [e for e in examples if e.split == TRAIN]
     data.validation = [e for e in examples if e.split == VALIDATION]
     return data

@@ -37,13 +37,18 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 __all__ = [
     "BLEU_SMOOTHING_EPSILON",
     "bleu4",
     "caption_metrics",
     "cider_d",
+    "compare_to_base",
+    "comparison_sentence",
+    "kept_epoch_note",
+    "metric_intervals",
     "edit_rate",
     "exact_match",
     "rouge_l",
@@ -90,24 +95,28 @@ def _ngrams(words: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
 # --------------------------------------------------------------------------- BLEU
 
 
-def bleu4(hypotheses: Sequence[str], references: Refs, *, epsilon: float = BLEU_SMOOTHING_EPSILON) -> float:
-    """Corpus BLEU-4 with brevity penalty and Chen & Cherry method-1 smoothing."""
+def _bleu_stats(hypotheses: Sequence[str], references: Refs) -> list[tuple[int, ...]]:
+    """Per image: matches n=1..4, totals n=1..4, candidate length, reference length (summable)."""
     refs = _ref_lists(hypotheses, references)
-    matches = [0] * 4
-    totals = [0] * 4
-    hyp_len = ref_len = 0
+    stats = []
     for hyp, group in zip(hypotheses, refs, strict=True):
         words = tokenize(hyp)
-        hyp_len += len(words)
         # Closest reference length (ties: the shorter), as in NLTK / sacrebleu.
-        ref_len += min((abs(len(r) - len(words)), len(r)) for r in group)[1]
+        ref_len = min((abs(len(r) - len(words)), len(r)) for r in group)[1]
+        matches, totals = [], []
         for n in range(1, 5):
             counts = _ngrams(words, n)
             max_ref: Counter[tuple[str, ...]] = Counter()
             for r in group:
                 max_ref |= _ngrams(r, n)
-            matches[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
-            totals[n - 1] += max(0, len(words) - n + 1)
+            matches.append(sum(min(c, max_ref[g]) for g, c in counts.items()))
+            totals.append(max(0, len(words) - n + 1))
+        stats.append((*matches, *totals, len(words), ref_len))
+    return stats
+
+
+def _bleu_from_stats(summed: Sequence[float], epsilon: float = BLEU_SMOOTHING_EPSILON) -> float:
+    matches, totals, hyp_len, ref_len = summed[:4], summed[4:8], summed[8], summed[9]
     if hyp_len == 0:
         return 0.0
     log_precision = 0.0
@@ -120,14 +129,33 @@ def bleu4(hypotheses: Sequence[str], references: Refs, *, epsilon: float = BLEU_
     return bp * math.exp(log_precision)
 
 
+def _sum_stats(stats: Sequence[tuple[int, ...]], idx: Sequence[int] | None = None) -> list[int]:
+    total = [0] * 10
+    for i in (range(len(stats)) if idx is None else idx):
+        for k, v in enumerate(stats[i]):
+            total[k] += v
+    return total
+
+
+def bleu4(hypotheses: Sequence[str], references: Refs, *, epsilon: float = BLEU_SMOOTHING_EPSILON) -> float:
+    """Corpus BLEU-4 with brevity penalty and Chen & Cherry method-1 smoothing."""
+    return _bleu_from_stats(_sum_stats(_bleu_stats(hypotheses, references)), epsilon)
+
+
 # --------------------------------------------------------------------------- CIDEr-D
 
 
 def cider_d(hypotheses: Sequence[str], references: Refs, *, sigma: float = CIDER_SIGMA) -> float:
     """Corpus CIDEr-D (mean over images, x10), document frequencies from the references."""
+    scores = _cider_scores(hypotheses, references, sigma=sigma)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _cider_scores(hypotheses: Sequence[str], references: Refs, *, sigma: float = CIDER_SIGMA) -> list[float]:
+    """Each image's CIDEr-D, document frequencies from all the references."""
     refs = _ref_lists(hypotheses, references)
     if not refs:
-        return 0.0
+        return []
     ref_grams = [[[_ngrams(r, n) for n in range(1, 5)] for r in group] for group in refs]
     df: Counter[tuple[str, ...]] = Counter()
     for group in ref_grams:
@@ -162,7 +190,7 @@ def cider_d(hypotheses: Sequence[str], references: Refs, *, sigma: float = CIDER
                 sim += val * math.exp(-(delta**2) / (2 * sigma**2))
             total += sim / 4
         scores.append(total / len(group) * 10.0)
-    return sum(scores) / len(scores)
+    return scores
 
 
 # --------------------------------------------------------------------------- ROUGE-L
@@ -180,9 +208,12 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
 
 def rouge_l(hypotheses: Sequence[str], references: Refs, *, beta: float = ROUGE_BETA) -> float:
     """Mean ROUGE-L F-measure (pycocoevalcap: max precision and recall over references)."""
+    scores = _rouge_scores(hypotheses, references, beta=beta)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _rouge_scores(hypotheses: Sequence[str], references: Refs, *, beta: float = ROUGE_BETA) -> list[float]:
     refs = _ref_lists(hypotheses, references)
-    if not refs:
-        return 0.0
     scores = []
     for hyp, group in zip(hypotheses, refs, strict=True):
         words = tokenize(hyp)
@@ -193,18 +224,20 @@ def rouge_l(hypotheses: Sequence[str], references: Refs, *, beta: float = ROUGE_
             recalls.append(lcs / len(r) if r else 0.0)
         p, r_ = max(precisions), max(recalls)
         scores.append(((1 + beta**2) * p * r_) / (r_ + beta**2 * p) if p and r_ else 0.0)
-    return sum(scores) / len(scores)
+    return scores
 
 
 # --------------------------------------------------------------------------- exact match, edit rate
 
 
 def exact_match(hypotheses: Sequence[str], references: Refs) -> float:
+    hits = _exact_scores(hypotheses, references)
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def _exact_scores(hypotheses: Sequence[str], references: Refs) -> list[float]:
     refs = _ref_lists(hypotheses, references)
-    if not refs:
-        return 0.0
-    hits = sum(tokenize(h) in group for h, group in zip(hypotheses, refs, strict=True))
-    return hits / len(refs)
+    return [float(tokenize(h) in group) for h, group in zip(hypotheses, refs, strict=True)]
 
 
 def word_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
@@ -220,14 +253,17 @@ def word_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
 
 def edit_rate(hypotheses: Sequence[str], references: Refs) -> float:
     """Mean word edit distance / reference length (how much a person would have to change)."""
+    rates = _edit_scores(hypotheses, references)
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def _edit_scores(hypotheses: Sequence[str], references: Refs) -> list[float]:
     refs = _ref_lists(hypotheses, references)
-    if not refs:
-        return 0.0
     rates = []
     for hyp, group in zip(hypotheses, refs, strict=True):
         words = tokenize(hyp)
         rates.append(min(word_edit_distance(words, r) / max(1, len(r)) for r in group))
-    return sum(rates) / len(rates)
+    return rates
 
 
 # --------------------------------------------------------------------------- all together
@@ -248,6 +284,125 @@ def caption_metrics(hypotheses: Sequence[str], references: Refs) -> dict[str, fl
 def selection_score(metrics: dict[str, float]) -> float:
     """How checkpoints are ranked: CIDEr (0..10) + BLEU-4 (0..1)."""
     return float(metrics.get("cider", 0.0)) + float(metrics.get("bleu4", 0.0))
+
+
+# --------------------------------------------------------------------------- intervals
+
+#: Bootstrap resamples, the interval's level and its seed: fixed, so the same captions
+#: always give the same interval.
+BOOTSTRAP_RESAMPLES = 1000
+INTERVAL_LEVEL = 0.95
+BOOTSTRAP_SEED = 0
+INTERVAL_METRICS = ("bleu4", "cider", "rouge_l", "exact_match", "edit_rate")
+
+
+class _PerImage:
+    """Per-image pieces of every metric, so a resample of the images is scored without re-tokenizing."""
+
+    def __init__(self, hypotheses: Sequence[str], references: Refs) -> None:
+        self.n = len(hypotheses)
+        self.bleu = _bleu_stats(hypotheses, references)
+        self.means = {"cider": _cider_scores(hypotheses, references), "rouge_l": _rouge_scores(hypotheses, references),
+                      "exact_match": _exact_scores(hypotheses, references),
+                      "edit_rate": _edit_scores(hypotheses, references)}
+
+    def score(self, idx: Sequence[int]) -> dict[str, float]:
+        out = {"bleu4": _bleu_from_stats(_sum_stats(self.bleu, idx))}
+        for key, values in self.means.items():
+            out[key] = sum(values[i] for i in idx) / len(idx)
+        return out
+
+
+def _resamples(n: int, seed: int, resamples: int) -> Iterator[list[int]]:
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(resamples):
+        yield [rng.randrange(n) for _ in range(n)]
+
+
+def _percentiles(values: list[float], level: float) -> list[float]:
+    values = sorted(values)
+    tail = (1.0 - level) / 2
+    low = values[int(math.floor(tail * (len(values) - 1)))]
+    high = values[int(math.ceil((1.0 - tail) * (len(values) - 1)))]
+    return [round(low, 4), round(high, 4)]
+
+
+def metric_intervals(hypotheses: Sequence[str], references: Refs, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                     level: float = INTERVAL_LEVEL, seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
+    """A percentile-bootstrap interval over the images (``[low, high]``) for every metric.
+
+    The images are resampled with replacement from a fixed seed, so the interval is
+    deterministic.  CIDEr keeps the document frequencies of all the images (each image's
+    score is resampled); BLEU-4 is recomputed as a corpus score from the resampled counts.
+    Each interval is widened to contain the point estimate, which a skewed bootstrap can miss.
+    """
+    if not hypotheses:
+        return {}
+    per = _PerImage(hypotheses, references)
+    everything = per.score(range(per.n))
+    draws: dict[str, list[float]] = {k: [] for k in INTERVAL_METRICS}
+    for idx in _resamples(per.n, seed, resamples):
+        for key, value in per.score(idx).items():
+            draws[key].append(value)
+    out = {}
+    for key in INTERVAL_METRICS:
+        low, high = _percentiles(draws[key], level)
+        point = round(everything[key], 4)
+        out[key] = [min(low, point), max(high, point)]
+    return out
+
+
+def compare_to_base(base_hypotheses: Sequence[str], hypotheses: Sequence[str], references: Refs, *,
+                    resamples: int = BOOTSTRAP_RESAMPLES, level: float = INTERVAL_LEVEL,
+                    seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """Did the version beat its base by more than the noise of these images?
+
+    A paired bootstrap of the selection score's difference (version minus base, CIDEr +
+    BLEU-4) over the same resampled images; ``beats_base`` only when the whole interval
+    lies above 0.  Returns ``{"metric", "difference", "interval", "level", "n", "beats_base"}``.
+    """
+    if len(base_hypotheses) != len(hypotheses):
+        raise ValueError(f"{len(base_hypotheses)} base captions but {len(hypotheses)} version captions")
+    if not hypotheses:
+        return {"metric": "cider+bleu4", "difference": None, "interval": None, "level": level, "n": 0,
+                "beats_base": False}
+    base, new = _PerImage(base_hypotheses, references), _PerImage(hypotheses, references)
+
+    def diff(idx: Sequence[int]) -> float:
+        return selection_score(new.score(idx)) - selection_score(base.score(idx))
+
+    point = diff(range(new.n))
+    low, high = _percentiles([diff(idx) for idx in _resamples(new.n, seed, resamples)], level)
+    point = round(point, 4)
+    low, high = min(low, point), max(high, point)
+    return {"metric": "cider+bleu4", "difference": point, "interval": [low, high], "level": level, "n": new.n,
+            "beats_base": low > 0}
+
+
+def comparison_sentence(comparison: dict[str, Any], where: str = "validation") -> str:
+    """The comparison in one plain sentence (CLI and window say the same)."""
+    if not comparison or comparison.get("difference") is None:
+        return f"there were no {where} photos to compare the new version with the base model"
+    d, (low, high), n = comparison["difference"], comparison["interval"], comparison["n"]
+    numbers = (f"CIDEr+BLEU-4 {d:+.3f} vs the base, {comparison['level']:.0%} interval [{low:+.3f}, {high:+.3f}] "
+               f"over {n} {where} photos")
+    if comparison["beats_base"]:
+        return f"the new version beats the base model ({numbers})"
+    return (f"the new version did not beat the base model by more than the noise of its {where} photos "
+            f"({numbers}); keep using the current model")
+
+
+def kept_epoch_note(best_epoch: int, epochs_run: int, lr: float | None, beats_base: bool) -> str | None:
+    """Why a run kept its first epoch of several, and what to try (None: it kept a later one)."""
+    if best_epoch != 1 or epochs_run < 2 or lr is None:
+        return None
+    why = f"kept epoch 1 of {epochs_run}: later epochs scored lower on the validation photos; "
+    if beats_base:
+        return why + f"the learning rate {lr:g} may be too high for this data (it overfits) - try --lr {lr / 3:.2g}"
+    return why + (f"the first epoch did not beat the base either, so the learning rate {lr:g} may be too low for "
+                  f"this data - try --lr {lr * 10:.2g}")
 
 
 # --------------------------------------------------------------------------- evaluating a model
@@ -282,6 +437,9 @@ class EvalResult:
     train_overlap: list[int] = field(default_factory=list)
     held_out_metrics: dict[str, float] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: 95 % bootstrap intervals (:func:`metric_intervals`) of ``metrics`` and ``held_out_metrics``.
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    held_out_intervals: dict[str, list[float]] | None = None
 
 
 def _evaluation_split(
@@ -386,6 +544,7 @@ def evaluate_model(
         if owns:
             captioner.close()
     result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
     if overlap:
         result.train_overlap = sorted(overlap)
         n = len(result.predictions)
@@ -398,6 +557,7 @@ def evaluate_model(
                if held_out else "; no evaluated image was held out"))
         if held_out:
             result.held_out_metrics = caption_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out])
+            result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result

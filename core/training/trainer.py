@@ -50,6 +50,9 @@ closes the loaded model:
    accumulation, bf16/fp16 autocast on CUDA (fp16 with a GradScaler), evaluation on the
    validation split after every epoch (greedy captions → :mod:`.metrics`), early stopping
    after ``patience`` evaluations without improvement, best checkpoint by CIDEr + BLEU-4.
+   The base model and the kept epoch are also scored on the test split (when the library has
+   enough photos for one, :mod:`core.splits`), which chooses nothing; bootstrap intervals and
+   a paired comparison with the base (:func:`.metrics.compare_to_base`) decide ``beats_base``.
 5. **Resume** — after every epoch the trainable weights, optimiser, scheduler, history
    and best checkpoint are saved in the run folder (``<library>.models/<name>.run``) as
    data, never pickle (:mod:`.run_state`: safetensors with a JSON header).  Running the
@@ -81,12 +84,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
+from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, no_progress, not_counted
 from core.queries import outdated_phrase
 
 from .config import TrainingConfig
 from .data import TrainingData, TrainingExample, collect_training_data
-from .metrics import caption_metrics, selection_score
+from .metrics import (
+    caption_metrics,
+    compare_to_base,
+    comparison_sentence,
+    kept_epoch_note,
+    metric_intervals,
+    selection_score,
+)
 from .run_state import STATE_FILE, RunStateError, check_state, load_state, save_state
 
 if TYPE_CHECKING:
@@ -119,23 +129,40 @@ class TrainingResult(JobStats):
     method: str
     version_id: int | None = None
     path: str | None = None
-    resumed_from_epoch: int = 0
-    epochs_run: int = 0
-    best_epoch: int = 0
+    resumed_from_epoch: int = not_counted()
+    epochs_run: int = counted_as("epochs")
+    best_epoch: int = not_counted()
     stopped_early: bool = False
     base_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
-    train_size: int = 0
-    validation_size: int = 0
+    train_size: int = counted_as("train")
+    validation_size: int = counted_as("validation")
+    #: The test split (seen by neither training nor epoch selection): its size and both models' metrics.
+    test_size: int = not_counted()  # counted only when there is one (counts())
+    base_test_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    #: Bootstrap intervals per split and model: ``{"validation": {"base": {...}, "trained": {...}}, "test": ...}``.
+    intervals: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    #: Version minus base per split (:func:`~.metrics.compare_to_base`).
+    comparison: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Whether the version beat the base beyond the noise (on the test split when there is one).
+    beats_base: bool = False
+    #: Plain sentences about the numbers: no test split, why epoch 1 was kept.
+    notes: list[str] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
     cached_vision: bool = False
-    trainable_parameters: int = 0
-    processes: int = 1
+    trainable_parameters: int = not_counted()
+    processes: int = not_counted(1)
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"epochs": self.epochs_run, "train": self.train_size, "validation": self.validation_size}
+        return {**super().counts(), **({"test": self.test_size} if self.test_size else {})}
+
+    def verdict(self) -> str:
+        """Whether the version beat its base, in one sentence (on the test split when there is one)."""
+        where = "test" if "test" in self.comparison else "validation"
+        return comparison_sentence(self.comparison.get(where, {}), where)
 
 
 # --------------------------------------------------------------------------- the job
@@ -214,7 +241,7 @@ def _train_in(library: Library, base: str, name: str, config: TrainingConfig, da
     result = TrainingResult(name=name, method=config.method)
 
     params = {"base_model": base, "name": name, "config": config.to_dict(),
-              "train": len(data.train), "validation": len(data.validation)}
+              "train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
     if distributed is not None:
         params["processes"] = distributed.world_size
     # Other ranks keep no job record: they must not write to the library.
@@ -646,6 +673,8 @@ class _Examples:
     val_batches: list[tuple[Any, Any]]  # (preprocessed batch, its GenerationSettings), as for captioning
     refs: list[str]  # validation captions, in val_batches' order
     plan: Any = None  # the PromptPlan (preset / template) the run trains for
+    test_batches: list[tuple[Any, Any]] = field(default_factory=list)  # the test split, scored by base and best only
+    test_refs: list[str] = field(default_factory=list)
 
 
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
@@ -655,9 +684,10 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         result.skipped_images.append(outdated_phrase(data.outdated))
     train_ex, train_images = _load_images(captioner, data.train, result.skipped_images)
     val_ex, val_images = _load_images(captioner, data.validation, result.skipped_images)
+    test_ex, test_images = _load_images(captioner, data.test, result.skipped_images)
     if not train_ex or not val_ex:
         raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
-    result.train_size, result.validation_size = len(train_ex), len(val_ex)
+    result.train_size, result.validation_size, result.test_size = len(train_ex), len(val_ex), len(test_ex)
     plan = _prompt_plan(captioner, family, config)
     train_prompts = _render_prompts(plan, train_ex)
     try:
@@ -675,6 +705,7 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
                             "yet (BLIP and the prompted vision-language families are); train without "
                             "--preset/--prompt") from exc
     val_batches, refs = _validation_batches(captioner, config, plan, val_ex, val_images)
+    test_batches, test_refs = _validation_batches(captioner, config, plan, test_ex, test_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
@@ -683,7 +714,7 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         if embeds is not None:
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
-    return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan)
+    return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan, test_batches, test_refs)
 
 
 def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) -> Any:
@@ -803,6 +834,10 @@ class _LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_score: float = -math.inf
     best_epoch: int = 0
+    #: Captions of the base and of the best epoch (validation) and of the base (test): for the intervals.
+    base_predictions: list[str] = field(default_factory=list)
+    best_predictions: list[str] = field(default_factory=list)
+    base_test_predictions: list[str] = field(default_factory=list)
 
 
 class _TrainingLoop:
@@ -822,6 +857,7 @@ class _TrainingLoop:
         self.on_epoch, self.on_checkpoint = on_epoch, on_checkpoint
         self.device = captioner.device
         self.state_path = run_dir / STATE_FILE
+        self.last_predictions: list[str] = []
         self.best_path = run_dir / "best.safetensors"
         self.settings = _eval_settings(config)
         self.micro_per_epoch = math.ceil(examples.size / config.batch_size)
@@ -836,13 +872,17 @@ class _TrainingLoop:
 
     # -- pieces -----------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, float]:
+    def predict(self, batches: list[tuple[Any, Any]]) -> list[str]:
         self.model.trainable.eval()
         preds: list[str] = []
         finish = self.examples.plan.finish if self.examples.plan is not None else (lambda text: text)
-        for batch, settings in self.examples.val_batches:
+        for batch, settings in batches:
             preds.extend(finish(r.text) for r in self.captioner.generate(batch, settings))
-        return caption_metrics(preds, self.examples.refs)
+        return preds
+
+    def evaluate(self) -> dict[str, float]:
+        self.last_predictions = self.predict(self.examples.val_batches)
+        return caption_metrics(self.last_predictions, self.examples.refs)
 
     def calibrate(self) -> Any:
         """The confidence calibration of the current weights: how each token scores in their
@@ -867,7 +907,10 @@ class _TrainingLoop:
             self.scaler.load_state_dict(saved["scaler"])
             state = _LoopState(epoch=int(saved["epoch"]), global_step=int(saved["global_step"]),
                                bad_epochs=int(saved["bad_epochs"]), history=list(saved["history"]),
-                               best_score=float(saved["best_score"]), best_epoch=int(saved["best_epoch"]))
+                               best_score=float(saved["best_score"]), best_epoch=int(saved["best_epoch"]),
+                               base_predictions=list(saved.get("base_predictions", [])),
+                               best_predictions=list(saved.get("best_predictions", [])),
+                               base_test_predictions=list(saved.get("base_test_predictions", [])))
         except RunStateError as exc:
             raise _unusable_run(name, self.state_path, f"is {exc}") from None
         except (KeyError, TypeError, ValueError, RuntimeError, TrainingError) as exc:
@@ -981,7 +1024,8 @@ class _TrainingLoop:
             "weights": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
             "bad_epochs": state.bad_epochs, "history": state.history, "best_score": state.best_score,
-            "best_epoch": state.best_epoch})
+            "best_epoch": state.best_epoch, "base_predictions": state.base_predictions,
+            "best_predictions": state.best_predictions, "base_test_predictions": state.base_test_predictions})
         self.on_checkpoint(state.global_step, self.total_steps, state.epoch)
 
     # -- the loop -------------------------------------------------------------------------
@@ -999,6 +1043,10 @@ class _TrainingLoop:
         if not state.history:
             self.report(0, self.total_steps, "Evaluating the base model")
             self.record(state, None, self.evaluate_shared())
+            if self.main:
+                state.base_predictions = self.last_predictions
+                # The test split is scored only by the base and the kept version, never to choose.
+                state.base_test_predictions = self.predict(self.examples.test_batches)
         result.base_metrics = _metrics_only(state.history[0])
         stopped = bool(state.epoch and config.patience and state.bad_epochs >= config.patience)
         while state.epoch < config.epochs and not stopped:
@@ -1014,6 +1062,8 @@ class _TrainingLoop:
             improved = score > state.best_score
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+                if self.main:
+                    state.best_predictions = self.last_predictions
             else:
                 state.bad_epochs += 1
             self.save_checkpoint(state, improved)
@@ -1057,6 +1107,7 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
         _load_trainable_state(model.trainable, best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     result.metrics = _metrics_only(best)
+    _judge(loop, state, data, result)
     if loop.distributed is not None:
         result.processes = loop.distributed.world_size
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
@@ -1064,9 +1115,40 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
                      "confidence_calibration": loop.calibrate().to_dict(),
                      **({"processes": result.processes} if result.processes > 1 else {})}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
-                      "history": state.history, "stopped_early": result.stopped_early}
+                      "history": state.history, "stopped_early": result.stopped_early,
+                      "intervals": result.intervals, "comparison": result.comparison,
+                      "beats_base": result.beats_base, "notes": result.notes,
+                      **({"test": {"base": result.base_test_metrics, "trained": result.test_metrics,
+                                   "n": result.test_size}} if result.test_size else {})}
     return versions.save_version(
         library, name=name, base_model=base, model=model.trainable, captioner=loop.captioner,
         method=config.method, family=loop.family.id, config=stored_config, metrics=metrics_record,
         data_snapshot=data.snapshot(),
     )
+
+
+def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: TrainingResult) -> None:
+    """Intervals, the comparison with the base (test split when there is one) and the notes, with the best
+    weights loaded."""
+    refs = loop.examples.refs
+    if len(state.base_predictions) == len(refs) == len(state.best_predictions):
+        result.intervals["validation"] = {"base": metric_intervals(state.base_predictions, refs),
+                                          "trained": metric_intervals(state.best_predictions, refs)}
+        result.comparison["validation"] = compare_to_base(state.base_predictions, state.best_predictions, refs)
+    test_refs = loop.examples.test_refs
+    if test_refs and len(state.base_test_predictions) == len(test_refs):
+        test_predictions = loop.predict(loop.examples.test_batches)
+        result.base_test_metrics = caption_metrics(state.base_test_predictions, test_refs)
+        result.test_metrics = caption_metrics(test_predictions, test_refs)
+        result.intervals["test"] = {"base": metric_intervals(state.base_test_predictions, test_refs),
+                                    "trained": metric_intervals(test_predictions, test_refs)}
+        result.comparison["test"] = compare_to_base(state.base_test_predictions, test_predictions, test_refs)
+    where = "test" if "test" in result.comparison else "validation"
+    result.beats_base = bool(result.comparison.get(where, {}).get("beats_base", False))
+    note = data.test_note()
+    if note is not None:
+        result.notes.append(note)
+    validation_beats = bool(result.comparison.get("validation", {}).get("beats_base", False))
+    note = kept_epoch_note(state.best_epoch, state.epoch, loop.config.lr, validation_beats)
+    if note is not None:
+        result.notes.append(note)

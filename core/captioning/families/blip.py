@@ -61,10 +61,8 @@ class BlipFamily(ModelFamily):
     sdpa_vision_patch = True
     trainable = True
     supports_vision_cache = True
-    # Measured (README "LoRA defaults", benchmarks/lora_defaults.py): a restyle of a pre-trained
-    # tiny BLIP reached 0.00 held-out exact match in 15 epochs with r 8 on query/value at lr 1e-4
-    # (and at 1e-3), 0.96 with r 16 on the text decoder's attention *and* feed-forward layers
-    # (query/key/value + every "dense": attention output, intermediate, output) at lr 3e-3.
+    # A restyle needs the text decoder's attention *and* feed-forward layers (query/key/value + every
+    # "dense"); attention alone at a low rate did not learn it (README "LoRA defaults").
     lora_text_targets = ("query", "key", "value", "dense")
     lora_vision_targets = ("qkv",)
     lora_defaults = {"r": 16, "alpha": 32, "dropout": 0.1, "lr": 3e-3, "targets": None}

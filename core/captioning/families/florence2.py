@@ -34,9 +34,9 @@ class Florence2Family(PromptedVLMFamily):
     id = "florence2"
     model_types = ("florence2",)
     examples = ("microsoft/Florence-2-base", "microsoft/Florence-2-large")
-    # Not int8 (measured, benchmarks/caption_model_speed.py --family florence2; DaViT-base 384 px + 6+6-layer
-    # BART, 153M random weights): 0.36x the fp32 batch - DaViT's window attention feeds its linears
-    # (windows x batch, tokens, features), and the per-image int8 Linear makes one call per window.
+    # Not int8: DaViT's window attention feeds its linears (windows x batch, tokens, features), and the
+    # per-image int8 Linear makes one call per window (see docs/optimization-notes.md,
+    # "int8 per vision-language family").
     cpu_int8_eligible = False
     # BART attention and feed-forward layers.
     lora_text_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")

@@ -24,8 +24,7 @@ class Idefics3Family(PromptedVLMFamily):
     examples = ("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceM4/Idefics3-8B-Llama3")
     language_model_path = r"model\.text_model"
     projector_names = ("connector",)  # pixel shuffle + projection
-    # Measured (benchmarks/caption_model_speed.py --family idefics3; random weights, SigLIP ViT-B/16 384 px +
-    # 6-layer 512-wide Llama, 146M): int8 1.5-1.8x the fp32 batch, same captions 4/4.
+    # int8 is faster with the same captions (docs/optimization-notes.md, "int8 per vision-language family").
     cpu_int8_eligible = True
 
     def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:

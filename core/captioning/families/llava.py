@@ -18,8 +18,7 @@ class LlavaFamily(PromptedVLMFamily):
     id = "llava"
     model_types = ("llava",)
     examples = ("llava-hf/llava-1.5-7b-hf", "fancyfeast/llama-joycaption-beta-one-hf-llava")
-    # Measured (benchmarks/caption_model_speed.py --family llava; random weights, CLIP ViT-B/16 224 px +
-    # 6-layer 512-wide Llama, 144M): int8 1.3-2.2x the fp32 batch, same captions 4/4.
+    # int8 is faster with the same captions (docs/optimization-notes.md, "int8 per vision-language family").
     cpu_int8_eligible = True
 
 

@@ -66,9 +66,8 @@ class Qwen2VLFamily(PromptedVLMFamily):
     vision_tower_names = ("visual",)
     projector_names = ()  # the patch merger (projector) is part of ``visual``
     image_feature_inputs = ("image_grid_thw",)
-    # Not int8 (measured, benchmarks/caption_model_speed.py --family qwen2-vl; 155M random weights): 14x
-    # *slower* than fp32.  The vision tower's linears see packed 2-D (patches, features) input, so the
-    # per-image int8 Linear (core/captioning/int8_linear.py) makes one kernel call per patch.
+    # Not int8: the vision tower's linears see packed 2-D (patches, features) input, so the per-image
+    # int8 Linear makes one kernel call per patch (docs/optimization-notes.md, "int8 per vision-language family").
     cpu_int8_eligible = False
 
     def processor_input_size(self, processor: Any, size: tuple[int, int]) -> ResizeTarget | None:

@@ -144,7 +144,11 @@ def lora_run(folder: Path, args: argparse.Namespace) -> None:
     """``args.steps`` LoRA steps on a 4-bit base (CUDA) or an fp32 base (``--tiny``, CPU)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        BitsAndBytesConfig,
+    )
 
     from benchmarks import caption_model_speed as speed
 

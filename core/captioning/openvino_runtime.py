@@ -6,9 +6,10 @@ tower converted with ``openvino.convert_model``, cached beside the model.
 vision tower to an OpenVINO model (compiled for the CPU with fp32 inference precision,
 because OpenVINO would otherwise run bf16 on CPUs that have it and change the captions)
 and leaves the text decoder and ``generate`` to transformers, so greedy and beam search,
-scores, batching, resume and cancel are the torch path's own.  ``optimize`` then applies
-to the torch part: ``"none"`` gives the torch fp32 captions, ``"auto"`` quantizes the
-text decoder to int8 per image (captions independent of batch-mates).  ``runtime="auto"`` picks
+scores, batching, resume and cancel are the torch path's own, and the captions are the
+torch fp32 captions.  An explicit ``optimize`` list applies to the torch part (``"int8"``:
+the text decoder in per-image int8, captions independent of batch-mates); ``"auto"``
+keeps it fp32.  ``runtime="auto"`` picks
 OpenVINO only for the families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with
 the same captions, see ``benchmarks/caption_model_speed.py --runtime all``), on the CPU,
 when the package is installed; torch otherwise.  Training always runs on torch.
@@ -51,10 +52,9 @@ __all__ = [
 
 #: Families with an OpenVINO converter here.
 OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
-#: Families ``auto`` runs on OpenVINO: none yet, because BLIP's fp32 OpenVINO vision tower
-#: with the fp32 torch decoder measured slower end to end than torch's int8 path
-#: (README "Caption speed by model").
-AUTO_OPENVINO_FAMILIES: frozenset[str] = frozenset()
+#: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
+#: (docs/optimization-notes.md, "OpenVINO runtime").
+AUTO_OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
 #: Bumped when the conversion itself changes, so old caches are converted again.
 CONVERTER_VERSION = 1
 CACHE_DIR_NAME = ".captiondesk-openvino"
@@ -244,8 +244,13 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
             return openvino.convert_model(LastHidden().eval(), example_input=example,
                                           input=[openvino.PartialShape([-1, 3, side, side])])
 
-    xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
-    core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    try:
+        xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    except Exception as exc:  # a conversion or cache failure is this load's one error line
+        detail = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
+                             "use --runtime torch.", kind="runtime", model=model_ref) from exc
     model.vision_model = _vision_tower_module()(compiled, model.config.vision_config, xml)
     return model

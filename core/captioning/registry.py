@@ -184,16 +184,21 @@ class LoadContext:
             model, adapter_identity = _apply_adapter(self, model)
         revision = _revision(self)
         runtime_names = []
+        plan = self.plan
         if self.runtime == "openvino":
+            from dataclasses import replace
+
             from .openvino_runtime import apply_openvino
 
-            # The vision tower's fp32 weights are converted first; the optimisations then
-            # apply to what stays on torch (the text decoder's int8 under optimize=auto).
+            # The vision tower's fp32 weights are converted first; an explicit optimize list
+            # then applies to what stays on torch.  Under "auto" the decoder stays fp32: its
+            # per-image int8 was slower there (docs/optimization-notes.md, "OpenVINO runtime").
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress)
             runtime_names = ["openvino"]
-        applied = opt.apply_optimizations(model, family=self.family, plan=self.plan,
-                                          progress=self.progress)
+            if plan.auto:
+                plan = replace(plan, int8=False)
+        applied = opt.apply_optimizations(model, family=self.family, plan=plan, progress=self.progress)
         applied.names[:0] = runtime_names
         model = applied.model
         identity = {

@@ -150,3 +150,24 @@ def test_runtime_choice() -> None:
         CaptionJobSpec(runtime="onnx")
     spec = CaptionJobSpec(runtime="openvino")
     assert CaptionJobSpec.from_dict(spec.to_dict()).runtime == "openvino"
+
+
+def test_caption_job_on_openvino_records_the_runtime(library, blip_copy: Path, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from core.captioning.engine import run_caption_job
+    from core.models import Caption, Job
+
+    for i in range(3):
+        write_jpeg(tmp_path / "photos" / f"{i}.jpg", seed=i)
+    library.scan([library.add_root(tmp_path / "photos").id])
+    spec = CaptionJobSpec(model=str(blip_copy), device="cpu", runtime="openvino", batch_size=2,
+                          settings=GenerationSettings(min_new_tokens=3, max_new_tokens=5))
+    stats = run_caption_job(library, spec)
+    assert (stats.captioned, stats.errors) == (3, 0)
+    with library.db.read() as session:
+        rows = list(session.scalars(select(Caption).where(Caption.is_current.is_(True))))
+        job = session.scalars(select(Job).where(Job.kind == "caption")).one()
+        assert job.params["runtime"] == "openvino"
+    assert len(rows) == 3
+    assert all(row.settings["identity"]["runtime"] == "openvino" for row in rows)

@@ -110,6 +110,13 @@ def test_cache_reused_then_invalidated_by_model_and_adapter_changes(blip_copy: P
     assert any("Converting" in m for m in messages)
     # One slot per model and adapter folder: a changed key replaced its old conversion.
     assert len(list((blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())) == 2
+    # Copying a full version (models export) leaves the cache, keyed by this folder, behind.
+    from core.training.versions import _copy_model
+
+    (tmp_path / "copy").mkdir()
+    _copy_model(blip_copy, tmp_path / "copy")
+    assert (tmp_path / "copy" / "config.json").is_file()
+    assert not (tmp_path / "copy" / openvino_runtime.CACHE_DIR_NAME).exists()
 
 
 def test_runtime_openvino_without_the_package_is_one_error_line(

@@ -341,8 +341,11 @@ def _copy_model(source: Path, target: Path) -> None:
     """Copy a full version's files into the (existing, marked) *target* folder."""
     if not source.is_dir():
         raise VersionError(f"the files of this version are missing ({source})")
+    from core.captioning.openvino_runtime import CACHE_DIR_NAME
+
     for item in source.iterdir():
-        if item.name == ownership.MARKER_NAME:
+        # The OpenVINO conversion cache is keyed by the source folder: the copy converts anew.
+        if item.name in (ownership.MARKER_NAME, CACHE_DIR_NAME):
             continue
         if item.is_dir() and not item.is_symlink():
             shutil.copytree(item, target / item.name)

@@ -144,7 +144,7 @@ class NaiveLoop:
 class EngineRunner:
     """The engine with one loaded captioner, captioning chosen images of one library."""
 
-    def __init__(self, model_dir: Path, photos: Path, batch_size: int, device: str) -> None:
+    def __init__(self, model_dir: Path, photos: Path, batch_size: int, device: str, runtime: str = "torch") -> None:
         from PIL import Image
 
         from core.captioning import GenerationSettings, load_captioner
@@ -154,10 +154,10 @@ class EngineRunner:
         self.library = Library(Path(self.tmp.name) / "bench.db")
         self.library.scan([self.library.add_root(photos).id])
         load_start = time.perf_counter()
-        self.captioner = load_captioner(str(model_dir), device=device)
+        self.captioner = load_captioner(str(model_dir), device=device, runtime=runtime)
         self.load_seconds = time.perf_counter() - load_start
         self.settings = GenerationSettings(min_new_tokens=TOKENS, max_new_tokens=TOKENS)
-        self.model_dir, self.batch_size, self.device = model_dir, batch_size, device
+        self.model_dir, self.batch_size, self.device, self.runtime = model_dir, batch_size, device, runtime
         self.final_batch_size = batch_size
         # Warm-up batch (first-call allocations, kernel selection), not counted.
         self.captioner.caption([Image.new("RGB", (384, 384))] * batch_size, self.settings)
@@ -173,7 +173,8 @@ class EngineRunner:
         from core.captioning.engine import CaptionJobSpec, run_caption_job
 
         spec = CaptionJobSpec(model=str(self.model_dir), settings=self.settings, batch_size=self.batch_size,
-                              device=self.device, scope=image_ids, overwrite_model_captions=overwrite)
+                              device=self.device, runtime=self.runtime, scope=image_ids,
+                              overwrite_model_captions=overwrite)
         start = time.perf_counter()
         stats = run_caption_job(self.library, spec, captioner=self.captioner)
         elapsed = time.perf_counter() - start
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "auto"],
+                        help="the engine's runtime (core/captioning/openvino_runtime.py)")
     parser.add_argument("--photo-size", default="2000x1500", help="WxH of the generated JPEGs")
     parser.add_argument("--tuned-naive", action="store_true",
                         help="also time the naive loop with the engine's allocator tuning (what that alone gives)")
@@ -217,7 +220,7 @@ def main() -> None:
 
     naive = NaiveLoop(model_dir, args.device, paths[-1])
     tuned = NaiveLoop(model_dir, args.device, paths[-1], tuned_allocator=True) if args.tuned_naive else None
-    engine = EngineRunner(model_dir, photos, args.batch_size, args.device)
+    engine = EngineRunner(model_dir, photos, args.batch_size, args.device, args.runtime)
     ids = engine.image_ids()[:count]
     naive_s = tuned_s = engine_s = 0.0
     for r in range(args.rounds):
@@ -243,7 +246,7 @@ def main() -> None:
     if tuned is not None:
         tuned_rate = args.rounds * args.naive_images / tuned_s
         print(f"{'naive loop + allocator tuning':<44}{tuned_rate:>10.3f}{tuned_rate / naive_rate:>10.2f}")
-    label = f"engine (batch {args.batch_size}, optimize=auto)"
+    label = f"engine (batch {args.batch_size}, optimize=auto, runtime={args.runtime})"
     print(f"{label:<44}{engine_rate:>10.3f}{engine_rate / naive_rate:>10.2f}")
     print(f"model load + optimise: {load_seconds:.1f} s; final batch size {final_batch}")
     print(f"target >= {target:.0f}x: {'ok' if engine_rate / naive_rate >= target else 'MISSED'}")

@@ -1,0 +1,5 @@
+"""The dataset jobs' refusals: what the user must change for an export or import to run."""
+
+
+class ExportError(Exception):
+    """The export cannot be done as asked (the message says what to change)."""

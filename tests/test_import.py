@@ -277,13 +277,13 @@ def test_cli_import_reports_counts_and_unmatched(
 
 
 def test_cancelled_import_keeps_what_it_stored(library: Library, photo_dir: Path, monkeypatch) -> None:
-    from core import importer
+    from core.datasets import import_job
 
     for i in range(6):
         write_jpeg(photo_dir / f"{i}.jpg", seed=i)
         (photo_dir / f"{i}.txt").write_text(f"caption {i}", encoding="utf-8")
     library.scan([library.add_root(photo_dir).id])
-    monkeypatch.setattr(importer, "WRITE_BATCH", 2)
+    monkeypatch.setattr(import_job, "WRITE_BATCH", 2)
 
     class CancelAfterFour:
         calls = 0

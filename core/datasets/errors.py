@@ -3,3 +3,7 @@
 
 class ExportError(Exception):
     """The export cannot be done as asked (the message says what to change)."""
+
+
+class CaptionImportError(Exception):
+    """The source cannot be imported as asked (the message says why)."""

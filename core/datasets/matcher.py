@@ -15,7 +15,7 @@ from core.models import Image, LibraryRoot
 
 
 class ImageMatcher:
-    """Finds the library image a source row means (see the module doc for the order)."""
+    """Finds the library image a source row means (in the order :mod:`core.datasets.import_job` describes)."""
 
     def __init__(self, db: Database) -> None:
         self.by_root_path: dict[tuple[str, str], int] = {}

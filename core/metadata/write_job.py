@@ -141,7 +141,7 @@ def write_caption(
     path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING,
     dry_run: bool = False,
 ) -> WriteOutcome:
-    """Store *text* as the caption in *path*'s metadata (see module doc for where).
+    """Store *text* as the caption in *path*'s metadata (:mod:`core.metadata.fields` says where).
 
     Returns what was done; ``changed`` is False when the metadata already said so.
     With *dry_run* nothing is written: the outcome says what a real call would do.

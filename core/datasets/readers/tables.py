@@ -1,4 +1,5 @@
-"""Caption tables (JSON lines and CSV) with a file-name and a caption column, as the imagefolder and csv readers read them."""
+"""Caption tables (JSON lines and CSV) with a file-name and a caption column, as the
+imagefolder and csv readers read them."""
 
 from __future__ import annotations
 

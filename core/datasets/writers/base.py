@@ -12,6 +12,13 @@ from core.datasets.selection import CaptionedImage
 
 
 class Writer(Protocol):
+    """One export format's writer: ``add`` each image as it comes, ``close`` to finish its files.
+
+    A writer may also name ``reserved_names`` (files it writes in each split folder) and
+    ``companion_suffixes`` (files it writes beside each image), which no image may take.
+    """
+
+    #: Two images may not share a stem (their caption files would collide).
     by_stem: bool
 
     def add(self, item: ExportItem) -> None: ...

@@ -31,9 +31,8 @@ from core.datasets.writers.base import portable_model_ref, portable_origin
 
 __all__ = [
     "CAPTION_EXTENSIONS", "CONSUMERS", "CONVERTED_JPEG_QUALITY", "CONVERT_TO_CHOICES", "CONVERT_TO_JPEG",
-    "EXPORT_FORMATS", "EXPORT_JOB", "LAYOUT_FORMATS", "MANIFEST_NAME", "ONLY_CHOICES", "CaptionedImage",
-    "Consumer", "ExportError",
-    "ExportStats", "converted_image_name", "count_captioned_images", "count_export_split", "export_caption_line",
-    "export_dataset", "export_layout", "folder_scope", "iter_captioned_images", "kohya_flat_name",
-    "library_name_candidates", "outdated_images", "portable_model_ref", "portable_origin",
+    "EXPORT_FORMATS", "EXPORT_JOB", "LAYOUT_FORMATS", "MANIFEST_NAME", "ONLY_CHOICES", "CaptionedImage", "Consumer",
+    "ExportError", "ExportStats", "converted_image_name", "count_captioned_images", "count_export_split",
+    "export_caption_line", "export_dataset", "export_layout", "folder_scope", "iter_captioned_images",
+    "kohya_flat_name", "library_name_candidates", "outdated_images", "portable_model_ref", "portable_origin",
 ]

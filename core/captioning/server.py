@@ -324,11 +324,16 @@ def list_server_models(endpoint: str, *, api_key: str | None = None, timeout: fl
 
     Asks the OpenAI ``GET {endpoint}/models`` first; Ollama's own ``GET /api/tags``
     when that is missing.  ``ModelLoadError`` (kind ``"server"``) when the server
-    cannot be reached or answers neither.
+    cannot be reached or answers neither.  *endpoint* is the text a person typed, so it is
+    normalized here; :func:`load_server_captioner` passes the spec's, normalized already.
     """
+    return _server_models(normalize_endpoint(endpoint), api_key=api_key, timeout=timeout)
+
+
+def _server_models(endpoint: str, *, api_key: str | None, timeout: float) -> list[str]:
+    """:func:`list_server_models` for a normalized *endpoint*."""
     import httpx2
 
-    endpoint = normalize_endpoint(endpoint)
     key = api_key if api_key is not None else resolve_api_key(endpoint)
     seconds = min(timeout, MAX_CHECK_SECONDS)
     with _client(endpoint, key, timeout=seconds, connections=1) as client:
@@ -504,7 +509,7 @@ class ServerCaptioner(Captioner):
         jpeg_quality: int = 85,
         max_caption_chars: int = DEFAULT_MODEL_CAPTION_CHARS,
     ) -> None:
-        self.endpoint = normalize_endpoint(endpoint)
+        self.endpoint = endpoint  # normalized when the job's spec was made (CaptionJobSpec)
         self.timeout = float(timeout)
         #: An answer bigger than this is not read: room for the caption (up to 4 bytes a
         #: character, JSON-escaped) and its token log-probabilities, plus the envelope.
@@ -730,14 +735,14 @@ def load_server_captioner(
 
     A dead server fails here, with one clear :class:`ModelLoadError`, before the job
     touches anything.  A model the server does not list is only logged: some servers
-    (llama-server) serve whatever they were started with under any name.
+    (llama-server) serve whatever they were started with under any name.  *endpoint* is
+    a :class:`~core.captioning.settings.CaptionJobSpec`'s, normalized when the spec was made.
     """
     report = progress or (lambda _msg: None)
-    endpoint = normalize_endpoint(endpoint)
     key = api_key if api_key is not None else resolve_api_key(endpoint)
     report(f"Connecting to {endpoint}")
     try:
-        names = list_server_models(endpoint, api_key=key, timeout=float(options.get("timeout", MAX_CHECK_SECONDS)))
+        names = _server_models(endpoint, api_key=key, timeout=float(options.get("timeout", MAX_CHECK_SECONDS)))
     except ModelLoadError as exc:
         if "did not list" not in str(exc):
             raise

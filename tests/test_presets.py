@@ -15,13 +15,12 @@ from core.captioning.families import FAMILIES
 from core.captioning.presets import (
     ALT_TEXT_MAX_CHARS,
     PRESETS,
-    ImageVariables,
-    PromptPlan,
     UnsupportedPresetError,
     fit_to_length,
     supported_presets,
     template_variables,
 )
+from core.captioning.prompting import ImageVariables, PromptPlan
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.library import Library

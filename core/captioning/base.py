@@ -318,6 +318,11 @@ class HFCaptioner(Captioner):
     def dtype(self) -> torch.dtype:
         return self._dtype
 
+    @property
+    def model_type(self) -> str | None:
+        """The model's ``config.model_type`` (a family may load several, e.g. Qwen2-VL and 2.5-VL)."""
+        return getattr(getattr(self.model, "config", None), "model_type", None)
+
     # -- hooks for families --------------------------------------------------
 
     @abstractmethod

@@ -32,8 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import select, update
@@ -44,13 +43,14 @@ from core.captioning.base import load_model_image, model_input_side
 from core.captioning.claims import CaptionClaims
 from core.captioning.errors import ModelLoadError
 from core.captioning.confidence import TokenCalibration, confidence_score
-from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
+from core.captioning.prompting import PromptPlan, plan_for_captioner, plan_prompt, prompt_batches, render_prompts
+from core.captioning.registry import ResolvedModel, resolve_model
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.imaging import ImageDecodeError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
-from core.models import CaptionSource, Image, ImageState, ModelVersion
+from core.models import CaptionSource, Image, ImageState
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
 from core.scanner import recheck_errors
 
@@ -81,36 +81,6 @@ class CaptionJobStats(JobStats):
     #: Of ``skipped``: images another run captioning this library at the same time held, or
     #: that no longer needed this caption when their batch came (core.captioning.claims).
     left_to_other_runs: int = not_counted()
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """The model a spec names, as stored in caption provenance."""
-
-    model_name: str
-    adapter: str | None
-    model_version_id: int | None
-    #: ``(preset, prompt_template)`` a trained version recorded (reused when a spec names neither).
-    trained_prompt: tuple[str | None, str | None] = (None, None)
-    #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
-    score_calibration: dict[str, Any] | None = None
-
-
-def resolve_model(library: Library, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
-    """A model-version name → its base model and adapter; a folder → its absolute path.
-    A server backend's model name is the server's, taken as it is."""
-    if backend != "local":
-        return ResolvedModel(model, None, None)  # the server's own model name
-    with library.db.read() as session:
-        version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
-    if version is not None:
-        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
-                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
-    if os.path.isdir(model):
-        model = str(Path(model).resolve())
-    if adapter is not None and os.path.isdir(adapter):
-        adapter = str(Path(adapter).resolve())
-    return ResolvedModel(model, adapter, None)
 
 
 def describe_scope(scope: Any) -> dict[str, Any] | None:
@@ -209,19 +179,8 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -
 
     ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
     """
-    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
-    return prompt_plan_for_family(spec, resolved, getattr(captioner, "family", None), model_type)
-
-
-def prompt_plan_for_family(spec: CaptionJobSpec, resolved: ResolvedModel, family: Any,
-                           model_type: str | None) -> PromptPlan:
-    """:func:`prompt_plan` from the family itself (a driver that does not load the model)."""
-    preset, template = spec.preset, spec.prompt_template
-    if preset is None and template is None and spec.settings.prompt is None:
-        preset, template = resolved.trained_prompt
-    if family is None and preset is None and template is None:
-        return PromptPlan(None, None, "", frozenset())  # a captioner without a family (test doubles)
-    return PromptPlan.for_family(family, preset=preset, template=template, model_type=model_type)
+    return plan_for_captioner(captioner, preset=spec.preset, template=spec.prompt_template,
+                              trained=resolved.trained_prompt, explicit_prompt=spec.settings.prompt is not None)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) -> None:
@@ -233,17 +192,14 @@ def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) 
 
     family = family_hint(resolved.model_name)
     if family is not None:
-        prompt_plan_for_family(spec, resolved, family, None)
+        plan_prompt(family, preset=spec.preset, template=spec.prompt_template)
 
 
-def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> dict[int, str | None]:
-    """Each selected image's rendered prompt.  What the variables need is fetched up front:
-    current captions in one query per chunk of ids, metadata from the files; no query per image."""
-    if plan.template is None or not plan.variables:
-        prompt = plan.render()
-        return {image_id: prompt for image_id, _ in selected}
+def image_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> list[str | None]:
+    """Each selected image's rendered prompt, in order.  Current captions, when the plan
+    uses them, are fetched in one query per chunk of ids; no query per image."""
     current: dict[int, str] = {}
-    if plan.needs_current_caption:
+    if plan.template is not None and plan.needs_current_caption:
         ids = [image_id for image_id, _ in selected]
         with library.db.read() as session:
             cursor = session.connection().connection.dbapi_connection.cursor()
@@ -254,25 +210,7 @@ def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int,
                     current.update((i, t) for i, t in cursor.fetchall() if t is not None)
             finally:
                 cursor.close()
-    prompts: dict[int, str | None] = {}
-    for image_id, path in selected:
-        keywords, description = read_metadata_variables(path) if plan.needs_metadata else ((), None)
-        prompts[image_id] = plan.render(ImageVariables(path, current.get(image_id), keywords, description))
-    return prompts
-
-
-def prompt_batches(selected: list[tuple[int, str]], prompts: dict[int, str | None], batch_size: int,
-                   settings: GenerationSettings) -> list[tuple[GenerationSettings, list[tuple[int, str]]]]:
-    """Batches of images that share one prompt (a prompt is baked into a batch's token ids),
-    in path order within each prompt; each with its settings."""
-    groups: dict[str | None, list[tuple[int, str]]] = {}
-    for item in selected:
-        groups.setdefault(prompts[item[0]], []).append(item)
-    batches = []
-    for prompt, items in groups.items():
-        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
-        batches.extend((batch_settings, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
-    return batches
+    return render_prompts(plan, [path for _, path in selected], [current.get(image_id) for image_id, _ in selected])
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -518,7 +456,7 @@ def run_caption_job(
                 progress=lambda message: report(message),
             )
         plan = prompt_plan(spec, resolved, captioner)
-        prompts = render_prompts(library, plan, selected)
+        prompts = image_prompts(library, plan, selected)
         provenance = caption_provenance(captioner, spec.settings)
         runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
         try:

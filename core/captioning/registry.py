@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from .families.base import ModelFamily
     from .optimize import OptimizationPlan
 
-__all__ = ["LoadContext", "family_hint", "load_captioner", "read_model_family"]
+__all__ = ["LoadContext", "ResolvedModel", "family_hint", "load_captioner", "read_model_family", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +551,42 @@ def read_model_family(model: str | Path) -> tuple[ModelFamily, str | None]:
             _require_hub(model_str)
             config = _read_hub_config(model_str, {"local_files_only": False})
     return _family_for(config, model_str), getattr(config, "model_type", None)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The model a caption request names, as stored in caption provenance."""
+
+    model_name: str
+    adapter: str | None
+    model_version_id: int | None
+    #: ``(preset, prompt_template)`` a trained version recorded (reused when a request names neither).
+    trained_prompt: tuple[str | None, str | None] = (None, None)
+    #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
+    score_calibration: dict[str, Any] | None = None
+
+
+def resolve_model(library: Any, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
+    """A model-version name in *library* → its base model and adapter; a folder → its
+    absolute path.  A server backend's model name is the server's, taken as it is."""
+    if backend != "local":
+        return ResolvedModel(model, None, None)  # the server's own model name
+    from sqlalchemy import select
+
+    from core.models import ModelVersion
+
+    from .prompting import stored_prompt
+
+    with library.db.read() as session:
+        version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
+    if version is not None:
+        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
+                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
+    if os.path.isdir(model):
+        model = str(Path(model).resolve())
+    if adapter is not None and os.path.isdir(adapter):
+        adapter = str(Path(adapter).resolve())
+    return ResolvedModel(model, adapter, None)
 
 
 def load_captioner(

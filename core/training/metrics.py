@@ -491,7 +491,7 @@ def evaluate_model(
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
     """
     from core.captioning.base import load_model_image
-    from core.captioning.engine import resolve_model
+    from core.captioning.registry import resolve_model
     from core.captioning.settings import GenerationSettings
     from core.imaging import ImageDecodeError
     from core.jobs import Progress
@@ -571,32 +571,22 @@ def _training_images(version: Any) -> tuple[set[int], set[str]]:
 
 
 def _trained_prompt_plan(captioner: Any, resolved: Any) -> Any:
-    """The preset / template a version was trained with (None: none), as it captions with them."""
-    from core.captioning.presets import PromptPlan
+    """The preset / template a version was trained with, as it captions with them."""
+    from core.captioning.prompting import NO_PROMPT, plan_for_captioner
 
-    preset, template = resolved.trained_prompt
-    if (preset is None and template is None) or getattr(captioner, "family", None) is None:
-        return None
-    model_type = getattr(getattr(captioner.model, "config", None), "model_type", None)
-    return PromptPlan.for_family(captioner.family, preset=preset, template=template, model_type=model_type)
+    if getattr(captioner, "family", None) is None:
+        return NO_PROMPT  # a captioner without a family (test doubles) captions as it is
+    return plan_for_captioner(captioner, preset=None, template=None, trained=resolved.trained_prompt)
 
 
 def _caption_with_prompts(captioner: Any, plan: Any, examples: list[Any], images: list[Any],
                           settings: Any) -> list[str]:
     """Captions of *images* in order, each generated with its rendered prompt (batched per prompt)."""
-    from dataclasses import replace
+    from core.captioning.prompting import prompt_batches, render_prompts
 
-    from core.captioning.presets import ImageVariables, read_metadata_variables
-
-    if plan is None:
-        return [r.text for r in captioner.caption(images, settings)]
-    groups: dict[str | None, list[int]] = {}
-    for i, ex in enumerate(examples):
-        keywords, description = read_metadata_variables(ex.path) if plan.needs_metadata else ((), None)
-        groups.setdefault(plan.render(ImageVariables(ex.path, None, keywords, description)), []).append(i)
+    prompts = render_prompts(plan, [ex.path for ex in examples])
     texts: list[str] = [""] * len(images)
-    for prompt, idx in groups.items():
-        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
+    for batch_settings, idx in prompt_batches(range(len(images)), prompts, max(1, len(images)), settings):
         for i, res in zip(idx, captioner.caption([images[i] for i in idx], batch_settings), strict=True):
             texts[i] = plan.finish(res.text)
     return texts

@@ -360,7 +360,7 @@ def _reproducible(seed: int) -> Iterator[None]:
 
 def _check_request(library: Library, base_model: str, name: str, config: TrainingConfig) -> tuple[str, TrainingData]:
     """``(base model, data)`` after the checks that need no model: name, data size, base."""
-    from core.captioning.engine import resolve_model
+    from core.captioning.registry import resolve_model
 
     from . import versions
 
@@ -456,7 +456,7 @@ def _trainable_family(captioner: Any) -> ModelFamily:
     family: ModelFamily = captioner.family
     if family.trainable:
         return family
-    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
+    model_type = getattr(captioner, "model_type", None)
     what = f"{family.id} models" + (f" ({model_type})" if model_type and model_type != family.id else "")
     raise TrainingError(
         f"training {what} is not supported yet; trainable model families: {', '.join(TRAINABLE_FAMILIES)} "
@@ -688,8 +688,10 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
     if not train_ex or not val_ex:
         raise TrainingError("none of the captioned images could be read: " + "; ".join(result.skipped_images[:3]))
     result.train_size, result.validation_size, result.test_size = len(train_ex), len(val_ex), len(test_ex)
+    from core.captioning.prompting import render_prompts
+
     plan = _prompt_plan(captioner, family, config)
-    train_prompts = _render_prompts(plan, train_ex)
+    train_prompts = render_prompts(plan, [e.path for e in train_ex])
     try:
         if plan.template is None:
             text = family.encode_training_batch(captioner, [e.caption for e in train_ex], config.max_length)
@@ -718,43 +720,27 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
 
 
 def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) -> Any:
-    from core.captioning.presets import PromptPlan, UnsupportedPresetError
+    from core.captioning.presets import UnsupportedPresetError
+    from core.captioning.prompting import plan_prompt
 
-    model_type = getattr(getattr(captioner.model, "config", None), "model_type", None)
     try:
-        return PromptPlan.for_family(family, preset=config.preset, template=config.prompt_template,
-                                     model_type=model_type)
+        return plan_prompt(family, preset=config.preset, template=config.prompt_template,
+                           model_type=getattr(captioner, "model_type", None))
     except UnsupportedPresetError as exc:
         raise TrainingError(str(exc)) from exc
-
-
-def _render_prompts(plan: Any, examples: list[TrainingExample]) -> list[str | None]:
-    """Each example's rendered prompt (metadata variables read from the files, no database)."""
-    from core.captioning.presets import ImageVariables, read_metadata_variables
-
-    prompts = []
-    for ex in examples:
-        keywords, description = read_metadata_variables(ex.path) if plan.needs_metadata else ((), None)
-        prompts.append(plan.render(ImageVariables(ex.path, None, keywords, description)))
-    return prompts
 
 
 def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examples: list[TrainingExample],
                         images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str]]:
     """Validation batches of one prompt each (a prompt is baked into a batch), and their references."""
-    from dataclasses import replace
+    from core.captioning.prompting import prompt_batches, render_prompts
 
-    settings = _eval_settings(config)
-    groups: dict[str | None, list[int]] = {}
-    for i, prompt in enumerate(_render_prompts(plan, examples)):
-        groups.setdefault(prompt, []).append(i)
+    prompts = render_prompts(plan, [ex.path for ex in examples])
     batches, refs = [], []
-    for prompt, idx in groups.items():
-        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
-        for start in range(0, len(idx), config.batch_size):
-            chunk = idx[start : start + config.batch_size]
-            batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
-            refs.extend(examples[i].caption for i in chunk)
+    for batch_settings, chunk in prompt_batches(range(len(examples)), prompts, config.batch_size,
+                                                _eval_settings(config)):
+        batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
+        refs.extend(examples[i].caption for i in chunk)
     return batches, refs
 
 

@@ -7,7 +7,7 @@ A version is a :class:`~core.models.ModelVersion` row plus a folder beside the l
   ``adapter_model.safetensors``, from ``save_pretrained``); ``base_model`` is the hub id
   or absolute folder of the base model and ``adapter_path`` the adapter folder, so
   ``load_captioner(base_model, adapter=adapter_path)`` — which is what
-  :func:`core.captioning.engine.resolve_model` does for ``--model NAME`` — loads it.
+  :func:`core.captioning.registry.resolve_model` does for ``--model NAME`` — loads it.
 * **Full fine-tuning**: the folder is a complete model + processor; ``base_model`` is
   that folder and ``adapter_path`` is None (the model it was trained from is in
   ``config["trained_from"]``).

@@ -446,7 +446,7 @@ def run_caption_job(
                 progress=lambda message: report(message),
             )
         elif captioner is None:
-            from core.captioning import load_captioner
+            from core.captioning.registry import load_captioner
 
             captioner = load_captioner(
                 resolved.model_name,

@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .families.base import ModelFamily
+from typing import Protocol
 
 __all__ = [
     "ALT_TEXT_MAX_CHARS",
     "PRESETS",
     "VARIABLES",
+    "PresetFollower",
     "Preset",
     "UnsupportedPresetError",
     "fit_to_length",
@@ -117,7 +115,16 @@ def fit_to_length(text: str, max_chars: int | None) -> str:
     return cut[:max_chars].rstrip(" ,;:-")
 
 
-def supported_presets(family: ModelFamily, model_type: str | None = None) -> list[str]:
+class PresetFollower(Protocol):
+    """What prompting needs of a model family (:class:`~core.captioning.families.base.ModelFamily`
+    is one): its id, and what a preset becomes for it."""
+
+    id: str
+
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None: ...
+
+
+def supported_presets(family: PresetFollower, model_type: str | None = None) -> list[str]:
     """The preset ids *family* can follow (for the dialog, the CLI help and error messages)."""
     ok = []
     for preset in PRESETS.values():

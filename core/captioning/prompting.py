@@ -26,10 +26,16 @@ from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .presets import METADATA_VARIABLES, PRESETS, UnsupportedPresetError, fit_to_length, template_variables
+from .presets import (
+    METADATA_VARIABLES,
+    PRESETS,
+    PresetFollower,
+    UnsupportedPresetError,
+    fit_to_length,
+    template_variables,
+)
 
 if TYPE_CHECKING:
-    from .families.base import ModelFamily
     from .settings import GenerationSettings
 
 __all__ = [
@@ -93,7 +99,7 @@ class PromptPlan:
     max_chars: int | None = None
 
     @classmethod
-    def for_family(cls, family: ModelFamily, *, preset: str | None, template: str | None,
+    def for_family(cls, family: PresetFollower, *, preset: str | None, template: str | None,
                    model_type: str | None = None) -> PromptPlan:
         """Resolve *preset* / *template* for *family*; :class:`UnsupportedPresetError` if it cannot."""
         if preset is not None and template is not None:
@@ -149,7 +155,7 @@ def stored_prompt(config: Mapping[str, Any] | None) -> tuple[str | None, str | N
     return config.get("preset"), config.get("prompt_template")
 
 
-def plan_prompt(family: ModelFamily | None, *, preset: str | None, template: str | None,
+def plan_prompt(family: PresetFollower | None, *, preset: str | None, template: str | None,
                 model_type: str | None = None, trained: tuple[str | None, str | None] = (None, None),
                 explicit_prompt: bool = False) -> PromptPlan:
     """The plan for *family*: *preset* / *template*, else (unless the request already sets

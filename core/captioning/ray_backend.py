@@ -129,7 +129,7 @@ class CaptionActor:
 
     def _load(self, model: str, adapter: str | None, device: str, optimize: str, batch_size: int,
               cpu_threads: int | None) -> None:
-        from core.captioning import load_captioner
+        from core.captioning.registry import load_captioner
 
         if cpu_threads:
             import torch

@@ -88,8 +88,8 @@ EXPORT_JOB = "models-export"
 
 
 def models_dir(library: Library) -> Path:
-    """``<library stem>.models`` beside the library file."""
-    return library.path.with_name(library.path.stem + ".models")
+    """Where *library*'s versions and training runs live (:attr:`Library.models_dir <core.library.Library.models_dir>`)."""
+    return library.models_dir
 
 
 def run_dir(library: Library, name: str) -> Path:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..base import HFCaptioner
     from ..presets import Preset
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["ModelFamily", "TrainingNotSupportedError", "pad_rows"]
 

@@ -25,7 +25,7 @@ from .base import ModelFamily
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["FAMILY", "BlipCaptioner", "BlipFamily"]
 

@@ -36,7 +36,7 @@ from .base import ModelFamily, pad_rows
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["FAMILY", "Blip2Captioner", "Blip2Family"]
 

@@ -54,7 +54,7 @@ from .base import ModelFamily
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily", "RowPrompts", "VisionCacheRows"]
 

@@ -25,7 +25,7 @@ from .chat_vlm import DEFAULT_INSTRUCTION, load_image_text_to_text
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["DEFAULT_INSTRUCTION", "FAMILY", "GenericCaptioner", "GenericFamily"]
 

@@ -235,9 +235,10 @@ def main(argv: list[str]) -> int:
         window.close()
         library.close()
     if "--dialogs" in argv:
-        import screenshots_dialogs  # scripts/ is on sys.path when this runs as a script
+        # Its own process (and QApplication); screenshots_dialogs imports wait() from here.
+        import subprocess
 
-        return screenshots_dialogs.main([str(out)])
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("screenshots_dialogs.py")), str(out)])
     return 0
 
 

@@ -1,6 +1,6 @@
 """Training in several processes (data parallel) through Hugging Face ``accelerate``.
 
-Two ways in, one loop (:class:`core.training.trainer._TrainingLoop`):
+Two ways in, one loop (:class:`core.training.loop._TrainingLoop`):
 
 * ``captiondesk train --processes N`` → :func:`core.training.processes.train_in_processes` starts N processes
   (``spawn``; gloo on the CPU, one process per GPU with NCCL on CUDA), forwards rank 0's

@@ -44,11 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from core.captioning.batching import _BatchCaptioner, _decode_batch
 from core.captioning.claims import CaptionClaims
 from core.captioning.engine import (
     CaptionJobStats,
-    _BatchCaptioner,
-    _decode_batch,
     batch_provenance,
     caption_job_params,
     caption_provenance,
@@ -129,7 +128,7 @@ class CaptionActor:
 
     def _load(self, model: str, adapter: str | None, device: str, optimize: str, batch_size: int,
               cpu_threads: int | None) -> None:
-        from core.captioning.registry import load_captioner
+        from core.captioning import load_captioner
 
         if cpu_threads:
             import torch

@@ -81,7 +81,7 @@ class ShotCaptioner:
         return images
 
     def generate(self, batch, settings):
-        from core.captioning.base import CaptionResult
+        from core.captioning.captioner import CaptionResult
 
         self._fake.generate(batch, settings)  # the delay: progress to look at
         results = []

@@ -28,7 +28,7 @@ from core.captioning import (
     load_captioner,
     resolve_device,
 )
-from core.captioning.base import sequence_scores
+from core.captioning.captioner import sequence_scores
 from core.captioning.device import default_dtype
 from core.captioning.lm_head import RescoredInt8Head
 from core.captioning.optimize import (

@@ -253,7 +253,7 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
 
 
 def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.captioning.base import HFCaptioner
+    from core.captioning.captioner import HFCaptioner
 
     library, _ = styled_library
     closed: list[HFCaptioner] = []

@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Captioner, CaptionResult
+    from .captioner import Captioner, CaptionResult
     from .device import resolve_device
     from .errors import GenerationError, ModelLoadError
     from .families import ModelFamily, canonical_family_id, get_family
@@ -46,8 +46,8 @@ __all__ = [
 _EXPORTS: dict[str, str] = {
     "DEFAULT_MODEL": ".settings",
     "GenerationSettings": ".settings",
-    "CaptionResult": ".base",
-    "Captioner": ".base",
+    "CaptionResult": ".captioner",
+    "Captioner": ".captioner",
     "load_captioner": ".registry",
     "ModelLoadError": ".errors",
     "GenerationError": ".errors",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import imaging as _imaging
-from core.captioning.base import load_model_image, model_input_side
+from core.captioning.captioner import load_model_image, model_input_side
 from core.captioning.errors import ModelLoadError
 from core.captioning.settings import GenerationSettings
 from core.imaging import ImageDecodeError
@@ -136,7 +136,7 @@ class _BatchCaptioner:
 
 def draft_size_for(captioner: Any) -> int:
     """The JPEG draft size for *captioner*: a fraction of its input size
-    (:func:`core.captioning.base.model_input_side`; a server captioner's upload size)."""
+    (:func:`core.captioning.captioner.model_input_side`; a server captioner's upload size)."""
     return _imaging.model_draft_size(model_input_side(captioner))
 
 

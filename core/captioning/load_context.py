@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .base import CaptionerFamily
+from .captioner import CaptionerFamily
 from .errors import ModelLoadError
 from .hub import approximate_size
 from .optimize import OptimizableFamily
@@ -27,7 +27,7 @@ from .optimize import OptimizableFamily
 if TYPE_CHECKING:
     import torch
 
-    from .base import HFCaptioner
+    from .captioner import HFCaptioner
     from .optimize import OptimizationPlan
 
 __all__ = ["LoadContext", "LoadingFamily"]

@@ -261,7 +261,7 @@ def _rows_to_commit(
     """Actor output rows → per (provenance, prompt): ``(image_ids, results, failures)`` as
     ``commit_caption_batch`` takes them (a failed caption is an exception with the actor's
     message, so the stored reason reads as in-process)."""
-    from core.captioning.base import CaptionResult
+    from core.captioning.captioner import CaptionResult
 
     grouped: dict[tuple[str, str | None], tuple[list[int], list[Any], list[tuple[int, str]]]] = {}
     for row in rows:

@@ -48,7 +48,7 @@ from .load_context import (
 
 if TYPE_CHECKING:
 
-    from .base import HFCaptioner
+    from .captioner import HFCaptioner
     from .families.base import ModelFamily
 
 __all__ = ["ResolvedModel", "family_hint", "load_captioner", "read_model_family", "resolve_model"]
@@ -313,7 +313,7 @@ def load_captioner(
     local_files_only: bool | None = None,
     model_kwargs: dict[str, Any] | None = None,
 ) -> HFCaptioner:
-    """Load a captioning model and return a ready :class:`~core.captioning.base.Captioner`.
+    """Load a captioning model and return a ready :class:`~core.captioning.captioner.Captioner`.
 
     Args:
         model: Local model folder or hub id; ``None`` means

@@ -2,7 +2,7 @@
 
 Ollama, LM Studio, llama.cpp's ``llama-server`` and ``vllm serve`` all speak the same
 ``POST {endpoint}/chat/completions`` dialect, so one backend drives them all.
-:class:`ServerCaptioner` has the :class:`~core.captioning.base.Captioner` interface, so
+:class:`ServerCaptioner` has the :class:`~core.captioning.captioner.Captioner` interface, so
 :func:`core.captioning.engine.run_caption_job` drives it like a local model:
 
 * ``preprocess`` (decode-ahead threads) shrinks each image to at most
@@ -63,7 +63,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS
 
-from .base import Captioner, CaptionResult
+from .captioner import Captioner, CaptionResult
 from .endpoints import endpoint_host, normalize_endpoint
 from .errors import GenerationError, ModelLoadError
 

@@ -94,7 +94,7 @@ def evaluate_model(
     those of the plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError`
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
     """
-    from core.captioning.base import load_model_image
+    from core.captioning.captioner import load_model_image
     from core.captioning.registry import resolve_model
     from core.captioning.settings import GenerationSettings
     from core.imaging import ImageDecodeError

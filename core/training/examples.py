@@ -155,7 +155,7 @@ def _nbytes(value: Any) -> int:
 def _load_images(captioner: Any, examples: list[TrainingExample],
                  skipped: list[str]) -> tuple[list[TrainingExample], list[Any]]:
     """The examples' photos decoded exactly as the caption engine decodes them for this model."""
-    from core.captioning.base import load_model_image
+    from core.captioning.captioner import load_model_image
     from core.imaging import ImageDecodeError
 
     kept, images = [], []

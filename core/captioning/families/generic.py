@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import ModelFamily
 from .chat_vlm import DEFAULT_INSTRUCTION, load_image_text_to_text
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import ModelFamily, pad_rows
 
 if TYPE_CHECKING:

@@ -55,7 +55,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ImageVariables:
-    """The values of :data:`VARIABLES` for one image (fetched in bulk by the caller)."""
+    """The values of :data:`~core.captioning.presets.VARIABLES` for one image (fetched in bulk by the caller)."""
 
     path: str
     current_caption: str | None = None

@@ -310,8 +310,7 @@ def test_unsupported_family_is_refused_clearly() -> None:
     from core.training.model_setup import _trainable_family
 
     # Every tiny model builder has a trainable family now; the generic fallback (e.g. Pix2Struct) has none.
-    captioner = SimpleNamespace(family=FAMILIES["generic"], model=SimpleNamespace(config=SimpleNamespace(
-        model_type="pix2struct")))
+    captioner = SimpleNamespace(family=FAMILIES["generic"], model_type="pix2struct")  # as HFCaptioner.model_type
     with pytest.raises(TrainingError) as info:
         _trainable_family(captioner)
     message = str(info.value)

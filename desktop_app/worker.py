@@ -93,7 +93,8 @@ class PauseToken:
 def real_engine() -> Any:
     """The real engine, imported lazily (on the inference thread)."""
     from core.captioning import load_captioner
-    from core.captioning.engine import resolve_model, run_caption_job
+    from core.captioning.engine import run_caption_job
+    from core.captioning.registry import resolve_model
 
     return SimpleNamespace(
         run_caption_job=run_caption_job,

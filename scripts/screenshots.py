@@ -81,7 +81,7 @@ class ShotCaptioner:
         return images
 
     def generate(self, batch, settings):
-        from core.captioning.base import CaptionResult
+        from core.captioning.captioner import CaptionResult
 
         self._fake.generate(batch, settings)  # the delay: progress to look at
         results = []
@@ -235,9 +235,10 @@ def main(argv: list[str]) -> int:
         window.close()
         library.close()
     if "--dialogs" in argv:
-        import screenshots_dialogs  # scripts/ is on sys.path when this runs as a script
+        # Its own process (and QApplication); screenshots_dialogs imports wait() from here.
+        import subprocess
 
-        return screenshots_dialogs.main([str(out)])
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("screenshots_dialogs.py")), str(out)])
     return 0
 
 

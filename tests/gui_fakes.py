@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.captioning import CaptionResult
-from core.captioning.engine import CaptionJobSpec, resolve_model, run_caption_job
+from core.captioning.engine import CaptionJobSpec, run_caption_job
+from core.captioning.registry import resolve_model
 from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption, set_human_caption
 from core.library import Library

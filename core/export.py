@@ -75,6 +75,7 @@ from sqlalchemy.sql import Select
 
 from core import __version__, ownership
 from core.db import Database
+from core.errors import UserFacingError
 from core.filenames import to_os
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, count_phrase, no_progress, not_counted
@@ -115,7 +116,7 @@ PARQUET_ROWS_PER_GROUP = 100
 PARQUET_BYTES_PER_GROUP = 64 * 1024 * 1024
 
 
-class ExportError(Exception):
+class ExportError(UserFacingError):
     """The export cannot be done as asked (the message says what to change)."""
 
 

@@ -84,6 +84,7 @@ from sqlalchemy import insert, select
 
 from core import captions as caption_store
 from core.db import Database
+from core.errors import UserFacingError
 from core.export import MANIFEST_NAME, export_caption_line, library_name_candidates
 from core.fingerprint import fingerprint_bytes, fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
@@ -114,7 +115,7 @@ MAX_CSV_FIELD = 16 * 1024 * 1024
 MAX_REPORTED_NAME = 200
 
 
-class CaptionImportError(Exception):
+class CaptionImportError(UserFacingError):
     """The source cannot be imported as asked (the message says why)."""
 
 

@@ -55,6 +55,7 @@ from xml.etree import ElementTree
 
 from sqlalchemy import update
 
+from core.errors import UserFacingError
 from core.filenames import to_os
 from core.fingerprint import fingerprint_file
 from core.imaging import IMAGE_EXTENSIONS
@@ -128,7 +129,7 @@ _EMPTY_XMP_PACKET = (
 )
 
 
-class MetadataError(Exception):
+class MetadataError(UserFacingError):
     """A metadata read or write that failed for one file (the message says why).
 
     The message is made one line: exiv2's texts end in a newline (blank lines on

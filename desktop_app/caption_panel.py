@@ -2,7 +2,7 @@
 
 Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
 person asked for through signals; the window runs the operations (via
-:class:`~desktop_app.review.CaptionEditor`) and reloads the panel afterwards.
+:class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel afterwards.
 
 Layout rule: nothing in the panel may widen it.  Long paths and captions elide (the
 full text is in the tooltip) or wrap anywhere, so selecting an image with a 200-character

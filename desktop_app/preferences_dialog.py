@@ -3,7 +3,7 @@
 The model is the open library's current model (:mod:`core.training.current`, the one the
 CLI uses too): picking a trained version activates it, picking a base model deactivates
 versions and makes it the library's base model.  Everything else is stored through
-:class:`~desktop_app.settings.AppSettings` (the same keys the Caption dialog reads and
+:class:`~desktop_app.app_settings.AppSettings` (the same keys the Caption dialog reads and
 remembers), so a default chosen here is what the next captioning job starts with.  The
 controller applies a new thumbnail size and opens a new library location at once when the
 dialog is accepted.
@@ -35,7 +35,7 @@ from core.captioning.settings import CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
-from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
+from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings
 
 if TYPE_CHECKING:
     from core.library import Library

@@ -127,7 +127,7 @@ def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
 
     from captiondesk import dataset_commands
     from core import metadata
-    from desktop_app.settings import AppSettings
+    from desktop_app.app_settings import AppSettings
 
     assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
     assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "auto"

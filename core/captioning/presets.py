@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from core.errors import UserFacingError
+
 if TYPE_CHECKING:
     from .families.base import ModelFamily
 
@@ -55,7 +57,7 @@ __all__ = [
 ALT_TEXT_MAX_CHARS = 125
 
 
-class UnsupportedPresetError(ValueError):
+class UnsupportedPresetError(UserFacingError, ValueError):
     """The model's family cannot follow this preset (the message lists the ones it can)."""
 
 

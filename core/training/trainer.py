@@ -84,6 +84,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.captioning.families import ModelFamily, TrainingNotSupportedError, trainable_family_ids
+from core.errors import UserFacingError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, counted_as, no_progress, not_counted
 from core.queries import outdated_phrase
 
@@ -114,7 +115,7 @@ TRAINABLE_FAMILIES: tuple[str, ...] = tuple(trainable_family_ids())
 Report = Callable[..., None]
 
 
-class TrainingError(Exception):
+class TrainingError(UserFacingError):
     """A run that cannot be started or continued (the message says why and what to do)."""
 
 

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 from core import queries
 from core.jobs import Progress
 from core.queries import ImageFilter
-from desktop_app.dialogs import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
+from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
+from desktop_app.operations import LibraryChanges
 from desktop_app.jobs_widget import JobClock, format_bytes, format_eta, plural
 from core.captioning.settings import CaptionJobSpec
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.shell import WindowShell
 
 log = logging.getLogger("captiondesk.gui")
 
@@ -52,7 +53,7 @@ def gui_wording(message: str) -> str:
 
 
 class CaptionJobsController:
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: WindowShell) -> None:
         self.window = window
         self.clock = JobClock()
         self.failed_count = 0
@@ -97,10 +98,10 @@ class CaptionJobsController:
         if w.library is None:
             return False
         if scope == SCOPE_SELECTION:
-            spec = spec.with_(scope=w.selected_ids())
+            spec = spec.with_(scope=w.image_review.selected_ids())
             empty = not spec.scope
         elif scope == SCOPE_FILTER:
-            spec = spec.with_(scope=w.current_filter())
+            spec = spec.with_(scope=w.grid_content.current_filter())
             empty = w.model.rowCount() == 0
         elif scope == SCOPE_LIBRARY:
             # The engine's own scope: every readable image except those a person
@@ -125,7 +126,7 @@ class CaptionJobsController:
         self.set_failed_count(0)
         w.hide_banner()
         w.caption_status.begin(f"Starting {spec.label()}…")
-        w._job_refresh.start()
+        w.job_catch_up.start()
         log.info("Captioning with %s (%s)", spec.label(), scope)
         return True
 
@@ -184,17 +185,12 @@ class CaptionJobsController:
         w.caption_status.update_progress(text, progress.done, progress.total)
 
     def _on_captions_landed(self, image_ids: list[int]) -> None:
-        w = self.window
-        # Rows change in place (badge, snippet); the view's membership is not re-queried
-        # mid-job, so images do not jump away while the person is looking at them.
-        w.model.refresh_ids(image_ids)
-        if w.current_image_id() in set(image_ids):
-            w.navigation.reload_panel()
+        self.window.notifier.notify(LibraryChanges.of_captions(image_ids))
 
     def _on_finished(self, stats: Any) -> None:
         w = self.window
         w.caption_status.end()
-        w._stop_job_refresh()
+        w.job_catch_up.stop_if_idle()
         if stats is None:
             message = "Captioning cancelled before it started"
         else:
@@ -204,11 +200,10 @@ class CaptionJobsController:
             self.set_failed_count(int(stats.errors))
         log.info(message)
         w.announce(message)
-        w.refresh_sidebar()
-        w.navigation.reload_panel()
+        w.notifier.notify(LibraryChanges(job_ended=True))
 
     def _on_failed(self, message: str, detail: str) -> None:
         w = self.window
         w.caption_status.end()
-        w._stop_job_refresh()
+        w.job_catch_up.stop_if_idle()
         w.report_error(f"Captioning stopped: {gui_wording(message)}", detail)

@@ -10,11 +10,11 @@ from PySide6.QtCore import QUrl
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from core.library import Library, LibraryError
-from desktop_app.background import submit
 from desktop_app.dialog_kit import remember_folder, start_folder
+from desktop_app.operations import LibraryChanges, ReadOp, WriteOp
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.shell import WindowShell
 
 log = logging.getLogger("captiondesk.gui")
 
@@ -31,8 +31,10 @@ def dropped_folders(urls: list[QUrl]) -> list[Path]:
 
 
 class LibraryController:
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: WindowShell) -> None:
         self.window = window
+        #: The window opened the shown library itself (and closes it when done).
+        self.owned = False
 
     def open_library(self, path: Path | str) -> None:
         """Open (and migrate) *path* on a worker thread; the window stays responsive."""
@@ -45,7 +47,7 @@ class LibraryController:
         w.statusBar().showMessage(f"Opening {path}…")
 
         def done(library: Library) -> None:
-            w.set_library(library, owned=True)
+            self.set_library(library, owned=True)
             w.settings.last_library = str(library.path)
             w.statusBar().showMessage(f"Library {library.path}", 5000)
 
@@ -53,7 +55,7 @@ class LibraryController:
             w.statusBar().clearMessage()
             w.report_error(f"Cannot open the library {path}: {exc}", getattr(exc, "__traceback_text__", None))
 
-        submit(w.pool, lambda: Library(path), done, failed)
+        ReadOp(lambda: Library(path), success=done, failure=failed).run(w.pool)
 
     def busy_with_library(self) -> str | None:
         """Why another library cannot open now (None: it can).
@@ -70,22 +72,21 @@ class LibraryController:
     def set_library(self, library: Library | None, *, owned: bool = False) -> None:
         """Show *library* (None: nothing).  *owned*: the window closes it when done."""
         w = self.window
-        w.navigation.commit_edit()
-        if w.library is not None and w._owns_library and w.library is not library:
+        w.image_review.commit_edit()
+        if w.library is not None and self.owned and w.library is not library:
             w.scans.cancel_scan()
             w.library.close()
         w.library = library
-        w._owns_library = owned
-        w.editor.set_library(library)
+        self.owned = owned
+        w.caption_undo.set_library(library)
         w.model.set_library(library)
         if library is not None:
             w.thumbs.cache_dir = library.cache_dir
             w.setWindowTitle(f"CaptionDesk — {library.path.name}")
         w.panel.show_image(None, None)
         w.preview.show_pixmap(None, None, "")
-        w._update_actions()
-        w.reload_ids()
-        w.refresh_sidebar()
+        w.update_actions()
+        w.notifier.notify(LibraryChanges(library=True))
         if library is not None:
             w.library_opened.emit(library)
 
@@ -119,8 +120,8 @@ class LibraryController:
             w.report_error(str(exc))
             return None
         log.info("Added folder %s", root.path)
-        w._pending_location = (root.id, None)
-        w.refresh_sidebar()
+        w.sidebar_content.pending_location = (root.id, None)
+        w.notifier.notify(LibraryChanges(folders=True))
         if scan:
             w.scans.start_scan([root.id])
         return root.id
@@ -157,8 +158,7 @@ class LibraryController:
 
         def done(_result: object) -> None:
             w.statusBar().showMessage("Folder removed", 4000)
-            w.editor.undo_stack.clear()  # its captions are gone
-            w.reload_ids()
-            w.refresh_sidebar()
+            w.caption_undo.undo_stack.clear()  # its captions are gone
 
-        submit(w.pool, lambda: library.remove_root(root_id), done, w._report_exception)
+        WriteOp(lambda: library.remove_root(root_id), LibraryChanges(folders=True, images=True), w.notifier,
+                success=done, failure=w.report_exception).run(w.pool)

@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING, Any
 from core import queries
 from core.jobs import Progress
 from core.queries import ImageFilter
-from desktop_app.background import JOB_NICENESS, Coalescer, submit
+from desktop_app.background import JOB_NICENESS, Coalescer
 from desktop_app.jobs_widget import plural
+from desktop_app.operations import LibraryChanges, ReadOp, WriteOp
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.shell import WindowShell
 
 log = logging.getLogger("captiondesk.gui")
 
 
 class ScanController:
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: WindowShell) -> None:
         self.window = window
         self._cancel: threading.Event | None = None
         self._found = 0
@@ -48,7 +49,7 @@ class ScanController:
         # keeps only the newest snapshot per 50 ms anyway.
         progress = Coalescer(50, w)
         progress.flushed.connect(lambda items: self._on_progress(items[-1]))
-        w._job_refresh.start()
+        w.job_catch_up.start()
 
         def work() -> Any:
             # In a child process: a big scan's Python work would otherwise fight
@@ -62,14 +63,12 @@ class ScanController:
             progress.deleteLater()
             self._cancel = None
             w.scan_status.end()
-            w._stop_job_refresh()
+            w.job_catch_up.stop_if_idle()
             summary = stats.summary()
             log.info(summary)
             for problem in stats.problems[:20]:
                 log.warning(problem)
             w.announce(summary)
-            w.reload_ids()
-            w.refresh_sidebar()
             self.offer_captioning()
             w.scan_finished.emit(stats)
 
@@ -77,10 +76,11 @@ class ScanController:
             progress.deleteLater()
             self._cancel = None
             w.scan_status.end()
-            w._stop_job_refresh()
-            w._report_exception(exc)
+            w.job_catch_up.stop_if_idle()
+            w.report_exception(exc)
 
-        submit(w.scan_pool, work, done, failed, niceness=JOB_NICENESS)
+        WriteOp(work, LibraryChanges(images=True), w.notifier, success=done, failure=failed).run(
+            w.scan_pool, niceness=JOB_NICENESS)
         return True
 
     def cancel_scan(self) -> None:
@@ -103,7 +103,7 @@ class ScanController:
             if library is w.library:
                 w.show_uncaptioned_banner(count)
 
-        submit(w.pool, work, done, w._report_exception)
+        ReadOp(work, success=done, failure=w.report_exception).run(w.pool)
 
     def _on_progress(self, progress: Progress) -> None:
         w = self.window
@@ -114,4 +114,4 @@ class ScanController:
         found = progress.counts.get("new", 0) + progress.counts.get("moved", 0)
         if found != self._found:
             self._found = found
-            w._ids_dirty = True
+            w.grid_content.dirty = True

@@ -6,14 +6,15 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QMessageBox
 
-from desktop_app.dialogs import SCOPE_LIBRARY
+from desktop_app.caption_dialog import SCOPE_LIBRARY
+from desktop_app.operations import LibraryChanges
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.shell import WindowShell
 
 
 class VersionsController:
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: WindowShell) -> None:
         self.window = window
         self.train_dialog = None
 
@@ -38,7 +39,7 @@ class VersionsController:
         # Training shares the window's model thread with captioning: one job at a time.
         dialog = TrainDialog(w.library, service=w.captioning, parent=w)
         dialog.use_requested.connect(self.use_model_version)
-        dialog.version_created.connect(lambda _name: w.schedule_sidebar_refresh())
+        dialog.version_created.connect(lambda _name: w.notifier.notify(LibraryChanges(versions=True)))
         self.train_dialog = dialog
         dialog.show()
 

@@ -1,8 +1,8 @@
 """The current image: moving through the grid, the preview, the caption panel and edits.
 
-Every move goes through :meth:`ReviewNavigation.go_to_row`, the one place that makes a
+Every move goes through :meth:`ImageReviewController.go_to_row`, the one place that makes a
 row current and scrolls it into view; every caption change (an edit, accept, revert,
-undo/redo, find-and-replace) arrives at :meth:`ReviewNavigation.on_captions_changed`.
+undo/redo, find-and-replace) arrives at :meth:`ImageReviewController.on_captions_changed`.
 """
 
 from __future__ import annotations
@@ -15,22 +15,27 @@ from PySide6.QtGui import QPixmap
 
 from core import edits, queries
 from core.queries import ImageRow
-from desktop_app.review import FindReplaceDialog
 from desktop_app.jobs_widget import plural
+from desktop_app.operations import LibraryChanges
+from desktop_app.review import FindReplaceDialog
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.shell import WindowShell
 
 log = logging.getLogger("captiondesk.gui")
 
 
-class ReviewNavigation:
-    def __init__(self, window: MainWindow) -> None:
+class ImageReviewController:
+    def __init__(self, window: WindowShell) -> None:
         self.window = window
         window.grid.selectionModel().currentChanged.connect(self._on_current_changed)
         window.preview_loader.loaded.connect(self._on_preview_loaded)
-        window.editor.changed.connect(self.on_captions_changed)
-        window.editor.stepped.connect(self.on_undo_step)
+        window.caption_undo.changed.connect(self.on_captions_changed)
+        window.notifier.library_changed.connect(self._on_library_changed)
+        window.panel.save_requested.connect(self.save_caption)
+        window.panel.accept_requested.connect(self.accept_current)
+        window.panel.revert_requested.connect(self.revert_to)
+        window.caption_undo.stepped.connect(self.on_undo_step)
 
     # -- where we are ----------------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class ReviewNavigation:
         if current is not None and current.state == "model" and current.score is not None:
             after = (current.score, current.id)
         with w.library.db.read() as session:
-            image_id = queries.least_confident(session, w.current_filter(), after=after)
+            image_id = queries.least_confident(session, w.grid_content.current_filter(), after=after)
         if image_id is None or not self.go_to_image(image_id):
             w.statusBar().showMessage("No less confident model caption in this view", 4000)
             return False
@@ -167,19 +172,23 @@ class ReviewNavigation:
         if not text:
             w.panel.show_message("An empty caption is not saved: type a caption, or undo your changes (Ctrl+Z).")
             return False
-        saved = w.editor.save_edit(image_id, text)
+        saved = w.caption_undo.save_edit(image_id, text)
         if saved:
             w.statusBar().showMessage("Caption saved", 2000)
         return saved
 
     def on_captions_changed(self, image_ids: list[int]) -> None:
-        """Captions of *image_ids* changed (edit, accept, revert, undo/redo, replace)."""
-        w = self.window
-        w.model.refresh_ids(image_ids)
-        if self.current_image_id() in image_ids:
+        """The person changed the captions of *image_ids* (edit, accept, revert, undo/redo, replace)."""
+        self.window.notifier.notify(LibraryChanges.of_captions(image_ids, edited=True))
+
+    def _on_library_changed(self, changes: LibraryChanges) -> None:
+        """The caption panel follows the notice: the current image's captions may be new."""
+        current = self.current_image_id()
+        if changes.edited and current in changes.captions:
             # The change came from this panel (or undo/redo): show what is now current.
             self.show_current(self.current_row())
-        w.schedule_sidebar_refresh()
+        elif current in changes.captions or changes.any_caption or changes.job_ended:
+            self.reload_panel()
 
     def save_caption(self) -> None:
         w = self.window
@@ -192,10 +201,10 @@ class ReviewNavigation:
             return False
         if self.window.panel.is_dirty():
             return self.commit_edit()
-        return self.window.editor.accept(image_id)
+        return self.window.caption_undo.accept(image_id)
 
     def revert_to(self, caption_id: int) -> bool:
-        return self.window.editor.revert(caption_id)
+        return self.window.caption_undo.revert(caption_id)
 
     def focus_editor(self) -> None:
         editor = self.window.panel.editor
@@ -229,7 +238,7 @@ class ReviewNavigation:
         if w.library is None or not find:
             return []
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
+            candidates = queries.find_replace_candidates(session, w.grid_content.current_filter(), find, case_sensitive=case_sensitive)
         return edits.replacement_preview(candidates, find, replacement, case_sensitive=case_sensitive)
 
     def on_undo_step(self, image_ids: list[int], text: str) -> None:
@@ -250,8 +259,8 @@ class ReviewNavigation:
             return 0
         self.commit_edit()
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
-        count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
+            candidates = queries.find_replace_candidates(session, w.grid_content.current_filter(), find, case_sensitive=case_sensitive)
+        count = w.caption_undo.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
         # Ctrl+Z must reach the caption undo, not the search box that had focus before the dialog.
         w.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)

@@ -151,10 +151,10 @@ def main() -> int:
     from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from desktop_app.app import tune_interpreter
-    from desktop_app.main_window import MainWindow
-    from desktop_app.app_settings import AppSettings
     from core.captioning.settings import CaptionJobSpec
+    from desktop_app.app import tune_interpreter
+    from desktop_app.app_settings import AppSettings
+    from desktop_app.main_window import MainWindow
 
     sys.path.insert(0, str(ROOT))
     from tests.gui_fakes import FakeEngine

@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from core.library import default_library_path
-    from desktop_app.main_window import MainWindow
     from desktop_app.app_settings import AppSettings
+    from desktop_app.main_window import MainWindow
 
     tune_interpreter()
     app = QApplication.instance() or QApplication(sys.argv[:1])

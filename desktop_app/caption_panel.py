@@ -15,22 +15,22 @@ from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QSizePolicy,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from desktop_app.delegate import BADGES
-from desktop_app.dialog_kit import wrapping_tooltip
 from core.captions import format_confidence
 from core.queries import CaptionDetails, CaptionInfo, ImageRow
+from desktop_app.delegate import BADGES
+from desktop_app.dialog_kit import wrapping_tooltip
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
 #: The history's "By" column for a person's rows: what they did.

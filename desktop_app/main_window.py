@@ -215,7 +215,6 @@ class MainWindow(QMainWindow):
 
         self.count_label = QLabel()
         self.scan_status = JobStatusWidget("scanStatus", pausable=False)
-        self.scan_status.cancel_clicked.connect(lambda: self.scans.cancel_scan())
         self.caption_status = JobStatusWidget("captionStatus", pausable=True)
         # Training, evaluating or merging a version on the model thread: shown here too, so
         # its window can be closed while it runs.
@@ -237,15 +236,27 @@ class MainWindow(QMainWindow):
         self.captioning.state_changed.connect(self.update_actions)
         self.model_jobs = ModelJobStatus(self.captioning, self.model_job_status, self.announce, self.report_error, self)
 
-        # -- controllers: each is handed the window as a WindowShell (controllers/shell.py) ------
-        self.image_review = ImageReviewController(self)
+        # -- controllers: each gets the widgets it owns, and the window as a narrow WindowShell --
+        self.image_review = ImageReviewController(
+            self, grid=self.grid, model=self.model, panel=self.panel, preview=self.preview,
+            preview_loader=self.preview_loader, thumbs=self.thumbs, filter_bar=self.filter_bar,
+            caption_undo=self.caption_undo, grid_content=self.grid_content)
         self.grid_content.current = self.image_review
-        self.scans = ScanController(self)
-        self.caption_jobs = CaptionJobsController(self)
         self.job_catch_up = JobCatchUp(self.grid_content, self.sidebar_content,
                                        lambda: self.scans.scanning or self.captioning.running, self)
-        self.libraries = LibraryController(self)
-        self.versions = VersionsController(self)
+        self.scans = ScanController(
+            self, status=self.scan_status, sidebar=self.sidebar, grid_content=self.grid_content,
+            job_catch_up=self.job_catch_up, scan_pool=self.scan_pool, offer=self.show_uncaptioned_banner,
+            finished=self.scan_finished.emit)
+        self.caption_jobs = CaptionJobsController(
+            self, service=self.captioning, status=self.caption_status, failures_label=self.failures_label,
+            model=self.model, current=self.image_review, grid_content=self.grid_content,
+            job_catch_up=self.job_catch_up, hide_banner=self.hide_banner)
+        self.libraries = LibraryController(
+            self, service=self.captioning, current=self.image_review, scans=self.scans,
+            caption_undo=self.caption_undo, model=self.model, thumbs=self.thumbs, panel=self.panel,
+            preview=self.preview, sidebar_content=self.sidebar_content, opened=self.library_opened.emit)
+        self.versions = VersionsController(self, service=self.captioning, caption_jobs=self.caption_jobs)
 
         self.setAcceptDrops(True)
         self._build_actions()

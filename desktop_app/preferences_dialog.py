@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -34,8 +33,8 @@ from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports
 from core.captioning.settings import CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
-from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
 from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings
+from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
 
 if TYPE_CHECKING:
     from core.library import Library

@@ -45,7 +45,6 @@ def thumbnails_shown(window, count: int) -> bool:
 def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
     """Plausible numbers for the Train dialog's chart and table (no model is trained)."""
     from core.jobs import Progress
-
     from core.training import collect_training_data
 
     # Consistent with what the dialog shows: the last epoch's CIDEr is the trained CIDEr,
@@ -133,15 +132,14 @@ def main(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    from core.captioning.settings import CaptionJobSpec
     from core.library import Library
+    from desktop_app.app_settings import AppSettings
     from desktop_app.caption_dialog import SCOPE_LIBRARY
     from desktop_app.main_window import MainWindow
-    from desktop_app.app_settings import AppSettings
     from desktop_app.train_dialog import TrainDialog
-    from core.captioning.settings import CaptionJobSpec
-    from tests.imagegen import write_jpeg
-
     from tests.gui_fakes import FakeEngine
+    from tests.imagegen import write_jpeg
 
     def save(widget, name: str) -> None:
         path = out / f"{name}{suffix}.png"

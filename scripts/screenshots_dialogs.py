@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     from core.library import Library
     from core.models import ModelVersion
     from core.training import versions
-    from desktop_app.main_window import MainWindow
     from desktop_app.app_settings import AppSettings
+    from desktop_app.main_window import MainWindow
     from tests.gui_fakes import FakeEngine, build_library
 
     with tempfile.TemporaryDirectory(prefix="captiondesk-shots-") as tmp:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.models import Caption
+from desktop_app.app_settings import AppSettings
 from desktop_app.caption_dialog import (
     SCOPE_FILTER,
     SCOPE_SELECTION,
@@ -23,10 +24,9 @@ from desktop_app.caption_dialog import (
     about_text,
 )
 from desktop_app.main_window import MainWindow
-from desktop_app.app_settings import AppSettings
 from desktop_app.model_thread import PauseToken
-from tests.imagegen import write_jpeg
 from tests.gui_fakes import FakeEngine, build_library
+from tests.imagegen import write_jpeg
 from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
 

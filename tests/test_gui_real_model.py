@@ -11,8 +11,8 @@ from sqlalchemy import select
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.models import Caption
-from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from desktop_app.app_settings import AppSettings
+from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from tests.gui_fakes import build_library
 from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 

@@ -20,12 +20,12 @@ from core.captions import (
     score_for_percent,
 )
 from core.queries import ImageFilter, review_queue_filter
+from desktop_app.app_settings import AppSettings
 from desktop_app.caption_panel import badge_text
 from desktop_app.delegate import wrap_lines
 from desktop_app.review import FindReplaceDialog
-from desktop_app.app_settings import AppSettings
-from tests.imagegen import write_jpeg
 from tests.gui_fakes import FakeEngine, build_library
+from tests.imagegen import write_jpeg
 from tests.window_helpers import current, make_window
 
 WAIT = 10_000

@@ -10,10 +10,10 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from desktop_app.app_settings import AppSettings
 from desktop_app.controllers.caption_jobs import progress_text
 from desktop_app.jobs_widget import JobClock, JobStatusWidget, plural
 from desktop_app.main_window import PREFERRED_SIZE, MainWindow, fit_to_screen
-from desktop_app.app_settings import AppSettings
 from tests.imagegen import write_jpeg
 
 

@@ -12,8 +12,8 @@ from PySide6.QtCore import QThread
 from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
 from desktop_app.caption_dialog import SCOPE_LIBRARY
-from desktop_app.train_dialog import TrainDialog
 from desktop_app.model_thread import ModelJob
+from desktop_app.train_dialog import TrainDialog
 from tests.gui_fakes import FakeEngine, build_library
 from tests.window_helpers import WAIT, make_window
 

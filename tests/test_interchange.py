@@ -24,8 +24,7 @@ from core.models import Caption, CaptionSource, Image
 from core.splits import assign_split
 from core.training.metrics import bleu4, rouge_l, tokenize
 from tests.imagegen import write_jpeg
-from tests.library_helpers import current_captions, make_captioned_library, run_cli
-from tests.library_helpers import make_photo
+from tests.library_helpers import current_captions, make_captioned_library, make_photo, run_cli
 
 ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
 

@@ -1,8 +1,9 @@
 """The caption panel: edit the current caption, see the model's words and the history.
 
 Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
-person asked for through signals; the window runs the operations (via
-:class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel afterwards.
+person asked for through signals; the image-review controller runs the operations (via
+:class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel when the library's
+change notice names the image shown.
 
 Layout rule: nothing in the panel may widen it.  Long paths and captions elide (the
 full text is in the tooltip) or wrap anywhere, so selecting an image with a 200-character

@@ -1,9 +1,9 @@
 """Pieces shared by the File/Model/Edit/Help dialogs: a background job, an elided label, scopes.
 
-* :class:`JobRunner` runs one core function ``work(progress, cancel)`` on a worker
-  thread.  Core's progress callback is called on that thread; it only emits a signal,
-  which Qt queues to the GUI thread, so no widget is touched off the GUI thread.  The
-  cancel token is a ``threading.Event`` that core checks between items.
+* :class:`JobRunner` runs one core function ``work(progress, cancel)`` at a time, on its
+  own one-thread pool through :func:`desktop_app.operations.run_in_pool` (progress and
+  the result come back queued to the GUI thread) or on the model thread.  The cancel
+  token is a ``threading.Event`` that core checks between items.
 * :class:`ElidedLabel` shows one line, elided in the middle, with the full text as its
   tooltip: a long path never makes a dialog grow.
 * :class:`JobFooter` is the progress bar + status line + Start/Cancel/Close row.

@@ -4,8 +4,9 @@
 through :mod:`core.edits` (which uses :mod:`core.captions`) — and then pushes a
 :class:`ChangeCommand` on its ``QUndoStack``.  Undo and redo re-point which caption is
 current (see :mod:`core.edits` for why), so stepping back and forth writes no new
-rows and never loses one.  The editor reports the images it touched through
-:attr:`CaptionUndoStack.changed`; the window refreshes the grid and the panel from that.
+rows and never loses one.  The stack reports the images it touched through
+:attr:`CaptionUndoStack.changed`; the image-review controller turns that into the
+window's ``library_changed`` notice, which the grid, sidebar and panel follow.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The current image: moving through the grid, the preview, the caption panel and edits.
 
 Every move goes through :meth:`ImageReviewController.go_to_row`, the one place that makes a
-row current and scrolls it into view; every caption change (an edit, accept, revert,
-undo/redo, find-and-replace) arrives at :meth:`ImageReviewController.on_captions_changed`.
+row current and scrolls it into view; every caption change the person makes (an edit,
+accept, revert, undo/redo, find-and-replace) goes out as one ``library_changed`` notice
+(:meth:`ImageReviewController.on_captions_changed`), and the caption panel follows that
+notice like the grid and the sidebar do, whoever sent it.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class SidebarContent(QObject):
         # A new library or folder shows at once; caption counts may wait for a burst to end.
         if changes.library or changes.folders or changes.images or changes.any_caption or changes.job_ended:
             self.refresh()
-        elif changes.counts_changed():
+        elif changes:  # captions or versions: counts and the model list
             self.schedule_refresh()
 
     def schedule_refresh(self) -> None:

@@ -59,24 +59,8 @@ class LibraryChanges:
     def of_captions(cls, image_ids: Iterable[int], *, edited: bool = False) -> LibraryChanges:
         return cls(captions=frozenset(image_ids), edited=edited)
 
-    def __or__(self, other: LibraryChanges) -> LibraryChanges:
-        return LibraryChanges(
-            captions=self.captions | other.captions,
-            any_caption=self.any_caption or other.any_caption,
-            job_ended=self.job_ended or other.job_ended,
-            images=self.images or other.images,
-            folders=self.folders or other.folders,
-            versions=self.versions or other.versions,
-            library=self.library or other.library,
-            edited=self.edited or other.edited,
-        )
-
     def __bool__(self) -> bool:
         return bool(self.captions or self.any_caption or self.job_ended or self.images or self.folders or self.versions or self.library)
-
-    def counts_changed(self) -> bool:
-        """The sidebar's counts or model list may be out of date."""
-        return bool(self)
 
     def membership_changed(self) -> bool:
         """Which images a filter finds may differ: the grid queries its ids again."""

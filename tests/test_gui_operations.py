@@ -22,7 +22,7 @@ def window(qtbot, library, photo_dir, settings):
     build_library(library, photo_dir, count=6, model_every=2, human_every=5, bad_files=0)
     win = make_window(qtbot, library, settings, FakeEngine())
     qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
-    qtbot.waitUntil(lambda: not win.sidebar_content._timer.isActive(), timeout=WAIT)
+    qtbot.waitUntil(lambda: not win.empty_state_visible, timeout=WAIT)  # the sidebar has its first tree
     yield win
     win.shutdown()
 

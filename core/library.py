@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 
 from core import APP_NAME
 from core.db import Database
+from core.errors import UserFacingError
 from core.filenames import to_os, to_stored
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
 from core.migrate import HEAD_REVISION, LibraryOpenError, MigrationResult, upgrade
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 ENV_LIBRARY = "CAPTIONDESK_LIBRARY"
 
 
-class LibraryError(Exception):
+class LibraryError(UserFacingError):
     """A user-level problem with a library operation (the message says what to do)."""
 
 

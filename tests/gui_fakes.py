@@ -5,7 +5,7 @@ importing it from tests or benchmarks runs no tests.
 
 * :class:`FakeCaptioner` follows the ``core.captioning`` Captioner interface and writes
   "a photo WxH" with score -0.5 (optionally sleeping per batch to simulate work).
-* :class:`FakeEngine` is what :class:`desktop_app.worker.CaptionService` takes as its
+* :class:`FakeEngine` is what :class:`desktop_app.model_thread.CaptionService` takes as its
   engine: the real ``core.captioning.engine`` (spec, job runner: decoding, batching,
   commits, cancel) with a ``load_captioner`` that returns the fake captioner, so no
   model is ever loaded.
@@ -55,7 +55,7 @@ class FakeCaptioner:
 
 
 class FakeEngine:
-    """The engine seam of :class:`desktop_app.worker.CaptionService`, with a fake model."""
+    """The engine seam of :class:`desktop_app.model_thread.CaptionService`, with a fake model."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay

@@ -32,6 +32,8 @@ import string
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.errors import UserFacingError
+
 __all__ = [
     "ALT_TEXT_MAX_CHARS",
     "PRESETS",
@@ -48,7 +50,7 @@ __all__ = [
 ALT_TEXT_MAX_CHARS = 125
 
 
-class UnsupportedPresetError(ValueError):
+class UnsupportedPresetError(UserFacingError, ValueError):
     """The model's family cannot follow this preset (the message lists the ones it can)."""
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
+from core.errors import UserFacingError
 
 
-class MetadataError(Exception):
+class MetadataError(UserFacingError):
     """A metadata read or write that failed for one file (the message says why).
 
     The message is made one line: exiv2's texts end in a newline (blank lines on

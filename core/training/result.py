@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.errors import UserFacingError
 from core.jobs import JobStats, counted_as, not_counted
 
 from .metrics import comparison_sentence
@@ -21,7 +22,7 @@ __all__ = ["Report", "TrainingError", "TrainingResult"]
 #: How the trainer's parts report progress: ``report(done, total, message, **counts)``.
 Report = Callable[..., None]
 
-class TrainingError(Exception):
+class TrainingError(UserFacingError):
     """A run that cannot be started or continued (the message says why and what to do)."""
 
 

@@ -44,6 +44,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core import ownership
 from core.captioning.families import canonical_family_id
+from core.errors import UserFacingError
 from core.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 
-class VersionError(Exception):
+class VersionError(UserFacingError):
     """A version operation that cannot be done (the message says why)."""
 
 

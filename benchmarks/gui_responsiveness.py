@@ -151,10 +151,10 @@ def main() -> int:
     from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from desktop_app.app import tune_interpreter
-    from desktop_app.main_window import MainWindow
-    from desktop_app.settings import AppSettings
     from core.captioning.settings import CaptionJobSpec
+    from desktop_app.app import tune_interpreter
+    from desktop_app.app_settings import AppSettings
+    from desktop_app.main_window import MainWindow
 
     sys.path.insert(0, str(ROOT))
     from tests.gui_fakes import FakeEngine
@@ -179,7 +179,7 @@ def main() -> int:
     window.library_opened.connect(lambda _lib: marks.setdefault("opened", time.perf_counter()))
     window.ids_loaded.connect(lambda n: marks.setdefault("ids", time.perf_counter()))
     window.show()
-    window.open_library(db)
+    window.libraries.open_library(db)
     deadline = time.perf_counter() + 60
     while "grid" not in marks and time.perf_counter() < deadline:
         app.processEvents()
@@ -242,9 +242,9 @@ def main() -> int:
         _start_stall_sampler(state)
     jobs_started = state["jobs"] = time.perf_counter()
     if args.jobs in ("both", "scan"):
-        window.start_scan(None)
+        window.scans.start_scan(None)
     if args.jobs in ("both", "caption"):
-        window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=8), "uncaptioned")
+        window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=8), "uncaptioned")
     end = jobs_started + args.seconds
     while time.perf_counter() < end:
         app.processEvents()
@@ -254,10 +254,10 @@ def main() -> int:
     captioning_rate = len(landed) / args.seconds
 
     # -- a search over the whole library -------------------------------------------------
-    window.cancel_captioning()
-    window.cancel_scan()
+    window.caption_jobs.cancel_captioning()
+    window.scans.cancel_scan()
     deadline = time.perf_counter() + 30
-    while (window.captioning.running or window.scanning) and time.perf_counter() < deadline:
+    while (window.captioning.running or window.scans.scanning) and time.perf_counter() < deadline:
         app.processEvents()
         time.sleep(0.002)
     searched: dict[str, float] = {}

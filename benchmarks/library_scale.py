@@ -55,8 +55,9 @@ from sqlalchemy import insert  # noqa: E402
 
 from core import scanner  # noqa: E402
 from core.captioning import DEFAULT_MODEL  # noqa: E402
-from core.captioning.base import CaptionResult  # noqa: E402
-from core.captioning.engine import CaptionJobStats, ResolvedModel  # noqa: E402
+from core.captioning.captioner import CaptionResult  # noqa: E402
+from core.captioning.engine import CaptionJobStats  # noqa: E402
+from core.captioning.registry import ResolvedModel  # noqa: E402
 from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, CaptionSource, ImageState, utcnow  # noqa: E402

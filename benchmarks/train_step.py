@@ -30,7 +30,7 @@ state of the LoRA parameters; caching N images costs N x 577 x 768 x 4 B = 1.7 M
 
 ``--family KEY`` (florence2, llava, qwen2-vl, idefics3, paligemma) measures a prompted
 vision-language family through CaptionDesk's own training path instead: the model made
-trainable by ``core.training.trainer._prepare_model`` (LoRA on the language model, the
+trainable by ``core.training.model_setup._prepare_model`` (LoRA on the language model, the
 family's defaults), a micro-batch from the family's ``training_batch`` (uncached: the
 processor call on the images every step, as the trainer does; cached: the entries of
 ``vision_cache_entries``, computed once and timed per image) and the family's ``loss``,
@@ -180,7 +180,7 @@ def run_family_mode(path: str, mode: str, steps: int, threads: int, batch: int) 
 
     from core.captioning import load_captioner
     from core.training import TrainingConfig
-    from core.training.trainer import _prepare_model
+    from core.training.model_setup import _prepare_model
     from tests.training_scenario import COLOURS, square
 
     torch.set_num_threads(threads)

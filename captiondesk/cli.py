@@ -136,9 +136,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from core.captioning.engine import resolve_model, run_caption_job
+    from core.captioning.engine import run_caption_job
     from core.captioning.errors import ModelLoadError
     from core.captioning.presets import UnsupportedPresetError
+    from core.captioning.registry import resolve_model
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.jobs import count_phrase
     from core.library import LibraryError

@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
     if processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
-        from core.training.distributed import train_in_processes
+        from core.training.processes import train_in_processes
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
             path = library.path

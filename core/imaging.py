@@ -13,7 +13,7 @@
 
 :func:`load_model_input` is the one decode of a photo for a captioning model -
 captioning, training and evaluation all call it (through
-:func:`core.captioning.base.load_model_image`), so the pixels a model is scored on are
+:func:`core.captioning.captioner.load_model_image`), so the pixels a model is scored on are
 the pixels it captions.
 
 :func:`probe` reads only the header (size, format) for the scanner.

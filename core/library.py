@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 
 from core import APP_NAME
 from core.db import Database
+from core.errors import UserFacingError
 from core.filenames import to_os, to_stored
 from core.jobs import NEVER_CANCELLED, CancelToken, JobRun, JobStats, ProgressCallback, S, no_progress
 from core.migrate import HEAD_REVISION, LibraryOpenError, MigrationResult, upgrade
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 ENV_LIBRARY = "CAPTIONDESK_LIBRARY"
 
 
-class LibraryError(Exception):
+class LibraryError(UserFacingError):
     """A user-level problem with a library operation (the message says what to do)."""
 
 
@@ -204,10 +205,13 @@ class Library:
         """The files and folders this library keeps beside its file: the file and its SQLite
         companions, the thumbnail cache, the models folder (versions, training runs and their
         partial folders).  A scan never takes them for photos."""
-        from core.training.versions import models_dir
-
         companions = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-        return [self.path, *companions, self.cache_dir, models_dir(self)]
+        return [self.path, *companions, self.cache_dir, self.models_dir]
+
+    @property
+    def models_dir(self) -> Path:
+        """``<library stem>.models`` beside the library file: trained versions and training runs."""
+        return self.path.with_name(self.path.stem + ".models")
 
     def own_folder_holding(self, path: Path | str) -> Path | None:
         """The library's own folder (thumbnail cache, models folder) that *path* is or lies in, else None.
@@ -215,10 +219,8 @@ class Library:
         CaptionDesk deletes in those folders (a version's folder, stale thumbnails), so an
         export written there would be lost with them.
         """
-        from core.training.versions import models_dir
-
         resolved = Path(path).expanduser().resolve()
-        for own in (self.cache_dir, models_dir(self)):
+        for own in (self.cache_dir, self.models_dir):
             if resolved.is_relative_to(own.expanduser().resolve()):
                 return own
         return None

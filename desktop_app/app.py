@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from core.library import default_library_path
+    from desktop_app.app_settings import AppSettings
     from desktop_app.main_window import MainWindow
-    from desktop_app.settings import AppSettings
 
     tune_interpreter()
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -95,10 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.folder
 
     def start() -> None:
-        window.open_library(library_path)
+        window.libraries.open_library(library_path)
         if folder:
             # Added once the library is open (on its worker); the scan runs in the background.
-            window.library_opened.connect(lambda _lib: window.add_folder(folder), type=_single_shot())
+            window.library_opened.connect(lambda _lib: window.libraries.add_folder(folder), type=_single_shot())
 
     QTimer.singleShot(0, start)
     code = app.exec()
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.deleteLater()
     app.processEvents()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    from desktop_app.worker import threads_still_running
+    from desktop_app.model_thread import threads_still_running
 
     if threads_still_running():
         # A model job that could not stop in time (a model still loading): do not wait

@@ -1,8 +1,7 @@
 """Running work off the GUI thread and getting results back safely, in batches.
 
-* :func:`submit` runs a plain function on a :class:`QThreadPool` and delivers its result
-  (or its exception, as text) to GUI-thread callbacks through a queued signal — worker
-  code never touches a widget.
+* running a function on a pool with its result back on the GUI thread is
+  :mod:`desktop_app.operations` (a read op, or a write op with its change notice);
 * :func:`lower_thread_priority` makes the calling worker thread yield the CPU to the
   GUI thread when both want it (on a 2-core laptop a scan, a captioning job and
   thumbnail decoding otherwise take turns with every repaint).
@@ -17,11 +16,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import traceback
-from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal
 
 #: Niceness added to worker threads (Linux nice is per thread; 0 = the GUI thread's).
 POOL_NICENESS = 5
@@ -52,56 +49,6 @@ def lower_thread_priority(niceness: int = POOL_NICENESS) -> None:
                 thread.setPriority(QThread.Priority.LowPriority)
     except (OSError, RuntimeError, AttributeError):
         pass
-
-
-class _Delivery(QObject):
-    """Lives on the GUI thread; a worker emits on it and the slot runs on the GUI thread."""
-
-    done = Signal(object)
-    failed = Signal(object)
-
-
-#: Deliveries whose work is still running (a QObject with no Python reference would be
-#: collected before its signal is delivered).
-_in_flight: set[_Delivery] = set()
-
-
-def submit(
-    pool: QThreadPool,
-    work: Callable[[], Any],
-    on_done: Callable[[Any], None] | None = None,
-    on_error: Callable[[BaseException], None] | None = None,
-    *,
-    priority: int = 0,
-    niceness: int = POOL_NICENESS,
-) -> None:
-    """Run ``work()`` on *pool*; call ``on_done(result)`` / ``on_error(exc)`` on the GUI thread.
-
-    Must be called from the GUI thread (the delivery object is created there).
-    """
-    delivery = _Delivery()
-    _in_flight.add(delivery)
-
-    def finish(callback: Callable[[Any], None] | None, value: Any) -> None:
-        _in_flight.discard(delivery)
-        delivery.deleteLater()
-        if callback is not None:
-            callback(value)
-
-    delivery.done.connect(lambda value: finish(on_done, value), Qt.ConnectionType.QueuedConnection)
-    delivery.failed.connect(lambda exc: finish(on_error, exc), Qt.ConnectionType.QueuedConnection)
-
-    def run() -> None:
-        lower_thread_priority(niceness)
-        try:
-            result = work()
-        except BaseException as exc:  # noqa: BLE001 - delivered to the GUI, never lost
-            exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
-            delivery.failed.emit(exc)
-        else:
-            delivery.done.emit(result)
-
-    pool.start(run, priority)
 
 
 class Coalescer(QObject):

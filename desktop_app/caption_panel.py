@@ -1,8 +1,9 @@
 """The caption panel: edit the current caption, see the model's words and the history.
 
 Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
-person asked for through signals; the window runs the operations (via
-:class:`~desktop_app.review.CaptionEditor`) and reloads the panel afterwards.
+person asked for through signals; the image-review controller runs the operations (via
+:class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel when the library's
+change notice names the image shown.
 
 Layout rule: nothing in the panel may widen it.  Long paths and captions elide (the
 full text is in the tooltip) or wrap anywhere, so selecting an image with a 200-character
@@ -15,22 +16,22 @@ from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QSizePolicy,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from desktop_app.delegate import BADGES
-from desktop_app.dialog_kit import wrapping_tooltip
 from core.captions import format_confidence
 from core.queries import CaptionDetails, CaptionInfo, ImageRow
+from desktop_app.delegate import BADGES
+from desktop_app.dialog_kit import wrapping_tooltip
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
 #: The history's "By" column for a person's rows: what they did.

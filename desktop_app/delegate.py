@@ -11,9 +11,9 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from desktop_app.grid_model import ROW_ROLE
 from core.captions import format_confidence
 from core.queries import ImageRow
+from desktop_app.grid_model import ROW_ROLE
 from desktop_app.thumbnails import ThumbnailCache
 
 #: Badge text and colour for each display state.

@@ -1,9 +1,9 @@
 """Pieces shared by the File/Model/Edit/Help dialogs: a background job, an elided label, scopes.
 
-* :class:`JobRunner` runs one core function ``work(progress, cancel)`` on a worker
-  thread.  Core's progress callback is called on that thread; it only emits a signal,
-  which Qt queues to the GUI thread, so no widget is touched off the GUI thread.  The
-  cancel token is a ``threading.Event`` that core checks between items.
+* :class:`JobRunner` runs one core function ``work(progress, cancel)`` at a time, on its
+  own one-thread pool through :func:`desktop_app.operations.run_in_pool` (progress and
+  the result come back queued to the GUI thread) or on the model thread.  The cancel
+  token is a ``threading.Event`` that core checks between items.
 * :class:`ElidedLabel` shows one line, elided in the middle, with the full text as its
   tooltip: a long path never makes a dialog grow.
 * :class:`JobFooter` is the progress bar + status line + Start/Cancel/Close row.
@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.queries import ImageFilter
-from desktop_app.background import JOB_NICENESS, submit
+from desktop_app.background import JOB_NICENESS
+from desktop_app.operations import run_in_pool
 
 #: Width of the dialogs (fits 1280x800 with room to spare; text wraps or elides).
 DIALOG_WIDTH = 560
@@ -161,7 +162,7 @@ class JobRunner(QObject):
     """One background job at a time; results come back as queued signals.
 
     Work that loads a model (evaluating, merging a version) is given the window's model
-    thread (*model_thread*, a ``desktop_app.worker.CaptionService``): it then runs there
+    thread (*model_thread*, a ``desktop_app.model_thread.CaptionService``): it then runs there
     as a ``ModelJob``, taking turns with captioning and training, instead of on a thread
     of this runner's own.
     """
@@ -174,7 +175,6 @@ class JobRunner(QObject):
     failed = Signal(str, str)
     #: A job on the model thread was asked to stop (here or from the main window).
     cancel_requested = Signal()
-    _progress_from_worker = Signal(object)
 
     def __init__(self, parent: QObject | None = None, *, model_thread: Any = None) -> None:
         super().__init__(parent)
@@ -183,8 +183,6 @@ class JobRunner(QObject):
         self.model_thread = model_thread
         self._model_job: Any = None
         self._cancel: threading.Event | None = None
-        # Emitted on the worker thread; the receiver lives here, so Qt queues it.
-        self._progress_from_worker.connect(self.progress, Qt.ConnectionType.QueuedConnection)
 
     @property
     def running(self) -> bool:
@@ -209,12 +207,12 @@ class JobRunner(QObject):
             self._cancel = None
             self.failed.emit(str(exc) or type(exc).__name__, getattr(exc, "__traceback_text__", ""))
 
-        submit(self.pool, lambda: work(self._progress_from_worker.emit, cancel), done, failed,
+        run_in_pool(self.pool, lambda progress: work(progress, cancel), done, failed, on_progress=self.progress.emit,
                niceness=JOB_NICENESS)
         return True
 
     def _start_on_model_thread(self, work: Callable[..., Any], description: str, cancellable: bool) -> bool:
-        from desktop_app.worker import ModelJob
+        from desktop_app.model_thread import ModelJob
 
         job = ModelJob(description, lambda progress, cancel, on_epoch: work(progress, cancel), owner=self.parent(),
                        cancellable=cancellable)

@@ -27,8 +27,8 @@ from PySide6.QtCore import (
     Signal,
 )
 
-from core.library import Library
 from core.captions import format_confidence
+from core.library import Library
 from core.queries import ImageRow, fetch_rows, ids_in_state
 
 CHUNK = 256

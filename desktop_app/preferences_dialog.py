@@ -3,7 +3,7 @@
 The model is the open library's current model (:mod:`core.training.current`, the one the
 CLI uses too): picking a trained version activates it, picking a base model deactivates
 versions and makes it the library's base model.  Everything else is stored through
-:class:`~desktop_app.settings.AppSettings` (the same keys the Caption dialog reads and
+:class:`~desktop_app.app_settings.AppSettings` (the same keys the Caption dialog reads and
 remembers), so a default chosen here is what the next captioning job starts with.  The
 controller applies a new thumbnail size and opens a new library location at once when the
 dialog is accepted.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from typing import TYPE_CHECKING
-
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -34,8 +33,8 @@ from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports
 from core.captioning.settings import RUNTIMES, CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
+from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings
 from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
-from desktop_app.settings import THUMBNAIL_SIZES, AppSettings
 
 if TYPE_CHECKING:
     from core.library import Library

@@ -1,11 +1,12 @@
 """Caption edits as undoable commands: edit, accept, revert, find-and-replace.
 
-:class:`CaptionEditor` performs each operation at once — one short write transaction
+:class:`CaptionUndoStack` performs each operation at once — one short write transaction
 through :mod:`core.edits` (which uses :mod:`core.captions`) — and then pushes a
 :class:`ChangeCommand` on its ``QUndoStack``.  Undo and redo re-point which caption is
 current (see :mod:`core.edits` for why), so stepping back and forth writes no new
-rows and never loses one.  The editor reports the images it touched through
-:attr:`CaptionEditor.changed`; the window refreshes the grid and the panel from that.
+rows and never loses one.  The stack reports the images it touched through
+:attr:`CaptionUndoStack.changed`; the image-review controller turns that into the
+window's ``library_changed`` notice, which the grid, sidebar and panel follow.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from core.library import Library
 class ChangeCommand(QUndoCommand):
     """Changes that were already applied when the command was made; redo re-applies."""
 
-    def __init__(self, editor: CaptionEditor, label: str, changes: Sequence[Change]) -> None:
+    def __init__(self, editor: CaptionUndoStack, label: str, changes: Sequence[Change]) -> None:
         super().__init__(label)
         self.editor = editor
         self.changes = list(changes)
@@ -52,7 +53,7 @@ class ChangeCommand(QUndoCommand):
         self.editor._apply(self, undo=True)
 
 
-class CaptionEditor(QObject):
+class CaptionUndoStack(QObject):
     """Owns the undo stack; every method writes to the library immediately."""
 
     #: Image ids whose current caption changed (edit, undo, redo, replace...).

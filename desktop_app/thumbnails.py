@@ -22,7 +22,8 @@ from PySide6.QtCore import QObject, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 from core.imaging import ImageDecodeError, ensure_thumbnail, load_rgb
-from desktop_app.background import Coalescer, lower_thread_priority, submit
+from desktop_app.background import Coalescer, lower_thread_priority
+from desktop_app.operations import run_in_pool
 
 #: Size of the thumbnails kept in the disk cache; the grid scales them down.
 DISK_SIZE = 256
@@ -203,4 +204,4 @@ class PreviewLoader(QObject):
                 self.loaded.emit(image_id, None, message)
 
         # Above thumbnails: the image the user is looking at matters most.
-        submit(self.pool, work, done, failed, priority=1)
+        run_in_pool(self.pool, work, done, failed, priority=1)

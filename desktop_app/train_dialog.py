@@ -10,7 +10,7 @@ Opened from Caption → Train (:mod:`desktop_app.controllers.versions`); by hand
     dialog.show()
 
 Training runs :func:`core.training.train` on the window's model thread
-(:class:`desktop_app.worker.CaptionService`), the one that captions: one job at a time,
+(:class:`desktop_app.model_thread.CaptionService`), the one that captions: one job at a time,
 so a caption model and a training run never hold memory together.  While captioning
 runs, Train is off and the dialog says why.  Progress, per-epoch metrics and the result
 come back as queued signals, and Cancel sets the run's cancel token (the run stops after
@@ -52,7 +52,7 @@ from PySide6.QtWidgets import (
 
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
 from desktop_app.dialog_kit import fit_on_screen, lines_high, remember_folder, start_folder
-from desktop_app.worker import CaptionService, ModelJob
+from desktop_app.model_thread import CaptionService, ModelJob
 
 if TYPE_CHECKING:
     from core.library import Library

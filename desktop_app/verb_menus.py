@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QDialog, QMenu
 
 from core.models import LibraryRoot
 from desktop_app.dialog_kit import Scope
+from desktop_app.operations import LibraryChanges
 
 
 def _menu(window: Any, title: str, before: str | None = None) -> QMenu:
@@ -50,14 +51,14 @@ class VerbMenus:
 
     def scope(self) -> Scope:
         window = self.window
-        flt = window.current_filter()
+        flt = window.grid_content.current_filter()
         folder: str | None = None
         if flt.root_id is not None and window.library is not None:
             with window.library.db.read() as session:
                 root = session.get(LibraryRoot, flt.root_id)
                 if root is not None:
                     folder = str(Path(root.path) / (flt.folder or ""))
-        return Scope(folder=folder, selection=tuple(window.selected_ids()), flt=flt,
+        return Scope(folder=folder, selection=tuple(window.image_review.selected_ids()), flt=flt,
                      filter_count=window.model.rowCount())
 
     def _show(self, key: str, make: Any) -> QDialog | None:
@@ -80,8 +81,10 @@ class VerbMenus:
         return dialog
 
     def _captions_changed(self, *_args: Any) -> None:
-        self.window.reload_ids(keep_scroll=True)
-        self.window.schedule_sidebar_refresh()
+        self.window.notifier.notify(LibraryChanges(any_caption=True))
+
+    def _versions_changed(self, *_args: Any) -> None:
+        self.window.notifier.notify(LibraryChanges(versions=True))
 
     # -- the verbs --------------------------------------------------------------------------
 
@@ -114,7 +117,7 @@ class VerbMenus:
             device = self.window.settings.caption_spec().device
             dialog = VersionsWindow(self.window.library, device=device, service=self.window.captioning,
                                     parent=self.window)
-            dialog.changed.connect(self.window.schedule_sidebar_refresh)
+            dialog.changed.connect(self._versions_changed)
             return dialog
 
         return self._show("versions", make)
@@ -142,7 +145,7 @@ class VerbMenus:
         wanted = dialog.library.text().strip()
         current = str(window.library.path) if window.library is not None else ""
         if wanted and Path(wanted).expanduser().resolve() != Path(current).resolve():
-            window.open_library(wanted)
+            window.libraries.open_library(wanted)
 
     def open_shortcuts(self) -> QDialog | None:
         from desktop_app.help_dialogs import ShortcutsDialog
@@ -187,7 +190,7 @@ class VerbMenus:
 def install(window: Any) -> VerbMenus:
     """Add the dialogs' actions to *window*'s menus (and to ``window.actions``)."""
     verbs = VerbMenus(window)
-    a = window._action
+    a = window.make_action
     file_menu = _menu(window, "&File")
     quit_action = window.actions.get("quit")
     entries = [

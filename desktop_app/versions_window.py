@@ -107,7 +107,7 @@ class VersionsWindow(QDialog):
 
     #: The versions changed (activated, renamed, deleted): the main window may refresh.
     changed = Signal()
-    #: An evaluation finished: its core.training.metrics.EvalResult.
+    #: An evaluation finished: its core.training.evaluation.EvalResult.
     evaluated = Signal(object)
 
     def __init__(self, library: Any, *, device: str = "auto", service: Any = None,

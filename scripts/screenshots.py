@@ -45,7 +45,6 @@ def thumbnails_shown(window, count: int) -> bool:
 def fake_train(library, base, name, config, *, progress, cancel, on_epoch):
     """Plausible numbers for the Train dialog's chart and table (no model is trained)."""
     from core.jobs import Progress
-
     from core.training import collect_training_data
 
     # Consistent with what the dialog shows: the last epoch's CIDEr is the trained CIDEr,
@@ -81,7 +80,7 @@ class ShotCaptioner:
         return images
 
     def generate(self, batch, settings):
-        from core.captioning.base import CaptionResult
+        from core.captioning.captioner import CaptionResult
 
         self._fake.generate(batch, settings)  # the delay: progress to look at
         results = []
@@ -133,15 +132,14 @@ def main(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from core.library import Library
-    from desktop_app.dialogs import SCOPE_LIBRARY
-    from desktop_app.main_window import MainWindow
-    from desktop_app.settings import AppSettings
-    from desktop_app.train_dialog import TrainDialog
     from core.captioning.settings import CaptionJobSpec
-    from tests.imagegen import write_jpeg
-
+    from core.library import Library
+    from desktop_app.app_settings import AppSettings
+    from desktop_app.caption_dialog import SCOPE_LIBRARY
+    from desktop_app.main_window import MainWindow
+    from desktop_app.train_dialog import TrainDialog
     from tests.gui_fakes import FakeEngine
+    from tests.imagegen import write_jpeg
 
     def save(widget, name: str) -> None:
         path = out / f"{name}{suffix}.png"
@@ -162,19 +160,19 @@ def main(argv: list[str]) -> int:
         engine.load_captioner = lambda *a, **k: ShotCaptioner(load_fake(*a, **k))
         window = MainWindow(settings, engine=engine, error_dialogs=False)
         window.show()
-        window.set_library(library)
+        window.libraries.set_library(library)
         wait(app, lambda: window.empty_state_visible, 10)
         save(window, "first-start")
 
-        window.add_folder(photos)
+        window.libraries.add_folder(photos)
         wait(app, lambda: window.banner.isVisible(), 60)
         wait(app, lambda: thumbnails_shown(window, 9), 30)  # what a person sees a moment later
         save(window, "library-after-scan")
-        window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=6), SCOPE_LIBRARY)
+        window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=6), SCOPE_LIBRARY)
         wait(app, lambda: not window.captioning.running, 120)
-        window.reload_ids()
+        window.grid_content.reload_ids()
         wait(app, lambda: False, 1.0)
-        window.go_to_row(3)
+        window.image_review.go_to_row(3)
         wait(app, lambda: False, 3.0)  # thumbnails decode on the pool
         save(window, "library")
 
@@ -184,7 +182,7 @@ def main(argv: list[str]) -> int:
 
         # A person verified some captions: enough to export and train on.
         for image_id in window.model.ids()[:24]:
-            window.editor.accept(image_id)
+            window.caption_undo.accept(image_id)
         wait(app, lambda: False, 0.5)
         dialog = window.verbs.open_export()
         wait(app, lambda: False, 2.0)
@@ -193,10 +191,10 @@ def main(argv: list[str]) -> int:
 
         if "--dialogs" in argv:
             # Training waits for captioning (one model thread): the dialog says so.
-            window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2,
+            window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2,
                                                    overwrite_model_captions=True), SCOPE_LIBRARY)
             window.captioning.pause()
-            window.open_train_dialog()
+            window.versions.open_train_dialog()
             waiting = window.versions.train_dialog
             wait(app, lambda: False, 1.0)
             save(waiting, "dialog_train_waiting_for_captioning")
@@ -235,9 +233,10 @@ def main(argv: list[str]) -> int:
         window.close()
         library.close()
     if "--dialogs" in argv:
-        import screenshots_dialogs  # scripts/ is on sys.path when this runs as a script
+        # Its own process (and QApplication); screenshots_dialogs imports wait() from here.
+        import subprocess
 
-        return screenshots_dialogs.main([str(out)])
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("screenshots_dialogs.py")), str(out)])
     return 0
 
 

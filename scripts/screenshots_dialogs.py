@@ -33,8 +33,8 @@ def main(argv: list[str]) -> int:
     from core.library import Library
     from core.models import ModelVersion
     from core.training import versions
+    from desktop_app.app_settings import AppSettings
     from desktop_app.main_window import MainWindow
-    from desktop_app.settings import AppSettings
     from tests.gui_fakes import FakeEngine, build_library
 
     with tempfile.TemporaryDirectory(prefix="captiondesk-shots-") as tmp:
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         window = MainWindow(settings, engine=FakeEngine(), error_dialogs=False)
         window.resize(1280, 800)
         window.show()
-        window.set_library(library)
+        window.libraries.set_library(library)
         wait(app, lambda: window.model.rowCount() > 0)
         window.grid.selectAll()
         wait(app, lambda: False, 0.2)

@@ -46,6 +46,6 @@ def settings(tmp_path: Path):
     """The desktop app's settings in a temporary ini file (never the user's real ones)."""
     from PySide6.QtCore import QSettings
 
-    from desktop_app.settings import AppSettings
+    from desktop_app.app_settings import AppSettings
 
     return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))

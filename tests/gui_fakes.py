@@ -5,7 +5,7 @@ importing it from tests or benchmarks runs no tests.
 
 * :class:`FakeCaptioner` follows the ``core.captioning`` Captioner interface and writes
   "a photo WxH" with score -0.5 (optionally sleeping per batch to simulate work).
-* :class:`FakeEngine` is what :class:`desktop_app.worker.CaptionService` takes as its
+* :class:`FakeEngine` is what :class:`desktop_app.model_thread.CaptionService` takes as its
   engine: the real ``core.captioning.engine`` (spec, job runner: decoding, batching,
   commits, cancel) with a ``load_captioner`` that returns the fake captioner, so no
   model is ever loaded.
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from core.captioning import CaptionResult
-from core.captioning.engine import CaptionJobSpec, resolve_model, run_caption_job
+from core.captioning.engine import CaptionJobSpec, run_caption_job
+from core.captioning.registry import resolve_model
 from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption, set_human_caption
 from core.library import Library
@@ -54,7 +55,7 @@ class FakeCaptioner:
 
 
 class FakeEngine:
-    """The engine seam of :class:`desktop_app.worker.CaptionService`, with a fake model."""
+    """The engine seam of :class:`desktop_app.model_thread.CaptionService`, with a fake model."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay

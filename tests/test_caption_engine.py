@@ -383,7 +383,7 @@ def test_spec_validation(kwargs, message) -> None:
 @pytest.mark.slow
 def test_draft_size_follows_the_model_input(tiny_blip_dir) -> None:
     from core.captioning import load_captioner
-    from core.captioning.engine import DEFAULT_DRAFT_SIZE, DRAFT_FRACTION, draft_size_for
+    from core.captioning.batching import DEFAULT_DRAFT_SIZE, DRAFT_FRACTION, draft_size_for
 
     captioner = load_captioner(str(tiny_blip_dir), device="cpu")
     try:

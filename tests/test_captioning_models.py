@@ -28,7 +28,7 @@ from core.captioning import (
     load_captioner,
     resolve_device,
 )
-from core.captioning.base import sequence_scores
+from core.captioning.captioner import sequence_scores
 from core.captioning.device import default_dtype
 from core.captioning.lm_head import RescoredInt8Head
 from core.captioning.optimize import (
@@ -114,11 +114,11 @@ def test_import_does_not_load_torch() -> None:
 
 
 def test_default_model_is_defined_once() -> None:
-    """``core.captioning.DEFAULT_MODEL`` is the only place the default model id is written."""
+    """``core.captioning.DEFAULT_MODEL`` (defined with the job spec) is the only place the default model id is written."""
     literal = "Salesforce/blip-image-captioning-" + "base"
     holders = sorted(str(p.relative_to(REPO)) for folder in ("core", "captiondesk", "desktop_app")
                      for p in (REPO / folder).rglob("*.py") if literal in p.read_text(encoding="utf-8"))
-    assert holders == [str(Path("core", "captioning", "__init__.py"))]
+    assert holders == [str(Path("core", "captioning", "settings.py"))]
 
 
 # --------------------------------------------------------------------------- model families

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from core.captioning.base import CaptionResult
+from core.captioning.captioner import CaptionResult
 from core.captioning.confidence import SCORE_KINDS, TokenCalibration, caption_scores, confidence_score
 
 A, ON, RED, BLUE, EOS = 1, 2, 3, 4, 9

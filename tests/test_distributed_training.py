@@ -32,7 +32,7 @@ from sqlalchemy import select
 from core.library import Library
 from core.models import Job
 from core.training import TrainingConfig, train, versions
-from core.training.distributed import train_in_processes
+from core.training.processes import train_in_processes
 from tests import tiny_models
 from tests.training_scenario import COLOURS, STYLE_A, label, new_images_captions, square
 

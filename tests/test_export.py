@@ -22,6 +22,9 @@ import captiondesk.common
 from core import captions
 from captiondesk import dataset_commands as cli_dataset
 from core import export as export_module
+from core.datasets import selection as export_selection
+from core.datasets import staging as export_staging
+from core.datasets.writers import base as writer_base
 from core.export import MANIFEST_NAME, ExportError, export_dataset
 from core.jobs import Progress
 from core.library import Library
@@ -336,7 +339,7 @@ def test_failed_export_leaves_nothing_and_records_the_failure(
     library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_captioned_library(library, photo_dir, count=8)
-    real_write = export_module._write_bytes
+    real_write = writer_base.write_bytes
     calls = []
 
     def failing_write(path: Path, data: bytes) -> None:
@@ -345,7 +348,7 @@ def test_failed_export_leaves_nothing_and_records_the_failure(
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(export_module, "_write_bytes", failing_write)
+    monkeypatch.setattr(writer_base, "write_bytes", failing_write)
     with pytest.raises(ExportError, match="No space left"):
         export_dataset(library, "imagefolder", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
@@ -365,8 +368,9 @@ def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
         import os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from core import export
+        from core.datasets.writers import base as writer_base
         from core.library import Library
-        real_write = export._write_bytes
+        real_write = writer_base.write_bytes
         count = 0
         def write_then_die(path, data):
             global count
@@ -374,7 +378,7 @@ def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
             count += 1
             if count == 5:
                 os._exit(9)  # like a kill -9 or a power cut: no cleanup runs
-        export._write_bytes = write_then_die
+        writer_base.write_bytes = write_then_die
         export.export_dataset(Library({str(library.path)!r}), "imagefolder", {str(exports / "out")!r})
         """
     )
@@ -383,7 +387,7 @@ def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
     assert not (exports / "out").exists()
     (partial,) = [p for p in exports.iterdir() if p.name.startswith(".out.partial-")]
     assert any(partial.rglob("*.jpg"))  # a half dataset exists, but hidden and apart
-    old = time.time() - 2 * export_module.STALE_PARTIAL_SECONDS
+    old = time.time() - 2 * export_staging.STALE_PARTIAL_SECONDS
     for path in [partial, *partial.iterdir()]:
         os.utime(path, (old, old))
     with Library(library.path) as reopened:
@@ -460,7 +464,7 @@ def test_large_selection_is_streamed_in_chunks(
     library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_captioned_library(library, photo_dir, count=7)
-    monkeypatch.setattr(export_module, "CHUNK_SIZE", 3)
+    monkeypatch.setattr(export_selection, "CHUNK_SIZE", 3)
     seen = [image.rel_path for image in export_module.iter_captioned_images(library.db, chunk_size=3)]
     assert len(seen) == len(set(seen)) == 8
     stats = export_dataset(library, "csv", tmp_path / "out")

@@ -16,16 +16,16 @@ from sqlalchemy import select
 
 from core.models import Caption, Image, ModelVersion
 from core.training import versions
+from desktop_app.app_settings import AppSettings
 from desktop_app.dialog_kit import SCOPE_FILTER, SCOPE_FOLDER, SCOPE_LIBRARY, SCOPE_SELECTION, Scope
 from desktop_app.export_dialog import ExportDialog
 from desktop_app.help_dialogs import LibraryLocationDialog, SelfCheckDialog, ShortcutsDialog
 from desktop_app.import_dialog import ImportDialog
 from desktop_app.metadata_dialog import MetadataDialog
 from desktop_app.preferences_dialog import PreferencesDialog
-from desktop_app.settings import AppSettings
 from desktop_app.versions_window import VersionsWindow
-from tests.imagegen import write_jpeg
 from tests.gui_fakes import build_library
+from tests.imagegen import write_jpeg
 
 WAIT = 60_000
 
@@ -383,7 +383,7 @@ def test_activate_in_versions_window_is_what_the_caption_dialog_runs(qtbot, libr
                                                                      monkeypatch):
     """Versions → Activate: the Caption dialog lists the versions and pre-selects the active one,
     and its run stores that version's id; Use base model goes back."""
-    from desktop_app.dialogs import CaptionDialog
+    from desktop_app.caption_dialog import CaptionDialog
     from tests.window_helpers import make_window
 
     window = make_window(qtbot, library, settings, engine=None)  # the real engine, tiny BLIP copies
@@ -479,7 +479,7 @@ def test_versions_window_evaluates_on_the_model_thread_taking_turns(qtbot, libra
     the reason shown) while another job, here a training stand-in, holds the thread."""
     import threading
 
-    from desktop_app.worker import CaptionService, ModelJob
+    from desktop_app.model_thread import CaptionService, ModelJob
 
     service = CaptionService()
     release = threading.Event()
@@ -519,7 +519,7 @@ def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_wi
     qtbot.addWidget(window)
     window.show()
     with qtbot.waitSignal(window.sidebar_refreshed, timeout=WAIT):
-        window.set_library(library)
+        window.libraries.set_library(library)
     versions_window = window.verbs.open_versions()
     versions_window.select("shapes-v1")
     assert versions_window.export_button.toolTip().startswith("Write a standalone model folder")
@@ -563,8 +563,9 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
 
 
 def test_help_dialogs(qtbot, library):
-    from core.selfcheck import Check
     from PySide6.QtGui import QAction, QKeySequence
+
+    from core.selfcheck import Check
 
     action = QAction("Accept caption")
     action.setShortcut(QKeySequence("Ctrl+Shift+A"))
@@ -583,8 +584,8 @@ def test_help_dialogs(qtbot, library):
 
 
 def test_menus_open_every_dialog_from_the_main_window(qtbot, library, built, tmp_path):
-    from tests.window_helpers import make_window
     from tests.gui_fakes import FakeEngine
+    from tests.window_helpers import make_window
 
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     window = make_window(qtbot, library, settings, FakeEngine())

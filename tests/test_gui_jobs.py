@@ -16,17 +16,17 @@ from sqlalchemy import select
 
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.models import Caption
-from desktop_app.dialogs import (
+from desktop_app.app_settings import AppSettings
+from desktop_app.caption_dialog import (
     SCOPE_FILTER,
     SCOPE_SELECTION,
     SCOPE_UNCAPTIONED,
     about_text,
 )
 from desktop_app.main_window import MainWindow
-from desktop_app.settings import AppSettings
-from desktop_app.worker import PauseToken
-from tests.imagegen import write_jpeg
+from desktop_app.model_thread import PauseToken
 from tests.gui_fakes import FakeEngine, build_library
+from tests.imagegen import write_jpeg
 from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
 
@@ -47,7 +47,7 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     window.captioning.progress.connect(progress.append)
     request = CaptionJobSpec(model="fake-model", settings=GenerationSettings(max_new_tokens=20), batch_size=4)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
-        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+        assert window.caption_jobs.start_captioning(request, SCOPE_UNCAPTIONED)
         assert window.caption_status.isVisible()
         assert not window.actions["caption"].isEnabled()  # one job at a time
     stats = finished.args[0]
@@ -66,10 +66,10 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     assert settings.caption_spec() == request  # the scope is not kept: the dialog asks
 
     # A second job with the same model reuses the loaded captioner.
-    window.go_to_row(0)
+    window.image_review.go_to_row(0)
     window.grid.selectAll()
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
-        window.start_captioning(
+        window.caption_jobs.start_captioning(
             CaptionJobSpec(model="fake-model", batch_size=8, overwrite_model_captions=True), SCOPE_SELECTION
         )
     assert len(engine.loaded) == 1
@@ -83,7 +83,7 @@ def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, se
     landed: list[int] = []
     window.captioning.captions_landed.connect(landed.extend)
     request = CaptionJobSpec(model="fake-model", batch_size=2)
-    assert window.start_captioning(request, SCOPE_FILTER)
+    assert window.caption_jobs.start_captioning(request, SCOPE_FILTER)
     qtbot.waitUntil(lambda: len(landed) >= 2, timeout=WAIT)
 
     # Pause: no batch lands while paused, and the status bar's job row does not move.
@@ -93,7 +93,7 @@ def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, se
     qtbot.wait(50)
     parts = (status.label, status.bar, status.pause_button, status.cancel_button)
     running = [w.geometry() for w in parts]
-    window.toggle_pause()
+    window.caption_jobs.toggle_pause()
     assert window.captioning.paused
     qtbot.wait(50)
     assert status.pause_button.text() == "Resume" and "paused" in status.label.text()
@@ -103,11 +103,11 @@ def test_cancel_mid_run_keeps_everything_committed(qtbot, library, photo_dir, se
     count_paused = len(model_captioned_ids(library))
     qtbot.wait(400)
     assert len(model_captioned_ids(library)) == count_paused
-    window.toggle_pause()
+    window.caption_jobs.toggle_pause()
     assert not window.captioning.paused
 
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
-        window.cancel_captioning()
+        window.caption_jobs.cancel_captioning()
     stats = finished.args[0]
     assert stats.cancelled
     in_db = model_captioned_ids(library)
@@ -127,7 +127,7 @@ def test_model_load_failure_is_reported_not_raised(qtbot, library, photo_dir, se
 
     window = make_window(qtbot, library, settings, BrokenEngine())
     with qtbot.waitSignal(window.captioning.failed, timeout=WAIT):
-        window.start_captioning(CaptionJobSpec(model="missing/model"), SCOPE_UNCAPTIONED)
+        window.caption_jobs.start_captioning(CaptionJobSpec(model="missing/model"), SCOPE_UNCAPTIONED)
     errors = [message for level, message in window.log_panel.entries if level == "error"]
     assert errors and "no such model" in errors[-1]
     assert not window.captioning.running and window.actions["caption"].isEnabled()
@@ -155,14 +155,14 @@ def test_background_scan_adds_folder_and_shows_images(qtbot, library, tmp_path, 
     for k in range(12):
         write_jpeg(folder / f"sub{k % 3}" / f"p{k:02d}.jpg", seed=k)
     with qtbot.waitSignal(window.scan_finished, timeout=WAIT) as done:
-        root_id = window.add_folder(folder)
+        root_id = window.libraries.add_folder(folder)
     assert root_id is not None and done.args[0].new == 12
     qtbot.waitUntil(lambda: window.model.rowCount() == 12, timeout=WAIT)
     qtbot.waitUntil(lambda: window.sidebar.location() == (root_id, None), timeout=WAIT)
     # Adding a folder inside it is refused with a message, not an exception.
-    assert window.add_folder(folder / "sub1") is None
+    assert window.libraries.add_folder(folder / "sub1") is None
     assert "already in the library" in window.log_panel.entries[-1][1]
-    window.remove_root(root_id, confirm=False)
+    window.libraries.remove_root(root_id, confirm=False)
     qtbot.waitUntil(lambda: window.model.rowCount() == 0, timeout=WAIT)
 
 
@@ -210,7 +210,7 @@ def test_main_opens_window_and_library(qtbot, tmp_path, monkeypatch):
 
 
 def test_caption_dialog_builds_the_spec(qtbot):
-    from desktop_app.dialogs import CaptionDialog
+    from desktop_app.caption_dialog import CaptionDialog
 
     defaults = CaptionJobSpec(
         model="my/model", settings=GenerationSettings(num_beams=3, max_new_tokens=40), batch_size=4, optimize="none"
@@ -242,7 +242,7 @@ def test_caption_dialog_builds_the_spec(qtbot):
 
 def test_caption_dialog_current_model_note_keeps_the_version_name_readable(qtbot):
     from core.training.current import CurrentModel
-    from desktop_app.dialogs import CaptionDialog
+    from desktop_app.caption_dialog import CaptionDialog
 
     current = CurrentModel(model="shop-v2", base_model="/models/Salesforce-blip-image-captioning-large",
                            version="shop-v2", version_id=1, source="version")
@@ -285,7 +285,8 @@ def test_worker_threads_run_below_the_gui_thread(qtbot) -> None:
     """Pool work and job threads yield the CPU to the GUI thread (per-thread niceness)."""
     from PySide6.QtCore import QThreadPool
 
-    from desktop_app.background import JOB_NICENESS, POOL_NICENESS, submit
+    from desktop_app.background import JOB_NICENESS, POOL_NICENESS
+    from desktop_app.operations import run_in_pool
 
     def niceness() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -293,11 +294,11 @@ def test_worker_threads_run_below_the_gui_thread(qtbot) -> None:
     gui = niceness()
     pool = QThreadPool()
     results: list[int] = []
-    submit(pool, niceness, results.append)
+    run_in_pool(pool, niceness, results.append)
     qtbot.waitUntil(lambda: bool(results), timeout=WAIT)
     job_pool = QThreadPool()
     job_pool.setMaxThreadCount(1)
-    submit(job_pool, niceness, results.append, niceness=JOB_NICENESS)
+    run_in_pool(job_pool, niceness, results.append, niceness=JOB_NICENESS)
     qtbot.waitUntil(lambda: len(results) == 2, timeout=WAIT)
     assert results == [min(19, gui + POOL_NICENESS), min(19, gui + JOB_NICENESS)]
     assert niceness() == gui  # the GUI thread itself is untouched

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.models import Caption
-from desktop_app.dialogs import SCOPE_FILTER, SCOPE_UNCAPTIONED
-from desktop_app.settings import AppSettings
+from desktop_app.app_settings import AppSettings
+from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_UNCAPTIONED
 from tests.gui_fakes import build_library
 from tests.window_helpers import WAIT, make_window, uncaptioned_ids
 
@@ -28,7 +28,7 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=6), batch_size=4,
                              device="cpu")
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:
-        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+        assert window.caption_jobs.start_captioning(request, SCOPE_UNCAPTIONED)
     stats = finished.args[0]
     assert stats.captioned == len(todo) and not stats.cancelled
     assert {i for batch in landed for i in batch} >= todo
@@ -47,7 +47,7 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=5), batch_size=2,
                              device="cpu", overwrite_model_captions=True)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT * 8) as finished:
-        assert window.start_captioning(request, SCOPE_FILTER)  # the whole (unfiltered) view
+        assert window.caption_jobs.start_captioning(request, SCOPE_FILTER)  # the whole (unfiltered) view
     stats = finished.args[0]
     assert stats.cancelled and 0 < stats.captioned < len(todo)
     with library.db.read() as session:
@@ -80,9 +80,9 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
                                                        device="cpu")
     assert request.model == str(tiny_blip_dir)
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000):
-        assert window.start_captioning(request, SCOPE_UNCAPTIONED)
+        assert window.caption_jobs.start_captioning(request, SCOPE_UNCAPTIONED)
 
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     dialog = window.versions.train_dialog
     assert dialog.base.text() == str(tiny_blip_dir)  # the library's current model
     dialog.name.setText("window-lora")
@@ -109,7 +109,7 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
     # Retraining after the activation: the dialog pre-fills the LoRA version's base, and the
     # real trainer accepts it without edits: it checks name, data and base, then starts
     # loading the model (stopped there: a cancel only lands after the base model's evaluation).
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     again = window.versions.train_dialog
     assert again is not dialog and again.base.text() == str(tiny_blip_dir)
     assert not again.continue_from.isEnabled()  # a LoRA adapter is no base to train on

@@ -20,12 +20,12 @@ from core.captions import (
     score_for_percent,
 )
 from core.queries import ImageFilter, review_queue_filter
+from desktop_app.app_settings import AppSettings
 from desktop_app.caption_panel import badge_text
 from desktop_app.delegate import wrap_lines
 from desktop_app.review import FindReplaceDialog
-from desktop_app.settings import AppSettings
-from tests.imagegen import write_jpeg
 from tests.gui_fakes import FakeEngine, build_library
+from tests.imagegen import write_jpeg
 from tests.window_helpers import current, make_window
 
 WAIT = 10_000
@@ -51,7 +51,7 @@ def window(qtbot, sample, settings):
     library, _info = sample
     win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
     qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()
 
@@ -94,7 +94,7 @@ def test_long_path_changes_no_width_and_no_grid_columns(qtbot, window, sample):
     long_id = image_id_of(library, LONG_NAME)
     assert len(f"{LONG_FOLDER}/{LONG_NAME}") > 180
     for image_id in (long_id, window.model.image_id(0), long_id):
-        assert window.go_to_image(image_id)
+        assert window.image_review.go_to_image(image_id)
         qtbot.wait(30)
         assert window.width() == width
         assert window.panel.width() == panel_width
@@ -128,12 +128,12 @@ def test_current_stays_in_view_after_accept_and_edit_and_next(qtbot, window, sam
     window.filter_bar.set_review_queue(True)
     qtbot.waitUntil(lambda: window.filter_bar.review_progress_text().startswith("0 of"), timeout=WAIT)
     for _ in range(14):
-        window.accept_and_next()
+        window.image_review.accept_and_next()
         qtbot.wait(5)
         assert in_viewport(window)
     for n in range(6):
         window.panel.editor.setPlainText(f"checked by hand {n}")
-        window.edit_and_next()
+        window.image_review.edit_and_next()
         qtbot.wait(5)
         assert in_viewport(window)
     qtbot.waitUntil(lambda: window.filter_bar.review_progress_text().startswith("20 of"), timeout=WAIT)
@@ -153,20 +153,20 @@ def test_thumbnail_names_elide_with_an_ellipsis(window):
 
 def test_ctrl_z_right_after_save_and_next_restores_the_caption(qtbot, window, sample):
     library, info = sample
-    window.go_to_image(info["ids"][0])  # a readable photo (by file name, the broken file comes first)
-    first = window.current_image_id()
+    window.image_review.go_to_image(info["ids"][0])  # a readable photo (by file name, the broken file comes first)
+    first = window.image_review.current_image_id()
     before = current(library, first)
     window.panel.editor.setFocus()
     window.panel.editor.setPlainText("a person's better words")
     qtbot.keyClick(window.panel.editor, Qt.Key.Key_Return,
                    Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
-    assert window.current_image_id() != first
+    assert window.image_review.current_image_id() != first
     assert current(library, first).text == "a person's better words"
     assert window.panel.editor.hasFocus()
     qtbot.keyClick(window.panel.editor, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     restored = current(library, first)
     assert restored.id == before.id and restored.text == before.text
-    assert window.current_image_id() == first  # it shows the image that changed
+    assert window.image_review.current_image_id() == first  # it shows the image that changed
     assert window.panel.editor.toPlainText() == before.text
     assert "Undone" in window.statusBar().currentMessage()
 
@@ -178,7 +178,7 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     model_hits = [c for c in preview_candidates if current(library, c[0]).source == "model"]
     human_hits = [c for c in preview_candidates if current(library, c[0]).source == "human"]
     assert model_hits
-    dialog = FindReplaceDialog(window.model.rowCount(), window.navigation.replacement_preview, window)
+    dialog = FindReplaceDialog(window.model.rowCount(), window.image_review.replacement_preview, window)
     dialog.find.setText("beach")
     dialog.replacement.setText("seaside")
     dialog.update_preview()
@@ -188,7 +188,7 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     assert not dialog.verify.isChecked()
     dialog.deleteLater()
 
-    count = window.find_replace("beach", "seaside")
+    count = window.image_review.find_replace("beach", "seaside")
     assert count == len(preview_candidates)
     with library.db.read() as session:
         queue = set(queries.filtered_ids(session, review_queue_filter()))
@@ -200,12 +200,12 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     for image_id, _caption_id, _text in human_hits:
         assert current(library, image_id).source == "human"
     # Undo brings the model's own words back; with "mark as verified" they become a person's.
-    window.editor.undo_stack.undo()
+    window.caption_undo.undo_stack.undo()
     assert "beach" in current(library, model_hits[0][0]).text
-    window.find_replace("beach", "seaside", verified=True)
+    window.image_review.find_replace("beach", "seaside", verified=True)
     assert current(library, model_hits[0][0]).source == "human"
     details_id = model_hits[0][0]
-    window.go_to_image(details_id)
+    window.image_review.go_to_image(details_id)
     history = window.panel.history
     by = [history.topLevelItem(i).text(1) for i in range(history.topLevelItemCount())]
     assert by[0] == "person, replaced"
@@ -222,7 +222,7 @@ def test_ctrl_z_after_replace_all_undoes_it_and_the_models_caption_stays_the_mod
     image_id, model_caption_id, model_words = hits[0]
     search(qtbot, window, "beach")  # the search box has focus and an undo history of its own
     window.filter_bar.search.setFocus()
-    window.go_to_image(image_id)
+    window.image_review.go_to_image(image_id)
 
     def fill_and_replace():
         dialog = QApplication.activeModalWidget()
@@ -232,7 +232,7 @@ def test_ctrl_z_after_replace_all_undoes_it_and_the_models_caption_stays_the_mod
         dialog.accept()
 
     QTimer.singleShot(0, fill_and_replace)
-    window.navigation.open_find_replace()
+    window.image_review.open_find_replace()
     assert "seaside" in current(library, image_id).text
     assert "Ctrl+Z to undo" in window.statusBar().currentMessage()
     # The key goes where the window's focus is once the dialog has closed.
@@ -244,12 +244,12 @@ def test_ctrl_z_after_replace_all_undoes_it_and_the_models_caption_stays_the_mod
     assert window.filter_bar.search.text() == "beach"  # ... not the search
     # "Model's caption" is what the model wrote, not the undone replacement, and
     # "Use model's caption" has nothing else to bring back.
-    window.go_to_image(image_id)
+    window.image_review.go_to_image(image_id)
     assert window.panel.model_text.text() == model_words
     assert not window.panel.use_model_button.isEnabled()
     # With the replacement kept, the model's own words are still the ones offered.
-    window.find_replace("beach", "seaside")
-    window.go_to_image(image_id)
+    window.image_review.find_replace("beach", "seaside")
+    window.image_review.go_to_image(image_id)
     assert window.panel.model_text.text() == model_words
     window.panel.use_model_button.click()
     qtbot.waitUntil(lambda: current(library, image_id).text == model_words, timeout=WAIT)
@@ -258,10 +258,10 @@ def test_ctrl_z_after_replace_all_undoes_it_and_the_models_caption_stays_the_mod
 def test_history_says_written_edited_accepted(qtbot, window, sample):
     library, info = sample
     image_id = info["ids"][1]  # a model caption
-    window.go_to_image(image_id)
-    window.accept_current()
+    window.image_review.go_to_image(image_id)
+    window.image_review.accept_current()
     window.panel.editor.setPlainText("a sharper caption")
-    window.save_caption()
+    window.image_review.save_caption()
     history = window.panel.history
     by = [history.topLevelItem(i).text(1) for i in range(history.topLevelItemCount())]
     assert by[:2] == ["person, edited", "person, accepted"]
@@ -270,15 +270,15 @@ def test_history_says_written_edited_accepted(qtbot, window, sample):
 
 def test_review_queue_opens_on_least_confident(qtbot, window, sample):
     library, _info = sample
-    window.go_to_row(3)
+    window.image_review.go_to_row(3)
     with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
-        window.toggle_review_queue()
+        window.image_review.toggle_review_queue()
     with library.db.read() as session:
         worst = queries.least_confident(session, ImageFilter())
-    assert window.current_image_id() == worst
+    assert window.image_review.current_image_id() == worst
     qtbot.waitUntil(lambda: window.filter_bar.review_progress_text() == f"0 of {window.model.rowCount()} reviewed",
                     timeout=WAIT)
-    window.accept_and_next()
+    window.image_review.accept_and_next()
     qtbot.waitUntil(lambda: window.filter_bar.review_progress_text() == f"1 of {window.model.rowCount()} reviewed",
                     timeout=WAIT)
 
@@ -307,15 +307,15 @@ def test_show_all_photos_clears_only_the_search(qtbot, window, sample):
     with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
         bar.set_review_queue(True)
     sort, state = bar.sort.currentData(), bar.state.currentIndex()
-    window.go_to_row(2)
-    place = window.current_image_id()
+    window.image_review.go_to_row(2)
+    place = window.image_review.current_image_id()
     assert search(qtbot, window, "zebra crossing") == 0 and bar.no_matches.isVisible()
     clear = next(b for b in bar.no_matches.findChildren(QToolButton) if b.text() == "Show all photos")
     with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
         clear.click()
     assert bar.search.text() == "" and not bar.no_matches.isVisible()
     assert bar.review.isChecked() and bar.sort.currentData() == sort and bar.state.currentIndex() == state
-    assert window.current_image_id() == place
+    assert window.image_review.current_image_id() == place
 
 
 def test_filter_bar_keeps_its_geometry_as_the_review_count_grows(qtbot, window):
@@ -339,12 +339,12 @@ def test_broken_file_disables_editor_and_empty_caption_is_an_inline_note(qtbot, 
     library, _info = sample
     shown: list[str] = []
     monkeypatch.setattr(QMessageBox, "open", lambda self: shown.append(self.text()))
-    window.go_to_image(image_id_of(library, "broken_0.jpg"))
+    window.image_review.go_to_image(image_id_of(library, "broken_0.jpg"))
     assert not window.panel.editor.isEnabled()
-    window.go_to_row(0)
+    window.image_review.go_to_row(0)
     assert window.panel.editor.isEnabled()
     window.panel.editor.setPlainText("   ")
-    window.save_caption()
+    window.image_review.save_caption()
     assert window.panel.message.isVisible() and "empty" in window.panel.message.text()
     assert not shown
 

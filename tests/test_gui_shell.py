@@ -10,10 +10,10 @@ from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from desktop_app.app_settings import AppSettings
 from desktop_app.controllers.caption_jobs import progress_text
 from desktop_app.jobs_widget import JobClock, JobStatusWidget, plural
 from desktop_app.main_window import PREFERRED_SIZE, MainWindow, fit_to_screen
-from desktop_app.settings import AppSettings
 from tests.imagegen import write_jpeg
 
 
@@ -28,7 +28,7 @@ def window(qtbot, library, shell_settings):
     qtbot.addWidget(win)
     win.show()
     with qtbot.waitSignal(win.sidebar_refreshed, timeout=10_000):
-        win.set_library(library)
+        win.libraries.set_library(library)
     yield win
     win.close()
 
@@ -38,7 +38,7 @@ def test_empty_state_shows_on_an_empty_library_and_hides_after_adding(qtbot, win
     assert window.empty_page.add_button.text() == "Add a folder…"
     write_jpeg(photo_dir / "a.jpg")
     with qtbot.waitSignal(window.scan_finished, timeout=30_000):
-        window.add_folder(photo_dir)
+        window.libraries.add_folder(photo_dir)
     qtbot.waitUntil(lambda: not window.empty_state_visible, timeout=10_000)
     # The scan found one uncaptioned photo: the banner offers to caption it.
     qtbot.waitUntil(window.banner.isVisible, timeout=10_000)

@@ -11,9 +11,9 @@ from PySide6.QtCore import QThread
 
 from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
-from desktop_app.dialogs import SCOPE_LIBRARY
+from desktop_app.caption_dialog import SCOPE_LIBRARY
+from desktop_app.model_thread import ModelJob
 from desktop_app.train_dialog import TrainDialog
-from desktop_app.worker import ModelJob
 from tests.gui_fakes import FakeEngine, build_library
 from tests.window_helpers import WAIT, make_window
 
@@ -233,11 +233,11 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     engine = FakeEngine(delay=0.05)
     window = make_window(qtbot, library, settings, engine)
     assert not window.actions["release_model"].isEnabled()  # nothing loaded yet: nothing to unload
-    assert window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2), SCOPE_LIBRARY)
+    assert window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2), SCOPE_LIBRARY)
     window.captioning.pause()  # held between batches until the test says: no race with a fast job
 
     # Opened from the window while captioning runs: Train is off, and the dialog says why.
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     dialog = window.versions.train_dialog
     assert dialog is not None
     dialog.val_ratio.setValue(0.3)  # enough photos on both sides: only the running job stands in the way
@@ -273,7 +273,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert seen["captioner_closed"]
     # Captioning waits for training: the verb is off, and a start is refused with one clear line.
     assert window.captioning.model_job is not None and not window.actions["caption"].isEnabled()
-    assert not window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
+    assert not window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
     assert window.log_panel.entries[-1][1] == ("Training “turns” is using the model thread; captioning can start "
                                                "when it has finished.")
     # Greyed out, Caption says why, naming the run (menu and toolbar); Unload has nothing to free.
@@ -291,7 +291,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     status.show_button.click()
     assert dialog.isVisible()
     dialog.reject()  # Escape: the same
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     assert window.versions.train_dialog is dialog and dialog.isVisible()
 
     with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
@@ -303,7 +303,7 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     assert status.isHidden()
     # The model thread captions again, loading its model afresh.
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
-        assert window.start_captioning(CaptionJobSpec(model="fake-model", overwrite_model_captions=True),
+        assert window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", overwrite_model_captions=True),
                                        SCOPE_LIBRARY)
     assert len(engine.loaded) == 2
     dialog.close()
@@ -331,7 +331,7 @@ def test_closing_the_window_stops_a_training_run(qtbot, library, photo_dir, sett
 def test_a_training_run_is_cancelled_from_the_status_bar(qtbot, library, photo_dir, settings) -> None:
     build_library(library, photo_dir, count=24, model_every=0, human_every=1, bad_files=0)
     window = make_window(qtbot, library, settings, FakeEngine())
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     dialog = window.versions.train_dialog
     dialog._train_fn = until_cancelled("long", steps=1000)
     dialog.name.setText("long")
@@ -348,7 +348,7 @@ def test_a_training_run_is_cancelled_from_the_status_bar(qtbot, library, photo_d
     assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
     assert dialog.status.text().startswith("Cancelled.")
     # It ended while its dialog was closed: Train brings that dialog back, not a blank one.
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     assert window.versions.train_dialog is dialog and dialog.status.text().startswith("Cancelled.")
 
     # The other way round: Cancel in the dialog, and the status bar says it is stopping.
@@ -369,7 +369,7 @@ def test_a_failure_while_the_dialog_is_closed_is_reported_and_kept(qtbot, librar
         go.wait(30)
         raise RuntimeError("CUDA out of memory")
 
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     dialog = window.versions.train_dialog
     dialog._train_fn = failing_train
     dialog.start()
@@ -380,7 +380,7 @@ def test_a_failure_while_the_dialog_is_closed_is_reported_and_kept(qtbot, librar
     # Nobody was looking at the dialog: the window reports it (log panel, status bar)...
     assert window.log_panel.entries[-1][:2] == ("error", "Training “my-captioner” failed: CUDA out of memory")
     # ...and Train shows the dialog that holds it.
-    window.open_train_dialog()
+    window.versions.open_train_dialog()
     assert window.versions.train_dialog is dialog and dialog.isVisible()
 
 
@@ -390,7 +390,7 @@ def test_the_model_thread_is_not_stuck_when_freeing_the_caption_model_fails(qtbo
     engine = FakeEngine()
     window = make_window(qtbot, library, settings, engine)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
-        assert window.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
+        assert window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model"), SCOPE_LIBRARY)
 
     def broken_close():
         raise RuntimeError("CUDA error: device-side assert triggered")
@@ -419,7 +419,7 @@ _DETACH_SCRIPT = """
 import sys, time
 from PySide6.QtCore import QCoreApplication, QEvent
 app = QCoreApplication([])
-from desktop_app.worker import CaptionService, ModelJob, threads_still_running
+from desktop_app.model_thread import CaptionService, ModelJob, threads_still_running
 service = CaptionService()
 job = ModelJob("Writing “v” as a standalone model", lambda **_callbacks: time.sleep(2), cancellable=False)
 assert service.start_model_job(job)
@@ -455,16 +455,16 @@ def test_another_library_waits_for_the_jobs_on_this_one(qtbot, library, photo_di
     """Opening another library closes this one: not while a job still reads and writes it."""
     build_library(library, photo_dir, count=6, model_every=0, human_every=0, bad_files=0)
     window = make_window(qtbot, library, settings, FakeEngine(delay=0.05))
-    assert window.start_captioning(CaptionJobSpec(model="fake-model", batch_size=1), SCOPE_LIBRARY)
+    assert window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=1), SCOPE_LIBRARY)
     window.captioning.pause()
-    window.open_library(tmp_path / "other.db")
+    window.libraries.open_library(tmp_path / "other.db")
     assert window.log_panel.entries[-1][1] == ("Captioning is running on this library. Another library can open "
                                                "when it has finished or been cancelled.")
     assert window.library is library and not (tmp_path / "other.db").exists()
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT):
         window.captioning.cancel()
     with qtbot.waitSignal(window.library_opened, timeout=WAIT):
-        window.open_library(tmp_path / "other.db")
+        window.libraries.open_library(tmp_path / "other.db")
     assert window.library.path == tmp_path / "other.db"
 
 

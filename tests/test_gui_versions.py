@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QMessageBox
 from sqlalchemy import select
 
 from core.models import Caption, ModelVersion
-from desktop_app.settings import AppSettings
+from desktop_app.app_settings import AppSettings
 from tests.gui_fakes import FakeEngine, build_library
 from tests.window_helpers import WAIT, make_window
 
@@ -26,7 +26,7 @@ def test_new_version_recaptions_model_only_images(qtbot, library, photo_dir, tmp
     window = make_window(qtbot, library, settings, engine)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
-        window.offer_new_version("shapes-v2")
+        window.versions.offer_new_version("shapes-v2")
     stats = finished.args[0]
     assert stats.captioned == 12 - len(humans) and stats.skipped == len(humans)
     assert engine.loaded == [("fake-base-v2", "/adapters/v2", "auto")]  # the version's parts

@@ -35,7 +35,7 @@ def window(qtbot, sample, settings, engine):
     library, _info = sample
     win = make_window(qtbot, library, settings, engine, size=(1400, 900))
     qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: win.current_image_id() is not None, timeout=WAIT)
+    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
     yield win
     win.shutdown()
 
@@ -124,7 +124,7 @@ def test_window_shows_library_and_sidebar_counts(qtbot, window, sample):
 def go_to_state(window, state):
     for r in range(window.model.rowCount()):
         if window.model.row_data(r).state == state:
-            window.go_to_row(r)
+            window.image_review.go_to_row(r)
             return window.model.row_data(r)
     raise AssertionError(f"no {state} image")
 
@@ -163,11 +163,11 @@ def test_edit_accept_undo_redo_revert(qtbot, window, sample):
     assert current(library, other.id).source == "model"
 
     # Revert the first image to its model caption's words via the history.
-    window.go_to_image(row.id)
-    window.revert_to(model_caption.id)
+    window.image_review.go_to_image(row.id)
+    window.image_review.revert_to(model_caption.id)
     reverted = current(library, row.id)
     assert reverted.text == model_caption.text and reverted.source == "human"
-    assert window.editor.undo_stack.count() == 2  # edit, revert (the undone accept was dropped)
+    assert window.caption_undo.undo_stack.count() == 2  # edit, revert (the undone accept was dropped)
     window.actions["undo"].trigger()
     assert current(library, row.id).text == "a corrected caption"
 
@@ -176,13 +176,13 @@ def test_moving_on_saves_the_edit_and_nothing_is_lost(qtbot, window, sample):
     library, _ = sample
     row = go_to_state(window, "uncaptioned")
     window.panel.editor.setPlainText("typed but not saved explicitly")
-    window.next_image()
+    window.image_review.next_image()
     assert current(library, row.id).text == "typed but not saved explicitly"
     # An emptied caption is never written (captions cannot be empty).
     target = go_to_state(window, "verified")
     before = current(library, target.id).text
     window.panel.editor.setPlainText("   ")
-    window.next_image()
+    window.image_review.next_image()
     assert current(library, target.id).text == before
 
 
@@ -205,7 +205,7 @@ def test_search_filters_sort_and_review_queue(qtbot, window, sample):
     rows = [window.model.row_data(r) for r in range(window.model.rowCount())]
     assert rows and {r.state for r in rows} == {"model"}
     assert [r.score for r in rows] == sorted(r.score for r in rows)
-    assert window.current_image_id() == rows[0].id  # starts at the worst
+    assert window.image_review.current_image_id() == rows[0].id  # starts at the worst
 
 
 def test_changed_since_captioned_badge_filter_sidebar_and_review_queue(qtbot, window, sample):
@@ -217,7 +217,7 @@ def test_changed_since_captioned_badge_filter_sidebar_and_review_queue(qtbot, wi
     os.utime(path, ns=(1, 1))
     assert library.scan().outdated == 1
     with qtbot.waitSignal(window.sidebar_refreshed, timeout=WAIT):
-        window.refresh_sidebar()
+        window.sidebar_content.refresh()
     assert "1 changed since captioned" in window.sidebar.tree.topLevelItem(0).toolTip(1)
     labels = [window.filter_bar.state.itemText(i) for i in range(window.filter_bar.state.count())]
     set_filter(qtbot, window, state=labels.index("Picture changed"))
@@ -237,7 +237,7 @@ def test_find_replace_is_one_undo_step(qtbot, window, sample):
     with library.db.read() as session:
         before = {c.image_id: c.text for c in session.query(Caption).filter(Caption.is_current.is_(True))}
     hits = {i for i, t in before.items() if " a " in f" {t} "}
-    count = window.find_replace("a", "one")  # whole-substring replace, case-insensitive
+    count = window.image_review.find_replace("a", "one")  # whole-substring replace, case-insensitive
     assert count >= len(hits) > 0
     with library.db.read() as session:
         after = {c.image_id: c.text for c in session.query(Caption).filter(Caption.is_current.is_(True))}
@@ -250,7 +250,7 @@ def test_find_replace_is_one_undo_step(qtbot, window, sample):
 
 def test_captions_changed_by_a_dialog_keep_the_grids_scroll_position(qtbot, window):
     window.resize(1024, 700)
-    window.go_to_row(0)
+    window.image_review.go_to_row(0)
     bar = window.grid.verticalScrollBar()
     qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=WAIT)
     bar.setValue(bar.maximum())
@@ -270,8 +270,8 @@ def test_caption_panel_keeps_its_layout_when_the_provenance_is_long(qtbot, windo
     for width in (1024, 1280):
         window.resize(width, 700)
         qtbot.waitUntil(lambda width=width: window.width() == width, timeout=WAIT)
-        window.go_to_image(next(i for i in info["ids"] if getattr(current(library, i), "source", "") == "model"))
-        row = window.navigation.current_row()
+        window.image_review.go_to_image(next(i for i in info["ids"] if getattr(current(library, i), "source", "") == "model"))
+        row = window.image_review.current_row()
         with library.db.read() as session:
             details = queries.caption_details(session, row.id)
         assert details.current is not None
@@ -303,37 +303,37 @@ def test_shortcuts_drive_the_review_flow(qtbot, window, sample):
     qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=WAIT)
     assert window.actions["accept_next"].shortcut().toString() == "Ctrl+Return"
 
-    window.go_to_row(0)
+    window.image_review.go_to_row(0)
     press(qtbot, window, Qt.Key.Key_Right, Qt.KeyboardModifier.AltModifier)
-    assert window.current_index_row() == 1
+    assert window.image_review.current_index_row() == 1
     press(qtbot, window, Qt.Key.Key_Left, Qt.KeyboardModifier.AltModifier)
-    assert window.current_index_row() == 0
+    assert window.image_review.current_index_row() == 0
 
     # Next uncaptioned.
     press(qtbot, window, Qt.Key.Key_U, Qt.KeyboardModifier.AltModifier)
-    assert window.current_row().state == "uncaptioned"
+    assert window.image_review.current_row().state == "uncaptioned"
 
     # Next least confident walks model captions in ascending confidence.
     press(qtbot, window, Qt.Key.Key_L, Qt.KeyboardModifier.AltModifier)
-    first = window.current_row()
+    first = window.image_review.current_row()
     press(qtbot, window, Qt.Key.Key_L, Qt.KeyboardModifier.AltModifier)
-    second = window.current_row()
+    second = window.image_review.current_row()
     assert first.state == second.state == "model" and first.score <= second.score and first.id != second.id
 
     # Accept and next: verified, and the cursor moved on.
-    row_before = window.current_index_row()
+    row_before = window.image_review.current_index_row()
     press(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert current(library, second.id).source == "human"
-    assert window.current_index_row() == row_before + 1
+    assert window.image_review.current_index_row() == row_before + 1
 
     # Edit (F2 focuses the editor), type, edit-and-next saves and moves on.
-    target = window.current_row()
+    target = window.image_review.current_row()
     press(qtbot, window, Qt.Key.Key_F2)
     assert QApplication.focusWidget() is window.panel.editor
     qtbot.keyClicks(window.panel.editor, "typed by keyboard")
     press(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert current(library, target.id).text == "typed by keyboard"
-    assert window.current_index_row() == row_before + 2
+    assert window.image_review.current_index_row() == row_before + 2
     assert QApplication.focusWidget() is window.panel.editor
 
     # Undo from the grid (the editor keeps Ctrl+Z for its own typing).

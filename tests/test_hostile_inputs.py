@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from core import captions, ownership
 from core import export as export_module
+from core.datasets.writers import base as writer_base
 from core.captioning.settings import GenerationSettings
 from core.export import export_dataset
 from core.importer import MAX_CAPTION_CHARS, import_captions
@@ -275,8 +276,8 @@ def test_a_folder_named_like_an_export_file_does_not_abort_the_export(
 def test_a_write_error_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "x.txt").mkdir()
     with pytest.raises(OSError) as caught:
-        export_module._write_bytes(tmp_path / "x.txt", b"data")
-    where = export_module._export_relative(caught.value.filename)
+        writer_base.write_bytes(tmp_path / "x.txt", b"data")
+    where = writer_base.export_relative(caught.value.filename)
     assert where.endswith("x.txt")
 
 

@@ -277,13 +277,13 @@ def test_cli_import_reports_counts_and_unmatched(
 
 
 def test_cancelled_import_keeps_what_it_stored(library: Library, photo_dir: Path, monkeypatch) -> None:
-    from core import importer
+    from core.datasets import import_job
 
     for i in range(6):
         write_jpeg(photo_dir / f"{i}.jpg", seed=i)
         (photo_dir / f"{i}.txt").write_text(f"caption {i}", encoding="utf-8")
     library.scan([library.add_root(photo_dir).id])
-    monkeypatch.setattr(importer, "WRITE_BATCH", 2)
+    monkeypatch.setattr(import_job, "WRITE_BATCH", 2)
 
     class CancelAfterFour:
         calls = 0
@@ -444,15 +444,16 @@ def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
 
 
 def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
-    from core.export import _KohyaWriter, converted_image_name, library_name_candidates
+    from core.datasets.writers.kohya import KohyaWriter
+    from core.export import converted_image_name, library_name_candidates
     from core.imaging import IMAGE_EXTENSIONS
 
     for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".Tif", ".GIF", ".HEIC"}):
         rel = f"2024/trip/IMG_1{suffix}"
-        for exported in (converted_image_name(rel), _KohyaWriter.dataset_name(rel)):
+        for exported in (converted_image_name(rel), KohyaWriter.dataset_name(rel)):
             assert library_name_candidates(exported)[0] == exported  # a library file may be called that
             assert rel in library_name_candidates(exported), (rel, exported)
-    assert _KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
+    assert KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
     # The layouts made for a trainer (export sidecar --for ..., --convert-to png|jpg) lead back too.
     from core.export import export_layout
 

@@ -3,8 +3,9 @@
 ``core`` is the plain library: it imports nothing of ``desktop_app`` (Qt) or
 ``captiondesk`` (the command line), not even lazily.  Among all project modules the
 imports form no cycle — neither those made while a module loads nor the lazy ones inside
-functions (``if TYPE_CHECKING:`` imports never run and do not count) — and every module
-imports on its own.
+functions — and every module imports on its own.  Type-only imports (``if
+TYPE_CHECKING:``) never run, but a cycle through one is still a knot a reader meets, so
+the design test counts them too (and scripts' and benchmarks' imports of each other).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "captiondesk", "desktop_app")
+#: Folders of scripts run by path: a bare ``import x`` in one may name its neighbour x.py.
+SCRIPT_FOLDERS = ("scripts", "benchmarks")
 
 
 def _module_name(path: Path) -> str:
@@ -26,9 +29,9 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _project_modules() -> dict[str, Path]:
+def _project_modules(packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     modules = {}
-    for package in PACKAGES:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             if "migrations" in path.parts:  # Alembic's scripts run inside Alembic, not imported
                 continue
@@ -37,6 +40,8 @@ def _project_modules() -> dict[str, Path]:
 
 
 MODULES = _project_modules()
+#: Every module whose imports the design test reads: the packages, scripts and benchmarks.
+ALL_MODULES = _project_modules(PACKAGES + SCRIPT_FOLDERS)
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -46,16 +51,18 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(module: str, path: Path, *, module_level_only: bool) -> set[str]:
+def _imports(module: str, path: Path, *, module_level_only: bool, type_only: bool = False,
+             modules: dict[str, Path] = MODULES) -> set[str]:
     """The project modules *module* imports (``from pkg import submodule`` counts as
-    ``pkg.submodule``); module level only, or anywhere (lazy imports in functions too)."""
+    ``pkg.submodule``); module level only, or anywhere (lazy imports in functions too);
+    with *type_only*, the ``if TYPE_CHECKING:`` imports too.  *modules*: the modules that count."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(nodes: list[ast.stmt]) -> None:
         for node in nodes:
-            if isinstance(node, ast.If) and _is_type_checking(node):
+            if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
                 visit(node.orelse)  # the TYPE_CHECKING branch never runs
                 continue
             if isinstance(node, ast.Import):
@@ -66,14 +73,16 @@ def _imports(module: str, path: Path, *, module_level_only: bool) -> set[str]:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([node.module] if node.module else []))
                 for alias in node.names:
-                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base)
+                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and module_level_only:
                 continue  # runs when called, not when the module loads
             else:
                 visit([child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)])
 
     visit(tree.body)
-    return {name for name in found if name in MODULES and name != module}
+    if package in SCRIPT_FOLDERS:  # run by path, with their own folder on sys.path
+        found |= {f"{package}.{name}" for name in found if f"{package}.{name}" in modules}
+    return {name for name in found if name in modules and name != module}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -120,6 +129,31 @@ def test_command_modules_import_only_the_shared_helpers() -> None:
 def test_no_import_cycles_between_project_modules(module_level_only: bool) -> None:
     graph = {module: _imports(module, path, module_level_only=module_level_only) for module, path in MODULES.items()}
     assert _cycles(graph) == []
+
+
+@pytest.mark.parametrize("packages", [
+    pytest.param(("core", "captiondesk") + SCRIPT_FOLDERS, id="core-cli-scripts-benchmarks"),
+    pytest.param(PACKAGES + SCRIPT_FOLDERS, id="with-desktop_app"),
+])
+def test_no_import_cycles_counting_type_only_and_lazy_imports(packages: tuple[str, ...]) -> None:
+    """The design knots the runtime test lets through: a cycle that is type-only or lazy in
+    one direction (break it with a Protocol or by moving the shared type down a layer)."""
+    modules = {m: p for m, p in ALL_MODULES.items() if m.split(".")[0] in packages}
+    graph = {module: _imports(module, path, module_level_only=False, type_only=True, modules=modules)
+             for module, path in modules.items()}
+    assert _cycles(graph) == []
+
+
+def test_type_only_and_script_imports_are_counted(tmp_path: Path) -> None:
+    """The design test sees a ``TYPE_CHECKING`` import and a script's bare import of its neighbour."""
+    script, neighbour = tmp_path / "a.py", tmp_path / "b.py"
+    script.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core.x import Y\n"
+                      "def f():\n    import b\n", encoding="utf-8")
+    neighbour.write_text("", encoding="utf-8")
+    modules = {"scripts.a": script, "scripts.b": neighbour, "core.x": neighbour}
+    assert _imports("scripts.a", script, module_level_only=False, type_only=True, modules=modules) == {
+        "core.x", "scripts.b"}
+    assert _imports("scripts.a", script, module_level_only=False, modules=modules) == {"scripts.b"}
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

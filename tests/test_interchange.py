@@ -24,8 +24,7 @@ from core.models import Caption, CaptionSource, Image
 from core.splits import assign_split
 from core.training.metrics import bleu4, rouge_l, tokenize
 from tests.imagegen import write_jpeg
-from tests.library_helpers import current_captions, make_captioned_library, run_cli
-from tests.library_helpers import make_photo
+from tests.library_helpers import current_captions, make_captioned_library, make_photo, run_cli
 
 ABSOLUTE_MODEL = "/tmp/captiondesk-train-abc123/versions/holiday-v2"
 
@@ -127,7 +126,7 @@ def test_sidecar_naming_choices_in_cli_and_settings(tmp_path: Path) -> None:
 
     from captiondesk import dataset_commands
     from core import metadata
-    from desktop_app.settings import AppSettings
+    from desktop_app.app_settings import AppSettings
 
     assert dataset_commands.SIDECAR_NAMINGS == metadata.SIDECAR_NAMINGS
     assert dataset_commands.DEFAULT_SIDECAR_NAMING == metadata.DEFAULT_SIDECAR_NAMING == "auto"

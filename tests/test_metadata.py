@@ -29,6 +29,7 @@ from core.metadata import (
     sidecar_path,
     write_caption,
 )
+from core.metadata import files as metadata_files
 from core.models import Image
 from tests.imagegen import write_jpeg
 from tests.library_helpers import images_by_path, make_photo, run_cli, write_heic
@@ -301,7 +302,7 @@ def test_a_failed_replace_leaves_the_original_and_no_temporary(
     def failing_replace(src: str, dst: str) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(metadata.os, "replace", failing_replace)
+    monkeypatch.setattr(metadata_files.os, "replace", failing_replace)
     with pytest.raises(OSError):
         write_caption(photo, CAPTION)
     assert photo.read_bytes() == original

@@ -15,12 +15,18 @@ from core.captioning.families import FAMILIES
 from core.captioning.presets import (
     ALT_TEXT_MAX_CHARS,
     PRESETS,
-    ImageVariables,
-    PromptPlan,
     UnsupportedPresetError,
     fit_to_length,
     supported_presets,
     template_variables,
+)
+from core.captioning.prompting import (
+    NO_PROMPT,
+    ImageVariables,
+    PromptPlan,
+    plan_prompt,
+    prompt_batches,
+    render_prompts,
 )
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
@@ -77,6 +83,32 @@ def test_alt_text_is_cut_at_a_word_boundary() -> None:
     assert len(cut) <= ALT_TEXT_MAX_CHARS and long.startswith(cut) and not cut.endswith(" ")
     assert fit_to_length("short", ALT_TEXT_MAX_CHARS) == "short"
     assert PromptPlan.for_family(get_family("blip"), preset="alt_text", template=None).finish(long) == cut
+
+
+def test_plan_prompt_reuses_the_trained_prompt_only_when_none_is_asked() -> None:
+    blip, trained = get_family("blip"), (None, "a photo from {folder}")
+    assert plan_prompt(blip, preset=None, template=None, trained=trained).template == "a photo from {folder}"
+    assert plan_prompt(blip, preset="short", template=None, trained=trained).preset == "short"
+    assert plan_prompt(blip, preset=None, template="x", trained=trained).template == "x"
+    # A raw prompt in the generation settings is a request too: the trained one is not added.
+    assert plan_prompt(blip, preset=None, template=None, trained=trained, explicit_prompt=True).template is None
+    assert plan_prompt(None, preset=None, template=None) == NO_PROMPT
+    with pytest.raises(ValueError, match="needs the model's family"):
+        plan_prompt(None, preset=None, template=None, trained=trained)
+
+
+def test_prompts_render_in_bulk_and_batch_by_prompt() -> None:
+    plan = plan_prompt(get_family("blip"), preset=None, template="{folder}: {current_caption}")
+    paths = ["/p/a/1.jpg", "/p/b/2.jpg", "/p/a/3.jpg", "/p/a/4.jpg", "/p/b/5.jpg"]
+    prompts = render_prompts(plan, paths, ["dog", None, "dog", "dog", None])
+    assert prompts == ["a: dog", "b:", "a: dog", "a: dog", "b:"]
+    assert render_prompts(NO_PROMPT, paths) == [None] * 5
+    settings = GenerationSettings(max_new_tokens=5)
+    batches = prompt_batches(paths, prompts, 2, settings)
+    assert [(s.prompt, items) for s, items in batches] == [
+        ("a: dog", ["/p/a/1.jpg", "/p/a/3.jpg"]), ("a: dog", ["/p/a/4.jpg"]), ("b:", ["/p/b/2.jpg", "/p/b/5.jpg"])]
+    assert all(s.max_new_tokens == 5 for s, _ in batches)
+    assert prompt_batches(paths, [None] * 5, 5, settings) == [(settings, paths)]
 
 
 def _library_with_folders(tmp_path: Path) -> tuple[Library, dict[str, int]]:

@@ -342,14 +342,14 @@ def test_an_actor_runs_all_its_torch_work_on_one_thread_with_its_own_core_count(
     import pyarrow as pa
 
     import core.captioning as captioning
-    from core.captioning import engine
+    from core.captioning import batching
     from core.captioning.ray_backend import CaptionActor
 
     import torch
 
     torch_threads: list[tuple[str, int]] = []
     torch_counts: list[int] = []
-    real_load, real_caption = captioning.load_captioner, engine._BatchCaptioner.caption
+    real_load, real_caption = captioning.load_captioner, batching._BatchCaptioner.caption
 
     def load(*args, **kwargs):
         torch_threads.append(("load", threading.get_ident()))
@@ -363,7 +363,7 @@ def test_an_actor_runs_all_its_torch_work_on_one_thread_with_its_own_core_count(
         return real_caption(self, *args, **kwargs)
 
     monkeypatch.setattr(captioning, "load_captioner", load)
-    monkeypatch.setattr(engine._BatchCaptioner, "caption", caption)
+    monkeypatch.setattr(batching._BatchCaptioner, "caption", caption)
     photos = sorted(_photos(tmp_path / "photos", 4).iterdir())
     # The actor's own core count wins over whatever OMP_NUM_THREADS the worker inherited.
     restore = torch.get_num_threads()

@@ -60,8 +60,8 @@ def photo_library(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_the_model_input_is_the_same_through_caption_train_and_eval(photo_library) -> None:
-    from core.captioning.engine import _decode_batch
-    from core.training.trainer import _load_images
+    from core.captioning.batching import _decode_batch
+    from core.training.examples import _load_images
 
     library, base = photo_library
     data = collect_training_data(library, val_ratio=0.25)

@@ -351,7 +351,7 @@ def test_endpoint_normalisation_and_round_trip() -> None:
 
 
 def test_caption_dialog_picks_a_server_model(qtbot, server: FakeServer) -> None:
-    from desktop_app.dialogs import CaptionDialog
+    from desktop_app.caption_dialog import CaptionDialog
 
     dialog = CaptionDialog(defaults=CaptionJobSpec(adapter="/adapters/mine"), known_models=[], selection_count=0,
                            filter_count=0, uncaptioned_count=3)

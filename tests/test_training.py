@@ -131,11 +131,11 @@ def test_qlora_learns_the_new_style_on_a_4bit_base(styled_library) -> None:
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    from core.training import trainer
+    from core.training import model_setup
 
     library, _ = styled_library
     seen: list[type] = []
-    real_prepare = trainer._prepare_model
+    real_prepare = model_setup._prepare_model
 
     def spy(captioner, family, config):
         seen.extend({type(m) for m in captioner.model.modules()})
@@ -145,7 +145,7 @@ def test_qlora_learns_the_new_style_on_a_4bit_base(styled_library) -> None:
     cfg = TrainingConfig(method="qlora", lora_r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                          lr=5e-3, epochs=16, patience=0, **SHORT)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer, "_prepare_model", spy)
+        mp.setattr(model_setup, "_prepare_model", spy)
         result = train(library, "style-a", "style-b-qlora", cfg)
     assert bnb.nn.Linear4bit in seen  # really trained on the 4-bit base
     _assert_learned(result)
@@ -253,7 +253,7 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
 
 
 def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.captioning.base import HFCaptioner
+    from core.captioning.captioner import HFCaptioner
 
     library, _ = styled_library
     closed: list[HFCaptioner] = []
@@ -338,7 +338,7 @@ def test_too_little_data_and_qlora_requirements(tmp_path: Path) -> None:
         with pytest.raises(InsufficientDataError, match="at least 8 for training and 2 for validation"):
             train(library, "unused", "tiny", TrainingConfig(val_ratio=0.3))
         data.require(min_train=1, min_validation=0)
-        from core.training.trainer import _qlora_device
+        from core.training.model_setup import _qlora_device
 
         with pytest.raises(TrainingError, match="does not run on Apple GPUs"):
             _qlora_device(TrainingConfig(method="qlora", device="mps"))

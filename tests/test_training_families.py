@@ -32,7 +32,7 @@ import torch
 
 from core.library import Library
 from core.training import TrainingConfig, TrainingError, evaluate_model, train, versions
-from core.training.trainer import TRAINABLE_FAMILIES, _prepare_model
+from core.training.model_setup import TRAINABLE_FAMILIES, _prepare_model
 from tests import tiny_models
 from tests.training_scenario import COLOURS, STYLE_B, label, new_images_captions, square, squares_library
 
@@ -307,11 +307,10 @@ def test_unsupported_family_is_refused_clearly() -> None:
     from types import SimpleNamespace
 
     from core.captioning.families import FAMILIES
-    from core.training.trainer import _trainable_family
+    from core.training.model_setup import _trainable_family
 
     # Every tiny model builder has a trainable family now; the generic fallback (e.g. Pix2Struct) has none.
-    captioner = SimpleNamespace(family=FAMILIES["generic"], model=SimpleNamespace(config=SimpleNamespace(
-        model_type="pix2struct")))
+    captioner = SimpleNamespace(family=FAMILIES["generic"], model_type="pix2struct")  # as HFCaptioner.model_type
     with pytest.raises(TrainingError) as info:
         _trainable_family(captioner)
     message = str(info.value)

@@ -26,7 +26,7 @@ pytest.importorskip("transformers")
 from PIL import Image
 
 from core.captioning import GenerationSettings, load_captioner
-from core.captioning.base import model_input_side
+from core.captioning.captioner import model_input_side
 from tests import tiny_models
 
 BUILDERS = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.build_tiny_llava,
@@ -120,7 +120,7 @@ def test_large_photos_are_shrunk_before_the_processor_with_the_same_result(capti
         # preprocess() shrinks by itself, so the caption is what the shrunk photo gives.
         with_full = captioner.generate(captioner.preprocess([full], SETTINGS), SETTINGS)[0].text
         unshrunk = {k: v for k, v in ref.items()}
-        from core.captioning.base import PreparedBatch
+        from core.captioning.captioner import PreparedBatch
 
         direct = captioner.generate(PreparedBatch(inputs=unshrunk, size=1, prompt=captioner.effective_prompt(SETTINGS)),
                                     SETTINGS)[0].text
@@ -155,7 +155,7 @@ def test_jpeg_draft_size_follows_the_family(captioners) -> None:
 
 def test_decode_and_caption_a_large_jpeg_like_the_in_memory_photo(captioners, tmp_path: Path) -> None:
     """The engine's decode (JPEG draft at the family's side) + shrink gives the in-memory caption."""
-    from core.captioning.base import load_model_image
+    from core.captioning.captioner import load_model_image
 
     captioner = captioners("qwen2-vl")
     photo = _photo(2400, 1800, 3)

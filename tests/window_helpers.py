@@ -23,7 +23,7 @@ def make_window(qtbot: Any, library: Any, settings: Any, engine: Any, *, size: t
         win.resize(*size)
     win.show()
     with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
-        win.set_library(library)
+        win.libraries.set_library(library)
     return win
 
 

@@ -20,12 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Captioner, CaptionResult
+    from .captioner import Captioner, CaptionResult
     from .device import resolve_device
     from .errors import GenerationError, ModelLoadError
     from .families import ModelFamily, canonical_family_id, get_family
     from .registry import load_captioner
-    from .settings import GenerationSettings
+    from .settings import DEFAULT_MODEL, GenerationSettings
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -41,16 +41,13 @@ __all__ = [
     "resolve_device",
 ]
 
-#: The model used when none is configured (BLIP-base, ~990 MB).  The one
-#: definition: the CLI, the GUI and the self-check import it from here.
-DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
-
 # name -> submodule that defines it.  None of these submodules imports torch
 # at module level (the family modules import transformers only inside methods).
 _EXPORTS: dict[str, str] = {
+    "DEFAULT_MODEL": ".settings",
     "GenerationSettings": ".settings",
-    "CaptionResult": ".base",
-    "Captioner": ".base",
+    "CaptionResult": ".captioner",
+    "Captioner": ".captioner",
     "load_captioner": ".registry",
     "ModelLoadError": ".errors",
     "GenerationError": ".errors",

@@ -28,7 +28,7 @@ from core.models import CaptionSource, ImageState, Job, JobState, utcnow
 from core.queries import CURRENT_JOIN, IN_CHUNK
 
 if TYPE_CHECKING:
-    from core.captioning.engine import ResolvedModel
+    from core.captioning.registry import ResolvedModel
     from core.captioning.settings import CaptionJobSpec
     from core.library import Library
 

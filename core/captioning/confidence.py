@@ -51,7 +51,7 @@ class TokenCalibration:
 
     @classmethod
     def fit(cls, results: Iterable[Any]) -> TokenCalibration:
-        """From captions (:class:`~core.captioning.base.CaptionResult`) of held-out images."""
+        """From captions (:class:`~core.captioning.captioner.CaptionResult`) of held-out images."""
         per_token: dict[int, list[float]] = {}
         for result in results:
             for token, lp in zip(getattr(result, "token_ids", ()), getattr(result, "token_logprobs", ()), strict=True):

@@ -29,28 +29,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import select, update
 
-from core import imaging as _imaging
 from core.allocator import release_free_memory
-from core.captioning.base import load_model_image, model_input_side
 from core.captioning.claims import CaptionClaims
-from core.captioning.errors import ModelLoadError
 from core.captioning.confidence import TokenCalibration, confidence_score
-from core.captioning.presets import ImageVariables, PromptPlan, read_metadata_variables, stored_prompt
+from core.captioning.prompting import PromptPlan, plan_for_captioner, plan_prompt, prompt_batches, render_prompts
+from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
+from core.captioning.registry import ResolvedModel, resolve_model
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
-from core.imaging import ImageDecodeError
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
-from core.models import CaptionSource, Image, ImageState, ModelVersion
+from core.models import CaptionSource, Image, ImageState
 from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
 from core.scanner import recheck_errors
 
@@ -58,14 +53,6 @@ if TYPE_CHECKING:
     from core.library import Library
 
 log = logging.getLogger(__name__)
-
-# The draft fraction and default live with the one model-input decode (core.imaging);
-# re-exported here for callers that read them from the engine.
-DRAFT_FRACTION = _imaging.DRAFT_FRACTION
-DEFAULT_DRAFT_SIZE = _imaging.DEFAULT_DRAFT_SIZE
-#: Batches decoded ahead of the model.
-PREFETCH_BATCHES = 2
-
 
 @dataclass
 class CaptionJobStats(JobStats):
@@ -81,36 +68,6 @@ class CaptionJobStats(JobStats):
     #: Of ``skipped``: images another run captioning this library at the same time held, or
     #: that no longer needed this caption when their batch came (core.captioning.claims).
     left_to_other_runs: int = not_counted()
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """The model a spec names, as stored in caption provenance."""
-
-    model_name: str
-    adapter: str | None
-    model_version_id: int | None
-    #: ``(preset, prompt_template)`` a trained version recorded (reused when a spec names neither).
-    trained_prompt: tuple[str | None, str | None] = (None, None)
-    #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
-    score_calibration: dict[str, Any] | None = None
-
-
-def resolve_model(library: Library, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
-    """A model-version name → its base model and adapter; a folder → its absolute path.
-    A server backend's model name is the server's, taken as it is."""
-    if backend != "local":
-        return ResolvedModel(model, None, None)  # the server's own model name
-    with library.db.read() as session:
-        version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
-    if version is not None:
-        return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
-                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
-    if os.path.isdir(model):
-        model = str(Path(model).resolve())
-    if adapter is not None and os.path.isdir(adapter):
-        adapter = str(Path(adapter).resolve())
-    return ResolvedModel(model, adapter, None)
 
 
 def describe_scope(scope: Any) -> dict[str, Any] | None:
@@ -193,35 +150,13 @@ def select_images(
     return selected, in_scope - len(selected)
 
 
-@dataclass
-class _Prepared:
-    """A batch after decoding: the images that decoded, and those that did not."""
-
-    image_ids: list[int]
-    inputs: Any
-    failures: list[tuple[int, str]]
-    images: list[Any]
-    settings: GenerationSettings
-
-
 def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -> PromptPlan:
     """The job's preset/template for the loaded family: the spec's, else the trained version's.
 
     ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
     """
-    model_type = getattr(getattr(getattr(captioner, "model", None), "config", None), "model_type", None)
-    return prompt_plan_for_family(spec, resolved, getattr(captioner, "family", None), model_type)
-
-
-def prompt_plan_for_family(spec: CaptionJobSpec, resolved: ResolvedModel, family: Any,
-                           model_type: str | None) -> PromptPlan:
-    """:func:`prompt_plan` from the family itself (a driver that does not load the model)."""
-    preset, template = spec.preset, spec.prompt_template
-    if preset is None and template is None and spec.settings.prompt is None:
-        preset, template = resolved.trained_prompt
-    if family is None and preset is None and template is None:
-        return PromptPlan(None, None, "", frozenset())  # a captioner without a family (test doubles)
-    return PromptPlan.for_family(family, preset=preset, template=template, model_type=model_type)
+    return plan_for_captioner(captioner, preset=spec.preset, template=spec.prompt_template,
+                              trained=resolved.trained_prompt, explicit_prompt=spec.settings.prompt is not None)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) -> None:
@@ -233,17 +168,14 @@ def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) 
 
     family = family_hint(resolved.model_name)
     if family is not None:
-        prompt_plan_for_family(spec, resolved, family, None)
+        plan_prompt(family, preset=spec.preset, template=spec.prompt_template)
 
 
-def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> dict[int, str | None]:
-    """Each selected image's rendered prompt.  What the variables need is fetched up front:
-    current captions in one query per chunk of ids, metadata from the files; no query per image."""
-    if plan.template is None or not plan.variables:
-        prompt = plan.render()
-        return {image_id: prompt for image_id, _ in selected}
+def image_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> list[str | None]:
+    """Each selected image's rendered prompt, in order.  Current captions, when the plan
+    uses them, are fetched in one query per chunk of ids; no query per image."""
     current: dict[int, str] = {}
-    if plan.needs_current_caption:
+    if plan.template is not None and plan.needs_current_caption:
         ids = [image_id for image_id, _ in selected]
         with library.db.read() as session:
             cursor = session.connection().connection.dbapi_connection.cursor()
@@ -254,186 +186,7 @@ def render_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int,
                     current.update((i, t) for i, t in cursor.fetchall() if t is not None)
             finally:
                 cursor.close()
-    prompts: dict[int, str | None] = {}
-    for image_id, path in selected:
-        keywords, description = read_metadata_variables(path) if plan.needs_metadata else ((), None)
-        prompts[image_id] = plan.render(ImageVariables(path, current.get(image_id), keywords, description))
-    return prompts
-
-
-def prompt_batches(selected: list[tuple[int, str]], prompts: dict[int, str | None], batch_size: int,
-                   settings: GenerationSettings) -> list[tuple[GenerationSettings, list[tuple[int, str]]]]:
-    """Batches of images that share one prompt (a prompt is baked into a batch's token ids),
-    in path order within each prompt; each with its settings."""
-    groups: dict[str | None, list[tuple[int, str]]] = {}
-    for item in selected:
-        groups.setdefault(prompts[item[0]], []).append(item)
-    batches = []
-    for prompt, items in groups.items():
-        batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
-        batches.extend((batch_settings, items[i : i + batch_size]) for i in range(0, len(items), batch_size))
-    return batches
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
-def _free_accelerator_memory() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - best effort
-        pass
-
-
-class _BatchCaptioner:
-    """Runs ``generate`` with OOM back-off and per-image isolation of failures."""
-
-    def __init__(self, captioner: Any, settings: GenerationSettings, batch_size: int) -> None:
-        self.captioner = captioner
-        self.settings = settings
-        self.batch_size = batch_size
-
-    def caption(self, images: list[Any], inputs: Any) -> list[Any | BaseException]:
-        """One result (CaptionResult) or exception per image, in order."""
-        if len(images) <= self.batch_size and inputs is not None:
-            try:
-                return list(self.captioner.generate(inputs, self.settings))
-            except ModelLoadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted out below
-                return self._recover(images, exc)
-        return self._in_chunks(images)
-
-    def _in_chunks(self, images: list[Any]) -> list[Any | BaseException]:
-        results: list[Any | BaseException] = []
-        start = 0
-        while start < len(images):
-            chunk = images[start : start + self.batch_size]
-            try:
-                batch = self.captioner.preprocess(chunk, self.settings)
-                results.extend(self.captioner.generate(batch, self.settings))
-            except ModelLoadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - OOM halves, anything else goes image by image
-                if _is_out_of_memory(exc) and self.batch_size > 1:
-                    self._halve(exc)
-                    continue  # retry the same chunk, smaller
-                if len(chunk) > 1:
-                    results.extend(self._one_by_one(chunk))
-                else:
-                    results.append(exc)
-            start += len(chunk)
-        return results
-
-    def _recover(self, images: list[Any], exc: BaseException) -> list[Any | BaseException]:
-        if _is_out_of_memory(exc):
-            if self.batch_size == 1 or len(images) == 1:
-                return [exc] * len(images)
-            self._halve(exc)
-            return self._in_chunks(images)
-        if len(images) == 1:
-            return [exc]
-        log.warning("batch of %d failed (%s); retrying image by image", len(images), exc)
-        return self._one_by_one(images)
-
-    def _one_by_one(self, images: list[Any]) -> list[Any | BaseException]:
-        results: list[Any | BaseException] = []
-        for image in images:
-            try:
-                batch = self.captioner.preprocess([image], self.settings)
-                results.extend(self.captioner.generate(batch, self.settings))
-            except ModelLoadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one image's failure is recorded for it
-                results.append(exc)
-        return results
-
-    def _halve(self, exc: BaseException) -> None:
-        _free_accelerator_memory()
-        self.batch_size = max(1, self.batch_size // 2)
-        log.warning("out of memory (%s); batch size now %d", exc, self.batch_size)
-
-
-def draft_size_for(captioner: Any) -> int:
-    """The JPEG draft size for *captioner*: a fraction of its input size
-    (:func:`core.captioning.base.model_input_side`; a server captioner's upload size)."""
-    return _imaging.model_draft_size(model_input_side(captioner))
-
-
-def _decode_batch(captioner: Any, settings: GenerationSettings, batch: Sequence[tuple[int, str]]) -> _Prepared:
-    ids: list[int] = []
-    images: list[Any] = []
-    failures: list[tuple[int, str]] = []
-    for image_id, path in batch:
-        try:
-            images.append(load_model_image(captioner, path))  # as training and evaluation decode
-            ids.append(image_id)
-        except ImageDecodeError as exc:
-            failures.append((image_id, str(exc)))
-    inputs = None
-    if images:
-        try:
-            inputs = captioner.preprocess(images, settings)
-        except Exception as exc:  # noqa: BLE001 - the captioning thread retries per image
-            log.warning("preprocessing a batch failed: %s", exc)
-    return _Prepared(ids, inputs, failures, images, settings)
-
-
-class _InlineExecutor:
-    """``submit`` runs the call at once: decoding on the inference thread itself.
-
-    On a CPU device torch's OpenMP threads already use every core; decode threads
-    running beside them make those threads spin and wait, which cost more (and varied
-    more) than decoding in line, a small part of a model step (see
-    docs/optimization-notes.md, "Decoding in line on the CPU").  On a GPU the CPU is
-    otherwise idle, so threads overlap.
-    """
-
-    def submit(self, fn: Callable[..., _Prepared], *args: Any) -> Future[_Prepared]:
-        future: Future[_Prepared] = Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
-
-    def __enter__(self) -> _InlineExecutor:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-
-def _decode_executor(captioner: Any) -> Any:
-    device = str(getattr(captioner, "device", "cpu"))
-    if device.startswith("cpu"):
-        return _InlineExecutor()
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="caption-decode")
-
-
-def _prefetch(
-    pool: Any,
-    captioner: Any,
-    batches: Iterable[tuple[GenerationSettings, list[tuple[int, str]]]],
-) -> Iterator[Future[_Prepared]]:
-    """Futures of decoded batches, keeping PREFETCH_BATCHES in flight ahead."""
-    pending: deque[Future[_Prepared]] = deque()
-    for settings, batch in batches:
-        pending.append(pool.submit(_decode_batch, captioner, settings, batch))
-        if len(pending) > PREFETCH_BATCHES:
-            yield pending.popleft()
-    while pending:
-        yield pending.popleft()
+    return render_prompts(plan, [path for _, path in selected], [current.get(image_id) for image_id, _ in selected])
 
 
 def run_caption_job(
@@ -519,7 +272,7 @@ def run_caption_job(
                 progress=lambda message: report(message),
             )
         plan = prompt_plan(spec, resolved, captioner)
-        prompts = render_prompts(library, plan, selected)
+        prompts = image_prompts(library, plan, selected)
         provenance = caption_provenance(captioner, spec.settings)
         runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
         try:

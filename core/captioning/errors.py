@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from core.errors import UserFacingError
+
 __all__ = ["GenerationError", "ModelLoadError"]
 
 LoadErrorKind = Literal["not_downloaded", "bad_model", "unsupported", "bad_adapter", "device", "server", "runtime"]
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(UserFacingError):
     """A captioning model (or its adapter) could not be loaded.
 
     Attributes:
@@ -89,7 +91,7 @@ class ModelLoadError(Exception):
         return cls(f"The adapter '{adapter}' could not be applied: {problem}", kind="bad_adapter", model=model)
 
 
-class GenerationError(Exception):
+class GenerationError(UserFacingError):
     """The model failed to caption one batch (numerical failure, bad output, ...).
 
     Not to be confused with :class:`core.captions.CaptionError`, which refuses an

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import DEFAULT_MODEL
+from .settings import DEFAULT_MODEL
 from .errors import ModelLoadError
 
 #: Seconds the reachability probe waits for the hub's answer.

@@ -40,16 +40,15 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
 
-    from .families.base import ModelFamily
-
 __all__ = [
     "OPTIMIZATIONS",
     "AppliedOptimizations",
+    "OptimizableFamily",
     "OptimizationPlan",
     "apply_optimizations",
     "parse_optimize",
@@ -65,6 +64,17 @@ OPTIMIZATIONS: tuple[str, ...] = ("sdpa", "int8", "half")
 
 #: Numerical tolerance for accepting the SDPA patch (fp32, random input).
 SDPA_TOLERANCE = 1e-5
+
+
+class OptimizableFamily(Protocol):
+    """What the optimisations need to know of a model family
+    (:class:`~core.captioning.families.base.ModelFamily` is one)."""
+
+    @property
+    def sdpa_vision_patch(self) -> bool: ...
+
+    @property
+    def cpu_int8_eligible(self) -> bool: ...
 
 
 # --------------------------------------------------------------------------- planning
@@ -144,7 +154,7 @@ class AppliedOptimizations:
 def apply_optimizations(
     model: Any,
     *,
-    family: ModelFamily,
+    family: OptimizableFamily,
     plan: OptimizationPlan,
     progress: Callable[[str], None] | None = None,
 ) -> AppliedOptimizations:

@@ -20,10 +20,8 @@ A **template** is the user's own prompt with per-image variables (:data:`VARIABL
 existing metadata, :mod:`core.metadata`) and ``{current_caption}``.  For a prefix family
 the rendered template is the prefix; for an instruction family, the instruction.
 
-:class:`PromptPlan` is a preset or template resolved for one loaded family; the engine
-(and the trainer) render it per image from :class:`ImageVariables` that they fetched in
-bulk beforehand (rendering never touches the database).  The preset, the template and
-the rendered prompt are stored in each caption's provenance (:meth:`PromptPlan.provenance`).
+Resolving a preset or template for one loaded family, rendering it per image and
+grouping images by prompt is :mod:`core.captioning.prompting`'s work.
 
 Nothing here imports torch.
 """
@@ -31,23 +29,20 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .families.base import ModelFamily
+from core.errors import UserFacingError
 
 __all__ = [
     "ALT_TEXT_MAX_CHARS",
     "PRESETS",
     "VARIABLES",
-    "ImageVariables",
+    "PresetFollower",
     "Preset",
-    "PromptPlan",
     "UnsupportedPresetError",
     "fit_to_length",
+    "supported_presets",
     "template_variables",
 ]
 
@@ -55,7 +50,7 @@ __all__ = [
 ALT_TEXT_MAX_CHARS = 125
 
 
-class UnsupportedPresetError(ValueError):
+class UnsupportedPresetError(UserFacingError, ValueError):
     """The model's family cannot follow this preset (the message lists the ones it can)."""
 
 
@@ -122,99 +117,16 @@ def fit_to_length(text: str, max_chars: int | None) -> str:
     return cut[:max_chars].rstrip(" ,;:-")
 
 
-@dataclass(frozen=True)
-class ImageVariables:
-    """The values of :data:`VARIABLES` for one image (fetched in bulk by the caller)."""
+class PresetFollower(Protocol):
+    """What prompting needs of a model family (:class:`~core.captioning.families.base.ModelFamily`
+    is one): its id, and what a preset becomes for it."""
 
-    path: str
-    current_caption: str | None = None
-    keywords: tuple[str, ...] = ()
-    description: str | None = None
+    id: str
 
-    def values(self) -> dict[str, str]:
-        p = PurePath(self.path)
-        return {"folder": p.parent.name, "file_name": p.stem, "keywords": ", ".join(self.keywords),
-                "description": self.description or "", "current_caption": self.current_caption or ""}
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None: ...
 
 
-def read_metadata_variables(path: str) -> tuple[tuple[str, ...], str | None]:
-    """``(keywords, description)`` from *path*'s metadata; empty when unreadable or absent."""
-    from core import metadata
-
-    try:
-        found = metadata.read_caption(path)
-    except metadata.MetadataError:
-        found = None
-    try:
-        keywords = tuple(metadata.read_keywords(path))
-    except metadata.MetadataError:
-        keywords = ()
-    return keywords, (found.text if found else None)
-
-
-@dataclass(frozen=True)
-class PromptPlan:
-    """A preset or template resolved for one family: what each image's prompt is.
-
-    Build with :meth:`for_family`; :meth:`render` gives one image's prompt (None: the
-    family's unconditional default), :meth:`finish` post-processes a caption (alt text
-    length), :meth:`provenance` is what each caption records.
-    """
-
-    preset: str | None
-    template: str | None
-    family: str
-    variables: frozenset[str]
-    max_chars: int | None = None
-
-    @classmethod
-    def for_family(cls, family: ModelFamily, *, preset: str | None, template: str | None,
-                   model_type: str | None = None) -> PromptPlan:
-        """Resolve *preset* / *template* for *family*; :class:`UnsupportedPresetError` if it cannot."""
-        if preset is not None and template is not None:
-            raise ValueError("give a preset or a prompt template, not both")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise UnsupportedPresetError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-            text = family.preset_prompt(PRESETS[preset], model_type=model_type)
-            return cls(preset, text, family.id, frozenset(template_variables(text) if text else ()),
-                       PRESETS[preset].max_chars)
-        if template is not None:
-            if not template.strip():
-                raise ValueError("the prompt template is empty")
-            return cls(None, template, family.id, frozenset(template_variables(template)))
-        return cls(None, None, family.id, frozenset())
-
-    @property
-    def needs_metadata(self) -> bool:
-        return bool(self.variables & METADATA_VARIABLES)
-
-    @property
-    def needs_current_caption(self) -> bool:
-        return "current_caption" in self.variables
-
-    def render(self, image: ImageVariables | None = None) -> str | None:
-        """The prompt for one image (None: the family's unconditional default)."""
-        if self.template is None:
-            return None
-        if not self.variables:
-            return self.template
-        if image is None:
-            raise ValueError("this prompt template needs the image's variables")
-        return self.template.format(**image.values()).strip() or None
-
-    def finish(self, caption: str) -> str:
-        return fit_to_length(caption, self.max_chars)
-
-    def provenance(self, rendered: str | None) -> dict[str, Any]:
-        return {"preset": self.preset, "prompt_template": self.template, "prompt": rendered}
-
-    def to_config(self) -> dict[str, str | None]:
-        """What a trained version records (``preset``, ``prompt_template``) to reuse when captioning."""
-        return {"preset": self.preset, "prompt_template": None if self.preset else self.template}
-
-
-def supported_presets(family: ModelFamily, model_type: str | None = None) -> list[str]:
+def supported_presets(family: PresetFollower, model_type: str | None = None) -> list[str]:
     """The preset ids *family* can follow (for the dialog, the CLI help and error messages)."""
     ok = []
     for preset in PRESETS.values():
@@ -225,8 +137,3 @@ def supported_presets(family: ModelFamily, model_type: str | None = None) -> lis
         ok.append(preset.id)
     return ok
 
-
-def stored_prompt(config: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    """``(preset, prompt_template)`` recorded in a model version's config."""
-    config = config or {}
-    return config.get("preset"), config.get("prompt_template")

@@ -44,23 +44,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from core.captioning.batching import _BatchCaptioner, _decode_batch
 from core.captioning.claims import CaptionClaims
 from core.captioning.engine import (
     CaptionJobStats,
-    ResolvedModel,
-    _BatchCaptioner,
-    _decode_batch,
     batch_provenance,
     caption_job_params,
     caption_provenance,
     commit_caption_batch,
-    prompt_batches,
-    prompt_plan_for_family,
-    render_prompts,
-    resolve_model,
+    image_prompts,
     select_pending_images,
 )
-from core.captioning.presets import PromptPlan
+from core.captioning.prompting import PromptPlan, plan_prompt, prompt_batches
+from core.captioning.registry import ResolvedModel, resolve_model
 from core.captioning.errors import ModelLoadError
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
@@ -267,7 +263,7 @@ def _rows_to_commit(
     """Actor output rows → per (provenance, prompt): ``(image_ids, results, failures)`` as
     ``commit_caption_batch`` takes them (a failed caption is an exception with the actor's
     message, so the stored reason reads as in-process)."""
-    from core.captioning.base import CaptionResult
+    from core.captioning.captioner import CaptionResult
 
     grouped: dict[tuple[str, str | None], tuple[list[int], list[Any], list[tuple[int, str]]]] = {}
     for row in rows:
@@ -335,7 +331,7 @@ def run_caption_job_on_ray(
             stats.seconds = time.monotonic() - started
             return stats
         prompt_plan = _prompt_plan(spec, resolved)
-        prompts = render_prompts(library, prompt_plan, selected)
+        prompts = image_prompts(library, prompt_plan, selected)
         report("Starting Ray")
         owns_ray = _connect(ray, address)
         try:
@@ -365,19 +361,21 @@ def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel) -> PromptPlan:
     family, read from the model's configuration; otherwise the actors' captioner uses its
     own default prompt, as in-process.
     """
+    explicit_prompt = spec.settings.prompt is not None
     wanted = (spec.preset, spec.prompt_template)
-    if wanted == (None, None) and spec.settings.prompt is None:
+    if wanted == (None, None) and not explicit_prompt:
         wanted = resolved.trained_prompt
     if wanted == (None, None):
-        return PromptPlan(None, None, "", frozenset())
+        return plan_prompt(None, preset=None, template=None)
     from core.captioning.registry import read_model_family
 
     family, model_type = read_model_family(resolved.model_name)
-    return prompt_plan_for_family(spec, resolved, family, model_type)
+    return plan_prompt(family, preset=spec.preset, template=spec.prompt_template, model_type=model_type,
+                       trained=resolved.trained_prompt, explicit_prompt=explicit_prompt)
 
 
 def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: ResolvedModel,
-                    selected: list[tuple[int, str]], prompts: dict[int, str | None], prompt_plan: PromptPlan,
+                    selected: list[tuple[int, str]], prompts: list[str | None], prompt_plan: PromptPlan,
                     plan: _ActorPlan, run: Any, report: Callable[[str], None], cancel: CancelToken,
                     on_batch: Callable[[list[int]], None] | None) -> None:
     """Stream the selected rows through the actor pool and commit each result batch."""
@@ -392,10 +390,11 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     # progress and what a killed driver loses would go in steps of hundreds of images.
     # Rows in the engine's batch order (images sharing a prompt together), so an actor
     # batch is one generate call as in-process.
-    ordered = [item for _settings, batch in prompt_batches(selected, prompts, spec.batch_size, spec.settings)
+    ordered = [item for _settings, batch in prompt_batches(list(zip(selected, prompts, strict=True)), prompts,
+                                                           spec.batch_size, spec.settings)
                for item in batch]
     dataset = ray.data.from_items(
-        [{"id": image_id, "path": os.fsencode(path), "prompt": prompts[image_id]} for image_id, path in ordered],
+        [{"id": image_id, "path": os.fsencode(path), "prompt": prompt} for (image_id, path), prompt in ordered],
         override_num_blocks=-(-len(selected) // spec.batch_size),
     )
     captioned = dataset.map_batches(

@@ -18,11 +18,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from core.captioning import DEFAULT_MODEL
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 from core.queries import ImageFilter
 
-__all__ = ["BACKENDS", "CaptionJobSpec", "CaptionScope", "GenerationSettings"]
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "CaptionJobSpec", "CaptionScope", "GenerationSettings"]
+
+#: The model used when none is configured (BLIP-base, ~990 MB).  The one definition:
+#: the CLI, the GUI and the self-check import it from :mod:`core.captioning`.
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ need them.  Entry points:
 * :func:`collect_training_data` — verified captions, deduplicated, split like export;
 * :class:`TrainingConfig` — validated hyperparameters;
 * :func:`train` — the training job (progress/cancel, resumable) → a model version;
-* :func:`evaluate_model` and the metric functions in :mod:`.metrics`;
+* :func:`evaluate_model` in :mod:`.evaluation`, and the metric functions in :mod:`.metrics`;
 * version management in :mod:`.versions`.
 """
 
@@ -19,13 +19,12 @@ from .data import (
     TrainingExample,
     collect_training_data,
 )
+from .evaluation import EvalResult, evaluate_model
 from .metrics import (
-    EvalResult,
     bleu4,
     caption_metrics,
     cider_d,
     edit_rate,
-    evaluate_model,
     exact_match,
     rouge_l,
 )

@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-from core.captioning.registry import _looks_like_path  # the model loader's own test of a path
+from core.captioning import (
+    DEFAULT_MODEL,  # torch-free: core.captioning imports torch lazily
+)
+from core.captioning.registry import (
+    _looks_like_path,  # the model loader's own test of a path
+)
 from core.models import LibrarySetting
 
 from . import versions

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text as sql_text
 
+from core.errors import UserFacingError
 from core.filenames import to_os
 from core.queries import CURRENT_JOIN, ImageFilter, filter_sql, outdated_phrase
 from core.splits import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["InsufficientDataError", "TrainingData", "TrainingExample", "collect_training_data"]
 
 
-class InsufficientDataError(ValueError):
+class InsufficientDataError(UserFacingError, ValueError):
     """Too few verified captions to train (the message says how many are needed)."""
 
 

@@ -7,7 +7,7 @@ A version is a :class:`~core.models.ModelVersion` row plus a folder beside the l
   ``adapter_model.safetensors``, from ``save_pretrained``); ``base_model`` is the hub id
   or absolute folder of the base model and ``adapter_path`` the adapter folder, so
   ``load_captioner(base_model, adapter=adapter_path)`` — which is what
-  :func:`core.captioning.engine.resolve_model` does for ``--model NAME`` — loads it.
+  :func:`core.captioning.registry.resolve_model` does for ``--model NAME`` — loads it.
 * **Full fine-tuning**: the folder is a complete model + processor; ``base_model`` is
   that folder and ``adapter_path`` is None (the model it was trained from is in
   ``config["trained_from"]``).
@@ -44,6 +44,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core import ownership
 from core.captioning.families import canonical_family_id
+from core.errors import UserFacingError
 from core.models import ModelVersion
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 
-class VersionError(Exception):
+class VersionError(UserFacingError):
     """A version operation that cannot be done (the message says why)."""
 
 
@@ -88,8 +89,8 @@ EXPORT_JOB = "models-export"
 
 
 def models_dir(library: Library) -> Path:
-    """``<library stem>.models`` beside the library file."""
-    return library.path.with_name(library.path.stem + ".models")
+    """Where *library*'s versions and training runs live (:attr:`Library.models_dir <core.library.Library.models_dir>`)."""
+    return library.models_dir
 
 
 def run_dir(library: Library, name: str) -> Path:

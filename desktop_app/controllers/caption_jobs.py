@@ -12,14 +12,24 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from core import queries
+from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
-from desktop_app.dialogs import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
+from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
 from desktop_app.jobs_widget import JobClock, format_bytes, format_eta, plural
-from core.captioning.settings import CaptionJobSpec
+from desktop_app.operations import LibraryChanges
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from collections.abc import Callable
+
+    from PySide6.QtWidgets import QLabel
+
+    from desktop_app.controllers.image_review import ImageReviewController
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.grid_model import ImageGridModel
+    from desktop_app.jobs_widget import JobStatusWidget
+    from desktop_app.library_views import GridContent, JobCatchUp
+    from desktop_app.model_thread import CaptionService
 
 log = logging.getLogger("captiondesk.gui")
 
@@ -52,11 +62,22 @@ def gui_wording(message: str) -> str:
 
 
 class CaptionJobsController:
-    def __init__(self, window: MainWindow) -> None:
+    """Owns captioning's status-bar widgets (progress, "N images failed") and the Caption dialog."""
+
+    def __init__(self, window: WindowShell, *, service: CaptionService, status: JobStatusWidget,
+                 failures_label: QLabel, model: ImageGridModel, current: ImageReviewController,
+                 grid_content: GridContent, job_catch_up: JobCatchUp, hide_banner: Callable[[], None]) -> None:
         self.window = window
+        self.service = service
+        self.status = status
+        self.failures_label = failures_label
+        self.model = model
+        self.current = current
+        self.grid_content = grid_content
+        self.job_catch_up = job_catch_up
+        self.hide_banner = hide_banner
         self.clock = JobClock()
         self.failed_count = 0
-        service = window.captioning
         service.model_loading.connect(self._on_model_loading)
         service.model_loaded.connect(self._on_model_loaded)
         service.model_message.connect(self._on_model_message)
@@ -65,8 +86,8 @@ class CaptionJobsController:
         service.captions_landed.connect(self._on_captions_landed)
         service.finished.connect(self._on_finished)
         service.failed.connect(self._on_failed)
-        window.caption_status.pause_toggled.connect(self._on_pause_toggled)
-        window.caption_status.cancel_clicked.connect(self.cancel_captioning)
+        status.pause_toggled.connect(self._on_pause_toggled)
+        status.cancel_clicked.connect(self.cancel_captioning)
 
     def open_caption_dialog(self) -> None:
         w = self.window
@@ -83,8 +104,8 @@ class CaptionJobsController:
             known_models=known,
             versions=[v.name for v in list_versions(w.library)],
             current=current_model(w.library),
-            selection_count=len(w.grid.selectionModel().selectedIndexes()),
-            filter_count=w.model.rowCount(),
+            selection_count=len(self.current.selected_ids()),
+            filter_count=self.model.rowCount(),
             uncaptioned_count=uncaptioned,
             parent=w,
         )
@@ -97,11 +118,11 @@ class CaptionJobsController:
         if w.library is None:
             return False
         if scope == SCOPE_SELECTION:
-            spec = spec.with_(scope=w.selected_ids())
+            spec = spec.with_(scope=self.current.selected_ids())
             empty = not spec.scope
         elif scope == SCOPE_FILTER:
-            spec = spec.with_(scope=w.current_filter())
-            empty = w.model.rowCount() == 0
+            spec = spec.with_(scope=self.grid_content.current_filter())
+            empty = self.model.rowCount() == 0
         elif scope == SCOPE_LIBRARY:
             # The engine's own scope: every readable image except those a person
             # captioned, imported, or this very model version already captioned.
@@ -115,86 +136,78 @@ class CaptionJobsController:
             w.report_error("No images to caption in that scope.")
             return False
         w.settings.set_caption_spec(spec)
-        if w.captioning.model_job is not None:  # training, evaluating or merging a version
-            w.report_error(w.captioning.busy_reason("Captioning"))
+        if self.service.model_job is not None:  # training, evaluating or merging a version
+            w.report_error(self.service.busy_reason("Captioning"))
             return False
-        if not w.captioning.start(w.library, spec):
+        if not self.service.start(w.library, spec):
             w.report_error("A captioning job is already running.")
             return False
         self.clock.reset()
         self.set_failed_count(0)
-        w.hide_banner()
-        w.caption_status.begin(f"Starting {spec.label()}…")
-        w._job_refresh.start()
+        self.hide_banner()
+        self.status.begin(f"Starting {spec.label()}…")
+        self.job_catch_up.start()
         log.info("Captioning with %s (%s)", spec.label(), scope)
         return True
 
     def toggle_pause(self) -> None:
-        if self.window.captioning.running:
-            self.window.caption_status.pause_button.toggle()
+        if self.service.running:
+            self.status.pause_button.toggle()
 
     def _on_pause_toggled(self, paused: bool) -> None:
-        w = self.window
         if paused:
             self.clock.pause()
-            w.captioning.pause()
-            w.caption_status.label.setText(w.caption_status.label.text().split(" — ")[0] + " — paused")
+            self.service.pause()
+            self.status.label.setText(self.status.label.text().split(" — ")[0] + " — paused")
         else:
             self.clock.resume()
-            w.captioning.resume()
+            self.service.resume()
 
     def cancel_captioning(self) -> None:
-        w = self.window
-        if w.captioning.running:
-            w.captioning.cancel()
+        if self.service.running:
+            self.service.cancel()
             self.clock.resume()
-            w.caption_status.mark_cancelling("Cancelling after the current batch…")
+            self.status.mark_cancelling("Cancelling after the current batch…")
 
     def set_failed_count(self, count: int) -> None:
         """Show "N images failed" (a link to the log) in the status bar; hidden at 0."""
         self.failed_count = count
-        label = self.window.failures_label
+        label = self.failures_label
         label.setText(f'<a href="#log">{plural(count, "image")} failed</a>')
         label.setToolTip("Show the log with each failed image and why")
         label.setVisible(count > 0)
 
     def _on_model_loading(self, description: str) -> None:
-        self.window.caption_status.set_stage(f"Loading model {description}…")
+        self.status.set_stage(f"Loading model {description}…")
 
     def _on_model_loaded(self, description: str) -> None:
         log.info("Model loaded: %s", description)
-        self.window.caption_status.set_stage("Model loaded — captioning the first batch…")
+        self.status.set_stage("Model loaded — captioning the first batch…")
 
     def _on_model_message(self, message: str) -> None:
-        self.window.caption_status.set_stage(message)
+        self.status.set_stage(message)
         log.info(message)
 
     def _on_download_progress(self, count: int) -> None:
-        self.window.caption_status.set_stage(f"Downloading model: {format_bytes(count)}")
+        self.status.set_stage(f"Downloading model: {format_bytes(count)}")
 
     def _on_progress(self, progress: Progress) -> None:
-        w = self.window
         rate, eta = self.clock.update(progress.done, progress.total)
         errors = int(progress.counts.get("errors", 0))
         if errors != self.failed_count:
             self.set_failed_count(errors)
         text = progress_text(progress.done, progress.total, rate, eta, errors)
-        if w.captioning.paused:
+        if self.service.paused:
             text += " — paused"
-        w.caption_status.update_progress(text, progress.done, progress.total)
+        self.status.update_progress(text, progress.done, progress.total)
 
     def _on_captions_landed(self, image_ids: list[int]) -> None:
-        w = self.window
-        # Rows change in place (badge, snippet); the view's membership is not re-queried
-        # mid-job, so images do not jump away while the person is looking at them.
-        w.model.refresh_ids(image_ids)
-        if w.current_image_id() in set(image_ids):
-            w.navigation.reload_panel()
+        self.window.notifier.notify(LibraryChanges.of_captions(image_ids))
 
     def _on_finished(self, stats: Any) -> None:
         w = self.window
-        w.caption_status.end()
-        w._stop_job_refresh()
+        self.status.end()
+        self.job_catch_up.stop_if_idle()
         if stats is None:
             message = "Captioning cancelled before it started"
         else:
@@ -204,11 +217,10 @@ class CaptionJobsController:
             self.set_failed_count(int(stats.errors))
         log.info(message)
         w.announce(message)
-        w.refresh_sidebar()
-        w.navigation.reload_panel()
+        w.notifier.notify(LibraryChanges(job_ended=True))
 
     def _on_failed(self, message: str, detail: str) -> None:
         w = self.window
-        w.caption_status.end()
-        w._stop_job_refresh()
+        self.status.end()
+        self.job_catch_up.stop_if_idle()
         w.report_error(f"Captioning stopped: {gui_wording(message)}", detail)

@@ -10,11 +10,22 @@ from PySide6.QtCore import QUrl
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from core.library import Library, LibraryError
-from desktop_app.background import submit
 from desktop_app.dialog_kit import remember_folder, start_folder
+from desktop_app.operations import LibraryChanges, ReadOp, WriteOp
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from collections.abc import Callable
+
+    from desktop_app.caption_panel import CaptionPanel
+    from desktop_app.controllers.image_review import ImageReviewController
+    from desktop_app.controllers.scan import ScanController
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.grid_model import ImageGridModel
+    from desktop_app.library_views import SidebarContent
+    from desktop_app.model_thread import CaptionService
+    from desktop_app.review import CaptionUndoStack
+    from desktop_app.thumbnails import ThumbnailCache
+    from desktop_app.window_widgets import PreviewView
 
 log = logging.getLogger("captiondesk.gui")
 
@@ -31,8 +42,26 @@ def dropped_folders(urls: list[QUrl]) -> list[Path]:
 
 
 class LibraryController:
-    def __init__(self, window: MainWindow) -> None:
+    """Which library the window shows, and its folders; the views follow the notice it sends."""
+
+    def __init__(self, window: WindowShell, *, service: CaptionService, current: ImageReviewController,
+                 scans: ScanController, caption_undo: CaptionUndoStack, model: ImageGridModel,
+                 thumbs: ThumbnailCache, panel: CaptionPanel, preview: PreviewView,
+                 sidebar_content: SidebarContent, opened: Callable[[Library], None]) -> None:
         self.window = window
+        self.service = service
+        self.current = current
+        self.scans = scans
+        self.caption_undo = caption_undo
+        self.model = model
+        self.thumbs = thumbs
+        self.panel = panel
+        self.preview = preview
+        self.sidebar_content = sidebar_content
+        #: Called with each library shown (the window's ``library_opened`` signal).
+        self.opened = opened
+        #: The window opened the shown library itself (and closes it when done).
+        self.owned = False
 
     def open_library(self, path: Path | str) -> None:
         """Open (and migrate) *path* on a worker thread; the window stays responsive."""
@@ -45,7 +74,7 @@ class LibraryController:
         w.statusBar().showMessage(f"Opening {path}…")
 
         def done(library: Library) -> None:
-            w.set_library(library, owned=True)
+            self.set_library(library, owned=True)
             w.settings.last_library = str(library.path)
             w.statusBar().showMessage(f"Library {library.path}", 5000)
 
@@ -53,7 +82,7 @@ class LibraryController:
             w.statusBar().clearMessage()
             w.report_error(f"Cannot open the library {path}: {exc}", getattr(exc, "__traceback_text__", None))
 
-        submit(w.pool, lambda: Library(path), done, failed)
+        ReadOp(lambda: Library(path), success=done, failure=failed).run(w.pool)
 
     def busy_with_library(self) -> str | None:
         """Why another library cannot open now (None: it can).
@@ -61,7 +90,7 @@ class LibraryController:
         Captioning, training, evaluating and merging read and write the open library
         until they end: closing it under them would fail the job halfway."""
         w = self.window
-        job = w.captioning.current_job
+        job = self.service.current_job
         if w.library is None or job is None:
             return None
         return (f"{job} is running on this library. Another library can open when it has "
@@ -70,24 +99,23 @@ class LibraryController:
     def set_library(self, library: Library | None, *, owned: bool = False) -> None:
         """Show *library* (None: nothing).  *owned*: the window closes it when done."""
         w = self.window
-        w.navigation.commit_edit()
-        if w.library is not None and w._owns_library and w.library is not library:
-            w.scans.cancel_scan()
+        self.current.commit_edit()
+        if w.library is not None and self.owned and w.library is not library:
+            self.scans.cancel_scan()
             w.library.close()
         w.library = library
-        w._owns_library = owned
-        w.editor.set_library(library)
-        w.model.set_library(library)
+        self.owned = owned
+        self.caption_undo.set_library(library)
+        self.model.set_library(library)
         if library is not None:
-            w.thumbs.cache_dir = library.cache_dir
+            self.thumbs.cache_dir = library.cache_dir
             w.setWindowTitle(f"CaptionDesk — {library.path.name}")
-        w.panel.show_image(None, None)
-        w.preview.show_pixmap(None, None, "")
-        w._update_actions()
-        w.reload_ids()
-        w.refresh_sidebar()
+        self.panel.show_image(None, None)
+        self.preview.show_pixmap(None, None, "")
+        w.update_actions()
+        w.notifier.notify(LibraryChanges(library=True))
         if library is not None:
-            w.library_opened.emit(library)
+            self.opened(library)
 
     def choose_library(self) -> None:
         w = self.window
@@ -119,10 +147,10 @@ class LibraryController:
             w.report_error(str(exc))
             return None
         log.info("Added folder %s", root.path)
-        w._pending_location = (root.id, None)
-        w.refresh_sidebar()
+        self.sidebar_content.pending_location = (root.id, None)
+        w.notifier.notify(LibraryChanges(folders=True))
         if scan:
-            w.scans.start_scan([root.id])
+            self.scans.start_scan([root.id])
         return root.id
 
     def add_dropped(self, urls: list[QUrl]) -> list[int]:
@@ -133,7 +161,7 @@ class LibraryController:
             if root_id is not None:
                 added.append(root_id)
         if added:
-            self.window.scans.start_scan(added)
+            self.scans.start_scan(added)
         return added
 
     def remove_root(self, root_id: int, *, confirm: bool = True) -> None:
@@ -149,7 +177,7 @@ class LibraryController:
             )
             if answer != QMessageBox.StandardButton.Yes:
                 return
-        if w.scans.scanning:
+        if self.scans.scanning:
             w.report_error("Wait for the scan to finish (or cancel it) before removing a folder.")
             return
         library = w.library
@@ -157,8 +185,7 @@ class LibraryController:
 
         def done(_result: object) -> None:
             w.statusBar().showMessage("Folder removed", 4000)
-            w.editor.undo_stack.clear()  # its captions are gone
-            w.reload_ids()
-            w.refresh_sidebar()
+            self.caption_undo.undo_stack.clear()  # its captions are gone
 
-        submit(w.pool, lambda: library.remove_root(root_id), done, w._report_exception)
+        WriteOp(lambda: library.remove_root(root_id), LibraryChanges(folders=True, images=True), w.notifier,
+                success=done, failure=w.report_exception).run(w.pool)

@@ -9,18 +9,39 @@ from typing import TYPE_CHECKING, Any
 from core import queries
 from core.jobs import Progress
 from core.queries import ImageFilter
-from desktop_app.background import JOB_NICENESS, Coalescer, submit
+from desktop_app.background import JOB_NICENESS, Coalescer
 from desktop_app.jobs_widget import plural
+from desktop_app.operations import LibraryChanges, ReadOp, WriteOp
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from collections.abc import Callable
+
+    from PySide6.QtCore import QThreadPool
+
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.jobs_widget import JobStatusWidget
+    from desktop_app.library_views import GridContent, JobCatchUp
+    from desktop_app.sidebar import LibrarySidebar
 
 log = logging.getLogger("captiondesk.gui")
 
 
 class ScanController:
-    def __init__(self, window: MainWindow) -> None:
+    """Owns the scan's status-bar widget; tells the grid when a running scan found images."""
+
+    def __init__(self, window: WindowShell, *, status: JobStatusWidget, sidebar: LibrarySidebar,
+                 grid_content: GridContent, job_catch_up: JobCatchUp, scan_pool: QThreadPool,
+                 offer: Callable[[int], None], finished: Callable[[Any], None]) -> None:
         self.window = window
+        self.status = status
+        self.sidebar = sidebar
+        self.grid_content = grid_content
+        self.job_catch_up = job_catch_up
+        self.scan_pool = scan_pool
+        #: Shows "N photos have no caption" (the window's banner).
+        self.offer = offer
+        self.finished = finished
+        status.cancel_clicked.connect(self.cancel_scan)
         self._cancel: threading.Event | None = None
         self._found = 0
 
@@ -29,7 +50,7 @@ class ScanController:
         return self._cancel is not None
 
     def rescan(self) -> None:
-        root_id, _folder = self.window.sidebar.location()
+        root_id, _folder = self.sidebar.location()
         self.start_scan([root_id] if root_id is not None else None)
 
     def start_scan(self, root_ids: list[int] | None = None) -> bool:
@@ -43,12 +64,12 @@ class ScanController:
         cancel = threading.Event()
         self._cancel = cancel
         self._found = 0
-        w.scan_status.begin("Scanning…")
+        self.status.begin("Scanning…")
         # Progress arrives at most every 0.1 s (the scanner throttles); a coalescer
         # keeps only the newest snapshot per 50 ms anyway.
         progress = Coalescer(50, w)
         progress.flushed.connect(lambda items: self._on_progress(items[-1]))
-        w._job_refresh.start()
+        self.job_catch_up.start()
 
         def work() -> Any:
             # In a child process: a big scan's Python work would otherwise fight
@@ -61,32 +82,31 @@ class ScanController:
             progress.flush()
             progress.deleteLater()
             self._cancel = None
-            w.scan_status.end()
-            w._stop_job_refresh()
+            self.status.end()
+            self.job_catch_up.stop_if_idle()
             summary = stats.summary()
             log.info(summary)
             for problem in stats.problems[:20]:
                 log.warning(problem)
             w.announce(summary)
-            w.reload_ids()
-            w.refresh_sidebar()
             self.offer_captioning()
-            w.scan_finished.emit(stats)
+            self.finished(stats)
 
         def failed(exc: BaseException) -> None:
             progress.deleteLater()
             self._cancel = None
-            w.scan_status.end()
-            w._stop_job_refresh()
-            w._report_exception(exc)
+            self.status.end()
+            self.job_catch_up.stop_if_idle()
+            w.report_exception(exc)
 
-        submit(w.scan_pool, work, done, failed, niceness=JOB_NICENESS)
+        WriteOp(work, LibraryChanges(images=True), w.notifier, success=done, failure=failed).run(
+            self.scan_pool, niceness=JOB_NICENESS)
         return True
 
     def cancel_scan(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
-            self.window.scan_status.mark_cancelling("Cancelling the scan…")
+            self.status.mark_cancelling("Cancelling the scan…")
 
     def offer_captioning(self) -> None:
         """Count the images with no caption (on a worker) and offer to caption them."""
@@ -101,17 +121,16 @@ class ScanController:
 
         def done(count: int) -> None:
             if library is w.library:
-                w.show_uncaptioned_banner(count)
+                self.offer(count)
 
-        submit(w.pool, work, done, w._report_exception)
+        ReadOp(work, success=done, failure=w.report_exception).run(w.pool)
 
     def _on_progress(self, progress: Progress) -> None:
-        w = self.window
         rate = f" ({progress.rate:,.0f}/s)" if progress.rate else ""
-        w.scan_status.update_progress(f"Scanning: {plural(progress.done, 'file')}{rate}", progress.done, progress.total)
+        self.status.update_progress(f"Scanning: {plural(progress.done, 'file')}{rate}", progress.done, progress.total)
         # Re-query the grid only when the scan found something new: a no-change re-scan
         # of 100k files should not re-read 100k ids every refresh.
         found = progress.counts.get("new", 0) + progress.counts.get("moved", 0)
         if found != self._found:
             self._found = found
-            w._ids_dirty = True
+            self.grid_content.dirty = True

@@ -6,15 +6,22 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QMessageBox
 
-from desktop_app.dialogs import SCOPE_LIBRARY
+from desktop_app.caption_dialog import SCOPE_LIBRARY
+from desktop_app.operations import LibraryChanges
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.controllers.caption_jobs import CaptionJobsController
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.model_thread import CaptionService
 
 
 class VersionsController:
-    def __init__(self, window: MainWindow) -> None:
+    """Owns the Train dialog; a new version is captioned with through the caption jobs."""
+
+    def __init__(self, window: WindowShell, *, service: CaptionService, caption_jobs: CaptionJobsController) -> None:
         self.window = window
+        self.service = service
+        self.caption_jobs = caption_jobs
         self.train_dialog = None
 
     def open_train_dialog(self) -> None:
@@ -36,9 +43,9 @@ class VersionsController:
             dialog.deleteLater()  # nothing left to see in it
         # The base model is the library's current model's (the dialog reads it).
         # Training shares the window's model thread with captioning: one job at a time.
-        dialog = TrainDialog(w.library, service=w.captioning, parent=w)
+        dialog = TrainDialog(w.library, service=self.service, parent=w)
         dialog.use_requested.connect(self.use_model_version)
-        dialog.version_created.connect(lambda _name: w.schedule_sidebar_refresh())
+        dialog.version_created.connect(lambda _name: w.notifier.notify(LibraryChanges(versions=True)))
         self.train_dialog = dialog
         dialog.show()
 
@@ -63,4 +70,4 @@ class VersionsController:
         set_active(w.library, name)
         spec = w.settings.caption_spec().with_(backend="local", endpoint=None, model=name, adapter=None,
                                                overwrite_model_captions=False)
-        return w.caption_jobs.start_captioning(spec, SCOPE_LIBRARY)
+        return self.caption_jobs.start_captioning(spec, SCOPE_LIBRARY)

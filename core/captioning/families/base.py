@@ -5,7 +5,7 @@ A family (BLIP, BLIP-2, GIT, VisionEncoderDecoder, the generic
 ``core/captioning/families/``:
 
 * which ``config.model_type`` values it loads, and **how** (:meth:`ModelFamily.load`,
-  returning its :class:`~core.captioning.base.HFCaptioner` subclass, which owns
+  returning its :class:`~core.captioning.captioner.HFCaptioner` subclass, which owns
   generation: how images + prompt become model inputs, where captions end);
 * which CPU fast paths ``optimize="auto"`` may use on it (:attr:`cpu_int8_eligible`,
   :attr:`sdpa_vision_patch`);
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..base import HFCaptioner
+    from ..captioner import HFCaptioner
     from ..presets import Preset
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["ModelFamily", "TrainingNotSupportedError", "pad_rows"]
 

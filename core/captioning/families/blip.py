@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import ModelFamily
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["FAMILY", "BlipCaptioner", "BlipFamily"]
 

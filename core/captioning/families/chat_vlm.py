@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from ..input_size import (
     ResizeTarget,
     processor_resample,
@@ -54,7 +54,7 @@ from .base import ModelFamily
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["DEFAULT_INSTRUCTION", "PromptedVLMCaptioner", "PromptedVLMFamily", "RowPrompts", "VisionCacheRows"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import pad_rows
 from .chat_vlm import PromptedVLMFamily, RowPrompts
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import ModelFamily
 from .chat_vlm import DEFAULT_INSTRUCTION, load_image_text_to_text
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["DEFAULT_INSTRUCTION", "FAMILY", "GenericCaptioner", "GenericFamily"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .chat_vlm import PromptedVLMFamily
 
 __all__ = ["DEFAULT_TASK", "FAMILY", "PaliGemmaFamily"]

@@ -22,7 +22,7 @@ from ..input_size import ResizeTarget, size_dict
 from .chat_vlm import PromptedVLMFamily
 
 if TYPE_CHECKING:
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["FAMILY", "Qwen2VLFamily", "images_only_processor"]
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..base import HFCaptioner
+from ..captioner import HFCaptioner
 from .base import ModelFamily, TrainingNotSupportedError, pad_rows
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from ..registry import LoadContext
+    from ..load_context import LoadContext
 
 __all__ = ["FAMILY", "VisionEncoderDecoderCaptioner", "VisionEncoderDecoderFamily"]
 

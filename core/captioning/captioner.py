@@ -31,7 +31,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from core.allocator import release_free_memory
 
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from .families.base import ModelFamily
 
 __all__ = [
     "MIN_SCORE",
@@ -265,6 +264,15 @@ def token_logprobs(
 # --------------------------------------------------------------------------- HF implementation
 
 
+class CaptionerFamily(Protocol):
+    """What a captioner needs of the model family that loaded it
+    (:class:`~core.captioning.families.base.ModelFamily`; a family module's captioner
+    calls its own family's hooks)."""
+
+    @property
+    def id(self) -> str: ...
+
+
 class HFCaptioner(Captioner):
     """Shared implementation for transformers image-to-text models.
 
@@ -285,7 +293,7 @@ class HFCaptioner(Captioner):
         tokenizer: Any,
         *,
         identity: dict[str, Any],
-        family: ModelFamily,
+        family: CaptionerFamily,
         device: torch.device,
         dtype: torch.dtype,
         optimizations: Sequence[str] = (),
@@ -317,6 +325,11 @@ class HFCaptioner(Captioner):
     @property
     def dtype(self) -> torch.dtype:
         return self._dtype
+
+    @property
+    def model_type(self) -> str | None:
+        """The model's ``config.model_type`` (a family may load several, e.g. Qwen2-VL and 2.5-VL)."""
+        return getattr(getattr(self.model, "config", None), "model_type", None)
 
     # -- hooks for families --------------------------------------------------
 

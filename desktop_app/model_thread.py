@@ -40,18 +40,15 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from core.captioning.settings import CaptionJobSpec
+from core.errors import UserFacingError, user_message
 from core.library import Library
 from desktop_app.background import JOB_NICENESS, Coalescer, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
-#: Errors that say what the person should change (a name, the data, the base model), not bugs.
-USER_ERRORS = frozenset({"TrainingError", "VersionError", "InsufficientDataError", "ModelLoadError", "LibraryError"})
-
-
 def is_user_error(exc: BaseException) -> bool:
-    """*exc* is (a subclass of) one of :data:`USER_ERRORS`, matched by name so torch-heavy modules stay unloaded."""
-    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+    """*exc* says what the person should change (a name, the data, the base model), not a bug."""
+    return isinstance(exc, UserFacingError)
 
 
 class PauseToken:
@@ -93,7 +90,8 @@ class PauseToken:
 def real_engine() -> Any:
     """The real engine, imported lazily (on the inference thread)."""
     from core.captioning import load_captioner
-    from core.captioning.engine import resolve_model, run_caption_job
+    from core.captioning.engine import run_caption_job
+    from core.captioning.registry import resolve_model
 
     return SimpleNamespace(
         run_caption_job=run_caption_job,
@@ -245,9 +243,7 @@ class _CaptionWorker(QObject):
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
             detail = traceback.format_exc()
             log.error("captioning failed: %s", detail)
-            message = str(exc) or type(exc).__name__
-            if type(exc).__name__ not in ("ModelLoadError", "GenerationError", "LibraryError"):
-                message = f"{type(exc).__name__}: {message}"
+            message = user_message(exc)
             self.failed.emit(message, detail)
         else:
             self.finished.emit(stats)
@@ -264,9 +260,7 @@ class _CaptionWorker(QObject):
             )
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
             log.error("captioning with a server failed: %s", traceback.format_exc())
-            message = str(exc) or type(exc).__name__
-            if type(exc).__name__ not in ("ModelLoadError", "GenerationError", "LibraryError"):
-                message = f"{type(exc).__name__}: {message}"
+            message = user_message(exc)
             self.failed.emit(message, traceback.format_exc())
         else:
             self.finished.emit(stats)

@@ -1,8 +1,10 @@
 """The current image: moving through the grid, the preview, the caption panel and edits.
 
-Every move goes through :meth:`ReviewNavigation.go_to_row`, the one place that makes a
-row current and scrolls it into view; every caption change (an edit, accept, revert,
-undo/redo, find-and-replace) arrives at :meth:`ReviewNavigation.on_captions_changed`.
+Every move goes through :meth:`ImageReviewController.go_to_row`, the one place that makes a
+row current and scrolls it into view; every caption change the person makes (an edit,
+accept, revert, undo/redo, find-and-replace) goes out as one ``library_changed`` notice
+(:meth:`ImageReviewController.on_captions_changed`), and the caption panel follows that
+notice like the grid and the sidebar do, whoever sent it.
 """
 
 from __future__ import annotations
@@ -15,59 +17,81 @@ from PySide6.QtGui import QPixmap
 
 from core import edits, queries
 from core.queries import ImageRow
-from desktop_app.review import FindReplaceDialog
 from desktop_app.jobs_widget import plural
+from desktop_app.operations import LibraryChanges
+from desktop_app.review import FindReplaceDialog
 
 if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+    from desktop_app.caption_panel import CaptionPanel
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.filter_bar import FilterBar
+    from desktop_app.grid_model import ImageGridModel
+    from desktop_app.library_views import GridContent
+    from desktop_app.review import CaptionUndoStack
+    from desktop_app.thumbnail_grid import ThumbnailGrid
+    from desktop_app.thumbnails import PreviewLoader, ThumbnailCache
+    from desktop_app.window_widgets import PreviewView
 
 log = logging.getLogger("captiondesk.gui")
 
 
-class ReviewNavigation:
-    def __init__(self, window: MainWindow) -> None:
+class ImageReviewController:
+    """Owns the current image's widgets: the grid's selection, the preview, the caption panel."""
+
+    def __init__(self, window: WindowShell, *, grid: ThumbnailGrid, model: ImageGridModel, panel: CaptionPanel,
+                 preview: PreviewView, preview_loader: PreviewLoader, thumbs: ThumbnailCache, filter_bar: FilterBar,
+                 caption_undo: CaptionUndoStack, grid_content: GridContent) -> None:
         self.window = window
-        window.grid.selectionModel().currentChanged.connect(self._on_current_changed)
-        window.preview_loader.loaded.connect(self._on_preview_loaded)
-        window.editor.changed.connect(self.on_captions_changed)
-        window.editor.stepped.connect(self.on_undo_step)
+        self.grid = grid
+        self.model = model
+        self.panel = panel
+        self.preview = preview
+        self.preview_loader = preview_loader
+        self.thumbs = thumbs
+        self.filter_bar = filter_bar
+        self.caption_undo = caption_undo
+        self.grid_content = grid_content
+        grid.selectionModel().currentChanged.connect(self._on_current_changed)
+        preview_loader.loaded.connect(self._on_preview_loaded)
+        caption_undo.changed.connect(self.on_captions_changed)
+        window.notifier.library_changed.connect(self._on_library_changed)
+        panel.save_requested.connect(self.save_caption)
+        panel.accept_requested.connect(self.accept_current)
+        panel.revert_requested.connect(self.revert_to)
+        caption_undo.stepped.connect(self.on_undo_step)
 
     # -- where we are ----------------------------------------------------------------------
 
     def current_image_id(self) -> int | None:
-        w = self.window
-        index = w.grid.currentIndex()
-        return w.model.image_id(index.row()) if index.isValid() else None
+        index = self.grid.currentIndex()
+        return self.model.image_id(index.row()) if index.isValid() else None
 
     def current_row(self) -> ImageRow | None:
-        w = self.window
-        index = w.grid.currentIndex()
-        return w.model.row_data(index.row()) if index.isValid() else None
+        index = self.grid.currentIndex()
+        return self.model.row_data(index.row()) if index.isValid() else None
 
     def current_index_row(self) -> int:
-        index = self.window.grid.currentIndex()
+        index = self.grid.currentIndex()
         return index.row() if index.isValid() else -1
 
     def selected_ids(self) -> list[int]:
-        w = self.window
-        rows = sorted(index.row() for index in w.grid.selectionModel().selectedIndexes())
-        return [w.model.image_id(r) for r in rows if w.model.image_id(r) is not None]
+        rows = sorted(index.row() for index in self.grid.selectionModel().selectedIndexes())
+        return [self.model.image_id(r) for r in rows if self.model.image_id(r) is not None]
 
     # -- moving ------------------------------------------------------------------------------
 
     def go_to_row(self, row: int | None, *, scroll: bool = True) -> bool:
         """Make *row* current (and the selection) and scroll it into view."""
-        w = self.window
-        if row is None or not 0 <= row < w.model.rowCount():
+        if row is None or not 0 <= row < self.model.rowCount():
             return False
-        index = w.model.index(row, 0)
-        w.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        index = self.model.index(row, 0)
+        self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect)
         if scroll:
-            w.grid.scrollTo(index)
+            self.grid.scrollTo(index)
         return True
 
     def go_to_image(self, image_id: int) -> bool:
-        return self.go_to_row(self.window.model.row_of(image_id))
+        return self.go_to_row(self.model.row_of(image_id))
 
     def next_image(self) -> bool:
         return self.go_to_row(self.current_index_row() + 1)
@@ -81,7 +105,7 @@ class ReviewNavigation:
             return False
         self.commit_edit()
         with w.library.db.read() as session:
-            row = queries.next_in_state(session, w.model.ids(), self.current_index_row(), "uncaptioned")
+            row = queries.next_in_state(session, self.model.ids(), self.current_index_row(), "uncaptioned")
         if row is None:
             w.statusBar().showMessage("No uncaptioned image in this view", 4000)
             return False
@@ -97,7 +121,7 @@ class ReviewNavigation:
         if current is not None and current.state == "model" and current.score is not None:
             after = (current.score, current.id)
         with w.library.db.read() as session:
-            image_id = queries.least_confident(session, w.current_filter(), after=after)
+            image_id = queries.least_confident(session, self.grid_content.current_filter(), after=after)
         if image_id is None or not self.go_to_image(image_id):
             w.statusBar().showMessage("No less confident model caption in this view", 4000)
             return False
@@ -115,7 +139,7 @@ class ReviewNavigation:
         self.focus_editor()
 
     def toggle_review_queue(self) -> None:
-        bar = self.window.filter_bar
+        bar = self.filter_bar
         bar.set_review_queue(not bar.review.isChecked())
 
     # -- showing the current image --------------------------------------------------------------
@@ -124,24 +148,24 @@ class ReviewNavigation:
         # Leaving an image saves what the person typed for it: nothing is ever lost by
         # moving on, and every saved edit is one undo step.
         self.commit_edit()
-        self.show_current(self.window.model.row_data(current.row()) if current.isValid() else None)
+        self.show_current(self.model.row_data(current.row()) if current.isValid() else None)
 
     def show_current(self, row: ImageRow | None) -> None:
         w = self.window
         if row is None or w.library is None:
-            w.panel.show_image(None, None)
-            w.preview.show_pixmap(None, None, "")
+            self.panel.show_image(None, None)
+            self.preview.show_pixmap(None, None, "")
             return
         with w.library.db.read() as session:
             details = queries.caption_details(session, row.id)
-        w.panel.show_image(row, details)
-        if w.preview.image_id != row.id:
-            pixmap = w.thumbs.pixmap(row.fingerprint, row.path)
-            w.preview.show_pixmap(row.id, pixmap, "Loading…")
-            w.preview_loader.request(row.id, row.path)
+        self.panel.show_image(row, details)
+        if self.preview.image_id != row.id:
+            pixmap = self.thumbs.pixmap(row.fingerprint, row.path)
+            self.preview.show_pixmap(row.id, pixmap, "Loading…")
+            self.preview_loader.request(row.id, row.path)
 
     def _on_preview_loaded(self, image_id: int, image: Any, error: str | None) -> None:
-        preview = self.window.preview
+        preview = self.preview
         if preview.image_id != image_id:
             return
         if image is None:
@@ -151,7 +175,7 @@ class ReviewNavigation:
 
     def reload_panel(self) -> None:
         """Re-read the current image's captions (after a change), unless the person is typing."""
-        if self.window.panel.is_dirty():
+        if self.panel.is_dirty():
             return
         self.show_current(self.current_row())
 
@@ -160,50 +184,53 @@ class ReviewNavigation:
     def commit_edit(self) -> bool:
         """Save the panel's unsaved text for its image; True when something was saved."""
         w = self.window
-        if not w.panel.is_dirty() or w.panel.image_id is None:
+        if not self.panel.is_dirty() or self.panel.image_id is None:
             return False
-        image_id = w.panel.image_id
-        text = w.panel.text()
+        image_id = self.panel.image_id
+        text = self.panel.text()
         if not text:
-            w.panel.show_message("An empty caption is not saved: type a caption, or undo your changes (Ctrl+Z).")
+            self.panel.show_message("An empty caption is not saved: type a caption, or undo your changes (Ctrl+Z).")
             return False
-        saved = w.editor.save_edit(image_id, text)
+        saved = self.caption_undo.save_edit(image_id, text)
         if saved:
             w.statusBar().showMessage("Caption saved", 2000)
         return saved
 
     def on_captions_changed(self, image_ids: list[int]) -> None:
-        """Captions of *image_ids* changed (edit, accept, revert, undo/redo, replace)."""
-        w = self.window
-        w.model.refresh_ids(image_ids)
-        if self.current_image_id() in image_ids:
+        """The person changed the captions of *image_ids* (edit, accept, revert, undo/redo, replace)."""
+        self.window.notifier.notify(LibraryChanges.of_captions(image_ids, edited=True))
+
+    def _on_library_changed(self, changes: LibraryChanges) -> None:
+        """The caption panel follows the notice: the current image's captions may be new."""
+        current = self.current_image_id()
+        if changes.edited and current in changes.captions:
             # The change came from this panel (or undo/redo): show what is now current.
             self.show_current(self.current_row())
-        w.schedule_sidebar_refresh()
+        elif current in changes.captions or changes.any_caption or changes.job_ended:
+            self.reload_panel()
 
     def save_caption(self) -> None:
-        w = self.window
-        if not self.commit_edit() and w.panel.is_dirty() and not w.panel.text():
-            w.panel.show_message("A caption cannot be empty.")
+        if not self.commit_edit() and self.panel.is_dirty() and not self.panel.text():
+            self.panel.show_message("A caption cannot be empty.")
 
     def accept_current(self) -> bool:
         image_id = self.current_image_id()
         if image_id is None:
             return False
-        if self.window.panel.is_dirty():
+        if self.panel.is_dirty():
             return self.commit_edit()
-        return self.window.editor.accept(image_id)
+        return self.caption_undo.accept(image_id)
 
     def revert_to(self, caption_id: int) -> bool:
-        return self.window.editor.revert(caption_id)
+        return self.caption_undo.revert(caption_id)
 
     def focus_editor(self) -> None:
-        editor = self.window.panel.editor
+        editor = self.panel.editor
         editor.setFocus(Qt.FocusReason.ShortcutFocusReason)
         editor.selectAll()
 
     def focus_search(self) -> None:
-        search = self.window.filter_bar.search
+        search = self.filter_bar.search
         search.setFocus(Qt.FocusReason.ShortcutFocusReason)
         search.selectAll()
 
@@ -211,7 +238,7 @@ class ReviewNavigation:
 
     def open_find_replace(self) -> None:
         w = self.window
-        dialog = FindReplaceDialog(w.model.rowCount(), self.replacement_preview, w)
+        dialog = FindReplaceDialog(self.model.rowCount(), self.replacement_preview, w)
         accepted = dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text()
         dialog.deleteLater()
         if accepted:
@@ -229,7 +256,7 @@ class ReviewNavigation:
         if w.library is None or not find:
             return []
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
+            candidates = queries.find_replace_candidates(session, self.grid_content.current_filter(), find, case_sensitive=case_sensitive)
         return edits.replacement_preview(candidates, find, replacement, case_sensitive=case_sensitive)
 
     def on_undo_step(self, image_ids: list[int], text: str) -> None:
@@ -250,10 +277,10 @@ class ReviewNavigation:
             return 0
         self.commit_edit()
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, w.current_filter(), find, case_sensitive=case_sensitive)
-        count = w.editor.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
+            candidates = queries.find_replace_candidates(session, self.grid_content.current_filter(), find, case_sensitive=case_sensitive)
+        count = self.caption_undo.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
         # Ctrl+Z must reach the caption undo, not the search box that had focus before the dialog.
-        w.grid.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)
         log.info("Find and replace “%s” → “%s”: %d captions changed", find, replacement, count)
         return count

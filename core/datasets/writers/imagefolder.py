@@ -1,0 +1,40 @@
+"""The Hugging Face imagefolder layout: ``train/`` and ``validation/`` with a ``metadata.jsonl`` each."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from core.datasets.items import ExportItem
+from core.datasets.writers import base
+
+
+class ImageFolderWriter:
+    by_stem = False
+    #: Written in each split folder: no image (or folder of images) may take the name.
+    reserved_names = ("metadata.jsonl",)
+
+    def __init__(self, root: Path, caption_extension: str = ".txt") -> None:
+        self.root = root
+        self.handles: dict[str, io.TextIOWrapper] = {}
+
+    def add(self, item: ExportItem) -> None:
+        base.write_bytes(self.root / item.split / item.name, item.prepared.data)
+        handle = self.handles.get(item.split)
+        if handle is None:
+            # Kept open across add() calls, closed in close() (also on failure).
+            handle = open(self.root / item.split / "metadata.jsonl", "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+            self.handles[item.split] = handle
+        # `source` (human / model / import) lets an import keep who wrote each caption.
+        line = {"file_name": item.name, "text": item.text, "source": item.image.source}
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+
+
+WRITER = ImageFolderWriter

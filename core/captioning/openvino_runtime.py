@@ -38,7 +38,7 @@ from .settings import RUNTIMES
 if TYPE_CHECKING:
     import torch
 
-    from .families.base import ModelFamily
+    from .captioner import CaptionerFamily as ModelFamily
 
 __all__ = [
     "AUTO_OPENVINO_FAMILIES",

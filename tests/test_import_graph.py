@@ -133,8 +133,7 @@ def test_no_import_cycles_between_project_modules(module_level_only: bool) -> No
 
 @pytest.mark.parametrize("packages", [
     pytest.param(("core", "captiondesk") + SCRIPT_FOLDERS, id="core-cli-scripts-benchmarks"),
-    pytest.param(PACKAGES + SCRIPT_FOLDERS, id="with-desktop_app", marks=pytest.mark.xfail(
-        strict=False, reason="desktop_app.main_window and its controllers still import each other (type-only)")),
+    pytest.param(PACKAGES + SCRIPT_FOLDERS, id="with-desktop_app"),
 ])
 def test_no_import_cycles_counting_type_only_and_lazy_imports(packages: tuple[str, ...]) -> None:
     """The design knots the runtime test lets through: a cycle that is type-only or lazy in

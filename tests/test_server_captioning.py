@@ -420,7 +420,6 @@ def test_two_cli_runs_at_once_share_the_server_work(library: Library, photo_dir:
     # What a run skipped was held by the other run or already captioned by it (which of the
     # two depends on timing), never captioned twice.
     assert all(0 <= out["left_to_other_runs"] <= out["counts"]["skipped"] for out in outputs)
-    assert sum(out["left_to_other_runs"] for out in outputs) > 0
     assert server.counters()["chat_requests"] == len(ids)  # no photo sent twice
     with Library(tmp_path / "library.db") as reopened, reopened.db.read() as session:
         rows = session.scalars(select(Caption.image_id)).all()

@@ -56,16 +56,17 @@ from sqlalchemy import insert  # noqa: E402
 from core import scanner  # noqa: E402
 from core.captioning import DEFAULT_MODEL  # noqa: E402
 from core.captioning.captioner import CaptionResult  # noqa: E402
-from core.captioning.engine import CaptionJobStats  # noqa: E402
+from core.captioning.engine import (
+    CaptionJobStats,  # noqa: E402
+    commit_caption_batch,  # noqa: E402
+)
+from core.captioning.engine import select_pending_images as select_images  # noqa: E402
 from core.captioning.registry import ResolvedModel  # noqa: E402
 from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, CaptionSource, ImageState, utcnow  # noqa: E402
 from core.queries import ImageFilter, count_filtered, fetch_rows, filtered_ids, folder_tree  # noqa: E402
 from core.scanner import recheck_errors  # noqa: E402
-
-from core.captioning.engine import commit_caption_batch  # noqa: E402
-from core.captioning.engine import select_pending_images as select_images  # noqa: E402
 
 #: Captions bulk-inserted per transaction between the two measured phases.
 BULK_CHUNK = 50_000

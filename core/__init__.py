@@ -4,7 +4,8 @@ This package is a plain Python library: it never imports Qt, and it imports
 torch/transformers lazily so that tools built on it start fast.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("captiondesk")

@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 
 from core.models import Caption, CaptionSource
 
-
 #: The longest caption any path stores (editor, import, find-and-replace, model, server):
 #: one limit, so whatever the library exports imports again.
 MAX_CAPTION_CHARS = 64 * 1024

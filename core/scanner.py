@@ -48,7 +48,16 @@ from core.filenames import for_display, to_os, to_stored
 from core.fingerprint import fingerprint_and_head, image_data_key
 from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
 from core.inputs import describe_mode
-from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, Progress, ProgressCallback, Throttle, no_progress, not_counted
+from core.jobs import (
+    NEVER_CANCELLED,
+    CancelToken,
+    JobStats,
+    Progress,
+    ProgressCallback,
+    Throttle,
+    no_progress,
+    not_counted,
+)
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 
 #: Records written per transaction.

@@ -30,7 +30,15 @@ from PySide6.QtWidgets import (
 )
 
 from core.importer import IMPORT_FORMATS
-from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, lines_high, remember_folder, start_folder, wrapped
+from desktop_app.dialog_kit import (
+    DIALOG_WIDTH,
+    JobFooter,
+    JobRunner,
+    lines_high,
+    remember_folder,
+    start_folder,
+    wrapped,
+)
 
 FORMAT_DESCRIPTIONS = {
     "sidecar": "a folder of images with .txt or .caption files of the same name",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core import captions
 from captiondesk.cli import main
+from core import captions
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import make_corpus, write_jpeg

@@ -19,8 +19,8 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 import captiondesk.common
-from core import captions
 from captiondesk import dataset_commands as cli_dataset
+from core import captions
 from core import export as export_module
 from core.datasets import selection as export_selection
 from core.datasets import staging as export_staging
@@ -39,6 +39,7 @@ from tests.library_helpers import (
     run_cli,
     write_heic,
 )
+
 
 def load_hf(kind: str, data_dir: Path, cache: Path):
     """The real consumer: Hugging Face datasets (a test dependency, never skipped)."""

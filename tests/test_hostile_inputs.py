@@ -24,8 +24,8 @@ from sqlalchemy import select
 
 from core import captions, ownership
 from core import export as export_module
-from core.datasets.writers import base as writer_base
 from core.captioning.settings import GenerationSettings
+from core.datasets.writers import base as writer_base
 from core.export import export_dataset
 from core.importer import MAX_CAPTION_CHARS, import_captions
 from core.library import Library

@@ -340,12 +340,11 @@ def test_an_actor_runs_all_its_torch_work_on_one_thread_with_its_own_core_count(
     import threading
 
     import pyarrow as pa
+    import torch
 
     import core.captioning as captioning
     from core.captioning import batching
     from core.captioning.ray_backend import CaptionActor
-
-    import torch
 
     torch_threads: list[tuple[str, int]] = []
     torch_counts: list[int] = []

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
-from sqlalchemy import select
 from safetensors.torch import load_file
+from sqlalchemy import select
 
 from core.captioning import GenerationSettings, load_captioner
 from core.captions import set_human_caption

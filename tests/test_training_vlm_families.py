@@ -246,7 +246,6 @@ def test_preset_rows_are_the_captioners_input_for_that_preset(models: dict[str, 
 @pytest.mark.slow
 def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library, models: dict[str, Path]) -> None:
     from core.captioning.presets import PRESETS
-
     from tests.training_scenario import new_images_captions
 
     torch.manual_seed(0)

@@ -19,8 +19,8 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .settings import DEFAULT_MODEL
 from .errors import ModelLoadError
+from .settings import DEFAULT_MODEL
 
 #: Seconds the reachability probe waits for the hub's answer.
 PROBE_TIMEOUT = 4.0

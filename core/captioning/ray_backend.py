@@ -55,9 +55,9 @@ from core.captioning.engine import (
     image_prompts,
     select_pending_images,
 )
+from core.captioning.errors import ModelLoadError
 from core.captioning.prompting import PromptPlan, plan_prompt, prompt_batches
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.errors import ModelLoadError
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 

@@ -44,12 +44,21 @@ first use so the rest of CaptionDesk works without it.
 
 from core.metadata.errors import MetadataError, MetadataUnavailable
 from core.metadata.fields import (
-    IN_FILE_SUFFIXES, IPTC_CAPTION_MAX_BYTES, IPTC_SUFFIXES, iptc_caption_text, metadata_text,
+    IN_FILE_SUFFIXES,
+    IPTC_CAPTION_MAX_BYTES,
+    IPTC_SUFFIXES,
+    iptc_caption_text,
+    metadata_text,
 )
 from core.metadata.files import remove_stale_temporaries, same_image_data
 from core.metadata.read import FoundCaption, read_caption, read_keywords
 from core.metadata.sidecars import (
-    DEFAULT_SIDECAR_NAMING, MAX_SIDECAR_BYTES, RAW_EXTENSIONS, SIDECAR_NAMINGS, SIDECAR_SUFFIX, sidecar_path,
+    DEFAULT_SIDECAR_NAMING,
+    MAX_SIDECAR_BYTES,
+    RAW_EXTENSIONS,
+    SIDECAR_NAMINGS,
+    SIDECAR_SUFFIX,
+    sidecar_path,
     validate_sidecar_naming,
 )
 from core.metadata.write_job import MetadataWriteStats, WriteOutcome, write_caption, write_metadata

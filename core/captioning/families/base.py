@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..captioner import HFCaptioner
-    from ..presets import Preset
     from ..load_context import LoadContext
+    from ..presets import Preset
 
 __all__ = ["ModelFamily", "TrainingNotSupportedError", "pad_rows"]
 

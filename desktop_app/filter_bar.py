@@ -290,27 +290,25 @@ class FilterBar(QWidget):
         """The no-match banner's way back: drop the search only (review queue, sort and the
         rest stay); without a search, the state, model and confidence filters go instead."""
         if not self.search.text().strip():
-            self._silent = True
-            try:
-                if not self.review.isChecked():
-                    self.state.setCurrentIndex(0)
-                self.model.setCurrentIndex(0)
-                self.min_score.setValue(self.min_score.any_value)
-                self.max_score.setValue(self.max_score.any_value)
-            finally:
-                self._silent = False
-            self._emit_now()
+            self._reset(review=False, search=False, state=not self.review.isChecked())
             return
         self.search.clear()
         self._emit_now()
 
     def clear_filters(self) -> None:
         """Back to every photo of the location, by name (search, state, model, bounds off)."""
+        self._reset(review=True, search=True, state=True)
+
+    def _reset(self, *, review: bool, search: bool, state: bool) -> None:
+        """Drop the model and confidence filters and the named others, then filter once."""
         self._silent = True
         try:
-            self.review.setChecked(False)
-            self.search.clear()
-            self.state.setCurrentIndex(0)
+            if review:
+                self.review.setChecked(False)
+            if search:
+                self.search.clear()
+            if state:
+                self.state.setCurrentIndex(0)
             self.model.setCurrentIndex(0)
             self.min_score.setValue(self.min_score.any_value)
             self.max_score.setValue(self.max_score.any_value)

@@ -93,15 +93,7 @@ def _captioned_query(
     )
     if only == "verified":
         query = query.where(Caption.source == CaptionSource.HUMAN.value)
-    if folder is not None:
-        query = query.where(Image.root_id == folder.root_id)
-        if folder.prefix:
-            query = query.where(in_folder(Image.rel_path, folder.prefix))
-    if image_ids is not None:
-        # One JSON parameter, not one per id: a 100 000-image selection stays under
-        # SQLite's bound-parameter limit.
-        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
-        query = query.where(Image.id.in_(select(ids.c.value)))
+    query = _in_scope(query, folder, image_ids)
     return query
 
 
@@ -182,6 +174,20 @@ def library_root_labels(
     return labels
 
 
+def _in_scope(query: Select[Any], folder: FolderScope | None, image_ids: Collection[int] | None) -> Select[Any]:
+    """*query* limited to the images under *folder* and among *image_ids* (either may be None)."""
+    if folder is not None:
+        query = query.where(Image.root_id == folder.root_id)
+        if folder.prefix:
+            query = query.where(in_folder(Image.rel_path, folder.prefix))
+    if image_ids is not None:
+        # One JSON parameter, not one per id: a 100 000-image selection stays under
+        # SQLite's bound-parameter limit.
+        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
+        query = query.where(Image.id.in_(select(ids.c.value)))
+    return query
+
+
 def outdated_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None,
@@ -199,12 +205,6 @@ def outdated_images(
     )
     if only == "verified":
         query = query.where(old.source == CaptionSource.HUMAN.value)
-    if folder is not None:
-        query = query.where(Image.root_id == folder.root_id)
-        if folder.prefix:
-            query = query.where(in_folder(Image.rel_path, folder.prefix))
-    if image_ids is not None:
-        ids = func.json_each(json.dumps(sorted({int(i) for i in image_ids}))).table_valued("value")
-        query = query.where(Image.id.in_(select(ids.c.value)))
+    query = _in_scope(query, folder, image_ids)
     with db.read() as session:
         return [Path(to_os(root)) / to_os(rel) for root, rel in session.execute(query)]

@@ -297,7 +297,8 @@ def test_training_and_captioning_take_turns_on_the_windows_model_thread(qtbot, l
     with qtbot.waitSignal(dialog.version_created, timeout=WAIT):
         release.set()
     assert window.captioning.model_job is None and window.actions["caption"].isEnabled()
-    assert window.statusBar().currentMessage() == "Training “turns”: finished."
+    # The end is announced once the job's outcome reaches the window (just after the signal).
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == "Training “turns”: finished.", timeout=WAIT)
     qtbot.waitUntil(lambda: window.log_panel.entries[-1] == ("info", "Training “turns”: finished."), timeout=WAIT)
     assert reason not in window.actions["caption"].toolTip()
     assert status.isHidden()

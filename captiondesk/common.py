@@ -124,13 +124,15 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
 
 
 @contextmanager
-def _stop_signal_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Use *handler* for every :data:`STOP_SIGNALS` inside the block (main thread only;
-    elsewhere a no-op)."""
+def _stop_signal_handler(
+    handler: Callable[[int, Any], None], signums: Sequence[signal.Signals] = STOP_SIGNALS
+) -> Iterator[None]:
+    """Use *handler* for *signums* (every :data:`STOP_SIGNALS` by default) inside the block
+    (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, handler) for signum in _stop_signals_heard(STOP_SIGNALS)}
+    previous = {signum: signal.signal(signum, handler) for signum in _stop_signals_heard(signums)}
     try:
         yield
     finally:
@@ -153,16 +155,8 @@ def stop_signals_interrupt() -> Iterator[None]:
     """Inside the block SIGTERM and SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does, so the
     command's one Ctrl-C path (a job's cancel, else "Interrupted." and status 130) handles
     them too instead of the process dying without a summary."""
-    if threading.current_thread() is not threading.main_thread():
+    with _stop_signal_handler(_raise_interrupt, [signum for signum in STOP_SIGNALS if signum != signal.SIGINT]):
         yield
-        return
-    others = [signum for signum in STOP_SIGNALS if signum != signal.SIGINT]
-    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in _stop_signals_heard(others)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _tell(text: str) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captiondesk import dataset_commands, selfcheck_command, training_commands
+from captiondesk.caption_options import check_caption_model
+from captiondesk.caption_options import ray_address as parse_ray_address
 from captiondesk.common import (
     EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
@@ -149,7 +151,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise UserError("name the folders to caption, or --all for the whole library")
     if args.backend != "local" and not args.model:
         raise UserError("name the server's model with --model (e.g. --model llava for Ollama)")
-    ray_address = _ray_address(args)
+    ray_address = parse_ray_address(args)
     try:
         # The same spec the GUI builds; validated before the library is touched.
         spec = CaptionJobSpec(
@@ -182,7 +184,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     # is created or a folder added (a new library has no version names to resolve).
     checks_model = args.backend == "local" and ray_address is None
     if checks_model and not library_path(args).exists() and may_create_library(args):
-        _check_caption_model(args, spec.model, spec.adapter)
+        check_caption_model(args, spec.model, spec.adapter)
         checks_model = False
     with open_library(args) as library:
         if not args.model:
@@ -194,7 +196,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
         if checks_model:
             resolved = resolve_model(library, spec.model, spec.adapter)
-            _check_caption_model(args, resolved.model_name, resolved.adapter)
+            check_caption_model(args, resolved.model_name, resolved.adapter)
         folders = []
         for folder in args.folders or []:
             try:
@@ -262,47 +264,6 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if code == EXIT_INTERRUPTED:
         print("Run the same command again to resume.", file=sys.stderr)
     return code
-
-
-def _check_caption_model(args: argparse.Namespace, model: str, adapter: str | None) -> None:
-    from core.captioning.errors import ModelLoadError
-    from core.captioning.registry import check_model_obtainable
-
-    try:
-        check_model_obtainable(model, adapter, report=lambda message: say(args, message))
-    except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _ray_address(args: argparse.Namespace) -> str | None:
-    """``--ray [ADDRESS]`` → the address for ``run_caption_job_on_ray`` (None: not on Ray).
-
-    Checked before the library is touched: Ray must be installed, and it cannot run a
-    model-server backend.  ``--ray`` takes an optional value, so ``--ray FOLDER`` would
-    read the folder as the address: a value that is not an address (local, auto,
-    HOST:PORT, ray://...) but an existing folder is taken as a folder to caption.
-    """
-    if args.ray is None:
-        if args.ray_actors is not None:
-            raise UserError("--ray-actors needs --ray")
-        return None
-    if args.backend != "local":
-        raise UserError("--ray runs the local model on a Ray cluster; it cannot be combined with --backend openai")
-    if args.ray_actors is not None and args.ray_actors < 1:
-        raise UserError(f"--ray-actors must be at least 1, got {args.ray_actors}")
-    address = args.ray
-    if address not in ("local", "auto") and ":" not in address:
-        if not os.path.isdir(address):
-            raise UserError(f"--ray {address!r} is not a Ray address (local, auto, HOST:PORT or ray://HOST:PORT)")
-        args.folders = [*args.folders, address]
-        address = "local"
-    from core.captioning.ray_backend import RayNotInstalledError, import_ray
-
-    try:
-        import_ray()
-    except RayNotInstalledError as exc:
-        raise UserError(str(exc)) from None
-    return address
 
 
 def _shorten(text: str, width: int) -> str:

@@ -11,6 +11,8 @@ true style-B caption.  For each score kind stored in the captions' provenance
 
 * AUROC of "low score -> wrong caption" (1.0: every wrong caption scores below every
   right one; 0.5: no better than chance);
+* the same AUROC on the clear photos alone (not hard): there the typical error is one
+  wrong word, which a score dominated by the template words misses;
 * the error rate of the lowest-scored 20 % vs the other 80 % (what a reviewer working
   the queue from the top sees).
 
@@ -75,15 +77,17 @@ def evaluate(library, version: str, truth: dict[str, tuple[str, bool]]) -> None:
           f"wrong among hard photos {sum(w for w, h in zip(wrong, hard) if h)}/{sum(hard)}, "
           f"among easy {sum(w for w, h in zip(wrong, hard) if not h)}/{len(hard) - sum(hard)}; "
           f"stored score_kind: {kind}")
-    print(f"  {'score kind':24} {'AUROC':>6}   err lowest 20 %   err other 80 %")
+    print(f"  {'score kind':24} {'AUROC':>6} {'clear':>6}   err lowest 20 %   err other 80 %")
     for k in SCORE_KINDS:
         values = [r[3]["scores"].get(k) for r in rows]
         if any(v is None for v in values):
             continue
         auc = auroc_low_means_wrong(values, wrong)
+        clear = auroc_low_means_wrong([v for v, h in zip(values, hard, strict=True) if not h],
+                                      [w for w, h in zip(wrong, hard, strict=True) if not h])
         low, rest = error_rates(values, wrong)
         mark = "  <- stored" if k == kind else ""
-        print(f"  {k:24} {auc:6.3f}   {low:15.0%}   {rest:14.0%}{mark}")
+        print(f"  {k:24} {auc:6.3f} {clear:6.3f}   {low:15.0%}   {rest:14.0%}{mark}")
 
 
 def main() -> int:

@@ -61,3 +61,11 @@ def tiny_blip_dir(tiny_model_dirs: dict[str, Path]) -> Path:
 def trained_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny BLIP fine-tuned on coloured shapes (captions like ``"a red circle"``); ~10 s to build."""
     return _builder("train_tiny_blip")(tmp_path_factory.mktemp("trained-blip"))
+
+
+@pytest.fixture(scope="session")
+def metric_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random models for the model-based metrics: ``roberta`` (BERTScore), ``clip`` (CLIPScore)."""
+    root = tmp_path_factory.mktemp("metric-models")
+    return {"roberta": _builder("build_tiny_roberta")(root / "roberta"),
+            "clip": _builder("build_tiny_clip")(root / "clip")}

@@ -107,3 +107,108 @@ def test_default_target_modules_per_family() -> None:
     assert default_target_modules("blip-2") == ["q_proj", "v_proj"]
     assert default_target_modules("pix2struct") == "all-linear"  # generic family: no names of its own
     assert "language_model" in default_target_modules("llava")  # the LLM only: the vision tower has q_proj too
+
+
+# --------------------------------------------------------------------------- BERTScore, CLIPScore
+
+HYPS = ["a red circle on black", "the picture of a large square", "blue", "a small green triangle on white"]
+REFS = ["a red circle on white", ["a small square", "the picture of a large square in red"], "a blue triangle",
+        "a small green triangle on white"]
+
+
+def test_bertscore_equals_the_bert_score_package_raw_and_rescaled(metric_model_dirs: dict) -> None:
+    bert_score_package = pytest.importorskip("bert_score")
+    from core.training.semantic_metrics import BASELINE_FILE, bert_score
+
+    folder = metric_model_dirs["roberta"]
+    refs = [[r] if isinstance(r, str) else r for r in REFS]
+    mine = bert_score(HYPS, REFS, model=str(folder), device="cpu")
+    assert mine["layer"] == 3 and not mine["rescaled"]  # not roberta-large: its last layer; no baseline file
+    theirs = bert_score_package.score(HYPS, refs, model_type=str(folder), num_layers=3, device="cpu")
+    for (p, r, f), tp, tr, tf in zip(mine["per_image"], *theirs, strict=True):
+        assert (p, r, f) == pytest.approx((float(tp), float(tr), float(tf)), abs=1e-5)
+    assert mine["bertscore_f1"] == pytest.approx(float(theirs[2].mean()), abs=1e-5)
+    # Another layer, with a baseline file in the model folder: rescaled as bert-score rescales.
+    baseline = folder.parent / "baseline-copy"
+    baseline.mkdir(exist_ok=True)
+    (baseline / BASELINE_FILE).write_text("LAYER,P,R,F\n0,0.1,0.1,0.1\n1,0.5,0.4,0.45\n2,0.6,0.5,0.55\n3,0.7,0.6,0.65\n")
+    rescaled = bert_score(HYPS, REFS, model=str(folder), layer=1, baseline=baseline / BASELINE_FILE, device="cpu")
+    theirs = bert_score_package.score(HYPS, refs, model_type=str(folder), num_layers=1, device="cpu", lang="en",
+                                      rescale_with_baseline=True, baseline_path=str(baseline / BASELINE_FILE))
+    assert rescaled["rescaled"] and rescaled["bertscore_p"] == pytest.approx(float(theirs[0].mean()), abs=1e-5)
+    assert rescaled["bertscore_r"] == pytest.approx(float(theirs[1].mean()), abs=1e-5)
+
+
+def _tensor_features(model: object) -> object:
+    """torchmetrics 1.9 expects ``get_*_features`` to return tensors; transformers 5 returns an output."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def get_image_features(self, *args: object, **kwargs: object) -> torch.Tensor:
+            return self.inner.get_image_features(*args, **kwargs).pooler_output
+
+        def get_text_features(self, *args: object, **kwargs: object) -> torch.Tensor:
+            return self.inner.get_text_features(*args, **kwargs).pooler_output
+
+    return Wrapped()
+
+
+def test_clipscore_equals_torchmetrics_and_refclipscore_its_formula(metric_model_dirs: dict) -> None:
+    pytest.importorskip("torchmetrics")
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchmetrics.functional.multimodal import clip_score as tm_clip_score
+    from transformers import CLIPModel, CLIPProcessor
+
+    from core.training.semantic_metrics import clip_score
+
+    folder = str(metric_model_dirs["clip"])
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in HYPS]
+    mine = clip_score(images, HYPS, REFS, model=folder, device="cpu")
+    model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
+    wrapped = _tensor_features(model)
+    for image, hyp, score in zip(images, HYPS, mine["per_image"], strict=True):
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        theirs = float(tm_clip_score(pixels, hyp, lambda: (wrapped, processor)))  # 100 * max(cos, 0)
+        assert score == pytest.approx(theirs / 100 * 2.5, abs=1e-5)
+    # RefCLIPScore: the harmonic mean of CLIP-S and max(best cosine with a reference, 0).
+    with torch.no_grad():
+        def text(t: str) -> torch.Tensor:
+            enc = processor(text=[t], return_tensors="pt", padding=True)
+            f = model.get_text_features(**enc).pooler_output[0]
+            return f / f.norm()
+        for hyp, refs, clip, ref_clip in zip(HYPS, REFS, mine["per_image"], mine["per_image_ref"], strict=True):
+            refs = [refs] if isinstance(refs, str) else refs
+            ref_term = max(0.0, max(float(text(hyp) @ text(r)) for r in refs))
+            expected = 2 * clip * ref_term / (clip + ref_term) if clip + ref_term else 0.0
+            assert ref_clip == pytest.approx(expected, abs=1e-5)
+    assert any(s > 0 for s in mine["per_image"])  # the check above compares real values, not zeros
+    assert mine["refclipscore"] == pytest.approx(sum(mine["per_image_ref"]) / len(HYPS))
+
+
+def test_a_missing_metric_model_is_named_and_the_other_metric_still_computed(
+        metric_model_dirs: dict, tmp_path, monkeypatch) -> None:
+    from core.training.semantic_metrics import semantic_metrics
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    images = []
+    for i in range(len(HYPS)):
+        from PIL import Image
+
+        Image.new("RGB", (40, 40), (60 * i, 20, 200)).save(tmp_path / f"{i}.png")
+        images.append(tmp_path / f"{i}.png")
+    result = semantic_metrics(HYPS, REFS, images, bertscore_model="no-such-org/no-such-bert",
+                              clip_model=str(metric_model_dirs["clip"]), device="cpu")
+    assert set(result.metrics) == {"clipscore", "refclipscore"}
+    assert len(result.skipped) == 1 and result.skipped[0].startswith("BERTScore skipped: 'no-such-org/no-such-bert'")
+    assert "offline" in result.skipped[0]
+    result = semantic_metrics(HYPS, REFS, images, bertscore_model=str(metric_model_dirs["roberta"]),
+                              clip_model=str(tmp_path / "missing-folder"), device="cpu")
+    assert set(result.metrics) == {"bertscore_p", "bertscore_r", "bertscore_f1"}
+    assert result.skipped[0].startswith("CLIPScore skipped:") and result.notes[0].startswith("BERTScore not rescaled")

@@ -624,3 +624,44 @@ def build_tiny_paligemma(path: str | Path, *, seed: int = 0) -> Path:
     processor.save_pretrained(path)
     model.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- metric models
+
+
+def build_tiny_roberta(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``RobertaModel`` + byte-level BPE ``RobertaTokenizer`` (BERTScore's model family)."""
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    _seed(seed)
+    path = Path(path)
+    vocab, merges = _byte_level_vocab(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=64)
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=80, pad_token_id=tok.pad_token_id,
+                        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    RobertaModel(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def build_tiny_clip(path: str | Path, *, seed: int = 0) -> Path:
+    """Tiny ``CLIPModel`` + ``CLIPProcessor`` (CLIPScore's model; a WordPiece tokenizer ending at [SEP])."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _seed(seed)
+    path = Path(path)
+    tok = make_bert_tokenizer()
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    cfg = CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 32, "eos_token_id": tok.sep_token_id,
+                     "bos_token_id": tok.cls_token_id, "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": IMAGE_SIZE, "patch_size": 8},
+        projection_dim=16)
+    CLIPModel(cfg).eval().save_pretrained(path)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(path)
+    return path

@@ -53,6 +53,7 @@ __all__ = [
     "model_input_side",
     "sequence_scores",
     "token_logprobs",
+    "token_scores",
 ]
 
 #: Floor for scores (a caption containing a token with probability 0 gets this, not -inf).
@@ -77,6 +78,9 @@ class CaptionResult:
     #: what :mod:`core.captioning.confidence` turns into the stored score.
     token_ids: tuple[int, ...] = ()
     token_logprobs: tuple[float, ...] = ()
+    #: Per generated token, its log-probability minus the best other token's at that step:
+    #: how near the runner-up came to being written instead (a one-word error's sign).
+    token_margins: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -233,6 +237,17 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`sequence_scores` before averaging: ``(tokens, mask, per-token log-probabilities)``
     (0 where the mask is False)."""
+    return token_scores(sequences, logits, eos_token_ids, beam_indices)[:3]
+
+
+def token_scores(
+    sequences: torch.Tensor,
+    logits: Sequence[torch.Tensor],
+    eos_token_ids: Iterable[int],
+    beam_indices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs` plus each token's margin: its log-probability minus the best
+    *other* token's at that step (0 where the mask is False)."""
     import torch
 
     if beam_indices is None:
@@ -254,11 +269,16 @@ def token_logprobs(
     valid &= eos_before == 0
 
     logprobs = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+    margins = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
     for step in range(n):
         step_logits = logits[step].to(tokens.device)[rows[:, step]].float()
         step_lp = torch.log_softmax(step_logits, dim=-1)
-        logprobs[:, step] = step_lp.gather(1, tokens[:, step : step + 1]).squeeze(1)
-    return tokens, valid, logprobs.masked_fill(~valid, 0.0)
+        chosen = tokens[:, step : step + 1]
+        logprobs[:, step] = step_lp.gather(1, chosen).squeeze(1)
+        top, top_ids = step_lp.topk(min(2, step_lp.shape[1]), dim=1)
+        other = torch.where(top_ids[:, :1] == chosen, top[:, -1:], top[:, :1]).squeeze(1)
+        margins[:, step] = logprobs[:, step] - other
+    return tokens, valid, logprobs.masked_fill(~valid, 0.0), margins.masked_fill(~valid, 0.0)
 
 
 # --------------------------------------------------------------------------- HF implementation
@@ -434,7 +454,7 @@ class HFCaptioner(Captioner):
         with torch.inference_mode():
             # torch.cuda.OutOfMemoryError is deliberately not caught here.
             out = self.model.generate(**inputs, **self._generate_kwargs(settings))
-        tokens, valid, logprobs = token_logprobs(
+        tokens, valid, logprobs, margins = token_scores(
             out.sequences, out.logits, self.eos_token_ids(), getattr(out, "beam_indices", None)
         )
         scores = logprobs.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
@@ -447,14 +467,16 @@ class HFCaptioner(Captioner):
             )
         texts = self._decode(tokens, valid)
         results = []
-        for text, score, row, lp, mask in zip(texts, scores.tolist(), tokens.tolist(), logprobs.tolist(),
-                                              valid.tolist(), strict=True):
+        for text, score, row, lp, gap, mask in zip(texts, scores.tolist(), tokens.tolist(), logprobs.tolist(),
+                                                   margins.tolist(), valid.tolist(), strict=True):
             # -inf (a token the model itself ruled out) would poison sorting and
             # averages downstream; clamp to a very low finite value instead.
-            kept = [(t, max(float(v), MIN_SCORE)) for t, v, m in zip(row, lp, mask, strict=True) if m]
+            kept = [(t, max(float(v), MIN_SCORE), max(min(float(g), -MIN_SCORE), MIN_SCORE))
+                    for t, v, g, m in zip(row, lp, gap, mask, strict=True) if m]
             results.append(CaptionResult(text=text, score=min(0.0, max(float(score), MIN_SCORE)),
-                                         token_ids=tuple(t for t, _ in kept),
-                                         token_logprobs=tuple(v for _, v in kept)))
+                                         token_ids=tuple(k[0] for k in kept),
+                                         token_logprobs=tuple(k[1] for k in kept),
+                                         token_margins=tuple(k[2] for k in kept)))
         if len(results) != batch.size:
             raise RuntimeError(f"model returned {len(results)} captions for {batch.size} images")
         return results

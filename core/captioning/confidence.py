@@ -18,6 +18,13 @@ provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
   words that are always hard (a rare colour) decide the rank; one token's noise is
   averaged out, which the minimum is not.
 
+* ``min_margin`` — per generated token, its log-prob minus the best *other* token's at
+  that step (how near the runner-up came to being written instead), then the minimum
+  over the caption.  A one-word error ("right of" for "under") is typically a step where
+  two words were nearly tied; a caption whose words were all clear winners is right even
+  when the template words each had low probability, so neither restyled template words
+  nor always-hard words need a calibration.
+
 ``benchmarks/confidence.py`` measures them on LoRA and fully fine-tuned versions; the
 stored kind is :data:`STORED_KIND` (the measured best), the others go to the provenance.
 """
@@ -30,7 +37,7 @@ from typing import Any
 
 __all__ = ["SCORE_KINDS", "STORED_KIND", "TokenCalibration", "caption_scores", "confidence_score"]
 
-SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean")
+SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean", "min_margin")
 #: The kind stored as ``captions.score``: the one ``benchmarks/confidence.py`` found to rank
 #: wrong captions first best (see docs/optimization-notes.md, "Confidence score kinds").
 #: The other kinds are still recorded in each caption's provenance (``scores``).
@@ -79,6 +86,9 @@ def caption_scores(result: Any, calibration: TokenCalibration | None = None) -> 
     if not lps:  # a captioner that reports no tokens: only its own mean
         return {"mean_logprob": float(result.score)}
     scores = {"mean_logprob": float(result.score), "min_token_logprob": min(lps)}
+    margins = tuple(getattr(result, "token_margins", ()))
+    if margins:
+        scores["min_margin"] = min(margins)
     if calibration is not None:
         deviations = calibration.deviations(ids, lps)
         scores["calibrated_min_token"] = min(deviations)

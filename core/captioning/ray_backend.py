@@ -101,7 +101,7 @@ class CaptionActor:
     Input batch (pyarrow): ``id`` (int64), ``path`` (binary: ``os.fsencode`` of the
     absolute path, so names that are not valid UTF-8 travel too), ``prompt`` (the rendered
     preset/template prompt, null: the model's default; the driver renders it).  Output:
-    ``id``, ``prompt``, ``text``, ``score``, ``token_ids`` and ``token_logprobs`` (for the
+    ``id``, ``prompt``, ``text``, ``score``, ``token_ids``, ``token_logprobs`` and ``token_margins`` (for the
     driver's confidence score), ``error`` (null when captioned), ``decode_failed`` (the file
     itself is bad: the image is marked ``error``), ``provenance`` (JSON, the actor's
     ``caption_provenance`` plus ``runner: ray``) and ``load_error`` (the
@@ -167,7 +167,8 @@ class CaptionActor:
                 rows.extend(self._caption(prompt, items))
         schema = pa.schema([("id", pa.int64()), ("prompt", pa.string()), ("text", pa.string()),
                             ("score", pa.float64()), ("token_ids", pa.list_(pa.int64())),
-                            ("token_logprobs", pa.list_(pa.float64())), ("error", pa.string()),
+                            ("token_logprobs", pa.list_(pa.float64())), ("token_margins", pa.list_(pa.float64())),
+                            ("error", pa.string()),
                             ("decode_failed", pa.bool_()), ("provenance", pa.string()), ("load_error", pa.string())])
         return pa.Table.from_pylist(rows, schema=schema)
 
@@ -186,17 +187,19 @@ class CaptionActor:
                 rows.append(_output_row(image_id, prompt=prompt, text=result.text, score=score,
                                         token_ids=list(result.token_ids),
                                         token_logprobs=[float(v) for v in result.token_logprobs],
+                                        token_margins=[float(v) for v in result.token_margins],
                                         provenance=self.provenance))
         return rows
 
 
 def _output_row(image_id: int, *, prompt: str | None = None, text: str | None = None, score: float | None = None,
                 token_ids: list[int] | None = None, token_logprobs: list[float] | None = None,
+                token_margins: list[float] | None = None,
                 error: str | None = None, decode_failed: bool = False, provenance: str | None = None,
                 load_error: str | None = None) -> dict[str, Any]:
     """One row of :class:`CaptionActor`'s output (every column, nulls where unused)."""
     return {"id": image_id, "prompt": prompt, "text": text, "score": score, "token_ids": token_ids or [],
-            "token_logprobs": token_logprobs or [], "error": error, "decode_failed": decode_failed,
+            "token_logprobs": token_logprobs or [], "token_margins": token_margins or [], "error": error, "decode_failed": decode_failed,
             "provenance": provenance, "load_error": load_error}
 
 
@@ -276,7 +279,7 @@ def _rows_to_commit(
         else:
             image_ids.append(row["id"])
             results.append(CaptionResult(row["text"], row["score"], tuple(row["token_ids"] or ()),
-                                         tuple(row["token_logprobs"] or ())))
+                                         tuple(row["token_logprobs"] or ()), tuple(row.get("token_margins") or ())))
     return grouped
 
 

@@ -23,7 +23,7 @@ from captiondesk.common import (
     print_problems,
     run_with_progress,
 )
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, MIN_TEST
 
 # Mirrors of core.export / core.importer constants (importing those slows every command's start).
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
@@ -54,6 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     folder=args.folder,
                     val_ratio=args.val_ratio,
                     seed=args.seed,
+                    test_ratio=args.test_ratio,
                     caption_extension=args.caption_extension,
                     consumer=args.trainer,
                     flatten=args.flatten,
@@ -68,6 +69,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     if stats is not None:
         print_problems(stats.problems)
+        if stats.split_note and stats.exported:
+            print(f"note: {stats.split_note}", file=sys.stderr)
     if stats is None or stats.cancelled or interrupted:
         return finish_job(args, "export", stats, True,
                           lambda: print(f"Export cancelled: nothing was written to {args.out}"), out=None)
@@ -166,8 +169,8 @@ def register(subparsers: Any) -> None:
             "Write a dataset of the captioned images to OUT: imagefolder (Hugging Face), csv, "
             "coco (COCO captions JSON), sidecar (image + .txt per image; see --for), kohya (sd-scripts "
             "<repeats>_<name> folders + dataset TOML per split), "
-            "parquet (images embedded). Images are split into train/validation by content, "
-            "the same way every time. OUT appears only once the export is complete."
+            "parquet (images embedded). Images are split into train/validation (and test, when at least "
+            f"{MIN_TEST} photos land there) by content, the same way every time. OUT appears only once the export is complete."
         ),
     )
     export.add_argument("format", choices=EXPORT_FORMATS, metavar="FORMAT", help=", ".join(EXPORT_FORMATS))
@@ -180,6 +183,11 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
         help=f"share of images held out for validation, 0 to <1 (default {DEFAULT_VAL_RATIO})",
+    )
+    export.add_argument(
+        "--test-ratio", type=float, default=DEFAULT_TEST_RATIO, metavar="R",
+        help=f"share of images kept as a test split, when at least {MIN_TEST} land there (default "
+             f"{DEFAULT_TEST_RATIO}; 0: none)",
     )
     export.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 0)")
     export.add_argument(

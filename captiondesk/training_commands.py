@@ -28,11 +28,13 @@ from captiondesk.common import (
     run_with_progress,
     wants_json,
 )
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, MIN_TEST
 
 METHODS = ("lora", "full", "qlora")  # mirrors core.training.config.METHODS
 METRIC_ROWS = (("exact_match", "exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4"),
-               ("rouge_l", "ROUGE-L"), ("edit_rate", "edit rate"))
+               ("rouge_l", "ROUGE-L"), ("edit_rate", "edit rate"), ("bertscore_p", "BERTScore P"),
+               ("bertscore_r", "BERTScore R"), ("bertscore_f1", "BERTScore F1"), ("clipscore", "CLIPScore"),
+               ("refclipscore", "RefCLIPScore"))
 
 
 def _metrics_table(columns: list[tuple[str, dict[str, Any]]],
@@ -42,6 +44,8 @@ def _metrics_table(columns: list[tuple[str, dict[str, Any]]],
     head = f"{'metric':<12}" + "".join(f"{title:>{width}}" for title, _ in columns)
     lines = [head]
     for key, label in METRIC_ROWS:
+        if not any(key in metrics for _, metrics in columns):
+            continue  # a model-based metric not computed for any column
         cells = []
         for col, (_, metrics) in enumerate(columns):
             value = metrics.get(key)
@@ -75,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             target_modules="all-linear" if args.lora_targets == ["all-linear"] else args.lora_targets, preset=args.preset, prompt_template=args.prompt,
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
+            test_ratio=args.test_ratio, select_by=args.select_by,
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
         )
     except ValueError as exc:
@@ -272,6 +277,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 # None (not given): a model version is scored on its own stored split.
                 lambda bar, cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
                                                    seed=args.seed, include_imports=args.include_imports or None,
+                                                   test_ratio=args.test_ratio,
+                                                   bertscore_model=_metric_model(args.bertscore_model),
+                                                   clip_model=_metric_model(args.clip_model),
                                                    device=args.device, progress=bar, cancel=cancel))
         except _user_errors() as exc:
             raise UserError(str(exc)) from None
@@ -284,8 +292,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         emit_json({"command": "eval", "exit_code": EXIT_OK, "cancelled": False, "model": args.model,
                    "seconds": round(time.monotonic() - COMMAND_STARTED, 3),
                    "adapter": args.adapter, "val_ratio": args.val_ratio, "seed": args.seed,
-                   "split": result.split, "version": result.version,
+                   "test_ratio": args.test_ratio, "split": result.split, "version": result.version,
                    "metrics": result.metrics, "intervals": result.intervals,
+                   "validation_metrics": result.validation_metrics,
+                   "validation_intervals": result.validation_intervals, "notes": list(result.notes),
                    "scored": result.metrics.get("n", 0), "train_overlap_count": len(result.train_overlap),
                    "train_overlap": result.train_overlap, "held_out_metrics": result.held_out_metrics,
                    "held_out_intervals": result.held_out_intervals,
@@ -294,12 +304,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     split = result.split
     whose = f"the own split of version '{result.version}', " if split.get("source") == "version" else ""
-    print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
-          f"seed {split['seed']})")
+    if split.get("scored") == "test":
+        print(f"Test split (held out from training and from the choice of epoch): {result.metrics['n']} images "
+              f"({whose}test ratio {split['test_ratio']:g}, seed {split['seed']})")
+    else:
+        print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
+              f"seed {split['seed']})")
     if result.train_overlap:
         print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
+    if result.validation_metrics is not None:
+        print(f"Validation split, which chose the epoch ({result.validation_metrics['n']} images, "
+              f"ratio {split['val_ratio']:g}):")
+        print(_metrics_table([(title[-30:], result.validation_metrics)], [result.validation_intervals or {}]))
+    for note in result.notes:
+        print(f"note: {note}")
     if result.held_out_metrics is not None:
         print(f"Held-out photos alone ({result.held_out_metrics['n']}):")
         print(_metrics_table([(title[-30:], result.held_out_metrics)], [result.held_out_intervals or {}]))
@@ -307,6 +327,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print_problems(result.skipped)
     return EXIT_OK
+
+
+def _metric_model(value: str) -> str | None:
+    return None if value.strip().lower() in ("", "none", "off") else value
 
 
 # -- models -------------------------------------------------------------------------
@@ -419,11 +443,17 @@ def _add_split_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) 
                                  "are reported")
         parser.add_argument("--seed", type=int, default=None, metavar="S",
                             help=f"split seed (default: a model version's own, else {DEFAULT_SEED})")
+        parser.add_argument("--test-ratio", type=float, default=None, metavar="R",
+                            help="share kept as the test split, scored when it has enough photos (default: a model "
+                                 f"version's own, else {DEFAULT_TEST_RATIO})")
     else:
         parser.add_argument("--val-ratio", type=float, default=DEFAULT_VAL_RATIO, metavar="R",
                             help=f"share of verified captions held out for validation (default {DEFAULT_VAL_RATIO})")
         parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
                             help="split seed, also the seed of every random choice in training (default 0)")
+        parser.add_argument("--test-ratio", type=float, default=DEFAULT_TEST_RATIO, metavar="R",
+                            help="share kept as a test split that neither training nor the choice of epoch sees, "
+                                 f"when at least {MIN_TEST} photos land there (default {DEFAULT_TEST_RATIO})")
     parser.add_argument("--include-imports", action="store_true",
                         help="also use imported (not verified) captions")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -473,18 +503,28 @@ def register(subparsers: Any) -> None:
     train.add_argument("--processes", type=int, default=None, metavar="N",
                        help="train in N data-parallel processes (accelerate; one per GPU on CUDA, gloo on the CPU) "
                             "with the same global batch; or start the command with accelerate launch")
+    train.add_argument("--select-by", default="cider+bleu4", metavar="METRICS",
+                       help="metrics whose sum picks the best epoch, joined by '+' (cider, bleu4, rouge_l, "
+                            "exact_match, edit_rate; default cider+bleu4)")
     _add_split_args(train)
     add_json_flag(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = subparsers.add_parser(
-        "eval", help="score a model on the validation split",
-        description="Caption the held-out verified images and report exact match, CIDEr, BLEU-4, ROUGE-L "
-                    "and edit rate against the people's captions.")
+        "eval", help="score a model on the test split (else the validation split)",
+        description="Caption the held-out verified images and report exact match, CIDEr, BLEU-4, ROUGE-L, "
+                    "edit rate, BERTScore and CLIPScore / RefCLIPScore against the people's captions: a version's "
+                    "test split, with its validation split beside it.")
     evaluate.add_argument("--model", metavar="ID_OR_PATH",
                           help="hub id, folder or version name (default: the library's current model: the active "
                                "version, else its base model)")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
+    evaluate.add_argument("--bertscore-model", default="roberta-large", metavar="ID_OR_PATH",
+                          help="BERTScore's model, hub id or folder, layer 17 for roberta-large (default "
+                               "roberta-large, downloaded on first use; 'none': skip BERTScore)")
+    evaluate.add_argument("--clip-model", default="openai/clip-vit-base-patch32", metavar="ID_OR_PATH",
+                          help="CLIPScore's model, hub id or folder (default openai/clip-vit-base-patch32; "
+                               "'none': skip CLIPScore)")
     _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)

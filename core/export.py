@@ -24,6 +24,7 @@ from core.datasets.selection import (
     folder_scope,
     iter_captioned_images,
     outdated_images,
+    plan_export_split,
 )
 from core.datasets.staging import EXPORT_JOB, MANIFEST_NAME
 from core.datasets.writers import EXPORT_FORMATS
@@ -34,5 +35,6 @@ __all__ = [
     "EXPORT_FORMATS", "EXPORT_JOB", "LAYOUT_FORMATS", "MANIFEST_NAME", "ONLY_CHOICES", "CaptionedImage", "Consumer",
     "ExportError", "ExportStats", "converted_image_name", "count_captioned_images", "count_export_split",
     "export_caption_line", "export_dataset", "export_layout", "folder_scope", "iter_captioned_images",
-    "kohya_flat_name", "library_name_candidates", "outdated_images", "portable_model_ref", "portable_origin",
+    "kohya_flat_name", "library_name_candidates", "outdated_images", "plan_export_split", "portable_model_ref",
+    "portable_origin",
 ]

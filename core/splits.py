@@ -25,8 +25,11 @@ test split.  Validation membership never changes; only training images move to t
 (when the library grows past the threshold), and a higher test ratio only moves more of
 them (the thresholds nest from the top).
 
-Export and retraining must call :func:`assign_split` with the same
-ratio and seed to agree on which images are held out; do not re-implement it.
+Export and retraining must call :func:`assign_split3` with the same
+ratios and seed to agree on which images are held out; do not re-implement it.  Each
+decides on its own photos whether the test end holds enough for a test split (training:
+the verified captions; export: what it exports), so validation always agrees and test
+agrees whenever both have one.
 
 What is hashed is the image's *split key*, ``images.split_key``.  The scanner sets it
 when the library first sees a file: the key of its image data without metadata
@@ -48,6 +51,8 @@ TRAIN = "train"
 VALIDATION = "validation"
 TEST = "test"
 SPLITS = (TRAIN, VALIDATION)
+#: Every split an export or a training run may have.
+SPLITS3 = (TRAIN, VALIDATION, TEST)
 
 #: The share of images at the top of the split position kept as the test split.
 DEFAULT_TEST_RATIO = 0.1
@@ -96,6 +101,19 @@ def assign_split3(fingerprint: str, val_ratio: float, seed: int = DEFAULT_SEED, 
     if split == TRAIN and with_test and test_candidate(fingerprint, test_ratio, seed):
         return TEST
     return split
+
+
+def has_test_split(test_candidates: int, test_ratio: float, min_test: int | None = None) -> bool:
+    """Whether *test_candidates* images at the test end make a test split (at least :data:`MIN_TEST`)."""
+    return test_ratio > 0 and test_candidates >= (MIN_TEST if min_test is None else min_test)
+
+
+def no_test_note(test_candidates: int, test_ratio: float, min_test: int | None = None) -> str:
+    """Why there is no test split, in plain words."""
+    if test_ratio <= 0:
+        return "no test split (test ratio 0)"
+    needed = MIN_TEST if min_test is None else min_test
+    return f"no test split: only {test_candidates} photos would be in it and at least {needed} are needed"
 
 
 def validate_test_ratio(val_ratio: float, test_ratio: float) -> float:

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.export import CAPTION_EXTENSIONS, EXPORT_FORMATS
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, MIN_TEST
 from desktop_app.dialog_kit import (
     DIALOG_WIDTH,
     ElidedLabel,
@@ -108,6 +108,12 @@ class ExportDialog(QDialog):
         self.val_ratio.setSingleStep(0.05)
         self.val_ratio.setDecimals(2)
         self.val_ratio.setValue(DEFAULT_VAL_RATIO)
+        self.test_ratio = QDoubleSpinBox()
+        self.test_ratio.setRange(0.0, 0.5)
+        self.test_ratio.setSingleStep(0.05)
+        self.test_ratio.setDecimals(2)
+        self.test_ratio.setValue(DEFAULT_TEST_RATIO)
+        self.test_ratio.setToolTip(f"A test split is written only when at least {MIN_TEST} photos land in it.")
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(DEFAULT_SEED)
@@ -140,6 +146,7 @@ class ExportDialog(QDialog):
         QVBoxLayout(images).addWidget(self.scope_picker)
         split = QFormLayout()
         split.addRow("Validation share", self.val_ratio)
+        split.addRow("Test share", self.test_ratio)
         split.addRow("Split seed", self.seed)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out, 1)
@@ -168,11 +175,12 @@ class ExportDialog(QDialog):
         self.format.currentIndexChanged.connect(self._format_changed)
         self.trainer.currentIndexChanged.connect(self._format_changed)
         for signal in (self.verified_only.toggled, self.scope_picker.changed, self.val_ratio.valueChanged,
-                       self.seed.valueChanged):
+                       self.test_ratio.valueChanged, self.seed.valueChanged):
             signal.connect(self.refresh_summary)
         for signal in (self.format.currentIndexChanged, self.caption_extension.currentIndexChanged,
                        self.verified_only.toggled, self.scope_picker.changed, self.val_ratio.valueChanged,
-                       self.seed.valueChanged, self.out.textChanged, self.overwrite.toggled):
+                       self.test_ratio.valueChanged, self.seed.valueChanged, self.out.textChanged,
+                       self.overwrite.toggled):
             signal.connect(self._clear_result)
         self._format_changed()
         self.refresh_summary()
@@ -217,15 +225,16 @@ class ExportDialog(QDialog):
             return
         self._preview_dirty = False
         only, key, ratio, seed = self.only(), self.scope_picker.key(), self.val_ratio.value(), self.seed.value()
+        test_ratio = self.test_ratio.value()
         scope, library = self.scope_picker.scope, self.library
 
-        def work(_progress: Any, _cancel: Any) -> dict[str, int]:
-            from core.export import count_export_split, folder_scope
+        def work(_progress: Any, _cancel: Any) -> tuple[dict[str, int], int]:
+            from core.export import folder_scope, plan_export_split
 
             args = scope.core_arguments(key, library)
             folder = folder_scope(library.db, args["folder"]) if "folder" in args else None
-            return count_export_split(library.db, only=only, folder=folder, image_ids=args.get("image_ids"),
-                                      val_ratio=ratio, seed=seed)
+            return plan_export_split(library.db, only=only, folder=folder, image_ids=args.get("image_ids"),
+                                      val_ratio=ratio, seed=seed, test_ratio=test_ratio)
 
         self._preview.start(work)
 
@@ -236,10 +245,17 @@ class ExportDialog(QDialog):
         if isinstance(counts, str):
             self.summary.setText(counts)
             return
+        counts, candidates = counts
         self.preview_counts = counts
-        total = sum(counts.values())
+        total = counts["train"] + counts["validation"] + counts["test"]
+        if counts["test"]:
+            test = f", {counts['test']} test"
+        elif self.test_ratio.value() > 0:
+            test = f" (no test split: {candidates} of the {MIN_TEST} photos it needs)"
+        else:
+            test = ""
         self.summary.setText(
-            f"{total} images: {counts['train']} train, {counts['validation']} validation"
+            f"{total} images: {counts['train']} train, {counts['validation']} validation{test}"
             if total else "No images with these choices")
 
     # -- the job ------------------------------------------------------------------------
@@ -252,7 +268,7 @@ class ExportDialog(QDialog):
         if self.runner.running:
             return False
         fmt, only, key = self.format.currentData(), self.only(), self.scope_picker.key()
-        ratio, seed = self.val_ratio.value(), self.seed.value()
+        ratio, seed, test_ratio = self.val_ratio.value(), self.seed.value(), self.test_ratio.value()
         extension, overwrite = self.caption_extension.currentText(), self.overwrite.isChecked()
         layout_format = fmt in ("sidecar", "kohya")
         trainer = (self.trainer.currentData() or None) if layout_format else None
@@ -263,7 +279,7 @@ class ExportDialog(QDialog):
         def work(progress: Any, cancel: Any) -> Any:
             from core.export import export_dataset
 
-            return export_dataset(library, fmt, out, only=only, val_ratio=ratio, seed=seed,
+            return export_dataset(library, fmt, out, only=only, val_ratio=ratio, seed=seed, test_ratio=test_ratio,
                                   caption_extension=extension, consumer=trainer, variants=variants,
                                   overwrite=overwrite, progress=progress,
                                   cancel=cancel, **scope.core_arguments(key, library))
@@ -280,8 +296,9 @@ class ExportDialog(QDialog):
         else:
             left_out = stats.missing + stats.errors + stats.skipped
             note = f"; {left_out} left out (see the log)" if left_out else ""
+            test = f", test {stats.test}" if stats.test else ""
             self.footer.finish(f"Exported {stats.exported} images (train {stats.train}, "
-                               f"validation {stats.validation}){note}")
+                               f"validation {stats.validation}{test}){note}")
             self.footer.status.setToolTip(f"{stats.out}\n" + "\n".join(stats.problems[:20]))
             self.show_button.setVisible(True)
         self.exported.emit(stats)

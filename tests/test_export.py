@@ -143,7 +143,10 @@ def test_imagefolder_loads_with_datasets(library: Library, photo_dir: Path, tmp_
     copied = next(out.glob("*/album0/photo0.jpg"))
     assert copied.read_bytes() == (photo_dir / "album0" / "photo0.jpg").read_bytes()
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["split"] == {"function": "core.splits.assign_split", "val_ratio": 0.3, "seed": 0}
+    assert manifest["split"] == {"function": "core.splits.assign_split3", "val_ratio": 0.3, "test_ratio": 0.1,
+                                 "test_split": False, "seed": 0,
+                                 "note": stats.split_note}
+    assert stats.split_note.startswith("no test split: only ") and "at least 30 are needed" in stats.split_note
     jobs = library.jobs("export")
     assert jobs[-1].state == "done" and jobs[-1].done == 11
 

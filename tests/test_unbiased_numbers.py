@@ -101,3 +101,50 @@ def test_kept_epoch_one_note_says_why_and_what_to_try() -> None:
     assert "kept epoch 1 of 3" in low and "too low" in low and "--lr 0.0002" in low
     assert "too high" in kept_epoch_note(1, 3, 3e-3, beats_base=True)
     assert kept_epoch_note(2, 3, 2e-5, beats_base=False) is None and kept_epoch_note(1, 1, 2e-5, False) is None
+
+
+def test_export_keeps_the_same_three_way_split_as_training_and_says_when_too_few(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+
+    from core import splits
+    from core.export import count_export_split, export_dataset
+
+    library = squares_library(tmp_path, 40)
+    try:
+        label(library, STYLE_A)
+        monkeypatch.setattr(splits, "MIN_TEST", 5)  # one threshold for export and training alike
+        data = collect_training_data(library, val_ratio=0.2, test_ratio=0.3)
+        assert len(data.test) >= 5
+        stats = export_dataset(library, "csv", tmp_path / "three", only="verified", val_ratio=0.2, test_ratio=0.3)
+        with open(tmp_path / "three" / "captions.csv", encoding="utf-8", newline="") as handle:
+            exported = {Path(row["library_path"]).name: row["split"] for row in csv.DictReader(handle)}
+        trained = {Path(e.path).name: name for name, part in (("train", data.train), ("validation", data.validation),
+                                                               ("test", data.test)) for e in part}
+        assert exported == trained and stats.test == len(data.test) and stats.split_note is None
+        assert (tmp_path / "three" / "test").is_dir() and f"test {stats.test})" in stats.summary()
+        assert count_export_split(library.db, only="verified", val_ratio=0.2, test_ratio=0.3) == {
+            "train": stats.train, "validation": stats.validation, "test": stats.test}
+        # Too few photos in the test end: none, they stay in train, and the export says so.
+        monkeypatch.setattr(splits, "MIN_TEST", 1000)
+        small = export_dataset(library, "csv", tmp_path / "two", only="verified", val_ratio=0.2, test_ratio=0.3)
+        assert small.test == 0 and small.train == stats.train + stats.test and not (tmp_path / "two" / "test").exists()
+        assert small.split_note == f"no test split: only {stats.test} photos would be in it and at least 1000 are needed"
+        assert "test" not in small.counts()
+    finally:
+        library.close()
+
+
+def test_select_by_sums_the_named_metrics_and_refuses_unknown_names() -> None:
+    from core.training import TrainingConfig
+    from core.training.metrics import selection_score
+
+    metrics = {"cider": 2.0, "bleu4": 0.5, "rouge_l": 0.7, "exact_match": 0.25, "edit_rate": 0.4}
+    assert selection_score(metrics) == 2.5  # default cider+bleu4
+    assert selection_score(metrics, "exact_match + edit-rate") == pytest.approx(0.25 - 0.4)  # lower edit rate wins
+    assert TrainingConfig(select_by="ROUGE_L+cider").select_by == "rouge_l+cider"
+    for bad in ("cider+meteor", "", "cider+cider"):
+        with pytest.raises(ValueError, match="select_by"):
+            TrainingConfig(select_by=bad)
+    with pytest.raises(ValueError, match="test ratio"):
+        TrainingConfig(val_ratio=0.5, test_ratio=0.5)

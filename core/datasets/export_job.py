@@ -5,7 +5,8 @@ whose current caption a person wrote or verified (``only="verified"``), optional
 restricted to one library folder.  Only images that exist and decode are exported;
 missing and unreadable ones are counted and listed in the stats' ``problems``.
 
-Layouts written under ``OUT`` (each split folder only when it has images):
+Layouts written under ``OUT`` (each split folder only when it has images; ``test/``, beside
+``train/`` and ``validation/``, when the export holds enough photos for a test split):
 
 ``imagefolder``
     ``train/`` and ``validation/`` with the images and a ``metadata.jsonl`` of
@@ -36,8 +37,11 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
 
-The split comes from :func:`core.splits.assign_split`: deterministic, stable as the
-library grows, and byte-identical duplicates always on the same side.
+The split comes from :func:`core.splits.assign_split3`: deterministic, stable as the
+library grows, and byte-identical duplicates always on the same side.  Validation is the
+*val_ratio* share; the *test_ratio* share at the other end is the test split when at least
+:data:`core.splits.MIN_TEST` exported photos land there, else those photos stay in train
+and the stats' ``split_note`` says so.
 
 HEIC/HEIF/AVIF are converted to JPEG (named ``IMG_1.HEIC.jpg``): imagefolder, PIL
 without plugins and the training tools cannot read them.  Other files are copied as
@@ -85,6 +89,7 @@ from core.datasets.selection import (
     iter_captioned_images,
     library_root_labels,
     outdated_images,
+    plan_export_split,
 )
 from core.datasets.staging import MANIFEST_NAME, Staging
 from core.datasets.writers import EXPORT_FORMATS, Writer, make_writer
@@ -103,7 +108,18 @@ from core.jobs import (
 )
 from core.models import Caption, ImageState, LibraryRoot
 from core.queries import FolderScope, outdated_phrase
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
+from core.splits import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_RATIO,
+    DEFAULT_VAL_RATIO,
+    SPLITS3,
+    TEST,
+    assign_split3,
+    has_test_split,
+    no_test_note,
+    validate_test_ratio,
+    validate_val_ratio,
+)
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -120,6 +136,8 @@ class ExportStats(JobStats):
     exported: int = 0
     train: int = 0
     validation: int = 0
+    #: Counted only when the export has a test split (:meth:`counts`).
+    test: int = not_counted()
     converted: int = 0
     skipped: int = 0
     missing: int = 0
@@ -130,6 +148,15 @@ class ExportStats(JobStats):
     unread: int = 0
     #: Where the dataset is, once renamed into place; None if nothing was written.
     out: Path | None = None
+    #: Why the export has no test split (None: it has one, or the test ratio is 0).
+    split_note: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        counts = super().counts()
+        if self.test:  # the three splits side by side
+            counts = {**{k: v for k, v in counts.items() if k != "converted"}, "test": self.test,
+                      "converted": counts["converted"]}
+        return counts
 
     def summary(self) -> str:
         outdated = f"; {outdated_phrase(self.outdated)}" if self.outdated else ""
@@ -139,7 +166,8 @@ class ExportStats(JobStats):
         unread = f"; {self.unread} the trainer would not find (see the warnings)" if self.unread else ""
         return (
             f"Exported {count_phrase(self.exported, 'image', 'images')} to {self.out} "
-            f"(train {self.train}, validation {self.validation}{converted}); "
+            f"(train {self.train}, validation {self.validation}"
+            f"{f', test {self.test}' if self.test else ''}{converted}); "
             f"{self.missing} missing, {self.errors} unreadable, {self.skipped} skipped{outdated}{unread}"
         )
 
@@ -171,9 +199,12 @@ def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) ->
         # The folder's name only: an export carries no absolute path of this machine.
         "folder": Path(params["folder"]).name if params["folder"] else None,
         "split": {
-            "function": "core.splits.assign_split",
+            "function": "core.splits.assign_split3",
             "val_ratio": params["val_ratio"],
+            "test_ratio": params["test_ratio"],
+            "test_split": bool(stats.test),
             "seed": params["seed"],
+            **({"note": stats.split_note} if stats.split_note else {}),
         },
         "counts": stats.counts(),
     }
@@ -190,6 +221,7 @@ def export_dataset(
     image_ids: Collection[int] | None = None,
     val_ratio: float = DEFAULT_VAL_RATIO,
     seed: int = DEFAULT_SEED,
+    test_ratio: float = DEFAULT_TEST_RATIO,
     caption_extension: str = ".txt",
     consumer: str | None = None,
     flatten: bool | None = None,
@@ -214,6 +246,7 @@ def export_dataset(
         raise ExportError(f"caption extension must be one of {', '.join(CAPTION_EXTENSIONS)}")
     try:
         val_ratio = validate_val_ratio(val_ratio)
+        test_ratio = validate_test_ratio(val_ratio, test_ratio)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     layout = export_layout(
@@ -237,16 +270,21 @@ def export_dataset(
         "format": fmt, "out": str(out_path), "only": only,
         "folder": str(folder) if folder is not None else None,
         "image_ids": len(image_ids) if image_ids is not None else None,
-        "val_ratio": val_ratio, "seed": seed, "caption_extension": caption_extension,
+        "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "caption_extension": caption_extension,
         "for": consumer, "flatten": layout.flatten if layout else None,
         "convert_to": convert_to, "variants": variants,
     }
     total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
     root_labels = library_root_labels(db, only, folder_filter, image_ids)
+    candidates = plan_export_split(db, only=only, folder=folder_filter, image_ids=image_ids, val_ratio=val_ratio,
+                                   seed=seed, test_ratio=test_ratio)[1]
+    with_test = has_test_split(candidates, test_ratio)
     staging = Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
+            if not with_test and test_ratio > 0:
+                stats.split_note = no_test_note(candidates, test_ratio)
             # The caption described another picture: never pair it with this one.
             for path in outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids):
                 stats.outdated += 1
@@ -254,7 +292,7 @@ def export_dataset(
             _run_export(
                 db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,
-                val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
+                split=(val_ratio, test_ratio if with_test else 0.0, seed), caption_extension=caption_extension,
                 total=total, cancel=cancel, layout=layout,
             )
             if stats.cancelled or stats.exported == 0:
@@ -283,8 +321,7 @@ def _run_export(
     folder_filter: FolderScope | None,
     image_ids: Collection[int] | None,
     root_labels: dict[int, str],
-    val_ratio: float,
-    seed: int,
+    split: tuple[float, float, int],
     caption_extension: str,
     total: int,
     cancel: CancelToken,
@@ -298,7 +335,7 @@ def _run_export(
             companions=getattr(writer, "companion_suffixes", ()),
             reserved=getattr(writer, "reserved_names", ()),
         )
-        for split in SPLITS
+        for split in SPLITS3
     }
     done = 0
     try:
@@ -308,7 +345,7 @@ def _run_export(
                 break
             done += 1
             variants = _variant_texts(db, image) if layout is not None and layout.variants else ()
-            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed, layout, variants)
+            _export_one(image, writer, allocators, stats, root_labels, split, layout, variants)
             run.progress(done, total, f"Exporting {fmt}")
     except BaseException:
         # The export is discarded; closing may fail for the same reason (a full disk)
@@ -351,8 +388,7 @@ def _export_one(
     allocators: dict[str, NameAllocator],
     stats: ExportStats,
     root_labels: dict[int, str],
-    val_ratio: float,
-    seed: int,
+    ratios: tuple[float, float, int],
     layout: Layout | None = None,
     variants: tuple[str, ...] = (),
 ) -> None:
@@ -393,7 +429,8 @@ def _export_one(
         return
     if layout is not None:
         wanted_name = layout.name(wanted_name)
-    split = assign_split(image.split_key, val_ratio, seed)
+    val_ratio, test_ratio, seed = ratios
+    split = assign_split3(image.split_key, val_ratio, seed, test_ratio=test_ratio, with_test=test_ratio > 0)
     name = allocators[split].allocate(wanted_name)
     try:
         writer.add(ExportItem(image, split, name, text, prepared, variants))
@@ -408,5 +445,7 @@ def _export_one(
         stats.problems.append(f"{path}: {layout.consumer.label} would not find it as {split}/{name}: {reason}")
     if split == "train":
         stats.train += 1
+    elif split == TEST:
+        stats.test += 1
     else:
         stats.validation += 1

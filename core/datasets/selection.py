@@ -18,7 +18,18 @@ from core.db import Database
 from core.filenames import to_os
 from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
+from core.splits import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_RATIO,
+    DEFAULT_VAL_RATIO,
+    SPLITS3,
+    TEST,
+    TRAIN,
+    assign_split3,
+    has_test_split,
+    validate_test_ratio,
+    validate_val_ratio,
+)
 
 #: ``captioned``: any current caption; ``verified``: the current caption is a person's.
 ONLY_CHOICES = ("captioned", "verified")
@@ -132,20 +143,38 @@ def count_captioned_images(
 def count_export_split(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
+    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None,
 ) -> dict[str, int]:
-    """How many images each split of an export with these choices would get, before it runs.
+    """How many images each split (``train``, ``validation``, ``test``) of an export with these
+    choices would get, before it runs: :func:`plan_export_split`'s counts."""
+    return plan_export_split(db, only=only, folder=folder, image_ids=image_ids, val_ratio=val_ratio, seed=seed,
+                             test_ratio=test_ratio, min_test=min_test)[0]
 
-    The same split keys and :func:`assign_split` as the export itself; images that turn
+
+def plan_export_split(
+    db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
+    image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
+    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None,
+) -> tuple[dict[str, int], int]:
+    """``(images per split, test candidates)``: how many the test end holds; when that is too
+    few (:func:`core.splits.has_test_split`) ``test`` is 0 and they count as train.
+
+    The same split keys and :func:`assign_split3` as the export itself; images that turn
     out to be missing or unreadable during the export are left out there, so these
     counts are an upper bound.
     """
     val_ratio = validate_val_ratio(val_ratio)
+    test_ratio = validate_test_ratio(val_ratio, test_ratio)
     query = _captioned_query(only, folder, image_ids).with_only_columns(func.coalesce(Image.split_key, Image.fingerprint))
-    counts = dict.fromkeys(SPLITS, 0)
+    counts = dict.fromkeys(SPLITS3, 0)
     with db.read() as session:
         for (key,) in session.execute(query):
-            counts[assign_split(key, val_ratio, seed)] += 1
-    return counts
+            counts[assign_split3(key, val_ratio, seed, test_ratio=test_ratio)] += 1
+    candidates = counts[TEST]
+    if not has_test_split(candidates, test_ratio, min_test):
+        counts[TRAIN] += counts[TEST]
+        counts[TEST] = 0
+    return counts, candidates
 
 
 def library_root_labels(

@@ -11,7 +11,9 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, validate_test_ratio
+
+from .metrics import DEFAULT_SELECT_BY, parse_select_by
 
 __all__ = ["METHODS", "MIN_TRAIN", "MIN_VALIDATION", "TrainingConfig", "default_target_modules"]
 
@@ -82,6 +84,10 @@ class TrainingConfig:
             forward passes per optimiser step.
         patience: stop after this many evaluations without a better score (0 = never).
         val_ratio, seed: the split, via :func:`core.splits.assign_split`.
+        test_ratio: the share kept as a test split that neither training nor the choice of
+            epoch sees (:func:`core.splits.assign_split3`; none when too few photos land there).
+        select_by: the metrics whose sum picks the best epoch, joined by ``+``
+            (:func:`core.training.metrics.selection_score`; default ``cider+bleu4``).
         include_imports: also train on imported (not verified) captions.
         max_length: caption tokens kept (longer captions are truncated).
         gradient_checkpointing: trade compute for memory (enabled after ``get_peft_model``).
@@ -111,6 +117,8 @@ class TrainingConfig:
     patience: int = 2
     val_ratio: float = DEFAULT_VAL_RATIO
     seed: int = DEFAULT_SEED
+    test_ratio: float = DEFAULT_TEST_RATIO
+    select_by: str = DEFAULT_SELECT_BY
     include_imports: bool = False
     max_length: int = 40
     gradient_checkpointing: bool = False
@@ -162,6 +170,8 @@ class TrainingConfig:
         _check_int("patience", self.patience, 0)
         _check_float("val_ratio", self.val_ratio, 0.0, 1.0, low_open=True)
         _check_int("seed", self.seed, 0)
+        validate_test_ratio(self.val_ratio, self.test_ratio)
+        object.__setattr__(self, "select_by", "+".join(parse_select_by(self.select_by)))
         _check_int("max_length", self.max_length, 4)
         _check_int("max_new_tokens", self.max_new_tokens, 1)
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):

@@ -1,9 +1,12 @@
-"""The evaluation job: caption a validation split with a model and score it.
+"""The evaluation job: caption a held-out split with a model and score it.
 
 :func:`evaluate_model` (``captiondesk eval``, the Versions window's Evaluate) scores a
-model version on its own held-out split by default, with the preset or template it was
-trained with (:mod:`core.captioning.prompting`), and reports any evaluated image that
-was a training image.  The metrics themselves are :mod:`core.training.metrics`.
+model version on its own *test* split by default (held out from training and from the
+choice of epoch; its validation split, which chose the epoch, is reported beside it), with
+the preset or template it was trained with (:mod:`core.captioning.prompting`), and
+reports any evaluated image that was a training image.  The metrics themselves are
+:mod:`core.training.metrics`, plus BERTScore and CLIPScore
+(:mod:`core.training.semantic_metrics`) where their models can be loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .metrics import caption_metrics, metric_intervals
+from .semantic_metrics import DEFAULT_BERTSCORE_MODEL, DEFAULT_CLIP_MODEL
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -21,10 +25,10 @@ __all__ = ["EvalResult", "evaluate_model"]
 
 @dataclass
 class EvalResult:
-    """Metrics of one model on a validation split of the library.
+    """Metrics of one model on a held-out split of the library.
 
-    ``split`` says which split was scored (``val_ratio``, ``seed``, ``include_imports``)
-    and where it came from: ``"version"`` (the version's own stored split, the default
+    ``split`` says which split was scored (``scored``: ``"test"`` or ``"validation"``;
+    ``val_ratio``, ``test_ratio``, ``seed``, ``include_imports``) and where it came from: ``"version"`` (the version's own stored split, the default
     for ``--model NAME``) or ``"asked"``.  ``train_overlap`` holds the evaluated image ids
     that were in the version's *training* data; when there are any, ``warnings`` says so
     and ``held_out_metrics`` are the metrics of the other images alone.
@@ -44,21 +48,29 @@ class EvalResult:
     #: 95 % bootstrap intervals (:func:`~core.training.metrics.metric_intervals`) of ``metrics`` and ``held_out_metrics``.
     intervals: dict[str, list[float]] = field(default_factory=dict)
     held_out_intervals: dict[str, list[float]] | None = None
+    #: When the test split was scored: the validation split's metrics too (it chose the epoch).
+    validation_metrics: dict[str, float] | None = None
+    validation_intervals: dict[str, list[float]] | None = None
+    #: Sentences about the numbers: no test split and why, a metric skipped and why.
+    notes: list[str] = field(default_factory=list)
 
 
 def _evaluation_split(
     version: Any, val_ratio: float | None, seed: int | None, include_imports: bool | None,
+    test_ratio: float | None = None,
 ) -> dict[str, Any]:
     """The split to score: the version's stored one unless a setting is given explicitly."""
-    from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
+    from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO
 
     stored = (version.data_snapshot or {}) if version is not None else {}
     defaults = {
         "val_ratio": stored.get("val_ratio", DEFAULT_VAL_RATIO),
         "seed": stored.get("seed", DEFAULT_SEED),
         "include_imports": bool(stored.get("include_imports", False)),
+        # A version that kept no test split trained on those photos: it has none to score.
+        "test_ratio": stored.get("test_ratio", 0.0) if stored else DEFAULT_TEST_RATIO,
     }
-    asked = {"val_ratio": val_ratio, "seed": seed, "include_imports": include_imports}
+    asked = {"val_ratio": val_ratio, "seed": seed, "include_imports": include_imports, "test_ratio": test_ratio}
     split = {k: defaults[k] if asked[k] is None else asked[k] for k in defaults}
     from_version = bool(stored) and all(split[k] == defaults[k] for k in defaults)
     split["source"] = "version" if from_version else "asked"
@@ -73,6 +85,9 @@ def evaluate_model(
     val_ratio: float | None = None,
     seed: int | None = None,
     include_imports: bool | None = None,
+    test_ratio: float | None = None,
+    bertscore_model: str | None = DEFAULT_BERTSCORE_MODEL,
+    clip_model: str | None = DEFAULT_CLIP_MODEL,
     device: str = "auto",
     optimize: str = "none",
     batch_size: int = 8,
@@ -81,17 +96,22 @@ def evaluate_model(
     progress: Any = None,
     cancel: Any = None,
 ) -> EvalResult:
-    """Caption a validation split with *model* (hub id, folder or version name) and score it.
+    """Caption a held-out split with *model* (hub id, folder or version name) and score it.
 
-    A model version (``model`` = its name) is scored, by default, on **its own** validation
-    split: the ``val_ratio``, ``seed`` and ``include_imports`` stored with it when it was
-    trained, so it is never scored on its training photos.  Settings given explicitly
+    The scored split is the **test** split when there is one (``test_ratio``, and at least
+    :data:`core.splits.MIN_TEST` photos in it), its validation split reported beside it
+    (``validation_metrics``); else the validation split, with a note saying why.
+    A model version (``model`` = its name) is scored, by default, on **its own** split:
+    the ``val_ratio``, ``test_ratio``, ``seed`` and ``include_imports`` stored with it
+    when it was trained, so it is never scored on its training photos.  Settings given explicitly
     override those (and are the split for hub ids and folders; defaults
     :data:`core.splits.DEFAULT_VAL_RATIO` / ``DEFAULT_SEED``); any evaluated image that was
     in the version's training data is then reported (``train_overlap``, ``warnings``,
     ``held_out_metrics`` without them).  The split is the one training and export use
-    (:func:`core.splits.assign_split`).  ``optimize="none"`` by default so the numbers are
-    those of the plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError`
+    (:func:`core.splits.assign_split3`).  ``optimize="none"`` by default so the numbers are
+    those of the plain fp32 model.  BERTScore (*bertscore_model*) and CLIPScore /
+    RefCLIPScore (*clip_model*) join the scored split's metrics where their model loads;
+    ``None`` turns one off; one that is skipped is named in ``notes`` with the reason.  Raises :class:`~core.training.data.InsufficientDataError`
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
     """
     from core.captioning.captioner import load_model_image
@@ -105,16 +125,19 @@ def evaluate_model(
 
     model = str(model)  # a Path to a folder is fine too
     version = get_version(library, model)
-    split = _evaluation_split(version, val_ratio, seed, include_imports)
+    split = _evaluation_split(version, val_ratio, seed, include_imports, test_ratio)
     data = collect_training_data(library, val_ratio=split["val_ratio"], seed=split["seed"],
-                                 include_imports=split["include_imports"])
-    if not data.validation:
+                                 include_imports=split["include_imports"], test_ratio=split["test_ratio"])
+    if not data.validation and not data.test:
         raise InsufficientDataError(
             f"there are no verified captions in the validation split ({data.summary()} at validation ratio "
             f"{split['val_ratio']:g}); write or accept more captions, or raise --val-ratio")
+    split["scored"] = "test" if data.test else "validation"
     resolved = resolve_model(library, model, adapter)
     result = EvalResult(resolved.model_name, resolved.adapter, split=split,
                         version=version.name if version is not None else None)
+    if not data.test:
+        result.notes.append(str(data.test_note()))
     trained_on = _training_images(version)
     owns = captioner is None
     if captioner is None:
@@ -123,32 +146,45 @@ def evaluate_model(
         captioner = load_captioner(resolved.model_name, adapter=resolved.adapter, device=device, optimize=optimize)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     plan = _trained_prompt_plan(captioner, resolved)
-    examples = data.validation
+    parts = [data.test, data.validation] if data.test else [data.validation]
+    total = sum(len(p) for p in parts)
+    done = 0
     overlap: set[int] = set()
+    paths: dict[int, str] = {}
+    scored: list[list[tuple[int, str, str]]] = []
     try:
-        for start in range(0, len(examples), batch_size):
-            if cancel is not None and cancel.is_set():
-                break
-            chunk, images = [], []
-            for ex in examples[start : start + batch_size]:
-                try:
-                    images.append(load_model_image(captioner, ex.path))  # as captioning decodes
-                    chunk.append(ex)
-                except ImageDecodeError as exc:
-                    result.skipped.append(f"{ex.path}: {exc}")
-            if images:
-                for ex, text in zip(chunk, _caption_with_prompts(captioner, plan, chunk, images, settings),
-                                    strict=True):
-                    result.predictions.append((ex.image_id, text, ex.caption))
-                    if ex.image_id in trained_on[0] or ex.fingerprint in trained_on[1]:
-                        overlap.add(ex.image_id)
-            if progress is not None:
-                progress(Progress(min(start + batch_size, len(examples)), len(examples), "Evaluating"))
+        for examples in parts:
+            predictions: list[tuple[int, str, str]] = []
+            scored.append(predictions)
+            for start in range(0, len(examples), batch_size):
+                if cancel is not None and cancel.is_set():
+                    break
+                chunk, images = [], []
+                for ex in examples[start : start + batch_size]:
+                    try:
+                        images.append(load_model_image(captioner, ex.path))  # as captioning decodes
+                        chunk.append(ex)
+                    except ImageDecodeError as exc:
+                        result.skipped.append(f"{ex.path}: {exc}")
+                if images:
+                    for ex, text in zip(chunk, _caption_with_prompts(captioner, plan, chunk, images, settings),
+                                        strict=True):
+                        predictions.append((ex.image_id, text, ex.caption))
+                        paths[ex.image_id] = ex.path
+                        if examples is parts[0] and (ex.image_id in trained_on[0]
+                                                     or ex.fingerprint in trained_on[1]):
+                            overlap.add(ex.image_id)
+                done += len(examples[start : start + batch_size])
+                if progress is not None:
+                    progress(Progress(done, total, "Evaluating"))
     finally:
         if owns:
             captioner.close()
-    result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
-    result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    result.predictions = scored[0]
+    _score(result, result.predictions, "metrics", "intervals")
+    if len(scored) > 1:
+        _score(result, scored[1], "validation_metrics", "validation_intervals")
+    _add_semantic_metrics(result, paths, bertscore_model, clip_model, device)
     if overlap:
         result.train_overlap = sorted(overlap)
         n = len(result.predictions)
@@ -165,6 +201,27 @@ def evaluate_model(
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result
+
+
+def _score(result: EvalResult, predictions: list[tuple[int, str, str]], metrics: str, intervals: str) -> None:
+    hyps, refs = [p for _, p, _ in predictions], [r for _, _, r in predictions]
+    setattr(result, metrics, caption_metrics(hyps, refs))
+    setattr(result, intervals, metric_intervals(hyps, refs))
+
+
+def _add_semantic_metrics(result: EvalResult, paths: dict[int, str], bertscore_model: str | None,
+                          clip_model: str | None, device: str) -> None:
+    """BERTScore and CLIPScore of the scored split into ``metrics``; what was skipped into ``notes``."""
+    if not result.predictions or (bertscore_model is None and clip_model is None):
+        return
+    from .semantic_metrics import semantic_metrics
+
+    semantic = semantic_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions],
+                                [paths[i] for i, _, _ in result.predictions], bertscore_model=bertscore_model,
+                                clip_model=clip_model, device=device)
+    result.metrics.update(semantic.metrics)
+    result.notes.extend(s for s in semantic.skipped if not s.endswith("turned off"))
+    result.notes.extend(semantic.notes)
 
 
 def _training_images(version: Any) -> tuple[set[int], set[str]]:

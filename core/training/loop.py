@@ -270,7 +270,7 @@ class _TrainingLoop:
             metrics = self.evaluate_shared()
             state.epoch += 1
             self.record(state, round(sum(losses) / len(losses), 5), metrics)
-            score = selection_score(metrics)
+            score = selection_score(metrics, config.select_by)
             improved = score > state.best_score
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0

@@ -52,6 +52,7 @@ __all__ = [
     "edit_rate",
     "exact_match",
     "rouge_l",
+    "parse_select_by",
     "selection_score",
     "tokenize",
     "word_edit_distance",
@@ -281,9 +282,26 @@ def caption_metrics(hypotheses: Sequence[str], references: Refs) -> dict[str, fl
     }
 
 
-def selection_score(metrics: dict[str, float]) -> float:
-    """How checkpoints are ranked: CIDEr (0..10) + BLEU-4 (0..1)."""
-    return float(metrics.get("cider", 0.0)) + float(metrics.get("bleu4", 0.0))
+#: Metrics an epoch can be chosen by (``--select-by``); ``edit_rate`` counts negatively (lower is better).
+SELECTABLE = ("cider", "bleu4", "rouge_l", "exact_match", "edit_rate")
+DEFAULT_SELECT_BY = "cider+bleu4"
+
+
+def parse_select_by(text: str) -> tuple[str, ...]:
+    """``"cider+bleu4"`` -> ``("cider", "bleu4")``; ValueError naming the choices for anything else."""
+    names = tuple(part.strip().lower().replace("-", "_") for part in str(text).split("+"))
+    unknown = [n for n in names if n not in SELECTABLE]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(f"select_by must be metric names joined by '+' (from {', '.join(SELECTABLE)}), "
+                         f"each once, not {text!r}")
+    return names
+
+
+def selection_score(metrics: dict[str, float], select_by: str = DEFAULT_SELECT_BY) -> float:
+    """How checkpoints are ranked: the sum of the *select_by* metrics (default CIDEr (0..10) +
+    BLEU-4 (0..1)), the edit rate subtracted since lower is better."""
+    return sum(-float(metrics.get(n, 0.0)) if n == "edit_rate" else float(metrics.get(n, 0.0))
+               for n in parse_select_by(select_by))
 
 
 # --------------------------------------------------------------------------- intervals

@@ -305,7 +305,7 @@ def _check_request(library: Library, base_model: str, name: str, config: Trainin
         raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
                             "(or delete it with 'captiondesk models delete')")
     data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
-                                 include_imports=config.include_imports)
+                                 include_imports=config.include_imports, test_ratio=config.test_ratio)
     data.require()
     resolved = resolve_model(library, base_model, None)
     if resolved.adapter is not None:

@@ -21,9 +21,10 @@ class KohyaWriter:
     def __init__(self, root: Path, caption_extension: str, repeats: int = DEFAULT_KOHYA_REPEATS) -> None:
         self.root = root
         self.caption_extension = caption_extension
-        #: Validation images are looked at once: repeats only weight training.
-        self.folders = {"train": f"{repeats}_{KOHYA_CONCEPT}", "validation": f"1_{KOHYA_CONCEPT}"}
-        self.repeats = {"train": repeats, "validation": 1}
+        #: Held-out images are looked at once: repeats only weight training.
+        self.folders = {"train": f"{repeats}_{KOHYA_CONCEPT}", "validation": f"1_{KOHYA_CONCEPT}",
+                        "test": f"1_{KOHYA_CONCEPT}"}
+        self.repeats = {"train": repeats, "validation": 1, "test": 1}
         self.used: set[str] = set()
 
     @staticmethod
@@ -43,12 +44,14 @@ class KohyaWriter:
         # --dataset_config would train on it), so only the train split gets a config.
         if "train" not in self.used:
             return
+        folders = " and ".join(f"{split}/{self.folders[split]}/" for split in ("validation", "test")
+                               if split in self.used)
         held_out = (
-            f"# The held-out images in validation/{self.folders['validation']}/ are in no config, so\n"
+            f"# The held-out images in {folders} are in no config, so\n"
             "# sd-scripts never trains on them: judge the trained model on them yourself (e.g.\n"
             "# caption or generate from them and compare with their .txt captions). Do not pass\n"
-            "# a config of that folder to sd-scripts: every --dataset_config is training data.\n"
-            if "validation" in self.used
+            "# a config of those folders to sd-scripts: every --dataset_config is training data.\n"
+            if folders
             else ""
         )
         config = (

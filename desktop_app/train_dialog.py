@@ -60,7 +60,9 @@ if TYPE_CHECKING:
 __all__ = ["MetricChart", "TrainDialog"]
 
 METRICS = (("exact_match", "Exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
-           ("edit_rate", "Edit rate"))
+           ("edit_rate", "Edit rate"), ("bertscore_f1", "BERTScore F1"), ("clipscore", "CLIPScore"))
+#: Model-based metrics: computed on the held-out split (test when there is one), only when asked.
+SEMANTIC = ("bertscore_f1", "clipscore")
 
 
 class MetricChart(QWidget):
@@ -242,6 +244,7 @@ class TrainDialog(QDialog):
         self.batch_size = self._spin(1, 256, 8)
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
         self.include_imports = QCheckBox("Also use imported (unverified) captions")
+        self.semantic = QCheckBox("Also score BERTScore and CLIPScore (their models download on first use)")
         self.family_defaults = QCheckBox("Use the recommended LoRA settings for this model's family")
         self.family_defaults.setChecked(True)
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
@@ -261,7 +264,7 @@ class TrainDialog(QDialog):
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Validation share", self.val_ratio), ("", self.include_imports),
-                              ("Data", self.data_summary)):
+                              ("", self.semantic), ("Data", self.data_summary)):
             form.addRow(label, widget)
         self.method.currentTextChanged.connect(self._method_changed)
         self._update_enabled()
@@ -414,15 +417,17 @@ class TrainDialog(QDialog):
 
     def config(self) -> Any:
         from core.training import TrainingConfig
+        from core.training.semantic_metrics import DEFAULT_BERTSCORE_MODEL, DEFAULT_CLIP_MODEL
 
         method = self.method.currentText()
+        common: dict[str, Any] = {"method": method, "epochs": self.epochs.value(), "batch_size": self.batch_size.value(),
+                                  "val_ratio": self.val_ratio.value(), "include_imports": self.include_imports.isChecked()}
+        if self.semantic.isChecked():
+            common.update(bertscore_model=DEFAULT_BERTSCORE_MODEL, clip_model=DEFAULT_CLIP_MODEL)
         if method != "full" and self.family_defaults.isChecked():  # None: the family's measured defaults
-            return TrainingConfig(method=method, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                                  val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
-        return TrainingConfig(method=method, lora_r=self.lora_r.value(),
-                              lora_alpha=self.lora_alpha.value(), lora_dropout=self.lora_dropout.value(),
-                              lr=self.lr.value(), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                              val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
+            return TrainingConfig(**common)
+        return TrainingConfig(lora_r=self.lora_r.value(), lora_alpha=self.lora_alpha.value(),
+                              lora_dropout=self.lora_dropout.value(), lr=self.lr.value(), **common)
 
     @Slot()
     def refresh_data_summary(self) -> None:
@@ -551,7 +556,10 @@ class TrainDialog(QDialog):
             return
         intervals = (getattr(result, "intervals", None) or {}).get("validation", {})
         for row, (key, _) in enumerate(METRICS):
-            for col, (metrics, which) in enumerate(((result.base_metrics, "base"), (result.metrics, "trained"))):
+            on_test = key in SEMANTIC and key in (result.test_metrics or {})
+            pairs = (((result.base_test_metrics, "base"), (result.test_metrics, "trained")) if on_test
+                     else ((result.base_metrics, "base"), (result.metrics, "trained")))
+            for col, (metrics, which) in enumerate(pairs):
                 value = metrics.get(key)
                 text = "-" if value is None else f"{value:.3f}"
                 interval = intervals.get(which, {}).get(key)

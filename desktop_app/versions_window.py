@@ -35,12 +35,17 @@ from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
+COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match", "Beats base",
+           "BERTScore F1", "CLIPScore")
 #: Header tooltips: what the short headers mean.
 COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of the base model → after training",
                7: "Share of validation captions matched exactly: base model → after training",
                8: "Whether the version beat its base model by more than the noise of its evaluation photos "
-                  "(a 95 % interval of the difference above 0; on the test photos when there were enough)"}
+                  "(a 95 % interval of the difference above 0; on the test photos when there were enough)",
+               9: "BERTScore F1 of the base model → after training, on the held-out photos (test when there were "
+                  "enough); – when not computed (training with a BERTScore model, or Evaluate)",
+               10: "CLIPScore (2.5 · max(cos, 0)) of the base model → after training, on the held-out photos; "
+                   "– when not computed"}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -55,7 +60,7 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–"]
+    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–", "–", "–"]
 
 
 def version_row(version: Any) -> list[str]:
@@ -74,7 +79,16 @@ def version_row(version: Any) -> list[str]:
         f"{_metric(base, 'cider')} → {_metric(trained, 'cider')}",
         f"{_metric(base, 'exact_match')} → {_metric(trained, 'exact_match')}",
         beats_base_cell(metrics),
+        *(_held_out_pair(metrics, key) for key in ("bertscore_f1", "clipscore")),
     ]
+
+
+def _held_out_pair(metrics: dict[str, Any], key: str) -> str:
+    """``base → trained`` of a model-based metric on the held-out split (test when stored), or "–"."""
+    test = metrics.get("test") or {}
+    base, trained = ((test.get("base") or {}, test.get("trained") or {}) if key in (test.get("trained") or {})
+                     else (metrics.get("base") or {}, metrics.get("trained") or {}))
+    return f"{_metric(base, key)} → {_metric(trained, key)}" if key in trained else "–"
 
 
 def beats_base_tip(metrics: dict[str, Any]) -> str:
@@ -386,9 +400,13 @@ class VersionsWindow(QDialog):
         self.result = result
         if self._job == "evaluate":
             m = result.metrics
+            semantic = "".join(f", {label} {_metric(m, key)}" for key, label in
+                               (("bertscore_f1", "BERTScore F1"), ("clipscore", "CLIPScore")) if key in m)
+            split = (result.split or {}).get("scored", "validation")
             self._job_done(f"{self._about}: CIDEr {_metric(m, 'cider')}, exact match "
-                           f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')} on {m.get('n', 0)} "
-                           "validation images")
+                           f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')}{semantic} on {m.get('n', 0)} "
+                           f"{split} images")
+            self.footer.status.setToolTip("\n".join(getattr(result, "notes", []) or []))
             self.evaluated.emit(result)
         else:
             self._job_done(f"Exported to {result} ({self._about})")

@@ -148,3 +148,41 @@ def test_select_by_sums_the_named_metrics_and_refuses_unknown_names() -> None:
             TrainingConfig(select_by=bad)
     with pytest.raises(ValueError, match="test ratio"):
         TrainingConfig(val_ratio=0.5, test_ratio=0.5)
+
+
+def test_eval_scores_the_test_split_reports_validation_beside_it_and_names_skipped_metrics(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_blip_dir: Path, metric_model_dirs: dict) -> None:
+    from types import SimpleNamespace
+
+    from core import splits
+    from core.training import evaluate_model
+    from core.training.evaluation import _evaluation_split
+
+    library = squares_library(tmp_path, 40)
+    try:
+        label(library, STYLE_A)
+        monkeypatch.setattr(splits, "MIN_TEST", 5)
+        data = collect_training_data(library, val_ratio=0.2, test_ratio=0.3)
+        result = evaluate_model(library, str(tiny_blip_dir), val_ratio=0.2, test_ratio=0.3, device="cpu",
+                                max_new_tokens=6, bertscore_model=str(metric_model_dirs["roberta"]),
+                                clip_model=str(tmp_path / "no-clip-here"))
+        assert result.split["scored"] == "test" and result.split["test_ratio"] == 0.3
+        assert sorted(i for i, _, _ in result.predictions) == sorted(e.image_id for e in data.test)
+        assert result.metrics["n"] == len(data.test) and result.validation_metrics["n"] == len(data.validation)
+        assert set(result.validation_intervals) == set(result.intervals)
+        assert 0 <= result.metrics["bertscore_f1"] <= 1 and "clipscore" not in result.metrics
+        assert any(n.startswith("CLIPScore skipped: cannot load") for n in result.notes)
+        # Without enough test photos: the validation split, and a note that says why.
+        monkeypatch.setattr(splits, "MIN_TEST", 1000)
+        plain = evaluate_model(library, str(tiny_blip_dir), val_ratio=0.2, test_ratio=0.3, device="cpu",
+                               max_new_tokens=6, bertscore_model=None, clip_model=None)
+        assert plain.split["scored"] == "validation" and plain.validation_metrics is None
+        assert plain.metrics["n"] == len(data.validation) and plain.notes[0].startswith("no test split")
+    finally:
+        library.close()
+    # A version is scored on its own stored split: its test ratio, or none if it kept no test split.
+    kept = SimpleNamespace(data_snapshot={"val_ratio": 0.2, "seed": 3, "test": [[1, "f"]], "test_ratio": 0.15})
+    assert _evaluation_split(kept, None, None, None)["test_ratio"] == 0.15
+    none_kept = SimpleNamespace(data_snapshot={"val_ratio": 0.2, "seed": 3})
+    assert _evaluation_split(none_kept, None, None, None)["test_ratio"] == 0.0
+    assert _evaluation_split(None, None, None, None)["test_ratio"] == splits.DEFAULT_TEST_RATIO

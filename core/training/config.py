@@ -88,6 +88,9 @@ class TrainingConfig:
             epoch sees (:func:`core.splits.assign_split3`; none when too few photos land there).
         select_by: the metrics whose sum picks the best epoch, joined by ``+``
             (:func:`core.training.metrics.selection_score`; default ``cider+bleu4``).
+        bertscore_model, clip_model: when set (hub id or folder), the base and the kept
+            epoch are also scored with BERTScore / CLIPScore on the held-out split (test when
+            there is one) at the end; None: not computed (they download large models).
         include_imports: also train on imported (not verified) captions.
         max_length: caption tokens kept (longer captions are truncated).
         gradient_checkpointing: trade compute for memory (enabled after ``get_peft_model``).
@@ -119,6 +122,8 @@ class TrainingConfig:
     seed: int = DEFAULT_SEED
     test_ratio: float = DEFAULT_TEST_RATIO
     select_by: str = DEFAULT_SELECT_BY
+    bertscore_model: str | None = None
+    clip_model: str | None = None
     include_imports: bool = False
     max_length: int = 40
     gradient_checkpointing: bool = False

@@ -37,6 +37,9 @@ class _Examples:
     plan: Any = None  # the PromptPlan (preset / template) the run trains for
     test_batches: list[tuple[Any, Any]] = field(default_factory=list)  # the test split, scored by base and best only
     test_refs: list[str] = field(default_factory=list)
+    #: The validation and test photos' files, in refs' and test_refs' order (for CLIPScore).
+    paths: list[str] = field(default_factory=list)
+    test_paths: list[str] = field(default_factory=list)
 
 
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
@@ -68,8 +71,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         raise TrainingError(f"training the {family.id} family with a preset or prompt template is not supported "
                             "yet (BLIP and the prompted vision-language families are); train without "
                             "--preset/--prompt") from exc
-    val_batches, refs = _validation_batches(captioner, config, plan, val_ex, val_images)
-    test_batches, test_refs = _validation_batches(captioner, config, plan, test_ex, test_images)
+    val_batches, refs, paths = _validation_batches(captioner, config, plan, val_ex, val_images)
+    test_batches, test_refs, test_paths = _validation_batches(captioner, config, plan, test_ex, test_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
@@ -78,7 +81,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         if embeds is not None:
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
-    return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan, test_batches, test_refs)
+    return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan, test_batches, test_refs,
+                     paths, test_paths)
 
 
 def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) -> Any:
@@ -93,17 +97,18 @@ def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) ->
 
 
 def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examples: list[TrainingExample],
-                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str]]:
-    """Validation batches of one prompt each (a prompt is baked into a batch), and their references."""
+                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str], list[str]]:
+    """Validation batches of one prompt each (a prompt is baked into a batch), their references and files."""
     from core.captioning.prompting import prompt_batches, render_prompts
 
     prompts = render_prompts(plan, [ex.path for ex in examples])
-    batches, refs = [], []
+    batches, refs, paths = [], [], []
     for batch_settings, chunk in prompt_batches(range(len(examples)), prompts, config.batch_size,
                                                 _eval_settings(config)):
         batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
         refs.extend(examples[i].caption for i in chunk)
-    return batches, refs
+        paths.extend(examples[i].path for i in chunk)
+    return batches, refs, paths
 
 
 def _eval_settings(config: TrainingConfig) -> Any:

@@ -59,6 +59,9 @@ def _load(loader: Any, name: str) -> Any:
     """``loader.from_pretrained(name)``: a local folder as it is, a hub id from the cache, else
     downloaded when the hub answers; one :class:`MetricModelError` when it cannot be had."""
     path = Path(name).expanduser()
+    looks_like_path = name.startswith(("/", "~", ".")) or "\\" in name or name.count("/") > 1
+    if looks_like_path and not path.is_dir():
+        raise MetricModelError(f"cannot load '{name}': there is no such model folder")
     if path.is_dir():
         try:
             return loader.from_pretrained(str(path))
@@ -293,13 +296,13 @@ def semantic_metrics(hypotheses: Sequence[str], references: Sequence[str | Seque
     elif image_paths is None:
         out.skipped.append("CLIPScore skipped: no images")
     else:
-        try:
-            from core.imaging import load_rgb
+        from core.imaging import ImageDecodeError, load_rgb
 
+        try:
             images = [load_rgb(p) for p in image_paths]
             cs = clip_score(images, hypotheses, references, model=clip_model, device=device)
             out.metrics.update({"clipscore": cs["clipscore"], "refclipscore": cs["refclipscore"]})
-        except MetricModelError as exc:
+        except (MetricModelError, ImageDecodeError) as exc:
             out.skipped.append(f"CLIPScore skipped: {exc}")
     out.metrics = {k: v for k, v in out.metrics.items() if not math.isnan(v)}
     return out

@@ -368,6 +368,12 @@ def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: T
                                     "trained": metric_intervals(test_predictions, test_refs)}
         result.comparison["test"] = compare_to_base(state.base_test_predictions, test_predictions, test_refs)
     where = "test" if "test" in result.comparison else "validation"
+    if test_refs and len(state.base_test_predictions) == len(test_refs):
+        _semantic(loop, result, state.base_test_predictions, test_predictions, test_refs, loop.examples.test_paths,
+                  result.base_test_metrics, result.test_metrics)
+    elif len(state.base_predictions) == len(refs) == len(state.best_predictions):
+        _semantic(loop, result, state.base_predictions, state.best_predictions, refs, loop.examples.paths,
+                  result.base_metrics, result.metrics)
     result.beats_base = bool(result.comparison.get(where, {}).get("beats_base", False))
     note = data.test_note()
     if note is not None:
@@ -376,3 +382,18 @@ def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: T
     note = kept_epoch_note(state.best_epoch, state.epoch, loop.config.lr, validation_beats)
     if note is not None:
         result.notes.append(note)
+
+
+def _semantic(loop: _TrainingLoop, result: TrainingResult, base: list[str], trained: list[str], refs: list[str],
+              paths: list[str], base_metrics: dict[str, float], metrics: dict[str, float]) -> None:
+    """BERTScore / CLIPScore of the base and the kept epoch on one held-out split, when the config asks."""
+    config = loop.config
+    if config.bertscore_model is None and config.clip_model is None:
+        return
+    from .semantic_metrics import semantic_metrics
+
+    for predictions, into in ((base, base_metrics), (trained, metrics)):
+        scored = semantic_metrics(predictions, refs, paths, bertscore_model=config.bertscore_model,
+                                  clip_model=config.clip_model, device=str(loop.captioner.device))
+        into.update(scored.metrics)
+    result.notes.extend(s for s in [*scored.skipped, *scored.notes] if not s.endswith("turned off"))

@@ -80,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
             test_ratio=args.test_ratio, select_by=args.select_by,
+            bertscore_model=args.bertscore_model, clip_model=args.clip_model,
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
         )
     except ValueError as exc:
@@ -506,6 +507,11 @@ def register(subparsers: Any) -> None:
     train.add_argument("--select-by", default="cider+bleu4", metavar="METRICS",
                        help="metrics whose sum picks the best epoch, joined by '+' (cider, bleu4, rouge_l, "
                             "exact_match, edit_rate; default cider+bleu4)")
+    train.add_argument("--bertscore-model", default=None, metavar="ID_OR_PATH",
+                       help="also score the base and the kept epoch with BERTScore on the held-out photos "
+                            "(e.g. roberta-large; default: not computed)")
+    train.add_argument("--clip-model", default=None, metavar="ID_OR_PATH",
+                       help="also score them with CLIPScore / RefCLIPScore (e.g. openai/clip-vit-base-patch32)")
     _add_split_args(train)
     add_json_flag(train)
     train.set_defaults(handler=cmd_train)

@@ -556,8 +556,8 @@ class TrainDialog(QDialog):
             return
         intervals = (getattr(result, "intervals", None) or {}).get("validation", {})
         for row, (key, _) in enumerate(METRICS):
-            on_test = key in SEMANTIC and key in (result.test_metrics or {})
-            pairs = (((result.base_test_metrics, "base"), (result.test_metrics, "trained")) if on_test
+            test = getattr(result, "test_metrics", None) or {}
+            pairs = (((result.base_test_metrics, "base"), (test, "trained")) if key in SEMANTIC and key in test
                      else ((result.base_metrics, "base"), (result.metrics, "trained")))
             for col, (metrics, which) in enumerate(pairs):
                 value = metrics.get(key)

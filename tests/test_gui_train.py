@@ -512,3 +512,32 @@ def test_train_dialog_offers_to_continue_from_an_active_full_version(qtbot, libr
     assert dialog.base.text() == "shop-full" and not dialog.base.isEnabled()
     dialog.continue_from.setChecked(False)
     assert dialog.base.text() == "org/base-model"
+
+
+def test_bertscore_and_clipscore_rows_show_the_held_out_values_when_computed(qtbot, library) -> None:
+    from desktop_app.train_dialog import METRICS
+    from desktop_app.versions_window import COLUMNS, version_row
+
+    def semantic_train(_library, _base, name, config, *, progress, cancel, on_epoch):
+        assert (config.bertscore_model, config.clip_model) == ("roberta-large", "openai/clip-vit-base-patch32")
+        return SimpleNamespace(cancelled=False, name=name, best_epoch=1, base_metrics={"cider": 1.0},
+                               metrics={"cider": 2.0}, base_test_metrics={"bertscore_f1": 0.41, "clipscore": 0.62},
+                               test_metrics={"bertscore_f1": 0.57, "clipscore": 0.66})
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=semantic_train)
+    qtbot.addWidget(dialog)
+    dialog.semantic.setChecked(True)
+    dialog.name.setText("scored")
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    rows = {label: (dialog.table.item(r, 0).text(), dialog.table.item(r, 1).text())
+            for r, (_, label) in enumerate(METRICS)}
+    assert rows["BERTScore F1"] == ("0.410", "0.570") and rows["CLIPScore"] == ("0.620", "0.660")
+    assert rows["CIDEr"] == ("1.000", "2.000") and rows["BLEU-4"] == ("-", "-")
+    # The Versions window: the test split's values when stored there, "–" when never computed.
+    version = SimpleNamespace(is_active=False, name="v", base_model="b", config={}, method="lora", created_at=None,
+                              data_snapshot={}, metrics={"base": {"cider": 1.0}, "trained": {"cider": 2.0},
+                                                         "test": {"base": {"bertscore_f1": 0.41},
+                                                                  "trained": {"bertscore_f1": 0.57}}})
+    row = dict(zip(COLUMNS, version_row(version), strict=True))
+    assert row["BERTScore F1"] == "0.410 → 0.570" and row["CLIPScore"] == "–"

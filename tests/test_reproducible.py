@@ -138,7 +138,9 @@ def test_eval_scores_a_version_on_its_own_split_and_reports_overlap(photo_librar
     held_out = {row[0] for row in version.data_snapshot["validation"]}
 
     own = evaluate_model(library, "seed3", device="cpu", max_new_tokens=6)
-    assert own.split == {"val_ratio": 0.25, "seed": 3, "include_imports": False, "source": "version"}
+    # A version that kept no test split has none to be scored on: its validation split is.
+    assert own.split == {"val_ratio": 0.25, "seed": 3, "include_imports": False, "test_ratio": 0.0,
+                         "source": "version", "scored": "validation"}
     assert {p[0] for p in own.predictions} == held_out and not own.train_overlap and not own.warnings
 
     other = evaluate_model(library, "seed3", val_ratio=0.5, seed=0, device="cpu", max_new_tokens=6)

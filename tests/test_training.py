@@ -441,9 +441,9 @@ def test_a_version_no_better_than_the_base_is_reported_as_such(styled_library, c
         assert not test_ids & {row[0] for row in snapshot["validation"]}
         assert all(h["n"] == result.validation_size for h in result.history)
         assert version.metrics["beats_base"] is False and version.metrics["test"]["n"] == result.test_size
-        from desktop_app.versions_window import version_row
+        from desktop_app.versions_window import COLUMNS, version_row
 
-        assert version_row(version)[-1] == "no (within noise)"
+        assert version_row(version)[COLUMNS.index("Beats base")] == "no (within noise)"
 
         args = argparse.Namespace(json=True, library=str(library.path))
         assert cli_training.report_training(args, result) == 0
@@ -458,9 +458,15 @@ def test_a_version_no_better_than_the_base_is_reported_as_such(styled_library, c
         assert "did not beat the base model" in out and "Caption with" not in out
         assert "Test photos (seen by neither training nor epoch selection)" in out and "[" in out
 
-        # eval --json on a wider split than the version's own: the overlap with its training photos.
+        # By default eval scores the version's own test split: none of it was trained on.
+        assert main(["--library", str(library.path), "eval", "--model", "no-op", "--device", "cpu", "--json",
+                     "--bertscore-model", "none", "--clip-model", "none"]) == 0
+        own = json.loads(capsys.readouterr().out)
+        assert own["split"]["scored"] == "test" and own["metrics"]["n"] == len(test_ids)
+        assert own["train_overlap_count"] == 0 and own["validation_metrics"]["n"] == result.validation_size
+        # eval --json on a wider validation split (no test split asked): the overlap with its training photos.
         assert main(["--library", str(library.path), "eval", "--model", "no-op", "--val-ratio", "0.5",
-                     "--device", "cpu", "--json"]) == 0
+                     "--test-ratio", "0", "--device", "cpu", "--json"]) == 0
         scored = json.loads(capsys.readouterr().out)
         overlap = scored["train_overlap_count"]
         assert overlap == len(scored["train_overlap"]) > 0 and scored["scored"] == scored["metrics"]["n"]

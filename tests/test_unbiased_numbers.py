@@ -186,3 +186,27 @@ def test_eval_scores_the_test_split_reports_validation_beside_it_and_names_skipp
     none_kept = SimpleNamespace(data_snapshot={"val_ratio": 0.2, "seed": 3})
     assert _evaluation_split(none_kept, None, None, None)["test_ratio"] == 0.0
     assert _evaluation_split(None, None, None, None)["test_ratio"] == splits.DEFAULT_TEST_RATIO
+
+
+def test_training_scores_bertscore_and_clipscore_on_the_test_split_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_blip_dir: Path, metric_model_dirs: dict) -> None:
+    from core import splits
+    from core.training import TrainingConfig, train, versions
+
+    library = squares_library(tmp_path, 40)
+    try:
+        label(library, STYLE_A)
+        monkeypatch.setattr(splits, "MIN_TEST", 5)
+        config = TrainingConfig(method="lora", epochs=1, batch_size=8, val_ratio=0.2, test_ratio=0.3, patience=0,
+                                max_new_tokens=4, device="cpu", select_by="exact_match+rouge_l",
+                                bertscore_model=str(metric_model_dirs["roberta"]), clip_model=str(tmp_path / "none"))
+        result = train(library, str(tiny_blip_dir), "scored", config)
+        assert result.test_size >= 5 and "bertscore_f1" in result.test_metrics
+        assert "bertscore_f1" in result.base_test_metrics and "clipscore" not in result.test_metrics
+        assert "bertscore_f1" not in result.metrics  # validation chose the epoch; the test split is scored
+        assert any(n.startswith("CLIPScore skipped:") for n in result.notes)
+        stored = versions.get_version(library, "scored")
+        assert stored.metrics["test"]["trained"]["bertscore_f1"] == result.test_metrics["bertscore_f1"]
+        assert stored.config["select_by"] == "exact_match+rouge_l" and stored.data_snapshot["test_ratio"] == 0.3
+    finally:
+        library.close()

@@ -420,7 +420,7 @@ def commit_caption_batch(
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,
-                settings={**provenance, "score_kind": kind, "scores": {k: round(v, 5) for k, v in scores.items()}},
+                provenance={**provenance, "score_kind": kind, "scores": {k: round(v, 5) for k, v in scores.items()}},
                 score=float(score) if score is not None else None,
             )
             stats.captioned += 1

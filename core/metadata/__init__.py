@@ -51,6 +51,7 @@ from core.metadata.fields import (
     metadata_text,
 )
 from core.metadata.files import remove_stale_temporaries, same_image_data
+from core.metadata.kind_fields import KEYWORDS, METADATA_KINDS, TEXT_KINDS, kind_field_names
 from core.metadata.read import FoundCaption, read_caption, read_keywords
 from core.metadata.sidecars import (
     DEFAULT_SIDECAR_NAMING,
@@ -61,12 +62,13 @@ from core.metadata.sidecars import (
     sidecar_path,
     validate_sidecar_naming,
 )
-from core.metadata.write_job import MetadataWriteStats, WriteOutcome, write_caption, write_metadata
+from core.metadata.write_file import WriteOutcome, write_caption, write_kinds
+from core.metadata.write_job import MetadataWriteStats, validate_kinds, write_metadata
 
 __all__ = [
     "DEFAULT_SIDECAR_NAMING", "IN_FILE_SUFFIXES", "IPTC_CAPTION_MAX_BYTES", "IPTC_SUFFIXES", "MAX_SIDECAR_BYTES",
     "RAW_EXTENSIONS", "SIDECAR_NAMINGS", "SIDECAR_SUFFIX", "FoundCaption", "MetadataError", "MetadataUnavailable",
     "MetadataWriteStats", "WriteOutcome", "iptc_caption_text", "metadata_text", "read_caption", "read_keywords",
     "remove_stale_temporaries", "same_image_data", "sidecar_path", "validate_sidecar_naming", "write_caption",
-    "write_metadata",
+    "write_metadata", "KEYWORDS", "METADATA_KINDS", "TEXT_KINDS", "kind_field_names", "write_kinds", "validate_kinds",
 ]

@@ -52,7 +52,7 @@ from core.metadata.fields import (
 )
 from core.metadata.files import remove_stale_temporaries, same_image_data
 from core.metadata.kind_fields import KEYWORDS, METADATA_KINDS, TEXT_KINDS, kind_field_names
-from core.metadata.read import FoundCaption, read_caption, read_keywords
+from core.metadata.read import FoundCaption, FoundValue, read_caption, read_keywords, read_kinds
 from core.metadata.sidecars import (
     DEFAULT_SIDECAR_NAMING,
     MAX_SIDECAR_BYTES,
@@ -70,5 +70,5 @@ __all__ = [
     "RAW_EXTENSIONS", "SIDECAR_NAMINGS", "SIDECAR_SUFFIX", "FoundCaption", "MetadataError", "MetadataUnavailable",
     "MetadataWriteStats", "WriteOutcome", "iptc_caption_text", "metadata_text", "read_caption", "read_keywords",
     "remove_stale_temporaries", "same_image_data", "sidecar_path", "validate_sidecar_naming", "write_caption",
-    "write_metadata", "KEYWORDS", "METADATA_KINDS", "TEXT_KINDS", "kind_field_names", "write_kinds", "validate_kinds",
+    "write_metadata", "FoundValue", "read_kinds", "KEYWORDS", "METADATA_KINDS", "TEXT_KINDS", "kind_field_names", "write_kinds", "validate_kinds",
 ]

@@ -1,0 +1,188 @@
+"""Each caption kind written to the metadata fields other tools read, and read back.
+
+exiftool (Debian's ``libimage-exiftool-perl``) is the independent reader: it shares no
+code with CaptionDesk's writer (pyexiv2/libexiv2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+from core.metadata import read_kinds, write_kinds
+from core.metadata.keywords import keywords_from_fields, merge_keywords
+from tests.library_helpers import make_photo
+
+EXIFTOOL = shutil.which("exiftool")
+needs_exiftool = pytest.mark.skipif(
+    EXIFTOOL is None, reason="exiftool not installed (apt-get install libimage-exiftool-perl)"
+)
+KINDS = {
+    "caption": "Café – 東京の桜 at dusk",
+    "alt_text": "Cherry blossoms over a canal at dusk, lanterns lit",
+    "extended_description": "A long view down a canal in Tokyo. Pink cherry blossoms hang over the water; "
+                            "paper lanterns glow along the left bank.",
+    "title": "Sakura on the canal",
+    "keywords": ["sunset", "Places|Japan|Tokyo", "Kirschblüte"],
+}
+EXISTING_KEYWORD = "from another tool"
+EXIFTOOL_TAGS = (
+    "-XMP-dc:Description", "-IPTC:Caption-Abstract", "-XMP-iptcCore:AltTextAccessibility",
+    "-XMP-iptcCore:ExtDescrAccessibility", "-XMP-dc:Subject", "-XMP-lr:HierarchicalSubject",
+    "-XMP-digiKam:TagsList", "-IPTC:Keywords", "-XMP-dc:Title", "-IPTC:ObjectName",
+)
+
+
+def exiftool_read(path: Path) -> dict[str, object]:
+    result = subprocess.run(
+        [EXIFTOOL, "-j", "-a", "-G1", "-charset", "UTF8", "-charset", "iptc=UTF8", *EXIFTOOL_TAGS, str(path)],
+        capture_output=True, text=True, encoding="utf-8", timeout=60, check=True,
+    )
+    return json.loads(result.stdout)[0]
+
+
+def as_list(value: object) -> list[str]:
+    """exiftool's JSON gives a one-item list as a plain value."""
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def array_types(path: Path) -> dict[str, str]:
+    """The RDF array type (Bag/Seq/Alt) of each keyword property in *path*'s raw XMP, read by exiftool."""
+    packet = subprocess.run([EXIFTOOL, "-b", "-XMP", str(path)], capture_output=True, timeout=60, check=True).stdout
+    text = packet.decode("utf-8")
+    return {
+        name: match.group(1)
+        for name in ("dc:subject", "lr:hierarchicalSubject", "digiKam:TagsList")
+        if (match := re.search(rf"<{name}>\s*<rdf:(\w+)", text))
+    }
+
+
+def pixels(path: Path) -> tuple[str, tuple[int, int], bytes]:
+    with PILImage.open(path) as im:
+        return im.mode, im.size, im.tobytes()
+
+
+def tag_with_existing_keywords(path: Path, iptc: bool) -> None:
+    """Keywords another tool wrote before CaptionDesk (dc:subject and, where there is one, IPTC)."""
+    import pyexiv2
+
+    with pyexiv2.Image(str(path)) as image:
+        image.modify_xmp({"Xmp.dc.subject": [EXISTING_KEYWORD]})
+        if iptc:
+            image.modify_iptc({"Iptc.Application2.Keywords": [EXISTING_KEYWORD]})
+
+
+@needs_exiftool
+@pytest.mark.parametrize("fmt", ["jpg", "png", "tif", "webp", "raw-sidecar"])
+def test_every_kind_reads_back_exactly_through_exiftool(tmp_path: Path, fmt: str) -> None:
+    has_iptc = fmt in ("jpg", "png", "tif")
+    if fmt == "raw-sidecar":
+        photo = tmp_path / "IMG_0001.CR2"
+        photo.write_bytes(b"II*\x00 a camera raw file CaptionDesk never opens")
+        original = photo.read_bytes()
+    else:
+        photo = make_photo(tmp_path / f"photo.{fmt}", seed=5)
+        tag_with_existing_keywords(photo, has_iptc)
+        before = pixels(photo)
+    outcome = write_kinds(photo, KINDS)
+    assert outcome.changed and set(outcome.kinds) == set(KINDS)
+    if fmt == "raw-sidecar":
+        # Lightroom's name for a RAW file's sidecar; the RAW file itself is never touched.
+        assert outcome.target == tmp_path / "IMG_0001.xmp" and photo.read_bytes() == original
+    else:
+        assert outcome.target == photo and pixels(photo) == before
+    existing = [] if fmt == "raw-sidecar" else [EXISTING_KEYWORD]
+    keywords = [*KINDS["keywords"], *existing]  # the library's first, the photo's own kept after them
+    leaves = ["sunset", "Tokyo", "Kirschblüte", *existing]
+
+    tags = exiftool_read(outcome.target)
+    assert tags["XMP-dc:Description"] == KINDS["caption"]
+    assert tags["XMP-iptcCore:AltTextAccessibility"] == KINDS["alt_text"]
+    assert tags["XMP-iptcCore:ExtDescrAccessibility"] == KINDS["extended_description"]
+    assert tags["XMP-dc:Title"] == KINDS["title"]
+    assert as_list(tags["XMP-dc:Subject"]) == leaves
+    assert as_list(tags["XMP-lr:HierarchicalSubject"]) == keywords
+    assert as_list(tags["XMP-digiKam:TagsList"]) == [k.replace("|", "/") for k in keywords]
+    if has_iptc:
+        assert tags["IPTC:Caption-Abstract"] == KINDS["caption"]
+        assert tags["IPTC:ObjectName"] == KINDS["title"]
+        assert as_list(tags["IPTC:Keywords"]) == leaves
+    else:
+        assert "IPTC:Keywords" not in tags
+    assert array_types(outcome.target) == {"dc:subject": "Bag", "lr:hierarchicalSubject": "Bag",
+                                           "digiKam:TagsList": "Seq"}
+
+    found = read_kinds(photo)
+    assert {kind: found[kind].value for kind in found} == {
+        **{kind: value for kind, value in KINDS.items() if kind != "keywords"}, "keywords": tuple(keywords),
+    }
+    assert {f.location for f in found.values()} == {outcome.target}
+    # Written again, nothing changes and the file is not rewritten.
+    mtime = outcome.target.stat().st_mtime_ns
+    assert not write_kinds(photo, KINDS).changed
+    assert outcome.target.stat().st_mtime_ns == mtime
+
+
+@needs_exiftool
+def test_replace_keywords_drops_the_photos_own_and_merge_keeps_them(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "photo.jpg")
+    tag_with_existing_keywords(photo, iptc=True)
+    write_kinds(photo, {"keywords": ["Places|Japan|Tokyo"]})
+    assert as_list(exiftool_read(photo)["IPTC:Keywords"]) == ["Tokyo", EXISTING_KEYWORD]
+    outcome = write_kinds(photo, {"keywords": ["harbour"]}, replace_keywords=True)
+    assert outcome.kinds == ("keywords",)
+    tags = exiftool_read(photo)
+    assert [as_list(tags[t]) for t in ("XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "IPTC:Keywords")] == [
+        ["harbour"]] * 3
+    assert read_kinds(photo, kinds=("keywords",))["keywords"].value == ("harbour",)
+
+
+def test_a_short_text_kind_leaves_the_others_alone(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "photo.png")
+    write_kinds(photo, {"caption": "a description", "alt_text": "an alt text"})
+    outcome = write_kinds(photo, {"title": "only the title"})
+    assert outcome.kinds == ("title",) and outcome.left_disagreeing == {}
+    found = read_kinds(photo)
+    assert {k: v.value for k, v in found.items()} == {
+        "caption": "a description", "alt_text": "an alt text", "title": "only the title"}
+
+
+def test_a_new_description_beside_an_old_alt_text_says_so(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "photo.jpg")
+    write_kinds(photo, {"caption": "a dog on a beach", "alt_text": "A dog on a beach"})
+    outcome = write_kinds(photo, {"caption": "two cats on a sofa"})
+    assert outcome.left_disagreeing == {"alt_text": "A dog on a beach"}
+    # The same description again leaves nothing new to disagree with.
+    assert write_kinds(photo, {"caption": "two cats on a sofa"}).left_disagreeing == {}
+    assert write_kinds(photo, {"caption": "a cat", "alt_text": "A cat"}).left_disagreeing == {}
+
+
+@pytest.mark.parametrize(
+    ("xmp", "iptc", "expected"),
+    [
+        # Lightroom: parents in dc:subject too, every keyword whole in hierarchicalSubject.
+        ({"Xmp.dc.subject": ["Places", "Japan", "Tokyo", "dusk"],
+          "Xmp.lr.hierarchicalSubject": ["Places|Japan|Tokyo", "dusk"]}, {}, ["Places|Japan|Tokyo", "dusk"]),
+        # digiKam alone: "/" hierarchy.
+        ({"Xmp.digiKam.TagsList": ["People/Family", "holiday"], "Xmp.dc.subject": ["Family", "holiday"]}, {},
+         ["People|Family", "holiday"]),
+        # An old tool's IPTC only, a word repeated in other case.
+        ({}, {"Iptc.Application2.Keywords": ["Beach", "beach", "sea"]}, ["Beach", "sea"]),
+        # XMP and IPTC disagree: nothing is lost.
+        ({"Xmp.dc.subject": "single"}, {"Iptc.Application2.Keywords": ["other"]}, ["single", "other"]),
+        ({}, {}, []),
+    ],
+)
+def test_keywords_from_the_fields_other_tools_write(xmp: dict, iptc: dict, expected: list[str]) -> None:
+    assert keywords_from_fields(xmp, iptc) == expected
+
+
+def test_merge_keeps_order_and_drops_what_a_hierarchy_already_says() -> None:
+    assert merge_keywords(["Places | Japan|Tokyo", "dusk"], ["Tokyo", "DUSK", "Japan", "boat"]) == [
+        "Places|Japan|Tokyo", "dusk", "boat"]

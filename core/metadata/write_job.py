@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -60,6 +60,8 @@ class MetadataWriteStats(JobStats):
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    #: Kind → how many photos' (or sidecars') fields of that kind were (or would be) changed.
+    kinds_written: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (
@@ -67,7 +69,12 @@ class MetadataWriteStats(JobStats):
             f"captions written into {count_phrase(self.written, 'file', 'files')} and "
             f"{count_phrase(self.sidecars, '.xmp sidecar', '.xmp sidecars')}; "
             f"{self.unchanged} already up to date, {self.missing} missing, {self.errors} failed"
+            + (f"; by kind: {self.kinds_phrase()}" if set(self.kinds_written) - {CAPTION} else "")
         )
+
+    def kinds_phrase(self) -> str:
+        """``caption 3, keywords 1``: how many photos each kind was written to."""
+        return ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in self.kinds_written.items())
 
 
 #: Records updated per transaction after in-file writes.
@@ -255,6 +262,8 @@ def _write_one(
     if not outcome.changed:
         stats.unchanged += 1
         return None
+    for kind in outcome.kinds:
+        stats.kinds_written[kind] = stats.kinds_written.get(kind, 0) + 1
     if not outcome.in_file:
         stats.sidecars += 1
         return None

@@ -34,9 +34,13 @@ Safety of a write into a photo:
   decoded pixels — and the write is refused if they differ;
 * other metadata is kept (exiv2 edits only the tags it is given); permissions are kept.
 
-Modules: :mod:`.fields` (the XMP/IPTC/EXIF field mapping), :mod:`.sidecars` (naming and
-reading ``.xmp`` sidecars), :mod:`.read` (reading a caption back), :mod:`.files` (safe
-rewriting), :mod:`.write_job` (the ``write-metadata`` job), :mod:`.exiv2`, :mod:`.errors`.
+The other kinds (alt text, extended description, title, keywords) have their fields in
+:mod:`.kind_fields` and :mod:`.keywords`.
+
+Modules: :mod:`.kind_fields` (which fields each kind goes to), :mod:`.keywords`, :mod:`.fields`
+(the XMP/IPTC/EXIF primitives), :mod:`.sidecars` (naming and reading ``.xmp`` sidecars),
+:mod:`.read` (reading each kind back), :mod:`.write_file` (one photo's write), :mod:`.files`
+(safe rewriting), :mod:`.write_job` (the ``write-metadata`` job), :mod:`.exiv2`, :mod:`.errors`.
 
 pyexiv2 bundles libexiv2 (GPLv3, hence CaptionDesk's GPL licence).  It is imported on
 first use so the rest of CaptionDesk works without it.

@@ -6,7 +6,7 @@
   Latin-1 and show mojibake;
 * EXIF ``ImageDescription`` only when the caption is ASCII (the EXIF type is ASCII).
 
-A new kind of caption in the metadata gets its fields here.
+Which kind goes to which fields is :mod:`core.metadata.kind_fields`; these are the primitives.
 """
 
 from __future__ import annotations

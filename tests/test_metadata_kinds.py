@@ -186,3 +186,10 @@ def test_keywords_from_the_fields_other_tools_write(xmp: dict, iptc: dict, expec
 def test_merge_keeps_order_and_drops_what_a_hierarchy_already_says() -> None:
     assert merge_keywords(["Places | Japan|Tokyo", "dusk"], ["Tokyo", "DUSK", "Japan", "boat"]) == [
         "Places|Japan|Tokyo", "dusk", "boat"]
+
+
+def test_a_sidecars_kinds_are_read_even_when_the_photo_itself_cannot_be(tmp_path: Path) -> None:
+    raw = tmp_path / "IMG_7.NEF"
+    raw.write_bytes(b"not a file exiv2 can open")
+    write_kinds(raw, {"caption": "a heron", "title": "Heron"})
+    assert {k: v.value for k, v in read_kinds(raw).items()} == {"caption": "a heron", "title": "Heron"}

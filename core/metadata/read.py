@@ -105,6 +105,8 @@ def read_kinds(
     except MetadataUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - exiv2 raises RuntimeError and friends
+        if found:
+            return found  # what the sidecar holds is not lost to a photo exiv2 cannot read (GIF, BMP)
         raise MetadataError(f"cannot read metadata of {path}: {exc}") from None
     if (CAPTION in kinds and not xmp.get(XMP_DESCRIPTION) and not exif.get(EXIF_DESCRIPTION)
             and path.suffix.lower() not in IN_FILE_SUFFIXES):

@@ -144,6 +144,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.registry import resolve_model
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.jobs import count_phrase
+    from core.kinds import KindError
     from core.library import LibraryError
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 
@@ -176,6 +177,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
+            kind=args.kind,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -240,9 +242,10 @@ def cmd_caption(args: argparse.Namespace) -> int:
                 return run_caption_job(library, spec, progress=bar, cancel=cancel)
         try:
             stats, interrupted = run_with_progress("Captioning", job)
-        except (ModelLoadError, UnsupportedPresetError) as exc:
+        except (ModelLoadError, UnsupportedPresetError, KindError) as exc:
             raise UserError(str(exc)) from None
     print_problems(stats.problems if stats is not None else [], "error")
+    print_problems(stats.notes if stats is not None else [], "length")
 
     def human() -> None:
         if stats is not None:
@@ -342,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
                               "prefix models such as BLIP: short, alt_text, t2i_prompt)")
+    caption.add_argument("--kind", default="caption", metavar="KIND",
+                         help="which value to write: caption (default), alt_text, extended_description, title, "
+                              "keywords or a kind of your own; others than caption need a model that takes a prompt")
     caption.add_argument("--prompt", metavar="TEMPLATE",
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")

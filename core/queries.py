@@ -42,6 +42,8 @@ from sqlalchemy.orm import Session
 
 from core.captions import format_confidence, history_action, provenance_lines
 from core.jobs import count_phrase
+from core.kinds import CAPTION, kind_sql
+from core.provenance import Provenance
 
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "changed", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
@@ -84,8 +86,14 @@ _SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
 #: limit is 32 766 on current builds, 999 on old ones; stay well under both).
 IN_CHUNK = 900
 
-#: ``images i`` with its current caption ``c`` (NULL columns when it has none).
-CURRENT_JOIN = " FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+
+def current_join(kind: str = CAPTION) -> str:
+    """``images i`` with its current value ``c`` of *kind* (NULL columns when it has none)."""
+    return f" FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.kind = {kind_sql(kind)} AND c.is_current = 1"
+
+
+#: ``images i`` with its current caption ``c`` (the ``caption`` kind).
+CURRENT_JOIN = current_join()
 _FROM = CURRENT_JOIN
 
 
@@ -135,6 +143,8 @@ class ImageFilter:
     max_score: float | None = None
     sort: SortKey = "name"
     descending: bool = False
+    #: Whose state, text, model and score the filter looks at (``core.kinds``).
+    kind: str = CAPTION
 
     def with_(self, **changes: Any) -> ImageFilter:
         return replace(self, **changes)
@@ -321,7 +331,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
     """
     params: dict[str, Any] = {}
     where = filter_sql(flt, params)
-    source = _FROM if _needs_captions(flt) else " FROM images i"
+    source = current_join(flt.kind) if _needs_captions(flt) else " FROM images i"
     sql = f"SELECT i.id{source} WHERE {where} ORDER BY {_order_sql(flt)}"
     cursor = session.connection().connection.driver_connection.execute(sql, params)
     return [row[0] for row in cursor]
@@ -329,7 +339,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
 
 def count_filtered(session: Session, flt: ImageFilter) -> int:
     params: dict[str, Any] = {}
-    sql = f"SELECT count(*){_FROM} WHERE {filter_sql(flt, params)}"
+    sql = f"SELECT count(*){current_join(flt.kind)} WHERE {filter_sql(flt, params)}"
     return int(session.execute(text(sql), params).scalar_one())
 
 
@@ -349,7 +359,7 @@ def least_confident(
         extra = " AND (c.score > :after_score OR (c.score = :after_score AND i.id > :after_id))"
         params["after_score"], params["after_id"] = float(after[0]), int(after[1])
     sql = (
-        f"SELECT i.id{_FROM} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
+        f"SELECT i.id{current_join(flt.kind)} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
         f"{extra} ORDER BY c.score ASC, i.id ASC LIMIT 1"
     )
     return session.execute(text(sql), params).scalar()
@@ -454,7 +464,7 @@ class CaptionInfo:
     is_current: bool
     model_name: str | None
     adapter: str | None
-    settings: dict[str, Any] | None
+    record: Provenance | None
     score: float | None
     origin: str | None
     parent_id: int | None
@@ -487,7 +497,7 @@ class CaptionInfo:
             source=self.source,
             model_name=self.model_name,
             adapter=self.adapter,
-            settings=self.settings,
+            provenance=self.record,
             score=self.score,
             origin=self.origin,
             created_at=self.created_at,
@@ -514,7 +524,7 @@ def _info(row: Any) -> CaptionInfo:
         is_current=bool(row.is_current),
         model_name=row.model_name,
         adapter=row.adapter,
-        settings=dict(row.settings) if row.settings else None,
+        record=row.provenance,
         score=row.score,
         origin=row.origin,
         parent_id=row.parent_id,
@@ -522,20 +532,20 @@ def _info(row: Any) -> CaptionInfo:
     )
 
 
-def caption_details(session: Session, image_id: int) -> CaptionDetails:
-    from core.captions import BULK_REPLACE_KEY, caption_history
+def caption_details(session: Session, image_id: int, kind: str = CAPTION) -> CaptionDetails:
+    from core.captions import caption_history
 
-    rows = caption_history(session, image_id)
+    rows = caption_history(session, image_id, kind)
     by_id = {c.id: c for c in rows}
     history = [
-        replace(_info(c), action=history_action(c.source, c.text, c.settings, by_id.get(c.parent_id)))
+        replace(_info(c), action=history_action(c.source, c.text, c.provenance, by_id.get(c.parent_id)))
         for c in rows
     ]
     current = next((c for c in history if c.is_current), None)
     # What the model wrote: a bulk find-and-replace keeps the model as source, but its
     # words are not the model's (and an undone replacement must not come back from here).
     latest_model = next((c for c in reversed(history)
-                         if c.source == "model" and BULK_REPLACE_KEY not in (c.settings or {})), None)
+                         if c.source == "model" and (c.record is None or c.record.bulk_replace is None)), None)
     return CaptionDetails(image_id, current, latest_model, history)
 
 
@@ -656,7 +666,7 @@ def find_replace_candidates(
     else:
         cond = "1"  # non-ASCII case folding: leave it to Python below
     sql = (
-        f"SELECT i.id, c.id, c.text{_FROM} WHERE {where} AND c.id IS NOT NULL AND {cond}"
+        f"SELECT i.id, c.id, c.text{current_join(flt.kind)} WHERE {where} AND c.id IS NOT NULL AND {cond}"
         f" ORDER BY {_order_sql(flt)}"
     )
     pattern = find_pattern(find, case_sensitive=case_sensitive)

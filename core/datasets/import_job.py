@@ -89,6 +89,7 @@ from core.datasets.readers.sidecar import read_sidecars
 from core.db import Database
 from core.inputs import regular_file_problem
 from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
+from core.kinds import CAPTION
 from core.models import Caption, CaptionSource
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def _store_batch(
         current: dict[int, tuple[str, str]] = {}
         for image_id, text, origin, caption_source, is_current in session.execute(
             select(Caption.image_id, Caption.text, Caption.origin, Caption.source, Caption.is_current).where(
-                Caption.image_id.in_(image_ids)
+                Caption.image_id.in_(image_ids), Caption.kind == CAPTION
             )
         ):
             known[image_id].add((export_caption_line(text), origin, caption_source))
@@ -202,7 +203,7 @@ def _store_batch(
                     history_rows.append(
                         {
                             "image_id": image_id, "text": text, "source": source, "is_current": False,
-                            "origin": group.origin, "settings": details,
+                            "origin": group.origin, "provenance": details,
                         }
                     )
                 known[image_id].add(key)

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
+from sqlalchemy import select
 
+from core import captions, metadata
+from core.importer import import_captions
+from core.library import Library
 from core.metadata import read_kinds, write_kinds
 from core.metadata.keywords import keywords_from_fields, merge_keywords
-from tests.library_helpers import make_photo
+from core.models import Caption, Image
+from tests.library_helpers import images_by_path, make_photo, run_cli
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(
@@ -193,3 +198,116 @@ def test_a_sidecars_kinds_are_read_even_when_the_photo_itself_cannot_be(tmp_path
     raw.write_bytes(b"not a file exiv2 can open")
     write_kinds(raw, {"caption": "a heron", "title": "Heron"})
     assert {k: v.value for k, v in read_kinds(raw).items()} == {"caption": "a heron", "title": "Heron"}
+# -- the job, the CLI and the import, through the library ------------------------------------
+
+LIBRARY_VALUES = {
+    "caption": "Café – 東京の桜 at dusk",
+    "alt_text": "Cherry blossoms over a canal at dusk",
+    "extended_description": "A canal in Tokyo under pink cherry blossoms; lanterns glow on the left bank.",
+    "title": "Sakura on the canal",
+    "keywords": "sunset\nplaces|japan|tokyo\nkirschblüte",
+}
+
+
+def _current_values(library: Library) -> dict[str, dict[str, str]]:
+    """rel_path → kind → current text, for every photo."""
+    result: dict[str, dict[str, str]] = {}
+    with library.db.read() as session:
+        for rel_path, kind, text in session.execute(
+            select(Image.rel_path, Caption.kind, Caption.text).join(Caption, Caption.image_id == Image.id)
+            .where(Caption.is_current.is_(True))
+        ):
+            result.setdefault(rel_path, {})[kind] = text
+    return result
+
+
+@needs_exiftool
+def test_write_metadata_then_import_metadata_gives_every_kind_back(
+    library: Library, photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    names = {"a.jpg": 1, "b.png": 2, "c.tif": 3, "d.webp": 4}
+    for name, seed in names.items():
+        make_photo(photo_dir / name, seed=seed)
+    tag_with_existing_keywords(photo_dir / "a.jpg", iptc=True)
+    before = {name: pixels(photo_dir / name) for name in names}
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        for image in session.scalars(select(Image)):
+            for kind, text in LIBRARY_VALUES.items():
+                if image.rel_path == "d.webp" and kind == "title":
+                    continue  # a photo without one kind: its field is left alone
+                captions.set_human_caption(session, image.id, text, kind=kind)
+
+    assert run_cli(["--library", str(library.path), "write-metadata"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert "captions written into 4 files" in out and "by kind: caption 4, alt text 4" in out
+    assert {name: pixels(photo_dir / name) for name in names} == before
+    tags = exiftool_read(photo_dir / "a.jpg")
+    assert tags["XMP-iptcCore:AltTextAccessibility"] == LIBRARY_VALUES["alt_text"]
+    assert as_list(tags["XMP-lr:HierarchicalSubject"]) == ["sunset", "places|japan|tokyo", "kirschblüte",
+                                                           EXISTING_KEYWORD]
+    assert "XMP-dc:Title" not in exiftool_read(photo_dir / "d.webp")
+
+    fresh = Library(tmp_path / "fresh.db")
+    try:
+        fresh.scan([fresh.add_root(photo_dir).id])
+        stats = import_captions(fresh, "metadata", photo_dir)
+        assert stats.errors == 0, stats.problems
+        expected = {name: dict(LIBRARY_VALUES) for name in names}
+        del expected["d.webp"]["title"]
+        # The store keeps keywords lower-case, one a line; the photo's own keyword joined them.
+        expected["a.jpg"]["keywords"] += "\n" + EXISTING_KEYWORD
+        assert _current_values(fresh) == expected
+        assert import_captions(fresh, "metadata", photo_dir).imported == 0  # again: nothing new
+
+        # A person's value of a kind is never replaced by an import.
+        with fresh.db.write() as session:
+            image_id = images_by_path(fresh)["b.png"].id
+            captions.set_human_caption(session, image_id, "my own alt text", kind="alt_text")
+        import_captions(fresh, "metadata", photo_dir)
+        assert _current_values(fresh)["b.png"]["alt_text"] == "my own alt text"
+    finally:
+        fresh.close()
+
+
+def test_an_alt_text_the_library_lacks_is_listed_then_imported(library: Library, photo_dir: Path) -> None:
+    import pyexiv2
+
+    photo = make_photo(photo_dir / "dog.jpg")
+    with pyexiv2.Image(str(photo)) as image:  # another tool's alt text, from an older description
+        image.modify_xmp({"Xmp.iptc.AltTextAccessibility": {'lang="x-default"': "A dog asleep on a beach"}})
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        captions.add_model_caption(session, images_by_path(library)["dog.jpg"].id, "two cats on a sofa",
+                                   model_name="m")
+    stats = metadata.write_metadata(library)
+    assert (stats.written, stats.left_disagreeing) == (1, 1)
+    assert any("alt text 'A dog asleep on a beach' was left as it was" in p for p in stats.problems)
+    import_captions(library, "metadata", photo_dir)
+    assert _current_values(library)["dog.jpg"] == {"caption": "two cats on a sofa",
+                                                   "alt_text": "A dog asleep on a beach"}
+    # Now the library has it: the next write keeps both in step and lists nothing.
+    again = metadata.write_metadata(library)
+    assert (again.unchanged, again.left_disagreeing) == (1, 0)
+
+
+def test_cli_kinds_and_replace_keywords(library: Library, photo_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    photo = make_photo(photo_dir / "p.jpg")
+    tag_with_existing_keywords(photo, iptc=True)
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = images_by_path(library)["p.jpg"].id
+        captions.set_human_caption(session, image_id, "a harbour", kind="caption")
+        captions.set_human_caption(session, image_id, "Harbour", kind="title")
+        captions.set_human_caption(session, image_id, "boats", kind="keywords")
+    argv = ["--library", str(library.path), "write-metadata"]
+    assert run_cli([*argv, "--kinds", "title"], monkeypatch) == 0
+    assert {k: v.value for k, v in read_kinds(photo).items()} == {"title": "Harbour",
+                                                                  "keywords": (EXISTING_KEYWORD,)}
+    assert run_cli([*argv, "--kinds", "keywords", "--replace-keywords"], monkeypatch) == 0
+    assert read_kinds(photo, kinds=("keywords",))["keywords"].value == ("boats",)
+    capsys.readouterr()
+    assert run_cli([*argv, "--kinds", "caption,training_prompt"], monkeypatch) == 2
+    assert "no metadata field for the kind 'training_prompt'" in capsys.readouterr().err

@@ -31,14 +31,15 @@ from core.metadata.errors import MetadataError, MetadataUnavailable
 from core.metadata.exiv2 import load_pyexiv2
 from core.metadata.fields import IPTC_CAPTION_MAX_BYTES
 from core.metadata.files import remove_stale_temporaries
-from core.metadata.kind_fields import CAPTION, METADATA_KINDS
+from core.metadata.kind_fields import CAPTION, KEYWORDS, METADATA_KINDS
+from core.metadata.selection import count_photos_with_values, iter_photos_with_values
 from core.metadata.sidecars import DEFAULT_SIDECAR_NAMING, validate_sidecar_naming
 from core.metadata.write_file import KindValue, write_kinds
 from core.models import Image, ImageState
 
 if TYPE_CHECKING:
-    from core.datasets.selection import CaptionedImage
     from core.library import Library
+    from core.metadata.selection import PhotoValues
 
 
 @dataclass
@@ -106,14 +107,14 @@ def write_metadata(
     the file was as the last scan saw it) so the next scan does not report it changed.
     Recorded as a ``write-metadata`` job.
     """
-    from core.datasets.selection import count_captioned_images, folder_scope, iter_captioned_images
+    from core.datasets.selection import folder_scope
 
     validate_sidecar_naming(sidecar_naming)
     kinds = validate_kinds(kinds)
     load_pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
-    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    total = count_photos_with_values(db, kinds, only=only, folder=folder_filter, image_ids=image_ids)
     pending_updates: list[dict[str, Any]] = []
     done = 0
 
@@ -130,7 +131,7 @@ def write_metadata(
                 )
         pending_updates.clear()
 
-    images = iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    images = iter_photos_with_values(db, kinds, only=only, folder=folder_filter, image_ids=image_ids)
     options = _Options(sidecar, sidecar_naming, replace_keywords)
     if dry_run:
         # Nothing is written and no job is recorded: count what a real run would change.
@@ -175,7 +176,7 @@ def write_metadata(
     return stats
 
 
-def _link_refusal(image: CaptionedImage) -> str | None:
+def _link_refusal(image: PhotoValues) -> str | None:
     """Why *image*'s file is not written through (a link, or a file outside its library
     folder by way of a linked folder), else None: the import refuses such links too."""
     path = image.path
@@ -210,13 +211,19 @@ class _Options:
     replace_keywords: bool
 
 
-def _values(image: CaptionedImage, kinds: tuple[str, ...]) -> dict[str, KindValue]:
-    """The current values of *kinds* the library holds for *image*."""
-    return {CAPTION: image.text} if CAPTION in kinds and image.text.strip() else {}
+def _values(image: PhotoValues, kinds: tuple[str, ...]) -> dict[str, KindValue]:
+    """The current values of *kinds* the library holds for *image*, as :func:`write_kinds` takes them
+    (the library stores keywords one a line)."""
+    values: dict[str, KindValue] = {}
+    for kind in kinds:
+        text = image.values.get(kind, "")
+        if text.strip():
+            values[kind] = text.splitlines() if kind == KEYWORDS else text
+    return values
 
 
 def _write_one(
-    image: CaptionedImage, values: dict[str, KindValue], options: _Options, stats: MetadataWriteStats,
+    image: PhotoValues, values: dict[str, KindValue], options: _Options, stats: MetadataWriteStats,
     *, dry_run: bool = False,
 ) -> dict[str, Any] | None:
     """Write one image's kinds; returns the record update due after an in-file write."""
@@ -277,7 +284,7 @@ def _write_one(
     if outcome.iptc_truncated:
         stats.iptc_truncated += 1
         stats.problems.append(
-            f"{path}: caption of {len(image.text.encode('utf-8'))} bytes cut to IPTC's "
+            f"{path}: caption of {len(image.values[CAPTION].encode('utf-8'))} bytes cut to IPTC's "
             f"{IPTC_CAPTION_MAX_BYTES} in IPTC Caption-Abstract (XMP holds all of it)"
         )
     for kind in outcome.iptc_truncated_kinds:

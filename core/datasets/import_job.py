@@ -18,7 +18,8 @@ Sources (``import_captions(library, FORMAT, SRC)``):
     parquet files with an ``image`` (bytes) column and ``text`` (CaptionDesk's export,
     Hub datasets); embedded images are matched by content.
 ``metadata``
-    captions already in the photos under SRC: XMP sidecar, XMP, IPTC, EXIF.
+    captions already in the photos under SRC (XMP sidecar, XMP, IPTC, EXIF), each kind
+    (alt text, title, keywords...) into that kind (:mod:`core.metadata.kind_fields`).
 
 Rules:
 

@@ -198,6 +198,8 @@ def test_a_sidecars_kinds_are_read_even_when_the_photo_itself_cannot_be(tmp_path
     raw.write_bytes(b"not a file exiv2 can open")
     write_kinds(raw, {"caption": "a heron", "title": "Heron"})
     assert {k: v.value for k, v in read_kinds(raw).items()} == {"caption": "a heron", "title": "Heron"}
+
+
 # -- the job, the CLI and the import, through the library ------------------------------------
 
 LIBRARY_VALUES = {

@@ -3,7 +3,7 @@
 Nothing changes before the person has seen what will: the dialog first runs the same
 function with ``dry_run=True`` (every file is read, none written) and shows how many
 photos would be updated in place, how many ``.xmp`` sidecars written, and how many are
-already up to date.  "Write" is enabled once that check is done for the current choices, and asks once more
+already up to date; the confirmation lists each kind it writes with its fields.  "Write" is enabled once that check is done for the current choices, and asks once more
 (with the count and where the captions go) before any photo file is changed.  Files that
 cannot be written are listed in the dialog, one line each.
 """
@@ -31,8 +31,8 @@ from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, Scope, Sc
 
 IN_FILE_HELP = (
     "JPEG, PNG, TIFF and WebP get the caption inside the file (XMP description, IPTC caption, and the "
-    "EXIF description when it is plain ASCII); the pixels are never touched. HEIC, AVIF and other "
-    "formats get an .xmp sidecar."
+    "EXIF description when it is plain ASCII), with the alt text, title and keywords each in its own "
+    "fields; the pixels are never touched. HEIC, AVIF and other formats get an .xmp sidecar."
 )
 SIDECAR_HELP = (
     "Every photo is left untouched; the caption goes into an .xmp file beside it: IMG_1.xmp, or "

@@ -25,8 +25,9 @@ from core.export import export_dataset
 from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, CaptionClaim, Image, Job, utcnow
-from core.queries import NEEDS_CAPTION, ImageFilter, fetch_rows
+from core.queries import NEEDS_CAPTION, ImageFilter
 from core.training.data import collect_training_data
+from core.view_rows import fetch_rows
 from tests.imagegen import make_corpus, write_jpeg
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core import queries
+from core import queries, view_rows
 from core.captioning.settings import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
@@ -97,7 +97,7 @@ class CaptionJobsController:
         from core.training.versions import list_versions
 
         with w.library.db.read() as session:
-            known = [key.model_name for key, _n in queries.model_keys(session)]
+            known = [key.model_name for key, _n in view_rows.model_keys(session)]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
         dialog = CaptionDialog(
             defaults=w.settings.caption_defaults(w.library),

@@ -139,8 +139,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.engine import run_caption_job
-    from core.captioning.errors import ModelLoadError
-    from core.captioning.presets import UnsupportedPresetError
     from core.captioning.registry import resolve_model
     from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.jobs import count_phrase
@@ -238,10 +236,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
         else:
             def job(bar: Any, cancel: Any) -> Any:
                 return run_caption_job(library, spec, progress=bar, cancel=cancel)
-        try:
-            stats, interrupted = run_with_progress("Captioning", job)
-        except (ModelLoadError, UnsupportedPresetError) as exc:
-            raise UserError(str(exc)) from None
+        # A model that cannot be loaded, a preset it cannot take: user-facing, exit 2 in main.
+        stats, interrupted = run_with_progress("Captioning", job)
     print_problems(stats.problems if stats is not None else [], "error")
 
     def human() -> None:
@@ -478,8 +474,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if argv[:1] == [scan_process.FROZEN_COMMAND]:  # the desktop app's scan child (frozen build)
         return scan_process.main(argv[1:])
-    from core.library import LibraryError
-    from core.migrate import LibraryOpenError
+    from core.errors import UserFacingError
 
     parser = build_parser()
     gui_folders = _gui_request(argv, parser)
@@ -499,7 +494,7 @@ def _main(argv: Sequence[str] | None) -> int:
             code = args.handler(args)
             sys.stdout.flush()  # a reader that went away shows here, not as a warning at exit
             return code
-    except (UserError, LibraryError, LibraryOpenError) as exc:
+    except UserFacingError as exc:  # UserError and every core error written for the person
         return _fail(args, EXIT_USAGE, str(exc))
     except BrokenPipeError:
         # `| head` took what it wanted: not a fault of the library or the disk, so no error line.

@@ -128,20 +128,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_write_metadata(args: argparse.Namespace) -> int:
-    from core.export import ExportError
-    from core.metadata import MetadataUnavailable, write_metadata
+    from core.metadata import write_metadata
 
+    # A bad --folder or no metadata library: user-facing errors, exit 2 in main.
     with open_library(args) as library:
-        try:
-            stats, interrupted = run_with_progress(
-                "Writing metadata",
-                lambda progress, cancel: write_metadata(
-                    library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
-                    progress=progress, cancel=cancel,
-                ),
-            )
-        except (ExportError, MetadataUnavailable) as exc:
-            raise UserError(str(exc)) from None
+        stats, interrupted = run_with_progress(
+            "Writing metadata",
+            lambda progress, cancel: write_metadata(
+                library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
+                progress=progress, cancel=cancel,
+            ),
+        )
     if stats is not None:
         print_problems(stats.problems)
         # Nothing selected (or only missing/empty ones): a user error, as for export.

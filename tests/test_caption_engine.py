@@ -21,7 +21,7 @@ from core import captions
 from core.captioning.claims import CLAIM_LEASE
 from core.captioning.engine import CaptionJobSpec, run_caption_job
 from core.captioning.settings import GenerationSettings
-from core.export import export_dataset
+from core.datasets.export_job import export_dataset
 from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, CaptionClaim, Image, Job, utcnow
@@ -275,7 +275,8 @@ def test_one_folder_scope_for_engine_export_metadata_and_grid(library: Library, 
     """A folder on disk selects the same images everywhere (one resolver, one range)."""
     import csv
 
-    from core.export import ExportError, export_dataset
+    from core.datasets.errors import ExportError
+    from core.datasets.export_job import export_dataset
     from core.metadata import sidecar_path, write_metadata
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 

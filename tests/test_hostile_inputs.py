@@ -23,11 +23,12 @@ import pytest
 from sqlalchemy import select
 
 from core import captions, ownership
-from core import export as export_module
 from core.captioning.settings import GenerationSettings
+from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
+from core.datasets.readers.base import MAX_CAPTION_CHARS
+from core.datasets.staging import EXPORT_JOB
 from core.datasets.writers import base as writer_base
-from core.export import export_dataset
-from core.importer import MAX_CAPTION_CHARS, import_captions
 from core.library import Library
 from core.models import Caption, Image
 from core.queries import ImageFilter, filtered_ids, find_pattern, find_replace_candidates
@@ -392,7 +393,7 @@ def test_a_dead_exporters_partial_folder_is_removed_at_once(lib: Library, tmp_pa
     dead = exports / ".out.partial-0123456789ab"
     alive = exports / ".out.partial-ba9876543210"
     for folder, pid in ((dead, child.pid), (alive, os.getppid())):
-        ownership.make_owned_dir(folder, export_module.EXPORT_JOB)
+        ownership.make_owned_dir(folder, EXPORT_JOB)
         marker = folder / ownership.MARKER_NAME
         marker.write_text(json.dumps({**json.loads(marker.read_text(encoding="utf-8")), "pid": pid}),
                           encoding="utf-8")

@@ -26,7 +26,7 @@ from core.captioning.server import (
     normalize_endpoint,
 )
 from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from core.export import export_dataset
+from core.datasets.export_job import export_dataset
 from core.library import Library
 from core.models import Caption, Image, ImageState
 from tests.imagegen import write_jpeg

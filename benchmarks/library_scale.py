@@ -61,8 +61,8 @@ from core.captioning.engine import (
     commit_caption_batch,  # noqa: E402
 )
 from core.captioning.engine import select_pending_images as select_images  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.captioning.registry import ResolvedModel  # noqa: E402
-from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, CaptionSource, ImageState, utcnow  # noqa: E402
 from core.queries import ImageFilter, count_filtered, filtered_ids  # noqa: E402

@@ -146,8 +146,8 @@ def main() -> None:
     import ray
 
     from core.captioning.engine import run_caption_job
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
     from core.captioning.ray_backend import run_caption_job_on_ray
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
 
     width, height = (int(v) for v in args.photo_size.split("x"))
     photos = make_photos(args.images, (width, height))

@@ -139,8 +139,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.engine import run_caption_job
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
     from core.captioning.registry import resolve_model
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.jobs import count_phrase
     from core.library import LibraryError
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
+    from core.captioning.job_spec import DEFAULT_SERVER_TIMEOUT
     from core.captioning.presets import PRESETS, VARIABLES
-    from core.captioning.settings import DEFAULT_SERVER_TIMEOUT
     from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",

@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSettings
 
 from core import APP_NAME
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 
 DEFAULT_THUMBNAIL_SIZE = 160
 THUMBNAIL_SIZES = (96, 128, 160, 200, 256)

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-from core.captioning.settings import RUNTIMES, CaptionJobSpec
+from core.captioning.job_spec import RUNTIMES, CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from core import captions
 from core.captioning.claims import CLAIM_LEASE
 from core.captioning.engine import CaptionJobSpec, run_caption_job
-from core.captioning.settings import GenerationSettings
+from core.captioning.job_spec import GenerationSettings
 from core.datasets.export_job import export_dataset
 from core.jobs import Progress
 from core.library import Library

@@ -540,7 +540,7 @@ def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_wi
 
 
 def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))

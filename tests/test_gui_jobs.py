@@ -14,7 +14,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from sqlalchemy import select
 
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.models import Caption
 from desktop_app.app_settings import AppSettings
 from desktop_app.caption_dialog import (

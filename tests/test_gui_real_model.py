@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from sqlalchemy import select
 
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.models import Caption
 from desktop_app.app_settings import AppSettings

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from core import captions, ownership
-from core.captioning.settings import GenerationSettings
+from core.captioning.job_spec import GenerationSettings
 from core.datasets.export_job import export_dataset
 from core.datasets.import_job import import_captions
 from core.datasets.readers.base import MAX_CAPTION_CHARS
@@ -714,7 +714,7 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     lib: Library, tmp_path: Path, tiny_model_dirs, monkeypatch, capsys
 ) -> None:
     from core.captioning.engine import run_caption_job
-    from core.captioning.settings import CaptionJobSpec
+    from core.captioning.job_spec import CaptionJobSpec
     from core.captions import MAX_CAPTION_CHARS, CaptionError
     from core.edits import replace_captions, save_edit
 

@@ -11,7 +11,7 @@ import pytest
 from captiondesk.cli import main
 from core.captioning import load_captioner, openvino_runtime
 from core.captioning.errors import ModelLoadError
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from tests.imagegen import write_jpeg
 from tests.tiny_models import build_tiny_blip, shape_dataset
 

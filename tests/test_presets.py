@@ -12,6 +12,7 @@ from captiondesk.cli import main
 from core.captioning import get_family
 from core.captioning.engine import run_caption_job
 from core.captioning.families import FAMILIES
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import (
     ALT_TEXT_MAX_CHARS,
     PRESETS,
@@ -28,7 +29,6 @@ from core.captioning.prompting import (
     prompt_batches,
     render_prompts,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.library import Library
 from core.models import Caption, Image

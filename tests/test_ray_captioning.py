@@ -31,8 +31,8 @@ pytest.importorskip("ray")
 
 from core import captions  # noqa: E402 - after the skip
 from core.captioning.engine import run_caption_job  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.captioning.ray_backend import run_caption_job_on_ray  # noqa: E402
-from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from tests.imagegen import write_jpeg  # noqa: E402

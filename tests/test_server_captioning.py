@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from core.captioning.engine import run_caption_job
 from core.captioning.errors import ModelLoadError
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.server import (
     ServerCaptioner,
     endpoint_host,
     list_server_models,
     normalize_endpoint,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.datasets.export_job import export_dataset
 from core.library import Library
 from core.models import Caption, Image, ImageState

@@ -39,9 +39,9 @@ from core.allocator import release_free_memory
 from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
 from core.captioning.claims import CaptionClaims
 from core.captioning.confidence import TokenCalibration, confidence_score
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import PromptPlan, plan_for_captioner, plan_prompt, prompt_batches, render_prompts
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted

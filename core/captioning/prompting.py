@@ -36,7 +36,7 @@ from .presets import (
 )
 
 if TYPE_CHECKING:
-    from .settings import GenerationSettings
+    from .job_spec import GenerationSettings
 
 __all__ = [
     "NO_PROMPT",

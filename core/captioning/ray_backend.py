@@ -56,9 +56,9 @@ from core.captioning.engine import (
     select_pending_images,
 )
 from core.captioning.errors import ModelLoadError
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import PromptPlan, plan_prompt, prompt_batches
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from core import queries, view_rows
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
 from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog

@@ -156,7 +156,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
-            settings=GenerationSettings(
+            generation=GenerationSettings(
                 num_beams=args.beams,
                 min_new_tokens=args.min_new_tokens,
                 max_new_tokens=args.max_new_tokens,

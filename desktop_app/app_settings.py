@@ -82,6 +82,8 @@ class AppSettings:
                 raise ValueError("not a mapping")
             if "overwrite" in data:  # how versions before the spec spelled it
                 data.setdefault("overwrite_model_captions", data.pop("overwrite"))
+            if "settings" in data:  # the generation settings' key before it was "generation"
+                data.setdefault("generation", data.pop("settings"))
             return CaptionJobSpec.from_dict(data)
         except (TypeError, ValueError):
             return CaptionJobSpec()

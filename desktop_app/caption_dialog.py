@@ -72,7 +72,7 @@ class CaptionDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Caption images")
         self._defaults = defaults
-        settings = defaults.settings
+        settings = defaults.generation
 
         self.model = QComboBox()
         self.model.setEditable(True)
@@ -282,7 +282,7 @@ class CaptionDialog(QDialog):
             max_concurrency=self.max_concurrency.value(),
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
-            settings=self.generation_settings(),
+            generation=self.generation_settings(),
             preset=None if template else self.preset.currentData(),
             prompt_template=template,
             batch_size=self.batch_size.value(),

@@ -86,7 +86,7 @@ def test_captions_every_image_with_provenance(library: Library, photo_dir: Path)
     settings = GenerationSettings(num_beams=2, max_new_tokens=12)
     stats = run_caption_job(
         library,
-        CaptionJobSpec(model="fake-model", settings=settings, batch_size=4),
+        CaptionJobSpec(model="fake-model", generation=settings, batch_size=4),
         captioner=fake,
         on_batch=batches.append,
         progress=reports.append,

@@ -739,7 +739,7 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     assert replace_captions(lib.db, [candidate], "good", "w" * MAX_CAPTION_CHARS) == []
     # A local model: the job's limit (here tiny, so the tiny model's words exceed it).
     spec = CaptionJobSpec(model=str(tiny_model_dirs["blip"]), device="cpu", optimize="none", max_caption_chars=2,
-                          settings=GenerationSettings(min_new_tokens=2, max_new_tokens=4))
+                          generation=GenerationSettings(min_new_tokens=2, max_new_tokens=4))
     stats = run_caption_job(lib, spec.with_(scope=(ids["a.jpg"],)))
     assert (stats.captioned, stats.errors) == (0, 1)
     assert "a.jpg: captioning failed: the caption has" in stats.problems[0]

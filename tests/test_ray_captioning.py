@@ -44,7 +44,7 @@ SETTINGS = GenerationSettings(max_new_tokens=6, min_new_tokens=3)
 
 
 def _spec(model_dir: Path, **changes) -> CaptionJobSpec:
-    return CaptionJobSpec(model=str(model_dir), settings=SETTINGS, batch_size=2, device="cpu", **changes)
+    return CaptionJobSpec(model=str(model_dir), generation=SETTINGS, batch_size=2, device="cpu", **changes)
 
 
 def _photos(folder: Path, count: int, *, truncated: bool = False) -> Path:

@@ -104,7 +104,7 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     library: Library, photo_dir: Path, server: FakeServer
 ) -> None:
     ids = _photos(library, photo_dir, [GREEN] * 5)
-    spec = _spec(server, settings=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
+    spec = _spec(server, generation=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
     stats = run_caption_job(library, spec)
 
     assert (stats.captioned, stats.errors) == (5, 0)

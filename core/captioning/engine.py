@@ -156,7 +156,7 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -
     ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
     """
     return plan_for_captioner(captioner, preset=spec.preset, template=spec.prompt_template,
-                              trained=resolved.trained_prompt, explicit_prompt=spec.settings.prompt is not None)
+                              trained=resolved.trained_prompt, explicit_prompt=spec.generation.prompt is not None)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) -> None:
@@ -273,11 +273,11 @@ def run_caption_job(
             )
         plan = prompt_plan(spec, resolved, captioner)
         prompts = image_prompts(library, plan, selected)
-        provenance = caption_provenance(captioner, spec.settings)
-        runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
+        provenance = caption_provenance(captioner, spec.generation)
+        runner = _BatchCaptioner(captioner, spec.generation, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
-                batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
+                batches = prompt_batches(selected, prompts, spec.batch_size, spec.generation)
                 futures = _prefetch(pool, captioner, claimed(batches))
                 for future in futures:
                     if cancel.is_set():
@@ -314,7 +314,7 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
-        "settings": spec.settings.to_dict(),
+        "settings": spec.generation.to_dict(),
         "preset": spec.preset,
         "prompt_template": spec.prompt_template,
         "batch_size": spec.batch_size,

@@ -221,7 +221,7 @@ class Bench:
                 {
                     "image_id": i, "text": self.texts[i - 1], "source": CaptionSource.MODEL.value,
                     "is_current": True, "model_name": self.resolved.model_name, "adapter": None,
-                    "model_version_id": None, "settings": self.prov,
+                    "model_version_id": None, "provenance": self.prov,
                     "score": -self.scores.uniform(0.05, 2.5), "created_at": utcnow(),
                 }
                 for i in range(lo, min(lo + BULK_CHUNK, first_id + count))

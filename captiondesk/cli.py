@@ -174,6 +174,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
+            kind=args.kind,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -239,6 +240,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         # A model that cannot be loaded, a preset it cannot take: user-facing, exit 2 in main.
         stats, interrupted = run_with_progress("Captioning", job)
     print_problems(stats.problems if stats is not None else [], "error")
+    print_problems(stats.notes if stats is not None else [], "length")
 
     def human() -> None:
         if stats is not None:
@@ -338,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
                               "prefix models such as BLIP: short, alt_text, t2i_prompt)")
+    caption.add_argument("--kind", default="caption", metavar="KIND",
+                         help="which value to write: caption (default), alt_text, extended_description, title, "
+                              "keywords or a kind of your own; others than caption need a model that takes a prompt")
     caption.add_argument("--prompt", metavar="TEMPLATE",
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")

@@ -45,6 +45,7 @@ from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
 from core.jobs import count_phrase
+from core.kinds import CAPTION, kind_sql
 
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "changed", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
@@ -87,8 +88,14 @@ _SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
 #: limit is 32 766 on current builds, 999 on old ones; stay well under both).
 IN_CHUNK = 900
 
-#: ``images i`` with its current caption ``c`` (NULL columns when it has none).
-CURRENT_JOIN = " FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+
+def current_join(kind: str = CAPTION) -> str:
+    """``images i`` with its current value ``c`` of *kind* (NULL columns when it has none)."""
+    return f" FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.kind = {kind_sql(kind)} AND c.is_current = 1"
+
+
+#: ``images i`` with its current caption ``c`` (the ``caption`` kind).
+CURRENT_JOIN = current_join()
 _FROM = CURRENT_JOIN
 
 
@@ -138,6 +145,8 @@ class ImageFilter:
     max_score: float | None = None
     sort: SortKey = "name"
     descending: bool = False
+    #: Whose state, text, model and score the filter looks at (``core.kinds``).
+    kind: str = CAPTION
 
     def with_(self, **changes: Any) -> ImageFilter:
         return replace(self, **changes)
@@ -324,7 +333,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
     """
     params: dict[str, Any] = {}
     where = filter_sql(flt, params)
-    source = _FROM if _needs_captions(flt) else " FROM images i"
+    source = current_join(flt.kind) if _needs_captions(flt) else " FROM images i"
     sql = f"SELECT i.id{source} WHERE {where} ORDER BY {_order_sql(flt)}"
     cursor = session.connection().connection.driver_connection.execute(sql, params)
     return [row[0] for row in cursor]
@@ -332,7 +341,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
 
 def count_filtered(session: Session, flt: ImageFilter) -> int:
     params: dict[str, Any] = {}
-    sql = f"SELECT count(*){_FROM} WHERE {filter_sql(flt, params)}"
+    sql = f"SELECT count(*){current_join(flt.kind)} WHERE {filter_sql(flt, params)}"
     return int(session.execute(text(sql), params).scalar_one())
 
 
@@ -352,7 +361,7 @@ def least_confident(
         extra = " AND (c.score > :after_score OR (c.score = :after_score AND i.id > :after_id))"
         params["after_score"], params["after_id"] = float(after[0]), int(after[1])
     sql = (
-        f"SELECT i.id{_FROM} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
+        f"SELECT i.id{current_join(flt.kind)} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
         f"{extra} ORDER BY c.score ASC, i.id ASC LIMIT 1"
     )
     return session.execute(text(sql), params).scalar()
@@ -431,7 +440,7 @@ def find_replace_candidates(
     else:
         cond = "1"  # non-ASCII case folding: leave it to Python below
     sql = (
-        f"SELECT i.id, c.id, c.text{_FROM} WHERE {where} AND c.id IS NOT NULL AND {cond}"
+        f"SELECT i.id, c.id, c.text{current_join(flt.kind)} WHERE {where} AND c.id IS NOT NULL AND {cond}"
         f" ORDER BY {_order_sql(flt)}"
     )
     pattern = find_pattern(find, case_sensitive=case_sensitive)

@@ -56,6 +56,7 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
+from core.kinds import CAPTION
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
 from core.scan_files import check_decodes, describe_file, shown_path, walk_images
 
@@ -214,7 +215,7 @@ class _RootScan:
             chunk = ids[start : start + 900]
             for image_id, fingerprint, content_key, caption_id in session.execute(
                 select(Image.id, Image.fingerprint, Image.content_key, Caption.id)
-                .outerjoin(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
+                .outerjoin(Caption, (Caption.image_id == Image.id) & (Caption.kind == CAPTION) & Caption.is_current.is_(True))
                 .where(Image.id.in_(chunk))
             ):
                 old[image_id] = (fingerprint, content_key, caption_id)
@@ -304,7 +305,7 @@ def _settle_content_moves(
                 if caption_id is None:
                     continue
                 other = aliased(Caption)  # not correlated with the row being updated
-                has_current = select(other.id).where(other.image_id == mover, other.is_current.is_(True))
+                has_current = select(other.id).where(other.image_id == mover, other.kind == CAPTION, other.is_current.is_(True))
                 # Unless a caption was written for it meanwhile (the window stays usable).
                 restored = session.execute(
                     update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)

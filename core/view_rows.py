@@ -21,6 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.captions import format_confidence, history_action, provenance_lines
+from core.kinds import CAPTION
+from core.provenance import Provenance
 from core.queries import CURRENT_JOIN, IN_CHUNK, STATE_SQL, DisplayState, ModelKey, display_state
 
 # -- rows for the grid ------------------------------------------------------------------
@@ -91,7 +93,7 @@ class CaptionInfo:
     is_current: bool
     model_name: str | None
     adapter: str | None
-    settings: dict[str, Any] | None
+    record: Provenance | None
     score: float | None
     origin: str | None
     parent_id: int | None
@@ -124,7 +126,7 @@ class CaptionInfo:
             source=self.source,
             model_name=self.model_name,
             adapter=self.adapter,
-            settings=self.settings,
+            provenance=self.record,
             score=self.score,
             origin=self.origin,
             created_at=self.created_at,
@@ -151,7 +153,7 @@ def _info(row: Any) -> CaptionInfo:
         is_current=bool(row.is_current),
         model_name=row.model_name,
         adapter=row.adapter,
-        settings=dict(row.settings) if row.settings else None,
+        record=row.provenance,
         score=row.score,
         origin=row.origin,
         parent_id=row.parent_id,
@@ -159,20 +161,20 @@ def _info(row: Any) -> CaptionInfo:
     )
 
 
-def caption_details(session: Session, image_id: int) -> CaptionDetails:
-    from core.captions import BULK_REPLACE_KEY, caption_history
+def caption_details(session: Session, image_id: int, kind: str = CAPTION) -> CaptionDetails:
+    from core.captions import caption_history
 
-    rows = caption_history(session, image_id)
+    rows = caption_history(session, image_id, kind)
     by_id = {c.id: c for c in rows}
     history = [
-        replace(_info(c), action=history_action(c.source, c.text, c.settings, by_id.get(c.parent_id)))
+        replace(_info(c), action=history_action(c.source, c.text, c.provenance, by_id.get(c.parent_id)))
         for c in rows
     ]
     current = next((c for c in history if c.is_current), None)
     # What the model wrote: a bulk find-and-replace keeps the model as source, but its
     # words are not the model's (and an undone replacement must not come back from here).
     latest_model = next((c for c in reversed(history)
-                         if c.source == "model" and BULK_REPLACE_KEY not in (c.settings or {})), None)
+                         if c.source == "model" and (c.record is None or c.record.bulk_replace is None)), None)
     return CaptionDetails(image_id, current, latest_model, history)
 
 

@@ -133,7 +133,7 @@ def build_library(
                     image_id,
                     SAMPLE_CAPTIONS[k % len(SAMPLE_CAPTIONS)],
                     model_name="Salesforce/blip-image-captioning-base",
-                    settings={"num_beams": 1, "max_new_tokens": 30},
+                    provenance={"generation": {"num_beams": 1, "max_new_tokens": 30}},
                     score=-0.1 - 0.05 * k,
                 )
             if human_every and k % human_every == 0:

@@ -99,7 +99,7 @@ def test_captions_every_image_with_provenance(library: Library, photo_dir: Path)
     first = current[ids[0]]
     assert first.text == "a 40x30 photo" and first.source == "model" and first.score == -0.25
     assert first.model_name == "fake-model" and first.adapter is None
-    assert first.settings["generation"]["num_beams"] == 2 and first.settings["identity"]["family"] == "fake"
+    assert first.provenance.generation["num_beams"] == 2 and first.provenance.identity["family"] == "fake"
     assert reports[-1].done == 10 and reports[-1].total == 10 and reports[-1].counts["captioned"] == 10
     assert not fake.closed  # a captioner handed in belongs to the caller
     (job,) = library.jobs("caption")

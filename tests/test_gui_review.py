@@ -19,6 +19,7 @@ from core.captions import (
     provenance_lines,
     score_for_percent,
 )
+from core.provenance import BulkReplace
 from core.queries import ImageFilter, review_queue_filter
 from desktop_app.app_settings import AppSettings
 from desktop_app.caption_panel import badge_text
@@ -195,7 +196,7 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     for image_id, _caption_id, _text in model_hits:
         caption = current(library, image_id)
         assert caption.source == "model" and "seaside" in caption.text
-        assert caption.settings["bulk_replace"] == {"find": "beach", "replace": "seaside"}
+        assert caption.provenance.bulk_replace == BulkReplace("beach", "seaside")
         assert image_id in queue
     for image_id, _caption_id, _text in human_hits:
         assert current(library, image_id).source == "human"

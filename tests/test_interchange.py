@@ -241,7 +241,7 @@ def test_who_wrote_a_caption_survives_export_and_import(fmt: str, library: Libra
         assert verified == {p for p, s in sources.items() if s == "human"}
         assert all(got[p][1] == CaptionSource.IMPORT.value for p, s in sources.items() if s == "model")
         with other.db.read() as session:
-            details = [c.settings for c in session.scalars(select(Caption))]
+            details = [c.provenance.extra for c in session.scalars(select(Caption))]
         assert {d.get("written_by") for d in details} == {"human", "model"}
     finally:
         other.close()

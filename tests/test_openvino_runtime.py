@@ -177,4 +177,4 @@ def test_caption_job_on_openvino_records_the_runtime(library, blip_copy: Path, t
         job = session.scalars(select(Job).where(Job.kind == "caption")).one()
         assert job.params["runtime"] == "openvino"
     assert len(rows) == 3
-    assert all(row.settings["identity"]["runtime"] == "openvino" for row in rows)
+    assert all(row.provenance.identity["runtime"] == "openvino" for row in rows)

@@ -265,10 +265,10 @@ def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library,
     from core.models import Caption, Image
 
     with library.db.read() as session:
-        settings = session.scalars(select(Caption.settings).join(Image, Caption.image_id == Image.id)
+        settings = session.scalars(select(Caption.provenance).join(Image, Caption.image_id == Image.id)
                                    .where(Image.rel_path.like("new/%"), Caption.is_current.is_(True))).all()
     assert len(settings) == 4
-    assert all(s["preset"] == "detailed" and s["prompt"] == PRESETS["detailed"].instruction for s in settings)
+    assert all(s.preset == "detailed" and s.prompt == PRESETS["detailed"].instruction for s in settings)
 
 
 @pytest.mark.slow

@@ -147,6 +147,9 @@ class CaptionJobSpec:
     #: ... or the user's own prompt with per-image variables ("{folder}", "{keywords}", ...).
     #: Neither: a trained version's recorded preset/template, else ``generation.prompt``.
     prompt_template: str | None = None
+    #: Which of each photo's values the run writes (core.kinds: "caption", "alt_text", ...);
+    #: without a preset or template, the kind's own default prompt is asked.
+    kind: str = "caption"
     scope: CaptionScope = None
 
     def __post_init__(self) -> None:
@@ -161,6 +164,9 @@ class CaptionJobSpec:
         if not isinstance(self.generation, GenerationSettings):
             raise ValueError(f"generation must be GenerationSettings, got {self.generation!r}")
         self._check_backend()
+        from core.kinds import check_kind_name
+
+        check_kind_name(self.kind)  # a KindError is a ValueError
         if self.preset is not None or self.prompt_template is not None:
             from core.captioning.presets import PRESETS, template_variables
 

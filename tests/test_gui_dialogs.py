@@ -567,10 +567,10 @@ def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_wi
 
 
 def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
+    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", generation=GenerationSettings(min_new_tokens=3)))
     dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
     qtbot.addWidget(dialog)
     assert not dialog.model.isEnabled()  # the model is a library's: none is open here
@@ -584,7 +584,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     spec = again.caption_spec()
     assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
     assert spec.runtime == "openvino"
-    assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
+    assert (spec.generation.min_new_tokens, spec.generation.num_beams, spec.generation.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"
 

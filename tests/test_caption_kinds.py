@@ -98,7 +98,7 @@ def test_families_that_take_no_prompt_write_only_captions(tiny_blip_dir, tmp_pat
         with library.db.write() as session:
             image_id = session.scalar(select(Image.id))
             captions.set_human_caption(session, image_id, "alt by hand", kind="alt_text")
-        from core.captioning.settings import CaptionJobSpec
+        from core.captioning.job_spec import CaptionJobSpec
 
         with pytest.raises(UnsupportedKindError):
             run_caption_job(library, CaptionJobSpec(model=str(tiny_blip_dir), device="cpu", kind="alt_text"))

@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox, QToolButton
 
-from core import queries
+from core import queries, view_rows
 from core.captions import (
     add_model_caption,
     format_confidence,
@@ -60,7 +60,7 @@ def window(qtbot, sample, settings):
 def image_id_of(library, rel_suffix: str) -> int:
     with library.db.read() as session:
         ids = queries.filtered_ids(session, ImageFilter())
-        rows = queries.fetch_rows(session, ids)
+        rows = view_rows.fetch_rows(session, ids)
     return next(i for i, row in rows.items() if row.rel_path.endswith(rel_suffix))
 
 
@@ -390,7 +390,7 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
         add_model_caption(session, info["ids"][2], "a dog", model_name="Salesforce/blip-image-captioning-base",
                           provenance=settings, score=math.log(0.8))
     with library.db.read() as session:
-        details = queries.caption_details(session, info["ids"][2])
+        details = view_rows.caption_details(session, info["ids"][2])
     lines = details.latest_model.provenance_lines()
     text = "\n".join(lines)
     assert "Model: Salesforce/blip-image-captioning-base" in lines
@@ -405,7 +405,7 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
         add_model_caption(session, info["ids"][2], "a dog again", model_name="Salesforce/blip-image-captioning-base",
                           provenance=settings, score=math.log(0.8))
     with library.db.read() as session:
-        assert "Device: cpu, int8" in queries.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
+        assert "Device: cpu, int8" in view_rows.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
     # The OpenVINO runtime is named beside the device and precision.
     settings["identity"] = {**settings["identity"], "runtime": "openvino", "optimizations": ["openvino", "int8"]}
     assert "Device: cpu, int8, OpenVINO" in provenance_lines(

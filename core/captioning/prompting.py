@@ -38,7 +38,7 @@ from .presets import (
 )
 
 if TYPE_CHECKING:
-    from .settings import GenerationSettings
+    from .job_spec import GenerationSettings
 
 __all__ = [
     "NO_PROMPT",

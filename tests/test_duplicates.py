@@ -1,0 +1,252 @@
+"""Duplicate photos: perceptual hashes, groups, "keep one", and splits no group crosses."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from core.captions import set_human_caption
+from core.datasets.selection import count_export_split
+from core.duplicates import (
+    DuplicatesError,
+    clear_marks,
+    count_leaks,
+    duplicate_groups,
+    find_duplicates,
+    keep_one,
+    keep_one_by_rule,
+)
+from core.library import Library
+from core.models import Image, ImageHash
+from core.perceptual_hash import MAX_DISTANCE, close_pairs, distance, hashes_of_file, hashes_of_image
+from core.splits import TRAIN, VALIDATION
+from core.training import collect_training_data
+from tests.imagegen import COPY_KINDS, photo_image, write_copies
+
+ORIGINALS = 40
+LONERS = 60
+
+
+def _ids_by_name(library: Library) -> dict[str, int]:
+    with library.db.read() as session:
+        return {Path(rel).stem: i for i, rel in session.execute(select(Image.id, Image.rel_path))}
+
+
+@pytest.fixture(scope="module")
+def copies_library(tmp_path_factory: pytest.TempPathFactory):
+    """40 photos with their 5 kinds of copies (in another folder, as an export would hold
+    them) and 60 photos without any copy; duplicates found once."""
+    root = tmp_path_factory.mktemp("dups")
+    photos = root / "photos"
+    for n in range(ORIGINALS):
+        original = photo_image(n)
+        (photos / "camera").mkdir(parents=True, exist_ok=True)
+        original.save(photos / "camera" / f"p{n:02}.jpg", quality=92)
+        write_copies(original, photos / "exported", f"p{n:02}")
+    for n in range(LONERS):
+        photo_image(1000 + n).save(photos / "camera" / f"solo{n:02}.jpg", quality=92)
+    library = Library(root / "library.db")
+    library.scan([library.add_root(photos).id])
+    stats = find_duplicates(library)
+    yield library, stats
+    library.close()
+
+
+def test_hashes_are_imagehash_bit_for_bit() -> None:
+    imagehash = pytest.importorskip("imagehash")
+    for seed in range(12):
+        image = photo_image(seed)
+        phash, dhash = hashes_of_image(image)
+        assert phash & (2**64 - 1) == int(str(imagehash.phash(image)), 16)
+        assert dhash & (2**64 - 1) == int(str(imagehash.dhash(image)), 16)
+
+
+def test_copies_are_grouped_with_their_original_and_distinct_photos_never_are(copies_library) -> None:
+    library, stats = copies_library
+    ids = _ids_by_name(library)
+    group_of = {m.image_id: g.group_id for g in duplicate_groups(library) for m in g.members}
+    found = sum(
+        group_of.get(ids[f"p{n:02}_{kind}"]) is not None and group_of.get(ids[f"p{n:02}_{kind}"]) == group_of.get(ids[f"p{n:02}"])
+        for n in range(ORIGINALS) for kind in COPY_KINDS
+    )
+    assert found / (ORIGINALS * len(COPY_KINDS)) >= 0.95
+    # No group holds two different photos: every member descends from one original.
+    for group in duplicate_groups(library):
+        assert len({m.path.stem.split("_")[0] for m in group.members}) == 1, [m.rel_path for m in group.members]
+    assert not any(ids[f"solo{n:02}"] in group_of for n in range(LONERS))
+    assert stats.hashed == ORIGINALS * (1 + len(COPY_KINDS)) + LONERS and stats.errors == 0
+    assert stats.groups == len(duplicate_groups(library))
+
+
+def test_the_threshold_separates_copies_from_distinct_photos(copies_library) -> None:
+    """The distances behind MAX_DISTANCE: every copy within it, every pair of distinct photos well beyond."""
+    library, _ = copies_library
+    ids = _ids_by_name(library)
+    with library.db.read() as session:
+        hashes = {i: (p, d) for i, p, d in session.execute(select(ImageHash.image_id, ImageHash.phash, ImageHash.dhash))}
+    copies = [distance(hashes[ids[f"p{n:02}"]], hashes[ids[f"p{n:02}_{k}"]]) for n in range(ORIGINALS) for k in COPY_KINDS]
+    originals = [hashes[ids[f"p{n:02}"]] for n in range(ORIGINALS)] + [hashes[ids[f"solo{n:02}"]] for n in range(LONERS)]
+    strangers = [distance(a, b) for a, b in itertools.combinations(originals, 2)]
+    assert max(copies) <= MAX_DISTANCE < min(strangers)
+
+
+def test_band_index_finds_exactly_the_pairs_a_full_comparison_finds() -> None:
+    rng = np.random.default_rng(7)
+    base = rng.integers(-(2**63), 2**63 - 1, (300, 2), dtype=np.int64)
+    planted = base[:120].copy()
+    for i, flips in enumerate(np.arange(120) % 30):  # 0..29 bits changed: both sides of the threshold
+        for bit in rng.choice(128, flips, replace=False):
+            planted[i, bit // 64] ^= np.int64(1 << (bit % 64)) if bit % 64 < 63 else np.int64(-(2**63))
+    codes = np.concatenate([base, planted])
+    hashes = [(int(a), int(b)) for a, b in codes]
+    brute = {(a, b) for a, b in itertools.combinations(range(len(hashes)), 2) if distance(hashes[a], hashes[b]) <= MAX_DISTANCE}
+    assert {(int(a), int(b)) for a, b in close_pairs(codes)} == brute
+    assert len(brute) >= 80  # the planted pairs at 0..23 bits
+    with pytest.raises(ValueError):
+        close_pairs(codes, MAX_DISTANCE + 1)
+
+
+def _small_library(tmp_path: Path, originals: int = 3) -> Library:
+    photos = tmp_path / "photos"
+    for n in range(originals):
+        image = photo_image(500 + n)
+        (photos / "a").mkdir(parents=True, exist_ok=True)
+        image.save(photos / "a" / f"q{n}.jpg", quality=92)
+        write_copies(image, photos / "b", f"q{n}")
+    library = Library(tmp_path / "library.db")
+    library.scan([library.add_root(photos).id])
+    return library
+
+
+def test_keep_one_only_marks_and_leaves_out_of_training_and_export(tmp_path: Path) -> None:
+    library = _small_library(tmp_path)
+    try:
+        find_duplicates(library)
+        groups = duplicate_groups(library)
+        assert len(groups) == 3 and all(len(g.members) == 6 and not g.exact for g in groups)
+        with library.db.write() as session:
+            for image_id in session.scalars(select(Image.id)):
+                set_human_caption(session, image_id, f"photo {image_id}")
+        before = collect_training_data(library, val_ratio=0.3)
+        first = groups[0]
+        chosen = first.members[2]
+        keep_one(library, first.group_id, chosen.image_id)
+        decided = duplicate_groups(library)[0]
+        assert decided.kept is not None and decided.kept.image_id == chosen.image_id
+        assert [m.mark for m in decided.members].count("excluded") == 5
+        assert all(m.path.exists() for m in decided.members)  # nothing deleted
+        after = collect_training_data(library, val_ratio=0.3)
+        examples = {e.image_id for e in after.train + after.validation + after.test}
+        assert after.excluded == 5 and len(examples) == 18 - 5 and chosen.image_id in examples
+        assert len(before.train + before.validation + before.test) == 18
+        assert sum(count_export_split(library.db, val_ratio=0.3).values()) == 13
+        with pytest.raises(DuplicatesError):
+            keep_one(library, first.group_id, groups[1].members[0].image_id)
+        # A rule decides only the undecided groups, never someone's choice.
+        assert keep_one_by_rule(library, "largest") == 2
+        for group in duplicate_groups(library):
+            if group.group_id == first.group_id:
+                assert group.kept.image_id == chosen.image_id
+            else:  # the most pixels, then the biggest file (the least compressed)
+                assert group.kept.image_id == max(group.members, key=lambda m: (m.width * m.height, m.size)).image_id
+        assert keep_one_by_rule(library, "oldest") == 0
+        clear_marks(library, first.group_id)
+        assert not duplicate_groups(library)[0].decided
+    finally:
+        library.close()
+
+
+def test_a_changed_picture_is_hashed_again_and_leaves_its_group(tmp_path: Path) -> None:
+    library = _small_library(tmp_path, originals=2)
+    try:
+        assert find_duplicates(library).hashed == 12
+        assert find_duplicates(library).hashed == 0  # nothing changed: nothing decoded again
+        ids = _ids_by_name(library)
+        (q0_group,) = [g for g in duplicate_groups(library) if ids["q0"] in {m.image_id for m in g.members}]
+        keep_one(library, q0_group.group_id, ids["q0_resized"])
+        path = tmp_path / "photos" / "b" / "q0_resized.jpg"
+        photo_image(99).save(path, quality=90)  # another picture at the same path
+        library.scan()
+        stats = find_duplicates(library)
+        assert stats.hashed == 1
+        group_of = {m.image_id: g.group_id for g in duplicate_groups(library) for m in g.members}
+        assert ids["q0_resized"] not in group_of and group_of[ids["q0"]] == group_of[ids["q0_jpeg_q60"]]
+        with library.db.read() as session:  # a photo out of every group loses its mark
+            assert session.get(Image, ids["q0_resized"]).duplicate_mark is None
+        # An exact copy is a group of its own kind.
+        shutil.copy(path, tmp_path / "photos" / "a" / "again.jpg")
+        library.scan()
+        find_duplicates(library)
+        exact = [g for g in duplicate_groups(library) if g.exact]
+        assert [sorted(m.path.name for m in g.members) for g in exact] == [["again.jpg", "q0_resized.jpg"]]
+    finally:
+        library.close()
+
+
+def test_unreadable_photo_is_reported_and_the_rest_grouped(tmp_path: Path) -> None:
+    library = _small_library(tmp_path, originals=1)
+    try:
+        good = (tmp_path / "photos" / "a" / "q0.jpg").read_bytes()
+        (tmp_path / "photos" / "a" / "broken.jpg").write_bytes(good[: len(good) // 2])
+        library.scan()
+        stats = find_duplicates(library)  # the scan only reads headers: the decode finds it
+        assert stats.errors == 1 and stats.hashed == 6 and "broken.jpg" in stats.problems[0]
+        assert find_duplicates(library).errors == 0  # not retried until the picture changes
+        assert len(duplicate_groups(library)) == 1
+    finally:
+        library.close()
+
+
+def test_cancel_keeps_hashes_and_old_groups(tmp_path: Path) -> None:
+    library = _small_library(tmp_path, originals=2)
+    try:
+        cancel = threading.Event()
+        cancel.set()
+        stats = find_duplicates(library, cancel=cancel)
+        assert stats.cancelled and not duplicate_groups(library)
+        find_duplicates(library)
+        assert len(duplicate_groups(library)) == 2
+    finally:
+        library.close()
+
+
+def test_a_confirmer_can_veto_pairs(tmp_path: Path) -> None:
+    library = _small_library(tmp_path, originals=1)
+    try:
+        ids = _ids_by_name(library)
+        crop = ids["q0_cropped_5pct"]
+        find_duplicates(library, confirm=lambda pairs: [crop not in pair for pair in pairs])
+        (group,) = duplicate_groups(library)
+        assert crop not in {m.image_id for m in group.members} and len(group.members) == 5
+    finally:
+        library.close()
+
+
+def test_no_duplicate_group_crosses_the_split(copies_library) -> None:
+    library, _ = copies_library
+    with library.db.write() as session:
+        for image_id in session.scalars(select(Image.id)):
+            set_human_caption(session, image_id, f"photo {image_id}")
+    data = collect_training_data(library, val_ratio=0.3, test_ratio=0.2, min_test=5)
+    split_of = {e.image_id: e.split for e in data.train + data.validation + data.test}
+    assert {VALIDATION, TRAIN} <= set(split_of.values())
+    for group in duplicate_groups(library):
+        assert len({split_of[m.image_id] for m in group.members}) == 1
+    # Export splits the same way: its counts are training's train+test and validation.
+    counts = count_export_split(library.db, val_ratio=0.3)
+    assert counts == {TRAIN: len(data.train) + len(data.test), VALIDATION: len(data.validation)}
+    # Without groups, the copies scatter: the leak the groups prevent (and count_leaks counts).
+    with library.db.write() as session:
+        session.execute(Image.__table__.update().values(duplicate_split_key=None))
+    scattered = collect_training_data(library, val_ratio=0.3)
+    train_ids = [e.image_id for e in scattered.train]
+    leaks = count_leaks(library, [e.image_id for e in scattered.validation], train_ids)
+    assert leaks > 0
+    assert count_leaks(library, [e.image_id for e in data.validation], [e.image_id for e in data.train]) == 0
+    find_duplicates(library)  # puts the group keys back for the other tests

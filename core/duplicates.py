@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEEP_RULES", "DuplicateGroup", "DuplicateMember", "DuplicateStats", "DuplicatesError", "PairConfirmer",
-    "clear_marks", "count_leaks", "duplicate_groups", "find_duplicates", "keep_one", "keep_one_by_rule",
+    "clear_marks", "count_leaks", "searched", "duplicate_groups", "find_duplicates", "keep_one", "keep_one_by_rule",
 ]
 
 #: ``keep_one_by_rule`` rules: first by path, largest picture (then file), oldest file.
@@ -269,6 +269,12 @@ def keep_one_by_rule(library: Library, rule: str, folder: FolderScope | None = N
             for group_id, image_id in chosen:
                 _mark(session, group_id, image_id)
     return len(chosen)
+
+
+def searched(library: Library) -> bool:
+    """Whether :func:`find_duplicates` ever hashed a photo of this library."""
+    with library.db.read() as session:
+        return session.execute(select(ImageHash.image_id).limit(1)).first() is not None
 
 
 def count_leaks(library: Library, held_out_ids: Sequence[int], train_ids: Sequence[int]) -> int:

@@ -24,7 +24,7 @@ from core.duplicates import (
 )
 from core.library import Library
 from core.models import Image, ImageHash
-from core.perceptual_hash import MAX_DISTANCE, close_pairs, distance, hashes_of_file, hashes_of_image
+from core.perceptual_hash import MAX_DISTANCE, close_pairs, distance, hashes_of_image
 from core.splits import TRAIN, VALIDATION
 from core.training import collect_training_data
 from tests.imagegen import COPY_KINDS, photo_image, write_copies
@@ -250,3 +250,57 @@ def test_no_duplicate_group_crosses_the_split(copies_library) -> None:
     assert leaks > 0
     assert count_leaks(library, [e.image_id for e in data.validation], [e.image_id for e in data.train]) == 0
     find_duplicates(library)  # puts the group keys back for the other tests
+
+
+def test_eval_counts_held_out_photos_with_a_near_duplicate_in_training(tmp_path: Path) -> None:
+    from core.models import ModelVersion
+    from core.training import evaluate_model
+    from tests.gui_fakes import FakeCaptioner
+
+    library = _small_library(tmp_path, originals=6)
+    try:
+        with library.db.write() as session:
+            for image_id in session.scalars(select(Image.id)):
+                set_human_caption(session, image_id, f"photo {image_id}")
+        # A version trained before the groups existed: its split scattered the copies.
+        scattered = collect_training_data(library, val_ratio=0.3)
+        assert scattered.validation and scattered.train
+        snapshot = {**scattered.snapshot(), "val_ratio": 0.3}
+        with library.db.write() as session:
+            session.add(ModelVersion(name="early", base_model="tiny/blip", data_snapshot=snapshot))
+        unchecked = evaluate_model(library, "tiny/blip", val_ratio=0.3, captioner=FakeCaptioner())
+        assert unchecked.near_duplicates_in_training is None  # no duplicate search yet: not claimed 0
+        find_duplicates(library)
+        early = evaluate_model(library, "early", val_ratio=0.3, captioner=FakeCaptioner())
+        evaluated = {i for i, _, _ in early.predictions} - set(early.train_overlap)
+        expected = count_leaks(library, sorted(evaluated), [e.image_id for e in scattered.train])
+        assert early.near_duplicates_in_training == expected > 0
+        assert any("near-duplicate in training" in w for w in early.warnings)
+        # A model scored on today's split, where every group sits on one side, has none.
+        fresh = evaluate_model(library, "tiny/blip", val_ratio=0.3, captioner=FakeCaptioner())
+        assert fresh.near_duplicates_in_training == 0
+    finally:
+        library.close()
+
+
+def test_cli_lists_groups_and_keeps_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from captiondesk import duplicates_command
+    from captiondesk.cli import main
+    from core import duplicates
+
+    assert duplicates_command.KEEP_RULES == duplicates.KEEP_RULES
+    _small_library(tmp_path, originals=2).close()
+    lib = str(tmp_path / "library.db")
+    assert main(["--library", lib, "duplicates", str(tmp_path / "photos" / "a"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["counts"]["groups"] == 2 and payload["counts"]["photos in groups"] == 12
+    assert [len(g["members"]) for g in payload["groups"]] == [6, 6]
+    assert all(m["mark"] is None for g in payload["groups"] for m in g["members"])
+    assert main(["--library", lib, "duplicates", "--keep-one", "first"]) == 0
+    out = capsys.readouterr().out
+    assert "Kept one photo (first) in 2 undecided groups" in out and out.count("  excluded /") == 10 and out.count("  kept     /") == 2
+    # Every photo is still on disk.
+    assert len(list((tmp_path / "photos").rglob("*.jpg"))) == 12
+    assert main(["--library", lib, "duplicates", str(tmp_path / "elsewhere")]) == 2

@@ -133,14 +133,15 @@ def find_duplicates(
             rows = []
             for image_id, path, key in todo[start : start + HASH_CHUNK]:
                 try:
-                    phash, dhash = hashes_of_file(path)
+                    phash, dhash, colour = hashes_of_file(path)
                 except ImageDecodeError as exc:
                     run.problem(f"{path}: {exc}")
                     stats.errors += 1
-                    phash = dhash = None  # not tried again until the picture changes
+                    phash = dhash = colour = None  # not tried again until the picture changes
                 else:
                     stats.hashed += 1
-                rows.append({"image_id": image_id, "content_key": key, "phash": phash, "dhash": dhash})
+                rows.append({"image_id": image_id, "content_key": key, "phash": phash, "dhash": dhash,
+                             "colour": colour})
             _store_hashes(library, rows)
             run.progress(start + len(rows), len(todo), "Hashing photos", force=True)
         run.progress(len(todo), len(todo), "Grouping duplicates", force=True)
@@ -169,7 +170,7 @@ def _store_hashes(library: Library, rows: list[dict[str, Any]]) -> None:
 
 def _regroup(library: Library, stats: DuplicateStats, confirm: PairConfirmer | None) -> None:
     query = sql_text(
-        "SELECT i.id, coalesce(i.split_key, i.fingerprint), h.phash, h.dhash FROM images i"
+        "SELECT i.id, coalesce(i.split_key, i.fingerprint), h.phash, h.dhash, h.colour FROM images i"
         f" JOIN image_hashes h ON h.image_id = i.id AND h.content_key = {_content_key_sql()}"
         " WHERE i.state = 'ok' AND h.phash IS NOT NULL ORDER BY i.id"
     )
@@ -180,7 +181,7 @@ def _regroup(library: Library, stats: DuplicateStats, confirm: PairConfirmer | N
     if confirm is not None:
         def by_index(pairs: Sequence[tuple[int, int]]) -> Sequence[bool]:
             return confirm([(ids[a], ids[b]) for a, b in pairs])
-    groups = near_duplicate_groups([(r[2], r[3]) for r in rows], confirm=by_index)
+    groups = near_duplicate_groups([(r[2], r[3], r[4]) for r in rows], confirm=by_index)
     values = []
     for members in groups:
         values += [{"id": ids[m], "group": ids[members[0]], "key": min(rows[k][1] for k in members)}

@@ -231,6 +231,8 @@ class ImageHash(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     #: ``images.content_key`` (else the fingerprint) when hashed: another key = a stale hash.
     content_key: Mapped[str] = mapped_column(String(40))
-    #: Signed 64-bit forms of the DCT and gradient hashes; None = the picture did not decode.
+    #: Signed 64-bit forms of the DCT and gradient hashes and the colour signature;
+    #: None = the picture did not decode.
     phash: Mapped[int | None] = mapped_column(BigInteger)
     dhash: Mapped[int | None] = mapped_column(BigInteger)
+    colour: Mapped[int | None] = mapped_column(BigInteger)

@@ -5,7 +5,11 @@ Each picture gets two 64-bit hashes of its upright grey-level image (decoded by
 the 8 x 8 lowest DCT frequencies of a 32 x 32 copy against their median, bit-for-bit
 ``imagehash.phash``) and the gradient hash (*dHash*: is each of 8 x 8 pixels brighter
 than its right neighbour, ``imagehash.dhash``).  Two photos are near-duplicates when
-the two Hamming distances add up to at most :data:`MAX_DISTANCE` out of 128 bits.
+the two Hamming distances add up to at most :data:`MAX_DISTANCE` out of 128 bits and
+their colours agree: both hashes see only grey levels, so a red and a green picture of
+one layout would hash alike; the *colour signature* (the chromaticity, r and g over
+r + g + b, of the picture's four quarters, one byte each, unchanged by a brightness
+shift) must differ by at most :data:`MAX_COLOUR_DIFFERENCE` in every byte.
 
 Grouping never compares every pair: the 128 bits are cut into eight 16-bit bands and
 any two hashes within :data:`MAX_DISTANCE` (23) differ in at most two bits of one band
@@ -26,6 +30,8 @@ import numpy as np
 #: Largest pHash + dHash Hamming distance (of 128 bits) for two photos to be near-duplicates:
 #: the largest the 8-band, radius-2 index finds exactly; why it suffices is in docs/duplicates.md.
 MAX_DISTANCE = 23
+#: Largest difference (of 255) of one colour-signature byte between near-duplicates.
+MAX_COLOUR_DIFFERENCE = 12
 _BANDS = 8
 _BAND_BITS = 16
 _RADIUS = 2
@@ -55,8 +61,8 @@ def _dct_matrix(n: int = 32) -> np.ndarray:
     return np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n))
 
 
-def hashes_of_image(image: Any) -> tuple[int, int]:
-    """``(phash, dhash)`` of a PIL image, as signed 64-bit integers."""
+def hashes_of_image(image: Any) -> tuple[int, int, int]:
+    """``(phash, dhash, colour signature)`` of a PIL image, as signed 64-bit integers."""
     from PIL import Image
 
     grey = image.convert("L")
@@ -66,20 +72,30 @@ def hashes_of_image(image: Any) -> tuple[int, int]:
     phash = _bits_to_int(low > np.median(low))
     tiny = np.asarray(grey.resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
     dhash = _bits_to_int(tiny[:, 1:] > tiny[:, :-1])
-    return _to_signed(phash), _to_signed(dhash)
+    quarters = np.asarray(image.convert("RGB").resize((2, 2), Image.Resampling.BOX), dtype=np.float64).reshape(4, 3)
+    # +1 / +3 keep a black quarter's chromaticity defined (grey) instead of noise.
+    chroma = np.rint((quarters[:, :2] + 1) / (quarters.sum(axis=1, keepdims=True) + 3) * 255).astype(np.uint8)
+    colour = int.from_bytes(chroma.tobytes(), "big")
+    return _to_signed(phash), _to_signed(dhash), _to_signed(colour)
 
 
-def hashes_of_file(path: Path | str) -> tuple[int, int]:
-    """``(phash, dhash)`` of the photo at *path*, decoded upright by the one decoder;
+def hashes_of_file(path: Path | str) -> tuple[int, int, int]:
+    """``(phash, dhash, colour)`` of the photo at *path*, decoded upright by the one decoder;
     raises :class:`core.imaging.ImageDecodeError` for a file that does not decode."""
     from core.imaging import load_rgb
 
     return hashes_of_image(load_rgb(path, max_size=128))
 
 
-def distance(a: tuple[int, int], b: tuple[int, int]) -> int:
-    """pHash + dHash Hamming distance between two hash pairs (0..128)."""
-    return sum(((x ^ y) & ((1 << 64) - 1)).bit_count() for x, y in zip(a, b, strict=True))
+def colour_difference(a: int, b: int) -> int:
+    """Largest difference of one byte between two colour signatures (0..255)."""
+    x, y = (np.frombuffer((v & ((1 << 64) - 1)).to_bytes(8, "big"), dtype=np.uint8).astype(np.int16) for v in (a, b))
+    return int(np.abs(x - y).max())
+
+
+def distance(a: Sequence[int], b: Sequence[int]) -> int:
+    """pHash + dHash Hamming distance between two hash tuples (0..128; a colour signature is ignored)."""
+    return sum(((x ^ y) & ((1 << 64) - 1)).bit_count() for x, y in zip(a[:2], b[:2], strict=True))
 
 
 @cache
@@ -152,15 +168,15 @@ def group_indices(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [members for _, members in sorted(groups.items()) if len(members) > 1]
 
 
-def near_duplicate_groups(hashes: Sequence[tuple[int, int]], *, confirm: PairConfirmer | None = None,
+def near_duplicate_groups(hashes: Sequence[tuple[int, int, int]], *, confirm: PairConfirmer | None = None,
                           max_distance: int = MAX_DISTANCE) -> list[list[int]]:
-    """Groups (lists of indices into *hashes*) of near-duplicates; *confirm*, when given,
-    drops candidate pairs it does not confirm before grouping."""
+    """Groups (lists of indices into *hashes*, ``(phash, dhash, colour)`` each) of
+    near-duplicates; *confirm*, when given, drops candidate pairs it does not confirm."""
     if not hashes:
         return []
     # Equal hashes (exact copies, re-saves) join at once, so a thousand copies of one picture
     # never make a million candidate pairs; the index runs on the distinct hashes.
-    distinct, inverse = np.unique(np.array(hashes, dtype=np.int64).reshape(-1, 2), axis=0, return_inverse=True)
+    distinct, inverse = np.unique(np.array(hashes, dtype=np.int64).reshape(-1, 3), axis=0, return_inverse=True)
     inverse = inverse.ravel()
     first = np.full(len(distinct), -1, dtype=np.int64)
     joined = []
@@ -169,7 +185,8 @@ def near_duplicate_groups(hashes: Sequence[tuple[int, int]], *, confirm: PairCon
             first[slot] = i
         else:
             joined.append((int(first[slot]), i))
-    pairs = [(int(first[a]), int(first[b])) for a, b in close_pairs(distinct, max_distance)]
+    pairs = [(int(first[a]), int(first[b])) for a, b in close_pairs(distinct[:, :2], max_distance)
+             if colour_difference(int(distinct[a, 2]), int(distinct[b, 2])) <= MAX_COLOUR_DIFFERENCE]
     if confirm is not None and pairs:
         pairs = [pair for pair, ok in zip(pairs, confirm(pairs), strict=True) if ok]
     return group_indices(len(hashes), joined + pairs)

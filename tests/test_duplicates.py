@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
+from PIL import ImageEnhance
 from sqlalchemy import select
 
 from core.captions import set_human_caption
@@ -24,10 +26,19 @@ from core.duplicates import (
 )
 from core.library import Library
 from core.models import Image, ImageHash
-from core.perceptual_hash import MAX_DISTANCE, close_pairs, distance, hashes_of_image
+from core.perceptual_hash import (
+    MAX_COLOUR_DIFFERENCE,
+    MAX_DISTANCE,
+    close_pairs,
+    colour_difference,
+    distance,
+    hashes_of_file,
+    hashes_of_image,
+    near_duplicate_groups,
+)
 from core.splits import TRAIN, VALIDATION
 from core.training import collect_training_data
-from tests.imagegen import COPY_KINDS, photo_image, write_copies
+from tests.imagegen import COPY_KINDS, photo_image, write_copies, write_jpeg
 
 ORIGINALS = 40
 LONERS = 60
@@ -62,7 +73,7 @@ def test_hashes_are_imagehash_bit_for_bit() -> None:
     imagehash = pytest.importorskip("imagehash")
     for seed in range(12):
         image = photo_image(seed)
-        phash, dhash = hashes_of_image(image)
+        phash, dhash, _colour = hashes_of_image(image)
         assert phash & (2**64 - 1) == int(str(imagehash.phash(image)), 16)
         assert dhash & (2**64 - 1) == int(str(imagehash.dhash(image)), 16)
 
@@ -89,11 +100,25 @@ def test_the_threshold_separates_copies_from_distinct_photos(copies_library) -> 
     library, _ = copies_library
     ids = _ids_by_name(library)
     with library.db.read() as session:
-        hashes = {i: (p, d) for i, p, d in session.execute(select(ImageHash.image_id, ImageHash.phash, ImageHash.dhash))}
-    copies = [distance(hashes[ids[f"p{n:02}"]], hashes[ids[f"p{n:02}_{k}"]]) for n in range(ORIGINALS) for k in COPY_KINDS]
+        hashes = {i: h for i, *h in session.execute(
+            select(ImageHash.image_id, ImageHash.phash, ImageHash.dhash, ImageHash.colour))}
+    pairs = [(hashes[ids[f"p{n:02}"]], hashes[ids[f"p{n:02}_{k}"]]) for n in range(ORIGINALS) for k in COPY_KINDS]
+    assert max(distance(a, b) for a, b in pairs) <= MAX_DISTANCE
+    assert max(colour_difference(a[2], b[2]) for a, b in pairs) <= MAX_COLOUR_DIFFERENCE
     originals = [hashes[ids[f"p{n:02}"]] for n in range(ORIGINALS)] + [hashes[ids[f"solo{n:02}"]] for n in range(LONERS)]
-    strangers = [distance(a, b) for a, b in itertools.combinations(originals, 2)]
-    assert max(copies) <= MAX_DISTANCE < min(strangers)
+    assert min(distance(a, b) for a, b in itertools.combinations(originals, 2)) > MAX_DISTANCE
+
+
+def test_one_layout_in_other_colours_is_not_a_duplicate(tmp_path: Path) -> None:
+    """Grey-level hashes cannot tell a red picture from a green one of the same layout; the colour signature can."""
+    colours = [(200, 40, 40), (40, 160, 60), (40, 80, 200), (220, 180, 40), (120, 60, 160), (30, 160, 170)]
+    files = [write_jpeg(tmp_path / f"flat{k}.jpg", colours[k % 6], (64, 48), seed=k) for k in range(24)]
+    hashes = [hashes_of_file(f) for f in files]
+    assert sum(distance(a, b) <= MAX_DISTANCE for a, b in itertools.combinations(hashes, 2)) > 20
+    assert near_duplicate_groups(hashes) == []
+    brighter = tmp_path / "brighter.jpg"
+    ImageEnhance.Brightness(PILImage.open(files[0])).enhance(1.15).save(brighter, quality=90)
+    assert near_duplicate_groups([*hashes, hashes_of_file(brighter)]) == [[0, 24]]
 
 
 def test_band_index_finds_exactly_the_pairs_a_full_comparison_finds() -> None:

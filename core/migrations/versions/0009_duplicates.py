@@ -1,7 +1,7 @@
 """Duplicates: a perceptual hash per picture, duplicate groups and "keep one" marks.
 
 ``image_hashes`` holds each image's perceptual hashes (``core.perceptual_hash``: a DCT
-hash and a gradient hash, 64 bits each, stored as signed SQLite integers) with the
+hash, a gradient hash and a colour signature, 64 bits each, stored as signed SQLite integers) with the
 content key they were computed for (``images.content_key``, else the fingerprint): a
 changed picture has another key, so its stale hashes are recomputed; a metadata rewrite
 keeps the key and the hashes.  NULL hashes mean the picture could not be decoded.
@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("content_key", sa.String(40), nullable=False),
         sa.Column("phash", sa.BigInteger(), nullable=True),
         sa.Column("dhash", sa.BigInteger(), nullable=True),
+        sa.Column("colour", sa.BigInteger(), nullable=True),
     )
     # ADD COLUMN: no table rebuild (and no foreign-key cascade risk on existing rows).
     op.add_column("images", sa.Column("duplicate_group", sa.Integer(), nullable=True))

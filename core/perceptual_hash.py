@@ -127,8 +127,11 @@ def close_pairs(hashes: Sequence[tuple[int, int]] | np.ndarray, max_distance: in
         order = np.argsort(band, kind="stable")
         for lo in range(0, n, _CHUNK):
             # Every (image, variant) of this chunk at once: the band with each 0-2 bit change.
-            wanted = (band[lo : lo + _CHUNK, None] ^ masks[None, :]).ravel()
-            hits = counts[wanted]
+            own = band[lo : lo + _CHUNK, None]
+            wanted = (own ^ masks[None, :]).ravel()
+            # A pair in two buckets is found from both sides: look up only the larger
+            # bucket value (and, within one bucket, keep a < b below).
+            hits = np.where(wanted >= np.broadcast_to(own, (len(own), len(masks))).ravel(), counts[wanted], 0)
             slots = np.flatnonzero(hits)
             if not slots.size:
                 continue
@@ -137,8 +140,8 @@ def close_pairs(hashes: Sequence[tuple[int, int]] | np.ndarray, max_distance: in
             # Positions start, start+1, ... of each variant's bucket in the sorted order.
             offsets = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
             b = order[np.repeat(starts[wanted[slots]], per) + offsets]
-            keep = a < b
-            a, b = a[keep], b[keep]
+            keep = (a < b) | (band[a] != band[b])
+            a, b = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
             close = np.bitwise_count(codes[a] ^ codes[b]).sum(axis=1) <= max_distance
             found.append(np.stack([a[close], b[close]], axis=1))
     if not found:

@@ -142,7 +142,9 @@ class DuplicatesDialog(QDialog):
         self.group_list.blockSignals(True)
         self.group_list.clear()
         for group in groups:
-            self.group_list.addItem(QListWidgetItem(_group_label(group)))
+            item = QListWidgetItem(_group_label(group))
+            item.setToolTip(item.text())
+            self.group_list.addItem(item)
         self.group_list.blockSignals(False)
         ids = [g.group_id for g in groups]
         row = ids.index(current.group_id) if current is not None and current.group_id in ids else (0 if ids else -1)

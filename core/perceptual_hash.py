@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 #: Largest pHash + dHash Hamming distance (of 128 bits) for two photos to be near-duplicates:
-#: the largest the 8-band, radius-2 index finds exactly; why it suffices is in docs/duplicates.md.
+#: the largest the 8-band, radius-2 index finds exactly (docs/optimization-notes.md, "Near-duplicates").
 MAX_DISTANCE = 23
 #: Largest difference (of 255) of one colour-signature byte between near-duplicates.
 MAX_COLOUR_DIFFERENCE = 12

@@ -329,3 +329,27 @@ def test_cli_lists_groups_and_keeps_one(tmp_path: Path, capsys: pytest.CaptureFi
     # Every photo is still on disk.
     assert len(list((tmp_path / "photos").rglob("*.jpg"))) == 12
     assert main(["--library", lib, "duplicates", str(tmp_path / "elsewhere")]) == 2
+
+
+def test_export_keeps_groups_on_one_side_and_leaves_out_excluded_photos(tmp_path: Path) -> None:
+    import csv
+
+    from core.export import export_dataset
+
+    library = _small_library(tmp_path, originals=8)
+    try:
+        with library.db.write() as session:
+            for image_id in session.scalars(select(Image.id)):
+                set_human_caption(session, image_id, f"photo {image_id}")
+        find_duplicates(library)
+        groups = duplicate_groups(library)
+        keep_one(library, groups[0].group_id, groups[0].members[0].image_id)
+        export_dataset(library, "csv", tmp_path / "out", val_ratio=0.4)
+        with open(tmp_path / "out" / "captions.csv", encoding="utf-8", newline="") as handle:
+            split_of = {Path(row["library_path"]).name: row["split"] for row in csv.DictReader(handle)}
+        assert len(split_of) == 8 * 6 - 5
+        assert {m.path.name for m in groups[0].members[1:]}.isdisjoint(split_of)
+        sides = [{split_of[m.path.name] for m in g.members if m.path.name in split_of} for g in groups]
+        assert all(len(side) == 1 for side in sides) and {"train", "validation"} == set().union(*sides)
+    finally:
+        library.close()

@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.errors import UserFacingError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -31,7 +33,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 HEAD_REVISION = "0009"
 
 
-class LibraryOpenError(Exception):
+class LibraryOpenError(UserFacingError):
     """The file cannot be used as a CaptionDesk library (the message says why)."""
 
 

@@ -4,10 +4,11 @@ The schema itself is owned by the Alembic migrations in ``core/migrations``; the
 classes must stay in step with them (``tests/test_store.py`` compares the two).
 
 Captions keep their whole history: every text ever written for an image is a row, and
-exactly one row per image is *current* (a partial unique index enforces it).  Provenance
-lives on each row: ``source`` says whether a model, a person or an import wrote it, and
-the model/adapter identity and generation settings are stored beside it.  A trigger
-refuses to make a model or import caption current while a human one is, so a person's
+at most one row per (image, kind) is *current* (a partial unique index enforces it; the
+kinds are :mod:`core.kinds`).  Provenance lives on each row: ``source`` says whether a
+model, a person or an import wrote it, the model/adapter identity is stored beside it and
+the rest is a typed :class:`~core.provenance.Provenance` record.  A trigger refuses to make
+a model or import value current while a human one of the same kind is, so a person's
 words are never overwritten even by a buggy caller.
 """
 
@@ -19,14 +20,31 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from core.provenance import Provenance, as_provenance
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class ProvenanceJSON(TypeDecorator[Provenance]):
+    """A :class:`Provenance` stored as its JSON object (writers may pass a plain mapping)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> dict[str, Any] | None:
+        record = as_provenance(value)
+        return None if record is None else record.to_json()
+
+    def process_result_value(self, value: Any, dialect: Any) -> Provenance | None:
+        return None if value is None else Provenance.from_json(value)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, Provenance: ProvenanceJSON}
 
 
 class ImageState(enum.StrEnum):
@@ -158,10 +176,11 @@ class Caption(Base):
     __tablename__ = "captions"
     __table_args__ = (
         Index("ix_captions_image", "image_id"),
-        # At most one current caption per image.
+        # At most one current value per image and kind.
         Index(
             "uq_captions_one_current",
             "image_id",
+            "kind",
             unique=True,
             sqlite_where=text("is_current = 1"),
         ),
@@ -170,6 +189,8 @@ class Caption(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    #: Which of the image's values this is (``core.kinds``: caption, alt_text, keywords, …).
+    kind: Mapped[str] = mapped_column(String(32), default="caption", server_default="caption")
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     is_current: Mapped[bool] = mapped_column(default=True)
@@ -180,8 +201,9 @@ class Caption(Base):
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL")
     )
-    #: Generation settings (model) or import details (file, format).
-    settings: Mapped[dict[str, Any] | None]
+    #: How the text came to be: generation settings and prompt (model), import details
+    #: (file, format), a bulk replacement (column ``settings`` before migration 0007).
+    provenance: Mapped[Provenance | None]
     #: Mean token log-probability of a model caption (<= 0; nearer 0 = more confident).
     score: Mapped[float | None] = mapped_column(Float)
     #: For imports: where the text came from (file path, format).
@@ -191,6 +213,19 @@ class Caption(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="captions")
+
+
+class CaptionKindRow(Base):
+    """A caption kind the library's user defined (the built-in ones are in ``core.kinds``)."""
+
+    __tablename__ = "caption_kinds"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    value_type: Mapped[str] = mapped_column(String(16), default="text")
+    #: The instruction a prompted model gets for this kind (None: ask in the Caption dialog).
+    prompt: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):

@@ -43,7 +43,10 @@ other keys, so on their own they would land on both sides about as often as two
 strangers.  The duplicates job (:mod:`core.duplicates`) gives every member of a group
 of near-duplicates the group's smallest split key (``images.duplicate_split_key``), and
 every split reads :func:`split_key_sql` - that key first - so the whole group falls in
-one split for training, evaluation and export alike.
+one split for training, evaluation and export alike.  A group that gains a member with a
+smaller key moves as a whole (the price of never splitting it); ``eval`` reports a
+version's training photos that it scores, and held-out photos with a near-duplicate
+among them.
 """
 
 from __future__ import annotations

@@ -334,7 +334,7 @@ def test_cli_lists_groups_and_keeps_one(tmp_path: Path, capsys: pytest.CaptureFi
 def test_export_keeps_groups_on_one_side_and_leaves_out_excluded_photos(tmp_path: Path) -> None:
     import csv
 
-    from core.export import export_dataset
+    from core.datasets.export_job import export_dataset
 
     library = _small_library(tmp_path, originals=8)
     try:

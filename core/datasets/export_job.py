@@ -103,6 +103,7 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
+from core.kinds import CAPTION
 from core.models import Caption, ImageState, LibraryRoot
 from core.queries import FolderScope, outdated_phrase
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -329,11 +330,11 @@ def _run_export(
 def _variant_texts(db: Database, image: CaptionedImage) -> tuple[str, ...]:
     """The other variants imported with *image*'s caption (``import sidecar --lines-as-variants``),
     in their file's order, without the current caption's text."""
-    index = func.json_extract(Caption.settings, "$.index")
+    index = func.json_extract(Caption.provenance, "$.index")
     query = (
         select(Caption.text)
-        .where(Caption.image_id == image.image_id, Caption.id != image.caption_id)
-        .where(func.json_extract(Caption.settings, "$.variants") == 1, index > 0)
+        .where(Caption.image_id == image.image_id, Caption.kind == CAPTION, Caption.id != image.caption_id)
+        .where(func.json_extract(Caption.provenance, "$.variants") == 1, index > 0)
         .order_by(index, Caption.id)
     )
     with db.read() as session:

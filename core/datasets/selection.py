@@ -16,6 +16,7 @@ from sqlalchemy.sql import Select
 from core.datasets.errors import ExportError
 from core.db import Database
 from core.filenames import to_os
+from core.kinds import CAPTION
 from core.models import Caption, CaptionSource, DuplicateMark, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, split_key_sql, validate_val_ratio
@@ -93,7 +94,7 @@ def _captioned_query(
             Caption.origin, Caption.score, Caption.created_at,
             _split_key,
         )
-        .join(Caption, (Caption.image_id == Image.id) & (_current_flag == 1))
+        .join(Caption, (Caption.image_id == Image.id) & (Caption.kind == CAPTION) & (_current_flag == 1))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
     )
     if only == "verified":
@@ -207,7 +208,7 @@ def outdated_images(
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
         .join(old, old.id == Image.outdated_caption_id)
         .where(Image.state == ImageState.OK.value)
-        .where(~select(Caption.id).where(Caption.image_id == Image.id, _current_flag == 1).exists())
+        .where(~select(Caption.id).where(Caption.image_id == Image.id, Caption.kind == CAPTION, _current_flag == 1).exists())
         .order_by(Image.root_id, Image.rel_path)
     )
     if only == "verified":

@@ -99,8 +99,8 @@ def evaluate_model(
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
     """
     from core.captioning.captioner import load_model_image
+    from core.captioning.job_spec import GenerationSettings
     from core.captioning.registry import resolve_model
-    from core.captioning.settings import GenerationSettings
     from core.imaging import ImageDecodeError
     from core.jobs import Progress
 

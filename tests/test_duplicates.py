@@ -152,13 +152,16 @@ def _small_library(tmp_path: Path, originals: int = 3) -> Library:
 def test_keep_one_only_marks_and_leaves_out_of_training_and_export(tmp_path: Path) -> None:
     library = _small_library(tmp_path)
     try:
-        find_duplicates(library)
-        groups = duplicate_groups(library)
-        assert len(groups) == 3 and all(len(g.members) == 6 and not g.exact for g in groups)
         with library.db.write() as session:
             for image_id in session.scalars(select(Image.id)):
                 set_human_caption(session, image_id, f"photo {image_id}")
+        unchecked = collect_training_data(library, val_ratio=0.3)
+        assert unchecked.unchecked == 18 and "18 photos were never checked" in unchecked.duplicates_note()
+        find_duplicates(library)
+        groups = duplicate_groups(library)
+        assert len(groups) == 3 and all(len(g.members) == 6 and not g.exact for g in groups)
         before = collect_training_data(library, val_ratio=0.3)
+        assert before.unchecked == 0 and before.duplicates_note() is None
         first = groups[0]
         chosen = first.members[2]
         keep_one(library, first.group_id, chosen.image_id)

@@ -75,6 +75,8 @@ class TrainingData:
     outdated: int = 0
     #: Near-duplicates left out by "keep one" (``images.duplicate_mark``, core.duplicates).
     excluded: int = 0
+    #: Examples whose picture no duplicate search has hashed: their copies may straddle the split.
+    unchecked: int = 0
     val_ratio: float = 0.1
     seed: int = DEFAULT_SEED
     include_imports: bool = False
@@ -90,6 +92,14 @@ class TrainingData:
         excluded = f", {self.excluded} near-duplicates left out (keep one)" if self.excluded else ""
         return (f"{len(self.train)} training{test} and {len(self.validation)} validation captions"
                 f"{dup}{outdated}{excluded}")
+
+    def duplicates_note(self) -> str | None:
+        """Why the split may still hold near-duplicates on both sides (None: every photo was checked)."""
+        if not self.unchecked:
+            return None
+        return (f"{self.unchecked} photos were never checked for near-duplicates (run captiondesk duplicates "
+                "or File → Duplicates…): copies of one photo may sit on both sides of the split and flatter "
+                "the scores")
 
     def test_note(self) -> str | None:
         """Why there is no test split, in plain words (None: there is one)."""
@@ -161,8 +171,9 @@ def collect_training_data(
     params: dict[str, Any] = {}
     query = sql_text(
         "SELECT i.id, i.fingerprint, r.path, i.rel_path, c.text, c.id,"
-        f" {split_key_sql('i')}, i.duplicate_mark{CURRENT_JOIN}"
+        f" {split_key_sql('i')}, i.duplicate_mark, h.image_id IS NULL{CURRENT_JOIN}"
         " JOIN library_roots r ON r.id = i.root_id"
+        " LEFT JOIN image_hashes h ON h.image_id = i.id AND h.content_key = coalesce(i.content_key, i.fingerprint)"
         f" WHERE {filter_sql(wanted, params)} ORDER BY c.id DESC"
     )
     data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports, test_ratio=test_ratio,
@@ -171,7 +182,7 @@ def collect_training_data(
     with library.db.read() as session:
         rows = list(session.execute(query, params))
     examples = []
-    for image_id, fingerprint, root, rel_path, text, _caption_id, split_key, mark in rows:
+    for image_id, fingerprint, root, rel_path, text, _caption_id, split_key, mark, unhashed in rows:
         text = " ".join(text.split())
         if not text:
             continue
@@ -182,6 +193,7 @@ def collect_training_data(
             data.duplicates += 1
             continue
         seen.add(fingerprint)
+        data.unchecked += bool(unhashed)
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
         # Test is provisional: back to train below when too few images land there.

@@ -283,6 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "scored": result.metrics.get("n", 0), "train_overlap_count": len(result.train_overlap),
                    "train_overlap": result.train_overlap, "held_out_metrics": result.held_out_metrics,
                    "held_out_intervals": result.held_out_intervals,
+                   "near_duplicates_in_training": result.near_duplicates_in_training,
                    "warnings": list(result.warnings), "problems": list(result.skipped)})
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
@@ -292,6 +293,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"seed {split['seed']})")
     if result.train_overlap:
         print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
+    leaks = result.near_duplicates_in_training
+    print("Held-out photos with a near-duplicate in training: "
+          + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
     if result.held_out_metrics is not None:

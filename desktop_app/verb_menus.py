@@ -2,7 +2,7 @@
 
 :func:`install` is called once from ``MainWindow._build_actions``; it adds
 
-* File → Export dataset…, Import captions…, Write captions into photos…
+* File → Export dataset…, Import captions…, Write captions into photos…, Duplicates…
 * Model → Versions…
 * Edit → Preferences…
 * Help → Keyboard shortcuts, Self-check, Library location
@@ -139,6 +139,13 @@ class VerbMenus:
                                                                 sidecar_naming=self.window.settings.sidecar_naming,
                                                                 parent=self.window))
 
+    def open_duplicates(self) -> QDialog | None:
+        from desktop_app.duplicates_dialog import DuplicatesDialog
+
+        window = self.window
+        return self._show("duplicates", lambda: DuplicatesDialog(window.library, window.pool, window.notifier,
+                                                                   parent=window))
+
     def open_versions(self) -> QDialog | None:
         from desktop_app.versions_window import VersionsWindow
 
@@ -226,6 +233,7 @@ def install(window: WindowShell, hooks: VerbHooks) -> VerbMenus:
         a("export_dataset", "Export dataset…", verbs.open_export, "Ctrl+Shift+E"),
         a("import_captions", "Import captions…", verbs.open_import, "Ctrl+Shift+I"),
         a("write_metadata", "Write captions into photos…", verbs.open_write_metadata, None),
+        a("duplicates", "Duplicates…", verbs.open_duplicates, None),
     ]
     separator = file_menu.insertSeparator(quit_action) if quit_action is not None else file_menu.addSeparator()
     for action in entries:

@@ -618,10 +618,10 @@ def test_menus_open_every_dialog_from_the_main_window(qtbot, library, built, tmp
     window = make_window(qtbot, library, settings, FakeEngine())
     titles = [a.text() for a in window.menuBar().actions()]
     assert titles.index("&Model") == titles.index("&Help") - 1
-    for key in ("export_dataset", "import_captions", "write_metadata", "model_versions", "preferences",
+    for key in ("export_dataset", "import_captions", "write_metadata", "duplicates", "model_versions", "preferences",
                 "shortcuts", "library_location"):
         window.actions[key].trigger()
-    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "versions", "preferences",
+    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "duplicates", "versions", "preferences",
                                               "shortcuts", "location"}
     shortcuts = window.verbs.open_dialogs["shortcuts"]
     assert ("Export dataset", "Ctrl+Shift+E") in shortcuts.rows

@@ -1,0 +1,126 @@
+"""The caption panel's per-kind pieces: the kinds' tab bar and alt text's length count.
+
+:class:`KindTabs` is a compact tab bar, one tab a caption kind (:mod:`core.kinds`, the
+caption first), each with a dot in its display state's colour; :class:`AltTextCount` is
+the live "87 / 125" that turns to the note colour over
+:data:`core.kinds.ALT_TEXT_NOTE_CHARS` and to the warning colour over
+:data:`core.kinds.ALT_TEXT_WARNING_CHARS` (the limits :func:`core.kinds.length_check` uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QLabel, QSizePolicy, QTabBar
+
+from core.captions import format_confidence
+from core.kinds import ALT_TEXT_NOTE_CHARS, ALT_TEXT_WARNING_CHARS, CAPTION, CaptionKind
+from core.view_rows import CaptionInfo
+from desktop_app.delegate import BADGES
+
+#: Tab labels shorter than a kind's label, so the built-in kinds fit the panel's narrowest width.
+SHORT_LABELS = {"extended_description": "Long desc."}
+#: The alt-text count's colours: over the note limit, over the warning limit.
+NOTE_COLOR = "#b7791f"
+WARNING_COLOR = "#c0392b"
+
+
+def state_dot(color: str) -> QIcon:
+    pixmap = QPixmap(10, 10)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(QColor(color))
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.drawEllipse(1, 1, 8, 8)
+    painter.end()
+    return QIcon(pixmap)
+
+
+def kind_badge_text(state: str, current: CaptionInfo | None) -> tuple[str, str]:
+    """A kind's badge: its state, "model 87%" for a scored model value."""
+    label, color = BADGES.get(state, (state, "#555"))
+    if state == "model" and current is not None and current.score is not None:
+        label = f"model {format_confidence(current.score)}"
+    return label, color
+
+
+class KindTabs(QTabBar):
+    """One tab a kind; the tab's data is the kind's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("kindTabs")
+        self.setDocumentMode(True)
+        self.setExpanding(False)
+        self.setUsesScrollButtons(True)
+        self.setElideMode(Qt.TextElideMode.ElideRight)
+        self.setDrawBase(False)
+        # The tabs scroll rather than widen the panel.
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.kinds: list[CaptionKind] = []
+
+    def names(self) -> list[str]:
+        return [k.name for k in self.kinds]
+
+    def set_kinds(self, kinds: Sequence[CaptionKind], shown: str) -> str:
+        """One tab per kind, the caption first; returns the kind now shown (*shown* if it stays)."""
+        kinds = sorted(kinds, key=lambda k: k.name != CAPTION)
+        if [k.name for k in kinds] == self.names():
+            self.kinds = list(kinds)
+            return shown
+        self.kinds = list(kinds)
+        self.blockSignals(True)
+        while self.count():
+            self.removeTab(0)
+        for kind in kinds:
+            index = self.addTab(SHORT_LABELS.get(kind.name, kind.label))
+            self.setTabData(index, kind.name)
+        if shown not in self.names():
+            shown = CAPTION
+        self.setCurrentIndex(self.names().index(shown))
+        self.blockSignals(False)
+        return shown
+
+    def show_kind(self, kind: str, *, quietly: bool = False) -> None:
+        self.blockSignals(quietly)
+        self.setCurrentIndex(self.names().index(kind))
+        self.blockSignals(False)
+
+    def set_states(self, states: dict[str, str | None]) -> None:
+        """Each tab's dot and tooltip: its kind's display state (None: no photo shown)."""
+        for index, kind in enumerate(self.kinds):
+            state = states.get(kind.name)
+            if state is None:
+                self.setTabIcon(index, QIcon())
+                self.setTabToolTip(index, kind.label)
+            else:
+                self.setTabIcon(index, state_dot(BADGES.get(state, (state, "#555"))[1]))
+                self.setTabToolTip(index, f"{kind.label}: {state}")
+
+
+def alt_text_count(text: str) -> tuple[str, str]:
+    """The alt-text count's words ("87 / 125") and level (``""``, ``note``, ``warning``)."""
+    n = len(text)
+    level = "warning" if n > ALT_TEXT_WARNING_CHARS else "note" if n > ALT_TEXT_NOTE_CHARS else ""
+    return f"{n} / {ALT_TEXT_NOTE_CHARS}", level
+
+
+class AltTextCount(QLabel):
+    """The live length of alt text; ``level`` is ``""``, ``note`` or ``warning``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("altTextCount")
+        self.level = ""
+        self.setToolTip(f"Screen readers may cut alt text after {ALT_TEXT_NOTE_CHARS} characters; "
+                        f"over {ALT_TEXT_WARNING_CHARS} it reads as a description")
+        self.hide()
+
+    def count(self, text: str) -> None:
+        words, self.level = alt_text_count(text)
+        color = {"note": NOTE_COLOR, "warning": WARNING_COLOR}.get(self.level, "palette(placeholder-text)")
+        self.setText(words)
+        self.setStyleSheet(f"color: {color};" + (" font-weight: bold;" if self.level else ""))

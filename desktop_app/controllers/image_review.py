@@ -60,6 +60,9 @@ class ImageReviewController:
         panel.accept_requested.connect(self.accept_current)
         panel.revert_requested.connect(self.revert_to)
         panel.commit_requested.connect(self.commit_edit)
+        # The panel shows the kind the filters look at (a tab click does not refilter the grid).
+        filter_bar.kind_choice.currentIndexChanged.connect(
+            lambda _i: panel.set_kind(filter_bar.kind_choice.currentData() or CAPTION))
         panel.kind_changed.connect(lambda _kind: self._load_vocabulary())
         #: The keyword editor's completions: (library, vocabulary), reloaded after a change.
         self._vocabulary: tuple[object, list[str]] | None = None

@@ -194,8 +194,8 @@ class CaptionPanel(QWidget):
         self.value_stack.addWidget(self.keywords)
         self.value_stack.setMinimumHeight(60)
         self.value_stack.setMaximumHeight(110)
-        #: Alt text's live length ("87 / 125"), in the button row so showing it moves nothing.
-        self.alt_count = AltTextCount()
+        #: Alt text's live length ("87 / 125") in the editor's corner, so showing it moves nothing.
+        self.alt_count = AltTextCount(self.editor)
         self.editor.textChanged.connect(self._update_count)
 
         self.save_button = QPushButton("Save")
@@ -211,7 +211,6 @@ class CaptionPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.accept_button)
-        buttons.addWidget(self.alt_count)
         buttons.addStretch(1)
         buttons.addWidget(self.revert_button)
 
@@ -449,6 +448,7 @@ class CaptionPanel(QWidget):
         items = []
         for caption in reversed(details.history):  # newest first
             items.append(self._history_item(caption))
+            items[-1].setText(3, self._readable(caption.text))  # keywords on one line
         self.history.addTopLevelItems(items)
         for column in (0, 1, 2):
             self.history.resizeColumnToContents(column)

@@ -41,7 +41,7 @@ def keyword_label(keyword: Keyword) -> str:
 class FlowLayout(QLayout):
     """Items left to right, wrapping to the next line: the chips."""
 
-    def __init__(self, parent: QWidget | None = None, spacing: int = 4) -> None:
+    def __init__(self, parent: QWidget | None = None, spacing: int = 3) -> None:
         super().__init__(parent)
         self._items: list[QLayoutItem] = []
         self._spacing = spacing
@@ -82,6 +82,7 @@ class FlowLayout(QLayout):
         return size
 
     def _place(self, rect: QRect, *, move: bool) -> int:
+        rect = rect.adjusted(2, 2, -2, -2)
         x, y, line = rect.x(), rect.y(), 0
         for item in self._items:
             hint = item.sizeHint()
@@ -92,7 +93,7 @@ class FlowLayout(QLayout):
                 item.setGeometry(QRect(QPoint(x, y), QSize(width, hint.height())))
             x += width + self._spacing
             line = max(line, hint.height())
-        return y + line - rect.y()
+        return y + line - rect.y() + 4
 
 
 class KeywordChip(QFrame):
@@ -115,7 +116,7 @@ class KeywordChip(QFrame):
         self.remove.setFixedSize(16, 16)
         self.remove.clicked.connect(lambda: self.remove_requested.emit(self.keyword))
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(7, 1, 2, 1)
+        layout.setContentsMargins(7, 0, 2, 0)
         layout.setSpacing(2)
         layout.addWidget(self.label)
         layout.addWidget(self.remove)
@@ -160,11 +161,16 @@ class KeywordChips(QWidget):
         self.scroll.setWidget(self.chip_area)
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.entry = _Entry()
+        # The field is the flow's last item, after the chips, as in a tag editor.
+        self.entry = _Entry(self.chip_area)
         self.entry.setObjectName("keywordEntry")
-        self.entry.setPlaceholderText("Add a keyword (Enter or comma; a|b for a hierarchy)")
+        self.entry.setPlaceholderText("Add a keyword…")
+        self.entry.setToolTip("Enter or a comma adds it; a|b is a hierarchy (shown a › b); "
+                              "Backspace in an empty field removes the last keyword")
+        self.entry.setFrame(False)
+        self.entry.setMinimumWidth(100)
+        self.flow.addWidget(self.entry)
         self._vocabulary = QStringListModel(self)
         completer = QCompleter(self._vocabulary, self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
@@ -175,11 +181,12 @@ class KeywordChips(QWidget):
         self.entry.commit.connect(self.add_typed)
         self.entry.textChanged.connect(lambda _text: self.changed.emit())
         self.entry.backspace_empty.connect(self._remove_last)
+        self.scroll.setFrameShape(QFrame.Shape.StyledPanel)
+        self.chip_area.setBackgroundRole(self.entry.backgroundRole())
+        self.chip_area.setAutoFillBackground(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(3)
         layout.addWidget(self.scroll, 1)
-        layout.addWidget(self.entry)
 
     # -- the value -------------------------------------------------------------------------
 
@@ -227,12 +234,14 @@ class KeywordChips(QWidget):
             self.flow.removeWidget(chip)
             chip.deleteLater()
         self._chips = []
+        self.flow.removeWidget(self.entry)
         for keyword in self._keywords:
             chip = KeywordChip(keyword, self.chip_area)
             chip.remove_requested.connect(self.remove_keyword)
             self.flow.addWidget(chip)
             chip.show()
             self._chips.append(chip)
+        self.flow.addWidget(self.entry)
         self.chip_area.updateGeometry()
         if notify:
             self.changed.emit()

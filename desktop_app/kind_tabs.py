@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import QLabel, QSizePolicy, QTabBar
+from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSizePolicy, QTabBar
 
 from core.captions import format_confidence
 from core.kinds import ALT_TEXT_NOTE_CHARS, ALT_TEXT_WARNING_CHARS, CAPTION, CaptionKind
@@ -22,6 +22,8 @@ from desktop_app.delegate import BADGES
 
 #: Tab labels shorter than a kind's label, so the built-in kinds fit the panel's narrowest width.
 SHORT_LABELS = {"extended_description": "Long desc."}
+#: The caption first, then alt text and keywords (what most photos get), then the rest as defined.
+TAB_ORDER = {"caption": 0, "alt_text": 1, "keywords": 2, "title": 3, "extended_description": 4}
 #: The alt-text count's colours: over the note limit, over the warning limit.
 NOTE_COLOR = "#b7791f"
 WARNING_COLOR = "#c0392b"
@@ -56,8 +58,14 @@ class KindTabs(QTabBar):
         self.setDocumentMode(True)
         self.setExpanding(False)
         self.setUsesScrollButtons(True)
-        self.setElideMode(Qt.TextElideMode.ElideRight)
+        # Whole words; the tabs that do not fit scroll (the caption, alt text and keywords come first).
+        self.setElideMode(Qt.TextElideMode.ElideNone)
         self.setDrawBase(False)
+        self.setIconSize(QSize(8, 8))
+        # Compact tabs; the shown one underlined (not bold, so no tab changes width).
+        self.setStyleSheet("QTabBar::tab { padding: 3px 6px; border: none; border-bottom: 2px solid transparent; }"
+                           " QTabBar::tab:selected { border-bottom: 2px solid palette(highlight);"
+                           " color: palette(highlight); }")
         # The tabs scroll rather than widen the panel.
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.kinds: list[CaptionKind] = []
@@ -67,7 +75,7 @@ class KindTabs(QTabBar):
 
     def set_kinds(self, kinds: Sequence[CaptionKind], shown: str) -> str:
         """One tab per kind, the caption first; returns the kind now shown (*shown* if it stays)."""
-        kinds = sorted(kinds, key=lambda k: k.name != CAPTION)
+        kinds = sorted(kinds, key=lambda k: TAB_ORDER.get(k.name, len(TAB_ORDER)))
         if [k.name for k in kinds] == self.names():
             self.kinds = list(kinds)
             return shown
@@ -109,10 +117,14 @@ def alt_text_count(text: str) -> tuple[str, str]:
 
 
 class AltTextCount(QLabel):
-    """The live length of alt text; ``level`` is ``""``, ``note`` or ``warning``."""
+    """The live length of alt text, in the bottom-right corner of *editor* (over its text,
+    so it takes no room of its own); ``level`` is ``""``, ``note`` or ``warning``."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, editor: QPlainTextEdit) -> None:
+        super().__init__(editor)
+        self._editor = editor
+        editor.installEventFilter(self)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.setObjectName("altTextCount")
         self.level = ""
         self.setToolTip(f"Screen readers may cut alt text after {ALT_TEXT_NOTE_CHARS} characters; "
@@ -123,4 +135,17 @@ class AltTextCount(QLabel):
         words, self.level = alt_text_count(text)
         color = {"note": NOTE_COLOR, "warning": WARNING_COLOR}.get(self.level, "palette(placeholder-text)")
         self.setText(words)
-        self.setStyleSheet(f"color: {color};" + (" font-weight: bold;" if self.level else ""))
+        self.setStyleSheet(f"color: {color}; background: palette(base); padding: 0 3px;"
+                           + (" font-weight: bold;" if self.level else ""))
+        self._place()
+
+    def _place(self) -> None:
+        self.adjustSize()
+        area = self._editor.viewport().geometry()
+        self.move(area.right() - self.width() - 2, area.bottom() - self.height() - 1)
+        self.raise_()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if watched is self._editor and event.type() == QEvent.Type.Resize:
+            self._place()
+        return False

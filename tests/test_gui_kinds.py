@@ -50,7 +50,7 @@ def test_each_kind_is_a_tab_with_its_own_state_and_model_words(qtbot, window, sa
     library, info = sample
     panel = window.panel
     window.image_review.go_to_image(info["ids"][0])
-    assert panel.kind_names()[:3] == ["caption", "alt_text", "extended_description"]
+    assert panel.kind_names()[:3] == ["caption", "alt_text", "keywords"]
     assert "keywords" in panel.kind_names() and panel.kind == "caption"
     tabs = panel.kind_tabs
     tips = {tabs.tabData(i): tabs.tabToolTip(i) for i in range(tabs.count())}

@@ -205,3 +205,37 @@ def test_keyword_chips_alone(qtbot):
     assert chips.chip_labels() == ["animals › dogs", "beach"]
     chips.entry.setText("half typ")  # typed but not added yet still counts: nothing is lost on save
     assert chips.text() == "animals|dogs\nbeach\nhalf typ"
+
+
+def test_the_panel_keeps_its_layout_across_kinds_and_fits_1024x700(qtbot, window, sample):
+    _library, info = sample
+    panel = window.panel
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.width() == 1024, timeout=WAIT)
+    window.image_review.go_to_image(info["ids"][0])
+    QApplication.processEvents()
+    parts = (panel.value_stack, panel.save_button, panel.model_box, panel.history)
+    shown = [w.geometry() for w in parts]
+    for kind in ("alt_text", "keywords", "title", "caption"):
+        assert panel.set_kind(kind)
+        QApplication.processEvents()
+        assert [w.geometry() for w in parts] == shown, kind
+    # The caption, alt text and keywords tabs are whole and inside the bar at the narrowest window.
+    bar = panel.kind_tabs
+    for index in range(3):
+        assert bar.tabRect(index).right() <= bar.width() and bar.tabText(index) in ("Caption", "Alt text", "Keywords")
+    assert window.minimumSizeHint().width() <= 1024 * 0.95
+
+
+def test_ctrl_return_accepts_the_shown_kind_and_moves_on(qtbot, window, sample):
+    library, info = sample
+    window.activateWindow()
+    window.image_review.go_to_image(info["ids"][0])
+    window.panel.set_kind("keywords")
+    window.grid.setFocus()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=WAIT)
+    row = window.image_review.current_index_row()
+    qtbot.keyClick(window.grid, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert value(library, info["ids"][0], "keywords")[1] == "human"
+    assert value(library, info["ids"][0], "alt_text")[1] == "model" and value(library, info["ids"][0], "caption")[1] == "model"
+    assert window.image_review.current_index_row() == row + 1 and window.panel.kind == "keywords"

@@ -213,3 +213,16 @@ def test_edits_and_their_undo_work_per_kind(library: Library) -> None:
     replaced = edits.replace_captions(library.db, found, "dog", "puppy", kind="alt_text")
     assert [c.kind for c in replaced] == ["alt_text"] and current("alt_text")[0] == "A brown puppy on sand."
     assert current("caption") == ("a dog", "human")
+
+
+def test_keyword_vocabulary_counts_every_level_most_used_first(library: Library) -> None:
+    first, second = _image(library), _image(library, "b.jpg")
+    with library.db.write() as session:
+        captions.set_human_caption(session, first, "beach, animals|dogs", kind="keywords")
+        captions.add_model_caption(session, second, "animals|cats, beach", model_name="m", kind="keywords")
+        captions.add_model_caption(session, second, "not, a, keyword", model_name="m")  # another kind
+        old = captions.add_model_caption(session, first, "stale", model_name="m", kind="alt_text")
+        assert old.is_current
+    with library.db.read() as session:
+        vocabulary = kinds.keyword_vocabulary(session)
+    assert vocabulary == ["animals", "beach", "animals|cats", "animals|dogs"]

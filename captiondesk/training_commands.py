@@ -86,7 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
-    if processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
+    if args.restyler:  # a text model learning the person-corrected captions (captiondesk/restyle_commands.py)
+        from captiondesk.restyle_commands import cmd_train_restyler
+
+        result, interrupted = cmd_train_restyler(args, config, on_epoch)
+    elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
         from core.training.processes import train_in_processes
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
@@ -152,7 +156,11 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
             print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
-        if result.beats_base:
+        if result.beats_base and getattr(args, "restyler", False):
+            from captiondesk.restyle_commands import restyle_next_step
+
+            print(f"Saved to {result.path}. Restyle with: {restyle_next_step(args, result.name)}")
+        elif result.beats_base:
             print(f"Saved to {result.path}. Caption with: "
                   f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
         else:
@@ -444,6 +452,9 @@ def register(subparsers: Any) -> None:
                        help="hub id, model folder or (full fine-tuned) version name (default: the library's current "
                             "model's base: the active version's base model, else the library's base model)")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
+    train.add_argument("--restyler", action="store_true", help="train a restyler (a text language model, --base) "
+                       "on the library's model caption → verified caption pairs; --style sets its instruction")
+    train.add_argument("--style", metavar="PROMPT", help="with --restyler: the style instruction it learns to follow")
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
                             "meant for CUDA, also runs on CPU, slower)")

@@ -1,0 +1,134 @@
+"""The restyle stage with a real tiny causal LM: ``train --restyler`` learns a deterministic
+restyle task from the library's (model caption → verified caption) pairs, ``restyle``
+applies it with both stages in the provenance, and the version reloads and exports merged."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core import captions
+from core.library import Library
+from core.models import Caption, CaptionSource, Image
+from tests.imagegen import write_jpeg
+from tests.library_helpers import run_cli
+from tests.tiny_text_models import build_tiny_causal_lm, restyle_task
+
+STYLE = "Restyle."
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """A 64-wide model's matrices are too small to share between threads; on a loaded machine
+    more threads only wait on each other (measured 12x slower training here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+def make_pair_library(path: Path, photos: Path, *, held_out: int = 20) -> tuple[Library, dict[int, str]]:
+    """A library whose photos carry the task: most as pairs (a model caption a person restyled),
+    *held_out* with the model caption only; returns the library and ``{image id: expected text}``
+    of the held-out ones.  One more photo has a caption a person wrote from scratch."""
+    task = restyle_task()
+    random.Random(7).shuffle(task)
+    for index in range(len(task) + 1):
+        write_jpeg(photos / f"p{index:03d}.jpg", seed=index, size=(16, 12))
+    library = Library(path)
+    library.scan([library.add_root(photos).id])
+    expected: dict[int, str] = {}
+    with library.db.write() as session:
+        images = list(session.scalars(select(Image).order_by(Image.rel_path)))
+        for image, (description, styled) in zip(images, task, strict=False):
+            model = captions.add_model_caption(session, image.id, description, model_name="tiny-captioner",
+                                               settings={"generation": {"max_new_tokens": 20}}, score=-0.2)
+            if len(expected) < held_out:
+                expected[image.id] = styled
+            else:
+                captions.set_human_caption(session, image.id, styled, parent_id=model.id)
+        captions.set_human_caption(session, images[-1].id, "written by a person")
+    return library, expected
+
+
+def current(library: Library, image_id: int) -> Caption:
+    with library.db.read() as session:
+        caption = captions.current_caption(session, image_id)
+        assert caption is not None
+        session.expunge(caption)
+        return caption
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
+        tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.restyle.pairs import count_restyle_pairs
+
+    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
+    assert count_restyle_pairs(library) == len(restyle_task()) - len(expected)
+    db = str(tmp_path / "lib.db")
+    code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name", "house-style",
+                    "--style", STYLE, "--method", "full", "--lr", "5e-3", "--epochs", "30", "--batch-size", "8",
+                    "--patience", "0", "--device", "cpu", "--json"], monkeypatch)
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["metrics"]["exact_match"] >= 0.9, out["metrics"]
+
+    code = run_cli(["--library", db, "restyle", "--all", "--with", "house-style", "--device", "cpu", "--json"],
+                   monkeypatch)
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert result["counts"]["restyled"] == len(expected)
+    got = {image_id: current(library, image_id) for image_id in expected}
+    matches = sum(got[i].text == text for i, text in expected.items())
+    assert matches / len(expected) >= 0.9, {i: (c.text, expected[i]) for i, c in got.items()}
+    # Provenance names both stages; the row stays the captioner's, unverified, with the restyler's confidence.
+    caption = next(iter(got.values()))
+    assert caption.source == CaptionSource.MODEL and caption.model_name == "tiny-captioner"
+    record = caption.settings["restyle"]
+    assert record["version"] == "house-style" and record["style"] == STYLE
+    assert record["restyler"].endswith("house-style") and record["source_text"].startswith("a ")
+    assert caption.settings["generation"] == {"max_new_tokens": 20}  # the captioner's provenance is kept
+    assert caption.score is not None and caption.score <= 0
+    # A person's caption is never restyled; the verified pairs stay as they were.
+    with library.db.read() as session:
+        humans = session.scalars(select(Caption).where(Caption.is_current.is_(True),
+                                                       Caption.source == CaptionSource.HUMAN)).all()
+        assert all("restyle" not in (c.settings or {}) for c in humans)
+        assert any(c.text == "written by a person" for c in humans)
+    assert result["counts"]["skipped"] >= 1
+
+    # Resume: a rerun finds nothing left to do.
+    assert run_cli(["--library", db, "restyle", "--all", "--with", "house-style", "--json"], monkeypatch) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["restyled"] == 0
+
+    # The merged export loads in plain transformers and gives the same text; reload is identical.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.restyle.model import LocalRestyler, RestyleSettings, load_restyler
+    from core.restyle.spec import RestyleSpec, resolve_restyler
+
+    exported = tmp_path / "merged"
+    assert run_cli(["--library", db, "models", "export", "house-style", str(exported)], monkeypatch) == 0
+    sources = [got[i].settings["restyle"]["source_text"] for i in expected]
+    resolved = resolve_restyler(library, RestyleSpec("house-style"))
+    settings = RestyleSettings(STYLE, 30)
+    first = [r.text for r in load_restyler(resolved.model_name, resolved.adapter, device="cpu").restyle(sources, settings)]
+    again = [r.text for r in load_restyler(resolved.model_name, resolved.adapter, device="cpu").restyle(sources, settings)]
+    plain = LocalRestyler(AutoModelForCausalLM.from_pretrained(exported), AutoTokenizer.from_pretrained(exported),
+                          name=str(exported), adapter=None, device="cpu")
+    plain.tokenizer.pad_token = plain.tokenizer.pad_token or plain.tokenizer.eos_token
+    assert first == again == [r.text for r in plain.restyle(sources, settings)]
+    assert first == [got[i].text for i in expected]

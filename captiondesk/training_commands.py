@@ -381,7 +381,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                     print(f"It was the active model; captioning now uses {current.current_model(library).describe()}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
-                print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
+                if versions.is_restyler(versions.get_version(library, args.names[0])):
+                    print(f"{args.names[0]} is now the active restyler: restyle uses it without --with")
+                else:
+                    print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
             elif action == "deactivate":
                 now = current.use_base_model(library)
                 print(f"No version is active; captioning uses {now.describe()}")

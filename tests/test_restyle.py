@@ -132,3 +132,55 @@ def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
     plain.tokenizer.pad_token = plain.tokenizer.pad_token or plain.tokenizer.eos_token
     assert first == again == [r.text for r in plain.restyle(sources, settings)]
     assert first == [got[i].text for i in expected]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lora_restyler_version_activates_exports_merged_and_restyles(
+        tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.restyle.model import RestyleSettings, load_restyler
+    from core.restyle.spec import RestyleSpec, resolve_restyler
+    from core.training.versions import get_active_restyler, get_active_version, get_version
+
+    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos", held_out=4)
+    db = str(tmp_path / "lib.db")
+    assert run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name", "lora-style",
+                    "--style", STYLE, "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--device", "cpu",
+                    "--json"], monkeypatch) == 0
+    capsys.readouterr()
+    version = get_version(library, "lora-style")
+    assert version is not None and version.method == "lora" and version.config["target"] == "restyler"
+    assert version.config["style"] == STYLE and Path(version.adapter_path, "adapter_config.json").is_file()
+    assert version.base_model == str(tiny_lm_dir)
+
+    # Activating a restyler leaves the captioner alone; restyle without --with uses it.
+    assert run_cli(["--library", db, "models", "activate", "lora-style"], monkeypatch) == 0
+    assert "active restyler" in capsys.readouterr().out
+    assert get_active_restyler(library).name == "lora-style" and get_active_version(library) is None
+    assert run_cli(["--library", db, "restyle", "--all", "--device", "cpu", "--max-new-tokens", "12", "--json"],
+                   monkeypatch) in (0, 1)  # an untrained-looking LoRA may generate nothing for a caption
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"]["restyled"] + out["counts"]["errors"] == len(expected)
+    assert out["restyler"] == "lora-style"
+
+    exported = tmp_path / "merged"
+    assert run_cli(["--library", db, "models", "export", "lora-style", str(exported)], monkeypatch) == 0
+    assert not (exported / "adapter_config.json").exists()
+    resolved = resolve_restyler(library, RestyleSpec("lora-style"))
+    settings = RestyleSettings(STYLE, 12)
+    sources = [text for text, _ in restyle_task()[:6]]
+    with_adapter = load_restyler(resolved.model_name, resolved.adapter, device="cpu").restyle(sources, settings)
+    merged = load_restyler(str(exported), device="cpu").restyle(sources, settings)
+    assert [r.text for r in with_adapter] == [r.text for r in merged]
+    assert [r.score for r in with_adapter] == pytest.approx([r.score for r in merged], abs=1e-4)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="QLoRA restylers train on CUDA")
+def test_qlora_restyler_trains_on_cuda(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    from core.restyle.training import train_restyler
+    from core.training.config import TrainingConfig
+
+    library, _ = make_pair_library(tmp_path / "lib.db", tmp_path / "photos", held_out=4)
+    result = train_restyler(library, str(tiny_lm_dir), "q", TrainingConfig(method="qlora", epochs=1, lr=1e-3,
+                                                                         target_modules=["q_proj", "v_proj"]))
+    assert result.version_id is not None and result.method == "qlora"

@@ -54,6 +54,37 @@ class RestyleJobStats(JobStats):
     seconds: float = 0.0
 
 
+@dataclass
+class TwoStageStats:
+    """A caption job followed by its restyle stage, read like one job's stats (summary, problems, errors)."""
+
+    captioning: Any
+    restyling: RestyleJobStats | None = None
+
+    @property
+    def stages(self) -> list[Any]:
+        return [s for s in (self.captioning, self.restyling) if s is not None]
+
+    @property
+    def cancelled(self) -> bool:
+        return any(s.cancelled for s in self.stages)
+
+    @property
+    def errors(self) -> int:
+        return sum(int(s.errors) for s in self.stages)
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for s in self.stages for p in s.problems]
+
+    def counts(self) -> dict[str, int]:
+        return {**self.captioning.counts(), **({"restyled": self.restyling.restyled} if self.restyling else {}),
+                "errors": self.errors}
+
+    def summary(self) -> str:
+        return "; ".join(s.summary() for s in self.stages)
+
+
 @dataclass(frozen=True)
 class PendingCaption:
     """A current model caption to restyle."""

@@ -223,16 +223,14 @@ class CaptionDialog(QDialog):
         self.backend.currentIndexChanged.connect(self._show_backend)
         self._show_backend()
 
-    def _restyle_choice(self, restylers: list[str]) -> QGroupBox:
-        """"Then restyle with…": a restyler (a trained restyler version first, else any text model
-        folder, hub id, or on a server its model name) and the style prompt."""
-        box = QGroupBox("Then restyle with…")
-        box.setObjectName("restyleBox")
-        box.setCheckable(True)
-        box.setChecked(False)
-        box.setToolTip("A text language model rewrites each new caption in a style; a person's caption is "
-                       "never restyled, and the caption's provenance names both stages.")
-        self.restyle_box = box
+    def _restyle_choice(self, restylers: list[str]) -> QWidget:
+        """"Then restyle with…" on one row: a restyler (this library's restyler versions first, else a
+        text model folder, hub id, or on a server its model name) and the style prompt."""
+        row = QWidget()
+        self.restyle_box = QCheckBox("Then restyle with")
+        self.restyle_box.setObjectName("restyleCheck")
+        self.restyle_box.setToolTip("A text language model rewrites each new caption in a style; a person's "
+                                    "caption is never restyled, and the caption's provenance names both stages.")
         self.restyler = QComboBox()
         self.restyler.setEditable(True)
         self.restyler.addItems(list(restylers))
@@ -240,15 +238,20 @@ class CaptionDialog(QDialog):
                                  "a local text model folder or hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), or with "
                                  "a model server, the server's model name")
         if not restylers:
-            self.restyler.setCurrentText("")
             self.restyler.lineEdit().setPlaceholderText("Qwen/Qwen2.5-0.5B-Instruct")
         self.style = QLineEdit()
-        self.style.setPlaceholderText("a trained restyler's own style, else a plain house style")
-        self.style.setToolTip("The style instruction, e.g. 'Rewrite as a short, title-case gallery label.'")
-        form = QFormLayout(box)
-        form.addRow("Restyler", self.restyler)
-        form.addRow("Style", self.style)
-        return box
+        self.style.setPlaceholderText("style (default: the restyler's own)")
+        self.style.setToolTip("The style instruction, e.g. 'Rewrite as a short, title-case gallery label.' "
+                              "Empty: a trained restyler's own style, else a plain house style.")
+        for widget in (self.restyler, self.style):
+            widget.setEnabled(False)
+            self.restyle_box.toggled.connect(widget.setEnabled)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.restyle_box)
+        layout.addWidget(self.restyler, 1)
+        layout.addWidget(self.style, 1)
+        return row
 
     def restyle_spec(self) -> RestyleSpec | None:
         """The restyle stage to run after captioning (None: not asked for); the scope is what

@@ -87,3 +87,29 @@ def test_caption_then_restyle_on_the_model_thread(qtbot, library, photo_dir, set
     assert window.panel.history.topLevelItem(0).text(1) == "fake-model → qwen2.5:7b"
     if SHOTS:
         window.panel.grab().save(str(Path(SHOTS) / "two-stage-provenance.png"))
+
+
+def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtbot, library, tmp_path) -> None:
+    from core.training.versions import get_version
+    from desktop_app.train_dialog import TrainDialog
+    from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library
+
+    empty = TrainDialog(library, base_model="tiny")
+    qtbot.addWidget(empty)
+    assert not empty.restyler.isEnabled()  # no pairs yet: not offered, and it says why
+    assert "no model caption corrected" in empty.restyler.text()
+
+    pairs_library, held_out = make_pair_library(tmp_path / "pairs.db", tmp_path / "photos", held_out=8)
+    dialog = TrainDialog(pairs_library)
+    qtbot.addWidget(dialog)
+    count = dialog.restyler.property("pairs")
+    assert count == 108 - len(held_out) and f"{count:,} model captions" in dialog.restyler.text()
+    dialog.restyler.setChecked(True)
+    assert dialog.base.text() == "" and "text model" in dialog.base.placeholderText()
+    dialog.base.setText(str(build_tiny_causal_lm(tmp_path / "lm")))
+    dialog.name.setText("gallery-style")
+    dialog.epochs.setValue(1)
+    with qtbot.waitSignal(dialog.version_created, timeout=120_000) as created:
+        dialog.start()
+    assert created.args == ["gallery-style"]
+    assert get_version(pairs_library, "gallery-style").config["target"] == "restyler"

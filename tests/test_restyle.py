@@ -5,7 +5,6 @@ applies it with both stages in the provenance, and the version reloads and expor
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from sqlalchemy import select
 
 from core import captions
 from core.library import Library
-from core.models import Caption, CaptionSource, Image
-from tests.imagegen import write_jpeg
+from core.models import Caption, CaptionSource
 from tests.library_helpers import run_cli
-from tests.tiny_text_models import build_tiny_causal_lm, restyle_task
+from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library, restyle_task
 
 STYLE = "Restyle."
 
@@ -37,30 +35,6 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
-def make_pair_library(path: Path, photos: Path, *, held_out: int = 20) -> tuple[Library, dict[int, str]]:
-    """A library whose photos carry the task: most as pairs (a model caption a person restyled),
-    *held_out* with the model caption only; returns the library and ``{image id: expected text}``
-    of the held-out ones.  One more photo has a caption a person wrote from scratch."""
-    task = restyle_task()
-    random.Random(7).shuffle(task)
-    for index in range(len(task) + 1):
-        write_jpeg(photos / f"p{index:03d}.jpg", seed=index, size=(16, 12))
-    library = Library(path)
-    library.scan([library.add_root(photos).id])
-    expected: dict[int, str] = {}
-    with library.db.write() as session:
-        images = list(session.scalars(select(Image).order_by(Image.rel_path)))
-        for image, (description, styled) in zip(images, task, strict=False):
-            model = captions.add_model_caption(session, image.id, description, model_name="tiny-captioner",
-                                               settings={"generation": {"max_new_tokens": 20}}, score=-0.2)
-            if len(expected) < held_out:
-                expected[image.id] = styled
-            else:
-                captions.set_human_caption(session, image.id, styled, parent_id=model.id)
-        captions.set_human_caption(session, images[-1].id, "written by a person")
-    return library, expected
 
 
 def current(library: Library, image_id: int) -> Caption:

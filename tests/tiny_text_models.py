@@ -9,9 +9,16 @@ the same ``from_pretrained`` path users hit.  The restyle task is deterministic:
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from core import captions
+from core.library import Library
+from core.models import Image
+from tests.imagegen import write_jpeg
 from tests.tiny_models import make_gpt2_tokenizer
 
 COLORS = ("red", "green", "blue", "yellow", "white", "black")
@@ -46,3 +53,27 @@ def build_tiny_causal_lm(path: str | Path, *, seed: int = 0, hidden_size: int = 
     LlamaForCausalLM(config).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def make_pair_library(path: Path, photos: Path, *, held_out: int = 20) -> tuple[Library, dict[int, str]]:
+    """A library whose photos carry the task: most as pairs (a model caption a person restyled),
+    *held_out* with the model caption only; returns the library and ``{image id: expected text}``
+    of the held-out ones.  One more photo has a caption a person wrote from scratch."""
+    task = restyle_task()
+    random.Random(7).shuffle(task)
+    for index in range(len(task) + 1):
+        write_jpeg(photos / f"p{index:03d}.jpg", seed=index, size=(16, 12))
+    library = Library(path)
+    library.scan([library.add_root(photos).id])
+    expected: dict[int, str] = {}
+    with library.db.write() as session:
+        images = list(session.scalars(select(Image).order_by(Image.rel_path)))
+        for image, (description, styled) in zip(images, task, strict=False):
+            model = captions.add_model_caption(session, image.id, description, model_name="tiny-captioner",
+                                               settings={"generation": {"max_new_tokens": 20}}, score=-0.2)
+            if len(expected) < held_out:
+                expected[image.id] = styled
+            else:
+                captions.set_human_caption(session, image.id, styled, parent_id=model.id)
+        captions.set_human_caption(session, images[-1].id, "written by a person")
+    return library, expected

@@ -1,5 +1,5 @@
-"""``captiondesk restyle``: rewrite the library's model captions in a style (the restyle stage),
-and ``train --restyler``'s run (learning a restyler from the person-corrected captions).
+"""``captiondesk restyle``: rewrite the library's model captions in a style (the restyle stage;
+``train --restyler``, in captiondesk/training_commands.py, learns a restyler from the corrections).
 
 Light to import: the restyle code loads on use.  Like the other commands, a user mistake
 prints one line and exits 2; Ctrl-C stops after the current batch (run it again to resume).
@@ -8,7 +8,6 @@ prints one line and exits 2; Ctrl-C stops after the current batch (run it again 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from typing import Any
 
@@ -70,32 +69,6 @@ def cmd_restyle(args: argparse.Namespace) -> int:
                       "already wrote in this style)", file=sys.stderr)
 
     return finish_job(args, "restyle", stats, interrupted, human, restyler=restyler, style=args.style)
-
-
-def cmd_train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
-    """``train --restyler``: one run in this process; ``(result, interrupted)``."""
-    from core.restyle.training import train_restyler
-
-    if not args.base:
-        raise UserError("train --restyler needs --base: a text language model folder or hub id "
-                        "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct)")
-    with open_library(args) as library:
-        from core.training import TrainingError, VersionError
-
-        try:
-            return run_with_progress(
-                "Training restyler",
-                lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
-                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
-                unit="step")
-        except (TrainingError, VersionError, ValueError, OSError) as exc:
-            raise UserError(str(exc)) from None
-
-
-def restyle_next_step(args: argparse.Namespace, name: str) -> str:
-    """The command that restyles with the new version (printed after training)."""
-    library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
-    return f"captiondesk {library_arg}restyle --all --with {shlex.quote(name)}"
 
 
 def register(subparsers: Any) -> None:

@@ -86,10 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
-    if args.restyler:  # a text model learning the person-corrected captions (captiondesk/restyle_commands.py)
-        from captiondesk.restyle_commands import cmd_train_restyler
-
-        result, interrupted = cmd_train_restyler(args, config, on_epoch)
+    if args.restyler:  # a text model learning the person-corrected captions (core/restyle/training.py)
+        result, interrupted = _train_restyler(args, config, on_epoch)
     elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
         from core.training.processes import train_in_processes
 
@@ -157,9 +155,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
         if result.beats_base and getattr(args, "restyler", False):
-            from captiondesk.restyle_commands import restyle_next_step
-
-            print(f"Saved to {result.path}. Restyle with: {restyle_next_step(args, result.name)}")
+            print(f"Saved to {result.path}. Restyle with: "
+                  f"captiondesk {library_arg}restyle --all --with {shlex.quote(result.name)}")
         elif result.beats_base:
             print(f"Saved to {result.path}. Caption with: "
                   f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
@@ -178,6 +175,24 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         if result.test_size else None,
         notes=result.notes,
     )
+
+
+def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
+    """``train --restyler``: one run in this process on the library's corrected-caption pairs."""
+    from core.restyle.training import train_restyler
+
+    if not args.base:
+        raise UserError("train --restyler needs --base: a text language model folder or hub id "
+                        "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct)")
+    with open_library(args) as library:
+        try:
+            return run_with_progress(
+                "Training restyler",
+                lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
+                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
+                unit="step")
+        except (*_user_errors(), OSError) as exc:
+            raise UserError(str(exc)) from None
 
 
 def _discard_run(library: Any, name: str) -> None:

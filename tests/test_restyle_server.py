@@ -99,13 +99,19 @@ def test_zero_shot_restyle_through_the_server(tmp_path: Path, server: FakeServer
     assert _current(library)["d_person.jpg"].text == "my own words"
 
 
-def test_a_captioner_version_is_no_restyler(tmp_path: Path) -> None:
+def test_captioner_and_restyler_versions_are_not_interchangeable(tmp_path: Path) -> None:
+    from core.captioning.errors import ModelLoadError
+    from core.captioning.registry import resolve_model
     from core.models import ModelVersion
 
     library = Library(tmp_path / "lib.db")
     with library.db.write() as session:
         session.add(ModelVersion(name="my-blip", base_model="/nowhere", family="blip", method="lora", config={}))
+        session.add(ModelVersion(name="my-style", base_model="/lm", family="causal-lm", method="lora",
+                                 config={"target": "restyler", "style": "Short."}))
     with pytest.raises(RestyleError, match="captioner version"):
         run_restyle_job(library, RestyleSpec("my-blip"))
+    with pytest.raises(ModelLoadError, match="restyler version"):
+        resolve_model(library, "my-style", None)
     with pytest.raises(RestyleError, match="endpoint"):
         RestyleSpec("x", backend="openai")

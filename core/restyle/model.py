@@ -78,6 +78,12 @@ class LocalRestyler:
         return self.tokenizer(list(prompts), return_tensors="pt", padding=True,
                               add_special_tokens=not uses_chat_template(self.tokenizer))
 
+    def stop_ids(self) -> list[int]:
+        """The tokens that end a reply: the tokenizer's EOS and the model's own (Llama-3 has several)."""
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = configured if isinstance(configured, list) else [configured]
+        return list(dict.fromkeys(i for i in [self.tokenizer.eos_token_id, *ids] if isinstance(i, int)))
+
     def restyle(self, texts: Sequence[str], settings: RestyleSettings) -> list[CaptionResult | BaseException]:
         """One result per text: the rewritten caption with its mean token log-probability."""
         import torch
@@ -86,7 +92,7 @@ class LocalRestyler:
             return []
         prompts = [render_prompt(self.tokenizer, settings.style, text) for text in texts]
         batch = {k: v.to(self.device) for k, v in self.encode(prompts).items()}
-        eos = self.tokenizer.eos_token_id
+        eos = self.stop_ids()
         with torch.inference_mode():
             out = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens, do_sample=False,
                                       num_beams=1, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
@@ -96,7 +102,7 @@ class LocalRestyler:
         logprobs = logprobs.float().cpu().tolist()
         results: list[CaptionResult | BaseException] = []
         for ids, lps in zip(new_tokens, logprobs, strict=True):
-            end = ids.index(eos) + 1 if eos in ids else len(ids)
+            end = next((i + 1 for i, token in enumerate(ids) if token in eos), len(ids))
             kept_ids, kept = ids[:end], [min(0.0, v) for v in lps[:end]]
             text = self.tokenizer.decode(kept_ids, skip_special_tokens=True).strip()
             score = sum(kept) / len(kept) if kept else 0.0

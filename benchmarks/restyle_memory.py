@@ -65,7 +65,7 @@ def rss_mb():
 base = rss_mb()
 from PIL import Image
 from core.captioning import load_captioner
-from core.captioning.settings import GenerationSettings
+from core.captioning.job_spec import GenerationSettings
 from core.restyle.model import RestyleSettings, load_restyler
 held = []
 # Each model generates once: weights are memory-mapped, and only a used model is resident.

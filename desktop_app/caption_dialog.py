@@ -1,7 +1,7 @@
 """Dialogs: batch captioning, find-and-replace, and the About box's text.
 
 The captioning dialog only collects choices into a
-:class:`~core.captioning.settings.CaptionJobSpec` (the one the CLI builds too) plus a scope
+:class:`~core.captioning.job_spec.CaptionJobSpec` (the one the CLI builds too) plus a scope
 choice that the window turns into the spec's scope; it imports only the torch-free parts
 of ``core.captioning``, so it opens instantly.  The spin-box ranges keep the values
 ``GenerationSettings`` would refuse out.
@@ -40,8 +40,9 @@ from PySide6.QtWidgets import (
 
 from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import PRESETS, VARIABLES
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.kinds import BUILTIN_KINDS
 from core.restyle.spec import RestyleSpec
 from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 
@@ -69,12 +70,13 @@ class CaptionDialog(QDialog):
         versions: list[str] = (),
         current: CurrentModel | None = None,
         restylers: list[str] = (),
+        kinds: list[tuple[str, str]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Caption images")
         self._defaults = defaults
-        settings = defaults.settings
+        settings = defaults.generation
 
         self.model = QComboBox()
         self.model.setEditable(True)
@@ -113,8 +115,15 @@ class CaptionDialog(QDialog):
         self.max_tokens.setRange(1, 512)
         self.max_tokens.setValue(settings.max_new_tokens)
         self.min_tokens.valueChanged.connect(lambda v: self.max_tokens.setMinimum(max(1, v)))
+        # Which of each photo's values to write: (name, label) of the library's kinds.
+        self.kind = QComboBox()
+        for name, label in kinds or [(k.name, k.label) for k in BUILTIN_KINDS.values()]:
+            self.kind.addItem(label, name)
+        self.kind.setCurrentIndex(max(0, self.kind.findData(defaults.kind)))
+        self.kind.setToolTip("Caption, alt text, title, keywords…: each photo keeps one of each, with its own "
+                             "history. Other kinds than Caption need a model that takes a prompt (not BLIP, GIT).")
         self.preset = QComboBox()
-        self.preset.addItem("Model default", None)
+        self.preset.addItem("Model default (the kind's own for other kinds)", None)
         for preset in PRESETS.values():
             self.preset.addItem(preset.label, preset.id)
         self.preset.setCurrentIndex(max(0, self.preset.findData(defaults.preset)))
@@ -173,6 +182,7 @@ class CaptionDialog(QDialog):
         form.addRow("Model", model_row)
         form.addRow("", self.current_note)
         form.addRow("Adapter", adapter_row)
+        form.addRow("Write", self.kind)
         form.addRow("Beams", self.num_beams)
         form.addRow("Min new tokens", self.min_tokens)
         form.addRow("Max new tokens", self.max_tokens)
@@ -330,9 +340,10 @@ class CaptionDialog(QDialog):
             max_concurrency=self.max_concurrency.value(),
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
-            settings=self.generation_settings(),
+            generation=self.generation_settings(),
             preset=None if template else self.preset.currentData(),
             prompt_template=template,
+            kind=self.kind.currentData(),
             batch_size=self.batch_size.value(),
             device=self.device.currentText(),
             overwrite_model_captions=self.overwrite.isChecked(),

@@ -8,7 +8,7 @@ implements the parts of the OpenAI API shape CaptionDesk uses:
   user message with a ``text`` part and an ``image_url`` part holding a
   ``data:image/jpeg;base64,...`` URL.  The image is really decoded; the caption
   describes it ("a 640x480 red photo"), so a test can tell the images apart and see
-  what size was uploaded.  Answers ``{"id", "object": "chat.completion", "created",
+  what size was uploaded; a prompt asking for keywords gets a keyword list.  Answers ``{"id", "object": "chat.completion", "created",
   "model", "choices": [{"index", "message": {"role", "content"}, "finish_reason"}],
   "usage"}``; errors are ``{"error": {"message", "type", "code"}}``.
 * A request whose messages are all plain text (a system turn with the style, a user turn
@@ -293,6 +293,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         time.sleep(3.0 if behaviour == "slow" else STATE.delay)
         caption = f"a {image.size[0]}x{image.size[1]} {color} photo"
+        if "keywords" in prompt.lower():  # a keyword list as chat models write one
+            caption = f"Keywords: Photo, {color.upper()}, photo,  colours | {color}."
         if behaviour == "echo-200":
             caption += f" (your key is {token})"
         elif behaviour == "long":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 from core.models import Caption
 from core.restyle.job import TwoStageStats
 from core.restyle.spec import RestyleSpec
@@ -72,10 +72,10 @@ def test_caption_then_restyle_on_the_model_thread(qtbot, library, photo_dir, set
         current = list(session.scalars(select(Caption).where(Caption.is_current.is_(True))))
     for caption in current:
         if caption.image_id in person:  # a person's caption is never restyled
-            assert caption.text == person[caption.image_id] and not (caption.settings or {}).get("restyle")
+            assert caption.text == person[caption.image_id] and (caption.provenance is None or "restyle" not in caption.provenance.extra)
         else:
             assert caption.text.startswith("A photo ") and caption.text.endswith(".")
-            assert caption.model_name == "fake-model" and caption.settings["restyle"]["restyler"] == "qwen2.5:7b"
+            assert caption.model_name == "fake-model" and caption.provenance.extra["restyle"]["restyler"] == "qwen2.5:7b"
     assert all(text.startswith("a photo ") for text in server.counters()["texts"])
 
     # The caption panel names both stages.

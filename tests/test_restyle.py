@@ -71,16 +71,16 @@ def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
     # Provenance names both stages; the row stays the captioner's, unverified, with the restyler's confidence.
     caption = next(iter(got.values()))
     assert caption.source == CaptionSource.MODEL and caption.model_name == "tiny-captioner"
-    record = caption.settings["restyle"]
+    record = caption.provenance.extra["restyle"]
     assert record["version"] == "house-style" and record["style"] == STYLE
     assert record["restyler"].endswith("house-style") and record["source_text"].startswith("a ")
-    assert caption.settings["generation"] == {"max_new_tokens": 20}  # the captioner's provenance is kept
+    assert caption.provenance.generation == {"max_new_tokens": 20}  # the captioner's provenance is kept
     assert caption.score is not None and caption.score <= 0
     # A person's caption is never restyled; the verified pairs stay as they were.
     with library.db.read() as session:
         humans = session.scalars(select(Caption).where(Caption.is_current.is_(True),
                                                        Caption.source == CaptionSource.HUMAN)).all()
-        assert all("restyle" not in (c.settings or {}) for c in humans)
+        assert all(c.provenance is None or "restyle" not in c.provenance.extra for c in humans)
         assert any(c.text == "written by a person" for c in humans)
     assert result["counts"]["skipped"] >= 1
 
@@ -96,7 +96,7 @@ def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
 
     exported = tmp_path / "merged"
     assert run_cli(["--library", db, "models", "export", "house-style", str(exported)], monkeypatch) == 0
-    sources = [got[i].settings["restyle"]["source_text"] for i in expected]
+    sources = [got[i].provenance.extra["restyle"]["source_text"] for i in expected]
     resolved = resolve_restyler(library, RestyleSpec("house-style"))
     settings = RestyleSettings(STYLE, 30)
     first = [r.text for r in load_restyler(resolved.model_name, resolved.adapter, device="cpu").restyle(sources, settings)]

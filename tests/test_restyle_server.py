@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from core import captions
 from core.captioning.engine import run_caption_job
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 from core.library import Library
 from core.models import Caption, CaptionSource, Image
 from core.restyle.job import run_restyle_job
@@ -80,8 +80,8 @@ def test_zero_shot_restyle_through_the_server(tmp_path: Path, server: FakeServer
     red = current["a_red.jpg"]
     assert red.text == "A 64x48 red photo." and red.source == CaptionSource.MODEL
     assert red.model_name == "llava:latest"  # the first stage stays the row's model
-    assert red.settings["identity"]["backend"] == "openai"  # ... with its provenance
-    record = red.settings["restyle"]
+    assert red.provenance.identity["backend"] == "openai"  # ... with its provenance
+    record = red.provenance.extra["restyle"]
     assert record["restyler"] == "llava:latest" and record["backend"] == "openai" and record["style"] == STYLE
     assert record["endpoint"] == f"127.0.0.1:{server.port}"
     assert record["source_text"] == "a 64x48 red photo" and record["captioner_score"] is not None

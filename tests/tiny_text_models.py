@@ -70,7 +70,7 @@ def make_pair_library(path: Path, photos: Path, *, held_out: int = 20) -> tuple[
         images = list(session.scalars(select(Image).order_by(Image.rel_path)))
         for image, (description, styled) in zip(images, task, strict=False):
             model = captions.add_model_caption(session, image.id, description, model_name="tiny-captioner",
-                                               settings={"generation": {"max_new_tokens": 20}}, score=-0.2)
+                                               provenance={"generation": {"max_new_tokens": 20}}, score=-0.2)
             if len(expected) < held_out:
                 expected[image.id] = styled
             else:

@@ -37,7 +37,9 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
 
 The split comes from :func:`core.splits.assign_split`: deterministic, stable as the
-library grows, and byte-identical duplicates always on the same side.
+library grows, and byte-identical copies and the members of a duplicate group
+(:mod:`core.duplicates`) always on the same side; near-duplicates excluded by "keep one"
+are not exported.
 
 HEIC/HEIF/AVIF are converted to JPEG (named ``IMG_1.HEIC.jpg``): imagefolder, PIL
 without plugins and the training tools cannot read them.  Other files are copied as
@@ -101,6 +103,7 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
+from core.kinds import CAPTION
 from core.models import Caption, ImageState, LibraryRoot
 from core.queries import FolderScope, outdated_phrase
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -241,7 +244,7 @@ def export_dataset(
         "for": consumer, "flatten": layout.flatten if layout else None,
         "convert_to": convert_to, "variants": variants,
     }
-    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids, for_dataset=True)
     root_labels = library_root_labels(db, only, folder_filter, image_ids)
     staging = Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
@@ -302,7 +305,8 @@ def _run_export(
     }
     done = 0
     try:
-        for image in iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids):
+        for image in iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids,
+                                           for_dataset=True):
             if cancel.is_set():
                 stats.cancelled = True
                 break
@@ -326,11 +330,11 @@ def _run_export(
 def _variant_texts(db: Database, image: CaptionedImage) -> tuple[str, ...]:
     """The other variants imported with *image*'s caption (``import sidecar --lines-as-variants``),
     in their file's order, without the current caption's text."""
-    index = func.json_extract(Caption.settings, "$.index")
+    index = func.json_extract(Caption.provenance, "$.index")
     query = (
         select(Caption.text)
-        .where(Caption.image_id == image.image_id, Caption.id != image.caption_id)
-        .where(func.json_extract(Caption.settings, "$.variants") == 1, index > 0)
+        .where(Caption.image_id == image.image_id, Caption.kind == CAPTION, Caption.id != image.caption_id)
+        .where(func.json_extract(Caption.provenance, "$.variants") == 1, index > 0)
         .order_by(index, Caption.id)
     )
     with db.read() as session:

@@ -16,7 +16,7 @@ caption job (:mod:`core.captioning.engine`):
   is also where the GUI's pause token holds) loses at most the batch in flight.
 * **Provenance names both stages**: the row keeps the captioner's model, adapter and
   version (so the caption job still counts the image as captioned by that model), and
-  ``settings`` keeps the captioner's provenance plus a ``restyle`` record (restyler, its
+  ``provenance`` keeps the captioner's record plus a ``restyle`` record (restyler, its
   adapter and version, style prompt, the source caption and its text and score).  The
   stored confidence is the restyler's (its mean token log-probability).
 """
@@ -125,7 +125,7 @@ def select_captions(library: Library, spec: RestyleSpec, resolved: ResolvedResty
                 in_scope += cursor.execute(f"SELECT count(*){CURRENT_JOIN} WHERE c.id IS NOT NULL{clause}",
                                            values).fetchone()[0]
                 cursor.execute(
-                    "SELECT i.id, c.id, c.text, c.settings, c.model_name, c.adapter, c.model_version_id, c.score"
+                    "SELECT i.id, c.id, c.text, c.provenance, c.model_name, c.adapter, c.model_version_id, c.score"
                     f"{CURRENT_JOIN} WHERE c.source = :job_model{clause}", values)
                 for image_id, caption_id, text, raw, model, adapter, version_id, score in cursor.fetchall():
                     settings = json.loads(raw) if raw else {}
@@ -265,7 +265,7 @@ def commit_restyled(library: Library, batch: Sequence[PendingCaption], results: 
                 add_model_caption(
                     session, pending.image_id, result.text.strip(), model_name=pending.model_name or "?",
                     adapter=pending.adapter, model_version_id=pending.model_version_id,
-                    settings={**first_stage, RESTYLE_KEY: record},
+                    provenance={**first_stage, RESTYLE_KEY: record},
                     score=float(score) if score is not None else None)
             except CaptionError as exc:
                 stats.errors += 1

@@ -186,7 +186,7 @@ class ServerRestyler:
         return body
 
     def restyle(self, texts: Sequence[str], settings: RestyleSettings) -> list[CaptionResult | BaseException]:
-        from core.captioning.settings import GenerationSettings
+        from core.captioning.job_spec import GenerationSettings
 
         generation = GenerationSettings(max_new_tokens=settings.max_new_tokens, prompt=settings.style)
         return self._captioner.generate(self._batch(list(texts), settings.style), generation)

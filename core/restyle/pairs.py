@@ -62,7 +62,7 @@ def _pairs(library: Library) -> list[tuple[int, str, str, str]]:
                            f"{CURRENT_JOIN} WHERE c.source = 'human' AND i.state != 'missing' ORDER BY i.id")
             current = cursor.fetchall()
             # Every caption row of the images in question, to walk the parent chains in memory.
-            cursor.execute("SELECT c.id, c.parent_id, c.source, c.text, c.settings FROM captions c "
+            cursor.execute("SELECT c.id, c.parent_id, c.source, c.text, c.provenance FROM captions c "
                            f"JOIN ({'SELECT i.id' + CURRENT_JOIN} WHERE c.source = 'human') h ON h.id = c.image_id")
             rows = {row[0]: row[1:] for row in cursor.fetchall()}
         finally:

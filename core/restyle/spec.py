@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The ``ModelVersion.config["target"]`` of a trained restyler (captioner versions have none).
 RESTYLER_TARGET = "restyler"
-#: The key of a caption's provenance (``Caption.settings``) that records the restyle stage.
+#: The key of a caption's provenance (``Caption.provenance``, an extra key) that records the restyle stage.
 RESTYLE_KEY = "restyle"
 BACKENDS = ("local", "openai")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core import queries
-from core.captioning.settings import CaptionJobSpec
+from core import queries, view_rows
+from core.captioning.job_spec import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
 from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
@@ -94,11 +94,13 @@ class CaptionJobsController:
         w = self.window
         if w.library is None:
             return
+        from core.kinds import all_kinds
         from core.training.current import current_model
         from core.training.versions import get_active_restyler, is_restyler, list_versions
 
         with w.library.db.read() as session:
-            known = [key.model_name for key, _n in queries.model_keys(session)]
+            known = [key.model_name for key, _n in view_rows.model_keys(session)]
+            kinds = [(k.name, k.label) for k in all_kinds(session).values()]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
         versions, active = list_versions(w.library), get_active_restyler(w.library)
         dialog = CaptionDialog(
@@ -111,6 +113,7 @@ class CaptionJobsController:
             selection_count=len(self.current.selected_ids()),
             filter_count=self.model.rowCount(),
             uncaptioned_count=uncaptioned,
+            kinds=kinds,
             parent=w,
         )
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
@@ -136,7 +139,7 @@ class CaptionJobsController:
             # Not the whole library: that would also re-caption images another model
             # captioned, which is not what "uncaptioned" means.  The engine evaluates
             # the filter on the inference thread, never here.
-            spec, empty = spec.with_(scope=ImageFilter(states=queries.NEEDS_CAPTION)), False
+            spec, empty = spec.with_(scope=ImageFilter(states=queries.NEEDS_CAPTION, kind=spec.kind)), False
         if empty:
             w.report_error("No images to caption in that scope.")
             return False

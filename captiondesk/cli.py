@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captiondesk import dataset_commands, duplicates_command, selfcheck_command, training_commands
+from captiondesk import dataset_commands, duplicates_command, restyle_commands, selfcheck_command, training_commands
 from captiondesk.caption_options import check_caption_model
 from captiondesk.caption_options import ray_address as parse_ray_address
 from captiondesk.common import (
@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The other command modules register their own sub-commands (light to import).
     dataset_commands.register(commands)
     training_commands.register(commands)
+    restyle_commands.register(commands)
     duplicates_command.register(commands)
     selfcheck_command.register(commands)
     return parser

@@ -179,9 +179,10 @@ class ImageEmbedder:
         self.dim = int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
         self.input_side = int(config.vision_config.image_size)
 
-    def _features(self, out: Any) -> Any:
-        # transformers 5 may return a model output instead of the projected tensor.
-        return out if hasattr(out, "norm") else (getattr(out, "pooler_output", None) or out[0])
+    @staticmethod
+    def _features(out: Any) -> Any:
+        # transformers 5 returns a model output whose pooler_output is the projected features.
+        return out if hasattr(out, "norm") else out.pooler_output
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         torch = _torch()

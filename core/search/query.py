@@ -70,7 +70,7 @@ def similar(library: Library, image_id: int, *, flt: ImageFilter | None = None,
     if not len(rows):
         raise NotIndexedError("this photo is not in the image index yet: run 'captiondesk index --by image' "
                               "(the window indexes in the background) and try again")
-    return rank(library, name, (IMAGE_KIND,), vectors.matrix[rows[0]], flt=flt, limit=limit, exclude=image_id)
+    return rank(library, name, (IMAGE_KIND,), vectors.vector(int(rows[0])), flt=flt, limit=limit, exclude=image_id)
 
 
 def rank(library: Library, model: str, kinds: tuple[str, ...], vector: np.ndarray, *,
@@ -79,7 +79,7 @@ def rank(library: Library, model: str, kinds: tuple[str, ...], vector: np.ndarra
     vectors = stored_vectors(library, model, kinds)
     if not len(vectors):
         return []
-    scores = vectors.matrix @ np.asarray(vector, dtype=np.float32)
+    scores = vectors.scores(np.asarray(vector, dtype=np.float32))
     if flt is not None and flt != ImageFilter():
         with library.db.read() as session:
             allowed = np.asarray(filtered_ids(session, flt.with_(text="", sort="name")), dtype=np.int64)
@@ -89,7 +89,7 @@ def rank(library: Library, model: str, kinds: tuple[str, ...], vector: np.ndarra
     wanted = len(scores) if limit is None else limit
     hits: dict[int, Hit] = {}
     seen = 0
-    take = min(len(scores), max(4 * wanted, 256))
+    take = min(len(scores), 2 * wanted + 16)
     while True:
         top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -97,7 +97,7 @@ def rank(library: Library, model: str, kinds: tuple[str, ...], vector: np.ndarra
         for row in _still_current(library, vectors, fresh):
             image_id = int(vectors.image_ids[row])
             if image_id not in hits:
-                hits[image_id] = Hit(image_id, float(scores[row]), vectors.kinds[row])
+                hits[image_id] = Hit(image_id, float(scores[row]), vectors.kind(row))
         seen = len(top)
         if len(hits) >= wanted or take >= len(scores) or not np.isfinite(scores[top[-1]]):
             break
@@ -118,14 +118,14 @@ def _still_current(library: Library, vectors: StoredVectors, rows: list[int]) ->
                 f"SELECT id, coalesce(content_key, fingerprint) FROM images WHERE state = 'ok' AND id IN ({marks})"
             )).all())
             captions = {}
-            if any(vectors.kinds[r] != IMAGE_KIND for r in chunk):
+            if any(vectors.kind(r) != IMAGE_KIND for r in chunk):
                 captions = {i: text_hash(t) for i, t in session.execute(text(
                     f"SELECT image_id, text FROM captions WHERE is_current = 1 AND image_id IN ({marks})"))}
             for r in chunk:
                 image_id = int(vectors.image_ids[r])
                 if image_id not in pictures:
                     continue
-                now = pictures[image_id] if vectors.kinds[r] == IMAGE_KIND else captions.get(image_id)
-                if now == vectors.hashes[r]:
+                now = pictures[image_id] if vectors.kind(r) == IMAGE_KIND else captions.get(image_id)
+                if now == vectors.hash(r):
                     keep.add(r)
     return [r for r in rows if r in keep]

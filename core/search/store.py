@@ -2,9 +2,9 @@
 
 Vectors are float32 BLOBs in the same SQLite file as the images they describe, so they are
 written and deleted in the same transactions (an image's rows go with it, FK cascade).
-A query loads one ``(model, kind)`` set into a numpy matrix once and scores it with one
-matrix product; the matrix is cached per library and reloaded when ``(count, max(id))``
-of its rows changes (ids are AUTOINCREMENT, never reused).  ``benchmarks/search.py``
+A query loads one ``(model, kinds)`` set into numpy once and scores it with one matrix
+product; the set is cached per library and rows written since are appended (see
+:func:`stored_vectors`).  ``benchmarks/search.py``
 compares this with sqlite-vec; README has the numbers.
 """
 
@@ -36,17 +36,46 @@ def to_blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
-@dataclass(frozen=True)
+@dataclass
 class StoredVectors:
-    """One ``(model, kinds)`` set in memory: row ``i`` of ``matrix`` is image ``image_ids[i]``."""
+    """One ``(model, kinds)`` set in memory: row ``i`` is image ``image_ids[i]``.
+
+    The matrix is kept as blocks so that rows written since the last load are appended
+    without copying the rest; a replaced or deleted row may linger until the next full
+    load, which is harmless because every hit is checked against the images first.
+    """
 
     image_ids: np.ndarray
-    hashes: list[str]
-    kinds: list[str]
-    matrix: np.ndarray
+    #: ``source_hash`` per row (ASCII bytes: a 1M-row set would hold 90 MB of str objects).
+    hashes: np.ndarray
+    #: Index into ``kind_names`` per row.
+    kind_codes: np.ndarray
+    kind_names: tuple[str, ...]
+    blocks: list[np.ndarray]
+    #: The largest ``embeddings.id`` loaded.
+    top: int = 0
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def scores(self, vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every row with the unit *vector*."""
+        if not self.blocks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([block @ vector for block in self.blocks])
+
+    def kind(self, row: int) -> str:
+        return self.kind_names[self.kind_codes[row]]
+
+    def hash(self, row: int) -> str:
+        return self.hashes[row].decode("ascii")
+
+    def vector(self, row: int) -> np.ndarray:
+        for block in self.blocks:
+            if row < len(block):
+                return block[row]
+            row -= len(block)
+        raise IndexError(row)
 
 
 def existing_hashes(session: Session, model: str, kind: str) -> dict[int, str]:
@@ -87,47 +116,58 @@ def delete_vectors(session: Session, model: str, kind: str, image_ids: Iterable[
     return len(ids)
 
 
-def _signature(session: Session, model: str, kinds: Sequence[str]) -> tuple[int, int]:
-    marks = ", ".join(f":k{n}" for n in range(len(kinds)))
-    params = {"m": model, **{f"k{n}": k for n, k in enumerate(kinds)}}
-    count, top = session.execute(
-        text(f"SELECT count(*), coalesce(max(id), 0) FROM embeddings WHERE model = :m AND kind IN ({marks})"),
-        params,
-    ).one()
-    return int(count), int(top)
+#: A set loaded again from scratch when this many blocks were appended (stale rows dropped).
+MAX_BLOCKS = 16
 
 
-def _load(session: Session, model: str, kinds: Sequence[str]) -> StoredVectors:
+def _rows(session: Session, model: str, kinds: Sequence[str], after: int) -> StoredVectors:
+    """The rows of *model*/*kinds* with an id above *after*, as one block."""
     marks = ", ".join(f":k{n}" for n in range(len(kinds)))
-    params = {"m": model, **{f"k{n}": k for n, k in enumerate(kinds)}}
+    params = {"m": model, "after": after, **{f"k{n}": k for n, k in enumerate(kinds)}}
     rows = session.execute(
-        text(f"SELECT image_id, source_hash, kind, vector FROM embeddings "
-             f"WHERE model = :m AND kind IN ({marks}) ORDER BY id"),
+        text(f"SELECT id, image_id, source_hash, kind, vector FROM embeddings "
+             f"WHERE id > :after AND model = :m AND kind IN ({marks}) ORDER BY id"),
         params,
     ).all()
+    names = tuple(kinds)
     if not rows:
-        return StoredVectors(np.zeros(0, dtype=np.int64), [], [], np.zeros((0, 0), dtype=np.float32))
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), -1)
-    return StoredVectors(ids, [r[1] for r in rows], [r[2] for r in rows], matrix)
+        return StoredVectors(np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S40"), np.zeros(0, dtype=np.int8),
+                             names, [], after)
+    ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    hashes = np.array([r[2] for r in rows], dtype="S40")
+    codes = np.fromiter((names.index(r[3]) for r in rows), dtype=np.int8, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    return StoredVectors(ids, hashes, codes, names, [matrix], rows[-1][0])
 
 
-_cache: dict[tuple[str, str, tuple[str, ...]], tuple[tuple[int, int], StoredVectors]] = {}
+_cache: dict[tuple[str, str, tuple[str, ...]], StoredVectors] = {}
 _cache_lock = threading.Lock()
 
 
 def stored_vectors(library: Library, model: str, kinds: Sequence[str]) -> StoredVectors:
-    """The vectors of *model* for *kinds*, from memory unless the table changed since."""
+    """The vectors of *model* for *kinds*: from memory, plus any row written since.
+
+    Ids are AUTOINCREMENT (never reused) and a changed vector is deleted and inserted
+    again, so ``max(id)`` — one B-tree step — tells whether anything was written.
+    """
     key = (str(library.path), model, tuple(kinds))
-    with library.db.read() as session:
-        signature = _signature(session, model, kinds)
-        with _cache_lock:
-            cached = _cache.get(key)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        vectors = _load(session, model, kinds)
     with _cache_lock:
-        _cache[key] = (signature, vectors)
+        cached = _cache.get(key)
+    with library.db.read() as session:
+        top = session.scalar(text("SELECT coalesce(max(id), 0) FROM embeddings")) or 0
+        if cached is not None and cached.top >= top:
+            return cached
+        if cached is None or len(cached.blocks) >= MAX_BLOCKS:
+            vectors = _rows(session, model, kinds, 0)
+        else:
+            new = _rows(session, model, kinds, cached.top)
+            vectors = StoredVectors(np.concatenate([cached.image_ids, new.image_ids]),
+                                    np.concatenate([cached.hashes, new.hashes]),
+                                    np.concatenate([cached.kind_codes, new.kind_codes]), cached.kind_names,
+                                    cached.blocks + new.blocks, max(top, cached.top))
+        vectors.top = max(vectors.top, top)
+    with _cache_lock:
+        _cache[key] = vectors
     return vectors
 
 

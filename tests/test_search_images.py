@@ -18,35 +18,7 @@ from core.search.embedders import ImageEmbedder
 from core.search.index_job import update_index
 from core.search.query import NotIndexedError, search, similar
 from tests.library_helpers import run_cli
-from tests.tiny_models import make_bert_tokenizer
-
-
-def build_tiny_clip(path: Path) -> Path:
-    """A CLIPModel with ~50k random parameters, saved with its processor like a hub folder."""
-    import torch
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessorPil,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTextConfig,
-        CLIPVisionConfig,
-    )
-
-    torch.manual_seed(0)
-    tok = make_bert_tokenizer()
-    config = CLIPConfig(
-        text_config=CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=2, max_position_embeddings=32, pad_token_id=tok.pad_token_id,
-                                   bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id).to_dict(),
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(path)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(path)
-    return path
+from tests.search_helpers import build_tiny_clip, picture
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +26,13 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip"))
 
 
-def _picture(path: Path, colour: tuple[int, int, int], stripes: bool = False) -> None:
-    pixels = np.zeros((48, 48, 3), dtype=np.uint8)
-    pixels[:] = colour
-    if stripes:
-        pixels[::6] = 255 - np.asarray(colour, dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(pixels).save(path, quality=95)
-
-
 @pytest.fixture
 def picture_library(library: Library, photo_dir: Path, tiny_clip: str) -> Library:
     """Four uncaptioned photos: two reds (one a copy), a striped red, a blue; one captioned."""
-    _picture(photo_dir / "red.jpg", (200, 20, 20))
-    _picture(photo_dir / "red copy.jpg", (200, 20, 20))
-    _picture(photo_dir / "stripes.jpg", (200, 20, 20), stripes=True)
-    _picture(photo_dir / "sub" / "blue.jpg", (20, 20, 200))
+    picture(photo_dir / "red.jpg", (200, 20, 20))
+    picture(photo_dir / "red copy.jpg", (200, 20, 20))
+    picture(photo_dir / "stripes.jpg", (200, 20, 20), stripes=True)
+    picture(photo_dir / "sub" / "blue.jpg", (20, 20, 200))
     (photo_dir / "broken.jpg").write_bytes(b"not a jpeg at all")
     library.scan([library.add_root(photo_dir).id])
     return library
@@ -139,8 +102,8 @@ def test_cli_search_by_image_and_like(picture_library: Library, photo_dir: Path,
 def test_cli_search_by_text_updates_the_index_first(library: Library, photo_dir: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    _picture(photo_dir / "a.jpg", (1, 2, 3))
-    _picture(photo_dir / "b.jpg", (3, 2, 1))
+    picture(photo_dir / "a.jpg", (1, 2, 3))
+    picture(photo_dir / "b.jpg", (3, 2, 1))
     library.scan([library.add_root(photo_dir).id])
     ids = _ids(library)
     with library.db.write() as session:

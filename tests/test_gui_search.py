@@ -56,7 +56,7 @@ def test_search_by_meaning_indexes_in_the_background_and_ranks_the_grid(
     with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
         win.filter_bar._emit_now()
     assert win.model.rowCount() == 0  # words: no caption holds them
-    with qtbot.waitSignal(win.search_index.finished, timeout=60_000) as indexed:
+    with qtbot.waitSignal(win.search_index.finished, timeout=180_000) as indexed:
         win.filter_bar.set_meaning("text")
     assert indexed.args[0] == "text" and indexed.args[1].embedded == 4
     qtbot.waitUntil(lambda: win.model.rowCount() == 4, timeout=WAIT)
@@ -87,7 +87,7 @@ def test_find_similar_from_the_photo_menu(qtbot, library: Library, settings, cap
     menu.actions()[0].trigger()
     assert asked == [(captioned["car.jpg"], "car.jpg")]
 
-    with qtbot.waitSignal(win.ids_loaded, timeout=60_000):
+    with qtbot.waitSignal(win.ids_loaded, timeout=180_000):
         win.search_index.find_similar(captioned["car.jpg"], win.model.row_data(row).name)
     ids = [win.model.image_id(r) for r in range(win.model.rowCount())]
     assert ids[:2] == [captioned["car.jpg"], captioned["car again.jpg"]]  # itself, then its look-alike

@@ -155,6 +155,7 @@ class GridContent(QObject):
         self.similar_to = image_id
         self.filter_bar.similar_label.setText(f"Photos that look like {name}")
         self.filter_bar.similar_note.show()
+        self.filter_bar.restart_at_top = True  # the photo asked about, first, becomes the current one
         self.reload_ids()
 
     def current_filter(self) -> ImageFilter:

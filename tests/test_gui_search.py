@@ -92,6 +92,7 @@ def test_find_similar_from_the_photo_menu(qtbot, library: Library, settings, cap
     ids = [win.model.image_id(r) for r in range(win.model.rowCount())]
     assert ids[:2] == [captioned["car.jpg"], captioned["car again.jpg"]]  # itself, then its look-alike
     assert sorted(ids) == sorted(captioned.values())  # uncaptioned ones too
+    assert win.image_review.current_image_id() == captioned["car.jpg"]
     assert win.filter_bar.similar_note.isVisible() and "car.jpg" in win.filter_bar.similar_label.text()
     _shot(win, "find-similar.png", tmp_path)
 

@@ -87,12 +87,12 @@ def bench_blob(folder: Path, vectors: np.ndarray, queries: np.ndarray) -> dict[s
     size = sum(p.stat().st_size for p in folder.glob("library.db*"))
     before = rss_mb()
     start = time.perf_counter()
-    stored = stored_vectors(library, MODEL, (IMAGE_KIND,))
+    stored = stored_vectors(library, MODEL, "image")
     load = time.perf_counter() - start
     memory = rss_mb() - before
     raw = timed(lambda q: np.argpartition(-stored.scores(q), 49)[:50], queries)
-    full = timed(lambda q: rank(library, MODEL, (IMAGE_KIND,), q, limit=50), queries)
-    assert len(rank(library, MODEL, (IMAGE_KIND,), queries[0], limit=50)) == 50
+    full = timed(lambda q: rank(library, MODEL, "image", q, limit=50), queries)
+    assert len(rank(library, MODEL, "image", queries[0], limit=50)) == 50
     library.close()
     return {"build_per_s": n / build, "load_s": load, "memory_mb": memory, "file_mb": size / 2**20,
             "raw": percentiles(raw), "query": percentiles(full)}

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core import captions
 from core.library import Library
@@ -152,3 +152,24 @@ def test_a_cancelled_run_keeps_its_batches_and_the_next_one_finishes(small_libra
 def test_the_default_model_is_recorded_by_name(small_library: Library) -> None:
     with small_library.db.read() as session:
         assert set(session.scalars(select(Embedding.model))) == {DEFAULT_TEXT_MODEL}
+
+
+def test_every_caption_kind_is_embedded_once_the_library_has_kinds(small_library: Library) -> None:
+    """Caption kinds (another migration) add ``captions.kind``; made here by hand, the
+    index embeds each kind's current text and a hit says which kind matched."""
+    car = _ids(small_library)["b/p2.jpg"]
+    with small_library.db.write() as session:
+        session.execute(text("ALTER TABLE captions ADD COLUMN kind TEXT NOT NULL DEFAULT 'caption'"))
+        session.execute(text("DROP INDEX uq_captions_one_current"))  # one current per (image, kind) there
+        session.execute(text("INSERT INTO captions (image_id, text, source, is_current, kind, created_at) "
+                             "VALUES (:i, 'an owl perched on a branch at night', 'human', 1, 'alt_text', "
+                             "'2026-12-07')"), {"i": car})
+    stats = update_index(small_library)
+    assert (stats.embedded, stats.unchanged) == (1, 4)
+    hit = search(small_library, "nocturnal bird", limit=1)[0]
+    assert (hit.image_id, hit.kind) == (car, "alt_text")
+    assert search(small_library, "crimson automobile", limit=1)[0].kind == "caption"
+    with small_library.db.write() as session:
+        session.execute(text("UPDATE captions SET is_current = 0 WHERE kind = 'alt_text'"))
+    assert all(h.kind == "caption" for h in search(small_library, "nocturnal bird", limit=None))
+    assert update_index(small_library).removed == 1

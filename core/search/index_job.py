@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress
 from core.search.store import IMAGE_KIND, delete_vectors, existing_hashes, text_hash, write_vectors
@@ -24,13 +25,8 @@ if TYPE_CHECKING:
 
 Space = Literal["text", "image"]
 
-#: The caption kinds whose texts are embedded (more kinds: more names here).
-TEXT_KINDS: tuple[str, ...] = ("caption",)
-
-_CURRENT_TEXTS = {
-    "caption": "SELECT c.image_id, c.text FROM captions c JOIN images i ON i.id = c.image_id "
-               "WHERE c.is_current = 1 AND i.state = 'ok' AND trim(c.text) != ''",
-}
+_CURRENT_TEXTS = ("SELECT {kind}, c.image_id, c.text FROM captions c JOIN images i ON i.id = c.image_id "
+                  "WHERE c.is_current = 1 AND i.state = 'ok' AND trim(c.text) != ''")
 
 _PICTURES = ("SELECT i.id, coalesce(i.content_key, i.fingerprint), r.path, i.rel_path FROM images i "
              "JOIN library_roots r ON r.id = i.root_id WHERE i.state = 'ok'")
@@ -48,13 +44,27 @@ class IndexStats(JobStats):
     errors: int = 0
 
 
-def current_sources(library: Library, space: Space) -> dict[str, dict[int, str]]:
-    """What should be embedded now: ``kind -> {image_id: text}`` (pictures: content key)."""
+def kind_column(session: Session) -> str:
+    """SQL for a caption row's kind: its ``kind`` column, or ``'caption'`` in a library
+    from before caption kinds."""
+    columns = {row[1] for row in session.execute(text("PRAGMA table_info(captions)"))}
+    return "c.kind" if "kind" in columns else "'caption'"
+
+
+def current_sources(library: Library, space: Space, model: str) -> dict[str, dict[int, str]]:
+    """What should be embedded now: ``kind -> {image_id: text}`` for every caption kind
+    (pictures: ``image -> {image_id: content key}``), plus the kinds *model* has vectors of
+    that no longer have a current text (empty, so their vectors are removed)."""
     with library.db.read() as session:
         if space == "image":
             rows = session.execute(text(_PICTURES)).all()
             return {IMAGE_KIND: {r[0]: r[1] for r in rows}}
-        return {kind: dict(session.execute(text(_CURRENT_TEXTS[kind])).all()) for kind in TEXT_KINDS}
+        stored = session.scalars(text("SELECT DISTINCT kind FROM embeddings WHERE model = :m AND kind != :i"),
+                                 {"m": model, "i": IMAGE_KIND})
+        sources: dict[str, dict[int, str]] = {kind: {} for kind in stored}
+        for kind, image_id, value in session.execute(text(_CURRENT_TEXTS.format(kind=kind_column(session)))):
+            sources.setdefault(kind, {})[image_id] = value
+        return sources
 
 
 def update_index(
@@ -72,7 +82,7 @@ def update_index(
     stats = IndexStats()
     name = model or (embedders.DEFAULT_TEXT_MODEL if space == "text" else embedders.DEFAULT_IMAGE_MODEL)
     with library.job("index", {"space": space, "model": name}, stats, progress) as run:
-        wanted = current_sources(library, space)
+        wanted = current_sources(library, space, name)
         todo: list[tuple[str, int, str]] = []
         for kind, sources in wanted.items():
             with library.db.read() as session:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from core.errors import UserFacingError
 from core.queries import IN_CHUNK, ImageFilter, filtered_ids
-from core.search.index_job import TEXT_KINDS, Space
+from core.search.index_job import Space, kind_column
 from core.search.store import IMAGE_KIND, StoredVectors, stored_vectors, text_hash
 
 if TYPE_CHECKING:
@@ -54,29 +54,27 @@ def search(library: Library, query: str, *, by: Space = "text", flt: ImageFilter
     name = _model(by, model)
     if by == "text":
         vector = text_embedder(name).encode([query])[0]
-        kinds = TEXT_KINDS
     else:
         vector = image_embedder(name).encode_texts([query])[0]
-        kinds = (IMAGE_KIND,)
-    return rank(library, name, kinds, vector, flt=flt, limit=limit)
+    return rank(library, name, by, vector, flt=flt, limit=limit)
 
 
 def similar(library: Library, image_id: int, *, flt: ImageFilter | None = None,
             limit: int | None = DEFAULT_LIMIT, model: str | None = None) -> list[Hit]:
     """The photos that look most like photo *image_id* (itself left out), best first."""
     name = _model("image", model)
-    vectors = stored_vectors(library, name, (IMAGE_KIND,))
+    vectors = stored_vectors(library, name, "image")
     rows = np.flatnonzero(vectors.image_ids == image_id)
     if not len(rows):
         raise NotIndexedError("this photo is not in the image index yet: run 'captiondesk index --by image' "
                               "(the window indexes in the background) and try again")
-    return rank(library, name, (IMAGE_KIND,), vectors.vector(int(rows[0])), flt=flt, limit=limit, exclude=image_id)
+    return rank(library, name, "image", vectors.vector(int(rows[0])), flt=flt, limit=limit, exclude=image_id)
 
 
-def rank(library: Library, model: str, kinds: tuple[str, ...], vector: np.ndarray, *,
+def rank(library: Library, model: str, space: Space, vector: np.ndarray, *,
          flt: ImageFilter | None = None, limit: int | None = DEFAULT_LIMIT, exclude: int | None = None) -> list[Hit]:
-    """The stored vectors of *model*/*kinds* closest to *vector*, checked fresh, one hit per image."""
-    vectors = stored_vectors(library, model, kinds)
+    """The stored vectors of *model* in *space* closest to *vector*, checked fresh, one hit per image."""
+    vectors = stored_vectors(library, model, space)
     if not len(vectors):
         return []
     scores = vectors.scores(np.asarray(vector, dtype=np.float32))
@@ -119,13 +117,15 @@ def _still_current(library: Library, vectors: StoredVectors, rows: list[int]) ->
             )).all())
             captions = {}
             if any(vectors.kind(r) != IMAGE_KIND for r in chunk):
-                captions = {i: text_hash(t) for i, t in session.execute(text(
-                    f"SELECT image_id, text FROM captions WHERE is_current = 1 AND image_id IN ({marks})"))}
+                captions = {(i, k): text_hash(t) for k, i, t in session.execute(text(
+                    f"SELECT {kind_column(session)}, c.image_id, c.text FROM captions c "
+                    f"WHERE c.is_current = 1 AND c.image_id IN ({marks})"))}
             for r in chunk:
                 image_id = int(vectors.image_ids[r])
                 if image_id not in pictures:
                     continue
-                now = pictures[image_id] if vectors.kind(r) == IMAGE_KIND else captions.get(image_id)
+                kind = vectors.kind(r)
+                now = pictures[image_id] if kind == IMAGE_KIND else captions.get((image_id, kind))
                 if now == vectors.hash(r):
                     keep.add(r)
     return [r for r in rows if r in keep]

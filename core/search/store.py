@@ -2,7 +2,8 @@
 
 Vectors are float32 BLOBs in the same SQLite file as the images they describe, so they are
 written and deleted in the same transactions (an image's rows go with it, FK cascade).
-A query loads one ``(model, kinds)`` set into numpy once and scores it with one matrix
+A query loads one set (a model's text vectors, of every caption kind, or its picture
+vectors) into numpy once and scores it with one matrix
 product; the set is cached per library and rows written since are appended (see
 :func:`stored_vectors`).  ``benchmarks/search.py``
 compares this with sqlite-vec; README has the numbers.
@@ -11,6 +12,7 @@ compares this with sqlite-vec; README has the numbers.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,9 +50,8 @@ class StoredVectors:
     image_ids: np.ndarray
     #: ``source_hash`` per row (ASCII bytes: a 1M-row set would hold 90 MB of str objects).
     hashes: np.ndarray
-    #: Index into ``kind_names`` per row.
-    kind_codes: np.ndarray
-    kind_names: tuple[str, ...]
+    #: The kind per row (interned ``str`` objects: one per kind, not per row).
+    kinds: np.ndarray
     blocks: list[np.ndarray]
     #: The largest ``embeddings.id`` loaded.
     top: int = 0
@@ -65,7 +66,7 @@ class StoredVectors:
         return np.concatenate([block @ vector for block in self.blocks])
 
     def kind(self, row: int) -> str:
-        return self.kind_names[self.kind_codes[row]]
+        return self.kinds[row]
 
     def hash(self, row: int) -> str:
         return self.hashes[row].decode("ascii")
@@ -120,37 +121,36 @@ def delete_vectors(session: Session, model: str, kind: str, image_ids: Iterable[
 MAX_BLOCKS = 16
 
 
-def _rows(session: Session, model: str, kinds: Sequence[str], after: int) -> StoredVectors:
-    """The rows of *model*/*kinds* with an id above *after*, as one block."""
-    marks = ", ".join(f":k{n}" for n in range(len(kinds)))
-    params = {"m": model, "after": after, **{f"k{n}": k for n, k in enumerate(kinds)}}
+def _rows(session: Session, model: str, space: str, after: int) -> StoredVectors:
+    """The rows of *model* in *space* (``text``: every caption kind; ``image``) with an id
+    above *after*, as one block."""
+    kind = "kind = :image" if space == "image" else "kind != :image"
     rows = session.execute(
         text(f"SELECT id, image_id, source_hash, kind, vector FROM embeddings "
-             f"WHERE id > :after AND model = :m AND kind IN ({marks}) ORDER BY id"),
-        params,
+             f"WHERE id > :after AND model = :m AND {kind} ORDER BY id"),
+        {"m": model, "after": after, "image": IMAGE_KIND},
     ).all()
-    names = tuple(kinds)
     if not rows:
-        return StoredVectors(np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S40"), np.zeros(0, dtype=np.int8),
-                             names, [], after)
+        return StoredVectors(np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S40"), np.zeros(0, dtype=object),
+                             [], after)
     ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     hashes = np.array([r[2] for r in rows], dtype="S40")
-    codes = np.fromiter((names.index(r[3]) for r in rows), dtype=np.int8, count=len(rows))
+    kinds = np.array([sys.intern(r[3]) for r in rows], dtype=object)
     matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
-    return StoredVectors(ids, hashes, codes, names, [matrix], rows[-1][0])
+    return StoredVectors(ids, hashes, kinds, [matrix], rows[-1][0])
 
 
-_cache: dict[tuple[str, str, tuple[str, ...]], StoredVectors] = {}
+_cache: dict[tuple[str, str, str], StoredVectors] = {}
 _cache_lock = threading.Lock()
 
 
-def stored_vectors(library: Library, model: str, kinds: Sequence[str]) -> StoredVectors:
-    """The vectors of *model* for *kinds*: from memory, plus any row written since.
+def stored_vectors(library: Library, model: str, space: str) -> StoredVectors:
+    """The vectors of *model* in *space* (``text`` or ``image``): from memory, plus any row written since.
 
     Ids are AUTOINCREMENT (never reused) and a changed vector is deleted and inserted
     again, so ``max(id)`` — one B-tree step — tells whether anything was written.
     """
-    key = (str(library.path), model, tuple(kinds))
+    key = (str(library.path), model, space)
     with _cache_lock:
         cached = _cache.get(key)
     with library.db.read() as session:
@@ -158,12 +158,12 @@ def stored_vectors(library: Library, model: str, kinds: Sequence[str]) -> Stored
         if cached is not None and cached.top >= top:
             return cached
         if cached is None or len(cached.blocks) >= MAX_BLOCKS:
-            vectors = _rows(session, model, kinds, 0)
+            vectors = _rows(session, model, space, 0)
         else:
-            new = _rows(session, model, kinds, cached.top)
+            new = _rows(session, model, space, cached.top)
             vectors = StoredVectors(np.concatenate([cached.image_ids, new.image_ids]),
                                     np.concatenate([cached.hashes, new.hashes]),
-                                    np.concatenate([cached.kind_codes, new.kind_codes]), cached.kind_names,
+                                    np.concatenate([cached.kinds, new.kinds]),
                                     cached.blocks + new.blocks, max(top, cached.top))
         vectors.top = max(vectors.top, top)
     with _cache_lock:

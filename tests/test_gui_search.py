@@ -65,7 +65,7 @@ def test_search_by_meaning_indexes_in_the_background_and_ranks_the_grid(
     _shot(win, "search-by-meaning.png", tmp_path)
 
     # A caption edit re-indexes that one text in the background, and the ranking follows.
-    with qtbot.waitSignal(win.search_index.finished, timeout=WAIT) as again:
+    with qtbot.waitSignal(win.search_index.finished, timeout=180_000) as again:
         with library.db.write() as session:
             captions.set_human_caption(session, captioned["ramen.jpg"], "a dog digging on the shore")
         from desktop_app.operations import LibraryChanges

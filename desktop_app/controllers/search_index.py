@@ -1,7 +1,7 @@
 """Search by meaning in the window: the index kept current in the background, and "Find similar".
 
-The index job (``core.search.index_job.update_index``) runs on the pool at lowered
-priority, one space at a time, whenever a search by meaning is on (or a "Find similar"
+The index job (``core.search.index_job.update_index``) runs in a child process
+(``core.search.index_process``), watched from the pool, one space at a time, whenever a search by meaning is on (or a "Find similar"
 asks for the picture index) and after captions or images change; it never blocks the GUI
 thread.  When a run embedded or removed something, the grid ranks again.
 """
@@ -86,9 +86,10 @@ class SearchIndexer(QObject):
         self.status.show()
 
         def work(progress: Callable[[Any], None]) -> Any:
-            from core.search.index_job import update_index
+            # A child process: loading torch and tokenizing would hold this process's GIL.
+            from core.search.index_process import index_in_subprocess
 
-            return update_index(library, space, model, progress=progress, cancel=cancel)  # type: ignore[arg-type]
+            return index_in_subprocess(library.path, space, model, progress=progress, cancel=cancel)
 
         def progress(report: Any) -> None:
             if report.total:

@@ -155,15 +155,10 @@ def test_the_default_model_is_recorded_by_name(small_library: Library) -> None:
 
 
 def test_every_caption_kind_is_embedded_once_the_library_has_kinds(small_library: Library) -> None:
-    """Caption kinds (another migration) add ``captions.kind``; made here by hand, the
-    index embeds each kind's current text and a hit says which kind matched."""
+    """The index embeds each kind's current text, and a hit says which kind matched."""
     car = _ids(small_library)["b/p2.jpg"]
     with small_library.db.write() as session:
-        session.execute(text("ALTER TABLE captions ADD COLUMN kind TEXT NOT NULL DEFAULT 'caption'"))
-        session.execute(text("DROP INDEX uq_captions_one_current"))  # one current per (image, kind) there
-        session.execute(text("INSERT INTO captions (image_id, text, source, is_current, kind, created_at) "
-                             "VALUES (:i, 'an owl perched on a branch at night', 'human', 1, 'alt_text', "
-                             "'2026-12-07')"), {"i": car})
+        captions.set_human_caption(session, car, "an owl perched on a branch at night", kind="alt_text")
     stats = update_index(small_library)
     assert (stats.embedded, stats.unchanged) == (1, 4)
     hit = search(small_library, "nocturnal bird", limit=1)[0]

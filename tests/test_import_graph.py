@@ -120,7 +120,8 @@ def test_core_imports_nothing_of_the_app_or_the_command_line() -> None:
 
 def test_command_modules_import_only_the_shared_helpers() -> None:
     """``captiondesk.cli`` imports the command modules; they import ``common``, not ``cli``."""
-    for module in ("captiondesk.dataset_commands", "captiondesk.training_commands", "captiondesk.selfcheck_command"):
+    for module in ("captiondesk.dataset_commands", "captiondesk.training_commands", "captiondesk.selfcheck_command",
+                   "captiondesk.restyle_commands"):
         imported = _imports(module, MODULES[module], module_level_only=False)
         assert {name for name in imported if name.startswith("captiondesk")} <= {"captiondesk.common"}, module
 

@@ -367,18 +367,19 @@ def least_confident(
     return session.execute(text(sql), params).scalar()
 
 
-def ids_in_state(session: Session, ids: Sequence[int], state: str) -> set[int]:
-    """Which of *ids* are in display state *state* (for "next uncaptioned" and such)."""
+def ids_in_state(session: Session, ids: Sequence[int], state: str, kind: str = CAPTION) -> set[int]:
+    """Which of *ids* are in display state *state* of *kind* (for "next uncaptioned" and such)."""
     found: set[int] = set()
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
-        sql = f"SELECT i.id{_FROM} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
+        sql = f"SELECT i.id{current_join(kind)} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
         found.update(session.execute(text(sql)).scalars())
     return found
 
 
 def next_in_state(
-    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400
+    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400,
+    kind: str = CAPTION,
 ) -> int | None:
     """Row index of the first image after *start_row* in *ordered_ids* that is in *state*.
 
@@ -391,7 +392,7 @@ def next_in_state(
     order = list(range(start_row + 1, n)) + list(range(min(start_row + 1, n)))
     for begin in range(0, len(order), step):
         rows = order[begin : begin + step]
-        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state)
+        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state, kind)
         for r in rows:
             if ordered_ids[r] in hits:
                 return r

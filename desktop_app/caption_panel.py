@@ -19,6 +19,7 @@ path moves neither the panel nor the grid's columns.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
@@ -39,12 +40,11 @@ from PySide6.QtWidgets import (
 
 from core.captions import format_confidence
 from core.kinds import BUILTIN_KINDS, CAPTION, CaptionKind
-from core.queries import display_state
 from core.view_rows import CaptionDetails, CaptionInfo, ImageRow
 from desktop_app.delegate import BADGES
 from desktop_app.dialog_kit import wrapping_tooltip
 from desktop_app.keyword_chips import KeywordChips, keyword_label
-from desktop_app.kind_tabs import AltTextCount, KindTabs, kind_badge_text
+from desktop_app.kind_tabs import AltTextCount, KindTabs
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
 #: The history's "By" column for a person's rows: what they did.
@@ -342,15 +342,21 @@ class CaptionPanel(QWidget):
             self._by_kind[CAPTION] = details
         self._show_kind()
 
+    def kind_row(self, kind: str) -> ImageRow | None:
+        """The shown photo's row with its value of *kind* (the grid's row may hold another kind's)."""
+        row = self._row
+        if row is None or kind not in self._by_kind:
+            return row
+        current = self._by_kind[kind].current
+        if current is None:
+            return replace(row, caption_id=None, caption=None, source=None, score=None, model_name=None)
+        return replace(row, caption_id=current.id, caption=current.text, source=current.source,
+                       score=current.score, model_name=current.model_name)
+
     def kind_state(self, kind: str) -> str | None:
         """The display state of the shown photo's *kind* (None: no photo)."""
-        row = self._row
-        if row is None:
-            return None
-        current = self._by_kind[kind].current if kind in self._by_kind else None
-        if kind == CAPTION:
-            return row.state
-        return display_state(row.image_state, current.source if current is not None else None)
+        row = self.kind_row(kind)
+        return row.state if row is not None else None
 
     def _show_kind(self) -> None:
         """Fill the editor, badge, model box and history with the shown kind's value."""
@@ -393,12 +399,12 @@ class CaptionPanel(QWidget):
         else:
             self.title.setText(row.rel_path)
             self.title.setToolTip(wrapping_tooltip(row.path))
-            label, color = badge_text(row) if self.kind == CAPTION else kind_badge_text(
-                self.kind_state(self.kind) or "uncaptioned", current)
+            kind_row = self.kind_row(self.kind) or row
+            label, color = badge_text(kind_row)
             self.badge.setText(label)
             self.badge.show()
-            self.badge.setToolTip(badge_tooltip(row) if self.kind == CAPTION
-                                  else f"{spec.label}: {label}")
+            self.badge.setToolTip(badge_tooltip(kind_row) if self.kind == CAPTION
+                                  else f"{spec.label}: {badge_tooltip(kind_row)}")
             self.badge.setStyleSheet(
                 f"background:{color}; color:white; border-radius:4px; padding:1px 6px; font-weight:bold;"
             )

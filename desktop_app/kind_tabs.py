@@ -15,9 +15,7 @@ from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSizePolicy, QTabBar
 
-from core.captions import format_confidence
 from core.kinds import ALT_TEXT_NOTE_CHARS, ALT_TEXT_WARNING_CHARS, CAPTION, CaptionKind
-from core.view_rows import CaptionInfo
 from desktop_app.delegate import BADGES
 
 #: Tab labels shorter than a kind's label, so the built-in kinds fit the panel's narrowest width.
@@ -39,14 +37,6 @@ def state_dot(color: str) -> QIcon:
     painter.drawEllipse(1, 1, 8, 8)
     painter.end()
     return QIcon(pixmap)
-
-
-def kind_badge_text(state: str, current: CaptionInfo | None) -> tuple[str, str]:
-    """A kind's badge: its state, "model 87%" for a scored model value."""
-    label, color = BADGES.get(state, (state, "#555"))
-    if state == "model" and current is not None and current.score is not None:
-        label = f"model {format_confidence(current.score)}"
-    return label, color
 
 
 class KindTabs(QTabBar):

@@ -221,6 +221,7 @@ class GridContent(QObject):
         self._current_before_empty = current if not ids else None
         scrolled = self.grid.verticalScrollBar().value()
         nav.commit_edit()
+        self.model.set_kind(self.current_filter().kind)  # badges and text of the kind filtered on
         self.model.set_ids(ids, row_of)
         if ids and self.filter_bar.take_restart_at_top():
             nav.go_to_row(0)  # the review queue starts at the least confident caption

@@ -239,3 +239,28 @@ def test_ctrl_return_accepts_the_shown_kind_and_moves_on(qtbot, window, sample):
     assert value(library, info["ids"][0], "keywords")[1] == "human"
     assert value(library, info["ids"][0], "alt_text")[1] == "model" and value(library, info["ids"][0], "caption")[1] == "model"
     assert window.image_review.current_index_row() == row + 1 and window.panel.kind == "keywords"
+
+
+def test_the_grid_shows_the_filtered_kind_and_the_review_queue_follows_it(qtbot, window, sample):
+    library, info = sample
+    bar, ids = window.filter_bar, info["ids"]
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        bar.kind_choice.setCurrentIndex(bar.kind_choice.findData("alt_text"))
+    rows = {i: window.model.row_data(window.model.row_of(i)) for i in ids}
+    assert (rows[ids[0]].caption, rows[ids[0]].state) == ("A red square on white.", "model")
+    assert rows[ids[1]].state == "uncaptioned" and rows[ids[2]].caption == "A green square."
+    # The panel's caption tab still shows the caption's own state, not the grid row's kind.
+    window.image_review.go_to_image(ids[1])
+    assert window.panel.kind == "alt_text" and window.panel.kind_state("caption") == "uncaptioned"
+    assert window.panel.kind_state("keywords") == "verified"
+    # Next uncaptioned and the review queue's count are about alt text too.
+    window.image_review.go_to_image(ids[0])
+    assert window.image_review.next_uncaptioned()
+    reached = window.image_review.current_image_id()
+    assert reached != ids[0] and value(library, reached, "alt_text") is None
+    bar.set_review_queue(True)
+    qtbot.waitUntil(lambda: bar.review_progress_text() == "0 of 2 reviewed", timeout=WAIT)
+    window.image_review.accept_current()
+    qtbot.waitUntil(lambda: bar.review_progress_text() == "1 of 2 reviewed", timeout=WAIT)
+    assert sum(value(library, i, "alt_text") == (t, "human") for i, t in
+               ((ids[0], "A red square on white."), (ids[2], "A green square."))) == 1

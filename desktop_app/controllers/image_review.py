@@ -113,7 +113,8 @@ class ImageReviewController:
             return False
         self.commit_edit()
         with w.library.db.read() as session:
-            row = queries.next_in_state(session, self.model.ids(), self.current_index_row(), "uncaptioned")
+            row = queries.next_in_state(session, self.model.ids(), self.current_index_row(), "uncaptioned",
+                                        kind=self.model.kind)
         if row is None:
             w.statusBar().showMessage("No uncaptioned image in this view", 4000)
             return False

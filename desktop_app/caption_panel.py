@@ -124,7 +124,8 @@ class _UndoPassThrough(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
         if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
-            document = watched.document()  # type: ignore[attr-defined]
+            # A text editor's document, or the keyword field (a QLineEdit) itself.
+            document = watched.document() if hasattr(watched, "document") else watched
             if event.matches(QKeySequence.StandardKey.Undo) and not document.isUndoAvailable():
                 event.ignore()
                 return True
@@ -186,6 +187,7 @@ class CaptionPanel(QWidget):
         self._undo_pass_through = _UndoPassThrough(self)
         self.editor.installEventFilter(self._undo_pass_through)
         self.keywords = KeywordChips()
+        self.keywords.entry.installEventFilter(self._undo_pass_through)
         self.keywords.changed.connect(self._update_buttons)
         self.keywords.changed.connect(self.clear_message)
         #: The shown kind's editor: the text editor, or the keyword chips.
@@ -292,6 +294,10 @@ class CaptionPanel(QWidget):
 
     def _kind_spec(self) -> CaptionKind:
         return next((k for k in self.kind_tabs.kinds if k.name == self.kind), BUILTIN_KINDS[CAPTION])
+
+    def value_editor(self) -> QWidget:
+        """The widget that takes the shown kind's typing: the text editor or the keyword field."""
+        return self.keywords.entry if self.value_stack.currentWidget() is self.keywords else self.editor
 
     def kind_names(self) -> list[str]:
         return self.kind_tabs.names()

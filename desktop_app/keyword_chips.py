@@ -201,7 +201,7 @@ class KeywordChips(QWidget):
 
     def set_text(self, text: str) -> None:
         """Show a stored value (no ``changed``)."""
-        self.entry.clear()
+        self.entry.setText("")  # not clear(): that stays in the field's own undo history
         self._set(parse_keywords(text), notify=False)
 
     def set_vocabulary(self, words: Sequence[str]) -> None:
@@ -215,7 +215,7 @@ class KeywordChips(QWidget):
 
     def add_typed(self) -> None:
         typed = parse_keywords(self.entry.text())
-        self.entry.clear()
+        self.entry.setText("")  # not clear(): that stays in the field's own undo history
         new = [k for k in typed if k not in self._keywords]
         if new:
             self._set([*self._keywords, *new])

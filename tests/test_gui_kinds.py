@@ -264,3 +264,24 @@ def test_the_grid_shows_the_filtered_kind_and_the_review_queue_follows_it(qtbot,
     qtbot.waitUntil(lambda: bar.review_progress_text() == "1 of 2 reviewed", timeout=WAIT)
     assert sum(value(library, i, "alt_text") == (t, "human") for i, t in
                ((ids[0], "A red square on white."), (ids[2], "A green square."))) == 1
+
+
+def test_f2_and_ctrl_z_in_the_keyword_field(qtbot, window, sample):
+    library, info = sample
+    window.activateWindow()
+    window.image_review.go_to_image(info["ids"][0])
+    window.panel.set_kind("keywords")
+    window.grid.setFocus()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=WAIT)
+    qtbot.keyClick(window.grid, Qt.Key.Key_F2)
+    entry = window.panel.keywords.entry
+    assert QApplication.focusWidget() is entry
+    entry.setText("dune")
+    qtbot.keyClick(entry, Qt.Key.Key_Return)
+    window.actions["save"].trigger()
+    assert value(library, info["ids"][0], "keywords")[0].endswith("dune")
+    # The field has nothing of its own to undo: Ctrl+Z reaches the window's undo of the save.
+    entry.setFocus()
+    entry.clear()
+    qtbot.keyClick(entry, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert value(library, info["ids"][0], "keywords") == ("red\nsquare\nshapes|square", "model")

@@ -254,7 +254,7 @@ class ImageReviewController:
         return self.caption_undo.revert(caption_id)
 
     def focus_editor(self) -> None:
-        editor = self.panel.editor
+        editor = self.panel.value_editor()
         editor.setFocus(Qt.FocusReason.ShortcutFocusReason)
         editor.selectAll()
 

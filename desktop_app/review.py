@@ -185,9 +185,11 @@ class FindReplaceDialog(QDialog):
         view_count: int,
         preview: Callable[[str, str, bool], list[tuple[int, str, str]]],
         parent: QWidget | None = None,
+        kind: str = CAPTION,
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Find and replace in captions")
+        # Another kind (the filter bar's) is named; the caption's words stay as they were.
+        self.setWindowTitle("Find and replace in captions" if kind == CAPTION else f"Find and replace in {_noun(kind)}")
         self._preview = preview
         self.matches: list[tuple[int, str, str]] = []
         self.find = QLineEdit()
@@ -212,7 +214,8 @@ class FindReplaceDialog(QDialog):
         self.preview_list.setRootIsDecorated(False)
         self.preview_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         note = QLabel(
-            f"Applies to the current captions of the {view_count} images in the current view. "
+            f"Applies to the current {'captions' if kind == CAPTION else _noun(kind)} of the {view_count} images "
+            "in the current view. "
             "Undo (Ctrl+Z) reverts them all."
         )
         note.setWordWrap(True)

@@ -285,3 +285,17 @@ def test_f2_and_ctrl_z_in_the_keyword_field(qtbot, window, sample):
     entry.clear()
     qtbot.keyClick(entry, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert value(library, info["ids"][0], "keywords") == ("red\nsquare\nshapes|square", "model")
+
+
+def test_find_and_replace_works_on_the_filtered_kind(qtbot, window, sample):
+    library, info = sample
+    ids, bar = info["ids"], window.filter_bar
+    captions_before = {i: value(library, i, "caption") for i in ids}
+    with qtbot.waitSignal(window.ids_loaded, timeout=WAIT):
+        bar.kind_choice.setCurrentIndex(bar.kind_choice.findData("alt_text"))
+    assert window.image_review.find_replace("square", "box") == 2
+    assert value(library, ids[0], "alt_text") == ("A red box on white.", "model")  # still unreviewed
+    assert value(library, ids[2], "alt_text")[0] == "A green box."
+    assert {i: value(library, i, "caption") for i in ids} == captions_before
+    window.actions["undo"].trigger()
+    assert value(library, ids[0], "alt_text")[0] == "A red square on white."

@@ -267,7 +267,8 @@ class ImageReviewController:
 
     def open_find_replace(self) -> None:
         w = self.window
-        dialog = FindReplaceDialog(self.model.rowCount(), self.replacement_preview, w)
+        dialog = FindReplaceDialog(self.model.rowCount(), self.replacement_preview, w,
+                                   kind=self.grid_content.current_filter().kind)
         accepted = dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text()
         dialog.deleteLater()
         if accepted:

@@ -86,7 +86,7 @@ def _filter(args: argparse.Namespace, library: Any) -> Any:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from core.errors import UserFacingError
-    from core.queries import fetch_rows
+    from core.view_rows import fetch_rows
     from core.search.query import search, similar
 
     if bool(args.query) == bool(args.like):

@@ -86,8 +86,8 @@ def _filter(args: argparse.Namespace, library: Any) -> Any:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from core.errors import UserFacingError
-    from core.queries import fetch_rows
     from core.search.query import search, similar
+    from core.view_rows import fetch_rows
 
     if bool(args.query) == bool(args.like):
         raise UserError("give a QUERY to search for, or --like PHOTO for the photos that look like it")

@@ -1,7 +1,7 @@
 """The learning-rate range test (core/training/lr_range.py).
 
 * The pick (a tenth of the rate at the lowest loss, fastai's lr_min) and the note about the family's published range.
-* On a real tiny BLIP (LoRA and full): the test leaves the model exactly as it found it
+* On a real tiny BLIP (LoRA, full and QLoRA): the test leaves the model exactly as it found it
   (weights, and torch's random generator), returns a rising-rate curve, and a resumed run
   reads its saved choice back instead of testing again.
 * End to end (slow): a run with no rate learns the restyle task of tests/restyle_scenario.py
@@ -59,21 +59,23 @@ def test_the_note_names_the_published_range() -> None:
         assert set(get_family(family_id).published_lr) == {"full", "lora", "qlora"}, family_id
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("method", ["lora", "full", pytest.param("qlora", marks=pytest.mark.slow)])
 def test_the_range_test_restores_the_model_and_returns_a_curve(tiny_blip_dir: Path, tmp_path: Path,
                                                                method: str) -> None:
     import torch
 
-    from core.captioning import load_captioner
     from core.training import TrainingConfig
     from core.training.examples import _Examples
-    from core.training.model_setup import _PreparedModel
+    from core.training.model_setup import _load_base_captioner, _PreparedModel
     from tests.training_scenario import COLOURS, STYLE_B, square
 
-    captioner = load_captioner(str(tiny_blip_dir), device="cpu", optimize="none")
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
+    config = TrainingConfig(method=method, batch_size=4, epochs=1, device="cpu")
+    captioner = _load_base_captioner(str(tiny_blip_dir), config)  # QLoRA: the 4-bit base, as a run loads it
     try:
         family = captioner.family
-        config = TrainingConfig(method=method, batch_size=4, epochs=1, device="cpu").with_family_defaults(family)
+        config = config.with_family_defaults(family)
         model = _PreparedModel.build(captioner, family, config)
         rng = np.random.default_rng(0)
         colours = [list(COLOURS)[i % 4] for i in range(8)]

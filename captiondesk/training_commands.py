@@ -64,8 +64,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = TrainingConfig(
             method=args.method, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults").
-            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else None),
+            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults");
+            # no --lr: the range test on this library's data chooses the rate.
+            lr=args.lr,
             target_modules="all-linear" if args.lora_targets == ["all-linear"] else args.lora_targets, preset=args.preset, prompt_template=args.prompt,
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
@@ -129,6 +130,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         print(f"note: {note}", file=sys.stderr)
 
     def human() -> None:
+        if result.lr_range:
+            print(learning_rate_line(result.lr_range))
         early = ", stopped early" if result.stopped_early else ""
         test = f", tested on {result.test_size}" if result.test_size else ""
         print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
@@ -168,6 +171,7 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         test={"n": result.test_size, "base_metrics": result.base_test_metrics, "metrics": result.test_metrics}
         if result.test_size else None,
         notes=result.notes,
+        lr_range={**result.lr_range, "note": learning_rate_line(result.lr_range)} if result.lr_range else None,
     )
 
 
@@ -187,6 +191,14 @@ def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tup
                 unit="step")
         except (ValueError, OSError) as exc:  # core errors meant for the person reach main() as they are
             raise UserError(str(exc)) from None
+
+
+def learning_rate_line(lr_range: dict[str, Any]) -> str:
+    """``Learning rate: 3.2e-04 (range test over N steps; published range ...)`` for a range-tested run."""
+    from core.training.lr_range import LrRangeResult
+
+    test = LrRangeResult.from_dict(lr_range)
+    return f"Learning rate: {test.lr:.1e} ({test.note()})"
 
 
 def _discard_run(library: Any, name: str) -> None:
@@ -480,7 +492,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
                        help="LoRA target modules, or all-linear (default: per family)")
     train.add_argument("--lr", type=float, default=None, metavar="F",
-                       help="learning rate (default: the family's LoRA default; 2e-5 for full)")
+                       help="learning rate (default: a range test on this library's data chooses it)")
     from core.captioning.presets import PRESETS
 
     train.add_argument("--preset", choices=list(PRESETS), metavar="NAME",

@@ -33,6 +33,16 @@ def _schedule(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _micro_batch(captioner: Any, family: ModelFamily, ex: _Examples, idx: Any, device: Any) -> dict[str, Any]:
+    """The training examples *idx* (a tensor of rows) as one batch on *device* (cached vision when there is some)."""
+    text = {key: value[idx] for key, value in ex.text.items()}
+    if ex.embeds is not None:
+        batch = family.training_batch(captioner, text, None, ex.embeds[idx])
+    else:
+        batch = family.training_batch(captioner, text, [ex.images[i] for i in idx.tolist()], None)
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -131,13 +141,7 @@ class _TrainingLoop:
         return state
 
     def _batch(self, idx: Any) -> dict[str, Any]:
-        ex = self.examples
-        text = {key: value[idx] for key, value in ex.text.items()}
-        if ex.embeds is not None:
-            batch = self.family.training_batch(self.captioner, text, None, ex.embeds[idx])
-        else:
-            batch = self.family.training_batch(self.captioner, text, [ex.images[i] for i in idx.tolist()], None)
-        return {key: value.to(self.device) if hasattr(value, "to") else value for key, value in batch.items()}
+        return _micro_batch(self.captioner, self.family, self.examples, idx, self.device)
 
     def train_epoch(self, state: _LoopState) -> list[float] | None:
         """One pass over the training data; the micro-batch losses, or None when cancelled."""

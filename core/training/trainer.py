@@ -85,6 +85,7 @@ from .config import TrainingConfig
 from .data import TrainingData, collect_training_data
 from .examples import _prepare_examples
 from .loop import _LoopState, _metrics_only, _TrainingLoop
+from .lr_range import find_learning_rate
 from .metrics import (
     caption_metrics,
     compare_to_base,
@@ -199,13 +200,22 @@ def _train_in(library: Library, base: str, name: str, config: TrainingConfig, da
                 base, config if distributed is None else replace(config, device=distributed.training_device()))
             try:
                 family = _trainable_family(captioner)
-                # Unset LoRA rank/alpha/dropout/targets and lr: the family's measured defaults.
+                # Unset LoRA rank/alpha/dropout/targets: the family's measured defaults.
                 config = config.with_family_defaults(family)
                 model = _PreparedModel.build(captioner, family, config)
                 if distributed is not None:
                     distributed.sync_parameters(model.params)
                 result.trainable_parameters = sum(p.numel() for p in model.params)
                 examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
+                if config.lr is None:  # no rate given: the range test on this data chooses it
+                    lr_test = find_learning_rate(captioner, family, model, examples, config, run_dir, report,
+                                                 cancel, distributed)
+                    if lr_test is None:
+                        result.cancelled = True
+                        if main:
+                            run.finish(done=0, message="cancelled while finding the learning rate")
+                        return result
+                    config, result.lr_range = replace(config, lr=lr_test.lr), lr_test.to_dict()
                 loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
                                      on_epoch, on_checkpoint, distributed)
                 state = loop.run(result)
@@ -337,6 +347,7 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
                      "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision,
                      "confidence_calibration": loop.calibrate().to_dict(),
+                     **({"lr_range": result.lr_range} if result.lr_range else {}),
                      **({"processes": result.processes} if result.processes > 1 else {})}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
                       "history": state.history, "stopped_early": result.stopped_early,

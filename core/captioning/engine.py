@@ -42,6 +42,7 @@ from core.captioning.confidence import TokenCalibration, confidence_score
 from core.captioning.prompting import (
     PromptPlan,
     check_family_writes_kind,
+    check_trained_kind,
     kind_request,
     plan_for_kind,
     plan_prompt,
@@ -183,7 +184,7 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any,
     return plan_for_kind(getattr(captioner, "family", None), kind or CaptionKind(CAPTION, "Caption"),
                          preset=spec.preset, template=spec.prompt_template,
                          model_type=getattr(captioner, "model_type", None), trained=resolved.trained_prompt,
-                         explicit_prompt=spec.settings.prompt is not None)
+                         explicit_prompt=spec.settings.prompt is not None, trained_kind=resolved.trained_kind)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
@@ -192,6 +193,9 @@ def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
     (kind) cannot be asked of the model's family, if that family is known from its
     config.json alone (no download)."""
     kind = kind or CaptionKind(CAPTION, "Caption")
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
+    if resolved.trained_kind == kind.name:
+        return  # it learnt to write this kind
     preset, template = kind_request(kind, spec.preset, spec.prompt_template)
     if (preset is None and template is None) or spec.backend != "local":
         return
@@ -250,6 +254,7 @@ def run_caption_job(
 
         check_model_without_loading(resolved.model_name, resolved.adapter)
     kind = job_kind(library, spec)
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
     with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)

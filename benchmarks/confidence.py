@@ -36,7 +36,7 @@ from sqlalchemy import select  # noqa: E402
 
 from core.captioning.confidence import SCORE_KINDS  # noqa: E402
 from core.captioning.engine import run_caption_job  # noqa: E402
-from core.captioning.settings import CaptionJobSpec  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from core.training import TrainingConfig, train  # noqa: E402
 from tests import restyle_scenario  # noqa: E402

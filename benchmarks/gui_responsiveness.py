@@ -151,7 +151,7 @@ def main() -> int:
     from PySide6.QtCore import QEvent, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from core.captioning.settings import CaptionJobSpec
+    from core.captioning.job_spec import CaptionJobSpec
     from desktop_app.app import tune_interpreter
     from desktop_app.app_settings import AppSettings
     from desktop_app.main_window import MainWindow

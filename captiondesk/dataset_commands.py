@@ -25,22 +25,23 @@ from captiondesk.common import (
 )
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
-# Mirrors of core.export / core.importer constants (importing those slows every command's start).
+# Mirrors of core.datasets constants (importing those slows every command's start).
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
 SIDECAR_NAMINGS = ("auto", "stem", "full")  # core.metadata.SIDECAR_NAMINGS
 DEFAULT_SIDECAR_NAMING = "auto"  # core.metadata.DEFAULT_SIDECAR_NAMING
 CAPTION_EXTENSIONS = (".txt", ".caption")
-TRAINERS = ("onetrainer", "ai-toolkit", "kohya")  # core.export.CONSUMERS
-CONVERT_TO_CHOICES = ("png", "jpg", "none")  # core.export.CONVERT_TO_CHOICES + none
+TRAINERS = ("onetrainer", "ai-toolkit", "kohya")  # core.datasets.naming.CONSUMERS
+CONVERT_TO_CHOICES = ("png", "jpg", "none")  # core.datasets.naming.CONVERT_TO_CHOICES + none
 
 
 # -- export ---------------------------------------------------------------------------
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export import ExportError, export_dataset
+    from core.datasets.errors import ExportError
+    from core.datasets.export_job import export_dataset
 
     with open_library(args, reading=True) as library:
         try:
@@ -95,7 +96,8 @@ def _nothing_selected(args: argparse.Namespace, verb: str, left_out: int) -> Use
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.importer import CaptionImportError, import_captions
+    from core.datasets.errors import CaptionImportError
+    from core.datasets.import_job import import_captions
 
     with open_library(args) as library:
         try:
@@ -130,21 +132,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_write_metadata(args: argparse.Namespace) -> int:
-    from core.export import ExportError
-    from core.metadata import MetadataError, write_metadata
+    from core.metadata import write_metadata
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    # A bad --folder or no metadata library: user-facing errors, exit 2 in main.
     with open_library(args) as library:
-        try:
-            stats, interrupted = run_with_progress(
-                "Writing metadata",
-                lambda progress, cancel: write_metadata(
-                    library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
-                    kinds=kinds, replace_keywords=args.replace_keywords, progress=progress, cancel=cancel,
-                ),
-            )
-        except (ExportError, MetadataError) as exc:
-            raise UserError(str(exc)) from None
+        stats, interrupted = run_with_progress(
+            "Writing metadata",
+            lambda progress, cancel: write_metadata(
+                library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
+                kinds=kinds, replace_keywords=args.replace_keywords, progress=progress, cancel=cancel,
+            ),
+        )
     if stats is not None:
         print_problems(stats.problems)
         # Nothing selected (or only missing/empty ones): a user error, as for export.

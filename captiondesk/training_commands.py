@@ -1,9 +1,10 @@
 """``captiondesk train | eval | models``: retrain the captioner from corrected captions.
 
 :func:`register` adds the three sub-commands to the main parser's sub-parsers.  Like the
-rest of the CLI, user mistakes print one line and exit 2; Ctrl-C stops a training run
-after the current batch, keeping the last finished epoch (run the same command again to
-resume).  This module is light to import: the training code loads on use.
+rest of the CLI, user mistakes print one line and exit 2 (core's user-facing errors go on
+to ``main``; the ``ValueError`` core raises for a bad setting becomes a ``UserError``
+here); Ctrl-C stops a training run after the current batch, keeping the last finished
+epoch (run the same command again to resume).  This module is light to import: the training code loads on use.
 """
 
 from __future__ import annotations
@@ -54,13 +55,6 @@ def _metrics_table(columns: list[tuple[str, dict[str, Any]]],
     return "\n".join(lines)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from core.captioning.errors import ModelLoadError
-    from core.training import TrainingError, VersionError
-
-    return (ModelLoadError, TrainingError, VersionError, ValueError)
-
-
 # -- train --------------------------------------------------------------------------
 
 
@@ -102,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 lambda bar, cancel: train_in_processes(path, args.base, args.name, config, processes, progress=bar,
                                                        cancel=cancel, on_epoch=on_epoch),
                 unit="step")
-        except _user_errors() as exc:
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     elif _launched_world_size() > 1:  # under accelerate launch / torchrun: this process is one rank
         result, interrupted, main = _train_as_launched_rank(args, config, on_epoch)
@@ -117,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
                                               on_epoch=on_epoch, restart=args.restart),
                     unit="step")
-            except _user_errors() as exc:
+            except ValueError as exc:
                 raise UserError(str(exc)) from None
     if result is None or result.cancelled or interrupted:
         again = "the same command again" + (" without --restart" if args.restart else "")
@@ -248,7 +242,7 @@ def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any
             result, interrupted = run_cancellable(
                 lambda cancel: train(library, args.base, args.name, config, distributed=run))
         return result, interrupted, run.is_main
-    except _user_errors() as exc:
+    except ValueError as exc:
         raise UserError(str(exc)) from None
     finally:
         library.close()
@@ -278,7 +272,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                    seed=args.seed, include_imports=args.include_imports or None,
                                                    device=args.device, progress=bar, cancel=cancel,
                                                    kind=args.kind))
-        except _user_errors() as exc:
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     if result is None or interrupted:
         if wants_json(args):
@@ -294,6 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "scored": result.metrics.get("n", 0), "train_overlap_count": len(result.train_overlap),
                    "train_overlap": result.train_overlap, "held_out_metrics": result.held_out_metrics,
                    "held_out_intervals": result.held_out_intervals,
+                   "near_duplicates_in_training": result.near_duplicates_in_training,
                    "warnings": list(result.warnings), "problems": list(result.skipped)})
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
@@ -303,6 +298,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"seed {split['seed']})")
     if result.train_overlap:
         print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
+    leaks = result.near_duplicates_in_training
+    print("Held-out photos with a near-duplicate in training: "
+          + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
     if result.held_out_metrics is not None:
@@ -399,7 +397,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             else:
                 out = versions.export_merged(library, *args.names)
                 print(f"Exported {args.names[0]} as a standalone model to {out}")
-        except _user_errors() as exc:
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     return EXIT_OK
 

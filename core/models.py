@@ -18,7 +18,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -59,6 +59,14 @@ class CaptionSource(enum.StrEnum):
     IMPORT = "import"
 
 
+class DuplicateMark(enum.StrEnum):
+    """What "keep one" decided for a member of a duplicate group (no file is ever deleted)."""
+
+    KEPT = "kept"
+    #: Left out of training and export; the file and its captions stay.
+    EXCLUDED = "excluded"
+
+
 class JobState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -92,6 +100,7 @@ class Image(Base):
         UniqueConstraint("root_id", "rel_path", name="uq_images_root_path"),
         Index("ix_images_fingerprint", "fingerprint"),
         Index("ix_images_state", "state"),
+        Index("ix_images_duplicate_group", "duplicate_group"),
         CheckConstraint("state IN ('ok', 'missing', 'error')", name="ck_images_state"),
     )
 
@@ -111,6 +120,12 @@ class Image(Base):
     #: The caption that was current when the picture changed under it (now in history);
     #: set means *changed since captioned* until a caption is current again (trigger).
     outdated_caption_id: Mapped[int | None]
+    #: The group of exact and near-duplicate photos this one belongs to (core.duplicates);
+    #: None = none found.  Every member's split hashes the group's ``duplicate_split_key``.
+    duplicate_group: Mapped[int | None]
+    duplicate_split_key: Mapped[str | None] = mapped_column(String(40))
+    #: ``kept`` / ``excluded`` ("keep one": excluded photos stay out of training and export).
+    duplicate_mark: Mapped[str | None] = mapped_column(String(16))
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
@@ -241,3 +256,18 @@ class CaptionClaim(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageHash(Base):
+    """An image's perceptual hashes, for the picture whose content key they were computed from."""
+
+    __tablename__ = "image_hashes"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    #: ``images.content_key`` (else the fingerprint) when hashed: another key = a stale hash.
+    content_key: Mapped[str] = mapped_column(String(40))
+    #: Signed 64-bit forms of the DCT and gradient hashes and the colour signature;
+    #: None = the picture did not decode.
+    phash: Mapped[int | None] = mapped_column(BigInteger)
+    dhash: Mapped[int | None] = mapped_column(BigInteger)
+    colour: Mapped[int | None] = mapped_column(BigInteger)

@@ -27,14 +27,15 @@ are the library's own files when it sits inside one of its folders (its thumbnai
 would otherwise come back as new photos on every scan);
 symlinked folders are followed once (a symlink loop is detected by device/inode);
 unreadable folders and broken links are counted and reported, never fatal.
+Reading the disk (the walk, one file's fingerprint and probe) is :mod:`core.scan_files`;
+this module records what it finds.
 """
 
 from __future__ import annotations
 
 import os
-import stat as stat_module
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,10 +45,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.db import Database
-from core.filenames import for_display, to_os, to_stored
-from core.fingerprint import fingerprint_and_head, image_data_key
-from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
-from core.inputs import describe_mode
+from core.filenames import for_display, to_os
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -60,11 +58,10 @@ from core.jobs import (
 )
 from core.kinds import CAPTION
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
+from core.scan_files import check_decodes, describe_file, shown_path, walk_images
 
 #: Records written per transaction.
 BATCH_SIZE = 1000
-#: Images in error are decoded again at this size on each scan to see if they recovered.
-RECHECK_DECODE_SIZE = 64
 
 
 @dataclass
@@ -94,138 +91,6 @@ class ScanStats(JobStats):
         extra = {"changed since captioned": self.outdated} if self.outdated else {}
         return {"files": self.files_seen, **self.counts(), **extra}
 
-
-def _is_hidden(entry: os.DirEntry[str]) -> bool:
-    if entry.name.startswith("."):
-        return True
-    attributes = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
-    return bool(attributes & getattr(stat_module, "FILE_ATTRIBUTE_HIDDEN", 0))
-
-
-def _shown(os_path: str) -> str:
-    """An OS path as printable text (undecodable bytes as ``\\xNN``)."""
-    return for_display(to_stored(os_path))
-
-
-def _real(path: str | Path) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
-def walk_images(root: Path, problems: list[str],
-                exclude: Collection[str | Path] = ()) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield ``(relative_path, stat)`` for every image file under *root*.
-
-    Relative paths use ``/`` on every platform so a library moves between systems, and
-    are in stored form (:func:`core.filenames.to_stored`): a name that is not valid UTF-8
-    is kept losslessly instead of failing the whole scan.  Files and folders in *exclude*
-    (the library's own: :meth:`core.library.Library.own_paths`) are never entered or yielded.
-    """
-    # By name first, so only an entry named like an excluded path costs a realpath.
-    excluded: dict[str, set[str]] = {}
-    for path in exclude:
-        excluded.setdefault(os.path.basename(os.fspath(path)), set()).add(_real(path))
-    try:
-        root_stat = root.stat()
-    except OSError as exc:
-        problems.append(f"cannot read folder {_shown(str(root))}: {exc.strerror or exc}")
-        return
-    visited = {(root_stat.st_dev, root_stat.st_ino)}
-    stack: list[tuple[str, str]] = [(str(root), "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            with os.scandir(folder) as entries:
-                listing = list(entries)
-        except OSError as exc:
-            problems.append(f"cannot read folder {_shown(folder)}: {exc.strerror or exc}")
-            continue
-        subfolders: list[tuple[str, str]] = []
-        for entry in listing:
-            try:
-                if _is_hidden(entry):
-                    continue
-                if entry.name in excluded and _real(entry.path) in excluded[entry.name]:
-                    continue
-                if entry.is_dir(follow_symlinks=True):
-                    st = entry.stat(follow_symlinks=True)
-                    key = (st.st_dev, st.st_ino)
-                    if key in visited:
-                        if entry.is_symlink():
-                            problems.append(f"skipped symlink loop {_shown(entry.path)}")
-                        continue
-                    visited.add(key)
-                    subfolders.append((entry.path, f"{prefix}{to_stored(entry.name)}/"))
-                    continue
-                if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
-                    continue
-                st = entry.stat(follow_symlinks=True)
-                if not stat_module.S_ISREG(st.st_mode):
-                    # Never opened: reading a FIFO named like a photo would block the scan.
-                    problems.append(f"skipped {_shown(entry.path)}: {describe_mode(st.st_mode)}, not a regular file")
-                    continue
-            except FileNotFoundError:
-                if entry.is_symlink():
-                    problems.append(f"skipped broken link {_shown(entry.path)}")
-                continue  # vanished while we looked: the next scan settles it
-            except OSError as exc:
-                problems.append(f"cannot read {_shown(entry.path)}: {exc.strerror or exc}")
-                continue
-            yield f"{prefix}{to_stored(entry.name)}", st
-        # Sorted, reversed onto the stack: folders are visited in name order.
-        stack.extend(sorted(subfolders, reverse=True))
-
-
-def _describe(path: str, st: os.stat_result, *, new: bool = False) -> dict[str, object]:
-    """Fingerprint and probe one new or changed file: the columns to store for it.
-
-    A *new* file also gets its split key, the key of its image data without metadata
-    (:func:`core.fingerprint.image_data_key`), so writing captions into it later — here
-    or before another library sees it — never moves it between train and validation.
-    """
-    row: dict[str, object] = {
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "width": None,
-        "height": None,
-        "format": None,
-        "state": ImageState.OK.value,
-        "error": None,
-    }
-    if new:
-        row["split_key"] = None  # every inserted row has the same columns
-    row["content_key"] = None
-    try:
-        row["fingerprint"], head = fingerprint_and_head(path, st.st_size)
-    except OSError as exc:
-        # Unreadable (permissions, I/O error): keep it visible with the reason.
-        row["fingerprint"] = f"unreadable:{st.st_size}:{st.st_mtime_ns}"
-        row["state"] = ImageState.ERROR.value
-        row["error"] = f"cannot read file: {exc.strerror or exc}"
-        return row
-    try:
-        data_key = image_data_key(path, st.st_size, head)
-    except OSError:
-        data_key = None  # the fingerprint stands in (as for TIFF, HEIC...)
-    if new:
-        row["split_key"] = data_key
-    row["content_key"] = data_key or row["fingerprint"]
-    try:
-        info = probe(path, head)
-    except ImageDecodeError as exc:
-        row["state"] = ImageState.ERROR.value
-        row["error"] = str(exc)
-    else:
-        row["width"], row["height"], row["format"] = info.width, info.height, info.format
-    return row
-
-
-def _check_decodes(path: str, row: dict[str, object]) -> None:
-    """Decode *path* (small); on failure put the reason in *row* as an error."""
-    try:
-        load_rgb(path, max_size=RECHECK_DECODE_SIZE)
-    except ImageDecodeError as exc:
-        row["state"] = ImageState.ERROR.value
-        row["error"] = str(exc)
 
 
 class _RootScan:
@@ -271,12 +136,12 @@ class _RootScan:
             # cause (permissions, a file being copied, a restored backup with the same
             # size and mtime, ...) can go away without the file changing.
             path = os.path.join(self.root_path, to_os(rel_path))
-            row = _describe(path, st)
+            row = describe_file(path, st)
             if state == ImageState.ERROR and size == st.st_size and mtime == st.st_mtime_ns:
                 if row["state"] == ImageState.OK:
                     # The error may come from decoding at caption time (a truncated
                     # file whose header is fine): only a real decode clears it.
-                    _check_decodes(path, row)
+                    check_decodes(path, row)
                 if row["state"] == ImageState.ERROR:
                     stats.unchanged += 1  # still bad: counted in the final error count
                     return
@@ -286,7 +151,7 @@ class _RootScan:
             row["b_id"] = image_id
             self.updates.append(row)
         else:
-            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st, new=True)
+            row = describe_file(os.path.join(self.root_path, to_os(rel_path)), st, new=True)
             row.update(root_id=self.root_id, rel_path=rel_path)
             self.inserts.append(row)
             stats.new += 1
@@ -570,7 +435,7 @@ def scan(
             stats.cancelled = True
             break
         root_unreadable = any(
-            p.startswith(f"cannot read folder {_shown(str(root_path))}:") for p in stats.problems[problems_before:]
+            p.startswith(f"cannot read folder {shown_path(str(root_path))}:") for p in stats.problems[problems_before:]
         )
         if root_unreadable:
             # An unplugged drive or unmounted share is not a mass deletion.
@@ -631,9 +496,9 @@ def recheck_errors(
             st = os.stat(path)
         except OSError:
             continue  # still not there: the next scan marks it missing
-        row = _describe(path, st)
+        row = describe_file(path, st)
         if row["state"] == ImageState.OK:
-            _check_decodes(path, row)
+            check_decodes(path, row)
         if row["state"] == ImageState.OK:
             row["b_id"] = image_id
             row["last_seen_at"] = utcnow()

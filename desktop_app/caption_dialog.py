@@ -1,7 +1,7 @@
 """Dialogs: batch captioning, find-and-replace, and the About box's text.
 
 The captioning dialog only collects choices into a
-:class:`~core.captioning.settings.CaptionJobSpec` (the one the CLI builds too) plus a scope
+:class:`~core.captioning.job_spec.CaptionJobSpec` (the one the CLI builds too) plus a scope
 choice that the window turns into the spec's scope; it imports only the torch-free parts
 of ``core.captioning``, so it opens instantly.  The spin-box ranges keep the values
 ``GenerationSettings`` would refuse out.
@@ -40,8 +40,8 @@ from PySide6.QtWidgets import (
 
 from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import PRESETS, VARIABLES
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.kinds import BUILTIN_KINDS
 from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 
@@ -74,7 +74,7 @@ class CaptionDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Caption images")
         self._defaults = defaults
-        settings = defaults.settings
+        settings = defaults.generation
 
         self.model = QComboBox()
         self.model.setEditable(True)
@@ -292,7 +292,7 @@ class CaptionDialog(QDialog):
             max_concurrency=self.max_concurrency.value(),
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
-            settings=self.generation_settings(),
+            generation=self.generation_settings(),
             preset=None if template else self.preset.currentData(),
             prompt_template=template,
             kind=self.kind.currentData(),

@@ -1,6 +1,6 @@
 """The caption panel: edit the current caption, see the model's words and the history.
 
-Pure view: it shows a :class:`~core.queries.CaptionDetails` and reports what the
+Pure view: it shows a :class:`~core.view_rows.CaptionDetails` and reports what the
 person asked for through signals; the image-review controller runs the operations (via
 :class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel when the library's
 change notice names the image shown.
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captions import format_confidence
-from core.queries import CaptionDetails, CaptionInfo, ImageRow
+from core.view_rows import CaptionDetails, CaptionInfo, ImageRow
 from desktop_app.delegate import BADGES
 from desktop_app.dialog_kit import wrapping_tooltip
 

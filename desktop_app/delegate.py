@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen,
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from core.captions import format_confidence
-from core.queries import ImageRow
+from core.view_rows import ImageRow
 from desktop_app.grid_model import ROW_ROLE
 from desktop_app.thumbnails import ThumbnailCache
 

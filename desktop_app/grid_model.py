@@ -29,7 +29,8 @@ from PySide6.QtCore import (
 
 from core.captions import format_confidence
 from core.library import Library
-from core.queries import ImageRow, fetch_rows, ids_in_state
+from core.queries import ids_in_state
+from core.view_rows import ImageRow, fetch_rows
 
 CHUNK = 256
 MAX_CHUNKS = 64
@@ -43,7 +44,7 @@ ModelIndex = QModelIndex | QPersistentModelIndex
 
 
 class ImageGridModel(QAbstractListModel):
-    """Ordered image ids; rows (:class:`~core.queries.ImageRow`) loaded on demand."""
+    """Ordered image ids; rows (:class:`~core.view_rows.ImageRow`) loaded on demand."""
 
     #: Emitted after the id list was replaced wholesale (a new filter or sort).
     reset_done = Signal()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
-from core import queries
+from core import queries, view_rows
 from core.library import Library
 from core.queries import ImageFilter
 from desktop_app.filter_bar import FilterBar
@@ -33,7 +33,7 @@ class CurrentImage(Protocol):
     def current_image_id(self) -> int | None: ...
     def commit_edit(self) -> bool: ...
     def go_to_row(self, row: int | None, *, scroll: bool = True) -> bool: ...
-    def show_current(self, row: queries.ImageRow | None) -> None: ...
+    def show_current(self, row: view_rows.ImageRow | None) -> None: ...
 
 
 class SidebarContent(QObject):
@@ -78,11 +78,11 @@ class SidebarContent(QObject):
             self.sidebar.set_tree([])
             return
 
-        def work() -> tuple[list[queries.FolderNode], list[tuple[queries.ModelKey, int]]]:
+        def work() -> tuple[list[view_rows.FolderNode], list[tuple[queries.ModelKey, int]]]:
             with library.db.read() as session:
-                return queries.folder_tree(session), queries.model_keys(session)
+                return view_rows.folder_tree(session), view_rows.model_keys(session)
 
-        def done(result: tuple[list[queries.FolderNode], list[tuple[queries.ModelKey, int]]]) -> None:
+        def done(result: tuple[list[view_rows.FolderNode], list[tuple[queries.ModelKey, int]]]) -> None:
             if library is not self.library():
                 return
             tree, models = result

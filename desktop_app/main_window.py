@@ -344,7 +344,11 @@ class MainWindow(QMainWindow):
         # File/Model/Edit/Help dialogs (export, import, metadata, versions, preferences, help).
         from desktop_app import verb_menus
 
-        self.verbs = verb_menus.install(self)
+        self.verbs = verb_menus.install(self, verb_menus.VerbHooks(
+            menu_bar=self.menuBar(), actions=self.actions, make_action=self.make_action,
+            current_filter=self.grid_content.current_filter, selected_ids=self.image_review.selected_ids,
+            shown_count=self.model.rowCount, captioning=self.captioning,
+            set_thumbnail_size=self.set_thumbnail_size, open_library=self.libraries.open_library))
 
 
     def _build_toolbar(self) -> None:

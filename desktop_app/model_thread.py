@@ -1,7 +1,7 @@
 """Captioning and training on one long-lived model thread that owns the loaded model.
 
 :class:`CaptionService` (GUI thread) starts a ``QThread`` once and moves a
-:class:`_CaptionWorker` onto it.  A job — a ``core.captioning.settings.CaptionJobSpec``,
+:class:`_CaptionWorker` onto it.  A job — a ``core.captioning.job_spec.CaptionJobSpec``,
 the same the CLI builds — travels there as a queued signal; the
 worker imports ``core.captioning`` *there* (torch never loads on the GUI thread, and
 never at start-up), loads the captioner once and keeps it for the next job with the same
@@ -39,7 +39,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 from core.errors import UserFacingError, user_message
 from core.library import Library
 from desktop_app.background import JOB_NICENESS, Coalescer, lower_thread_priority

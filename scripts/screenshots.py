@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from core.captioning.settings import CaptionJobSpec
+    from core.captioning.job_spec import CaptionJobSpec
     from core.library import Library
     from desktop_app.app_settings import AppSettings
     from desktop_app.caption_dialog import SCOPE_LIBRARY

@@ -21,8 +21,8 @@ from typing import Any
 
 from core.captioning import CaptionResult
 from core.captioning.engine import CaptionJobSpec, run_caption_job
+from core.captioning.job_spec import GenerationSettings
 from core.captioning.registry import resolve_model
-from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption, set_human_caption
 from core.library import Library
 from tests.imagegen import write_jpeg

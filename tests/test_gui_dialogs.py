@@ -567,10 +567,10 @@ def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_wi
 
 
 def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
+    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", generation=GenerationSettings(min_new_tokens=3)))
     dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
     qtbot.addWidget(dialog)
     assert not dialog.model.isEnabled()  # the model is a library's: none is open here
@@ -584,7 +584,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     spec = again.caption_spec()
     assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
     assert spec.runtime == "openvino"
-    assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
+    assert (spec.generation.min_new_tokens, spec.generation.num_beams, spec.generation.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"
 
@@ -618,10 +618,10 @@ def test_menus_open_every_dialog_from_the_main_window(qtbot, library, built, tmp
     window = make_window(qtbot, library, settings, FakeEngine())
     titles = [a.text() for a in window.menuBar().actions()]
     assert titles.index("&Model") == titles.index("&Help") - 1
-    for key in ("export_dataset", "import_captions", "write_metadata", "model_versions", "preferences",
+    for key in ("export_dataset", "import_captions", "write_metadata", "duplicates", "model_versions", "preferences",
                 "shortcuts", "library_location"):
         window.actions[key].trigger()
-    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "versions", "preferences",
+    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "duplicates", "versions", "preferences",
                                               "shortcuts", "location"}
     shortcuts = window.verbs.open_dialogs["shortcuts"]
     assert ("Export dataset", "Ctrl+Shift+E") in shortcuts.rows

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from PySide6.QtCore import QThread
 
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 from core.jobs import Progress
 from desktop_app.caption_dialog import SCOPE_LIBRARY
 from desktop_app.model_thread import ModelJob

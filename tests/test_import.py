@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
-from core.export import export_dataset
-from core.importer import CaptionImportError, import_captions
+from core.datasets.errors import CaptionImportError
+from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import write_jpeg
@@ -444,8 +445,8 @@ def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
 
 
 def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
+    from core.datasets.naming import converted_image_name, library_name_candidates
     from core.datasets.writers.kohya import KohyaWriter
-    from core.export import converted_image_name, library_name_candidates
     from core.imaging import IMAGE_EXTENSIONS
 
     for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".Tif", ".GIF", ".HEIC"}):
@@ -455,7 +456,7 @@ def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
             assert rel in library_name_candidates(exported), (rel, exported)
     assert KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
     # The layouts made for a trainer (export sidecar --for ..., --convert-to png|jpg) lead back too.
-    from core.export import export_layout
+    from core.datasets.naming import export_layout
 
     for trainer in ("onetrainer", "ai-toolkit", "kohya"):
         for convert_to in ("png", "jpg"):

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from core import captions, kinds, queries
+from core import captions, kinds, queries, view_rows
 from core.library import Library
 from core.models import Image
 from core.provenance import Provenance
@@ -36,7 +36,7 @@ def test_each_kind_has_its_own_current_value_and_history(library: Library) -> No
         assert captions.current_caption(session, image_id, "title").source == "human"
         assert captions.current_caption(session, image_id, "keywords") is None
         assert [c.kind for c in captions.caption_history(session, image_id, None)] == ["caption", "alt_text", "title"]
-        details = queries.caption_details(session, image_id, "alt_text")
+        details = view_rows.caption_details(session, image_id, "alt_text")
         assert [c.text for c in details.history] == ["A dog runs on sand."]
         # Each kind has its own display state: the grid's filter asks by kind.
         for kind, state in (("caption", "model"), ("title", "verified"), ("keywords", "uncaptioned")):
@@ -87,6 +87,8 @@ def test_user_defined_kinds_live_in_the_library(library: Library) -> None:
             kinds.add_kind(session, "training_prompt", "again")
         with pytest.raises(kinds.KindError, match="cannot name"):
             kinds.add_kind(session, "Bad Name'", "x")
+        with pytest.raises(kinds.KindError, match="unknown variable"):
+            kinds.add_kind(session, "bad_prompt", "x", prompt="Describe {nothing}")
         captions.add_model_caption(session, image_id, "photo of a dog, 35mm", model_name="m", kind="training_prompt")
         with pytest.raises(kinds.KindError, match="no caption kind 'nope'"):
             captions.set_human_caption(session, image_id, "x", kind="nope")

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from core import captions, metadata
-from core.importer import import_captions
+from core.datasets.import_job import import_captions
 from core.library import Library
 from core.metadata import read_kinds, write_kinds
 from core.metadata.keywords import keywords_from_fields, merge_keywords

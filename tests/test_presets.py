@@ -12,6 +12,7 @@ from captiondesk.cli import main
 from core.captioning import get_family
 from core.captioning.engine import run_caption_job
 from core.captioning.families import FAMILIES
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import (
     ALT_TEXT_MAX_CHARS,
     PRESETS,
@@ -28,7 +29,6 @@ from core.captioning.prompting import (
     prompt_batches,
     render_prompts,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.library import Library
 from core.models import Caption, Image
@@ -142,7 +142,7 @@ def test_engine_renders_templates_per_image_and_stores_them_in_provenance(tiny_b
         with library.db.write() as session:  # a current caption (a person's: the image is then not re-captioned)
             set_human_caption(session, ids["tree/cat2.jpg"], "a small dog")
         spec = CaptionJobSpec(model=str(tiny_blip_dir), device="cpu", optimize="none", prompt_template=template,
-                              batch_size=4, settings=GenerationSettings(max_new_tokens=8))  # tiny model: 48 positions
+                              batch_size=4, generation=GenerationSettings(max_new_tokens=8))  # tiny model: 48 positions
         stats = run_caption_job(library, spec)
         assert stats.captioned == 5
         current = _current(library)

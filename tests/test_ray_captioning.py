@@ -31,8 +31,8 @@ pytest.importorskip("ray")
 
 from core import captions  # noqa: E402 - after the skip
 from core.captioning.engine import run_caption_job  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.captioning.ray_backend import run_caption_job_on_ray  # noqa: E402
-from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from tests.imagegen import write_jpeg  # noqa: E402
@@ -44,7 +44,7 @@ SETTINGS = GenerationSettings(max_new_tokens=6, min_new_tokens=3)
 
 
 def _spec(model_dir: Path, **changes) -> CaptionJobSpec:
-    return CaptionJobSpec(model=str(model_dir), settings=SETTINGS, batch_size=2, device="cpu", **changes)
+    return CaptionJobSpec(model=str(model_dir), generation=SETTINGS, batch_size=2, device="cpu", **changes)
 
 
 def _photos(folder: Path, count: int, *, truncated: bool = False) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from core import captions, queries, scanner
+from core import captions, queries, scan_files, scanner, view_rows
 from core.jobs import Progress
 from core.library import Library
 from core.models import Image
@@ -62,8 +62,8 @@ def test_unchanged_files_cost_a_stat_not_a_read(
         write_jpeg(photo_dir / f"{i}.jpg", seed=i)
     library.scan([library.add_root(photo_dir).id])
     reads: list[str] = []
-    monkeypatch.setattr(scanner, "fingerprint_and_head", lambda p, s=None: reads.append(p) or ("x", b""))
-    monkeypatch.setattr(scanner, "probe", lambda p, h=None: reads.append(p))
+    monkeypatch.setattr(scan_files, "fingerprint_and_head", lambda p, s=None: reads.append(p) or ("x", b""))
+    monkeypatch.setattr(scan_files, "probe", lambda p, h=None: reads.append(p))
     stats = library.scan()
     assert reads == []
     assert (stats.unchanged, stats.new, stats.changed, stats.missing) == (20, 0, 0, 0)
@@ -71,7 +71,7 @@ def test_unchanged_files_cost_a_stat_not_a_read(
 
 def _state(library: Library, image_id: int) -> str:
     with library.db.read() as session:
-        return queries.fetch_rows(session, [image_id])[image_id].state
+        return view_rows.fetch_rows(session, [image_id])[image_id].state
 
 
 def _history(library: Library, image_id: int) -> list[tuple[str, bool]]:
@@ -98,7 +98,7 @@ def test_new_picture_at_the_same_path_is_changed_since_captioned(library: Librar
     with library.db.read() as session:
         assert queries.filtered_ids(session, queries.ImageFilter(states=frozenset({"changed"}))) == [image_id]
         assert queries.filtered_ids(session, queries.ImageFilter(states=frozenset({"uncaptioned"}))) == []
-        assert [n.counts.changed for n in queries.folder_tree(session)] == [1]
+        assert [n.counts.changed for n in view_rows.folder_tree(session)] == [1]
     assert library.status()[0].changed == 1
     assert library.scan().outdated == 0  # found once
     # Any caption made current again ends the state (here: the person restores the old one).
@@ -246,7 +246,7 @@ def test_unreadable_folder_is_reported_and_skipped(
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(scanner.os, "scandir", scandir)
+    monkeypatch.setattr(scan_files.os, "scandir", scandir)
     stats = library.scan([library.add_root(photo_dir).id])
     assert list(_images(library)) == ["ok/a.jpg"]
     assert any("locked" in p and "Permission denied" in p for p in stats.problems)

@@ -19,14 +19,14 @@ from sqlalchemy import select
 
 from core.captioning.engine import run_caption_job
 from core.captioning.errors import ModelLoadError
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.server import (
     ServerCaptioner,
     endpoint_host,
     list_server_models,
     normalize_endpoint,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from core.export import export_dataset
+from core.datasets.export_job import export_dataset
 from core.library import Library
 from core.models import Caption, Image, ImageState
 from tests.imagegen import write_jpeg
@@ -104,7 +104,7 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     library: Library, photo_dir: Path, server: FakeServer
 ) -> None:
     ids = _photos(library, photo_dir, [GREEN] * 5)
-    spec = _spec(server, settings=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
+    spec = _spec(server, generation=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
     stats = run_caption_job(library, spec)
 
     assert (stats.captioned, stats.errors) == (5, 0)

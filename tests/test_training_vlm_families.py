@@ -72,7 +72,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _settings():
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.job_spec import GenerationSettings
 
     return GenerationSettings(max_new_tokens=12)
 
@@ -212,9 +212,9 @@ def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[s
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_preset_rows_are_the_captioners_input_for_that_preset(models: dict[str, Path], key: str) -> None:
+    from core.captioning.job_spec import GenerationSettings
     from core.captioning.presets import PRESETS
     from core.captioning.prompting import PromptPlan
-    from core.captioning.settings import GenerationSettings
 
     captioner = _load(models[key])
     family = captioner.family

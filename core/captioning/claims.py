@@ -29,8 +29,8 @@ from core.models import CaptionSource, ImageState, Job, JobState, utcnow
 from core.queries import IN_CHUNK, current_join
 
 if TYPE_CHECKING:
+    from core.captioning.job_spec import CaptionJobSpec
     from core.captioning.registry import ResolvedModel
-    from core.captioning.settings import CaptionJobSpec
     from core.library import Library
 
 #: How long another host's run keeps its claims without updating its job record.

@@ -39,6 +39,7 @@ from core.allocator import release_free_memory
 from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
 from core.captioning.claims import CaptionClaims
 from core.captioning.confidence import TokenCalibration, confidence_score
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import (
     PromptPlan,
     check_family_writes_kind,
@@ -50,7 +51,6 @@ from core.captioning.prompting import (
     render_prompts,
 )
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
@@ -184,7 +184,7 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any,
     return plan_for_kind(getattr(captioner, "family", None), kind or CaptionKind(CAPTION, "Caption"),
                          preset=spec.preset, template=spec.prompt_template,
                          model_type=getattr(captioner, "model_type", None), trained=resolved.trained_prompt,
-                         explicit_prompt=spec.settings.prompt is not None, trained_kind=resolved.trained_kind)
+                         explicit_prompt=spec.generation.prompt is not None, trained_kind=resolved.trained_kind)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
@@ -311,11 +311,11 @@ def run_caption_job(
             )
         plan = prompt_plan(spec, resolved, captioner, kind)
         prompts = image_prompts(library, plan, selected)
-        provenance = caption_provenance(captioner, spec.settings)
-        runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
+        provenance = caption_provenance(captioner, spec.generation)
+        runner = _BatchCaptioner(captioner, spec.generation, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
-                batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
+                batches = prompt_batches(selected, prompts, spec.batch_size, spec.generation)
                 futures = _prefetch(pool, captioner, claimed(batches))
                 for future in futures:
                     if cancel.is_set():
@@ -352,7 +352,7 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
-        "settings": spec.settings.to_dict(),
+        "settings": spec.generation.to_dict(),
         "preset": spec.preset,
         "prompt_template": spec.prompt_template,
         "kind": spec.kind,

@@ -57,9 +57,9 @@ from core.captioning.engine import (
     select_pending_images,
 )
 from core.captioning.errors import ModelLoadError
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import PromptPlan, check_trained_kind, plan_for_kind, plan_prompt, prompt_batches
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 from core.kinds import CAPTION, CaptionKind
 
@@ -365,7 +365,7 @@ def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, kind: CaptionKin
     own default prompt, as in-process.
     """
     check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
-    explicit_prompt = spec.settings.prompt is not None
+    explicit_prompt = spec.generation.prompt is not None
     wanted = (spec.preset, spec.prompt_template)
     if wanted == (None, None) and not explicit_prompt:
         wanted = resolved.trained_prompt
@@ -396,7 +396,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     # Rows in the engine's batch order (images sharing a prompt together), so an actor
     # batch is one generate call as in-process.
     ordered = [item for _settings, batch in prompt_batches(list(zip(selected, prompts, strict=True)), prompts,
-                                                           spec.batch_size, spec.settings)
+                                                           spec.batch_size, spec.generation)
                for item in batch]
     dataset = ray.data.from_items(
         [{"id": image_id, "path": os.fsencode(path), "prompt": prompt} for (image_id, path), prompt in ordered],
@@ -406,7 +406,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
         CaptionActor,
         fn_constructor_kwargs={
             "model": resolved.model_name, "adapter": resolved.adapter, "device": spec.device,
-            "optimize": spec.optimize, "runtime": spec.runtime, "settings": spec.settings.to_dict(), "batch_size": spec.batch_size,
+            "optimize": spec.optimize, "runtime": spec.runtime, "settings": spec.generation.to_dict(), "batch_size": spec.batch_size,
             "cpu_threads": int(plan.resources["num_cpus"]),
         },
         compute=ray.data.ActorPoolStrategy(size=plan.count),
@@ -434,7 +434,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
                 if row["load_error"] is not None:
                     raise ModelLoadError(row["error"], kind=row["load_error"], model=resolved.model_name)
             for (provenance, prompt), (image_ids, results, failures) in _rows_to_commit(rows).items():
-                settings = spec.settings if prompt is None else replace(spec.settings, prompt=prompt)
+                settings = spec.generation if prompt is None else replace(spec.generation, prompt=prompt)
                 changed = commit_caption_batch(
                     library, image_ids, results, failures, resolved,
                     batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan,

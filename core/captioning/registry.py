@@ -204,7 +204,7 @@ def check_model_without_loading(model: str | Path, adapter: str | Path | None = 
             text_ok = "/" in text
         if not isinstance(cached, str):
             if not text_ok:
-                from .settings import DEFAULT_MODEL
+                from .job_spec import DEFAULT_MODEL
 
                 raise ModelLoadError(
                     f"There is no model folder '{text}' and it is not a Hugging Face hub id (those look like "
@@ -343,9 +343,9 @@ def load_captioner(
     """
     import torch
 
+    from .job_spec import DEFAULT_MODEL
     from .openvino_runtime import RUNTIMES, resolve_runtime
     from .optimize import parse_optimize, plan_optimizations
-    from .settings import DEFAULT_MODEL
 
     report: ProgressCallback = progress or (lambda _msg: None)
     model_str = str(model) if model is not None else DEFAULT_MODEL

@@ -84,8 +84,8 @@ if TYPE_CHECKING:
     import httpx2
     from PIL import Image
 
+    from .job_spec import GenerationSettings
     from .presets import Preset
-    from .settings import GenerationSettings
 
 __all__ = [
     "DEFAULT_SERVER_PROMPT",
@@ -396,7 +396,7 @@ def load_server_captioner(
     A dead server fails here, with one clear :class:`ModelLoadError`, before the job
     touches anything.  A model the server does not list is only logged: some servers
     (llama-server) serve whatever they were started with under any name.  *endpoint* is
-    a :class:`~core.captioning.settings.CaptionJobSpec`'s, normalized when the spec was made.
+    a :class:`~core.captioning.job_spec.CaptionJobSpec`'s, normalized when the spec was made.
     """
     report = progress or (lambda _msg: None)
     key = api_key if api_key is not None else resolve_api_key(endpoint)

@@ -44,7 +44,9 @@ first kind when it names no caption), recorded in the manifest and kohya's TOML;
 stays captions.
 
 The split comes from :func:`core.splits.assign_split`: deterministic, stable as the
-library grows, and byte-identical duplicates always on the same side.
+library grows, and byte-identical copies and the members of a duplicate group
+(:mod:`core.duplicates`) always on the same side; near-duplicates excluded by "keep one"
+are not exported.
 
 HEIC/HEIF/AVIF are converted to JPEG (named ``IMG_1.HEIC.jpg``): imagefolder, PIL
 without plugins and the training tools cannot read them.  Other files are copied as
@@ -263,7 +265,8 @@ def export_dataset(
         "for": consumer, "flatten": layout.flatten if layout else None,
         "convert_to": convert_to, "variants": variants, "kind": kind, "template": template,
     }
-    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids, kind=select_kind)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids, for_dataset=True,
+                                   kind=select_kind)
     root_labels = library_root_labels(db, only, folder_filter, image_ids, kind=select_kind)
     staging = Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
@@ -368,7 +371,8 @@ def _run_export(
     done = 0
     try:
         for image, values in _with_values(db, iter_captioned_images(db, only=only, folder=folder_filter,
-                                                                      image_ids=image_ids, kind=text.kind), text):
+                                                                      image_ids=image_ids, for_dataset=True,
+                                                                      kind=text.kind), text):
             if cancel.is_set():
                 stats.cancelled = True
                 break

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy import Integer, func, literal_column, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
@@ -21,9 +21,9 @@ from core.datasets.errors import ExportError
 from core.db import Database
 from core.filenames import to_os
 from core.kinds import CAPTION
-from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
+from core.models import Caption, CaptionSource, DuplicateMark, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
-from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
+from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, split_key_sql, validate_val_ratio
 
 #: ``captioned``: any current caption; ``verified``: the current caption is a person's.
 ONLY_CHOICES = ("captioned", "verified")
@@ -63,8 +63,8 @@ class CaptionedImage:
     origin: str | None
     score: float | None
     caption_created_at: datetime
-    #: What the train/validation split hashes: the fingerprint before the file's first
-    #: change (e.g. metadata written into it), else the fingerprint.
+    #: What the train/validation split hashes: its duplicate group's key, else the
+    #: fingerprint before the file's first change (e.g. metadata written into it), else the fingerprint.
     split_key: str
 
     @property
@@ -80,9 +80,15 @@ class CaptionedImage:
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
+#: The split key column (the duplicate group's key first), spelled once in core.splits.
+_split_key = literal_column(split_key_sql("images"))
+
+
 def _captioned_query(
-    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None, kind: str = CAPTION
+    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None, *, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Select[Any]:
+    """The selection; *for_dataset* (export) leaves out near-duplicates "keep one" excluded."""
     if only not in ONLY_CHOICES:
         raise ExportError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
     query = (
@@ -91,27 +97,30 @@ def _captioned_query(
             Image.state, Image.error, Image.width, Image.height, Image.size, Image.mtime_ns,
             Caption.id, Caption.text, Caption.source, Caption.model_name, Caption.adapter,
             Caption.origin, Caption.score, Caption.created_at,
-            func.coalesce(Image.split_key, Image.fingerprint),
+            _split_key,
         )
         .join(Caption, (Caption.image_id == Image.id) & (Caption.kind == kind) & (_current_flag == 1))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
     )
     if only == "verified":
         query = query.where(Caption.source == CaptionSource.HUMAN.value)
+    if for_dataset:
+        query = query.where(or_(Image.duplicate_mark.is_(None), Image.duplicate_mark != DuplicateMark.EXCLUDED.value))
     query = _in_scope(query, folder, image_ids)
     return query
 
 
 def iter_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE, kind: str = CAPTION,
+    image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Iterator[CaptionedImage]:
     """Every image with a current caption (whatever its state), by id, in short reads.
 
     Keyset pagination on the image id: each chunk is its own short read transaction, so
     a 100 000-image export holds neither 100 000 objects nor a read lock for its length.
     """
-    base = _captioned_query(only, folder, image_ids, kind)
+    base = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind)
     last_id = 0
     while True:
         query = base.where(Image.id > last_id).order_by(Image.id).limit(chunk_size)
@@ -126,10 +135,11 @@ def iter_captioned_images(
 
 def count_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    image_ids: Collection[int] | None = None, kind: str = CAPTION,
+    image_ids: Collection[int] | None = None, for_dataset: bool = False, kind: str = CAPTION,
 ) -> int:
-    """How many images an export (or metadata write) with these choices would take."""
-    query = _captioned_query(only, folder, image_ids, kind).with_only_columns(func.count(Image.id))
+    """How many images an export (*for_dataset*) or metadata write with these choices would take."""
+    query = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind).with_only_columns(
+        func.count(Image.id))
     with db.read() as session:
         return session.scalar(query) or 0
 
@@ -146,8 +156,7 @@ def count_export_split(
     counts are an upper bound.
     """
     val_ratio = validate_val_ratio(val_ratio)
-    query = _captioned_query(only, folder, image_ids, kind).with_only_columns(
-        func.coalesce(Image.split_key, Image.fingerprint))
+    query = _captioned_query(only, folder, image_ids, for_dataset=True, kind=kind).with_only_columns(_split_key)
     counts = dict.fromkeys(SPLITS, 0)
     with db.read() as session:
         for (key,) in session.execute(query):

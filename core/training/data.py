@@ -5,9 +5,10 @@ kind (:mod:`core.kinds`; ``caption`` unless told) and a person wrote or accepted
 (``source = human``); with ``include_imports`` imported values count too.  Keywords are
 learnt as one comma-separated line (:func:`training_text`).  Images that are missing or unreadable are left out, and so are those whose
 picture changed since they were captioned (counted in ``outdated``).  Byte-identical copies
-(same fingerprint) are one example: the most recently captioned copy wins.  The
+(same fingerprint) are one example: the most recently captioned copy wins; near-duplicates
+a person left out with "keep one" (:mod:`core.duplicates`) are not examples.  The
 train/validation split is :func:`core.splits.assign_split` on the split key (the first
-fingerprint, kept when a file is rewritten), so it is
+fingerprint, kept when a file is rewritten; a duplicate group's key for its members), so it is
 the same split ``captiondesk export`` writes.  With enough photos a third, *test* split
 (:func:`core.splits.assign_split3`) is taken out of the training side: neither training
 nor the choice of the best epoch sees it.
@@ -26,6 +27,7 @@ from sqlalchemy import text as sql_text
 from core.errors import UserFacingError
 from core.filenames import to_os
 from core.kinds import BUILTIN_KINDS, CAPTION
+from core.models import DuplicateMark
 from core.queries import ImageFilter, current_join, filter_sql, outdated_phrase
 from core.splits import (
     DEFAULT_SEED,
@@ -35,6 +37,7 @@ from core.splits import (
     TRAIN,
     VALIDATION,
     assign_split3,
+    split_key_sql,
     validate_test_ratio,
     validate_val_ratio,
 )
@@ -72,6 +75,10 @@ class TrainingData:
     duplicates: int = 0
     #: Images whose caption would count but describes the file's earlier picture.
     outdated: int = 0
+    #: Near-duplicates left out by "keep one" (``images.duplicate_mark``, core.duplicates).
+    excluded: int = 0
+    #: Examples whose picture no duplicate search has hashed: their copies may straddle the split.
+    unchecked: int = 0
     val_ratio: float = 0.1
     seed: int = DEFAULT_SEED
     include_imports: bool = False
@@ -87,7 +94,17 @@ class TrainingData:
         outdated = f", {outdated_phrase(self.outdated)}" if self.outdated else ""
         test = f", {len(self.test)} test" if self.test else ""
         what = "captions" if self.kind == CAPTION else f"{self.kind} values"
-        return f"{len(self.train)} training{test} and {len(self.validation)} validation {what}{dup}{outdated}"
+        excluded = f", {self.excluded} near-duplicates left out (keep one)" if self.excluded else ""
+        return (f"{len(self.train)} training{test} and {len(self.validation)} validation {what}"
+                f"{dup}{outdated}{excluded}")
+
+    def duplicates_note(self) -> str | None:
+        """Why the split may still hold near-duplicates on both sides (None: every photo was checked)."""
+        if not self.unchecked:
+            return None
+        return (f"{self.unchecked} photos were never checked for near-duplicates (run captiondesk duplicates "
+                "or File → Duplicates…): copies of one photo may sit on both sides of the split and flatter "
+                "the scores")
 
     def test_note(self) -> str | None:
         """Why there is no test split, in plain words (None: there is one)."""
@@ -172,8 +189,9 @@ def collect_training_data(
     params: dict[str, Any] = {}
     query = sql_text(
         "SELECT i.id, i.fingerprint, r.path, i.rel_path, c.text, c.id,"
-        f" coalesce(i.split_key, i.fingerprint){current_join(kind)}"
+        f" {split_key_sql('i')}, i.duplicate_mark, h.image_id IS NULL{current_join(kind)}"
         " JOIN library_roots r ON r.id = i.root_id"
+        " LEFT JOIN image_hashes h ON h.image_id = i.id AND h.content_key = coalesce(i.content_key, i.fingerprint)"
         f" WHERE {filter_sql(wanted, params)} ORDER BY c.id DESC"
     )
     data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports, test_ratio=test_ratio,
@@ -182,14 +200,18 @@ def collect_training_data(
     with library.db.read() as session:
         rows = list(session.execute(query, params))
     examples = []
-    for image_id, fingerprint, root, rel_path, text, _caption_id, split_key in rows:
+    for image_id, fingerprint, root, rel_path, text, _caption_id, split_key, mark, unhashed in rows:
         text = training_text(kind, text)
         if not text:
+            continue
+        if mark == DuplicateMark.EXCLUDED:
+            data.excluded += 1
             continue
         if fingerprint in seen:
             data.duplicates += 1
             continue
         seen.add(fingerprint)
+        data.unchecked += bool(unhashed)
         # The key survives rewrites of the file (migration 0003): a validation photo
         # stays in validation after its metadata is written.
         # Test is provisional: back to train below when too few images land there.

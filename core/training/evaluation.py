@@ -3,7 +3,7 @@
 :func:`evaluate_model` (``captiondesk eval``, the Versions window's Evaluate) scores a
 model version on its own held-out split by default, with the preset or template it was
 trained with (:mod:`core.captioning.prompting`), and reports any evaluated image that
-was a training image.  The metrics themselves are :mod:`core.training.metrics`.
+was a training image, and any held-out one with a near-duplicate in training.  The metrics themselves are :mod:`core.training.metrics`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class EvalResult:
     #: 95 % bootstrap intervals (:func:`~core.training.metrics.metric_intervals`) of ``metrics`` and ``held_out_metrics``.
     intervals: dict[str, list[float]] = field(default_factory=dict)
     held_out_intervals: dict[str, list[float]] | None = None
+    #: Held-out evaluated photos with a near-duplicate (same duplicate group, core.duplicates)
+    #: among the training photos: the version's own when it has them, else this split's;
+    #: None when the library was never searched for duplicates.
+    near_duplicates_in_training: int | None = None
 
 
 def _evaluation_split(
@@ -100,8 +104,8 @@ def evaluate_model(
     version was trained on, else ``caption``).
     """
     from core.captioning.captioner import load_model_image
+    from core.captioning.job_spec import GenerationSettings
     from core.captioning.registry import resolve_model
-    from core.captioning.settings import GenerationSettings
     from core.imaging import ImageDecodeError
     from core.jobs import Progress
 
@@ -154,6 +158,16 @@ def evaluate_model(
     finally:
         if owns:
             captioner.close()
+    from core.duplicates import count_leaks, searched
+
+    if searched(library):
+        training_ids = trained_on[0] or {e.image_id for e in data.train}
+        held_out_ids = [i for i, _, _ in result.predictions if i not in overlap]
+        result.near_duplicates_in_training = count_leaks(library, held_out_ids, sorted(training_ids))
+    if result.near_duplicates_in_training:
+        result.warnings.append(
+            f"{result.near_duplicates_in_training} held-out photos have a near-duplicate in training (it was "
+            "trained before `captiondesk duplicates` grouped them); these scores flatter it")
     result.metrics = kind_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions], kind)
     result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
     if overlap:

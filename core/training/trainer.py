@@ -397,9 +397,9 @@ def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: T
         result.comparison["test"] = compare_to_base(state.base_test_predictions, test_predictions, test_refs)
     where = "test" if "test" in result.comparison else "validation"
     result.beats_base = bool(result.comparison.get(where, {}).get("beats_base", False))
-    note = data.test_note()
-    if note is not None:
-        result.notes.append(note)
+    for note in (data.test_note(), data.duplicates_note()):
+        if note is not None:
+            result.notes.append(note)
     validation_beats = bool(result.comparison.get("validation", {}).get("beats_base", False))
     note = kept_epoch_note(state.best_epoch, state.epoch, loop.config.lr, validation_beats)
     if note is not None:

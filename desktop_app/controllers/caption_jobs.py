@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core import queries
-from core.captioning.settings import CaptionJobSpec
+from core import queries, view_rows
+from core.captioning.job_spec import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
 from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
@@ -98,7 +98,7 @@ class CaptionJobsController:
         from core.training.versions import list_versions
 
         with w.library.db.read() as session:
-            known = [key.model_name for key, _n in queries.model_keys(session)]
+            known = [key.model_name for key, _n in view_rows.model_keys(session)]
             kinds = [(k.name, k.label) for k in all_kinds(session).values()]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
         dialog = CaptionDialog(

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtGui import QPixmap
 
-from core import edits, queries
-from core.queries import ImageRow
+from core import edits, queries, view_rows
+from core.view_rows import ImageRow
 from desktop_app.jobs_widget import plural
 from desktop_app.operations import LibraryChanges
 from desktop_app.review import FindReplaceDialog
@@ -157,7 +157,7 @@ class ImageReviewController:
             self.preview.show_pixmap(None, None, "")
             return
         with w.library.db.read() as session:
-            details = queries.caption_details(session, row.id)
+            details = view_rows.caption_details(session, row.id)
         self.panel.show_image(row, details)
         if self.preview.image_id != row.id:
             pixmap = self.thumbs.pixmap(row.fingerprint, row.path)

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from core.captions import set_human_caption
+from core.datasets.errors import ExportError
+from core.datasets.export_job import export_dataset
 from core.datasets.kind_values import column_name, render_template, template_fields
 from core.datasets.staging import MANIFEST_NAME
-from core.export import ExportError, export_dataset
 from core.kinds import add_kind
 from core.library import Library
 from core.models import Image

@@ -169,7 +169,7 @@ def library_root_labels(
     kind: str = CAPTION,
 ) -> dict[int, str]:
     """Folder names to prefix file names with when the export spans several roots."""
-    query = _captioned_query(only, folder, image_ids, kind).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
+    query = _captioned_query(only, folder, image_ids, kind=kind).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
     with db.read() as session:
         roots = sorted(session.execute(query).all())
     if len(roots) <= 1:

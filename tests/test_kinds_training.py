@@ -24,7 +24,7 @@ from core.captions import set_human_caption
 from core.kinds import parse_keywords
 from core.library import Library
 from core.models import Caption, Image
-from core.training import collect_training_data, versions
+from core.training import TrainingConfig, collect_training_data, versions
 from core.training.current import current_model
 from core.training.metrics import keyword_set_match, kind_metrics
 from tests.tiny_models import SHAPE_COLOURS, with_extra_words
@@ -62,6 +62,14 @@ def keyword_library(tmp_path_factory: pytest.TempPathFactory):
             set_human_caption(session, image.id, f"a picture of a {colour} {shape}")
     yield library
     library.close()
+
+
+def test_the_kind_is_a_training_setting() -> None:
+    keywords = TrainingConfig(kind="keywords")
+    assert TrainingConfig.from_dict(keywords.to_dict()) == keywords
+    assert "kind" not in TrainingConfig().to_dict()  # a caption run's record is as before kinds
+    with pytest.raises(ValueError, match="cannot name a caption kind"):
+        TrainingConfig(kind="Key Words")
 
 
 def test_keyword_metric_is_an_order_free_set_match() -> None:

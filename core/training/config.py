@@ -190,7 +190,12 @@ class TrainingConfig:
                        lr=lr)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as JSON values; ``kind`` only when not ``caption``, so a caption run's
+        record (its version's config, the key an unfinished run resumes by) is as before kinds."""
+        data = asdict(self)
+        if data["kind"] == CAPTION:
+            del data["kind"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:

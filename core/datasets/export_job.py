@@ -104,7 +104,7 @@ from core.datasets.selection import (
     outdated_images,
 )
 from core.datasets.staging import MANIFEST_NAME, Staging
-from core.datasets.writers import EXPORT_FORMATS, Writer, make_writer
+from core.datasets.writers import EXPORT_FORMATS, WRITERS, Writer, make_writer
 from core.datasets.writers.base import export_relative
 from core.db import Database
 from core.imaging import ImageDecodeError
@@ -118,7 +118,7 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
-from core.kinds import CAPTION, KindError, all_kinds
+from core.kinds import CAPTION, all_kinds
 from core.models import Caption, ImageState, LibraryRoot
 from core.queries import FolderScope, outdated_phrase
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -273,8 +273,10 @@ def export_dataset(
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
             # The caption described another picture: never pair it with this one.
-            for path in outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids) \
-                    if select_kind == CAPTION else ():
+            # (A changed picture sets aside its caption only: the other kinds have no such state.)
+            outdated = outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids) \
+                if select_kind == CAPTION else []
+            for path in outdated:
                 stats.outdated += 1
                 stats.problems.append(f"{path}: changed since captioned, left out (caption it again)")
             _run_export(
@@ -304,20 +306,20 @@ def _text_choice(db: Database, fmt: str, kind: str, template: str | None) -> tup
     :class:`ExportError` for a choice the format cannot take, an unknown kind or template field."""
     with db.read() as session:
         kinds = list(all_kinds(session))
+    columns = getattr(WRITERS[fmt], "per_kind_columns", False)
     if kind != CAPTION or template is not None:
-        if fmt not in ("sidecar", "kohya"):
+        # A text per image (a caption file beside it) is what --kind and --template make.
+        if not WRITERS[fmt].by_stem:
             raise ExportError(f"--kind and --template go with sidecar and kohya; {fmt} "
-                              + ("writes captions only" if fmt == "coco" else "carries a column per kind already"))
+                              + ("carries a column per kind already" if columns else "writes captions only"))
         if kind != CAPTION and template is not None:
             raise ExportError("give --kind or --template, not both")
     if template is not None:
         fields = template_fields(template, kinds)
         return (CAPTION if CAPTION in fields else fields[0]), fields
     if kind not in kinds:
-        raise ExportError(str(KindError(f"no caption kind {kind!r}; kinds: {', '.join(kinds)}")))
-    if fmt in ("csv", "parquet", "imagefolder"):
-        return CAPTION, [k for k in kinds if k != CAPTION]
-    return kind, []
+        raise ExportError(f"no caption kind {kind!r}; kinds: {', '.join(kinds)}")
+    return kind, [k for k in kinds if k != CAPTION] if columns else []
 
 
 @dataclass(frozen=True)
@@ -329,12 +331,12 @@ class _ItemText:
     template: str | None = None
     fields: tuple[str, ...] | list[str] = ()
 
-    def render(self, image: CaptionedImage, values: dict[str, str]) -> tuple[str, dict[str, str]]:
+    def render(self, image: CaptionedImage, values: dict[str, str]) -> tuple[str, dict[str, str | None]]:
         """``(text, {column: value})`` of *image* given its other kinds' *values*."""
         own = export_value(self.kind, image.text)
         if self.template is not None:
             return render_template(self.template, {**values, self.kind: own}), {}
-        return own, {column_name(k): values.get(k) for k in self.fields}  # type: ignore[misc]
+        return own, {column_name(k): values.get(k) for k in self.fields}
 
 
 def _run_export(
@@ -447,7 +449,7 @@ def _export_one(
     layout: Layout | None = None,
     variants: tuple[str, ...] = (),
     text: str | None = None,
-    columns: dict[str, str] | None = None,
+    columns: dict[str, str | None] | None = None,
 ) -> None:
     """Export one image, or count and note why it was left out."""
     text = (image.text if text is None else text).strip()

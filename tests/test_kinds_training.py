@@ -95,7 +95,7 @@ def test_train_kind_keywords_learns_the_keyword_task(keyword_library: Library, t
     lib = ["--library", str(library.path)]
     base = with_extra_words(trained_blip_dir, tmp_path / "keyword-blip", [",", "warm", "cool"])
     code = main([*lib, "train", "--kind", "keywords", "--base", str(base), "--name", "kw-1",
-                 "--method", "full", "--lr", "3e-3", "--epochs", "8", "--patience", "0", "--batch-size", "16",
+                 "--method", "full", "--lr", "3e-3", "--epochs", "14", "--patience", "0", "--batch-size", "16",
                  "--val-ratio", "0.25", "--device", "cpu", "--json"])
     out = capsys.readouterr()
     assert code == 0, out.err

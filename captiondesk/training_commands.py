@@ -82,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}{keywords}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
+    if args.restyler and config.kind != "caption":
+        raise UserError("--kind goes with a captioner: a restyler learns to rewrite captions")
     if args.restyler:  # a text model learning the person-corrected captions (core/restyle/training.py)
         result, interrupted = _train_restyler(args, config, on_epoch)
     elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run

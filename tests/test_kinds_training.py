@@ -64,12 +64,20 @@ def keyword_library(tmp_path_factory: pytest.TempPathFactory):
     library.close()
 
 
-def test_the_kind_is_a_training_setting() -> None:
+def test_the_kind_is_a_training_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keywords = TrainingConfig(kind="keywords")
     assert TrainingConfig.from_dict(keywords.to_dict()) == keywords
     assert "kind" not in TrainingConfig().to_dict()  # a caption run's record is as before kinds
     with pytest.raises(ValueError, match="cannot name a caption kind"):
         TrainingConfig(kind="Key Words")
+    Library(tmp_path / "library.db").close()
+    lib = ["--library", str(tmp_path / "library.db")]
+    assert main([*lib, "train", "--name", "x", "--kind", "Key Words"]) == 2
+    assert "cannot name a caption kind" in capsys.readouterr().err
+    assert main([*lib, "train", "--restyler", "--base", "x", "--name", "x", "--kind", "keywords"]) == 2
+    assert "--kind goes with a captioner" in capsys.readouterr().err
+    assert main([*lib, "train", "--name", "x", "--kind", "tags", "--base", "x"]) == 2
+    assert "no caption kind 'tags'" in capsys.readouterr().err
 
 
 def test_keyword_metric_is_an_order_free_set_match() -> None:

@@ -194,16 +194,18 @@ def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
     config.json alone (no download)."""
     kind = kind or CaptionKind(CAPTION, "Caption")
     check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
-    if resolved.trained_kind == kind.name:
-        return  # it learnt to write this kind
-    preset, template = kind_request(kind, spec.preset, spec.prompt_template)
+    # A version trained on the kind writes it whether or not its family can be asked for it.
+    learnt = kind.name != CAPTION and resolved.trained_kind == kind.name
+    preset, template = (spec.preset, spec.prompt_template) if learnt else kind_request(
+        kind, spec.preset, spec.prompt_template)
     if (preset is None and template is None) or spec.backend != "local":
         return
     from core.captioning.registry import family_hint
 
     family = family_hint(resolved.model_name)
     if family is not None:
-        check_family_writes_kind(family, kind, preset, template)
+        if not learnt:
+            check_family_writes_kind(family, kind, preset, template)
         plan_prompt(family, preset=preset, template=template)
 
 

@@ -12,6 +12,9 @@ which moves the current caption only while the caption the change produced is st
 current, so an undo never clobbers a newer edit (made in another window, by
 find-and-replace, ...) and never sets aside a person's caption it did not write.
 
+Every edit works on one caption kind (:mod:`core.kinds`; ``caption`` unless told): each
+kind's current value, history and undo are its own, and :class:`Change` records the kind.
+
 Used by the GUI's undo stack; nothing here imports Qt.
 """
 
@@ -180,7 +183,8 @@ def replace_captions(
     overwritten.  Replacing to an empty caption, or one over the caption length limit, is
     skipped too (no caption can be stored so).  A replaced model or import caption stays unreviewed (same source and
     score, the replacement recorded in its settings) unless *verified*; a person's
-    caption stays a person's.  See :func:`core.captions.replace_caption_text`.
+    caption stays a person's.  See :func:`core.captions.replace_caption_text`.  The candidates
+    are values of *kind* (:func:`core.queries.find_replace_candidates` of a filter of that kind).
     """
     replace = _replacer(find, replacement, case_sensitive=case_sensitive)
     changes: list[Change] = []

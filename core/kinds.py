@@ -211,6 +211,21 @@ def parse_keywords(text: str) -> list[Keyword]:
     return out
 
 
+_KEYWORD_TERM = re.compile(r'(?<!\S)keywords?:(?:"([^"]*)"|(\S+))', re.IGNORECASE)
+
+
+def keyword_terms(text: str) -> tuple[str, list[str]]:
+    """``(the rest of text, the keywords its terms ask for)``: search text's ``keyword:beach``
+    (or ``keyword:"sandy beach"``, ``keyword:places|beach``) asks for photos with that keyword,
+    normalized as stored (lower case, ``|`` between hierarchy levels)."""
+    wanted: list[str] = []
+    for match in _KEYWORD_TERM.finditer(text):
+        keyword = _keyword(match.group(1) if match.group(1) is not None else match.group(2))
+        if keyword is not None:
+            wanted.append("|".join(keyword))
+    return " ".join(_KEYWORD_TERM.sub(" ", text).split()), wanted
+
+
 def format_keywords(keywords: Iterable[Keyword]) -> str:
     """The stored text of *keywords*: one a line, ``|`` between hierarchy levels."""
     return "\n".join("|".join(k) for k in keywords)

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from core.kinds import CAPTION, check_kind_name
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 __all__ = ["METHODS", "MIN_TRAIN", "MIN_VALIDATION", "TrainingConfig", "default_target_modules"]
@@ -83,6 +84,8 @@ class TrainingConfig:
         patience: stop after this many evaluations without a better score (0 = never).
         val_ratio, seed: the split, via :func:`core.splits.assign_split`.
         include_imports: also train on imported (not verified) captions.
+        kind: the caption kind (:mod:`core.kinds`) learnt from its verified values; the
+            version records it and writes that kind when it captions.
         max_length: caption tokens kept (longer captions are truncated).
         gradient_checkpointing: trade compute for memory (enabled after ``get_peft_model``).
         mixed_precision: ``auto`` (bf16 where supported, else fp16, on CUDA only), ``no``,
@@ -117,8 +120,10 @@ class TrainingConfig:
     mixed_precision: str = "auto"
     device: str = "auto"
     max_new_tokens: int = 30
+    kind: str = CAPTION
 
     def __post_init__(self) -> None:
+        check_kind_name(self.kind)  # a KindError is a ValueError
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.lora_r is not None:
@@ -187,7 +192,12 @@ class TrainingConfig:
         return float(family.lora_defaults["lr"]) if self.uses_lora else 1e-4
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as JSON values; ``kind`` only when not ``caption``, so a caption run's
+        record (its version's config, the key an unfinished run resumes by) is as before kinds."""
+        data = asdict(self)
+        if data["kind"] == CAPTION:
+            del data["kind"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:

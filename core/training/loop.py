@@ -15,7 +15,7 @@ from core.jobs import CancelToken
 
 from .config import TrainingConfig
 from .examples import _eval_settings, _Examples
-from .metrics import caption_metrics, selection_score
+from .metrics import kind_metrics, selection_score
 from .model_setup import _load_trainable_state, _trainable_state
 from .result import Report, TrainingError, TrainingResult
 from .run_folder import _unusable_run
@@ -104,7 +104,7 @@ class _TrainingLoop:
 
     def evaluate(self) -> dict[str, float]:
         self.last_predictions = self.predict(self.examples.val_batches)
-        return caption_metrics(self.last_predictions, self.examples.refs)
+        return kind_metrics(self.last_predictions, self.examples.refs, self.config.kind)
 
     def calibrate(self) -> Any:
         """The confidence calibration of the current weights: how each token scores in their

@@ -87,9 +87,9 @@ from .examples import _prepare_examples
 from .loop import _LoopState, _metrics_only, _TrainingLoop
 from .lr_range import find_learning_rate
 from .metrics import (
-    caption_metrics,
     compare_to_base,
     kept_epoch_note,
+    kind_metrics,
     metric_intervals,
 )
 from .model_setup import (
@@ -201,7 +201,7 @@ def _train_in(library: Library, base: str, name: str, config: TrainingConfig, da
             try:
                 family = _trainable_family(captioner)
                 # Unset LoRA rank/alpha/dropout/targets: the family's measured defaults.
-                config = config.with_family_defaults(family)
+                config = _with_kind_prompt(library, config.with_family_defaults(family), family, captioner)
                 model = _PreparedModel.build(captioner, family, config)
                 if distributed is not None:
                     distributed.sync_parameters(model.params)
@@ -314,14 +314,41 @@ def _check_request(library: Library, base_model: str, name: str, config: Trainin
     if versions.get_version(library, name) is not None:
         raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
                             "(or delete it with 'captiondesk models delete')")
+    from core.kinds import get_kind
+
+    with library.db.read() as session:
+        get_kind(session, config.kind)  # an unknown kind: KindError naming the library's kinds
     data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
-                                 include_imports=config.include_imports)
+                                 include_imports=config.include_imports, kind=config.kind)
     data.require()
     resolved = resolve_model(library, base_model, None)
     if resolved.adapter is not None:
         raise TrainingError(f"'{base_model}' is a LoRA version; train from its base model "
                             f"'{resolved.model_name}' instead (or export it merged and train from that folder)")
     return resolved.model_name, data
+
+
+def _with_kind_prompt(library: Library, config: TrainingConfig, family: Any, captioner: Any) -> TrainingConfig:
+    """*config* asking for its kind's default prompt when it names none and the family can be
+    asked for that kind; otherwise as it is.
+
+    A family that only continues a text (BLIP, GIT, …) cannot be *asked* for keywords, but it
+    can *learn* to write them: its version then writes that kind unprompted, which is what a
+    version trained on one kind is for (it records the kind, and captions only that kind).
+    """
+    from core.captioning.prompting import check_family_writes_kind, kind_request
+    from core.kinds import CAPTION, KindError, get_kind
+
+    if config.kind == CAPTION or config.preset is not None or config.prompt_template is not None:
+        return config
+    with library.db.read() as session:
+        kind = get_kind(session, config.kind)
+    try:
+        preset, template = kind_request(kind, None, None)
+        check_family_writes_kind(family, kind, preset, template, getattr(captioner, "model_type", None))
+    except KindError:  # no prompt of its own, or a family that cannot be asked: learnt unprompted
+        return config
+    return replace(config, preset=preset, prompt_template=template)
 
 
 # --------------------------------------------------------------------------- the version
@@ -373,8 +400,9 @@ def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: T
     test_refs = loop.examples.test_refs
     if test_refs and len(state.base_test_predictions) == len(test_refs):
         test_predictions = loop.predict(loop.examples.test_batches)
-        result.base_test_metrics = caption_metrics(state.base_test_predictions, test_refs)
-        result.test_metrics = caption_metrics(test_predictions, test_refs)
+        kind = loop.config.kind
+        result.base_test_metrics = kind_metrics(state.base_test_predictions, test_refs, kind)
+        result.test_metrics = kind_metrics(test_predictions, test_refs, kind)
         result.intervals["test"] = {"base": metric_intervals(state.base_test_predictions, test_refs),
                                     "trained": metric_intervals(test_predictions, test_refs)}
         result.comparison["test"] = compare_to_base(state.base_test_predictions, test_predictions, test_refs)

@@ -172,7 +172,7 @@ class EngineRunner:
     def run(self, image_ids: list[int], *, overwrite: bool = False) -> float:
         from core.captioning.engine import CaptionJobSpec, run_caption_job
 
-        spec = CaptionJobSpec(model=str(self.model_dir), settings=self.settings, batch_size=self.batch_size,
+        spec = CaptionJobSpec(model=str(self.model_dir), generation=self.settings, batch_size=self.batch_size,
                               device=self.device, runtime=self.runtime, scope=image_ids,
                               overwrite_model_captions=overwrite)
         start = time.perf_counter()

@@ -38,7 +38,7 @@ from sqlalchemy import select  # noqa: E402
 
 from core.captioning.confidence import SCORE_KINDS  # noqa: E402
 from core.captioning.engine import run_caption_job  # noqa: E402
-from core.captioning.settings import CaptionJobSpec  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from core.training import TrainingConfig, train  # noqa: E402
 from tests import restyle_scenario  # noqa: E402
@@ -67,19 +67,19 @@ def evaluate(library, version: str, truth: dict[str, tuple[str, bool]]) -> None:
     run_caption_job(library, CaptionJobSpec(model=version, scope=ids, device="cpu", optimize="none",
                                             overwrite_model_captions=True))
     with library.db.read() as session:
-        rows = session.execute(select(Image.rel_path, Caption.text, Caption.score, Caption.settings)
+        rows = session.execute(select(Image.rel_path, Caption.text, Caption.score, Caption.provenance)
                                .join(Caption, Caption.image_id == Image.id)
                                .where(Image.id.in_(ids), Caption.is_current.is_(True))).all()
     wrong = [text != truth[path][0] for path, text, _, _ in rows]
     hard = [truth[r[0]][1] for r in rows]
-    kind = rows[0][3]["score_kind"]
+    kind = rows[0][3].score_kind
     print(f"\n{version}: {len(rows)} test captions, {sum(wrong)} wrong ({sum(wrong) / len(rows):.0%}); "
           f"wrong among hard photos {sum(w for w, h in zip(wrong, hard) if h)}/{sum(hard)}, "
           f"among easy {sum(w for w, h in zip(wrong, hard) if not h)}/{len(hard) - sum(hard)}; "
           f"stored score_kind: {kind}")
     print(f"  {'score kind':24} {'AUROC':>6} {'clear':>6}   err lowest 20 %   err other 80 %")
     for k in SCORE_KINDS:
-        values = [r[3]["scores"].get(k) for r in rows]
+        values = [r[3].scores.get(k) for r in rows]
         if any(v is None for v in values):
             continue
         auc = auroc_low_means_wrong(values, wrong)

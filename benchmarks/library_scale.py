@@ -61,12 +61,13 @@ from core.captioning.engine import (
     commit_caption_batch,  # noqa: E402
 )
 from core.captioning.engine import select_pending_images as select_images  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.captioning.registry import ResolvedModel  # noqa: E402
-from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, CaptionSource, ImageState, utcnow  # noqa: E402
-from core.queries import ImageFilter, count_filtered, fetch_rows, filtered_ids, folder_tree  # noqa: E402
+from core.queries import ImageFilter, count_filtered, filtered_ids  # noqa: E402
 from core.scanner import recheck_errors  # noqa: E402
+from core.view_rows import fetch_rows, folder_tree  # noqa: E402
 
 #: Captions bulk-inserted per transaction between the two measured phases.
 BULK_CHUNK = 50_000
@@ -105,7 +106,7 @@ def rel_path(i: int) -> str:
 
 
 def image_row(i: int, root_id: int) -> dict[str, object]:
-    """The columns ``core.scanner._describe`` (+ ``visit``) produce for a new JPEG."""
+    """The columns ``core.scan_files.describe_file`` (+ ``visit``) produce for a new JPEG."""
     digest = hashlib.sha1(i.to_bytes(8, "little")).hexdigest()
     return {
         "size": 4_000_000 + (i * 7919) % 4_000_000,
@@ -220,7 +221,7 @@ class Bench:
                 {
                     "image_id": i, "text": self.texts[i - 1], "source": CaptionSource.MODEL.value,
                     "is_current": True, "model_name": self.resolved.model_name, "adapter": None,
-                    "model_version_id": None, "settings": self.prov,
+                    "model_version_id": None, "provenance": self.prov,
                     "score": -self.scores.uniform(0.05, 2.5), "created_at": utcnow(),
                 }
                 for i in range(lo, min(lo + BULK_CHUNK, first_id + count))

@@ -146,13 +146,13 @@ def main() -> None:
     import ray
 
     from core.captioning.engine import run_caption_job
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
     from core.captioning.ray_backend import run_caption_job_on_ray
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
 
     width, height = (int(v) for v in args.photo_size.split("x"))
     photos = make_photos(args.images, (width, height))
     model = args.model or build_blip_base(CACHE / "blip-base-random")
-    spec = CaptionJobSpec(model=str(model), settings=GenerationSettings(min_new_tokens=TOKENS, max_new_tokens=TOKENS),
+    spec = CaptionJobSpec(model=str(model), generation=GenerationSettings(min_new_tokens=TOKENS, max_new_tokens=TOKENS),
                           batch_size=args.batch_size, device="cpu")
     print(f"{args.images} images {args.photo_size}, model {model}, batch {args.batch_size}, {args.cpus} cores")
 

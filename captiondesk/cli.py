@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captiondesk import dataset_commands, selfcheck_command, training_commands
+from captiondesk import (
+    dataset_commands,
+    duplicates_command,
+    models_command,
+    restyle_commands,
+    search_commands,
+    selfcheck_command,
+    training_commands,
+)
 from captiondesk.caption_options import check_caption_model
 from captiondesk.caption_options import ray_address as parse_ray_address
 from captiondesk.common import (
@@ -139,10 +147,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     from core.captioning.engine import run_caption_job
-    from core.captioning.errors import ModelLoadError
-    from core.captioning.presets import UnsupportedPresetError
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
     from core.captioning.registry import resolve_model
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
     from core.jobs import count_phrase
     from core.library import LibraryError
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
@@ -158,7 +164,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             # Without --model: the library's current model, filled in once the library is open.
             model=args.model or DEFAULT_MODEL,
             adapter=args.adapter,
-            settings=GenerationSettings(
+            generation=GenerationSettings(
                 num_beams=args.beams,
                 min_new_tokens=args.min_new_tokens,
                 max_new_tokens=args.max_new_tokens,
@@ -176,6 +182,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
             max_caption_chars=args.max_caption_chars,
             preset=args.preset,
             prompt_template=args.prompt,
+            kind=args.kind,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -190,7 +197,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if not args.model:
             from core.training.current import current_model
 
-            current = current_model(library)
+            current = current_model(library, spec.kind)
             # An --adapter of its own goes on the base model, not on top of the active version.
             spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
             say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")
@@ -238,11 +245,10 @@ def cmd_caption(args: argparse.Namespace) -> int:
         else:
             def job(bar: Any, cancel: Any) -> Any:
                 return run_caption_job(library, spec, progress=bar, cancel=cancel)
-        try:
-            stats, interrupted = run_with_progress("Captioning", job)
-        except (ModelLoadError, UnsupportedPresetError) as exc:
-            raise UserError(str(exc)) from None
+        # A model that cannot be loaded, a preset it cannot take: user-facing, exit 2 in main.
+        stats, interrupted = run_with_progress("Captioning", job)
     print_problems(stats.problems if stats is not None else [], "error")
+    print_problems(stats.notes if stats is not None else [], "length")
 
     def human() -> None:
         if stats is not None:
@@ -335,13 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
+    from core.captioning.job_spec import DEFAULT_SERVER_TIMEOUT
     from core.captioning.presets import PRESETS, VARIABLES
-    from core.captioning.settings import DEFAULT_SERVER_TIMEOUT
     from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
     caption.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                          help=f"kind of caption: {', '.join(PRESETS)} (a family supports some of them; "
                               "prefix models such as BLIP: short, alt_text, t2i_prompt)")
+    caption.add_argument("--kind", default="caption", metavar="KIND",
+                         help="which value to write: caption (default), alt_text, extended_description, title, "
+                              "keywords or a kind of your own; others than caption need a model that takes a prompt")
     caption.add_argument("--prompt", metavar="TEMPLATE",
                          help='your own prompt: a prefix for BLIP-like models ("a photography of"), an instruction '
                               f"for instruction models; per-image variables: {', '.join('{' + v + '}' for v in VARIABLES)}")
@@ -392,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     # The other command modules register their own sub-commands (light to import).
     dataset_commands.register(commands)
     training_commands.register(commands)
+    models_command.register(commands)
+    restyle_commands.register(commands)
+    duplicates_command.register(commands)
+    search_commands.register(commands)
     selfcheck_command.register(commands)
     return parser
 
@@ -403,7 +416,7 @@ def _gui_request(argv: list[str], parser: argparse.ArgumentParser) -> list[str] 
     folders, no subcommand), opens the window.
     """
     subcommands = {"add", "scan", "status", "caption", "export", "import", "write-metadata",
-                   "train", "eval", "models", "self-check"}
+                   "train", "eval", "models", "self-check", "index", "search"}
     rest = list(argv)
     if len(rest) >= 2 and rest[0] == "--library":
         rest = rest[2:]
@@ -478,8 +491,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     if argv[:1] == [scan_process.FROZEN_COMMAND]:  # the desktop app's scan child (frozen build)
         return scan_process.main(argv[1:])
-    from core.library import LibraryError
-    from core.migrate import LibraryOpenError
+    from core.errors import UserFacingError
 
     parser = build_parser()
     gui_folders = _gui_request(argv, parser)
@@ -499,7 +511,7 @@ def _main(argv: Sequence[str] | None) -> int:
             code = args.handler(args)
             sys.stdout.flush()  # a reader that went away shows here, not as a warning at exit
             return code
-    except (UserError, LibraryError, LibraryOpenError) as exc:
+    except UserFacingError as exc:  # UserError and every core error written for the person
         return _fail(args, EXIT_USAGE, str(exc))
     except BrokenPipeError:
         # `| head` took what it wanted: not a fault of the library or the disk, so no error line.

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.errors import UserFacingError
+
 if TYPE_CHECKING:
     from core.jobs import Progress
     from core.library import Library
@@ -58,8 +60,9 @@ SHOWN_UNREADABLE = 20
 T = TypeVar("T")
 
 
-class UserError(Exception):
-    """An error caused by the user's input: shown as one line, exit status 2."""
+class UserError(UserFacingError):
+    """An error caused by the user's input: shown as one line, exit status 2 (as every
+    :class:`~core.errors.UserFacingError` a command lets through)."""
 
 
 #: Seconds between plain progress lines when stderr is not a terminal (logs, pipes).

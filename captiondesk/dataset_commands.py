@@ -25,22 +25,23 @@ from captiondesk.common import (
 )
 from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, MIN_TEST
 
-# Mirrors of core.export / core.importer constants (importing those slows every command's start).
+# Mirrors of core.datasets constants (importing those slows every command's start).
 EXPORT_FORMATS = ("imagefolder", "csv", "coco", "sidecar", "parquet", "kohya")
 IMPORT_FORMATS = ("sidecar", "flickr8k", "coco", "imagefolder", "csv", "parquet", "metadata")
 ONLY_CHOICES = ("captioned", "verified")
 SIDECAR_NAMINGS = ("auto", "stem", "full")  # core.metadata.SIDECAR_NAMINGS
 DEFAULT_SIDECAR_NAMING = "auto"  # core.metadata.DEFAULT_SIDECAR_NAMING
 CAPTION_EXTENSIONS = (".txt", ".caption")
-TRAINERS = ("onetrainer", "ai-toolkit", "kohya")  # core.export.CONSUMERS
-CONVERT_TO_CHOICES = ("png", "jpg", "none")  # core.export.CONVERT_TO_CHOICES + none
+TRAINERS = ("onetrainer", "ai-toolkit", "kohya")  # core.datasets.naming.CONSUMERS
+CONVERT_TO_CHOICES = ("png", "jpg", "none")  # core.datasets.naming.CONVERT_TO_CHOICES + none
 
 
 # -- export ---------------------------------------------------------------------------
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export import ExportError, export_dataset
+    from core.datasets.errors import ExportError
+    from core.datasets.export_job import export_dataset
 
     with open_library(args, reading=True) as library:
         try:
@@ -63,6 +64,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite,
                     progress=progress,
                     cancel=cancel,
+                    kind=args.kind,
+                    template=args.template,
                 ),
             )
         except ExportError as exc:
@@ -96,7 +99,8 @@ def _nothing_selected(args: argparse.Namespace, verb: str, left_out: int) -> Use
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.importer import CaptionImportError, import_captions
+    from core.datasets.errors import CaptionImportError
+    from core.datasets.import_job import import_captions
 
     with open_library(args) as library:
         try:
@@ -131,20 +135,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_write_metadata(args: argparse.Namespace) -> int:
-    from core.export import ExportError
-    from core.metadata import MetadataUnavailable, write_metadata
+    from core.metadata import write_metadata
 
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
+    # A bad --folder or no metadata library: user-facing errors, exit 2 in main.
     with open_library(args) as library:
-        try:
-            stats, interrupted = run_with_progress(
-                "Writing metadata",
-                lambda progress, cancel: write_metadata(
-                    library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
-                    progress=progress, cancel=cancel,
-                ),
-            )
-        except (ExportError, MetadataUnavailable) as exc:
-            raise UserError(str(exc)) from None
+        stats, interrupted = run_with_progress(
+            "Writing metadata",
+            lambda progress, cancel: write_metadata(
+                library, sidecar=args.sidecar, sidecar_naming=args.sidecar_naming, only=args.only, folder=args.folder,
+                kinds=kinds, replace_keywords=args.replace_keywords, progress=progress, cancel=cancel,
+            ),
+        )
     if stats is not None:
         print_problems(stats.problems)
         # Nothing selected (or only missing/empty ones): a user error, as for export.
@@ -154,7 +156,8 @@ def cmd_write_metadata(args: argparse.Namespace) -> int:
             raise _nothing_selected(args, "write", stats.missing + stats.skipped)
     # A photo that could not be written makes the status 1 (its errors count).
     return finish_job(args, "write-metadata", stats, interrupted,
-                      lambda: stats is not None and print(stats.summary()))
+                      lambda: stats is not None and print(stats.summary()),
+                      kinds=dict(stats.kinds_written) if stats is not None else {})
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -214,6 +217,16 @@ def register(subparsers: Any) -> None:
         help="sidecar: write a caption's variants (import sidecar --lines-as-variants) one per line, "
              "as OneTrainer reads them",
     )
+    export.add_argument(
+        "--kind", default="caption", metavar="KIND",
+        help="sidecar/kohya: write this caption kind's values (keywords, alt_text, title, ... ; the photos with "
+             "one); csv, parquet and imagefolder carry a column per kind, coco captions only",
+    )
+    export.add_argument(
+        "--template", metavar="TEMPLATE", default=None,
+        help='sidecar/kohya: each caption file made of several kinds, e.g. "{keywords}, {caption}" (a kind a photo '
+             "has no value of is left out with its separator); recorded in the manifest and kohya's TOML",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier CaptionDesk export at OUT")
     add_json_flag(export)
     export.set_defaults(handler=cmd_export)
@@ -255,10 +268,11 @@ def register(subparsers: Any) -> None:
 
     write = subparsers.add_parser(
         "write-metadata",
-        help="write current captions into the photos' metadata",
+        help="write current captions (and alt text, title, keywords...) into the photos' metadata",
         description=(
             "Write each image's current caption as XMP dc:description, IPTC Caption-Abstract (UTF-8) "
-            "and, when ASCII, EXIF ImageDescription. JPEG/PNG/TIFF/WebP are updated in place "
+            "and, when ASCII, EXIF ImageDescription; its alt text, extended description, title and keywords "
+            "to their XMP/IPTC fields (README, Kinds). JPEG/PNG/TIFF/WebP are updated in place "
             "(atomically, pixels untouched); HEIC/AVIF and others get an .xmp sidecar. "
             "Exit status 1 if any file could not be written."
         ),
@@ -275,5 +289,14 @@ def register(subparsers: Any) -> None:
         help="captioned: any current caption (default); verified: only captions a person wrote or accepted",
     )
     write.add_argument("--folder", metavar="F", help="only images in this library folder (or a folder inside one)")
+    write.add_argument(
+        "--kinds", metavar="K,K",
+        help="which kinds to write (caption, alt_text, extended_description, title, keywords); "
+             "default: every one an image has a current value of",
+    )
+    write.add_argument(
+        "--replace-keywords", action="store_true",
+        help="make the photos' keywords exactly the library's (default: merged with the keywords already in the photo)",
+    )
     add_json_flag(write)
     write.set_defaults(handler=cmd_write_metadata)

@@ -1,9 +1,10 @@
-"""``captiondesk train | eval | models``: retrain the captioner from corrected captions.
+"""``captiondesk train | eval``: retrain the captioner from corrected captions.
 
-:func:`register` adds the three sub-commands to the main parser's sub-parsers.  Like the
-rest of the CLI, user mistakes print one line and exit 2; Ctrl-C stops a training run
-after the current batch, keeping the last finished epoch (run the same command again to
-resume).  This module is light to import: the training code loads on use.
+:func:`register` adds the two sub-commands to the main parser's sub-parsers.  Like the
+rest of the CLI, user mistakes print one line and exit 2 (core's user-facing errors go on
+to ``main``; the ``ValueError`` core raises for a bad setting becomes a ``UserError``
+here); Ctrl-C stops a training run after the current batch, keeping the last finished
+epoch (run the same command again to resume).  This module is light to import: the training code loads on use.
 """
 
 from __future__ import annotations
@@ -58,13 +59,6 @@ def _metrics_table(columns: list[tuple[str, dict[str, Any]]],
     return "\n".join(lines)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from core.captioning.errors import ModelLoadError
-    from core.training import TrainingError, VersionError
-
-    return (ModelLoadError, TrainingError, VersionError, ValueError)
-
-
 # -- train --------------------------------------------------------------------------
 
 
@@ -74,14 +68,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = TrainingConfig(
             method=args.method, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults").
-            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else None),
+            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults");
+            # no --lr: the range test on this library's data chooses the rate.
+            lr=args.lr,
             target_modules="all-linear" if args.lora_targets == ["all-linear"] else args.lora_targets, preset=args.preset, prompt_template=args.prompt,
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
             test_ratio=args.test_ratio, select_by=args.select_by,
             bertscore_model=args.bertscore_model, clip_model=args.clip_model,
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
+            kind=args.kind,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -89,10 +85,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def on_epoch(record: dict[str, Any]) -> None:
         loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
-        print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
+        keywords = f", keyword sets {record['keyword_set_match']:.3f}" if "keyword_set_match" in record else ""
+        print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}{keywords}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
-    if processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
+    if args.restyler and config.kind != "caption":
+        raise UserError("--kind goes with a captioner: a restyler learns to rewrite captions")
+    if args.restyler:  # a text model learning the person-corrected captions (core/restyle/training.py)
+        result, interrupted = _train_restyler(args, config, on_epoch)
+    elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
         from core.training.processes import train_in_processes
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
@@ -106,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 lambda bar, cancel: train_in_processes(path, args.base, args.name, config, processes, progress=bar,
                                                        cancel=cancel, on_epoch=on_epoch),
                 unit="step")
-        except _user_errors() as exc:
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     elif _launched_world_size() > 1:  # under accelerate launch / torchrun: this process is one rank
         result, interrupted, main = _train_as_launched_rank(args, config, on_epoch)
@@ -121,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     lambda bar, cancel: train(library, args.base, args.name, config, progress=bar, cancel=cancel,
                                               on_epoch=on_epoch, restart=args.restart),
                     unit="step")
-            except _user_errors() as exc:
+            except ValueError as exc:
                 raise UserError(str(exc)) from None
     if result is None or result.cancelled or interrupted:
         again = "the same command again" + (" without --restart" if args.restart else "")
@@ -139,6 +140,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         print(f"note: {note}", file=sys.stderr)
 
     def human() -> None:
+        if result.lr_range:
+            print(learning_rate_line(result.lr_range))
         early = ", stopped early" if result.stopped_early else ""
         test = f", tested on {result.test_size}" if result.test_size else ""
         print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
@@ -158,9 +161,14 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
             print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
-        if result.beats_base:
+        kind = getattr(args, "kind", None) or "caption"
+        kind_arg = f" --kind {kind}" if kind != "caption" else ""
+        if result.beats_base and getattr(args, "restyler", False):
+            print(f"Saved to {result.path}. Restyle with: "
+                  f"captiondesk {library_arg}restyle --all --with {shlex.quote(result.name)}")
+        elif result.beats_base:
             print(f"Saved to {result.path}. Caption with: "
-                  f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
+                  f"captiondesk {library_arg}caption --all{kind_arg} --model {shlex.quote(result.name)}")
         else:
             # Not offered as the next model: it is no measurable improvement on the base.
             print(f"Saved to {result.path}, but it did not beat the base model beyond the noise of the "
@@ -175,7 +183,34 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         test={"n": result.test_size, "base_metrics": result.base_test_metrics, "metrics": result.test_metrics}
         if result.test_size else None,
         notes=result.notes,
+        lr_range={**result.lr_range, "note": learning_rate_line(result.lr_range)} if result.lr_range else None,
     )
+
+
+def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
+    """``train --restyler``: one run in this process on the library's corrected-caption pairs."""
+    from core.restyle.training import train_restyler
+
+    if not args.base:
+        raise UserError("train --restyler needs --base: a text language model folder or hub id "
+                        "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct)")
+    with open_library(args) as library:
+        try:
+            return run_with_progress(
+                "Training restyler",
+                lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
+                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
+                unit="step")
+        except (ValueError, OSError) as exc:  # core errors meant for the person reach main() as they are
+            raise UserError(str(exc)) from None
+
+
+def learning_rate_line(lr_range: dict[str, Any]) -> str:
+    """``Learning rate: 3.2e-04 (range test over N steps; published range ...)`` for a range-tested run."""
+    from core.training.lr_range import LrRangeResult
+
+    test = LrRangeResult.from_dict(lr_range)
+    return f"Learning rate: {test.lr:.1e} ({test.note()})"
 
 
 def _discard_run(library: Any, name: str) -> None:
@@ -192,7 +227,7 @@ def _default_base(args: argparse.Namespace, library: Any) -> None:
     if not args.base:
         from core.training.current import current_model
 
-        current = current_model(library)
+        current = current_model(library, args.kind)
         args.base = current.base_model
         print(f"Base model: {args.base} (the current model's base)", file=sys.stderr)
 
@@ -250,7 +285,7 @@ def _train_as_launched_rank(args: argparse.Namespace, config: Any, on_epoch: Any
             result, interrupted = run_cancellable(
                 lambda cancel: train(library, args.base, args.name, config, distributed=run))
         return result, interrupted, run.is_main
-    except _user_errors() as exc:
+    except ValueError as exc:
         raise UserError(str(exc)) from None
     finally:
         library.close()
@@ -267,7 +302,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.model:
             from core.training.current import current_model
 
-            current = current_model(library)
+            current = current_model(library, args.kind or "caption")
             # An --adapter of its own goes on the base model, not on top of the active version.
             args.model = current.model if args.adapter is None else current.base_model
             print(f"Model: {current.describe() if args.adapter is None else args.model}",
@@ -281,8 +316,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                    test_ratio=args.test_ratio,
                                                    bertscore_model=_metric_model(args.bertscore_model),
                                                    clip_model=_metric_model(args.clip_model),
-                                                   device=args.device, progress=bar, cancel=cancel))
-        except _user_errors() as exc:
+                                                   device=args.device, progress=bar, cancel=cancel,
+                                                   kind=args.kind))
+        except ValueError as exc:
             raise UserError(str(exc)) from None
     if result is None or interrupted:
         if wants_json(args):
@@ -300,6 +336,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "scored": result.metrics.get("n", 0), "train_overlap_count": len(result.train_overlap),
                    "train_overlap": result.train_overlap, "held_out_metrics": result.held_out_metrics,
                    "held_out_intervals": result.held_out_intervals,
+                   "near_duplicates_in_training": result.near_duplicates_in_training,
                    "warnings": list(result.warnings), "problems": list(result.skipped)})
         return EXIT_OK
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
@@ -313,6 +350,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"seed {split['seed']})")
     if result.train_overlap:
         print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
+    leaks = result.near_duplicates_in_training
+    print("Held-out photos with a near-duplicate in training: "
+          + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
     if result.validation_metrics is not None:
@@ -332,104 +372,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _metric_model(value: str) -> str | None:
     return None if value.strip().lower() in ("", "none", "off") else value
-
-
-# -- models -------------------------------------------------------------------------
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from core.training import versions
-
-    action = args.action or "list"
-    if action == "download":
-        return _download_model(args)
-    needed = {"list": (0,), "rename": (2,), "delete": (1,), "activate": (1,), "deactivate": (0,), "base": (0, 1),
-              "export": (2,)}
-    if action not in needed:
-        raise UserError(f"unknown models action '{action}' (use list, rename, delete, activate, deactivate, base, "
-                        "export or download)")
-    if len(args.names) not in needed[action]:
-        usage = {"list": "models list", "rename": "models rename OLD NEW",
-                 "delete": "models delete NAME [--with-dependants]",
-                 "activate": "models activate NAME", "deactivate": "models deactivate",
-                 "base": "models base [ID_OR_PATH | default]", "export": "models export NAME OUT"}[action]
-        raise UserError(f"usage: captiondesk {usage}")
-    if args.with_dependants and action != "delete":
-        raise UserError("--with-dependants goes with models delete")
-    from core.training import current
-    with open_library(args) as library:
-        try:
-            if action == "list":
-                rows = versions.list_versions(library)
-                now = current.current_model(library)
-                if wants_json(args):
-                    emit_json({"command": "models list", "exit_code": EXIT_OK,
-                               "current": {"model": now.model, "version": now.version, "base_model": now.base_model,
-                                           "source": now.source},
-                               "versions": [
-                        {"name": v.name, "active": bool(v.is_active), "method": v.method,
-                         "base_model": (v.config or {}).get("trained_from", v.base_model),
-                         "metrics": (v.metrics or {}).get("trained", {}),
-                         "beats_base": (v.metrics or {}).get("beats_base"), "created_at": v.created_at}
-                        for v in rows]})
-                    return EXIT_OK
-                print(f"Current model: {now.describe()}")
-                if not rows:
-                    print("No trained model versions yet. Train one with: captiondesk train --base MODEL --name NAME")
-                    return EXIT_OK
-                print(f"{'':2}{'name':<24}{'method':<8}{'exact':>8}{'CIDEr':>8}  {'created':<17}base model")
-                for v in rows:
-                    trained = (v.metrics or {}).get("trained", {})
-                    em, cider = trained.get("exact_match"), trained.get("cider")
-                    base = (v.config or {}).get("trained_from", v.base_model)
-                    em_s = f"{em:.3f}" if isinstance(em, (int, float)) else "-"
-                    cider_s = f"{cider:.3f}" if isinstance(cider, (int, float)) else "-"
-                    print(f"{'* ' if v.is_active else '  '}{v.name:<24}{v.method or '-':<8}"
-                          f"{em_s:>8}{cider_s:>8}  "
-                          f"{v.created_at:%Y-%m-%d %H:%M}  {base}")
-            elif action == "rename":
-                versions.rename_version(library, *args.names)
-                print(f"Renamed {args.names[0]} to {args.names[1]}")
-            elif action == "delete":
-                was = current.current_model(library)
-                deleted = versions.delete_version(library, args.names[0], with_dependants=args.with_dependants)
-                print(f"Deleted {', '.join(deleted)}")
-                if was.version in deleted:  # without this line the next caption silently uses another model
-                    print(f"It was the active model; captioning now uses {current.current_model(library).describe()}")
-            elif action == "activate":
-                versions.set_active(library, args.names[0])
-                print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
-            elif action == "deactivate":
-                now = current.use_base_model(library)
-                print(f"No version is active; captioning uses {now.describe()}")
-            elif action == "base":
-                if args.names:  # "default" forgets the library's choice
-                    current.set_base_model(library, None if args.names[0] == "default" else args.names[0])
-                now = current.current_model(library)
-                chosen = current.library_base_model(library)
-                print(f"Base model: {chosen or 'default'}; current model: {now.describe()}")
-            else:
-                out = versions.export_merged(library, *args.names)
-                print(f"Exported {args.names[0]} as a standalone model to {out}")
-        except _user_errors() as exc:
-            raise UserError(str(exc)) from None
-    return EXIT_OK
-
-
-def _download_model(args: argparse.Namespace) -> int:
-    """``models download ID --to FOLDER``: a hub model as a folder to carry to an offline machine."""
-    from core.captioning.errors import ModelLoadError
-    from core.captioning.hub import download_model
-
-    if len(args.names) != 1 or not args.to:
-        raise UserError("usage: captiondesk models download MODEL_ID --to FOLDER")
-    try:
-        folder = download_model(args.names[0], args.to, report=print)
-    except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
-    print(f"Downloaded {args.names[0]} to {folder}; copy that folder to the other machine and caption there "
-          f"with --model {folder.name}")
-    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------------
@@ -461,7 +403,7 @@ def _add_split_args(parser: argparse.ArgumentParser, *, for_eval: bool = False) 
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``eval`` and ``models`` to the main parser's sub-parsers."""
+    """Add ``train`` and ``eval`` to the main parser's sub-parsers (``models`` is :mod:`captiondesk.models_command`)."""
     train = subparsers.add_parser(
         "train",
         help="retrain the captioner from verified captions",
@@ -475,6 +417,9 @@ def register(subparsers: Any) -> None:
                        help="hub id, model folder or (full fine-tuned) version name (default: the library's current "
                             "model's base: the active version's base model, else the library's base model)")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
+    train.add_argument("--restyler", action="store_true", help="train a restyler (a text language model, --base) "
+                       "on the library's model caption → verified caption pairs; --style sets its instruction")
+    train.add_argument("--style", metavar="PROMPT", help="with --restyler: the style instruction it learns to follow")
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
                             "meant for CUDA, also runs on CPU, slower)")
@@ -484,13 +429,16 @@ def register(subparsers: Any) -> None:
     train.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
                        help="LoRA target modules, or all-linear (default: per family)")
     train.add_argument("--lr", type=float, default=None, metavar="F",
-                       help="learning rate (default: the family's LoRA default; 2e-5 for full)")
+                       help="learning rate (default: a range test on this library's data chooses it)")
     from core.captioning.presets import PRESETS
 
     train.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                        help="train the model to answer this caption preset (recorded and reused when captioning)")
     train.add_argument("--prompt", metavar="TEMPLATE",
                        help="train with this prompt template as the captions' prefix (recorded and reused)")
+    train.add_argument("--kind", default="caption", metavar="KIND",
+                       help="the caption kind to learn from its verified values (caption, alt_text, title, keywords, "
+                            "… or a kind of your own); the version writes that kind and is activated per kind")
     train.add_argument("--epochs", type=int, default=5, metavar="N")
     train.add_argument("--batch-size", type=int, default=8, metavar="N")
     train.add_argument("--grad-accum", type=int, default=1, metavar="N", help="batches per optimiser step")
@@ -531,25 +479,9 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--clip-model", default="openai/clip-vit-base-patch32", metavar="ID_OR_PATH",
                           help="CLIPScore's model, hub id or folder (default openai/clip-vit-base-patch32; "
                                "'none': skip CLIPScore)")
+    evaluate.add_argument("--kind", default=None, metavar="KIND",
+                          help="score against the verified values of this caption kind (default: the kind the "
+                               "version learnt, else caption; without --model its active version)")
     _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
-
-    models = subparsers.add_parser(
-        "models", help="list, rename, delete, activate, deactivate or export trained model versions; "
-                       "download a hub model",
-        description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate | "
-                    "base [ID_OR_PATH | default] | export NAME OUT | download MODEL_ID --to FOLDER. The active "
-                    "version is the library's current model (caption and eval use it without --model); deactivate "
-                    "goes back to the library's base model, which base shows or sets. Export writes a merged "
-                    "standalone model folder that plain transformers loads; download fetches a Hugging Face hub "
-                    "model into a folder to copy to a machine without internet. A version that others are built "
-                    "on is not deleted unless --with-dependants deletes them too.")
-    models.add_argument("action", nargs="?", metavar="ACTION",
-                        help="list (default), rename, delete, activate, deactivate, base, export, download")
-    models.add_argument("names", nargs="*", metavar="ARG")
-    models.add_argument("--with-dependants", action="store_true",
-                        help="delete: also delete the versions built on this one")
-    models.add_argument("--to", metavar="FOLDER", help="download: the folder to put the model in")
-    add_json_flag(models)
-    models.set_defaults(handler=cmd_models)

@@ -243,7 +243,7 @@ class Library:
         sql = (
             f"SELECT r.id, r.path, count(i.id), {sums} FROM library_roots r"
             " LEFT JOIN images i ON i.root_id = r.id"
-            " LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+            " LEFT JOIN captions c ON c.image_id = i.id AND c.kind = 'caption' AND c.is_current = 1"
             " GROUP BY r.id ORDER BY r.path"
         )
         with self.db.read() as session:

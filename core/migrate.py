@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.errors import UserFacingError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -28,10 +30,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: The newest revision in ``migrations/versions`` (a test keeps it equal to Alembic's
 #: head).  Opening an up-to-date library compares against it with plain sqlite3, so the
 #: common case never imports Alembic (a visible part of the desktop app's start-up).
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0009"
 
 
-class LibraryOpenError(Exception):
+class LibraryOpenError(UserFacingError):
     """The file cannot be used as a CaptionDesk library (the message says why)."""
 
 

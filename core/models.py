@@ -4,10 +4,11 @@ The schema itself is owned by the Alembic migrations in ``core/migrations``; the
 classes must stay in step with them (``tests/test_store.py`` compares the two).
 
 Captions keep their whole history: every text ever written for an image is a row, and
-exactly one row per image is *current* (a partial unique index enforces it).  Provenance
-lives on each row: ``source`` says whether a model, a person or an import wrote it, and
-the model/adapter identity and generation settings are stored beside it.  A trigger
-refuses to make a model or import caption current while a human one is, so a person's
+at most one row per (image, kind) is *current* (a partial unique index enforces it; the
+kinds are :mod:`core.kinds`).  Provenance lives on each row: ``source`` says whether a
+model, a person or an import wrote it, the model/adapter identity is stored beside it and
+the rest is a typed :class:`~core.provenance.Provenance` record.  A trigger refuses to make
+a model or import value current while a human one of the same kind is, so a person's
 words are never overwritten even by a buggy caller.
 """
 
@@ -17,16 +18,45 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from core.provenance import Provenance, as_provenance
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class ProvenanceJSON(TypeDecorator[Provenance]):
+    """A :class:`Provenance` stored as its JSON object (writers may pass a plain mapping)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> dict[str, Any] | None:
+        record = as_provenance(value)
+        return None if record is None else record.to_json()
+
+    def process_result_value(self, value: Any, dialect: Any) -> Provenance | None:
+        return None if value is None else Provenance.from_json(value)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, Provenance: ProvenanceJSON}
 
 
 class ImageState(enum.StrEnum):
@@ -39,6 +69,14 @@ class CaptionSource(enum.StrEnum):
     MODEL = "model"
     HUMAN = "human"
     IMPORT = "import"
+
+
+class DuplicateMark(enum.StrEnum):
+    """What "keep one" decided for a member of a duplicate group (no file is ever deleted)."""
+
+    KEPT = "kept"
+    #: Left out of training and export; the file and its captions stay.
+    EXCLUDED = "excluded"
 
 
 class JobState(enum.StrEnum):
@@ -74,6 +112,7 @@ class Image(Base):
         UniqueConstraint("root_id", "rel_path", name="uq_images_root_path"),
         Index("ix_images_fingerprint", "fingerprint"),
         Index("ix_images_state", "state"),
+        Index("ix_images_duplicate_group", "duplicate_group"),
         CheckConstraint("state IN ('ok', 'missing', 'error')", name="ck_images_state"),
     )
 
@@ -93,6 +132,12 @@ class Image(Base):
     #: The caption that was current when the picture changed under it (now in history);
     #: set means *changed since captioned* until a caption is current again (trigger).
     outdated_caption_id: Mapped[int | None]
+    #: The group of exact and near-duplicate photos this one belongs to (core.duplicates);
+    #: None = none found.  Every member's split hashes the group's ``duplicate_split_key``.
+    duplicate_group: Mapped[int | None]
+    duplicate_split_key: Mapped[str | None] = mapped_column(String(40))
+    #: ``kept`` / ``excluded`` ("keep one": excluded photos stay out of training and export).
+    duplicate_mark: Mapped[str | None] = mapped_column(String(16))
     width: Mapped[int | None]
     height: Mapped[int | None]
     format: Mapped[str | None] = mapped_column(String(16))
@@ -143,10 +188,11 @@ class Caption(Base):
     __tablename__ = "captions"
     __table_args__ = (
         Index("ix_captions_image", "image_id"),
-        # At most one current caption per image.
+        # At most one current value per image and kind.
         Index(
             "uq_captions_one_current",
             "image_id",
+            "kind",
             unique=True,
             sqlite_where=text("is_current = 1"),
         ),
@@ -155,6 +201,8 @@ class Caption(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    #: Which of the image's values this is (``core.kinds``: caption, alt_text, keywords, …).
+    kind: Mapped[str] = mapped_column(String(32), default="caption", server_default="caption")
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     is_current: Mapped[bool] = mapped_column(default=True)
@@ -165,8 +213,9 @@ class Caption(Base):
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL")
     )
-    #: Generation settings (model) or import details (file, format).
-    settings: Mapped[dict[str, Any] | None]
+    #: How the text came to be: generation settings and prompt (model), import details
+    #: (file, format), a bulk replacement (column ``settings`` before migration 0007).
+    provenance: Mapped[Provenance | None]
     #: Mean token log-probability of a model caption (<= 0; nearer 0 = more confident).
     score: Mapped[float | None] = mapped_column(Float)
     #: For imports: where the text came from (file path, format).
@@ -176,6 +225,19 @@ class Caption(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     image: Mapped[Image] = relationship(back_populates="captions")
+
+
+class CaptionKindRow(Base):
+    """A caption kind the library's user defined (the built-in ones are in ``core.kinds``)."""
+
+    __tablename__ = "caption_kinds"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    value_type: Mapped[str] = mapped_column(String(16), default="text")
+    #: The instruction a prompted model gets for this kind (None: ask in the Caption dialog).
+    prompt: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):
@@ -206,3 +268,40 @@ class CaptionClaim(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ImageHash(Base):
+    """An image's perceptual hashes, for the picture whose content key they were computed from."""
+
+    __tablename__ = "image_hashes"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    #: ``images.content_key`` (else the fingerprint) when hashed: another key = a stale hash.
+    content_key: Mapped[str] = mapped_column(String(40))
+    #: Signed 64-bit forms of the DCT and gradient hashes and the colour signature;
+    #: None = the picture did not decode.
+    phash: Mapped[int | None] = mapped_column(BigInteger)
+    dhash: Mapped[int | None] = mapped_column(BigInteger)
+    colour: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Embedding(Base):
+    """One vector for search by meaning (see ``core.search.store``): a text kind's or the picture's."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        Index("uq_embeddings_model_kind_image", "model", "kind", "image_id", unique=True),
+        Index("ix_embeddings_image", "image_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    #: The caption kind whose text was embedded, or ``image`` for the picture itself.
+    kind: Mapped[str] = mapped_column(String(32))
+    #: The embedding model's id or folder.
+    model: Mapped[str] = mapped_column(Text)
+    #: Hash of the embedded text, or the picture's content key: changed → re-embedded.
+    source_hash: Mapped[str] = mapped_column(String(40))
+    #: float32 little-endian, L2-normalised.
+    vector: Mapped[bytes] = mapped_column(LargeBinary)

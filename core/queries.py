@@ -1,4 +1,4 @@
-"""The store's read side: which images (state, folder, filters), sorting, search, rows, counts.
+"""The store's read side: which images (state, folder, filters), sorting, search, review order.
 
 One definition of each idea, used by the GUI, the captioning engine, export, metadata
 writing, training data and ``Library.status``:
@@ -9,6 +9,11 @@ writing, training data and ``Library.status``:
 * :func:`resolve_folder` turns a folder on disk into a :class:`FolderScope` (root id +
   root-relative prefix); :func:`folder_range` / :func:`in_folder` are "under this folder".
 * :data:`STATE_SQL` / :func:`display_state` are the image states.
+* The review queue's steps (:func:`least_confident`, :func:`next_in_state`) and
+  find-and-replace's matches (:func:`find_replace_candidates`).
+
+What the views draw for the ids found here (grid rows, caption details, folder counts)
+is read by :mod:`core.view_rows`.
 
 Everything here is plain SQLAlchemy over a :class:`~sqlalchemy.orm.Session` and never
 imports Qt, so it is tested without a display and runs on worker threads.
@@ -32,16 +37,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
-from core.captions import format_confidence, history_action, provenance_lines
 from core.jobs import count_phrase
+from core.kinds import CAPTION, keyword_terms, kind_sql
 
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "changed", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
@@ -84,8 +88,14 @@ _SOURCE_STATE = {"model": "model", "human": "verified", "import": "imported"}
 #: limit is 32 766 on current builds, 999 on old ones; stay well under both).
 IN_CHUNK = 900
 
-#: ``images i`` with its current caption ``c`` (NULL columns when it has none).
-CURRENT_JOIN = " FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.is_current = 1"
+
+def current_join(kind: str = CAPTION) -> str:
+    """``images i`` with its current value ``c`` of *kind* (NULL columns when it has none)."""
+    return f" FROM images i LEFT JOIN captions c ON c.image_id = i.id AND c.kind = {kind_sql(kind)} AND c.is_current = 1"
+
+
+#: ``images i`` with its current caption ``c`` (the ``caption`` kind).
+CURRENT_JOIN = current_join()
 _FROM = CURRENT_JOIN
 
 
@@ -118,7 +128,9 @@ class ImageFilter:
 
     ``text`` is a full-text query over the *current* captions (words are ANDed, the
     last one matches as a prefix so results follow typing), or over the file and
-    folder names (the path relative to the root holds every word, case-insensitive).  ``states`` empty means
+    folder names (the path relative to the root holds every word, case-insensitive);
+    ``keyword:beach`` in it keeps photos whose keywords include beach (any hierarchy level;
+    ``keyword:places|beach`` the whole path), whatever ``kind`` the filter looks at.  ``states`` empty means
     every state.  ``folder`` is a path prefix relative to ``root_id`` ending in ``/``
     ("2023/summer/"); sub-folders are included.  ``model`` keeps images whose current
     caption was written by that model version, or accepted/edited from one of its
@@ -135,6 +147,8 @@ class ImageFilter:
     max_score: float | None = None
     sort: SortKey = "name"
     descending: bool = False
+    #: Whose state, text, model and score the filter looks at (``core.kinds``).
+    kind: str = CAPTION
 
     def with_(self, **changes: Any) -> ImageFilter:
         return replace(self, **changes)
@@ -262,12 +276,19 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
     if flt.max_score is not None:
         where.append("c.score <= :max_score")
         params["max_score"] = float(flt.max_score)
-    match = fts_query(flt.text)
+    typed, keywords = keyword_terms(flt.text)
+    for n, keyword in enumerate(keywords):
+        # One keyword a line: a whole line (or, without "|", any level of one) equals it.
+        lines = "k.text" if "|" in keyword else "replace(k.text, '|', char(10))"
+        where.append(f"EXISTS (SELECT 1 FROM captions k WHERE k.image_id = i.id AND k.kind = {kind_sql('keywords')}"
+                     f" AND k.is_current = 1 AND instr(char(10) || {lines} || char(10), :keyword_{n}) > 0)")
+        params[f"keyword_{n}"] = f"\n{keyword}\n"
+    match = fts_query(typed)
     if match is not None:
         # External-content FTS over every caption row; keep hits on current rows only.
         # Or the file/folder path holds every typed word ("IMG_1001", "Portugal 2023").
         name_terms = []
-        for n, word in enumerate(flt.text.split()):
+        for n, word in enumerate(typed.split()):
             params[f"name_{n}"] = "%" + _like_escape(word) + "%"
             name_terms.append(f"i.rel_path LIKE :name_{n} ESCAPE '\\'")
         where.append(
@@ -276,11 +297,11 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
             + ")"
         )
         params["match"] = match
-    elif flt.text.strip():
+    elif typed.strip():
         # Only punctuation or emoji: the FTS tokenizer drops them, so "no words" must not
         # mean "everything".  Look for the characters themselves.
         where.append("instr(c.text, :needle) > 0")
-        params["needle"] = flt.text.strip()
+        params["needle"] = typed.strip()
     return " AND ".join(where)
 
 
@@ -321,7 +342,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
     """
     params: dict[str, Any] = {}
     where = filter_sql(flt, params)
-    source = _FROM if _needs_captions(flt) else " FROM images i"
+    source = current_join(flt.kind) if _needs_captions(flt) else " FROM images i"
     sql = f"SELECT i.id{source} WHERE {where} ORDER BY {_order_sql(flt)}"
     cursor = session.connection().connection.driver_connection.execute(sql, params)
     return [row[0] for row in cursor]
@@ -329,7 +350,7 @@ def filtered_ids(session: Session, flt: ImageFilter) -> list[int]:
 
 def count_filtered(session: Session, flt: ImageFilter) -> int:
     params: dict[str, Any] = {}
-    sql = f"SELECT count(*){_FROM} WHERE {filter_sql(flt, params)}"
+    sql = f"SELECT count(*){current_join(flt.kind)} WHERE {filter_sql(flt, params)}"
     return int(session.execute(text(sql), params).scalar_one())
 
 
@@ -349,24 +370,25 @@ def least_confident(
         extra = " AND (c.score > :after_score OR (c.score = :after_score AND i.id > :after_id))"
         params["after_score"], params["after_id"] = float(after[0]), int(after[1])
     sql = (
-        f"SELECT i.id{_FROM} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
+        f"SELECT i.id{current_join(flt.kind)} WHERE {where} AND {STATE_SQL['model']} AND c.score IS NOT NULL"
         f"{extra} ORDER BY c.score ASC, i.id ASC LIMIT 1"
     )
     return session.execute(text(sql), params).scalar()
 
 
-def ids_in_state(session: Session, ids: Sequence[int], state: str) -> set[int]:
-    """Which of *ids* are in display state *state* (for "next uncaptioned" and such)."""
+def ids_in_state(session: Session, ids: Sequence[int], state: str, kind: str = CAPTION) -> set[int]:
+    """Which of *ids* are in display state *state* of *kind* (for "next uncaptioned" and such)."""
     found: set[int] = set()
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
-        sql = f"SELECT i.id{_FROM} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
+        sql = f"SELECT i.id{current_join(kind)} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
         found.update(session.execute(text(sql)).scalars())
     return found
 
 
 def next_in_state(
-    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400
+    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400,
+    kind: str = CAPTION,
 ) -> int | None:
     """Row index of the first image after *start_row* in *ordered_ids* that is in *state*.
 
@@ -379,240 +401,12 @@ def next_in_state(
     order = list(range(start_row + 1, n)) + list(range(min(start_row + 1, n)))
     for begin in range(0, len(order), step):
         rows = order[begin : begin + step]
-        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state)
+        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state, kind)
         for r in rows:
             if ordered_ids[r] in hits:
                 return r
     return None
 
-
-# -- rows for the grid ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ImageRow:
-    """What the grid needs to draw one image (a plain value, safe across threads)."""
-
-    id: int
-    root_id: int
-    root_path: str
-    rel_path: str
-    fingerprint: str
-    image_state: str
-    error: str | None
-    width: int | None
-    height: int | None
-    caption_id: int | None
-    caption: str | None
-    source: str | None
-    score: float | None
-    model_name: str | None
-    #: The caption that described this file's earlier picture (see ``changed``).
-    outdated_caption_id: int | None = None
-
-    @property
-    def state(self) -> DisplayState:
-        return display_state(self.image_state, self.source, self.outdated_caption_id is not None)
-
-    @property
-    def path(self) -> str:
-        from core.filenames import to_os  # a name that is not UTF-8 is stored escaped
-
-        return to_os(f"{self.root_path.rstrip('/')}/{self.rel_path}")
-
-    @property
-    def name(self) -> str:
-        return self.rel_path.rsplit("/", 1)[-1]
-
-
-def fetch_rows(session: Session, ids: Sequence[int]) -> dict[int, ImageRow]:
-    """Grid rows for *ids* (any order; missing ids are simply absent)."""
-    rows: dict[int, ImageRow] = {}
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
-        sql = (
-            "SELECT i.id, i.root_id, r.path, i.rel_path, i.fingerprint, i.state, i.error,"
-            " i.width, i.height, c.id, c.text, c.source, c.score, c.model_name, i.outdated_caption_id"
-            f"{_FROM} JOIN library_roots r ON r.id = i.root_id WHERE i.id IN ({chunk})"
-        )
-        for values in session.execute(text(sql)):
-            rows[values[0]] = ImageRow(*values)
-    return rows
-
-
-# -- caption details for the panel ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CaptionInfo:
-    """One caption row with its provenance, detached from any session."""
-
-    id: int
-    image_id: int
-    text: str
-    source: str
-    is_current: bool
-    model_name: str | None
-    adapter: str | None
-    settings: dict[str, Any] | None
-    score: float | None
-    origin: str | None
-    parent_id: int | None
-    created_at: datetime | None
-
-    #: What happened when this row was written, in words ("edited by a person", ...):
-    #: see :func:`core.captions.history_action`.
-    action: str = ""
-
-    def provenance(self) -> str:
-        """One line saying who wrote this caption and how."""
-        if self.source == "model":
-            who = self.model_name or "model"
-            if self.adapter:
-                who += f" + {self.adapter}"
-            bits = [f"model {who}"]
-            if self.score is not None:
-                bits.append(f"confidence {format_confidence(self.score)}")
-            if self.action and self.action != "model":
-                bits.append("bulk-replaced, unreviewed")
-            return ", ".join(bits)
-        if self.source == "human":
-            who = self.action or "verified by a person"
-            return who + (f" (imported from {self.origin})" if self.origin else "")
-        return f"imported from {self.origin}" if self.origin else "imported"
-
-    def provenance_lines(self) -> list[str]:
-        """Readable provenance, one fact a line (see :func:`core.captions.provenance_lines`)."""
-        return provenance_lines(
-            source=self.source,
-            model_name=self.model_name,
-            adapter=self.adapter,
-            settings=self.settings,
-            score=self.score,
-            origin=self.origin,
-            created_at=self.created_at,
-            action=self.action,
-        )
-
-
-@dataclass(frozen=True)
-class CaptionDetails:
-    image_id: int
-    current: CaptionInfo | None
-    #: The newest caption a model wrote for the image, current or not, to show beside
-    #: the person's (never a bulk replacement of it).
-    latest_model: CaptionInfo | None
-    history: list[CaptionInfo] = field(default_factory=list)
-
-
-def _info(row: Any) -> CaptionInfo:
-    return CaptionInfo(
-        id=row.id,
-        image_id=row.image_id,
-        text=row.text,
-        source=row.source,
-        is_current=bool(row.is_current),
-        model_name=row.model_name,
-        adapter=row.adapter,
-        settings=dict(row.settings) if row.settings else None,
-        score=row.score,
-        origin=row.origin,
-        parent_id=row.parent_id,
-        created_at=row.created_at,
-    )
-
-
-def caption_details(session: Session, image_id: int) -> CaptionDetails:
-    from core.captions import BULK_REPLACE_KEY, caption_history
-
-    rows = caption_history(session, image_id)
-    by_id = {c.id: c for c in rows}
-    history = [
-        replace(_info(c), action=history_action(c.source, c.text, c.settings, by_id.get(c.parent_id)))
-        for c in rows
-    ]
-    current = next((c for c in history if c.is_current), None)
-    # What the model wrote: a bulk find-and-replace keeps the model as source, but its
-    # words are not the model's (and an undone replacement must not come back from here).
-    latest_model = next((c for c in reversed(history)
-                         if c.source == "model" and BULK_REPLACE_KEY not in (c.settings or {})), None)
-    return CaptionDetails(image_id, current, latest_model, history)
-
-
-# -- model versions and folder counts -------------------------------------------------------
-
-
-def model_keys(session: Session) -> list[tuple[ModelKey, int]]:
-    """Model versions that wrote captions in this library, with how many captions each."""
-    sql = (
-        "SELECT model_name, adapter, count(*) FROM captions"
-        " WHERE source = 'model' AND model_name IS NOT NULL"
-        " GROUP BY model_name, adapter ORDER BY model_name, adapter"
-    )
-    return [(ModelKey(name, adapter), n) for name, adapter, n in session.execute(text(sql))]
-
-
-@dataclass
-class Counts:
-    images: int = 0
-    uncaptioned: int = 0
-    model: int = 0
-    verified: int = 0
-    imported: int = 0
-    errors: int = 0
-    missing: int = 0
-    changed: int = 0
-
-    def add(self, other: Counts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class FolderNode:
-    """A folder in the sidebar: counts include every sub-folder."""
-
-    root_id: int
-    name: str
-    #: Path relative to the root, ending in "/" ("" for the root itself).
-    prefix: str
-    counts: Counts = field(default_factory=Counts)
-    children: dict[str, FolderNode] = field(default_factory=dict)
-
-
-def folder_tree(session: Session) -> list[FolderNode]:
-    """One node per library root, with sub-folders and display-state counts.
-
-    The per-folder aggregation runs in SQL: ``rtrim(p, replace(p, '/', ''))`` strips
-    everything after the last ``/`` (the characters of the file name), which gives the
-    folder of each image without a custom SQL function.  Only the few hundred folder
-    rows come back to Python to be rolled up into the tree.
-    """
-    roots = session.execute(text("SELECT id, path FROM library_roots ORDER BY path")).all()
-    nodes = {rid: FolderNode(rid, path, "") for rid, path in roots}
-    sql = (
-        "SELECT i.root_id, rtrim(i.rel_path, replace(i.rel_path, '/', '')) AS dir, count(*),"
-        f" sum({STATE_SQL['uncaptioned']}), sum({STATE_SQL['model']}),"
-        f" sum({STATE_SQL['verified']}), sum({STATE_SQL['imported']}),"
-        f" sum({STATE_SQL['error']}), sum({STATE_SQL['missing']}), sum({STATE_SQL['changed']})"
-        f"{_FROM} GROUP BY i.root_id, dir"
-    )
-    for root_id, folder, *numbers in session.execute(text(sql)):
-        root = nodes.get(root_id)
-        if root is None:
-            continue
-        counts = Counts(*(int(n or 0) for n in numbers))
-        root.counts.add(counts)
-        node = root
-        prefix = ""
-        for part in [p for p in folder.split("/") if p]:
-            prefix += part + "/"
-            child = node.children.get(part)
-            if child is None:
-                child = node.children[part] = FolderNode(root_id, part, prefix)
-            child.counts.add(counts)
-            node = child
-    return [nodes[rid] for rid, _path in roots]
 
 
 def find_pattern(find: str, *, case_sensitive: bool = False) -> re.Pattern[str]:
@@ -656,7 +450,7 @@ def find_replace_candidates(
     else:
         cond = "1"  # non-ASCII case folding: leave it to Python below
     sql = (
-        f"SELECT i.id, c.id, c.text{_FROM} WHERE {where} AND c.id IS NOT NULL AND {cond}"
+        f"SELECT i.id, c.id, c.text{current_join(flt.kind)} WHERE {where} AND c.id IS NOT NULL AND {cond}"
         f" ORDER BY {_order_sql(flt)}"
     )
     pattern = find_pattern(find, case_sensitive=case_sensitive)

@@ -13,9 +13,9 @@ A scan walks each library root and brings the ``images`` table in line with the 
 * captions belong to pictures, not paths: files that traded places (two names swapped,
   a cycle of renames) take their own records along, and a file whose *picture* changed at
   the same path (its content key, :func:`core.fingerprint.image_data_key` or else the
-  fingerprint, differs; a metadata rewrite keeps it) has its current caption moved to
-  history and becomes *changed since captioned* (``images.outdated_caption_id``) until
-  a caption is current again.
+  fingerprint, differs; a metadata rewrite keeps it) has its current value of every kind
+  (caption, alt text, keywords, …) moved to history and becomes *changed since captioned*
+  (``images.outdated_caption_id``, the caption's) until a caption is current again.
 
 Only a scan that walked a root to the end marks anything missing: a cancelled or
 crashed scan keeps every record as it was, and the next scan picks up from the disk.
@@ -27,14 +27,15 @@ are the library's own files when it sits inside one of its folders (its thumbnai
 would otherwise come back as new photos on every scan);
 symlinked folders are followed once (a symlink loop is detected by device/inode);
 unreadable folders and broken links are counted and reported, never fatal.
+Reading the disk (the walk, one file's fingerprint and probe) is :mod:`core.scan_files`;
+this module records what it finds.
 """
 
 from __future__ import annotations
 
 import os
-import stat as stat_module
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,10 +45,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.db import Database
-from core.filenames import for_display, to_os, to_stored
-from core.fingerprint import fingerprint_and_head, image_data_key
-from core.imaging import IMAGE_EXTENSIONS, ImageDecodeError, load_rgb, probe
-from core.inputs import describe_mode
+from core.filenames import for_display, to_os
 from core.jobs import (
     NEVER_CANCELLED,
     CancelToken,
@@ -58,12 +56,12 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
+from core.kinds import CAPTION
 from core.models import Caption, Image, ImageState, LibraryRoot, utcnow
+from core.scan_files import check_decodes, describe_file, shown_path, walk_images
 
 #: Records written per transaction.
 BATCH_SIZE = 1000
-#: Images in error are decoded again at this size on each scan to see if they recovered.
-RECHECK_DECODE_SIZE = 64
 
 
 @dataclass
@@ -94,138 +92,6 @@ class ScanStats(JobStats):
         return {"files": self.files_seen, **self.counts(), **extra}
 
 
-def _is_hidden(entry: os.DirEntry[str]) -> bool:
-    if entry.name.startswith("."):
-        return True
-    attributes = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
-    return bool(attributes & getattr(stat_module, "FILE_ATTRIBUTE_HIDDEN", 0))
-
-
-def _shown(os_path: str) -> str:
-    """An OS path as printable text (undecodable bytes as ``\\xNN``)."""
-    return for_display(to_stored(os_path))
-
-
-def _real(path: str | Path) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
-def walk_images(root: Path, problems: list[str],
-                exclude: Collection[str | Path] = ()) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield ``(relative_path, stat)`` for every image file under *root*.
-
-    Relative paths use ``/`` on every platform so a library moves between systems, and
-    are in stored form (:func:`core.filenames.to_stored`): a name that is not valid UTF-8
-    is kept losslessly instead of failing the whole scan.  Files and folders in *exclude*
-    (the library's own: :meth:`core.library.Library.own_paths`) are never entered or yielded.
-    """
-    # By name first, so only an entry named like an excluded path costs a realpath.
-    excluded: dict[str, set[str]] = {}
-    for path in exclude:
-        excluded.setdefault(os.path.basename(os.fspath(path)), set()).add(_real(path))
-    try:
-        root_stat = root.stat()
-    except OSError as exc:
-        problems.append(f"cannot read folder {_shown(str(root))}: {exc.strerror or exc}")
-        return
-    visited = {(root_stat.st_dev, root_stat.st_ino)}
-    stack: list[tuple[str, str]] = [(str(root), "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            with os.scandir(folder) as entries:
-                listing = list(entries)
-        except OSError as exc:
-            problems.append(f"cannot read folder {_shown(folder)}: {exc.strerror or exc}")
-            continue
-        subfolders: list[tuple[str, str]] = []
-        for entry in listing:
-            try:
-                if _is_hidden(entry):
-                    continue
-                if entry.name in excluded and _real(entry.path) in excluded[entry.name]:
-                    continue
-                if entry.is_dir(follow_symlinks=True):
-                    st = entry.stat(follow_symlinks=True)
-                    key = (st.st_dev, st.st_ino)
-                    if key in visited:
-                        if entry.is_symlink():
-                            problems.append(f"skipped symlink loop {_shown(entry.path)}")
-                        continue
-                    visited.add(key)
-                    subfolders.append((entry.path, f"{prefix}{to_stored(entry.name)}/"))
-                    continue
-                if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
-                    continue
-                st = entry.stat(follow_symlinks=True)
-                if not stat_module.S_ISREG(st.st_mode):
-                    # Never opened: reading a FIFO named like a photo would block the scan.
-                    problems.append(f"skipped {_shown(entry.path)}: {describe_mode(st.st_mode)}, not a regular file")
-                    continue
-            except FileNotFoundError:
-                if entry.is_symlink():
-                    problems.append(f"skipped broken link {_shown(entry.path)}")
-                continue  # vanished while we looked: the next scan settles it
-            except OSError as exc:
-                problems.append(f"cannot read {_shown(entry.path)}: {exc.strerror or exc}")
-                continue
-            yield f"{prefix}{to_stored(entry.name)}", st
-        # Sorted, reversed onto the stack: folders are visited in name order.
-        stack.extend(sorted(subfolders, reverse=True))
-
-
-def _describe(path: str, st: os.stat_result, *, new: bool = False) -> dict[str, object]:
-    """Fingerprint and probe one new or changed file: the columns to store for it.
-
-    A *new* file also gets its split key, the key of its image data without metadata
-    (:func:`core.fingerprint.image_data_key`), so writing captions into it later — here
-    or before another library sees it — never moves it between train and validation.
-    """
-    row: dict[str, object] = {
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "width": None,
-        "height": None,
-        "format": None,
-        "state": ImageState.OK.value,
-        "error": None,
-    }
-    if new:
-        row["split_key"] = None  # every inserted row has the same columns
-    row["content_key"] = None
-    try:
-        row["fingerprint"], head = fingerprint_and_head(path, st.st_size)
-    except OSError as exc:
-        # Unreadable (permissions, I/O error): keep it visible with the reason.
-        row["fingerprint"] = f"unreadable:{st.st_size}:{st.st_mtime_ns}"
-        row["state"] = ImageState.ERROR.value
-        row["error"] = f"cannot read file: {exc.strerror or exc}"
-        return row
-    try:
-        data_key = image_data_key(path, st.st_size, head)
-    except OSError:
-        data_key = None  # the fingerprint stands in (as for TIFF, HEIC...)
-    if new:
-        row["split_key"] = data_key
-    row["content_key"] = data_key or row["fingerprint"]
-    try:
-        info = probe(path, head)
-    except ImageDecodeError as exc:
-        row["state"] = ImageState.ERROR.value
-        row["error"] = str(exc)
-    else:
-        row["width"], row["height"], row["format"] = info.width, info.height, info.format
-    return row
-
-
-def _check_decodes(path: str, row: dict[str, object]) -> None:
-    """Decode *path* (small); on failure put the reason in *row* as an error."""
-    try:
-        load_rgb(path, max_size=RECHECK_DECODE_SIZE)
-    except ImageDecodeError as exc:
-        row["state"] = ImageState.ERROR.value
-        row["error"] = str(exc)
-
 
 class _RootScan:
     """Scanning state of one root: what the DB knew, and the writes waiting to flush."""
@@ -250,8 +116,8 @@ class _RootScan:
         self.reappeared: list[int] = []
         #: Records whose file has other bytes this scan: id -> (old fingerprint, new fingerprint).
         self.content_changes: dict[int, tuple[str, str]] = {}
-        #: Of those, the ones whose current caption went to history: id -> that caption.
-        self.outdated: dict[int, int] = {}
+        #: Of those, the ones whose current values went to history: id -> [(caption id, kind)].
+        self.outdated: dict[int, list[tuple[int, str]]] = {}
 
     def visit(self, rel_path: str, st: os.stat_result) -> None:
         stats = self.stats
@@ -270,12 +136,12 @@ class _RootScan:
             # cause (permissions, a file being copied, a restored backup with the same
             # size and mtime, ...) can go away without the file changing.
             path = os.path.join(self.root_path, to_os(rel_path))
-            row = _describe(path, st)
+            row = describe_file(path, st)
             if state == ImageState.ERROR and size == st.st_size and mtime == st.st_mtime_ns:
                 if row["state"] == ImageState.OK:
                     # The error may come from decoding at caption time (a truncated
                     # file whose header is fine): only a real decode clears it.
-                    _check_decodes(path, row)
+                    check_decodes(path, row)
                 if row["state"] == ImageState.ERROR:
                     stats.unchanged += 1  # still bad: counted in the final error count
                     return
@@ -285,7 +151,7 @@ class _RootScan:
             row["b_id"] = image_id
             self.updates.append(row)
         else:
-            row = _describe(os.path.join(self.root_path, to_os(rel_path)), st, new=True)
+            row = describe_file(os.path.join(self.root_path, to_os(rel_path)), st, new=True)
             row.update(root_id=self.root_id, rel_path=rel_path)
             self.inserts.append(row)
             stats.new += 1
@@ -319,11 +185,15 @@ class _RootScan:
                 session.connection().execute(stmt, self.updates)
                 # In the same transaction as the new fingerprint: a crash can never
                 # leave a new picture paired with the old picture's current caption.
-                for image_id, caption_id in outdate:
-                    session.execute(update(Caption).where(Caption.id == caption_id).values(is_current=False))
+                for image_id, moved in outdate:
                     session.execute(
-                        update(Image).where(Image.id == image_id).values(outdated_caption_id=caption_id)
+                        update(Caption).where(Caption.id.in_([cid for cid, _kind in moved])).values(is_current=False)
                     )
+                    caption_id = next((cid for cid, kind in moved if kind == CAPTION), None)
+                    if caption_id is not None:
+                        session.execute(
+                            update(Image).where(Image.id == image_id).values(outdated_caption_id=caption_id)
+                        )
             if self.reappeared:
                 session.execute(
                     update(Image)
@@ -334,29 +204,35 @@ class _RootScan:
         self.updates.clear()
         self.reappeared.clear()
 
-    def _compare_content(self, session: Session) -> list[tuple[int, int]]:
+    def _compare_content(self, session: Session) -> list[tuple[int, list[tuple[int, str]]]]:
         """Compare the pending updates' content keys with the stored ones.
 
         Fills :attr:`content_changes` (every new fingerprint, for
-        :func:`_settle_content_moves`); returns ``(image_id, current caption id)`` of the
-        captioned images whose picture changed.  A file in error keeps its stored key
-        (a half-copied file is not a new picture).  A record without a stored key (from
-        before content keys) cannot be compared: its new key is stored for next time.
+        :func:`_settle_content_moves`); returns ``(image_id, [(caption id, kind), ...])``
+        of the images whose picture changed: their current value of every kind.  A file
+        in error keeps its stored key (a half-copied file is not a new picture).  A record
+        without a stored key (from before content keys) cannot be compared: its new key is
+        stored for next time.
         """
         ids = [int(row["b_id"]) for row in self.updates]  # type: ignore[call-overload]
-        old: dict[int, tuple[str, str | None, int | None]] = {}
+        old: dict[int, tuple[str, str | None]] = {}
+        current: dict[int, list[tuple[int, str]]] = {}
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            for image_id, fingerprint, content_key, caption_id in session.execute(
-                select(Image.id, Image.fingerprint, Image.content_key, Caption.id)
-                .outerjoin(Caption, (Caption.image_id == Image.id) & Caption.is_current.is_(True))
-                .where(Image.id.in_(chunk))
+            for image_id, fingerprint, content_key in session.execute(
+                select(Image.id, Image.fingerprint, Image.content_key).where(Image.id.in_(chunk))
             ):
-                old[image_id] = (fingerprint, content_key, caption_id)
-        outdate: list[tuple[int, int]] = []
+                old[image_id] = (fingerprint, content_key)
+            for image_id, caption_id, kind in session.execute(
+                select(Caption.image_id, Caption.id, Caption.kind)
+                .where(Caption.image_id.in_(chunk), Caption.is_current.is_(True))
+                .order_by(Caption.id)
+            ):
+                current.setdefault(image_id, []).append((caption_id, kind))
+        outdate: list[tuple[int, list[tuple[int, str]]]] = []
         for row in self.updates:
             image_id = int(row["b_id"])  # type: ignore[call-overload]
-            old_fingerprint, old_key, caption_id = old[image_id]
+            old_fingerprint, old_key = old[image_id]
             if row["state"] == ImageState.ERROR or row["content_key"] is None:
                 row["content_key"] = old_key
                 continue
@@ -365,9 +241,10 @@ class _RootScan:
                 self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
             if old_key is None or row["content_key"] == old_key:
                 continue
-            if caption_id is not None:
-                outdate.append((image_id, caption_id))
-                self.outdated[image_id] = caption_id
+            moved = current.get(image_id)
+            if moved:
+                outdate.append((image_id, moved))
+                self.outdated[image_id] = moved
                 self.stats.outdated += 1
         return outdate
 
@@ -387,7 +264,8 @@ _FILE_COLUMNS = (
 
 
 def _settle_content_moves(
-    db: Database, changes: Mapping[int, tuple[str, str]], outdated: Mapping[int, int], stats: ScanStats
+    db: Database, changes: Mapping[int, tuple[str, str]], outdated: Mapping[int, list[tuple[int, str]]],
+    stats: ScanStats,
 ) -> None:
     """Give files that traded places (a swap, a cycle of renames) their own records back.
 
@@ -435,16 +313,16 @@ def _settle_content_moves(
             for place, mover in zip(cycle, cycle[1:] + cycle[:1], strict=True):
                 # The picture at *place*'s path is *mover*'s: the record follows it.
                 session.execute(update(Image).where(Image.id == mover).values(files[place]))
-                caption_id = outdated.get(mover)
-                if caption_id is None:
-                    continue
-                other = aliased(Caption)  # not correlated with the row being updated
-                has_current = select(other.id).where(other.image_id == mover, other.is_current.is_(True))
-                # Unless a caption was written for it meanwhile (the window stays usable).
-                restored = session.execute(
-                    update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
-                )
-                stats.outdated -= restored.rowcount
+                restored = 0
+                for caption_id, kind in outdated.get(mover, ()):
+                    other = aliased(Caption)  # not correlated with the row being updated
+                    has_current = select(other.id).where(other.image_id == mover, other.kind == kind,
+                                                         other.is_current.is_(True))
+                    # Unless a value of that kind was written meanwhile (the window stays usable).
+                    restored += session.execute(
+                        update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
+                    ).rowcount
+                stats.outdated -= 1 if restored else 0
     stats.moved += len(ids)
     stats.changed -= len(ids)
 
@@ -540,7 +418,7 @@ def scan(
     started = time.monotonic()
     vanished: list[int] = []
     content_changes: dict[int, tuple[str, str]] = {}
-    outdated: dict[int, int] = {}
+    outdated: dict[int, list[tuple[int, str]]] = {}
 
     def report(message: str) -> None:
         elapsed = time.monotonic() - started
@@ -569,7 +447,7 @@ def scan(
             stats.cancelled = True
             break
         root_unreadable = any(
-            p.startswith(f"cannot read folder {_shown(str(root_path))}:") for p in stats.problems[problems_before:]
+            p.startswith(f"cannot read folder {shown_path(str(root_path))}:") for p in stats.problems[problems_before:]
         )
         if root_unreadable:
             # An unplugged drive or unmounted share is not a mass deletion.
@@ -630,9 +508,9 @@ def recheck_errors(
             st = os.stat(path)
         except OSError:
             continue  # still not there: the next scan marks it missing
-        row = _describe(path, st)
+        row = describe_file(path, st)
         if row["state"] == ImageState.OK:
-            _check_decodes(path, row)
+            check_decodes(path, row)
         if row["state"] == ImageState.OK:
             row["b_id"] = image_id
             row["last_seen_at"] = utcnow()

@@ -40,6 +40,16 @@ HEIC..., and rows from before this rule) it is the fingerprint as first seen: th
 trigger of migration 0003 keeps that when the file is rewritten, and callers pass
 ``split_key or fingerprint``.  Either way a photo never changes sides because it was
 edited.
+
+**Duplicate groups.**  Resized, re-encoded or lightly cropped copies of a photo have
+other keys, so on their own they would land on both sides about as often as two
+strangers.  The duplicates job (:mod:`core.duplicates`) gives every member of a group
+of near-duplicates the group's smallest split key (``images.duplicate_split_key``), and
+every split reads :func:`split_key_sql` - that key first - so the whole group falls in
+one split for training, evaluation and export alike.  A group that gains a member with a
+smaller key moves as a whole (the price of never splitting it); ``eval`` reports a
+version's training photos that it scores, and held-out photos with a near-duplicate
+among them.
 """
 
 from __future__ import annotations
@@ -62,6 +72,12 @@ MIN_TEST = 30
 #: The held-out share used when the caller does not choose one.
 DEFAULT_VAL_RATIO = 0.1
 DEFAULT_SEED = 0
+
+
+def split_key_sql(images: str = "i") -> str:
+    """SQL for the key an image's split hashes, in a query naming the images table *images*:
+    its duplicate group's key, else its own split key, else its fingerprint."""
+    return f"coalesce({images}.duplicate_split_key, {images}.split_key, {images}.fingerprint)"
 
 
 def validate_val_ratio(val_ratio: float) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSettings
 
 from core import APP_NAME
-from core.captioning.settings import CaptionJobSpec
+from core.captioning.job_spec import CaptionJobSpec
 
 DEFAULT_THUMBNAIL_SIZE = 160
 THUMBNAIL_SIZES = (96, 128, 160, 200, 256)
@@ -82,6 +82,8 @@ class AppSettings:
                 raise ValueError("not a mapping")
             if "overwrite" in data:  # how versions before the spec spelled it
                 data.setdefault("overwrite_model_captions", data.pop("overwrite"))
+            if "settings" in data:  # the generation settings' key before it was "generation"
+                data.setdefault("generation", data.pop("settings"))
             return CaptionJobSpec.from_dict(data)
         except (TypeError, ValueError):
             return CaptionJobSpec()

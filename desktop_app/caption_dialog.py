@@ -1,7 +1,7 @@
 """Dialogs: batch captioning, find-and-replace, and the About box's text.
 
 The captioning dialog only collects choices into a
-:class:`~core.captioning.settings.CaptionJobSpec` (the one the CLI builds too) plus a scope
+:class:`~core.captioning.job_spec.CaptionJobSpec` (the one the CLI builds too) plus a scope
 choice that the window turns into the spec's scope; it imports only the torch-free parts
 of ``core.captioning``, so it opens instantly.  The spin-box ranges keep the values
 ``GenerationSettings`` would refuse out.
@@ -40,8 +40,10 @@ from PySide6.QtWidgets import (
 
 from core import __version__ as core_version
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import PRESETS, VARIABLES
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.kinds import BUILTIN_KINDS
+from core.restyle.spec import RestyleSpec
 from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 
 if TYPE_CHECKING:
@@ -67,12 +69,14 @@ class CaptionDialog(QDialog):
         uncaptioned_count: int | None,
         versions: list[str] = (),
         current: CurrentModel | None = None,
+        restylers: list[str] = (),
+        kinds: list[tuple[str, str]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Caption images")
         self._defaults = defaults
-        settings = defaults.settings
+        settings = defaults.generation
 
         self.model = QComboBox()
         self.model.setEditable(True)
@@ -111,8 +115,15 @@ class CaptionDialog(QDialog):
         self.max_tokens.setRange(1, 512)
         self.max_tokens.setValue(settings.max_new_tokens)
         self.min_tokens.valueChanged.connect(lambda v: self.max_tokens.setMinimum(max(1, v)))
+        # Which of each photo's values to write: (name, label) of the library's kinds.
+        self.kind = QComboBox()
+        for name, label in kinds or [(k.name, k.label) for k in BUILTIN_KINDS.values()]:
+            self.kind.addItem(label, name)
+        self.kind.setCurrentIndex(max(0, self.kind.findData(defaults.kind)))
+        self.kind.setToolTip("Caption, alt text, title, keywords…: each photo keeps one of each, with its own "
+                             "history. Other kinds than Caption need a model that takes a prompt (not BLIP, GIT).")
         self.preset = QComboBox()
-        self.preset.addItem("Model default", None)
+        self.preset.addItem("Model default (the kind's own for other kinds)", None)
         for preset in PRESETS.values():
             self.preset.addItem(preset.label, preset.id)
         self.preset.setCurrentIndex(max(0, self.preset.findData(defaults.preset)))
@@ -171,6 +182,7 @@ class CaptionDialog(QDialog):
         form.addRow("Model", model_row)
         form.addRow("", self.current_note)
         form.addRow("Adapter", adapter_row)
+        form.addRow("Write", self.kind)
         form.addRow("Beams", self.num_beams)
         form.addRow("Min new tokens", self.min_tokens)
         form.addRow("Max new tokens", self.max_tokens)
@@ -199,6 +211,8 @@ class CaptionDialog(QDialog):
         self.scope_filter.setEnabled(filter_count > 0)
         (self.scope_selection if selection_count > 1 else self.scope_uncaptioned).setChecked(True)
 
+        restyle_box = self._restyle_choice(restylers)
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Start")
         buttons.accepted.connect(self.accept)
@@ -207,6 +221,7 @@ class CaptionDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.overwrite)
         layout.addWidget(scope_box)
+        layout.addWidget(restyle_box)
         note = QLabel("Captions appear in the grid as they are written; you can pause or cancel at any time.")
         note.setWordWrap(True)
         layout.addWidget(note)
@@ -217,6 +232,48 @@ class CaptionDialog(QDialog):
         self._server_only = [self.endpoint, self.refresh_models, self.max_concurrency]
         self.backend.currentIndexChanged.connect(self._show_backend)
         self._show_backend()
+
+    def _restyle_choice(self, restylers: list[str]) -> QWidget:
+        """"Then restyle with…" on one row: a restyler (this library's restyler versions first, else a
+        text model folder, hub id, or on a server its model name) and the style prompt."""
+        row = QWidget()
+        self.restyle_box = QCheckBox("Then restyle with")
+        self.restyle_box.setObjectName("restyleCheck")
+        self.restyle_box.setToolTip("A text language model rewrites each new caption in a style; a person's "
+                                    "caption is never restyled, and the caption's provenance names both stages.")
+        self.restyler = QComboBox()
+        self.restyler.setEditable(True)
+        self.restyler.addItems(list(restylers))
+        self.restyler.setToolTip("A restyler version of this library (train one from your corrected captions), "
+                                 "a local text model folder or hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), or with "
+                                 "a model server, the server's model name")
+        if not restylers:
+            self.restyler.lineEdit().setPlaceholderText("Qwen/Qwen2.5-0.5B-Instruct")
+        self.style = QLineEdit()
+        self.style.setPlaceholderText("style (default: the restyler's own)")
+        self.style.setToolTip("The style instruction, e.g. 'Rewrite as a short, title-case gallery label.' "
+                              "Empty: a trained restyler's own style, else a plain house style.")
+        for widget in (self.restyler, self.style):
+            widget.setEnabled(False)
+            self.restyle_box.toggled.connect(widget.setEnabled)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.restyle_box)
+        layout.addWidget(self.restyler, 1)
+        layout.addWidget(self.style, 1)
+        return row
+
+    def restyle_spec(self) -> RestyleSpec | None:
+        """The restyle stage to run after captioning (None: not asked for); the scope is what
+        the caption job captioned, set on the model thread.  Runs where captioning runs."""
+        if not self.restyle_box.isChecked():
+            return None
+        server = self.backend.currentData() == "openai"
+        return RestyleSpec(
+            restyler=self.restyler.currentText().strip(), style=self.style.text().strip() or None,
+            backend="openai" if server else "local", endpoint=self.endpoint.text().strip() if server else None,
+            device=self.device.currentText(), max_concurrency=self.max_concurrency.value(),
+            batch_size=self.batch_size.value())
 
     def _show_backend(self) -> None:
         server = self.backend.currentData() == "openai"
@@ -245,6 +302,7 @@ class CaptionDialog(QDialog):
     def accept(self) -> None:
         try:
             self.spec()  # a bad endpoint is said here, not when the job starts
+            self.restyle_spec()  # and a restyle stage without a restyler
         except ValueError as exc:
             QMessageBox.warning(self, "Caption images", str(exc))
             return
@@ -282,9 +340,10 @@ class CaptionDialog(QDialog):
             max_concurrency=self.max_concurrency.value(),
             model=str(Path(model).expanduser()) if model.startswith(("~", "/", ".")) else model,
             adapter=adapter,
-            settings=self.generation_settings(),
+            generation=self.generation_settings(),
             preset=None if template else self.preset.currentData(),
             prompt_template=template,
+            kind=self.kind.currentData(),
             batch_size=self.batch_size.value(),
             device=self.device.currentText(),
             overwrite_model_captions=self.overwrite.isChecked(),

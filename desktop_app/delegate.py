@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen,
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from core.captions import format_confidence
-from core.queries import ImageRow
+from core.view_rows import ImageRow
 from desktop_app.grid_model import ROW_ROLE
 from desktop_app.thumbnails import ThumbnailCache
 
@@ -103,7 +103,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             role = QPalette.ColorRole.Text if row.caption else QPalette.ColorRole.PlaceholderText
             painter.setPen(option.palette.color(role))
             painter.setFont(option.font)
-            self._draw_wrapped(painter, text_rect, row.caption or row.name, metrics)
+            # Keywords are stored one a line: a snippet reads them as a list.
+            self._draw_wrapped(painter, text_rect, (row.caption or row.name).replace("\n", ", "), metrics)
         finally:
             painter.end()
         return pixmap

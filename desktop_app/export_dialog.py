@@ -1,11 +1,11 @@
-"""File → Export dataset…: the formats of :mod:`core.export`, over the chosen images.
+"""File → Export dataset…: the formats of :mod:`core.datasets.writers`, over the chosen images.
 
 For sidecar and kohya the trainer choice lays the dataset out so that trainer finds every
-image (:data:`core.export.CONSUMERS`), the first choice being OneTrainer.
+image (:data:`core.datasets.naming.CONSUMERS`), the first choice being OneTrainer.
 
 Before anything is written the dialog shows how many images each split would get
-(:func:`core.export.count_export_split`, on a worker thread, refreshed as the choices
-change).  The export itself is :func:`core.export.export_dataset` — the function
+(:func:`core.datasets.selection.count_export_split`, on a worker thread, refreshed as the choices
+change).  The export itself is :func:`core.datasets.export_job.export_dataset` — the function
 ``captiondesk export`` calls — on a :class:`~desktop_app.dialog_kit.JobRunner` with
 progress and Cancel (a cancelled export leaves nothing at the destination).  When it is
 done, "Show folder" opens the dataset.
@@ -34,7 +34,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.export import CAPTION_EXTENSIONS, EXPORT_FORMATS
+from core.datasets.naming import CAPTION_EXTENSIONS
+from core.datasets.writers import EXPORT_FORMATS
 from core.splits import DEFAULT_SEED, DEFAULT_TEST_RATIO, DEFAULT_VAL_RATIO, MIN_TEST
 from desktop_app.dialog_kit import (
     DIALOG_WIDTH,
@@ -58,7 +59,7 @@ FORMAT_DESCRIPTIONS = {
     "parquet": "parquet files with the images inside (loads after the photos move)",
     "kohya": "kohya sd-scripts: <repeats>_captions folders and a dataset_train.toml",
 }
-#: Trainers a sidecar/kohya export can be laid out for (core.export.CONSUMERS); "" keeps folders and formats.
+#: Trainers a sidecar/kohya export can be laid out for (core.datasets.naming.CONSUMERS); "" keeps folders and formats.
 TRAINER_LABELS = {
     "onetrainer": "OneTrainer (flat, formats it reads)",
     "ai-toolkit": "ai-toolkit (flat, JPEG/PNG/WebP)",
@@ -75,7 +76,7 @@ TRAINER_HELP = (
 class ExportDialog(QDialog):
     """Choose format, captions, images, split and destination; export in the background."""
 
-    #: The finished export's stats (core.export.ExportStats).
+    #: The finished export's stats (core.datasets.export_job.ExportStats).
     exported = Signal(object)
 
     def __init__(self, library: Any, scope: Scope, *, parent: QWidget | None = None) -> None:
@@ -229,7 +230,7 @@ class ExportDialog(QDialog):
         scope, library = self.scope_picker.scope, self.library
 
         def work(_progress: Any, _cancel: Any) -> tuple[dict[str, int], int]:
-            from core.export import folder_scope, plan_export_split
+            from core.datasets.selection import folder_scope, plan_export_split
 
             args = scope.core_arguments(key, library)
             folder = folder_scope(library.db, args["folder"]) if "folder" in args else None
@@ -277,7 +278,7 @@ class ExportDialog(QDialog):
         self.show_button.setVisible(False)
 
         def work(progress: Any, cancel: Any) -> Any:
-            from core.export import export_dataset
+            from core.datasets.export_job import export_dataset
 
             return export_dataset(library, fmt, out, only=only, val_ratio=ratio, seed=seed, test_ratio=test_ratio,
                                   caption_extension=extension, consumer=trainer, variants=variants,

@@ -1,4 +1,4 @@
-"""File → Import captions…: :func:`core.importer.import_captions` (as ``captiondesk import``).
+"""File → Import captions…: :func:`core.datasets.import_job.import_captions` (as ``captiondesk import``).
 
 Format, source (a file or a folder), whether a person checked the captions, and whether
 they are the person's own edits made in another tool that should replace the library's
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.importer import IMPORT_FORMATS
+from core.datasets.readers import IMPORT_FORMATS
 from desktop_app.dialog_kit import (
     DIALOG_WIDTH,
     JobFooter,
@@ -189,7 +189,7 @@ class ImportDialog(QDialog):
         self._pending_choices = choices
 
         def work(progress: Any, cancel: Any) -> Any:
-            from core.importer import import_captions
+            from core.datasets.import_job import import_captions
 
             return import_captions(library, fmt, src, verified=verified, replace=replace, dry_run=dry_run,
                                    progress=progress, cancel=cancel)

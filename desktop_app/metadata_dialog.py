@@ -3,7 +3,7 @@
 Nothing changes before the person has seen what will: the dialog first runs the same
 function with ``dry_run=True`` (every file is read, none written) and shows how many
 photos would be updated in place, how many ``.xmp`` sidecars written, and how many are
-already up to date.  "Write" is enabled once that check is done for the current choices, and asks once more
+already up to date; the confirmation lists each kind it writes with its fields.  "Write" is enabled once that check is done for the current choices, and asks once more
 (with the count and where the captions go) before any photo file is changed.  Files that
 cannot be written are listed in the dialog, one line each.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDialog,
     QFormLayout,
     QGroupBox,
@@ -30,8 +31,8 @@ from desktop_app.dialog_kit import DIALOG_WIDTH, JobFooter, JobRunner, Scope, Sc
 
 IN_FILE_HELP = (
     "JPEG, PNG, TIFF and WebP get the caption inside the file (XMP description, IPTC caption, and the "
-    "EXIF description when it is plain ASCII); the pixels are never touched. HEIC, AVIF and other "
-    "formats get an .xmp sidecar."
+    "EXIF description when it is plain ASCII), with the alt text, title and keywords each in its own "
+    "fields; the pixels are never touched. HEIC, AVIF and other formats get an .xmp sidecar."
 )
 SIDECAR_HELP = (
     "Every photo is left untouched; the caption goes into an .xmp file beside it: IMG_1.xmp, or "
@@ -79,10 +80,12 @@ class MetadataDialog(QDialog):
         self.verified_only = QRadioButton("Only captions a person wrote or accepted (verified)")
         self.all_captioned = QRadioButton("Every current caption (model captions too)")
         self.verified_only.setChecked(True)
-        captions = QGroupBox("Captions")
+        captions = QGroupBox("Captions, alt text, title, keywords")
         captions_layout = QVBoxLayout(captions)
         captions_layout.addWidget(self.verified_only)
         captions_layout.addWidget(self.all_captioned)
+        self.replace_keywords = QCheckBox("Replace the photos' own keywords (otherwise merged with them)")
+        captions_layout.addWidget(self.replace_keywords)
         self.scope_picker = ScopePicker(scope)
         images = QGroupBox("Images")
         QVBoxLayout(images).addWidget(self.scope_picker)
@@ -109,7 +112,8 @@ class MetadataDialog(QDialog):
         layout.addWidget(self.footer)
 
         self.in_file.toggled.connect(lambda on: self.where_help.setText(IN_FILE_HELP if on else SIDECAR_HELP))
-        for signal in (self.in_file.toggled, self.verified_only.toggled, self.scope_picker.changed):
+        for signal in (self.in_file.toggled, self.verified_only.toggled, self.replace_keywords.toggled,
+                       self.scope_picker.changed):
             signal.connect(self._choices_changed)
         self.check_button.clicked.connect(self.check)
         self.footer.start_button.clicked.connect(self.start)
@@ -121,9 +125,9 @@ class MetadataDialog(QDialog):
         self.footer.start_button.setEnabled(False)
         self.check()
 
-    def choices(self) -> tuple[bool, str, str]:
+    def choices(self) -> tuple[bool, str, str, bool]:
         return self.sidecar.isChecked(), "verified" if self.verified_only.isChecked() else "captioned", \
-            self.scope_picker.key()
+            self.scope_picker.key(), self.replace_keywords.isChecked()
 
     def _choices_changed(self) -> None:
         self.footer.start_button.setEnabled(False)
@@ -134,16 +138,17 @@ class MetadataDialog(QDialog):
     def _run(self, dry_run: bool) -> bool:
         if self.runner.running:
             return False
-        sidecar, only, key = self.choices()
+        sidecar, only, key, replace_keywords = self.choices()
         scope, library, naming = self.scope_picker.scope, self.library, self.sidecar_naming
         self._mode = "check" if dry_run else "write"
-        self._pending_choices = (sidecar, only, key)
+        self._pending_choices = (sidecar, only, key, replace_keywords)
 
         def work(progress: Any, cancel: Any) -> Any:
             from core.metadata import write_metadata
 
             return write_metadata(library, sidecar=sidecar, sidecar_naming=naming, only=only, dry_run=dry_run,
-                                  progress=progress, cancel=cancel, **scope.core_arguments(key, library))
+                                  replace_keywords=replace_keywords, progress=progress, cancel=cancel,
+                                  **scope.core_arguments(key, library))
 
         self.footer.set_running(True, "Checking what would change…" if dry_run else "Writing captions…")
         self.check_button.setEnabled(False)
@@ -154,13 +159,24 @@ class MetadataDialog(QDialog):
         return self._run(dry_run=True)
 
     def confirmation(self) -> str:
-        """What Write will do, in words, from the last check."""
+        """What Write will do, in words, from the last check: each kind with its fields."""
+        from core.metadata import KEYWORDS, kind_field_names
+
         plan = self.plan
-        if self.sidecar.isChecked():
-            return (f"Write {plan.sidecars} captions into .xmp sidecar files beside the photos? "
+        sidecar = self.sidecar.isChecked()
+        lines = []
+        for kind, count in plan.kinds_written.items():
+            fields = [f for f in kind_field_names(kind) if not sidecar or f.startswith("XMP")]
+            note = ""
+            if kind == KEYWORDS:
+                note = " — replacing the photos' own" if self.replace_keywords.isChecked() else \
+                    " — merged with the photos' own"
+            lines.append(f"• {kind.replace('_', ' ')} ({count}): {', '.join(fields)}{note}")
+        fields_text = "\n".join(lines)
+        if sidecar:
+            return (f"Write into {plan.sidecars} .xmp sidecar files beside the photos?\n{fields_text}\n"
                     "The photo files themselves are not touched.")
-        text = (f"Write captions into {plan.written} photo files? Their XMP description, IPTC caption and "
-                "EXIF description are replaced; the pixels are not touched.")
+        text = f"Write into {plan.written} photo files? These fields are replaced:\n{fields_text}\nThe pixels are not touched."
         if plan.sidecars:
             text += f" {plan.sidecars} photos in other formats get an .xmp sidecar instead."
         return text + " This changes your original files."

@@ -44,6 +44,8 @@ class LibraryChanges:
     folders: bool = False
     #: Model versions changed (trained, deleted, activated).
     versions: bool = False
+    #: Duplicate groups or "keep one" marks changed (core.duplicates).
+    duplicates: bool = False
     #: Another library (or none) is shown now: everything is new.
     library: bool = False
     #: The person's own edit in this window: the caption panel shows the result even
@@ -60,7 +62,8 @@ class LibraryChanges:
         return cls(captions=frozenset(image_ids), edited=edited)
 
     def __bool__(self) -> bool:
-        return bool(self.captions or self.any_caption or self.job_ended or self.images or self.folders or self.versions or self.library)
+        return bool(self.captions or self.any_caption or self.job_ended or self.images or self.folders or self.versions
+                    or self.duplicates or self.library)
 
     def membership_changed(self) -> bool:
         """Which images a filter finds may differ: the grid queries its ids again."""

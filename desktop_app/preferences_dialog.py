@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
-from core.captioning.settings import RUNTIMES, CaptionJobSpec
+from core.captioning.job_spec import RUNTIMES, CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings
@@ -77,8 +77,8 @@ class PreferencesDialog(QDialog):
                               else "Open a library to choose its model")
         self.model_note = wrapped(f"Now: {self.current.describe()}. The CLI captions with the same model."
                                   if self.current is not None else "Each library has its own current model.")
-        self.num_beams = self._spin(1, 16, spec.settings.num_beams)
-        self.max_new_tokens = self._spin(5, 200, spec.settings.max_new_tokens)
+        self.num_beams = self._spin(1, 16, spec.generation.num_beams)
+        self.max_new_tokens = self._spin(5, 200, spec.generation.max_new_tokens)
         self.batch_size = self._spin(1, 256, spec.batch_size)
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
@@ -144,9 +144,9 @@ class PreferencesDialog(QDialog):
     def caption_spec(self) -> CaptionJobSpec:
         """The remembered caption spec with these choices (the adapter and other settings kept)."""
         spec = self.settings.caption_spec()
-        generation = replace(spec.settings, num_beams=self.num_beams.value(),
+        generation = replace(spec.generation, num_beams=self.num_beams.value(),
                              max_new_tokens=self.max_new_tokens.value())
-        return spec.with_(settings=generation, batch_size=self.batch_size.value(), device=self.device.currentText(),
+        return spec.with_(generation=generation, batch_size=self.batch_size.value(), device=self.device.currentText(),
                          runtime=self.runtime.currentText())
 
     def save_model(self) -> None:

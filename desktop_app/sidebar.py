@@ -1,6 +1,6 @@
 """The library sidebar: roots and sub-folders with counts, and add/remove/rescan buttons.
 
-The counts come from :func:`core.queries.folder_tree`, computed on a pool thread
+The counts come from :func:`core.view_rows.folder_tree`, computed on a pool thread
 by the window; the sidebar only renders the tree it is given and keeps the selection
 across refreshes (a refresh lands every couple of seconds during a job).
 """
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.queries import Counts, FolderNode
+from core.view_rows import Counts, FolderNode
 
 #: The folder name and one compact count; the breakdown by state is each row's tooltip,
 #: so names stay readable at the sidebar's default width.

@@ -2,7 +2,7 @@
 
 :func:`install` is called once from ``MainWindow._build_actions``; it adds
 
-* File → Export dataset…, Import captions…, Write captions into photos…
+* File → Export dataset…, Import captions…, Write captions into photos…, Duplicates…
 * Model → Versions…
 * Edit → Preferences…
 * Help → Keyboard shortcuts, Self-check, Library location
@@ -10,28 +10,56 @@
 and keeps the window-specific knowledge (what "current folder", "selection" and
 "current filter" mean, what to refresh afterwards) here, out of the dialogs.  The
 dialogs are non-modal and one of each kind is open at a time.
+
+Like the controllers, it never sees the window itself: only the
+:class:`~desktop_app.controllers.shell.WindowShell` and the :class:`VerbHooks` the
+window hands over.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDialog, QMenu
+from PySide6.QtWidgets import QDialog, QMenu, QMenuBar
 
 from core.models import LibraryRoot
 from desktop_app.dialog_kit import Scope
 from desktop_app.operations import LibraryChanges
 
+if TYPE_CHECKING:
+    from core.queries import ImageFilter
+    from desktop_app.controllers.shell import WindowShell
+    from desktop_app.model_thread import CaptionService
 
-def _menu(window: Any, title: str, before: str | None = None) -> QMenu:
+
+@dataclass(frozen=True)
+class VerbHooks:
+    """The widgets and callbacks of the window that the verbs use beyond its shell."""
+
+    menu_bar: QMenuBar
+    #: The window's actions by key (the verbs add theirs there) and how the window makes one.
+    actions: dict[str, QAction]
+    make_action: Callable[..., QAction]
+    #: The grid's filter, the selected images' ids, and how many images the grid shows.
+    current_filter: Callable[[], ImageFilter]
+    selected_ids: Callable[[], Sequence[int]]
+    shown_count: Callable[[], int]
+    #: The model thread, where Model → Versions evaluates.
+    captioning: CaptionService
+    set_thumbnail_size: Callable[[int], None]
+    open_library: Callable[[str], None]
+
+
+def _menu(bar: QMenuBar, title: str, before: str | None = None) -> QMenu:
     """The menu bar's menu called *title* (made, before the menu *before*, if missing)."""
-    bar = window.menuBar()
     for action in bar.actions():
         if action.menu() is not None and action.text().replace("&", "") == title.replace("&", ""):
             return action.menu()
-    menu = QMenu(title, window)
+    menu = QMenu(title, bar)
     anchor = next((a for a in bar.actions() if before and a.text().replace("&", "") == before), None)
     if anchor is not None:
         bar.insertMenu(anchor, menu)
@@ -43,23 +71,24 @@ def _menu(window: Any, title: str, before: str | None = None) -> QMenu:
 class VerbMenus:
     """Opens each dialog over the window's library and refreshes the window after it."""
 
-    def __init__(self, window: Any) -> None:
+    def __init__(self, window: WindowShell, hooks: VerbHooks) -> None:
         self.window = window
+        self.hooks = hooks
         self.open_dialogs: dict[str, QDialog] = {}
 
     # -- state the dialogs need ----------------------------------------------------------------
 
     def scope(self) -> Scope:
-        window = self.window
-        flt = window.grid_content.current_filter()
+        library, hooks = self.window.library, self.hooks
+        flt = hooks.current_filter()
         folder: str | None = None
-        if flt.root_id is not None and window.library is not None:
-            with window.library.db.read() as session:
+        if flt.root_id is not None and library is not None:
+            with library.db.read() as session:
                 root = session.get(LibraryRoot, flt.root_id)
                 if root is not None:
                     folder = str(Path(root.path) / (flt.folder or ""))
-        return Scope(folder=folder, selection=tuple(window.image_review.selected_ids()), flt=flt,
-                     filter_count=window.model.rowCount())
+        return Scope(folder=folder, selection=tuple(hooks.selected_ids()), flt=flt,
+                     filter_count=hooks.shown_count())
 
     def _show(self, key: str, make: Any) -> QDialog | None:
         if self.window.library is None:
@@ -110,12 +139,19 @@ class VerbMenus:
                                                                 sidecar_naming=self.window.settings.sidecar_naming,
                                                                 parent=self.window))
 
+    def open_duplicates(self) -> QDialog | None:
+        from desktop_app.duplicates_dialog import DuplicatesDialog
+
+        window = self.window
+        return self._show("duplicates", lambda: DuplicatesDialog(window.library, window.pool, window.notifier,
+                                                                   parent=window))
+
     def open_versions(self) -> QDialog | None:
         from desktop_app.versions_window import VersionsWindow
 
         def make() -> QDialog:
             device = self.window.settings.caption_spec().device
-            dialog = VersionsWindow(self.window.library, device=device, service=self.window.captioning,
+            dialog = VersionsWindow(self.window.library, device=device, service=self.hooks.captioning,
                                     parent=self.window)
             dialog.changed.connect(self._versions_changed)
             return dialog
@@ -138,25 +174,24 @@ class VerbMenus:
 
     def _apply_preferences(self, dialog: Any) -> None:
         window = self.window
-        window.set_thumbnail_size(window.settings.thumbnail_size)
+        self.hooks.set_thumbnail_size(window.settings.thumbnail_size)
         versions_window = self.open_dialogs.get("versions")
         if versions_window is not None and versions_window.isVisible():
             versions_window.refresh()  # the current model may have changed
         wanted = dialog.library.text().strip()
         current = str(window.library.path) if window.library is not None else ""
         if wanted and Path(wanted).expanduser().resolve() != Path(current).resolve():
-            window.libraries.open_library(wanted)
+            self.hooks.open_library(wanted)
 
     def open_shortcuts(self) -> QDialog | None:
         from desktop_app.help_dialogs import ShortcutsDialog
 
-        window = self.window
         ordered: list[QAction] = []
-        for menu_action in window.menuBar().actions():
+        for menu_action in self.hooks.menu_bar.actions():
             if menu_action.menu() is not None:
                 ordered += [a for a in menu_action.menu().actions() if not a.isSeparator()]
-        ordered += [a for a in window.actions.values() if a not in ordered]
-        dialog = ShortcutsDialog(ordered, parent=window)
+        ordered += [a for a in self.hooks.actions.values() if a not in ordered]
+        dialog = ShortcutsDialog(ordered, parent=self.window)
         self.open_dialogs["shortcuts"] = dialog
         dialog.show()
         return dialog
@@ -187,26 +222,28 @@ class VerbMenus:
             dialog.close()
 
 
-def install(window: Any) -> VerbMenus:
-    """Add the dialogs' actions to *window*'s menus (and to ``window.actions``)."""
-    verbs = VerbMenus(window)
-    a = window.make_action
-    file_menu = _menu(window, "&File")
-    quit_action = window.actions.get("quit")
+def install(window: WindowShell, hooks: VerbHooks) -> VerbMenus:
+    """Add the dialogs' actions to the window's menus (and to ``hooks.actions``)."""
+    verbs = VerbMenus(window, hooks)
+    a = hooks.make_action
+    bar = hooks.menu_bar
+    file_menu = _menu(bar, "&File")
+    quit_action = hooks.actions.get("quit")
     entries = [
         a("export_dataset", "Export dataset…", verbs.open_export, "Ctrl+Shift+E"),
         a("import_captions", "Import captions…", verbs.open_import, "Ctrl+Shift+I"),
         a("write_metadata", "Write captions into photos…", verbs.open_write_metadata, None),
+        a("duplicates", "Duplicates…", verbs.open_duplicates, None),
     ]
     separator = file_menu.insertSeparator(quit_action) if quit_action is not None else file_menu.addSeparator()
     for action in entries:
         file_menu.insertAction(separator, action)
-    model_menu = _menu(window, "&Model", before="Help")
+    model_menu = _menu(bar, "&Model", before="Help")
     model_menu.addAction(a("model_versions", "Versions…", verbs.open_versions, None))
-    edit_menu = _menu(window, "&Edit")
+    edit_menu = _menu(bar, "&Edit")
     edit_menu.addSeparator()
     edit_menu.addAction(a("preferences", "Preferences…", verbs.open_preferences, QKeySequence.StandardKey.Preferences))
-    help_menu = _menu(window, "&Help")
+    help_menu = _menu(bar, "&Help")
     first = help_menu.actions()[0] if help_menu.actions() else None
     for action in (
         a("shortcuts", "Keyboard shortcuts", verbs.open_shortcuts, "F1"),

@@ -43,6 +43,14 @@ def main(argv: list[str]) -> int:
         photos = tmp_path / "Pictures" / "A very long folder name for the summer holiday photos 2024" / "camera"
         library = Library(tmp_path / "library.db")
         build_library(library, photos, count=24, model_every=1, human_every=3, bad_files=1)
+        # Photos with resized, re-saved, cropped and rotated copies, for the Duplicates view.
+        from tests.imagegen import photo_image, write_copies
+
+        for n in range(3):
+            original = photo_image(40 + n, size=(320, 240))
+            original.save(photos / "beach" / f"DSC_{n:04d}.jpg", quality=92)
+            write_copies(original, photos / "exported", f"DSC_{n:04d}")
+        library.scan()
         folder = versions.models_dir(library)
         folder.mkdir(parents=True, exist_ok=True)
         with library.db.write() as session:
@@ -74,6 +82,7 @@ def main(argv: list[str]) -> int:
             ("shortcuts", "shortcuts", lambda d: True),
             ("selfcheck", "self_check", lambda d: bool(d.checks)),
             ("location", "library_location", lambda d: True),
+            ("duplicates", "duplicates", lambda d: "groups" in d.summary.text() or "Not searched" in d.summary.text()),
         )
         for key, action, ready in shots:
             window.actions[action].trigger()
@@ -86,6 +95,12 @@ def main(argv: list[str]) -> int:
                 dialog.out.setText(str(tmp_path / "Exports" / "A very long dataset folder name for the holiday"))
             if key == "versions":
                 dialog.select("holiday-captioner-lora-r16")
+            if key == "duplicates":
+                dialog.find()
+                wait(app, lambda d=dialog: d.group_list.count() > 0 and not d.busy, 60.0)
+                dialog.member_list.setCurrentRow(1)
+                dialog.keep_selected()
+                wait(app, lambda d=dialog: "1 decided" in d.summary.text(), 30.0)
             wait(app, lambda: False, 0.3)
             path = out / f"dialog_{key}.png"
             dialog.grab().save(str(path))

@@ -21,8 +21,8 @@ from typing import Any
 
 from core.captioning import CaptionResult
 from core.captioning.engine import CaptionJobSpec, run_caption_job
+from core.captioning.job_spec import GenerationSettings
 from core.captioning.registry import resolve_model
-from core.captioning.settings import GenerationSettings
 from core.captions import add_model_caption, set_human_caption
 from core.library import Library
 from tests.imagegen import write_jpeg
@@ -133,7 +133,7 @@ def build_library(
                     image_id,
                     SAMPLE_CAPTIONS[k % len(SAMPLE_CAPTIONS)],
                     model_name="Salesforce/blip-image-captioning-base",
-                    settings={"num_beams": 1, "max_new_tokens": 30},
+                    provenance={"generation": {"num_beams": 1, "max_new_tokens": 30}},
                     score=-0.1 - 0.05 * k,
                 )
             if human_every and k % human_every == 0:

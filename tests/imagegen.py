@@ -81,3 +81,62 @@ def make_corpus(folder: Path) -> dict[str, Path]:
 
     files["non_ascii_name"] = write_jpeg(folder / "Café – 東京 🌸.jpg", (10, 200, 10), seed=3)
     return files
+
+
+def photo_image(seed: int, size: tuple[int, int] = (128, 96)) -> Image.Image:
+    """A photo-like RGB picture (sky-to-ground gradient, horizon, blurred shapes, sensor
+    noise); different seeds give different scenes, as different as two holiday snaps."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y = np.linspace(0, 1, h)[:, None, None]
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    im = Image.fromarray(((top * (1 - y) + bottom * y) * np.ones((1, w, 1))).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    horizon = int(h * rng.uniform(0.4, 0.8))
+    ground = [(0, horizon)] + [(x, horizon + int(rng.normal(0, h * 0.05))) for x in range(0, w + 20, 20)]
+    draw.polygon(ground + [(w, h), (0, h)], fill=tuple(rng.integers(0, 256, 3).tolist()))
+    for _ in range(int(rng.integers(3, 8))):
+        x0, y0, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(h // 10, h // 3))
+        color = tuple(rng.integers(0, 256, 3).tolist())
+        shape = int(rng.integers(0, 3))
+        box = [x0 - r, y0 - r, x0 + r, y0 + int(r * rng.uniform(0.5, 1.5))]
+        if shape == 0:
+            draw.ellipse(box, fill=color)
+        elif shape == 1:
+            draw.rectangle(box, fill=color)
+        else:
+            draw.polygon([(x0, y0 - r), (x0 - r, y0 + r), (x0 + r, y0 + r)], fill=color)
+    noisy = np.asarray(im.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float64) + rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+#: The copies :func:`write_copies` makes of a photo, as phone libraries and exported datasets hold them.
+COPY_KINDS = ("resized", "jpeg_q60", "cropped_5pct", "brighter", "exif_rotated")
+
+
+def write_copies(original: Image.Image, folder: Path, stem: str) -> dict[str, Path]:
+    """Near-duplicates of *original*: half size, re-encoded at JPEG quality 60, 5 % of each
+    side's length cropped (split over both edges), brightness +15 %, and stored rotated with
+    an EXIF orientation that turns it upright again."""
+    from PIL import ImageEnhance
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = original.size
+    cw, ch = round(w * 0.05), round(h * 0.05)
+    rotated_exif = Image.Exif()
+    rotated_exif[0x0112] = 6  # rotate 90° clockwise to view
+    made = {
+        "resized": (original.resize((w // 2, h // 2), Image.Resampling.LANCZOS), {"quality": 90}),
+        "jpeg_q60": (original, {"quality": 60}),
+        "cropped_5pct": (original.crop((cw // 2, ch // 2, w - (cw - cw // 2), h - (ch - ch // 2))), {"quality": 90}),
+        "brighter": (ImageEnhance.Brightness(original).enhance(1.15), {"quality": 90}),
+        # Stored as the upright picture turned 90° counter-clockwise; orientation 6 undoes it.
+        "exif_rotated": (original.transpose(Image.Transpose.ROTATE_90), {"quality": 90, "exif": rotated_exif.tobytes()}),
+    }
+    paths = {}
+    for kind, (image, options) in made.items():
+        paths[kind] = folder / f"{stem}_{kind}.jpg"
+        image.save(paths[kind], "JPEG", **options)
+    return paths

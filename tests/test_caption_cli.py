@@ -53,8 +53,8 @@ def test_caption_folder_through_cli(family: str, tiny_model_dirs, tmp_path: Path
     caption = rows["p0.jpg"]
     assert caption.source == "model" and caption.model_name == str(model_dir.resolve())
     assert caption.score is not None and caption.score <= 0
-    assert caption.settings["generation"]["max_new_tokens"] == 6
-    assert caption.settings["identity"]["family"]
+    assert caption.provenance.generation["max_new_tokens"] == 6
+    assert caption.provenance.identity["family"]
     # Re-running resumes/skips: nothing left for this model version.
     assert main(argv) == 0
     assert "0 captioned, 10 skipped" in capsys.readouterr().out

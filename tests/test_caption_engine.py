@@ -20,13 +20,14 @@ from sqlalchemy import func, select, update
 from core import captions
 from core.captioning.claims import CLAIM_LEASE
 from core.captioning.engine import CaptionJobSpec, run_caption_job
-from core.captioning.settings import GenerationSettings
-from core.export import export_dataset
+from core.captioning.job_spec import GenerationSettings
+from core.datasets.export_job import export_dataset
 from core.jobs import Progress
 from core.library import Library
 from core.models import Caption, CaptionClaim, Image, Job, utcnow
-from core.queries import NEEDS_CAPTION, ImageFilter, fetch_rows
+from core.queries import NEEDS_CAPTION, ImageFilter
 from core.training.data import collect_training_data
+from core.view_rows import fetch_rows
 from tests.imagegen import make_corpus, write_jpeg
 
 
@@ -85,7 +86,7 @@ def test_captions_every_image_with_provenance(library: Library, photo_dir: Path)
     settings = GenerationSettings(num_beams=2, max_new_tokens=12)
     stats = run_caption_job(
         library,
-        CaptionJobSpec(model="fake-model", settings=settings, batch_size=4),
+        CaptionJobSpec(model="fake-model", generation=settings, batch_size=4),
         captioner=fake,
         on_batch=batches.append,
         progress=reports.append,
@@ -98,7 +99,7 @@ def test_captions_every_image_with_provenance(library: Library, photo_dir: Path)
     first = current[ids[0]]
     assert first.text == "a 40x30 photo" and first.source == "model" and first.score == -0.25
     assert first.model_name == "fake-model" and first.adapter is None
-    assert first.settings["generation"]["num_beams"] == 2 and first.settings["identity"]["family"] == "fake"
+    assert first.provenance.generation["num_beams"] == 2 and first.provenance.identity["family"] == "fake"
     assert reports[-1].done == 10 and reports[-1].total == 10 and reports[-1].counts["captioned"] == 10
     assert not fake.closed  # a captioner handed in belongs to the caller
     (job,) = library.jobs("caption")
@@ -274,7 +275,8 @@ def test_one_folder_scope_for_engine_export_metadata_and_grid(library: Library, 
     """A folder on disk selects the same images everywhere (one resolver, one range)."""
     import csv
 
-    from core.export import ExportError, export_dataset
+    from core.datasets.errors import ExportError
+    from core.datasets.export_job import export_dataset
     from core.metadata import sidecar_path, write_metadata
     from core.queries import FolderNotInLibraryError, filtered_ids, resolve_folder
 

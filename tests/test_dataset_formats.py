@@ -9,8 +9,8 @@ import pytest
 
 from core.datasets import readers, writers
 from core.datasets.errors import ExportError
-from core.export import EXPORT_FORMATS
-from core.importer import IMPORT_FORMATS
+from core.datasets.readers import IMPORT_FORMATS
+from core.datasets.writers import EXPORT_FORMATS
 
 #: Modules in each package that are shared helpers, not formats.
 HELPERS = {"__init__", "base", "tables"}

@@ -21,11 +21,12 @@ from sqlalchemy import select
 import captiondesk.common
 from captiondesk import dataset_commands as cli_dataset
 from core import captions
-from core import export as export_module
 from core.datasets import selection as export_selection
 from core.datasets import staging as export_staging
+from core.datasets.errors import ExportError
+from core.datasets.export_job import export_dataset
+from core.datasets.staging import MANIFEST_NAME
 from core.datasets.writers import base as writer_base
-from core.export import MANIFEST_NAME, ExportError, export_dataset
 from core.jobs import Progress
 from core.library import Library
 from core.models import Image
@@ -371,7 +372,7 @@ def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
         f"""
         import os, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from core import export
+        from core.datasets.export_job import export_dataset
         from core.datasets.writers import base as writer_base
         from core.library import Library
         real_write = writer_base.write_bytes
@@ -383,7 +384,7 @@ def test_killed_export_leaves_no_dataset_and_the_next_one_cleans_up(
             if count == 5:
                 os._exit(9)  # like a kill -9 or a power cut: no cleanup runs
         writer_base.write_bytes = write_then_die
-        export.export_dataset(Library({str(library.path)!r}), "imagefolder", {str(exports / "out")!r})
+        export_dataset(Library({str(library.path)!r}), "imagefolder", {str(exports / "out")!r})
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
@@ -415,14 +416,16 @@ def test_a_running_export_is_not_mistaken_for_a_stale_one(
 
 
 def test_cli_mirrors_core_choices() -> None:
-    from core import importer
+    from core.datasets import naming
+    from core.datasets.readers import IMPORT_FORMATS
+    from core.datasets.writers import EXPORT_FORMATS
 
-    assert cli_dataset.EXPORT_FORMATS == export_module.EXPORT_FORMATS
-    assert cli_dataset.IMPORT_FORMATS == importer.IMPORT_FORMATS
-    assert cli_dataset.ONLY_CHOICES == export_module.ONLY_CHOICES
-    assert cli_dataset.CAPTION_EXTENSIONS == export_module.CAPTION_EXTENSIONS
-    assert set(cli_dataset.TRAINERS) == set(export_module.CONSUMERS)
-    assert cli_dataset.CONVERT_TO_CHOICES == (*export_module.CONVERT_TO_CHOICES, "none")
+    assert cli_dataset.EXPORT_FORMATS == EXPORT_FORMATS
+    assert cli_dataset.IMPORT_FORMATS == IMPORT_FORMATS
+    assert cli_dataset.ONLY_CHOICES == export_selection.ONLY_CHOICES
+    assert cli_dataset.CAPTION_EXTENSIONS == naming.CAPTION_EXTENSIONS
+    assert set(cli_dataset.TRAINERS) == set(naming.CONSUMERS)
+    assert cli_dataset.CONVERT_TO_CHOICES == (*naming.CONVERT_TO_CHOICES, "none")
 
 
 def test_cli_export(
@@ -469,7 +472,7 @@ def test_large_selection_is_streamed_in_chunks(
 ) -> None:
     make_captioned_library(library, photo_dir, count=7)
     monkeypatch.setattr(export_selection, "CHUNK_SIZE", 3)
-    seen = [image.rel_path for image in export_module.iter_captioned_images(library.db, chunk_size=3)]
+    seen = [image.rel_path for image in export_selection.iter_captioned_images(library.db, chunk_size=3)]
     assert len(seen) == len(set(seen)) == 8
     stats = export_dataset(library, "csv", tmp_path / "out")
     assert stats.exported == 8

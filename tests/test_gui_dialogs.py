@@ -275,8 +275,9 @@ def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, lib
     asked = []
     dialog.confirm = lambda _parent, text: asked.append(text) or False
     assert not dialog.start() and not dialog.runner.running
-    assert asked == ["Write captions into 4 photo files? Their XMP description, IPTC caption and EXIF "
-                     "description are replaced; the pixels are not touched. This changes your original files."]
+    assert asked == ["Write into 4 photo files? These fields are replaced:\n"
+                     "• caption (4): XMP-dc:Description, IPTC:Caption-Abstract, EXIF:ImageDescription (ASCII only)\n"
+                     "The pixels are not touched. This changes your original files."]
     assert {p: p.read_bytes() for p in photo_dir.rglob("*.jpg")} == before
 
     dialog.all_captioned.setChecked(True)
@@ -296,13 +297,39 @@ def test_metadata_dialog_shows_the_dry_run_then_writes_and_reads_back(qtbot, lib
     assert not dialog.footer.start_button.isEnabled()
 
 
+def test_metadata_dialog_confirmation_lists_each_kind_and_its_fields(qtbot, library, photo_dir):
+    from core import captions
+    from tests.library_helpers import make_photo
+
+    make_photo(photo_dir / "p.jpg")
+    library.scan([library.add_root(photo_dir).id])
+    with library.db.write() as session:
+        image_id = session.scalar(select(Image.id))
+        for kind, text in (("caption", "a harbour"), ("alt_text", "Boats in a harbour"), ("keywords", "boats")):
+            captions.set_human_caption(session, image_id, text, kind=kind)
+    dialog = MetadataDialog(library, Scope())
+    qtbot.addWidget(dialog)
+    dialog.replace_keywords.setChecked(True)
+    qtbot.waitUntil(lambda: dialog._checked_choices == (False, "verified", SCOPE_LIBRARY, True), timeout=WAIT)
+    asked = []
+    dialog.confirm = lambda _parent, text: asked.append(text) or False
+    assert not dialog.start()
+    lines = asked[0].splitlines()
+    assert lines[1:4] == [
+        "• caption (1): XMP-dc:Description, IPTC:Caption-Abstract, EXIF:ImageDescription (ASCII only)",
+        "• alt text (1): XMP-iptcCore:AltTextAccessibility",
+        "• keywords (1): XMP-dc:Subject, XMP-lr:HierarchicalSubject (a|b), XMP-digiKam:TagsList (a/b), "
+        "IPTC:Keywords — replacing the photos' own",
+    ]
+
+
 def test_metadata_dialog_lists_the_files_it_cannot_write_readably(qtbot, library, built, photo_dir):
     gone = sorted(photo_dir.rglob("*.jpg"))[0]
     gone.unlink()
     dialog = MetadataDialog(library, Scope())
     qtbot.addWidget(dialog)
     dialog.all_captioned.setChecked(True)
-    qtbot.waitUntil(lambda: dialog._checked_choices == (False, "captioned", SCOPE_LIBRARY), timeout=WAIT)
+    qtbot.waitUntil(lambda: dialog._checked_choices == (False, "captioned", SCOPE_LIBRARY, False), timeout=WAIT)
     height = dialog.sizeHint().height()
     lines = dialog.problems.toPlainText().splitlines()
     assert len(lines) == 1 and lines[0] == f"{gone}: missing (not found now; rescan the library)"
@@ -320,7 +347,7 @@ def test_metadata_dialog_sidecars_for_the_selection(qtbot, library, built, photo
     dialog.sidecar.setChecked(True)
     dialog.all_captioned.setChecked(True)
     dialog.scope_picker.set_key(SCOPE_SELECTION)
-    qtbot.waitUntil(lambda: dialog._checked_choices == (True, "captioned", SCOPE_SELECTION), timeout=WAIT)
+    qtbot.waitUntil(lambda: dialog._checked_choices == (True, "captioned", SCOPE_SELECTION, False), timeout=WAIT)
     assert dialog.plan.sidecars == 2
     dialog.confirm = lambda _parent, text: "not touched" in text
     with qtbot.waitSignal(dialog.runner.finished, timeout=WAIT):
@@ -540,10 +567,10 @@ def test_versions_window_merge_on_the_model_thread_has_no_cancel_and_a_closed_wi
 
 
 def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
-    from core.captioning.settings import CaptionJobSpec, GenerationSettings
+    from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 
     settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", settings=GenerationSettings(min_new_tokens=3)))
+    settings.set_caption_spec(CaptionJobSpec(model="m", adapter="/a", generation=GenerationSettings(min_new_tokens=3)))
     dialog = PreferencesDialog(settings, library_path=str(tmp_path / "lib.db"), known_models=["shapes-v2"])
     qtbot.addWidget(dialog)
     assert not dialog.model.isEnabled()  # the model is a library's: none is open here
@@ -557,7 +584,7 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     spec = again.caption_spec()
     assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
     assert spec.runtime == "openvino"
-    assert (spec.settings.min_new_tokens, spec.settings.num_beams, spec.settings.max_new_tokens) == (3, 3, 30)
+    assert (spec.generation.min_new_tokens, spec.generation.num_beams, spec.generation.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"
 
@@ -591,10 +618,10 @@ def test_menus_open_every_dialog_from_the_main_window(qtbot, library, built, tmp
     window = make_window(qtbot, library, settings, FakeEngine())
     titles = [a.text() for a in window.menuBar().actions()]
     assert titles.index("&Model") == titles.index("&Help") - 1
-    for key in ("export_dataset", "import_captions", "write_metadata", "model_versions", "preferences",
+    for key in ("export_dataset", "import_captions", "write_metadata", "duplicates", "model_versions", "preferences",
                 "shortcuts", "library_location"):
         window.actions[key].trigger()
-    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "versions", "preferences",
+    assert set(window.verbs.open_dialogs) >= {"export", "import", "metadata", "duplicates", "versions", "preferences",
                                               "shortcuts", "location"}
     shortcuts = window.verbs.open_dialogs["shortcuts"]
     assert ("Export dataset", "Ctrl+Shift+E") in shortcuts.rows

@@ -14,7 +14,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 from sqlalchemy import select
 
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.models import Caption
 from desktop_app.app_settings import AppSettings
 from desktop_app.caption_dialog import (
@@ -45,7 +45,7 @@ def test_captioning_end_to_end_updates_grid_in_batches(qtbot, library, photo_dir
     window.captioning.captions_landed.connect(landed.append)
     progress = []
     window.captioning.progress.connect(progress.append)
-    request = CaptionJobSpec(model="fake-model", settings=GenerationSettings(max_new_tokens=20), batch_size=4)
+    request = CaptionJobSpec(model="fake-model", generation=GenerationSettings(max_new_tokens=20), batch_size=4)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
         assert window.caption_jobs.start_captioning(request, SCOPE_UNCAPTIONED)
         assert window.caption_status.isVisible()
@@ -213,7 +213,7 @@ def test_caption_dialog_builds_the_spec(qtbot):
     from desktop_app.caption_dialog import CaptionDialog
 
     defaults = CaptionJobSpec(
-        model="my/model", settings=GenerationSettings(num_beams=3, max_new_tokens=40), batch_size=4, optimize="none"
+        model="my/model", generation=GenerationSettings(num_beams=3, max_new_tokens=40), batch_size=4, optimize="none"
     )
     dialog = CaptionDialog(
         defaults=defaults,
@@ -236,8 +236,8 @@ def test_caption_dialog_builds_the_spec(qtbot):
     dialog.scope_filter.setChecked(True)
     spec = dialog.spec()
     assert (spec.model, spec.adapter, spec.batch_size, spec.optimize) == ("my/model", "/adapters/mine", 4, "none")
-    assert spec.settings.num_beams == 3 and spec.prompt_template == "a photography of"
-    assert spec.settings.max_new_tokens >= spec.settings.min_new_tokens == 50
+    assert spec.generation.num_beams == 3 and spec.prompt_template == "a photography of"
+    assert spec.generation.max_new_tokens >= spec.generation.min_new_tokens == 50
     assert dialog.scope() == SCOPE_FILTER
 
 def test_caption_dialog_current_model_note_keeps_the_version_name_readable(qtbot):
@@ -262,7 +262,7 @@ def test_caption_spec_round_trips_through_settings(settings):
     spec = CaptionJobSpec(
         model="my/model", adapter="/adapters/mine", batch_size=3, device="cpu", optimize="none",
         overwrite_model_captions=True,
-        settings=GenerationSettings(num_beams=2, min_new_tokens=4, max_new_tokens=9, prompt="a photo of",
+        generation=GenerationSettings(num_beams=2, min_new_tokens=4, max_new_tokens=9, prompt="a photo of",
                                     repetition_penalty=1.3),
         scope=(1, 2, 3),
     )
@@ -276,6 +276,10 @@ def test_caption_spec_round_trips_through_settings(settings):
     # What versions before the spec wrote still reads; what no longer reads gives defaults.
     reread.q.setValue("captioning/defaults", json.dumps({"model": "old/model", "overwrite": True}))
     assert reread.caption_spec() == CaptionJobSpec(model="old/model", overwrite_model_captions=True)
+    old_generation = {**spec.to_dict(), "settings": spec.to_dict()["generation"]}
+    del old_generation["generation"]
+    reread.q.setValue("captioning/defaults", json.dumps(old_generation))
+    assert reread.caption_spec() == spec.with_(scope=None)
     reread.q.setValue("captioning/defaults", json.dumps({"model": "m", "batch_size": 0}))
     assert reread.caption_spec() == CaptionJobSpec()
 

@@ -8,7 +8,7 @@ import operator
 import pytest
 from sqlalchemy import select
 
-from core import edits, queries
+from core import edits, queries, view_rows
 from core.captions import add_model_caption, set_human_caption
 from core.models import Caption
 from core.queries import ImageFilter, ModelKey
@@ -29,7 +29,7 @@ def ids_for(library, flt: ImageFilter) -> list[int]:
 
 def rows_for(library, ids):
     with library.db.read() as session:
-        return queries.fetch_rows(session, ids)
+        return view_rows.fetch_rows(session, ids)
 
 
 def test_states_partition_the_library(sample):
@@ -126,7 +126,7 @@ def test_folder_model_and_confidence_filters(sample):
     # The model's own current captions plus the ones a person accepted/edited from them.
     assert by_model == {i for i in rows if rows[i].source in ("model", "human")}
     with library.db.read() as session:
-        keys = dict(queries.model_keys(session))
+        keys = dict(view_rows.model_keys(session))
     assert keys[blip] == 6
     assert ids_for(library, ImageFilter(model=ModelKey("other"))) == []
     scored = [i for i in rows if rows[i].score is not None]
@@ -140,14 +140,14 @@ def test_folder_model_and_confidence_filters(sample):
 def test_folder_tree_counts(sample):
     library, _info = sample
     with library.db.read() as session:
-        (root,) = queries.folder_tree(session)
+        (root,) = view_rows.folder_tree(session)
     assert root.counts.images == 13
     assert root.counts.errors == 1
     assert set(root.children) == {"beach", "city"}
     beach, city = root.children["beach"], root.children["city"]
     assert beach.counts.images + city.counts.images == 13
     assert beach.prefix == "beach/"
-    total = queries.Counts()
+    total = view_rows.Counts()
     total.add(beach.counts)
     total.add(city.counts)
     assert total == root.counts

@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from sqlalchemy import select
 
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.models import Caption
 from desktop_app.app_settings import AppSettings
@@ -25,7 +25,7 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     todo = uncaptioned_ids(window)
     landed: list[list[int]] = []
     window.captioning.captions_landed.connect(landed.append)
-    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=6), batch_size=4,
+    request = CaptionJobSpec(model=str(tiny_blip_dir), generation=GenerationSettings(max_new_tokens=6), batch_size=4,
                              device="cpu")
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000) as finished:
         assert window.caption_jobs.start_captioning(request, SCOPE_UNCAPTIONED)
@@ -44,7 +44,7 @@ def test_real_tiny_blip_captions_through_the_gui(qtbot, library, photo_dir, tmp_
     # Cancel a second (overwrite) run right after its first batch lands: what was
     # committed stays, the rest keeps its earlier caption.
     window.captioning.captions_landed.connect(lambda _ids: window.captioning.cancel())
-    request = CaptionJobSpec(model=str(tiny_blip_dir), settings=GenerationSettings(max_new_tokens=5), batch_size=2,
+    request = CaptionJobSpec(model=str(tiny_blip_dir), generation=GenerationSettings(max_new_tokens=5), batch_size=2,
                              device="cpu", overwrite_model_captions=True)
     with qtbot.waitSignal(window.captioning.finished, timeout=WAIT * 8) as finished:
         assert window.caption_jobs.start_captioning(request, SCOPE_FILTER)  # the whole (unfiltered) view
@@ -76,7 +76,7 @@ def test_real_tiny_blip_trains_in_the_window_and_captions_with_the_new_version(q
 
     set_base_model(library, str(tiny_blip_dir))  # as Preferences → Current model does
     window = make_window(qtbot, library, settings, engine=None)
-    request = settings.caption_defaults(library).with_(settings=GenerationSettings(max_new_tokens=5), batch_size=8,
+    request = settings.caption_defaults(library).with_(generation=GenerationSettings(max_new_tokens=5), batch_size=8,
                                                        device="cpu")
     assert request.model == str(tiny_blip_dir)
     with qtbot.waitSignal(window.captioning.finished, timeout=120_000):

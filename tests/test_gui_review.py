@@ -12,13 +12,14 @@ import pytest
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox, QToolButton
 
-from core import queries
+from core import queries, view_rows
 from core.captions import (
     add_model_caption,
     format_confidence,
     provenance_lines,
     score_for_percent,
 )
+from core.provenance import BulkReplace, Provenance
 from core.queries import ImageFilter, review_queue_filter
 from desktop_app.app_settings import AppSettings
 from desktop_app.caption_panel import badge_text
@@ -59,7 +60,7 @@ def window(qtbot, sample, settings):
 def image_id_of(library, rel_suffix: str) -> int:
     with library.db.read() as session:
         ids = queries.filtered_ids(session, ImageFilter())
-        rows = queries.fetch_rows(session, ids)
+        rows = view_rows.fetch_rows(session, ids)
     return next(i for i, row in rows.items() if row.rel_path.endswith(rel_suffix))
 
 
@@ -195,7 +196,7 @@ def test_find_replace_keeps_model_captions_unverified(qtbot, window, sample):
     for image_id, _caption_id, _text in model_hits:
         caption = current(library, image_id)
         assert caption.source == "model" and "seaside" in caption.text
-        assert caption.settings["bulk_replace"] == {"find": "beach", "replace": "seaside"}
+        assert caption.provenance.bulk_replace == BulkReplace("beach", "seaside")
         assert image_id in queue
     for image_id, _caption_id, _text in human_hits:
         assert current(library, image_id).source == "human"
@@ -387,9 +388,9 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
     }
     with library.db.write() as session:
         add_model_caption(session, info["ids"][2], "a dog", model_name="Salesforce/blip-image-captioning-base",
-                          settings=settings, score=math.log(0.8))
+                          provenance=settings, score=math.log(0.8))
     with library.db.read() as session:
-        details = queries.caption_details(session, info["ids"][2])
+        details = view_rows.caption_details(session, info["ids"][2])
     lines = details.latest_model.provenance_lines()
     text = "\n".join(lines)
     assert "Model: Salesforce/blip-image-captioning-base" in lines
@@ -402,14 +403,15 @@ def test_provenance_reads_as_lines_without_duplicates(sample):
     settings["identity"] = {**settings["identity"], "optimizations": ["sdpa", "int8"]}
     with library.db.write() as session:
         add_model_caption(session, info["ids"][2], "a dog again", model_name="Salesforce/blip-image-captioning-base",
-                          settings=settings, score=math.log(0.8))
+                          provenance=settings, score=math.log(0.8))
     with library.db.read() as session:
-        assert "Device: cpu, int8" in queries.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
+        assert "Device: cpu, int8" in view_rows.caption_details(session, info["ids"][2]).latest_model.provenance_lines()
     # The OpenVINO runtime is named beside the device and precision.
     settings["identity"] = {**settings["identity"], "runtime": "openvino", "optimizations": ["openvino", "int8"]}
     assert "Device: cpu, int8, OpenVINO" in provenance_lines(
-        source="model", model_name="m", adapter=None, settings=settings, score=None, origin=None, created_at=None)
-    assert provenance_lines(source="human", model_name=None, adapter=None, settings=None, score=None,
+        source="model", model_name="m", adapter=None, provenance=Provenance.from_json(settings), score=None, origin=None,
+        created_at=None)
+    assert provenance_lines(source="human", model_name=None, adapter=None, provenance=None, score=None,
                             origin=None, created_at=None, action="edited by a person") == ["Edited by a person"]
 
 

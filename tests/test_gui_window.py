@@ -263,7 +263,7 @@ def test_captions_changed_by_a_dialog_keep_the_grids_scroll_position(qtbot, wind
 def test_caption_panel_keeps_its_layout_when_the_provenance_is_long(qtbot, window, sample):
     import dataclasses
 
-    from core import queries
+    from core import view_rows
 
     library, info = sample
     panel = window.panel
@@ -273,7 +273,7 @@ def test_caption_panel_keeps_its_layout_when_the_provenance_is_long(qtbot, windo
         window.image_review.go_to_image(next(i for i in info["ids"] if getattr(current(library, i), "source", "") == "model"))
         row = window.image_review.current_row()
         with library.db.read() as session:
-            details = queries.caption_details(session, row.id)
+            details = view_rows.caption_details(session, row.id)
         assert details.current is not None
         QApplication.processEvents()
         parts = (panel.editor, panel.save_button, panel.model_box, panel.history)

@@ -23,11 +23,12 @@ import pytest
 from sqlalchemy import select
 
 from core import captions, ownership
-from core import export as export_module
-from core.captioning.settings import GenerationSettings
+from core.captioning.job_spec import GenerationSettings
+from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
+from core.datasets.readers.base import MAX_CAPTION_CHARS
+from core.datasets.staging import EXPORT_JOB
 from core.datasets.writers import base as writer_base
-from core.export import export_dataset
-from core.importer import MAX_CAPTION_CHARS, import_captions
 from core.library import Library
 from core.models import Caption, Image
 from core.queries import ImageFilter, filtered_ids, find_pattern, find_replace_candidates
@@ -392,7 +393,7 @@ def test_a_dead_exporters_partial_folder_is_removed_at_once(lib: Library, tmp_pa
     dead = exports / ".out.partial-0123456789ab"
     alive = exports / ".out.partial-ba9876543210"
     for folder, pid in ((dead, child.pid), (alive, os.getppid())):
-        ownership.make_owned_dir(folder, export_module.EXPORT_JOB)
+        ownership.make_owned_dir(folder, EXPORT_JOB)
         marker = folder / ownership.MARKER_NAME
         marker.write_text(json.dumps({**json.loads(marker.read_text(encoding="utf-8")), "pid": pid}),
                           encoding="utf-8")
@@ -713,7 +714,7 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     lib: Library, tmp_path: Path, tiny_model_dirs, monkeypatch, capsys
 ) -> None:
     from core.captioning.engine import run_caption_job
-    from core.captioning.settings import CaptionJobSpec
+    from core.captioning.job_spec import CaptionJobSpec
     from core.captions import MAX_CAPTION_CHARS, CaptionError
     from core.edits import replace_captions, save_edit
 
@@ -738,7 +739,7 @@ def test_a_caption_over_the_limit_is_refused_the_same_way_on_every_path(
     assert replace_captions(lib.db, [candidate], "good", "w" * MAX_CAPTION_CHARS) == []
     # A local model: the job's limit (here tiny, so the tiny model's words exceed it).
     spec = CaptionJobSpec(model=str(tiny_model_dirs["blip"]), device="cpu", optimize="none", max_caption_chars=2,
-                          settings=GenerationSettings(min_new_tokens=2, max_new_tokens=4))
+                          generation=GenerationSettings(min_new_tokens=2, max_new_tokens=4))
     stats = run_caption_job(lib, spec.with_(scope=(ids["a.jpg"],)))
     assert (stats.captioned, stats.errors) == (0, 1)
     assert "a.jpg: captioning failed: the caption has" in stats.problems[0]

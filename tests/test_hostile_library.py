@@ -154,7 +154,7 @@ def test_empty_generation_is_a_per_image_error(tmp_path: Path, tiny_model_dirs) 
 
     from core.captioning import load_captioner
     from core.captioning.engine import run_caption_job
-    from core.captioning.settings import CaptionJobSpec
+    from core.captioning.job_spec import CaptionJobSpec
     from core.captions import CaptionError, add_model_caption
 
     photos = tmp_path / "photos"

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
+from core.datasets.import_job import import_captions
 from core.fingerprint import fingerprint_file
 from core.imaging import ImageDecodeError, load_rgb
-from core.importer import import_captions
 from core.inputs import NotARegularFile
 from core.library import Library
 from core.models import Image

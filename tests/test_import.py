@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
-from core.export import export_dataset
-from core.importer import CaptionImportError, import_captions
+from core.datasets.errors import CaptionImportError
+from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
 from core.library import Library
 from core.models import Caption, Image
 from tests.imagegen import write_jpeg
@@ -63,7 +64,7 @@ def test_export_then_import_gives_the_same_captions(
         assert {source for _text, source in imported.values()} == {"import"}
         caption = _history(other, "album0/photo0.jpg")[0]
         assert caption.origin.startswith(f"{fmt}:") and str(out) in caption.origin
-        assert caption.settings["format"] == fmt
+        assert caption.provenance.format == fmt
         # Importing the same dataset again adds nothing.
         again = import_captions(other, fmt, out / source)
         assert (again.imported, again.unchanged) == (0, len(texts))
@@ -86,7 +87,7 @@ def test_parquet_rows_match_by_content_when_names_differ(
         stats = import_captions(other, "parquet", tmp_path / "dataset")
         imported = {rel: text for rel, (text, _s) in current_captions(other).items()}
         with other.db.read() as session:
-            how = {c.settings["matched_by"] for c in session.scalars(select(Caption))}
+            how = {c.provenance.matched_by for c in session.scalars(select(Caption))}
     # JPEGs are embedded byte for byte and match by fingerprint; the converted HEIC by name.
     assert stats.imported == len(texts) and stats.unmatched == 0
     assert how == {"fingerprint", "path"}
@@ -140,7 +141,7 @@ def test_flickr8k_several_captions_first_current_verified(
     ]
     assert [c.is_current for c in history] == [True, False, False, False]
     assert {c.source for c in history} == {"human"}  # verified: counts as training data
-    assert history[0].origin.startswith("flickr8k:") and history[2].settings["index"] == 2
+    assert history[0].origin.startswith("flickr8k:") and history[2].provenance.extra["index"] == 2
     assert current_captions(library)["102_bb.jpg"] == ("A child climbs stairs .", "human")
 
 
@@ -199,7 +200,7 @@ def test_matching_order_and_reports(library: Library, tmp_path: Path) -> None:
     assert stats.unmatched_names == ["2024/a.jpg (ambiguous)", "nowhere.jpg"]
     assert any("not valid JSON" in p for p in stats.problems)
     with library.db.read() as session:
-        by_text = {c.text: c.settings["matched_by"] for c in session.scalars(select(Caption))}
+        by_text = {c.text: c.provenance.matched_by for c in session.scalars(select(Caption))}
     assert by_text == {"by file name": "name", "by path tail": "path", "by fingerprint": "fingerprint"}
     # The fingerprint picked the right one of the two 2024/a.jpg.
     with library.db.read() as session:
@@ -333,7 +334,7 @@ def test_rows_for_images_outside_any_root_are_unmatched_but_images_in_roots_matc
     stats = import_captions(library, "sidecar", photo_dir / "y")
     assert stats.imported == 1 and current_captions(library) == {"y/same.jpg": ("the one in y", "import")}
     with library.db.read() as session:
-        assert session.scalars(select(Caption)).one().settings["matched_by"] == "location"
+        assert session.scalars(select(Caption)).one().provenance.matched_by == "location"
     elsewhere = tmp_path / "elsewhere"
     write_jpeg(elsewhere / "other.jpg", seed=99)
     (elsewhere / "other.txt").write_text("nobody", encoding="utf-8")
@@ -414,7 +415,7 @@ def test_kohya_round_trip_with_replace_makes_exactly_the_edits_current(
     assert now["album0/p0.jpg"] == ("a red barn\nat dusk", "human")  # multi-line, exported and back unedited
     assert now["album1/p3.jpg"] == ("a blue car", "model")  # untouched: not a person's edit, stays the model's
     replaced = _history(library, "album1/anim.gif")
-    assert replaced[-1].parent_id == replaced[-2].id and replaced[-1].settings["matched_by"] == "path"
+    assert replaced[-1].parent_id == replaced[-2].id and replaced[-1].provenance.matched_by == "path"
     assert replaced[-1].origin == f"sidecar:{images / 'album1__anim.gif.txt'}"
     # Once home, the same folder again changes nothing.
     again = import_captions(library, "sidecar", images.parent.parent, replace=True)
@@ -444,8 +445,8 @@ def test_verified_import_keeps_edits_beside_and_a_later_replace_takes_them(
 
 
 def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
+    from core.datasets.naming import converted_image_name, library_name_candidates
     from core.datasets.writers.kohya import KohyaWriter
-    from core.export import converted_image_name, library_name_candidates
     from core.imaging import IMAGE_EXTENSIONS
 
     for suffix in sorted(IMAGE_EXTENSIONS | {".JPG", ".Tif", ".GIF", ".HEIC"}):
@@ -455,7 +456,7 @@ def test_every_exported_image_name_leads_back_to_its_library_name() -> None:
             assert rel in library_name_candidates(exported), (rel, exported)
     assert KohyaWriter.dataset_name("a/scan.tif") == "a__scan.tif.png"
     # The layouts made for a trainer (export sidecar --for ..., --convert-to png|jpg) lead back too.
-    from core.export import export_layout
+    from core.datasets.naming import export_layout
 
     for trainer in ("onetrainer", "ai-toolkit", "kohya"):
         for convert_to in ("png", "jpg"):

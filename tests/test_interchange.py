@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from core import captions
-from core.export import export_dataset, portable_model_ref
-from core.importer import import_captions
+from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
+from core.datasets.writers.base import portable_model_ref
 from core.library import Library
 from core.metadata import read_caption, sidecar_path, write_caption, write_metadata
 from core.models import Caption, CaptionSource, Image
@@ -183,7 +184,8 @@ def test_coco_json_is_ascii_and_loads_under_a_latin1_locale(library: Library, ph
 
 
 def test_exports_hold_no_absolute_local_paths(library: Library, photo_dir: Path, tmp_path: Path) -> None:
-    from core.export import EXPORT_FORMATS, portable_origin
+    from core.datasets.writers import EXPORT_FORMATS
+    from core.datasets.writers.base import portable_origin
 
     _library_with_sources(library, photo_dir)
     # Captions imported from sidecars record where they came from (an absolute path).
@@ -239,7 +241,7 @@ def test_who_wrote_a_caption_survives_export_and_import(fmt: str, library: Libra
         assert verified == {p for p, s in sources.items() if s == "human"}
         assert all(got[p][1] == CaptionSource.IMPORT.value for p, s in sources.items() if s == "model")
         with other.db.read() as session:
-            details = [c.settings for c in session.scalars(select(Caption))]
+            details = [c.provenance.extra for c in session.scalars(select(Caption))]
         assert {d.get("written_by") for d in details} == {"human", "model"}
     finally:
         other.close()
@@ -349,7 +351,7 @@ def test_kohya_layout_is_what_sd_scripts_discovers(library: Library, photo_dir: 
 def test_a_photo_keeps_its_split_in_a_new_library_after_write_metadata(
     suffix: str, library: Library, photo_dir: Path, tmp_path: Path
 ) -> None:
-    from core.export import iter_captioned_images
+    from core.datasets.selection import iter_captioned_images
     from core.fingerprint import image_data_key
 
     for i in range(24):
@@ -539,8 +541,8 @@ def _trainer_library(library: Library, photo_dir: Path) -> dict[str, str]:
 
 
 def _library_names(found: dict[str, str | None], texts: dict[str, str]) -> dict[str, str | None]:
-    """The library photo each found file stands for (core.export's naming, mapped back) → caption."""
-    from core.export import library_name_candidates
+    """The library photo each found file stands for (core.datasets.naming, mapped back) → caption."""
+    from core.datasets.naming import library_name_candidates
 
     result = {}
     for name, caption in found.items():
@@ -555,7 +557,7 @@ def _library_names(found: dict[str, str | None], texts: dict[str, str]) -> dict[
 def test_each_trainer_finds_every_exported_image_with_its_caption(
     fmt: str, trainer: str, library: Library, photo_dir: Path, tmp_path: Path
 ) -> None:
-    from core.export import export_caption_line
+    from core.datasets.naming import export_caption_line
 
     texts = _trainer_library(library, photo_dir)
     out = tmp_path / "out"
@@ -597,7 +599,7 @@ def test_a_layout_a_trainer_would_miss_is_one_warning_per_image(
 
 
 def test_trainer_options_that_cannot_work_are_refused(library: Library, photo_dir: Path, tmp_path: Path) -> None:
-    from core.export import ExportError
+    from core.datasets.errors import ExportError
 
     make_captioned_library(library, photo_dir, count=2)
     refused = [
@@ -675,7 +677,7 @@ def test_caption_variants_round_trip(library: Library, tmp_path: Path) -> None:
         other.close()
     assert (tmp_path / "back" / "train" / "cat.txt").read_text(encoding="utf-8") == (
         out / "train" / "cat.txt").read_text(encoding="utf-8")
-    from core.importer import CaptionImportError
+    from core.datasets.errors import CaptionImportError
 
     with pytest.raises(CaptionImportError, match="option of the sidecar format"):
         import_captions(library, "csv", source, lines_as_variants=True)

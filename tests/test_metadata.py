@@ -407,7 +407,7 @@ def test_write_metadata_can_be_cancelled(library: Library, photo_dir: Path) -> N
 
 def test_writing_metadata_never_moves_a_photo_between_splits(library: Library, photo_dir: Path) -> None:
     """The fingerprint changes with the file's bytes; the train/validation split must not."""
-    from core.export import iter_captioned_images
+    from core.datasets.selection import iter_captioned_images
     from core.splits import assign_split
     from core.training import collect_training_data
 

@@ -11,7 +11,7 @@ import pytest
 from captiondesk.cli import main
 from core.captioning import load_captioner, openvino_runtime
 from core.captioning.errors import ModelLoadError
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from tests.imagegen import write_jpeg
 from tests.tiny_models import build_tiny_blip, shape_dataset
 
@@ -169,7 +169,7 @@ def test_caption_job_on_openvino_records_the_runtime(library, blip_copy: Path, t
         write_jpeg(tmp_path / "photos" / f"{i}.jpg", seed=i)
     library.scan([library.add_root(tmp_path / "photos").id])
     spec = CaptionJobSpec(model=str(blip_copy), device="cpu", runtime="openvino", batch_size=2,
-                          settings=GenerationSettings(min_new_tokens=3, max_new_tokens=5))
+                          generation=GenerationSettings(min_new_tokens=3, max_new_tokens=5))
     stats = run_caption_job(library, spec)
     assert (stats.captioned, stats.errors) == (3, 0)
     with library.db.read() as session:
@@ -177,4 +177,4 @@ def test_caption_job_on_openvino_records_the_runtime(library, blip_copy: Path, t
         job = session.scalars(select(Job).where(Job.kind == "caption")).one()
         assert job.params["runtime"] == "openvino"
     assert len(rows) == 3
-    assert all(row.settings["identity"]["runtime"] == "openvino" for row in rows)
+    assert all(row.provenance.identity["runtime"] == "openvino" for row in rows)

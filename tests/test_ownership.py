@@ -30,7 +30,7 @@ from sqlalchemy import select
 from captiondesk.cli import main
 from core import ownership
 from core.captions import set_human_caption
-from core.export import export_dataset
+from core.datasets.export_job import export_dataset
 from core.library import Library
 from core.models import Image, ModelVersion
 from core.training import versions

@@ -12,6 +12,7 @@ from captiondesk.cli import main
 from core.captioning import get_family
 from core.captioning.engine import run_caption_job
 from core.captioning.families import FAMILIES
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import (
     ALT_TEXT_MAX_CHARS,
     PRESETS,
@@ -28,7 +29,6 @@ from core.captioning.prompting import (
     prompt_batches,
     render_prompts,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import set_human_caption
 from core.library import Library
 from core.models import Caption, Image
@@ -142,24 +142,24 @@ def test_engine_renders_templates_per_image_and_stores_them_in_provenance(tiny_b
         with library.db.write() as session:  # a current caption (a person's: the image is then not re-captioned)
             set_human_caption(session, ids["tree/cat2.jpg"], "a small dog")
         spec = CaptionJobSpec(model=str(tiny_blip_dir), device="cpu", optimize="none", prompt_template=template,
-                              batch_size=4, settings=GenerationSettings(max_new_tokens=8))  # tiny model: 48 positions
+                              batch_size=4, generation=GenerationSettings(max_new_tokens=8))  # tiny model: 48 positions
         stats = run_caption_job(library, spec)
         assert stats.captioned == 5
         current = _current(library)
-        prompts = {path: c.settings["prompt"] for path, c in current.items() if c.source == "model"}
+        prompts = {path: c.provenance.prompt for path, c in current.items() if c.source == "model"}
         assert prompts == {"beach/cat0.jpg": "beach sky, house", "beach/cat1.jpg": "beach",
                            "beach/cat2.jpg": "beach", "tree/cat0.jpg": "tree", "tree/cat1.jpg": "tree"}
         for path, caption in current.items():
             if caption.source == "model":
-                assert caption.settings["prompt_template"] == template and caption.settings["preset"] is None
-                assert caption.settings["generation"]["prompt"] == prompts[path]  # what generate() was given
+                assert caption.provenance.prompt_template == template and caption.provenance.preset is None
+                assert caption.provenance.generation["prompt"] == prompts[path]  # what generate() was given
         # {current_caption}: the model captions just written are the current ones on a re-run.
         before = {p: c.text for p, c in current.items()}
         spec = spec.with_(prompt_template="{current_caption}", overwrite_model_captions=True)
         assert run_caption_job(library, spec).captioned == 5
         after = _current(library)
         assert after["tree/cat2.jpg"].text == "a small dog"  # a person's caption is never touched
-        assert {p: c.settings["prompt"] for p, c in after.items() if c.source == "model"} == {
+        assert {p: c.provenance.prompt for p, c in after.items() if c.source == "model"} == {
             p: before[p] or None for p in prompts}
     finally:
         library.close()
@@ -178,7 +178,7 @@ def test_presets_in_the_cli_and_a_clear_error_for_unsupported_ones(tiny_blip_dir
     try:
         current = _current(library)
         assert len(current) == 6
-        assert all(c.settings["preset"] == "alt_text" and c.settings["prompt"] is None for c in current.values())
+        assert all(c.provenance.preset == "alt_text" and c.provenance.prompt is None for c in current.values())
         assert all(len(c.text) <= ALT_TEXT_MAX_CHARS for c in current.values())
     finally:
         library.close()
@@ -222,12 +222,12 @@ def test_training_records_the_template_and_captioning_with_the_version_reuses_it
         stats = run_caption_job(library, CaptionJobSpec(model="prompted", device="cpu", optimize="none"))
         assert stats.captioned == 1
         caption = _current(library)["tree/new.jpg"]
-        assert caption.settings["prompt_template"] == "{folder}" and caption.settings["prompt"] == "tree"
+        assert caption.provenance.prompt_template == "{folder}" and caption.provenance.prompt == "tree"
         # The version's confidence calibration (fitted on its validation split) scores its captions.
         assert version.config["confidence_calibration"]["kind"] == "token_baseline"
-        assert caption.settings["score_kind"] == "mean_logprob"
-        assert caption.score == pytest.approx(caption.settings["scores"]["mean_logprob"], abs=1e-4)
-        assert {"calibrated_mean", "calibrated_min_token"} <= set(caption.settings["scores"])
+        assert caption.provenance.score_kind == "mean_logprob"
+        assert caption.score == pytest.approx(caption.provenance.scores["mean_logprob"], abs=1e-4)
+        assert {"calibrated_mean", "calibrated_min_token"} <= set(caption.provenance.scores)
     finally:
         library.close()
 

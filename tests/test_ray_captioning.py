@@ -31,8 +31,8 @@ pytest.importorskip("ray")
 
 from core import captions  # noqa: E402 - after the skip
 from core.captioning.engine import run_caption_job  # noqa: E402
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.captioning.ray_backend import run_caption_job_on_ray  # noqa: E402
-from core.captioning.settings import CaptionJobSpec, GenerationSettings  # noqa: E402
 from core.library import Library  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from tests.imagegen import write_jpeg  # noqa: E402
@@ -44,7 +44,7 @@ SETTINGS = GenerationSettings(max_new_tokens=6, min_new_tokens=3)
 
 
 def _spec(model_dir: Path, **changes) -> CaptionJobSpec:
-    return CaptionJobSpec(model=str(model_dir), settings=SETTINGS, batch_size=2, device="cpu", **changes)
+    return CaptionJobSpec(model=str(model_dir), generation=SETTINGS, batch_size=2, device="cpu", **changes)
 
 
 def _photos(folder: Path, count: int, *, truncated: bool = False) -> Path:
@@ -163,9 +163,9 @@ def test_ray_captions_match_the_in_process_engine(local_ray, tiny_blip_dir: Path
             assert got.score == pytest.approx(expected.score, abs=1e-4)
             assert (got.source, got.model_name, got.adapter, got.model_version_id) == (
                 expected.source, expected.model_name, expected.adapter, expected.model_version_id)
-            ray_settings = dict(got.settings)
+            ray_settings = got.provenance.to_json()
             assert ray_settings.pop("runner") == "ray"
-            assert ray_settings == expected.settings  # generation, identity, device, dtype
+            assert ray_settings == expected.provenance.to_json()  # generation, identity, device, dtype
         # The truncated file: the same per-image error, and the image marked as an error.
         assert [p for p in ray_stats.problems] == [p for p in engine_stats.problems]
         assert "truncated.jpg" in ray_stats.problems[0]
@@ -192,15 +192,15 @@ def test_ray_follows_a_prompt_template_like_the_in_process_engine(local_ray, tin
         run_caption_job_on_ray(ray_lib, spec)
         by_engine, by_ray = _current(engine_lib), _current(ray_lib)
         assert len(by_engine) == 6 and sorted(by_ray) == sorted(by_engine)
-        prompts = {by_engine[rel].settings["prompt"] for rel in by_engine}
+        prompts = {by_engine[rel].provenance.prompt for rel in by_engine}
         assert len(prompts) == 2  # two folders: two rendered prompts
         for rel, expected in by_engine.items():
             got = by_ray[rel]
             assert got.text == expected.text, rel
-            ray_settings = dict(got.settings)
+            ray_settings = got.provenance.to_json()
             assert ray_settings.pop("runner") == "ray"
-            assert ray_settings == expected.settings, rel
-            assert got.settings["prompt_template"] == "a picture from {folder}"
+            assert ray_settings == expected.provenance.to_json(), rel
+            assert got.provenance.prompt_template == "a picture from {folder}"
 
 
 @pytest.mark.slow

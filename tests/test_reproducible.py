@@ -157,6 +157,7 @@ def test_eval_scores_a_version_on_its_own_split_and_reports_overlap(photo_librar
     assert args.handler(args) == 0
     out = capsys.readouterr()
     assert f"Validation split: {len(held_out)} images (the own split of version 'seed3', ratio 0.25, seed 3)" in out.out
+    assert "Held-out photos with a near-duplicate in training: not checked" in out.out  # no duplicate search yet
     assert "warning" not in out.err
     args = parser.parse_args(["--library", str(library.path), "eval", "--model", "seed3", "--val-ratio", "0.5",
                               "--device", "cpu"])

@@ -19,14 +19,14 @@ from sqlalchemy import select
 
 from core.captioning.engine import run_caption_job
 from core.captioning.errors import ModelLoadError
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.server import (
     ServerCaptioner,
     endpoint_host,
     list_server_models,
     normalize_endpoint,
 )
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
-from core.export import export_dataset
+from core.datasets.export_job import export_dataset
 from core.library import Library
 from core.models import Caption, Image, ImageState
 from tests.imagegen import write_jpeg
@@ -104,7 +104,7 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
     library: Library, photo_dir: Path, server: FakeServer
 ) -> None:
     ids = _photos(library, photo_dir, [GREEN] * 5)
-    spec = _spec(server, settings=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
+    spec = _spec(server, generation=GenerationSettings(prompt="Describe the photo in one line.", max_new_tokens=40))
     stats = run_caption_job(library, spec)
 
     assert (stats.captioned, stats.errors) == (5, 0)
@@ -122,13 +122,13 @@ def test_captions_land_with_provenance_and_images_are_shrunk_jpegs(
         # The server's token log-probabilities (fake server: -0.2 per token, the colour
         # word -0.3) give the same stored score kind as a local model: their mean.
         assert caption.score == pytest.approx(-0.225)
-        assert caption.settings["score_kind"] == "mean_logprob"
-        assert caption.settings["scores"] == {"mean_logprob": -0.225, "min_token_logprob": -0.3}
-        identity = caption.settings["identity"]
+        assert caption.provenance.score_kind == "mean_logprob"
+        assert caption.provenance.scores == {"mean_logprob": -0.225, "min_token_logprob": -0.3}
+        identity = caption.provenance.identity
         assert identity["backend"] == "openai"
         assert identity["endpoint"] == f"127.0.0.1:{server.port}"
         assert identity["model"] == "llava:latest"
-        assert caption.settings["generation"]["prompt"] == "Describe the photo in one line."
+        assert caption.provenance.generation["prompt"] == "Describe the photo in one line."
     job = library.jobs("caption")[-1]
     assert job.params["endpoint"] == server.endpoint and job.params["backend"] == "openai"
 
@@ -152,7 +152,7 @@ def test_a_server_that_refuses_logprobs_is_asked_once_and_captions_have_no_score
     current = _current(library)
     assert sorted(current) == sorted(ids)
     for caption in current.values():
-        assert caption.score is None and caption.settings["score_kind"] is None
+        assert caption.score is None and caption.provenance.score_kind is None
     assert {c.text for c in current.values()} == {"a 64x48 green photo", "a 64x48 red photo"}
 
 

@@ -1,4 +1,4 @@
-"""What the sources and docs may not hold: lab notes, issue numbers, stale map entries.
+"""What the sources and docs may not hold: lab notes, issue numbers, stale map entries, long files.
 
 Product code says *why* in its comments; measurements live in docs/optimization-notes.md,
 issue numbers in the tracker, and nothing points at a notes file outside the repository
@@ -82,3 +82,14 @@ def test_every_path_on_the_architecture_map_exists() -> None:
     missing = [p for p in sorted(paths) if not any(ROOT.glob(re.sub(r"<[^>]+>", "*", p).rstrip("/")))]
     assert missing == []
     assert "## Where a new feature goes" in text
+
+
+#: The most lines a product file may have: past this a module holds more than one idea.
+MAX_LINES = 600
+
+
+def test_no_product_file_is_over_the_line_limit() -> None:
+    files = _files(PRODUCT, (".py",))
+    long_files = {path.relative_to(ROOT).as_posix(): n for path in files
+                  if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long_files == {}

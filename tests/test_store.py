@@ -83,8 +83,14 @@ def _dump(path: Path, like: dict[str, list[dict]] | None = None) -> dict[str, li
     if like is not None:
         for table, rows in dump.items():
             columns = set(like[table][0]) if like[table] else set()
+            # 0007 renamed captions.settings to provenance (the same JSON).
+            rows = [{_RENAMED.get(k, k) if _RENAMED.get(k) in columns else k: v for k, v in row.items()}
+                    for row in rows]
             dump[table] = [{k: v for k, v in row.items() if k in columns} for row in rows]
     return dump
+
+
+_RENAMED = {"provenance": "settings"}
 
 
 def test_upgrade_from_first_revision_keeps_every_row(tmp_path: Path) -> None:
@@ -326,3 +332,56 @@ def test_deleting_a_root_removes_its_images_and_captions(library: Library, photo
     with library.db.read() as session:
         assert session.scalar(select(Caption.id)) is None
         assert session.scalar(select(Image.id)) is None
+
+
+def test_upgrade_from_0006_gives_every_caption_its_kind(tmp_path: Path) -> None:
+    """A library as the release before caption kinds wrote it (revision 0006) upgrades in place."""
+    path = tmp_path / "old.db"
+    upgrade(path, target="0006")
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        INSERT INTO library_roots(id, path, added_at) VALUES (1, '/photos', '2026-01-01');
+        INSERT INTO images(id, root_id, rel_path, size, mtime_ns, fingerprint, state, first_seen_at, last_seen_at)
+            VALUES (1, 1, 'a.jpg', 10, 5, 'fa', 'ok', '2026-01-01', '2026-01-01'),
+                   (2, 1, 'b.jpg', 11, 6, 'fb', 'ok', '2026-01-01', '2026-01-01');
+        INSERT INTO captions(id, image_id, text, source, is_current, model_name, settings, score, created_at)
+            VALUES (1, 1, 'a dog on a beach', 'model', 0, 'blip', '{"num_beams": 3, "device": "cpu"}', -0.5,
+                    '2026-01-01'),
+                   (2, 1, 'my dog Rex', 'human', 1, NULL, NULL, NULL, '2026-01-02'),
+                   (3, 2, 'a harbour', 'model', 0, 'blip',
+                    '{"generation": {"num_beams": 1}, "preset": "short", "bulk_replace": {"find": "a", "replace": "b"}}',
+                    -1.0, '2026-01-01');
+        UPDATE images SET outdated_caption_id = 3 WHERE id = 2;
+        """
+    )
+    conn.commit()
+    conn.close()
+    before = _dump(path)
+
+    library = Library(path)
+    try:
+        assert library.migration.from_revision == "0006" and library.migration.backup is not None
+        assert _dump(path, like=before) == before
+        with library.db.write() as session:
+            assert set(session.scalars(select(Caption.kind))) == {"caption"}
+            old, human, bulk = session.scalars(select(Caption).order_by(Caption.id))
+            # The old flat record reads as a typed one.
+            assert old.provenance.generation == {"num_beams": 3} and old.provenance.extra == {"device": "cpu"}
+            assert bulk.provenance.preset == "short" and bulk.provenance.bulk_replace.find == "a"
+            assert human.provenance is None
+            # The person's caption is still current and still protected, for its kind only.
+            assert not captions.add_model_caption(session, 1, "a dog", model_name="m").is_current
+            alt = captions.add_model_caption(session, 1, "A dog on sand.", model_name="m", kind="alt_text")
+            assert alt.is_current and captions.current_caption(session, 1).text == "my dog Rex"
+            # Another kind's value does not end "changed since captioned"; a caption does.
+            captions.add_model_caption(session, 2, "harbour, boats", model_name="m", kind="keywords")
+            assert session.scalar(text("SELECT outdated_caption_id FROM images WHERE id = 2")) == 3
+            captions.add_model_caption(session, 2, "boats in a harbour", model_name="m")
+            assert session.scalar(text("SELECT outdated_caption_id FROM images WHERE id = 2")) is None
+        with library.db.read() as session:  # full-text search covers every kind
+            hits = session.execute(text("SELECT rowid FROM captions_fts WHERE captions_fts MATCH 'sand'")).all()
+            assert hits == [(alt.id,)]
+        assert library.db.integrity_check() == ["ok"]
+    finally:
+        library.close()

@@ -67,7 +67,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _settings():
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.job_spec import GenerationSettings
 
     return GenerationSettings(max_new_tokens=12)
 

@@ -72,7 +72,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _settings():
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.job_spec import GenerationSettings
 
     return GenerationSettings(max_new_tokens=12)
 
@@ -166,6 +166,25 @@ def test_lora_restyle_reloads_identically_and_exports_merged(library: Library, t
 
 
 @pytest.mark.slow
+def test_lora_restyle_with_no_rate_learns_through_the_range_test(library: Library) -> None:
+    """No ``lr``: the range test picks the rate for the tiny LLaVA (whose optimum is far above the family's
+    2e-4 default), the restyle is learned, and the version stores the choice, its curve and the note."""
+    key = "llava"
+    base = _trained.get(key)
+    if base is None:
+        pytest.skip(f"needs the fully trained {key} version of test_full_finetune_learns_the_style")
+    torch.manual_seed(0)
+    label(library, STYLE_C)
+    result = train(library, base, f"{key}-c-auto", TrainingConfig(method="lora", epochs=10, **FAST))
+    found = result.lr_range
+    assert result.metrics["exact_match"] >= 0.9, (found["lr"], result.history)
+    version = versions.get_version(library, f"{key}-c-auto")
+    assert version.config["lr"] == found["lr"] and version.config["lr_range"] == found
+    assert found["published"] == list(get_family(key).published_lr["lora"]) and found["published_source"] == "LLaVA-1.5"
+    assert found["inside"] == (found["published"][0] <= found["lr"] <= found["published"][1])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])
@@ -212,9 +231,9 @@ def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[s
 @pytest.mark.slow
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_preset_rows_are_the_captioners_input_for_that_preset(models: dict[str, Path], key: str) -> None:
+    from core.captioning.job_spec import GenerationSettings
     from core.captioning.presets import PRESETS
     from core.captioning.prompting import PromptPlan
-    from core.captioning.settings import GenerationSettings
 
     captioner = _load(models[key])
     family = captioner.family
@@ -265,10 +284,10 @@ def test_a_version_trained_with_a_preset_records_and_reuses_it(library: Library,
     from core.models import Caption, Image
 
     with library.db.read() as session:
-        settings = session.scalars(select(Caption.settings).join(Image, Caption.image_id == Image.id)
+        settings = session.scalars(select(Caption.provenance).join(Image, Caption.image_id == Image.id)
                                    .where(Image.rel_path.like("new/%"), Caption.is_current.is_(True))).all()
     assert len(settings) == 4
-    assert all(s["preset"] == "detailed" and s["prompt"] == PRESETS["detailed"].instruction for s in settings)
+    assert all(s.preset == "detailed" and s.prompt == PRESETS["detailed"].instruction for s in settings)
 
 
 @pytest.mark.slow

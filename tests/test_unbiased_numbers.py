@@ -108,7 +108,8 @@ def test_export_keeps_the_same_three_way_split_as_training_and_says_when_too_few
     import csv
 
     from core import splits
-    from core.export import count_export_split, export_dataset
+    from core.datasets.export_job import export_dataset
+    from core.datasets.selection import count_export_split
 
     library = squares_library(tmp_path, 40)
     try:

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from .device import resolve_device
     from .errors import GenerationError, ModelLoadError
     from .families import ModelFamily, canonical_family_id, get_family
+    from .job_spec import DEFAULT_MODEL, GenerationSettings
     from .registry import load_captioner
-    from .settings import DEFAULT_MODEL, GenerationSettings
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -44,8 +44,8 @@ __all__ = [
 # name -> submodule that defines it.  None of these submodules imports torch
 # at module level (the family modules import transformers only inside methods).
 _EXPORTS: dict[str, str] = {
-    "DEFAULT_MODEL": ".settings",
-    "GenerationSettings": ".settings",
+    "DEFAULT_MODEL": ".job_spec",
+    "GenerationSettings": ".job_spec",
     "CaptionResult": ".captioner",
     "Captioner": ".captioner",
     "load_captioner": ".registry",

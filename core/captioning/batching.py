@@ -20,7 +20,7 @@ from typing import Any
 from core import imaging as _imaging
 from core.captioning.captioner import load_model_image, model_input_side
 from core.captioning.errors import ModelLoadError
-from core.captioning.settings import GenerationSettings
+from core.captioning.job_spec import GenerationSettings
 from core.imaging import ImageDecodeError
 
 log = logging.getLogger(__name__)

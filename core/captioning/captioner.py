@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 from core.allocator import release_free_memory
 
 from .errors import GenerationError
-from .settings import GenerationSettings
+from .job_spec import GenerationSettings
 
 if TYPE_CHECKING:
     import torch

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from core.kinds import CAPTION
 from core.models import CaptionSource, ImageState, Job, JobState, utcnow
-from core.queries import CURRENT_JOIN, IN_CHUNK
+from core.queries import IN_CHUNK, current_join
 
 if TYPE_CHECKING:
+    from core.captioning.job_spec import CaptionJobSpec
     from core.captioning.registry import ResolvedModel
-    from core.captioning.settings import CaptionJobSpec
     from core.library import Library
 
 #: How long another host's run keeps its claims without updating its job record.
@@ -51,6 +52,7 @@ class CaptionClaims:
         self.model = resolved.model_name
         self.adapter = resolved.adapter
         self.keep_own = not spec.overwrite_model_captions
+        self.kind = spec.kind
         self.since = utcnow()
         if job_id:
             with library.db.read() as session:
@@ -114,8 +116,9 @@ class CaptionClaims:
             params = json.loads(params_text or "{}") or {}
         except ValueError:
             return False
-        if params.get("model") != self.model or params.get("adapter") != self.adapter:
-            return False  # another model's run: its caption is another row, not this one's work
+        if (params.get("model") != self.model or params.get("adapter") != self.adapter
+                or params.get("kind", CAPTION) != self.kind):
+            return False  # another model's (or kind's) run: its caption is another row, not this one's work
         owner = params.get("_owner") or {}
         if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
             return not job_owner_is_gone(params)
@@ -126,7 +129,7 @@ class CaptionClaims:
         or an import, and not captioned by this model already (by this job or, with
         overwrite, by another run since this job started)."""
         rows = cursor.execute(
-            f"SELECT i.id{CURRENT_JOIN} WHERE i.id IN ({ids}) AND i.state = ? AND (c.id IS NULL OR "
+            f"SELECT i.id{current_join(self.kind)} WHERE i.id IN ({ids}) AND i.state = ? AND (c.id IS NULL OR "
             "(c.source = ? AND NOT (c.model_name IS ? AND c.adapter IS ? AND (? OR c.created_at >= ?))))",
             (ImageState.OK.value, CaptionSource.MODEL.value, self.model, self.adapter, int(self.keep_own),
              _stamp(self.since)),

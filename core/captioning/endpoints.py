@@ -1,7 +1,7 @@
 """Model-server endpoint URLs: validation and the part provenance may record.
 
 Separate from :mod:`core.captioning.server` (which imports the captioner base and the
-HTTP client) so that :class:`core.captioning.settings.CaptionJobSpec` can validate an
+HTTP client) so that :class:`core.captioning.job_spec.CaptionJobSpec` can validate an
 endpoint without importing either.
 """
 

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import select, update
@@ -39,14 +39,24 @@ from core.allocator import release_free_memory
 from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
 from core.captioning.claims import CaptionClaims
 from core.captioning.confidence import TokenCalibration, confidence_score
-from core.captioning.prompting import PromptPlan, plan_for_captioner, plan_prompt, prompt_batches, render_prompts
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
+from core.captioning.prompting import (
+    PromptPlan,
+    check_family_writes_kind,
+    check_trained_kind,
+    kind_request,
+    plan_for_kind,
+    plan_prompt,
+    prompt_batches,
+    render_prompts,
+)
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, add_model_caption, caption_too_long
 from core.filenames import for_display, to_os
 from core.jobs import NEVER_CANCELLED, CancelToken, JobStats, ProgressCallback, no_progress, not_counted
+from core.kinds import CAPTION, CaptionKind, get_kind, length_check
 from core.models import CaptionSource, Image, ImageState
-from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, filter_sql
+from core.queries import CURRENT_JOIN, IN_CHUNK, ImageFilter, current_join, filter_sql
 from core.scanner import recheck_errors
 
 if TYPE_CHECKING:
@@ -68,6 +78,8 @@ class CaptionJobStats(JobStats):
     #: Of ``skipped``: images another run captioning this library at the same time held, or
     #: that no longer needed this caption when their batch came (core.captioning.claims).
     left_to_other_runs: int = not_counted()
+    #: Values stored but longer than their kind advises (alt text): "path: note: ..." lines.
+    notes: list[str] = field(default_factory=list)
 
 
 def describe_scope(scope: Any) -> dict[str, Any] | None:
@@ -110,14 +122,19 @@ def select_images(
         "job_adapter": resolved.adapter,
         "job_sep": os.sep,
     }
-    in_scope_sql = f"{CURRENT_JOIN} JOIN library_roots r ON r.id = i.root_id WHERE i.state = :job_ok"
+    in_scope_sql = f"{current_join(spec.kind)} JOIN library_roots r ON r.id = i.root_id WHERE i.state = :job_ok"
     selected_only = (
         " AND (c.id IS NULL OR (c.source = :job_model_source"
         " AND NOT (:job_keep_own AND c.model_name IS :job_model AND c.adapter IS :job_adapter)))"
     )
     chunks: list[tuple[str, dict[str, Any]]]
-    if isinstance(spec.scope, ImageFilter):
+    if isinstance(spec.scope, ImageFilter) and spec.scope.kind != spec.kind:
+        # A view of another kind (the grid's): its filter reads that kind's values.
         params: dict[str, Any] = {}
+        chunks = [(f" AND i.id IN (SELECT i.id{current_join(spec.scope.kind)} WHERE {filter_sql(spec.scope, params)})",
+                   params)]
+    elif isinstance(spec.scope, ImageFilter):
+        params = {}
         chunks = [(f" AND {filter_sql(spec.scope, params)}", params)]
     elif spec.scope is not None:
         ids = spec.scope
@@ -150,25 +167,46 @@ def select_images(
     return selected, in_scope - len(selected)
 
 
-def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any) -> PromptPlan:
-    """The job's preset/template for the loaded family: the spec's, else the trained version's.
+def job_kind(library: Library, spec: CaptionJobSpec) -> CaptionKind:
+    """The kind the spec writes (``KindError`` naming the library's kinds if it has none such)."""
+    with library.db.read() as session:
+        return get_kind(session, spec.kind)
 
-    ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset.
+
+def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any,
+                kind: CaptionKind | None = None) -> PromptPlan:
+    """The job's preset/template for the loaded family: the spec's, else the kind's default
+    (or, for captions, the trained version's).
+
+    ``UnsupportedPresetError`` (a ``ValueError``) when the family cannot follow the preset,
+    ``UnsupportedKindError`` when it cannot be asked for the kind.
     """
-    return plan_for_captioner(captioner, preset=spec.preset, template=spec.prompt_template,
-                              trained=resolved.trained_prompt, explicit_prompt=spec.settings.prompt is not None)
+    return plan_for_kind(getattr(captioner, "family", None), kind or CaptionKind(CAPTION, "Caption"),
+                         preset=spec.preset, template=spec.prompt_template,
+                         model_type=getattr(captioner, "model_type", None), trained=resolved.trained_prompt,
+                         explicit_prompt=spec.generation.prompt is not None, trained_kind=resolved.trained_kind)
 
 
-def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel) -> None:
-    """Raise ``UnsupportedPresetError`` when the spec's preset cannot be followed by the
-    model's family, if that family is known from its config.json alone (no download)."""
-    if spec.preset is None and spec.prompt_template is None:
+def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
+                                 kind: CaptionKind | None = None) -> None:
+    """Raise ``UnsupportedPresetError`` (``UnsupportedKindError``) when the spec's preset
+    (kind) cannot be asked of the model's family, if that family is known from its
+    config.json alone (no download)."""
+    kind = kind or CaptionKind(CAPTION, "Caption")
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
+    # A version trained on the kind writes it whether or not its family can be asked for it.
+    learnt = kind.name != CAPTION and resolved.trained_kind == kind.name
+    preset, template = (spec.preset, spec.prompt_template) if learnt else kind_request(
+        kind, spec.preset, spec.prompt_template)
+    if (preset is None and template is None) or spec.backend != "local":
         return
     from core.captioning.registry import family_hint
 
     family = family_hint(resolved.model_name)
     if family is not None:
-        plan_prompt(family, preset=spec.preset, template=spec.prompt_template)
+        if not learnt:
+            check_family_writes_kind(family, kind, preset, template)
+        plan_prompt(family, preset=preset, template=template)
 
 
 def image_prompts(library: Library, plan: PromptPlan, selected: list[tuple[int, str]]) -> list[str | None]:
@@ -217,6 +255,8 @@ def run_caption_job(
         from core.captioning.registry import check_model_without_loading
 
         check_model_without_loading(resolved.model_name, resolved.adapter)
+    kind = job_kind(library, spec)
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
     with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)
@@ -232,7 +272,7 @@ def run_caption_job(
             # Nothing to caption, but a preset the model cannot follow is still an error
             # (it would be on the next run that has work): checked when the family is known
             # without loading (a model folder or the local cache).
-            check_prompt_without_loading(spec, resolved)
+            check_prompt_without_loading(spec, resolved, kind)
             stats.seconds = time.monotonic() - started
             return stats
 
@@ -271,13 +311,13 @@ def run_caption_job(
                 runtime=spec.runtime,
                 progress=lambda message: report(message),
             )
-        plan = prompt_plan(spec, resolved, captioner)
+        plan = prompt_plan(spec, resolved, captioner, kind)
         prompts = image_prompts(library, plan, selected)
-        provenance = caption_provenance(captioner, spec.settings)
-        runner = _BatchCaptioner(captioner, spec.settings, spec.batch_size)
+        provenance = caption_provenance(captioner, spec.generation)
+        runner = _BatchCaptioner(captioner, spec.generation, spec.batch_size)
         try:
             with _decode_executor(captioner) as pool:
-                batches = prompt_batches(selected, prompts, spec.batch_size, spec.settings)
+                batches = prompt_batches(selected, prompts, spec.batch_size, spec.generation)
                 futures = _prefetch(pool, captioner, claimed(batches))
                 for future in futures:
                     if cancel.is_set():
@@ -314,9 +354,10 @@ def caption_job_params(spec: CaptionJobSpec, resolved: ResolvedModel) -> dict[st
     params = {
         "model": resolved.model_name,
         "adapter": resolved.adapter,
-        "settings": spec.settings.to_dict(),
+        "settings": spec.generation.to_dict(),
         "preset": spec.preset,
         "prompt_template": spec.prompt_template,
+        "kind": spec.kind,
         "batch_size": spec.batch_size,
         "device": spec.device,
         "runtime": spec.runtime,
@@ -411,8 +452,13 @@ def commit_caption_batch(
                 changed.append(image_id)
                 continue
             # A server that returns no token log-probabilities gives no score.
-            score, kind, scores = (confidence_score(result, calibration) if result.score is not None
-                                   else (None, None, {}))
+            score, score_kind, scores = (confidence_score(result, calibration) if result.score is not None
+                                         else (None, None, {}))
+            value_kind = plan.kind if plan is not None else CAPTION
+            check = length_check(value_kind, text)
+            if check is not None:
+                path = session.scalar(select(Image.rel_path).where(Image.id == image_id))
+                stats.notes.append(f"{for_display(path or '?')}: {check.level}: {check.message}")
             add_model_caption(
                 session,
                 image_id,
@@ -420,8 +466,10 @@ def commit_caption_batch(
                 model_name=resolved.model_name,
                 adapter=resolved.adapter,
                 model_version_id=resolved.model_version_id,
-                settings={**provenance, "score_kind": kind, "scores": {k: round(v, 5) for k, v in scores.items()}},
+                provenance={**provenance, "score_kind": score_kind, "scores": {k: round(v, 5) for k, v in scores.items()},
+                            "length_check": check.level if check is not None else None},
                 score=float(score) if score is not None else None,
+                kind=value_kind,
             )
             stats.captioned += 1
             changed.append(image_id)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .settings import DEFAULT_MODEL
+from .job_spec import DEFAULT_MODEL
 
 #: Seconds the reachability probe waits for the hub's answer.
 PROBE_TIMEOUT = 4.0

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelLoadError
-from .settings import RUNTIMES
+from .job_spec import RUNTIMES
 
 if TYPE_CHECKING:
     import torch

@@ -79,7 +79,9 @@ PRESETS: dict[str, Preset] = {p.id: p for p in (
     Preset("alt_text", "Alt text (accessibility)",
            f"Write alt text for this image for a screen reader, at most {ALT_TEXT_MAX_CHARS} characters.",
            max_chars=ALT_TEXT_MAX_CHARS),
-    Preset("keywords", "Keyword list", "List keywords for this image, comma-separated."),
+    Preset("keywords", "Keyword list", "List keywords for this image, comma-separated. "
+           "Write a hierarchy as broad|narrow (e.g. animals|dogs)."),
+    Preset("title", "Title", "Write a short title for this image, at most eight words, without quotes."),
     Preset("t2i_prompt", "Text-to-image training prompt",
            "Write a text-to-image prompt for this image: subject, style, lighting, composition."),
 )}

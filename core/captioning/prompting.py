@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.kinds import CAPTION, CaptionKind, KindError
+
 from .presets import (
     METADATA_VARIABLES,
     PRESETS,
@@ -36,12 +38,17 @@ from .presets import (
 )
 
 if TYPE_CHECKING:
-    from .settings import GenerationSettings
+    from .job_spec import GenerationSettings
 
 __all__ = [
     "NO_PROMPT",
     "ImageVariables",
     "PromptPlan",
+    "UnsupportedKindError",
+    "check_family_writes_kind",
+    "check_trained_kind",
+    "kind_request",
+    "plan_for_kind",
     "plan_for_captioner",
     "plan_prompt",
     "prompt_batches",
@@ -97,6 +104,8 @@ class PromptPlan:
     family: str
     variables: frozenset[str]
     max_chars: int | None = None
+    #: The caption kind the run writes (core.kinds); :func:`plan_for_kind` sets it.
+    kind: str = CAPTION
 
     @classmethod
     def for_family(cls, family: PresetFollower, *, preset: str | None, template: str | None,
@@ -211,3 +220,84 @@ def prompt_batches(items: Sequence[T], prompts: Sequence[str | None], batch_size
         batch_settings = settings if prompt is None else replace(settings, prompt=prompt)
         batches.extend((batch_settings, grouped[i : i + batch_size]) for i in range(0, len(grouped), batch_size))
     return batches
+
+
+# -- caption kinds (core.kinds) ------------------------------------------------------------
+
+
+class UnsupportedKindError(KindError):
+    """The model cannot be asked for this kind (the message names the families that can)."""
+
+
+def kind_request(kind: CaptionKind, preset: str | None, template: str | None) -> tuple[str | None, str | None]:
+    """``(preset, template)`` a run writing *kind* asks with: the ones given, else the
+    kind's default preset or (a user kind) its own prompt.  The ``caption`` kind keeps
+    the request as it is (a trained version's prompt may still apply)."""
+    if kind.name == CAPTION or preset is not None or template is not None:
+        return preset, template
+    if kind.preset is not None:
+        return kind.preset, None
+    if kind.prompt:
+        return None, kind.prompt  # a template: it may use the per-image variables
+    raise KindError(f"the kind {kind.label!r} has no prompt of its own: give one with --prompt (or a --preset)")
+
+
+def _asks_for(family: PresetFollower, kind: CaptionKind, preset: str | None, template: str | None,
+              model_type: str | None = None) -> bool:
+    """Whether *family* can be asked for *kind* with this request: a prompt that is an
+    instruction, or a preset it maps to a task of its own (not an unconditional caption)."""
+    if preset is None:
+        # A prefix is continued, not followed: it cannot ask for alt text.
+        return template is not None and getattr(family, "prompt_style", None) == "instruction"
+    try:
+        return family.preset_prompt(PRESETS[preset], model_type=model_type) is not None
+    except UnsupportedPresetError:
+        return False
+
+
+def check_family_writes_kind(family: PresetFollower | None, kind: CaptionKind, preset: str | None,
+                             template: str | None, model_type: str | None = None) -> None:
+    """:class:`UnsupportedKindError` unless *family* can write *kind* (every family writes
+    ``caption``); the message names the families that can."""
+    if kind.name == CAPTION or (family is not None and _asks_for(family, kind, preset, template, model_type)):
+        return
+    from .families import FAMILIES
+
+    able = sorted({f.id for f in FAMILIES.values() if _asks_for(f, kind, preset, template)})
+    who = f"the {family.id} family" if family is not None else "this model"
+    raise UnsupportedKindError(
+        f"{who} writes only captions (caption kind 'caption'): it continues a text, it cannot be asked "
+        f"for {kind.label.lower()}; families that can: {', '.join(able)}, or a model server (--backend openai)")
+
+
+def check_trained_kind(kind: CaptionKind, trained_kind: str | None, version: str = "this version") -> None:
+    """:class:`UnsupportedKindError` when a version trained on another kind than ``caption``
+    is asked to write *kind*: it learnt to write its own kind, whatever it is asked."""
+    if trained_kind is not None and trained_kind not in (CAPTION, kind.name):
+        raise UnsupportedKindError(f"{version} was trained to write {trained_kind}, not {kind.label.lower()}: "
+                                   f"caption with it using --kind {trained_kind}, or choose another model")
+
+
+def plan_for_kind(family: PresetFollower | None, kind: CaptionKind, *, preset: str | None, template: str | None,
+                  model_type: str | None = None, trained: tuple[str | None, str | None] = (None, None),
+                  explicit_prompt: bool = False, trained_kind: str | None = None) -> PromptPlan:
+    """:func:`plan_prompt` for a run writing *kind*: its default prompt when none is given,
+    never a trained version's caption prompt for another kind, and
+    :class:`UnsupportedKindError` for a family that cannot be asked for it.
+
+    *trained_kind*: the kind the version learnt.  A version trained on *kind* writes it
+    with the prompt it was trained on (none, for a family that continues a text: it learnt
+    to write the kind unprompted); one trained on another kind is refused.
+    """
+    check_trained_kind(kind, trained_kind)
+    if kind.name == CAPTION or trained_kind == kind.name:
+        plan = plan_prompt(family, preset=preset, template=template, model_type=model_type, trained=trained,
+                           explicit_prompt=explicit_prompt)
+        return plan if kind.name == CAPTION else replace(plan, kind=kind.name, max_chars=None)
+    if not explicit_prompt:
+        preset, template = kind_request(kind, preset, template)
+    check_family_writes_kind(family, kind, preset, template if not explicit_prompt else "", model_type)
+    plan = plan_prompt(family, preset=preset, template=template, model_type=model_type,
+                       explicit_prompt=explicit_prompt)
+    # Alt text is checked (core.kinds.length_check), not cut: a cut sentence is worse alt text than a long one.
+    return replace(plan, kind=kind.name, max_chars=None)

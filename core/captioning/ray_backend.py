@@ -53,13 +53,15 @@ from core.captioning.engine import (
     caption_provenance,
     commit_caption_batch,
     image_prompts,
+    job_kind,
     select_pending_images,
 )
 from core.captioning.errors import ModelLoadError
-from core.captioning.prompting import PromptPlan, plan_prompt, prompt_batches
+from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
+from core.captioning.prompting import PromptPlan, check_trained_kind, plan_for_kind, plan_prompt, prompt_batches
 from core.captioning.registry import ResolvedModel, resolve_model
-from core.captioning.settings import CaptionJobSpec, GenerationSettings
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
+from core.kinds import CAPTION, CaptionKind
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -312,6 +314,7 @@ def run_caption_job_on_ray(
     resolved: ResolvedModel = resolve_model(library, spec.model, spec.adapter, spec.backend)
     params = {**caption_job_params(spec, resolved), RUNNER_KEY: "ray",
               "ray_address": address or "local", "ray_actors": actors}
+    kind = job_kind(library, spec)
     with library.job("caption", params, CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)
@@ -333,7 +336,7 @@ def run_caption_job_on_ray(
             report("Finished")
             stats.seconds = time.monotonic() - started
             return stats
-        prompt_plan = _prompt_plan(spec, resolved)
+        prompt_plan = _prompt_plan(spec, resolved, kind)
         prompts = image_prompts(library, prompt_plan, selected)
         report("Starting Ray")
         owns_ray = _connect(ray, address)
@@ -357,24 +360,26 @@ def run_caption_job_on_ray(
     return stats
 
 
-def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel) -> PromptPlan:
+def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, kind: CaptionKind) -> PromptPlan:
     """The job's preset/template plan, rendered on the driver (which does not load the model).
 
     Only a preset or template (the spec's, or the one a trained version recorded) needs the
     family, read from the model's configuration; otherwise the actors' captioner uses its
     own default prompt, as in-process.
     """
-    explicit_prompt = spec.settings.prompt is not None
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
+    explicit_prompt = spec.generation.prompt is not None
     wanted = (spec.preset, spec.prompt_template)
     if wanted == (None, None) and not explicit_prompt:
         wanted = resolved.trained_prompt
-    if wanted == (None, None):
+    if wanted == (None, None) and kind.name == CAPTION:
         return plan_prompt(None, preset=None, template=None)
     from core.captioning.registry import read_model_family
 
     family, model_type = read_model_family(resolved.model_name)
-    return plan_prompt(family, preset=spec.preset, template=spec.prompt_template, model_type=model_type,
-                       trained=resolved.trained_prompt, explicit_prompt=explicit_prompt)
+    return plan_for_kind(family, kind, preset=spec.preset, template=spec.prompt_template, model_type=model_type,
+                         trained=resolved.trained_prompt, explicit_prompt=explicit_prompt,
+                         trained_kind=resolved.trained_kind)
 
 
 def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: ResolvedModel,
@@ -394,7 +399,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
     # Rows in the engine's batch order (images sharing a prompt together), so an actor
     # batch is one generate call as in-process.
     ordered = [item for _settings, batch in prompt_batches(list(zip(selected, prompts, strict=True)), prompts,
-                                                           spec.batch_size, spec.settings)
+                                                           spec.batch_size, spec.generation)
                for item in batch]
     dataset = ray.data.from_items(
         [{"id": image_id, "path": os.fsencode(path), "prompt": prompt} for (image_id, path), prompt in ordered],
@@ -404,7 +409,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
         CaptionActor,
         fn_constructor_kwargs={
             "model": resolved.model_name, "adapter": resolved.adapter, "device": spec.device,
-            "optimize": spec.optimize, "runtime": spec.runtime, "settings": spec.settings.to_dict(), "batch_size": spec.batch_size,
+            "optimize": spec.optimize, "runtime": spec.runtime, "settings": spec.generation.to_dict(), "batch_size": spec.batch_size,
             "cpu_threads": int(plan.resources["num_cpus"]),
         },
         compute=ray.data.ActorPoolStrategy(size=plan.count),
@@ -432,7 +437,7 @@ def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: 
                 if row["load_error"] is not None:
                     raise ModelLoadError(row["error"], kind=row["load_error"], model=resolved.model_name)
             for (provenance, prompt), (image_ids, results, failures) in _rows_to_commit(rows).items():
-                settings = spec.settings if prompt is None else replace(spec.settings, prompt=prompt)
+                settings = spec.generation if prompt is None else replace(spec.generation, prompt=prompt)
                 changed = commit_caption_batch(
                     library, image_ids, results, failures, resolved,
                     batch_provenance(json.loads(provenance), prompt_plan, settings), stats, prompt_plan,

@@ -84,7 +84,8 @@ if TYPE_CHECKING:
     import httpx2
     from PIL import Image
 
-    from .settings import GenerationSettings
+    from .job_spec import GenerationSettings
+    from .presets import Preset
 
 __all__ = [
     "DEFAULT_SERVER_PROMPT",
@@ -106,6 +107,17 @@ DEFAULT_MAX_IMAGE_SIDE = 1024
 
 class ServerRequestError(GenerationError):
     """One image's request failed for good (after retries, or a non-retryable answer)."""
+
+
+class ServerPrompts:
+    """How presets and caption kinds reach a chat server: every preset as its instruction
+    (the ``family`` of :class:`ServerCaptioner`, for :mod:`core.captioning.prompting`)."""
+
+    id = "openai"
+    prompt_style = "instruction"
+
+    def preset_prompt(self, preset: Preset, *, model_type: str | None = None) -> str | None:
+        return preset.instruction
 
 
 def _token_logprobs(logprobs: Any) -> list[float]:
@@ -175,6 +187,8 @@ class ServerCaptioner(Captioner):
         self._fatal = threading.Event()
         #: Ask for token log-probabilities until the server refuses the parameter once.
         self.ask_logprobs = True
+        #: What prompting asks of it: a chat model follows every preset and kind.
+        self.family = ServerPrompts()
         self._identity = {
             "backend": "openai",
             "family": "openai",
@@ -382,7 +396,7 @@ def load_server_captioner(
     A dead server fails here, with one clear :class:`ModelLoadError`, before the job
     touches anything.  A model the server does not list is only logged: some servers
     (llama-server) serve whatever they were started with under any name.  *endpoint* is
-    a :class:`~core.captioning.settings.CaptionJobSpec`'s, normalized when the spec was made.
+    a :class:`~core.captioning.job_spec.CaptionJobSpec`'s, normalized when the spec was made.
     """
     report = progress or (lambda _msg: None)
     key = api_key if api_key is not None else resolve_api_key(endpoint)

@@ -18,7 +18,8 @@ Sources (``import_captions(library, FORMAT, SRC)``):
     parquet files with an ``image`` (bytes) column and ``text`` (CaptionDesk's export,
     Hub datasets); embedded images are matched by content.
 ``metadata``
-    captions already in the photos under SRC: XMP sidecar, XMP, IPTC, EXIF.
+    captions already in the photos under SRC (XMP sidecar, XMP, IPTC, EXIF), each kind
+    (alt text, title, keywords...) into that kind (:mod:`core.metadata.kind_fields`).
 
 Rules:
 
@@ -72,6 +73,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,7 @@ from core.datasets.readers.sidecar import read_sidecars
 from core.db import Database
 from core.inputs import regular_file_problem
 from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
+from core.kinds import CAPTION, get_kind, normalize_value
 from core.models import Caption, CaptionSource
 
 if TYPE_CHECKING:
@@ -142,25 +145,32 @@ def _store_batch(
     writes nothing.
     """
     image_ids = list({image_id for image_id, _how, _group in batch})
+    kinds = list({group.kind for _id, _how, group in batch})
     import_verified = verified
     with (db.read() if dry_run else db.write()) as session:
-        known: dict[int, set[tuple[str, str | None, str]]] = {i: set() for i in image_ids}
-        current: dict[int, tuple[str, str]] = {}
-        for image_id, text, origin, caption_source, is_current in session.execute(
-            select(Caption.image_id, Caption.text, Caption.origin, Caption.source, Caption.is_current).where(
-                Caption.image_id.in_(image_ids)
-            )
+        # Keyed by (image, kind): each kind has its own current value and history.
+        known: dict[tuple[int, str], set[tuple[str, str | None, str]]] = defaultdict(set)
+        current: dict[tuple[int, str], tuple[str, str]] = {}
+        for image_id, kind, text, origin, caption_source, is_current in session.execute(
+            select(Caption.image_id, Caption.kind, Caption.text, Caption.origin, Caption.source,
+                   Caption.is_current).where(Caption.image_id.in_(image_ids), Caption.kind.in_(kinds))
         ):
-            known[image_id].add((export_caption_line(text), origin, caption_source))
+            known[image_id, kind].add((export_caption_line(text), origin, caption_source))
             if is_current:
-                current[image_id] = (text, caption_source)
+                current[image_id, kind] = (text, caption_source)
         # Further captions (Flickr8k and COCO have five per image) only join the history:
         # one bulk insert for the batch instead of an ORM flush per row, which was far slower.
         history_rows: list[dict[str, Any]] = []
         for image_id, how, group in batch:
+            slot = (image_id, group.kind)
             verified = _group_verified(group, import_verified, honour_source)
             source = (CaptionSource.HUMAN if verified else CaptionSource.IMPORT).value
-            for index, text in enumerate(group.captions):
+            texts = group.captions
+            if group.kind != CAPTION:
+                # Compared as the kind stores them (keywords: normalized, one a line).
+                spec = get_kind(session, group.kind)
+                texts = [normalize_value(spec, text) for text in texts]
+            for index, text in enumerate(texts):
                 key = (export_caption_line(text), group.origin, source)
                 details = {
                     "format": fmt,
@@ -174,7 +184,7 @@ def _store_batch(
                     details["written_by"] = group.written_by
                 if index == 0:
                     outcome, text = _first_caption_outcome(
-                        current.get(image_id), text, key in known[image_id], verified, replace
+                        current.get(slot), text, key in known[slot], verified, replace
                     )
                     if outcome == UNCHANGED:
                         stats.unchanged += 1
@@ -182,30 +192,32 @@ def _store_batch(
                     if not dry_run:
                         caption_store.add_import_caption(
                             session, image_id, text, origin=group.origin, details=details, verified=verified,
-                            replace=outcome == REPLACED,
+                            replace=outcome == REPLACED, kind=group.kind,
                         )
                     if outcome == KEPT_HUMAN:
                         stats.kept_human += 1
                     else:
-                        if image_id not in stats.made_current:  # two rows for one photo count once
+                        # Two rows for one photo's caption count once; each other kind counts apart.
+                        counted = image_id if group.kind == CAPTION else slot
+                        if counted not in stats.made_current:
                             stats.replaced += outcome == REPLACED
                             stats.current += outcome == CURRENT
-                            stats.made_current.add(image_id)
-                        current[image_id] = (text, source)
-                elif key in known[image_id] or (
+                            stats.made_current.add(counted)
+                        current[slot] = (text, source)
+                elif key in known[slot] or (
                     # A variant the photo already has (from another export of it) is not added twice.
-                    group.details.get("variants") and any(k[0] == key[0] for k in known[image_id])
+                    group.details.get("variants") and any(k[0] == key[0] for k in known[slot])
                 ):
                     stats.unchanged += 1
                     continue
                 else:
                     history_rows.append(
                         {
-                            "image_id": image_id, "text": text, "source": source, "is_current": False,
-                            "origin": group.origin, "settings": details,
+                            "image_id": image_id, "kind": group.kind, "text": text, "source": source,
+                            "is_current": False, "origin": group.origin, "provenance": details,
                         }
                     )
-                known[image_id].add(key)
+                known[slot].add(key)
                 stats.imported += 1
         if history_rows and not dry_run:
             session.execute(insert(Caption), history_rows)
@@ -332,7 +344,10 @@ class _NameClaims:
     def resolve(self, stats: ImportStats) -> Iterator[tuple[int, str, CaptionGroup]]:
         """The held-back rows to write; the contradicted ones become problem lines."""
         for image_id, groups in self.by_name.items():
-            rows = list(dict.fromkeys(_row_label(g) for g in groups))  # a path named twice is one row
+            labels: dict[tuple[str, str], str] = {}
+            for g in groups:  # a path named twice is one row, as are the kinds read from one photo file
+                labels.setdefault(_row_key(g), _row_label(g))
+            rows = list(labels.values())
             strong = self.strong.get(image_id)
             if strong is None and len(rows) == 1:
                 yield from ((image_id, "name", g) for g in groups)
@@ -352,6 +367,13 @@ class _NameClaims:
                     f"{row}: matches the photo '{photo}' only by its file name, as does {others[0]}{more}; "
                     "ambiguous, none of these rows is imported"
                 )
+
+
+def _row_key(group: CaptionGroup) -> tuple[str, str]:
+    """What makes two groups one row: the photo file they were read from, else their label."""
+    if group.image_file is not None:
+        return group.name, str(group.image_file)
+    return _row_label(group), ""
 
 
 def _row_label(group: CaptionGroup) -> str:

@@ -41,8 +41,9 @@ class ImportStats(JobStats):
     ambiguous: int = 0
     errors: int = 0
     unmatched_names: list[str] = field(default_factory=list)
-    #: Images whose current caption this import set (``current`` counts each once).
-    made_current: set[int] = field(default_factory=set, repr=False)
+    #: Images whose current caption this import set (``current`` counts each once), and
+    #: (image, kind) for the other kinds.
+    made_current: set[int | tuple[int, str]] = field(default_factory=set, repr=False)
 
     def counts(self) -> dict[str, int]:
         # Every problem is a row or file that could not be used: a failed item, whether

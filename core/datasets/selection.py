@@ -1,4 +1,8 @@
-"""What an export reads from the library: the captioned images in scope, streamed in chunks."""
+"""What an export reads from the library: the captioned images in scope, streamed in chunks.
+
+"Captioned" means a current value of one caption kind (:mod:`core.kinds`): ``caption``
+unless the export writes another kind's values (``export sidecar --kind keywords``).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, func, select, type_coerce
+from sqlalchemy import Integer, func, literal_column, or_, select, type_coerce
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
 from core.datasets.errors import ExportError
 from core.db import Database
 from core.filenames import to_os
-from core.models import Caption, CaptionSource, Image, ImageState, LibraryRoot
+from core.kinds import CAPTION
+from core.models import Caption, CaptionSource, DuplicateMark, Image, ImageState, LibraryRoot
 from core.queries import FolderNotInLibraryError, FolderScope, in_folder, resolve_folder
 from core.splits import (
     DEFAULT_SEED,
@@ -27,6 +32,7 @@ from core.splits import (
     TRAIN,
     assign_split3,
     has_test_split,
+    split_key_sql,
     validate_test_ratio,
     validate_val_ratio,
 )
@@ -69,8 +75,8 @@ class CaptionedImage:
     origin: str | None
     score: float | None
     caption_created_at: datetime
-    #: What the train/validation split hashes: the fingerprint before the file's first
-    #: change (e.g. metadata written into it), else the fingerprint.
+    #: What the train/validation split hashes: its duplicate group's key, else the
+    #: fingerprint before the file's first change (e.g. metadata written into it), else the fingerprint.
     split_key: str
 
     @property
@@ -86,9 +92,15 @@ class CaptionedImage:
 _current_flag = type_coerce(Caption.is_current, Integer) + 0
 
 
+#: The split key column (the duplicate group's key first), spelled once in core.splits.
+_split_key = literal_column(split_key_sql("images"))
+
+
 def _captioned_query(
-    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None
+    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None, *, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Select[Any]:
+    """The selection; *for_dataset* (export) leaves out near-duplicates "keep one" excluded."""
     if only not in ONLY_CHOICES:
         raise ExportError(f"--only must be one of {', '.join(ONLY_CHOICES)}, not {only!r}")
     query = (
@@ -97,27 +109,30 @@ def _captioned_query(
             Image.state, Image.error, Image.width, Image.height, Image.size, Image.mtime_ns,
             Caption.id, Caption.text, Caption.source, Caption.model_name, Caption.adapter,
             Caption.origin, Caption.score, Caption.created_at,
-            func.coalesce(Image.split_key, Image.fingerprint),
+            _split_key,
         )
-        .join(Caption, (Caption.image_id == Image.id) & (_current_flag == 1))
+        .join(Caption, (Caption.image_id == Image.id) & (Caption.kind == kind) & (_current_flag == 1))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
     )
     if only == "verified":
         query = query.where(Caption.source == CaptionSource.HUMAN.value)
+    if for_dataset:
+        query = query.where(or_(Image.duplicate_mark.is_(None), Image.duplicate_mark != DuplicateMark.EXCLUDED.value))
     query = _in_scope(query, folder, image_ids)
     return query
 
 
 def iter_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE,
+    image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Iterator[CaptionedImage]:
     """Every image with a current caption (whatever its state), by id, in short reads.
 
     Keyset pagination on the image id: each chunk is its own short read transaction, so
     a 100 000-image export holds neither 100 000 objects nor a read lock for its length.
     """
-    base = _captioned_query(only, folder, image_ids)
+    base = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind)
     last_id = 0
     while True:
         query = base.where(Image.id > last_id).order_by(Image.id).limit(chunk_size)
@@ -132,10 +147,11 @@ def iter_captioned_images(
 
 def count_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    image_ids: Collection[int] | None = None,
+    image_ids: Collection[int] | None = None, for_dataset: bool = False, kind: str = CAPTION,
 ) -> int:
-    """How many images an export (or metadata write) with these choices would take."""
-    query = _captioned_query(only, folder, image_ids).with_only_columns(func.count(Image.id))
+    """How many images an export (*for_dataset*) or metadata write with these choices would take."""
+    query = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind).with_only_columns(
+        func.count(Image.id))
     with db.read() as session:
         return session.scalar(query) or 0
 
@@ -143,18 +159,18 @@ def count_captioned_images(
 def count_export_split(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
-    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None,
+    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None, kind: str = CAPTION,
 ) -> dict[str, int]:
     """How many images each split (``train``, ``validation``, ``test``) of an export with these
     choices would get, before it runs: :func:`plan_export_split`'s counts."""
     return plan_export_split(db, only=only, folder=folder, image_ids=image_ids, val_ratio=val_ratio, seed=seed,
-                             test_ratio=test_ratio, min_test=min_test)[0]
+                             test_ratio=test_ratio, min_test=min_test, kind=kind)[0]
 
 
 def plan_export_split(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
-    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None,
+    test_ratio: float = DEFAULT_TEST_RATIO, min_test: int | None = None, kind: str = CAPTION,
 ) -> tuple[dict[str, int], int]:
     """``(images per split, test candidates)``: how many the test end holds; when that is too
     few (:func:`core.splits.has_test_split`) ``test`` is 0 and they count as train.
@@ -165,7 +181,7 @@ def plan_export_split(
     """
     val_ratio = validate_val_ratio(val_ratio)
     test_ratio = validate_test_ratio(val_ratio, test_ratio)
-    query = _captioned_query(only, folder, image_ids).with_only_columns(func.coalesce(Image.split_key, Image.fingerprint))
+    query = _captioned_query(only, folder, image_ids, for_dataset=True, kind=kind).with_only_columns(_split_key)
     counts = dict.fromkeys(SPLITS3, 0)
     with db.read() as session:
         for (key,) in session.execute(query):
@@ -178,10 +194,11 @@ def plan_export_split(
 
 
 def library_root_labels(
-    db: Database, only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None
+    db: Database, only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None,
+    kind: str = CAPTION,
 ) -> dict[int, str]:
     """Folder names to prefix file names with when the export spans several roots."""
-    query = _captioned_query(only, folder, image_ids).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
+    query = _captioned_query(only, folder, image_ids, kind=kind).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
     with db.read() as session:
         roots = sorted(session.execute(query).all())
     if len(roots) <= 1:
@@ -229,7 +246,7 @@ def outdated_images(
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
         .join(old, old.id == Image.outdated_caption_id)
         .where(Image.state == ImageState.OK.value)
-        .where(~select(Caption.id).where(Caption.image_id == Image.id, _current_flag == 1).exists())
+        .where(~select(Caption.id).where(Caption.image_id == Image.id, Caption.kind == CAPTION, _current_flag == 1).exists())
         .order_by(Image.root_id, Image.rel_path)
     )
     if only == "verified":

@@ -34,9 +34,13 @@ Safety of a write into a photo:
   decoded pixels — and the write is refused if they differ;
 * other metadata is kept (exiv2 edits only the tags it is given); permissions are kept.
 
-Modules: :mod:`.fields` (the XMP/IPTC/EXIF field mapping), :mod:`.sidecars` (naming and
-reading ``.xmp`` sidecars), :mod:`.read` (reading a caption back), :mod:`.files` (safe
-rewriting), :mod:`.write_job` (the ``write-metadata`` job), :mod:`.exiv2`, :mod:`.errors`.
+The other kinds (alt text, extended description, title, keywords) have their fields in
+:mod:`.kind_fields` and :mod:`.keywords`.
+
+Modules: :mod:`.kind_fields` (which fields each kind goes to), :mod:`.keywords`, :mod:`.fields`
+(the XMP/IPTC/EXIF primitives), :mod:`.sidecars` (naming and reading ``.xmp`` sidecars),
+:mod:`.read` (reading each kind back), :mod:`.write_file` (one photo's write), :mod:`.files`
+(safe rewriting), :mod:`.write_job` (the ``write-metadata`` job), :mod:`.exiv2`, :mod:`.errors`.
 
 pyexiv2 bundles libexiv2 (GPLv3, hence CaptionDesk's GPL licence).  It is imported on
 first use so the rest of CaptionDesk works without it.
@@ -51,7 +55,8 @@ from core.metadata.fields import (
     metadata_text,
 )
 from core.metadata.files import remove_stale_temporaries, same_image_data
-from core.metadata.read import FoundCaption, read_caption, read_keywords
+from core.metadata.kind_fields import KEYWORDS, METADATA_KINDS, TEXT_KINDS, kind_field_names
+from core.metadata.read import FoundCaption, FoundValue, read_caption, read_keywords, read_kinds
 from core.metadata.sidecars import (
     DEFAULT_SIDECAR_NAMING,
     MAX_SIDECAR_BYTES,
@@ -61,12 +66,13 @@ from core.metadata.sidecars import (
     sidecar_path,
     validate_sidecar_naming,
 )
-from core.metadata.write_job import MetadataWriteStats, WriteOutcome, write_caption, write_metadata
+from core.metadata.write_file import WriteOutcome, write_caption, write_kinds
+from core.metadata.write_job import MetadataWriteStats, validate_kinds, write_metadata
 
 __all__ = [
     "DEFAULT_SIDECAR_NAMING", "IN_FILE_SUFFIXES", "IPTC_CAPTION_MAX_BYTES", "IPTC_SUFFIXES", "MAX_SIDECAR_BYTES",
     "RAW_EXTENSIONS", "SIDECAR_NAMINGS", "SIDECAR_SUFFIX", "FoundCaption", "MetadataError", "MetadataUnavailable",
     "MetadataWriteStats", "WriteOutcome", "iptc_caption_text", "metadata_text", "read_caption", "read_keywords",
     "remove_stale_temporaries", "same_image_data", "sidecar_path", "validate_sidecar_naming", "write_caption",
-    "write_metadata",
+    "write_metadata", "FoundValue", "read_kinds", "KEYWORDS", "METADATA_KINDS", "TEXT_KINDS", "kind_field_names", "write_kinds", "validate_kinds",
 ]

@@ -38,3 +38,8 @@ def open_image_file(path: Path) -> Any:
     if sys.platform == "win32" or not str(path).isascii() and not utf8_encodable(str(path)):
         return pyexiv2.ImageData(path.read_bytes())
     return pyexiv2.Image(str(path))
+
+
+def open_packet(packet: bytes) -> Any:
+    """An XMP packet (a sidecar's bytes) opened as exiv2 opens an image."""
+    return load_pyexiv2().ImageData(packet)

@@ -6,7 +6,7 @@
   Latin-1 and show mojibake;
 * EXIF ``ImageDescription`` only when the caption is ASCII (the EXIF type is ASCII).
 
-A new kind of caption in the metadata gets its fields here.
+Which kind goes to which fields is :mod:`core.metadata.kind_fields`; these are the primitives.
 """
 
 from __future__ import annotations
@@ -135,13 +135,14 @@ def metadata_text(text: str) -> str:
     return NOT_XML_CHARACTERS.sub(" ", text).strip()
 
 
-def xmp_changes(image: Any, text: str) -> dict[str, Any]:
-    current = image.read_xmp().get(XMP_DESCRIPTION)
+def lang_alt_changes(xmp: dict[str, Any], key: str, text: str) -> dict[str, Any]:
+    """The change that makes *key*'s ``x-default`` entry *text* ({} when it is already)."""
+    current = xmp.get(key)
     alternatives = dict(current) if isinstance(current, dict) else {}
     if alternatives.get(X_DEFAULT) == text:
         return {}
     alternatives[X_DEFAULT] = text  # other languages stay as they were
-    return {XMP_DESCRIPTION: alternatives}
+    return {key: alternatives}
 
 
 def iptc_caption_text(text: str) -> str:
@@ -152,13 +153,18 @@ def iptc_caption_text(text: str) -> str:
     return data[:IPTC_CAPTION_MAX_BYTES].decode("utf-8", "ignore")
 
 
-def iptc_changes(image: Any, text: str) -> dict[str, Any]:
-    text = iptc_caption_text(text)  # XMP keeps the full caption
-    iptc, stored_as_utf8 = read_iptc(image)
-    changes: dict[str, Any] = {}
-    if iptc.get(IPTC_CAPTION) != text:
-        changes[IPTC_CAPTION] = text
-    needs_marker = iptc.get(IPTC_CHARSET) != IPTC_UTF8 and (bool(changes) or not text.isascii())
+def _iptc_same(current: Any, target: str | list[str]) -> bool:
+    if isinstance(target, list):
+        values = [current] if isinstance(current, str) else list(current or [])
+        return values == target
+    return current == target
+
+
+def iptc_changes(iptc: dict[str, Any], stored_as_utf8: bool, targets: dict[str, str | list[str]]) -> dict[str, Any]:
+    """The IPTC datasets to write so that each of *targets* holds its value, in UTF-8."""
+    changes: dict[str, Any] = {key: value for key, value in targets.items() if not _iptc_same(iptc.get(key), value)}
+    texts = [v for value in targets.values() for v in (value if isinstance(value, list) else [value])]
+    needs_marker = iptc.get(IPTC_CHARSET) != IPTC_UTF8 and (bool(changes) or not all(t.isascii() for t in texts))
     if needs_marker and not stored_as_utf8:
         # The UTF-8 marker re-labels every dataset: re-encode the non-ASCII ones
         # (Latin-1 keywords, bylines...) so they keep their meaning.
@@ -173,10 +179,11 @@ def iptc_changes(image: Any, text: str) -> dict[str, Any]:
     return changes
 
 
-def exif_changes(image: Any, text: str) -> dict[str, Any]:
-    current = image.read_exif().get(EXIF_DESCRIPTION)
+def ascii_exif_changes(exif: dict[str, Any], key: str, text: str) -> dict[str, Any]:
+    """The change that makes the ASCII EXIF tag *key* hold *text* ({} when it does)."""
+    current = exif.get(key)
     if text.isascii():
-        return {} if current == text else {EXIF_DESCRIPTION: text}
-    # EXIF ImageDescription is ASCII: a non-ASCII caption is not written there, and an
-    # older description is removed so that readers preferring EXIF do not show it.
-    return {EXIF_DESCRIPTION: None} if current is not None else {}
+        return {} if current == text else {key: text}
+    # An ASCII EXIF tag cannot hold the text: an older value is removed so that readers
+    # preferring EXIF do not show it.
+    return {key: None} if current is not None else {}

@@ -1,21 +1,15 @@
-"""The write-back job (``write-metadata``): each photo's caption into the file, or into its XMP sidecar.
+"""The write-back job (``write-metadata``): each photo's caption kinds into the file, or into its XMP sidecar.
 
-Safety of a write into a photo:
-
-* the new file is built in memory by exiv2 (through pyexiv2), written to a hidden
-  temporary file beside the original, fsynced and renamed over it (``os.replace``): a
-  crash leaves either the old or the new file, never half of one;
-* before the rename, the image data of the old and new file are compared — for JPEG,
-  PNG and WebP the compressed pixel stream byte for byte (cheap, exact), for others the
-  decoded pixels — and the write is refused if they differ;
-* other metadata is kept (exiv2 edits only the tags it is given); permissions are kept.
+One photo's write is :func:`core.metadata.write_file.write_kinds` (its safety rules are in
+:mod:`core.metadata`); this module selects the photos, reports per file and keeps the
+library's records in step with the rewritten files.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,127 +29,17 @@ from core.jobs import (
 )
 from core.metadata.errors import MetadataError, MetadataUnavailable
 from core.metadata.exiv2 import load_pyexiv2
-from core.metadata.fields import (
-    EMPTY_XMP_PACKET,
-    EXIF_DESCRIPTION,
-    IN_FILE_SUFFIXES,
-    IPTC_CAPTION,
-    IPTC_CAPTION_MAX_BYTES,
-    IPTC_SUFFIXES,
-    exif_changes,
-    iptc_caption_text,
-    iptc_changes,
-    metadata_text,
-    xmp_changes,
-)
-from core.metadata.files import atomic_write, remove_stale_temporaries, same_image_data
-from core.metadata.sidecars import DEFAULT_SIDECAR_NAMING, read_sidecar, sidecar_path, validate_sidecar_naming
+from core.metadata.fields import IPTC_CAPTION_MAX_BYTES
+from core.metadata.files import remove_stale_temporaries
+from core.metadata.kind_fields import CAPTION, KEYWORDS, METADATA_KINDS
+from core.metadata.selection import count_photos_with_values, iter_photos_with_values
+from core.metadata.sidecars import DEFAULT_SIDECAR_NAMING, validate_sidecar_naming
+from core.metadata.write_file import KindValue, write_kinds
 from core.models import Image, ImageState
 
 if TYPE_CHECKING:
-    from core.datasets.selection import CaptionedImage
     from core.library import Library
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    """Where a caption went and whether anything had to change."""
-
-    target: Path
-    changed: bool
-    in_file: bool
-    fields: tuple[str, ...] = ()
-    #: An older EXIF ImageDescription removed because the caption is not ASCII.
-    removed_exif_description: str | None = None
-    #: The caption was longer than IPTC allows: IPTC holds its beginning, XMP all of it.
-    iptc_truncated: bool = False
-
-
-def _write_in_file(path: Path, text: str, dry_run: bool = False) -> WriteOutcome:
-    pyexiv2 = load_pyexiv2()
-    before = path.read_bytes()
-    mode = os.stat(path).st_mode
-    suffix = path.suffix.lower()
-    try:
-        with pyexiv2.ImageData(before) as image:
-            xmp = xmp_changes(image, text)
-            iptc = iptc_changes(image, text) if suffix in IPTC_SUFFIXES else {}
-            exif = exif_changes(image, text)
-            removed = image.read_exif().get(EXIF_DESCRIPTION) if exif.get(EXIF_DESCRIPTION, "") is None else None
-            if not (xmp or iptc or exif):
-                return WriteOutcome(path, changed=False, in_file=True)
-            # A dry run builds the new file in memory too: its count of files that cannot
-            # be written must be the real run's.
-            if xmp:
-                image.modify_xmp(xmp)
-            if iptc:
-                image.modify_iptc(iptc)
-            if exif:
-                image.modify_exif(exif)
-            after = image.get_bytes()
-    except MetadataUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - exiv2 reports unsupported/corrupt files this way
-        raise MetadataError(f"cannot write metadata into {path.name}: {exc}") from None
-    if not same_image_data(before, after):
-        raise MetadataError(f"{path.name}: writing metadata would change the image data; file left as it was")
-    fields = tuple(name for name, changes in (("xmp", xmp), ("iptc", iptc), ("exif", exif)) if changes)
-    truncated = IPTC_CAPTION in iptc and iptc_caption_text(text) != text
-    if dry_run:
-        return WriteOutcome(path, changed=True, in_file=True, fields=fields, iptc_truncated=truncated)
-    atomic_write(path, after, mode)
-    return WriteOutcome(
-        path, changed=True, in_file=True, fields=fields, removed_exif_description=removed, iptc_truncated=truncated
-    )
-
-
-def _write_sidecar(
-    image_path: Path, text: str, naming: str = DEFAULT_SIDECAR_NAMING, dry_run: bool = False
-) -> WriteOutcome:
-    pyexiv2 = load_pyexiv2()
-    target = sidecar_path(image_path, naming)
-    if target.is_symlink():
-        # Reading it would copy another file's text into the library's folder.
-        raise MetadataError(f"the sidecar {target.name} is a symbolic link; not written")
-    existing = read_sidecar(target, None) if os.path.lexists(target) else None
-    packet = existing if existing is not None else EMPTY_XMP_PACKET
-    try:
-        with pyexiv2.ImageData(packet) as sidecar:
-            changes = xmp_changes(sidecar, text)
-            if not changes:
-                return WriteOutcome(target, changed=False, in_file=False)
-            if dry_run:
-                return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
-            sidecar.modify_xmp(changes)
-            data = sidecar.get_bytes()
-    except MetadataUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - an unparsable sidecar is left as it is
-        raise MetadataError(f"cannot update the sidecar {target.name}: {exc}") from None
-    mode = os.stat(target).st_mode if existing is not None else None
-    atomic_write(target, data, mode)
-    return WriteOutcome(target, changed=True, in_file=False, fields=("xmp",))
-
-
-def write_caption(
-    path: Path | str, text: str, *, sidecar: bool = False, sidecar_naming: str = DEFAULT_SIDECAR_NAMING,
-    dry_run: bool = False,
-) -> WriteOutcome:
-    """Store *text* as the caption in *path*'s metadata (:mod:`core.metadata.fields` says where).
-
-    Returns what was done; ``changed`` is False when the metadata already said so.
-    With *dry_run* nothing is written: the outcome says what a real call would do.
-    Raises :class:`MetadataError` (nothing written) or OSError from the file system.
-    """
-    text = metadata_text(text)
-    if not text:
-        raise MetadataError("an empty caption is not written")
-    real = Path(os.path.realpath(path))  # a symlink keeps pointing at the updated photo
-    if not real.is_file():
-        raise FileNotFoundError(2, "file not found", str(path))
-    if sidecar or real.suffix.lower() not in IN_FILE_SUFFIXES:
-        return _write_sidecar(real, text, sidecar_naming, dry_run)
-    return _write_in_file(real, text, dry_run)
+    from core.metadata.selection import PhotoValues
 
 
 @dataclass
@@ -168,12 +52,17 @@ class MetadataWriteStats(JobStats):
     exif_descriptions_removed: int = 0
     #: Captions over IPTC's length limit, cut there (each named in problems; XMP is whole).
     iptc_truncated: int = 0
+    #: Photos whose alt text (or extended description) was left as it was while their
+    #: description changed (each named in problems, to import or to write).
+    left_disagreeing: int = 0
     written: int = 0
     sidecars: int = 0
     unchanged: int = 0
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    #: Kind → how many photos' (or sidecars') fields of that kind were (or would be) changed.
+    kinds_written: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (
@@ -181,7 +70,12 @@ class MetadataWriteStats(JobStats):
             f"captions written into {count_phrase(self.written, 'file', 'files')} and "
             f"{count_phrase(self.sidecars, '.xmp sidecar', '.xmp sidecars')}; "
             f"{self.unchanged} already up to date, {self.missing} missing, {self.errors} failed"
+            + (f"; by kind: {self.kinds_phrase()}" if set(self.kinds_written) - {CAPTION} else "")
         )
+
+    def kinds_phrase(self) -> str:
+        """``caption 3, keywords 1``: how many photos each kind was written to."""
+        return ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in self.kinds_written.items())
 
 
 #: Records updated per transaction after in-file writes.
@@ -196,26 +90,31 @@ def write_metadata(
     only: str = "captioned",
     folder: Path | str | None = None,
     image_ids: Collection[int] | None = None,
+    kinds: Collection[str] | None = None,
+    replace_keywords: bool = False,
     dry_run: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
 ) -> MetadataWriteStats:
-    """Write every selected image's current caption into its metadata (or a sidecar).
+    """Write every selected image's current values of *kinds* into its metadata (or a sidecar).
 
-    *only*, *folder* and *image_ids* select images as for export.  With *dry_run*
+    *kinds* defaults to every kind with metadata fields (:data:`METADATA_KINDS`); an image
+    gets those it has a current value of.  Keywords are merged with the photo's own unless
+    *replace_keywords*.  *only*, *folder* and *image_ids* select images as for export.  With *dry_run*
     nothing is written and no job is recorded: every file is read and the stats count
     what a real run would change (what the GUI shows before it changes anything).  A file written in place gets a
     new size, mtime and fingerprint; the image's record is updated to match (only if
     the file was as the last scan saw it) so the next scan does not report it changed.
     Recorded as a ``write-metadata`` job.
     """
-    from core.datasets.selection import count_captioned_images, folder_scope, iter_captioned_images
+    from core.datasets.selection import folder_scope
 
     validate_sidecar_naming(sidecar_naming)
+    kinds = validate_kinds(kinds)
     load_pyexiv2()  # fail before starting when pyexiv2 is missing
     db = library.db
     folder_filter = folder_scope(db, folder) if folder is not None else None
-    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    total = count_photos_with_values(db, kinds, only=only, folder=folder_filter, image_ids=image_ids)
     pending_updates: list[dict[str, Any]] = []
     done = 0
 
@@ -232,7 +131,8 @@ def write_metadata(
                 )
         pending_updates.clear()
 
-    images = iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids)
+    images = iter_photos_with_values(db, kinds, only=only, folder=folder_filter, image_ids=image_ids)
+    options = _Options(sidecar, sidecar_naming, replace_keywords)
     if dry_run:
         # Nothing is written and no job is recorded: count what a real run would change.
         stats = MetadataWriteStats()
@@ -242,7 +142,7 @@ def write_metadata(
                 stats.cancelled = True
                 break
             done += 1
-            _write_one(image, sidecar, stats, sidecar_naming, dry_run=True)
+            _write_one(image, _values(image, kinds), options, stats, dry_run=True)
             if throttle.ready():
                 progress(Progress(done, total, "Checking what would change", stats.counts()))
         progress(Progress(done, total, "Cancelled" if stats.cancelled else "Checked", stats.counts()))
@@ -251,6 +151,7 @@ def write_metadata(
         "sidecar": sidecar, "sidecar_naming": sidecar_naming, "only": only,
         "folder": str(folder) if folder is not None else None,
         "image_ids": len(image_ids) if image_ids is not None else None,
+        "kinds": list(kinds), "replace_keywords": replace_keywords,
     }
     cleaned_folders: set[Path] = set()
     with library.job("write-metadata", params, MetadataWriteStats(), progress) as run:
@@ -264,7 +165,7 @@ def write_metadata(
                 stats.cancelled = True
                 break
             done += 1
-            update_row = _write_one(image, sidecar, stats, sidecar_naming)
+            update_row = _write_one(image, _values(image, kinds), options, stats)
             if update_row is not None:
                 pending_updates.append(update_row)
                 if len(pending_updates) >= _DB_BATCH:
@@ -275,7 +176,7 @@ def write_metadata(
     return stats
 
 
-def _link_refusal(image: CaptionedImage) -> str | None:
+def _link_refusal(image: PhotoValues) -> str | None:
     """Why *image*'s file is not written through (a link, or a file outside its library
     folder by way of a linked folder), else None: the import refuses such links too."""
     path = image.path
@@ -290,17 +191,48 @@ def _link_refusal(image: CaptionedImage) -> str | None:
     return None
 
 
+def validate_kinds(kinds: Collection[str] | None) -> tuple[str, ...]:
+    """*kinds* in writing order (all with metadata fields when None); a clear error for others."""
+    if kinds is None:
+        return METADATA_KINDS
+    unknown = [k for k in kinds if k not in METADATA_KINDS]
+    if unknown:
+        raise MetadataError(
+            f"no metadata field for the kind {', '.join(map(repr, unknown))}: write-metadata writes "
+            f"{', '.join(METADATA_KINDS)} (other kinds stay in the library)"
+        )
+    return tuple(k for k in METADATA_KINDS if k in kinds)
+
+
+@dataclass(frozen=True)
+class _Options:
+    sidecar: bool
+    sidecar_naming: str
+    replace_keywords: bool
+
+
+def _values(image: PhotoValues, kinds: tuple[str, ...]) -> dict[str, KindValue]:
+    """The current values of *kinds* the library holds for *image*, as :func:`write_kinds` takes them
+    (the library stores keywords one a line)."""
+    values: dict[str, KindValue] = {}
+    for kind in kinds:
+        text = image.values.get(kind, "")
+        if text.strip():
+            values[kind] = text.splitlines() if kind == KEYWORDS else text
+    return values
+
+
 def _write_one(
-    image: CaptionedImage, sidecar: bool, stats: MetadataWriteStats,
-    sidecar_naming: str = DEFAULT_SIDECAR_NAMING, *, dry_run: bool = False
+    image: PhotoValues, values: dict[str, KindValue], options: _Options, stats: MetadataWriteStats,
+    *, dry_run: bool = False,
 ) -> dict[str, Any] | None:
-    """Write one image's caption; returns the record update due after an in-file write."""
+    """Write one image's kinds; returns the record update due after an in-file write."""
     path = image.path
     if image.state == ImageState.MISSING:
         stats.missing += 1
         stats.problems.append(f"{path}: missing (last scan did not find it)")
         return None
-    if not image.text.strip():
+    if not values:
         stats.skipped += 1
         return None
     refused = _link_refusal(image)
@@ -310,7 +242,10 @@ def _write_one(
         return None
     try:
         before = os.stat(path)
-        outcome = write_caption(path, image.text, sidecar=sidecar, sidecar_naming=sidecar_naming, dry_run=dry_run)
+        outcome = write_kinds(
+            path, values, sidecar=options.sidecar, sidecar_naming=options.sidecar_naming,
+            replace_keywords=options.replace_keywords, dry_run=dry_run,
+        )
     except FileNotFoundError:
         stats.missing += 1
         stats.problems.append(f"{path}: missing (not found now; rescan the library)")
@@ -325,9 +260,17 @@ def _write_one(
         stats.errors += 1
         stats.problems.append(f"{path}: {exc.strerror or exc}")
         return None
+    for kind, text in outcome.left_disagreeing.items():
+        stats.left_disagreeing += 1
+        stats.problems.append(
+            f"{path}: its {kind.replace('_', ' ')} {text!r} was left as it was while the description changed "
+            f"(`import metadata` takes it into the library; write-metadata then keeps both in step)"
+        )
     if not outcome.changed:
         stats.unchanged += 1
         return None
+    for kind in outcome.kinds:
+        stats.kinds_written[kind] = stats.kinds_written.get(kind, 0) + 1
     if not outcome.in_file:
         stats.sidecars += 1
         return None
@@ -341,9 +284,11 @@ def _write_one(
     if outcome.iptc_truncated:
         stats.iptc_truncated += 1
         stats.problems.append(
-            f"{path}: caption of {len(image.text.encode('utf-8'))} bytes cut to IPTC's "
+            f"{path}: caption of {len(image.values[CAPTION].encode('utf-8'))} bytes cut to IPTC's "
             f"{IPTC_CAPTION_MAX_BYTES} in IPTC Caption-Abstract (XMP holds all of it)"
         )
+    for kind in outcome.iptc_truncated_kinds:
+        stats.problems.append(f"{path}: {kind.replace('_', ' ')} cut to IPTC's limit there (XMP holds all of it)")
     if dry_run:
         return None
     if (before.st_size, before.st_mtime_ns) != (image.size, image.mtime_ns):

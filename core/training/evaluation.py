@@ -4,9 +4,10 @@
 model version on its own *test* split by default (held out from training and from the
 choice of epoch; its validation split, which chose the epoch, is reported beside it), with
 the preset or template it was trained with (:mod:`core.captioning.prompting`), and
-reports any evaluated image that was a training image.  The metrics themselves are
-:mod:`core.training.metrics`, plus BERTScore and CLIPScore
-(:mod:`core.training.semantic_metrics`) where their models can be loaded.
+reports any evaluated image that was a training image, and any held-out one with a
+near-duplicate in training.  The metrics themselves are :mod:`core.training.metrics`,
+plus BERTScore and CLIPScore (:mod:`core.training.semantic_metrics`) where their models
+can be loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .metrics import caption_metrics, metric_intervals
+from core.kinds import CAPTION
+
+from .metrics import kind_metrics, metric_intervals
 from .semantic_metrics import DEFAULT_BERTSCORE_MODEL, DEFAULT_CLIP_MODEL
 
 if TYPE_CHECKING:
@@ -53,6 +56,10 @@ class EvalResult:
     validation_intervals: dict[str, list[float]] | None = None
     #: Sentences about the numbers: no test split and why, a metric skipped and why.
     notes: list[str] = field(default_factory=list)
+    #: Held-out evaluated photos with a near-duplicate (same duplicate group, core.duplicates)
+    #: among the training photos: the version's own when it has them, else this split's;
+    #: None when the library was never searched for duplicates.
+    near_duplicates_in_training: int | None = None
 
 
 def _evaluation_split(
@@ -95,6 +102,7 @@ def evaluate_model(
     captioner: Any | None = None,
     progress: Any = None,
     cancel: Any = None,
+    kind: str | None = None,
 ) -> EvalResult:
     """Caption a held-out split with *model* (hub id, folder or version name) and score it.
 
@@ -113,21 +121,26 @@ def evaluate_model(
     RefCLIPScore (*clip_model*) join the scored split's metrics where their model loads;
     ``None`` turns one off; one that is skipped is named in ``notes`` with the reason.  Raises :class:`~core.training.data.InsufficientDataError`
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
+    *kind*: the caption kind whose verified values are the references (None: the kind the
+    version was trained on, else ``caption``).
     """
     from core.captioning.captioner import load_model_image
+    from core.captioning.job_spec import GenerationSettings
     from core.captioning.registry import resolve_model
-    from core.captioning.settings import GenerationSettings
     from core.imaging import ImageDecodeError
     from core.jobs import Progress
 
     from .data import InsufficientDataError, collect_training_data
-    from .versions import get_version
+    from .versions import get_version, version_kind
 
     model = str(model)  # a Path to a folder is fine too
     version = get_version(library, model)
     split = _evaluation_split(version, val_ratio, seed, include_imports, test_ratio)
+    if kind is None:
+        kind = version_kind(version) if version is not None else CAPTION
     data = collect_training_data(library, val_ratio=split["val_ratio"], seed=split["seed"],
-                                 include_imports=split["include_imports"], test_ratio=split["test_ratio"])
+                                 include_imports=split["include_imports"], test_ratio=split["test_ratio"],
+                                 kind=kind)
     if not data.validation and not data.test:
         raise InsufficientDataError(
             f"there are no verified captions in the validation split ({data.summary()} at validation ratio "
@@ -181,9 +194,19 @@ def evaluate_model(
         if owns:
             captioner.close()
     result.predictions = scored[0]
-    _score(result, result.predictions, "metrics", "intervals")
+    from core.duplicates import count_leaks, searched
+
+    if searched(library):
+        training_ids = trained_on[0] or {e.image_id for e in data.train}
+        held_out_ids = [i for i, _, _ in result.predictions if i not in overlap]
+        result.near_duplicates_in_training = count_leaks(library, held_out_ids, sorted(training_ids))
+    if result.near_duplicates_in_training:
+        result.warnings.append(
+            f"{result.near_duplicates_in_training} held-out photos have a near-duplicate in training (it was "
+            "trained before `captiondesk duplicates` grouped them); these scores flatter it")
+    _score(result, result.predictions, "metrics", "intervals", kind)
     if len(scored) > 1:
-        _score(result, scored[1], "validation_metrics", "validation_intervals")
+        _score(result, scored[1], "validation_metrics", "validation_intervals", kind)
     _add_semantic_metrics(result, paths, bertscore_model, clip_model, device)
     if overlap:
         result.train_overlap = sorted(overlap)
@@ -196,16 +219,17 @@ def evaluate_model(
             + (f"; on the {len(held_out)} held-out images alone: exact match "
                if held_out else "; no evaluated image was held out"))
         if held_out:
-            result.held_out_metrics = caption_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out])
+            result.held_out_metrics = kind_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out], kind)
             result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result
 
 
-def _score(result: EvalResult, predictions: list[tuple[int, str, str]], metrics: str, intervals: str) -> None:
+def _score(result: EvalResult, predictions: list[tuple[int, str, str]], metrics: str, intervals: str,
+           kind: str) -> None:
     hyps, refs = [p for _, p, _ in predictions], [r for _, _, r in predictions]
-    setattr(result, metrics, caption_metrics(hyps, refs))
+    setattr(result, metrics, kind_metrics(hyps, refs, kind))
     setattr(result, intervals, metric_intervals(hyps, refs))
 
 

@@ -112,7 +112,7 @@ def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examp
 
 
 def _eval_settings(config: TrainingConfig) -> Any:
-    from core.captioning.settings import GenerationSettings
+    from core.captioning.job_spec import GenerationSettings
 
     return GenerationSettings(max_new_tokens=config.max_new_tokens)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from core import queries
-from core.captioning.settings import CaptionJobSpec
+from core import queries, view_rows
+from core.captioning.job_spec import CaptionJobSpec
 from core.jobs import Progress
 from core.queries import ImageFilter
 from desktop_app.caption_dialog import SCOPE_FILTER, SCOPE_LIBRARY, SCOPE_SELECTION, CaptionDialog
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from PySide6.QtWidgets import QLabel
 
+    from core.restyle.spec import RestyleSpec
     from desktop_app.controllers.image_review import ImageReviewController
     from desktop_app.controllers.shell import WindowShell
     from desktop_app.grid_model import ImageGridModel
@@ -93,27 +94,34 @@ class CaptionJobsController:
         w = self.window
         if w.library is None:
             return
+        from core.kinds import all_kinds
         from core.training.current import current_model
-        from core.training.versions import list_versions
+        from core.training.versions import get_active_restyler, is_restyler, list_versions
 
         with w.library.db.read() as session:
-            known = [key.model_name for key, _n in queries.model_keys(session)]
+            known = [key.model_name for key, _n in view_rows.model_keys(session)]
+            kinds = [(k.name, k.label) for k in all_kinds(session).values()]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
+        versions, active = list_versions(w.library), get_active_restyler(w.library)
         dialog = CaptionDialog(
             defaults=w.settings.caption_defaults(w.library),
             known_models=known,
-            versions=[v.name for v in list_versions(w.library)],
+            versions=[v.name for v in versions if not is_restyler(v)],
+            restylers=list(dict.fromkeys([*([active.name] if active is not None else []),
+                                          *(v.name for v in versions if is_restyler(v))])),
             current=current_model(w.library),
             selection_count=len(self.current.selected_ids()),
             filter_count=self.model.rowCount(),
             uncaptioned_count=uncaptioned,
+            kinds=kinds,
             parent=w,
         )
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
-            self.start_captioning(dialog.spec(), dialog.scope())
+            self.start_captioning(dialog.spec(), dialog.scope(), dialog.restyle_spec())
 
-    def start_captioning(self, spec: CaptionJobSpec, scope: str) -> bool:
-        """Start *spec* over *scope* (selection / current view / everything uncaptioned)."""
+    def start_captioning(self, spec: CaptionJobSpec, scope: str, restyle: RestyleSpec | None = None) -> bool:
+        """Start *spec* over *scope* (selection / current view / everything uncaptioned), then
+        *restyle* the captions it wrote when given."""
         w = self.window
         if w.library is None:
             return False
@@ -131,7 +139,7 @@ class CaptionJobsController:
             # Not the whole library: that would also re-caption images another model
             # captioned, which is not what "uncaptioned" means.  The engine evaluates
             # the filter on the inference thread, never here.
-            spec, empty = spec.with_(scope=ImageFilter(states=queries.NEEDS_CAPTION)), False
+            spec, empty = spec.with_(scope=ImageFilter(states=queries.NEEDS_CAPTION, kind=spec.kind)), False
         if empty:
             w.report_error("No images to caption in that scope.")
             return False
@@ -139,7 +147,7 @@ class CaptionJobsController:
         if self.service.model_job is not None:  # training, evaluating or merging a version
             w.report_error(self.service.busy_reason("Captioning"))
             return False
-        if not self.service.start(w.library, spec):
+        if not self.service.start(w.library, spec, restyle):
             w.report_error("A captioning job is already running.")
             return False
         self.clock.reset()

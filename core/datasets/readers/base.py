@@ -37,6 +37,8 @@ class CaptionGroup:
     details: dict[str, Any] = field(default_factory=dict)
     #: Who wrote the captions according to the source (its ``source`` column), if it says.
     written_by: str | None = None
+    #: The caption kind the captions are values of (photo metadata holds several).
+    kind: str = "caption"
 
 
 #: Columns naming who wrote a row's caption (CaptionDesk exports: human / model / import).

@@ -1,4 +1,4 @@
-"""Captions already in the photos under SRC: XMP sidecar, XMP, IPTC, EXIF."""
+"""Captions already in the photos under SRC, each kind from its fields: XMP sidecar, XMP, IPTC, EXIF."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ if TYPE_CHECKING:
 
 
 def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
-    """Captions stored in the photos under *src* (XMP sidecar, XMP, IPTC, EXIF)."""
-    from core.metadata import MetadataError, MetadataUnavailable, read_caption
+    """One group per kind a photo under *src* holds (:func:`core.metadata.read_kinds`).
+
+    Keywords come as one text, a keyword a line (``|`` hierarchy), as the library stores them.
+    """
+    from core.metadata import MetadataError, MetadataUnavailable, read_kinds
 
     base = source_root(src)
     files = [src] if src.is_file() else image_files(src, stats.problems)
@@ -24,20 +27,21 @@ def read_photo_metadata(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]
             stats.problems.append(f"{image_file}: a link leading outside {base}; not read")
             continue
         try:
-            found = read_caption(image_file, within=base)
+            found = read_kinds(image_file, within=base)
         except MetadataUnavailable as exc:
             raise CaptionImportError(str(exc)) from None
         except MetadataError as exc:
             stats.errors += 1
             stats.problems.append(str(exc))
             continue
-        if found is not None:
+        for kind, value in found.items():
             yield CaptionGroup(
                 relative(image_file, src if src.is_dir() else src.parent),
-                [found.text],
-                f"{found.field}:{found.location}",
+                [value.value if isinstance(value.value, str) else "\n".join(value.value)],
+                f"{value.field}:{value.location}",
                 image_file=image_file,
-                details={"field": found.field},
+                details={"field": value.field},
+                kind=kind,
             )
 
 

@@ -115,7 +115,7 @@ DEFAULT_SERVER_TIMEOUT = 120.0
 
 @dataclass(frozen=True)
 class CaptionJobSpec:
-    """What to caption (``scope``), with which model and settings.
+    """What to caption (``scope``), with which model and generation settings (``generation``).
 
     With ``backend="openai"``, ``model`` is the name the server knows the model by and
     ``endpoint`` the server's base URL (e.g. ``http://localhost:11434/v1``); the API key
@@ -124,7 +124,7 @@ class CaptionJobSpec:
 
     model: str = DEFAULT_MODEL
     adapter: str | None = None
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     batch_size: int = 8
     device: str = "auto"
     #: Also re-caption images whose current caption this very model version wrote.
@@ -145,8 +145,11 @@ class CaptionJobSpec:
     #: A caption preset (core/captioning/presets.py PRESETS: "short", "alt_text", ...)...
     preset: str | None = None
     #: ... or the user's own prompt with per-image variables ("{folder}", "{keywords}", ...).
-    #: Neither: a trained version's recorded preset/template, else ``settings.prompt``.
+    #: Neither: a trained version's recorded preset/template, else ``generation.prompt``.
     prompt_template: str | None = None
+    #: Which of each photo's values the run writes (core.kinds: "caption", "alt_text", ...);
+    #: without a preset or template, the kind's own default prompt is asked.
+    kind: str = "caption"
     scope: CaptionScope = None
 
     def __post_init__(self) -> None:
@@ -158,9 +161,12 @@ class CaptionJobSpec:
             raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        if not isinstance(self.settings, GenerationSettings):
-            raise ValueError(f"settings must be GenerationSettings, got {self.settings!r}")
+        if not isinstance(self.generation, GenerationSettings):
+            raise ValueError(f"generation must be GenerationSettings, got {self.generation!r}")
         self._check_backend()
+        from core.kinds import check_kind_name
+
+        check_kind_name(self.kind)  # a KindError is a ValueError
         if self.preset is not None or self.prompt_template is not None:
             from core.captioning.presets import PRESETS, template_variables
 
@@ -170,8 +176,8 @@ class CaptionJobSpec:
                 raise ValueError(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
             if self.prompt_template is not None:
                 template_variables(self.prompt_template)  # ValueError for unknown variables
-            if self.settings.prompt is not None:
-                raise ValueError("settings.prompt and a preset/prompt template cannot both be given")
+            if self.generation.prompt is not None:
+                raise ValueError("generation.prompt and a preset/prompt template cannot both be given")
         scope = self.scope
         if scope is not None and not isinstance(scope, ImageFilter):
             # Any sequence of ids becomes a tuple: the spec stays immutable.
@@ -217,7 +223,7 @@ class CaptionJobSpec:
         """The spec's fields as plain JSON values, without the scope (a selection is not
         a preference); :meth:`from_dict` reads it back."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scope"}
-        data["settings"] = self.settings.to_dict()
+        data["generation"] = self.generation.to_dict()
         return data
 
     @classmethod
@@ -228,9 +234,9 @@ class CaptionJobSpec:
         if unknown:
             raise ValueError(f"unknown caption job field(s): {', '.join(map(repr, unknown))}")
         values = dict(data)
-        if "settings" in values:
-            settings = values["settings"]
-            if not isinstance(settings, Mapping):
-                raise ValueError(f"settings must be a mapping, got {settings!r}")
-            values["settings"] = GenerationSettings.from_dict(dict(settings))
+        if "generation" in values:
+            generation = values["generation"]
+            if not isinstance(generation, Mapping):
+                raise ValueError(f"generation must be a mapping, got {generation!r}")
+            values["generation"] = GenerationSettings.from_dict(dict(generation))
         return cls(**values, scope=scope)

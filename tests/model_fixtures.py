@@ -35,6 +35,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "vision_encoder_decoder": _builder("build_tiny_vision_encoder_decoder"),
     "florence2": _builder("build_tiny_florence2"),
     "llava": _builder("build_tiny_llava"),
+    "idefics3": _builder("build_tiny_idefics3"),
 }
 
 

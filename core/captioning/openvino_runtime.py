@@ -43,15 +43,19 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO_OPENVINO_FAMILIES",
     "OPENVINO_FAMILIES",
+    "OPENVINO_WEIGHTS",
     "RUNTIMES",
     "apply_openvino",
     "cache_root",
+    "nncf_available",
     "openvino_available",
     "resolve_runtime",
 ]
 
-#: Families with an OpenVINO converter here.
-OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
+#: Families with an OpenVINO converter here (their vision tower).
+OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3"})
+#: The runtimes that run on OpenVINO, and the weight precision of each.
+OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-int8": "int8"}
 #: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
 #: (docs/optimization-notes.md, "OpenVINO runtime").
 AUTO_OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
@@ -66,9 +70,15 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def nncf_available() -> bool:
+    """Whether ``nncf`` (int8 weight compression for ``openvino-int8``) is installed."""
+    return importlib.util.find_spec("nncf") is not None
+
+
 def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, model: str | None = None) -> str:
-    """``"torch"`` or ``"openvino"`` for this load; ``ModelLoadError`` when openvino was
-    asked for and cannot run (not installed, not the CPU, a family it does not cover)."""
+    """``"torch"``, ``"openvino"`` or ``"openvino-int8"`` for this load; ``ModelLoadError``
+    when OpenVINO was asked for and cannot run (not installed, not the CPU, a family it
+    does not cover)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch":
@@ -80,6 +90,10 @@ def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, 
         raise ModelLoadError("The OpenVINO runtime needs the openvino package, which is not installed: "
                              "pip install 'captiondesk[openvino]', or use --runtime torch.",
                              kind="runtime", model=model)
+    if runtime == "openvino-int8" and not nncf_available():
+        raise ModelLoadError("The openvino-int8 runtime needs the nncf package, which is not installed: "
+                             "pip install 'captiondesk[openvino]', or use --runtime openvino.",
+                             kind="runtime", model=model)
     if device.type != "cpu":
         raise ModelLoadError(f"The OpenVINO runtime runs on the CPU only, not on {device}; use --runtime torch "
                              "or --device cpu.", kind="runtime", model=model)
@@ -87,7 +101,7 @@ def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, 
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models yet (only "
                              f"{', '.join(sorted(OPENVINO_FAMILIES))}); use --runtime torch.",
                              kind="runtime", model=model)
-    return "openvino"
+    return runtime
 
 
 # --------------------------------------------------------------------------- cache
@@ -141,9 +155,11 @@ def cache_root(model_ref: str) -> Path:
     return user_cache_path("captiondesk") / "openvino"
 
 
-def _slot(model_ref: str, adapter: dict[str, Any] | None) -> str:
-    """One cache folder per model and adapter folder, so retrained weights replace the old conversion."""
-    text = json.dumps([model_ref, (adapter or {}).get("path")], default=str)
+def _slot(model_ref: str, adapter: dict[str, Any] | None, weights: str = "fp32") -> str:
+    """One cache folder per model, adapter folder and weight precision, so retrained weights
+    replace the old conversion while fp32 and int8 conversions live side by side."""
+    parts = [model_ref, (adapter or {}).get("path")] + ([weights] if weights != "fp32" else [])
+    text = json.dumps(parts, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -184,65 +200,120 @@ def _cached_or_converted(slot_dir: Path, key: dict[str, Any], name: str, convert
         return xml
 
 
-# --------------------------------------------------------------------------- BLIP vision tower
+# --------------------------------------------------------------------------- vision towers
 
 
-def _vision_tower_module() -> type:
+def _tower_module() -> type:
     import torch
 
     class OpenVINOVisionTower(torch.nn.Module):
-        """Stands in for BLIP's ``vision_model``: the compiled OpenVINO model's last hidden state."""
+        """Stands in for a family's vision tower: the compiled OpenVINO model's last hidden
+        state for full images; anything the conversion did not cover (Idefics3's padded
+        patches) runs on the original torch tower, kept outside the module tree."""
 
-        def __init__(self, compiled: Any, config: Any, xml: Path) -> None:
+        def __init__(self, compiled: Any, config: Any, xml: Path, fallback: Any, *, mask_arg: str | None) -> None:
             super().__init__()
             self.compiled = compiled
             self.config = config
             self.xml = xml
+            self.mask_arg = mask_arg
+            self.side = int(config.image_size)
+            self._fallback = [fallback]  # a list, so its weights are not this module's parameters
 
         def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
-                    **_kwargs: Any) -> Any:
+                    **kwargs: Any) -> Any:
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-            if interpolate_pos_encoding:
-                raise ValueError("the OpenVINO vision tower was converted for one image size")
+            mask = kwargs.get(self.mask_arg) if self.mask_arg else None
+            converted_for = tuple(pixel_values.shape[-2:]) == (self.side, self.side) and not interpolate_pos_encoding
+            if not converted_for or (mask is not None and not bool(mask.all())):
+                if interpolate_pos_encoding:
+                    kwargs["interpolate_pos_encoding"] = True
+                return self._fallback[0](pixel_values=pixel_values, **kwargs)
             # One infer request per call: requests are not shared between threads.
             request = self.compiled.create_infer_request()
             result = request.infer([pixel_values.detach().float().contiguous().numpy()])
             hidden = torch.from_numpy(result[self.compiled.output(0)].copy())
-            return BaseModelOutputWithPooling(last_hidden_state=hidden)
+            return BaseModelOutputWithPooling(last_hidden_state=hidden.to(pixel_values.dtype))
 
     return OpenVINOVisionTower
 
 
+def _tower_parts(model: Any, family_id: str) -> tuple[Any, str, Any, str | None]:
+    """(the module that owns the tower, its attribute name, the tower's config, the
+    name of its patch-mask argument) for a covered family."""
+    if family_id == "blip":
+        return model, "vision_model", model.config.vision_config, None
+    # Idefics3 / SmolVLM: the SigLIP tower of the inner model, called with a patch mask.
+    return model.model, "vision_model", model.config.vision_config, "patch_attention_mask"
+
+
+def _traceable(tower: Any, mask_arg: str | None) -> Any:
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            if mask_arg is None:
+                return self.tower(pixel_values=pixel_values).last_hidden_state
+            patch = int(tower.config.patch_size)
+            full = torch.ones(pixel_values.shape[0], pixel_values.shape[2] // patch, pixel_values.shape[3] // patch,
+                              dtype=torch.bool)
+            return self.tower(pixel_values=pixel_values, **{mask_arg: full}).last_hidden_state
+
+    return LastHidden().eval()
+
+
+def _int8_weights(ov_model: Any) -> Any:
+    """*ov_model* with its weights compressed to int8 by NNCF, quietly (its table and
+    progress bar would land in the middle of a command's output)."""
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            # Weights only, per output channel: activations stay fp32, so an image's
+            # result never depends on what else is in the batch.
+            return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    finally:
+        nncf.set_log_level(level)
+
+
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
-                   adapter: dict[str, Any] | None, progress: Any) -> Any:
+                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32") -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
-    conversion, converting once per cache key; returns the model."""
+    conversion, its weights in int8 (NNCF) when *weights* is ``"int8"``, converting once
+    per cache key; returns the model."""
     import openvino
     import torch
 
     if family.id not in OPENVINO_FAMILIES:
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models.", kind="runtime",
                              model=model_ref)
-    vision = model.vision_model
-    side = int(model.config.vision_config.image_size)
-    options = {"part": "vision", "precision": "f32", "image_size": side}
+    if weights not in ("fp32", "int8"):
+        raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
+    owner, attribute, config, mask_arg = _tower_parts(model, family.id)
+    tower = getattr(owner, attribute)
+    side = int(config.image_size)
+    options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": side}
     key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
-    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter)
+    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights)
 
     def convert() -> Any:
-        class LastHidden(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.vision = vision
-
-            def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return self.vision(pixel_values=pixel_values).last_hidden_state
-
         example = torch.zeros(1, 3, side, side)
         with torch.no_grad():
-            return openvino.convert_model(LastHidden().eval(), example_input=example,
-                                          input=[openvino.PartialShape([-1, 3, side, side])])
+            ov_model = openvino.convert_model(_traceable(tower, mask_arg), example_input=example,
+                                              input=[openvino.PartialShape([-1, 3, side, side])])
+        return _int8_weights(ov_model) if weights == "int8" else ov_model
 
     try:
         xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
@@ -252,5 +323,5 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
-    model.vision_model = _vision_tower_module()(compiled, model.config.vision_config, xml)
+    setattr(owner, attribute, _tower_module()(compiled, config, xml, tower, mask_arg=mask_arg))
     return model

@@ -1,4 +1,4 @@
-"""The OpenVINO runtime on the tiny BLIP and the tiny Idefics3 (SmolVLM layout): same
+"""The OpenVINO runtime on the tiny BLIP, Idefics3 (SmolVLM layout) and Florence-2: same
 captions as torch fp32, int8 weights independent of batch-mates, the converted model
 cached beside the model, and a clear error where it cannot run."""
 
@@ -91,29 +91,37 @@ def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
     assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
 
 
-def test_idefics3_vision_tower_on_openvino_gives_the_torch_captions(tiny_model_dirs: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["idefics3", "florence2"])
+def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_model_dirs: dict,
+                                                               tmp_path: Path) -> None:
     import torch
 
-    folder = Path(shutil.copytree(tiny_model_dirs["idefics3"], tmp_path / "smolvlm"))
+    folder = Path(shutil.copytree(tiny_model_dirs[name], tmp_path / name))
     images = _images(3)
-    want = load_captioner(str(folder), device="cpu", optimize="none").caption(images, SETTINGS)
+    settings = GenerationSettings(min_new_tokens=4, max_new_tokens=8)
+    reference = load_captioner(str(folder), device="cpu", optimize="none")
+    want = reference.caption(images, settings)
     ov = _load(folder)
-    tower = ov.model.model.vision_model
+    tower = ov.model.model.vision_model if name == "idefics3" else ov.model.model.vision_tower
     assert ov.identity["optimizations"] == ["openvino"] and type(tower).__name__ == "OpenVINOVisionTower"
     torch_tower = tower._fallback[0]
-    # A padded batch (part of the patches masked) is not what was converted: torch runs it.
-    pixels = torch.randn(2, 3, tower.side, tower.side)
-    mask = torch.ones(2, tower.side // 8, tower.side // 8, dtype=torch.bool)
-    mask[1, -1:, :] = False
+    pixels = torch.randn(2, 3, *tower.size)
     with torch.inference_mode():
-        assert tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state.equal(
-            torch_tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state)
+        expected = torch_tower(pixels).last_hidden_state
+    assert float((tower(pixels).last_hidden_state - expected).abs().max()) < 1e-4
+    if name == "idefics3":
+        # A padded batch (part of the patches masked) is not what was converted: torch runs it.
+        mask = torch.ones(2, tower.size[0] // 8, tower.size[1] // 8, dtype=torch.bool)
+        mask[1, -1:, :] = False
+        with torch.inference_mode():
+            assert tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state.equal(
+                torch_tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state)
 
-    def no_torch(**_kwargs):
+    def no_torch(*_args, **_kwargs):
         raise AssertionError("the torch tower ran")
 
-    tower._fallback[0] = no_torch  # full images go through OpenVINO only
-    have = ov.caption(images, SETTINGS)
+    tower._fallback[0] = no_torch  # the photos go through OpenVINO only
+    have = ov.caption(images, settings)
     assert [r.token_ids for r in have] == [r.token_ids for r in want]
     assert [r.score for r in have] == pytest.approx([r.score for r in want], abs=1e-4)
 

@@ -190,7 +190,7 @@ class LoadContext:
             # per-image int8 was slower there (docs/optimization-notes.md, "OpenVINO runtime").
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress,
-                                   weights=OPENVINO_WEIGHTS[self.runtime])
+                                   weights=OPENVINO_WEIGHTS[self.runtime], processor=processor)
             runtime_names = [self.runtime]
             if plan.auto:
                 plan = replace(plan, int8=False)

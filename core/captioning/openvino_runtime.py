@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: Families with an OpenVINO converter here (their vision tower).
-OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3"})
+OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3", "florence2"})
 #: The runtimes that run on OpenVINO, and the weight precision of each.
 OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-int8": "int8"}
 #: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
@@ -211,13 +211,14 @@ def _tower_module() -> type:
         state for full images; anything the conversion did not cover (Idefics3's padded
         patches) runs on the original torch tower, kept outside the module tree."""
 
-        def __init__(self, compiled: Any, config: Any, xml: Path, fallback: Any, *, mask_arg: str | None) -> None:
+        def __init__(self, compiled: Any, xml: Path, fallback: Any, *, mask_arg: str | None,
+                     size: tuple[int, int]) -> None:
             super().__init__()
             self.compiled = compiled
-            self.config = config
+            self.config = fallback.config
             self.xml = xml
             self.mask_arg = mask_arg
-            self.side = int(config.image_size)
+            self.size = size
             self._fallback = [fallback]  # a list, so its weights are not this module's parameters
 
         def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
@@ -225,11 +226,11 @@ def _tower_module() -> type:
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
             mask = kwargs.get(self.mask_arg) if self.mask_arg else None
-            converted_for = tuple(pixel_values.shape[-2:]) == (self.side, self.side) and not interpolate_pos_encoding
+            converted_for = tuple(pixel_values.shape[-2:]) == self.size and not interpolate_pos_encoding
             if not converted_for or (mask is not None and not bool(mask.all())):
                 if interpolate_pos_encoding:
                     kwargs["interpolate_pos_encoding"] = True
-                return self._fallback[0](pixel_values=pixel_values, **kwargs)
+                return self._fallback[0](pixel_values, **kwargs)
             # One infer request per call: requests are not shared between threads.
             request = self.compiled.create_infer_request()
             result = request.infer([pixel_values.detach().float().contiguous().numpy()])
@@ -239,13 +240,18 @@ def _tower_module() -> type:
     return OpenVINOVisionTower
 
 
-def _tower_parts(model: Any, family_id: str) -> tuple[Any, str, Any, str | None]:
-    """(the module that owns the tower, its attribute name, the tower's config, the
-    name of its patch-mask argument) for a covered family."""
+def _tower_parts(model: Any, family_id: str, processor: Any) -> tuple[Any, str, str | None, tuple[int, int]]:
+    """(the module that owns the tower, its attribute name, the name of its patch-mask
+    argument, the (height, width) it is converted for) for a covered family."""
+    if family_id == "florence2":
+        # DaViT has no image size of its own: the processor's fixed resize is what it sees.
+        size = getattr(processor, "image_processor", processor).size
+        return model.model, "vision_tower", None, (int(size["height"]), int(size["width"]))
+    side = int(model.config.vision_config.image_size)
     if family_id == "blip":
-        return model, "vision_model", model.config.vision_config, None
+        return model, "vision_model", None, (side, side)
     # Idefics3 / SmolVLM: the SigLIP tower of the inner model, called with a patch mask.
-    return model.model, "vision_model", model.config.vision_config, "patch_attention_mask"
+    return model.model, "vision_model", "patch_attention_mask", (side, side)
 
 
 def _traceable(tower: Any, mask_arg: str | None) -> Any:
@@ -258,7 +264,7 @@ def _traceable(tower: Any, mask_arg: str | None) -> Any:
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             if mask_arg is None:
-                return self.tower(pixel_values=pixel_values).last_hidden_state
+                return self.tower(pixel_values).last_hidden_state
             patch = int(tower.config.patch_size)
             full = torch.ones(pixel_values.shape[0], pixel_values.shape[2] // patch, pixel_values.shape[3] // patch,
                               dtype=torch.bool)
@@ -289,7 +295,7 @@ def _int8_weights(ov_model: Any) -> Any:
 
 
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
-                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32") -> Any:
+                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", processor: Any = None) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
     conversion, its weights in int8 (NNCF) when *weights* is ``"int8"``, converting once
     per cache key; returns the model."""
@@ -301,18 +307,17 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                              model=model_ref)
     if weights not in ("fp32", "int8"):
         raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
-    owner, attribute, config, mask_arg = _tower_parts(model, family.id)
+    owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
     tower = getattr(owner, attribute)
-    side = int(config.image_size)
-    options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": side}
+    options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": [height, width]}
     key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
     slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights)
 
     def convert() -> Any:
-        example = torch.zeros(1, 3, side, side)
+        example = torch.zeros(1, 3, height, width)
         with torch.no_grad():
             ov_model = openvino.convert_model(_traceable(tower, mask_arg), example_input=example,
-                                              input=[openvino.PartialShape([-1, 3, side, side])])
+                                              input=[openvino.PartialShape([-1, 3, height, width])])
         return _int8_weights(ov_model) if weights == "int8" else ov_model
 
     try:
@@ -323,5 +328,5 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
-    setattr(owner, attribute, _tower_module()(compiled, config, xml, tower, mask_arg=mask_arg))
+    setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width)))
     return model

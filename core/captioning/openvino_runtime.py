@@ -1,23 +1,28 @@
-"""The OpenVINO runtime for CPU captioning: which runtime a load uses, and BLIP's vision
-tower converted with ``openvino.convert_model``, cached beside the model.
+"""The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
+tower (BLIP, Idefics3/SmolVLM, Florence-2) converted with ``openvino.convert_model``, cached
+beside the model.
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
 ``runtime="openvino"`` loads the model in fp32 (adapters merged first), converts its
 vision tower to an OpenVINO model (compiled for the CPU with fp32 inference precision,
 because OpenVINO would otherwise run bf16 on CPUs that have it and change the captions)
-and leaves the text decoder and ``generate`` to transformers, so greedy and beam search,
+and leaves the text model and ``generate`` to transformers, so greedy and beam search,
 scores, batching, resume and cancel are the torch path's own, and the captions are the
-torch fp32 captions.  An explicit ``optimize`` list applies to the torch part (``"int8"``:
-the text decoder in per-image int8, captions independent of batch-mates); ``"auto"``
-keeps it fp32.  ``runtime="auto"`` picks
-OpenVINO only for the families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with
-the same captions, see ``benchmarks/caption_model_speed.py --runtime all``), on the CPU,
-when the package is installed; torch otherwise.  Training always runs on torch.
+torch fp32 captions.  ``runtime="openvino-int8"`` is the same with the tower's weights
+compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
+The tower is converted for one input: full images at one size; any other call (Idefics3's
+padded patches) runs on the original torch tower, kept beside the converted one.  An
+explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
+per-image int8); ``"auto"`` keeps it fp32.  ``runtime="auto"`` picks OpenVINO only for the
+families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with the same captions, see
+``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
+installed; torch otherwise.  Training always runs on torch.
 
 The converted model is cached in ``.captiondesk-openvino/<slot>/`` inside a local model
-folder (a user cache folder for hub models or a read-only folder), one slot per model and
-adapter; its ``key.json`` names the model, its weights' sizes and times, the adapter, the
-versions and the options, and a different key converts again in place of the old one.
+folder (a user cache folder for hub models or a read-only folder), one slot per model,
+adapter and weight precision; its ``key.json`` names the model, its weights' sizes and
+times, the adapter, the versions and the options, and a different key converts again in
+place of the old one.
 """
 
 from __future__ import annotations

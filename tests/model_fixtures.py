@@ -36,6 +36,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "florence2": _builder("build_tiny_florence2"),
     "llava": _builder("build_tiny_llava"),
     "idefics3": _builder("build_tiny_idefics3"),
+    "qwen2_vl": _builder("build_tiny_qwen2_vl"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The OpenVINO runtime on the tiny BLIP, Idefics3 (SmolVLM layout) and Florence-2: same
+"""The OpenVINO runtime on the tiny BLIP, Idefics3 (SmolVLM layout), Florence-2 and Qwen2-VL: same
 captions as torch fp32, int8 weights independent of batch-mates, the converted model
 cached beside the model, and a clear error where it cannot run."""
 
@@ -91,26 +91,40 @@ def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
     assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
 
 
-@pytest.mark.parametrize("name", ["idefics3", "florence2"])
-def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_model_dirs: dict,
-                                                               tmp_path: Path) -> None:
+#: Where each VLM family's converted tower sits in the model.
+TOWERS = {"idefics3": "vision_model", "florence2": "vision_tower", "qwen2_vl": "visual"}
+
+
+def _image_features(captioner, inputs: dict):
+    import torch
+
+    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
+    with torch.inference_mode():
+        features = captioner.model.model.get_image_features(**wanted).pooler_output
+    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_model_dirs: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     folder = Path(shutil.copytree(tiny_model_dirs[name], tmp_path / name))
     images = _images(3)
+    images.append(images[0].resize((40, 24)))  # another size and aspect (Qwen2-VL: another patch grid)
     settings = GenerationSettings(min_new_tokens=4, max_new_tokens=8)
     reference = load_captioner(str(folder), device="cpu", optimize="none")
     want = reference.caption(images, settings)
     ov = _load(folder)
-    tower = ov.model.model.vision_model if name == "idefics3" else ov.model.model.vision_tower
-    assert ov.identity["optimizations"] == ["openvino"] and type(tower).__name__ == "OpenVINOVisionTower"
+    tower = getattr(ov.model.model, TOWERS[name])
+    assert ov.identity["optimizations"] == ["openvino"] and type(tower).__name__.startswith("OpenVINO")
+    inputs = reference.preprocess(images, settings).inputs
+    expected = _image_features(reference, inputs)
+    assert float((_image_features(ov, inputs) - expected).abs().max()) < 1e-4
     torch_tower = tower._fallback[0]
-    pixels = torch.randn(2, 3, *tower.size)
-    with torch.inference_mode():
-        expected = torch_tower(pixels).last_hidden_state
-    assert float((tower(pixels).last_hidden_state - expected).abs().max()) < 1e-4
     if name == "idefics3":
         # A padded batch (part of the patches masked) is not what was converted: torch runs it.
+        pixels = torch.randn(2, 3, *tower.size)
         mask = torch.ones(2, tower.size[0] // 8, tower.size[1] // 8, dtype=torch.bool)
         mask[1, -1:, :] = False
         with torch.inference_mode():
@@ -120,7 +134,7 @@ def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_m
     def no_torch(*_args, **_kwargs):
         raise AssertionError("the torch tower ran")
 
-    tower._fallback[0] = no_torch  # the photos go through OpenVINO only
+    monkeypatch.setattr(torch_tower, "forward", no_torch)  # the photos go through OpenVINO only
     have = ov.caption(images, settings)
     assert [r.token_ids for r in have] == [r.token_ids for r in want]
     assert [r.score for r in have] == pytest.approx([r.score for r in want], abs=1e-4)

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Families with an OpenVINO converter here (their vision tower).
-OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3", "florence2"})
+OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3", "florence2", "qwen2-vl"})
 #: The runtimes that run on OpenVINO, and the weight precision of each.
 OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-int8": "int8"}
 #: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
@@ -278,6 +278,94 @@ def _traceable(tower: Any, mask_arg: str | None) -> Any:
     return LastHidden().eval()
 
 
+# --------------------------------------------------------------------------- Qwen2-VL
+
+
+def _qwen_one_image(visual: Any) -> Any:
+    """Qwen2-VL's tower for the patches of one image, the rotary cos/sin given: one image
+    attends to itself only, so the per-image split of transformers' attention (a Python
+    list of lengths, which a trace would freeze) becomes plain attention over the sequence."""
+    import torch
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    def attention(attn: Any, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        length = hidden_states.shape[0]
+        q, k, v = attn.qkv(hidden_states).reshape(length, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
+        return attn.proj(out.squeeze(0).transpose(0, 1).reshape(length, -1))
+
+    class OneImage(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, patches: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            hidden = self.visual.patch_embed(patches)
+            for block in self.visual.blocks:
+                hidden = hidden + attention(block.attn, block.norm1(hidden), cos, sin)
+                hidden = hidden + block.mlp(block.norm2(hidden))
+            return self.visual.merger(hidden)
+
+    return OneImage().eval()
+
+
+def _qwen_tower_module() -> type:
+    import torch
+
+    class OpenVINOQwenVisionTower(torch.nn.Module):
+        """Stands in for Qwen2-VL's ``visual``: each image's patches through the compiled
+        model (its rotary positions computed by the original tower on torch), so an
+        image's features never depend on its batch-mates."""
+
+        def __init__(self, compiled: Any, xml: Path, fallback: Any) -> None:
+            super().__init__()
+            self.compiled = compiled
+            self.xml = xml
+            self.config = fallback.config
+            self.spatial_merge_size = fallback.spatial_merge_size
+            self.dtype = torch.float32
+            self._fallback = [fallback]  # a list, so its weights are not this module's parameters
+
+        def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs: Any) -> Any:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+            from transformers.vision_utils import get_vision_position_ids
+
+            tower = self._fallback[0]
+            if kwargs:  # output_hidden_states and the like: what was converted does not return them
+                return tower(hidden_states, grid_thw=grid_thw, **kwargs)
+            request = self.compiled.create_infer_request()
+            merged, start = [], 0
+            for grid in grid_thw:
+                length = int(grid.prod())
+                positions = get_vision_position_ids(grid[None], self.spatial_merge_size)
+                cos, sin = tower.rotary_pos_emb(hidden_states[:0].float(), positions)
+                patches = hidden_states[start : start + length].detach().float().contiguous()
+                result = request.infer([patches.numpy(), cos.contiguous().numpy(), sin.contiguous().numpy()])
+                merged.append(torch.from_numpy(result[self.compiled.output(0)].copy()))
+                start += length
+            return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=torch.cat(merged))
+
+    return OpenVINOQwenVisionTower
+
+
+def _convert_qwen(visual: Any) -> Any:
+    import openvino
+    import torch
+    from transformers.vision_utils import get_vision_position_ids
+
+    grid = torch.tensor([[1, 4, 4]])
+    patches = torch.zeros(16, visual.patch_embed.in_channels * visual.patch_embed.temporal_patch_size
+                          * visual.patch_embed.patch_size ** 2)
+    cos, sin = visual.rotary_pos_emb(patches[:0], get_vision_position_ids(grid, visual.spatial_merge_size))
+    with torch.no_grad():
+        return openvino.convert_model(_qwen_one_image(visual), example_input=(patches, cos, sin),
+                                      input=[openvino.PartialShape([-1, patches.shape[1]]),
+                                             openvino.PartialShape([-1, cos.shape[1]]),
+                                             openvino.PartialShape([-1, sin.shape[1]])])
+
+
 def _int8_weights(ov_model: Any) -> Any:
     """*ov_model* with its weights compressed to int8 by NNCF, quietly (its table and
     progress bar would land in the middle of a command's output)."""
@@ -312,13 +400,19 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                              model=model_ref)
     if weights not in ("fp32", "int8"):
         raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
-    owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
+    if family.id == "qwen2-vl":
+        owner, attribute, mask_arg, (height, width) = model.model, "visual", None, (0, 0)
+    else:
+        owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
     tower = getattr(owner, attribute)
     options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": [height, width]}
     key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
     slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights)
 
     def convert() -> Any:
+        if family.id == "qwen2-vl":
+            ov_model = _convert_qwen(tower)
+            return _int8_weights(ov_model) if weights == "int8" else ov_model
         example = torch.zeros(1, 3, height, width)
         with torch.no_grad():
             ov_model = openvino.convert_model(_traceable(tower, mask_arg), example_input=example,
@@ -333,5 +427,8 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
-    setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width)))
+    if family.id == "qwen2-vl":
+        setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))
+    else:
+        setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width)))
     return model

@@ -86,7 +86,7 @@ class PreferencesDialog(QDialog):
         self.runtime = QComboBox()
         self.runtime.addItems(list(RUNTIMES))
         self.runtime.setCurrentText(spec.runtime)
-        self.runtime.setToolTip("openvino: the vision tower (BLIP, SmolVLM) on OpenVINO on the CPU (pip install "
+        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs) on OpenVINO on the CPU (pip install "
                                 "'captiondesk[openvino]'); openvino-int8: with int8 weights; auto: whatever "
                                 "measured faster for the model")
         self.sidecar_naming = QComboBox()

@@ -1,5 +1,5 @@
 """The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
-tower (BLIP, Idefics3/SmolVLM, Florence-2) converted with ``openvino.convert_model``, cached
+tower (BLIP, Idefics3/SmolVLM, Florence-2, Qwen2-VL) converted with ``openvino.convert_model``, cached
 beside the model.
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
@@ -10,8 +10,9 @@ and leaves the text model and ``generate`` to transformers, so greedy and beam s
 scores, batching, resume and cancel are the torch path's own, and the captions are the
 torch fp32 captions.  ``runtime="openvino-int8"`` is the same with the tower's weights
 compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
-The tower is converted for one input: full images at one size; any other call (Idefics3's
-padded patches) runs on the original torch tower, kept beside the converted one.  An
+The tower is converted for full images at one size (Qwen2-VL's: one image of any size per
+call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
+beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
 per-image int8); ``"auto"`` keeps it fp32.  ``runtime="auto"`` picks OpenVINO only for the
 families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with the same captions, see

@@ -89,6 +89,12 @@ def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
     sizes = {key["options"]["weights"]: slot for key, slot in zip(keys, (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())}
     assert (sizes["int8"] / "vision.bin").stat().st_size < (sizes["fp32"] / "vision.bin").stat().st_size
     assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
+    from core.captions import provenance_lines
+    from core.provenance import Provenance
+
+    lines = provenance_lines(source="model", model_name="m", adapter=None, provenance=Provenance.from_json(
+        {"identity": int8.identity}), score=None, origin=None, created_at=None)
+    assert "Device: cpu, float32, OpenVINO int8 weights" in lines
 
 
 #: Where each VLM family's converted tower sits in the model.

@@ -401,8 +401,8 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                              model=model_ref)
     if weights not in ("fp32", "int8"):
         raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
-    if family.id == "qwen2-vl":
-        owner, attribute, mask_arg, (height, width) = model.model, "visual", None, (0, 0)
+    if family.id == "qwen2-vl":  # any image size: one image per call
+        owner, attribute, mask_arg, (height, width) = model.model, "visual", None, (-1, -1)
     else:
         owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
     tower = getattr(owner, attribute)
@@ -413,11 +413,11 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     def convert() -> Any:
         if family.id == "qwen2-vl":
             ov_model = _convert_qwen(tower)
-            return _int8_weights(ov_model) if weights == "int8" else ov_model
-        example = torch.zeros(1, 3, height, width)
-        with torch.no_grad():
-            ov_model = openvino.convert_model(_traceable(tower, mask_arg), example_input=example,
-                                              input=[openvino.PartialShape([-1, 3, height, width])])
+        else:
+            with torch.no_grad():
+                ov_model = openvino.convert_model(_traceable(tower, mask_arg),
+                                                  example_input=torch.zeros(1, 3, height, width),
+                                                  input=[openvino.PartialShape([-1, 3, height, width])])
         return _int8_weights(ov_model) if weights == "int8" else ov_model
 
     try:

@@ -116,10 +116,17 @@ ignored) and reused.  Usage::
 
     python benchmarks/caption_model_speed.py [--images 8] [--batch-size 8] [--repeats 2] [--threads N]
         [--family llava|qwen2-vl|idefics3|paligemma|florence2|all-vlm ...] [--runtime torch|openvino|all]
+        [--models blip-base|florence2-base|smolvlm-256m|qwen2-vl-2b|all ... [--tiny]]
 
 ``--runtime all`` (BLIP table): torch fp32, ``optimize=auto`` and bf16 autocast beside the
-OpenVINO runtime (fp32, with the int8 decoder, and with a bf16 vision tower); the measured
-table is in README "Benchmarks".
+OpenVINO runtime (fp32, with the int8 decoder, int8 tower weights, and a bf16 vision tower);
+the measured table is in README "Benchmarks".  ``--runtime all --models all`` instead: one
+table per shaped random-weight model (BLIP-base, Florence-2-base, SmolVLM-256M, Qwen2-VL-2B,
+the shapes benchmarks/gpu_check.py uses): the naive loop, the torch engine fp32 and
+``auto``, OpenVINO fp32 and ``openvino-int8``, "vs engine" against torch ``auto`` and "same
+text" against torch fp32; ``--tiny`` runs it on the test suite's tiny models (a smoke run:
+``--tiny --images 2 --batch-size 2 --repeats 1`` took about two minutes on the shared box).
+Not measured at full size yet.
 
 The VLM models are saved to ``.bench-cache/vlm-NAME/`` (~500-600 MB each).
 """

@@ -10,10 +10,10 @@ Rules every caller gets for free:
   stored (the GUI shows the model's words beside the person's) but not made current.
   A database trigger backs this up.
 * A caption belongs to the picture it describes.  When a scan finds another picture at
-  the same path (:mod:`core.scanner`), the current caption — a person's too — stops being
-  current: its text is neither deleted nor edited, it stays in the history (restore it
-  with a revert if it still fits), and the image is *changed since captioned* until any
-  caption is current again, so the next caption run may write one.
+  the same path (:mod:`core.scanner`), the current value of every kind — a person's
+  too — stops being current: its text is neither deleted nor edited, it stays in the
+  history (restore it with a revert if it still fits), and the image is *changed since
+  captioned* until any caption is current again, so the next caption run may write one.
 * A person's edit, an "accept" and a revert all write a new human row that points at
   the row it came from (``parent_id``), so the history reads as what happened.
 * A bulk find-and-replace does not verify anything by itself: a replaced model or
@@ -407,8 +407,17 @@ def provenance_lines(
     lines: list[str] = []
     if action and action not in ("model", "import"):  # the plain source goes without saying
         lines.append(action[:1].upper() + action[1:])
+    restyle = record.extra.get("restyle") if isinstance(record.extra.get("restyle"), Mapping) else None
     if source in (CaptionSource.MODEL, "model") and model_name:
-        lines.append(f"Model: {_short_model(model_name)}" + (f" + {_short_model(adapter)}" if adapter else ""))
+        # A restyled caption names both stages: the captioner, then the restyler and its style.
+        lines.append(f"{'Captioner' if restyle else 'Model'}: {_short_model(model_name)}"
+                     + (f" + {_short_model(adapter)}" if adapter else ""))
+    if restyle:
+        name = restyle.get("version") or _short_model(str(restyle.get("restyler") or "?"))
+        lines.append(f"Restyler: {name}" + (" (server)" if restyle.get("backend") == "openai" else ""))
+        lines.append(f"Style: “{restyle.get('style', '')}”")
+        if restyle.get("source_text"):
+            lines.append(f"Description: “{restyle['source_text']}”")
     if score is not None:
         lines.append(f"Confidence: {format_confidence(score)} (mean token log-prob {score:.2f})")
     identity = record.identity or {}

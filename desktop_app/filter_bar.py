@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captions import confidence_percent, score_for_percent
+from core.kinds import BUILTIN_KINDS, CAPTION, CaptionKind
 from core.queries import ImageFilter, ModelKey, review_queue_filter
 
 STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
@@ -39,6 +40,12 @@ _STATE_TIPS = {
     frozenset({"model", "changed"}): "The review queue: model captions, then pictures changed since captioned",
 }
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
+#: The search box's modes: label, meaning space (None: words), tooltip.
+SEARCH_MODES: list[tuple[str, str | None, str]] = [
+    ("Words", None, "Finds the words in captions and in file and folder names"),
+    ("By meaning", "text", "Finds captions that mean the search, in other words too (ranked by closeness)"),
+    ("By picture", "image", "Finds photos whose picture matches the search, uncaptioned ones too"),
+]
 
 
 
@@ -103,15 +110,42 @@ class FilterBar(QWidget):
         self.search.textChanged.connect(lambda _text: self._debounce.start())
         self.search.returnPressed.connect(self._emit_now)
 
+        # Words (FTS) or meaning: captions' meaning, or the pictures themselves (uncaptioned too).
+        self.mode = QComboBox()
+        self.mode.setObjectName("searchMode")
+        for label, space, tip in SEARCH_MODES:
+            self.mode.addItem(label, space)
+            self.mode.setItemData(self.mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.mode.currentIndexChanged.connect(self._emit_now)
+        #: Shown while the grid holds the photos that look like one ("Find similar").
+        self.similar_note = QWidget()
+        self.similar_note.setObjectName("similarNote")
+        self.similar_label = QLabel()
+        self.similar_back = QToolButton()
+        self.similar_back.setText("Show all photos")
+        similar_row = QHBoxLayout(self.similar_note)
+        similar_row.setContentsMargins(0, 0, 0, 0)
+        similar_row.addWidget(self.similar_label, 1)
+        similar_row.addWidget(self.similar_back)
+        self.similar_note.hide()
+
         self.state = QComboBox()
         for label, states in STATE_CHOICES:
             self.state.addItem(label, states)
             if states in _STATE_TIPS:
                 self.state.setItemData(self.state.count() - 1, _STATE_TIPS[states], Qt.ItemDataRole.ToolTipRole)
         self.model = QComboBox()
-        self.model.setMinimumContentsLength(10)
+        self.model.setMinimumContentsLength(6)
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.addItem("Any model", None)
+        #: Whose state, text, model and confidence the filters look at (a caption kind).
+        self.kind_choice = QComboBox()
+        self.kind_choice.setObjectName("kindFilter")
+        self.kind_choice.setToolTip("The caption kind the search, state, model and confidence filters look at")
+        # Narrow (its list is as wide as it needs): the window must still fit a 1024-pixel screen.
+        self.kind_choice.setMinimumContentsLength(6)
+        self.kind_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.set_kinds(list(BUILTIN_KINDS.values()))
         self.min_score = PercentBox(0, "Lowest model confidence to show")
         self.max_score = PercentBox(100, "Highest model confidence to show")
         self.sort = QComboBox()
@@ -137,7 +171,7 @@ class FilterBar(QWidget):
         #: first (least confident) row instead of keeping the current image.
         self.restart_at_top = False
 
-        for widget in (self.state, self.model, self.sort):
+        for widget in (self.kind_choice, self.state, self.model, self.sort):
             widget.currentIndexChanged.connect(self._emit_now)
         for box in (self.min_score, self.max_score):
             box.valueChanged.connect(lambda _v: self._debounce.start())
@@ -146,13 +180,17 @@ class FilterBar(QWidget):
         # Two rows keep the bar narrow enough for a laptop screen beside the panels.
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
+        top.addWidget(self.mode)
         top.addWidget(self.sort)
         top.addWidget(self.descending)
         top.addWidget(self.review)
         bottom = QHBoxLayout()
+        bottom.addWidget(self.kind_choice)
         bottom.addWidget(self.state)
         bottom.addWidget(self.model, 1)
-        bottom.addWidget(QLabel("Confidence"))
+        confidence = QLabel("Conf.")
+        confidence.setToolTip("Model confidence: from … to …")
+        bottom.addWidget(confidence)
         bottom.addWidget(self.min_score)
         bottom.addWidget(QLabel("to"))
         bottom.addWidget(self.max_score)
@@ -177,6 +215,7 @@ class FilterBar(QWidget):
         no_matches_row.addWidget(clear)
         self.no_matches.hide()
         layout.addWidget(self.no_matches)
+        layout.addWidget(self.similar_note)
         self._silent = False
 
     def _emit_now(self, *_args: object) -> None:
@@ -199,6 +238,21 @@ class FilterBar(QWidget):
         finally:
             self._silent = False
 
+    def set_kinds(self, kinds: list[CaptionKind]) -> None:
+        """Offer the library's caption kinds (keeps the current choice)."""
+        chosen = self.kind_choice.currentData() or CAPTION
+        names = [k.name for k in sorted(kinds, key=lambda k: k.name != CAPTION)]
+        if names == [self.kind_choice.itemData(i) for i in range(self.kind_choice.count())]:
+            return
+        self._silent = True
+        try:
+            self.kind_choice.clear()
+            for kind in sorted(kinds, key=lambda k: k.name != CAPTION):
+                self.kind_choice.addItem(kind.label, kind.name)
+            self.kind_choice.setCurrentIndex(max(0, self.kind_choice.findData(chosen)))
+        finally:
+            self._silent = False
+
     def filter(self) -> ImageFilter:
         """The filter the widgets describe (the window adds the sidebar's folder)."""
         return ImageFilter(
@@ -209,7 +263,15 @@ class FilterBar(QWidget):
             max_score=self.max_score.score_bound(),
             sort=self.sort.currentData(),
             descending=self.descending.isChecked(),
+            kind=self.kind_choice.currentData() or CAPTION,
         )
+
+    def meaning(self) -> str | None:
+        """``"text"`` or ``"image"`` when the search box searches by meaning, else None (words)."""
+        return self.mode.currentData()
+
+    def set_meaning(self, space: str | None) -> None:
+        self.mode.setCurrentIndex(max(0, self.mode.findData(space)))
 
     def set_review_queue(self, on: bool) -> None:
         self.review.setChecked(on)
@@ -279,7 +341,9 @@ class FilterBar(QWidget):
         if count or not narrowed:
             self.no_matches.hide()
             return
-        if flt.text.strip():
+        if flt.text.strip() and self.meaning():
+            what = f"Nothing indexed yet means “{flt.text.strip()}”"
+        elif flt.text.strip():
             what = f"No matches for “{flt.text.strip()}” in captions, file or folder names"
         else:
             what = "No photos match these filters"

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QPoint, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -62,6 +62,7 @@ from desktop_app.controllers.image_review import ImageReviewController
 from desktop_app.controllers.library import LibraryController, dropped_folders
 from desktop_app.controllers.model_jobs import ModelJobStatus
 from desktop_app.controllers.scan import ScanController
+from desktop_app.controllers.search_index import SearchIndexer
 from desktop_app.controllers.versions import VersionsController
 from desktop_app.delegate import ThumbnailDelegate
 from desktop_app.filter_bar import FilterBar
@@ -71,6 +72,7 @@ from desktop_app.library_views import GridContent, JobCatchUp, SidebarContent
 from desktop_app.log_panel import LogPanel, QtLogHandler
 from desktop_app.model_thread import CaptionService
 from desktop_app.operations import LibraryNotifier
+from desktop_app.photo_menu import PhotoVerbs, photo_context_menu
 from desktop_app.review import CaptionUndoStack
 from desktop_app.sidebar import LibrarySidebar
 from desktop_app.thumbnail_grid import ThumbnailGrid
@@ -225,6 +227,9 @@ class MainWindow(QMainWindow):
         self.failures_label.setTextFormat(Qt.TextFormat.RichText)
         self.failures_label.linkActivated.connect(lambda _link: self.show_log())
         self.failures_label.hide()
+        self.search_status = QLabel()
+        self.search_status.hide()
+        self.statusBar().addPermanentWidget(self.search_status)
         self.statusBar().addPermanentWidget(self.scan_status)
         self.statusBar().addPermanentWidget(self.caption_status)
         self.statusBar().addPermanentWidget(self.model_job_status)
@@ -257,6 +262,10 @@ class MainWindow(QMainWindow):
             caption_undo=self.caption_undo, model=self.model, thumbs=self.thumbs, panel=self.panel,
             preview=self.preview, sidebar_content=self.sidebar_content, opened=self.library_opened.emit)
         self.versions = VersionsController(self, service=self.captioning, caption_jobs=self.caption_jobs)
+        self.search_index = SearchIndexer(self.grid_content, self.pool, library, self.notifier, self.search_status,
+                                          self.report_exception, self)
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._photo_menu)
 
         self.setAcceptDrops(True)
         self._build_actions()
@@ -565,7 +574,15 @@ class MainWindow(QMainWindow):
             self.library.close()
         self.library = None
 
+    def _photo_menu(self, pos: QPoint) -> None:
+        row = self.grid.indexAt(pos).row()
+        data = self.model.row_data(row) if row >= 0 else None
+        if data is not None:
+            verbs = PhotoVerbs(find_similar=self.search_index.find_similar)
+            photo_context_menu(self.grid, data.id, data.name, verbs).popup(self.grid.viewport().mapToGlobal(pos))
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.search_index.stop()
         self.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()

@@ -312,13 +312,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     split = result.split
     whose = f"the own split of version '{result.version}', " if split.get("source") == "version" else ""
-    print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
-          f"seed {split['seed']})")
+    pairs = split.get("held_out")  # a restyler: scored on its test (else validation) restyle pairs
+    what, unit = (f"{pairs.capitalize()} restyle pairs", "pairs") if pairs else ("Validation split", "images")
+    print(f"{what}: {result.metrics['n']} {unit} ({whose}ratio {split['val_ratio']:g}, seed {split['seed']})")
     if result.train_overlap:
-        print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
+        print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} {unit}")
     leaks = result.near_duplicates_in_training
-    print("Held-out photos with a near-duplicate in training: "
-          + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
+    if not pairs:
+        print("Held-out photos with a near-duplicate in training: "
+              + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
     if result.held_out_metrics is not None:

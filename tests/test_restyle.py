@@ -4,9 +4,14 @@ applies it with both stages in the provenance, and the version reloads and expor
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from collections.abc import Iterator
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -45,19 +50,50 @@ def current(library: Library, image_id: int) -> Caption:
         return caption
 
 
+@dataclass
+class TrainedRestyler:
+    """The learning test's library and its trained full restyler ``house-style`` (shared by the tests)."""
+
+    library: Library
+    db: str
+    expected: dict[int, str]
+    train_output: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def house_style(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Iterator[TrainedRestyler]:
+    """``train --restyler`` once, through the command line, on the deterministic restyle task."""
+    import torch
+
+    tmp_path = tmp_path_factory.mktemp("house-style")
+    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
+    db = str(tmp_path / "lib.db")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch, warnings.catch_warnings(), redirect_stdout(out):
+            warnings.simplefilter("ignore", UserWarning)
+            code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name",
+                            "house-style", "--style", STYLE, "--method", "full", "--lr", "5e-3", "--epochs", "30",
+                            "--batch-size", "8", "--patience", "0", "--device", "cpu", "--json"], monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    trained = TrainedRestyler(library, db, expected, json.loads(out.getvalue()))
+    assert code == 0, trained.train_output
+    yield trained
+    library.close()
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
-        tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, house_style: TrainedRestyler, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from core.restyle.pairs import count_restyle_pairs
 
-    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
+    library, expected, db = house_style.library, house_style.expected, house_style.db
     assert count_restyle_pairs(library) == len(restyle_task()) - len(expected)
-    db = str(tmp_path / "lib.db")
-    code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name", "house-style",
-                    "--style", STYLE, "--method", "full", "--lr", "5e-3", "--epochs", "30", "--batch-size", "8",
-                    "--patience", "0", "--device", "cpu", "--json"], monkeypatch)
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0, out
+    out = house_style.train_output
     assert out["metrics"]["exact_match"] >= 0.9, out["metrics"]
 
     code = run_cli(["--library", db, "restyle", "--all", "--with", "house-style", "--device", "cpu", "--json"],
@@ -106,6 +142,32 @@ def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
     plain.tokenizer.pad_token = plain.tokenizer.pad_token or plain.tokenizer.eos_token
     assert first == again == [r.text for r in plain.restyle(sources, settings)]
     assert first == [got[i].text for i in expected]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_eval_scores_a_restyler_version_on_its_held_out_pairs(
+        house_style: TrainedRestyler, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.restyle.pairs import collect_restyle_pairs
+    from core.training.versions import get_version
+
+    db = house_style.db
+    assert run_cli(["--library", db, "eval", "--model", "house-style", "--device", "cpu", "--json"], monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    version = get_version(house_style.library, "house-style")
+    training = version.config["training"]
+    held_out = collect_restyle_pairs(house_style.library, val_ratio=training["val_ratio"], seed=training["seed"])
+    # Too few pairs for a test split here: the version's own validation pairs, as training scored them.
+    assert not held_out.test and out["split"]["held_out"] == "validation" and out["split"]["source"] == "version"
+    assert out["scored"] == len(held_out.validation) and out["train_overlap_count"] == 0
+    assert out["metrics"] == pytest.approx(version.metrics["trained"])
+    assert out["metrics"]["exact_match"] >= 0.9 and out["intervals"]["exact_match"][0] <= out["metrics"]["exact_match"]
+
+    # Another split seed scores other pairs, among them training pairs, and says so.
+    assert run_cli(["--library", db, "eval", "--model", "house-style", "--seed", "5", "--device", "cpu"],
+                   monkeypatch) == 0
+    text = capsys.readouterr()
+    assert "Validation restyle pairs:" in text.out and "Overlap with training data:" in text.out
+    assert "training pairs of 'house-style'" in text.err
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

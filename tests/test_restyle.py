@@ -4,14 +4,9 @@ applies it with both stages in the provenance, and the version reloads and expor
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from collections.abc import Iterator
-from contextlib import redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -20,9 +15,10 @@ from core import captions
 from core.library import Library
 from core.models import Caption, CaptionSource
 from tests.library_helpers import run_cli
-from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library, restyle_task
+from tests.model_fixtures import RESTYLE_STYLE, TrainedRestyler
+from tests.tiny_text_models import make_pair_library, restyle_task
 
-STYLE = "Restyle."
+STYLE = RESTYLE_STYLE
 
 
 @pytest.fixture(autouse=True)
@@ -37,52 +33,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
 def current(library: Library, image_id: int) -> Caption:
     with library.db.read() as session:
         caption = captions.current_caption(session, image_id)
         assert caption is not None
         session.expunge(caption)
         return caption
-
-
-@dataclass
-class TrainedRestyler:
-    """The learning test's library and its trained full restyler ``house-style`` (shared by the tests)."""
-
-    library: Library
-    db: str
-    expected: dict[int, str]
-    train_output: dict[str, Any]
-
-
-@pytest.fixture(scope="session")
-def house_style(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Iterator[TrainedRestyler]:
-    """``train --restyler`` once, through the command line, on the deterministic restyle task."""
-    import torch
-
-    tmp_path = tmp_path_factory.mktemp("house-style")
-    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
-    db = str(tmp_path / "lib.db")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = io.StringIO()
-    try:
-        with pytest.MonkeyPatch.context() as monkeypatch, warnings.catch_warnings(), redirect_stdout(out):
-            warnings.simplefilter("ignore", UserWarning)
-            code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name",
-                            "house-style", "--style", STYLE, "--method", "full", "--lr", "5e-3", "--epochs", "30",
-                            "--batch-size", "8", "--patience", "0", "--device", "cpu", "--json"], monkeypatch)
-    finally:
-        torch.set_num_threads(threads)
-    trained = TrainedRestyler(library, db, expected, json.loads(out.getvalue()))
-    assert code == 0, trained.train_output
-    yield trained
-    library.close()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

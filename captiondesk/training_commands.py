@@ -172,7 +172,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
 
 
 def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
-    """``train --restyler``: one run in this process on the library's corrected-caption pairs."""
+    """``train --restyler``: one run in this process on the library's corrected-caption pairs (resumable like
+    captioner training; ``--restart`` starts over)."""
     from core.restyle.training import train_restyler
 
     if not args.base:
@@ -183,7 +184,8 @@ def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tup
             return run_with_progress(
                 "Training restyler",
                 lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
-                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
+                                                   progress=bar, cancel=cancel, on_epoch=on_epoch,
+                                                   restart=args.restart),
                 unit="step")
         except (ValueError, OSError) as exc:  # core errors meant for the person reach main() as they are
             raise UserError(str(exc)) from None

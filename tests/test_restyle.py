@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,54 @@ def test_lora_restyler_version_activates_exports_merged_and_restyles(
     merged = load_restyler(str(exported), device="cpu").restyle(sources, settings)
     assert [r.text for r in with_adapter] == [r.text for r in merged]
     assert [r.score for r in with_adapter] == pytest.approx([r.score for r in merged], abs=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_restyler_run_cancelled_after_an_epoch_resumes_to_the_same_result(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    import threading
+
+    import torch
+
+    from core.restyle.training import train_restyler
+    from core.training.config import TrainingConfig
+    from core.training.versions import get_version, run_dir
+
+    library, _ = make_pair_library(tmp_path / "lib.db", tmp_path / "photos", held_out=4)
+    config = TrainingConfig(method="lora", epochs=3, lr=1e-3, batch_size=16, patience=0, max_new_tokens=6,
+                            device="cpu")
+    whole = train_restyler(library, str(tiny_lm_dir), "whole", config, style=STYLE)
+
+    cancel = threading.Event()
+    first = train_restyler(library, str(tiny_lm_dir), "resumed", config, style=STYLE, cancel=cancel,
+                           on_epoch=lambda record: cancel.set())  # cancelled early in epoch 2
+    assert first.cancelled and first.epochs_run == 1 and first.version_id is None
+    assert (run_dir(library, "resumed") / "state.safetensors").is_file()
+    epochs: list[int] = []
+    again = train_restyler(library, str(tiny_lm_dir), "resumed", config, style=STYLE,
+                           on_epoch=lambda record: epochs.append(record["epoch"]))
+    assert epochs == [2, 3] and not run_dir(library, "resumed").exists()
+    assert len(again.history) == len(whole.history) == 3 and again.best_epoch == whole.best_epoch
+    assert all(r == pytest.approx(w) for r, w in zip(again.history, whole.history, strict=True))
+    assert again.metrics == pytest.approx(whole.metrics)
+
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(Path(get_version(library, name).adapter_path, "adapter_model.safetensors")))
+
+    a, b = weights("whole"), weights("resumed")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # Another style is another run: the unfinished one is not resumed with it; --restart starts over.
+    train_restyler(library, str(tiny_lm_dir), "other", config, style=STYLE, cancel=cancel)
+    from core.training.result import TrainingError
+
+    with pytest.raises(TrainingError, match="different settings or data"):
+        train_restyler(library, str(tiny_lm_dir), "other", config, style="Another style.")
+    epochs.clear()
+    restarted = train_restyler(library, str(tiny_lm_dir), "other", replace(config, epochs=1), style="Another style.",
+                               restart=True, on_epoch=lambda record: epochs.append(record["epoch"]))
+    assert epochs == [1] and restarted.version_id is not None
 
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="QLoRA restylers train on CUDA")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,11 @@ def test_caption_then_restyle_on_the_model_thread(qtbot, library, photo_dir, set
         window.panel.grab().save(str(Path(SHOTS) / "two-stage-provenance.png"))
 
 
-def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtbot, library, tmp_path) -> None:
+def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtbot, library, tmp_path,
+                                                                            tiny_lm_dir) -> None:
     from core.training.versions import get_version
     from desktop_app.train_dialog import TrainDialog
-    from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library
+    from tests.tiny_text_models import make_pair_library
 
     empty = TrainDialog(library, base_model="tiny")
     qtbot.addWidget(empty)
@@ -109,13 +111,16 @@ def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtb
     assert count == 108 - len(held_out) and f"{count:,} model captions" in dialog.restyler.text()
     dialog.restyler.setChecked(True)
     assert dialog.base.text() == "" and "text model" in dialog.base.placeholderText()
-    dialog.base.setText(str(build_tiny_causal_lm(tmp_path / "lm")))
+    dialog.base.setText(str(tiny_lm_dir))
     dialog.name.setText("gallery-style")
     dialog.epochs.setValue(1)
     with qtbot.waitSignal(dialog.version_created, timeout=120_000) as created:
         dialog.start()
     assert created.args == ["gallery-style"]
     assert get_version(pairs_library, "gallery-style").config["target"] == "restyler"
+    # Even a restyler that beat its base offers no "Make active and re-caption": it captions nothing.
+    dialog._on_finished(replace(dialog.result, beats_base=True))
+    assert dialog.use_button.isHidden()
 
 
 class _FirstFails(FakeEngine):

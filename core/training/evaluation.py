@@ -167,10 +167,8 @@ def evaluate_model(
         result.warnings.append(
             f"{result.near_duplicates_in_training} held-out photos have a near-duplicate in training (it was "
             "trained before `captiondesk duplicates` grouped them); these scores flatter it")
-    result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
-    result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    _score(result, sorted(overlap))
     if overlap:
-        result.train_overlap = sorted(overlap)
         n = len(result.predictions)
         held_out = [p for p in result.predictions if p[0] not in overlap]
         result.warnings.append(
@@ -179,9 +177,7 @@ def evaluate_model(
             f"{version.data_snapshot.get('seed')}); these scores overstate it"
             + (f"; on the {len(held_out)} held-out images alone: exact match "
                if held_out else "; no evaluated image was held out"))
-        if held_out:
-            result.held_out_metrics = caption_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out])
-            result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
+        if result.held_out_metrics is not None:
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result

@@ -304,6 +304,8 @@ def _loop(model: Any, restyler: LocalRestyler, pairs: RestylePairs, config: Trai
         scheduler.load_state_dict(saved["scheduler"])
         rng.setstate(saved["rng"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and device.type == "cuda":  # dropout on the GPU draws from its own generator
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         best_score, waited, done = saved["best_score"], saved["waited"], saved["done"]
         result.history, result.best_epoch = saved["history"], saved["best_epoch"]
         result.epochs_run = first = saved["epoch"]
@@ -351,6 +353,7 @@ def _loop(model: Any, restyler: LocalRestyler, pairs: RestylePairs, config: Trai
         save_state(state_path, {
             "weights": _trainable_state(model), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "best_score": best_score, "waited": waited, "done": done, "history": result.history,
             "best_epoch": result.best_epoch, "epoch": epoch, "stopped_early": result.stopped_early})
         if result.stopped_early:

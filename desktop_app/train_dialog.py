@@ -520,9 +520,9 @@ class TrainDialog(QDialog):
         beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
-        # Switching to a version that did not improve would only cost a re-captioning run.
-        self.use_button.setVisible(beat)
-        self.use_button.setEnabled(beat)
+        # Switching to a version that did not improve would only cost a re-captioning run; a restyler captions nothing.
+        self.use_button.setVisible(beat and not self.restyler.isChecked())
+        self.use_button.setEnabled(beat and not self.restyler.isChecked())
         self.version_created.emit(result.name)
 
     @Slot(str, str)

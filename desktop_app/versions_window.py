@@ -1,8 +1,10 @@
 """Model → Versions…: the trained model versions of this library (``captiondesk models`` / ``eval``).
 
-A table of every :class:`~core.models.ModelVersion` (base model, method, date, how many
-images it was trained and validated on, CIDEr and exact match before and after training,
-which one is active) with Activate, Rename, Delete, Evaluate and Export merged.  The
+A table of every :class:`~core.models.ModelVersion` (what it is: captioner or restyler, base
+model, method, date, how many images or caption pairs it was trained and validated on, CIDEr
+and exact match before and after training, which one is active) with Activate, Rename,
+Delete, Evaluate and Export merged; for a restyler, Activate makes it the active restyler
+(the active captioner stays) and Evaluate scores it on its held-out caption pairs.  The
 quick actions call :mod:`core.training.versions` directly (one small transaction each);
 Evaluate (:func:`core.training.evaluate_model`) and Export merged
 (:func:`core.training.versions.export_merged`) load a model, so they run on a
@@ -35,17 +37,21 @@ from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr", "Exact match",
-           "Beats base", "BERTScore F1", "CLIPScore")
+COLUMNS = ("Active", "Name", "Target", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr",
+           "Exact match", "Beats base", "BERTScore F1", "CLIPScore")
+#: The columns whose cells get their own tooltip (the base model's whole id or path, the rate's note, the comparison).
+BASE_MODEL_COLUMN, LEARNING_RATE_COLUMN, BEATS_BASE_COLUMN = 3, 5, 10
 #: Header tooltips: what the short headers mean.
-COLUMN_TIPS = {4: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
-               6: "Images trained on / held out for validation", 7: "CIDEr of the base model → after training",
-               8: "Share of validation captions matched exactly: base model → after training",
-               9: "Whether the version beat its base model by more than the noise of its evaluation photos "
-                  "(a 95 % interval of the difference above 0; on the test photos when there were enough)",
-               10: "BERTScore F1 of the base model → after training, on the held-out photos (test when there were "
+COLUMN_TIPS = {2: "Captioner (describes photos) or restyler (rewrites a captioner's captions in a style)",
+               5: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
+               7: "Images (a restyler: caption pairs) trained on / held out for validation",
+               8: "CIDEr of the base model → after training",
+               9: "Share of validation captions matched exactly: base model → after training",
+               10: "Whether the version beat its base model by more than the noise of its evaluation photos "
+                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)",
+               11: "BERTScore F1 of the base model → after training, on the held-out photos (test when there were "
                    "enough); – when not computed (training with a BERTScore model, or Evaluate)",
-               11: "CLIPScore (2.5 · max(cos, 0)) of the base model → after training, on the held-out photos; "
+               12: "CLIPScore (2.5 · max(cos, 0)) of the base model → after training, on the held-out photos; "
                    "– when not computed"}
 
 
@@ -61,18 +67,30 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, short, *["–"] * (len(COLUMNS) - 3)]
+    return ["★" if active else "", BASE_ROW_NAME, CAPTIONER, short, *["–"] * (len(COLUMNS) - 4)]
 
 
-def version_row(version: Any) -> list[str]:
-    """The table cells of one version (also what tests compare against)."""
+CAPTIONER, RESTYLER = "Captioner", "Restyler"
+
+
+def target_of(version: Any) -> str:
+    """"Restyler" for a trained restyler version, else "Captioner"."""
+    return RESTYLER if versions.is_restyler(version) else CAPTIONER
+
+
+def version_row(version: Any, active_restyler: str | None = None) -> list[str]:
+    """The table cells of one version (also what tests compare against); a restyler is starred
+    when it is *active_restyler*."""
+    restyler = versions.is_restyler(version)
+    active = version.name == active_restyler if restyler else version.is_active
     metrics = version.metrics or {}
     base, trained = metrics.get("base") or {}, metrics.get("trained") or {}
     data = version.data_snapshot or {}
     base_model = (version.config or {}).get("trained_from", version.base_model)
     return [
-        "★" if version.is_active else "",
+        "★" if active else "",
         version.name,
+        target_of(version),
         Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
         version.method or "–",
         learning_rate_cell(version.config or {}),
@@ -132,6 +150,10 @@ def beats_base_cell(metrics: dict[str, Any]) -> str:
 ACTIVATE_TIP = ("Make this the library's current model: captioning (here and in the CLI) uses it, and "
                 "training starts from it")
 EVALUATE_TIP = "Caption the validation split with this version and score it against the verified captions"
+ACTIVATE_RESTYLER_TIP = ("Make this the library's active restyler: Caption images… → Then restyle and `restyle` "
+                         "use it; the active captioner stays")
+EVALUATE_RESTYLER_TIP = ("Restyle the held-out caption pairs (test pairs when there are enough) with this "
+                         "restyler and score the result against the people's captions")
 EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
 
 
@@ -172,7 +194,7 @@ class VersionsWindow(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110, 110)):
+        for column, width in enumerate((50, 210, 80, 200, 60, 120, 80, 110, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")
@@ -220,20 +242,23 @@ class VersionsWindow(QDialog):
         select = select or self.selected_name() or (BASE_ROW_NAME if self.base_selected() else None)
         self.versions = versions.list_versions(self.library)
         self.current = current_model(self.library)
+        active_restyler = versions.get_active_restyler(self.library)
+        self.active_restyler = active_restyler.name if active_restyler is not None else None
         self.base_model = library_base_model(self.library) or DEFAULT_MODEL
         self.table.setRowCount(len(self.versions) + 1)
         for column, text in enumerate(base_row(self.base_model, self.current.version is None)):
             item = QTableWidgetItem(text)
-            item.setToolTip(self.base_model if column == 2 else
+            item.setToolTip(self.base_model if column == BASE_MODEL_COLUMN else
                             "What captions when no version is active (Preferences → Current model changes it)")
             self.table.setItem(0, column, item)
         if select == BASE_ROW_NAME:
             self.table.selectRow(0)
         for row, version in enumerate(self.versions, start=1):
-            for column, text in enumerate(version_row(version)):
+            for column, text in enumerate(version_row(version, self.active_restyler)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(version.base_model if column == 2 else learning_rate_tip(version.config or {})
-                                if column == 4 else beats_base_tip(version.metrics or {}) if column == 9 else text)
+                item.setToolTip(version.base_model if column == BASE_MODEL_COLUMN else
+                                learning_rate_tip(version.config or {}) if column == LEARNING_RATE_COLUMN else
+                                beats_base_tip(version.metrics or {}) if column == BEATS_BASE_COLUMN else text)
                 self.table.setItem(row, column, item)
             if version.name == select:
                 self.table.selectRow(row)
@@ -275,15 +300,19 @@ class VersionsWindow(QDialog):
         for button in (self.activate_button, self.evaluate_button):
             if base and idle:
                 button.setEnabled(True)
-        self.activate_button.setText("Use base model" if base else "Activate")
-        self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
-                                        if base else ACTIVATE_TIP)
         chosen = next((v for v in self.versions if v.name == name), None)
+        restyler = chosen is not None and versions.is_restyler(chosen)
+        self.activate_button.setText("Use base model" if base else "Activate as restyler" if restyler else "Activate")
+        self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
+                                        if base else ACTIVATE_RESTYLER_TIP if restyler else ACTIVATE_TIP)
+        if restyler and chosen.name == self.active_restyler:
+            self.activate_button.setEnabled(False)  # already the active restyler
         if chosen is not None and (chosen.metrics or {}).get("beats_base") is False:
             # Still possible, but not presented as the obvious next model.
             self.activate_button.setToolTip(beats_base_tip(chosen.metrics) + ". Activate it anyway?")
         # The model thread is captioning or training: the jobs that load a model wait.
-        for button, tip, wanted in ((self.evaluate_button, EVALUATE_TIP, "Evaluating"),
+        for button, tip, wanted in ((self.evaluate_button, EVALUATE_RESTYLER_TIP if restyler else EVALUATE_TIP,
+                                     "Evaluating"),
                                     (self.export_button, EXPORT_TIP, "Writing a merged model")):
             waiting = self.service.busy_reason(wanted) if self.service is not None and idle else None
             button.setToolTip(waiting or tip)
@@ -320,7 +349,11 @@ class VersionsWindow(QDialog):
         if name is None:
             return False
         ok = self._guarded(lambda: versions.set_active(self.library, name))
-        if ok:
+        restyler = any(v.name == name and versions.is_restyler(v) for v in self.versions)
+        if ok and restyler:
+            self.footer.status.setText(f"{name} is now the active restyler: Then restyle uses it; "
+                                       "the active captioner stays.")
+        elif ok:
             self.footer.status.setText(f"{name} is now the active model: captioning uses it.")
         self.refresh(name)
         return ok
@@ -359,21 +392,19 @@ class VersionsWindow(QDialog):
     # -- jobs -------------------------------------------------------------------------------
 
     def evaluate_selected(self, *, val_ratio: float | None = None, seed: int | None = None) -> bool:
-        """Score the selected version on the validation split it was trained with (the base model:
-        on the default split)."""
+        """Score the selected version on the held-out split it was trained with (a restyler: its
+        held-out caption pairs; the base model: the default split)."""
         name = self.base_model if self.base_selected() else self.selected_name()
         if name is None or self.runner.running:
             return False
         version = next((v for v in self.versions if v.name == name), None)
-        data = (version.data_snapshot if version is not None else None) or {}
-        ratio = val_ratio if val_ratio is not None else float(data.get("val_ratio", 0.1))
-        split_seed = seed if seed is not None else int(data.get("seed", 0))
         library, device = self.library, self.device
 
         def work(progress: Any, cancel: Any) -> Any:
             from core.training import evaluate_model
 
-            return evaluate_model(library, name, val_ratio=ratio, seed=split_seed, device=device,
+            # None: a version is scored on the split it was trained with (core reads it).
+            return evaluate_model(library, name, val_ratio=val_ratio, seed=seed, device=device,
                                   progress=progress, cancel=cancel)
 
         self._about = f"version “{name}”" if version is not None else f"base model {Path(name).name}"
@@ -421,10 +452,12 @@ class VersionsWindow(QDialog):
             m = result.metrics
             semantic = "".join(f", {label} {_metric(m, key)}" for key, label in
                                (("bertscore_f1", "BERTScore F1"), ("clipscore", "CLIPScore")) if key in m)
-            split = (result.split or {}).get("scored", "validation")
+            pairs = (result.split or {}).get("held_out")  # a restyler: its test or validation caption pairs
+            scored = (f"held-out caption pairs ({pairs})" if pairs
+                      else f"{(result.split or {}).get('scored', 'validation')} images")
             self._job_done(f"{self._about}: CIDEr {_metric(m, 'cider')}, exact match "
                            f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')}{semantic} on {m.get('n', 0)} "
-                           f"{split} images")
+                           f"{scored}")
             self.footer.status.setToolTip("\n".join(getattr(result, "notes", []) or []))
             self.evaluated.emit(result)
         else:

@@ -31,16 +31,18 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.kinds import BUILTIN_KINDS, CAPTION
 from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
+COLUMNS = ("Active", "Name", "Kind", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
 #: Header tooltips: what the short headers mean.
-COLUMN_TIPS = {4: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
-               6: "Images trained on / held out for validation", 7: "CIDEr of the base model → after training",
-               8: "Share of validation captions matched exactly: base model → after training",
-               9: "Whether the version beat its base model by more than the noise of its evaluation photos "
+COLUMN_TIPS = {2: "The caption kind the version learnt: Activate makes it that kind's model",
+               5: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
+               7: "Images trained on / held out for validation", 8: "CIDEr of the base model → after training",
+               9: "Share of validation captions matched exactly: base model → after training",
+               10: "Whether the version beat its base model by more than the noise of its evaluation photos "
                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)"}
 
 
@@ -56,7 +58,15 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–", "–"]
+    return ["★" if active else "", BASE_ROW_NAME, "–", short, "–", "–", "–", "–", "–", "–", "–"]
+
+
+def kind_label(version: Any) -> str:
+    """The kind *version* learnt as a person reads it ("Restyler" for a restyler)."""
+    if versions.is_restyler(version):
+        return "Restyler"
+    kind = versions.version_kind(version)
+    return BUILTIN_KINDS[kind].label if kind in BUILTIN_KINDS else kind
 
 
 def version_row(version: Any) -> list[str]:
@@ -68,6 +78,7 @@ def version_row(version: Any) -> list[str]:
     return [
         "★" if version.is_active else "",
         version.name,
+        kind_label(version),
         Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
         version.method or "–",
         learning_rate_cell(version.config or {}),
@@ -121,6 +132,21 @@ EVALUATE_TIP = "Caption the validation split with this version and score it agai
 EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
 
 
+def activate_text(version: Any) -> str:
+    """The Activate button's words: which kind's active model the version becomes."""
+    if version is None:
+        return "Activate"
+    return "Activate as restyler" if versions.is_restyler(version) else f"Activate for {kind_label(version)}"
+
+
+def activate_tip(version: Any) -> str:
+    if version is None or versions.is_restyler(version) or versions.version_kind(version) == CAPTION:
+        return ACTIVATE_TIP
+    label, kind = kind_label(version).lower(), versions.version_kind(version)
+    return (f"Make this the library's model for {label}: captioning {label} (here and with caption --kind "
+            f"{kind}) uses it; the caption's model stays")
+
+
 class VersionsWindow(QDialog):
     """List, activate, rename, delete, evaluate and export the library's model versions."""
 
@@ -158,7 +184,7 @@ class VersionsWindow(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 210, 200, 60, 120, 80, 110, 110)):
+        for column, width in enumerate((50, 190, 90, 180, 60, 120, 80, 110, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")
@@ -210,7 +236,7 @@ class VersionsWindow(QDialog):
         self.table.setRowCount(len(self.versions) + 1)
         for column, text in enumerate(base_row(self.base_model, self.current.version is None)):
             item = QTableWidgetItem(text)
-            item.setToolTip(self.base_model if column == 2 else
+            item.setToolTip(self.base_model if column == 3 else
                             "What captions when no version is active (Preferences → Current model changes it)")
             self.table.setItem(0, column, item)
         if select == BASE_ROW_NAME:
@@ -218,8 +244,8 @@ class VersionsWindow(QDialog):
         for row, version in enumerate(self.versions, start=1):
             for column, text in enumerate(version_row(version)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(version.base_model if column == 2 else learning_rate_tip(version.config or {})
-                                if column == 4 else beats_base_tip(version.metrics or {}) if column == 9 else text)
+                item.setToolTip(version.base_model if column == 3 else learning_rate_tip(version.config or {})
+                                if column == 5 else beats_base_tip(version.metrics or {}) if column == 10 else text)
                 self.table.setItem(row, column, item)
             if version.name == select:
                 self.table.selectRow(row)
@@ -261,10 +287,10 @@ class VersionsWindow(QDialog):
         for button in (self.activate_button, self.evaluate_button):
             if base and idle:
                 button.setEnabled(True)
-        self.activate_button.setText("Use base model" if base else "Activate")
-        self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
-                                        if base else ACTIVATE_TIP)
         chosen = next((v for v in self.versions if v.name == name), None)
+        self.activate_button.setText("Use base model" if base else activate_text(chosen))
+        self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
+                                        if base else activate_tip(chosen))
         if chosen is not None and (chosen.metrics or {}).get("beats_base") is False:
             # Still possible, but not presented as the obvious next model.
             self.activate_button.setToolTip(beats_base_tip(chosen.metrics) + ". Activate it anyway?")
@@ -305,8 +331,14 @@ class VersionsWindow(QDialog):
         name = self.selected_name()
         if name is None:
             return False
+        chosen = next((v for v in self.versions if v.name == name), None)
         ok = self._guarded(lambda: versions.set_active(self.library, name))
-        if ok:
+        if ok and chosen is not None and versions.is_restyler(chosen):
+            self.footer.status.setText(f"{name} is now the active restyler: restyling uses it.")
+        elif ok and chosen is not None and versions.version_kind(chosen) != CAPTION:
+            self.footer.status.setText(f"{name} is now the active model for {kind_label(chosen).lower()}: "
+                                       f"captioning {kind_label(chosen).lower()} uses it.")
+        elif ok:
             self.footer.status.setText(f"{name} is now the active model: captioning uses it.")
         self.refresh(name)
         return ok

@@ -119,6 +119,22 @@ def result_verdict(result: Any) -> tuple[bool, str]:
     return bool(result.beats_base), "\n".join(lines)
 
 
+def kind_choice(library: Library) -> QComboBox:
+    """The kinds a version can learn, the caption first, each saying how many verified values it has."""
+    from core.kinds import CAPTION, all_kinds
+    from core.queries import ImageFilter, count_filtered
+
+    choice = QComboBox()
+    choice.setObjectName("trainKind")
+    choice.setToolTip("The caption kind the version learns from its verified values, and writes when it captions")
+    with library.db.read() as session:
+        kinds = sorted(all_kinds(session).values(), key=lambda k: k.name != CAPTION)
+        for kind in kinds:
+            count = count_filtered(session, ImageFilter(states=frozenset({"verified"}), kind=kind.name))
+            choice.addItem(f"{kind.label} ({count} verified)", kind.name)
+    return choice
+
+
 class TrainDialog(QDialog):
     """Method, hyperparameters, data summary, live chart, cancel, before/after table."""
 
@@ -167,6 +183,7 @@ class TrainDialog(QDialog):
         base_row.addWidget(self.base, 1)
         base_row.addWidget(self.browse_base)
         self.name = QLineEdit("my-captioner")
+        self.kind = kind_choice(library)
         self.method = QComboBox()
         self.method.addItems(["lora", "full", "qlora"])
         self.lora_r = self._spin(1, 256, 8)
@@ -185,6 +202,9 @@ class TrainDialog(QDialog):
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
         self.base.editingFinished.connect(self._update_enabled)
         self.restyler = restyler_checkbox(library)
+        # A restyler learns to rewrite captions: it has no kind to choose.
+        self.restyler.toggled.connect(lambda on: (self.kind.setCurrentIndex(0) if on else None,
+                                                  self.kind.setEnabled(not on)))
         self.restyler.toggled.connect(lambda on: (self.base.setText("" if on else self.current.base_model),
                                                   self.base.setPlaceholderText(RESTYLER_BASE_HINT if on else "")))
         self.data_summary = QLabel()
@@ -197,7 +217,7 @@ class TrainDialog(QDialog):
         form.addRow("Base model", base_row)
         if version is not None and base_model is None:
             form.addRow("", self.continue_from)
-        for label, widget in (("Version name", self.name), ("Method", self.method),
+        for label, widget in (("Version name", self.name), ("Kind", self.kind), ("Method", self.method),
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr), ("", self.auto_lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
@@ -208,6 +228,7 @@ class TrainDialog(QDialog):
         self._update_enabled()
         self.val_ratio.valueChanged.connect(self.refresh_data_summary)
         self.include_imports.toggled.connect(self.refresh_data_summary)
+        self.kind.currentIndexChanged.connect(self.refresh_data_summary)
 
         self.chart = MetricChart()
         # Messages wrap in a fixed number of lines: nothing below them moves during a run.
@@ -363,11 +384,13 @@ class TrainDialog(QDialog):
         lr = None if self.auto_lr.isChecked() or self.lr.specialValueText() else self.lr.value()
         if method != "full" and self.family_defaults.isChecked():  # None: the family's measured defaults
             return TrainingConfig(method=method, lr=lr, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                                  val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
+                                  val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked(),
+                                  kind=self.kind.currentData())
         return TrainingConfig(method=method, lora_r=self.lora_r.value(),
                               lora_alpha=self.lora_alpha.value(), lora_dropout=self.lora_dropout.value(),
                               lr=lr, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                              val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
+                              val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked(),
+                              kind=self.kind.currentData())
 
     @Slot()
     def refresh_data_summary(self) -> None:
@@ -375,7 +398,7 @@ class TrainDialog(QDialog):
 
         try:
             data = collect_training_data(self.library, val_ratio=self.val_ratio.value(),
-                                         include_imports=self.include_imports.isChecked())
+                                         include_imports=self.include_imports.isChecked(), kind=self.kind.currentData())
         except Exception as exc:  # noqa: BLE001 - shown inline
             self.data_summary.setText(plain_error(str(exc)))
             self.set_ready(str(exc) and plain_error(str(exc)))
@@ -511,9 +534,11 @@ class TrainDialog(QDialog):
         beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
-        # Switching to a version that did not improve would only cost a re-captioning run.
-        self.use_button.setVisible(beat)
-        self.use_button.setEnabled(beat)
+        # Switching to a version that did not improve would only cost a re-captioning run; a
+        # version of another kind is activated for that kind in Model → Versions.
+        offer = beat and self.kind.currentData() == "caption"
+        self.use_button.setVisible(offer)
+        self.use_button.setEnabled(offer)
         self.version_created.emit(result.name)
 
     @Slot(str, str)

@@ -69,14 +69,15 @@ LOWER_IS_BETTER = frozenset({"edit_rate"})
 DECIDING_METRIC = "cider"
 
 
-def not_ready_reason(train_count: int, validation_count: int) -> str | None:
-    """Why training cannot start with these many captions, in plain words (None: it can)."""
+def not_ready_reason(train_count: int, validation_count: int, values: str = "captions") -> str | None:
+    """Why training cannot start with these many *values* (a kind's, in words), in plain words (None: it can)."""
     if train_count < MIN_TRAIN:
-        return (f"Training needs at least {MIN_TRAIN} captioned photos to learn from; there are "
-                f"{train_count}. Write or accept more captions first.")
+        photos = "captioned photos" if values == "captions" else f"photos with {values}"
+        return (f"Training needs at least {MIN_TRAIN} {photos} to learn from; there are "
+                f"{train_count}. Write or accept more {values} first.")
     if validation_count < MIN_VALIDATION:
         return (f"Training keeps at least {MIN_VALIDATION} photos aside to check the new version; "
-                f"there are {validation_count}. Raise the validation share or add captions.")
+                f"there are {validation_count}. Raise the validation share or add {values}.")
     return None
 
 
@@ -404,7 +405,9 @@ class TrainDialog(QDialog):
             self.set_ready(str(exc) and plain_error(str(exc)))
             return
         self.data_summary.setText(data.summary())
-        self.set_ready(not_ready_reason(len(data.train), len(data.validation)))
+        label = self.kind.currentText().rsplit(" (", 1)[0].lower()
+        values = "captions" if self.kind.currentData() == "caption" else label
+        self.set_ready(not_ready_reason(len(data.train), len(data.validation), values))
 
     def set_ready(self, reason: str | None) -> None:
         """Enable Train, or disable it and say why in plain words (*reason*: the data's)."""

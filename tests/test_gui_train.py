@@ -594,7 +594,7 @@ def test_the_kind_choice_counts_verified_values_and_trains_that_kind(qtbot, libr
     assert items["alt_text"] == "Alt text (13 verified)" and items["keywords"] == "Keywords (0 verified)"
     assert not dialog.start_button.isEnabled()  # two captions are too few
     dialog.kind.setCurrentIndex(dialog.kind.findData("keywords"))
-    assert "at least 8 photos with keywords; there are 0" in dialog.not_ready.text()
+    assert "at least 8 photos with keywords to learn from; there are 0" in dialog.not_ready.text()
     dialog.val_ratio.setValue(0.4)
     dialog.kind.setCurrentIndex(dialog.kind.findData("alt_text"))
     assert "validation alt_text values" in dialog.data_summary.text()

@@ -42,11 +42,13 @@ __all__ = [
     "Change",
     "StaleChangeError",
     "accept",
+    "accept_many",
     "apply_changes",
     "replace_captions",
     "replacement_preview",
     "revert",
     "save_edit",
+    "unverify",
 ]
 
 
@@ -91,6 +93,43 @@ def accept(db: Database, image_id: int) -> Change | None:
         if caption.id == before:
             return None
         return Change(image_id, before, caption.id)
+
+
+def accept_many(db: Database, image_ids: Iterable[int]) -> list[Change]:
+    """Accept the current caption of each of *image_ids* in one transaction.
+
+    Images with no caption, or whose caption is already a person's, are left as they are.
+    """
+    changes: list[Change] = []
+    with db.write() as session:
+        for image_id in image_ids:
+            current = current_caption(session, image_id)
+            if current is None or current.source == "human":
+                continue
+            caption = accept_caption(session, image_id)
+            changes.append(Change(image_id, current.id, caption.id))
+    return changes
+
+
+def unverify(db: Database, image_ids: Iterable[int]) -> list[Change]:
+    """Take back an acceptance: the model's (or import's) caption a person accepted becomes current again.
+
+    Only a person's caption that is an acceptance — the same words as the unreviewed
+    caption it was made from — is set aside; words a person wrote or edited are theirs
+    and stay (the human-caption rule).  The acceptance row stays in history.
+    """
+    changes: list[Change] = []
+    with db.write() as session:
+        for image_id in image_ids:
+            current = current_caption(session, image_id)
+            if current is None or current.source != "human" or current.parent_id is None:
+                continue
+            parent = session.get(Caption, current.parent_id)
+            if parent is None or parent.source == "human" or parent.text != current.text:
+                continue
+            repoint_current(session, image_id, expected=current.id, target=parent.id, kind=current.kind)
+            changes.append(Change(image_id, current.id, parent.id))
+    return changes
 
 
 def revert(db: Database, caption_id: int) -> Change:

@@ -304,11 +304,12 @@ class MainWindow(QMainWindow):
         edit_menu.addSeparator()
         edit_menu.addAction(a("save", "Save caption", self.image_review.save_caption, QKeySequence.StandardKey.Save))
         edit_menu.addAction(a("edit", "Edit caption", self.image_review.focus_editor, "F2"))
-        edit_menu.addAction(a("accept", "Accept caption", self.image_review.accept_current, "Ctrl+Shift+A"))
+        edit_menu.addAction(a("accept", "Accept caption(s)", self.image_review.accept_selection, "Ctrl+Shift+A"))
+        edit_menu.addAction(a("unverify", "Mark as not verified", self.image_review.unverify_selection, None))
         edit_menu.addSeparator()
         edit_menu.addAction(a("find", "Find…", self.image_review.focus_search, QKeySequence.StandardKey.Find))
         edit_menu.addAction(a("replace", "Find and replace…", self.image_review.open_find_replace, "Ctrl+H"))
-        edit_menu.addAction(a("select_all", "Select all images", self.grid.selectAll, None))
+        edit_menu.addAction(a("select_all", "Select all images", self.grid.selectAll, QKeySequence.StandardKey.SelectAll))
 
         review = self.menuBar().addMenu("&Review")
         review.addAction(a("next", "Next image", self.image_review.next_image, "Alt+Right"))
@@ -349,6 +350,12 @@ class MainWindow(QMainWindow):
             current_filter=self.grid_content.current_filter, selected_ids=self.image_review.selected_ids,
             shown_count=self.model.rowCount, captioning=self.captioning,
             set_thumbnail_size=self.set_thumbnail_size, open_library=self.libraries.open_library))
+        from desktop_app.controllers.photo_verbs import PhotoVerbs
+
+        self.photo_verbs = PhotoVerbs(
+            self, grid=self.grid, model=self.model, review=self.image_review, caption_jobs=self.caption_jobs,
+            caption_undo=self.caption_undo, sidebar=self.sidebar, thumbs=self.thumbs, verbs=lambda: self.verbs)
+        view.addAction(a("loupe", "Loupe (Space)", self.photo_verbs.open_loupe, None))
 
 
     def _build_toolbar(self) -> None:

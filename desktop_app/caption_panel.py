@@ -12,7 +12,7 @@ path moves neither the panel nor the grid's columns.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -103,6 +105,27 @@ def _no_widen(label: QLabel) -> QLabel:
 def _breakable(text: str) -> str:
     """*text* with zero-width spaces after "/", "_" and "-" so long names can wrap."""
     return text.replace("/", "/\u200b").replace("_", "_\u200b").replace("-", "-\u200b")
+
+
+class _WrappedRows(QStyledItemDelegate):
+    """Row heights that fit each caption wrapped in its column's width.
+
+    QTreeView asks the delegate for a row's height without the column's width (so a
+    wrapped text would get one line); this gives it that width.
+    """
+
+    def __init__(self, tree: QTreeWidget) -> None:
+        super().__init__(tree)
+        self.tree = tree
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+        hint = super().sizeHint(option, index)
+        width = self.tree.columnWidth(index.column()) - 8
+        if width <= 0:
+            return hint
+        text = str(index.data() or "")
+        height = option.fontMetrics.boundingRect(0, 0, width, 100_000, int(Qt.TextFlag.TextWordWrap), text).height()
+        return QSize(hint.width(), max(hint.height(), height + 6))
 
 
 class _UndoPassThrough(QObject):
@@ -196,8 +219,15 @@ class CaptionPanel(QWidget):
         self.history = QTreeWidget()
         self.history.setObjectName("captionHistory")
         self.history.setHeaderLabels(["When", "By", "Conf.", "Caption"])
-        self.history.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # Whole captions, wrapped in their column (each row as tall as its text): readable
+        # without hovering; the tooltip keeps the provenance.
+        self.history.setWordWrap(True)
+        self.history.setItemDelegate(_WrappedRows(self.history))
+        self.history.setUniformRowHeights(False)
+        self.history.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.history.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.history.header().sectionResized.connect(lambda *_: self.history.doItemsLayout())
         self.history.setMinimumHeight(70)
         self.history.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.history.setRootIsDecorated(False)

@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -190,7 +191,16 @@ class MainWindow(QMainWindow):
         self.center_stack.addWidget(center)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(self.preview)
-        self.right_splitter.addWidget(self.panel)
+        # The photo's own metadata beside its caption, a tab away (its own module).
+        from desktop_app.metadata_panel import MetadataPanel
+
+        self.info_panel = MetadataPanel(self.pool)
+        self.side_tabs = QTabWidget()
+        self.side_tabs.setObjectName("sideTabs")
+        self.side_tabs.setDocumentMode(True)
+        self.side_tabs.addTab(self.panel, "Caption")
+        self.side_tabs.addTab(self.info_panel, "Photo info")
+        self.right_splitter.addWidget(self.side_tabs)
         self.right_splitter.setStretchFactor(0, 1)
         self.right_splitter.setStretchFactor(1, 0)  # the preview takes the spare height
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -242,6 +252,7 @@ class MainWindow(QMainWindow):
             preview_loader=self.preview_loader, thumbs=self.thumbs, filter_bar=self.filter_bar,
             caption_undo=self.caption_undo, grid_content=self.grid_content)
         self.grid_content.current = self.image_review
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self.info_panel.follow(self.image_review.current_row()))
         self.job_catch_up = JobCatchUp(self.grid_content, self.sidebar_content,
                                        lambda: self.scans.scanning or self.captioning.running, self)
         self.scans = ScanController(

@@ -76,6 +76,7 @@ from desktop_app.review import CaptionUndoStack
 from desktop_app.sidebar import LibrarySidebar
 from desktop_app.thumbnail_grid import ThumbnailGrid
 from desktop_app.thumbnails import PreviewLoader, ThumbnailCache
+from desktop_app.window_state import ViewRestorer, fit_to_screen, restore_layout, save_layout
 from desktop_app.window_widgets import EmptyLibraryPage, NoticeBanner, PreviewView
 
 log = logging.getLogger("captiondesk.gui")
@@ -85,14 +86,6 @@ CAPTION_TIP = "Caption the photos in view, the folder or the library with the cu
 
 #: The window's size on first start, shrunk to fit a smaller screen.
 PREFERRED_SIZE = QSize(1480, 900)
-
-
-def fit_to_screen(preferred: QSize, available: QSize, margin: float = 0.95) -> QSize:
-    """*preferred*, shrunk (never grown) to at most *margin* of the *available* screen."""
-    return QSize(
-        min(preferred.width(), int(available.width() * margin)),
-        min(preferred.height(), int(available.height() * margin)),
-    )
 
 
 class MainWindow(QMainWindow):
@@ -183,6 +176,10 @@ class MainWindow(QMainWindow):
         self.banner = NoticeBanner()
         self.banner.action_button.clicked.connect(lambda: self._caption_from_banner())
         center_layout.addWidget(self.banner)
+        from desktop_app.list_view import ListMode
+
+        self.list_mode = ListMode(self.grid, self.delegate, self.thumbs, self.filter_bar, self._apply_grid_size)
+        center_layout.addWidget(self.list_mode.header)
         center_layout.addWidget(self.grid, 1)
         self.empty_page = EmptyLibraryPage()
         self.empty_page.add_clicked.connect(lambda: self.libraries.choose_folder())
@@ -190,17 +187,17 @@ class MainWindow(QMainWindow):
         self.center_stack.addWidget(self.empty_page)
         self.center_stack.addWidget(center)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.right_splitter.addWidget(self.preview)
-        # The photo's own metadata beside its caption, a tab away (its own module).
+        # The photo's own metadata a tab away from its preview; the caption panel keeps its height.
         from desktop_app.metadata_panel import MetadataPanel
 
         self.info_panel = MetadataPanel(self.pool)
         self.side_tabs = QTabWidget()
         self.side_tabs.setObjectName("sideTabs")
         self.side_tabs.setDocumentMode(True)
-        self.side_tabs.addTab(self.panel, "Caption")
+        self.side_tabs.addTab(self.preview, "Preview")
         self.side_tabs.addTab(self.info_panel, "Photo info")
         self.right_splitter.addWidget(self.side_tabs)
+        self.right_splitter.addWidget(self.panel)
         self.right_splitter.setStretchFactor(0, 1)
         self.right_splitter.setStretchFactor(1, 0)  # the preview takes the spare height
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -272,7 +269,8 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self._build_actions()
         self._build_toolbar()
-        self._restore_layout()
+        self.view_restorer = ViewRestorer(self)
+        restore_layout(self)
         self.update_actions()
 
     # =========================================================================
@@ -339,6 +337,9 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         view.addAction(a("larger", "Larger thumbnails", lambda: self.step_thumbnail_size(1), QKeySequence.StandardKey.ZoomIn))
         view.addAction(a("smaller", "Smaller thumbnails", lambda: self.step_thumbnail_size(-1), QKeySequence.StandardKey.ZoomOut))
+        as_list = a("list_view", "List with columns", lambda: self.set_list_view(not self.list_view_on), "Ctrl+L")
+        as_list.setCheckable(True)
+        view.addAction(as_list)
         view.addSeparator()
         view.addAction(self.log_dock.toggleViewAction())
 
@@ -498,6 +499,14 @@ class MainWindow(QMainWindow):
         self.grid.set_cell_size(self.delegate.cell_size(self.grid.fontMetrics()))
         self.grid.setIconSize(QSize(self.thumbs.display_size, self.thumbs.display_size))
 
+    @property
+    def list_view_on(self) -> bool:
+        return self.list_mode.on
+
+    def set_list_view(self, on: bool) -> None:
+        self.list_mode.set(on)
+        self.actions["list_view"].setChecked(on)
+
     def step_thumbnail_size(self, step: int) -> None:
         sizes = list(THUMBNAIL_SIZES)
         current = min(range(len(sizes)), key=lambda i: abs(sizes[i] - self.thumbs.display_size))
@@ -542,30 +551,8 @@ class MainWindow(QMainWindow):
             return PREFERRED_SIZE
         return fit_to_screen(PREFERRED_SIZE, screen.availableGeometry().size())
 
-    def _restore_layout(self) -> None:
-        geometry = self.settings.geometry()
-        if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(self.default_size())
-        screen = self.screen()
-        if screen is not None:
-            # A layout saved on a bigger monitor must still fit this one.
-            available = screen.availableGeometry()
-            self.resize(fit_to_screen(self.size(), available.size(), margin=1.0))
-        state = self.settings.window_state()
-        if state is not None:
-            self.restoreState(state)
-        for name, splitter in (("main", self.main_splitter), ("right", self.right_splitter)):
-            saved = self.settings.splitter(name)
-            if saved is not None:
-                splitter.restoreState(saved)
-
     def save_layout(self) -> None:
-        self.settings.save_layout(
-            self.saveGeometry(),
-            self.saveState(),
-            {"main": self.main_splitter.saveState(), "right": self.right_splitter.saveState()},
-        )
-        self.settings.sync()
+        save_layout(self)
 
     def shutdown(self) -> None:
         """Save the edit in progress, stop jobs and threads, close an owned library."""

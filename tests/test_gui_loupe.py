@@ -122,3 +122,34 @@ def test_compare_shows_two_selected_photos_side_by_side(qtbot, window):
     compare.set_zoom(1.0)
     assert all(p.view.shown_scale() == 1.0 for p in compare.panes)
     compare.close()
+
+
+@pytest.mark.parametrize("screen", [(1024, 700), (1280, 800)])
+def test_loupe_compare_menu_and_list_fit_small_screens(qtbot, window, screen):
+    from PySide6.QtCore import QSize
+
+    from desktop_app.dialog_kit import WINDOW_FRAME
+    from desktop_app.review import FindReplaceDialog
+
+    win = window
+    width, height = screen
+    room = QSize(width, height) - WINDOW_FRAME
+    win.resize(room)
+    win.set_list_view(True)
+    win.side_tabs.setCurrentWidget(win.info_panel)
+    min_main = win.minimumSizeHint()
+    assert min_main.width() <= room.width() and min_main.height() <= room.height()
+    selection = win.grid.selectionModel()
+    for row in (0, 1):
+        selection.select(win.model.index(row, 0), QItemSelectionModel.SelectionFlag.Select)
+    loupe = win.photo_verbs.open_loupe()
+    compare = win.photo_verbs.open_compare(win.image_review.selected_ids())
+    replace = FindReplaceDialog(10, lambda *a, **k: [], win, selection_count=2)
+    qtbot.addWidget(replace)
+    menu = win.photo_verbs.menu.build(win.image_review.selected_ids())
+    for name, widget in (("loupe", loupe), ("compare", compare), ("replace", replace), ("menu", menu)):
+        size = widget.size().expandedTo(widget.minimumSizeHint()) if name != "menu" else menu.sizeHint()
+        assert size.width() <= room.width() and size.height() <= room.height(), (name, size)
+    assert replace.selected_only.isVisibleTo(replace) and replace.selected_only.isChecked()
+    compare.close()
+    win.set_list_view(False)

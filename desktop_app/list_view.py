@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette, QStandardItemModel
-from PySide6.QtWidgets import QHeaderView, QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QListView,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
 from core.captions import format_confidence
 from desktop_app.delegate import BADGES
@@ -20,8 +28,8 @@ from desktop_app.thumbnail_grid import ThumbnailGrid
 from desktop_app.thumbnails import ThumbnailCache
 
 #: (key, label, initial width; the last column stretches).
-COLUMNS = (("name", "Name", 240), ("state", "State", 100), ("confidence", "Conf.", 60),
-           ("size", "Size", 90), ("caption", "Caption", 300))
+COLUMNS = (("name", "Name", 170), ("state", "State", 80), ("confidence", "Conf.", 50),
+           ("size", "Size", 80), ("caption", "Caption", 300))
 #: Header columns that sort the list (the filter bar's sort keys).
 SORTABLE = {"name": "name", "confidence": "confidence"}
 THUMB = 28
@@ -39,6 +47,9 @@ class ListHeader(QHeaderView):
         self.setSectionsClickable(True)
         for n, (_key, _label, width) in enumerate(COLUMNS):
             self.resizeSection(n, width)
+        self.setMinimumSectionSize(40)
+        # One line tall: in the window's column layout it would otherwise take a share of the height.
+        self.setSizePolicy(self.sizePolicy().horizontalPolicy(), QSizePolicy.Policy.Fixed)
 
     def column_rect(self, key: str, row_rect: QRect) -> QRect:
         n = next(i for i, c in enumerate(COLUMNS) if c[0] == key)

@@ -152,12 +152,14 @@ class Loupe(QWidget):
         side_layout.addLayout(header)
         side_layout.addWidget(self.position)
         side_layout.addWidget(QLabel("Caption"))
+        self.editor.setMaximumHeight(180)
         side_layout.addWidget(self.editor, 1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.save_button)
         buttons.addWidget(self.accept_button)
         buttons.addStretch(1)
         side_layout.addLayout(buttons)
+        self._side_layout = side_layout
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.view)
         self.splitter.addWidget(side)
@@ -181,6 +183,10 @@ class Loupe(QWidget):
         ):
             QShortcut(QKeySequence(keys), self, activated=slot)
         self._update_buttons()
+
+    def add_side_widget(self, widget: QWidget) -> None:
+        """Something more about the photo under its caption (the window gives its photo info panel)."""
+        self._side_layout.addWidget(widget, 2)
 
     # -- what it shows --------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def restore_layout(window: MainWindow) -> None:
             # First start: the caption side gets more than half the height, so its history
             # shows several rows; the person can drag the handle.
             height = max(400, window.height() - 120)
-            splitter.setSizes([height * 9 // 20, height * 11 // 20])
+            splitter.setSizes([height * 7 // 20, height * 13 // 20])
     view = settings.list_view
     if view:
         window.set_list_view(True)

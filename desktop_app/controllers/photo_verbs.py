@@ -162,8 +162,11 @@ class PhotoVerbs:
             self.loupe.save_requested.connect(lambda image_id, text: self.caption_undo.save_edit(image_id, text))
             self.loupe.accept_requested.connect(lambda image_id: self.caption_undo.accept(image_id))
             self.loupe.closed.connect(lambda: self.grid.setFocus(Qt.FocusReason.OtherFocusReason))
-            main = self.grid.window()
-            self.loupe.resize(main.size())
+            from desktop_app.metadata_panel import MetadataPanel
+
+            self.loupe_info = MetadataPanel(self.window.pool)
+            self.loupe.add_side_widget(self.loupe_info)
+            self.loupe.resize(self.grid.window().size())
         self.review.commit_edit()
         self.loupe.show()
         self.loupe.raise_()
@@ -198,6 +201,7 @@ class PhotoVerbs:
         same = loupe.image_id == row.id
         loupe.show_row(row, current.text if current is not None else "", position)
         if not same:
+            self.loupe_info.follow(row)
             loupe.show_loading(self.thumbs.pixmap(row.fingerprint, row.path))
             self._loader.request(row.id, row.path)
 

@@ -51,10 +51,11 @@ def restore_layout(window: MainWindow) -> None:
         if saved is not None:
             splitter.restoreState(saved)
         elif name == "right":
-            # First start: the caption side gets more than half the height, so its history
-            # shows several rows; the person can drag the handle.
-            height = max(400, window.height() - 120)
-            splitter.setSizes([height * 7 // 20, height * 13 // 20])
+            # First start: the caption side gets 60 % of the height (at least what it asks for),
+            # so on a large screen its history shows many rows; the person can drag the handle.
+            height = max(400, window.height() - 140)
+            panel = max(window.panel.sizeHint().height(), height * 3 // 5)
+            splitter.setSizes([max(1, height - panel), panel])
     view = settings.list_view
     if view:
         window.set_list_view(True)

@@ -120,12 +120,13 @@ class _WrappedRows(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
         hint = super().sizeHint(option, index)
-        width = self.tree.columnWidth(index.column()) - 8
+        # Less the item's text margins on both sides (the style's focus frame margin + 1, twice).
+        width = self.tree.columnWidth(index.column()) - 14
         if width <= 0:
             return hint
         text = str(index.data() or "")
         height = option.fontMetrics.boundingRect(0, 0, width, 100_000, int(Qt.TextFlag.TextWordWrap), text).height()
-        return QSize(hint.width(), max(hint.height(), height + 6))
+        return QSize(hint.width(), max(hint.height(), height + 8))
 
 
 class _UndoPassThrough(QObject):

@@ -9,7 +9,7 @@ decodes the full image and saves the caption through the same undo stack as the 
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QImage, QKeyEvent, QKeySequence, QPixmap, QResizeEvent, QShortcut
+from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QResizeEvent, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -43,6 +43,8 @@ class ZoomView(QScrollArea):
         self.setWidget(self.label)
         self.setWidgetResizable(True)
         self.setMinimumSize(200, 150)
+        # The window's arrow keys move between photos; the view must not take them to scroll.
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.image: QImage | None = None
         #: None: fit to the view; else the zoom factor (1.0: one image pixel per screen pixel).
         self.zoom: float | None = None
@@ -139,7 +141,7 @@ class Loupe(QWidget):
         self.next_button = QPushButton("Next ▶")
         self.next_button.setToolTip("Next photo (Right)")
         self.next_button.clicked.connect(self.next_requested)
-        close = QPushButton("Close")
+        self.close_button = close = QPushButton("Close")
         close.setToolTip("Back to the grid (Space or Esc)")
         close.clicked.connect(self.close)
 
@@ -176,10 +178,21 @@ class Loupe(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.splitter, 1)
         layout.addLayout(bar)
+        # Window shortcuts: the caption editor still gets the keys it types or moves with
+        # (it claims them first), so arrows, Space and letters act on the loupe only outside it.
         for keys, slot in (
             (QKeySequence.StandardKey.Save, self._save),
             ("Ctrl+Shift+A", self._accept),
             ("Ctrl+Return", self._accept_and_next),
+            ("Right", self.next_requested.emit),
+            ("PgDown", self.next_requested.emit),
+            ("Left", self.previous_requested.emit),
+            ("PgUp", self.previous_requested.emit),
+            ("Space", self.close),
+            ("Escape", self.close),
+            ("F", lambda: self.view.set_zoom(None)),
+            ("1", lambda: self.view.set_zoom(ACTUAL_SIZE)),
+            ("Z", self.view.toggle_zoom),
         ):
             QShortcut(QKeySequence(keys), self, activated=slot)
         self._update_buttons()
@@ -250,24 +263,6 @@ class Loupe(QWidget):
         self._accept()
         self.next_requested.emit()
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
-        # The caption editor keeps its keys; these act only when it does not have focus.
-        key = event.key()
-        if key in (Qt.Key.Key_Right, Qt.Key.Key_PageDown):
-            self.next_requested.emit()
-        elif key in (Qt.Key.Key_Left, Qt.Key.Key_PageUp):
-            self.previous_requested.emit()
-        elif key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
-            self.close()
-        elif key == Qt.Key.Key_F:
-            self.view.set_zoom(None)
-        elif key == Qt.Key.Key_1:
-            self.view.set_zoom(ACTUAL_SIZE)
-        elif key == Qt.Key.Key_Z:
-            self.view.toggle_zoom()
-        else:
-            super().keyPressEvent(event)
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.commit()
         self.closed.emit()
@@ -318,6 +313,9 @@ class CompareView(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(splitter, 1)
         layout.addLayout(bar)
+        for keys, slot in (("Space", self.close), ("Escape", self.close), ("F", lambda: self.set_zoom(None)),
+                           ("1", lambda: self.set_zoom(ACTUAL_SIZE))):
+            QShortcut(QKeySequence(keys), self, activated=slot)
 
     def show_rows(self, rows: tuple[ImageRow, ImageRow], captions: tuple[str, str]) -> None:
         for pane, row, caption in zip(self.panes, rows, captions, strict=True):
@@ -334,17 +332,6 @@ class CompareView(QWidget):
     def set_zoom(self, zoom: float | None) -> None:
         for pane in self.panes:
             pane.view.set_zoom(zoom)
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
-        key = event.key()
-        if key in (Qt.Key.Key_Space, Qt.Key.Key_Escape):
-            self.close()
-        elif key == Qt.Key.Key_F:
-            self.set_zoom(None)
-        elif key == Qt.Key.Key_1:
-            self.set_zoom(ACTUAL_SIZE)
-        else:
-            super().keyPressEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         self.closed.emit()

@@ -47,6 +47,7 @@ def test_double_click_opens_the_loupe_on_that_photo_fit_to_the_window(qtbot, win
     loupe = win.photo_verbs.loupe
     assert loupe is not None and loupe.isVisible()
     assert loupe.image_id == win.model.image_id(2)
+    qtbot.waitUntil(lambda: loupe.isActiveWindow(), timeout=WAIT)
     qtbot.waitUntil(lambda: full_image_shown(loupe), timeout=WAIT)
     loupe.resize(1000, 700)
     qtbot.waitUntil(lambda: loupe.view.shown_scale() > 1.0, timeout=WAIT)  # 480 px fit into a larger view
@@ -72,7 +73,13 @@ def test_space_opens_and_closes_and_arrows_move_through_the_grid(qtbot, window):
     assert loupe.position.text() == f"2 of {win.model.rowCount()}"
     qtbot.keyClick(loupe, Qt.Key.Key_Left)
     assert loupe.image_id == win.model.image_id(0)
-    qtbot.keyClick(loupe, Qt.Key.Key_Space)
+    # In the caption editor the arrows move the cursor, not the photo.
+    loupe.editor.setFocus()
+    qtbot.waitUntil(lambda: loupe.editor.hasFocus(), timeout=WAIT)
+    qtbot.keyClick(loupe.editor, Qt.Key.Key_Right)
+    assert loupe.image_id == win.model.image_id(0)
+    loupe.close_button.setFocus()
+    qtbot.keyClick(loupe.close_button, Qt.Key.Key_Space)
     assert not loupe.isVisible()
 
 

@@ -359,11 +359,13 @@ class CaptionPanel(QWidget):
         self.history.addTopLevelItems(items)
         for column in (0, 1, 2):
             self.history.resizeColumnToContents(column)
-        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 120))
+        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 100))
 
     @staticmethod
     def _history_item(caption: CaptionInfo) -> QTreeWidgetItem:
-        when = f"{caption.created_at:%Y-%m-%d %H:%M}" if caption.created_at else ""
+        # Short (date over time) so the caption column keeps its width in a narrow panel;
+        # the full date and time are in the tooltip's provenance.
+        when = f"{caption.created_at:%Y-%m-%d}\n{caption.created_at:%H:%M}" if caption.created_at else ""
         if caption.source == "model":
             # The model's short name (the full id, adapter and settings are in the tooltip).
             by = (caption.model_name or "model").rstrip("/").rsplit("/", 1)[-1]

@@ -28,7 +28,7 @@ from desktop_app.thumbnail_grid import ThumbnailGrid
 from desktop_app.thumbnails import ThumbnailCache
 
 #: (key, label, initial width; the last column stretches).
-COLUMNS = (("name", "Name", 170), ("state", "State", 80), ("confidence", "Conf.", 50),
+COLUMNS = (("name", "Name", 150), ("state", "State", 75), ("confidence", "Conf.", 50),
            ("size", "Size", 80), ("caption", "Caption", 300))
 #: Header columns that sort the list (the filter bar's sort keys).
 SORTABLE = {"name": "name", "confidence": "confidence"}
@@ -50,6 +50,7 @@ class ListHeader(QHeaderView):
         self.setMinimumSectionSize(40)
         # One line tall: in the window's column layout it would otherwise take a share of the height.
         self.setSizePolicy(self.sizePolicy().horizontalPolicy(), QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(self.fontMetrics().height() + 10)
 
     def column_rect(self, key: str, row_rect: QRect) -> QRect:
         n = next(i for i, c in enumerate(COLUMNS) if c[0] == key)

@@ -113,6 +113,9 @@ class Loupe(QWidget):
         self.setWindowTitle("CaptionDesk — Loupe")
         self.image_id: int | None = None
         self._loaded_text = ""
+        # The loupe itself holds the keyboard when it opens (arrows move between photos);
+        # a click or Tab puts it in the caption editor.
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.view = ZoomView()
         self.title = ElidedLabel("")
         self.title.setObjectName("loupeTitle")

@@ -171,6 +171,7 @@ class PhotoVerbs:
         self.loupe.show()
         self.loupe.raise_()
         self.loupe.activateWindow()
+        self.loupe.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
         self._show_in_loupe(force=True)
         return self.loupe
 

@@ -375,8 +375,7 @@ class ScopePicker(QWidget):
             self.buttons[key] = button
             layout.addWidget(button)
             button.toggled.connect(lambda on: on and self.changed.emit())
-        # Several photos picked in the grid are what the person means to act on.
-        self.buttons[SCOPE_SELECTION if len(scope.selection) > 1 else SCOPE_LIBRARY].setChecked(True)
+        self.buttons[SCOPE_LIBRARY].setChecked(True)
 
     def key(self) -> str:
         for key, button in self.buttons.items():

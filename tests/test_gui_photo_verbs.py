@@ -183,19 +183,18 @@ def test_find_replace_within_the_selection(qtbot, window, sample):
 
 def test_export_and_metadata_from_the_menu_start_on_the_selection(qtbot, window):
     win = window
-    select_rows(win, [0])
-    dialog = win.photo_verbs._open_scoped("open_export")
-    assert dialog.scope_picker.key() == SCOPE_SELECTION
-    dialog.close()
-    win.verbs.open_dialogs.clear()
     select_rows(win, [0, 1, 2])
-    dialog = win.verbs.open_write_metadata()
-    assert dialog.scope_picker.key() == SCOPE_SELECTION  # several selected: that is the scope
-    dialog.close()
-    win.verbs.open_dialogs.clear()
-    select_rows(win, [0])
+    ids = win.image_review.target_ids()
+    for key, opened in (("export", "export"), ("write_metadata", "metadata")):
+        win.photo_verbs.menu.trigger(key, ids)
+        dialog = win.verbs.open_dialogs[opened]
+        assert dialog.scope_picker.key() == SCOPE_SELECTION
+        assert dialog.scope_picker.scope.selection == tuple(ids)
+        dialog.close()
+        win.verbs.open_dialogs.clear()
+    # From the menu bar the dialogs start on the whole library, as before.
     dialog = win.verbs.open_export()
-    assert dialog.scope_picker.key() == SCOPE_LIBRARY  # one photo from the menu bar: the library, as before
+    assert dialog.scope_picker.key() == SCOPE_LIBRARY
     dialog.close()
 
 

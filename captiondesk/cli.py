@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from captiondesk import dataset_commands, duplicates_command, selfcheck_command, training_commands
+from captiondesk import (
+    dataset_commands,
+    duplicates_command,
+    restyle_commands,
+    search_commands,
+    selfcheck_command,
+    training_commands,
+)
 from captiondesk.caption_options import check_caption_model
 from captiondesk.caption_options import ray_address as parse_ray_address
 from captiondesk.common import (
@@ -393,7 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The other command modules register their own sub-commands (light to import).
     dataset_commands.register(commands)
     training_commands.register(commands)
+    restyle_commands.register(commands)
     duplicates_command.register(commands)
+    search_commands.register(commands)
     selfcheck_command.register(commands)
     return parser
 
@@ -405,7 +414,7 @@ def _gui_request(argv: list[str], parser: argparse.ArgumentParser) -> list[str] 
     folders, no subcommand), opens the window.
     """
     subcommands = {"add", "scan", "status", "caption", "export", "import", "write-metadata",
-                   "train", "eval", "models", "self-check"}
+                   "train", "eval", "models", "self-check", "index", "search"}
     rest = list(argv)
     if len(rest) >= 2 and rest[0] == "--library":
         rest = rest[2:]

@@ -80,7 +80,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
-    if processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
+    if args.restyler:  # a text model learning the person-corrected captions (core/restyle/training.py)
+        result, interrupted = _train_restyler(args, config, on_epoch)
+    elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
         from core.training.processes import train_in_processes
 
         with open_library(args) as library:  # create/migrate it here, before the ranks open it
@@ -146,7 +148,10 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
             print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
-        if result.beats_base:
+        if result.beats_base and getattr(args, "restyler", False):
+            print(f"Saved to {result.path}. Restyle with: "
+                  f"captiondesk {library_arg}restyle --all --with {shlex.quote(result.name)}")
+        elif result.beats_base:
             print(f"Saved to {result.path}. Caption with: "
                   f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
         else:
@@ -164,6 +169,24 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         if result.test_size else None,
         notes=result.notes,
     )
+
+
+def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
+    """``train --restyler``: one run in this process on the library's corrected-caption pairs."""
+    from core.restyle.training import train_restyler
+
+    if not args.base:
+        raise UserError("train --restyler needs --base: a text language model folder or hub id "
+                        "(e.g. HuggingFaceTB/SmolLM2-135M-Instruct)")
+    with open_library(args) as library:
+        try:
+            return run_with_progress(
+                "Training restyler",
+                lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
+                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
+                unit="step")
+        except (ValueError, OSError) as exc:  # core errors meant for the person reach main() as they are
+            raise UserError(str(exc)) from None
 
 
 def _discard_run(library: Any, name: str) -> None:
@@ -371,7 +394,10 @@ def cmd_models(args: argparse.Namespace) -> int:
                     print(f"It was the active model; captioning now uses {current.current_model(library).describe()}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
-                print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
+                if versions.is_restyler(versions.get_version(library, args.names[0])):
+                    print(f"{args.names[0]} is now the active restyler: restyle uses it without --with")
+                else:
+                    print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
             elif action == "deactivate":
                 now = current.use_base_model(library)
                 print(f"No version is active; captioning uses {now.describe()}")
@@ -442,6 +468,9 @@ def register(subparsers: Any) -> None:
                        help="hub id, model folder or (full fine-tuned) version name (default: the library's current "
                             "model's base: the active version's base model, else the library's base model)")
     train.add_argument("--name", required=True, metavar="NAME", help="name of the new model version")
+    train.add_argument("--restyler", action="store_true", help="train a restyler (a text language model, --base) "
+                       "on the library's model caption → verified caption pairs; --style sets its instruction")
+    train.add_argument("--style", metavar="PROMPT", help="with --restyler: the style instruction it learns to follow")
     train.add_argument("--method", choices=METHODS, default="lora",
                        help="lora (default), full fine-tuning, or qlora (LoRA on a 4-bit base; needs bitsandbytes; "
                             "meant for CUDA, also runs on CPU, slower)")

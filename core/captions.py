@@ -407,8 +407,17 @@ def provenance_lines(
     lines: list[str] = []
     if action and action not in ("model", "import"):  # the plain source goes without saying
         lines.append(action[:1].upper() + action[1:])
+    restyle = record.extra.get("restyle") if isinstance(record.extra.get("restyle"), Mapping) else None
     if source in (CaptionSource.MODEL, "model") and model_name:
-        lines.append(f"Model: {_short_model(model_name)}" + (f" + {_short_model(adapter)}" if adapter else ""))
+        # A restyled caption names both stages: the captioner, then the restyler and its style.
+        lines.append(f"{'Captioner' if restyle else 'Model'}: {_short_model(model_name)}"
+                     + (f" + {_short_model(adapter)}" if adapter else ""))
+    if restyle:
+        name = restyle.get("version") or _short_model(str(restyle.get("restyler") or "?"))
+        lines.append(f"Restyler: {name}" + (" (server)" if restyle.get("backend") == "openai" else ""))
+        lines.append(f"Style: “{restyle.get('style', '')}”")
+        if restyle.get("source_text"):
+            lines.append(f"Description: “{restyle['source_text']}”")
     if score is not None:
         lines.append(f"Confidence: {format_confidence(score)} (mean token log-prob {score:.2f})")
     identity = record.identity or {}

@@ -59,7 +59,8 @@ class CaptionKind:
         label: As a person reads it.
         value_type: ``text``, or ``keywords`` (an ordered list, see the module docstring).
         preset: The preset a model is asked with by default (:mod:`core.captioning.presets`).
-        prompt: A user kind's instruction to a prompted model (its default prompt).
+        prompt: A user kind's instruction to a prompted model (its default prompt; a
+            template with the per-image variables of :mod:`core.captioning.presets`).
         builtin: Shipped with CaptionDesk (cannot be removed).
     """
 
@@ -120,6 +121,13 @@ def add_kind(session: Session, name: str, label: str, *, prompt: str | None = No
     if not label:
         raise KindError("a caption kind needs a label")
     prompt = prompt.strip() if prompt and prompt.strip() else None
+    if prompt is not None:
+        from core.captioning.presets import template_variables
+
+        try:
+            template_variables(prompt)
+        except ValueError as exc:
+            raise KindError(str(exc)) from None
     session.add(CaptionKindRow(name=name, label=label, value_type="text", prompt=prompt))
     session.flush()
     return CaptionKind(name, label, "text", None, prompt, builtin=False)

@@ -18,7 +18,19 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -271,3 +283,25 @@ class ImageHash(Base):
     phash: Mapped[int | None] = mapped_column(BigInteger)
     dhash: Mapped[int | None] = mapped_column(BigInteger)
     colour: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Embedding(Base):
+    """One vector for search by meaning (see ``core.search.store``): a text kind's or the picture's."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        Index("uq_embeddings_model_kind_image", "model", "kind", "image_id", unique=True),
+        Index("ix_embeddings_image", "image_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    #: The caption kind whose text was embedded, or ``image`` for the picture itself.
+    kind: Mapped[str] = mapped_column(String(32))
+    #: The embedding model's id or folder.
+    model: Mapped[str] = mapped_column(Text)
+    #: Hash of the embedded text, or the picture's content key: changed → re-embedded.
+    source_hash: Mapped[str] = mapped_column(String(40))
+    #: float32 little-endian, L2-normalised.
+    vector: Mapped[bytes] = mapped_column(LargeBinary)

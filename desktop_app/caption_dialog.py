@@ -43,6 +43,7 @@ from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports
 from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.presets import PRESETS, VARIABLES
 from core.kinds import BUILTIN_KINDS
+from core.restyle.spec import RestyleSpec
 from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class CaptionDialog(QDialog):
         uncaptioned_count: int | None,
         versions: list[str] = (),
         current: CurrentModel | None = None,
+        restylers: list[str] = (),
         kinds: list[tuple[str, str]] | None = None,
         parent: QWidget | None = None,
     ) -> None:
@@ -209,6 +211,8 @@ class CaptionDialog(QDialog):
         self.scope_filter.setEnabled(filter_count > 0)
         (self.scope_selection if selection_count > 1 else self.scope_uncaptioned).setChecked(True)
 
+        restyle_box = self._restyle_choice(restylers)
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Start")
         buttons.accepted.connect(self.accept)
@@ -217,6 +221,7 @@ class CaptionDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.overwrite)
         layout.addWidget(scope_box)
+        layout.addWidget(restyle_box)
         note = QLabel("Captions appear in the grid as they are written; you can pause or cancel at any time.")
         note.setWordWrap(True)
         layout.addWidget(note)
@@ -227,6 +232,48 @@ class CaptionDialog(QDialog):
         self._server_only = [self.endpoint, self.refresh_models, self.max_concurrency]
         self.backend.currentIndexChanged.connect(self._show_backend)
         self._show_backend()
+
+    def _restyle_choice(self, restylers: list[str]) -> QWidget:
+        """"Then restyle with…" on one row: a restyler (this library's restyler versions first, else a
+        text model folder, hub id, or on a server its model name) and the style prompt."""
+        row = QWidget()
+        self.restyle_box = QCheckBox("Then restyle with")
+        self.restyle_box.setObjectName("restyleCheck")
+        self.restyle_box.setToolTip("A text language model rewrites each new caption in a style; a person's "
+                                    "caption is never restyled, and the caption's provenance names both stages.")
+        self.restyler = QComboBox()
+        self.restyler.setEditable(True)
+        self.restyler.addItems(list(restylers))
+        self.restyler.setToolTip("A restyler version of this library (train one from your corrected captions), "
+                                 "a local text model folder or hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct), or with "
+                                 "a model server, the server's model name")
+        if not restylers:
+            self.restyler.lineEdit().setPlaceholderText("Qwen/Qwen2.5-0.5B-Instruct")
+        self.style = QLineEdit()
+        self.style.setPlaceholderText("style (default: the restyler's own)")
+        self.style.setToolTip("The style instruction, e.g. 'Rewrite as a short, title-case gallery label.' "
+                              "Empty: a trained restyler's own style, else a plain house style.")
+        for widget in (self.restyler, self.style):
+            widget.setEnabled(False)
+            self.restyle_box.toggled.connect(widget.setEnabled)
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.restyle_box)
+        layout.addWidget(self.restyler, 1)
+        layout.addWidget(self.style, 1)
+        return row
+
+    def restyle_spec(self) -> RestyleSpec | None:
+        """The restyle stage to run after captioning (None: not asked for); the scope is what
+        the caption job captioned, set on the model thread.  Runs where captioning runs."""
+        if not self.restyle_box.isChecked():
+            return None
+        server = self.backend.currentData() == "openai"
+        return RestyleSpec(
+            restyler=self.restyler.currentText().strip(), style=self.style.text().strip() or None,
+            backend="openai" if server else "local", endpoint=self.endpoint.text().strip() if server else None,
+            device=self.device.currentText(), max_concurrency=self.max_concurrency.value(),
+            batch_size=self.batch_size.value())
 
     def _show_backend(self) -> None:
         server = self.backend.currentData() == "openai"
@@ -255,6 +302,7 @@ class CaptionDialog(QDialog):
     def accept(self) -> None:
         try:
             self.spec()  # a bad endpoint is said here, not when the job starts
+            self.restyle_spec()  # and a restyle stage without a restyler
         except ValueError as exc:
             QMessageBox.warning(self, "Caption images", str(exc))
             return

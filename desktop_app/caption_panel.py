@@ -371,6 +371,9 @@ class CaptionPanel(QWidget):
             by = (caption.model_name or "model").rstrip("/").rsplit("/", 1)[-1]
             if caption.adapter:
                 by += " + " + caption.adapter.rstrip("/").rsplit("/", 1)[-1]
+            restyle = caption.record.get("restyle") if caption.record is not None else None
+            if isinstance(restyle, dict):
+                by += " → " + str(restyle.get("version") or restyle.get("restyler") or "?").rstrip("/").rsplit("/", 1)[-1]
             if "bulk" in caption.action:
                 by += ", replaced"
         else:

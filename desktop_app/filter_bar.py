@@ -39,6 +39,12 @@ _STATE_TIPS = {
     frozenset({"model", "changed"}): "The review queue: model captions, then pictures changed since captioned",
 }
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
+#: The search box's modes: label, meaning space (None: words), tooltip.
+SEARCH_MODES: list[tuple[str, str | None, str]] = [
+    ("Words", None, "Finds the words in captions and in file and folder names"),
+    ("By meaning", "text", "Finds captions that mean the search, in other words too (ranked by closeness)"),
+    ("By picture", "image", "Finds photos whose picture matches the search, uncaptioned ones too"),
+]
 
 
 
@@ -103,6 +109,25 @@ class FilterBar(QWidget):
         self.search.textChanged.connect(lambda _text: self._debounce.start())
         self.search.returnPressed.connect(self._emit_now)
 
+        # Words (FTS) or meaning: captions' meaning, or the pictures themselves (uncaptioned too).
+        self.mode = QComboBox()
+        self.mode.setObjectName("searchMode")
+        for label, space, tip in SEARCH_MODES:
+            self.mode.addItem(label, space)
+            self.mode.setItemData(self.mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.mode.currentIndexChanged.connect(self._emit_now)
+        #: Shown while the grid holds the photos that look like one ("Find similar").
+        self.similar_note = QWidget()
+        self.similar_note.setObjectName("similarNote")
+        self.similar_label = QLabel()
+        self.similar_back = QToolButton()
+        self.similar_back.setText("Show all photos")
+        similar_row = QHBoxLayout(self.similar_note)
+        similar_row.setContentsMargins(0, 0, 0, 0)
+        similar_row.addWidget(self.similar_label, 1)
+        similar_row.addWidget(self.similar_back)
+        self.similar_note.hide()
+
         self.state = QComboBox()
         for label, states in STATE_CHOICES:
             self.state.addItem(label, states)
@@ -146,6 +171,7 @@ class FilterBar(QWidget):
         # Two rows keep the bar narrow enough for a laptop screen beside the panels.
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
+        top.addWidget(self.mode)
         top.addWidget(self.sort)
         top.addWidget(self.descending)
         top.addWidget(self.review)
@@ -177,6 +203,7 @@ class FilterBar(QWidget):
         no_matches_row.addWidget(clear)
         self.no_matches.hide()
         layout.addWidget(self.no_matches)
+        layout.addWidget(self.similar_note)
         self._silent = False
 
     def _emit_now(self, *_args: object) -> None:
@@ -210,6 +237,13 @@ class FilterBar(QWidget):
             sort=self.sort.currentData(),
             descending=self.descending.isChecked(),
         )
+
+    def meaning(self) -> str | None:
+        """``"text"`` or ``"image"`` when the search box searches by meaning, else None (words)."""
+        return self.mode.currentData()
+
+    def set_meaning(self, space: str | None) -> None:
+        self.mode.setCurrentIndex(max(0, self.mode.findData(space)))
 
     def set_review_queue(self, on: bool) -> None:
         self.review.setChecked(on)
@@ -279,7 +313,9 @@ class FilterBar(QWidget):
         if count or not narrowed:
             self.no_matches.hide()
             return
-        if flt.text.strip():
+        if flt.text.strip() and self.meaning():
+            what = f"Nothing indexed yet means “{flt.text.strip()}”"
+        elif flt.text.strip():
             what = f"No matches for “{flt.text.strip()}” in captions, file or folder names"
         else:
             what = "No photos match these filters"

@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from core import queries, view_rows
 from core.library import Library
 from core.queries import ImageFilter
+from core.search import query as search_query
 from desktop_app.filter_bar import FilterBar
 from desktop_app.grid_model import ImageGridModel
 from desktop_app.operations import LibraryChanges, LibraryNotifier, ReadOp
@@ -25,6 +26,8 @@ from desktop_app.thumbnail_grid import ThumbnailGrid
 
 #: How often the grid and sidebar catch up with a running scan or captioning job.
 JOB_REFRESH_MS = 1500
+#: How many photos a search by meaning or "Find similar" shows, best first.
+MEANING_RESULTS = 200
 
 
 class CurrentImage(Protocol):
@@ -121,7 +124,12 @@ class GridContent(QObject):
         self.dirty = False
         #: The current photo when a filter found nothing, to come back to when it finds it again.
         self._current_before_empty: int | None = None
-        filter_bar.changed.connect(self.reload_ids)
+        #: "Find similar": the photo whose look-alikes the grid shows (None: the filter's photos).
+        self.similar_to: int | None = None
+        #: The embedding models of search by meaning (None: the defaults), by space.
+        self.search_models: dict[str, str | None] = {"text": None, "image": None}
+        filter_bar.changed.connect(self._on_filter_changed)
+        filter_bar.similar_back.clicked.connect(self._on_filter_changed)
         sidebar.location_changed.connect(lambda _loc: self.reload_ids())
         notifier.library_changed.connect(self._on_library_changed)
 
@@ -136,6 +144,19 @@ class GridContent(QObject):
             # Rows change in place (badge, snippet); membership is not re-queried, so
             # images do not jump away while the person is looking at them.
             self.model.refresh_ids(sorted(changes.captions))
+
+    def _on_filter_changed(self) -> None:
+        self.similar_to = None
+        self.filter_bar.similar_note.hide()
+        self.reload_ids()
+
+    def show_similar(self, image_id: int, name: str) -> None:
+        """Show the photos that look like *image_id* (it first), best first, within the filters."""
+        self.similar_to = image_id
+        self.filter_bar.similar_label.setText(f"Photos that look like {name}")
+        self.filter_bar.similar_note.show()
+        self.filter_bar.restart_at_top = True  # the photo asked about, first, becomes the current one
+        self.reload_ids()
 
     def current_filter(self) -> ImageFilter:
         root_id, folder = self.sidebar.location()
@@ -157,9 +178,19 @@ class GridContent(QObject):
         self._loading = True
         self.dirty = False
 
+        meaning, similar_to, models = self.filter_bar.meaning(), self.similar_to, dict(self.search_models)
+
         def work() -> tuple[list[int], dict[int, int]]:
-            with library.db.read() as session:
-                ids = queries.filtered_ids(session, flt)
+            if similar_to is not None:
+                hits = search_query.similar(library, similar_to, flt=flt.with_(text=""), limit=MEANING_RESULTS,
+                                            model=models["image"])
+                ids = [similar_to, *(h.image_id for h in hits)]
+            elif meaning and flt.text.strip():
+                ids = [h.image_id for h in search_query.search(library, flt.text, by=meaning, flt=flt.with_(text=""),
+                                                                limit=MEANING_RESULTS, model=models[meaning])]
+            else:
+                with library.db.read() as session:
+                    ids = queries.filtered_ids(session, flt)
             # The id -> row map too, here rather than on the GUI thread.
             return ids, {image_id: row for row, image_id in enumerate(ids)}
 

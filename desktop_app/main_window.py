@@ -63,6 +63,7 @@ from desktop_app.controllers.image_review import ImageReviewController
 from desktop_app.controllers.library import LibraryController, dropped_folders
 from desktop_app.controllers.model_jobs import ModelJobStatus
 from desktop_app.controllers.scan import ScanController
+from desktop_app.controllers.search_index import SearchIndexer
 from desktop_app.controllers.versions import VersionsController
 from desktop_app.delegate import ThumbnailDelegate
 from desktop_app.filter_bar import FilterBar
@@ -72,6 +73,7 @@ from desktop_app.library_views import GridContent, JobCatchUp, SidebarContent
 from desktop_app.log_panel import LogPanel, QtLogHandler
 from desktop_app.model_thread import CaptionService
 from desktop_app.operations import LibraryNotifier
+from desktop_app.photo_menu import PhotoVerbs, add_search_verbs
 from desktop_app.review import CaptionUndoStack
 from desktop_app.sidebar import LibrarySidebar
 from desktop_app.thumbnail_grid import ThumbnailGrid
@@ -232,6 +234,9 @@ class MainWindow(QMainWindow):
         self.failures_label.setTextFormat(Qt.TextFormat.RichText)
         self.failures_label.linkActivated.connect(lambda _link: self.show_log())
         self.failures_label.hide()
+        self.search_status = QLabel()
+        self.search_status.hide()
+        self.statusBar().addPermanentWidget(self.search_status)
         self.statusBar().addPermanentWidget(self.scan_status)
         self.statusBar().addPermanentWidget(self.caption_status)
         self.statusBar().addPermanentWidget(self.model_job_status)
@@ -265,6 +270,8 @@ class MainWindow(QMainWindow):
             caption_undo=self.caption_undo, model=self.model, thumbs=self.thumbs, panel=self.panel,
             preview=self.preview, sidebar_content=self.sidebar_content, opened=self.library_opened.emit)
         self.versions = VersionsController(self, service=self.captioning, caption_jobs=self.caption_jobs)
+        self.search_index = SearchIndexer(self.grid_content, self.pool, library, self.notifier, self.search_status,
+                                          self.report_exception, self)
 
         self.setAcceptDrops(True)
         self._build_actions()
@@ -362,11 +369,13 @@ class MainWindow(QMainWindow):
             current_filter=self.grid_content.current_filter, selected_ids=self.image_review.selected_ids,
             shown_count=self.model.rowCount, captioning=self.captioning,
             set_thumbnail_size=self.set_thumbnail_size, open_library=self.libraries.open_library))
-        from desktop_app.controllers.photo_verbs import PhotoVerbs
+        from desktop_app.controllers.photo_verbs import PhotoController
 
-        self.photo_verbs = PhotoVerbs(
+        self.photo_verbs = PhotoController(
             self, grid=self.grid, model=self.model, review=self.image_review, caption_jobs=self.caption_jobs,
             caption_undo=self.caption_undo, sidebar=self.sidebar, thumbs=self.thumbs, verbs=lambda: self.verbs)
+        add_search_verbs(self.photo_verbs.menu, PhotoVerbs(find_similar=self.search_index.find_similar),
+                         lambda image_id: self.model.row_data(self.model.row_of(image_id)).name, before="caption")
         view.addAction(a("loupe", "Loupe (Space)", self.photo_verbs.open_loupe, None))
 
 
@@ -571,6 +580,7 @@ class MainWindow(QMainWindow):
         self.library = None
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.search_index.stop()
         self.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()

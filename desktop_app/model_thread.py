@@ -33,6 +33,7 @@ import os
 import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -200,8 +201,8 @@ class _CaptionWorker(QObject):
             self._engine = real_engine()
         return self._engine
 
-    @Slot(object, object, object)
-    def run_job(self, library: Library, spec: CaptionJobSpec, token: PauseToken) -> None:
+    @Slot(object, object, object, object)
+    def run_job(self, library: Library, spec: CaptionJobSpec, token: PauseToken, restyle: Any = None) -> None:
         lower_thread_priority(JOB_NICENESS)  # torch's CPU threads, started from here, inherit it
         try:
             engine = self._get_engine()
@@ -210,8 +211,14 @@ class _CaptionWorker(QObject):
                 "The captioning engine is not available in this installation.", f"{exc}"
             )
             return
+        captioned: list[int] = []
+
+        def on_batch(ids: list[int]) -> None:
+            captioned.extend(ids)
+            self._batches.add(ids)
+
         if spec.backend != "local":
-            self._run_server_job(engine, library, spec, token)
+            self._run_server_job(engine, library, spec, token, restyle)
             return
         try:
             # Resolved once, here: a model-version name stands for a base model + adapter;
@@ -236,8 +243,10 @@ class _CaptionWorker(QObject):
                 captioner=self._captioner,
                 progress=self.progress.emit,
                 cancel=token,
-                on_batch=self._batches.add,
+                on_batch=on_batch,
             )
+            if restyle is not None:
+                stats = self._restyle(library, restyle, captioned, token, stats)
         except _Cancelled:
             self.finished.emit(None)
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
@@ -248,16 +257,37 @@ class _CaptionWorker(QObject):
         else:
             self.finished.emit(stats)
 
-    def _run_server_job(self, engine: Any, library: Library, spec: CaptionJobSpec, token: PauseToken) -> None:
+    def _restyle(self, library: Library, restyle: Any, captioned: list[int], token: PauseToken, stats: Any) -> Any:
+        """The restyle stage over the images the caption job just captioned, on this thread.
+
+        One model in memory at a time: a local restyler loads after the captioner is freed
+        (both together measured in docs/optimization-notes.md, "Restyle stage memory")."""
+        from core.restyle.job import TwoStageStats, run_restyle_job
+
+        if stats.cancelled or not captioned:
+            return TwoStageStats(stats, None)
+        if restyle.backend == "local":
+            self.release()
+        self.load_message.emit(f"Restyling with {restyle.restyler}")
+        restyled = run_restyle_job(library, replace(restyle, scope=sorted(set(captioned))),
+                                   progress=self.progress.emit, cancel=token, on_batch=self._batches.add)
+        return TwoStageStats(stats, restyled)
+
+    def _run_server_job(self, engine: Any, library: Library, spec: CaptionJobSpec, token: PauseToken,
+                        restyle: Any = None) -> None:
         """A model-server job: the engine opens (one request) and closes the server captioner
         itself, so nothing is kept; a local model kept from an earlier job is freed."""
         try:
             self.release()
             self.loading.emit(spec.label())
             self.loaded.emit(spec.label())  # the engine checks the server is there before captioning
+            captioned: list[int] = []
             stats = engine.run_caption_job(
-                library, spec, progress=self.progress.emit, cancel=token, on_batch=self._batches.add,
+                library, spec, progress=self.progress.emit, cancel=token,
+                on_batch=lambda ids: (captioned.extend(ids), self._batches.add(ids)),
             )
+            if restyle is not None:
+                stats = self._restyle(library, restyle, captioned, token, stats)
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
             log.error("captioning with a server failed: %s", traceback.format_exc())
             message = user_message(exc)
@@ -327,7 +357,7 @@ class CaptionService(QObject):
     #: Emitted whenever running/paused/model_job changes.
     state_changed = Signal()
 
-    _request = Signal(object, object, object)
+    _request = Signal(object, object, object, object)
     _model_job_request = Signal(object)
     _release = Signal()
 
@@ -389,15 +419,16 @@ class CaptionService(QObject):
     def paused(self) -> bool:
         return self._token is not None and self._token.paused
 
-    def start(self, library: Library, spec: CaptionJobSpec) -> bool:
-        """Queue *spec* on the model thread; False if it is busy (captioning or a model job)."""
+    def start(self, library: Library, spec: CaptionJobSpec, restyle: Any = None) -> bool:
+        """Queue *spec* (then the *restyle* stage, a ``RestyleSpec``, over what it captioned) on the
+        model thread; False if it is busy (captioning or a model job)."""
         if self.busy:
             return False
         self._token = PauseToken()
         self._spec = spec
         self.started.emit(spec)
         self.state_changed.emit()
-        self._request.emit(library, spec, self._token)
+        self._request.emit(library, spec, self._token, restyle)
         return True
 
     def pause(self) -> None:

@@ -100,3 +100,26 @@ class PhotoMenu:
     def trigger(self, key: str, ids: Sequence[int]) -> None:
         """Run the verb *key* on *ids* as the menu would (enabled or not is the caller's check)."""
         next(a for a in self.actions if a.key == key).run(list(ids))
+
+
+@dataclass(frozen=True)
+class PhotoVerbs:
+    """Search's verbs on one photo (its id and file name); each verb is one callable."""
+
+    find_similar: Callable[[int, str], None]
+
+
+def add_search_verbs(menu: PhotoMenu, verbs: PhotoVerbs, name_of: Callable[[int], str], *,
+                     before: str | None = None) -> None:
+    """"Find similar" (one photo): the photos that look like it, best first."""
+    menu.add("findSimilar", "Find similar", lambda ids: verbs.find_similar(ids[0], name_of(ids[0])),
+             enabled=lambda ids: len(ids) == 1, section="search", before=before)
+
+
+def photo_context_menu(parent: QWidget, image_id: int, name: str, verbs: PhotoVerbs) -> QMenu:
+    """A menu with search's verbs for photo *image_id* (*name*: its file name, for labels)."""
+    menu = PhotoMenu(parent)
+    add_search_verbs(menu, verbs, lambda _id: name)
+    built = menu.build([image_id])
+    built.actions()[0].setToolTip("Photos that look like this one, best first (indexes the pictures first)")
+    return built

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 from core.training.config import MIN_TRAIN, MIN_VALIDATION
 from desktop_app.dialog_kit import fit_on_screen, lines_high, remember_folder, start_folder
 from desktop_app.model_thread import CaptionService, ModelJob
+from desktop_app.restyle_choice import RESTYLER_BASE_HINT, restyler_checkbox, restyler_train_fn
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -246,6 +247,9 @@ class TrainDialog(QDialog):
         self.family_defaults.setChecked(True)
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
         self.base.editingFinished.connect(self._update_enabled)
+        self.restyler = restyler_checkbox(library)
+        self.restyler.toggled.connect(lambda on: (self.base.setText("" if on else self.current.base_model),
+                                                  self.base.setPlaceholderText(RESTYLER_BASE_HINT if on else "")))
         self.data_summary = QLabel()
         self.data_summary.setWordWrap(True)
         self.not_ready = QLabel()
@@ -260,7 +264,7 @@ class TrainDialog(QDialog):
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
-                              ("Validation share", self.val_ratio), ("", self.include_imports),
+                              ("Validation share", self.val_ratio), ("", self.include_imports), ("", self.restyler),
                               ("Data", self.data_summary)):
             form.addRow(label, widget)
         self.method.currentTextChanged.connect(self._method_changed)
@@ -471,7 +475,9 @@ class TrainDialog(QDialog):
         except ValueError as exc:
             self.status.setText(str(exc))
             return
-        if self._train_fn is None:
+        if self.restyler.isChecked():
+            train_fn = restyler_train_fn()
+        elif self._train_fn is None:
             from core.training import train as train_fn
         else:
             train_fn = self._train_fn

@@ -11,6 +11,9 @@ implements the parts of the OpenAI API shape CaptionDesk uses:
   what size was uploaded; a prompt asking for keywords gets a keyword list.  Answers ``{"id", "object": "chat.completion", "created",
   "model", "choices": [{"index", "message": {"role", "content"}, "finish_reason"}],
   "usage"}``; errors are ``{"error": {"message", "type", "code"}}``.
+* A request whose messages are all plain text (a system turn with the style, a user turn
+  with a caption: the restyle stage) gets the user's text capitalised with a full stop;
+  a text naming a colour in ``fail_colors`` gets a malformed answer.
 * ``GET /v1/models`` (``{"object": "list", "data": [{"id", "object": "model", ...}]}``)
   and Ollama's ``GET /api/tags`` (``{"models": [{"name", ...}]}``).
 
@@ -218,6 +221,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             with STATE.lock:
                 STATE.counters["authorized"] += 1
+        messages = body.get("messages") or []
+        if messages and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+            self._restyle(body, behaviour)
+            return
         try:
             assert body.get("stream") in (False, None), "streaming is not implemented here"
             (message,) = body["messages"]
@@ -302,6 +309,36 @@ class Handler(BaseHTTPRequestHandler):
             "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"  {caption}\n"},
                          "finish_reason": "stop", "logprobs": logprobs}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        })
+
+    def _restyle(self, body: Any, behaviour: str) -> None:
+        """A text-only chat request (the restyle stage): the answer is the user's text
+        capitalised with a full stop, one log-probability of -0.1 a word."""
+        messages = body["messages"]
+        style = " ".join(m["content"] for m in messages if m.get("role") == "system")
+        text = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        with STATE.lock:
+            STATE.counters["prompts"].append(style)
+            STATE.counters.setdefault("texts", []).append(text)
+        if STATE.strict_models and body.get("model") not in STATE.models:
+            self._error(404, "model not found, try pulling it first", "api_error")
+            return
+        if behaviour == "malformed" or any(color in text.split() for color in STATE.fail_colors):
+            self._send(200, None, raw=b'{"choices": [{"message": {"content": "a trunc')
+            return
+        if behaviour in ("500", "503"):
+            self._error(int(behaviour), "The server had an error while processing your request.", "server_error")
+            return
+        answer = text[:1].upper() + text[1:].rstrip(".") + "."
+        logprobs = None
+        if body.get("logprobs") is True and STATE.logprobs == "answer":
+            logprobs = {"content": [{"token": word, "logprob": -0.1, "bytes": list(word.encode()), "top_logprobs": []}
+                                    for word in answer.split()]}
+        self._send(200, {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                         "logprobs": logprobs}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         })
 

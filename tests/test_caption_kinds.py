@@ -138,3 +138,46 @@ def test_the_server_backend_writes_keywords_and_checks_alt_text(library: Library
         assert len(titles) == 2 and sum(c.text == "mine" and c.source == "human" for c in titles.values()) == 1
     finally:
         library.close()
+
+
+def test_the_caption_dialog_writes_the_chosen_kind_of_the_library(qtbot, library: Library, photo_dir: Path,
+                                                                  settings, monkeypatch) -> None:
+    from core.captioning.server import ServerPrompts
+    from core.kinds import add_kind
+    from desktop_app.caption_dialog import CaptionDialog
+    from tests.gui_fakes import FakeEngine, build_library
+    from tests.window_helpers import make_window
+
+    info = build_library(library, photo_dir, count=6, bad_files=0)
+    with library.db.write() as session:
+        add_kind(session, "training_prompt", "Training prompt", prompt="Write a training prompt; folder {folder}.")
+        captions.set_human_caption(session, info["ids"][1], "mine", kind="training_prompt")
+    engine = FakeEngine()
+    load = engine.load_captioner
+
+    def prompted(*args, **kwargs):
+        captioner = load(*args, **kwargs)
+        captioner.family = ServerPrompts()  # a model that takes instructions
+        return captioner
+
+    engine.load_captioner = prompted
+    window = make_window(qtbot, library, settings, engine)
+
+    def accept(dialog: CaptionDialog) -> CaptionDialog.DialogCode:
+        kinds = [dialog.kind.itemData(i) for i in range(dialog.kind.count())]
+        assert kinds[0] == "caption" and kinds[-1] == "training_prompt"
+        dialog.kind.setCurrentIndex(dialog.kind.findData("training_prompt"))
+        dialog.scope_uncaptioned.setChecked(True)
+        return CaptionDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(CaptionDialog, "exec", accept)
+    before = {p: c.text for p, c in _values(library, "caption").items()}
+    with qtbot.waitSignal(window.captioning.finished, timeout=60_000):
+        window.caption_jobs.open_caption_dialog()
+    written = _values(library, "training_prompt")
+    assert len(written) == 6
+    model_rows = [c for c in written.values() if c.source == "model"]
+    assert len(model_rows) == 5  # "uncaptioned" means: no value of this kind; the person's one stays
+    assert {c.provenance.prompt for c in model_rows} == {"Write a training prompt; folder beach.",
+                                                         "Write a training prompt; folder city."}
+    assert {p: c.text for p, c in _values(library, "caption").items()} == before

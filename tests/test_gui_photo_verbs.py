@@ -112,7 +112,8 @@ def test_context_menu_unverify_and_accept(qtbot, window, sample):
     menu = win.photo_verbs.menu.build(win.image_review.target_ids())
     entries = {a.objectName(): a for a in menu.actions() if a.objectName()}
     assert {"loupe", "compare", "caption", "accept", "unverify", "show_in_folder", "open_with", "copy_path",
-            "reveal", "export", "write_metadata", "replace"} <= set(entries)
+            "reveal", "export", "write_metadata", "replace", "findSimilar"} <= set(entries)
+    assert not entries["findSimilar"].isEnabled()  # one photo at a time
     assert entries["compare"].isEnabled() and not entries["reveal"].isEnabled()  # two selected
     entries["accept"].trigger()
     assert all(current(library, i).source == "human" for i in ids)
@@ -206,7 +207,7 @@ def test_caption_from_the_menu_scopes_to_the_selection(qtbot, window, monkeypatc
     started = []
     monkeypatch.setattr(caption_dialog.CaptionDialog, "exec", lambda self: caption_dialog.CaptionDialog.DialogCode.Accepted)
     monkeypatch.setattr(caption_jobs.CaptionJobsController, "start_captioning",
-                        lambda self, spec, scope: started.append((scope, list(self.current.selected_ids()))))
+                        lambda self, spec, scope, *rest: started.append((scope, list(self.current.selected_ids()))))
     select_rows(win, [3])
     win.photo_verbs.menu.trigger("caption", win.image_review.target_ids())
     assert started == [(SCOPE_SELECTION, [win.model.image_id(3)])]

@@ -120,7 +120,8 @@ def test_core_imports_nothing_of_the_app_or_the_command_line() -> None:
 
 def test_command_modules_import_only_the_shared_helpers() -> None:
     """``captiondesk.cli`` imports the command modules; they import ``common``, not ``cli``."""
-    for module in ("captiondesk.dataset_commands", "captiondesk.training_commands", "captiondesk.selfcheck_command"):
+    for module in ("captiondesk.dataset_commands", "captiondesk.training_commands", "captiondesk.selfcheck_command",
+                   "captiondesk.restyle_commands"):
         imported = _imports(module, MODULES[module], module_level_only=False)
         assert {name for name in imported if name.startswith("captiondesk")} <= {"captiondesk.common"}, module
 
@@ -192,3 +193,39 @@ def test_ray_is_an_optional_extra_imported_lazily_by_its_backend_only() -> None:
     assert {m for m, p in MODULES.items() if _imports_package("ray", p, module_level_only=False)} == {
         "core.captioning.ray_backend"}
     assert {m for m, p in MODULES.items() if _imports_package("ray", p, module_level_only=True)} == set()
+
+
+def _named_imports(path: Path, package: str) -> list[tuple[int, str, str]]:
+    """Every ``from X import name`` of a project module in *path*, lazy and type-only ones too."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            base = ".".join(anchor + ([node.module] if node.module else []))
+        if base.split(".")[0] in PACKAGES:
+            found.extend((node.lineno, base, alias.name) for alias in node.names if alias.name != "*")
+    return found
+
+
+#: Where a moved name would be imported from: the product, its tests, scripts and benchmarks.
+_IMPORTING_FOLDERS = (*PACKAGES, "tests", *SCRIPT_FOLDERS)
+
+
+@pytest.mark.parametrize("folder", _IMPORTING_FOLDERS)
+def test_every_imported_name_exists(folder: str) -> None:
+    """A lazy ``from core.x import name`` inside a function fails only when that code runs;
+    after a name moves between modules this finds every stale one at once."""
+    missing = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for line, base, name in _named_imports(path, package):
+            target = importlib.import_module(base)
+            if not hasattr(target, name) and f"{base}.{name}" not in MODULES:
+                missing.append(f"{path.relative_to(ROOT)}:{line}: {base} has no {name}")
+    assert not missing, "\n".join(missing)

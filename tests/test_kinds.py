@@ -87,6 +87,8 @@ def test_user_defined_kinds_live_in_the_library(library: Library) -> None:
             kinds.add_kind(session, "training_prompt", "again")
         with pytest.raises(kinds.KindError, match="cannot name"):
             kinds.add_kind(session, "Bad Name'", "x")
+        with pytest.raises(kinds.KindError, match="unknown variable"):
+            kinds.add_kind(session, "bad_prompt", "x", prompt="Describe {nothing}")
         captions.add_model_caption(session, image_id, "photo of a dog, 35mm", model_name="m", kind="training_prompt")
         with pytest.raises(kinds.KindError, match="no caption kind 'nope'"):
             captions.set_human_caption(session, image_id, "x", kind="nope")

@@ -237,7 +237,7 @@ def kind_request(kind: CaptionKind, preset: str | None, template: str | None) ->
     if kind.preset is not None:
         return kind.preset, None
     if kind.prompt:
-        return None, kind.prompt.replace("{", "{{").replace("}", "}}")  # the user's words, not variables
+        return None, kind.prompt  # a template: it may use the per-image variables
     raise KindError(f"the kind {kind.label!r} has no prompt of its own: give one with --prompt (or a --preset)")
 
 

@@ -293,6 +293,10 @@ def resolve_model(library: Any, model: str, adapter: str | None, backend: str = 
 
     with library.db.read() as session:
         version = session.scalar(select(ModelVersion).where(ModelVersion.name == model))
+    if version is not None and (version.config or {}).get("target") == "restyler":
+        raise ModelLoadError(f"'{model}' is a restyler version (it rewrites captions, it does not caption "
+                             f"photos): use it with `restyle --with {model}` or the Caption dialog's restyle choice",
+                             kind="unsupported", model=model)
     if version is not None:
         return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
                              stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))

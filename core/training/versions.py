@@ -45,7 +45,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core import ownership
 from core.captioning.families import canonical_family_id
 from core.errors import UserFacingError
-from core.models import ModelVersion
+from core.models import LibrarySetting, ModelVersion
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -57,7 +57,9 @@ __all__ = [
     "dependants",
     "discard_run",
     "export_merged",
+    "get_active_restyler",
     "get_active_version",
+    "is_restyler",
     "get_version",
     "list_versions",
     "models_dir",
@@ -151,6 +153,23 @@ def get_active_version(library: Library) -> ModelVersion | None:
         return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.is_active.is_(True))))
 
 
+#: The ``library_settings`` key naming the active restyler version (captioners use ``is_active``).
+ACTIVE_RESTYLER_KEY = "active_restyler"
+
+
+def is_restyler(version: ModelVersion) -> bool:
+    """Whether *version* is a trained restyler (``train --restyler``), not a captioner."""
+    return isinstance(version.config, dict) and version.config.get("target") == "restyler"
+
+
+def get_active_restyler(library: Library) -> ModelVersion | None:
+    """The restyler version ``restyle`` uses without ``--with`` (None: none activated, or deleted since)."""
+    with library.db.read() as session:
+        setting = session.get(LibrarySetting, ACTIVE_RESTYLER_KEY)
+        name = setting.value if setting is not None else None
+    return get_version(library, name) if name else None
+
+
 def _unique_folder(parent: Path, name: str) -> Path:
     folder, i = parent / name, 2
     while folder.exists():
@@ -228,6 +247,8 @@ def rename_version(library: Library, old: str, new: str) -> None:
         raise VersionError(f"a model version named '{new}' already exists")
     with library.db.write() as session:
         session.execute(update(ModelVersion).where(ModelVersion.name == old).values(name=new))
+        session.execute(update(LibrarySetting).where(LibrarySetting.key == ACTIVE_RESTYLER_KEY,
+                                                     LibrarySetting.value == old).values(value=new))
 
 
 def _own_folder(version: ModelVersion) -> str | None:
@@ -283,8 +304,16 @@ def delete_version(library: Library, name: str, *, delete_files: bool = True, wi
 
 
 def set_active(library: Library, name: str | None) -> None:
-    """Make *name* the active version (the GUI's default model); None clears it."""
-    target = _require(library, name).id if name is not None else None
+    """Make *name* the active version (the GUI's default model); None clears it.
+
+    A restyler version becomes the active *restyler* instead; the active captioner stays.
+    """
+    version = _require(library, name) if name is not None else None
+    if version is not None and is_restyler(version):
+        with library.db.write() as session:
+            session.merge(LibrarySetting(key=ACTIVE_RESTYLER_KEY, value=version.name))
+        return
+    target = version.id if version is not None else None
     with library.db.write() as session:
         session.execute(update(ModelVersion).values(is_active=False))
         if target is not None:
@@ -317,6 +346,13 @@ def export_merged(library: Library, name: str, out: Path | str, *, device: str =
     try:
         if version.adapter_path is None:
             _copy_model(Path(version.base_model), tmp)
+        elif is_restyler(version):
+            from core.restyle.model import load_causal_lm
+
+            model, tokenizer, _device = load_causal_lm(version.base_model, version.adapter_path, device=device,
+                                                       dtype=_float32())
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         else:
             from core.captioning import load_captioner
 
@@ -336,6 +372,12 @@ def export_merged(library: Library, name: str, out: Path | str, *, device: str =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
 
 
 def _copy_model(source: Path, target: Path) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from PySide6.QtWidgets import QLabel
 
+    from core.restyle.spec import RestyleSpec
     from desktop_app.controllers.image_review import ImageReviewController
     from desktop_app.controllers.shell import WindowShell
     from desktop_app.grid_model import ImageGridModel
@@ -96,16 +97,19 @@ class CaptionJobsController:
             return
         from core.kinds import all_kinds
         from core.training.current import current_model
-        from core.training.versions import list_versions
+        from core.training.versions import get_active_restyler, is_restyler, list_versions
 
         with w.library.db.read() as session:
             known = [key.model_name for key, _n in view_rows.model_keys(session)]
             kinds = [(k.name, k.label) for k in all_kinds(session).values()]
             uncaptioned = queries.count_filtered(session, ImageFilter(states=queries.NEEDS_CAPTION))
+        versions, active = list_versions(w.library), get_active_restyler(w.library)
         dialog = CaptionDialog(
             defaults=w.settings.caption_defaults(w.library),
             known_models=known,
-            versions=[v.name for v in list_versions(w.library)],
+            versions=[v.name for v in versions if not is_restyler(v)],
+            restylers=list(dict.fromkeys([*([active.name] if active is not None else []),
+                                          *(v.name for v in versions if is_restyler(v))])),
             current=current_model(w.library),
             selection_count=len(self.current.selected_ids()),
             filter_count=self.model.rowCount(),
@@ -116,10 +120,11 @@ class CaptionJobsController:
         if selection and dialog.scope_selection.isEnabled():
             dialog.scope_selection.setChecked(True)
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
-            self.start_captioning(dialog.spec(), dialog.scope())
+            self.start_captioning(dialog.spec(), dialog.scope(), dialog.restyle_spec())
 
-    def start_captioning(self, spec: CaptionJobSpec, scope: str) -> bool:
-        """Start *spec* over *scope* (selection / current view / everything uncaptioned)."""
+    def start_captioning(self, spec: CaptionJobSpec, scope: str, restyle: RestyleSpec | None = None) -> bool:
+        """Start *spec* over *scope* (selection / current view / everything uncaptioned), then
+        *restyle* the captions it wrote when given."""
         w = self.window
         if w.library is None:
             return False
@@ -145,7 +150,7 @@ class CaptionJobsController:
         if self.service.model_job is not None:  # training, evaluating or merging a version
             w.report_error(self.service.busy_reason("Captioning"))
             return False
-        if not self.service.start(w.library, spec):
+        if not self.service.start(w.library, spec, restyle):
             w.report_error("A captioning job is already running.")
             return False
         self.clock.reset()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 LOUPE_MAX_SIZE = 8000
 
 
-class PhotoVerbs:
+class PhotoController:
     def __init__(self, window: WindowShell, *, grid: ThumbnailGrid, model: ImageGridModel, review: ImageReviewController,
                  caption_jobs: CaptionJobsController, caption_undo: CaptionUndoStack, sidebar: LibrarySidebar,
                  thumbs: ThumbnailCache, verbs: Callable[[], VerbMenus]) -> None:

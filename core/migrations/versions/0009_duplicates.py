@@ -13,7 +13,7 @@ train/validation split) and ``duplicate_mark`` (``kept`` / ``excluded``: "keep o
 leaves the others out of training and export; no file is ever deleted).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

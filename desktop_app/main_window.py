@@ -5,7 +5,8 @@ controller per concern (:mod:`desktop_app.controllers`): ``self.libraries`` (ope
 library, add folders, drag and drop), ``self.scans``, ``self.caption_jobs``,
 ``self.image_review`` (current image, edits, replace, review keys), ``self.versions``
 (train, switch model version), ``self.model_jobs`` (the model thread's job in the status
-bar) and ``self.verbs`` (the dataset dialogs).  Callers use the controllers directly.
+bar), ``self.verbs`` (the dataset dialogs) and ``self.photo_verbs`` (the photo menu,
+loupe and compare).  Callers use the controllers directly.
 
 What the grid and the sidebar show is :mod:`desktop_app.library_views`; they, and the
 caption panel, follow ``self.notifier.library_changed`` (:mod:`desktop_app.operations`):

@@ -196,7 +196,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if not args.model:
             from core.training.current import current_model
 
-            current = current_model(library)
+            current = current_model(library, spec.kind)
             # An --adapter of its own goes on the base model, not on top of the active version.
             spec = spec.with_(model=current.model if args.adapter is None else current.base_model)
             say(args, f"Model: {current.describe() if args.adapter is None else spec.model + ' + ' + args.adapter}")

@@ -63,6 +63,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite,
                     progress=progress,
                     cancel=cancel,
+                    kind=args.kind,
+                    template=args.template,
                 ),
             )
         except ExportError as exc:
@@ -206,6 +208,16 @@ def register(subparsers: Any) -> None:
         "--variants", action="store_true",
         help="sidecar: write a caption's variants (import sidecar --lines-as-variants) one per line, "
              "as OneTrainer reads them",
+    )
+    export.add_argument(
+        "--kind", default="caption", metavar="KIND",
+        help="sidecar/kohya: write this caption kind's values (keywords, alt_text, title, ... ; the photos with "
+             "one); csv, parquet and imagefolder carry a column per kind, coco captions only",
+    )
+    export.add_argument(
+        "--template", metavar="TEMPLATE", default=None,
+        help='sidecar/kohya: each caption file made of several kinds, e.g. "{keywords}, {caption}" (a kind a photo '
+             "has no value of is left out with its separator); recorded in the manifest and kohya's TOML",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an earlier CaptionDesk export at OUT")
     add_json_flag(export)

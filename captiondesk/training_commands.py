@@ -64,12 +64,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = TrainingConfig(
             method=args.method, lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults").
-            lr=args.lr if args.lr is not None else (2e-5 if args.method == "full" else None),
+            # LoRA settings left unset: the family's measured defaults (README "LoRA defaults");
+            # no --lr: the range test on this library's data chooses the rate.
+            lr=args.lr,
             target_modules="all-linear" if args.lora_targets == ["all-linear"] else args.lora_targets, preset=args.preset, prompt_template=args.prompt,
             epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, val_ratio=args.val_ratio,
             seed=args.seed, include_imports=args.include_imports, train_vision=args.train_vision,
             gradient_checkpointing=args.gradient_checkpointing, patience=args.patience, device=args.device,
+            kind=args.kind,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -77,9 +79,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def on_epoch(record: dict[str, Any]) -> None:
         loss = f"loss {record['loss']:.4f}, " if record.get("loss") is not None else ""
-        print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}, "
+        keywords = f", keyword sets {record['keyword_set_match']:.3f}" if "keyword_set_match" in record else ""
+        print(f"  epoch {record['epoch']}: {loss}exact match {record['exact_match']:.3f}{keywords}, "
               f"CIDEr {record['cider']:.3f}, BLEU-4 {record['bleu4']:.3f}", file=sys.stderr)
 
+    if args.restyler and config.kind != "caption":
+        raise UserError("--kind goes with a captioner: a restyler learns to rewrite captions")
     if args.restyler:  # a text model learning the person-corrected captions (core/restyle/training.py)
         result, interrupted = _train_restyler(args, config, on_epoch)
     elif processes > 1:  # --processes N: this process starts N training processes and reports rank 0's run
@@ -129,6 +134,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         print(f"note: {note}", file=sys.stderr)
 
     def human() -> None:
+        if result.lr_range:
+            print(learning_rate_line(result.lr_range))
         early = ", stopped early" if result.stopped_early else ""
         test = f", tested on {result.test_size}" if result.test_size else ""
         print(f"Trained '{result.name}' ({result.method}, {result.trainable_parameters:,} trainable parameters) on "
@@ -148,12 +155,14 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
             print(verdict[0].upper() + verdict[1:] + ".")
         # The command to paste next names the same library (a version lives in one library).
         library_arg = f"--library {shlex.quote(str(args.library))} " if getattr(args, "library", None) else ""
+        kind = getattr(args, "kind", None) or "caption"
+        kind_arg = f" --kind {kind}" if kind != "caption" else ""
         if result.beats_base and getattr(args, "restyler", False):
             print(f"Saved to {result.path}. Restyle with: "
                   f"captiondesk {library_arg}restyle --all --with {shlex.quote(result.name)}")
         elif result.beats_base:
             print(f"Saved to {result.path}. Caption with: "
-                  f"captiondesk {library_arg}caption --all --model {shlex.quote(result.name)}")
+                  f"captiondesk {library_arg}caption --all{kind_arg} --model {shlex.quote(result.name)}")
         else:
             # Not offered as the next model: it is no measurable improvement on the base.
             print(f"Saved to {result.path}, but it did not beat the base model beyond the noise of the "
@@ -168,6 +177,7 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
         test={"n": result.test_size, "base_metrics": result.base_test_metrics, "metrics": result.test_metrics}
         if result.test_size else None,
         notes=result.notes,
+        lr_range={**result.lr_range, "note": learning_rate_line(result.lr_range)} if result.lr_range else None,
     )
 
 
@@ -189,6 +199,14 @@ def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tup
             raise UserError(str(exc)) from None
 
 
+def learning_rate_line(lr_range: dict[str, Any]) -> str:
+    """``Learning rate: 3.2e-04 (range test over N steps; published range ...)`` for a range-tested run."""
+    from core.training.lr_range import LrRangeResult
+
+    test = LrRangeResult.from_dict(lr_range)
+    return f"Learning rate: {test.lr:.1e} ({test.note()})"
+
+
 def _discard_run(library: Any, name: str) -> None:
     from core.training import VersionError, versions
 
@@ -203,7 +221,7 @@ def _default_base(args: argparse.Namespace, library: Any) -> None:
     if not args.base:
         from core.training.current import current_model
 
-        current = current_model(library)
+        current = current_model(library, args.kind)
         args.base = current.base_model
         print(f"Base model: {args.base} (the current model's base)", file=sys.stderr)
 
@@ -278,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.model:
             from core.training.current import current_model
 
-            current = current_model(library)
+            current = current_model(library, args.kind or "caption")
             # An --adapter of its own goes on the base model, not on top of the active version.
             args.model = current.model if args.adapter is None else current.base_model
             print(f"Model: {current.describe() if args.adapter is None else args.model}",
@@ -289,7 +307,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 # None (not given): a model version is scored on its own stored split.
                 lambda bar, cancel: evaluate_model(library, args.model, args.adapter, val_ratio=args.val_ratio,
                                                    seed=args.seed, include_imports=args.include_imports or None,
-                                                   device=args.device, progress=bar, cancel=cancel))
+                                                   device=args.device, progress=bar, cancel=cancel,
+                                                   kind=args.kind))
         except ValueError as exc:
             raise UserError(str(exc)) from None
     if result is None or interrupted:
@@ -363,7 +382,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                                "current": {"model": now.model, "version": now.version, "base_model": now.base_model,
                                            "source": now.source},
                                "versions": [
-                        {"name": v.name, "active": bool(v.is_active), "method": v.method,
+                        {"name": v.name, "kind": versions.version_kind(v), "active": bool(v.is_active),
+                         "method": v.method,
                          "base_model": (v.config or {}).get("trained_from", v.base_model),
                          "metrics": (v.metrics or {}).get("trained", {}),
                          "beats_base": (v.metrics or {}).get("beats_base"), "created_at": v.created_at}
@@ -380,7 +400,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                     base = (v.config or {}).get("trained_from", v.base_model)
                     em_s = f"{em:.3f}" if isinstance(em, (int, float)) else "-"
                     cider_s = f"{cider:.3f}" if isinstance(cider, (int, float)) else "-"
-                    print(f"{'* ' if v.is_active else '  '}{v.name:<24}{v.method or '-':<8}"
+                    kind = versions.version_kind(v)
+                    shown = v.name if kind == "caption" else f"{v.name} [{kind}]"
+                    print(f"{'* ' if v.is_active else '  '}{shown:<24}{v.method or '-':<8}"
                           f"{em_s:>8}{cider_s:>8}  "
                           f"{v.created_at:%Y-%m-%d %H:%M}  {base}")
             elif action == "rename":
@@ -394,10 +416,15 @@ def cmd_models(args: argparse.Namespace) -> int:
                     print(f"It was the active model; captioning now uses {current.current_model(library).describe()}")
             elif action == "activate":
                 versions.set_active(library, args.names[0])
-                if versions.is_restyler(versions.get_version(library, args.names[0])):
+                version = versions.get_version(library, args.names[0])
+                kind = versions.version_kind(version)
+                if versions.is_restyler(version):
                     print(f"{args.names[0]} is now the active restyler: restyle uses it without --with")
-                else:
+                elif kind == "caption":
                     print(f"{args.names[0]} is now the active model: caption and eval use it without --model")
+                else:
+                    print(f"{args.names[0]} is now the active model for {kind}: caption --kind {kind} and eval "
+                          f"--kind {kind} use it without --model")
             elif action == "deactivate":
                 now = current.use_base_model(library)
                 print(f"No version is active; captioning uses {now.describe()}")
@@ -480,13 +507,16 @@ def register(subparsers: Any) -> None:
     train.add_argument("--lora-targets", nargs="+", default=None, metavar="MODULE",
                        help="LoRA target modules, or all-linear (default: per family)")
     train.add_argument("--lr", type=float, default=None, metavar="F",
-                       help="learning rate (default: the family's LoRA default; 2e-5 for full)")
+                       help="learning rate (default: a range test on this library's data chooses it)")
     from core.captioning.presets import PRESETS
 
     train.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                        help="train the model to answer this caption preset (recorded and reused when captioning)")
     train.add_argument("--prompt", metavar="TEMPLATE",
                        help="train with this prompt template as the captions' prefix (recorded and reused)")
+    train.add_argument("--kind", default="caption", metavar="KIND",
+                       help="the caption kind to learn from its verified values (caption, alt_text, title, keywords, "
+                            "… or a kind of your own); the version writes that kind and is activated per kind")
     train.add_argument("--epochs", type=int, default=5, metavar="N")
     train.add_argument("--batch-size", type=int, default=8, metavar="N")
     train.add_argument("--grad-accum", type=int, default=1, metavar="N", help="batches per optimiser step")
@@ -512,6 +542,9 @@ def register(subparsers: Any) -> None:
                           help="hub id, folder or version name (default: the library's current model: the active "
                                "version, else its base model)")
     evaluate.add_argument("--adapter", metavar="NAME_OR_PATH", help="a LoRA adapter folder to apply")
+    evaluate.add_argument("--kind", default=None, metavar="KIND",
+                          help="score against the verified values of this caption kind (default: the kind the "
+                               "version learnt, else caption; without --model its active version)")
     _add_split_args(evaluate, for_eval=True)
     add_json_flag(evaluate)
     evaluate.set_defaults(handler=cmd_eval)

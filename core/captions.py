@@ -10,10 +10,10 @@ Rules every caller gets for free:
   stored (the GUI shows the model's words beside the person's) but not made current.
   A database trigger backs this up.
 * A caption belongs to the picture it describes.  When a scan finds another picture at
-  the same path (:mod:`core.scanner`), the current caption — a person's too — stops being
-  current: its text is neither deleted nor edited, it stays in the history (restore it
-  with a revert if it still fits), and the image is *changed since captioned* until any
-  caption is current again, so the next caption run may write one.
+  the same path (:mod:`core.scanner`), the current value of every kind — a person's
+  too — stops being current: its text is neither deleted nor edited, it stays in the
+  history (restore it with a revert if it still fits), and the image is *changed since
+  captioned* until any caption is current again, so the next caption run may write one.
 * A person's edit, an "accept" and a revert all write a new human row that points at
   the row it came from (``parent_id``), so the history reads as what happened.
 * A bulk find-and-replace does not verify anything by itself: a replaced model or

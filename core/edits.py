@@ -12,6 +12,9 @@ which moves the current caption only while the caption the change produced is st
 current, so an undo never clobbers a newer edit (made in another window, by
 find-and-replace, ...) and never sets aside a person's caption it did not write.
 
+Every edit works on one caption kind (:mod:`core.kinds`; ``caption`` unless told): each
+kind's current value, history and undo are its own, and :class:`Change` records the kind.
+
 Used by the GUI's undo stack; nothing here imports Qt.
 """
 
@@ -34,6 +37,7 @@ from core.captions import (
     set_human_caption,
 )
 from core.db import Database
+from core.kinds import CAPTION, get_kind, normalize_value
 from core.models import Caption
 from core.queries import find_pattern
 
@@ -58,60 +62,65 @@ StaleChangeError = StaleCaptionError
 
 @dataclass(frozen=True)
 class Change:
-    """One image's current caption moved from ``before`` to ``after`` (caption ids)."""
+    """One image's current value of ``kind`` moved from ``before`` to ``after`` (caption ids)."""
 
     image_id: int
     before: int | None
     after: int | None
+    kind: str = CAPTION
 
 
-def _current_id(session: Session, image_id: int) -> int | None:
-    current = current_caption(session, image_id)
+def _current_id(session: Session, image_id: int, kind: str = CAPTION) -> int | None:
+    current = current_caption(session, image_id, kind)
     return current.id if current is not None else None
 
 
-def save_edit(db: Database, image_id: int, text: str) -> Change | None:
-    """A person's text for *image_id*; None when it changes nothing.
+def save_edit(db: Database, image_id: int, text: str, kind: str = CAPTION) -> Change | None:
+    """A person's text of *kind* for *image_id*; None when it changes nothing.
 
     Saving the same words as a *model* caption is a real change (it verifies the
     caption), so only an identical *human* caption is a no-op.
     """
     with db.write() as session:
-        current = current_caption(session, image_id)
+        current = current_caption(session, image_id, kind)
         before = current.id if current is not None else None
-        if current is not None and current.source == "human" and current.text == text.strip():
+        # Compared as the kind stores it (keywords normalized, text stripped).
+        if current is not None and current.source == "human" and current.text == normalize_value(
+            get_kind(session, kind), text
+        ):
             return None
-        caption = set_human_caption(session, image_id, text)
-        return Change(image_id, before, caption.id)
+        caption = set_human_caption(session, image_id, text, kind=kind)
+        return Change(image_id, before, caption.id, kind)
 
 
-def accept(db: Database, image_id: int) -> Change | None:
-    """Mark the current caption verified; None when it already is."""
+def accept(db: Database, image_id: int, kind: str = CAPTION) -> Change | None:
+    """Mark the current value of *kind* verified; None when it already is."""
     with db.write() as session:
-        before = _current_id(session, image_id)
-        caption = accept_caption(session, image_id)
+        before = _current_id(session, image_id, kind)
+        caption = accept_caption(session, image_id, kind)
         if caption.id == before:
             return None
-        return Change(image_id, before, caption.id)
+        return Change(image_id, before, caption.id, kind)
 
 
-def accept_many(db: Database, image_ids: Iterable[int]) -> list[Change]:
-    """Accept the current caption of each of *image_ids* in one transaction.
+def accept_many(db: Database, image_ids: Iterable[int], kind: str = CAPTION) -> list[Change]:
+    """Verify the current value of *kind* of each image, in one transaction.
 
-    Images with no caption, or whose caption is already a person's, are left as they are.
+    An image without a value of that kind, or whose value a person already wrote, is
+    skipped; the changes are one undo step.
     """
     changes: list[Change] = []
     with db.write() as session:
         for image_id in image_ids:
-            current = current_caption(session, image_id)
+            current = current_caption(session, image_id, kind)
             if current is None or current.source == "human":
                 continue
-            caption = accept_caption(session, image_id)
-            changes.append(Change(image_id, current.id, caption.id))
+            caption = accept_caption(session, image_id, kind)
+            changes.append(Change(image_id, current.id, caption.id, kind))
     return changes
 
 
-def unverify(db: Database, image_ids: Iterable[int]) -> list[Change]:
+def unverify(db: Database, image_ids: Iterable[int], kind: str = CAPTION) -> list[Change]:
     """Take back an acceptance: the model's (or import's) caption a person accepted becomes current again.
 
     Only a person's caption that is an acceptance — the same words as the unreviewed
@@ -121,14 +130,14 @@ def unverify(db: Database, image_ids: Iterable[int]) -> list[Change]:
     changes: list[Change] = []
     with db.write() as session:
         for image_id in image_ids:
-            current = current_caption(session, image_id)
+            current = current_caption(session, image_id, kind)
             if current is None or current.source != "human" or current.parent_id is None:
                 continue
             parent = session.get(Caption, current.parent_id)
             if parent is None or parent.source == "human" or parent.text != current.text:
                 continue
-            repoint_current(session, image_id, expected=current.id, target=parent.id, kind=current.kind)
-            changes.append(Change(image_id, current.id, parent.id))
+            repoint_current(session, image_id, expected=current.id, target=parent.id, kind=kind)
+            changes.append(Change(image_id, current.id, parent.id, kind))
     return changes
 
 
@@ -138,9 +147,9 @@ def revert(db: Database, caption_id: int) -> Change:
         old = session.get(Caption, caption_id)
         if old is None:
             raise CaptionError(f"no caption with id {caption_id}")
-        before = _current_id(session, old.image_id)
+        before = _current_id(session, old.image_id, old.kind)
         caption = revert_to(session, caption_id)
-        return Change(old.image_id, before, caption.id)
+        return Change(old.image_id, before, caption.id, old.kind)
 
 
 def apply_changes(db: Database, changes: Sequence[Change], *, undo: bool) -> None:
@@ -153,7 +162,7 @@ def apply_changes(db: Database, changes: Sequence[Change], *, undo: bool) -> Non
     with db.write() as session:
         for change in changes:
             expected, target = (change.after, change.before) if undo else (change.before, change.after)
-            repoint_current(session, change.image_id, expected=expected, target=target)
+            repoint_current(session, change.image_id, expected=expected, target=target, kind=change.kind)
 
 
 def _replacer(find: str, replacement: str, *, case_sensitive: bool):
@@ -187,14 +196,17 @@ def replace_captions(
     *,
     case_sensitive: bool = False,
     verified: bool = False,
+    kind: str = CAPTION,
 ) -> list[Change]:
-    """Replace *find* in each candidate ``(image_id, caption_id, text)``; one transaction.
+    """Replace *find* in each candidate ``(image_id, caption_id, text)`` of *kind*
+    (:func:`core.queries.find_replace_candidates` with that kind's filter); one transaction.
 
     A candidate whose current caption changed after it was listed is skipped, never
     overwritten.  Replacing to an empty caption, or one over the caption length limit, is
     skipped too (no caption can be stored so).  A replaced model or import caption stays unreviewed (same source and
     score, the replacement recorded in its settings) unless *verified*; a person's
-    caption stays a person's.  See :func:`core.captions.replace_caption_text`.
+    caption stays a person's.  See :func:`core.captions.replace_caption_text`.  The candidates
+    are values of *kind* (:func:`core.queries.find_replace_candidates` of a filter of that kind).
     """
     replace = _replacer(find, replacement, case_sensitive=case_sensitive)
     changes: list[Change] = []
@@ -203,11 +215,11 @@ def replace_captions(
             new_text = replace(old_text)
             if not new_text or new_text == old_text or caption_too_long(new_text.strip()) is not None:
                 continue
-            current = current_caption(session, image_id)
+            current = current_caption(session, image_id, kind)
             if current is None or current.id != caption_id:
                 continue
             caption = replace_caption_text(
                 session, current, new_text, find=find, replacement=replacement, verified=verified
             )
-            changes.append(Change(image_id, caption_id, caption.id))
+            changes.append(Change(image_id, caption_id, caption.id, kind))
     return changes

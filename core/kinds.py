@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
 from core.errors import UserFacingError
@@ -210,9 +211,38 @@ def parse_keywords(text: str) -> list[Keyword]:
     return out
 
 
+_KEYWORD_TERM = re.compile(r'(?<!\S)keywords?:(?:"([^"]*)"|(\S+))', re.IGNORECASE)
+
+
+def keyword_terms(text: str) -> tuple[str, list[str]]:
+    """``(the rest of text, the keywords its terms ask for)``: search text's ``keyword:beach``
+    (or ``keyword:"sandy beach"``, ``keyword:places|beach``) asks for photos with that keyword,
+    normalized as stored (lower case, ``|`` between hierarchy levels)."""
+    wanted: list[str] = []
+    for match in _KEYWORD_TERM.finditer(text):
+        keyword = _keyword(match.group(1) if match.group(1) is not None else match.group(2))
+        if keyword is not None:
+            wanted.append("|".join(keyword))
+    return " ".join(_KEYWORD_TERM.sub(" ", text).split()), wanted
+
+
 def format_keywords(keywords: Iterable[Keyword]) -> str:
     """The stored text of *keywords*: one a line, ``|`` between hierarchy levels."""
     return "\n".join("|".join(k) for k in keywords)
+
+
+def keyword_vocabulary(session: Session, limit: int = 5000) -> list[str]:
+    """The library's keywords as stored (``a|b``), the most used first: what the keyword
+    editor completes from.  Every level of a hierarchy is offered too (``a`` for ``a|b``)."""
+    counts: dict[str, int] = {}
+    rows = session.execute(sql_text("SELECT text FROM captions WHERE kind = 'keywords' AND is_current = 1"))
+    for (value,) in rows:
+        for line in value.splitlines():
+            levels = line.split("|")
+            for depth in range(1, len(levels) + 1):
+                word = "|".join(levels[:depth])
+                counts[word] = counts.get(word, 0) + 1
+    return sorted(counts, key=lambda w: (-counts[w], w))[:limit]
 
 
 # -- values of a kind --------------------------------------------------------------------

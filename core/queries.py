@@ -46,7 +46,7 @@ from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
 from core.jobs import count_phrase
-from core.kinds import CAPTION, kind_sql
+from core.kinds import CAPTION, keyword_terms, kind_sql
 
 DisplayState = Literal["uncaptioned", "model", "verified", "imported", "changed", "error", "missing"]
 DISPLAY_STATES: tuple[DisplayState, ...] = (
@@ -129,7 +129,9 @@ class ImageFilter:
 
     ``text`` is a full-text query over the *current* captions (words are ANDed, the
     last one matches as a prefix so results follow typing), or over the file and
-    folder names (the path relative to the root holds every word, case-insensitive).  ``states`` empty means
+    folder names (the path relative to the root holds every word, case-insensitive);
+    ``keyword:beach`` in it keeps photos whose keywords include beach (any hierarchy level;
+    ``keyword:places|beach`` the whole path), whatever ``kind`` the filter looks at.  ``states`` empty means
     every state.  ``folder`` is a path prefix relative to ``root_id`` ending in ``/``
     ("2023/summer/"); sub-folders are included.  ``model`` keeps images whose current
     caption was written by that model version, or accepted/edited from one of its
@@ -281,12 +283,19 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
     if flt.max_score is not None:
         where.append("c.score <= :max_score")
         params["max_score"] = float(flt.max_score)
-    match = fts_query(flt.text)
+    typed, keywords = keyword_terms(flt.text)
+    for n, keyword in enumerate(keywords):
+        # One keyword a line: a whole line (or, without "|", any level of one) equals it.
+        lines = "k.text" if "|" in keyword else "replace(k.text, '|', char(10))"
+        where.append(f"EXISTS (SELECT 1 FROM captions k WHERE k.image_id = i.id AND k.kind = {kind_sql('keywords')}"
+                     f" AND k.is_current = 1 AND instr(char(10) || {lines} || char(10), :keyword_{n}) > 0)")
+        params[f"keyword_{n}"] = f"\n{keyword}\n"
+    match = fts_query(typed)
     if match is not None:
         # External-content FTS over every caption row; keep hits on current rows only.
         # Or the file/folder path holds every typed word ("IMG_1001", "Portugal 2023").
         name_terms = []
-        for n, word in enumerate(flt.text.split()):
+        for n, word in enumerate(typed.split()):
             params[f"name_{n}"] = "%" + _like_escape(word) + "%"
             name_terms.append(f"i.rel_path LIKE :name_{n} ESCAPE '\\'")
         where.append(
@@ -295,11 +304,11 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
             + ")"
         )
         params["match"] = match
-    elif flt.text.strip():
+    elif typed.strip():
         # Only punctuation or emoji: the FTS tokenizer drops them, so "no words" must not
         # mean "everything".  Look for the characters themselves.
         where.append("instr(c.text, :needle) > 0")
-        params["needle"] = flt.text.strip()
+        params["needle"] = typed.strip()
     return " AND ".join(where)
 
 
@@ -374,18 +383,19 @@ def least_confident(
     return session.execute(text(sql), params).scalar()
 
 
-def ids_in_state(session: Session, ids: Sequence[int], state: str) -> set[int]:
-    """Which of *ids* are in display state *state* (for "next uncaptioned" and such)."""
+def ids_in_state(session: Session, ids: Sequence[int], state: str, kind: str = CAPTION) -> set[int]:
+    """Which of *ids* are in display state *state* of *kind* (for "next uncaptioned" and such)."""
     found: set[int] = set()
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
-        sql = f"SELECT i.id{_FROM} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
+        sql = f"SELECT i.id{current_join(kind)} WHERE i.id IN ({chunk}) AND {STATE_SQL[state]}"
         found.update(session.execute(text(sql)).scalars())
     return found
 
 
 def next_in_state(
-    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400
+    session: Session, ordered_ids: Sequence[int], start_row: int, state: str, *, step: int = 400,
+    kind: str = CAPTION,
 ) -> int | None:
     """Row index of the first image after *start_row* in *ordered_ids* that is in *state*.
 
@@ -398,7 +408,7 @@ def next_in_state(
     order = list(range(start_row + 1, n)) + list(range(min(start_row + 1, n)))
     for begin in range(0, len(order), step):
         rows = order[begin : begin + step]
-        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state)
+        hits = ids_in_state(session, [ordered_ids[r] for r in rows], state, kind)
         for r in rows:
             if ordered_ids[r] in hits:
                 return r

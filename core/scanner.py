@@ -13,9 +13,9 @@ A scan walks each library root and brings the ``images`` table in line with the 
 * captions belong to pictures, not paths: files that traded places (two names swapped,
   a cycle of renames) take their own records along, and a file whose *picture* changed at
   the same path (its content key, :func:`core.fingerprint.image_data_key` or else the
-  fingerprint, differs; a metadata rewrite keeps it) has its current caption moved to
-  history and becomes *changed since captioned* (``images.outdated_caption_id``) until
-  a caption is current again.
+  fingerprint, differs; a metadata rewrite keeps it) has its current value of every kind
+  (caption, alt text, keywords, …) moved to history and becomes *changed since captioned*
+  (``images.outdated_caption_id``, the caption's) until a caption is current again.
 
 Only a scan that walked a root to the end marks anything missing: a cancelled or
 crashed scan keeps every record as it was, and the next scan picks up from the disk.
@@ -116,8 +116,8 @@ class _RootScan:
         self.reappeared: list[int] = []
         #: Records whose file has other bytes this scan: id -> (old fingerprint, new fingerprint).
         self.content_changes: dict[int, tuple[str, str]] = {}
-        #: Of those, the ones whose current caption went to history: id -> that caption.
-        self.outdated: dict[int, int] = {}
+        #: Of those, the ones whose current values went to history: id -> [(caption id, kind)].
+        self.outdated: dict[int, list[tuple[int, str]]] = {}
 
     def visit(self, rel_path: str, st: os.stat_result) -> None:
         stats = self.stats
@@ -185,11 +185,15 @@ class _RootScan:
                 session.connection().execute(stmt, self.updates)
                 # In the same transaction as the new fingerprint: a crash can never
                 # leave a new picture paired with the old picture's current caption.
-                for image_id, caption_id in outdate:
-                    session.execute(update(Caption).where(Caption.id == caption_id).values(is_current=False))
+                for image_id, moved in outdate:
                     session.execute(
-                        update(Image).where(Image.id == image_id).values(outdated_caption_id=caption_id)
+                        update(Caption).where(Caption.id.in_([cid for cid, _kind in moved])).values(is_current=False)
                     )
+                    caption_id = next((cid for cid, kind in moved if kind == CAPTION), None)
+                    if caption_id is not None:
+                        session.execute(
+                            update(Image).where(Image.id == image_id).values(outdated_caption_id=caption_id)
+                        )
             if self.reappeared:
                 session.execute(
                     update(Image)
@@ -200,29 +204,35 @@ class _RootScan:
         self.updates.clear()
         self.reappeared.clear()
 
-    def _compare_content(self, session: Session) -> list[tuple[int, int]]:
+    def _compare_content(self, session: Session) -> list[tuple[int, list[tuple[int, str]]]]:
         """Compare the pending updates' content keys with the stored ones.
 
         Fills :attr:`content_changes` (every new fingerprint, for
-        :func:`_settle_content_moves`); returns ``(image_id, current caption id)`` of the
-        captioned images whose picture changed.  A file in error keeps its stored key
-        (a half-copied file is not a new picture).  A record without a stored key (from
-        before content keys) cannot be compared: its new key is stored for next time.
+        :func:`_settle_content_moves`); returns ``(image_id, [(caption id, kind), ...])``
+        of the images whose picture changed: their current value of every kind.  A file
+        in error keeps its stored key (a half-copied file is not a new picture).  A record
+        without a stored key (from before content keys) cannot be compared: its new key is
+        stored for next time.
         """
         ids = [int(row["b_id"]) for row in self.updates]  # type: ignore[call-overload]
-        old: dict[int, tuple[str, str | None, int | None]] = {}
+        old: dict[int, tuple[str, str | None]] = {}
+        current: dict[int, list[tuple[int, str]]] = {}
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
-            for image_id, fingerprint, content_key, caption_id in session.execute(
-                select(Image.id, Image.fingerprint, Image.content_key, Caption.id)
-                .outerjoin(Caption, (Caption.image_id == Image.id) & (Caption.kind == CAPTION) & Caption.is_current.is_(True))
-                .where(Image.id.in_(chunk))
+            for image_id, fingerprint, content_key in session.execute(
+                select(Image.id, Image.fingerprint, Image.content_key).where(Image.id.in_(chunk))
             ):
-                old[image_id] = (fingerprint, content_key, caption_id)
-        outdate: list[tuple[int, int]] = []
+                old[image_id] = (fingerprint, content_key)
+            for image_id, caption_id, kind in session.execute(
+                select(Caption.image_id, Caption.id, Caption.kind)
+                .where(Caption.image_id.in_(chunk), Caption.is_current.is_(True))
+                .order_by(Caption.id)
+            ):
+                current.setdefault(image_id, []).append((caption_id, kind))
+        outdate: list[tuple[int, list[tuple[int, str]]]] = []
         for row in self.updates:
             image_id = int(row["b_id"])  # type: ignore[call-overload]
-            old_fingerprint, old_key, caption_id = old[image_id]
+            old_fingerprint, old_key = old[image_id]
             if row["state"] == ImageState.ERROR or row["content_key"] is None:
                 row["content_key"] = old_key
                 continue
@@ -231,9 +241,10 @@ class _RootScan:
                 self.content_changes[image_id] = (old_fingerprint, str(row["fingerprint"]))
             if old_key is None or row["content_key"] == old_key:
                 continue
-            if caption_id is not None:
-                outdate.append((image_id, caption_id))
-                self.outdated[image_id] = caption_id
+            moved = current.get(image_id)
+            if moved:
+                outdate.append((image_id, moved))
+                self.outdated[image_id] = moved
                 self.stats.outdated += 1
         return outdate
 
@@ -253,7 +264,8 @@ _FILE_COLUMNS = (
 
 
 def _settle_content_moves(
-    db: Database, changes: Mapping[int, tuple[str, str]], outdated: Mapping[int, int], stats: ScanStats
+    db: Database, changes: Mapping[int, tuple[str, str]], outdated: Mapping[int, list[tuple[int, str]]],
+    stats: ScanStats,
 ) -> None:
     """Give files that traded places (a swap, a cycle of renames) their own records back.
 
@@ -301,16 +313,16 @@ def _settle_content_moves(
             for place, mover in zip(cycle, cycle[1:] + cycle[:1], strict=True):
                 # The picture at *place*'s path is *mover*'s: the record follows it.
                 session.execute(update(Image).where(Image.id == mover).values(files[place]))
-                caption_id = outdated.get(mover)
-                if caption_id is None:
-                    continue
-                other = aliased(Caption)  # not correlated with the row being updated
-                has_current = select(other.id).where(other.image_id == mover, other.kind == CAPTION, other.is_current.is_(True))
-                # Unless a caption was written for it meanwhile (the window stays usable).
-                restored = session.execute(
-                    update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
-                )
-                stats.outdated -= restored.rowcount
+                restored = 0
+                for caption_id, kind in outdated.get(mover, ()):
+                    other = aliased(Caption)  # not correlated with the row being updated
+                    has_current = select(other.id).where(other.image_id == mover, other.kind == kind,
+                                                         other.is_current.is_(True))
+                    # Unless a value of that kind was written meanwhile (the window stays usable).
+                    restored += session.execute(
+                        update(Caption).where(Caption.id == caption_id, ~has_current.exists()).values(is_current=True)
+                    ).rowcount
+                stats.outdated -= 1 if restored else 0
     stats.moved += len(ids)
     stats.changed -= len(ids)
 
@@ -406,7 +418,7 @@ def scan(
     started = time.monotonic()
     vanished: list[int] = []
     content_changes: dict[int, tuple[str, str]] = {}
-    outdated: dict[int, int] = {}
+    outdated: dict[int, list[tuple[int, str]]] = {}
 
     def report(message: str) -> None:
         elapsed = time.monotonic() - started

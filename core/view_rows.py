@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from core.captions import format_confidence, history_action, provenance_lines
 from core.kinds import CAPTION
 from core.provenance import Provenance
-from core.queries import CURRENT_JOIN, IN_CHUNK, STATE_SQL, DisplayState, ModelKey, display_state
+from core.queries import CURRENT_JOIN, IN_CHUNK, STATE_SQL, DisplayState, ModelKey, current_join, display_state
 
 # -- rows for the grid ------------------------------------------------------------------
 
@@ -64,15 +64,15 @@ class ImageRow:
         return self.rel_path.rsplit("/", 1)[-1]
 
 
-def fetch_rows(session: Session, ids: Sequence[int]) -> dict[int, ImageRow]:
-    """Grid rows for *ids* (any order; missing ids are simply absent)."""
+def fetch_rows(session: Session, ids: Sequence[int], kind: str = CAPTION) -> dict[int, ImageRow]:
+    """Grid rows for *ids* (any order; missing ids are simply absent), with their current value of *kind*."""
     rows: dict[int, ImageRow] = {}
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
         sql = (
             "SELECT i.id, i.root_id, r.path, i.rel_path, i.fingerprint, i.state, i.error,"
             " i.width, i.height, c.id, c.text, c.source, c.score, c.model_name, i.outdated_caption_id"
-            f"{CURRENT_JOIN} JOIN library_roots r ON r.id = i.root_id WHERE i.id IN ({chunk})"
+            f"{current_join(kind)} JOIN library_roots r ON r.id = i.root_id WHERE i.id IN ({chunk})"
         )
         for values in session.execute(text(sql)):
             rows[values[0]] = ImageRow(*values)

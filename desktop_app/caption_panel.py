@@ -1,7 +1,13 @@
 """The caption panel: edit the current caption, see the model's words and the history.
 
-Pure view: it shows a :class:`~core.view_rows.CaptionDetails` and reports what the
-person asked for through signals; the image-review controller runs the operations (via
+Each caption kind (:mod:`core.kinds`) is a tab of a compact tab bar, the caption first;
+a tab's dot is that kind's state.  The shown kind's value is edited in the text editor
+(alt text with a live length count, :func:`core.kinds.length_check`'s limits) or, for
+keywords, in :class:`~desktop_app.keyword_chips.KeywordChips`; Save, Accept, the model's
+words and the history are the shown kind's.
+
+Pure view: it shows one :class:`~core.view_rows.CaptionDetails` per kind and reports
+what the person asked for through signals; the image-review controller runs the operations (via
 :class:`~desktop_app.review.CaptionUndoStack`) and reloads the panel when the library's
 change notice names the image shown.
 
@@ -11,6 +17,9 @@ path moves neither the panel nor the grid's columns.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
@@ -22,6 +31,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
+    QStackedWidget,
     QStyledItemDelegate,
     QStyleOptionViewItem,
     QTreeWidget,
@@ -31,9 +41,12 @@ from PySide6.QtWidgets import (
 )
 
 from core.captions import format_confidence
+from core.kinds import BUILTIN_KINDS, CAPTION, CaptionKind
 from core.view_rows import CaptionDetails, CaptionInfo, ImageRow
 from desktop_app.delegate import BADGES
 from desktop_app.dialog_kit import wrapping_tooltip
+from desktop_app.keyword_chips import KeywordChips, keyword_label
+from desktop_app.kind_tabs import AltTextCount, KindTabs
 
 SOURCE_LABELS = {"model": "model", "human": "person", "import": "import"}
 #: The history's "By" column for a person's rows: what they did.
@@ -135,7 +148,8 @@ class _UndoPassThrough(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
         if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
-            document = watched.document()  # type: ignore[attr-defined]
+            # A text editor's document, or the keyword field (a QLineEdit) itself.
+            document = watched.document() if hasattr(watched, "document") else watched
             if event.matches(QKeySequence.StandardKey.Undo) and not document.isUndoAvailable():
                 event.ignore()
                 return True
@@ -147,15 +161,26 @@ class _UndoPassThrough(QObject):
 
 class CaptionPanel(QWidget):
     save_requested = Signal()
+    #: Accept the shown kind's value (of the selection, when several photos are selected).
     accept_requested = Signal()
     #: A caption id from the history (or the model's caption) to make current again.
     revert_requested = Signal(int)
+    #: The person is about to leave the shown kind with unsaved text: save it now.
+    commit_requested = Signal()
+    #: The shown kind changed (its name).
+    kind_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.image_id: int | None = None
+        self._row: ImageRow | None = None
         self._details: CaptionDetails | None = None
+        self._by_kind: dict[str, CaptionDetails] = {}
         self._loaded_text = ""
+        #: The kind shown and edited.
+        self.kind = CAPTION
+        self.kind_tabs = KindTabs()
+        self.kind_tabs.currentChanged.connect(self._on_tab_changed)
 
         self.title = ElidedLabel("No image selected")
         self.title.setObjectName("captionTitle")
@@ -185,6 +210,19 @@ class CaptionPanel(QWidget):
         self.editor.textChanged.connect(self.clear_message)
         self._undo_pass_through = _UndoPassThrough(self)
         self.editor.installEventFilter(self._undo_pass_through)
+        self.keywords = KeywordChips()
+        self.keywords.entry.installEventFilter(self._undo_pass_through)
+        self.keywords.changed.connect(self._update_buttons)
+        self.keywords.changed.connect(self.clear_message)
+        #: The shown kind's editor: the text editor, or the keyword chips.
+        self.value_stack = QStackedWidget()
+        self.value_stack.addWidget(self.editor)
+        self.value_stack.addWidget(self.keywords)
+        self.value_stack.setMinimumHeight(60)
+        self.value_stack.setMaximumHeight(110)
+        #: Alt text's live length ("87 / 125") in the editor's corner, so showing it moves nothing.
+        self.alt_count = AltTextCount(self.editor)
+        self.editor.textChanged.connect(self._update_count)
 
         self.save_button = QPushButton("Save")
         self.save_button.setToolTip("Save the text as the verified caption (Ctrl+S)")
@@ -244,8 +282,9 @@ class CaptionPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addLayout(header)
+        layout.addWidget(self.kind_tabs)
         layout.addWidget(self.provenance)
-        layout.addWidget(self.editor)
+        layout.addWidget(self.value_stack)
         layout.addWidget(self.message)
         layout.addLayout(buttons)
         layout.addWidget(self.model_box)
@@ -259,6 +298,7 @@ class CaptionPanel(QWidget):
         for label, lines in ((self.provenance, 2), (self.model_text, 2), (self.model_meta, 3)):
             label.setMinimumHeight(lines * line + 2)
             label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.set_kinds(list(BUILTIN_KINDS.values()))
         self.show_image(None, None)
 
     def sizeHint(self) -> QSize:  # noqa: N802
@@ -278,7 +318,47 @@ class CaptionPanel(QWidget):
     # -- state -------------------------------------------------------------------------
 
     def text(self) -> str:
+        """The shown kind's value as typed (keywords as the kind stores them)."""
+        if self._kind_spec().value_type == "keywords":
+            return self.keywords.text()
         return self.editor.toPlainText().strip()
+
+    def _kind_spec(self) -> CaptionKind:
+        return next((k for k in self.kind_tabs.kinds if k.name == self.kind), BUILTIN_KINDS[CAPTION])
+
+    def value_editor(self) -> QWidget:
+        """The widget that takes the shown kind's typing: the text editor or the keyword field."""
+        return self.keywords.entry if self.value_stack.currentWidget() is self.keywords else self.editor
+
+    def kind_names(self) -> list[str]:
+        return self.kind_tabs.names()
+
+    def set_kinds(self, kinds: Sequence[CaptionKind]) -> None:
+        """The library's kinds, one tab each (the caption first); keeps the shown kind if it stays."""
+        kind = self.kind_tabs.set_kinds(kinds, self.kind)
+        if kind != self.kind:
+            self.kind = kind
+            self._show_kind()
+
+    def set_kind(self, kind: str) -> bool:
+        """Show *kind* (as if its tab was clicked); False when it stays (unknown, or unsaved text refused)."""
+        if kind not in self.kind_names():
+            return False
+        self.kind_tabs.show_kind(kind)
+        return self.kind == kind
+
+    def _on_tab_changed(self, index: int) -> None:
+        kind = self.kind_tabs.tabData(index)
+        if kind is None or kind == self.kind:
+            return
+        if self.is_dirty():
+            self.commit_requested.emit()  # leaving a kind saves it, as leaving a photo does
+            if self.is_dirty():  # refused (e.g. empty): stay, nothing is lost
+                self.kind_tabs.show_kind(self.kind, quietly=True)
+                return
+        self.kind = kind
+        self._show_kind()
+        self.kind_changed.emit(kind)
 
     def is_dirty(self) -> bool:
         """The person typed something that is not saved yet."""
@@ -288,24 +368,63 @@ class CaptionPanel(QWidget):
         items = self.history.selectedItems()
         return items[0].data(0, Qt.ItemDataRole.UserRole) if items else None
 
-    def show_image(self, row: ImageRow | None, details: CaptionDetails | None) -> None:
-        """Show *row*'s captions (None clears the panel)."""
+    def show_image(self, row: ImageRow | None, details: CaptionDetails | None,
+                   kinds: Mapping[str, CaptionDetails] | None = None) -> None:
+        """Show *row*'s values (None clears the panel): *details* is its caption's, *kinds*
+        every kind's (the caption's taken from *details*)."""
         self.image_id = row.id if row is not None else None
-        self._details = details
+        self._row = row
+        self._by_kind = dict(kinds or {})
+        if details is not None:
+            self._by_kind[CAPTION] = details
+        self._show_kind()
+
+    def kind_row(self, kind: str) -> ImageRow | None:
+        """The shown photo's row with its value of *kind* (the grid's row may hold another kind's)."""
+        row = self._row
+        if row is None or kind not in self._by_kind:
+            return row
+        current = self._by_kind[kind].current
+        if current is None:
+            return replace(row, caption_id=None, caption=None, source=None, score=None, model_name=None)
+        return replace(row, caption_id=current.id, caption=current.text, source=current.source,
+                       score=current.score, model_name=current.model_name)
+
+    def kind_state(self, kind: str) -> str | None:
+        """The display state of the shown photo's *kind* (None: no photo)."""
+        row = self.kind_row(kind)
+        return row.state if row is not None else None
+
+    def _show_kind(self) -> None:
+        """Fill the editor, badge, model box and history with the shown kind's value."""
+        row = self._row
+        details = self._details = self._by_kind.get(self.kind)
         current = details.current if details is not None else None
+        spec = self._kind_spec()
+        noun = spec.label.lower() if self.kind != CAPTION else "caption"
         self._loaded_text = current.text if current is not None else ""
-        self.editor.blockSignals(True)
-        self.editor.setPlainText(self._loaded_text)
-        self.editor.blockSignals(False)
+        keywords = spec.value_type == "keywords"
+        for widget in (self.editor, self.keywords):
+            widget.blockSignals(True)
+        self.editor.setPlainText("" if keywords else self._loaded_text)
+        self.keywords.set_text(self._loaded_text if keywords else "")
+        for widget in (self.editor, self.keywords):
+            widget.blockSignals(False)
+        self.value_stack.setCurrentWidget(self.keywords if keywords else self.editor)
         # Only a readable file can be captioned: an unreadable or missing one has no
         # picture to describe.
         readable = row is not None and row.image_state == "ok"
         self.editor.setEnabled(readable)
+        self.keywords.setEnabled(readable)
         self.editor.setPlaceholderText(
-            "Select a photo to see and write its caption" if row is None
-            else "No caption yet — type one and press Ctrl+S" if readable
+            f"Select a photo to see and write its {noun}" if row is None
+            else f"No {noun} yet — type one and press Ctrl+S" if readable
             else "This file cannot be read, so it cannot be captioned"
         )
+        self.model_box.setTitle(f"Model's {noun}")
+        self.use_model_button.setText(f"Use model's {noun}")
+        self._update_count()
+        self.kind_tabs.set_states({kind: self.kind_state(kind) for kind in self.kind_names()})
         self.show_message("")
         if row is None:
             self.title.setText("No image selected")
@@ -317,10 +436,12 @@ class CaptionPanel(QWidget):
         else:
             self.title.setText(row.rel_path)
             self.title.setToolTip(wrapping_tooltip(row.path))
-            label, color = badge_text(row)
+            kind_row = self.kind_row(self.kind) or row
+            label, color = badge_text(kind_row)
             self.badge.setText(label)
             self.badge.show()
-            self.badge.setToolTip(badge_tooltip(row))
+            self.badge.setToolTip(badge_tooltip(kind_row) if self.kind == CAPTION
+                                  else f"{spec.label}: {badge_tooltip(kind_row)}")
             self.badge.setStyleSheet(
                 f"background:{color}; color:white; border-radius:4px; padding:1px 6px; font-weight:bold;"
             )
@@ -337,13 +458,27 @@ class CaptionPanel(QWidget):
         self._show_history(details)
         self._update_buttons()
 
+    def _readable(self, text: str) -> str:
+        """A value as a line of text: keywords as "beach, animals › dogs"."""
+        if self._kind_spec().value_type != "keywords":
+            return text
+        return ", ".join(keyword_label(tuple(line.split("|"))) for line in text.splitlines() if line)
+
+    def _update_count(self) -> None:
+        if self.kind != "alt_text" or self._row is None:
+            self.alt_count.hide()
+            return
+        self.alt_count.count(self.editor.toPlainText().strip())
+        self.alt_count.show()
+
     def _show_model(self, details: CaptionDetails | None) -> None:
         model = details.latest_model if details is not None else None
         if model is None:
-            self.model_text.setText("— (no model caption yet)")
+            noun = "caption" if self.kind == CAPTION else self._kind_spec().label.lower()
+            self.model_text.setText(f"— (no model {noun} yet)")
             self.model_meta.clear()
         else:
-            self.model_text.setText(model.text)
+            self.model_text.setText(self._readable(model.text))
             lines = model.provenance_lines()
             # Compact (wrapped " · " list) so the panel stays short; one fact a line in the tooltip.
             self.model_meta.setText(_breakable(" · ".join(lines)))
@@ -356,6 +491,7 @@ class CaptionPanel(QWidget):
         items = []
         for caption in reversed(details.history):  # newest first
             items.append(self._history_item(caption))
+            items[-1].setText(3, self._readable(caption.text))  # keywords on one line
         self.history.addTopLevelItems(items)
         for column in (0, 1, 2):
             self.history.resizeColumnToContents(column)

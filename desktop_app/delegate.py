@@ -103,7 +103,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             role = QPalette.ColorRole.Text if row.caption else QPalette.ColorRole.PlaceholderText
             painter.setPen(option.palette.color(role))
             painter.setFont(option.font)
-            self._draw_wrapped(painter, text_rect, row.caption or row.name, metrics)
+            # Keywords are stored one a line: a snippet reads them as a list.
+            self._draw_wrapped(painter, text_rect, (row.caption or row.name).replace("\n", ", "), metrics)
         finally:
             painter.end()
         return pixmap

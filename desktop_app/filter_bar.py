@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.captions import confidence_percent, score_for_percent
+from core.kinds import BUILTIN_KINDS, CAPTION, CaptionKind
 from core.queries import ImageFilter, ModelKey, review_queue_filter
 
 STATE_CHOICES: list[tuple[str, frozenset[str]]] = [
@@ -134,9 +135,17 @@ class FilterBar(QWidget):
             if states in _STATE_TIPS:
                 self.state.setItemData(self.state.count() - 1, _STATE_TIPS[states], Qt.ItemDataRole.ToolTipRole)
         self.model = QComboBox()
-        self.model.setMinimumContentsLength(10)
+        self.model.setMinimumContentsLength(6)
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model.addItem("Any model", None)
+        #: Whose state, text, model and confidence the filters look at (a caption kind).
+        self.kind_choice = QComboBox()
+        self.kind_choice.setObjectName("kindFilter")
+        self.kind_choice.setToolTip("The caption kind the search, state, model and confidence filters look at")
+        # Narrow (its list is as wide as it needs): the window must still fit a 1024-pixel screen.
+        self.kind_choice.setMinimumContentsLength(6)
+        self.kind_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.set_kinds(list(BUILTIN_KINDS.values()))
         self.min_score = PercentBox(0, "Lowest model confidence to show")
         self.max_score = PercentBox(100, "Highest model confidence to show")
         self.sort = QComboBox()
@@ -162,7 +171,7 @@ class FilterBar(QWidget):
         #: first (least confident) row instead of keeping the current image.
         self.restart_at_top = False
 
-        for widget in (self.state, self.model, self.sort):
+        for widget in (self.kind_choice, self.state, self.model, self.sort):
             widget.currentIndexChanged.connect(self._emit_now)
         for box in (self.min_score, self.max_score):
             box.valueChanged.connect(lambda _v: self._debounce.start())
@@ -176,9 +185,12 @@ class FilterBar(QWidget):
         top.addWidget(self.descending)
         top.addWidget(self.review)
         bottom = QHBoxLayout()
+        bottom.addWidget(self.kind_choice)
         bottom.addWidget(self.state)
         bottom.addWidget(self.model, 1)
-        bottom.addWidget(QLabel("Confidence"))
+        confidence = QLabel("Conf.")
+        confidence.setToolTip("Model confidence: from … to …")
+        bottom.addWidget(confidence)
         bottom.addWidget(self.min_score)
         bottom.addWidget(QLabel("to"))
         bottom.addWidget(self.max_score)
@@ -226,6 +238,21 @@ class FilterBar(QWidget):
         finally:
             self._silent = False
 
+    def set_kinds(self, kinds: list[CaptionKind]) -> None:
+        """Offer the library's caption kinds (keeps the current choice)."""
+        chosen = self.kind_choice.currentData() or CAPTION
+        names = [k.name for k in sorted(kinds, key=lambda k: k.name != CAPTION)]
+        if names == [self.kind_choice.itemData(i) for i in range(self.kind_choice.count())]:
+            return
+        self._silent = True
+        try:
+            self.kind_choice.clear()
+            for kind in sorted(kinds, key=lambda k: k.name != CAPTION):
+                self.kind_choice.addItem(kind.label, kind.name)
+            self.kind_choice.setCurrentIndex(max(0, self.kind_choice.findData(chosen)))
+        finally:
+            self._silent = False
+
     def filter(self) -> ImageFilter:
         """The filter the widgets describe (the window adds the sidebar's folder)."""
         return ImageFilter(
@@ -236,6 +263,7 @@ class FilterBar(QWidget):
             max_score=self.max_score.score_bound(),
             sort=self.sort.currentData(),
             descending=self.descending.isChecked(),
+            kind=self.kind_choice.currentData() or CAPTION,
         )
 
     def meaning(self) -> str | None:

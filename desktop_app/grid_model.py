@@ -28,6 +28,7 @@ from PySide6.QtCore import (
 )
 
 from core.captions import format_confidence
+from core.kinds import CAPTION
 from core.library import Library
 from core.queries import ids_in_state
 from core.view_rows import ImageRow, fetch_rows
@@ -55,6 +56,8 @@ class ImageGridModel(QAbstractListModel):
         self._ids: list[int] = []
         self._row_of: dict[int, int] | None = None
         self._chunks: OrderedDict[int, dict[int, ImageRow]] = OrderedDict()
+        #: Whose value the rows hold (``core.kinds``): the filter's kind.
+        self.kind = CAPTION
         self.chunk_loads = 0  # for tests and the benchmark: how many chunk queries ran
 
     # -- content ----------------------------------------------------------------------
@@ -67,6 +70,12 @@ class ImageGridModel(QAbstractListModel):
         self._chunks.clear()
         self.endResetModel()
         self.reset_done.emit()
+
+    def set_kind(self, kind: str) -> None:
+        """Draw each photo's value (text, badge) of *kind*: the filter's kind."""
+        if kind != self.kind:
+            self.kind = kind
+            self.refresh_all()
 
     def set_ids(self, ids: Sequence[int], row_of: dict[int, int] | None = None) -> None:
         """Show *ids* in this order; appends in place when the old list is a prefix.
@@ -130,7 +139,7 @@ class ImageGridModel(QAbstractListModel):
             chunk: dict[int, ImageRow] = {}
         else:
             with self._library.db.read() as session:
-                chunk = fetch_rows(session, ids)
+                chunk = fetch_rows(session, ids, self.kind)
         self.chunk_loads += 1
         self._chunks[chunk_no] = chunk
         while len(self._chunks) > MAX_CHUNKS:
@@ -166,7 +175,7 @@ class ImageGridModel(QAbstractListModel):
         if self._library is None or not total:
             return 0, total
         with self._library.db.read() as session:
-            unreviewed = sum(len(ids_in_state(session, self._ids, s)) for s in ("model", "changed"))
+            unreviewed = sum(len(ids_in_state(session, self._ids, s, self.kind)) for s in ("model", "changed"))
         return total - unreviewed, total
 
     def refresh_all(self) -> None:

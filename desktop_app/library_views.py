@@ -15,6 +15,7 @@ from typing import Protocol
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from core import queries, view_rows
+from core.kinds import CaptionKind, all_kinds
 from core.library import Library
 from core.queries import ImageFilter
 from core.search import query as search_query
@@ -81,17 +82,21 @@ class SidebarContent(QObject):
             self.sidebar.set_tree([])
             return
 
-        def work() -> tuple[list[view_rows.FolderNode], list[tuple[queries.ModelKey, int]]]:
-            with library.db.read() as session:
-                return view_rows.folder_tree(session), view_rows.model_keys(session)
+        Found = tuple[list[view_rows.FolderNode], list[tuple[queries.ModelKey, int]], list[CaptionKind]]
 
-        def done(result: tuple[list[view_rows.FolderNode], list[tuple[queries.ModelKey, int]]]) -> None:
+        def work() -> Found:
+            with library.db.read() as session:
+                kinds = list(all_kinds(session).values())
+                return view_rows.folder_tree(session), view_rows.model_keys(session), kinds
+
+        def done(result: Found) -> None:
             if library is not self.library():
                 return
-            tree, models = result
+            tree, models, kinds = result
             self.sidebar.set_tree(tree)
             self.empty_changed.emit(not tree)
             self.filter_bar.set_models(models)
+            self.filter_bar.set_kinds(kinds)
             if self.pending_location is not None and self.sidebar.select(self.pending_location):
                 self.pending_location = None
             self.refreshed.emit()
@@ -216,6 +221,7 @@ class GridContent(QObject):
         self._current_before_empty = current if not ids else None
         scrolled = self.grid.verticalScrollBar().value()
         nav.commit_edit()
+        self.model.set_kind(self.current_filter().kind)  # badges and text of the kind filtered on
         self.model.set_ids(ids, row_of)
         if ids and self.filter_bar.take_restart_at_top():
             nav.go_to_row(0)  # the review queue starts at the least confident caption

@@ -201,8 +201,9 @@ class MainWindow(QMainWindow):
         self.side_tabs.addTab(self.info_panel, "Photo info")
         self.right_splitter.addWidget(self.side_tabs)
         self.right_splitter.addWidget(self.panel)
-        self.right_splitter.setStretchFactor(0, 1)
-        self.right_splitter.setStretchFactor(1, 0)  # the preview takes the spare height
+        # The caption panel takes the spare height: its history shows more rows on a tall screen.
+        self.right_splitter.setStretchFactor(0, 0)
+        self.right_splitter.setStretchFactor(1, 1)
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.main_splitter.addWidget(self.sidebar)
         self.main_splitter.addWidget(self.center_stack)
@@ -321,7 +322,7 @@ class MainWindow(QMainWindow):
         edit_menu.addSeparator()
         edit_menu.addAction(a("save", "Save caption", self.image_review.save_caption, QKeySequence.StandardKey.Save))
         edit_menu.addAction(a("edit", "Edit caption", self.image_review.focus_editor, "F2"))
-        edit_menu.addAction(a("accept", "Accept caption(s)", self.image_review.accept_selection, "Ctrl+Shift+A"))
+        edit_menu.addAction(a("accept", "Accept caption", self.image_review.accept_current, "Ctrl+Shift+A"))
         edit_menu.addAction(a("unverify", "Mark as not verified", self.image_review.unverify_selection, None))
         edit_menu.addSeparator()
         edit_menu.addAction(a("find", "Find…", self.image_review.focus_search, QKeySequence.StandardKey.Find))

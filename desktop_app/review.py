@@ -31,7 +31,13 @@ from PySide6.QtWidgets import (
 from core import edits
 from core.captions import CaptionError
 from core.edits import Change
+from core.kinds import BUILTIN_KINDS, CAPTION
 from core.library import Library
+
+
+def _noun(kind: str) -> str:
+    """How an undo step names a kind's value: "caption", "alt text", "keywords"."""
+    return BUILTIN_KINDS[kind].label.lower() if kind in BUILTIN_KINDS else kind.replace("_", " ")
 
 
 class ChangeCommand(QUndoCommand):
@@ -95,12 +101,23 @@ class CaptionUndoStack(QObject):
         self._push(label, result if isinstance(result, list) else [result])
         return True
 
-    def save_edit(self, image_id: int, text: str) -> bool:
-        """Save a person's text; False when it changed nothing or was refused."""
-        return self._run("Edit caption", lambda: edits.save_edit(self.library.db, image_id, text))
+    def save_edit(self, image_id: int, text: str, kind: str = CAPTION) -> bool:
+        """Save a person's value of *kind*; False when it changed nothing or was refused."""
+        return self._run(f"Edit {_noun(kind)}", lambda: edits.save_edit(self.library.db, image_id, text, kind))
 
-    def accept(self, image_id: int) -> bool:
-        return self._run("Accept caption", lambda: edits.accept(self.library.db, image_id))
+    def accept(self, image_id: int, kind: str = CAPTION) -> bool:
+        return self._run(f"Accept {_noun(kind)}", lambda: edits.accept(self.library.db, image_id, kind))
+
+    def accept_many(self, image_ids: Sequence[int], kind: str = CAPTION) -> int:
+        """Verify the value of *kind* of each of *image_ids* as one undo step; how many changed."""
+        changes: list[Change] = []
+
+        def run() -> list[Change]:
+            changes.extend(edits.accept_many(self.library.db, image_ids, kind))
+            return changes
+
+        self._run(f"Accept {_noun(kind)} of {len(image_ids)} photos", run)
+        return len(changes)
 
     def revert(self, caption_id: int) -> bool:
         return self._run("Revert caption", lambda: edits.revert(self.library.db, caption_id))
@@ -116,13 +133,9 @@ class CaptionUndoStack(QObject):
         self._push(label, changes)
         return len(changes)
 
-    def accept_many(self, image_ids: Sequence[int]) -> int:
-        """Accept the captions of *image_ids* as one undo step; returns captions accepted."""
-        return self._many("Accept captions", lambda: edits.accept_many(self.library.db, image_ids))
-
-    def unverify(self, image_ids: Sequence[int]) -> int:
-        """Take back the acceptance of *image_ids*' captions as one undo step (:func:`core.edits.unverify`)."""
-        return self._many("Mark as not verified", lambda: edits.unverify(self.library.db, image_ids))
+    def unverify(self, image_ids: Sequence[int], kind: str = CAPTION) -> int:
+        """Take back the acceptance of *image_ids*' values of *kind* as one undo step (:func:`core.edits.unverify`)."""
+        return self._many("Mark as not verified", lambda: edits.unverify(self.library.db, image_ids, kind))
 
     def replace(
         self,
@@ -132,6 +145,7 @@ class CaptionUndoStack(QObject):
         *,
         case_sensitive: bool,
         verified: bool = False,
+        kind: str = CAPTION,
     ) -> int:
         """Find-and-replace over *candidates* as one undo step; returns captions changed.
 
@@ -142,7 +156,8 @@ class CaptionUndoStack(QObject):
             return 0
         try:
             changes = edits.replace_captions(
-                self.library.db, candidates, find, replacement, case_sensitive=case_sensitive, verified=verified
+                self.library.db, candidates, find, replacement, case_sensitive=case_sensitive, verified=verified,
+                kind=kind,
             )
         except CaptionError as exc:
             self.error.emit(str(exc))
@@ -186,10 +201,12 @@ class FindReplaceDialog(QDialog):
         preview: Callable[..., list[tuple[int, str, str]]],
         parent: QWidget | None = None,
         *,
+        kind: str = CAPTION,
         selection_count: int = 0,
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Find and replace in captions")
+        # Another kind (the filter bar's) is named; the caption's words stay as they were.
+        self.setWindowTitle("Find and replace in captions" if kind == CAPTION else f"Find and replace in {_noun(kind)}")
         self._preview = preview
         self.matches: list[tuple[int, str, str]] = []
         self.find = QLineEdit()
@@ -222,7 +239,8 @@ class FindReplaceDialog(QDialog):
         self.preview_list.setRootIsDecorated(False)
         self.preview_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         note = QLabel(
-            f"Applies to the current captions of the {view_count} images in the current view"
+            f"Applies to the current {'captions' if kind == CAPTION else _noun(kind)} of the {view_count} images "
+            "in the current view"
             + (", or only of the selected ones when ticked" if selection_count > 1 else "")
             + ". Undo (Ctrl+Z) reverts them all."
         )

@@ -63,7 +63,8 @@ class ThumbnailGrid(QListView):
         if self._cell.isEmpty():
             return
         width = self.viewport().width()
-        slot_width = max(self._cell.width() + CELL_MARGIN, width // columns_for(width, self._cell.width()))
+        # One pixel short of the width: slots filling it exactly make Qt wrap the last column.
+        slot_width = max(self._cell.width() + CELL_MARGIN, (width - 1) // columns_for(width, self._cell.width()))
         slot = QSize(slot_width, self._cell.height() + CELL_MARGIN)
         if slot != self.gridSize():
             self.setGridSize(slot)

@@ -21,12 +21,10 @@ of its own for each run.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtCore import QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -54,6 +52,7 @@ from core.training.config import MIN_TRAIN, MIN_VALIDATION
 from desktop_app.dialog_kit import fit_on_screen, lines_high, remember_folder, start_folder
 from desktop_app.model_thread import CaptionService, ModelJob
 from desktop_app.restyle_choice import RESTYLER_BASE_HINT, restyler_checkbox, restyler_train_fn
+from desktop_app.training_charts import LrCurve, MetricChart
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -62,71 +61,6 @@ __all__ = ["MetricChart", "TrainDialog"]
 
 METRICS = (("exact_match", "Exact match"), ("cider", "CIDEr"), ("bleu4", "BLEU-4"), ("rouge_l", "ROUGE-L"),
            ("edit_rate", "Edit rate"))
-
-
-class MetricChart(QWidget):
-    """Loss (red, left scale) and CIDEr (blue, right scale) per epoch, drawn with QPainter.
-
-    Each series has its own scale from 0 to its largest value, labelled on its side, so a
-    CIDEr that rises from 0.3 to 0.9 is as visible as a loss that falls from 2 to 0.4.
-    """
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.records: list[dict[str, Any]] = []
-        self.setMinimumSize(320, 160)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        self.update()
-
-    def series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """(epoch, loss) and (epoch, CIDEr) points; epoch 0 (the base model) has no loss."""
-        loss = [(r["epoch"], float(r["loss"])) for r in self.records if r.get("loss") is not None]
-        cider = [(r["epoch"], float(r["cider"])) for r in self.records if r.get("cider") is not None]
-        return loss, cider
-
-    @staticmethod
-    def scale_top(points: list[tuple[int, float]]) -> float:
-        """The top of a series' scale: its largest value (a small floor keeps flat zeros drawable)."""
-        return max([1e-3] + [v for _, v in points])
-
-    def paintEvent(self, _event: Any) -> None:
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor("white"))
-        loss, cider = self.series()
-        if not loss and not cider:
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Loss and CIDEr appear here after each epoch")
-            return
-        metrics = painter.fontMetrics()
-        w, h = self.width(), self.height()
-        left, right = 8 + metrics.horizontalAdvance("0.000"), 8 + metrics.horizontalAdvance("0.000")
-        top_m, bottom_m = metrics.height() + 8, metrics.height() + 6
-        max_epoch = max([1] + [e for e, _ in loss + cider])
-        plot_w, plot_h = w - left - right, h - top_m - bottom_m
-        painter.setPen(QColor("#bbbbbb"))
-        painter.drawLine(left, h - bottom_m, w - right, h - bottom_m)
-        for (points, colour, x_label, align) in ((loss, "#d03030", 4, Qt.AlignmentFlag.AlignLeft),
-                                                  (cider, "#3050d0", w - right + 4, Qt.AlignmentFlag.AlignLeft)):
-            if not points:
-                continue
-            top = self.scale_top(points)
-            painter.setPen(QPen(QColor(colour), 2))
-            scaled = [QPointF(left + plot_w * e / max_epoch, h - bottom_m - plot_h * v / top) for e, v in points]
-            for a, b in itertools.pairwise(scaled):
-                painter.drawLine(a, b)
-            for point in scaled:
-                painter.drawEllipse(point, 2.5, 2.5)
-            painter.setPen(QColor(colour))
-            painter.drawText(QRectF(x_label, top_m - metrics.height() / 2, right - 6, metrics.height()),
-                             int(align), f"{top:.3g}")
-            painter.drawText(QRectF(x_label, h - bottom_m - metrics.height() / 2, right - 6, metrics.height()),
-                             int(align), "0")
-        painter.setPen(QColor("black"))
-        painter.drawText(left, metrics.ascent() + 3, "loss (red, left scale) · CIDEr (blue, right scale)")
-        painter.drawText(QRectF(left, h - bottom_m + 2, plot_w, metrics.height()),
-                         int(Qt.AlignmentFlag.AlignHCenter), f"epochs 0–{max_epoch}")
-        painter.end()
 
 
 #: Metrics where a smaller number is better (the others: bigger is better).
@@ -239,6 +173,9 @@ class TrainDialog(QDialog):
         self.lora_alpha = self._spin(1, 1024, 32)
         self.lora_dropout = self._dspin(0.0, 0.9, 0.1, 2)
         self.lr = self._dspin(1e-6, 0.1, 1e-4, 6)
+        self.auto_lr = QCheckBox("Find the learning rate on my photos (a short range test)")
+        self.auto_lr.setChecked(True)
+        self.auto_lr.toggled.connect(lambda _on: self._update_enabled())
         self.epochs = self._spin(1, 100, 5)
         self.batch_size = self._spin(1, 256, 8)
         self.val_ratio = self._dspin(0.01, 0.9, 0.1, 2)
@@ -262,7 +199,7 @@ class TrainDialog(QDialog):
             form.addRow("", self.continue_from)
         for label, widget in (("Version name", self.name), ("Method", self.method),
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
-                              ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr),
+                              ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr), ("", self.auto_lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
                               ("Validation share", self.val_ratio), ("", self.include_imports), ("", self.restyler),
                               ("Data", self.data_summary)):
@@ -315,6 +252,8 @@ class TrainDialog(QDialog):
         inner.addLayout(form)
         # Below the form, full width: a wrapped label inside a form row gets clipped.
         inner.addWidget(self.not_ready)
+        self.lr_curve = LrCurve()
+        inner.addWidget(self.lr_curve)
         inner.addWidget(self.chart, 1)
         inner.addWidget(self.bar)
         inner.addWidget(self.status)
@@ -380,7 +319,7 @@ class TrainDialog(QDialog):
         for box in (self.lora_r, self.lora_alpha, self.lora_dropout):
             box.setEnabled(lora_by_hand)
         self.family_defaults.setEnabled(method != "full")
-        self.lr.setEnabled(method == "full" or lora_by_hand)
+        self.lr.setEnabled((method == "full" or lora_by_hand) and not self.auto_lr.isChecked())
         self._show_family_defaults(method != "full" and self.family_defaults.isChecked())
 
     def _show_family_defaults(self, on: bool) -> None:
@@ -420,12 +359,14 @@ class TrainDialog(QDialog):
         from core.training import TrainingConfig
 
         method = self.method.currentText()
+        # lr None: the range test on the library's photos chooses it when the model has loaded.
+        lr = None if self.auto_lr.isChecked() or self.lr.specialValueText() else self.lr.value()
         if method != "full" and self.family_defaults.isChecked():  # None: the family's measured defaults
-            return TrainingConfig(method=method, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+            return TrainingConfig(method=method, lr=lr, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
                                   val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
         return TrainingConfig(method=method, lora_r=self.lora_r.value(),
                               lora_alpha=self.lora_alpha.value(), lora_dropout=self.lora_dropout.value(),
-                              lr=self.lr.value(), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+                              lr=lr, epochs=self.epochs.value(), batch_size=self.batch_size.value(),
                               val_ratio=self.val_ratio.value(), include_imports=self.include_imports.isChecked())
 
     @Slot()
@@ -500,6 +441,7 @@ class TrainDialog(QDialog):
             self.status.setText(self.busy_reason() or "The model thread is busy.")
             return
         self.chart.records.clear()
+        self.lr_curve.show_result(None)
         self.verdict.clear()
         self.use_button.hide()
         self.start_button.setEnabled(False)
@@ -565,6 +507,7 @@ class TrainDialog(QDialog):
                     text += f" ({interval[0]:.2f}–{interval[1]:.2f})"
                 self.table.setItem(row, col, QTableWidgetItem(text))
         self.status.setText(f"Saved version “{result.name}” (best epoch {result.best_epoch}).")
+        self.lr_curve.show_result(getattr(result, "lr_range", None))
         beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")

@@ -35,11 +35,12 @@ from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Base model", "Method", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
+COLUMNS = ("Active", "Name", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
 #: Header tooltips: what the short headers mean.
-COLUMN_TIPS = {5: "Images trained on / held out for validation", 6: "CIDEr of the base model → after training",
-               7: "Share of validation captions matched exactly: base model → after training",
-               8: "Whether the version beat its base model by more than the noise of its evaluation photos "
+COLUMN_TIPS = {4: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
+               6: "Images trained on / held out for validation", 7: "CIDEr of the base model → after training",
+               8: "Share of validation captions matched exactly: base model → after training",
+               9: "Whether the version beat its base model by more than the noise of its evaluation photos "
                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)"}
 
 
@@ -55,7 +56,7 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–"]
+    return ["★" if active else "", BASE_ROW_NAME, short, "–", "–", "–", "–", "–", "–", "–"]
 
 
 def version_row(version: Any) -> list[str]:
@@ -69,12 +70,30 @@ def version_row(version: Any) -> list[str]:
         version.name,
         Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
         version.method or "–",
+        learning_rate_cell(version.config or {}),
         f"{version.created_at:%Y-%m-%d %H:%M}" if version.created_at else "–",
         f"{len(data.get('train') or [])} / {len(data.get('validation') or [])}" if data else "–",
         f"{_metric(base, 'cider')} → {_metric(trained, 'cider')}",
         f"{_metric(base, 'exact_match')} → {_metric(trained, 'exact_match')}",
         beats_base_cell(metrics),
     ]
+
+
+def learning_rate_cell(config: dict[str, Any]) -> str:
+    """The run's rate, "(range test)" when the range test chose it."""
+    lr = config.get("lr")
+    if not isinstance(lr, (int, float)):
+        return "–"
+    return f"{lr:.1e}" + (" (range test)" if config.get("lr_range") else "")
+
+
+def learning_rate_tip(config: dict[str, Any]) -> str:
+    """How the rate was chosen: the range test's note (published range), or "set by hand"."""
+    from core.training.lr_range import LrRangeResult
+
+    if config.get("lr_range"):
+        return "Range test: " + LrRangeResult.from_dict(config["lr_range"]).note()
+    return "Set by hand" if isinstance(config.get("lr"), (int, float)) else ""
 
 
 def beats_base_tip(metrics: dict[str, Any]) -> str:
@@ -199,8 +218,8 @@ class VersionsWindow(QDialog):
         for row, version in enumerate(self.versions, start=1):
             for column, text in enumerate(version_row(version)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(version.base_model if column == 2 else
-                                beats_base_tip(version.metrics or {}) if column == 8 else text)
+                item.setToolTip(version.base_model if column == 2 else learning_rate_tip(version.config or {})
+                                if column == 4 else beats_base_tip(version.metrics or {}) if column == 9 else text)
                 self.table.setItem(row, column, item)
             if version.name == select:
                 self.table.selectRow(row)

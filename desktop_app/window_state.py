@@ -54,7 +54,7 @@ def restore_layout(window: MainWindow) -> None:
             # First start: the caption side gets 60 % of the height (at least what it asks for),
             # so on a large screen its history shows many rows; the person can drag the handle.
             height = max(400, window.height() - 140)
-            panel = max(window.panel.sizeHint().height(), height * 3 // 5)
+            panel = max(window.panel.minimumSizeHint().height(), height * 3 // 5)
             splitter.setSizes([max(1, height - panel), panel])
     view = settings.list_view
     if view:

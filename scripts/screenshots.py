@@ -6,7 +6,8 @@
 
 Drives the real MainWindow (default size for the screen) over a temporary library of
 generated JPEGs captioned by the tests' fake captioner, and saves ``grab()`` PNGs: first
-start (empty state), library (after a scan and a captioning run), review queue, Export
+start (empty state), library (after a scan and a captioning run), the caption panel's
+kinds (alt text with its count, keywords as chips; ``caption-panel-kinds`` side by side), review queue, Export
 dialog, Train dialog with results (a fake training run's numbers) and the Versions window.
 Then the photo-app views (scripts/screenshots_photos.py): a multi-selection, the photo
 context menu, the photo info panel, the loupe (fit, 100 %), the comparison, the list view,
@@ -125,6 +126,44 @@ def add_versions(library) -> None:
             ))
 
 
+def add_kinds(library, image_ids) -> None:
+    """Alt text and keywords beside the captions (what ``caption --kind`` runs write)."""
+    from core import captions
+
+    alt = ("A red square centred on a pale grey background, lit evenly from the left, with a soft shadow "
+           "falling to the lower right.")
+    with library.db.write() as session:
+        for n, image_id in enumerate(image_ids):
+            captions.add_model_caption(session, image_id, alt if n == 0 else "A coloured square on grey.",
+                                       model_name="Qwen/Qwen2-VL-2B-Instruct", kind="alt_text", score=-0.3)
+            captions.add_model_caption(session, image_id, "red, square, shapes|square, colours|red, studio",
+                                       model_name="Qwen/Qwen2-VL-2B-Instruct", kind="keywords")
+        captions.set_human_caption(session, image_ids[-1], "holiday, beach|sand, places|lisbon", kind="keywords")
+
+
+def kinds_panel_shot(app, window, save) -> None:
+    """The caption panel on the caption, alt text and keywords tabs, side by side in one image."""
+    from PySide6.QtGui import QPainter, QPixmap
+
+    grabs = []
+    for kind in ("caption", "alt_text", "keywords"):
+        window.panel.set_kind(kind)
+        wait(app, lambda: False, 0.3)
+        if kind == "alt_text":
+            save(window, "caption-kinds")
+        grabs.append(window.panel.grab())
+    sheet = QPixmap(sum(g.width() for g in grabs) + 8 * (len(grabs) - 1), max(g.height() for g in grabs))
+    sheet.fill(window.palette().window().color())
+    painter = QPainter(sheet)
+    x = 0
+    for grab in grabs:
+        painter.drawPixmap(x, 0, grab)
+        x += grab.width() + 8
+    painter.end()
+    save(SimpleNamespace(grab=lambda: sheet, width=sheet.width, height=sheet.height), "caption-panel-kinds")
+    window.panel.set_kind("caption")
+
+
 def main(argv: list[str]) -> int:
     suffix = next((a.split("=", 1)[1] for a in argv if a.startswith("--suffix=")), "")
     args = [a for a in argv if not a.startswith("--")]
@@ -184,6 +223,10 @@ def main(argv: list[str]) -> int:
         window.image_review.go_to_row(3)
         wait(app, lambda: False, 3.0)  # thumbnails decode on the pool
         save(window, "library")
+        add_kinds(library, window.model.ids()[3:7])
+        window.image_review.go_to_row(3)
+        window.image_review.show_current(window.image_review.current_row())
+        kinds_panel_shot(app, window, save)
 
         window.start_review()
         wait(app, lambda: False, 1.0)

@@ -158,6 +158,7 @@ def test_reveal_in_folder_tree_selects_the_photos_folder(qtbot, window):
     row = next(r for r in range(win.model.rowCount()) if "beach/" in win.model.row_data(r).rel_path)
     image_id = win.model.image_id(row)
     win.image_review.go_to_row(row)
+    qtbot.waitUntil(lambda: any(i.text(0) == "beach" for i in win.sidebar._all_items()), timeout=WAIT)
     with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
         assert win.photo_verbs.reveal_in_tree(image_id)
     assert win.sidebar.location()[1] == "beach/"

@@ -183,6 +183,7 @@ def test_train_dialog_cancel_and_bad_settings(qtbot, library) -> None:
     assert not dialog.cancel_button.isEnabled() and dialog.status.text() == "Stopping after the current batch…"
     qtbot.waitUntil(lambda: "resume" in dialog.status.text(), timeout=5000)
     dialog.family_defaults.setChecked(False)  # the rate is the person's to set
+    dialog.auto_lr.setChecked(False)
     dialog.lr.setMinimum(0.0)
     dialog.lr.setValue(0.0)
     dialog.start()
@@ -197,7 +198,9 @@ def test_train_dialog_uses_the_family_lora_defaults_unless_asked(qtbot, library)
     assert (config.lora_r, config.lora_alpha, config.lora_dropout, config.lr) == (None, None, None, None)
     dialog.family_defaults.setChecked(False)
     dialog.lora_r.setValue(4)
-    assert dialog.lora_r.isEnabled() and dialog.config().lora_r == 4 and dialog.config().lr == 1e-4
+    assert dialog.lora_r.isEnabled() and dialog.config().lora_r == 4 and dialog.config().lr is None  # range test
+    dialog.auto_lr.setChecked(False)
+    assert dialog.lr.isEnabled() and dialog.config().lr == 1e-4
 
 
 def test_train_dialog_shows_the_settings_measured_for_the_base_models_family(qtbot, library, tmp_path) -> None:
@@ -512,3 +515,55 @@ def test_train_dialog_offers_to_continue_from_an_active_full_version(qtbot, libr
     assert dialog.base.text() == "shop-full" and not dialog.base.isEnabled()
     dialog.continue_from.setChecked(False)
     assert dialog.base.text() == "org/base-model"
+
+
+def test_train_dialog_shows_the_range_tests_rate_curve_and_note(qtbot, library) -> None:
+    """No rate given: the run's range test result (rate, curve, published range) is shown when it ends."""
+    from core.captioning.families import get_family
+    from core.training.lr_range import LrRangeResult, compare_with_published
+
+    curve = [[10 ** (-7 + 7 * i / 39), 5.0 - 3.0 * i / 30 if i < 30 else 2.0 + (i - 30)] for i in range(40)]
+    published, source, inside = compare_with_published(get_family("blip"), "full", 2e-3)
+    found = LrRangeResult(lr=2e-3, rule="min/10", steps=40, curve=curve, family="blip", method="full",
+                          published=published, published_source=source, inside=inside).to_dict()
+    seen = []
+
+    def train(library, base, name, config, **callbacks):
+        seen.append(config.lr)
+        result = fake_train(library, base, name, config, **callbacks)
+        result.lr_range = found if config.lr is None else None
+        return result
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=train)
+    qtbot.addWidget(dialog)
+    dialog.method.setCurrentText("full")
+    assert dialog.auto_lr.isChecked() and not dialog.lr.isEnabled() and dialog.lr_curve.isHidden()
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    assert seen == [None]
+    assert not dialog.lr_curve.isHidden()
+    text = dialog.lr_curve.label.text()
+    assert text.startswith("Learning rate: 2.0e-03 (range test over 40 steps; published range for BLIP full "
+                           "fine-tuning is 1e-05–5e-05: outside it"), text
+    assert len(dialog.lr_curve.sparkline.points()) == 40
+    dialog.lr_curve.sparkline.repaint()
+    # A rate set by hand: no range test, nothing to show.
+    dialog.auto_lr.setChecked(False)
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    assert seen == [None, 2e-5] and dialog.lr_curve.isHidden()
+
+
+def test_the_versions_window_shows_the_rate_and_how_it_was_chosen() -> None:
+    from desktop_app.versions_window import COLUMNS, learning_rate_cell, learning_rate_tip
+
+    column = COLUMNS.index("Learning rate")
+    found = {"lr": 2e-3, "rule": "min/10", "steps": 40, "curve": [], "family": "blip", "method": "lora",
+             "published": [1e-4, 5e-4], "published_source": "BLIP", "inside": False}
+    version = SimpleNamespace(is_active=False, name="v", base_model="b", method="lora", created_at=None,
+                              metrics={}, data_snapshot={}, config={"lr": 2e-3, "lr_range": found})
+    from desktop_app.versions_window import version_row
+
+    assert version_row(version)[column] == "2.0e-03 (range test)"
+    assert "published range for BLIP LoRA is 1e-04–5e-04: outside it" in learning_rate_tip(version.config)
+    assert learning_rate_cell({"lr": 1e-4}) == "1.0e-04" and learning_rate_tip({"lr": 1e-4}) == "Set by hand"

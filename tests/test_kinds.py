@@ -167,3 +167,62 @@ def test_provenance_record_round_trips() -> None:
     assert record.extra == {"index": 3, "runner": "ray"} and record.get("index") == 3
     assert record.to_json() == data
     assert Provenance.from_json(None) == Provenance()
+
+
+def test_edits_and_their_undo_work_per_kind(library: Library) -> None:
+    from core import edits
+
+    image_id = _image(library)
+    other_id = _image(library, "b.jpg")
+    with library.db.write() as session:
+        captions.add_model_caption(session, image_id, "a dog", model_name="m")
+        model_alt = captions.add_model_caption(session, image_id, "A dog.", model_name="m", kind="alt_text")
+        captions.add_model_caption(session, other_id, "sea, sand", model_name="m", kind="keywords")
+
+    def current(kind: str, img: int = image_id) -> tuple[str, str] | None:
+        with library.db.read() as session:
+            c = captions.current_caption(session, img, kind)
+            return (c.text, c.source) if c else None
+
+    edit = edits.save_edit(library.db, image_id, "A brown dog on sand.", "alt_text")
+    assert edit is not None and edit.kind == "alt_text"
+    assert current("alt_text") == ("A brown dog on sand.", "human") and current("caption") == ("a dog", "model")
+    # The same words again are no change; keywords compare as stored (normalized).
+    assert edits.save_edit(library.db, image_id, " A brown dog on sand. ", "alt_text") is None
+    kw = edits.save_edit(library.db, image_id, "Dog, Beach", "keywords")
+    assert kw is not None and edits.save_edit(library.db, image_id, "dog\nbeach", "keywords") is None
+    # Undo brings back the model's alt text itself; the caption kind is untouched.
+    edits.apply_changes(library.db, [edit], undo=True)
+    with library.db.read() as session:
+        assert captions.current_caption(session, image_id, "alt_text").id == model_alt.id
+    assert current("caption") == ("a dog", "model")
+    edits.apply_changes(library.db, [edit], undo=False)
+    assert current("alt_text") == ("A brown dog on sand.", "human")
+
+    # Accept on a selection, per kind: only the photos with a model value of that kind.
+    changes = edits.accept_many(library.db, [image_id, other_id], "keywords")
+    assert [(c.image_id, c.kind) for c in changes] == [(other_id, "keywords")]
+    assert current("keywords", other_id) == ("sea\nsand", "human") and current("caption") == ("a dog", "model")
+    edits.apply_changes(library.db, changes, undo=True)
+    assert current("keywords", other_id) == ("sea\nsand", "model")
+    assert edits.accept(library.db, image_id, "caption").kind == "caption"
+
+    # Find-and-replace in one kind leaves the others alone.
+    with library.db.read() as session:
+        found = queries.find_replace_candidates(session, queries.ImageFilter(kind="alt_text"), "dog")
+    replaced = edits.replace_captions(library.db, found, "dog", "puppy", kind="alt_text")
+    assert [c.kind for c in replaced] == ["alt_text"] and current("alt_text")[0] == "A brown puppy on sand."
+    assert current("caption") == ("a dog", "human")
+
+
+def test_keyword_vocabulary_counts_every_level_most_used_first(library: Library) -> None:
+    first, second = _image(library), _image(library, "b.jpg")
+    with library.db.write() as session:
+        captions.set_human_caption(session, first, "beach, animals|dogs", kind="keywords")
+        captions.add_model_caption(session, second, "animals|cats, beach", model_name="m", kind="keywords")
+        captions.add_model_caption(session, second, "not, a, keyword", model_name="m")  # another kind
+        old = captions.add_model_caption(session, first, "stale", model_name="m", kind="alt_text")
+        assert old.is_current
+    with library.db.read() as session:
+        vocabulary = kinds.keyword_vocabulary(session)
+    assert vocabulary == ["animals", "beach", "animals|cats", "animals|dogs"]

@@ -1,9 +1,12 @@
-"""The family's measured LoRA defaults learn a restyle task with no tuning flags.
+"""With no tuning flags, training learns a restyle task: the family's measured LoRA settings
+and a learning rate the range test chose on the library's own photos.
 
-``captiondesk train --method lora`` with only ``--epochs`` set retrains a pre-trained
+``captiondesk train --method lora|full`` with only ``--epochs`` set retrains a pre-trained
 tiny BLIP (tests/restyle_scenario.py: 32 distinct captions, style A -> style B) and must
-reach >= 0.9 held-out exact match.  The old defaults (r 8 on query/value, lr 1e-4)
-reached 0.0 on this task (README "LoRA defaults"; benchmarks/lora_defaults.py).
+reach >= 0.9 held-out exact match.  The old defaults (r 8 on query/value, lr 1e-4) reached
+0.0 on this task (README "LoRA defaults"; benchmarks/lora_defaults.py), and full
+fine-tuning at the old fixed 2e-5 learned nothing.  The range test's choice, its curve and
+the note about the published range are printed and stored with the version.
 
 The vision-language families' defaults are what the train dialog shows for a base model of
 that family (their LoRA restyle is tested in tests/test_training_vlm_families.py).
@@ -22,21 +25,38 @@ from core.training import versions
 from tests import restyle_scenario
 
 
+@pytest.fixture(scope="module")
+def style_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return restyle_scenario.pretrain_style_a(tmp_path_factory.mktemp("style-a") / "style-a", steps=200, n=480)
+
+
 @pytest.mark.slow
-def test_default_lora_settings_learn_a_restyle(tmp_path: Path, capsys) -> None:
-    base = restyle_scenario.pretrain_style_a(tmp_path / "style-a", steps=200, n=480)
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_no_tuning_flags_learn_a_restyle_through_the_range_test(style_a: Path, tmp_path: Path, capsys,
+                                                                method: str) -> None:
     library, _ = restyle_scenario.restyle_library(tmp_path / "lib", n=320)
     library.close()
-    code = main(["--library", str(tmp_path / "lib" / "library.db"), "train", "--base", str(base),
-                 "--name", "restyled", "--method", "lora", "--epochs", "8"])
-    assert code == 0, capsys.readouterr()
+    code = main(["--library", str(tmp_path / "lib" / "library.db"), "train", "--base", str(style_a),
+                 "--name", "restyled", "--method", method, "--epochs", "8"])
+    out = capsys.readouterr().out
+    assert code == 0, out
     library = Library(tmp_path / "lib" / "library.db")
     try:
         version = versions.get_version(library, "restyled")
-        defaults = get_family("blip").lora_defaults
-        assert (version.config["lora_r"], version.config["lr"]) == (defaults["r"], defaults["lr"])
+        if method == "lora":
+            assert version.config["lora_r"] == get_family("blip").lora_defaults["r"]
+        found = version.config["lr_range"]
+        # The run trained at the range test's choice, and the version keeps its curve and the published range.
+        assert version.config["lr"] == found["lr"] and found["rule"] == "min/10" and len(found["curve"]) >= 20
+        assert found["published"] == list(get_family("blip").published_lr[method])
+        assert found["inside"] == (found["published"][0] <= found["lr"] <= found["published"][1])
+        label = "full fine-tuning" if method == "full" else "LoRA"
+        line = next(x for x in out.splitlines() if x.startswith("Learning rate: "))
+        assert line.startswith(f"Learning rate: {found['lr']:.1e} (range test over {found['steps']} steps; "
+                               f"published range for BLIP {label} is "), line
+        assert line.endswith("inside it)" if found["inside"] else "outside it — check on your data, or pass --lr)")
         assert version.metrics["base"]["exact_match"] == 0.0
-        assert version.metrics["trained"]["exact_match"] >= 0.9, version.metrics["history"]
+        assert version.metrics["trained"]["exact_match"] >= 0.9, (found["lr"], version.metrics["history"])
     finally:
         library.close()
 

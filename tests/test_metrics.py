@@ -87,8 +87,9 @@ def test_training_config_defaults_and_validation() -> None:
     blip = get_family("blip").lora_defaults
     resolved = cfg.with_family_defaults(get_family("blip"))
     assert (resolved.lora_r, resolved.lora_alpha, resolved.lora_dropout, resolved.lr, resolved.target_modules) == (
-        blip["r"], blip["alpha"], blip["dropout"], blip["lr"], blip["targets"])
-    assert TrainingConfig(method="full").with_family_defaults(get_family("blip")).lr == 1e-4
+        blip["r"], blip["alpha"], blip["dropout"], None, blip["targets"])  # lr None: the range test picks it
+    assert resolved.fallback_lr(get_family("blip")) == blip["lr"]
+    assert TrainingConfig(method="full").fallback_lr(get_family("blip")) == 1e-4
     assert TrainingConfig.from_dict(cfg.to_dict()) == cfg
     for bad, field in [({"method": "dora"}, "method"), ({"lora_r": 0}, "lora_r"), ({"lr": 0}, "lr"),
                        ({"lr": float("nan")}, "lr"), ({"epochs": 1.5}, "epochs"), ({"batch_size": True}, "batch_size"),

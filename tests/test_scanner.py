@@ -108,6 +108,63 @@ def test_new_picture_at_the_same_path_is_changed_since_captioned(library: Librar
     assert _images(library)["a.jpg"].outdated_caption_id is None
 
 
+def _kinds(library: Library, image_id: int) -> dict[str, list[tuple[str, bool]]]:
+    with library.db.read() as session:
+        out: dict[str, list[tuple[str, bool]]] = {}
+        for c in captions.caption_history(session, image_id, None):
+            out.setdefault(c.kind, []).append((c.text, c.is_current))
+        return out
+
+
+@pytest.mark.parametrize("with_caption", [True, False], ids=["captioned", "only-other-kinds"])
+def test_a_new_picture_sends_every_kind_to_history(library: Library, photo_dir: Path, with_caption: bool) -> None:
+    path = write_jpeg(photo_dir / "a.jpg", seed=1)
+    library.scan([library.add_root(photo_dir).id])
+    image_id = _images(library)["a.jpg"].id
+    with library.db.write() as session:
+        if with_caption:
+            captions.add_model_caption(session, image_id, "a red square", model_name="m")
+        captions.add_model_caption(session, image_id, "Red square.", model_name="m", kind="alt_text")
+        captions.add_import_caption(session, image_id, "red, square", origin="x.csv", kind="keywords")
+        captions.set_human_caption(session, image_id, "My square", kind="title")
+    write_jpeg(path, color=(0, 0, 255), size=(80, 60), seed=9)
+    os.utime(path, ns=(1, 1))
+    stats = library.scan()
+    assert stats.outdated == 1
+    # A model's, an import's and a person's value alike describe the old picture.
+    assert _kinds(library, image_id) == {
+        **({"caption": [("a red square", False)]} if with_caption else {}),
+        "alt_text": [("Red square.", False)],
+        "keywords": [("red\nsquare", False)],
+        "title": [("My square", False)],
+    }
+    image = _images(library)["a.jpg"]
+    assert (image.outdated_caption_id is not None) == with_caption
+    with library.db.write() as session:  # a new model value of a kind may be current again
+        captions.add_model_caption(session, image_id, "Blue.", model_name="m", kind="alt_text")
+    assert _kinds(library, image_id)["alt_text"][-1] == ("Blue.", True)
+
+
+def test_swapped_names_take_every_kind_along(library: Library, photo_dir: Path) -> None:
+    a = write_jpeg(photo_dir / "a.jpg", color=(200, 0, 0), seed=1)
+    b = write_jpeg(photo_dir / "b.jpg", color=(0, 0, 200), size=(80, 60), seed=2)
+    os.utime(a, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(b, ns=(2_000_000_000, 2_000_000_000))
+    library.scan([library.add_root(photo_dir).id])
+    red_id = _caption(library, "a.jpg", "a red square")
+    with library.db.write() as session:
+        captions.set_human_caption(session, red_id, "red, square", kind="keywords")
+        blue_id = _images(library)["b.jpg"].id
+        captions.add_model_caption(session, blue_id, "Blue square.", model_name="m", kind="alt_text")
+    os.rename(a, photo_dir / "tmp.jpg")
+    os.rename(b, a)
+    os.rename(photo_dir / "tmp.jpg", b)
+    stats = library.scan()
+    assert (stats.moved, stats.outdated) == (2, 0)
+    assert _kinds(library, red_id) == {"caption": [("a red square", True)], "keywords": [("red\nsquare", True)]}
+    assert _kinds(library, blue_id) == {"alt_text": [("Blue square.", True)]}
+
+
 def test_metadata_rewrite_is_the_same_picture(library: Library, photo_dir: Path) -> None:
     path = write_jpeg(photo_dir / "a.jpg", seed=1)
     library.scan([library.add_root(photo_dir).id])

@@ -166,6 +166,25 @@ def test_lora_restyle_reloads_identically_and_exports_merged(library: Library, t
 
 
 @pytest.mark.slow
+def test_lora_restyle_with_no_rate_learns_through_the_range_test(library: Library) -> None:
+    """No ``lr``: the range test picks the rate for the tiny LLaVA (whose optimum is far above the family's
+    2e-4 default), the restyle is learned, and the version stores the choice, its curve and the note."""
+    key = "llava"
+    base = _trained.get(key)
+    if base is None:
+        pytest.skip(f"needs the fully trained {key} version of test_full_finetune_learns_the_style")
+    torch.manual_seed(0)
+    label(library, STYLE_C)
+    result = train(library, base, f"{key}-c-auto", TrainingConfig(method="lora", epochs=10, **FAST))
+    found = result.lr_range
+    assert result.metrics["exact_match"] >= 0.9, (found["lr"], result.history)
+    version = versions.get_version(library, f"{key}-c-auto")
+    assert version.config["lr"] == found["lr"] and version.config["lr_range"] == found
+    assert found["published"] == list(get_family(key).published_lr["lora"]) and found["published_source"] == "LLaVA-1.5"
+    assert found["inside"] == (found["published"][0] <= found["lr"] <= found["published"][1])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(BUILDERS))
 def test_training_rows_are_the_captioning_prompt_then_the_caption(models: dict[str, Path], key: str) -> None:
     captioner = _load(models[key])

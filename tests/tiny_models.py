@@ -385,6 +385,22 @@ def fine_tune_tiny_blip(path: str | Path, images: list[Any], captions: list[str]
     return path
 
 
+def with_extra_words(source: str | Path, path: str | Path, words: list[str]) -> Path:
+    """A copy of the tiny BLIP at *source* whose tokenizer also knows *words* (punctuation
+    included), its embeddings grown to match: for tasks whose text :data:`WORDS` cannot spell."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    path = Path(path)
+    model = BlipForConditionalGeneration.from_pretrained(source)
+    processor = BlipProcessor.from_pretrained(source)
+    processor.tokenizer.add_tokens(words)
+    _seed(0)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 #: Gain on the tiny Florence-2's last DaViT patch embedding (see :func:`build_tiny_florence2`).
 FLORENCE2_FEATURE_GAIN = 8.0
 

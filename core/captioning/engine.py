@@ -43,6 +43,7 @@ from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import (
     PromptPlan,
     check_family_writes_kind,
+    check_trained_kind,
     kind_request,
     plan_for_kind,
     plan_prompt,
@@ -183,7 +184,7 @@ def prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, captioner: Any,
     return plan_for_kind(getattr(captioner, "family", None), kind or CaptionKind(CAPTION, "Caption"),
                          preset=spec.preset, template=spec.prompt_template,
                          model_type=getattr(captioner, "model_type", None), trained=resolved.trained_prompt,
-                         explicit_prompt=spec.generation.prompt is not None)
+                         explicit_prompt=spec.generation.prompt is not None, trained_kind=resolved.trained_kind)
 
 
 def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
@@ -192,14 +193,19 @@ def check_prompt_without_loading(spec: CaptionJobSpec, resolved: ResolvedModel,
     (kind) cannot be asked of the model's family, if that family is known from its
     config.json alone (no download)."""
     kind = kind or CaptionKind(CAPTION, "Caption")
-    preset, template = kind_request(kind, spec.preset, spec.prompt_template)
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
+    # A version trained on the kind writes it whether or not its family can be asked for it.
+    learnt = kind.name != CAPTION and resolved.trained_kind == kind.name
+    preset, template = (spec.preset, spec.prompt_template) if learnt else kind_request(
+        kind, spec.preset, spec.prompt_template)
     if (preset is None and template is None) or spec.backend != "local":
         return
     from core.captioning.registry import family_hint
 
     family = family_hint(resolved.model_name)
     if family is not None:
-        check_family_writes_kind(family, kind, preset, template)
+        if not learnt:
+            check_family_writes_kind(family, kind, preset, template)
         plan_prompt(family, preset=preset, template=template)
 
 
@@ -250,6 +256,7 @@ def run_caption_job(
 
         check_model_without_loading(resolved.model_name, resolved.adapter)
     kind = job_kind(library, spec)
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
     with library.job("caption", caption_job_params(spec, resolved), CaptionJobStats(), progress) as run:
         stats = run.stats
         selected, stats.skipped = select_pending_images(library, spec, resolved)

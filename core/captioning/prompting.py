@@ -46,6 +46,7 @@ __all__ = [
     "PromptPlan",
     "UnsupportedKindError",
     "check_family_writes_kind",
+    "check_trained_kind",
     "kind_request",
     "plan_for_kind",
     "plan_for_captioner",
@@ -269,15 +270,30 @@ def check_family_writes_kind(family: PresetFollower | None, kind: CaptionKind, p
         f"for {kind.label.lower()}; families that can: {', '.join(able)}, or a model server (--backend openai)")
 
 
+def check_trained_kind(kind: CaptionKind, trained_kind: str | None, version: str = "this version") -> None:
+    """:class:`UnsupportedKindError` when a version trained on another kind than ``caption``
+    is asked to write *kind*: it learnt to write its own kind, whatever it is asked."""
+    if trained_kind is not None and trained_kind not in (CAPTION, kind.name):
+        raise UnsupportedKindError(f"{version} was trained to write {trained_kind}, not {kind.label.lower()}: "
+                                   f"caption with it using --kind {trained_kind}, or choose another model")
+
+
 def plan_for_kind(family: PresetFollower | None, kind: CaptionKind, *, preset: str | None, template: str | None,
                   model_type: str | None = None, trained: tuple[str | None, str | None] = (None, None),
-                  explicit_prompt: bool = False) -> PromptPlan:
+                  explicit_prompt: bool = False, trained_kind: str | None = None) -> PromptPlan:
     """:func:`plan_prompt` for a run writing *kind*: its default prompt when none is given,
     never a trained version's caption prompt for another kind, and
-    :class:`UnsupportedKindError` for a family that cannot be asked for it."""
-    if kind.name == CAPTION:
-        return plan_prompt(family, preset=preset, template=template, model_type=model_type, trained=trained,
+    :class:`UnsupportedKindError` for a family that cannot be asked for it.
+
+    *trained_kind*: the kind the version learnt.  A version trained on *kind* writes it
+    with the prompt it was trained on (none, for a family that continues a text: it learnt
+    to write the kind unprompted); one trained on another kind is refused.
+    """
+    check_trained_kind(kind, trained_kind)
+    if kind.name == CAPTION or trained_kind == kind.name:
+        plan = plan_prompt(family, preset=preset, template=template, model_type=model_type, trained=trained,
                            explicit_prompt=explicit_prompt)
+        return plan if kind.name == CAPTION else replace(plan, kind=kind.name, max_chars=None)
     if not explicit_prompt:
         preset, template = kind_request(kind, preset, template)
     check_family_writes_kind(family, kind, preset, template if not explicit_prompt else "", model_type)

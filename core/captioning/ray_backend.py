@@ -58,7 +58,7 @@ from core.captioning.engine import (
 )
 from core.captioning.errors import ModelLoadError
 from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
-from core.captioning.prompting import PromptPlan, plan_for_kind, plan_prompt, prompt_batches
+from core.captioning.prompting import PromptPlan, check_trained_kind, plan_for_kind, plan_prompt, prompt_batches
 from core.captioning.registry import ResolvedModel, resolve_model
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 from core.kinds import CAPTION, CaptionKind
@@ -364,6 +364,7 @@ def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, kind: CaptionKin
     family, read from the model's configuration; otherwise the actors' captioner uses its
     own default prompt, as in-process.
     """
+    check_trained_kind(kind, resolved.trained_kind, f"'{spec.model}'")
     explicit_prompt = spec.generation.prompt is not None
     wanted = (spec.preset, spec.prompt_template)
     if wanted == (None, None) and not explicit_prompt:
@@ -374,7 +375,8 @@ def _prompt_plan(spec: CaptionJobSpec, resolved: ResolvedModel, kind: CaptionKin
 
     family, model_type = read_model_family(resolved.model_name)
     return plan_for_kind(family, kind, preset=spec.preset, template=spec.prompt_template, model_type=model_type,
-                         trained=resolved.trained_prompt, explicit_prompt=explicit_prompt)
+                         trained=resolved.trained_prompt, explicit_prompt=explicit_prompt,
+                         trained_kind=resolved.trained_kind)
 
 
 def _caption_on_ray(ray: Any, library: Library, spec: CaptionJobSpec, resolved: ResolvedModel,

@@ -278,6 +278,8 @@ class ResolvedModel:
     trained_prompt: tuple[str | None, str | None] = (None, None)
     #: The version's confidence calibration (core.captioning.confidence.TokenCalibration.to_dict()).
     score_calibration: dict[str, Any] | None = None
+    #: The caption kind a trained version learnt (None: not a version of this library).
+    trained_kind: str | None = None
 
 
 def resolve_model(library: Any, model: str, adapter: str | None, backend: str = "local") -> ResolvedModel:
@@ -298,8 +300,10 @@ def resolve_model(library: Any, model: str, adapter: str | None, backend: str = 
                              f"photos): use it with `restyle --with {model}` or the Caption dialog's restyle choice",
                              kind="unsupported", model=model)
     if version is not None:
+        config = version.config or {}
         return ResolvedModel(version.base_model, adapter or version.adapter_path, version.id,
-                             stored_prompt(version.config), (version.config or {}).get("confidence_calibration"))
+                             stored_prompt(config), config.get("confidence_calibration"),
+                             str(config.get("kind") or "caption"))
     if os.path.isdir(model):
         model = str(Path(model).resolve())
     if adapter is not None and os.path.isdir(adapter):

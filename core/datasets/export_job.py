@@ -36,6 +36,13 @@ Layouts written under ``OUT`` (each split folder only when it has images):
     ``data/train-00000-of-00001.parquet`` (and validation) with the image bytes embedded
     in the Hugging Face ``Image`` layout, so the dataset loads after the photos move.
 
+Caption kinds (:mod:`core.kinds`, :mod:`core.datasets.kind_values`): csv, parquet and
+imagefolder carry one column per kind beside ``text`` (the caption); sidecar and kohya
+write the value of *kind* (``--kind keywords``: the photos with keywords) or a *template*
+(``--template "{keywords}, {caption}"``: the photos with a caption, or with the template's
+first kind when it names no caption), recorded in the manifest and kohya's TOML; COCO
+stays captions.
+
 The split comes from :func:`core.splits.assign_split`: deterministic, stable as the
 library grows, and byte-identical copies and the members of a duplicate group
 (:mod:`core.duplicates`) always on the same side; near-duplicates excluded by "keep one"
@@ -61,7 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +79,13 @@ from sqlalchemy import func, select
 from core import __version__
 from core.datasets.errors import ExportError
 from core.datasets.items import ExportItem, prepare_image
+from core.datasets.kind_values import (
+    column_name,
+    current_values,
+    export_value,
+    render_template,
+    template_fields,
+)
 from core.datasets.naming import (
     CAPTION_EXTENSIONS,
     Layout,
@@ -81,6 +95,7 @@ from core.datasets.naming import (
     export_layout,
 )
 from core.datasets.selection import (
+    CHUNK_SIZE,
     CaptionedImage,
     count_captioned_images,
     folder_scope,
@@ -89,7 +104,7 @@ from core.datasets.selection import (
     outdated_images,
 )
 from core.datasets.staging import MANIFEST_NAME, Staging
-from core.datasets.writers import EXPORT_FORMATS, Writer, make_writer
+from core.datasets.writers import EXPORT_FORMATS, WRITERS, Writer, make_writer
 from core.datasets.writers.base import export_relative
 from core.db import Database
 from core.imaging import ImageDecodeError
@@ -103,7 +118,7 @@ from core.jobs import (
     no_progress,
     not_counted,
 )
-from core.kinds import CAPTION
+from core.kinds import CAPTION, all_kinds
 from core.models import Caption, ImageState, LibraryRoot
 from core.queries import FolderScope, outdated_phrase
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO, SPLITS, assign_split, validate_val_ratio
@@ -179,6 +194,8 @@ def _write_manifest(folder: Path, stats: ExportStats, params: dict[str, Any]) ->
             "seed": params["seed"],
         },
         "counts": stats.counts(),
+        **({"kind": params["kind"]} if params.get("kind", CAPTION) != CAPTION else {}),
+        **({"template": params["template"]} if params.get("template") else {}),
     }
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -201,6 +218,8 @@ def export_dataset(
     overwrite: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
+    kind: str = CAPTION,
+    template: str | None = None,
 ) -> ExportStats:
     """Export the library's captioned images to *out* in format *fmt* (see module doc).
 
@@ -209,7 +228,8 @@ def export_dataset(
     options that cannot work (before anything is written).  Returns stats; ``out`` is
     None when the export was cancelled or nothing qualified, and then nothing exists at
     *out*.  The run is recorded as an ``export`` job.  *consumer*, *flatten*, *convert_to*
-    and *variants* shape the sidecar and kohya layouts (see :func:`export_layout`).
+    and *variants* shape the sidecar and kohya layouts (see :func:`export_layout`); so do
+    *kind* and *template* (the text of each caption file, see the module doc).
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -229,6 +249,7 @@ def export_dataset(
         except ImportError:
             raise ExportError("parquet export needs pyarrow: pip install pyarrow") from None
     db: Database = library.db
+    select_kind, fields = _text_choice(db, fmt, kind, template)
     out_path = Path(out).expanduser().absolute()
     folder_filter = folder_scope(db, folder) if folder is not None else None
     _check_out_folder(db, out_path)
@@ -242,23 +263,27 @@ def export_dataset(
         "image_ids": len(image_ids) if image_ids is not None else None,
         "val_ratio": val_ratio, "seed": seed, "caption_extension": caption_extension,
         "for": consumer, "flatten": layout.flatten if layout else None,
-        "convert_to": convert_to, "variants": variants,
+        "convert_to": convert_to, "variants": variants, "kind": kind, "template": template,
     }
-    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids, for_dataset=True)
-    root_labels = library_root_labels(db, only, folder_filter, image_ids)
+    total = count_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids, for_dataset=True,
+                                   kind=select_kind)
+    root_labels = library_root_labels(db, only, folder_filter, image_ids, kind=select_kind)
     staging = Staging(out_path, overwrite=overwrite)  # refuses a bad OUT before the job starts
     try:
         with library.job("export", params, ExportStats(format=fmt), progress) as run:
             stats = run.stats
             # The caption described another picture: never pair it with this one.
-            for path in outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids):
+            # (A changed picture sets aside its caption only: the other kinds have no such state.)
+            outdated = outdated_images(db, only=only, folder=folder_filter, image_ids=image_ids) \
+                if select_kind == CAPTION else []
+            for path in outdated:
                 stats.outdated += 1
                 stats.problems.append(f"{path}: changed since captioned, left out (caption it again)")
             _run_export(
                 db, staging.path, fmt, run,
                 only=only, folder_filter=folder_filter, image_ids=image_ids, root_labels=root_labels,
                 val_ratio=val_ratio, seed=seed, caption_extension=caption_extension,
-                total=total, cancel=cancel, layout=layout,
+                total=total, cancel=cancel, layout=layout, text=_ItemText(select_kind, template, fields),
             )
             if stats.cancelled or stats.exported == 0:
                 staging.discard()
@@ -274,6 +299,44 @@ def export_dataset(
         staging.discard()
         raise
     return stats
+
+
+def _text_choice(db: Database, fmt: str, kind: str, template: str | None) -> tuple[str, list[str]]:
+    """``(the kind whose values select the images, the kinds each image's values are needed of)``;
+    :class:`ExportError` for a choice the format cannot take, an unknown kind or template field."""
+    with db.read() as session:
+        kinds = list(all_kinds(session))
+    columns = getattr(WRITERS[fmt], "per_kind_columns", False)
+    if kind != CAPTION or template is not None:
+        # A text per image (a caption file beside it) is what --kind and --template make.
+        if not WRITERS[fmt].by_stem:
+            raise ExportError(f"--kind and --template go with sidecar and kohya; {fmt} "
+                              + ("carries a column per kind already" if columns else "writes captions only"))
+        if kind != CAPTION and template is not None:
+            raise ExportError("give --kind or --template, not both")
+    if template is not None:
+        fields = template_fields(template, kinds)
+        return (CAPTION if CAPTION in fields else fields[0]), fields
+    if kind not in kinds:
+        raise ExportError(f"no caption kind {kind!r}; kinds: {', '.join(kinds)}")
+    return kind, [k for k in kinds if k != CAPTION] if columns else []
+
+
+@dataclass(frozen=True)
+class _ItemText:
+    """What each image's text is: its value of *kind*, or *template* over *fields*; the
+    formats with a column per kind get every kind's value (*fields*)."""
+
+    kind: str = CAPTION
+    template: str | None = None
+    fields: tuple[str, ...] | list[str] = ()
+
+    def render(self, image: CaptionedImage, values: dict[str, str]) -> tuple[str, dict[str, str | None]]:
+        """``(text, {column: value})`` of *image* given its other kinds' *values*."""
+        own = export_value(self.kind, image.text)
+        if self.template is not None:
+            return render_template(self.template, {**values, self.kind: own}), {}
+        return own, {column_name(k): values.get(k) for k in self.fields}
 
 
 def _run_export(
@@ -292,9 +355,13 @@ def _run_export(
     total: int,
     cancel: CancelToken,
     layout: Layout | None = None,
+    text: _ItemText | None = None,
 ) -> None:
     stats = run.stats
-    writer = make_writer(fmt, root, caption_extension)
+    text = text or _ItemText()
+    writer = make_writer(fmt, root, caption_extension,
+                         kind_columns=[column_name(k) for k in text.fields] if text.template is None else (),
+                         template=text.template)
     allocators = {
         split: NameAllocator(
             by_stem=writer.by_stem,
@@ -305,14 +372,17 @@ def _run_export(
     }
     done = 0
     try:
-        for image in iter_captioned_images(db, only=only, folder=folder_filter, image_ids=image_ids,
-                                           for_dataset=True):
+        for image, values in _with_values(db, iter_captioned_images(db, only=only, folder=folder_filter,
+                                                                      image_ids=image_ids, for_dataset=True,
+                                                                      kind=text.kind), text):
             if cancel.is_set():
                 stats.cancelled = True
                 break
             done += 1
             variants = _variant_texts(db, image) if layout is not None and layout.variants else ()
-            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed, layout, variants)
+            item_text, columns = text.render(image, values)
+            _export_one(image, writer, allocators, stats, root_labels, val_ratio, seed, layout, variants,
+                        item_text, columns)
             run.progress(done, total, f"Exporting {fmt}")
     except BaseException:
         # The export is discarded; closing may fail for the same reason (a full disk)
@@ -325,6 +395,25 @@ def _run_export(
     except OSError as exc:
         raise ExportError(f"cannot write the dataset: {exc.strerror or exc}") from exc
     run.progress(done, total, "Export cancelled" if stats.cancelled else "Export finished", force=True)
+
+
+def _with_values(db: Database, images: Iterator[CaptionedImage],
+                 text: _ItemText) -> Iterator[tuple[CaptionedImage, dict[str, str]]]:
+    """Each image with the current values of ``text.fields``, fetched once per chunk of images."""
+    others = [k for k in text.fields if k != text.kind]
+    chunk: list[CaptionedImage] = []
+    for image in _and_end(images):
+        if image is not None:
+            chunk.append(image)
+        if chunk and (image is None or len(chunk) >= CHUNK_SIZE):
+            values = current_values(db, [i.image_id for i in chunk], others)
+            yield from ((i, values.get(i.image_id, {})) for i in chunk)
+            chunk = []
+
+
+def _and_end(images: Iterator[CaptionedImage]) -> Iterator[CaptionedImage | None]:
+    yield from images
+    yield None
 
 
 def _variant_texts(db: Database, image: CaptionedImage) -> tuple[str, ...]:
@@ -359,9 +448,11 @@ def _export_one(
     seed: int,
     layout: Layout | None = None,
     variants: tuple[str, ...] = (),
+    text: str | None = None,
+    columns: dict[str, str | None] | None = None,
 ) -> None:
     """Export one image, or count and note why it was left out."""
-    text = image.text.strip()
+    text = (image.text if text is None else text).strip()
     if not text:
         stats.skipped += 1
         stats.problems.append(f"{image.path}: empty caption, skipped")
@@ -400,7 +491,7 @@ def _export_one(
     split = assign_split(image.split_key, val_ratio, seed)
     name = allocators[split].allocate(wanted_name)
     try:
-        writer.add(ExportItem(image, split, name, text, prepared, variants))
+        writer.add(ExportItem(image, split, name, text, prepared, variants, columns or {}))
     except OSError as exc:
         # The output side failed (disk full, permissions): stop, the dataset would be incomplete.
         where = f" ({export_relative(exc.filename)})" if getattr(exc, "filename", None) else ""

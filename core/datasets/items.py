@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -64,6 +64,8 @@ class ExportItem:
     prepared: PreparedImage
     #: Further caption variants, written one per line after *text* (sidecar ``--variants``).
     variants: tuple[str, ...] = ()
+    #: The other kinds' values by column (core.datasets.kind_values), None where it has none.
+    kinds: dict[str, str | None] = field(default_factory=dict)
 
 
 def image_data(item: ExportItem) -> bytes:

@@ -1,4 +1,8 @@
-"""What an export reads from the library: the captioned images in scope, streamed in chunks."""
+"""What an export reads from the library: the captioned images in scope, streamed in chunks.
+
+"Captioned" means a current value of one caption kind (:mod:`core.kinds`): ``caption``
+unless the export writes another kind's values (``export sidecar --kind keywords``).
+"""
 
 from __future__ import annotations
 
@@ -81,7 +85,8 @@ _split_key = literal_column(split_key_sql("images"))
 
 
 def _captioned_query(
-    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None, *, for_dataset: bool = False
+    only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None, *, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Select[Any]:
     """The selection; *for_dataset* (export) leaves out near-duplicates "keep one" excluded."""
     if only not in ONLY_CHOICES:
@@ -94,7 +99,7 @@ def _captioned_query(
             Caption.origin, Caption.score, Caption.created_at,
             _split_key,
         )
-        .join(Caption, (Caption.image_id == Image.id) & (Caption.kind == CAPTION) & (_current_flag == 1))
+        .join(Caption, (Caption.image_id == Image.id) & (Caption.kind == kind) & (_current_flag == 1))
         .join(LibraryRoot, LibraryRoot.id == Image.root_id)
     )
     if only == "verified":
@@ -108,13 +113,14 @@ def _captioned_query(
 def iter_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None, chunk_size: int = CHUNK_SIZE, for_dataset: bool = False,
+    kind: str = CAPTION,
 ) -> Iterator[CaptionedImage]:
     """Every image with a current caption (whatever its state), by id, in short reads.
 
     Keyset pagination on the image id: each chunk is its own short read transaction, so
     a 100 000-image export holds neither 100 000 objects nor a read lock for its length.
     """
-    base = _captioned_query(only, folder, image_ids, for_dataset=for_dataset)
+    base = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind)
     last_id = 0
     while True:
         query = base.where(Image.id > last_id).order_by(Image.id).limit(chunk_size)
@@ -129,10 +135,11 @@ def iter_captioned_images(
 
 def count_captioned_images(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
-    image_ids: Collection[int] | None = None, for_dataset: bool = False,
+    image_ids: Collection[int] | None = None, for_dataset: bool = False, kind: str = CAPTION,
 ) -> int:
     """How many images an export (*for_dataset*) or metadata write with these choices would take."""
-    query = _captioned_query(only, folder, image_ids, for_dataset=for_dataset).with_only_columns(func.count(Image.id))
+    query = _captioned_query(only, folder, image_ids, for_dataset=for_dataset, kind=kind).with_only_columns(
+        func.count(Image.id))
     with db.read() as session:
         return session.scalar(query) or 0
 
@@ -140,6 +147,7 @@ def count_captioned_images(
 def count_export_split(
     db: Database, *, only: str = "captioned", folder: FolderScope | None = None,
     image_ids: Collection[int] | None = None, val_ratio: float = DEFAULT_VAL_RATIO, seed: int = DEFAULT_SEED,
+    kind: str = CAPTION,
 ) -> dict[str, int]:
     """How many images each split of an export with these choices would get, before it runs.
 
@@ -148,7 +156,7 @@ def count_export_split(
     counts are an upper bound.
     """
     val_ratio = validate_val_ratio(val_ratio)
-    query = _captioned_query(only, folder, image_ids, for_dataset=True).with_only_columns(_split_key)
+    query = _captioned_query(only, folder, image_ids, for_dataset=True, kind=kind).with_only_columns(_split_key)
     counts = dict.fromkeys(SPLITS, 0)
     with db.read() as session:
         for (key,) in session.execute(query):
@@ -157,10 +165,11 @@ def count_export_split(
 
 
 def library_root_labels(
-    db: Database, only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None
+    db: Database, only: str, folder: FolderScope | None, image_ids: Collection[int] | None = None,
+    kind: str = CAPTION,
 ) -> dict[int, str]:
     """Folder names to prefix file names with when the export spans several roots."""
-    query = _captioned_query(only, folder, image_ids).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
+    query = _captioned_query(only, folder, image_ids, kind=kind).with_only_columns(Image.root_id, LibraryRoot.path).distinct()
     with db.read() as session:
         roots = sorted(session.execute(query).all())
     if len(roots) <= 1:

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from core.kinds import CAPTION, check_kind_name
 from core.splits import DEFAULT_SEED, DEFAULT_VAL_RATIO
 
 __all__ = ["METHODS", "MIN_TRAIN", "MIN_VALIDATION", "TrainingConfig", "default_target_modules"]
@@ -76,13 +77,15 @@ class TrainingConfig:
         cache_vision: Reuse vision embeddings when the encoder is frozen (``auto`` = on
             unless the cache would exceed ``cache_limit_mb``).
         lr, weight_decay, warmup_ratio, max_grad_norm: optimiser (AdamW) and schedule
-            (lr None: the family's LoRA default for LoRA/QLoRA, 1e-4 for full fine-tuning)
-            (linear warm-up, cosine decay to 0, gradient clipping).
+            (lr None: chosen by the learning-rate range test on the run's own data,
+            core/training/lr_range.py) (linear warm-up, cosine decay to 0, gradient clipping).
         epochs, batch_size, grad_accum: passes over the data, images per forward pass,
             forward passes per optimiser step.
         patience: stop after this many evaluations without a better score (0 = never).
         val_ratio, seed: the split, via :func:`core.splits.assign_split`.
         include_imports: also train on imported (not verified) captions.
+        kind: the caption kind (:mod:`core.kinds`) learnt from its verified values; the
+            version records it and writes that kind when it captions.
         max_length: caption tokens kept (longer captions are truncated).
         gradient_checkpointing: trade compute for memory (enabled after ``get_peft_model``).
         mixed_precision: ``auto`` (bf16 where supported, else fp16, on CUDA only), ``no``,
@@ -117,8 +120,10 @@ class TrainingConfig:
     mixed_precision: str = "auto"
     device: str = "auto"
     max_new_tokens: int = 30
+    kind: str = CAPTION
 
     def __post_init__(self) -> None:
+        check_kind_name(self.kind)  # a KindError is a ValueError
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.lora_r is not None:
@@ -174,18 +179,25 @@ class TrainingConfig:
         return self.method in ("lora", "qlora")
 
     def with_family_defaults(self, family: Any) -> TrainingConfig:
-        """This config with every unset LoRA setting and the lr taken from *family*'s
-        ``lora_defaults`` (the measured defaults; full fine-tuning: lr 1e-4)."""
+        """This config with every unset LoRA setting taken from *family*'s ``lora_defaults``
+        (the measured defaults); an unset lr stays unset: the range test chooses it."""
         d = family.lora_defaults
-        lr = self.lr if self.lr is not None else (d["lr"] if self.uses_lora else 1e-4)
         return replace(self, lora_r=self.lora_r if self.lora_r is not None else d["r"],
                        lora_alpha=self.lora_alpha if self.lora_alpha is not None else d["alpha"],
                        lora_dropout=self.lora_dropout if self.lora_dropout is not None else d["dropout"],
-                       target_modules=self.target_modules if self.target_modules is not None else d.get("targets"),
-                       lr=lr)
+                       target_modules=self.target_modules if self.target_modules is not None else d.get("targets"))
+
+    def fallback_lr(self, family: Any) -> float:
+        """The rate used when the range test finds no falling loss: the family's LoRA default, 1e-4 for full."""
+        return float(family.lora_defaults["lr"]) if self.uses_lora else 1e-4
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as JSON values; ``kind`` only when not ``caption``, so a caption run's
+        record (its version's config, the key an unfinished run resumes by) is as before kinds."""
+        data = asdict(self)
+        if data["kind"] == CAPTION:
+            del data["kind"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:

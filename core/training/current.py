@@ -7,6 +7,10 @@ Versions → Activate) therefore changes what ``caption`` and ``eval`` use witho
 ``--model``, what the Caption dialog pre-selects and what the Train dialog pre-fills;
 :func:`use_base_model` goes back to the base model.
 
+Each caption kind (:mod:`core.kinds`) has its own active version (``caption --kind keywords``
+without ``--model`` captions with the keywords kind's); a kind without one uses the
+``caption`` kind's current model, which a prompted model can be asked for the kind with.
+
 Torch-free: the window's dialogs call it while they open.
 """
 
@@ -24,6 +28,7 @@ from core.captioning import (
 from core.captioning.registry import (
     _looks_like_path,  # the model loader's own test of a path
 )
+from core.kinds import CAPTION
 from core.models import LibrarySetting
 
 from . import versions
@@ -55,11 +60,14 @@ class CurrentModel:
     can_continue: bool = False
     #: ``version``, ``library`` (this library's chosen base model) or ``default``.
     source: str = SOURCE_DEFAULT
+    #: The caption kind the active version learnt (``caption`` for a base model).
+    kind: str = CAPTION
 
     def describe(self) -> str:
         """One line for people, e.g. "version 'shop-v2' (active), trained from …"."""
         if self.version is not None:
-            return f"version '{self.version}' (active), trained from {_short(self.base_model)}"
+            active = "active" if self.kind == CAPTION else f"active for {self.kind}"
+            return f"version '{self.version}' ({active}), trained from {_short(self.base_model)}"
         why = "this library's base model" if self.source == SOURCE_LIBRARY else "the default base model"
         return f"{self.model} ({why})"
 
@@ -109,13 +117,16 @@ def use_base_model(library: Library, model: str | None = None) -> CurrentModel:
     return current_model(library)
 
 
-def current_model(library: Library) -> CurrentModel:
-    """The active version, else the library's chosen base model, else ``DEFAULT_MODEL``."""
-    active = versions.get_active_version(library)
+def current_model(library: Library, kind: str = CAPTION) -> CurrentModel:
+    """The active version of *kind*, else (another kind) the ``caption`` kind's current model,
+    else the library's chosen base model, else ``DEFAULT_MODEL``."""
+    active = versions.get_active_version(library, kind)
     if active is not None:
         base = str((active.config or {}).get("trained_from") or active.base_model)
         return CurrentModel(model=active.name, base_model=base, version=active.name, version_id=active.id,
-                            can_continue=active.adapter_path is None, source=SOURCE_VERSION)
+                            can_continue=active.adapter_path is None, source=SOURCE_VERSION, kind=kind)
+    if kind != CAPTION:
+        return current_model(library)
     chosen = library_base_model(library)
     if chosen is not None:
         return CurrentModel(model=chosen, base_model=chosen, source=SOURCE_LIBRARY)

@@ -1,8 +1,9 @@
 """Training data from the library: verified captions, deduplicated, split like export.
 
-A caption counts as training data when it is the image's *current* caption and a person
-wrote or accepted it (``source = human``); with ``include_imports`` imported captions
-count too.  Images that are missing or unreadable are left out, and so are those whose
+A caption counts as training data when it is the image's *current* value of the trained
+kind (:mod:`core.kinds`; ``caption`` unless told) and a person wrote or accepted it
+(``source = human``); with ``include_imports`` imported values count too.  Keywords are
+learnt as one comma-separated line (:func:`training_text`).  Images that are missing or unreadable are left out, and so are those whose
 picture changed since they were captioned (counted in ``outdated``).  Byte-identical copies
 (same fingerprint) are one example: the most recently captioned copy wins; near-duplicates
 a person left out with "keep one" (:mod:`core.duplicates`) are not examples.  The
@@ -25,8 +26,9 @@ from sqlalchemy import text as sql_text
 
 from core.errors import UserFacingError
 from core.filenames import to_os
+from core.kinds import BUILTIN_KINDS, CAPTION
 from core.models import DuplicateMark
-from core.queries import CURRENT_JOIN, ImageFilter, filter_sql, outdated_phrase
+from core.queries import ImageFilter, current_join, filter_sql, outdated_phrase
 from core.splits import (
     DEFAULT_SEED,
     DEFAULT_TEST_RATIO,
@@ -45,7 +47,7 @@ from .config import MIN_TRAIN, MIN_VALIDATION
 if TYPE_CHECKING:
     from core.library import Library
 
-__all__ = ["InsufficientDataError", "TrainingData", "TrainingExample", "collect_training_data"]
+__all__ = ["InsufficientDataError", "TrainingData", "TrainingExample", "collect_training_data", "training_text"]
 
 
 class InsufficientDataError(UserFacingError, ValueError):
@@ -84,13 +86,16 @@ class TrainingData:
     min_test: int = MIN_TEST
     #: How many images the test end held (also when too few to make a test split).
     test_candidates: int = 0
+    #: The caption kind the examples are values of.
+    kind: str = CAPTION
 
     def summary(self) -> str:
         dup = f", {self.duplicates} duplicate copies ignored" if self.duplicates else ""
         outdated = f", {outdated_phrase(self.outdated)}" if self.outdated else ""
         test = f", {len(self.test)} test" if self.test else ""
+        what = "captions" if self.kind == CAPTION else f"{self.kind} values"
         excluded = f", {self.excluded} near-duplicates left out (keep one)" if self.excluded else ""
-        return (f"{len(self.train)} training{test} and {len(self.validation)} validation captions"
+        return (f"{len(self.train)} training{test} and {len(self.validation)} validation {what}"
                 f"{dup}{outdated}{excluded}")
 
     def duplicates_note(self) -> str | None:
@@ -115,6 +120,7 @@ class TrainingData:
         split the count and a SHA-256 of its sorted ``(split key, caption)`` pairs - equal
         hashes mean the same library contents, so the same seed must give the same version."""
         return {
+            **({"kind": self.kind} if self.kind != CAPTION else {}),
             "val_ratio": self.val_ratio,
             "seed": self.seed,
             "include_imports": self.include_imports,
@@ -132,7 +138,8 @@ class TrainingData:
         """Raise :class:`InsufficientDataError` unless both splits are big enough."""
         if len(self.train) >= min_train and len(self.validation) >= min_validation:
             return
-        kinds = "verified or imported captions" if self.include_imports else "verified (human) captions"
+        values = "captions" if self.kind == CAPTION else f"{self.kind} values"
+        kinds = f"verified or imported {values}" if self.include_imports else f"verified (human) {values}"
         total = len(self.train) + len(self.validation)
         raise InsufficientDataError(
             f"not enough training data: {total} usable {kinds} ({len(self.train)} train, "
@@ -148,6 +155,16 @@ def _content_hash(examples: list[TrainingExample]) -> str:
     return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def training_text(kind: str, stored: str) -> str:
+    """The text a model learns for a stored value of *kind*: keywords (one a line) as one
+    ``a, b, c`` line, which :func:`core.kinds.parse_keywords` reads back; other kinds with
+    their whitespace collapsed."""
+    kind_spec = BUILTIN_KINDS.get(kind)
+    if kind_spec is not None and kind_spec.value_type == "keywords":
+        return ", ".join(line.strip() for line in stored.splitlines() if line.strip())
+    return " ".join(stored.split())
+
+
 def collect_training_data(
     library: Library,
     *,
@@ -156,9 +173,10 @@ def collect_training_data(
     include_imports: bool = False,
     test_ratio: float = DEFAULT_TEST_RATIO,
     min_test: int | None = None,
+    kind: str = CAPTION,
 ) -> TrainingData:
-    """Every usable (image, caption) pair of *library*, split into train, validation and
-    (when at least *min_test* images fall in it) test."""
+    """Every usable (image, value of *kind*) pair of *library*, split into train, validation
+    and (when at least *min_test* images fall in it) test."""
     ratio = validate_val_ratio(val_ratio)
     test_ratio = validate_test_ratio(ratio, test_ratio)
     if min_test is None:
@@ -167,23 +185,23 @@ def collect_training_data(
         min_test = splits.MIN_TEST  # read now, so one setting governs training and eval alike
     # The store's own states: "verified" is a readable image whose current caption a
     # person wrote or accepted; "imported" the same with an imported caption.
-    wanted = ImageFilter(states=frozenset({"verified", "imported"} if include_imports else {"verified"}))
+    wanted = ImageFilter(states=frozenset({"verified", "imported"} if include_imports else {"verified"}), kind=kind)
     params: dict[str, Any] = {}
     query = sql_text(
         "SELECT i.id, i.fingerprint, r.path, i.rel_path, c.text, c.id,"
-        f" {split_key_sql('i')}, i.duplicate_mark, h.image_id IS NULL{CURRENT_JOIN}"
+        f" {split_key_sql('i')}, i.duplicate_mark, h.image_id IS NULL{current_join(kind)}"
         " JOIN library_roots r ON r.id = i.root_id"
         " LEFT JOIN image_hashes h ON h.image_id = i.id AND h.content_key = coalesce(i.content_key, i.fingerprint)"
         f" WHERE {filter_sql(wanted, params)} ORDER BY c.id DESC"
     )
     data = TrainingData(val_ratio=ratio, seed=seed, include_imports=include_imports, test_ratio=test_ratio,
-                        min_test=min_test)
+                        min_test=min_test, kind=kind)
     seen: set[str] = set()
     with library.db.read() as session:
         rows = list(session.execute(query, params))
     examples = []
     for image_id, fingerprint, root, rel_path, text, _caption_id, split_key, mark, unhashed in rows:
-        text = " ".join(text.split())
+        text = training_text(kind, text)
         if not text:
             continue
         if mark == DuplicateMark.EXCLUDED:
@@ -202,15 +220,16 @@ def collect_training_data(
             TrainingExample(image_id, fingerprint, os.path.join(to_os(root), to_os(rel_path)), text, split, split_key)
         )
     # The caption of an earlier picture at the same path: training on it would teach the
-    # model the wrong words for this one.
+    # model the wrong words for this one.  (A changed picture sets aside its caption only.)
     params = {}
     changed = filter_sql(ImageFilter(states=frozenset({"changed"})), params)
     sources = "('human', 'import')" if include_imports else "('human')"
-    with library.db.read() as session:
-        data.outdated = int(session.execute(sql_text(
-            f"SELECT count(*){CURRENT_JOIN} JOIN captions o ON o.id = i.outdated_caption_id"
-            f" WHERE {changed} AND o.source IN {sources}"
-        ), params).scalar_one())
+    if kind == CAPTION:
+        with library.db.read() as session:
+            data.outdated = int(session.execute(sql_text(
+                f"SELECT count(*){current_join()} JOIN captions o ON o.id = i.outdated_caption_id"
+                f" WHERE {changed} AND o.source IN {sources}"
+            ), params).scalar_one())
     examples.sort(key=lambda e: e.image_id)
     data.test_candidates = sum(e.split == TEST for e in examples)
     if data.test_candidates < min_test:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .metrics import caption_metrics, metric_intervals
+from core.kinds import CAPTION
+
+from .metrics import kind_metrics, metric_intervals
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -84,6 +86,7 @@ def evaluate_model(
     captioner: Any | None = None,
     progress: Any = None,
     cancel: Any = None,
+    kind: str | None = None,
 ) -> EvalResult:
     """Caption a validation split with *model* (hub id, folder or version name) and score it.
 
@@ -97,6 +100,8 @@ def evaluate_model(
     (:func:`core.splits.assign_split`).  ``optimize="none"`` by default so the numbers are
     those of the plain fp32 model.  Raises :class:`~core.training.data.InsufficientDataError`
     when the validation split is empty, ``ModelLoadError`` when the model cannot be loaded.
+    *kind*: the caption kind whose verified values are the references (None: the kind the
+    version was trained on, else ``caption``).
     """
     from core.captioning.captioner import load_model_image
     from core.captioning.job_spec import GenerationSettings
@@ -105,13 +110,15 @@ def evaluate_model(
     from core.jobs import Progress
 
     from .data import InsufficientDataError, collect_training_data
-    from .versions import get_version
+    from .versions import get_version, version_kind
 
     model = str(model)  # a Path to a folder is fine too
     version = get_version(library, model)
     split = _evaluation_split(version, val_ratio, seed, include_imports)
+    if kind is None:
+        kind = version_kind(version) if version is not None else CAPTION
     data = collect_training_data(library, val_ratio=split["val_ratio"], seed=split["seed"],
-                                 include_imports=split["include_imports"])
+                                 include_imports=split["include_imports"], kind=kind)
     if not data.validation:
         raise InsufficientDataError(
             f"there are no verified captions in the validation split ({data.summary()} at validation ratio "
@@ -161,7 +168,7 @@ def evaluate_model(
         result.warnings.append(
             f"{result.near_duplicates_in_training} held-out photos have a near-duplicate in training (it was "
             "trained before `captiondesk duplicates` grouped them); these scores flatter it")
-    result.metrics = caption_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    result.metrics = kind_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions], kind)
     result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
     if overlap:
         result.train_overlap = sorted(overlap)
@@ -174,7 +181,7 @@ def evaluate_model(
             + (f"; on the {len(held_out)} held-out images alone: exact match "
                if held_out else "; no evaluated image was held out"))
         if held_out:
-            result.held_out_metrics = caption_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out])
+            result.held_out_metrics = kind_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out], kind)
             result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"

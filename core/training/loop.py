@@ -15,7 +15,7 @@ from core.jobs import CancelToken
 
 from .config import TrainingConfig
 from .examples import _eval_settings, _Examples
-from .metrics import caption_metrics, selection_score
+from .metrics import kind_metrics, selection_score
 from .model_setup import _load_trainable_state, _trainable_state
 from .result import Report, TrainingError, TrainingResult
 from .run_folder import _unusable_run
@@ -31,6 +31,16 @@ def _schedule(step: int, warmup: int, total: int) -> float:
         return (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _micro_batch(captioner: Any, family: ModelFamily, ex: _Examples, idx: Any, device: Any) -> dict[str, Any]:
+    """The training examples *idx* (a tensor of rows) as one batch on *device* (cached vision when there is some)."""
+    text = {key: value[idx] for key, value in ex.text.items()}
+    if ex.embeds is not None:
+        batch = family.training_batch(captioner, text, None, ex.embeds[idx])
+    else:
+        batch = family.training_batch(captioner, text, [ex.images[i] for i in idx.tolist()], None)
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -94,7 +104,7 @@ class _TrainingLoop:
 
     def evaluate(self) -> dict[str, float]:
         self.last_predictions = self.predict(self.examples.val_batches)
-        return caption_metrics(self.last_predictions, self.examples.refs)
+        return kind_metrics(self.last_predictions, self.examples.refs, self.config.kind)
 
     def calibrate(self) -> Any:
         """The confidence calibration of the current weights: how each token scores in their
@@ -131,13 +141,7 @@ class _TrainingLoop:
         return state
 
     def _batch(self, idx: Any) -> dict[str, Any]:
-        ex = self.examples
-        text = {key: value[idx] for key, value in ex.text.items()}
-        if ex.embeds is not None:
-            batch = self.family.training_batch(self.captioner, text, None, ex.embeds[idx])
-        else:
-            batch = self.family.training_batch(self.captioner, text, [ex.images[i] for i in idx.tolist()], None)
-        return {key: value.to(self.device) if hasattr(value, "to") else value for key, value in batch.items()}
+        return _micro_batch(self.captioner, self.family, self.examples, idx, self.device)
 
     def train_epoch(self, state: _LoopState) -> list[float] | None:
         """One pass over the training data; the micro-batch losses, or None when cancelled."""

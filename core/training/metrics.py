@@ -47,7 +47,9 @@ __all__ = [
     "cider_d",
     "compare_to_base",
     "comparison_sentence",
+    "keyword_set_match",
     "kept_epoch_note",
+    "kind_metrics",
     "metric_intervals",
     "edit_rate",
     "exact_match",
@@ -279,6 +281,28 @@ def caption_metrics(hypotheses: Sequence[str], references: Refs) -> dict[str, fl
         "edit_rate": round(edit_rate(hypotheses, references), 4),
         "n": len(hypotheses),
     }
+
+
+def keyword_set_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Share of images whose keywords (:func:`core.kinds.parse_keywords`) are exactly the
+    reference's, in any order: what a keyword list is judged by, not its word order."""
+    from core.kinds import parse_keywords
+
+    if not hypotheses:
+        return 0.0
+    hits = [set(parse_keywords(h)) == set(parse_keywords(r)) for h, r in zip(hypotheses, references, strict=True)]
+    return sum(hits) / len(hits)
+
+
+def kind_metrics(hypotheses: Sequence[str], references: Sequence[str], kind: str) -> dict[str, float]:
+    """:func:`caption_metrics`, plus ``keyword_set_match`` for a keywords kind."""
+    from core.kinds import BUILTIN_KINDS
+
+    metrics = caption_metrics(hypotheses, references)
+    spec = BUILTIN_KINDS.get(kind)
+    if spec is not None and spec.value_type == "keywords":
+        metrics["keyword_set_match"] = round(keyword_set_match(hypotheses, references), 4)
+    return metrics
 
 
 def selection_score(metrics: dict[str, float]) -> float:

@@ -60,6 +60,8 @@ class TrainingResult(JobStats):
     notes: list[str] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
     cached_vision: bool = False
+    #: The learning-rate range test of a run without ``lr`` (``LrRangeResult.to_dict()``), else None.
+    lr_range: dict[str, Any] | None = None
     trainable_parameters: int = not_counted()
     processes: int = not_counted(1)
     seconds: float = 0.0

@@ -85,10 +85,11 @@ from .config import TrainingConfig
 from .data import TrainingData, collect_training_data
 from .examples import _prepare_examples
 from .loop import _LoopState, _metrics_only, _TrainingLoop
+from .lr_range import find_learning_rate
 from .metrics import (
-    caption_metrics,
     compare_to_base,
     kept_epoch_note,
+    kind_metrics,
     metric_intervals,
 )
 from .model_setup import (
@@ -199,13 +200,22 @@ def _train_in(library: Library, base: str, name: str, config: TrainingConfig, da
                 base, config if distributed is None else replace(config, device=distributed.training_device()))
             try:
                 family = _trainable_family(captioner)
-                # Unset LoRA rank/alpha/dropout/targets and lr: the family's measured defaults.
-                config = config.with_family_defaults(family)
+                # Unset LoRA rank/alpha/dropout/targets: the family's measured defaults.
+                config = _with_kind_prompt(library, config.with_family_defaults(family), family, captioner)
                 model = _PreparedModel.build(captioner, family, config)
                 if distributed is not None:
                     distributed.sync_parameters(model.params)
                 result.trainable_parameters = sum(p.numel() for p in model.params)
                 examples = _prepare_examples(captioner, family, model, config, data, result, report, cancel)
+                if config.lr is None:  # no rate given: the range test on this data chooses it
+                    lr_test = find_learning_rate(captioner, family, model, examples, config, run_dir, report,
+                                                 cancel, distributed)
+                    if lr_test is None:
+                        result.cancelled = True
+                        if main:
+                            run.finish(done=0, message="cancelled while finding the learning rate")
+                        return result
+                    config, result.lr_range = replace(config, lr=lr_test.lr), lr_test.to_dict()
                 loop = _TrainingLoop(captioner, family, model, examples, config, run_dir, report, cancel,
                                      on_epoch, on_checkpoint, distributed)
                 state = loop.run(result)
@@ -304,14 +314,41 @@ def _check_request(library: Library, base_model: str, name: str, config: Trainin
     if versions.get_version(library, name) is not None:
         raise TrainingError(f"a model version named '{name}' already exists; choose another --name "
                             "(or delete it with 'captiondesk models delete')")
+    from core.kinds import get_kind
+
+    with library.db.read() as session:
+        get_kind(session, config.kind)  # an unknown kind: KindError naming the library's kinds
     data = collect_training_data(library, val_ratio=config.val_ratio, seed=config.seed,
-                                 include_imports=config.include_imports)
+                                 include_imports=config.include_imports, kind=config.kind)
     data.require()
     resolved = resolve_model(library, base_model, None)
     if resolved.adapter is not None:
         raise TrainingError(f"'{base_model}' is a LoRA version; train from its base model "
                             f"'{resolved.model_name}' instead (or export it merged and train from that folder)")
     return resolved.model_name, data
+
+
+def _with_kind_prompt(library: Library, config: TrainingConfig, family: Any, captioner: Any) -> TrainingConfig:
+    """*config* asking for its kind's default prompt when it names none and the family can be
+    asked for that kind; otherwise as it is.
+
+    A family that only continues a text (BLIP, GIT, …) cannot be *asked* for keywords, but it
+    can *learn* to write them: its version then writes that kind unprompted, which is what a
+    version trained on one kind is for (it records the kind, and captions only that kind).
+    """
+    from core.captioning.prompting import check_family_writes_kind, kind_request
+    from core.kinds import CAPTION, KindError, get_kind
+
+    if config.kind == CAPTION or config.preset is not None or config.prompt_template is not None:
+        return config
+    with library.db.read() as session:
+        kind = get_kind(session, config.kind)
+    try:
+        preset, template = kind_request(kind, None, None)
+        check_family_writes_kind(family, kind, preset, template, getattr(captioner, "model_type", None))
+    except KindError:  # no prompt of its own, or a family that cannot be asked: learnt unprompted
+        return config
+    return replace(config, preset=preset, prompt_template=template)
 
 
 # --------------------------------------------------------------------------- the version
@@ -337,6 +374,7 @@ def _save_best_version(library: Library, loop: _TrainingLoop, state: _LoopState,
     stored_config = {**config.to_dict(), "target_modules": model.targets, "family": loop.family.id,
                      "trainable_parameters": result.trainable_parameters, "cached_vision": result.cached_vision,
                      "confidence_calibration": loop.calibrate().to_dict(),
+                     **({"lr_range": result.lr_range} if result.lr_range else {}),
                      **({"processes": result.processes} if result.processes > 1 else {})}
     metrics_record = {"base": result.base_metrics, "trained": result.metrics, "best_epoch": state.best_epoch,
                       "history": state.history, "stopped_early": result.stopped_early,
@@ -362,8 +400,9 @@ def _judge(loop: _TrainingLoop, state: _LoopState, data: TrainingData, result: T
     test_refs = loop.examples.test_refs
     if test_refs and len(state.base_test_predictions) == len(test_refs):
         test_predictions = loop.predict(loop.examples.test_batches)
-        result.base_test_metrics = caption_metrics(state.base_test_predictions, test_refs)
-        result.test_metrics = caption_metrics(test_predictions, test_refs)
+        kind = loop.config.kind
+        result.base_test_metrics = kind_metrics(state.base_test_predictions, test_refs, kind)
+        result.test_metrics = kind_metrics(test_predictions, test_refs, kind)
         result.intervals["test"] = {"base": metric_intervals(state.base_test_predictions, test_refs),
                                     "trained": metric_intervals(test_predictions, test_refs)}
         result.comparison["test"] = compare_to_base(state.base_test_predictions, test_predictions, test_refs)

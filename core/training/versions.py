@@ -12,6 +12,10 @@ A version is a :class:`~core.models.ModelVersion` row plus a folder beside the l
   that folder and ``adapter_path`` is None (the model it was trained from is in
   ``config["trained_from"]``).
 
+Each version learnt one caption kind (:mod:`core.kinds`; ``config["kind"]``, ``caption`` for
+versions saved before kinds existed, :func:`version_kind`), and each kind has its own active
+version: activating one replaces only the active version of its kind.
+
 Renaming changes only the name: the folder stays where it is, so captions written by the
 version keep pointing at existing files.
 
@@ -45,6 +49,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core import ownership
 from core.captioning.families import canonical_family_id
 from core.errors import UserFacingError
+from core.kinds import CAPTION
 from core.models import LibrarySetting, ModelVersion
 
 if TYPE_CHECKING:
@@ -68,6 +73,7 @@ __all__ = [
     "save_version",
     "set_active",
     "validate_name",
+    "version_kind",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -148,9 +154,16 @@ def list_versions(library: Library) -> list[ModelVersion]:
         return [v for v in map(_normalised, rows) if v is not None]
 
 
-def get_active_version(library: Library) -> ModelVersion | None:
+def version_kind(version: ModelVersion) -> str:
+    """The caption kind *version* learnt (``caption`` for versions older than kinds)."""
+    return str((version.config or {}).get("kind") or CAPTION)
+
+
+def get_active_version(library: Library, kind: str = CAPTION) -> ModelVersion | None:
+    """The active version of *kind* (None: none is active for it)."""
     with library.db.read() as session:
-        return _normalised(session.scalar(select(ModelVersion).where(ModelVersion.is_active.is_(True))))
+        rows = session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True)).order_by(ModelVersion.id))
+        return next((_normalised(v) for v in rows if version_kind(v) == kind), None)
 
 
 #: The ``library_settings`` key naming the active restyler version (captioners use ``is_active``).
@@ -303,21 +316,25 @@ def delete_version(library: Library, name: str, *, delete_files: bool = True, wi
     return deleted
 
 
-def set_active(library: Library, name: str | None) -> None:
-    """Make *name* the active version (the GUI's default model); None clears it.
+def set_active(library: Library, name: str | None, kind: str = CAPTION) -> None:
+    """Make *name* the active version of the kind it learnt (the default model for that kind);
+    None clears the active version of *kind*.
 
-    A restyler version becomes the active *restyler* instead; the active captioner stays.
+    A restyler version becomes the active *restyler* instead; the active captioners stay.
     """
-    version = _require(library, name) if name is not None else None
-    if version is not None and is_restyler(version):
+    target = _require(library, name) if name is not None else None
+    if target is not None and is_restyler(target):
         with library.db.write() as session:
-            session.merge(LibrarySetting(key=ACTIVE_RESTYLER_KEY, value=version.name))
+            session.merge(LibrarySetting(key=ACTIVE_RESTYLER_KEY, value=target.name))
         return
-    target = version.id if version is not None else None
+    kind = version_kind(target) if target is not None else kind
     with library.db.write() as session:
-        session.execute(update(ModelVersion).values(is_active=False))
+        same_kind = [v.id for v in session.scalars(select(ModelVersion).where(ModelVersion.is_active.is_(True)))
+                     if version_kind(v) == kind]
+        if same_kind:
+            session.execute(update(ModelVersion).where(ModelVersion.id.in_(same_kind)).values(is_active=False))
         if target is not None:
-            session.execute(update(ModelVersion).where(ModelVersion.id == target).values(is_active=True))
+            session.execute(update(ModelVersion).where(ModelVersion.id == target.id).values(is_active=True))
 
 
 def export_merged(library: Library, name: str, out: Path | str, *, device: str = "cpu") -> Path:

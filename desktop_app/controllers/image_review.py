@@ -16,6 +16,7 @@ from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt
 from PySide6.QtGui import QPixmap
 
 from core import edits, queries, view_rows
+from core.kinds import CAPTION, all_kinds, keyword_vocabulary
 from core.view_rows import ImageRow
 from desktop_app.jobs_widget import plural
 from desktop_app.operations import LibraryChanges
@@ -58,6 +59,13 @@ class ImageReviewController:
         panel.save_requested.connect(self.save_caption)
         panel.accept_requested.connect(self.accept_current)
         panel.revert_requested.connect(self.revert_to)
+        panel.commit_requested.connect(self.commit_edit)
+        # The panel shows the kind the filters look at (a tab click does not refilter the grid).
+        filter_bar.kind_choice.currentIndexChanged.connect(
+            lambda _i: panel.set_kind(filter_bar.kind_choice.currentData() or CAPTION))
+        panel.kind_changed.connect(lambda _kind: self._load_vocabulary())
+        #: The keyword editor's completions: (library, vocabulary), reloaded after a change.
+        self._vocabulary: tuple[object, list[str]] | None = None
         caption_undo.stepped.connect(self.on_undo_step)
 
     # -- where we are ----------------------------------------------------------------------
@@ -116,7 +124,8 @@ class ImageReviewController:
             return False
         self.commit_edit()
         with w.library.db.read() as session:
-            row = queries.next_in_state(session, self.model.ids(), self.current_index_row(), "uncaptioned")
+            row = queries.next_in_state(session, self.model.ids(), self.current_index_row(), "uncaptioned",
+                                        kind=self.model.kind)
         if row is None:
             w.statusBar().showMessage("No uncaptioned image in this view", 4000)
             return False
@@ -168,8 +177,10 @@ class ImageReviewController:
             self.preview.show_pixmap(None, None, "")
             return
         with w.library.db.read() as session:
-            details = view_rows.caption_details(session, row.id)
-        self.panel.show_image(row, details)
+            self.panel.set_kinds(list(all_kinds(session).values()))
+            by_kind = {kind: view_rows.caption_details(session, row.id, kind) for kind in self.panel.kind_names()}
+        self.panel.show_image(row, by_kind[CAPTION], by_kind)
+        self._load_vocabulary()
         if self.preview.image_id != row.id:
             pixmap = self.thumbs.pixmap(row.fingerprint, row.path)
             self.preview.show_pixmap(row.id, pixmap, "Loading…")
@@ -183,6 +194,16 @@ class ImageReviewController:
             preview.show_pixmap(image_id, None, error or "Cannot show this image")
         else:
             preview.show_pixmap(image_id, QPixmap.fromImage(image), full=True)
+
+    def _load_vocabulary(self) -> None:
+        """The keyword editor completes from the library's keywords (read when the keywords show)."""
+        library = self.window.library
+        if library is None or self.panel.kind != "keywords":
+            return
+        if self._vocabulary is None or self._vocabulary[0] is not library:
+            with library.db.read() as session:
+                self._vocabulary = (library, keyword_vocabulary(session))
+            self.panel.keywords.set_vocabulary(self._vocabulary[1])
 
     def reload_panel(self) -> None:
         """Re-read the current image's captions (after a change), unless the person is typing."""
@@ -200,11 +221,11 @@ class ImageReviewController:
         image_id = self.panel.image_id
         text = self.panel.text()
         if not text:
-            self.panel.show_message("An empty caption is not saved: type a caption, or undo your changes (Ctrl+Z).")
+            self.panel.show_message("An empty value is not saved: type one, or undo your changes (Ctrl+Z).")
             return False
-        saved = self.caption_undo.save_edit(image_id, text)
+        saved = self.caption_undo.save_edit(image_id, text, self.panel.kind)
         if saved:
-            w.statusBar().showMessage("Caption saved", 2000)
+            w.statusBar().showMessage("Saved", 2000)
         return saved
 
     def on_captions_changed(self, image_ids: list[int]) -> None:
@@ -214,6 +235,8 @@ class ImageReviewController:
     def _on_library_changed(self, changes: LibraryChanges) -> None:
         """The caption panel follows the notice: the current image's captions may be new."""
         current = self.current_image_id()
+        if changes.captions or changes.any_caption or changes.job_ended:
+            self._vocabulary = None  # new keywords may have come
         if changes.edited and current in changes.captions:
             # The change came from this panel (or undo/redo): show what is now current.
             self.show_current(self.current_row())
@@ -225,23 +248,18 @@ class ImageReviewController:
             self.panel.show_message("A caption cannot be empty.")
 
     def accept_current(self) -> bool:
+        """Accept the shown kind's value: of every selected photo when several are selected."""
         image_id = self.current_image_id()
         if image_id is None:
             return False
         if self.panel.is_dirty():
             return self.commit_edit()
-        return self.caption_undo.accept(image_id)
-
-    def accept_selection(self) -> int:
-        """Accept every selected image's caption (one undo step); the current one alone when one is selected."""
-        ids = self.selected_ids()
-        if len(ids) <= 1:
-            return int(self.accept_current())
-        self.commit_edit()
-        count = self.caption_undo.accept_many(ids)
-        self.window.statusBar().showMessage(
-            f"Accepted {plural(count, 'caption')} of {plural(len(ids), 'selected photo')} (Ctrl+Z to undo)", 6000)
-        return count
+        selected = self.selected_ids()
+        if len(selected) > 1:
+            count = self.caption_undo.accept_many(selected, self.panel.kind)
+            self.window.statusBar().showMessage(f"Accepted {plural(count, 'value')} (Ctrl+Z to undo)", 5000)
+            return count > 0
+        return self.caption_undo.accept(image_id, self.panel.kind)
 
     def unverify_selection(self) -> int:
         """Take back the acceptance of the selected (or current) images' captions (one undo step)."""
@@ -249,7 +267,7 @@ class ImageReviewController:
         if not ids:
             return 0
         self.commit_edit()
-        count = self.caption_undo.unverify(ids)
+        count = self.caption_undo.unverify(ids, self.panel.kind)
         skipped = len(ids) - count
         note = f"; {plural(skipped, 'caption')} written or edited by a person stay verified" if skipped else ""
         self.window.statusBar().showMessage(f"Marked {plural(count, 'caption')} as not verified{note}", 6000)
@@ -259,7 +277,7 @@ class ImageReviewController:
         return self.caption_undo.revert(caption_id)
 
     def focus_editor(self) -> None:
-        editor = self.panel.editor
+        editor = self.panel.value_editor()
         editor.setFocus(Qt.FocusReason.ShortcutFocusReason)
         editor.selectAll()
 
@@ -273,6 +291,7 @@ class ImageReviewController:
     def open_find_replace(self) -> None:
         w = self.window
         dialog = FindReplaceDialog(self.model.rowCount(), self.replacement_preview, w,
+                                   kind=self.grid_content.current_filter().kind,
                                    selection_count=len(self.selected_ids()))
         accepted = dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text()
         dialog.deleteLater()
@@ -315,10 +334,11 @@ class ImageReviewController:
         if w.library is None or not find:
             return 0
         self.commit_edit()
+        flt = self.scope_filter(selected=selected)
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, self.scope_filter(selected=selected), find,
-                                                         case_sensitive=case_sensitive)
-        count = self.caption_undo.replace(candidates, find, replacement, case_sensitive=case_sensitive, verified=verified)
+            candidates = queries.find_replace_candidates(session, flt, find, case_sensitive=case_sensitive)
+        count = self.caption_undo.replace(candidates, find, replacement, case_sensitive=case_sensitive,
+                                          verified=verified, kind=flt.kind)
         # Ctrl+Z must reach the caption undo, not the search box that had focus before the dialog.
         self.grid.setFocus(Qt.FocusReason.OtherFocusReason)
         w.statusBar().showMessage(f"Replaced in {plural(count, 'caption')} (Ctrl+Z to undo)", 6000)

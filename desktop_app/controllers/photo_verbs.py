@@ -115,10 +115,9 @@ class PhotoController:
             rows = view_rows.fetch_rows(session, ids)
         return [rows[i].path for i in ids if i in rows]
 
-    def accept(self, ids: list[int]) -> int:
-        if len(ids) > 1:
-            return self.review.accept_selection()
-        return int(self.review.accept_current())
+    def accept(self, _ids: list[int]) -> bool:
+        """The menu acts on the selection, as Edit → Accept does (:meth:`ImageReviewController.accept_current`)."""
+        return self.review.accept_current()
 
     def unverify(self, _ids: list[int]) -> int:
         return self.review.unverify_selection()

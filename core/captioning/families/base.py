@@ -108,6 +108,11 @@ class ModelFamily:
     #: not set them: ``r``, ``alpha``, ``dropout``, ``lr`` and ``targets`` (None: the
     #: family's :meth:`lora_targets`).
     lora_defaults: ClassVar[Mapping[str, Any]] = {"r": 8, "alpha": 32, "dropout": 0.1, "lr": 1e-4, "targets": None}
+    #: Published fine-tuning learning rates of real checkpoints, per method (``full``, ``lora``,
+    #: ``qlora``: ``(low, high)``), and whose recipe they are: the learning-rate range test
+    #: (core/training/lr_range.py) says when its choice falls outside them.  Empty: none known.
+    published_lr: ClassVar[Mapping[str, tuple[float, float]]] = {}
+    published_lr_source: ClassVar[str] = ""
 
     #: :func:`core.training.train` can train it.
     trainable: ClassVar[bool] = False

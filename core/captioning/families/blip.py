@@ -66,6 +66,10 @@ class BlipFamily(ModelFamily):
     lora_text_targets = ("query", "key", "value", "dense")
     lora_vision_targets = ("qkv",)
     lora_defaults = {"r": 16, "alpha": 32, "dropout": 0.1, "lr": 3e-3, "targets": None}
+    # BLIP's COCO captioning fine-tune (LAVIS: 1e-5; 5e-5 in Hugging Face's BLIP tutorials); LoRA and
+    # QLoRA have no BLIP recipe of their own: the LoRA and QLoRA papers' rates.
+    published_lr = {"full": (1e-5, 5e-5), "lora": (1e-4, 5e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "BLIP"
 
     def load(self, ctx: LoadContext) -> BlipCaptioner:
         from transformers import AutoTokenizer, BlipForConditionalGeneration, BlipProcessor

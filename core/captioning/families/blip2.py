@@ -77,6 +77,10 @@ class Blip2Family(ModelFamily):
     """BLIP-2: vision tower + Q-Former + an OPT or Flan-T5 language model."""
 
     id = "blip-2"
+    # BLIP-2's COCO captioning fine-tune (1e-5, LAVIS); LoRA: Hugging Face's PEFT BLIP-2 notebook (5e-5)
+    # to the LoRA paper's 2e-4; QLoRA: the QLoRA paper.
+    published_lr = {"full": (1e-5, 5e-5), "lora": (5e-5, 2e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "BLIP-2"
     model_types = ("blip-2",)
     examples = ("Salesforce/blip2-*",)
     # Not int8 under "auto": billion-parameter LLMs such as OPT have activation

@@ -32,6 +32,10 @@ class Florence2Family(PromptedVLMFamily):
     """Florence-2: task-token prompt, BART encoder-decoder over DaViT features."""
 
     id = "florence2"
+    # Hugging Face's Florence-2 fine-tuning blog (1e-6, vision frozen) to 1e-5; LoRA: 5e-6 (Roboflow's
+    # notebook) to 1e-4; QLoRA: the QLoRA paper.
+    published_lr = {"full": (1e-6, 1e-5), "lora": (5e-6, 1e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "Florence-2"
     model_types = ("florence2",)
     examples = ("microsoft/Florence-2-base", "microsoft/Florence-2-large")
     # Not int8: DaViT's window attention feeds its linears (windows x batch, tokens, features), and the

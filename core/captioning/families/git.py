@@ -50,6 +50,10 @@ class GitFamily(ModelFamily):
     """GIT: image prefix + BERT-style text decoder."""
 
     id = "git"
+    # GIT's captioning fine-tunes (1e-5 to 5e-5, the paper and Hugging Face's GIT tutorial); LoRA and
+    # QLoRA: the LoRA and QLoRA papers' rates.
+    published_lr = {"full": (1e-5, 5e-5), "lora": (1e-4, 5e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "GIT"
     model_types = ("git",)
     examples = ("microsoft/git-*",)
     cpu_int8_eligible = True

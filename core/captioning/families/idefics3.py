@@ -20,6 +20,9 @@ class Idefics3Family(PromptedVLMFamily):
     """Idefics3 / SmolVLM: chat prompt, image tiles, pixel-shuffled SigLIP features."""
 
     id = "idefics3"
+    # Hugging Face's Idefics3/SmolVLM fine-tuning notebooks: LoRA and QLoRA 1e-4; full 1e-5 to 2e-5.
+    published_lr = {"full": (1e-5, 2e-5), "lora": (1e-4, 1e-4), "qlora": (1e-4, 1e-4)}
+    published_lr_source = "Idefics3/SmolVLM"
     model_types = ("idefics3", "smolvlm")
     examples = ("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceM4/Idefics3-8B-Llama3")
     language_model_path = r"model\.text_model"

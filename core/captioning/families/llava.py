@@ -16,6 +16,10 @@ class LlavaFamily(PromptedVLMFamily):
     """LLaVA / JoyCaption: chat prompt, fixed image tokens, Llama language model."""
 
     id = "llava"
+    # LLaVA-1.5's own scripts: full fine-tuning 2e-5, LoRA 2e-4 (finetune.sh, finetune_lora.sh);
+    # QLoRA: the QLoRA paper (1e-4 to 2e-4).
+    published_lr = {"full": (2e-5, 2e-5), "lora": (2e-4, 2e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "LLaVA-1.5"
     model_types = ("llava",)
     examples = ("llava-hf/llava-1.5-7b-hf", "fancyfeast/llama-joycaption-beta-one-hf-llava")
     # int8 is faster with the same captions (docs/optimization-notes.md, "int8 per vision-language family").

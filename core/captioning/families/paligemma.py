@@ -25,6 +25,10 @@ class PaliGemmaFamily(PromptedVLMFamily):
     """PaliGemma: SigLIP + Gemma, task-prefix prompt, prefix-LM attention."""
 
     id = "paligemma"
+    # PaliGemma transfer (big_vision configs and Hugging Face's notebook: 1e-5 to 3e-5, vision frozen);
+    # LoRA and QLoRA: the LoRA and QLoRA papers' rates.
+    published_lr = {"full": (1e-5, 3e-5), "lora": (1e-4, 2e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "PaliGemma"
     model_types = ("paligemma",)
     examples = ("google/paligemma2-3b-mix-224", "google/paligemma-3b-mix-224")
     caption_token_types: ClassVar[dict[str, int]] = {"token_type_ids": 1}

@@ -60,6 +60,10 @@ class Qwen2VLFamily(PromptedVLMFamily):
     """Qwen2-VL / Qwen2.5-VL: chat prompt, dynamic-resolution image tokens, M-RoPE."""
 
     id = "qwen2-vl"
+    # Qwen2-VL fine-tuning recipes (LLaMA-Factory / the Qwen2-VL fine-tuning scripts): full 1e-5 to
+    # 2e-5, LoRA 1e-4 to 2e-4; QLoRA: the QLoRA paper.
+    published_lr = {"full": (1e-5, 2e-5), "lora": (1e-4, 2e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "Qwen2-VL"
     model_types = ("qwen2_vl", "qwen2_5_vl")
     examples = ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct")
     positions_from_mask = False  # 3-D M-RoPE positions, computed by the model from the mask

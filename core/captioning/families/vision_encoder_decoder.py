@@ -63,6 +63,10 @@ class VisionEncoderDecoderFamily(ModelFamily):
     """Image encoder (ViT, DeiT, BEiT, ...) + text decoder (GPT-2, RoBERTa, ...)."""
 
     id = "vision-encoder-decoder"
+    # ViT-GPT2 captioning fine-tunes (Hugging Face's seq2seq examples: 5e-5, and 1e-5 to 5e-5 commonly);
+    # LoRA and QLoRA: the LoRA and QLoRA papers' rates.
+    published_lr = {"full": (1e-5, 5e-5), "lora": (1e-4, 5e-4), "qlora": (1e-4, 2e-4)}
+    published_lr_source = "ViT-GPT2"
     model_types = ("vision-encoder-decoder",)
     examples = ("nlpconnect/vit-gpt2-image-captioning",)
     cpu_int8_eligible = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.datasets.items import ExportItem
@@ -15,8 +16,13 @@ class ImageFolderWriter:
     #: Written in each split folder: no image (or folder of images) may take the name.
     reserved_names = ("metadata.jsonl",)
 
-    def __init__(self, root: Path, caption_extension: str = ".txt") -> None:
+    #: One key per caption kind in every line, "" where a photo has no value of it (datasets
+    #: infers each split's types from its first lines: a null column would differ between splits).
+    per_kind_columns = True
+
+    def __init__(self, root: Path, caption_extension: str = ".txt", kind_columns: Sequence[str] = ()) -> None:
         self.root = root
+        self.kind_columns = tuple(kind_columns)
         self.handles: dict[str, io.TextIOWrapper] = {}
 
     def add(self, item: ExportItem) -> None:
@@ -27,7 +33,8 @@ class ImageFolderWriter:
             handle = open(self.root / item.split / "metadata.jsonl", "w", encoding="utf-8", newline="\n")  # noqa: SIM115
             self.handles[item.split] = handle
         # `source` (human / model / import) lets an import keep who wrote each caption.
-        line = {"file_name": item.name, "text": item.text, "source": item.image.source}
+        line = {"file_name": item.name, "text": item.text, "source": item.image.source,
+                **{column: item.kinds.get(column) or "" for column in self.kind_columns}}
         handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def close(self) -> None:

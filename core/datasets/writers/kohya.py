@@ -17,9 +17,13 @@ class KohyaWriter:
     """sd-scripts' DreamBooth-style folders: ``<split>/<repeats>_<concept>/`` + TOML configs."""
 
     by_stem = True
+    #: The TOML notes the template the captions were made with (``export --template``).
+    records_template = True
 
-    def __init__(self, root: Path, caption_extension: str, repeats: int = DEFAULT_KOHYA_REPEATS) -> None:
+    def __init__(self, root: Path, caption_extension: str, repeats: int = DEFAULT_KOHYA_REPEATS,
+                 template: str | None = None) -> None:
         self.root = root
+        self.template = template
         self.caption_extension = caption_extension
         #: Validation images are looked at once: repeats only weight training.
         self.folders = {"train": f"{repeats}_{KOHYA_CONCEPT}", "validation": f"1_{KOHYA_CONCEPT}"}
@@ -51,10 +55,12 @@ class KohyaWriter:
             if "validation" in self.used
             else ""
         )
+        made = f"# Each caption file is the template {json.dumps(self.template, ensure_ascii=False)}.\n" \
+            if self.template else ""
         config = (
             "# kohya sd-scripts dataset config (--dataset_config) of the train split, written\n"
             "# by CaptionDesk. image_dir is relative: run sd-scripts from this folder.\n"
-            f"{held_out}"
+            f"{made}{held_out}"
             "[general]\n"
             f"caption_extension = {json.dumps(self.caption_extension)}\n"
             "shuffle_caption = false\n\n"

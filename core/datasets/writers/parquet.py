@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ class ParquetWriter:
     """One parquet file per split, in row groups, with the HF ``Image`` feature layout."""
 
     by_stem = False
+    #: One string column per caption kind after the fixed ones (core.datasets.kind_values).
+    per_kind_columns = True
 
-    def __init__(self, root: Path, caption_extension: str = ".txt") -> None:
+    def __init__(self, root: Path, caption_extension: str = ".txt", kind_columns: Sequence[str] = ()) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -42,6 +45,7 @@ class ParquetWriter:
                 ("caption_created_at", string),
                 ("fingerprint", string),
                 ("library_path", string),
+                *((column, string) for column in kind_columns),
             ]
         )
         value = {"dtype": "string", "_type": "Value"}
@@ -52,6 +56,7 @@ class ParquetWriter:
         self.schema = self.schema.with_metadata(
             {"huggingface": json.dumps({"info": {"features": features}})}
         )
+        self.kind_columns = tuple(kind_columns)
         self.writers: dict[str, Any] = {}
         self.buffers: dict[str, list[dict[str, Any]]] = {}
         self.buffered_bytes: dict[str, int] = {}
@@ -59,6 +64,7 @@ class ParquetWriter:
     def add(self, item: ExportItem) -> None:
         row = {"image": {"bytes": item.prepared.data, "path": item.name}, "text": item.text, "file_name": item.name}
         row.update(provenance(item.image))
+        row.update({column: item.kinds.get(column) for column in self.kind_columns})
         self.buffers.setdefault(item.split, []).append(row)
         self.buffered_bytes[item.split] = self.buffered_bytes.get(item.split, 0) + len(item.prepared.data)
         if (

@@ -192,6 +192,9 @@ def test_export_and_metadata_from_the_menu_start_on_the_selection(qtbot, window)
         dialog = win.verbs.open_dialogs[opened]
         assert dialog.scope_picker.key() == SCOPE_SELECTION
         assert dialog.scope_picker.scope.selection == tuple(ids)
+        runner = getattr(dialog, "runner", None)
+        # Its check of the photos runs in the background: let it end before the library closes.
+        qtbot.waitUntil(lambda r=runner: r is None or not r.running, timeout=WAIT)
         dialog.close()
         win.verbs.open_dialogs.clear()
     # From the menu bar the dialogs start on the whole library, as before.

@@ -51,10 +51,10 @@ def restore_layout(window: MainWindow) -> None:
         if saved is not None:
             splitter.restoreState(saved)
         elif name == "right":
-            # First start: the caption side gets 60 % of the height (at least what it asks for),
-            # so on a large screen its history shows many rows; the person can drag the handle.
+            # First start: the caption side gets half the height (at least its minimum) and then
+            # every added pixel (its stretch), so a tall screen shows more history; the handle moves it.
             height = max(400, window.height() - 140)
-            panel = max(window.panel.minimumSizeHint().height(), height * 3 // 5)
+            panel = max(window.panel.minimumSizeHint().height(), height // 2)
             splitter.setSizes([max(1, height - panel), panel])
     view = settings.list_view
     if view:

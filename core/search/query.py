@@ -89,7 +89,8 @@ def rank(library: Library, model: str, space: Space, vector: np.ndarray, *,
     seen = 0
     take = min(len(scores), 2 * wanted + 16)
     while True:
-        top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
+        # argpartition on the scores themselves: negating a million of them first costs a copy.
+        top = np.argpartition(scores, len(scores) - take)[-take:] if take < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         fresh = [int(r) for r in top[seen:] if np.isfinite(scores[r])]
         for row in _still_current(library, vectors, fresh):

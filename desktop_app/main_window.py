@@ -582,7 +582,7 @@ class MainWindow(QMainWindow):
             photo_context_menu(self.grid, data.id, data.name, verbs).popup(self.grid.viewport().mapToGlobal(pos))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self.search_index.stop()
+        self.search_index.close()
         self.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()

@@ -19,6 +19,7 @@ The child is ``python -m core.search.worker_process``.
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import os
 import queue
@@ -56,6 +57,8 @@ class SearchWorker:
         self._child: subprocess.Popen[str] | None = None
         self._pending: dict[int, queue.Queue[dict[str, Any] | None]] = {}
         self._next = 0
+        #: The child's last stderr lines: what an unexpected end says.
+        self._stderr: collections.deque[str] = collections.deque(maxlen=3)
         self.in_process = bool(getattr(sys, "frozen", False))
 
     def _start(self) -> subprocess.Popen[str]:
@@ -63,12 +66,13 @@ class SearchWorker:
             return self._child
         try:
             child = subprocess.Popen([sys.executable, "-m", "core.search.worker_process"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                                      creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except OSError as exc:
             raise SearchWorkerError(f"cannot start the search worker: {exc}") from exc
         self._child = child
         threading.Thread(target=self._read, args=(child,), daemon=True).start()
+        threading.Thread(target=lambda: self._stderr.extend(child.stderr or ()), daemon=True).start()
         return child
 
     def _read(self, child: subprocess.Popen[str]) -> None:
@@ -134,7 +138,7 @@ class SearchWorker:
                 except queue.Empty:
                     continue
                 if message is None:
-                    raise SearchWorkerError("the search worker stopped unexpectedly")
+                    raise SearchWorkerError(self._ended())
                 if "progress" in message:
                     p = message["progress"]
                     progress(Progress(p["done"], p.get("total"), p.get("message", ""), p.get("counts", {})))
@@ -156,10 +160,14 @@ class SearchWorker:
         finally:
             self._done(request)
         if message is None:
-            raise SearchWorkerError("the search worker stopped unexpectedly")
+            raise SearchWorkerError(self._ended())
         if "error" in message:
             raise SearchWorkerError(message["error"])
         return np.frombuffer(base64.b64decode(message["vector"]), dtype="<f4").copy()
+
+    def _ended(self) -> str:
+        tail = [line.strip() for line in self._stderr if line.strip()][-1:]
+        return "the search worker stopped unexpectedly" + (f" ({tail[0]})" if tail else "")
 
     def close(self) -> None:
         """End the child (a running index run stops after its current batch; its batches stay)."""

@@ -582,7 +582,7 @@ class MainWindow(QMainWindow):
         self.library = None
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self.search_index.stop()
+        self.search_index.close()
         self.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()

@@ -116,10 +116,17 @@ ignored) and reused.  Usage::
 
     python benchmarks/caption_model_speed.py [--images 8] [--batch-size 8] [--repeats 2] [--threads N]
         [--family llava|qwen2-vl|idefics3|paligemma|florence2|all-vlm ...] [--runtime torch|openvino|all]
+        [--models blip-base|florence2-base|smolvlm-256m|qwen2-vl-2b|all ... [--tiny]]
 
 ``--runtime all`` (BLIP table): torch fp32, ``optimize=auto`` and bf16 autocast beside the
-OpenVINO runtime (fp32, with the int8 decoder, and with a bf16 vision tower); the measured
-table is in README "Benchmarks".
+OpenVINO runtime (fp32, with the int8 decoder, int8 tower weights, and a bf16 vision tower);
+the measured table is in README "Benchmarks".  ``--runtime all --models all`` instead: one
+table per shaped random-weight model (BLIP-base, Florence-2-base, SmolVLM-256M, Qwen2-VL-2B,
+the shapes benchmarks/gpu_check.py uses): the naive loop, the torch engine fp32 and
+``auto``, OpenVINO fp32 and ``openvino-int8``, "vs engine" against torch ``auto`` and "same
+text" against torch fp32; ``--tiny`` runs it on the test suite's tiny models (a smoke run:
+``--tiny --images 2 --batch-size 2 --repeats 1`` took about two minutes on the shared box).
+Not measured at full size yet.
 
 The VLM models are saved to ``.bench-cache/vlm-NAME/`` (~500-600 MB each).
 """
@@ -410,6 +417,70 @@ def build_vlm(name: str, folder: Path, shape: dict[str, dict[str, Any]] | None =
     return folder
 
 
+#: The shaped models of ``--models`` (and benchmarks/gpu_check.py): real-size config
+#: overrides for :func:`build_vlm` (family, shape); BLIP-base is :func:`build_model`.
+SHAPED_MODELS = ("blip-base", "florence2-base", "smolvlm-256m", "qwen2-vl-2b")
+REAL_SHAPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "florence2-base": ("florence2", {
+        "text": {"vocab_size": 51289, "d_model": 768, "encoder_attention_heads": 12,
+                 "decoder_attention_heads": 12, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072},
+        "vision": {"projection_dim": 768}}),
+    "smolvlm-256m": ("idefics3", {
+        "text": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                 "num_key_value_heads": 3, "vocab_size": 49280, "max_position_embeddings": 8192}}),
+    "qwen2-vl-2b": ("qwen2-vl", {
+        "text": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+                 "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                     "mrope_section": [16, 24, 24]}},
+        "vision": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16}}),
+}
+TINY_BUILDERS = {"blip-base": "build_tiny_blip", "florence2-base": "build_tiny_florence2",
+                 "smolvlm-256m": "build_tiny_idefics3", "qwen2-vl-2b": "build_tiny_qwen2_vl"}
+
+
+def build_shaped(name: str, cache: Path, tiny: bool) -> Path:
+    """The random-weight model ``name`` of :data:`SHAPED_MODELS` in *cache*, built once;
+    ``tiny``: the test suite's tiny model of that family instead."""
+    folder = cache / (f"tiny-{name}" if tiny else name)
+    if tiny:
+        from tests import tiny_models
+
+        if not (folder / "config.json").is_file():
+            getattr(tiny_models, TINY_BUILDERS[name])(folder)
+        return folder
+    if name == "blip-base":
+        return build_model(folder)
+    family, shape = REAL_SHAPES[name]
+    return build_vlm(family, folder, shape)
+
+
+def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> None:
+    """``--runtime all --models``: one shaped model's naive loop, torch engine (fp32 and
+    ``auto``) and the OpenVINO runtimes (fp32 and int8 weights) where its family is covered."""
+    import torch
+
+    from core.captioning.families import get_family
+    from core.captioning.openvino_runtime import OPENVINO_FAMILIES
+    family = get_family(REAL_SHAPES[name][0] if name in REAL_SHAPES else "blip")
+    images = make_photos(args.images)
+    b = args.batch_size
+    naive = naive_runner if name == "blip-base" else vlm_naive_runner
+    paths: list[tuple[str, Callable[[], Callable[[], list[str]]]]] = [
+        ("naive per-image loop", lambda: naive(folder, images)),
+        (f"torch engine batch {b} fp32", lambda: captioner_runner(folder, images, "none", b)),
+        (f"torch engine batch {b} auto", lambda: captioner_runner(folder, images, "auto", b)),
+    ]
+    if family.id in OPENVINO_FAMILIES:
+        paths += [
+            ("openvino fp32 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
+            ("openvino-int8 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino-int8")),
+        ]
+    covered = "" if family.id in OPENVINO_FAMILIES else f" (the OpenVINO runtime does not cover {family.id})"
+    print(f"\n{name}: {args.images} photos, {TOKENS} tokens, {torch.get_num_threads()} threads{covered}", flush=True)
+    run_table(paths, args.images, args.repeats, reference_row=1, engine_row=2)
+
+
 def make_photos(n: int) -> list:
     """``n`` camera-sized photos (1.5-3 MP, landscape, portrait and square): what the naive loop hands over."""
     import numpy as np
@@ -478,8 +549,9 @@ def family_table(name: str, args: argparse.Namespace) -> None:
     run_table(paths, args.images, args.repeats)
 
 
-def run_table(paths: list, n_images: int, repeats: int, reference_row: int = 0) -> None:
-    """Interleaved best-of-``repeats`` timing of ``paths``; same text counted against ``reference_row``."""
+def run_table(paths: list, n_images: int, repeats: int, reference_row: int = 0, engine_row: int | None = None) -> None:
+    """Interleaved best-of-``repeats`` timing of ``paths``; same text counted against
+    ``reference_row``; ``engine_row``: also each path's speed against that row's."""
     runners = [(name, make()) for name, make in paths]
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
@@ -496,12 +568,18 @@ def run_table(paths: list, n_images: int, repeats: int, reference_row: int = 0) 
     reference = texts[runners[reference_row][0]]
     naive_rate = n_images / best[runners[0][0]]
     naive_cpu = best_cpu[runners[0][0]]
-    print(f"\n{'path':<34} {'img/s':>6} {'vs naive':>9} {'cpu s/img':>10} {'cpu vs naive':>13} {'same text':>10}")
+    engine = "" if engine_row is None else f" {'vs engine':>10} {'cpu vs engine':>14}"
+    print(f"\n{'path':<34} {'img/s':>6} {'vs naive':>9} {'cpu s/img':>10} {'cpu vs naive':>13}{engine} "
+          f"{'same text':>10}")
     for name, _ in runners:
         rate = n_images / best[name]
         same = sum(a == r for a, r in zip(texts[name], reference, strict=True))
+        versus = ""
+        if engine_row is not None:
+            engine_name = runners[engine_row][0]
+            versus = f" {best[engine_name] / best[name]:9.2f}x {best_cpu[engine_name] / best_cpu[name]:13.2f}x"
         print(f"{name:<34} {rate:6.3f} {rate / naive_rate:8.2f}x {best_cpu[name] / n_images:10.2f} "
-              f"{naive_cpu / best_cpu[name]:12.2f}x {same:>6}/{len(reference)}", flush=True)
+              f"{naive_cpu / best_cpu[name]:12.2f}x{versus} {same:>6}/{len(reference)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -518,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
                              "'all-vlm': every one): naive loop vs the engine path")
     parser.add_argument("--runtime", choices=["torch", "openvino", "all"], default="torch",
                         help="BLIP table: the torch paths (default), the OpenVINO runtime's, or both with bf16 rows")
+    parser.add_argument("--models", nargs="+", choices=[*SHAPED_MODELS, "all"], default=None,
+                        help="with --runtime all: one table per shaped random-weight model (naive loop, torch "
+                             "engine fp32 and auto, OpenVINO fp32 and int8 weights where covered)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="with --models: the test suite's tiny models instead (a smoke run, in seconds)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -532,6 +615,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{platform.processor() or platform.machine()}", flush=True)
         for name in names:
             family_table(name, args)
+        return 0
+    if args.models:
+        if args.runtime != "all":
+            parser.error("--models goes with --runtime all")
+        names = list(SHAPED_MODELS) if "all" in args.models else list(dict.fromkeys(args.models))
+        cache = args.cache_dir.parent
+        if args.tiny:
+            import tempfile
+
+            cache = Path(tempfile.mkdtemp(prefix="caption-speed-tiny-"))
+        print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+              f"{platform.processor() or platform.machine()}", flush=True)
+        for name in names:
+            runtime_models_table(name, build_shaped(name, cache, args.tiny), args)
         return 0
     folder = build_model(args.cache_dir)
     images = make_images(args.images)
@@ -553,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         paths += [
             ("openvino fp32 (runtime=auto)", lambda: captioner_runner(folder, images, "auto", b, runtime="openvino")),
             ("openvino + int8 decoder", lambda: captioner_runner(folder, images, "int8", b, runtime="openvino")),
+            ("openvino-int8 weights (vision)",
+             lambda: captioner_runner(folder, images, "auto", b, runtime="openvino-int8")),
             ("openvino bf16 vision (not offered)",
              lambda: captioner_runner(folder, images, "auto", b, runtime="openvino", bf16=True)),
         ]

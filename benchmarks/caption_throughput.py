@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "auto"],
+    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "openvino-int8", "auto"],
                         help="the engine's runtime (core/captioning/openvino_runtime.py)")
     parser.add_argument("--photo-size", default="2000x1500", help="WxH of the generated JPEGs")
     parser.add_argument("--tuned-naive", action="store_true",

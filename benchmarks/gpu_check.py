@@ -35,40 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 MODELS = ("blip-base", "florence2-base", "smolvlm-256m", "qwen2-vl-2b")
-#: Real-size config overrides for caption_model_speed.build_vlm (family, shape).
-REAL_SHAPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
-    "florence2-base": ("florence2", {
-        "text": {"vocab_size": 51289, "d_model": 768, "encoder_attention_heads": 12,
-                 "decoder_attention_heads": 12, "encoder_ffn_dim": 3072, "decoder_ffn_dim": 3072},
-        "vision": {"projection_dim": 768}}),
-    "smolvlm-256m": ("idefics3", {
-        "text": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-                 "num_key_value_heads": 3, "vocab_size": 49280, "max_position_embeddings": 8192}}),
-    "qwen2-vl-2b": ("qwen2-vl", {
-        "text": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
-                 "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
-                 "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
-                                     "mrope_section": [16, 24, 24]}},
-        "vision": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16}}),
-}
-TINY_BUILDERS = {"blip-base": "build_tiny_blip", "florence2-base": "build_tiny_florence2",
-                 "smolvlm-256m": "build_tiny_idefics3", "qwen2-vl-2b": "build_tiny_qwen2_vl"}
 
 
 def build(name: str, cache: Path, tiny: bool) -> Path:
-    folder = cache / (f"tiny-{name}" if tiny else name)
-    if tiny:
-        from tests import tiny_models
-
-        if not (folder / "config.json").is_file():
-            getattr(tiny_models, TINY_BUILDERS[name])(folder)
-        return folder
     from benchmarks import caption_model_speed as speed
 
-    if name == "blip-base":
-        return speed.build_model(folder)
-    family, shape = REAL_SHAPES[name]
-    return speed.build_vlm(family, folder, shape)
+    return speed.build_shaped(name, cache, tiny)
 
 
 def timed(run: Callable[[], Any], device: str) -> float:

@@ -367,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--runtime",
         default="torch",
-        choices=["torch", "openvino", "auto"],
-        help="'openvino' runs BLIP's vision tower on OpenVINO on the CPU (pip install 'captiondesk[openvino]'; "
-             "converted once, cached beside the model); 'auto' picks per model family what measured faster",
+        choices=["torch", "openvino", "openvino-int8", "auto"],
+        help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) on OpenVINO on the CPU (pip install "
+             "'captiondesk[openvino]'; converted once, cached beside the model); 'openvino-int8' with int8 "
+             "weights; 'auto' picks per model family what measured faster",
     )
     caption.add_argument(
         "--overwrite-model-captions",

@@ -182,7 +182,8 @@ def report_training(args: argparse.Namespace, result: Any, interrupted: bool = F
 
 
 def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tuple[Any, bool]:
-    """``train --restyler``: one run in this process on the library's corrected-caption pairs."""
+    """``train --restyler``: one run in this process on the library's corrected-caption pairs (resumable like
+    captioner training; ``--restart`` starts over)."""
     from core.restyle.training import train_restyler
 
     if not args.base:
@@ -193,7 +194,8 @@ def _train_restyler(args: argparse.Namespace, config: Any, on_epoch: Any) -> tup
             return run_with_progress(
                 "Training restyler",
                 lambda bar, cancel: train_restyler(library, args.base, args.name, config, style=args.style,
-                                                   progress=bar, cancel=cancel, on_epoch=on_epoch),
+                                                   progress=bar, cancel=cancel, on_epoch=on_epoch,
+                                                   restart=args.restart),
                 unit="step")
         except (ValueError, OSError) as exc:  # core errors meant for the person reach main() as they are
             raise UserError(str(exc)) from None
@@ -331,13 +333,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     title = args.model + (f" + {args.adapter}" if args.adapter else "")
     split = result.split
     whose = f"the own split of version '{result.version}', " if split.get("source") == "version" else ""
-    print(f"Validation split: {result.metrics['n']} images ({whose}ratio {split['val_ratio']:g}, "
-          f"seed {split['seed']})")
+    pairs = split.get("held_out")  # a restyler: scored on its test (else validation) restyle pairs
+    what, unit = (f"{pairs.capitalize()} restyle pairs", "pairs") if pairs else ("Validation split", "images")
+    print(f"{what}: {result.metrics['n']} {unit} ({whose}ratio {split['val_ratio']:g}, seed {split['seed']})")
     if result.train_overlap:
-        print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} images")
+        print(f"Overlap with training data: {len(result.train_overlap)} of {result.metrics['n']} {unit}")
     leaks = result.near_duplicates_in_training
-    print("Held-out photos with a near-duplicate in training: "
-          + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
+    if not pairs:
+        print("Held-out photos with a near-duplicate in training: "
+              + (str(leaks) if leaks is not None else "not checked (run `captiondesk duplicates` first)"))
     print(_metrics_table([(title[-30:], result.metrics)], [result.intervals]))
     print("(in brackets: 95 % bootstrap intervals over the scored photos)")
     if result.held_out_metrics is not None:

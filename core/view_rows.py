@@ -12,7 +12,7 @@ ids it is given, with the same raw-SQL reasoning (see there).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -109,7 +109,13 @@ class CaptionInfo:
             who = self.model_name or "model"
             if self.adapter:
                 who += f" + {self.adapter}"
-            bits = [f"model {who}"]
+            restyle = self.record.extra.get("restyle") if self.record is not None else None
+            if isinstance(restyle, Mapping):
+                # A two-stage caption: the captioner described, the restyler wrote these words.
+                restyler = str(restyle.get("version") or restyle.get("restyler") or "?").rstrip("/").rsplit("/", 1)[-1]
+                bits = [f"captioner {who}", f"restyler {restyler}"]
+            else:
+                bits = [f"model {who}"]
             if self.score is not None:
                 bits.append(f"confidence {format_confidence(self.score)}")
             if self.action and self.action != "model":

@@ -212,13 +212,14 @@ class _CaptionWorker(QObject):
             )
             return
         captioned: list[int] = []
+        after = self._last_caption_id(library, restyle)
 
         def on_batch(ids: list[int]) -> None:
             captioned.extend(ids)
             self._batches.add(ids)
 
         if spec.backend != "local":
-            self._run_server_job(engine, library, spec, token, restyle)
+            self._run_server_job(engine, library, spec, token, restyle, after)
             return
         try:
             # Resolved once, here: a model-version name stands for a base model + adapter;
@@ -246,7 +247,7 @@ class _CaptionWorker(QObject):
                 on_batch=on_batch,
             )
             if restyle is not None:
-                stats = self._restyle(library, restyle, captioned, token, stats)
+                stats = self._restyle(library, restyle, captioned, after, token, stats)
         except _Cancelled:
             self.finished.emit(None)
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
@@ -257,24 +258,32 @@ class _CaptionWorker(QObject):
         else:
             self.finished.emit(stats)
 
-    def _restyle(self, library: Library, restyle: Any, captioned: list[int], token: PauseToken, stats: Any) -> Any:
-        """The restyle stage over the images the caption job just captioned, on this thread.
+    @staticmethod
+    def _last_caption_id(library: Library, restyle: Any) -> int:
+        from core.restyle.job import last_caption_id
+
+        return last_caption_id(library) if restyle is not None else 0
+
+    def _restyle(self, library: Library, restyle: Any, captioned: list[int], after: int, token: PauseToken,
+                 stats: Any) -> Any:
+        """The restyle stage over the captions the caption job just wrote (rows after *after*), on this thread.
 
         One model in memory at a time: a local restyler loads after the captioner is freed
         (both together measured in docs/optimization-notes.md, "Restyle stage memory")."""
-        from core.restyle.job import TwoStageStats, run_restyle_job
+        from core.restyle.job import TwoStageStats, run_restyle_job, written_after
 
-        if stats.cancelled or not captioned:
+        captioned = written_after(library, captioned, after) if not stats.cancelled else []
+        if not captioned:
             return TwoStageStats(stats, None)
         if restyle.backend == "local":
             self.release()
         self.load_message.emit(f"Restyling with {restyle.restyler}")
-        restyled = run_restyle_job(library, replace(restyle, scope=sorted(set(captioned))),
+        restyled = run_restyle_job(library, replace(restyle, scope=captioned),
                                    progress=self.progress.emit, cancel=token, on_batch=self._batches.add)
         return TwoStageStats(stats, restyled)
 
     def _run_server_job(self, engine: Any, library: Library, spec: CaptionJobSpec, token: PauseToken,
-                        restyle: Any = None) -> None:
+                        restyle: Any = None, after: int = 0) -> None:
         """A model-server job: the engine opens (one request) and closes the server captioner
         itself, so nothing is kept; a local model kept from an earlier job is freed."""
         try:
@@ -287,7 +296,7 @@ class _CaptionWorker(QObject):
                 on_batch=lambda ids: (captioned.extend(ids), self._batches.add(ids)),
             )
             if restyle is not None:
-                stats = self._restyle(library, restyle, captioned, token, stats)
+                stats = self._restyle(library, restyle, captioned, after, token, stats)
         except Exception as exc:  # noqa: BLE001 - shown in the GUI, never a crash
             log.error("captioning with a server failed: %s", traceback.format_exc())
             message = user_message(exc)

@@ -86,8 +86,9 @@ class PreferencesDialog(QDialog):
         self.runtime = QComboBox()
         self.runtime.addItems(list(RUNTIMES))
         self.runtime.setCurrentText(spec.runtime)
-        self.runtime.setToolTip("openvino: BLIP's vision tower on OpenVINO on the CPU (pip install "
-                                "'captiondesk[openvino]'); auto: whatever measured faster for the model")
+        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs) on OpenVINO on the CPU (pip install "
+                                "'captiondesk[openvino]'); openvino-int8: with int8 weights; auto: whatever "
+                                "measured faster for the model")
         self.sidecar_naming = QComboBox()
         for naming, label in SIDECAR_NAMING_LABELS.items():
             self.sidecar_naming.addItem(label, naming)

@@ -537,9 +537,9 @@ class TrainDialog(QDialog):
         beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
-        # Switching to a version that did not improve would only cost a re-captioning run; a
-        # version of another kind is activated for that kind in Model → Versions.
-        offer = beat and self.kind.currentData() == "caption"
+        # Switching to a version that did not improve would only cost a re-captioning run; a restyler
+        # captions nothing, and another kind's version is activated for that kind in Model → Versions.
+        offer = beat and not self.restyler.isChecked() and self.kind.currentData() == "caption"
         self.use_button.setVisible(offer)
         self.use_button.setEnabled(offer)
         self.version_created.emit(result.name)

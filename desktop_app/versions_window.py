@@ -1,8 +1,10 @@
 """Model → Versions…: the trained model versions of this library (``captiondesk models`` / ``eval``).
 
-A table of every :class:`~core.models.ModelVersion` (base model, method, date, how many
-images it was trained and validated on, CIDEr and exact match before and after training,
-which one is active) with Activate, Rename, Delete, Evaluate and Export merged.  The
+A table of every :class:`~core.models.ModelVersion` (what it is: captioner or restyler, base
+model, method, date, how many images or caption pairs it was trained and validated on, CIDEr
+and exact match before and after training, which one is active) with Activate, Rename,
+Delete, Evaluate and Export merged; for a restyler, Activate makes it the active restyler
+(the active captioner stays) and Evaluate scores it on its held-out caption pairs.  The
 quick actions call :mod:`core.training.versions` directly (one small transaction each);
 Evaluate (:func:`core.training.evaluate_model`) and Export merged
 (:func:`core.training.versions.export_merged`) load a model, so they run on a
@@ -36,14 +38,21 @@ from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Kind", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr", "Exact match", "Beats base")
+COLUMNS = ("Active", "Name", "Target", "Kind", "Base model", "Method", "Learning rate", "Created", "Train / val",
+           "CIDEr", "Exact match", "Beats base")
+#: The columns whose cells get their own tooltip (the base model's whole id or path, the rate's note).
+BASE_MODEL_COLUMN, LEARNING_RATE_COLUMN = COLUMNS.index("Base model"), COLUMNS.index("Learning rate")
 #: Header tooltips: what the short headers mean.
-COLUMN_TIPS = {2: "The caption kind the version learnt: Activate makes it that kind's model",
-               5: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
-               7: "Images trained on / held out for validation", 8: "CIDEr of the base model → after training",
-               9: "Share of validation captions matched exactly: base model → after training",
-               10: "Whether the version beat its base model by more than the noise of its evaluation photos "
-                  "(a 95 % interval of the difference above 0; on the test photos when there were enough)"}
+COLUMN_TIPS = {COLUMNS.index(name): tip for name, tip in (
+    ("Target", "Captioner (describes photos) or restyler (rewrites a captioner's captions in a style)"),
+    ("Kind", "The caption kind the version learnt and writes: Activate makes it that kind's model"),
+    ("Learning rate", "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)"),
+    ("Train / val", "Images (a restyler: caption pairs) trained on / held out for validation"),
+    ("CIDEr", "CIDEr of the base model → after training"),
+    ("Exact match", "Share of validation captions matched exactly: base model → after training"),
+    ("Beats base", "Whether the version beat its base model by more than the noise of its evaluation photos "
+                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)"),
+)}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -58,26 +67,36 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, "–", short, "–", "–", "–", "–", "–", "–", "–"]
+    return ["★" if active else "", BASE_ROW_NAME, CAPTIONER, "–", short, "–", "–", "–", "–", "–", "–", "–"]
+
+
+CAPTIONER, RESTYLER = "Captioner", "Restyler"
+
+
+def target_of(version: Any) -> str:
+    """"Restyler" for a trained restyler version, else "Captioner"."""
+    return RESTYLER if versions.is_restyler(version) else CAPTIONER
 
 
 def kind_label(version: Any) -> str:
-    """The kind *version* learnt as a person reads it ("Restyler" for a restyler)."""
-    if versions.is_restyler(version):
-        return "Restyler"
+    """The caption kind *version* learnt, as a person reads it."""
     kind = versions.version_kind(version)
     return BUILTIN_KINDS[kind].label if kind in BUILTIN_KINDS else kind
 
 
-def version_row(version: Any) -> list[str]:
-    """The table cells of one version (also what tests compare against)."""
+def version_row(version: Any, active_restyler: str | None = None) -> list[str]:
+    """The table cells of one version (also what tests compare against); a restyler is starred
+    when it is *active_restyler*."""
+    restyler = versions.is_restyler(version)
+    active = version.name == active_restyler if restyler else version.is_active
     metrics = version.metrics or {}
     base, trained = metrics.get("base") or {}, metrics.get("trained") or {}
     data = version.data_snapshot or {}
     base_model = (version.config or {}).get("trained_from", version.base_model)
     return [
-        "★" if version.is_active else "",
+        "★" if active else "",
         version.name,
+        target_of(version),
         kind_label(version),
         Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
         version.method or "–",
@@ -129,18 +148,20 @@ def beats_base_cell(metrics: dict[str, Any]) -> str:
 ACTIVATE_TIP = ("Make this the library's current model: captioning (here and in the CLI) uses it, and "
                 "training starts from it")
 EVALUATE_TIP = "Caption the validation split with this version and score it against the verified captions"
+ACTIVATE_RESTYLER_TIP = ("Make this the library's active restyler: Caption images… → Then restyle and `restyle` "
+                         "use it; the active captioner stays")
+EVALUATE_RESTYLER_TIP = ("Restyle the held-out caption pairs (test pairs when there are enough) with this "
+                         "restyler and score the result against the people's captions")
 EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
 
 
 def activate_text(version: Any) -> str:
-    """The Activate button's words: which kind's active model the version becomes."""
-    if version is None:
-        return "Activate"
-    return "Activate as restyler" if versions.is_restyler(version) else f"Activate for {kind_label(version)}"
+    """The Activate button's words for a captioner: which kind's active model it becomes."""
+    return "Activate" if version is None else f"Activate for {kind_label(version)}"
 
 
 def activate_tip(version: Any) -> str:
-    if version is None or versions.is_restyler(version) or versions.version_kind(version) == CAPTION:
+    if version is None or versions.version_kind(version) == CAPTION:
         return ACTIVATE_TIP
     label, kind = kind_label(version).lower(), versions.version_kind(version)
     return (f"Make this the library's model for {label}: captioning {label} (here and with caption --kind "
@@ -184,7 +205,7 @@ class VersionsWindow(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 190, 90, 180, 60, 120, 80, 110, 110)):
+        for column, width in enumerate((50, 190, 80, 80, 180, 60, 120, 80, 110, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")
@@ -232,20 +253,23 @@ class VersionsWindow(QDialog):
         select = select or self.selected_name() or (BASE_ROW_NAME if self.base_selected() else None)
         self.versions = versions.list_versions(self.library)
         self.current = current_model(self.library)
+        active_restyler = versions.get_active_restyler(self.library)
+        self.active_restyler = active_restyler.name if active_restyler is not None else None
         self.base_model = library_base_model(self.library) or DEFAULT_MODEL
         self.table.setRowCount(len(self.versions) + 1)
         for column, text in enumerate(base_row(self.base_model, self.current.version is None)):
             item = QTableWidgetItem(text)
-            item.setToolTip(self.base_model if column == 3 else
+            item.setToolTip(self.base_model if column == BASE_MODEL_COLUMN else
                             "What captions when no version is active (Preferences → Current model changes it)")
             self.table.setItem(0, column, item)
         if select == BASE_ROW_NAME:
             self.table.selectRow(0)
         for row, version in enumerate(self.versions, start=1):
-            for column, text in enumerate(version_row(version)):
+            for column, text in enumerate(version_row(version, self.active_restyler)):
                 item = QTableWidgetItem(text)
-                item.setToolTip(version.base_model if column == 3 else learning_rate_tip(version.config or {})
-                                if column == 5 else beats_base_tip(version.metrics or {}) if column == 10 else text)
+                item.setToolTip(version.base_model if column == BASE_MODEL_COLUMN else
+                                learning_rate_tip(version.config or {}) if column == LEARNING_RATE_COLUMN else
+                                beats_base_tip(version.metrics or {}) if column == len(COLUMNS) - 1 else text)
                 self.table.setItem(row, column, item)
             if version.name == select:
                 self.table.selectRow(row)
@@ -288,14 +312,19 @@ class VersionsWindow(QDialog):
             if base and idle:
                 button.setEnabled(True)
         chosen = next((v for v in self.versions if v.name == name), None)
-        self.activate_button.setText("Use base model" if base else activate_text(chosen))
+        restyler = chosen is not None and versions.is_restyler(chosen)
+        self.activate_button.setText("Use base model" if base else "Activate as restyler" if restyler
+                                     else activate_text(chosen))
         self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
-                                        if base else activate_tip(chosen))
+                                        if base else ACTIVATE_RESTYLER_TIP if restyler else activate_tip(chosen))
+        if restyler and chosen.name == self.active_restyler:
+            self.activate_button.setEnabled(False)  # already the active restyler
         if chosen is not None and (chosen.metrics or {}).get("beats_base") is False:
             # Still possible, but not presented as the obvious next model.
             self.activate_button.setToolTip(beats_base_tip(chosen.metrics) + ". Activate it anyway?")
         # The model thread is captioning or training: the jobs that load a model wait.
-        for button, tip, wanted in ((self.evaluate_button, EVALUATE_TIP, "Evaluating"),
+        for button, tip, wanted in ((self.evaluate_button, EVALUATE_RESTYLER_TIP if restyler else EVALUATE_TIP,
+                                     "Evaluating"),
                                     (self.export_button, EXPORT_TIP, "Writing a merged model")):
             waiting = self.service.busy_reason(wanted) if self.service is not None and idle else None
             button.setToolTip(waiting or tip)
@@ -331,13 +360,16 @@ class VersionsWindow(QDialog):
         name = self.selected_name()
         if name is None:
             return False
-        chosen = next((v for v in self.versions if v.name == name), None)
         ok = self._guarded(lambda: versions.set_active(self.library, name))
-        if ok and chosen is not None and versions.is_restyler(chosen):
-            self.footer.status.setText(f"{name} is now the active restyler: restyling uses it.")
+        restyler = any(v.name == name and versions.is_restyler(v) for v in self.versions)
+        chosen = next((v for v in self.versions if v.name == name), None)
+        if ok and restyler:
+            self.footer.status.setText(f"{name} is now the active restyler: Then restyle uses it; "
+                                       "the active captioner stays.")
         elif ok and chosen is not None and versions.version_kind(chosen) != CAPTION:
-            self.footer.status.setText(f"{name} is now the active model for {kind_label(chosen).lower()}: "
-                                       f"captioning {kind_label(chosen).lower()} uses it.")
+            label = kind_label(chosen).lower()
+            self.footer.status.setText(f"{name} is now the active model for {label}: captioning {label} uses it; "
+                                       "the caption's model stays.")
         elif ok:
             self.footer.status.setText(f"{name} is now the active model: captioning uses it.")
         self.refresh(name)
@@ -377,21 +409,19 @@ class VersionsWindow(QDialog):
     # -- jobs -------------------------------------------------------------------------------
 
     def evaluate_selected(self, *, val_ratio: float | None = None, seed: int | None = None) -> bool:
-        """Score the selected version on the validation split it was trained with (the base model:
-        on the default split)."""
+        """Score the selected version on the held-out split it was trained with (a restyler: its
+        held-out caption pairs; the base model: the default split)."""
         name = self.base_model if self.base_selected() else self.selected_name()
         if name is None or self.runner.running:
             return False
         version = next((v for v in self.versions if v.name == name), None)
-        data = (version.data_snapshot if version is not None else None) or {}
-        ratio = val_ratio if val_ratio is not None else float(data.get("val_ratio", 0.1))
-        split_seed = seed if seed is not None else int(data.get("seed", 0))
         library, device = self.library, self.device
 
         def work(progress: Any, cancel: Any) -> Any:
             from core.training import evaluate_model
 
-            return evaluate_model(library, name, val_ratio=ratio, seed=split_seed, device=device,
+            # None: a version is scored on the split it was trained with (core reads it).
+            return evaluate_model(library, name, val_ratio=val_ratio, seed=seed, device=device,
                                   progress=progress, cancel=cancel)
 
         self._about = f"version “{name}”" if version is not None else f"base model {Path(name).name}"
@@ -437,9 +467,11 @@ class VersionsWindow(QDialog):
         self.result = result
         if self._job == "evaluate":
             m = result.metrics
+            pairs = result.split.get("held_out")  # a restyler: its test or validation caption pairs
+            scored = f"held-out caption pairs ({pairs})" if pairs else "validation images"
             self._job_done(f"{self._about}: CIDEr {_metric(m, 'cider')}, exact match "
                            f"{_metric(m, 'exact_match')}, BLEU-4 {_metric(m, 'bleu4')} on {m.get('n', 0)} "
-                           "validation images")
+                           f"{scored}")
             self.evaluated.emit(result)
         else:
             self._job_done(f"Exported to {result} ({self._about})")

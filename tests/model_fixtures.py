@@ -9,8 +9,14 @@ by tests; copy it first if a test needs to break it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +41,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "vision_encoder_decoder": _builder("build_tiny_vision_encoder_decoder"),
     "florence2": _builder("build_tiny_florence2"),
     "llava": _builder("build_tiny_llava"),
+    "idefics3": _builder("build_tiny_idefics3"),
+    "qwen2_vl": _builder("build_tiny_qwen2_vl"),
 }
 
 
@@ -61,3 +69,60 @@ def tiny_blip_dir(tiny_model_dirs: dict[str, Path]) -> Path:
 def trained_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny BLIP fine-tuned on coloured shapes (captions like ``"a red circle"``); ~10 s to build."""
     return _builder("train_tiny_blip")(tmp_path_factory.mktemp("trained-blip"))
+
+
+# -- a tiny text model and a restyler trained on it --------------------------------------------
+
+#: The style prompt the shared restyler ``house-style`` was trained with.
+RESTYLE_STYLE = "Restyle."
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a tiny random causal LM (Llama) and its tokenizer, with a chat template."""
+    from tests.tiny_text_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@dataclass
+class TrainedRestyler:
+    """A library of (model caption → verified caption) pairs and its full restyler ``house-style``,
+    trained on them; ``expected`` is ``{image id: styled text}`` of the images without a pair."""
+
+    library: Any
+    db: str
+    expected: dict[int, str]
+    train_output: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def house_style(tmp_path_factory: pytest.TempPathFactory, tiny_lm_dir: Path) -> Iterator[TrainedRestyler]:
+    """``train --restyler`` once, through the command line, on the deterministic restyle task (~30 s).
+
+    It learns the task (the learning test in tests/test_restyle.py checks); tests may restyle
+    with it and activate it, but must not retrain, rename or delete it."""
+    import torch
+
+    from tests.library_helpers import run_cli
+    from tests.tiny_text_models import make_pair_library
+
+    tmp_path = tmp_path_factory.mktemp("house-style")
+    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
+    db = str(tmp_path / "lib.db")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-wide model's matrices are too small to share between threads
+    out = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch, warnings.catch_warnings(), redirect_stdout(out):
+            warnings.simplefilter("ignore", UserWarning)
+            code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name",
+                            "house-style", "--style", RESTYLE_STYLE, "--method", "full", "--lr", "5e-3",
+                            "--epochs", "30", "--batch-size", "8", "--patience", "0", "--device", "cpu", "--json"],
+                           monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    trained = TrainedRestyler(library, db, expected, json.loads(out.getvalue()))
+    assert code == 0, trained.train_output
+    yield trained
+    library.close()

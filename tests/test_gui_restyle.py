@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from core.captioning import CaptionResult
 from core.captioning.job_spec import CaptionJobSpec
 from core.models import Caption
 from core.restyle.job import TwoStageStats
 from core.restyle.spec import RestyleSpec
-from desktop_app.caption_dialog import SCOPE_UNCAPTIONED, CaptionDialog
+from desktop_app.caption_dialog import SCOPE_LIBRARY, SCOPE_UNCAPTIONED, CaptionDialog
 from tests.gui_fakes import FakeEngine, build_library
 from tests.test_server_captioning import FakeServer, _start_server
 from tests.window_helpers import WAIT, make_window
@@ -83,16 +85,19 @@ def test_caption_then_restyle_on_the_model_thread(qtbot, library, photo_dir, set
     window.image_review.go_to_row(window.model.row_of(restyled.image_id))
     qtbot.waitUntil(lambda: "Restyler: qwen2.5:7b" in window.panel.model_meta.toolTip(), timeout=WAIT)
     meta = window.panel.model_meta.toolTip()
+    current_line = window.panel.provenance.toolTip().splitlines()[0]
+    assert current_line.startswith("Current: captioner fake-model, restyler qwen2.5:7b"), current_line
     assert "Captioner: fake-model" in meta and "Style: “Title case, full stop.”" in meta
     assert window.panel.history.topLevelItem(0).text(1) == "fake-model → qwen2.5:7b"
     if SHOTS:
         window.panel.grab().save(str(Path(SHOTS) / "two-stage-provenance.png"))
 
 
-def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtbot, library, tmp_path) -> None:
+def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtbot, library, tmp_path,
+                                                                            tiny_lm_dir) -> None:
     from core.training.versions import get_version
     from desktop_app.train_dialog import TrainDialog
-    from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library
+    from tests.tiny_text_models import make_pair_library
 
     empty = TrainDialog(library, base_model="tiny")
     qtbot.addWidget(empty)
@@ -106,10 +111,49 @@ def test_train_dialog_offers_a_restyler_when_people_corrected_model_captions(qtb
     assert count == 108 - len(held_out) and f"{count:,} model captions" in dialog.restyler.text()
     dialog.restyler.setChecked(True)
     assert dialog.base.text() == "" and "text model" in dialog.base.placeholderText()
-    dialog.base.setText(str(build_tiny_causal_lm(tmp_path / "lm")))
+    dialog.base.setText(str(tiny_lm_dir))
     dialog.name.setText("gallery-style")
     dialog.epochs.setValue(1)
     with qtbot.waitSignal(dialog.version_created, timeout=120_000) as created:
         dialog.start()
     assert created.args == ["gallery-style"]
     assert get_version(pairs_library, "gallery-style").config["target"] == "restyler"
+    # Even a restyler that beat its base offers no "Make active and re-caption": it captions nothing.
+    dialog._on_finished(replace(dialog.result, beats_base=True))
+    assert dialog.use_button.isHidden()
+
+
+class _FirstFails(FakeEngine):
+    """A fake engine whose captioner generates nothing for the first image it sees (that image's error)."""
+
+    def load_captioner(self, *args, **kwargs):
+        captioner = super().load_captioner(*args, **kwargs)
+        generate = captioner.generate
+
+        def first_fails(batch, settings):
+            results = generate(batch, settings)
+            if captioner.batches == 1:
+                results[0] = CaptionResult("", -0.5)
+            return results
+
+        captioner.generate = first_fails
+        return captioner
+
+
+def test_then_restyle_restyles_only_the_captions_this_job_wrote(qtbot, library, photo_dir, settings,
+                                                                 server: FakeServer) -> None:
+    build_library(library, photo_dir, count=6, model_every=1, human_every=0, bad_files=0)
+    window = make_window(qtbot, library, settings, _FirstFails())
+    restyle = RestyleSpec("qwen2.5:7b", style="Title case, full stop.", backend="openai", endpoint=server.endpoint)
+    with qtbot.waitSignal(window.captioning.finished, timeout=WAIT) as finished:
+        assert window.caption_jobs.start_captioning(CaptionJobSpec(model="fake-model", batch_size=2),
+                                                    SCOPE_LIBRARY, restyle)
+    stats = finished.args[0]
+    assert stats.captioning.captioned == stats.restyling.restyled == 5 and stats.captioning.errors == 1
+    with library.db.read() as session:
+        current = list(session.scalars(select(Caption).where(Caption.is_current.is_(True))))
+    failed = [c for c in current if c.model_name != "fake-model"]
+    # The image whose captioning failed keeps its older caption, and that is not restyled.
+    assert len(failed) == 1 and "restyle" not in failed[0].provenance.extra
+    assert all(c.provenance.extra["restyle"]["restyler"] == "qwen2.5:7b" for c in current if c not in failed)
+    assert len(server.counters()["texts"]) == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 from sqlalchemy import select
@@ -39,6 +40,42 @@ def test_new_version_recaptions_model_only_images(qtbot, library, photo_dir, tmp
             assert caption.id == before[image_id].id  # the person's words, untouched
         else:
             assert caption.model_version_id is not None and caption.model_name == "fake-base-v2"
+
+
+def test_versions_window_treats_a_restyler_as_a_restyler(qtbot, house_style, tmp_path):
+    """A restyler version is listed as one; Activate makes it the active restyler (the captioner
+    stays), Evaluate scores it on its held-out caption pairs and Export merged writes it out."""
+    from core.training import versions
+    from desktop_app.versions_window import COLUMNS, VersionsWindow
+
+    library = house_style.library
+    window = VersionsWindow(library, device="cpu")
+    qtbot.addWidget(window)
+    target = COLUMNS.index("Target")
+    rows = {window.table.item(r, 1).text(): r for r in range(window.table.rowCount())}
+    assert window.table.item(rows["house-style"], target).text() == "Restyler"
+    assert window.table.item(rows["Base model"], target).text() == "Captioner"
+    window.select("house-style")
+    assert window.activate_button.text() == "Activate as restyler" and "restyler" in window.activate_button.toolTip()
+    assert "caption pairs" in window.evaluate_button.toolTip()
+    assert window.activate_selected()
+    assert versions.get_active_restyler(library).name == "house-style" and versions.get_active_version(library) is None
+    assert window.table.item(rows["house-style"], 0).text() == "★" and window.table.item(0, 0).text() == "★"
+    assert "active restyler" in window.footer.status.full_text()
+    assert not window.activate_button.isEnabled()  # already the active restyler
+
+    with qtbot.waitSignal(window.evaluated, timeout=120_000) as done:
+        assert window.evaluate_selected()
+    result = done.args[0]
+    version = versions.get_version(library, "house-style")
+    assert result.split["held_out"] == "validation" and result.version == "house-style"
+    assert result.metrics == pytest.approx(version.metrics["trained"])
+    assert "held-out caption pairs (validation)" in window.footer.status.full_text()
+
+    out = tmp_path / "merged"
+    with qtbot.waitSignal(window.runner.finished, timeout=120_000):
+        assert window.export_selected(str(out))
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
 
 
 def test_versions_window_shows_each_versions_kind_and_activates_it_for_that_kind(qtbot, library):

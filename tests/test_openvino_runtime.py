@@ -1,4 +1,5 @@
-"""The OpenVINO runtime on the tiny BLIP: same captions as torch fp32, the converted model
+"""The OpenVINO runtime on the tiny BLIP, Idefics3 (SmolVLM layout), Florence-2 and Qwen2-VL: same
+captions as torch fp32, int8 weights independent of batch-mates, the converted model
 cached beside the model, and a clear error where it cannot run."""
 
 from __future__ import annotations
@@ -62,6 +63,87 @@ def test_openvino_captions_equal_torch_fp32(blip_copy: Path) -> None:
     assert fast.identity["optimizations"] == ["openvino", "int8"]
     alone, together = fast.caption(images[1:2], SETTINGS)[0], fast.caption(images, SETTINGS)[1]
     assert alone.token_ids == together.token_ids and alone.score == pytest.approx(together.score, abs=1e-6)
+
+
+def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
+    import json
+
+    images = _images(6)
+    reference = load_captioner(str(blip_copy), device="cpu", optimize="none").caption(images, SETTINGS)
+    messages: list[str] = []
+    int8 = load_captioner(str(blip_copy), device="cpu", runtime="openvino-int8", optimize="none",
+                          progress=messages.append)
+    assert int8.identity["runtime"] == "openvino-int8" and int8.identity["optimizations"] == ["openvino-int8"]
+    together = int8.caption(images, SETTINGS)
+    for i, image in enumerate(images[:3]):
+        alone = int8.caption([image], SETTINGS)[0]
+        assert alone.token_ids == together[i].token_ids
+        assert alone.score == pytest.approx(together[i].score, abs=1e-5)
+    # Per-channel int8 weights keep the tiny model's greedy argmaxes (6/6 measured).
+    assert [r.token_ids for r in together] == [r.token_ids for r in reference]
+    # Its own cache slot, keyed by the weight precision, beside the fp32 conversion.
+    _load(blip_copy)
+    keys = [json.loads((slot / "key.json").read_text()) for slot in (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()]
+    assert sorted(key["options"]["weights"] for key in keys) == ["fp32", "int8"]
+    # Compressed weights are smaller on disk than the fp32 ones.
+    sizes = {key["options"]["weights"]: slot for key, slot in zip(keys, (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())}
+    assert (sizes["int8"] / "vision.bin").stat().st_size < (sizes["fp32"] / "vision.bin").stat().st_size
+    assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
+    from core.captions import provenance_lines
+    from core.provenance import Provenance
+
+    lines = provenance_lines(source="model", model_name="m", adapter=None, provenance=Provenance.from_json(
+        {"identity": int8.identity}), score=None, origin=None, created_at=None)
+    assert "Device: cpu, float32, OpenVINO int8 weights" in lines
+
+
+#: Where each VLM family's converted tower sits in the model.
+TOWERS = {"idefics3": "vision_model", "florence2": "vision_tower", "qwen2_vl": "visual"}
+
+
+def _image_features(captioner, inputs: dict):
+    import torch
+
+    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
+    with torch.inference_mode():
+        features = captioner.model.model.get_image_features(**wanted).pooler_output
+    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_model_dirs: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    folder = Path(shutil.copytree(tiny_model_dirs[name], tmp_path / name))
+    images = _images(3)
+    images.append(images[0].resize((40, 24)))  # another size and aspect (Qwen2-VL: another patch grid)
+    settings = GenerationSettings(min_new_tokens=4, max_new_tokens=8)
+    reference = load_captioner(str(folder), device="cpu", optimize="none")
+    want = reference.caption(images, settings)
+    ov = _load(folder)
+    tower = getattr(ov.model.model, TOWERS[name])
+    assert ov.identity["optimizations"] == ["openvino"] and type(tower).__name__.startswith("OpenVINO")
+    inputs = reference.preprocess(images, settings).inputs
+    expected = _image_features(reference, inputs)
+    assert float((_image_features(ov, inputs) - expected).abs().max()) < 1e-4
+    torch_tower = tower._fallback[0]
+    if name == "idefics3":
+        # A padded batch (part of the patches masked) is not what was converted: torch runs it.
+        pixels = torch.randn(2, 3, *tower.size)
+        mask = torch.ones(2, tower.size[0] // 8, tower.size[1] // 8, dtype=torch.bool)
+        mask[1, -1:, :] = False
+        with torch.inference_mode():
+            assert tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state.equal(
+                torch_tower(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state)
+
+    def no_torch(*_args, **_kwargs):
+        raise AssertionError("the torch tower ran")
+
+    monkeypatch.setattr(torch_tower, "forward", no_torch)  # the photos go through OpenVINO only
+    have = ov.caption(images, settings)
+    assert [r.token_ids for r in have] == [r.token_ids for r in want]
+    assert [r.score for r in have] == pytest.approx([r.score for r in want], abs=1e-4)
 
 
 def test_cache_reused_then_invalidated_by_model_and_adapter_changes(blip_copy: Path, tmp_path: Path) -> None:
@@ -144,9 +226,11 @@ def test_runtime_choice() -> None:
 
     from core.captioning.families.blip import FAMILY as BLIP
     from core.captioning.families.git import FAMILY as GIT
+    from core.captioning.families.idefics3 import FAMILY as IDEFICS3
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert openvino_runtime.resolve_runtime("openvino", BLIP, cpu) == "openvino"
+    assert openvino_runtime.resolve_runtime("openvino-int8", IDEFICS3, cpu) == "openvino-int8"
     assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "openvino"
     assert openvino_runtime.resolve_runtime("auto", BLIP, gpu) == "torch"
     assert openvino_runtime.resolve_runtime("auto", GIT, cpu) == "torch"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ from core import captions
 from core.library import Library
 from core.models import Caption, CaptionSource
 from tests.library_helpers import run_cli
-from tests.tiny_text_models import build_tiny_causal_lm, make_pair_library, restyle_task
+from tests.model_fixtures import RESTYLE_STYLE, TrainedRestyler
+from tests.tiny_text_models import make_pair_library, restyle_task
 
-STYLE = "Restyle."
+STYLE = RESTYLE_STYLE
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +34,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
-
-
 def current(library: Library, image_id: int) -> Caption:
     with library.db.read() as session:
         caption = captions.current_caption(session, image_id)
@@ -47,17 +44,13 @@ def current(library: Library, image_id: int) -> Caption:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
-        tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, house_style: TrainedRestyler, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from core.restyle.pairs import count_restyle_pairs
 
-    library, expected = make_pair_library(tmp_path / "lib.db", tmp_path / "photos")
+    library, expected, db = house_style.library, house_style.expected, house_style.db
     assert count_restyle_pairs(library) == len(restyle_task()) - len(expected)
-    db = str(tmp_path / "lib.db")
-    code = run_cli(["--library", db, "train", "--restyler", "--base", str(tiny_lm_dir), "--name", "house-style",
-                    "--style", STYLE, "--method", "full", "--lr", "5e-3", "--epochs", "30", "--batch-size", "8",
-                    "--patience", "0", "--device", "cpu", "--json"], monkeypatch)
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0, out
+    out = house_style.train_output
     assert out["metrics"]["exact_match"] >= 0.9, out["metrics"]
 
     code = run_cli(["--library", db, "restyle", "--all", "--with", "house-style", "--device", "cpu", "--json"],
@@ -109,6 +102,32 @@ def test_trained_restyler_learns_the_task_and_restyles_with_both_stages(
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def test_eval_scores_a_restyler_version_on_its_held_out_pairs(
+        house_style: TrainedRestyler, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.restyle.pairs import collect_restyle_pairs
+    from core.training.versions import get_version
+
+    db = house_style.db
+    assert run_cli(["--library", db, "eval", "--model", "house-style", "--device", "cpu", "--json"], monkeypatch) == 0
+    out = json.loads(capsys.readouterr().out)
+    version = get_version(house_style.library, "house-style")
+    training = version.config["training"]
+    held_out = collect_restyle_pairs(house_style.library, val_ratio=training["val_ratio"], seed=training["seed"])
+    # Too few pairs for a test split here: the version's own validation pairs, as training scored them.
+    assert not held_out.test and out["split"]["held_out"] == "validation" and out["split"]["source"] == "version"
+    assert out["scored"] == len(held_out.validation) and out["train_overlap_count"] == 0
+    assert out["metrics"] == pytest.approx(version.metrics["trained"])
+    assert out["metrics"]["exact_match"] >= 0.9 and out["intervals"]["exact_match"][0] <= out["metrics"]["exact_match"]
+
+    # Another split seed scores other pairs, among them training pairs, and says so.
+    assert run_cli(["--library", db, "eval", "--model", "house-style", "--seed", "5", "--device", "cpu"],
+                   monkeypatch) == 0
+    text = capsys.readouterr()
+    assert "Validation restyle pairs:" in text.out and "Overlap with training data:" in text.out
+    assert "training pairs of 'house-style'" in text.err
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lora_restyler_version_activates_exports_merged_and_restyles(
         tmp_path: Path, tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from core.restyle.model import RestyleSettings, load_restyler
@@ -146,6 +165,54 @@ def test_lora_restyler_version_activates_exports_merged_and_restyles(
     merged = load_restyler(str(exported), device="cpu").restyle(sources, settings)
     assert [r.text for r in with_adapter] == [r.text for r in merged]
     assert [r.score for r in with_adapter] == pytest.approx([r.score for r in merged], abs=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_restyler_run_cancelled_after_an_epoch_resumes_to_the_same_result(tmp_path: Path, tiny_lm_dir: Path) -> None:
+    import threading
+
+    import torch
+
+    from core.restyle.training import train_restyler
+    from core.training.config import TrainingConfig
+    from core.training.versions import get_version, run_dir
+
+    library, _ = make_pair_library(tmp_path / "lib.db", tmp_path / "photos", held_out=4)
+    config = TrainingConfig(method="lora", epochs=3, lr=1e-3, batch_size=16, patience=0, max_new_tokens=6,
+                            device="cpu")
+    whole = train_restyler(library, str(tiny_lm_dir), "whole", config, style=STYLE)
+
+    cancel = threading.Event()
+    first = train_restyler(library, str(tiny_lm_dir), "resumed", config, style=STYLE, cancel=cancel,
+                           on_epoch=lambda record: cancel.set())  # cancelled early in epoch 2
+    assert first.cancelled and first.epochs_run == 1 and first.version_id is None
+    assert (run_dir(library, "resumed") / "state.safetensors").is_file()
+    epochs: list[int] = []
+    again = train_restyler(library, str(tiny_lm_dir), "resumed", config, style=STYLE,
+                           on_epoch=lambda record: epochs.append(record["epoch"]))
+    assert epochs == [2, 3] and not run_dir(library, "resumed").exists()
+    assert len(again.history) == len(whole.history) == 3 and again.best_epoch == whole.best_epoch
+    assert all(r == pytest.approx(w) for r, w in zip(again.history, whole.history, strict=True))
+    assert again.metrics == pytest.approx(whole.metrics)
+
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(Path(get_version(library, name).adapter_path, "adapter_model.safetensors")))
+
+    a, b = weights("whole"), weights("resumed")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # Another style is another run: the unfinished one is not resumed with it; --restart starts over.
+    train_restyler(library, str(tiny_lm_dir), "other", config, style=STYLE, cancel=cancel)
+    from core.training.result import TrainingError
+
+    with pytest.raises(TrainingError, match="different settings or data"):
+        train_restyler(library, str(tiny_lm_dir), "other", config, style="Another style.")
+    epochs.clear()
+    restarted = train_restyler(library, str(tiny_lm_dir), "other", replace(config, epochs=1), style="Another style.",
+                               restart=True, on_epoch=lambda record: epochs.append(record["epoch"]))
+    assert epochs == [1] and restarted.version_id is not None
 
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="QLoRA restylers train on CUDA")

@@ -117,7 +117,7 @@ class LoadContext:
     progress: ProgressCallback
     hub_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: "torch" or "openvino" (resolved by :func:`.openvino_runtime.resolve_runtime`).
+    #: "torch", "openvino" or "openvino-int8" (resolved by :func:`.openvino_runtime.resolve_runtime`).
     runtime: str = "torch"
 
     # -- failures ----------------------------------------------------------
@@ -180,17 +180,18 @@ class LoadContext:
         revision = _revision(self)
         runtime_names = []
         plan = self.plan
-        if self.runtime == "openvino":
+        if self.runtime != "torch":
             from dataclasses import replace
 
-            from .openvino_runtime import apply_openvino
+            from .openvino_runtime import OPENVINO_WEIGHTS, apply_openvino
 
             # The vision tower's fp32 weights are converted first; an explicit optimize list
             # then applies to what stays on torch.  Under "auto" the decoder stays fp32: its
             # per-image int8 was slower there (docs/optimization-notes.md, "OpenVINO runtime").
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
-                                   adapter=adapter_identity, progress=self.progress)
-            runtime_names = ["openvino"]
+                                   adapter=adapter_identity, progress=self.progress,
+                                   weights=OPENVINO_WEIGHTS[self.runtime], processor=processor)
+            runtime_names = [self.runtime]
             if plan.auto:
                 plan = replace(plan, int8=False)
         applied = opt.apply_optimizations(model, family=self.family, plan=plan, progress=self.progress)

@@ -1,23 +1,29 @@
-"""The OpenVINO runtime for CPU captioning: which runtime a load uses, and BLIP's vision
-tower converted with ``openvino.convert_model``, cached beside the model.
+"""The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
+tower (BLIP, Idefics3/SmolVLM, Florence-2, Qwen2-VL) converted with ``openvino.convert_model``, cached
+beside the model.
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
 ``runtime="openvino"`` loads the model in fp32 (adapters merged first), converts its
 vision tower to an OpenVINO model (compiled for the CPU with fp32 inference precision,
 because OpenVINO would otherwise run bf16 on CPUs that have it and change the captions)
-and leaves the text decoder and ``generate`` to transformers, so greedy and beam search,
+and leaves the text model and ``generate`` to transformers, so greedy and beam search,
 scores, batching, resume and cancel are the torch path's own, and the captions are the
-torch fp32 captions.  An explicit ``optimize`` list applies to the torch part (``"int8"``:
-the text decoder in per-image int8, captions independent of batch-mates); ``"auto"``
-keeps it fp32.  ``runtime="auto"`` picks
-OpenVINO only for the families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with
-the same captions, see ``benchmarks/caption_model_speed.py --runtime all``), on the CPU,
-when the package is installed; torch otherwise.  Training always runs on torch.
+torch fp32 captions.  ``runtime="openvino-int8"`` is the same with the tower's weights
+compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
+The tower is converted for full images at one size (Qwen2-VL's: one image of any size per
+call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
+beside the converted one.  An
+explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
+per-image int8); ``"auto"`` keeps it fp32.  ``runtime="auto"`` picks OpenVINO only for the
+families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with the same captions, see
+``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
+installed; torch otherwise.  Training always runs on torch.
 
 The converted model is cached in ``.captiondesk-openvino/<slot>/`` inside a local model
-folder (a user cache folder for hub models or a read-only folder), one slot per model and
-adapter; its ``key.json`` names the model, its weights' sizes and times, the adapter, the
-versions and the options, and a different key converts again in place of the old one.
+folder (a user cache folder for hub models or a read-only folder), one slot per model,
+adapter and weight precision; its ``key.json`` names the model, its weights' sizes and
+times, the adapter, the versions and the options, and a different key converts again in
+place of the old one.
 """
 
 from __future__ import annotations
@@ -43,15 +49,19 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO_OPENVINO_FAMILIES",
     "OPENVINO_FAMILIES",
+    "OPENVINO_WEIGHTS",
     "RUNTIMES",
     "apply_openvino",
     "cache_root",
+    "nncf_available",
     "openvino_available",
     "resolve_runtime",
 ]
 
-#: Families with an OpenVINO converter here.
-OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
+#: Families with an OpenVINO converter here (their vision tower).
+OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3", "florence2", "qwen2-vl"})
+#: The runtimes that run on OpenVINO, and the weight precision of each.
+OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-int8": "int8"}
 #: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
 #: (docs/optimization-notes.md, "OpenVINO runtime").
 AUTO_OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
@@ -66,9 +76,15 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def nncf_available() -> bool:
+    """Whether ``nncf`` (int8 weight compression for ``openvino-int8``) is installed."""
+    return importlib.util.find_spec("nncf") is not None
+
+
 def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, model: str | None = None) -> str:
-    """``"torch"`` or ``"openvino"`` for this load; ``ModelLoadError`` when openvino was
-    asked for and cannot run (not installed, not the CPU, a family it does not cover)."""
+    """``"torch"``, ``"openvino"`` or ``"openvino-int8"`` for this load; ``ModelLoadError``
+    when OpenVINO was asked for and cannot run (not installed, not the CPU, a family it
+    does not cover)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch":
@@ -80,6 +96,10 @@ def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, 
         raise ModelLoadError("The OpenVINO runtime needs the openvino package, which is not installed: "
                              "pip install 'captiondesk[openvino]', or use --runtime torch.",
                              kind="runtime", model=model)
+    if runtime == "openvino-int8" and not nncf_available():
+        raise ModelLoadError("The openvino-int8 runtime needs the nncf package, which is not installed: "
+                             "pip install 'captiondesk[openvino]', or use --runtime openvino.",
+                             kind="runtime", model=model)
     if device.type != "cpu":
         raise ModelLoadError(f"The OpenVINO runtime runs on the CPU only, not on {device}; use --runtime torch "
                              "or --device cpu.", kind="runtime", model=model)
@@ -87,7 +107,7 @@ def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, 
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models yet (only "
                              f"{', '.join(sorted(OPENVINO_FAMILIES))}); use --runtime torch.",
                              kind="runtime", model=model)
-    return "openvino"
+    return runtime
 
 
 # --------------------------------------------------------------------------- cache
@@ -141,9 +161,11 @@ def cache_root(model_ref: str) -> Path:
     return user_cache_path("captiondesk") / "openvino"
 
 
-def _slot(model_ref: str, adapter: dict[str, Any] | None) -> str:
-    """One cache folder per model and adapter folder, so retrained weights replace the old conversion."""
-    text = json.dumps([model_ref, (adapter or {}).get("path")], default=str)
+def _slot(model_ref: str, adapter: dict[str, Any] | None, weights: str = "fp32") -> str:
+    """One cache folder per model, adapter folder and weight precision, so retrained weights
+    replace the old conversion while fp32 and int8 conversions live side by side."""
+    parts = [model_ref, (adapter or {}).get("path")] + ([weights] if weights != "fp32" else [])
+    text = json.dumps(parts, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -184,65 +206,219 @@ def _cached_or_converted(slot_dir: Path, key: dict[str, Any], name: str, convert
         return xml
 
 
-# --------------------------------------------------------------------------- BLIP vision tower
+# --------------------------------------------------------------------------- vision towers
 
 
-def _vision_tower_module() -> type:
+def _tower_module() -> type:
     import torch
 
     class OpenVINOVisionTower(torch.nn.Module):
-        """Stands in for BLIP's ``vision_model``: the compiled OpenVINO model's last hidden state."""
+        """Stands in for a family's vision tower: the compiled OpenVINO model's last hidden
+        state for full images; anything the conversion did not cover (Idefics3's padded
+        patches) runs on the original torch tower, kept outside the module tree."""
 
-        def __init__(self, compiled: Any, config: Any, xml: Path) -> None:
+        def __init__(self, compiled: Any, xml: Path, fallback: Any, *, mask_arg: str | None,
+                     size: tuple[int, int]) -> None:
             super().__init__()
             self.compiled = compiled
-            self.config = config
+            self.config = fallback.config
             self.xml = xml
+            self.mask_arg = mask_arg
+            self.size = size
+            self._fallback = [fallback]  # a list, so its weights are not this module's parameters
 
         def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False,
-                    **_kwargs: Any) -> Any:
+                    **kwargs: Any) -> Any:
             from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-            if interpolate_pos_encoding:
-                raise ValueError("the OpenVINO vision tower was converted for one image size")
+            mask = kwargs.get(self.mask_arg) if self.mask_arg else None
+            converted_for = tuple(pixel_values.shape[-2:]) == self.size and not interpolate_pos_encoding
+            if not converted_for or (mask is not None and not bool(mask.all())):
+                if interpolate_pos_encoding:
+                    kwargs["interpolate_pos_encoding"] = True
+                return self._fallback[0](pixel_values, **kwargs)
             # One infer request per call: requests are not shared between threads.
             request = self.compiled.create_infer_request()
             result = request.infer([pixel_values.detach().float().contiguous().numpy()])
             hidden = torch.from_numpy(result[self.compiled.output(0)].copy())
-            return BaseModelOutputWithPooling(last_hidden_state=hidden)
+            return BaseModelOutputWithPooling(last_hidden_state=hidden.to(pixel_values.dtype))
 
     return OpenVINOVisionTower
 
 
+def _tower_parts(model: Any, family_id: str, processor: Any) -> tuple[Any, str, str | None, tuple[int, int]]:
+    """(the module that owns the tower, its attribute name, the name of its patch-mask
+    argument, the (height, width) it is converted for) for a covered family."""
+    if family_id == "florence2":
+        # DaViT has no image size of its own: the processor's fixed resize is what it sees.
+        size = getattr(processor, "image_processor", processor).size
+        return model.model, "vision_tower", None, (int(size["height"]), int(size["width"]))
+    side = int(model.config.vision_config.image_size)
+    if family_id == "blip":
+        return model, "vision_model", None, (side, side)
+    # Idefics3 / SmolVLM: the SigLIP tower of the inner model, called with a patch mask.
+    return model.model, "vision_model", "patch_attention_mask", (side, side)
+
+
+def _traceable(tower: Any, mask_arg: str | None) -> Any:
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            if mask_arg is None:
+                return self.tower(pixel_values).last_hidden_state
+            patch = int(tower.config.patch_size)
+            full = torch.ones(pixel_values.shape[0], pixel_values.shape[2] // patch, pixel_values.shape[3] // patch,
+                              dtype=torch.bool)
+            return self.tower(pixel_values=pixel_values, **{mask_arg: full}).last_hidden_state
+
+    return LastHidden().eval()
+
+
+# --------------------------------------------------------------------------- Qwen2-VL
+
+
+def _qwen_one_image(visual: Any) -> Any:
+    """Qwen2-VL's tower for the patches of one image, the rotary cos/sin given: one image
+    attends to itself only, so the per-image split of transformers' attention (a Python
+    list of lengths, which a trace would freeze) becomes plain attention over the sequence."""
+    import torch
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    def attention(attn: Any, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        length = hidden_states.shape[0]
+        q, k, v = attn.qkv(hidden_states).reshape(length, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
+        return attn.proj(out.squeeze(0).transpose(0, 1).reshape(length, -1))
+
+    class OneImage(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, patches: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            hidden = self.visual.patch_embed(patches)
+            for block in self.visual.blocks:
+                hidden = hidden + attention(block.attn, block.norm1(hidden), cos, sin)
+                hidden = hidden + block.mlp(block.norm2(hidden))
+            return self.visual.merger(hidden)
+
+    return OneImage().eval()
+
+
+def _qwen_tower_module() -> type:
+    import torch
+
+    class OpenVINOQwenVisionTower(torch.nn.Module):
+        """Stands in for Qwen2-VL's ``visual``: each image's patches through the compiled
+        model (its rotary positions computed by the original tower on torch), so an
+        image's features never depend on its batch-mates."""
+
+        def __init__(self, compiled: Any, xml: Path, fallback: Any) -> None:
+            super().__init__()
+            self.compiled = compiled
+            self.xml = xml
+            self.config = fallback.config
+            self.spatial_merge_size = fallback.spatial_merge_size
+            self.dtype = torch.float32
+            self._fallback = [fallback]  # a list, so its weights are not this module's parameters
+
+        def forward(self, hidden_states: torch.Tensor, grid_thw: torch.Tensor, **kwargs: Any) -> Any:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+            from transformers.vision_utils import get_vision_position_ids
+
+            tower = self._fallback[0]
+            if kwargs:  # output_hidden_states and the like: what was converted does not return them
+                return tower(hidden_states, grid_thw=grid_thw, **kwargs)
+            request = self.compiled.create_infer_request()
+            merged, start = [], 0
+            for grid in grid_thw:
+                length = int(grid.prod())
+                positions = get_vision_position_ids(grid[None], self.spatial_merge_size)
+                cos, sin = tower.rotary_pos_emb(hidden_states[:0].float(), positions)
+                patches = hidden_states[start : start + length].detach().float().contiguous()
+                result = request.infer([patches.numpy(), cos.contiguous().numpy(), sin.contiguous().numpy()])
+                merged.append(torch.from_numpy(result[self.compiled.output(0)].copy()))
+                start += length
+            return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=torch.cat(merged))
+
+    return OpenVINOQwenVisionTower
+
+
+def _convert_qwen(visual: Any) -> Any:
+    import openvino
+    import torch
+    from transformers.vision_utils import get_vision_position_ids
+
+    grid = torch.tensor([[1, 4, 4]])
+    patches = torch.zeros(16, visual.patch_embed.in_channels * visual.patch_embed.temporal_patch_size
+                          * visual.patch_embed.patch_size ** 2)
+    cos, sin = visual.rotary_pos_emb(patches[:0], get_vision_position_ids(grid, visual.spatial_merge_size))
+    with torch.no_grad():
+        return openvino.convert_model(_qwen_one_image(visual), example_input=(patches, cos, sin),
+                                      input=[openvino.PartialShape([-1, patches.shape[1]]),
+                                             openvino.PartialShape([-1, cos.shape[1]]),
+                                             openvino.PartialShape([-1, sin.shape[1]])])
+
+
+def _int8_weights(ov_model: Any) -> Any:
+    """*ov_model* with its weights compressed to int8 by NNCF, quietly (its table and
+    progress bar would land in the middle of a command's output)."""
+    import contextlib
+    import io
+    import logging
+
+    import nncf
+    from nncf.common.logging import nncf_logger
+
+    level = nncf_logger.level
+    nncf.set_log_level(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            # Weights only, per output channel: activations stay fp32, so an image's
+            # result never depends on what else is in the batch.
+            return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    finally:
+        nncf.set_log_level(level)
+
+
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
-                   adapter: dict[str, Any] | None, progress: Any) -> Any:
+                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", processor: Any = None) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
-    conversion, converting once per cache key; returns the model."""
+    conversion, its weights in int8 (NNCF) when *weights* is ``"int8"``, converting once
+    per cache key; returns the model."""
     import openvino
     import torch
 
     if family.id not in OPENVINO_FAMILIES:
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models.", kind="runtime",
                              model=model_ref)
-    vision = model.vision_model
-    side = int(model.config.vision_config.image_size)
-    options = {"part": "vision", "precision": "f32", "image_size": side}
+    if weights not in ("fp32", "int8"):
+        raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
+    if family.id == "qwen2-vl":  # any image size: one image per call
+        owner, attribute, mask_arg, (height, width) = model.model, "visual", None, (-1, -1)
+    else:
+        owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
+    tower = getattr(owner, attribute)
+    options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": [height, width]}
     key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
-    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter)
+    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights)
 
     def convert() -> Any:
-        class LastHidden(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.vision = vision
-
-            def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-                return self.vision(pixel_values=pixel_values).last_hidden_state
-
-        example = torch.zeros(1, 3, side, side)
-        with torch.no_grad():
-            return openvino.convert_model(LastHidden().eval(), example_input=example,
-                                          input=[openvino.PartialShape([-1, 3, side, side])])
+        if family.id == "qwen2-vl":
+            ov_model = _convert_qwen(tower)
+        else:
+            with torch.no_grad():
+                ov_model = openvino.convert_model(_traceable(tower, mask_arg),
+                                                  example_input=torch.zeros(1, 3, height, width),
+                                                  input=[openvino.PartialShape([-1, 3, height, width])])
+        return _int8_weights(ov_model) if weights == "int8" else ov_model
 
     try:
         xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
@@ -252,5 +428,8 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
-    model.vision_model = _vision_tower_module()(compiled, model.config.vision_config, xml)
+    if family.id == "qwen2-vl":
+        setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))
+    else:
+        setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width)))
     return model

@@ -338,7 +338,8 @@ def load_captioner(
             still forbids it).
         model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
             ``quantization_config`` and ``device_map`` (then the model is not moved).
-        runtime: ``"torch"``, ``"openvino"`` (BLIP on the CPU) or ``"auto"``; see
+        runtime: ``"torch"``, ``"openvino"``, ``"openvino-int8"`` (a vision tower on
+            OpenVINO on the CPU, fp32 or int8 weights) or ``"auto"``; see
             :mod:`core.captioning.openvino_runtime`.
 
     Raises:
@@ -399,7 +400,7 @@ def load_captioner(
                 ref = model_str
             family = _family_for(config, model_str)
             chosen_runtime = resolve_runtime(runtime, family, dev, model=model_str)
-            if chosen_runtime == "openvino" and plan.dtype != torch.float32:
+            if chosen_runtime != "torch" and plan.dtype != torch.float32:
                 raise ModelLoadError("The OpenVINO runtime converts the fp32 model; optimize 'half' does not "
                                      "apply to it.", kind="runtime", model=model_str)
             if is_local and (missing := _missing_processor_files(folder)):

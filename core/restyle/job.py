@@ -142,6 +142,36 @@ def select_captions(library: Library, spec: RestyleSpec, resolved: ResolvedResty
     return pending, in_scope - len(pending)
 
 
+def last_caption_id(library: Library) -> int:
+    """The newest caption row's id (0 in an empty library): what a caption job about to start writes comes after it."""
+    with library.db.read() as session:
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        try:
+            return int(cursor.execute("SELECT coalesce(max(id), 0) FROM captions").fetchone()[0])
+        finally:
+            cursor.close()
+
+
+def written_after(library: Library, image_ids: Sequence[int], after_id: int) -> list[int]:
+    """Those of *image_ids* whose current caption is a model caption newer than row *after_id*.
+
+    The restyle stage of a caption job restyles what that job wrote: an image whose captioning
+    failed keeps an older model caption, which is not this job's to restyle."""
+    ids = sorted(set(image_ids))
+    found: list[int] = []
+    with library.db.read() as session:
+        cursor = session.connection().connection.dbapi_connection.cursor()
+        try:
+            for start in range(0, len(ids), IN_CHUNK):
+                chunk = ",".join(str(int(x)) for x in ids[start : start + IN_CHUNK])
+                cursor.execute(f"SELECT i.id{CURRENT_JOIN} WHERE c.source = :model AND c.id > :after"
+                               f" AND i.id IN ({chunk})", {"model": CaptionSource.MODEL.value, "after": after_id})
+                found.extend(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
+    return sorted(found)
+
+
 def load_for_spec(spec: RestyleSpec, resolved: ResolvedRestyler, progress: Callable[[str], None] | None = None) -> Any:
     """The restyler *resolved* names, loaded (local model) or connected (server)."""
     from .model import load_restyler, load_server_restyler

@@ -15,8 +15,13 @@ versions and result:
    CUDA; after every epoch the validation pairs are restyled (greedy, left-padded batches:
    the restyler's own ``restyle``) and scored with :mod:`core.training.metrics`; the best
    epoch by CIDEr + BLEU-4 is kept, ``patience`` epochs without improvement stop the run.
-   Cancel (between steps) ends the run without a version; unlike captioner training a
-   restyler run does not resume, it is short.
+4b. **Resume** — as captioner training resumes (:mod:`core.training.run_folder`,
+   :mod:`core.training.run_state`): after every epoch the trainable weights, optimiser,
+   scheduler, shuffling and torch random states, history and best epoch are saved as data
+   in the run folder (``<library>.models/<name>.run``).  Cancel (between steps) ends the
+   run without a version; the same call again (same base, settings, style and pairs)
+   continues after the last finished epoch to the result an uninterrupted run gives, and
+   ``restart=True`` (``train --restyler --restart``) starts over.
 5. **Version** — adapter (LoRA/QLoRA) or model + tokenizer (full) saved as a
    :class:`~core.models.ModelVersion` whose config records ``target: restyler`` and the
    style prompt, with the base's and the version's metrics on validation (and test).
@@ -25,16 +30,20 @@ versions and result:
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.jobs import NEVER_CANCELLED, CancelToken, ProgressCallback, no_progress
 from core.training.config import MIN_TRAIN, MIN_VALIDATION, TrainingConfig
 from core.training.metrics import caption_metrics, compare_to_base, metric_intervals, selection_score
 from core.training.result import TrainingError, TrainingResult
-from core.training.versions import get_version, save_version, validate_name
+from core.training.run_folder import _open_run_folder, _remove_if_stateless
+from core.training.run_state import STATE_FILE, load_state, save_state
+from core.training.versions import discard_run, get_version, save_version, validate_name
 
 from .model import DEFAULT_STYLE, LocalRestyler, RestyleSettings, load_causal_lm, render_prompt, uses_chat_template
 from .pairs import RestylePair, RestylePairs, collect_restyle_pairs
@@ -57,10 +66,12 @@ def train_restyler(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken = NEVER_CANCELLED,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    restart: bool = False,
 ) -> TrainingResult:
-    """Train restyler version *name* on *base_model* (a causal LM folder or hub id); see the module docstring."""
-    import torch
+    """Train restyler version *name* on *base_model* (a causal LM folder or hub id); see the module docstring.
 
+    A cancelled result leaves the run folder behind so the same call resumes; *restart*
+    discards an unfinished run of *name* first."""
     config = config or TrainingConfig()
     validate_name(name)
     if get_version(library, name) is not None:
@@ -73,6 +84,26 @@ def train_restyler(
             f"{MIN_VALIDATION} for validation are needed. A pair is a model's caption that a person corrected "
             "or accepted in the review.")
     config = _with_defaults(config)
+    if restart:
+        discard_run(library, name)
+    run_dir = _open_run_folder(library, name, base_model, config, pairs,
+                               extra={"target": RESTYLER_TARGET, "style": style})
+    try:
+        result = _train_in(library, base_model, name, config, style, pairs, run_dir, progress, cancel, on_epoch)
+    except BaseException:
+        _remove_if_stateless(run_dir)
+        raise
+    if result.version_id is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def _train_in(library: Library, base_model: str, name: str, config: TrainingConfig, style: str, pairs: RestylePairs,
+              run_dir: Path, progress: ProgressCallback, cancel: CancelToken,
+              on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainingResult:
+    """:func:`train_restyler` once the request is checked and the run folder is ready."""
+    import torch
+
     started = time.monotonic()
     result = TrainingResult(name=name, method=config.method, train_size=len(pairs.train),
                             validation_size=len(pairs.validation), test_size=len(pairs.test))
@@ -90,8 +121,9 @@ def train_restyler(
             trainable = _prepare(model, config)
             restyler.model = trainable
             result.trainable_parameters = sum(p.numel() for p in trainable.parameters() if p.requires_grad)
-            best = _loop(trainable, restyler, pairs, config, settings, result, run, cancel, on_epoch)
+            best = _loop(trainable, restyler, pairs, config, settings, result, run, cancel, on_epoch, run_dir)
             if result.cancelled or best is None:
+                run.finish(message=f"cancelled after epoch {result.epochs_run}; resumable from {run_dir}")
                 return result
             _load_state(trainable, best)
             val = _restyle(restyler, pairs.validation, settings)
@@ -237,8 +269,9 @@ def _load_state(model: Any, state: dict[str, Any]) -> None:
 
 def _loop(model: Any, restyler: LocalRestyler, pairs: RestylePairs, config: TrainingConfig,
           settings: RestyleSettings, result: TrainingResult, run: Any, cancel: CancelToken,
-          on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any] | None:
-    """The epochs; the best epoch's trainable weights (None when cancelled)."""
+          on_epoch: Callable[[dict[str, Any]], None] | None, run_dir: Path) -> dict[str, Any] | None:
+    """The epochs, resumed after the last one saved in *run_dir*; the best epoch's trainable
+    weights (None when cancelled)."""
     import random
 
     import torch
@@ -262,8 +295,27 @@ def _loop(model: Any, restyler: LocalRestyler, pairs: RestylePairs, config: Trai
     dtype = torch.bfloat16 if autocast and torch.cuda.is_bf16_supported() else torch.float16
     rng = random.Random(config.seed)  # noqa: S311 - shuffling, not crypto
     best_score, best_state, waited, done = -math.inf, None, 0, 0
+    first = 1
+    state_path, best_path = run_dir / STATE_FILE, run_dir / "best.safetensors"
+    if state_path.exists():  # an unfinished run of the same settings and pairs: continue after its last epoch
+        saved = load_state(state_path)
+        _load_state(model, saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and device.type == "cuda":  # dropout on the GPU draws from its own generator
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        best_score, waited, done = saved["best_score"], saved["waited"], saved["done"]
+        result.history, result.best_epoch = saved["history"], saved["best_epoch"]
+        result.epochs_run = first = saved["epoch"]
+        first += 1
+        best_state = load_state(best_path)["weights"]
+        if saved["stopped_early"]:
+            result.stopped_early = True
+            return best_state
     refs = [p.target for p in pairs.validation]
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first, config.epochs + 1):
         model.train()
         order = list(range(len(encoded)))
         rng.shuffle(order)
@@ -294,9 +346,16 @@ def _loop(model: Any, restyler: LocalRestyler, pairs: RestylePairs, config: Trai
         score = selection_score(metrics)
         if score > best_score:
             best_score, best_state, waited, result.best_epoch = score, _trainable_state(model), 0, epoch
+            save_state(best_path, {"weights": best_state})
         else:
             waited += 1
-            if config.patience and waited >= config.patience:
-                result.stopped_early = True
-                break
+            result.stopped_early = bool(config.patience and waited >= config.patience)
+        save_state(state_path, {
+            "weights": _trainable_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "best_score": best_score, "waited": waited, "done": done, "history": result.history,
+            "best_epoch": result.best_epoch, "epoch": epoch, "stopped_early": result.stopped_early})
+        if result.stopped_early:
+            break
     return best_state

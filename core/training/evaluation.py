@@ -3,7 +3,10 @@
 :func:`evaluate_model` (``captiondesk eval``, the Versions window's Evaluate) scores a
 model version on its own held-out split by default, with the preset or template it was
 trained with (:mod:`core.captioning.prompting`), and reports any evaluated image that
-was a training image, and any held-out one with a near-duplicate in training.  The metrics themselves are :mod:`core.training.metrics`.
+was a training image, and any held-out one with a near-duplicate in training.  A restyler
+version is scored on its held-out (model caption → verified caption) pairs instead, the
+restyled text against the person's (:mod:`core.restyle.evaluation`; ``split["held_out"]``
+says whether the test or the validation pairs).  The metrics themselves are :mod:`core.training.metrics`.
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ def evaluate_model(
 
     model = str(model)  # a Path to a folder is fine too
     version = get_version(library, model)
+    if version is not None and version.config and version.config.get("target") == "restyler":
+        return _evaluate_restyler(library, version, val_ratio=val_ratio, seed=seed, device=device,
+                                  restyler=captioner, progress=progress, cancel=cancel)
     split = _evaluation_split(version, val_ratio, seed, include_imports)
     if kind is None:
         kind = version_kind(version) if version is not None else CAPTION
@@ -168,10 +174,8 @@ def evaluate_model(
         result.warnings.append(
             f"{result.near_duplicates_in_training} held-out photos have a near-duplicate in training (it was "
             "trained before `captiondesk duplicates` grouped them); these scores flatter it")
-    result.metrics = kind_metrics([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions], kind)
-    result.intervals = metric_intervals([p for _, p, _ in result.predictions], [r for _, _, r in result.predictions])
+    _score(result, sorted(overlap), kind)
     if overlap:
-        result.train_overlap = sorted(overlap)
         n = len(result.predictions)
         held_out = [p for p in result.predictions if p[0] not in overlap]
         result.warnings.append(
@@ -180,12 +184,37 @@ def evaluate_model(
             f"{version.data_snapshot.get('seed')}); these scores overstate it"
             + (f"; on the {len(held_out)} held-out images alone: exact match "
                if held_out else "; no evaluated image was held out"))
-        if held_out:
-            result.held_out_metrics = kind_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out], kind)
-            result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
+        if result.held_out_metrics is not None:
             m = result.held_out_metrics
             result.warnings[-1] += f"{m['exact_match']:.3f}, CIDEr {m['cider']:.3f}, BLEU-4 {m['bleu4']:.3f}"
     return result
+
+
+def _evaluate_restyler(library: Library, version: Any, **options: Any) -> EvalResult:
+    """A restyler version scored with the caption metrics on its restyled held-out pairs (:mod:`core.restyle.evaluation`)."""
+    from core.restyle.evaluation import restyle_held_out
+
+    held = restyle_held_out(library, version, **options)
+    result = EvalResult(version.base_model, version.adapter_path, predictions=held.predictions,
+                        skipped=held.problems, split=held.split, version=version.name)
+    _score(result, held.train_overlap)
+    if held.train_overlap:
+        result.warnings.append(f"{len(held.train_overlap)} of the {len(held.predictions)} evaluated pairs were "
+                               f"training pairs of '{version.name}'; these scores overstate it")
+    return result
+
+
+def _score(result: EvalResult, overlap: list[int], kind: str = CAPTION) -> None:
+    """*result*'s metrics and intervals from its predictions (and those of the held-out ones alone)."""
+    predicted, references = [p for _, p, _ in result.predictions], [r for _, _, r in result.predictions]
+    result.metrics = kind_metrics(predicted, references, kind)
+    result.intervals = metric_intervals(predicted, references)
+    if overlap:
+        result.train_overlap = sorted(set(overlap))
+        held_out = [p for p in result.predictions if p[0] not in set(overlap)]
+        if held_out:
+            result.held_out_metrics = kind_metrics([p for _, p, _ in held_out], [r for _, _, r in held_out], kind)
+            result.held_out_intervals = metric_intervals([p for _, p, _ in held_out], [r for _, _, r in held_out])
 
 
 def _training_images(version: Any) -> tuple[set[int], set[str]]:

@@ -28,14 +28,18 @@ def _unusable_run(name: str, run_dir: Path, why: str) -> TrainingError:
                          "same command and --restart (or choose another --name)")
 
 
-def _open_run_folder(library: Library, name: str, base: str, config: TrainingConfig, data: TrainingData) -> Path:
-    """The run folder, created or (same settings and data, CaptionDesk's, current format) reused to resume."""
+def _open_run_folder(library: Library, name: str, base: str, config: TrainingConfig, data: TrainingData | Any,
+                     extra: dict[str, Any] | None = None) -> Path:
+    """The run folder, created or (same settings and data, CaptionDesk's, current format) reused to resume.
+
+    *data*: anything with a ``snapshot()`` (training data, a restyler's pairs); *extra*: more that
+    must match to resume (a restyler's target and style)."""
     from core import ownership
 
     from . import versions
 
     run_dir = versions.run_dir(library, name)
-    key = _config_key(base, config, data)
+    key = {**_config_key(base, config, data), **(extra or {})}
     if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
         raise _unusable_run(name, run_dir, "is not a folder CaptionDesk made")
     if run_dir.is_dir():
@@ -65,7 +69,7 @@ def _open_run_folder(library: Library, name: str, base: str, config: TrainingCon
     return run_dir
 
 
-def _config_key(base: str, config: TrainingConfig, data: TrainingData) -> dict[str, Any]:
+def _config_key(base: str, config: TrainingConfig, data: TrainingData | Any) -> dict[str, Any]:
     """What must match for a run folder to be resumed."""
     return {"base_model": base, "config": config.to_dict(), "data": data.snapshot()}
 

@@ -26,11 +26,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     if len(args.names) not in needed[action]:
         usage = {"list": "models list", "rename": "models rename OLD NEW",
                  "delete": "models delete NAME [--with-dependants]",
-                 "activate": "models activate NAME", "deactivate": "models deactivate",
+                 "activate": "models activate NAME", "deactivate": "models deactivate [--kind KIND]",
                  "base": "models base [ID_OR_PATH | default]", "export": "models export NAME OUT"}[action]
         raise UserError(f"usage: captiondesk {usage}")
     if args.with_dependants and action != "delete":
         raise UserError("--with-dependants goes with models delete")
+    if args.kind is not None and action != "deactivate":
+        raise UserError("--kind goes with models deactivate (activate takes the kind the version learnt)")
     from core.training import current
     with open_library(args) as library:
         try:
@@ -86,8 +88,15 @@ def cmd_models(args: argparse.Namespace) -> int:
                     print(f"{args.names[0]} is now the active model for {kind}: caption --kind {kind} and eval "
                           f"--kind {kind} use it without --model")
             elif action == "deactivate":
-                now = current.use_base_model(library)
-                print(f"No version is active; captioning uses {now.describe()}")
+                kind = args.kind or "caption"
+                if kind == "caption":
+                    now = current.use_base_model(library)
+                    print(f"No version is active; captioning uses {now.describe()}")
+                else:
+                    _require_kind(library, kind)
+                    versions.set_active(library, None, kind)
+                    now = current.current_model(library, kind)
+                    print(f"No version is active for {kind}; caption --kind {kind} uses {now.describe()}")
             elif action == "base":
                 if args.names:  # "default" forgets the library's choice
                     current.set_base_model(library, None if args.names[0] == "default" else args.names[0])
@@ -100,6 +109,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserError(str(exc)) from None
     return EXIT_OK
+
+
+def _require_kind(library, kind: str) -> None:
+    """A :class:`UserError` naming the library's kinds when *kind* is none of them."""
+    from core.kinds import all_kinds
+
+    with library.db.read() as session:
+        kinds = list(all_kinds(session))
+    if kind not in kinds:
+        raise UserError(f"no caption kind '{kind}' in this library; kinds: {', '.join(kinds)}")
 
 
 def _download_model(args: argparse.Namespace) -> int:
@@ -123,7 +142,7 @@ def register(subparsers: Any) -> None:
     models = subparsers.add_parser(
         "models", help="list, rename, delete, activate, deactivate or export trained model versions; "
                        "download a hub model",
-        description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate | "
+        description="models [list] | rename OLD NEW | delete NAME | activate NAME | deactivate [--kind KIND] | "
                     "base [ID_OR_PATH | default] | export NAME OUT | download MODEL_ID --to FOLDER. The active "
                     "version is the library's current model (caption and eval use it without --model); deactivate "
                     "goes back to the library's base model, which base shows or sets. Export writes a merged "
@@ -136,5 +155,7 @@ def register(subparsers: Any) -> None:
     models.add_argument("--with-dependants", action="store_true",
                         help="delete: also delete the versions built on this one")
     models.add_argument("--to", metavar="FOLDER", help="download: the folder to put the model in")
+    models.add_argument("--kind", default=None, metavar="KIND",
+                        help="deactivate: clear this caption kind's active version (default: caption's)")
     add_json_flag(models)
     models.set_defaults(handler=cmd_models)

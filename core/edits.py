@@ -52,6 +52,7 @@ __all__ = [
     "replacement_preview",
     "revert",
     "save_edit",
+    "unverify",
 ]
 
 
@@ -116,6 +117,27 @@ def accept_many(db: Database, image_ids: Iterable[int], kind: str = CAPTION) -> 
                 continue
             caption = accept_caption(session, image_id, kind)
             changes.append(Change(image_id, current.id, caption.id, kind))
+    return changes
+
+
+def unverify(db: Database, image_ids: Iterable[int], kind: str = CAPTION) -> list[Change]:
+    """Take back an acceptance: the model's (or import's) caption a person accepted becomes current again.
+
+    Only a person's caption that is an acceptance — the same words as the unreviewed
+    caption it was made from — is set aside; words a person wrote or edited are theirs
+    and stay (the human-caption rule).  The acceptance row stays in history.
+    """
+    changes: list[Change] = []
+    with db.write() as session:
+        for image_id in image_ids:
+            current = current_caption(session, image_id, kind)
+            if current is None or current.source != "human" or current.parent_id is None:
+                continue
+            parent = session.get(Caption, current.parent_id)
+            if parent is None or parent.source == "human" or parent.text != current.text:
+                continue
+            repoint_current(session, image_id, expected=current.id, target=parent.id, kind=kind)
+            changes.append(Change(image_id, current.id, parent.id, kind))
     return changes
 
 

@@ -34,6 +34,7 @@ at the same path after it was captioned (the scanner moved that caption to histo
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -149,6 +150,8 @@ class ImageFilter:
     descending: bool = False
     #: Whose state, text, model and score the filter looks at (``core.kinds``).
     kind: str = CAPTION
+    #: Only these images (a selection in the grid); None: no such limit.
+    ids: tuple[int, ...] | None = None
 
     def with_(self, **changes: Any) -> ImageFilter:
         return replace(self, **changes)
@@ -244,6 +247,10 @@ def filter_sql(flt: ImageFilter, params: dict[str, Any]) -> str:
     for callers that select their own columns through the one description of "which images".
     """
     where: list[str] = ["1"]
+    if flt.ids is not None:
+        # One JSON parameter instead of one placeholder per id: a selection may hold 100k.
+        where.append("i.id IN (SELECT value FROM json_each(:selected_ids))")
+        params["selected_ids"] = json.dumps([int(i) for i in flt.ids])
     if flt.states:
         unknown = set(flt.states) - set(STATE_SQL)
         if unknown:

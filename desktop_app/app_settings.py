@@ -44,6 +44,26 @@ class AppSettings:
         for name, value in splitters.items():
             self.q.setValue(f"window/splitter_{name}", value)
 
+    @property
+    def list_view(self) -> bool:
+        """The photos as a list with columns (else the thumbnail grid)."""
+        return str(self.q.value("view/list", "false")).lower() == "true"
+
+    @list_view.setter
+    def list_view(self, on: bool) -> None:
+        self.q.setValue("view/list", "true" if on else "false")
+
+    def view_state(self) -> dict[str, Any]:
+        """The last library's folder, sort and selection (``desktop_app.window_state``); {} if none kept."""
+        try:
+            data = json.loads(self.q.value("view/last_state", "") or "{}")
+        except (TypeError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_view_state(self, state: dict[str, Any]) -> None:
+        self.q.setValue("view/last_state", json.dumps(state))
+
     # -- library -----------------------------------------------------------------------
 
     @property

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QSize, Qt, Signal
 from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QPainter, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,6 +32,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QStackedWidget,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -116,6 +118,28 @@ def _no_widen(label: QLabel) -> QLabel:
 def _breakable(text: str) -> str:
     """*text* with zero-width spaces after "/", "_" and "-" so long names can wrap."""
     return text.replace("/", "/\u200b").replace("_", "_\u200b").replace("-", "-\u200b")
+
+
+class _WrappedRows(QStyledItemDelegate):
+    """Row heights that fit each caption wrapped in its column's width.
+
+    QTreeView asks the delegate for a row's height without the column's width (so a
+    wrapped text would get one line); this gives it that width.
+    """
+
+    def __init__(self, tree: QTreeWidget) -> None:
+        super().__init__(tree)
+        self.tree = tree
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:  # noqa: N802
+        hint = super().sizeHint(option, index)
+        # Less the item's text margins on both sides (the style's focus frame margin + 1, twice).
+        width = self.tree.columnWidth(index.column()) - 14
+        if width <= 0:
+            return hint
+        text = str(index.data() or "")
+        height = option.fontMetrics.boundingRect(0, 0, width, 100_000, int(Qt.TextFlag.TextWordWrap), text).height()
+        return QSize(hint.width(), max(hint.height(), height + 8))
 
 
 class _UndoPassThrough(QObject):
@@ -234,8 +258,15 @@ class CaptionPanel(QWidget):
         self.history = QTreeWidget()
         self.history.setObjectName("captionHistory")
         self.history.setHeaderLabels(["When", "By", "Conf.", "Caption"])
-        self.history.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # Whole captions, wrapped in their column (each row as tall as its text): readable
+        # without hovering; the tooltip keeps the provenance.
+        self.history.setWordWrap(True)
+        self.history.setItemDelegate(_WrappedRows(self.history))
+        self.history.setUniformRowHeights(False)
+        self.history.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.history.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.history.header().sectionResized.connect(lambda *_: self.history.doItemsLayout())
         self.history.setMinimumHeight(70)
         self.history.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         self.history.setRootIsDecorated(False)
@@ -464,11 +495,13 @@ class CaptionPanel(QWidget):
         self.history.addTopLevelItems(items)
         for column in (0, 1, 2):
             self.history.resizeColumnToContents(column)
-        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 120))
+        self.history.setColumnWidth(1, min(self.history.columnWidth(1), 100))
 
     @staticmethod
     def _history_item(caption: CaptionInfo) -> QTreeWidgetItem:
-        when = f"{caption.created_at:%Y-%m-%d %H:%M}" if caption.created_at else ""
+        # Short (date over time) so the caption column keeps its width in a narrow panel;
+        # the full date and time are in the tooltip's provenance.
+        when = f"{caption.created_at:%Y-%m-%d}\n{caption.created_at:%H:%M}" if caption.created_at else ""
         if caption.source == "model":
             # The model's short name (the full id, adapter and settings are in the tooltip).
             by = (caption.model_name or "model").rstrip("/").rsplit("/", 1)[-1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractItemModel, Qt, QTimer, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -40,11 +39,12 @@ _STATE_TIPS = {
     frozenset({"model", "changed"}): "The review queue: model captions, then pictures changed since captioned",
 }
 SORT_CHOICES: list[tuple[str, str]] = [("Name", "name"), ("Date", "date"), ("Confidence", "confidence")]
-#: The search box's modes: label, meaning space (None: words), tooltip.
+#: The search box's modes: label, meaning space (None: words), tooltip (one word each: the
+#: bar must leave the search field room at 1024 pixels).
 SEARCH_MODES: list[tuple[str, str | None, str]] = [
     ("Words", None, "Finds the words in captions and in file and folder names"),
-    ("By meaning", "text", "Finds captions that mean the search, in other words too (ranked by closeness)"),
-    ("By picture", "image", "Finds photos whose picture matches the search, uncaptioned ones too"),
+    ("Meaning", "text", "Finds captions that mean the search, in other words too (ranked by closeness)"),
+    ("Picture", "image", "Finds photos whose picture matches the search, uncaptioned ones too"),
 ]
 
 
@@ -116,6 +116,7 @@ class FilterBar(QWidget):
         for label, space, tip in SEARCH_MODES:
             self.mode.addItem(label, space)
             self.mode.setItemData(self.mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.mode.setToolTip("Search by: words, the captions' meaning, or the picture itself")
         self.mode.currentIndexChanged.connect(self._emit_now)
         #: Shown while the grid holds the photos that look like one ("Find similar").
         self.similar_note = QWidget()
@@ -150,8 +151,15 @@ class FilterBar(QWidget):
         self.max_score = PercentBox(100, "Highest model confidence to show")
         self.sort = QComboBox()
         for label, key in SORT_CHOICES:
-            self.sort.addItem(f"Sort: {label}", key)
-        self.descending = QCheckBox("Desc.")
+            self.sort.addItem(label, key)
+        self.sort.setToolTip("Sort by")
+        # An arrow rather than a labelled box: it leaves the search field room at 1024 pixels.
+        self.descending = QToolButton()
+        self.descending.setObjectName("sortDescending")
+        self.descending.setCheckable(True)
+        self.descending.setAccessibleName("Descending")
+        self.descending.toggled.connect(self._show_direction)
+        self._show_direction(False)
         self.review = QToolButton()
         self.review.setText(REVIEW_OFF)
         self.review.setCheckable(True)
@@ -217,6 +225,11 @@ class FilterBar(QWidget):
         layout.addWidget(self.no_matches)
         layout.addWidget(self.similar_note)
         self._silent = False
+
+    def _show_direction(self, descending: bool) -> None:
+        self.descending.setArrowType(Qt.ArrowType.DownArrow if descending else Qt.ArrowType.UpArrow)
+        self.descending.setToolTip("Descending order (click for ascending)" if descending
+                                   else "Ascending order (click for descending)")
 
     def _emit_now(self, *_args: object) -> None:
         if self._silent:

@@ -10,7 +10,7 @@ nothing else asks them to.  While a scan or a caption job runs they also catch u
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
@@ -133,6 +133,8 @@ class GridContent(QObject):
         self.similar_to: int | None = None
         #: The embedding models of search by meaning (None: the defaults), by space.
         self.search_models: dict[str, str | None] = {"text": None, "image": None}
+        #: Embeds a query ``(space, model, text)`` outside this process (the search worker); None: here.
+        self.encode_query: Callable[[str, str, str], Any] | None = None
         filter_bar.changed.connect(self._on_filter_changed)
         filter_bar.similar_back.clicked.connect(self._on_filter_changed)
         sidebar.location_changed.connect(lambda _loc: self.reload_ids())
@@ -184,6 +186,7 @@ class GridContent(QObject):
         self.dirty = False
 
         meaning, similar_to, models = self.filter_bar.meaning(), self.similar_to, dict(self.search_models)
+        encode = self.encode_query
 
         def work() -> tuple[list[int], dict[int, int]]:
             if similar_to is not None:
@@ -192,7 +195,8 @@ class GridContent(QObject):
                 ids = [similar_to, *(h.image_id for h in hits)]
             elif meaning and flt.text.strip():
                 ids = [h.image_id for h in search_query.search(library, flt.text, by=meaning, flt=flt.with_(text=""),
-                                                                limit=MEANING_RESULTS, model=models[meaning])]
+                                                                limit=MEANING_RESULTS, model=models[meaning],
+                                                                encode=encode)]
             else:
                 with library.db.read() as session:
                     ids = queries.filtered_ids(session, flt)

@@ -5,7 +5,8 @@ controller per concern (:mod:`desktop_app.controllers`): ``self.libraries`` (ope
 library, add folders, drag and drop), ``self.scans``, ``self.caption_jobs``,
 ``self.image_review`` (current image, edits, replace, review keys), ``self.versions``
 (train, switch model version), ``self.model_jobs`` (the model thread's job in the status
-bar) and ``self.verbs`` (the dataset dialogs).  Callers use the controllers directly.
+bar), ``self.verbs`` (the dataset dialogs) and ``self.photo_verbs`` (the photo menu,
+loupe and compare).  Callers use the controllers directly.
 
 What the grid and the sidebar show is :mod:`desktop_app.library_views`; they, and the
 caption panel, follow ``self.notifier.library_changed`` (:mod:`desktop_app.operations`):
@@ -35,7 +36,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PySide6.QtCore import QPoint, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -47,6 +48,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSplitter,
     QStackedWidget,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -72,11 +74,12 @@ from desktop_app.library_views import GridContent, JobCatchUp, SidebarContent
 from desktop_app.log_panel import LogPanel, QtLogHandler
 from desktop_app.model_thread import CaptionService
 from desktop_app.operations import LibraryNotifier
-from desktop_app.photo_menu import PhotoVerbs, photo_context_menu
+from desktop_app.photo_menu import PhotoVerbs, add_search_verbs
 from desktop_app.review import CaptionUndoStack
 from desktop_app.sidebar import LibrarySidebar
 from desktop_app.thumbnail_grid import ThumbnailGrid
 from desktop_app.thumbnails import PreviewLoader, ThumbnailCache
+from desktop_app.window_state import ViewRestorer, fit_to_screen, restore_layout, save_layout
 from desktop_app.window_widgets import EmptyLibraryPage, NoticeBanner, PreviewView
 
 log = logging.getLogger("captiondesk.gui")
@@ -86,14 +89,6 @@ CAPTION_TIP = "Caption the photos in view, the folder or the library with the cu
 
 #: The window's size on first start, shrunk to fit a smaller screen.
 PREFERRED_SIZE = QSize(1480, 900)
-
-
-def fit_to_screen(preferred: QSize, available: QSize, margin: float = 0.95) -> QSize:
-    """*preferred*, shrunk (never grown) to at most *margin* of the *available* screen."""
-    return QSize(
-        min(preferred.width(), int(available.width() * margin)),
-        min(preferred.height(), int(available.height() * margin)),
-    )
 
 
 class MainWindow(QMainWindow):
@@ -184,6 +179,10 @@ class MainWindow(QMainWindow):
         self.banner = NoticeBanner()
         self.banner.action_button.clicked.connect(lambda: self._caption_from_banner())
         center_layout.addWidget(self.banner)
+        from desktop_app.list_view import ListMode
+
+        self.list_mode = ListMode(self.grid, self.delegate, self.thumbs, self.filter_bar, self._apply_grid_size)
+        center_layout.addWidget(self.list_mode.header)
         center_layout.addWidget(self.grid, 1)
         self.empty_page = EmptyLibraryPage()
         self.empty_page.add_clicked.connect(lambda: self.libraries.choose_folder())
@@ -191,10 +190,20 @@ class MainWindow(QMainWindow):
         self.center_stack.addWidget(self.empty_page)
         self.center_stack.addWidget(center)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.right_splitter.addWidget(self.preview)
+        # The photo's own metadata a tab away from its preview; the caption panel keeps its height.
+        from desktop_app.metadata_panel import MetadataPanel
+
+        self.info_panel = MetadataPanel(self.pool)
+        self.side_tabs = QTabWidget()
+        self.side_tabs.setObjectName("sideTabs")
+        self.side_tabs.setDocumentMode(True)
+        self.side_tabs.addTab(self.preview, "Preview")
+        self.side_tabs.addTab(self.info_panel, "Photo info")
+        self.right_splitter.addWidget(self.side_tabs)
         self.right_splitter.addWidget(self.panel)
-        self.right_splitter.setStretchFactor(0, 1)
-        self.right_splitter.setStretchFactor(1, 0)  # the preview takes the spare height
+        # The caption panel takes the spare height: its history shows more rows on a tall screen.
+        self.right_splitter.setStretchFactor(0, 0)
+        self.right_splitter.setStretchFactor(1, 1)
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.main_splitter.addWidget(self.sidebar)
         self.main_splitter.addWidget(self.center_stack)
@@ -247,6 +256,7 @@ class MainWindow(QMainWindow):
             preview_loader=self.preview_loader, thumbs=self.thumbs, filter_bar=self.filter_bar,
             caption_undo=self.caption_undo, grid_content=self.grid_content)
         self.grid_content.current = self.image_review
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self.info_panel.follow(self.image_review.current_row()))
         self.job_catch_up = JobCatchUp(self.grid_content, self.sidebar_content,
                                        lambda: self.scans.scanning or self.captioning.running, self)
         self.scans = ScanController(
@@ -264,13 +274,12 @@ class MainWindow(QMainWindow):
         self.versions = VersionsController(self, service=self.captioning, caption_jobs=self.caption_jobs)
         self.search_index = SearchIndexer(self.grid_content, self.pool, library, self.notifier, self.search_status,
                                           self.report_exception, self)
-        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.grid.customContextMenuRequested.connect(self._photo_menu)
 
         self.setAcceptDrops(True)
         self._build_actions()
         self._build_toolbar()
-        self._restore_layout()
+        self.view_restorer = ViewRestorer(self)
+        restore_layout(self)
         self.update_actions()
 
     # =========================================================================
@@ -314,10 +323,11 @@ class MainWindow(QMainWindow):
         edit_menu.addAction(a("save", "Save caption", self.image_review.save_caption, QKeySequence.StandardKey.Save))
         edit_menu.addAction(a("edit", "Edit caption", self.image_review.focus_editor, "F2"))
         edit_menu.addAction(a("accept", "Accept caption", self.image_review.accept_current, "Ctrl+Shift+A"))
+        edit_menu.addAction(a("unverify", "Mark as not verified", self.image_review.unverify_selection, None))
         edit_menu.addSeparator()
         edit_menu.addAction(a("find", "Find…", self.image_review.focus_search, QKeySequence.StandardKey.Find))
         edit_menu.addAction(a("replace", "Find and replace…", self.image_review.open_find_replace, "Ctrl+H"))
-        edit_menu.addAction(a("select_all", "Select all images", self.grid.selectAll, None))
+        edit_menu.addAction(a("select_all", "Select all images", self.grid.selectAll, QKeySequence.StandardKey.SelectAll))
 
         review = self.menuBar().addMenu("&Review")
         review.addAction(a("next", "Next image", self.image_review.next_image, "Alt+Right"))
@@ -336,6 +346,9 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         view.addAction(a("larger", "Larger thumbnails", lambda: self.step_thumbnail_size(1), QKeySequence.StandardKey.ZoomIn))
         view.addAction(a("smaller", "Smaller thumbnails", lambda: self.step_thumbnail_size(-1), QKeySequence.StandardKey.ZoomOut))
+        as_list = a("list_view", "List with columns", lambda: self.set_list_view(not self.list_view_on), "Ctrl+L")
+        as_list.setCheckable(True)
+        view.addAction(as_list)
         view.addSeparator()
         view.addAction(self.log_dock.toggleViewAction())
 
@@ -358,6 +371,14 @@ class MainWindow(QMainWindow):
             current_filter=self.grid_content.current_filter, selected_ids=self.image_review.selected_ids,
             shown_count=self.model.rowCount, captioning=self.captioning,
             set_thumbnail_size=self.set_thumbnail_size, open_library=self.libraries.open_library))
+        from desktop_app.controllers.photo_verbs import PhotoController
+
+        self.photo_verbs = PhotoController(
+            self, grid=self.grid, model=self.model, review=self.image_review, caption_jobs=self.caption_jobs,
+            caption_undo=self.caption_undo, sidebar=self.sidebar, thumbs=self.thumbs, verbs=lambda: self.verbs)
+        add_search_verbs(self.photo_verbs.menu, PhotoVerbs(find_similar=self.search_index.find_similar),
+                         lambda image_id: self.model.row_data(self.model.row_of(image_id)).name, before="caption")
+        view.addAction(a("loupe", "Loupe (Space)", self.photo_verbs.open_loupe, None))
 
 
     def _build_toolbar(self) -> None:
@@ -489,6 +510,14 @@ class MainWindow(QMainWindow):
         self.grid.set_cell_size(self.delegate.cell_size(self.grid.fontMetrics()))
         self.grid.setIconSize(QSize(self.thumbs.display_size, self.thumbs.display_size))
 
+    @property
+    def list_view_on(self) -> bool:
+        return self.list_mode.on
+
+    def set_list_view(self, on: bool) -> None:
+        self.list_mode.set(on)
+        self.actions["list_view"].setChecked(on)
+
     def step_thumbnail_size(self, step: int) -> None:
         sizes = list(THUMBNAIL_SIZES)
         current = min(range(len(sizes)), key=lambda i: abs(sizes[i] - self.thumbs.display_size))
@@ -533,30 +562,8 @@ class MainWindow(QMainWindow):
             return PREFERRED_SIZE
         return fit_to_screen(PREFERRED_SIZE, screen.availableGeometry().size())
 
-    def _restore_layout(self) -> None:
-        geometry = self.settings.geometry()
-        if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(self.default_size())
-        screen = self.screen()
-        if screen is not None:
-            # A layout saved on a bigger monitor must still fit this one.
-            available = screen.availableGeometry()
-            self.resize(fit_to_screen(self.size(), available.size(), margin=1.0))
-        state = self.settings.window_state()
-        if state is not None:
-            self.restoreState(state)
-        for name, splitter in (("main", self.main_splitter), ("right", self.right_splitter)):
-            saved = self.settings.splitter(name)
-            if saved is not None:
-                splitter.restoreState(saved)
-
     def save_layout(self) -> None:
-        self.settings.save_layout(
-            self.saveGeometry(),
-            self.saveState(),
-            {"main": self.main_splitter.saveState(), "right": self.right_splitter.saveState()},
-        )
-        self.settings.sync()
+        save_layout(self)
 
     def shutdown(self) -> None:
         """Save the edit in progress, stop jobs and threads, close an owned library."""
@@ -574,15 +581,8 @@ class MainWindow(QMainWindow):
             self.library.close()
         self.library = None
 
-    def _photo_menu(self, pos: QPoint) -> None:
-        row = self.grid.indexAt(pos).row()
-        data = self.model.row_data(row) if row >= 0 else None
-        if data is not None:
-            verbs = PhotoVerbs(find_similar=self.search_index.find_similar)
-            photo_context_menu(self.grid, data.id, data.name, verbs).popup(self.grid.viewport().mapToGlobal(pos))
-
     def closeEvent(self, event: QCloseEvent) -> None:
-        self.search_index.stop()
+        self.search_index.close()
         self.shutdown()
         super().closeEvent(event)
         app = QApplication.instance()

@@ -122,6 +122,21 @@ class CaptionUndoStack(QObject):
     def revert(self, caption_id: int) -> bool:
         return self._run("Revert caption", lambda: edits.revert(self.library.db, caption_id))
 
+    def _many(self, label: str, operation: Callable[[], list[Change]]) -> int:
+        if self.library is None:
+            return 0
+        try:
+            changes = operation()
+        except CaptionError as exc:
+            self.error.emit(str(exc))
+            return 0
+        self._push(label, changes)
+        return len(changes)
+
+    def unverify(self, image_ids: Sequence[int], kind: str = CAPTION) -> int:
+        """Take back the acceptance of *image_ids*' values of *kind* as one undo step (:func:`core.edits.unverify`)."""
+        return self._many("Mark as not verified", lambda: edits.unverify(self.library.db, image_ids, kind))
+
     def replace(
         self,
         candidates: Sequence[tuple[int, int, str]],
@@ -183,9 +198,11 @@ class FindReplaceDialog(QDialog):
     def __init__(
         self,
         view_count: int,
-        preview: Callable[[str, str, bool], list[tuple[int, str, str]]],
+        preview: Callable[..., list[tuple[int, str, str]]],
         parent: QWidget | None = None,
+        *,
         kind: str = CAPTION,
+        selection_count: int = 0,
     ) -> None:
         super().__init__(parent)
         # Another kind (the filter bar's) is named; the caption's words stay as they were.
@@ -205,6 +222,14 @@ class FindReplaceDialog(QDialog):
         form.addRow("Replace with", self.replacement)
         form.addRow("", self.case)
         form.addRow("", self.verify)
+        #: Only in the selected photos (shown when more than one is selected); the preview is then
+        #: asked with ``selected=True``.
+        self.selected_only = QCheckBox(f"Only in the {selection_count} selected photos")
+        self.selected_only.setObjectName("replaceSelectedOnly")
+        self.selected_only.setChecked(selection_count > 1)
+        self.selected_only.setVisible(selection_count > 1)
+        if selection_count > 1:
+            form.addRow("", self.selected_only)
         self.count_label = QLabel()
         self.count_label.setObjectName("replaceCount")
         self.count_label.setWordWrap(True)
@@ -215,8 +240,9 @@ class FindReplaceDialog(QDialog):
         self.preview_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         note = QLabel(
             f"Applies to the current {'captions' if kind == CAPTION else _noun(kind)} of the {view_count} images "
-            "in the current view. "
-            "Undo (Ctrl+Z) reverts them all."
+            "in the current view"
+            + (", or only of the selected ones when ticked" if selection_count > 1 else "")
+            + ". Undo (Ctrl+Z) reverts them all."
         )
         note.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -237,13 +263,20 @@ class FindReplaceDialog(QDialog):
         for field in (self.find, self.replacement):
             field.textChanged.connect(lambda _text: self._timer.start())
         self.case.toggled.connect(lambda _on: self.update_preview())
+        self.selected_only.toggled.connect(lambda _on: self.update_preview())
         self.update_preview()
 
     def update_preview(self) -> None:
         """Count and list what "Replace all" would change, with the current fields."""
         self._timer.stop()
         find = self.find.text()
-        self.matches = self._preview(find, self.replacement.text(), self.case.isChecked()) if find else []
+        args = (find, self.replacement.text(), self.case.isChecked())
+        if not find:
+            self.matches = []
+        elif self.selected_only.isChecked():
+            self.matches = self._preview(*args, selected=True)
+        else:
+            self.matches = self._preview(*args)
         count = len(self.matches)
         self.preview_list.clear()
         self.preview_list.addTopLevelItems(

@@ -31,6 +31,8 @@ class ThumbnailGrid(QListView):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._cell = QSize(0, 0)
+        #: Row height while the view is the list with columns (0: the thumbnail grid).
+        self._list_row = 0
         # Reserved scroll bar: its appearing after a filter change would otherwise change
         # the viewport width and with it the column count.
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
@@ -38,6 +40,11 @@ class ThumbnailGrid(QListView):
     def set_cell_size(self, cell: QSize) -> None:
         """The size one thumbnail cell needs (from the delegate); re-fits the columns."""
         self._cell = QSize(cell)
+        self._fit_columns()
+
+    def set_list_rows(self, height: int) -> None:
+        """One photo a row of *height* pixels (the list with columns); 0 returns to the grid."""
+        self._list_row = height
         self._fit_columns()
 
     def column_count(self) -> int:
@@ -48,6 +55,11 @@ class ThumbnailGrid(QListView):
         super().resizeEvent(event)
 
     def _fit_columns(self) -> None:
+        if self._list_row:
+            slot = QSize(self.viewport().width(), self._list_row)
+            if slot != self.gridSize():
+                self.setGridSize(slot)
+            return
         if self._cell.isEmpty():
             return
         width = self.viewport().width()

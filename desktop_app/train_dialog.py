@@ -71,14 +71,15 @@ LOWER_IS_BETTER = frozenset({"edit_rate"})
 DECIDING_METRIC = "cider"
 
 
-def not_ready_reason(train_count: int, validation_count: int) -> str | None:
-    """Why training cannot start with these many captions, in plain words (None: it can)."""
+def not_ready_reason(train_count: int, validation_count: int, values: str = "captions") -> str | None:
+    """Why training cannot start with these many *values* (a kind's, in words), in plain words (None: it can)."""
     if train_count < MIN_TRAIN:
-        return (f"Training needs at least {MIN_TRAIN} captioned photos to learn from; there are "
-                f"{train_count}. Write or accept more captions first.")
+        photos = "captioned photos" if values == "captions" else f"photos with {values}"
+        return (f"Training needs at least {MIN_TRAIN} {photos} to learn from; there are "
+                f"{train_count}. Write or accept more {values} first.")
     if validation_count < MIN_VALIDATION:
         return (f"Training keeps at least {MIN_VALIDATION} photos aside to check the new version; "
-                f"there are {validation_count}. Raise the validation share or add captions.")
+                f"there are {validation_count}. Raise the validation share or add {values}.")
     return None
 
 
@@ -119,6 +120,22 @@ def result_verdict(result: Any) -> tuple[bool, str]:
     lines.extend(note[0].upper() + note[1:] + "." for note in result.notes)
     lines.append("In brackets: 95 % intervals over the validation photos.")
     return bool(result.beats_base), "\n".join(lines)
+
+
+def kind_choice(library: Library) -> QComboBox:
+    """The kinds a version can learn, the caption first, each saying how many verified values it has."""
+    from core.kinds import CAPTION, all_kinds
+    from core.queries import ImageFilter, count_filtered
+
+    choice = QComboBox()
+    choice.setObjectName("trainKind")
+    choice.setToolTip("The caption kind the version learns from its verified values, and writes when it captions")
+    with library.db.read() as session:
+        kinds = sorted(all_kinds(session).values(), key=lambda k: k.name != CAPTION)
+        for kind in kinds:
+            count = count_filtered(session, ImageFilter(states=frozenset({"verified"}), kind=kind.name))
+            choice.addItem(f"{kind.label} ({count} verified)", kind.name)
+    return choice
 
 
 class TrainDialog(QDialog):
@@ -169,6 +186,7 @@ class TrainDialog(QDialog):
         base_row.addWidget(self.base, 1)
         base_row.addWidget(self.browse_base)
         self.name = QLineEdit("my-captioner")
+        self.kind = kind_choice(library)
         self.method = QComboBox()
         self.method.addItems(["lora", "full", "qlora"])
         self.lora_r = self._spin(1, 256, 8)
@@ -188,6 +206,9 @@ class TrainDialog(QDialog):
         self.family_defaults.toggled.connect(lambda _on: self._update_enabled())
         self.base.editingFinished.connect(self._update_enabled)
         self.restyler = restyler_checkbox(library)
+        # A restyler learns to rewrite captions: it has no kind to choose.
+        self.restyler.toggled.connect(lambda on: (self.kind.setCurrentIndex(0) if on else None,
+                                                  self.kind.setEnabled(not on)))
         self.restyler.toggled.connect(lambda on: (self.base.setText("" if on else self.current.base_model),
                                                   self.base.setPlaceholderText(RESTYLER_BASE_HINT if on else "")))
         self.data_summary = QLabel()
@@ -200,7 +221,7 @@ class TrainDialog(QDialog):
         form.addRow("Base model", base_row)
         if version is not None and base_model is None:
             form.addRow("", self.continue_from)
-        for label, widget in (("Version name", self.name), ("Method", self.method),
+        for label, widget in (("Version name", self.name), ("Kind", self.kind), ("Method", self.method),
                               ("", self.family_defaults), ("LoRA rank", self.lora_r), ("LoRA alpha", self.lora_alpha),
                               ("LoRA dropout", self.lora_dropout), ("Learning rate", self.lr), ("", self.auto_lr),
                               ("Epochs", self.epochs), ("Batch size", self.batch_size),
@@ -211,6 +232,7 @@ class TrainDialog(QDialog):
         self._update_enabled()
         self.val_ratio.valueChanged.connect(self.refresh_data_summary)
         self.include_imports.toggled.connect(self.refresh_data_summary)
+        self.kind.currentIndexChanged.connect(self.refresh_data_summary)
 
         self.chart = MetricChart()
         # Messages wrap in a fixed number of lines: nothing below them moves during a run.
@@ -371,9 +393,9 @@ class TrainDialog(QDialog):
         if self.semantic.isChecked():
             common.update(bertscore_model=DEFAULT_BERTSCORE_MODEL, clip_model=DEFAULT_CLIP_MODEL)
         if method != "full" and self.family_defaults.isChecked():  # None: the family's measured defaults
-            return TrainingConfig(**common)
+            return TrainingConfig(kind=self.kind.currentData(), **common)
         return TrainingConfig(lora_r=self.lora_r.value(), lora_alpha=self.lora_alpha.value(),
-                              lora_dropout=self.lora_dropout.value(), **common)
+                              lora_dropout=self.lora_dropout.value(), kind=self.kind.currentData(), **common)
 
     @Slot()
     def refresh_data_summary(self) -> None:
@@ -381,13 +403,15 @@ class TrainDialog(QDialog):
 
         try:
             data = collect_training_data(self.library, val_ratio=self.val_ratio.value(),
-                                         include_imports=self.include_imports.isChecked())
+                                         include_imports=self.include_imports.isChecked(), kind=self.kind.currentData())
         except Exception as exc:  # noqa: BLE001 - shown inline
             self.data_summary.setText(plain_error(str(exc)))
             self.set_ready(str(exc) and plain_error(str(exc)))
             return
         self.data_summary.setText(data.summary())
-        self.set_ready(not_ready_reason(len(data.train), len(data.validation)))
+        label = self.kind.currentText().rsplit(" (", 1)[0].lower()
+        values = "captions" if self.kind.currentData() == "caption" else label
+        self.set_ready(not_ready_reason(len(data.train), len(data.validation), values))
 
     def set_ready(self, reason: str | None) -> None:
         """Enable Train, or disable it and say why in plain words (*reason*: the data's)."""
@@ -520,9 +544,11 @@ class TrainDialog(QDialog):
         beat, sentence = result_verdict(result)
         self.verdict.setText(sentence)
         self.verdict.setStyleSheet("color: #107c10;" if beat else "color: #a4262c;")
-        # Switching to a version that did not improve would only cost a re-captioning run; a restyler captions nothing.
-        self.use_button.setVisible(beat and not self.restyler.isChecked())
-        self.use_button.setEnabled(beat and not self.restyler.isChecked())
+        # Switching to a version that did not improve would only cost a re-captioning run; a restyler
+        # captions nothing, and another kind's version is activated for that kind in Model → Versions.
+        offer = beat and not self.restyler.isChecked() and self.kind.currentData() == "caption"
+        self.use_button.setVisible(offer)
+        self.use_button.setEnabled(offer)
         self.version_created.emit(result.name)
 
     @Slot(str, str)

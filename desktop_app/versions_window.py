@@ -33,26 +33,31 @@ from PySide6.QtWidgets import (
 )
 
 from core.captioning import DEFAULT_MODEL  # torch-free: core.captioning imports torch lazily
+from core.kinds import BUILTIN_KINDS, CAPTION
 from core.training import versions
 from core.training.current import current_model, library_base_model, use_base_model
 from desktop_app.dialog_kit import ElidedLabel, JobFooter, JobRunner, compact_table, show_folder
 
-COLUMNS = ("Active", "Name", "Target", "Base model", "Method", "Learning rate", "Created", "Train / val", "CIDEr",
-           "Exact match", "Beats base", "BERTScore F1", "CLIPScore")
+COLUMNS = ("Active", "Name", "Target", "Kind", "Base model", "Method", "Learning rate", "Created", "Train / val",
+           "CIDEr", "Exact match", "Beats base", "BERTScore F1", "CLIPScore")
 #: The columns whose cells get their own tooltip (the base model's whole id or path, the rate's note, the comparison).
-BASE_MODEL_COLUMN, LEARNING_RATE_COLUMN, BEATS_BASE_COLUMN = 3, 5, 10
+BASE_MODEL_COLUMN, LEARNING_RATE_COLUMN, BEATS_BASE_COLUMN = (COLUMNS.index("Base model"), COLUMNS.index("Learning rate"),
+                                                           COLUMNS.index("Beats base"))
 #: Header tooltips: what the short headers mean.
-COLUMN_TIPS = {2: "Captioner (describes photos) or restyler (rewrites a captioner's captions in a style)",
-               5: "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)",
-               7: "Images (a restyler: caption pairs) trained on / held out for validation",
-               8: "CIDEr of the base model → after training",
-               9: "Share of validation captions matched exactly: base model → after training",
-               10: "Whether the version beat its base model by more than the noise of its evaluation photos "
-                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)",
-               11: "BERTScore F1 of the base model → after training, on the held-out photos (test when there were "
-                   "enough); – when not computed (training with a BERTScore model, or Evaluate)",
-               12: "CLIPScore (2.5 · max(cos, 0)) of the base model → after training, on the held-out photos; "
-                   "– when not computed"}
+COLUMN_TIPS = {COLUMNS.index(name): tip for name, tip in (
+    ("Target", "Captioner (describes photos) or restyler (rewrites a captioner's captions in a style)"),
+    ("Kind", "The caption kind the version learnt and writes: Activate makes it that kind's model"),
+    ("Learning rate", "The run's learning rate; \"range test\": chosen on the library's photos (the tip says how)"),
+    ("Train / val", "Images (a restyler: caption pairs) trained on / held out for validation"),
+    ("CIDEr", "CIDEr of the base model → after training"),
+    ("Exact match", "Share of validation captions matched exactly: base model → after training"),
+    ("Beats base", "Whether the version beat its base model by more than the noise of its evaluation photos "
+                   "(a 95 % interval of the difference above 0; on the test photos when there were enough)"),
+    ("BERTScore F1", "BERTScore F1 of the base model → after training, on the held-out photos (test when there "
+                     "were enough); – when not computed (training with a BERTScore model, or Evaluate)"),
+    ("CLIPScore", "CLIPScore (2.5 · max(cos, 0)) of the base model → after training, on the held-out photos; "
+                  "– when not computed"),
+)}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:
@@ -67,7 +72,7 @@ BASE_ROW_NAME = "Base model"
 def base_row(model: str, active: bool) -> list[str]:
     """The cells of the base-model row (*active*: no version is, so this model captions)."""
     short = Path(model).name if Path(model).is_absolute() else model
-    return ["★" if active else "", BASE_ROW_NAME, CAPTIONER, short, *["–"] * (len(COLUMNS) - 4)]
+    return ["★" if active else "", BASE_ROW_NAME, CAPTIONER, "–", short, *["–"] * (len(COLUMNS) - 5)]
 
 
 CAPTIONER, RESTYLER = "Captioner", "Restyler"
@@ -76,6 +81,12 @@ CAPTIONER, RESTYLER = "Captioner", "Restyler"
 def target_of(version: Any) -> str:
     """"Restyler" for a trained restyler version, else "Captioner"."""
     return RESTYLER if versions.is_restyler(version) else CAPTIONER
+
+
+def kind_label(version: Any) -> str:
+    """The caption kind *version* learnt, as a person reads it."""
+    kind = versions.version_kind(version)
+    return BUILTIN_KINDS[kind].label if kind in BUILTIN_KINDS else kind
 
 
 def version_row(version: Any, active_restyler: str | None = None) -> list[str]:
@@ -91,6 +102,7 @@ def version_row(version: Any, active_restyler: str | None = None) -> list[str]:
         "★" if active else "",
         version.name,
         target_of(version),
+        kind_label(version),
         Path(base_model).name if Path(str(base_model)).is_absolute() else str(base_model),
         version.method or "–",
         learning_rate_cell(version.config or {}),
@@ -157,6 +169,19 @@ EVALUATE_RESTYLER_TIP = ("Restyle the held-out caption pairs (test pairs when th
 EXPORT_TIP = "Write a standalone model folder (LoRA merged into the base) that plain transformers loads"
 
 
+def activate_text(version: Any) -> str:
+    """The Activate button's words for a captioner: which kind's active model it becomes."""
+    return "Activate" if version is None else f"Activate for {kind_label(version)}"
+
+
+def activate_tip(version: Any) -> str:
+    if version is None or versions.version_kind(version) == CAPTION:
+        return ACTIVATE_TIP
+    label, kind = kind_label(version).lower(), versions.version_kind(version)
+    return (f"Make this the library's model for {label}: captioning {label} (here and with caption --kind "
+            f"{kind}) uses it; the caption's model stays")
+
+
 class VersionsWindow(QDialog):
     """List, activate, rename, delete, evaluate and export the library's model versions."""
 
@@ -194,7 +219,7 @@ class VersionsWindow(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
-        for column, width in enumerate((50, 210, 80, 200, 60, 120, 80, 110, 110)):
+        for column, width in enumerate((50, 190, 80, 80, 180, 60, 120, 80, 110, 110)):
             self.table.setColumnWidth(column, width)
         self.detail = ElidedLabel("")
         self.activate_button = QPushButton("Activate")
@@ -302,9 +327,10 @@ class VersionsWindow(QDialog):
                 button.setEnabled(True)
         chosen = next((v for v in self.versions if v.name == name), None)
         restyler = chosen is not None and versions.is_restyler(chosen)
-        self.activate_button.setText("Use base model" if base else "Activate as restyler" if restyler else "Activate")
+        self.activate_button.setText("Use base model" if base else "Activate as restyler" if restyler
+                                     else activate_text(chosen))
         self.activate_button.setToolTip("Deactivate the active version: captioning uses the base model again"
-                                        if base else ACTIVATE_RESTYLER_TIP if restyler else ACTIVATE_TIP)
+                                        if base else ACTIVATE_RESTYLER_TIP if restyler else activate_tip(chosen))
         if restyler and chosen.name == self.active_restyler:
             self.activate_button.setEnabled(False)  # already the active restyler
         if chosen is not None and (chosen.metrics or {}).get("beats_base") is False:
@@ -350,9 +376,14 @@ class VersionsWindow(QDialog):
             return False
         ok = self._guarded(lambda: versions.set_active(self.library, name))
         restyler = any(v.name == name and versions.is_restyler(v) for v in self.versions)
+        chosen = next((v for v in self.versions if v.name == name), None)
         if ok and restyler:
             self.footer.status.setText(f"{name} is now the active restyler: Then restyle uses it; "
                                        "the active captioner stays.")
+        elif ok and chosen is not None and versions.version_kind(chosen) != CAPTION:
+            label = kind_label(chosen).lower()
+            self.footer.status.setText(f"{name} is now the active model for {label}: captioning {label} uses it; "
+                                       "the caption's model stays.")
         elif ok:
             self.footer.status.setText(f"{name} is now the active model: captioning uses it.")
         self.refresh(name)

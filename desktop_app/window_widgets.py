@@ -14,7 +14,8 @@ class PreviewView(QLabel):
         super().__init__(parent)
         self.setObjectName("preview")
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(200, 150)
+        # Low enough that the preview's tab bar and the caption panel fit a 1024x700 screen.
+        self.setMinimumSize(200, 80)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.setStyleSheet("QLabel#preview { background: #202124; color: #bbb; }")
         self._pixmap: QPixmap | None = None

@@ -9,7 +9,9 @@ generated JPEGs captioned by the tests' fake captioner, and saves ``grab()`` PNG
 start (empty state), library (after a scan and a captioning run), the caption panel's
 kinds (alt text with its count, keywords as chips; ``caption-panel-kinds`` side by side), review queue, Export
 dialog, Train dialog with results (a fake training run's numbers) and the Versions window.
-``--dialogs`` also saves every other dialog opened through its menu (import, write
+Then the photo-app views (scripts/screenshots_photos.py): a multi-selection, the photo
+context menu, the photo info panel, the loupe (fit, 100 %), the comparison, the list view,
+the import preview and the write confirmation.  ``--dialogs`` also saves every other dialog opened through its menu (import, write
 metadata, preferences, shortcuts, self-check, library location: ``dialog_*.png``, made by
 scripts/screenshots_dialogs.py), for review rather than for the README.
 """
@@ -181,9 +183,12 @@ def main(argv: list[str]) -> int:
     from tests.imagegen import write_jpeg
 
     def save(widget, name: str) -> None:
+        save_pixmap(widget.grab(), name)
+
+    def save_pixmap(pixmap, name: str) -> None:
         path = out / f"{name}{suffix}.png"
-        widget.grab().save(str(path))
-        print(f"{path}: {widget.width()}x{widget.height()}, {path.stat().st_size // 1024} KB")
+        pixmap.save(str(path))
+        print(f"{path}: {pixmap.width()}x{pixmap.height()}, {path.stat().st_size // 1024} KB")
 
     with tempfile.TemporaryDirectory(prefix="captiondesk-shots-") as tmp:
         tmp_path = Path(tmp)
@@ -192,6 +197,10 @@ def main(argv: list[str]) -> int:
         colors = [(200, 40, 40), (40, 160, 60), (40, 80, 200), (220, 180, 40), (120, 60, 160), (30, 160, 170)]
         for i in range(36):
             write_jpeg(photos / f"IMG_{1000 + i}.jpg", color=colors[i % len(colors)], size=(320, 240), seed=i)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from screenshots_photos import photo_shots, write_camera_photo
+
+        write_camera_photo(photos / "DSC_2041.jpg")
         library = Library(tmp_path / "library.db")
         settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
         engine = FakeEngine(delay=0.02)
@@ -231,6 +240,7 @@ def main(argv: list[str]) -> int:
         wait(app, lambda: False, 2.0)
         save(dialog, "export-dialog")
         dialog.close()
+        photo_shots(app, window, save, save_pixmap, wait, photos)
 
         if "--dialogs" in argv:
             # Training waits for captioning (one model thread): the dialog says so.

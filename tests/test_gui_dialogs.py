@@ -389,8 +389,8 @@ def test_versions_window_lists_activates_renames_deletes(qtbot, library, version
     assert window.table.rowCount() == 3  # the base model, then each version
     assert window.table.item(0, 1).text() == "Base model" and window.table.item(0, 0).text() == "★"
     row = [window.table.item(1, c).text() for c in range(window.table.columnCount())]
-    assert row[1:6] == ["shapes-v1", "Captioner", "tiny-blip", "full", row[5]] and row[6] == "6 / 2"
-    assert row[7] == "0.100 → 0.500"
+    assert row[1:6] == ["shapes-v1", "Captioner", "Caption", "tiny-blip", "full"] and row[8] == "6 / 2"
+    assert row[9] == "0.100 → 0.500"
     window.select("shapes-v2")
     with qtbot.waitSignal(window.changed):
         assert window.activate_selected()

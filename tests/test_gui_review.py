@@ -269,6 +269,26 @@ def test_history_says_written_edited_accepted(qtbot, window, sample):
     assert history.topLevelItem(2).text(2).endswith("%")  # the model row's confidence
 
 
+def test_history_rows_show_whole_captions_wrapped(qtbot, window, sample):
+    library, info = sample
+    image_id = info["ids"][1]
+    long_words = " ".join(f"word{n}" for n in range(40))
+    window.image_review.go_to_image(image_id)
+    for n in range(5):
+        window.panel.editor.setPlainText(f"{n} {long_words}")
+        window.image_review.save_caption()
+    history = window.panel.history
+    qtbot.waitUntil(lambda: history.topLevelItemCount() >= 6, timeout=WAIT)
+    first = history.topLevelItem(0)
+    assert first.text(3) == f"4 {long_words}"  # the whole text, not a cut copy
+    line = history.fontMetrics().lineSpacing()
+    row_height = history.visualItemRect(first).height()
+    caption_width = history.columnWidth(3)
+    needed = history.fontMetrics().horizontalAdvance(first.text(3))
+    assert needed > caption_width  # longer than its column ...
+    assert row_height >= 2 * line  # ... so it wraps onto more lines instead of being elided
+
+
 def test_review_queue_opens_on_least_confident(qtbot, window, sample):
     library, _info = sample
     window.image_review.go_to_row(3)

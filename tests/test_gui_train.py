@@ -596,3 +596,40 @@ def test_the_versions_window_shows_the_rate_and_how_it_was_chosen() -> None:
     assert version_row(version)[column] == "2.0e-03 (range test)"
     assert "published range for BLIP LoRA is 1e-04–5e-04: outside it" in learning_rate_tip(version.config)
     assert learning_rate_cell({"lr": 1e-4}) == "1.0e-04" and learning_rate_tip({"lr": 1e-4}) == "Set by hand"
+
+
+def test_the_kind_choice_counts_verified_values_and_trains_that_kind(qtbot, library, photo_dir) -> None:
+    from sqlalchemy import select
+
+    from core.captions import set_human_caption
+    from core.models import Image
+
+    build_library(library, photo_dir, count=14, model_every=2, human_every=7, bad_files=0)
+    with library.db.write() as session:
+        ids = list(session.scalars(select(Image.id).order_by(Image.rel_path)))
+        for image_id in ids[:13]:
+            set_human_caption(session, image_id, f"alt text {image_id}", kind="alt_text")
+    seen: list = []
+
+    def kind_train(library, base, name, config, **callbacks):
+        seen.append(config.kind)
+        return fake_train(library, base, name, config, **callbacks)
+
+    dialog = TrainDialog(library, base_model="tiny", train_fn=kind_train)
+    qtbot.addWidget(dialog)
+    items = {dialog.kind.itemData(i): dialog.kind.itemText(i) for i in range(dialog.kind.count())}
+    assert dialog.kind.currentData() == "caption" and list(items)[0] == "caption"
+    assert items["caption"] == "Caption (2 verified)"
+    assert items["alt_text"] == "Alt text (13 verified)" and items["keywords"] == "Keywords (0 verified)"
+    assert not dialog.start_button.isEnabled()  # two captions are too few
+    dialog.kind.setCurrentIndex(dialog.kind.findData("keywords"))
+    assert "at least 8 photos with keywords to learn from; there are 0" in dialog.not_ready.text()
+    dialog.val_ratio.setValue(0.4)
+    dialog.kind.setCurrentIndex(dialog.kind.findData("alt_text"))
+    assert "validation alt_text values" in dialog.data_summary.text()
+    assert dialog.start_button.isEnabled(), dialog.not_ready.text()  # 13 alt texts are enough
+    dialog.epochs.setValue(2)
+    with qtbot.waitSignal(dialog.version_created, timeout=5000):
+        dialog.start()
+    assert seen == ["alt_text"]
+    assert dialog.use_button.isHidden()  # a kind's version is activated for it in Model → Versions

@@ -76,3 +76,33 @@ def test_versions_window_treats_a_restyler_as_a_restyler(qtbot, house_style, tmp
     with qtbot.waitSignal(window.runner.finished, timeout=120_000):
         assert window.export_selected(str(out))
     assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+
+
+def test_versions_window_shows_each_versions_kind_and_activates_it_for_that_kind(qtbot, library):
+    from core.training import versions
+    from desktop_app.versions_window import COLUMNS, VersionsWindow
+
+    with library.db.write() as session:
+        session.add(ModelVersion(name="cap-1", base_model="org/base"))
+        session.add(ModelVersion(name="alt-1", base_model="org/base", config={"kind": "alt_text"}))
+    versions.set_active(library, "cap-1")
+    window = VersionsWindow(library)
+    qtbot.addWidget(window)
+    kind_column = COLUMNS.index("Kind")
+    shown = {window.table.item(row, 1).text(): window.table.item(row, kind_column).text()
+             for row in range(1, window.table.rowCount())}
+    assert shown == {"cap-1": "Caption", "alt-1": "Alt text"}
+    window.select("cap-1")
+    assert window.activate_button.text() == "Activate for Caption"
+    window.select("alt-1")
+    assert window.activate_button.text() == "Activate for Alt text"
+    assert "alt_text" in window.activate_button.toolTip()
+    with qtbot.waitSignal(window.changed):
+        assert window.activate_selected()
+    assert "active model for alt text" in window.footer.status.full_text()
+    # Both are active now, each for its own kind: the caption's model did not change.
+    assert versions.get_active_version(library, "alt_text").name == "alt-1"
+    assert versions.get_active_version(library).name == "cap-1"
+    stars = {window.table.item(row, 1).text(): window.table.item(row, 0).text()
+             for row in range(window.table.rowCount())}
+    assert stars == {"Base model": "", "cap-1": "★", "alt-1": "★"}

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from core.captions import set_human_caption
 from core.datasets.errors import ExportError
 from core.datasets.export_job import export_dataset
+from core.datasets.import_job import import_captions
 from core.datasets.kind_values import column_name, render_template, template_fields
 from core.datasets.staging import MANIFEST_NAME
 from core.kinds import add_kind
 from core.library import Library
-from core.models import Image
+from core.models import Caption, Image
 from tests.imagegen import write_jpeg
 from tests.library_helpers import make_captioned_library, run_cli
 
@@ -154,3 +155,47 @@ def test_bad_kind_choices_are_refused_before_anything_is_written(kinds_library, 
     with pytest.raises(ExportError):
         export_dataset(library, "parquet", tmp_path / "f", template="{caption}")
     assert not (tmp_path / "f").exists()
+
+
+def _current_kinds(library: Library) -> dict[tuple[str, str], tuple[str, str]]:
+    """``{(photo path, kind): (current value, source)}`` over the library."""
+    with library.db.read() as session:
+        rows = session.execute(select(Image.rel_path, Caption.kind, Caption.text, Caption.source)
+                               .join(Caption, Caption.image_id == Image.id).where(Caption.is_current.is_(True)))
+        return {(rel, kind): (text, source) for rel, kind, text, source in rows}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "imagefolder", "parquet"])
+def test_export_then_import_round_trips_every_kind_and_keeps_a_persons_value(
+        kinds_library, photo_dir: Path, tmp_path: Path, fmt: str) -> None:
+    library, texts, _keywords = kinds_library
+    out = tmp_path / fmt
+    export_dataset(library, fmt, out, val_ratio=0.3)
+    exported = {key: value for key, value in _current_kinds(library).items() if key[0] in texts}
+    assert {kind for _rel, kind in exported} >= {"caption", "keywords", "alt_text", "source"}
+
+    other = Library(tmp_path / f"other-{fmt}.db")
+    try:
+        other.scan([other.add_root(photo_dir).id])
+        with other.db.write() as session:
+            add_kind(session, "source", "Source note")
+            door = session.scalar(select(Image.id).where(Image.rel_path == "album1/photo1.jpg"))
+            set_human_caption(session, door, "Mine: a door", kind="alt_text")
+        stats = import_captions(other, fmt, out, honour_source=True)
+        assert stats.kept_human == 1 and not stats.errors, stats.problems
+        imported = _current_kinds(other)
+        for (rel, kind), (text, _source) in exported.items():
+            if (rel, kind) != ("album1/photo1.jpg", "alt_text"):
+                assert imported[rel, kind][0] == text, (rel, kind)
+        # The person's alt text stays current; the imported one joins its history.
+        assert imported["album1/photo1.jpg", "alt_text"] == ("Mine: a door", "human")
+        with other.db.read() as session:
+            history = session.scalars(select(Caption.text).where(
+                Caption.image_id == door, Caption.kind == "alt_text", Caption.is_current.is_(False))).all()
+        assert history == ["A red door."]
+        # The caption's source column is its own: kind values are imports unless --verified says otherwise.
+        assert imported["album2/photo2.jpg", "source"] == ("scanned by Ann", "import")
+        again = import_captions(other, fmt, out, honour_source=True)
+        assert again.current == again.imported == 0  # the same source again adds nothing
+    finally:
+        other.close()

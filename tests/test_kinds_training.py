@@ -23,7 +23,7 @@ from captiondesk.cli import main
 from core.captions import set_human_caption
 from core.kinds import parse_keywords
 from core.library import Library
-from core.models import Caption, Image
+from core.models import Caption, Image, ModelVersion
 from core.training import TrainingConfig, collect_training_data, versions
 from core.training.current import current_model
 from core.training.metrics import keyword_set_match, kind_metrics
@@ -78,6 +78,37 @@ def test_the_kind_is_a_training_setting(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--kind goes with a captioner" in capsys.readouterr().err
     assert main([*lib, "train", "--name", "x", "--kind", "tags", "--base", "x"]) == 2
     assert "no caption kind 'tags'" in capsys.readouterr().err
+
+
+def test_models_deactivate_kind_clears_only_that_kinds_version(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    library = Library(tmp_path / "library.db")
+    with library.db.write() as session:
+        session.add(ModelVersion(name="cap-1", base_model="org/base"))
+        session.add(ModelVersion(name="kw-1", base_model="org/base", config={"kind": "keywords"}))
+    library.close()
+    lib = ["--library", str(tmp_path / "library.db")]
+    assert main([*lib, "models", "activate", "cap-1"]) == 0
+    assert main([*lib, "models", "activate", "kw-1"]) == 0
+    capsys.readouterr()
+    assert main([*lib, "models", "deactivate", "--kind", "keywords"]) == 0
+    assert "No version is active for keywords" in capsys.readouterr().out
+    library = Library(tmp_path / "library.db")
+    try:
+        assert versions.get_active_version(library, "keywords") is None
+        assert versions.get_active_version(library, "caption").name == "cap-1"  # the caption's stays
+        assert current_model(library, "keywords").model == "cap-1"  # a kind without one uses the caption's
+    finally:
+        library.close()
+    assert main([*lib, "models", "deactivate", "--kind", "tags"]) == 2
+    assert "no caption kind 'tags'" in capsys.readouterr().err
+    assert main([*lib, "models", "activate", "cap-1", "--kind", "keywords"]) == 2
+    assert main([*lib, "models", "deactivate"]) == 0
+    library = Library(tmp_path / "library.db")
+    try:
+        assert versions.get_active_version(library, "caption") is None
+    finally:
+        library.close()
 
 
 def test_keyword_metric_is_an_order_free_set_match() -> None:

@@ -43,6 +43,10 @@ Rules:
   verified import of the current text of a caption no person has checked yet adds a
   person's copy of it (the library's own text, line breaks kept), as Accept does — but
   not under *replace*, which takes only edits: an untouched model caption stays the model's.
+* csv, parquet and imagefolder rows carry one column per caption kind in CaptionDesk's
+  exports (:mod:`core.datasets.kind_values`): each of the library's kinds is read from its
+  column as a value of that kind, by the same rules (a person's value is kept), so an
+  export → import round-trips every kind.
 * With several captions for one image, the first becomes current and the others are
   kept in its history, in order.
 * Importing the same source again adds nothing (same text from the same origin is
@@ -83,6 +87,7 @@ from sqlalchemy import insert, select
 from core import captions as caption_store
 from core.datasets.errors import CaptionImportError
 from core.datasets.import_stats import ImportStats
+from core.datasets.kind_values import imported_kind_groups
 from core.datasets.matcher import ImageMatcher
 from core.datasets.naming import export_caption_line
 from core.datasets.readers import IMPORT_FORMATS, READERS
@@ -91,7 +96,7 @@ from core.datasets.readers.sidecar import read_sidecars
 from core.db import Database
 from core.inputs import regular_file_problem
 from core.jobs import NEVER_CANCELLED, CancelToken, Progress, ProgressCallback, Throttle, no_progress
-from core.kinds import CAPTION, get_kind, normalize_value
+from core.kinds import CAPTION, all_kinds, get_kind, normalize_value
 from core.models import Caption, CaptionSource
 
 if TYPE_CHECKING:
@@ -266,6 +271,8 @@ def import_captions(
 
     def import_all(report: Callable[..., None]) -> None:
         matcher = ImageMatcher(db)
+        with db.read() as session:
+            kinds = list(all_kinds(session))
         batch: list[tuple[int, str, CaptionGroup]] = []
         verb = "Checking" if dry_run else "Importing"
         claims = _NameClaims()
@@ -279,11 +286,14 @@ def import_captions(
             image_id, how = matcher.match(group)
             if image_id is None:
                 stats.note_unmatched(group.name, ambiguous=how == "ambiguous")
-            elif claims.add(image_id, how, group):
-                batch.append((image_id, how, group))
-                if len(batch) >= WRITE_BATCH:
-                    _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
-                    batch.clear()
+            else:
+                # A table row's kind columns are values of those kinds for the same photo.
+                for item in (group, *(g for g in imported_kind_groups(group, kinds) if _usable_group(g, stats))):
+                    if claims.add(image_id, how, item):
+                        batch.append((image_id, how, item))
+            if len(batch) >= WRITE_BATCH:
+                _store_batch(db, batch, fmt, verified, stats, honour_source, replace=replace, dry_run=dry_run)
+                batch.clear()
             report(stats.rows, None, f"{verb} {fmt}")
         if not stats.cancelled:
             # Every row is read: the name-only matches that no other row contradicts are safe.

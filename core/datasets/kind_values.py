@@ -4,6 +4,7 @@
   ``text``; :func:`column_name`), :func:`current_values` fetches each image's
   values for a chunk of images in one query.  Keywords are written as one ``a, b|c`` line
   (:func:`export_value`), as a trainer's caption and the ``{keywords}`` of a prompt read them.
+  Imported, those columns come back as values of their kinds (:func:`imported_kind_groups`).
 * sidecar and kohya write one text per image: the value of ``--kind K``, or a template such
   as ``"{keywords}, {caption}"`` (:func:`render_template`, fields checked by
   :func:`template_fields` before anything is written).
@@ -18,10 +19,13 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import select
 
 from core.datasets.errors import ExportError
+from core.datasets.readers.base import CaptionGroup
 from core.db import Database
+from core.kinds import CAPTION
 from core.models import Caption
 
-__all__ = ["column_name", "current_values", "export_value", "render_template", "template_fields"]
+__all__ = ["column_name", "current_values", "export_value", "imported_kind_groups", "render_template",
+           "template_fields"]
 
 #: Columns the formats write whatever the kinds: a kind of the same name gets ``kind_`` before it.
 FIXED_COLUMNS = frozenset({
@@ -40,6 +44,23 @@ def export_value(kind: str, stored: str) -> str:
     if kind == "keywords":
         return ", ".join(line.strip() for line in stored.splitlines() if line.strip())
     return stored.strip()
+
+
+def imported_kind_groups(group: CaptionGroup, kinds: Collection[str]) -> list[CaptionGroup]:
+    """The values of the library's *kinds* a table row carries in its kind columns
+    (:func:`column_name`), one group each, for the same photo as the row's caption.
+
+    The row's ``source`` column is its caption's: a kind value is a person's only when the
+    import says so (``--verified``).
+    """
+    found = []
+    for kind in kinds:
+        column = column_name(kind)
+        value = group.columns.get(column, "")
+        if kind != CAPTION and value.strip():
+            found.append(CaptionGroup(group.name, [value], group.origin, image_file=group.image_file,
+                                      details={"column": column}, kind=kind))
+    return found
 
 
 def current_values(db: Database, image_ids: Collection[int], kinds: Collection[str]) -> dict[int, dict[str, str]]:

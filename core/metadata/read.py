@@ -173,3 +173,96 @@ def read_keywords(path: Path | str) -> list[str]:
         if words:
             return words
     return []
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What the window's photo information panel shows: the camera's facts and the metadata's words.
+
+    Each field is None when the photo does not say; ``problem`` says why metadata could not be
+    read (the rest is still filled in as far as it could be).
+    """
+
+    file_size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    camera: str | None = None
+    lens: str | None = None
+    taken: str | None = None
+    exposure: str | None = None
+    description: str | None = None
+    keywords: tuple[str, ...] = ()
+    #: Every caption kind found in the metadata (kind name → text), the description included.
+    kinds: dict[str, str] | None = None
+    problem: str | None = None
+
+
+#: EXIF tags (base IFD and Exif IFD) the information panel shows.
+_MAKE, _MODEL, _DATETIME = 0x010F, 0x0110, 0x0132
+_EXIF_IFD = 0x8769
+_EXPOSURE_TIME, _F_NUMBER, _ISO, _TAKEN, _FOCAL_LENGTH, _LENS_MODEL = 0x829A, 0x829D, 0x8827, 0x9003, 0x920A, 0xA434
+
+
+def _exif_text(value: Any) -> str | None:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value if isinstance(value, str) else None
+    text = text.strip("\x00 \t\r\n") if text else None
+    return text or None
+
+
+def _camera_facts(path: Path) -> dict[str, Any]:
+    """Camera, lens, date and exposure from EXIF through Pillow (which reads every format the library decodes)."""
+    from PIL import Image as PILImage
+
+    import core.imaging  # noqa: F401 - registers the HEIF opener
+
+    with PILImage.open(path) as im:
+        size = im.size
+        exif = im.getexif()
+        sub = exif.get_ifd(_EXIF_IFD)
+    make, model = _exif_text(exif.get(_MAKE)), _exif_text(exif.get(_MODEL))
+    camera = model if make and model and model.lower().startswith(make.split()[0].lower()) else \
+        " ".join(p for p in (make, model) if p) or None
+    exposure = []
+    if sub.get(_EXPOSURE_TIME):
+        seconds = float(sub[_EXPOSURE_TIME])
+        exposure.append(f"1/{round(1 / seconds)} s" if 0 < seconds < 1 else f"{seconds:g} s")
+    if sub.get(_F_NUMBER):
+        exposure.append(f"f/{float(sub[_F_NUMBER]):g}")
+    if sub.get(_ISO):
+        exposure.append(f"ISO {sub[_ISO]}")
+    if sub.get(_FOCAL_LENGTH):
+        exposure.append(f"{float(sub[_FOCAL_LENGTH]):g} mm")
+    return {
+        "width": size[0], "height": size[1], "camera": camera, "lens": _exif_text(sub.get(_LENS_MODEL)),
+        "taken": _exif_text(sub.get(_TAKEN)) or _exif_text(exif.get(_DATETIME)),
+        "exposure": " · ".join(exposure) or None,
+    }
+
+
+def read_photo_info(path: Path | str) -> PhotoInfo:
+    """What *path* says about itself: size, camera, date, exposure, its description and keywords.
+
+    Never raises for a bad photo: what could not be read is named in ``problem``.
+    """
+    path = Path(path)
+    facts: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        facts["file_size"] = path.stat().st_size
+    except OSError as exc:
+        return PhotoInfo(problem=f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        facts.update(_camera_facts(path))
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a bad file
+        problems.append(f"no camera data ({type(exc).__name__}: {exc})")
+    kinds: dict[str, str] = {}
+    try:
+        for kind, found in read_kinds(path).items():
+            if isinstance(found.value, tuple):
+                facts["keywords"] = found.value
+            else:
+                kinds[kind] = found.value
+    except MetadataError as exc:
+        problems.append(str(exc))
+    return PhotoInfo(**facts, description=kinds.get(CAPTION), kinds=kinds or None,
+                     problem="; ".join(problems) or None)

@@ -10,6 +10,7 @@ missing or deleted photo never comes back from a stale index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,15 +48,19 @@ def _model(space: Space, model: str | None) -> str:
 
 
 def search(library: Library, query: str, *, by: Space = "text", flt: ImageFilter | None = None,
-           limit: int | None = DEFAULT_LIMIT, model: str | None = None) -> list[Hit]:
-    """The images whose captions (*by* ``text``) or pictures (``image``) mean *query*, best first."""
-    from core.search.embedders import image_embedder, text_embedder
+           limit: int | None = DEFAULT_LIMIT, model: str | None = None,
+           encode: Callable[[str, str, str], np.ndarray] | None = None) -> list[Hit]:
+    """The images whose captions (*by* ``text``) or pictures (``image``) mean *query*, best first.
 
+    *encode* ``(space, model, text)`` embeds the query elsewhere (the window's search
+    worker process); by default this process loads the model once and keeps it.
+    """
     name = _model(by, model)
-    if by == "text":
-        vector = text_embedder(name).encode([query])[0]
-    else:
-        vector = image_embedder(name).encode_texts([query])[0]
+    if encode is None:
+        from core.search.worker_process import embed_query
+
+        encode = embed_query
+    vector = encode(by, name, query)
     return rank(library, name, by, vector, flt=flt, limit=limit)
 
 
@@ -89,7 +94,8 @@ def rank(library: Library, model: str, space: Space, vector: np.ndarray, *,
     seen = 0
     take = min(len(scores), 2 * wanted + 16)
     while True:
-        top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
+        # argpartition on the scores themselves: negating a million of them first costs a copy.
+        top = np.argpartition(scores, len(scores) - take)[-take:] if take < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         fresh = [int(r) for r in top[seen:] if np.isfinite(scores[r])]
         for row in _still_current(library, vectors, fresh):

@@ -61,15 +61,19 @@ class StoredVectors:
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of every row with the unit *vector*."""
-        if not self.blocks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate([block @ vector for block in self.blocks])
+        out = np.empty(len(self), dtype=np.float32)
+        start = 0
+        for block in self.blocks:
+            # BLAS gemv straight into the result: no per-block arrays to concatenate.
+            np.dot(block, vector, out=out[start:start + len(block)])
+            start += len(block)
+        return out
 
     def kind(self, row: int) -> str:
         return self.kinds[row]
 
     def hash(self, row: int) -> str:
-        return self.hashes[row].decode("ascii")
+        return self.hashes[row].decode("ascii").rstrip(" ")
 
     def vector(self, row: int) -> np.ndarray:
         for block in self.blocks:
@@ -123,21 +127,48 @@ MAX_BLOCKS = 16
 
 def _rows(session: Session, model: str, space: str, after: int) -> StoredVectors:
     """The rows of *model* in *space* (``text``: every caption kind; ``image``) with an id
-    above *after*, as one block."""
+    above *after*, as one block.
+
+    Read with the driver's cursor in batches straight into preallocated arrays: ORM row
+    objects for a million vectors cost more than reading them.
+    """
     kind = "kind = :image" if space == "image" else "kind != :image"
-    rows = session.execute(
-        text(f"SELECT id, image_id, source_hash, kind, vector FROM embeddings "
-             f"WHERE id > :after AND model = :m AND {kind} ORDER BY id"),
-        {"m": model, "after": after, "image": IMAGE_KIND},
-    ).all()
-    if not rows:
+    where = f"WHERE id > :after AND model = :m AND {kind}"
+    params = {"m": model, "after": after, "image": IMAGE_KIND}
+    count = session.scalar(text(f"SELECT count(*) FROM embeddings {where}"), params) or 0
+    first = session.execute(text(f"SELECT vector FROM embeddings {where} ORDER BY id LIMIT 1"), params).first()
+    if not count or first is None:
         return StoredVectors(np.zeros(0, dtype=np.int64), np.zeros(0, dtype="S40"), np.zeros(0, dtype=object),
                              [], after)
-    ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    hashes = np.array([r[2] for r in rows], dtype="S40")
-    kinds = np.array([sys.intern(r[3]) for r in rows], dtype=object)
-    matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
-    return StoredVectors(ids, hashes, kinds, [matrix], rows[-1][0])
+    dim = len(first[0]) // 4
+    ids = np.empty(count, dtype=np.int64)
+    image_ids = np.empty(count, dtype=np.int64)
+    hashes = np.empty(count, dtype="S40")
+    kinds = np.empty(count, dtype=object)
+    matrix = np.empty((count, dim), dtype=np.float32)
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        # Inside the session's transaction, so the count above still holds.  The unary ``+``
+        # keeps SQLite on the rowid B-tree: a sequential read already in id order, where the
+        # (model, kind) index would jump about the file and sort a temp copy of every vector.
+        # Hashes padded to 40 characters, so a batch of them is one bytes object for numpy.
+        cursor.execute(f"SELECT id, image_id, printf('%-40.40s', source_hash), kind, vector FROM embeddings "
+                       f"WHERE id > ? AND +model = ? AND +{kind.replace(':image', '?')} ORDER BY id",
+                       (after, model, IMAGE_KIND))
+        done = 0
+        while batch := cursor.fetchmany(50_000):
+            end = done + len(batch)
+            row_ids, row_images, row_hashes, row_kinds, blobs = zip(*batch, strict=True)
+            ids[done:end] = np.fromiter(row_ids, dtype=np.int64, count=len(batch))
+            image_ids[done:end] = np.fromiter(row_images, dtype=np.int64, count=len(batch))
+            hashes[done:end] = np.frombuffer("".join(row_hashes).encode("ascii"), dtype="S40")
+            kinds[done:end] = [sys.intern(k) for k in row_kinds]
+            matrix[done:end] = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(batch), dim)
+            done = end
+    finally:
+        cursor.close()
+    return StoredVectors(image_ids[:done], hashes[:done], kinds[:done], [matrix[:done]],
+                         int(ids[done - 1]) if done else after)
 
 
 _cache: dict[tuple[str, str, str], StoredVectors] = {}

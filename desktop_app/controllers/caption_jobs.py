@@ -90,7 +90,8 @@ class CaptionJobsController:
         status.pause_toggled.connect(self._on_pause_toggled)
         status.cancel_clicked.connect(self.cancel_captioning)
 
-    def open_caption_dialog(self) -> None:
+    def open_caption_dialog(self, *, selection: bool = False) -> None:
+        """The Caption dialog; *selection*: its scope starts on the selected photos (the photo menu)."""
         w = self.window
         if w.library is None:
             return
@@ -116,6 +117,8 @@ class CaptionJobsController:
             kinds=kinds,
             parent=w,
         )
+        if selection and dialog.scope_selection.isEnabled():
+            dialog.scope_selection.setChecked(True)
         if dialog.exec() == CaptionDialog.DialogCode.Accepted:
             self.start_captioning(dialog.spec(), dialog.scope(), dialog.restyle_spec())
 

@@ -86,6 +86,17 @@ class ImageReviewController:
         rows = sorted(index.row() for index in self.grid.selectionModel().selectedIndexes())
         return [self.model.image_id(r) for r in rows if self.model.image_id(r) is not None]
 
+    def target_ids(self) -> list[int]:
+        """What a verb acts on: the selected images, else the current one."""
+        ids = self.selected_ids()
+        current = self.current_image_id()
+        return ids or ([current] if current is not None else [])
+
+    def scope_filter(self, *, selected: bool = False):
+        """The grid's filter, limited to the selected images when *selected*."""
+        flt = self.grid_content.current_filter()
+        return flt.with_(ids=tuple(self.selected_ids())) if selected else flt
+
     # -- moving ------------------------------------------------------------------------------
 
     def go_to_row(self, row: int | None, *, scroll: bool = True) -> bool:
@@ -250,6 +261,18 @@ class ImageReviewController:
             return count > 0
         return self.caption_undo.accept(image_id, self.panel.kind)
 
+    def unverify_selection(self) -> int:
+        """Take back the acceptance of the selected (or current) images' captions (one undo step)."""
+        ids = self.target_ids()
+        if not ids:
+            return 0
+        self.commit_edit()
+        count = self.caption_undo.unverify(ids, self.panel.kind)
+        skipped = len(ids) - count
+        note = f"; {plural(skipped, 'caption')} written or edited by a person stay verified" if skipped else ""
+        self.window.statusBar().showMessage(f"Marked {plural(count, 'caption')} as not verified{note}", 6000)
+        return count
+
     def revert_to(self, caption_id: int) -> bool:
         return self.caption_undo.revert(caption_id)
 
@@ -268,7 +291,8 @@ class ImageReviewController:
     def open_find_replace(self) -> None:
         w = self.window
         dialog = FindReplaceDialog(self.model.rowCount(), self.replacement_preview, w,
-                                   kind=self.grid_content.current_filter().kind)
+                                   kind=self.grid_content.current_filter().kind,
+                                   selection_count=len(self.selected_ids()))
         accepted = dialog.exec() == FindReplaceDialog.DialogCode.Accepted and dialog.find.text()
         dialog.deleteLater()
         if accepted:
@@ -278,15 +302,18 @@ class ImageReviewController:
                 dialog.replacement.text(),
                 case_sensitive=dialog.case.isChecked(),
                 verified=dialog.verify.isChecked(),
+                selected=dialog.selected_only.isChecked(),
             )
 
-    def replacement_preview(self, find: str, replacement: str, case_sensitive: bool) -> list[tuple[int, str, str]]:
-        """What a find-and-replace over the view would change: ``(image_id, old, new)``."""
+    def replacement_preview(self, find: str, replacement: str, case_sensitive: bool, *,
+                            selected: bool = False) -> list[tuple[int, str, str]]:
+        """What a find-and-replace over the view (or the selection) would change: ``(image_id, old, new)``."""
         w = self.window
         if w.library is None or not find:
             return []
         with w.library.db.read() as session:
-            candidates = queries.find_replace_candidates(session, self.grid_content.current_filter(), find, case_sensitive=case_sensitive)
+            candidates = queries.find_replace_candidates(session, self.scope_filter(selected=selected), find,
+                                                         case_sensitive=case_sensitive)
         return edits.replacement_preview(candidates, find, replacement, case_sensitive=case_sensitive)
 
     def on_undo_step(self, image_ids: list[int], text: str) -> None:
@@ -297,16 +324,17 @@ class ImageReviewController:
         w.statusBar().showMessage(text, 5000)
 
     def find_replace(
-        self, find: str, replacement: str, *, case_sensitive: bool = False, verified: bool = False
+        self, find: str, replacement: str, *, case_sensitive: bool = False, verified: bool = False,
+        selected: bool = False,
     ) -> int:
-        """Replace *find* in the current captions of the images in view (one undo step).
+        """Replace *find* in the current captions of the images in view, or the selected ones (one undo step).
 
         Model captions stay unreviewed unless *verified*."""
         w = self.window
         if w.library is None or not find:
             return 0
         self.commit_edit()
-        flt = self.grid_content.current_filter()
+        flt = self.scope_filter(selected=selected)
         with w.library.db.read() as session:
             candidates = queries.find_replace_candidates(session, flt, find, case_sensitive=case_sensitive)
         count = self.caption_undo.replace(candidates, find, replacement, case_sensitive=case_sensitive,

@@ -1,7 +1,8 @@
 """Search by meaning in the window: the index kept current in the background, and "Find similar".
 
-The index job (``core.search.index_job.update_index``) runs in a child process
-(``core.search.index_process``), watched from the pool, one space at a time, whenever a search by meaning is on (or a "Find similar"
+The index job (``core.search.index_job.update_index``) runs in the window's one long-lived
+search worker process (``core.search.worker_process``, which also embeds the queries, so
+this process never loads torch), watched from the pool, one space at a time, whenever a search by meaning is on (or a "Find similar"
 asks for the picture index) and after captions or images change; it never blocks the GUI
 thread.  When a run embedded or removed something, the grid ranks again.
 """
@@ -16,6 +17,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import QLabel
 
 from core.library import Library
+from core.search.worker_process import SearchWorker
 from desktop_app.library_views import GridContent
 from desktop_app.operations import LibraryChanges, LibraryNotifier, run_in_pool
 
@@ -39,6 +41,8 @@ class SearchIndexer(QObject):
         self.library = library
         self.status = status
         self.report_exception = report_exception
+        self.worker = SearchWorker()
+        grid_content.encode_query = self.worker.embed
         self.running: str | None = None
         self._cancel = threading.Event()
         self._wanted: set[str] = set()
@@ -86,10 +90,8 @@ class SearchIndexer(QObject):
         self.status.show()
 
         def work(progress: Callable[[Any], None]) -> Any:
-            # A child process: loading torch and tokenizing would hold this process's GIL.
-            from core.search.index_process import index_in_subprocess
-
-            return index_in_subprocess(library.path, space, model, progress=progress, cancel=cancel)
+            # The worker process: loading torch and tokenizing would hold this process's GIL.
+            return self.worker.index(library.path, space, model, progress=progress, cancel=cancel)
 
         def progress(report: Any) -> None:
             if report.total:
@@ -123,5 +125,10 @@ class SearchIndexer(QObject):
         self.update("image", then=lambda: self.grid_content.show_similar(image_id, name))
 
     def stop(self) -> None:
-        """Cancel a run (the window closes or another library opens); finished batches stay."""
+        """Cancel a run (another library opens); finished batches stay."""
         self._cancel.set()
+
+    def close(self) -> None:
+        """The window closes: cancel a run and end the worker process."""
+        self.stop()
+        self.worker.close()

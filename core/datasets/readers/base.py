@@ -39,6 +39,9 @@ class CaptionGroup:
     written_by: str | None = None
     #: The caption kind the captions are values of (photo metadata holds several).
     kind: str = "caption"
+    #: A table row's other text columns (a CaptionDesk export's column per kind), by column
+    #: name; the import reads the library's kinds from them.
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 #: Columns naming who wrote a row's caption (CaptionDesk exports: human / model / import).
@@ -140,6 +143,15 @@ def unique_captions(texts: Iterable[Any]) -> list[str]:
             seen.add(text)
             result.append(text)
     return result
+
+
+def other_columns(row: dict[str, Any], skip: Iterable[str | None], into: dict[str, str]) -> dict[str, str]:
+    """Add *row*'s non-empty text cells outside *skip* to *into* (the first value of a column wins)."""
+    skipped = set(skip)
+    for column, value in row.items():
+        if column not in skipped and isinstance(column, str) and isinstance(value, str) and value.strip():
+            into.setdefault(column, value)
+    return into
 
 
 def pick_column(columns: Iterable[str], choices: tuple[str, ...]) -> str | None:

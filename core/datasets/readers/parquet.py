@@ -13,6 +13,7 @@ from core.datasets.readers.base import (
     TEXT_COLUMNS,
     CaptionGroup,
     irregular,
+    other_columns,
     pick_column,
     row_source,
     unique_captions,
@@ -44,7 +45,9 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                 stats.errors += 1
                 stats.problems.append(f"{parquet_file}: needs a caption column and an image or file name column")
                 continue
-            wanted = [c for c in {text_column, name_column, "image", SOURCE_COLUMN} if c in columns]
+            # Text columns besides: a per-kind export's kind columns.
+            texts = [f.name for f in reader.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            wanted = [c for c in dict.fromkeys([text_column, name_column, "image", SOURCE_COLUMN, *texts]) if c in columns]
             row_number = 0
             # Small batches: each row may hold a photo's bytes.
             for batch in reader.iter_batches(batch_size=64, columns=wanted):
@@ -61,6 +64,7 @@ def read_parquet(src: Path, stats: ImportStats) -> Iterator[CaptionGroup]:
                         f"parquet:{parquet_file}",
                         image_bytes=image_bytes,
                         written_by=row_source(row),
+                        columns=other_columns(row, (text_column, name_column, "image"), {}),
                     )
         except (OSError, ValueError, pa.ArrowException) as exc:  # ArrowInvalid is a ValueError
             stats.errors += 1

@@ -14,6 +14,7 @@ from core.datasets.readers.base import (
     TEXT_COLUMNS,
     CaptionGroup,
     contained_file,
+    other_columns,
     pick_column,
     row_source,
     source_root,
@@ -47,6 +48,7 @@ def rows_from_table(
         return
     grouped: dict[str, list[Any]] = {}
     written_by: dict[str, str | None] = {}
+    extra: dict[str, dict[str, str]] = {}
     for row in rows:
         name = row.get(name_column)
         if not name or not isinstance(name, (str, int)):
@@ -56,13 +58,14 @@ def rows_from_table(
         key = str(name).replace("\\", "/")
         grouped.setdefault(key, []).extend(texts)
         written_by.setdefault(key, row_source(row))  # the first caption's row decides
+        other_columns(row, (name_column, text_column), extra.setdefault(key, {}))
     for name, texts in grouped.items():
         captions = unique_captions(texts)
         if not captions:
             continue
         yield CaptionGroup(
             name, captions, f"{fmt}:{table_file}", image_file=contained_file(table_file.parent, name, base),
-            written_by=written_by.get(name),
+            written_by=written_by.get(name), columns=extra.get(name, {}),
         )
 
 

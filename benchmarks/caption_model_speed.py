@@ -277,7 +277,7 @@ def build_vlm(name: str, folder: Path, shape: dict[str, dict[str, Any]] | None =
         return folder
     import torch
 
-    from tests import tiny_models as tm
+    from tests.support import tiny_models as tm
 
     print(f"building random-weight {name} in {folder} (once) ...", flush=True)
     torch.manual_seed(0)
@@ -444,7 +444,7 @@ def build_shaped(name: str, cache: Path, tiny: bool) -> Path:
     ``tiny``: the test suite's tiny model of that family instead."""
     folder = cache / (f"tiny-{name}" if tiny else name)
     if tiny:
-        from tests import tiny_models
+        from tests.support import tiny_models
 
         if not (folder / "config.json").is_file():
             getattr(tiny_models, TINY_BUILDERS[name])(folder)

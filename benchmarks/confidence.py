@@ -1,6 +1,6 @@
 """Does a low confidence score point at wrong captions?  Old score vs new, LoRA and full fine-tuning.
 
-Scenario (tests/restyle_scenario.py): a tiny BLIP pre-trained on style A is retrained
+Scenario (tests/support/restyle_scenario.py): a tiny BLIP pre-trained on style A is retrained
 through ``core.training.train`` on photos a person captioned in style B, once with LoRA
 (the family's default LoRA settings) and once fully fine-tuned.  A quarter of all photos
 are deliberately hard (a faint, tiny shape whose colour is barely visible), so the
@@ -41,7 +41,7 @@ from core.captioning.engine import run_caption_job  # noqa: E402
 from core.captioning.job_spec import CaptionJobSpec  # noqa: E402
 from core.models import Caption, Image  # noqa: E402
 from core.training import TrainingConfig, train  # noqa: E402
-from tests import restyle_scenario  # noqa: E402
+from tests.support import restyle_scenario  # noqa: E402
 
 
 def auroc_low_means_wrong(scores: list[float], wrong: list[bool]) -> float:

@@ -47,7 +47,7 @@ def brute_force(codes: np.ndarray, block: int = 2048) -> set[tuple[int, int]]:
 
 
 def hashing_rate(count: int = 200) -> float:
-    from tests.imagegen import photo_image
+    from tests.support.imagegen import photo_image
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = []

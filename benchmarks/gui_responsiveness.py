@@ -161,7 +161,7 @@ def main() -> int:
     from desktop_app.main_window import MainWindow
 
     sys.path.insert(0, str(ROOT))
-    from tests.gui_fakes import FakeEngine
+    from tests.support.gui_fakes import FakeEngine
 
     tune_interpreter()  # as desktop_app.app.main() does
     app = QApplication.instance() or QApplication([])

@@ -1,6 +1,6 @@
 """Which LoRA settings learn a restyle task: the measurement behind ``BlipFamily.lora_defaults``.
 
-Scenario (tests/restyle_scenario.py): a tiny BLIP pre-trained on captions in style A
+Scenario (tests/support/restyle_scenario.py): a tiny BLIP pre-trained on captions in style A
 ("a large red square on black") is retrained through ``core.training.train`` on 480
 photos that a person captioned in style B ("the picture of a large square in red on
 black"), 32 distinct captions, 25 % held out by the library's split (354 / 126).  Each config runs
@@ -14,8 +14,8 @@ Prints one line per config: name, exact match at the best epoch, per-epoch exact
 seconds.
 
 The vision-language families (``--family llava|qwen2_vl|idefics3|paligemma|florence2``) use
-the coloured-squares scenario of tests/test_training_vlm_families.py: the tiny random model
-(tests/tiny_models.py) is first fully fine-tuned through ``core.training.train`` on a library
+the coloured-squares scenario of tests/core/training/test_training_vlm_families.py: the tiny random model
+(tests/support/tiny_models.py) is first fully fine-tuned through ``core.training.train`` on a library
 captioned in style A (``"a red square"``), then LoRA-restyled to style B (``"the picture of a
 square in red"``) for every combination of ``--ranks`` x ``--targets`` x ``--lrs``::
 
@@ -45,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from core.training import TrainingConfig, train  # noqa: E402
-from tests import restyle_scenario  # noqa: E402
+from tests.support import restyle_scenario  # noqa: E402
 
 QV = ["query", "value"]
 ATTN_FFN = ["query", "key", "value", "dense"]
@@ -66,7 +66,7 @@ CONFIGS: dict[str, dict] = {
 }
 
 
-#: ``--family`` name -> (registry family id, tiny model builder name in tests/tiny_models.py).
+#: ``--family`` name -> (registry family id, tiny model builder name in tests/support/tiny_models.py).
 VLM_FAMILIES = {"llava": ("llava", "build_tiny_llava"), "qwen2_vl": ("qwen2-vl", "build_tiny_qwen2_vl"),
                 "idefics3": ("idefics3", "build_tiny_idefics3"), "paligemma": ("paligemma", "build_tiny_paligemma"),
                 "florence2": ("florence2", "build_tiny_florence2")}
@@ -88,8 +88,8 @@ def vlm_targets(family: object, key: str, which: str) -> list[str] | str | None:
 def vlm_sweep(args: argparse.Namespace) -> int:
     """Pre-train the tiny VLM on style A (full fine-tuning), then LoRA-restyle it to style B per config."""
     from core.captioning.families import get_family
-    from tests import tiny_models
-    from tests.training_scenario import STYLE_A, STYLE_B, label, squares_library
+    from tests.support import tiny_models
+    from tests.support.training_scenario import STYLE_A, STYLE_B, label, squares_library
 
     family_id, builder = VLM_FAMILIES[args.family]
     family = get_family(family_id)

@@ -35,7 +35,7 @@ def build(folder: Path) -> tuple[Path, Path]:
         LlamaForCausalLM,
     )
 
-    from tests.tiny_models import make_bert_tokenizer, make_gpt2_tokenizer
+    from tests.support.tiny_models import make_bert_tokenizer, make_gpt2_tokenizer
 
     captioner, restyler = folder / "blip-base", folder / "smollm2-135m"
     from transformers import BlipImageProcessor, BlipProcessor

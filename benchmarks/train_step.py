@@ -34,7 +34,7 @@ trainable by ``core.training.model_setup._prepare_model`` (LoRA on the language 
 family's defaults), a micro-batch from the family's ``training_batch`` (uncached: the
 processor call on the images every step, as the trainer does; cached: the entries of
 ``vision_cache_entries``, computed once and timed per image) and the family's ``loss``,
-backward, AdamW.  The model is the tiny one of ``tests/tiny_models.py``; ``--size smolvlm``
+backward, AdamW.  The model is the tiny one of ``tests/support/tiny_models.py``; ``--size smolvlm``
 (idefics3 only) builds a random-weight SmolVLM-256M-shaped one instead (SigLIP-B/16 at
 512 px, 12 layers, pixel shuffle 4 -> 64 image tokens; SmolLM2-135M-shaped language model:
 30 layers, 576 wide; 202.5M parameters, the real one's 49k vocabulary left out).
@@ -131,7 +131,7 @@ def build_family_model(family: str, size: str, folder: str) -> str:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests import tiny_models
+    from tests.support import tiny_models
 
     if size == "tiny":
         builders = {"florence2": tiny_models.build_tiny_florence2, "llava": tiny_models.build_tiny_llava,
@@ -181,7 +181,7 @@ def run_family_mode(path: str, mode: str, steps: int, threads: int, batch: int) 
     from core.captioning import load_captioner
     from core.training import TrainingConfig
     from core.training.model_setup import _prepare_model
-    from tests.training_scenario import COLOURS, square
+    from tests.support.training_scenario import COLOURS, square
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """ORM models of a CaptionDesk library (SQLAlchemy 2.x typed declarative mapping).
 
 The schema itself is owned by the Alembic migrations in ``core/migrations``; these
-classes must stay in step with them (``tests/test_store.py`` compares the two).
+classes must stay in step with them (``tests/core/test_store.py`` compares the two).
 
 Captions keep their whole history: every text ever written for an image is a row, and
 at most one row per (image, kind) is *current* (a partial unique index enforces it; the

@@ -5,7 +5,7 @@
 # before users see it.  Run it before refreshing the constraints, and e.g. weekly in CI.
 #
 #   bash scripts/check-newest.sh                          # whole suite
-#   bash scripts/check-newest.sh tests/test_training.py   # a subset (any pytest args)
+#   bash scripts/check-newest.sh tests/core/training/test_training.py   # a subset (any pytest args)
 #   KEEP=1 bash scripts/check-newest.sh ...               # keep the venv (path printed)
 #   NEWEST_TORCH=1 bash scripts/check-newest.sh ...       # newest torch too (big download)
 #

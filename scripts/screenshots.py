@@ -179,8 +179,8 @@ def main(argv: list[str]) -> int:
     from desktop_app.caption_dialog import SCOPE_LIBRARY
     from desktop_app.main_window import MainWindow
     from desktop_app.train_dialog import TrainDialog
-    from tests.gui_fakes import FakeEngine
-    from tests.imagegen import write_jpeg
+    from tests.support.gui_fakes import FakeEngine
+    from tests.support.imagegen import write_jpeg
 
     def save(widget, name: str) -> None:
         save_pixmap(widget.grab(), name)

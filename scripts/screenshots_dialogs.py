@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     from core.training import versions
     from desktop_app.app_settings import AppSettings
     from desktop_app.main_window import MainWindow
-    from tests.gui_fakes import FakeEngine, build_library
+    from tests.support.gui_fakes import FakeEngine, build_library
 
     with tempfile.TemporaryDirectory(prefix="captiondesk-shots-") as tmp:
         tmp_path = Path(tmp)
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         library = Library(tmp_path / "library.db")
         build_library(library, photos, count=24, model_every=1, human_every=3, bad_files=1)
         # Photos with resized, re-saved, cropped and rotated copies, for the Duplicates view.
-        from tests.imagegen import photo_image, write_copies
+        from tests.support.imagegen import photo_image, write_copies
 
         for n in range(3):
             original = photo_image(40 + n, size=(320, 240))

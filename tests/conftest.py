@@ -1,8 +1,8 @@
 """Shared test setup: headless Qt, no network for Hugging Face, shared fixtures.
 
 Shared fixtures live here or in helper modules registered below; helper modules that are
-imported by tests (tests/gui_fakes.py, tests/window_helpers.py, tests/library_helpers.py,
-tests/training_scenario.py, tests/imagegen.py) have no ``test_`` prefix, so a test module
+imported by tests (tests/support/gui_fakes.py, tests/support/window_helpers.py, tests/support/library_helpers.py,
+tests/support/training_scenario.py, tests/support/imagegen.py) have no ``test_`` prefix, so a test module
 never imports another test module.
 """
 
@@ -24,7 +24,7 @@ from core.library import Library  # noqa: E402
 
 #: The tiny-model fixtures (tiny_model_dirs, tiny_blip_dir, trained_blip_dir) for every test;
 #: models are built on first use only.
-pytest_plugins = ["tests.model_fixtures"]
+pytest_plugins = ["tests.support.model_fixtures"]
 
 
 @pytest.fixture
@@ -49,3 +49,24 @@ def settings(tmp_path: Path):
     from desktop_app.app_settings import AppSettings
 
     return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+#: Markers by folder, so ``pytest -m "not gui"`` or ``-m model`` selects by what a test touches
+#: (a folder's tests are also what ``pytest tests/core/captioning`` runs after a change there).
+FOLDER_MARKERS = {
+    "desktop_app": "gui",
+    "captioning": "model",
+    "training": "model",
+    "restyle": "model",
+    "search": "model",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_root = Path(__file__).resolve().parent
+    for item in items:
+        folders = Path(item.fspath).resolve().relative_to(tests_root).parts[:-1]
+        for folder in folders:
+            marker = FOLDER_MARKERS.get(folder)
+            if marker is not None:
+                item.add_marker(marker)

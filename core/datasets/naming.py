@@ -65,7 +65,7 @@ class Consumer:
     """Which images a training tool finds in the folder it is given, and their captions.
 
     Each is its dataset loader's rule, as written in its source (quoted at each entry of
-    :data:`CONSUMERS`); tests/test_interchange.py runs the same rules on real exports.
+    :data:`CONSUMERS`); tests/core/datasets/test_interchange.py runs the same rules on real exports.
     """
 
     key: str

@@ -43,7 +43,7 @@ all inside one ``try/finally`` that closes the loaded model:
    projector trains, as under full fine-tuning: see :mod:`core.captioning.families.chat_vlm`.
    ``cache_vision="auto"`` skips the cache when it would exceed ``cache_limit_mb`` (estimated
    from the first batch).  The vision encoder is kept in eval mode, so the loss is exactly
-   the uncached one (tests/test_training_families.py, tests/test_vlm_vision_cache.py).
+   the uncached one (tests/core/training/test_training_families.py, tests/core/captioning/test_vlm_vision_cache.py).
    GIT's forward takes pixels only, so GIT always runs its image encoder.
    ``benchmarks/train_step.py`` measures the gain (BLIP; ``--family`` for the VLMs).
 4. **Loop** — AdamW, linear warm-up then cosine decay, gradient clipping, gradient

@@ -34,7 +34,7 @@ else from ``input_ids`` as before (Qwen2-VL's M-RoPE positions from ``input_ids`
 ``token_type_ids``).  Florence-2's forward has no such argument: its loss merges the
 features into the encoder's input embeddings the way its forward does
 (:meth:`~.florence2.Florence2Family.loss_with_image_features`).  With the vision tower in
-eval mode the cached loss equals the uncached one (tests/test_vlm_vision_cache.py).
+eval mode the cached loss equals the uncached one (tests/core/captioning/test_vlm_vision_cache.py).
 """
 
 from __future__ import annotations

@@ -243,11 +243,14 @@ def test_ctrl_c_during_write_metadata_leaves_valid_photos(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_train(tmp_path: Path, tiny_blip_dir: Path) -> None:
+@pytest.mark.parametrize("lr", [["--lr", "1e-3"], []], ids=["in-training", "in-the-range-test"])
+def test_ctrl_c_during_train(tmp_path: Path, tiny_blip_dir: Path, lr: list[str]) -> None:
+    """Without --lr the first steps are the range test's (28 photos, batch 4, 20 epochs: 100 of them,
+    then 140 training steps); Ctrl-C there ends the run as cancelled too, to be run again."""
     db, _photos = _library(tmp_path, 40, human=True)
     child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
-                   "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu"],
-                  delay=0.3, cwd=tmp_path)
+                   "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",
+                   *lr], delay=0.3, cwd=tmp_path)
     child.wait_for_progress("Training", min_done=1, timeout=240)
     child.interrupt()
     code, _out, err = child.finish(timeout=240)
@@ -255,6 +258,9 @@ def test_ctrl_c_during_train(tmp_path: Path, tiny_blip_dir: Path) -> None:
     assert "run the same command again to resume 'mine'" in err
     state = _db_state(db)
     assert state["integrity"] == "ok" and state["jobs"]["train"] == "cancelled"
+    with sqlite3.connect(db) as conn:
+        message = conn.execute("SELECT message FROM jobs WHERE kind = 'train'").fetchone()[0]
+    assert ("finding the learning rate" in message) == (not lr), message
 
 
 @pytest.mark.slow
@@ -264,7 +270,7 @@ def test_ctrl_c_during_train_in_two_processes(tmp_path: Path, tiny_blip_dir: Pat
     db, _photos = _library(tmp_path, 40, human=True)
     child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
                    "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",
-                   "--processes", "2"],
+                   "--processes", "2", "--lr", "1e-3"],
                   delay=0.3, cwd=tmp_path)
     child.wait_for_progress("Training", min_done=1, timeout=240)
     child.interrupt()
@@ -375,7 +381,7 @@ def test_sigterm_or_sighup_during_train_stops_like_ctrl_c(tmp_path: Path, tiny_b
     db, _photos = _library(tmp_path, 24, human=True)
     child = Child(["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "full",
                    "--epochs", "20", "--batch-size", "4", "--patience", "0", "--val-ratio", "0.3", "--device", "cpu",
-                   "--json"], delay=0.3, cwd=tmp_path)
+                   "--json", "--lr", "1e-3"], delay=0.3, cwd=tmp_path)
     child.wait_for_progress("Training", min_done=1, timeout=240)
     child.interrupt(signum)
     code, out, err = child.finish(timeout=240)

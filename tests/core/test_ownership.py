@@ -306,7 +306,7 @@ def test_a_run_failing_in_setup_leaves_no_run_folder(tmp_path: Path, tiny_blip_d
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     db = _training_library(tmp_path)
     command = ["--library", str(db), "train", "--base", str(tiny_blip_dir), "--name", "mine", "--method", "lora",
-               "--epochs", "1", "--batch-size", "8", "--val-ratio", "0.3", "--device", "cpu"]
+               "--epochs", "1", "--batch-size", "8", "--val-ratio", "0.3", "--device", "cpu", "--lr", "1e-3"]
 
     capsys.readouterr()
     assert main([*command, "--lora-targets", "no_such_module"]) == 2

@@ -252,7 +252,33 @@ def test_cancelled_run_resumes_from_the_last_epoch(styled_library) -> None:
         train(library, "style-a", "resumed", cfg)
 
 
-def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_cancelled_in_the_range_test_ends_cancelled_and_runs_again(styled_library) -> None:
+    library, _ = styled_library
+    cfg = TrainingConfig(method="full", epochs=1, patience=0, **SHORT)  # no lr: the range test comes first
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def progress(update) -> None:
+        seen.append(update.message)
+        if update.message.startswith("Finding the learning rate") and update.done >= 3:
+            cancel.set()
+
+    first = train(library, "style-a", "found-later", cfg, progress=progress, cancel=cancel)
+    assert first.cancelled and first.epochs_run == 0 and first.lr_range is None
+    assert any(m.startswith("Finding the learning rate") for m in seen) and not any(m.startswith("Epoch") for m in seen)
+    job = library.jobs("train")[-1]
+    assert job.state == "cancelled" and "finding the learning rate" in job.message
+    assert versions.get_version(library, "found-later") is None
+    assert not (versions.run_dir(library, "found-later") / "lr_range.json").exists()  # no half a curve kept
+    second = train(library, "style-a", "found-later", cfg)
+    assert not second.cancelled and second.epochs_run == 1 and second.lr_range["steps"] >= 6
+    assert versions.get_version(library, "found-later").config["lr"] == second.lr_range["lr"]
+
+
+@pytest.mark.parametrize("lr", [3e-3, None], ids=["in-training", "in-the-range-test"])
+def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: pytest.MonkeyPatch,
+                                                  lr: float | None) -> None:
+    """The loss fails in the training loop (a given rate) or in the range test that comes first without one."""
     from core.captioning.captioner import HFCaptioner
 
     library, _ = styled_library
@@ -269,7 +295,7 @@ def test_a_failure_after_loading_closes_the_model(styled_library, monkeypatch: p
     monkeypatch.setattr(HFCaptioner, "close", recording_close)
     monkeypatch.setattr(type(get_family("blip")), "loss", exploding_loss)
     with pytest.raises(RuntimeError, match="loss exploded"):
-        train(library, "style-a", "broken", TrainingConfig(method="full", epochs=1, **SHORT))
+        train(library, "style-a", "broken", TrainingConfig(method="full", lr=lr, epochs=1, **SHORT))
     assert len(closed) == 1 and closed[0].model is None  # the loaded model was released
     job = library.jobs("train")[-1]
     assert job.state == "failed" and "loss exploded" in job.message

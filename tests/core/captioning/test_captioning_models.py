@@ -59,6 +59,8 @@ FAMILY_OF = {
     "vision_encoder_decoder": "vision-encoder-decoder",
     "florence2": "florence2",
     "llava": "llava",
+    "idefics3": "idefics3",
+    "qwen2_vl": "qwen2-vl",
 }
 
 
@@ -119,7 +121,7 @@ def test_default_model_is_defined_once() -> None:
     literal = "Salesforce/blip-image-captioning-" + "base"
     holders = sorted(str(p.relative_to(REPO)) for folder in ("core", "captiondesk", "desktop_app")
                      for p in (REPO / folder).rglob("*.py") if literal in p.read_text(encoding="utf-8"))
-    assert holders == [str(Path("core", "captioning", "settings.py"))]
+    assert holders == [str(Path("core", "captioning", "job_spec.py"))]
 
 
 # --------------------------------------------------------------------------- model families

@@ -318,6 +318,7 @@ def test_legacy_family_spellings_read_as_the_one_id(styled_library) -> None:
 
 
 def test_versions_rename_activate_delete_and_cli(styled_library, tmp_path: Path, capsys) -> None:
+    from captiondesk import models_command
     from captiondesk import training_commands as cli_training
 
     library, _ = styled_library
@@ -331,7 +332,9 @@ def test_versions_rename_activate_delete_and_cli(styled_library, tmp_path: Path,
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--library")
-    cli_training.register(parser.add_subparsers(dest="command"))
+    commands = parser.add_subparsers(dest="command")
+    cli_training.register(commands)
+    models_command.register(commands)
 
     def run(*argv: str) -> str:
         args = parser.parse_args(["--library", str(library.path), *argv])

@@ -11,8 +11,8 @@ from core.kinds import ALT_TEXT_NOTE_CHARS, ALT_TEXT_WARNING_CHARS, add_kind
 from desktop_app.keyword_chips import KeywordChips
 from desktop_app.kind_tabs import NOTE_COLOR, WARNING_COLOR
 from desktop_app.operations import LibraryChanges
-from tests.support.gui_fakes import FakeEngine, build_library
-from tests.support.window_helpers import make_window
+from tests.support.gui_fakes import build_library
+from tests.support.window_helpers import review_window
 
 WAIT = 10_000
 
@@ -33,11 +33,7 @@ def sample(library, photo_dir):
 @pytest.fixture
 def window(qtbot, sample, settings):
     library, _info = sample
-    win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
-    qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
-    yield win
-    win.shutdown()
+    yield from review_window(qtbot, library, settings)
 
 
 def value(library, image_id, kind):

@@ -16,8 +16,8 @@ from core import edits, queries
 from core.queries import ImageFilter
 from desktop_app import photo_menu
 from desktop_app.dialog_kit import SCOPE_LIBRARY, SCOPE_SELECTION
-from tests.support.gui_fakes import FakeEngine, build_library
-from tests.support.window_helpers import current, make_window
+from tests.support.gui_fakes import build_library
+from tests.support.window_helpers import current, review_window
 
 WAIT = 10_000
 
@@ -31,11 +31,7 @@ def sample(library, photo_dir):
 @pytest.fixture
 def window(qtbot, sample, settings):
     library, _info = sample
-    win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
-    qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
-    yield win
-    win.shutdown()
+    yield from review_window(qtbot, library, settings)
 
 
 def rows_in_state(win, state: str) -> list[int]:

@@ -25,9 +25,9 @@ from desktop_app.app_settings import AppSettings
 from desktop_app.caption_panel import badge_text
 from desktop_app.delegate import wrap_lines
 from desktop_app.review import FindReplaceDialog
-from tests.support.gui_fakes import FakeEngine, build_library
+from tests.support.gui_fakes import build_library
 from tests.support.imagegen import write_jpeg
-from tests.support.window_helpers import current, make_window
+from tests.support.window_helpers import current, review_window
 
 WAIT = 10_000
 LONG_FOLDER = "2023/Summer holiday – Portugal (Algarve coast & Lisbon) with the whole family and friends"
@@ -50,11 +50,7 @@ def sample(library, photo_dir):
 @pytest.fixture
 def window(qtbot, sample, settings):
     library, _info = sample
-    win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
-    qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
-    yield win
-    win.shutdown()
+    yield from review_window(qtbot, library, settings)
 
 
 def image_id_of(library, rel_suffix: str) -> int:

@@ -7,6 +7,7 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from desktop_app.main_window import MainWindow
@@ -25,6 +26,18 @@ def make_window(qtbot: Any, library: Any, settings: Any, engine: Any, *, size: t
     with qtbot.waitSignal(win.ids_loaded, timeout=WAIT):
         win.libraries.set_library(library)
     return win
+
+
+def review_window(qtbot: Any, library: Any, settings: Any) -> Iterator[MainWindow]:
+    """A fixture's body: the window at 1280x800 on a fake engine, exposed, with a photo selected;
+    shut down afterwards."""
+    from tests.support.gui_fakes import FakeEngine
+
+    win = make_window(qtbot, library, settings, FakeEngine(), size=(1280, 800))
+    qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: win.image_review.current_image_id() is not None, timeout=WAIT)
+    yield win
+    win.shutdown()
 
 
 def uncaptioned_ids(window: MainWindow) -> set[int]:

@@ -14,9 +14,11 @@ train, validation and test - in training, evaluation and export alike.
 leave out.  No file is ever deleted or changed.  A rule never overrides a group someone
 already decided.
 
-Where an image-embedding index exists, candidate pairs can be confirmed by it before
-grouping: :func:`find_duplicates` takes a ``confirm`` hook (:data:`PairConfirmer`, pairs
-of image ids); without one the perceptual hashes decide alone.
+Where an image-embedding index exists, candidate pairs are confirmed by it before grouping:
+by default :func:`find_duplicates` asks the library's stored picture vectors of the default
+image model (:func:`core.search.query.picture_confirmer`; a photo without a current vector is
+left to the hashes), and counts the pairs they rejected.  A ``confirm`` hook
+(:data:`PairConfirmer`, pairs of image ids) replaces it; without vectors the hashes decide alone.
 """
 
 from __future__ import annotations
@@ -60,13 +62,24 @@ class DuplicatesError(UserFacingError, ValueError):
 @dataclass(kw_only=True)
 class DuplicateStats(JobStats):
     TITLE = "Duplicate search"
-    LABELS = {"errors": ("unreadable photo", "unreadable photos"), "groups": ("group", "groups")}
+    LABELS = {"errors": ("unreadable photo", "unreadable photos"), "groups": ("group", "groups"),
+              "rejected pairs": ("pair the image index rejected", "pairs the image index rejected")}
 
     hashed: int = 0
     errors: int = 0
     groups: int = 0
     #: Photos that belong to some group.
     in_groups: int = counted_as("photos in groups")
+    #: Candidate pairs of the hashes that the confirmer (the image index) did not confirm.
+    rejected: int = counted_as("rejected pairs")
+    #: Whether candidate pairs were put to a confirmer at all (no picture vectors: not).
+    confirmed: bool = False
+
+    def summary_counts(self) -> dict[str, int]:
+        counts = self.counts()
+        if not self.confirmed:
+            del counts["rejected pairs"]
+        return counts
 
 
 @dataclass(frozen=True)
@@ -117,12 +130,19 @@ def _content_key_sql() -> str:
 
 def find_duplicates(
     library: Library, *, progress: ProgressCallback = no_progress, cancel: CancelToken = NEVER_CANCELLED,
-    confirm: PairConfirmer | None = None,
+    confirm: PairConfirmer | None = None, min_similarity: float | None = None,
 ) -> DuplicateStats:
     """Hash the photos that need it, then regroup the library's duplicates (see the module).
 
+    Without *confirm*, pairs are confirmed by the stored picture vectors where there are any,
+    at cosine *min_similarity* (default :data:`core.search.query.MIN_PICTURE_SIMILARITY`).
     Cancelled while hashing, the hashes made so far are kept and the groups stay as they were.
     """
+    if confirm is None:
+        from core.search.query import MIN_PICTURE_SIMILARITY, picture_confirmer
+
+        confirm = picture_confirmer(library, min_similarity=MIN_PICTURE_SIMILARITY if min_similarity is None
+                                    else min_similarity)
     with library.job("duplicates", {}, DuplicateStats(), progress) as run:
         stats = run.stats
         todo = _photos_to_hash(library)
@@ -179,8 +199,12 @@ def _regroup(library: Library, stats: DuplicateStats, confirm: PairConfirmer | N
     ids = [r[0] for r in rows]
     by_index = None
     if confirm is not None:
+        stats.confirmed = True
+
         def by_index(pairs: Sequence[tuple[int, int]]) -> Sequence[bool]:
-            return confirm([(ids[a], ids[b]) for a, b in pairs])
+            answers = confirm([(ids[a], ids[b]) for a, b in pairs])
+            stats.rejected += sum(not ok for ok in answers)
+            return answers
     groups = near_duplicate_groups([(r[2], r[3], r[4]) for r in rows], confirm=by_index)
     values = []
     for members in groups:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.jobs import count_phrase
 from desktop_app.dialog_kit import wrapped
 from desktop_app.operations import LibraryChanges, LibraryNotifier, ReadOp, WriteOp
 
@@ -62,6 +63,8 @@ class DuplicatesDialog(QDialog):
         self.groups: list[Any] = []
         self.busy = False
         self.error: str | None = None
+        #: Candidate pairs the image index rejected in this dialog's last search (None: not asked).
+        self.rejected: int | None = None
         #: image id -> thumbnail, kept while the dialog lives.
         self.thumbnails: dict[int, QPixmap] = {}
 
@@ -137,8 +140,10 @@ class DuplicatesDialog(QDialog):
         if not searched:
             self.summary.setText("Not searched yet: \"Find duplicates\" hashes every photo once.")
         else:
+            rejected = "" if self.rejected is None else (
+                f"; the image index rejected {count_phrase(self.rejected, 'pair', 'pairs')}")
             self.summary.setText(f"{len(groups)} groups ({sum(len(g.members) for g in groups)} photos), "
-                                 f"{decided} decided")
+                                 f"{decided} decided{rejected}")
         self.group_list.blockSignals(True)
         self.group_list.clear()
         for group in groups:
@@ -227,6 +232,8 @@ class DuplicatesDialog(QDialog):
         summary = getattr(result, "summary", None)
         if callable(summary):
             self.setToolTip(summary())
+        if hasattr(result, "confirmed"):  # a search's stats: the next status line says what the index did
+            self.rejected = result.rejected if result.confirmed else None
         self._update_buttons()
 
     def _failed(self, exc: BaseException) -> None:

@@ -5,12 +5,13 @@ The same function serves ``captiondesk search`` and the window's "by meaning" mo
 state, model, ...; its ``text`` is the query here, not a word filter).  A vector counts
 only while it still describes its image: the image is present (``ok``) and its current
 text (or picture) has the hash the vector was made from, so a changed caption, a changed,
-missing or deleted photo never comes back from a stale index.
+missing or deleted photo never comes back from a stale index.  The same rule lets the
+stored picture vectors confirm the pairs the duplicate hashes propose (:func:`picture_confirmer`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,10 +27,17 @@ if TYPE_CHECKING:
     from core.library import Library
 
 DEFAULT_LIMIT = 50
+#: Cosine at or above which two pictures' vectors confirm a pair the duplicate hashes proposed:
+#: lenient, because the index only has to veto hash collisions between different pictures.
+MIN_PICTURE_SIMILARITY = 0.9
 
 
 class NotIndexedError(UserFacingError):
     """The photo asked about has no picture vector yet."""
+
+
+class SimilarityRangeError(UserFacingError, ValueError):
+    """A minimum similarity outside the cosine's range, -1..1."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,44 @@ def rank(library: Library, model: str, space: Space, vector: np.ndarray, *,
         take = min(len(scores), take * 4)
     ranked = sorted(hits.values(), key=lambda h: -h.score)
     return ranked if limit is None else ranked[:limit]
+
+
+def picture_confirmer(
+    library: Library, *, model: str | None = None, min_similarity: float = MIN_PICTURE_SIMILARITY,
+) -> Callable[[Sequence[tuple[int, int]]], list[bool]] | None:
+    """A ``core.duplicates.PairConfirmer`` from the stored picture vectors of *model* (no model loads).
+
+    A pair of image ids is confirmed when both photos have a current vector with a cosine of
+    at least *min_similarity*, or when either has none (the hashes decide alone).  None when
+    *model* has no picture vectors in this library at all.
+    """
+    if not -1.0 <= min_similarity <= 1.0:
+        raise SimilarityRangeError(f"the minimum similarity is a cosine, from -1 to 1, not {min_similarity}")
+    name = _model("image", model)
+    with library.db.read() as session:
+        if session.execute(text("SELECT 1 FROM embeddings WHERE model = :m AND kind = :k LIMIT 1"),
+                           {"m": name, "k": IMAGE_KIND}).first() is None:
+            return None
+
+    def confirm(pairs: Sequence[tuple[int, int]]) -> list[bool]:
+        if not pairs:
+            return []
+        vectors = stored_vectors(library, name, "image")
+        wanted = np.unique(np.asarray(pairs, dtype=np.int64))
+        rows = np.flatnonzero(np.isin(vectors.image_ids, wanted)).tolist()
+        # Rows in id order: an image's newest current row wins over one lingering in the cache.
+        row_of = {int(vectors.image_ids[r]): r for r in _still_current(library, vectors, rows)}
+        answers = [True] * len(pairs)
+        both = [k for k, (a, b) in enumerate(pairs) if a in row_of and b in row_of]
+        if both:
+            first = np.stack([vectors.vector(row_of[pairs[k][0]]) for k in both])
+            second = np.stack([vectors.vector(row_of[pairs[k][1]]) for k in both])
+            cosines = np.einsum("ij,ij->i", first, second)  # stored vectors are unit length
+            for k, cosine in zip(both, cosines, strict=True):
+                answers[k] = bool(cosine >= min_similarity)
+        return answers
+
+    return confirm
 
 
 def _still_current(library: Library, vectors: StoredVectors, rows: list[int]) -> list[int]:

@@ -72,3 +72,27 @@ def test_duplicates_view_finds_groups_and_keeps_one_without_deleting(qtbot, tmp_
     finally:
         pool.waitForDone(10_000)
         library.close()
+
+
+def test_status_line_counts_the_pairs_the_image_index_rejected(qtbot, tmp_path: Path) -> None:
+    import numpy as np
+    from sqlalchemy import func
+
+    from core.search.embedders import DEFAULT_IMAGE_MODEL
+    from core.search.store import IMAGE_KIND, write_vectors
+
+    library = _library(tmp_path)
+    pool = QThreadPool()
+    try:
+        with library.db.write() as session:  # shot0 and its resized copy look nothing alike to the index
+            items = session.execute(select(Image.id, func.coalesce(Image.content_key, Image.fingerprint))
+                                    .where(Image.rel_path.in_(["camera/shot0.jpg", "exported/shot0_resized.jpg"]))).all()
+            write_vectors(session, DEFAULT_IMAGE_MODEL, IMAGE_KIND, [tuple(i) for i in items], np.eye(2, 8, dtype=np.float32))
+        dialog = DuplicatesDialog(library, pool, LibraryNotifier())
+        qtbot.addWidget(dialog)
+        dialog.find_button.click()
+        qtbot.waitUntil(lambda: "rejected" in dialog.summary.text() and not dialog.busy, timeout=20_000)
+        assert dialog.summary.text().endswith("; the image index rejected 1 pair")
+    finally:
+        pool.waitForDone(10_000)
+        library.close()

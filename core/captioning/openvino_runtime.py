@@ -481,8 +481,10 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width),
                                                   dtype=dtype))
     if dtype != torch.float32:
-        # Parameters only, as from_pretrained(dtype=...) does: buffers such as the rotary
-        # inv_freq stay fp32; the replaced tower's weights sit outside the module tree.
-        for parameter in model.parameters():
-            parameter.data = parameter.data.to(dtype)
+        # What a checkpoint holds, as from_pretrained(dtype=...) casts it: computed buffers
+        # (rotary inv_freq) keep fp32; the replaced tower's weights sit outside the module tree.
+        saved = set(model.state_dict())
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point() and name in saved:
+                tensor.data = tensor.data.to(dtype)
     return model

@@ -76,6 +76,7 @@ def test_bf16_vlm_captions_and_padded_patches_on_the_torch_tower(tiny_model_dirs
     tower = captioner.model.model.vision_model
     assert _precision(tower) == "bf16"
     _check_bf16_captions(captioner, _images())
+    assert captioner.model.model.text_model.rotary_emb.inv_freq.dtype == torch.float32  # computed, not saved
     # A padded batch runs on the fp32 torch tower and hands the bf16 text side bf16 features.
     pixels = torch.randn(2, 3, *tower.size, dtype=torch.bfloat16)
     mask = torch.ones(2, tower.size[0] // 8, tower.size[1] // 8, dtype=torch.bool)

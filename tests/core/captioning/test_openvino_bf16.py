@@ -104,4 +104,6 @@ def test_bf16_refused_without_bf16_hardware(tiny_blip_dir: Path, monkeypatch: py
         assert device.cpu_has_bf16()
         assert openvino_runtime.resolve_runtime("openvino-bf16", BLIP, cpu) == "openvino-bf16"
         assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "openvino-bf16"
+    with pytest.raises(ModelLoadError, match="optimize 'int8' does not apply"):  # no int8 on bf16 weights
+        load_captioner(str(tiny_blip_dir), device="cpu", runtime="openvino-bf16", optimize="int8")
     assert CaptionJobSpec.from_dict(CaptionJobSpec(runtime="openvino-bf16").to_dict()).runtime == "openvino-bf16"

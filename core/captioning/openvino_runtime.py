@@ -20,7 +20,7 @@ The tower is converted for full images at one size (Qwen2-VL's: one image of any
 call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
-per-image int8); ``"auto"`` keeps it fp32.  ``runtime="auto"`` picks the runtime of
+per-image int8); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
 :data:`AUTO_RUNTIMES` for the family (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
 installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
@@ -28,9 +28,9 @@ torch otherwise.  Training always runs on torch.
 
 The converted model is cached in ``.captiondesk-openvino/<slot>/`` inside a local model
 folder (a user cache folder for hub models or a read-only folder), one slot per model,
-adapter, weight precision and inference precision; its ``key.json`` names the model, its weights' sizes and
-times, the adapter, the versions and the options, and a different key converts again in
-place of the old one.
+adapter, weight precision and inference precision; its ``key.json`` names the model, its
+weights' sizes and times, the adapter, the versions and the options, and a different key
+converts again in place of the old one.
 """
 
 from __future__ import annotations

@@ -119,12 +119,13 @@ ignored) and reused.  Usage::
         [--models blip-base|florence2-base|smolvlm-256m|qwen2-vl-2b|all ... [--tiny]]
 
 ``--runtime all`` (BLIP table): torch fp32, ``optimize=auto`` and bf16 autocast beside the
-OpenVINO runtime (fp32, with the int8 decoder, int8 tower weights, and a bf16 vision tower);
-the measured table is in README "Benchmarks".  ``--runtime all --models all`` instead: one
-table per shaped random-weight model (BLIP-base, Florence-2-base, SmolVLM-256M, Qwen2-VL-2B,
-the shapes benchmarks/gpu_check.py uses): the naive loop, the torch engine fp32 and
-``auto``, OpenVINO fp32 and ``openvino-int8``, "vs engine" against torch ``auto`` and "same
-text" against torch fp32; ``--tiny`` runs it on the test suite's tiny models (a smoke run:
+OpenVINO runtimes (fp32, with the int8 decoder, int8 tower weights, and ``openvino-bf16``
+where the CPU has bf16 hardware); the measured table is in README "Benchmarks".
+``--runtime all --models all`` instead: one table per shaped random-weight model (BLIP-base,
+Florence-2-base, SmolVLM-256M, Qwen2-VL-2B, the shapes benchmarks/gpu_check.py uses): the
+naive loop, the torch engine fp32 and ``auto``, OpenVINO fp32, ``openvino-int8`` and
+``openvino-bf16`` (bf16 hardware only), "vs engine" against torch ``auto`` and "same text"
+against torch fp32; ``--tiny`` runs it on the test suite's tiny models (a smoke run:
 ``--tiny --images 2 --batch-size 2 --repeats 1`` took about two minutes on the shared box).
 Not measured at full size yet.
 
@@ -224,25 +225,20 @@ def naive_runner(folder: Path, images: list, device: str = "cpu") -> Callable[[]
 
 def captioner_runner(folder: Path, images: list, optimize: str, batch_size: int, *, runtime: str = "torch",
                      bf16: bool = False) -> Callable[[], list[str]]:
-    """``bf16``: torch bf16 autocast (torch runtime), or the OpenVINO vision tower recompiled
-    with bf16 inference precision (openvino runtime) - measured, not offered in the app."""
+    """``bf16``: torch bf16 autocast around the torch runtime's fp32 model (measured, not
+    offered in the app; the offered bf16 is ``runtime="openvino-bf16"``)."""
     import contextlib
 
     import torch
 
     from core.captioning import GenerationSettings, load_captioner
 
+    if bf16 and runtime != "torch":
+        raise ValueError("bf16 autocast is a torch-runtime row; use runtime='openvino-bf16'")
     captioner = load_captioner(folder, device="cpu", optimize=optimize, runtime=runtime)
     settings = GenerationSettings(min_new_tokens=TOKENS, max_new_tokens=TOKENS)
     autocast: Callable[[], Any] = contextlib.nullcontext
-    if bf16 and runtime == "openvino":
-        import openvino
-
-        tower = captioner.model.vision_model
-        core = openvino.Core()
-        tower.compiled = core.compile_model(core.read_model(str(tower.xml)), "CPU",
-                                            {"INFERENCE_PRECISION_HINT": "bf16"})
-    elif bf16:
+    if bf16:
         def autocast() -> Any:
             return torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -460,6 +456,7 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
     ``auto``) and the OpenVINO runtimes (fp32 and int8 weights) where its family is covered."""
     import torch
 
+    from core.captioning.device import cpu_has_bf16
     from core.captioning.families import get_family
     from core.captioning.openvino_runtime import OPENVINO_FAMILIES
     family = get_family(REAL_SHAPES[name][0] if name in REAL_SHAPES else "blip")
@@ -476,7 +473,12 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
             ("openvino fp32 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
             ("openvino-int8 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino-int8")),
         ]
+        if cpu_has_bf16():
+            paths.append(("openvino-bf16 (vision + text)",
+                          lambda: captioner_runner(folder, images, "none", b, runtime="openvino-bf16")))
     covered = "" if family.id in OPENVINO_FAMILIES else f" (the OpenVINO runtime does not cover {family.id})"
+    if family.id in OPENVINO_FAMILIES and not cpu_has_bf16():
+        covered = " (no openvino-bf16 row: this CPU has no bf16 hardware)"
     print(f"\n{name}: {args.images} photos, {TOKENS} tokens, {torch.get_num_threads()} threads{covered}", flush=True)
     run_table(paths, args.images, args.repeats, reference_row=1, engine_row=2)
 
@@ -652,9 +654,14 @@ def main(argv: list[str] | None = None) -> int:
             ("openvino + int8 decoder", lambda: captioner_runner(folder, images, "int8", b, runtime="openvino")),
             ("openvino-int8 weights (vision)",
              lambda: captioner_runner(folder, images, "auto", b, runtime="openvino-int8")),
-            ("openvino bf16 vision (not offered)",
-             lambda: captioner_runner(folder, images, "auto", b, runtime="openvino", bf16=True)),
         ]
+        from core.captioning.device import cpu_has_bf16
+
+        if cpu_has_bf16():
+            paths.append(("openvino-bf16 (vision + text)",
+                          lambda: captioner_runner(folder, images, "auto", b, runtime="openvino-bf16")))
+        else:
+            print("no openvino-bf16 row: this CPU has no bf16 hardware (avx512_bf16 / amx_bf16)", flush=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, {args.images} images, {TOKENS} tokens, {IMAGE_SIZE} px",
           flush=True)

@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
-    from core.captioning.job_spec import DEFAULT_SERVER_TIMEOUT
+    from core.captioning.job_spec import DEFAULT_SERVER_TIMEOUT, RUNTIMES
     from core.captioning.presets import PRESETS, VARIABLES
     from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 
@@ -368,10 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument(
         "--runtime",
         default="torch",
-        choices=["torch", "openvino", "openvino-int8", "auto"],
+        choices=list(RUNTIMES),
         help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) on OpenVINO on the CPU (pip install "
-             "'captiondesk[openvino]'; converted once, cached beside the model); 'openvino-int8' with int8 "
-             "weights; 'auto' picks per model family what measured faster",
+             "'captiondesk[openvino]'; converted once, cached beside the model); 'openvino-bf16' in bf16, the text "
+             "model too (CPUs with avx512_bf16 or AMX only; captions may differ from fp32's); 'openvino-int8' with "
+             "int8 weights; 'auto' picks per model family what measured faster",
     )
     caption.add_argument(
         "--overwrite-model-captions",

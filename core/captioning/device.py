@@ -13,9 +13,29 @@ from .errors import ModelLoadError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICE_CHOICES", "default_dtype", "resolve_device"]
+__all__ = ["CPU_BF16_FLAGS", "DEVICE_CHOICES", "cpu_has_bf16", "default_dtype", "resolve_device"]
 
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+#: CPU flags (``/proc/cpuinfo``) that mean bf16 arithmetic in hardware.
+CPU_BF16_FLAGS: frozenset[str] = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none: not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); without it bf16
+    is emulated and several times slower than fp32 (docs/optimization-notes.md, "bf16 on CPU")."""
+    return bool(CPU_BF16_FLAGS & _cpu_flags())
 
 
 def _mps_available(torch_mod: object) -> bool:

@@ -104,7 +104,7 @@ CaptionScope = ImageFilter | tuple[int, ...] | None
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Where a local model runs (the same tuple as core.captioning.openvino_runtime.RUNTIMES,
 #: repeated so the dialog can validate a spec without importing the loader).
-RUNTIMES = ("torch", "openvino", "openvino-int8", "auto")
+RUNTIMES = ("torch", "openvino", "openvino-bf16", "openvino-int8", "auto")
 #: Where captions come from: "local" loads a Hugging Face model in this process;
 #: "openai" sends images to an OpenAI-compatible chat-completions server
 #: (core.captioning.server; Ollama, LM Studio, llama.cpp's llama-server, vLLM).
@@ -131,8 +131,9 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
-    #: "torch", "openvino" (a vision tower on OpenVINO on the CPU), "openvino-int8" (its
-    #: weights in int8) or "auto" (core/captioning/openvino_runtime.py).
+    #: "torch", "openvino" (a vision tower on OpenVINO on the CPU), "openvino-bf16" (that
+    #: tower and the text model in bf16), "openvino-int8" (the tower's weights in int8) or
+    #: "auto" (core/captioning/openvino_runtime.py).
     runtime: str = "torch"
     backend: str = "local"
     endpoint: str | None = None

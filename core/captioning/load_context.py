@@ -117,7 +117,7 @@ class LoadContext:
     progress: ProgressCallback
     hub_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: "torch", "openvino" or "openvino-int8" (resolved by :func:`.openvino_runtime.resolve_runtime`).
+    #: "torch" or an OpenVINO runtime (resolved by :func:`.openvino_runtime.resolve_runtime`).
     runtime: str = "torch"
 
     # -- failures ----------------------------------------------------------
@@ -180,18 +180,22 @@ class LoadContext:
         revision = _revision(self)
         runtime_names = []
         plan = self.plan
+        dtype = self.dtype
         if self.runtime != "torch":
             from dataclasses import replace
 
-            from .openvino_runtime import OPENVINO_WEIGHTS, apply_openvino
+            from .openvino_runtime import OPENVINO_PRECISION, OPENVINO_WEIGHTS, apply_openvino, runtime_dtype
 
             # The vision tower's fp32 weights are converted first; an explicit optimize list
-            # then applies to what stays on torch.  Under "auto" the decoder stays fp32: its
-            # per-image int8 was slower there (docs/optimization-notes.md, "OpenVINO runtime").
+            # then applies to what stays on torch.  Under "auto" the decoder keeps the runtime's
+            # precision: its per-image int8 was slower there (docs/optimization-notes.md,
+            # "OpenVINO runtime").
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress,
-                                   weights=OPENVINO_WEIGHTS[self.runtime], processor=processor)
+                                   weights=OPENVINO_WEIGHTS[self.runtime],
+                                   precision=OPENVINO_PRECISION[self.runtime], processor=processor)
             runtime_names = [self.runtime]
+            dtype = runtime_dtype(self.runtime)
             if plan.auto:
                 plan = replace(plan, int8=False)
         applied = opt.apply_optimizations(model, family=self.family, plan=plan, progress=self.progress)
@@ -202,11 +206,11 @@ class LoadContext:
             "revision": revision,
             "adapter": adapter_identity,
             "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": str(dtype).removeprefix("torch."),
             "runtime": self.runtime,
         }
         return captioner_cls(model, processor, tokenizer, identity=identity, family=self.family, device=self.device,
-                             dtype=self.dtype, optimizations=applied.names)
+                             dtype=dtype, optimizations=applied.names)
 
 
 def _missing_processor_files(folder: Path) -> list[str]:

@@ -10,20 +10,27 @@ and leaves the text model and ``generate`` to transformers, so greedy and beam s
 scores, batching, resume and cancel are the torch path's own, and the captions are the
 torch fp32 captions.  ``runtime="openvino-int8"`` is the same with the tower's weights
 compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
+``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
+stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
+the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
+logits' log-softmax in fp32.  Its captions may differ from fp32's, and it runs only on a CPU
+with bf16 hardware (:func:`.device.cpu_has_bf16`): elsewhere bf16 is emulated, several times
+slower.
 The tower is converted for full images at one size (Qwen2-VL's: one image of any size per
 call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
-per-image int8); ``"auto"`` keeps it fp32.  ``runtime="auto"`` picks OpenVINO only for the
-families in :data:`AUTO_OPENVINO_FAMILIES` (measured faster with the same captions, see
+per-image int8); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
+:data:`AUTO_RUNTIMES` for the family (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
-installed; torch otherwise.  Training always runs on torch.
+installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
+torch otherwise.  Training always runs on torch.
 
 The converted model is cached in ``.captiondesk-openvino/<slot>/`` inside a local model
 folder (a user cache folder for hub models or a read-only folder), one slot per model,
-adapter and weight precision; its ``key.json`` names the model, its weights' sizes and
-times, the adapter, the versions and the options, and a different key converts again in
-place of the old one.
+adapter, weight precision and inference precision; its ``key.json`` names the model, its
+weights' sizes and times, the adapter, the versions and the options, and a different key
+converts again in place of the old one.
 """
 
 from __future__ import annotations
@@ -47,8 +54,9 @@ if TYPE_CHECKING:
     from .captioner import CaptionerFamily as ModelFamily
 
 __all__ = [
-    "AUTO_OPENVINO_FAMILIES",
+    "AUTO_RUNTIMES",
     "OPENVINO_FAMILIES",
+    "OPENVINO_PRECISION",
     "OPENVINO_WEIGHTS",
     "RUNTIMES",
     "apply_openvino",
@@ -56,15 +64,20 @@ __all__ = [
     "nncf_available",
     "openvino_available",
     "resolve_runtime",
+    "runtime_dtype",
 ]
 
 #: Families with an OpenVINO converter here (their vision tower).
 OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip", "idefics3", "florence2", "qwen2-vl"})
 #: The runtimes that run on OpenVINO, and the weight precision of each.
-OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-int8": "int8"}
-#: Families ``auto`` runs on OpenVINO: only where it was faster with the same captions
-#: (docs/optimization-notes.md, "OpenVINO runtime").
-AUTO_OPENVINO_FAMILIES: frozenset[str] = frozenset({"blip"})
+OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-bf16": "fp32", "openvino-int8": "int8"}
+#: ... and the precision each computes in (the tower's OpenVINO inference precision, and
+#: for bf16 the torch text side's weights too).
+OPENVINO_PRECISION: dict[str, str] = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
+#: What ``auto`` runs each family on (absent: torch), set from
+#: ``benchmarks/caption_model_speed.py --runtime all``: only where it was faster with the
+#: same captions (docs/optimization-notes.md, "OpenVINO runtime").
+AUTO_RUNTIMES: dict[str, str] = {"blip": "openvino"}
 #: Bumped when the conversion itself changes, so old caches are converted again.
 CONVERTER_VERSION = 1
 CACHE_DIR_NAME = ".captiondesk-openvino"
@@ -81,17 +94,34 @@ def nncf_available() -> bool:
     return importlib.util.find_spec("nncf") is not None
 
 
+def runtime_dtype(runtime: str) -> torch.dtype:
+    """The dtype what stays on torch runs in under the OpenVINO *runtime*."""
+    import torch
+
+    return torch.bfloat16 if OPENVINO_PRECISION[runtime] == "bf16" else torch.float32
+
+
+def _auto_runtime(family: ModelFamily, device: torch.device) -> str:
+    chosen = AUTO_RUNTIMES.get(family.id, "torch")
+    if chosen == "torch" or device.type != "cpu" or not openvino_available():
+        return "torch"
+    from .device import cpu_has_bf16
+
+    if (chosen == "openvino-bf16" and not cpu_has_bf16()) or (chosen == "openvino-int8" and not nncf_available()):
+        return "openvino"
+    return chosen
+
+
 def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, model: str | None = None) -> str:
-    """``"torch"``, ``"openvino"`` or ``"openvino-int8"`` for this load; ``ModelLoadError``
+    """``"torch"`` or one of :data:`OPENVINO_WEIGHTS` for this load; ``ModelLoadError``
     when OpenVINO was asked for and cannot run (not installed, not the CPU, a family it
-    does not cover)."""
+    does not cover, bf16 without bf16 hardware)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch":
         return "torch"
     if runtime == "auto":
-        usable = device.type == "cpu" and family.id in AUTO_OPENVINO_FAMILIES and openvino_available()
-        return "openvino" if usable else "torch"
+        return _auto_runtime(family, device)
     if not openvino_available():
         raise ModelLoadError("The OpenVINO runtime needs the openvino package, which is not installed: "
                              "pip install 'captiondesk[openvino]', or use --runtime torch.",
@@ -107,6 +137,12 @@ def resolve_runtime(runtime: str, family: ModelFamily, device: torch.device, *, 
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models yet (only "
                              f"{', '.join(sorted(OPENVINO_FAMILIES))}); use --runtime torch.",
                              kind="runtime", model=model)
+    from .device import CPU_BF16_FLAGS, cpu_has_bf16
+
+    if runtime == "openvino-bf16" and not cpu_has_bf16():
+        raise ModelLoadError(f"The openvino-bf16 runtime needs a CPU with bf16 instructions "
+                             f"({' or '.join(sorted(CPU_BF16_FLAGS))}), which this one lacks, so bf16 would run "
+                             "several times slower than fp32; use --runtime openvino.", kind="runtime", model=model)
     return runtime
 
 
@@ -161,10 +197,12 @@ def cache_root(model_ref: str) -> Path:
     return user_cache_path("captiondesk") / "openvino"
 
 
-def _slot(model_ref: str, adapter: dict[str, Any] | None, weights: str = "fp32") -> str:
-    """One cache folder per model, adapter folder and weight precision, so retrained weights
-    replace the old conversion while fp32 and int8 conversions live side by side."""
-    parts = [model_ref, (adapter or {}).get("path")] + ([weights] if weights != "fp32" else [])
+def _slot(model_ref: str, adapter: dict[str, Any] | None, weights: str = "fp32", precision: str = "f32") -> str:
+    """One cache folder per model, adapter folder, weight and inference precision, so
+    retrained weights replace the old conversion while the fp32, bf16 and int8 ones live
+    side by side."""
+    parts = ([model_ref, (adapter or {}).get("path")] + ([weights] if weights != "fp32" else [])
+             + ([precision] if precision != "f32" else []))
     text = json.dumps(parts, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -214,13 +252,15 @@ def _tower_module() -> type:
 
     class OpenVINOVisionTower(torch.nn.Module):
         """Stands in for a family's vision tower: the compiled OpenVINO model's last hidden
-        state for full images; anything the conversion did not cover (Idefics3's padded
-        patches) runs on the original torch tower, kept outside the module tree."""
+        state for full images, in *dtype* (the text side's); anything the conversion did not
+        cover (Idefics3's padded patches) runs on the original fp32 torch tower, kept outside
+        the module tree."""
 
         def __init__(self, compiled: Any, xml: Path, fallback: Any, *, mask_arg: str | None,
-                     size: tuple[int, int]) -> None:
+                     size: tuple[int, int], dtype: torch.dtype = torch.float32) -> None:
             super().__init__()
             self.compiled = compiled
+            self.out_dtype = dtype
             self.config = fallback.config
             self.xml = xml
             self.mask_arg = mask_arg
@@ -236,12 +276,14 @@ def _tower_module() -> type:
             if not converted_for or (mask is not None and not bool(mask.all())):
                 if interpolate_pos_encoding:
                     kwargs["interpolate_pos_encoding"] = True
-                return self._fallback[0](pixel_values, **kwargs)
+                out = self._fallback[0](pixel_values.float(), **kwargs)
+                out.last_hidden_state = out.last_hidden_state.to(self.out_dtype)
+                return out
             # One infer request per call: requests are not shared between threads.
             request = self.compiled.create_infer_request()
             result = request.infer([pixel_values.detach().float().contiguous().numpy()])
             hidden = torch.from_numpy(result[self.compiled.output(0)].copy())
-            return BaseModelOutputWithPooling(last_hidden_state=hidden.to(pixel_values.dtype))
+            return BaseModelOutputWithPooling(last_hidden_state=hidden.to(self.out_dtype))
 
     return OpenVINOVisionTower
 
@@ -389,10 +431,12 @@ def _int8_weights(ov_model: Any) -> Any:
 
 
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
-                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", processor: Any = None) -> Any:
+                   adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", precision: str = "f32",
+                   processor: Any = None) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
     conversion, its weights in int8 (NNCF) when *weights* is ``"int8"``, converting once
-    per cache key; returns the model."""
+    per cache key; with *precision* ``"bf16"`` the tower computes in bf16 and the rest of
+    the model is cast to bf16.  Returns the model."""
     import openvino
     import torch
 
@@ -401,14 +445,16 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                              model=model_ref)
     if weights not in ("fp32", "int8"):
         raise ValueError(f"weights must be fp32 or int8, got {weights!r}")
+    if precision not in ("f32", "bf16"):
+        raise ValueError(f"precision must be f32 or bf16, got {precision!r}")
     if family.id == "qwen2-vl":  # any image size: one image per call
         owner, attribute, mask_arg, (height, width) = model.model, "visual", None, (-1, -1)
     else:
         owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
     tower = getattr(owner, attribute)
-    options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": [height, width]}
+    options = {"part": "vision", "precision": precision, "weights": weights, "image_size": [height, width]}
     key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
-    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights)
+    slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights, precision)
 
     def convert() -> Any:
         if family.id == "qwen2-vl":
@@ -423,13 +469,22 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     try:
         xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
         core = openvino.Core()
-        compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": precision})
     except Exception as exc:  # a conversion or cache failure is this load's one error line
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if family.id == "qwen2-vl":
         setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))
     else:
-        setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width)))
+        setattr(owner, attribute, _tower_module()(compiled, xml, tower, mask_arg=mask_arg, size=(height, width),
+                                                  dtype=dtype))
+    if dtype != torch.float32:
+        # What a checkpoint holds, as from_pretrained(dtype=...) casts it: computed buffers
+        # (rotary inv_freq) keep fp32; the replaced tower's weights sit outside the module tree.
+        saved = set(model.state_dict())
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point() and name in saved:
+                tensor.data = tensor.data.to(dtype)
     return model

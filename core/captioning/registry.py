@@ -338,9 +338,9 @@ def load_captioner(
             still forbids it).
         model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
             ``quantization_config`` and ``device_map`` (then the model is not moved).
-        runtime: ``"torch"``, ``"openvino"``, ``"openvino-int8"`` (a vision tower on
-            OpenVINO on the CPU, fp32 or int8 weights) or ``"auto"``; see
-            :mod:`core.captioning.openvino_runtime`.
+        runtime: ``"torch"``, ``"openvino"``, ``"openvino-bf16"``, ``"openvino-int8"`` (a
+            vision tower on OpenVINO on the CPU: fp32, bf16 with the text model in bf16, or
+            int8 weights) or ``"auto"``; see :mod:`core.captioning.openvino_runtime`.
 
     Raises:
         ModelLoadError: with a message meant for the user.
@@ -403,6 +403,10 @@ def load_captioner(
             if chosen_runtime != "torch" and plan.dtype != torch.float32:
                 raise ModelLoadError("The OpenVINO runtime converts the fp32 model; optimize 'half' does not "
                                      "apply to it.", kind="runtime", model=model_str)
+            if chosen_runtime == "openvino-bf16" and plan.int8 and not plan.auto:
+                raise ModelLoadError("The openvino-bf16 runtime runs the text model in bf16; optimize 'int8' does "
+                                     "not apply to it (use --runtime openvino for that).", kind="runtime",
+                                     model=model_str)
             if is_local and (missing := _missing_processor_files(folder)):
                 # Refuse an incomplete folder up front: transformers would otherwise fall
                 # back to a few-token default tokenizer and "caption" with empty strings.

@@ -576,14 +576,14 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     assert not dialog.model.isEnabled()  # the model is a library's: none is open here
     dialog.num_beams.setValue(3)
     dialog.device.setCurrentText("cpu")
-    dialog.runtime.setCurrentText("openvino")
+    dialog.runtime.setCurrentText("openvino-bf16")
     dialog.thumbnail_size.setCurrentIndex(dialog.thumbnail_size.findData(256))
     dialog.sidecar_naming.setCurrentIndex(dialog.sidecar_naming.findData("full"))
     dialog.accept()
     again = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     spec = again.caption_spec()
     assert (spec.model, spec.device, spec.adapter) == ("m", "cpu", "/a")  # the adapter is kept
-    assert spec.runtime == "openvino"
+    assert spec.runtime == "openvino-bf16"  # the combo offers every runtime
     assert (spec.generation.min_new_tokens, spec.generation.num_beams, spec.generation.max_new_tokens) == (3, 3, 30)
     assert again.thumbnail_size == 256 and again.last_library == str(tmp_path / "lib.db")
     assert again.sidecar_naming == "full"

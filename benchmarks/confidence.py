@@ -18,7 +18,11 @@ true style-B caption.  For each score kind stored in the captions' provenance
 
 Usage::
 
-    python benchmarks/confidence.py [--epochs 12] [--train 480] [--test 480] [--hard 0.25]
+    python benchmarks/confidence.py [--epochs 12] [--train 480] [--test 480] [--hard 0.25] [--check-views 2,3]
+
+Each version captions the test photos once plainly and once per ``--check-views`` count
+(``CaptionJobSpec.check_views``: each photo captioned again from shifted views; the
+stored kind is then ``view_agreement``).
 """
 
 from __future__ import annotations
@@ -61,11 +65,11 @@ def error_rates(scores: list[float], wrong: list[bool], fraction: float = 0.2) -
     return sum(wrong[i] for i in low) / len(low), sum(wrong[i] for i in rest) / max(1, len(rest))
 
 
-def evaluate(library, version: str, truth: dict[str, tuple[str, bool]]) -> None:
+def evaluate(library, version: str, truth: dict[str, tuple[str, bool]], views: int = 0) -> None:
     with library.db.read() as session:
         ids = list(session.scalars(select(Image.id).where(Image.rel_path.like("test/%"))))
     run_caption_job(library, CaptionJobSpec(model=version, scope=ids, device="cpu", optimize="none",
-                                            overwrite_model_captions=True))
+                                            overwrite_model_captions=True, check_views=views))
     with library.db.read() as session:
         rows = session.execute(select(Image.rel_path, Caption.text, Caption.score, Caption.provenance)
                                .join(Caption, Caption.image_id == Image.id)
@@ -73,7 +77,7 @@ def evaluate(library, version: str, truth: dict[str, tuple[str, bool]]) -> None:
     wrong = [text != truth[path][0] for path, text, _, _ in rows]
     hard = [truth[r[0]][1] for r in rows]
     kind = rows[0][3].score_kind
-    print(f"\n{version}: {len(rows)} test captions, {sum(wrong)} wrong ({sum(wrong) / len(rows):.0%}); "
+    print(f"\n{version}{f' (views checked: {views})' if views else ''}: {len(rows)} test captions, {sum(wrong)} wrong ({sum(wrong) / len(rows):.0%}); "
           f"wrong among hard photos {sum(w for w, h in zip(wrong, hard) if h)}/{sum(hard)}, "
           f"among easy {sum(w for w, h in zip(wrong, hard) if not h)}/{len(hard) - sum(hard)}; "
           f"stored score_kind: {kind}")
@@ -97,6 +101,8 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=480)
     parser.add_argument("--hard", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--check-views", type=lambda v: [int(x) for x in v.split(",") if x], default=[2, 3],
+                        help="also caption with these numbers of shifted views checked (comma list; '' for none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.monotonic()
@@ -112,7 +118,8 @@ def main() -> int:
                 print(f"trained {name}: held-out exact match {result.metrics['exact_match']:.2f} "
                       f"(best epoch {result.best_epoch}, {result.seconds:.0f} s)", flush=True)
             for name in runs:
-                evaluate(library, name, truth)
+                for views in [0, *args.check_views]:
+                    evaluate(library, name, truth, views)
         finally:
             library.close()
     print(f"\n{time.monotonic() - started:.0f} s in all")

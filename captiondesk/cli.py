@@ -183,9 +183,12 @@ def cmd_caption(args: argparse.Namespace) -> int:
             preset=args.preset,
             prompt_template=args.prompt,
             kind=args.kind,
+            check_views=args.check_views,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if spec.check_views and ray_address is not None:
+        raise UserError("--check-views runs in this process only, not with --ray")
 
     # Exit 2 means nothing done: a model that cannot be had is found out before the library
     # is created or a folder added (a new library has no version names to resolve).
@@ -341,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beams", type=int, default=1, metavar="N", help="beam search width (1 = greedy)")
     caption.add_argument("--min-new-tokens", type=int, default=0, metavar="N")
     caption.add_argument("--max-new-tokens", type=int, default=30, metavar="N")
+    from core.captioning.confidence import MAX_VIEW_CHECKS
     from core.captioning.job_spec import DEFAULT_SERVER_TIMEOUT, RUNTIMES
     from core.captioning.presets import PRESETS, VARIABLES
     from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
@@ -373,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
              "'captiondesk[openvino]'; converted once, cached beside the model); 'openvino-bf16' in bf16, the text "
              "model too (CPUs with avx512_bf16 or AMX only; captions may differ from fp32's); 'openvino-int8' with "
              "int8 weights; 'auto' picks per model family what measured faster",
+    )
+    caption.add_argument(
+        "--check-views", type=int, default=0, metavar="N",
+        help=f"caption each photo again from N slightly shifted views (0-{MAX_VIEW_CHECKS}; N+1 times the work) and "
+             "rank captions the views disagree with first in the review queue: finds one-word errors the "
+             "model's own probabilities miss",
     )
     caption.add_argument(
         "--overwrite-model-captions",

@@ -49,6 +49,8 @@ from desktop_app.dialog_kit import ElidedLabel, remember_folder, start_folder
 if TYPE_CHECKING:
     from core.training.current import CurrentModel
 
+#: Views the Confidence box checks (benchmarks/confidence.py: two already rank one-word errors first).
+DIALOG_VIEW_CHECKS = 2
 SCOPE_SELECTION = "selection"
 SCOPE_FILTER = "filter"
 SCOPE_UNCAPTIONED = "uncaptioned"
@@ -145,6 +147,11 @@ class CaptionDialog(QDialog):
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device.setCurrentText(defaults.device)
+        self.check_views = QCheckBox("Check each caption against 2 shifted views (3× the work)")
+        self.check_views.setChecked(defaults.check_views > 0)
+        self.check_views.setToolTip("Captions each photo again from slightly shifted copies; a caption they disagree "
+                                    "with goes first in the review queue. Finds one-word errors the model's own "
+                                    "confidence misses. Local models only.")
         self.overwrite = QCheckBox("Replace existing model captions (a person's captions are never replaced)")
         self.overwrite.setChecked(defaults.overwrite_model_captions)
 
@@ -190,7 +197,10 @@ class CaptionDialog(QDialog):
         form.addRow("Prompt", self.prompt)
         form.addRow("Repetition penalty", self.repetition)
         form.addRow("Batch size", self.batch_size)
-        form.addRow("Device", self.device)
+        device_row = QHBoxLayout()  # one row: the dialog must fit a 1024x700 screen
+        device_row.addWidget(self.device)
+        device_row.addWidget(self.check_views, 1)
+        form.addRow("Device", device_row)
 
         scope_box = QGroupBox("Images")
         self.scope_group = QButtonGroup(self)
@@ -227,7 +237,7 @@ class CaptionDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(buttons)
 
-        self._local_only = [self.adapter, adapter_browse, model_browse, self.num_beams, self.min_tokens,
+        self._local_only = [self.adapter, adapter_browse, model_browse, self.check_views, self.num_beams, self.min_tokens,
                             self.repetition, self.device]
         self._server_only = [self.endpoint, self.refresh_models, self.max_concurrency]
         self.backend.currentIndexChanged.connect(self._show_backend)
@@ -347,6 +357,8 @@ class CaptionDialog(QDialog):
             batch_size=self.batch_size.value(),
             device=self.device.currentText(),
             overwrite_model_captions=self.overwrite.isChecked(),
+            check_views=(self._defaults.check_views or DIALOG_VIEW_CHECKS) if self.check_views.isChecked() and not server
+            else 0,
             scope=None,
         )
 

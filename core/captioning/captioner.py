@@ -81,6 +81,10 @@ class CaptionResult:
     #: Per generated token, its log-probability minus the best other token's at that step:
     #: how near the runner-up came to being written instead (a one-word error's sign).
     token_margins: tuple[float, ...] = ()
+    #: How many shifted views of the picture were captioned again to check this caption, and
+    #: how many of them gave the same text (core.captioning.confidence.check_views).
+    views_checked: int = 0
+    views_agreeing: int = 0
 
 
 @dataclass(slots=True)

@@ -18,6 +18,16 @@ provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
   words that are always hard (a rare colour) decide the rank; one token's noise is
   averaged out, which the minimum is not.
 
+* ``margin_logsig_sum`` — the log of the product over tokens of ``sigmoid(margin)``: each
+  token's chance of beating its runner-up, multiplied, so one near-tie and several shaky
+  words both count, while template words that win clearly cost nothing.
+* ``view_agreement`` — only when the job checked views (``CaptionJobSpec.check_views``):
+  the photo is captioned again from slightly shifted and cropped copies, and the score is
+  the number of views that gave the same text plus ``exp(margin_logsig_sum)`` (0..1), so
+  a caption the views disagree with always ranks below one they all confirm.  A weak
+  model that reads a shape or a word from a few pixels changes its mind when they move;
+  the model's own probabilities cannot see that (docs/optimization-notes.md, "Confidence
+  score kinds").  It is the stored kind whenever views were checked.
 * ``min_margin`` — per generated token, its log-prob minus the best *other* token's at
   that step (how near the runner-up came to being written instead), then the minimum
   over the caption.  A one-word error ("right of" for "under") is typically a step where
@@ -26,18 +36,24 @@ provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
   nor always-hard words need a calibration.
 
 ``benchmarks/confidence.py`` measures them on LoRA and fully fine-tuned versions; the
-stored kind is :data:`STORED_KIND` (the measured best), the others go to the provenance.
+stored kind is ``view_agreement`` when views were checked, else :data:`STORED_KIND`; the
+others go to the provenance.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SCORE_KINDS", "STORED_KIND", "TokenCalibration", "caption_scores", "confidence_score"]
+__all__ = ["MAX_VIEW_CHECKS", "SCORE_KINDS", "STORED_KIND", "TokenCalibration", "caption_scores", "check_views",
+           "confidence_score", "shifted_views"]
 
-SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean", "min_margin")
+SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean", "min_margin",
+               "margin_logsig_sum", "view_agreement")
+#: The most shifted views a job may check each caption against (each one is a full caption pass).
+MAX_VIEW_CHECKS = 4
 #: The kind stored as ``captions.score``: the one ``benchmarks/confidence.py`` found to rank
 #: wrong captions first best (see docs/optimization-notes.md, "Confidence score kinds").
 #: The other kinds are still recorded in each caption's provenance (``scores``).
@@ -89,6 +105,11 @@ def caption_scores(result: Any, calibration: TokenCalibration | None = None) -> 
     margins = tuple(getattr(result, "token_margins", ()))
     if margins:
         scores["min_margin"] = min(margins)
+        scores["margin_logsig_sum"] = sum(_log_sigmoid(m) for m in margins)
+    checked = getattr(result, "views_checked", 0)
+    if checked:
+        agreeing = getattr(result, "views_agreeing", 0)
+        scores["view_agreement"] = agreeing + math.exp(scores.get("margin_logsig_sum", scores["mean_logprob"]))
     if calibration is not None:
         deviations = calibration.deviations(ids, lps)
         scores["calibrated_min_token"] = min(deviations)
@@ -99,4 +120,47 @@ def caption_scores(result: Any, calibration: TokenCalibration | None = None) -> 
 def confidence_score(result: Any, calibration: TokenCalibration | None = None) -> tuple[float, str, dict[str, float]]:
     """``(score, score_kind, every score)``: :data:`STORED_KIND`, and every kind for the provenance."""
     scores = caption_scores(result, calibration)
-    return scores[STORED_KIND], STORED_KIND, scores
+    kind = "view_agreement" if "view_agreement" in scores else STORED_KIND
+    return scores[kind], kind, scores
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def shifted_views(image: Any, count: int) -> list[Any]:
+    """*count* (at most :data:`MAX_VIEW_CHECKS`) slightly changed copies of a PIL *image*: a
+    3 % crop scaled back, shifts right and down by 3 % (wrapping round), a 6 % zoom."""
+    from PIL import ImageChops
+
+    width, height = image.size
+    d = max(1, round(0.03 * min(width, height)))
+    views = [
+        lambda: image.crop((d, d, width - d, height - d)).resize((width, height)),
+        lambda: ImageChops.offset(image, d, 0),
+        lambda: ImageChops.offset(image, 0, d),
+        lambda: image.resize((width + 4 * d, height + 4 * d)).crop((2 * d, 2 * d, width + 2 * d, height + 2 * d)),
+    ]
+    return [make() for make in views[:count]]
+
+
+def check_views(captioner: Any, settings: Any, images: Sequence[Any], results: Sequence[Any], count: int) -> list[Any]:
+    """*results* (one per image; an exception stays as it is) with ``views_checked`` /
+    ``views_agreeing``: each image captioned again from :func:`shifted_views`, one batch per view."""
+    import dataclasses
+
+    if count < 1:
+        return list(results)
+    count = min(count, MAX_VIEW_CHECKS)
+    todo = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+    agree = dict.fromkeys(todo, 0)
+    views = {i: shifted_views(images[i], count) for i in todo}
+    for v in range(count):
+        batch = [views[i][v] for i in todo]
+        if not batch:
+            break
+        texts = [r.text for r in captioner.generate(captioner.preprocess(batch, settings), settings)]
+        for i, text in zip(todo, texts, strict=True):
+            agree[i] += text == results[i].text
+    return [dataclasses.replace(r, views_checked=count, views_agreeing=agree[i]) if i in agree else r
+            for i, r in enumerate(results)]

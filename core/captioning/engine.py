@@ -38,7 +38,7 @@ from sqlalchemy import select, update
 from core.allocator import release_free_memory
 from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
 from core.captioning.claims import CaptionClaims
-from core.captioning.confidence import TokenCalibration, confidence_score
+from core.captioning.confidence import TokenCalibration, check_views, confidence_score
 from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
 from core.captioning.prompting import (
     PromptPlan,
@@ -326,6 +326,9 @@ def run_caption_job(
                     prepared = future.result()
                     runner.settings = prepared.settings
                     results = runner.caption(prepared.images, prepared.inputs) if prepared.images else []
+                    if spec.check_views and results:
+                        results = check_views(captioner, prepared.settings, prepared.images, results,
+                                              spec.check_views)
                     changed = commit_caption_batch(library, prepared.image_ids, results, prepared.failures,
                                                    resolved, batch_provenance(provenance, plan, prepared.settings),
                                                    stats, plan, max_chars=spec.max_caption_chars)

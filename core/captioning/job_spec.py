@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.captioning.confidence import MAX_VIEW_CHECKS
 from core.captions import DEFAULT_MODEL_CAPTION_CHARS, MAX_CAPTION_CHARS
 from core.queries import ImageFilter
 
@@ -152,6 +153,9 @@ class CaptionJobSpec:
     #: Which of each photo's values the run writes (core.kinds: "caption", "alt_text", ...);
     #: without a preset or template, the kind's own default prompt is asked.
     kind: str = "caption"
+    #: Caption each photo again from this many shifted views and store how many agreed as
+    #: the confidence (core.captioning.confidence.check_views); each view is a full pass.
+    check_views: int = 0
     scope: CaptionScope = None
 
     def __post_init__(self) -> None:
@@ -166,6 +170,11 @@ class CaptionJobSpec:
         if not isinstance(self.generation, GenerationSettings):
             raise ValueError(f"generation must be GenerationSettings, got {self.generation!r}")
         self._check_backend()
+        views = self.check_views
+        if not isinstance(views, int) or isinstance(views, bool) or not 0 <= views <= MAX_VIEW_CHECKS:
+            raise ValueError(f"check_views must be an integer from 0 to {MAX_VIEW_CHECKS}, got {views!r}")
+        if views and self.backend != "local":
+            raise ValueError("checking views needs a local model: a server returns no token scores to compare")
         from core.kinds import check_kind_name
 
         check_kind_name(self.kind)  # a KindError is a ValueError

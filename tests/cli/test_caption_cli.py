@@ -101,3 +101,20 @@ def test_unreachable_hub_is_a_clean_error(tmp_path: Path, capsys, monkeypatch) -
 def test_caption_requires_scope(tmp_path: Path, capsys) -> None:
     assert main(["--library", str(tmp_path / "l.db"), "caption"]) == 2
     assert "--all" in capsys.readouterr().err
+
+
+def test_check_views_through_the_cli(tiny_model_dirs, tmp_path: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    for i in range(3):
+        write_jpeg(photos / f"p{i}.jpg", color=(60 * i, 200, 30), size=(96, 72), seed=i)
+    db = tmp_path / "l.db"
+    for bad in (["--check-views", "9"], ["--check-views", "2", "--ray", "local"]):
+        assert main(["--library", str(db), "caption", str(photos), "--model", str(tiny_model_dirs["blip"]), *bad]) == 2
+        err = capsys.readouterr().err
+        assert ("check_views" in err or "--ray" in err) and "Traceback" not in err
+    assert not db.exists()  # refused before the library was made
+    code = main(["--library", str(db), "caption", str(photos), "--model", str(tiny_model_dirs["blip"]),
+                 "--device", "cpu", "--optimize", "none", "--check-views", "1"])
+    assert code == 0
+    rows = _current_rows(db)
+    assert rows and all(c.provenance.score_kind == "view_agreement" for c in rows.values())

@@ -10,7 +10,7 @@ import time
 from dataclasses import fields
 
 import pytest
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 from sqlalchemy import select
 
@@ -239,6 +239,13 @@ def test_caption_dialog_builds_the_spec(qtbot):
     assert spec.generation.num_beams == 3 and spec.prompt_template == "a photography of"
     assert spec.generation.max_new_tokens >= spec.generation.min_new_tokens == 50
     assert dialog.scope() == SCOPE_FILTER
+    # The Confidence box: views checked for a local model, never for a server (no token scores).
+    assert spec.check_views == 0 and dialog.check_views.isEnabled()
+    qtbot.mouseClick(dialog.check_views, Qt.MouseButton.LeftButton)
+    assert dialog.spec().check_views == 2
+    dialog.backend.setCurrentIndex(dialog.backend.findData("openai"))
+    dialog.endpoint.setText("http://localhost:11434/v1")
+    assert not dialog.check_views.isEnabled() and dialog.spec().check_views == 0
 
 def test_caption_dialog_current_model_note_keeps_the_version_name_readable(qtbot):
     from core.training.current import CurrentModel

@@ -1,0 +1,206 @@
+"""A VLM's language model on OpenVINO: the text decoder and its LM head converted with
+``openvino.convert_model`` as one step function, run inside transformers' own ``generate``.
+
+The converted step takes the merged input embeddings (text and image features, made on
+torch by the model's own forward), an additive 4-D attention mask, the position ids and
+each layer's past keys and values, and returns the last position's logits and each
+layer's *new* keys and values.  :class:`OpenVINOLanguageModel` stands in for the family's
+text model: it builds the mask from the 2-D one ``generate`` passes, runs the step and
+appends the new keys and values to the ``DynamicCache`` with its own ``update``, so
+greedy and beam search (the cache reordered between steps), the repetition penalty,
+the raw logits for the scores, batching and cancel are transformers' and the captioner's
+as on torch.  The model's ``lm_head`` becomes :class:`LogitsFromLanguageModel`, which passes
+the step's logits through, so the head runs on OpenVINO too and only for the last position.
+
+Covered: Idefics3 / SmolVLM (Llama-like decoder).  The torch text model and head stay
+beside the step (outside the module tree) for calls the conversion does not cover
+(hidden states or attentions asked for).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LANGUAGE_FAMILIES", "convert_language", "install_language", "language_parts"]
+
+#: Families whose language model (decoder + LM head) runs on OpenVINO too.
+LANGUAGE_FAMILIES: frozenset[str] = frozenset({"idefics3"})
+
+
+def language_parts(model: Any, family_id: str) -> tuple[Any, str]:
+    """(the module that owns the text model, its attribute name) for a covered family."""
+    if family_id == "idefics3":
+        return model.model, "text_model"
+    raise ValueError(f"no OpenVINO language model for {family_id}")
+
+
+def _step_module(text_model: Any, lm_head: Any) -> Any:
+    import torch
+
+    class PastAndNew:
+        """The cache the traced layers see: each layer's past from the inputs, its new keys
+        and values recorded as outputs."""
+
+        def __init__(self, past: tuple[torch.Tensor, ...]) -> None:
+            self.past = past
+            self.new: list[torch.Tensor] = []
+
+        def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, *_args: Any,
+                   **_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            self.new += [keys, values]
+            past_keys, past_values = self.past[2 * layer_idx], self.past[2 * layer_idx + 1]
+            return torch.cat([past_keys, keys], dim=2), torch.cat([past_values, values], dim=2)
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_model = text_model
+            self.lm_head = lm_head
+
+        def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                    *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            cache = PastAndNew(past)
+            hidden = inputs_embeds
+            position_embeddings = self.text_model.rotary_emb(hidden, position_ids=position_ids)
+            for layer in self.text_model.layers[: self.text_model.config.num_hidden_layers]:
+                hidden = layer(hidden, attention_mask=attention_mask, position_embeddings=position_embeddings,
+                               position_ids=position_ids, cache=cache, use_cache=True)
+            # The norm is per position, so the head sees only the last one, as generate asks.
+            logits = self.lm_head(self.text_model.norm(hidden[:, -1:, :]))
+            return (logits, *cache.new)
+
+    return Step().eval()
+
+
+def _kv_shape(text_model: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head size) of the text model."""
+    config = text_model.config
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return int(config.num_hidden_layers), kv_heads, head_dim
+
+
+def convert_language(model: Any, family_id: str) -> Any:
+    """The family's text model and LM head as one OpenVINO step model (fp32)."""
+    import openvino
+    import torch
+
+    owner, attribute = language_parts(model, family_id)
+    text_model = getattr(owner, attribute)
+    layers, kv_heads, head_dim = _kv_shape(text_model)
+    hidden = int(text_model.config.hidden_size)
+    # Example shapes other than 1 everywhere, so the trace keeps every dimension dynamic.
+    batch, length, past = 2, 3, 2
+    embeds = torch.zeros(batch, length, hidden)
+    mask = torch.zeros(batch, 1, length, past + length)
+    positions = torch.arange(past, past + length).expand(batch, -1).contiguous()
+    kv = [torch.zeros(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
+    shapes = [openvino.PartialShape([-1, -1, hidden]), openvino.PartialShape([-1, 1, -1, -1]),
+              openvino.PartialShape([-1, -1])]
+    shapes += [openvino.PartialShape([-1, kv_heads, -1, head_dim])] * (2 * layers)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The trace's note that sdpa's is_causal test became a constant: it is (the mask is always given).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return openvino.convert_model(_step_module(text_model, model.lm_head),
+                                      example_input=(embeds, mask, positions, *kv), input=shapes)
+
+
+def _language_module() -> type:
+    import torch
+
+    class OpenVINOLanguageModel(torch.nn.Module):
+        """Stands in for a family's text model: the compiled step for each ``generate`` call,
+        returning the last position's logits (the model's ``lm_head`` passes them through)."""
+
+        def __init__(self, compiled: Any, xml: Path, fallback: Any, lm_head: Any) -> None:
+            super().__init__()
+            self.compiled = compiled
+            self.xml = xml
+            self.config = fallback.config
+            self.embed_tokens = fallback.get_input_embeddings()  # the model's forward embeds the prompt on torch
+            self.layers_kv = _kv_shape(fallback)
+            self._fallback = [fallback, lm_head]  # a list, so their weights are not this module's parameters
+            self._requests = threading.local()
+
+        def get_input_embeddings(self) -> Any:
+            return self.embed_tokens
+
+        def _request(self) -> Any:
+            # One infer request per thread, reused across the steps of a generate call.
+            request = getattr(self._requests, "request", None)
+            if request is None:
+                request = self._requests.request = self.compiled.create_infer_request()
+            return request
+
+        def forward(self, inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                    position_ids: torch.Tensor | None = None, cache: Any = None, use_cache: bool | None = None,
+                    input_ids: torch.Tensor | None = None, past_key_values: Any = None, **kwargs: Any) -> Any:
+            from transformers.modeling_outputs import BaseModelOutputWithPast
+
+            cache = cache if cache is not None else past_key_values
+            if inputs_embeds is None:
+                inputs_embeds = self.embed_tokens(input_ids)
+            if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
+                text_model, lm_head = self._fallback
+                out = text_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                 cache=cache, use_cache=use_cache, **kwargs)
+                out.last_hidden_state = lm_head(out.last_hidden_state[:, -1:, :])
+                return out
+            batch, length = inputs_embeds.shape[:2]
+            layers, kv_heads, head_dim = self.layers_kv
+            past = cache.get_seq_length() if cache is not None else 0
+            if position_ids is None:
+                position_ids = torch.arange(past, past + length).unsqueeze(0)
+            if past:
+                kv = [t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)]
+            else:
+                kv = [torch.zeros(batch, kv_heads, 0, head_dim)] * (2 * layers)
+            mask = causal_mask(attention_mask, batch, past, length)
+            inputs = [inputs_embeds.detach().float(), mask, position_ids.expand(batch, -1)]
+            inputs += [t.detach().float() for t in kv]
+            request = self._request()
+            request.infer([t.contiguous().numpy() for t in inputs])
+            outputs = [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(1 + 2 * layers)]
+            if cache is not None and use_cache is not False:
+                for i in range(layers):
+                    cache.update(outputs[1 + 2 * i], outputs[2 + 2 * i], i)
+            return BaseModelOutputWithPast(last_hidden_state=outputs[0].to(inputs_embeds.dtype), cache=cache)
+
+    return OpenVINOLanguageModel
+
+
+def causal_mask(attention_mask: Any, batch: int, past: int, length: int) -> Any:
+    """The additive (batch, 1, length, past + length) mask: a query sees the keys up to its own
+    position that the 2-D mask keeps.  The smallest float rather than -inf, so a padding row
+    (nothing to see) averages instead of turning into NaN in the cache."""
+    import torch
+
+    total = past + length
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, total, dtype=torch.bool)
+    keys = torch.arange(total)
+    allowed = (keys[None, :] <= torch.arange(past, total)[:, None])[None] & attention_mask[:, None, -total:].bool()
+    mask = torch.zeros(batch, length, total).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return mask[:, None]
+
+
+def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> None:
+    """Put the compiled step in place of the family's text model, and the pass-through head
+    in place of ``lm_head``."""
+    import torch
+
+    owner, attribute = language_parts(model, family_id)
+    text_model, lm_head = getattr(owner, attribute), model.lm_head
+
+    class LogitsFromLanguageModel(torch.nn.Module):
+        """The LM head of a model whose language model already returns the logits."""
+
+        def forward(self, logits: torch.Tensor) -> torch.Tensor:
+            return logits
+
+    setattr(owner, attribute, _language_module()(compiled, xml, text_model, lm_head))
+    model.lm_head = LogitsFromLanguageModel()

@@ -1,0 +1,83 @@
+"""Idefics3/SmolVLM's language model on OpenVINO (tiny model): the torch fp32 captions, per-token
+log-probabilities and margins, with left padding and beam search, no torch decoder step, int8
+weights independent of batch-mates, and the converted part cached in its own folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.captioning import load_captioner, openvino_runtime
+from core.captioning.job_spec import GenerationSettings
+from tests.support.tiny_models import shape_dataset
+
+pytest.importorskip("openvino")
+
+SETTINGS = GenerationSettings(min_new_tokens=4, max_new_tokens=8)
+
+
+@pytest.fixture
+def smolvlm(tiny_model_dirs: dict, tmp_path: Path) -> Path:
+    """A private copy: the cache is written beside the model."""
+    return Path(shutil.copytree(tiny_model_dirs["idefics3"], tmp_path / "idefics3"))
+
+
+def _images(n: int) -> list:
+    images, _ = shape_dataset(n, seed=5)
+    return [im.convert("RGB") for im in images]
+
+
+def test_language_model_on_openvino_gives_the_torch_captions_and_scores(smolvlm: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    images = _images(4)
+    reference = load_captioner(str(smolvlm), device="cpu", optimize="none")
+    messages: list[str] = []
+    ov = load_captioner(str(smolvlm), device="cpu", runtime="openvino", progress=messages.append)
+    assert any("Converting the language model" in m for m in messages)
+    text_model = ov.model.model.text_model
+    assert type(text_model).__name__ == "OpenVINOLanguageModel"
+
+    def no_torch(*_args, **_kwargs):
+        raise AssertionError("the torch language model ran")
+
+    torch_decoder, torch_head = text_model._fallback
+    monkeypatch.setattr(torch_decoder, "forward", no_torch)
+    monkeypatch.setattr(torch_head, "forward", no_torch)
+    for settings in (SETTINGS, GenerationSettings(max_new_tokens=8, num_beams=2, repetition_penalty=1.3)):
+        want, have = reference.caption(images, settings), ov.caption(images, settings)
+        assert [r.token_ids for r in have] == [r.token_ids for r in want]
+        assert all(r.token_logprobs and r.token_margins for r in have)
+        for got, expected in zip(have, want, strict=True):
+            assert got.token_logprobs == pytest.approx(expected.token_logprobs, abs=1e-4)
+            assert got.token_margins == pytest.approx(expected.token_margins, abs=1e-4)
+    # Rows of different lengths (left padding): the same tokens and raw logits as torch.
+    inputs = reference.encode_prompts(images[:2], ["Describe it.", "What is in this picture, in a few words?"])
+    assert bool((inputs["attention_mask"] == 0).any())
+    kwargs = reference._generate_kwargs(SETTINGS)
+    with torch.inference_mode():
+        expected, got = reference.model.generate(**inputs, **kwargs), ov.model.generate(**inputs, **kwargs)
+    assert got.sequences.equal(expected.sequences)
+    assert max(float((a - b).abs().max()) for a, b in zip(got.logits, expected.logits, strict=True)) < 1e-4
+
+
+def test_int8_language_model_same_caption_alone_or_in_a_batch(smolvlm: Path) -> None:
+    images = _images(4)
+    int8 = load_captioner(str(smolvlm), device="cpu", runtime="openvino-int8", optimize="none")
+    together = int8.caption(images, SETTINGS)
+    for i, image in enumerate(images[:2]):
+        alone = int8.caption([image], SETTINGS)[0]
+        assert alone.token_ids == together[i].token_ids
+        assert alone.token_logprobs == pytest.approx(together[i].token_logprobs, abs=1e-5)
+    [slot] = (smolvlm / openvino_runtime.CACHE_DIR_NAME).iterdir()
+    key = json.loads((slot / "language" / "key.json").read_text())
+    assert key["options"] == {"part": "language", "precision": "f32", "weights": "int8"}
+    # A second load takes both parts from the cache.
+    messages: list[str] = []
+    load_captioner(str(smolvlm), device="cpu", runtime="openvino-int8", optimize="none", progress=messages.append)
+    assert any("Using the cached OpenVINO language model" in m for m in messages)
+    assert not any("Converting" in m for m in messages)

@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         default="torch",
         choices=["torch", "openvino", "openvino-int8", "auto"],
-        help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) on OpenVINO on the CPU (pip install "
+        help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) and the language model (SmolVLM, "
+             "Qwen2-VL) on OpenVINO on the CPU (pip install "
              "'captiondesk[openvino]'; converted once, cached beside the model); 'openvino-int8' with int8 "
              "weights; 'auto' picks per model family what measured faster",
     )

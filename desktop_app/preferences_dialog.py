@@ -86,7 +86,8 @@ class PreferencesDialog(QDialog):
         self.runtime = QComboBox()
         self.runtime.addItems(list(RUNTIMES))
         self.runtime.setCurrentText(spec.runtime)
-        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs) on OpenVINO on the CPU (pip install "
+        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs; SmolVLM and Qwen2-VL: the language model too) on "
+                                "OpenVINO on the CPU (pip install "
                                 "'captiondesk[openvino]'); openvino-int8: with int8 weights; auto: whatever "
                                 "measured faster for the model")
         self.sidecar_naming = QComboBox()

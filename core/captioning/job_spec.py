@@ -131,8 +131,8 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
-    #: "torch", "openvino" (a vision tower on OpenVINO on the CPU), "openvino-int8" (its
-    #: weights in int8) or "auto" (core/captioning/openvino_runtime.py).
+    #: "torch", "openvino" (a vision tower, for some VLMs the language model too, on OpenVINO on
+    #: the CPU), "openvino-int8" (their weights in int8) or "auto" (core/captioning/openvino_runtime.py).
     runtime: str = "torch"
     backend: str = "local"
     endpoint: str | None = None

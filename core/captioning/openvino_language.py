@@ -12,7 +12,9 @@ the raw logits for the scores, batching and cancel are transformers' and the cap
 as on torch.  The model's ``lm_head`` becomes :class:`LogitsFromLanguageModel`, which passes
 the step's logits through, so the head runs on OpenVINO too and only for the last position.
 
-Covered: Idefics3 / SmolVLM (Llama-like decoder).  The torch text model and head stay
+Covered: Idefics3 / SmolVLM (a Llama decoder) and Qwen2-VL (a Qwen2 decoder with M-RoPE: its
+three rows of positions, computed by the model's forward on torch, are a step input).  The
+step assumes full attention in every layer (no sliding window).  The torch text model and head stay
 beside the step (outside the module tree) for calls the conversion does not cover
 (hidden states or attentions asked for).
 """
@@ -27,14 +29,36 @@ from typing import Any
 __all__ = ["LANGUAGE_FAMILIES", "convert_language", "install_language", "language_parts"]
 
 #: Families whose language model (decoder + LM head) runs on OpenVINO too.
-LANGUAGE_FAMILIES: frozenset[str] = frozenset({"idefics3"})
+LANGUAGE_FAMILIES: frozenset[str] = frozenset({"idefics3", "qwen2-vl"})
+#: Where each family's text model sits on ``model.model``, and its rows of rotary positions
+#: (None: one row per sequence; Qwen2-VL's M-RoPE: temporal, height and width rows).
+_PARTS: dict[str, tuple[str, int | None]] = {"idefics3": ("text_model", None), "qwen2-vl": ("language_model", 3)}
 
 
-def language_parts(model: Any, family_id: str) -> tuple[Any, str]:
-    """(the module that owns the text model, its attribute name) for a covered family."""
-    if family_id == "idefics3":
-        return model.model, "text_model"
-    raise ValueError(f"no OpenVINO language model for {family_id}")
+def language_parts(model: Any, family_id: str) -> tuple[Any, str, int | None]:
+    """(the module that owns the text model, its attribute name, its rows of rotary positions)
+    for a covered family."""
+    if family_id not in _PARTS:
+        raise ValueError(f"no OpenVINO language model for {family_id}")
+    attribute, rope_rows = _PARTS[family_id]
+    return model.model, attribute, rope_rows
+
+
+def rope_positions(position_ids: Any, rope_rows: int | None, batch: int, past: int, length: int) -> Any:
+    """The position ids as the step takes them: ``(batch, length)``, or ``(rows, batch, length)``
+    for M-RoPE (a 2-D input repeated per row; a leading text-position row, which only the
+    mask of packed sequences uses, dropped), as the torch text model reads them."""
+    import torch
+
+    if position_ids is None:
+        position_ids = torch.arange(past, past + length).unsqueeze(0)
+    if rope_rows is None:
+        return position_ids.expand(batch, -1)
+    if position_ids.ndim == 2:
+        position_ids = position_ids[None].expand(rope_rows, -1, -1)
+    elif position_ids.shape[0] == rope_rows + 1:
+        position_ids = position_ids[1:]
+    return position_ids.expand(rope_rows, batch, -1)
 
 
 def _step_module(text_model: Any, lm_head: Any) -> Any:
@@ -66,8 +90,10 @@ def _step_module(text_model: Any, lm_head: Any) -> Any:
             hidden = inputs_embeds
             position_embeddings = self.text_model.rotary_emb(hidden, position_ids=position_ids)
             for layer in self.text_model.layers[: self.text_model.config.num_hidden_layers]:
+                # The layers read positions only through position_embeddings (the rest is for packed
+                # sequences under flash attention).
                 hidden = layer(hidden, attention_mask=attention_mask, position_embeddings=position_embeddings,
-                               position_ids=position_ids, cache=cache, use_cache=True)
+                               position_ids=None, cache=cache, use_cache=True)
             # The norm is per position, so the head sees only the last one, as generate asks.
             logits = self.lm_head(self.text_model.norm(hidden[:, -1:, :]))
             return (logits, *cache.new)
@@ -89,18 +115,21 @@ def convert_language(model: Any, family_id: str) -> Any:
     import openvino
     import torch
 
-    owner, attribute = language_parts(model, family_id)
+    owner, attribute, rope_rows = language_parts(model, family_id)
     text_model = getattr(owner, attribute)
+    layer_types = set(getattr(text_model.config, "layer_types", None) or ["full_attention"])
+    if layer_types != {"full_attention"}:
+        raise ValueError(f"layers of types {sorted(layer_types)}: only full attention is converted")
     layers, kv_heads, head_dim = _kv_shape(text_model)
     hidden = int(text_model.config.hidden_size)
     # Example shapes other than 1 everywhere, so the trace keeps every dimension dynamic.
     batch, length, past = 2, 3, 2
     embeds = torch.zeros(batch, length, hidden)
     mask = torch.zeros(batch, 1, length, past + length)
-    positions = torch.arange(past, past + length).expand(batch, -1).contiguous()
+    positions = rope_positions(None, rope_rows, batch, past, length).contiguous()
     kv = [torch.zeros(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
     shapes = [openvino.PartialShape([-1, -1, hidden]), openvino.PartialShape([-1, 1, -1, -1]),
-              openvino.PartialShape([-1, -1])]
+              openvino.PartialShape([-1, -1] if rope_rows is None else [rope_rows, -1, -1])]
     shapes += [openvino.PartialShape([-1, kv_heads, -1, head_dim])] * (2 * layers)
     with torch.no_grad(), warnings.catch_warnings():
         # The trace's note that sdpa's is_causal test became a constant: it is (the mask is always given).
@@ -116,8 +145,9 @@ def _language_module() -> type:
         """Stands in for a family's text model: the compiled step for each ``generate`` call,
         returning the last position's logits (the model's ``lm_head`` passes them through)."""
 
-        def __init__(self, compiled: Any, xml: Path, fallback: Any, lm_head: Any) -> None:
+        def __init__(self, compiled: Any, xml: Path, fallback: Any, lm_head: Any, rope_rows: int | None) -> None:
             super().__init__()
+            self.rope_rows = rope_rows
             self.compiled = compiled
             self.xml = xml
             self.config = fallback.config
@@ -153,14 +183,13 @@ def _language_module() -> type:
             batch, length = inputs_embeds.shape[:2]
             layers, kv_heads, head_dim = self.layers_kv
             past = cache.get_seq_length() if cache is not None else 0
-            if position_ids is None:
-                position_ids = torch.arange(past, past + length).unsqueeze(0)
+            positions = rope_positions(position_ids, self.rope_rows, batch, past, length)
             if past:
                 kv = [t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)]
             else:
                 kv = [torch.zeros(batch, kv_heads, 0, head_dim)] * (2 * layers)
             mask = causal_mask(attention_mask, batch, past, length)
-            inputs = [inputs_embeds.detach().float(), mask, position_ids.expand(batch, -1)]
+            inputs = [inputs_embeds.detach().float(), mask, positions]
             inputs += [t.detach().float() for t in kv]
             request = self._request()
             request.infer([t.contiguous().numpy() for t in inputs])
@@ -193,7 +222,7 @@ def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> No
     in place of ``lm_head``."""
     import torch
 
-    owner, attribute = language_parts(model, family_id)
+    owner, attribute, rope_rows = language_parts(model, family_id)
     text_model, lm_head = getattr(owner, attribute), model.lm_head
 
     class LogitsFromLanguageModel(torch.nn.Module):
@@ -202,5 +231,5 @@ def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> No
         def forward(self, logits: torch.Tensor) -> torch.Tensor:
             return logits
 
-    setattr(owner, attribute, _language_module()(compiled, xml, text_model, lm_head))
+    setattr(owner, attribute, _language_module()(compiled, xml, text_model, lm_head, rope_rows))
     model.lm_head = LogitsFromLanguageModel()

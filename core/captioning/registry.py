@@ -338,8 +338,8 @@ def load_captioner(
             still forbids it).
         model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
             ``quantization_config`` and ``device_map`` (then the model is not moved).
-        runtime: ``"torch"``, ``"openvino"``, ``"openvino-int8"`` (a vision tower on
-            OpenVINO on the CPU, fp32 or int8 weights) or ``"auto"``; see
+        runtime: ``"torch"``, ``"openvino"``, ``"openvino-int8"`` (a vision tower, for some
+            VLMs the language model too, on OpenVINO on the CPU, fp32 or int8 weights) or ``"auto"``; see
             :mod:`core.captioning.openvino_runtime`.
 
     Raises:

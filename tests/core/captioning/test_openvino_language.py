@@ -1,4 +1,4 @@
-"""Idefics3/SmolVLM's language model on OpenVINO (tiny model): the torch fp32 captions, per-token
+"""A VLM's language model on OpenVINO (tiny Idefics3/SmolVLM and Qwen2-VL): the torch fp32 captions, per-token
 log-probabilities and margins, with left padding and beam search, no torch decoder step, int8
 weights independent of batch-mates, and the converted part cached in its own folder."""
 
@@ -17,6 +17,8 @@ from tests.support.tiny_models import shape_dataset
 pytest.importorskip("openvino")
 
 SETTINGS = GenerationSettings(min_new_tokens=4, max_new_tokens=8)
+#: Where each family's text model sits on ``model.model``.
+TEXT_MODELS = {"idefics3": "text_model", "qwen2_vl": "language_model"}
 
 
 @pytest.fixture
@@ -30,16 +32,19 @@ def _images(n: int) -> list:
     return [im.convert("RGB") for im in images]
 
 
-def test_language_model_on_openvino_gives_the_torch_captions_and_scores(smolvlm: Path,
+@pytest.mark.parametrize("name", list(TEXT_MODELS))
+def test_language_model_on_openvino_gives_the_torch_captions_and_scores(name: str, tiny_model_dirs: dict,
+                                                                          tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    folder = Path(shutil.copytree(tiny_model_dirs[name], tmp_path / name))
     images = _images(4)
-    reference = load_captioner(str(smolvlm), device="cpu", optimize="none")
+    reference = load_captioner(str(folder), device="cpu", optimize="none")
     messages: list[str] = []
-    ov = load_captioner(str(smolvlm), device="cpu", runtime="openvino", progress=messages.append)
+    ov = load_captioner(str(folder), device="cpu", runtime="openvino", progress=messages.append)
     assert any("Converting the language model" in m for m in messages)
-    text_model = ov.model.model.text_model
+    text_model = getattr(ov.model.model, TEXT_MODELS[name])
     assert type(text_model).__name__ == "OpenVINOLanguageModel"
 
     def no_torch(*_args, **_kwargs):

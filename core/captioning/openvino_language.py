@@ -14,9 +14,9 @@ the step's logits through, so the head runs on OpenVINO too and only for the las
 
 Covered: Idefics3 / SmolVLM (a Llama decoder) and Qwen2-VL (a Qwen2 decoder with M-RoPE: its
 three rows of positions, computed by the model's forward on torch, are a step input).  The
-step assumes full attention in every layer (no sliding window).  The torch text model and head stay
-beside the step (outside the module tree) for calls the conversion does not cover
-(hidden states or attentions asked for).
+step assumes full attention in every layer (no sliding window).  Only the word embeddings stay
+on torch: the torch decoder layers and head are let go once converted (a 2B model's would be
+6 GB of fp32 kept twice), so a call asking for hidden states or attentions is refused.
 """
 
 from __future__ import annotations
@@ -145,15 +145,14 @@ def _language_module() -> type:
         """Stands in for a family's text model: the compiled step for each ``generate`` call,
         returning the last position's logits (the model's ``lm_head`` passes them through)."""
 
-        def __init__(self, compiled: Any, xml: Path, fallback: Any, lm_head: Any, rope_rows: int | None) -> None:
+        def __init__(self, compiled: Any, xml: Path, text_model: Any, rope_rows: int | None) -> None:
             super().__init__()
             self.rope_rows = rope_rows
             self.compiled = compiled
             self.xml = xml
-            self.config = fallback.config
-            self.embed_tokens = fallback.get_input_embeddings()  # the model's forward embeds the prompt on torch
-            self.layers_kv = _kv_shape(fallback)
-            self._fallback = [fallback, lm_head]  # a list, so their weights are not this module's parameters
+            self.config = text_model.config
+            self.embed_tokens = text_model.get_input_embeddings()  # the model's forward embeds the prompt on torch
+            self.layers_kv = _kv_shape(text_model)
             self._requests = threading.local()
 
         def get_input_embeddings(self) -> Any:
@@ -175,11 +174,8 @@ def _language_module() -> type:
             if inputs_embeds is None:
                 inputs_embeds = self.embed_tokens(input_ids)
             if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
-                text_model, lm_head = self._fallback
-                out = text_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                 cache=cache, use_cache=use_cache, **kwargs)
-                out.last_hidden_state = lm_head(out.last_hidden_state[:, -1:, :])
-                return out
+                raise NotImplementedError("the language model runs on OpenVINO, which returns the logits only; "
+                                          "load the model with runtime='torch' for hidden states or attentions")
             batch, length = inputs_embeds.shape[:2]
             layers, kv_heads, head_dim = self.layers_kv
             past = cache.get_seq_length() if cache is not None else 0
@@ -223,7 +219,6 @@ def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> No
     import torch
 
     owner, attribute, rope_rows = language_parts(model, family_id)
-    text_model, lm_head = getattr(owner, attribute), model.lm_head
 
     class LogitsFromLanguageModel(torch.nn.Module):
         """The LM head of a model whose language model already returns the logits."""
@@ -231,5 +226,5 @@ def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> No
         def forward(self, logits: torch.Tensor) -> torch.Tensor:
             return logits
 
-    setattr(owner, attribute, _language_module()(compiled, xml, text_model, lm_head, rope_rows))
+    setattr(owner, attribute, _language_module()(compiled, xml, getattr(owner, attribute), rope_rows))
     model.lm_head = LogitsFromLanguageModel()

@@ -14,7 +14,8 @@ the step's logits through, so the head runs on OpenVINO too and only for the las
 
 Covered: Idefics3 / SmolVLM (a Llama decoder) and Qwen2-VL (a Qwen2 decoder with M-RoPE: its
 three rows of positions, computed by the model's forward on torch, are a step input).  The
-step assumes full attention in every layer (no sliding window).  Only the word embeddings stay
+step has full attention in every layer: a model with sliding-window layers keeps its language
+model on torch (:func:`language_unconvertible`).  Only the word embeddings stay
 on torch: the torch decoder layers and head are let go once converted (a 2B model's would be
 6 GB of fp32 kept twice), so a call asking for hidden states or attentions is refused.
 """
@@ -26,7 +27,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LANGUAGE_FAMILIES", "convert_language", "install_language", "language_parts"]
+__all__ = ["LANGUAGE_FAMILIES", "causal_mask", "convert_language", "install_language", "language_parts",
+           "language_unconvertible", "rope_positions"]
 
 #: Families whose language model (decoder + LM head) runs on OpenVINO too.
 LANGUAGE_FAMILIES: frozenset[str] = frozenset({"idefics3", "qwen2-vl"})
@@ -42,6 +44,17 @@ def language_parts(model: Any, family_id: str) -> tuple[Any, str, int | None]:
         raise ValueError(f"no OpenVINO language model for {family_id}")
     attribute, rope_rows = _PARTS[family_id]
     return model.model, attribute, rope_rows
+
+
+def language_unconvertible(model: Any, family_id: str) -> str | None:
+    """Why this model's language model stays on torch (None: it is converted)."""
+    if family_id not in _PARTS:
+        return f"no OpenVINO language model for {family_id}"
+    owner, attribute, _ = language_parts(model, family_id)
+    layer_types = set(getattr(getattr(owner, attribute).config, "layer_types", None) or ["full_attention"])
+    if layer_types != {"full_attention"}:
+        return f"its layers of types {', '.join(sorted(layer_types))} (only full attention is converted)"
+    return None
 
 
 def rope_positions(position_ids: Any, rope_rows: int | None, batch: int, past: int, length: int) -> Any:
@@ -115,11 +128,11 @@ def convert_language(model: Any, family_id: str) -> Any:
     import openvino
     import torch
 
+    why_not = language_unconvertible(model, family_id)
+    if why_not:
+        raise ValueError(why_not)
     owner, attribute, rope_rows = language_parts(model, family_id)
     text_model = getattr(owner, attribute)
-    layer_types = set(getattr(text_model.config, "layer_types", None) or ["full_attention"])
-    if layer_types != {"full_attention"}:
-        raise ValueError(f"layers of types {sorted(layer_types)}: only full attention is converted")
     layers, kv_heads, head_dim = _kv_shape(text_model)
     hidden = int(text_model.config.hidden_size)
     # Example shapes other than 1 everywhere, so the trace keeps every dimension dynamic.
@@ -188,7 +201,8 @@ def _language_module() -> type:
             inputs = [inputs_embeds.detach().float(), mask, positions]
             inputs += [t.detach().float() for t in kv]
             request = self._request()
-            request.infer([t.contiguous().numpy() for t in inputs])
+            # Shared, not copied: the cache's tensors outlive this synchronous call.
+            request.infer([t.contiguous().numpy() for t in inputs], share_inputs=True)
             outputs = [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(1 + 2 * layers)]
             if cache is not None and use_cache is not False:
                 for i in range(layers):

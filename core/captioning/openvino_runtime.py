@@ -423,7 +423,7 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     import openvino
     import torch
 
-    from .openvino_language import LANGUAGE_FAMILIES, convert_language, install_language
+    from .openvino_language import LANGUAGE_FAMILIES, convert_language, install_language, language_unconvertible
 
     if family.id not in OPENVINO_FAMILIES:
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models.", kind="runtime",
@@ -453,7 +453,10 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
 
     options = {"part": "vision", "precision": "f32", "weights": weights, "image_size": [height, width]}
     compiled, xml = _compiled(slot_dir, key(options), "vision", convert, progress, model_ref)
-    if family.id in LANGUAGE_FAMILIES:
+    why_not = language_unconvertible(model, family.id) if family.id in LANGUAGE_FAMILIES else None
+    if why_not:
+        progress(f"The language model stays on torch: {why_not}")
+    elif family.id in LANGUAGE_FAMILIES:
         def convert_lm() -> Any:
             ov_model = convert_language(model, family.id)
             return _int8_weights(ov_model) if weights == "int8" else ov_model

@@ -81,3 +81,18 @@ def test_int8_language_model_same_caption_alone_or_in_a_batch(smolvlm: Path) -> 
     load_captioner(str(smolvlm), device="cpu", runtime="openvino-int8", optimize="none", progress=messages.append)
     assert any("Using the cached OpenVINO language model" in m for m in messages)
     assert not any("Converting" in m for m in messages)
+
+
+def test_a_language_model_with_sliding_window_layers_stays_on_torch(smolvlm: Path) -> None:
+    from core.captioning.families.idefics3 import FAMILY
+
+    captioner = load_captioner(str(smolvlm), device="cpu", optimize="none")
+    text_model = captioner.model.model.text_model
+    text_model.config.layer_types = ["sliding_attention", "full_attention"]
+    messages: list[str] = []
+    openvino_runtime.apply_openvino(captioner.model, family=FAMILY, model_ref=str(smolvlm), revision=None,
+                                    adapter=None, progress=messages.append, processor=captioner.processor)
+    assert captioner.model.model.text_model is text_model
+    assert any("language model stays on torch: its layers of types full_attention, sliding_attention" in m
+               for m in messages)
+    assert type(captioner.model.model.vision_model).__name__ == "OpenVINOVisionTower"  # the tower still converted

@@ -458,6 +458,7 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
 
     from core.captioning.device import cpu_has_bf16
     from core.captioning.families import get_family
+    from core.captioning.openvino_language import LANGUAGE_FAMILIES
     from core.captioning.openvino_runtime import OPENVINO_FAMILIES
     family = get_family(REAL_SHAPES[name][0] if name in REAL_SHAPES else "blip")
     images = make_photos(args.images)
@@ -469,9 +470,11 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
         (f"torch engine batch {b} auto", lambda: captioner_runner(folder, images, "auto", b)),
     ]
     if family.id in OPENVINO_FAMILIES:
+        parts = "vision+language" if family.id in LANGUAGE_FAMILIES else "vision"
         paths += [
-            ("openvino fp32 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
-            ("openvino-int8 vision", lambda: captioner_runner(folder, images, "none", b, runtime="openvino-int8")),
+            (f"openvino fp32 {parts}", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
+            (f"openvino-int8 {parts}",
+             lambda: captioner_runner(folder, images, "none", b, runtime="openvino-int8")),
         ]
         if cpu_has_bf16():
             paths.append(("openvino-bf16 (vision + text)",

@@ -132,9 +132,9 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
-    #: "torch", "openvino" (a vision tower on OpenVINO on the CPU), "openvino-bf16" (that
-    #: tower and the text model in bf16), "openvino-int8" (the tower's weights in int8) or
-    #: "auto" (core/captioning/openvino_runtime.py).
+    #: "torch", "openvino" (a vision tower, for some VLMs the language model too, on OpenVINO on
+    #: the CPU), "openvino-bf16" (the tower in bf16, the text model in bf16 on torch),
+    #: "openvino-int8" (int8 weights) or "auto" (core/captioning/openvino_runtime.py).
     runtime: str = "torch"
     backend: str = "local"
     endpoint: str | None = None

@@ -1,14 +1,17 @@
 """The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
 tower (BLIP, Idefics3/SmolVLM, Florence-2, Qwen2-VL) converted with ``openvino.convert_model``, cached
-beside the model.
+beside the model; for Idefics3/SmolVLM its language model and LM head too
+(:mod:`core.captioning.openvino_language`).
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
 ``runtime="openvino"`` loads the model in fp32 (adapters merged first), converts its
 vision tower to an OpenVINO model (compiled for the CPU with fp32 inference precision,
 because OpenVINO would otherwise run bf16 on CPUs that have it and change the captions)
-and leaves the text model and ``generate`` to transformers, so greedy and beam search,
-scores, batching, resume and cancel are the torch path's own, and the captions are the
-torch fp32 captions.  ``runtime="openvino-int8"`` is the same with the tower's weights
+and leaves ``generate`` to transformers, so greedy and beam search, scores, batching,
+resume and cancel are the torch path's own, and the captions are the torch fp32
+captions.  Where the language model is converted too, each decoding step runs on
+OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
+``runtime="openvino-int8"`` is the same with the converted weights
 compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
@@ -20,17 +23,18 @@ The tower is converted for full images at one size (Qwen2-VL's: one image of any
 call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
-per-image int8); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
+per-image int8 where it stays on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
 :data:`AUTO_RUNTIMES` for the family (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
 installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
 torch otherwise.  Training always runs on torch.
 
-The converted model is cached in ``.captiondesk-openvino/<slot>/`` inside a local model
+The converted parts are cached in ``.captiondesk-openvino/<slot>/<part>/`` inside a local model
 folder (a user cache folder for hub models or a read-only folder), one slot per model,
-adapter, weight precision and inference precision; its ``key.json`` names the model, its
-weights' sizes and times, the adapter, the versions and the options, and a different key
-converts again in place of the old one.
+adapter, weight precision and inference precision, and one folder per part (``vision``,
+``language``); a part's ``key.json`` names the model, its weights' sizes and times, the
+adapter, the versions and the options, and a different key converts that part again in
+place of the old one.  With ``openvino-bf16`` the language model stays on torch (in bf16).
 """
 
 from __future__ import annotations
@@ -78,8 +82,9 @@ OPENVINO_PRECISION: dict[str, str] = {"openvino": "f32", "openvino-bf16": "bf16"
 #: ``benchmarks/caption_model_speed.py --runtime all``: only where it was faster with the
 #: same captions (docs/optimization-notes.md, "OpenVINO runtime").
 AUTO_RUNTIMES: dict[str, str] = {"blip": "openvino"}
-#: Bumped when the conversion itself changes, so old caches are converted again.
-CONVERTER_VERSION = 1
+#: Bumped when the conversion itself changes, so old caches are converted again
+#: (2: one sub-folder per converted part, ``vision`` and ``language``).
+CONVERTER_VERSION = 2
 CACHE_DIR_NAME = ".captiondesk-openvino"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
 
@@ -211,8 +216,8 @@ _CONVERT_LOCK = threading.Lock()
 
 
 def _cached_or_converted(slot_dir: Path, key: dict[str, Any], name: str, convert: Any, progress: Any) -> Path:
-    """The ``name.xml`` in *slot_dir* for *key*, converting (and replacing the slot) when
-    the stored key differs or the files are missing."""
+    """The ``name.xml`` in *slot_dir* (one part's folder) for *key*, converting (and replacing
+    the folder) when the stored key differs or the files are missing."""
     import openvino
 
     xml = slot_dir / f"{name}.xml"
@@ -430,15 +435,40 @@ def _int8_weights(ov_model: Any) -> Any:
         nncf.set_log_level(level)
 
 
+def _drop_old_layout(slot_dir: Path) -> None:
+    """Remove a converter-1 slot's files (its part sat at the slot's top level)."""
+    for name in ("key.json", "vision.xml", "vision.bin"):
+        (slot_dir / name).unlink(missing_ok=True)
+
+
+def _compiled(slot_dir: Path, key: dict[str, Any], name: str, convert: Any, progress: Any, model_ref: str,
+              precision: str = "f32") -> tuple[Any, Path]:
+    """The part *name* converted (or cached) and compiled for the CPU with inference
+    *precision* (``f32`` or ``bf16``), or the load's one ``ModelLoadError``."""
+    import openvino
+
+    try:
+        xml = _cached_or_converted(slot_dir / name, key, name, convert, progress)
+        core = openvino.Core()
+        return core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": precision}), xml
+    except Exception as exc:  # a conversion or cache failure is this load's one error line
+        detail = " ".join(str(exc).split())[:200]
+        raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
+                             "use --runtime torch.", kind="runtime", model=model_ref) from exc
+
+
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
                    adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", precision: str = "f32",
                    processor: Any = None) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
-    conversion, its weights in int8 (NNCF) when *weights* is ``"int8"``, converting once
-    per cache key; with *precision* ``"bf16"`` the tower computes in bf16 and the rest of
-    the model is cast to bf16.  Returns the model."""
+    conversion, and for the families of :data:`LANGUAGE_FAMILIES` its language model and LM
+    head too (not with *precision* ``"bf16"``), their weights in int8 (NNCF) when *weights*
+    is ``"int8"``, converting each part once per cache key; with *precision* ``"bf16"`` the
+    tower computes in bf16 and the rest of the model is cast to bf16.  Returns the model."""
     import openvino
     import torch
+
+    from .openvino_language import LANGUAGE_FAMILIES, convert_language, install_language, language_unconvertible
 
     if family.id not in OPENVINO_FAMILIES:
         raise ModelLoadError(f"The OpenVINO runtime does not cover {family.id} models.", kind="runtime",
@@ -452,9 +482,11 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     else:
         owner, attribute, mask_arg, (height, width) = _tower_parts(model, family.id, processor)
     tower = getattr(owner, attribute)
-    options = {"part": "vision", "precision": precision, "weights": weights, "image_size": [height, width]}
-    key = cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
     slot_dir = cache_root(model_ref) / _slot(model_ref, adapter, weights, precision)
+    _drop_old_layout(slot_dir)
+
+    def key(options: dict[str, Any]) -> dict[str, Any]:
+        return cache_key(model_ref=model_ref, revision=revision, adapter=adapter, options=options)
 
     def convert() -> Any:
         if family.id == "qwen2-vl":
@@ -466,14 +498,21 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                                                   input=[openvino.PartialShape([-1, 3, height, width])])
         return _int8_weights(ov_model) if weights == "int8" else ov_model
 
-    try:
-        xml = _cached_or_converted(slot_dir, key, "vision", convert, progress)
-        core = openvino.Core()
-        compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": precision})
-    except Exception as exc:  # a conversion or cache failure is this load's one error line
-        detail = " ".join(str(exc).split())[:200]
-        raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "
-                             "use --runtime torch.", kind="runtime", model=model_ref) from exc
+    options = {"part": "vision", "precision": precision, "weights": weights, "image_size": [height, width]}
+    compiled, xml = _compiled(slot_dir, key(options), "vision", convert, progress, model_ref, precision)
+    why_not = language_unconvertible(model, family.id) if family.id in LANGUAGE_FAMILIES else None
+    if precision == "bf16" and family.id in LANGUAGE_FAMILIES:
+        why_not = "openvino-bf16 keeps it on torch in bf16"
+    if why_not:
+        progress(f"The language model stays on torch: {why_not}")
+    elif family.id in LANGUAGE_FAMILIES:
+        def convert_lm() -> Any:
+            ov_model = convert_language(model, family.id)
+            return _int8_weights(ov_model) if weights == "int8" else ov_model
+
+        lm_options = {"part": "language", "precision": "f32", "weights": weights}
+        lm_compiled, lm_xml = _compiled(slot_dir, key(lm_options), "language", convert_lm, progress, model_ref)
+        install_language(model, family.id, lm_compiled, lm_xml)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if family.id == "qwen2-vl":
         setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))

@@ -339,8 +339,9 @@ def load_captioner(
         model_kwargs: Extra ``from_pretrained`` kwargs for the weights, e.g.
             ``quantization_config`` and ``device_map`` (then the model is not moved).
         runtime: ``"torch"``, ``"openvino"``, ``"openvino-bf16"``, ``"openvino-int8"`` (a
-            vision tower on OpenVINO on the CPU: fp32, bf16 with the text model in bf16, or
-            int8 weights) or ``"auto"``; see :mod:`core.captioning.openvino_runtime`.
+            vision tower, for some VLMs the language model too, on OpenVINO on the CPU: fp32,
+            bf16 with the text model in bf16 on torch, or int8 weights) or ``"auto"``; see
+            :mod:`core.captioning.openvino_runtime`.
 
     Raises:
         ModelLoadError: with a message meant for the user.

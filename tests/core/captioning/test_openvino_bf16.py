@@ -56,7 +56,7 @@ def test_bf16_blip_captions_with_provenance_and_its_own_cache_slot(tiny_blip_dir
     assert (_precision(fp32.model.vision_model), _precision(bf16.model.vision_model)) == ("f32", "bf16")
     _check_bf16_captions(bf16, _images())
     slots = list((folder / openvino_runtime.CACHE_DIR_NAME).iterdir())
-    keys = sorted(json.loads((slot / "key.json").read_text())["options"]["precision"] for slot in slots)
+    keys = sorted(json.loads((slot / "vision" / "key.json").read_text())["options"]["precision"] for slot in slots)
     assert keys == ["bf16", "f32"]
     messages.clear()
     again = load_captioner(str(folder), device="cpu", runtime="openvino-bf16", progress=messages.append)

@@ -83,11 +83,11 @@ def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
     assert [r.token_ids for r in together] == [r.token_ids for r in reference]
     # Its own cache slot, keyed by the weight precision, beside the fp32 conversion.
     _load(blip_copy)
-    keys = [json.loads((slot / "key.json").read_text()) for slot in (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()]
+    keys = [json.loads((slot / "vision" / "key.json").read_text()) for slot in (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()]
     assert sorted(key["options"]["weights"] for key in keys) == ["fp32", "int8"]
     # Compressed weights are smaller on disk than the fp32 ones.
     sizes = {key["options"]["weights"]: slot for key, slot in zip(keys, (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())}
-    assert (sizes["int8"] / "vision.bin").stat().st_size < (sizes["fp32"] / "vision.bin").stat().st_size
+    assert (sizes["int8"] / "vision" / "vision.bin").stat().st_size < (sizes["fp32"] / "vision" / "vision.bin").stat().st_size
     assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
     from core.captions import provenance_lines
     from core.provenance import Provenance
@@ -154,13 +154,13 @@ def test_cache_reused_then_invalidated_by_model_and_adapter_changes(blip_copy: P
     _load(blip_copy, messages)
     assert any("Converting the vision model" in m for m in messages)
     [slot] = (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()
-    stamp = (slot / "vision.bin").stat().st_mtime_ns
+    stamp = (slot / "vision" / "vision.bin").stat().st_mtime_ns
 
     messages.clear()
     _load(blip_copy, messages)
     assert any("Using the cached OpenVINO vision model" in m for m in messages)
     assert not any("Converting" in m for m in messages)
-    assert (slot / "vision.bin").stat().st_mtime_ns == stamp
+    assert (slot / "vision" / "vision.bin").stat().st_mtime_ns == stamp
 
     # A LoRA adapter (merged before conversion) is its own cache entry...
     def save_adapter(seed: int) -> Path:

@@ -166,3 +166,22 @@ def test_a_job_with_views_checked_stores_view_agreement_and_validates_its_count(
             CaptionJobSpec(check_views=bad)
     with pytest.raises(ValueError, match="local model"):
         CaptionJobSpec(model="llava", backend="openai", endpoint="http://localhost:1/v1", check_views=2)
+
+
+def test_a_failing_view_leaves_the_captions_unchecked_not_lost() -> None:
+    from PIL import Image
+
+    from core.captioning.confidence import check_views
+
+    class FailsOnViews:
+        def preprocess(self, images, settings):
+            return images
+
+        def generate(self, batch, settings):
+            raise RuntimeError("out of memory")
+
+    images = [Image.new("RGB", (40, 30), (200, 30, 30))]
+    results = [_result([(A, -0.1), (EOS, -0.01)])]
+    checked = check_views(FailsOnViews(), None, images, results, 2)
+    assert checked == results and checked[0].views_checked == 0
+    assert confidence_score(checked[0])[1] == "mean_logprob"

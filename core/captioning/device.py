@@ -13,7 +13,7 @@ from .errors import ModelLoadError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CPU_BF16_FLAGS", "DEVICE_CHOICES", "cpu_has_bf16", "default_dtype", "resolve_device"]
+__all__ = ["CPU_BF16_FLAGS", "DEVICE_CHOICES", "cpu_class", "cpu_has_bf16", "default_dtype", "resolve_device"]
 
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 #: CPU flags (``/proc/cpuinfo``) that mean bf16 arithmetic in hardware.
@@ -30,6 +30,12 @@ def _cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def cpu_class() -> str:
+    """``"amx"`` for a CPU with AMX tiles (bf16/int8 matrix units), else ``"other"``: the two
+    kinds of CPU on which the runtimes were measured to rank differently."""
+    return "amx" if "amx_bf16" in _cpu_flags() else "other"
 
 
 def cpu_has_bf16() -> bool:

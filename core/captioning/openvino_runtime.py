@@ -24,7 +24,7 @@ call); any other call (Idefics3's padded patches) runs on the original torch tow
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
 per-image int8 where it stays on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
-:data:`AUTO_RUNTIMES` for the family (measured faster with the same captions, see
+:data:`AUTO_RUNTIMES` for the family and the kind of CPU (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
 installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
 torch otherwise.  Training always runs on torch.
@@ -78,10 +78,14 @@ OPENVINO_WEIGHTS: dict[str, str] = {"openvino": "fp32", "openvino-bf16": "fp32",
 #: ... and the precision each computes in (the tower's OpenVINO inference precision, and
 #: for bf16 the torch text side's weights too).
 OPENVINO_PRECISION: dict[str, str] = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
-#: What ``auto`` runs each family on (absent: torch), set from
-#: ``benchmarks/caption_model_speed.py --runtime all``: only where it was faster with the
-#: same captions (docs/optimization-notes.md, "OpenVINO runtime").
-AUTO_RUNTIMES: dict[str, str] = {"blip": "openvino"}
+#: What ``auto`` runs each family on, per kind of CPU (:func:`.device.cpu_class`; a family
+#: absent: torch), set from ``benchmarks/caption_model_speed.py --runtime all``: only where it
+#: was faster than the torch engine with the same captions (docs/optimization-notes.md,
+#: "OpenVINO runtime", has the tables).
+AUTO_RUNTIMES: dict[str, dict[str, str]] = {
+    "amx": {"blip": "openvino"},
+    "other": {"florence2": "openvino-bf16", "qwen2-vl": "openvino-int8"},
+}
 #: Bumped when the conversion itself changes, so old caches are converted again
 #: (2: one sub-folder per converted part, ``vision`` and ``language``).
 CONVERTER_VERSION = 2
@@ -107,10 +111,11 @@ def runtime_dtype(runtime: str) -> torch.dtype:
 
 
 def _auto_runtime(family: ModelFamily, device: torch.device) -> str:
-    chosen = AUTO_RUNTIMES.get(family.id, "torch")
+    from .device import cpu_class, cpu_has_bf16
+
+    chosen = AUTO_RUNTIMES[cpu_class()].get(family.id, "torch")
     if chosen == "torch" or device.type != "cpu" or not openvino_available():
         return "torch"
-    from .device import cpu_has_bf16
 
     if (chosen == "openvino-bf16" and not cpu_has_bf16()) or (chosen == "openvino-int8" and not nncf_available()):
         return "openvino"

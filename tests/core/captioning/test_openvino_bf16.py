@@ -97,7 +97,8 @@ def test_bf16_refused_without_bf16_hardware(tiny_blip_dir: Path, monkeypatch: py
         load_captioner(str(tiny_blip_dir), device="cpu", runtime="openvino-bf16")
     assert info.value.kind == "runtime" and "\n" not in str(info.value)
     # auto's table may name openvino-bf16; without bf16 hardware it runs fp32 OpenVINO.
-    monkeypatch.setitem(openvino_runtime.AUTO_RUNTIMES, "blip", "openvino-bf16")
+    for table in openvino_runtime.AUTO_RUNTIMES.values():
+        monkeypatch.setitem(table, "blip", "openvino-bf16")
     assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "openvino"
     for flag in ("avx512_bf16", "amx_bf16"):
         monkeypatch.setattr(device, "_cpu_flags", lambda flag=flag: frozenset({"avx2", flag}))

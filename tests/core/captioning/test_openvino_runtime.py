@@ -208,7 +208,10 @@ def test_runtime_openvino_without_the_package_is_one_error_line(
     with pytest.raises(ModelLoadError, match="needs the openvino package") as info:
         _load(tiny_blip_dir)
     assert info.value.kind == "runtime"
-    # auto (OpenVINO for BLIP where installed) falls back to torch rather than failing.
+    # auto (OpenVINO for BLIP on an AMX CPU where installed) falls back to torch rather than failing.
+    from core.captioning import device
+
+    monkeypatch.setattr(device, "_cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
     assert load_captioner(str(tiny_blip_dir), device="cpu", runtime="auto").identity["runtime"] == "torch"
     write_jpeg(tmp_path / "photos" / "a.jpg", seed=1)
     capsys.readouterr()
@@ -231,7 +234,14 @@ def test_runtime_choice() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert openvino_runtime.resolve_runtime("openvino", BLIP, cpu) == "openvino"
     assert openvino_runtime.resolve_runtime("openvino-int8", IDEFICS3, cpu) == "openvino-int8"
-    assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "openvino"
+    # auto follows the table for the kind of CPU: OpenVINO for BLIP where AMX is, torch elsewhere.
+    from core.captioning import device as device_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(device_module, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+        assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "openvino"
+        patch.setattr(device_module, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_vnni", "avx512_bf16"}))
+        assert openvino_runtime.resolve_runtime("auto", BLIP, cpu) == "torch"
     assert openvino_runtime.resolve_runtime("auto", BLIP, gpu) == "torch"
     assert openvino_runtime.resolve_runtime("auto", GIT, cpu) == "torch"
     for family, device, why in ((GIT, cpu, "does not cover git"), (BLIP, gpu, "CPU only")):

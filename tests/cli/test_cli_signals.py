@@ -38,6 +38,11 @@ PROGRESS_LINE = re.compile(r"^(?P<what>[A-Z][\w ]*): (?P<done>\d+)(/\d+)? \w+")
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+
+def _default_signals() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
 class Child:
     """A ``captiondesk`` child process whose stderr is read line by line."""
 
@@ -56,7 +61,9 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            # A terminal's child: default dispositions, however this test run was started
+            # (a run under nohup would otherwise hand its ignored SIGHUP down).
+            preexec_fn=_default_signals,
         )
         self.lines: list[str] = []
         self._new_line = threading.Condition()

@@ -55,7 +55,8 @@ class SearchWorker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
-        self._pending: dict[int, queue.Queue[dict[str, Any] | None]] = {}
+        #: Each request in flight: the child it was sent to, and where its answers go.
+        self._pending: dict[int, tuple[subprocess.Popen[str], queue.Queue[dict[str, Any] | None]]] = {}
         self._next = 0
         #: The child's last stderr lines: what an unexpected end says.
         self._stderr: collections.deque[str] = collections.deque(maxlen=3)
@@ -83,13 +84,13 @@ class SearchWorker:
             except ValueError:
                 continue  # a library's stray print
             with self._lock:
-                box = self._pending.get(message.get("id"))
-            if box is not None:
-                box.put(message)
-        with self._lock:  # the child ended: every waiting request hears it
+                sent = self._pending.get(message.get("id"))
+            if sent is not None:
+                sent[1].put(message)
+        with self._lock:  # the child ended: every request sent to it hears it (not a successor's)
             if self._child is child:
                 self._child = None
-            boxes = list(self._pending.values())
+            boxes = [box for owner, box in self._pending.values() if owner is child]
         for box in boxes:
             box.put(None)
 
@@ -99,7 +100,7 @@ class SearchWorker:
             self._next += 1
             request = self._next
             box: queue.Queue[dict[str, Any] | None] = queue.Queue()
-            self._pending[request] = box
+            self._pending[request] = (child, box)
             self._write(child, {**message, "id": request})
         return request, box
 

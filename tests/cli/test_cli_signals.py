@@ -415,9 +415,15 @@ def test_sigterm_or_sighup_outside_a_job_is_interrupted_not_killed(tmp_path: Pat
         return 0
 
     monkeypatch.setattr(cli, "cmd_status", status_then_signal)
-    before = signal.getsignal(signum)
-    code = cli.main(["--library", str(db), "status", "--json"])
+    # As a terminal's command: a test run under nohup would have SIGHUP ignored, which the
+    # CLI rightly leaves alone.
+    old = signal.signal(signum, signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signum)
+        code = cli.main(["--library", str(db), "status", "--json"])
+    finally:
+        after = signal.signal(signum, old)
     out, err = capsys.readouterr()
     assert code == 130 and json.loads(out)["cancelled"] is True
     assert err.strip() == "Interrupted."
-    assert signal.getsignal(signum) is before is not common._raise_interrupt  # restored after the command
+    assert after is before is not common._raise_interrupt  # restored after the command

@@ -63,3 +63,20 @@ def test_one_child_indexes_twice_embeds_queries_and_cancels(library: Library, ca
     finally:
         worker.close()
     assert child.poll() is not None
+
+
+def test_a_dead_childs_end_reaches_only_the_requests_sent_to_it() -> None:
+    """The old child's reader may see its end after a request went to its successor: that
+    request must wait for the new child's answer, not fail with "stopped unexpectedly"."""
+    import io
+    import queue
+    from types import SimpleNamespace
+
+    worker = SearchWorker()
+    old, new = SimpleNamespace(stdout=io.StringIO("")), SimpleNamespace(stdout=io.StringIO(""))
+    old_box: queue.Queue = queue.Queue()
+    new_box: queue.Queue = queue.Queue()
+    worker._pending = {1: (old, old_box), 2: (new, new_box)}
+    worker._read(old)  # the old child's stdout is at its end
+    assert old_box.get_nowait() is None
+    assert new_box.empty()

@@ -22,9 +22,10 @@ import pytest  # noqa: E402
 
 from core.library import Library  # noqa: E402
 
-#: The tiny-model fixtures (tiny_model_dirs, tiny_blip_dir, trained_blip_dir) for every test;
-#: models are built on first use only.
-pytest_plugins = ["tests.support.model_fixtures"]
+#: The tiny-model fixtures (tiny_model_dirs, tiny_blip_dir, trained_blip_dir) for every test,
+#: models built on first use only; the fake model server (``server``), and no API key from
+#: the environment in any test.
+pytest_plugins = ["tests.support.model_fixtures", "tests.support.server_fixtures"]
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ the fake OpenAI-compatible server), whose provenance the caption panel shows."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from core.captioning import CaptionResult
@@ -18,19 +16,12 @@ from core.models import Caption
 from core.restyle.job import TwoStageStats
 from core.restyle.spec import RestyleSpec
 from desktop_app.caption_dialog import SCOPE_LIBRARY, SCOPE_UNCAPTIONED, CaptionDialog
-from tests.core.captioning.test_server_captioning import FakeServer, _start_server
 from tests.support.gui_fakes import FakeEngine, build_library
+from tests.support.server_fixtures import FakeServer
 from tests.support.window_helpers import WAIT, make_window
 
 #: Set to a folder to save the screenshots of the dialog and of a two-stage caption's provenance.
 SHOTS = os.environ.get("CAPTIONDESK_SCREENSHOTS")
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    fake = _start_server()
-    yield fake
-    fake.stop()
 
 
 def test_caption_dialog_offers_the_restyle_stage(qtbot) -> None:

@@ -16,13 +16,8 @@ from core.captioning.prompting import UnsupportedKindError
 from core.kinds import parse_keywords
 from core.library import Library
 from core.models import Caption, Image
-from tests.core.captioning.test_server_captioning import (  # noqa: F401 - the fixtures
-    FakeServer,
-    _photos,
-    _spec,
-    no_key_from_the_environment,
-    server,
-)
+from tests.core.captioning.test_server_captioning import _photos, _spec
+from tests.support.server_fixtures import FakeServer
 
 
 def _values(library: Library, kind: str) -> dict[str, Caption]:
@@ -107,7 +102,7 @@ def test_families_that_take_no_prompt_write_only_captions(tiny_blip_dir, tmp_pat
 
 
 def test_the_server_backend_writes_keywords_and_checks_alt_text(library: Library, photo_dir: Path,
-                                                                 server: FakeServer, capsys) -> None:  # noqa: F811
+                                                                 server: FakeServer, capsys) -> None:
     _photos(library, photo_dir, [(20, 200, 20), (200, 40, 40)], size=(64, 48))
     stats = run_caption_job(library, _spec(server, kind="keywords"))
     assert stats.captioned == 2

@@ -10,10 +10,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from sqlalchemy import select
 
@@ -31,52 +29,9 @@ from core.library import Library
 from core.models import Caption, Image, ImageState
 from tests.support.imagegen import write_jpeg
 from tests.support.paths import REPO_ROOT
+from tests.support.server_fixtures import FakeServer
 
-SERVER_SCRIPT = REPO_ROOT / "tests" / "support" / "fake_openai_server.py"
 SECRET = "sk-test-7f3a9c1e55d2b8406e9a"
-
-
-class FakeServer:
-    """The fake server process: its endpoint, scripting and counters."""
-
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.port = port
-        self.endpoint = f"http://127.0.0.1:{port}/v1"
-
-    def script(self, **behaviour: object) -> None:
-        httpx2.post(f"http://127.0.0.1:{self.port}/_control", json=behaviour, trust_env=False).raise_for_status()
-
-    def counters(self) -> dict:
-        return httpx2.get(f"http://127.0.0.1:{self.port}/_control", trust_env=False).json()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
-def _start_server() -> FakeServer:
-    process = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("PORT "), line
-    return FakeServer(process, int(line.split()[1]))
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    fake = _start_server()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CAPTIONDESK_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def _photos(library: Library, folder: Path, colors: list[tuple[int, int, int]], size=(1600, 1200)) -> list[int]:

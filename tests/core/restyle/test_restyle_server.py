@@ -5,7 +5,6 @@ one error per failing caption, and a person's caption never restyled."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,12 @@ from core.library import Library
 from core.models import Caption, CaptionSource, Image
 from core.restyle.job import run_restyle_job
 from core.restyle.spec import RestyleError, RestyleSpec
-from tests.core.captioning.test_server_captioning import FakeServer, _start_server
 from tests.support.imagegen import write_jpeg
 from tests.support.library_helpers import run_cli
+from tests.support.server_fixtures import FakeServer
 
 STYLE = "Rewrite as a title-case caption with a full stop."
 RED, GREEN, BLUE = (200, 40, 40), (20, 200, 20), (30, 30, 220)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    fake = _start_server()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CAPTIONDESK_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def _current(library: Library) -> dict[str, Caption]:

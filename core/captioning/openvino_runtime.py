@@ -505,9 +505,10 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
 
     options = {"part": "vision", "precision": precision, "weights": weights, "image_size": [height, width]}
     compiled, xml = _compiled(slot_dir, key(options), "vision", convert, progress, model_ref, precision)
-    why_not = language_unconvertible(model, family.id) if family.id in LANGUAGE_FAMILIES else None
-    if precision == "bf16" and family.id in LANGUAGE_FAMILIES:
-        why_not = "openvino-bf16 keeps it on torch in bf16"
+    why_not = None
+    if family.id in LANGUAGE_FAMILIES:
+        why_not = ("openvino-bf16 keeps it on torch in bf16" if precision == "bf16"
+                   else language_unconvertible(model, family.id))
     if why_not:
         progress(f"The language model stays on torch: {why_not}")
     elif family.id in LANGUAGE_FAMILIES:

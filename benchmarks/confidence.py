@@ -18,7 +18,7 @@ true style-B caption.  For each score kind stored in the captions' provenance
 
 Usage::
 
-    python benchmarks/confidence.py [--epochs 12] [--train 480] [--test 480] [--hard 0.25] [--check-views 2,3]
+    python benchmarks/confidence.py [--epochs 12] [--train 480] [--test 480] [--hard 0.25] [--check-views 2,3] [--seed 1]
 
 Each version captions the test photos once plainly and once per ``--check-views`` count
 (``CaptionJobSpec.check_views``: each photo captioned again from shifted views; the
@@ -101,6 +101,7 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=480)
     parser.add_argument("--hard", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1, help="the photos' seed (another draw of the same task)")
     parser.add_argument("--check-views", type=lambda v: [int(x) for x in v.split(",") if x], default=[2, 3],
                         help="also caption with these numbers of shifted views checked (comma list; '' for none)")
     args = parser.parse_args()
@@ -109,7 +110,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = restyle_scenario.pretrain_style_a(Path(tmp) / "style-a")
         library, truth = restyle_scenario.restyle_library(Path(tmp) / "lib", n=args.train, test_n=args.test,
-                                                          hard_fraction=args.hard)
+                                                          hard_fraction=args.hard, seed=args.seed)
         try:
             runs = {"lora": TrainingConfig(method="lora", epochs=args.epochs, patience=0, val_ratio=0.25),
                     "full": TrainingConfig(method="full", lr=3e-3, epochs=args.epochs, patience=0, val_ratio=0.25)}

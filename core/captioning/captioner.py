@@ -85,6 +85,9 @@ class CaptionResult:
     #: how many of them gave the same text (core.captioning.confidence.check_views).
     views_checked: int = 0
     views_agreeing: int = 0
+    #: Plain measurements of the photo (core.captioning.calibration.PHOTO_FEATURES), filled in
+    #: when the version has an error model that reads them.
+    photo_features: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)

@@ -21,9 +21,16 @@ provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
 * ``margin_logsig_sum`` — the log of the product over tokens of ``sigmoid(margin)``: each
   token's chance of beating its runner-up, multiplied, so one near-tie and several shaky
   words both count, while template words that win clearly cost nothing.
+* ``calibrated_p_right`` — per model version: the chance the caption is right, from the
+  version's error model (:class:`core.captioning.calibration.ErrorModel`), fitted on its own
+  validation captions from the score kinds above and plain measurements of the photo
+  (contrast, colourfulness, sharpness, brightness).  It catches what the probabilities
+  cannot: a version that misreads faint photos without hesitating.  The stored kind for a
+  version that has one (views not checked).
 * ``view_agreement`` — only when the job checked views (``CaptionJobSpec.check_views``):
   the photo is captioned again from slightly shifted and cropped copies, and the score is
-  the number of views that gave the same text plus ``exp(margin_logsig_sum)`` (0..1), so
+  the number of views that gave the same text plus ``calibrated_p_right`` where the version
+  has an error model, else ``exp(margin_logsig_sum)`` (both 0..1), so
   a caption the views disagree with always ranks below one they all confirm.  A weak
   model that reads a shape or a word from a few pixels changes its mind when they move;
   the model's own probabilities cannot see that (docs/optimization-notes.md, "Confidence
@@ -36,8 +43,8 @@ provenance as ``score_kind``.  Kinds (:data:`SCORE_KINDS`):
   nor always-hard words need a calibration.
 
 ``benchmarks/confidence.py`` measures them on LoRA and fully fine-tuned versions; the
-stored kind is ``view_agreement`` when views were checked, else :data:`STORED_KIND`; the
-others go to the provenance.
+stored kind is ``view_agreement`` when views were checked, else ``calibrated_p_right`` where the
+version has an error model, else :data:`STORED_KIND`; the others go to the provenance.
 """
 
 from __future__ import annotations
@@ -48,13 +55,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .calibration import PHOTO_FEATURES, ErrorModel
+
 __all__ = ["MAX_VIEW_CHECKS", "SCORE_KINDS", "STORED_KIND", "TokenCalibration", "caption_scores", "check_views",
            "confidence_score", "shifted_views"]
 
 log = logging.getLogger(__name__)
 
 SCORE_KINDS = ("mean_logprob", "min_token_logprob", "calibrated_min_token", "calibrated_mean", "min_margin",
-               "margin_logsig_sum", "view_agreement")
+               "margin_logsig_sum", "calibrated_p_right", "view_agreement")
 #: The most shifted views a job may check each caption against (each one is a full caption pass).
 MAX_VIEW_CHECKS = 4
 #: The kind stored as ``captions.score``: the one ``benchmarks/confidence.py`` found to rank
@@ -69,11 +78,13 @@ def _mean(values: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class TokenCalibration:
-    """What each token typically scores in one version's captions (log-prob per token id)."""
+    """What each token typically scores in one version's captions (log-prob per token id), and
+    the version's error model where its validation captions allowed one."""
 
     baseline: Mapping[int, float]
     #: For tokens never seen while fitting: the mean over all fitted tokens.
     fallback: float
+    error_model: ErrorModel | None = None
 
     @classmethod
     def fit(cls, results: Iterable[Any]) -> TokenCalibration:
@@ -90,13 +101,15 @@ class TokenCalibration:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "token_baseline", "baseline": {str(t): round(v, 5) for t, v in self.baseline.items()},
-                "fallback": round(self.fallback, 5)}
+                "fallback": round(self.fallback, 5),
+                **({"error_model": self.error_model.to_dict()} if self.error_model is not None else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TokenCalibration | None:
         if not data or data.get("kind") != "token_baseline":
             return None
-        return cls({int(t): float(v) for t, v in data["baseline"].items()}, float(data["fallback"]))
+        return cls({int(t): float(v) for t, v in data["baseline"].items()}, float(data["fallback"]),
+                   ErrorModel.from_dict(data.get("error_model")))
 
 
 def caption_scores(result: Any, calibration: TokenCalibration | None = None) -> dict[str, float]:
@@ -109,21 +122,27 @@ def caption_scores(result: Any, calibration: TokenCalibration | None = None) -> 
     if margins:
         scores["min_margin"] = min(margins)
         scores["margin_logsig_sum"] = sum(_log_sigmoid(m) for m in margins)
-    checked = getattr(result, "views_checked", 0)
-    if checked:
-        agreeing = getattr(result, "views_agreeing", 0)
-        scores["view_agreement"] = agreeing + math.exp(scores.get("margin_logsig_sum", scores["mean_logprob"]))
     if calibration is not None:
         deviations = calibration.deviations(ids, lps)
         scores["calibrated_min_token"] = min(deviations)
         scores["calibrated_mean"] = _mean(deviations)
+        measured = tuple(getattr(result, "photo_features", ()))
+        if calibration.error_model is not None and len(measured) == len(PHOTO_FEATURES):
+            p_right = calibration.error_model.p_right({**scores, **dict(zip(PHOTO_FEATURES, measured, strict=True))})
+            if p_right is not None:
+                scores["calibrated_p_right"] = p_right
+    checked = getattr(result, "views_checked", 0)
+    if checked:
+        agreeing = getattr(result, "views_agreeing", 0)
+        within = scores.get("calibrated_p_right", math.exp(scores.get("margin_logsig_sum", scores["mean_logprob"])))
+        scores["view_agreement"] = agreeing + within
     return scores
 
 
 def confidence_score(result: Any, calibration: TokenCalibration | None = None) -> tuple[float, str, dict[str, float]]:
     """``(score, score_kind, every score)``: :data:`STORED_KIND`, and every kind for the provenance."""
     scores = caption_scores(result, calibration)
-    kind = "view_agreement" if "view_agreement" in scores else STORED_KIND
+    kind = next(k for k in ("view_agreement", "calibrated_p_right", STORED_KIND) if k in scores)
     return scores[kind], kind, scores
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import select, update
 
 from core.allocator import release_free_memory
 from core.captioning.batching import _BatchCaptioner, _decode_executor, _prefetch
+from core.captioning.calibration import with_photo_features
 from core.captioning.claims import CaptionClaims
 from core.captioning.confidence import TokenCalibration, check_views, confidence_score
 from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
@@ -315,6 +316,8 @@ def run_caption_job(
         prompts = image_prompts(library, plan, selected)
         provenance = caption_provenance(captioner, spec.generation)
         runner = _BatchCaptioner(captioner, spec.generation, spec.batch_size)
+        # Only a version with an error model reads the photo measurements (a few ms a photo).
+        measure_photos = bool((resolved.score_calibration or {}).get("error_model"))
         try:
             with _decode_executor(captioner) as pool:
                 batches = prompt_batches(selected, prompts, spec.batch_size, spec.generation)
@@ -329,6 +332,8 @@ def run_caption_job(
                     if spec.check_views and results:
                         results = check_views(captioner, prepared.settings, prepared.images, results,
                                               spec.check_views)
+                    if measure_photos and results:
+                        results = with_photo_features(prepared.images, results)
                     changed = commit_caption_batch(library, prepared.image_ids, results, prepared.failures,
                                                    resolved, batch_provenance(provenance, plan, prepared.settings),
                                                    stats, plan, max_chars=spec.max_caption_chars)

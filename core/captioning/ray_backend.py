@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from core.captioning.batching import _BatchCaptioner, _decode_batch
+from core.captioning.calibration import with_photo_features
 from core.captioning.claims import CaptionClaims
 from core.captioning.engine import (
     CaptionJobStats,
@@ -170,7 +171,7 @@ class CaptionActor:
         schema = pa.schema([("id", pa.int64()), ("prompt", pa.string()), ("text", pa.string()),
                             ("score", pa.float64()), ("token_ids", pa.list_(pa.int64())),
                             ("token_logprobs", pa.list_(pa.float64())), ("token_margins", pa.list_(pa.float64())),
-                            ("error", pa.string()),
+                            ("photo_features", pa.list_(pa.float64())), ("error", pa.string()),
                             ("decode_failed", pa.bool_()), ("provenance", pa.string()), ("load_error", pa.string())])
         return pa.Table.from_pylist(rows, schema=schema)
 
@@ -179,6 +180,9 @@ class CaptionActor:
         self.runner.settings = settings
         prepared = _decode_batch(self.captioner, settings, items)
         results = self.runner.caption(prepared.images, prepared.inputs) if prepared.images else []
+        # Measured always (a few ms a photo): the driver, not the actor, knows whether the
+        # version's error model reads them.
+        results = with_photo_features(prepared.images, results) if results else results
         rows = [_output_row(image_id, prompt=prompt, error=reason, decode_failed=True, provenance=self.provenance)
                 for image_id, reason in prepared.failures]
         for image_id, result in zip(prepared.image_ids, results, strict=True):
@@ -190,18 +194,20 @@ class CaptionActor:
                                         token_ids=list(result.token_ids),
                                         token_logprobs=[float(v) for v in result.token_logprobs],
                                         token_margins=[float(v) for v in result.token_margins],
+                                        photo_features=list(result.photo_features),
                                         provenance=self.provenance))
         return rows
 
 
 def _output_row(image_id: int, *, prompt: str | None = None, text: str | None = None, score: float | None = None,
                 token_ids: list[int] | None = None, token_logprobs: list[float] | None = None,
-                token_margins: list[float] | None = None,
+                token_margins: list[float] | None = None, photo_features: list[float] | None = None,
                 error: str | None = None, decode_failed: bool = False, provenance: str | None = None,
                 load_error: str | None = None) -> dict[str, Any]:
     """One row of :class:`CaptionActor`'s output (every column, nulls where unused)."""
     return {"id": image_id, "prompt": prompt, "text": text, "score": score, "token_ids": token_ids or [],
-            "token_logprobs": token_logprobs or [], "token_margins": token_margins or [], "error": error, "decode_failed": decode_failed,
+            "token_logprobs": token_logprobs or [], "token_margins": token_margins or [],
+            "photo_features": photo_features or [], "error": error, "decode_failed": decode_failed,
             "provenance": provenance, "load_error": load_error}
 
 
@@ -281,7 +287,8 @@ def _rows_to_commit(
         else:
             image_ids.append(row["id"])
             results.append(CaptionResult(row["text"], row["score"], tuple(row["token_ids"] or ()),
-                                         tuple(row["token_logprobs"] or ()), tuple(row.get("token_margins") or ())))
+                                         tuple(row["token_logprobs"] or ()), tuple(row.get("token_margins") or ()),
+                                         photo_features=tuple(row.get("photo_features") or ())))
     return grouped
 
 

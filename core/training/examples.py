@@ -40,6 +40,8 @@ class _Examples:
     #: The validation and test photos' files, in refs' and test_refs' order (for CLIPScore).
     paths: list[str] = field(default_factory=list)
     test_paths: list[str] = field(default_factory=list)
+    #: The validation photos' measurements (core.captioning.calibration.photo_features), in refs' order.
+    val_photo_features: list[tuple[float, ...]] = field(default_factory=list)
 
 
 def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel, config: TrainingConfig,
@@ -71,8 +73,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         raise TrainingError(f"training the {family.id} family with a preset or prompt template is not supported "
                             "yet (BLIP and the prompted vision-language families are); train without "
                             "--preset/--prompt") from exc
-    val_batches, refs, paths = _validation_batches(captioner, config, plan, val_ex, val_images)
-    test_batches, test_refs, test_paths = _validation_batches(captioner, config, plan, test_ex, test_images)
+    val_batches, refs, paths, val_features = _validation_batches(captioner, config, plan, val_ex, val_images)
+    test_batches, test_refs, test_paths, _ = _validation_batches(captioner, config, plan, test_ex, test_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
         report(0, None, "Encoding training images (once)")
@@ -82,7 +84,7 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
             train_images = []  # the pixels are no longer needed
     result.cached_vision = embeds is not None
     return _Examples(len(train_ex), text, train_images, embeds, val_batches, refs, plan, test_batches, test_refs,
-                     paths, test_paths)
+                     paths, test_paths, val_features)
 
 
 def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) -> Any:
@@ -97,18 +99,21 @@ def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) ->
 
 
 def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examples: list[TrainingExample],
-                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str], list[str]]:
-    """Validation batches of one prompt each (a prompt is baked into a batch), their references and files."""
+                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str], list[str], list[tuple[float, ...]]]:
+    """Validation batches of one prompt each (a prompt is baked into a batch), their references,
+    files and photo measurements (for the version's error model)."""
+    from core.captioning.calibration import photo_features
     from core.captioning.prompting import prompt_batches, render_prompts
 
     prompts = render_prompts(plan, [ex.path for ex in examples])
-    batches, refs, paths = [], [], []
+    batches, refs, paths, features = [], [], [], []
     for batch_settings, chunk in prompt_batches(range(len(examples)), prompts, config.batch_size,
                                                 _eval_settings(config)):
         batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
         refs.extend(examples[i].caption for i in chunk)
         paths.extend(examples[i].path for i in chunk)
-    return batches, refs, paths
+        features.extend(photo_features(images[i]) for i in chunk)
+    return batches, refs, paths, features
 
 
 def _eval_settings(config: TrainingConfig) -> Any:

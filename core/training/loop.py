@@ -108,13 +108,26 @@ class _TrainingLoop:
 
     def calibrate(self) -> Any:
         """The confidence calibration of the current weights: how each token scores in their
-        captions of the validation split (core/captioning/confidence.py)."""
-        from core.captioning.confidence import TokenCalibration
+        captions of the validation split, and the error model those captions allow
+        (core/captioning/confidence.py, core/captioning/calibration.py)."""
+        import dataclasses
+
+        from core.captioning.calibration import PHOTO_FEATURES, fit_error_model
+        from core.captioning.confidence import TokenCalibration, caption_scores
+
+        from .metrics import edit_rates
 
         self.model.trainable.eval()
         results = [r for batch, settings in self.examples.val_batches
                    for r in self.captioner.generate(batch, settings)]
-        return TokenCalibration.fit(results)
+        tokens = TokenCalibration.fit(results)
+        measured = self.examples.val_photo_features
+        if len(measured) != len(results):
+            return tokens
+        finish = self.examples.plan.finish if self.examples.plan is not None else (lambda text: text)
+        rows = [{**caption_scores(r), **dict(zip(PHOTO_FEATURES, m, strict=True))} for r, m in zip(results, measured, strict=True)]
+        edit_rates = edit_rates([finish(r.text) for r in results], self.examples.refs)
+        return dataclasses.replace(tokens, error_model=fit_error_model(rows, edit_rates))
 
     def resume(self) -> _LoopState:
         """The saved state of an earlier run of the same settings, or a fresh one."""

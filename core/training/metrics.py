@@ -52,6 +52,7 @@ __all__ = [
     "kind_metrics",
     "metric_intervals",
     "edit_rate",
+    "edit_rates",
     "exact_match",
     "rouge_l",
     "parse_select_by",
@@ -256,11 +257,12 @@ def word_edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
 
 def edit_rate(hypotheses: Sequence[str], references: Refs) -> float:
     """Mean word edit distance / reference length (how much a person would have to change)."""
-    rates = _edit_scores(hypotheses, references)
+    rates = edit_rates(hypotheses, references)
     return sum(rates) / len(rates) if rates else 0.0
 
 
-def _edit_scores(hypotheses: Sequence[str], references: Refs) -> list[float]:
+def edit_rates(hypotheses: Sequence[str], references: Refs) -> list[float]:
+    """Each caption's word edit rate against its nearest reference."""
     refs = _ref_lists(hypotheses, references)
     rates = []
     for hyp, group in zip(hypotheses, refs, strict=True):
@@ -346,7 +348,7 @@ class _PerImage:
         self.bleu = _bleu_stats(hypotheses, references)
         self.means = {"cider": _cider_scores(hypotheses, references), "rouge_l": _rouge_scores(hypotheses, references),
                       "exact_match": _exact_scores(hypotheses, references),
-                      "edit_rate": _edit_scores(hypotheses, references)}
+                      "edit_rate": edit_rates(hypotheses, references)}
 
     def score(self, idx: Sequence[int]) -> dict[str, float]:
         out = {"bleu4": _bleu_from_stats(_sum_stats(self.bleu, idx))}

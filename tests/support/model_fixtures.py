@@ -72,6 +72,14 @@ def trained_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def style_a_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The restyle scenario's base: a tiny BLIP pre-trained on style A (tests/support/restyle_scenario.py)."""
+    from tests.support import restyle_scenario
+
+    return restyle_scenario.pretrain_style_a(tmp_path_factory.mktemp("style-a") / "style-a", steps=200, n=480)
+
+
+@pytest.fixture(scope="session")
 def metric_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random models for the model-based metrics: ``roberta`` (BERTScore), ``clip`` (CLIPScore)."""
     root = tmp_path_factory.mktemp("metric-models")

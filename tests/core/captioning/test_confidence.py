@@ -31,7 +31,7 @@ def test_calibration_cancels_template_words_and_flags_the_informative_token() ->
     assert all(wrong_score < caption_scores(r, cal)["calibrated_min_token"] for r in [*right, noisy_right])
     # The stored kind is the measured best (benchmarks/confidence.py); every kind is reported.
     score, kind, scores = confidence_score(wrong, cal)
-    assert (score, kind) == (wrong.score, "mean_logprob") and set(scores) == set(SCORE_KINDS) - {"view_agreement"}
+    assert (score, kind) == (wrong.score, "mean_logprob") and set(scores) == set(SCORE_KINDS) - {"view_agreement", "calibrated_p_right"}
     # Unseen tokens fall back to the mean of all fitted tokens; round trip through JSON.
     assert math.isclose(cal.deviations([BLUE], [-1.0])[0], -1.0 - cal.fallback)
     assert TokenCalibration.from_dict(cal.to_dict()).deviations([A], [-1.0]) == cal.deviations([A], [-1.0])

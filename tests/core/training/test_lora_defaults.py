@@ -25,18 +25,13 @@ from core.training import versions
 from tests.support import restyle_scenario
 
 
-@pytest.fixture(scope="module")
-def style_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return restyle_scenario.pretrain_style_a(tmp_path_factory.mktemp("style-a") / "style-a", steps=200, n=480)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "full"])
-def test_no_tuning_flags_learn_a_restyle_through_the_range_test(style_a: Path, tmp_path: Path, capsys,
+def test_no_tuning_flags_learn_a_restyle_through_the_range_test(style_a_blip: Path, tmp_path: Path, capsys,
                                                                 method: str) -> None:
     library, _ = restyle_scenario.restyle_library(tmp_path / "lib", n=320)
     library.close()
-    code = main(["--library", str(tmp_path / "lib" / "library.db"), "train", "--base", str(style_a),
+    code = main(["--library", str(tmp_path / "lib" / "library.db"), "train", "--base", str(style_a_blip),
                  "--name", "restyled", "--method", method, "--epochs", "8"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -86,3 +86,15 @@ def test_int8_conversion_cached_in_its_own_slot(tiny_blip_dir: Path, tmp_path: P
     messages.clear()
     _load(model, "openvino-int8", messages)
     assert any("Converting the vision model" in m for m in messages)
+
+
+def test_int8_on_a_trained_model_stays_close_to_fp32(trained_blip_dir: Path, tmp_path: Path) -> None:
+    """Static activation scales from the generated photos keep a trained model's captions."""
+    model = Path(shutil.copytree(trained_blip_dir, tmp_path / "blip"))
+    images, _ = shape_dataset(48, seed=5)
+    ref = load_captioner(str(model), device="cpu", optimize="none").caption(images, SETTINGS)
+    got = _load(model, "openvino-int8", []).caption(images, SETTINGS)
+    same = sum(a.text == b.text for a, b in zip(got, ref, strict=True))
+    assert same >= 0.9 * len(images), f"only {same}/{len(images)} captions unchanged by int8"
+    diffs = [abs(a.score - b.score) for a, b in zip(got, ref, strict=True) if a.text == b.text]
+    assert sum(diffs) / len(diffs) < 0.02 and max(diffs) < 0.1

@@ -24,10 +24,22 @@ This module imports torch at import time: import it only where int8 is applied.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 __all__ = ["PerImageInt8Linear", "per_image"]
+
+
+@functools.cache
+def _int_mm_runs() -> bool:
+    """Whether this build's CPU ``torch._int_mm`` works (not every platform's has it)."""
+    try:
+        torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 class PerImageInt8Linear(nn.Module):
@@ -57,7 +69,7 @@ class PerImageInt8Linear(nn.Module):
         if not hasattr(self, "_int8_t"):
             weight = self.quantized.weight()
             symmetric = (weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-                         and not bool(weight.q_per_channel_zero_points().any()))
+                         and not bool(weight.q_per_channel_zero_points().any()) and _int_mm_runs())
             self._int8_t = weight.int_repr().t().contiguous() if symmetric else None
             self._weight_scale = weight.q_per_channel_scales().to(torch.float32) if symmetric else None
             bias = self.quantized.bias()

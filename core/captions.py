@@ -425,7 +425,7 @@ def provenance_lines(
     dtype = str(record.extra.get("dtype") or identity.get("dtype") or "").removeprefix("torch.")
     if "int8" in (identity.get("optimizations") or ()):
         dtype = "int8"  # the linear layers ran quantized: the load dtype alone would say float32
-    runtime = {"openvino": "OpenVINO", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO int8 weights"}.get(
+    runtime = {"openvino": "OpenVINO", "openvino-bf16": "OpenVINO", "openvino-int8": "OpenVINO int8"}.get(
         identity.get("runtime"), "")
     hardware = ", ".join(part for part in (str(device) if device else "", dtype, runtime) if part)
     if hardware:

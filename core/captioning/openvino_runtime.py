@@ -11,8 +11,10 @@ and leaves ``generate`` to transformers, so greedy and beam search, scores, batc
 resume and cancel are the torch path's own, and the captions are the torch fp32
 captions.  Where the language model is converted too, each decoding step runs on
 OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
-``runtime="openvino-int8"`` is the same with the converted weights
-compressed to int8 by NNCF (weights only, so a caption never depends on its batch-mates).
+``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): BLIP's
+tower with int8 weights and activations (scales fixed at conversion from generated photos,
+so a caption never depends on its batch-mates) and, under ``optimize="auto"``, the torch
+engine's int8 text decoder; the other families' converted parts with int8 weights only.
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
 the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
@@ -419,25 +421,14 @@ def _convert_qwen(visual: Any) -> Any:
                                              openvino.PartialShape([-1, sin.shape[1]])])
 
 
-def _int8_weights(ov_model: Any) -> Any:
-    """*ov_model* with its weights compressed to int8 by NNCF, quietly (its table and
-    progress bar would land in the middle of a command's output)."""
-    import contextlib
-    import io
-    import logging
+def _calibration_pixels(processor: Any, size: tuple[int, int]) -> Any:
+    """The generated calibration photos as the processor makes them, at the converted *size*."""
+    from .openvino_int8 import calibration_photos
 
-    import nncf
-    from nncf.common.logging import nncf_logger
-
-    level = nncf_logger.level
-    nncf.set_log_level(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            # Weights only, per output channel: activations stay fp32, so an image's
-            # result never depends on what else is in the batch.
-            return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-    finally:
-        nncf.set_log_level(level)
+    pixels = processor(images=calibration_photos(), return_tensors="np")["pixel_values"]
+    if tuple(pixels.shape[-2:]) != size:
+        raise ValueError(f"the processor makes {tuple(pixels.shape[-2:])} images, the tower was converted for {size}")
+    return pixels.astype("float32")
 
 
 def _drop_old_layout(slot_dir: Path) -> None:
@@ -473,6 +464,7 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     import openvino
     import torch
 
+    from .openvino_int8 import CALIBRATION, STATIC_INT8_FAMILIES, int8_static, int8_weights
     from .openvino_language import LANGUAGE_FAMILIES, convert_language, install_language, language_unconvertible
 
     if family.id not in OPENVINO_FAMILIES:
@@ -501,9 +493,14 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                 ov_model = openvino.convert_model(_traceable(tower, mask_arg),
                                                   example_input=torch.zeros(1, 3, height, width),
                                                   input=[openvino.PartialShape([-1, 3, height, width])])
-        return _int8_weights(ov_model) if weights == "int8" else ov_model
+        if weights == "int8" and static_int8:
+            return int8_static(ov_model, _calibration_pixels(processor, (height, width)))
+        return int8_weights(ov_model) if weights == "int8" else ov_model
 
+    static_int8 = family.id in STATIC_INT8_FAMILIES
     options = {"part": "vision", "precision": precision, "weights": weights, "image_size": [height, width]}
+    if weights == "int8" and static_int8:
+        options.update(activations="int8", calibration=CALIBRATION)
     compiled, xml = _compiled(slot_dir, key(options), "vision", convert, progress, model_ref, precision)
     why_not = None
     if family.id in LANGUAGE_FAMILIES:
@@ -514,7 +511,7 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     elif family.id in LANGUAGE_FAMILIES:
         def convert_lm() -> Any:
             ov_model = convert_language(model, family.id)
-            return _int8_weights(ov_model) if weights == "int8" else ov_model
+            return int8_weights(ov_model) if weights == "int8" else ov_model
 
         lm_options = {"part": "language", "precision": "f32", "weights": weights}
         lm_compiled, lm_xml = _compiled(slot_dir, key(lm_options), "language", convert_lm, progress, model_ref)

@@ -1,6 +1,6 @@
 """The OpenVINO runtime on the tiny BLIP, Idefics3 (SmolVLM layout), Florence-2 and Qwen2-VL: same
-captions as torch fp32, int8 weights independent of batch-mates, the converted model
-cached beside the model, and a clear error where it cannot run."""
+captions as torch fp32, the converted model cached beside the model, and a clear error where
+it cannot run (``openvino-int8``: test_openvino_int8.py)."""
 
 from __future__ import annotations
 
@@ -63,38 +63,6 @@ def test_openvino_captions_equal_torch_fp32(blip_copy: Path) -> None:
     assert fast.identity["optimizations"] == ["openvino", "int8"]
     alone, together = fast.caption(images[1:2], SETTINGS)[0], fast.caption(images, SETTINGS)[1]
     assert alone.token_ids == together.token_ids and alone.score == pytest.approx(together.score, abs=1e-6)
-
-
-def test_int8_weights_same_caption_alone_or_in_a_batch(blip_copy: Path) -> None:
-    import json
-
-    images = _images(6)
-    reference = load_captioner(str(blip_copy), device="cpu", optimize="none").caption(images, SETTINGS)
-    messages: list[str] = []
-    int8 = load_captioner(str(blip_copy), device="cpu", runtime="openvino-int8", optimize="none",
-                          progress=messages.append)
-    assert int8.identity["runtime"] == "openvino-int8" and int8.identity["optimizations"] == ["openvino-int8"]
-    together = int8.caption(images, SETTINGS)
-    for i, image in enumerate(images[:3]):
-        alone = int8.caption([image], SETTINGS)[0]
-        assert alone.token_ids == together[i].token_ids
-        assert alone.score == pytest.approx(together[i].score, abs=1e-5)
-    # Per-channel int8 weights keep the tiny model's greedy argmaxes (6/6 measured).
-    assert [r.token_ids for r in together] == [r.token_ids for r in reference]
-    # Its own cache slot, keyed by the weight precision, beside the fp32 conversion.
-    _load(blip_copy)
-    keys = [json.loads((slot / "vision" / "key.json").read_text()) for slot in (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()]
-    assert sorted(key["options"]["weights"] for key in keys) == ["fp32", "int8"]
-    # Compressed weights are smaller on disk than the fp32 ones.
-    sizes = {key["options"]["weights"]: slot for key, slot in zip(keys, (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir())}
-    assert (sizes["int8"] / "vision" / "vision.bin").stat().st_size < (sizes["fp32"] / "vision" / "vision.bin").stat().st_size
-    assert not any("int8_asym" in m for m in messages)  # NNCF's own table stays out of the progress lines
-    from core.captions import provenance_lines
-    from core.provenance import Provenance
-
-    lines = provenance_lines(source="model", model_name="m", adapter=None, provenance=Provenance.from_json(
-        {"identity": int8.identity}), score=None, origin=None, created_at=None)
-    assert "Device: cpu, float32, OpenVINO int8 weights" in lines
 
 
 #: Where each VLM family's converted tower sits in the model.

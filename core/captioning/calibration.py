@@ -84,6 +84,8 @@ class ErrorModel:
         if any(f not in row for row in rows for f in features):
             return None
         x = np.array([[float(row[f]) for f in features] for row in rows], dtype=np.float64)
+        if not np.isfinite(x).all():
+            return None  # a broken score would only teach the model noise
         y = np.array([0.0 if w else 1.0 for w in wrong])  # the model predicts "right"
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale < 1e-9] = 1.0  # a constant feature gets no weight, not a division by zero
@@ -94,7 +96,10 @@ class ErrorModel:
             p = 1.0 / (1.0 + np.exp(-z @ beta))
             gradient = z.T @ (y - p) - penalty @ beta
             hessian = (z * (p * (1 - p))[:, None]).T @ z + penalty
-            step = np.linalg.solve(hessian, gradient)
+            try:
+                step = np.linalg.solve(hessian, gradient)
+            except np.linalg.LinAlgError:
+                return None
             beta += step
             if float(np.abs(step).max()) < 1e-8:
                 break

@@ -110,6 +110,9 @@ def test_too_few_right_or_wrong_captions_fit_no_model_and_long_captions_fall_bac
     model = fit_error_model(rows, rates)
     assert model is not None and model.label == "edit_rate_above_median"
     assert fit_error_model(rows, [0.0] * 40) is None  # all right: nothing to learn from
+    broken = [dict(row) for row in rows]
+    broken[0]["mean_logprob"] = float("nan")
+    assert ErrorModel.fit(broken, [i % 2 == 0 for i in range(40)]) is None
     exact = fit_error_model(rows, [0.0 if i % 3 else 0.5 for i in range(40)])
     assert exact is not None and exact.label == "not_exact"
 

@@ -453,12 +453,38 @@ def _compiled(slot_dir: Path, key: dict[str, Any], name: str, convert: Any, prog
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
 
 
+def _blip_text(model: Any, tower: Any, slot_dir: Path, key: Any, weights: str, progress: Any, model_ref: str,
+               calibration_pixels: Any) -> None:
+    """BLIP's text decoder on OpenVINO (:mod:`.openvino_blip_text`): the cross projection and the step."""
+    from .openvino_blip_text import convert_cross, convert_step, install_blip_text
+    from .openvino_int8 import CALIBRATION, int8_static, int8_weights
+
+    def cross() -> Any:
+        if weights != "int8":
+            return convert_cross(model)
+        # Calibrated on what it will see: the int8 tower's output for the generated photos.
+        embeds = tower([calibration_pixels()])[tower.output(0)]
+        return int8_static(convert_cross(model), embeds)
+
+    def step() -> Any:
+        return int8_weights(convert_step(model)) if weights == "int8" else convert_step(model)
+
+    cross_options = {"part": "text-cross", "precision": "f32", "weights": weights}
+    if weights == "int8":
+        cross_options.update(activations="int8", calibration=CALIBRATION)
+    cross_compiled, cross_xml = _compiled(slot_dir, key(cross_options), "text-cross", cross, progress, model_ref)
+    step_options = {"part": "text-step", "precision": "f32", "weights": weights}
+    step_compiled, step_xml = _compiled(slot_dir, key(step_options), "text-step", step, progress, model_ref)
+    install_blip_text(model, cross_compiled, step_compiled, (cross_xml, step_xml))
+
+
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
                    adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", precision: str = "f32",
-                   processor: Any = None) -> Any:
+                   processor: Any = None, convert_text: bool = True) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
     conversion, and for the families of :data:`LANGUAGE_FAMILIES` its language model and LM
-    head too (not with *precision* ``"bf16"``), their weights in int8 (NNCF) when *weights*
+    head too, and BLIP's text decoder unless *convert_text* is false (neither with *precision*
+    ``"bf16"``), their weights in int8 (NNCF) when *weights*
     is ``"int8"``, converting each part once per cache key; with *precision* ``"bf16"`` the
     tower computes in bf16 and the rest of the model is cast to bf16.  Returns the model."""
     import openvino
@@ -516,6 +542,9 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         lm_options = {"part": "language", "precision": "f32", "weights": weights}
         lm_compiled, lm_xml = _compiled(slot_dir, key(lm_options), "language", convert_lm, progress, model_ref)
         install_language(model, family.id, lm_compiled, lm_xml)
+    if family.id == "blip" and convert_text and precision != "bf16":
+        _blip_text(model, compiled, slot_dir, key, weights, progress, model_ref,
+                   lambda: _calibration_pixels(processor, (height, width)))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if family.id == "qwen2-vl":
         setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))

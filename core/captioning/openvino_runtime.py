@@ -1,7 +1,8 @@
 """The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
 tower (BLIP, Idefics3/SmolVLM, Florence-2, Qwen2-VL) converted with ``openvino.convert_model``, cached
-beside the model; for Idefics3/SmolVLM its language model and LM head too
-(:mod:`core.captioning.openvino_language`).
+beside the model; for Idefics3/SmolVLM and Qwen2-VL its language model and LM head too
+(:mod:`core.captioning.openvino_language`), for BLIP its text decoder
+(:mod:`core.captioning.openvino_blip_text`).
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
 ``runtime="openvino"`` loads the model in fp32 (adapters merged first), converts its
@@ -13,8 +14,8 @@ captions.  Where the language model is converted too, each decoding step runs on
 OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
 ``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): BLIP's
 tower with int8 weights and activations (scales fixed at conversion from generated photos,
-so a caption never depends on its batch-mates) and, under ``optimize="auto"``, the torch
-engine's int8 text decoder; the other families' converted parts with int8 weights only.
+so a caption never depends on its batch-mates) and its text decoder's step with int8 weights;
+the other families' converted parts with int8 weights only.
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
 the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
@@ -25,7 +26,7 @@ The tower is converted for full images at one size (Qwen2-VL's: one image of any
 call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
-per-image int8 where it stays on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
+per-image int8, BLIP's then kept on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
 :data:`AUTO_RUNTIMES` for the family and the kind of CPU (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
 installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
@@ -34,9 +35,9 @@ torch otherwise.  Training always runs on torch.
 The converted parts are cached in ``.captiondesk-openvino/<slot>/<part>/`` inside a local model
 folder (a user cache folder for hub models or a read-only folder), one slot per model,
 adapter, weight precision and inference precision, and one folder per part (``vision``,
-``language``); a part's ``key.json`` names the model, its weights' sizes and times, the
+``language``, BLIP's ``text-cross`` and ``text-step``); a part's ``key.json`` names the model, its weights' sizes and times, the
 adapter, the versions and the options, and a different key converts that part again in
-place of the old one.  With ``openvino-bf16`` the language model stays on torch (in bf16).
+place of the old one.  With ``openvino-bf16`` the language model (BLIP: text decoder) stays on torch (in bf16).
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ def _text_module() -> type:
         def _project(self, image_embeds: torch.Tensor) -> list[torch.Tensor]:
             import openvino
 
-            # Written straight into fresh torch tensors: a copy of BLIP-base's 24 x 14 MB
-            # per batch of 8 would cost about what the projection does.
+            # Written straight into fresh torch tensors, saving a copy of every image key and
+            # value (24 x 14 MB a batch of 8 at BLIP-base size).
             layers, heads, head_dim = self.layers_kv
             batch, tokens = image_embeds.shape[:2]
             out = [torch.empty(batch, heads, head_dim, tokens) if i % 2 == 0 else torch.empty(batch, heads, tokens, head_dim)

@@ -470,10 +470,10 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
         (f"torch engine batch {b} auto", lambda: captioner_runner(folder, images, "auto", b)),
     ]
     if family.id in OPENVINO_FAMILIES:
-        parts = "vision+language" if family.id in LANGUAGE_FAMILIES else "vision"
+        parts = "vision+language" if family.id in LANGUAGE_FAMILIES or family.id == "blip" else "vision"
         paths += [
             (f"openvino fp32 {parts}", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
-            # optimize="auto", as a user runs it: BLIP's text decoder in the engine's int8 there.
+            # optimize="auto", as a user runs it.
             (f"openvino-int8 {parts}",
              lambda: captioner_runner(folder, images, "auto", b, runtime="openvino-int8")),
         ]

@@ -184,19 +184,19 @@ class LoadContext:
         if self.runtime != "torch":
             from dataclasses import replace
 
-            from .openvino_int8 import keeps_engine_int8
             from .openvino_runtime import OPENVINO_PRECISION, OPENVINO_WEIGHTS, apply_openvino, runtime_dtype
 
-            # The vision tower's fp32 weights are converted first; an explicit optimize list
-            # then applies to what stays on torch, and "auto" keeps the runtime's precision
-            # unless the engine's int8 measured faster there (docs/optimization-notes.md).
+            # The fp32 weights are converted first; an explicit optimize list then applies to
+            # what stays on torch (with "int8", BLIP's text decoder stays there for it), and
+            # "auto" keeps the runtime's precision.
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress,
                                    weights=OPENVINO_WEIGHTS[self.runtime],
-                                   precision=OPENVINO_PRECISION[self.runtime], processor=processor)
+                                   precision=OPENVINO_PRECISION[self.runtime], processor=processor,
+                                   convert_text=plan.auto or not plan.int8)
             runtime_names = [self.runtime]
             dtype = runtime_dtype(self.runtime)
-            if plan.auto and not keeps_engine_int8(self.runtime, self.family.id):
+            if plan.auto:
                 plan = replace(plan, int8=False)
         applied = opt.apply_optimizations(model, family=self.family, plan=plan, progress=self.progress)
         applied.names[:0] = runtime_names

@@ -23,19 +23,11 @@ import io
 import logging
 from typing import Any
 
-__all__ = ["CALIBRATION", "STATIC_INT8_FAMILIES", "calibration_photos", "int8_static", "int8_weights",
-           "keeps_engine_int8"]
+__all__ = ["CALIBRATION", "STATIC_INT8_FAMILIES", "calibration_photos", "int8_static", "int8_weights"]
 
 #: Families whose vision tower gets int8 activations too under ``openvino-int8`` (measured
 #: faster for BLIP; the VLM towers keep int8 weights only, not measured with static int8).
 STATIC_INT8_FAMILIES: frozenset[str] = frozenset({"blip"})
-
-
-def keeps_engine_int8(runtime: str, family_id: str) -> bool:
-    """Whether ``optimize="auto"`` keeps the torch engine's int8 (per-image int8 Linear,
-    rescored LM head) for what stays on torch: beside a fully int8 tower, where BLIP's text
-    decoder ran 1.4x faster in int8 than in fp32; elsewhere it keeps the runtime's precision."""
-    return runtime == "openvino-int8" and family_id in STATIC_INT8_FAMILIES
 
 
 #: How many generated photos calibrate the activation scales.

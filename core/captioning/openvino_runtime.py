@@ -1,7 +1,8 @@
 """The OpenVINO runtime for CPU captioning: which runtime a load uses, and a family's vision
 tower (BLIP, Idefics3/SmolVLM, Florence-2, Qwen2-VL) converted with ``openvino.convert_model``, cached
-beside the model; for Idefics3/SmolVLM its language model and LM head too
-(:mod:`core.captioning.openvino_language`).
+beside the model; for Idefics3/SmolVLM and Qwen2-VL its language model and LM head too
+(:mod:`core.captioning.openvino_language`), for BLIP its text decoder
+(:mod:`core.captioning.openvino_blip_text`).
 
 ``runtime="torch"`` is the PyTorch path of :mod:`core.captioning.optimize`.
 ``runtime="openvino"`` loads the model in fp32 (adapters merged first), converts its
@@ -13,8 +14,8 @@ captions.  Where the language model is converted too, each decoding step runs on
 OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
 ``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): BLIP's
 tower with int8 weights and activations (scales fixed at conversion from generated photos,
-so a caption never depends on its batch-mates) and, under ``optimize="auto"``, the torch
-engine's int8 text decoder; the other families' converted parts with int8 weights only.
+so a caption never depends on its batch-mates) and its text decoder's step with int8 weights;
+the other families' converted parts with int8 weights only.
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
 the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
@@ -25,7 +26,7 @@ The tower is converted for full images at one size (Qwen2-VL's: one image of any
 call); any other call (Idefics3's padded patches) runs on the original torch tower, kept
 beside the converted one.  An
 explicit ``optimize`` list applies to the torch part (``"int8"``: the text decoder in
-per-image int8 where it stays on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
+per-image int8, BLIP's then kept on torch); ``"auto"`` keeps it in the runtime's precision.  ``runtime="auto"`` picks the runtime of
 :data:`AUTO_RUNTIMES` for the family and the kind of CPU (measured faster with the same captions, see
 ``benchmarks/caption_model_speed.py --runtime all``), on the CPU, when the package is
 installed (``openvino-bf16`` there becomes ``openvino`` on a CPU without bf16 hardware);
@@ -34,9 +35,9 @@ torch otherwise.  Training always runs on torch.
 The converted parts are cached in ``.captiondesk-openvino/<slot>/<part>/`` inside a local model
 folder (a user cache folder for hub models or a read-only folder), one slot per model,
 adapter, weight precision and inference precision, and one folder per part (``vision``,
-``language``); a part's ``key.json`` names the model, its weights' sizes and times, the
+``language``, BLIP's ``text-cross`` and ``text-step``); a part's ``key.json`` names the model, its weights' sizes and times, the
 adapter, the versions and the options, and a different key converts that part again in
-place of the old one.  With ``openvino-bf16`` the language model stays on torch (in bf16).
+place of the old one.  With ``openvino-bf16`` the language model (BLIP: text decoder) stays on torch (in bf16).
 """
 
 from __future__ import annotations
@@ -453,12 +454,38 @@ def _compiled(slot_dir: Path, key: dict[str, Any], name: str, convert: Any, prog
                              "use --runtime torch.", kind="runtime", model=model_ref) from exc
 
 
+def _blip_text(model: Any, tower: Any, slot_dir: Path, key: Any, weights: str, progress: Any, model_ref: str,
+               calibration_pixels: Any) -> None:
+    """BLIP's text decoder on OpenVINO (:mod:`.openvino_blip_text`): the cross projection and the step."""
+    from .openvino_blip_text import convert_cross, convert_step, install_blip_text
+    from .openvino_int8 import CALIBRATION, int8_static, int8_weights
+
+    def cross() -> Any:
+        if weights != "int8":
+            return convert_cross(model)
+        # Calibrated on what it will see: the int8 tower's output for the generated photos.
+        embeds = tower([calibration_pixels()])[tower.output(0)]
+        return int8_static(convert_cross(model), embeds)
+
+    def step() -> Any:
+        return int8_weights(convert_step(model)) if weights == "int8" else convert_step(model)
+
+    cross_options = {"part": "text-cross", "precision": "f32", "weights": weights}
+    if weights == "int8":
+        cross_options.update(activations="int8", calibration=CALIBRATION)
+    cross_compiled, cross_xml = _compiled(slot_dir, key(cross_options), "text-cross", cross, progress, model_ref)
+    step_options = {"part": "text-step", "precision": "f32", "weights": weights}
+    step_compiled, step_xml = _compiled(slot_dir, key(step_options), "text-step", step, progress, model_ref)
+    install_blip_text(model, cross_compiled, step_compiled, (cross_xml, step_xml))
+
+
 def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision: str | None,
                    adapter: dict[str, Any] | None, progress: Any, weights: str = "fp32", precision: str = "f32",
-                   processor: Any = None) -> Any:
+                   processor: Any = None, convert_text: bool = True) -> Any:
     """Replace *model*'s vision tower (fp32, adapters merged) by its compiled OpenVINO
     conversion, and for the families of :data:`LANGUAGE_FAMILIES` its language model and LM
-    head too (not with *precision* ``"bf16"``), their weights in int8 (NNCF) when *weights*
+    head too, and BLIP's text decoder unless *convert_text* is false (neither with *precision*
+    ``"bf16"``), their weights in int8 (NNCF) when *weights*
     is ``"int8"``, converting each part once per cache key; with *precision* ``"bf16"`` the
     tower computes in bf16 and the rest of the model is cast to bf16.  Returns the model."""
     import openvino
@@ -516,6 +543,9 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         lm_options = {"part": "language", "precision": "f32", "weights": weights}
         lm_compiled, lm_xml = _compiled(slot_dir, key(lm_options), "language", convert_lm, progress, model_ref)
         install_language(model, family.id, lm_compiled, lm_xml)
+    if family.id == "blip" and convert_text and precision != "bf16":
+        _blip_text(model, compiled, slot_dir, key, weights, progress, model_ref,
+                   lambda: _calibration_pixels(processor, (height, width)))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if family.id == "qwen2-vl":
         setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))

@@ -12,6 +12,7 @@ import pytest
 
 from core.captioning import load_captioner, openvino_runtime
 from core.captioning.job_spec import GenerationSettings
+from tests.support.batch_checks import assert_same_alone_as_in_batch
 from tests.support.tiny_models import shape_dataset
 
 pytest.importorskip("openvino")
@@ -68,11 +69,7 @@ def test_int8_text_decoder_same_caption_alone_or_in_a_batch(blip_copy: Path) -> 
     int8 = load_captioner(str(blip_copy), device="cpu", runtime="openvino-int8")
     # optimize="auto": nothing is left on torch to quantize.
     assert int8.identity["optimizations"] == ["openvino-int8"]
-    together = int8.caption(images, SETTINGS)
-    for i, image in enumerate(images[:2]):
-        alone = int8.caption([image], SETTINGS)[0]
-        assert alone.token_ids == together[i].token_ids
-        assert alone.token_logprobs == pytest.approx(together[i].token_logprobs, abs=1e-5)
+    assert_same_alone_as_in_batch(int8, images, SETTINGS, alone=2)
     [slot] = (blip_copy / openvino_runtime.CACHE_DIR_NAME).iterdir()
     for part in ("text-cross", "text-step"):
         assert json.loads((slot / part / "key.json").read_text())["options"]["weights"] == "int8"

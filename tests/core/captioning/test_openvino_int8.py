@@ -13,6 +13,7 @@ import pytest
 
 from core.captioning import load_captioner, openvino_int8, openvino_runtime
 from core.captioning.job_spec import GenerationSettings
+from tests.support.batch_checks import assert_same_alone_as_in_batch
 from tests.support.tiny_models import shape_dataset
 
 pytest.importorskip("openvino")
@@ -47,11 +48,7 @@ def test_blip_int8_runs_int8_activations_and_captions_each_image_alone(tiny_blip
     ops = {op.get_type_name() for op in openvino.Core().read_model(str(slot / "vision" / "vision.xml")).get_ops()}
     assert "FakeQuantize" in ops
 
-    together = int8.caption(images, SETTINGS)
-    for i, image in enumerate(images[:3]):
-        alone = int8.caption([image], SETTINGS)[0]
-        assert alone.token_ids == together[i].token_ids
-        assert alone.score == pytest.approx(together[i].score, abs=1e-6)
+    together = assert_same_alone_as_in_batch(int8, images, SETTINGS, alone=3)
     assert all(r.text.strip() and r.score is not None and math.isfinite(r.score) for r in together)
 
     from core.captions import provenance_lines

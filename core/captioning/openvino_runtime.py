@@ -443,11 +443,14 @@ def _compiled(slot_dir: Path, key: dict[str, Any], name: str, convert: Any, prog
     """The part *name* converted (or cached) and compiled for the CPU with inference
     *precision* (``f32`` or ``bf16``), or the load's one ``ModelLoadError``."""
     import openvino
+    import torch
 
     try:
         xml = _cached_or_converted(slot_dir / name, key, name, convert, progress)
         core = openvino.Core()
-        return core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": precision}), xml
+        # The torch thread budget (a Ray actor's share of the cores), not every core of the machine.
+        config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        return core.compile_model(core.read_model(str(xml)), "CPU", config), xml
     except Exception as exc:  # a conversion or cache failure is this load's one error line
         detail = " ".join(str(exc).split())[:200]
         raise ModelLoadError(f"The OpenVINO runtime could not prepare this model ({type(exc).__name__}: {detail}); "

@@ -57,6 +57,16 @@ def test_openvino_captions_equal_torch_fp32(blip_copy: Path) -> None:
         assert [r.text for r in have] == [r.text for r in want]
         assert [r.token_ids for r in have] == [r.token_ids for r in want]
         assert [r.score for r in have] == pytest.approx([r.score for r in want], abs=1e-4)
+    # OpenVINO keeps to torch's thread budget (a Ray actor's share of the cores).
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = _load(blip_copy)
+        assert single.model.vision_model.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert [r.token_ids for r in single.caption(images, SETTINGS)] == \
+            [r.token_ids for r in reference.caption(images, SETTINGS)]
+    finally:
+        torch.set_num_threads(threads)
     # optimize=int8 quantizes what stays on torch (the text decoder); an int8 caption and
     # its score do not depend on the batch-mates.
     fast = _load(blip_copy, optimize="int8")

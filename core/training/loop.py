@@ -125,9 +125,10 @@ class _TrainingLoop:
         if len(measured) != len(results):
             return tokens
         finish = self.examples.plan.finish if self.examples.plan is not None else (lambda text: text)
-        rows = [{**caption_scores(r), **dict(zip(PHOTO_FEATURES, m, strict=True))} for r, m in zip(results, measured, strict=True)]
-        edit_rates = edit_rates([finish(r.text) for r in results], self.examples.refs)
-        return dataclasses.replace(tokens, error_model=fit_error_model(rows, edit_rates))
+        rows = [{**caption_scores(r), **dict(zip(PHOTO_FEATURES, m, strict=True))}
+                for r, m in zip(results, measured, strict=True)]
+        rates = edit_rates([finish(r.text) for r in results], self.examples.refs)
+        return dataclasses.replace(tokens, error_model=fit_error_model(rows, rates))
 
     def resume(self) -> _LoopState:
         """The saved state of an earlier run of the same settings, or a fresh one."""

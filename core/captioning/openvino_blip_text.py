@@ -240,14 +240,8 @@ def _text_module() -> type:
 def install_blip_text(model: Any, cross: Any, step: Any, xmls: tuple[Path, Path]) -> None:
     """Put the compiled parts in place of ``text_decoder.bert`` and a pass-through in place of
     ``text_decoder.cls``; the torch layers and head are let go."""
-    import torch
-
-    class LogitsFromStep(torch.nn.Module):
-        """The LM head of a decoder whose step already returns the logits."""
-
-        def forward(self, logits: torch.Tensor) -> torch.Tensor:
-            return logits
+    from .openvino_language import logits_pass_through
 
     text_decoder = model.text_decoder
     text_decoder.bert = _text_module()(cross, step, xmls, text_decoder.bert)
-    text_decoder.cls = LogitsFromStep()
+    text_decoder.cls = logits_pass_through()

@@ -9,7 +9,7 @@ text model: it builds the mask from the 2-D one ``generate`` passes, runs the st
 appends the new keys and values to the ``DynamicCache`` with its own ``update``, so
 greedy and beam search (the cache reordered between steps), the repetition penalty,
 the raw logits for the scores, batching and cancel are transformers' and the captioner's
-as on torch.  The model's ``lm_head`` becomes :class:`LogitsFromLanguageModel`, which passes
+as on torch.  The model's ``lm_head`` becomes :func:`logits_pass_through`, which passes
 the step's logits through, so the head runs on OpenVINO too and only for the last position.
 
 Covered: Idefics3 / SmolVLM (a Llama decoder) and Qwen2-VL (a Qwen2 decoder with M-RoPE: its
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LANGUAGE_FAMILIES", "causal_mask", "convert_language", "install_language", "language_parts",
-           "language_unconvertible", "rope_positions"]
+           "language_unconvertible", "logits_pass_through", "rope_positions"]
 
 #: Families whose language model (decoder + LM head) runs on OpenVINO too.
 LANGUAGE_FAMILIES: frozenset[str] = frozenset({"idefics3", "qwen2-vl"})
@@ -230,15 +230,17 @@ def causal_mask(attention_mask: Any, batch: int, past: int, length: int) -> Any:
 def install_language(model: Any, family_id: str, compiled: Any, xml: Path) -> None:
     """Put the compiled step in place of the family's text model, and the pass-through head
     in place of ``lm_head``."""
+    owner, attribute, rope_rows = language_parts(model, family_id)
+    setattr(owner, attribute, _language_module()(compiled, xml, getattr(owner, attribute), rope_rows))
+    model.lm_head = logits_pass_through()
+
+
+def logits_pass_through() -> Any:
+    """The LM head of a model whose converted step already returns the logits."""
     import torch
 
-    owner, attribute, rope_rows = language_parts(model, family_id)
-
-    class LogitsFromLanguageModel(torch.nn.Module):
-        """The LM head of a model whose language model already returns the logits."""
-
+    class LogitsFromStep(torch.nn.Module):
         def forward(self, logits: torch.Tensor) -> torch.Tensor:
             return logits
 
-    setattr(owner, attribute, _language_module()(compiled, xml, getattr(owner, attribute), rope_rows))
-    model.lm_head = LogitsFromLanguageModel()
+    return LogitsFromStep()

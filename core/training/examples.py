@@ -73,7 +73,8 @@ def _prepare_examples(captioner: Any, family: ModelFamily, model: _PreparedModel
         raise TrainingError(f"training the {family.id} family with a preset or prompt template is not supported "
                             "yet (BLIP and the prompted vision-language families are); train without "
                             "--preset/--prompt") from exc
-    val_batches, refs, paths, val_features = _validation_batches(captioner, config, plan, val_ex, val_images)
+    val_batches, refs, paths, val_features = _validation_batches(captioner, config, plan, val_ex, val_images,
+                                                                 measure=True)
     test_batches, test_refs, test_paths, _ = _validation_batches(captioner, config, plan, test_ex, test_images)
     embeds = None
     if family.supports_vision_cache and model.vision_frozen and config.cache_vision != "no":
@@ -99,9 +100,10 @@ def _prompt_plan(captioner: Any, family: ModelFamily, config: TrainingConfig) ->
 
 
 def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examples: list[TrainingExample],
-                        images: list[Any]) -> tuple[list[tuple[Any, Any]], list[str], list[str], list[tuple[float, ...]]]:
+                        images: list[Any], *, measure: bool = False,
+                        ) -> tuple[list[tuple[Any, Any]], list[str], list[str], list[tuple[float, ...]]]:
     """Validation batches of one prompt each (a prompt is baked into a batch), their references,
-    files and photo measurements (for the version's error model)."""
+    files and, with *measure*, photo measurements (the validation split's, for the version's error model)."""
     from core.captioning.calibration import photo_features
     from core.captioning.prompting import prompt_batches, render_prompts
 
@@ -112,7 +114,8 @@ def _validation_batches(captioner: Any, config: TrainingConfig, plan: Any, examp
         batches.append((captioner.preprocess([images[i] for i in chunk], batch_settings), batch_settings))
         refs.extend(examples[i].caption for i in chunk)
         paths.extend(examples[i].path for i in chunk)
-        features.extend(photo_features(images[i]) for i in chunk)
+        if measure:
+            features.extend(photo_features(images[i]) for i in chunk)
     return batches, refs, paths, features
 
 

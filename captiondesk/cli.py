@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         default="torch",
         choices=list(RUNTIMES),
-        help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) and the language model (SmolVLM, "
+        help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) and the text model (BLIP, SmolVLM, "
              "Qwen2-VL) on OpenVINO on the CPU (pip install 'captiondesk[openvino]'; converted once, cached beside "
              "the model); 'openvino-bf16' the tower in bf16 and the text model in bf16 on torch (CPUs with "
              "avx512_bf16 or AMX only; captions may differ from fp32's); 'openvino-int8' in int8 (BLIP: weights and "

@@ -86,11 +86,12 @@ class PreferencesDialog(QDialog):
         self.runtime = QComboBox()
         self.runtime.addItems(list(RUNTIMES))
         self.runtime.setCurrentText(spec.runtime)
-        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs; SmolVLM and Qwen2-VL: the language "
-                                "model too) on OpenVINO on the CPU (pip install 'captiondesk[openvino]'); "
+        self.runtime.setToolTip("openvino: the vision tower (BLIP and most VLMs; BLIP, SmolVLM and Qwen2-VL: the "
+                                "text model too) on OpenVINO on the CPU (pip install 'captiondesk[openvino]'); "
                                 "openvino-bf16: the tower in bf16 and the text model in bf16, faster on CPUs with bf16 "
                                 "hardware (avx512_bf16 or AMX; refused elsewhere), captions may differ from fp32's; "
-                                "openvino-int8: in int8 (BLIP: weights and activations; others: int8 weights); auto: whatever measured faster for the model")
+                                "openvino-int8: in int8 (BLIP: weights and activations; others: int8 weights); "
+                                "auto: whatever measured faster for the model")
         self.sidecar_naming = QComboBox()
         for naming, label in SIDECAR_NAMING_LABELS.items():
             self.sidecar_naming.addItem(label, naming)

@@ -132,7 +132,7 @@ class CaptionJobSpec:
     overwrite_model_captions: bool = False
     #: Torch-level speed-ups ("auto" or "none"), passed to the model loader.
     optimize: str = "auto"
-    #: "torch", "openvino" (a vision tower, for some VLMs the language model too, on OpenVINO on
+    #: "torch", "openvino" (a vision tower, for BLIP and some VLMs the text model too, on OpenVINO on
     #: the CPU), "openvino-bf16" (the tower in bf16, the text model in bf16 on torch),
     #: "openvino-int8" (int8; BLIP's tower with int8 activations too) or "auto" (core/captioning/openvino_runtime.py).
     runtime: str = "torch"

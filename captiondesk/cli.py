@@ -376,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="'openvino' runs the vision tower (BLIP, SmolVLM, Florence-2, Qwen2-VL) and the text model (BLIP, SmolVLM, "
              "Qwen2-VL) on OpenVINO on the CPU (pip install 'captiondesk[openvino]'; converted once, cached beside "
              "the model); 'openvino-bf16' the tower in bf16 and the text model in bf16 on torch (CPUs with "
-             "avx512_bf16 or AMX only; captions may differ from fp32's); 'openvino-int8' in int8 (BLIP: weights and "
-             "activations, decoder int8 on torch; the others: int8 weights); 'auto' picks per model family what measured faster",
+             "avx512_bf16 or AMX only; captions may differ from fp32's); 'openvino-int8' in int8 (vision towers: weights "
+             "and activations; text models: int8 weights); 'auto' picks per model family what measured faster",
     )
     caption.add_argument(
         "--check-views", type=int, default=0, metavar="N",

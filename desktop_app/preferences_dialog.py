@@ -90,7 +90,7 @@ class PreferencesDialog(QDialog):
                                 "text model too) on OpenVINO on the CPU (pip install 'captiondesk[openvino]'); "
                                 "openvino-bf16: the tower in bf16 and the text model in bf16, faster on CPUs with bf16 "
                                 "hardware (avx512_bf16 or AMX; refused elsewhere), captions may differ from fp32's; "
-                                "openvino-int8: in int8 (BLIP: weights and activations; others: int8 weights); "
+                                "openvino-int8: in int8 (vision towers: weights and activations; text models: int8 weights); "
                                 "auto: whatever measured faster for the model")
         self.sidecar_naming = QComboBox()
         for naming, label in SIDECAR_NAMING_LABELS.items():

@@ -26,8 +26,8 @@ from typing import Any
 __all__ = ["CALIBRATION", "STATIC_INT8_FAMILIES", "calibration_photos", "int8_static", "int8_weights"]
 
 #: Families whose vision tower gets int8 activations too under ``openvino-int8`` (measured
-#: faster for BLIP; the VLM towers keep int8 weights only, not measured with static int8).
-STATIC_INT8_FAMILIES: frozenset[str] = frozenset({"blip"})
+#: faster than int8 weights alone: docs/optimization-notes.md, "OpenVINO runtime").
+STATIC_INT8_FAMILIES: frozenset[str] = frozenset({"blip", "qwen2-vl", "florence2", "idefics3"})
 
 
 #: How many generated photos calibrate the activation scales.
@@ -59,17 +59,21 @@ def int8_weights(ov_model: Any) -> Any:
         return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
-def int8_static(ov_model: Any, pixel_values: Any) -> Any:
-    """*ov_model* (one ``pixel_values`` input) with int8 weights and activations, the
-    activation scales calibrated on *pixel_values* (``(n, 3, H, W)`` numpy, one image a step)."""
+def int8_static(ov_model: Any, samples: Any) -> Any:
+    """*ov_model* with int8 weights and activations, the activation scales calibrated on
+    *samples*: one image's inputs each (an array, or a tuple of arrays in the model's input
+    order), or an ``(n, ...)`` array of single-input batches, split one image a step."""
     import nncf
 
-    dataset = nncf.Dataset([pixel_values[i : i + 1] for i in range(len(pixel_values))])
+    if hasattr(samples, "shape"):
+        samples = [samples[i : i + 1] for i in range(len(samples))]
+    samples = list(samples)
+    dataset = nncf.Dataset(samples)
     with _quiet_nncf():
         # Symmetric activations: a trained tiny BLIP kept 47/48 captions, against 44/48 with
         # the default mixed preset, at the same speed (docs/optimization-notes.md).
         return nncf.quantize(ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER,
-                             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(pixel_values))
+                             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(samples))
 
 
 def _smooth_noise(rng: Any, height: int, width: int, cells: int) -> Any:

@@ -12,10 +12,10 @@ and leaves ``generate`` to transformers, so greedy and beam search, scores, batc
 resume and cancel are the torch path's own, and the captions are the torch fp32
 captions.  Where the language model is converted too, each decoding step runs on
 OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
-``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): BLIP's
+``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): the
 tower with int8 weights and activations (scales fixed at conversion from generated photos,
-so a caption never depends on its batch-mates) and its text decoder's step with int8 weights;
-the other families' converted parts with int8 weights only.
+so a caption never depends on its batch-mates), BLIP's image key/value projection likewise,
+and the text models' steps with int8 weights only.
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
 the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
@@ -422,11 +422,37 @@ def _convert_qwen(visual: Any) -> Any:
                                              openvino.PartialShape([-1, sin.shape[1]])])
 
 
+def _qwen_calibration(visual: Any, processor: Any) -> list[tuple[Any, Any, Any]]:
+    """The generated calibration photos as Qwen2-VL's tower sees them: per photo its
+    patches and rotary cos/sin, as :class:`OpenVINOQwenVisionTower` passes them."""
+    import torch
+    from transformers.vision_utils import get_vision_position_ids
+
+    from .openvino_int8 import calibration_photos
+
+    inputs = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="pt")
+    samples, start = [], 0
+    for grid in inputs["image_grid_thw"]:
+        length = int(grid.prod())
+        with torch.no_grad():
+            cos, sin = visual.rotary_pos_emb(inputs["pixel_values"][:0].float(),
+                                             get_vision_position_ids(grid[None], visual.spatial_merge_size))
+        patches = inputs["pixel_values"][start : start + length].float()
+        samples.append(tuple(t.contiguous().numpy() for t in (patches, cos, sin)))
+        start += length
+    return samples
+
+
 def _calibration_pixels(processor: Any, size: tuple[int, int]) -> Any:
     """The generated calibration photos as the processor makes them, at the converted *size*."""
     from .openvino_int8 import calibration_photos
 
-    pixels = processor(images=calibration_photos(), return_tensors="np")["pixel_values"]
+    made = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="np")
+    pixels = made["pixel_values"]
+    if pixels.ndim == 5:  # Idefics3: crops per photo; the padding crops are not photos
+        mask = made.get("pixel_attention_mask")
+        keep = mask.reshape(*mask.shape[:2], -1).all(-1) if mask is not None else None
+        pixels = pixels.reshape(-1, *pixels.shape[2:])[keep.reshape(-1) if keep is not None else slice(None)]
     if tuple(pixels.shape[-2:]) != size:
         raise ValueError(f"the processor makes {tuple(pixels.shape[-2:])} images, the tower was converted for {size}")
     return pixels.astype("float32")
@@ -524,7 +550,9 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                                                   example_input=torch.zeros(1, 3, height, width),
                                                   input=[openvino.PartialShape([-1, 3, height, width])])
         if weights == "int8" and static_int8:
-            return int8_static(ov_model, _calibration_pixels(processor, (height, width)))
+            samples = (_qwen_calibration(tower, processor) if family.id == "qwen2-vl"
+                       else _calibration_pixels(processor, (height, width)))
+            return int8_static(ov_model, samples)
         return int8_weights(ov_model) if weights == "int8" else ov_model
 
     static_int8 = family.id in STATIC_INT8_FAMILIES

@@ -340,8 +340,8 @@ def load_captioner(
             ``quantization_config`` and ``device_map`` (then the model is not moved).
         runtime: ``"torch"``, ``"openvino"``, ``"openvino-bf16"``, ``"openvino-int8"`` (a
             vision tower, for some VLMs the language model too, on OpenVINO on the CPU: fp32,
-            bf16 with the text model in bf16 on torch, or int8: BLIP's tower weights and activations,
-            the others' weights) or ``"auto"``; see
+            bf16 with the text model in bf16 on torch, or int8: the tower's weights and activations,
+            the text models' weights) or ``"auto"``; see
             :mod:`core.captioning.openvino_runtime`.
 
     Raises:

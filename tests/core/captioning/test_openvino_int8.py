@@ -95,3 +95,40 @@ def test_int8_on_a_trained_model_stays_close_to_fp32(trained_blip_dir: Path, tmp
     assert same >= 0.9 * len(images), f"only {same}/{len(images)} captions unchanged by int8"
     diffs = [abs(a.score - b.score) for a, b in zip(got, ref, strict=True) if a.text == b.text]
     assert sum(diffs) / len(diffs) < 0.02 and max(diffs) < 0.1
+
+
+
+def _image_features(captioner, inputs: dict):
+    import torch
+
+    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
+    with torch.inference_mode():
+        features = captioner.model.model.get_image_features(**wanted).pooler_output
+    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "florence2", "idefics3"])
+def test_vlm_int8_tower_runs_int8_activations_close_to_fp32(name: str, tiny_model_dirs: dict, tmp_path: Path) -> None:
+    """A VLM's tower calibrated on the generated photos (Qwen2-VL: their patches, one image a
+    call, any patch grid): int8 activations, image features near fp32's, a caption alone as in
+    a batch."""
+    import openvino
+
+    folder = Path(shutil.copytree(tiny_model_dirs[name], tmp_path / name))
+    images = [im.convert("RGB") for im in shape_dataset(4, seed=3)[0]]
+    images.append(images[0].resize((40, 24)))  # another size (Qwen2-VL: another patch grid)
+    reference = load_captioner(str(folder), device="cpu", optimize="none")
+    int8 = _load(folder, "openvino-int8", [])
+    [slot] = _slots(folder).values()
+    key = json.loads((slot / "vision" / "key.json").read_text())
+    assert key["options"] | {"activations": "int8", "calibration": openvino_int8.CALIBRATION} == key["options"]
+    ops = {op.get_type_name() for op in openvino.Core().read_model(str(slot / "vision" / "vision.xml")).get_ops()}
+    assert "FakeQuantize" in ops
+
+    inputs = reference.preprocess(images, SETTINGS).inputs
+    want, have = _image_features(reference, inputs), _image_features(int8, inputs)
+    assert have.shape == want.shape
+    # int8 rounding on 64-px random weights (up to ~10 %), not another function (~140 %).
+    assert float((have - want).norm() / want.norm()) < 0.2
+    together = assert_same_alone_as_in_batch(int8, images, SETTINGS, alone=4)
+    assert all(r.score is not None and math.isfinite(r.score) for r in together)

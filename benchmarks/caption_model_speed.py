@@ -116,7 +116,7 @@ ignored) and reused.  Usage::
 
     python benchmarks/caption_model_speed.py [--images 8] [--batch-size 8] [--repeats 2] [--threads N]
         [--family llava|qwen2-vl|idefics3|paligemma|florence2|all-vlm ...] [--runtime torch|openvino|all]
-        [--models blip-base|florence2-base|smolvlm-256m|qwen2-vl-2b|all ... [--tiny]]
+        [--models blip-base|florence2-base|smolvlm-256m|qwen2-vl-2b|all ... [--tiny] [--sequential]]
 
 ``--runtime all`` (BLIP table): torch fp32, ``optimize=auto`` and bf16 autocast beside the
 OpenVINO runtimes (fp32, with the int8 decoder, int8 tower weights, and ``openvino-bf16``
@@ -484,7 +484,7 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
     if family.id in OPENVINO_FAMILIES and not cpu_has_bf16():
         covered = " (no openvino-bf16 row: this CPU has no bf16 hardware)"
     print(f"\n{name}: {args.images} photos, {TOKENS} tokens, {torch.get_num_threads()} threads{covered}", flush=True)
-    run_table(paths, args.images, args.repeats, reference_row=1, engine_row=2)
+    run_table(paths, args.images, args.repeats, reference_row=1, engine_row=2, sequential=args.sequential)
 
 
 def make_photos(n: int) -> list:
@@ -555,34 +555,52 @@ def family_table(name: str, args: argparse.Namespace) -> None:
     run_table(paths, args.images, args.repeats)
 
 
-def run_table(paths: list, n_images: int, repeats: int, reference_row: int = 0, engine_row: int | None = None) -> None:
+def run_table(paths: list, n_images: int, repeats: int, reference_row: int = 0, engine_row: int | None = None,
+              sequential: bool = False) -> None:
     """Interleaved best-of-``repeats`` timing of ``paths``; same text counted against
-    ``reference_row``; ``engine_row``: also each path's speed against that row's."""
-    runners = [(name, make()) for name, make in paths]
+    ``reference_row``; ``engine_row``: also each path's speed against that row's.
+    ``sequential``: one path's model in memory at a time, its repeats back to back (a model of
+    several GB per path would not fit the machine's memory six times over)."""
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     texts: dict[str, list[str]] = {}
-    for repeat in range(repeats):
-        # Interleaved, so a noisy neighbour slows all paths alike.
-        for name, run in runners:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            texts[name] = run()
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            best[name] = min(best.get(name, float("inf")), elapsed)
-            best_cpu[name] = min(best_cpu.get(name, float("inf")), cpu)
-            print(f"  repeat {repeat + 1}: {name:<34} {elapsed:7.1f} s wall {cpu:7.1f} s cpu", flush=True)
-    reference = texts[runners[reference_row][0]]
-    naive_rate = n_images / best[runners[0][0]]
-    naive_cpu = best_cpu[runners[0][0]]
+    names = [name for name, _make in paths]
+
+    def timed(repeat: int, name: str, run: Callable[[], list[str]]) -> None:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        texts[name] = run()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        best[name] = min(best.get(name, float("inf")), elapsed)
+        best_cpu[name] = min(best_cpu.get(name, float("inf")), cpu)
+        print(f"  repeat {repeat + 1}: {name:<34} {elapsed:7.1f} s wall {cpu:7.1f} s cpu", flush=True)
+
+    if sequential:
+        import gc
+
+        for name, make in paths:
+            run = make()
+            for repeat in range(repeats):
+                timed(repeat, name, run)
+            del run
+            gc.collect()
+    else:
+        runners = [(name, make()) for name, make in paths]
+        for repeat in range(repeats):
+            # Interleaved, so a noisy neighbour slows all paths alike.
+            for name, run in runners:
+                timed(repeat, name, run)
+    reference = texts[names[reference_row]]
+    naive_rate = n_images / best[names[0]]
+    naive_cpu = best_cpu[names[0]]
     engine = "" if engine_row is None else f" {'vs engine':>10} {'cpu vs engine':>14}"
     print(f"\n{'path':<34} {'img/s':>6} {'vs naive':>9} {'cpu s/img':>10} {'cpu vs naive':>13}{engine} "
           f"{'same text':>10}")
-    for name, _ in runners:
+    for name in names:
         rate = n_images / best[name]
         same = sum(a == r for a, r in zip(texts[name], reference, strict=True))
         versus = ""
         if engine_row is not None:
-            engine_name = runners[engine_row][0]
+            engine_name = names[engine_row]
             versus = f" {best[engine_name] / best[name]:9.2f}x {best_cpu[engine_name] / best_cpu[name]:13.2f}x"
         print(f"{name:<34} {rate:6.3f} {rate / naive_rate:8.2f}x {best_cpu[name] / n_images:10.2f} "
               f"{naive_cpu / best_cpu[name]:12.2f}x{versus} {same:>6}/{len(reference)}", flush=True)
@@ -605,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=[*SHAPED_MODELS, "all"], default=None,
                         help="with --runtime all: one table per shaped random-weight model (naive loop, torch "
                              "engine fp32 and auto, OpenVINO fp32 and int8 weights where covered)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="with --models: one path's model in memory at a time, its repeats back to back instead "
+                             "of interleaved (Qwen2-VL-2B: six fp32 copies do not fit in 24 GB)")
     parser.add_argument("--tiny", action="store_true",
                         help="with --models: the test suite's tiny models instead (a smoke run, in seconds)")
     args = parser.parse_args(argv)

@@ -34,7 +34,7 @@ from core.captioning.job_spec import RUNTIMES, CaptionJobSpec
 from core.training.current import current_model, library_base_model, use_base_model
 from core.training.versions import VersionError, list_versions, set_active
 from desktop_app.app_settings import THUMBNAIL_SIZES, AppSettings
-from desktop_app.dialog_kit import DIALOG_WIDTH, wrapped
+from desktop_app.dialog_kit import DIALOG_WIDTH, fit_on_screen, wrapped
 
 if TYPE_CHECKING:
     from core.library import Library
@@ -130,6 +130,8 @@ class PreferencesDialog(QDialog):
         layout.addWidget(captioning)
         layout.addWidget(view)
         layout.addWidget(buttons)
+        # Qt would cap the first size at 2/3 of the screen (466 px on 1024x700), squeezing the notes.
+        fit_on_screen(self)
 
     @staticmethod
     def _spin(low: int, high: int, value: int) -> QSpinBox:

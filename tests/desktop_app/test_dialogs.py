@@ -589,6 +589,39 @@ def test_preferences_round_trip_into_the_caption_spec(qtbot, tmp_path):
     assert again.sidecar_naming == "full"
 
 
+
+def test_preferences_on_a_small_screen_keeps_its_wrapped_notes_whole(tmp_path):
+    """Qt caps a top-level window's first size at 2/3 of the screen: on 1024x700 that squeezed the
+    wrapped notes into each other. The dialog takes its full height where the screen has it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.paths import REPO_ROOT
+
+    screens = tmp_path / "screens.json"
+    screens.write_text(json.dumps({"screens": [{"name": "small", "x": 0, "y": 0, "width": 1024, "height": 700,
+                                                "logicalDpi": 96, "logicalBaseDpi": 96, "dpr": 1}]}))
+    script = (
+        "from PySide6.QtCore import QSettings\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from desktop_app.app_settings import AppSettings\n"
+        "from desktop_app.preferences_dialog import PreferencesDialog\n"
+        f"settings = AppSettings(QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat))\n"
+        f"dialog = PreferencesDialog(settings, library_path={str(tmp_path / 'lib.db')!r}, known_models=[])\n"
+        "dialog.show()\n"
+        "app.processEvents()\n"
+        "print(app.primaryScreen().availableGeometry().height(), dialog.height(), dialog.sizeHint().height())\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": f"offscreen:configfile={screens}"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    screen, height, wanted = (int(v) for v in done.stdout.split()[-3:])
+    assert screen == 700
+    assert height >= wanted
+
 def test_help_dialogs(qtbot, library):
     from PySide6.QtGui import QAction, QKeySequence
 

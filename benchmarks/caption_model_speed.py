@@ -474,7 +474,7 @@ def runtime_models_table(name: str, folder: Path, args: argparse.Namespace) -> N
         paths += [
             (f"openvino fp32 {parts}", lambda: captioner_runner(folder, images, "none", b, runtime="openvino")),
             # optimize="auto", as a user runs it.
-            (f"openvino-int8 {parts}",
+            (f"openvino-int8 {parts}" + ("; text int8" if parts == "vision" else ""),
              lambda: captioner_runner(folder, images, "auto", b, runtime="openvino-int8")),
         ]
         if cpu_has_bf16():

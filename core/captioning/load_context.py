@@ -184,11 +184,19 @@ class LoadContext:
         if self.runtime != "torch":
             from dataclasses import replace
 
-            from .openvino_runtime import OPENVINO_PRECISION, OPENVINO_WEIGHTS, apply_openvino, runtime_dtype
+            from .openvino_runtime import (
+                OPENVINO_PRECISION,
+                OPENVINO_WEIGHTS,
+                apply_openvino,
+                runtime_dtype,
+                text_stays_on_torch,
+            )
 
             # The fp32 weights are converted first; an explicit optimize list then applies to
             # what stays on torch (with "int8", BLIP's text decoder stays there for it), and
-            # "auto" keeps the runtime's precision.
+            # "auto" keeps the runtime's precision: under openvino-int8 a text model left on
+            # torch (Florence-2's) runs the engine's per-image int8, whatever the family's
+            # tower made of int8 on torch (cpu_int8_eligible).
             model = apply_openvino(model, family=self.family, model_ref=self.ref, revision=revision,
                                    adapter=adapter_identity, progress=self.progress,
                                    weights=OPENVINO_WEIGHTS[self.runtime],
@@ -197,7 +205,8 @@ class LoadContext:
             runtime_names = [self.runtime]
             dtype = runtime_dtype(self.runtime)
             if plan.auto:
-                plan = replace(plan, int8=False)
+                int8_text = self.runtime == "openvino-int8" and text_stays_on_torch(self.family.id)
+                plan = replace(plan, int8=int8_text, auto=not int8_text)
         applied = opt.apply_optimizations(model, family=self.family, plan=plan, progress=self.progress)
         applied.names[:0] = runtime_names
         model = applied.model

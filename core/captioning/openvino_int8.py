@@ -23,7 +23,8 @@ import io
 import logging
 from typing import Any
 
-__all__ = ["CALIBRATION", "STATIC_INT8_FAMILIES", "calibration_photos", "int8_static", "int8_weights"]
+__all__ = ["CALIBRATION", "STATIC_INT8_FAMILIES", "calibration_photos", "calibration_pixels", "int8_static", "int8_weights",
+           "qwen_calibration"]
 
 #: Families whose vision tower gets int8 activations too under ``openvino-int8`` (measured
 #: faster than int8 weights alone: docs/optimization-notes.md, "OpenVINO runtime").
@@ -119,3 +120,35 @@ def _scene(index: int) -> Any:
 def calibration_photos(count: int = CALIBRATION_IMAGES) -> list:
     """*count* generated photo-like RGB scenes, the same on every call and machine."""
     return [_scene(i) for i in range(count)]
+
+
+def qwen_calibration(visual: Any, processor: Any) -> list[tuple[Any, Any, Any]]:
+    """The generated calibration photos as Qwen2-VL's tower sees them: per photo its
+    patches and rotary cos/sin, as the runtime's Qwen2-VL tower passes them."""
+    import torch
+    from transformers.vision_utils import get_vision_position_ids
+
+    inputs = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="pt")
+    samples, start = [], 0
+    for grid in inputs["image_grid_thw"]:
+        length = int(grid.prod())
+        with torch.no_grad():
+            cos, sin = visual.rotary_pos_emb(inputs["pixel_values"][:0].float(),
+                                             get_vision_position_ids(grid[None], visual.spatial_merge_size))
+        patches = inputs["pixel_values"][start : start + length].float()
+        samples.append(tuple(t.contiguous().numpy() for t in (patches, cos, sin)))
+        start += length
+    return samples
+
+
+def calibration_pixels(processor: Any, size: tuple[int, int]) -> Any:
+    """The generated calibration photos as the processor makes them, at the converted *size*."""
+    made = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="np")
+    pixels = made["pixel_values"]
+    if pixels.ndim == 5:  # Idefics3: crops per photo; the padding crops are not photos
+        mask = made.get("pixel_attention_mask")
+        keep = mask.reshape(*mask.shape[:2], -1).all(-1) if mask is not None else None
+        pixels = pixels.reshape(-1, *pixels.shape[2:])[keep.reshape(-1) if keep is not None else slice(None)]
+    if tuple(pixels.shape[-2:]) != size:
+        raise ValueError(f"the processor makes {tuple(pixels.shape[-2:])} images, the tower was converted for {size}")
+    return pixels.astype("float32")

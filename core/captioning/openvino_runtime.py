@@ -15,7 +15,8 @@ OpenVINO inside that same ``generate``; elsewhere the text model stays on torch.
 ``runtime="openvino-int8"`` is the same in int8 (:mod:`core.captioning.openvino_int8`): the
 tower with int8 weights and activations (scales fixed at conversion from generated photos,
 so a caption never depends on its batch-mates), BLIP's image key/value projection likewise,
-and the text models' steps with int8 weights only.
+the converted text models' steps with int8 weights only, and a text model left on torch
+(Florence-2's) in the engine's per-image int8.
 ``runtime="openvino-bf16"`` compiles the tower with bf16 inference precision and casts what
 stays on torch (the text model, ``generate``) to bf16 weights (faster than bf16 autocast of
 the fp32 model, docs/optimization-notes.md); ``generate`` and the scores still take the
@@ -72,6 +73,7 @@ __all__ = [
     "openvino_available",
     "resolve_runtime",
     "runtime_dtype",
+    "text_stays_on_torch",
 ]
 
 #: Families with an OpenVINO converter here (their vision tower).
@@ -87,7 +89,7 @@ OPENVINO_PRECISION: dict[str, str] = {"openvino": "f32", "openvino-bf16": "bf16"
 #: "OpenVINO runtime", has the tables).
 AUTO_RUNTIMES: dict[str, dict[str, str]] = {
     "amx": {"blip": "openvino"},
-    "other": {"florence2": "openvino-bf16", "qwen2-vl": "openvino-int8"},
+    "other": {"florence2": "openvino-int8", "qwen2-vl": "openvino-int8"},
 }
 #: Bumped when the conversion itself changes, so old caches are converted again
 #: (2: one sub-folder per converted part, ``vision`` and ``language``).
@@ -104,6 +106,14 @@ def openvino_available() -> bool:
 def nncf_available() -> bool:
     """Whether ``nncf`` (int8 weight compression for ``openvino-int8``) is installed."""
     return importlib.util.find_spec("nncf") is not None
+
+
+def text_stays_on_torch(family_id: str) -> bool:
+    """Whether the family's text model stays on torch under ``openvino``/``openvino-int8``
+    (Florence-2's encoder-decoder: no converter for it here)."""
+    from .openvino_language import LANGUAGE_FAMILIES
+
+    return family_id in OPENVINO_FAMILIES and family_id != "blip" and family_id not in LANGUAGE_FAMILIES
 
 
 def runtime_dtype(runtime: str) -> torch.dtype:
@@ -422,42 +432,6 @@ def _convert_qwen(visual: Any) -> Any:
                                              openvino.PartialShape([-1, sin.shape[1]])])
 
 
-def _qwen_calibration(visual: Any, processor: Any) -> list[tuple[Any, Any, Any]]:
-    """The generated calibration photos as Qwen2-VL's tower sees them: per photo its
-    patches and rotary cos/sin, as :class:`OpenVINOQwenVisionTower` passes them."""
-    import torch
-    from transformers.vision_utils import get_vision_position_ids
-
-    from .openvino_int8 import calibration_photos
-
-    inputs = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="pt")
-    samples, start = [], 0
-    for grid in inputs["image_grid_thw"]:
-        length = int(grid.prod())
-        with torch.no_grad():
-            cos, sin = visual.rotary_pos_emb(inputs["pixel_values"][:0].float(),
-                                             get_vision_position_ids(grid[None], visual.spatial_merge_size))
-        patches = inputs["pixel_values"][start : start + length].float()
-        samples.append(tuple(t.contiguous().numpy() for t in (patches, cos, sin)))
-        start += length
-    return samples
-
-
-def _calibration_pixels(processor: Any, size: tuple[int, int]) -> Any:
-    """The generated calibration photos as the processor makes them, at the converted *size*."""
-    from .openvino_int8 import calibration_photos
-
-    made = getattr(processor, "image_processor", processor)(images=calibration_photos(), return_tensors="np")
-    pixels = made["pixel_values"]
-    if pixels.ndim == 5:  # Idefics3: crops per photo; the padding crops are not photos
-        mask = made.get("pixel_attention_mask")
-        keep = mask.reshape(*mask.shape[:2], -1).all(-1) if mask is not None else None
-        pixels = pixels.reshape(-1, *pixels.shape[2:])[keep.reshape(-1) if keep is not None else slice(None)]
-    if tuple(pixels.shape[-2:]) != size:
-        raise ValueError(f"the processor makes {tuple(pixels.shape[-2:])} images, the tower was converted for {size}")
-    return pixels.astype("float32")
-
-
 def _drop_old_layout(slot_dir: Path) -> None:
     """Remove a converter-1 slot's files (its part sat at the slot's top level)."""
     for name in ("key.json", "vision.xml", "vision.bin"):
@@ -520,7 +494,14 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
     import openvino
     import torch
 
-    from .openvino_int8 import CALIBRATION, STATIC_INT8_FAMILIES, int8_static, int8_weights
+    from .openvino_int8 import (
+        CALIBRATION,
+        STATIC_INT8_FAMILIES,
+        calibration_pixels,
+        int8_static,
+        int8_weights,
+        qwen_calibration,
+    )
     from .openvino_language import LANGUAGE_FAMILIES, convert_language, install_language, language_unconvertible
 
     if family.id not in OPENVINO_FAMILIES:
@@ -550,8 +531,8 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
                                                   example_input=torch.zeros(1, 3, height, width),
                                                   input=[openvino.PartialShape([-1, 3, height, width])])
         if weights == "int8" and static_int8:
-            samples = (_qwen_calibration(tower, processor) if family.id == "qwen2-vl"
-                       else _calibration_pixels(processor, (height, width)))
+            samples = (qwen_calibration(tower, processor) if family.id == "qwen2-vl"
+                       else calibration_pixels(processor, (height, width)))
             return int8_static(ov_model, samples)
         return int8_weights(ov_model) if weights == "int8" else ov_model
 
@@ -576,7 +557,7 @@ def apply_openvino(model: Any, *, family: ModelFamily, model_ref: str, revision:
         install_language(model, family.id, lm_compiled, lm_xml)
     if family.id == "blip" and convert_text and precision != "bf16":
         _blip_text(model, compiled, slot_dir, key, weights, progress, model_ref,
-                   lambda: _calibration_pixels(processor, (height, width)))
+                   lambda: calibration_pixels(processor, (height, width)))
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if family.id == "qwen2-vl":
         setattr(owner, attribute, _qwen_tower_module()(compiled, xml, tower))

@@ -124,6 +124,14 @@ def test_vlm_int8_tower_runs_int8_activations_close_to_fp32(name: str, tiny_mode
     assert key["options"] | {"activations": "int8", "calibration": openvino_int8.CALIBRATION} == key["options"]
     ops = {op.get_type_name() for op in openvino.Core().read_model(str(slot / "vision" / "vision.xml")).get_ops()}
     assert "FakeQuantize" in ops
+    # Florence-2's text model stays on torch, and runs there in the engine's per-image int8.
+    expected = ["openvino-int8", "int8"] if name == "florence2" else ["openvino-int8"]
+    assert int8.identity["optimizations"] == expected
+    if name == "florence2":
+        from core.captioning.int8_linear import PerImageInt8Linear
+
+        text = int8.model.model.language_model
+        assert any(isinstance(m, PerImageInt8Linear) for m in text.modules())
 
     inputs = reference.preprocess(images, SETTINGS).inputs
     want, have = _image_features(reference, inputs), _image_features(int8, inputs)

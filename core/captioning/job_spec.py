@@ -134,7 +134,7 @@ class CaptionJobSpec:
     optimize: str = "auto"
     #: "torch", "openvino" (a vision tower, for BLIP and some VLMs the text model too, on OpenVINO on
     #: the CPU), "openvino-bf16" (the tower in bf16, the text model in bf16 on torch),
-    #: "openvino-int8" (int8; BLIP's tower with int8 activations too) or "auto" (core/captioning/openvino_runtime.py).
+    #: "openvino-int8" (int8; the towers with int8 activations too) or "auto" (core/captioning/openvino_runtime.py).
     runtime: str = "torch"
     backend: str = "local"
     endpoint: str | None = None

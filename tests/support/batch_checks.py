@@ -1,4 +1,5 @@
-"""Checks shared by the runtime tests: an int8 caption must not depend on its batch-mates."""
+"""Checks shared by the runtime tests: an int8 caption must not depend on its batch-mates; a
+VLM's image features as its language model receives them."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def assert_same_alone_as_in_batch(captioner: Any, images: Sequence[Any], setting
         assert single.token_logprobs == pytest.approx(together[i].token_logprobs, abs=1e-5)
         assert single.score == pytest.approx(together[i].score, abs=1e-6)
     return together
+
+
+def image_features(captioner: Any, inputs: dict) -> Any:
+    """The image features *captioner*'s VLM makes of a preprocessed batch's *inputs* (one tensor)."""
+    import torch
+
+    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
+    with torch.inference_mode():
+        features = captioner.model.model.get_image_features(**wanted).pooler_output
+    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))

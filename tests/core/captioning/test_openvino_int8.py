@@ -13,7 +13,7 @@ import pytest
 
 from core.captioning import load_captioner, openvino_int8, openvino_runtime
 from core.captioning.job_spec import GenerationSettings
-from tests.support.batch_checks import assert_same_alone_as_in_batch
+from tests.support.batch_checks import assert_same_alone_as_in_batch, image_features
 from tests.support.tiny_models import shape_dataset
 
 pytest.importorskip("openvino")
@@ -98,15 +98,6 @@ def test_int8_on_a_trained_model_stays_close_to_fp32(trained_blip_dir: Path, tmp
 
 
 
-def _image_features(captioner, inputs: dict):
-    import torch
-
-    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
-    with torch.inference_mode():
-        features = captioner.model.model.get_image_features(**wanted).pooler_output
-    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))
-
-
 @pytest.mark.parametrize("name", ["qwen2_vl", "florence2", "idefics3"])
 def test_vlm_int8_tower_runs_int8_activations_close_to_fp32(name: str, tiny_model_dirs: dict, tmp_path: Path) -> None:
     """A VLM's tower calibrated on the generated photos (Qwen2-VL: their patches, one image a
@@ -134,7 +125,7 @@ def test_vlm_int8_tower_runs_int8_activations_close_to_fp32(name: str, tiny_mode
         assert any(isinstance(m, PerImageInt8Linear) for m in text.modules())
 
     inputs = reference.preprocess(images, SETTINGS).inputs
-    want, have = _image_features(reference, inputs), _image_features(int8, inputs)
+    want, have = image_features(reference, inputs), image_features(int8, inputs)
     assert have.shape == want.shape
     # int8 rounding on 64-px random weights (up to ~10 %), not another function (~140 %).
     assert float((have - want).norm() / want.norm()) < 0.2

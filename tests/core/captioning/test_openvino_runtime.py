@@ -13,6 +13,7 @@ from captiondesk.cli import main
 from core.captioning import load_captioner, openvino_runtime
 from core.captioning.errors import ModelLoadError
 from core.captioning.job_spec import CaptionJobSpec, GenerationSettings
+from tests.support.batch_checks import image_features
 from tests.support.imagegen import write_jpeg
 from tests.support.tiny_models import build_tiny_blip, shape_dataset
 
@@ -79,15 +80,6 @@ def test_openvino_captions_equal_torch_fp32(blip_copy: Path) -> None:
 TOWERS = {"idefics3": "vision_model", "florence2": "vision_tower", "qwen2_vl": "visual"}
 
 
-def _image_features(captioner, inputs: dict):
-    import torch
-
-    wanted = {k: v for k, v in inputs.items() if k in ("pixel_values", "pixel_attention_mask", "image_grid_thw")}
-    with torch.inference_mode():
-        features = captioner.model.model.get_image_features(**wanted).pooler_output
-    return features if isinstance(features, torch.Tensor) else torch.cat(list(features))
-
-
 @pytest.mark.parametrize("name", list(TOWERS))
 def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_model_dirs: dict, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,8 +95,8 @@ def test_vlm_vision_tower_on_openvino_gives_the_torch_captions(name: str, tiny_m
     tower = getattr(ov.model.model, TOWERS[name])
     assert ov.identity["optimizations"] == ["openvino"] and type(tower).__name__.startswith("OpenVINO")
     inputs = reference.preprocess(images, settings).inputs
-    expected = _image_features(reference, inputs)
-    assert float((_image_features(ov, inputs) - expected).abs().max()) < 1e-4
+    expected = image_features(reference, inputs)
+    assert float((image_features(ov, inputs) - expected).abs().max()) < 1e-4
     torch_tower = tower._fallback[0]
     if name == "idefics3":
         # A padded batch (part of the patches masked) is not what was converted: torch runs it.
